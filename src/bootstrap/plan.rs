@@ -1,0 +1,153 @@
+//! The bootstrap plan: written by `appliance generate`, read by
+//! `appliance bootstrap` on the Matrix host. It names every account, room
+//! and secret file, never a secret value.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Appliance, MemberRole, STATE_DIR};
+
+/// Bumped whenever a field changes meaning; bootstrap refuses other versions.
+pub const PLAN_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub schema: u32,
+    pub appliance: String,
+    pub homeserver: Homeserver,
+    pub state_dir: String,
+    /// Synapse reads this file; bootstrap creates it before Synapse starts.
+    pub registration_secret_file: String,
+    pub accounts: Vec<Account>,
+    pub rooms: Vec<PlannedRoom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Homeserver {
+    /// Where bootstrap reaches Synapse on the host.
+    pub url: String,
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum AccountKind {
+    /// An agent: gets a token file for its sandbox.
+    Agent,
+    /// A human admin: gets an initial password file for the operator.
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub localpart: String,
+    pub user_id: String,
+    pub kind: AccountKind,
+    pub display_name: String,
+    /// Stable, so a rerun never adds a device.
+    pub device_id: String,
+    /// Directory of this account's secret files (0700).
+    pub secrets_dir: String,
+    /// Owner of the secret files: the uid/gid the agent's sandbox runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// Extra secrets the agent needs, each generated once: env var -> bytes.
+    pub generated_env: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedRoom {
+    pub alias_localpart: String,
+    pub alias: String,
+    pub name: String,
+    pub topic: Option<String>,
+    pub federate: bool,
+    pub members: Vec<String>,
+    /// Power levels above the default 0.
+    pub power_levels: BTreeMap<String, u32>,
+}
+
+/// The plan for an appliance; only its Matrix host runs it.
+pub fn plan(appliance: &Appliance) -> Plan {
+    let server_name = &appliance.matrix.server_name;
+    let mut accounts = Vec::new();
+    for agent in appliance.agents.values() {
+        let (uid, gid) = appliance
+            .sandbox(&agent.sandbox)
+            .and_then(|(_, sandbox)| parse_user(&sandbox.user))
+            .unwrap_or((0, 0));
+        let mut generated_env = BTreeMap::new();
+        if agent.kind == crate::spec::schema::AgentKind::Openclaw {
+            generated_env.insert("OPENCLAW_GATEWAY_TOKEN".to_string(), 32);
+        }
+        accounts.push(Account {
+            localpart: agent.name.clone(),
+            user_id: agent.user_id.clone(),
+            kind: AccountKind::Agent,
+            display_name: agent.name.clone(),
+            device_id: device_id(&agent.name),
+            secrets_dir: agent.secrets_dir.clone(),
+            uid,
+            gid,
+            generated_env,
+        });
+    }
+    for admin in &appliance.matrix.admins {
+        let localpart = admin.trim_start_matches('@').split(':').next().unwrap_or_default().to_string();
+        accounts.push(Account {
+            user_id: admin.clone(),
+            kind: AccountKind::Admin,
+            display_name: localpart.clone(),
+            device_id: device_id(&localpart),
+            secrets_dir: format!("{STATE_DIR}/secrets/admins/{localpart}"),
+            uid: 0,
+            gid: 0,
+            generated_env: BTreeMap::new(),
+            localpart,
+        });
+    }
+    let rooms = appliance
+        .rooms
+        .values()
+        .map(|room| PlannedRoom {
+            alias_localpart: room.name.clone(),
+            alias: room.alias.clone(),
+            name: room.display_name.clone(),
+            topic: room.topic.clone(),
+            federate: room.federate,
+            members: room.members.iter().map(|m| m.user_id.clone()).collect(),
+            power_levels: room
+                .members
+                .iter()
+                .filter(|m| m.role == MemberRole::Admin)
+                .map(|m| (m.user_id.clone(), m.power_level))
+                .collect(),
+        })
+        .collect();
+    Plan {
+        schema: PLAN_SCHEMA,
+        appliance: appliance.name.clone(),
+        homeserver: Homeserver {
+            url: format!("http://127.0.0.1:{}", appliance.matrix.port),
+            server_name: server_name.clone(),
+        },
+        state_dir: STATE_DIR.to_string(),
+        registration_secret_file: format!("{STATE_DIR}/secrets/synapse/registration-shared-secret"),
+        accounts,
+        rooms,
+    }
+}
+
+fn device_id(localpart: &str) -> String {
+    format!("APPLIANCE_{}", localpart.to_ascii_uppercase().replace('-', "_"))
+}
+
+fn parse_user(user: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = user.split_once(':')?;
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}

@@ -1,0 +1,66 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::cli::GenerateArgs;
+use crate::output;
+use crate::render;
+
+/// Returned when `--check` finds drift, so `main` exits 1 quietly.
+#[derive(Debug)]
+pub struct DriftFound;
+
+impl std::fmt::Display for DriftFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the generated tree is not up to date\nhint: run `appliance generate` and commit the result")
+    }
+}
+
+impl std::error::Error for DriftFound {}
+
+/// `generated/` beside the spec, unless `--out` says otherwise.
+pub fn output_dir(spec: &Path, out: Option<&Path>) -> PathBuf {
+    match out {
+        Some(out) => out.to_path_buf(),
+        None => spec.parent().unwrap_or(Path::new("")).join("generated"),
+    }
+}
+
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    let appliance = super::load(&args.spec.spec)?;
+    let tree = render::render(&appliance)?;
+    let out = output_dir(&args.spec.spec, args.out.as_deref());
+    if args.check {
+        let drift = output::drift(&out, &tree)?;
+        if drift.is_clean() {
+            println!("{}: up to date ({} files)", out.display(), tree.len() + 1);
+            return Ok(());
+        }
+        for path in &drift.differing {
+            println!("differs: {}", out.join(path).display());
+        }
+        for path in &drift.missing {
+            println!("missing: {}", out.join(path).display());
+        }
+        for path in &drift.extra {
+            println!("extra:   {}", out.join(path).display());
+        }
+        return Err(DriftFound.into());
+    }
+    let report = output::write(&out, &tree, args.force)?;
+    if report.written.is_empty() && report.removed.is_empty() {
+        println!("{}: up to date ({} files)", out.display(), report.unchanged);
+    } else {
+        println!(
+            "{}: {} written, {} removed, {} unchanged",
+            out.display(),
+            report.written.len(),
+            report.removed.len(),
+            report.unchanged
+        );
+    }
+    for path in &report.kept {
+        println!("kept (not generated): {}", out.join(path).display());
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `appliance inspect`: the resolved model, as text for people or as
+//! versioned JSON (documented in docs/inspect.md) for tools.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::bootstrap::plan::{Plan, plan};
+use crate::cli::{Format, InspectArgs};
+use crate::docker::run_options;
+use crate::model::{Agent, Appliance, BindSource, Host, Inference, Matrix, Room, Sandbox, Subnet};
+use crate::runsc::{RunscVersion, runtime_args};
+
+/// Bumped when a field of the JSON changes meaning or disappears.
+pub const INSPECT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Inspection<'a> {
+    pub schema_version: u32,
+    pub name: &'a str,
+    pub network: Subnet,
+    pub overlay: Option<Subnet>,
+    pub matrix: &'a Matrix,
+    pub inference: Option<&'a Inference>,
+    pub hosts: BTreeMap<&'a str, HostView<'a>>,
+    pub agents: BTreeMap<&'a str, &'a Agent>,
+    pub rooms: &'a BTreeMap<String, Room>,
+    pub bootstrap: Plan,
+}
+
+#[derive(Serialize)]
+pub struct HostView<'a> {
+    #[serde(flatten)]
+    pub host: &'a Host,
+    pub runtime_args: BTreeMap<String, Vec<String>>,
+    /// `docker run` options per sandbox, generated files shown by their
+    /// path in the generated tree.
+    pub docker_run_args: BTreeMap<&'a str, Vec<String>>,
+}
+
+pub fn inspection<'a>(appliance: &'a Appliance, only_host: Option<&str>) -> Result<Inspection<'a>> {
+    if let Some(host) = only_host {
+        if !appliance.hosts.contains_key(host) {
+            let known: Vec<&str> = appliance.hosts.keys().map(String::as_str).collect();
+            bail!("no host `{host}` in the spec\nhint: hosts are: {}", known.join(", "));
+        }
+    }
+    let mut hosts = BTreeMap::new();
+    for host in appliance.hosts.values().filter(|h| only_host.is_none_or(|o| o == h.name)) {
+        let mut args = BTreeMap::new();
+        for profile in &host.runtimes {
+            args.insert(profile.name(), runtime_args(profile, host.platform, RunscVersion::Current)?);
+        }
+        let docker_run_args = host
+            .sandboxes
+            .iter()
+            .map(|s| (s.name.as_str(), docker_args(s)))
+            .collect();
+        hosts.insert(
+            host.name.as_str(),
+            HostView {
+                host,
+                runtime_args: args,
+                docker_run_args,
+            },
+        );
+    }
+    Ok(Inspection {
+        schema_version: INSPECT_SCHEMA_VERSION,
+        name: &appliance.name,
+        network: appliance.network,
+        overlay: appliance.overlay,
+        matrix: &appliance.matrix,
+        inference: appliance.inference.as_ref(),
+        hosts,
+        agents: appliance
+            .agents
+            .values()
+            .filter(|a| only_host.is_none_or(|o| o == a.host))
+            .map(|a| (a.name.as_str(), a))
+            .collect(),
+        rooms: &appliance.rooms,
+        bootstrap: plan(appliance),
+    })
+}
+
+fn docker_args(sandbox: &Sandbox) -> Vec<String> {
+    run_options(sandbox).cli_args(|source| match source {
+        BindSource::Generated(path) => format!("<generated>/{path}"),
+        BindSource::Host(path) => path.clone(),
+    })
+}
+
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let appliance = super::load(&args.spec.spec)?;
+    let view = inspection(&appliance, args.host.as_deref())?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Format::Text => print!("{}", text(&view)),
+    }
+    Ok(())
+}
+
+fn text(view: &Inspection) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "appliance {} (network {})", view.name, view.network);
+    let m = view.matrix;
+    let _ = writeln!(
+        w,
+        "matrix: {} on host {} port {}, federation {}, admins: {}",
+        m.server_name,
+        m.host,
+        m.port,
+        if m.federation { "on" } else { "off" },
+        if m.admins.is_empty() { "none".to_string() } else { m.admins.join(", ") }
+    );
+    if let Some(inference) = view.inference {
+        let _ = writeln!(
+            w,
+            "inference: ollama ({}) on host {} at {}:{}, models: {}",
+            inference.acceleration,
+            inference.host,
+            inference.bind_address,
+            inference.port,
+            inference.models.join(", ")
+        );
+    }
+    for (name, host) in &view.hosts {
+        let h = host.host;
+        let _ = writeln!(w, "\nhost {name}: {:?} {:?}, gVisor platform {:?}", h.target, h.system, h.platform);
+        if let Some(gpu) = &h.gpu {
+            let _ = writeln!(w, "  gpu: {} x{}", gpu.model, gpu.count);
+        }
+        for rule in &h.firewall {
+            let on = rule.interface.as_deref().unwrap_or("all interfaces");
+            let _ = writeln!(w, "  open {}/{} on {on}: {}", rule.port, rule.protocol, rule.reason);
+        }
+        for (runtime, args) in &host.runtime_args {
+            let _ = writeln!(w, "  runtime {runtime}: {}", args.join(" "));
+        }
+        for sandbox in &h.sandboxes {
+            let _ = writeln!(w, "  sandbox {} ({}), runtime {}", sandbox.name, sandbox.purpose, sandbox.runtime);
+            for reason in &sandbox.runtime_reasons {
+                let _ = writeln!(w, "    why not strict: {reason}");
+            }
+            if let Some(reason) = &sandbox.root_reason {
+                let _ = writeln!(w, "    why root: {reason}");
+            }
+            let _ = writeln!(w, "    docker run {} {}", host.docker_run_args[sandbox.name.as_str()].join(" "), sandbox.image);
+        }
+    }
+    for room in view.rooms.values() {
+        let members: Vec<&str> = room.members.iter().map(|m| m.user_id.as_str()).collect();
+        let _ = writeln!(w, "\nroom {}: {}", room.alias, members.join(", "));
+    }
+    let plan = &view.bootstrap;
+    let _ = writeln!(
+        w,
+        "\nbootstrap on {}: {} account(s), {} room(s), state in {}",
+        plan.homeserver.url,
+        plan.accounts.len(),
+        plan.rooms.len(),
+        plan.state_dir
+    );
+    out
+}

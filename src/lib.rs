@@ -1,0 +1,16 @@
+//! agent-appliance: one spec to a hardened, reproducible machine running AI
+//! agents in gVisor sandboxes on a private Matrix homeserver.
+//!
+//! Data flows one way: [`spec`] (TOML) -> [`model`] (validated) ->
+//! [`render`] (files) -> [`output`] (atomic writes and drift checks).
+
+pub mod diag;
+pub mod model;
+pub mod runsc;
+pub mod spec;
+pub mod bootstrap;
+pub mod docker;
+pub mod render;
+pub mod output;
+pub mod cli;
+pub mod commands;

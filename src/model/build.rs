@@ -1,0 +1,778 @@
+//! Spec to model: check every name and cross-reference, resolve defaults.
+//! All problems are collected, so one run reports every error in a spec.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::names::{model_problem, name_problem, server_name_problem, suggest};
+use super::network::Subnet;
+use super::sandbox::{self, SandboxInputs};
+use super::{Agent, Appliance, Gpu, Host, Inference, Matrix, MemberRole, Room, RoomMember, STATE_DIR};
+use crate::diag::{Diagnostic, SourceFile, SpecErrors};
+use crate::runsc::Profile;
+use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, DriverCapability, Platform, System, Target, Tool};
+use crate::spec::Spec;
+
+const DEFAULT_NETWORK: &str = "10.88.0.0/16";
+const DEFAULT_OVERLAY: &str = "10.89.0.0/24";
+const MATRIX_PORT: u16 = 8008;
+const OLLAMA_PORT: u16 = 11434;
+const SSH_PORT: u16 = 22;
+pub const WIREGUARD_PORT: u16 = 51820;
+/// Hermes refuses models with a smaller context window.
+const HERMES_MIN_CONTEXT: u32 = 64_000;
+
+fn span<T>(value: &Spanned<T>) -> Range<usize> {
+    value.span()
+}
+
+struct Builder<'a> {
+    spec: &'a Spec,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::new(span, message).hint(hint));
+    }
+
+    fn check_name(&mut self, what: &str, name: &Spanned<String>) {
+        if let Some(problem) = name_problem(name.get_ref()) {
+            let message = format!("{what} name `{}` {problem}", name.get_ref());
+            let hint = format!(
+                "names become Matrix users, containers, systemd units and file names; try `{}`",
+                suggest(name.get_ref())
+            );
+            self.error(span(name), message, hint);
+        }
+    }
+
+    fn known_host(&mut self, what: &str, host: &Spanned<String>) -> bool {
+        if self.spec.hosts.keys().any(|h| h.get_ref() == host.get_ref()) {
+            return true;
+        }
+        let known: Vec<String> = self.spec.hosts.keys().map(|h| format!("`{}`", h.get_ref())).collect();
+        let hint = if known.is_empty() {
+            format!("declare it as `[hosts.{}]`", host.get_ref())
+        } else {
+            format!("use one of {} or declare `[hosts.{}]`", known.join(", "), host.get_ref())
+        };
+        self.error(span(host), format!("{what} is on unknown host `{}`", host.get_ref()), hint);
+        false
+    }
+}
+
+/// Validates a parsed spec and resolves it into an [`Appliance`].
+pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> {
+    let mut b = Builder {
+        spec,
+        diagnostics: Vec::new(),
+    };
+
+    b.check_name("appliance", &spec.appliance.name);
+    let network = subnet(&mut b, spec.appliance.network.as_ref(), DEFAULT_NETWORK);
+    let multi_host = {
+        let mut used: BTreeSet<&str> = spec.agents.values().map(|a| a.host.get_ref().as_str()).collect();
+        used.insert(spec.matrix.get_ref().host.get_ref());
+        if let Some(inference) = &spec.inference {
+            used.insert(inference.get_ref().host.get_ref());
+        }
+        used.len() > 1
+    };
+    let overlay = multi_host.then(|| subnet(&mut b, spec.appliance.overlay.as_ref(), DEFAULT_OVERLAY));
+    if let (Some(overlay), Some(text)) = (&overlay, &spec.appliance.overlay) {
+        if overlaps(&network, overlay) {
+            b.error(
+                span(text),
+                format!("overlay `{overlay}` overlaps the appliance network `{network}`"),
+                "pick two disjoint private ranges",
+            );
+        }
+    }
+
+    if spec.hosts.is_empty() {
+        b.error(
+            span(&spec.appliance.name),
+            "the spec declares no host",
+            "add a host such as `[hosts.hub]` with `target = \"gce\"`",
+        );
+    }
+
+    let mut hosts = BTreeMap::new();
+    for (index, (name, host)) in spec.hosts.iter().enumerate() {
+        b.check_name("host", name);
+        let target = *host.target.get_ref();
+        let system = match (target, &host.system) {
+            (Target::Gce, None) => System::X86_64Linux,
+            (Target::Rpi4, None) => System::Aarch64Linux,
+            (Target::Nixos, None) => System::X86_64Linux,
+            (Target::Nixos, Some(system)) => *system.get_ref(),
+            (_, Some(system)) => {
+                b.error(
+                    span(system),
+                    format!("host `{}` sets `system`, but its target fixes it", name.get_ref()),
+                    "remove `system`; only `target = \"nixos\"` hosts choose their system",
+                );
+                *system.get_ref()
+            }
+        };
+        let gpu = host.gpu.as_ref().and_then(|gpu| {
+            if target == Target::Rpi4 {
+                b.error(
+                    span(gpu),
+                    format!("host `{}` is a Raspberry Pi 4, which has no GPU gVisor can pass through", name.get_ref()),
+                    "remove `gpu`; serve models from a GPU host and let the Pi's agents use it over the overlay",
+                );
+                return None;
+            }
+            let gpu = gpu.get_ref();
+            if *gpu.count.get_ref() == 0 {
+                b.error(span(&gpu.count), "GPU count is 0", "remove `gpu` or give a count of at least 1");
+            }
+            let mut capabilities: Vec<DriverCapability> = match &gpu.driver_capabilities {
+                Some(list) => list.iter().map(|c| *c.get_ref()).collect(),
+                None => vec![DriverCapability::Compute, DriverCapability::Utility],
+            };
+            capabilities.sort();
+            capabilities.dedup();
+            Some(Gpu {
+                vendor: "nvidia".into(),
+                model: gpu.model.get_ref().clone(),
+                count: *gpu.count.get_ref(),
+                driver_capabilities: capabilities,
+            })
+        });
+        for key in &host.ssh_keys {
+            let text = key.get_ref();
+            let known = ["ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-ed25519@", "sk-ecdsa-sha2-"];
+            if !known.iter().any(|prefix| text.starts_with(prefix)) || text.contains('\n') {
+                b.error(
+                    span(key),
+                    "this is not an SSH public key",
+                    "paste one line of `~/.ssh/id_ed25519.pub`, e.g. `ssh-ed25519 AAAA... you@laptop`",
+                );
+            }
+        }
+        if let Some(key) = &host.wireguard_public_key {
+            if !is_wireguard_key(key.get_ref()) {
+                b.error(
+                    span(key),
+                    "this is not a WireGuard public key",
+                    "use the 44-character base64 key that `wg pubkey` prints on that host",
+                );
+            }
+        }
+        let overlay_address = overlay.and_then(|o| o.host(index as u32 + 1));
+        hosts.insert(
+            name.get_ref().clone(),
+            Host {
+                name: name.get_ref().clone(),
+                target,
+                system,
+                platform: host.platform.as_ref().map_or(Platform::Systrap, |p| *p.get_ref()),
+                gpu,
+                ssh_keys: host.ssh_keys.iter().map(|k| k.get_ref().clone()).collect(),
+                network_address: network.gateway(),
+                overlay_address,
+                wireguard_public_key: host.wireguard_public_key.as_ref().map(|k| k.get_ref().clone()),
+                endpoint: host.endpoint.as_ref().map(|e| e.get_ref().clone()),
+                firewall: Vec::new(),
+                runtimes: Vec::new(),
+                sandboxes: Vec::new(),
+                runs_matrix: false,
+                runs_inference: false,
+            },
+        );
+    }
+
+    // Matrix.
+    let matrix_spec = spec.matrix.get_ref();
+    b.known_host("the Matrix homeserver", &matrix_spec.host);
+    if let Some(problem) = server_name_problem(matrix_spec.server_name.get_ref()) {
+        b.error(
+            span(&matrix_spec.server_name),
+            format!("server name `{}` {problem}", matrix_spec.server_name.get_ref()),
+            "user ids become `@agent:<server-name>`; it cannot change after first boot",
+        );
+    }
+    let server_name = matrix_spec.server_name.get_ref().clone();
+    let mut admins = Vec::new();
+    let mut seen_admins = BTreeSet::new();
+    for admin in &matrix_spec.admins {
+        b.check_name("admin", admin);
+        if !seen_admins.insert(admin.get_ref().clone()) {
+            b.error(span(admin), format!("admin `{}` is listed twice", admin.get_ref()), "remove the duplicate");
+        }
+        if spec.agents.keys().any(|a| a.get_ref() == admin.get_ref()) {
+            b.error(
+                span(admin),
+                format!("`{}` is both an admin and an agent", admin.get_ref()),
+                "humans and agents need distinct Matrix accounts; rename one",
+            );
+        }
+        admins.push(format!("@{}:{server_name}", admin.get_ref()));
+    }
+
+    // Inference.
+    let inference_spec = spec.inference.as_ref().map(|i| i.get_ref());
+    let mut models = BTreeSet::new();
+    if let Some(inference) = inference_spec {
+        b.known_host("inference", &inference.host);
+        if inference.models.is_empty() {
+            b.error(
+                span(spec.inference.as_ref().expect("inference present")),
+                "inference serves no model",
+                "list at least one Ollama model in `models`",
+            );
+        }
+        for model in &inference.models {
+            if let Some(problem) = model_problem(model.get_ref()) {
+                b.error(span(model), format!("model `{}` {problem}", model.get_ref()), "copy the name from `ollama list`");
+            }
+            if !models.insert(model.get_ref().clone()) {
+                b.error(span(model), format!("model `{}` is listed twice", model.get_ref()), "remove the duplicate");
+            }
+        }
+    }
+
+    // Rooms: who is in which room, needed by the agents' allowlists.
+    let mut rooms = BTreeMap::new();
+    for (name, room) in &spec.rooms {
+        b.check_name("room", name);
+        if room.members.is_empty() {
+            b.error(span(name), format!("room `{}` has no members", name.get_ref()), "list agents and `@admins` in `members`");
+        }
+        let federate = room.federate.as_ref().is_some_and(|f| *f.get_ref());
+        if let Some(flag) = room.federate.as_ref().filter(|_| federate && !matrix_spec.federation) {
+            b.error(
+                span(flag),
+                format!("room `{}` federates, but the homeserver has federation off", name.get_ref()),
+                "set `federation = true` under `[matrix]`, or remove `federate`",
+            );
+        }
+        let mut members = Vec::new();
+        let mut seen = BTreeSet::new();
+        for member in &room.members {
+            let text = member.get_ref();
+            if !seen.insert(text.clone()) {
+                b.error(span(member), format!("`{text}` is listed twice in room `{}`", name.get_ref()), "remove the duplicate");
+                continue;
+            }
+            if let Some(admin) = text.strip_prefix('@') {
+                if !seen_admins.contains(admin) {
+                    b.error(
+                        span(member),
+                        format!("unknown room member `{text}`: no admin `{admin}` in `[matrix].admins`"),
+                        format!("add \"{admin}\" to `admins` under `[matrix]`, or remove it from the room"),
+                    );
+                }
+                members.push(RoomMember {
+                    user_id: format!("@{admin}:{server_name}"),
+                    role: MemberRole::Admin,
+                    power_level: 100,
+                });
+            } else if spec.agents.keys().any(|a| a.get_ref() == text) {
+                members.push(RoomMember {
+                    user_id: format!("@{text}:{server_name}"),
+                    role: MemberRole::Agent,
+                    power_level: 0,
+                });
+            } else {
+                b.error(
+                    span(member),
+                    format!("unknown room member `{text}`: no agent has that name"),
+                    format!("declare `[agents.{text}]`, or write `@{text}` for a human admin"),
+                );
+            }
+        }
+        let name = name.get_ref().clone();
+        rooms.insert(
+            name.clone(),
+            Room {
+                alias: format!("#{name}:{server_name}"),
+                display_name: room.name.as_ref().map_or_else(|| name.clone(), |n| n.get_ref().clone()),
+                topic: room.topic.as_ref().map(|t| t.get_ref().clone()),
+                federate,
+                members,
+                name,
+            },
+        );
+    }
+
+    // Endpoints as a sandbox on a given host sees them.
+    let matrix_host = matrix_spec.host.get_ref().clone();
+    let matrix_port = matrix_spec.port.as_ref().map_or(MATRIX_PORT, |p| *p.get_ref());
+    let inference_host = inference_spec.map(|i| i.host.get_ref().clone());
+    let inference_port = inference_spec.and_then(|i| i.port.as_ref()).map_or(OLLAMA_PORT, |p| *p.get_ref());
+    let address_from = |from: &str, to: &str| -> Option<Ipv4Addr> {
+        if from == to {
+            Some(network.gateway())
+        } else {
+            hosts.get(to).and_then(|h| h.overlay_address)
+        }
+    };
+
+    // Agents.
+    let mut agents = BTreeMap::new();
+    let mut sandbox_names: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    for (name, agent) in &spec.agents {
+        b.check_name("agent", name);
+        let host_ok = b.known_host(&format!("agent `{}`", name.get_ref()), &agent.host);
+        let kind = *agent.kind.get_ref();
+        let model = resolve_model(&mut b, name, agent, inference_spec.is_some(), &models);
+        let context = agent.context.as_ref().map_or(default_context(kind), |c| *c.get_ref());
+        if kind == AgentKind::Hermes && context < HERMES_MIN_CONTEXT {
+            let at = agent.context.as_ref().map_or(span(name), span);
+            b.error(
+                at,
+                format!("agent `{}` is Hermes, which needs a context window of at least {HERMES_MIN_CONTEXT} tokens", name.get_ref()),
+                "set `context = 65536` or more",
+            );
+        }
+        let (tools, browser, code_execution) = resolve_tools(&mut b, name, agent);
+        check_limits(&mut b, agent);
+        if agent.remote_exec && kind != AgentKind::Picoclaw {
+            b.error(span(name), "`remote-exec` applies to picoclaw agents only", "remove `remote-exec`");
+        }
+        if agent.code_network && code_execution.is_none() {
+            b.error(span(name), "`code-network` is set but the agent has no code execution", "remove `code-network`");
+        }
+        for skill in &agent.skills {
+            check_skill(&mut b, kind, skill);
+        }
+        let host_name = agent.host.get_ref().clone();
+        if let Some(gpu_flag) = agent.gpu.as_ref().filter(|g| *g.get_ref() && host_ok) {
+            let host = &hosts[&host_name];
+            if host.gpu.is_none() {
+                let why = if host.target == Target::Rpi4 { "a Raspberry Pi 4 has no GPU gVisor can use" } else { "the host declares no `gpu`" };
+                b.error(
+                    span(gpu_flag),
+                    format!("agent `{}` asks for a GPU on host `{host_name}`, but {why}", name.get_ref()),
+                    "remove `gpu = true`, or move the agent to a host with a `gpu` table",
+                );
+            }
+        }
+        let mut agent_sandboxes = vec![name.get_ref().clone()];
+        if code_execution.is_some() {
+            agent_sandboxes.push(sandbox::exec_sandbox_name(name.get_ref()));
+        }
+        for sandbox in agent_sandboxes {
+            if let Some(_previous) = sandbox_names.insert(sandbox.clone(), span(name)) {
+                b.error(
+                    span(name),
+                    format!("container name `{sandbox}` is used twice"),
+                    "an agent with code execution also runs `<name>-exec`; rename one of the agents",
+                );
+            }
+        }
+        if !host_ok {
+            continue;
+        }
+        let user_id = format!("@{}:{server_name}", name.get_ref());
+        let homeserver_address = address_from(&host_name, &matrix_host);
+        let inference_url = inference_host
+            .as_ref()
+            .and_then(|to| address_from(&host_name, to))
+            .map(|address| format!("http://{address}:{inference_port}"));
+        let mut agent_rooms = Vec::new();
+        let mut allowed: BTreeSet<String> = admins.iter().cloned().collect();
+        for room in rooms.values() {
+            if room.members.iter().any(|m| m.user_id == user_id) {
+                agent_rooms.push(room.alias.clone());
+                allowed.extend(room.members.iter().map(|m| m.user_id.clone()));
+            }
+        }
+        allowed.remove(&user_id);
+        agents.insert(
+            name.get_ref().clone(),
+            Agent {
+                name: name.get_ref().clone(),
+                kind,
+                host: host_name,
+                user_id,
+                model,
+                context,
+                tools,
+                skills: agent.skills.iter().map(|s| s.get_ref().clone()).collect(),
+                browser,
+                code_execution,
+                remote_exec: agent.remote_exec,
+                code_network: agent.code_network,
+                homeserver_url: format!(
+                    "http://{}:{matrix_port}",
+                    homeserver_address.unwrap_or(network.gateway())
+                ),
+                inference_url,
+                allowed_users: allowed.into_iter().collect(),
+                rooms: agent_rooms,
+                secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),
+                sandbox: name.get_ref().clone(),
+            },
+        );
+    }
+
+    // Which host serves what, and which firewall holes that needs.
+    let remote_matrix = agents.values().any(|a| a.host != matrix_host);
+    let remote_inference = inference_host
+        .as_ref()
+        .is_some_and(|ih| agents.values().any(|a| &a.host != ih && a.model.is_some()));
+    let mut ports: BTreeMap<String, BTreeMap<u16, (String, Range<usize>)>> = BTreeMap::new();
+    let mut claim = |b: &mut Builder, host: &str, port: u16, what: String, at: Range<usize>| {
+        let host_ports = ports.entry(host.to_string()).or_default();
+        if let Some((other, _)) = host_ports.get(&port) {
+            b.error(
+                at,
+                format!("port {port} on host `{host}` is used by both {other} and {what}"),
+                "give one of them another port",
+            );
+        } else {
+            host_ports.insert(port, (what, at));
+        }
+    };
+    let appliance_span = span(&spec.appliance.name);
+    for host in hosts.values() {
+        claim(&mut b, &host.name, SSH_PORT, "SSH".into(), appliance_span.clone());
+        if overlay.is_some() {
+            claim(&mut b, &host.name, WIREGUARD_PORT, "WireGuard".into(), appliance_span.clone());
+        }
+    }
+    let matrix_at = matrix_spec.port.as_ref().map_or_else(|| span(&matrix_spec.host), span);
+    if hosts.contains_key(&matrix_host) {
+        claim(&mut b, &matrix_host, matrix_port, "the Matrix homeserver".into(), matrix_at);
+    }
+    if let (Some(inference), Some(host)) = (inference_spec, &inference_host) {
+        let at = inference.port.as_ref().map_or_else(|| span(&inference.host), span);
+        if hosts.contains_key(host) {
+            claim(&mut b, host, inference_port, "Ollama".into(), at);
+        }
+    }
+    for (name, agent) in &spec.agents {
+        for port in &agent.publish {
+            if *port.get_ref() == 0 {
+                b.error(span(port), "port 0 cannot be published", "use a port between 1 and 65535");
+                continue;
+            }
+            if hosts.contains_key(agent.host.get_ref()) {
+                claim(
+                    &mut b,
+                    agent.host.get_ref(),
+                    *port.get_ref(),
+                    format!("agent `{}`", name.get_ref()),
+                    span(port),
+                );
+            }
+        }
+    }
+
+    let matrix = Matrix {
+        host: matrix_host.clone(),
+        server_name,
+        port: matrix_port,
+        federation: matrix_spec.federation,
+        admins,
+        bind_addresses: {
+            let mut addresses = vec![Ipv4Addr::LOCALHOST, network.gateway()];
+            if remote_matrix {
+                addresses.extend(hosts.get(&matrix_host).and_then(|h| h.overlay_address));
+            }
+            addresses
+        },
+    };
+    let inference = inference_spec.and_then(|spec_inference| {
+        let host = hosts.get(spec_inference.host.get_ref())?;
+        Some(Inference {
+            host: host.name.clone(),
+            port: inference_port,
+            models: spec_inference.models.iter().map(|m| m.get_ref().clone()).collect(),
+            acceleration: if host.gpu.is_some() { "cuda".into() } else { "cpu".into() },
+            bind_address: if remote_inference {
+                host.overlay_address.unwrap_or(network.gateway())
+            } else {
+                network.gateway()
+            },
+        })
+    });
+
+    if !b.diagnostics.is_empty() {
+        return Err(SpecErrors::new(source, b.diagnostics));
+    }
+
+    // Sandboxes, addresses and runtimes, now that every reference is valid.
+    let mut next_address: BTreeMap<String, u32> = BTreeMap::new();
+    for agent in agents.values() {
+        let host = hosts.get_mut(&agent.host).expect("agent host checked");
+        let spec_agent = spec
+            .agents
+            .iter()
+            .find(|(name, _)| name.get_ref() == &agent.name)
+            .map(|(_, a)| a)
+            .expect("agent from spec");
+        let counter = next_address.entry(host.name.clone()).or_insert(10);
+        let sandboxes = sandbox::for_agent(&SandboxInputs {
+            agent,
+            spec: spec_agent,
+            network: &network,
+            gpu: host.gpu.as_ref(),
+        });
+        for mut sandbox in sandboxes {
+            if let Some(network_slot) = sandbox.network.as_mut() {
+                match network.host(*counter) {
+                    Some(address) => network_slot.address = address,
+                    None => {
+                        let at = spec.appliance.network.as_ref().map_or_else(|| span(&spec.appliance.name), span);
+                        b.error(
+                            at,
+                            format!("the appliance network `{network}` has no address left for sandbox `{}`", sandbox.name),
+                            "use a larger subnet in `[appliance].network`",
+                        );
+                    }
+                }
+                *counter += 1;
+            }
+            host.sandboxes.push(sandbox);
+        }
+    }
+    if !b.diagnostics.is_empty() {
+        return Err(SpecErrors::new(source, b.diagnostics));
+    }
+
+    for host in hosts.values_mut() {
+        host.runs_matrix = host.name == matrix_host;
+        host.runs_inference = inference_host.as_deref() == Some(host.name.as_str());
+        // The strict runtime is always there: it is Docker's default.
+        let mut profiles: BTreeSet<Profile> = BTreeSet::from([Profile::STRICT]);
+        for sandbox in &host.sandboxes {
+            profiles.insert(sandbox.profile.clone());
+        }
+        host.runtimes = profiles.into_iter().collect();
+        host.firewall = super::firewall::rules(host, &matrix, inference.as_ref(), overlay.is_some());
+    }
+
+    Ok(Appliance {
+        name: spec.appliance.name.get_ref().clone(),
+        network,
+        overlay,
+        hosts,
+        matrix,
+        inference,
+        agents,
+        rooms,
+    })
+}
+
+fn subnet(b: &mut Builder, text: Option<&Spanned<String>>, default: &str) -> Subnet {
+    match text {
+        None => Subnet::parse(default).expect("default subnet is valid"),
+        Some(text) => Subnet::parse(text.get_ref()).unwrap_or_else(|problem| {
+            b.error(span(text), problem, "use a private IPv4 range such as `10.88.0.0/16`");
+            Subnet::parse(default).expect("default subnet is valid")
+        }),
+    }
+}
+
+fn overlaps(a: &Subnet, b: &Subnet) -> bool {
+    let end = |s: &Subnet| u32::from(s.base) + (s.size() - 1);
+    u32::from(a.base) <= end(b) && u32::from(b.base) <= end(a)
+}
+
+fn is_wireguard_key(key: &str) -> bool {
+    key.len() == 44
+        && key.ends_with('=')
+        && key[..43].chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+}
+
+fn default_context(kind: AgentKind) -> u32 {
+    match kind {
+        AgentKind::Openclaw | AgentKind::Picoclaw => 32_768,
+        AgentKind::Hermes => 65_536,
+    }
+}
+
+fn resolve_model(
+    b: &mut Builder,
+    name: &Spanned<String>,
+    agent: &AgentSpec,
+    has_inference: bool,
+    models: &BTreeSet<String>,
+) -> Option<String> {
+    match &agent.model {
+        Some(model) if !has_inference => {
+            b.error(
+                span(model),
+                format!("agent `{}` uses model `{}`, but the spec has no `[inference]`", name.get_ref(), model.get_ref()),
+                "add an `[inference]` table that serves this model",
+            );
+            None
+        }
+        Some(model) if !models.contains(model.get_ref()) => {
+            let served: Vec<String> = models.iter().map(|m| format!("`{m}`")).collect();
+            b.error(
+                span(model),
+                format!("model `{}` is not served by `[inference]`", model.get_ref()),
+                format!("add it to `[inference].models`, or use one of {}", served.join(", ")),
+            );
+            None
+        }
+        Some(model) => Some(model.get_ref().clone()),
+        // The first model as written, not the first in sorted order.
+        None if has_inference => b
+            .spec
+            .inference
+            .as_ref()
+            .and_then(|i| i.get_ref().models.first())
+            .map(|m| m.get_ref().clone()),
+        None => {
+            b.error(
+                span(name),
+                format!("agent `{}` has no model to use", name.get_ref()),
+                "add an `[inference]` table with at least one model",
+            );
+            None
+        }
+    }
+}
+
+/// Tools each agent kind can actually use, as this appliance wires them.
+fn supported_tools(kind: AgentKind) -> &'static [Tool] {
+    match kind {
+        AgentKind::Openclaw => &[Tool::Browser, Tool::WebFetch, Tool::Exec],
+        AgentKind::Picoclaw => &[Tool::WebFetch, Tool::Exec],
+        AgentKind::Hermes => &[Tool::Browser, Tool::Crawler, Tool::Code, Tool::WebFetch, Tool::Exec],
+    }
+}
+
+fn kind_name(kind: AgentKind) -> &'static str {
+    match kind {
+        AgentKind::Openclaw => "openclaw",
+        AgentKind::Picoclaw => "picoclaw",
+        AgentKind::Hermes => "hermes",
+    }
+}
+
+fn tool_name(tool: Tool) -> &'static str {
+    match tool {
+        Tool::Browser => "browser",
+        Tool::Crawler => "crawler",
+        Tool::Code => "code",
+        Tool::WebFetch => "web-fetch",
+        Tool::Exec => "exec",
+    }
+}
+
+fn resolve_tools(
+    b: &mut Builder,
+    name: &Spanned<String>,
+    agent: &AgentSpec,
+) -> (Vec<Tool>, Option<crate::spec::schema::Browser>, Option<CodeExecution>) {
+    let kind = *agent.kind.get_ref();
+    let mut tools = BTreeSet::new();
+    for tool in &agent.tools {
+        if !tools.insert(*tool.get_ref()) {
+            b.error(span(tool), format!("tool `{}` is listed twice", tool_name(*tool.get_ref())), "remove the duplicate");
+        }
+        if !supported_tools(kind).contains(tool.get_ref()) {
+            let supported: Vec<&str> = supported_tools(kind).iter().map(|t| tool_name(*t)).collect();
+            b.error(
+                span(tool),
+                format!("{} agents cannot use the `{}` tool", kind_name(kind), tool_name(*tool.get_ref())),
+                format!("{} agents support: {}", kind_name(kind), supported.join(", ")),
+            );
+        }
+    }
+    let browser = match &agent.browser {
+        Some(browser) => {
+            if !supported_tools(kind).contains(&Tool::Browser) {
+                b.error(span(browser), format!("{} agents have no browser tool", kind_name(kind)), "remove `browser`");
+            }
+            tools.insert(Tool::Browser);
+            Some(*browser.get_ref())
+        }
+        None => tools.contains(&Tool::Browser).then_some(crate::spec::schema::Browser::Chromium),
+    };
+    let code_execution = match &agent.code_execution {
+        Some(code) => {
+            if !supported_tools(kind).contains(&Tool::Code) {
+                b.error(
+                    span(code),
+                    format!("code execution through Docker-in-gVisor is wired for hermes agents only, not {}", kind_name(kind)),
+                    "remove `code-execution`, or use a hermes agent",
+                );
+            }
+            tools.insert(Tool::Code);
+            Some(*code.get_ref())
+        }
+        None => {
+            if let Some(code) = agent.tools.iter().find(|t| *t.get_ref() == Tool::Code) {
+                b.error(
+                    span(code),
+                    format!("agent `{}` has the `code` tool but no sandbox to run code in", name.get_ref()),
+                    "add `code-execution = \"docker-in-gvisor\"` to the agent",
+                );
+            }
+            None
+        }
+    };
+    (tools.into_iter().collect(), browser, code_execution)
+}
+
+fn check_limits(b: &mut Builder, agent: &AgentSpec) {
+    for size in agent.memory.iter().chain(agent.code_storage.iter()) {
+        if !is_size(size.get_ref()) {
+            b.error(span(size), format!("`{}` is not a size", size.get_ref()), "write a number and a unit, e.g. \"512m\" or \"4g\"");
+        }
+    }
+    if let Some(cpus) = &agent.cpus {
+        let value = *cpus.get_ref();
+        if !(value > 0.0 && value <= 1024.0) {
+            b.error(span(cpus), format!("`cpus = {value}` is out of range"), "give a number of CPUs above 0, e.g. 2 or 0.5");
+        }
+    }
+    if let Some(pids) = &agent.pids {
+        if *pids.get_ref() < 16 {
+            b.error(span(pids), format!("`pids = {}` is too low to start the agent", pids.get_ref()), "use at least 16");
+        }
+    }
+}
+
+/// `512m`, `4g`, `1024k`: Docker's size syntax with a required unit.
+pub fn is_size(text: &str) -> bool {
+    let Some(digits) = text.strip_suffix(['k', 'm', 'g']) else {
+        return false;
+    };
+    !digits.is_empty() && digits.len() <= 7 && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
+}
+
+/// Skills shipped with PicoClaw; other kinds take any safe skill name.
+const PICOCLAW_SKILLS: &[&str] = &["agent-browser", "github", "hardware", "skill-creator", "summarize", "tmux", "weather"];
+
+fn check_skill(b: &mut Builder, kind: AgentKind, skill: &Spanned<String>) {
+    if let Some(problem) = name_problem(skill.get_ref()) {
+        b.error(span(skill), format!("skill name `{}` {problem}", skill.get_ref()), "use the skill's directory name");
+        return;
+    }
+    if kind == AgentKind::Picoclaw && !PICOCLAW_SKILLS.contains(&skill.get_ref().as_str()) {
+        b.error(
+            span(skill),
+            format!("PicoClaw has no built-in skill `{}`", skill.get_ref()),
+            format!("use one of: {}", PICOCLAW_SKILLS.join(", ")),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert!(is_size("512m"));
+        assert!(is_size("4g"));
+        assert!(!is_size("4"));
+        assert!(!is_size("0g"));
+        assert!(!is_size("4gb"));
+        assert!(!is_size("g"));
+    }
+}

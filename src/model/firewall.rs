@@ -1,0 +1,58 @@
+//! Which ports a host opens, on which interface, and why. Everything else
+//! stays closed: Synapse and Ollama are reachable from the sandboxes' bridge
+//! (and the overlay when another host's agents use them), never from outside.
+
+use serde::Serialize;
+
+use super::{Host, Inference, Matrix, WIREGUARD_PORT};
+
+/// Docker network shared by a host's sandboxes.
+pub const NETWORK_NAME: &str = "appliance";
+/// Linux name of that network's bridge, so the firewall can name it.
+pub const BRIDGE_INTERFACE: &str = "br-appliance";
+/// WireGuard interface linking the hosts.
+pub const OVERLAY_INTERFACE: &str = "wg-appliance";
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FirewallRule {
+    /// `None` opens the port on every interface.
+    pub interface: Option<String>,
+    pub protocol: String,
+    pub port: u16,
+    pub reason: String,
+}
+
+fn rule(interface: Option<&str>, protocol: &str, port: u16, reason: String) -> FirewallRule {
+    FirewallRule {
+        interface: interface.map(str::to_string),
+        protocol: protocol.to_string(),
+        port,
+        reason,
+    }
+}
+
+pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overlay: bool) -> Vec<FirewallRule> {
+    let mut rules = vec![rule(None, "tcp", 22, "SSH, key-only".into())];
+    if overlay {
+        rules.push(rule(None, "udp", WIREGUARD_PORT, "WireGuard link between the appliance hosts".into()));
+    }
+    for sandbox in &host.sandboxes {
+        for port in &sandbox.publish {
+            rules.push(rule(None, "tcp", *port, format!("published by sandbox `{}` (declared in the spec)", sandbox.name)));
+        }
+    }
+    if host.runs_matrix {
+        rules.push(rule(Some(BRIDGE_INTERFACE), "tcp", matrix.port, "Matrix for this host's sandboxes".into()));
+        if overlay && host.overlay_address.is_some_and(|a| matrix.bind_addresses.contains(&a)) {
+            rules.push(rule(Some(OVERLAY_INTERFACE), "tcp", matrix.port, "Matrix for other hosts' agents".into()));
+        }
+    }
+    if let Some(inference) = inference.filter(|_| host.runs_inference) {
+        rules.push(rule(Some(BRIDGE_INTERFACE), "tcp", inference.port, "Ollama for this host's sandboxes".into()));
+        if overlay && Some(inference.bind_address) == host.overlay_address {
+            rules.push(rule(Some(OVERLAY_INTERFACE), "tcp", inference.port, "Ollama for other hosts' agents".into()));
+        }
+    }
+    rules.sort();
+    rules
+}

@@ -1,0 +1,224 @@
+//! The validated appliance: every default resolved, every cross-reference
+//! checked. Renderers read only this, never the TOML.
+
+mod build;
+mod firewall;
+mod names;
+mod network;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+pub use build::{WIREGUARD_PORT, build, is_size};
+pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
+pub use network::Subnet;
+
+use crate::runsc::Profile;
+use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
+
+/// Where the appliance keeps state and runtime secrets on every host.
+pub const STATE_DIR: &str = "/var/lib/appliance";
+/// Where per-sandbox sockets live on the host (one directory per socket).
+pub const SOCKET_DIR: &str = "/run/appliance/sockets";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Appliance {
+    pub name: String,
+    /// The Docker network every host's sandboxes share.
+    pub network: Subnet,
+    /// The WireGuard link between hosts, when more than one host is used.
+    pub overlay: Option<Subnet>,
+    pub hosts: BTreeMap<String, Host>,
+    pub matrix: Matrix,
+    pub inference: Option<Inference>,
+    pub agents: BTreeMap<String, Agent>,
+    pub rooms: BTreeMap<String, Room>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub target: Target,
+    pub system: System,
+    pub platform: Platform,
+    pub gpu: Option<Gpu>,
+    pub ssh_keys: Vec<String>,
+    /// This host's address on the appliance network (the bridge gateway).
+    pub network_address: Ipv4Addr,
+    /// This host's WireGuard address, when hosts are linked.
+    pub overlay_address: Option<Ipv4Addr>,
+    pub wireguard_public_key: Option<String>,
+    pub endpoint: Option<String>,
+    /// Holes in this host's firewall, each with its reason.
+    pub firewall: Vec<FirewallRule>,
+    /// Docker runtimes this host registers, one per profile in use.
+    pub runtimes: Vec<Profile>,
+    pub sandboxes: Vec<Sandbox>,
+    pub runs_matrix: bool,
+    pub runs_inference: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gpu {
+    pub vendor: String,
+    pub model: String,
+    pub count: u32,
+    pub driver_capabilities: Vec<DriverCapability>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    pub host: String,
+    pub server_name: String,
+    pub port: u16,
+    pub federation: bool,
+    /// Human admins' user ids.
+    pub admins: Vec<String>,
+    /// Addresses Synapse listens on: loopback and where sandboxes reach it.
+    pub bind_addresses: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inference {
+    pub host: String,
+    pub port: u16,
+    pub models: Vec<String>,
+    /// CUDA when the host has NVIDIA GPUs, CPU otherwise.
+    pub acceleration: String,
+    /// The one address Ollama listens on (`OLLAMA_HOST` takes one).
+    pub bind_address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub name: String,
+    pub kind: AgentKind,
+    pub host: String,
+    pub user_id: String,
+    pub model: Option<String>,
+    pub context: u32,
+    pub tools: Vec<Tool>,
+    pub skills: Vec<String>,
+    pub browser: Option<Browser>,
+    pub code_execution: Option<CodeExecution>,
+    pub remote_exec: bool,
+    pub code_network: bool,
+    /// URLs as seen from inside the agent's sandbox.
+    pub homeserver_url: String,
+    pub inference_url: Option<String>,
+    /// Users the agent answers: appliance admins.
+    pub allowed_users: Vec<String>,
+    /// Room aliases the agent joins.
+    pub rooms: Vec<String>,
+    /// Host directory with this agent's runtime secrets.
+    pub secrets_dir: String,
+    pub sandbox: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Room {
+    pub name: String,
+    pub alias: String,
+    pub display_name: String,
+    pub topic: Option<String>,
+    pub federate: bool,
+    pub members: Vec<RoomMember>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomMember {
+    pub user_id: String,
+    pub role: MemberRole,
+    pub power_level: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberRole {
+    Admin,
+    Agent,
+}
+
+/// One gVisor container and every option it runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sandbox {
+    pub name: String,
+    pub purpose: String,
+    /// The agent this sandbox belongs to.
+    pub agent: String,
+    pub image: String,
+    /// The Docker runtime (`Profile::name`) this sandbox runs under.
+    pub runtime: String,
+    pub profile: Profile,
+    /// Why the runtime is more than strict; empty for strict.
+    pub runtime_reasons: Vec<String>,
+    pub user: String,
+    /// Why the sandbox runs as root, when it does.
+    pub root_reason: Option<String>,
+    pub read_only_root: bool,
+    pub tmpfs: Vec<Tmpfs>,
+    pub volumes: Vec<Volume>,
+    pub binds: Vec<Bind>,
+    pub cap_add: Vec<String>,
+    pub no_new_privileges: bool,
+    pub pids_limit: u32,
+    pub memory: String,
+    pub cpus: String,
+    pub shm_size: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    /// Env files written on the host at runtime (secrets).
+    pub env_files: Vec<String>,
+    /// `None` for no network at all.
+    pub network: Option<SandboxNetwork>,
+    pub publish: Vec<u16>,
+    pub gpus: bool,
+    pub command: Vec<String>,
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxNetwork {
+    pub name: String,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tmpfs {
+    pub target: String,
+    pub size: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Volume {
+    pub name: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bind {
+    pub source: BindSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "kebab-case")]
+pub enum BindSource {
+    /// A generated file, relative to the generated tree; lands in the Nix store.
+    Generated(String),
+    /// A path on the host that exists only at runtime (secrets, sockets).
+    Host(String),
+}
+
+impl Appliance {
+    /// The sandbox with this name, wherever it runs.
+    pub fn sandbox(&self, name: &str) -> Option<(&Host, &Sandbox)> {
+        self.hosts
+            .values()
+            .find_map(|host| host.sandboxes.iter().find(|s| s.name == name).map(|s| (host, s)))
+    }
+}

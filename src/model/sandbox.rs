@@ -1,0 +1,306 @@
+//! Run options for every sandbox, derived from what its agent needs.
+//!
+//! The baseline for every container: gVisor's strict runtime, read-only
+//! root, all capabilities dropped, no-new-privileges, pids/memory/CPU limits,
+//! no published port, secrets only as runtime files. Each addition below is
+//! tied to a spec setting and says why.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use crate::model::network::Subnet;
+use crate::runsc::{HostUds, Profile};
+use crate::spec::schema::{AgentKind, AgentSpec, Tool};
+
+/// Versions of the upstream agents our images package.
+pub const OPENCLAW_VERSION: &str = "2026.9.6";
+pub const PICOCLAW_VERSION: &str = "0.2.9";
+pub const HERMES_VERSION: &str = "2026.9.24";
+pub const DIND_VERSION: &str = "29";
+
+/// Where the code-execution sandbox's Docker socket directory is mounted,
+/// in both the sandbox that creates it and the one that uses it.
+const DOCKER_SOCKET_MOUNT: &str = "/run/appliance-docker";
+/// Where an agent's runtime secrets appear inside its sandbox.
+pub const SECRETS_MOUNT: &str = "/run/secrets/appliance";
+
+/// Capabilities dockerd needs inside gVisor (gVisor's Docker-in-gVisor
+/// tutorial). They exist only in the sandbox's own kernel, never on the host.
+const DIND_CAPABILITIES: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+];
+
+pub struct SandboxInputs<'a> {
+    pub agent: &'a Agent,
+    pub spec: &'a AgentSpec,
+    pub network: &'a Subnet,
+    pub gpu: Option<&'a Gpu>,
+}
+
+pub fn exec_sandbox_name(agent: &str) -> String {
+    format!("{agent}-exec")
+}
+
+/// Per-kind facts about the upstream agent's image.
+struct KindDefaults {
+    image: String,
+    user: &'static str,
+    state_dir: &'static str,
+    config_target: &'static str,
+    config_file: &'static str,
+    memory: &'static str,
+    cpus: f64,
+    pids: u32,
+    environment: &'static [(&'static str, &'static str)],
+}
+
+fn kind_defaults(kind: AgentKind) -> KindDefaults {
+    match kind {
+        AgentKind::Openclaw => KindDefaults {
+            image: format!("agent-appliance/openclaw:{OPENCLAW_VERSION}"),
+            user: "1000:1000",
+            state_dir: "/home/node/.openclaw",
+            config_target: "/etc/openclaw/openclaw.json",
+            config_file: "openclaw.json",
+            memory: "4g",
+            cpus: 2.0,
+            pids: 1024,
+            environment: &[
+                ("HOME", "/home/node"),
+                ("OPENCLAW_CONFIG_PATH", "/etc/openclaw/openclaw.json"),
+                // The config is generated and read-only: no self-mutation.
+                ("OPENCLAW_NIX_MODE", "1"),
+                ("OPENCLAW_NO_AUTO_UPDATE", "1"),
+                ("OPENCLAW_DISABLE_BONJOUR", "1"),
+            ],
+        },
+        AgentKind::Picoclaw => KindDefaults {
+            image: format!("agent-appliance/picoclaw:{PICOCLAW_VERSION}"),
+            user: "1000:1000",
+            state_dir: "/var/lib/picoclaw",
+            config_target: "/etc/picoclaw/config.json",
+            config_file: "config.json",
+            memory: "512m",
+            cpus: 1.0,
+            pids: 256,
+            environment: &[
+                ("HOME", "/var/lib/picoclaw"),
+                ("PICOCLAW_HOME", "/var/lib/picoclaw"),
+                ("PICOCLAW_CONFIG", "/etc/picoclaw/config.json"),
+            ],
+        },
+        AgentKind::Hermes => KindDefaults {
+            image: format!("agent-appliance/hermes:{HERMES_VERSION}"),
+            user: "10000:10000",
+            state_dir: "/opt/data",
+            config_target: "/opt/data/config.yaml",
+            config_file: "config.yaml",
+            memory: "4g",
+            cpus: 2.0,
+            pids: 1024,
+            environment: &[("HERMES_HOME", "/opt/data"), ("HERMES_DISABLE_LAZY_INSTALLS", "1")],
+        },
+    }
+}
+
+/// The agent's own sandbox and, with code execution, its Docker sandbox.
+pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
+    let agent = inputs.agent;
+    let spec = inputs.spec;
+    let defaults = kind_defaults(agent.kind);
+    let mut environment: BTreeMap<String, String> = defaults
+        .environment
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut binds = vec![
+        Bind {
+            source: BindSource::Generated(format!("agents/{}/{}", agent.name, defaults.config_file)),
+            target: defaults.config_target.to_string(),
+            read_only: true,
+        },
+        Bind {
+            source: BindSource::Host(agent.secrets_dir.clone()),
+            target: SECRETS_MOUNT.to_string(),
+            read_only: true,
+        },
+    ];
+    let mut profile = Profile::STRICT;
+    let mut depends_on = Vec::new();
+    let mut sandboxes = Vec::new();
+
+    if agent.code_execution.is_some() {
+        let exec = exec_sandbox(inputs);
+        let socket_dir = format!("{SOCKET_DIR}/{}", exec.name);
+        binds.push(Bind {
+            source: BindSource::Host(socket_dir),
+            target: DOCKER_SOCKET_MOUNT.to_string(),
+            read_only: true,
+        });
+        environment.insert("DOCKER_HOST".into(), format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"));
+        profile.host_uds = HostUds::Open;
+        depends_on.push(exec.name.clone());
+        sandboxes.push(exec);
+    }
+    let gpus = spec.gpu.as_ref().is_some_and(|g| *g.get_ref());
+    if gpus {
+        profile.gpu = inputs.gpu.map(|g| g.driver_capabilities.clone());
+    }
+
+    let browser = agent.tools.contains(&Tool::Browser);
+    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
+    runtime_reasons.sort();
+    let own = Sandbox {
+        name: agent.sandbox.clone(),
+        purpose: format!("{} agent `{}`", kind_label(agent.kind), agent.name),
+        agent: agent.name.clone(),
+        image: defaults.image,
+        runtime: profile.name(),
+        runtime_reasons,
+        profile,
+        user: defaults.user.to_string(),
+        root_reason: None,
+        read_only_root: true,
+        tmpfs: vec![Tmpfs {
+            target: "/tmp".into(),
+            size: "256m".into(),
+            mode: "1777".into(),
+        }],
+        volumes: vec![Volume {
+            name: format!("appliance-{}-state", agent.name),
+            target: defaults.state_dir.to_string(),
+        }],
+        binds,
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        pids_limit: spec.pids.as_ref().map_or(defaults.pids, |p| *p.get_ref()),
+        memory: spec.memory.as_ref().map_or_else(|| defaults.memory.to_string(), |m| m.get_ref().clone()),
+        cpus: format_cpus(spec.cpus.as_ref().map_or(defaults.cpus, |c| *c.get_ref())),
+        // Chromium keeps its renderers' shared memory in /dev/shm; Docker's
+        // 64m default crashes tabs.
+        shm_size: browser.then(|| "1g".to_string()),
+        environment,
+        env_files: vec![format!("{}/env", agent.secrets_dir)],
+        network: Some(SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: Ipv4Addr::UNSPECIFIED,
+        }),
+        publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
+        gpus,
+        command: Vec::new(),
+        depends_on,
+    };
+    let _ = inputs.network;
+    sandboxes.insert(0, own);
+    sandboxes
+}
+
+fn exec_sandbox(inputs: &SandboxInputs) -> Sandbox {
+    let agent = inputs.agent;
+    let name = exec_sandbox_name(&agent.name);
+    let storage = inputs
+        .spec
+        .code_storage
+        .as_ref()
+        .map_or_else(|| "4g".to_string(), |s| s.get_ref().clone());
+    let profile = Profile {
+        docker_in_gvisor: true,
+        host_uds: HostUds::Create,
+        gpu: None,
+    };
+    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
+    runtime_reasons.sort();
+    Sandbox {
+        purpose: format!("Docker daemon running the code of agent `{}`", agent.name),
+        agent: agent.name.clone(),
+        image: format!("agent-appliance/docker-in-gvisor:{DIND_VERSION}"),
+        runtime: profile.name(),
+        runtime_reasons,
+        profile,
+        user: "0:0".into(),
+        root_reason: Some(
+            "dockerd must be root inside the sandbox to create containers; \
+             gVisor's root has no host privileges"
+                .into(),
+        ),
+        read_only_root: true,
+        tmpfs: vec![
+            // gVisor needs tmpfs as the upper layer of the inner overlayfs.
+            Tmpfs {
+                target: "/var/lib/docker".into(),
+                size: storage,
+                mode: "0710".into(),
+            },
+            Tmpfs {
+                target: "/run".into(),
+                size: "64m".into(),
+                mode: "0755".into(),
+            },
+            Tmpfs {
+                target: "/tmp".into(),
+                size: "256m".into(),
+                mode: "1777".into(),
+            },
+        ],
+        volumes: Vec::new(),
+        binds: vec![Bind {
+            source: BindSource::Host(format!("{SOCKET_DIR}/{name}")),
+            target: DOCKER_SOCKET_MOUNT.to_string(),
+            read_only: false,
+        }],
+        cap_add: DIND_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        no_new_privileges: true,
+        pids_limit: 4096,
+        memory: "8g".into(),
+        cpus: "2".into(),
+        shm_size: None,
+        environment: BTreeMap::new(),
+        env_files: Vec::new(),
+        // Code gets a network only when the spec allows it.
+        network: agent.code_network.then(|| SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: Ipv4Addr::UNSPECIFIED,
+        }),
+        publish: Vec::new(),
+        gpus: false,
+        command: vec![
+            "dockerd".into(),
+            format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+            // gVisor's netstack has no iptables for the inner daemon.
+            "--iptables=false".into(),
+            "--ip6tables=false".into(),
+        ],
+        depends_on: Vec::new(),
+        name,
+    }
+}
+
+fn kind_label(kind: AgentKind) -> &'static str {
+    match kind {
+        AgentKind::Openclaw => "OpenClaw",
+        AgentKind::Picoclaw => "PicoClaw",
+        AgentKind::Hermes => "Hermes",
+    }
+}
+
+fn format_cpus(cpus: f64) -> String {
+    let text = format!("{cpus:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}

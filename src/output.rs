@@ -1,0 +1,308 @@
+//! Writing the generated tree: atomically, never over hand edits, never
+//! touching files the generator did not write; and checking it for drift.
+//!
+//! The whole tree is built in a staging directory beside the output and
+//! swapped in with one `renameat2(RENAME_EXCHANGE)`, so an interrupted run
+//! leaves either the old tree or the new one. This holds on one filesystem
+//! (the staging directory is a sibling, so it is); on filesystems without
+//! RENAME_EXCHANGE we fall back to two renames with a short window in which
+//! the output directory is absent.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use walkdir::WalkDir;
+
+use crate::render::Tree;
+
+/// The manifest: `sha256sum` format, so `sha256sum -c SHA256SUMS` works.
+pub const MANIFEST: &str = "SHA256SUMS";
+const STAGING_MARK: &str = ".appliance-staging-";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The manifest of a tree: one `<sha256>  <path>` line per file.
+pub fn manifest(tree: &Tree) -> String {
+    tree.iter()
+        .map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes)))
+        .collect()
+}
+
+fn parse_manifest(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once("  "))
+        .map(|(digest, path)| (path.to_string(), digest.to_string()))
+        .collect()
+}
+
+/// The tree plus its manifest: exactly what belongs in the output directory.
+pub fn with_manifest(tree: &Tree) -> Tree {
+    let mut full = tree.clone();
+    full.insert(MANIFEST.to_string(), manifest(tree).into_bytes());
+    full
+}
+
+/// Every regular file under `dir`, by relative `/`-separated path.
+pub fn read_tree(dir: &Path) -> Result<Tree> {
+    let mut tree = Tree::new();
+    if !dir.exists() {
+        return Ok(tree);
+    }
+    for entry in WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("failed to read `{}`", dir.display()))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("walkdir yields paths under its root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let bytes = if entry.file_type().is_file() {
+            fs::read(entry.path()).with_context(|| format!("failed to read `{}`", entry.path().display()))?
+        } else {
+            // Symlinks and the like are never ours; keep them visible.
+            Vec::new()
+        };
+        tree.insert(relative, bytes);
+    }
+    Ok(tree)
+}
+
+/// How the tree on disk differs from what the spec generates.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drift {
+    pub differing: Vec<String>,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl Drift {
+    pub fn is_clean(&self) -> bool {
+        self.differing.is_empty() && self.missing.is_empty() && self.extra.is_empty()
+    }
+}
+
+pub fn drift(out: &Path, tree: &Tree) -> Result<Drift> {
+    let expected = with_manifest(tree);
+    let actual = read_tree(out)?;
+    let mut drift = Drift::default();
+    for (path, bytes) in &expected {
+        match actual.get(path) {
+            None => drift.missing.push(path.clone()),
+            Some(on_disk) if on_disk != bytes => drift.differing.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    drift.extra = actual.keys().filter(|p| !expected.contains_key(*p)).cloned().collect();
+    Ok(drift)
+}
+
+/// What a write did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    pub written: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+    /// Files in the output that the generator never wrote, left as they are.
+    pub kept: Vec<String>,
+}
+
+/// Files that block a write unless `--force`.
+#[derive(Debug)]
+pub struct Conflicts {
+    pub edited: Vec<String>,
+    pub foreign: Vec<String>,
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for Conflicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for path in &self.edited {
+            writeln!(f, "error: `{}` was edited by hand since appliance wrote it", self.out.join(path).display())?;
+        }
+        for path in &self.foreign {
+            writeln!(
+                f,
+                "error: `{}` exists but was not written by appliance",
+                self.out.join(path).display()
+            )?;
+        }
+        write!(
+            f,
+            "hint: move the change into the spec (or out of the way) and run again; `--force` overwrites"
+        )
+    }
+}
+
+impl std::error::Error for Conflicts {}
+
+/// Writes `tree` (plus its manifest) to `out` atomically.
+pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
+    let full = with_manifest(tree);
+    let on_disk = read_tree(out)?;
+    let old_manifest = match on_disk.get(MANIFEST) {
+        Some(bytes) => parse_manifest(&String::from_utf8_lossy(bytes)),
+        None if on_disk.is_empty() => BTreeMap::new(),
+        None if force => BTreeMap::new(),
+        None => bail!(
+            "`{}` is not empty and has no `{MANIFEST}`, so appliance did not create it\n\
+             hint: choose an empty or new directory with `--out`, or use `--force` to write into it",
+            out.display()
+        ),
+    };
+
+    let mut report = WriteReport::default();
+    let mut edited = Vec::new();
+    let mut foreign = Vec::new();
+    let mut keep = Vec::new();
+    for (path, bytes) in on_disk.iter().filter(|(p, _)| p.as_str() != MANIFEST) {
+        let wanted = full.get(path);
+        match old_manifest.get(path) {
+            Some(digest) => {
+                let untouched = sha256_hex(bytes) == *digest;
+                if !untouched && wanted != Some(bytes) {
+                    edited.push(path.clone());
+                }
+                if wanted.is_none() {
+                    report.removed.push(path.clone());
+                }
+            }
+            None => {
+                if wanted.is_some_and(|w| w != bytes) {
+                    foreign.push(path.clone());
+                } else if wanted.is_none() {
+                    keep.push(path.clone());
+                }
+            }
+        }
+    }
+    if (!edited.is_empty() || !foreign.is_empty()) && !force {
+        return Err(Conflicts {
+            edited,
+            foreign,
+            out: out.to_path_buf(),
+        }
+        .into());
+    }
+    if force {
+        // With --force, files we did not write but would overwrite are ours now.
+        keep.retain(|p| !full.contains_key(p));
+    }
+
+    for (path, bytes) in &full {
+        if on_disk.get(path) == Some(bytes) {
+            report.unchanged += 1;
+        } else {
+            report.written.push(path.clone());
+        }
+    }
+    report.kept = keep.clone();
+    if report.written.is_empty() && report.removed.is_empty() {
+        return Ok(report);
+    }
+
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    fs::create_dir_all(&parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("`{}` has no directory name", out.display()))?
+        .to_string_lossy()
+        .to_string();
+    remove_stale_staging(&parent, &name);
+    let staging = parent.join(format!(".{name}{STAGING_MARK}{}", std::process::id()));
+    build_staging(&staging, out, &full, &on_disk, &keep)?;
+    swap_in(&staging, out, &parent)?;
+    Ok(report)
+}
+
+fn build_staging(staging: &Path, out: &Path, full: &Tree, on_disk: &Tree, keep: &[String]) -> Result<()> {
+    fs::create_dir_all(staging).with_context(|| format!("failed to create `{}`", staging.display()))?;
+    for (path, bytes) in full {
+        let target = staging.join(path);
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+        }
+        if on_disk.get(path) == Some(bytes) && fs::hard_link(out.join(path), &target).is_ok() {
+            // Unchanged: same inode, same mtime.
+            continue;
+        }
+        let mut file = File::create(&target).with_context(|| format!("failed to create `{}`", target.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("failed to write `{}`", target.display()))?;
+    }
+    for path in keep {
+        let target = staging.join(path);
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+        }
+        let source = out.join(path);
+        if fs::hard_link(&source, &target).is_err() {
+            fs::copy(&source, &target).with_context(|| format!("failed to keep `{}`", source.display()))?;
+        }
+    }
+    for entry in WalkDir::new(staging).contents_first(true) {
+        let entry = entry?;
+        if entry.file_type().is_dir() {
+            File::open(entry.path())
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("failed to sync `{}`", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn swap_in(staging: &Path, out: &Path, parent: &Path) -> Result<()> {
+    if !out.exists() {
+        fs::rename(staging, out).with_context(|| format!("failed to move the new tree to `{}`", out.display()))?;
+    } else if exchange(staging, out).is_ok() {
+        // `staging` now holds the previous tree.
+        fs::remove_dir_all(staging).with_context(|| format!("failed to remove `{}`", staging.display()))?;
+    } else {
+        let mut old_name = staging.as_os_str().to_owned();
+        old_name.push("-old");
+        let old = PathBuf::from(old_name);
+        fs::rename(out, &old).with_context(|| format!("failed to move `{}` aside", out.display()))?;
+        fs::rename(staging, out).with_context(|| format!("failed to move the new tree to `{}`", out.display()))?;
+        fs::remove_dir_all(&old).with_context(|| format!("failed to remove `{}`", old.display()))?;
+    }
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to sync `{}`", parent.display()))
+}
+
+/// Atomically exchanges two paths (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings for the call.
+    let result = unsafe {
+        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+    };
+    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Staging directories left by an interrupted run are ours to remove.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = format!(".{name}{STAGING_MARK}");
+    if let Ok(entries) = fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}

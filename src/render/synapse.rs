@@ -1,0 +1,89 @@
+//! Synapse's `homeserver.yaml` settings, hardened. Written as JSON (valid
+//! YAML) so the NixOS module imports it and tests can run Synapse with it.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Tree, json};
+use crate::model::{Appliance, STATE_DIR};
+
+/// Directory of Synapse's own secrets, created by `appliance bootstrap`
+/// before Synapse first starts.
+pub fn secrets_dir() -> String {
+    format!("{STATE_DIR}/secrets/synapse")
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listener {
+    pub port: u16,
+    pub bind_addresses: Vec<Ipv4Addr>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub tls: bool,
+    pub x_forwarded: bool,
+    pub resources: Vec<Value>,
+}
+
+/// The settings as a JSON object, so tests can override paths and ports.
+pub fn settings(appliance: &Appliance) -> Value {
+    let matrix = &appliance.matrix;
+    let secrets = secrets_dir();
+    let mut resources = vec!["client"];
+    if matrix.federation {
+        resources.push("federation");
+    }
+    let listener = Listener {
+        port: matrix.port,
+        bind_addresses: matrix.bind_addresses.clone(),
+        kind: "http".into(),
+        tls: false,
+        x_forwarded: false,
+        resources: vec![json!({ "names": resources, "compress": false })],
+    };
+    let public_address = matrix.bind_addresses.get(1).copied().unwrap_or(Ipv4Addr::LOCALHOST);
+    let mut settings = json!({
+        "server_name": matrix.server_name,
+        "public_baseurl": format!("http://{public_address}:{}/", matrix.port),
+        "report_stats": false,
+        "listeners": [listener],
+        "database": {
+            "name": "sqlite3",
+            "args": { "database": "/var/lib/matrix-synapse/homeserver.db" }
+        },
+        // Accounts are made by `appliance bootstrap` through the shared
+        // secret; nobody can sign up.
+        "enable_registration": false,
+        "registration_shared_secret_path": format!("{secrets}/registration-shared-secret"),
+        "macaroon_secret_key_path": format!("{secrets}/macaroon-secret-key"),
+        "form_secret_path": format!("{secrets}/form-secret"),
+        "allow_guest_access": false,
+        // No fetching of keys or previews from the internet.
+        "trusted_key_servers": [],
+        "url_preview_enabled": false,
+        "presence": { "enabled": false },
+        "allow_public_rooms_without_auth": false,
+        "allow_public_rooms_over_federation": false,
+        "require_auth_for_profile_requests": true,
+        "limit_profile_requests_to_users_who_share_rooms": true,
+        "user_directory": { "search_all_users": false },
+        "max_upload_size": "50M",
+    });
+    if !matrix.federation {
+        // An empty allowlist refuses every remote server.
+        settings["federation_domain_whitelist"] = json!([]);
+        settings["allow_profile_lookup_over_federation"] = json!(false);
+        settings["allow_device_name_lookup_over_federation"] = json!(false);
+    }
+    settings
+}
+
+pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
+    tree.insert(
+        format!("hosts/{}/synapse.json", appliance.matrix.host),
+        json(&settings(appliance))?,
+    );
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The TOML schema of `appliance.toml`, exactly as users write it.
+//!
+//! Every struct denies unknown keys, and every value a later check may
+//! complain about keeps its span so errors can point at file:line:column.
+//! Nothing here decides anything: defaults that depend on other parts of the
+//! spec are resolved in `model`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A whole spec file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Spec {
+    pub appliance: ApplianceSection,
+    #[serde(default)]
+    pub hosts: BTreeMap<Spanned<String>, HostSpec>,
+    pub matrix: Spanned<MatrixSpec>,
+    pub inference: Option<Spanned<InferenceSpec>>,
+    #[serde(default)]
+    pub agents: BTreeMap<Spanned<String>, AgentSpec>,
+    #[serde(default)]
+    pub rooms: BTreeMap<Spanned<String>, RoomSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApplianceSection {
+    pub name: Spanned<String>,
+    /// IPv4 subnet of the Docker network the sandboxes share on every host.
+    pub network: Option<Spanned<String>>,
+    /// IPv4 subnet of the WireGuard link between hosts.
+    pub overlay: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// A Google Compute Engine VM image.
+    Gce,
+    /// A Raspberry Pi 4 SD card image.
+    Rpi4,
+    /// An existing NixOS host that imports the generated module.
+    Nixos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    Systrap,
+    Kvm,
+    Ptrace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    #[serde(rename = "x86_64-linux")]
+    X86_64Linux,
+    #[serde(rename = "aarch64-linux")]
+    Aarch64Linux,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostSpec {
+    pub target: Spanned<Target>,
+    /// Only for `target = "nixos"`; GCE is x86_64 and the Pi aarch64.
+    pub system: Option<Spanned<System>>,
+    /// gVisor platform for every sandbox on this host.
+    pub platform: Option<Spanned<Platform>>,
+    pub gpu: Option<Spanned<GpuSpec>>,
+    /// SSH public keys allowed to log in as the admin user.
+    #[serde(default)]
+    pub ssh_keys: Vec<Spanned<String>>,
+    /// WireGuard public key of this host (its private key never leaves it).
+    pub wireguard_public_key: Option<Spanned<String>>,
+    /// Address other hosts use to reach this one's WireGuard endpoint.
+    pub endpoint: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuVendor {
+    Nvidia,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverCapability {
+    Compute,
+    Utility,
+    Graphics,
+    Video,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GpuSpec {
+    pub vendor: Spanned<GpuVendor>,
+    pub model: Spanned<String>,
+    pub count: Spanned<u32>,
+    /// nvproxy driver capabilities; `compute` and `utility` when absent.
+    pub driver_capabilities: Option<Vec<Spanned<DriverCapability>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MatrixSpec {
+    pub host: Spanned<String>,
+    pub server_name: Spanned<String>,
+    pub port: Option<Spanned<u16>>,
+    /// Federation with other homeservers; off unless asked.
+    #[serde(default)]
+    pub federation: bool,
+    /// Human admins, as Matrix localparts on this server.
+    #[serde(default)]
+    pub admins: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InferenceSpec {
+    pub host: Spanned<String>,
+    pub port: Option<Spanned<u16>>,
+    pub models: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentKind {
+    Openclaw,
+    Picoclaw,
+    Hermes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    /// A headless browser inside the agent's sandbox.
+    Browser,
+    /// Web search and page extraction.
+    Crawler,
+    /// Running code the model writes.
+    Code,
+    /// Fetching single web pages.
+    WebFetch,
+    /// Shell commands inside the agent's own sandbox.
+    Exec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Browser {
+    Chromium,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeExecution {
+    /// A dedicated Docker daemon inside its own gVisor sandbox.
+    DockerInGvisor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentSpec {
+    pub kind: Spanned<AgentKind>,
+    pub host: Spanned<String>,
+    /// An Ollama model from `[inference].models`; the first one when absent.
+    pub model: Option<Spanned<String>>,
+    /// Context window in tokens.
+    pub context: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub tools: Vec<Spanned<Tool>>,
+    #[serde(default)]
+    pub skills: Vec<Spanned<String>>,
+    pub browser: Option<Spanned<Browser>>,
+    pub code_execution: Option<Spanned<CodeExecution>>,
+    /// Let chat messages run shell commands (PicoClaw `allow_remote`).
+    #[serde(default)]
+    pub remote_exec: bool,
+    /// Let sandboxed code reach the network (code execution containers).
+    #[serde(default)]
+    pub code_network: bool,
+    /// Size of the RAM-backed `/var/lib/docker` of the code sandbox, e.g. "4g".
+    pub code_storage: Option<Spanned<String>>,
+    /// Memory limit, e.g. "4g".
+    pub memory: Option<Spanned<String>>,
+    pub cpus: Option<Spanned<f64>>,
+    pub pids: Option<Spanned<u32>>,
+    /// GPUs for this agent's own sandbox (nvproxy).
+    pub gpu: Option<Spanned<bool>>,
+    /// Host ports to publish the agent's gateway on (none by default).
+    #[serde(default)]
+    pub publish: Vec<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoomSpec {
+    pub name: Option<Spanned<String>>,
+    pub topic: Option<Spanned<String>>,
+    /// Agent names, or `@localpart` for human admins.
+    pub members: Vec<Spanned<String>>,
+    pub federate: Option<Spanned<bool>>,
+}

@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `appliance` binary built for this test run.
+pub fn appliance() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_appliance"))
+}
+
+/// Runs `appliance` with `args` in `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    appliance()
+        .args(args)
+        .current_dir(dir)
+        .env_remove("APPLIANCE_SPEC")
+        .output()
+        .expect("failed to start appliance")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Whether tests run in CI, where a missing tool is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Finds a tool on PATH. In CI a missing tool fails the test; elsewhere the
+/// test is skipped, loudly.
+pub fn require_tool(name: &str, why: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(!in_ci(), "`{name}` is required in CI ({why}) but is not installed");
+        eprintln!("\n!!! SKIPPED: `{name}` is not installed ({why}); CI=true makes this a failure !!!\n");
+    }
+    found
+}

@@ -1,0 +1,6 @@
+//! One integration test binary (one link step): each concern in its own
+//! module.
+
+mod common;
+
+mod cli;

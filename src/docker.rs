@@ -76,7 +76,11 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
     RunOptions {
         flags,
         user: sandbox.user.clone(),
-        volumes: sandbox.volumes.iter().map(|v| format!("{}:{}", v.name, v.target)).collect(),
+        volumes: sandbox
+            .volumes
+            .iter()
+            .map(|v| format!("{}:{}", v.name, v.target))
+            .collect(),
         binds: sandbox
             .binds
             .iter()

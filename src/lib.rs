@@ -4,13 +4,13 @@
 //! Data flows one way: [`spec`] (TOML) -> [`model`] (validated) ->
 //! [`render`] (files) -> [`output`] (atomic writes and drift checks).
 
-pub mod diag;
-pub mod model;
-pub mod runsc;
-pub mod spec;
 pub mod bootstrap;
-pub mod docker;
-pub mod render;
-pub mod output;
 pub mod cli;
 pub mod commands;
+pub mod diag;
+pub mod docker;
+pub mod model;
+pub mod output;
+pub mod render;
+pub mod runsc;
+pub mod spec;

@@ -126,7 +126,11 @@ pub struct Conflicts {
 impl std::fmt::Display for Conflicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for path in &self.edited {
-            writeln!(f, "error: `{}` was edited by hand since appliance wrote it", self.out.join(path).display())?;
+            writeln!(
+                f,
+                "error: `{}` was edited by hand since appliance wrote it",
+                self.out.join(path).display()
+            )?;
         }
         for path in &self.foreign {
             writeln!(
@@ -222,6 +226,11 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
     remove_stale_staging(&parent, &name);
     let staging = parent.join(format!(".{name}{STAGING_MARK}{}", std::process::id()));
     build_staging(&staging, out, &full, &on_disk, &keep)?;
+    // Fault injection for the atomicity test: stop as if killed right before
+    // the swap. Not a user setting; documented in tests/output.rs.
+    if std::env::var_os("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP").is_some() {
+        bail!("interrupted before the swap (APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP)");
+    }
     swap_in(&staging, out, &parent)?;
     Ok(report)
 }
@@ -284,15 +293,8 @@ fn swap_in(staging: &Path, out: &Path, parent: &Path) -> Result<()> {
 
 /// Atomically exchanges two paths (Linux `renameat2(RENAME_EXCHANGE)`).
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let a = CString::new(a.as_os_str().as_bytes())?;
-    let b = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both paths are valid NUL-terminated strings for the call.
-    let result = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-    };
-    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
 }
 
 /// Staging directories left by an interrupted run are ours to remove.

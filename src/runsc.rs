@@ -92,9 +92,9 @@ impl Profile {
                 "host UDS open: connects to the code-execution sandbox's Docker socket, \
                  in one dedicated host directory",
             ),
-            HostUds::Create => reasons.push(
-                "host UDS create: the inner Docker daemon's socket must appear on the host",
-            ),
+            HostUds::Create => {
+                reasons.push("host UDS create: the inner Docker daemon's socket must appear on the host")
+            }
         }
         if self.gpu.is_some() {
             reasons.push("nvproxy: the sandbox was given GPUs in the spec");
@@ -147,9 +147,7 @@ impl Flag {
             (Flag::RootOverlay, Debian2022) => "--overlay2=root:memory".to_string(),
             (Flag::NetRaw, _) => "--net-raw=true".to_string(),
             (Flag::AllowPacketSocketWrite, Current) => "--allow-packet-socket-write=true".to_string(),
-            (Flag::AllowPacketSocketWrite, Debian2022) => {
-                "--TESTONLY-allow-packet-endpoint-write=true".to_string()
-            }
+            (Flag::AllowPacketSocketWrite, Debian2022) => "--TESTONLY-allow-packet-endpoint-write=true".to_string(),
             (Flag::HostUds(mode), _) => format!("--host-uds={mode}"),
             (Flag::Nvproxy, _) => "--nvproxy=true".to_string(),
             (Flag::NvproxyCapabilities(capabilities), _) => {

@@ -18,3 +18,64 @@ fn check_accepts_the_default_spec() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("appliance `magi` is valid"));
 }
+
+#[test]
+fn init_writes_a_valid_starter_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_in(dir.path(), &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let spec = std::fs::read_to_string(dir.path().join("appliance.toml")).unwrap();
+    assert!(run_in(dir.path(), &["check"]).status.success());
+
+    std::fs::write(dir.path().join("appliance.toml"), "# mine\n").unwrap();
+    let again = run_in(dir.path(), &["init"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("never overwrites"), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("appliance.toml")).unwrap(),
+        "# mine\n"
+    );
+    assert!(spec.contains("[agents."));
+}
+
+#[test]
+fn inspect_json_is_versioned_and_complete() {
+    let output = run_in(&crate::common::root(), &["inspect", "--format", "json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    let casper_exec = &json["hosts"]["hub"]["docker_run_args"]["casper-exec"];
+    assert!(
+        casper_exec
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--runtime=runsc-dind")
+    );
+    assert_eq!(json["hosts"]["hub"]["runtime_args"]["runsc"][0], "--platform=systrap");
+    assert_eq!(json["bootstrap"]["rooms"][0]["alias"], "#magi:magi");
+    assert_eq!(json["agents"]["casper"]["model"], "qwen3.5:27b-q4_K_M");
+    let sandboxes = json["hosts"]["hub"]["sandboxes"].as_array().unwrap();
+    let names: Vec<&str> = sandboxes.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["balthasar", "casper", "casper-exec", "melchior"]);
+}
+
+#[test]
+fn inspect_filters_by_host_and_rejects_unknown_ones() {
+    let output = run_in(&crate::common::root(), &["inspect", "--host", "pi"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("host pi:") && !text.contains("host hub:"), "{text}");
+    assert!(text.contains("sandbox balthasar-pi"), "{text}");
+
+    let unknown = run_in(&crate::common::root(), &["inspect", "--host", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no host `nope` in the spec"));
+}
+
+#[test]
+fn completions_cover_the_subcommands() {
+    let output = run_in(&crate::common::root(), &["completions", "bash"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("generate"));
+}

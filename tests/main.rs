@@ -4,3 +4,6 @@
 mod common;
 
 mod cli;
+mod nix;
+mod output;
+mod spec_errors;

@@ -98,7 +98,12 @@ pub fn plan(appliance: &Appliance) -> Plan {
         });
     }
     for admin in &appliance.matrix.admins {
-        let localpart = admin.trim_start_matches('@').split(':').next().unwrap_or_default().to_string();
+        let localpart = admin
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         accounts.push(Account {
             user_id: admin.clone(),
             kind: AccountKind::Admin,

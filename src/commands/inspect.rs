@@ -41,17 +41,24 @@ pub struct HostView<'a> {
 }
 
 pub fn inspection<'a>(appliance: &'a Appliance, only_host: Option<&str>) -> Result<Inspection<'a>> {
-    if let Some(host) = only_host {
-        if !appliance.hosts.contains_key(host) {
-            let known: Vec<&str> = appliance.hosts.keys().map(String::as_str).collect();
-            bail!("no host `{host}` in the spec\nhint: hosts are: {}", known.join(", "));
-        }
+    if let Some(host) = only_host
+        && !appliance.hosts.contains_key(host)
+    {
+        let known: Vec<&str> = appliance.hosts.keys().map(String::as_str).collect();
+        bail!("no host `{host}` in the spec\nhint: hosts are: {}", known.join(", "));
     }
     let mut hosts = BTreeMap::new();
-    for host in appliance.hosts.values().filter(|h| only_host.is_none_or(|o| o == h.name)) {
+    for host in appliance
+        .hosts
+        .values()
+        .filter(|h| only_host.is_none_or(|o| o == h.name))
+    {
         let mut args = BTreeMap::new();
         for profile in &host.runtimes {
-            args.insert(profile.name(), runtime_args(profile, host.platform, RunscVersion::Current)?);
+            args.insert(
+                profile.name(),
+                runtime_args(profile, host.platform, RunscVersion::Current)?,
+            );
         }
         let docker_run_args = host
             .sandboxes
@@ -115,7 +122,11 @@ fn text(view: &Inspection) -> String {
         m.host,
         m.port,
         if m.federation { "on" } else { "off" },
-        if m.admins.is_empty() { "none".to_string() } else { m.admins.join(", ") }
+        if m.admins.is_empty() {
+            "none".to_string()
+        } else {
+            m.admins.join(", ")
+        }
     );
     if let Some(inference) = view.inference {
         let _ = writeln!(
@@ -130,7 +141,11 @@ fn text(view: &Inspection) -> String {
     }
     for (name, host) in &view.hosts {
         let h = host.host;
-        let _ = writeln!(w, "\nhost {name}: {:?} {:?}, gVisor platform {:?}", h.target, h.system, h.platform);
+        let _ = writeln!(
+            w,
+            "\nhost {name}: {:?} {:?}, gVisor platform {:?}",
+            h.target, h.system, h.platform
+        );
         if let Some(gpu) = &h.gpu {
             let _ = writeln!(w, "  gpu: {} x{}", gpu.model, gpu.count);
         }
@@ -142,14 +157,23 @@ fn text(view: &Inspection) -> String {
             let _ = writeln!(w, "  runtime {runtime}: {}", args.join(" "));
         }
         for sandbox in &h.sandboxes {
-            let _ = writeln!(w, "  sandbox {} ({}), runtime {}", sandbox.name, sandbox.purpose, sandbox.runtime);
+            let _ = writeln!(
+                w,
+                "  sandbox {} ({}), runtime {}",
+                sandbox.name, sandbox.purpose, sandbox.runtime
+            );
             for reason in &sandbox.runtime_reasons {
                 let _ = writeln!(w, "    why not strict: {reason}");
             }
             if let Some(reason) = &sandbox.root_reason {
                 let _ = writeln!(w, "    why root: {reason}");
             }
-            let _ = writeln!(w, "    docker run {} {}", host.docker_run_args[sandbox.name.as_str()].join(" "), sandbox.image);
+            let _ = writeln!(
+                w,
+                "    docker run {} {}",
+                host.docker_run_args[sandbox.name.as_str()].join(" "),
+                sandbox.image
+            );
         }
     }
     for room in view.rooms.values() {

@@ -13,8 +13,8 @@ use super::sandbox::{self, SandboxInputs};
 use super::{Agent, Appliance, Gpu, Host, Inference, Matrix, MemberRole, Room, RoomMember, STATE_DIR};
 use crate::diag::{Diagnostic, SourceFile, SpecErrors};
 use crate::runsc::Profile;
-use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, DriverCapability, Platform, System, Target, Tool};
 use crate::spec::Spec;
+use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, DriverCapability, Platform, System, Target, Tool};
 
 const DEFAULT_NETWORK: &str = "10.88.0.0/16";
 const DEFAULT_OVERLAY: &str = "10.89.0.0/24";
@@ -58,9 +58,17 @@ impl Builder<'_> {
         let hint = if known.is_empty() {
             format!("declare it as `[hosts.{}]`", host.get_ref())
         } else {
-            format!("use one of {} or declare `[hosts.{}]`", known.join(", "), host.get_ref())
+            format!(
+                "use one of {} or declare `[hosts.{}]`",
+                known.join(", "),
+                host.get_ref()
+            )
         };
-        self.error(span(host), format!("{what} is on unknown host `{}`", host.get_ref()), hint);
+        self.error(
+            span(host),
+            format!("{what} is on unknown host `{}`", host.get_ref()),
+            hint,
+        );
         false
     }
 }
@@ -83,14 +91,14 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         used.len() > 1
     };
     let overlay = multi_host.then(|| subnet(&mut b, spec.appliance.overlay.as_ref(), DEFAULT_OVERLAY));
-    if let (Some(overlay), Some(text)) = (&overlay, &spec.appliance.overlay) {
-        if overlaps(&network, overlay) {
-            b.error(
-                span(text),
-                format!("overlay `{overlay}` overlaps the appliance network `{network}`"),
-                "pick two disjoint private ranges",
-            );
-        }
+    if let (Some(overlay), Some(text)) = (&overlay, &spec.appliance.overlay)
+        && overlaps(&network, overlay)
+    {
+        b.error(
+            span(text),
+            format!("overlay `{overlay}` overlaps the appliance network `{network}`"),
+            "pick two disjoint private ranges",
+        );
     }
 
     if spec.hosts.is_empty() {
@@ -123,14 +131,21 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             if target == Target::Rpi4 {
                 b.error(
                     span(gpu),
-                    format!("host `{}` is a Raspberry Pi 4, which has no GPU gVisor can pass through", name.get_ref()),
+                    format!(
+                        "host `{}` is a Raspberry Pi 4, which has no GPU gVisor can pass through",
+                        name.get_ref()
+                    ),
                     "remove `gpu`; serve models from a GPU host and let the Pi's agents use it over the overlay",
                 );
                 return None;
             }
             let gpu = gpu.get_ref();
             if *gpu.count.get_ref() == 0 {
-                b.error(span(&gpu.count), "GPU count is 0", "remove `gpu` or give a count of at least 1");
+                b.error(
+                    span(&gpu.count),
+                    "GPU count is 0",
+                    "remove `gpu` or give a count of at least 1",
+                );
             }
             let mut capabilities: Vec<DriverCapability> = match &gpu.driver_capabilities {
                 Some(list) => list.iter().map(|c| *c.get_ref()).collect(),
@@ -147,7 +162,13 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         });
         for key in &host.ssh_keys {
             let text = key.get_ref();
-            let known = ["ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-ed25519@", "sk-ecdsa-sha2-"];
+            let known = [
+                "ssh-ed25519 ",
+                "ssh-rsa ",
+                "ecdsa-sha2-",
+                "sk-ssh-ed25519@",
+                "sk-ecdsa-sha2-",
+            ];
             if !known.iter().any(|prefix| text.starts_with(prefix)) || text.contains('\n') {
                 b.error(
                     span(key),
@@ -156,14 +177,14 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 );
             }
         }
-        if let Some(key) = &host.wireguard_public_key {
-            if !is_wireguard_key(key.get_ref()) {
-                b.error(
-                    span(key),
-                    "this is not a WireGuard public key",
-                    "use the 44-character base64 key that `wg pubkey` prints on that host",
-                );
-            }
+        if let Some(key) = &host.wireguard_public_key
+            && !is_wireguard_key(key.get_ref())
+        {
+            b.error(
+                span(key),
+                "this is not a WireGuard public key",
+                "use the 44-character base64 key that `wg pubkey` prints on that host",
+            );
         }
         let overlay_address = overlay.and_then(|o| o.host(index as u32 + 1));
         hosts.insert(
@@ -204,7 +225,11 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     for admin in &matrix_spec.admins {
         b.check_name("admin", admin);
         if !seen_admins.insert(admin.get_ref().clone()) {
-            b.error(span(admin), format!("admin `{}` is listed twice", admin.get_ref()), "remove the duplicate");
+            b.error(
+                span(admin),
+                format!("admin `{}` is listed twice", admin.get_ref()),
+                "remove the duplicate",
+            );
         }
         if spec.agents.keys().any(|a| a.get_ref() == admin.get_ref()) {
             b.error(
@@ -230,10 +255,18 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         }
         for model in &inference.models {
             if let Some(problem) = model_problem(model.get_ref()) {
-                b.error(span(model), format!("model `{}` {problem}", model.get_ref()), "copy the name from `ollama list`");
+                b.error(
+                    span(model),
+                    format!("model `{}` {problem}", model.get_ref()),
+                    "copy the name from `ollama list`",
+                );
             }
             if !models.insert(model.get_ref().clone()) {
-                b.error(span(model), format!("model `{}` is listed twice", model.get_ref()), "remove the duplicate");
+                b.error(
+                    span(model),
+                    format!("model `{}` is listed twice", model.get_ref()),
+                    "remove the duplicate",
+                );
             }
         }
     }
@@ -243,13 +276,20 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     for (name, room) in &spec.rooms {
         b.check_name("room", name);
         if room.members.is_empty() {
-            b.error(span(name), format!("room `{}` has no members", name.get_ref()), "list agents and `@admins` in `members`");
+            b.error(
+                span(name),
+                format!("room `{}` has no members", name.get_ref()),
+                "list agents and `@admins` in `members`",
+            );
         }
         let federate = room.federate.as_ref().is_some_and(|f| *f.get_ref());
         if let Some(flag) = room.federate.as_ref().filter(|_| federate && !matrix_spec.federation) {
             b.error(
                 span(flag),
-                format!("room `{}` federates, but the homeserver has federation off", name.get_ref()),
+                format!(
+                    "room `{}` federates, but the homeserver has federation off",
+                    name.get_ref()
+                ),
                 "set `federation = true` under `[matrix]`, or remove `federate`",
             );
         }
@@ -258,7 +298,11 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         for member in &room.members {
             let text = member.get_ref();
             if !seen.insert(text.clone()) {
-                b.error(span(member), format!("`{text}` is listed twice in room `{}`", name.get_ref()), "remove the duplicate");
+                b.error(
+                    span(member),
+                    format!("`{text}` is listed twice in room `{}`", name.get_ref()),
+                    "remove the duplicate",
+                );
                 continue;
             }
             if let Some(admin) = text.strip_prefix('@') {
@@ -306,7 +350,9 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     let matrix_host = matrix_spec.host.get_ref().clone();
     let matrix_port = matrix_spec.port.as_ref().map_or(MATRIX_PORT, |p| *p.get_ref());
     let inference_host = inference_spec.map(|i| i.host.get_ref().clone());
-    let inference_port = inference_spec.and_then(|i| i.port.as_ref()).map_or(OLLAMA_PORT, |p| *p.get_ref());
+    let inference_port = inference_spec
+        .and_then(|i| i.port.as_ref())
+        .map_or(OLLAMA_PORT, |p| *p.get_ref());
     let address_from = |from: &str, to: &str| -> Option<Ipv4Addr> {
         if from == to {
             Some(network.gateway())
@@ -328,17 +374,28 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             let at = agent.context.as_ref().map_or(span(name), span);
             b.error(
                 at,
-                format!("agent `{}` is Hermes, which needs a context window of at least {HERMES_MIN_CONTEXT} tokens", name.get_ref()),
+                format!(
+                    "agent `{}` is Hermes, which needs a context window of at least {HERMES_MIN_CONTEXT} tokens",
+                    name.get_ref()
+                ),
                 "set `context = 65536` or more",
             );
         }
         let (tools, browser, code_execution) = resolve_tools(&mut b, name, agent);
         check_limits(&mut b, agent);
         if agent.remote_exec && kind != AgentKind::Picoclaw {
-            b.error(span(name), "`remote-exec` applies to picoclaw agents only", "remove `remote-exec`");
+            b.error(
+                span(name),
+                "`remote-exec` applies to picoclaw agents only",
+                "remove `remote-exec`",
+            );
         }
         if agent.code_network && code_execution.is_none() {
-            b.error(span(name), "`code-network` is set but the agent has no code execution", "remove `code-network`");
+            b.error(
+                span(name),
+                "`code-network` is set but the agent has no code execution",
+                "remove `code-network`",
+            );
         }
         for skill in &agent.skills {
             check_skill(&mut b, kind, skill);
@@ -347,10 +404,17 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         if let Some(gpu_flag) = agent.gpu.as_ref().filter(|g| *g.get_ref() && host_ok) {
             let host = &hosts[&host_name];
             if host.gpu.is_none() {
-                let why = if host.target == Target::Rpi4 { "a Raspberry Pi 4 has no GPU gVisor can use" } else { "the host declares no `gpu`" };
+                let why = if host.target == Target::Rpi4 {
+                    "a Raspberry Pi 4 has no GPU gVisor can use"
+                } else {
+                    "the host declares no `gpu`"
+                };
                 b.error(
                     span(gpu_flag),
-                    format!("agent `{}` asks for a GPU on host `{host_name}`, but {why}", name.get_ref()),
+                    format!(
+                        "agent `{}` asks for a GPU on host `{host_name}`, but {why}",
+                        name.get_ref()
+                    ),
                     "remove `gpu = true`, or move the agent to a host with a `gpu` table",
                 );
             }
@@ -436,12 +500,24 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     for host in hosts.values() {
         claim(&mut b, &host.name, SSH_PORT, "SSH".into(), appliance_span.clone());
         if overlay.is_some() {
-            claim(&mut b, &host.name, WIREGUARD_PORT, "WireGuard".into(), appliance_span.clone());
+            claim(
+                &mut b,
+                &host.name,
+                WIREGUARD_PORT,
+                "WireGuard".into(),
+                appliance_span.clone(),
+            );
         }
     }
     let matrix_at = matrix_spec.port.as_ref().map_or_else(|| span(&matrix_spec.host), span);
     if hosts.contains_key(&matrix_host) {
-        claim(&mut b, &matrix_host, matrix_port, "the Matrix homeserver".into(), matrix_at);
+        claim(
+            &mut b,
+            &matrix_host,
+            matrix_port,
+            "the Matrix homeserver".into(),
+            matrix_at,
+        );
     }
     if let (Some(inference), Some(host)) = (inference_spec, &inference_host) {
         let at = inference.port.as_ref().map_or_else(|| span(&inference.host), span);
@@ -452,7 +528,11 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     for (name, agent) in &spec.agents {
         for port in &agent.publish {
             if *port.get_ref() == 0 {
-                b.error(span(port), "port 0 cannot be published", "use a port between 1 and 65535");
+                b.error(
+                    span(port),
+                    "port 0 cannot be published",
+                    "use a port between 1 and 65535",
+                );
                 continue;
             }
             if hosts.contains_key(agent.host.get_ref()) {
@@ -487,7 +567,11 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             host: host.name.clone(),
             port: inference_port,
             models: spec_inference.models.iter().map(|m| m.get_ref().clone()).collect(),
-            acceleration: if host.gpu.is_some() { "cuda".into() } else { "cpu".into() },
+            acceleration: if host.gpu.is_some() {
+                "cuda".into()
+            } else {
+                "cpu".into()
+            },
             bind_address: if remote_inference {
                 host.overlay_address.unwrap_or(network.gateway())
             } else {
@@ -522,10 +606,17 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 match network.host(*counter) {
                     Some(address) => network_slot.address = address,
                     None => {
-                        let at = spec.appliance.network.as_ref().map_or_else(|| span(&spec.appliance.name), span);
+                        let at = spec
+                            .appliance
+                            .network
+                            .as_ref()
+                            .map_or_else(|| span(&spec.appliance.name), span);
                         b.error(
                             at,
-                            format!("the appliance network `{network}` has no address left for sandbox `{}`", sandbox.name),
+                            format!(
+                                "the appliance network `{network}` has no address left for sandbox `{}`",
+                                sandbox.name
+                            ),
                             "use a larger subnet in `[appliance].network`",
                         );
                     }
@@ -581,7 +672,9 @@ fn overlaps(a: &Subnet, b: &Subnet) -> bool {
 fn is_wireguard_key(key: &str) -> bool {
     key.len() == 44
         && key.ends_with('=')
-        && key[..43].chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        && key[..43]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
 }
 
 fn default_context(kind: AgentKind) -> u32 {
@@ -602,7 +695,11 @@ fn resolve_model(
         Some(model) if !has_inference => {
             b.error(
                 span(model),
-                format!("agent `{}` uses model `{}`, but the spec has no `[inference]`", name.get_ref(), model.get_ref()),
+                format!(
+                    "agent `{}` uses model `{}`, but the spec has no `[inference]`",
+                    name.get_ref(),
+                    model.get_ref()
+                ),
                 "add an `[inference]` table that serves this model",
             );
             None
@@ -671,13 +768,21 @@ fn resolve_tools(
     let mut tools = BTreeSet::new();
     for tool in &agent.tools {
         if !tools.insert(*tool.get_ref()) {
-            b.error(span(tool), format!("tool `{}` is listed twice", tool_name(*tool.get_ref())), "remove the duplicate");
+            b.error(
+                span(tool),
+                format!("tool `{}` is listed twice", tool_name(*tool.get_ref())),
+                "remove the duplicate",
+            );
         }
         if !supported_tools(kind).contains(tool.get_ref()) {
             let supported: Vec<&str> = supported_tools(kind).iter().map(|t| tool_name(*t)).collect();
             b.error(
                 span(tool),
-                format!("{} agents cannot use the `{}` tool", kind_name(kind), tool_name(*tool.get_ref())),
+                format!(
+                    "{} agents cannot use the `{}` tool",
+                    kind_name(kind),
+                    tool_name(*tool.get_ref())
+                ),
                 format!("{} agents support: {}", kind_name(kind), supported.join(", ")),
             );
         }
@@ -685,19 +790,28 @@ fn resolve_tools(
     let browser = match &agent.browser {
         Some(browser) => {
             if !supported_tools(kind).contains(&Tool::Browser) {
-                b.error(span(browser), format!("{} agents have no browser tool", kind_name(kind)), "remove `browser`");
+                b.error(
+                    span(browser),
+                    format!("{} agents have no browser tool", kind_name(kind)),
+                    "remove `browser`",
+                );
             }
             tools.insert(Tool::Browser);
             Some(*browser.get_ref())
         }
-        None => tools.contains(&Tool::Browser).then_some(crate::spec::schema::Browser::Chromium),
+        None => tools
+            .contains(&Tool::Browser)
+            .then_some(crate::spec::schema::Browser::Chromium),
     };
     let code_execution = match &agent.code_execution {
         Some(code) => {
             if !supported_tools(kind).contains(&Tool::Code) {
                 b.error(
                     span(code),
-                    format!("code execution through Docker-in-gVisor is wired for hermes agents only, not {}", kind_name(kind)),
+                    format!(
+                        "code execution through Docker-in-gVisor is wired for hermes agents only, not {}",
+                        kind_name(kind)
+                    ),
                     "remove `code-execution`, or use a hermes agent",
                 );
             }
@@ -708,7 +822,10 @@ fn resolve_tools(
             if let Some(code) = agent.tools.iter().find(|t| *t.get_ref() == Tool::Code) {
                 b.error(
                     span(code),
-                    format!("agent `{}` has the `code` tool but no sandbox to run code in", name.get_ref()),
+                    format!(
+                        "agent `{}` has the `code` tool but no sandbox to run code in",
+                        name.get_ref()
+                    ),
                     "add `code-execution = \"docker-in-gvisor\"` to the agent",
                 );
             }
@@ -721,19 +838,31 @@ fn resolve_tools(
 fn check_limits(b: &mut Builder, agent: &AgentSpec) {
     for size in agent.memory.iter().chain(agent.code_storage.iter()) {
         if !is_size(size.get_ref()) {
-            b.error(span(size), format!("`{}` is not a size", size.get_ref()), "write a number and a unit, e.g. \"512m\" or \"4g\"");
+            b.error(
+                span(size),
+                format!("`{}` is not a size", size.get_ref()),
+                "write a number and a unit, e.g. \"512m\" or \"4g\"",
+            );
         }
     }
     if let Some(cpus) = &agent.cpus {
         let value = *cpus.get_ref();
         if !(value > 0.0 && value <= 1024.0) {
-            b.error(span(cpus), format!("`cpus = {value}` is out of range"), "give a number of CPUs above 0, e.g. 2 or 0.5");
+            b.error(
+                span(cpus),
+                format!("`cpus = {value}` is out of range"),
+                "give a number of CPUs above 0, e.g. 2 or 0.5",
+            );
         }
     }
-    if let Some(pids) = &agent.pids {
-        if *pids.get_ref() < 16 {
-            b.error(span(pids), format!("`pids = {}` is too low to start the agent", pids.get_ref()), "use at least 16");
-        }
+    if let Some(pids) = &agent.pids
+        && *pids.get_ref() < 16
+    {
+        b.error(
+            span(pids),
+            format!("`pids = {}` is too low to start the agent", pids.get_ref()),
+            "use at least 16",
+        );
     }
 }
 
@@ -746,11 +875,23 @@ pub fn is_size(text: &str) -> bool {
 }
 
 /// Skills shipped with PicoClaw; other kinds take any safe skill name.
-const PICOCLAW_SKILLS: &[&str] = &["agent-browser", "github", "hardware", "skill-creator", "summarize", "tmux", "weather"];
+const PICOCLAW_SKILLS: &[&str] = &[
+    "agent-browser",
+    "github",
+    "hardware",
+    "skill-creator",
+    "summarize",
+    "tmux",
+    "weather",
+];
 
 fn check_skill(b: &mut Builder, kind: AgentKind, skill: &Spanned<String>) {
     if let Some(problem) = name_problem(skill.get_ref()) {
-        b.error(span(skill), format!("skill name `{}` {problem}", skill.get_ref()), "use the skill's directory name");
+        b.error(
+            span(skill),
+            format!("skill name `{}` {problem}", skill.get_ref()),
+            "use the skill's directory name",
+        );
         return;
     }
     if kind == AgentKind::Picoclaw && !PICOCLAW_SKILLS.contains(&skill.get_ref().as_str()) {

@@ -34,23 +34,53 @@ fn rule(interface: Option<&str>, protocol: &str, port: u16, reason: String) -> F
 pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overlay: bool) -> Vec<FirewallRule> {
     let mut rules = vec![rule(None, "tcp", 22, "SSH, key-only".into())];
     if overlay {
-        rules.push(rule(None, "udp", WIREGUARD_PORT, "WireGuard link between the appliance hosts".into()));
+        rules.push(rule(
+            None,
+            "udp",
+            WIREGUARD_PORT,
+            "WireGuard link between the appliance hosts".into(),
+        ));
     }
     for sandbox in &host.sandboxes {
         for port in &sandbox.publish {
-            rules.push(rule(None, "tcp", *port, format!("published by sandbox `{}` (declared in the spec)", sandbox.name)));
+            rules.push(rule(
+                None,
+                "tcp",
+                *port,
+                format!("published by sandbox `{}` (declared in the spec)", sandbox.name),
+            ));
         }
     }
     if host.runs_matrix {
-        rules.push(rule(Some(BRIDGE_INTERFACE), "tcp", matrix.port, "Matrix for this host's sandboxes".into()));
+        rules.push(rule(
+            Some(BRIDGE_INTERFACE),
+            "tcp",
+            matrix.port,
+            "Matrix for this host's sandboxes".into(),
+        ));
         if overlay && host.overlay_address.is_some_and(|a| matrix.bind_addresses.contains(&a)) {
-            rules.push(rule(Some(OVERLAY_INTERFACE), "tcp", matrix.port, "Matrix for other hosts' agents".into()));
+            rules.push(rule(
+                Some(OVERLAY_INTERFACE),
+                "tcp",
+                matrix.port,
+                "Matrix for other hosts' agents".into(),
+            ));
         }
     }
     if let Some(inference) = inference.filter(|_| host.runs_inference) {
-        rules.push(rule(Some(BRIDGE_INTERFACE), "tcp", inference.port, "Ollama for this host's sandboxes".into()));
+        rules.push(rule(
+            Some(BRIDGE_INTERFACE),
+            "tcp",
+            inference.port,
+            "Ollama for this host's sandboxes".into(),
+        ));
         if overlay && Some(inference.bind_address) == host.overlay_address {
-            rules.push(rule(Some(OVERLAY_INTERFACE), "tcp", inference.port, "Ollama for other hosts' agents".into()));
+            rules.push(rule(
+                Some(OVERLAY_INTERFACE),
+                "tcp",
+                inference.port,
+                "Ollama for other hosts' agents".into(),
+            ));
         }
     }
     rules.sort();

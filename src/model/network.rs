@@ -28,7 +28,9 @@ impl Subnet {
         let mask = u32::MAX << (32 - prefix);
         if u32::from(base) & !mask != 0 {
             let network = Ipv4Addr::from(u32::from(base) & mask);
-            return Err(format!("`{text}` has host bits set; did you mean `{network}/{prefix}`?"));
+            return Err(format!(
+                "`{text}` has host bits set; did you mean `{network}/{prefix}`?"
+            ));
         }
         if !base.is_private() {
             return Err(format!("`{text}` is not a private (RFC 1918) range"));

@@ -154,7 +154,10 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             target: DOCKER_SOCKET_MOUNT.to_string(),
             read_only: true,
         });
-        environment.insert("DOCKER_HOST".into(), format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"));
+        environment.insert(
+            "DOCKER_HOST".into(),
+            format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+        );
         profile.host_uds = HostUds::Open;
         depends_on.push(exec.name.clone());
         sandboxes.push(exec);
@@ -191,7 +194,10 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         cap_add: Vec::new(),
         no_new_privileges: true,
         pids_limit: spec.pids.as_ref().map_or(defaults.pids, |p| *p.get_ref()),
-        memory: spec.memory.as_ref().map_or_else(|| defaults.memory.to_string(), |m| m.get_ref().clone()),
+        memory: spec
+            .memory
+            .as_ref()
+            .map_or_else(|| defaults.memory.to_string(), |m| m.get_ref().clone()),
         cpus: format_cpus(spec.cpus.as_ref().map_or(defaults.cpus, |c| *c.get_ref())),
         // Chromium keeps its renderers' shared memory in /dev/shm; Docker's
         // 64m default crashes tabs.

@@ -80,14 +80,26 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
             None if rule.protocol == "udp" => &mut firewall.udp,
             None => &mut firewall.tcp,
             Some(interface) => {
-                let key = if rule.protocol == "udp" { "allowedUDPPorts" } else { "allowedTCPPorts" };
-                firewall.interfaces.entry(interface.clone()).or_default().entry(key).or_default()
+                let key = if rule.protocol == "udp" {
+                    "allowedUDPPorts"
+                } else {
+                    "allowedTCPPorts"
+                };
+                firewall
+                    .interfaces
+                    .entry(interface.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_default()
             }
         };
         list.push(rule.port);
     }
 
-    let mut tmpfiles = vec![format!("d {STATE_DIR} 0711 root root -"), format!("d {STATE_DIR}/secrets 0711 root root -")];
+    let mut tmpfiles = vec![
+        format!("d {STATE_DIR} 0711 root root -"),
+        format!("d {STATE_DIR}/secrets 0711 root root -"),
+    ];
     let mut containers = BTreeMap::new();
     let mut container_units = BTreeMap::new();
     for sandbox in &host.sandboxes {
@@ -107,7 +119,14 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
                 }
             });
         }
-        let image_file = sandbox.image.split(':').next().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+        let image_file = sandbox
+            .image
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
         let mut container = BTreeMap::new();
         container.insert("image", Value::from(sandbox.image.as_str()));
         container.insert(
@@ -146,15 +165,23 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         all: vec![appliance_bin, Value::from("bootstrap"), Value::from("--plan"), plan],
     };
 
-    let ollama = appliance.inference.as_ref().filter(|_| host.runs_inference).map(|inference| {
-        let mut settings = BTreeMap::new();
-        let package = if inference.acceleration == "cuda" { "pkgs.ollama-cuda" } else { "pkgs.ollama-cpu" };
-        settings.insert("package", expr(package));
-        settings.insert("host", Value::from(inference.bind_address.to_string()));
-        settings.insert("port", Value::from(inference.port));
-        settings.insert("models", nix::value(&inference.models));
-        settings
-    });
+    let ollama = appliance
+        .inference
+        .as_ref()
+        .filter(|_| host.runs_inference)
+        .map(|inference| {
+            let mut settings = BTreeMap::new();
+            let package = if inference.acceleration == "cuda" {
+                "pkgs.ollama-cuda"
+            } else {
+                "pkgs.ollama-cpu"
+            };
+            settings.insert("package", expr(package));
+            settings.insert("host", Value::from(inference.bind_address.to_string()));
+            settings.insert("port", Value::from(inference.port));
+            settings.insert("models", nix::value(&inference.models));
+            settings
+        });
 
     let network = NetworkCommands {
         inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),

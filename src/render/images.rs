@@ -59,7 +59,10 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
             let systems = images.entry(sandbox.image.clone()).or_default();
-            let system = serde_json::to_value(host.system)?.as_str().unwrap_or_default().to_string();
+            let system = serde_json::to_value(host.system)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if !systems.contains(&system) {
                 systems.push(system);
                 systems.sort();
@@ -84,7 +87,10 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
             config,
             systems,
         };
-        tree.insert(format!("images/{file}.nix"), engine.render("image.nix.j2", &context)?.into_bytes());
+        tree.insert(
+            format!("images/{file}.nix"),
+            engine.render("image.nix.j2", &context)?.into_bytes(),
+        );
     }
     Ok(())
 }

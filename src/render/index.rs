@@ -32,6 +32,9 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         name: appliance.name.clone(),
         hosts,
     };
-    tree.insert("default.nix".into(), engine.render("index.nix.j2", &context)?.into_bytes());
+    tree.insert(
+        "default.nix".into(),
+        engine.render("index.nix.j2", &context)?.into_bytes(),
+    );
     Ok(())
 }

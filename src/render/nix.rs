@@ -12,7 +12,9 @@ use minijinja::Value;
 use minijinja::value::ValueKind;
 
 /// Nix keywords, which cannot be bare attribute names.
-const KEYWORDS: &[&str] = &["assert", "else", "if", "in", "inherit", "let", "or", "rec", "then", "with"];
+const KEYWORDS: &[&str] = &[
+    "assert", "else", "if", "in", "inherit", "let", "or", "rec", "then", "with",
+];
 
 /// A Nix string literal that evaluates to exactly `text`.
 pub fn string(text: &str) -> String {
@@ -206,6 +208,9 @@ mod tests {
             "{\n  a = [ 1 \"x\" ];\n  b = {\n    c = true;\n  };\n  d = null;\n}"
         );
         let list = Value::from(vec![expr("lib.getExe' pkgs.gvisor \"runsc\""), Value::from("y")]);
-        assert_eq!(encode(&list, 0).unwrap(), "[ (lib.getExe' pkgs.gvisor \"runsc\") \"y\" ]");
+        assert_eq!(
+            encode(&list, 0).unwrap(),
+            "[ (lib.getExe' pkgs.gvisor \"runsc\") \"y\" ]"
+        );
     }
 }

@@ -35,7 +35,8 @@ impl Engine {
         });
         // `{{ value | nix(4) }}`: a multi-line value indented to fit its place.
         env.add_filter("nix", |value: Value, indent: Option<usize>| -> Result<Value, Error> {
-            let text = nix::encode(&value, indent.unwrap_or(0)).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
+            let text =
+                nix::encode(&value, indent.unwrap_or(0)).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
             Ok(Value::from_safe_string(text))
         });
         // `{{ name | attr }}`: an attribute name, quoted when needed.

@@ -1,0 +1,127 @@
+//! Generated Nix, checked by a real Nix (Debian's `nix-bin`): every file
+//! parses, and the encoder's strings and attribute names evaluate back to
+//! exactly what went in.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agent_appliance::render::nix;
+use proptest::prelude::*;
+
+use crate::common::{require_tool, root};
+
+fn nix_instantiate() -> Option<PathBuf> {
+    require_tool(
+        "nix-instantiate",
+        "Debian package `nix-bin`: parses and evaluates generated Nix",
+    )
+}
+
+fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            nix_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "nix") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_generated_nix_file_parses() {
+    let Some(nix_instantiate) = nix_instantiate() else {
+        return;
+    };
+    let mut files = Vec::new();
+    nix_files(&root().join("generated"), &mut files);
+    for example in std::fs::read_dir(root().join("examples")).unwrap() {
+        let generated = example.unwrap().path().join("generated");
+        if generated.is_dir() {
+            nix_files(&generated, &mut files);
+        }
+    }
+    assert!(
+        files.len() >= 10,
+        "expected the committed trees' .nix files, found {}",
+        files.len()
+    );
+    // One call for all files: nix-instantiate --parse takes several.
+    let output = Command::new(nix_instantiate)
+        .arg("--parse")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Evaluates a Nix expression to JSON with a store that is never written.
+fn eval_json(expression: &str) -> serde_json::Value {
+    let nix_instantiate = nix_instantiate().expect("checked by the caller");
+    let store = tempfile::tempdir().unwrap();
+    let output = Command::new(nix_instantiate)
+        .args(["--eval", "--strict", "--json", "--read-write-mode", "-E", expression])
+        .env("NIX_STORE_DIR", store.path().join("store"))
+        .env("NIX_STATE_DIR", store.path().join("state"))
+        .env("NIX_LOG_DIR", store.path().join("log"))
+        .env("HOME", store.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{expression}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Any text Nix can hold (no NUL), weighted towards what Nix interprets.
+fn nix_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[\"\\\\$'{}\\n\\r\\t a-z]{0,12}",
+        "(\\$\\{|''|\\\\\\$|\\$\\$\\{|'\\$\\{|\\$|\\\\|\")*",
+        any::<String>().prop_map(|s| s.replace('\0', "")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn strings_evaluate_back_to_their_input(texts in prop::collection::vec(nix_text(), 1..48)) {
+        if nix_instantiate().is_none() { return Ok(()); }
+        let list: Vec<String> = texts.iter().map(|t| nix::string(t)).collect();
+        let value = eval_json(&format!("[ {} ]", list.join(" ")));
+        prop_assert_eq!(value, serde_json::json!(texts));
+    }
+
+    #[test]
+    fn attribute_names_evaluate_back_to_their_input(names in prop::collection::btree_set(nix_text(), 1..32)) {
+        if nix_instantiate().is_none() { return Ok(()); }
+        let attrs: Vec<String> = names.iter().enumerate().map(|(i, n)| format!("{} = {i};", nix::attr_name(n))).collect();
+        let value = eval_json(&format!("builtins.attrNames {{ {} }}", attrs.join(" ")));
+        let mut expected: Vec<&String> = names.iter().collect();
+        // Nix sorts attribute names bytewise, as BTreeSet<String> does.
+        expected.sort();
+        prop_assert_eq!(value, serde_json::json!(expected));
+    }
+}
+
+#[test]
+fn interpolation_and_indented_string_markers_stay_literal() {
+    if nix_instantiate().is_none() {
+        return;
+    }
+    let tricky = [
+        "${builtins.currentTime}",
+        "''${x}''",
+        "\\${",
+        "$${a}",
+        "a\"b",
+        "größe ✓\n\t\r",
+        "'''",
+        "$",
+    ];
+    let list: Vec<String> = tricky.iter().map(|t| nix::string(t)).collect();
+    assert_eq!(eval_json(&format!("[ {} ]", list.join(" "))), serde_json::json!(tricky));
+}

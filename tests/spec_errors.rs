@@ -1,0 +1,157 @@
+//! Bad specs: every problem at file:line:column with a hint, exit code 2,
+//! and nothing written.
+
+use std::fs;
+
+use crate::common::{run_in, stderr};
+
+/// Writes `spec` to a fresh directory and runs `appliance <args>` there.
+fn run_spec(spec: &str, args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let output = run_in(dir.path(), args);
+    (dir, output)
+}
+
+const VALID: &str = r#"
+[appliance]
+name = "t"
+
+[hosts.box]
+target = "nixos"
+
+[matrix]
+host = "box"
+server-name = "t.internal"
+admins = ["ana"]
+
+[inference]
+host = "box"
+models = ["qwen3:4b"]
+
+[agents.bot]
+kind = "picoclaw"
+host = "box"
+
+[rooms.main]
+members = ["bot", "@ana"]
+"#;
+
+#[test]
+fn valid_spec_checks() {
+    let (_dir, output) = run_spec(VALID, &["check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn unknown_key_points_at_it() {
+    let spec = VALID.replace("kind = \"picoclaw\"", "kind = \"picoclaw\"\ncolour = \"red\"");
+    let (dir, output) = run_spec(&spec, &["generate"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("error: appliance.toml:19:1: unknown field `colour`"),
+        "{err}"
+    );
+    assert!(err.contains("hint: remove the key or fix its spelling"), "{err}");
+    assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+}
+
+#[test]
+fn every_problem_is_reported_with_location_and_hint() {
+    let spec = r#"
+[appliance]
+name = "t"
+
+[hosts.pi]
+target = "rpi4"
+gpu = { vendor = "nvidia", model = "l4", count = 1 }
+
+[matrix]
+host = "hub"
+server-name = "t.internal"
+
+[inference]
+host = "pi"
+models = ["qwen3:4b"]
+
+[agents.Bad_Name]
+kind = "picoclaw"
+host = "pi"
+
+[agents.coder]
+kind = "hermes"
+host = "pi"
+model = "llama9:1b"
+tools = ["code"]
+
+[rooms.main]
+members = ["coder", "nobody", "@ghost"]
+"#;
+    let (_dir, output) = run_spec(spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    let expected = [
+        "appliance.toml:7:7: host `pi` is a Raspberry Pi 4, which has no GPU gVisor can pass through",
+        "appliance.toml:10:8: the Matrix homeserver is on unknown host `hub`",
+        "appliance.toml:17:9: agent name `Bad_Name` must start with a lowercase letter",
+        "appliance.toml:24:9: model `llama9:1b` is not served by `[inference]`",
+        "appliance.toml:25:10: agent `coder` has the `code` tool but no sandbox to run code in",
+        "appliance.toml:28:21: unknown room member `nobody`: no agent has that name",
+        "appliance.toml:28:31: unknown room member `@ghost`: no admin `ghost` in `[matrix].admins`",
+    ];
+    for line in expected {
+        assert!(err.contains(&format!("error: {line}")), "missing `{line}` in:\n{err}");
+    }
+    assert_eq!(
+        err.matches("\nhint: ").count() + usize::from(err.starts_with("hint: ")),
+        expected.len(),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: add `code-execution = \"docker-in-gvisor\"` to the agent"),
+        "{err}"
+    );
+    assert!(err.contains("7 problems in spec; nothing was written"), "{err}");
+}
+
+#[test]
+fn port_clashes_and_duplicate_containers_are_errors() {
+    let spec = VALID
+        .replace("host = \"box\"\nmodels", "host = \"box\"\nport = 8008\nmodels")
+        .replace(
+            "[rooms.main]",
+            "[agents.coder]\nkind = \"hermes\"\nhost = \"box\"\ncode-execution = \"docker-in-gvisor\"\n\n\
+         [agents.coder-exec]\nkind = \"picoclaw\"\nhost = \"box\"\npublish = [22]\n\n[rooms.main]",
+        );
+    let (_dir, output) = run_spec(&spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("port 8008 on host `box` is used by both the Matrix homeserver and Ollama"),
+        "{err}"
+    );
+    assert!(
+        err.contains("port 22 on host `box` is used by both SSH and agent `coder-exec`"),
+        "{err}"
+    );
+    assert!(err.contains("container name `coder-exec` is used twice"), "{err}");
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let (_dir, output) = run_spec("[appliance]\nname = \n", &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.starts_with("error: appliance.toml:2:"), "{err}");
+}
+
+#[test]
+fn missing_spec_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_in(dir.path(), &["check"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("failed to read spec `appliance.toml`"), "{err}");
+    assert!(err.contains("hint: run `appliance init`"), "{err}");
+}

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -235,8 +234,12 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
     Ok(report)
 }
 
+/// Above this many new files one `syncfs` is cheaper than an fsync each.
+const SYNCFS_THRESHOLD: usize = 64;
+
 fn build_staging(staging: &Path, out: &Path, full: &Tree, on_disk: &Tree, keep: &[String]) -> Result<()> {
     fs::create_dir_all(staging).with_context(|| format!("failed to create `{}`", staging.display()))?;
+    let mut written = Vec::new();
     for (path, bytes) in full {
         let target = staging.join(path);
         if let Some(dir) = target.parent() {
@@ -246,10 +249,8 @@ fn build_staging(staging: &Path, out: &Path, full: &Tree, on_disk: &Tree, keep: 
             // Unchanged: same inode, same mtime.
             continue;
         }
-        let mut file = File::create(&target).with_context(|| format!("failed to create `{}`", target.display()))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("failed to write `{}`", target.display()))?;
+        fs::write(&target, bytes).with_context(|| format!("failed to write `{}`", target.display()))?;
+        written.push(target);
     }
     for path in keep {
         let target = staging.join(path);
@@ -261,12 +262,25 @@ fn build_staging(staging: &Path, out: &Path, full: &Tree, on_disk: &Tree, keep: 
             fs::copy(&source, &target).with_context(|| format!("failed to keep `{}`", source.display()))?;
         }
     }
-    for entry in WalkDir::new(staging).contents_first(true) {
-        let entry = entry?;
-        if entry.file_type().is_dir() {
-            File::open(entry.path())
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("failed to sync `{}`", entry.path().display()))?;
+    // Every staged file and directory must be on disk before the swap makes
+    // them the tree. Unchanged files are hard links to files already synced.
+    let sync = |path: &Path| {
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("failed to sync `{}`", path.display()))
+    };
+    if written.len() > SYNCFS_THRESHOLD {
+        let staged = File::open(staging).with_context(|| format!("failed to open `{}`", staging.display()))?;
+        rustix::fs::syncfs(&staged).with_context(|| format!("failed to sync `{}`", staging.display()))?;
+    } else {
+        for path in &written {
+            sync(path)?;
+        }
+        for entry in WalkDir::new(staging).contents_first(true) {
+            let entry = entry?;
+            if entry.file_type().is_dir() {
+                sync(entry.path())?;
+            }
         }
     }
     Ok(())

@@ -33,12 +33,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SpecArgs {
     /// The spec to read
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "appliance.toml",
-        env = "APPLIANCE_SPEC"
-    )]
+    #[arg(long, value_name = "PATH", default_value = "appliance.toml", env = "APPLIANCE_SPEC")]
     pub spec: PathBuf,
 }
 

@@ -24,9 +24,7 @@ fn main() -> ExitCode {
             eprintln!("{error}");
             ExitCode::from(2)
         }
-        Err(error)
-            if error.is::<DriftFound>() || error.is::<agent_appliance::output::Conflicts>() =>
-        {
+        Err(error) if error.is::<DriftFound>() || error.is::<agent_appliance::output::Conflicts>() => {
             eprintln!("{error}");
             ExitCode::from(1)
         }

@@ -43,8 +43,7 @@ impl Outcome {
 
 /// The password of `user_id`: HMAC-SHA256(master key, domain ‖ user id).
 pub fn password(master_key: &str, user_id: &str) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(master_key.as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(master_key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(b"agent-appliance matrix password v1\0");
     mac.update(user_id.as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -52,15 +51,8 @@ pub fn password(master_key: &str, user_id: &str) -> String {
 
 /// Synapse's shared-secret MAC: HMAC-SHA1 over
 /// `nonce\0user\0password\0admin|notadmin`.
-fn registration_mac(
-    shared_secret: &str,
-    nonce: &str,
-    user: &str,
-    password: &str,
-    admin: bool,
-) -> String {
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(shared_secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+fn registration_mac(shared_secret: &str, nonce: &str, user: &str, password: &str, admin: bool) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(shared_secret.as_bytes()).expect("HMAC takes keys of any length");
     for part in [nonce, user, password] {
         mac.update(part.as_bytes());
         mac.update(b"\0");
@@ -148,30 +140,19 @@ impl Accounts<'_> {
                 reply.describe()
             );
         }
-        bail!(
-            "failed to register `{}` ({})",
-            who.user_id,
-            reply.describe()
-        )
+        bail!("failed to register `{}` ({})", who.user_id, reply.describe())
     }
 
     /// Whether `token` is a live token of `who` on its device.
     fn token_valid(&self, who: &Wanted, token: &str) -> Result<bool> {
-        let reply = self
-            .client
-            .get("/_matrix/client/v3/account/whoami", Some(token))?;
+        let reply = self.client.get("/_matrix/client/v3/account/whoami", Some(token))?;
         if reply.ok() {
-            return Ok(reply.str("user_id") == Some(who.user_id)
-                && reply.str("device_id") == Some(who.device_id));
+            return Ok(reply.str("user_id") == Some(who.user_id) && reply.str("device_id") == Some(who.device_id));
         }
         if reply.status == 401 {
             return Ok(false);
         }
-        bail!(
-            "failed to check the token of `{}` ({})",
-            who.user_id,
-            reply.describe()
-        )
+        bail!("failed to check the token of `{}` ({})", who.user_id, reply.describe())
     }
 
     fn login(&self, who: &Wanted) -> Result<Option<String>> {
@@ -199,8 +180,7 @@ impl Accounts<'_> {
     /// changed it), keeping the account's devices.
     fn reset_password(&self, who: &Wanted, admin_token: &str) -> Result<()> {
         let path = format!("/_synapse/admin/v2/users/{}", segment(who.user_id));
-        let body =
-            json!({ "password": password(&self.master_key, who.user_id), "logout_devices": false });
+        let body = json!({ "password": password(&self.master_key, who.user_id), "logout_devices": false });
         let reply = self.client.put(&path, Some(admin_token), &body)?;
         if !reply.ok() {
             bail!(
@@ -222,11 +202,11 @@ impl Accounts<'_> {
         owner: Owner,
         admin_token: Option<&str>,
     ) -> Result<(String, Outcome)> {
-        if let Some(token) = secrets::read(token_file)? {
-            if self.token_valid(who, &token)? {
-                secrets::write(token_file, &token, owner)?;
-                return Ok((token, Outcome::Verified));
-            }
+        if let Some(token) = secrets::read(token_file)?
+            && self.token_valid(who, &token)?
+        {
+            secrets::write(token_file, &token, owner)?;
+            return Ok((token, Outcome::Verified));
         }
         let (token, outcome) = match self.register(who, true)? {
             Registration::Token(token) => (token, Outcome::Registered),
@@ -246,10 +226,7 @@ impl Accounts<'_> {
                         })?;
                         self.reset_password(who, admin_token)?;
                         self.login(who)?.with_context(|| {
-                            format!(
-                                "failed to log in `{}` after resetting its password",
-                                who.user_id
-                            )
+                            format!("failed to log in `{}` after resetting its password", who.user_id)
                         })?
                     }
                 };

@@ -127,9 +127,7 @@ impl Client {
                 if let Some(b) = &bearer {
                     request = request.header("Authorization", b);
                 }
-                request
-                    .header("Content-Type", "application/json")
-                    .send(payload)?
+                request.header("Content-Type", "application/json").send(payload)?
             }
         };
         let status = response.status().as_u16();
@@ -139,27 +137,15 @@ impl Client {
     }
 
     /// Sends one request; waits out rate limits (429) until the deadline.
-    pub fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> Result<Reply> {
+    pub fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Result<Reply> {
         loop {
-            let reply = self.send_once(method, path, token, body).with_context(|| {
-                format!("request to the homeserver at {} failed ({path})", self.base)
-            })?;
+            let reply = self
+                .send_once(method, path, token, body)
+                .with_context(|| format!("request to the homeserver at {} failed ({path})", self.base))?;
             if reply.status != 429 {
                 return Ok(reply);
             }
-            let wait = Duration::from_millis(
-                reply
-                    .body
-                    .get("retry_after_ms")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(1000),
-            );
+            let wait = Duration::from_millis(reply.body.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(1000));
             if Instant::now() + wait > self.deadline {
                 bail!(
                     "the homeserver at {} rate-limited `{path}` beyond the timeout ({})\nhint: raise `--timeout`, or relax Synapse's `rc_*` limits",

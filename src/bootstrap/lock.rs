@@ -3,13 +3,14 @@
 //! run never leaves a stale lock behind.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::fs::{FlockOperation, flock};
+use rustix::io::Errno;
 
 /// Held for as long as this value lives.
 #[derive(Debug)]
@@ -31,17 +32,17 @@ pub fn acquire(path: &Path, deadline: Instant, on_wait: impl FnOnce()) -> Result
         .with_context(|| format!("failed to open lock file `{}`", path.display()))?;
     let mut on_wait = Some(on_wait);
     loop {
-        // SAFETY: the descriptor is open for the whole call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(Lock {
-                _file: file,
-                path: path.to_path_buf(),
-            });
-        }
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(error).with_context(|| format!("failed to lock `{}`", path.display()));
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                return Ok(Lock {
+                    _file: file,
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(Errno::WOULDBLOCK) => {}
+            Err(e) => {
+                return Err(std::io::Error::from(e)).with_context(|| format!("failed to lock `{}`", path.display()));
+            }
         }
         if Instant::now() >= deadline {
             bail!(

@@ -45,10 +45,10 @@ pub struct Options {
 
 /// Reads a plan and refuses one written for another schema.
 pub fn load_plan(path: &Path) -> Result<Plan> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("failed to read bootstrap plan `{}`", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("failed to parse bootstrap plan `{}`", path.display()))?;
+    let text =
+        fs::read_to_string(path).with_context(|| format!("failed to read bootstrap plan `{}`", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("failed to parse bootstrap plan `{}`", path.display()))?;
     let schema = value.get("schema").and_then(serde_json::Value::as_u64);
     if schema != Some(u64::from(PLAN_SCHEMA)) {
         bail!(
@@ -57,8 +57,7 @@ pub fn load_plan(path: &Path) -> Result<Plan> {
             schema.map_or_else(|| "none".to_string(), |s| s.to_string())
         );
     }
-    serde_json::from_value(value)
-        .with_context(|| format!("failed to parse bootstrap plan `{}`", path.display()))
+    serde_json::from_value(value).with_context(|| format!("failed to parse bootstrap plan `{}`", path.display()))
 }
 
 /// Runs the bootstrap; `log` receives one line per thing done or checked,
@@ -73,9 +72,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         deadline: Instant::now() + options.timeout,
         log,
         steps: 0,
-        abort_after: std::env::var(ABORT_HOOK_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok()),
+        abort_after: std::env::var(ABORT_HOOK_ENV).ok().and_then(|v| v.parse().ok()),
     };
     run.check_plan()?;
     secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)?;
@@ -91,25 +88,13 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         return Ok(());
     }
     let client = Client::new(
-        options
-            .homeserver
-            .as_deref()
-            .unwrap_or(&plan.homeserver.url),
+        options.homeserver.as_deref().unwrap_or(&plan.homeserver.url),
         run.deadline,
         options.timeout,
     );
-    client.wait_until_up(|why| {
-        (run.log)(format!(
-            "waiting for the homeserver at {} ({why})",
-            client.base()
-        ))
-    })?;
+    client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at {} ({why})", client.base())))?;
     run.matrix(&client)?;
-    (run.log)(format!(
-        "{} request(s) to {}",
-        client.requests(),
-        client.base()
-    ));
+    (run.log)(format!("{} request(s) to {}", client.requests(), client.base()));
     Ok(())
 }
 
@@ -131,10 +116,7 @@ impl Run<'_> {
     fn step(&mut self) {
         self.steps += 1;
         if self.abort_after == Some(self.steps) {
-            (self.log)(format!(
-                "{ABORT_HOOK_ENV}: aborting after step {}",
-                self.steps
-            ));
+            (self.log)(format!("{ABORT_HOOK_ENV}: aborting after step {}", self.steps));
             std::process::abort();
         }
     }
@@ -155,9 +137,7 @@ impl Run<'_> {
             .chain([&self.plan.synapse.dir, &bot.secrets_dir])
         {
             if Path::new(relative).is_absolute() || relative.split('/').any(|c| c == "..") {
-                bail!(
-                    "plan path `{relative}` must be relative to the state directory, without `..`"
-                );
+                bail!("plan path `{relative}` must be relative to the state directory, without `..`");
             }
         }
         Ok(())
@@ -186,22 +166,13 @@ impl Run<'_> {
         }
         let bot_dir = self.path(&plan.bootstrap_account.secrets_dir);
         count(secrets::ensure_dir(&bot_dir, DIR_MODE, Owner::ROOT)?);
-        count(
-            secrets::ensure(&bot_dir.join(MASTER_KEY_FILE), Owner::ROOT, || {
-                secrets::random_hex(32)
-            })?
-            .1,
-        );
+        count(secrets::ensure(&bot_dir.join(MASTER_KEY_FILE), Owner::ROOT, || secrets::random_hex(32))?.1);
         for account in &plan.accounts {
             let owner = Owner {
                 uid: account.uid,
                 gid: account.gid,
             };
-            count(secrets::ensure_dir(
-                &self.path(&account.secrets_dir),
-                DIR_MODE,
-                owner,
-            )?);
+            count(secrets::ensure_dir(&self.path(&account.secrets_dir), DIR_MODE, owner)?);
         }
         (self.log)(format!(
             "secrets: {created} created, {repaired} repaired, in {}",
@@ -220,8 +191,7 @@ impl Run<'_> {
         )?
         .context("the registration shared secret is missing")?;
         let bot_dir = self.path(&plan.bootstrap_account.secrets_dir);
-        let master_key =
-            secrets::read(&bot_dir.join(MASTER_KEY_FILE))?.context("the master key is missing")?;
+        let master_key = secrets::read(&bot_dir.join(MASTER_KEY_FILE))?.context("the master key is missing")?;
         let accounts = Accounts {
             client,
             shared_secret,
@@ -235,8 +205,7 @@ impl Run<'_> {
             device_id: &bot.device_id,
             admin: true,
         };
-        let (bot_token, outcome) =
-            accounts.ensure_token(&wanted, &bot_dir.join(TOKEN_FILE), Owner::ROOT, None)?;
+        let (bot_token, outcome) = accounts.ensure_token(&wanted, &bot_dir.join(TOKEN_FILE), Owner::ROOT, None)?;
         (self.log)(format!("{}: {}", bot.user_id, outcome.label()));
         self.step();
 
@@ -255,12 +224,8 @@ impl Run<'_> {
                         device_id: &account.device_id,
                         admin: false,
                     };
-                    let (token, outcome) = accounts.ensure_token(
-                        &wanted,
-                        &dir.join(TOKEN_FILE),
-                        owner,
-                        Some(&bot_token),
-                    )?;
+                    let (token, outcome) =
+                        accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(&bot_token))?;
                     self.write_env(&dir.join(ENV_FILE), &token, &account.generated_env, owner)?;
                     (self.log)(format!("{}: {}", account.user_id, outcome.label()));
                     agent_tokens.insert(account.user_id.as_str(), token);
@@ -286,8 +251,7 @@ impl Run<'_> {
             client,
             token: &bot_token,
         };
-        let tokens: BTreeMap<&str, &str> =
-            agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let tokens: BTreeMap<&str, &str> = agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
         for room in &plan.rooms {
             let report = rooms.ensure(room, &tokens)?;
             let mut line = format!(
@@ -297,10 +261,7 @@ impl Run<'_> {
                 report.room_id
             );
             for (what, list) in [
-                (
-                    "updated",
-                    report.updated.iter().map(|s| (*s).to_string()).collect(),
-                ),
+                ("updated", report.updated.iter().map(|s| (*s).to_string()).collect()),
                 ("invited", report.invited),
                 ("joined", report.joined),
             ] {
@@ -317,13 +278,7 @@ impl Run<'_> {
 
     /// The agent's env file (Docker `--env-file`): its Matrix token and
     /// the generated secrets it needs. Existing generated values are kept.
-    fn write_env(
-        &self,
-        path: &Path,
-        token: &str,
-        generated: &BTreeMap<String, u32>,
-        owner: Owner,
-    ) -> Result<()> {
+    fn write_env(&self, path: &Path, token: &str, generated: &BTreeMap<String, u32>, owner: Owner) -> Result<()> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         if let Some(text) = secrets::read(path)? {
             for line in text.lines() {

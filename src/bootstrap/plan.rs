@@ -225,10 +225,7 @@ fn relative(path: &str) -> String {
 }
 
 fn device_id(localpart: &str) -> String {
-    format!(
-        "APPLIANCE_{}",
-        localpart.to_ascii_uppercase().replace('-', "_")
-    )
+    format!("APPLIANCE_{}", localpart.to_ascii_uppercase().replace('-', "_"))
 }
 
 fn parse_user(user: &str) -> Option<(u32, u32)> {

@@ -60,23 +60,14 @@ impl Rooms<'_> {
         if reply.status == 404 {
             return Ok(None);
         }
-        bail!(
-            "failed to read `{event_type}` of room {room_id} ({})",
-            reply.describe()
-        )
+        bail!("failed to read `{event_type}` of room {room_id} ({})", reply.describe())
     }
 
     fn set_state(&self, room_id: &str, event_type: &str, content: &Value) -> Result<()> {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/state/{event_type}/",
-            segment(room_id)
-        );
+        let path = format!("/_matrix/client/v3/rooms/{}/state/{event_type}/", segment(room_id));
         let reply = self.client.put(&path, Some(self.token), content)?;
         if !reply.ok() {
-            bail!(
-                "failed to set `{event_type}` of room {room_id} ({})",
-                reply.describe()
-            );
+            bail!("failed to set `{event_type}` of room {room_id} ({})", reply.describe());
         }
         Ok(())
     }
@@ -97,10 +88,7 @@ impl Rooms<'_> {
         if reply.status == 404 {
             return Ok(None);
         }
-        bail!(
-            "failed to look up room alias `{alias}` ({})",
-            reply.describe()
-        )
+        bail!("failed to look up room alias `{alias}` ({})", reply.describe())
     }
 
     fn create(&self, room: &PlannedRoom) -> Result<String> {
@@ -127,11 +115,7 @@ impl Rooms<'_> {
         if !reply.ok() {
             // A failed createRoom may leave a room without our alias behind;
             // it holds only the bootstrap account and is harmless.
-            bail!(
-                "failed to create room `{}` ({})",
-                room.alias,
-                reply.describe()
-            );
+            bail!("failed to create room `{}` ({})", room.alias, reply.describe());
         }
         Ok(reply
             .str("room_id")
@@ -141,11 +125,7 @@ impl Rooms<'_> {
 
     /// Makes the room match the plan; `agent_tokens` maps agents' user ids
     /// to their tokens (members without one are humans: invited only).
-    pub fn ensure(
-        &self,
-        room: &PlannedRoom,
-        agent_tokens: &BTreeMap<&str, &str>,
-    ) -> Result<RoomReport> {
+    pub fn ensure(&self, room: &PlannedRoom, agent_tokens: &BTreeMap<&str, &str>) -> Result<RoomReport> {
         let mut report = RoomReport::default();
         let room_id = match self.resolve(&room.alias)? {
             Some(id) => id,
@@ -180,23 +160,13 @@ impl Rooms<'_> {
 
         if !report.created {
             let name = self.state(&room_id, "m.room.name", "")?;
-            if name
-                .as_ref()
-                .and_then(|n| n.get("name"))
-                .and_then(Value::as_str)
-                != Some(room.name.as_str())
-            {
+            if name.as_ref().and_then(|n| n.get("name")).and_then(Value::as_str) != Some(room.name.as_str()) {
                 self.set_state(&room_id, "m.room.name", &json!({ "name": room.name }))?;
                 report.updated.push("name");
             }
             if let Some(topic) = &room.topic {
                 let current = self.state(&room_id, "m.room.topic", "")?;
-                if current
-                    .as_ref()
-                    .and_then(|t| t.get("topic"))
-                    .and_then(Value::as_str)
-                    != Some(topic.as_str())
-                {
+                if current.as_ref().and_then(|t| t.get("topic")).and_then(Value::as_str) != Some(topic.as_str()) {
                     self.set_state(&room_id, "m.room.topic", &json!({ "topic": topic }))?;
                     report.updated.push("topic");
                 }
@@ -205,9 +175,10 @@ impl Rooms<'_> {
                 .state(&room_id, "m.room.power_levels", "")?
                 .unwrap_or_else(|| power_levels(room));
             let users = levels["users"].as_object().cloned().unwrap_or_default();
-            let stale = room.power_levels.iter().any(|(user, level)| {
-                users.get(user).and_then(Value::as_u64) != Some(u64::from(*level))
-            });
+            let stale = room
+                .power_levels
+                .iter()
+                .any(|(user, level)| users.get(user).and_then(Value::as_u64) != Some(u64::from(*level)));
             if stale {
                 for (user, level) in &room.power_levels {
                     levels["users"][user] = json!(level);
@@ -218,17 +189,11 @@ impl Rooms<'_> {
         }
 
         let reply = self.client.get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/joined_members",
-                segment(&room_id)
-            ),
+            &format!("/_matrix/client/v3/rooms/{}/joined_members", segment(&room_id)),
             Some(self.token),
         )?;
         if !reply.ok() {
-            bail!(
-                "failed to list the members of room {room_id} ({})",
-                reply.describe()
-            );
+            bail!("failed to list the members of room {room_id} ({})", reply.describe());
         }
         let joined = reply
             .body
@@ -242,11 +207,7 @@ impl Rooms<'_> {
             }
             let membership = self
                 .state(&room_id, "m.room.member", member)?
-                .and_then(|m| {
-                    m.get("membership")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                });
+                .and_then(|m| m.get("membership").and_then(Value::as_str).map(str::to_string));
             match membership.as_deref() {
                 Some("ban") => bail!(
                     "`{member}` is banned from room `{}`\nhint: unban them, or remove them from the room's members in the spec",
@@ -255,9 +216,9 @@ impl Rooms<'_> {
                 Some("invite") => {}
                 _ => {
                     let path = format!("/_matrix/client/v3/rooms/{}/invite", segment(&room_id));
-                    let reply =
-                        self.client
-                            .post(&path, Some(self.token), &json!({ "user_id": member }))?;
+                    let reply = self
+                        .client
+                        .post(&path, Some(self.token), &json!({ "user_id": member }))?;
                     if !reply.ok() {
                         bail!(
                             "failed to invite `{member}` to room `{}` ({})",
@@ -272,11 +233,7 @@ impl Rooms<'_> {
                 let path = format!("/_matrix/client/v3/rooms/{}/join", segment(&room_id));
                 let reply = self.client.post(&path, Some(token), &json!({}))?;
                 if !reply.ok() {
-                    bail!(
-                        "`{member}` failed to join room `{}` ({})",
-                        room.alias,
-                        reply.describe()
-                    );
+                    bail!("`{member}` failed to join room `{}` ({})", room.alias, reply.describe());
                 }
                 report.joined.push(member.clone());
             }

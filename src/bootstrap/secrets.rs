@@ -37,14 +37,13 @@ pub enum Outcome {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Sets mode and (as root) owner; true when something had to change.
 fn fix_metadata(path: &Path, mode: u32, owner: Owner) -> Result<bool> {
-    let meta = fs::symlink_metadata(path)
-        .with_context(|| format!("failed to read metadata of `{}`", path.display()))?;
+    let meta =
+        fs::symlink_metadata(path).with_context(|| format!("failed to read metadata of `{}`", path.display()))?;
     if meta.file_type().is_symlink() {
         bail!(
             "`{}` is a symbolic link; refusing to follow it for a secret\nhint: remove it and rerun `appliance bootstrap`",
@@ -58,14 +57,8 @@ fn fix_metadata(path: &Path, mode: u32, owner: Owner) -> Result<bool> {
         changed = true;
     }
     if is_root() && (meta.uid() != owner.uid || meta.gid() != owner.gid) {
-        std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid)).with_context(|| {
-            format!(
-                "failed to chown `{}` to {}:{}",
-                path.display(),
-                owner.uid,
-                owner.gid
-            )
-        })?;
+        std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))
+            .with_context(|| format!("failed to chown `{}` to {}:{}", path.display(), owner.uid, owner.gid))?;
         changed = true;
     }
     Ok(changed)
@@ -74,10 +67,11 @@ fn fix_metadata(path: &Path, mode: u32, owner: Owner) -> Result<bool> {
 /// Creates `path` (and missing parents, as root-owned 0711) with `mode`
 /// and `owner`, or corrects the mode and owner of an existing directory.
 pub fn ensure_dir(path: &Path, mode: u32, owner: Owner) -> Result<Outcome> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() && !parent.exists() {
-            ensure_dir(parent, TRAVERSE_MODE, Owner::ROOT)?;
-        }
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        ensure_dir(parent, TRAVERSE_MODE, Owner::ROOT)?;
     }
     match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {
@@ -94,9 +88,7 @@ pub fn ensure_dir(path: &Path, mode: u32, owner: Owner) -> Result<Outcome> {
                 Outcome::Kept
             })
         }
-        Err(e) => {
-            Err(e).with_context(|| format!("failed to create directory `{}`", path.display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("failed to create directory `{}`", path.display())),
     }
 }
 
@@ -116,15 +108,11 @@ pub fn read(path: &Path) -> Result<Option<String>> {
 /// sits next to the target for that reason). Skips the write when the
 /// content is already there, so reruns change no byte and no mtime.
 pub fn write(path: &Path, content: &str, owner: Owner) -> Result<Outcome> {
-    if let Ok(existing) = fs::read(path) {
-        if existing == content.as_bytes() {
-            let repaired = fix_metadata(path, FILE_MODE, owner)?;
-            return Ok(if repaired {
-                Outcome::Repaired
-            } else {
-                Outcome::Kept
-            });
-        }
+    if let Ok(existing) = fs::read(path)
+        && existing == content.as_bytes()
+    {
+        let repaired = fix_metadata(path, FILE_MODE, owner)?;
+        return Ok(if repaired { Outcome::Repaired } else { Outcome::Kept });
     }
     let name = path
         .file_name()
@@ -149,13 +137,8 @@ pub fn write(path: &Path, content: &str, owner: Owner) -> Result<Outcome> {
         .with_context(|| format!("failed to write `{}`", temp.display()))?;
     drop(file);
     fix_metadata(&temp, FILE_MODE, owner)?;
-    fs::rename(&temp, path).with_context(|| {
-        format!(
-            "failed to rename `{}` to `{}`",
-            temp.display(),
-            path.display()
-        )
-    })?;
+    fs::rename(&temp, path)
+        .with_context(|| format!("failed to rename `{}` to `{}`", temp.display(), path.display()))?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable.
         File::open(dir)
@@ -167,21 +150,10 @@ pub fn write(path: &Path, content: &str, owner: Owner) -> Result<Outcome> {
 
 /// Returns the secret at `path`, creating it from `generate` when missing;
 /// an existing secret keeps its value and gets its mode and owner fixed.
-pub fn ensure(
-    path: &Path,
-    owner: Owner,
-    generate: impl FnOnce() -> Result<String>,
-) -> Result<(String, Outcome)> {
+pub fn ensure(path: &Path, owner: Owner, generate: impl FnOnce() -> Result<String>) -> Result<(String, Outcome)> {
     if let Some(value) = read(path)? {
         let repaired = fix_metadata(path, FILE_MODE, owner)?;
-        return Ok((
-            value,
-            if repaired {
-                Outcome::Repaired
-            } else {
-                Outcome::Kept
-            },
-        ));
+        return Ok((value, if repaired { Outcome::Repaired } else { Outcome::Kept }));
     }
     let value = generate()?;
     write(path, &value, owner)?;
@@ -192,8 +164,7 @@ pub fn ensure(
 /// and URLs).
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf)
-        .map_err(|e| anyhow::anyhow!("failed to get random bytes from the OS: {e}"))?;
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("failed to get random bytes from the OS: {e}"))?;
     Ok(hex::encode(buf))
 }
 
@@ -206,8 +177,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         let me = Owner {
-            uid: unsafe { libc::geteuid() },
-            gid: unsafe { libc::getegid() },
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
         };
         assert_eq!(write(&path, "one", me).unwrap(), Outcome::Created);
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o400);
@@ -226,8 +197,8 @@ mod tests {
         fs::write(&path, "kept\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let me = Owner {
-            uid: unsafe { libc::geteuid() },
-            gid: unsafe { libc::getegid() },
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
         };
         let (value, outcome) = ensure(&path, me, || unreachable!()).unwrap();
         assert_eq!((value.as_str(), outcome), ("kept", Outcome::Repaired));

@@ -44,11 +44,7 @@ pub fn settings(appliance: &Appliance) -> Value {
         x_forwarded: false,
         resources: vec![json!({ "names": resources, "compress": false })],
     };
-    let public_address = matrix
-        .bind_addresses
-        .get(1)
-        .copied()
-        .unwrap_or(Ipv4Addr::LOCALHOST);
+    let public_address = matrix.bind_addresses.get(1).copied().unwrap_or(Ipv4Addr::LOCALHOST);
     let mut settings = json!({
         "server_name": matrix.server_name,
         "public_baseurl": format!("http://{public_address}:{}/", matrix.port),

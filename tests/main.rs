@@ -2,7 +2,9 @@
 //! module.
 
 mod common;
+mod synapse;
 
+mod bootstrap;
 mod cli;
 mod nix;
 mod output;

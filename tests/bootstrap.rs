@@ -300,16 +300,20 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_ok(&fresh);
     assert_no_secret_printed(&world, &fresh);
     let out = stdout(&fresh);
-    for (user, dir) in agents() {
+    for account in plan().accounts.iter().filter(|a| a.kind == AccountKind::Agent) {
+        let (user, dir) = (&account.user_id, &account.secrets_dir);
         assert!(out.contains(&format!("{user}: registered")), "{out}");
         let env = world.secret(&format!("{dir}/env"));
         let token = world.secret(&format!("{dir}/matrix-token"));
-        assert!(
-            env.contains(&format!("MATRIX_ACCESS_TOKEN={token}")),
-            "{dir}/env lacks the token"
-        );
+        assert!(!account.token_env.is_empty());
+        for var in &account.token_env {
+            assert!(
+                env.lines().any(|l| l == format!("{var}={token}")),
+                "{dir}/env lacks {var}"
+            );
+        }
         for file in ["matrix-token", "env"] {
-            let meta = fs::metadata(world.state.join(&dir).join(file)).unwrap();
+            let meta = fs::metadata(world.state.join(dir).join(file)).unwrap();
             assert_eq!(meta.permissions().mode() & 0o777, 0o400);
         }
     }

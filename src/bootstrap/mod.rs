@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 
 use self::accounts::{Accounts, Wanted};
 use self::client::Client;
-use self::plan::{AccountKind, PLAN_SCHEMA, Plan};
+use self::plan::{Account, AccountKind, PLAN_SCHEMA, Plan};
 use self::secrets::{DIR_MODE, Outcome, Owner, TRAVERSE_MODE};
 
 /// Test-only hook: when set to N, the process aborts (as if killed) right
@@ -226,7 +226,7 @@ impl Run<'_> {
                     };
                     let (token, outcome) =
                         accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(&bot_token))?;
-                    self.write_env(&dir.join(ENV_FILE), &token, &account.generated_env, owner)?;
+                    self.write_env(&dir.join(ENV_FILE), &token, account, owner)?;
                     (self.log)(format!("{}: {}", account.user_id, outcome.label()));
                     agent_tokens.insert(account.user_id.as_str(), token);
                 }
@@ -278,7 +278,7 @@ impl Run<'_> {
 
     /// The agent's env file (Docker `--env-file`): its Matrix token and
     /// the generated secrets it needs. Existing generated values are kept.
-    fn write_env(&self, path: &Path, token: &str, generated: &BTreeMap<String, u32>, owner: Owner) -> Result<()> {
+    fn write_env(&self, path: &Path, token: &str, account: &Account, owner: Owner) -> Result<()> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         if let Some(text) = secrets::read(path)? {
             for line in text.lines() {
@@ -288,14 +288,16 @@ impl Run<'_> {
             }
         }
         let mut out = BTreeMap::new();
-        for (var, bytes) in generated {
+        for (var, bytes) in &account.generated_env {
             let value = match env.get(var) {
                 Some(v) if !v.is_empty() => v.clone(),
                 _ => secrets::random_hex(*bytes as usize)?,
             };
             out.insert(var.clone(), value);
         }
-        out.insert("MATRIX_ACCESS_TOKEN".to_string(), token.to_string());
+        for var in &account.token_env {
+            out.insert(var.clone(), token.to_string());
+        }
         let text: String = out.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         secrets::write(path, &text, owner)?;
         Ok(())

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Appliance, MemberRole, STATE_DIR};
+use crate::spec::schema::AgentKind;
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
@@ -108,6 +109,9 @@ pub struct Account {
     pub gid: u32,
     /// Extra secrets the agent needs, each generated once: env var -> bytes.
     pub generated_env: BTreeMap<String, u32>,
+    /// Env vars of the agent's env file that carry its Matrix access token,
+    /// named as the agent reads them (empty for humans).
+    pub token_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,9 +137,15 @@ pub fn plan(appliance: &Appliance) -> Plan {
             .and_then(|(_, sandbox)| parse_user(&sandbox.user))
             .unwrap_or((0, 0));
         let mut generated_env = BTreeMap::new();
-        if agent.kind == crate::spec::schema::AgentKind::Openclaw {
+        if agent.kind == AgentKind::Openclaw {
             generated_env.insert("OPENCLAW_GATEWAY_TOKEN".to_string(), 32);
         }
+        let token_env = match agent.kind {
+            // OpenClaw's config says `${MATRIX_ACCESS_TOKEN}`; Hermes reads it.
+            AgentKind::Openclaw | AgentKind::Hermes => "MATRIX_ACCESS_TOKEN",
+            // PicoClaw applies env overrides per config field.
+            AgentKind::Picoclaw => "PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN",
+        };
         accounts.push(Account {
             localpart: agent.name.clone(),
             user_id: agent.user_id.clone(),
@@ -146,6 +156,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             uid,
             gid,
             generated_env,
+            token_env: vec![token_env.to_string()],
         });
     }
     for admin in &appliance.matrix.admins {
@@ -164,6 +175,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             uid: 0,
             gid: 0,
             generated_env: BTreeMap::new(),
+            token_env: Vec::new(),
             localpart,
         });
     }

@@ -109,11 +109,13 @@ impl World {
             .collect()
     }
 
-    /// Each agent's devices, by user id.
+    /// Each agent's and the bootstrap account's devices, by user id.
     fn devices(&self) -> BTreeMap<String, Vec<String>> {
         let client = self.client();
+        let bot = plan().bootstrap_account;
         agents()
             .into_iter()
+            .chain([(bot.user_id, bot.secrets_dir)])
             .map(|(user, dir)| {
                 let token = self.secret(&format!("{dir}/matrix-token"));
                 let reply = client.get("/_matrix/client/v3/devices", Some(&token)).unwrap();
@@ -181,6 +183,39 @@ fn room_id(world: &World, token: &str) -> String {
         .unwrap();
     assert!(reply.ok(), "{}", reply.describe());
     reply.str("room_id").unwrap().to_string()
+}
+
+#[test]
+fn synapse_reads_the_secrets_bootstrap_writes() {
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let settings = agent_appliance::render::synapse::settings(&appliance);
+    let plan = agent_appliance::bootstrap::plan::plan(&appliance);
+    let dir = Path::new(&plan.state_dir).join(&plan.synapse.dir);
+    for (key, file) in [
+        (
+            "registration_shared_secret_path",
+            &plan.synapse.registration_shared_secret,
+        ),
+        ("macaroon_secret_key_path", &plan.synapse.macaroon_secret_key),
+        ("form_secret_path", &plan.synapse.form_secret),
+    ] {
+        assert_eq!(settings[key].as_str().map(PathBuf::from), Some(dir.join(file)), "{key}");
+    }
+}
+
+#[test]
+fn refuses_an_https_homeserver() {
+    let world = World {
+        url: "https://matrix.example.org".to_string(),
+        ..World::new()
+    };
+    let output = world.bootstrap(&[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("is not plain `http://`"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -324,10 +359,19 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     // Rerun: nothing created, no byte changed, no device added.
     let files = world.snapshot();
     let devices = world.devices();
+    let the_plan = plan();
+    let device_ids: BTreeMap<&str, &str> = the_plan
+        .accounts
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.device_id.as_str()))
+        .chain([(
+            the_plan.bootstrap_account.user_id.as_str(),
+            the_plan.bootstrap_account.device_id.as_str(),
+        )])
+        .collect();
+    assert_eq!(devices.len(), 5, "{devices:?}");
     for (user, ids) in &devices {
-        let plan = plan();
-        let device = &plan.accounts.iter().find(|a| &a.user_id == user).unwrap().device_id;
-        assert_eq!(ids, &vec![device.clone()], "{user}");
+        assert_eq!(ids, &vec![device_ids[user.as_str()].to_string()], "{user}");
     }
     let started = Instant::now();
     let rerun = world.bootstrap(&[]);

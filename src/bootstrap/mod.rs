@@ -87,11 +87,13 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
     if options.secrets_only {
         return Ok(());
     }
-    let client = Client::new(
-        options.homeserver.as_deref().unwrap_or(&plan.homeserver.url),
-        run.deadline,
-        options.timeout,
-    );
+    let url = options.homeserver.as_deref().unwrap_or(&plan.homeserver.url);
+    if !url.starts_with("http://") {
+        bail!(
+            "homeserver URL `{url}` is not plain `http://`\nhint: bootstrap talks to the Synapse on its own host, e.g. `--homeserver http://127.0.0.1:8008`"
+        );
+    }
+    let client = Client::new(url, run.deadline, options.timeout);
     client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at {} ({why})", client.base())))?;
     run.matrix(&client)?;
     (run.log)(format!("{} request(s) to {}", client.requests(), client.base()));

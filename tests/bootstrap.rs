@@ -203,6 +203,55 @@ fn synapse_reads_the_secrets_bootstrap_writes() {
     }
 }
 
+/// Runs `--secrets-only` on the default plan edited by `edit`.
+fn bootstrap_edited_plan(edit: impl FnOnce(&mut Value)) -> (Output, PathBuf, tempfile::TempDir) {
+    let temp = tempfile::tempdir().unwrap();
+    let mut plan: Value = serde_json::from_str(&fs::read_to_string(plan_path()).unwrap()).unwrap();
+    edit(&mut plan);
+    let path = temp.path().join("plan.json");
+    fs::write(&path, plan.to_string()).unwrap();
+    let state = temp.path().join("state");
+    let output = appliance()
+        .args(["bootstrap", "--secrets-only", "--plan"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    (output, state, temp)
+}
+
+#[test]
+fn refuses_plans_that_would_share_a_secret_directory() {
+    // An agent given Synapse's directory would mount Synapse's secrets.
+    let (output, state, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["secrets_dir"] = plan["synapse"]["dir"].clone();
+    });
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("overlap; each consumer needs its own"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!state.exists());
+    let (output, _, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["user_id"] = plan["bootstrap_account"]["user_id"].clone();
+    });
+    assert!(
+        stderr(&output).contains("is the bootstrap's own account"),
+        "{}",
+        stderr(&output)
+    );
+    let (output, _, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["secrets_dir"] = json!("secrets/../../etc");
+    });
+    assert!(
+        stderr(&output).contains("must be relative to the state directory"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn refuses_an_https_homeserver() {
     let world = World {
@@ -353,7 +402,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
         }
     }
     assert!(world.secret("secrets/melchior/env").contains("OPENCLAW_GATEWAY_TOKEN="));
-    assert_eq!(world.secret("secrets/admins/gendo/initial-password").len(), 64);
+    assert_eq!(world.secret("secrets/_host/admins/gendo/initial-password").len(), 64);
     assert!(out.contains("room #magi:magi: created"), "{out}");
 
     // Rerun: nothing created, no byte changed, no device added.
@@ -509,7 +558,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
 fn register_outsider(world: &World) -> String {
     use hmac::{Hmac, KeyInit, Mac};
     let client = world.client();
-    let secret = world.secret("secrets/synapse/registration-shared-secret");
+    let secret = world.secret("secrets/_host/synapse/registration-shared-secret");
     let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
     let nonce = nonce.str("nonce").unwrap().to_string();
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();

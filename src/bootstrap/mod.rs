@@ -131,15 +131,23 @@ impl Run<'_> {
                 clash.user_id
             );
         }
-        for relative in self
+        let dirs: Vec<&String> = self
             .plan
             .accounts
             .iter()
             .map(|a| &a.secrets_dir)
             .chain([&self.plan.synapse.dir, &bot.secrets_dir])
-        {
-            if Path::new(relative).is_absolute() || relative.split('/').any(|c| c == "..") {
+            .collect();
+        for (i, relative) in dirs.iter().enumerate() {
+            if Path::new(relative).is_absolute() || relative.split('/').any(|c| c.is_empty() || c == "..") {
                 bail!("plan path `{relative}` must be relative to the state directory, without `..`");
+            }
+            // Each directory is owned by (and mounted for) one consumer only.
+            for other in &dirs[i + 1..] {
+                let nested = |a: &str, b: &str| a == b || b.starts_with(&format!("{a}/"));
+                if nested(relative, other) || nested(other, relative) {
+                    bail!("plan directories `{relative}` and `{other}` overlap; each consumer needs its own");
+                }
             }
         }
         Ok(())

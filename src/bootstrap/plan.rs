@@ -19,6 +19,12 @@ pub const PLAN_SCHEMA: u32 = 2;
 /// Synapse reads its secrets as this user.
 pub const NIXOS_SYNAPSE_ID: u32 = 224;
 
+/// Parent (relative to the state dir) of the secrets that belong to no
+/// agent: Synapse's, the bootstrap's own, the human admins'. Agents' live in
+/// `secrets/<agent>`, and agent names start with a letter, so no agent can
+/// ever be given (and mount) one of these directories.
+pub const HOST_SECRETS: &str = "secrets/_host";
+
 /// Localpart of the non-human server-admin account that creates the rooms.
 pub const BOOTSTRAP_LOCALPART: &str = "appliance";
 
@@ -171,7 +177,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             kind: AccountKind::Admin,
             display_name: localpart.clone(),
             device_id: device_id(&localpart),
-            secrets_dir: format!("secrets/admins/{localpart}"),
+            secrets_dir: format!("{HOST_SECRETS}/admins/{localpart}"),
             uid: 0,
             gid: 0,
             generated_env: BTreeMap::new(),
@@ -210,7 +216,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             localpart: BOOTSTRAP_LOCALPART.to_string(),
             user_id: format!("@{BOOTSTRAP_LOCALPART}:{server_name}"),
             device_id: device_id(BOOTSTRAP_LOCALPART),
-            secrets_dir: "secrets/bootstrap".to_string(),
+            secrets_dir: format!("{HOST_SECRETS}/bootstrap"),
         },
         accounts,
         rooms,
@@ -220,7 +226,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
 /// Synapse's secrets; the homeserver settings name the same files.
 pub fn synapse_secrets() -> SynapseSecrets {
     SynapseSecrets {
-        dir: "secrets/synapse".to_string(),
+        dir: format!("{HOST_SECRETS}/synapse"),
         uid: NIXOS_SYNAPSE_ID,
         gid: NIXOS_SYNAPSE_ID,
         registration_shared_secret: "registration-shared-secret".to_string(),

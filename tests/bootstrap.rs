@@ -695,3 +695,38 @@ fn bootstrap_waits_for_a_homeserver_that_starts_later() {
     );
     assert!(out.contains("room #magi:magi: created"), "{out}");
 }
+
+/// Real SIGKILLs at arbitrary moments of fresh runs (not only at step
+/// boundaries): the next run completes, with one device per account.
+#[test]
+fn sigkilled_runs_are_completed_by_the_next_run() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    for delay_ms in [200, 600, 1200, 1800, 2500] {
+        let mut child = world.command(&[]).stdout(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        let last = stdout(&output).lines().last().unwrap_or_default().to_string();
+        eprintln!("killed after {delay_ms} ms, last line: {last}");
+    }
+    let completed = world.bootstrap(&[]);
+    assert_ok(&completed);
+    let devices = world.devices();
+    assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
+    let files = world.snapshot();
+    let rerun = world.bootstrap(&[]);
+    assert_ok(&rerun);
+    assert!(!stdout(&rerun).contains(": registered"), "{}", stdout(&rerun));
+    assert_eq!(world.snapshot(), files);
+    assert_eq!(world.devices(), devices);
+    // No leftover temporary files.
+    let partial: Vec<_> = walkdir::WalkDir::new(&world.state)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}

@@ -17,6 +17,7 @@ pub struct Client {
     deadline: Instant,
     timeout: Duration,
     requests: Cell<u32>,
+    rate_limited: Cell<u32>,
 }
 
 /// A homeserver answer: status and body (`Null` when not JSON).
@@ -87,6 +88,7 @@ impl Client {
             deadline,
             timeout,
             requests: Cell::new(0),
+            rate_limited: Cell::new(0),
         }
     }
 
@@ -97,6 +99,11 @@ impl Client {
     /// Requests sent so far, for the summary and the benchmark.
     pub fn requests(&self) -> u32 {
         self.requests.get()
+    }
+
+    /// Answers that were `429 M_LIMIT_EXCEEDED` (each then waited out).
+    pub fn rate_limited(&self) -> u32 {
+        self.rate_limited.get()
     }
 
     fn send_once(
@@ -145,6 +152,7 @@ impl Client {
             if reply.status != 429 {
                 return Ok(reply);
             }
+            self.rate_limited.set(self.rate_limited.get() + 1);
             let wait = Duration::from_millis(reply.body.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(1000));
             if Instant::now() + wait > self.deadline {
                 bail!(

@@ -270,6 +270,11 @@ fn refuses_an_https_homeserver() {
 #[test]
 fn secrets_only_creates_private_files_and_is_stable() {
     let world = World::new();
+    // An existing state dir (say `--state-dir /tmp`) keeps its mode; the
+    // directories bootstrap owns inside it are corrected.
+    fs::create_dir_all(world.state.join("secrets")).unwrap();
+    fs::set_permissions(&world.state, fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(world.state.join("secrets"), fs::Permissions::from_mode(0o755)).unwrap();
     let first = world.bootstrap(&["--secrets-only"]);
     assert_ok(&first);
     assert_no_secret_printed(&world, &first);
@@ -288,6 +293,9 @@ fn secrets_only_creates_private_files_and_is_stable() {
         fs::metadata(world.state.join("secrets")).unwrap().permissions().mode() & 0o777,
         0o711
     );
+    let mode = |p: &str| fs::metadata(world.state.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("secrets/_host"), 0o711);
+    assert_eq!(mode(""), 0o1777);
     if rustix::process::geteuid().is_root() {
         let meta = fs::metadata(synapse_dir.join(&plan.synapse.registration_shared_secret)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (plan.synapse.uid, plan.synapse.gid));

@@ -75,7 +75,11 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         abort_after: std::env::var(ABORT_HOOK_ENV).ok().and_then(|v| v.parse().ok()),
     };
     run.check_plan()?;
-    secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)?;
+    // An existing state directory keeps its mode and owner (it may be a
+    // test's temp dir, or one an operator chose); only ours are adjusted.
+    if !run.state_dir.is_dir() {
+        secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)?;
+    }
     let lock_path = run.state_dir.join(LOCK_FILE);
     let _lock = lock::acquire(&lock_path, run.deadline, || {
         (run.log)(format!(
@@ -117,6 +121,19 @@ struct Run<'a> {
 impl Run<'_> {
     fn path(&self, relative: &str) -> PathBuf {
         self.state_dir.join(relative)
+    }
+
+    /// Creates `relative`'s directory for one consumer, after making each
+    /// directory between it and the state dir (`secrets/`, `secrets/_host/`,
+    /// ...) root-owned and traversable only.
+    fn consumer_dir(&self, relative: &str, owner: Owner) -> Result<Outcome> {
+        let mut ancestor = self.state_dir.clone();
+        let components: Vec<&str> = relative.split('/').collect();
+        for component in &components[..components.len() - 1] {
+            ancestor.push(component);
+            secrets::ensure_dir(&ancestor, TRAVERSE_MODE, Owner::ROOT)?;
+        }
+        secrets::ensure_dir(&self.path(relative), DIR_MODE, owner)
     }
 
     /// Counts a step for the test hook (see `ABORT_HOOK_ENV`).
@@ -175,19 +192,19 @@ impl Run<'_> {
             gid: synapse.gid,
         };
         let dir = self.path(&synapse.dir);
-        count(secrets::ensure_dir(&dir, DIR_MODE, synapse_owner)?);
+        count(self.consumer_dir(&synapse.dir, synapse_owner)?);
         for file in synapse.files() {
             count(secrets::ensure(&dir.join(file), synapse_owner, || secrets::random_hex(32))?.1);
         }
         let bot_dir = self.path(&plan.bootstrap_account.secrets_dir);
-        count(secrets::ensure_dir(&bot_dir, DIR_MODE, Owner::ROOT)?);
+        count(self.consumer_dir(&plan.bootstrap_account.secrets_dir, Owner::ROOT)?);
         count(secrets::ensure(&bot_dir.join(MASTER_KEY_FILE), Owner::ROOT, || secrets::random_hex(32))?.1);
         for account in &plan.accounts {
             let owner = Owner {
                 uid: account.uid,
                 gid: account.gid,
             };
-            count(secrets::ensure_dir(&self.path(&account.secrets_dir), DIR_MODE, owner)?);
+            count(self.consumer_dir(&account.secrets_dir, owner)?);
         }
         (self.log)(format!(
             "secrets: {created} created, {repaired} repaired, in {}",

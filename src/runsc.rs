@@ -133,28 +133,67 @@ impl fmt::Display for RunscVersion {
     }
 }
 
+impl RunscVersion {
+    /// The spelling family of a binary, from the first line of
+    /// `runsc --version` (`runsc version release-20260525.0` or
+    /// `runsc version 0.0~20221219.0`). Builds dated before 2023 use the old
+    /// names; anything else, including unparseable versions, the current
+    /// ones (`appliance doctor` then checks each flag against `runsc flags`).
+    pub fn from_version_output(output: &str) -> RunscVersion {
+        let digits: String = output
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .collect();
+        // `0.0~20221219.0` -> skip the `0.0~` prefix of Debian's versions.
+        let date = digits.rsplit('~').next().unwrap_or(&digits);
+        match date.get(..8).and_then(|d| d.parse::<u32>().ok()) {
+            Some(date) if date < 2023_0000 => RunscVersion::Debian2022,
+            _ => RunscVersion::Current,
+        }
+    }
+}
+
 impl Flag {
-    /// The command-line spelling for one runsc version, or an error when
+    /// The flag's name and value for one runsc version, or an error when
     /// that version has no such flag: never a silent pass-through.
-    pub fn spell(&self, version: RunscVersion) -> Result<String> {
+    ///
+    /// This match is the one table of flag spellings; `appliance doctor`
+    /// checks the names against a host's `runsc flags`.
+    pub fn name_and_value(&self, version: RunscVersion) -> Result<(&'static str, String)> {
         use RunscVersion::{Current, Debian2022};
         Ok(match (self, version) {
             (Flag::Platform(Platform::Systrap), Debian2022) => {
                 bail!("{version} has no systrap platform; use `platform = \"ptrace\"` or `\"kvm\"`")
             }
-            (Flag::Platform(platform), _) => format!("--platform={}", platform_name(*platform)),
-            (Flag::RootOverlay, Current) => "--overlay2=root:memory".to_string(),
-            (Flag::RootOverlay, Debian2022) => "--overlay2=root:memory".to_string(),
-            (Flag::NetRaw, _) => "--net-raw=true".to_string(),
-            (Flag::AllowPacketSocketWrite, Current) => "--allow-packet-socket-write=true".to_string(),
-            (Flag::AllowPacketSocketWrite, Debian2022) => "--TESTONLY-allow-packet-endpoint-write=true".to_string(),
-            (Flag::HostUds(mode), _) => format!("--host-uds={mode}"),
-            (Flag::Nvproxy, _) => "--nvproxy=true".to_string(),
-            (Flag::NvproxyCapabilities(capabilities), _) => {
+            (Flag::Platform(platform), _) => ("platform", platform_name(*platform).to_string()),
+            // Both versions take `root:memory`; 2022 has no `self` medium.
+            // With Docker's `--read-only` the overlay stays read-only (tested),
+            // so it holds no data; any write to a writable root would be
+            // charged to the container's memory limit instead of the image
+            // directory on the host's disk.
+            (Flag::RootOverlay, Current | Debian2022) => ("overlay2", "root:memory".to_string()),
+            (Flag::NetRaw, _) => ("net-raw", "true".to_string()),
+            (Flag::AllowPacketSocketWrite, Current) => ("allow-packet-socket-write", "true".to_string()),
+            (Flag::AllowPacketSocketWrite, Debian2022) => ("TESTONLY-allow-packet-endpoint-write", "true".to_string()),
+            (Flag::HostUds(mode), _) => ("host-uds", (*mode).to_string()),
+            (Flag::Nvproxy | Flag::NvproxyCapabilities(_), Debian2022) => {
+                bail!("{version} has no nvproxy; GPU sandboxes need a gVisor release from 2024 or later")
+            }
+            (Flag::Nvproxy, Current) => ("nvproxy", "true".to_string()),
+            (Flag::NvproxyCapabilities(capabilities), Current) => {
                 let names: Vec<&str> = capabilities.iter().map(|c| capability_name(*c)).collect();
-                format!("--nvproxy-allowed-driver-capabilities={}", names.join(","))
+                ("nvproxy-allowed-driver-capabilities", names.join(","))
             }
         })
+    }
+
+    /// The command-line spelling for one runsc version.
+    pub fn spell(&self, version: RunscVersion) -> Result<String> {
+        let (name, value) = self.name_and_value(version)?;
+        Ok(format!("--{name}={value}"))
     }
 }
 
@@ -178,6 +217,41 @@ pub fn capability_name(capability: DriverCapability) -> &'static str {
 /// Spells every flag of a profile, failing on the first unknown one.
 pub fn runtime_args(profile: &Profile, platform: Platform, version: RunscVersion) -> Result<Vec<String>> {
     profile.flags(platform).iter().map(|flag| flag.spell(version)).collect()
+}
+
+/// What a runsc binary says it supports, parsed from `runsc flags`: Go's
+/// flag listing, one `  -name [type]` line per flag, then its indented help.
+#[derive(Debug, Clone, Default)]
+pub struct FlagListing {
+    /// Flag names without dashes.
+    pub names: std::collections::BTreeSet<String>,
+    /// Help text of `-platform`, which names the platforms built in.
+    pub platform_help: String,
+}
+
+impl FlagListing {
+    pub fn parse(text: &str) -> FlagListing {
+        let mut listing = FlagListing::default();
+        let mut current = String::new();
+        for line in text.lines() {
+            let trimmed = line.trim_start();
+            // Flag lines are indented by two spaces, help lines by a tab.
+            if line.starts_with("  -") {
+                let name = trimmed[1..].split_whitespace().next().unwrap_or("");
+                current = name.trim_start_matches('-').to_string();
+                listing.names.insert(current.clone());
+            } else if current == "platform" {
+                listing.platform_help.push_str(trimmed);
+                listing.platform_help.push('\n');
+            }
+        }
+        listing
+    }
+
+    /// Whether the `-platform` help names this platform.
+    pub fn has_platform(&self, platform: Platform) -> bool {
+        self.platform_help.contains(platform_name(platform))
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +278,41 @@ mod tests {
         let old = runtime_args(&dind, Platform::Ptrace, RunscVersion::Debian2022).unwrap();
         assert!(old.contains(&"--TESTONLY-allow-packet-endpoint-write=true".to_string()));
         assert!(old.contains(&"--host-uds=create".to_string()));
+    }
+
+    #[test]
+    fn versions_are_recognised_from_runsc_version() {
+        let old = "runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n";
+        assert_eq!(RunscVersion::from_version_output(old), RunscVersion::Debian2022);
+        let new = "runsc version release-20260525.0\nspec: 1.1.0\n";
+        assert_eq!(RunscVersion::from_version_output(new), RunscVersion::Current);
+        assert_eq!(RunscVersion::from_version_output("garbage"), RunscVersion::Current);
+    }
+
+    #[test]
+    fn gpu_flags_are_an_error_for_old_runsc() {
+        let gpu = Profile {
+            docker_in_gvisor: false,
+            host_uds: HostUds::None,
+            gpu: Some(vec![DriverCapability::Compute, DriverCapability::Utility]),
+        };
+        let args = runtime_args(&gpu, Platform::Systrap, RunscVersion::Current).unwrap();
+        assert!(args.contains(&"--nvproxy-allowed-driver-capabilities=compute,utility".to_string()));
+        let error = runtime_args(&gpu, Platform::Ptrace, RunscVersion::Debian2022).unwrap_err();
+        assert!(error.to_string().contains("no nvproxy"), "{error}");
+    }
+
+    #[test]
+    fn flag_listing_is_parsed() {
+        let text = "  -host-uds value\n    \tcontrols permission\n  -net-raw runsc exec\n    \tenable raw sockets\n  \
+                    -platform string\n    \tspecifies which platform to use: ptrace (default), kvm. (default \"ptrace\")\n  \
+                    -profile\n    \tprepares\n";
+        let listing = FlagListing::parse(text);
+        let names: Vec<&str> = listing.names.iter().map(String::as_str).collect();
+        assert_eq!(names, ["host-uds", "net-raw", "platform", "profile"]);
+        assert!(listing.has_platform(Platform::Ptrace));
+        assert!(listing.has_platform(Platform::Kvm));
+        assert!(!listing.has_platform(Platform::Systrap));
     }
 
     #[test]

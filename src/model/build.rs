@@ -871,12 +871,15 @@ fn check_limits(b: &mut Builder, agent: &AgentSpec) {
         }
     }
     if let Some(pids) = &agent.pids
-        && *pids.get_ref() < 16
+        && *pids.get_ref() < sandbox::MIN_PIDS
     {
         b.error(
             span(pids),
             format!("`pids = {}` is too low to start the agent", pids.get_ref()),
-            "use at least 16",
+            format!(
+                "use at least {}: under gVisor the limit counts the sandbox's host threads, not the agent's processes",
+                sandbox::MIN_PIDS
+            ),
         );
     }
 }

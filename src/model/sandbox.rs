@@ -25,6 +25,15 @@ const DOCKER_SOCKET_MOUNT: &str = "/run/appliance-docker";
 /// Where an agent's runtime secrets appear inside its sandbox.
 pub const SECRETS_MOUNT: &str = "/run/secrets/appliance";
 
+/// The lowest `pids` a spec may set. Docker's `--pids-limit` caps the host
+/// cgroup of the whole sandbox, and under gVisor that counts the sentry's
+/// and gofer's host threads plus host tasks per guest thread, not the
+/// agent's processes: measured with Debian's runsc (ptrace, 2 CPUs), an idle
+/// sandbox uses 48 host tasks and each busybox process about 9 more, so a
+/// limit of 128 fails at the tenth process. The sentry's threads grow with
+/// the host's CPUs, hence the margin. See docs/sandboxes.md.
+pub const MIN_PIDS: u32 = 512;
+
 /// Capabilities dockerd needs inside gVisor (gVisor's Docker-in-gVisor
 /// tutorial). They exist only in the sandbox's own kernel, never on the host.
 const DIND_CAPABILITIES: &[&str] = &[
@@ -81,7 +90,9 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             config_file: "openclaw.json",
             memory: "4g",
             cpus: 2.0,
-            pids: 1024,
+            // Chromium: dozens of processes, each with many threads, and
+            // every guest thread is a host task (see `MIN_PIDS`).
+            pids: 4096,
             environment: &[
                 ("HOME", "/home/node"),
                 ("OPENCLAW_CONFIG_PATH", "/etc/openclaw/openclaw.json"),
@@ -99,7 +110,7 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             config_file: "config.json",
             memory: "512m",
             cpus: 1.0,
-            pids: 256,
+            pids: 1024,
             environment: &[
                 ("HOME", "/var/lib/picoclaw"),
                 ("PICOCLAW_HOME", "/var/lib/picoclaw"),
@@ -114,7 +125,7 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             config_file: "config.yaml",
             memory: "4g",
             cpus: 2.0,
-            pids: 1024,
+            pids: 4096,
             environment: &[("HERMES_HOME", "/opt/data"), ("HERMES_DISABLE_LAZY_INSTALLS", "1")],
         },
     }

@@ -83,7 +83,7 @@ in
         "--read-only"
         "--cap-drop=ALL"
         "--security-opt=no-new-privileges"
-        "--pids-limit=256"
+        "--pids-limit=1024"
         "--memory=512m"
         "--cpus=1"
         "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"

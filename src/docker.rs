@@ -121,3 +121,89 @@ impl RunOptions {
         args
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::{MIN_PIDS, SOCKET_DIR};
+
+    fn specs() -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut specs = vec![root.join("appliance.toml")];
+        for example in ["edge-pi", "existing-host", "minimal"] {
+            specs.push(root.join("examples").join(example).join("appliance.toml"));
+        }
+        specs.into_iter().map(|p| p.display().to_string()).collect()
+    }
+
+    /// The baseline of issue 3, item 2, for every sandbox of every shipped spec.
+    #[test]
+    fn every_sandbox_keeps_the_baseline() {
+        for spec in specs() {
+            let appliance = crate::commands::load(Path::new(&spec)).unwrap();
+            for host in appliance.hosts.values() {
+                for sandbox in &host.sandboxes {
+                    let at = format!("{spec}: sandbox `{}`", sandbox.name);
+                    let args = run_options(sandbox).cli_args(|_| "/src".into());
+                    for required in ["--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges"] {
+                        assert!(args.iter().any(|a| a == required), "{at}: no {required}");
+                    }
+                    assert!(sandbox.pids_limit >= MIN_PIDS, "{at}: pids");
+                    assert!(args.iter().any(|a| a.starts_with("--memory=")), "{at}");
+                    assert!(args.iter().any(|a| a.starts_with("--cpus=")), "{at}");
+                    assert!(!args.iter().any(|a| a.contains("privileged")), "{at}");
+                    // Permissions beyond strict come with reasons, and only
+                    // the Docker-in-gVisor sandbox adds capabilities.
+                    assert_eq!(sandbox.runtime == "runsc", sandbox.runtime_reasons.is_empty(), "{at}");
+                    assert_eq!(!sandbox.cap_add.is_empty(), sandbox.profile.docker_in_gvisor, "{at}");
+                    assert_eq!(sandbox.user.starts_with("0:"), sandbox.root_reason.is_some(), "{at}");
+                    assert_eq!(
+                        args.iter().any(|a| a.starts_with("--device")),
+                        sandbox.gpus && sandbox.profile.gpu.is_some(),
+                        "{at}: GPU devices only for GPU sandboxes"
+                    );
+                    assert_eq!(
+                        args.iter().filter(|a| a.starts_with("--publish")).count(),
+                        sandbox.publish.len(),
+                        "{at}: no published port unless declared"
+                    );
+                    // Secrets never inline: env values are plain settings.
+                    for key in sandbox.environment.keys() {
+                        let upper = key.to_uppercase();
+                        assert!(
+                            !["TOKEN", "PASSWORD", "SECRET", "API_KEY"]
+                                .iter()
+                                .any(|s| upper.contains(s)),
+                            "{at}: `{key}` looks like a secret in the environment"
+                        );
+                    }
+                    for bind in &sandbox.binds {
+                        let BindSource::Host(path) = &bind.source else { continue };
+                        if path.starts_with(SOCKET_DIR) {
+                            // Only the exec sandbox and its own agent see a socket dir.
+                            let owner = &path[SOCKET_DIR.len() + 1..];
+                            assert!(
+                                owner == sandbox.name || owner == format!("{}-exec", sandbox.agent),
+                                "{at}: socket dir `{path}`"
+                            );
+                            assert_eq!(bind.read_only, !sandbox.profile.docker_in_gvisor, "{at}");
+                        } else {
+                            assert!(bind.read_only, "{at}: host bind `{path}` must be read-only");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chromium_gets_a_large_shm() {
+        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let (_, melchior) = appliance.sandbox("melchior").unwrap();
+        assert!(run_options(melchior).flags.contains(&"--shm-size=1g".to_string()));
+        let (_, balthasar) = appliance.sandbox("balthasar").unwrap();
+        assert!(!run_options(balthasar).flags.iter().any(|f| f.starts_with("--shm-size")));
+    }
+}

@@ -15,6 +15,7 @@ use serde::Serialize;
 pub use build::{WIREGUARD_PORT, build, is_size};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
+pub use sandbox::{MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};

@@ -26,6 +26,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// On the Matrix host: create secrets, Matrix accounts, agent tokens and rooms (idempotent)
     Bootstrap(BootstrapArgs),
+    /// Check that this host can run the spec's sandboxes: runsc, its flags, platform, Docker runtimes, GPU driver
+    Doctor(DoctorArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -95,6 +97,32 @@ pub struct BootstrapArgs {
     /// Seconds to wait for the homeserver (and for a concurrent run's lock)
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The spec's host this machine is [default: the only host, or the one named like this machine]
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The runsc binary to check
+    #[arg(long, value_name = "PATH", default_value = "runsc")]
+    pub runsc: PathBuf,
+    /// The Docker daemon settings to compare with the generated ones
+    #[arg(long, value_name = "PATH", default_value = "/etc/docker/daemon.json")]
+    pub docker_config: PathBuf,
+    /// Where the NVIDIA driver reports its version (tests point it elsewhere)
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc/driver/nvidia/version",
+        hide = true
+    )]
+    pub nvidia_version_file: PathBuf,
+    /// The KVM device (tests point it elsewhere)
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm", hide = true)]
+    pub kvm_device: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod synapse;
 
 mod bootstrap;
 mod cli;
+mod doctor;
 mod nix;
 mod output;
 mod spec_errors;

@@ -1,0 +1,217 @@
+//! `appliance doctor` against a stand-in for current gVisor (a script that
+//! prints the hand-written listing in tests/fixtures) and against the real
+//! Debian runsc of this machine.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use agent_appliance::commands::load;
+use agent_appliance::render::runtimes::daemon_settings;
+use agent_appliance::runsc::RunscVersion;
+
+use crate::common::{appliance, require_tool, root, stderr, stdout};
+
+/// A `runsc` that answers like a current release: version, the fixture's
+/// flags on stderr (as Go's flag package does), and `drivers` for
+/// `nvproxy list-supported-drivers` (empty: the subcommand fails).
+fn fake_runsc(dir: &Path, drivers: &str) -> PathBuf {
+    let path = dir.join("runsc");
+    let fixture = root().join("tests/fixtures/runsc-flags-current.txt");
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'runsc version release-20260525.0'; echo 'spec: 1.1.0' ;;\n  \
+         flags) cat '{}' >&2 ;;\n  nvproxy) [ -n '{drivers}' ] || exit 1; for d in {drivers}; do echo $d; done ;;\n  \
+         *) exit 2 ;;\nesac\n",
+        fixture.display()
+    );
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn nvidia_file(dir: &Path, version: &str) -> PathBuf {
+    let path = dir.join("nvidia-version");
+    fs::write(
+        &path,
+        format!("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {version}  Release Build  (dvs-builder)\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn doctor(spec: &Path, host: &str, runsc: &Path, docker_config: &Path, nvidia: &Path) -> Output {
+    appliance()
+        .args(["doctor", "--spec"])
+        .arg(spec)
+        .args(["--host", host, "--runsc"])
+        .arg(runsc)
+        .arg("--docker-config")
+        .arg(docker_config)
+        .arg("--nvidia-version-file")
+        .arg(nvidia)
+        .args(["--kvm-device", "/nonexistent/kvm"])
+        .output()
+        .expect("failed to start appliance")
+}
+
+fn default_spec() -> PathBuf {
+    root().join("appliance.toml")
+}
+
+fn hub_daemon_json() -> PathBuf {
+    root().join("generated/hosts/hub/docker-daemon.json")
+}
+
+#[test]
+fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), "570.195.03 580.65.06");
+    let nvidia = nvidia_file(dir.path(), "580.65.06");
+    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("ok   runsc: "), "{out}");
+    assert!(
+        out.contains("release-20260525.0 (flags spelled as for current gVisor)"),
+        "{out}"
+    );
+    assert!(out.contains("ok   platform: runsc has the `systrap` platform"), "{out}");
+    assert!(
+        out.contains(
+            "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --allow-packet-socket-write --host-uds"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("registers runsc, runsc-dind, runsc-uds-open as generated"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "ok   nvidia driver: 580.65.06 is supported by nvproxy (from runsc nvproxy list-supported-drivers)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_unlisted_driver_fails_and_names_the_supported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), "570.195.03 580.65.06");
+    // The driver of ray-project/ray#66161: one patch level off.
+    let nvidia = nvidia_file(dir.path(), "550.90.07");
+    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert!(
+        out.contains("FAIL nvidia driver: 550.90.07 is not on nvproxy's supported list"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hint: pin the driver to one of: 570.195.03, 580.65.06"),
+        "{out}"
+    );
+    assert!(stderr(&output).contains("error: 1 check failed on host `hub`"));
+}
+
+#[test]
+fn without_a_driver_list_from_runsc_the_built_in_one_is_used_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), "");
+    let nvidia = nvidia_file(dir.path(), "610.57.04");
+    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("warn nvidia driver: 610.57.04 is supported by nvproxy (from the list built into appliance"));
+}
+
+#[test]
+fn drifted_docker_runtimes_fail_and_extra_ones_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), "580.65.06");
+    let nvidia = nvidia_file(dir.path(), "580.65.06");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(hub_daemon_json()).unwrap()).unwrap();
+    let runtimes = settings["runtimes"].as_object_mut().unwrap();
+    runtimes.remove("runsc-dind");
+    // The MAGI demo's permissive primary runtime.
+    runtimes["runsc"]["runtimeArgs"] = serde_json::json!(["--net-raw=true", "--host-uds=all"]);
+    runtimes.insert("docker-in-gvisor".into(), serde_json::json!({"path": "/usr/bin/runsc"}));
+    let config = dir.path().join("daemon.json");
+    fs::write(&config, settings.to_string()).unwrap();
+    let output = doctor(&default_spec(), "hub", &runsc, &config, &nvidia);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert!(out.contains("runtime `runsc-dind` is not registered"), "{out}");
+    assert!(
+        out.contains("runtime `runsc` has runtimeArgs [\"--net-raw=true\",\"--host-uds=all\"], generated [\"--platform=systrap\",\"--overlay2=root:memory\"]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warn docker runtimes: runtime `docker-in-gvisor` is registered but not generated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_runsc_and_daemon_config_fail_with_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let nvidia = nvidia_file(dir.path(), "580.65.06");
+    let output = doctor(
+        &default_spec(),
+        "hub",
+        &dir.path().join("no-runsc"),
+        &dir.path().join("no-daemon.json"),
+        &nvidia,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert!(out.contains("FAIL runsc: cannot run"), "{out}");
+    assert!(out.contains("hint: install gVisor's runsc"), "{out}");
+    assert!(out.contains("FAIL docker runtimes: cannot read"), "{out}");
+}
+
+/// The minimal example, moved to ptrace: what Debian's 2022 runsc can run.
+fn ptrace_spec(dir: &Path) -> PathBuf {
+    let text = fs::read_to_string(root().join("examples/minimal/appliance.toml")).unwrap();
+    let text = text.replace("target = \"nixos\"", "target = \"nixos\"\nplatform = \"ptrace\"");
+    let path = dir.join("appliance.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn debian_runsc_supports_a_ptrace_spec_and_not_the_default_one() {
+    let Some(runsc) = require_tool("runsc", "appliance doctor against a real runsc") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ptrace_spec(dir.path());
+    let appliance = load(&spec).unwrap();
+    let settings = daemon_settings(&appliance.hosts["box"], RunscVersion::Debian2022).unwrap();
+    let config = dir.path().join("daemon.json");
+    fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
+    let nvidia = dir.path().join("none");
+
+    let output = doctor(&spec, "box", &runsc, &config, &nvidia);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(
+        out.contains("0.0~20221219.0 (flags spelled as for runsc 20221219)"),
+        "{out}"
+    );
+    assert!(out.contains("ok   platform: runsc has the `ptrace` platform"), "{out}");
+    assert!(
+        out.contains("ok   runtime `runsc`: runsc supports --platform --overlay2"),
+        "{out}"
+    );
+
+    // The default spec wants systrap and nvproxy-capable GPUs: 2022 has neither.
+    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert!(out.contains("FAIL platform: runsc does not name `systrap`"), "{out}");
+    assert!(out.contains("runsc 20221219 has no systrap platform"), "{out}");
+    assert!(out.contains("FAIL nvidia driver"), "{out}");
+}

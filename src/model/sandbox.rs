@@ -158,7 +158,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let mut sandboxes = Vec::new();
 
     if agent.code_execution.is_some() {
-        let exec = exec_sandbox(inputs);
+        let exec = exec_sandbox(inputs, defaults.user);
         let socket_dir = format!("{SOCKET_DIR}/{}", exec.name);
         binds.push(Bind {
             source: BindSource::Host(socket_dir),
@@ -229,7 +229,9 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     sandboxes
 }
 
-fn exec_sandbox(inputs: &SandboxInputs) -> Sandbox {
+/// `consumer_user` is the agent's `uid:gid`: the inner dockerd gives its
+/// socket that group, or the non-root agent could not connect.
+fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
     let agent = inputs.agent;
     let name = exec_sandbox_name(&agent.name);
     let storage = inputs
@@ -300,6 +302,12 @@ fn exec_sandbox(inputs: &SandboxInputs) -> Sandbox {
         command: vec![
             "dockerd".into(),
             format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+            // root:<agent's gid> 0660 instead of root:docker, a group the
+            // agent's image does not have.
+            format!(
+                "--group={}",
+                consumer_user.split_once(':').map_or(consumer_user, |(_, gid)| gid)
+            ),
             // gVisor's netstack has no iptables for the inner daemon.
             "--iptables=false".into(),
             "--ip6tables=false".into(),

@@ -219,6 +219,7 @@ in
       cmd = [
         "dockerd"
         "--host=unix:///run/appliance-docker/docker.sock"
+        "--group=10000"
         "--iptables=false"
         "--ip6tables=false"
       ];

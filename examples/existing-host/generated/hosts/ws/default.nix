@@ -185,6 +185,7 @@ in
       cmd = [
         "dockerd"
         "--host=unix:///run/appliance-docker/docker.sock"
+        "--group=10000"
         "--iptables=false"
         "--ip6tables=false"
       ];

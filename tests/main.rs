@@ -2,6 +2,7 @@
 //! module.
 
 mod common;
+mod dockerd;
 mod synapse;
 
 mod bootstrap;
@@ -9,4 +10,5 @@ mod cli;
 mod doctor;
 mod nix;
 mod output;
+mod sandbox;
 mod spec_errors;

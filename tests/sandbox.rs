@@ -162,11 +162,15 @@ impl Lab {
         if !tools_present() {
             return None;
         }
-        assert_eq!(
-            rustix::process::geteuid().as_raw(),
-            0,
-            "the gVisor tests start dockerd and must run as root"
-        );
+        if !rustix::process::geteuid().is_root() {
+            assert!(!in_ci(), "the gVisor tests start dockerd and must run as root in CI");
+            eprintln!(
+                "
+!!! SKIPPED: the gVisor tests start dockerd and need root; CI=true makes this a failure !!!
+"
+            );
+            return None;
+        }
         let appliance = load(&root().join("appliance.toml")).unwrap();
         let mut settings = machine_settings(&appliance.hosts["hub"]);
         for (name, args) in extra_runtimes {

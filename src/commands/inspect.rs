@@ -170,9 +170,10 @@ fn text(view: &Inspection) -> String {
             }
             let _ = writeln!(
                 w,
-                "    docker run {} {}",
+                "    docker run {} {}{}",
                 host.docker_run_args[sandbox.name.as_str()].join(" "),
-                sandbox.image
+                sandbox.image,
+                sandbox.command.iter().map(|c| format!(" {c}")).collect::<String>()
             );
         }
     }

@@ -286,7 +286,9 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         }],
         cap_add: DIND_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         no_new_privileges: true,
-        pids_limit: 4096,
+        // An inner dockerd, containerd and the containers they run; every
+        // guest thread is a host task (see `MIN_PIDS`).
+        pids_limit: 8192,
         memory: "8g".into(),
         cpus: "2".into(),
         shm_size: None,

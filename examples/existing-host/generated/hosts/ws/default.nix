@@ -214,7 +214,7 @@ in
         "--cap-add=SYS_CHROOT"
         "--cap-add=SYS_PTRACE"
         "--security-opt=no-new-privileges"
-        "--pids-limit=4096"
+        "--pids-limit=8192"
         "--memory=8g"
         "--cpus=2"
         "--tmpfs=/var/lib/docker:rw,nosuid,nodev,size=4g,mode=0710"

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Appliance, MemberRole, STATE_DIR};
+use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, room_ids_env, token_env};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 pub const PLAN_SCHEMA: u32 = 1;
@@ -57,6 +57,14 @@ pub struct Account {
     pub gid: u32,
     /// Extra secrets the agent needs, each generated once: env var -> bytes.
     pub generated_env: BTreeMap<String, u32>,
+    /// Env var names the account's Matrix access token is written under in
+    /// `<secrets_dir>/env`, besides the raw token in `<secrets_dir>/matrix-token`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_env: Vec<String>,
+    /// Env var names under which `<secrets_dir>/env` gets the comma-separated
+    /// room IDs (`!id:server`) of the account's rooms, once they exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub room_ids_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +103,8 @@ pub fn plan(appliance: &Appliance) -> Plan {
             uid,
             gid,
             generated_env,
+            token_env: token_env(agent.kind).iter().map(|v| v.to_string()).collect(),
+            room_ids_env: room_ids_env(agent.kind).iter().map(|v| v.to_string()).collect(),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -113,6 +123,8 @@ pub fn plan(appliance: &Appliance) -> Plan {
             uid: 0,
             gid: 0,
             generated_env: BTreeMap::new(),
+            token_env: Vec::new(),
+            room_ids_env: Vec::new(),
             localpart,
         });
     }
@@ -146,10 +158,6 @@ pub fn plan(appliance: &Appliance) -> Plan {
         accounts,
         rooms,
     }
-}
-
-fn device_id(localpart: &str) -> String {
-    format!("APPLIANCE_{}", localpart.to_ascii_uppercase().replace('-', "_"))
 }
 
 fn parse_user(user: &str) -> Option<(u32, u32)> {

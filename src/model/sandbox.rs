@@ -13,10 +13,12 @@ use crate::model::network::Subnet;
 use crate::runsc::{HostUds, Profile};
 use crate::spec::schema::{AgentKind, AgentSpec, Tool};
 
-/// Versions of the upstream agents our images package.
+/// Versions of the upstream agents our images package: the versions whose
+/// config schemas tests/agents.rs checks our configs against (Hermes 0.19.0
+/// is the newest on PyPI).
 pub const OPENCLAW_VERSION: &str = "2026.9.6";
 pub const PICOCLAW_VERSION: &str = "0.2.9";
-pub const HERMES_VERSION: &str = "2026.9.24";
+pub const HERMES_VERSION: &str = "0.19.0";
 pub const DIND_VERSION: &str = "29";
 
 /// Where the code-execution sandbox's Docker socket directory is mounted,
@@ -130,6 +132,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    environment.extend(agent_environment(agent));
     let mut binds = vec![
         Bind {
             source: BindSource::Generated(format!("agents/{}/{}", agent.name, defaults.config_file)),
@@ -295,6 +298,27 @@ fn exec_sandbox(inputs: &SandboxInputs) -> Sandbox {
         ],
         depends_on: Vec::new(),
         name,
+    }
+}
+
+/// Non-secret settings an agent reads from its environment rather than its
+/// config file. Secrets come from the env file the bootstrap writes.
+fn agent_environment(agent: &Agent) -> Vec<(String, String)> {
+    match agent.kind {
+        // Hermes 0.19.0 takes the Matrix connection only from the
+        // environment; config.yaml's `matrix:` holds the policies.
+        AgentKind::Hermes => vec![
+            ("MATRIX_HOMESERVER".into(), agent.homeserver_url.clone()),
+            ("MATRIX_USER_ID".into(), agent.user_id.clone()),
+            ("MATRIX_DEVICE_ID".into(), agent.device_id.clone()),
+            ("MATRIX_ALLOWED_USERS".into(), agent.allowed_users.join(",")),
+            // Rooms are private and unencrypted; python-olm is deprecated.
+            ("MATRIX_E2EE_MODE".into(), "off".into()),
+        ],
+        // OpenClaw and PicoClaw read everything from their config files;
+        // PicoClaw's `PICOCLAW_*` variables would override them, so none is
+        // set here but its home and config path.
+        AgentKind::Openclaw | AgentKind::Picoclaw => Vec::new(),
     }
 }
 

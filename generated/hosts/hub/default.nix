@@ -189,6 +189,11 @@ in
         DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
         HERMES_DISABLE_LAZY_INSTALLS = "1";
         HERMES_HOME = "/opt/data";
+        MATRIX_ALLOWED_USERS = "@balthasar-pi:magi,@balthasar:magi,@gendo:magi,@melchior:magi";
+        MATRIX_DEVICE_ID = "APPLIANCE_CASPER";
+        MATRIX_E2EE_MODE = "off";
+        MATRIX_HOMESERVER = "http://10.88.0.1:8008";
+        MATRIX_USER_ID = "@casper:magi";
       };
       environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
       extraOptions = [
@@ -204,7 +209,7 @@ in
         "--network=appliance"
         "--ip=10.88.0.11"
       ];
-      image = "agent-appliance/hermes:2026.9.24";
+      image = "agent-appliance/hermes:0.19.0";
       imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
       ports = [ ];
       user = "10000:10000";

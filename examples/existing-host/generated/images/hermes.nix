@@ -5,7 +5,7 @@
 { pkgs, lib }:
 pkgs.dockerTools.streamLayeredImage {
   name = "agent-appliance/hermes";
-  tag = "2026.9.24";
+  tag = "0.19.0";
   contents = [ pkgs.python3 pkgs.chromium pkgs.docker-client pkgs.cacert ];
   config = {
     Entrypoint = [ "hermes" "gateway" "run" ];

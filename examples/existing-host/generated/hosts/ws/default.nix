@@ -155,6 +155,11 @@ in
         DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
         HERMES_DISABLE_LAZY_INSTALLS = "1";
         HERMES_HOME = "/opt/data";
+        MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
+        MATRIX_DEVICE_ID = "APPLIANCE_CODER";
+        MATRIX_E2EE_MODE = "off";
+        MATRIX_HOMESERVER = "http://172.30.0.1:8008";
+        MATRIX_USER_ID = "@coder:lab.internal";
       };
       environmentFiles = [ "/var/lib/appliance/secrets/coder/env" ];
       extraOptions = [
@@ -170,7 +175,7 @@ in
         "--network=appliance"
         "--ip=172.30.0.10"
       ];
-      image = "agent-appliance/hermes:2026.9.24";
+      image = "agent-appliance/hermes:0.19.0";
       imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
       ports = [ ];
       user = "10000:10000";

@@ -52,3 +52,24 @@ pub fn require_tool(name: &str, why: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// A tool installed into a directory rather than on PATH (see `.ci/agents.sh`):
+/// `$var` if set, else `default` under the repository root. `probe` is a
+/// file inside it that proves the install. In CI a missing install fails the
+/// test; elsewhere the test is skipped, loudly.
+pub fn require_install(var: &str, default: &str, probe: &str, why: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(var).map_or_else(|| root().join(default), PathBuf::from);
+    if dir.join(probe).is_file() {
+        return Some(dir);
+    }
+    assert!(
+        !in_ci(),
+        "`{}` is required in CI ({why}) but is not installed\nhint: run `.ci/agents.sh`, or set `{var}`",
+        dir.join(probe).display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: `{}` is not installed ({why}); run `.ci/agents.sh` or set `{var}`; CI=true makes this a failure !!!\n",
+        dir.join(probe).display()
+    );
+    None
+}

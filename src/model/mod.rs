@@ -16,7 +16,7 @@ use serde::Serialize;
 pub use build::{WIREGUARD_PORT, build, is_size};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
-pub use policy::{room_ids_env, token_env};
+pub use policy::{operator_env, room_ids_env, token_env};
 pub use sandbox::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT};
 
 use crate::runsc::Profile;

@@ -99,3 +99,13 @@ pub fn room_ids_env(kind: AgentKind) -> &'static [&'static str] {
         AgentKind::Openclaw | AgentKind::Picoclaw => &[],
     }
 }
+
+/// Env vars only the operator can provide (third-party credentials), which
+/// must be added by hand to the agent's env file; the bootstrap keeps them.
+pub fn operator_env(kind: AgentKind, skills: &[String]) -> Vec<&'static str> {
+    match kind {
+        // `gh` reads GH_TOKEN.
+        AgentKind::Picoclaw if skills.iter().any(|s| s == "github") => vec!["GH_TOKEN"],
+        _ => Vec::new(),
+    }
+}

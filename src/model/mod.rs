@@ -17,7 +17,7 @@ pub use build::{WIREGUARD_PORT, build, is_size};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use policy::{operator_env, room_ids_env, token_env};
-pub use sandbox::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT};
+pub use sandbox::{CHROMIUM_PATH, HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};

@@ -24,6 +24,11 @@ pub const DIND_VERSION: &str = "29";
 /// Where the code-execution sandbox's Docker socket directory is mounted,
 /// in both the sandbox that creates it and the one that uses it.
 const DOCKER_SOCKET_MOUNT: &str = "/run/appliance-docker";
+/// Where the agent images put Chromium: dockerTools links the `bin/` of
+/// every package in an image's `contents` into `/bin`. The agents' own
+/// lookups try `/usr/bin/...` paths only (OpenClaw) or would download one
+/// (Hermes), so their configs name it.
+pub const CHROMIUM_PATH: &str = "/bin/chromium";
 /// Where an agent's runtime secrets appear inside its sandbox.
 pub const SECRETS_MOUNT: &str = "/run/secrets/appliance";
 
@@ -304,22 +309,27 @@ fn exec_sandbox(inputs: &SandboxInputs) -> Sandbox {
 /// Non-secret settings an agent reads from its environment rather than its
 /// config file. Secrets come from the env file the bootstrap writes.
 fn agent_environment(agent: &Agent) -> Vec<(String, String)> {
-    match agent.kind {
+    let mut env: Vec<(&str, String)> = Vec::new();
+    if agent.kind == AgentKind::Hermes {
         // Hermes 0.19.0 takes the Matrix connection only from the
         // environment; config.yaml's `matrix:` holds the policies.
-        AgentKind::Hermes => vec![
-            ("MATRIX_HOMESERVER".into(), agent.homeserver_url.clone()),
-            ("MATRIX_USER_ID".into(), agent.user_id.clone()),
-            ("MATRIX_DEVICE_ID".into(), agent.device_id.clone()),
-            ("MATRIX_ALLOWED_USERS".into(), agent.allowed_users.join(",")),
-            // Rooms are private and unencrypted; python-olm is deprecated.
-            ("MATRIX_E2EE_MODE".into(), "off".into()),
-        ],
-        // OpenClaw and PicoClaw read everything from their config files;
-        // PicoClaw's `PICOCLAW_*` variables would override them, so none is
-        // set here but its home and config path.
-        AgentKind::Openclaw | AgentKind::Picoclaw => Vec::new(),
+        env.push(("MATRIX_HOMESERVER", agent.homeserver_url.clone()));
+        env.push(("MATRIX_USER_ID", agent.user_id.clone()));
+        env.push(("MATRIX_DEVICE_ID", agent.device_id.clone()));
+        env.push(("MATRIX_ALLOWED_USERS", agent.allowed_users.join(",")));
+        // Rooms are private and unencrypted; python-olm is deprecated.
+        env.push(("MATRIX_E2EE_MODE", "off".into()));
+        if agent.tools.contains(&Tool::Browser) {
+            env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
+            // Chromium's own sandbox cannot start inside gVisor, which is the
+            // boundary; said here rather than left to Hermes' detection.
+            env.push(("AGENT_BROWSER_ARGS", "--no-sandbox".into()));
+        }
     }
+    // OpenClaw and PicoClaw read everything from their config files;
+    // PicoClaw's `PICOCLAW_*` variables would override its file, so none is
+    // set but its home and config path.
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn kind_label(kind: AgentKind) -> &'static str {

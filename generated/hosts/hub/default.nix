@@ -186,6 +186,8 @@ in
       cmd = [ ];
       dependsOn = [ "casper-exec" ];
       environment = {
+        AGENT_BROWSER_ARGS = "--no-sandbox";
+        AGENT_BROWSER_EXECUTABLE_PATH = "/bin/chromium";
         DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
         HERMES_DISABLE_LAZY_INSTALLS = "1";
         HERMES_HOME = "/opt/data";

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{MATRIX_TOKEN_FILE, SECRETS_MOUNT};
-use crate::model::Agent;
+use crate::model::{Agent, CHROMIUM_PATH};
 use crate::spec::schema::Tool;
 
 /// OpenClaw's gateway port, also the control UI's.
@@ -173,6 +173,7 @@ struct MatrixNetwork {
 #[serde(rename_all = "camelCase")]
 struct Browser {
     enabled: bool,
+    executable_path: &'static str,
     headless: bool,
     no_sandbox: bool,
 }
@@ -319,6 +320,7 @@ pub fn config(agent: &Agent, published: bool) -> Config {
         },
         browser: browser.then_some(Browser {
             enabled: true,
+            executable_path: CHROMIUM_PATH,
             headless: true,
             // Chromium's own sandbox cannot start inside gVisor; the gVisor
             // sandbox is the boundary.

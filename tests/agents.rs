@@ -451,7 +451,7 @@ fn picoclaw_schema_rejects_what_picoclaw_rejects() {
     let (_, _, _, text) = configs(AgentKind::Picoclaw).remove(0);
     let base: Value = serde_json::from_str(&text).unwrap();
     // Each mutation and the problem the checker must report; the first
-    // eight were rejected by PicoClaw v0.2.9's own loader on this machine.
+    // nine were rejected by PicoClaw v0.2.9's own loader on this machine.
     let cases: &[(&str, Value, &str)] = &[
         ("", json!({ "bogus": 1 }), "bogus: unknown field"),
         (

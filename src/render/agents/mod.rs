@@ -15,10 +15,8 @@ mod picoclaw;
 use anyhow::Result;
 
 use super::{STAMP, Tree, json};
-use crate::model::Appliance;
+use crate::model::{Appliance, MATRIX_TOKEN_FILE, SECRETS_MOUNT};
 use crate::spec::schema::AgentKind;
-
-use crate::model::{MATRIX_TOKEN_FILE, SECRETS_MOUNT};
 
 pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
     for agent in appliance.agents.values() {

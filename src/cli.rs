@@ -24,6 +24,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show the resolved appliance: hosts, sandboxes, runtimes, rooms, bootstrap plan
     Inspect(InspectArgs),
+    /// On the Matrix host: create secrets, Matrix accounts, agent tokens and rooms (idempotent)
+    Bootstrap(BootstrapArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -74,6 +76,25 @@ pub struct InspectArgs {
     /// Output format; the JSON is documented in docs/inspect.md
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// The plan `appliance generate` wrote (`generated/bootstrap/plan.json`)
+    #[arg(long, value_name = "FILE")]
+    pub plan: PathBuf,
+    /// Homeserver to talk to [default: the plan's]
+    #[arg(long, value_name = "URL")]
+    pub homeserver: Option<String>,
+    /// State directory holding every secret [default: the plan's]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Only create the secrets Synapse needs before it starts; no Matrix calls
+    #[arg(long)]
+    pub secrets_only: bool,
+    /// Seconds to wait for the homeserver (and for a concurrent run's lock)
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -2,8 +2,10 @@
 //! module.
 
 mod common;
+mod synapse;
 
 mod agents;
+mod bootstrap;
 mod cli;
 mod nix;
 mod output;

@@ -155,3 +155,15 @@ fn missing_spec_says_how_to_get_one() {
     assert!(err.contains("failed to read spec `appliance.toml`"), "{err}");
     assert!(err.contains("hint: run `appliance init`"), "{err}");
 }
+
+#[test]
+fn the_bootstrap_account_name_is_reserved() {
+    let spec = VALID.replace("admins = [\"ana\"]", "admins = [\"ana\", \"appliance\"]");
+    let (_dir, output) = run_spec(&spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("admin name `appliance` is reserved for the account that bootstraps the homeserver"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,4 +1,337 @@
 //! On-host bootstrap: what cannot live in the Nix store is created at boot
-//! from a plan the generator wrote.
+//! from a plan the generator wrote: secrets first (before Synapse starts),
+//! then Matrix accounts, agent tokens and rooms. Every step checks before it
+//! acts, so a rerun is a no-op and a run killed anywhere is completed by the
+//! next one. Documented in docs/bootstrap.md.
 
+pub mod accounts;
+pub mod client;
+pub mod lock;
 pub mod plan;
+pub mod rooms;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use self::accounts::{Accounts, Wanted};
+use self::client::Client;
+use self::plan::{Account, AccountKind, PLAN_SCHEMA, Plan};
+use self::secrets::{DIR_MODE, Outcome, Owner, TRAVERSE_MODE};
+
+/// Test-only hook: when set to N, the process aborts (as if killed) right
+/// after its N-th step, to prove the next run completes the work. Steps are
+/// counted in docs/bootstrap.md; never set it in production.
+pub const ABORT_HOOK_ENV: &str = "APPLIANCE_TEST_ABORT_AFTER_STEPS";
+
+/// File names inside the directories the plan names.
+pub const LOCK_FILE: &str = ".bootstrap.lock";
+pub const MASTER_KEY_FILE: &str = "master-key";
+pub const TOKEN_FILE: &str = "matrix-token";
+pub const ENV_FILE: &str = "env";
+pub const PASSWORD_FILE: &str = "initial-password";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub homeserver: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub secrets_only: bool,
+    pub timeout: Duration,
+}
+
+/// Reads a plan and refuses one written for another schema.
+pub fn load_plan(path: &Path) -> Result<Plan> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("failed to read bootstrap plan `{}`", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("failed to parse bootstrap plan `{}`", path.display()))?;
+    let schema = value.get("schema").and_then(serde_json::Value::as_u64);
+    if schema != Some(u64::from(PLAN_SCHEMA)) {
+        bail!(
+            "bootstrap plan `{}` has schema {}, this `appliance` reads schema {PLAN_SCHEMA}\nhint: regenerate it with `appliance generate` from the same version",
+            path.display(),
+            schema.map_or_else(|| "none".to_string(), |s| s.to_string())
+        );
+    }
+    serde_json::from_value(value).with_context(|| format!("failed to parse bootstrap plan `{}`", path.display()))
+}
+
+/// Runs the bootstrap; `log` receives one line per thing done or checked,
+/// never a secret.
+pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Result<()> {
+    let mut run = Run {
+        plan,
+        state_dir: options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&plan.state_dir)),
+        deadline: Instant::now() + options.timeout,
+        log,
+        steps: 0,
+        abort_after: std::env::var(ABORT_HOOK_ENV).ok().and_then(|v| v.parse().ok()),
+    };
+    run.check_plan()?;
+    // An existing state directory keeps its mode and owner (it may be a
+    // test's temp dir, or one an operator chose); only ours are adjusted.
+    if !run.state_dir.is_dir() {
+        secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)?;
+    }
+    let lock_path = run.state_dir.join(LOCK_FILE);
+    let _lock = lock::acquire(&lock_path, run.deadline, || {
+        (run.log)(format!(
+            "waiting for another bootstrap holding `{}`",
+            lock_path.display()
+        ));
+    })?;
+    run.secrets()?;
+    if options.secrets_only {
+        return Ok(());
+    }
+    let url = options.homeserver.as_deref().unwrap_or(&plan.homeserver.url);
+    if !url.starts_with("http://") {
+        bail!(
+            "homeserver URL `{url}` is not plain `http://`\nhint: bootstrap talks to the Synapse on its own host, e.g. `--homeserver http://127.0.0.1:8008`"
+        );
+    }
+    let client = Client::new(url, run.deadline, options.timeout);
+    client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at {} ({why})", client.base())))?;
+    run.matrix(&client)?;
+    (run.log)(format!(
+        "{} request(s) to {}, {} rate-limited",
+        client.requests(),
+        client.base(),
+        client.rate_limited()
+    ));
+    Ok(())
+}
+
+struct Run<'a> {
+    plan: &'a Plan,
+    state_dir: PathBuf,
+    deadline: Instant,
+    log: &'a mut dyn FnMut(String),
+    steps: u32,
+    abort_after: Option<u32>,
+}
+
+impl Run<'_> {
+    fn path(&self, relative: &str) -> PathBuf {
+        self.state_dir.join(relative)
+    }
+
+    /// Creates `relative`'s directory for one consumer, after making each
+    /// directory between it and the state dir (`secrets/`, `secrets/_host/`,
+    /// ...) root-owned and traversable only.
+    fn consumer_dir(&self, relative: &str, owner: Owner) -> Result<Outcome> {
+        let mut ancestor = self.state_dir.clone();
+        let components: Vec<&str> = relative.split('/').collect();
+        for component in &components[..components.len() - 1] {
+            ancestor.push(component);
+            secrets::ensure_dir(&ancestor, TRAVERSE_MODE, Owner::ROOT)?;
+        }
+        secrets::ensure_dir(&self.path(relative), DIR_MODE, owner)
+    }
+
+    /// Counts a step for the test hook (see `ABORT_HOOK_ENV`).
+    fn step(&mut self) {
+        self.steps += 1;
+        if self.abort_after == Some(self.steps) {
+            (self.log)(format!("{ABORT_HOOK_ENV}: aborting after step {}", self.steps));
+            std::process::abort();
+        }
+    }
+
+    fn check_plan(&self) -> Result<()> {
+        let bot = &self.plan.bootstrap_account;
+        if let Some(clash) = self.plan.accounts.iter().find(|a| a.user_id == bot.user_id) {
+            bail!(
+                "account `{}` in the plan is the bootstrap's own account\nhint: rename that agent or admin in the spec",
+                clash.user_id
+            );
+        }
+        let dirs: Vec<&String> = self
+            .plan
+            .accounts
+            .iter()
+            .map(|a| &a.secrets_dir)
+            .chain([&self.plan.synapse.dir, &bot.secrets_dir])
+            .collect();
+        for (i, relative) in dirs.iter().enumerate() {
+            if Path::new(relative).is_absolute() || relative.split('/').any(|c| c.is_empty() || c == "..") {
+                bail!("plan path `{relative}` must be relative to the state directory, without `..`");
+            }
+            // Each directory is owned by (and mounted for) one consumer only.
+            for other in &dirs[i + 1..] {
+                let nested = |a: &str, b: &str| a == b || b.starts_with(&format!("{a}/"));
+                if nested(relative, other) || nested(other, relative) {
+                    bail!("plan directories `{relative}` and `{other}` overlap; each consumer needs its own");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every secret that does not need the homeserver: Synapse's three,
+    /// the master key, and each account's directory.
+    fn secrets(&mut self) -> Result<()> {
+        let plan = self.plan;
+        let mut created = 0;
+        let mut repaired = 0;
+        let mut count = |outcome: Outcome| match outcome {
+            Outcome::Created => created += 1,
+            Outcome::Repaired => repaired += 1,
+            Outcome::Kept => {}
+        };
+        let synapse = &plan.synapse;
+        let synapse_owner = Owner {
+            uid: synapse.uid,
+            gid: synapse.gid,
+        };
+        let dir = self.path(&synapse.dir);
+        count(self.consumer_dir(&synapse.dir, synapse_owner)?);
+        for file in synapse.files() {
+            count(secrets::ensure(&dir.join(file), synapse_owner, || secrets::random_hex(32))?.1);
+        }
+        let bot_dir = self.path(&plan.bootstrap_account.secrets_dir);
+        count(self.consumer_dir(&plan.bootstrap_account.secrets_dir, Owner::ROOT)?);
+        count(secrets::ensure(&bot_dir.join(MASTER_KEY_FILE), Owner::ROOT, || secrets::random_hex(32))?.1);
+        for account in &plan.accounts {
+            let owner = Owner {
+                uid: account.uid,
+                gid: account.gid,
+            };
+            count(self.consumer_dir(&account.secrets_dir, owner)?);
+        }
+        (self.log)(format!(
+            "secrets: {created} created, {repaired} repaired, in {}",
+            self.state_dir.display()
+        ));
+        self.step();
+        Ok(())
+    }
+
+    fn matrix(&mut self, client: &Client) -> Result<()> {
+        let plan = self.plan;
+        let shared_secret = secrets::read(
+            &self
+                .path(&plan.synapse.dir)
+                .join(&plan.synapse.registration_shared_secret),
+        )?
+        .context("the registration shared secret is missing")?;
+        let bot_dir = self.path(&plan.bootstrap_account.secrets_dir);
+        let master_key = secrets::read(&bot_dir.join(MASTER_KEY_FILE))?.context("the master key is missing")?;
+        let accounts = Accounts {
+            client,
+            shared_secret,
+            master_key,
+        };
+
+        let bot = &plan.bootstrap_account;
+        let wanted = Wanted {
+            localpart: &bot.localpart,
+            user_id: &bot.user_id,
+            device_id: &bot.device_id,
+            admin: true,
+        };
+        let (bot_token, outcome) = accounts.ensure_token(&wanted, &bot_dir.join(TOKEN_FILE), Owner::ROOT, None)?;
+        (self.log)(format!("{}: {}", bot.user_id, outcome.label()));
+        self.step();
+
+        let mut agent_tokens = BTreeMap::new();
+        for account in &plan.accounts {
+            let dir = self.path(&account.secrets_dir);
+            let owner = Owner {
+                uid: account.uid,
+                gid: account.gid,
+            };
+            match account.kind {
+                AccountKind::Agent => {
+                    let wanted = Wanted {
+                        localpart: &account.localpart,
+                        user_id: &account.user_id,
+                        device_id: &account.device_id,
+                        admin: false,
+                    };
+                    let (token, outcome) =
+                        accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(&bot_token))?;
+                    self.write_env(&dir.join(ENV_FILE), &token, account, owner)?;
+                    (self.log)(format!("{}: {}", account.user_id, outcome.label()));
+                    agent_tokens.insert(account.user_id.as_str(), token);
+                }
+                AccountKind::Admin => {
+                    // The operator's first login; they should change it.
+                    let password = accounts::password(&accounts.master_key, &account.user_id);
+                    secrets::write(&dir.join(PASSWORD_FILE), &password, Owner::ROOT)?;
+                    let wanted = Wanted {
+                        localpart: &account.localpart,
+                        user_id: &account.user_id,
+                        device_id: &account.device_id,
+                        admin: true,
+                    };
+                    let outcome = accounts.ensure_human(&wanted, &bot_token)?;
+                    (self.log)(format!("{}: {}", account.user_id, outcome.label()));
+                }
+            }
+            self.step();
+        }
+
+        let rooms = rooms::Rooms {
+            client,
+            token: &bot_token,
+        };
+        let tokens: BTreeMap<&str, &str> = agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for room in &plan.rooms {
+            let report = rooms.ensure(room, &tokens)?;
+            let mut line = format!(
+                "room {}: {} {}",
+                room.alias,
+                if report.created { "created" } else { "exists" },
+                report.room_id
+            );
+            for (what, list) in [
+                ("updated", report.updated.iter().map(|s| (*s).to_string()).collect()),
+                ("invited", report.invited),
+                ("joined", report.joined),
+            ] {
+                let list: Vec<String> = list;
+                if !list.is_empty() {
+                    line.push_str(&format!("; {what} {}", list.join(", ")));
+                }
+            }
+            (self.log)(line);
+            self.step();
+        }
+        Ok(())
+    }
+
+    /// The agent's env file (Docker `--env-file`): its Matrix token and
+    /// the generated secrets it needs. Existing generated values are kept.
+    fn write_env(&self, path: &Path, token: &str, account: &Account, owner: Owner) -> Result<()> {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(text) = secrets::read(path)? {
+            for line in text.lines() {
+                if let Some((key, value)) = line.split_once('=') {
+                    env.insert(key.to_string(), value.to_string());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (var, bytes) in &account.generated_env {
+            let value = match env.get(var) {
+                Some(v) if !v.is_empty() => v.clone(),
+                _ => secrets::random_hex(*bytes as usize)?,
+            };
+            out.insert(var.clone(), value);
+        }
+        for var in &account.token_env {
+            out.insert(var.clone(), token.to_string());
+        }
+        let text: String = out.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        secrets::write(path, &text, owner)?;
+        Ok(())
+    }
+}

@@ -7,9 +7,26 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, operator_env, room_ids_env, token_env};
+use crate::spec::schema::AgentKind;
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
-pub const PLAN_SCHEMA: u32 = 1;
+/// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
+/// bootstrap's own account are named in the plan.
+pub const PLAN_SCHEMA: u32 = 2;
+
+/// The uid and gid of NixOS's `matrix-synapse` user and group
+/// (`ids.uids.matrix-synapse` in nixpkgs' `nixos/modules/misc/ids.nix`).
+/// Synapse reads its secrets as this user.
+pub const NIXOS_SYNAPSE_ID: u32 = 224;
+
+/// Parent (relative to the state dir) of the secrets that belong to no
+/// agent: Synapse's, the bootstrap's own, the human admins'. Agents' live in
+/// `secrets/<agent>`, and agent names start with a letter, so no agent can
+/// ever be given (and mount) one of these directories.
+pub const HOST_SECRETS: &str = "secrets/_host";
+
+/// Localpart of the non-human server-admin account that creates the rooms.
+pub const BOOTSTRAP_LOCALPART: &str = "appliance";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,9 +34,13 @@ pub struct Plan {
     pub schema: u32,
     pub appliance: String,
     pub homeserver: Homeserver,
+    /// Absolute; every other path in the plan is relative to it, so
+    /// `--state-dir` moves all of them at once.
     pub state_dir: String,
-    /// Synapse reads this file; bootstrap creates it before Synapse starts.
-    pub registration_secret_file: String,
+    /// Synapse's own secrets, created before Synapse first starts.
+    pub synapse: SynapseSecrets,
+    /// The account bootstrap itself uses to create rooms and invite members.
+    pub bootstrap_account: BootstrapAccount,
     pub accounts: Vec<Account>,
     pub rooms: Vec<PlannedRoom>,
 }
@@ -30,6 +51,42 @@ pub struct Homeserver {
     /// Where bootstrap reaches Synapse on the host.
     pub url: String,
     pub server_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynapseSecrets {
+    /// Directory of the files below, relative to `state_dir` (0700).
+    pub dir: String,
+    /// Owner of the directory and files: the user Synapse runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// File names inside `dir`; the homeserver settings name the same files.
+    pub registration_shared_secret: String,
+    pub macaroon_secret_key: String,
+    pub form_secret: String,
+}
+
+impl SynapseSecrets {
+    /// The three file names, registration secret first.
+    pub fn files(&self) -> [&str; 3] {
+        [
+            &self.registration_shared_secret,
+            &self.macaroon_secret_key,
+            &self.form_secret,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAccount {
+    pub localpart: String,
+    pub user_id: String,
+    pub device_id: String,
+    /// Root-only directory (relative to `state_dir`) of the bootstrap's own
+    /// secrets: the master key passwords derive from and its access token.
+    pub secrets_dir: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,16 +107,16 @@ pub struct Account {
     pub display_name: String,
     /// Stable, so a rerun never adds a device.
     pub device_id: String,
-    /// Directory of this account's secret files (0700).
+    /// Directory of this account's secret files (0700), relative to
+    /// `state_dir`.
     pub secrets_dir: String,
     /// Owner of the secret files: the uid/gid the agent's sandbox runs as.
     pub uid: u32,
     pub gid: u32,
     /// Extra secrets the agent needs, each generated once: env var -> bytes.
     pub generated_env: BTreeMap<String, u32>,
-    /// Env var names the account's Matrix access token is written under in
-    /// `<secrets_dir>/env`, besides the raw token in `<secrets_dir>/matrix-token`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Env vars of the agent's env file that carry its Matrix access token,
+    /// named as the agent reads them (empty for humans).
     pub token_env: Vec<String>,
     /// Env var names under which `<secrets_dir>/env` gets the comma-separated
     /// room IDs (`!id:server`) of the account's rooms, once they exist.
@@ -95,7 +152,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             .and_then(|(_, sandbox)| parse_user(&sandbox.user))
             .unwrap_or((0, 0));
         let mut generated_env = BTreeMap::new();
-        if agent.kind == crate::spec::schema::AgentKind::Openclaw {
+        if agent.kind == AgentKind::Openclaw {
             generated_env.insert("OPENCLAW_GATEWAY_TOKEN".to_string(), 32);
         }
         accounts.push(Account {
@@ -104,7 +161,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             kind: AccountKind::Agent,
             display_name: agent.name.clone(),
             device_id: device_id(&agent.name),
-            secrets_dir: agent.secrets_dir.clone(),
+            secrets_dir: relative(&agent.secrets_dir),
             uid,
             gid,
             generated_env,
@@ -128,7 +185,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             kind: AccountKind::Admin,
             display_name: localpart.clone(),
             device_id: device_id(&localpart),
-            secrets_dir: format!("{STATE_DIR}/secrets/admins/{localpart}"),
+            secrets_dir: format!("{HOST_SECRETS}/admins/{localpart}"),
             uid: 0,
             gid: 0,
             generated_env: BTreeMap::new(),
@@ -164,10 +221,35 @@ pub fn plan(appliance: &Appliance) -> Plan {
             server_name: server_name.clone(),
         },
         state_dir: STATE_DIR.to_string(),
-        registration_secret_file: format!("{STATE_DIR}/secrets/synapse/registration-shared-secret"),
+        synapse: synapse_secrets(),
+        bootstrap_account: BootstrapAccount {
+            localpart: BOOTSTRAP_LOCALPART.to_string(),
+            user_id: format!("@{BOOTSTRAP_LOCALPART}:{server_name}"),
+            device_id: device_id(BOOTSTRAP_LOCALPART),
+            secrets_dir: format!("{HOST_SECRETS}/bootstrap"),
+        },
         accounts,
         rooms,
     }
+}
+
+/// Synapse's secrets; the homeserver settings name the same files.
+pub fn synapse_secrets() -> SynapseSecrets {
+    SynapseSecrets {
+        dir: format!("{HOST_SECRETS}/synapse"),
+        uid: NIXOS_SYNAPSE_ID,
+        gid: NIXOS_SYNAPSE_ID,
+        registration_shared_secret: "registration-shared-secret".to_string(),
+        macaroon_secret_key: "macaroon-secret-key".to_string(),
+        form_secret: "form-secret".to_string(),
+    }
+}
+
+/// A path under the state directory, made relative to it.
+fn relative(path: &str) -> String {
+    path.strip_prefix(STATE_DIR)
+        .map_or(path, |rest| rest.trim_start_matches('/'))
+        .to_string()
 }
 
 fn parse_user(user: &str) -> Option<(u32, u32)> {

@@ -1,5 +1,6 @@
 //! One file per subcommand, each with `pub fn run(args) -> Result<()>`.
 
+pub mod bootstrap;
 pub mod check;
 pub mod completions;
 pub mod generate;

@@ -40,6 +40,21 @@ impl Builder<'_> {
         self.diagnostics.push(Diagnostic::new(span, message).hint(hint));
     }
 
+    /// Matrix accounts must not take the bootstrap account's name.
+    fn check_account_name(&mut self, what: &str, name: &Spanned<String>) {
+        self.check_name(what, name);
+        if name.get_ref() == crate::bootstrap::plan::BOOTSTRAP_LOCALPART {
+            self.error(
+                span(name),
+                format!(
+                    "{what} name `{}` is reserved for the account that bootstraps the homeserver",
+                    name.get_ref()
+                ),
+                "choose another name",
+            );
+        }
+    }
+
     fn check_name(&mut self, what: &str, name: &Spanned<String>) {
         if let Some(problem) = name_problem(name.get_ref()) {
             let message = format!("{what} name `{}` {problem}", name.get_ref());
@@ -224,7 +239,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     let mut admins = Vec::new();
     let mut seen_admins = BTreeSet::new();
     for admin in &matrix_spec.admins {
-        b.check_name("admin", admin);
+        b.check_account_name("admin", admin);
         if !seen_admins.insert(admin.get_ref().clone()) {
             b.error(
                 span(admin),
@@ -366,7 +381,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     let mut agents = BTreeMap::new();
     let mut sandbox_names: BTreeMap<String, Range<usize>> = BTreeMap::new();
     for (name, agent) in &spec.agents {
-        b.check_name("agent", name);
+        b.check_account_name("agent", name);
         let host_ok = b.known_host(&format!("agent `{}`", name.get_ref()), &agent.host);
         let kind = *agent.kind.get_ref();
         let model = resolve_model(&mut b, name, agent, inference_spec.is_some(), &models);

@@ -78,13 +78,14 @@ pub fn apply(name: &str, kind: AgentKind, tools: Vec<Tool>, skills: &[String], r
 /// env file, besides the [`MATRIX_TOKEN_FILE`](super::MATRIX_TOKEN_FILE).
 pub fn token_env(kind: AgentKind) -> &'static [&'static str] {
     match kind {
-        // OpenClaw reads the token file through a SecretRef; Hermes reads
-        // MATRIX_ACCESS_TOKEN.
+        // Hermes reads MATRIX_ACCESS_TOKEN. OpenClaw reads the token file
+        // through a SecretRef; MATRIX_ACCESS_TOKEN is only its documented
+        // fallback, kept for the env file's contract.
         AgentKind::Openclaw | AgentKind::Hermes => &["MATRIX_ACCESS_TOKEN"],
         // PicoClaw's `file://` references must lie inside its config
         // directory, which holds read-only generated files; its env
-        // override is the one way in.
-        AgentKind::Picoclaw => &["MATRIX_ACCESS_TOKEN", "PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN"],
+        // override of the config field is the one way in.
+        AgentKind::Picoclaw => &["PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN"],
     }
 }
 

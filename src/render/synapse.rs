@@ -8,12 +8,13 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Tree, json};
+use crate::bootstrap::plan::synapse_secrets;
 use crate::model::{Appliance, STATE_DIR};
 
-/// Directory of Synapse's own secrets, created by `appliance bootstrap`
-/// before Synapse first starts.
-pub fn secrets_dir() -> String {
-    format!("{STATE_DIR}/secrets/synapse")
+/// Path of one of Synapse's own secrets, created by `appliance bootstrap`
+/// before Synapse first starts (see `bootstrap::plan::synapse_secrets`).
+fn secret_path(file: &str) -> String {
+    format!("{STATE_DIR}/{}/{file}", synapse_secrets().dir)
 }
 
 #[derive(Debug, Serialize)]
@@ -30,7 +31,7 @@ pub struct Listener {
 /// The settings as a JSON object, so tests can override paths and ports.
 pub fn settings(appliance: &Appliance) -> Value {
     let matrix = &appliance.matrix;
-    let secrets = secrets_dir();
+    let secrets = synapse_secrets();
     let mut resources = vec!["client"];
     if matrix.federation {
         resources.push("federation");
@@ -56,9 +57,9 @@ pub fn settings(appliance: &Appliance) -> Value {
         // Accounts are made by `appliance bootstrap` through the shared
         // secret; nobody can sign up.
         "enable_registration": false,
-        "registration_shared_secret_path": format!("{secrets}/registration-shared-secret"),
-        "macaroon_secret_key_path": format!("{secrets}/macaroon-secret-key"),
-        "form_secret_path": format!("{secrets}/form-secret"),
+        "registration_shared_secret_path": secret_path(&secrets.registration_shared_secret),
+        "macaroon_secret_key_path": secret_path(&secrets.macaroon_secret_key),
+        "form_secret_path": secret_path(&secrets.form_secret),
         "allow_guest_access": false,
         // No fetching of keys or previews from the internet.
         "trusted_key_servers": [],

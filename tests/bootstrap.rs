@@ -1,0 +1,740 @@
+//! `appliance bootstrap` against a real Synapse running the homeserver
+//! settings our generator writes: fresh run, no-op rerun, runs killed
+//! mid-way, partial state, a late homeserver, closed registration, rooms
+//! closed to outsiders, and agents talking to each other.
+//! Each test starts its own Synapse (2-6 s) and groups several claims.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_appliance::bootstrap::client::{Client, segment};
+use agent_appliance::bootstrap::plan::{AccountKind, Plan};
+use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
+use serde_json::{Value, json};
+
+use crate::common::{appliance, root, stderr, stdout};
+use crate::synapse::{Synapse, free_port, venv};
+
+fn plan_path() -> PathBuf {
+    root().join("generated/bootstrap/plan.json")
+}
+
+fn plan() -> Plan {
+    load_plan(&plan_path()).unwrap()
+}
+
+/// One test's world: a state dir, Synapse's data dir, a port.
+struct World {
+    _temp: tempfile::TempDir,
+    state: PathBuf,
+    data: PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl World {
+    fn new() -> World {
+        let temp = tempfile::tempdir().unwrap();
+        let port = free_port();
+        World {
+            state: temp.path().join("state"),
+            data: temp.path().join("synapse"),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            _temp: temp,
+        }
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut command = appliance();
+        command
+            .arg("bootstrap")
+            .arg("--plan")
+            .arg(plan_path())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--homeserver", &self.url])
+            .args(extra)
+            .env_remove(ABORT_HOOK_ENV);
+        command
+    }
+
+    fn bootstrap(&self, extra: &[&str]) -> Output {
+        self.command(extra).output().expect("failed to run appliance")
+    }
+
+    /// `--secrets-only`, then Synapse, as systemd orders them.
+    fn start_synapse(&self, venv: &Path) -> Synapse {
+        assert_ok(&self.bootstrap(&["--secrets-only"]));
+        let mut synapse = Synapse::start(venv, &self.data, &self.state, self.port);
+        synapse.wait_ready();
+        synapse
+    }
+
+    fn secret(&self, relative: &str) -> String {
+        fs::read_to_string(self.state.join(relative))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn client(&self) -> Client {
+        Client::new(
+            &self.url,
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Every file and directory under the state dir: mode, owner, bytes.
+    fn snapshot(&self) -> BTreeMap<String, (u32, u32, Vec<u8>)> {
+        walkdir::WalkDir::new(&self.state)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let meta = e.metadata().unwrap();
+                let bytes = if meta.is_file() {
+                    fs::read(e.path()).unwrap()
+                } else {
+                    Vec::new()
+                };
+                (e.path().display().to_string(), (meta.mode(), meta.uid(), bytes))
+            })
+            .collect()
+    }
+
+    /// Each agent's and the bootstrap account's devices, by user id.
+    fn devices(&self) -> BTreeMap<String, Vec<String>> {
+        let client = self.client();
+        let bot = plan().bootstrap_account;
+        agents()
+            .into_iter()
+            .chain([(bot.user_id, bot.secrets_dir)])
+            .map(|(user, dir)| {
+                let token = self.secret(&format!("{dir}/matrix-token"));
+                let reply = client.get("/_matrix/client/v3/devices", Some(&token)).unwrap();
+                assert!(reply.ok(), "{}", reply.describe());
+                let mut ids: Vec<String> = reply.body["devices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["device_id"].as_str().unwrap().to_string())
+                    .collect();
+                ids.sort();
+                (user, ids)
+            })
+            .collect()
+    }
+}
+
+/// Agents of the default plan: user id -> secrets dir (relative).
+fn agents() -> Vec<(String, String)> {
+    plan()
+        .accounts
+        .into_iter()
+        .filter(|a| a.kind == AccountKind::Agent)
+        .map(|a| (a.user_id, a.secrets_dir))
+        .collect()
+}
+
+#[track_caller]
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "bootstrap failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// No secret value of the state dir appears in what bootstrap printed.
+#[track_caller]
+fn assert_no_secret_printed(world: &World, output: &Output) {
+    let printed = format!("{}{}", stdout(output), stderr(output));
+    for entry in walkdir::WalkDir::new(&world.state).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            for line in fs::read_to_string(entry.path()).unwrap().lines() {
+                let value = line.split_once('=').map_or(line, |(_, v)| v).trim();
+                assert!(
+                    value.is_empty() || !printed.contains(value),
+                    "{} was printed",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+}
+
+fn room_id(world: &World, token: &str) -> String {
+    let alias = &plan().rooms[0].alias;
+    let reply = world
+        .client()
+        .get(
+            &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
+            Some(token),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    reply.str("room_id").unwrap().to_string()
+}
+
+#[test]
+fn synapse_reads_the_secrets_bootstrap_writes() {
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let settings = agent_appliance::render::synapse::settings(&appliance);
+    let plan = agent_appliance::bootstrap::plan::plan(&appliance);
+    let dir = Path::new(&plan.state_dir).join(&plan.synapse.dir);
+    for (key, file) in [
+        (
+            "registration_shared_secret_path",
+            &plan.synapse.registration_shared_secret,
+        ),
+        ("macaroon_secret_key_path", &plan.synapse.macaroon_secret_key),
+        ("form_secret_path", &plan.synapse.form_secret),
+    ] {
+        assert_eq!(settings[key].as_str().map(PathBuf::from), Some(dir.join(file)), "{key}");
+    }
+}
+
+/// Runs `--secrets-only` on the default plan edited by `edit`.
+fn bootstrap_edited_plan(edit: impl FnOnce(&mut Value)) -> (Output, PathBuf, tempfile::TempDir) {
+    let temp = tempfile::tempdir().unwrap();
+    let mut plan: Value = serde_json::from_str(&fs::read_to_string(plan_path()).unwrap()).unwrap();
+    edit(&mut plan);
+    let path = temp.path().join("plan.json");
+    fs::write(&path, plan.to_string()).unwrap();
+    let state = temp.path().join("state");
+    let output = appliance()
+        .args(["bootstrap", "--secrets-only", "--plan"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    (output, state, temp)
+}
+
+#[test]
+fn refuses_plans_that_would_share_a_secret_directory() {
+    // An agent given Synapse's directory would mount Synapse's secrets.
+    let (output, state, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["secrets_dir"] = plan["synapse"]["dir"].clone();
+    });
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("overlap; each consumer needs its own"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!state.exists());
+    let (output, _, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["user_id"] = plan["bootstrap_account"]["user_id"].clone();
+    });
+    assert!(
+        stderr(&output).contains("is the bootstrap's own account"),
+        "{}",
+        stderr(&output)
+    );
+    let (output, _, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["secrets_dir"] = json!("secrets/../../etc");
+    });
+    assert!(
+        stderr(&output).contains("must be relative to the state directory"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn refuses_an_https_homeserver() {
+    let world = World {
+        url: "https://matrix.example.org".to_string(),
+        ..World::new()
+    };
+    let output = world.bootstrap(&[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("is not plain `http://`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn secrets_only_creates_private_files_and_is_stable() {
+    let world = World::new();
+    // An existing state dir (say `--state-dir /tmp`) keeps its mode; the
+    // directories bootstrap owns inside it are corrected.
+    fs::create_dir_all(world.state.join("secrets")).unwrap();
+    fs::set_permissions(&world.state, fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(world.state.join("secrets"), fs::Permissions::from_mode(0o755)).unwrap();
+    let first = world.bootstrap(&["--secrets-only"]);
+    assert_ok(&first);
+    assert_no_secret_printed(&world, &first);
+    let plan = plan();
+    let synapse_dir = world.state.join(&plan.synapse.dir);
+    for file in plan.synapse.files() {
+        let meta = fs::metadata(synapse_dir.join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o400, "{file}");
+        assert_eq!(fs::read_to_string(synapse_dir.join(file)).unwrap().len(), 64);
+    }
+    for account in &plan.accounts {
+        let meta = fs::metadata(world.state.join(&account.secrets_dir)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{}", account.secrets_dir);
+    }
+    assert_eq!(
+        fs::metadata(world.state.join("secrets")).unwrap().permissions().mode() & 0o777,
+        0o711
+    );
+    let mode = |p: &str| fs::metadata(world.state.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("secrets/_host"), 0o711);
+    assert_eq!(mode(""), 0o1777);
+    if rustix::process::geteuid().is_root() {
+        let meta = fs::metadata(synapse_dir.join(&plan.synapse.registration_shared_secret)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (plan.synapse.uid, plan.synapse.gid));
+        let casper = plan.accounts.iter().find(|a| a.localpart == "casper").unwrap();
+        let meta = fs::metadata(world.state.join(&casper.secrets_dir)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (casper.uid, casper.gid));
+    }
+    // A Synapse-created world-readable secret gets its mode fixed.
+    let secret = synapse_dir.join(&plan.synapse.registration_shared_secret);
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let before = world.snapshot();
+    assert_ok(&world.bootstrap(&["--secrets-only"]));
+    assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o400);
+    let after = world.snapshot();
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    for (path, (_, _, bytes)) in &before {
+        assert_eq!(bytes, &after[path].2, "{path} changed");
+    }
+}
+
+#[test]
+fn concurrent_runs_are_excluded_by_the_lock() {
+    let world = World::new();
+    assert_ok(&world.bootstrap(&["--secrets-only"]));
+    let lock = fs::File::open(world.state.join(".bootstrap.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let output = world.bootstrap(&["--secrets-only", "--timeout", "1"]);
+    assert!(!output.status.success());
+    assert!(
+        stdout(&output).contains("waiting for another bootstrap"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stderr(&output).contains("another `appliance bootstrap` holds")
+            && stderr(&output).contains("hint: wait for it to finish, or raise `--timeout`"),
+        "{}",
+        stderr(&output)
+    );
+    drop(lock);
+    assert_ok(&world.bootstrap(&["--secrets-only", "--timeout", "1"]));
+}
+
+#[test]
+fn gives_up_clearly_when_no_homeserver_answers() {
+    let world = World::new();
+    let started = Instant::now();
+    let output = world.bootstrap(&["--timeout", "1"]);
+    assert!(!output.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!(
+            "error: the homeserver at {} did not answer within 1 s",
+            world.url
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: is Synapse running"), "{err}");
+}
+
+#[test]
+fn refuses_a_plan_of_another_schema() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut plan: Value = serde_json::from_str(&fs::read_to_string(plan_path()).unwrap()).unwrap();
+    plan["schema"] = json!(1);
+    let path = temp.path().join("plan.json");
+    fs::write(&path, plan.to_string()).unwrap();
+    let output = appliance()
+        .args(["bootstrap", "--secrets-only", "--plan"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(temp.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("has schema 1, this `appliance` reads schema 2"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!temp.path().join("state").exists());
+}
+
+/// Fresh bootstrap, byte-identical rerun, closed registration, rooms closed
+/// to outsiders, agents hearing each other.
+#[test]
+fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+
+    let fresh = world.bootstrap(&[]);
+    assert_ok(&fresh);
+    assert_no_secret_printed(&world, &fresh);
+    let out = stdout(&fresh);
+    for account in plan().accounts.iter().filter(|a| a.kind == AccountKind::Agent) {
+        let (user, dir) = (&account.user_id, &account.secrets_dir);
+        assert!(out.contains(&format!("{user}: registered")), "{out}");
+        let env = world.secret(&format!("{dir}/env"));
+        let token = world.secret(&format!("{dir}/matrix-token"));
+        assert!(!account.token_env.is_empty());
+        for var in &account.token_env {
+            assert!(
+                env.lines().any(|l| l == format!("{var}={token}")),
+                "{dir}/env lacks {var}"
+            );
+        }
+        for file in ["matrix-token", "env"] {
+            let meta = fs::metadata(world.state.join(dir).join(file)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+        }
+    }
+    assert!(world.secret("secrets/melchior/env").contains("OPENCLAW_GATEWAY_TOKEN="));
+    assert_eq!(world.secret("secrets/_host/admins/gendo/initial-password").len(), 64);
+    assert!(out.contains("room #magi:magi: created"), "{out}");
+
+    // Rerun: nothing created, no byte changed, no device added.
+    let files = world.snapshot();
+    let devices = world.devices();
+    let the_plan = plan();
+    let device_ids: BTreeMap<&str, &str> = the_plan
+        .accounts
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.device_id.as_str()))
+        .chain([(
+            the_plan.bootstrap_account.user_id.as_str(),
+            the_plan.bootstrap_account.device_id.as_str(),
+        )])
+        .collect();
+    assert_eq!(devices.len(), 5, "{devices:?}");
+    for (user, ids) in &devices {
+        assert_eq!(ids, &vec![device_ids[user.as_str()].to_string()], "{user}");
+    }
+    let started = Instant::now();
+    let rerun = world.bootstrap(&[]);
+    let took = started.elapsed();
+    assert_ok(&rerun);
+    let out = stdout(&rerun);
+    assert!(!out.contains(": registered") && !out.contains(": repaired"), "{out}");
+    assert!(out.contains("secrets: 0 created, 0 repaired"), "{out}");
+    assert!(
+        out.contains("room #magi:magi: exists") && !out.contains("invited") && !out.contains("joined"),
+        "{out}"
+    );
+    assert_eq!(world.snapshot(), files, "a rerun changed the state dir");
+    assert_eq!(world.devices(), devices, "a rerun changed devices");
+    assert!(took < Duration::from_secs(2), "rerun took {took:?}");
+
+    let client = world.client();
+    // Registration is closed to everyone without the shared secret.
+    for body in [
+        json!({ "username": "intruder", "password": "intruder-password", "auth": { "type": "m.login.dummy" } }),
+        json!({ "username": "intruder", "password": "intruder-password" }),
+    ] {
+        let reply = client.post("/_matrix/client/v3/register", None, &body).unwrap();
+        assert_eq!(reply.status, 403, "open registration: {}", reply.describe());
+    }
+    let reply = client
+        .post("/_matrix/client/v3/register?kind=guest", None, &json!({}))
+        .unwrap();
+    assert_eq!(reply.status, 403, "guest registration: {}", reply.describe());
+
+    // An outsider with a valid account on this server (made here through
+    // the shared secret) cannot join, read, or post in the room.
+    let outsider = register_outsider(&world);
+    let melchior = world.secret("secrets/melchior/matrix-token");
+    let room = room_id(&world, &melchior);
+    let alias = &plan().rooms[0].alias;
+    let attempts = [
+        client.post(
+            &format!("/_matrix/client/v3/join/{}", segment(alias)),
+            Some(&outsider),
+            &json!({}),
+        ),
+        client.post(
+            &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
+            Some(&outsider),
+            &json!({}),
+        ),
+        client.get(
+            &format!("/_matrix/client/v3/rooms/{}/messages?dir=b", segment(&room)),
+            Some(&outsider),
+        ),
+        client.get(
+            &format!("/_matrix/client/v3/rooms/{}/state", segment(&room)),
+            Some(&outsider),
+        ),
+        client.put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/outsider1",
+                segment(&room)
+            ),
+            Some(&outsider),
+            &json!({ "msgtype": "m.text", "body": "let me in" }),
+        ),
+    ];
+    for reply in attempts {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 403, "outsider got {}", reply.describe());
+    }
+
+    // Each agent speaks once; every other agent reads every message.
+    let tokens: Vec<(String, String)> = agents()
+        .into_iter()
+        .map(|(user, dir)| (user, world.secret(&format!("{dir}/matrix-token"))))
+        .collect();
+    let mut sent = Vec::new();
+    for (i, (user, token)) in tokens.iter().enumerate() {
+        let body = format!("hello from {user} #{i}");
+        let reply = client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t{i}", segment(&room)),
+                Some(token),
+                &json!({ "msgtype": "m.text", "body": body }),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{user} could not send: {}", reply.describe());
+        sent.push((user.clone(), body));
+    }
+    for (reader, token) in &tokens {
+        let reply = client
+            .get(
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", segment(&room)),
+                Some(token),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{reader} could not read: {}", reply.describe());
+        let seen: Vec<(String, String)> = reply.body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .map(|e| {
+                (
+                    e["sender"].as_str().unwrap().to_string(),
+                    e["content"]["body"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for message in sent.iter().filter(|(sender, _)| sender != reader) {
+            assert!(seen.contains(message), "{reader} did not receive {message:?}");
+        }
+    }
+
+    // The room is what the plan says: invite-only, not federated, the admin
+    // at 100, agents at the default 0, the creator not listed (room v12).
+    let state = |event: &str| {
+        let reply = client
+            .get(
+                &format!("/_matrix/client/v3/rooms/{}/state/{event}/", segment(&room)),
+                Some(&melchior),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{event}: {}", reply.describe());
+        reply.body
+    };
+    assert_eq!(state("m.room.join_rules")["join_rule"], "invite");
+    assert_eq!(state("m.room.create")["m.federate"], false);
+    assert_eq!(state("m.room.guest_access")["guest_access"], "forbidden");
+    assert_eq!(state("m.room.name")["name"], plan().rooms[0].name);
+    let levels = state("m.room.power_levels");
+    assert_eq!(levels["users"], json!({ "@gendo:magi": 100 }));
+    assert_eq!(levels["users_default"], 0);
+}
+
+/// Registers an account that is in no room, returns its token.
+fn register_outsider(world: &World) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let client = world.client();
+    let secret = world.secret("secrets/_host/synapse/registration-shared-secret");
+    let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
+    let nonce = nonce.str("nonce").unwrap().to_string();
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{nonce}\0outsider\0outsider-password\0notadmin").as_bytes());
+    let body = json!({
+        "nonce": nonce, "username": "outsider", "password": "outsider-password", "admin": false,
+        "mac": hex::encode(mac.finalize().into_bytes()),
+    });
+    let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    reply.str("access_token").unwrap().to_string()
+}
+
+/// Runs killed after some steps are completed by the next run; a missing
+/// token file is repaired on the same device.
+#[test]
+fn killed_runs_and_lost_tokens_are_completed_by_the_next_run() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    let plan = plan();
+    let first_agent = &plan.accounts[0];
+    let second_agent = &plan.accounts[1];
+
+    // Step 1 is the secrets, 2 the bootstrap account, 3 the first account.
+    let killed = world.command(&[]).env(ABORT_HOOK_ENV, "3").output().unwrap();
+    assert_eq!(killed.status.signal(), Some(libc_sigabrt()), "{}", stdout(&killed));
+    assert!(world.state.join(&first_agent.secrets_dir).join("matrix-token").exists());
+    assert!(
+        !world
+            .state
+            .join(&second_agent.secrets_dir)
+            .join("matrix-token")
+            .exists()
+    );
+
+    // Killed again after every account but before the room (one step per
+    // account, then rooms).
+    let last_account_step = 2 + plan.accounts.len();
+    let killed = world
+        .command(&[])
+        .env(ABORT_HOOK_ENV, last_account_step.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.signal(), Some(libc_sigabrt()), "{}", stdout(&killed));
+    let out = stdout(&killed);
+    assert!(
+        out.contains(&format!("{}: token verified", first_agent.user_id)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{}: registered", second_agent.user_id)), "{out}");
+    assert!(!out.contains("room "), "{out}");
+
+    let completed = world.bootstrap(&[]);
+    assert_ok(&completed);
+    assert!(
+        stdout(&completed).contains("room #magi:magi: created"),
+        "{}",
+        stdout(&completed)
+    );
+    let devices = world.devices();
+    assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
+
+    // Partial state: the token and env files of one agent are lost (the
+    // account exists). The next run logs in again onto the same device and
+    // keeps the agent's other generated secrets.
+    let melchior = plan.accounts.iter().find(|a| a.localpart == "melchior").unwrap();
+    let dir = world.state.join(&melchior.secrets_dir);
+    let gateway_before = world.secret(&format!("{}/env", melchior.secrets_dir));
+    let gateway_before = gateway_before
+        .lines()
+        .find(|l| l.starts_with("OPENCLAW_GATEWAY_TOKEN="))
+        .unwrap()
+        .to_string();
+    fs::remove_file(dir.join("matrix-token")).unwrap();
+    let repaired = world.bootstrap(&[]);
+    assert_ok(&repaired);
+    assert!(
+        stdout(&repaired).contains(&format!("{}: repaired", melchior.user_id)),
+        "{}",
+        stdout(&repaired)
+    );
+    assert_eq!(world.devices(), devices, "repair added a device");
+    let env = world.secret(&format!("{}/env", melchior.secrets_dir));
+    assert!(env.contains(&gateway_before), "the gateway token changed");
+    assert!(env.contains(&format!(
+        "MATRIX_ACCESS_TOKEN={}",
+        world.secret(&format!("{}/matrix-token", melchior.secrets_dir))
+    )));
+
+    // A revoked token is replaced the same way.
+    let token = world.secret(&format!("{}/matrix-token", melchior.secrets_dir));
+    let reply = world
+        .client()
+        .post("/_matrix/client/v3/logout", Some(&token), &json!({}))
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    let repaired = world.bootstrap(&[]);
+    assert_ok(&repaired);
+    assert!(stdout(&repaired).contains(&format!("{}: repaired", melchior.user_id)));
+    assert_eq!(world.devices(), devices, "repair added a device");
+
+    // And after all that, a rerun is a no-op again.
+    let files = world.snapshot();
+    assert_ok(&world.bootstrap(&[]));
+    assert_eq!(world.snapshot(), files);
+}
+
+/// `std::process::abort` ends the process with SIGABRT.
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+/// Bootstrap started before Synapse waits for it.
+#[test]
+fn bootstrap_waits_for_a_homeserver_that_starts_later() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    assert_ok(&world.bootstrap(&["--secrets-only"]));
+    let child = world
+        .command(&["--timeout", "90"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _synapse = Synapse::start(&venv, &world.data, &world.state, world.port);
+    let output = child.wait_with_output().unwrap();
+    assert_ok(&output);
+    let out = stdout(&output);
+    assert!(
+        out.contains(&format!("waiting for the homeserver at {}", world.url)),
+        "{out}"
+    );
+    assert!(out.contains("room #magi:magi: created"), "{out}");
+}
+
+/// Real SIGKILLs at arbitrary moments of fresh runs (not only at step
+/// boundaries): the next run completes, with one device per account.
+#[test]
+fn sigkilled_runs_are_completed_by_the_next_run() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    for delay_ms in [200, 600, 1200, 1800, 2500] {
+        let mut child = world.command(&[]).stdout(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        let last = stdout(&output).lines().last().unwrap_or_default().to_string();
+        eprintln!("killed after {delay_ms} ms, last line: {last}");
+    }
+    let completed = world.bootstrap(&[]);
+    assert_ok(&completed);
+    let devices = world.devices();
+    assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
+    let files = world.snapshot();
+    let rerun = world.bootstrap(&[]);
+    assert_ok(&rerun);
+    assert!(!stdout(&rerun).contains(": registered"), "{}", stdout(&rerun));
+    assert_eq!(world.snapshot(), files);
+    assert_eq!(world.devices(), devices);
+    // No leftover temporary files.
+    let partial: Vec<_> = walkdir::WalkDir::new(&world.state)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}

@@ -57,6 +57,16 @@ pub fn apply(name: &str, kind: AgentKind, tools: Vec<Tool>, skills: &[String], r
             ),
         });
     }
+    if kind == AgentKind::Picoclaw && remote_exec {
+        permissive.push(Permissive {
+            setting: "tools.exec.allow_remote = true".into(),
+            reason: "the spec sets `remote-exec = true`: allowlisted Matrix users (appliance admins and \
+                     agents sharing a room) can make the agent run shell commands. They run inside the \
+                     agent's gVisor sandbox (read-only root, no capabilities, no host access), with \
+                     PicoClaw's deny patterns and workspace restriction still on"
+                .into(),
+        });
+    }
     if kind == AgentKind::Openclaw {
         permissive.push(Permissive {
             setting: "channels.matrix.network.dangerouslyAllowPrivateNetwork = true".into(),

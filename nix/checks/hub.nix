@@ -36,6 +36,10 @@ in
 pkgs.testers.runNixOSTest {
   name = "appliance-${host}-boots";
   globalTimeout = 20 * 60;
+  # The appliance module adds its overlay and GPU hosts allow unfree
+  # drivers, so the node evaluates nixpkgs itself instead of sharing the
+  # test's read-only instance.
+  node.pkgsReadOnly = false;
 
   nodes.machine =
     { lib, pkgs, ... }:

@@ -5,7 +5,7 @@
 final: prev:
 let
   sources = final.lib.importJSON ./sources.json;
-  pin = import ./pin.nix { inherit (final) lib; };
+  pin = import ./pin.nix;
 in
 {
   agent-appliance = final.callPackage ./packages/appliance.nix { };

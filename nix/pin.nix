@@ -2,7 +2,6 @@
 # get it. Hashes are never invented: where one could not be computed
 # without Nix's fetchers (GitHub sources, Go vendor trees), sources.json
 # holds `null` and evaluation stops here with the command that prints it.
-{ lib }:
 name: source: field:
 let
   value = source.${field} or null;

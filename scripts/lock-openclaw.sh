@@ -14,7 +14,9 @@ p["dependencies"] = {"openclaw": sys.argv[1], "@openclaw/matrix": sys.argv[1]}
 open("package.json", "w").write(json.dumps(p, indent=2) + "\n")
 PY
 rm -f package-lock.json
-npm install --package-lock-only --ignore-scripts --no-audit --no-fund
+# importNpmLock fetches each package from its `resolved` URL: keep them.
+npm install --package-lock-only --ignore-scripts --no-audit --no-fund \
+  --omit-lockfile-registry-resolved=false
 python3 - <<'PY'
 import json
 lock = json.load(open("package-lock.json"))["packages"]

@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod flake;
 mod nix;
 mod output;
 mod spec_errors;

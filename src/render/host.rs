@@ -335,7 +335,6 @@ fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
             continue;
         };
         let mut peer = BTreeMap::new();
-        peer.insert("name", Value::from(other.name.as_str()));
         peer.insert("publicKey", Value::from(key.as_str()));
         peer.insert("allowedIPs", nix::value([format!("{other_address}/32")]));
         if let Some(endpoint) = &other.endpoint {

@@ -13,23 +13,27 @@
 if lib.versionAtLeast gvisor.version source.minimum then
   gvisor
 else
+  let
+    pinned = {
+      inherit (source) version;
+      # gVisor's synthetic `go` branch builds without Bazel; its commits
+      # titled "Merge release-<version> (automated)" are the releases.
+      src = fetchFromGitHub {
+        owner = "google";
+        repo = "gvisor";
+        rev = pin "gvisor" source "rev";
+        hash = pin "gvisor" source "hash";
+      };
+      vendorHash = pin "gvisor" source "vendorHash";
+    };
+  in
   gvisor.override {
+    # nixpkgs' recipe, with the pinned release: works whether the recipe
+    # passes buildGoModule an attribute set or a `finalAttrs` function.
     buildGoModule =
       args:
-      buildGoModule (
-        args
-        // {
-          inherit (source) version;
-          # gVisor's synthetic `go` branch builds without Bazel; its
-          # commits titled "Merge release-<version> (automated)" are the
-          # releases.
-          src = fetchFromGitHub {
-            owner = "google";
-            repo = "gvisor";
-            rev = pin "gvisor" source "rev";
-            hash = pin "gvisor" source "hash";
-          };
-          vendorHash = pin "gvisor" source "vendorHash";
-        }
-      );
+      if builtins.isFunction args then
+        buildGoModule (finalAttrs: args finalAttrs // pinned)
+      else
+        buildGoModule (args // pinned);
   }

@@ -42,7 +42,8 @@ in
     hardware.graphics.enable = true;
     services.xserver.videoDrivers = [ "nvidia" ];
     hardware.nvidia.open = true;
-    hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580;
+    hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
+      "appliance host `ws`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
     hardware.nvidia.nvidiaPersistenced = true;
     hardware.nvidia-container-toolkit.enable = true;
 

@@ -1125,3 +1125,69 @@ fn no_secret_is_written_into_any_nix_file() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Nix's own flake machinery (Nix 2.8 here): the lock is readable and the
+// flake evaluates with nixpkgs overridden by the stub.
+
+/// Runs `nix` with flakes enabled and a throwaway store.
+fn run_nix_flake(args: &[&str]) -> Option<(bool, String, String)> {
+    let nix = require_tool(
+        "nix",
+        "Debian package `nix-bin`: evaluates the flake with Nix's flake machinery",
+    )?;
+    let store = tempfile::tempdir().unwrap();
+    let output = Command::new(nix)
+        .args(["--extra-experimental-features", "nix-command flakes", "--store"])
+        .arg(store.path().join("store"))
+        .args(args)
+        .current_dir(root())
+        .env("HOME", store.path())
+        .env("XDG_CACHE_HOME", store.path().join("cache"))
+        .output()
+        .unwrap();
+    Some((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn nix_reads_the_lock_and_evaluates_the_flake() {
+    let Some((ok, stdout, stderr)) = run_nix_flake(&["flake", "metadata", "--offline", "--json", "."]) else {
+        return;
+    };
+    assert!(ok, "{stderr}");
+    let metadata: Value = serde_json::from_str(&stdout).unwrap();
+    let locked = &metadata["locks"]["nodes"]["nixpkgs"]["locked"];
+    assert_eq!(locked["rev"], "21a67dc470149f337cecafbe965d8d252a390518");
+
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stub.path().join("flake.nix"),
+        "{ outputs = { self }: { lib = import ./lib.nix; }; }",
+    )
+    .unwrap();
+    std::fs::write(stub.path().join("lib.nix"), STUB_LIB).unwrap();
+    std::fs::write(stub.path().join("default.nix"), STUB_PKGS).unwrap();
+    let stub_input = format!("path:{}", stub.path().display());
+    let (ok, stdout, stderr) = run_nix_flake(&[
+        "eval",
+        "--json",
+        "--no-write-lock-file",
+        "--override-input",
+        "nixpkgs",
+        &stub_input,
+        ".#packages",
+        "--apply",
+        "builtins.mapAttrs (_: builtins.attrNames)",
+    ])
+    .unwrap();
+    assert!(ok, "{stderr}");
+    let packages: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        packages["x86_64-linux"],
+        serde_json::json!(["appliance", "default", "gce-image", "gce-image-hub", "rpi4", "rpi4-pi"])
+    );
+}

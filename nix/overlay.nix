@@ -29,5 +29,6 @@ in
   appliance-hermes = final.callPackage ./packages/hermes.nix {
     inherit pin;
     source = sources.hermes-agent;
+    browserSource = sources.agent-browser;
   };
 }

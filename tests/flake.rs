@@ -927,7 +927,8 @@ fn call_package_args(text: &str) -> BTreeSet<String> {
             Token::Ident(name) => Some(name.clone()),
             _ => None,
         })
-        .filter(|name| !["lib", "pin", "source"].contains(&name.as_str()))
+        // Our own arguments (nix/overlay.nix passes them), not packages.
+        .filter(|name| !["lib", "pin"].contains(&name.as_str()) && !name.ends_with("ource"))
         .collect()
 }
 

@@ -2,7 +2,9 @@
 # wheels pinned by PyPI's sha256 (nix/locks/hermes-<system>.json, written by
 # scripts/lock-hermes.sh), installed into one prefix without network access.
 # Native wheels (manylinux) get their libraries from nixpkgs through
-# autoPatchelf.
+# autoPatchelf. Its browser tool drives Chromium through the agent-browser
+# CLI, taken from its npm release (which carries prebuilt binaries) so
+# nothing is fetched with npx at runtime.
 {
   lib,
   stdenv,
@@ -13,9 +15,29 @@
   zlib,
   pin,
   source,
+  browserSource,
 }:
 let
   inherit (stdenv.hostPlatform) system;
+
+  agentBrowser = stdenv.mkDerivation {
+    pname = "agent-browser";
+    inherit (browserSource) version;
+    src = fetchurl {
+      url = "https://registry.npmjs.org/agent-browser/-/agent-browser-${browserSource.version}.tgz";
+      hash = pin "agent-browser" browserSource "hash";
+    };
+    nativeBuildInputs = [ autoPatchelfHook ];
+    buildInputs = [ stdenv.cc.cc.lib ];
+    # The npm wrapper script only picks the binary for the platform.
+    installPhase = ''
+      runHook preInstall
+      install -Dm755 bin/agent-browser-linux-${
+        if stdenv.hostPlatform.isAarch64 then "arm64" else "x64"
+      } $out/bin/agent-browser
+      runHook postInstall
+    '';
+  };
   lockFile = ../locks + "/hermes-${system}.json";
   lock =
     if builtins.pathExists lockFile then
@@ -74,8 +96,11 @@ stdenv.mkDerivation {
         --prefix PYTHONPATH : "${sitePackages}" \
         --add-flags "-c 'import sys, ${"$"}{entry#*:} as m; sys.exit(m.main())'"
     done
+    ln -s ${agentBrowser}/bin/agent-browser $out/bin/agent-browser
     runHook postInstall
   '';
+
+  passthru = { inherit agentBrowser; };
 
   meta = {
     description = "Hermes Agent by Nous Research, from its PyPI release";

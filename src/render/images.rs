@@ -68,7 +68,7 @@ fn recipe(repository: &str) -> Recipe {
         // release, so they are not compared; the package's version is the
         // image's `org.opencontainers.image.version` label.
         "agent-appliance/hermes" => Recipe {
-            purpose: "Hermes Agent from PyPI with Chromium for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
+            purpose: "Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
             packages: vec![
                 "pkgs.appliance-hermes",
                 "pkgs.chromium",
@@ -78,7 +78,7 @@ fn recipe(repository: &str) -> Recipe {
             ],
             entrypoint: vec!["tini", "-s", "--", "hermes", "gateway", "run"],
             user: "10000:10000",
-            env: vec![CA_BUNDLE],
+            env: vec![CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
             version_check: None,
         },
         _ => Recipe {

@@ -43,13 +43,17 @@ buildNpmPackage {
   installPhase = ''
     runHook preInstall
     mkdir -p $out/lib/openclaw $out/bin
+    # Bake the Matrix plugin in as a bundled plugin (id `matrix`), where
+    # OpenClaw looks for its own: nothing is installed at runtime. Its
+    # `openclaw` peer dependency resolves to the package above it.
+    cp -r node_modules/@openclaw/matrix node_modules/openclaw/dist/extensions/matrix
     cp -r node_modules package.json $out/lib/openclaw/
     makeWrapper ${lib.getExe nodejs_24} $out/bin/openclaw \
       --add-flags $out/lib/openclaw/node_modules/openclaw/openclaw.mjs
     runHook postInstall
   '';
 
-  passthru.matrixPlugin = "lib/openclaw/node_modules/@openclaw/matrix";
+  passthru.matrixPlugin = "lib/openclaw/node_modules/openclaw/dist/extensions/matrix";
 
   meta = {
     description = "OpenClaw gateway with the @openclaw/matrix plugin";

@@ -607,6 +607,7 @@ impl PathCollector<'_> {
                     }
                 }
                 Some("mkDefault" | "mkForce") => i += 3,
+                Some("mkOverride") => i += 4,
                 _ => return None,
             }
         }

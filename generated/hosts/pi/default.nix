@@ -10,9 +10,11 @@ let
 in
 {
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
-    # Defaults only: an existing NixOS host keeps its own name and state version.
-    networking.hostName = lib.mkDefault "pi";
-    system.stateVersion = lib.mkDefault "26.05";
+    # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
+    # anything a host sets itself: an existing NixOS host keeps its name and
+    # state version.
+    networking.hostName = lib.mkOverride 900 "pi";
+    system.stateVersion = lib.mkOverride 900 "26.05";
 
     # Key-only SSH; everything else on the firewall stays closed.
     services.openssh = {

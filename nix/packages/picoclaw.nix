@@ -18,8 +18,15 @@ buildGoModule {
     hash = pin "picoclaw" source "hash";
   };
   vendorHash = pin "picoclaw" source "vendorHash";
+  # The module graph includes per-platform modules that `go mod vendor`
+  # drops; the proxy form keeps them.
+  proxyVendor = true;
 
   subPackages = [ "cmd/picoclaw" ];
+  # Embeds the onboarding workspace (`go:generate` copies it in).
+  preBuild = ''
+    go generate ./cmd/picoclaw/...
+  '';
   tags = [
     "goolm"
     "stdjson"
@@ -28,6 +35,7 @@ buildGoModule {
   ldflags = [
     "-s"
     "-w"
+    "-X github.com/sipeed/picoclaw/pkg/config.Version=${source.version}"
   ];
 
   meta = {

@@ -18,8 +18,8 @@ buildGoModule {
     hash = pin "picoclaw" source "hash";
   };
   vendorHash = pin "picoclaw" source "vendorHash";
-  # The module graph includes per-platform modules that `go mod vendor`
-  # drops; the proxy form keeps them.
+  # Dependencies in the module-proxy layout, as PicoClaw's community
+  # flakes build it; `vendorHash` is the hash of that layout.
   proxyVendor = true;
 
   subPackages = [ "cmd/picoclaw" ];

@@ -1132,8 +1132,35 @@ fn no_secret_is_written_into_any_nix_file() {
 // Nix's own flake machinery (Nix 2.8 here): the lock is readable and the
 // flake evaluates with nixpkgs overridden by the stub.
 
-/// Runs `nix` with flakes enabled and a throwaway store.
-fn run_nix_flake(args: &[&str]) -> Option<(bool, String, String)> {
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// What the flake reads to evaluate, copied out of the checkout: Nix then
+/// sees exactly these files, whether or not the checkout is a git tree,
+/// and never copies `target/`.
+fn flake_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["flake.nix", "flake.lock", "Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(root().join(file), dir.path().join(file)).unwrap();
+    }
+    for tree in ["generated", "modules", "nix"] {
+        copy_tree(&root().join(tree), &dir.path().join(tree));
+    }
+    dir
+}
+
+/// Runs `nix` with flakes enabled and a throwaway store, in `dir`.
+fn run_nix_flake(dir: &Path, args: &[&str]) -> Option<(bool, String, String)> {
     let nix = require_tool(
         "nix",
         "Debian package `nix-bin`: evaluates the flake with Nix's flake machinery",
@@ -1143,7 +1170,7 @@ fn run_nix_flake(args: &[&str]) -> Option<(bool, String, String)> {
         .args(["--extra-experimental-features", "nix-command flakes", "--store"])
         .arg(store.path().join("store"))
         .args(args)
-        .current_dir(root())
+        .current_dir(dir)
         .env("HOME", store.path())
         .env("XDG_CACHE_HOME", store.path().join("cache"))
         .output()
@@ -1157,7 +1184,9 @@ fn run_nix_flake(args: &[&str]) -> Option<(bool, String, String)> {
 
 #[test]
 fn nix_reads_the_lock_and_evaluates_the_flake() {
-    let Some((ok, stdout, stderr)) = run_nix_flake(&["flake", "metadata", "--offline", "--json", "."]) else {
+    let flake = flake_copy();
+    let Some((ok, stdout, stderr)) = run_nix_flake(flake.path(), &["flake", "metadata", "--offline", "--json", "."])
+    else {
         return;
     };
     assert!(ok, "{stderr}");
@@ -1174,17 +1203,20 @@ fn nix_reads_the_lock_and_evaluates_the_flake() {
     std::fs::write(stub.path().join("lib.nix"), STUB_LIB).unwrap();
     std::fs::write(stub.path().join("default.nix"), STUB_PKGS).unwrap();
     let stub_input = format!("path:{}", stub.path().display());
-    let (ok, stdout, stderr) = run_nix_flake(&[
-        "eval",
-        "--json",
-        "--no-write-lock-file",
-        "--override-input",
-        "nixpkgs",
-        &stub_input,
-        ".#packages",
-        "--apply",
-        "builtins.mapAttrs (_: builtins.attrNames)",
-    ])
+    let (ok, stdout, stderr) = run_nix_flake(
+        flake.path(),
+        &[
+            "eval",
+            "--json",
+            "--no-write-lock-file",
+            "--override-input",
+            "nixpkgs",
+            &stub_input,
+            ".#packages",
+            "--apply",
+            "builtins.mapAttrs (_: builtins.attrNames)",
+        ],
+    )
     .unwrap();
     assert!(ok, "{stderr}");
     let packages: Value = serde_json::from_str(&stdout).unwrap();

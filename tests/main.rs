@@ -7,6 +7,7 @@ mod synapse;
 mod agents;
 mod bootstrap;
 mod cli;
+mod flake;
 mod nix;
 mod output;
 mod spec_errors;

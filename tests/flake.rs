@@ -12,39 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{in_ci, require_tool, root};
-
-fn nix_instantiate() -> Option<PathBuf> {
-    require_tool(
-        "nix-instantiate",
-        "Debian package `nix-bin`: parses Nix files and evaluates the flake with stub inputs",
-    )
-}
-
-/// Runs `nix-instantiate` with a throwaway store; returns (success, stdout, stderr).
-fn run_nix(args: &[&str]) -> (bool, String, String) {
-    let nix_instantiate = nix_instantiate().expect("checked by the caller");
-    let store = tempfile::tempdir().unwrap();
-    let output = Command::new(nix_instantiate)
-        .args(args)
-        .env("NIX_STORE_DIR", store.path().join("store"))
-        .env("NIX_STATE_DIR", store.path().join("state"))
-        .env("NIX_LOG_DIR", store.path().join("log"))
-        .env("HOME", store.path())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn eval_json(expression: &str) -> Value {
-    let (ok, stdout, stderr) = run_nix(&["--eval", "--strict", "--json", "--read-write-mode", "-E", expression]);
-    assert!(ok, "{expression}\n{stderr}");
-    serde_json::from_str(&stdout).unwrap()
-}
+use crate::common::{eval_json, in_ci, nix_instantiate, require_tool, root, run_nix};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("failed to read `{}`: {e}", path.display()))

@@ -52,3 +52,58 @@ pub fn require_tool(name: &str, why: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// A tool installed into a directory rather than on PATH (see `.ci/agents.sh`):
+/// `$var` if set, else `default` under the repository root. `probe` is a
+/// file inside it that proves the install. In CI a missing install fails the
+/// test; elsewhere the test is skipped, loudly.
+pub fn require_install(var: &str, default: &str, probe: &str, why: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(var).map_or_else(|| root().join(default), PathBuf::from);
+    if dir.join(probe).is_file() {
+        return Some(dir);
+    }
+    assert!(
+        !in_ci(),
+        "`{}` is required in CI ({why}) but is not installed\nhint: run `.ci/agents.sh`, or set `{var}`",
+        dir.join(probe).display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: `{}` is not installed ({why}); run `.ci/agents.sh` or set `{var}`; CI=true makes this a failure !!!\n",
+        dir.join(probe).display()
+    );
+    None
+}
+
+/// Debian's `nix-instantiate` (package `nix-bin`), or a loud skip / CI failure.
+pub fn nix_instantiate() -> Option<PathBuf> {
+    require_tool(
+        "nix-instantiate",
+        "Debian package `nix-bin`: parses and evaluates generated Nix and the flake with stub inputs",
+    )
+}
+
+/// Runs `nix-instantiate` with a throwaway store; returns (success, stdout, stderr).
+pub fn run_nix(args: &[&str]) -> (bool, String, String) {
+    let nix_instantiate = nix_instantiate().expect("checked by the caller");
+    let store = tempfile::tempdir().unwrap();
+    let output = Command::new(nix_instantiate)
+        .args(args)
+        .env("NIX_STORE_DIR", store.path().join("store"))
+        .env("NIX_STATE_DIR", store.path().join("state"))
+        .env("NIX_LOG_DIR", store.path().join("log"))
+        .env("HOME", store.path())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Evaluates a Nix expression strictly to JSON.
+pub fn eval_json(expression: &str) -> serde_json::Value {
+    let (ok, stdout, stderr) = run_nix(&["--eval", "--strict", "--json", "--read-write-mode", "-E", expression]);
+    assert!(ok, "{expression}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}

@@ -5,9 +5,11 @@ mod common;
 mod dockerd;
 mod synapse;
 
+mod agents;
 mod bootstrap;
 mod cli;
 mod doctor;
+mod flake;
 mod nix;
 mod output;
 mod sandbox;

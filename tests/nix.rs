@@ -8,14 +8,7 @@ use std::process::Command;
 use agent_appliance::render::nix;
 use proptest::prelude::*;
 
-use crate::common::{require_tool, root};
-
-fn nix_instantiate() -> Option<PathBuf> {
-    require_tool(
-        "nix-instantiate",
-        "Debian package `nix-bin`: parses and evaluates generated Nix",
-    )
-}
+use crate::common::{eval_json, nix_instantiate, root};
 
 fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -53,26 +46,6 @@ fn every_generated_nix_file_parses() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Evaluates a Nix expression to JSON with a store that is never written.
-fn eval_json(expression: &str) -> serde_json::Value {
-    let nix_instantiate = nix_instantiate().expect("checked by the caller");
-    let store = tempfile::tempdir().unwrap();
-    let output = Command::new(nix_instantiate)
-        .args(["--eval", "--strict", "--json", "--read-write-mode", "-E", expression])
-        .env("NIX_STORE_DIR", store.path().join("store"))
-        .env("NIX_STATE_DIR", store.path().join("state"))
-        .env("NIX_LOG_DIR", store.path().join("log"))
-        .env("HOME", store.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{expression}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// Any text Nix can hold (no NUL), weighted towards what Nix interprets.

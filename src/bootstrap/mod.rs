@@ -258,8 +258,15 @@ impl Run<'_> {
                     };
                     let (token, outcome) =
                         accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(&bot_token))?;
-                    self.write_env(&dir.join(ENV_FILE), &token, account, owner)?;
+                    let missing = self.write_env(&dir.join(ENV_FILE), &token, account, owner, None)?;
                     (self.log)(format!("{}: {}", account.user_id, outcome.label()));
+                    for var in missing {
+                        (self.log)(format!(
+                            "{}: `{var}` is not in {}; only the operator can provide it, add `{var}=...` there",
+                            account.user_id,
+                            dir.join(ENV_FILE).display()
+                        ));
+                    }
                     agent_tokens.insert(account.user_id.as_str(), token);
                 }
                 AccountKind::Admin => {
@@ -284,8 +291,15 @@ impl Run<'_> {
             token: &bot_token,
         };
         let tokens: BTreeMap<&str, &str> = agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut room_ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for room in &plan.rooms {
             let report = rooms.ensure(room, &tokens)?;
+            for member in &room.members {
+                room_ids
+                    .entry(member.as_str())
+                    .or_default()
+                    .push(report.room_id.clone());
+            }
             let mut line = format!(
                 "room {}: {} {}",
                 room.alias,
@@ -305,12 +319,38 @@ impl Run<'_> {
             (self.log)(line);
             self.step();
         }
+        // Agents that filter by room ID (Hermes) learn them now that the
+        // rooms exist.
+        for account in plan.accounts.iter().filter(|a| !a.room_ids_env.is_empty()) {
+            let Some(token) = agent_tokens.get(account.user_id.as_str()) else {
+                continue;
+            };
+            let ids = room_ids
+                .get(account.user_id.as_str())
+                .map_or_else(String::new, |ids| ids.join(","));
+            let owner = Owner {
+                uid: account.uid,
+                gid: account.gid,
+            };
+            let path = self.path(&account.secrets_dir).join(ENV_FILE);
+            self.write_env(&path, token, account, owner, Some(&ids))?;
+        }
         Ok(())
     }
 
-    /// The agent's env file (Docker `--env-file`): its Matrix token and
-    /// the generated secrets it needs. Existing generated values are kept.
-    fn write_env(&self, path: &Path, token: &str, account: &Account, owner: Owner) -> Result<()> {
+    /// The agent's env file (Docker `--env-file`): its Matrix token, the
+    /// generated secrets it needs, its rooms' IDs when it filters by them
+    /// (`room_ids`: `None` keeps the previous run's), and the values only
+    /// the operator can add. Existing generated and operator values are
+    /// kept. Returns the operator variables still missing.
+    fn write_env(
+        &self,
+        path: &Path,
+        token: &str,
+        account: &Account,
+        owner: Owner,
+        room_ids: Option<&str>,
+    ) -> Result<Vec<String>> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         if let Some(text) = secrets::read(path)? {
             for line in text.lines() {
@@ -330,8 +370,24 @@ impl Run<'_> {
         for var in &account.token_env {
             out.insert(var.clone(), token.to_string());
         }
+        for var in &account.room_ids_env {
+            match (room_ids, env.get(var)) {
+                (Some(ids), _) => out.insert(var.clone(), ids.to_string()),
+                (None, Some(previous)) => out.insert(var.clone(), previous.clone()),
+                (None, None) => None,
+            };
+        }
+        let mut missing = Vec::new();
+        for var in &account.operator_env {
+            match env.get(var) {
+                Some(value) if !value.is_empty() => {
+                    out.insert(var.clone(), value.clone());
+                }
+                _ => missing.push(var.clone()),
+            }
+        }
         let text: String = out.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         secrets::write(path, &text, owner)?;
-        Ok(())
+        Ok(missing)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Appliance, MemberRole, STATE_DIR};
+use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, operator_env, room_ids_env, token_env};
 use crate::spec::schema::AgentKind;
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
@@ -118,6 +118,15 @@ pub struct Account {
     /// Env vars of the agent's env file that carry its Matrix access token,
     /// named as the agent reads them (empty for humans).
     pub token_env: Vec<String>,
+    /// Env var names under which `<secrets_dir>/env` gets the comma-separated
+    /// room IDs (`!id:server`) of the account's rooms, once they exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub room_ids_env: Vec<String>,
+    /// Env vars only the operator can provide (e.g. GH_TOKEN), added by hand
+    /// to `<secrets_dir>/env`: the bootstrap keeps them when it rewrites the
+    /// file and reports those missing; it never invents a value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,12 +155,6 @@ pub fn plan(appliance: &Appliance) -> Plan {
         if agent.kind == AgentKind::Openclaw {
             generated_env.insert("OPENCLAW_GATEWAY_TOKEN".to_string(), 32);
         }
-        let token_env = match agent.kind {
-            // OpenClaw's config says `${MATRIX_ACCESS_TOKEN}`; Hermes reads it.
-            AgentKind::Openclaw | AgentKind::Hermes => "MATRIX_ACCESS_TOKEN",
-            // PicoClaw applies env overrides per config field.
-            AgentKind::Picoclaw => "PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN",
-        };
         accounts.push(Account {
             localpart: agent.name.clone(),
             user_id: agent.user_id.clone(),
@@ -162,7 +165,12 @@ pub fn plan(appliance: &Appliance) -> Plan {
             uid,
             gid,
             generated_env,
-            token_env: vec![token_env.to_string()],
+            token_env: token_env(agent.kind).iter().map(|v| v.to_string()).collect(),
+            room_ids_env: room_ids_env(agent.kind).iter().map(|v| v.to_string()).collect(),
+            operator_env: operator_env(agent.kind, &agent.skills)
+                .into_iter()
+                .map(String::from)
+                .collect(),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -182,6 +190,8 @@ pub fn plan(appliance: &Appliance) -> Plan {
             gid: 0,
             generated_env: BTreeMap::new(),
             token_env: Vec::new(),
+            room_ids_env: Vec::new(),
+            operator_env: Vec::new(),
             localpart,
         });
     }
@@ -240,10 +250,6 @@ fn relative(path: &str) -> String {
     path.strip_prefix(STATE_DIR)
         .map_or(path, |rest| rest.trim_start_matches('/'))
         .to_string()
-}
-
-fn device_id(localpart: &str) -> String {
-    format!("APPLIANCE_{}", localpart.to_ascii_uppercase().replace('-', "_"))
 }
 
 fn parse_user(user: &str) -> Option<(u32, u32)> {

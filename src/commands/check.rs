@@ -14,5 +14,11 @@ pub fn run(args: &SpecArgs) -> Result<()> {
         sandboxes,
         appliance.rooms.len()
     );
+    // Not errors: the spec is valid, but something it asks for is off.
+    for agent in appliance.agents.values() {
+        for warning in &agent.warnings {
+            eprintln!("warning[{}]: {}", warning.code, warning.message);
+        }
+    }
     Ok(())
 }

@@ -177,6 +177,28 @@ fn text(view: &Inspection) -> String {
             );
         }
     }
+    for agent in view.agents.values() {
+        let _ = writeln!(
+            w,
+            "\nagent {} ({:?}) on host {} as {}, model {}",
+            agent.name,
+            agent.kind,
+            agent.host,
+            agent.user_id,
+            agent.model.as_deref().unwrap_or("none")
+        );
+        let _ = writeln!(w, "  answers: {}", agent.allowed_users.join(", "));
+        for permissive in &agent.permissive {
+            let _ = writeln!(
+                w,
+                "  permissive: {}\n    why: {}",
+                permissive.setting, permissive.reason
+            );
+        }
+        for warning in &agent.warnings {
+            let _ = writeln!(w, "  warning[{}]: {}", warning.code, warning.message);
+        }
+    }
     for room in view.rooms.values() {
         let members: Vec<&str> = room.members.iter().map(|m| m.user_id.as_str()).collect();
         let _ = writeln!(w, "\nroom {}: {}", room.alias, members.join(", "));

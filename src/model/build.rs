@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::names::{model_problem, name_problem, server_name_problem, suggest};
 use super::network::Subnet;
+use super::policy;
 use super::sandbox::{self, SandboxInputs};
 use super::{Agent, Appliance, Gpu, Host, Inference, Matrix, MemberRole, Room, RoomMember, STATE_DIR};
 use crate::diag::{Diagnostic, SourceFile, SpecErrors};
@@ -465,6 +466,8 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             }
         }
         allowed.remove(&user_id);
+        let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
+        let policy = policy::apply(name.get_ref(), kind, tools, &skills, agent.remote_exec);
         agents.insert(
             name.get_ref().clone(),
             Agent {
@@ -474,8 +477,8 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 user_id,
                 model,
                 context,
-                tools,
-                skills: agent.skills.iter().map(|s| s.get_ref().clone()).collect(),
+                tools: policy.tools,
+                skills,
                 browser,
                 code_execution,
                 remote_exec: agent.remote_exec,
@@ -489,6 +492,9 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 rooms: agent_rooms,
                 secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),
                 sandbox: name.get_ref().clone(),
+                device_id: super::device_id(name.get_ref()),
+                permissive: policy.permissive,
+                warnings: policy.warnings,
             },
         );
     }

@@ -5,6 +5,7 @@ mod build;
 mod firewall;
 mod names;
 mod network;
+mod policy;
 mod sandbox;
 
 use std::collections::BTreeMap;
@@ -15,13 +16,18 @@ use serde::Serialize;
 pub use build::{WIREGUARD_PORT, build, is_size};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
-pub use sandbox::{MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
+pub use policy::{operator_env, room_ids_env, token_env};
+pub use sandbox::{
+    CHROMIUM_PATH, HERMES_VERSION, MIN_PIDS, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT, exec_sandbox_name,
+};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
 
 /// Where the appliance keeps state and runtime secrets on every host.
 pub const STATE_DIR: &str = "/var/lib/appliance";
+/// The file in an agent's secrets directory holding its raw Matrix token.
+pub const MATRIX_TOKEN_FILE: &str = "matrix-token";
 /// Where per-sandbox sockets live on the host (one directory per socket).
 pub const SOCKET_DIR: &str = "/run/appliance/sockets";
 
@@ -117,6 +123,36 @@ pub struct Agent {
     /// Host directory with this agent's runtime secrets.
     pub secrets_dir: String,
     pub sandbox: String,
+    /// The Matrix device the bootstrap logs this agent in as; stable, so a
+    /// rerun never adds a device.
+    pub device_id: String,
+    /// Settings of the agent's own config that loosen a default, each with
+    /// why; everything not listed here is the agent's strict setting.
+    pub permissive: Vec<Permissive>,
+    /// What the spec asked for that this appliance turns off or cannot
+    /// wire, each with a stable code and why. `appliance check` prints them.
+    pub warnings: Vec<Warning>,
+}
+
+/// One loosened setting in an agent's native config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Permissive {
+    /// The setting, as the agent's config spells it.
+    pub setting: String,
+    pub reason: String,
+}
+
+/// Something the spec asked for that is off, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// Stable, for tools and docs: `agent-<what>`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The Matrix device id of an account, from its localpart.
+pub fn device_id(localpart: &str) -> String {
+    format!("APPLIANCE_{}", localpart.to_ascii_uppercase().replace('-', "_"))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -13,15 +13,22 @@ use crate::model::network::Subnet;
 use crate::runsc::{HostUds, Profile};
 use crate::spec::schema::{AgentKind, AgentSpec, Tool};
 
-/// Versions of the upstream agents our images package.
+/// Versions of the upstream agents our images package: the versions whose
+/// config schemas tests/agents.rs checks our configs against (Hermes 0.19.0
+/// is the newest on PyPI).
 pub const OPENCLAW_VERSION: &str = "2026.9.6";
 pub const PICOCLAW_VERSION: &str = "0.2.9";
-pub const HERMES_VERSION: &str = "2026.9.24";
+pub const HERMES_VERSION: &str = "0.19.0";
 pub const DIND_VERSION: &str = "29";
 
 /// Where the code-execution sandbox's Docker socket directory is mounted,
 /// in both the sandbox that creates it and the one that uses it.
 const DOCKER_SOCKET_MOUNT: &str = "/run/appliance-docker";
+/// Where the agent images put Chromium: dockerTools links the `bin/` of
+/// every package in an image's `contents` into `/bin`. The agents' own
+/// lookups try `/usr/bin/...` paths only (OpenClaw) or would download one
+/// (Hermes), so their configs name it.
+pub const CHROMIUM_PATH: &str = "/bin/chromium";
 /// Where an agent's runtime secrets appear inside its sandbox.
 pub const SECRETS_MOUNT: &str = "/run/secrets/appliance";
 
@@ -141,6 +148,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    environment.extend(agent_environment(agent));
     let mut binds = vec![
         Bind {
             source: BindSource::Generated(format!("agents/{}/{}", agent.name, defaults.config_file)),
@@ -317,6 +325,32 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         depends_on: Vec::new(),
         name,
     }
+}
+
+/// Non-secret settings an agent reads from its environment rather than its
+/// config file. Secrets come from the env file the bootstrap writes.
+fn agent_environment(agent: &Agent) -> Vec<(String, String)> {
+    let mut env: Vec<(&str, String)> = Vec::new();
+    if agent.kind == AgentKind::Hermes {
+        // Hermes 0.19.0 takes the Matrix connection only from the
+        // environment; config.yaml's `matrix:` holds the policies.
+        env.push(("MATRIX_HOMESERVER", agent.homeserver_url.clone()));
+        env.push(("MATRIX_USER_ID", agent.user_id.clone()));
+        env.push(("MATRIX_DEVICE_ID", agent.device_id.clone()));
+        env.push(("MATRIX_ALLOWED_USERS", agent.allowed_users.join(",")));
+        // Rooms are private and unencrypted; python-olm is deprecated.
+        env.push(("MATRIX_E2EE_MODE", "off".into()));
+        if agent.tools.contains(&Tool::Browser) {
+            env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
+            // Chromium's own sandbox cannot start inside gVisor, which is the
+            // boundary; said here rather than left to Hermes' detection.
+            env.push(("AGENT_BROWSER_ARGS", "--no-sandbox".into()));
+        }
+    }
+    // OpenClaw and PicoClaw read everything from their config files;
+    // PicoClaw's `PICOCLAW_*` variables would override its file, so none is
+    // set but its home and config path.
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn kind_label(kind: AgentKind) -> &'static str {

@@ -11,11 +11,58 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::docker::run_options;
-use crate::model::{Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, SOCKET_DIR, STATE_DIR};
-use crate::spec::schema::Target;
+use crate::model::{
+    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, STATE_DIR,
+    WIREGUARD_PORT,
+};
 
 /// NixOS release the generated modules are written for.
 pub const STATE_VERSION: &str = "26.05";
+
+/// The oldest gVisor release the hosts may run: arm64 systrap supports the
+/// 39-bit address space of Raspberry Pi kernels from release-20260316.0
+/// (google/gvisor#12694). Asserted at evaluation; nix/sources.json pins the
+/// release the overlay builds when nixpkgs is older.
+pub const RUNSC_MINIMUM: &str = "20260316.0";
+
+/// NVIDIA drivers gVisor's nvproxy supports, from gVisor's
+/// `pkg/sentry/devices/nvproxy/version.go` at HEAD 2026-08-21 (see
+/// `runsc nvproxy list-supported-drivers`). nvproxy needs an exact match.
+pub const NVPROXY_DRIVERS: &[&str] = &[
+    "535.129.03",
+    "535.183.06",
+    "535.247.01",
+    "535.261.03",
+    "535.274.02",
+    "535.288.01",
+    "535.309.01",
+    "550.90.12",
+    "570.124.06",
+    "570.133.20",
+    "570.172.08",
+    "570.195.03",
+    "580.65.06",
+    "580.105.08",
+    "580.126.09",
+    "580.126.20",
+    "580.159.03",
+    "580.159.04",
+    "580.173.02",
+    "590.48.01",
+    "610.57.04",
+    "615.15.00",
+    "615.62.00",
+    "620.06.00",
+];
+
+/// The `nvidiaPackages` attribute GPU hosts use. nixpkgs' default (`stable`,
+/// 595.x in 2026) is not on nvproxy's list; the 580 long-term branch is
+/// (580.173.02 in the nixpkgs of 2026), has the open kernel module and
+/// supports the L4 (Ada). The generated assertion re-checks the version.
+pub const NVIDIA_PACKAGE: &str = "legacy_580";
+
+/// Where each host keeps its WireGuard private key, made at first boot.
+pub const WIREGUARD_KEY_DIR: &str = "/var/lib/appliance/wireguard";
 
 #[derive(Serialize)]
 struct HostContext {
@@ -25,10 +72,13 @@ struct HostContext {
     target: Value,
     system: Value,
     state_version: &'static str,
-    imports: Vec<Value>,
+    runsc_minimum: &'static str,
     ssh_keys: Vec<String>,
     firewall: Firewall,
     gpu: Option<crate::model::Gpu>,
+    gpu_driver: GpuDriver,
+    wireguard: Option<WireGuard>,
+    synapse_deps: Vec<String>,
     runtimes: Vec<RuntimeNote>,
     network: NetworkCommands,
     tmpfiles: Vec<String>,
@@ -37,6 +87,25 @@ struct HostContext {
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct GpuDriver {
+    package: &'static str,
+    supported: &'static [&'static str],
+}
+
+#[derive(Serialize)]
+struct WireGuard {
+    interface: &'static str,
+    /// This host's overlay address with the overlay's prefix.
+    address: String,
+    port: u16,
+    key_dir: &'static str,
+    key_file: String,
+    peers: Vec<BTreeMap<&'static str, Value>>,
+    /// Other hosts whose public key the spec does not have yet.
+    unpaired: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -65,10 +134,11 @@ struct BootstrapCommands {
 }
 
 pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tree) -> Result<()> {
-    let mut imports = Vec::new();
-    if host.target == Target::Gce {
-        imports.push(expr("\"${modulesPath}/virtualisation/google-compute-config.nix\""));
-    }
+    let wireguard = wireguard(appliance, host);
+    // Services that bind the overlay address wait for the interface.
+    let overlay_unit = wireguard
+        .as_ref()
+        .map(|wg| format!("wireguard-{}.service", wg.interface));
 
     let mut firewall = Firewall {
         tcp: Vec::new(),
@@ -146,6 +216,9 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         let mut deps = vec!["appliance-network.service".to_string()];
         if host.runs_matrix {
             deps.push("appliance-bootstrap.service".to_string());
+        } else {
+            // Agents on a host without Matrix reach it over the overlay.
+            deps.extend(overlay_unit.clone());
         }
         container_units.insert(format!("docker-{}", sandbox.name), deps);
     }
@@ -180,6 +253,9 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
             settings.insert("host", Value::from(inference.bind_address.to_string()));
             settings.insert("port", Value::from(inference.port));
             settings.insert("models", nix::value(&inference.models));
+            let mut deps = vec!["appliance-network.service".to_string()];
+            deps.extend(overlay_unit.clone());
+            settings.insert("deps", nix::value(deps));
             settings
         });
 
@@ -204,10 +280,23 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         target: nix::value(host.target),
         system: nix::value(host.system),
         state_version: STATE_VERSION,
-        imports,
+        runsc_minimum: RUNSC_MINIMUM,
         ssh_keys: host.ssh_keys.clone(),
         firewall,
         gpu: host.gpu.clone(),
+        gpu_driver: GpuDriver {
+            package: NVIDIA_PACKAGE,
+            supported: NVPROXY_DRIVERS,
+        },
+        synapse_deps: {
+            let mut deps = vec![
+                "appliance-network.service".to_string(),
+                "appliance-secrets.service".to_string(),
+            ];
+            deps.extend(overlay_unit);
+            deps
+        },
+        wireguard,
         runtimes: host
             .runtimes
             .iter()
@@ -227,4 +316,72 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
     let text = engine.render("host.nix.j2", &context)?;
     tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
     Ok(())
+}
+
+/// The WireGuard interface of a host on the overlay: every other host is a
+/// peer once the spec has its public key. A peer with an `endpoint` is
+/// dialled (and kept alive through NAT); the others dial in.
+fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
+    let overlay = appliance.overlay.as_ref()?;
+    let address = host.overlay_address?;
+    let mut peers = Vec::new();
+    let mut unpaired = Vec::new();
+    for other in appliance.hosts.values().filter(|h| h.name != host.name) {
+        let Some(other_address) = other.overlay_address else {
+            continue;
+        };
+        let Some(key) = &other.wireguard_public_key else {
+            unpaired.push(other.name.clone());
+            continue;
+        };
+        let mut peer = BTreeMap::new();
+        peer.insert("publicKey", Value::from(key.as_str()));
+        peer.insert("allowedIPs", nix::value([format!("{other_address}/32")]));
+        if let Some(endpoint) = &other.endpoint {
+            peer.insert("endpoint", Value::from(endpoint_with_port(endpoint)));
+            peer.insert("persistentKeepalive", Value::from(25));
+        }
+        peers.push(peer);
+    }
+    Some(WireGuard {
+        interface: OVERLAY_INTERFACE,
+        address: format!("{address}/{}", overlay.prefix),
+        port: WIREGUARD_PORT,
+        key_dir: WIREGUARD_KEY_DIR,
+        key_file: format!("{WIREGUARD_KEY_DIR}/private.key"),
+        peers,
+        unpaired,
+    })
+}
+
+/// `host` or `host:port`; WireGuard needs the port, so the default is added.
+fn endpoint_with_port(endpoint: &str) -> String {
+    let colons = endpoint.matches(':').count();
+    if endpoint.starts_with('[') {
+        if endpoint.contains("]:") {
+            endpoint.to_string()
+        } else {
+            format!("{endpoint}:{WIREGUARD_PORT}")
+        }
+    } else if colons >= 2 {
+        // A bare IPv6 address.
+        format!("[{endpoint}]:{WIREGUARD_PORT}")
+    } else if colons == 1 {
+        endpoint.to_string()
+    } else {
+        format!("{endpoint}:{WIREGUARD_PORT}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_with_port;
+
+    #[test]
+    fn endpoints_get_the_wireguard_port_when_they_have_none() {
+        assert_eq!(endpoint_with_port("hub.example.org"), "hub.example.org:51820");
+        assert_eq!(endpoint_with_port("203.0.113.7:4500"), "203.0.113.7:4500");
+        assert_eq!(endpoint_with_port("2001:db8::1"), "[2001:db8::1]:51820");
+        assert_eq!(endpoint_with_port("[2001:db8::1]:4500"), "[2001:db8::1]:4500");
+    }
 }

@@ -21,35 +21,72 @@ struct ImageContext {
     contents: Vec<minijinja::Value>,
     config: BTreeMap<&'static str, minijinja::Value>,
     systems: Vec<String>,
+    /// The package whose upstream version the tag names, and how the tag
+    /// relates to it; checked when the image is evaluated.
+    version_check: Option<VersionCheck>,
 }
 
-/// Image name -> (purpose, packages, entrypoint, user).
-fn recipe(repository: &str) -> (&'static str, Vec<&'static str>, Vec<&'static str>, &'static str) {
+#[derive(Serialize)]
+struct VersionCheck {
+    package: minijinja::Value,
+    /// `exact`: the tag is the version; `major`: the tag is its major.
+    kind: &'static str,
+}
+
+/// How one image is built: packages from nixpkgs or from the flake's
+/// overlay (nix/overlay.nix, upstream releases pinned in nix/sources.json).
+struct Recipe {
+    purpose: &'static str,
+    packages: Vec<&'static str>,
+    entrypoint: Vec<&'static str>,
+    user: &'static str,
+    env: Vec<&'static str>,
+    version_check: Option<(&'static str, &'static str)>,
+}
+
+const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+
+fn recipe(repository: &str) -> Recipe {
     match repository {
-        "agent-appliance/openclaw" => (
-            "OpenClaw gateway with Chromium for its browser tool",
-            vec!["pkgs.openclaw", "pkgs.chromium", "pkgs.cacert", "pkgs.tini"],
-            vec!["tini", "-s", "--", "openclaw", "gateway", "run"],
-            "1000:1000",
-        ),
-        "agent-appliance/picoclaw" => (
-            "PicoClaw gateway with the gh CLI for its GitHub skill",
-            vec!["pkgs.picoclaw", "pkgs.gh", "pkgs.cacert"],
-            vec!["picoclaw", "gateway"],
-            "1000:1000",
-        ),
-        "agent-appliance/hermes" => (
-            "Hermes Agent with its browser, crawler and Docker client",
-            vec!["pkgs.python3", "pkgs.chromium", "pkgs.docker-client", "pkgs.cacert"],
-            vec!["hermes", "gateway", "run"],
-            "10000:10000",
-        ),
-        _ => (
-            "Docker daemon for code execution inside gVisor",
-            vec!["pkgs.docker", "pkgs.iptables", "pkgs.cacert"],
-            vec!["dockerd"],
-            "0:0",
-        ),
+        "agent-appliance/openclaw" => Recipe {
+            purpose: "OpenClaw gateway with its Matrix plugin and Chromium (`/bin/chromium`) for its browser tool; nothing is installed at runtime",
+            packages: vec!["pkgs.appliance-openclaw", "pkgs.chromium", "pkgs.cacert", "pkgs.tini"],
+            entrypoint: vec!["tini", "-s", "--", "openclaw", "gateway", "run"],
+            user: "1000:1000",
+            env: vec![CA_BUNDLE],
+            version_check: Some(("pkgs.appliance-openclaw", "exact")),
+        },
+        "agent-appliance/picoclaw" => Recipe {
+            purpose: "PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill",
+            packages: vec!["pkgs.appliance-picoclaw", "pkgs.gh", "pkgs.cacert"],
+            entrypoint: vec!["picoclaw", "gateway"],
+            user: "1000:1000",
+            env: vec![CA_BUNDLE],
+            version_check: Some(("pkgs.appliance-picoclaw", "exact")),
+        },
+        "agent-appliance/hermes" => Recipe {
+            purpose: "Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
+            packages: vec![
+                "pkgs.appliance-hermes",
+                "pkgs.chromium",
+                "pkgs.docker-client",
+                "pkgs.cacert",
+                "pkgs.tini",
+            ],
+            entrypoint: vec!["tini", "-s", "--", "hermes", "gateway", "run"],
+            user: "10000:10000",
+            env: vec![CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
+            version_check: Some(("pkgs.appliance-hermes", "exact")),
+        },
+        _ => Recipe {
+            purpose: "Docker 29 daemon for code execution inside gVisor; its /var/lib/docker is a tmpfs the sandbox mounts",
+            packages: vec!["pkgs.docker_29", "pkgs.cacert", "pkgs.tini"],
+            // The sandbox's command is the `dockerd` line with its flags.
+            entrypoint: vec!["tini", "-s", "--"],
+            user: "0:0",
+            env: vec![CA_BUNDLE],
+            version_check: Some(("pkgs.docker_29", "major")),
+        },
     }
 }
 
@@ -72,20 +109,32 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
     for (image, systems) in images {
         let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
         let file = repository.rsplit('/').next().unwrap_or(repository).to_string();
-        let (purpose, packages, entrypoint, user) = recipe(repository);
+        let recipe = recipe(repository);
         let mut config = BTreeMap::new();
-        config.insert("Entrypoint", nix::value(&entrypoint));
-        config.insert("User", minijinja::Value::from(user));
-        config.insert("Env", nix::value(["SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"]));
+        config.insert("Entrypoint", nix::value(&recipe.entrypoint));
+        config.insert("User", minijinja::Value::from(recipe.user));
+        config.insert("Env", nix::value(&recipe.env));
+        let label_package = recipe.version_check.map_or(recipe.packages[0], |(package, _)| package);
+        config.insert(
+            "Labels",
+            minijinja::Value::from(BTreeMap::from([(
+                "org.opencontainers.image.version",
+                expr(format!("{label_package}.version")),
+            )])),
+        );
         let context = ImageContext {
             stamp: STAMP,
             file: file.clone(),
             repository: repository.to_string(),
             tag: tag.to_string(),
-            purpose: purpose.to_string(),
-            contents: packages.into_iter().map(expr).collect(),
+            purpose: recipe.purpose.to_string(),
+            contents: recipe.packages.into_iter().map(expr).collect(),
             config,
             systems,
+            version_check: recipe.version_check.map(|(package, kind)| VersionCheck {
+                package: expr(package),
+                kind,
+            }),
         };
         tree.insert(
             format!("images/{file}.nix"),

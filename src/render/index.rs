@@ -1,5 +1,6 @@
 //! `default.nix` at the root of the generated tree: the hosts, their
-//! targets, systems and modules, for the flake to build from.
+//! targets, systems, modules and sandbox images, and which host runs
+//! Matrix, for the flake to build from (configurations, images, VM test).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use crate::model::Appliance;
 struct IndexContext {
     stamp: &'static str,
     name: String,
+    matrix_host: String,
     hosts: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
 }
 
@@ -25,11 +27,18 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         entry.insert("target", nix::value(host.target));
         entry.insert("system", nix::value(host.system));
         entry.insert("module", expr(format!("./hosts/{}", host.name)));
+        let sandboxes: BTreeMap<&str, &str> = host
+            .sandboxes
+            .iter()
+            .map(|s| (s.name.as_str(), s.image.as_str()))
+            .collect();
+        entry.insert("sandboxes", nix::value(sandboxes));
         hosts.insert(host.name.clone(), entry);
     }
     let context = IndexContext {
         stamp: STAMP,
         name: appliance.name.clone(),
+        matrix_host: appliance.matrix.host.clone(),
         hosts,
     };
     tree.insert(

@@ -1,0 +1,89 @@
+{
+  description = "agent-appliance: one spec to a hardened machine running AI agents in gVisor sandboxes";
+
+  # One input. The Raspberry Pi 4 boots from nixpkgs' generic aarch64 SD
+  # image (U-Boot + extlinux + mainline kernel), so nixos-hardware is not
+  # needed; see docs/flake.md.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = lib.genAttrs systems;
+
+      # What `appliance generate` wrote: every host with its target, system
+      # and NixOS module.
+      generated = import ./generated;
+
+      # Instantiate nixpkgs only once for each system (packages, checks,
+      # shells). NixOS configurations instantiate their own, because their
+      # modules set `nixpkgs.config` (unfree NVIDIA drivers on GPU hosts).
+      pkgsFor = forAllSystems (
+        system:
+        import nixpkgs {
+          inherit system;
+          overlays = [ self.overlays.default ];
+        }
+      );
+
+      hosts = import ./nix/hosts.nix {
+        inherit lib generated;
+        nixosSystem = lib.nixosSystem;
+        appliance = self.nixosModules.default;
+      };
+    in
+    {
+      overlays.default = import ./nix/overlay.nix;
+
+      nixosModules.default = import ./modules/appliance.nix {
+        inherit generated;
+        overlay = self.overlays.default;
+      };
+
+      nixosConfigurations = hosts.configurations;
+
+      # Image outputs are attributes of the configurations: evaluating the
+      # flake does not build them, `nix build .#gce-image` does.
+      packages = forAllSystems (
+        system:
+        let
+          pkgs = pkgsFor.${system};
+        in
+        {
+          appliance = pkgs.agent-appliance;
+          default = pkgs.agent-appliance;
+        }
+        // hosts.images.${system} or { }
+      );
+
+      checks = forAllSystems (
+        system:
+        let
+          pkgs = pkgsFor.${system};
+        in
+        {
+          generated-up-to-date = import ./nix/checks/generated.nix { inherit pkgs; };
+        }
+        # The VM test runs on the system of the host it boots.
+        // lib.optionalAttrs (hosts.testHost != null && generated.hosts.${hosts.testHost}.system == system) {
+          hub-boots = import ./nix/checks/hub.nix {
+            inherit pkgs lib generated;
+            host = hosts.testHost;
+            appliance = self.nixosModules.default;
+          };
+        }
+      );
+
+      formatter = forAllSystems (system: pkgsFor.${system}.nixfmt);
+
+      devShells = forAllSystems (system: {
+        default = import ./nix/shell.nix { pkgs = pkgsFor.${system}; };
+      });
+    };
+}

@@ -1,0 +1,58 @@
+# nixosModules.default: the appliance on any NixOS machine. It carries the
+# modules `appliance generate` wrote for every host of the spec; setting
+# `appliance.host` picks which one this machine is. Everything the host
+# runs (Docker with the gVisor runtimes, the sandboxes, Synapse, Ollama,
+# NVIDIA, WireGuard) is in generated/hosts/<host>/default.nix; this file
+# only declares the options and checks they fit the machine.
+{ generated, overlay }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.appliance;
+  hostNames = lib.attrNames generated.hosts;
+  host = generated.hosts.${cfg.host};
+in
+{
+  # Each generated module is inert unless `appliance.host` names its host.
+  imports = lib.mapAttrsToList (_name: host: host.module) generated.hosts;
+
+  options.appliance = {
+    enable = lib.mkEnableOption ''
+      the agent appliance `${generated.name}`: AI agents in gVisor sandboxes
+      talking over a private Matrix homeserver, as generated from appliance.toml.
+      Enabling it turns on Docker, the OpenSSH server (keys only) and the
+      firewall, and adds the host's sandboxes, services and boot units'';
+
+    host = lib.mkOption {
+      type = lib.types.enum hostNames;
+      example = lib.head hostNames;
+      description = ''
+        Which host of the appliance this machine is: one of the hosts in
+        appliance.toml (${lib.concatMapStringsSep ", " (name: "`${name}`") hostNames}).
+        Its generated module, generated/hosts/<host>/default.nix, is applied.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    # The generated hosts call `pkgs.agent-appliance` at boot and build
+    # the agent images from the packages this overlay adds.
+    nixpkgs.overlays = [ overlay ];
+
+    assertions = [
+      {
+        assertion = pkgs.stdenv.hostPlatform.system == host.system;
+        message = ''
+          appliance host `${cfg.host}` is generated for ${host.system}, but this machine
+          is ${pkgs.stdenv.hostPlatform.system}. Either:
+            1. set `appliance.host` to the host of appliance.toml that this machine is, or
+            2. fix `system` of [hosts.${cfg.host}] in appliance.toml and run `appliance generate`.
+        '';
+      }
+    ];
+  };
+}

@@ -1,0 +1,184 @@
+//! Hermes Agent `config.yaml` (written as JSON, which is YAML). Hermes
+//! ignores keys it does not know, so tests/tools/validate_hermes.py drives
+//! Hermes 0.19.0's own loader and key checker over every generated file.
+//!
+//! The Matrix connection (homeserver, user, device, E2EE mode, allowed
+//! users) comes from the sandbox environment (`model::sandbox`), the token
+//! and the room IDs from the env file the bootstrap writes; this file holds
+//! the model, the tools and the policies.
+//!
+//! Hermes 0.19.0 reaches public services on its own in several places;
+//! each is closed here and named where it is closed:
+//! - web_search/web_extract auto-select a keyless public backend (DuckDuckGo
+//!   through `ddgs`) or Nous' managed gateway: the `web` toolset is off
+//!   (`agent.disabled_toolsets` also strips web_search from `browser`);
+//! - the browser auto-detects cloud browsers (Browser Use, Browserbase):
+//!   `browser.cloud_provider = "local"` pins the local Chromium;
+//! - text to speech defaults to Microsoft Edge's online voices: `tts` off;
+//! - the tirith command scanner downloads itself from GitHub releases:
+//!   off (gVisor is the boundary);
+//! - missing Python packages are installed lazily from PyPI: off.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::openai_base;
+use crate::model::Agent;
+use crate::spec::schema::Tool;
+
+#[derive(Debug, Serialize)]
+pub struct Config {
+    model: Model,
+    platform_toolsets: BTreeMap<&'static str, Vec<&'static str>>,
+    agent: AgentSettings,
+    terminal: Terminal,
+    browser: Browser,
+    security: Security,
+    auxiliary: BTreeMap<&'static str, Auxiliary>,
+    matrix: Matrix,
+    /// Strangers' DMs get nothing, not a pairing code to request access.
+    unauthorized_dm_behavior: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Model {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    provider: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_url: Option<String>,
+    /// Ollama ignores the key; Hermes wants one to call a custom endpoint.
+    api_key: &'static str,
+    context_length: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentSettings {
+    /// Subtracted from every toolset, composites included.
+    disabled_toolsets: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Terminal {
+    backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker_network: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker_forward_env: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker_mount_cwd_to_workspace: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Browser {
+    cloud_provider: &'static str,
+    allow_private_urls: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Security {
+    allow_private_urls: bool,
+    redact_secrets: bool,
+    tirith_enabled: bool,
+    allow_lazy_installs: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Auxiliary {
+    provider: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Matrix {
+    require_mention: bool,
+    allowed_users: Vec<String>,
+}
+
+/// Toolsets Hermes could offer that stay off whatever the spec says.
+const ALWAYS_OFF: &[&str] = &[
+    "web",
+    "search",
+    "tts",
+    "image_gen",
+    "video_gen",
+    "x_search",
+    "homeassistant",
+    "spotify",
+    "computer_use",
+];
+
+pub fn config(agent: &Agent) -> Config {
+    let code = agent.code_execution.is_some();
+    let mut toolsets = vec!["file", "memory", "todo", "clarify", "session_search"];
+    if agent.tools.contains(&Tool::Browser) {
+        toolsets.push("browser");
+    }
+    if code || agent.tools.contains(&Tool::Exec) {
+        toolsets.push("terminal");
+    }
+    if code {
+        toolsets.push("code_execution");
+    }
+    if !agent.skills.is_empty() {
+        toolsets.push("skills");
+    }
+    toolsets.sort_unstable();
+    Config {
+        model: Model {
+            default: agent.model.clone(),
+            provider: "custom",
+            // OpenAI-compatible protocol at Ollama's `/v1`.
+            base_url: agent.inference_url.as_deref().map(openai_base),
+            api_key: "ollama",
+            context_length: agent.context,
+        },
+        // The Matrix gateway's tools, explicitly: no composite that pulls in
+        // everything.
+        platform_toolsets: BTreeMap::from([("matrix", toolsets)]),
+        agent: AgentSettings {
+            disabled_toolsets: ALWAYS_OFF.to_vec(),
+        },
+        terminal: if code {
+            // Through the code-execution sandbox's Docker daemon only:
+            // DOCKER_HOST points at its socket. Hermes itself runs inner
+            // containers with `--cap-drop ALL` (plus DAC_OVERRIDE, CHOWN,
+            // FOWNER, SETUID, SETGID), no-new-privileges and a pids limit;
+            // `docker_network: false` adds `--network=none`.
+            Terminal {
+                backend: "docker",
+                docker_network: Some(agent.code_network),
+                docker_forward_env: Some(Vec::new()),
+                docker_mount_cwd_to_workspace: Some(false),
+            }
+        } else {
+            // Inside the agent's own gVisor sandbox; never a Docker socket.
+            Terminal {
+                backend: "local",
+                docker_network: None,
+                docker_forward_env: None,
+                docker_mount_cwd_to_workspace: None,
+            }
+        },
+        browser: Browser {
+            cloud_provider: "local",
+            allow_private_urls: false,
+        },
+        security: Security {
+            allow_private_urls: false,
+            redact_secrets: true,
+            tirith_enabled: false,
+            allow_lazy_installs: false,
+        },
+        // Side tasks on the agent's own model, never a fallback provider.
+        auxiliary: ["approval", "compression", "title_generation", "vision", "web_extract"]
+            .into_iter()
+            .map(|task| (task, Auxiliary { provider: "main" }))
+            .collect(),
+        matrix: Matrix {
+            require_mention: true,
+            allowed_users: agent.allowed_users.clone(),
+        },
+        unauthorized_dm_behavior: "ignore",
+    }
+}

@@ -1,0 +1,516 @@
+//! The agents' own configs: snapshots for the default spec, and acceptance
+//! of every config of the default spec and the examples by the agents
+//! themselves: OpenClaw 2026.9.6 (+ its Matrix plugin) and Hermes 0.19.0 as
+//! installed by `.ci/agents.sh`, PicoClaw v0.2.9 through its schema as
+//! written down in `agents/picoclaw_schema.rs`. Each real check also has a
+//! negative twin, so a validator that accepts anything fails the suite.
+
+mod picoclaw_schema;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use agent_appliance::model::{Agent, Appliance};
+use agent_appliance::render::{self, Tree};
+use agent_appliance::spec::schema::AgentKind;
+use serde_json::{Value, json};
+
+use crate::common::{require_install, root};
+
+/// The default spec and every example.
+fn specs() -> Vec<PathBuf> {
+    let mut specs = vec![root().join("appliance.toml")];
+    let mut examples: Vec<PathBuf> = fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("appliance.toml"))
+        .filter(|p| p.exists())
+        .collect();
+    examples.sort();
+    specs.extend(examples);
+    specs
+}
+
+fn load(spec: &Path) -> (Appliance, Tree) {
+    let appliance = agent_appliance::commands::load(spec).unwrap();
+    let tree = render::render(&appliance).unwrap();
+    (appliance, tree)
+}
+
+fn config_file(kind: AgentKind) -> &'static str {
+    match kind {
+        AgentKind::Openclaw => "openclaw.json",
+        AgentKind::Picoclaw => "config.json",
+        AgentKind::Hermes => "config.yaml",
+    }
+}
+
+/// Every agent of `kind` in every spec, with its rendered config.
+fn configs(kind: AgentKind) -> Vec<(String, Agent, Appliance, String)> {
+    let mut found = Vec::new();
+    for spec in specs() {
+        let (appliance, tree) = load(&spec);
+        for agent in appliance.agents.values().filter(|a| a.kind == kind) {
+            let path = format!("agents/{}/{}", agent.name, config_file(kind));
+            let text = String::from_utf8(tree[&path].clone()).unwrap();
+            let label = format!("{} in {}", agent.name, spec.strip_prefix(root()).unwrap().display());
+            found.push((label, agent.clone(), appliance.clone(), text));
+        }
+    }
+    assert!(!found.is_empty(), "no {kind:?} agent in any spec");
+    found
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The JSON object in a tool's stdout (some print a log line first).
+fn stdout_json(output: &Output) -> Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in output:\n{}", output_text(output)));
+    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", output_text(output)))
+}
+
+// ---------------------------------------------------------------- snapshots
+
+#[test]
+fn snapshots_of_the_default_spec() {
+    let (appliance, tree) = load(&root().join("appliance.toml"));
+    for agent in appliance.agents.values() {
+        let path = format!("agents/{}/{}", agent.name, config_file(agent.kind));
+        let text = String::from_utf8(tree[&path].clone()).unwrap();
+        insta::assert_snapshot!(format!("{}-{}", agent.name, config_file(agent.kind)), text);
+    }
+}
+
+#[test]
+fn no_config_holds_a_secret_or_a_wildcard() {
+    for kind in [AgentKind::Openclaw, AgentKind::Picoclaw, AgentKind::Hermes] {
+        for (label, _, _, text) in configs(kind) {
+            for bad in [
+                "\"*\"",
+                "password",
+                "syt_",
+                "dangerouslyDisableDeviceAuth",
+                "\"open\"",
+                "\"always\"",
+            ] {
+                assert!(!text.contains(bad), "{label}: config contains `{bad}`:\n{text}");
+            }
+            let dangerous = text.matches("dangerously").count();
+            let allowed = usize::from(kind == AgentKind::Openclaw);
+            assert_eq!(dangerous, allowed, "{label}: unexpected `dangerously*` option:\n{text}");
+        }
+    }
+}
+
+// ----------------------------------------------------------------- OpenClaw
+
+struct OpenClaw {
+    prefix: PathBuf,
+}
+
+fn openclaw() -> Option<OpenClaw> {
+    require_install(
+        "APPLIANCE_OPENCLAW_PREFIX",
+        ".ci/openclaw",
+        "node_modules/openclaw/package.json",
+        "OpenClaw 2026.9.6 and @openclaw/matrix from npm validate our openclaw.json",
+    )
+    .map(|prefix| OpenClaw { prefix })
+}
+
+impl OpenClaw {
+    /// Runs `openclaw ARGS` on `config` (a temporary copy adjusted for this
+    /// machine) with a fresh state dir and no network use.
+    fn run(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let bin = self.prefix.join("node_modules/.bin");
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let mut command = Command::new(bin.join("openclaw"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", dir)
+            .env("OPENCLAW_STATE_DIR", dir.join("state"))
+            .env("OPENCLAW_CONFIG_PATH", dir.join("openclaw.json"))
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .current_dir(dir);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().expect("failed to start openclaw")
+    }
+
+    /// Writes `config` for validation: the Matrix plugin is loaded from the
+    /// install (in the image it is baked in), and the SecretRef file
+    /// provider points at a fake token in `dir` instead of the sandbox's
+    /// `/run/secrets/appliance`. Nothing else changes.
+    fn stage(&self, dir: &Path, config: &str) {
+        let mut config: Value = serde_json::from_str(config).unwrap();
+        let plugin = self.prefix.join("node_modules/@openclaw/matrix");
+        config["plugins"]["load"] = json!({ "paths": [plugin] });
+        let providers = config["secrets"]["providers"].as_object_mut().unwrap();
+        for (name, provider) in providers.iter_mut() {
+            let fake = dir.join(format!("secret-{name}"));
+            // Fake, never a real token; 0400 as the bootstrap writes them.
+            fs::write(&fake, "fake-token-for-validation\n").unwrap();
+            fs::set_permissions(&fake, fs::Permissions::from_mode(0o400)).unwrap();
+            provider["path"] = json!(fake);
+        }
+        fs::create_dir_all(dir.join("state")).unwrap();
+        fs::write(
+            dir.join("openclaw.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn validate(&self, dir: &Path) -> Output {
+        self.run(dir, &["config", "validate", "--json"], &[])
+    }
+}
+
+#[test]
+fn openclaw_accepts_every_generated_config() {
+    let Some(openclaw) = openclaw() else { return };
+    for (label, _, _, text) in configs(AgentKind::Openclaw) {
+        let dir = tempfile::tempdir().unwrap();
+        openclaw.stage(dir.path(), &text);
+        let output = openclaw.validate(dir.path());
+        assert!(
+            output.status.success(),
+            "{label}: openclaw rejects the config\n{}",
+            output_text(&output)
+        );
+        let report = stdout_json(&output);
+        assert_eq!(report["valid"], json!(true), "{label}: {report}");
+        assert_eq!(report["warnings"], json!([]), "{label}: {report}");
+
+        // Every SecretRef resolves (the gateway token from the env file the
+        // bootstrap writes, here a fake), and no secret is inline.
+        let output = openclaw.run(
+            dir.path(),
+            &["secrets", "audit", "--check", "--json"],
+            &[("OPENCLAW_GATEWAY_TOKEN", "fake-gateway-token")],
+        );
+        assert!(
+            output.status.success(),
+            "{label}: secrets audit fails\n{}",
+            output_text(&output)
+        );
+        let audit = stdout_json(&output);
+        assert_eq!(audit["status"], json!("clean"), "{label}: {audit}");
+        assert_eq!(audit["summary"]["plaintextCount"], json!(0), "{label}: {audit}");
+        assert_eq!(audit["resolution"]["refsChecked"], json!(2), "{label}: {audit}");
+    }
+}
+
+#[test]
+fn openclaw_rejects_unknown_keys_in_core_and_matrix_plugin() {
+    let Some(openclaw) = openclaw() else { return };
+    let (_, _, _, text) = configs(AgentKind::Openclaw).remove(0);
+    for (pointer, key) in [("", "gatewya"), ("/channels/matrix", "autoJoinAllowList")] {
+        let mut config: Value = serde_json::from_str(&text).unwrap();
+        config.pointer_mut(pointer).unwrap()[key] = json!(true);
+        let dir = tempfile::tempdir().unwrap();
+        openclaw.stage(dir.path(), &config.to_string());
+        let output = openclaw.validate(dir.path());
+        assert!(
+            !output.status.success(),
+            "openclaw accepted `{key}`:\n{}",
+            output_text(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains(key),
+            "the rejection does not name `{key}`:\n{}",
+            output_text(&output)
+        );
+    }
+}
+
+#[test]
+fn openclaw_secrets_audit_catches_a_missing_secret() {
+    let Some(openclaw) = openclaw() else { return };
+    let (_, _, _, text) = configs(AgentKind::Openclaw).remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    openclaw.stage(dir.path(), &text);
+    // No OPENCLAW_GATEWAY_TOKEN in the environment.
+    let output = openclaw.run(dir.path(), &["secrets", "audit", "--check", "--json"], &[]);
+    let audit = stdout_json(&output);
+    assert_ne!(audit["status"], json!("clean"), "{}", output_text(&output));
+}
+
+#[test]
+fn openclaw_uses_native_ollama_and_is_locked_down() {
+    for (label, agent, _, text) in configs(AgentKind::Openclaw) {
+        let config: Value = serde_json::from_str(&text).unwrap();
+        let provider = &config["models"]["providers"]["ollama"];
+        assert_eq!(provider["api"], json!("ollama"), "{label}");
+        assert!(!provider["baseUrl"].as_str().unwrap().ends_with("/v1"), "{label}");
+        assert_eq!(provider["models"][0]["contextWindow"], json!(agent.context), "{label}");
+        assert_eq!(config["gateway"]["auth"]["mode"], json!("token"), "{label}");
+        assert_eq!(config["agents"]["defaults"]["sandbox"]["mode"], json!("off"), "{label}");
+        let matrix = &config["channels"]["matrix"];
+        assert_eq!(matrix["dm"]["policy"], json!("allowlist"), "{label}");
+        assert_eq!(matrix["groupPolicy"], json!("allowlist"), "{label}");
+        assert_eq!(matrix["autoJoin"], json!("allowlist"), "{label}");
+        assert_eq!(matrix["autoJoinAllowlist"], json!(agent.rooms), "{label}");
+        assert_eq!(matrix["dm"]["allowFrom"], json!(agent.allowed_users), "{label}");
+        assert_eq!(config["tools"]["web"]["search"]["enabled"], json!(false), "{label}");
+        assert_eq!(agent.permissive.len(), 1, "{label}: {:?}", agent.permissive);
+    }
+}
+
+// ------------------------------------------------------------------- Hermes
+
+fn hermes_python() -> Option<PathBuf> {
+    require_install(
+        "APPLIANCE_HERMES_VENV",
+        ".ci/hermes-venv",
+        "bin/python",
+        "hermes-agent 0.19.0 from PyPI validates our config.yaml",
+    )
+    .map(|venv| venv.join("bin/python"))
+}
+
+/// Runs tests/tools/validate_hermes.py on `config` with the environment the
+/// sandbox gives the agent (from the model) plus a fake env file.
+fn validate_hermes(python: &Path, appliance: &Appliance, agent: &Agent, config: &str) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    fs::write(home.path().join("config.yaml"), config).unwrap();
+    // What the bootstrap writes to the env file, with fake values.
+    fs::write(
+        home.path().join(".env"),
+        "MATRIX_ACCESS_TOKEN=fake-token-for-validation\nMATRIX_ALLOWED_ROOMS=!fakeroomid:example\n",
+    )
+    .unwrap();
+    let (_, sandbox) = appliance.sandbox(&agent.sandbox).unwrap();
+    let mut command = Command::new(python);
+    command
+        .arg(root().join("tests/tools/validate_hermes.py"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home.path())
+        .envs(&sandbox.environment)
+        // After the sandbox's own HERMES_HOME, which is its volume.
+        .env("HERMES_HOME", home.path())
+        .current_dir(home.path());
+    command.output().expect("failed to start the Hermes venv's python")
+}
+
+#[test]
+fn hermes_accepts_every_generated_config() {
+    let Some(python) = hermes_python() else { return };
+    for (label, agent, appliance, text) in configs(AgentKind::Hermes) {
+        let output = validate_hermes(&python, &appliance, &agent, &text);
+        assert!(
+            output.status.success(),
+            "{label}: Hermes finds problems\n{}",
+            output_text(&output)
+        );
+        let report = stdout_json(&output);
+        let base_url = format!("{}/v1", agent.inference_url.clone().unwrap());
+        assert_eq!(report["runtime"]["provider"], json!("custom"), "{label}: {report}");
+        assert_eq!(report["runtime"]["base_url"], json!(base_url), "{label}: {report}");
+        assert_eq!(report["model"]["context_length"], json!(agent.context), "{label}");
+        assert!(agent.context >= 64_000, "{label}");
+        let tools: Vec<&str> = report["matrix_tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        for public in [
+            "web_search",
+            "web_extract",
+            "text_to_speech",
+            "image_generate",
+            "x_search",
+        ] {
+            assert!(
+                !tools.contains(&public),
+                "{label}: Hermes would offer `{public}`: {tools:?}"
+            );
+        }
+        let code = agent.code_execution.is_some();
+        assert_eq!(tools.contains(&"execute_code"), code, "{label}: {tools:?}");
+        let terminal = &report["terminal"];
+        assert_eq!(
+            terminal["backend"],
+            json!(if code { "docker" } else { "local" }),
+            "{label}"
+        );
+        if code {
+            assert_eq!(terminal["docker_network"], json!(agent.code_network), "{label}");
+            assert_eq!(terminal["docker_forward_env"], json!([]), "{label}");
+        }
+        let matrix = &report["matrix"];
+        assert_eq!(matrix["enabled"], json!(true), "{label}: {report}");
+        assert_eq!(matrix["token_set"], json!(true), "{label}: {report}");
+        assert_eq!(matrix["extra"]["homeserver"], json!(agent.homeserver_url), "{label}");
+        assert_eq!(matrix["extra"]["e2ee_mode"], json!("off"), "{label}");
+        assert_eq!(report["unauthorized_dm_behavior"], json!("ignore"), "{label}");
+        assert_eq!(
+            report["env"]["MATRIX_ALLOWED_USERS"],
+            json!(agent.allowed_users.join(",")),
+            "{label}"
+        );
+        assert_eq!(report["env"]["MATRIX_REQUIRE_MENTION"], json!("true"), "{label}");
+    }
+}
+
+#[test]
+fn hermes_check_rejects_unknown_keys_and_bad_values() {
+    let Some(python) = hermes_python() else { return };
+    let (_, agent, appliance, text) = configs(AgentKind::Hermes).remove(0);
+    let yaml = text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let config: Value = serde_json::from_str(&yaml).unwrap();
+    let mut cases = Vec::new();
+    let mut typo = config.clone();
+    typo["terminal"]["backnd"] = json!("local");
+    cases.push(("terminal.backnd", typo));
+    let mut keyless = config.clone();
+    // Hermes 0.21's key; 0.19.0 has no such switch.
+    keyless["web"] = json!({ "keyless_fallback": false });
+    cases.push(("web.keyless_fallback", keyless));
+    let mut cloud = config.clone();
+    cloud["browser"]["cloud_provider"] = json!("browserbase");
+    cases.push(("browser.cloud_provider", cloud));
+    let mut toolset = config;
+    toolset["platform_toolsets"]["matrix"] = json!(["hermes-clii"]);
+    cases.push(("platform_toolsets", toolset));
+    for (what, config) in cases {
+        let output = validate_hermes(&python, &appliance, &agent, &config.to_string());
+        assert!(
+            !output.status.success(),
+            "Hermes check accepts `{what}`:\n{}",
+            output_text(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains(what),
+            "the rejection does not name `{what}`:\n{}",
+            output_text(&output)
+        );
+    }
+}
+
+// ----------------------------------------------------------------- PicoClaw
+
+#[test]
+fn picoclaw_schema_accepts_every_generated_config() {
+    for (label, agent, _, text) in configs(AgentKind::Picoclaw) {
+        let config: Value = serde_json::from_str(&text).unwrap();
+        let problems = picoclaw_schema::check(&config);
+        assert!(problems.is_empty(), "{label}:\n{}", problems.join("\n"));
+        // Strict settings PicoClaw would otherwise default loosely.
+        assert_eq!(
+            config["tools"]["exec"]["allow_remote"],
+            json!(agent.remote_exec && config["tools"]["exec"]["enabled"] == json!(true)),
+            "{label}"
+        );
+        assert_eq!(config["tools"]["web"]["enabled"], json!(false), "{label}");
+        assert_eq!(config["tools"]["web"]["sogou"]["enabled"], json!(false), "{label}");
+        assert_eq!(
+            config["tools"]["skills"]["registries"]["github"]["enabled"],
+            json!(false),
+            "{label}"
+        );
+        assert_eq!(
+            config["channel_list"]["matrix"]["settings"]["join_on_invite"],
+            json!(false),
+            "{label}"
+        );
+        assert!(
+            config["channel_list"]["matrix"]["settings"]
+                .get("access_token")
+                .is_none(),
+            "{label}"
+        );
+        let api_base = config["model_list"][0]["api_base"].as_str().unwrap();
+        assert!(api_base.ends_with("/v1"), "{label}: {api_base}");
+        assert_eq!(
+            config["agents"]["defaults"]["context_window"],
+            json!(agent.context),
+            "{label}"
+        );
+    }
+}
+
+#[test]
+fn picoclaw_schema_rejects_what_picoclaw_rejects() {
+    let (_, _, _, text) = configs(AgentKind::Picoclaw).remove(0);
+    let base: Value = serde_json::from_str(&text).unwrap();
+    // Each mutation and the problem the checker must report; the first
+    // nine were rejected by PicoClaw v0.2.9's own loader on this machine.
+    let cases: &[(&str, Value, &str)] = &[
+        ("", json!({ "bogus": 1 }), "bogus: unknown field"),
+        (
+            "/agents/defaults",
+            json!({ "restrict_to_workspce": true }),
+            "restrict_to_workspce: unknown field",
+        ),
+        (
+            "/model_list/0",
+            json!({ "api_key": "x" }),
+            "model_list[0].api_key: unknown field",
+        ),
+        (
+            "/channel_list/matrix",
+            json!({ "allowFrom": [] }),
+            "allowFrom: unknown field",
+        ),
+        (
+            "/channel_list/matrix",
+            json!({ "homeserver": "http://x" }),
+            "matrix.homeserver: unknown field",
+        ),
+        (
+            "/tools/exec",
+            json!({ "allow_remotee": false }),
+            "allow_remotee: unknown field",
+        ),
+        ("/tools/exec", json!({ "allow_remote": "false" }), "expected bool"),
+        ("/gateway", json!({ "hots": "0.0.0.0" }), "hots: unknown field"),
+        ("", json!({ "version": 4 }), "unsupported config version"),
+        // PicoClaw ignores this one silently; we do not.
+        (
+            "/channel_list/matrix/settings",
+            json!({ "join_on_invitee": true }),
+            "join_on_invitee: unknown field",
+        ),
+        (
+            "/agents/defaults",
+            json!({ "model_name": "nosuch" }),
+            "not in model_list",
+        ),
+        ("", json!({ "hooks": {} }), "not written down"),
+    ];
+    for (pointer, patch, expected) in cases {
+        let mut config = base.clone();
+        let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            target.insert(k.clone(), v.clone());
+        }
+        let problems = picoclaw_schema::check(&config);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "mutation {pointer} {patch} not caught (want `{expected}`): {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn picoclaw_schema_text_parses() {
+    let schema = picoclaw_schema::parse(picoclaw_schema::SCHEMA);
+    assert!(schema.contains_key("channel_list") && schema.contains_key("tools"));
+}

@@ -1,0 +1,1195 @@
+//! The flake, its lock, the hand-written modules and the generated ones,
+//! checked without nixpkgs (which Nix 2.8 cannot evaluate): every file
+//! parses, the flake's outputs are the promised ones (evaluated with stub
+//! inputs), the lock pins real GitHub revisions in the format Nix writes,
+//! every NixOS option and package attribute we emit is in the NixOS catalog
+//! or on a short list naming the nixpkgs file that declares it, and every
+//! upstream artifact is pinned by hash or fails with instructions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::{eval_json, in_ci, nix_instantiate, require_tool, root, run_nix};
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("failed to read `{}`: {e}", path.display()))
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("`{}` is not JSON: {e}", path.display()))
+}
+
+/// Every `.nix` file under `dir`, sorted, skipping build output and VCS data.
+fn nix_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git" | "node_modules") {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".nix") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The hand-written Nix of the repository (the generated trees are checked
+/// in tests/nix.rs).
+fn hand_written_nix() -> Vec<PathBuf> {
+    let mut files = vec![root().join("flake.nix")];
+    files.extend(nix_files(&root().join("modules")));
+    files.extend(nix_files(&root().join("nix")));
+    files
+}
+
+/// Every generated host module: the default tree and the examples'.
+fn generated_host_modules() -> Vec<PathBuf> {
+    let mut trees = vec![root().join("generated")];
+    for example in std::fs::read_dir(root().join("examples")).unwrap() {
+        trees.push(example.unwrap().path().join("generated"));
+    }
+    let mut files = Vec::new();
+    for tree in trees {
+        files.extend(
+            nix_files(&tree.join("hosts"))
+                .into_iter()
+                .filter(|f| f.ends_with("default.nix")),
+        );
+    }
+    files.sort();
+    files
+}
+
+fn generated_images() -> Vec<PathBuf> {
+    let mut files = nix_files(&root().join("generated/images"));
+    for example in std::fs::read_dir(root().join("examples")).unwrap() {
+        let images = example.unwrap().path().join("generated/images");
+        if images.is_dir() {
+            files.extend(nix_files(&images));
+        }
+    }
+    files
+}
+
+#[test]
+fn every_hand_written_nix_file_parses() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let files = hand_written_nix();
+    assert!(
+        files.len() >= 15,
+        "expected flake.nix, modules/ and nix/, found {files:?}"
+    );
+    let mut args = vec!["--parse".to_string()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = run_nix(&args);
+    assert!(ok, "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// The flake's outputs, evaluated with stub inputs.
+
+/// A stand-in for nixpkgs: just the `lib` functions flake.nix and
+/// nix/hosts.nix call, a `nixosSystem` that returns its arguments, and a
+/// package set whose packages are labels. Evaluating the flake's outputs
+/// against it proves their names and wiring; what nixpkgs does with them is
+/// left to `nix flake check` on a machine with Nix >= 2.18.
+const STUB_LIB: &str = r#"
+rec {
+  inherit (builtins) attrNames mapAttrs listToAttrs length head elemAt;
+  genAttrs = names: f: listToAttrs (map (name: { inherit name; value = f name; }) names);
+  filterAttrs = pred: set: listToAttrs (builtins.concatMap
+    (name: if pred name set.${name} then [ { inherit name; value = set.${name}; } ] else [ ])
+    (attrNames set));
+  nameValuePair = name: value: { inherit name value; };
+  optionalAttrs = cond: set: if cond then set else { };
+  optional = cond: x: if cond then [ x ] else [ ];
+  nixosSystem = args: {
+    stubArgs = args;
+    config.system.build = {
+      googleComputeImage.stubImage = "googleComputeImage";
+      sdImage.stubImage = "sdImage";
+    };
+  };
+}
+"#;
+
+const STUB_PKGS: &str = r#"
+{ system, overlays ? [ ] }:
+{
+  agent-appliance.stubPackage = "agent-appliance-${system}";
+  nixfmt.stubPackage = "nixfmt-${system}";
+}
+"#;
+
+fn flake_outputs() -> Option<Value> {
+    nix_instantiate()?;
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("lib.nix"), STUB_LIB).unwrap();
+    std::fs::write(stub.path().join("default.nix"), STUB_PKGS).unwrap();
+    let expression = format!(
+        r#"
+let
+  flake = import {root}/flake.nix;
+  stub = {stub};
+  nixpkgs = {{ lib = import (stub + "/lib.nix"); outPath = stub; }};
+  self = flake.outputs {{ inherit self nixpkgs; }};
+  names = builtins.mapAttrs (_: builtins.attrNames);
+in {{
+  inputs = builtins.mapAttrs (_: input: input.url) flake.inputs;
+  outputs = builtins.attrNames self;
+  packages = names self.packages;
+  checks = names self.checks;
+  devShells = names self.devShells;
+  formatter = builtins.mapAttrs (_: f: f.stubPackage) self.formatter;
+  appliance = builtins.mapAttrs (_: p: p.appliance.stubPackage) self.packages;
+  nixosModules = builtins.attrNames self.nixosModules;
+  moduleIsFunction = builtins.isFunction self.nixosModules.default;
+  overlays = builtins.attrNames self.overlays;
+  overlayProvides = builtins.attrNames (self.overlays.default {{ }} {{ }});
+  configurations = builtins.mapAttrs (_: c:
+    let settings = builtins.elemAt c.stubArgs.modules 2; in {{
+      target = baseNameOf (toString (builtins.elemAt c.stubArgs.modules 1));
+      platform = settings.nixpkgs.hostPlatform;
+      inherit (settings.appliance) enable host;
+    }}) self.nixosConfigurations;
+  images = {{
+    gce = self.packages.x86_64-linux.gce-image.stubImage;
+    rpi4-on-x86_64 = self.packages.x86_64-linux.rpi4.stubImage;
+    rpi4 = self.packages.aarch64-linux.rpi4.stubImage;
+  }};
+}}
+"#,
+        root = root().display(),
+        stub = stub.path().display(),
+    );
+    Some(eval_json(&expression))
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_flake_has_the_promised_outputs() {
+    let Some(out) = flake_outputs() else {
+        return;
+    };
+    assert_eq!(
+        out["inputs"],
+        serde_json::json!({ "nixpkgs": "github:NixOS/nixpkgs/nixos-26.05" })
+    );
+    assert_eq!(
+        strings(&out["outputs"]),
+        [
+            "checks",
+            "devShells",
+            "formatter",
+            "nixosConfigurations",
+            "nixosModules",
+            "overlays",
+            "packages"
+        ]
+    );
+    assert_eq!(
+        strings(&out["packages"]["x86_64-linux"]),
+        ["appliance", "default", "gce-image", "gce-image-hub", "rpi4", "rpi4-pi"]
+    );
+    assert_eq!(
+        strings(&out["packages"]["aarch64-linux"]),
+        ["appliance", "default", "rpi4", "rpi4-pi"]
+    );
+    // The GCE image is the hub configuration's googleComputeImage, the SD
+    // image the Pi's sdImage, for x86_64 (binfmt) and aarch64 alike.
+    assert_eq!(
+        out["images"],
+        serde_json::json!({ "gce": "googleComputeImage", "rpi4-on-x86_64": "sdImage", "rpi4": "sdImage" })
+    );
+    // nixpkgs is instantiated once per system, and the CLI comes from it.
+    assert_eq!(
+        out["appliance"],
+        serde_json::json!({ "x86_64-linux": "agent-appliance-x86_64-linux", "aarch64-linux": "agent-appliance-aarch64-linux" })
+    );
+    assert_eq!(
+        out["formatter"],
+        serde_json::json!({ "x86_64-linux": "nixfmt-x86_64-linux", "aarch64-linux": "nixfmt-aarch64-linux" })
+    );
+    assert_eq!(
+        strings(&out["checks"]["x86_64-linux"]),
+        ["generated-up-to-date", "hub-boots"]
+    );
+    assert_eq!(strings(&out["checks"]["aarch64-linux"]), ["generated-up-to-date"]);
+    assert_eq!(strings(&out["devShells"]["x86_64-linux"]), ["default"]);
+    assert_eq!(strings(&out["devShells"]["aarch64-linux"]), ["default"]);
+    assert_eq!(strings(&out["nixosModules"]), ["default"]);
+    assert_eq!(out["moduleIsFunction"], true);
+    assert_eq!(strings(&out["overlays"]), ["default"]);
+    // One configuration per host of generated/default.nix, with its
+    // target's profile and system, selecting its generated module.
+    assert_eq!(
+        out["configurations"],
+        serde_json::json!({
+            "hub": { "target": "gce.nix", "platform": "x86_64-linux", "enable": true, "host": "hub" },
+            "pi": { "target": "rpi4.nix", "platform": "aarch64-linux", "enable": true, "host": "pi" },
+        })
+    );
+}
+
+#[test]
+fn the_overlay_provides_every_package_the_generated_nix_calls() {
+    let Some(out) = flake_outputs() else {
+        return;
+    };
+    let provided: BTreeSet<&str> = strings(&out["overlayProvides"]).into_iter().collect();
+    for required in ["agent-appliance", "gvisor"] {
+        assert!(
+            provided.contains(required),
+            "the overlay lacks `{required}`: {provided:?}"
+        );
+    }
+    let mut files = generated_images();
+    files.extend(generated_host_modules());
+    for file in files {
+        for attr in package_attrs(&read(&file)) {
+            if attr.starts_with("appliance-") || attr == "agent-appliance" {
+                assert!(
+                    provided.contains(attr.as_str()),
+                    "`{}` uses `pkgs.{attr}`, which nix/overlay.nix does not provide",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// flake.lock
+
+#[test]
+fn the_lock_pins_real_github_revisions_in_the_format_nix_writes() {
+    let lock = read_json(&root().join("flake.lock"));
+    assert_eq!(lock["version"], 7, "Nix (2.8 up to today's) writes lock version 7");
+    assert_eq!(lock["root"], "root");
+    let nodes = lock["nodes"].as_object().unwrap();
+    let root_inputs = nodes["root"]["inputs"].as_object().unwrap();
+    assert_eq!(root_inputs.keys().collect::<Vec<_>>(), ["nixpkgs"]);
+    for (name, node) in nodes.iter().filter(|(name, _)| *name != "root") {
+        let locked = &node["locked"];
+        let keys: Vec<&String> = locked.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["lastModified", "narHash", "owner", "repo", "rev", "type"],
+            "node `{name}`: a github lock has exactly these keys"
+        );
+        assert_eq!(locked["type"], "github", "node `{name}`");
+        let rev = locked["rev"].as_str().unwrap();
+        assert!(
+            rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "node `{name}`: `{rev}` is not a full commit id"
+        );
+        let nar_hash = locked["narHash"].as_str().unwrap();
+        assert!(
+            nar_hash.starts_with("sha256-") && nar_hash.len() == 51 && nar_hash.ends_with('='),
+            "node `{name}`: `{nar_hash}` is not an SRI sha256"
+        );
+        assert!(!nar_hash.contains("AAAAAAAAAA"), "node `{name}`: a placeholder hash");
+        assert!(locked["lastModified"].as_u64().unwrap() > 1_700_000_000);
+        assert_eq!(node["original"]["type"], "github");
+        assert_eq!(node["original"]["owner"], locked["owner"]);
+        assert_eq!(node["original"]["repo"], locked["repo"]);
+    }
+    assert_eq!(nodes["nixpkgs"]["original"]["ref"], "nixos-26.05");
+    assert!(read(&root().join("flake.nix")).contains("\"github:NixOS/nixpkgs/nixos-26.05\""));
+}
+
+// ---------------------------------------------------------------------------
+// Option paths and package attributes against the catalog.
+
+/// Options the catalog lacks but nixpkgs declares, each with the file that
+/// declares it (read at the stated path; the option names were checked
+/// against that file where it is in the public index).
+const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
+    ("assertions", "nixos/modules/misc/assertions.nix"),
+    ("warnings", "nixos/modules/misc/assertions.nix"),
+    (
+        "systemd.tmpfiles.rules",
+        "nixos/modules/system/boot/systemd/tmpfiles.nix",
+    ),
+    (
+        "services.xserver.videoDrivers",
+        "nixos/modules/services/x11/xserver.nix",
+    ),
+    (
+        "networking.wireguard.interfaces.<name>.ips",
+        "nixos/modules/services/networking/wireguard.nix",
+    ),
+    (
+        "networking.wireguard.interfaces.<name>.listenPort",
+        "nixos/modules/services/networking/wireguard.nix",
+    ),
+    (
+        "networking.wireguard.interfaces.<name>.privateKeyFile",
+        "nixos/modules/services/networking/wireguard.nix",
+    ),
+    (
+        "networking.wireguard.interfaces.<name>.peers",
+        "nixos/modules/services/networking/wireguard.nix",
+    ),
+    ("virtualisation.memorySize", "nixos/modules/virtualisation/qemu-vm.nix"),
+    ("virtualisation.cores", "nixos/modules/virtualisation/qemu-vm.nix"),
+];
+
+/// Package attributes the catalog lacks, with the nixpkgs file defining
+/// them (or this repository's overlay).
+const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
+    ("agent-appliance", "nix/overlay.nix (this repository)"),
+    ("appliance-openclaw", "nix/overlay.nix (this repository)"),
+    ("appliance-picoclaw", "nix/overlay.nix (this repository)"),
+    ("appliance-hermes", "nix/overlay.nix (this repository)"),
+    ("dockerTools", "pkgs/build-support/docker/default.nix"),
+    ("testers", "pkgs/build-support/testers/default.nix"),
+    ("runCommand", "pkgs/build-support/trivial-builders/default.nix"),
+    ("mkShell", "pkgs/build-support/mkshell/default.nix"),
+    ("stdenv", "pkgs/stdenv/generic/make-derivation.nix"),
+    ("wireguard-tools", "pkgs/by-name/wi/wireguard-tools/package.nix"),
+    ("coreutils", "pkgs/tools/misc/coreutils/default.nix"),
+    (
+        "docker-client",
+        "pkgs/top-level/all-packages.nix (docker.override { clientOnly = true; })",
+    ),
+    ("nixfmt", "pkgs/by-name/ni/nixfmt/package.nix"),
+    ("nix", "pkgs/tools/package-management/nix/default.nix"),
+    ("cargo", "pkgs/development/compilers/rust/default.nix"),
+    ("clippy", "pkgs/development/compilers/rust/default.nix"),
+    ("rustfmt", "pkgs/development/compilers/rust/default.nix"),
+    ("rustPlatform", "pkgs/development/compilers/rust/default.nix"),
+    ("buildGoModule", "pkgs/build-support/go/module.nix"),
+    ("fetchFromGitHub", "pkgs/build-support/fetchgithub/default.nix"),
+    ("fetchurl", "pkgs/build-support/fetchurl/default.nix"),
+    (
+        "buildNpmPackage",
+        "pkgs/build-support/node/build-npm-package/default.nix",
+    ),
+    ("importNpmLock", "pkgs/build-support/node/import-npm-lock/default.nix"),
+    ("python313", "pkgs/development/interpreters/python/default.nix"),
+    ("makeWrapper", "pkgs/build-support/setup-hooks/make-wrapper.sh"),
+    ("autoPatchelfHook", "pkgs/build-support/setup-hooks/auto-patchelf.sh"),
+    ("zlib", "pkgs/development/libraries/zlib/default.nix"),
+];
+
+fn catalog() -> Option<Value> {
+    let beside = root().join("../shared/nixos-catalog.json");
+    let path = if beside.is_file() {
+        beside
+    } else if let Some(path) = std::env::var_os("APPLIANCE_NIXOS_CATALOG") {
+        PathBuf::from(path)
+    } else {
+        assert!(
+            !in_ci(),
+            "the NixOS catalog is required in CI: put shared/ beside the repository or set APPLIANCE_NIXOS_CATALOG"
+        );
+        eprintln!("\n!!! SKIPPED: no ../shared/nixos-catalog.json and no APPLIANCE_NIXOS_CATALOG !!!\n");
+        return None;
+    };
+    Some(read_json(&path))
+}
+
+/// Nix source as tokens: identifiers, strings (their text, for quoted
+/// attribute names) and punctuation. Comments and string interpolations
+/// are dropped; this is enough to follow attribute paths, not to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Str(String),
+    Punct(char),
+    Other,
+}
+
+fn tokenize(text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    // Skips an interpolation `${ ... }` starting at `i` (at `$`).
+    fn skip_interpolation(chars: &[char], mut i: usize) -> usize {
+        let mut depth = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        i
+    }
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '#' {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == '"' {
+            let mut text = String::new();
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    text.push(chars[i + 1]);
+                    i += 2;
+                } else if chars[i] == '$' && chars.get(i + 1) == Some(&'{') {
+                    i = skip_interpolation(&chars, i);
+                } else {
+                    text.push(chars[i]);
+                    i += 1;
+                }
+            }
+            i += 1;
+            tokens.push(Token::Str(text));
+        } else if c == '\'' && chars.get(i + 1) == Some(&'\'') {
+            i += 2;
+            while i < chars.len() {
+                if chars[i] == '\'' && chars.get(i + 1) == Some(&'\'') {
+                    // `'''`, `''$` and `''\` are escapes inside the string.
+                    if matches!(chars.get(i + 2), Some('\'' | '$' | '\\')) {
+                        i += 3;
+                        continue;
+                    }
+                    i += 2;
+                    break;
+                } else if chars[i] == '$' && chars.get(i + 1) == Some(&'{') {
+                    i = skip_interpolation(&chars, i);
+                } else {
+                    i += 1;
+                }
+            }
+            tokens.push(Token::Other);
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '-' | '\'')) {
+                i += 1;
+            }
+            tokens.push(Token::Ident(chars[start..i].iter().collect()));
+        } else if "{}[]();=.:,@?".contains(c) {
+            tokens.push(Token::Punct(c));
+            i += 1;
+        } else if c == '$' && chars.get(i + 1) == Some(&'{') {
+            i = skip_interpolation(&chars, i);
+            tokens.push(Token::Other);
+        } else {
+            i += 1;
+            tokens.push(Token::Other);
+        }
+    }
+    tokens
+}
+
+/// Follows attribute paths through nested attribute sets and records each
+/// path whose value is not itself an attribute set literal. A value counts
+/// as nested when it is `{ ... }`, possibly behind `lib.mkIf <cond>`,
+/// `lib.mkDefault`, `lib.mkForce` or a function pattern (`{ ... }: { ... }`).
+struct PathCollector<'a> {
+    tokens: &'a [Token],
+    paths: BTreeSet<String>,
+}
+
+impl PathCollector<'_> {
+    fn punct(&self, i: usize, c: char) -> bool {
+        self.tokens.get(i) == Some(&Token::Punct(c))
+    }
+
+    /// Index after the bracket group opening at `i`.
+    fn skip_group(&self, mut i: usize) -> usize {
+        let mut depth = 0i32;
+        while i < self.tokens.len() {
+            match self.tokens[i] {
+                Token::Punct('{' | '[' | '(') => depth += 1,
+                Token::Punct('}' | ']' | ')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        i
+    }
+
+    /// Index of the `;` ending the value that starts at `i`.
+    fn value_end(&self, mut i: usize) -> usize {
+        while i < self.tokens.len() && !self.punct(i, ';') {
+            if matches!(self.tokens[i], Token::Punct('{' | '[' | '(')) {
+                i = self.skip_group(i);
+            } else {
+                i += 1;
+            }
+        }
+        i
+    }
+
+    /// Where the attribute set literal of a value starting at `i` opens,
+    /// if the value is one.
+    fn nested_start(&self, mut i: usize) -> Option<usize> {
+        let ident = |i: usize| match self.tokens.get(i) {
+            Some(Token::Ident(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        // lib.mkIf COND / lib.mkDefault / lib.mkForce
+        if ident(i) == Some("lib") && self.punct(i + 1, '.') {
+            match ident(i + 2) {
+                Some("mkIf") => {
+                    i += 3;
+                    if self.punct(i, '(') {
+                        i = self.skip_group(i);
+                    } else {
+                        // A condition like `cfg.enable`.
+                        i += 1;
+                        while self.punct(i, '.') && ident(i + 1).is_some() {
+                            i += 2;
+                        }
+                    }
+                }
+                Some("mkDefault" | "mkForce") => i += 3,
+                Some("mkOverride") => i += 4,
+                _ => return None,
+            }
+        }
+        if !self.punct(i, '{') {
+            return None;
+        }
+        // A function pattern `{ a, b, ... }:` followed by its body.
+        let after = self.skip_group(i);
+        if self.punct(after, ':') {
+            return self.punct(after + 1, '{').then_some(after + 1);
+        }
+        Some(i)
+    }
+
+    /// Reads the attribute set whose `{` is at `open`; returns the index
+    /// after its `}`.
+    fn attrset(&mut self, open: usize, prefix: &[String]) -> usize {
+        let mut i = open + 1;
+        while i < self.tokens.len() && !self.punct(i, '}') {
+            if self.tokens[i] == Token::Ident("inherit".into()) {
+                i = self.value_end(i) + 1;
+                continue;
+            }
+            // An attribute path: names separated by dots, then `=`.
+            let mut path = prefix.to_vec();
+            let start = i;
+            while let Token::Ident(name) | Token::Str(name) = &self.tokens[i] {
+                path.push(name.clone());
+                i += 1;
+                if self.punct(i, '.') {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            if i == start || !self.punct(i, '=') {
+                // Not a binding (e.g. a `let` body); skip one token.
+                i = start + 1;
+                continue;
+            }
+            i += 1;
+            let end = self.value_end(i);
+            match self.nested_start(i) {
+                Some(open) if open < end => {
+                    self.attrset(open, &path);
+                    self.modules_in(open, end);
+                }
+                _ => {
+                    self.paths.insert(path.join("."));
+                    self.modules_in(i, end);
+                }
+            }
+            i = end + 1;
+        }
+        i + 1
+    }
+
+    /// NixOS modules written inline in `modules = [ { ... } ... ]`.
+    fn modules_in(&mut self, from: usize, to: usize) {
+        let mut i = from;
+        while i + 2 < to {
+            if self.tokens[i] == Token::Ident("modules".into()) && self.punct(i + 1, '=') && self.punct(i + 2, '[') {
+                let close = self.skip_group(i + 2);
+                let mut j = i + 3;
+                while j < close - 1 {
+                    if self.punct(j, '{') {
+                        j = self.attrset(j, &[]);
+                    } else {
+                        j += 1;
+                    }
+                }
+                i = close;
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Attribute paths a Nix file defines: the module body after any function
+/// headers and `let ... in` (or, for files that build modules inline, the
+/// modules in `modules = [ ... ]` lists).
+fn defined_paths(text: &str) -> BTreeSet<String> {
+    let tokens = tokenize(text);
+    let mut collector = PathCollector {
+        tokens: &tokens,
+        paths: BTreeSet::new(),
+    };
+    let mut i = 0;
+    loop {
+        // Function headers: `{ ... }:` or `name:`.
+        if collector.punct(i, '{') {
+            let after = collector.skip_group(i);
+            if collector.punct(after, ':') {
+                i = after + 1;
+                continue;
+            }
+        }
+        if matches!(tokens.get(i), Some(Token::Ident(_))) && collector.punct(i + 1, ':') {
+            i += 2;
+            continue;
+        }
+        if tokens.get(i) == Some(&Token::Ident("let".into())) {
+            let mut depth = 0;
+            while i < tokens.len() {
+                match &tokens[i] {
+                    Token::Ident(word) if word == "let" => depth += 1,
+                    Token::Ident(word) if word == "in" => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    // Skip a leading function application (`pkgs.testers.runNixOSTest {`).
+    while matches!(tokens.get(i), Some(Token::Ident(_) | Token::Punct('.'))) {
+        i += 1;
+    }
+    if collector.punct(i, '{') {
+        collector.attrset(i, &[]);
+    }
+    collector.modules_in(0, tokens.len());
+    collector.paths
+}
+
+/// NixOS option paths a file sets, by kind of file.
+fn option_paths(file: &Path, text: &str) -> BTreeSet<String> {
+    let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+    defined_paths(text)
+        .into_iter()
+        .filter_map(|path| {
+            if relative.ends_with("nix/checks/hub.nix") {
+                // Only the test node's configuration is a NixOS module.
+                return path
+                    .strip_prefix("nodes.machine.")
+                    .filter(|p| *p != "imports")
+                    .map(str::to_string);
+            }
+            if relative == "flake.nix" || relative.ends_with("nix/hosts.nix") {
+                // Outputs are not options; inline modules are collected
+                // without a prefix and start with an option namespace.
+                let first = path.split('.').next().unwrap();
+                return ["nixpkgs", "appliance"].contains(&first).then_some(path);
+            }
+            let path = path.strip_prefix("config.").map_or(path.clone(), str::to_string);
+            (!path.starts_with("options.") && path != "imports").then_some(path)
+        })
+        .collect()
+}
+
+/// Whether `path` is `option`, with `<name>`/`*` matching any one segment.
+fn matches_option(path: &[&str], option: &[&str]) -> bool {
+    path.len() == option.len()
+        && path
+            .iter()
+            .zip(option)
+            .all(|(p, o)| p == o || *o == "<name>" || *o == "*")
+}
+
+/// Types whose values are free-form attribute sets: paths below such an
+/// option are keys of its value, not options.
+fn is_freeform(kind: &str) -> bool {
+    [
+        "freeformType",
+        "attrsOf types.str",
+        "unitOption",
+        "configType",
+        "formats.json",
+        "formats.yaml",
+    ]
+    .iter()
+    .any(|k| kind.contains(k))
+}
+
+fn module_files() -> Vec<PathBuf> {
+    let mut files = generated_host_modules();
+    files.push(root().join("modules/appliance.nix"));
+    files.extend(nix_files(&root().join("nix/targets")));
+    files.push(root().join("nix/checks/hub.nix"));
+    files.push(root().join("nix/hosts.nix"));
+    files.push(root().join("flake.nix"));
+    files
+}
+
+#[test]
+fn the_extractor_follows_modules_as_written() {
+    let text = r#"
+{ config, lib, ... }:
+let x = { a = 1; }; in
+{
+  imports = [ ];
+  options.appliance.enable = lib.mkEnableOption "x";
+  config = lib.mkIf (config.appliance.enable && x.a == 1) {
+    services.openssh = {
+      enable = true;
+      settings.PasswordAuthentication = false;
+    };
+    networking.firewall.interfaces.br-appliance = { allowedTCPPorts = [ 1 ]; };
+    virtualisation.docker.daemon.settings = s // { runtimes = { }; };
+    systemd.services.x.script = ''
+      echo ${"{"} a = b; }
+    '';
+    "quoted.name" = lib.mkDefault "v";
+  };
+}
+"#;
+    let paths: Vec<String> = defined_paths(text).into_iter().collect();
+    assert_eq!(
+        paths,
+        [
+            "config.networking.firewall.interfaces.br-appliance.allowedTCPPorts".to_string(),
+            "config.quoted.name".into(),
+            "config.services.openssh.enable".into(),
+            "config.services.openssh.settings.PasswordAuthentication".into(),
+            "config.systemd.services.x.script".into(),
+            "config.virtualisation.docker.daemon.settings".into(),
+            "imports".into(),
+            "options.appliance.enable".into(),
+        ]
+    );
+}
+
+#[test]
+fn every_option_we_emit_is_in_the_nixos_catalog() {
+    let Some(catalog) = catalog() else {
+        return;
+    };
+    let mut known: Vec<(Vec<String>, bool)> = catalog["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let path = o["path"].as_str().unwrap();
+            let kind = o["type"].as_str().unwrap_or_default();
+            (path.split('.').map(str::to_string).collect(), is_freeform(kind))
+        })
+        .collect();
+    for (path, _file) in OPTIONS_NOT_IN_CATALOG {
+        known.push((path.split('.').map(str::to_string).collect(), false));
+    }
+    // Our own options, as modules/appliance.nix declares them.
+    let module = read(&root().join("modules/appliance.nix"));
+    let declared: Vec<String> = defined_paths(&module)
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("options.").map(str::to_string))
+        .collect();
+    assert_eq!(declared, ["appliance.enable", "appliance.host"]);
+    for path in &declared {
+        known.push((path.split('.').map(str::to_string).collect(), false));
+    }
+    let removed: BTreeSet<&str> = catalog["renamed_or_removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["from"].as_str().unwrap())
+        .collect();
+
+    let mut unknown = BTreeMap::new();
+    let mut checked = 0;
+    for file in module_files() {
+        for path in option_paths(&file, &read(&file)) {
+            checked += 1;
+            let segments: Vec<&str> = path.split('.').collect();
+            let ok = known.iter().any(|(option, freeform)| {
+                let option: Vec<&str> = option.iter().map(String::as_str).collect();
+                matches_option(&segments, &option)
+                    || (*freeform
+                        && segments.len() > option.len()
+                        && matches_option(&segments[..option.len()], &option))
+            });
+            let renamed = removed.iter().any(|r| {
+                let r: Vec<&str> = r.split('.').collect();
+                segments.len() >= r.len() && matches_option(&segments[..r.len()], &r)
+            });
+            if !ok || renamed {
+                unknown
+                    .entry(path)
+                    .or_insert_with(Vec::new)
+                    .push(file.strip_prefix(root()).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(checked > 100, "the extractor found only {checked} option paths");
+    assert!(
+        unknown.is_empty(),
+        "option paths that are not in ../shared/nixos-catalog.json (or are renamed/removed there); \
+         fix the name, or add it to OPTIONS_NOT_IN_CATALOG with the nixpkgs file declaring it:\n{unknown:#?}"
+    );
+}
+
+/// `pkgs.<attr>` references.
+fn package_attrs(text: &str) -> BTreeSet<String> {
+    let tokens = tokenize(text);
+    tokens
+        .windows(3)
+        .filter_map(|w| match w {
+            [Token::Ident(pkgs), Token::Punct('.'), Token::Ident(attr)] if pkgs == "pkgs" => Some(attr.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The arguments of a `callPackage`d file's `{ ... }:` header.
+fn call_package_args(text: &str) -> BTreeSet<String> {
+    let tokens = tokenize(text);
+    let close = tokens.iter().position(|t| *t == Token::Punct('}')).unwrap();
+    tokens[1..close]
+        .iter()
+        .filter_map(|t| match t {
+            Token::Ident(name) => Some(name.clone()),
+            _ => None,
+        })
+        // Our own arguments (nix/overlay.nix passes them), not packages.
+        .filter(|name| !["lib", "pin"].contains(&name.as_str()) && !name.ends_with("ource"))
+        .collect()
+}
+
+#[test]
+fn every_package_we_use_is_in_the_nixos_catalog() {
+    let Some(catalog) = catalog() else {
+        return;
+    };
+    let mut known: BTreeSet<String> = catalog["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["exists"].as_bool() != Some(false))
+        .map(|p| p["attr"].as_str().unwrap().to_string())
+        .collect();
+    let removed: BTreeSet<String> = catalog["renamed_or_removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["from"].as_str()?.strip_prefix("pkgs.").map(str::to_string))
+        .collect();
+    known.extend(PACKAGES_NOT_IN_CATALOG.iter().map(|(attr, _)| attr.to_string()));
+
+    let mut used = BTreeMap::new();
+    let mut files = module_files();
+    files.extend(generated_images());
+    files.extend(hand_written_nix());
+    for file in &files {
+        let text = read(file);
+        let mut attrs = package_attrs(&text);
+        if file.parent().is_some_and(|p| p.ends_with("nix/packages")) {
+            attrs.extend(call_package_args(&text));
+        }
+        for attr in attrs {
+            used.entry(attr)
+                .or_insert_with(BTreeSet::new)
+                .insert(file.strip_prefix(root()).unwrap().display().to_string());
+        }
+    }
+    assert!(used.len() > 20, "found only {} package attributes", used.len());
+    let unknown: BTreeMap<_, _> = used
+        .into_iter()
+        .filter(|(attr, _)| !known.contains(attr) || removed.contains(attr))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "package attributes not in ../shared/nixos-catalog.json (or removed there); fix the name, \
+         or add it to PACKAGES_NOT_IN_CATALOG with the nixpkgs file defining it:\n{unknown:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Upstream artifacts: pinned by hash, or a failure that says how.
+
+fn is_sri(hash: &str) -> bool {
+    let (algorithm, digest) = hash.split_once('-').unwrap_or_default();
+    let length = match algorithm {
+        "sha256" => 44,
+        "sha512" => 88,
+        _ => return false,
+    };
+    digest.len() == length
+        && digest.ends_with('=')
+        && digest.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+        // lib.fakeHash and friends are all A's.
+        && !digest.trim_end_matches('=').chars().all(|c| c == 'A')
+}
+
+#[test]
+fn every_upstream_artifact_is_pinned_or_says_how_to_pin_it() {
+    let sources = read_json(&root().join("nix/sources.json"));
+    for (name, source) in sources.as_object().unwrap().iter().filter(|(k, _)| !k.starts_with('_')) {
+        assert!(source["version"].is_string(), "`{name}` has no version");
+        for (field, value) in source.as_object().unwrap() {
+            let is_hash_field = field == "rev" || field.to_lowercase().ends_with("hash");
+            if !is_hash_field {
+                continue;
+            }
+            match value {
+                Value::Null => assert!(
+                    source["prefetch"].as_str().is_some_and(|p| !p.is_empty()),
+                    "`{name}.{field}` is null but `{name}` has no `prefetch` instructions"
+                ),
+                Value::String(hash) if field == "rev" => {
+                    assert!(hash.len() == 40, "`{name}.rev` is not a commit id")
+                }
+                Value::String(hash) => assert!(is_sri(hash), "`{name}.{field}` = `{hash}` is not a real SRI hash"),
+                other => panic!("`{name}.{field}` = {other}"),
+            }
+        }
+    }
+
+    // The OpenClaw lock pins every fetched npm package by integrity, and
+    // its two top-level packages are the ones sources.json names.
+    let lock = read_json(&root().join("nix/locks/openclaw/package-lock.json"));
+    let packages = lock["packages"].as_object().unwrap();
+    for (key, package) in packages.iter().filter(|(key, _)| !key.is_empty()) {
+        if package.get("inBundle").is_some() || package.get("link").is_some() {
+            continue;
+        }
+        assert!(
+            package["resolved"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("https://registry.npmjs.org/")),
+            "`{key}` is not fetched from the npm registry"
+        );
+        assert!(
+            package["integrity"].as_str().is_some_and(is_sri),
+            "`{key}` has no integrity hash"
+        );
+    }
+    let openclaw = &sources["openclaw"];
+    assert_eq!(packages["node_modules/openclaw"]["version"], openclaw["version"]);
+    assert_eq!(packages["node_modules/openclaw"]["integrity"], openclaw["hash"]);
+    assert_eq!(
+        packages["node_modules/@openclaw/matrix"]["version"],
+        openclaw["matrixVersion"]
+    );
+    assert_eq!(
+        packages["node_modules/@openclaw/matrix"]["integrity"],
+        openclaw["matrixHash"]
+    );
+
+    // The Hermes lock: every wheel from PyPI with a sha256; the release
+    // wheel is the one sources.json names.
+    let wheels = read_json(&root().join("nix/locks/hermes-x86_64-linux.json"));
+    let mut release = None;
+    for wheel in wheels["wheels"].as_array().unwrap() {
+        let url = wheel["url"].as_str().unwrap();
+        assert!(
+            url.starts_with("https://files.pythonhosted.org/") && url.ends_with(".whl"),
+            "{url}"
+        );
+        assert!(
+            wheel["hash"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("sha256-") && is_sri(h))
+        );
+        if wheel["name"] == "hermes-agent" {
+            release = Some(wheel);
+        }
+    }
+    let release = release.expect("hermes-agent itself is in the wheel lock");
+    assert_eq!(release["version"], sources["hermes-agent"]["version"]);
+    assert_eq!(release["hash"], sources["hermes-agent"]["hash"]);
+}
+
+#[test]
+fn an_unpinned_hash_stops_evaluation_with_the_command_that_prints_it() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let pin = root().join("nix/pin.nix");
+    let expression = format!(
+        r#"import {} "picoclaw" {{ version = "0.2.9"; hash = null; prefetch = "nix run nixpkgs#nix-prefetch-github -- sipeed picoclaw --rev v0.2.9"; }} "hash""#,
+        pin.display()
+    );
+    let (ok, _, stderr) = run_nix(&["--eval", "-E", &expression]);
+    assert!(!ok);
+    assert!(stderr.contains("`hash` of `picoclaw` is not pinned yet"), "{stderr}");
+    assert!(
+        stderr.contains("nix-prefetch-github -- sipeed picoclaw --rev v0.2.9"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nix/sources.json at `picoclaw.hash`"), "{stderr}");
+    let expression = format!(r#"import {} "x" {{ hash = "sha256-x"; }} "hash""#, pin.display());
+    let (ok, stdout, stderr) = run_nix(&["--eval", "-E", &expression]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "\"sha256-x\"");
+}
+
+// ---------------------------------------------------------------------------
+// No secret in the store.
+
+#[test]
+fn no_secret_is_written_into_any_nix_file() {
+    let mut files = module_files();
+    files.extend(generated_images());
+    for file in files {
+        let paths = defined_paths(&read(&file));
+        for path in paths {
+            let last = path.rsplit('.').next().unwrap().to_lowercase();
+            assert!(
+                ![
+                    "privatekey",
+                    "password",
+                    "registration_shared_secret",
+                    "macaroon_secret_key",
+                    "presharedkey"
+                ]
+                .contains(&last.as_str()),
+                "`{}` sets `{path}`: secrets are made on the host at first boot, never in the store",
+                file.display()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nix's own flake machinery (Nix 2.8 here): the lock is readable and the
+// flake evaluates with nixpkgs overridden by the stub.
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// What the flake reads to evaluate, copied out of the checkout: Nix then
+/// sees exactly these files, whether or not the checkout is a git tree,
+/// and never copies `target/`.
+fn flake_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["flake.nix", "flake.lock", "Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(root().join(file), dir.path().join(file)).unwrap();
+    }
+    for tree in ["generated", "modules", "nix"] {
+        copy_tree(&root().join(tree), &dir.path().join(tree));
+    }
+    dir
+}
+
+/// Runs `nix` with flakes enabled and a throwaway store, in `dir`.
+fn run_nix_flake(dir: &Path, args: &[&str]) -> Option<(bool, String, String)> {
+    let nix = require_tool(
+        "nix",
+        "Debian package `nix-bin`: evaluates the flake with Nix's flake machinery",
+    )?;
+    let store = tempfile::tempdir().unwrap();
+    let output = Command::new(nix)
+        .args(["--extra-experimental-features", "nix-command flakes", "--store"])
+        .arg(store.path().join("store"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", store.path())
+        .env("XDG_CACHE_HOME", store.path().join("cache"))
+        .output()
+        .unwrap();
+    Some((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn nix_reads_the_lock_and_evaluates_the_flake() {
+    let flake = flake_copy();
+    let Some((ok, stdout, stderr)) = run_nix_flake(flake.path(), &["flake", "metadata", "--offline", "--json", "."])
+    else {
+        return;
+    };
+    assert!(ok, "{stderr}");
+    let metadata: Value = serde_json::from_str(&stdout).unwrap();
+    let locked = &metadata["locks"]["nodes"]["nixpkgs"]["locked"];
+    assert_eq!(locked["rev"], "21a67dc470149f337cecafbe965d8d252a390518");
+
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stub.path().join("flake.nix"),
+        "{ outputs = { self }: { lib = import ./lib.nix; }; }",
+    )
+    .unwrap();
+    std::fs::write(stub.path().join("lib.nix"), STUB_LIB).unwrap();
+    std::fs::write(stub.path().join("default.nix"), STUB_PKGS).unwrap();
+    let stub_input = format!("path:{}", stub.path().display());
+    let (ok, stdout, stderr) = run_nix_flake(
+        flake.path(),
+        &[
+            "eval",
+            "--json",
+            "--no-write-lock-file",
+            "--override-input",
+            "nixpkgs",
+            &stub_input,
+            ".#packages",
+            "--apply",
+            "builtins.mapAttrs (_: builtins.attrNames)",
+        ],
+    )
+    .unwrap();
+    assert!(ok, "{stderr}");
+    let packages: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        packages["x86_64-linux"],
+        serde_json::json!(["appliance", "default", "gce-image", "gce-image-hub", "rpi4", "rpi4-pi"])
+    );
+}

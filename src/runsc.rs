@@ -140,20 +140,20 @@ impl RunscVersion {
     /// names; anything else, including unparseable versions, the current
     /// ones (`appliance doctor` then checks each flag against `runsc flags`).
     pub fn from_version_output(output: &str) -> RunscVersion {
-        let digits: String = output
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .skip_while(|c| !c.is_ascii_digit())
-            .collect();
-        // `0.0~20221219.0` -> skip the `0.0~` prefix of Debian's versions.
-        let date = digits.rsplit('~').next().unwrap_or(&digits);
-        match date.get(..8).and_then(|d| d.parse::<u32>().ok()) {
+        match release_date(output) {
             Some(date) if date < 2023_0000 => RunscVersion::Debian2022,
             _ => RunscVersion::Current,
         }
     }
+}
+
+/// The release date (YYYYMMDD) in `runsc --version` or in a release name
+/// (`release-20260525.0`, `0.0~20221219.0`, `20260316.0`).
+pub fn release_date(text: &str) -> Option<u32> {
+    let first = text.lines().next().unwrap_or("");
+    // Debian's `0.0~` prefix and `release-` both sit before the date.
+    let tail = first.rsplit(['~', '-', ' ']).next().unwrap_or(first);
+    tail.get(..8).and_then(|d| d.parse().ok())
 }
 
 impl Flag {
@@ -287,6 +287,8 @@ mod tests {
         let new = "runsc version release-20260525.0\nspec: 1.1.0\n";
         assert_eq!(RunscVersion::from_version_output(new), RunscVersion::Current);
         assert_eq!(RunscVersion::from_version_output("garbage"), RunscVersion::Current);
+        assert_eq!(release_date(new), Some(2026_0525));
+        assert_eq!(release_date("20260316.0"), Some(2026_0316));
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
         out.contains("release-20260525.0 (flags spelled as for current gVisor)"),
         "{out}"
     );
+    assert!(!out.contains("runsc release"), "{out}");
     assert!(out.contains("ok   platform: runsc has the `systrap` platform"), "{out}");
     assert!(
         out.contains(
@@ -201,6 +202,11 @@ fn debian_runsc_supports_a_ptrace_spec_and_not_the_default_one() {
         out.contains("0.0~20221219.0 (flags spelled as for runsc 20221219)"),
         "{out}"
     );
+    // Older than the modules' minimum: a warning on x86_64, fatal on a Pi.
+    assert!(
+        out.contains("warn runsc release: 20221219 is older than 20260316.0"),
+        "{out}"
+    );
     assert!(out.contains("ok   platform: runsc has the `ptrace` platform"), "{out}");
     assert!(
         out.contains("ok   runtime `runsc`: runsc supports --platform --overlay2"),
@@ -214,4 +220,11 @@ fn debian_runsc_supports_a_ptrace_spec_and_not_the_default_one() {
     assert!(out.contains("FAIL platform: runsc does not name `systrap`"), "{out}");
     assert!(out.contains("runsc 20221219 has no systrap platform"), "{out}");
     assert!(out.contains("FAIL nvidia driver"), "{out}");
+
+    let output = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
+    let out = stdout(&output);
+    assert!(
+        out.contains("FAIL runsc release: 20221219 is older than 20260316.0"),
+        "{out}"
+    );
 }

@@ -18,39 +18,9 @@ use serde_json::Value;
 use crate::cli::DoctorArgs;
 use crate::model::{Appliance, Host};
 use crate::render::runtimes::daemon_settings;
-use crate::runsc::{FlagListing, RunscVersion, platform_name};
-use crate::spec::schema::Platform;
-
-/// nvproxy's supported drivers in gVisor at HEAD on 2026-08-21
-/// (`pkg/sentry/devices/nvproxy/version.go`), used only when the host's runsc
-/// cannot list its own (`runsc nvproxy list-supported-drivers`). A newer runsc
-/// may support more; an older one fewer.
-pub const NVPROXY_DRIVERS_FALLBACK: &[&str] = &[
-    "535.129.03",
-    "535.183.06",
-    "535.247.01",
-    "535.261.03",
-    "535.274.02",
-    "535.288.01",
-    "535.309.01",
-    "550.90.12",
-    "570.124.06",
-    "570.133.20",
-    "570.172.08",
-    "570.195.03",
-    "580.65.06",
-    "580.105.08",
-    "580.126.09",
-    "580.126.20",
-    "580.159.03",
-    "580.159.04",
-    "580.173.02",
-    "590.48.01",
-    "610.57.04",
-    "615.15.00",
-    "615.62.00",
-    "620.06.00",
-];
+use crate::render::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
+use crate::runsc::{FlagListing, RunscVersion, platform_name, release_date};
+use crate::spec::schema::{Platform, System};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -189,6 +159,7 @@ pub fn diagnose(host: &Host, probes: &Probes) -> Report {
                 "runsc",
                 format!("`{runsc}`: {first} (flags spelled as for {version})"),
             );
+            check_minimum(host, &text, &mut report);
             Some(version)
         }
         Ok((false, text)) => {
@@ -220,6 +191,30 @@ pub fn diagnose(host: &Host, probes: &Probes) -> Report {
         check_nvidia(probes, version.is_some(), &mut report);
     }
     report
+}
+
+/// The generated modules assert gVisor >= `RUNSC_MINIMUM`, which arm64
+/// systrap needs on Raspberry Pi kernels; elsewhere an older runsc may work.
+fn check_minimum(host: &Host, version_output: &str, report: &mut Report) {
+    let minimum = release_date(RUNSC_MINIMUM).expect("RUNSC_MINIMUM is a release date");
+    match release_date(version_output) {
+        Some(date) if date >= minimum => {}
+        found => {
+            let found = found.map_or_else(|| "an unknown release".to_string(), |d| d.to_string());
+            let status = if host.system == System::Aarch64Linux {
+                Status::Fail
+            } else {
+                Status::Warn
+            };
+            report.push(
+                status,
+                "runsc release",
+                format!(
+                    "{found} is older than {RUNSC_MINIMUM}, the release the generated modules require (arm64 systrap on Raspberry Pi kernels)"
+                ),
+            );
+        }
+    }
 }
 
 fn check_flags(host: &Host, probes: &Probes, version: RunscVersion, report: &mut Report) {
@@ -431,7 +426,7 @@ fn check_nvidia(probes: &Probes, have_runsc: bool, report: &mut Report) {
     let (supported, source) = match listed {
         Some(list) => (list, "runsc nvproxy list-supported-drivers".to_string()),
         None => (
-            NVPROXY_DRIVERS_FALLBACK.iter().map(|s| s.to_string()).collect(),
+            NVPROXY_DRIVERS.iter().map(|s| s.to_string()).collect(),
             "the list built into appliance (gVisor HEAD 2026-08-21), because this runsc cannot list its own"
                 .to_string(),
         ),

@@ -10,6 +10,8 @@ pub mod runtimes;
 pub mod synapse;
 mod templates;
 
+pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
+
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};

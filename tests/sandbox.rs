@@ -355,7 +355,7 @@ const STANDARD_MOUNTS: &[&str] = &[
     "/etc/resolv.conf",
 ];
 
-fn check_sandbox(lab: &Lab, sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
+fn check_sandbox(sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
     let name = &sandbox.name;
     let value = |key: &str| report.values.get(key).cloned().unwrap_or_default();
 
@@ -446,7 +446,6 @@ fn check_sandbox(lab: &Lab, sandbox: &Sandbox, report: &Report, failures: &mut F
             value("secret-files")
         )
     });
-    let _ = lab;
 
     // Raw and packet sockets only with the Docker-in-gVisor runtime.
     let raw_allowed = sandbox.profile.docker_in_gvisor && uid == 0;
@@ -550,7 +549,7 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
             let logs = lab.daemon.docker(&["logs", &sandbox.name]);
             let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
             let report = logs.split("---end").next().unwrap_or("");
-            check_sandbox(&lab, &sandbox, &parse_report(report), &mut failures);
+            check_sandbox(&sandbox, &parse_report(report), &mut failures);
             continue;
         }
         let output = lab.run(&args, &script);
@@ -563,7 +562,7 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
                 String::from_utf8_lossy(&output.stderr)
             )
         });
-        check_sandbox(&lab, &sandbox, &parse_report(&stdout), &mut failures);
+        check_sandbox(&sandbox, &parse_report(&stdout), &mut failures);
     }
 
     // The socket the exec sandbox created is on the host, in its directory

@@ -198,6 +198,36 @@ mod tests {
         }
     }
 
+    /// The code-execution sandbox as gVisor's Docker-in-gVisor tutorial has
+    /// it, scoped to its one consumer.
+    #[test]
+    fn docker_in_gvisor_is_scoped_to_its_agent() {
+        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let (_, exec) = appliance.sandbox("casper-exec").unwrap();
+        let (_, casper) = appliance.sandbox("casper").unwrap();
+        assert_eq!(exec.runtime, "runsc-dind");
+        assert_eq!(casper.runtime, "runsc-uds-open");
+        let gid = casper.user.split_once(':').unwrap().1;
+        for arg in ["--iptables=false", "--ip6tables=false", &format!("--group={gid}")] {
+            assert!(exec.command.iter().any(|c| c == arg), "inner dockerd lacks {arg}");
+        }
+        // `code-storage = "8g"` in the default spec.
+        let docker_tmpfs = exec.tmpfs.iter().find(|t| t.target == "/var/lib/docker").unwrap();
+        assert_eq!(docker_tmpfs.size, "8g");
+        assert!(exec.network.is_none(), "code gets no network unless the spec says so");
+        // No other sandbox anywhere gets the permissive runtimes.
+        for host in appliance.hosts.values() {
+            for sandbox in &host.sandboxes {
+                if sandbox.name != exec.name {
+                    assert_ne!(sandbox.runtime, "runsc-dind", "{}", sandbox.name);
+                }
+                if sandbox.name != casper.name {
+                    assert!(!sandbox.runtime.contains("uds"), "{}", sandbox.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn chromium_gets_a_large_shm() {
         let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();

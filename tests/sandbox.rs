@@ -154,21 +154,17 @@ fn tools_present() -> bool {
         client || !in_ci(),
         "`{DOCKER}` (Debian's docker.io client) is required in CI"
     );
+    if !rustix::process::geteuid().is_root() {
+        assert!(!in_ci(), "the gVisor tests start dockerd and must run as root in CI");
+        eprintln!("\n!!! SKIPPED: the gVisor tests start dockerd and need root; CI=true makes this a failure !!!\n");
+        return false;
+    }
     found.iter().all(|f| *f) && client
 }
 
 impl Lab {
     fn start(extra_runtimes: &[(&str, &[&str])]) -> Option<Lab> {
         if !tools_present() {
-            return None;
-        }
-        if !rustix::process::geteuid().is_root() {
-            assert!(!in_ci(), "the gVisor tests start dockerd and must run as root in CI");
-            eprintln!(
-                "
-!!! SKIPPED: the gVisor tests start dockerd and need root; CI=true makes this a failure !!!
-"
-            );
             return None;
         }
         let appliance = load(&root().join("appliance.toml")).unwrap();
@@ -707,6 +703,38 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
         failures.0.len(),
         failures.0.join("\n")
     );
+}
+
+/// The negative control for the per-runtime container start above: with
+/// current gVisor's spellings (systrap, `--allow-packet-socket-write`) this
+/// runsc lacks, dockerd still starts, and only a container start fails.
+#[test]
+fn unknown_runsc_flags_pass_dockerd_and_fail_at_container_start() {
+    if !tools_present() {
+        return;
+    }
+    let appliance = load(&root().join("appliance.toml")).unwrap();
+    let host = &appliance.hosts["hub"];
+    let settings = daemon_settings(host, RunscVersion::Current).unwrap();
+    let mut settings = serde_json::to_value(settings).unwrap();
+    for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
+        runtime["runtimeArgs"]
+            .as_array_mut()
+            .unwrap()
+            .push("--network=none".into());
+    }
+    let daemon = Dockerd::start(&settings).expect("dockerd does not check runsc flags");
+    let scratch = tempfile::tempdir().unwrap();
+    build_image(&daemon, scratch.path(), host);
+    for profile in &host.runtimes {
+        let runtime = format!("--runtime={}", profile.name());
+        let output = daemon.docker(&["run", "--rm", &runtime, "--network=none", IMAGE, "true"]);
+        assert!(
+            !output.status.success(),
+            "{runtime} with current spellings started on {}",
+            "runsc 20221219"
+        );
+    }
 }
 
 /// Start-to-exit latency of `docker run --rm IMAGE true`: the strict

@@ -146,10 +146,16 @@ pub struct PlannedRoom {
 pub fn plan(appliance: &Appliance) -> Plan {
     let server_name = &appliance.matrix.server_name;
     let mut accounts = Vec::new();
+    let sandboxes: BTreeMap<&str, &crate::model::Sandbox> = appliance
+        .hosts
+        .values()
+        .flat_map(|host| &host.sandboxes)
+        .map(|sandbox| (sandbox.name.as_str(), sandbox))
+        .collect();
     for agent in appliance.agents.values() {
-        let (uid, gid) = appliance
-            .sandbox(&agent.sandbox)
-            .and_then(|(_, sandbox)| parse_user(&sandbox.user))
+        let (uid, gid) = sandboxes
+            .get(agent.sandbox.as_str())
+            .and_then(|sandbox| parse_user(&sandbox.user))
             .unwrap_or((0, 0));
         let mut generated_env = BTreeMap::new();
         if agent.kind == AgentKind::Openclaw {

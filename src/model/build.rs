@@ -225,6 +225,10 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         );
     }
 
+    // Lookups by name, so large specs stay linear.
+    let agent_names: BTreeSet<&str> = spec.agents.keys().map(|a| a.get_ref().as_str()).collect();
+    let agent_specs: BTreeMap<&str, &AgentSpec> = spec.agents.iter().map(|(n, a)| (n.get_ref().as_str(), a)).collect();
+
     // Matrix.
     let matrix_spec = spec.matrix.get_ref();
     b.known_host("the Matrix homeserver", &matrix_spec.host);
@@ -247,7 +251,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 "remove the duplicate",
             );
         }
-        if spec.agents.keys().any(|a| a.get_ref() == admin.get_ref()) {
+        if agent_names.contains(admin.get_ref().as_str()) {
             b.error(
                 span(admin),
                 format!("`{}` is both an admin and an agent", admin.get_ref()),
@@ -334,7 +338,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                     role: MemberRole::Admin,
                     power_level: 100,
                 });
-            } else if spec.agents.keys().any(|a| a.get_ref() == text) {
+            } else if agent_names.contains(text.as_str()) {
                 members.push(RoomMember {
                     user_id: format!("@{text}:{server_name}"),
                     role: MemberRole::Agent,
@@ -376,6 +380,14 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             hosts.get(to).and_then(|h| h.overlay_address)
         }
     };
+
+    // Which rooms each member is in, for the agents' allowlists.
+    let mut rooms_of: BTreeMap<String, Vec<&Room>> = BTreeMap::new();
+    for room in rooms.values() {
+        for member in &room.members {
+            rooms_of.entry(member.user_id.clone()).or_default().push(room);
+        }
+    }
 
     // Agents.
     let mut agents = BTreeMap::new();
@@ -459,11 +471,9 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             .map(|address| format!("http://{address}:{inference_port}"));
         let mut agent_rooms = Vec::new();
         let mut allowed: BTreeSet<String> = admins.iter().cloned().collect();
-        for room in rooms.values() {
-            if room.members.iter().any(|m| m.user_id == user_id) {
-                agent_rooms.push(room.alias.clone());
-                allowed.extend(room.members.iter().map(|m| m.user_id.clone()));
-            }
+        for room in rooms_of.get(user_id.as_str()).into_iter().flatten() {
+            agent_rooms.push(room.alias.clone());
+            allowed.extend(room.members.iter().map(|m| m.user_id.clone()));
         }
         allowed.remove(&user_id);
         let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
@@ -609,12 +619,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     let mut next_address: BTreeMap<String, u32> = BTreeMap::new();
     for agent in agents.values() {
         let host = hosts.get_mut(&agent.host).expect("agent host checked");
-        let spec_agent = spec
-            .agents
-            .iter()
-            .find(|(name, _)| name.get_ref() == &agent.name)
-            .map(|(_, a)| a)
-            .expect("agent from spec");
+        let spec_agent = agent_specs[agent.name.as_str()];
         let counter = next_address.entry(host.name.clone()).or_insert(10);
         let sandboxes = sandbox::for_agent(&SandboxInputs {
             agent,

@@ -92,7 +92,11 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
             .collect(),
         environment: sandbox.environment.clone(),
         env_files: sandbox.env_files.clone(),
-        ports: sandbox.publish.iter().map(|p| format!("{p}:{p}")).collect(),
+        ports: sandbox
+            .publish
+            .iter()
+            .map(|p| format!("{p}:{}", sandbox.gateway_port.unwrap_or(*p)))
+            .collect(),
         command: sandbox.command.clone(),
     }
 }

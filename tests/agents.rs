@@ -109,6 +109,15 @@ fn no_config_holds_a_secret_or_a_wildcard() {
             let dangerous = text.matches("dangerously").count();
             let allowed = usize::from(kind == AgentKind::Openclaw);
             assert_eq!(dangerous, allowed, "{label}: unexpected `dangerously*` option:\n{text}");
+            if kind == AgentKind::Openclaw {
+                // The one allowed, at exactly its place.
+                let config: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(
+                    config["channels"]["matrix"]["network"]["dangerouslyAllowPrivateNetwork"],
+                    json!(true),
+                    "{label}"
+                );
+            }
         }
     }
 }
@@ -267,7 +276,21 @@ fn openclaw_uses_native_ollama_and_is_locked_down() {
         assert_eq!(matrix["autoJoinAllowlist"], json!(agent.rooms), "{label}");
         assert_eq!(matrix["dm"]["allowFrom"], json!(agent.allowed_users), "{label}");
         assert_eq!(config["tools"]["web"]["search"]["enabled"], json!(false), "{label}");
-        assert_eq!(agent.permissive.len(), 1, "{label}: {:?}", agent.permissive);
+        // Every loosened setting is listed, with a reason, and nothing else.
+        let settings: Vec<&str> = agent.permissive.iter().map(|p| p.setting.as_str()).collect();
+        let mut expected = vec!["channels.matrix.network.dangerouslyAllowPrivateNetwork = true"];
+        if agent.tools.contains(&agent_appliance::spec::schema::Tool::Browser) {
+            expected.push("browser.noSandbox = true");
+            assert_eq!(config["browser"]["noSandbox"], json!(true), "{label}");
+        }
+        expected.push("agents.defaults.sandbox.mode = \"off\"");
+        let published: Vec<String> = agent_publish(&label);
+        expected.extend(published.iter().map(String::as_str));
+        let mut sorted_settings = settings.clone();
+        sorted_settings.sort();
+        expected.sort();
+        assert_eq!(sorted_settings, expected, "{label}");
+        assert!(agent.permissive.iter().all(|p| !p.reason.is_empty()), "{label}");
     }
 }
 
@@ -513,4 +536,22 @@ fn picoclaw_schema_rejects_what_picoclaw_rejects() {
 fn picoclaw_schema_text_parses() {
     let schema = picoclaw_schema::parse(picoclaw_schema::SCHEMA);
     assert!(schema.contains_key("channel_list") && schema.contains_key("tools"));
+}
+
+/// `publish = N` permissive settings expected for the agent in `label`
+/// (`<agent> in <spec>`), read from the spec the label names.
+fn agent_publish(label: &str) -> Vec<String> {
+    let (agent, spec) = label.split_once(" in ").expect("labels are `<agent> in <spec>`");
+    let text = std::fs::read_to_string(crate::common::root().join(spec)).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    value["agents"][agent]
+        .get("publish")
+        .and_then(|p| p.as_array())
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|p| format!("publish = {}", p.as_integer().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -79,3 +79,30 @@ fn completions_cover_the_subcommands() {
     assert!(output.status.success());
     assert!(stdout(&output).contains("generate"));
 }
+
+#[test]
+fn every_agent_reaches_ollama_where_it_listens() {
+    // Ollama takes one listen address; every agent's URL must use it, on
+    // the hub and on the Pi alike.
+    for spec in [
+        "appliance.toml",
+        "examples/existing-host/appliance.toml",
+        "examples/edge-pi/appliance.toml",
+    ] {
+        let output = run_in(&crate::common::root(), &["inspect", "--format", "json", "--spec", spec]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let listen = format!(
+            "http://{}:{}",
+            json["inference"]["bind_address"].as_str().unwrap(),
+            json["inference"]["port"]
+        );
+        for (name, agent) in json["agents"].as_object().unwrap() {
+            assert_eq!(
+                agent["inference_url"].as_str().unwrap(),
+                listen,
+                "{spec}: agent `{name}`"
+            );
+        }
+    }
+}

@@ -214,9 +214,15 @@ impl Lab {
                         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
                         chown(path, Some(uid), Some(gid)).unwrap();
                     }
-                } else {
-                    // A socket dir: the inner dockerd (root) writes, the agent connects.
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+                } else if bind.read_only {
+                    // A socket dir as the generated tmpfiles rule makes it:
+                    // root and the consuming agent's group, SOCKET_DIR_MODE.
+                    fs::set_permissions(
+                        &dir,
+                        fs::Permissions::from_mode(agent_appliance::model::SOCKET_DIR_MODE),
+                    )
+                    .unwrap();
+                    chown(&dir, Some(0), Some(gid)).unwrap();
                 }
             }
             for file in &sandbox.env_files {
@@ -604,11 +610,18 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
         format!("casper -> exec socket: {}", String::from_utf8_lossy(&output.stdout))
     });
 
-    // A strict sandbox given the same directory (a probe-only bind) cannot.
+    // A strict sandbox given the same directory (a probe-only bind) cannot,
+    // even with the consumer's group, which the directory's mode needs: so
+    // the refusal below is gVisor's host-UDS policy, not file modes.
     let melchior = lab.sandbox("melchior").clone();
     let probe_bind = format!("--volume={}:/probe-sockets:ro", exec_dir.display());
+    let (_, consumer_gid) = uid_gid(&casper);
     let output = lab.run(
-        &machine_args(&melchior, &lab.paths, &[probe_bind]),
+        &machine_args(
+            &melchior,
+            &lab.paths,
+            &[probe_bind, format!("--group-add={consumer_gid}")],
+        ),
         "probe uds-connect /probe-sockets/docker.sock",
     );
     let stdout = String::from_utf8_lossy(&output.stdout);

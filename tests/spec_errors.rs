@@ -167,3 +167,48 @@ fn the_bootstrap_account_name_is_reserved() {
         stderr(&output)
     );
 }
+
+#[test]
+fn limits_capabilities_members_and_publish_are_checked() {
+    let spec = VALID
+        .replace(
+            "target = \"nixos\"",
+            "target = \"nixos\"\ngpu = { vendor = \"nvidia\", model = \"l4\", count = 1, driver-capabilities = [] }",
+        )
+        .replace(
+            "kind = \"picoclaw\"\nhost = \"box\"",
+            "kind = \"picoclaw\"\nhost = \"box\"\ncpus = 0.004\nmemory = \"1m\"\npublish = [8080]",
+        )
+        .replace("members = [\"bot\", \"@ana\"]", "members = [\"bot\", \"@ana\", \"@\"]");
+    let (_dir, output) = run_spec(&spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    for expected in [
+        "`driver-capabilities` is empty, so no GPU work could run",
+        "`cpus = 0.004` is out of range",
+        "`memory = \"1m\"` is below Docker's minimum of 6m",
+        "agent `bot` has no gateway to publish: only OpenClaw serves one",
+        "room `main` lists an empty member",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+}
+
+#[test]
+fn the_default_overlay_must_not_overlap_the_network() {
+    let spec = VALID
+        .replace("name = \"t\"", "name = \"t\"\nnetwork = \"10.89.0.0/16\"")
+        .replace("[matrix]", "[hosts.pi]\ntarget = \"rpi4\"\n\n[matrix]")
+        .replace(
+            "kind = \"picoclaw\"\nhost = \"box\"",
+            "kind = \"picoclaw\"\nhost = \"pi\"",
+        );
+    let (_dir, output) = run_spec(&spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("overlay `10.89.0.0/24` overlaps the appliance network `10.89.0.0/16`"),
+        "{err}"
+    );
+    assert!(err.contains("the overlay defaults to `10.89.0.0/24`"), "{err}");
+}

@@ -106,14 +106,27 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         }
         used.len() > 1
     };
-    let overlay = multi_host.then(|| subnet(&mut b, spec.appliance.overlay.as_ref(), DEFAULT_OVERLAY));
-    if let (Some(overlay), Some(text)) = (&overlay, &spec.appliance.overlay)
+    // Parsed even for one host, so a bad value is reported before it is used.
+    let overlay_subnet = subnet(&mut b, spec.appliance.overlay.as_ref(), DEFAULT_OVERLAY);
+    let overlay = multi_host.then_some(overlay_subnet);
+    if let Some(overlay) = &overlay
         && overlaps(&network, overlay)
     {
+        let (at, hint) = match (&spec.appliance.overlay, &spec.appliance.network) {
+            (Some(text), _) => (span(text), "pick two disjoint private ranges".to_string()),
+            (None, Some(text)) => (
+                span(text),
+                format!("the overlay defaults to `{DEFAULT_OVERLAY}`; pick another `network` or set `overlay`"),
+            ),
+            (None, None) => (
+                span(&spec.appliance.name),
+                "set `overlay` to another private range".to_string(),
+            ),
+        };
         b.error(
-            span(text),
+            at,
             format!("overlay `{overlay}` overlaps the appliance network `{network}`"),
-            "pick two disjoint private ranges",
+            hint,
         );
     }
 
@@ -164,6 +177,14 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 );
             }
             let mut capabilities: Vec<DriverCapability> = match &gpu.driver_capabilities {
+                Some(list) if list.is_empty() => {
+                    b.error(
+                        span(&gpu.count),
+                        "`driver-capabilities` is empty, so no GPU work could run",
+                        "remove `driver-capabilities` for the default (compute, utility), or list what is needed",
+                    );
+                    Vec::new()
+                }
                 Some(list) => list.iter().map(|c| *c.get_ref()).collect(),
                 None => vec![DriverCapability::Compute, DriverCapability::Utility],
             };
@@ -203,6 +224,17 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             );
         }
         let overlay_address = overlay.and_then(|o| o.host(index as u32 + 1));
+        if let Some(overlay) = overlay.filter(|_| overlay_address.is_none()) {
+            let at = spec.appliance.overlay.as_ref().map_or_else(|| span(name), span);
+            b.error(
+                at,
+                format!(
+                    "the overlay `{overlay}` has no address left for host `{}`",
+                    name.get_ref()
+                ),
+                "use a larger subnet in `[appliance].overlay`",
+            );
+        }
         hosts.insert(
             name.get_ref().clone(),
             Host {
@@ -325,6 +357,14 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 );
                 continue;
             }
+            if text.is_empty() || text == "@" {
+                b.error(
+                    span(member),
+                    format!("room `{}` lists an empty member", name.get_ref()),
+                    "write an agent name, or `@name` for an admin",
+                );
+                continue;
+            }
             if let Some(admin) = text.strip_prefix('@') {
                 if !seen_admins.contains(admin) {
                     b.error(
@@ -373,6 +413,20 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     let inference_port = inference_spec
         .and_then(|i| i.port.as_ref())
         .map_or(OLLAMA_PORT, |p| *p.get_ref());
+    // Ollama takes one listen address: the overlay address when agents on
+    // other hosts use it (local sandboxes reach it through the bridge, as a
+    // local address of the host), the bridge address otherwise. Every agent
+    // uses that one address.
+    let remote_inference = inference_host
+        .as_ref()
+        .is_some_and(|ih| spec.agents.values().any(|a| a.host.get_ref() != ih));
+    let inference_address = inference_host.as_ref().and_then(|ih| hosts.get(ih)).map(|host| {
+        if remote_inference {
+            host.overlay_address.unwrap_or(network.gateway())
+        } else {
+            network.gateway()
+        }
+    });
     let address_from = |from: &str, to: &str| -> Option<Ipv4Addr> {
         if from == to {
             Some(network.gateway())
@@ -465,10 +519,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         }
         let user_id = format!("@{}:{server_name}", name.get_ref());
         let homeserver_address = address_from(&host_name, &matrix_host);
-        let inference_url = inference_host
-            .as_ref()
-            .and_then(|to| address_from(&host_name, to))
-            .map(|address| format!("http://{address}:{inference_port}"));
+        let inference_url = inference_address.map(|address| format!("http://{address}:{inference_port}"));
         let mut agent_rooms = Vec::new();
         let mut allowed: BTreeSet<String> = admins.iter().cloned().collect();
         for room in rooms_of.get(user_id.as_str()).into_iter().flatten() {
@@ -477,7 +528,16 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         }
         allowed.remove(&user_id);
         let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
-        let policy = policy::apply(name.get_ref(), kind, tools, &skills, agent.remote_exec);
+        let publish: Vec<u16> = agent.publish.iter().map(|p| *p.get_ref()).collect();
+        let policy = policy::apply(policy::Request {
+            name: name.get_ref(),
+            kind,
+            tools,
+            skills: &skills,
+            remote_exec: agent.remote_exec,
+            code_network: agent.code_network,
+            publish: &publish,
+        });
         agents.insert(
             name.get_ref().clone(),
             Agent {
@@ -511,9 +571,6 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
 
     // Which host serves what, and which firewall holes that needs.
     let remote_matrix = agents.values().any(|a| a.host != matrix_host);
-    let remote_inference = inference_host
-        .as_ref()
-        .is_some_and(|ih| agents.values().any(|a| &a.host != ih && a.model.is_some()));
     let mut ports: BTreeMap<String, BTreeMap<u16, (String, Range<usize>)>> = BTreeMap::new();
     let mut claim = |b: &mut Builder, host: &str, port: u16, what: String, at: Range<usize>| {
         let host_ports = ports.entry(host.to_string()).or_default();
@@ -557,6 +614,18 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         }
     }
     for (name, agent) in &spec.agents {
+        if let Some(port) = agent.publish.first()
+            && *agent.kind.get_ref() != AgentKind::Openclaw
+        {
+            b.error(
+                span(port),
+                format!(
+                    "agent `{}` has no gateway to publish: only OpenClaw serves one (its control UI)",
+                    name.get_ref()
+                ),
+                "remove `publish`",
+            );
+        }
         for port in &agent.publish {
             if *port.get_ref() == 0 {
                 b.error(
@@ -603,11 +672,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             } else {
                 "cpu".into()
             },
-            bind_address: if remote_inference {
-                host.overlay_address.unwrap_or(network.gateway())
-            } else {
-                network.gateway()
-            },
+            bind_address: inference_address.unwrap_or(network.gateway()),
         })
     });
 
@@ -861,6 +926,9 @@ fn resolve_tools(
     (tools.into_iter().collect(), browser, code_execution)
 }
 
+/// Docker refuses containers with less memory than this.
+const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
 fn check_limits(b: &mut Builder, agent: &AgentSpec) {
     for size in agent.memory.iter().chain(agent.code_storage.iter()) {
         if !is_size(size.get_ref()) {
@@ -871,13 +939,25 @@ fn check_limits(b: &mut Builder, agent: &AgentSpec) {
             );
         }
     }
+    if let Some(memory) = &agent.memory
+        && is_size(memory.get_ref())
+        && size_bytes(memory.get_ref()) < MIN_MEMORY_BYTES
+    {
+        b.error(
+            span(memory),
+            format!("`memory = \"{}\"` is below Docker's minimum of 6m", memory.get_ref()),
+            "give the agent at least \"256m\"",
+        );
+    }
     if let Some(cpus) = &agent.cpus {
         let value = *cpus.get_ref();
-        if !(value > 0.0 && value <= 1024.0) {
+        // Docker's CPU quota has a resolution of 0.01 CPU; less would
+        // round to 0, which means no limit at all.
+        if !(0.01..=1024.0).contains(&value) {
             b.error(
                 span(cpus),
                 format!("`cpus = {value}` is out of range"),
-                "give a number of CPUs above 0, e.g. 2 or 0.5",
+                "give a number of CPUs from 0.01 to 1024, e.g. 2 or 0.5",
             );
         }
     }
@@ -893,6 +973,17 @@ fn check_limits(b: &mut Builder, agent: &AgentSpec) {
             ),
         );
     }
+}
+
+/// Bytes of a size that [`is_size`] accepted.
+fn size_bytes(text: &str) -> u64 {
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let shift = match unit {
+        "k" => 10,
+        "m" => 20,
+        _ => 30,
+    };
+    digits.parse::<u64>().unwrap_or(0) << shift
 }
 
 /// `512m`, `4g`, `1024k`: Docker's size syntax with a required unit.

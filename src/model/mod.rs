@@ -30,6 +30,10 @@ pub const STATE_DIR: &str = "/var/lib/appliance";
 pub const MATRIX_TOKEN_FILE: &str = "matrix-token";
 /// Where per-sandbox sockets live on the host (one directory per socket).
 pub const SOCKET_DIR: &str = "/run/appliance/sockets";
+/// Mode of each socket directory, owned by root and the consuming agent's
+/// group: the inner dockerd (root in its sandbox) creates the socket, the
+/// agent (non-root, no capabilities) must be able to enter the directory.
+pub const SOCKET_DIR_MODE: u32 = 0o750;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Appliance {
@@ -210,7 +214,10 @@ pub struct Sandbox {
     pub env_files: Vec<String>,
     /// `None` for no network at all.
     pub network: Option<SandboxNetwork>,
+    /// Host ports published to the sandbox's gateway port.
     pub publish: Vec<u16>,
+    /// The port the agent's gateway listens on inside the sandbox.
+    pub gateway_port: Option<u16>,
     pub gpus: bool,
     pub command: Vec<String>,
     pub depends_on: Vec<String>,

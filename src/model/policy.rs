@@ -15,7 +15,27 @@ pub struct Policy {
     pub warnings: Vec<Warning>,
 }
 
-pub fn apply(name: &str, kind: AgentKind, tools: Vec<Tool>, skills: &[String], remote_exec: bool) -> Policy {
+/// What the spec asks of one agent, as far as the policy needs it.
+pub struct Request<'a> {
+    pub name: &'a str,
+    pub kind: AgentKind,
+    pub tools: Vec<Tool>,
+    pub skills: &'a [String],
+    pub remote_exec: bool,
+    pub code_network: bool,
+    pub publish: &'a [u16],
+}
+
+pub fn apply(request: Request) -> Policy {
+    let Request {
+        name,
+        kind,
+        tools,
+        skills,
+        remote_exec,
+        code_network,
+        publish,
+    } = request;
     let mut permissive = Vec::new();
     let mut warnings = Vec::new();
     let mut effective = Vec::new();
@@ -59,12 +79,74 @@ pub fn apply(name: &str, kind: AgentKind, tools: Vec<Tool>, skills: &[String], r
     }
     if kind == AgentKind::Picoclaw && remote_exec {
         permissive.push(Permissive {
-            setting: "tools.exec.allow_remote = true".into(),
+            setting: "tools.exec.allow_remote = true, cron.allow_command = true".into(),
             reason: "the spec sets `remote-exec = true`: allowlisted Matrix users (appliance admins and \
-                     agents sharing a room) can make the agent run shell commands. They run inside the \
-                     agent's gVisor sandbox (read-only root, no capabilities, no host access), with \
-                     PicoClaw's deny patterns and workspace restriction still on"
+                     the agents sharing a room, so a prompt-injected agent too) can make the agent run \
+                     shell commands, now or on a schedule. They run inside the agent's gVisor sandbox \
+                     (read-only root, no capabilities, no host access) with PicoClaw's deny patterns \
+                     and workspace restriction on, but they see what the agent sees: its environment \
+                     and /run/secrets/appliance, i.e. its Matrix token and GH_TOKEN"
                 .into(),
+        });
+    }
+    if kind == AgentKind::Picoclaw {
+        permissive.push(Permissive {
+            setting: "isolation.enabled = false".into(),
+            reason: "PicoClaw's own subprocess isolation needs bubblewrap namespaces inside the sandbox; \
+                     the gVisor sandbox is the boundary instead"
+                .into(),
+        });
+    }
+    let browser = effective.contains(&Tool::Browser);
+    if browser && kind == AgentKind::Openclaw {
+        permissive.push(Permissive {
+            setting: "browser.noSandbox = true".into(),
+            reason: "Chromium's own namespace sandbox cannot start inside gVisor without privileges we \
+                     do not grant; the gVisor sandbox (no capabilities, read-only root) is the boundary"
+                .into(),
+        });
+    }
+    if browser && kind == AgentKind::Hermes {
+        permissive.push(Permissive {
+            setting: "AGENT_BROWSER_ARGS=--no-sandbox".into(),
+            reason: "Chromium's own namespace sandbox cannot start inside gVisor without privileges we \
+                     do not grant; the gVisor sandbox (no capabilities, read-only root) is the boundary"
+                .into(),
+        });
+    }
+    if kind == AgentKind::Openclaw {
+        permissive.push(Permissive {
+            setting: "agents.defaults.sandbox.mode = \"off\"".into(),
+            reason: "OpenClaw's own tool sandbox needs the host's Docker socket, which no agent gets; \
+                     the agent's whole gateway runs in gVisor instead"
+                .into(),
+        });
+    }
+    if kind == AgentKind::Hermes {
+        permissive.push(Permissive {
+            setting: "security.tirith_enabled = false".into(),
+            reason: "Hermes' tirith command scanner downloads itself from GitHub at runtime, which the \
+                     appliance does not allow; commands run in gVisor sandboxes (the code sandbox, or the \
+                     agent's own with no capabilities), and Hermes' approval rules stay on"
+                .into(),
+        });
+    }
+    if code_network {
+        permissive.push(Permissive {
+            setting: "code-network = true".into(),
+            reason: "executed code can reach the network: its Docker-in-gVisor sandbox (raw sockets, \
+                     NET_ADMIN inside gVisor) joins the appliance bridge, where it can also reach Synapse, \
+                     Ollama and the other sandboxes' addresses"
+                .into(),
+        });
+    }
+    for port in publish {
+        permissive.push(Permissive {
+            setting: format!("publish = {port}"),
+            reason: format!(
+                "the agent's gateway is published on port {port} of every host interface (Docker's \
+                 port forwarding bypasses the host firewall); it keeps token auth, but over plain HTTP"
+            ),
         });
     }
     if kind == AgentKind::Openclaw {

@@ -228,6 +228,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             address: Ipv4Addr::UNSPECIFIED,
         }),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
+        gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
         gpus,
         command: Vec::new(),
         depends_on,
@@ -308,6 +309,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
             address: Ipv4Addr::UNSPECIFIED,
         }),
         publish: Vec::new(),
+        gateway_port: None,
         gpus: false,
         command: vec![
             "dockerd".into(),

@@ -12,8 +12,8 @@ use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::docker::run_options;
 use crate::model::{
-    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, STATE_DIR,
-    WIREGUARD_PORT,
+    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
+    STATE_DIR, WIREGUARD_PORT,
 };
 
 /// NixOS release the generated modules are written for.
@@ -182,8 +182,10 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
                 // Generated files are copied into the store by the path literal.
                 BindSource::Generated(path) => expr(format!("\"${{../../{path}}}{target}\"")),
                 BindSource::Host(path) => {
-                    if path.starts_with(SOCKET_DIR) {
-                        tmpfiles.push(format!("d {path} 0700 root root -"));
+                    // The consumer's side of a socket dir sets its owner.
+                    if path.starts_with(SOCKET_DIR) && bind.read_only {
+                        let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
+                        tmpfiles.push(format!("d {path} {SOCKET_DIR_MODE:04o} root {gid} -"));
                     }
                     Value::from(format!("{path}:{}{suffix}", bind.target))
                 }

@@ -10,6 +10,7 @@ pub mod runtimes;
 pub mod synapse;
 mod templates;
 
+pub use agents::openclaw::GATEWAY_PORT as OPENCLAW_GATEWAY_PORT;
 pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
 
 use std::collections::BTreeMap;

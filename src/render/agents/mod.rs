@@ -9,7 +9,7 @@
 //! docs/agents.md.
 
 mod hermes;
-mod openclaw;
+pub mod openclaw;
 mod picoclaw;
 
 use anyhow::Result;

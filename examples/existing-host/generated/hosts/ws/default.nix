@@ -129,7 +129,7 @@ in
     };
 
     systemd.tmpfiles.rules = [
-      "d /run/appliance/sockets/coder-exec 0700 root root -"
+      "d /run/appliance/sockets/coder-exec 0750 root 10000 -"
       "d /var/lib/appliance 0711 root root -"
       "d /var/lib/appliance/secrets 0711 root root -"
     ];

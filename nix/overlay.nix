@@ -26,6 +26,10 @@ in
     source = sources.picoclaw;
   };
 
+  appliance-code-runner = final.callPackage ./packages/code-runner.nix { };
+
+  appliance-dind-start = final.callPackage ./packages/dind-start.nix { };
+
   appliance-hermes = final.callPackage ./packages/hermes.nix {
     inherit pin;
     source = sources.hermes-agent;

@@ -358,6 +358,16 @@ const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),
     ("appliance-hermes", "nix/overlay.nix (this repository)"),
+    ("appliance-code-runner", "nix/overlay.nix (this repository)"),
+    ("appliance-dind-start", "nix/overlay.nix (this repository)"),
+    (
+        "bashInteractive",
+        "pkgs/top-level/all-packages.nix (bash.override { interactive = true; })",
+    ),
+    (
+        "writeShellApplication",
+        "pkgs/build-support/trivial-builders/default.nix",
+    ),
     ("dockerTools", "pkgs/build-support/docker/default.nix"),
     ("testers", "pkgs/build-support/testers/default.nix"),
     ("runCommand", "pkgs/build-support/trivial-builders/default.nix"),

@@ -8,7 +8,13 @@ assert lib.assertMsg (pkgs.appliance-picoclaw.version == "0.2.9")
 pkgs.dockerTools.streamLayeredImage {
   name = "agent-appliance/picoclaw";
   tag = "0.2.9";
-  contents = [ pkgs.appliance-picoclaw pkgs.gh pkgs.cacert ];
+  contents = [
+    pkgs.appliance-picoclaw
+    pkgs.gh
+    pkgs.bashInteractive
+    pkgs.coreutils
+    pkgs.cacert
+  ];
   config = {
     Entrypoint = [ "picoclaw" "gateway" ];
     Env = [ "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt" ];

@@ -20,6 +20,9 @@ pub const OPENCLAW_VERSION: &str = "2026.9.6";
 pub const PICOCLAW_VERSION: &str = "0.2.9";
 pub const HERMES_VERSION: &str = "0.19.0";
 pub const DIND_VERSION: &str = "29";
+/// The image Hermes' Docker terminal runs code in; built by Nix
+/// (nix/packages/code-runner.nix) and loaded by the code sandbox at start.
+pub const CODE_RUNNER_IMAGE: &str = "agent-appliance/code-runner:1";
 
 /// Where the code-execution sandbox's Docker socket directory is mounted,
 /// in both the sandbox that creates it and the one that uses it.
@@ -301,7 +304,11 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         memory: "8g".into(),
         cpus: "2".into(),
         shm_size: None,
-        environment: BTreeMap::new(),
+        // Where `appliance-dind-start` waits for dockerd's socket.
+        environment: BTreeMap::from([(
+            "DOCKER_HOST".to_string(),
+            format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+        )]),
         env_files: Vec::new(),
         // Code gets a network only when the spec allows it.
         network: agent.code_network.then(|| SandboxNetwork {
@@ -312,7 +319,8 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         gateway_port: None,
         gpus: false,
         command: vec![
-            "dockerd".into(),
+            // dockerd, then `docker load` of the code-runner image.
+            "appliance-dind-start".into(),
             format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
             // root:<agent's gid> 0660 instead of root:docker, a group the
             // agent's image does not have.

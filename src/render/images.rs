@@ -58,7 +58,15 @@ fn recipe(repository: &str) -> Recipe {
         },
         "agent-appliance/picoclaw" => Recipe {
             purpose: "PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill",
-            packages: vec!["pkgs.appliance-picoclaw", "pkgs.gh", "pkgs.cacert"],
+            // A shell and core tools: PicoClaw's exec tool (and the gh
+            // skill through it) runs commands with `sh -c`.
+            packages: vec![
+                "pkgs.appliance-picoclaw",
+                "pkgs.gh",
+                "pkgs.bashInteractive",
+                "pkgs.coreutils",
+                "pkgs.cacert",
+            ],
             entrypoint: vec!["picoclaw", "gateway"],
             user: "1000:1000",
             env: vec![CA_BUNDLE],
@@ -79,9 +87,14 @@ fn recipe(repository: &str) -> Recipe {
             version_check: Some(("pkgs.appliance-hermes", "exact")),
         },
         _ => Recipe {
-            purpose: "Docker 29 daemon for code execution inside gVisor; its /var/lib/docker is a tmpfs the sandbox mounts",
-            packages: vec!["pkgs.docker_29", "pkgs.cacert", "pkgs.tini"],
-            // The sandbox's command is the `dockerd` line with its flags.
+            purpose: "Docker 29 daemon for code execution inside gVisor, with the code-runner image it loads at start; its /var/lib/docker is a tmpfs the sandbox mounts",
+            packages: vec![
+                "pkgs.docker_29",
+                "pkgs.appliance-dind-start",
+                "pkgs.cacert",
+                "pkgs.tini",
+            ],
+            // The sandbox's command is `appliance-dind-start` with dockerd's flags.
             entrypoint: vec!["tini", "-s", "--"],
             user: "0:0",
             env: vec![CA_BUNDLE],

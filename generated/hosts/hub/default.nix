@@ -312,14 +312,16 @@ in
       };
       casper-exec = {
         cmd = [
-          "dockerd"
+          "appliance-dind-start"
           "--host=unix:///run/appliance-docker/docker.sock"
           "--group=10000"
           "--iptables=false"
           "--ip6tables=false"
         ];
         dependsOn = [ ];
-        environment = { };
+        environment = {
+          DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
+        };
         environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-dind"

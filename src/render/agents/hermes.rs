@@ -63,6 +63,8 @@ struct AgentSettings {
 struct Terminal {
     backend: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    docker_image: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     docker_network: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     docker_forward_env: Option<Vec<String>>,
@@ -147,6 +149,10 @@ pub fn config(agent: &Agent) -> Config {
             // `docker_network: false` adds `--network=none`.
             Terminal {
                 backend: "docker",
+                // Loaded into the code sandbox at start; its tmpfs
+                // /var/lib/docker has no other image and, without
+                // `code-network`, nothing can be pulled.
+                docker_image: Some(crate::model::CODE_RUNNER_IMAGE),
                 docker_network: Some(agent.code_network),
                 docker_forward_env: Some(Vec::new()),
                 docker_mount_cwd_to_workspace: Some(false),
@@ -155,6 +161,7 @@ pub fn config(agent: &Agent) -> Config {
             // Inside the agent's own gVisor sandbox; never a Docker socket.
             Terminal {
                 backend: "local",
+                docker_image: None,
                 docker_network: None,
                 docker_forward_env: None,
                 docker_mount_cwd_to_workspace: None,

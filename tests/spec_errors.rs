@@ -212,3 +212,16 @@ fn the_default_overlay_must_not_overlap_the_network() {
     );
     assert!(err.contains("the overlay defaults to `10.89.0.0/24`"), "{err}");
 }
+
+#[test]
+fn flags_that_do_not_apply_point_at_themselves() {
+    let spec = VALID.replace(
+        "[rooms.main]",
+        "[agents.writer]\nkind = \"hermes\"\nhost = \"box\"\nremote-exec = true\ncode-network = true\n\n[rooms.main]",
+    );
+    let (_dir, output) = run_spec(&spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.contains("appliance.toml:24:15: `remote-exec` applies to picoclaw agents only"), "{err}");
+    assert!(err.contains("appliance.toml:25:16: `code-network` is set but the agent has no code execution"), "{err}");
+}

@@ -465,16 +465,24 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         }
         let (tools, browser, code_execution) = resolve_tools(&mut b, name, agent);
         check_limits(&mut b, agent);
-        if agent.remote_exec && kind != AgentKind::Picoclaw {
+        if let Some(flag) = agent
+            .remote_exec
+            .as_ref()
+            .filter(|f| *f.get_ref() && kind != AgentKind::Picoclaw)
+        {
             b.error(
-                span(name),
+                span(flag),
                 "`remote-exec` applies to picoclaw agents only",
                 "remove `remote-exec`",
             );
         }
-        if agent.code_network && code_execution.is_none() {
+        if let Some(flag) = agent
+            .code_network
+            .as_ref()
+            .filter(|f| *f.get_ref() && code_execution.is_none())
+        {
             b.error(
-                span(name),
+                span(flag),
                 "`code-network` is set but the agent has no code execution",
                 "remove `code-network`",
             );
@@ -534,8 +542,8 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             kind,
             tools,
             skills: &skills,
-            remote_exec: agent.remote_exec,
-            code_network: agent.code_network,
+            remote_exec: agent.remote_exec(),
+            code_network: agent.code_network(),
             publish: &publish,
         });
         agents.insert(
@@ -551,8 +559,8 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 skills,
                 browser,
                 code_execution,
-                remote_exec: agent.remote_exec,
-                code_network: agent.code_network,
+                remote_exec: agent.remote_exec(),
+                code_network: agent.code_network(),
                 homeserver_url: format!(
                     "http://{}:{matrix_port}",
                     homeserver_address.unwrap_or(network.gateway())

@@ -180,11 +180,9 @@ pub struct AgentSpec {
     pub browser: Option<Spanned<Browser>>,
     pub code_execution: Option<Spanned<CodeExecution>>,
     /// Let chat messages run shell commands (PicoClaw `allow_remote`).
-    #[serde(default)]
-    pub remote_exec: bool,
+    pub remote_exec: Option<Spanned<bool>>,
     /// Let sandboxed code reach the network (code execution containers).
-    #[serde(default)]
-    pub code_network: bool,
+    pub code_network: Option<Spanned<bool>>,
     /// Size of the RAM-backed `/var/lib/docker` of the code sandbox, e.g. "4g".
     pub code_storage: Option<Spanned<String>>,
     /// Memory limit, e.g. "4g".
@@ -206,4 +204,14 @@ pub struct RoomSpec {
     /// Agent names, or `@localpart` for human admins.
     pub members: Vec<Spanned<String>>,
     pub federate: Option<Spanned<bool>>,
+}
+
+impl AgentSpec {
+    pub fn remote_exec(&self) -> bool {
+        self.remote_exec.as_ref().is_some_and(|v| *v.get_ref())
+    }
+
+    pub fn code_network(&self) -> bool {
+        self.code_network.as_ref().is_some_and(|v| *v.get_ref())
+    }
 }

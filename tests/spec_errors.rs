@@ -222,6 +222,12 @@ fn flags_that_do_not_apply_point_at_themselves() {
     let (_dir, output) = run_spec(&spec, &["check"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(err.contains("appliance.toml:24:15: `remote-exec` applies to picoclaw agents only"), "{err}");
-    assert!(err.contains("appliance.toml:25:16: `code-network` is set but the agent has no code execution"), "{err}");
+    assert!(
+        err.contains("appliance.toml:24:15: `remote-exec` applies to picoclaw agents only"),
+        "{err}"
+    );
+    assert!(
+        err.contains("appliance.toml:25:16: `code-network` is set but the agent has no code execution"),
+        "{err}"
+    );
 }

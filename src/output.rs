@@ -246,8 +246,9 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
         return Err(error);
     }
     // Fault injection for the atomicity test: stop as if killed right before
-    // the swap. Not a user setting; documented in tests/output.rs.
-    if std::env::var_os("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP").is_some() {
+    // the swap. Not a user setting: only debug builds (the tests run one)
+    // read it; a release binary ignores it.
+    if cfg!(debug_assertions) && std::env::var_os("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP").is_some() {
         bail!("interrupted before the swap (APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP)");
     }
     swap_in(&staging, out, &parent)?;

@@ -53,7 +53,11 @@ fn every_subcommand_has_help() {
 fn check_accepts_the_default_spec() {
     let output = run_in(&crate::common::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("appliance `magi` is valid"));
+    assert!(
+        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 5 sandboxes, 1 room\n"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -67,7 +71,11 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
     std::fs::write(dir.path().join("appliance.toml"), "# mine\n").unwrap();
     let again = run_in(dir.path(), &["init"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("never overwrites"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("error: `appliance.toml` exists already\nhint: `appliance init` never overwrites"),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("appliance.toml")).unwrap(),
         "# mine\n"
@@ -107,7 +115,10 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
 
     let unknown = run_in(&crate::common::root(), &["inspect", "--host", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(stderr(&unknown).contains("no host `nope` in the spec"));
+    assert_eq!(
+        stderr(&unknown),
+        "error: no host `nope` in the spec\nhint: hosts are: `hub`, `pi`\n"
+    );
 }
 
 #[test]

@@ -123,7 +123,11 @@ fn check_lists_differing_missing_and_extra_files() {
     );
     assert!(listing.contains("missing: generated/bootstrap/plan.json"), "{listing}");
     assert!(listing.contains("extra:   generated/notes.txt"), "{listing}");
-    assert!(stderr(&drift).contains("not up to date"));
+    assert!(
+        stderr(&drift).starts_with("error: the generated tree is not up to date\nhint: "),
+        "{}",
+        stderr(&drift)
+    );
 }
 
 #[test]

@@ -354,7 +354,7 @@ fn gives_up_clearly_when_no_homeserver_answers() {
     let err = stderr(&output);
     assert!(
         err.contains(&format!(
-            "error: the homeserver at {} did not answer within 1 s",
+            "error: the homeserver at `{}` did not answer within 1 s",
             world.url
         )),
         "{err}"
@@ -735,7 +735,7 @@ fn bootstrap_waits_for_a_homeserver_that_starts_later() {
     assert_ok(&output);
     let out = stdout(&output);
     assert!(
-        out.contains(&format!("waiting for the homeserver at {}", world.url)),
+        out.contains(&format!("waiting for the homeserver at `{}`", world.url)),
         "{out}"
     );
     assert!(out.contains("room #magi:magi: created"), "{out}");

@@ -103,7 +103,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         );
     }
     let client = Client::new(url, run.deadline, options.timeout);
-    client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at {} ({why})", client.base())))?;
+    client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at `{}` ({why})", client.base())))?;
     run.matrix(&client)?;
     (run.log)(format!(
         "{} request(s) to {}, {} rate-limited",

@@ -7,9 +7,20 @@
 //! (the staging directory is a sibling, so it is); on filesystems without
 //! RENAME_EXCHANGE we fall back to two renames with a short window in which
 //! the output directory is absent.
+//!
+//! One write at a time per output directory: a write holds an exclusive
+//! `flock` on `<parent>/.<name>.lock` from reading the old tree to the swap,
+//! and a second `appliance generate` waits for it. So every staging
+//! directory found while holding the lock belongs to a run that died, and
+//! removing it cannot pull a tree out from under a live run. The kernel drops
+//! the lock when its holder dies; the lock file stays, empty, and is reused.
+//! This guards against other `appliance` runs only, and only where `flock`
+//! works (not on some network filesystems).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -90,6 +101,7 @@ impl Drift {
 }
 
 pub fn drift(out: &Path, tree: &Tree) -> Result<Drift> {
+    ensure_directory(out)?;
     let expected = with_manifest(tree);
     let actual = read_tree(out)?;
     let mut drift = Drift::default();
@@ -149,6 +161,20 @@ impl std::error::Error for Conflicts {}
 
 /// Writes `tree` (plus its manifest) to `out` atomically.
 pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
+    ensure_directory(out)?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = out
+        .file_name()
+        .with_context(|| format!("`{}` has no directory name", out.display()))?
+        .to_string_lossy()
+        .to_string();
+    fs::create_dir_all(&parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
+    // Held until this function returns, whichever way.
+    let _lock = lock(&parent.join(format!(".{name}.lock")), out)?;
+
     let full = with_manifest(tree);
     let on_disk = read_tree(out)?;
     let old_manifest = match on_disk.get(MANIFEST) {
@@ -212,26 +238,77 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
         return Ok(report);
     }
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    fs::create_dir_all(&parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
-    let name = out
-        .file_name()
-        .with_context(|| format!("`{}` has no directory name", out.display()))?
-        .to_string_lossy()
-        .to_string();
+    // Safe under the lock: no live run has a staging directory here.
     remove_stale_staging(&parent, &name);
     let staging = parent.join(format!(".{name}{STAGING_MARK}{}", std::process::id()));
-    build_staging(&staging, out, &full, &on_disk, &keep)?;
+    if let Err(error) = build_staging(&staging, out, &full, &on_disk, &keep) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(error);
+    }
     // Fault injection for the atomicity test: stop as if killed right before
-    // the swap. Not a user setting; documented in tests/output.rs.
-    if std::env::var_os("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP").is_some() {
+    // the swap. Not a user setting: only debug builds (the tests run one)
+    // read it; a release binary ignores it.
+    if cfg!(debug_assertions) && std::env::var_os("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP").is_some() {
         bail!("interrupted before the swap (APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP)");
     }
     swap_in(&staging, out, &parent)?;
     Ok(report)
+}
+
+/// The output must be a directory or not exist yet. A symlink is refused
+/// rather than followed: the swap would replace the link, not its target.
+fn ensure_directory(out: &Path) -> Result<()> {
+    match fs::symlink_metadata(out) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => {
+            let what = if meta.is_symlink() { "a symlink" } else { "a file" };
+            bail!(
+                "`{}` is not a directory (it is {what})\n\
+                 hint: point `--out` at a directory, or at a path that does not exist yet",
+                out.display()
+            )
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("failed to inspect `{}`", out.display())),
+    }
+}
+
+/// Takes the exclusive lock at `path`, waiting (and saying so) while another
+/// run holds it. Held for as long as the returned file is open.
+fn lock(path: &Path, out: &Path) -> Result<File> {
+    use rustix::fs::{FlockOperation, flock};
+    use rustix::io::Errno;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("failed to open lock file `{}`", path.display()))?;
+    let locked = |op| loop {
+        match flock(&file, op) {
+            Err(Errno::INTR) => {}
+            other => break other,
+        }
+    };
+    match locked(FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => return Ok(file),
+        Err(Errno::WOULDBLOCK) => {
+            eprintln!(
+                "waiting for another `appliance generate` writing `{}` (lock `{}`)",
+                out.display(),
+                path.display()
+            );
+        }
+        Err(e) => {
+            return Err(std::io::Error::from(e)).with_context(|| format!("failed to lock `{}`", path.display()));
+        }
+    }
+    locked(FlockOperation::LockExclusive)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to lock `{}`", path.display()))?;
+    Ok(file)
 }
 
 /// Above this many new files one `syncfs` is cheaper than an fsync each.
@@ -311,7 +388,8 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
 }
 
-/// Staging directories left by an interrupted run are ours to remove.
+/// Staging directories left by an interrupted run are ours to remove. Call
+/// only while holding the lock: then each one belongs to a run that is gone.
 fn remove_stale_staging(parent: &Path, name: &str) {
     let prefix = format!(".{name}{STAGING_MARK}");
     if let Ok(entries) = fs::read_dir(parent) {

@@ -354,7 +354,7 @@ fn gives_up_clearly_when_no_homeserver_answers() {
     let err = stderr(&output);
     assert!(
         err.contains(&format!(
-            "error: the homeserver at {} did not answer within 1 s",
+            "error: the homeserver at `{}` did not answer within 1 s",
             world.url
         )),
         "{err}"
@@ -712,6 +712,11 @@ fn libc_sigabrt() -> i32 {
     6
 }
 
+/// `Child::kill` sends SIGKILL.
+fn libc_sigkill() -> i32 {
+    9
+}
+
 /// Bootstrap started before Synapse waits for it.
 #[test]
 fn bootstrap_waits_for_a_homeserver_that_starts_later() {
@@ -730,7 +735,7 @@ fn bootstrap_waits_for_a_homeserver_that_starts_later() {
     assert_ok(&output);
     let out = stdout(&output);
     assert!(
-        out.contains(&format!("waiting for the homeserver at {}", world.url)),
+        out.contains(&format!("waiting for the homeserver at `{}`", world.url)),
         "{out}"
     );
     assert!(out.contains("room #magi:magi: created"), "{out}");
@@ -743,14 +748,30 @@ fn sigkilled_runs_are_completed_by_the_next_run() {
     let Some(venv) = venv() else { return };
     let world = World::new();
     let _synapse = world.start_synapse(&venv);
+    // A kill proves something only if it lands mid-run: the process was
+    // still running (so SIGKILL ended it), had already set up at least one
+    // account (its line is printed after the account's state is written),
+    // and had not finished. The secrets exist before the first run (Synapse
+    // needs them), so the state directory alone proves nothing.
+    let mut landed = Vec::new();
     for delay_ms in [200, 600, 1200, 1800, 2500] {
         let mut child = world.command(&[]).stdout(Stdio::piped()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let output = child.wait_with_output().unwrap();
-        let last = stdout(&output).lines().last().unwrap_or_default().to_string();
-        eprintln!("killed after {delay_ms} ms, last line: {last}");
+        let out = stdout(&output);
+        let last = out.lines().last().unwrap_or_default().to_string();
+        eprintln!("killed after {delay_ms} ms ({}), last line: {last}", output.status);
+        let account_done = out.lines().any(|l| l.starts_with('@'));
+        if output.status.signal() == Some(libc_sigkill()) && account_done && !out.contains(" done in ") {
+            landed.push(delay_ms);
+        }
     }
+    assert!(
+        !landed.is_empty(),
+        "no SIGKILL landed mid-run (after an account, before the end); the delays need adjusting"
+    );
+    eprintln!("kills that landed mid-run: after {landed:?} ms");
     let completed = world.bootstrap(&[]);
     assert_ok(&completed);
     let devices = world.devices();

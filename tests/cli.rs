@@ -2,13 +2,50 @@
 
 use crate::common::{run_in, stderr, stdout};
 
+/// Every subcommand, in `--help` order.
+const SUBCOMMANDS: [&str; 7] = [
+    "init",
+    "check",
+    "generate",
+    "inspect",
+    "bootstrap",
+    "doctor",
+    "completions",
+];
+
+#[test]
+fn the_subcommand_list_here_is_complete() {
+    // So the tests below cover a subcommand as soon as it is added.
+    use clap::CommandFactory;
+    let cli = agent_appliance::cli::Cli::command();
+    let names: Vec<&str> = cli.get_subcommands().map(clap::Command::get_name).collect();
+    assert_eq!(names, SUBCOMMANDS);
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let output = run_in(&crate::common::root(), &["--help"]);
     assert!(output.status.success());
     let help = stdout(&output);
-    for command in ["init", "check", "generate", "inspect", "completions"] {
-        assert!(help.contains(command), "--help lacks `{command}`:\n{help}");
+    for command in SUBCOMMANDS {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(&format!("{command} "))),
+            "--help lacks `{command}`:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for command in SUBCOMMANDS {
+        let output = run_in(&crate::common::root(), &[command, "--help"]);
+        assert!(output.status.success(), "`{command} --help`: {}", stderr(&output));
+        let help = stdout(&output);
+        assert!(
+            help.contains(&format!("Usage: appliance {command}")),
+            "`{command} --help`:\n{help}"
+        );
     }
 }
 
@@ -16,7 +53,11 @@ fn help_lists_every_subcommand() {
 fn check_accepts_the_default_spec() {
     let output = run_in(&crate::common::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("appliance `magi` is valid"));
+    assert!(
+        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 5 sandboxes, 1 room\n"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -30,7 +71,11 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
     std::fs::write(dir.path().join("appliance.toml"), "# mine\n").unwrap();
     let again = run_in(dir.path(), &["init"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("never overwrites"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("error: `appliance.toml` exists already\nhint: `appliance init` never overwrites"),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("appliance.toml")).unwrap(),
         "# mine\n"
@@ -70,14 +115,27 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
 
     let unknown = run_in(&crate::common::root(), &["inspect", "--host", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(stderr(&unknown).contains("no host `nope` in the spec"));
+    assert_eq!(
+        stderr(&unknown),
+        "error: no host `nope` in the spec\nhint: hosts are: `hub`, `pi`\n"
+    );
 }
 
 #[test]
 fn completions_cover_the_subcommands() {
-    let output = run_in(&crate::common::root(), &["completions", "bash"]);
-    assert!(output.status.success());
-    assert!(stdout(&output).contains("generate"));
+    let bash = run_in(&crate::common::root(), &["completions", "bash"]);
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let bash = stdout(&bash);
+    let fish = run_in(&crate::common::root(), &["completions", "fish"]);
+    assert!(fish.status.success(), "{}", stderr(&fish));
+    let fish = stdout(&fish);
+    for command in SUBCOMMANDS {
+        assert!(
+            bash.contains(&format!("appliance,{command})")),
+            "bash lacks `{command}`"
+        );
+        assert!(fish.contains(&format!("-a \"{command}\"")), "fish lacks `{command}`");
+    }
 }
 
 #[test]

@@ -123,7 +123,11 @@ fn check_lists_differing_missing_and_extra_files() {
     );
     assert!(listing.contains("missing: generated/bootstrap/plan.json"), "{listing}");
     assert!(listing.contains("extra:   generated/notes.txt"), "{listing}");
-    assert!(stderr(&drift).contains("not up to date"));
+    assert!(
+        stderr(&drift).starts_with("error: the generated tree is not up to date\nhint: "),
+        "{}",
+        stderr(&drift)
+    );
 }
 
 #[test]
@@ -227,4 +231,83 @@ fn refuses_to_write_into_a_directory_it_did_not_create() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("has no `SHA256SUMS`"), "{}", stderr(&output));
     assert_eq!(fs::read_to_string(out.join("important.txt")).unwrap(), "keep");
+}
+
+#[test]
+fn a_second_writer_waits_and_a_live_writers_staging_is_kept() {
+    use std::time::{Duration, Instant};
+
+    let dir = project();
+    assert!(generate(dir.path(), &[]).status.success());
+    // Play a live writer: hold the lock, with a staging directory.
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join(".generated.lock"))
+        .expect("the first run leaves its lock file beside the output");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let staging = dir.path().join(".generated.appliance-staging-4194305");
+    fs::create_dir(&staging).unwrap();
+    fs::write(staging.join("half-written.nix"), "{").unwrap();
+
+    let spec = fs::read_to_string(dir.path().join("appliance.toml")).unwrap();
+    fs::write(
+        dir.path().join("appliance.toml"),
+        spec.replace("context = 262144", "context = 131072"),
+    )
+    .unwrap();
+    let mut second = crate::common::appliance()
+        .args(["generate"])
+        .current_dir(dir.path())
+        .env_remove("APPLIANCE_SPEC")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "the second writer must wait for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        staging.join("half-written.nix").exists(),
+        "a live writer's staging directory was removed"
+    );
+
+    // The holder dies: the waiter goes ahead, and the staging directory is
+    // now stale, so it goes.
+    drop(lock);
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("waiting for another `appliance generate`"));
+    assert!(!staging.exists(), "a dead writer's staging directory must be removed");
+    let hub = fs::read_to_string(dir.path().join("generated/agents/melchior/openclaw.json")).unwrap();
+    assert!(hub.contains("131072"), "{hub}");
+}
+
+#[test]
+fn out_must_be_a_directory_not_a_file_or_symlink() {
+    let dir = project();
+    fs::write(dir.path().join("a-file"), "keep").unwrap();
+    fs::create_dir(dir.path().join("target-dir")).unwrap();
+    std::os::unix::fs::symlink("target-dir", dir.path().join("a-link")).unwrap();
+    for (out, what) in [("a-file", "a file"), ("a-link", "a symlink")] {
+        for extra in [&[][..], &["--check"][..]] {
+            let mut args = vec!["generate", "--out", out];
+            args.extend_from_slice(extra);
+            let output = run_in(dir.path(), &args);
+            assert_eq!(output.status.code(), Some(1), "{args:?}");
+            let err = stderr(&output);
+            assert!(
+                err.contains(&format!("error: `{out}` is not a directory (it is {what})\nhint: ")),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(fs::read_to_string(dir.path().join("a-file")).unwrap(), "keep");
+    assert!(fs::symlink_metadata(dir.path().join("a-link")).unwrap().is_symlink());
+    assert_eq!(fs::read_dir(dir.path().join("target-dir")).unwrap().count(), 0);
 }

@@ -747,6 +747,25 @@ fn unknown_runsc_flags_pass_dockerd_and_fail_at_container_start() {
             "{runtime} with current spellings started on {}",
             "runsc 20221219"
         );
+        // It failed for the reason under test, not any other: a flag this
+        // runsc does not define makes it exit 2 (Go's flag parser) before it
+        // can report anything; otherwise it rejects the platform name.
+        let args = &settings["runtimes"][profile.name()]["runtimeArgs"];
+        let unknown_flag = args
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--allow-packet-socket-write=true");
+        let cause = if unknown_flag {
+            format!(
+                "runtimes/{} did not terminate successfully: exit status 2",
+                profile.name()
+            )
+        } else {
+            "OCI runtime create failed: unknown platform: systrap".to_string()
+        };
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains(&cause), "{runtime} failed, but not with `{cause}`:\n{err}");
     }
 }
 

@@ -148,7 +148,7 @@ impl Client {
         loop {
             let reply = self
                 .send_once(method, path, token, body)
-                .with_context(|| format!("request to the homeserver at {} failed ({path})", self.base))?;
+                .with_context(|| format!("request to the homeserver at `{}` failed (`{path}`)", self.base))?;
             if reply.status != 429 {
                 return Ok(reply);
             }
@@ -156,7 +156,7 @@ impl Client {
             let wait = Duration::from_millis(reply.body.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(1000));
             if Instant::now() + wait > self.deadline {
                 bail!(
-                    "the homeserver at {} rate-limited `{path}` beyond the timeout ({})\nhint: raise `--timeout`, or relax Synapse's `rc_*` limits",
+                    "the homeserver at `{}` rate-limited `{path}` beyond the timeout ({})\nhint: raise `--timeout`, or relax Synapse's `rc_*` limits",
                     self.base,
                     reply.describe()
                 );
@@ -195,7 +195,7 @@ impl Client {
             let now = Instant::now();
             if now >= self.deadline {
                 bail!(
-                    "the homeserver at {} did not answer within {} s (last attempt: {last})\nhint: is Synapse running (`systemctl status matrix-synapse`)? Point `--homeserver URL` at it, or raise `--timeout`",
+                    "the homeserver at `{}` did not answer within {} s (last attempt: {last})\nhint: is Synapse running (`systemctl status matrix-synapse`)? Point `--homeserver URL` at it, or raise `--timeout`",
                     self.base,
                     self.timeout.as_secs()
                 );

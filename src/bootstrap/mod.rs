@@ -25,7 +25,8 @@ use self::secrets::{DIR_MODE, Outcome, Owner, TRAVERSE_MODE};
 
 /// Test-only hook: when set to N, the process aborts (as if killed) right
 /// after its N-th step, to prove the next run completes the work. Steps are
-/// counted in docs/bootstrap.md; never set it in production.
+/// counted in docs/bootstrap.md. Read only by debug builds (the tests run
+/// one), so a release binary ignores it whatever the environment says.
 pub const ABORT_HOOK_ENV: &str = "APPLIANCE_TEST_ABORT_AFTER_STEPS";
 
 /// File names inside the directories the plan names.
@@ -72,7 +73,11 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         deadline: Instant::now() + options.timeout,
         log,
         steps: 0,
-        abort_after: std::env::var(ABORT_HOOK_ENV).ok().and_then(|v| v.parse().ok()),
+        abort_after: if cfg!(debug_assertions) {
+            std::env::var(ABORT_HOOK_ENV).ok().and_then(|v| v.parse().ok())
+        } else {
+            None
+        },
     };
     run.check_plan()?;
     // An existing state directory keeps its mode and owner (it may be a
@@ -98,7 +103,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         );
     }
     let client = Client::new(url, run.deadline, options.timeout);
-    client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at {} ({why})", client.base())))?;
+    client.wait_until_up(|why| (run.log)(format!("waiting for the homeserver at `{}` ({why})", client.base())))?;
     run.matrix(&client)?;
     (run.log)(format!(
         "{} request(s) to {}, {} rate-limited",

@@ -60,14 +60,20 @@ impl Rooms<'_> {
         if reply.status == 404 {
             return Ok(None);
         }
-        bail!("failed to read `{event_type}` of room {room_id} ({})", reply.describe())
+        bail!(
+            "failed to read `{event_type}` of room `{room_id}` ({})",
+            reply.describe()
+        )
     }
 
     fn set_state(&self, room_id: &str, event_type: &str, content: &Value) -> Result<()> {
         let path = format!("/_matrix/client/v3/rooms/{}/state/{event_type}/", segment(room_id));
         let reply = self.client.put(&path, Some(self.token), content)?;
         if !reply.ok() {
-            bail!("failed to set `{event_type}` of room {room_id} ({})", reply.describe());
+            bail!(
+                "failed to set `{event_type}` of room `{room_id}` ({})",
+                reply.describe()
+            );
         }
         Ok(())
     }
@@ -152,7 +158,7 @@ impl Rooms<'_> {
             || federate != room.federate
         {
             bail!(
-                "room `{}` ({room_id}) is not invite-only with m.federate = {}\nhint: remove the alias (or the room) and rerun `appliance bootstrap` to create it afresh",
+                "room `{}` (`{room_id}`) is not invite-only with `m.federate` = `{}`\nhint: remove the alias (or the room) and rerun `appliance bootstrap` to create it afresh",
                 room.alias,
                 room.federate
             );
@@ -193,7 +199,7 @@ impl Rooms<'_> {
             Some(self.token),
         )?;
         if !reply.ok() {
-            bail!("failed to list the members of room {room_id} ({})", reply.describe());
+            bail!("failed to list the members of room `{room_id}` ({})", reply.describe());
         }
         let joined = reply
             .body

@@ -1,18 +1,19 @@
 use anyhow::Result;
 
+use super::count;
 use crate::cli::SpecArgs;
 
 pub fn run(args: &SpecArgs) -> Result<()> {
     let appliance = super::load(&args.spec)?;
     let sandboxes: usize = appliance.hosts.values().map(|h| h.sandboxes.len()).sum();
     println!(
-        "{}: appliance `{}` is valid: {} host(s), {} agent(s), {} sandbox(es), {} room(s)",
+        "{}: appliance `{}` is valid: {}, {}, {}, {}",
         args.spec.display(),
         appliance.name,
-        appliance.hosts.len(),
-        appliance.agents.len(),
-        sandboxes,
-        appliance.rooms.len()
+        count(appliance.hosts.len(), "host", "hosts"),
+        count(appliance.agents.len(), "agent", "agents"),
+        count(sandboxes, "sandbox", "sandboxes"),
+        count(appliance.rooms.len(), "room", "rooms")
     );
     // Not errors: the spec is valid, but something it asks for is off.
     for agent in appliance.agents.values() {

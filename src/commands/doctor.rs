@@ -93,10 +93,10 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
         },
     );
     println!(
-        "host `{}`: {} sandbox(es), {} runtime(s)",
+        "host `{}`: {}, {}",
         host.name,
-        host.sandboxes.len(),
-        host.runtimes.len()
+        super::count(host.sandboxes.len(), "sandbox", "sandboxes"),
+        super::count(host.runtimes.len(), "runtime", "runtimes")
     );
     print!("{}", report.text());
     match report.failures() {
@@ -108,19 +108,11 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
 
 /// `--host`, else the only host, else the host named like this machine.
 fn select_host<'a>(appliance: &'a Appliance, wanted: Option<&str>) -> Result<&'a Host> {
-    let known = || {
-        appliance
-            .hosts
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if let Some(name) = wanted {
-        return match appliance.hosts.get(name) {
-            Some(host) => Ok(host),
-            None => bail!("no host `{name}` in the spec\nhint: hosts are: {}", known()),
-        };
+        return appliance
+            .hosts
+            .get(name)
+            .ok_or_else(|| super::unknown_host(appliance, name));
     }
     if appliance.hosts.len() == 1 {
         return Ok(appliance.hosts.values().next().expect("one host"));
@@ -131,7 +123,7 @@ fn select_host<'a>(appliance: &'a Appliance, wanted: Option<&str>) -> Result<&'a
         None => bail!(
             "the spec has several hosts and none is named `{}`\nhint: pass `--host` with one of: {}",
             hostname.trim(),
-            known()
+            super::host_names(appliance)
         ),
     }
 }

@@ -12,7 +12,7 @@ pub struct DriftFound;
 
 impl std::fmt::Display for DriftFound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the generated tree is not up to date\nhint: run `appliance generate` and commit the result")
+        f.write_str("error: the generated tree is not up to date\nhint: run `appliance generate` and commit the result")
     }
 }
 

@@ -1,7 +1,7 @@
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cli::InitArgs;
 
@@ -11,16 +11,14 @@ pub const STARTER: &str = include_str!("../../examples/minimal/appliance.toml");
 
 pub fn run(args: &InitArgs) -> Result<()> {
     // `create_new` refuses to overwrite, without a check-then-write race.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&args.spec)
-        .with_context(|| {
-            format!(
-                "failed to create `{}`\nhint: it may exist already; appliance init never overwrites a spec",
-                args.spec.display()
-            )
-        })?;
+    let mut file = match OpenOptions::new().write(true).create_new(true).open(&args.spec) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => bail!(
+            "`{}` exists already\nhint: `appliance init` never overwrites a spec; pass `--spec PATH` to write a new one elsewhere",
+            args.spec.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("failed to create `{}`", args.spec.display())),
+    };
     file.write_all(STARTER.as_bytes())
         .with_context(|| format!("failed to write `{}`", args.spec.display()))?;
     println!(

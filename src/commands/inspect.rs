@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::bootstrap::plan::{Plan, plan};
@@ -44,8 +44,7 @@ pub fn inspection<'a>(appliance: &'a Appliance, only_host: Option<&str>) -> Resu
     if let Some(host) = only_host
         && !appliance.hosts.contains_key(host)
     {
-        let known: Vec<&str> = appliance.hosts.keys().map(String::as_str).collect();
-        bail!("no host `{host}` in the spec\nhint: hosts are: {}", known.join(", "));
+        return Err(super::unknown_host(appliance, host));
     }
     let mut hosts = BTreeMap::new();
     for host in appliance
@@ -206,10 +205,10 @@ fn text(view: &Inspection) -> String {
     let plan = &view.bootstrap;
     let _ = writeln!(
         w,
-        "\nbootstrap on {}: {} account(s), {} room(s), state in {}",
+        "\nbootstrap on {}: {}, {}, state in {}",
         plan.homeserver.url,
-        plan.accounts.len(),
-        plan.rooms.len(),
+        super::count(plan.accounts.len(), "account", "accounts"),
+        super::count(plan.rooms.len(), "room", "rooms"),
         plan.state_dir
     );
     out

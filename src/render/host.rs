@@ -7,6 +7,7 @@ use anyhow::Result;
 use minijinja::Value;
 use serde::Serialize;
 
+use super::images::image_file;
 use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
@@ -176,29 +177,24 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         let options = run_options(sandbox);
         let mut volumes: Vec<Value> = options.volumes.iter().map(|v| Value::from(v.as_str())).collect();
         for bind in &options.binds {
-            let suffix = if bind.read_only { ":ro" } else { "" };
-            let target = nix::string_content(&format!(":{}{suffix}", bind.target));
             volumes.push(match &bind.source {
-                // Generated files are copied into the store by the path literal.
-                BindSource::Generated(path) => expr(format!("\"${{../../{path}}}{target}\"")),
+                // Generated files are copied into the store by the path
+                // literal, which takes the place of the source.
+                BindSource::Generated(path) => {
+                    let target = nix::string_content(&bind.volume_arg(""));
+                    expr(format!("\"${{../../{path}}}{target}\""))
+                }
                 BindSource::Host(path) => {
                     // The consumer's side of a socket dir sets its owner.
                     if path.starts_with(SOCKET_DIR) && bind.read_only {
                         let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
                         tmpfiles.push(format!("d {path} {SOCKET_DIR_MODE:04o} root {gid} -"));
                     }
-                    Value::from(format!("{path}:{}{suffix}", bind.target))
+                    Value::from(bind.volume_arg(path))
                 }
             });
         }
-        let image_file = sandbox
-            .image
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default();
+        let image_file = image_file(&sandbox.image);
         let mut container = BTreeMap::new();
         container.insert("image", Value::from(sandbox.image.as_str()));
         container.insert(

@@ -103,6 +103,23 @@ fn recipe(repository: &str) -> Recipe {
     }
 }
 
+/// An image reference's repository and tag (`latest` when it has none). A
+/// colon before the last `/` is a registry's port, not a tag.
+pub fn split_reference(image: &str) -> (&str, &str) {
+    let name_start = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[name_start..].rfind(':') {
+        Some(colon) => (&image[..name_start + colon], &image[name_start + colon + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+/// The name of an image's recipe, `images/<name>.nix`: the last segment of
+/// its repository. Hosts import the recipe by this name.
+pub fn image_file(image: &str) -> &str {
+    let (repository, _) = split_reference(image);
+    repository.rsplit('/').next().unwrap_or(repository)
+}
+
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
     // Every image any host runs, with the systems it is needed for.
     let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -120,8 +137,8 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         }
     }
     for (image, systems) in images {
-        let (repository, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
-        let file = repository.rsplit('/').next().unwrap_or(repository).to_string();
+        let (repository, tag) = split_reference(&image);
+        let file = image_file(&image).to_string();
         let recipe = recipe(repository);
         let mut config = BTreeMap::new();
         config.insert("Entrypoint", nix::value(&recipe.entrypoint));
@@ -155,4 +172,28 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{image_file, split_reference};
+
+    #[test]
+    fn references_split_at_the_tag_not_the_registry_port() {
+        assert_eq!(
+            split_reference("appliance/openclaw:2026.5"),
+            ("appliance/openclaw", "2026.5")
+        );
+        assert_eq!(split_reference("openclaw"), ("openclaw", "latest"));
+        assert_eq!(
+            split_reference("registry:5000/appliance/openclaw"),
+            ("registry:5000/appliance/openclaw", "latest")
+        );
+        assert_eq!(
+            split_reference("registry:5000/appliance/openclaw:1"),
+            ("registry:5000/appliance/openclaw", "1")
+        );
+        assert_eq!(image_file("registry:5000/appliance/openclaw:1"), "openclaw");
+        assert_eq!(image_file("hermes"), "hermes");
+    }
 }

@@ -67,6 +67,7 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
         Some(network) => {
             flags.push(format!("--network={}", network.name));
             flags.push(format!("--ip={}", network.address));
+            flags.push(format!("--dns={}", network.dns));
         }
     }
     if sandbox.gpus {

@@ -64,8 +64,8 @@ impl Paths {
 }
 
 /// The generated `docker run` options of `sandbox`, adapted to this machine:
-/// 1. `--network=none` instead of `--network=appliance --ip=...`: the test
-///    daemon has no bridge (and old runsc no sandbox networking);
+/// 1. `--network=none` instead of `--network=appliance --ip=... --dns=...`:
+///    the test daemon has no bridge (and old runsc no sandbox networking);
 /// 2. host paths (secrets, socket dirs, env files) below a temp dir, and
 ///    generated files from the committed `generated/` tree;
 /// 3. `extra`: probe-only options a check adds, never a generated one;
@@ -81,7 +81,11 @@ fn machine_args(sandbox: &Sandbox, paths: &Paths, extra: &[String]) -> Vec<Strin
             BindSource::Host(path) => paths.host(path).display().to_string(),
         })
         .into_iter()
-        .filter(|arg| !arg.starts_with("--network=") && !arg.starts_with("--ip="))
+        .filter(|arg| {
+            !["--network=", "--ip=", "--dns="]
+                .iter()
+                .any(|flag| arg.starts_with(flag))
+        })
         .map(|arg| match arg.strip_prefix("--env-file=") {
             Some(file) => format!("--env-file={}", paths.host(file).display()),
             None => arg,

@@ -51,6 +51,16 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
             ));
         }
     }
+    if host.sandboxes.iter().any(|s| s.network.is_some()) {
+        for protocol in ["udp", "tcp"] {
+            rules.push(rule(
+                Some(BRIDGE_INTERFACE),
+                protocol,
+                53,
+                "DNS forwarder for this host's sandboxes".into(),
+            ));
+        }
+    }
     if host.runs_matrix {
         rules.push(rule(
             Some(BRIDGE_INTERFACE),

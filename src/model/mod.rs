@@ -228,6 +228,9 @@ pub struct Sandbox {
 pub struct SandboxNetwork {
     pub name: String,
     pub address: Ipv4Addr,
+    /// The resolver the sandbox uses: the host's forwarder on the bridge,
+    /// since gVisor cannot reach Docker's embedded DNS on this network.
+    pub dns: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize)]

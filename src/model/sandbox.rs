@@ -229,6 +229,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         network: Some(SandboxNetwork {
             name: NETWORK_NAME.to_string(),
             address: Ipv4Addr::UNSPECIFIED,
+            dns: inputs.network.gateway(),
         }),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
         gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
@@ -236,7 +237,6 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         command: Vec::new(),
         depends_on,
     };
-    let _ = inputs.network;
     sandboxes.insert(0, own);
     sandboxes
 }
@@ -314,6 +314,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         network: agent.code_network.then(|| SandboxNetwork {
             name: NETWORK_NAME.to_string(),
             address: Ipv4Addr::UNSPECIFIED,
+            dns: inputs.network.gateway(),
         }),
         publish: Vec::new(),
         gateway_port: None,

@@ -84,6 +84,8 @@ struct HostContext {
     network: NetworkCommands,
     tmpfiles: Vec<String>,
     synapse: bool,
+    /// The bridge address a DNS forwarder listens on, when sandboxes need it.
+    dns: Option<String>,
     bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
@@ -306,6 +308,11 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         network,
         tmpfiles,
         synapse: host.runs_matrix,
+        dns: host
+            .sandboxes
+            .iter()
+            .any(|s| s.network.is_some())
+            .then(|| host.network_address.to_string()),
         bootstrap,
         ollama,
         containers,

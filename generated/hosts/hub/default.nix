@@ -33,7 +33,8 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 8008 11434 ];
+          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedUDPPorts = [ 53 ];
         };
         wg-appliance = {
           allowedTCPPorts = [ 8008 11434 ];
@@ -167,6 +168,25 @@ in
       "d /var/lib/appliance/secrets 0711 root root -"
     ];
 
+    # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
+    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
+    # at this forwarder on the bridge address (the host's own resolvers
+    # upstream). It does not answer on any other interface.
+    services.dnsmasq = {
+      enable = true;
+      resolveLocalQueries = false;
+      settings = {
+        listen-address = [ "10.88.0.1" ];
+        bind-dynamic = true;
+        no-hosts = true;
+      };
+    };
+    systemd.services.dnsmasq = {
+      after = [ "appliance-network.service" ];
+      wants = [ "appliance-network.service" ];
+    };
+
+
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
     # on loopback, the sandboxes' bridge and the overlay only. SQLite: one
@@ -259,6 +279,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.10"
+          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
@@ -298,6 +319,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.11"
+          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/hermes:0.19.0";
         imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
@@ -382,6 +404,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.12"
+          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
         imageStream = import ../../images/openclaw.nix { inherit pkgs lib; };

@@ -31,7 +31,12 @@ in
       enable = true;
       allowedTCPPorts = [ 22 ];
       allowedUDPPorts = [ 51820 ];
-      interfaces = { };
+      interfaces = {
+        br-appliance = {
+          allowedTCPPorts = [ 53 ];
+          allowedUDPPorts = [ 53 ];
+        };
+      };
     };
 
     assertions = [
@@ -111,6 +116,25 @@ in
       "d /var/lib/appliance/secrets 0711 root root -"
     ];
 
+    # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
+    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
+    # at this forwarder on the bridge address (the host's own resolvers
+    # upstream). It does not answer on any other interface.
+    services.dnsmasq = {
+      enable = true;
+      resolveLocalQueries = false;
+      settings = {
+        listen-address = [ "10.88.0.1" ];
+        bind-dynamic = true;
+        no-hosts = true;
+      };
+    };
+    systemd.services.dnsmasq = {
+      after = [ "appliance-network.service" ];
+      wants = [ "appliance-network.service" ];
+    };
+
+
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {
       balthasar-pi = {
@@ -133,6 +157,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.10"
+          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };

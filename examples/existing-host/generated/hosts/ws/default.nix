@@ -33,7 +33,8 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 8008 11434 ];
+          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedUDPPorts = [ 53 ];
         };
       };
     };
@@ -134,6 +135,25 @@ in
       "d /var/lib/appliance/secrets 0711 root root -"
     ];
 
+    # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
+    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
+    # at this forwarder on the bridge address (the host's own resolvers
+    # upstream). It does not answer on any other interface.
+    services.dnsmasq = {
+      enable = true;
+      resolveLocalQueries = false;
+      settings = {
+        listen-address = [ "172.30.0.1" ];
+        bind-dynamic = true;
+        no-hosts = true;
+      };
+    };
+    systemd.services.dnsmasq = {
+      after = [ "appliance-network.service" ];
+      wants = [ "appliance-network.service" ];
+    };
+
+
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
     # on loopback, the sandboxes' bridge and the overlay only. SQLite: one
@@ -226,6 +246,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.10"
+          "--dns=172.30.0.1"
         ];
         image = "agent-appliance/hermes:0.19.0";
         imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
@@ -281,6 +302,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.11"
+          "--dns=172.30.0.1"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
         imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs lib; };
@@ -311,6 +333,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.12"
+          "--dns=172.30.0.1"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
         imageStream = import ../../images/openclaw.nix { inherit pkgs lib; };

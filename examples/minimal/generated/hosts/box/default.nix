@@ -33,7 +33,8 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 8008 11434 ];
+          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedUDPPorts = [ 53 ];
         };
       };
     };
@@ -84,6 +85,25 @@ in
       "d /var/lib/appliance 0711 root root -"
       "d /var/lib/appliance/secrets 0711 root root -"
     ];
+
+    # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
+    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
+    # at this forwarder on the bridge address (the host's own resolvers
+    # upstream). It does not answer on any other interface.
+    services.dnsmasq = {
+      enable = true;
+      resolveLocalQueries = false;
+      settings = {
+        listen-address = [ "10.88.0.1" ];
+        bind-dynamic = true;
+        no-hosts = true;
+      };
+    };
+    systemd.services.dnsmasq = {
+      after = [ "appliance-network.service" ];
+      wants = [ "appliance-network.service" ];
+    };
+
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -169,6 +189,7 @@ in
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.10"
+          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };

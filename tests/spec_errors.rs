@@ -231,3 +231,28 @@ fn flags_that_do_not_apply_point_at_themselves() {
         "{err}"
     );
 }
+
+#[test]
+fn port_clashes_are_per_protocol() {
+    // Two hosts, so WireGuard takes UDP 51820; a TCP port 51820 is free.
+    let spec = VALID
+        .replace("[matrix]", "[hosts.pi]\ntarget = \"rpi4\"\n\n[matrix]")
+        .replace(
+            "server-name = \"t.internal\"",
+            "server-name = \"t.internal\"\nport = 53",
+        )
+        .replace(
+            "[rooms.main]",
+            "[agents.ui]\nkind = \"openclaw\"\nhost = \"pi\"\npublish = [51820]\n\n[rooms.main]",
+        );
+    let (_dir, output) = run_spec(&spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(!err.contains("51820"), "{err}");
+    assert!(
+        err.contains(
+            "tcp port 53 on host `box` is used by both the sandboxes' DNS forwarder and the Matrix homeserver"
+        ),
+        "{err}"
+    );
+}

@@ -21,10 +21,15 @@ const DEFAULT_NETWORK: &str = "10.88.0.0/16";
 const DEFAULT_OVERLAY: &str = "10.89.0.0/24";
 const MATRIX_PORT: u16 = 8008;
 const OLLAMA_PORT: u16 = 11434;
-const SSH_PORT: u16 = 22;
+pub const SSH_PORT: u16 = 22;
+/// The DNS forwarder the sandboxes use, on the bridge address.
+pub const DNS_PORT: u16 = 53;
 pub const WIREGUARD_PORT: u16 = 51820;
 /// Hermes refuses models with a smaller context window.
 const HERMES_MIN_CONTEXT: u32 = 64_000;
+
+/// Ports claimed on one host: (protocol, port) -> who, and where in the spec.
+type PortClaims = BTreeMap<(&'static str, u16), (String, Range<usize>)>;
 
 fn span<T>(value: &Spanned<T>) -> Range<usize> {
     value.span()
@@ -579,28 +584,48 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
 
     // Which host serves what, and which firewall holes that needs.
     let remote_matrix = agents.values().any(|a| a.host != matrix_host);
-    let mut ports: BTreeMap<String, BTreeMap<u16, (String, Range<usize>)>> = BTreeMap::new();
-    let mut claim = |b: &mut Builder, host: &str, port: u16, what: String, at: Range<usize>| {
+    // Host ports by protocol: a TCP service and WireGuard's UDP port do not clash.
+    let mut ports: BTreeMap<String, PortClaims> = BTreeMap::new();
+    let mut claim = |b: &mut Builder, host: &str, protocol: &'static str, port: u16, what: String, at: Range<usize>| {
         let host_ports = ports.entry(host.to_string()).or_default();
-        if let Some((other, _)) = host_ports.get(&port) {
+        if let Some((other, _)) = host_ports.get(&(protocol, port)) {
             b.error(
                 at,
-                format!("port {port} on host `{host}` is used by both {other} and {what}"),
+                format!("{protocol} port {port} on host `{host}` is used by both {other} and {what}"),
                 "give one of them another port",
             );
         } else {
-            host_ports.insert(port, (what, at));
+            host_ports.insert((protocol, port), (what, at));
         }
     };
     let appliance_span = span(&spec.appliance.name);
+    let hosts_with_agents: BTreeSet<&str> = spec.agents.values().map(|a| a.host.get_ref().as_str()).collect();
     for host in hosts.values() {
-        claim(&mut b, &host.name, SSH_PORT, "SSH".into(), appliance_span.clone());
+        claim(
+            &mut b,
+            &host.name,
+            "tcp",
+            SSH_PORT,
+            "SSH".into(),
+            appliance_span.clone(),
+        );
         if overlay.is_some() {
             claim(
                 &mut b,
                 &host.name,
+                "udp",
                 WIREGUARD_PORT,
                 "WireGuard".into(),
+                appliance_span.clone(),
+            );
+        }
+        if hosts_with_agents.contains(host.name.as_str()) {
+            claim(
+                &mut b,
+                &host.name,
+                "tcp",
+                DNS_PORT,
+                "the sandboxes' DNS forwarder".into(),
                 appliance_span.clone(),
             );
         }
@@ -610,6 +635,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         claim(
             &mut b,
             &matrix_host,
+            "tcp",
             matrix_port,
             "the Matrix homeserver".into(),
             matrix_at,
@@ -618,7 +644,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     if let (Some(inference), Some(host)) = (inference_spec, &inference_host) {
         let at = inference.port.as_ref().map_or_else(|| span(&inference.host), span);
         if hosts.contains_key(host) {
-            claim(&mut b, host, inference_port, "Ollama".into(), at);
+            claim(&mut b, host, "tcp", inference_port, "Ollama".into(), at);
         }
     }
     for (name, agent) in &spec.agents {
@@ -647,6 +673,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 claim(
                     &mut b,
                     agent.host.get_ref(),
+                    "tcp",
                     *port.get_ref(),
                     format!("agent `{}`", name.get_ref()),
                     span(port),

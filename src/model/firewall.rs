@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::build::{DNS_PORT, SSH_PORT};
 use super::{Host, Inference, Matrix, WIREGUARD_PORT};
 
 /// Docker network shared by a host's sandboxes.
@@ -32,7 +33,7 @@ fn rule(interface: Option<&str>, protocol: &str, port: u16, reason: String) -> F
 }
 
 pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overlay: bool) -> Vec<FirewallRule> {
-    let mut rules = vec![rule(None, "tcp", 22, "SSH, key-only".into())];
+    let mut rules = vec![rule(None, "tcp", SSH_PORT, "SSH, key-only".into())];
     if overlay {
         rules.push(rule(
             None,
@@ -56,7 +57,7 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
             rules.push(rule(
                 Some(BRIDGE_INTERFACE),
                 protocol,
-                53,
+                DNS_PORT,
                 "DNS forwarder for this host's sandboxes".into(),
             ));
         }

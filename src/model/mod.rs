@@ -1,6 +1,7 @@
 //! The validated appliance: every default resolved, every cross-reference
 //! checked. Renderers read only this, never the TOML.
 
+mod agent_checks;
 mod build;
 mod firewall;
 mod names;
@@ -13,7 +14,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-pub use build::{WIREGUARD_PORT, build, is_size};
+pub use agent_checks::is_size;
+pub use build::{WIREGUARD_PORT, build};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use policy::{operator_env, room_ids_env, token_env};

@@ -1,0 +1,287 @@
+//! Per-agent checks and defaults: the model each agent uses, the tools its
+//! kind supports, its limits and skills. Called by `build` for every agent;
+//! problems go to the same [`Builder`], so all are reported at once.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::build::Builder;
+use super::names::name_problem;
+use super::sandbox;
+use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Tool};
+
+fn span<T>(value: &Spanned<T>) -> Range<usize> {
+    value.span()
+}
+
+pub(super) fn default_context(kind: AgentKind) -> u32 {
+    match kind {
+        AgentKind::Openclaw | AgentKind::Picoclaw => 32_768,
+        AgentKind::Hermes => 65_536,
+    }
+}
+
+pub(super) fn resolve_model(
+    b: &mut Builder,
+    name: &Spanned<String>,
+    agent: &AgentSpec,
+    has_inference: bool,
+    models: &BTreeSet<String>,
+) -> Option<String> {
+    match &agent.model {
+        Some(model) if !has_inference => {
+            b.error(
+                span(model),
+                format!(
+                    "agent `{}` uses model `{}`, but the spec has no `[inference]`",
+                    name.get_ref(),
+                    model.get_ref()
+                ),
+                "add an `[inference]` table that serves this model",
+            );
+            None
+        }
+        Some(model) if !models.contains(model.get_ref()) => {
+            let served: Vec<String> = models.iter().map(|m| format!("`{m}`")).collect();
+            b.error(
+                span(model),
+                format!("model `{}` is not served by `[inference]`", model.get_ref()),
+                format!("add it to `[inference].models`, or use one of {}", served.join(", ")),
+            );
+            None
+        }
+        Some(model) => Some(model.get_ref().clone()),
+        // The first model as written, not the first in sorted order.
+        None if has_inference => b
+            .spec
+            .inference
+            .as_ref()
+            .and_then(|i| i.get_ref().models.first())
+            .map(|m| m.get_ref().clone()),
+        None => {
+            b.error(
+                span(name),
+                format!("agent `{}` has no model to use", name.get_ref()),
+                "add an `[inference]` table with at least one model",
+            );
+            None
+        }
+    }
+}
+
+/// Tools each agent kind can actually use, as this appliance wires them.
+fn supported_tools(kind: AgentKind) -> &'static [Tool] {
+    match kind {
+        AgentKind::Openclaw => &[Tool::Browser, Tool::WebFetch, Tool::Exec],
+        AgentKind::Picoclaw => &[Tool::WebFetch, Tool::Exec],
+        AgentKind::Hermes => &[Tool::Browser, Tool::Crawler, Tool::Code, Tool::WebFetch, Tool::Exec],
+    }
+}
+
+fn kind_name(kind: AgentKind) -> &'static str {
+    match kind {
+        AgentKind::Openclaw => "openclaw",
+        AgentKind::Picoclaw => "picoclaw",
+        AgentKind::Hermes => "hermes",
+    }
+}
+
+fn tool_name(tool: Tool) -> &'static str {
+    match tool {
+        Tool::Browser => "browser",
+        Tool::Crawler => "crawler",
+        Tool::Code => "code",
+        Tool::WebFetch => "web-fetch",
+        Tool::Exec => "exec",
+    }
+}
+
+pub(super) fn resolve_tools(
+    b: &mut Builder,
+    name: &Spanned<String>,
+    agent: &AgentSpec,
+) -> (Vec<Tool>, Option<crate::spec::schema::Browser>, Option<CodeExecution>) {
+    let kind = *agent.kind.get_ref();
+    let mut tools = BTreeSet::new();
+    for tool in &agent.tools {
+        if !tools.insert(*tool.get_ref()) {
+            b.error(
+                span(tool),
+                format!("tool `{}` is listed twice", tool_name(*tool.get_ref())),
+                "remove the duplicate",
+            );
+        }
+        if !supported_tools(kind).contains(tool.get_ref()) {
+            let supported: Vec<&str> = supported_tools(kind).iter().map(|t| tool_name(*t)).collect();
+            b.error(
+                span(tool),
+                format!(
+                    "{} agents cannot use the `{}` tool",
+                    kind_name(kind),
+                    tool_name(*tool.get_ref())
+                ),
+                format!("{} agents support: {}", kind_name(kind), supported.join(", ")),
+            );
+        }
+    }
+    let browser = match &agent.browser {
+        Some(browser) => {
+            if !supported_tools(kind).contains(&Tool::Browser) {
+                b.error(
+                    span(browser),
+                    format!("{} agents have no browser tool", kind_name(kind)),
+                    "remove `browser`",
+                );
+            }
+            tools.insert(Tool::Browser);
+            Some(*browser.get_ref())
+        }
+        None => tools
+            .contains(&Tool::Browser)
+            .then_some(crate::spec::schema::Browser::Chromium),
+    };
+    let code_execution = match &agent.code_execution {
+        Some(code) => {
+            if !supported_tools(kind).contains(&Tool::Code) {
+                b.error(
+                    span(code),
+                    format!(
+                        "code execution through Docker-in-gVisor is wired for hermes agents only, not {}",
+                        kind_name(kind)
+                    ),
+                    "remove `code-execution`, or use a hermes agent",
+                );
+            }
+            tools.insert(Tool::Code);
+            Some(*code.get_ref())
+        }
+        None => {
+            if let Some(code) = agent.tools.iter().find(|t| *t.get_ref() == Tool::Code) {
+                b.error(
+                    span(code),
+                    format!(
+                        "agent `{}` has the `code` tool but no sandbox to run code in",
+                        name.get_ref()
+                    ),
+                    "add `code-execution = \"docker-in-gvisor\"` to the agent",
+                );
+            }
+            None
+        }
+    };
+    (tools.into_iter().collect(), browser, code_execution)
+}
+
+/// Docker refuses containers with less memory than this.
+const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+pub(super) fn check_limits(b: &mut Builder, agent: &AgentSpec) {
+    for size in agent.memory.iter().chain(agent.code_storage.iter()) {
+        if !is_size(size.get_ref()) {
+            b.error(
+                span(size),
+                format!("`{}` is not a size", size.get_ref()),
+                "write a number and a unit, e.g. \"512m\" or \"4g\"",
+            );
+        }
+    }
+    if let Some(memory) = &agent.memory
+        && is_size(memory.get_ref())
+        && size_bytes(memory.get_ref()) < MIN_MEMORY_BYTES
+    {
+        b.error(
+            span(memory),
+            format!("`memory = \"{}\"` is below Docker's minimum of 6m", memory.get_ref()),
+            "give the agent at least \"256m\"",
+        );
+    }
+    if let Some(cpus) = &agent.cpus {
+        let value = *cpus.get_ref();
+        // Docker's CPU quota has a resolution of 0.01 CPU; less would
+        // round to 0, which means no limit at all.
+        if !(0.01..=1024.0).contains(&value) {
+            b.error(
+                span(cpus),
+                format!("`cpus = {value}` is out of range"),
+                "give a number of CPUs from 0.01 to 1024, e.g. 2 or 0.5",
+            );
+        }
+    }
+    if let Some(pids) = &agent.pids
+        && *pids.get_ref() < sandbox::MIN_PIDS
+    {
+        b.error(
+            span(pids),
+            format!("`pids = {}` is too low to start the agent", pids.get_ref()),
+            format!(
+                "use at least {}: under gVisor the limit counts the sandbox's host threads, not the agent's processes",
+                sandbox::MIN_PIDS
+            ),
+        );
+    }
+}
+
+/// Bytes of a size that [`is_size`] accepted.
+fn size_bytes(text: &str) -> u64 {
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let shift = match unit {
+        "k" => 10,
+        "m" => 20,
+        _ => 30,
+    };
+    digits.parse::<u64>().unwrap_or(0) << shift
+}
+
+/// `512m`, `4g`, `1024k`: Docker's size syntax with a required unit.
+pub fn is_size(text: &str) -> bool {
+    let Some(digits) = text.strip_suffix(['k', 'm', 'g']) else {
+        return false;
+    };
+    !digits.is_empty() && digits.len() <= 7 && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
+}
+
+/// Skills shipped with PicoClaw; other kinds take any safe skill name.
+const PICOCLAW_SKILLS: &[&str] = &[
+    "agent-browser",
+    "github",
+    "hardware",
+    "skill-creator",
+    "summarize",
+    "tmux",
+    "weather",
+];
+
+pub(super) fn check_skill(b: &mut Builder, kind: AgentKind, skill: &Spanned<String>) {
+    if let Some(problem) = name_problem(skill.get_ref()) {
+        b.error(
+            span(skill),
+            format!("skill name `{}` {problem}", skill.get_ref()),
+            "use the skill's directory name",
+        );
+        return;
+    }
+    if kind == AgentKind::Picoclaw && !PICOCLAW_SKILLS.contains(&skill.get_ref().as_str()) {
+        b.error(
+            span(skill),
+            format!("PicoClaw has no built-in skill `{}`", skill.get_ref()),
+            format!("use one of: {}", PICOCLAW_SKILLS.join(", ")),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert!(is_size("512m"));
+        assert!(is_size("4g"));
+        assert!(!is_size("4"));
+        assert!(!is_size("0g"));
+        assert!(!is_size("4gb"));
+        assert!(!is_size("g"));
+    }
+}

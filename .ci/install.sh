@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs every tool the test suite needs on a Debian 12 machine, as root.
+# Idempotent. Called by scripts/test.sh (the README's test command), so a
+# newcomer's run skips nothing; on a machine without root or apt it does
+# nothing and the tests that need a missing tool say so loudly (or fail
+# with CI=true).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "note: not root on Debian: installing nothing; tests whose tools are missing will skip (or fail with CI=true)" >&2
+  exit 0
+fi
+
+# bookworm-backports carries runsc 0.0~20240729 (systrap); bookworm's own
+# runsc is a 2022 build. The mirror is the one this machine already uses.
+debian_mirror() {
+  local uri
+  uri=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+    grep -v -e security -e '#' | head -n1 | awk '{print ($1 == "deb") ? $2 : $2}')
+  [ -n "$uri" ] || { echo "error: no Debian mirror found in /etc/apt/sources*" >&2; exit 1; }
+  printf '%s\n' "$uri"
+}
+MIRROR=$(debian_mirror)
+export APPLIANCE_DEBIAN_MIRROR="$MIRROR"
+backports=/etc/apt/sources.list.d/appliance-backports.sources
+if [ ! -f "$backports" ]; then
+  cat > "$backports" <<SRC
+Types: deb
+URIs: $MIRROR
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  rm -f /var/lib/apt/periodic/appliance-updated
+fi
+stamp=/var/lib/apt/periodic/appliance-updated
+if [ ! -f "$stamp" ]; then
+  apt-get update -qq
+  mkdir -p "$(dirname "$stamp")" && touch "$stamp"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq --no-install-recommends \
+  nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
+  debootstrap dnsmasq-base nftables >/dev/null
+apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
+
+# A real Synapse for the bootstrap tests (tests/synapse.rs finds it here).
+if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse' 2>/dev/null; then
+  python3 -m venv .ci/venv
+  .ci/venv/bin/pip install -q matrix-synapse==1.163.2
+fi
+
+# The real agents the acceptance tests feed our configs to (idempotent).
+bash .ci/agents.sh

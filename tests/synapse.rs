@@ -86,17 +86,29 @@ impl Synapse {
     /// `data`, its secrets are read from `state_dir`, which bootstrap's
     /// `--secrets-only` must have filled.
     pub fn start(venv: &Path, data: &Path, state_dir: &Path, port: u16) -> Synapse {
+        let url = format!("http://127.0.0.1:{port}");
+        Synapse::spawn(venv, data, &settings(data, state_dir, port), &url, &[])
+    }
+
+    /// Starts Synapse with `settings` (without waiting for it), run through
+    /// `wrapper` (e.g. `nsenter --net=... --`); `url` is where it answers.
+    pub fn spawn(venv: &Path, data: &Path, settings: &Value, url: &str, wrapper: &[String]) -> Synapse {
         fs::create_dir_all(data).unwrap();
         let config = data.join("homeserver.yaml");
         // JSON is YAML.
-        fs::write(
-            &config,
-            serde_json::to_string_pretty(&settings(data, state_dir, port)).unwrap(),
-        )
-        .unwrap();
+        fs::write(&config, serde_json::to_string_pretty(settings).unwrap()).unwrap();
         let log = data.join("synapse.log");
         let out = fs::File::create(&log).unwrap();
-        let child = Command::new(venv.join("bin/python"))
+        let python = venv.join("bin/python");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(&python);
+                command
+            }
+            None => Command::new(&python),
+        };
+        let child = command
             .args(["-m", "synapse.app.homeserver", "-c"])
             .arg(&config)
             .current_dir(data)
@@ -107,9 +119,14 @@ impl Synapse {
             .expect("failed to start synapse");
         Synapse {
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url: url.to_string(),
             log,
         }
+    }
+
+    /// The exit status, if Synapse has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits until `/versions` answers; panics with the log's tail if

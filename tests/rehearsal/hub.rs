@@ -1,0 +1,466 @@
+//! The hub of the default spec, brought up as the NixOS host module would,
+//! inside a network namespace of its own (docs/rehearsal.md lists every
+//! substitution and why):
+//! a private dockerd fed the generated daemon settings, the generated
+//! `appliance` bridge, the DNS forwarder on the bridge address, Synapse
+//! with the generated settings, `appliance bootstrap --secrets-only` then
+//! the full bootstrap, the stand-in model server on the generated inference
+//! address, and every sandbox of host `hub` with its generated `docker run`
+//! options.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_appliance::bootstrap::client::Client;
+use agent_appliance::docker::run_options;
+use agent_appliance::model::{
+    Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR, Sandbox,
+};
+use agent_appliance::render::runtimes::daemon_settings;
+use agent_appliance::runsc::probe_binary;
+use serde_json::{Value, json};
+
+use crate::common::{in_ci, root};
+use crate::dockerd::Dockerd;
+use crate::netns::Netns;
+use crate::synapse::Synapse;
+
+/// Agent kinds this machine cannot build an image for: PicoClaw is Go, and
+/// there is no Go module proxy here.
+pub const SKIPPED_IMAGES: &[&str] = &["agent-appliance/picoclaw"];
+
+/// The test web host's name, which the DNS forwarder answers for.
+pub const WEB_HOST: &str = "web.rehearsal.test";
+pub const WEB_PORT: u16 = 8080;
+pub const WEB_TITLE: &str = "Rehearsal test page 7f3a";
+
+/// A process we started, killed when dropped.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &str, mut command: Command, log: PathBuf) -> Process {
+        let out = fs::File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id().cast_signed()) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running hub. Field order is drop order: containers and the daemon
+/// first, then the services, then the namespace, then the files.
+pub struct Hub {
+    pub daemon: Dockerd,
+    pub services: Vec<Process>,
+    pub synapse: Option<Synapse>,
+    pub netns: Netns,
+    pub appliance: Appliance,
+    /// Stands in for `/`: every host path of the appliance is below it.
+    pub host_root: tempfile::TempDir,
+}
+
+/// The generated daemon settings of `host`, spelled for the installed runsc
+/// by the library's table (`runsc::probe_binary`, as `appliance doctor`
+/// does), with one addition: `--network=host` on every runtime, because
+/// runsc's netstack fails on this VM ("cannot run with network enabled in
+/// root network namespace"); the sandbox then uses its container's network
+/// namespace (on the bridge) through the host kernel.
+pub fn daemon_json(host: &Host) -> Value {
+    let (version, listing) = probe_binary(Path::new("runsc")).expect("runsc runs");
+    let settings = daemon_settings(host, version).expect("the hub's runtimes spell for the installed runsc");
+    let mut settings = serde_json::to_value(settings).unwrap();
+    for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
+        let args = runtime["runtimeArgs"].as_array_mut().unwrap();
+        for arg in args.iter() {
+            let name = arg.as_str().unwrap().trim_start_matches('-');
+            let name = name.split('=').next().unwrap();
+            assert!(
+                listing.names.contains(name),
+                "the installed runsc has no `{name}`, which the generated settings use for {version}"
+            );
+        }
+        args.push("--network=host".into());
+    }
+    settings
+}
+
+impl Hub {
+    /// A path of the appliance's host filesystem, below the temp root.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        self.host_root.path().join(path.trim_start_matches('/'))
+    }
+
+    pub fn hub(&self) -> &Host {
+        &self.appliance.hosts["hub"]
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.host_path(STATE_DIR)
+    }
+
+    pub fn wrapper(&self) -> Vec<String> {
+        vec![
+            "nsenter".into(),
+            format!("--net={}", self.netns.path().display()),
+            "--".into(),
+        ]
+    }
+
+    /// `appliance bootstrap` with the generated plan and the re-rooted state
+    /// dir, inside the namespace (the plan's homeserver is 127.0.0.1:8008).
+    pub fn bootstrap(&self, extra: &[&str]) -> Output {
+        let mut command = self.netns.command(env!("CARGO_BIN_EXE_appliance"));
+        command
+            .arg("bootstrap")
+            .arg("--plan")
+            .arg(root().join("generated/bootstrap/plan.json"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(extra);
+        command.output().expect("failed to run appliance bootstrap")
+    }
+
+    /// The generated `docker run` arguments of `sandbox`, with host paths
+    /// below the temp root and generated files from the committed tree:
+    /// nothing else is changed.
+    pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
+        let options = run_options(sandbox);
+        options
+            .cli_args(|source| match source {
+                BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
+                BindSource::Host(path) => self.host_path(path).display().to_string(),
+            })
+            .into_iter()
+            .map(|arg| match arg.strip_prefix("--env-file=") {
+                Some(file) => format!("--env-file={}", self.host_path(file).display()),
+                None => arg,
+            })
+            .collect()
+    }
+
+    /// `docker run -d --name NAME <generated options> IMAGE <command>`.
+    pub fn start_sandbox(&self, sandbox: &Sandbox) {
+        let mut args = vec!["run".to_string(), "-d".into(), format!("--name={}", sandbox.name)];
+        args.extend(self.run_args(sandbox));
+        args.push(sandbox.image.clone());
+        args.extend(sandbox.command.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = self.daemon.docker(&refs);
+        assert!(
+            output.status.success(),
+            "docker {}:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!("rehearsal: started {}", sandbox.name);
+    }
+
+    /// The container's state and its last log lines, for failure messages.
+    pub fn container_report(&self, name: &str) -> String {
+        let state = self.daemon.docker(&["inspect", "-f", "{{json .State}}", name]);
+        let logs = self.daemon.docker(&["logs", "--tail", "80", name]);
+        format!(
+            "--- container {name}: {}\n{}{}",
+            String::from_utf8_lossy(&state.stdout).trim(),
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        )
+    }
+
+    /// Every container's report.
+    pub fn all_reports(&self) -> String {
+        self.sandboxes()
+            .iter()
+            .map(|s| self.container_report(&s.name))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The hub's sandboxes this machine can build an image for. A developer
+    /// may narrow them with `APPLIANCE_REHEARSAL_ONLY=casper,casper-exec`
+    /// (refused in CI, where the whole hub runs).
+    pub fn sandboxes(&self) -> Vec<Sandbox> {
+        let only: Option<Vec<String>> = std::env::var("APPLIANCE_REHEARSAL_ONLY")
+            .ok()
+            .map(|v| v.split(',').map(String::from).collect());
+        assert!(
+            only.is_none() || !in_ci(),
+            "APPLIANCE_REHEARSAL_ONLY is for development; CI runs every sandbox"
+        );
+        self.hub()
+            .sandboxes
+            .iter()
+            .filter(|s| !SKIPPED_IMAGES.iter().any(|skip| s.image.starts_with(skip)))
+            .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.name)))
+            .cloned()
+            .collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(
+            "http://127.0.0.1:8008",
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(30),
+        )
+    }
+}
+
+/// The generated Synapse settings with paths re-rooted: database, media,
+/// signing key and pid file below `data`, secret files below the re-rooted
+/// state dir. Listeners, rate limits and everything else are as generated.
+pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) -> Value {
+    let mut settings = agent_appliance::render::synapse::settings(appliance);
+    settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    settings["media_store_path"] = json!(data.join("media"));
+    settings["signing_key_path"] = json!(data.join("signing.key"));
+    settings["pid_file"] = json!(data.join("homeserver.pid"));
+    for key in [
+        "registration_shared_secret_path",
+        "macaroon_secret_key_path",
+        "form_secret_path",
+    ] {
+        let path = settings[key].as_str().unwrap().to_string();
+        let relative = path.strip_prefix(STATE_DIR).unwrap().trim_start_matches('/');
+        settings[key] = json!(state_dir.join(relative));
+    }
+    settings
+}
+
+/// Host directories the NixOS module's tmpfiles rules create: the socket
+/// directory of each code sandbox, root and the consuming agent's group.
+fn tmpfiles(hub: &Hub) {
+    for sandbox in hub.sandboxes() {
+        for bind in &sandbox.binds {
+            let BindSource::Host(path) = &bind.source else { continue };
+            if !path.starts_with(SOCKET_DIR) {
+                continue;
+            }
+            let dir = hub.host_path(path);
+            fs::create_dir_all(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(SOCKET_DIR_MODE)).unwrap();
+            let exec = path.rsplit('/').next().unwrap().to_string();
+            let consumer = hub
+                .hub()
+                .sandboxes
+                .iter()
+                .find(|s| s.depends_on.contains(&exec))
+                .unwrap_or_else(|| panic!("the code sandbox `{exec}` has a consumer"));
+            let gid: u32 = consumer.user.split_once(':').unwrap().1.parse().unwrap();
+            chown(&dir, Some(0), Some(gid)).unwrap();
+        }
+    }
+}
+
+fn assert_ok(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Waits for Synapse's `/versions` inside the namespace.
+fn wait_for_synapse(hub: &mut Hub) {
+    let started = Instant::now();
+    loop {
+        let client = hub.client();
+        let up = hub.netns.run(move || {
+            client
+                .get("/_matrix/client/versions", None)
+                .is_ok_and(|reply| reply.ok())
+        });
+        if up {
+            eprintln!(
+                "rehearsal: synapse ready after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        let synapse = hub.synapse.as_mut().unwrap();
+        if let Some(status) = synapse.exited() {
+            panic!("synapse exited with {status}:\n{}", synapse.log_tail());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "synapse not ready after 90 s:\n{}",
+            synapse.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The page the browser test reads, served inside the namespace.
+fn write_web_root(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join("index.html"),
+        format!("<!doctype html><html><head><title>{WEB_TITLE}</title></head><body><h1>{WEB_TITLE}</h1><p>Served inside the rehearsal's network namespace.</p></body></html>\n"),
+    )
+    .unwrap();
+}
+
+pub struct Services<'a> {
+    pub standin: &'a Path,
+    pub synapse_venv: &'a Path,
+}
+
+/// Brings the hub up to the point where the sandboxes can start.
+pub fn start(name: &str, tools: Services) -> Hub {
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).expect("the default spec loads");
+    let host = appliance.hosts["hub"].clone();
+    let overlay = appliance.overlay.as_ref().expect("the default spec links its hosts");
+    let overlay_address = host.overlay_address.expect("the hub has an overlay address");
+    let netns = Netns::create(
+        name,
+        &[(OVERLAY_INTERFACE, format!("{overlay_address}/{}", overlay.prefix))],
+    );
+    let host_root = tempfile::Builder::new()
+        .prefix("appliance-rehearsal-")
+        .tempdir()
+        .unwrap();
+    let wrapper = vec![
+        "nsenter".to_string(),
+        format!("--net={}", netns.path().display()),
+        "--".into(),
+    ];
+    let daemon = Dockerd::start_with(&daemon_json(&host), &wrapper)
+        .unwrap_or_else(|log| panic!("dockerd rejected the generated settings:\n{log}"));
+    let data = host_root.path().join("var/lib/matrix-synapse");
+    let state = host_root.path().join(STATE_DIR.trim_start_matches('/'));
+    let mut hub = Hub {
+        daemon,
+        services: Vec::new(),
+        synapse: None,
+        netns,
+        appliance,
+        host_root,
+    };
+
+    // The bridge, exactly as the host module creates it.
+    let create = agent_appliance::render::host::network_create(&hub.appliance, &host);
+    let refs: Vec<&str> = create[1..].iter().map(String::as_str).collect();
+    assert_ok("docker network create", &hub.daemon.docker(&refs));
+
+    // The DNS forwarder: the generated dnsmasq settings (listen on the
+    // bridge address only, bind-dynamic, no-hosts) plus the test web host's
+    // name, and no upstream: nothing may leave the namespace.
+    let logs = hub.host_root.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let mut dnsmasq = hub.netns.command("dnsmasq");
+    dnsmasq.args([
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--conf-file=/dev/null",
+        "--user=root",
+        &format!("--pid-file={}", logs.join("dnsmasq.pid").display()),
+        &format!("--listen-address={}", host.network_address),
+        "--bind-dynamic",
+        "--no-hosts",
+        "--no-resolv",
+        &format!("--host-record={WEB_HOST},{overlay_address}"),
+    ]);
+    hub.services
+        .push(Process::spawn("dnsmasq", dnsmasq, logs.join("dnsmasq.log")));
+
+    // Secrets, then Synapse, as systemd orders them.
+    assert_ok(
+        "appliance bootstrap --secrets-only",
+        &hub.bootstrap(&["--secrets-only"]),
+    );
+    let settings = synapse_settings(&hub.appliance, &data, &state);
+    hub.synapse = Some(Synapse::spawn(
+        tools.synapse_venv,
+        &data,
+        &settings,
+        "http://127.0.0.1:8008",
+        &wrapper,
+    ));
+    wait_for_synapse(&mut hub);
+    let bootstrap = hub.bootstrap(&[]);
+    assert_ok("appliance bootstrap", &bootstrap);
+    eprintln!(
+        "rehearsal: bootstrap: {}{}",
+        String::from_utf8_lossy(&bootstrap.stdout).trim(),
+        String::from_utf8_lossy(&bootstrap.stderr).trim()
+    );
+
+    // The stand-in model server on the generated inference address.
+    let inference = hub.appliance.inference.clone().expect("the default spec has inference");
+    let mut standin = hub.netns.command("python3");
+    standin
+        .arg(tools.standin)
+        .arg(format!("--listen={}", inference.bind_address))
+        .arg(format!("--port={}", inference.port))
+        .arg(format!("--log={}", logs.join("standin-requests.jsonl").display()));
+    for model in &inference.models {
+        standin.arg(format!("--model={model}"));
+    }
+    hub.services.push(Process::spawn(
+        "stand-in model server",
+        standin,
+        logs.join("standin.log"),
+    ));
+
+    // The test web host, inside the namespace on the overlay address.
+    let web = hub.host_root.path().join("web");
+    write_web_root(&web);
+    let mut server = hub.netns.command("python3");
+    server
+        .args(["-m", "http.server", "--bind"])
+        .arg(overlay_address.to_string())
+        .arg(WEB_PORT.to_string())
+        .arg("--directory")
+        .arg(&web);
+    hub.services
+        .push(Process::spawn("test web host", server, logs.join("web.log")));
+
+    tmpfiles(&hub);
+    std::thread::sleep(Duration::from_millis(300));
+    for service in &mut hub.services {
+        service.assert_running();
+    }
+    hub
+}

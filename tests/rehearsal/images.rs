@@ -1,0 +1,193 @@
+//! The rehearsal's images: the Nix images cannot be built on this machine
+//! (no nixpkgs), so each is rebuilt here from the same upstream programs on
+//! a debootstrap rootfs (`scripts/rehearsal-rootfs.sh`, cached), with the
+//! user, writable directories, environment and entry point taken from the
+//! image description in the library, the one the Nix images are rendered
+//! from. Then `docker import` of the rootfs and a `docker build` that adds
+//! only a layer of files (passwd, group, directories) and the metadata: no
+//! build step runs a container.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::root;
+use crate::dockerd::Dockerd;
+use crate::rehearsal_images::{ImageSpec, image_specs};
+
+/// Where built root filesystems are kept between runs:
+/// `$APPLIANCE_REHEARSAL_CACHE`, else /var/cache/appliance-rehearsal.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("APPLIANCE_REHEARSAL_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/appliance-rehearsal"), PathBuf::from)
+}
+
+/// The cached rootfs tarball of a flavor, built on first use.
+fn rootfs(flavor: &str) -> PathBuf {
+    let output = Command::new("bash")
+        .arg(root().join("scripts/rehearsal-rootfs.sh"))
+        .arg(flavor)
+        .arg(cache_dir())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("failed to run scripts/rehearsal-rootfs.sh");
+    assert!(
+        output.status.success(),
+        "scripts/rehearsal-rootfs.sh {flavor} failed (its output is above)"
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    )
+}
+
+fn docker_ok(daemon: &Dockerd, args: &[&str]) -> String {
+    let output = daemon.docker(args);
+    assert!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `/etc/passwd` or `/etc/group` of the rootfs tarball.
+fn file_in_tar(tar: &Path, path: &str) -> String {
+    let output = Command::new("tar")
+        .arg("-xOf")
+        .arg(tar)
+        .arg(format!("./{path}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{path} is missing in {}", tar.display());
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The layer the description adds: the user's passwd and group entries and
+/// every writable directory with its owner and mode (Docker copies a
+/// directory's owner into a new named volume mounted there).
+fn write_layer(spec: &ImageSpec, base: &Path, layer: &Path, extra: &[(PathBuf, &str)]) {
+    fs::create_dir_all(layer.join("etc")).unwrap();
+    if let Some(user) = &spec.user {
+        let mut passwd = file_in_tar(base, "etc/passwd");
+        passwd.push_str(&format!(
+            "{}:x:{}:{}::{}:/bin/sh\n",
+            user.name, user.uid, user.gid, user.home
+        ));
+        fs::write(layer.join("etc/passwd"), passwd).unwrap();
+        let mut group = file_in_tar(base, "etc/group");
+        group.push_str(&format!("{}:x:{}:\n", user.name, user.gid));
+        fs::write(layer.join("etc/group"), group).unwrap();
+    }
+    for dir in &spec.dirs {
+        let path = layer.join(dir.path.trim_start_matches('/'));
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(dir.mode)).unwrap();
+        chown(&path, Some(dir.uid), Some(dir.gid)).unwrap();
+    }
+    // Nix's cacert puts the bundle where the description's SSL_CERT_FILE
+    // points; Debian's ca-certificates names it differently.
+    let certs = layer.join("etc/ssl/certs");
+    fs::create_dir_all(&certs).unwrap();
+    std::os::unix::fs::symlink("ca-certificates.crt", certs.join("ca-bundle.crt")).unwrap();
+    for (source, target) in extra {
+        let path = layer.join(target.trim_start_matches('/'));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::copy(source, &path).unwrap();
+    }
+}
+
+fn dockerfile(base_tag: &str, spec: &ImageSpec) -> String {
+    let mut text = format!("FROM {base_tag}\nADD layer.tar /\n");
+    for (key, value) in &spec.env {
+        text.push_str(&format!("ENV {key}={}\n", serde_json::to_string(value).unwrap()));
+    }
+    if let Some(dir) = &spec.workdir {
+        text.push_str(&format!("WORKDIR {dir}\n"));
+    }
+    text.push_str(&format!("USER {}\n", spec.run_as));
+    text.push_str(&format!(
+        "ENTRYPOINT {}\n",
+        serde_json::to_string(&spec.entrypoint).unwrap()
+    ));
+    if !spec.cmd.is_empty() {
+        text.push_str(&format!("CMD {}\n", serde_json::to_string(&spec.cmd).unwrap()));
+    }
+    text
+}
+
+/// Builds one image into `daemon` under its appliance tag.
+fn build(daemon: &Dockerd, spec: &ImageSpec, scratch: &Path, extra: &[(PathBuf, &str)]) {
+    let started = std::time::Instant::now();
+    let base = rootfs(&spec.flavor);
+    let base_tag = format!("appliance-rehearsal/rootfs-{}:latest", spec.flavor);
+    let import = daemon
+        .command()
+        .args(["import", "-"])
+        .arg(&base_tag)
+        .stdin(fs::File::open(&base).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "docker import {}: {}",
+        base.display(),
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let context = scratch.join(format!("image-{}", spec.flavor));
+    let layer = context.join("layer");
+    write_layer(spec, &base, &layer, extra);
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&layer)
+        .args(["--numeric-owner", "-cf"])
+        .arg(context.join("layer.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success(), "tar of the image layer failed");
+    fs::write(context.join("Dockerfile"), dockerfile(&base_tag, spec)).unwrap();
+    let context_arg = context.display().to_string();
+    let mut build = daemon.command();
+    build
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &spec.tag, &context_arg]);
+    let output = build.output().unwrap();
+    assert!(
+        output.status.success(),
+        "docker build {}: {}",
+        spec.tag,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "rehearsal: image {} ready in {:.1} s",
+        spec.tag,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Builds every image the hub's sandboxes run, plus the code-runner image
+/// that the code sandbox loads into its inner dockerd.
+pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String]) {
+    let specs = image_specs();
+    let code_runner = specs
+        .iter()
+        .find(|s| s.flavor == "code-runner")
+        .expect("a code-runner image description");
+    build(daemon, code_runner, scratch, &[]);
+    let saved = scratch.join("code-runner.tar");
+    docker_ok(daemon, &["save", "-o", &saved.display().to_string(), &code_runner.tag]);
+    for spec in specs.iter().filter(|s| wanted.contains(&s.tag)) {
+        let extra: Vec<(PathBuf, &str)> = if spec.flavor == "dind" {
+            vec![(saved.clone(), "/opt/appliance/code-runner.tar")]
+        } else {
+            Vec::new()
+        };
+        build(daemon, spec, scratch, &extra);
+    }
+}

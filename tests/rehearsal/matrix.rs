@@ -1,0 +1,147 @@
+//! The human admin @gendo, as a Matrix client of the rehearsal's Synapse:
+//! real HTTP, from a thread inside the namespace.
+
+use std::time::{Duration, Instant};
+
+use agent_appliance::bootstrap::client::{Client, segment};
+use serde_json::{Value, json};
+
+use crate::hub::Hub;
+
+pub struct Admin {
+    pub user_id: String,
+    token: String,
+    pub room_id: String,
+}
+
+fn client() -> Client {
+    Client::new(
+        "http://127.0.0.1:8008",
+        Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(30),
+    )
+}
+
+impl Admin {
+    /// Logs in with the initial password bootstrap wrote for the operator
+    /// and accepts the invitation to `#<room>:<server>`.
+    pub fn login(hub: &Hub, localpart: &str, room_alias: &str) -> Admin {
+        let server = hub.appliance.matrix.server_name.clone();
+        let password_file = hub
+            .state_dir()
+            .join(format!("secrets/_host/admins/{localpart}/initial-password"));
+        let password = std::fs::read_to_string(&password_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", password_file.display()))
+            .trim()
+            .to_string();
+        let user_id = format!("@{localpart}:{server}");
+        let alias = room_alias.to_string();
+        hub.netns.run(move || {
+            let client = client();
+            let login = client
+                .post(
+                    "/_matrix/client/v3/login",
+                    None,
+                    &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password, "device_id": "REHEARSAL"}),
+                )
+                .unwrap();
+            assert!(login.ok(), "login as {user_id}: {}", login.describe());
+            let token = login.str("access_token").unwrap().to_string();
+            let join = client
+                .post(&format!("/_matrix/client/v3/join/{}", segment(&alias)), Some(&token), &json!({}))
+                .unwrap();
+            assert!(join.ok(), "{user_id} joins {alias}: {}", join.describe());
+            let room_id = join.str("room_id").unwrap().to_string();
+            Admin { user_id, token, room_id }
+        })
+    }
+
+    /// Sends a message that mentions `agent` (pill, m.mentions and the id
+    /// in the body, as Element does); returns its event id.
+    pub fn mention(&self, hub: &Hub, agent: &str, text: &str) -> String {
+        let body = format!("{agent}: {text}");
+        let content = json!({
+            "msgtype": "m.text",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": format!("<a href=\"https://matrix.to/#/{agent}\">{agent}</a>: {text}"),
+            "m.mentions": {"user_ids": [agent]},
+        });
+        self.send(hub, content)
+    }
+
+    pub fn send(&self, hub: &Hub, content: Value) -> String {
+        let token = self.token.clone();
+        let room = self.room_id.clone();
+        let txn = format!(
+            "rehearsal-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        hub.netns.run(move || {
+            let reply = client()
+                .put(
+                    &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", segment(&room)),
+                    Some(&token),
+                    &content,
+                )
+                .unwrap();
+            assert!(reply.ok(), "send: {}", reply.describe());
+            reply.str("event_id").unwrap().to_string()
+        })
+    }
+
+    /// Messages in the room after `since_event`, oldest first.
+    pub fn messages_after(&self, hub: &Hub, since_event: &str) -> Vec<Value> {
+        let token = self.token.clone();
+        let room = self.room_id.clone();
+        let since = since_event.to_string();
+        hub.netns.run(move || {
+            let reply = client()
+                .get(
+                    &format!(
+                        "/_matrix/client/v3/rooms/{}/context/{}?limit=100",
+                        segment(&room),
+                        segment(&since)
+                    ),
+                    Some(&token),
+                )
+                .unwrap();
+            assert!(reply.ok(), "context: {}", reply.describe());
+            reply.body["events_after"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .collect()
+        })
+    }
+
+    /// Waits up to `within` for a message from `sender` after `event` whose
+    /// body contains `needle`; returns its body and the seconds it took.
+    pub fn wait_reply(
+        &self,
+        hub: &Hub,
+        event: &str,
+        sender: &str,
+        needle: &str,
+        within: Duration,
+    ) -> Option<(String, f64)> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Some(found) = self
+                .messages_after(hub, event)
+                .into_iter()
+                .find(|e| e["sender"] == sender && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle)))
+            {
+                let body = found["content"]["body"].as_str().unwrap_or_default().to_string();
+                return Some((body, started.elapsed().as_secs_f64()));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
+    }
+}

@@ -1,0 +1,84 @@
+//! A network namespace of the rehearsal's own: everything the hub serves
+//! (Docker's bridge, DNS, Synapse, the stand-in model server, the test web
+//! host) lives inside it, so no address is added to the machine's own
+//! namespace and no packet leaves it.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::Command;
+
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+
+pub struct Netns {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("failed to run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Netns {
+    /// `ip netns add NAME`, loopback up, and `links` (name, address/prefix):
+    /// the hub's WireGuard address, where Ollama and Synapse listen for other
+    /// hosts. Each is one end of a veth pair whose peer stays in the same
+    /// namespace (this kernel has no `dummy` module).
+    pub fn create(name: &str, links: &[(&str, String)]) -> Netns {
+        let _ = Command::new("ip").args(["netns", "delete", name]).output();
+        ip(&["netns", "add", name]);
+        let netns = Netns { name: name.to_string() };
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        for (index, (interface, address)) in links.iter().enumerate() {
+            let peer = format!("peer{index}");
+            ip(&[
+                "-n", name, "link", "add", interface, "type", "veth", "peer", "name", &peer,
+            ]);
+            ip(&["-n", name, "addr", "add", address, "dev", interface]);
+            ip(&["-n", name, "link", "set", interface, "up"]);
+            ip(&["-n", name, "link", "set", &peer, "up"]);
+        }
+        netns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// A command run inside the namespace. `nsenter --net`, not `ip netns
+    /// exec`: the latter remounts /sys, and dockerd then fails with
+    /// "Devices cgroup isn't mounted".
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// Runs `f` on a thread that moved into the namespace (setns is per
+    /// thread), so the test's own HTTP clients reach what listens inside.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+                .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
+    }
+}

@@ -14,7 +14,47 @@ use std::process::Command;
 
 use crate::common::root;
 use crate::dockerd::Dockerd;
-use crate::rehearsal_images::{ImageSpec, image_specs};
+use agent_appliance::model::CODE_RUNNER_IMAGE;
+use agent_appliance::model::image::{self, ImageLayout};
+
+/// What the rehearsal builds: one image of the library's description, or
+/// the code-runner image (a Nix package, not an `ImageLayout`: it runs inside
+/// the inner dockerd, under its defaults).
+pub struct ImageSpec {
+    pub tag: String,
+    /// Which rootfs of scripts/rehearsal-rootfs.sh carries its programs.
+    pub flavor: String,
+    pub layout: Option<&'static ImageLayout>,
+}
+
+/// The rootfs flavor carrying the programs of an image's `packages`, each
+/// the Debian package (or npm/PyPI release) of the Nix package named there.
+fn flavor(layout: &ImageLayout) -> &'static str {
+    match layout.name {
+        "openclaw" => "openclaw",
+        "hermes" => "hermes",
+        "docker-in-gvisor" => "dind",
+        other => panic!("no rehearsal rootfs for image `{other}`"),
+    }
+}
+
+pub fn image_specs() -> Vec<ImageSpec> {
+    let mut specs: Vec<ImageSpec> = image::all()
+        .into_iter()
+        .filter(|layout| layout.name != "picoclaw")
+        .map(|layout| ImageSpec {
+            tag: layout.reference(),
+            flavor: flavor(layout).into(),
+            layout: Some(layout),
+        })
+        .collect();
+    specs.push(ImageSpec {
+        tag: CODE_RUNNER_IMAGE.into(),
+        flavor: "code-runner".into(),
+        layout: None,
+    });
+    specs
+}
 
 /// Where built root filesystems are kept between runs:
 /// `$APPLIANCE_REHEARSAL_CACHE`, else /var/cache/appliance-rehearsal.
@@ -68,27 +108,34 @@ fn file_in_tar(tar: &Path, path: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The layer the description adds: the user's passwd and group entries and
-/// every writable directory with its owner and mode (Docker copies a
+/// The layer the description adds: the account's passwd and group entries
+/// and every writable directory with its owner and mode (Docker copies a
 /// directory's owner into a new named volume mounted there).
 fn write_layer(spec: &ImageSpec, base: &Path, layer: &Path, extra: &[(PathBuf, &str)]) {
     fs::create_dir_all(layer.join("etc")).unwrap();
-    if let Some(user) = &spec.user {
+    if let Some(layout) = spec.layout {
+        let account = &layout.account;
         let mut passwd = file_in_tar(base, "etc/passwd");
-        passwd.push_str(&format!(
-            "{}:x:{}:{}::{}:/bin/sh\n",
-            user.name, user.uid, user.gid, user.home
-        ));
-        fs::write(layer.join("etc/passwd"), passwd).unwrap();
         let mut group = file_in_tar(base, "etc/group");
-        group.push_str(&format!("{}:x:{}:\n", user.name, user.gid));
+        if !passwd.lines().any(|l| l.split(':').nth(2) == Some(&account.uid.to_string())) {
+            passwd.push_str(&format!(
+                "{}:x:{}:{}::{}:/bin/sh\n",
+                account.name, account.uid, account.gid, account.home
+            ));
+            group.push_str(&format!("{}:x:{}:\n", account.name, account.gid));
+        }
+        fs::write(layer.join("etc/passwd"), passwd).unwrap();
         fs::write(layer.join("etc/group"), group).unwrap();
-    }
-    for dir in &spec.dirs {
-        let path = layer.join(dir.path.trim_start_matches('/'));
-        fs::create_dir_all(&path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(dir.mode)).unwrap();
-        chown(&path, Some(dir.uid), Some(dir.gid)).unwrap();
+        for dir in layout.writable {
+            let path = layer.join(dir.path.trim_start_matches('/'));
+            fs::create_dir_all(&path).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(dir.mode)).unwrap();
+            let (uid, gid) = dir.owner_ids(account);
+            chown(&path, Some(uid), Some(gid)).unwrap();
+        }
+    } else {
+        // The code-runner's WorkingDir.
+        fs::create_dir_all(layer.join("workspace")).unwrap();
     }
     // Nix's cacert puts the bundle where the description's SSL_CERT_FILE
     // points; Debian's ca-certificates names it differently.
@@ -102,22 +149,20 @@ fn write_layer(spec: &ImageSpec, base: &Path, layer: &Path, extra: &[(PathBuf, &
     }
 }
 
+/// Metadata as the Nix image has it (generated/images/*.nix): `Env`,
+/// `User`, `Entrypoint`; the code-runner's as nix/packages/code-runner.nix.
 fn dockerfile(base_tag: &str, spec: &ImageSpec) -> String {
     let mut text = format!("FROM {base_tag}\nADD layer.tar /\n");
-    for (key, value) in &spec.env {
+    let Some(layout) = spec.layout else {
+        text.push_str("ENV SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt\nWORKDIR /workspace\nCMD [\"bash\"]\n");
+        return text;
+    };
+    for entry in layout.env {
+        let (key, value) = entry.split_once('=').expect("env entries are KEY=value");
         text.push_str(&format!("ENV {key}={}\n", serde_json::to_string(value).unwrap()));
     }
-    if let Some(dir) = &spec.workdir {
-        text.push_str(&format!("WORKDIR {dir}\n"));
-    }
-    text.push_str(&format!("USER {}\n", spec.run_as));
-    text.push_str(&format!(
-        "ENTRYPOINT {}\n",
-        serde_json::to_string(&spec.entrypoint).unwrap()
-    ));
-    if !spec.cmd.is_empty() {
-        text.push_str(&format!("CMD {}\n", serde_json::to_string(&spec.cmd).unwrap()));
-    }
+    text.push_str(&format!("USER {}\n", layout.account.user()));
+    text.push_str(&format!("ENTRYPOINT {}\n", serde_json::to_string(&layout.entrypoint).unwrap()));
     text
 }
 

@@ -13,7 +13,6 @@ mod dockerd;
 #[path = "../synapse.rs"]
 mod synapse;
 
-mod descriptions;
 mod hub;
 mod images;
 mod matrix;
@@ -24,11 +23,6 @@ use std::time::Duration;
 use crate::common::{in_ci, require_tool, root};
 use crate::hub::{Hub, Services};
 use crate::matrix::Admin;
-
-/// The rehearsal's image descriptions (see descriptions.rs).
-mod rehearsal_images {
-    pub use crate::descriptions::{ImageSpec, image_specs};
-}
 
 /// How long an agent may take from container start to its first answer.
 /// Measured here: Hermes about 10 s, OpenClaw 55-68 s to start under gVisor

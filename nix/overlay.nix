@@ -30,6 +30,8 @@ in
 
   appliance-dind-start = final.callPackage ./packages/dind-start.nix { };
 
+  appliance-hermes-start = final.callPackage ./packages/hermes-start.nix { };
+
   appliance-hermes = final.callPackage ./packages/hermes.nix {
     inherit pin;
     source = sources.hermes-agent;

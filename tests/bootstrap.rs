@@ -475,6 +475,12 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
         casper_env.lines().any(|l| l == format!("MATRIX_ALLOWED_ROOMS={room}")),
         "{casper_env}"
     );
+    // ... and its home room, without which its first answer in every
+    // thread is a "No home channel is set" notice.
+    assert!(
+        casper_env.lines().any(|l| l == format!("MATRIX_HOME_ROOM={room}")),
+        "{casper_env}"
+    );
     let alias = &plan().rooms[0].alias;
     let attempts = [
         client.post(

@@ -326,7 +326,11 @@ impl Run<'_> {
         }
         // Agents that filter by room ID (Hermes) learn them now that the
         // rooms exist.
-        for account in plan.accounts.iter().filter(|a| !a.room_ids_env.is_empty()) {
+        for account in plan
+            .accounts
+            .iter()
+            .filter(|a| !a.room_ids_env.is_empty() || !a.home_room_env.is_empty())
+        {
             let Some(token) = agent_tokens.get(account.user_id.as_str()) else {
                 continue;
             };
@@ -380,6 +384,14 @@ impl Run<'_> {
                 (Some(ids), _) => out.insert(var.clone(), ids.to_string()),
                 (None, Some(previous)) => out.insert(var.clone(), previous.clone()),
                 (None, None) => None,
+            };
+        }
+        for var in &account.home_room_env {
+            let home = room_ids.map(|ids| ids.split(',').next().unwrap_or_default());
+            match (home, env.get(var)) {
+                (Some(id), _) if !id.is_empty() => out.insert(var.clone(), id.to_string()),
+                (_, Some(previous)) => out.insert(var.clone(), previous.clone()),
+                _ => None,
             };
         }
         let mut missing = Vec::new();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, operator_env, room_ids_env, token_env};
+use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, home_room_env, operator_env, room_ids_env, token_env};
 use crate::spec::schema::AgentKind;
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
@@ -122,6 +122,10 @@ pub struct Account {
     /// room IDs (`!id:server`) of the account's rooms, once they exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub room_ids_env: Vec<String>,
+    /// Env var names under which `<secrets_dir>/env` gets the ID of the
+    /// account's first room (plan order), once it exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub home_room_env: Vec<String>,
     /// Env vars only the operator can provide (e.g. GH_TOKEN), added by hand
     /// to `<secrets_dir>/env`: the bootstrap keeps them when it rewrites the
     /// file and reports those missing; it never invents a value.
@@ -173,6 +177,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             generated_env,
             token_env: token_env(agent.kind).iter().map(|v| v.to_string()).collect(),
             room_ids_env: room_ids_env(agent.kind).iter().map(|v| v.to_string()).collect(),
+            home_room_env: home_room_env(agent.kind).iter().map(|v| v.to_string()).collect(),
             operator_env: operator_env(agent.kind, &agent.skills)
                 .into_iter()
                 .map(String::from)
@@ -197,6 +202,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             generated_env: BTreeMap::new(),
             token_env: Vec::new(),
             room_ids_env: Vec::new(),
+            home_room_env: Vec::new(),
             operator_env: Vec::new(),
             localpart,
         });

@@ -229,9 +229,18 @@ const HERMES: ImageLayout = ImageLayout {
         },
         TMP,
     ],
-    entrypoint: &["tini", "-s", "--", "hermes", "gateway", "run"],
+    // `hermes gateway run` after clearing stale single-instance records
+    // from the state volume (nix/packages/hermes-start.sh says why).
+    entrypoint: &["tini", "-s", "--", "appliance-hermes-start"],
     env: &[CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
-    packages: &["appliance-hermes", "chromium", "docker-client", "cacert", "tini"],
+    packages: &[
+        "appliance-hermes",
+        "appliance-hermes-start",
+        "chromium",
+        "docker-client",
+        "cacert",
+        "tini",
+    ],
     version_check: VersionCheck::Exact {
         package: "appliance-hermes",
     },

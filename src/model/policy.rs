@@ -193,6 +193,17 @@ pub fn room_ids_env(kind: AgentKind) -> &'static [&'static str] {
     }
 }
 
+/// Env var names the bootstrap writes the ID of an agent's first room under:
+/// its home room, where it delivers what no one asked for in a thread.
+pub fn home_room_env(kind: AgentKind) -> &'static [&'static str] {
+    match kind {
+        // Without it Hermes prefixes the first answer of every new thread
+        // with "📬 No home channel is set for Matrix" and a /sethome hint.
+        AgentKind::Hermes => &["MATRIX_HOME_ROOM"],
+        AgentKind::Openclaw | AgentKind::Picoclaw => &[],
+    }
+}
+
 /// Env vars only the operator can provide (third-party credentials), which
 /// must be added by hand to the agent's env file; the bootstrap keeps them.
 pub fn operator_env(kind: AgentKind, skills: &[String]) -> Vec<&'static str> {

@@ -116,7 +116,14 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             memory: "4g",
             cpus: 2.0,
             pids: 4096,
-            environment: &[("HERMES_HOME", "/opt/data"), ("HERMES_DISABLE_LAZY_INSTALLS", "1")],
+            environment: &[
+                ("HERMES_HOME", "/opt/data"),
+                ("HERMES_DISABLE_LAZY_INSTALLS", "1"),
+                // Token-scoped gateway locks on the tmpfs, not the state
+                // volume: a lock left by a killed container names a PID that
+                // the next container's fresh PID namespace may reuse.
+                ("HERMES_GATEWAY_LOCK_DIR", "/tmp/hermes-gateway-locks"),
+            ],
         },
     }
 }

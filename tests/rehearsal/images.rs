@@ -108,6 +108,15 @@ fn file_in_tar(tar: &Path, path: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Entry-point scripts of the flake's overlay that the Nix image builds
+/// from a script file: (the file, where the image has the command).
+fn overlay_script(package: &str) -> Option<(&'static str, &'static str)> {
+    match package {
+        "appliance-hermes-start" => Some(("nix/packages/hermes-start.sh", "/usr/local/bin/appliance-hermes-start")),
+        _ => None,
+    }
+}
+
 /// The layer the description adds: the account's passwd and group entries
 /// and every writable directory with its owner and mode (Docker copies a
 /// directory's owner into a new named volume mounted there).
@@ -117,7 +126,10 @@ fn write_layer(spec: &ImageSpec, base: &Path, layer: &Path, extra: &[(PathBuf, &
         let account = &layout.account;
         let mut passwd = file_in_tar(base, "etc/passwd");
         let mut group = file_in_tar(base, "etc/group");
-        if !passwd.lines().any(|l| l.split(':').nth(2) == Some(&account.uid.to_string())) {
+        if !passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(&account.uid.to_string()))
+        {
             passwd.push_str(&format!(
                 "{}:x:{}:{}::{}:/bin/sh\n",
                 account.name, account.uid, account.gid, account.home
@@ -126,6 +138,20 @@ fn write_layer(spec: &ImageSpec, base: &Path, layer: &Path, extra: &[(PathBuf, &
         }
         fs::write(layer.join("etc/passwd"), passwd).unwrap();
         fs::write(layer.join("etc/group"), group).unwrap();
+        for package in layout.packages {
+            if let Some((script, target)) = overlay_script(package) {
+                let path = layer.join(target.trim_start_matches('/'));
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let body = fs::read_to_string(root().join(script)).unwrap();
+                // What writeShellApplication makes of the same script.
+                fs::write(
+                    &path,
+                    format!("#!/bin/bash\nset -o errexit -o nounset -o pipefail\n{body}"),
+                )
+                .unwrap();
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
         for dir in layout.writable {
             let path = layer.join(dir.path.trim_start_matches('/'));
             fs::create_dir_all(&path).unwrap();
@@ -162,7 +188,10 @@ fn dockerfile(base_tag: &str, spec: &ImageSpec) -> String {
         text.push_str(&format!("ENV {key}={}\n", serde_json::to_string(value).unwrap()));
     }
     text.push_str(&format!("USER {}\n", layout.account.user()));
-    text.push_str(&format!("ENTRYPOINT {}\n", serde_json::to_string(&layout.entrypoint).unwrap()));
+    text.push_str(&format!(
+        "ENTRYPOINT {}\n",
+        serde_json::to_string(&layout.entrypoint).unwrap()
+    ));
     text
 }
 

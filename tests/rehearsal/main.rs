@@ -103,16 +103,30 @@ fn agent_id(hub: &Hub, agent: &str) -> String {
     hub.appliance.agents[agent].user_id.clone()
 }
 
+/// Every message `agent` sent in the room so far (from the room's start).
+fn bodies_from(hub: &Hub, admin: &Admin, since: &str, agent: &str) -> Vec<String> {
+    let user = agent_id(hub, agent);
+    admin
+        .messages_after(hub, since)
+        .into_iter()
+        .filter(|e| e["sender"] == user.as_str())
+        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Mentions `agent` until it answers (an agent that is still starting
 /// misses the first messages), within `FIRST_ANSWER`.
-fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64) {
+/// Returns the answer, the seconds it took and the first mention's event.
+fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64, String) {
     let user = agent_id(hub, agent);
     let started = std::time::Instant::now();
+    let mut first = None;
     while started.elapsed() < FIRST_ANSWER {
         let tag = format!("tag-{}{}", agent, started.elapsed().as_secs());
         let event = admin.mention(hub, &user, &format!("hello, please answer {tag}"));
+        let first = first.get_or_insert_with(|| event.clone()).clone();
         if let Some((body, _)) = admin.wait_reply(hub, &event, &user, &tag, Duration::from_secs(30)) {
-            return (body, started.elapsed().as_secs_f64());
+            return (body, started.elapsed().as_secs_f64(), first);
         }
     }
     panic!(
@@ -125,11 +139,18 @@ fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64) {
 #[test]
 fn rehearsal() {
     let Some((hub, admin)) = bring_up() else { return };
-    let (body, seconds) = first_answer(&hub, &admin, "casper");
+    let (body, seconds, first) = first_answer(&hub, &admin, "casper");
     eprintln!("rehearsal: casper answered after {seconds:.1} s: {body}");
     assert!(
         body.contains("[stand-in]"),
         "casper's answer did not come from the stand-in: {body}\n{}",
         hub.all_reports()
     );
+    // Issue 10 item 4: with its home room in the env file, Hermes answers
+    // without a home-channel notice first.
+    let notices: Vec<String> = bodies_from(&hub, &admin, &first, "casper")
+        .into_iter()
+        .filter(|b| b.contains("No home channel"))
+        .collect();
+    assert!(notices.is_empty(), "casper sent a home-channel notice: {notices:?}");
 }

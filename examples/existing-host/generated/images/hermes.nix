@@ -10,20 +10,14 @@ pkgs.dockerTools.streamLayeredImage {
   tag = "0.19.0";
   contents = [
     pkgs.appliance-hermes
+    pkgs.appliance-hermes-start
     pkgs.chromium
     pkgs.docker-client
     pkgs.cacert
     pkgs.tini
   ];
   config = {
-    Entrypoint = [
-      "tini"
-      "-s"
-      "--"
-      "hermes"
-      "gateway"
-      "run"
-    ];
+    Entrypoint = [ "tini" "-s" "--" "appliance-hermes-start" ];
     Env = [
       "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
       "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"

@@ -226,6 +226,7 @@ in
           AGENT_BROWSER_EXECUTABLE_PATH = "/bin/chromium";
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
+          HERMES_GATEWAY_LOCK_DIR = "/tmp/hermes-gateway-locks";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";

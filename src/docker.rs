@@ -14,7 +14,7 @@ pub struct RunOptions {
     /// Options with no oci-containers equivalent (`extraOptions`).
     pub flags: Vec<String>,
     pub user: String,
-    /// `name:/target` for named volumes.
+    /// `name:/target[:ro]` for named volumes.
     pub volumes: Vec<String>,
     pub binds: Vec<BindArg>,
     pub environment: BTreeMap<String, String>,
@@ -60,8 +60,10 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
         let owner = tmpfs
             .owner
             .map_or_else(String::new, |(uid, gid)| format!(",uid={uid},gid={gid}"));
+        // Docker's `--tmpfs` is `noexec` unless told `exec`: say which.
+        let exec = if tmpfs.exec { "exec" } else { "noexec" };
         flags.push(format!(
-            "--tmpfs={}:rw,nosuid,nodev,size={},mode={}{owner}",
+            "--tmpfs={}:rw,{exec},nosuid,nodev,size={},mode={}{owner}",
             tmpfs.target, tmpfs.size, tmpfs.mode
         ));
     }
@@ -70,7 +72,8 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
         Some(network) => {
             flags.push(format!("--network={}", network.name));
             flags.push(format!("--ip={}", network.address));
-            flags.push(format!("--dns={}", network.dns));
+            // No `--dns`: it has no effect on a user-defined network (see
+            // `sandbox::resolver_bind`); the resolver is a bind mount.
         }
     }
     if sandbox.gpus {
@@ -83,7 +86,7 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
         volumes: sandbox
             .volumes
             .iter()
-            .map(|v| format!("{}:{}", v.name, v.target))
+            .map(|v| format!("{}:{}{}", v.name, v.target, if v.read_only { ":ro" } else { "" }))
             .collect(),
         binds: sandbox
             .binds
@@ -222,6 +225,19 @@ mod tests {
         // `code-storage = "8g"` in the default spec.
         let docker_tmpfs = exec.tmpfs.iter().find(|t| t.target == "/var/lib/docker").unwrap();
         assert_eq!(docker_tmpfs.size, "8g");
+        // Inner containers' root filesystems live there: exec (issue 10
+        // item 5). Every other tmpfs of every sandbox is noexec, said so.
+        for (_, sandbox) in appliance
+            .hosts
+            .iter()
+            .flat_map(|(h, host)| host.sandboxes.iter().map(move |s| (h, s)))
+        {
+            for arg in run_options(sandbox).flags.iter().filter(|f| f.starts_with("--tmpfs=")) {
+                let code_storage = sandbox.name == exec.name && arg.starts_with("--tmpfs=/var/lib/docker:");
+                let wanted = if code_storage { ":rw,exec," } else { ":rw,noexec," };
+                assert!(arg.contains(wanted), "{}: {arg}", sandbox.name);
+            }
+        }
         assert!(exec.network.is_none(), "code gets no network unless the spec says so");
         // No other sandbox anywhere gets the permissive runtimes.
         for host in appliance.hosts.values() {
@@ -233,6 +249,51 @@ mod tests {
                     assert!(!sandbox.runtime.contains("uds"), "{}", sandbox.name);
                 }
             }
+        }
+    }
+
+    /// Issue 10 item 6: `--dns` did nothing on the user-defined network
+    /// under gVisor; every networked sandbox reads the generated resolv.conf.
+    #[test]
+    fn networked_sandboxes_get_the_generated_resolver() {
+        for spec in specs() {
+            let appliance = crate::commands::load(Path::new(&spec)).unwrap();
+            for host in appliance.hosts.values() {
+                for sandbox in &host.sandboxes {
+                    let options = run_options(sandbox);
+                    assert!(
+                        !options.flags.iter().any(|f| f.starts_with("--dns")),
+                        "{}",
+                        sandbox.name
+                    );
+                    let resolver = options.binds.iter().find(|b| b.target == "/etc/resolv.conf");
+                    match &sandbox.network {
+                        Some(_) => {
+                            let bind = resolver.unwrap_or_else(|| panic!("{}: no resolv.conf", sandbox.name));
+                            assert!(bind.read_only, "{}", sandbox.name);
+                            assert_eq!(
+                                bind.source,
+                                BindSource::Generated(format!("hosts/{}/resolv.conf", host.name))
+                            );
+                        }
+                        None => assert!(resolver.is_none(), "{}: resolver without a network", sandbox.name),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Issue 10 item 5: Hermes' Docker backend binds paths of its own state
+    /// into code containers; the inner daemon finds them, read-only.
+    #[test]
+    fn the_code_sandbox_reads_its_agents_state() {
+        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let (_, exec) = appliance.sandbox("casper-exec").unwrap();
+        let (_, casper) = appliance.sandbox("casper").unwrap();
+        let exec_volumes = run_options(exec).volumes;
+        for volume in &casper.volumes {
+            let wanted = format!("{}:{}:ro", volume.name, volume.target);
+            assert!(exec_volumes.contains(&wanted), "{exec_volumes:?} lacks {wanted}");
         }
     }
 

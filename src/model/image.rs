@@ -62,6 +62,12 @@ pub struct Writable {
     pub mode: u32,
     pub owner: Owner,
     pub storage: Storage,
+    /// Whether programs may run from it. Only where the sandbox's purpose is
+    /// to run code: the inner Docker's storage holds the containers' root
+    /// filesystems (`exec /bin/sh: permission denied` without it). Every
+    /// other writable directory is `noexec`, said explicitly because Docker
+    /// gives a `--tmpfs` `noexec` by default only.
+    pub exec: bool,
 }
 
 impl Writable {
@@ -139,6 +145,7 @@ const TMP: Writable = Writable {
     mode: 0o1777,
     owner: Owner::Root,
     storage: Storage::Tmpfs { size: "256m" },
+    exec: false,
 };
 
 const OPENCLAW: ImageLayout = ImageLayout {
@@ -161,12 +168,14 @@ const OPENCLAW: ImageLayout = ImageLayout {
             mode: 0o700,
             owner: Owner::Account,
             storage: Storage::Tmpfs { size: "512m" },
+            exec: false,
         },
         Writable {
             path: "/home/node/.openclaw",
             mode: 0o700,
             owner: Owner::Account,
             storage: Storage::Volume { name: "state" },
+            exec: false,
         },
         TMP,
     ],
@@ -195,6 +204,7 @@ const PICOCLAW: ImageLayout = ImageLayout {
             mode: 0o700,
             owner: Owner::Account,
             storage: Storage::Volume { name: "state" },
+            exec: false,
         },
         TMP,
     ],
@@ -226,6 +236,7 @@ const HERMES: ImageLayout = ImageLayout {
             mode: 0o700,
             owner: Owner::Account,
             storage: Storage::Volume { name: "state" },
+            exec: false,
         },
         TMP,
     ],
@@ -266,12 +277,14 @@ const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
             mode: 0o710,
             owner: Owner::Root,
             storage: Storage::CodeStorage,
+            exec: true,
         },
         Writable {
             path: "/run",
             mode: 0o755,
             owner: Owner::Root,
             storage: Storage::Tmpfs { size: "64m" },
+            exec: false,
         },
         TMP,
     ],

@@ -21,7 +21,9 @@ pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFA
 pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
 pub use policy::{home_room_env, operator_env, room_ids_env, token_env};
-pub use sandbox::{CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
+pub use sandbox::{
+    CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
+};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
@@ -230,7 +232,8 @@ pub struct SandboxNetwork {
     pub name: String,
     pub address: Ipv4Addr,
     /// The resolver the sandbox uses: the host's forwarder on the bridge,
-    /// since gVisor cannot reach Docker's embedded DNS on this network.
+    /// since gVisor cannot reach Docker's embedded DNS on this network. It
+    /// reaches the sandbox as a generated resolv.conf (`RESOLV_CONF`).
     pub dns: Ipv4Addr,
 }
 
@@ -241,12 +244,15 @@ pub struct Tmpfs {
     pub mode: String,
     /// `(uid, gid)` owning the tmpfs' root, when not root.
     pub owner: Option<(u32, u32)>,
+    /// `exec` or `noexec`, from the image's `Writable::exec`.
+    pub exec: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Volume {
     pub name: String,
     pub target: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

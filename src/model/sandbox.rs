@@ -26,6 +26,8 @@ const DOCKER_SOCKET_MOUNT: &str = "/run/appliance-docker";
 /// lookups try `/usr/bin/...` paths only (OpenClaw) or would download one
 /// (Hermes), so their configs name it.
 pub const CHROMIUM_PATH: &str = "/bin/chromium";
+/// The resolver file every networked sandbox gets from the generated tree.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Where an agent's runtime secrets appear inside its sandbox.
 pub const SECRETS_MOUNT: &str = "/run/secrets/appliance";
 
@@ -152,13 +154,14 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             target: SECRETS_MOUNT.to_string(),
             read_only: true,
         },
+        resolver_bind(agent),
     ];
     let mut profile = Profile::STRICT;
     let mut depends_on = Vec::new();
     let mut sandboxes = Vec::new();
 
     if agent.code_execution.is_some() {
-        let exec = exec_sandbox(inputs, &layout.account.user());
+        let exec = exec_sandbox(inputs, layout);
         let socket_dir = format!("{SOCKET_DIR}/{}", exec.name);
         binds.push(Bind {
             source: BindSource::Host(socket_dir),
@@ -223,9 +226,11 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     sandboxes
 }
 
-/// `consumer_user` is the agent's `uid:gid`: the inner dockerd gives its
-/// socket that group, or the non-root agent could not connect.
-fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
+/// `consumer` is the agent's image: the inner dockerd gives its socket the
+/// agent's group, or the non-root agent could not connect.
+fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
+    let consumer_user = consumer.account.user();
+    let consumer_user = consumer_user.as_str();
     let agent = inputs.agent;
     let name = exec_sandbox_name(&agent.name);
     let layout = image::docker_in_gvisor();
@@ -252,12 +257,27 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         ),
         read_only_root: true,
         tmpfs: tmpfs_mounts(layout, storage),
-        volumes: volumes(layout, &agent.name),
-        binds: vec![Bind {
+        // The agent's state, read-only, at the agent's own paths: its Docker
+        // backend bind-mounts paths of its state into code containers
+        // (Hermes: skills and caches, read-only), and the inner daemon looks
+        // them up here; without them it tried `mkdir /opt/data` on the
+        // read-only root. The code containers see only what the agent binds.
+        volumes: volumes(layout, &agent.name)
+            .into_iter()
+            .chain(
+                volumes(consumer, &agent.name)
+                    .into_iter()
+                    .map(|v| Volume { read_only: true, ..v }),
+            )
+            .collect(),
+        binds: [Bind {
             source: BindSource::Host(format!("{SOCKET_DIR}/{name}")),
             target: DOCKER_SOCKET_MOUNT.to_string(),
             read_only: false,
-        }],
+        }]
+        .into_iter()
+        .chain(agent.code_network.then(|| resolver_bind(agent)))
+        .collect(),
         cap_add: DIND_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         no_new_privileges: true,
         // An inner dockerd, containerd and the containers they run; every
@@ -294,7 +314,19 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
             // gVisor's netstack has no iptables for the inner daemon.
             "--iptables=false".into(),
             "--ip6tables=false".into(),
-        ],
+        ]
+        .into_iter()
+        // Without `code-network` the code containers run `--network=none`:
+        // no inner bridge and nothing to forward. dockerd otherwise writes
+        // /proc/sys/net/ipv4/ip_forward at start and exits when the sandbox
+        // refuses it ("Enabling IP forwarding failed").
+        .chain(
+            (!agent.code_network)
+                .then(|| ["--bridge=none".to_string(), "--ip-forward=false".to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .collect(),
         depends_on: Vec::new(),
         name,
     }
@@ -318,9 +350,28 @@ fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<&str>) -> Vec<Tmpfs> 
                 size: size.to_string(),
                 mode: writable.mode_octal(),
                 owner: (uid != 0 || gid != 0).then_some((uid, gid)),
+                exec: writable.exec,
             })
         })
         .collect()
+}
+
+/// The host's generated resolv.conf, read-only over the sandbox's: it names
+/// the DNS forwarder on the bridge address. `--dns` cannot do this: on a
+/// user-defined network Docker writes `nameserver 127.0.0.11` (its embedded
+/// resolver) whatever `--dns` says, and gVisor's netstack cannot reach that
+/// resolver. Docker leaves a bind-mounted /etc/resolv.conf alone.
+fn resolver_bind(agent: &Agent) -> Bind {
+    Bind {
+        source: BindSource::Generated(resolv_conf_path(&agent.host)),
+        target: RESOLV_CONF.to_string(),
+        read_only: true,
+    }
+}
+
+/// Where in the generated tree a host's sandbox resolv.conf is.
+pub fn resolv_conf_path(host: &str) -> String {
+    format!("hosts/{host}/resolv.conf")
 }
 
 /// The image's volume-backed writable directories, one named volume each.
@@ -330,6 +381,7 @@ fn volumes(layout: &ImageLayout, agent: &str) -> Vec<Volume> {
         .map(|(name, writable)| Volume {
             name: format!("appliance-{agent}-{name}"),
             target: writable.path.to_string(),
+            read_only: false,
         })
         .collect()
 }

@@ -60,6 +60,16 @@ pub fn render(host: &Host, tree: &mut Tree) -> Result<()> {
         format!("{base}/docker-daemon.json"),
         json(&daemon_settings(host, RunscVersion::Current)?)?,
     );
+    // The resolver of the host's networked sandboxes (one forwarder per
+    // host, on its bridge address).
+    if let Some(network) = host.sandboxes.iter().find_map(|s| s.network.as_ref()) {
+        let mut text = hash_header(&format!(
+            "/etc/resolv.conf of the sandboxes on host `{}`: the DNS forwarder on its bridge address.",
+            host.name
+        ));
+        text.push_str(&format!("nameserver {}\n", network.dns));
+        tree.insert(crate::model::resolv_conf_path(&host.name), text.into_bytes());
+    }
     for profile in &host.runtimes {
         let mut runsc_config = BTreeMap::new();
         for arg in runtime_args(profile, host.platform, RunscVersion::Current)? {

@@ -208,13 +208,27 @@ impl Hub {
         )
     }
 
-    /// Every container's report.
+    /// Every container's report, the inner dockerd's containers and the
+    /// tail of the stand-in's request log.
     pub fn all_reports(&self) -> String {
-        self.sandboxes()
+        let mut out: Vec<String> = self.sandboxes().iter().map(|s| self.container_report(&s.name)).collect();
+        for sandbox in self.sandboxes().iter().filter(|s| s.profile.docker_in_gvisor) {
+            let inner = self.daemon.docker(&["exec", &sandbox.name, "sh", "-c", "docker ps -a; for c in $(docker ps -aq | head -3); do docker inspect -f '{{json .State}} {{json .HostConfig.Binds}}' $c; docker logs --tail 20 $c 2>&1; done"]);
+            out.push(format!(
+                "--- inner dockerd of {}:\n{}{}",
+                sandbox.name,
+                String::from_utf8_lossy(&inner.stdout),
+                String::from_utf8_lossy(&inner.stderr)
+            ));
+        }
+        let log = fs::read_to_string(self.host_root.path().join("logs/standin-requests.jsonl")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail: Vec<String> = lines[lines.len().saturating_sub(6)..]
             .iter()
-            .map(|s| self.container_report(&s.name))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .map(|l| l.chars().take(1500).collect())
+            .collect();
+        out.push(format!("--- stand-in request log (last {}):\n{}", tail.len(), tail.join("\n")));
+        out.join("\n")
     }
 
     /// The hub's sandboxes this machine can build an image for. A developer

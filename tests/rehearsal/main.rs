@@ -136,6 +136,77 @@ fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64, String) 
     );
 }
 
+/// A mention of `agent` and its answer containing `needle`, within `within`.
+fn ask(hub: &Hub, admin: &Admin, agent: &str, text: &str, needle: &str, within: Duration) -> (String, f64) {
+    let user = agent_id(hub, agent);
+    let event = admin.mention(hub, &user, text);
+    admin.wait_reply(hub, &event, &user, needle, within).unwrap_or_else(|| {
+        panic!(
+            "{agent} did not answer `{text}` with `{needle}` within {} s; its messages: {:?}\n{}",
+            within.as_secs(),
+            bodies_from(hub, admin, &event, agent),
+            hub.all_reports()
+        )
+    })
+}
+
+/// Issue 10 item 6: the sandbox resolves names through the generated
+/// resolv.conf (the forwarder on the bridge address), under gVisor.
+fn resolver_works(hub: &Hub, sandbox: &str) {
+    let script = format!("import socket; print(socket.gethostbyname('{}'))", hub::WEB_HOST);
+    let output = hub.daemon.docker(&["exec", sandbox, "python3", "-c", &script]);
+    let overlay = hub.hub().overlay_address.unwrap().to_string();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == overlay,
+        "{sandbox} cannot resolve {}: {}{}\nresolv.conf: {}",
+        hub::WEB_HOST,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&hub.daemon.docker(&["exec", sandbox, "cat", "/etc/resolv.conf"]).stdout)
+    );
+    eprintln!("rehearsal: {sandbox} resolves {} to {overlay}", hub::WEB_HOST);
+}
+
+/// Issue 10 item 5: casper's code tool runs a program in a container of the
+/// code sandbox's inner dockerd (under gVisor), and the answer carries its
+/// output (the stand-in's program prints `computed 42001`).
+fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Admin) {
+    let (body, seconds) = ask(
+        hub,
+        admin,
+        "casper",
+        "run code tag-code1",
+        "computed 42001",
+        Duration::from_secs(120),
+    );
+    eprintln!("rehearsal: casper ran code in {seconds:.1} s: {body}");
+    let inner = hub
+        .daemon
+        .docker(&["exec", "casper-exec", "docker", "ps", "-a", "--format", "{{.Image}}"]);
+    let images = String::from_utf8_lossy(&inner.stdout);
+    assert!(
+        images.contains(agent_appliance::model::CODE_RUNNER_IMAGE),
+        "no code-runner container in the inner dockerd: {images}"
+    );
+}
+
+/// `kill -9` of the agent's container, then what the NixOS unit does on
+/// failure (`docker rm -f`, the same `docker run`): it answers again
+/// (issue 10 item 4's stale pid file included).
+fn comes_back_after_kill(hub: &Hub, admin: &Admin, agent: &str) {
+    let sandbox = hub.sandboxes().into_iter().find(|s| s.name == agent).unwrap();
+    let kill = hub.daemon.docker(&["kill", "--signal=KILL", agent]);
+    assert!(
+        kill.status.success(),
+        "docker kill: {}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    let _ = hub.daemon.docker(&["rm", "-f", agent]);
+    hub.start_sandbox(&sandbox);
+    let (body, seconds, _) = first_answer(hub, admin, agent);
+    eprintln!("rehearsal: {agent} answered {seconds:.1} s after kill -9: {body}");
+}
+
 #[test]
 fn rehearsal() {
     let Some((hub, admin)) = bring_up() else { return };
@@ -153,4 +224,8 @@ fn rehearsal() {
         .filter(|b| b.contains("No home channel"))
         .collect();
     assert!(notices.is_empty(), "casper sent a home-channel notice: {notices:?}");
+
+    resolver_works(&hub, "casper");
+    code_runs_in_the_code_sandbox(&hub, &admin);
+    comes_back_after_kill(&hub, &admin, "casper");
 }

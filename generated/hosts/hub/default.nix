@@ -276,10 +276,9 @@ in
           "--pids-limit=1024"
           "--memory=512m"
           "--cpus=1"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.10"
-          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
@@ -289,6 +288,7 @@ in
           "appliance-balthasar-state:/var/lib/picoclaw"
           "${../../agents/balthasar/config.json}:/etc/picoclaw/config.json:ro"
           "/var/lib/appliance/secrets/balthasar:/run/secrets/appliance:ro"
+          "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
       casper = {
@@ -318,10 +318,9 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.11"
-          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/hermes:0.19.0";
         imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
@@ -331,6 +330,7 @@ in
           "appliance-casper-state:/opt/data"
           "${../../agents/casper/config.yaml}:/opt/data/config.yaml:ro"
           "/var/lib/appliance/secrets/casper:/run/secrets/appliance:ro"
+          "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
           "/run/appliance/sockets/casper-exec:/run/appliance-docker:ro"
         ];
       };
@@ -341,6 +341,8 @@ in
           "--group=10000"
           "--iptables=false"
           "--ip6tables=false"
+          "--bridge=none"
+          "--ip-forward=false"
         ];
         dependsOn = [ ];
         environment = {
@@ -372,16 +374,19 @@ in
           "--pids-limit=8192"
           "--memory=8g"
           "--cpus=2"
-          "--tmpfs=/var/lib/docker:rw,nosuid,nodev,size=8g,mode=0710"
-          "--tmpfs=/run:rw,nosuid,nodev,size=64m,mode=0755"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/var/lib/docker:rw,exec,nosuid,nodev,size=8g,mode=0710"
+          "--tmpfs=/run:rw,noexec,nosuid,nodev,size=64m,mode=0755"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=none"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
         imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs lib; };
         ports = [ ];
         user = "0:0";
-        volumes = [ "/run/appliance/sockets/casper-exec:/run/appliance-docker" ];
+        volumes = [
+          "appliance-casper-state:/opt/data:ro"
+          "/run/appliance/sockets/casper-exec:/run/appliance-docker"
+        ];
       };
       melchior = {
         cmd = [ ];
@@ -403,11 +408,10 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
-          "--tmpfs=/home/node:rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/home/node:rw,noexec,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.12"
-          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
         imageStream = import ../../images/openclaw.nix { inherit pkgs lib; };
@@ -417,6 +421,7 @@ in
           "appliance-melchior-state:/home/node/.openclaw"
           "${../../agents/melchior/openclaw.json}:/etc/openclaw/openclaw.json:ro"
           "/var/lib/appliance/secrets/melchior:/run/secrets/appliance:ro"
+          "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
     };

@@ -154,10 +154,9 @@ in
           "--pids-limit=1024"
           "--memory=512m"
           "--cpus=1"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.10"
-          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
@@ -167,6 +166,7 @@ in
           "appliance-balthasar-pi-state:/var/lib/picoclaw"
           "${../../agents/balthasar-pi/config.json}:/etc/picoclaw/config.json:ro"
           "/var/lib/appliance/secrets/balthasar-pi:/run/secrets/appliance:ro"
+          "${../../hosts/pi/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
     };

@@ -70,6 +70,8 @@ struct Terminal {
     docker_forward_env: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     docker_mount_cwd_to_workspace: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_persistent: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +158,10 @@ pub fn config(agent: &Agent) -> Config {
                 docker_network: Some(agent.code_network),
                 docker_forward_env: Some(Vec::new()),
                 docker_mount_cwd_to_workspace: Some(false),
+                // Workspace and home as tmpfs in the code container: the
+                // persistent mode binds directories of Hermes' own state
+                // volume, which the inner daemon can only read.
+                container_persistent: Some(false),
             }
         } else {
             // Inside the agent's own gVisor sandbox; never a Docker socket.
@@ -165,6 +171,7 @@ pub fn config(agent: &Agent) -> Config {
                 docker_network: None,
                 docker_forward_env: None,
                 docker_mount_cwd_to_workspace: None,
+                container_persistent: None,
             }
         },
         browser: Browser {

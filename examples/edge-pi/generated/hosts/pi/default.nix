@@ -186,10 +186,9 @@ in
           "--pids-limit=1024"
           "--memory=768m"
           "--cpus=1"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.10"
-          "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
@@ -199,6 +198,7 @@ in
           "appliance-scout-state:/var/lib/picoclaw"
           "${../../agents/scout/config.json}:/etc/picoclaw/config.json:ro"
           "/var/lib/appliance/secrets/scout:/run/secrets/appliance:ro"
+          "${../../hosts/pi/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
     };

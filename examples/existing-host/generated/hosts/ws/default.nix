@@ -245,10 +245,9 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.10"
-          "--dns=172.30.0.1"
         ];
         image = "agent-appliance/hermes:0.19.0";
         imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
@@ -258,6 +257,7 @@ in
           "appliance-coder-state:/opt/data"
           "${../../agents/coder/config.yaml}:/opt/data/config.yaml:ro"
           "/var/lib/appliance/secrets/coder:/run/secrets/appliance:ro"
+          "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
           "/run/appliance/sockets/coder-exec:/run/appliance-docker:ro"
         ];
       };
@@ -299,18 +299,21 @@ in
           "--pids-limit=8192"
           "--memory=8g"
           "--cpus=2"
-          "--tmpfs=/var/lib/docker:rw,nosuid,nodev,size=4g,mode=0710"
-          "--tmpfs=/run:rw,nosuid,nodev,size=64m,mode=0755"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/var/lib/docker:rw,exec,nosuid,nodev,size=4g,mode=0710"
+          "--tmpfs=/run:rw,noexec,nosuid,nodev,size=64m,mode=0755"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.11"
-          "--dns=172.30.0.1"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
         imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs lib; };
         ports = [ ];
         user = "0:0";
-        volumes = [ "/run/appliance/sockets/coder-exec:/run/appliance-docker" ];
+        volumes = [
+          "appliance-coder-state:/opt/data:ro"
+          "/run/appliance/sockets/coder-exec:/run/appliance-docker"
+          "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
+        ];
       };
       reader = {
         cmd = [ ];
@@ -332,11 +335,10 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
-          "--tmpfs=/home/node:rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
-          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--tmpfs=/home/node:rw,noexec,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.12"
-          "--dns=172.30.0.1"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
         imageStream = import ../../images/openclaw.nix { inherit pkgs lib; };
@@ -346,6 +348,7 @@ in
           "appliance-reader-state:/home/node/.openclaw"
           "${../../agents/reader/openclaw.json}:/etc/openclaw/openclaw.json:ro"
           "/var/lib/appliance/secrets/reader:/run/secrets/appliance:ro"
+          "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
     };

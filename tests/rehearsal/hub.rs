@@ -102,15 +102,22 @@ pub struct Hub {
 
 /// The generated daemon settings of `host`, spelled for the installed runsc
 /// by the library's table (`runsc::probe_binary`, as `appliance doctor`
-/// does), with one addition: `--network=host` on every runtime, because
-/// runsc's netstack fails on this VM ("cannot run with network enabled in
-/// root network namespace"); the sandbox then uses its container's network
-/// namespace (on the bridge) through the host kernel.
+/// does), with one addition per runtime, because runsc's netstack fails on
+/// this VM ("cannot run with network enabled in root network namespace"):
+/// - `--network=host` where a sandbox of the runtime is on the bridge: the
+///   sandbox then uses its container's network namespace through the host
+///   kernel;
+/// - `--network=none` where no sandbox of the runtime has a network (the
+///   code sandbox): netstack with loopback only, which runs here and, unlike
+///   host networking, lets the inner runc create network namespaces
+///   (under `--network=host` it fails: "protocol not supported").
 pub fn daemon_json(host: &Host) -> Value {
     let (version, listing) = probe_binary(Path::new("runsc")).expect("runsc runs");
     let settings = daemon_settings(host, version).expect("the hub's runtimes spell for the installed runsc");
     let mut settings = serde_json::to_value(settings).unwrap();
-    for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
+    for (name, runtime) in settings["runtimes"].as_object_mut().unwrap() {
+        let networked = host.sandboxes.iter().any(|s| &s.runtime == name && s.network.is_some());
+        let unused = !host.sandboxes.iter().any(|s| &s.runtime == name);
         let args = runtime["runtimeArgs"].as_array_mut().unwrap();
         for arg in args.iter() {
             let name = arg.as_str().unwrap().trim_start_matches('-');
@@ -120,7 +127,12 @@ pub fn daemon_json(host: &Host) -> Value {
                 "the installed runsc has no `{name}`, which the generated settings use for {version}"
             );
         }
-        args.push("--network=host".into());
+        let network = if networked || unused {
+            "--network=host"
+        } else {
+            "--network=none"
+        };
+        args.push(network.into());
     }
     settings
 }
@@ -196,6 +208,11 @@ impl Hub {
         eprintln!("rehearsal: started {}", sandbox.name);
     }
 
+    pub fn is_running(&self, name: &str) -> bool {
+        let state = self.daemon.docker(&["inspect", "-f", "{{.State.Running}}", name]);
+        String::from_utf8_lossy(&state.stdout).trim() == "true"
+    }
+
     /// The container's state and its last log lines, for failure messages.
     pub fn container_report(&self, name: &str) -> String {
         let state = self.daemon.docker(&["inspect", "-f", "{{json .State}}", name]);
@@ -211,9 +228,13 @@ impl Hub {
     /// Every container's report, the inner dockerd's containers and the
     /// tail of the stand-in's request log.
     pub fn all_reports(&self) -> String {
-        let mut out: Vec<String> = self.sandboxes().iter().map(|s| self.container_report(&s.name)).collect();
+        let mut out: Vec<String> = self
+            .sandboxes()
+            .iter()
+            .map(|s| self.container_report(&s.name))
+            .collect();
         for sandbox in self.sandboxes().iter().filter(|s| s.profile.docker_in_gvisor) {
-            let inner = self.daemon.docker(&["exec", &sandbox.name, "sh", "-c", "docker ps -a; for c in $(docker ps -aq | head -3); do docker inspect -f '{{json .State}} {{json .HostConfig.Binds}}' $c; docker logs --tail 20 $c 2>&1; done"]);
+            let inner = self.daemon.docker(&["exec", &sandbox.name, "sh", "-c", "docker images; docker ps -a; for c in $(docker ps -aq | head -3); do docker inspect -f '{{json .State}} {{json .HostConfig.Binds}}' $c; docker logs --tail 20 $c 2>&1; done; echo '--- probe: docker run --network=none code-runner'; docker run --rm --network=none --tmpfs /workspace:rw,exec,size=10m agent-appliance/code-runner:1 python3 -c 'print(42)' 2>&1"]);
             out.push(format!(
                 "--- inner dockerd of {}:\n{}{}",
                 sandbox.name,
@@ -227,7 +248,11 @@ impl Hub {
             .iter()
             .map(|l| l.chars().take(1500).collect())
             .collect();
-        out.push(format!("--- stand-in request log (last {}):\n{}", tail.len(), tail.join("\n")));
+        out.push(format!(
+            "--- stand-in request log (last {}):\n{}",
+            tail.len(),
+            tail.join("\n")
+        ));
         out.join("\n")
     }
 

@@ -96,7 +96,23 @@ fn bring_up() -> Option<(Hub, Admin)> {
         }
     }
     let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
+    hold_for_debugging(&hub);
     Some((hub, admin))
+}
+
+/// `APPLIANCE_REHEARSAL_HOLD=SECS` keeps the hub up that long after start,
+/// for a developer to look inside (refused in CI).
+fn hold_for_debugging(hub: &Hub) {
+    let Ok(secs) = std::env::var("APPLIANCE_REHEARSAL_HOLD") else {
+        return;
+    };
+    assert!(!in_ci(), "APPLIANCE_REHEARSAL_HOLD is for development");
+    eprintln!(
+        "rehearsal: holding {secs} s: DOCKER_HOST=unix://{} netns {}",
+        hub.daemon.socket.display(),
+        hub.netns.name
+    );
+    std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(600)));
 }
 
 fn agent_id(hub: &Hub, agent: &str) -> String {

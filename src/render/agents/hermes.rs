@@ -72,6 +72,8 @@ struct Terminal {
     docker_mount_cwd_to_workspace: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container_persistent: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker_extra_args: Option<Vec<&'static str>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,6 +164,12 @@ pub fn config(agent: &Agent) -> Config {
                 // persistent mode binds directories of Hermes' own state
                 // volume, which the inner daemon can only read.
                 container_persistent: Some(false),
+                // Hermes runs each command with `docker exec`, and gVisor
+                // cannot setns(2) into a PID namespace (runsc 20240729:
+                // "error executing setns process"), so code containers
+                // share the code sandbox's PID namespace: gVisor's, holding
+                // only the inner dockerd and the code containers.
+                docker_extra_args: Some(vec!["--pid=host"]),
             }
         } else {
             // Inside the agent's own gVisor sandbox; never a Docker socket.
@@ -172,6 +180,7 @@ pub fn config(agent: &Agent) -> Config {
                 docker_forward_env: None,
                 docker_mount_cwd_to_workspace: None,
                 container_persistent: None,
+                docker_extra_args: None,
             }
         },
         browser: Browser {

@@ -297,6 +297,22 @@ mod tests {
         }
     }
 
+    /// Issue 10 item 3: OpenClaw's state dir is its volume, and it neither
+    /// refreshes the public model catalog nor runs its heartbeat DM.
+    #[test]
+    fn openclaw_keeps_its_state_and_to_itself() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let appliance = crate::commands::load(&root.join("appliance.toml")).unwrap();
+        let (_, melchior) = appliance.sandbox("melchior").unwrap();
+        let state = &melchior.volumes[0].target;
+        assert_eq!(melchior.environment.get("OPENCLAW_STATE_DIR"), Some(state));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("generated/agents/melchior/openclaw.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["models"]["catalogRefresh"]["enabled"], false);
+        assert_eq!(config["agents"]["defaults"]["heartbeat"]["every"], "0m");
+    }
+
     #[test]
     fn chromium_gets_a_large_shm() {
         let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();

@@ -159,7 +159,11 @@ fn assert_ok(output: &Output) {
 fn assert_no_secret_printed(world: &World, output: &Output) {
     let printed = format!("{}{}", stdout(output), stderr(output));
     // Room IDs in env files are not secrets (bootstrap prints them).
-    let public: Vec<String> = plan().accounts.into_iter().flat_map(|a| a.room_ids_env).collect();
+    let public: Vec<String> = plan()
+        .accounts
+        .into_iter()
+        .flat_map(|a| a.room_ids_env.into_iter().chain(a.home_room_env))
+        .collect();
     for entry in walkdir::WalkDir::new(&world.state).into_iter().flatten() {
         if entry.file_type().is_file() {
             for line in fs::read_to_string(entry.path()).unwrap().lines() {

@@ -95,6 +95,10 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             pids: 4096,
             environment: &[
                 ("OPENCLAW_CONFIG_PATH", "/etc/openclaw/openclaw.json"),
+                // Its state is the volume. Unset, OpenClaw took the config
+                // file's directory, read-only /etc/openclaw, and its media
+                // cleanup, cron store and plugin-skill links failed there.
+                ("OPENCLAW_STATE_DIR", "/home/node/.openclaw"),
                 // The config is generated and read-only: no self-mutation.
                 ("OPENCLAW_NIX_MODE", "1"),
                 ("OPENCLAW_NO_AUTO_UPDATE", "1"),

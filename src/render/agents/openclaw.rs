@@ -78,6 +78,9 @@ struct Models {
     /// Only the providers listed here: no implicit discovery.
     mode: &'static str,
     providers: BTreeMap<&'static str, ModelProvider>,
+    /// Off: OpenClaw would fetch catalog.openclaw.ai's model catalog; the
+    /// appliance's models are the ones listed here.
+    catalog_refresh: Enabled,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +115,16 @@ struct AgentDefaults {
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<AgentModel>,
     sandbox: ToolSandbox,
+    heartbeat: Heartbeat,
+}
+
+/// OpenClaw's recurring heartbeat turn: every 30 minutes by default, it
+/// DMs the first `allowFrom` entry (seen: "No direct room found for
+/// @balthasar-pi:magi"). The appliance's agents speak when spoken to.
+#[derive(Debug, Serialize)]
+struct Heartbeat {
+    /// `0m` disables the recurring cadence.
+    every: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -245,6 +258,7 @@ pub fn config(agent: &Agent, published: bool) -> Config {
                     }],
                 },
             )]),
+            catalog_refresh: Enabled { enabled: false },
         });
     Config {
         gateway: Gateway {
@@ -281,6 +295,7 @@ pub fn config(agent: &Agent, published: bool) -> Config {
                 // gVisor is the boundary; OpenClaw's own Docker sandbox would
                 // need the host's Docker socket.
                 sandbox: ToolSandbox { mode: "off" },
+                heartbeat: Heartbeat { every: "0m" },
             },
         },
         channels: Channels {

@@ -324,6 +324,7 @@ in
           OPENCLAW_DISABLE_BONJOUR = "1";
           OPENCLAW_NIX_MODE = "1";
           OPENCLAW_NO_AUTO_UPDATE = "1";
+          OPENCLAW_STATE_DIR = "/home/node/.openclaw";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/reader/env" ];
         extraOptions = [

@@ -115,6 +115,10 @@ fn hold_for_debugging(hub: &Hub) {
     std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(600)));
 }
 
+fn model_of(hub: &Hub, agent: &str) -> String {
+    hub.appliance.agents[agent].model.clone().expect("the agent has a model")
+}
+
 fn agent_id(hub: &Hub, agent: &str) -> String {
     hub.appliance.agents[agent].user_id.clone()
 }
@@ -146,7 +150,9 @@ fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64, String) 
         let tag = format!("tag-{}{}", agent, started.elapsed().as_secs());
         let event = admin.mention(hub, &user, &format!("hello, please answer {tag}"));
         let first = first.get_or_insert_with(|| event.clone()).clone();
-        if let Some((body, _)) = admin.wait_reply(hub, &event, &user, &tag, Duration::from_secs(30)) {
+        // The stand-in names the model it answered as: the agent's.
+        let needle = format!("[stand-in] model {}", model_of(hub, agent));
+        if let Some((body, _)) = admin.wait_reply(hub, &event, &user, &needle, Duration::from_secs(30)) {
             return (body, started.elapsed().as_secs_f64(), first);
         }
     }

@@ -369,19 +369,6 @@ fn endpoint_with_port(endpoint: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::endpoint_with_port;
-
-    #[test]
-    fn endpoints_get_the_wireguard_port_when_they_have_none() {
-        assert_eq!(endpoint_with_port("hub.example.org"), "hub.example.org:51820");
-        assert_eq!(endpoint_with_port("203.0.113.7:4500"), "203.0.113.7:4500");
-        assert_eq!(endpoint_with_port("2001:db8::1"), "[2001:db8::1]:51820");
-        assert_eq!(endpoint_with_port("[2001:db8::1]:4500"), "[2001:db8::1]:4500");
-    }
-}
-
 /// `docker network create ...` for the sandboxes' bridge: the host module
 /// runs it, and the rehearsal runs the same list.
 pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
@@ -395,4 +382,17 @@ pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
         format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
         NETWORK_NAME.into(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_with_port;
+
+    #[test]
+    fn endpoints_get_the_wireguard_port_when_they_have_none() {
+        assert_eq!(endpoint_with_port("hub.example.org"), "hub.example.org:51820");
+        assert_eq!(endpoint_with_port("203.0.113.7:4500"), "203.0.113.7:4500");
+        assert_eq!(endpoint_with_port("2001:db8::1"), "[2001:db8::1]:51820");
+        assert_eq!(endpoint_with_port("[2001:db8::1]:4500"), "[2001:db8::1]:4500");
+    }
 }

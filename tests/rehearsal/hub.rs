@@ -151,14 +151,6 @@ impl Hub {
         self.host_path(STATE_DIR)
     }
 
-    pub fn wrapper(&self) -> Vec<String> {
-        vec![
-            "nsenter".into(),
-            format!("--net={}", self.netns.path().display()),
-            "--".into(),
-        ]
-    }
-
     /// `appliance bootstrap` with the generated plan and the re-rooted state
     /// dir, inside the namespace (the plan's homeserver is 127.0.0.1:8008).
     pub fn bootstrap(&self, extra: &[&str]) -> Output {

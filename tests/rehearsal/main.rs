@@ -116,7 +116,10 @@ fn hold_for_debugging(hub: &Hub) {
 }
 
 fn model_of(hub: &Hub, agent: &str) -> String {
-    hub.appliance.agents[agent].model.clone().expect("the agent has a model")
+    hub.appliance.agents[agent]
+        .model
+        .clone()
+        .expect("the agent has a model")
 }
 
 fn agent_id(hub: &Hub, agent: &str) -> String {
@@ -265,4 +268,48 @@ fn rehearsal() {
     for agent in ["casper", "melchior"].into_iter().filter(|a| has(a)) {
         comes_back_after_kill(&hub, &admin, agent);
     }
+    bootstrap_rerun_changes_nothing(&hub);
+}
+
+/// Every file under the state dir: mode, owner, bytes, mtime.
+fn state_snapshot(hub: &Hub) -> std::collections::BTreeMap<String, (u32, u32, i64, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(hub.state_dir())
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() != ".bootstrap.lock")
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            let bytes = if meta.is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (
+                e.path().display().to_string(),
+                (meta.mode(), meta.uid(), meta.mtime(), bytes),
+            )
+        })
+        .collect()
+}
+
+/// With the hub running, `appliance bootstrap` again changes no byte,
+/// mode, owner or mtime of the state dir.
+fn bootstrap_rerun_changes_nothing(hub: &Hub) {
+    let before = state_snapshot(hub);
+    let output = hub.bootstrap(&[]);
+    assert!(
+        output.status.success(),
+        "bootstrap rerun failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after = state_snapshot(hub);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "bootstrap rerun changed {changed:?}");
+    eprintln!("rehearsal: bootstrap rerun changed nothing ({} entries)", before.len());
 }

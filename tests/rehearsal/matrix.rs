@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use crate::hub::Hub;
 
 pub struct Admin {
-    pub user_id: String,
     token: String,
     pub room_id: String,
 }
@@ -52,7 +51,7 @@ impl Admin {
                 .unwrap();
             assert!(join.ok(), "{user_id} joins {alias}: {}", join.describe());
             let room_id = join.str("room_id").unwrap().to_string();
-            Admin { user_id, token, room_id }
+            Admin { token, room_id }
         })
     }
 

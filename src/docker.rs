@@ -39,7 +39,15 @@ impl BindArg {
 }
 
 pub fn run_options(sandbox: &Sandbox) -> RunOptions {
-    let mut flags = vec![format!("--runtime={}", sandbox.runtime)];
+    let mut flags = vec![
+        format!("--runtime={}", sandbox.runtime),
+        // A hostname that survives the container: agents record it with
+        // their PID in single-instance leases on the state volume, and
+        // OpenClaw cannot tell a dead owner on "another host" (the next
+        // container's random hostname) from a live one, so after a kill it
+        // refused to start for the lease's 5 minutes.
+        format!("--hostname={}", sandbox.name),
+    ];
     if sandbox.read_only_root {
         flags.push("--read-only".into());
     }
@@ -294,6 +302,20 @@ mod tests {
         for volume in &casper.volumes {
             let wanted = format!("{}:{}:ro", volume.name, volume.target);
             assert!(exec_volumes.contains(&wanted), "{exec_volumes:?} lacks {wanted}");
+        }
+    }
+
+    /// Restarted sandboxes keep their identity (OpenClaw's owner lease).
+    #[test]
+    fn every_sandbox_has_a_stable_hostname() {
+        for spec in specs() {
+            let appliance = crate::commands::load(Path::new(&spec)).unwrap();
+            for host in appliance.hosts.values() {
+                for sandbox in &host.sandboxes {
+                    let wanted = format!("--hostname={}", sandbox.name);
+                    assert!(run_options(sandbox).flags.contains(&wanted), "{}", sandbox.name);
+                }
+            }
         }
     }
 

@@ -270,6 +270,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/balthasar/env" ];
         extraOptions = [
           "--runtime=runsc"
+          "--hostname=balthasar"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"
@@ -311,6 +312,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
         extraOptions = [
           "--runtime=runsc-uds-open"
+          "--hostname=casper"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"
@@ -351,6 +353,7 @@ in
         environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-dind"
+          "--hostname=casper-exec"
           "--read-only"
           "--cap-drop=ALL"
           "--cap-add=AUDIT_WRITE"
@@ -402,6 +405,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/melchior/env" ];
         extraOptions = [
           "--runtime=runsc"
+          "--hostname=melchior"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"

@@ -148,6 +148,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/balthasar-pi/env" ];
         extraOptions = [
           "--runtime=runsc"
+          "--hostname=balthasar-pi"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"

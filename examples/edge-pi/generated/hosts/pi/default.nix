@@ -180,6 +180,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/scout/env" ];
         extraOptions = [
           "--runtime=runsc"
+          "--hostname=scout"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"

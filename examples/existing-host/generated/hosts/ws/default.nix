@@ -238,6 +238,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/coder/env" ];
         extraOptions = [
           "--runtime=runsc-uds-open"
+          "--hostname=coder"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"
@@ -276,6 +277,7 @@ in
         environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-dind"
+          "--hostname=coder-exec"
           "--read-only"
           "--cap-drop=ALL"
           "--cap-add=AUDIT_WRITE"
@@ -329,6 +331,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/reader/env" ];
         extraOptions = [
           "--runtime=runsc"
+          "--hostname=reader"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"

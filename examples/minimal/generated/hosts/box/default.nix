@@ -180,6 +180,7 @@ in
         environmentFiles = [ "/var/lib/appliance/secrets/helper/env" ];
         extraOptions = [
           "--runtime=runsc"
+          "--hostname=helper"
           "--read-only"
           "--cap-drop=ALL"
           "--security-opt=no-new-privileges"

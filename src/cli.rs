@@ -28,6 +28,12 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Check that this host can run the spec's sandboxes: runsc, its flags, platform, Docker runtimes, GPU driver
     Doctor(DoctorArgs),
+    /// Build a host's image or system with Nix, showing progress
+    Build(BuildArgs),
+    /// Write an image (`.img` or `.img.zst`) to an SD card or disk, then read it back and verify it
+    Flash(FlashArgs),
+    /// Print (or run) the gcloud steps that put the GCE host's image on a GPU VM
+    Gce(GceArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -130,4 +136,79 @@ pub struct CompletionsArgs {
     /// The shell to print completions for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Targets map to the flake's outputs (docs/build-and-flash.md):
+  gce-image  the spec's GCE host:  packages.x86_64-linux.gce-image
+  rpi4       the spec's Pi:        packages.aarch64-linux.rpi4
+  HOST       that host: its image, or for an existing NixOS host its system
+
+Arguments after `--` go to `nix build`, e.g.
+  appliance build rpi4 -- --builders 'ssh://me@arm-box aarch64-linux'")]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// `gce-image`, `rpi4`, or a host of the spec
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Build nothing; list what would be built and what fetched
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print every build log line, not only the failing build's last lines
+    #[arg(long, short = 'L')]
+    pub print_build_logs: bool,
+    /// The result symlink [default: `result-<host>` next to the spec]
+    #[arg(long, value_name = "PATH")]
+    pub out_link: Option<PathBuf>,
+    /// Extra arguments for `nix build`
+    #[arg(last = true, value_name = "NIX_ARGS")]
+    pub nix_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// The image: `.img`, `.img.zst`, or a build result holding one (`result-pi`)
+    #[arg(long, value_name = "PATH")]
+    pub image: PathBuf,
+    /// The whole device to overwrite, e.g. `/dev/sdb` or `/dev/mmcblk0`
+    #[arg(long, value_name = "DEV")]
+    pub device: PathBuf,
+    /// Do not ask; required when stdin is not a terminal
+    #[arg(long)]
+    pub yes: bool,
+    /// Allow a regular file as the device (for tests and for images to copy elsewhere)
+    #[arg(long)]
+    pub force_file: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GceArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The GCE host [default: the spec's only `target = "gce"` host]
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Google Cloud project
+    #[arg(long, value_name = "PROJECT", env = "APPLIANCE_GCE_PROJECT")]
+    pub project: Option<String>,
+    /// Zone of the VM; it must offer the host's GPUs
+    #[arg(long, value_name = "ZONE", env = "APPLIANCE_GCE_ZONE")]
+    pub zone: Option<String>,
+    /// Cloud Storage bucket the image is uploaded to (name only, no `gs://`)
+    #[arg(long, value_name = "BUCKET", env = "APPLIANCE_GCE_BUCKET")]
+    pub bucket: Option<String>,
+    /// The built image: a `.raw.tar.gz` or the build result holding it [default: `result-<host>` next to the spec]
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Machine type, instead of the one chosen for the host's GPUs
+    #[arg(long, value_name = "TYPE")]
+    pub machine_type: Option<String>,
+    /// Boot disk size in GB; the root file system grows to fill it
+    #[arg(long, value_name = "GB", default_value_t = 200)]
+    pub disk_size: u32,
+    /// Run the steps with gcloud instead of printing them
+    #[arg(long)]
+    pub run: bool,
 }

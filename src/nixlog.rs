@@ -345,6 +345,16 @@ impl Progress {
 
     /// One line for the progress bar: counts, bytes, current step.
     pub fn summary(&self) -> String {
+        let mut line = self.counts();
+        if let Some(step) = self.current_step() {
+            line.push_str(" | ");
+            line.push_str(&step);
+        }
+        line
+    }
+
+    /// Builds, fetches and bytes downloaded, in one line.
+    pub fn counts(&self) -> String {
         let builds = self.builds();
         let mut parts = vec![format!("{}/{} built", builds.done, builds.expected)];
         let fetches = self.fetches();
@@ -362,12 +372,7 @@ impl Progress {
         if builds.failed > 0 {
             parts.push(format!("{} failed", builds.failed));
         }
-        let mut line = parts.join(", ");
-        if let Some(step) = self.current_step() {
-            line.push_str(" | ");
-            line.push_str(&step);
-        }
-        line
+        parts.join(", ")
     }
 }
 

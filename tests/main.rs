@@ -7,6 +7,7 @@ mod synapse;
 
 mod agents;
 mod bootstrap;
+mod build;
 mod cli;
 mod doctor;
 mod flake;

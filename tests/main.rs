@@ -11,6 +11,7 @@ mod build;
 mod cli;
 mod doctor;
 mod flake;
+mod flash;
 mod nix;
 mod output;
 mod sandbox;

@@ -12,6 +12,7 @@ mod cli;
 mod doctor;
 mod flake;
 mod flash;
+mod gce;
 mod nix;
 mod output;
 mod sandbox;

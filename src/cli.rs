@@ -205,8 +205,8 @@ pub struct GceArgs {
     /// Machine type, instead of the one chosen for the host's GPUs
     #[arg(long, value_name = "TYPE")]
     pub machine_type: Option<String>,
-    /// Boot disk size in GB; the root file system grows to fill it
-    #[arg(long, value_name = "GB", default_value_t = 200)]
+    /// Boot disk size in GB; the root file system grows to fill it and holds the models
+    #[arg(long, value_name = "GB", default_value_t = 500)]
     pub disk_size: u32,
     /// Run the steps with gcloud instead of printing them
     #[arg(long)]

@@ -22,7 +22,7 @@ pub const BOOTS_WITH_UEFI: bool = false;
 
 /// Guest OS features of the image: virtio-scsi is in its initrd
 /// (google-compute-config.nix), gVNIC's `gve` driver is a module of
-/// nixpkgs' kernel; G2 and A3 machines have only gVNIC network cards.
+/// nixpkgs' kernel; G2 and A3 machines take only gVNIC network cards.
 pub fn guest_os_features() -> Vec<&'static str> {
     let mut features = vec!["VIRTIO_SCSI_MULTIQUEUE", "GVNIC"];
     if BOOTS_WITH_UEFI {
@@ -216,6 +216,7 @@ pub fn steps(appliance: &Appliance, host: &Host, settings: &Settings) -> Result<
                 "create".into(),
                 name.clone(),
                 project.clone(),
+                format!("--family={name}"),
                 format!("--source-uri={object}"),
                 format!("--guest-os-features={}", guest_os_features().join(",")),
             ],
@@ -286,7 +287,10 @@ fn create_instance(host: &Host, settings: &Settings, name: &str, project: &str, 
             host.name
         ),
     }
-    notes.push("no service account: nothing on the appliance calls a Google API".into());
+    notes.push(
+        "no service account: the sandboxes can reach the metadata server and must not find a Google token there".into(),
+    );
+    notes.push("OS Login for `gcloud compute ssh`, besides the spec's SSH keys".into());
     args.extend([
         format!("--image={name}"),
         format!("--image-project={}", settings.project),
@@ -294,6 +298,7 @@ fn create_instance(host: &Host, settings: &Settings, name: &str, project: &str, 
         "--boot-disk-type=pd-balanced".into(),
         "--network-interface=nic-type=GVNIC".into(),
         format!("--tags={name}"),
+        "--metadata=enable-oslogin=TRUE".into(),
         "--no-service-account".into(),
         "--no-scopes".into(),
     ]);
@@ -309,14 +314,17 @@ fn create_instance(host: &Host, settings: &Settings, name: &str, project: &str, 
 }
 
 /// How to reach the VM once it runs.
-pub fn reach(appliance: &Appliance, host: &Host, address: &str) -> Vec<String> {
-    let mut lines = vec![format!(
-        "ssh root@{address}    # with a key from [hosts.{}] ssh-keys",
-        host.name
-    )];
+pub fn reach(appliance: &Appliance, host: &Host, settings: &Settings, address: &str) -> Vec<String> {
+    let mut lines = vec![
+        format!("ssh root@{address}    # with a key from [hosts.{}] ssh-keys", host.name),
+        format!(
+            "# or, through OS Login: gcloud compute ssh {}-{} --project={} --zone={}",
+            appliance.name, host.name, settings.project, settings.zone
+        ),
+    ];
     if host.ssh_keys.is_empty() {
         lines.push(format!(
-            "# warning: [hosts.{}] has no ssh-keys, so SSH accepts nobody: add yours, `appliance generate`, build again",
+            "# note: [hosts.{}] has no ssh-keys, so only OS Login lets you in; add a key, `appliance generate`, build again to ssh as root",
             host.name
         ));
     }
@@ -332,7 +340,7 @@ pub fn reach(appliance: &Appliance, host: &Host, address: &str) -> Vec<String> {
 }
 
 /// The steps as a commented shell script.
-pub fn script(appliance: &Appliance, host: &Host, steps: &[Step]) -> String {
+pub fn script(appliance: &Appliance, host: &Host, settings: &Settings, steps: &[Step]) -> String {
     let mut out = format!(
         "# GCE steps for host `{}` of appliance `{}`\n",
         host.name, appliance.name
@@ -356,7 +364,7 @@ pub fn script(appliance: &Appliance, host: &Host, steps: &[Step]) -> String {
         out.push('\n');
     }
     out.push_str(&format!("\n# {}. Reach it\n", steps.len() + 1));
-    for line in reach(appliance, host, "EXTERNAL_IP") {
+    for line in reach(appliance, host, settings, "EXTERNAL_IP") {
         out.push_str(&line);
         out.push('\n');
     }
@@ -413,7 +421,7 @@ pub fn run(args: &GceArgs) -> Result<()> {
     };
     let steps = steps(&appliance, host, &settings)?;
     if !args.run {
-        print!("{}", script(&appliance, host, &steps));
+        print!("{}", script(&appliance, host, &settings, &steps));
         return Ok(());
     }
     run_steps(&appliance, host, &settings, steps)
@@ -465,7 +473,7 @@ fn run_steps(appliance: &Appliance, host: &Host, settings: &Settings, mut steps:
         }
         address = String::from_utf8_lossy(&output.stdout).trim().to_string();
     }
-    for line in reach(appliance, host, &address) {
+    for line in reach(appliance, host, settings, &address) {
         println!("{line}");
     }
     Ok(())

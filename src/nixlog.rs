@@ -376,12 +376,22 @@ impl Progress {
     }
 }
 
-/// The derivation of a `builder for '/nix/store/...drv' failed` message
-/// (every Nix since 2.4 words it so; newer ones prefix `Cannot build`).
+/// The derivation whose builder failed, from one of Nix's error messages:
+/// `builder for '/nix/store/...drv' failed with exit code N` (Nix 2.4 to
+/// 2.20), or `Cannot build '/nix/store/...drv'.` followed by `Reason:
+/// builder failed` (later ones; `Reason: 1 dependency failed` is not it).
 pub fn failed_derivation(message: &str) -> Option<String> {
-    let rest = &message[message.find("builder for '")? + "builder for '".len()..];
-    let drv = &rest[..rest.find('\'')?];
-    drv.ends_with(".drv").then(|| drv.to_string())
+    let quoted_after = |marker: &str| -> Option<String> {
+        let rest = &message[message.find(marker)? + marker.len()..];
+        let drv = &rest[..rest.find('\'')?];
+        drv.ends_with(".drv").then(|| drv.to_string())
+    };
+    quoted_after("builder for '").or_else(|| {
+        message
+            .contains("Reason: builder failed")
+            .then(|| quoted_after("Cannot build '"))
+            .flatten()
+    })
 }
 
 /// `hello-2.12` from `/nix/store/<hash>-hello-2.12.drv`.
@@ -500,6 +510,15 @@ mod tests {
         assert_eq!(
             failed_derivation("error: Cannot build '/nix/store/abc-x.drv'.\n       Reason: builder for '/nix/store/abc-x.drv' failed with exit code 1.").as_deref(),
             Some("/nix/store/abc-x.drv")
+        );
+        // Nix 2.21 and later.
+        assert_eq!(
+            failed_derivation("error: Cannot build '/nix/store/abc-x.drv'.\n       Reason: builder failed with exit code 2.\n       Output paths:\n         /nix/store/abc-x").as_deref(),
+            Some("/nix/store/abc-x.drv")
+        );
+        assert_eq!(
+            failed_derivation("error: Cannot build '/nix/store/def-y.drv'.\n       Reason: 1 dependency failed."),
+            None
         );
         assert_eq!(failed_derivation("error: something else"), None);
     }

@@ -317,10 +317,12 @@ fn failure(progress: &Progress, code: Option<i32>) -> anyhow::Error {
         text.push_str("\n  ");
         text.push_str(line);
     }
+    // Nix 2.20 and later put the last log lines into the error already.
+    let nix_showed_log = progress.errors.iter().any(|e| e.contains("log lines:"));
     let mut tail = Vec::new();
     for drv in progress.failed_derivations() {
         tail = progress.log_tail(&drv);
-        if !tail.is_empty() {
+        if !tail.is_empty() && !nix_showed_log {
             text.push_str(&format!("\nlast {} log lines of {}:", tail.len(), store_name(&drv)));
             for line in &tail {
                 text.push_str("\n  | ");

@@ -133,9 +133,11 @@ fn unfree_hint(message: &str) -> String {
         .map(|p| p.trim_matches(|c: char| "‘’'\"".contains(c)).to_string())
         .unwrap_or_else(|| "a package".to_string());
     format!(
-        "{package} is unfree and the configuration does not allow it. The generated host modules allow unfree packages \
-         (the NVIDIA driver) only on hosts with an NVIDIA `gpu` in the spec: declare the host's GPU and run `appliance \
-         generate`, or allow the package in the host's own configuration (`nixpkgs.config.allowUnfreePredicate`)"
+        "{package} is unfree and the host's configuration does not allow it. The flake allows unfree packages only \
+         for NVIDIA GPUs (the driver and the CUDA libraries Ollama links): on a host with an NVIDIA `gpu` in the spec, \
+         through the host's `nixpkgs.config` (the generated module, or nix/unfree.nix where the flake has it). Declare \
+         the host's GPU and run `appliance generate`, or allow the package yourself \
+         (`nixpkgs.config.allowUnfreePredicate`)"
     )
 }
 

@@ -77,6 +77,132 @@ fn the_parser_reads_a_real_failure() {
     assert_eq!(progress.builds().failed, 1);
 }
 
+/// A binary cache served over HTTP on loopback from `dir`, for as long as
+/// the value lives: enough HTTP/1.1 for Nix (GET and HEAD, one request per
+/// connection).
+struct LoopbackCache {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackCache {
+    fn serve(dir: &Path) -> LoopbackCache {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                // Skip the headers.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut parts = request.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+                let body = std::fs::read(dir.join(path.trim_start_matches('/'))).ok();
+                let head = match &body {
+                    Some(body) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
+                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                };
+                let _ = stream.write_all(head.as_bytes());
+                if let (Some(body), "GET") = (&body, method) {
+                    let _ = stream.write_all(body);
+                }
+            }
+        });
+        LoopbackCache {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LoopbackCache {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn the_parser_counts_a_real_fetch_from_a_binary_cache() {
+    if nix().is_none() {
+        return;
+    }
+    let built = tempfile::tempdir().unwrap();
+    let output = nix_build_in(built.path())
+        .args(["--no-link", "--json", "-f"])
+        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
+        .arg("b")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = agent_appliance::commands::build::output_paths(&stdout(&output)).unwrap();
+    let cache = built.path().join("cache");
+    let copy = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "copy", "--from"])
+        .arg(built.path().join("store"))
+        .arg("--to")
+        .arg(format!("file://{}", cache.display()))
+        .arg(&out[0])
+        .env("HOME", built.path())
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", stderr(&copy));
+
+    let server = LoopbackCache::serve(&cache);
+    let fresh = tempfile::tempdir().unwrap();
+    let mut fetch = Command::new("nix");
+    fetch
+        .args(["--extra-experimental-features", "nix-command", "build", "--store"])
+        .arg(fresh.path().join("store"))
+        .args(["--option", "substituters", &format!("http://127.0.0.1:{}", server.port)])
+        .args(["--option", "require-sigs", "false"])
+        .args(["--option", "build-users-group", ""])
+        .args(["--log-format", "internal-json", "--no-link", "-f"])
+        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
+        .arg("b")
+        .env("HOME", fresh.path());
+    let output = fetch.output().unwrap();
+    drop(server);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let progress = Progress::from_log(&log);
+    assert_eq!(progress.builds().done, 0, "fetched, not built: {log}");
+    let fetches = progress.fetches();
+    assert_eq!((fetches.done, fetches.expected, fetches.failed), (1, 1, 0), "{log}");
+    let downloads = progress.downloads();
+    assert!(
+        downloads.done > 0 && downloads.done == downloads.expected,
+        "{downloads:?}"
+    );
+    assert!(
+        progress.counts().starts_with("0/0 built, 1/1 fetched, "),
+        "{}",
+        progress.counts()
+    );
+}
+
 /// A copy of the default spec with its generated tree, beside a flake with
 /// no inputs whose `gce-image` is a stand-in derivation (a directory with
 /// a `.raw.tar.gz` file), so `appliance build` runs a real `nix build`.
@@ -159,6 +285,7 @@ fn build_runs_nix_and_reports_progress_result_and_size() {
     );
     // Not a terminal: one line per step instead of a bar.
     assert!(err.contains("[0/1 built] building stand-in-gce-image\n"), "{err}");
+    assert!(err.contains("\n1/1 built\n"), "{err}");
     assert!(err.contains("stand-in-gce-image: buildPhase\n"), "{err}");
     let out = stdout(&output);
     let store_dir = store.path().join("store");

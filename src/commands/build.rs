@@ -420,6 +420,7 @@ pub fn image_file(result: &Path) -> Option<PathBuf> {
 struct Display {
     bar: Option<ProgressBar>,
     print_logs: bool,
+    /// Builds plus fetches done at the last line printed.
     last_done: u64,
 }
 
@@ -444,23 +445,23 @@ impl Display {
 
     fn show(&mut self, progress: &Progress, event: Option<Event>) {
         let builds = progress.builds();
+        let fetches = progress.fetches();
         if let Some(bar) = &self.bar {
-            bar.set_length(builds.expected.max(1));
-            bar.set_position(builds.done);
+            // One bar for both kinds of work: derivations built and paths fetched.
+            bar.set_length((builds.expected + fetches.expected).max(1));
+            bar.set_position(builds.done + fetches.done);
             bar.set_message(progress.summary());
         }
         let line = match event {
             // Errors come once, in the failure report.
             Some(Event::Message { error: false, text }) => Some(text),
             Some(Event::Log { name, line }) if self.print_logs => Some(format!("{name}> {line}")),
-            Some(Event::Started(what)) if self.bar.is_none() => {
-                Some(format!("[{}/{} built] {what}", builds.done, builds.expected))
-            }
+            Some(Event::Started(what)) if self.bar.is_none() => Some(format!("[{}] {what}", progress.counts())),
             Some(Event::Phase { name, phase }) if self.bar.is_none() => Some(format!("{name}: {phase}")),
-            _ if self.bar.is_none() && builds.done != self.last_done => Some(progress.counts()),
+            _ if self.bar.is_none() && builds.done + fetches.done != self.last_done => Some(progress.counts()),
             _ => None,
         };
-        self.last_done = builds.done;
+        self.last_done = builds.done + fetches.done;
         if let Some(line) = line {
             match &self.bar {
                 Some(bar) => bar.println(line),

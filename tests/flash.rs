@@ -66,6 +66,11 @@ fn a_compressed_image_lands_in_a_file_verified() {
     // Not a terminal: plain lines for each stage.
     assert!(stderr(&output).contains("writing 3.0 MiB\n"), "{}", stderr(&output));
     assert!(stderr(&output).contains("verifying 3.0 MiB\n"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("writing 100% (3.0 MiB of 3.0 MiB)\n"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

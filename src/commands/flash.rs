@@ -392,7 +392,7 @@ fn write(image: &Image, device: &Device) -> Result<[u8; 32]> {
         .open(&device.path)
         .with_context(|| format!("failed to open `{}` for writing; {UNCHANGED}", device.path.display()))?;
     let mut input = reader(image)?;
-    let bar = progress_bar(image.size, "writing");
+    let mut meter = Meter::new(image.size, "writing");
     let corrupt = corrupt_at();
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; BLOCK];
@@ -415,9 +415,9 @@ fn write(image: &Image, device: &Device) -> Result<[u8; 32]> {
         out.write_all(chunk)
             .map_err(|e| anyhow!("failed to write at byte {offset}: {e}\n{}", partial(device, offset)))?;
         offset += n as u64;
-        bar.set_position(offset);
+        meter.set(offset);
     }
-    bar.finish_and_clear();
+    meter.finish();
     eprintln!("flushing {} to {}", human_bytes(offset), device.path.display());
     out.sync_all().map_err(|e| {
         anyhow!(
@@ -456,7 +456,7 @@ fn verify(device: &Device, size: u64, expected: &[u8; 32]) -> Result<()> {
     // come from the device, not from memory.
     rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
         .with_context(|| format!("failed to drop cached pages of `{}`", device.path.display()))?;
-    let bar = progress_bar(size, "verifying");
+    let mut meter = Meter::new(size, "verifying");
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; BLOCK];
     let mut input = file.take(size);
@@ -473,9 +473,9 @@ fn verify(device: &Device, size: u64, expected: &[u8; 32]) -> Result<()> {
         }
         hasher.update(&buffer[..n]);
         offset += n as u64;
-        bar.set_position(offset);
+        meter.set(offset);
     }
-    bar.finish_and_clear();
+    meter.finish();
     let actual: [u8; 32] = hasher.finalize().into();
     if offset != size || &actual != expected {
         bail!(
@@ -491,22 +491,62 @@ fn verify(device: &Device, size: u64, expected: &[u8; 32]) -> Result<()> {
     Ok(())
 }
 
-/// A byte bar on a terminal; otherwise a line at every tenth.
-fn progress_bar(total: u64, what: &'static str) -> ProgressBar {
-    if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:9} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(what);
-        bar
-    } else {
-        eprintln!("{what} {}", human_bytes(total));
-        ProgressBar::hidden()
+/// Bytes done of a stage: a bar on a terminal, otherwise a line at every
+/// tenth, so logs show the stage moving.
+struct Meter {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+    total: u64,
+    tenths: u64,
+}
+
+impl Meter {
+    fn new(total: u64, what: &'static str) -> Meter {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:9} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(what);
+            bar
+        });
+        if bar.is_none() {
+            eprintln!("{what} {}", human_bytes(total));
+        }
+        Meter {
+            bar,
+            what,
+            total,
+            tenths: 0,
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            return;
+        }
+        let tenths = done * 10 / self.total.max(1);
+        if tenths > self.tenths {
+            self.tenths = tenths;
+            eprintln!(
+                "{} {}% ({} of {})",
+                self.what,
+                tenths * 10,
+                human_bytes(done),
+                human_bytes(self.total)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -168,6 +168,14 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Refuses, writing nothing: a device that is mounted, swap or held (or has such a
+partition), a partition instead of the whole device, a device smaller than the
+image, a regular file without --force-file, and a run without --yes when stdin
+is not a terminal. After writing it fsyncs, reads the device back and compares
+sha256; every error says what the device holds.
+
+  sudo appliance flash --image result-pi --device /dev/sdX")]
 pub struct FlashArgs {
     /// The image: `.img`, `.img.zst`, or a build result holding one (`result-pi`)
     #[arg(long, value_name = "PATH")]
@@ -184,6 +192,14 @@ pub struct FlashArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Steps: upload the image to gs://BUCKET; create the image (it boots legacy BIOS:
+VIRTIO_SCSI_MULTIQUEUE,GVNIC, no UEFI_COMPATIBLE); open UDP 51820 for WireGuard
+when the spec has several hosts; create the VM (machine type from the spec's
+GPUs, --maintenance-policy=TERMINATE, no service account); find its address.
+Project, zone and bucket are never guessed (docs/build-and-flash.md).
+
+  appliance gce --project my-project --zone us-central1-a --bucket my-bucket")]
 pub struct GceArgs {
     #[command(flatten)]
     pub spec: SpecArgs,

@@ -10,6 +10,7 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::model::Appliance;
+use crate::model::image::{self, VersionCheck as Check};
 
 #[derive(Serialize)]
 struct ImageContext {
@@ -31,76 +32,6 @@ struct VersionCheck {
     package: minijinja::Value,
     /// `exact`: the tag is the version; `major`: the tag is its major.
     kind: &'static str,
-}
-
-/// How one image is built: packages from nixpkgs or from the flake's
-/// overlay (nix/overlay.nix, upstream releases pinned in nix/sources.json).
-struct Recipe {
-    purpose: &'static str,
-    packages: Vec<&'static str>,
-    entrypoint: Vec<&'static str>,
-    user: &'static str,
-    env: Vec<&'static str>,
-    version_check: Option<(&'static str, &'static str)>,
-}
-
-const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
-
-fn recipe(repository: &str) -> Recipe {
-    match repository {
-        "agent-appliance/openclaw" => Recipe {
-            purpose: "OpenClaw gateway with its Matrix plugin and Chromium (`/bin/chromium`) for its browser tool; nothing is installed at runtime",
-            packages: vec!["pkgs.appliance-openclaw", "pkgs.chromium", "pkgs.cacert", "pkgs.tini"],
-            entrypoint: vec!["tini", "-s", "--", "openclaw", "gateway", "run"],
-            user: "1000:1000",
-            env: vec![CA_BUNDLE],
-            version_check: Some(("pkgs.appliance-openclaw", "exact")),
-        },
-        "agent-appliance/picoclaw" => Recipe {
-            purpose: "PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill",
-            // A shell and core tools: PicoClaw's exec tool (and the gh
-            // skill through it) runs commands with `sh -c`.
-            packages: vec![
-                "pkgs.appliance-picoclaw",
-                "pkgs.gh",
-                "pkgs.bashInteractive",
-                "pkgs.coreutils",
-                "pkgs.cacert",
-            ],
-            entrypoint: vec!["picoclaw", "gateway"],
-            user: "1000:1000",
-            env: vec![CA_BUNDLE],
-            version_check: Some(("pkgs.appliance-picoclaw", "exact")),
-        },
-        "agent-appliance/hermes" => Recipe {
-            purpose: "Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
-            packages: vec![
-                "pkgs.appliance-hermes",
-                "pkgs.chromium",
-                "pkgs.docker-client",
-                "pkgs.cacert",
-                "pkgs.tini",
-            ],
-            entrypoint: vec!["tini", "-s", "--", "hermes", "gateway", "run"],
-            user: "10000:10000",
-            env: vec![CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
-            version_check: Some(("pkgs.appliance-hermes", "exact")),
-        },
-        _ => Recipe {
-            purpose: "Docker 29 daemon for code execution inside gVisor, with the code-runner image it loads at start; its /var/lib/docker is a tmpfs the sandbox mounts",
-            packages: vec![
-                "pkgs.docker_29",
-                "pkgs.appliance-dind-start",
-                "pkgs.cacert",
-                "pkgs.tini",
-            ],
-            // The sandbox's command is `appliance-dind-start` with dockerd's flags.
-            entrypoint: vec!["tini", "-s", "--"],
-            user: "0:0",
-            env: vec![CA_BUNDLE],
-            version_check: Some(("pkgs.docker_29", "major")),
-        },
-    }
 }
 
 /// An image reference's repository and tag (`latest` when it has none). A
@@ -136,38 +67,40 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
             }
         }
     }
-    for (image, systems) in images {
-        let (repository, tag) = split_reference(&image);
-        let file = image_file(&image).to_string();
-        let recipe = recipe(repository);
+    for (reference, systems) in images {
+        let layout = image::by_reference(&reference)
+            .ok_or_else(|| anyhow::anyhow!("no image layout for sandbox image {reference}"))?;
+        let package = |attribute: &str| expr(format!("pkgs.{attribute}"));
         let mut config = BTreeMap::new();
-        config.insert("Entrypoint", nix::value(&recipe.entrypoint));
-        config.insert("User", minijinja::Value::from(recipe.user));
-        config.insert("Env", nix::value(&recipe.env));
-        let label_package = recipe.version_check.map_or(recipe.packages[0], |(package, _)| package);
+        config.insert("Entrypoint", nix::value(layout.entrypoint));
+        config.insert("User", minijinja::Value::from(layout.account.user()));
+        config.insert("Env", nix::value(layout.env));
         config.insert(
             "Labels",
             minijinja::Value::from(BTreeMap::from([(
                 "org.opencontainers.image.version",
-                expr(format!("{label_package}.version")),
+                expr(format!("pkgs.{}.version", layout.version_check.package())),
             )])),
         );
         let context = ImageContext {
             stamp: STAMP,
-            file: file.clone(),
-            repository: repository.to_string(),
-            tag: tag.to_string(),
-            purpose: recipe.purpose.to_string(),
-            contents: recipe.packages.into_iter().map(expr).collect(),
+            file: layout.name.to_string(),
+            repository: layout.repository.to_string(),
+            tag: layout.tag.to_string(),
+            purpose: layout.purpose.to_string(),
+            contents: layout.packages.iter().map(|p| package(p)).collect(),
             config,
             systems,
-            version_check: recipe.version_check.map(|(package, kind)| VersionCheck {
-                package: expr(package),
-                kind,
+            version_check: Some(VersionCheck {
+                package: package(layout.version_check.package()),
+                kind: match layout.version_check {
+                    Check::Exact { .. } => "exact",
+                    Check::Major { .. } => "major",
+                },
             }),
         };
         tree.insert(
-            format!("images/{file}.nix"),
+            format!("images/{}.nix", layout.name),
             engine.render("image.nix.j2", &context)?.into_bytes(),
         );
     }

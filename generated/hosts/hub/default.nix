@@ -300,6 +300,7 @@ in
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
+          HOME = "/opt/data";
           MATRIX_ALLOWED_USERS = "@balthasar-pi:magi,@balthasar:magi,@gendo:magi,@melchior:magi";
           MATRIX_DEVICE_ID = "APPLIANCE_CASPER";
           MATRIX_E2EE_MODE = "off";
@@ -401,6 +402,7 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
+          "--tmpfs=/home/node:rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.12"

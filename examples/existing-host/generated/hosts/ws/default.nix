@@ -227,6 +227,7 @@ in
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
+          HOME = "/opt/data";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
@@ -330,6 +331,7 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
+          "--tmpfs=/home/node:rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.12"

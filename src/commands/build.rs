@@ -189,7 +189,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| flake_dir.join(format!("result-{}", output.host)));
     let outputs = build(&reference, &out_link, args)?;
-    report_result(&outputs, &out_link, host.target)
+    report_result(&outputs, &out_link, host.target, &output.host)
 }
 
 /// Refuses to build from a generated tree the spec would not write: the
@@ -357,7 +357,7 @@ pub fn output_paths(json: &str) -> Result<Vec<String>> {
     Ok(paths)
 }
 
-fn report_result(outputs: &[String], out_link: &Path, target: Target) -> Result<()> {
+fn report_result(outputs: &[String], out_link: &Path, target: Target, host: &str) -> Result<()> {
     for path in outputs {
         let size = tree_size(Path::new(path))
             .map(human_bytes)
@@ -375,6 +375,9 @@ fn report_result(outputs: &[String], out_link: &Path, target: Target) -> Result<
             Target::Gce => println!("next: appliance gce --project P --zone Z --bucket B"),
             Target::Nixos => {}
         }
+    }
+    if target == Target::Nixos {
+        println!("next: nixos-rebuild switch --flake .#{host} --target-host root@<{host}'s address>");
     }
     Ok(())
 }

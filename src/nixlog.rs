@@ -209,8 +209,8 @@ impl Progress {
             activity::SUBSTITUTE => (format!("fetching {}", store_name(first.unwrap_or_default())), None),
             _ => (text.to_string(), None),
         };
-        let announce = matches!(kind, activity::BUILD | activity::SUBSTITUTE)
-            || (kind == activity::FILE_TRANSFER && !label.is_empty());
+        // Downloads are not announced: Nix starts one per binary-cache query.
+        let announce = matches!(kind, activity::BUILD | activity::SUBSTITUTE);
         self.activities.insert(
             id,
             Activity {
@@ -311,23 +311,23 @@ impl Progress {
         self.total(activity::FILE_TRANSFER)
     }
 
-    /// The newest running build, fetch or download, with its phase.
+    /// The newest running build or fetch with its phase; a download only
+    /// when neither runs (Nix queries caches by downloading).
     pub fn current_step(&self) -> Option<String> {
-        self.order.iter().rev().find_map(|id| {
-            let activity = &self.activities[id];
-            let shown = matches!(
-                activity.kind,
-                activity::BUILD | activity::SUBSTITUTE | activity::FILE_TRANSFER
-            );
-            if !activity.running || !shown || activity.label.is_empty() {
-                return None;
-            }
-            let phase = activity.drv.as_ref().and_then(|drv| self.phases.get(drv));
-            Some(match phase {
-                Some(phase) => format!("{} ({phase})", activity.label),
-                None => activity.label.clone(),
+        let newest = |kinds: &[u64]| {
+            self.order.iter().rev().find_map(|id| {
+                let activity = &self.activities[id];
+                if !activity.running || !kinds.contains(&activity.kind) || activity.label.is_empty() {
+                    return None;
+                }
+                let phase = activity.drv.as_ref().and_then(|drv| self.phases.get(drv));
+                Some(match phase {
+                    Some(phase) => format!("{} ({phase})", activity.label),
+                    None => activity.label.clone(),
+                })
             })
-        })
+        };
+        newest(&[activity::BUILD, activity::SUBSTITUTE]).or_else(|| newest(&[activity::FILE_TRANSFER]))
     }
 
     /// The derivations Nix says failed, from its error messages.
@@ -623,6 +623,25 @@ mod tests {
         let downloads = progress.downloads();
         assert_eq!((downloads.done, downloads.expected), (368, 368), "the NAR's bytes");
         assert_eq!(progress.summary(), "0/0 built, 1/1 fetched, 368 B of 368 B downloaded");
+    }
+
+    #[test]
+    fn a_fetch_in_progress_shows_the_path_not_its_download() {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/nix-log/fetch.log",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut progress = Progress::default();
+        let mut events = Vec::new();
+        for line in text.lines() {
+            events.extend(progress.apply(&parse_line(line)));
+            if line.contains("nar.xz") {
+                break;
+            }
+        }
+        assert_eq!(progress.current_step().as_deref(), Some("fetching nixlog-b"));
+        assert_eq!(events, [Event::Started("fetching nixlog-b".into())]);
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct Step {
     pub title: String,
     pub notes: Vec<String>,
     pub args: Vec<String>,
+    /// Indexes of arguments already written as shell words (the upload's
+    /// glob), printed as they are.
+    pub shell_words: Vec<usize>,
 }
 
 /// The values every step needs.
@@ -203,6 +206,7 @@ pub fn steps(appliance: &Appliance, host: &Host, settings: &Settings) -> Result<
                 object.clone(),
                 project.clone(),
             ],
+            shell_words: vec![2],
         },
         Step {
             title: "Create the image".into(),
@@ -220,6 +224,7 @@ pub fn steps(appliance: &Appliance, host: &Host, settings: &Settings) -> Result<
                 format!("--source-uri={object}"),
                 format!("--guest-os-features={}", guest_os_features().join(",")),
             ],
+            shell_words: vec![],
         },
     ];
     if appliance.overlay.is_some() {
@@ -237,6 +242,7 @@ pub fn steps(appliance: &Appliance, host: &Host, settings: &Settings) -> Result<
                 format!("--allow=udp:{WIREGUARD_PORT}"),
                 format!("--target-tags={name}"),
             ],
+            shell_words: vec![],
         });
     }
     steps.push(create_instance(host, settings, &name, &project, &zone)?);
@@ -252,6 +258,7 @@ pub fn steps(appliance: &Appliance, host: &Host, settings: &Settings) -> Result<
             zone,
             "--format=get(networkInterfaces[0].accessConfigs[0].natIP)".into(),
         ],
+        shell_words: vec![],
     });
     Ok(steps)
 }
@@ -310,6 +317,7 @@ fn create_instance(host: &Host, settings: &Settings, name: &str, project: &str, 
         title: "Create the VM".into(),
         notes,
         args,
+        shell_words: vec![],
     })
 }
 
@@ -352,7 +360,7 @@ pub fn script(appliance: &Appliance, host: &Host, settings: &Settings, steps: &[
         }
         out.push_str("gcloud");
         for (i, arg) in step.args.iter().enumerate() {
-            let word = if i == 2 && step.title == "Upload the image" {
+            let word = if step.shell_words.contains(&i) {
                 arg.clone()
             } else {
                 shell_word(arg)
@@ -471,7 +479,12 @@ fn run_steps(appliance: &Appliance, host: &Host, settings: &Settings, mut steps:
                 }
             );
         }
-        address = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let printed = String::from_utf8_lossy(&output.stdout);
+        if n + 1 < total {
+            print!("{printed}");
+        } else {
+            address = printed.trim().to_string();
+        }
     }
     for line in reach(appliance, host, settings, &address) {
         println!("{line}");

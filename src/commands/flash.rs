@@ -388,9 +388,19 @@ fn write(image: &Image, device: &Device) -> Result<[u8; 32]> {
             options.create(true).truncate(true);
         }
     }
-    let mut out = options
-        .open(&device.path)
-        .with_context(|| format!("failed to open `{}` for writing; {UNCHANGED}", device.path.display()))?;
+    let mut out = options.open(&device.path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => "\nhint: writing a device needs root: run it with sudo",
+            _ if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                "\nhint: something holds the device (a mount or another program); unmount it first"
+            }
+            _ => "",
+        };
+        anyhow!(
+            "failed to open `{}` for writing: {e}; {UNCHANGED}{hint}",
+            device.path.display()
+        )
+    })?;
     let mut input = reader(image)?;
     let mut meter = Meter::new(image.size, "writing");
     let corrupt = corrupt_at();

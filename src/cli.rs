@@ -144,6 +144,7 @@ Targets map to the flake's outputs (docs/build-and-flash.md):
   gce-image  the spec's GCE host:  packages.x86_64-linux.gce-image
   rpi4       the spec's Pi:        packages.aarch64-linux.rpi4
   HOST       that host: its image, or for an existing NixOS host its system
+  --cross    a Pi image cross-compiled on x86_64: packages.x86_64-linux.rpi4-cross
 
 Arguments after `--` go to `nix build`, e.g.
   appliance build rpi4 -- --builders 'ssh://me@arm-box aarch64-linux'")]
@@ -156,6 +157,9 @@ pub struct BuildArgs {
     /// Build nothing; list what would be built and what fetched
     #[arg(long)]
     pub dry_run: bool,
+    /// Pi images only: cross-compile on x86_64 (`packages.x86_64-linux.rpi4-cross`) instead of building natively
+    #[arg(long)]
+    pub cross: bool,
     /// Print every build log line, not only the failing build's last lines
     #[arg(long, short = 'L')]
     pub print_build_logs: bool,

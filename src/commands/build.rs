@@ -28,9 +28,10 @@ pub struct FlakeOutput {
 /// Maps a target to the flake output that builds it. This is the one place
 /// that knows the flake's output names (nix/hosts.nix): GCE images under
 /// `packages.x86_64-linux` (`gce-image`, or `gce-image-<host>`), Pi images
-/// under `packages.aarch64-linux` (`rpi4`, or `rpi4-<host>`), and an
+/// under `packages.aarch64-linux` (`rpi4`, or `rpi4-<host>`; with `cross`,
+/// the x86_64-built `packages.x86_64-linux.rpi4-cross[-<host>]`), and an
 /// existing NixOS host's system under `nixosConfigurations`.
-pub fn flake_output(appliance: &Appliance, target: &str) -> Result<FlakeOutput> {
+pub fn flake_output(appliance: &Appliance, target: &str, cross: bool) -> Result<FlakeOutput> {
     let only = |kind: Target, what: &str| -> Result<String> {
         let hosts: Vec<&String> = appliance
             .hosts
@@ -72,6 +73,13 @@ pub fn flake_output(appliance: &Appliance, target: &str) -> Result<FlakeOutput> 
             (name.to_string(), attribute)
         }
     };
+    if !cross {
+        return Ok(FlakeOutput { host, attribute });
+    }
+    if appliance.hosts[&host].target != Target::Rpi4 {
+        bail!("--cross is for Raspberry Pi images; `{host}` is not a Pi");
+    }
+    let attribute = attribute.replacen("packages.aarch64-linux.rpi4", "packages.x86_64-linux.rpi4-cross", 1);
     Ok(FlakeOutput { host, attribute })
 }
 
@@ -118,8 +126,9 @@ pub fn hint(errors: &[String], log_tail: &[String]) -> Option<String> {
 
 const NO_AARCH64_BUILDER: &str = "the Pi's SD image is an aarch64-linux derivation and this Nix has no aarch64-linux builder. Either \
      emulate it (NixOS: `boot.binfmt.emulatedSystems = [ \"aarch64-linux\" ];`, then rebuild; other systems: register \
-     qemu-user binfmt and add `extra-platforms = aarch64-linux` to nix.conf), or use an aarch64 machine as a remote \
-     builder: `appliance build rpi4 -- --builders 'ssh://USER@HOST aarch64-linux'`";
+     qemu-user binfmt and add `extra-platforms = aarch64-linux` to nix.conf), use an aarch64 machine as a remote \
+     builder: `appliance build rpi4 -- --builders 'ssh://USER@HOST aarch64-linux'`, or cross-compile where the flake \
+     has `rpi4-cross`: `appliance build rpi4 --cross` (everything is built, nothing comes from the binary cache)";
 
 const NO_KVM: &str = "the GCE image is assembled inside a QEMU VM (nixpkgs' make-disk-image requires the `kvm` system \
      feature), and this Nix has no usable KVM. Make /dev/kvm exist and be accessible to the builders (`modprobe kvm_intel` \
@@ -141,8 +150,8 @@ fn unfree_hint(message: &str) -> String {
     )
 }
 
-/// The system and features of Nix's "cannot build here" error: Nix 2.8 to
-/// 2.2x say `a 'S' with features {F} is required to build '...'`, newer ones
+/// The system and features of Nix's "cannot build here" error: older Nix
+/// (2.8 here) says `a 'S' with features {F} is required to build '...'`, newer ones
 /// `Required system: 'S' with features {F}`.
 pub fn required_system(message: &str) -> Option<(String, Vec<String>)> {
     let rest = if let Some(i) = message.find("Required system: '") {
@@ -170,7 +179,7 @@ pub fn required_system(message: &str) -> Option<(String, Vec<String>)> {
 
 pub fn run(args: &BuildArgs) -> Result<()> {
     let appliance = super::load(&args.spec.spec)?;
-    let output = flake_output(&appliance, &args.target)?;
+    let output = flake_output(&appliance, &args.target, args.cross)?;
     ensure_generated_is_current(&appliance, &args.spec.spec)?;
     let flake_dir = flake_dir(&args.spec.spec)?;
     let reference = format!("{}#{}", flake_dir.display(), output.attribute);
@@ -496,7 +505,7 @@ mod tests {
     #[test]
     fn targets_map_to_the_flakes_outputs() {
         let appliance = default_spec();
-        let attr = |t: &str| flake_output(&appliance, t).unwrap();
+        let attr = |t: &str| flake_output(&appliance, t, false).unwrap();
         assert_eq!(
             attr("gce-image"),
             FlakeOutput {
@@ -508,7 +517,16 @@ mod tests {
         assert_eq!(attr("rpi4").host, "pi");
         assert_eq!(attr("hub").attribute, "packages.x86_64-linux.gce-image-hub");
         assert_eq!(attr("pi").attribute, "packages.aarch64-linux.rpi4-pi");
-        let unknown = flake_output(&appliance, "nope").unwrap_err().to_string();
+        let cross = |t: &str| flake_output(&appliance, t, true);
+        assert_eq!(cross("rpi4").unwrap().attribute, "packages.x86_64-linux.rpi4-cross");
+        assert_eq!(cross("pi").unwrap().attribute, "packages.x86_64-linux.rpi4-cross-pi");
+        assert!(
+            cross("hub")
+                .unwrap_err()
+                .to_string()
+                .contains("--cross is for Raspberry Pi images")
+        );
+        let unknown = flake_output(&appliance, "nope", false).unwrap_err().to_string();
         assert!(
             unknown.contains("no host `nope`") && unknown.contains("`hub`, `pi`"),
             "{unknown}"
@@ -525,11 +543,11 @@ mod tests {
         )
         .unwrap();
         let appliance = super::super::load(&spec).unwrap();
-        let error = flake_output(&appliance, "gce-image").unwrap_err().to_string();
+        let error = flake_output(&appliance, "gce-image", false).unwrap_err().to_string();
         assert!(error.contains("the spec has no GCE host"), "{error}");
         let host = appliance.hosts.keys().next().unwrap().clone();
         assert_eq!(
-            flake_output(&appliance, &host).unwrap().attribute,
+            flake_output(&appliance, &host, false).unwrap().attribute,
             format!("nixosConfigurations.{host}.config.system.build.toplevel")
         );
     }

@@ -74,6 +74,39 @@ fn a_compressed_image_lands_in_a_file_verified() {
 }
 
 #[test]
+fn a_zst_of_several_frames_is_written_whole() {
+    // Concatenated zstd frames are one valid stream; only the first frame's
+    // size is in its header.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, first, mut bytes) = images(dir.path(), 1 << 20);
+    let mut second_bytes = vec![0u8; 1 << 19];
+    getrandom::fill(&mut second_bytes).unwrap();
+    let mut stream = std::fs::read(&first).unwrap();
+    stream.extend(zstd::encode_all(&second_bytes[..], 3).unwrap());
+    let image = dir.path().join("two-frames.img.zst");
+    std::fs::write(&image, stream).unwrap();
+    bytes.extend(&second_bytes);
+    let target = dir.path().join("out.img");
+    let output = flash(
+        &[
+            "--image",
+            path(&image),
+            "--device",
+            path(&target),
+            "--force-file",
+            "--yes",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        std::fs::read(&target).unwrap() == bytes,
+        "the file differs from the image"
+    );
+    assert!(stdout(&output).contains("(1.5 MiB) to "), "{}", stdout(&output));
+}
+
+#[test]
 fn a_build_result_directory_is_searched_for_its_image() {
     let dir = tempfile::tempdir().unwrap();
     let result = dir.path().join("result-pi/sd-image");

@@ -61,13 +61,13 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     check_fits(&image, &device)?;
     confirm(&image, &device, args.yes)?;
     let written = write(&image, &device)?;
-    verify(&device, image.size, &written)?;
+    verify(&device, written.bytes, &written.sha256)?;
     println!(
         "wrote {} ({}) to {} and read it back: sha256 {}",
         image.path.display(),
-        human_bytes(image.size),
+        human_bytes(written.bytes),
         device.path.display(),
-        hex::encode(written)
+        hex::encode(written.sha256)
     );
     Ok(())
 }
@@ -374,8 +374,9 @@ fn corrupt_at() -> Option<u64> {
     std::env::var(CORRUPT_HOOK_ENV).ok()?.parse().ok()
 }
 
-/// Writes the image, fsyncs, returns the sha256 of what was meant to be written.
-fn write(image: &Image, device: &Device) -> Result<[u8; 32]> {
+/// Writes the image, fsyncs, returns the length and sha256 of what was
+/// meant to be written.
+fn write(image: &Image, device: &Device) -> Result<Written> {
     let mut options = OpenOptions::new();
     options.write(true);
     match device.kind {
@@ -436,14 +437,18 @@ fn write(image: &Image, device: &Device) -> Result<[u8; 32]> {
             device.path.display()
         )
     })?;
-    if offset != image.size {
-        bail!(
-            "the image decompressed to {offset} bytes, not the {} its header says\n`{}` holds what was read: do not boot it",
-            image.size,
-            device.path.display()
-        );
-    }
-    Ok(hasher.finalize().into())
+    // A zstd file of several frames records only the first frame's size;
+    // what was written is what counts (and what is verified).
+    Ok(Written {
+        sha256: hasher.finalize().into(),
+        bytes: offset,
+    })
+}
+
+/// What `write` put on the device: its length and sha256.
+struct Written {
+    sha256: [u8; 32],
+    bytes: u64,
 }
 
 fn partial(device: &Device, written: u64) -> String {
@@ -536,6 +541,13 @@ impl Meter {
     }
 
     fn set(&mut self, done: u64) {
+        // More than announced: a zstd stream of several frames.
+        if done > self.total {
+            self.total = done;
+            if let Some(bar) = &self.bar {
+                bar.set_length(done);
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             return;

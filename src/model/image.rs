@@ -123,6 +123,13 @@ impl ImageLayout {
         format!("{}:{}", self.repository, self.tag)
     }
 
+    /// The image's `Env`: its own settings and the account's HOME.
+    pub fn image_env(&self) -> Vec<String> {
+        let mut env: Vec<String> = self.env.iter().map(|e| e.to_string()).collect();
+        env.push(format!("HOME={}", self.account.home));
+        env
+    }
+
     /// The writable directories backed by named volumes.
     pub fn volumes(&self) -> impl Iterator<Item = (&'static str, &Writable)> {
         self.writable.iter().filter_map(|w| match w.storage {

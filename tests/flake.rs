@@ -1573,7 +1573,7 @@ fn flake_copy() -> tempfile::TempDir {
     for file in ["flake.nix", "flake.lock", "Cargo.toml", "Cargo.lock"] {
         std::fs::copy(root().join(file), dir.path().join(file)).unwrap();
     }
-    for tree in ["generated", "modules", "nix"] {
+    for tree in ["generated", "images", "modules", "nix"] {
         copy_tree(&root().join(tree), &dir.path().join(tree));
     }
     dir

@@ -35,9 +35,11 @@ in
 
   boot.loader.grub.enable = false;
   boot.loader.generic-extlinux-compatible.enable = true;
-  # The mini UART U-Boot uses, and the screen.
+  # The serial consoles of the Pi 4 under the mainline kernel (mini UART,
+  # PL011), and the screen last, which becomes /dev/console.
   boot.kernelParams = [
     "console=ttyS1,115200n8"
+    "console=ttyAMA0,115200n8"
     "console=tty0"
   ];
 

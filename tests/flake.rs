@@ -446,6 +446,7 @@ fn the_overlay_provides_every_package_the_generated_nix_calls() {
     }
     let mut files = generated_images();
     files.extend(generated_host_modules());
+    files.extend(nix_files(&root().join("images")));
     for file in files {
         for attr in package_attrs(&read(&file)) {
             if attr.starts_with("appliance-") || attr == "agent-appliance" {
@@ -1343,6 +1344,19 @@ fn tracked_text_files() -> Vec<(PathBuf, String)> {
 
 #[test]
 fn every_hash_in_the_repository_is_real_sri_and_no_placeholder() {
+    // The detector itself: fakes are found and rejected, real ones pass.
+    let fake = format!(
+        "hash = \"sha256-{}=\"; sha512-{}",
+        "A".repeat(43),
+        KNOWN_FAKE_DIGESTS[1]
+    );
+    let found = sri_strings(&fake);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|h| !is_sri(h)));
+    assert!(!is_sri(&format!("sha256-{}", KNOWN_FAKE_DIGESTS[0])));
+    assert!(is_sri("sha256-oMees7EKANS5dkMHIqAHfGcumrNMtTEEA+dmpl8/dLE="));
+    assert!(sri_strings("js-sha256-1.0.0").is_empty());
+
     let files = tracked_text_files();
     assert!(files.len() > 50, "found only {} files", files.len());
     let mut checked = 0;

@@ -50,24 +50,24 @@ in
   config._module.args.applianceImages = import ../images { inherit pkgs lib; };
 
   config.assertions = lib.mkIf cfg.enable [
-      {
-        # The generated hosts run `pkgs.agent-appliance` at boot and build
-        # the agent images from the packages the overlay adds.
-        assertion = pkgs ? agent-appliance && pkgs ? appliance-openclaw;
-        message = ''
-          appliance: this configuration's nixpkgs lacks the appliance's packages. Add the
-          flake's overlay: `nixpkgs.overlays = [ agent-appliance.overlays.default ];` (or pass
-          it to the `pkgs` you build with `import nixpkgs { overlays = [ ... ]; }`).
-        '';
-      }
-      {
-        assertion = pkgs.stdenv.hostPlatform.system == host.system;
-        message = ''
-          appliance host `${cfg.host}` is generated for ${host.system}, but this machine
-          is ${pkgs.stdenv.hostPlatform.system}. Either:
-            1. set `appliance.host` to the host of appliance.toml that this machine is, or
-            2. fix `system` of [hosts.${cfg.host}] in appliance.toml and run `appliance generate`.
-        '';
-      }
-    ];
+    {
+      # The generated hosts run `pkgs.agent-appliance` at boot and build
+      # the agent images from the packages the overlay adds.
+      assertion = pkgs ? agent-appliance && pkgs ? appliance-openclaw;
+      message = ''
+        appliance: this configuration's nixpkgs lacks the appliance's packages. Add the
+        flake's overlay: `nixpkgs.overlays = [ agent-appliance.overlays.default ];` (or pass
+        it to the `pkgs` you build with `import nixpkgs { overlays = [ ... ]; }`).
+      '';
+    }
+    {
+      assertion = pkgs.stdenv.hostPlatform.system == host.system;
+      message = ''
+        appliance host `${cfg.host}` is generated for ${host.system}, but this machine
+        is ${pkgs.stdenv.hostPlatform.system}. Either:
+          1. set `appliance.host` to the host of appliance.toml that this machine is, or
+          2. fix `system` of [hosts.${cfg.host}] in appliance.toml and run `appliance generate`.
+      '';
+    }
+  ];
 }

@@ -406,6 +406,140 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
     );
 }
 
+/// The module arguments a generated host module takes, with a `lib` whose
+/// `mkIf` keeps its condition (so both sides can be asserted) and
+/// `applianceImages` that return what they are called with.
+const STUB_HOST_ARGS: &str = r#"
+useNetworkd:
+let
+  lib = {
+    mkIf = condition: content: { _if = condition; inherit content; };
+    mkOverride = _priority: value: value;
+    importJSON = path: builtins.fromJSON (builtins.readFile path);
+    getExe = pkg: "${pkg.name}/bin/${pkg.name}";
+    getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
+    mapAttrs = builtins.mapAttrs;
+    elem = builtins.elem;
+    versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+    escapeShellArgs = args: builtins.concatStringsSep " " (map (a: "'${a}'") args);
+  };
+  package = name: { inherit name; version = "20260406.0"; };
+in
+{
+  inherit lib;
+  config = {
+    appliance = { enable = true; host = "pi"; };
+    networking.wireguard = { inherit useNetworkd; };
+    services.xserver.videoDrivers = [ ];
+    virtualisation.docker.package = package "docker";
+    boot.kernelPackages.nvidiaPackages = { };
+    hardware.nvidia.package.version = "0";
+  };
+  pkgs = {
+    gvisor = package "gvisor";
+    wireguard-tools = package "wireguard-tools";
+    coreutils = package "coreutils";
+    agent-appliance = package "appliance";
+    ollama-cuda = package "ollama-cuda";
+  };
+  utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
+  applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
+    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1;
+  };
+}
+"#;
+
+#[test]
+fn generated_host_modules_evaluate_with_both_wireguard_backends() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), STUB_HOST_ARGS).unwrap();
+    let expression = format!(
+        r#"
+let
+  host = name: useNetworkd:
+    let
+      args = import {stub}/args.nix useNetworkd;
+      module = import {root}/generated/hosts/${{name}} (args // {{ config = args.config // {{ appliance = {{ enable = true; host = name; }}; }}; }});
+    in module.config.content;
+  pi = host "pi";
+  hub = host "hub" false;
+in {{
+  scripted = {{
+    generate = (pi false).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (pi false).systemd.services.appliance-wireguard-key._if;
+  }};
+  networkd = {{
+    generate = (pi true).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (pi true).systemd.services.appliance-wireguard-key._if;
+    before = (pi true).systemd.services.appliance-wireguard-key.content.before;
+  }};
+  piSandbox = {{
+    inherit ((pi false).systemd.services.docker-balthasar-pi) after requires wants unitConfig;
+    path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
+    image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
+  }};
+  synapse = hub.systemd.services.matrix-synapse;
+  bootstrap = hub.systemd.services.appliance-bootstrap.serviceConfig.ExecStart;
+  network = hub.systemd.services.appliance-network.script;
+  toolkit = hub ? hardware.nvidia-container-toolkit;
+  unfree = hub ? nixpkgs;
+}}
+"#,
+        stub = stub.path().display(),
+        root = root().display(),
+    );
+    let out = eval_json(&expression);
+    // nixpkgs' scripted backend makes the key; with networkd (which
+    // asserts against generatePrivateKeyFile) our unit does, before
+    // systemd-networkd reads it.
+    assert_eq!(
+        out["scripted"],
+        serde_json::json!({ "generate": true, "ownKeyUnit": false })
+    );
+    assert_eq!(
+        out["networkd"],
+        serde_json::json!({ "generate": false, "ownKeyUnit": true, "before": ["systemd-networkd.service"] })
+    );
+    let device = "sys-subsystem-net-devices-wg\\x2dappliance.device";
+    let pi = &out["piSandbox"];
+    assert_eq!(
+        pi["after"],
+        serde_json::json!(["appliance-network.service", "network-online.target", device])
+    );
+    assert_eq!(pi["requires"], serde_json::json!(["appliance-network.service", device]));
+    assert_eq!(pi["wants"], serde_json::json!(["network-online.target"]));
+    let env = "/var/lib/appliance/secrets/balthasar-pi/env";
+    assert_eq!(pi["unitConfig"], serde_json::json!({ "ConditionPathExists": env }));
+    assert_eq!(
+        pi["path"],
+        serde_json::json!({ "PathExists": env, "Unit": "docker-balthasar-pi.service" })
+    );
+    assert_eq!(pi["image"]["image"], "picoclaw");
+    assert_eq!(pi["image"]["tag"], "0.2.9");
+    assert_eq!(pi["image"]["writable"][0]["path"], "/var/lib/picoclaw");
+    // Synapse binds the overlay address: it waits for it, by either backend.
+    assert_eq!(out["synapse"]["requires"][2], device);
+    let bootstrap = out["bootstrap"].as_str().unwrap();
+    assert!(
+        bootstrap.starts_with("appliance/bin/appliance bootstrap --plan /"),
+        "{bootstrap}"
+    );
+    assert!(bootstrap.ends_with("-plan.json"), "{bootstrap}");
+    assert!(
+        out["network"]
+            .as_str()
+            .unwrap()
+            .contains("'--opt=com.docker.network.driver.mtu=1460'")
+    );
+    // No sandbox of the default spec uses the GPU, and the module leaves
+    // nixpkgs' configuration alone.
+    assert_eq!(out["toolkit"], false);
+    assert_eq!(out["unfree"], false);
+}
+
 #[test]
 fn every_image_function_is_the_image_src_model_describes() {
     use agent_appliance::model::image::{self, VersionCheck};

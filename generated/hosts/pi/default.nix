@@ -68,7 +68,9 @@ in
         Type = "oneshot";
         UMask = "0077";
       };
+      # It may run before systemd-tmpfiles has made the directory.
       script = ''
+        mkdir -p -m 0700 /var/lib/appliance/wireguard
         wg genkey > /var/lib/appliance/wireguard/private.key.tmp
         mv /var/lib/appliance/wireguard/private.key.tmp /var/lib/appliance/wireguard/private.key
         echo "WireGuard public key of pi: $(wg pubkey < /var/lib/appliance/wireguard/private.key)"

@@ -62,9 +62,22 @@
 
       # The agent images as the spec builds them, for the systems its hosts
       # run them on: `nix build .#images.<name>` (images/).
-      legacyPackages = forAllSystems (system: {
-        images = hosts.imagesFor system pkgsFor.${system};
-      });
+      legacyPackages = forAllSystems (
+        system:
+        {
+          images = hosts.imagesFor system pkgsFor.${system};
+        }
+        # `nix build .#rpi4` on x86_64 finds this after packages: the SD
+        # image is an aarch64 derivation, so say where it is.
+        // lib.optionalAttrs (system == "x86_64-linux" && hosts.images.aarch64-linux ? rpi4) {
+          rpi4 = throw ''
+            The Raspberry Pi image is an aarch64-linux derivation. On this x86_64 machine build
+              nix build .#packages.aarch64-linux.rpi4   (with binfmt emulation or an aarch64 builder), or
+              nix build .#rpi4-cross                     (cross-compiled; nothing from the binary cache).
+            See README, "Building machines with Nix".
+          '';
+        }
+      );
 
       checks = forAllSystems (
         system:

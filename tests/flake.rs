@@ -186,6 +186,8 @@ in {{
     rpi4 = self.packages.aarch64-linux.rpi4.stubImage;
   }};
   legacyImages = builtins.mapAttrs (_: l: builtins.attrNames l.images) self.legacyPackages;
+  legacyNames = builtins.mapAttrs (_: builtins.attrNames) self.legacyPackages;
+  rpi4OnX86 = builtins.tryEval self.legacyPackages.x86_64-linux.rpi4;
 }}
 "#,
         root = root().display(),
@@ -251,6 +253,12 @@ fn the_flake_has_the_promised_outputs() {
         })
     );
     // `nix build .#images.<name>`: every image, for the systems its hosts run.
+    // `nix build .#rpi4` on x86_64 ends at a throw that says where it is.
+    assert_eq!(
+        out["legacyNames"],
+        serde_json::json!({ "x86_64-linux": ["images", "rpi4"], "aarch64-linux": ["images"] })
+    );
+    assert_eq!(out["rpi4OnX86"]["success"], false);
     assert_eq!(
         out["legacyImages"],
         serde_json::json!({

@@ -11,13 +11,14 @@ use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::model::Appliance;
 use crate::model::image::{self, ImageLayout};
+use crate::spec::schema::Tool;
 
 #[derive(Serialize)]
 struct ImageContext {
     stamp: &'static str,
     file: &'static str,
     tag: &'static str,
-    purpose: &'static str,
+    purpose: String,
     account: minijinja::Value,
     writable: minijinja::Value,
     entrypoint: minijinja::Value,
@@ -35,7 +36,7 @@ struct WritableArg {
     gid: u32,
 }
 
-fn context(layout: &'static ImageLayout, systems: Vec<String>) -> ImageContext {
+fn context(layout: &'static ImageLayout, systems: Vec<String>, browser: bool) -> ImageContext {
     let account = layout.account;
     let writable: Vec<WritableArg> = layout
         .writable
@@ -54,7 +55,15 @@ fn context(layout: &'static ImageLayout, systems: Vec<String>) -> ImageContext {
         stamp: STAMP,
         file: layout.name,
         tag: layout.tag,
-        purpose: layout.purpose,
+        purpose: if browser || layout.browser_packages.is_empty() {
+            layout.purpose.to_string()
+        } else {
+            format!(
+                "{}; built without {}: no agent running it has the browser tool",
+                layout.purpose,
+                layout.browser_packages.join(", ")
+            )
+        },
         account: nix::value(BTreeMap::from([
             ("name", minijinja::Value::from(account.name)),
             ("uid", minijinja::Value::from(account.uid)),
@@ -64,7 +73,11 @@ fn context(layout: &'static ImageLayout, systems: Vec<String>) -> ImageContext {
         writable: nix::value(writable),
         entrypoint: nix::value(layout.entrypoint),
         env: nix::value(layout.image_env()),
-        contents: layout.packages.iter().map(|p| expr(format!("pkgs.{p}"))).collect(),
+        contents: layout
+            .packages_for(browser)
+            .iter()
+            .map(|p| expr(format!("pkgs.{p}")))
+            .collect(),
         systems,
     }
 }
@@ -87,11 +100,12 @@ pub fn image_file(image: &str) -> &str {
 }
 
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
-    // Every image any host runs, with the systems it is needed for.
-    let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Every image any host runs, with the systems it is needed for and
+    // whether an agent running it has the browser tool.
+    let mut images: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
-            let systems = images.entry(sandbox.image.clone()).or_default();
+            let (systems, browser) = images.entry(sandbox.image.clone()).or_default();
             let system = serde_json::to_value(host.system)?
                 .as_str()
                 .unwrap_or_default()
@@ -100,14 +114,20 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
                 systems.push(system);
                 systems.sort();
             }
+            *browser |= appliance
+                .agents
+                .get(&sandbox.agent)
+                .is_some_and(|agent| agent.tools.contains(&Tool::Browser));
         }
     }
-    for (reference, systems) in images {
+    for (reference, (systems, browser)) in images {
         let layout = image::by_reference(&reference)
             .ok_or_else(|| anyhow::anyhow!("no image layout for sandbox image {reference}"))?;
         tree.insert(
             format!("images/{}.nix", layout.name),
-            engine.render("image.nix.j2", context(layout, systems))?.into_bytes(),
+            engine
+                .render("image.nix.j2", context(layout, systems, browser))?
+                .into_bytes(),
         );
     }
     Ok(())

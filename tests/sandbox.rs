@@ -311,6 +311,7 @@ fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
     }
     let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
     let mut layouts: Vec<&ImageLayout> = host.sandboxes.iter().map(layout_of).collect();
+    layouts.sort_by_key(|l| l.name);
     layouts.dedup_by_key(|l| l.name);
     for layout in layouts {
         let account = layout.account;

@@ -127,8 +127,8 @@ pub fn hint(errors: &[String], log_tail: &[String]) -> Option<String> {
 const NO_AARCH64_BUILDER: &str = "the Pi's SD image is an aarch64-linux derivation and this Nix has no aarch64-linux builder. Either \
      emulate it (NixOS: `boot.binfmt.emulatedSystems = [ \"aarch64-linux\" ];`, then rebuild; other systems: register \
      qemu-user binfmt and add `extra-platforms = aarch64-linux` to nix.conf), use an aarch64 machine as a remote \
-     builder: `appliance build rpi4 -- --builders 'ssh://USER@HOST aarch64-linux'`, or cross-compile where the flake \
-     has `rpi4-cross`: `appliance build rpi4 --cross` (everything is built, nothing comes from the binary cache)";
+     builder: `appliance build rpi4 -- --builders 'ssh://USER@HOST aarch64-linux'`, or cross-compile: `appliance build \
+     rpi4 --cross` (the flake's `rpi4-cross`: everything is built, nothing comes from the binary cache)";
 
 const NO_KVM: &str = "the GCE image is assembled inside a QEMU VM (nixpkgs' make-disk-image requires the `kvm` system \
      feature), and this Nix has no usable KVM. Make /dev/kvm exist and be accessible to the builders (`modprobe kvm_intel` \

@@ -15,5 +15,6 @@ mod flash;
 mod gce;
 mod nix;
 mod output;
+mod pairing;
 mod sandbox;
 mod spec_errors;

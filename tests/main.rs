@@ -5,6 +5,7 @@ mod common;
 mod dockerd;
 mod synapse;
 
+mod admins;
 mod agents;
 mod bootstrap;
 mod build;

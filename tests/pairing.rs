@@ -519,3 +519,59 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     assert!(log.contains(&format!("{PI}: host `pi`: handed balthasar-pi")), "{log}");
     assert!(log.contains(&format!("{INTRUDER}: refused")), "{log}");
 }
+
+/// A generated pairing module's unit for its own host, evaluated with stub
+/// `lib`, `pkgs` and `utils`.
+fn pairing_unit(file: &str, host: &str, unit: &str) -> serde_json::Value {
+    crate::common::eval_json(&format!(
+        r#"
+let
+  lib = {{ mkIf = cond: content: {{ inherit cond content; }}; getExe = p: "/bin/${{p}}"; }};
+  module = import {path} {{
+    config.appliance = {{ enable = true; host = "{host}"; }};
+    inherit lib;
+    pkgs.agent-appliance = "appliance";
+    utils.escapeSystemdExecArgs = args: args;
+  }};
+in {{ enabled = module.config.cond; unit = module.config.content.systemd.services.{unit}; }}"#,
+        path = root().join("generated/hosts").join(host).join(file).display()
+    ))
+}
+
+#[test]
+fn the_generated_units_run_pairing_on_both_sides_before_the_agents() {
+    if crate::common::nix_instantiate().is_none() {
+        return;
+    }
+    let server = pairing_unit("pairing-server.nix", "hub", "appliance-pairing");
+    assert_eq!(server["enabled"], json!(true));
+    let exec = server["unit"]["serviceConfig"]["ExecStart"].as_array().unwrap();
+    assert_eq!(
+        &exec[..3],
+        &[json!("/bin/appliance"), json!("pair-serve"), json!("--config")]
+    );
+    assert!(exec[3].as_str().unwrap().ends_with("-pairing-server.json"), "{exec:?}");
+    assert_eq!(server["unit"]["serviceConfig"]["Restart"], json!("always"));
+    let after = server["unit"]["after"].to_string();
+    assert!(
+        after.contains("appliance-bootstrap.service") && after.contains("wg\\\\x2dappliance"),
+        "{after}"
+    );
+
+    let client = pairing_unit("pairing.nix", "pi", "appliance-pair");
+    assert_eq!(client["enabled"], json!(true));
+    let exec = client["unit"]["serviceConfig"]["ExecStart"].as_array().unwrap();
+    assert_eq!(&exec[..3], &[json!("/bin/appliance"), json!("pair"), json!("--config")]);
+    assert!(exec[3].as_str().unwrap().ends_with("-pairing.json"), "{exec:?}");
+    assert_eq!(client["unit"]["before"], json!(["docker-balthasar-pi.service"]));
+    assert_eq!(client["unit"]["serviceConfig"]["Restart"], json!("on-failure"));
+    assert_eq!(client["unit"]["serviceConfig"]["Type"], json!("oneshot"));
+
+    // The configs they read carry no secret: public keys and paths only.
+    for file in ["hub/pairing-server.json", "pi/pairing.json"] {
+        let text = fs::read_to_string(root().join("generated/hosts").join(file)).unwrap();
+        for word in ["token", "password", "secret\""] {
+            assert!(!text.contains(word), "{file} mentions {word}");
+        }
+    }
+}

@@ -575,3 +575,100 @@ fn the_generated_units_run_pairing_on_both_sides_before_the_agents() {
         }
     }
 }
+
+/// Kills a child process when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The same exchange on loopback (no root, no WireGuard): a peer is
+/// refused until the hub's bootstrap has written its agent's files, then
+/// gets exactly them; another key at the same address gets nothing.
+#[test]
+fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
+    if require_tool("wg", "Debian `wireguard-tools`: makes the test's keys").is_none() {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let (hub_private, hub_public) = keypair();
+    let (peer_private, peer_public) = keypair();
+    let (other_private, _) = keypair();
+    let port = free_port();
+    let hub_state = dir.join("hub");
+    let peer_state = dir.join("peer");
+    let mut server: ServerConfig =
+        agent_appliance::pairing::load(&root().join("generated/hosts/hub/pairing-server.json")).unwrap();
+    let mut peer = server.peers.values().next().unwrap().clone();
+    peer.public_key = Some(peer_public);
+    server.peers = [("127.0.0.1".parse().unwrap(), peer)].into_iter().collect();
+    server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    server.state_dir = hub_state.display().to_string();
+    server.private_key_file = write_key(dir, "hub.key", &hub_private).display().to_string();
+    let server_path = dir.join("server.json");
+    fs::write(&server_path, serde_json::to_string(&server).unwrap()).unwrap();
+    let mut client: ClientConfig =
+        agent_appliance::pairing::load(&root().join("generated/hosts/pi/pairing.json")).unwrap();
+    client.hub = server.listen;
+    client.hub_public_key = Some(hub_public);
+    client.state_dir = peer_state.display().to_string();
+    client.private_key_file = write_key(dir, "peer.key", &peer_private).display().to_string();
+    // Owned by whoever runs the test, so it also runs unprivileged.
+    for agent in client.agents.values_mut() {
+        agent.uid = rustix::process::geteuid().as_raw();
+        agent.gid = rustix::process::getegid().as_raw();
+    }
+    let client_path = dir.join("client.json");
+    fs::write(&client_path, serde_json::to_string(&client).unwrap()).unwrap();
+
+    let _server = Killed(
+        crate::common::appliance()
+            .args(["pair-serve", "--config", server_path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pair = |extra: &[&str]| {
+        crate::common::appliance()
+            .args(["pair", "--config", client_path.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // Before bootstrap: refused, retried, nothing written.
+    let early = pair(&["--timeout", "2"]);
+    assert!(!early.status.success());
+    assert!(stderr(&early).contains("not ready on the hub"), "{}", stderr(&early));
+    let agent = &client.agents["balthasar-pi"];
+    assert!(!peer_state.join(&agent.secrets_dir).join("env").exists());
+
+    // Once the hub has the files, the peer gets exactly them.
+    let hub_dir = hub_state.join(&agent.secrets_dir);
+    fs::create_dir_all(&hub_dir).unwrap();
+    fs::write(hub_dir.join("env"), "PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN=t0k3n\n").unwrap();
+    fs::write(hub_dir.join("matrix-token"), "t0k3n").unwrap();
+    fs::write(hub_dir.join("unrelated"), "not handed").unwrap();
+    let paired = pair(&["--timeout", "10"]);
+    assert!(paired.status.success(), "{}", stderr(&paired));
+    let peer_dir = peer_state.join(&agent.secrets_dir);
+    assert_eq!(fs::read_to_string(peer_dir.join("matrix-token")).unwrap(), "t0k3n");
+    assert!(!peer_dir.join("unrelated").exists());
+    assert!(!stdout(&paired).contains("t0k3n"));
+
+    // Another key at the same address gets nothing.
+    let other = write_key(dir, "other.key", &other_private);
+    let refused = pair(&["--timeout", "1", "--private-key", other.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("the proof does not match"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!stderr(&refused).contains("t0k3n"));
+}

@@ -93,7 +93,7 @@ struct HostContext {
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    /// Path units starting a sandbox once its hand-copied secrets exist.
+    /// Path units starting a sandbox once pairing has fetched its secrets.
     secret_waits: BTreeMap<String, Value>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,

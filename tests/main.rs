@@ -5,12 +5,17 @@ mod common;
 mod dockerd;
 mod synapse;
 
+mod admins;
 mod agents;
 mod bootstrap;
+mod build;
 mod cli;
 mod doctor;
 mod flake;
+mod flash;
+mod gce;
 mod nix;
 mod output;
+mod pairing;
 mod sandbox;
 mod spec_errors;

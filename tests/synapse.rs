@@ -86,8 +86,16 @@ impl Synapse {
     /// `data`, its secrets are read from `state_dir`, which bootstrap's
     /// `--secrets-only` must have filled.
     pub fn start(venv: &Path, data: &Path, state_dir: &Path, port: u16) -> Synapse {
-        let url = format!("http://127.0.0.1:{port}");
-        Synapse::spawn(venv, data, &settings(data, state_dir, port), &url, &[])
+        Synapse::start_with(venv, data, state_dir, port, &[], &["127.0.0.1"])
+    }
+
+    /// As `start`, with the command run through `wrap` (e.g. `ip netns
+    /// exec NAME`) and listening on `bind` (loopback first: `url` is there).
+    pub fn start_with(venv: &Path, data: &Path, state_dir: &Path, port: u16, wrap: &[&str], bind: &[&str]) -> Synapse {
+        let mut settings = settings(data, state_dir, port);
+        settings["listeners"][0]["bind_addresses"] = json!(bind);
+        let wrap: Vec<String> = wrap.iter().map(|w| w.to_string()).collect();
+        Synapse::spawn(venv, data, &settings, &format!("http://127.0.0.1:{port}"), &wrap)
     }
 
     /// Starts Synapse with `settings` (without waiting for it), run through

@@ -34,7 +34,6 @@ pub const LOCK_FILE: &str = ".bootstrap.lock";
 pub const MASTER_KEY_FILE: &str = "master-key";
 pub const TOKEN_FILE: &str = "matrix-token";
 pub const ENV_FILE: &str = "env";
-pub const PASSWORD_FILE: &str = "initial-password";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -80,10 +79,15 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         },
     };
     run.check_plan()?;
-    // An existing state directory keeps its mode and owner (it may be a
-    // test's temp dir, or one an operator chose); only ours are adjusted.
-    if !run.state_dir.is_dir() {
-        secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)?;
+    // The state directory is root's and 0711 (docs/bootstrap.md), whoever
+    // made it: a listable or writable one would expose or let others swap
+    // the secret directories inside it. A wrong mode is corrected, as
+    // everywhere else.
+    if secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)? == Outcome::Repaired {
+        (run.log)(format!(
+            "state directory `{}`: mode or owner corrected",
+            run.state_dir.display()
+        ));
     }
     let lock_path = run.state_dir.join(LOCK_FILE);
     let _lock = lock::acquire(&lock_path, run.deadline, || {
@@ -275,9 +279,9 @@ impl Run<'_> {
                     agent_tokens.insert(account.user_id.as_str(), token);
                 }
                 AccountKind::Admin => {
-                    // The operator's first login; they should change it.
-                    let password = accounts::password(&accounts.master_key, &account.user_id);
-                    secrets::write(&dir.join(PASSWORD_FILE), &password, Owner::ROOT)?;
+                    // Registered with the derived password; the admin reads
+                    // it with `appliance admin password` (stored nowhere)
+                    // and changes it at first login.
                     let wanted = Wanted {
                         localpart: &account.localpart,
                         user_id: &account.user_id,

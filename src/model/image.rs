@@ -120,6 +120,9 @@ pub struct ImageLayout {
     /// Package attributes of nixpkgs (or the flake's overlay) the image
     /// contains, e.g. `chromium`.
     pub packages: &'static [&'static str],
+    /// Those of `packages` only an agent with the browser tool needs: left
+    /// out when no sandbox running the image has it.
+    pub browser_packages: &'static [&'static str],
     pub version_check: VersionCheck,
 }
 
@@ -127,6 +130,23 @@ impl ImageLayout {
     /// `repository:tag`, the reference sandboxes run.
     pub fn reference(&self) -> String {
         format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// The image's `Env`: its own settings and the account's HOME.
+    pub fn image_env(&self) -> Vec<String> {
+        let mut env: Vec<String> = self.env.iter().map(|e| e.to_string()).collect();
+        env.push(format!("HOME={}", self.account.home));
+        env
+    }
+
+    /// The packages of the image as the spec uses it: without the browser
+    /// when no agent running it has the browser tool.
+    pub fn packages_for(&self, browser: bool) -> Vec<&'static str> {
+        self.packages
+            .iter()
+            .copied()
+            .filter(|p| browser || !self.browser_packages.contains(p))
+            .collect()
     }
 
     /// The writable directories backed by named volumes.
@@ -182,6 +202,7 @@ const OPENCLAW: ImageLayout = ImageLayout {
     entrypoint: &["tini", "-s", "--", "openclaw", "gateway", "run"],
     env: &[CA_BUNDLE],
     packages: &["appliance-openclaw", "chromium", "cacert", "tini"],
+    browser_packages: &["chromium"],
     version_check: VersionCheck::Exact {
         package: "appliance-openclaw",
     },
@@ -213,6 +234,7 @@ const PICOCLAW: ImageLayout = ImageLayout {
     // A shell and core tools: PicoClaw's exec tool (and the gh skill
     // through it) runs commands with `sh -c`.
     packages: &["appliance-picoclaw", "gh", "bashInteractive", "coreutils", "cacert"],
+    browser_packages: &[],
     version_check: VersionCheck::Exact {
         package: "appliance-picoclaw",
     },
@@ -252,6 +274,7 @@ const HERMES: ImageLayout = ImageLayout {
         "cacert",
         "tini",
     ],
+    browser_packages: &["chromium"],
     version_check: VersionCheck::Exact {
         package: "appliance-hermes",
     },
@@ -292,6 +315,7 @@ const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
     entrypoint: &["tini", "-s", "--"],
     env: &[CA_BUNDLE],
     packages: &["docker_29", "appliance-dind-start", "cacert", "tini"],
+    browser_packages: &[],
     version_check: VersionCheck::Major { package: "docker_29" },
 };
 
@@ -338,6 +362,16 @@ mod tests {
             assert_eq!(unique.len(), paths.len(), "{}: duplicate writable path", layout.name);
             assert!(layout.volumes().count() <= 1, "{}: one state volume", layout.name);
             assert!(layout.writable.iter().all(|w| w.path.starts_with('/')));
+        }
+    }
+
+    #[test]
+    fn the_browser_is_left_out_only_where_no_agent_uses_it() {
+        assert_eq!(OPENCLAW.packages_for(true), OPENCLAW.packages);
+        assert_eq!(OPENCLAW.packages_for(false), ["appliance-openclaw", "cacert", "tini"]);
+        assert_eq!(PICOCLAW.packages_for(false), PICOCLAW.packages);
+        for layout in all() {
+            assert!(layout.browser_packages.iter().all(|p| layout.packages.contains(p)));
         }
     }
 

@@ -10,28 +10,76 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::model::Appliance;
-use crate::model::image::{self, VersionCheck as Check};
+use crate::model::image::{self, ImageLayout};
+use crate::spec::schema::Tool;
 
 #[derive(Serialize)]
 struct ImageContext {
     stamp: &'static str,
-    file: String,
-    repository: String,
-    tag: String,
+    file: &'static str,
+    tag: &'static str,
     purpose: String,
+    account: minijinja::Value,
+    writable: minijinja::Value,
+    entrypoint: minijinja::Value,
+    env: minijinja::Value,
     contents: Vec<minijinja::Value>,
-    config: BTreeMap<&'static str, minijinja::Value>,
     systems: Vec<String>,
-    /// The package whose upstream version the tag names, and how the tag
-    /// relates to it; checked when the image is evaluated.
-    version_check: Option<VersionCheck>,
 }
 
+/// One writable directory as images/build.nix takes it.
 #[derive(Serialize)]
-struct VersionCheck {
-    package: minijinja::Value,
-    /// `exact`: the tag is the version; `major`: the tag is its major.
-    kind: &'static str,
+struct WritableArg {
+    path: &'static str,
+    mode: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn context(layout: &'static ImageLayout, systems: Vec<String>, browser: bool) -> ImageContext {
+    let account = layout.account;
+    let writable: Vec<WritableArg> = layout
+        .writable
+        .iter()
+        .map(|w| {
+            let (uid, gid) = w.owner_ids(&account);
+            WritableArg {
+                path: w.path,
+                mode: w.mode_octal(),
+                uid,
+                gid,
+            }
+        })
+        .collect();
+    ImageContext {
+        stamp: STAMP,
+        file: layout.name,
+        tag: layout.tag,
+        purpose: if browser || layout.browser_packages.is_empty() {
+            layout.purpose.to_string()
+        } else {
+            format!(
+                "{}; built without {}: no agent running it has the browser tool",
+                layout.purpose,
+                layout.browser_packages.join(", ")
+            )
+        },
+        account: nix::value(BTreeMap::from([
+            ("name", minijinja::Value::from(account.name)),
+            ("uid", minijinja::Value::from(account.uid)),
+            ("gid", minijinja::Value::from(account.gid)),
+            ("home", minijinja::Value::from(account.home)),
+        ])),
+        writable: nix::value(writable),
+        entrypoint: nix::value(layout.entrypoint),
+        env: nix::value(layout.image_env()),
+        contents: layout
+            .packages_for(browser)
+            .iter()
+            .map(|p| expr(format!("pkgs.{p}")))
+            .collect(),
+        systems,
+    }
 }
 
 /// An image reference's repository and tag (`latest` when it has none). A
@@ -52,11 +100,12 @@ pub fn image_file(image: &str) -> &str {
 }
 
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
-    // Every image any host runs, with the systems it is needed for.
-    let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Every image any host runs, with the systems it is needed for and
+    // whether an agent running it has the browser tool.
+    let mut images: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
-            let systems = images.entry(sandbox.image.clone()).or_default();
+            let (systems, browser) = images.entry(sandbox.image.clone()).or_default();
             let system = serde_json::to_value(host.system)?
                 .as_str()
                 .unwrap_or_default()
@@ -65,43 +114,20 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
                 systems.push(system);
                 systems.sort();
             }
+            *browser |= appliance
+                .agents
+                .get(&sandbox.agent)
+                .is_some_and(|agent| agent.tools.contains(&Tool::Browser));
         }
     }
-    for (reference, systems) in images {
+    for (reference, (systems, browser)) in images {
         let layout = image::by_reference(&reference)
             .ok_or_else(|| anyhow::anyhow!("no image layout for sandbox image {reference}"))?;
-        let package = |attribute: &str| expr(format!("pkgs.{attribute}"));
-        let mut config = BTreeMap::new();
-        config.insert("Entrypoint", nix::value(layout.entrypoint));
-        config.insert("User", minijinja::Value::from(layout.account.user()));
-        config.insert("Env", nix::value(layout.env));
-        config.insert(
-            "Labels",
-            minijinja::Value::from(BTreeMap::from([(
-                "org.opencontainers.image.version",
-                expr(format!("pkgs.{}.version", layout.version_check.package())),
-            )])),
-        );
-        let context = ImageContext {
-            stamp: STAMP,
-            file: layout.name.to_string(),
-            repository: layout.repository.to_string(),
-            tag: layout.tag.to_string(),
-            purpose: layout.purpose.to_string(),
-            contents: layout.packages.iter().map(|p| package(p)).collect(),
-            config,
-            systems,
-            version_check: Some(VersionCheck {
-                package: package(layout.version_check.package()),
-                kind: match layout.version_check {
-                    Check::Exact { .. } => "exact",
-                    Check::Major { .. } => "major",
-                },
-            }),
-        };
         tree.insert(
             format!("images/{}.nix", layout.name),
-            engine.render("image.nix.j2", &context)?.into_bytes(),
+            engine
+                .render("image.nix.j2", context(layout, systems, browser))?
+                .into_bytes(),
         );
     }
     Ok(())

@@ -6,9 +6,11 @@ pub mod host;
 mod images;
 mod index;
 pub mod nix;
+mod pairing;
 pub mod runtimes;
 pub mod synapse;
 mod templates;
+mod webclient;
 
 pub use agents::openclaw::GATEWAY_PORT as OPENCLAW_GATEWAY_PORT;
 pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
@@ -32,15 +34,28 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     let mut tree = Tree::new();
     let engine = templates::Engine::new();
     index::render(appliance, &engine, &mut tree)?;
+    let plan = plan::plan(appliance);
+    let mut imports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (host, file) in pairing::render(appliance, &plan, &engine, &mut tree)? {
+        imports.entry(host).or_default().push(file);
+    }
+    if let Some(host) = appliance.hosts.get(&appliance.matrix.host) {
+        webclient::render(appliance, host, &engine, &mut tree)?;
+        imports
+            .entry(host.name.clone())
+            .or_default()
+            .push(webclient::FILE.to_string());
+    }
     for host in appliance.hosts.values() {
-        host::render(appliance, host, &engine, &mut tree)
+        let extra = imports.get(&host.name).map_or(&[][..], Vec::as_slice);
+        host::render(appliance, host, extra, &engine, &mut tree)
             .with_context(|| format!("failed to render host `{}`", host.name))?;
         runtimes::render(host, &mut tree)?;
     }
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;
     images::render(appliance, &engine, &mut tree)?;
-    tree.insert("bootstrap/plan.json".into(), json(&plan::plan(appliance))?);
+    tree.insert("bootstrap/plan.json".into(), json(&plan)?);
     Ok(tree)
 }
 
@@ -49,6 +64,20 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
 pub fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut text = serde_json::to_string_pretty(value).context("failed to serialize JSON")?;
     text.push('\n');
+    Ok(text.into_bytes())
+}
+
+/// YAML with the stamp as a leading comment, for files whose readers want
+/// YAML (Hermes' `config.yaml`). serde-saphyr quotes every string a YAML
+/// 1.1 reader such as PyYAML (Hermes' loader) would take for something
+/// else (`on`, `no`, `1:30`, `2001-12-14`), so a value keeps its type.
+pub fn yaml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let body = serde_saphyr::to_string(value).context("failed to serialize YAML")?;
+    let mut text = format!("# {STAMP} from the appliance spec; do not edit.\n");
+    text.push_str(&body);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
     Ok(text.into_bytes())
 }
 

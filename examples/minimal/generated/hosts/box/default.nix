@@ -3,12 +3,13 @@
 # Inert unless `appliance.enable` is set and `appliance.host` is "box"
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, applianceImages, ... }:
 let
   runsc = lib.getExe' pkgs.gvisor "runsc";
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "box") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -127,7 +128,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -145,7 +146,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -192,7 +193,7 @@ in
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
+        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "1000:1000";
         volumes = [

@@ -76,7 +76,7 @@ buildNpmPackage {
     # its package directory: the read-only store refuses ("package
     # lifecycle is incomplete ... EACCES", seen in the rehearsal). Finish it
     # now. It prunes dist/ to its inventory, so the plugin is copied after.
-    ${lib.getExe nodejs} node_modules/openclaw/openclaw.mjs --version
+    HOME=$TMPDIR ${lib.getExe nodejs} node_modules/openclaw/openclaw.mjs --version
     test ! -e node_modules/openclaw/.openclaw-lifecycle-pending
     # Bake the Matrix plugin in as a bundled plugin (id `matrix`), where
     # OpenClaw looks for its own: nothing is installed at runtime. Its

@@ -188,6 +188,18 @@ def own(path, user):
             os.chown(os.path.join(dirpath, f), uid, gid)
 
 
+def complete_openclaw_lifecycle():
+    """An install with --ignore-scripts (.ci/agents.sh) leaves
+    `.openclaw-lifecycle-pending`; OpenClaw finishes it on its first run,
+    which must be able to write the package directory. Run once as the
+    installing user (root), not as the sandbox uid."""
+    package = CI / "openclaw/node_modules/openclaw"
+    if (package / ".openclaw-lifecycle-pending").exists():
+        bin_dir = CI / "openclaw/node_modules/.bin"
+        env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ.get("PATH", "")))
+        run([bin_dir / "openclaw", "--version"], env=env)
+
+
 def install_matrix_plugin(home, env, user):
     """Installs @openclaw/matrix from npm into the agent's state dir, which
     records it as the official package: OpenClaw 2026.9.6 refuses to start
@@ -227,6 +239,11 @@ def start_openclaw(world, name, sandbox):
     rewrite = rewriter(world, name, home)
     config = json.loads(rewrite((REPO / "generated/agents" / name / "openclaw.json").read_text()))
     config["gateway"]["port"] = free_port()
+    # The test page is on a loopback/private address, which OpenClaw's
+    # browser refuses by default (`browser navigation blocked by policy`);
+    # allow exactly the hosts the harness serves, as the rehearsal must.
+    if world.get("browse_hosts") and "browser" in config:
+        config["browser"]["ssrfPolicy"] = {"allowedHostnames": world["browse_hosts"]}
     config_path = home / "etc/openclaw.json"
     config_path.write_text(json.dumps(config, indent=2))
     bin_dir = CI / "openclaw/node_modules/.bin"
@@ -234,9 +251,11 @@ def start_openclaw(world, name, sandbox):
     env = agent_env(world, sandbox, rewrite, {"OPENCLAW_CONFIG_PATH": str(config_path), "TMPDIR": str(home / "tmp")})
     env["PATH"] = "%s:%s" % (bin_dir, env["PATH"])
     env.setdefault("OPENCLAW_STATE_DIR", str(home / ".openclaw"))
+    complete_openclaw_lifecycle()
     install_matrix_plugin(home, env, sandbox["user"])
     world["ready_logs"][name] = str(Path(world["root"]) / (name + ".log"))
     own(home, sandbox["user"])
+    world["started_at"][name] = time.time()
     return spawn(world, name, [bin_dir / "openclaw", "gateway", "run"], env, home,
                  Path(world["root"]) / (name + ".log"), sandbox["user"])
 
@@ -260,31 +279,57 @@ def start_hermes(world, name, sandbox):
     world["ready_logs"][name] = str(home / "logs/gateway.log")
     # As root: the venv's Python lives under root's pyenv, which uid 10000
     # cannot read on this machine.
+    world["started_at"][name] = time.time()
     return spawn(world, name, [hermes, "gateway", "run"], env, home, Path(world["root"]) / (name + ".log"))
 
 
-def wait_ready(world, name, kind, proc, seconds):
-    started = time.time()
-    logfile = Path(world["ready_logs"][name])
-    while time.time() - started < seconds:
-        text = logfile.read_text(errors="replace") if logfile.exists() else ""
-        if all(line in text for line in READY[kind]):
-            took = time.time() - world["started_at"][name]
-            world["ready_after_s"][name] = round(took, 2)
-            save(world)
-            log("%s ready after %.1f s (saw %r)" % (name, took, READY[kind]))
-            return
-        if proc.poll() is not None:
-            raise SystemExit("host-dev: %s exited with %s; log %s:\n%s" % (name, proc.returncode, logfile, text[-3000:]))
+def wait_all_ready(world, procs, seconds):
+    """Polls every agent's log at once, so each one's time is its own."""
+    pending = dict(procs)
+    deadline = time.time() + seconds
+    while pending and time.time() < deadline:
+        for name, proc in list(pending.items()):
+            logfile = Path(world["ready_logs"][name])
+            text = logfile.read_text(errors="replace") if logfile.exists() else ""
+            kind = world["agents"][name]["kind"]
+            if all(line in text for line in READY[kind]):
+                took = time.time() - world["started_at"][name]
+                world["ready_after_s"][name] = round(took, 2)
+                save(world)
+                log("%s ready %.1f s after its start (saw %r)" % (name, took, READY[kind]))
+                del pending[name]
+            elif proc.poll() is not None:
+                raise SystemExit("host-dev: %s exited with %s; log %s:\n%s" % (
+                    name, proc.returncode, logfile, text[-3000:]))
         time.sleep(0.2)
-    raise SystemExit("host-dev: %s not ready after %d s (no %r in %s)" % (name, seconds, READY[kind], logfile))
+    if pending:
+        raise SystemExit("host-dev: not ready after %d s: %s" % (
+            seconds, ", ".join("%s (no %r in %s)" % (n, READY[world["agents"][n]["kind"]], world["ready_logs"][n])
+                               for n in pending)))
+
+
+def start_standin(world):
+    root = Path(world["root"])
+    cmd = [sys.executable, REPO / "tests/rehearsal/standin_model.py", "--port", world["standin_url"].rsplit(":", 1)[1],
+           "--log", world["standin_log"]]
+    for m in world["models"]:
+        cmd += ["--model", m]
+    standin = spawn(world, "standin", cmd, dict(os.environ), root, root / "standin.log")
+    wait_http(world["standin_url"] + "/api/version", 10, standin, "stand-in")
+
+
+def restart_standin(args):
+    """Restarts only the stand-in (same port and log), e.g. after editing it."""
+    world = json.loads((Path(args.root) / "world.json").read_text())
+    stop_pid("standin", world["pids"]["standin"])
+    start_standin(world)
 
 
 def start(args):
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     world = {"root": str(root), "state": str(root / "state"), "pids": {}, "logs": {},
-             "started_at": {}, "ready_after_s": {}, "ready_logs": {}}
+             "started_at": {}, "ready_after_s": {}, "ready_logs": {}, "browse_hosts": args.browse_host}
     appliance = REPO / "target/debug/appliance"
     plan = REPO / "generated/bootstrap/plan.json"
     run([appliance, "bootstrap", "--plan", plan, "--state-dir", world["state"], "--secrets-only"])
@@ -302,15 +347,10 @@ def start(args):
     world["registration_secret_file"] = str(Path(world["state"]) / "secrets/_host/synapse/registration-shared-secret")
 
     desc = inspect()
-    sport = free_port()
-    world["standin_url"] = "http://127.0.0.1:%d" % sport
+    world["standin_url"] = "http://127.0.0.1:%d" % free_port()
     world["standin_log"] = str(root / "standin-requests.jsonl")
-    models = desc["inference"]["models"]
-    cmd = [sys.executable, REPO / "tests/rehearsal/standin_model.py", "--port", str(sport), "--log", world["standin_log"]]
-    for m in models:
-        cmd += ["--model", m]
-    standin = spawn(world, "standin", cmd, dict(os.environ), root, root / "standin.log")
-    wait_http(world["standin_url"] + "/api/version", 10, standin, "stand-in")
+    world["models"] = desc["inference"]["models"]
+    start_standin(world)
 
     sandboxes = {s["name"]: s for s in desc["hosts"]["hub"]["sandboxes"]}
     world["agents"] = {}
@@ -325,8 +365,7 @@ def start(args):
             procs[name] = start_hermes(world, name, sandboxes[name])
         else:
             raise SystemExit("host-dev: agent %s is %s, which this harness cannot run" % (name, agent["kind"]))
-    for name, proc in procs.items():
-        wait_ready(world, name, world["agents"][name]["kind"], proc, args.ready_timeout)
+    wait_all_ready(world, procs, args.ready_timeout)
     save(world)
     print(json.dumps({"world": str(root / "world.json"), "ready_after_s": world["ready_after_s"]}))
 
@@ -338,22 +377,27 @@ def stop(args):
         return
     world = json.loads(path.read_text())
     for name, pid in sorted(world["pids"].items(), key=lambda kv: kv[0] == "synapse"):
+        stop_pid(name, pid)
+
+
+def stop_pid(name, pid):
+    """Ends the session `spawn` started for `name`: SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, 0)
         except ProcessLookupError:
-            continue
-        for _ in range(50):
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log("stopped %s (pid %d)" % (name, pid))
+            break
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    log("stopped %s (pid %d)" % (name, pid))
 
 
 def main():
@@ -363,10 +407,14 @@ def main():
     p.add_argument("--root", required=True)
     p.add_argument("--agents", default="melchior,casper")
     p.add_argument("--ready-timeout", type=int, default=120)
+    p.add_argument("--browse-host", action="append", default=[],
+                   help="a host the browser agent may open although private (the test page's)")
     p = sub.add_parser("stop")
     p.add_argument("--root", required=True)
+    p = sub.add_parser("restart-standin")
+    p.add_argument("--root", required=True)
     args = parser.parse_args()
-    {"start": start, "stop": stop}[args.cmd](args)
+    {"start": start, "stop": stop, "restart-standin": restart_standin}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -536,9 +536,18 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         let inference_url = inference_address.map(|address| format!("http://{address}:{inference_port}"));
         let mut agent_rooms = Vec::new();
         let mut allowed: BTreeSet<String> = admins.iter().cloned().collect();
+        // The loop guard: an agent answers humans only (the admins and the
+        // human members of its rooms), never another agent, so agents that
+        // mention each other cannot ping-pong; one human message gets at
+        // most one answer from each agent it mentions (docs/agents.md).
         for room in rooms_of.get(user_id.as_str()).into_iter().flatten() {
             agent_rooms.push(room.alias.clone());
-            allowed.extend(room.members.iter().map(|m| m.user_id.clone()));
+            allowed.extend(
+                room.members
+                    .iter()
+                    .filter(|m| m.role != MemberRole::Agent)
+                    .map(|m| m.user_id.clone()),
+            );
         }
         allowed.remove(&user_id);
         let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();

@@ -18,7 +18,7 @@ pub use agent_checks::is_size;
 pub use build::{WIREGUARD_PORT, build};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
-pub use policy::{operator_env, room_ids_env, token_env};
+pub use policy::{operator_env, rate_limit, room_ids_env, token_env};
 pub use sandbox::{
     CHROMIUM_PATH, CODE_RUNNER_IMAGE, HERMES_VERSION, MIN_PIDS, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT,
     exec_sandbox_name,

@@ -300,7 +300,7 @@ in
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
-          MATRIX_ALLOWED_USERS = "@balthasar-pi:magi,@balthasar:magi,@gendo:magi,@melchior:magi";
+          MATRIX_ALLOWED_USERS = "@gendo:magi";
           MATRIX_DEVICE_ID = "APPLIANCE_CASPER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";

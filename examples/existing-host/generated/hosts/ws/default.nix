@@ -227,7 +227,7 @@ in
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
-          MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
+          MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";

@@ -12,5 +12,6 @@ mod doctor;
 mod flake;
 mod nix;
 mod output;
+mod rehearsal;
 mod sandbox;
 mod spec_errors;

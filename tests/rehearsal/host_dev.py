@@ -233,6 +233,10 @@ def install_matrix_plugin(home, env, user):
     log("installed @openclaw/matrix into %s in %.1f s" % (env["OPENCLAW_STATE_DIR"], time.time() - started))
 
 
+def other_agents(world, name):
+    return [a["user_id"] for n, a in world["agents"].items() if n != name]
+
+
 def start_openclaw(world, name, sandbox):
     home = Path(world["root"]) / name
     (home / "etc").mkdir(parents=True, exist_ok=True)
@@ -244,6 +248,11 @@ def start_openclaw(world, name, sandbox):
     # allow exactly the hosts the harness serves, as the rehearsal must.
     if world.get("browse_hosts") and "browser" in config:
         config["browser"]["ssrfPolicy"] = {"allowedHostnames": world["browse_hosts"]}
+    if world.get("unguarded"):
+        matrix = config["channels"]["matrix"]
+        for key in (("groupAllowFrom",), ("dm", "allowFrom")):
+            holder = matrix if len(key) == 1 else matrix[key[0]]
+            holder[key[-1]] = sorted(set(holder[key[-1]]) | set(other_agents(world, name)))
     config_path = home / "etc/openclaw.json"
     config_path.write_text(json.dumps(config, indent=2))
     bin_dir = CI / "openclaw/node_modules/.bin"
@@ -269,10 +278,14 @@ def start_hermes(world, name, sandbox):
     # No code sandbox on the host: run code locally (the rehearsal runs it in gVisor).
     if config.get("terminal", {}).get("backend") == "docker":
         config["terminal"] = {"backend": "local"}
+    if world.get("unguarded"):
+        config["matrix"]["allowed_users"] = sorted(set(config["matrix"]["allowed_users"]) | set(other_agents(world, name)))
     (home / "config.yaml").write_text(json.dumps(config, indent=2))
     (home / "tmp").mkdir(exist_ok=True)
     env = agent_env(world, sandbox, rewrite, {"HOME": str(home), "TMPDIR": str(home / "tmp")})
     env.pop("DOCKER_HOST", None)
+    if world.get("unguarded"):
+        env["MATRIX_ALLOWED_USERS"] = ",".join(config["matrix"]["allowed_users"])
     hermes = CI / "hermes-venv/bin/hermes"
     env["PATH"] = "%s:%s" % (hermes.parent, env["PATH"])
     # Hermes logs INFO lines (the ready line among them) only to its own file.
@@ -329,7 +342,8 @@ def start(args):
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     world = {"root": str(root), "state": str(root / "state"), "pids": {}, "logs": {},
-             "started_at": {}, "ready_after_s": {}, "ready_logs": {}, "browse_hosts": args.browse_host}
+             "started_at": {}, "ready_after_s": {}, "ready_logs": {}, "browse_hosts": args.browse_host,
+             "unguarded": args.unguarded}
     appliance = REPO / "target/debug/appliance"
     plan = REPO / "generated/bootstrap/plan.json"
     run([appliance, "bootstrap", "--plan", plan, "--state-dir", world["state"], "--secrets-only"])
@@ -353,12 +367,12 @@ def start(args):
     start_standin(world)
 
     sandboxes = {s["name"]: s for s in desc["hosts"]["hub"]["sandboxes"]}
-    world["agents"] = {}
+    names = args.agents.split(",")
+    world["agents"] = {n: {"kind": desc["agents"][n]["kind"], "user_id": desc["agents"][n]["user_id"],
+                           "model": desc["agents"][n]["model"]} for n in names}
     procs = {}
-    for name in args.agents.split(","):
+    for name in names:
         agent = desc["agents"][name]
-        world["agents"][name] = {"kind": agent["kind"], "user_id": agent["user_id"], "model": agent["model"]}
-        world["started_at"][name] = time.time()
         if agent["kind"] == "openclaw":
             procs[name] = start_openclaw(world, name, sandboxes[name])
         elif agent["kind"] == "hermes":
@@ -409,6 +423,9 @@ def main():
     p.add_argument("--ready-timeout", type=int, default=120)
     p.add_argument("--browse-host", action="append", default=[],
                    help="a host the browser agent may open although private (the test page's)")
+    p.add_argument("--unguarded", action="store_true",
+                   help="add the other agents to each agent's allowlists, as before the loop guard, to show the "
+                        "loop that the guard stops (the scenario's loop step then fails)")
     p = sub.add_parser("stop")
     p.add_argument("--root", required=True)
     p = sub.add_parser("restart-standin")

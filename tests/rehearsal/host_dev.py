@@ -327,6 +327,7 @@ def start_standin(world):
            "--log", world["standin_log"]]
     for m in world["models"]:
         cmd += ["--model", m]
+    cmd += ["--server-name", world.get("server_name", "magi")]
     standin = spawn(world, "standin", cmd, dict(os.environ), root, root / "standin.log")
     wait_http(world["standin_url"] + "/api/version", 10, standin, "stand-in")
 
@@ -364,6 +365,7 @@ def start(args):
     world["standin_url"] = "http://127.0.0.1:%d" % free_port()
     world["standin_log"] = str(root / "standin-requests.jsonl")
     world["models"] = desc["inference"]["models"]
+    world["server_name"] = desc["matrix"]["server_name"]
     start_standin(world)
 
     sandboxes = {s["name"]: s for s in desc["hosts"]["hub"]["sandboxes"]}

@@ -58,6 +58,10 @@ VERSION = "0.0.0-standin"
 CODE_COMMAND = "echo computed $((6*7*1000+1))"
 CODE_PROGRAM = "print('computed', 6*7*1000+1)"  # for a Python-only code tool
 CODE_OUTPUT = "computed 42001"
+# The Matrix server name for full user IDs in loop replies (--server-name);
+# without it, the first one seen in the conversation. Hermes strips its own
+# ID from what it forwards, and OpenClaw takes no bare name as a mention.
+SERVER_NAME = None
 
 MXID_RE = re.compile(r"@[a-z0-9._=/-]+:([A-Za-z0-9.-]+(?::[0-9]+)?)")
 TAG_RE = re.compile(r"\btag-[A-Za-z0-9]+\b")
@@ -128,6 +132,11 @@ def user_turn(messages, last):
     while first > 0 and messages[first - 1].get("role") == "user":
         first -= 1
     return "\n".join(text_of(m.get("content")) for m in messages[first : last + 1])
+
+
+def all_text(messages):
+    """Every message's text, newest first."""
+    return [text_of(m.get("content")) for m in reversed(messages)]
 
 
 def tool_names(tools):
@@ -265,8 +274,8 @@ def script(model, messages, tools):
         nxt = ring[1:] + ring[:1]
         # A full user ID when the trigger shows the server name, so both
         # agents' Matrix adapters see a real mention.
-        server = MXID_RE.search(user)
-        target = "@%s:%s" % (ring[1], server.group(1)) if server else ring[1]
+        server = SERVER_NAME or next((m.group(1) for m in map(MXID_RE.search, all_text(messages)) if m), None)
+        target = "@%s:%s" % (ring[1], server) if server else ring[1]
         return Reply("%s model %s: %s, your turn: loop_%s" % (PREFIX, model, target, "_".join(nxt)), rule="loop")
 
     tag = TAG_RE.search(user)
@@ -619,7 +628,10 @@ def main(argv=None):
                              "Without any, every name is accepted")
     parser.add_argument("--context", type=int, default=262144, help="context length /api/show reports")
     parser.add_argument("--log", help="JSON-lines request log (default: stdout)")
+    parser.add_argument("--server-name", help="Matrix server name for the user IDs loop replies mention")
     args = parser.parse_args(argv)
+    global SERVER_NAME
+    SERVER_NAME = args.server_name
     Handler.state = State(args.models, args.context, args.log)
     server = ThreadingHTTPServer((args.listen, args.port), Handler)
     server.daemon_threads = True

@@ -115,12 +115,16 @@ pub enum Flag {
     NvproxyCapabilities(Vec<DriverCapability>),
 }
 
-/// runsc releases whose flag names we know.
+/// runsc releases whose flag names we know: one family per spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunscVersion {
     /// gVisor release-2026xxxx, what the appliance ships.
     Current,
-    /// Debian bookworm's 0.0~20221219.0, used by our tests.
+    /// Debian bookworm-backports' 0.0~20240729.0, what CI runs: systrap and
+    /// nvproxy, but packet writes still spelled `TESTONLY-...` and no
+    /// `--nvproxy-allowed-driver-capabilities`.
+    Release2024,
+    /// Debian bookworm's 0.0~20221219.0: no systrap, no nvproxy.
     Debian2022,
 }
 
@@ -128,6 +132,7 @@ impl fmt::Display for RunscVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunscVersion::Current => f.write_str("current gVisor"),
+            RunscVersion::Release2024 => f.write_str("runsc 20240729"),
             RunscVersion::Debian2022 => f.write_str("runsc 20221219"),
         }
     }
@@ -142,9 +147,46 @@ impl RunscVersion {
     pub fn from_version_output(output: &str) -> RunscVersion {
         match release_date(output) {
             Some(date) if date < 2023_0000 => RunscVersion::Debian2022,
+            Some(date) if date < 2025_0000 => RunscVersion::Release2024,
             _ => RunscVersion::Current,
         }
     }
+
+    /// The spelling family of a binary from what `runsc flags` lists, which
+    /// beats any guess from the release date: the packet-write flag's name
+    /// and the platforms built in tell the families apart. `None` when the
+    /// listing has neither packet-write spelling.
+    pub fn from_listing(listing: &FlagListing) -> Option<RunscVersion> {
+        if listing.names.contains("allow-packet-socket-write") {
+            Some(RunscVersion::Current)
+        } else if listing.names.contains("TESTONLY-allow-packet-endpoint-write") {
+            Some(if listing.has_platform(Platform::Systrap) {
+                RunscVersion::Release2024
+            } else {
+                RunscVersion::Debian2022
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// The spelling family and flag listing of the runsc binary at `path`, from
+/// `runsc flags` (Go's flag package prints it on stderr) and, failing that,
+/// `runsc --version`. Used by the tests that run the host's real runsc.
+pub fn probe_binary(path: &std::path::Path) -> std::io::Result<(RunscVersion, FlagListing)> {
+    let run = |arg: &str| -> std::io::Result<String> {
+        let output = std::process::Command::new(path).arg(arg).output()?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok(text)
+    };
+    let listing = FlagListing::parse(&run("flags")?);
+    let version = match RunscVersion::from_listing(&listing) {
+        Some(version) => version,
+        None => RunscVersion::from_version_output(&run("--version")?),
+    };
+    Ok((version, listing))
 }
 
 /// The release date (YYYYMMDD) in `runsc --version` or in a release name
@@ -163,26 +205,31 @@ impl Flag {
     /// This match is the one table of flag spellings; `appliance doctor`
     /// checks the names against a host's `runsc flags`.
     pub fn name_and_value(&self, version: RunscVersion) -> Result<(&'static str, String)> {
-        use RunscVersion::{Current, Debian2022};
+        use RunscVersion::{Current, Debian2022, Release2024};
         Ok(match (self, version) {
             (Flag::Platform(Platform::Systrap), Debian2022) => {
                 bail!("{version} has no systrap platform; use `platform = \"ptrace\"` or `\"kvm\"`")
             }
             (Flag::Platform(platform), _) => ("platform", platform_name(*platform).to_string()),
-            // Both versions take `root:memory`; 2022 has no `self` medium.
+            // Every version takes `root:memory`; 2022 has no `self` medium.
             // With Docker's `--read-only` the overlay stays read-only (tested),
             // so it holds no data; any write to a writable root would be
             // charged to the container's memory limit instead of the image
             // directory on the host's disk.
-            (Flag::RootOverlay, Current | Debian2022) => ("overlay2", "root:memory".to_string()),
+            (Flag::RootOverlay, Current | Release2024 | Debian2022) => ("overlay2", "root:memory".to_string()),
             (Flag::NetRaw, _) => ("net-raw", "true".to_string()),
             (Flag::AllowPacketSocketWrite, Current) => ("allow-packet-socket-write", "true".to_string()),
-            (Flag::AllowPacketSocketWrite, Debian2022) => ("TESTONLY-allow-packet-endpoint-write", "true".to_string()),
+            (Flag::AllowPacketSocketWrite, Release2024 | Debian2022) => {
+                ("TESTONLY-allow-packet-endpoint-write", "true".to_string())
+            }
             (Flag::HostUds(mode), _) => ("host-uds", (*mode).to_string()),
             (Flag::Nvproxy | Flag::NvproxyCapabilities(_), Debian2022) => {
                 bail!("{version} has no nvproxy; GPU sandboxes need a gVisor release from 2024 or later")
             }
-            (Flag::Nvproxy, Current) => ("nvproxy", "true".to_string()),
+            (Flag::Nvproxy, Current | Release2024) => ("nvproxy", "true".to_string()),
+            (Flag::NvproxyCapabilities(_), Release2024) => {
+                bail!("{version} has no --nvproxy-allowed-driver-capabilities; GPU sandboxes need a current gVisor")
+            }
             (Flag::NvproxyCapabilities(capabilities), Current) => {
                 let names: Vec<&str> = capabilities.iter().map(|c| capability_name(*c)).collect();
                 ("nvproxy-allowed-driver-capabilities", names.join(","))
@@ -287,8 +334,34 @@ mod tests {
         let new = "runsc version release-20260525.0\nspec: 1.1.0\n";
         assert_eq!(RunscVersion::from_version_output(new), RunscVersion::Current);
         assert_eq!(RunscVersion::from_version_output("garbage"), RunscVersion::Current);
+        let backports = "runsc version 0.0~20240729.0\nspec: 1.0.2-dev\n";
+        assert_eq!(RunscVersion::from_version_output(backports), RunscVersion::Release2024);
         assert_eq!(release_date(new), Some(2026_0525));
         assert_eq!(release_date("20260316.0"), Some(2026_0316));
+    }
+
+    #[test]
+    fn the_flag_listing_decides_the_spelling() {
+        let listing = |text: &str| FlagListing::parse(text);
+        let backports = listing(include_str!("../tests/fixtures/runsc-flags-20240729.txt"));
+        assert_eq!(RunscVersion::from_listing(&backports), Some(RunscVersion::Release2024));
+        let current = listing(include_str!("../tests/fixtures/runsc-flags-current.txt"));
+        assert_eq!(RunscVersion::from_listing(&current), Some(RunscVersion::Current));
+        let old = listing("  -TESTONLY-allow-packet-endpoint-write\n  -platform string\n    \tptrace (default), kvm\n");
+        assert_eq!(RunscVersion::from_listing(&old), Some(RunscVersion::Debian2022));
+        assert_eq!(RunscVersion::from_listing(&listing("  -debug\n")), None);
+    }
+
+    #[test]
+    fn release_2024_spells_packet_writes_the_old_way_and_has_systrap() {
+        let dind = Profile {
+            docker_in_gvisor: true,
+            host_uds: HostUds::Create,
+            gpu: None,
+        };
+        let args = runtime_args(&dind, Platform::Systrap, RunscVersion::Release2024).unwrap();
+        assert!(args.contains(&"--TESTONLY-allow-packet-endpoint-write=true".to_string()));
+        assert!(args.contains(&"--platform=systrap".to_string()));
     }
 
     #[test]

@@ -3,13 +3,16 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 10] = [
     "init",
     "check",
     "generate",
     "inspect",
     "bootstrap",
     "doctor",
+    "build",
+    "flash",
+    "gce",
     "completions",
 ];
 
@@ -119,6 +122,52 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
         stderr(&unknown),
         "error: no host `nope` in the spec\nhint: hosts are: `hub`, `pi`\n"
     );
+}
+
+#[test]
+fn inspect_text_uses_the_specs_spellings() {
+    let output = run_in(&crate::common::root(), &["inspect"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("\nhost hub: gce x86_64-linux, gVisor platform systrap\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nhost pi: rpi4 aarch64-linux, gVisor platform systrap\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nagent balthasar-pi (picoclaw) on host pi"), "{text}");
+    assert!(text.contains("\nagent casper (hermes) on host hub"), "{text}");
+    assert!(text.contains("\nagent melchior (openclaw) on host hub"), "{text}");
+    // Rust's names for the same values, which a user never writes.
+    for debug in [
+        "Gce",
+        "Rpi4",
+        "X86_64Linux",
+        "Aarch64Linux",
+        "Systrap",
+        "Openclaw",
+        "Picoclaw",
+        "(Hermes)",
+    ] {
+        assert!(!text.contains(debug), "`{debug}` in inspect output:\n{text}");
+    }
+}
+
+#[test]
+fn inspect_text_puts_every_warning_on_a_line_of_its_own() {
+    // edge-pi's scout has a warning (the github skill's token).
+    let spec = "examples/edge-pi/appliance.toml";
+    let output = run_in(&crate::common::root(), &["inspect", "--spec", spec]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.ends_with("state in /var/lib/appliance\n"), "{text:?}");
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning[")).collect();
+    assert!(!warnings.is_empty(), "{text}");
+    for line in warnings {
+        assert!(line.starts_with("  warning["), "glued warning: {line:?}");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Output;
 
 use agent_appliance::commands::load;
 use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::RunscVersion;
+use agent_appliance::runsc::{RunscVersion, probe_binary};
 
 use crate::common::{appliance, require_tool, root, stderr, stdout};
 
@@ -17,10 +17,16 @@ use crate::common::{appliance, require_tool, root, stderr, stdout};
 /// flags on stderr (as Go's flag package does), and `drivers` for
 /// `nvproxy list-supported-drivers` (empty: the subcommand fails).
 fn fake_runsc(dir: &Path, drivers: &str) -> PathBuf {
+    fake_runsc_release(dir, "release-20260525.0", "runsc-flags-current.txt", drivers)
+}
+
+/// A `runsc` that prints `release` as its version and the listing in
+/// tests/fixtures/`flags_fixture`.
+fn fake_runsc_release(dir: &Path, release: &str, flags_fixture: &str, drivers: &str) -> PathBuf {
     let path = dir.join("runsc");
-    let fixture = root().join("tests/fixtures/runsc-flags-current.txt");
+    let fixture = root().join("tests/fixtures").join(flags_fixture);
     let script = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'runsc version release-20260525.0'; echo 'spec: 1.1.0' ;;\n  \
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'runsc version {release}'; echo 'spec: 1.1.0' ;;\n  \
          flags) cat '{}' >&2 ;;\n  nvproxy) [ -n '{drivers}' ] || exit 1; for d in {drivers}; do echo $d; done ;;\n  \
          *) exit 2 ;;\nesac\n",
         fixture.display()
@@ -174,6 +180,79 @@ fn a_missing_runsc_and_daemon_config_fail_with_hints() {
     assert!(out.contains("FAIL docker runtimes: cannot read"), "{out}");
 }
 
+/// Debian bookworm-backports' runsc 0.0~20240729.0 (what CI installs)
+/// still spells packet writes `TESTONLY-allow-packet-endpoint-write`; doctor
+/// must take the spelling from what `runsc flags` lists, not report the
+/// Docker-in-gVisor runtime as unsupported.
+#[test]
+fn the_backports_runsc_is_spelled_from_its_flag_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc_release(dir.path(), "0.0~20240729.0", "runsc-flags-20240729.txt", "");
+    let nvidia = dir.path().join("none");
+    let appliance = load(&default_spec()).unwrap();
+    let settings = daemon_settings(&appliance.hosts["hub"], RunscVersion::Release2024).unwrap();
+    let config = dir.path().join("daemon.json");
+    fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
+    let output = doctor(&default_spec(), "hub", &runsc, &config, &nvidia);
+    let out = stdout(&output);
+    assert!(
+        out.contains("0.0~20240729.0 (flags spelled as for runsc 20240729)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --TESTONLY-allow-packet-endpoint-write --host-uds"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("has no `--allow-packet-socket-write`"), "{out}");
+    assert!(out.contains("ok   platform: runsc has the `systrap` platform"), "{out}");
+    assert!(out.contains("ok   docker runtimes: "), "{out}");
+}
+
+/// The host's real runsc (in CI: bookworm-backports' 0.0~20240729.0) runs
+/// the minimal example's runtimes as spelled for it, and doctor agrees.
+#[test]
+fn the_installed_runsc_supports_the_minimal_spec() {
+    let Some(runsc) = require_tool("runsc", "appliance doctor against a real runsc") else {
+        return;
+    };
+    let (version, _) = probe_binary(&runsc).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = root().join("examples/minimal/appliance.toml");
+    let appliance = load(&spec).unwrap();
+    let mut host = appliance.hosts["box"].clone();
+    if version == RunscVersion::Debian2022 {
+        // No systrap in bookworm's own 2022 build.
+        host.platform = agent_appliance::spec::schema::Platform::Ptrace;
+    }
+    let settings = daemon_settings(&host, version).unwrap();
+    let config = dir.path().join("daemon.json");
+    fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
+    let nvidia = dir.path().join("none");
+    let spec = if version == RunscVersion::Debian2022 {
+        ptrace_spec(dir.path())
+    } else {
+        spec
+    };
+
+    let output = doctor(&spec, "box", &runsc, &config, &nvidia);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains(&format!("(flags spelled as for {version})")), "{out}");
+    // Older than the modules' minimum: a warning on x86_64, fatal on a Pi.
+    assert!(out.contains("warn runsc release: "), "{out}");
+    assert!(out.contains("is older than 20260316.0"), "{out}");
+    assert!(
+        out.contains("ok   runtime `runsc`: runsc supports --platform --overlay2"),
+        "{out}"
+    );
+
+    let output = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
+    let out = stdout(&output);
+    assert!(out.contains("FAIL runsc release: "), "{out}");
+}
+
 /// The minimal example, moved to ptrace: what Debian's 2022 runsc can run.
 fn ptrace_spec(dir: &Path) -> PathBuf {
     let text = fs::read_to_string(root().join("examples/minimal/appliance.toml")).unwrap();
@@ -181,51 +260,4 @@ fn ptrace_spec(dir: &Path) -> PathBuf {
     let path = dir.join("appliance.toml");
     fs::write(&path, text).unwrap();
     path
-}
-
-#[test]
-fn debian_runsc_supports_a_ptrace_spec_and_not_the_default_one() {
-    let Some(runsc) = require_tool("runsc", "appliance doctor against a real runsc") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let spec = ptrace_spec(dir.path());
-    let appliance = load(&spec).unwrap();
-    let settings = daemon_settings(&appliance.hosts["box"], RunscVersion::Debian2022).unwrap();
-    let config = dir.path().join("daemon.json");
-    fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
-    let nvidia = dir.path().join("none");
-
-    let output = doctor(&spec, "box", &runsc, &config, &nvidia);
-    let out = stdout(&output);
-    assert!(output.status.success(), "{out}{}", stderr(&output));
-    assert!(
-        out.contains("0.0~20221219.0 (flags spelled as for runsc 20221219)"),
-        "{out}"
-    );
-    // Older than the modules' minimum: a warning on x86_64, fatal on a Pi.
-    assert!(
-        out.contains("warn runsc release: 20221219 is older than 20260316.0"),
-        "{out}"
-    );
-    assert!(out.contains("ok   platform: runsc has the `ptrace` platform"), "{out}");
-    assert!(
-        out.contains("ok   runtime `runsc`: runsc supports --platform --overlay2"),
-        "{out}"
-    );
-
-    // The default spec wants systrap and nvproxy-capable GPUs: 2022 has neither.
-    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
-    assert_eq!(output.status.code(), Some(1));
-    let out = stdout(&output);
-    assert!(out.contains("FAIL platform: runsc does not name `systrap`"), "{out}");
-    assert!(out.contains("runsc 20221219 has no systrap platform"), "{out}");
-    assert!(out.contains("FAIL nvidia driver"), "{out}");
-
-    let output = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
-    let out = stdout(&output);
-    assert!(
-        out.contains("FAIL runsc release: 20221219 is older than 20260316.0"),
-        "{out}"
-    );
 }

@@ -141,17 +141,26 @@ pub fn diagnose(host: &Host, probes: &Probes) -> Report {
     let mut report = Report::default();
     let runsc = probes.runsc.display().to_string();
 
-    // runsc and its version decide how flags are spelled.
+    // runsc decides how flags are spelled: what `runsc flags` lists, or
+    // failing that its release date.
     let version = match output_of(probes.runsc, &["--version"]) {
         Ok((true, text)) => {
             let first = text.lines().next().unwrap_or("").trim().to_string();
-            let version = RunscVersion::from_version_output(&text);
+            let listing = flag_listing(probes);
+            let version = listing
+                .as_ref()
+                .and_then(RunscVersion::from_listing)
+                .unwrap_or_else(|| RunscVersion::from_version_output(&text));
             report.push(
                 Status::Ok,
                 "runsc",
                 format!("`{runsc}`: {first} (flags spelled as for {version})"),
             );
             check_minimum(host, &text, &mut report);
+            match &listing {
+                Some(listing) => check_flags(host, listing, version, &mut report),
+                None => report.push(Status::Fail, "runsc flags", "`runsc flags` printed no flag listing"),
+            }
             Some(version)
         }
         Ok((false, text)) => {
@@ -174,9 +183,6 @@ pub fn diagnose(host: &Host, probes: &Probes) -> Report {
         }
     };
 
-    if let Some(version) = version {
-        check_flags(host, probes, version, &mut report);
-    }
     check_platform_device(host, probes, &mut report);
     check_docker(host, probes, version.unwrap_or(RunscVersion::Current), &mut report);
     if host.gpu.is_some() {
@@ -209,14 +215,15 @@ fn check_minimum(host: &Host, version_output: &str, report: &mut Report) {
     }
 }
 
-fn check_flags(host: &Host, probes: &Probes, version: RunscVersion, report: &mut Report) {
-    let listing = match output_of(probes.runsc, &["flags"]) {
-        Ok((_, text)) if text.contains("  -") => FlagListing::parse(&text),
-        _ => {
-            report.push(Status::Fail, "runsc flags", "`runsc flags` printed no flag listing");
-            return;
-        }
-    };
+/// What the host's runsc lists in `runsc flags`, if it prints a listing.
+fn flag_listing(probes: &Probes) -> Option<FlagListing> {
+    match output_of(probes.runsc, &["flags"]) {
+        Ok((_, text)) if text.contains("  -") => Some(FlagListing::parse(&text)),
+        _ => None,
+    }
+}
+
+fn check_flags(host: &Host, listing: &FlagListing, version: RunscVersion, report: &mut Report) {
     let platform = platform_name(host.platform);
     if listing.has_platform(host.platform) {
         report.push(Status::Ok, "platform", format!("runsc has the `{platform}` platform"));

@@ -4,6 +4,7 @@
 mod agent_checks;
 mod build;
 mod firewall;
+pub mod image;
 mod names;
 mod network;
 mod policy;
@@ -17,12 +18,10 @@ use serde::Serialize;
 pub use agent_checks::is_size;
 pub use build::{WIREGUARD_PORT, build};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
+pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
 pub use policy::{operator_env, rate_limit, room_ids_env, token_env};
-pub use sandbox::{
-    CHROMIUM_PATH, CODE_RUNNER_IMAGE, HERMES_VERSION, MIN_PIDS, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT,
-    exec_sandbox_name,
-};
+pub use sandbox::{CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
@@ -240,6 +239,8 @@ pub struct Tmpfs {
     pub target: String,
     pub size: String,
     pub mode: String,
+    /// `(uid, gid)` owning the tmpfs' root, when not root.
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

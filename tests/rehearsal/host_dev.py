@@ -269,12 +269,22 @@ def start_openclaw(world, name, sandbox):
                  Path(world["root"]) / (name + ".log"), sandbox["user"])
 
 
+def yaml_to_data(text):
+    """Hermes' config is YAML; the standard library has no YAML parser, so
+    Hermes' own venv (PyYAML) reads it. JSON is YAML, so it is written back
+    as JSON."""
+    out = subprocess.run([str(CI / "hermes-venv/bin/python"), "-c",
+                          "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
+                         input=text, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def start_hermes(world, name, sandbox):
     home = Path(world["root"]) / name
     home.mkdir(parents=True, exist_ok=True)
     rewrite = rewriter(world, name, home)
     text = rewrite((REPO / "generated/agents" / name / "config.yaml").read_text())
-    config = json.loads("\n".join(l for l in text.splitlines() if not l.startswith("#")))
+    config = yaml_to_data(text)
     # No code sandbox on the host: run code locally (the rehearsal runs it in gVisor).
     if config.get("terminal", {}).get("backend") == "docker":
         config["terminal"] = {"backend": "local"}

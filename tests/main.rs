@@ -17,5 +17,6 @@ mod gce;
 mod nix;
 mod output;
 mod pairing;
+mod rehearsal;
 mod sandbox;
 mod spec_errors;

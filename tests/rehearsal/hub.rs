@@ -165,6 +165,19 @@ impl Hub {
         command.output().expect("failed to run appliance bootstrap")
     }
 
+    /// The admin's initial password, as the operator gets it.
+    pub fn admin_password(&self, admin: &str) -> String {
+        let output = crate::common::appliance()
+            .args(["admin", "password", admin, "--plan"])
+            .arg(root().join("generated/bootstrap/plan.json"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .output()
+            .expect("failed to run appliance admin password");
+        assert_ok("appliance admin password", &output);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
     /// The generated `docker run` arguments of `sandbox`, with host paths
     /// below the temp root and generated files from the committed tree:
     /// nothing else is changed.
@@ -465,7 +478,8 @@ pub fn start(name: &str, tools: Services) -> Hub {
         .arg(tools.standin)
         .arg(format!("--listen={}", inference.bind_address))
         .arg(format!("--port={}", inference.port))
-        .arg(format!("--log={}", logs.join("standin-requests.jsonl").display()));
+        .arg(format!("--log={}", logs.join("standin-requests.jsonl").display()))
+        .arg(format!("--server-name={}", hub.appliance.matrix.server_name));
     for model in &inference.models {
         standin.arg(format!("--model={model}"));
     }

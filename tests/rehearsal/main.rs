@@ -220,6 +220,66 @@ fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Admin) {
     );
 }
 
+/// H3's scenario (tests/rehearsal/scenario.py, the client the NixOS VM
+/// test runs too) as @gendo and a stranger, inside the namespace: joined,
+/// mentions answered through the stand-in with each agent's model,
+/// unmentioned messages and strangers ignored, code run, the agents'
+/// mutual mentions bounded by the loop guard, no rate-limited send.
+fn scenario(hub: &Hub) {
+    let scratch = hub.host_root.path().join("scenario");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let password = scratch.join("admin-password");
+    std::fs::write(&password, hub.admin_password("gendo")).unwrap();
+    let mut command = hub.netns.command("python3");
+    command
+        .arg(root().join("tests/rehearsal/scenario.py"))
+        .arg("--homeserver=http://127.0.0.1:8008")
+        .arg(format!("--server-name={}", hub.appliance.matrix.server_name))
+        .arg(format!("--admin-password-file={}", password.display()))
+        .arg(format!(
+            "--registration-secret-file={}",
+            hub.state_dir()
+                .join("secrets/_host/synapse/registration-shared-secret")
+                .display()
+        ))
+        .arg(format!(
+            "--standin-log={}",
+            hub.host_root.path().join("logs/standin-requests.jsonl").display()
+        ))
+        .arg(format!("--json={}", scratch.join("results.json").display()));
+    for agent in ["casper", "melchior"] {
+        command.arg(format!("--agent={agent}={}", model_of(hub, agent)));
+    }
+    for step in ["joined", "mention", "unmentioned", "stranger", "code", "loop"] {
+        command.arg(format!("--step={step}"));
+    }
+    let started = std::time::Instant::now();
+    let output = command.output().expect("failed to run scenario.py");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "scenario.py failed ({}):\n{stderr}\n{}",
+        output.status,
+        hub.all_reports()
+    );
+    eprintln!("rehearsal: scenario passed in {:.1} s", started.elapsed().as_secs_f64());
+    // Nothing was lost to Synapse's rate limits, in either agent's log.
+    for agent in ["casper", "melchior"] {
+        let output = hub.daemon.docker(&["logs", agent]);
+        let log = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
+        let limited: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                ["M_LIMIT_EXCEEDED", "Too Many Requests", "Fallback send also failed"]
+                    .iter()
+                    .any(|p| l.contains(p))
+            })
+            .collect();
+        assert!(limited.is_empty(), "{agent} hit Synapse's rate limit: {limited:?}");
+    }
+}
+
 /// `kill -9` of the agent's container, then what the NixOS unit does on
 /// failure (`docker rm -f`, the same `docker run`): it answers again
 /// (issue 10 item 4's stale pid file included).
@@ -264,6 +324,9 @@ fn rehearsal() {
     }
     if has("casper-exec") {
         code_runs_in_the_code_sandbox(&hub, &admin);
+    }
+    if has("casper") && has("melchior") {
+        scenario(&hub);
     }
     for agent in ["casper", "melchior"].into_iter().filter(|a| has(a)) {
         comes_back_after_kill(&hub, &admin, agent);

@@ -22,17 +22,11 @@ fn client() -> Client {
 }
 
 impl Admin {
-    /// Logs in with the initial password bootstrap wrote for the operator
+    /// Logs in with the initial password (`appliance admin password`)
     /// and accepts the invitation to `#<room>:<server>`.
     pub fn login(hub: &Hub, localpart: &str, room_alias: &str) -> Admin {
         let server = hub.appliance.matrix.server_name.clone();
-        let password_file = hub
-            .state_dir()
-            .join(format!("secrets/_host/admins/{localpart}/initial-password"));
-        let password = std::fs::read_to_string(&password_file)
-            .unwrap_or_else(|e| panic!("{}: {e}", password_file.display()))
-            .trim()
-            .to_string();
+        let password = hub.admin_password(localpart);
         let user_id = format!("@{localpart}:{server}");
         let alias = room_alias.to_string();
         hub.netns.run(move || {

@@ -18,15 +18,19 @@ sends, wherever the agent's own wrapping puts them):
   plain message         -> "[stand-in] model <model> answers <tag>", where
                            <tag> echoes a "tag-XXXX" token of the message
   "run code"            -> a tool call to the agent's terminal tool (Hermes
-                           `terminal`, or `execute_code`) running
-                           python3 -c "print('computed', 6*7*1000+1)";
+                           `terminal`) running
+                           echo computed $((6*7*1000+1)) (or a Python
+                           print for `execute_code`);
                            once the tool result comes back, a reply that
                            carries the tool's output verbatim
-  "read page <url>"     -> browser tool calls (OpenClaw `browser`: open the
-                           URL, then snapshot); then a reply carrying the
-                           page title found in the tool result
-  "loop[a,b,...]"       -> a reply that mentions the next name of the list
-                           and carries the rotated list on, so two agents
+  "read page <url>"     -> browser tool calls (OpenClaw `browser`, directly
+                           or through `tool_call`: action open with
+                           targetUrl, then snapshot; Hermes
+                           `browser_navigate` then `browser_snapshot`);
+                           then a reply carrying the page title found in
+                           the tool results
+  "loop_a_b..."         -> a reply that names the next agent of the ring
+                           (b) and carries the rotated ring on, so two agents
                            that answer each other would ping-pong for ever:
                            what the appliance's loop guard must stop
 
@@ -47,17 +51,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "[stand-in]"
 VERSION = "0.0.0-standin"
-CODE_PROGRAM = "print('computed', 6*7*1000+1)"
-CODE_COMMAND = 'python3 -c "%s"' % CODE_PROGRAM
-# What CODE_PROGRAM prints; the command text itself does not contain it.
+# The program the code tool runs: the shell computes the number, so the
+# output is not in the command text. Not `python3 -c`: Hermes flags
+# "script execution via -c" as dangerous and waits for an approval that no
+# one gives (on its local backend, and on docker with host mounts).
+CODE_COMMAND = "echo computed $((6*7*1000+1))"
+CODE_PROGRAM = "print('computed', 6*7*1000+1)"  # for a Python-only code tool
 CODE_OUTPUT = "computed 42001"
+# The Matrix server name for full user IDs in loop replies (--server-name);
+# without it, the first one seen in the conversation. Hermes strips its own
+# ID from what it forwards, and OpenClaw takes no bare name as a mention.
+SERVER_NAME = None
 
+MXID_RE = re.compile(r"@[a-z0-9._=/-]+:([A-Za-z0-9.-]+(?::[0-9]+)?)")
 TAG_RE = re.compile(r"\btag-[A-Za-z0-9]+\b")
 READ_RE = re.compile(r"read page (\S+)", re.IGNORECASE)
-LOOP_RE = re.compile(r"loop\[([A-Za-z0-9_,-]+)\]")
+# Names joined by "_" (a word character), so the trigger itself does not
+# name the other agents as words (Hermes takes a bare `\bcasper\b` as a
+# mention); only the replies do.
+LOOP_RE = re.compile(r"\bloop_([A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)+)")
 TITLE_RES = [
     re.compile(r"<title>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL),
     re.compile(r'"title"\s*:\s*"((?:[^"\\]|\\.)*)"'),
+    re.compile(r'\\"title\\"\s*:\s*\\"(.*?)\\"'),  # JSON inside a JSON string
     re.compile(r"^\s*(?:Page )?[Tt]itle:\s*(.+)$", re.MULTILINE),
     re.compile(r"\bdocument\s+\"([^\"]+)\""),
 ]
@@ -83,11 +99,44 @@ def text_of(content):
     return str(content)
 
 
+CONTEXT_BLOCK = re.compile(r"<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>.*?<<<END_OPENCLAW_INTERNAL_CONTEXT>>>", re.DOTALL)
+
+
+def context_only(message):
+    """OpenClaw repeats a user message holding only its internal context
+    block after each tool result; that is not the human's turn."""
+    return not CONTEXT_BLOCK.sub("", text_of(message.get("content"))).strip()
+
+
 def last_user_index(messages):
+    """The last user message the human wrote (a context-only one counts
+    only when there is nothing else)."""
+    fallback = -1
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user":
-            return i
-    return -1
+            if not context_only(messages[i]):
+                return i
+            if fallback < 0:
+                fallback = i
+    return fallback
+
+
+def user_turn(messages, last):
+    """The text of the user's turn ending at `last`: OpenClaw sends the
+    human's message and then its own context block as two user messages."""
+    if last < 0:
+        return ""
+    while last + 1 < len(messages) and messages[last + 1].get("role") == "user":
+        last += 1
+    first = last
+    while first > 0 and messages[first - 1].get("role") == "user":
+        first -= 1
+    return "\n".join(text_of(m.get("content")) for m in messages[first : last + 1])
+
+
+def all_text(messages):
+    """Every message's text, newest first."""
+    return [text_of(m.get("content")) for m in reversed(messages)]
 
 
 def tool_names(tools):
@@ -138,9 +187,9 @@ def tool_output(result):
 
 def find_title(text):
     for pattern in TITLE_RES:
-        match = pattern.search(text)
-        if match and match.group(1).strip():
-            return match.group(1).strip()
+        for match in pattern.finditer(text):
+            if match.group(1).strip():
+                return match.group(1).strip()
     return None
 
 
@@ -165,11 +214,15 @@ def pick_code_tool(names):
 
 def browser_steps(names, url):
     """The browser tool calls for `url`, in order, for the tools offered."""
-    if "browser" in names:  # OpenClaw: one tool, an `action` argument
-        return [
-            ("browser", {"action": "open", "url": url}),
-            ("browser", {"action": "snapshot"}),
-        ]
+    # OpenClaw: one `browser` tool with an `action`; 2026.9.6 offers it
+    # behind its tool search, called through `tool_call`.
+    # `open` reports the tab before the page loaded (empty title); the
+    # snapshot has the content but no title; `tabs` lists the loaded title.
+    openclaw = [{"action": "open", "targetUrl": url}, {"action": "snapshot"}, {"action": "tabs"}]
+    if "browser" in names:
+        return [("browser", args) for args in openclaw]
+    if "tool_call" in names:
+        return [("tool_call", {"id": "browser", "args": args}) for args in openclaw]
     if "browser_navigate" in names:  # Hermes
         steps = [("browser_navigate", {"url": url})]
         if "browser_snapshot" in names:
@@ -182,7 +235,7 @@ def script(model, messages, tools):
     """The stand-in's whole behaviour: deterministic in its inputs."""
     names = tool_names(tools)
     start = last_user_index(messages)
-    user = text_of(messages[start].get("content")) if start >= 0 else ""
+    user = user_turn(messages, start)
     calls, results = tool_calls_since(messages, start)
 
     if re.search(r"\brun code\b", user, re.IGNORECASE):
@@ -217,11 +270,13 @@ def script(model, messages, tools):
 
     loop = LOOP_RE.search(user)
     if loop:
-        ring = [n for n in loop.group(1).split(",") if n]
-        if len(ring) >= 2:
-            nxt = ring[1:] + ring[:1]
-            return Reply("%s model %s: %s, your turn: loop[%s]" % (PREFIX, model, ring[1], ",".join(nxt)),
-                         rule="loop")
+        ring = loop.group(1).split("_")
+        nxt = ring[1:] + ring[:1]
+        # A full user ID when the trigger shows the server name, so both
+        # agents' Matrix adapters see a real mention.
+        server = SERVER_NAME or next((m.group(1) for m in map(MXID_RE.search, all_text(messages)) if m), None)
+        target = "@%s:%s" % (ring[1], server) if server else ring[1]
+        return Reply("%s model %s: %s, your turn: loop_%s" % (PREFIX, model, target, "_".join(nxt)), rule="loop")
 
     tag = TAG_RE.search(user)
     return Reply("%s model %s answers %s" % (PREFIX, model, tag.group(0) if tag else "(no tag)"),
@@ -525,15 +580,16 @@ class Handler(BaseHTTPRequestHandler):
             "model": model,
             "stream": bool(stream),
             "messages": len(messages),
-            "user_message": text_of(messages[start].get("content"))[-2000:] if start >= 0 else None,
+            "user_message": user_turn(messages, start)[-4000:] if start >= 0 else None,
             "tools": tool_names(tools),
             "rule": reply.rule,
             "reply": reply.text,
             "tool_calls": [{"name": n, "arguments": a} for n, a in reply.tool_calls],
             "user_agent": self.headers.get("User-Agent", ""),
         }
-        if messages and messages[-1].get("role") == "tool":
-            entry["tool_result"] = text_of(messages[-1].get("content"))[:4000]
+        _, results = tool_calls_since(messages, start)
+        if results:
+            entry["tool_result"] = results[-1][:4000]
         if tools and self.state.first_tools(model, tools):
             entry["tools_full"] = tools
         self.state.log(entry)
@@ -572,7 +628,10 @@ def main(argv=None):
                              "Without any, every name is accepted")
     parser.add_argument("--context", type=int, default=262144, help="context length /api/show reports")
     parser.add_argument("--log", help="JSON-lines request log (default: stdout)")
+    parser.add_argument("--server-name", help="Matrix server name for the user IDs loop replies mention")
     args = parser.parse_args(argv)
+    global SERVER_NAME
+    SERVER_NAME = args.server_name
     Handler.state = State(args.models, args.context, args.log)
     server = ThreadingHTTPServer((args.listen, args.port), Handler)
     server.daemon_threads = True

@@ -230,7 +230,7 @@ in
           HERMES_GATEWAY_LOCK_DIR = "/tmp/hermes-gateway-locks";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
-          MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
+          MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";

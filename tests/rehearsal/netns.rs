@@ -30,6 +30,7 @@ impl Netns {
     /// hosts. Each is one end of a veth pair whose peer stays in the same
     /// namespace (this kernel has no `dummy` module).
     pub fn create(name: &str, links: &[(&str, String)]) -> Netns {
+        remove_stale(name);
         let _ = Command::new("ip").args(["netns", "delete", name]).output();
         ip(&["netns", "add", name]);
         let netns = Netns { name: name.to_string() };
@@ -74,6 +75,26 @@ impl Netns {
         })
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+/// Namespaces `<prefix>-<pid>` that an earlier run left when it was killed
+/// (its Drop never ran): their process is gone.
+fn remove_stale(name: &str) {
+    let Some((prefix, _)) = name.rsplit_once('-') else {
+        return;
+    };
+    for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&format!("{prefix}-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "delete", &file]).output();
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! All problems are collected, so one run reports every error in a spec.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 
 use toml::Spanned;
@@ -534,6 +534,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         let user_id = format!("@{}:{server_name}", name.get_ref());
         let homeserver_address = address_from(&host_name, &matrix_host);
         let inference_url = inference_address.map(|address| format!("http://{address}:{inference_port}"));
+        let egress = super::egress::resolve(&mut b, agent);
         let mut agent_rooms = Vec::new();
         let mut allowed: BTreeSet<String> = admins.iter().cloned().collect();
         for room in rooms_of.get(user_id.as_str()).into_iter().flatten() {
@@ -551,6 +552,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             remote_exec: agent.remote_exec(),
             code_network: agent.code_network(),
             publish: &publish,
+            egress_proxy: egress.uses_proxy(),
         });
         agents.insert(
             name.get_ref().clone(),
@@ -572,6 +574,10 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                     homeserver_address.unwrap_or(network.gateway())
                 ),
                 inference_url,
+                matrix_address: SocketAddrV4::new(homeserver_address.unwrap_or(network.gateway()), matrix_port),
+                inference_address: inference_address.map(|a| SocketAddrV4::new(a, inference_port)),
+                egress_proxy: egress.uses_proxy().then(|| super::egress::proxy_url(network.gateway())),
+                egress,
                 allowed_users: allowed.into_iter().collect(),
                 rooms: agent_rooms,
                 secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),
@@ -617,6 +623,16 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
                 "udp",
                 WIREGUARD_PORT,
                 "WireGuard".into(),
+                appliance_span.clone(),
+            );
+        }
+        if agents.values().any(|a| a.host == host.name && a.egress.uses_proxy()) {
+            claim(
+                &mut b,
+                &host.name,
+                "tcp",
+                super::egress::PROXY_PORT,
+                "the sandboxes' egress proxy".into(),
                 appliance_span.clone(),
             );
         }

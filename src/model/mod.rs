@@ -3,6 +3,7 @@
 
 mod agent_checks;
 mod build;
+mod egress;
 mod firewall;
 mod names;
 mod network;
@@ -10,12 +11,13 @@ mod policy;
 mod sandbox;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
 pub use agent_checks::is_size;
 pub use build::{WIREGUARD_PORT, build};
+pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use policy::{operator_env, room_ids_env, token_env};
@@ -123,6 +125,14 @@ pub struct Agent {
     /// URLs as seen from inside the agent's sandbox.
     pub homeserver_url: String,
     pub inference_url: Option<String>,
+    /// The same two services as addresses, for the firewall and the proxy's
+    /// exceptions.
+    pub matrix_address: SocketAddrV4,
+    pub inference_address: Option<SocketAddrV4>,
+    /// What the agent may reach beyond them (`egress` in the spec).
+    pub egress: Egress,
+    /// The egress proxy's URL, when `egress` is not `none`.
+    pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.
     pub allowed_users: Vec<String>,
     /// Room aliases the agent joins.
@@ -217,6 +227,11 @@ pub struct Sandbox {
     pub env_files: Vec<String>,
     /// `None` for no network at all.
     pub network: Option<SandboxNetwork>,
+    /// The egress policy the proxy applies to this sandbox's address.
+    pub egress: Egress,
+    /// Everything this sandbox may connect to; the firewall allows exactly
+    /// this from its address. Empty without a network.
+    pub reach: Vec<Reach>,
     /// Host ports published to the sandbox's gateway port.
     pub publish: Vec<u16>,
     /// The port the agent's gateway listens on inside the sandbox.

@@ -86,10 +86,17 @@ struct HostContext {
     synapse: bool,
     /// The bridge address a DNS forwarder listens on, when sandboxes need it.
     dns: Option<String>,
+    /// The egress firewall tables and, when a sandbox has egress, the proxy.
+    egress: Option<EgressFiles>,
     bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct EgressFiles {
+    proxy: bool,
 }
 
 #[derive(Serialize)]
@@ -313,6 +320,9 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
             .iter()
             .any(|s| s.network.is_some())
             .then(|| host.network_address.to_string()),
+        egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
+            proxy: super::egress::proxy_config(host).is_some(),
+        }),
         bootstrap,
         ollama,
         containers,

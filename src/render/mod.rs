@@ -2,6 +2,7 @@
 //! pure functions of the model, so the same spec always gives the same bytes.
 
 mod agents;
+pub mod egress;
 mod host;
 mod images;
 mod index;
@@ -36,6 +37,7 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
         host::render(appliance, host, &engine, &mut tree)
             .with_context(|| format!("failed to render host `{}`", host.name))?;
         runtimes::render(host, &mut tree)?;
+        egress::render(host, &appliance.network, &mut tree);
     }
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;

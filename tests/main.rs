@@ -9,6 +9,7 @@ mod agents;
 mod bootstrap;
 mod cli;
 mod doctor;
+mod egress;
 mod flake;
 mod nix;
 mod output;

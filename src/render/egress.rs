@@ -72,6 +72,8 @@ pub fn inet_table(host: &Host) -> String {
         out,
         "# Base chains accept by default: they only judge traffic from and to the\n\
          # bridge, and other tables (NixOS' firewall, Docker's) still apply.\n\
+         # Sandbox traffic is rejected, not dropped: a refused connection fails\n\
+         # at once instead of hanging the agent.\n\
          chain input {{\n    type filter hook input priority filter; policy accept;\n    \
          iifname \"{bridge}\" jump from_sandboxes\n}}\n\n\
          chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
@@ -98,12 +100,12 @@ pub fn inet_table(host: &Host) -> String {
         "# To this host: each sandbox's services on the bridge address; nothing\n\
          # else (no other port, no other address of this host, no IPv6).\n\
          chain from_sandboxes {{\n    ct state established,related accept\n{local}    \
-         counter drop comment \"anything else from a sandbox to this host\"\n}}\n\n\
+         counter reject with icmpx type admin-prohibited comment \"anything else from a sandbox to this host\"\n}}\n\n\
          # Through this host: only services of other appliance hosts; never the\n\
          # internet (that goes through the egress proxy), the metadata server or\n\
          # private networks.\n\
          chain from_sandboxes_routed {{\n    ct state established,related accept\n{routed}    \
-         counter drop comment \"sandbox traffic routed anywhere else\"\n}}\n\n\
+         counter reject with icmpx type admin-prohibited comment \"sandbox traffic routed anywhere else\"\n}}\n\n\
          # Into the bridge from elsewhere: replies, and declared published ports.\n\
          chain to_sandboxes {{\n    ct state established,related accept\n{published}    \
          counter drop comment \"new connections into the sandboxes\"\n}}\n"

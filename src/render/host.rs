@@ -268,16 +268,7 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
 
     let network = NetworkCommands {
         inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
-        create: vec![
-            "docker".into(),
-            "network".into(),
-            "create".into(),
-            "--driver=bridge".into(),
-            format!("--subnet={}", appliance.network),
-            format!("--gateway={}", host.network_address),
-            format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
-            NETWORK_NAME.into(),
-        ],
+        create: network_create(appliance, host),
     };
 
     let context = HostContext {
@@ -331,6 +322,21 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
     let text = engine.render("host.nix.j2", &context)?;
     tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
     Ok(())
+}
+
+/// `docker network create ...` for the sandboxes' bridge (tests/egress.rs
+/// runs the same command).
+pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
+    vec![
+        "docker".into(),
+        "network".into(),
+        "create".into(),
+        "--driver=bridge".into(),
+        format!("--subnet={}", appliance.network),
+        format!("--gateway={}", host.network_address),
+        format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
+        NETWORK_NAME.into(),
+    ]
 }
 
 /// The WireGuard interface of a host on the overlay: every other host is a

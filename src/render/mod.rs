@@ -12,7 +12,7 @@ pub mod synapse;
 mod templates;
 
 pub use agents::openclaw::GATEWAY_PORT as OPENCLAW_GATEWAY_PORT;
-pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
+pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
 
 use std::collections::BTreeMap;
 

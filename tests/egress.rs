@@ -788,6 +788,31 @@ fn sandboxes_reach_exactly_what_the_policy_allows() {
             ));
         }
     }
+    // Sandboxes without a network (the code sandbox without
+    // `code-network`) reach nothing at all.
+    for sandbox in hub.sandboxes.iter().filter(|s| s.network.is_none()) {
+        assert!(sandbox.reach.is_empty(), "{}: reach without a network", sandbox.name);
+        let cases = vec![
+            case("kernel is gVisor's", "uname -r", true, "4.4.0"),
+            direct("matrix", &gateway, &appliance.matrix.port.to_string(), "matrix", false),
+            direct("internet directly by address", INTERNET, "80", "internet", false),
+            proxied(
+                "egress proxy",
+                &format!("{gateway} {}", agent_appliance::model::PROXY_PORT),
+                "http://news.example.org/",
+                false,
+            ),
+        ];
+        for ((name, output), case) in run_cases(&daemon, &sandbox_args(sandbox, scratch), &cases)
+            .iter()
+            .zip(&cases)
+        {
+            if output.contains(&case.success) != case.allowed {
+                failures.push(format!("{}: {name}: unexpected: {output}", sandbox.name));
+            }
+            observed.push(format!("{} | {name} | {}", sandbox.name, output.replace('\n', " / ")));
+        }
+    }
     // DNS tunnelling: the outside server never saw the query.
     let dns_log = fs::read_to_string(scratch.join("outside-dns.log")).unwrap_or_default();
     if dns_log.contains("secret-token") {

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A bad spec: every problem, located, and exit code 2.
-        Err(error) if error.is::<SpecErrors>() => {
+        Err(error) if error.is::<SpecErrors>() || error.is::<agent_appliance::lint::LintsDenied>() => {
             eprintln!("{error}");
             ExitCode::from(2)
         }

@@ -11,6 +11,7 @@ mod cli;
 mod doctor;
 mod egress;
 mod flake;
+mod lints;
 mod nix;
 mod output;
 mod sandbox;

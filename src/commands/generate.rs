@@ -27,7 +27,8 @@ pub fn output_dir(spec: &Path, out: Option<&Path>) -> PathBuf {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let appliance = super::load(&args.spec.spec)?;
+    let (appliance, findings) = super::load_linted(&args.spec.spec)?;
+    super::report_lints(&args.spec.spec, &findings)?;
     let tree = render::render(&appliance)?;
     let out = output_dir(&args.spec.spec, args.out.as_deref());
     if args.check {

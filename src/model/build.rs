@@ -103,6 +103,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     };
 
     b.check_name("appliance", &spec.appliance.name);
+    let lint_allow = super::allow::resolve(&mut b);
     let network = subnet(&mut b, spec.appliance.network.as_ref(), DEFAULT_NETWORK);
     let multi_host = {
         let mut used: BTreeSet<&str> = spec.agents.values().map(|a| a.host.get_ref().as_str()).collect();
@@ -794,6 +795,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         inference,
         agents,
         rooms,
+        lint_allow,
     })
 }
 

@@ -2,6 +2,7 @@
 //! checked. Renderers read only this, never the TOML.
 
 mod agent_checks;
+mod allow;
 mod build;
 mod egress;
 mod firewall;
@@ -52,6 +53,8 @@ pub struct Appliance {
     pub inference: Option<Inference>,
     pub agents: BTreeMap<String, Agent>,
     pub rooms: BTreeMap<String, Room>,
+    /// Lint code -> the spec's reason for accepting it.
+    pub lint_allow: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Explain(args) => commands::explain::run(args),
         Command::Bootstrap(args) => commands::bootstrap::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Completions(args) => commands::completions::run(args),

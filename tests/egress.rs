@@ -29,7 +29,9 @@
 //!    (`dns_nameservers`); everything else is the generated file;
 //! 3. image, command and host paths as in tests/sandbox.rs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::net::SocketAddrV4;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -319,7 +321,7 @@ fn tunnel(name: &str, proxy: &str, target: &str, allowed: bool) -> Case {
 }
 
 /// Every path tried from `sandbox`; `allowed` follows its reach alone.
-fn cases(sandbox: &Sandbox, gateway: &str, others: &[String]) -> Vec<Case> {
+fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
     let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
     let mut cases = Vec::new();
     // The sandbox really is gVisor, on its generated address.
@@ -332,11 +334,11 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String]) -> Vec<Case> {
             format!("inet {}/", network.address),
         ));
     }
-    for reach in &sandbox.reach {
-        if reach.service == "matrix" || reach.service == "inference" {
-            let (address, port) = (reach.address.to_string(), reach.port.to_string());
-            cases.push(direct(reach.service, &address, &port, reach.service, true));
-        }
+    // Matrix and inference where the appliance serves them, tried by every
+    // sandbox: only those whose reach lists them may get through.
+    for (service, address) in services {
+        let (ip, port) = (address.ip().to_string(), address.port().to_string());
+        cases.push(direct(service, &ip, &port, service, reaches(service)));
     }
     // The resolver answers (REFUSED), but no outside name and nothing that
     // would carry data out.
@@ -476,6 +478,63 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String]) -> Vec<Case> {
         false,
     ));
     cases
+}
+
+/// Where the appliance serves Matrix and the model (the hub's agents' view).
+fn services_of(appliance: &Appliance) -> Vec<(&'static str, SocketAddrV4)> {
+    let agent = appliance.agents.values().find(|a| a.host == "hub").unwrap();
+    let mut services = vec![("matrix", agent.matrix_address)];
+    services.extend(agent.inference_address.map(|a| ("inference", a)));
+    services
+}
+
+/// The services (`reach[].service`) `appliance explain --format json` shows
+/// for each sandbox.
+fn explained_reach() -> BTreeMap<String, BTreeSet<String>> {
+    let output = crate::common::appliance()
+        .args(["explain", "--format", "json", "--spec"])
+        .arg(root().join("appliance.toml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    json["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let services = s["reach"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["service"].as_str().unwrap().to_string())
+                .collect();
+            (s["name"].as_str().unwrap().to_string(), services)
+        })
+        .collect()
+}
+
+/// Which services a sandbox was seen to reach.
+fn observed_services(results: &[(String, String)], cases: &[Case]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for ((name, output), case) in results.iter().zip(cases) {
+        if !output.contains(&case.success) {
+            continue;
+        }
+        match name.as_str() {
+            "matrix" | "inference" => {
+                seen.insert(name.clone());
+            }
+            "bridge resolver is reachable" => {
+                seen.insert("dns".to_string());
+            }
+            n if n.starts_with("proxy:") => {
+                seen.insert("egress-proxy".to_string());
+            }
+            _ => {}
+        }
+    }
+    seen
 }
 
 /// Runs every case in one container of `sandbox`; returns (case, output).
@@ -759,6 +818,7 @@ fn sandboxes_reach_exactly_what_the_policy_allows() {
     wait_for_http(&world.appliance, &probe, &listener_address, LISTENER_PORT);
 
     let mut observed = Vec::new();
+    let mut seen = BTreeMap::new();
     for sandbox in &networked {
         let others: Vec<String> = if sandbox.name == listener.name {
             Vec::new()
@@ -768,8 +828,9 @@ fn sandboxes_reach_exactly_what_the_policy_allows() {
         if sandbox.name == listener.name {
             let _ = daemon.docker(&["rm", "-f", "egress-listener"]);
         }
-        let cases = cases(sandbox, &gateway, &others);
+        let cases = cases(sandbox, &gateway, &others, &services_of(&appliance));
         let results = run_cases(&daemon, &sandbox_args(sandbox, scratch), &cases);
+        seen.insert(sandbox.name.clone(), observed_services(&results, &cases));
         for ((name, output), case) in results.iter().zip(&cases) {
             let worked = output.contains(&case.success);
             if worked != case.allowed {
@@ -797,7 +858,7 @@ fn sandboxes_reach_exactly_what_the_policy_allows() {
             direct("matrix", &gateway, &appliance.matrix.port.to_string(), "matrix", false),
             direct("internet directly by address", INTERNET, "80", "internet", false),
             proxied(
-                "egress proxy",
+                "proxy: public name",
                 &format!("{gateway} {}", agent_appliance::model::PROXY_PORT),
                 "http://news.example.org/",
                 false,
@@ -811,6 +872,17 @@ fn sandboxes_reach_exactly_what_the_policy_allows() {
                 failures.push(format!("{}: {name}: unexpected: {output}", sandbox.name));
             }
             observed.push(format!("{} | {name} | {}", sandbox.name, output.replace('\n', " / ")));
+        }
+    }
+    // What `appliance explain` shows is what the sandboxes reached.
+    let explained = explained_reach();
+    for (sandbox, services) in &seen {
+        let shown = explained.get(sandbox).cloned().unwrap_or_default();
+        // The resolver is listed twice (udp, tcp); the set has it once.
+        if &shown != services {
+            failures.push(format!(
+                "{sandbox}: explain shows reach {shown:?}, the sandbox reached {services:?}"
+            ));
         }
     }
     // DNS tunnelling: the outside server never saw the query.

@@ -4,6 +4,7 @@ pub mod bootstrap;
 pub mod check;
 pub mod completions;
 pub mod doctor;
+pub mod explain;
 pub mod generate;
 pub mod init;
 pub mod inspect;

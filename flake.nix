@@ -22,8 +22,8 @@
       generated = import ./generated;
 
       # Instantiate nixpkgs only once for each system (packages, checks,
-      # shells). NixOS configurations instantiate their own, because their
-      # modules set `nixpkgs.config` (unfree NVIDIA drivers on GPU hosts).
+      # shells). NixOS configurations instantiate their own (nix/hosts.nix
+      # adds the overlay and, for GPU hosts, the unfree NVIDIA packages).
       pkgsFor = forAllSystems (
         system:
         import nixpkgs {
@@ -36,15 +36,13 @@
         inherit lib generated;
         nixosSystem = lib.nixosSystem;
         appliance = self.nixosModules.default;
+        overlay = self.overlays.default;
       };
     in
     {
       overlays.default = import ./nix/overlay.nix;
 
-      nixosModules.default = import ./modules/appliance.nix {
-        inherit generated;
-        overlay = self.overlays.default;
-      };
+      nixosModules.default = import ./modules/appliance.nix { inherit generated; };
 
       nixosConfigurations = hosts.configurations;
 
@@ -60,6 +58,25 @@
           default = pkgs.agent-appliance;
         }
         // hosts.images.${system} or { }
+      );
+
+      # The agent images as the spec builds them, for the systems its hosts
+      # run them on: `nix build .#images.<name>` (images/).
+      legacyPackages = forAllSystems (
+        system:
+        {
+          images = hosts.imagesFor system pkgsFor.${system};
+        }
+        # `nix build .#rpi4` on x86_64 finds this after packages: the SD
+        # image is an aarch64 derivation, so say where it is.
+        // lib.optionalAttrs (system == "x86_64-linux" && hosts.images.aarch64-linux ? rpi4) {
+          rpi4 = throw ''
+            The Raspberry Pi image is an aarch64-linux derivation. On this x86_64 machine build
+              nix build .#packages.aarch64-linux.rpi4   (with binfmt emulation or an aarch64 builder), or
+              nix build .#rpi4-cross                     (cross-compiled; nothing from the binary cache).
+            See README, "Building machines with Nix".
+          '';
+        }
       );
 
       checks = forAllSystems (

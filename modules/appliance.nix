@@ -3,8 +3,14 @@
 # `appliance.host` picks which one this machine is. Everything the host
 # runs (Docker with the gVisor runtimes, the sandboxes, Synapse, Ollama,
 # NVIDIA, WireGuard) is in generated/hosts/<host>/default.nix; this file
-# only declares the options and checks they fit the machine.
-{ generated, overlay }:
+# only declares the options, passes the image builders (images/) to the
+# generated modules and checks they fit the machine.
+#
+# It sets neither `nixpkgs.overlays` nor `nixpkgs.config`, so it works with
+# a `pkgs` the consumer passes (`nixpkgs.pkgs`): the flake's own
+# configurations add `overlays.default` and, on GPU hosts, allow the unfree
+# NVIDIA/CUDA packages (nix/hosts.nix); other consumers do the same (README).
+{ generated }:
 {
   config,
   lib,
@@ -38,21 +44,30 @@ in
     };
   };
 
-  config = lib.mkIf cfg.enable {
-    # The generated hosts call `pkgs.agent-appliance` at boot and build
-    # the agent images from the packages this overlay adds.
-    nixpkgs.overlays = [ overlay ];
+  # What generated/images/<name>.nix calls to build each sandbox's image;
+  # unconditional, as module arguments must be (it is lazy: nothing is built
+  # or evaluated unless a generated host uses it).
+  config._module.args.applianceImages = import ../images { inherit pkgs lib; };
 
-    assertions = [
-      {
-        assertion = pkgs.stdenv.hostPlatform.system == host.system;
-        message = ''
-          appliance host `${cfg.host}` is generated for ${host.system}, but this machine
-          is ${pkgs.stdenv.hostPlatform.system}. Either:
-            1. set `appliance.host` to the host of appliance.toml that this machine is, or
-            2. fix `system` of [hosts.${cfg.host}] in appliance.toml and run `appliance generate`.
-        '';
-      }
-    ];
-  };
+  config.assertions = lib.mkIf cfg.enable [
+    {
+      # The generated hosts run `pkgs.agent-appliance` at boot and build
+      # the agent images from the packages the overlay adds.
+      assertion = pkgs ? agent-appliance && pkgs ? appliance-openclaw;
+      message = ''
+        appliance: this configuration's nixpkgs lacks the appliance's packages. Add the
+        flake's overlay: `nixpkgs.overlays = [ agent-appliance.overlays.default ];` (or pass
+        it to the `pkgs` you build with `import nixpkgs { overlays = [ ... ]; }`).
+      '';
+    }
+    {
+      assertion = pkgs.stdenv.hostPlatform.system == host.system;
+      message = ''
+        appliance host `${cfg.host}` is generated for ${host.system}, but this machine
+        is ${pkgs.stdenv.hostPlatform.system}. Either:
+          1. set `appliance.host` to the host of appliance.toml that this machine is, or
+          2. fix `system` of [hosts.${cfg.host}] in appliance.toml and run `appliance generate`.
+      '';
+    }
+  ];
 }

@@ -1,11 +1,14 @@
 # The hosts of generated/default.nix as NixOS configurations, and the
 # images built from them. Which host is which kind of machine is decided
-# by the spec (`target`); this file only maps targets to nixpkgs' profiles.
+# by the spec (`target`); this file only maps targets to profiles and
+# gives the flake's own configurations what nixosModules.default leaves to
+# its consumer: the overlay and the unfree NVIDIA/CUDA packages.
 {
   lib,
   generated,
   nixosSystem,
   appliance,
+  overlay,
 }:
 let
   targets = {
@@ -19,21 +22,25 @@ let
   # host's /etc/nixos/hardware-configuration.nix.
   hardwareOf = name: ../hardware + "/${name}.nix";
 
-  configurations = lib.mapAttrs (
-    name: host:
+  configurationOf =
+    name: host: extraModules:
     nixosSystem {
       modules = [
         appliance
         targets.${host.target}
         {
           nixpkgs.hostPlatform = host.system;
+          nixpkgs.overlays = [ overlay ];
+          nixpkgs.config.allowUnfreePredicate = import ./unfree.nix lib;
           appliance.enable = true;
           appliance.host = name;
         }
       ]
-      ++ lib.optional (host.target == "nixos" && builtins.pathExists (hardwareOf name)) (hardwareOf name);
-    }
-  ) generated.hosts;
+      ++ lib.optional (host.target == "nixos" && builtins.pathExists (hardwareOf name)) (hardwareOf name)
+      ++ extraModules;
+    };
+
+  configurations = lib.mapAttrs (name: host: configurationOf name host [ ]) generated.hosts;
 
   hostsOf = target: lib.attrNames (lib.filterAttrs (_: host: host.target == target) generated.hosts);
 
@@ -44,21 +51,41 @@ let
     let
       names = hostsOf target;
     in
-    lib.listToAttrs (map (name: lib.nameValuePair "${output}-${name}" (build configurations.${name})) names)
-    // lib.optionalAttrs (lib.length names == 1) { ${output} = build configurations.${lib.head names}; };
+    lib.listToAttrs (map (name: lib.nameValuePair "${output}-${name}" (build name)) names)
+    // lib.optionalAttrs (lib.length names == 1) { ${output} = build (lib.head names); };
 
-  gceImages = imagesOf "gce" "gce-image" (c: c.config.system.build.googleComputeImage);
-  # The SD image is an aarch64-linux derivation. It is also exported for
-  # x86_64-linux so `nix build .#rpi4` works there: the builder then needs
-  # `boot.binfmt.emulatedSystems = [ "aarch64-linux" ]` (or a remote
-  # aarch64 builder); see README.
-  rpi4Images = imagesOf "rpi4" "rpi4" (c: c.config.system.build.sdImage);
+  gceImages = imagesOf "gce" "gce-image" (name: configurations.${name}.config.system.build.googleComputeImage);
+  # The SD image is an aarch64-linux derivation, built natively (or on an
+  # x86_64 machine with `boot.binfmt.emulatedSystems = [ "aarch64-linux" ]`:
+  # `nix build .#packages.aarch64-linux.rpi4`).
+  rpi4Images = imagesOf "rpi4" "rpi4" (name: configurations.${name}.config.system.build.sdImage);
+  # The same system cross-compiled on x86_64: a different derivation (not in
+  # nixpkgs' binary cache, everything is built), hence its own name.
+  rpi4CrossImages = imagesOf "rpi4" "rpi4-cross" (
+    name:
+    (configurationOf name generated.hosts.${name} [ { nixpkgs.buildPlatform = "x86_64-linux"; } ])
+    .config.system.build.sdImage
+  );
+
+  # Every image the spec's hosts run, for the systems they run on, as
+  # `legacyPackages.<system>.images.<name>` (`nix build .#images.<name>`).
+  imagesFor =
+    system: pkgs:
+    let
+      applianceImages = import ../images {
+        inherit pkgs;
+        inherit (pkgs) lib;
+      };
+    in
+    lib.mapAttrs (_name: image: import image.file { inherit pkgs; images = applianceImages; }) (
+      lib.filterAttrs (_name: image: lib.elem system image.systems) generated.images
+    );
 in
 {
-  inherit configurations;
+  inherit configurations imagesFor;
 
   images = {
-    x86_64-linux = gceImages // rpi4Images;
+    x86_64-linux = gceImages // rpi4CrossImages;
     aarch64-linux = rpi4Images;
   };
 

@@ -1,28 +1,25 @@
 # The appliance's packages on top of nixpkgs: the `appliance` CLI (the
 # generated hosts call `pkgs.agent-appliance`), the agents packaged from
 # their pinned upstream releases, and a gVisor new enough for the Pi.
-# Every upstream artifact is pinned in nix/sources.json.
+# Every upstream artifact nixpkgs does not pin itself is pinned by hash in
+# nix/sources.json or the lock files beside it.
 final: prev:
 let
   sources = final.lib.importJSON ./sources.json;
-  pin = import ./pin.nix;
 in
 {
   agent-appliance = final.callPackage ./packages/appliance.nix { };
 
   gvisor = final.callPackage ./packages/gvisor.nix {
-    inherit pin;
     gvisor = prev.gvisor;
     source = sources.gvisor;
   };
 
   appliance-openclaw = final.callPackage ./packages/openclaw.nix {
-    inherit pin;
     source = sources.openclaw;
   };
 
   appliance-picoclaw = final.callPackage ./packages/picoclaw.nix {
-    inherit pin;
     source = sources.picoclaw;
   };
 
@@ -31,7 +28,6 @@ in
   appliance-dind-start = final.callPackage ./packages/dind-start.nix { };
 
   appliance-hermes = final.callPackage ./packages/hermes.nix {
-    inherit pin;
     source = sources.hermes-agent;
     browserSource = sources.agent-browser;
   };

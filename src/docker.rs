@@ -57,8 +57,11 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
         flags.push(format!("--shm-size={size}"));
     }
     for tmpfs in &sandbox.tmpfs {
+        let owner = tmpfs
+            .owner
+            .map_or_else(String::new, |(uid, gid)| format!(",uid={uid},gid={gid}"));
         flags.push(format!(
-            "--tmpfs={}:rw,nosuid,nodev,size={},mode={}",
+            "--tmpfs={}:rw,nosuid,nodev,size={},mode={}{owner}",
             tmpfs.target, tmpfs.size, tmpfs.mode
         ));
     }

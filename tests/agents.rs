@@ -62,6 +62,14 @@ fn configs(kind: AgentKind) -> Vec<(String, Agent, Appliance, String)> {
     found
 }
 
+/// A rendered config as data: Hermes' is YAML, the others JSON.
+fn config_value(kind: AgentKind, text: &str) -> Value {
+    match kind {
+        AgentKind::Hermes => serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("bad YAML ({e}):\n{text}")),
+        AgentKind::Openclaw | AgentKind::Picoclaw => serde_json::from_str(text).unwrap(),
+    }
+}
+
 fn output_text(output: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -96,6 +104,8 @@ fn snapshots_of_the_default_spec() {
 fn no_config_holds_a_secret_or_a_wildcard() {
     for kind in [AgentKind::Openclaw, AgentKind::Picoclaw, AgentKind::Hermes] {
         for (label, agent, _, text) in configs(kind) {
+            // Values as JSON spells them (quoted strings), whatever the format.
+            let text = serde_json::to_string_pretty(&config_value(kind, &text)).unwrap();
             for bad in [
                 "\"*\"",
                 "password",
@@ -361,6 +371,11 @@ fn hermes_accepts_every_generated_config() {
             output_text(&output)
         );
         let report = stdout_json(&output);
+        assert!(
+            !text.lines().nth(1).unwrap_or("").starts_with('{'),
+            "{label}: config.yaml is JSON, not YAML:\n{text}"
+        );
+        assert_eq!(report["model"]["default"], json!(agent.model), "{label}: {report}");
         let base_url = format!("{}/v1", agent.inference_url.clone().unwrap());
         assert_eq!(report["runtime"]["provider"], json!("custom"), "{label}: {report}");
         assert_eq!(report["runtime"]["base_url"], json!(base_url), "{label}: {report}");
@@ -412,11 +427,44 @@ fn hermes_accepts_every_generated_config() {
 }
 
 #[test]
+fn hermes_reads_model_names_that_yaml_1_1_would_retype_as_strings() {
+    // Valid Ollama references that PyYAML (YAML 1.1, Hermes' loader) reads
+    // as a number, a bool and a date when they are not quoted.
+    let Some(python) = hermes_python() else { return };
+    let models = ["1:30", "on", "2001-12-14"];
+    let mut spec = String::from(
+        "[appliance]\nname = \"t\"\n[hosts.box]\ntarget = \"nixos\"\n\
+         [matrix]\nhost = \"box\"\nserver-name = \"t.internal\"\n",
+    );
+    spec.push_str(&format!("[inference]\nhost = \"box\"\nmodels = {models:?}\n"));
+    for (i, model) in models.iter().enumerate() {
+        spec.push_str(&format!(
+            "[agents.h{i}]\nkind = \"hermes\"\nhost = \"box\"\nmodel = \"{model}\"\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appliance.toml");
+    fs::write(&path, spec).unwrap();
+    let (appliance, tree) = load(&path);
+    for agent in appliance.agents.values() {
+        let text = String::from_utf8(tree[&format!("agents/{}/config.yaml", agent.name)].clone()).unwrap();
+        let output = validate_hermes(&python, &appliance, agent, &text);
+        assert!(output.status.success(), "{}: {}", agent.name, output_text(&output));
+        let report = stdout_json(&output);
+        assert_eq!(
+            report["model"]["default"],
+            json!(agent.model),
+            "{}:\n{text}",
+            agent.name
+        );
+    }
+}
+
+#[test]
 fn hermes_check_rejects_unknown_keys_and_bad_values() {
     let Some(python) = hermes_python() else { return };
     let (_, agent, appliance, text) = configs(AgentKind::Hermes).remove(0);
-    let yaml = text.lines().skip(1).collect::<Vec<_>>().join("\n");
-    let config: Value = serde_json::from_str(&yaml).unwrap();
+    let config = config_value(AgentKind::Hermes, &text);
     let mut cases = Vec::new();
     let mut typo = config.clone();
     typo["terminal"]["backnd"] = json!("local");

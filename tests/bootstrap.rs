@@ -275,10 +275,10 @@ fn refuses_an_https_homeserver() {
 #[test]
 fn secrets_only_creates_private_files_and_is_stable() {
     let world = World::new();
-    // An existing state dir (say `--state-dir /tmp`) keeps its mode; the
-    // directories bootstrap owns inside it are corrected.
+    // An existing state dir and the directories inside it get the modes
+    // docs/bootstrap.md gives, like every other wrong mode.
     fs::create_dir_all(world.state.join("secrets")).unwrap();
-    fs::set_permissions(&world.state, fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(&world.state, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(world.state.join("secrets"), fs::Permissions::from_mode(0o755)).unwrap();
     let first = world.bootstrap(&["--secrets-only"]);
     assert_ok(&first);
@@ -300,7 +300,7 @@ fn secrets_only_creates_private_files_and_is_stable() {
     );
     let mode = |p: &str| fs::metadata(world.state.join(p)).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode("secrets/_host"), 0o711);
-    assert_eq!(mode(""), 0o1777);
+    assert_eq!(mode(""), 0o711);
     if rustix::process::geteuid().is_root() {
         let meta = fs::metadata(synapse_dir.join(&plan.synapse.registration_shared_secret)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (plan.synapse.uid, plan.synapse.gid));

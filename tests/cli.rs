@@ -123,6 +123,52 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
 }
 
 #[test]
+fn inspect_text_uses_the_specs_spellings() {
+    let output = run_in(&crate::common::root(), &["inspect"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("\nhost hub: gce x86_64-linux, gVisor platform systrap\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nhost pi: rpi4 aarch64-linux, gVisor platform systrap\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nagent balthasar-pi (picoclaw) on host pi"), "{text}");
+    assert!(text.contains("\nagent casper (hermes) on host hub"), "{text}");
+    assert!(text.contains("\nagent melchior (openclaw) on host hub"), "{text}");
+    // Rust's names for the same values, which a user never writes.
+    for debug in [
+        "Gce",
+        "Rpi4",
+        "X86_64Linux",
+        "Aarch64Linux",
+        "Systrap",
+        "Openclaw",
+        "Picoclaw",
+        "(Hermes)",
+    ] {
+        assert!(!text.contains(debug), "`{debug}` in inspect output:\n{text}");
+    }
+}
+
+#[test]
+fn inspect_text_puts_every_warning_on_a_line_of_its_own() {
+    // edge-pi's scout has a warning (the github skill's token).
+    let spec = "examples/edge-pi/appliance.toml";
+    let output = run_in(&crate::common::root(), &["inspect", "--spec", spec]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.ends_with("state in /var/lib/appliance\n"), "{text:?}");
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning[")).collect();
+    assert!(!warnings.is_empty(), "{text}");
+    for line in warnings {
+        assert!(line.starts_with("  warning["), "glued warning: {line:?}");
+    }
+}
+
+#[test]
 fn completions_cover_the_subcommands() {
     let bash = run_in(&crate::common::root(), &["completions", "bash"]);
     assert!(bash.status.success(), "{}", stderr(&bash));
@@ -173,7 +219,10 @@ fn explain_names_an_agent_or_says_which_exist() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("sandbox balthasar on host hub"), "{text}");
-    assert!(text.contains("domains through the egress proxy: api.github.com"), "{text}");
+    assert!(
+        text.contains("domains through the egress proxy: api.github.com"),
+        "{text}"
+    );
     assert!(!text.contains("sandbox melchior"), "{text}");
     let output = run_in(&root, &["explain", "nobody"]);
     assert_eq!(output.status.code(), Some(1));

@@ -311,3 +311,22 @@ fn out_must_be_a_directory_not_a_file_or_symlink() {
     assert!(fs::symlink_metadata(dir.path().join("a-link")).unwrap().is_symlink());
     assert_eq!(fs::read_dir(dir.path().join("target-dir")).unwrap().count(), 0);
 }
+
+#[test]
+fn images_leave_the_browser_out_when_no_agent_running_them_has_it() {
+    // The existing-host example without OpenClaw's browser: its image loses
+    // Chromium, Hermes' (whose agent keeps the browser tool) does not.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fs::read_to_string(root().join("examples/existing-host/appliance.toml")).unwrap();
+    let without = spec.replace("browser = \"chromium\"\n", "");
+    assert_ne!(spec, without);
+    fs::write(dir.path().join("appliance.toml"), without).unwrap();
+    let output = generate(dir.path(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let images = dir.path().join("generated/images");
+    let openclaw = fs::read_to_string(images.join("openclaw.nix")).unwrap();
+    assert!(!openclaw.contains("pkgs.chromium"), "{openclaw}");
+    assert!(openclaw.contains("built without chromium"), "{openclaw}");
+    let hermes = fs::read_to_string(images.join("hermes.nix")).unwrap();
+    assert!(hermes.contains("pkgs.chromium"), "{hermes}");
+}

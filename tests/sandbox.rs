@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use agent_appliance::commands::load;
 use agent_appliance::docker::run_options;
+use agent_appliance::model::image::{self, ImageLayout};
 use agent_appliance::model::{Appliance, BindSource, Host, SECRETS_MOUNT, Sandbox};
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::{FlagListing, RunscVersion, probe_binary};
@@ -274,9 +275,15 @@ impl Lab {
     }
 }
 
+/// The image description (src/model/image.rs) a sandbox runs.
+fn layout_of(sandbox: &Sandbox) -> &'static ImageLayout {
+    image::by_reference(&sandbox.image).unwrap_or_else(|| panic!("{}: no image layout", sandbox.name))
+}
+
 /// Compiles tests/probes/probe.c and imports a busybox rootfs with it, plus
-/// each sandbox's state directories owned by its user, as the agent images
-/// have them (Docker copies that ownership into a new named volume).
+/// every image's accounts and writable directories with their owners and
+/// modes, as the Nix images have them (src/model/image.rs; Docker copies a
+/// directory's owner and mode into a new named volume).
 fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
     let probe = scratch.join("probe");
     let gcc = Command::new("gcc")
@@ -302,20 +309,42 @@ fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
             let _ = symlink("busybox", rootfs.join("bin").join(applet));
         }
     }
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    for sandbox in &host.sandboxes {
-        let (uid, gid) = uid_gid(sandbox);
-        for volume in &sandbox.volumes {
-            let dir = rootfs.join(volume.target.trim_start_matches('/'));
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut layouts: Vec<&ImageLayout> = host.sandboxes.iter().map(layout_of).collect();
+    layouts.sort_by_key(|l| l.name);
+    layouts.dedup_by_key(|l| l.name);
+    for layout in layouts {
+        let account = layout.account;
+        if account.uid != 0 {
+            passwd.push_str(&format!(
+                "{}:x:{}:{}::{}:/bin/sh\n",
+                account.name, account.uid, account.gid, account.home
+            ));
+        }
+        for writable in layout.writable {
+            let dir = rootfs.join(writable.path.trim_start_matches('/'));
             fs::create_dir_all(&dir).unwrap();
+            let (uid, gid) = writable.owner_ids(&account);
             chown(&dir, Some(uid), Some(gid)).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(writable.mode)).unwrap();
         }
     }
+    fs::write(rootfs.join("etc/passwd"), passwd).unwrap();
     daemon.import(&rootfs, IMAGE);
     probe
 }
 
-/// What a sandbox reports about itself.
+/// What a sandbox reports about itself, and whether its user can write
+/// every writable directory of its image (under the read-only root: the
+/// volumes and tmpfs mounts the run options give it).
+fn inspect_script(sandbox: &Sandbox) -> String {
+    let paths: Vec<&str> = layout_of(sandbox).writable.iter().map(|w| w.path).collect();
+    format!(
+        "for d in {}; do if touch \"$d/.probe-write\" 2>/dev/null; then echo \"writable$d=ok\"; else echo \"writable$d=FAIL\"; fi; done\n{INSPECT}",
+        paths.join(" ")
+    )
+}
+
 const INSPECT: &str = r#"
 echo "uname=$(uname -r)"
 echo "dmesg=$(dmesg 2>/dev/null | head -1)"
@@ -415,6 +444,12 @@ fn check_sandbox(sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
     failures.check(value("root") == "read-only", || {
         format!("{name}: root filesystem is {}", value("root"))
     });
+    for writable in layout_of(sandbox).writable {
+        let key = format!("writable{}", writable.path);
+        failures.check(value(&key) == "ok", || {
+            format!("{name}: {} is not writable by {uid}:{gid}", writable.path)
+        });
+    }
 
     // Only the declared mounts, with the declared modes.
     let mut expected_mounts: BTreeSet<String> = STANDARD_MOUNTS.iter().map(|m| m.to_string()).collect();
@@ -542,11 +577,12 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
         .expect("the inner dockerd sets its socket's group")
         .to_string();
     for sandbox in lab.hub().sandboxes.clone() {
-        let mut script = INSPECT.to_string();
+        let inspect = inspect_script(&sandbox);
+        let mut script = inspect.clone();
         let mut args = machine_args(&sandbox, &lab.paths, &[]);
         if sandbox.name == exec.name {
             script = format!(
-                "{{ {INSPECT} }} > /tmp/report; cat /tmp/report; echo ---end; probe uds-serve {exec_socket_mount}/docker.sock {socket_group}"
+                "{{ {inspect} }} > /tmp/report; cat /tmp/report; echo ---end; probe uds-serve {exec_socket_mount}/docker.sock {socket_group}"
             );
             args.insert(0, "--detach".into());
             args.insert(1, format!("--name={}", sandbox.name));

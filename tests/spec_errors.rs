@@ -147,6 +147,51 @@ fn syntax_errors_are_located() {
 }
 
 #[test]
+fn a_spec_that_is_not_utf8_is_a_located_spec_error() {
+    // Line 3; the column counts characters, so `ü` (2 bytes) counts once:
+    // `name = "tü` is 10 characters, the bad byte the 11th.
+    let mut spec = b"# a spec\n[appliance]\nname = \"t\xc3\xbc".to_vec();
+    spec.extend_from_slice(b"\xff\xfe\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("appliance.toml"), &spec).unwrap();
+    for command in ["check", "generate", "inspect"] {
+        let output = run_in(dir.path(), &[command]);
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        let err = stderr(&output);
+        assert!(
+            err.starts_with("error: appliance.toml:3:11: the spec is not valid UTF-8: byte 0xff"),
+            "{command}: {err}"
+        );
+        assert!(err.contains("\nhint: "), "{command}: {err}");
+        assert!(err.contains("UTF-8"), "{command}: {err}");
+        assert!(!err.contains("appliance init"), "{command}: {err}");
+        assert!(
+            err.ends_with("1 problem in spec; nothing was written\n"),
+            "{command}: {err}"
+        );
+    }
+    assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+}
+
+#[test]
+fn random_bytes_are_a_spec_error_at_the_first_bad_byte() {
+    // What `head -c 300 /dev/urandom > appliance.toml` gives, made
+    // deterministic: valid ASCII and a newline, then a lone continuation byte.
+    let mut spec = b"ab\ncd".to_vec();
+    spec.extend((0..300u32).map(|i| (0x80 + i % 0x40) as u8));
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("appliance.toml"), &spec).unwrap();
+    let output = run_in(dir.path(), &["generate"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("error: appliance.toml:2:3: the spec is not valid UTF-8: byte 0x80"),
+        "{err}"
+    );
+    assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+}
+
+#[test]
 fn missing_spec_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
     let output = run_in(dir.path(), &["check"]);
@@ -250,9 +295,7 @@ fn port_clashes_are_per_protocol() {
     let err = stderr(&output);
     assert!(!err.contains("51820"), "{err}");
     assert!(
-        err.contains(
-            "tcp port 53 on host `box` is used by both the sandboxes' DNS forwarder and the Matrix homeserver"
-        ),
+        err.contains("tcp port 53 on host `box` is used by both the sandboxes' DNS resolver and the Matrix homeserver"),
         "{err}"
     );
 }

@@ -36,11 +36,9 @@ in
 pkgs.testers.runNixOSTest {
   name = "appliance-${host}-boots";
   globalTimeout = 20 * 60;
-  # The appliance module adds its overlay and GPU hosts allow unfree
-  # drivers, so the node evaluates nixpkgs itself instead of sharing the
-  # test's read-only instance.
-  node.pkgsReadOnly = false;
-
+  # The node shares the test's nixpkgs (the flake's, with the overlay):
+  # nixosModules.default sets neither `nixpkgs.config` nor overlays, and
+  # the test needs no unfree package (no GPU).
   nodes.machine =
     { lib, pkgs, ... }:
     {

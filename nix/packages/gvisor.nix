@@ -1,19 +1,25 @@
 # gVisor's runsc and containerd shim. Raspberry Pi kernels use a 39-bit
 # address space, which runsc supports on arm64 only from release-20260316.0
-# (google/gvisor#12694). When the pinned nixpkgs ships an older gVisor, the
-# release pinned in nix/sources.json is built instead, with the same recipe.
+# (google/gvisor#12694). nixpkgs' own gvisor is used when it is at least
+# that; otherwise its recipe builds the release pinned in nix/sources.json.
 {
   lib,
   gvisor,
   buildGoModule,
   fetchFromGitHub,
-  pin,
   source,
 }:
 if lib.versionAtLeast gvisor.version source.minimum then
   gvisor
 else
   let
+    # release-20260406.0 as nixpkgs' recipe pinned it (source and module
+    # hashes). That recipe tidies go.mod inside the module derivation, because
+    # gVisor's published go.mod lists modules no built package imports and
+    # `go mod vendor` rejects it; the vendor hash covers the tidied go.mod
+    # and go.sum, carried in the vendor directory and restored before the
+    # build. The same steps are repeated here so the hash holds whatever
+    # the older recipe does.
     pinned = {
       inherit (source) version;
       # gVisor's synthetic `go` branch builds without Bazel; its commits
@@ -21,10 +27,24 @@ else
       src = fetchFromGitHub {
         owner = "google";
         repo = "gvisor";
-        rev = pin "gvisor" source "rev";
-        hash = pin "gvisor" source "hash";
+        inherit (source) rev hash;
       };
-      vendorHash = pin "gvisor" source "vendorHash";
+      inherit (source) vendorHash;
+      overrideModAttrs = old: {
+        # The restore step below is for the main build only.
+        preBuild = "";
+        postPatch = (old.postPatch or "") + ''
+          export GOCACHE=$TMPDIR/go-cache GOPATH=$TMPDIR/go
+          go mod tidy
+        '';
+        postBuild = (old.postBuild or "") + ''
+          cp go.mod go.sum vendor/
+        '';
+      };
+      preBuild = ''
+        chmod -R u+w vendor
+        cp vendor/go.mod vendor/go.sum .
+      '';
     };
   in
   gvisor.override {

@@ -13,7 +13,6 @@
   autoPatchelfHook,
   makeWrapper,
   zlib,
-  pin,
   source,
   browserSource,
 }:
@@ -25,7 +24,7 @@ let
     inherit (browserSource) version;
     src = fetchurl {
       url = "https://registry.npmjs.org/agent-browser/-/agent-browser-${browserSource.version}.tgz";
-      hash = pin "agent-browser" browserSource "hash";
+      inherit (browserSource) hash;
     };
     nativeBuildInputs = [ autoPatchelfHook ];
     buildInputs = [ stdenv.cc.cc.lib ];
@@ -50,31 +49,48 @@ let
       '';
   release = lib.findFirst (wheel: wheel.name == "hermes-agent") null lock.wheels;
   python = python313;
-  installer = python.withPackages (ps: [ ps.installer ]);
   sitePackages = "$out/${python.sitePackages}";
   wheels = map (wheel: fetchurl { inherit (wheel) url hash; }) lock.wheels;
+
+  # Checked when the package is built, not when it is referenced (a
+  # configuration that replaces the image must evaluate without them).
+  checked =
+    value:
+    lib.throwIfNot
+      (release != null && release.version == source.version && release.hash == source.hash)
+      ''
+        agent-appliance: nix/locks/hermes-${system}.json pins hermes-agent ${
+          if release == null then "(none)" else release.version
+        } (hash ${if release == null then "-" else release.hash}), but nix/sources.json asks for
+        ${source.version} (${source.hash}); run `scripts/lock-hermes.sh ${system}`.
+      ''
+      (
+        lib.throwIfNot (lib.versions.majorMinor python.version == lock.python) ''
+          agent-appliance: the Hermes wheels are locked for CPython ${lock.python}, but nixpkgs'
+          python313 is ${python.version}; re-run `scripts/lock-hermes.sh ${system}`.
+        '' value
+      );
 in
-assert lib.assertMsg (
-  release != null
-  && release.version == source.version
-  && release.hash == pin "hermes-agent" source "hash"
-) ''
-  agent-appliance: nix/locks/hermes-${system}.json pins hermes-agent ${
-    if release == null then "(none)" else release.version
-  } (hash ${if release == null then "-" else release.hash}), but nix/sources.json asks for
-  ${source.version} (${source.hash}); run `scripts/lock-hermes.sh ${system}`.
-'';
-assert lib.assertMsg (lib.versions.majorMinor python.version == lock.python) ''
-  agent-appliance: the Hermes wheels are locked for CPython ${lock.python}, but nixpkgs'
-  python313 is ${python.version}; re-run `scripts/lock-hermes.sh ${system}`.
-'';
 stdenv.mkDerivation {
   pname = "hermes-agent";
   inherit (source) version;
-  srcs = wheels;
-  dontUnpack = true;
+  srcs = checked wheels;
+
+  # nixpkgs' wheel installer (pypaInstallHook: `python -m installer` for each
+  # wheel in dist/). A fetched wheel's store name is `<hash>-<file>.whl`,
+  # and installer reads the package name from the file name, so each one is
+  # copied to dist/ under its own name first, as nixpkgs' wheel unpacking does.
+  unpackPhase = ''
+    runHook preUnpack
+    mkdir dist
+    for wheel in $srcs; do
+      cp "$wheel" "dist/$(stripHash "$wheel")"
+    done
+    runHook postUnpack
+  '';
 
   nativeBuildInputs = [
+    python.pkgs.pypaInstallHook
     autoPatchelfHook
     makeWrapper
   ];
@@ -83,11 +99,7 @@ stdenv.mkDerivation {
     zlib
   ];
 
-  installPhase = ''
-    runHook preInstall
-    for wheel in $srcs; do
-      ${installer}/bin/python -m installer --prefix "$out" --no-compile-bytecode "$wheel"
-    done
+  postInstall = ''
     # Console scripts point at the installer's interpreter; use plain
     # python with this prefix instead.
     rm -rf "$out/bin"
@@ -97,7 +109,6 @@ stdenv.mkDerivation {
         --add-flags "-c 'import sys, ${"$"}{entry#*:} as m; sys.exit(m.main())'"
     done
     ln -s ${agentBrowser}/bin/agent-browser $out/bin/agent-browser
-    runHook postInstall
   '';
 
   passthru = { inherit agentBrowser; };

@@ -7,28 +7,56 @@
   buildNpmPackage,
   importNpmLock,
   nodejs_24,
+  nodejs_26 ? null,
   makeWrapper,
-  pin,
   source,
 }:
 let
   npmRoot = ../locks/openclaw;
   lock = lib.importJSON (npmRoot + "/package-lock.json");
   locked = name: lock.packages."node_modules/${name}";
+  lockMatches =
+    (locked "openclaw").version == source.version
+    && (locked "openclaw").integrity == source.hash
+    && (locked "@openclaw/matrix").integrity == source.matrixHash;
+
+  # OpenClaw's engines field: Node ">=24.16.0 <25 || >=26.1.0". The first
+  # of nixpkgs' Node 24 and Node 26 that satisfies it; the failure names
+  # both versions.
+  satisfies =
+    node:
+    node != null
+    && (
+      (lib.versions.major node.version == "24" && lib.versionAtLeast node.version "24.16.0")
+      || lib.versionAtLeast node.version "26.1.0"
+    );
+  candidates = lib.filter satisfies [
+    nodejs_24
+    nodejs_26
+  ];
+
+  # Both checks are made when the package is built, not when it is merely
+  # referenced: a configuration that replaces the image (the VM test) must
+  # evaluate without them.
+  checked =
+    value:
+    lib.throwIfNot lockMatches
+      "agent-appliance: nix/locks/openclaw/package-lock.json does not match nix/sources.json; run `scripts/lock-openclaw.sh`."
+      (
+        lib.throwIf (candidates == [ ]) ''
+          agent-appliance: OpenClaw ${source.version} needs Node.js >=24.16.0 <25 or >=26.1.0; this
+          nixpkgs has nodejs_24 ${nodejs_24.version}${
+            lib.optionalString (nodejs_26 != null) " and nodejs_26 ${nodejs_26.version}"
+          }.
+        '' value
+      );
+  nodejs = checked (lib.head candidates);
 in
-assert lib.assertMsg (
-  (locked "openclaw").version == source.version
-  && (locked "openclaw").integrity == pin "openclaw" source "hash"
-  && (locked "@openclaw/matrix").integrity == pin "openclaw" source "matrixHash"
-) "agent-appliance: nix/locks/openclaw/package-lock.json does not match nix/sources.json; run `scripts/lock-openclaw.sh`.";
-# OpenClaw's engines field asks for Node >= 24.16.
-assert lib.assertMsg (lib.versionAtLeast nodejs_24.version "24.16.0")
-  "agent-appliance: OpenClaw ${source.version} needs Node.js >= 24.16.0, nixpkgs has ${nodejs_24.version}.";
 buildNpmPackage {
   pname = "openclaw";
   inherit (source) version;
   src = npmRoot;
-  nodejs = nodejs_24;
+  inherit nodejs;
 
   npmDeps = importNpmLock { inherit npmRoot; };
   npmConfigHook = importNpmLock.npmConfigHook;
@@ -48,7 +76,7 @@ buildNpmPackage {
     # `openclaw` peer dependency resolves to the package above it.
     cp -r node_modules/@openclaw/matrix node_modules/openclaw/dist/extensions/matrix
     cp -r node_modules package.json $out/lib/openclaw/
-    makeWrapper ${lib.getExe nodejs_24} $out/bin/openclaw \
+    makeWrapper ${lib.getExe nodejs} $out/bin/openclaw \
       --add-flags $out/lib/openclaw/node_modules/openclaw/openclaw.mjs
     runHook postInstall
   '';

@@ -1,51 +1,25 @@
-# PicoClaw built from its release tag the way upstream's GoReleaser does:
-# pure Go (`goolm` instead of libolm), static, for x86_64 and aarch64.
+# PicoClaw is nixpkgs' own package (`pkgs.picoclaw`: its pinned source and
+# Go module hashes, its frontend), with one change: nixpkgs links it against
+# libolm, which nixpkgs marks insecure (deprecated upstream, CVE-2024-45191..3;
+# pkgs/by-name/ol/olm/package.nix), so the package does not evaluate without
+# `permittedInsecurePackages`. PicoClaw's Go Matrix library builds a pure-Go
+# Olm instead with the `goolm` tag, as PicoClaw's own release builds do; the
+# module set is the same, so nixpkgs' `vendorHash` still holds.
 {
   lib,
-  buildGoModule,
-  fetchFromGitHub,
-  pin,
+  picoclaw,
   source,
 }:
-buildGoModule {
-  pname = "picoclaw";
-  inherit (source) version;
-
-  src = fetchFromGitHub {
-    owner = "sipeed";
-    repo = "picoclaw";
-    rev = "v${source.version}";
-    hash = pin "picoclaw" source "hash";
-  };
-  vendorHash = pin "picoclaw" source "vendorHash";
-  # Dependencies in the module-proxy layout, as PicoClaw's community
-  # flakes build it; `vendorHash` is the hash of that layout.
-  proxyVendor = true;
-
-  subPackages = [ "cmd/picoclaw" ];
-  # Embeds the onboarding workspace (`go:generate` copies it in).
-  preBuild = ''
-    go generate ./cmd/picoclaw/...
-  '';
-  tags = [
-    "goolm"
-    "stdjson"
-  ];
-  env.CGO_ENABLED = 0;
-  ldflags = [
-    "-s"
-    "-w"
-    "-X github.com/sipeed/picoclaw/pkg/config.Version=${source.version}"
-  ];
-
-  meta = {
-    description = "Ultra-light AI assistant in Go";
-    homepage = "https://github.com/sipeed/picoclaw";
-    license = lib.licenses.mit;
-    mainProgram = "picoclaw";
-    platforms = [
-      "x86_64-linux"
-      "aarch64-linux"
-    ];
-  };
-}
+picoclaw.overrideAttrs (old: {
+  buildInputs = lib.filter (input: lib.getName input != "olm") (old.buildInputs or [ ]);
+  tags = (old.tags or [ ]) ++ [ "goolm" ];
+  # Checked when the package is built, not when a configuration that might
+  # replace it is evaluated: the image tag names this version.
+  preBuild =
+    lib.throwIfNot (old.version == source.version) ''
+      agent-appliance: the image is tagged PicoClaw ${source.version} (nix/sources.json), but
+      this nixpkgs has picoclaw ${old.version}. Update `picoclaw.version` in nix/sources.json and
+      PICOCLAW_VERSION in src/model/image.rs to ${old.version} (and check its config schema,
+      tests/agents.rs), then run `appliance generate`.
+    '' (old.preBuild or "");
+})

@@ -80,10 +80,15 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         },
     };
     run.check_plan()?;
-    // An existing state directory keeps its mode and owner (it may be a
-    // test's temp dir, or one an operator chose); only ours are adjusted.
-    if !run.state_dir.is_dir() {
-        secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)?;
+    // The state directory is root's and 0711 (docs/bootstrap.md), whoever
+    // made it: a listable or writable one would expose or let others swap
+    // the secret directories inside it. A wrong mode is corrected, as
+    // everywhere else.
+    if secrets::ensure_dir(&run.state_dir, TRAVERSE_MODE, Owner::ROOT)? == Outcome::Repaired {
+        (run.log)(format!(
+            "state directory `{}`: mode or owner corrected",
+            run.state_dir.display()
+        ));
     }
     let lock_path = run.state_dir.join(LOCK_FILE);
     let _lock = lock::acquire(&lock_path, run.deadline, || {

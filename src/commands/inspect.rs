@@ -142,7 +142,7 @@ fn text(view: &Inspection) -> String {
         let h = host.host;
         let _ = writeln!(
             w,
-            "\nhost {name}: {:?} {:?}, gVisor platform {:?}",
+            "\nhost {name}: {} {}, gVisor platform {}",
             h.target, h.system, h.platform
         );
         if let Some(gpu) = &h.gpu {
@@ -179,7 +179,7 @@ fn text(view: &Inspection) -> String {
     for agent in view.agents.values() {
         let _ = writeln!(
             w,
-            "\nagent {} ({:?}) on host {} as {}, model {}",
+            "\nagent {} ({}) on host {} as {}, model {}",
             agent.name,
             agent.kind,
             agent.host,

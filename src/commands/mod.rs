@@ -14,7 +14,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::diag::SourceFile;
 use crate::lint::{self, Finding};
 use crate::model::{self, Appliance};
 use crate::spec;
@@ -26,16 +25,13 @@ pub fn load(path: &Path) -> Result<Appliance> {
 
 /// Like [`load`], with the security lints' findings.
 pub fn load_linted(path: &Path) -> Result<(Appliance, Vec<Finding>)> {
-    let text = fs::read_to_string(path).with_context(|| {
+    let bytes = fs::read(path).with_context(|| {
         format!(
             "failed to read spec `{}`\nhint: run `appliance init` to write one, or pass `--spec PATH`",
             path.display()
         )
     })?;
-    let source = SourceFile {
-        name: path.display().to_string(),
-        text,
-    };
+    let source = spec::decode(path.display().to_string(), bytes)?;
     let spec = spec::parse(&source)?;
     let appliance = model::build(&source, &spec)?;
     let findings = lint::run(&appliance, &source.text);

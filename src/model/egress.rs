@@ -192,6 +192,16 @@ fn span<T>(value: &Spanned<T>) -> Range<usize> {
     value.span()
 }
 
+/// Whether an agent's `egress`, as written, sends it through the proxy
+/// (for the port check, which runs before agents are resolved).
+pub(super) fn spec_uses_proxy(agent: &AgentSpec) -> bool {
+    match agent.egress.as_ref().map(|e| e.get_ref()) {
+        None => default_egress(*agent.kind.get_ref()).uses_proxy(),
+        Some(EgressSpec::Keyword(word)) => word == "web",
+        Some(EgressSpec::Domains(list)) => !list.is_empty(),
+    }
+}
+
 /// Validates `egress` of one agent.
 pub(super) fn resolve(b: &mut Builder, agent: &AgentSpec) -> Egress {
     let Some(spec) = &agent.egress else {

@@ -6,6 +6,7 @@ mod allow;
 mod build;
 mod egress;
 mod firewall;
+pub mod image;
 mod names;
 mod network;
 mod policy;
@@ -20,12 +21,10 @@ pub use agent_checks::is_size;
 pub use build::{WIREGUARD_PORT, build};
 pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
+pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
 pub use policy::{operator_env, room_ids_env, token_env};
-pub use sandbox::{
-    CHROMIUM_PATH, CODE_RUNNER_IMAGE, HERMES_VERSION, MIN_PIDS, OPENCLAW_VERSION, PICOCLAW_VERSION, SECRETS_MOUNT,
-    exec_sandbox_name,
-};
+pub use sandbox::{CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
@@ -258,6 +257,8 @@ pub struct Tmpfs {
     pub target: String,
     pub size: String,
     pub mode: String,
+    /// `(uid, gid)` owning the tmpfs' root, when not root.
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

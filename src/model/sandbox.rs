@@ -9,18 +9,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::egress::{self, Egress, Services};
+use super::image::{self, ImageLayout, Storage};
 use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::model::network::Subnet;
 use crate::runsc::{HostUds, Profile};
 use crate::spec::schema::{AgentKind, AgentSpec, Tool};
 
-/// Versions of the upstream agents our images package: the versions whose
-/// config schemas tests/agents.rs checks our configs against (Hermes 0.19.0
-/// is the newest on PyPI).
-pub const OPENCLAW_VERSION: &str = "2026.9.6";
-pub const PICOCLAW_VERSION: &str = "0.2.9";
-pub const HERMES_VERSION: &str = "0.19.0";
-pub const DIND_VERSION: &str = "29";
 /// The image Hermes' Docker terminal runs code in; built by Nix
 /// (nix/packages/code-runner.nix) and loaded by the code sandbox at start.
 pub const CODE_RUNNER_IMAGE: &str = "agent-appliance/code-runner:1";
@@ -80,9 +74,6 @@ pub fn exec_sandbox_name(agent: &str) -> String {
 
 /// Per-kind facts about the upstream agent's image.
 struct KindDefaults {
-    image: String,
-    user: &'static str,
-    state_dir: &'static str,
     config_target: &'static str,
     config_file: &'static str,
     memory: &'static str,
@@ -94,9 +85,6 @@ struct KindDefaults {
 fn kind_defaults(kind: AgentKind) -> KindDefaults {
     match kind {
         AgentKind::Openclaw => KindDefaults {
-            image: format!("agent-appliance/openclaw:{OPENCLAW_VERSION}"),
-            user: "1000:1000",
-            state_dir: "/home/node/.openclaw",
             config_target: "/etc/openclaw/openclaw.json",
             config_file: "openclaw.json",
             memory: "4g",
@@ -105,7 +93,6 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             // every guest thread is a host task (see `MIN_PIDS`).
             pids: 4096,
             environment: &[
-                ("HOME", "/home/node"),
                 ("OPENCLAW_CONFIG_PATH", "/etc/openclaw/openclaw.json"),
                 // The config is generated and read-only: no self-mutation.
                 ("OPENCLAW_NIX_MODE", "1"),
@@ -114,24 +101,17 @@ fn kind_defaults(kind: AgentKind) -> KindDefaults {
             ],
         },
         AgentKind::Picoclaw => KindDefaults {
-            image: format!("agent-appliance/picoclaw:{PICOCLAW_VERSION}"),
-            user: "1000:1000",
-            state_dir: "/var/lib/picoclaw",
             config_target: "/etc/picoclaw/config.json",
             config_file: "config.json",
             memory: "512m",
             cpus: 1.0,
             pids: 1024,
             environment: &[
-                ("HOME", "/var/lib/picoclaw"),
                 ("PICOCLAW_HOME", "/var/lib/picoclaw"),
                 ("PICOCLAW_CONFIG", "/etc/picoclaw/config.json"),
             ],
         },
         AgentKind::Hermes => KindDefaults {
-            image: format!("agent-appliance/hermes:{HERMES_VERSION}"),
-            user: "10000:10000",
-            state_dir: "/opt/data",
             config_target: "/opt/data/config.yaml",
             config_file: "config.yaml",
             memory: "4g",
@@ -147,11 +127,13 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let agent = inputs.agent;
     let spec = inputs.spec;
     let defaults = kind_defaults(agent.kind);
+    let layout = image::for_kind(agent.kind);
     let mut environment: BTreeMap<String, String> = defaults
         .environment
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    environment.insert("HOME".into(), layout.account.home.to_string());
     environment.extend(agent_environment(agent, inputs.network.gateway()));
     let gateway = inputs.network.gateway();
     if agent.egress.uses_proxy() {
@@ -181,7 +163,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let mut sandboxes = Vec::new();
 
     if agent.code_execution.is_some() {
-        let exec = exec_sandbox(inputs, defaults.user);
+        let exec = exec_sandbox(inputs, &layout.account.user());
         let socket_dir = format!("{SOCKET_DIR}/{}", exec.name);
         binds.push(Bind {
             source: BindSource::Host(socket_dir),
@@ -208,22 +190,15 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         name: agent.sandbox.clone(),
         purpose: format!("{} agent `{}`", kind_label(agent.kind), agent.name),
         agent: agent.name.clone(),
-        image: defaults.image,
+        image: layout.reference(),
         runtime: profile.name(),
         runtime_reasons,
         profile,
-        user: defaults.user.to_string(),
+        user: layout.account.user(),
         root_reason: None,
         read_only_root: true,
-        tmpfs: vec![Tmpfs {
-            target: "/tmp".into(),
-            size: "256m".into(),
-            mode: "1777".into(),
-        }],
-        volumes: vec![Volume {
-            name: format!("appliance-{}-state", agent.name),
-            target: defaults.state_dir.to_string(),
-        }],
+        tmpfs: tmpfs_mounts(layout, None),
+        volumes: volumes(layout, &agent.name),
         binds,
         cap_add: Vec::new(),
         no_new_privileges: true,
@@ -260,11 +235,8 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
 fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
     let agent = inputs.agent;
     let name = exec_sandbox_name(&agent.name);
-    let storage = inputs
-        .spec
-        .code_storage
-        .as_ref()
-        .map_or_else(|| "4g".to_string(), |s| s.get_ref().clone());
+    let layout = image::docker_in_gvisor();
+    let storage = inputs.spec.code_storage.as_ref().map(|s| s.get_ref().as_str());
     let profile = Profile {
         docker_in_gvisor: true,
         host_uds: HostUds::Create,
@@ -275,36 +247,19 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
     Sandbox {
         purpose: format!("Docker daemon running the code of agent `{}`", agent.name),
         agent: agent.name.clone(),
-        image: format!("agent-appliance/docker-in-gvisor:{DIND_VERSION}"),
+        image: layout.reference(),
         runtime: profile.name(),
         runtime_reasons,
         profile,
-        user: "0:0".into(),
+        user: layout.account.user(),
         root_reason: Some(
             "dockerd must be root inside the sandbox to create containers; \
              gVisor's root has no host privileges"
                 .into(),
         ),
         read_only_root: true,
-        tmpfs: vec![
-            // gVisor needs tmpfs as the upper layer of the inner overlayfs.
-            Tmpfs {
-                target: "/var/lib/docker".into(),
-                size: storage,
-                mode: "0710".into(),
-            },
-            Tmpfs {
-                target: "/run".into(),
-                size: "64m".into(),
-                mode: "0755".into(),
-            },
-            Tmpfs {
-                target: "/tmp".into(),
-                size: "256m".into(),
-                mode: "1777".into(),
-            },
-        ],
-        volumes: Vec::new(),
+        tmpfs: tmpfs_mounts(layout, storage),
+        volumes: volumes(layout, &agent.name),
         binds: vec![Bind {
             source: BindSource::Host(format!("{SOCKET_DIR}/{name}")),
             target: DOCKER_SOCKET_MOUNT.to_string(),
@@ -372,6 +327,40 @@ fn exec_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String
         env.extend(egress::proxy_environment(gateway, &[], None));
     }
     env
+}
+
+/// The image's tmpfs-backed writable directories; `code_storage` sizes the
+/// inner Docker's storage (default 4g).
+fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<&str>) -> Vec<Tmpfs> {
+    layout
+        .writable
+        .iter()
+        .filter_map(|writable| {
+            let size = match writable.storage {
+                Storage::Volume { .. } => return None,
+                Storage::Tmpfs { size } => size,
+                Storage::CodeStorage => code_storage.unwrap_or("4g"),
+            };
+            let (uid, gid) = writable.owner_ids(&layout.account);
+            Some(Tmpfs {
+                target: writable.path.to_string(),
+                size: size.to_string(),
+                mode: writable.mode_octal(),
+                owner: (uid != 0 || gid != 0).then_some((uid, gid)),
+            })
+        })
+        .collect()
+}
+
+/// The image's volume-backed writable directories, one named volume each.
+fn volumes(layout: &ImageLayout, agent: &str) -> Vec<Volume> {
+    layout
+        .volumes()
+        .map(|(name, writable)| Volume {
+            name: format!("appliance-{agent}-{name}"),
+            target: writable.path.to_string(),
+        })
+        .collect()
 }
 
 /// Non-secret settings an agent reads from its environment rather than its

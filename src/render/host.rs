@@ -14,8 +14,9 @@ use super::{STAMP, Tree};
 use crate::docker::run_options;
 use crate::model::{
     Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
-    STATE_DIR, WIREGUARD_PORT,
+    STATE_DIR, Sandbox, WIREGUARD_PORT,
 };
+use crate::spec::schema::Target;
 
 /// NixOS release the generated modules are written for.
 pub const STATE_VERSION: &str = "26.05";
@@ -79,19 +80,23 @@ struct HostContext {
     gpu: Option<crate::model::Gpu>,
     gpu_driver: GpuDriver,
     wireguard: Option<WireGuard>,
-    synapse_deps: Vec<String>,
+    synapse_deps: BTreeMap<&'static str, Value>,
     runtimes: Vec<RuntimeNote>,
     network: NetworkCommands,
     tmpfiles: Vec<String>,
     synapse: bool,
-    /// The bridge address a DNS forwarder listens on, when sandboxes need it.
+    /// The bridge address the DNS resolver listens on, when sandboxes need it.
     dns: Option<String>,
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
     egress: Option<EgressFiles>,
     bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    container_units: BTreeMap<String, Vec<String>>,
+    container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
+    /// Path units starting a sandbox once its hand-copied secrets exist.
+    secret_waits: BTreeMap<String, Value>,
+    /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
+    gpu_containers: bool,
 }
 
 #[derive(Serialize)]
@@ -143,13 +148,102 @@ struct BootstrapCommands {
     all: Vec<Value>,
 }
 
+/// The MTU of GCE's VPC network: the sandboxes' bridge must not exceed it.
+pub const GCE_MTU: u16 = 1460;
+
+/// The systemd device unit of a network interface (`systemd-escape`d name).
+fn device_unit(interface: &str) -> String {
+    format!("sys-subsystem-net-devices-{}.device", interface.replace('-', "\\x2d"))
+}
+
+/// A unit's ordering and requirements: `deps` are units of this host it
+/// needs; with `overlay`, it also waits for the WireGuard interface and its
+/// address. Both of nixpkgs' WireGuard backends (scripted, networkd) bring
+/// up the interface before network-online.target, and both create its device
+/// unit; neither has the other's units.
+fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
+    let mut after = deps.clone();
+    let mut requires = deps;
+    let mut unit = BTreeMap::new();
+    if let Some(interface) = overlay {
+        after.push("network-online.target".into());
+        after.push(device_unit(interface));
+        requires.push(device_unit(interface));
+        unit.insert("wants", nix::value(["network-online.target"]));
+    }
+    unit.insert("after", nix::value(after));
+    unit.insert("requires", nix::value(requires));
+    unit
+}
+
 pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tree) -> Result<()> {
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
-    let overlay_unit = wireguard
-        .as_ref()
-        .map(|wg| format!("wireguard-{}.service", wg.interface));
+    let overlay = wireguard.as_ref().map(|wg| wg.interface);
+    let Containers {
+        tmpfiles,
+        containers,
+        units: container_units,
+        secret_waits,
+    } = containers(host, overlay);
 
+    let context = HostContext {
+        stamp: STAMP,
+        appliance: appliance.name.clone(),
+        host: host.name.clone(),
+        target: nix::value(host.target),
+        system: nix::value(host.system),
+        state_version: STATE_VERSION,
+        runsc_minimum: RUNSC_MINIMUM,
+        ssh_keys: host.ssh_keys.clone(),
+        firewall: firewall(host),
+        gpu: host.gpu.clone(),
+        gpu_driver: GpuDriver {
+            package: NVIDIA_PACKAGE,
+            supported: NVPROXY_DRIVERS,
+        },
+        synapse_deps: unit_deps(
+            vec![
+                "appliance-network.service".to_string(),
+                "appliance-secrets.service".to_string(),
+            ],
+            overlay,
+        ),
+        wireguard,
+        runtimes: host
+            .runtimes
+            .iter()
+            .map(|p| RuntimeNote {
+                name: p.name(),
+                reasons: p.reasons(),
+            })
+            .collect(),
+        network: network_commands(appliance, host),
+        tmpfiles,
+        synapse: host.runs_matrix,
+        egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
+            proxy: super::egress::proxy_config(host).is_some(),
+        }),
+        dns: host
+            .sandboxes
+            .iter()
+            .any(|s| s.network.is_some())
+            .then(|| host.network_address.to_string()),
+        bootstrap: bootstrap_commands(),
+        ollama: ollama(appliance, host, overlay),
+        containers,
+        container_units,
+        secret_waits,
+        gpu_containers: host.sandboxes.iter().any(|s| s.gpus),
+    };
+    let text = engine.render("host.nix.j2", &context)?;
+    tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
+    Ok(())
+}
+
+/// The host's firewall rules as NixOS spells them: open everywhere, or per
+/// interface.
+fn firewall(host: &Host) -> Firewall {
     let mut firewall = Firewall {
         tcp: Vec::new(),
         udp: Vec::new(),
@@ -175,66 +269,133 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         };
         list.push(rule.port);
     }
+    firewall
+}
 
+/// Every sandbox as an `oci-containers` entry, the systemd units each
+/// waits for, and the directories (tmpfiles rules) they need.
+struct Containers {
+    tmpfiles: Vec<String>,
+    containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
+    units: BTreeMap<String, BTreeMap<&'static str, Value>>,
+    secret_waits: BTreeMap<String, Value>,
+}
+
+fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     let mut tmpfiles = vec![
         format!("d {STATE_DIR} 0711 root root -"),
         format!("d {STATE_DIR}/secrets 0711 root root -"),
     ];
+    if overlay.is_some() {
+        tmpfiles.push(format!("d {WIREGUARD_KEY_DIR} 0700 root root -"));
+    }
     let mut containers = BTreeMap::new();
-    let mut container_units = BTreeMap::new();
+    let mut units = BTreeMap::new();
+    let mut secret_waits = BTreeMap::new();
     for sandbox in &host.sandboxes {
-        let options = run_options(sandbox);
-        let mut volumes: Vec<Value> = options.volumes.iter().map(|v| Value::from(v.as_str())).collect();
-        for bind in &options.binds {
-            volumes.push(match &bind.source {
-                // Generated files are copied into the store by the path
-                // literal, which takes the place of the source.
-                BindSource::Generated(path) => {
-                    let target = nix::string_content(&bind.volume_arg(""));
-                    expr(format!("\"${{../../{path}}}{target}\""))
-                }
-                BindSource::Host(path) => {
-                    // The consumer's side of a socket dir sets its owner.
-                    if path.starts_with(SOCKET_DIR) && bind.read_only {
-                        let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
-                        tmpfiles.push(format!("d {path} {SOCKET_DIR_MODE:04o} root {gid} -"));
-                    }
-                    Value::from(bind.volume_arg(path))
-                }
-            });
-        }
-        let image_file = image_file(&sandbox.image);
-        let mut container = BTreeMap::new();
-        container.insert("image", Value::from(sandbox.image.as_str()));
-        container.insert(
-            "imageStream",
-            expr(format!("import ../../images/{image_file}.nix {{ inherit pkgs lib; }}")),
-        );
-        container.insert("user", Value::from(options.user.as_str()));
-        container.insert("volumes", Value::from(volumes));
-        container.insert("environment", nix::value(&options.environment));
-        container.insert("environmentFiles", nix::value(&options.env_files));
-        container.insert("ports", nix::value(&options.ports));
-        container.insert("cmd", nix::value(&options.command));
-        container.insert("dependsOn", nix::value(&sandbox.depends_on));
-        container.insert("extraOptions", nix::value(&options.flags));
-        containers.insert(sandbox.name.clone(), container);
-
-        let mut deps = vec!["appliance-network.service".to_string()];
-        if host.runs_matrix {
-            deps.push("appliance-bootstrap.service".to_string());
+        containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
+        let unit = format!("docker-{}", sandbox.name);
+        let deps = if host.runs_matrix {
+            unit_deps(
+                vec![
+                    "appliance-network.service".to_string(),
+                    "appliance-bootstrap.service".to_string(),
+                ],
+                None,
+            )
         } else {
-            // Agents on a host without Matrix reach it over the overlay.
-            deps.extend(overlay_unit.clone());
-        }
-        container_units.insert(format!("docker-{}", sandbox.name), deps);
+            // Agents on a host without Matrix reach it over the overlay, and
+            // their secrets are copied here by hand (docs/pairing.md).
+            let mut deps = unit_deps(vec!["appliance-network.service".to_string()], overlay);
+            if let Some(env_file) = sandbox.env_files.first() {
+                deps.insert(
+                    "unitConfig",
+                    nix::value(BTreeMap::from([("ConditionPathExists", env_file)])),
+                );
+                secret_waits.insert(unit.clone(), secret_wait(&unit, env_file));
+            }
+            deps
+        };
+        units.insert(unit, deps);
     }
     tmpfiles.sort();
     tmpfiles.dedup();
+    Containers {
+        tmpfiles,
+        containers,
+        units,
+        secret_waits,
+    }
+}
 
+/// A path unit starting `unit` once `env_file` exists.
+fn secret_wait(unit: &str, env_file: &str) -> Value {
+    nix::value(BTreeMap::from([
+        (
+            "description",
+            nix::value(format!(
+                "Start {unit} once its secrets ({env_file}) are copied here (docs/pairing.md)"
+            )),
+        ),
+        ("wantedBy", nix::value(["multi-user.target"])),
+        (
+            "pathConfig",
+            nix::value(BTreeMap::from([
+                ("PathExists", env_file.to_string()),
+                ("Unit", format!("{unit}.service")),
+            ])),
+        ),
+    ]))
+}
+
+/// One sandbox's `oci-containers` settings; adds the tmpfiles rule of each
+/// socket directory it consumes.
+fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static str, Value> {
+    let options = run_options(sandbox);
+    let mut volumes: Vec<Value> = options.volumes.iter().map(|v| Value::from(v.as_str())).collect();
+    for bind in &options.binds {
+        volumes.push(match &bind.source {
+            // Generated files are copied into the store by the path
+            // literal, which takes the place of the source.
+            BindSource::Generated(path) => {
+                let target = nix::string_content(&bind.volume_arg(""));
+                expr(format!("\"${{../../{path}}}{target}\""))
+            }
+            BindSource::Host(path) => {
+                // The consumer's side of a socket dir sets its owner.
+                if path.starts_with(SOCKET_DIR) && bind.read_only {
+                    let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
+                    tmpfiles.push(format!("d {path} {SOCKET_DIR_MODE:04o} root {gid} -"));
+                }
+                Value::from(bind.volume_arg(path))
+            }
+        });
+    }
+    let image_file = image_file(&sandbox.image);
+    let mut container = BTreeMap::new();
+    container.insert("image", Value::from(sandbox.image.as_str()));
+    container.insert(
+        "imageStream",
+        expr(format!(
+            "import ../../images/{image_file}.nix {{ inherit pkgs; images = applianceImages; }}"
+        )),
+    );
+    container.insert("user", Value::from(options.user.as_str()));
+    container.insert("volumes", Value::from(volumes));
+    container.insert("environment", nix::value(&options.environment));
+    container.insert("environmentFiles", nix::value(&options.env_files));
+    container.insert("ports", nix::value(&options.ports));
+    container.insert("cmd", nix::value(&options.command));
+    container.insert("dependsOn", nix::value(&sandbox.depends_on));
+    container.insert("extraOptions", nix::value(&options.flags));
+    container
+}
+
+/// `appliance bootstrap` as the two units run it: secrets first, then all.
+fn bootstrap_commands() -> BootstrapCommands {
     let plan = expr("\"${../../bootstrap/plan.json}\"");
     let appliance_bin = expr("lib.getExe pkgs.agent-appliance");
-    let bootstrap = BootstrapCommands {
+    BootstrapCommands {
         secrets: vec![
             appliance_bin.clone(),
             Value::from("bootstrap"),
@@ -243,91 +404,33 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
             Value::from("--secrets-only"),
         ],
         all: vec![appliance_bin, Value::from("bootstrap"), Value::from("--plan"), plan],
-    };
+    }
+}
 
-    let ollama = appliance
-        .inference
-        .as_ref()
-        .filter(|_| host.runs_inference)
-        .map(|inference| {
-            let mut settings = BTreeMap::new();
-            let package = if inference.acceleration == "cuda" {
-                "pkgs.ollama-cuda"
-            } else {
-                "pkgs.ollama-cpu"
-            };
-            settings.insert("package", expr(package));
-            settings.insert("host", Value::from(inference.bind_address.to_string()));
-            settings.insert("port", Value::from(inference.port));
-            settings.insert("models", nix::value(&inference.models));
-            let mut deps = vec!["appliance-network.service".to_string()];
-            deps.extend(overlay_unit.clone());
-            settings.insert("deps", nix::value(deps));
-            settings
-        });
-
-    let network = NetworkCommands {
-        inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
-        create: network_create(appliance, host),
+/// Ollama's settings, on the host that serves inference.
+fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<BTreeMap<&'static str, Value>> {
+    let inference = appliance.inference.as_ref().filter(|_| host.runs_inference)?;
+    let mut settings = BTreeMap::new();
+    let package = if inference.acceleration == "cuda" {
+        "pkgs.ollama-cuda"
+    } else {
+        "pkgs.ollama-cpu"
     };
-
-    let context = HostContext {
-        stamp: STAMP,
-        appliance: appliance.name.clone(),
-        host: host.name.clone(),
-        target: nix::value(host.target),
-        system: nix::value(host.system),
-        state_version: STATE_VERSION,
-        runsc_minimum: RUNSC_MINIMUM,
-        ssh_keys: host.ssh_keys.clone(),
-        firewall,
-        gpu: host.gpu.clone(),
-        gpu_driver: GpuDriver {
-            package: NVIDIA_PACKAGE,
-            supported: NVPROXY_DRIVERS,
-        },
-        synapse_deps: {
-            let mut deps = vec![
-                "appliance-network.service".to_string(),
-                "appliance-secrets.service".to_string(),
-            ];
-            deps.extend(overlay_unit);
-            deps
-        },
-        wireguard,
-        runtimes: host
-            .runtimes
-            .iter()
-            .map(|p| RuntimeNote {
-                name: p.name(),
-                reasons: p.reasons(),
-            })
-            .collect(),
-        network,
-        tmpfiles,
-        synapse: host.runs_matrix,
-        dns: host
-            .sandboxes
-            .iter()
-            .any(|s| s.network.is_some())
-            .then(|| host.network_address.to_string()),
-        egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
-            proxy: super::egress::proxy_config(host).is_some(),
-        }),
-        bootstrap,
-        ollama,
-        containers,
-        container_units,
-    };
-    let text = engine.render("host.nix.j2", &context)?;
-    tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
-    Ok(())
+    settings.insert("package", expr(package));
+    settings.insert("host", Value::from(inference.bind_address.to_string()));
+    settings.insert("port", Value::from(inference.port));
+    settings.insert("models", nix::value(&inference.models));
+    settings.insert(
+        "deps",
+        nix::value(unit_deps(vec!["appliance-network.service".to_string()], overlay)),
+    );
+    Some(settings)
 }
 
 /// `docker network create ...` for the sandboxes' bridge (tests/egress.rs
 /// runs the same command).
 pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
-    vec![
+    let mut create: Vec<String> = vec![
         "docker".into(),
         "network".into(),
         "create".into(),
@@ -335,8 +438,23 @@ pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
         format!("--subnet={}", appliance.network),
         format!("--gateway={}", host.network_address),
         format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
-        NETWORK_NAME.into(),
-    ]
+    ];
+    if host.target == Target::Gce {
+        // GCE's network carries 1460-byte packets; Docker's default 1500
+        // would drop the sandboxes' large ones.
+        create.push(format!("--opt=com.docker.network.driver.mtu={GCE_MTU}"));
+    }
+    create.push(NETWORK_NAME.into());
+    create
+}
+
+/// The Docker network the sandboxes share, created once by a unit.
+fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
+    let create = network_create(appliance, host);
+    NetworkCommands {
+        inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
+        create,
+    }
 }
 
 /// The WireGuard interface of a host on the overlay: every other host is a

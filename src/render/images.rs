@@ -10,96 +10,75 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::model::Appliance;
+use crate::model::image::{self, ImageLayout};
+use crate::spec::schema::Tool;
 
 #[derive(Serialize)]
 struct ImageContext {
     stamp: &'static str,
-    file: String,
-    repository: String,
-    tag: String,
+    file: &'static str,
+    tag: &'static str,
     purpose: String,
+    account: minijinja::Value,
+    writable: minijinja::Value,
+    entrypoint: minijinja::Value,
+    env: minijinja::Value,
     contents: Vec<minijinja::Value>,
-    config: BTreeMap<&'static str, minijinja::Value>,
     systems: Vec<String>,
-    /// The package whose upstream version the tag names, and how the tag
-    /// relates to it; checked when the image is evaluated.
-    version_check: Option<VersionCheck>,
 }
 
+/// One writable directory as images/build.nix takes it.
 #[derive(Serialize)]
-struct VersionCheck {
-    package: minijinja::Value,
-    /// `exact`: the tag is the version; `major`: the tag is its major.
-    kind: &'static str,
+struct WritableArg {
+    path: &'static str,
+    mode: String,
+    uid: u32,
+    gid: u32,
 }
 
-/// How one image is built: packages from nixpkgs or from the flake's
-/// overlay (nix/overlay.nix, upstream releases pinned in nix/sources.json).
-struct Recipe {
-    purpose: &'static str,
-    packages: Vec<&'static str>,
-    entrypoint: Vec<&'static str>,
-    user: &'static str,
-    env: Vec<&'static str>,
-    version_check: Option<(&'static str, &'static str)>,
-}
-
-const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
-
-fn recipe(repository: &str) -> Recipe {
-    match repository {
-        "agent-appliance/openclaw" => Recipe {
-            purpose: "OpenClaw gateway with its Matrix plugin and Chromium (`/bin/chromium`) for its browser tool; nothing is installed at runtime",
-            packages: vec!["pkgs.appliance-openclaw", "pkgs.chromium", "pkgs.cacert", "pkgs.tini"],
-            entrypoint: vec!["tini", "-s", "--", "openclaw", "gateway", "run"],
-            user: "1000:1000",
-            env: vec![CA_BUNDLE],
-            version_check: Some(("pkgs.appliance-openclaw", "exact")),
+fn context(layout: &'static ImageLayout, systems: Vec<String>, browser: bool) -> ImageContext {
+    let account = layout.account;
+    let writable: Vec<WritableArg> = layout
+        .writable
+        .iter()
+        .map(|w| {
+            let (uid, gid) = w.owner_ids(&account);
+            WritableArg {
+                path: w.path,
+                mode: w.mode_octal(),
+                uid,
+                gid,
+            }
+        })
+        .collect();
+    ImageContext {
+        stamp: STAMP,
+        file: layout.name,
+        tag: layout.tag,
+        purpose: if browser || layout.browser_packages.is_empty() {
+            layout.purpose.to_string()
+        } else {
+            format!(
+                "{}; built without {}: no agent running it has the browser tool",
+                layout.purpose,
+                layout.browser_packages.join(", ")
+            )
         },
-        "agent-appliance/picoclaw" => Recipe {
-            purpose: "PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill",
-            // A shell and core tools: PicoClaw's exec tool (and the gh
-            // skill through it) runs commands with `sh -c`.
-            packages: vec![
-                "pkgs.appliance-picoclaw",
-                "pkgs.gh",
-                "pkgs.bashInteractive",
-                "pkgs.coreutils",
-                "pkgs.cacert",
-            ],
-            entrypoint: vec!["picoclaw", "gateway"],
-            user: "1000:1000",
-            env: vec![CA_BUNDLE],
-            version_check: Some(("pkgs.appliance-picoclaw", "exact")),
-        },
-        "agent-appliance/hermes" => Recipe {
-            purpose: "Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
-            packages: vec![
-                "pkgs.appliance-hermes",
-                "pkgs.chromium",
-                "pkgs.docker-client",
-                "pkgs.cacert",
-                "pkgs.tini",
-            ],
-            entrypoint: vec!["tini", "-s", "--", "hermes", "gateway", "run"],
-            user: "10000:10000",
-            env: vec![CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
-            version_check: Some(("pkgs.appliance-hermes", "exact")),
-        },
-        _ => Recipe {
-            purpose: "Docker 29 daemon for code execution inside gVisor, with the code-runner image it loads at start; its /var/lib/docker is a tmpfs the sandbox mounts",
-            packages: vec![
-                "pkgs.docker_29",
-                "pkgs.appliance-dind-start",
-                "pkgs.cacert",
-                "pkgs.tini",
-            ],
-            // The sandbox's command is `appliance-dind-start` with dockerd's flags.
-            entrypoint: vec!["tini", "-s", "--"],
-            user: "0:0",
-            env: vec![CA_BUNDLE],
-            version_check: Some(("pkgs.docker_29", "major")),
-        },
+        account: nix::value(BTreeMap::from([
+            ("name", minijinja::Value::from(account.name)),
+            ("uid", minijinja::Value::from(account.uid)),
+            ("gid", minijinja::Value::from(account.gid)),
+            ("home", minijinja::Value::from(account.home)),
+        ])),
+        writable: nix::value(writable),
+        entrypoint: nix::value(layout.entrypoint),
+        env: nix::value(layout.image_env()),
+        contents: layout
+            .packages_for(browser)
+            .iter()
+            .map(|p| expr(format!("pkgs.{p}")))
+            .collect(),
+        systems,
     }
 }
 
@@ -121,11 +100,12 @@ pub fn image_file(image: &str) -> &str {
 }
 
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
-    // Every image any host runs, with the systems it is needed for.
-    let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Every image any host runs, with the systems it is needed for and
+    // whether an agent running it has the browser tool.
+    let mut images: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
-            let systems = images.entry(sandbox.image.clone()).or_default();
+            let (systems, browser) = images.entry(sandbox.image.clone()).or_default();
             let system = serde_json::to_value(host.system)?
                 .as_str()
                 .unwrap_or_default()
@@ -134,41 +114,20 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
                 systems.push(system);
                 systems.sort();
             }
+            *browser |= appliance
+                .agents
+                .get(&sandbox.agent)
+                .is_some_and(|agent| agent.tools.contains(&Tool::Browser));
         }
     }
-    for (image, systems) in images {
-        let (repository, tag) = split_reference(&image);
-        let file = image_file(&image).to_string();
-        let recipe = recipe(repository);
-        let mut config = BTreeMap::new();
-        config.insert("Entrypoint", nix::value(&recipe.entrypoint));
-        config.insert("User", minijinja::Value::from(recipe.user));
-        config.insert("Env", nix::value(&recipe.env));
-        let label_package = recipe.version_check.map_or(recipe.packages[0], |(package, _)| package);
-        config.insert(
-            "Labels",
-            minijinja::Value::from(BTreeMap::from([(
-                "org.opencontainers.image.version",
-                expr(format!("{label_package}.version")),
-            )])),
-        );
-        let context = ImageContext {
-            stamp: STAMP,
-            file: file.clone(),
-            repository: repository.to_string(),
-            tag: tag.to_string(),
-            purpose: recipe.purpose.to_string(),
-            contents: recipe.packages.into_iter().map(expr).collect(),
-            config,
-            systems,
-            version_check: recipe.version_check.map(|(package, kind)| VersionCheck {
-                package: expr(package),
-                kind,
-            }),
-        };
+    for (reference, (systems, browser)) in images {
+        let layout = image::by_reference(&reference)
+            .ok_or_else(|| anyhow::anyhow!("no image layout for sandbox image {reference}"))?;
         tree.insert(
-            format!("images/{file}.nix"),
-            engine.render("image.nix.j2", &context)?.into_bytes(),
+            format!("images/{}.nix", layout.name),
+            engine
+                .render("image.nix.j2", context(layout, systems, browser))?
+                .into_bytes(),
         );
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::images::image_file;
 use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
@@ -18,11 +19,21 @@ struct IndexContext {
     name: String,
     matrix_host: String,
     hosts: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
+    /// Every image a host runs: its file and the systems it is built for.
+    images: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
 }
 
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
     let mut hosts = BTreeMap::new();
+    let mut image_systems: BTreeMap<&str, Vec<minijinja::Value>> = BTreeMap::new();
     for host in appliance.hosts.values() {
+        for sandbox in &host.sandboxes {
+            let systems = image_systems.entry(image_file(&sandbox.image)).or_default();
+            let system = nix::value(host.system);
+            if !systems.contains(&system) {
+                systems.push(system);
+            }
+        }
         let mut entry = BTreeMap::new();
         entry.insert("target", nix::value(host.target));
         entry.insert("system", nix::value(host.system));
@@ -35,11 +46,23 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         entry.insert("sandboxes", nix::value(sandboxes));
         hosts.insert(host.name.clone(), entry);
     }
+    let images = image_systems
+        .into_iter()
+        .map(|(name, mut systems)| {
+            systems.sort_by_key(|s| s.to_string());
+            let entry = BTreeMap::from([
+                ("file", expr(format!("./images/{name}.nix"))),
+                ("systems", minijinja::Value::from(systems)),
+            ]);
+            (name.to_string(), entry)
+        })
+        .collect();
     let context = IndexContext {
         stamp: STAMP,
         name: appliance.name.clone(),
         matrix_host: appliance.matrix.host.clone(),
         hosts,
+        images,
     };
     tree.insert(
         "default.nix".into(),

@@ -54,6 +54,20 @@ pub fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(text.into_bytes())
 }
 
+/// YAML with the stamp as a leading comment, for files whose readers want
+/// YAML (Hermes' `config.yaml`). serde-saphyr quotes every string a YAML
+/// 1.1 reader such as PyYAML (Hermes' loader) would take for something
+/// else (`on`, `no`, `1:30`, `2001-12-14`), so a value keeps its type.
+pub fn yaml<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let body = serde_saphyr::to_string(value).context("failed to serialize YAML")?;
+    let mut text = format!("# {STAMP} from the appliance spec; do not edit.\n");
+    text.push_str(&body);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text.into_bytes())
+}
+
 /// A `#` comment header: the stamp and what the file is.
 pub fn hash_header(what: &str) -> String {
     format!("# {STAMP} from the appliance spec; do not edit.\n# {what}\n")

@@ -5,6 +5,29 @@ pub mod schema;
 use crate::diag::{Diagnostic, SourceFile, SpecErrors};
 pub use schema::Spec;
 
+/// The spec's bytes as text. TOML is UTF-8, so bytes that are not are a
+/// spec error like any other, located at the first bad byte (its line and
+/// column counted over the valid text before it).
+pub fn decode(name: String, bytes: Vec<u8>) -> Result<SourceFile, SpecErrors> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile { name, text }),
+        Err(error) => {
+            let offset = error.utf8_error().valid_up_to();
+            let bytes = error.into_bytes();
+            let bad = bytes[offset];
+            // Valid up to `offset`, so nothing here is replaced.
+            let valid = String::from_utf8_lossy(&bytes[..offset]).into_owned();
+            let source = SourceFile { name, text: valid };
+            let diagnostic = Diagnostic::new(
+                offset..offset + 1,
+                format!("the spec is not valid UTF-8: byte 0x{bad:02x} here does not begin a valid UTF-8 character"),
+            )
+            .hint("a spec is TOML text in UTF-8: save it as UTF-8 (or, if it is not a spec, pass the right one with `--spec PATH`)");
+            Err(SpecErrors::new(&source, vec![diagnostic]))
+        }
+    }
+}
+
 /// Parses a spec, turning TOML and schema errors into located diagnostics.
 pub fn parse(source: &SourceFile) -> Result<Spec, SpecErrors> {
     toml::from_str(&source.text).map_err(|error| {

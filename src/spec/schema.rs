@@ -10,6 +10,25 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+/// `Display` as the spec spells a value (its serde name: `gce`,
+/// `x86_64-linux`, `picoclaw`), so what users read matches what they wrote;
+/// `Debug` would print Rust's names (`Gce`, `X86_64Linux`).
+macro_rules! display_as_spelled {
+    ($($kind:ty),* $(,)?) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(spelling)) => f.write_str(&spelling),
+                    // Unreachable for these unit-only enums (a test walks them).
+                    _ => Err(std::fmt::Error),
+                }
+            }
+        }
+    )*};
+}
+
+display_as_spelled!(Target, Platform, System, AgentKind, Tool, Browser, CodeExecution);
+
 /// A whole spec file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -235,5 +254,58 @@ impl AgentSpec {
 
     pub fn code_network(&self) -> bool {
         self.code_network.as_ref().is_some_and(|v| *v.get_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_display_as_the_spec_spells_them() {
+        let shown: Vec<String> = [
+            Target::Gce.to_string(),
+            Target::Rpi4.to_string(),
+            Target::Nixos.to_string(),
+            Platform::Systrap.to_string(),
+            Platform::Kvm.to_string(),
+            Platform::Ptrace.to_string(),
+            System::X86_64Linux.to_string(),
+            System::Aarch64Linux.to_string(),
+            AgentKind::Openclaw.to_string(),
+            AgentKind::Picoclaw.to_string(),
+            AgentKind::Hermes.to_string(),
+            Tool::Browser.to_string(),
+            Tool::Crawler.to_string(),
+            Tool::Code.to_string(),
+            Tool::WebFetch.to_string(),
+            Tool::Exec.to_string(),
+            Browser::Chromium.to_string(),
+            CodeExecution::DockerInGvisor.to_string(),
+        ]
+        .into();
+        assert_eq!(
+            shown,
+            [
+                "gce",
+                "rpi4",
+                "nixos",
+                "systrap",
+                "kvm",
+                "ptrace",
+                "x86_64-linux",
+                "aarch64-linux",
+                "openclaw",
+                "picoclaw",
+                "hermes",
+                "browser",
+                "crawler",
+                "code",
+                "web-fetch",
+                "exec",
+                "chromium",
+                "docker-in-gvisor",
+            ]
+        );
     }
 }

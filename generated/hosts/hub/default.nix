@@ -3,7 +3,7 @@
 # Inert unless `appliance.enable` is set and `appliance.host` is "hub"
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, applianceImages, ... }:
 let
   runsc = lib.getExe' pkgs.gvisor "runsc";
   dockerSettings = lib.importJSON ./docker-daemon.json;
@@ -43,15 +43,15 @@ in
     };
 
     # NVIDIA l4 x8: open kernel module (needed by gVisor's
-    # nvproxy), CDI specs for Docker from the container toolkit.
-    nixpkgs.config.allowUnfree = true;
+    # nvproxy). The driver is unfree: the flake's configurations allow the
+    # NVIDIA/CUDA packages only (nix/unfree.nix); this module leaves
+    # `nixpkgs.config` to whoever builds nixpkgs.
     hardware.graphics.enable = true;
     services.xserver.videoDrivers = [ "nvidia" ];
     hardware.nvidia.open = true;
     hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
       "appliance host `hub`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
     hardware.nvidia.nvidiaPersistenced = true;
-    hardware.nvidia-container-toolkit.enable = true;
 
     assertions = [
       {
@@ -96,17 +96,25 @@ in
 
     # WireGuard between the hosts: the private key is made on this machine at
     # first boot and never leaves it; peers' public keys come from the spec
-    # (docs/pairing.md).
-    systemd.services.appliance-wireguard-key = {
+    # (docs/pairing.md). nixpkgs' scripted backend makes the key itself
+    # (`generatePrivateKeyFile`); its networkd backend cannot, and reads the
+    # key when systemd-networkd starts, so with networkd a unit of ours makes
+    # it before that.
+    systemd.services.appliance-wireguard-key = lib.mkIf config.networking.wireguard.useNetworkd {
       description = "Create this host's WireGuard private key on first boot";
-      before = [ "wireguard-wg-appliance.service" ];
-      requiredBy = [ "wireguard-wg-appliance.service" ];
+      before = [ "systemd-networkd.service" ];
+      wantedBy = [ "systemd-networkd.service" ];
+      after = [ "local-fs.target" ];
       path = [ pkgs.wireguard-tools pkgs.coreutils ];
-      unitConfig.ConditionPathExists = "!/var/lib/appliance/wireguard/private.key";
+      unitConfig = {
+        DefaultDependencies = false;
+        ConditionPathExists = "!/var/lib/appliance/wireguard/private.key";
+      };
       serviceConfig = {
         Type = "oneshot";
-        UMask = "0377";
+        UMask = "0077";
       };
+      # It may run before systemd-tmpfiles has made the directory.
       script = ''
         mkdir -p -m 0700 /var/lib/appliance/wireguard
         wg genkey > /var/lib/appliance/wireguard/private.key.tmp
@@ -118,6 +126,7 @@ in
       ips = [ "10.89.0.1/24" ];
       listenPort = 51820;
       privateKeyFile = "/var/lib/appliance/wireguard/private.key";
+      generatePrivateKeyFile = !config.networking.wireguard.useNetworkd;
       peers = [ ];
     };
     warnings = [
@@ -158,6 +167,7 @@ in
         "--subnet=10.88.0.0/16"
         "--gateway=10.88.0.1"
         "--opt=com.docker.network.bridge.name=br-appliance"
+        "--opt=com.docker.network.driver.mtu=1460"
         "appliance"
       ];
     };
@@ -166,6 +176,7 @@ in
       "d /run/appliance/sockets/casper-exec 0750 root 10000 -"
       "d /var/lib/appliance 0711 root root -"
       "d /var/lib/appliance/secrets 0711 root root -"
+      "d /var/lib/appliance/wireguard 0700 root root -"
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
@@ -209,13 +220,15 @@ in
       after = [
         "appliance-network.service"
         "appliance-secrets.service"
-        "wireguard-wg-appliance.service"
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
       ];
       requires = [
         "appliance-network.service"
         "appliance-secrets.service"
-        "wireguard-wg-appliance.service"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
       ];
+      wants = [ "network-online.target" ];
     };
 
     # Secrets exist only on this host, created at first boot, never in the store.
@@ -226,7 +239,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -244,7 +257,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -262,8 +275,16 @@ in
       loadModels = [ "gemma4:26b-a4b-it-q8_0" "glm-4.7-flash:q4_K_M" "qwen3.5:27b-q4_K_M" ];
     };
     systemd.services.ollama = {
-      after = [ "appliance-network.service" "wireguard-wg-appliance.service" ];
-      requires = [ "appliance-network.service" "wireguard-wg-appliance.service" ];
+      after = [
+        "appliance-network.service"
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      requires = [
+        "appliance-network.service"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      wants = [ "network-online.target" ];
     };
 
     virtualisation.oci-containers.backend = "docker";
@@ -297,7 +318,7 @@ in
           "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
+        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "1000:1000";
         volumes = [
@@ -315,6 +336,7 @@ in
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
+          HOME = "/opt/data";
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
           MATRIX_ALLOWED_USERS = "@balthasar-pi:magi,@balthasar:magi,@gendo:magi,@melchior:magi";
@@ -343,7 +365,7 @@ in
           "--dns=10.88.0.1"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
+        imageStream = import ../../images/hermes.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "10000:10000";
         volumes = [
@@ -397,7 +419,7 @@ in
           "--network=none"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs lib; };
+        imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "0:0";
         volumes = [ "/run/appliance/sockets/casper-exec:/run/appliance-docker" ];
@@ -429,13 +451,14 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
+          "--tmpfs=/home/node:rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=10.88.0.12"
           "--dns=10.88.0.1"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageStream = import ../../images/openclaw.nix { inherit pkgs lib; };
+        imageStream = import ../../images/openclaw.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "1000:1000";
         volumes = [

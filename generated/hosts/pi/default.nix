@@ -3,7 +3,7 @@
 # Inert unless `appliance.enable` is set and `appliance.host` is "pi"
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, applianceImages, ... }:
 let
   runsc = lib.getExe' pkgs.gvisor "runsc";
   dockerSettings = lib.importJSON ./docker-daemon.json;
@@ -50,17 +50,25 @@ in
 
     # WireGuard between the hosts: the private key is made on this machine at
     # first boot and never leaves it; peers' public keys come from the spec
-    # (docs/pairing.md).
-    systemd.services.appliance-wireguard-key = {
+    # (docs/pairing.md). nixpkgs' scripted backend makes the key itself
+    # (`generatePrivateKeyFile`); its networkd backend cannot, and reads the
+    # key when systemd-networkd starts, so with networkd a unit of ours makes
+    # it before that.
+    systemd.services.appliance-wireguard-key = lib.mkIf config.networking.wireguard.useNetworkd {
       description = "Create this host's WireGuard private key on first boot";
-      before = [ "wireguard-wg-appliance.service" ];
-      requiredBy = [ "wireguard-wg-appliance.service" ];
+      before = [ "systemd-networkd.service" ];
+      wantedBy = [ "systemd-networkd.service" ];
+      after = [ "local-fs.target" ];
       path = [ pkgs.wireguard-tools pkgs.coreutils ];
-      unitConfig.ConditionPathExists = "!/var/lib/appliance/wireguard/private.key";
+      unitConfig = {
+        DefaultDependencies = false;
+        ConditionPathExists = "!/var/lib/appliance/wireguard/private.key";
+      };
       serviceConfig = {
         Type = "oneshot";
-        UMask = "0377";
+        UMask = "0077";
       };
+      # It may run before systemd-tmpfiles has made the directory.
       script = ''
         mkdir -p -m 0700 /var/lib/appliance/wireguard
         wg genkey > /var/lib/appliance/wireguard/private.key.tmp
@@ -72,6 +80,7 @@ in
       ips = [ "10.89.0.2/24" ];
       listenPort = 51820;
       privateKeyFile = "/var/lib/appliance/wireguard/private.key";
+      generatePrivateKeyFile = !config.networking.wireguard.useNetworkd;
       peers = [ ];
     };
     warnings = [
@@ -114,6 +123,7 @@ in
     systemd.tmpfiles.rules = [
       "d /var/lib/appliance 0711 root root -"
       "d /var/lib/appliance/secrets 0711 root root -"
+      "d /var/lib/appliance/wireguard 0700 root root -"
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
@@ -175,7 +185,7 @@ in
           "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
+        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "1000:1000";
         volumes = [
@@ -186,8 +196,35 @@ in
       };
     };
     systemd.services.docker-balthasar-pi = {
-      after = [ "appliance-network.service" "wireguard-wg-appliance.service" ];
-      requires = [ "appliance-network.service" "wireguard-wg-appliance.service" ];
+      after = [
+        "appliance-network.service"
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      requires = [
+        "appliance-network.service"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      unitConfig = {
+        ConditionPathExists = "/var/lib/appliance/secrets/balthasar-pi/env";
+      };
+      wants = [ "network-online.target" ];
+    };
+
+    # This host has no Matrix server, so no bootstrap writes its agents'
+    # secrets: they are copied here by hand (docs/pairing.md). Until then each
+    # sandbox is skipped ("unmet condition check (ConditionPathExists=...)" in
+    # the journal) instead of failing and re-streaming its image forever, and
+    # its path unit starts it when the file appears.
+    systemd.paths = {
+      docker-balthasar-pi = {
+        description = "Start docker-balthasar-pi once its secrets (/var/lib/appliance/secrets/balthasar-pi/env) are copied here (docs/pairing.md)";
+        pathConfig = {
+          PathExists = "/var/lib/appliance/secrets/balthasar-pi/env";
+          Unit = "docker-balthasar-pi.service";
+        };
+        wantedBy = [ "multi-user.target" ];
+      };
     };
   };
 }

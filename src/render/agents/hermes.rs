@@ -1,4 +1,4 @@
-//! Hermes Agent `config.yaml` (written as JSON, which is YAML). Hermes
+//! Hermes Agent `config.yaml` (YAML, from these serde structs). Hermes
 //! ignores keys it does not know, so tests/tools/validate_hermes.py drives
 //! Hermes 0.19.0's own loader and key checker over every generated file.
 //!

@@ -14,7 +14,7 @@ mod picoclaw;
 
 use anyhow::Result;
 
-use super::{STAMP, Tree, json};
+use super::{Tree, json, yaml};
 use crate::model::{Appliance, MATRIX_TOKEN_FILE, SECRETS_MOUNT};
 use crate::spec::schema::AgentKind;
 
@@ -38,12 +38,7 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
                 );
             }
             AgentKind::Hermes => {
-                // YAML is a superset of JSON, so a comment line plus JSON is
-                // valid YAML and needs no YAML serializer.
-                let mut text = format!("# {STAMP} from the appliance spec; do not edit.\n");
-                text.push_str(&serde_json::to_string_pretty(&hermes::config(agent))?);
-                text.push('\n');
-                tree.insert(format!("{base}/config.yaml"), text.into_bytes());
+                tree.insert(format!("{base}/config.yaml"), yaml(&hermes::config(agent))?);
             }
         }
     }

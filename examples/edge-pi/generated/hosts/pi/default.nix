@@ -3,7 +3,7 @@
 # Inert unless `appliance.enable` is set and `appliance.host` is "pi"
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, applianceImages, ... }:
 let
   runsc = lib.getExe' pkgs.gvisor "runsc";
   dockerSettings = lib.importJSON ./docker-daemon.json;
@@ -134,7 +134,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -152,7 +152,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -199,7 +199,7 @@ in
           "--dns=10.88.0.1"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs lib; };
+        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "1000:1000";
         volumes = [

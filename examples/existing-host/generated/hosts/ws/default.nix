@@ -3,7 +3,7 @@
 # Inert unless `appliance.enable` is set and `appliance.host` is "ws"
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, applianceImages, ... }:
 let
   runsc = lib.getExe' pkgs.gvisor "runsc";
   dockerSettings = lib.importJSON ./docker-daemon.json;
@@ -40,15 +40,15 @@ in
     };
 
     # NVIDIA rtx-4090 x1: open kernel module (needed by gVisor's
-    # nvproxy), CDI specs for Docker from the container toolkit.
-    nixpkgs.config.allowUnfree = true;
+    # nvproxy). The driver is unfree: the flake's configurations allow the
+    # NVIDIA/CUDA packages only (nix/unfree.nix); this module leaves
+    # `nixpkgs.config` to whoever builds nixpkgs.
     hardware.graphics.enable = true;
     services.xserver.videoDrivers = [ "nvidia" ];
     hardware.nvidia.open = true;
     hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
       "appliance host `ws`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
     hardware.nvidia.nvidiaPersistenced = true;
-    hardware.nvidia-container-toolkit.enable = true;
 
     assertions = [
       {
@@ -183,7 +183,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -201,7 +201,7 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         UMask = "0077";
-        ExecStart = lib.escapeShellArgs [
+        ExecStart = utils.escapeSystemdExecArgs [
           (lib.getExe pkgs.agent-appliance)
           "bootstrap"
           "--plan"
@@ -234,6 +234,7 @@ in
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
+          HOME = "/opt/data";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
@@ -256,7 +257,7 @@ in
           "--dns=172.30.0.1"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageStream = import ../../images/hermes.nix { inherit pkgs lib; };
+        imageStream = import ../../images/hermes.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "10000:10000";
         volumes = [
@@ -312,7 +313,7 @@ in
           "--dns=172.30.0.1"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs lib; };
+        imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "0:0";
         volumes = [ "/run/appliance/sockets/coder-exec:/run/appliance-docker" ];
@@ -337,13 +338,14 @@ in
           "--memory=4g"
           "--cpus=2"
           "--shm-size=1g"
+          "--tmpfs=/home/node:rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000"
           "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
           "--network=appliance"
           "--ip=172.30.0.12"
           "--dns=172.30.0.1"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageStream = import ../../images/openclaw.nix { inherit pkgs lib; };
+        imageStream = import ../../images/openclaw.nix { inherit pkgs; images = applianceImages; };
         ports = [ "18789:18789" ];
         user = "1000:1000";
         volumes = [

@@ -1,0 +1,234 @@
+//! `[agents.*]`: each agent's checks and defaults, its Matrix account and
+//! allowlist, its endpoints and its policy (per-kind checks are in
+//! `model::agent_checks`, the policy in `model::policy`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV4;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::addressing::Endpoints;
+use super::matrix::Accounts;
+use super::{Builder, span};
+use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
+use crate::model::{Agent, Host, Room, STATE_DIR, Subnet, policy, sandbox};
+use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target};
+
+/// Hermes refuses models with a smaller context window.
+const HERMES_MIN_CONTEXT: u32 = 64_000;
+
+/// What the agents are resolved against: everything built before them.
+pub(super) struct Context<'a> {
+    pub hosts: &'a BTreeMap<String, Host>,
+    pub accounts: &'a Accounts,
+    pub models: &'a BTreeSet<String>,
+    /// Which rooms each member is in, by user id.
+    pub rooms_of: BTreeMap<String, Vec<&'a Room>>,
+    pub endpoints: &'a Endpoints,
+    pub network: Subnet,
+}
+
+pub(super) fn resolve(b: &mut Builder, ctx: &Context) -> BTreeMap<String, Agent> {
+    let spec = b.spec;
+    let mut agents = BTreeMap::new();
+    // Container names in use, so an agent's `<name>-exec` cannot clash.
+    let mut sandbox_names: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    for (name, agent) in &spec.agents {
+        if let Some(resolved) = resolve_agent(b, ctx, name, agent, &mut sandbox_names) {
+            agents.insert(name.get_ref().clone(), resolved);
+        }
+    }
+    agents
+}
+
+/// One agent; `None` when its host is unknown (already reported).
+fn resolve_agent(
+    b: &mut Builder,
+    ctx: &Context,
+    name: &Spanned<String>,
+    agent: &AgentSpec,
+    sandbox_names: &mut BTreeMap<String, Range<usize>>,
+) -> Option<Agent> {
+    b.check_account_name("agent", name);
+    let host_ok = b.known_host(&format!("agent `{}`", name.get_ref()), &agent.host);
+    let kind = *agent.kind.get_ref();
+    let has_inference = b.spec.inference.is_some();
+    let model = resolve_model(b, name, agent, has_inference, ctx.models);
+    let context = context(b, name, agent, kind);
+    let (tools, browser, code_execution) = resolve_tools(b, name, agent);
+    check_limits(b, agent);
+    check_flags(b, agent, kind, code_execution);
+    for skill in &agent.skills {
+        check_skill(b, kind, skill);
+    }
+    if host_ok {
+        check_gpu(b, ctx, name, agent);
+    }
+    claim_sandbox_names(b, sandbox_names, name, code_execution.is_some());
+    if !host_ok {
+        return None;
+    }
+    let host_name = agent.host.get_ref().clone();
+    let user_id = format!("@{}:{}", name.get_ref(), ctx.accounts.server_name);
+    let endpoints = ctx.endpoints;
+    let homeserver_address = endpoints.address_from(&host_name, &endpoints.matrix_host);
+    let inference_url = endpoints
+        .inference_address
+        .map(|address| format!("http://{address}:{}", endpoints.inference_port));
+    let (rooms, allowed_users) = rooms_and_allowlist(ctx, &user_id);
+    let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
+    let publish: Vec<u16> = agent.publish.iter().map(|p| *p.get_ref()).collect();
+    let egress = crate::model::egress::resolve(b, agent);
+    let policy = policy::apply(policy::Request {
+        name: name.get_ref(),
+        kind,
+        tools,
+        skills: &skills,
+        remote_exec: agent.remote_exec(),
+        code_network: agent.code_network(),
+        publish: &publish,
+        egress_proxy: egress.uses_proxy(),
+    });
+    Some(Agent {
+        name: name.get_ref().clone(),
+        kind,
+        host: host_name,
+        user_id,
+        model,
+        context,
+        tools: policy.tools,
+        skills,
+        browser,
+        code_execution,
+        remote_exec: agent.remote_exec(),
+        code_network: agent.code_network(),
+        homeserver_url: format!(
+            "http://{}:{}",
+            homeserver_address.unwrap_or(ctx.network.gateway()),
+            endpoints.matrix_port
+        ),
+        inference_url,
+        matrix_address: SocketAddrV4::new(
+            homeserver_address.unwrap_or(ctx.network.gateway()),
+            endpoints.matrix_port,
+        ),
+        inference_address: endpoints
+            .inference_address
+            .map(|a| SocketAddrV4::new(a, endpoints.inference_port)),
+        egress_proxy: egress
+            .uses_proxy()
+            .then(|| crate::model::egress::proxy_url(ctx.network.gateway())),
+        egress,
+        allowed_users,
+        rooms,
+        secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),
+        sandbox: name.get_ref().clone(),
+        device_id: crate::model::device_id(name.get_ref()),
+        permissive: policy.permissive,
+        warnings: policy.warnings,
+    })
+}
+
+/// The context window: the spec's, or the kind's default.
+fn context(b: &mut Builder, name: &Spanned<String>, agent: &AgentSpec, kind: AgentKind) -> u32 {
+    let context = agent.context.as_ref().map_or(default_context(kind), |c| *c.get_ref());
+    if kind == AgentKind::Hermes && context < HERMES_MIN_CONTEXT {
+        let at = agent.context.as_ref().map_or(span(name), span);
+        b.error(
+            at,
+            format!(
+                "agent `{}` is Hermes, which needs a context window of at least {HERMES_MIN_CONTEXT} tokens",
+                name.get_ref()
+            ),
+            "set `context = 65536` or more",
+        );
+    }
+    context
+}
+
+/// Switches that only some agents can use.
+fn check_flags(b: &mut Builder, agent: &AgentSpec, kind: AgentKind, code_execution: Option<CodeExecution>) {
+    if let Some(flag) = agent
+        .remote_exec
+        .as_ref()
+        .filter(|f| *f.get_ref() && kind != AgentKind::Picoclaw)
+    {
+        b.error(
+            span(flag),
+            "`remote-exec` applies to picoclaw agents only",
+            "remove `remote-exec`",
+        );
+    }
+    if let Some(flag) = agent
+        .code_network
+        .as_ref()
+        .filter(|f| *f.get_ref() && code_execution.is_none())
+    {
+        b.error(
+            span(flag),
+            "`code-network` is set but the agent has no code execution",
+            "remove `code-network`",
+        );
+    }
+}
+
+/// `gpu = true` needs a host with a `gpu` table.
+fn check_gpu(b: &mut Builder, ctx: &Context, name: &Spanned<String>, agent: &AgentSpec) {
+    let Some(gpu_flag) = agent.gpu.as_ref().filter(|g| *g.get_ref()) else {
+        return;
+    };
+    let host_name = agent.host.get_ref();
+    let host = &ctx.hosts[host_name];
+    if host.gpu.is_none() {
+        let why = if host.target == Target::Rpi4 {
+            "a Raspberry Pi 4 has no GPU gVisor can use"
+        } else {
+            "the host declares no `gpu`"
+        };
+        b.error(
+            span(gpu_flag),
+            format!(
+                "agent `{}` asks for a GPU on host `{host_name}`, but {why}",
+                name.get_ref()
+            ),
+            "remove `gpu = true`, or move the agent to a host with a `gpu` table",
+        );
+    }
+}
+
+/// The agent's container names (`<name>`, and `<name>-exec` with code
+/// execution) must be unique across the appliance.
+fn claim_sandbox_names(
+    b: &mut Builder,
+    sandbox_names: &mut BTreeMap<String, Range<usize>>,
+    name: &Spanned<String>,
+    code_execution: bool,
+) {
+    let mut agent_sandboxes = vec![name.get_ref().clone()];
+    if code_execution {
+        agent_sandboxes.push(sandbox::exec_sandbox_name(name.get_ref()));
+    }
+    for sandbox in agent_sandboxes {
+        if let Some(_previous) = sandbox_names.insert(sandbox.clone(), span(name)) {
+            b.error(
+                span(name),
+                format!("container name `{sandbox}` is used twice"),
+                "an agent with code execution also runs `<name>-exec`; rename one of the agents",
+            );
+        }
+    }
+}
+
+/// The rooms the agent joins, and whom it answers: the admins and the
+/// members of its rooms, never itself.
+fn rooms_and_allowlist(ctx: &Context, user_id: &str) -> (Vec<String>, Vec<String>) {
+    let mut rooms = Vec::new();
+    let mut allowed: BTreeSet<String> = ctx.accounts.admins.iter().cloned().collect();
+    for room in ctx.rooms_of.get(user_id).into_iter().flatten() {
+        rooms.push(room.alias.clone());
+        allowed.extend(room.members.iter().map(|m| m.user_id.clone()));
+    }
+    allowed.remove(user_id);
+    (rooms, allowed.into_iter().collect())
+}

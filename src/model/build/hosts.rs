@@ -1,0 +1,168 @@
+//! `[hosts.*]`: target and system, GPU, SSH and WireGuard keys, and each
+//! host's addresses on the network and the overlay.
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::{Builder, span};
+use crate::model::{Gpu, Host, Subnet};
+use crate::spec::schema::{DriverCapability, GpuSpec, HostSpec, Platform, System, Target};
+
+pub(super) fn resolve(b: &mut Builder, network: Subnet, overlay: Option<Subnet>) -> BTreeMap<String, Host> {
+    let spec = b.spec;
+    if spec.hosts.is_empty() {
+        b.error(
+            span(&spec.appliance.name),
+            "the spec declares no host",
+            "add a host such as `[hosts.hub]` with `target = \"gce\"`",
+        );
+    }
+    let mut hosts = BTreeMap::new();
+    for (index, (name, host)) in spec.hosts.iter().enumerate() {
+        let resolved = resolve_host(b, name, host, network, overlay, index);
+        hosts.insert(name.get_ref().clone(), resolved);
+    }
+    hosts
+}
+
+fn resolve_host(
+    b: &mut Builder,
+    name: &Spanned<String>,
+    host: &HostSpec,
+    network: Subnet,
+    overlay: Option<Subnet>,
+    index: usize,
+) -> Host {
+    b.check_name("host", name);
+    let target = *host.target.get_ref();
+    let system = system(b, name, host, target);
+    let gpu = host.gpu.as_ref().and_then(|gpu| resolve_gpu(b, name, gpu, target));
+    check_ssh_keys(b, host);
+    if let Some(key) = &host.wireguard_public_key
+        && !is_wireguard_key(key.get_ref())
+    {
+        b.error(
+            span(key),
+            "this is not a WireGuard public key",
+            "use the 44-character base64 key that `wg pubkey` prints on that host",
+        );
+    }
+    let overlay_address = overlay.and_then(|o| o.host(index as u32 + 1));
+    if let Some(overlay) = overlay.filter(|_| overlay_address.is_none()) {
+        let at = b.spec.appliance.overlay.as_ref().map_or_else(|| span(name), span);
+        b.error(
+            at,
+            format!(
+                "the overlay `{overlay}` has no address left for host `{}`",
+                name.get_ref()
+            ),
+            "use a larger subnet in `[appliance].overlay`",
+        );
+    }
+    Host {
+        name: name.get_ref().clone(),
+        target,
+        system,
+        platform: host.platform.as_ref().map_or(Platform::Systrap, |p| *p.get_ref()),
+        gpu,
+        ssh_keys: host.ssh_keys.iter().map(|k| k.get_ref().clone()).collect(),
+        network_address: network.gateway(),
+        overlay_address,
+        wireguard_public_key: host.wireguard_public_key.as_ref().map(|k| k.get_ref().clone()),
+        endpoint: host.endpoint.as_ref().map(|e| e.get_ref().clone()),
+        firewall: Vec::new(),
+        runtimes: Vec::new(),
+        sandboxes: Vec::new(),
+        runs_matrix: false,
+        runs_inference: false,
+    }
+}
+
+/// GCE is x86_64 and the Pi aarch64; only existing NixOS hosts choose.
+fn system(b: &mut Builder, name: &Spanned<String>, host: &HostSpec, target: Target) -> System {
+    match (target, &host.system) {
+        (Target::Gce, None) => System::X86_64Linux,
+        (Target::Rpi4, None) => System::Aarch64Linux,
+        (Target::Nixos, None) => System::X86_64Linux,
+        (Target::Nixos, Some(system)) => *system.get_ref(),
+        (_, Some(system)) => {
+            b.error(
+                span(system),
+                format!("host `{}` sets `system`, but its target fixes it", name.get_ref()),
+                "remove `system`; only `target = \"nixos\"` hosts choose their system",
+            );
+            *system.get_ref()
+        }
+    }
+}
+
+fn resolve_gpu(b: &mut Builder, name: &Spanned<String>, gpu: &Spanned<GpuSpec>, target: Target) -> Option<Gpu> {
+    if target == Target::Rpi4 {
+        b.error(
+            span(gpu),
+            format!(
+                "host `{}` is a Raspberry Pi 4, which has no GPU gVisor can pass through",
+                name.get_ref()
+            ),
+            "remove `gpu`; serve models from a GPU host and let the Pi's agents use it over the overlay",
+        );
+        return None;
+    }
+    let gpu = gpu.get_ref();
+    if *gpu.count.get_ref() == 0 {
+        b.error(
+            span(&gpu.count),
+            "GPU count is 0",
+            "remove `gpu` or give a count of at least 1",
+        );
+    }
+    let mut capabilities: Vec<DriverCapability> = match &gpu.driver_capabilities {
+        Some(list) if list.is_empty() => {
+            b.error(
+                span(&gpu.count),
+                "`driver-capabilities` is empty, so no GPU work could run",
+                "remove `driver-capabilities` for the default (compute, utility), or list what is needed",
+            );
+            Vec::new()
+        }
+        Some(list) => list.iter().map(|c| *c.get_ref()).collect(),
+        None => vec![DriverCapability::Compute, DriverCapability::Utility],
+    };
+    capabilities.sort();
+    capabilities.dedup();
+    Some(Gpu {
+        vendor: "nvidia".into(),
+        model: gpu.model.get_ref().clone(),
+        count: *gpu.count.get_ref(),
+        driver_capabilities: capabilities,
+    })
+}
+
+fn check_ssh_keys(b: &mut Builder, host: &HostSpec) {
+    for key in &host.ssh_keys {
+        let text = key.get_ref();
+        let known = [
+            "ssh-ed25519 ",
+            "ssh-rsa ",
+            "ecdsa-sha2-",
+            "sk-ssh-ed25519@",
+            "sk-ecdsa-sha2-",
+        ];
+        if !known.iter().any(|prefix| text.starts_with(prefix)) || text.contains('\n') {
+            b.error(
+                span(key),
+                "this is not an SSH public key",
+                "paste one line of `~/.ssh/id_ed25519.pub`, e.g. `ssh-ed25519 AAAA... you@laptop`",
+            );
+        }
+    }
+}
+
+fn is_wireguard_key(key: &str) -> bool {
+    key.len() == 44
+        && key.ends_with('=')
+        && key[..43]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+}

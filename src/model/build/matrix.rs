@@ -1,0 +1,85 @@
+//! `[matrix]`: the homeserver's host and server name, the human admins,
+//! and where Synapse listens.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use super::addressing::Endpoints;
+use super::{Builder, span};
+use crate::model::names::server_name_problem;
+use crate::model::{Agent, Host, Matrix, Subnet};
+use crate::spec::Spec;
+
+/// The Matrix names the rooms and agents are built from.
+pub(super) struct Accounts {
+    pub server_name: String,
+    /// Human admins' user ids, in spec order.
+    pub admins: Vec<String>,
+    /// Their localparts, for room members written `@name`.
+    pub admin_names: BTreeSet<String>,
+}
+
+pub(super) fn accounts(b: &mut Builder) -> Accounts {
+    let matrix_spec = b.spec.matrix.get_ref();
+    let agent_names = b.agent_names();
+    b.known_host("the Matrix homeserver", &matrix_spec.host);
+    if let Some(problem) = server_name_problem(matrix_spec.server_name.get_ref()) {
+        b.error(
+            span(&matrix_spec.server_name),
+            format!("server name `{}` {problem}", matrix_spec.server_name.get_ref()),
+            "user ids become `@agent:<server-name>`; it cannot change after first boot",
+        );
+    }
+    let server_name = matrix_spec.server_name.get_ref().clone();
+    let mut admins = Vec::new();
+    let mut admin_names = BTreeSet::new();
+    for admin in &matrix_spec.admins {
+        b.check_account_name("admin", admin);
+        if !admin_names.insert(admin.get_ref().clone()) {
+            b.error(
+                span(admin),
+                format!("admin `{}` is listed twice", admin.get_ref()),
+                "remove the duplicate",
+            );
+        }
+        if agent_names.contains(admin.get_ref().as_str()) {
+            b.error(
+                span(admin),
+                format!("`{}` is both an admin and an agent", admin.get_ref()),
+                "humans and agents need distinct Matrix accounts; rename one",
+            );
+        }
+        admins.push(format!("@{}:{server_name}", admin.get_ref()));
+    }
+    Accounts {
+        server_name,
+        admins,
+        admin_names,
+    }
+}
+
+/// The homeserver as the model has it: Synapse listens on loopback and the
+/// bridge, and on the overlay when agents on other hosts use it.
+pub(super) fn resolve(
+    spec: &Spec,
+    accounts: Accounts,
+    endpoints: &Endpoints,
+    hosts: &BTreeMap<String, Host>,
+    agents: &BTreeMap<String, Agent>,
+    network: Subnet,
+) -> Matrix {
+    let matrix_host = &endpoints.matrix_host;
+    let remote_matrix = agents.values().any(|a| &a.host != matrix_host);
+    let mut bind_addresses = vec![Ipv4Addr::LOCALHOST, network.gateway()];
+    if remote_matrix {
+        bind_addresses.extend(hosts.get(matrix_host).and_then(|h| h.overlay_address));
+    }
+    Matrix {
+        host: matrix_host.clone(),
+        server_name: accounts.server_name,
+        port: endpoints.matrix_port,
+        federation: spec.matrix.get_ref().federation,
+        admins: accounts.admins,
+        bind_addresses,
+    }
+}

@@ -1,0 +1,77 @@
+//! Once every reference is valid: each agent's sandboxes on its host, with
+//! their network addresses; then each host's runtimes and firewall.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Builder, span};
+use crate::model::sandbox::{self, SandboxInputs};
+use crate::model::{Agent, Host, Inference, Matrix, Subnet, firewall};
+use crate::runsc::Profile;
+
+/// Puts every agent's sandboxes on its host, addresses counted from `.10`
+/// per host in agent order.
+pub(super) fn place(
+    b: &mut Builder,
+    hosts: &mut BTreeMap<String, Host>,
+    agents: &BTreeMap<String, Agent>,
+    network: Subnet,
+) {
+    let spec = b.spec;
+    let agent_specs: BTreeMap<&str, _> = spec.agents.iter().map(|(n, a)| (n.get_ref().as_str(), a)).collect();
+    let mut next_address: BTreeMap<String, u32> = BTreeMap::new();
+    for agent in agents.values() {
+        let host = hosts.get_mut(&agent.host).expect("agent host checked");
+        let counter = next_address.entry(host.name.clone()).or_insert(10);
+        let sandboxes = sandbox::for_agent(&SandboxInputs {
+            agent,
+            spec: agent_specs[agent.name.as_str()],
+            network: &network,
+            gpu: host.gpu.as_ref(),
+        });
+        for mut sandbox in sandboxes {
+            if let Some(network_slot) = sandbox.network.as_mut() {
+                match network.host(*counter) {
+                    Some(address) => network_slot.address = address,
+                    None => {
+                        let at = spec
+                            .appliance
+                            .network
+                            .as_ref()
+                            .map_or_else(|| span(&spec.appliance.name), span);
+                        b.error(
+                            at,
+                            format!(
+                                "the appliance network `{network}` has no address left for sandbox `{}`",
+                                sandbox.name
+                            ),
+                            "use a larger subnet in `[appliance].network`",
+                        );
+                    }
+                }
+                *counter += 1;
+            }
+            host.sandboxes.push(sandbox);
+        }
+    }
+}
+
+/// What each host runs, the Docker runtimes its sandboxes need, and the
+/// holes in its firewall.
+pub(super) fn finish_hosts(
+    hosts: &mut BTreeMap<String, Host>,
+    matrix: &Matrix,
+    inference: Option<&Inference>,
+    linked: bool,
+) {
+    for host in hosts.values_mut() {
+        host.runs_matrix = host.name == matrix.host;
+        host.runs_inference = inference.is_some_and(|i| i.host == host.name);
+        // The strict runtime is always there: it is Docker's default.
+        let mut profiles: BTreeSet<Profile> = BTreeSet::from([Profile::STRICT]);
+        for sandbox in &host.sandboxes {
+            profiles.insert(sandbox.profile.clone());
+        }
+        host.runtimes = profiles.into_iter().collect();
+        host.firewall = firewall::rules(host, matrix, inference, linked);
+    }
+}

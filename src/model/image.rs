@@ -1,0 +1,361 @@
+//! One description of every OCI image the appliance runs. The Nix images
+//! (images/*.nix, called from generated/images/), the sandbox run options
+//! (user, volumes, tmpfs) and the rehearsal's Debian-built test images are
+//! all derived from it, so they cannot drift apart.
+
+use crate::spec::schema::AgentKind;
+
+/// Versions of the upstream agents our images package: the versions whose
+/// config schemas tests/agents.rs checks our configs against (Hermes 0.19.0
+/// is the newest on PyPI).
+pub const OPENCLAW_VERSION: &str = "2026.9.6";
+pub const PICOCLAW_VERSION: &str = "0.2.9";
+pub const HERMES_VERSION: &str = "0.19.0";
+pub const DIND_VERSION: &str = "29";
+
+/// The account an image's process runs as. Every image has it in a minimal
+/// `/etc/passwd` and `/etc/group` (Chromium and Python look themselves up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub name: &'static str,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: &'static str,
+}
+
+impl Account {
+    /// Docker's `--user` value.
+    pub fn user(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+}
+
+/// What backs a writable directory under the sandbox's read-only root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// A named Docker volume `appliance-<agent>-<name>`: state that must
+    /// survive a restart. Docker copies the image's directory (owner and
+    /// mode) into a new volume, so the image must carry it.
+    Volume { name: &'static str },
+    /// A tmpfs of this size: scratch space, gone at restart.
+    Tmpfs { size: &'static str },
+    /// A tmpfs sized by the agent's `code_storage` (default 4g): the inner
+    /// Docker's storage.
+    CodeStorage,
+}
+
+/// Who owns a writable directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The image's account.
+    Account,
+    /// root, e.g. a sticky world-writable /tmp.
+    Root,
+}
+
+/// A directory the image's user must be able to write. It exists in the
+/// image with this owner and mode, and is mounted writable by the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writable {
+    pub path: &'static str,
+    /// Octal permission bits, e.g. `0o700`; `0o1777` for a shared /tmp.
+    pub mode: u32,
+    pub owner: Owner,
+    pub storage: Storage,
+}
+
+impl Writable {
+    /// The mode as Docker's tmpfs option and `chmod` take it: `0700`, `1777`.
+    pub fn mode_octal(&self) -> String {
+        format!("{:04o}", self.mode)
+    }
+
+    /// The owner's `(uid, gid)` in an image with this account.
+    pub fn owner_ids(&self, account: &Account) -> (u32, u32) {
+        match self.owner {
+            Owner::Account => (account.uid, account.gid),
+            Owner::Root => (0, 0),
+        }
+    }
+}
+
+/// The upstream release the tag names; the Nix image asserts it when
+/// evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionCheck {
+    /// The tag is the package's version.
+    Exact { package: &'static str },
+    /// The tag is the package's major version.
+    Major { package: &'static str },
+}
+
+impl VersionCheck {
+    pub fn package(&self) -> &'static str {
+        match self {
+            VersionCheck::Exact { package } | VersionCheck::Major { package } => package,
+        }
+    }
+}
+
+/// One OCI image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// Short name: `images/<name>.nix`, `generated/images/<name>.nix`.
+    pub name: &'static str,
+    pub repository: &'static str,
+    pub tag: &'static str,
+    pub purpose: &'static str,
+    pub account: Account,
+    /// Every writable path, with what backs it in the sandbox.
+    pub writable: &'static [Writable],
+    pub entrypoint: &'static [&'static str],
+    /// The image's `Env`, `KEY=value`.
+    pub env: &'static [&'static str],
+    /// Package attributes of nixpkgs (or the flake's overlay) the image
+    /// contains, e.g. `chromium`.
+    pub packages: &'static [&'static str],
+    /// Those of `packages` only an agent with the browser tool needs: left
+    /// out when no sandbox running the image has it.
+    pub browser_packages: &'static [&'static str],
+    pub version_check: VersionCheck,
+}
+
+impl ImageLayout {
+    /// `repository:tag`, the reference sandboxes run.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// The image's `Env`: its own settings and the account's HOME.
+    pub fn image_env(&self) -> Vec<String> {
+        let mut env: Vec<String> = self.env.iter().map(|e| e.to_string()).collect();
+        env.push(format!("HOME={}", self.account.home));
+        env
+    }
+
+    /// The packages of the image as the spec uses it: without the browser
+    /// when no agent running it has the browser tool.
+    pub fn packages_for(&self, browser: bool) -> Vec<&'static str> {
+        self.packages
+            .iter()
+            .copied()
+            .filter(|p| browser || !self.browser_packages.contains(p))
+            .collect()
+    }
+
+    /// The writable directories backed by named volumes.
+    pub fn volumes(&self) -> impl Iterator<Item = (&'static str, &Writable)> {
+        self.writable.iter().filter_map(|w| match w.storage {
+            Storage::Volume { name } => Some((name, w)),
+            _ => None,
+        })
+    }
+}
+
+const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+/// Scratch space every image gets.
+const TMP: Writable = Writable {
+    path: "/tmp",
+    mode: 0o1777,
+    owner: Owner::Root,
+    storage: Storage::Tmpfs { size: "256m" },
+};
+
+const OPENCLAW: ImageLayout = ImageLayout {
+    name: "openclaw",
+    repository: "agent-appliance/openclaw",
+    tag: OPENCLAW_VERSION,
+    purpose: "OpenClaw gateway with its Matrix plugin and Chromium (`/bin/chromium`) for its browser tool; nothing is installed at runtime",
+    account: Account {
+        name: "node",
+        uid: 1000,
+        gid: 1000,
+        home: "/home/node",
+    },
+    writable: &[
+        // OpenClaw's state (sessions, credentials, workspace) lives in
+        // ~/.openclaw; the rest of HOME is Chromium's profile and caches,
+        // which need not survive a restart.
+        Writable {
+            path: "/home/node",
+            mode: 0o700,
+            owner: Owner::Account,
+            storage: Storage::Tmpfs { size: "512m" },
+        },
+        Writable {
+            path: "/home/node/.openclaw",
+            mode: 0o700,
+            owner: Owner::Account,
+            storage: Storage::Volume { name: "state" },
+        },
+        TMP,
+    ],
+    entrypoint: &["tini", "-s", "--", "openclaw", "gateway", "run"],
+    env: &[CA_BUNDLE],
+    packages: &["appliance-openclaw", "chromium", "cacert", "tini"],
+    browser_packages: &["chromium"],
+    version_check: VersionCheck::Exact {
+        package: "appliance-openclaw",
+    },
+};
+
+const PICOCLAW: ImageLayout = ImageLayout {
+    name: "picoclaw",
+    repository: "agent-appliance/picoclaw",
+    tag: PICOCLAW_VERSION,
+    purpose: "PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill",
+    account: Account {
+        name: "picoclaw",
+        uid: 1000,
+        gid: 1000,
+        home: "/var/lib/picoclaw",
+    },
+    writable: &[
+        Writable {
+            path: "/var/lib/picoclaw",
+            mode: 0o700,
+            owner: Owner::Account,
+            storage: Storage::Volume { name: "state" },
+        },
+        TMP,
+    ],
+    entrypoint: &["picoclaw", "gateway"],
+    env: &[CA_BUNDLE],
+    // A shell and core tools: PicoClaw's exec tool (and the gh skill
+    // through it) runs commands with `sh -c`.
+    packages: &["appliance-picoclaw", "gh", "bashInteractive", "coreutils", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::Exact {
+        package: "appliance-picoclaw",
+    },
+};
+
+const HERMES: ImageLayout = ImageLayout {
+    name: "hermes",
+    repository: "agent-appliance/hermes",
+    tag: HERMES_VERSION,
+    purpose: "Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
+    // Upstream's Docker image: user `hermes` 10000, HERMES_HOME /opt/data.
+    account: Account {
+        name: "hermes",
+        uid: 10000,
+        gid: 10000,
+        home: "/opt/data",
+    },
+    writable: &[
+        Writable {
+            path: "/opt/data",
+            mode: 0o700,
+            owner: Owner::Account,
+            storage: Storage::Volume { name: "state" },
+        },
+        TMP,
+    ],
+    entrypoint: &["tini", "-s", "--", "hermes", "gateway", "run"],
+    env: &[CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
+    packages: &["appliance-hermes", "chromium", "docker-client", "cacert", "tini"],
+    browser_packages: &["chromium"],
+    version_check: VersionCheck::Exact {
+        package: "appliance-hermes",
+    },
+};
+
+const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
+    name: "docker-in-gvisor",
+    repository: "agent-appliance/docker-in-gvisor",
+    tag: DIND_VERSION,
+    purpose: "Docker 29 daemon for code execution inside gVisor, with the code-runner image it loads at start; its /var/lib/docker is a tmpfs the sandbox mounts",
+    // dockerd must be root inside the sandbox; gVisor's root has no host
+    // privileges.
+    account: Account {
+        name: "root",
+        uid: 0,
+        gid: 0,
+        home: "/root",
+    },
+    writable: &[
+        // gVisor needs tmpfs as the upper layer of the inner overlayfs.
+        Writable {
+            path: "/var/lib/docker",
+            mode: 0o710,
+            owner: Owner::Root,
+            storage: Storage::CodeStorage,
+        },
+        Writable {
+            path: "/run",
+            mode: 0o755,
+            owner: Owner::Root,
+            storage: Storage::Tmpfs { size: "64m" },
+        },
+        TMP,
+    ],
+    // The sandbox's command is `appliance-dind-start` with dockerd's flags.
+    entrypoint: &["tini", "-s", "--"],
+    env: &[CA_BUNDLE],
+    packages: &["docker_29", "appliance-dind-start", "cacert", "tini"],
+    browser_packages: &[],
+    version_check: VersionCheck::Major { package: "docker_29" },
+};
+
+/// Every image, in a stable order.
+pub fn all() -> [&'static ImageLayout; 4] {
+    [&DOCKER_IN_GVISOR, &HERMES, &OPENCLAW, &PICOCLAW]
+}
+
+/// The image an agent of this kind runs in.
+pub fn for_kind(kind: AgentKind) -> &'static ImageLayout {
+    match kind {
+        AgentKind::Openclaw => &OPENCLAW,
+        AgentKind::Picoclaw => &PICOCLAW,
+        AgentKind::Hermes => &HERMES,
+    }
+}
+
+/// The image code-execution sandboxes run in.
+pub fn docker_in_gvisor() -> &'static ImageLayout {
+    &DOCKER_IN_GVISOR
+}
+
+/// The layout of an image reference a sandbox runs (`repository:tag`).
+pub fn by_reference(reference: &str) -> Option<&'static ImageLayout> {
+    all().into_iter().find(|layout| layout.reference() == reference)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_image_has_distinct_names_and_paths_under_its_account() {
+        let mut names: Vec<_> = all().iter().map(|l| l.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), 4);
+        for layout in all() {
+            assert!(layout.repository.ends_with(layout.name), "{}", layout.name);
+            assert_eq!(by_reference(&layout.reference()), Some(layout));
+            let paths: Vec<_> = layout.writable.iter().map(|w| w.path).collect();
+            let mut unique = paths.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), paths.len(), "{}: duplicate writable path", layout.name);
+            assert!(layout.volumes().count() <= 1, "{}: one state volume", layout.name);
+            assert!(layout.writable.iter().all(|w| w.path.starts_with('/')));
+        }
+    }
+
+    #[test]
+    fn the_browser_is_left_out_only_where_no_agent_uses_it() {
+        assert_eq!(OPENCLAW.packages_for(true), OPENCLAW.packages);
+        assert_eq!(OPENCLAW.packages_for(false), ["appliance-openclaw", "cacert", "tini"]);
+        assert_eq!(PICOCLAW.packages_for(false), PICOCLAW.packages);
+        for layout in all() {
+            assert!(layout.browser_packages.iter().all(|p| layout.packages.contains(p)));
+        }
+    }
+
+    #[test]
+    fn modes_print_as_docker_and_chmod_take_them() {
+        assert_eq!(TMP.mode_octal(), "1777");
+        assert_eq!(DOCKER_IN_GVISOR.writable[0].mode_octal(), "0710");
+    }
+}

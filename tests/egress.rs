@@ -906,3 +906,28 @@ fn sandboxes_reach_exactly_what_the_policy_allows() {
         failures.join("\n")
     );
 }
+
+/// `egress` values the spec gets wrong are located spec errors.
+#[test]
+fn egress_values_are_checked() {
+    let base = fs::read_to_string(root().join("examples/minimal/appliance.toml")).unwrap();
+    let cases = [
+        ("egress = \"internet\"", "unknown egress `internet`"),
+        ("egress = []", "`egress` lists no domain"),
+        ("egress = [\"169.254.169.254\"]", "is an address"),
+        ("egress = [\"github.com:443\"]", "has a port or path"),
+        ("egress = [\"metadata.google.internal\"]", "is a local name"),
+    ];
+    for (line, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base.replacen("kind = \"picoclaw\"", &format!("kind = \"picoclaw\"\n{line}"), 1);
+        fs::write(dir.path().join("appliance.toml"), text).unwrap();
+        let output = crate::common::run_in(dir.path(), &["check"]);
+        let err = crate::common::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{line}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("appliance.toml:"),
+            "{line}: {err}"
+        );
+    }
+}

@@ -200,3 +200,96 @@ fn squid_domain(domain: &str) -> String {
 fn acl_name(sandbox: &str) -> String {
     sandbox.replace('-', "_")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn shipped() -> Vec<crate::model::Appliance> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut specs = vec![root.join("appliance.toml")];
+        for example in ["edge-pi", "existing-host", "minimal"] {
+            specs.push(root.join("examples").join(example).join("appliance.toml"));
+        }
+        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
+    }
+
+    /// Exactly the reach is accepted, each rule tied to a source address.
+    #[test]
+    fn the_firewall_accepts_exactly_each_sandboxs_reach() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let table = inet_table(host);
+                let accepts: Vec<&str> = table
+                    .lines()
+                    .filter(|l| l.trim_end().ends_with("accept") || l.contains(" accept comment"))
+                    .filter(|l| !l.contains("ct state established,related"))
+                    .collect();
+                let mut expected = 0;
+                for (sandbox, address) in networked(host) {
+                    for reach in &sandbox.reach {
+                        let rule = format!(
+                            "ip saddr {address} ip daddr {} {} dport {} accept",
+                            reach.address, reach.protocol, reach.port
+                        );
+                        assert_eq!(table.matches(&rule).count(), 1, "{}: {rule}\n{table}", sandbox.name);
+                        expected += 1;
+                    }
+                    expected += sandbox.publish.len();
+                }
+                assert_eq!(
+                    accepts.len(),
+                    expected,
+                    "{}: an accept rule beyond the reach:\n{table}",
+                    host.name
+                );
+                for line in accepts {
+                    assert!(line.contains("ip saddr") || line.contains("published port"), "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_proxy_refuses_never_destinations_before_any_allow() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let Some(conf) = proxy_config(host) else {
+                    assert!(!host.sandboxes.iter().any(|s| s.egress.uses_proxy()), "{}", host.name);
+                    continue;
+                };
+                let deny = conf.find("http_access deny never_dst").unwrap();
+                let first_allow = conf.find("http_access allow").unwrap();
+                assert!(deny < first_allow, "{}", host.name);
+                assert!(conf.trim_end().ends_with("http_access deny all"), "{}", host.name);
+                for sandbox in &host.sandboxes {
+                    let acl = format!("acl sandbox_{} ", acl_name(&sandbox.name));
+                    let has_network = sandbox.network.is_some();
+                    assert_eq!(
+                        conf.contains(&acl),
+                        has_network && sandbox.egress.uses_proxy(),
+                        "{}",
+                        sandbox.name
+                    );
+                    if let Egress::Domains(domains) = &sandbox.egress {
+                        let client = acl_name(&sandbox.name);
+                        let allow = format!("http_access allow sandbox_{client} domains_{client}\n");
+                        assert!(conf.contains(&allow), "{}", sandbox.name);
+                        assert!(!conf.contains(&format!("http_access allow sandbox_{client}\n")));
+                        for domain in domains {
+                            assert!(conf.contains(&squid_domain(domain)), "{domain}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wildcard_domains_are_squid_domains() {
+        assert_eq!(squid_domain("*.githubusercontent.com"), ".githubusercontent.com");
+        assert_eq!(squid_domain("api.github.com"), "api.github.com");
+    }
+}

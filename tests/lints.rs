@@ -100,6 +100,11 @@ fn spec_level_lints_fire() {
             "kind = \"picoclaw\"\nhost = \"box\"\ntools = [\"exec\"]\nremote-exec = true\negress = \"web\"",
         ),
         (
+            "code-network-raw-sockets",
+            "kind = \"picoclaw\"\nhost = \"box\"",
+            "kind = \"hermes\"\nhost = \"box\"\ntools = [\"code\"]\ncode-execution = \"docker-in-gvisor\"\ncode-network = true",
+        ),
+        (
             "inline-secret",
             "[appliance]",
             "# GH_TOKEN = \"ghp_abcdefghijklmnopqrstuvwxyz012345\"\n[appliance]",
@@ -163,6 +168,7 @@ fn model_level_lints_fire() {
 fn every_lint_has_a_firing_test() {
     // Keep in step with the two tests above.
     let tested = [
+        "code-network-raw-sockets",
         "matrix-federation",
         "room-without-admin",
         "web-egress-with-exec",

@@ -104,6 +104,13 @@ pub const LINTS: &[Lint] = &[
         "use a list of domains for `egress`, or drop `remote-exec` / `code-network`",
     ),
     lint(
+        "code-network-raw-sockets",
+        Severity::Warn,
+        "the code sandbox has raw and packet sockets (Docker needs them); on the bridge it can forge other \
+         sandboxes' addresses, which the firewall and proxy ACLs trust",
+        "keep `code-network` off; fetch what code needs through the agent instead",
+    ),
+    lint(
         "inline-secret",
         Severity::Deny,
         "the spec ends up in the world-readable Nix store and in git; a token in it is public",
@@ -278,6 +285,13 @@ fn matrix(appliance: &Appliance, out: &mut Raw) {
 
 fn agents(appliance: &Appliance, out: &mut Raw) {
     for agent in appliance.agents.values() {
+        if agent.code_network {
+            out.push((
+                "code-network-raw-sockets",
+                format!("agent {}", agent.name),
+                format!("`{}` joins the bridge with raw sockets", exec_sandbox_name(&agent.name)),
+            ));
+        }
         if agent.egress != Egress::Web {
             continue;
         }

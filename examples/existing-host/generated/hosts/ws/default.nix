@@ -33,7 +33,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedTCPPorts = [ 53 3128 8008 11434 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -160,6 +160,8 @@ in
     networking.nftables.flushRuleset = false;
     networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
     networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -229,17 +231,23 @@ in
         cmd = [ ];
         dependsOn = [ "coder-exec" ];
         environment = {
-          AGENT_BROWSER_ARGS = "--no-sandbox";
+          AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://172.30.0.1:3128";
           AGENT_BROWSER_EXECUTABLE_PATH = "/bin/chromium";
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";
           MATRIX_USER_ID = "@coder:lab.internal";
+          NO_PROXY = "172.30.0.1,127.0.0.1,localhost";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "172.30.0.1,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/coder/env" ];
         extraOptions = [
@@ -278,6 +286,12 @@ in
         dependsOn = [ ];
         environment = {
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ ];
         extraOptions = [

@@ -333,6 +333,10 @@ pub fn inline_secrets(text: &str) -> Vec<(usize, &'static str)> {
     let mut found = Vec::new();
     for (index, line) in text.lines().enumerate() {
         for word in line.split(|c: char| c.is_whitespace() || "\"'=,[]{}#".contains(c)) {
+            // FIDO SSH key types (`sk-ssh-ed25519@openssh.com`) are public keys.
+            if word.starts_with("sk-ssh-") || word.starts_with("sk-ecdsa-") {
+                continue;
+            }
             let hit = TOKEN_PREFIXES
                 .iter()
                 .find(|(prefix, _)| word.starts_with(prefix) && word.len() >= prefix.len() + 16);
@@ -409,7 +413,8 @@ mod tests {
 
     #[test]
     fn tokens_are_found_but_ordinary_words_are_not() {
-        let text = "a = 1\ntoken = \"ghp_0123456789abcdefghij\"\nskills = [\"sk-\"]\n";
+        let text = "a = 1\ntoken = \"ghp_0123456789abcdefghij\"\nskills = [\"sk-\"]\n\
+                    ssh-keys = [\"sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5 me\"]\n";
         assert_eq!(inline_secrets(text), vec![(2, "a GitHub token")]);
     }
 }

@@ -11,6 +11,7 @@ pub mod diag;
 pub mod docker;
 pub mod lint;
 pub mod model;
+pub mod nixlog;
 pub mod output;
 pub mod render;
 pub mod runsc;

@@ -3,7 +3,7 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 11] = [
     "init",
     "check",
     "generate",
@@ -11,6 +11,9 @@ const SUBCOMMANDS: [&str; 8] = [
     "explain",
     "bootstrap",
     "doctor",
+    "build",
+    "flash",
+    "gce",
     "completions",
 ];
 

@@ -7,10 +7,13 @@ mod synapse;
 
 mod agents;
 mod bootstrap;
+mod build;
 mod cli;
 mod doctor;
 mod egress;
 mod flake;
+mod flash;
+mod gce;
 mod lints;
 mod nix;
 mod output;

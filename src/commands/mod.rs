@@ -1,10 +1,13 @@
 //! One file per subcommand, each with `pub fn run(args) -> Result<()>`.
 
 pub mod bootstrap;
+pub mod build;
 pub mod check;
 pub mod completions;
 pub mod doctor;
 pub mod explain;
+pub mod flash;
+pub mod gce;
 pub mod generate;
 pub mod init;
 pub mod inspect;

@@ -254,3 +254,27 @@ fn warn_lints_do_not_block() {
     let found = findings(&text);
     assert!(found.iter().all(|f| f.severity == Severity::Warn && !f.blocks()));
 }
+
+#[test]
+fn explain_shows_findings_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1);
+    let reason = "this appliance talks to the team's homeserver";
+    write_spec(
+        dir.path(),
+        &format!("{text}\n[lints]\nallow = {{ matrix-federation = \"{reason}\" }}\n"),
+    );
+    let output = run_in(dir.path(), &["explain", "--format", "json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let lints = json["lints"].as_array().unwrap();
+    assert_eq!(lints.len(), 1, "{lints:?}");
+    assert_eq!(lints[0]["code"], "matrix-federation");
+    assert_eq!(lints[0]["allowed"], reason);
+    let output = run_in(dir.path(), &["explain"]);
+    let text = crate::common::stdout(&output);
+    assert!(
+        text.contains("matrix-federation (allowed: this appliance talks"),
+        "{text}"
+    );
+}

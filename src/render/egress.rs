@@ -162,8 +162,10 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         let _ = writeln!(out, "# {why}\nacl never_dst dst {range}");
     }
     out.push_str(
-        "\nacl web_ports port 80 443\nacl tls_port port 443\nacl CONNECT method CONNECT\n\
-         http_access deny manager\nhttp_access deny !web_ports\nhttp_access deny CONNECT !tls_port\n\
+        "\n# Ports 80 and 443 only, for GET and CONNECT alike: Node's fetch tunnels\n\
+         # http:// URLs through CONNECT to port 80 too.\n\
+         acl web_ports port 80 443\n\
+         http_access deny manager\nhttp_access deny !web_ports\n\
          http_access deny never_dst\n\n",
     );
     for (sandbox, address) in &clients {

@@ -134,18 +134,9 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     environment.insert("HOME".into(), layout.account.home.to_string());
-    environment.extend(agent_environment(agent, inputs.network.gateway()));
     let gateway = inputs.network.gateway();
-    if agent.egress.uses_proxy() {
-        let mut direct = vec![*agent.matrix_address.ip()];
-        direct.extend(agent.inference_address.map(|a| *a.ip()));
-        environment.extend(egress::proxy_environment(gateway, &direct, Some(agent.kind)));
-    }
-    let services = Services {
-        matrix: agent.matrix_address,
-        inference: agent.inference_address,
-        gateway,
-    };
+    environment.extend(agent_environment(agent, gateway));
+    environment.extend(agent_proxy_environment(agent, gateway));
     let mut binds = vec![
         Bind {
             source: BindSource::Generated(format!("agents/{}/{}", agent.name, defaults.config_file)),
@@ -219,7 +210,14 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             dns: inputs.network.gateway(),
         }),
         egress: agent.egress.clone(),
-        reach: egress::agent_reach(&services, &agent.egress),
+        reach: egress::agent_reach(
+            &Services {
+                matrix: agent.matrix_address,
+                inference: agent.inference_address,
+                gateway,
+            },
+            &agent.egress,
+        ),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
         gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
         gpus,
@@ -313,6 +311,17 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         depends_on: Vec::new(),
         name,
     }
+}
+
+/// The proxy variables of an agent with egress; Matrix and the model stay
+/// direct.
+fn agent_proxy_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String> {
+    if !agent.egress.uses_proxy() {
+        return BTreeMap::new();
+    }
+    let mut direct = vec![*agent.matrix_address.ip()];
+    direct.extend(agent.inference_address.map(|a| *a.ip()));
+    egress::proxy_environment(gateway, &direct, Some(agent.kind))
 }
 
 /// Where `appliance-dind-start` waits for dockerd's socket, and the proxy

@@ -13,6 +13,7 @@ pub mod lint;
 pub mod model;
 pub mod nixlog;
 pub mod output;
+pub mod pairing;
 pub mod render;
 pub mod runsc;
 pub mod spec;

@@ -3,7 +3,7 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 14] = [
     "init",
     "check",
     "generate",
@@ -14,6 +14,9 @@ const SUBCOMMANDS: [&str; 11] = [
     "build",
     "flash",
     "gce",
+    "pair",
+    "pair-serve",
+    "admin",
     "completions",
 ];
 

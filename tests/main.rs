@@ -5,6 +5,7 @@ mod common;
 mod dockerd;
 mod synapse;
 
+mod admins;
 mod agents;
 mod bootstrap;
 mod build;
@@ -17,5 +18,6 @@ mod gce;
 mod lints;
 mod nix;
 mod output;
+mod pairing;
 mod sandbox;
 mod spec_errors;

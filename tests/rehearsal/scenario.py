@@ -46,7 +46,11 @@ from pathlib import Path
 
 CODE_OUTPUT = "computed 42001"
 STEPS = ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
-RATE_LIMITED = re.compile(r"M_LIMIT_EXCEEDED|Too Many Requests|\b429\b|Fallback send also failed", re.IGNORECASE)
+# What a rate-limited send looks like in the agents' logs (Synapse's errcode,
+# the HTTP reason, Hermes' give-up line, a logged status); not a bare "429",
+# which log timestamps contain (",429 INFO").
+RATE_LIMITED = re.compile(r"M_LIMIT_EXCEEDED|Too Many Requests|Fallback send also failed|(?:status|code|HTTP)\D{0,3}429\b",
+                          re.IGNORECASE)
 
 
 class Failure(Exception):

@@ -12,6 +12,7 @@ pub mod docker;
 pub mod model;
 pub mod nixlog;
 pub mod output;
+pub mod pairing;
 pub mod render;
 pub mod runsc;
 pub mod spec;

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(args),
         Command::Flash(args) => commands::flash::run(args),
         Command::Gce(args) => commands::gce::run(args),
+        Command::Pair(args) => commands::pair::run(args),
+        Command::PairServe(args) => commands::pair::serve(args),
+        Command::Admin(command) => commands::admin::run(command),
         Command::Completions(args) => commands::completions::run(args),
     };
     match result {

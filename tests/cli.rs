@@ -3,7 +3,7 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 10] = [
+const SUBCOMMANDS: [&str; 13] = [
     "init",
     "check",
     "generate",
@@ -13,6 +13,9 @@ const SUBCOMMANDS: [&str; 10] = [
     "build",
     "flash",
     "gce",
+    "pair",
+    "pair-serve",
+    "admin",
     "completions",
 ];
 

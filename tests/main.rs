@@ -5,6 +5,7 @@ mod common;
 mod dockerd;
 mod synapse;
 
+mod admins;
 mod agents;
 mod bootstrap;
 mod build;
@@ -15,6 +16,7 @@ mod flash;
 mod gce;
 mod nix;
 mod output;
+mod pairing;
 mod rehearsal;
 mod sandbox;
 mod spec_errors;

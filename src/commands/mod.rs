@@ -1,5 +1,6 @@
 //! One file per subcommand, each with `pub fn run(args) -> Result<()>`.
 
+pub mod admin;
 pub mod bootstrap;
 pub mod build;
 pub mod check;
@@ -10,6 +11,7 @@ pub mod gce;
 pub mod generate;
 pub mod init;
 pub mod inspect;
+pub mod pair;
 
 use std::fs;
 use std::path::Path;

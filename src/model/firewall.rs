@@ -77,6 +77,29 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
                 "Matrix for other hosts' agents".into(),
             ));
         }
+        if let Some(pairing) = matrix.pairing {
+            rules.push(rule(
+                Some(OVERLAY_INTERFACE),
+                "tcp",
+                pairing.port(),
+                "pairing: other hosts fetch their agents' Matrix credentials".into(),
+            ));
+        }
+        if overlay
+            && host
+                .overlay_address
+                .is_some_and(|a| matrix.web_client.listen.contains(&a))
+        {
+            rules.push(rule(
+                Some(OVERLAY_INTERFACE),
+                "tcp",
+                matrix.web_client.port,
+                format!(
+                    "{}, the admins' Matrix web client (also on loopback, for `ssh -L`)",
+                    matrix.web_client.client
+                ),
+            ));
+        }
     }
     if let Some(inference) = inference.filter(|_| host.runs_inference) {
         rules.push(rule(

@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 pub use agent_checks::is_size;
-pub use build::{WIREGUARD_PORT, build};
+pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
@@ -92,6 +92,25 @@ pub struct Matrix {
     pub admins: Vec<String>,
     /// Addresses Synapse listens on: loopback and where sandboxes reach it.
     pub bind_addresses: Vec<Ipv4Addr>,
+    /// The admins' web client on the Matrix host.
+    pub web_client: WebClient,
+    /// Where the pairing server listens (the Matrix host's overlay
+    /// address), when agents on other hosts need their credentials.
+    pub pairing: Option<std::net::SocketAddrV4>,
+}
+
+/// Cinny, served by nginx on the Matrix host for the human admins: on
+/// loopback (reached through `ssh -L`) and on the overlay, never on a
+/// public interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebClient {
+    pub client: &'static str,
+    pub port: u16,
+    pub listen: Vec<Ipv4Addr>,
+    /// The homeserver the client is locked to, as the admin's browser
+    /// reaches it: through the same host and port as the client itself
+    /// (nginx proxies `/_matrix` to Synapse on loopback).
+    pub homeserver_path: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

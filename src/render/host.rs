@@ -69,6 +69,8 @@ pub const WIREGUARD_KEY_DIR: &str = "/var/lib/appliance/wireguard";
 #[derive(Serialize)]
 struct HostContext {
     stamp: &'static str,
+    /// Modules of this host next to `default.nix` (pairing, the admins').
+    imports: Value,
     appliance: String,
     host: String,
     target: Value,
@@ -91,7 +93,7 @@ struct HostContext {
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    /// Path units starting a sandbox once its hand-copied secrets exist.
+    /// Path units starting a sandbox once pairing has fetched its secrets.
     secret_waits: BTreeMap<String, Value>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,
@@ -145,7 +147,7 @@ struct BootstrapCommands {
 pub const GCE_MTU: u16 = 1460;
 
 /// The systemd device unit of a network interface (`systemd-escape`d name).
-fn device_unit(interface: &str) -> String {
+pub(super) fn device_unit(interface: &str) -> String {
     format!("sys-subsystem-net-devices-{}.device", interface.replace('-', "\\x2d"))
 }
 
@@ -154,7 +156,7 @@ fn device_unit(interface: &str) -> String {
 /// address. Both of nixpkgs' WireGuard backends (scripted, networkd) bring
 /// up the interface before network-online.target, and both create its device
 /// unit; neither has the other's units.
-fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
+pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
     let mut after = deps.clone();
     let mut requires = deps;
     let mut unit = BTreeMap::new();
@@ -169,7 +171,7 @@ fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str,
     unit
 }
 
-pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tree) -> Result<()> {
+pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &Engine, tree: &mut Tree) -> Result<()> {
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
     let overlay = wireguard.as_ref().map(|wg| wg.interface);
@@ -182,6 +184,7 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
 
     let context = HostContext {
         stamp: STAMP,
+        imports: super::pairing::imports_value(imports),
         appliance: appliance.name.clone(),
         host: host.name.clone(),
         target: nix::value(host.target),
@@ -295,7 +298,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             )
         } else {
             // Agents on a host without Matrix reach it over the overlay, and
-            // their secrets are copied here by hand (docs/pairing.md).
+            // their secrets come from the hub by pairing (docs/pairing.md).
             let mut deps = unit_deps(vec!["appliance-network.service".to_string()], overlay);
             if let Some(env_file) = sandbox.env_files.first() {
                 deps.insert(
@@ -324,7 +327,7 @@ fn secret_wait(unit: &str, env_file: &str) -> Value {
         (
             "description",
             nix::value(format!(
-                "Start {unit} once its secrets ({env_file}) are copied here (docs/pairing.md)"
+                "Start {unit} once its secrets ({env_file}) are fetched from the hub (docs/pairing.md)"
             )),
         ),
         ("wantedBy", nix::value(["multi-user.target"])),

@@ -489,7 +489,8 @@ def main(argv=None):
     parser.add_argument("--server-name", default="magi")
     parser.add_argument("--room", default="#magi:magi")
     parser.add_argument("--admin", default="gendo", help="the human admin's localpart")
-    parser.add_argument("--admin-password-file", help="the admin's initial-password file the bootstrap wrote")
+    parser.add_argument("--admin-password-file",
+                        help="a file holding the admin's password (`appliance admin password gendo` prints it)")
     parser.add_argument("--registration-secret-file", help="Synapse's registration shared secret (for the stranger)")
     parser.add_argument("--agent", action="append", default=[], metavar="NAME=MODEL",
                         help="an agent in the room and the model it should ask for (repeatable)")

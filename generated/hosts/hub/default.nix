@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./pairing-server.nix ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "hub") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -37,7 +38,7 @@ in
           allowedUDPPorts = [ 53 ];
         };
         wg-appliance = {
-          allowedTCPPorts = [ 8008 11434 ];
+          allowedTCPPorts = [ 8008 8009 8080 11434 ];
         };
       };
     };

@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./pairing.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -197,13 +198,14 @@ in
     };
 
     # This host has no Matrix server, so no bootstrap writes its agents'
-    # secrets: they are copied here by hand (docs/pairing.md). Until then each
+    # secrets: `appliance-pair.service` fetches them from the hub over the
+    # overlay (docs/pairing.md). Until then each
     # sandbox is skipped ("unmet condition check (ConditionPathExists=...)" in
     # the journal) instead of failing and re-streaming its image forever, and
     # its path unit starts it when the file appears.
     systemd.paths = {
       docker-balthasar-pi = {
-        description = "Start docker-balthasar-pi once its secrets (/var/lib/appliance/secrets/balthasar-pi/env) are copied here (docs/pairing.md)";
+        description = "Start docker-balthasar-pi once its secrets (/var/lib/appliance/secrets/balthasar-pi/env) are fetched from the hub (docs/pairing.md)";
         pathConfig = {
           PathExists = "/var/lib/appliance/secrets/balthasar-pi/env";
           Unit = "docker-balthasar-pi.service";

@@ -29,6 +29,10 @@ pub const SSH_PORT: u16 = 22;
 /// The DNS forwarder the sandboxes use, on the bridge address.
 pub const DNS_PORT: u16 = 53;
 pub const WIREGUARD_PORT: u16 = 51820;
+/// The hub's pairing server (`appliance pair-serve`), on its overlay address.
+pub const PAIRING_PORT: u16 = 8009;
+/// The admins' Matrix web client (nginx serving Cinny).
+pub const WEB_CLIENT_PORT: u16 = 8080;
 
 fn span<T>(value: &Spanned<T>) -> Range<usize> {
     value.span()

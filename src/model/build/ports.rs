@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::addressing::Endpoints;
-use super::{Builder, DNS_PORT, SSH_PORT, WIREGUARD_PORT, span};
+use super::{Builder, DNS_PORT, PAIRING_PORT, SSH_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, span};
 use crate::model::Host;
 use crate::spec::schema::AgentKind;
 
@@ -47,7 +47,27 @@ pub(super) fn check(b: &mut Builder, hosts: &BTreeMap<String, Host>, linked: boo
     let matrix_at = matrix_spec.port.as_ref().map_or_else(|| span(&matrix_spec.host), span);
     if hosts.contains_key(&endpoints.matrix_host) {
         let what = "the Matrix homeserver".into();
-        ports.claim(b, &endpoints.matrix_host, "tcp", endpoints.matrix_port, what, matrix_at);
+        ports.claim(
+            b,
+            &endpoints.matrix_host,
+            "tcp",
+            endpoints.matrix_port,
+            what,
+            matrix_at.clone(),
+        );
+        let what = "the admins' web client".into();
+        ports.claim(
+            b,
+            &endpoints.matrix_host,
+            "tcp",
+            WEB_CLIENT_PORT,
+            what,
+            matrix_at.clone(),
+        );
+        if linked {
+            let what = "the pairing server".into();
+            ports.claim(b, &endpoints.matrix_host, "tcp", PAIRING_PORT, what, matrix_at);
+        }
     }
     if let (Some(inference), Some(host)) = (&spec.inference, &endpoints.inference_host) {
         let inference = inference.get_ref();

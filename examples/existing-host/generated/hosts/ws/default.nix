@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "ws") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and

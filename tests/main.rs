@@ -19,5 +19,6 @@ mod lints;
 mod nix;
 mod output;
 mod pairing;
+mod rehearsal;
 mod sandbox;
 mod spec_errors;

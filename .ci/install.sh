@@ -43,7 +43,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
-  debootstrap dnsmasq-base nftables >/dev/null
+  debootstrap dnsmasq-base nftables squid >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
 # WireGuard in userspace for the pairing test (tests/pairing.rs): no kernel module needed.
 apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null

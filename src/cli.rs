@@ -24,6 +24,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show the resolved appliance: hosts, sandboxes, runtimes, rooms, bootstrap plan
     Inspect(InspectArgs),
+    /// Per sandbox: runtime, user, capabilities, mounts, sockets, network reach, egress, secrets, GPU, lints
+    Explain(ExplainArgs),
     /// On the Matrix host: create secrets, Matrix accounts, agent tokens and rooms (idempotent)
     Bootstrap(BootstrapArgs),
     /// Check that this host can run the spec's sandboxes: runsc, its flags, platform, Docker runtimes, GPU driver
@@ -142,6 +144,18 @@ pub struct InspectArgs {
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// Output format; the JSON is documented in docs/inspect.md
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Only this agent's sandboxes
+    #[arg(value_name = "AGENT")]
+    pub agent: Option<String>,
+    /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

@@ -58,9 +58,21 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
                 Some(BRIDGE_INTERFACE),
                 protocol,
                 DNS_PORT,
-                "DNS forwarder for this host's sandboxes".into(),
+                "DNS resolver for this host's sandboxes (answers no outside name)".into(),
             ));
         }
+    }
+    if host
+        .sandboxes
+        .iter()
+        .any(|s| s.network.is_some() && s.egress.uses_proxy())
+    {
+        rules.push(rule(
+            Some(BRIDGE_INTERFACE),
+            "tcp",
+            super::egress::PROXY_PORT,
+            "egress proxy for this host's sandboxes with `egress`".into(),
+        ));
     }
     if host.runs_matrix {
         rules.push(rule(

@@ -2,7 +2,9 @@
 //! checked. Renderers read only this, never the TOML.
 
 mod agent_checks;
+mod allow;
 mod build;
+mod egress;
 mod firewall;
 pub mod image;
 mod names;
@@ -11,12 +13,13 @@ mod policy;
 mod sandbox;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
 pub use agent_checks::is_size;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
+pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
@@ -51,6 +54,8 @@ pub struct Appliance {
     pub inference: Option<Inference>,
     pub agents: BTreeMap<String, Agent>,
     pub rooms: BTreeMap<String, Room>,
+    /// Lint code -> the spec's reason for accepting it.
+    pub lint_allow: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +148,14 @@ pub struct Agent {
     /// URLs as seen from inside the agent's sandbox.
     pub homeserver_url: String,
     pub inference_url: Option<String>,
+    /// The same two services as addresses, for the firewall and the proxy's
+    /// exceptions.
+    pub matrix_address: SocketAddrV4,
+    pub inference_address: Option<SocketAddrV4>,
+    /// What the agent may reach beyond them (`egress` in the spec).
+    pub egress: Egress,
+    /// The egress proxy's URL, when `egress` is not `none`.
+    pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.
     pub allowed_users: Vec<String>,
     /// Room aliases the agent joins.
@@ -237,6 +250,11 @@ pub struct Sandbox {
     pub env_files: Vec<String>,
     /// `None` for no network at all.
     pub network: Option<SandboxNetwork>,
+    /// The egress policy the proxy applies to this sandbox's address.
+    pub egress: Egress,
+    /// Everything this sandbox may connect to; the firewall allows exactly
+    /// this from its address. Empty without a network.
+    pub reach: Vec<Reach>,
     /// Host ports published to the sandbox's gateway port.
     pub publish: Vec<u16>,
     /// The port the agent's gateway listens on inside the sandbox.

@@ -87,8 +87,10 @@ struct HostContext {
     network: NetworkCommands,
     tmpfiles: Vec<String>,
     synapse: bool,
-    /// The bridge address a DNS forwarder listens on, when sandboxes need it.
+    /// The bridge address the DNS resolver listens on, when sandboxes need it.
     dns: Option<String>,
+    /// The egress firewall tables and, when a sandbox has egress, the proxy.
+    egress: Option<EgressFiles>,
     bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
@@ -97,6 +99,11 @@ struct HostContext {
     secret_waits: BTreeMap<String, Value>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,
+}
+
+#[derive(Serialize)]
+struct EgressFiles {
+    proxy: bool,
 }
 
 #[derive(Serialize)]
@@ -217,6 +224,9 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         network: network_commands(appliance, host),
         tmpfiles,
         synapse: host.runs_matrix,
+        egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
+            proxy: super::egress::proxy_config(host).is_some(),
+        }),
         dns: host
             .sandboxes
             .iter()
@@ -420,16 +430,8 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     Some(settings)
 }
 
-/// The Docker network the sandboxes share, created once by a unit.
-fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
-    NetworkCommands {
-        inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
-        create: network_create(appliance, host),
-    }
-}
-
-/// `docker network create ...` for the sandboxes' bridge: the host module
-/// runs it, and the rehearsal runs the same list.
+/// `docker network create ...` for the sandboxes' bridge (tests/egress.rs
+/// runs the same command).
 pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
     let mut create: Vec<String> = vec![
         "docker".into(),
@@ -447,6 +449,15 @@ pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
     }
     create.push(NETWORK_NAME.into());
     create
+}
+
+/// The Docker network the sandboxes share, created once by a unit.
+fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
+    let create = network_create(appliance, host);
+    NetworkCommands {
+        inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
+        create,
+    }
 }
 
 /// The WireGuard interface of a host on the overlay: every other host is a

@@ -2,7 +2,8 @@
 //! pure functions of the model, so the same spec always gives the same bytes.
 
 mod agents;
-pub mod host;
+pub mod egress;
+mod host;
 mod images;
 mod index;
 pub mod nix;
@@ -13,7 +14,7 @@ mod templates;
 mod webclient;
 
 pub use agents::openclaw::GATEWAY_PORT as OPENCLAW_GATEWAY_PORT;
-pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
+pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,7 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
         host::render(appliance, host, extra, &engine, &mut tree)
             .with_context(|| format!("failed to render host `{}`", host.name))?;
         runtimes::render(host, &mut tree)?;
+        egress::render(host, &appliance.network, &mut tree);
     }
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;

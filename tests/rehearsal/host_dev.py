@@ -368,7 +368,14 @@ def start(args):
                                        data / "homeserver.yaml"], dict(os.environ), data, root / "synapse.log")
     wait_http(world["synapse_url"] + "/_matrix/client/versions", 90, synapse, "synapse")
     run([appliance, "bootstrap", "--plan", plan, "--state-dir", world["state"], "--homeserver", world["synapse_url"]])
-    world["admin_password_file"] = str(Path(world["state"]) / "secrets/_host/admins/gendo/initial-password")
+    # The admin's password is stored nowhere; `appliance admin password`
+    # derives it. Kept here, 0600, for scenario.py --admin-password-file.
+    password = subprocess.run([str(appliance), "admin", "password", "gendo", "--plan", str(plan), "--state-dir",
+                               world["state"]], check=True, capture_output=True, text=True).stdout.strip()
+    password_file = root / "admin-password"
+    password_file.touch(mode=0o600)
+    password_file.write_text(password + "\n")
+    world["admin_password_file"] = str(password_file)
     world["registration_secret_file"] = str(Path(world["state"]) / "secrets/_host/synapse/registration-shared-secret")
 
     desc = inspect()

@@ -424,7 +424,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
     };
 
     // The bridge, exactly as the host module creates it.
-    let create = agent_appliance::render::host::network_create(&hub.appliance, &host);
+    let create = agent_appliance::render::network_create(&hub.appliance, &host);
     let refs: Vec<&str> = create[1..].iter().map(String::as_str).collect();
     assert_ok("docker network create", &hub.daemon.docker(&refs));
 

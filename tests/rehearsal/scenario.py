@@ -46,7 +46,11 @@ from pathlib import Path
 
 CODE_OUTPUT = "computed 42001"
 STEPS = ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
-RATE_LIMITED = re.compile(r"M_LIMIT_EXCEEDED|Too Many Requests|\b429\b|Fallback send also failed", re.IGNORECASE)
+# What a rate-limited send looks like in the agents' logs (Synapse's errcode,
+# the HTTP reason, Hermes' give-up line, a logged status); not a bare "429",
+# which log timestamps contain (",429 INFO").
+RATE_LIMITED = re.compile(r"M_LIMIT_EXCEEDED|Too Many Requests|Fallback send also failed|(?:status|code|HTTP)\D{0,3}429\b",
+                          re.IGNORECASE)
 
 
 class Failure(Exception):
@@ -485,7 +489,8 @@ def main(argv=None):
     parser.add_argument("--server-name", default="magi")
     parser.add_argument("--room", default="#magi:magi")
     parser.add_argument("--admin", default="gendo", help="the human admin's localpart")
-    parser.add_argument("--admin-password-file", help="the admin's initial-password file the bootstrap wrote")
+    parser.add_argument("--admin-password-file",
+                        help="a file holding the admin's password (`appliance admin password gendo` prints it)")
     parser.add_argument("--registration-secret-file", help="Synapse's registration shared secret (for the stranger)")
     parser.add_argument("--agent", action="append", default=[], metavar="NAME=MODEL",
                         help="an agent in the room and the model it should ask for (repeatable)")

@@ -34,7 +34,7 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 ];
+          allowedTCPPorts = [ 53 3128 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -128,9 +128,9 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
-    # at this forwarder on the bridge address (the host's own resolvers
-    # upstream). It does not answer on any other interface.
+    # resolver on a user-defined network, and without `--dns` Docker would
+    # hand out the host's (or public) resolvers. Each sandbox gets this
+    # resolver on the bridge address, which forwards nothing.
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -138,6 +138,8 @@ in
         listen-address = [ "10.88.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
+        # No upstream: DNS is no way out (names reach the egress proxy instead).
+        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -145,6 +147,13 @@ in
       wants = [ "appliance-network.service" ];
     };
 
+    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
+    networking.nftables.enable = true;
+    networking.nftables.flushRuleset = false;
+    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
+    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {
@@ -153,8 +162,14 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/var/lib/picoclaw";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "10.89.0.1,127.0.0.1,localhost";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
           PICOCLAW_HOME = "/var/lib/picoclaw";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "10.89.0.1,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/balthasar-pi/env" ];
         extraOptions = [

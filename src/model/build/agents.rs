@@ -3,6 +3,7 @@
 //! `model::agent_checks`, the policy in `model::policy`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV4;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -78,6 +79,7 @@ fn resolve_agent(
     let (rooms, allowed_users) = rooms_and_allowlist(ctx, &user_id);
     let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
     let publish: Vec<u16> = agent.publish.iter().map(|p| *p.get_ref()).collect();
+    let egress = crate::model::egress::resolve(b, agent);
     let policy = policy::apply(policy::Request {
         name: name.get_ref(),
         kind,
@@ -86,6 +88,7 @@ fn resolve_agent(
         remote_exec: agent.remote_exec(),
         code_network: agent.code_network(),
         publish: &publish,
+        egress_proxy: egress.uses_proxy(),
     });
     Some(Agent {
         name: name.get_ref().clone(),
@@ -106,6 +109,17 @@ fn resolve_agent(
             endpoints.matrix_port
         ),
         inference_url,
+        matrix_address: SocketAddrV4::new(
+            homeserver_address.unwrap_or(ctx.network.gateway()),
+            endpoints.matrix_port,
+        ),
+        inference_address: endpoints
+            .inference_address
+            .map(|a| SocketAddrV4::new(a, endpoints.inference_port)),
+        egress_proxy: egress
+            .uses_proxy()
+            .then(|| crate::model::egress::proxy_url(ctx.network.gateway())),
+        egress,
         allowed_users,
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),

@@ -26,7 +26,7 @@ use crate::diag::{Diagnostic, SourceFile, SpecErrors};
 use crate::spec::Spec;
 
 pub const SSH_PORT: u16 = 22;
-/// The DNS forwarder the sandboxes use, on the bridge address.
+/// The DNS resolver the sandboxes use (it forwards nothing), on the bridge address.
 pub const DNS_PORT: u16 = 53;
 pub const WIREGUARD_PORT: u16 = 51820;
 /// The hub's pairing server (`appliance pair-serve`), on its overlay address.
@@ -122,6 +122,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     };
 
     b.check_name("appliance", &spec.appliance.name);
+    let lint_allow = super::allow::resolve(&mut b);
     let (network, overlay) = addressing::network_and_overlay(&mut b);
     let mut hosts = hosts::resolve(&mut b, network, overlay);
     let accounts = matrix::accounts(&mut b);
@@ -158,6 +159,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         inference,
         agents,
         rooms,
+        lint_allow,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Host ports: which host serves what (SSH, WireGuard, the DNS forwarder,
+//! Host ports: which host serves what (SSH, WireGuard, the DNS resolver, the egress proxy,
 //! Matrix, Ollama, published agent gateways), and no port used twice.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,7 +80,7 @@ pub(super) fn check(b: &mut Builder, hosts: &BTreeMap<String, Host>, linked: boo
 }
 
 /// What every host runs: SSH, WireGuard when hosts are linked, and the
-/// sandboxes' DNS forwarder where agents run.
+/// sandboxes' DNS resolver where agents run, the egress proxy where one has egress.
 fn host_services(b: &mut Builder, ports: &mut Ports, hosts: &BTreeMap<String, Host>, linked: bool) {
     let spec = b.spec;
     let appliance_span = span(&spec.appliance.name);
@@ -91,8 +91,17 @@ fn host_services(b: &mut Builder, ports: &mut Ports, hosts: &BTreeMap<String, Ho
             let what = "WireGuard".into();
             ports.claim(b, &host.name, "udp", WIREGUARD_PORT, what, appliance_span.clone());
         }
+        let proxied = spec
+            .agents
+            .values()
+            .any(|a| a.host.get_ref() == &host.name && crate::model::egress::spec_uses_proxy(a));
+        if proxied {
+            let what = "the sandboxes' egress proxy".into();
+            let port = crate::model::PROXY_PORT;
+            ports.claim(b, &host.name, "tcp", port, what, appliance_span.clone());
+        }
         if hosts_with_agents.contains(host.name.as_str()) {
-            let what = "the sandboxes' DNS forwarder".into();
+            let what = "the sandboxes' DNS resolver".into();
             ports.claim(b, &host.name, "tcp", DNS_PORT, what, appliance_span.clone());
         }
     }

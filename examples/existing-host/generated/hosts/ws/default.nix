@@ -34,7 +34,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedTCPPorts = [ 53 3128 8008 11434 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -137,9 +137,9 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
-    # at this forwarder on the bridge address (the host's own resolvers
-    # upstream). It does not answer on any other interface.
+    # resolver on a user-defined network, and without `--dns` Docker would
+    # hand out the host's (or public) resolvers. Each sandbox gets this
+    # resolver on the bridge address, which forwards nothing.
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -147,6 +147,8 @@ in
         listen-address = [ "172.30.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
+        # No upstream: DNS is no way out (names reach the egress proxy instead).
+        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -154,6 +156,13 @@ in
       wants = [ "appliance-network.service" ];
     };
 
+    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
+    networking.nftables.enable = true;
+    networking.nftables.flushRuleset = false;
+    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
+    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -223,18 +232,24 @@ in
         cmd = [ ];
         dependsOn = [ "coder-exec" ];
         environment = {
-          AGENT_BROWSER_ARGS = "--no-sandbox";
+          AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://172.30.0.1:3128";
           AGENT_BROWSER_EXECUTABLE_PATH = "/bin/chromium";
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_GATEWAY_LOCK_DIR = "/tmp/hermes-gateway-locks";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";
           MATRIX_USER_ID = "@coder:lab.internal";
+          NO_PROXY = "172.30.0.1,127.0.0.1,localhost";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "172.30.0.1,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/coder/env" ];
         extraOptions = [
@@ -274,6 +289,12 @@ in
         dependsOn = [ ];
         environment = {
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ ];
         extraOptions = [

@@ -333,6 +333,7 @@ in
     coreutils = package "coreutils" "1";
     docker-client = package "docker" "1";
     appliance-dind-start = package "appliance-dind-start" "1";
+    appliance-hermes-start = package "appliance-hermes-start" "1";
   };
 }
 "#;
@@ -740,6 +741,7 @@ const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("appliance-hermes", "nix/overlay.nix (this repository)"),
     ("appliance-code-runner", "nix/overlay.nix (this repository)"),
     ("appliance-dind-start", "nix/overlay.nix (this repository)"),
+    ("appliance-hermes-start", "nix/overlay.nix (this repository)"),
     (
         "bashInteractive",
         "pkgs/top-level/all-packages.nix (bash.override { interactive = true; })",

@@ -305,6 +305,23 @@ mod tests {
         }
     }
 
+    /// Hermes reaches Matrix directly: it ignores NO_PROXY for Matrix, so
+    /// it gets no proxy variables; its browser still gets the proxy.
+    #[test]
+    fn hermes_gets_no_proxy_variables() {
+        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let (_, casper) = appliance.sandbox("casper").unwrap();
+        for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert!(!casper.environment.contains_key(key), "casper has {key}");
+        }
+        let browser = casper
+            .environment
+            .get("AGENT_BROWSER_ARGS")
+            .cloned()
+            .unwrap_or_default();
+        assert!(browser.contains("--proxy-server="), "{browser}");
+    }
+
     /// Restarted sandboxes keep their identity (OpenClaw's owner lease).
     #[test]
     fn every_sandbox_has_a_stable_hostname() {

@@ -359,7 +359,13 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
 /// The proxy variables of an agent with egress; Matrix and the model stay
 /// direct.
 fn agent_proxy_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String> {
-    if !agent.egress.uses_proxy() {
+    // Hermes 0.19.0's Matrix client takes HTTPS_PROXY without looking at
+    // NO_PROXY (`resolve_proxy_url` is called without target hosts), so
+    // with these variables it sent Matrix through the egress proxy, which
+    // refuses the private address: casper never connected (seen in the
+    // rehearsal). Its browser gets the proxy through AGENT_BROWSER_ARGS;
+    // its other web tools are off, and the firewall rejects direct egress.
+    if !agent.egress.uses_proxy() || agent.kind == AgentKind::Hermes {
         return BTreeMap::new();
     }
     let mut direct = vec![*agent.matrix_address.ip()];

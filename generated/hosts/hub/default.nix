@@ -340,17 +340,11 @@ in
           HERMES_GATEWAY_LOCK_DIR = "/tmp/hermes-gateway-locks";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
-          HTTPS_PROXY = "http://10.88.0.1:3128";
-          HTTP_PROXY = "http://10.88.0.1:3128";
           MATRIX_ALLOWED_USERS = "@gendo:magi";
           MATRIX_DEVICE_ID = "APPLIANCE_CASPER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";
           MATRIX_USER_ID = "@casper:magi";
-          NO_PROXY = "10.88.0.1,10.89.0.1,127.0.0.1,localhost";
-          http_proxy = "http://10.88.0.1:3128";
-          https_proxy = "http://10.88.0.1:3128";
-          no_proxy = "10.88.0.1,10.89.0.1,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
         extraOptions = [

@@ -239,17 +239,11 @@ in
           HERMES_GATEWAY_LOCK_DIR = "/tmp/hermes-gateway-locks";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
-          HTTPS_PROXY = "http://172.30.0.1:3128";
-          HTTP_PROXY = "http://172.30.0.1:3128";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";
           MATRIX_USER_ID = "@coder:lab.internal";
-          NO_PROXY = "172.30.0.1,127.0.0.1,localhost";
-          http_proxy = "http://172.30.0.1:3128";
-          https_proxy = "http://172.30.0.1:3128";
-          no_proxy = "172.30.0.1,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/coder/env" ];
         extraOptions = [

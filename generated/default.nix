@@ -13,6 +13,7 @@
         casper = "agent-appliance/hermes:0.19.0";
         casper-exec = "agent-appliance/docker-in-gvisor:29";
         melchior = "agent-appliance/openclaw:2026.9.6";
+        ollama = "agent-appliance/ollama-cuda:0.32";
       };
       system = "x86_64-linux";
       target = "gce";
@@ -33,6 +34,10 @@
     };
     hermes = {
       file = ./images/hermes.nix;
+      systems = [ "x86_64-linux" ];
+    };
+    ollama-cuda = {
+      file = ./images/ollama-cuda.nix;
       systems = [ "x86_64-linux" ];
     };
     openclaw = {

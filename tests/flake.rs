@@ -262,7 +262,7 @@ fn the_flake_has_the_promised_outputs() {
     assert_eq!(
         out["legacyImages"],
         serde_json::json!({
-            "x86_64-linux": ["docker-in-gvisor", "hermes", "openclaw", "picoclaw"],
+            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw"],
             "aarch64-linux": ["picoclaw"],
         })
     );
@@ -452,7 +452,7 @@ in
   };
   utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
   applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
-    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1;
+    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1;
   };
 }
 "#;
@@ -542,9 +542,9 @@ in {{
             .unwrap()
             .contains("'--opt=com.docker.network.driver.mtu=1460'")
     );
-    // No sandbox of the default spec uses the GPU, and the module leaves
+    // Ollama's sandbox uses the GPUs through CDI, and the module leaves
     // nixpkgs' configuration alone.
-    assert_eq!(out["toolkit"], false);
+    assert_eq!(out["toolkit"], true);
     assert_eq!(out["unfree"], false);
 }
 
@@ -558,6 +558,7 @@ fn every_image_function_is_the_image_src_model_describes() {
         let (package, kind) = match layout.version_check {
             VersionCheck::Exact { package } => (package, "exact"),
             VersionCheck::Major { package } => (package, "major"),
+            VersionCheck::MajorMinor { package } => (package, "minor"),
         };
         for expected in [
             format!("name = \"{}\";", layout.repository),
@@ -692,6 +693,13 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "nixos/modules/services/networking/wireguard.nix",
     ),
     ("systemd.paths.<name>.description", "nixos/lib/systemd-unit-options.nix"),
+    (
+        "systemd.targets.<name>.description",
+        "nixos/lib/systemd-unit-options.nix",
+    ),
+    ("systemd.targets.<name>.wantedBy", "nixos/lib/systemd-unit-options.nix"),
+    ("systemd.targets.<name>.requires", "nixos/lib/systemd-unit-options.nix"),
+    ("systemd.targets.<name>.after", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.wantedBy", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.pathConfig", "nixos/lib/systemd-unit-options.nix"),
     ("_module.args", "lib/modules.nix"),

@@ -9,6 +9,8 @@ mod names;
 mod network;
 mod policy;
 mod sandbox;
+mod services;
+pub mod vram;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -22,9 +24,12 @@ pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
 pub use policy::{operator_env, room_ids_env, token_env};
 pub use sandbox::{CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
+pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS};
 
 use crate::runsc::Profile;
-use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
+use crate::spec::schema::{
+    AgentKind, Browser, CodeExecution, DriverCapability, InferenceSandbox, Platform, System, Target, Tool,
+};
 
 /// Where the appliance keeps state and runtime secrets on every host.
 pub const STATE_DIR: &str = "/var/lib/appliance";
@@ -79,6 +84,8 @@ pub struct Gpu {
     pub vendor: String,
     pub model: String,
     pub count: u32,
+    /// Memory of one GPU in bytes, from the spec or the known models.
+    pub vram: Option<u64>,
     pub driver_capabilities: Vec<DriverCapability>,
 }
 
@@ -101,8 +108,23 @@ pub struct Inference {
     pub models: Vec<String>,
     /// CUDA when the host has NVIDIA GPUs, CPU otherwise.
     pub acceleration: String,
-    /// The one address Ollama listens on (`OLLAMA_HOST` takes one).
+    /// Where Ollama runs: its own gVisor sandbox, or the host (`sandbox = "host"`).
+    pub mode: InferenceSandbox,
+    /// The sandbox Ollama runs in, in `gvisor` mode.
+    pub sandbox: Option<String>,
+    /// Where this host's sandboxes reach Ollama: the sandbox's fixed address
+    /// on the bridge, or (host mode) the one address the host service
+    /// listens on (`OLLAMA_HOST` takes one).
     pub bind_address: Ipv4Addr,
+    /// The overlay address other hosts' agents reach Ollama at, when any
+    /// agent is on another host (in `gvisor` mode the sandbox's port is
+    /// published on that address only).
+    pub overlay_address: Option<Ipv4Addr>,
+    /// The memory each model needs loaded, in bytes, when known (the table
+    /// in `model::vram` or the spec's `sizes`).
+    pub sizes: BTreeMap<String, Option<u64>>,
+    /// Notes for `appliance check`: the VRAM estimate, `sandbox = "host"`.
+    pub warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,7 +212,8 @@ pub enum MemberRole {
 pub struct Sandbox {
     pub name: String,
     pub purpose: String,
-    /// The agent this sandbox belongs to.
+    /// The agent this sandbox belongs to; empty for the appliance's own
+    /// services (Ollama, the search backend).
     pub agent: String,
     pub image: String,
     /// The Docker runtime (`Profile::name`) this sandbox runs under.
@@ -218,6 +241,9 @@ pub struct Sandbox {
     pub network: Option<SandboxNetwork>,
     /// Host ports published to the sandbox's gateway port.
     pub publish: Vec<u16>,
+    /// The one host address the published ports bind to; every address
+    /// when `None`.
+    pub publish_on: Option<Ipv4Addr>,
     /// The port the agent's gateway listens on inside the sandbox.
     pub gateway_port: Option<u16>,
     pub gpus: bool,

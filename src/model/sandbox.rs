@@ -207,6 +207,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             dns: inputs.network.gateway(),
         }),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
+        publish_on: None,
         gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
         gpus,
         command: Vec::new(),
@@ -272,6 +273,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
             dns: inputs.network.gateway(),
         }),
         publish: Vec::new(),
+        publish_on: None,
         gateway_port: None,
         gpus: false,
         command: vec![

@@ -33,7 +33,7 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedTCPPorts = [ 53 8008 ];
           allowedUDPPorts = [ 53 ];
         };
         wg-appliance = {
@@ -52,6 +52,8 @@ in
     hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
       "appliance host `hub`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
     hardware.nvidia.nvidiaPersistenced = true;
+    # CDI specs for Docker: a sandbox uses the GPU.
+    hardware.nvidia-container-toolkit.enable = true;
 
     assertions = [
       {
@@ -135,6 +137,8 @@ in
 
     # Docker with gVisor: every runtime below is runsc with a profile derived
     # from the spec; `runsc` (strict) is the default for any other container.
+    # `runsc-gpu` is more permissive than strict:
+    #   - nvproxy: the sandbox uses the host's GPUs (Ollama on a GPU host, or an agent with `gpu = true`), with only the spec's driver capabilities
     # `runsc-uds-open` is more permissive than strict:
     #   - host UDS open: connects to the code-execution sandbox's Docker socket, in one dedicated host directory
     # `runsc-dind` is more permissive than strict:
@@ -257,25 +261,46 @@ in
       };
     };
 
-    # Ollama listens on one address only, where the sandboxes reach it.
-    services.ollama = {
-      enable = true;
-      package = pkgs.ollama-cuda;
-      host = "10.89.0.1";
-      port = 11434;
-      loadModels = [ "gemma4:26b-a4b-it-q8_0" "glm-4.7-flash:q4_K_M" "qwen3.5:27b-q4_K_M" ];
+
+    # The spec's models, pulled into Ollama's sandbox once it answers; the
+    # appliance is not ready until every one is there. A model that fails is
+    # named in this unit's journal (`journalctl -u appliance-models`).
+    systemd.services.appliance-models = {
+      description = "Pull the appliance's models into Ollama's sandbox";
+      after = [ "docker-ollama.service" ];
+      requires = [ "docker-ollama.service" ];
+      wantedBy = [ "multi-user.target" ];
+      path = [ pkgs.curl ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        # Tens of gigabytes per model.
+        TimeoutStartSec = "infinity";
+        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
+      };
     };
-    systemd.services.ollama = {
-      after = [
-        "appliance-network.service"
-        "network-online.target"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-      ];
+
+    # Reached once every sandbox runs and the models are pulled:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
       requires = [
-        "appliance-network.service"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "docker-ollama.service"
+        "docker-balthasar.service"
+        "docker-casper.service"
+        "docker-casper-exec.service"
+        "docker-melchior.service"
+        "appliance-models.service"
       ];
-      wants = [ "network-online.target" ];
+      after = [
+        "docker-ollama.service"
+        "docker-balthasar.service"
+        "docker-casper.service"
+        "docker-casper-exec.service"
+        "docker-melchior.service"
+        "appliance-models.service"
+      ];
     };
 
     virtualisation.oci-containers.backend = "docker";
@@ -439,6 +464,34 @@ in
           "/var/lib/appliance/secrets/melchior:/run/secrets/appliance:ro"
         ];
       };
+      ollama = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HOME = "/var/lib/ollama";
+          OLLAMA_HOST = "0.0.0.0:11434";
+        };
+        environmentFiles = [ ];
+        extraOptions = [
+          "--runtime=runsc-gpu"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=4096"
+          "--memory=128g"
+          "--cpus=8"
+          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.2"
+          "--dns=10.88.0.1"
+          "--device=nvidia.com/gpu=all"
+        ];
+        image = "agent-appliance/ollama-cuda:0.32";
+        imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
+        ports = [ "10.89.0.1:11434:11434" ];
+        user = "11434:11434";
+        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+      };
     };
     systemd.services.docker-balthasar = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
@@ -455,6 +508,18 @@ in
     systemd.services.docker-melchior = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+    };
+    systemd.services.docker-ollama = {
+      after = [
+        "appliance-network.service"
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      requires = [
+        "appliance-network.service"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      wants = [ "network-online.target" ];
     };
   };
 }

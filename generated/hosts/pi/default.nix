@@ -145,6 +145,16 @@ in
     };
 
 
+
+    # Reached once every sandbox runs:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
+      requires = [ "docker-balthasar-pi.service" ];
+      after = [ "docker-balthasar-pi.service" ];
+    };
+
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {
       balthasar-pi = {

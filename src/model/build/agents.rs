@@ -73,7 +73,7 @@ fn resolve_agent(
     let endpoints = ctx.endpoints;
     let homeserver_address = endpoints.address_from(&host_name, &endpoints.matrix_host);
     let inference_url = endpoints
-        .inference_address
+        .inference_address_from(&host_name)
         .map(|address| format!("http://{address}:{}", endpoints.inference_port));
     let (rooms, allowed_users) = rooms_and_allowlist(ctx, &user_id);
     let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();

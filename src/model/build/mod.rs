@@ -141,6 +141,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     b.check(source)?;
 
     // Sandboxes, addresses and runtimes, now that every reference is valid.
+    sandboxes::place_inference(&mut hosts, inference.as_ref(), network);
     sandboxes::place(&mut b, &mut hosts, &agents, network);
     b.check(source)?;
     sandboxes::finish_hosts(&mut hosts, &matrix, inference.as_ref(), overlay.is_some());

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Builder, span};
 use crate::model::sandbox::{self, SandboxInputs};
+use crate::model::services;
 use crate::model::{Agent, Host, Inference, Matrix, Subnet, firewall};
 use crate::runsc::Profile;
 
@@ -53,6 +54,16 @@ pub(super) fn place(
             host.sandboxes.push(sandbox);
         }
     }
+}
+
+/// Ollama's sandbox on its host, in `gvisor` mode, before the agents'.
+pub(super) fn place_inference(hosts: &mut BTreeMap<String, Host>, inference: Option<&Inference>, network: Subnet) {
+    let Some(inference) = inference.filter(|i| i.sandbox.is_some()) else {
+        return;
+    };
+    let host = hosts.get_mut(&inference.host).expect("inference host checked");
+    let sandbox = services::inference_sandbox(inference, host.gpu.as_ref(), &network);
+    host.sandboxes.insert(0, sandbox);
 }
 
 /// What each host runs, the Docker runtimes its sandboxes need, and the

@@ -33,7 +33,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedTCPPorts = [ 53 8008 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -154,17 +154,32 @@ in
       };
     };
 
-    # Ollama listens on one address only, where the sandboxes reach it.
-    services.ollama = {
-      enable = true;
-      package = pkgs.ollama-cpu;
-      host = "10.88.0.1";
-      port = 11434;
-      loadModels = [ "qwen3:4b" ];
+
+    # The spec's models, pulled into Ollama's sandbox once it answers; the
+    # appliance is not ready until every one is there. A model that fails is
+    # named in this unit's journal (`journalctl -u appliance-models`).
+    systemd.services.appliance-models = {
+      description = "Pull the appliance's models into Ollama's sandbox";
+      after = [ "docker-ollama.service" ];
+      requires = [ "docker-ollama.service" ];
+      wantedBy = [ "multi-user.target" ];
+      path = [ pkgs.curl ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        # Tens of gigabytes per model.
+        TimeoutStartSec = "infinity";
+        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
+      };
     };
-    systemd.services.ollama = {
-      after = [ "appliance-network.service" ];
-      requires = [ "appliance-network.service" ];
+
+    # Reached once every sandbox runs and the models are pulled:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
+      requires = [ "docker-ollama.service" "docker-helper.service" "appliance-models.service" ];
+      after = [ "docker-ollama.service" "docker-helper.service" "appliance-models.service" ];
     };
 
     virtualisation.oci-containers.backend = "docker";
@@ -201,10 +216,41 @@ in
           "/var/lib/appliance/secrets/helper:/run/secrets/appliance:ro"
         ];
       };
+      ollama = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HOME = "/var/lib/ollama";
+          OLLAMA_HOST = "0.0.0.0:11434";
+        };
+        environmentFiles = [ ];
+        extraOptions = [
+          "--runtime=runsc"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=4096"
+          "--memory=16g"
+          "--cpus=4"
+          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.2"
+          "--dns=10.88.0.1"
+        ];
+        image = "agent-appliance/ollama:0.32";
+        imageStream = import ../../images/ollama.nix { inherit pkgs; images = applianceImages; };
+        ports = [ ];
+        user = "11434:11434";
+        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+      };
     };
     systemd.services.docker-helper = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+    };
+    systemd.services.docker-ollama = {
+      after = [ "appliance-network.service" ];
+      requires = [ "appliance-network.service" ];
     };
   };
 }

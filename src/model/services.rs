@@ -1,0 +1,103 @@
+//! The appliance's own services in gVisor sandboxes: Ollama (`[inference]
+//! sandbox = "gvisor"`, the default). They hold no secret, run as their
+//! image's non-root account with no capabilities and a read-only root, and
+//! sit at fixed addresses on the bridge below the agents' (`.10` on).
+
+use std::collections::BTreeMap;
+
+use super::image::{self, Storage};
+use super::{Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use crate::model::network::Subnet;
+use crate::runsc::Profile;
+
+/// The inference sandbox's host number on the appliance network (`.2`).
+pub const INFERENCE_SLOT: u32 = 2;
+/// The inference sandbox's container name.
+pub const INFERENCE_SANDBOX: &str = "ollama";
+
+/// Where Ollama pulls models from, for the egress proxy's allowlist: its
+/// registry, which redirects blob downloads to its storage host.
+pub const OLLAMA_REGISTRY_DOMAINS: &[&str] = &["registry.ollama.ai", ".r2.cloudflarestorage.com"];
+
+/// Ollama's sandbox: CUDA and nvproxy on a GPU host, strict otherwise.
+pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Subnet) -> Sandbox {
+    let layout = image::ollama(gpu.is_some());
+    let profile = Profile {
+        // Only the spec's driver capabilities (compute, utility by default).
+        gpu: gpu.map(|g| g.driver_capabilities.clone()),
+        ..Profile::STRICT
+    };
+    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
+    runtime_reasons.sort();
+    let environment = BTreeMap::from([
+        ("HOME".to_string(), layout.account.home.to_string()),
+        // Every address of the sandbox's own netstack: only its bridge
+        // address exists there.
+        ("OLLAMA_HOST".to_string(), format!("0.0.0.0:{}", inference.port)),
+    ]);
+    Sandbox {
+        name: INFERENCE_SANDBOX.to_string(),
+        purpose: format!(
+            "Ollama ({}) serving {}",
+            inference.acceleration,
+            inference.models.join(", ")
+        ),
+        agent: String::new(),
+        image: layout.reference(),
+        runtime: profile.name(),
+        runtime_reasons,
+        profile,
+        user: layout.account.user(),
+        root_reason: None,
+        read_only_root: true,
+        tmpfs: layout
+            .writable
+            .iter()
+            .filter_map(|w| match w.storage {
+                Storage::Tmpfs { size } => Some(Tmpfs {
+                    target: w.path.to_string(),
+                    size: size.to_string(),
+                    mode: w.mode_octal(),
+                    owner: None,
+                }),
+                _ => None,
+            })
+            .collect(),
+        volumes: layout
+            .volumes()
+            .map(|(name, w)| Volume {
+                name: format!("appliance-{INFERENCE_SANDBOX}-{name}"),
+                target: w.path.to_string(),
+            })
+            .collect(),
+        binds: Vec::new(),
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        // Ollama's runners are threads of one or a few processes; every
+        // guest thread is a host task (see `MIN_PIDS`), and the sentry's
+        // threads grow with the host's CPUs.
+        pids_limit: 4096,
+        // On a GPU host Ollama reads each model into host memory on its way
+        // to VRAM (the demo's largest is 89 GB); on a CPU host the weights
+        // stay in this memory.
+        memory: if gpu.is_some() { "128g".into() } else { "16g".into() },
+        // GPU inference needs a few CPU threads; CPU inference all a Pi has.
+        cpus: if gpu.is_some() { "8".into() } else { "4".into() },
+        shm_size: None,
+        environment,
+        env_files: Vec::new(),
+        network: Some(SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: inference.bind_address,
+            dns: network.gateway(),
+        }),
+        // Other hosts' agents come over the overlay: the port is published
+        // on the overlay address only, never on the host's other addresses.
+        publish: inference.overlay_address.map(|_| inference.port).into_iter().collect(),
+        publish_on: inference.overlay_address,
+        gateway_port: None,
+        gpus: gpu.is_some(),
+        command: Vec::new(),
+        depends_on: Vec::new(),
+    }
+}

@@ -10,6 +10,7 @@ mod bootstrap;
 mod cli;
 mod doctor;
 mod flake;
+mod inference;
 mod nix;
 mod output;
 mod sandbox;

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod diag;
 pub mod docker;
 pub mod model;
+pub mod nixlog;
 pub mod output;
 pub mod render;
 pub mod runsc;

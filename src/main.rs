@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bootstrap(args) => commands::bootstrap::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::Build(args) => commands::build::run(args),
+        Command::Flash(args) => commands::flash::run(args),
+        Command::Gce(args) => commands::gce::run(args),
         Command::Completions(args) => commands::completions::run(args),
     };
     match result {

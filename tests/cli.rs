@@ -3,13 +3,16 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 10] = [
     "init",
     "check",
     "generate",
     "inspect",
     "bootstrap",
     "doctor",
+    "build",
+    "flash",
+    "gce",
     "completions",
 ];
 

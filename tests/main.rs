@@ -7,9 +7,12 @@ mod synapse;
 
 mod agents;
 mod bootstrap;
+mod build;
 mod cli;
 mod doctor;
 mod flake;
+mod flash;
+mod gce;
 mod inference;
 mod nix;
 mod output;

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::cli::GenerateArgs;
+use crate::model::Appliance;
 use crate::output;
 use crate::render;
 
@@ -26,14 +27,21 @@ pub fn output_dir(spec: &Path, out: Option<&Path>) -> PathBuf {
     }
 }
 
+/// How the tree at `out` differs from what `appliance` generates, and how
+/// many files the generated tree has (manifest included). `generate --check`
+/// and `build` share it.
+pub fn drift(appliance: &Appliance, out: &Path) -> Result<(output::Drift, usize)> {
+    let tree = render::render(appliance)?;
+    Ok((output::drift(out, &tree)?, tree.len() + 1))
+}
+
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let appliance = super::load(&args.spec.spec)?;
-    let tree = render::render(&appliance)?;
     let out = output_dir(&args.spec.spec, args.out.as_deref());
     if args.check {
-        let drift = output::drift(&out, &tree)?;
+        let (drift, files) = drift(&appliance, &out)?;
         if drift.is_clean() {
-            println!("{}: up to date ({} files)", out.display(), tree.len() + 1);
+            println!("{}: up to date ({files} files)", out.display());
             return Ok(());
         }
         for path in &drift.differing {
@@ -47,6 +55,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
         return Err(DriftFound.into());
     }
+    let tree = render::render(&appliance)?;
     let report = output::write(&out, &tree, args.force)?;
     if report.written.is_empty() && report.removed.is_empty() {
         println!("{}: up to date ({} files)", out.display(), report.unchanged);

@@ -1,9 +1,12 @@
 //! One file per subcommand, each with `pub fn run(args) -> Result<()>`.
 
 pub mod bootstrap;
+pub mod build;
 pub mod check;
 pub mod completions;
 pub mod doctor;
+pub mod flash;
+pub mod gce;
 pub mod generate;
 pub mod init;
 pub mod inspect;

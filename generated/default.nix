@@ -14,6 +14,7 @@
         casper-exec = "agent-appliance/docker-in-gvisor:29";
         melchior = "agent-appliance/openclaw:2026.9.6";
         ollama = "agent-appliance/ollama-cuda:0.32";
+        searxng = "agent-appliance/searxng:1";
       };
       system = "x86_64-linux";
       target = "gce";
@@ -47,6 +48,10 @@
     picoclaw = {
       file = ./images/picoclaw.nix;
       systems = [ "aarch64-linux" "x86_64-linux" ];
+    };
+    searxng = {
+      file = ./images/searxng.nix;
+      systems = [ "x86_64-linux" ];
     };
   };
 }

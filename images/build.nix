@@ -18,7 +18,8 @@
   env,
   packages,
   # The package whose release the tag names, and how: the tag is its
-  # `exact` version, its `major` version or its `minor` (major.minor) one.
+  # `exact` version, its `major` version or its `minor` (major.minor) one;
+  # `none` for a package without releases (the label still names it).
   versioned,
   match,
 }:
@@ -28,6 +29,8 @@ let
       versioned.version == tag
     else if match == "minor" then
       lib.versions.majorMinor versioned.version == tag
+    else if match == "none" then
+      true
     else
       lib.versions.major versioned.version == tag;
   # Checked when the image is built, not when a configuration that

@@ -17,4 +17,5 @@ in
   docker-in-gvisor = import ./docker-in-gvisor.nix { inherit pkgs build; };
   ollama = import ./ollama.nix { inherit pkgs build; };
   ollama-cuda = import ./ollama-cuda.nix { inherit pkgs build; };
+  searxng = import ./searxng.nix { inherit pkgs build; };
 }

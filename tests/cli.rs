@@ -57,7 +57,7 @@ fn check_accepts_the_default_spec() {
     let output = run_in(&crate::common::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 6 sandboxes, 1 room\n"),
+        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 7 sandboxes, 1 room\n"),
         "{}",
         stdout(&output)
     );
@@ -105,7 +105,7 @@ fn inspect_json_is_versioned_and_complete() {
     assert_eq!(json["agents"]["casper"]["model"], "qwen3.5:27b-q4_K_M");
     let sandboxes = json["hosts"]["hub"]["sandboxes"].as_array().unwrap();
     let names: Vec<&str> = sandboxes.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ollama", "balthasar", "casper", "casper-exec", "melchior"]);
+    assert_eq!(names, ["ollama", "searxng", "balthasar", "casper", "casper-exec", "melchior"]);
     // Ollama is a sandbox of its own, with nvproxy, not a host service.
     assert_eq!(sandboxes[0]["runtime"], "runsc-gpu");
     assert_eq!(json["inference"]["sandbox"], "ollama");

@@ -262,7 +262,7 @@ fn the_flake_has_the_promised_outputs() {
     assert_eq!(
         out["legacyImages"],
         serde_json::json!({
-            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw"],
+            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw", "searxng"],
             "aarch64-linux": ["picoclaw"],
         })
     );
@@ -452,7 +452,7 @@ in
   };
   utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
   applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
-    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1;
+    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1; searxng = 1;
   };
 }
 "#;
@@ -559,6 +559,7 @@ fn every_image_function_is_the_image_src_model_describes() {
             VersionCheck::Exact { package } => (package, "exact"),
             VersionCheck::Major { package } => (package, "major"),
             VersionCheck::MajorMinor { package } => (package, "minor"),
+            VersionCheck::Unreleased { package } => (package, "none"),
         };
         for expected in [
             format!("name = \"{}\";", layout.repository),
@@ -720,6 +721,7 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
 /// them (or this repository's overlay).
 const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("agent-appliance", "nix/overlay.nix (this repository)"),
+    ("searxng", "pkgs/by-name/se/searxng/package.nix"),
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),
     ("appliance-hermes", "nix/overlay.nix (this repository)"),

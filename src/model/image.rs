@@ -93,6 +93,9 @@ pub enum VersionCheck {
     /// The tag is the package's `major.minor` version: nixpkgs' Ollama,
     /// whose patch releases follow nixpkgs.
     MajorMinor { package: &'static str },
+    /// The package has no releases (nixpkgs' `0-unstable-<date>`): the tag
+    /// is the layout's revision and is not compared.
+    Unreleased { package: &'static str },
 }
 
 impl VersionCheck {
@@ -100,7 +103,8 @@ impl VersionCheck {
         match self {
             VersionCheck::Exact { package }
             | VersionCheck::Major { package }
-            | VersionCheck::MajorMinor { package } => package,
+            | VersionCheck::MajorMinor { package }
+            | VersionCheck::Unreleased { package } => package,
         }
     }
 }
@@ -358,9 +362,46 @@ const OLLAMA_CUDA: ImageLayout = ImageLayout {
     version_check: VersionCheck::MajorMinor { package: "ollama-cuda" },
 };
 
+/// The tag of the SearXNG image: its layout's revision. nixpkgs' SearXNG
+/// has no releases (`0-unstable-<date>`); the image's version label
+/// records which snapshot it holds.
+pub const SEARXNG_TAG: &str = "1";
+
+const SEARXNG: ImageLayout = ImageLayout {
+    name: "searxng",
+    repository: "agent-appliance/searxng",
+    tag: SEARXNG_TAG,
+    purpose: "SearXNG from nixpkgs: the self-hosted search backend of Hermes' `crawler` tool (web_search)",
+    account: Account {
+        name: "searxng",
+        uid: 10080,
+        gid: 10080,
+        home: "/var/empty",
+    },
+    writable: &[TMP],
+    entrypoint: &["searxng-run"],
+    env: &[CA_BUNDLE, "SEARXNG_SETTINGS_PATH=/etc/searxng/settings.yml"],
+    packages: &["searxng", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::Unreleased { package: "searxng" },
+};
+
 /// Every image, in a stable order.
-pub fn all() -> [&'static ImageLayout; 6] {
-    [&DOCKER_IN_GVISOR, &HERMES, &OLLAMA, &OLLAMA_CUDA, &OPENCLAW, &PICOCLAW]
+pub fn all() -> [&'static ImageLayout; 7] {
+    [
+        &DOCKER_IN_GVISOR,
+        &HERMES,
+        &OLLAMA,
+        &OLLAMA_CUDA,
+        &OPENCLAW,
+        &PICOCLAW,
+        &SEARXNG,
+    ]
+}
+
+/// The image of the crawler's search backend.
+pub fn searxng() -> &'static ImageLayout {
+    &SEARXNG
 }
 
 /// The image Ollama runs in: CUDA on NVIDIA hosts, CPU elsewhere.

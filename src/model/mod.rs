@@ -9,7 +9,7 @@ mod names;
 mod network;
 mod policy;
 mod sandbox;
-mod services;
+pub mod services;
 pub mod vram;
 
 use std::collections::BTreeMap;
@@ -144,6 +144,9 @@ pub struct Agent {
     /// URLs as seen from inside the agent's sandbox.
     pub homeserver_url: String,
     pub inference_url: Option<String>,
+    /// The search backend (SearXNG on the agent's host) of its `crawler`
+    /// tool, as seen from inside its sandbox.
+    pub search_url: Option<String>,
     /// Users the agent answers: appliance admins.
     pub allowed_users: Vec<String>,
     /// Room aliases the agent joins.

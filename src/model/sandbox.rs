@@ -342,6 +342,10 @@ fn agent_environment(agent: &Agent) -> Vec<(String, String)> {
         env.push(("MATRIX_ALLOWED_USERS", agent.allowed_users.join(",")));
         // Rooms are private and unencrypted; python-olm is deprecated.
         env.push(("MATRIX_E2EE_MODE", "off".into()));
+        // The `crawler` tool's SearXNG; Hermes reads it from the environment.
+        if let Some(url) = &agent.search_url {
+            env.push(("SEARXNG_URL", url.clone()));
+        }
         if agent.tools.contains(&Tool::Browser) {
             env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
             // Chromium's own sandbox cannot start inside gVisor, which is the

@@ -1,12 +1,13 @@
 //! The appliance's own services in gVisor sandboxes: Ollama (`[inference]
-//! sandbox = "gvisor"`, the default). They hold no secret, run as their
+//! sandbox = "gvisor"`, the default) and SearXNG for the `crawler` tool
+//! (`[crawler] backend = "searxng"`, the default). They hold no secret, run as their
 //! image's non-root account with no capabilities and a read-only root, and
 //! sit at fixed addresses on the bridge below the agents' (`.10` on).
 
 use std::collections::BTreeMap;
 
 use super::image::{self, Storage};
-use super::{Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use super::{Bind, BindSource, Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::model::network::Subnet;
 use crate::runsc::Profile;
 
@@ -18,6 +19,85 @@ pub const INFERENCE_SANDBOX: &str = "ollama";
 /// Where Ollama pulls models from, for the egress proxy's allowlist: its
 /// registry, which redirects blob downloads to its storage host.
 pub const OLLAMA_REGISTRY_DOMAINS: &[&str] = &["registry.ollama.ai", ".r2.cloudflarestorage.com"];
+
+/// The search sandbox's host number on the appliance network (`.3`).
+pub const SEARCH_SLOT: u32 = 3;
+pub const SEARCH_PORT: u16 = 8080;
+pub const SEARCH_SANDBOX: &str = "searxng";
+/// SearXNG's settings, generated (`render::services`).
+pub const SEARCH_SETTINGS: &str = "services/searxng/settings.yml";
+/// Where the host keeps SearXNG's secret key (`SEARXNG_SECRET=`), made at
+/// first boot; it signs SearXNG's own URLs and never leaves the host.
+pub const SEARCH_SECRET_ENV: &str = "/var/lib/appliance/secrets/searxng/env";
+
+/// SearXNG for the agents in `clients` (those with the `crawler` tool):
+/// strict runtime, non-root, no capabilities, read-only root, no volume.
+pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
+    let layout = image::searxng();
+    Sandbox {
+        name: SEARCH_SANDBOX.to_string(),
+        purpose: format!(
+            "SearXNG, the `crawler` tool's search backend for {}",
+            clients.join(", ")
+        ),
+        agent: String::new(),
+        image: layout.reference(),
+        runtime: Profile::STRICT.name(),
+        runtime_reasons: Vec::new(),
+        profile: Profile::STRICT,
+        user: layout.account.user(),
+        root_reason: None,
+        read_only_root: true,
+        tmpfs: tmpfs_of(layout),
+        volumes: Vec::new(),
+        binds: vec![Bind {
+            source: BindSource::Generated(SEARCH_SETTINGS.to_string()),
+            target: "/etc/searxng/settings.yml".to_string(),
+            read_only: true,
+        }],
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        pids_limit: 1024,
+        memory: "1g".into(),
+        cpus: "1".into(),
+        shm_size: None,
+        environment: BTreeMap::from([(
+            "SEARXNG_SETTINGS_PATH".to_string(),
+            "/etc/searxng/settings.yml".to_string(),
+        )]),
+        env_files: vec![SEARCH_SECRET_ENV.to_string()],
+        network: Some(SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: network
+                .host(SEARCH_SLOT)
+                .expect("every appliance subnet has the service slots"),
+            dns: network.gateway(),
+        }),
+        publish: Vec::new(),
+        publish_on: None,
+        gateway_port: None,
+        gpus: false,
+        command: Vec::new(),
+        depends_on: Vec::new(),
+    }
+}
+
+/// The image's tmpfs-backed directories (root-owned, like /tmp).
+fn tmpfs_of(layout: &image::ImageLayout) -> Vec<Tmpfs> {
+    layout
+        .writable
+        .iter()
+        .filter_map(|w| match w.storage {
+            Storage::Tmpfs { size } => Some(Tmpfs {
+                target: w.path.to_string(),
+                size: size.to_string(),
+                mode: w.mode_octal(),
+                owner: None,
+            }),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Ollama's sandbox: CUDA and nvproxy on a GPU host, strict otherwise.
 pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Subnet) -> Sandbox {
@@ -50,19 +130,7 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
         user: layout.account.user(),
         root_reason: None,
         read_only_root: true,
-        tmpfs: layout
-            .writable
-            .iter()
-            .filter_map(|w| match w.storage {
-                Storage::Tmpfs { size } => Some(Tmpfs {
-                    target: w.path.to_string(),
-                    size: size.to_string(),
-                    mode: w.mode_octal(),
-                    owner: None,
-                }),
-                _ => None,
-            })
-            .collect(),
+        tmpfs: tmpfs_of(layout),
         volumes: layout
             .volumes()
             .map(|(name, w)| Volume {

@@ -12,6 +12,7 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::docker::run_options;
+use crate::model::services::{SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::model::{
     Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
     STATE_DIR, Sandbox, WIREGUARD_PORT,
@@ -94,12 +95,36 @@ struct HostContext {
     /// Units `appliance-ready.target` waits for.
     ready: Vec<String>,
     pull_script: &'static str,
+    /// Secrets of the appliance's own service sandboxes, made at first boot.
+    service_secrets: Vec<ServiceSecret>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
     /// Path units starting a sandbox once its hand-copied secrets exist.
     secret_waits: BTreeMap<String, Value>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,
+}
+
+#[derive(Serialize)]
+struct ServiceSecret {
+    dir: String,
+    file: String,
+    variable: &'static str,
+}
+
+/// The unit that makes the service sandboxes' secrets.
+const SERVICE_SECRETS_UNIT: &str = "appliance-service-secrets.service";
+
+fn service_secrets(host: &Host) -> Vec<ServiceSecret> {
+    host.sandboxes
+        .iter()
+        .filter(|s| s.name == SEARCH_SANDBOX)
+        .map(|_| ServiceSecret {
+            dir: SEARCH_SECRET_ENV.rsplit_once('/').map_or("", |(d, _)| d).to_string(),
+            file: SEARCH_SECRET_ENV.to_string(),
+            variable: "SEARXNG_SECRET",
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -235,6 +260,7 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         models: model_pull(appliance, host),
         ready: ready_units(appliance, host),
         pull_script: PULL_SCRIPT,
+        service_secrets: service_secrets(host),
         containers,
         container_units,
         secret_waits,
@@ -383,12 +409,14 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
         containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
         let unit = format!("docker-{}", sandbox.name);
         let deps = if sandbox.agent.is_empty() {
-            // A service (Ollama) needs no Matrix secret; it waits for the
-            // overlay only when it publishes a port on its address.
-            unit_deps(
-                vec!["appliance-network.service".to_string()],
-                overlay.filter(|_| sandbox.publish_on.is_some()),
-            )
+            // A service (Ollama, SearXNG) needs no Matrix secret; it waits
+            // for its own secret if it has one, and for the overlay only
+            // when it publishes a port on its address.
+            let mut deps = vec!["appliance-network.service".to_string()];
+            if !sandbox.env_files.is_empty() {
+                deps.push(SERVICE_SECRETS_UNIT.to_string());
+            }
+            unit_deps(deps, overlay.filter(|_| sandbox.publish_on.is_some()))
         } else if host.runs_matrix {
             unit_deps(
                 vec![

@@ -7,6 +7,7 @@ mod images;
 mod index;
 pub mod nix;
 pub mod runtimes;
+pub mod search;
 pub mod synapse;
 mod templates;
 
@@ -40,6 +41,7 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;
     images::render(appliance, &engine, &mut tree)?;
+    search::render(appliance, &mut tree)?;
     tree.insert("bootstrap/plan.json".into(), json(&plan::plan(appliance))?);
     Ok(tree)
 }

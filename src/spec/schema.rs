@@ -42,6 +42,24 @@ pub struct Spec {
     pub agents: BTreeMap<Spanned<String>, AgentSpec>,
     #[serde(default)]
     pub rooms: BTreeMap<Spanned<String>, RoomSpec>,
+    /// The self-hosted backend of the agents' `crawler` tool.
+    pub crawler: Option<Spanned<CrawlerSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CrawlerSpec {
+    /// `searxng` (default): a SearXNG sandbox on each host whose agents have
+    /// the `crawler` tool; `off`: none, and the tool stays off.
+    pub backend: Option<Spanned<CrawlerBackend>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrawlerBackend {
+    #[default]
+    Searxng,
+    Off,
 }
 
 #[derive(Debug, Deserialize)]

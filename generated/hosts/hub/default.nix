@@ -262,6 +262,25 @@ in
     };
 
 
+    # Secrets of the appliance's own services (SearXNG's key, which signs its
+    # URLs), made on this host at first boot and never in the Nix store.
+    systemd.services.appliance-service-secrets = {
+      description = "Create the appliance services' secrets on first boot";
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        UMask = "0077";
+      };
+      script = ''
+        mkdir -p -m 0700 /var/lib/appliance/secrets/searxng
+        if [ ! -s /var/lib/appliance/secrets/searxng/env ]; then
+          echo "SEARXNG_SECRET=$(head -c 32 /dev/urandom | base64 -w0 | tr -d '=+/')" > /var/lib/appliance/secrets/searxng/env.tmp
+          mv /var/lib/appliance/secrets/searxng/env.tmp /var/lib/appliance/secrets/searxng/env
+        fi
+      '';
+    };
+
     # The spec's models, pulled into Ollama's sandbox once it answers; the
     # appliance is not ready until every one is there. A model that fails is
     # named in this unit's journal (`journalctl -u appliance-models`).
@@ -287,6 +306,7 @@ in
       wantedBy = [ "multi-user.target" ];
       requires = [
         "docker-ollama.service"
+        "docker-searxng.service"
         "docker-balthasar.service"
         "docker-casper.service"
         "docker-casper-exec.service"
@@ -295,6 +315,7 @@ in
       ];
       after = [
         "docker-ollama.service"
+        "docker-searxng.service"
         "docker-balthasar.service"
         "docker-casper.service"
         "docker-casper-exec.service"
@@ -352,6 +373,7 @@ in
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";
           MATRIX_USER_ID = "@casper:magi";
+          SEARXNG_URL = "http://10.88.0.3:8080";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
         extraOptions = [
@@ -492,6 +514,32 @@ in
         user = "11434:11434";
         volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
       };
+      searxng = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          SEARXNG_SETTINGS_PATH = "/etc/searxng/settings.yml";
+        };
+        environmentFiles = [ "/var/lib/appliance/secrets/searxng/env" ];
+        extraOptions = [
+          "--runtime=runsc"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=1024"
+          "--memory=1g"
+          "--cpus=1"
+          "--tmpfs=/tmp:rw,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.3"
+          "--dns=10.88.0.1"
+        ];
+        image = "agent-appliance/searxng:1";
+        imageStream = import ../../images/searxng.nix { inherit pkgs; images = applianceImages; };
+        ports = [ ];
+        user = "10080:10080";
+        volumes = [ "${../../services/searxng/settings.yml}:/etc/searxng/settings.yml:ro" ];
+      };
     };
     systemd.services.docker-balthasar = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
@@ -520,6 +568,10 @@ in
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
       ];
       wants = [ "network-online.target" ];
+    };
+    systemd.services.docker-searxng = {
+      after = [ "appliance-network.service" "appliance-service-secrets.service" ];
+      requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
     };
   };
 }

@@ -11,8 +11,9 @@ use super::addressing::Endpoints;
 use super::matrix::Accounts;
 use super::{Builder, span};
 use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
+use crate::model::services::{SEARCH_PORT, SEARCH_SLOT};
 use crate::model::{Agent, Host, Room, STATE_DIR, Subnet, policy, sandbox};
-use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target};
+use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
 
 /// Hermes refuses models with a smaller context window.
 const HERMES_MIN_CONTEXT: u32 = 64_000;
@@ -26,6 +27,8 @@ pub(super) struct Context<'a> {
     pub rooms_of: BTreeMap<String, Vec<&'a Room>>,
     pub endpoints: &'a Endpoints,
     pub network: Subnet,
+    /// The spec runs a search backend for the `crawler` tool.
+    pub search_backend: bool,
 }
 
 pub(super) fn resolve(b: &mut Builder, ctx: &Context) -> BTreeMap<String, Agent> {
@@ -86,6 +89,14 @@ fn resolve_agent(
         remote_exec: agent.remote_exec(),
         code_network: agent.code_network(),
         publish: &publish,
+        search_backend: ctx.search_backend,
+    });
+    let search_url = (ctx.search_backend && policy.tools.contains(&Tool::Crawler)).then(|| {
+        let address = ctx
+            .network
+            .host(SEARCH_SLOT)
+            .expect("every appliance subnet has the service slots");
+        format!("http://{address}:{SEARCH_PORT}")
     });
     Some(Agent {
         name: name.get_ref().clone(),
@@ -106,6 +117,7 @@ fn resolve_agent(
             endpoints.matrix_port
         ),
         inference_url,
+        search_url,
         allowed_users,
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),

@@ -66,6 +66,21 @@ pub(super) fn place_inference(hosts: &mut BTreeMap<String, Host>, inference: Opt
     host.sandboxes.insert(0, sandbox);
 }
 
+/// A SearXNG sandbox on each host with an agent whose `crawler` tool uses it.
+pub(super) fn place_search(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap<String, Agent>, network: Subnet) {
+    for host in hosts.values_mut() {
+        let clients: Vec<String> = agents
+            .values()
+            .filter(|a| a.host == host.name && a.search_url.is_some())
+            .map(|a| a.name.clone())
+            .collect();
+        if !clients.is_empty() {
+            let at = host.sandboxes.len().min(1);
+            host.sandboxes.insert(at, services::search_sandbox(&clients, &network));
+        }
+    }
+}
+
 /// What each host runs, the Docker runtimes its sandboxes need, and the
 /// holes in its firewall.
 pub(super) fn finish_hosts(

@@ -105,7 +105,10 @@ fn inspect_json_is_versioned_and_complete() {
     assert_eq!(json["agents"]["casper"]["model"], "qwen3.5:27b-q4_K_M");
     let sandboxes = json["hosts"]["hub"]["sandboxes"].as_array().unwrap();
     let names: Vec<&str> = sandboxes.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ollama", "searxng", "balthasar", "casper", "casper-exec", "melchior"]);
+    assert_eq!(
+        names,
+        ["ollama", "searxng", "balthasar", "casper", "casper-exec", "melchior"]
+    );
     // Ollama is a sandbox of its own, with nvproxy, not a host service.
     assert_eq!(sandboxes[0]["runtime"], "runsc-gpu");
     assert_eq!(json["inference"]["sandbox"], "ollama");

@@ -9,6 +9,7 @@ mod agents;
 mod bootstrap;
 mod build;
 mod cli;
+mod crawler;
 mod doctor;
 mod flake;
 mod flash;

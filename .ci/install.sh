@@ -45,8 +45,10 @@ export DEBIAN_FRONTEND=noninteractive
 # nixpkgs' SearXNG in tests/crawler.rs (SearXNG is not on PyPI).
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
-  debootstrap dnsmasq-base nftables searx >/dev/null
+  debootstrap dnsmasq-base nftables squid searx >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
+# WireGuard in userspace for the pairing test (tests/pairing.rs): no kernel module needed.
+apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null
 
 # A real Synapse for the bootstrap tests (tests/synapse.rs finds it here).
 if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse' 2>/dev/null; then

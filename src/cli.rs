@@ -24,6 +24,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show the resolved appliance: hosts, sandboxes, runtimes, rooms, bootstrap plan
     Inspect(InspectArgs),
+    /// Per sandbox: runtime, user, capabilities, mounts, sockets, network reach, egress, secrets, GPU, lints
+    Explain(ExplainArgs),
     /// On the Matrix host: create secrets, Matrix accounts, agent tokens and rooms (idempotent)
     Bootstrap(BootstrapArgs),
     /// Check that this host can run the spec's sandboxes: runsc, its flags, platform, Docker runtimes, GPU driver
@@ -34,8 +36,68 @@ pub enum Command {
     Flash(FlashArgs),
     /// Print (or run) the gcloud steps that put the GCE host's image on a GPU VM
     Gce(GceArgs),
+    /// On a remote host: fetch this host's agents' Matrix credentials from the hub over the overlay
+    Pair(PairArgs),
+    /// On the Matrix host: hand each remote host its agents' credentials over the overlay
+    PairServe(PairServeArgs),
+    /// On the Matrix host, as root: the human admins' accounts
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// This host's pairing config (`generated/hosts/<host>/pairing.json`)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The hub's pairing server [default: the config's, on the hub's overlay address]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub hub: Option<std::net::SocketAddrV4>,
+    /// State directory the agents' secrets go to [default: the config's]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// This host's WireGuard private key [default: the config's]
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+    /// Seconds to keep asking the hub before giving up
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PairServeArgs {
+    /// The hub's pairing config (`generated/hosts/<hub>/pairing-server.json`)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Where to listen [default: the config's: the hub's overlay address]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddrV4>,
+    /// State directory holding the agents' secrets [default: the config's]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The hub's WireGuard private key [default: the config's]
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print an admin's initial Matrix password (derived from the bootstrap's master key; root only)
+    Password(AdminPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminPasswordArgs {
+    /// The admin, as in the spec's `[matrix] admins` (`gendo`) or as a user id (`@gendo:magi`)
+    pub admin: String,
+    /// The bootstrap plan [default: the one the host module installs]
+    #[arg(long, value_name = "FILE", default_value = "/etc/appliance/bootstrap-plan.json")]
+    pub plan: PathBuf,
+    /// State directory holding the master key [default: the plan's]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +144,18 @@ pub struct InspectArgs {
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// Output format; the JSON is documented in docs/inspect.md
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Only this agent's sandboxes
+    #[arg(value_name = "AGENT")]
+    pub agent: Option<String>,
+    /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

@@ -14,17 +14,21 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Explain(args) => commands::explain::run(args),
         Command::Bootstrap(args) => commands::bootstrap::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Build(args) => commands::build::run(args),
         Command::Flash(args) => commands::flash::run(args),
         Command::Gce(args) => commands::gce::run(args),
+        Command::Pair(args) => commands::pair::run(args),
+        Command::PairServe(args) => commands::pair::serve(args),
+        Command::Admin(command) => commands::admin::run(command),
         Command::Completions(args) => commands::completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A bad spec: every problem, located, and exit code 2.
-        Err(error) if error.is::<SpecErrors>() => {
+        Err(error) if error.is::<SpecErrors>() || error.is::<agent_appliance::lint::LintsDenied>() => {
             eprintln!("{error}");
             ExitCode::from(2)
         }

@@ -103,7 +103,7 @@ fn snapshots_of_the_default_spec() {
 #[test]
 fn no_config_holds_a_secret_or_a_wildcard() {
     for kind in [AgentKind::Openclaw, AgentKind::Picoclaw, AgentKind::Hermes] {
-        for (label, _, _, text) in configs(kind) {
+        for (label, agent, _, text) in configs(kind) {
             // Values as JSON spells them (quoted strings), whatever the format.
             let text = serde_json::to_string_pretty(&config_value(kind, &text)).unwrap();
             for bad in [
@@ -117,16 +117,32 @@ fn no_config_holds_a_secret_or_a_wildcard() {
                 assert!(!text.contains(bad), "{label}: config contains `{bad}`:\n{text}");
             }
             let dangerous = text.matches("dangerously").count();
-            let allowed = usize::from(kind == AgentKind::Openclaw);
+            // OpenClaw: the Matrix account's, and with a proxied browser its
+            // SSRF check, which the egress proxy does outside the sandbox.
+            let proxied_browser =
+                agent.egress_proxy.is_some() && agent.tools.contains(&agent_appliance::spec::schema::Tool::Browser);
+            let allowed = usize::from(kind == AgentKind::Openclaw) * (1 + usize::from(proxied_browser));
             assert_eq!(dangerous, allowed, "{label}: unexpected `dangerously*` option:\n{text}");
             if kind == AgentKind::Openclaw {
-                // The one allowed, at exactly its place.
+                // The allowed ones, at exactly their places.
                 let config: Value = serde_json::from_str(&text).unwrap();
                 assert_eq!(
                     config["channels"]["matrix"]["network"]["dangerouslyAllowPrivateNetwork"],
                     json!(true),
                     "{label}"
                 );
+                if proxied_browser {
+                    assert_eq!(
+                        config["browser"]["ssrfPolicy"]["dangerouslyAllowPrivateNetwork"],
+                        json!(true),
+                        "{label}"
+                    );
+                    assert_eq!(
+                        config["browser"]["extraArgs"],
+                        json!([format!("--proxy-server={}", agent.egress_proxy.as_deref().unwrap())]),
+                        "{label}"
+                    );
+                }
             }
         }
     }
@@ -292,6 +308,9 @@ fn openclaw_uses_native_ollama_and_is_locked_down() {
         if agent.tools.contains(&agent_appliance::spec::schema::Tool::Browser) {
             expected.push("browser.noSandbox = true");
             assert_eq!(config["browser"]["noSandbox"], json!(true), "{label}");
+            if agent.egress_proxy.is_some() {
+                expected.push("browser.ssrfPolicy.dangerouslyAllowPrivateNetwork = true");
+            }
         }
         expected.push("agents.defaults.sandbox.mode = \"off\"");
         let published: Vec<String> = agent_publish(&label);

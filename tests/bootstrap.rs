@@ -415,7 +415,8 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
         }
     }
     assert!(world.secret("secrets/melchior/env").contains("OPENCLAW_GATEWAY_TOKEN="));
-    assert_eq!(world.secret("secrets/_host/admins/gendo/initial-password").len(), 64);
+    // The admin's password is derived when asked for, never stored.
+    assert!(!world.state.join("secrets/_host/admins/gendo/initial-password").exists());
     assert!(out.contains("room #magi:magi: created"), "{out}");
 
     // Rerun: nothing created, no byte changed, no device added.
@@ -790,4 +791,102 @@ fn sigkilled_runs_are_completed_by_the_next_run() {
         .map(|e| e.path().display().to_string())
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+/// `appliance admin password` as root on the hub.
+fn admin_password(world: &World, admin: &str, prefix: &[&str]) -> Output {
+    let program = env!("CARGO_BIN_EXE_appliance");
+    let (first, rest) = match prefix.split_first() {
+        Some((first, rest)) => (*first, [rest, &[program]].concat()),
+        None => (program, Vec::new()),
+    };
+    Command::new(first)
+        .args(rest)
+        .args(["admin", "password", admin, "--plan"])
+        .arg(plan_path())
+        .arg("--state-dir")
+        .arg(&world.state)
+        .output()
+        .unwrap()
+}
+
+fn login(world: &World, user: &str, password: &str) -> u16 {
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": user },
+        "password": password,
+    });
+    world
+        .client()
+        .post("/_matrix/client/v3/login", None, &body)
+        .unwrap()
+        .status
+}
+
+#[test]
+fn the_admin_password_command_prints_a_password_that_logs_in() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    assert_ok(&world.bootstrap(&[]));
+
+    let output = admin_password(&world, "gendo", &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let password = stdout(&output).trim().to_string();
+    assert_eq!(password.len(), 64);
+    assert!(stderr(&output).contains("change it"), "{}", stderr(&output));
+    // The same with the full user id.
+    assert_eq!(stdout(&admin_password(&world, "@gendo:magi", &[])).trim(), password);
+    // Stored nowhere in the state directory: derived on demand.
+    for entry in walkdir::WalkDir::new(&world.state).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            assert!(
+                !text.contains(&password),
+                "{} holds the password",
+                entry.path().display()
+            );
+        }
+    }
+    assert_eq!(login(&world, "gendo", &password), 200);
+
+    // Changing it, as docs/first-conversation.md says: the printed one stops working.
+    let reply = world
+        .client()
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "gendo"}, "password": password}),
+        )
+        .unwrap();
+    let token = reply.str("access_token").unwrap().to_string();
+    let change = json!({
+        "new_password": "a new passphrase for gendo",
+        "logout_devices": false,
+        "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "gendo"}, "password": password},
+    });
+    let reply = world
+        .client()
+        .post("/_matrix/client/v3/account/password", Some(&token), &change)
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    assert_eq!(login(&world, "gendo", &password), 403);
+    assert_eq!(login(&world, "gendo", "a new passphrase for gendo"), 200);
+
+    // Refusals: an agent, an unknown name, and anyone but root.
+    let agent = admin_password(&world, "melchior", &[]);
+    assert!(!agent.status.success());
+    assert!(stderr(&agent).contains("is an agent"), "{}", stderr(&agent));
+    let unknown = admin_password(&world, "shinji", &[]);
+    assert!(stderr(&unknown).contains("admins are: gendo"), "{}", stderr(&unknown));
+    if rustix::process::geteuid().is_root() {
+        let nobody = admin_password(
+            &world,
+            "gendo",
+            &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        );
+        assert!(!nobody.status.success());
+        assert!(stderr(&nobody).contains("only root can read"), "{}", stderr(&nobody));
+        assert!(!stdout(&nobody).contains(&password));
+    }
 }

@@ -3,16 +3,20 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 10] = [
+const SUBCOMMANDS: [&str; 14] = [
     "init",
     "check",
     "generate",
     "inspect",
+    "explain",
     "bootstrap",
     "doctor",
     "build",
     "flash",
     "gce",
+    "pair",
+    "pair-serve",
+    "admin",
     "completions",
 ];
 
@@ -221,4 +225,22 @@ fn every_agent_reaches_ollama_where_it_listens() {
             );
         }
     }
+}
+
+#[test]
+fn explain_names_an_agent_or_says_which_exist() {
+    let root = crate::common::root();
+    let output = run_in(&root, &["explain", "balthasar"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("sandbox balthasar on host hub"), "{text}");
+    assert!(
+        text.contains("domains through the egress proxy: api.github.com"),
+        "{text}"
+    );
+    assert!(!text.contains("sandbox melchior"), "{text}");
+    let output = run_in(&root, &["explain", "nobody"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no agent `nobody`"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("`balthasar`"), "{}", stderr(&output));
 }

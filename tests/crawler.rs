@@ -56,6 +56,8 @@ default = yaml.safe_load(open("/usr/share/doc/searx/examples/settings.yml"))
 user = yaml.safe_load(open(sys.argv[1]))
 assert user["use_default_settings"] is True
 user["use_default_settings"] = {"engines": {"keep_only": []}}
+# No egress proxy in the test's namespace; the engine reads a local page.
+user.pop("outgoing")
 user["server"].update(bind_address="127.0.0.1", port=int(sys.argv[3]), secret_key="rehearsal-only")
 user["engines"] = [{
     "name": "rehearsal-pages", "engine": "xpath", "shortcut": "rp", "enable_http": True,

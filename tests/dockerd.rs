@@ -37,13 +37,27 @@ impl Dockerd {
     /// Starts dockerd with `settings` as its config file. An `Err` carries
     /// dockerd's complaint when it rejects the settings.
     pub fn start(settings: &serde_json::Value) -> Result<Dockerd, String> {
+        Dockerd::start_with(settings, &[])
+    }
+
+    /// Like `start`, with dockerd run through `wrapper` (e.g. `nsenter
+    /// --net=/run/netns/NAME --`, to give it a network namespace of its own).
+    pub fn start_with(settings: &serde_json::Value, wrapper: &[String]) -> Result<Dockerd, String> {
         let dir = tempfile::Builder::new().prefix("appliance-dockerd-").tempdir().unwrap();
         let root = dir.path();
         let config = root.join("daemon.json");
         fs::write(&config, serde_json::to_string_pretty(settings).unwrap()).unwrap();
         let socket = root.join("docker.sock");
         let log = fs::File::create(root.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
+        let (program, wrapper_args) = match wrapper.split_first() {
+            Some((program, rest)) => (program.as_str(), rest),
+            None => ("dockerd", &[][..]),
+        };
+        let mut command = Command::new(program);
+        if !wrapper.is_empty() {
+            command.args(wrapper_args).arg("dockerd");
+        }
+        let child = command
             .arg("--config-file")
             .arg(&config)
             .arg("--data-root")

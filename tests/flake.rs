@@ -651,6 +651,29 @@ fn the_lock_pins_real_github_revisions_in_the_format_nix_writes() {
 /// declares it (read at the stated path; the option names were checked
 /// against that file where it is in the public index).
 const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
+    // The egress layer (src/render/egress.rs); read from nixpkgs' module
+    // sources with the search tool.
+    (
+        "networking.nftables.enable",
+        "nixos/modules/services/networking/nftables.nix",
+    ),
+    (
+        "networking.nftables.flushRuleset",
+        "nixos/modules/services/networking/nftables.nix",
+    ),
+    (
+        "networking.nftables.tables.<name>.family",
+        "nixos/modules/services/networking/nftables.nix",
+    ),
+    (
+        "networking.nftables.tables.<name>.content",
+        "nixos/modules/services/networking/nftables.nix",
+    ),
+    ("services.squid.enable", "nixos/modules/services/networking/squid.nix"),
+    (
+        "services.squid.configText",
+        "nixos/modules/services/networking/squid.nix",
+    ),
     (
         "services.dnsmasq.enable",
         "nixos/modules/services/networking/dnsmasq.nix",

@@ -295,9 +295,7 @@ fn port_clashes_are_per_protocol() {
     let err = stderr(&output);
     assert!(!err.contains("51820"), "{err}");
     assert!(
-        err.contains(
-            "tcp port 53 on host `box` is used by both the sandboxes' DNS forwarder and the Matrix homeserver"
-        ),
+        err.contains("tcp port 53 on host `box` is used by both the sandboxes' DNS resolver and the Matrix homeserver"),
         "{err}"
     );
 }

@@ -86,17 +86,30 @@ impl Synapse {
     /// `data`, its secrets are read from `state_dir`, which bootstrap's
     /// `--secrets-only` must have filled.
     pub fn start(venv: &Path, data: &Path, state_dir: &Path, port: u16) -> Synapse {
+        Synapse::start_with(venv, data, state_dir, port, &[], &["127.0.0.1"])
+    }
+
+    /// As `start`, with the command run through `wrap` (e.g. `ip netns
+    /// exec NAME`) and listening on `bind` (loopback first: `url` is there).
+    pub fn start_with(venv: &Path, data: &Path, state_dir: &Path, port: u16, wrap: &[&str], bind: &[&str]) -> Synapse {
         fs::create_dir_all(data).unwrap();
         let config = data.join("homeserver.yaml");
+        let mut settings = settings(data, state_dir, port);
+        settings["listeners"][0]["bind_addresses"] = json!(bind);
         // JSON is YAML.
-        fs::write(
-            &config,
-            serde_json::to_string_pretty(&settings(data, state_dir, port)).unwrap(),
-        )
-        .unwrap();
+        fs::write(&config, serde_json::to_string_pretty(&settings).unwrap()).unwrap();
         let log = data.join("synapse.log");
         let out = fs::File::create(&log).unwrap();
-        let child = Command::new(venv.join("bin/python"))
+        let python = venv.join("bin/python");
+        let mut command = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(&python);
+                command
+            }
+            None => Command::new(&python),
+        };
+        let child = command
             .args(["-m", "synapse.app.homeserver", "-c"])
             .arg(&config)
             .current_dir(data)

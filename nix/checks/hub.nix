@@ -87,6 +87,15 @@ pkgs.testers.runNixOSTest {
     machine.wait_for_unit("appliance-bootstrap.service")
     machine.succeed("test -z \"$(find /var/lib/appliance/secrets -type f -perm /077)\"")
 
+    # The admins' web client: Cinny locked to this homeserver, and the
+    # password `appliance admin password` prints logs in through its proxy.
+    machine.wait_for_unit("nginx.service")
+    cinny = json.loads(machine.succeed("curl -sf http://127.0.0.1:8080/config.json"))
+    assert cinny["allowCustomHomeservers"] is False, cinny
+    password = machine.succeed("appliance admin password gendo").strip()
+    login = json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "gendo"}, "password": password})
+    machine.succeed(f"curl -sf -d '{login}' http://127.0.0.1:8080/_matrix/client/v3/login | grep -q access_token")
+
     for name in sandboxes:
         machine.wait_for_unit(f"docker-{name}.service")
         runtime = machine.succeed(f"docker inspect --format '{{{{.HostConfig.Runtime}}}}' {name}").strip()

@@ -34,7 +34,6 @@ pub const LOCK_FILE: &str = ".bootstrap.lock";
 pub const MASTER_KEY_FILE: &str = "master-key";
 pub const TOKEN_FILE: &str = "matrix-token";
 pub const ENV_FILE: &str = "env";
-pub const PASSWORD_FILE: &str = "initial-password";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -280,9 +279,9 @@ impl Run<'_> {
                     agent_tokens.insert(account.user_id.as_str(), token);
                 }
                 AccountKind::Admin => {
-                    // The operator's first login; they should change it.
-                    let password = accounts::password(&accounts.master_key, &account.user_id);
-                    secrets::write(&dir.join(PASSWORD_FILE), &password, Owner::ROOT)?;
+                    // Registered with the derived password; the admin reads
+                    // it with `appliance admin password` (stored nowhere)
+                    // and changes it at first login.
                     let wanted = Wanted {
                         localpart: &account.localpart,
                         user_id: &account.user_id,

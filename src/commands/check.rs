@@ -4,7 +4,7 @@ use super::count;
 use crate::cli::SpecArgs;
 
 pub fn run(args: &SpecArgs) -> Result<()> {
-    let appliance = super::load(&args.spec)?;
+    let (appliance, findings) = super::load_linted(&args.spec)?;
     let sandboxes: usize = appliance.hosts.values().map(|h| h.sandboxes.len()).sum();
     println!(
         "{}: appliance `{}` is valid: {}, {}, {}, {}",
@@ -24,5 +24,5 @@ pub fn run(args: &SpecArgs) -> Result<()> {
             eprintln!("warning[{}]: {}", warning.code, warning.message);
         }
     }
-    Ok(())
+    super::report_lints(&args.spec, &findings)
 }

@@ -36,7 +36,8 @@ pub fn drift(appliance: &Appliance, out: &Path) -> Result<(output::Drift, usize)
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let appliance = super::load(&args.spec.spec)?;
+    let (appliance, findings) = super::load_linted(&args.spec.spec)?;
+    super::report_lints(&args.spec.spec, &findings)?;
     let out = output_dir(&args.spec.spec, args.out.as_deref());
     if args.check {
         let (drift, files) = drift(&appliance, &out)?;

@@ -127,6 +127,20 @@ fn text(view: &Inspection) -> String {
             m.admins.join(", ")
         }
     );
+    let web = &m.web_client;
+    let listen: Vec<String> = web.listen.iter().map(|a| format!("{a}:{}", web.port)).collect();
+    let _ = writeln!(
+        w,
+        "web client: {} on {}, locked to this homeserver (docs/first-conversation.md)",
+        web.client,
+        listen.join(", ")
+    );
+    if let Some(pairing) = m.pairing {
+        let _ = writeln!(
+            w,
+            "pairing: on {pairing}, for the agents of other hosts (docs/pairing.md)"
+        );
+    }
     if let Some(inference) = view.inference {
         let _ = writeln!(
             w,

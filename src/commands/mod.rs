@@ -1,26 +1,35 @@
 //! One file per subcommand, each with `pub fn run(args) -> Result<()>`.
 
+pub mod admin;
 pub mod bootstrap;
 pub mod build;
 pub mod check;
 pub mod completions;
 pub mod doctor;
+pub mod explain;
 pub mod flash;
 pub mod gce;
 pub mod generate;
 pub mod init;
 pub mod inspect;
+pub mod pair;
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::lint::{self, Finding};
 use crate::model::{self, Appliance};
 use crate::spec;
 
 /// Reads, parses and validates a spec.
 pub fn load(path: &Path) -> Result<Appliance> {
+    Ok(load_linted(path)?.0)
+}
+
+/// Like [`load`], with the security lints' findings.
+pub fn load_linted(path: &Path) -> Result<(Appliance, Vec<Finding>)> {
     let bytes = fs::read(path).with_context(|| {
         format!(
             "failed to read spec `{}`\nhint: run `appliance init` to write one, or pass `--spec PATH`",
@@ -29,7 +38,25 @@ pub fn load(path: &Path) -> Result<Appliance> {
     })?;
     let source = spec::decode(path.display().to_string(), bytes)?;
     let spec = spec::parse(&source)?;
-    Ok(model::build(&source, &spec)?)
+    let appliance = model::build(&source, &spec)?;
+    let findings = lint::run(&appliance, &source.text);
+    Ok((appliance, findings))
+}
+
+/// Prints every finding to stderr; an error when a deny lint is not allowed.
+pub fn report_lints(spec: &Path, findings: &[Finding]) -> Result<()> {
+    for finding in findings {
+        eprintln!("{}", lint::describe(finding));
+    }
+    let blocking = findings.iter().filter(|f| f.blocks()).count();
+    if blocking > 0 {
+        return Err(lint::LintsDenied {
+            spec: spec.display().to_string(),
+            count: blocking,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// A count with its noun: `1 host`, `2 hosts`, `0 sandboxes`.

@@ -59,9 +59,21 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
                 Some(BRIDGE_INTERFACE),
                 protocol,
                 DNS_PORT,
-                "DNS forwarder for this host's sandboxes".into(),
+                "DNS resolver for this host's sandboxes (answers no outside name)".into(),
             ));
         }
+    }
+    if host
+        .sandboxes
+        .iter()
+        .any(|s| s.network.is_some() && s.egress.uses_proxy())
+    {
+        rules.push(rule(
+            Some(BRIDGE_INTERFACE),
+            "tcp",
+            super::egress::PROXY_PORT,
+            "egress proxy for this host's sandboxes with `egress`".into(),
+        ));
     }
     if host.runs_matrix {
         rules.push(rule(
@@ -76,6 +88,29 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
                 "tcp",
                 matrix.port,
                 "Matrix for other hosts' agents".into(),
+            ));
+        }
+        if let Some(pairing) = matrix.pairing {
+            rules.push(rule(
+                Some(OVERLAY_INTERFACE),
+                "tcp",
+                pairing.port(),
+                "pairing: other hosts fetch their agents' Matrix credentials".into(),
+            ));
+        }
+        if overlay
+            && host
+                .overlay_address
+                .is_some_and(|a| matrix.web_client.listen.contains(&a))
+        {
+            rules.push(rule(
+                Some(OVERLAY_INTERFACE),
+                "tcp",
+                matrix.web_client.port,
+                format!(
+                    "{}, the admins' Matrix web client (also on loopback, for `ssh -L`)",
+                    matrix.web_client.client
+                ),
             ));
         }
     }

@@ -2,7 +2,9 @@
 //! checked. Renderers read only this, never the TOML.
 
 mod agent_checks;
+mod allow;
 mod build;
+pub mod egress;
 mod firewall;
 pub mod image;
 mod names;
@@ -13,12 +15,13 @@ pub mod services;
 pub mod vram;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
 pub use agent_checks::is_size;
-pub use build::{WIREGUARD_PORT, build};
+pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
+pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
@@ -54,6 +57,8 @@ pub struct Appliance {
     pub inference: Option<Inference>,
     pub agents: BTreeMap<String, Agent>,
     pub rooms: BTreeMap<String, Room>,
+    /// Lint code -> the spec's reason for accepting it.
+    pub lint_allow: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +104,25 @@ pub struct Matrix {
     pub admins: Vec<String>,
     /// Addresses Synapse listens on: loopback and where sandboxes reach it.
     pub bind_addresses: Vec<Ipv4Addr>,
+    /// The admins' web client on the Matrix host.
+    pub web_client: WebClient,
+    /// Where the pairing server listens (the Matrix host's overlay
+    /// address), when agents on other hosts need their credentials.
+    pub pairing: Option<std::net::SocketAddrV4>,
+}
+
+/// Cinny, served by nginx on the Matrix host for the human admins: on
+/// loopback (reached through `ssh -L`) and on the overlay, never on a
+/// public interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebClient {
+    pub client: &'static str,
+    pub port: u16,
+    pub listen: Vec<Ipv4Addr>,
+    /// The homeserver the client is locked to, as the admin's browser
+    /// reaches it: through the same host and port as the client itself
+    /// (nginx proxies `/_matrix` to Synapse on loopback).
+    pub homeserver_path: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +171,16 @@ pub struct Agent {
     /// The search backend (SearXNG on the agent's host) of its `crawler`
     /// tool, as seen from inside its sandbox.
     pub search_url: Option<String>,
+    /// The same, as an address, for the firewall.
+    pub search_address: Option<SocketAddrV4>,
+    /// The same two services as addresses, for the firewall and the proxy's
+    /// exceptions.
+    pub matrix_address: SocketAddrV4,
+    pub inference_address: Option<SocketAddrV4>,
+    /// What the agent may reach beyond them (`egress` in the spec).
+    pub egress: Egress,
+    /// The egress proxy's URL, when `egress` is not `none`.
+    pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.
     pub allowed_users: Vec<String>,
     /// Room aliases the agent joins.
@@ -242,6 +276,11 @@ pub struct Sandbox {
     pub env_files: Vec<String>,
     /// `None` for no network at all.
     pub network: Option<SandboxNetwork>,
+    /// The egress policy the proxy applies to this sandbox's address.
+    pub egress: Egress,
+    /// Everything this sandbox may connect to; the firewall allows exactly
+    /// this from its address. Empty without a network.
+    pub reach: Vec<Reach>,
     /// Host ports published to the sandbox's gateway port.
     pub publish: Vec<u16>,
     /// The one host address the published ports bind to; every address

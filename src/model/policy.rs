@@ -26,6 +26,8 @@ pub struct Request<'a> {
     pub publish: &'a [u16],
     /// The appliance runs a search backend for the `crawler` tool.
     pub search_backend: bool,
+    /// The agent's egress goes through the proxy (`egress` is not `none`).
+    pub egress_proxy: bool,
 }
 
 pub fn apply(request: Request) -> Policy {
@@ -38,6 +40,7 @@ pub fn apply(request: Request) -> Policy {
         code_network,
         publish,
         search_backend,
+        egress_proxy,
     } = request;
     let mut permissive = Vec::new();
     let mut warnings = Vec::new();
@@ -154,8 +157,19 @@ pub fn apply(request: Request) -> Policy {
         permissive.push(Permissive {
             setting: "code-network = true".into(),
             reason: "executed code can reach the network: its Docker-in-gVisor sandbox (raw sockets, \
-                     NET_ADMIN inside gVisor) joins the appliance bridge, where it can also reach Synapse, \
-                     Ollama and the other sandboxes' addresses"
+                     NET_ADMIN inside gVisor) joins the appliance bridge. The host firewall lets it reach \
+                     only the bridge's DNS resolver and, with the agent's `egress`, the egress proxy: not \
+                     Synapse, Ollama or the other sandboxes"
+                .into(),
+        });
+    }
+    if browser && kind == AgentKind::Openclaw && egress_proxy {
+        permissive.push(Permissive {
+            setting: "browser.ssrfPolicy.dangerouslyAllowPrivateNetwork = true".into(),
+            reason: "OpenClaw refuses to route its browser through a proxy while its own SSRF check is on, \
+                     since it cannot see what the proxy resolves. The egress proxy outside the sandbox \
+                     refuses private, loopback, link-local, CGNAT, multicast and metadata addresses by \
+                     resolved address instead, and the host firewall drops any direct connection"
                 .into(),
         });
     }
@@ -173,8 +187,9 @@ pub fn apply(request: Request) -> Policy {
             setting: "channels.matrix.network.dangerouslyAllowPrivateNetwork = true".into(),
             reason: "OpenClaw's Matrix client refuses homeservers on private addresses (SSRF guard); \
                      the appliance's Synapse is only reachable on its private network, never on a \
-                     public address. It applies to the Matrix account alone: the browser and \
-                     web_fetch keep OpenClaw's default private-network block"
+                     public address. It applies to the Matrix account alone; web_fetch keeps \
+                     OpenClaw's default private-network block, and the host firewall lets the sandbox \
+                     reach no private address but Synapse's and Ollama's ports"
                 .into(),
         });
     }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use super::egress::{self, Egress, Services};
 use super::image::{self, ImageLayout, Storage};
 use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::model::network::Subnet;
@@ -133,7 +134,9 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     environment.insert("HOME".into(), layout.account.home.to_string());
-    environment.extend(agent_environment(agent));
+    let gateway = inputs.network.gateway();
+    environment.extend(agent_environment(agent, gateway));
+    environment.extend(agent_proxy_environment(agent, gateway));
     let mut binds = vec![
         Bind {
             source: BindSource::Generated(format!("agents/{}/{}", agent.name, defaults.config_file)),
@@ -206,6 +209,8 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             address: Ipv4Addr::UNSPECIFIED,
             dns: inputs.network.gateway(),
         }),
+        egress: agent.egress.clone(),
+        reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
         publish_on: None,
         gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
@@ -215,6 +220,31 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     };
     sandboxes.insert(0, own);
     sandboxes
+}
+
+/// What the agent's own sandbox may connect to: its Matrix, its model,
+/// DNS, the proxy with egress, and the crawler's search backend when it
+/// has the tool.
+fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
+    let mut reach = egress::agent_reach(
+        &Services {
+            matrix: agent.matrix_address,
+            inference: agent.inference_address,
+            gateway,
+        },
+        &agent.egress,
+    );
+    if let Some(search) = agent.search_address {
+        reach.push(egress::Reach {
+            service: "search",
+            address: *search.ip(),
+            protocol: "tcp",
+            port: search.port(),
+            why: "the `crawler` tool's search backend".into(),
+        });
+        reach.sort();
+    }
+    reach
 }
 
 /// `consumer_user` is the agent's `uid:gid`: the inner dockerd gives its
@@ -260,11 +290,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         memory: "8g".into(),
         cpus: "2".into(),
         shm_size: None,
-        // Where `appliance-dind-start` waits for dockerd's socket.
-        environment: BTreeMap::from([(
-            "DOCKER_HOST".to_string(),
-            format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
-        )]),
+        environment: exec_environment(agent, inputs.network.gateway()),
         env_files: Vec::new(),
         // Code gets a network only when the spec allows it.
         network: agent.code_network.then(|| SandboxNetwork {
@@ -272,6 +298,18 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
             address: Ipv4Addr::UNSPECIFIED,
             dns: inputs.network.gateway(),
         }),
+        // With a network, code follows the agent's egress policy; it never
+        // reaches Matrix or the model.
+        egress: if agent.code_network {
+            agent.egress.clone()
+        } else {
+            Egress::None
+        },
+        reach: if agent.code_network {
+            egress::code_reach(inputs.network.gateway(), &agent.egress)
+        } else {
+            Vec::new()
+        },
         publish: Vec::new(),
         publish_on: None,
         gateway_port: None,
@@ -293,6 +331,31 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer_user: &str) -> Sandbox {
         depends_on: Vec::new(),
         name,
     }
+}
+
+/// The proxy variables of an agent with egress; Matrix and the model stay
+/// direct.
+fn agent_proxy_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String> {
+    if !agent.egress.uses_proxy() {
+        return BTreeMap::new();
+    }
+    let mut direct = vec![*agent.matrix_address.ip()];
+    direct.extend(agent.inference_address.map(|a| *a.ip()));
+    egress::proxy_environment(gateway, &direct, Some(agent.kind))
+}
+
+/// Where `appliance-dind-start` waits for dockerd's socket, and the proxy
+/// settings when code has a network (dockerd's own pulls honour them; the
+/// code it runs may not, and the firewall holds either way).
+fn exec_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([(
+        "DOCKER_HOST".to_string(),
+        format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+    )]);
+    if agent.code_network && agent.egress.uses_proxy() {
+        env.extend(egress::proxy_environment(gateway, &[], None));
+    }
+    env
 }
 
 /// The image's tmpfs-backed writable directories; `code_storage` sizes the
@@ -331,7 +394,7 @@ fn volumes(layout: &ImageLayout, agent: &str) -> Vec<Volume> {
 
 /// Non-secret settings an agent reads from its environment rather than its
 /// config file. Secrets come from the env file the bootstrap writes.
-fn agent_environment(agent: &Agent) -> Vec<(String, String)> {
+fn agent_environment(agent: &Agent, gateway: Ipv4Addr) -> Vec<(String, String)> {
     let mut env: Vec<(&str, String)> = Vec::new();
     if agent.kind == AgentKind::Hermes {
         // Hermes 0.19.0 takes the Matrix connection only from the
@@ -350,7 +413,13 @@ fn agent_environment(agent: &Agent) -> Vec<(String, String)> {
             env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
             // Chromium's own sandbox cannot start inside gVisor, which is the
             // boundary; said here rather than left to Hermes' detection.
-            env.push(("AGENT_BROWSER_ARGS", "--no-sandbox".into()));
+            // Comma-separated, as agent-browser splits it. Chromium ignores
+            // the proxy variables; with egress it is told the proxy.
+            let mut args = "--no-sandbox".to_string();
+            if agent.egress.uses_proxy() {
+                args.push_str(&format!(",--proxy-server={}", egress::proxy_url(gateway)));
+            }
+            env.push(("AGENT_BROWSER_ARGS", args));
         }
     }
     // OpenClaw and PicoClaw read everything from their config files;

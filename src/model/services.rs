@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::egress::{self, Egress};
 use super::image::{self, Storage};
 use super::{Bind, BindSource, Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::model::network::Subnet;
@@ -17,8 +18,14 @@ pub const INFERENCE_SLOT: u32 = 2;
 pub const INFERENCE_SANDBOX: &str = "ollama";
 
 /// Where Ollama pulls models from, for the egress proxy's allowlist: its
-/// registry, which redirects blob downloads to its storage host.
-pub const OLLAMA_REGISTRY_DOMAINS: &[&str] = &["registry.ollama.ai", ".r2.cloudflarestorage.com"];
+/// registry, which redirects blob downloads to its storage host (Cloudflare
+/// R2; the redirect target is not verified from here).
+pub const OLLAMA_REGISTRY_DOMAINS: &[&str] = &["*.r2.cloudflarestorage.com", "registry.ollama.ai"];
+
+/// Ollama's egress: its registry only, through the egress proxy.
+pub fn inference_egress() -> Egress {
+    Egress::Domains(OLLAMA_REGISTRY_DOMAINS.iter().map(|d| d.to_string()).collect())
+}
 
 /// The search sandbox's host number on the appliance network (`.3`).
 pub const SEARCH_SLOT: u32 = 3;
@@ -61,10 +68,15 @@ pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
         memory: "1g".into(),
         cpus: "1".into(),
         shm_size: None,
-        environment: BTreeMap::from([(
-            "SEARXNG_SETTINGS_PATH".to_string(),
-            "/etc/searxng/settings.yml".to_string(),
-        )]),
+        environment: {
+            let mut env = BTreeMap::from([(
+                "SEARXNG_SETTINGS_PATH".to_string(),
+                "/etc/searxng/settings.yml".to_string(),
+            )]);
+            // The settings name the proxy for SearXNG's engines too.
+            env.extend(egress::proxy_environment(network.gateway(), &[], None));
+            env
+        },
         env_files: vec![SEARCH_SECRET_ENV.to_string()],
         network: Some(SandboxNetwork {
             name: NETWORK_NAME.to_string(),
@@ -73,6 +85,10 @@ pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
                 .expect("every appliance subnet has the service slots"),
             dns: network.gateway(),
         }),
+        // Its engines are public search services: the web, through the
+        // egress proxy.
+        egress: Egress::Web,
+        reach: egress::code_reach(network.gateway(), &Egress::Web),
         publish: Vec::new(),
         publish_on: None,
         gateway_port: None,
@@ -109,12 +125,15 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
     };
     let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
     runtime_reasons.sort();
-    let environment = BTreeMap::from([
+    let mut environment = BTreeMap::from([
         ("HOME".to_string(), layout.account.home.to_string()),
         // Every address of the sandbox's own netstack: only its bridge
         // address exists there.
         ("OLLAMA_HOST".to_string(), format!("0.0.0.0:{}", inference.port)),
     ]);
+    // Model pulls go through the egress proxy (Go honours HTTPS_PROXY).
+    let egress = inference_egress();
+    environment.extend(egress::proxy_environment(network.gateway(), &[], None));
     Sandbox {
         name: INFERENCE_SANDBOX.to_string(),
         purpose: format!(
@@ -159,6 +178,8 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
             address: inference.bind_address,
             dns: network.gateway(),
         }),
+        reach: egress::code_reach(network.gateway(), &egress),
+        egress,
         // Other hosts' agents come over the overlay: the port is published
         // on the overlay address only, never on the host's other addresses.
         publish: inference.overlay_address.map(|_| inference.port).into_iter().collect(),

@@ -70,6 +70,8 @@ pub const WIREGUARD_KEY_DIR: &str = "/var/lib/appliance/wireguard";
 #[derive(Serialize)]
 struct HostContext {
     stamp: &'static str,
+    /// Modules of this host next to `default.nix` (pairing, the admins').
+    imports: Value,
     appliance: String,
     host: String,
     target: Value,
@@ -86,8 +88,10 @@ struct HostContext {
     network: NetworkCommands,
     tmpfiles: Vec<String>,
     synapse: bool,
-    /// The bridge address a DNS forwarder listens on, when sandboxes need it.
+    /// The bridge address the DNS resolver listens on, when sandboxes need it.
     dns: Option<String>,
+    /// The egress firewall tables and, when a sandbox has egress, the proxy.
+    egress: Option<EgressFiles>,
     bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
     /// The oneshot that pulls the models into the inference sandbox.
@@ -99,7 +103,7 @@ struct HostContext {
     service_secrets: Vec<ServiceSecret>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    /// Path units starting a sandbox once its hand-copied secrets exist.
+    /// Path units starting a sandbox once pairing has fetched its secrets.
     secret_waits: BTreeMap<String, Value>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,
@@ -131,6 +135,11 @@ fn service_secrets(host: &Host) -> Vec<ServiceSecret> {
 struct ModelPull {
     sandbox_unit: String,
     models: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EgressFiles {
+    proxy: bool,
 }
 
 #[derive(Serialize)]
@@ -181,7 +190,7 @@ struct BootstrapCommands {
 pub const GCE_MTU: u16 = 1460;
 
 /// The systemd device unit of a network interface (`systemd-escape`d name).
-fn device_unit(interface: &str) -> String {
+pub(super) fn device_unit(interface: &str) -> String {
     format!("sys-subsystem-net-devices-{}.device", interface.replace('-', "\\x2d"))
 }
 
@@ -190,7 +199,7 @@ fn device_unit(interface: &str) -> String {
 /// address. Both of nixpkgs' WireGuard backends (scripted, networkd) bring
 /// up the interface before network-online.target, and both create its device
 /// unit; neither has the other's units.
-fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
+pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
     let mut after = deps.clone();
     let mut requires = deps;
     let mut unit = BTreeMap::new();
@@ -205,7 +214,7 @@ fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str,
     unit
 }
 
-pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tree) -> Result<()> {
+pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &Engine, tree: &mut Tree) -> Result<()> {
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
     let overlay = wireguard.as_ref().map(|wg| wg.interface);
@@ -218,6 +227,7 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
 
     let context = HostContext {
         stamp: STAMP,
+        imports: super::pairing::imports_value(imports),
         appliance: appliance.name.clone(),
         host: host.name.clone(),
         target: nix::value(host.target),
@@ -250,6 +260,9 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         network: network_commands(appliance, host),
         tmpfiles,
         synapse: host.runs_matrix,
+        egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
+            proxy: super::egress::proxy_config(host).is_some(),
+        }),
         dns: host
             .sandboxes
             .iter()
@@ -427,7 +440,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             )
         } else {
             // Agents on a host without Matrix reach it over the overlay, and
-            // their secrets are copied here by hand (docs/pairing.md).
+            // their secrets come from the hub by pairing (docs/pairing.md).
             let mut deps = unit_deps(vec!["appliance-network.service".to_string()], overlay);
             if let Some(env_file) = sandbox.env_files.first() {
                 deps.insert(
@@ -456,7 +469,7 @@ fn secret_wait(unit: &str, env_file: &str) -> Value {
         (
             "description",
             nix::value(format!(
-                "Start {unit} once its secrets ({env_file}) are copied here (docs/pairing.md)"
+                "Start {unit} once its secrets ({env_file}) are fetched from the hub (docs/pairing.md)"
             )),
         ),
         ("wantedBy", nix::value(["multi-user.target"])),
@@ -552,8 +565,9 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     Some(settings)
 }
 
-/// The Docker network the sandboxes share, created once by a unit.
-fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
+/// `docker network create ...` for the sandboxes' bridge (tests/egress.rs
+/// runs the same command).
+pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
     let mut create: Vec<String> = vec![
         "docker".into(),
         "network".into(),
@@ -569,6 +583,12 @@ fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
         create.push(format!("--opt=com.docker.network.driver.mtu={GCE_MTU}"));
     }
     create.push(NETWORK_NAME.into());
+    create
+}
+
+/// The Docker network the sandboxes share, created once by a unit.
+fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
+    let create = network_create(appliance, host);
     NetworkCommands {
         inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
         create,

@@ -2,17 +2,20 @@
 //! pure functions of the model, so the same spec always gives the same bytes.
 
 mod agents;
+pub mod egress;
 mod host;
 mod images;
 mod index;
 pub mod nix;
+mod pairing;
 pub mod runtimes;
 pub mod search;
 pub mod synapse;
 mod templates;
+mod webclient;
 
 pub use agents::openclaw::GATEWAY_PORT as OPENCLAW_GATEWAY_PORT;
-pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM};
+pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
 
 use std::collections::BTreeMap;
 
@@ -33,16 +36,30 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     let mut tree = Tree::new();
     let engine = templates::Engine::new();
     index::render(appliance, &engine, &mut tree)?;
+    let plan = plan::plan(appliance);
+    let mut imports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (host, file) in pairing::render(appliance, &plan, &engine, &mut tree)? {
+        imports.entry(host).or_default().push(file);
+    }
+    if let Some(host) = appliance.hosts.get(&appliance.matrix.host) {
+        webclient::render(appliance, host, &engine, &mut tree)?;
+        imports
+            .entry(host.name.clone())
+            .or_default()
+            .push(webclient::FILE.to_string());
+    }
     for host in appliance.hosts.values() {
-        host::render(appliance, host, &engine, &mut tree)
+        let extra = imports.get(&host.name).map_or(&[][..], Vec::as_slice);
+        host::render(appliance, host, extra, &engine, &mut tree)
             .with_context(|| format!("failed to render host `{}`", host.name))?;
         runtimes::render(host, &mut tree)?;
+        egress::render(host, &appliance.network, &mut tree);
     }
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;
     images::render(appliance, &engine, &mut tree)?;
     search::render(appliance, &mut tree)?;
-    tree.insert("bootstrap/plan.json".into(), json(&plan::plan(appliance))?);
+    tree.insert("bootstrap/plan.json".into(), json(&plan)?);
     Ok(tree)
 }
 

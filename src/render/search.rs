@@ -1,15 +1,19 @@
 //! SearXNG's `settings.yml`, for the `crawler` tool's search sandbox. On
 //! top of SearXNG's defaults (`use_default_settings`): a private instance
 //! (no rate limiter, which would need Valkey; no image proxy; no public
-//! instance features), JSON results for Hermes, and the secret key from
+//! instance features), JSON results for Hermes, its engines' traffic
+//! through the egress proxy, and the secret key from
 //! `SEARXNG_SECRET` in the env file the host makes, never from this file.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::{Tree, yaml};
-use crate::model::Appliance;
 use crate::model::services::{SEARCH_PORT, SEARCH_SANDBOX, SEARCH_SETTINGS};
+use crate::model::{Appliance, egress};
 
 #[derive(Debug, Serialize)]
 pub struct Settings {
@@ -17,6 +21,13 @@ pub struct Settings {
     general: General,
     server: Server,
     search: Search,
+    outgoing: Outgoing,
+}
+
+/// SearXNG's engines reach the web through the egress proxy only.
+#[derive(Debug, Serialize)]
+struct Outgoing {
+    proxies: BTreeMap<&'static str, Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,7 +56,7 @@ struct Search {
     autocomplete: &'static str,
 }
 
-pub fn settings() -> Settings {
+pub fn settings(gateway: Ipv4Addr) -> Settings {
     Settings {
         use_default_settings: true,
         general: General {
@@ -65,6 +76,9 @@ pub fn settings() -> Settings {
             safe_search: 0,
             autocomplete: "",
         },
+        outgoing: Outgoing {
+            proxies: BTreeMap::from([("all://", vec![egress::proxy_url(gateway)])]),
+        },
     }
 }
 
@@ -74,7 +88,10 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         .values()
         .any(|h| h.sandboxes.iter().any(|s| s.name == SEARCH_SANDBOX));
     if used {
-        tree.insert(SEARCH_SETTINGS.to_string(), yaml(&settings())?);
+        tree.insert(
+            SEARCH_SETTINGS.to_string(),
+            yaml(&settings(appliance.network.gateway()))?,
+        );
     }
     Ok(())
 }

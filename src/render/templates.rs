@@ -11,6 +11,15 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("host.nix.j2", include_str!("../../templates/host.nix.j2")),
     ("image.nix.j2", include_str!("../../templates/image.nix.j2")),
     ("index.nix.j2", include_str!("../../templates/index.nix.j2")),
+    (
+        "pairing-client.nix.j2",
+        include_str!("../../templates/pairing-client.nix.j2"),
+    ),
+    (
+        "pairing-server.nix.j2",
+        include_str!("../../templates/pairing-server.nix.j2"),
+    ),
+    ("admins.nix.j2", include_str!("../../templates/admins.nix.j2")),
 ];
 
 pub struct Engine {

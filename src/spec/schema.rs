@@ -44,6 +44,8 @@ pub struct Spec {
     pub rooms: BTreeMap<Spanned<String>, RoomSpec>,
     /// The self-hosted backend of the agents' `crawler` tool.
     pub crawler: Option<Spanned<CrawlerSpec>>,
+    /// Security lints the operator accepts, each with a written reason.
+    pub lints: Option<LintsSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +62,14 @@ pub enum CrawlerBackend {
     #[default]
     Searxng,
     Off,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LintsSpec {
+    /// Lint code -> why this appliance accepts it.
+    #[serde(default)]
+    pub allow: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +261,18 @@ pub struct AgentSpec {
     /// Host ports to publish the agent's gateway on (none by default).
     #[serde(default)]
     pub publish: Vec<Spanned<u16>>,
+    /// What the agent may reach beyond the appliance's own services:
+    /// `"none"`, `"web"` or a list of domains (see docs/spec.md).
+    pub egress: Option<Spanned<EgressSpec>>,
+}
+
+/// `egress = "none" | "web" | ["domain", ...]`, as written. Untagged enums
+/// cannot keep inner spans, so errors point at the whole value.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EgressSpec {
+    Keyword(String),
+    Domains(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]

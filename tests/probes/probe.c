@@ -9,6 +9,11 @@
  *   probe uds-serve P [G] bind P (group G, mode 0660, as dockerd --group does) and
  *                         answer "pong" to every client, forever
  *   probe nnp             print the no_new_privs bit (gVisor's /proc/self/status lacks it)
+ *   probe get A P TARGET  TCP to IPv4 A port P, send `GET TARGET HTTP/1.0` (a path, or a
+ *                         URL when A:P is a proxy), print the status line and the last body line
+ *   probe connect A P H:N ask the proxy at A:P to `CONNECT H:N`; on 200, GET / through the tunnel
+ *
+ * get and connect give up after 4 s ("FAIL timeout": a firewall drop looks like that).
  *
  * Each prints "<check>: ok" or "<check>: FAIL errno=N (text)" and exits 0 or 1. */
 #include <arpa/inet.h>
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -66,6 +72,74 @@ static int unix_socket(const char *path, struct sockaddr_un *address) {
   return socket(AF_UNIX, SOCK_STREAM, 0);
 }
 
+static void timed_out(int signal) {
+  (void)signal;
+  printf("FAIL timeout\n");
+  _exit(1);
+}
+
+static int tcp_connect(const char *check, const char *address, const char *port) {
+  struct sockaddr_in to;
+  memset(&to, 0, sizeof to);
+  to.sin_family = AF_INET;
+  to.sin_port = htons(atoi(port));
+  if (inet_pton(AF_INET, address, &to.sin_addr) != 1) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof to) < 0) {
+    fail(check);
+    return -1;
+  }
+  return fd;
+}
+
+/* Reads until EOF; prints the first line and the last non-empty line. */
+static int report(const char *check, int fd) {
+  static char buffer[65536];
+  size_t length = 0;
+  ssize_t n;
+  while (length < sizeof buffer - 1 && (n = read(fd, buffer + length, sizeof buffer - 1 - length)) > 0) length += n;
+  buffer[length] = 0;
+  char *first_end = strpbrk(buffer, "\r\n");
+  char *last = buffer;
+  for (char *line = strtok(buffer + (first_end ? first_end - buffer + 1 : length), "\r\n"); line; line = strtok(NULL, "\r\n"))
+    last = line;
+  if (first_end) *first_end = 0;
+  printf("%s: %s | %s\n", check, buffer, last == buffer ? "" : last);
+  return 0;
+}
+
+static int http_get(const char *address, const char *port, const char *target) {
+  int fd = tcp_connect("get", address, port);
+  if (fd < 0) return 1;
+  char request[1024];
+  snprintf(request, sizeof request, "GET %s HTTP/1.0\r\nUser-Agent: probe\r\n\r\n", target);
+  if (write(fd, request, strlen(request)) < 0) return fail("get");
+  return report("get", fd);
+}
+
+static int http_connect(const char *address, const char *port, const char *target) {
+  int fd = tcp_connect("connect", address, port);
+  if (fd < 0) return 1;
+  char request[1024];
+  snprintf(request, sizeof request, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target);
+  if (write(fd, request, strlen(request)) < 0) return fail("connect");
+  /* The proxy's reply header, byte by byte up to the blank line. */
+  char header[4096] = {0};
+  size_t length = 0;
+  while (length < sizeof header - 1 && read(fd, header + length, 1) == 1) {
+    length++;
+    if (length >= 4 && !memcmp(header + length - 4, "\r\n\r\n", 4)) break;
+  }
+  header[strcspn(header, "\r\n")] = 0;
+  if (strncmp(header, "HTTP/1.1 200", 12) && strncmp(header, "HTTP/1.0 200", 12)) {
+    printf("connect: refused %s\n", header);
+    return 1;
+  }
+  const char *get = "GET / HTTP/1.0\r\n\r\n";
+  if (write(fd, get, strlen(get)) < 0) return fail("connect");
+  return report("connect", fd);
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   if (argc < 2) return 2;
@@ -78,6 +152,11 @@ int main(int argc, char **argv) {
     if (bit < 0) return fail(check);
     printf("%s: %d\n", check, bit);
     return 0;
+  }
+  if ((!strcmp(check, "get") || !strcmp(check, "connect")) && argc == 5) {
+    signal(SIGALRM, timed_out);
+    alarm(4);
+    return !strcmp(check, "get") ? http_get(argv[2], argv[3], argv[4]) : http_connect(argv[2], argv[3], argv[4]);
   }
   if (argc < 3) return 2;
   struct sockaddr_un address;

@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./pairing-server.nix ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "hub") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -33,11 +34,11 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 ];
+          allowedTCPPorts = [ 53 3128 8008 ];
           allowedUDPPorts = [ 53 ];
         };
         wg-appliance = {
-          allowedTCPPorts = [ 8008 11434 ];
+          allowedTCPPorts = [ 8008 8009 8080 11434 ];
         };
       };
     };
@@ -184,9 +185,9 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
-    # at this forwarder on the bridge address (the host's own resolvers
-    # upstream). It does not answer on any other interface.
+    # resolver on a user-defined network, and without `--dns` Docker would
+    # hand out the host's (or public) resolvers. Each sandbox gets this
+    # resolver on the bridge address, which forwards nothing.
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -194,6 +195,8 @@ in
         listen-address = [ "10.88.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
+        # No upstream: DNS is no way out (names reach the egress proxy instead).
+        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -201,6 +204,13 @@ in
       wants = [ "appliance-network.service" ];
     };
 
+    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
+    networking.nftables.enable = true;
+    networking.nftables.flushRuleset = false;
+    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
+    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -331,8 +341,14 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/var/lib/picoclaw";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
           PICOCLAW_HOME = "/var/lib/picoclaw";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/balthasar/env" ];
         extraOptions = [
@@ -362,18 +378,24 @@ in
         cmd = [ ];
         dependsOn = [ "casper-exec" ];
         environment = {
-          AGENT_BROWSER_ARGS = "--no-sandbox";
+          AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://10.88.0.1:3128";
           AGENT_BROWSER_EXECUTABLE_PATH = "/bin/chromium";
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
           MATRIX_ALLOWED_USERS = "@balthasar-pi:magi,@balthasar:magi,@gendo:magi,@melchior:magi";
           MATRIX_DEVICE_ID = "APPLIANCE_CASPER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";
           MATRIX_USER_ID = "@casper:magi";
+          NO_PROXY = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
           SEARXNG_URL = "http://10.88.0.3:8080";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
         extraOptions = [
@@ -455,10 +477,17 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/home/node";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NODE_USE_ENV_PROXY = "1";
+          NO_PROXY = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
           OPENCLAW_CONFIG_PATH = "/etc/openclaw/openclaw.json";
           OPENCLAW_DISABLE_BONJOUR = "1";
           OPENCLAW_NIX_MODE = "1";
           OPENCLAW_NO_AUTO_UPDATE = "1";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/melchior/env" ];
         extraOptions = [
@@ -491,7 +520,13 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/var/lib/ollama";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
           OLLAMA_HOST = "0.0.0.0:11434";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ ];
         extraOptions = [
@@ -518,7 +553,13 @@ in
         cmd = [ ];
         dependsOn = [ ];
         environment = {
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
           SEARXNG_SETTINGS_PATH = "/etc/searxng/settings.yml";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/searxng/env" ];
         extraOptions = [

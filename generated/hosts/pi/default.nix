@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./pairing.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -33,7 +34,7 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 ];
+          allowedTCPPorts = [ 53 3128 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -127,9 +128,9 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
-    # at this forwarder on the bridge address (the host's own resolvers
-    # upstream). It does not answer on any other interface.
+    # resolver on a user-defined network, and without `--dns` Docker would
+    # hand out the host's (or public) resolvers. Each sandbox gets this
+    # resolver on the bridge address, which forwards nothing.
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -137,6 +138,8 @@ in
         listen-address = [ "10.88.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
+        # No upstream: DNS is no way out (names reach the egress proxy instead).
+        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -144,6 +147,13 @@ in
       wants = [ "appliance-network.service" ];
     };
 
+    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
+    networking.nftables.enable = true;
+    networking.nftables.flushRuleset = false;
+    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
+    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
 
     # Reached once every sandbox runs:
@@ -162,8 +172,14 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/var/lib/picoclaw";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "10.89.0.1,127.0.0.1,localhost";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
           PICOCLAW_HOME = "/var/lib/picoclaw";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "10.89.0.1,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/balthasar-pi/env" ];
         extraOptions = [
@@ -207,13 +223,14 @@ in
     };
 
     # This host has no Matrix server, so no bootstrap writes its agents'
-    # secrets: they are copied here by hand (docs/pairing.md). Until then each
+    # secrets: `appliance-pair.service` fetches them from the hub over the
+    # overlay (docs/pairing.md). Until then each
     # sandbox is skipped ("unmet condition check (ConditionPathExists=...)" in
     # the journal) instead of failing and re-streaming its image forever, and
     # its path unit starts it when the file appears.
     systemd.paths = {
       docker-balthasar-pi = {
-        description = "Start docker-balthasar-pi once its secrets (/var/lib/appliance/secrets/balthasar-pi/env) are copied here (docs/pairing.md)";
+        description = "Start docker-balthasar-pi once its secrets (/var/lib/appliance/secrets/balthasar-pi/env) are fetched from the hub (docs/pairing.md)";
         pathConfig = {
           PathExists = "/var/lib/appliance/secrets/balthasar-pi/env";
           Unit = "docker-balthasar-pi.service";

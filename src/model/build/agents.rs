@@ -3,6 +3,7 @@
 //! `model::agent_checks`, the policy in `model::policy`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV4;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -81,6 +82,7 @@ fn resolve_agent(
     let (rooms, allowed_users) = rooms_and_allowlist(ctx, &user_id);
     let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
     let publish: Vec<u16> = agent.publish.iter().map(|p| *p.get_ref()).collect();
+    let egress = crate::model::egress::resolve(b, agent);
     let policy = policy::apply(policy::Request {
         name: name.get_ref(),
         kind,
@@ -90,18 +92,20 @@ fn resolve_agent(
         code_network: agent.code_network(),
         publish: &publish,
         search_backend: ctx.search_backend,
+        egress_proxy: egress.uses_proxy(),
     });
-    let search_url = (ctx.search_backend && policy.tools.contains(&Tool::Crawler)).then(|| {
+    let search_address = (ctx.search_backend && policy.tools.contains(&Tool::Crawler)).then(|| {
         let address = ctx
             .network
             .host(SEARCH_SLOT)
             .expect("every appliance subnet has the service slots");
-        format!("http://{address}:{SEARCH_PORT}")
+        SocketAddrV4::new(address, SEARCH_PORT)
     });
+    let search_url = search_address.map(|a| format!("http://{a}"));
     Some(Agent {
         name: name.get_ref().clone(),
         kind,
-        host: host_name,
+        host: host_name.clone(),
         user_id,
         model,
         context,
@@ -118,6 +122,18 @@ fn resolve_agent(
         ),
         inference_url,
         search_url,
+        search_address,
+        matrix_address: SocketAddrV4::new(
+            homeserver_address.unwrap_or(ctx.network.gateway()),
+            endpoints.matrix_port,
+        ),
+        inference_address: endpoints
+            .inference_address_from(&host_name)
+            .map(|a| SocketAddrV4::new(a, endpoints.inference_port)),
+        egress_proxy: egress
+            .uses_proxy()
+            .then(|| crate::model::egress::proxy_url(ctx.network.gateway())),
+        egress,
         allowed_users,
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),

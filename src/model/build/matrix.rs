@@ -2,12 +2,12 @@
 //! and where Synapse listens.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::addressing::Endpoints;
-use super::{Builder, span};
+use super::{Builder, PAIRING_PORT, WEB_CLIENT_PORT, span};
 use crate::model::names::server_name_problem;
-use crate::model::{Agent, Host, Matrix, Subnet};
+use crate::model::{Agent, Host, Matrix, Subnet, WebClient};
 use crate::spec::Spec;
 
 /// The Matrix names the rooms and agents are built from.
@@ -71,9 +71,12 @@ pub(super) fn resolve(
     let matrix_host = &endpoints.matrix_host;
     let remote_matrix = agents.values().any(|a| &a.host != matrix_host);
     let mut bind_addresses = vec![Ipv4Addr::LOCALHOST, network.gateway()];
+    let overlay_address = hosts.get(matrix_host).and_then(|h| h.overlay_address);
     if remote_matrix {
-        bind_addresses.extend(hosts.get(matrix_host).and_then(|h| h.overlay_address));
+        bind_addresses.extend(overlay_address);
     }
+    let mut web_listen = vec![Ipv4Addr::LOCALHOST];
+    web_listen.extend(overlay_address);
     Matrix {
         host: matrix_host.clone(),
         server_name: accounts.server_name,
@@ -81,5 +84,14 @@ pub(super) fn resolve(
         federation: spec.matrix.get_ref().federation,
         admins: accounts.admins,
         bind_addresses,
+        web_client: WebClient {
+            client: "cinny",
+            port: WEB_CLIENT_PORT,
+            listen: web_listen,
+            homeserver_path: "/_matrix",
+        },
+        pairing: overlay_address
+            .filter(|_| remote_matrix)
+            .map(|address| SocketAddrV4::new(address, PAIRING_PORT)),
     }
 }

@@ -27,9 +27,13 @@ use crate::spec::Spec;
 use crate::spec::schema::CrawlerBackend;
 
 pub const SSH_PORT: u16 = 22;
-/// The DNS forwarder the sandboxes use, on the bridge address.
+/// The DNS resolver the sandboxes use (it forwards nothing), on the bridge address.
 pub const DNS_PORT: u16 = 53;
 pub const WIREGUARD_PORT: u16 = 51820;
+/// The hub's pairing server (`appliance pair-serve`), on its overlay address.
+pub const PAIRING_PORT: u16 = 8009;
+/// The admins' Matrix web client (nginx serving Cinny).
+pub const WEB_CLIENT_PORT: u16 = 8080;
 
 fn span<T>(value: &Spanned<T>) -> Range<usize> {
     value.span()
@@ -119,6 +123,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     };
 
     b.check_name("appliance", &spec.appliance.name);
+    let lint_allow = super::allow::resolve(&mut b);
     let (network, overlay) = addressing::network_and_overlay(&mut b);
     let mut hosts = hosts::resolve(&mut b, network, overlay);
     let accounts = matrix::accounts(&mut b);
@@ -162,6 +167,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         inference,
         agents,
         rooms,
+        lint_allow,
     })
 }
 

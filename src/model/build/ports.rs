@@ -1,11 +1,11 @@
-//! Host ports: which host serves what (SSH, WireGuard, the DNS forwarder,
+//! Host ports: which host serves what (SSH, WireGuard, the DNS resolver, the egress proxy,
 //! Matrix, Ollama, published agent gateways), and no port used twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::addressing::Endpoints;
-use super::{Builder, DNS_PORT, SSH_PORT, WIREGUARD_PORT, span};
+use super::{Builder, DNS_PORT, PAIRING_PORT, SSH_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, span};
 use crate::model::Host;
 use crate::spec::schema::AgentKind;
 
@@ -47,7 +47,27 @@ pub(super) fn check(b: &mut Builder, hosts: &BTreeMap<String, Host>, linked: boo
     let matrix_at = matrix_spec.port.as_ref().map_or_else(|| span(&matrix_spec.host), span);
     if hosts.contains_key(&endpoints.matrix_host) {
         let what = "the Matrix homeserver".into();
-        ports.claim(b, &endpoints.matrix_host, "tcp", endpoints.matrix_port, what, matrix_at);
+        ports.claim(
+            b,
+            &endpoints.matrix_host,
+            "tcp",
+            endpoints.matrix_port,
+            what,
+            matrix_at.clone(),
+        );
+        let what = "the admins' web client".into();
+        ports.claim(
+            b,
+            &endpoints.matrix_host,
+            "tcp",
+            WEB_CLIENT_PORT,
+            what,
+            matrix_at.clone(),
+        );
+        if linked {
+            let what = "the pairing server".into();
+            ports.claim(b, &endpoints.matrix_host, "tcp", PAIRING_PORT, what, matrix_at);
+        }
     }
     if let (Some(inference), Some(host)) = (&spec.inference, &endpoints.inference_host) {
         let inference = inference.get_ref();
@@ -60,7 +80,7 @@ pub(super) fn check(b: &mut Builder, hosts: &BTreeMap<String, Host>, linked: boo
 }
 
 /// What every host runs: SSH, WireGuard when hosts are linked, and the
-/// sandboxes' DNS forwarder where agents run.
+/// sandboxes' DNS resolver where agents run, the egress proxy where one has egress.
 fn host_services(b: &mut Builder, ports: &mut Ports, hosts: &BTreeMap<String, Host>, linked: bool) {
     let spec = b.spec;
     let appliance_span = span(&spec.appliance.name);
@@ -71,8 +91,17 @@ fn host_services(b: &mut Builder, ports: &mut Ports, hosts: &BTreeMap<String, Ho
             let what = "WireGuard".into();
             ports.claim(b, &host.name, "udp", WIREGUARD_PORT, what, appliance_span.clone());
         }
+        let proxied = spec
+            .agents
+            .values()
+            .any(|a| a.host.get_ref() == &host.name && crate::model::egress::spec_uses_proxy(a));
+        if proxied {
+            let what = "the sandboxes' egress proxy".into();
+            let port = crate::model::PROXY_PORT;
+            ports.claim(b, &host.name, "tcp", port, what, appliance_span.clone());
+        }
         if hosts_with_agents.contains(host.name.as_str()) {
-            let what = "the sandboxes' DNS forwarder".into();
+            let what = "the sandboxes' DNS resolver".into();
             ports.claim(b, &host.name, "tcp", DNS_PORT, what, appliance_span.clone());
         }
     }

@@ -176,6 +176,18 @@ struct Browser {
     executable_path: &'static str,
     headless: bool,
     no_sandbox: bool,
+    /// OpenClaw starts Chromium with `--no-proxy-server` and without the
+    /// proxy variables unless these name a proxy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    extra_args: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssrf_policy: Option<SsrfPolicy>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SsrfPolicy {
+    dangerously_allow_private_network: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -325,6 +337,18 @@ pub fn config(agent: &Agent, published: bool) -> Config {
             // Chromium's own sandbox cannot start inside gVisor; the gVisor
             // sandbox is the boundary.
             no_sandbox: true,
+            extra_args: agent
+                .egress_proxy
+                .iter()
+                .map(|url| format!("--proxy-server={url}"))
+                .collect(),
+            // OpenClaw refuses proxy-routed navigation while its own SSRF
+            // check is on (it cannot see what the proxy resolves); the egress
+            // proxy refuses private and metadata addresses instead
+            // (Agent::permissive says so).
+            ssrf_policy: agent.egress_proxy.is_some().then_some(SsrfPolicy {
+                dangerously_allow_private_network: true,
+            }),
         }),
         plugins: Plugins {
             entries: BTreeMap::from([

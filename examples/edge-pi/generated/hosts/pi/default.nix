@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -33,7 +34,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 ];
+          allowedTCPPorts = [ 53 3128 8008 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -87,9 +88,9 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
-    # at this forwarder on the bridge address (the host's own resolvers
-    # upstream). It does not answer on any other interface.
+    # resolver on a user-defined network, and without `--dns` Docker would
+    # hand out the host's (or public) resolvers. Each sandbox gets this
+    # resolver on the bridge address, which forwards nothing.
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -97,6 +98,8 @@ in
         listen-address = [ "10.88.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
+        # No upstream: DNS is no way out (names reach the egress proxy instead).
+        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -104,6 +107,13 @@ in
       wants = [ "appliance-network.service" ];
     };
 
+    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
+    networking.nftables.enable = true;
+    networking.nftables.flushRuleset = false;
+    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
+    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -189,7 +199,13 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/var/lib/ollama";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
           OLLAMA_HOST = "0.0.0.0:11434";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ ];
         extraOptions = [

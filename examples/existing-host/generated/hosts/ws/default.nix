@@ -9,6 +9,7 @@ let
   dockerSettings = lib.importJSON ./docker-daemon.json;
 in
 {
+  imports = [ ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "ws") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name and
@@ -33,7 +34,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 ];
+          allowedTCPPorts = [ 53 3128 8008 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -140,9 +141,9 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, so each sandbox gets `--dns` pointing
-    # at this forwarder on the bridge address (the host's own resolvers
-    # upstream). It does not answer on any other interface.
+    # resolver on a user-defined network, and without `--dns` Docker would
+    # hand out the host's (or public) resolvers. Each sandbox gets this
+    # resolver on the bridge address, which forwards nothing.
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -150,6 +151,8 @@ in
         listen-address = [ "172.30.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
+        # No upstream: DNS is no way out (names reach the egress proxy instead).
+        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -157,6 +160,13 @@ in
       wants = [ "appliance-network.service" ];
     };
 
+    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
+    networking.nftables.enable = true;
+    networking.nftables.flushRuleset = false;
+    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
+    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -253,17 +263,23 @@ in
         cmd = [ ];
         dependsOn = [ "coder-exec" ];
         environment = {
-          AGENT_BROWSER_ARGS = "--no-sandbox";
+          AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://172.30.0.1:3128";
           AGENT_BROWSER_EXECUTABLE_PATH = "/bin/chromium";
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HERMES_DISABLE_LAZY_INSTALLS = "1";
           HERMES_HOME = "/opt/data";
           HOME = "/opt/data";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
           MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";
           MATRIX_USER_ID = "@coder:lab.internal";
+          NO_PROXY = "172.30.0.1,172.30.0.2,127.0.0.1,localhost";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "172.30.0.1,172.30.0.2,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/coder/env" ];
         extraOptions = [
@@ -302,6 +318,12 @@ in
         dependsOn = [ ];
         environment = {
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ ];
         extraOptions = [
@@ -347,7 +369,13 @@ in
         dependsOn = [ ];
         environment = {
           HOME = "/var/lib/ollama";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
           OLLAMA_HOST = "0.0.0.0:11434";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
         };
         environmentFiles = [ ];
         extraOptions = [

@@ -1,0 +1,361 @@
+//! `appliance explain [AGENT]`: per sandbox, one table of what it is and
+//! what it can touch, from the same model the firewall, the proxy and the
+//! run options come from. tests/egress.rs checks the reach shown here
+//! against what the sandboxes reach under gVisor.
+
+use std::fmt::Write;
+
+use anyhow::{Result, anyhow};
+use serde::Serialize;
+
+use crate::cli::{ExplainArgs, Format};
+use crate::lint::Finding;
+use crate::model::{
+    Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT, SOCKET_DIR, Sandbox,
+    operator_env, token_env,
+};
+use crate::runsc::{HostUds, RunscVersion, runtime_args};
+
+/// Bumped when a field changes meaning or disappears.
+pub const EXPLAIN_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Explanation {
+    pub schema_version: u32,
+    pub appliance: String,
+    pub sandboxes: Vec<SandboxView>,
+    /// Findings about no one sandbox: the spec, Matrix, rooms, hosts.
+    pub lints: Vec<Finding>,
+}
+
+#[derive(Serialize)]
+pub struct SandboxView {
+    pub name: String,
+    pub agent: String,
+    pub host: String,
+    pub purpose: String,
+    pub runtime: String,
+    /// As current gVisor spells them (`appliance doctor` checks the host's).
+    pub runsc_flags: Vec<String>,
+    pub runtime_reasons: Vec<String>,
+    pub user: String,
+    pub root_reason: Option<String>,
+    /// Added to an otherwise empty set (`--cap-drop=ALL`).
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub memory: String,
+    pub cpus: String,
+    pub pids: u32,
+    pub mounts: Vec<Mount>,
+    pub host_sockets: Vec<HostSocket>,
+    pub address: Option<String>,
+    pub reach: Vec<Reach>,
+    pub egress: Egress,
+    pub secrets: Vec<String>,
+    /// nvproxy driver capabilities, when the sandbox has GPUs.
+    pub gpu: Option<Vec<String>>,
+    /// How this differs from the MAGI demo's setup.
+    pub versus_magi: Vec<String>,
+    /// Lint findings about this sandbox or its agent (allowed ones with why).
+    pub lints: Vec<Finding>,
+}
+
+#[derive(Serialize)]
+pub struct Mount {
+    pub target: String,
+    pub source: String,
+    pub access: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct HostSocket {
+    pub host_dir: String,
+    pub target: String,
+    /// `open` (connects) or `create` (serves).
+    pub mode: &'static str,
+}
+
+pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&str>) -> Result<Explanation> {
+    if let Some(agent) = only
+        && !appliance.agents.contains_key(agent)
+    {
+        let known: Vec<String> = appliance.agents.keys().map(|a| format!("`{a}`")).collect();
+        return Err(anyhow!(
+            "no agent `{agent}` in the spec\nhint: agents are: {}",
+            known.join(", ")
+        ));
+    }
+    let mut sandboxes = Vec::new();
+    for host in appliance.hosts.values() {
+        for sandbox in host.sandboxes.iter().filter(|s| only.is_none_or(|a| a == s.agent)) {
+            // Service sandboxes (Ollama, SearXNG) belong to no agent.
+            let agent = appliance.agents.get(&sandbox.agent);
+            sandboxes.push(view(host, sandbox, agent, findings)?);
+        }
+    }
+    let per_sandbox = |f: &Finding| {
+        ["sandbox ", "agent ", "runtime "]
+            .iter()
+            .any(|p| f.subject.starts_with(p))
+    };
+    Ok(Explanation {
+        schema_version: EXPLAIN_SCHEMA_VERSION,
+        appliance: appliance.name.clone(),
+        sandboxes,
+        lints: findings.iter().filter(|f| !per_sandbox(f)).cloned().collect(),
+    })
+}
+
+fn view(host: &Host, sandbox: &Sandbox, agent: Option<&Agent>, findings: &[Finding]) -> Result<SandboxView> {
+    let own = agent.filter(|a| sandbox.name == a.sandbox);
+    let subjects = [
+        format!("sandbox {}", sandbox.name),
+        agent.map_or_else(String::new, |a| format!("agent {}", a.name)),
+        format!("runtime {}", sandbox.runtime),
+    ];
+    Ok(SandboxView {
+        name: sandbox.name.clone(),
+        agent: agent.map_or_else(String::new, |a| a.name.clone()),
+        host: host.name.clone(),
+        purpose: sandbox.purpose.clone(),
+        runtime: sandbox.runtime.clone(),
+        runsc_flags: runtime_args(&sandbox.profile, host.platform, RunscVersion::Current)?,
+        runtime_reasons: sandbox.runtime_reasons.clone(),
+        user: sandbox.user.clone(),
+        root_reason: sandbox.root_reason.clone(),
+        capabilities: sandbox.cap_add.clone(),
+        no_new_privileges: sandbox.no_new_privileges,
+        memory: sandbox.memory.clone(),
+        cpus: sandbox.cpus.clone(),
+        pids: sandbox.pids_limit,
+        mounts: mounts(sandbox),
+        host_sockets: host_sockets(sandbox),
+        address: sandbox.network.as_ref().map(|n| format!("{} on {}", n.address, n.name)),
+        reach: sandbox.reach.clone(),
+        egress: sandbox.egress.clone(),
+        secrets: own.map_or_else(Vec::new, secrets),
+        gpu: sandbox
+            .profile
+            .gpu
+            .as_ref()
+            .map(|caps| caps.iter().map(|c| format!("{c:?}").to_lowercase()).collect()),
+        versus_magi: versus_magi(sandbox, own),
+        lints: findings
+            .iter()
+            .filter(|f| subjects.contains(&f.subject))
+            .cloned()
+            .collect(),
+    })
+}
+
+fn mounts(sandbox: &Sandbox) -> Vec<Mount> {
+    let mut mounts = vec![Mount {
+        target: "/".into(),
+        source: format!("image {}", sandbox.image),
+        access: if sandbox.read_only_root { "ro" } else { "rw" },
+    }];
+    for tmpfs in &sandbox.tmpfs {
+        mounts.push(Mount {
+            target: tmpfs.target.clone(),
+            source: format!("tmpfs {}", tmpfs.size),
+            access: "rw",
+        });
+    }
+    for volume in &sandbox.volumes {
+        mounts.push(Mount {
+            target: volume.target.clone(),
+            source: format!("volume {}", volume.name),
+            access: "rw",
+        });
+    }
+    for bind in &sandbox.binds {
+        mounts.push(Mount {
+            target: bind.target.clone(),
+            source: match &bind.source {
+                BindSource::Generated(path) => format!("generated {path}"),
+                BindSource::Host(path) => format!("host {path}"),
+            },
+            access: if bind.read_only { "ro" } else { "rw" },
+        });
+    }
+    mounts
+}
+
+fn host_sockets(sandbox: &Sandbox) -> Vec<HostSocket> {
+    sandbox
+        .binds
+        .iter()
+        .filter_map(|bind| match &bind.source {
+            BindSource::Host(path) if path.starts_with(SOCKET_DIR) => Some(HostSocket {
+                host_dir: path.clone(),
+                target: bind.target.clone(),
+                mode: match sandbox.profile.host_uds {
+                    HostUds::Create => "create",
+                    HostUds::Open => "open",
+                    HostUds::None => "none (gVisor refuses)",
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn secrets(agent: &Agent) -> Vec<String> {
+    let mut secrets = vec![format!(
+        "{}/{MATRIX_TOKEN_FILE} (read-only at {SECRETS_MOUNT}): its Matrix token",
+        agent.secrets_dir
+    )];
+    let mut env: Vec<&str> = token_env(agent.kind).to_vec();
+    env.extend(operator_env(agent.kind, &agent.skills));
+    secrets.push(format!("{}/env (--env-file): {}", agent.secrets_dir, env.join(", ")));
+    secrets
+}
+
+/// `own`: the agent whose own sandbox this is, if it is one.
+fn versus_magi(sandbox: &Sandbox, own: Option<&Agent>) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(match sandbox.profile.host_uds {
+        HostUds::None => "host UDS: demo `all`; here none".to_string(),
+        HostUds::Open => "host UDS: demo `all`; here `open`, one socket directory".to_string(),
+        HostUds::Create => "host UDS: demo `all`; here `create`, one socket directory".to_string(),
+    });
+    lines.push(if sandbox.profile.docker_in_gvisor {
+        "raw and packet sockets: on, as in the demo, because Docker-in-gVisor needs them".to_string()
+    } else {
+        "raw and packet sockets: demo on; here off".to_string()
+    });
+    lines.push(match &sandbox.profile.gpu {
+        Some(caps) => format!(
+            "nvproxy: demo `all` driver capabilities; here {}",
+            caps.iter()
+                .map(|c| format!("{c:?}").to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "nvproxy: demo on with `all` capabilities; here no GPU".to_string(),
+    });
+    if let Some(agent) = own {
+        lines.push(format!(
+            "Matrix: demo open DM and group policies; here only {} allowlisted users",
+            agent.allowed_users.len()
+        ));
+    } else {
+        lines.push("Matrix: no access (no token, no reach)".to_string());
+    }
+    let egress = if sandbox.network.is_none() {
+        "no network at all".to_string()
+    } else {
+        sandbox.egress.describe()
+    };
+    lines.push(format!("egress: demo unfiltered; here {egress}"));
+    lines
+}
+
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    let (appliance, findings) = super::load_linted(&args.spec.spec)?;
+    let explanation = explanation(&appliance, &findings, args.agent.as_deref())?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
+        Format::Text => print!("{}", text(&explanation)),
+    }
+    Ok(())
+}
+
+fn egress_line(s: &SandboxView) -> String {
+    if s.address.is_none() {
+        "no network at all".into()
+    } else {
+        s.egress.describe()
+    }
+}
+
+fn lint_line(f: &Finding) -> String {
+    let state = f.allowed.as_ref().map_or_else(
+        || format!("{:?}", f.severity).to_lowercase(),
+        |r| format!("allowed: {r}"),
+    );
+    format!("{} ({state}): {}", f.code, f.message)
+}
+
+fn row(out: &mut String, key: &str, values: &[String]) {
+    let values: Vec<&str> = if values.is_empty() {
+        vec!["none"]
+    } else {
+        values.iter().map(String::as_str).collect()
+    };
+    for (index, value) in values.iter().enumerate() {
+        let key = if index == 0 { key } else { "" };
+        let _ = writeln!(out, "  {key:<14} {value}");
+    }
+}
+
+pub fn text(explanation: &Explanation) -> String {
+    let mut out = String::new();
+    for (index, s) in explanation.sandboxes.iter().enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "sandbox {} on host {}: {}", s.name, s.host, s.purpose);
+        let mut runtime = vec![format!("{} {}", s.runtime, s.runsc_flags.join(" "))];
+        runtime.extend(s.runtime_reasons.iter().map(|r| format!("why: {r}")));
+        row(&mut out, "runtime", &runtime);
+        let mut user = vec![s.user.clone()];
+        user.extend(s.root_reason.iter().map(|r| format!("why root: {r}")));
+        row(&mut out, "user", &user);
+        let caps = if s.capabilities.is_empty() {
+            "none (all dropped)".to_string()
+        } else {
+            s.capabilities.join(" ")
+        };
+        let nnp = if s.no_new_privileges { ", no-new-privileges" } else { "" };
+        row(&mut out, "capabilities", &[format!("{caps}{nnp}")]);
+        row(
+            &mut out,
+            "limits",
+            &[format!("memory {}, cpus {}, pids {}", s.memory, s.cpus, s.pids)],
+        );
+        let mounts: Vec<String> = s
+            .mounts
+            .iter()
+            .map(|m| format!("{} {} ({})", m.target, m.access, m.source))
+            .collect();
+        row(&mut out, "mounts", &mounts);
+        let sockets: Vec<String> = s
+            .host_sockets
+            .iter()
+            .map(|h| format!("{} at {} ({})", h.host_dir, h.target, h.mode))
+            .collect();
+        row(&mut out, "host sockets", &sockets);
+        row(
+            &mut out,
+            "network",
+            &[s.address.clone().unwrap_or_else(|| "none (--network=none)".into())],
+        );
+        let reach: Vec<String> = s
+            .reach
+            .iter()
+            .map(|r| format!("{} {}:{}/{}: {}", r.service, r.address, r.port, r.protocol, r.why))
+            .collect();
+        row(&mut out, "reach", &reach);
+        row(&mut out, "egress", &[egress_line(s)]);
+        row(&mut out, "secrets", &s.secrets);
+        row(
+            &mut out,
+            "gpu",
+            &s.gpu.iter().map(|caps| caps.join(", ")).collect::<Vec<_>>(),
+        );
+        row(&mut out, "vs MAGI demo", &s.versus_magi);
+        let lints: Vec<String> = s.lints.iter().map(lint_line).collect();
+        row(&mut out, "lints", &lints);
+    }
+    if !explanation.lints.is_empty() {
+        let _ = writeln!(out, "\nappliance {}", explanation.appliance);
+        let lints: Vec<String> = explanation
+            .lints
+            .iter()
+            .map(|f| format!("{}: {}", f.subject, lint_line(f)))
+            .collect();
+        row(&mut out, "lints", &lints);
+    }
+    out
+}

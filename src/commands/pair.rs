@@ -1,0 +1,50 @@
+//! `appliance pair` (remote host) and `appliance pair-serve` (the hub):
+//! agents' credentials cross the overlay, authenticated by WireGuard
+//! identity, instead of being copied by hand (docs/pairing.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::{PairArgs, PairServeArgs};
+use crate::pairing::client::Client;
+use crate::pairing::server::Server;
+use crate::pairing::{ClientConfig, ServerConfig, load, read_private_key};
+
+pub fn run(args: &PairArgs) -> Result<()> {
+    let config: ClientConfig = load(&args.config)?;
+    let key_file = args
+        .private_key
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.private_key_file));
+    let client = Client {
+        hub: args.hub.unwrap_or(config.hub),
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&config.state_dir)),
+        private_key: read_private_key(&key_file)?,
+        config,
+    };
+    client.run(Duration::from_secs(args.timeout), &mut |line| println!("{line}"))?;
+    println!("paired host `{}` with the hub at {}", client.config.host, client.hub);
+    Ok(())
+}
+
+pub fn serve(args: &PairServeArgs) -> Result<()> {
+    let mut config: ServerConfig = load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let key_file = args
+        .private_key
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.private_key_file));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.state_dir));
+    let private_key = read_private_key(&key_file)?;
+    Server::new(config, state_dir, private_key).serve(|line| println!("{line}"))
+}

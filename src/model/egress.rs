@@ -1,0 +1,305 @@
+//! Egress policy: what each sandbox may reach, derived once from the spec.
+//!
+//! The same [`Reach`] list feeds the host firewall (`render::egress`), the
+//! egress proxy's ACLs, the sandboxes' proxy environment and
+//! `appliance explain`, so what is enforced and what is shown cannot drift.
+//!
+//! Nothing is enforced inside a sandbox: iptables in a container's own
+//! network namespace is invisible to gVisor's netstack (gVisor #7469), and
+//! an owned agent could change it anyway. Enforcement lives on the host: an
+//! nftables ruleset on the appliance bridge and a filtering forward proxy.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
+
+use serde::Serialize;
+use toml::Spanned;
+
+use super::build::Builder;
+use crate::spec::schema::{AgentKind, AgentSpec, EgressSpec};
+
+/// The egress proxy's port, on the bridge address of each host.
+pub const PROXY_PORT: u16 = 3128;
+
+/// What one sandbox may reach beyond the appliance's own services.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Egress {
+    /// Only Matrix, inference and DNS; no proxy.
+    None,
+    /// Any public host, through the proxy; never a private, loopback,
+    /// link-local, CGNAT, multicast or metadata address.
+    Web,
+    /// Only these host names (and, for `*.name`, its subdomains), through
+    /// the proxy, with the same address rules as `web`.
+    Domains(Vec<String>),
+}
+
+impl Egress {
+    pub fn uses_proxy(&self) -> bool {
+        *self != Egress::None
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Egress::None => "none (appliance services only)".into(),
+            Egress::Web => "web (public internet through the egress proxy)".into(),
+            Egress::Domains(domains) => format!("domains through the egress proxy: {}", domains.join(", ")),
+        }
+    }
+}
+
+/// Destinations the proxy never connects to, whatever a name resolves to.
+/// Each with why; the firewall drops them from the bridge as well.
+pub const NEVER_DESTINATIONS: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private (the appliance bridge and overlay live here)"),
+    ("100.64.0.0/10", "carrier-grade NAT"),
+    ("127.0.0.0/8", "loopback (Synapse and Ollama listen here)"),
+    (
+        "169.254.0.0/16",
+        "link-local, including the cloud metadata server 169.254.169.254",
+    ),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved and broadcast"),
+    ("::1/128", "loopback"),
+    ("64:ff9b::/96", "NAT64: would bypass the IPv4 rules"),
+    (
+        "fc00::/7",
+        "unique local (private), including fd00:ec2::254, the IPv6 metadata address of some clouds",
+    ),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+];
+
+/// One thing a sandbox may connect to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Reach {
+    /// `matrix`, `inference`, `dns` or `egress-proxy`.
+    pub service: &'static str,
+    pub address: Ipv4Addr,
+    pub protocol: &'static str,
+    pub port: u16,
+    pub why: String,
+}
+
+/// Where an agent's own services are, as its sandbox sees them.
+pub struct Services {
+    pub matrix: SocketAddrV4,
+    pub inference: Option<SocketAddrV4>,
+    /// The bridge address: DNS and the egress proxy.
+    pub gateway: Ipv4Addr,
+}
+
+/// The reach of an agent's own sandbox.
+pub fn agent_reach(services: &Services, egress: &Egress) -> Vec<Reach> {
+    let mut reach = vec![Reach {
+        service: "matrix",
+        address: *services.matrix.ip(),
+        protocol: "tcp",
+        port: services.matrix.port(),
+        why: "the agent's chat channel".into(),
+    }];
+    if let Some(inference) = services.inference {
+        reach.push(Reach {
+            service: "inference",
+            address: *inference.ip(),
+            protocol: "tcp",
+            port: inference.port(),
+            why: "the agent's model".into(),
+        });
+    }
+    reach.extend(common_reach(services.gateway, egress));
+    reach.sort();
+    reach
+}
+
+/// The reach of a code sandbox with `code-network = true`: no Matrix, no
+/// model, only what the agent's egress policy allows.
+pub fn code_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
+    let mut reach = common_reach(gateway, egress);
+    reach.sort();
+    reach
+}
+
+fn common_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
+    let mut reach = Vec::new();
+    for protocol in ["udp", "tcp"] {
+        reach.push(Reach {
+            service: "dns",
+            address: gateway,
+            protocol,
+            port: super::build::DNS_PORT,
+            why: "the bridge's resolver, which answers no outside name (no way out by DNS)".into(),
+        });
+    }
+    if egress.uses_proxy() {
+        reach.push(Reach {
+            service: "egress-proxy",
+            address: gateway,
+            protocol: "tcp",
+            port: PROXY_PORT,
+            why: format!("egress: {}", egress.describe()),
+        });
+    }
+    reach
+}
+
+/// The proxy variables a sandbox's runtimes honour. `direct` are the
+/// addresses reached without the proxy (Matrix, inference): the proxy
+/// refuses private addresses, so sending them there would break local
+/// inference (NemoClaw's users hit exactly that).
+pub fn proxy_environment(gateway: Ipv4Addr, direct: &[Ipv4Addr], kind: Option<AgentKind>) -> BTreeMap<String, String> {
+    let proxy = format!("http://{gateway}:{PROXY_PORT}");
+    let mut no_proxy: Vec<String> = direct.iter().map(|a| a.to_string()).collect();
+    no_proxy.extend(["127.0.0.1".to_string(), "localhost".to_string()]);
+    no_proxy.dedup();
+    let no_proxy = no_proxy.join(",");
+    let mut env = BTreeMap::new();
+    // Go, Python and curl read different spellings; set both.
+    for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        env.insert(key.to_string(), proxy.clone());
+    }
+    env.insert("NO_PROXY".into(), no_proxy.clone());
+    env.insert("no_proxy".into(), no_proxy);
+    if kind == Some(AgentKind::Openclaw) {
+        // Node 24's fetch ignores the proxy variables unless asked.
+        env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
+    }
+    env
+}
+
+/// The proxy URL for Chromium's `--proxy-server`.
+pub fn proxy_url(gateway: Ipv4Addr) -> String {
+    format!("http://{gateway}:{PROXY_PORT}")
+}
+
+/// The default when the spec says nothing: `none` for every kind. Any way
+/// out of the appliance is a choice the spec makes and says why.
+pub fn default_egress(kind: AgentKind) -> Egress {
+    match kind {
+        AgentKind::Openclaw | AgentKind::Picoclaw | AgentKind::Hermes => Egress::None,
+    }
+}
+
+fn span<T>(value: &Spanned<T>) -> Range<usize> {
+    value.span()
+}
+
+/// Whether an agent's `egress`, as written, sends it through the proxy
+/// (for the port check, which runs before agents are resolved).
+pub(super) fn spec_uses_proxy(agent: &AgentSpec) -> bool {
+    match agent.egress.as_ref().map(|e| e.get_ref()) {
+        None => default_egress(*agent.kind.get_ref()).uses_proxy(),
+        Some(EgressSpec::Keyword(word)) => word == "web",
+        Some(EgressSpec::Domains(list)) => !list.is_empty(),
+    }
+}
+
+/// Validates `egress` of one agent.
+pub(super) fn resolve(b: &mut Builder, agent: &AgentSpec) -> Egress {
+    let Some(spec) = &agent.egress else {
+        return default_egress(*agent.kind.get_ref());
+    };
+    match spec.get_ref() {
+        EgressSpec::Keyword(word) if word == "none" => Egress::None,
+        EgressSpec::Keyword(word) if word == "web" => Egress::Web,
+        EgressSpec::Keyword(word) => {
+            b.error(
+                span(spec),
+                format!("unknown egress `{word}`"),
+                "use \"none\", \"web\" or a list of domains such as [\"api.github.com\"]",
+            );
+            Egress::None
+        }
+        EgressSpec::Domains(list) if list.is_empty() => {
+            b.error(
+                span(spec),
+                "`egress` lists no domain",
+                "write `egress = \"none\"` for no egress, or list the domains",
+            );
+            Egress::None
+        }
+        EgressSpec::Domains(list) => {
+            let mut domains = Vec::new();
+            for domain in list {
+                match domain_problem(domain) {
+                    Some(problem) => b.error(
+                        span(spec),
+                        format!("egress domain `{domain}` {problem}"),
+                        "write a host name such as `api.github.com`, or `*.github.com` for a domain and its subdomains",
+                    ),
+                    None => domains.push(domain.to_ascii_lowercase()),
+                }
+            }
+            domains.sort();
+            domains.dedup();
+            Egress::Domains(domains)
+        }
+    }
+}
+
+/// Why a domain entry is not a public host name, if it is not.
+fn domain_problem(text: &str) -> Option<&'static str> {
+    let name = text.strip_prefix("*.").unwrap_or(text);
+    if name.parse::<std::net::IpAddr>().is_ok() || name.starts_with('[') {
+        return Some("is an address; the proxy allows names only");
+    }
+    if name.contains(':') || name.contains('/') {
+        return Some("has a port or path; write the host name only");
+    }
+    if !name.contains('.') {
+        return Some("is not a fully qualified public name");
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "localhost"
+        || lower.ends_with(".localhost")
+        || lower.ends_with(".local")
+        || lower.ends_with(".internal")
+    {
+        return Some("is a local name");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Some("is not a valid host name");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_public_names() {
+        assert_eq!(domain_problem("api.github.com"), None);
+        assert_eq!(domain_problem("*.githubusercontent.com"), None);
+        assert!(domain_problem("169.254.169.254").is_some());
+        assert!(domain_problem("github.com:443").is_some());
+        assert!(domain_problem("metadata.google.internal").is_some());
+        assert!(domain_problem("localhost").is_some());
+        assert!(domain_problem("bad_name.com").is_some());
+    }
+
+    #[test]
+    fn inference_and_matrix_bypass_the_proxy() {
+        let gw = Ipv4Addr::new(10, 88, 0, 1);
+        let env = proxy_environment(gw, &[gw], Some(AgentKind::Openclaw));
+        assert_eq!(env["HTTPS_PROXY"], "http://10.88.0.1:3128");
+        assert_eq!(env["NO_PROXY"], "10.88.0.1,127.0.0.1,localhost");
+        assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+        assert!(!proxy_environment(gw, &[gw], Some(AgentKind::Hermes)).contains_key("NODE_USE_ENV_PROXY"));
+    }
+}

@@ -1,0 +1,332 @@
+//! The egress layer of one host, from the sandboxes' [`Reach`] lists:
+//!
+//! - `firewall-inet.nft`: the body of nftables table `inet appliance_egress`.
+//!   From the bridge, each sandbox address may open exactly its reach
+//!   (Matrix, inference, DNS, the egress proxy) and nothing else: not the
+//!   internet directly, not the metadata server, not the host's other ports
+//!   or addresses, not other hosts.
+//! - `firewall-bridge.nft`: the body of table `bridge appliance_bridge`:
+//!   sandboxes never exchange frames with each other.
+//! - `egress-proxy.conf`: squid's configuration, an ACL per sandbox address.
+//!
+//! The NixOS module loads the tables with `networking.nftables.tables`, which
+//! wraps each body in `table <family> <name> { ... }`; tests/egress.rs loads
+//! the same bodies the same way in a network namespace.
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use super::{STAMP, Tree};
+use crate::model::{BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_PORT, Reach, Sandbox, Subnet};
+
+pub const INET_TABLE: &str = "appliance_egress";
+pub const BRIDGE_TABLE: &str = "appliance_bridge";
+
+pub fn render(host: &Host, subnet: &Subnet, tree: &mut Tree) {
+    if !host.sandboxes.iter().any(|s| s.network.is_some()) {
+        return;
+    }
+    let dir = format!("hosts/{}", host.name);
+    tree.insert(format!("{dir}/firewall-inet.nft"), inet_table(host).into_bytes());
+    tree.insert(
+        format!("{dir}/firewall-bridge.nft"),
+        bridge_table(host, subnet).into_bytes(),
+    );
+    if let Some(conf) = proxy_config(host) {
+        tree.insert(format!("{dir}/egress-proxy.conf"), conf.into_bytes());
+    }
+}
+
+fn header(what: &str) -> String {
+    format!("# {STAMP} from the appliance spec; do not edit.\n# {what}\n")
+}
+
+/// Sandboxes with an address, with that address.
+fn networked(host: &Host) -> impl Iterator<Item = (&Sandbox, Ipv4Addr)> {
+    host.sandboxes
+        .iter()
+        .filter_map(|s| s.network.as_ref().map(|n| (s, n.address)))
+}
+
+/// Whether a reach target is this host itself (input hook) rather than
+/// another host (forward hook, e.g. the hub's Matrix over WireGuard).
+fn is_local(host: &Host, reach: &Reach) -> bool {
+    reach.address == host.network_address || Some(reach.address) == host.overlay_address
+}
+
+fn accept_rule(out: &mut String, source: Ipv4Addr, sandbox: &str, reach: &Reach) {
+    let _ = writeln!(
+        out,
+        "    ip saddr {source} ip daddr {} {} dport {} accept comment \"{sandbox}: {}\"",
+        reach.address, reach.protocol, reach.port, reach.service
+    );
+}
+
+pub fn inet_table(host: &Host) -> String {
+    let mut out = header(&format!(
+        "Body of nftables table `inet {INET_TABLE}` on host `{}`: what each sandbox on {BRIDGE_INTERFACE} may open.",
+        host.name
+    ));
+    let bridge = BRIDGE_INTERFACE;
+    let _ = write!(
+        out,
+        "# Base chains accept by default: they only judge traffic from and to the\n\
+         # bridge, and other tables (NixOS' firewall, Docker's) still apply.\n\
+         # Sandbox traffic is rejected, not dropped: a refused connection fails\n\
+         # at once instead of hanging the agent.\n\
+         chain input {{\n    type filter hook input priority filter; policy accept;\n    \
+         iifname \"{bridge}\" jump from_sandboxes\n}}\n\n\
+         chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+         iifname \"{bridge}\" jump from_sandboxes_routed\n    \
+         oifname \"{bridge}\" jump to_sandboxes\n}}\n\n"
+    );
+    let (mut local, mut routed, mut published) = (String::new(), String::new(), String::new());
+    for (sandbox, address) in networked(host) {
+        for reach in &sandbox.reach {
+            let chain = if is_local(host, reach) { &mut local } else { &mut routed };
+            accept_rule(chain, address, &sandbox.name, reach);
+        }
+        for port in &sandbox.publish {
+            let target = sandbox.gateway_port.unwrap_or(*port);
+            let _ = writeln!(
+                published,
+                "    ip daddr {address} tcp dport {target} accept comment \"{}: published port {port}\"",
+                sandbox.name
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "# To this host: each sandbox's services on the bridge address; nothing\n\
+         # else (no other port, no other address of this host, no IPv6).\n\
+         chain from_sandboxes {{\n    ct state established,related accept\n{local}    \
+         counter reject with icmpx type admin-prohibited comment \"anything else from a sandbox to this host\"\n}}\n\n\
+         # Through this host: only services of other appliance hosts; never the\n\
+         # internet (that goes through the egress proxy), the metadata server or\n\
+         # private networks.\n\
+         chain from_sandboxes_routed {{\n    ct state established,related accept\n{routed}    \
+         counter reject with icmpx type admin-prohibited comment \"sandbox traffic routed anywhere else\"\n}}\n\n\
+         # Into the bridge from elsewhere: replies, and declared published ports.\n\
+         chain to_sandboxes {{\n    ct state established,related accept\n{published}    \
+         counter drop comment \"new connections into the sandboxes\"\n}}\n"
+    );
+    out
+}
+
+/// The reach entries that are another sandbox on the bridge (the service
+/// sandboxes: Ollama, SearXNG): `(source, sandbox, reach)`.
+fn sandbox_to_sandbox(host: &Host) -> Vec<(Ipv4Addr, &str, &Reach)> {
+    let services: Vec<Ipv4Addr> = networked(host)
+        .map(|(_, a)| a)
+        .filter(|a| *a != host.network_address)
+        .collect();
+    networked(host)
+        .flat_map(|(sandbox, source)| {
+            sandbox
+                .reach
+                .iter()
+                .filter(|r| services.contains(&r.address))
+                .map(move |r| (source, sandbox.name.as_str(), r))
+        })
+        .collect()
+}
+
+pub fn bridge_table(host: &Host, subnet: &Subnet) -> String {
+    let mut out = header(&format!(
+        "Body of nftables table `bridge {BRIDGE_TABLE}` on host `{}`: sandboxes do not talk to each other, except to the service sandboxes their reach names.",
+        host.name
+    ));
+    // Stateless pairs: the bridge family's conntrack is not on every kernel.
+    let mut allowed = String::new();
+    for (source, sandbox, reach) in sandbox_to_sandbox(host) {
+        let _ = writeln!(
+            allowed,
+            "    ip saddr {source} ip daddr {} {} dport {} accept comment \"{sandbox}: {}\"\n    \
+             ip saddr {} {} sport {} ip daddr {source} accept comment \"{sandbox}: {} (replies)\"",
+            reach.address,
+            reach.protocol,
+            reach.port,
+            reach.service,
+            reach.address,
+            reach.protocol,
+            reach.port,
+            reach.service
+        );
+    }
+    let _ = write!(
+        out,
+        "# Frames between two ports of {BRIDGE_INTERFACE} never reach the IP hooks\n\
+         # unless br_netfilter is loaded, so they are judged here, by the\n\
+         # appliance subnet (`meta ibrname` needs nft_meta_bridge, which not every\n\
+         # kernel has). Each sandbox still reaches the bridge address: that is\n\
+         # input, not forward.\n\
+         chain forward {{\n    type filter hook forward priority filter; policy accept;\n{allowed}    \
+         ip saddr {subnet} ip daddr {subnet} counter drop comment \"sandbox to sandbox\"\n}}\n"
+    );
+    out
+}
+
+/// squid's configuration, when any sandbox of the host uses the proxy.
+pub fn proxy_config(host: &Host) -> Option<String> {
+    let clients: Vec<(&Sandbox, Ipv4Addr)> = networked(host).filter(|(s, _)| s.egress.uses_proxy()).collect();
+    if clients.is_empty() {
+        return None;
+    }
+    let mut out = header(&format!(
+        "squid configuration of host `{}`: the egress proxy, one ACL per sandbox address.",
+        host.name
+    ));
+    let _ = write!(
+        out,
+        "\n# Only on the bridge address; the firewall lets only sandboxes with egress in.\n\
+         http_port {}:{PROXY_PORT}\n\n\
+         # What the nixpkgs squid service expects (its pid file, user and logs).\n\
+         pid_filename /run/squid.pid\ncache_effective_user squid squid\ncache_log syslog\n\
+         access_log stdio:/var/log/squid/access.log\ncoredump_dir /var/cache/squid\n\n\
+         # A filter, not a cache; and nothing about the sandbox leaks upstream.\n\
+         cache deny all\nforwarded_for delete\nhttpd_suppress_version_string on\n\n",
+        host.network_address
+    );
+    out.push_str(
+        "# Destinations never reached, by address: squid resolves the name and\n\
+         # `dst` matches when any resolved address is in these ranges, so a public\n\
+         # name that resolves to one is refused too.\n",
+    );
+    for (range, why) in NEVER_DESTINATIONS {
+        // squid has no trailing comments: the reason goes above.
+        let _ = writeln!(out, "# {why}\nacl never_dst dst {range}");
+    }
+    out.push_str(
+        "\n# Ports 80 and 443 only, for GET and CONNECT alike: Node's fetch tunnels\n\
+         # http:// URLs through CONNECT to port 80 too.\n\
+         acl web_ports port 80 443\n\
+         http_access deny manager\nhttp_access deny !web_ports\n\
+         http_access deny never_dst\n\n",
+    );
+    for (sandbox, address) in &clients {
+        let client = acl_name(&sandbox.name);
+        let _ = writeln!(out, "# {}: {}", sandbox.name, sandbox.egress.describe());
+        let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
+        match &sandbox.egress {
+            Egress::Web => {
+                let _ = writeln!(out, "http_access allow sandbox_{client}");
+            }
+            Egress::Domains(domains) => {
+                // `-n`: never a reverse lookup, so an address in the URL
+                // cannot pass as an allowed name.
+                let entries: Vec<String> = domains.iter().map(|d| squid_domain(d)).collect();
+                let _ = writeln!(out, "acl domains_{client} dstdomain -n {}", entries.join(" "));
+                let _ = writeln!(out, "http_access allow sandbox_{client} domains_{client}");
+            }
+            Egress::None => {}
+        }
+        out.push('\n');
+    }
+    out.push_str("http_access deny all\n");
+    Some(out)
+}
+
+/// `*.example.com` is squid's `.example.com` (the domain and its subdomains).
+fn squid_domain(domain: &str) -> String {
+    match domain.strip_prefix("*.") {
+        Some(rest) => format!(".{rest}"),
+        None => domain.to_string(),
+    }
+}
+
+fn acl_name(sandbox: &str) -> String {
+    sandbox.replace('-', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn shipped() -> Vec<crate::model::Appliance> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut specs = vec![root.join("appliance.toml")];
+        for example in ["edge-pi", "existing-host", "minimal"] {
+            specs.push(root.join("examples").join(example).join("appliance.toml"));
+        }
+        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
+    }
+
+    /// Exactly the reach is accepted, each rule tied to a source address.
+    #[test]
+    fn the_firewall_accepts_exactly_each_sandboxs_reach() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let table = inet_table(host);
+                let accepts: Vec<&str> = table
+                    .lines()
+                    .filter(|l| l.trim_end().ends_with("accept") || l.contains(" accept comment"))
+                    .filter(|l| !l.contains("ct state established,related"))
+                    .collect();
+                let mut expected = 0;
+                for (sandbox, address) in networked(host) {
+                    for reach in &sandbox.reach {
+                        let rule = format!(
+                            "ip saddr {address} ip daddr {} {} dport {} accept",
+                            reach.address, reach.protocol, reach.port
+                        );
+                        assert_eq!(table.matches(&rule).count(), 1, "{}: {rule}\n{table}", sandbox.name);
+                        expected += 1;
+                    }
+                    expected += sandbox.publish.len();
+                }
+                assert_eq!(
+                    accepts.len(),
+                    expected,
+                    "{}: an accept rule beyond the reach:\n{table}",
+                    host.name
+                );
+                for line in accepts {
+                    assert!(line.contains("ip saddr") || line.contains("published port"), "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_proxy_refuses_never_destinations_before_any_allow() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let Some(conf) = proxy_config(host) else {
+                    assert!(!host.sandboxes.iter().any(|s| s.egress.uses_proxy()), "{}", host.name);
+                    continue;
+                };
+                let deny = conf.find("http_access deny never_dst").unwrap();
+                let first_allow = conf.find("http_access allow").unwrap();
+                assert!(deny < first_allow, "{}", host.name);
+                assert!(conf.trim_end().ends_with("http_access deny all"), "{}", host.name);
+                for sandbox in &host.sandboxes {
+                    let acl = format!("acl sandbox_{} ", acl_name(&sandbox.name));
+                    let has_network = sandbox.network.is_some();
+                    assert_eq!(
+                        conf.contains(&acl),
+                        has_network && sandbox.egress.uses_proxy(),
+                        "{}",
+                        sandbox.name
+                    );
+                    if let Egress::Domains(domains) = &sandbox.egress {
+                        let client = acl_name(&sandbox.name);
+                        let allow = format!("http_access allow sandbox_{client} domains_{client}\n");
+                        assert!(conf.contains(&allow), "{}", sandbox.name);
+                        assert!(!conf.contains(&format!("http_access allow sandbox_{client}\n")));
+                        for domain in domains {
+                            assert!(conf.contains(&squid_domain(domain)), "{domain}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wildcard_domains_are_squid_domains() {
+        assert_eq!(squid_domain("*.githubusercontent.com"), ".githubusercontent.com");
+        assert_eq!(squid_domain("api.github.com"), "api.github.com");
+    }
+}

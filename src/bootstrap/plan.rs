@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, operator_env, room_ids_env, token_env};
+use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, operator_env, rate_limit, room_ids_env, token_env};
 use crate::spec::schema::AgentKind;
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
 /// bootstrap's own account are named in the plan.
-pub const PLAN_SCHEMA: u32 = 2;
+pub const PLAN_SCHEMA: u32 = 3;
 
 /// The uid and gid of NixOS's `matrix-synapse` user and group
 /// (`ids.uids.matrix-synapse` in nixpkgs' `nixos/modules/misc/ids.nix`).
@@ -127,6 +127,19 @@ pub struct Account {
     /// file and reports those missing; it never invents a value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator_env: Vec<String>,
+    /// Synapse's per-user message rate limit for this account, set through
+    /// the admin API; none: Synapse's defaults (human admins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Synapse's `override_ratelimit` body: integers, and 0 would mean
+/// unlimited, which the plan never asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub messages_per_second: u32,
+    pub burst_count: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +190,13 @@ pub fn plan(appliance: &Appliance) -> Plan {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            rate_limit: Some({
+                let (messages_per_second, burst_count) = rate_limit(agent.kind);
+                RateLimit {
+                    messages_per_second,
+                    burst_count,
+                }
+            }),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -198,6 +218,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             token_env: Vec::new(),
             room_ids_env: Vec::new(),
             operator_env: Vec::new(),
+            rate_limit: None,
             localpart,
         });
     }

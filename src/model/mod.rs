@@ -25,7 +25,7 @@ pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
-pub use policy::{operator_env, room_ids_env, token_env};
+pub use policy::{operator_env, rate_limit, room_ids_env, token_env};
 pub use sandbox::{CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, SECRETS_MOUNT, exec_sandbox_name};
 pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS};
 

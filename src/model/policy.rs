@@ -236,3 +236,16 @@ pub fn operator_env(kind: AgentKind, skills: &[String]) -> Vec<&'static str> {
         _ => Vec::new(),
     }
 }
+
+/// The Synapse message rate limit the bootstrap sets for an agent's
+/// account (`override_ratelimit`): above Synapse's default for humans
+/// (0.2/s, burst 10), which a single agent reply with its reactions,
+/// edits and chunks can exhaust, and never unlimited (0), so a runaway
+/// agent is still throttled. Loops between agents are bounded by who an
+/// agent answers (humans only, see `model::build`), not by this limit.
+pub fn rate_limit(kind: AgentKind) -> (u32, u32) {
+    match kind {
+        // (messages per second, burst)
+        AgentKind::Openclaw | AgentKind::Hermes | AgentKind::Picoclaw => (2, 30),
+    }
+}

@@ -71,6 +71,11 @@ pub fn settings(appliance: &Appliance) -> Value {
         "limit_profile_requests_to_users_who_share_rooms": true,
         "user_directory": { "search_all_users": false },
         "max_upload_size": "50M",
+        // Only server admins (the bootstrap account, the human admins) can
+        // invite. No other account can pull an agent into a room or a DM:
+        // Hermes 0.19.0 logs "rejecting invite" from a stranger and then
+        // joins the still-pending invite anyway.
+        "block_non_admin_invites": true,
     });
     if !matrix.federation {
         // An empty allowlist refuses every remote server.

@@ -386,7 +386,7 @@ in
           HOME = "/opt/data";
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
-          MATRIX_ALLOWED_USERS = "@balthasar-pi:magi,@balthasar:magi,@gendo:magi,@melchior:magi";
+          MATRIX_ALLOWED_USERS = "@gendo:magi";
           MATRIX_DEVICE_ID = "APPLIANCE_CASPER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";

@@ -13,7 +13,7 @@ use super::matrix::Accounts;
 use super::{Builder, span};
 use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
 use crate::model::services::{SEARCH_PORT, SEARCH_SLOT};
-use crate::model::{Agent, Host, Room, STATE_DIR, Subnet, policy, sandbox};
+use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
 
 /// Hermes refuses models with a smaller context window.
@@ -235,13 +235,20 @@ fn claim_sandbox_names(
 }
 
 /// The rooms the agent joins, and whom it answers: the admins and the
-/// members of its rooms, never itself.
+/// human members of its rooms, never an agent. That is the loop guard:
+/// agents that mention each other cannot ping-pong; one human message gets
+/// at most one answer from each agent it mentions (docs/agents.md).
 fn rooms_and_allowlist(ctx: &Context, user_id: &str) -> (Vec<String>, Vec<String>) {
     let mut rooms = Vec::new();
     let mut allowed: BTreeSet<String> = ctx.accounts.admins.iter().cloned().collect();
     for room in ctx.rooms_of.get(user_id).into_iter().flatten() {
         rooms.push(room.alias.clone());
-        allowed.extend(room.members.iter().map(|m| m.user_id.clone()));
+        allowed.extend(
+            room.members
+                .iter()
+                .filter(|m| m.role != MemberRole::Agent)
+                .map(|m| m.user_id.clone()),
+        );
     }
     allowed.remove(user_id);
     (rooms, allowed.into_iter().collect())

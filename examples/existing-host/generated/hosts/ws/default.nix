@@ -271,7 +271,7 @@ in
           HOME = "/opt/data";
           HTTPS_PROXY = "http://172.30.0.1:3128";
           HTTP_PROXY = "http://172.30.0.1:3128";
-          MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal,@reader:lab.internal";
+          MATRIX_ALLOWED_USERS = "@alice:lab.internal,@bob:lab.internal";
           MATRIX_DEVICE_ID = "APPLIANCE_CODER";
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://172.30.0.1:8008";

@@ -1,0 +1,539 @@
+#!/usr/bin/env python3
+"""The rehearsal's scenario: a Matrix client acting as the human admin
+(@gendo) and as a stranger, over real HTTP to Synapse, asserting what the
+appliance's agents do with the STAND-IN model server behind them.
+Python 3 standard library only (it also runs in the NixOS VM test).
+
+Steps (--step, repeatable; default: all, in this order):
+  joined       every agent is joined to the room
+  mention      each agent, mentioned, answers within --reply-timeout (time
+               printed); the stand-in's log shows the request with that
+               agent's model (when --standin-log is given)
+  unmentioned  a message naming no agent gets no answer within --quiet
+  stranger     a non-member account (made with Synapse's shared-secret
+               admin registration) is ignored: in a DM to each agent and
+               in another room it invites each agent to
+  code         --code-agent, asked to "run code", answers with the
+               program's output (the stand-in's program prints
+               "computed 42001")
+  browse       --browser-agent, asked to "read page --page-url", answers
+               with the page title (--page-title, if given, must match)
+  loop         the stand-in makes --loop-agents mention each other; the
+               number of agent messages over --loop-window is at most
+               --loop-max, the first reply arrives, and no agent log
+               (--agent-log) shows a rate-limited send
+
+Output: one human line per check on stderr; a JSON document on stdout
+(and in --json FILE): {"ok": bool, "results": [{"step", "ok", "detail",
+"seconds", ...}]}. Exit status 0 only if every check passed.
+
+Either pass --world FILE (written by tests/rehearsal/host_dev.py) or the
+explicit flags (--homeserver, --admin-password-file, --agent NAME=MODEL ...).
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+CODE_OUTPUT = "computed 42001"
+STEPS = ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
+# What a rate-limited send looks like in the agents' logs (Synapse's errcode,
+# the HTTP reason, Hermes' give-up line, a logged status); not a bare "429",
+# which log timestamps contain (",429 INFO").
+RATE_LIMITED = re.compile(r"M_LIMIT_EXCEEDED|Too Many Requests|Fallback send also failed|(?:status|code|HTTP)\D{0,3}429\b",
+                          re.IGNORECASE)
+
+
+class Failure(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ Matrix
+
+
+class Matrix:
+    """A minimal client-server API client: what the scenario needs."""
+
+    def __init__(self, base, token=None):
+        self.base = base.rstrip("/")
+        self.token = token
+        self.since = None
+        self.txn = 0
+
+    def call(self, method, path, body=None, timeout=30, query=None):
+        url = self.base + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        for attempt in range(8):
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    return json.loads(r.read() or b"{}")
+            except urllib.error.HTTPError as e:
+                payload = e.read()
+                try:
+                    err = json.loads(payload)
+                except ValueError:
+                    err = {"error": payload.decode(errors="replace")}
+                if e.code == 429 and attempt < 7:
+                    time.sleep(min(10, (err.get("retry_after_ms") or 1000) / 1000))
+                    continue
+                raise MatrixError(e.code, err, method, path)
+
+    def login(self, user, password):
+        reply = self.call("POST", "/_matrix/client/v3/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
+            "password": password, "initial_device_display_name": "rehearsal scenario"})
+        self.token = reply["access_token"]
+        return reply
+
+    def room_id(self, alias_or_id):
+        if alias_or_id.startswith("!"):
+            return alias_or_id
+        alias = urllib.parse.quote(alias_or_id, safe="")
+        return self.call("GET", "/_matrix/client/v3/directory/room/" + alias)["room_id"]
+
+    def join(self, room):
+        return self.call("POST", "/_matrix/client/v3/join/" + urllib.parse.quote(room, safe=""), {})
+
+    def joined_members(self, room_id):
+        return self.call("GET", "/_matrix/client/v3/rooms/%s/joined_members" % urllib.parse.quote(room_id))["joined"]
+
+    def membership(self, room_id, user_id):
+        try:
+            state = self.call("GET", "/_matrix/client/v3/rooms/%s/state/m.room.member/%s"
+                              % (urllib.parse.quote(room_id), urllib.parse.quote(user_id)))
+            return state.get("membership")
+        except MatrixError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def send(self, room_id, text, mention=()):
+        self.txn += 1
+        content = {"msgtype": "m.text", "body": text}
+        if mention:
+            content["m.mentions"] = {"user_ids": list(mention)}
+            html = text
+            for user in mention:
+                html = html.replace(user, '<a href="https://matrix.to/#/%s">%s</a>' % (user, user))
+            content["format"] = "org.matrix.custom.html"
+            content["formatted_body"] = html
+        txn = "scenario-%d-%d" % (int(time.time() * 1000), self.txn)
+        return self.call("PUT", "/_matrix/client/v3/rooms/%s/send/m.room.message/%s"
+                         % (urllib.parse.quote(room_id), txn), content)["event_id"]
+
+    def sync_start(self):
+        reply = self.call("GET", "/_matrix/client/v3/sync", query={"timeout": "0", "filter": json.dumps(
+            {"room": {"timeline": {"limit": 1}}, "presence": {"not_types": ["*"]}})})
+        self.since = reply["next_batch"]
+
+    def poll(self, seconds):
+        """Message events that arrived since the last poll, up to `seconds`
+        of long-polling: [(room_id, event)]."""
+        reply = self.call("GET", "/_matrix/client/v3/sync", timeout=seconds + 30, query={
+            "since": self.since, "timeout": str(int(seconds * 1000)),
+            "filter": json.dumps({"presence": {"not_types": ["*"]}, "room": {"timeline": {"limit": 100}}})})
+        self.since = reply["next_batch"]
+        events = []
+        for room_id, room in reply.get("rooms", {}).get("join", {}).items():
+            for event in room.get("timeline", {}).get("events", []):
+                if event.get("type") == "m.room.message":
+                    events.append((room_id, event))
+        return events
+
+
+class MatrixError(Exception):
+    def __init__(self, status, err, method, path):
+        super().__init__("%s %s -> %d %s: %s" % (method, path, status, err.get("errcode", ""), err.get("error", "")))
+        self.status = status
+        self.errcode = err.get("errcode")
+
+
+def register_with_shared_secret(base, secret, user, password, admin=False):
+    """Synapse's shared-secret admin registration (HMAC-SHA1 over the nonce)."""
+    client = Matrix(base)
+    nonce = client.call("GET", "/_synapse/admin/v1/register")["nonce"]
+    mac = hmac.new(secret.encode(), ("\x00".join([nonce, user, password, "admin" if admin else "notadmin"])).encode(),
+                   hashlib.sha1).hexdigest()
+    reply = client.call("POST", "/_synapse/admin/v1/register", {
+        "nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac})
+    client.token = reply["access_token"]
+    return client, reply["user_id"]
+
+
+# ----------------------------------------------------------------- harness
+
+
+class Scenario:
+    def __init__(self, args):
+        self.args = args
+        self.results = []
+        self.agents = {}  # name -> {"user_id", "model"}
+        for spec in args.agent:
+            name, _, model = spec.partition("=")
+            self.agents[name] = {"user_id": "@%s:%s" % (name, args.server_name), "model": model}
+        self.agent_logs = dict(s.split("=", 1) for s in args.agent_log)
+        self.admin = None
+        self.room_id = None
+
+    # -- reporting
+
+    def record(self, step, ok, detail, **extra):
+        entry = {"step": step, "ok": ok, "detail": detail}
+        entry.update(extra)
+        self.results.append(entry)
+        mark = "ok  " if ok else "FAIL"
+        secs = " (%.1f s)" % extra["seconds"] if "seconds" in extra else ""
+        print("%s %-11s %s%s" % (mark, step, detail, secs), file=sys.stderr, flush=True)
+
+    # -- helpers
+
+    def tag(self):
+        return "tag-" + secrets.token_hex(4)
+
+    def agent_by_user(self, user_id):
+        for name, agent in self.agents.items():
+            if agent["user_id"] == user_id:
+                return name
+        return None
+
+    def wait_for(self, predicate, seconds):
+        """Polls sync until predicate(room_id, event) is true for an event;
+        returns (event, elapsed) or (None, elapsed). Keeps every event seen
+        in self.seen for later checks."""
+        started = time.time()
+        while True:
+            left = seconds - (time.time() - started)
+            if left <= 0:
+                return None, time.time() - started
+            for room_id, event in self.admin.poll(min(left, 5)):
+                self.seen.append((room_id, event, time.time()))
+                if predicate(room_id, event):
+                    return event, time.time() - started
+
+    def collect(self, seconds):
+        started = time.time()
+        out = []
+        while time.time() - started < seconds:
+            for room_id, event in self.admin.poll(min(5, seconds - (time.time() - started)) or 0.1):
+                self.seen.append((room_id, event, time.time()))
+                out.append((room_id, event, time.time()))
+        return out
+
+    def standin_entries(self, since_ts):
+        if not self.args.standin_log:
+            return None
+        entries = []
+        for line in Path(self.args.standin_log).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("ts", 0) >= since_ts - 1:
+                entries.append(entry)
+        return entries
+
+    def mention_text(self, name, rest):
+        return "%s %s" % (self.agents[name]["user_id"], rest)
+
+    # -- setup
+
+    def connect(self):
+        password = Path(self.args.admin_password_file).read_text().strip()
+        self.admin = Matrix(self.args.homeserver)
+        self.admin.login(self.args.admin, password)
+        self.room_id = self.admin.room_id(self.args.room)
+        try:
+            self.admin.join(self.room_id)
+        except MatrixError as e:
+            raise Failure("@%s cannot join %s: %s" % (self.args.admin, self.args.room, e))
+        self.admin.sync_start()
+        self.seen = []
+
+    # -- steps
+
+    def step_joined(self):
+        deadline = time.time() + self.args.join_timeout
+        while True:
+            joined = self.admin.joined_members(self.room_id)
+            missing = [n for n, a in self.agents.items() if a["user_id"] not in joined]
+            if not missing:
+                return self.record("joined", True, "every agent is joined to %s: %s" % (self.args.room, ", ".join(self.agents)))
+            if time.time() > deadline:
+                return self.record("joined", False, "not joined to %s after %d s: %s" % (
+                    self.args.room, self.args.join_timeout, ", ".join(missing)))
+            time.sleep(1)
+
+    def step_mention(self):
+        """Mentions every agent at once (so rate limits would show), then
+        waits for every reply."""
+        sent = {}
+        since = time.time()
+        for name in self.agents:
+            tag = self.tag()
+            self.admin.send(self.room_id, self.mention_text(name, "hello, who are you? " + tag),
+                            mention=[self.agents[name]["user_id"]])
+            sent[name] = (tag, time.time())
+        pending = dict(sent)
+        while pending:
+            elapsed = time.time() - since
+            left = self.args.reply_timeout - elapsed
+            if left <= 0:
+                break
+            for room_id, event in self.admin.poll(min(left, 5)):
+                self.seen.append((room_id, event, time.time()))
+                sender = self.agent_by_user(event.get("sender"))
+                body = event.get("content", {}).get("body", "")
+                if sender in pending and pending[sender][0] in body:
+                    took = time.time() - pending[sender][1]
+                    del pending[sender]
+                    ok_model, model_detail = self.check_model(sender, sent[sender][0], since)
+                    self.record("mention", ok_model, "%s answered %r%s" % (sender, body[:120], model_detail),
+                                agent=sender, seconds=round(took, 2))
+        for name in pending:
+            self.record("mention", False, "%s did not answer a mention within %d s (tag %s)" % (
+                name, self.args.reply_timeout, pending[name][0]), agent=name)
+
+    def check_model(self, name, tag, since):
+        entries = self.standin_entries(since)
+        if entries is None:
+            return True, ""
+        model = self.agents[name]["model"]
+        hits = [e for e in entries if tag in (e.get("user_message") or "")]
+        if not hits:
+            return False, "; but the stand-in's log has no request carrying %s" % tag
+        models = sorted({e.get("model") for e in hits})
+        if models != [model]:
+            return False, "; but the stand-in was asked with model(s) %s, expected %s" % (models, model)
+        return True, "; the stand-in served %s (%s)" % (model, hits[0].get("endpoint"))
+
+    def step_unmentioned(self):
+        tag = self.tag()
+        since = time.time()
+        self.admin.send(self.room_id, "a note for the humans only, nobody needs to answer " + tag)
+        events = self.collect(self.args.quiet)
+        answers = [e for _, e, _ in events if self.agent_by_user(e.get("sender")) and tag in e["content"].get("body", "")]
+        asked = [e for e in (self.standin_entries(since) or []) if tag in (e.get("user_message") or "")]
+        if answers or asked:
+            return self.record("unmentioned", False, "an unmentioned message was answered: %d repl(ies), %d model request(s)"
+                               % (len(answers), len(asked)))
+        self.record("unmentioned", True, "no agent answered or asked the model in %d s" % self.args.quiet)
+
+    def step_stranger(self):
+        secret = Path(self.args.registration_secret_file).read_text().strip()
+        user = "stranger" + secrets.token_hex(3)
+        stranger, stranger_id = register_with_shared_secret(self.args.homeserver, secret, user, secrets.token_hex(16))
+        # Not a member: the room is invite-only.
+        try:
+            stranger.join(self.room_id)
+            self.record("stranger", False, "%s, not invited, could join %s" % (stranger_id, self.args.room))
+        except MatrixError as e:
+            self.record("stranger", e.status == 403, "%s cannot join %s (%d %s)" % (
+                stranger_id, self.args.room, e.status, e.errcode))
+        since = time.time()
+        rooms = {}
+        for name, agent in self.agents.items():
+            dm = stranger.call("POST", "/_matrix/client/v3/createRoom", {
+                "is_direct": True, "preset": "trusted_private_chat"})["room_id"]
+            other = stranger.call("POST", "/_matrix/client/v3/createRoom", {
+                "name": "stranger's room", "preset": "private_chat"})["room_id"]
+            for kind, room in (("DM", dm), ("invite", other)):
+                try:
+                    stranger.call("POST", "/_matrix/client/v3/rooms/%s/invite" % urllib.parse.quote(room),
+                                  {"user_id": agent["user_id"]})
+                except MatrixError as e:
+                    # The appliance's Synapse lets only server admins invite.
+                    self.record("stranger", e.status == 403, "%s, %s from %s: the homeserver refused the invite (%d %s)"
+                                % (name, kind, stranger_id, e.status, e.errcode), agent=name)
+                    continue
+                tag = self.tag()
+                stranger.send(room, self.mention_text(name, "please answer me " + tag), mention=[agent["user_id"]])
+                rooms[(name, kind)] = (room, tag)
+        if not rooms:
+            return
+        time.sleep(self.args.quiet)
+        asked = self.standin_entries(since) or []
+        for (name, kind), (room, tag) in sorted(rooms.items()):
+            membership = stranger.membership(room, self.agents[name]["user_id"])
+            replies = stranger.call("GET", "/_matrix/client/v3/rooms/%s/messages" % urllib.parse.quote(room),
+                                    query={"dir": "b", "limit": "50"}).get("chunk", [])
+            answered = [e for e in replies if e.get("sender") == self.agents[name]["user_id"]
+                        and e.get("type") == "m.room.message"]
+            model = [e for e in asked if tag in (e.get("user_message") or "")]
+            ok = membership != "join" and not answered and not model
+            self.record("stranger", ok, "%s, %s from %s: membership %s, %d repl(ies), %d model request(s)" % (
+                name, kind, stranger_id, membership, len(answered), len(model)), agent=name)
+
+    def step_code(self):
+        name = self.args.code_agent
+        if name not in self.agents:
+            return self.record("code", False, "--code-agent %s is not in --agent" % name)
+        tag = self.tag()
+        started = time.time()
+        self.admin.send(self.room_id, self.mention_text(name, "run code " + tag), mention=[self.agents[name]["user_id"]])
+        uid = self.agents[name]["user_id"]
+        event, took = self.wait_for(lambda r, e: e.get("sender") == uid and CODE_OUTPUT in e["content"].get("body", ""),
+                                    self.args.code_timeout)
+        calls = [c for e in (self.standin_entries(started) or []) for c in e.get("tool_calls", [])]
+        if event:
+            return self.record("code", True, "%s ran the program: %r" % (name, event["content"]["body"][:200]),
+                               seconds=round(took, 2), tool_calls=calls)
+        last = [e["content"].get("body", "")[:300] for r, e, _ in self.seen if e.get("sender") == uid][-1:]
+        self.record("code", False, "%s did not answer with %r within %d s; its last message: %r; tool calls: %s" % (
+            name, CODE_OUTPUT, self.args.code_timeout, last, json.dumps(calls)[:500]), tool_calls=calls)
+
+    def step_browse(self):
+        name = self.args.browser_agent
+        if name not in self.agents:
+            return self.record("browse", False, "--browser-agent %s is not in --agent" % name)
+        if not self.args.page_url:
+            return self.record("browse", False, "no --page-url given")
+        tag = self.tag()
+        started = time.time()
+        uid = self.agents[name]["user_id"]
+        self.admin.send(self.room_id, self.mention_text(name, "read page %s %s" % (self.args.page_url, tag)), mention=[uid])
+        want = "page title: " + self.args.page_title if self.args.page_title else "page title: "
+        event, took = self.wait_for(lambda r, e: e.get("sender") == uid and want in e["content"].get("body", ""),
+                                    self.args.browse_timeout)
+        calls = [c for e in (self.standin_entries(started) or []) for c in e.get("tool_calls", [])]
+        if event:
+            return self.record("browse", True, "%s read the page: %r" % (name, event["content"]["body"][:200]),
+                               seconds=round(took, 2), tool_calls=calls)
+        last = [e["content"].get("body", "")[:300] for r, e, _ in self.seen if e.get("sender") == uid][-1:]
+        self.record("browse", False, "%s did not answer with %r within %d s; its last message: %r; tool calls: %s" % (
+            name, want, self.args.browse_timeout, last, json.dumps(calls)[:500]), tool_calls=calls)
+
+    def step_loop(self):
+        ring = self.args.loop_agents.split(",")
+        if len(ring) < 2 or any(n not in self.agents for n in ring):
+            return self.record("loop", False, "--loop-agents needs two or more of --agent, got %s" % ring)
+        tag = self.tag()
+        first = self.agents[ring[0]]["user_id"]
+        logs_before = {n: self.log_size(p) for n, p in self.agent_logs.items()}
+        self.admin.send(self.room_id, "%s loop_%s %s" % (first, "_".join(ring), tag), mention=[first])
+        events = self.collect(self.args.loop_window)
+        bots = [(e, t) for _, e, t in events if self.agent_by_user(e.get("sender"))
+                and "loop_" in e["content"].get("body", "")]
+        senders = [self.agent_by_user(e["sender"]) for e, _ in bots]
+        first_reply = any(self.agent_by_user(e["sender"]) == ring[0] for e, _ in bots)
+        ok = first_reply and len(bots) <= self.args.loop_max
+        self.record("loop", ok, "%d agent message(s) in %d s after the loop trigger (at most %d allowed): %s%s" % (
+            len(bots), self.args.loop_window, self.args.loop_max, ", ".join(senders) or "none",
+            "" if first_reply else "; %s never answered the trigger" % ring[0]), messages=len(bots))
+        for name, path in sorted(self.agent_logs.items()):
+            text = self.log_tail(path, logs_before[name])
+            hits = [l for l in text.splitlines() if RATE_LIMITED.search(l)]
+            self.record("loop", not hits, "%s's log shows %d rate-limited send(s)%s" % (
+                name, len(hits), (": " + hits[0][:200]) if hits else ""), agent=name)
+
+    @staticmethod
+    def log_size(path):
+        try:
+            return Path(path).stat().st_size
+        except OSError:
+            return 0
+
+    @staticmethod
+    def log_tail(path, offset):
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def run(self, steps):
+        try:
+            self.connect()
+        except (Failure, MatrixError, OSError) as e:
+            self.record("connect", False, str(e))
+            return
+        for step in steps:
+            try:
+                getattr(self, "step_" + step)()
+            except (Failure, MatrixError, OSError) as e:
+                self.record(step, False, "error: %s" % e)
+
+
+def apply_world(args):
+    """Fills unset flags from host_dev.py's world.json."""
+    world = json.loads(Path(args.world).read_text())
+    args.homeserver = args.homeserver or world["synapse_url"]
+    args.admin_password_file = args.admin_password_file or world["admin_password_file"]
+    args.registration_secret_file = args.registration_secret_file or world["registration_secret_file"]
+    args.standin_log = args.standin_log or world.get("standin_log")
+    if not args.agent:
+        args.agent = ["%s=%s" % (n, a["model"]) for n, a in sorted(world["agents"].items())]
+    if not args.agent_log:
+        args.agent_log = ["%s=%s" % (n, world["ready_logs"].get(n) or world["logs"][n]) for n in world["agents"]]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", help="world.json from tests/rehearsal/host_dev.py (fills the flags below)")
+    parser.add_argument("--homeserver", help="Synapse's client URL, e.g. http://10.88.0.1:8008")
+    parser.add_argument("--server-name", default="magi")
+    parser.add_argument("--room", default="#magi:magi")
+    parser.add_argument("--admin", default="gendo", help="the human admin's localpart")
+    parser.add_argument("--admin-password-file",
+                        help="a file holding the admin's password (`appliance admin password gendo` prints it)")
+    parser.add_argument("--registration-secret-file", help="Synapse's registration shared secret (for the stranger)")
+    parser.add_argument("--agent", action="append", default=[], metavar="NAME=MODEL",
+                        help="an agent in the room and the model it should ask for (repeatable)")
+    parser.add_argument("--agent-log", action="append", default=[], metavar="NAME=FILE",
+                        help="an agent's log, searched for rate-limited sends (repeatable)")
+    parser.add_argument("--standin-log", help="the stand-in model server's JSON-lines log")
+    parser.add_argument("--step", action="append", choices=STEPS, help="run only these steps (repeatable)")
+    parser.add_argument("--code-agent", default="casper")
+    parser.add_argument("--browser-agent", default="melchior")
+    parser.add_argument("--page-url", help="the test page the browser agent reads")
+    parser.add_argument("--page-title", help="the title that page has")
+    parser.add_argument("--loop-agents", default="melchior,casper")
+    parser.add_argument("--loop-window", type=int, default=30, help="seconds to count agent messages after the loop trigger")
+    parser.add_argument("--loop-max", type=int, default=1,
+                        help="most agent messages the loop may produce in the window (default 1: the first "
+                             "agent answers the human, no agent answers an agent)")
+    parser.add_argument("--join-timeout", type=int, default=60)
+    parser.add_argument("--reply-timeout", type=int, default=120)
+    parser.add_argument("--code-timeout", type=int, default=180)
+    parser.add_argument("--browse-timeout", type=int, default=180)
+    parser.add_argument("--quiet", type=int, default=15, help="seconds to wait for an answer that must not come")
+    parser.add_argument("--json", help="also write the JSON results here")
+    args = parser.parse_args(argv)
+    if args.world:
+        apply_world(args)
+    missing = [f for f in ("homeserver", "admin_password_file") if not getattr(args, f)]
+    if missing or not args.agent:
+        parser.error("need --world, or --homeserver, --admin-password-file and --agent")
+    steps = args.step or STEPS
+    if "stranger" in steps and not args.registration_secret_file:
+        parser.error("the stranger step needs --registration-secret-file")
+    scenario = Scenario(args)
+    scenario.run(steps)
+    ok = bool(scenario.results) and all(r["ok"] for r in scenario.results)
+    doc = {"ok": ok, "steps": steps, "results": scenario.results}
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print("scenario: %s (%d checks, %d failed)" % ("PASS" if ok else "FAIL", len(scenario.results),
+                                                   sum(not r["ok"] for r in scenario.results)), file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,9 +41,11 @@ if [ ! -f "$stamp" ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# searx: Debian's SearXNG predecessor (same JSON API), which stands in for
+# nixpkgs' SearXNG in tests/crawler.rs (SearXNG is not on PyPI).
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
-  debootstrap dnsmasq-base nftables squid >/dev/null
+  debootstrap dnsmasq-base nftables squid searx >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
 # WireGuard in userspace for the pairing test (tests/pairing.rs): no kernel module needed.
 apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null

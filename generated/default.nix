@@ -13,6 +13,8 @@
         casper = "agent-appliance/hermes:0.19.0";
         casper-exec = "agent-appliance/docker-in-gvisor:29";
         melchior = "agent-appliance/openclaw:2026.9.6";
+        ollama = "agent-appliance/ollama-cuda:0.32";
+        searxng = "agent-appliance/searxng:1";
       };
       system = "x86_64-linux";
       target = "gce";
@@ -35,6 +37,10 @@
       file = ./images/hermes.nix;
       systems = [ "x86_64-linux" ];
     };
+    ollama-cuda = {
+      file = ./images/ollama-cuda.nix;
+      systems = [ "x86_64-linux" ];
+    };
     openclaw = {
       file = ./images/openclaw.nix;
       systems = [ "x86_64-linux" ];
@@ -42,6 +48,10 @@
     picoclaw = {
       file = ./images/picoclaw.nix;
       systems = [ "aarch64-linux" "x86_64-linux" ];
+    };
+    searxng = {
+      file = ./images/searxng.nix;
+      systems = [ "x86_64-linux" ];
     };
   };
 }

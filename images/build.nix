@@ -18,13 +18,21 @@
   env,
   packages,
   # The package whose release the tag names, and how: the tag is its
-  # `exact` version or its `major` version.
+  # `exact` version, its `major` version or its `minor` (major.minor) one;
+  # `none` for a package without releases (the label still names it).
   versioned,
   match,
 }:
 let
   tagMatches =
-    if match == "exact" then versioned.version == tag else lib.versions.major versioned.version == tag;
+    if match == "exact" then
+      versioned.version == tag
+    else if match == "minor" then
+      lib.versions.majorMinor versioned.version == tag
+    else if match == "none" then
+      true
+    else
+      lib.versions.major versioned.version == tag;
   # Checked when the image is built, not when a configuration that
   # replaces it (the VM test) is evaluated.
   checked = lib.throwIfNot tagMatches ''

@@ -15,4 +15,7 @@ in
   picoclaw = import ./picoclaw.nix { inherit pkgs build; };
   hermes = import ./hermes.nix { inherit pkgs build; };
   docker-in-gvisor = import ./docker-in-gvisor.nix { inherit pkgs build; };
+  ollama = import ./ollama.nix { inherit pkgs build; };
+  ollama-cuda = import ./ollama-cuda.nix { inherit pkgs build; };
+  searxng = import ./searxng.nix { inherit pkgs build; };
 }

@@ -203,6 +203,9 @@ pub struct DoctorArgs {
     /// The KVM device (tests point it elsewhere)
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm", hide = true)]
     pub kvm_device: PathBuf,
+    /// The Docker CLI, to ask a running GPU sandbox which GPUs it sees
+    #[arg(long, value_name = "PATH", default_value = "docker")]
+    pub docker: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -110,7 +110,10 @@ pub fn run_options(sandbox: &Sandbox) -> RunOptions {
         ports: sandbox
             .publish
             .iter()
-            .map(|p| format!("{p}:{}", sandbox.gateway_port.unwrap_or(*p)))
+            .map(|p| {
+                let on = sandbox.publish_on.map_or_else(String::new, |a| format!("{a}:"));
+                format!("{on}{p}:{}", sandbox.gateway_port.unwrap_or(*p))
+            })
             .collect(),
         command: sandbox.command.clone(),
     }

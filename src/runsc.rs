@@ -97,7 +97,10 @@ impl Profile {
             }
         }
         if self.gpu.is_some() {
-            reasons.push("nvproxy: the sandbox was given GPUs in the spec");
+            reasons.push(
+                "nvproxy: the sandbox uses the host's GPUs (Ollama on a GPU host, or an agent with \
+                 `gpu = true`), with only the spec's driver capabilities",
+            );
         }
         reasons
     }
@@ -228,13 +231,30 @@ impl Flag {
             }
             (Flag::Nvproxy, Current | Release2024) => ("nvproxy", "true".to_string()),
             (Flag::NvproxyCapabilities(_), Release2024) => {
-                bail!("{version} has no --nvproxy-allowed-driver-capabilities; GPU sandboxes need a current gVisor")
+                bail!(
+                    "{version} has no --nvproxy-allowed-driver-capabilities and allows only compute and \
+                     utility; these driver capabilities need a current gVisor"
+                )
             }
             (Flag::NvproxyCapabilities(capabilities), Current) => {
                 let names: Vec<&str> = capabilities.iter().map(|c| capability_name(*c)).collect();
                 ("nvproxy-allowed-driver-capabilities", names.join(","))
             }
         })
+    }
+
+    /// Whether `version` needs this flag said at all: 20240729 has no
+    /// driver-capabilities flag and allows only compute and utility, so
+    /// those (the default) need none there.
+    pub fn needed_on(&self, version: RunscVersion) -> bool {
+        match (self, version) {
+            (Flag::NvproxyCapabilities(capabilities), RunscVersion::Release2024) => {
+                let mut sorted = capabilities.clone();
+                sorted.sort();
+                sorted != [DriverCapability::Compute, DriverCapability::Utility]
+            }
+            _ => true,
+        }
     }
 
     /// The command-line spelling for one runsc version.
@@ -263,7 +283,12 @@ pub fn capability_name(capability: DriverCapability) -> &'static str {
 
 /// Spells every flag of a profile, failing on the first unknown one.
 pub fn runtime_args(profile: &Profile, platform: Platform, version: RunscVersion) -> Result<Vec<String>> {
-    profile.flags(platform).iter().map(|flag| flag.spell(version)).collect()
+    profile
+        .flags(platform)
+        .iter()
+        .filter(|flag| flag.needed_on(version))
+        .map(|flag| flag.spell(version))
+        .collect()
 }
 
 /// What a runsc binary says it supports, parsed from `runsc flags`: Go's

@@ -61,7 +61,7 @@ fn check_accepts_the_default_spec() {
     let output = run_in(&crate::common::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 5 sandboxes, 1 room\n"),
+        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 7 sandboxes, 1 room\n"),
         "{}",
         stdout(&output)
     );
@@ -109,7 +109,13 @@ fn inspect_json_is_versioned_and_complete() {
     assert_eq!(json["agents"]["casper"]["model"], "qwen3.5:27b-q4_K_M");
     let sandboxes = json["hosts"]["hub"]["sandboxes"].as_array().unwrap();
     let names: Vec<&str> = sandboxes.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["balthasar", "casper", "casper-exec", "melchior"]);
+    assert_eq!(
+        names,
+        ["ollama", "searxng", "balthasar", "casper", "casper-exec", "melchior"]
+    );
+    // Ollama is a sandbox of its own, with nvproxy, not a host service.
+    assert_eq!(sandboxes[0]["runtime"], "runsc-gpu");
+    assert_eq!(json["inference"]["sandbox"], "ollama");
 }
 
 #[test]
@@ -193,8 +199,9 @@ fn completions_cover_the_subcommands() {
 
 #[test]
 fn every_agent_reaches_ollama_where_it_listens() {
-    // Ollama takes one listen address; every agent's URL must use it, on
-    // the hub and on the Pi alike.
+    // Agents on the inference host reach Ollama where it listens (its
+    // sandbox's bridge address, or the host service's one address); agents
+    // on other hosts at the overlay address its port is published on.
     for spec in [
         "appliance.toml",
         "examples/existing-host/appliance.toml",
@@ -203,15 +210,17 @@ fn every_agent_reaches_ollama_where_it_listens() {
         let output = run_in(&crate::common::root(), &["inspect", "--format", "json", "--spec", spec]);
         assert!(output.status.success(), "{}", stderr(&output));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        let listen = format!(
-            "http://{}:{}",
-            json["inference"]["bind_address"].as_str().unwrap(),
-            json["inference"]["port"]
-        );
+        let inference = &json["inference"];
+        let url = |address: &serde_json::Value| format!("http://{}:{}", address.as_str().unwrap(), inference["port"]);
         for (name, agent) in json["agents"].as_object().unwrap() {
+            let expected = if agent["host"] == inference["host"] {
+                url(&inference["bind_address"])
+            } else {
+                url(&inference["overlay_address"])
+            };
             assert_eq!(
                 agent["inference_url"].as_str().unwrap(),
-                listen,
+                expected,
                 "{spec}: agent `{name}`"
             );
         }

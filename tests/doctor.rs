@@ -57,8 +57,71 @@ fn doctor(spec: &Path, host: &str, runsc: &Path, docker_config: &Path, nvidia: &
         .arg("--nvidia-version-file")
         .arg(nvidia)
         .args(["--kvm-device", "/nonexistent/kvm"])
+        // No running sandbox here: the GPU-visibility check is a warning.
+        .args(["--docker", "/nonexistent/docker"])
         .output()
         .expect("failed to start appliance")
+}
+
+/// A stand-in `docker` whose `exec ... nvidia-smi -L` lists `gpus` GPUs,
+/// as nvidia-smi prints them.
+fn fake_docker(dir: &Path, gpus: u32) -> PathBuf {
+    let path = dir.join("docker");
+    let mut script = String::from("#!/bin/sh\n[ \"$1 $2 $3 $4\" = 'exec ollama nvidia-smi -L' ] || exit 2\n");
+    for i in 0..gpus {
+        script.push_str(&format!("echo 'GPU {i}: NVIDIA L4 (UUID: GPU-{i:08})'\n"));
+    }
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// On a running host, the doctor asks Ollama's sandbox which GPUs it sees
+/// through nvproxy; fewer than the spec's is a failure, and the driver
+/// check names the sandbox that uses it.
+#[test]
+fn the_inference_sandbox_must_see_every_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), "580.65.06");
+    let nvidia = nvidia_file(dir.path(), "580.65.06");
+    let run = |docker: &Path| {
+        appliance()
+            .args(["doctor", "--spec"])
+            .arg(default_spec())
+            .args(["--host", "hub", "--runsc"])
+            .arg(&runsc)
+            .arg("--docker-config")
+            .arg(hub_daemon_json())
+            .arg("--nvidia-version-file")
+            .arg(&nvidia)
+            .args(["--kvm-device", "/nonexistent/kvm", "--docker"])
+            .arg(docker)
+            .output()
+            .unwrap()
+    };
+    let all = run(&fake_docker(dir.path(), 8));
+    let out = stdout(&all);
+    assert!(all.status.success(), "{out}");
+    assert!(
+        out.contains("ok   gpus in `ollama`: the sandbox sees 8 GPUs, as the spec says"),
+        "{out}"
+    );
+    assert!(
+        out.contains("used through nvproxy by sandbox `ollama` (runtime `runsc-gpu`)"),
+        "{out}"
+    );
+    let two = run(&fake_docker(dir.path(), 2));
+    assert!(!two.status.success());
+    assert!(
+        stdout(&two).contains("FAIL gpus in `ollama`: the sandbox sees 2 GPUs, the spec says 8"),
+        "{}",
+        stdout(&two)
+    );
+    let none = stdout(&run(Path::new("/nonexistent/docker")));
+    assert!(
+        none.contains("warn gpus in `ollama`: not checked: cannot run"),
+        "{none}"
+    );
 }
 
 fn default_spec() -> PathBuf {
@@ -77,7 +140,7 @@ fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
     let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
-    assert!(out.contains("host `hub`: 4 sandboxes, 3 runtimes\n"), "{out}");
+    assert!(out.contains("host `hub`: 6 sandboxes, 4 runtimes\n"), "{out}");
     assert!(out.contains("ok   runsc: "), "{out}");
     assert!(
         out.contains("release-20260525.0 (flags spelled as for current gVisor)"),
@@ -92,7 +155,7 @@ fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
         "{out}"
     );
     assert!(
-        out.contains("registers runsc, runsc-dind, runsc-uds-open as generated"),
+        out.contains("registers runsc, runsc-dind, runsc-gpu, runsc-uds-open as generated"),
         "{out}"
     );
     assert!(

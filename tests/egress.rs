@@ -185,10 +185,10 @@ fn machine_settings(host: &Host) -> Value {
     }
     let mut settings = serde_json::to_value(daemon_settings(&host, version).unwrap()).unwrap();
     for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
-        runtime["runtimeArgs"]
-            .as_array_mut()
-            .unwrap()
-            .push("--network=host".into());
+        let args = runtime["runtimeArgs"].as_array_mut().unwrap();
+        // No GPU here: the inference sandbox's runtime runs minus nvproxy.
+        args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
+        args.push("--network=host".into());
     }
     settings
 }
@@ -217,6 +217,18 @@ fn sandbox_args(sandbox: &Sandbox, generated: &Path, scratch: &Path) -> Vec<Stri
             Some(file) => format!("--env-file={}", host_path(file).display()),
             None => arg,
         })
+        // No GPU and no CDI (dockerd 20.10) here; and Docker refuses more
+        // CPUs than the machine has (Ollama's 8).
+        .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
+        .map(
+            |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
+                Some(cpus) => {
+                    let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+                    format!("--cpus={}", cpus.min(here))
+                }
+                None => arg,
+            },
+        )
         .collect()
 }
 
@@ -315,6 +327,55 @@ fn node_fetch(daemon: &Dockerd, args: &[String], url: &str) -> (String, String) 
         .cloned()
         .collect();
     (run(args), run(&without))
+}
+
+/// A service sandbox and what its stand-in answers.
+struct ServiceStandin<'a> {
+    name: &'a str,
+    label: &'a str,
+    port: &'a str,
+}
+
+/// A service sandbox (Ollama's, SearXNG's) with its generated options
+/// (minus the GPU device, and minus the port published on the overlay
+/// address, which this namespace lacks), running a busybox httpd that
+/// answers `site <label>` on the service's port instead of the service: the
+/// agents' reach goes to the sandbox's own bridge address, across the
+/// bridge table.
+fn start_service_standin(
+    daemon: &Dockerd,
+    netns: &Netns,
+    probe: &Path,
+    hub: &Host,
+    standin: &ServiceStandin,
+    generated: &Path,
+    scratch: &Path,
+) {
+    let ServiceStandin { name, label, port } = *standin;
+    let sandbox = hub.sandboxes.iter().find(|s| s.name == name).unwrap();
+    let mut args: Vec<String> = sandbox_args(sandbox, generated, scratch)
+        .into_iter()
+        .filter(|a| !a.starts_with("--publish="))
+        .collect();
+    args.insert(0, "--detach".into());
+    args.insert(1, format!("--name=egress-{name}"));
+    let started = daemon
+        .command()
+        .arg("run")
+        .args(&args)
+        .args([
+            IMAGE,
+            "sh",
+            "-c",
+            &format!(
+                "mkdir -p /tmp/www && echo 'site {label}' > /tmp/www/index.html && httpd -f -p {port} -h /tmp/www"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let address = sandbox.network.as_ref().unwrap().address.to_string();
+    wait_for_http(netns, probe, &address, port);
 }
 
 /// A busybox httpd answering `site <label>` on `address:port` in `netns`.
@@ -567,6 +628,13 @@ fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAd
     let agent = appliance.agents.values().find(|a| a.host == host).unwrap();
     let mut services = vec![("matrix", agent.matrix_address)];
     services.extend(agent.inference_address.map(|a| ("inference", a)));
+    // The crawler's search sandbox, when an agent of the host uses it.
+    let search = appliance
+        .agents
+        .values()
+        .filter(|a| a.host == host)
+        .find_map(|a| a.search_address);
+    services.extend(search.map(|a| ("search", a)));
     services
 }
 
@@ -604,7 +672,7 @@ fn observed_services(results: &[(String, String)], cases: &[Case]) -> BTreeSet<S
             continue;
         }
         match name.as_str() {
-            "matrix" | "inference" => {
+            "matrix" | "inference" | "search" => {
                 seen.insert(name.clone());
             }
             "bridge resolver is reachable" => {
@@ -796,7 +864,9 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // The appliance's own services, on the addresses the model gives.
     let mut services = Vec::new();
     let inference = appliance.inference.as_ref().unwrap();
-    if inference.bind_address != hub.network_address {
+    // Ollama in its own sandbox: the stand-in answers there (below).
+    let sandboxed_inference = inference.sandbox.is_some();
+    if !sandboxed_inference && inference.bind_address != hub.network_address {
         // The overlay address, local to the hub (no WireGuard here).
         world
             .appliance
@@ -809,13 +879,15 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         &gateway,
         &appliance.matrix.port.to_string(),
     ));
-    services.push(web_server(
-        &world.appliance,
-        scratch,
-        "inference",
-        &inference.bind_address.to_string(),
-        &inference.port.to_string(),
-    ));
+    if !sandboxed_inference {
+        services.push(web_server(
+            &world.appliance,
+            scratch,
+            "inference",
+            &inference.bind_address.to_string(),
+            &inference.port.to_string(),
+        ));
+    }
     services.push(web_server(
         &world.appliance,
         scratch,
@@ -870,7 +942,33 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         wait_for_http(&world.appliance, &probe, address, &port);
     }
 
-    let networked: Vec<Sandbox> = hub.sandboxes.iter().filter(|s| s.network.is_some()).cloned().collect();
+    if let Some(name) = &inference.sandbox {
+        let port = inference.port.to_string();
+        let standin = ServiceStandin {
+            name,
+            label: "inference",
+            port: &port,
+        };
+        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
+    }
+    let search = agent_appliance::model::services::SEARCH_SANDBOX;
+    if hub.sandboxes.iter().any(|s| s.name == search) {
+        let port = agent_appliance::model::services::SEARCH_PORT.to_string();
+        let standin = ServiceStandin {
+            name: search,
+            label: "search",
+            port: &port,
+        };
+        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
+    }
+    // The agents' sandboxes (and their code sandboxes); the service
+    // sandboxes' own egress is not probed here (docs/sandboxes.md).
+    let networked: Vec<Sandbox> = hub
+        .sandboxes
+        .iter()
+        .filter(|s| s.network.is_some() && !s.agent.is_empty())
+        .cloned()
+        .collect();
     let mut failures = Vec::new();
 
     // Negative control, before the firewall: the first sandbox reaches the

@@ -262,7 +262,7 @@ fn the_flake_has_the_promised_outputs() {
     assert_eq!(
         out["legacyImages"],
         serde_json::json!({
-            "x86_64-linux": ["docker-in-gvisor", "hermes", "openclaw", "picoclaw"],
+            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw", "searxng"],
             "aarch64-linux": ["picoclaw"],
         })
     );
@@ -453,7 +453,7 @@ in
   };
   utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
   applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
-    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1;
+    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1; searxng = 1;
   };
 }
 "#;
@@ -543,9 +543,9 @@ in {{
             .unwrap()
             .contains("'--opt=com.docker.network.driver.mtu=1460'")
     );
-    // No sandbox of the default spec uses the GPU, and the module leaves
+    // Ollama's sandbox uses the GPUs through CDI, and the module leaves
     // nixpkgs' configuration alone.
-    assert_eq!(out["toolkit"], false);
+    assert_eq!(out["toolkit"], true);
     assert_eq!(out["unfree"], false);
 }
 
@@ -559,6 +559,8 @@ fn every_image_function_is_the_image_src_model_describes() {
         let (package, kind) = match layout.version_check {
             VersionCheck::Exact { package } => (package, "exact"),
             VersionCheck::Major { package } => (package, "major"),
+            VersionCheck::MajorMinor { package } => (package, "minor"),
+            VersionCheck::Unreleased { package } => (package, "none"),
         };
         for expected in [
             format!("name = \"{}\";", layout.repository),
@@ -716,6 +718,13 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "nixos/modules/services/networking/wireguard.nix",
     ),
     ("systemd.paths.<name>.description", "nixos/lib/systemd-unit-options.nix"),
+    (
+        "systemd.targets.<name>.description",
+        "nixos/lib/systemd-unit-options.nix",
+    ),
+    ("systemd.targets.<name>.wantedBy", "nixos/lib/systemd-unit-options.nix"),
+    ("systemd.targets.<name>.requires", "nixos/lib/systemd-unit-options.nix"),
+    ("systemd.targets.<name>.after", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.wantedBy", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.pathConfig", "nixos/lib/systemd-unit-options.nix"),
     ("_module.args", "lib/modules.nix"),
@@ -736,6 +745,7 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
 /// them (or this repository's overlay).
 const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("agent-appliance", "nix/overlay.nix (this repository)"),
+    ("searxng", "pkgs/by-name/se/searxng/package.nix"),
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),
     ("appliance-hermes", "nix/overlay.nix (this repository)"),

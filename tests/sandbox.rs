@@ -49,10 +49,10 @@ fn machine_settings(host: &Host) -> Value {
     let settings = daemon_settings(&host, version).expect("settings spell for the installed runsc");
     let mut settings = serde_json::to_value(settings).unwrap();
     for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
-        runtime["runtimeArgs"]
-            .as_array_mut()
-            .unwrap()
-            .push("--network=none".into());
+        let args = runtime["runtimeArgs"].as_array_mut().unwrap();
+        // No GPU here: the GPU runtime runs minus nvproxy (issue 13).
+        args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
+        args.push("--network=none".into());
     }
     settings
 }
@@ -70,8 +70,11 @@ impl Paths {
 }
 
 /// The generated `docker run` options of `sandbox`, adapted to this machine:
-/// 1. `--network=none` instead of `--network=appliance --ip=... --dns=...`:
-///    the test daemon has no bridge (and old runsc no sandbox networking);
+/// 1. `--network=none` instead of `--network=appliance --ip=... --dns=...`
+///    and the ports published on the overlay: the test daemon has no bridge
+///    (and old runsc no sandbox networking); and no
+///    `--device=nvidia.com/gpu=all` and no nvproxy flags: no GPU here;
+///    `--cpus` at most this machine's CPUs, which Docker insists on;
 /// 2. host paths (secrets, socket dirs, env files) below a temp dir, and
 ///    generated files from the committed `generated/` tree;
 /// 3. `extra`: probe-only options a check adds, never a generated one;
@@ -88,18 +91,35 @@ fn machine_args(sandbox: &Sandbox, paths: &Paths, extra: &[String]) -> Vec<Strin
         })
         .into_iter()
         .filter(|arg| {
-            !["--network=", "--ip=", "--dns="]
-                .iter()
-                .any(|flag| arg.starts_with(flag))
+            ![
+                "--network=",
+                "--ip=",
+                "--dns=",
+                "--publish=",
+                "--device=nvidia.com/gpu=",
+            ]
+            .iter()
+            .any(|flag| arg.starts_with(flag))
         })
         .map(|arg| match arg.strip_prefix("--env-file=") {
             Some(file) => format!("--env-file={}", paths.host(file).display()),
             None => arg,
         })
+        // Docker refuses more CPUs than the machine has (Ollama's 8 here).
+        .map(
+            |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
+                Some(cpus) => format!("--cpus={}", cpus.min(available_cpus())),
+                None => arg,
+            },
+        )
         .collect();
     args.push("--network=none".into());
     args.extend(extra.iter().cloned());
     args
+}
+
+fn available_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 /// Bits of `/proc/self/status` `CapEff` for the capabilities we name.

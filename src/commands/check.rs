@@ -16,6 +16,9 @@ pub fn run(args: &SpecArgs) -> Result<()> {
         count(appliance.rooms.len(), "room", "rooms")
     );
     // Not errors: the spec is valid, but something it asks for is off.
+    for warning in appliance.inference.iter().flat_map(|i| &i.warnings) {
+        eprintln!("warning[{}]: {}", warning.code, warning.message);
+    }
     for agent in appliance.agents.values() {
         for warning in &agent.warnings {
             eprintln!("warning[{}]: {}", warning.code, warning.message);

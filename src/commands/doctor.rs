@@ -78,6 +78,7 @@ pub struct Probes<'a> {
     pub docker_config: &'a Path,
     pub nvidia_version_file: &'a Path,
     pub kvm_device: &'a Path,
+    pub docker: &'a Path,
 }
 
 pub fn run(args: &DoctorArgs) -> Result<()> {
@@ -90,6 +91,7 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
             docker_config: &args.docker_config,
             nvidia_version_file: &args.nvidia_version_file,
             kvm_device: &args.kvm_device,
+            docker: &args.docker,
         },
     );
     println!(
@@ -185,10 +187,71 @@ pub fn diagnose(host: &Host, probes: &Probes) -> Report {
 
     check_platform_device(host, probes, &mut report);
     check_docker(host, probes, version.unwrap_or(RunscVersion::Current), &mut report);
-    if host.gpu.is_some() {
-        check_nvidia(probes, version.is_some(), &mut report);
+    if let Some(gpu) = &host.gpu {
+        let users = gpu_sandboxes(host);
+        check_nvidia(probes, version.is_some(), &users, &mut report);
+        for sandbox in host.sandboxes.iter().filter(|s| s.gpus) {
+            check_sandbox_gpus(probes, &sandbox.name, gpu.count, &mut report);
+        }
     }
     report
+}
+
+/// The sandboxes that open the GPUs through nvproxy, for the driver check.
+fn gpu_sandboxes(host: &Host) -> String {
+    let users: Vec<String> = host
+        .sandboxes
+        .iter()
+        .filter(|s| s.gpus)
+        .map(|s| format!("`{}` (runtime `{}`)", s.name, s.runtime))
+        .collect();
+    if users.is_empty() {
+        "no sandbox uses the GPUs".to_string()
+    } else {
+        format!("used through nvproxy by sandbox {}", users.join(", "))
+    }
+}
+
+/// On a running host: the sandbox lists the GPUs through nvproxy
+/// (`nvidia-smi -L`, which the NVIDIA container toolkit's CDI spec mounts).
+/// A sandbox that is not running is a warning: the doctor starts nothing.
+fn check_sandbox_gpus(probes: &Probes, sandbox: &str, expected: u32, report: &mut Report) {
+    let subject = format!("gpus in `{sandbox}`");
+    let docker = probes.docker.display().to_string();
+    match output_of(probes.docker, &["exec", sandbox, "nvidia-smi", "-L"]) {
+        Ok((true, text)) => {
+            let seen = text.lines().filter(|l| l.starts_with("GPU ")).count();
+            if seen == expected as usize {
+                report.push(
+                    Status::Ok,
+                    subject,
+                    format!("the sandbox sees {seen} GPUs, as the spec says"),
+                );
+            } else {
+                report.push(
+                    Status::Fail,
+                    subject,
+                    format!(
+                        "the sandbox sees {seen} GPUs, the spec says {expected}:\n{}",
+                        text.trim()
+                    ),
+                );
+            }
+        }
+        Ok((false, text)) => report.push(
+            Status::Warn,
+            subject,
+            format!(
+                "not checked: `{docker} exec {sandbox} nvidia-smi -L` failed (is the sandbox running?): {}",
+                text.trim()
+            ),
+        ),
+        Err(error) => report.push(
+            Status::Warn,
+            subject,
+            format!("not checked: cannot run `{docker}`: {error}"),
+        ),
+    }
 }
 
 /// The generated modules assert gVisor >= `RUNSC_MINIMUM`, which arm64
@@ -242,7 +305,11 @@ fn check_flags(host: &Host, listing: &FlagListing, version: RunscVersion, report
         let subject = format!("runtime `{}`", profile.name());
         let mut names = Vec::new();
         let mut problems = Vec::new();
-        for flag in profile.flags(host.platform) {
+        for flag in profile
+            .flags(host.platform)
+            .into_iter()
+            .filter(|f| f.needed_on(version))
+        {
             match flag.name_and_value(version) {
                 Ok((name, _)) if listing.names.contains(name) => names.push(format!("--{name}")),
                 Ok((name, _)) => problems.push(format!("runsc has no `--{name}`")),
@@ -384,7 +451,7 @@ pub fn driver_version(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn check_nvidia(probes: &Probes, have_runsc: bool, report: &mut Report) {
+fn check_nvidia(probes: &Probes, have_runsc: bool, users: &str, report: &mut Report) {
     let file = probes.nvidia_version_file.display().to_string();
     let from_file = fs::read_to_string(probes.nvidia_version_file)
         .ok()
@@ -439,14 +506,14 @@ fn check_nvidia(probes: &Probes, have_runsc: bool, report: &mut Report) {
         report.push(
             status,
             "nvidia driver",
-            format!("{version} is supported by nvproxy (from {source})"),
+            format!("{version} is supported by nvproxy (from {source})\n{users}"),
         );
     } else {
         report.push(
             Status::Fail,
             "nvidia driver",
             format!(
-                "{version} is not on nvproxy's supported list (from {source}); GPU sandboxes would fail to boot with `cannot read client sync file`\nhint: pin the driver to one of: {}",
+                "{version} is not on nvproxy's supported list (from {source}); GPU sandboxes would fail to boot with `cannot read client sync file`\n{users}\nhint: pin the driver to one of: {}",
                 supported.join(", ")
             ),
         );

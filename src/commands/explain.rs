@@ -88,7 +88,8 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
     let mut sandboxes = Vec::new();
     for host in appliance.hosts.values() {
         for sandbox in host.sandboxes.iter().filter(|s| only.is_none_or(|a| a == s.agent)) {
-            let agent = &appliance.agents[&sandbox.agent];
+            // Service sandboxes (Ollama, SearXNG) belong to no agent.
+            let agent = appliance.agents.get(&sandbox.agent);
             sandboxes.push(view(host, sandbox, agent, findings)?);
         }
     }
@@ -105,16 +106,16 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
     })
 }
 
-fn view(host: &Host, sandbox: &Sandbox, agent: &Agent, findings: &[Finding]) -> Result<SandboxView> {
-    let own = sandbox.name == agent.sandbox;
+fn view(host: &Host, sandbox: &Sandbox, agent: Option<&Agent>, findings: &[Finding]) -> Result<SandboxView> {
+    let own = agent.filter(|a| sandbox.name == a.sandbox);
     let subjects = [
         format!("sandbox {}", sandbox.name),
-        format!("agent {}", agent.name),
+        agent.map_or_else(String::new, |a| format!("agent {}", a.name)),
         format!("runtime {}", sandbox.runtime),
     ];
     Ok(SandboxView {
         name: sandbox.name.clone(),
-        agent: agent.name.clone(),
+        agent: agent.map_or_else(String::new, |a| a.name.clone()),
         host: host.name.clone(),
         purpose: sandbox.purpose.clone(),
         runtime: sandbox.runtime.clone(),
@@ -132,13 +133,13 @@ fn view(host: &Host, sandbox: &Sandbox, agent: &Agent, findings: &[Finding]) -> 
         address: sandbox.network.as_ref().map(|n| format!("{} on {}", n.address, n.name)),
         reach: sandbox.reach.clone(),
         egress: sandbox.egress.clone(),
-        secrets: if own { secrets(agent) } else { Vec::new() },
+        secrets: own.map_or_else(Vec::new, secrets),
         gpu: sandbox
             .profile
             .gpu
             .as_ref()
             .map(|caps| caps.iter().map(|c| format!("{c:?}").to_lowercase()).collect()),
-        versus_magi: versus_magi(sandbox, agent, own),
+        versus_magi: versus_magi(sandbox, own),
         lints: findings
             .iter()
             .filter(|f| subjects.contains(&f.subject))
@@ -210,7 +211,8 @@ fn secrets(agent: &Agent) -> Vec<String> {
     secrets
 }
 
-fn versus_magi(sandbox: &Sandbox, agent: &Agent, own: bool) -> Vec<String> {
+/// `own`: the agent whose own sandbox this is, if it is one.
+fn versus_magi(sandbox: &Sandbox, own: Option<&Agent>) -> Vec<String> {
     let mut lines = Vec::new();
     lines.push(match sandbox.profile.host_uds {
         HostUds::None => "host UDS: demo `all`; here none".to_string(),
@@ -232,7 +234,7 @@ fn versus_magi(sandbox: &Sandbox, agent: &Agent, own: bool) -> Vec<String> {
         ),
         None => "nvproxy: demo on with `all` capabilities; here no GPU".to_string(),
     });
-    if own {
+    if let Some(agent) = own {
         lines.push(format!(
             "Matrix: demo open DM and group policies; here only {} allowlisted users",
             agent.allowed_users.len()

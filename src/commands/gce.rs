@@ -527,6 +527,7 @@ mod tests {
             vendor: "nvidia".into(),
             model: model.into(),
             count,
+            vram: None,
             driver_capabilities: vec![],
         }
     }

@@ -144,13 +144,20 @@ fn text(view: &Inspection) -> String {
     if let Some(inference) = view.inference {
         let _ = writeln!(
             w,
-            "inference: ollama ({}) on host {} at {}:{}, models: {}",
+            "inference: ollama ({}) on host {} {} at {}:{}, models: {}",
             inference.acceleration,
             inference.host,
+            inference.sandbox.as_ref().map_or_else(
+                || "as a host service (sandbox = \"host\")".to_string(),
+                |s| format!("in sandbox `{s}`")
+            ),
             inference.bind_address,
             inference.port,
             inference.models.join(", ")
         );
+        if let Some(address) = inference.overlay_address {
+            let _ = writeln!(w, "  other hosts' agents: {address}:{}", inference.port);
+        }
     }
     for (name, host) in &view.hosts {
         let h = host.host;

@@ -190,7 +190,10 @@ fn sandboxes(appliance: &Appliance, out: &mut Raw) {
             if sandbox.user.starts_with("0:") && sandbox.root_reason.is_none() {
                 out.push(("sandbox-root", subject.clone(), "runs as root with no reason".into()));
             }
-            if !sandbox.publish.is_empty() {
+            // A port published on one address (Ollama's sandbox on the
+            // overlay address, for other hosts' agents) is not on every
+            // host interface.
+            if !sandbox.publish.is_empty() && sandbox.publish_on.is_none() {
                 let ports: Vec<String> = sandbox.publish.iter().map(u16::to_string).collect();
                 out.push((
                     "published-port",
@@ -250,6 +253,12 @@ fn services(appliance: &Appliance, out: &mut Raw) {
     for host in appliance.hosts.values() {
         inside.push(host.network_address);
         inside.extend(host.overlay_address);
+        // Ollama in its own sandbox listens on its bridge address.
+        inside.extend(
+            host.sandboxes
+                .iter()
+                .filter_map(|s| s.network.as_ref().map(|n| n.address)),
+        );
     }
     let beyond = |a: &Ipv4Addr| !a.is_loopback() && !inside.contains(a);
     for address in appliance.matrix.bind_addresses.iter().filter(|a| beyond(a)) {

@@ -42,7 +42,8 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
             "WireGuard link between the appliance hosts".into(),
         ));
     }
-    for sandbox in &host.sandboxes {
+    // The inference sandbox's overlay port is the Ollama rule below.
+    for sandbox in host.sandboxes.iter().filter(|s| s.publish_on.is_none()) {
         for port in &sandbox.publish {
             rules.push(rule(
                 None,
@@ -114,13 +115,20 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
         }
     }
     if let Some(inference) = inference.filter(|_| host.runs_inference) {
-        rules.push(rule(
-            Some(BRIDGE_INTERFACE),
-            "tcp",
-            inference.port,
-            "Ollama for this host's sandboxes".into(),
-        ));
-        if overlay && Some(inference.bind_address) == host.overlay_address {
+        // In its own sandbox, Ollama is reached across the bridge (and,
+        // from other hosts, through the port Docker publishes on the overlay
+        // address), never on an address of the host itself.
+        let on_host = inference.sandbox.is_none();
+        if on_host {
+            rules.push(rule(
+                Some(BRIDGE_INTERFACE),
+                "tcp",
+                inference.port,
+                "Ollama for this host's sandboxes".into(),
+            ));
+        }
+        let remote = inference.overlay_address.is_some() || Some(inference.bind_address) == host.overlay_address;
+        if overlay && remote {
             rules.push(rule(
                 Some(OVERLAY_INTERFACE),
                 "tcp",

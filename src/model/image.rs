@@ -12,6 +12,9 @@ pub const OPENCLAW_VERSION: &str = "2026.9.6";
 pub const PICOCLAW_VERSION: &str = "0.2.9";
 pub const HERMES_VERSION: &str = "0.19.0";
 pub const DIND_VERSION: &str = "29";
+/// Ollama's minor release in the pinned nixpkgs (`ollama`, `ollama-cuda`);
+/// the image asserts it when built.
+pub const OLLAMA_VERSION: &str = "0.32";
 
 /// The account an image's process runs as. Every image has it in a minimal
 /// `/etc/passwd` and `/etc/group` (Chromium and Python look themselves up).
@@ -93,12 +96,21 @@ pub enum VersionCheck {
     Exact { package: &'static str },
     /// The tag is the package's major version.
     Major { package: &'static str },
+    /// The tag is the package's `major.minor` version: nixpkgs' Ollama,
+    /// whose patch releases follow nixpkgs.
+    MajorMinor { package: &'static str },
+    /// The package has no releases (nixpkgs' `0-unstable-<date>`): the tag
+    /// is the layout's revision and is not compared.
+    Unreleased { package: &'static str },
 }
 
 impl VersionCheck {
     pub fn package(&self) -> &'static str {
         match self {
-            VersionCheck::Exact { package } | VersionCheck::Major { package } => package,
+            VersionCheck::Exact { package }
+            | VersionCheck::Major { package }
+            | VersionCheck::MajorMinor { package }
+            | VersionCheck::Unreleased { package } => package,
         }
     }
 }
@@ -319,9 +331,106 @@ const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
     version_check: VersionCheck::Major { package: "docker_29" },
 };
 
+/// Ollama's account: not root, Ollama needs no privilege to serve.
+const OLLAMA_ACCOUNT: Account = Account {
+    name: "ollama",
+    uid: 11434,
+    gid: 11434,
+    home: "/var/lib/ollama",
+};
+/// Models live in a named volume, so a restart does not pull them again.
+const OLLAMA_WRITABLE: &[Writable] = &[
+    Writable {
+        path: "/var/lib/ollama",
+        mode: 0o700,
+        owner: Owner::Account,
+        storage: Storage::Volume { name: "models" },
+        // Model blobs are data; Ollama's runners are in its package.
+        exec: false,
+    },
+    TMP,
+];
+/// Where models are stored, and that loaded models stay loaded: the demo
+/// loaded them with a keep-alive of 9001h, and they must fit together.
+const OLLAMA_ENV: &[&str] = &[
+    CA_BUNDLE,
+    "OLLAMA_MODELS=/var/lib/ollama/models",
+    "OLLAMA_KEEP_ALIVE=-1",
+];
+
+const OLLAMA: ImageLayout = ImageLayout {
+    name: "ollama",
+    repository: "agent-appliance/ollama",
+    tag: OLLAMA_VERSION,
+    purpose: "Ollama from nixpkgs (CPU) serving the spec's models; models in a named volume",
+    account: OLLAMA_ACCOUNT,
+    writable: OLLAMA_WRITABLE,
+    entrypoint: &["ollama", "serve"],
+    env: OLLAMA_ENV,
+    packages: &["ollama", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::MajorMinor { package: "ollama" },
+};
+
+const OLLAMA_CUDA: ImageLayout = ImageLayout {
+    name: "ollama-cuda",
+    repository: "agent-appliance/ollama-cuda",
+    tag: OLLAMA_VERSION,
+    purpose: "Ollama from nixpkgs built with CUDA, serving the spec's models on the host's NVIDIA GPUs through gVisor's nvproxy; models in a named volume",
+    account: OLLAMA_ACCOUNT,
+    writable: OLLAMA_WRITABLE,
+    entrypoint: &["ollama", "serve"],
+    env: OLLAMA_ENV,
+    packages: &["ollama-cuda", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::MajorMinor { package: "ollama-cuda" },
+};
+
+/// The tag of the SearXNG image: its layout's revision. nixpkgs' SearXNG
+/// has no releases (`0-unstable-<date>`); the image's version label
+/// records which snapshot it holds.
+pub const SEARXNG_TAG: &str = "1";
+
+const SEARXNG: ImageLayout = ImageLayout {
+    name: "searxng",
+    repository: "agent-appliance/searxng",
+    tag: SEARXNG_TAG,
+    purpose: "SearXNG from nixpkgs: the self-hosted search backend of Hermes' `crawler` tool (web_search)",
+    account: Account {
+        name: "searxng",
+        uid: 10080,
+        gid: 10080,
+        home: "/var/empty",
+    },
+    writable: &[TMP],
+    entrypoint: &["searxng-run"],
+    env: &[CA_BUNDLE, "SEARXNG_SETTINGS_PATH=/etc/searxng/settings.yml"],
+    packages: &["searxng", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::Unreleased { package: "searxng" },
+};
+
 /// Every image, in a stable order.
-pub fn all() -> [&'static ImageLayout; 4] {
-    [&DOCKER_IN_GVISOR, &HERMES, &OPENCLAW, &PICOCLAW]
+pub fn all() -> [&'static ImageLayout; 7] {
+    [
+        &DOCKER_IN_GVISOR,
+        &HERMES,
+        &OLLAMA,
+        &OLLAMA_CUDA,
+        &OPENCLAW,
+        &PICOCLAW,
+        &SEARXNG,
+    ]
+}
+
+/// The image of the crawler's search backend.
+pub fn searxng() -> &'static ImageLayout {
+    &SEARXNG
+}
+
+/// The image Ollama runs in: CUDA on NVIDIA hosts, CPU elsewhere.
+pub fn ollama(cuda: bool) -> &'static ImageLayout {
+    if cuda { &OLLAMA_CUDA } else { &OLLAMA }
 }
 
 /// The image an agent of this kind runs in.
@@ -351,7 +460,7 @@ mod tests {
     fn every_image_has_distinct_names_and_paths_under_its_account() {
         let mut names: Vec<_> = all().iter().map(|l| l.name).collect();
         names.dedup();
-        assert_eq!(names.len(), 4);
+        assert_eq!(names.len(), all().len());
         for layout in all() {
             assert!(layout.repository.ends_with(layout.name), "{}", layout.name);
             assert_eq!(by_reference(&layout.reference()), Some(layout));

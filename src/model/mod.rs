@@ -4,13 +4,15 @@
 mod agent_checks;
 mod allow;
 mod build;
-mod egress;
+pub mod egress;
 mod firewall;
 pub mod image;
 mod names;
 mod network;
 mod policy;
 mod sandbox;
+pub mod services;
+pub mod vram;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -27,9 +29,12 @@ pub use policy::{home_room_env, operator_env, rate_limit, room_ids_env, token_en
 pub use sandbox::{
     CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
 };
+pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS};
 
 use crate::runsc::Profile;
-use crate::spec::schema::{AgentKind, Browser, CodeExecution, DriverCapability, Platform, System, Target, Tool};
+use crate::spec::schema::{
+    AgentKind, Browser, CodeExecution, DriverCapability, InferenceSandbox, Platform, System, Target, Tool,
+};
 
 /// Where the appliance keeps state and runtime secrets on every host.
 pub const STATE_DIR: &str = "/var/lib/appliance";
@@ -86,6 +91,8 @@ pub struct Gpu {
     pub vendor: String,
     pub model: String,
     pub count: u32,
+    /// Memory of one GPU in bytes, from the spec or the known models.
+    pub vram: Option<u64>,
     pub driver_capabilities: Vec<DriverCapability>,
 }
 
@@ -127,8 +134,23 @@ pub struct Inference {
     pub models: Vec<String>,
     /// CUDA when the host has NVIDIA GPUs, CPU otherwise.
     pub acceleration: String,
-    /// The one address Ollama listens on (`OLLAMA_HOST` takes one).
+    /// Where Ollama runs: its own gVisor sandbox, or the host (`sandbox = "host"`).
+    pub mode: InferenceSandbox,
+    /// The sandbox Ollama runs in, in `gvisor` mode.
+    pub sandbox: Option<String>,
+    /// Where this host's sandboxes reach Ollama: the sandbox's fixed address
+    /// on the bridge, or (host mode) the one address the host service
+    /// listens on (`OLLAMA_HOST` takes one).
     pub bind_address: Ipv4Addr,
+    /// The overlay address other hosts' agents reach Ollama at, when any
+    /// agent is on another host (in `gvisor` mode the sandbox's port is
+    /// published on that address only).
+    pub overlay_address: Option<Ipv4Addr>,
+    /// The memory each model needs loaded, in bytes, when known (the table
+    /// in `model::vram` or the spec's `sizes`).
+    pub sizes: BTreeMap<String, Option<u64>>,
+    /// Notes for `appliance check`: the VRAM estimate, `sandbox = "host"`.
+    pub warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +170,11 @@ pub struct Agent {
     /// URLs as seen from inside the agent's sandbox.
     pub homeserver_url: String,
     pub inference_url: Option<String>,
+    /// The search backend (SearXNG on the agent's host) of its `crawler`
+    /// tool, as seen from inside its sandbox.
+    pub search_url: Option<String>,
+    /// The same, as an address, for the firewall.
+    pub search_address: Option<SocketAddrV4>,
     /// The same two services as addresses, for the firewall and the proxy's
     /// exceptions.
     pub matrix_address: SocketAddrV4,
@@ -224,7 +251,8 @@ pub enum MemberRole {
 pub struct Sandbox {
     pub name: String,
     pub purpose: String,
-    /// The agent this sandbox belongs to.
+    /// The agent this sandbox belongs to; empty for the appliance's own
+    /// services (Ollama, the search backend).
     pub agent: String,
     pub image: String,
     /// The Docker runtime (`Profile::name`) this sandbox runs under.
@@ -257,6 +285,9 @@ pub struct Sandbox {
     pub reach: Vec<Reach>,
     /// Host ports published to the sandbox's gateway port.
     pub publish: Vec<u16>,
+    /// The one host address the published ports bind to; every address
+    /// when `None`.
+    pub publish_on: Option<Ipv4Addr>,
     /// The port the agent's gateway listens on inside the sandbox.
     pub gateway_port: Option<u16>,
     pub gpus: bool,

@@ -24,6 +24,8 @@ pub struct Request<'a> {
     pub remote_exec: bool,
     pub code_network: bool,
     pub publish: &'a [u16],
+    /// The appliance runs a search backend for the `crawler` tool.
+    pub search_backend: bool,
     /// The agent's egress goes through the proxy (`egress` is not `none`).
     pub egress_proxy: bool,
 }
@@ -37,6 +39,7 @@ pub fn apply(request: Request) -> Policy {
         remote_exec,
         code_network,
         publish,
+        search_backend,
         egress_proxy,
     } = request;
     let mut permissive = Vec::new();
@@ -44,6 +47,22 @@ pub fn apply(request: Request) -> Policy {
     let mut effective = Vec::new();
     for tool in tools {
         match (kind, tool) {
+            // SearXNG gives Hermes' `search` toolset (web_search). Hermes
+            // 0.19.0's only self-hosted extraction backend is Firecrawl,
+            // which nixpkgs does not package (and which is five services:
+            // API, Playwright, Redis, RabbitMQ, PostgreSQL): web_extract
+            // stays off and the browser reads pages.
+            (AgentKind::Hermes, Tool::Crawler) if search_backend => {
+                effective.push(tool);
+                warnings.push(Warning {
+                    code: "agent-extract-off",
+                    message: format!(
+                        "agent `{name}`: Hermes' `crawler` tool searches through the appliance's SearXNG \
+                         (web_search); web_extract stays off: its only self-hosted backend is Firecrawl, \
+                         which nixpkgs does not package; the browser tool still reads web pages"
+                    ),
+                });
+            }
             // Hermes 0.19.0's `web` toolset (web_search, web_extract) only
             // has third-party backends (Firecrawl, Tavily, Exa, Parallel,
             // Brave, xAI, DuckDuckGo through `ddgs`, or a self-hosted

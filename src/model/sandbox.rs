@@ -224,15 +224,9 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             dns: inputs.network.gateway(),
         }),
         egress: agent.egress.clone(),
-        reach: egress::agent_reach(
-            &Services {
-                matrix: agent.matrix_address,
-                inference: agent.inference_address,
-                gateway,
-            },
-            &agent.egress,
-        ),
+        reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
+        publish_on: None,
         gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
         gpus,
         command: Vec::new(),
@@ -240,6 +234,31 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     };
     sandboxes.insert(0, own);
     sandboxes
+}
+
+/// What the agent's own sandbox may connect to: its Matrix, its model,
+/// DNS, the proxy with egress, and the crawler's search backend when it
+/// has the tool.
+fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
+    let mut reach = egress::agent_reach(
+        &Services {
+            matrix: agent.matrix_address,
+            inference: agent.inference_address,
+            gateway,
+        },
+        &agent.egress,
+    );
+    if let Some(search) = agent.search_address {
+        reach.push(egress::Reach {
+            service: "search",
+            address: *search.ip(),
+            protocol: "tcp",
+            port: search.port(),
+            why: "the `crawler` tool's search backend".into(),
+        });
+        reach.sort();
+    }
+    reach
 }
 
 /// `consumer` is the agent's image: the inner dockerd gives its socket the
@@ -323,6 +342,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
             Vec::new()
         },
         publish: Vec::new(),
+        publish_on: None,
         gateway_port: None,
         gpus: false,
         command: vec![
@@ -454,6 +474,10 @@ fn agent_environment(agent: &Agent, gateway: Ipv4Addr) -> Vec<(String, String)> 
         env.push(("MATRIX_ALLOWED_USERS", agent.allowed_users.join(",")));
         // Rooms are private and unencrypted; python-olm is deprecated.
         env.push(("MATRIX_E2EE_MODE", "off".into()));
+        // The `crawler` tool's SearXNG; Hermes reads it from the environment.
+        if let Some(url) = &agent.search_url {
+            env.push(("SEARXNG_URL", url.clone()));
+        }
         if agent.tools.contains(&Tool::Browser) {
             env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
             // Chromium's own sandbox cannot start inside gVisor, which is the

@@ -113,11 +113,46 @@ pub fn inet_table(host: &Host) -> String {
     out
 }
 
+/// The reach entries that are another sandbox on the bridge (the service
+/// sandboxes: Ollama, SearXNG): `(source, sandbox, reach)`.
+fn sandbox_to_sandbox(host: &Host) -> Vec<(Ipv4Addr, &str, &Reach)> {
+    let services: Vec<Ipv4Addr> = networked(host)
+        .map(|(_, a)| a)
+        .filter(|a| *a != host.network_address)
+        .collect();
+    networked(host)
+        .flat_map(|(sandbox, source)| {
+            sandbox
+                .reach
+                .iter()
+                .filter(|r| services.contains(&r.address))
+                .map(move |r| (source, sandbox.name.as_str(), r))
+        })
+        .collect()
+}
+
 pub fn bridge_table(host: &Host, subnet: &Subnet) -> String {
     let mut out = header(&format!(
-        "Body of nftables table `bridge {BRIDGE_TABLE}` on host `{}`: sandboxes do not talk to each other.",
+        "Body of nftables table `bridge {BRIDGE_TABLE}` on host `{}`: sandboxes do not talk to each other, except to the service sandboxes their reach names.",
         host.name
     ));
+    // Stateless pairs: the bridge family's conntrack is not on every kernel.
+    let mut allowed = String::new();
+    for (source, sandbox, reach) in sandbox_to_sandbox(host) {
+        let _ = writeln!(
+            allowed,
+            "    ip saddr {source} ip daddr {} {} dport {} accept comment \"{sandbox}: {}\"\n    \
+             ip saddr {} {} sport {} ip daddr {source} accept comment \"{sandbox}: {} (replies)\"",
+            reach.address,
+            reach.protocol,
+            reach.port,
+            reach.service,
+            reach.address,
+            reach.protocol,
+            reach.port,
+            reach.service
+        );
+    }
     let _ = write!(
         out,
         "# Frames between two ports of {BRIDGE_INTERFACE} never reach the IP hooks\n\
@@ -125,7 +160,7 @@ pub fn bridge_table(host: &Host, subnet: &Subnet) -> String {
          # appliance subnet (`meta ibrname` needs nft_meta_bridge, which not every\n\
          # kernel has). Each sandbox still reaches the bridge address: that is\n\
          # input, not forward.\n\
-         chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+         chain forward {{\n    type filter hook forward priority filter; policy accept;\n{allowed}    \
          ip saddr {subnet} ip daddr {subnet} counter drop comment \"sandbox to sandbox\"\n}}\n"
     );
     out

@@ -12,6 +12,7 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::docker::run_options;
+use crate::model::services::{SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::model::{
     Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
     STATE_DIR, Sandbox, WIREGUARD_PORT,
@@ -93,12 +94,47 @@ struct HostContext {
     egress: Option<EgressFiles>,
     bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
+    /// The oneshot that pulls the models into the inference sandbox.
+    models: Option<ModelPull>,
+    /// Units `appliance-ready.target` waits for.
+    ready: Vec<String>,
+    pull_script: &'static str,
+    /// Secrets of the appliance's own service sandboxes, made at first boot.
+    service_secrets: Vec<ServiceSecret>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
     /// Path units starting a sandbox once pairing has fetched its secrets.
     secret_waits: BTreeMap<String, Value>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,
+}
+
+#[derive(Serialize)]
+struct ServiceSecret {
+    dir: String,
+    file: String,
+    variable: &'static str,
+}
+
+/// The unit that makes the service sandboxes' secrets.
+const SERVICE_SECRETS_UNIT: &str = "appliance-service-secrets.service";
+
+fn service_secrets(host: &Host) -> Vec<ServiceSecret> {
+    host.sandboxes
+        .iter()
+        .filter(|s| s.name == SEARCH_SANDBOX)
+        .map(|_| ServiceSecret {
+            dir: SEARCH_SECRET_ENV.rsplit_once('/').map_or("", |(d, _)| d).to_string(),
+            file: SEARCH_SECRET_ENV.to_string(),
+            variable: "SEARXNG_SECRET",
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ModelPull {
+    sandbox_unit: String,
+    models: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -234,6 +270,10 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             .then(|| host.network_address.to_string()),
         bootstrap: bootstrap_commands(),
         ollama: ollama(appliance, host, overlay),
+        models: model_pull(appliance, host),
+        ready: ready_units(appliance, host),
+        pull_script: PULL_SCRIPT,
+        service_secrets: service_secrets(host),
         containers,
         container_units,
         secret_waits,
@@ -241,7 +281,90 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
     };
     let text = engine.render("host.nix.j2", &context)?;
     tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
+    if let Some(script) = pull_script(appliance, host) {
+        tree.insert(format!("hosts/{}/{PULL_SCRIPT}", host.name), script.into_bytes());
+    }
     Ok(())
+}
+
+/// The script the models unit runs; the rehearsal runs the same file.
+pub const PULL_SCRIPT: &str = "pull-models.sh";
+
+/// The inference sandbox of this host, in `gvisor` mode.
+fn inference_sandbox<'a>(appliance: &'a Appliance, host: &Host) -> Option<&'a crate::model::Inference> {
+    appliance
+        .inference
+        .as_ref()
+        .filter(|i| host.runs_inference && i.sandbox.is_some())
+}
+
+fn model_pull(appliance: &Appliance, host: &Host) -> Option<ModelPull> {
+    let inference = inference_sandbox(appliance, host)?;
+    Some(ModelPull {
+        sandbox_unit: format!("docker-{}.service", inference.sandbox.as_deref().unwrap_or_default()),
+        models: inference.models.clone(),
+    })
+}
+
+/// Pulls every model through the inference sandbox's API, one at a time:
+/// Ollama itself downloads (through the egress proxy when the sandbox has
+/// one). A model that fails is named in the journal; the unit fails if any
+/// did, so `appliance-ready.target` is not reached.
+pub fn pull_script(appliance: &Appliance, host: &Host) -> Option<String> {
+    let inference = inference_sandbox(appliance, host)?;
+    // Model names are checked to be `[A-Za-z0-9._:/-]` (model::names), so
+    // they need no quoting in the shell or in JSON.
+    let models = inference.models.join(" ");
+    Some(format!(
+        r#"#!/bin/sh
+# {STAMP} from the appliance spec; do not edit.
+# Pulls the spec's models into Ollama's sandbox at {address}:{port}.
+# Usage: pull-models.sh [URL]; the unit appliance-models runs it.
+set -u
+url="${{1:-http://{address}:{port}}}"
+tries=0
+until curl -fsS "$url/api/version" >/dev/null 2>&1; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 120 ]; then
+    echo "appliance: Ollama at $url did not answer in 120 s; no model pulled" >&2
+    exit 1
+  fi
+  sleep 1
+done
+failed=""
+for model in {models}; do
+  echo "appliance: pulling model $model"
+  body="{{\"model\": \"$model\", \"stream\": false}}"
+  if out=$(curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' \
+      -d "$body" "$url/api/pull"); then
+    echo "appliance: model $model is ready"
+  else
+    echo "appliance: model $model failed to pull: $out" >&2
+    failed="$failed $model"
+  fi
+done
+if [ -n "$failed" ]; then
+  echo "appliance: models not pulled:$failed" >&2
+  exit 1
+fi
+"#,
+        address = inference.bind_address,
+        port = inference.port,
+    ))
+}
+
+/// Everything that must be up before the appliance is ready: every
+/// sandbox, and the models once pulled.
+fn ready_units(appliance: &Appliance, host: &Host) -> Vec<String> {
+    let mut units: Vec<String> = host
+        .sandboxes
+        .iter()
+        .map(|s| format!("docker-{}.service", s.name))
+        .collect();
+    if inference_sandbox(appliance, host).is_some() {
+        units.push("appliance-models.service".into());
+    }
+    units
 }
 
 /// The host's firewall rules as NixOS spells them: open everywhere, or per
@@ -298,7 +421,16 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     for sandbox in &host.sandboxes {
         containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
         let unit = format!("docker-{}", sandbox.name);
-        let deps = if host.runs_matrix {
+        let deps = if sandbox.agent.is_empty() {
+            // A service (Ollama, SearXNG) needs no Matrix secret; it waits
+            // for its own secret if it has one, and for the overlay only
+            // when it publishes a port on its address.
+            let mut deps = vec!["appliance-network.service".to_string()];
+            if !sandbox.env_files.is_empty() {
+                deps.push(SERVICE_SECRETS_UNIT.to_string());
+            }
+            unit_deps(deps, overlay.filter(|_| sandbox.publish_on.is_some()))
+        } else if host.runs_matrix {
             unit_deps(
                 vec![
                     "appliance-network.service".to_string(),
@@ -412,12 +544,15 @@ fn bootstrap_commands() -> BootstrapCommands {
 
 /// Ollama's settings, on the host that serves inference.
 fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<BTreeMap<&'static str, Value>> {
-    let inference = appliance.inference.as_ref().filter(|_| host.runs_inference)?;
+    let inference = appliance
+        .inference
+        .as_ref()
+        .filter(|i| host.runs_inference && i.sandbox.is_none())?;
     let mut settings = BTreeMap::new();
     let package = if inference.acceleration == "cuda" {
         "pkgs.ollama-cuda"
     } else {
-        "pkgs.ollama-cpu"
+        "pkgs.ollama"
     };
     settings.insert("package", expr(package));
     settings.insert("host", Value::from(inference.bind_address.to_string()));

@@ -9,6 +9,7 @@ mod index;
 pub mod nix;
 mod pairing;
 pub mod runtimes;
+pub mod search;
 pub mod synapse;
 mod templates;
 mod webclient;
@@ -57,6 +58,7 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;
     images::render(appliance, &engine, &mut tree)?;
+    search::render(appliance, &mut tree)?;
     tree.insert("bootstrap/plan.json".into(), json(&plan)?);
     Ok(tree)
 }

@@ -42,8 +42,26 @@ pub struct Spec {
     pub agents: BTreeMap<Spanned<String>, AgentSpec>,
     #[serde(default)]
     pub rooms: BTreeMap<Spanned<String>, RoomSpec>,
+    /// The self-hosted backend of the agents' `crawler` tool.
+    pub crawler: Option<Spanned<CrawlerSpec>>,
     /// Security lints the operator accepts, each with a written reason.
     pub lints: Option<LintsSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CrawlerSpec {
+    /// `searxng` (default): a SearXNG sandbox on each host whose agents have
+    /// the `crawler` tool; `off`: none, and the tool stays off.
+    pub backend: Option<Spanned<CrawlerBackend>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrawlerBackend {
+    #[default]
+    Searxng,
+    Off,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +151,9 @@ pub struct GpuSpec {
     pub count: Spanned<u32>,
     /// nvproxy driver capabilities; `compute` and `utility` when absent.
     pub driver_capabilities: Option<Vec<Spanned<DriverCapability>>>,
+    /// Memory of one GPU (`24g`), for the VRAM check; known models have a
+    /// default.
+    pub vram: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +176,23 @@ pub struct InferenceSpec {
     pub host: Spanned<String>,
     pub port: Option<Spanned<u16>>,
     pub models: Vec<Spanned<String>>,
+    /// Where Ollama runs: its own gVisor sandbox (default) or the host.
+    pub sandbox: Option<Spanned<InferenceSandbox>>,
+    /// Model name -> the memory it needs loaded (`28g`), for models the
+    /// VRAM check does not know.
+    #[serde(default)]
+    pub sizes: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// `[inference] sandbox`: where Ollama runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InferenceSandbox {
+    /// Its own gVisor sandbox on the appliance bridge (nvproxy on GPU hosts).
+    #[default]
+    Gvisor,
+    /// nixpkgs' `services.ollama` on the host, outside gVisor.
+    Host,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]

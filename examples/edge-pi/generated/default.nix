@@ -9,6 +9,7 @@
     pi = {
       module = ./hosts/pi;
       sandboxes = {
+        ollama = "agent-appliance/ollama:0.32";
         scout = "agent-appliance/picoclaw:0.2.9";
       };
       system = "aarch64-linux";
@@ -16,6 +17,10 @@
     };
   };
   images = {
+    ollama = {
+      file = ./images/ollama.nix;
+      systems = [ "aarch64-linux" ];
+    };
     picoclaw = {
       file = ./images/picoclaw.nix;
       systems = [ "aarch64-linux" ];

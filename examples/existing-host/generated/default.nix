@@ -11,6 +11,7 @@
       sandboxes = {
         coder = "agent-appliance/hermes:0.19.0";
         coder-exec = "agent-appliance/docker-in-gvisor:29";
+        ollama = "agent-appliance/ollama-cuda:0.32";
         reader = "agent-appliance/openclaw:2026.9.6";
       };
       system = "x86_64-linux";
@@ -24,6 +25,10 @@
     };
     hermes = {
       file = ./images/hermes.nix;
+      systems = [ "x86_64-linux" ];
+    };
+    ollama-cuda = {
+      file = ./images/ollama-cuda.nix;
       systems = [ "x86_64-linux" ];
     };
     openclaw = {

@@ -10,12 +10,17 @@
       module = ./hosts/box;
       sandboxes = {
         helper = "agent-appliance/picoclaw:0.2.9";
+        ollama = "agent-appliance/ollama:0.32";
       };
       system = "x86_64-linux";
       target = "nixos";
     };
   };
   images = {
+    ollama = {
+      file = ./images/ollama.nix;
+      systems = [ "x86_64-linux" ];
+    };
     picoclaw = {
       file = ./images/picoclaw.nix;
       systems = [ "x86_64-linux" ];

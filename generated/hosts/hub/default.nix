@@ -34,7 +34,7 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 3128 8008 11434 ];
+          allowedTCPPorts = [ 53 3128 8008 ];
           allowedUDPPorts = [ 53 ];
         };
         wg-appliance = {
@@ -53,6 +53,8 @@ in
     hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
       "appliance host `hub`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
     hardware.nvidia.nvidiaPersistenced = true;
+    # CDI specs for Docker: a sandbox uses the GPU.
+    hardware.nvidia-container-toolkit.enable = true;
 
     assertions = [
       {
@@ -136,6 +138,8 @@ in
 
     # Docker with gVisor: every runtime below is runsc with a profile derived
     # from the spec; `runsc` (strict) is the default for any other container.
+    # `runsc-gpu` is more permissive than strict:
+    #   - nvproxy: the sandbox uses the host's GPUs (Ollama on a GPU host, or an agent with `gpu = true`), with only the spec's driver capabilities
     # `runsc-uds-open` is more permissive than strict:
     #   - host UDS open: connects to the code-execution sandbox's Docker socket, in one dedicated host directory
     # `runsc-dind` is more permissive than strict:
@@ -267,25 +271,67 @@ in
       };
     };
 
-    # Ollama listens on one address only, where the sandboxes reach it.
-    services.ollama = {
-      enable = true;
-      package = pkgs.ollama-cuda;
-      host = "10.89.0.1";
-      port = 11434;
-      loadModels = [ "gemma4:26b-a4b-it-q8_0" "glm-4.7-flash:q4_K_M" "qwen3.5:27b-q4_K_M" ];
+
+    # Secrets of the appliance's own services (SearXNG's key, which signs its
+    # URLs), made on this host at first boot and never in the Nix store.
+    systemd.services.appliance-service-secrets = {
+      description = "Create the appliance services' secrets on first boot";
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        UMask = "0077";
+      };
+      script = ''
+        mkdir -p -m 0700 /var/lib/appliance/secrets/searxng
+        if [ ! -s /var/lib/appliance/secrets/searxng/env ]; then
+          echo "SEARXNG_SECRET=$(head -c 32 /dev/urandom | base64 -w0 | tr -d '=+/')" > /var/lib/appliance/secrets/searxng/env.tmp
+          mv /var/lib/appliance/secrets/searxng/env.tmp /var/lib/appliance/secrets/searxng/env
+        fi
+      '';
     };
-    systemd.services.ollama = {
-      after = [
-        "appliance-network.service"
-        "network-online.target"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-      ];
+
+    # The spec's models, pulled into Ollama's sandbox once it answers; the
+    # appliance is not ready until every one is there. A model that fails is
+    # named in this unit's journal (`journalctl -u appliance-models`).
+    systemd.services.appliance-models = {
+      description = "Pull the appliance's models into Ollama's sandbox";
+      after = [ "docker-ollama.service" ];
+      requires = [ "docker-ollama.service" ];
+      wantedBy = [ "multi-user.target" ];
+      path = [ pkgs.curl ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        # Tens of gigabytes per model.
+        TimeoutStartSec = "infinity";
+        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
+      };
+    };
+
+    # Reached once every sandbox runs and the models are pulled:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
       requires = [
-        "appliance-network.service"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "docker-ollama.service"
+        "docker-searxng.service"
+        "docker-balthasar.service"
+        "docker-casper.service"
+        "docker-casper-exec.service"
+        "docker-melchior.service"
+        "appliance-models.service"
       ];
-      wants = [ "network-online.target" ];
+      after = [
+        "docker-ollama.service"
+        "docker-searxng.service"
+        "docker-balthasar.service"
+        "docker-casper.service"
+        "docker-casper-exec.service"
+        "docker-melchior.service"
+        "appliance-models.service"
+      ];
     };
 
     virtualisation.oci-containers.backend = "docker";
@@ -297,12 +343,12 @@ in
           HOME = "/var/lib/picoclaw";
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
-          NO_PROXY = "10.88.0.1,10.89.0.1,127.0.0.1,localhost";
+          NO_PROXY = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
           PICOCLAW_HOME = "/var/lib/picoclaw";
           http_proxy = "http://10.88.0.1:3128";
           https_proxy = "http://10.88.0.1:3128";
-          no_proxy = "10.88.0.1,10.89.0.1,127.0.0.1,localhost";
+          no_proxy = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/balthasar/env" ];
         extraOptions = [
@@ -345,6 +391,7 @@ in
           MATRIX_E2EE_MODE = "off";
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";
           MATRIX_USER_ID = "@casper:magi";
+          SEARXNG_URL = "http://10.88.0.3:8080";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
         extraOptions = [
@@ -436,7 +483,7 @@ in
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
           NODE_USE_ENV_PROXY = "1";
-          NO_PROXY = "10.88.0.1,10.89.0.1,127.0.0.1,localhost";
+          NO_PROXY = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
           OPENCLAW_CONFIG_PATH = "/etc/openclaw/openclaw.json";
           OPENCLAW_DISABLE_BONJOUR = "1";
           OPENCLAW_NIX_MODE = "1";
@@ -444,7 +491,7 @@ in
           OPENCLAW_STATE_DIR = "/home/node/.openclaw";
           http_proxy = "http://10.88.0.1:3128";
           https_proxy = "http://10.88.0.1:3128";
-          no_proxy = "10.88.0.1,10.89.0.1,127.0.0.1,localhost";
+          no_proxy = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
         };
         environmentFiles = [ "/var/lib/appliance/secrets/melchior/env" ];
         extraOptions = [
@@ -473,6 +520,72 @@ in
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
+      ollama = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HOME = "/var/lib/ollama";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          OLLAMA_HOST = "0.0.0.0:11434";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
+        };
+        environmentFiles = [ ];
+        extraOptions = [
+          "--runtime=runsc-gpu"
+          "--hostname=ollama"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=4096"
+          "--memory=128g"
+          "--cpus=8"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.2"
+          "--device=nvidia.com/gpu=all"
+        ];
+        image = "agent-appliance/ollama-cuda:0.32";
+        imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
+        ports = [ "10.89.0.1:11434:11434" ];
+        user = "11434:11434";
+        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+      };
+      searxng = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          SEARXNG_SETTINGS_PATH = "/etc/searxng/settings.yml";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
+        };
+        environmentFiles = [ "/var/lib/appliance/secrets/searxng/env" ];
+        extraOptions = [
+          "--runtime=runsc"
+          "--hostname=searxng"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=1024"
+          "--memory=1g"
+          "--cpus=1"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.3"
+        ];
+        image = "agent-appliance/searxng:1";
+        imageStream = import ../../images/searxng.nix { inherit pkgs; images = applianceImages; };
+        ports = [ ];
+        user = "10080:10080";
+        volumes = [ "${../../services/searxng/settings.yml}:/etc/searxng/settings.yml:ro" ];
+      };
     };
     systemd.services.docker-balthasar = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
@@ -489,6 +602,22 @@ in
     systemd.services.docker-melchior = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+    };
+    systemd.services.docker-ollama = {
+      after = [
+        "appliance-network.service"
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      requires = [
+        "appliance-network.service"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+      ];
+      wants = [ "network-online.target" ];
+    };
+    systemd.services.docker-searxng = {
+      after = [ "appliance-network.service" "appliance-service-secrets.service" ];
+      requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
     };
   };
 }

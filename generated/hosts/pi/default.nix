@@ -155,6 +155,16 @@ in
     services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
     systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
+
+    # Reached once every sandbox runs:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
+      requires = [ "docker-balthasar-pi.service" ];
+      after = [ "docker-balthasar-pi.service" ];
+    };
+
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {
       balthasar-pi = {

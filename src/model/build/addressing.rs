@@ -7,8 +7,10 @@ use std::net::Ipv4Addr;
 use toml::Spanned;
 
 use super::{Builder, span};
+use crate::model::services::INFERENCE_SLOT;
 use crate::model::{Host, Subnet};
 use crate::spec::Spec;
+use crate::spec::schema::InferenceSandbox;
 
 const DEFAULT_NETWORK: &str = "10.88.0.0/16";
 const DEFAULT_OVERLAY: &str = "10.89.0.0/24";
@@ -74,8 +76,14 @@ pub(super) struct Endpoints {
     pub matrix_port: u16,
     pub inference_host: Option<String>,
     pub inference_port: u16,
-    /// The one address Ollama listens on, when its host exists.
+    /// Where the inference host's own sandboxes reach Ollama, when its host
+    /// exists: the inference sandbox's fixed address, or in host mode the
+    /// one address the host service listens on.
     pub inference_address: Option<Ipv4Addr>,
+    /// Where other hosts' agents reach Ollama: the inference host's overlay
+    /// address, when any agent is on another host.
+    pub inference_overlay: Option<Ipv4Addr>,
+    pub inference_mode: InferenceSandbox,
     network: Subnet,
     /// Each host's overlay address, for services on another host.
     overlay_addresses: BTreeMap<String, Option<Ipv4Addr>>,
@@ -93,12 +101,21 @@ impl Endpoints {
         let remote_inference = inference_host
             .as_ref()
             .is_some_and(|ih| spec.agents.values().any(|a| a.host.get_ref() != ih));
-        let inference_address = inference_host.as_ref().and_then(|ih| hosts.get(ih)).map(|host| {
-            if remote_inference {
-                host.overlay_address.unwrap_or(network.gateway())
-            } else {
-                network.gateway()
-            }
+        let inference_mode = inference_spec
+            .and_then(|i| i.sandbox.as_ref())
+            .map_or(InferenceSandbox::Gvisor, |s| *s.get_ref());
+        let inference_host_model = inference_host.as_ref().and_then(|ih| hosts.get(ih));
+        let inference_overlay = inference_host_model
+            .filter(|_| remote_inference)
+            .and_then(|host| host.overlay_address);
+        let inference_address = inference_host_model.map(|host| match inference_mode {
+            // The sandbox has its own address on the bridge; other hosts
+            // reach it through a port published on the overlay address.
+            InferenceSandbox::Gvisor => network
+                .host(INFERENCE_SLOT)
+                .expect("every appliance subnet has room for the service slots"),
+            InferenceSandbox::Host if remote_inference => host.overlay_address.unwrap_or(network.gateway()),
+            InferenceSandbox::Host => network.gateway(),
         });
         Endpoints {
             matrix_host: matrix_spec.host.get_ref().clone(),
@@ -108,8 +125,19 @@ impl Endpoints {
                 .and_then(|i| i.port.as_ref())
                 .map_or(OLLAMA_PORT, |p| *p.get_ref()),
             inference_address,
+            inference_overlay,
+            inference_mode,
             network,
             overlay_addresses: hosts.iter().map(|(n, h)| (n.clone(), h.overlay_address)).collect(),
+        }
+    }
+
+    /// The address a sandbox on host `from` reaches Ollama at.
+    pub fn inference_address_from(&self, from: &str) -> Option<Ipv4Addr> {
+        let inference_host = self.inference_host.as_deref()?;
+        match self.inference_mode {
+            InferenceSandbox::Gvisor if from != inference_host => self.inference_overlay,
+            _ => self.inference_address,
         }
     }
 

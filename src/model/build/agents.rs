@@ -12,8 +12,9 @@ use super::addressing::Endpoints;
 use super::matrix::Accounts;
 use super::{Builder, span};
 use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
+use crate::model::services::{SEARCH_PORT, SEARCH_SLOT};
 use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
-use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target};
+use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
 
 /// Hermes refuses models with a smaller context window.
 const HERMES_MIN_CONTEXT: u32 = 64_000;
@@ -27,6 +28,8 @@ pub(super) struct Context<'a> {
     pub rooms_of: BTreeMap<String, Vec<&'a Room>>,
     pub endpoints: &'a Endpoints,
     pub network: Subnet,
+    /// The spec runs a search backend for the `crawler` tool.
+    pub search_backend: bool,
 }
 
 pub(super) fn resolve(b: &mut Builder, ctx: &Context) -> BTreeMap<String, Agent> {
@@ -74,7 +77,7 @@ fn resolve_agent(
     let endpoints = ctx.endpoints;
     let homeserver_address = endpoints.address_from(&host_name, &endpoints.matrix_host);
     let inference_url = endpoints
-        .inference_address
+        .inference_address_from(&host_name)
         .map(|address| format!("http://{address}:{}", endpoints.inference_port));
     let (rooms, allowed_users) = rooms_and_allowlist(ctx, &user_id);
     let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
@@ -88,12 +91,21 @@ fn resolve_agent(
         remote_exec: agent.remote_exec(),
         code_network: agent.code_network(),
         publish: &publish,
+        search_backend: ctx.search_backend,
         egress_proxy: egress.uses_proxy(),
     });
+    let search_address = (ctx.search_backend && policy.tools.contains(&Tool::Crawler)).then(|| {
+        let address = ctx
+            .network
+            .host(SEARCH_SLOT)
+            .expect("every appliance subnet has the service slots");
+        SocketAddrV4::new(address, SEARCH_PORT)
+    });
+    let search_url = search_address.map(|a| format!("http://{a}"));
     Some(Agent {
         name: name.get_ref().clone(),
         kind,
-        host: host_name,
+        host: host_name.clone(),
         user_id,
         model,
         context,
@@ -109,12 +121,14 @@ fn resolve_agent(
             endpoints.matrix_port
         ),
         inference_url,
+        search_url,
+        search_address,
         matrix_address: SocketAddrV4::new(
             homeserver_address.unwrap_or(ctx.network.gateway()),
             endpoints.matrix_port,
         ),
         inference_address: endpoints
-            .inference_address
+            .inference_address_from(&host_name)
             .map(|a| SocketAddrV4::new(a, endpoints.inference_port)),
         egress_proxy: egress
             .uses_proxy()

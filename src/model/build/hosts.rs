@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::{Builder, span};
+use crate::model::vram;
 use crate::model::{Gpu, Host, Subnet};
 use crate::spec::schema::{DriverCapability, GpuSpec, HostSpec, Platform, System, Target};
 
@@ -131,10 +132,25 @@ fn resolve_gpu(b: &mut Builder, name: &Spanned<String>, gpu: &Spanned<GpuSpec>, 
     };
     capabilities.sort();
     capabilities.dedup();
+    let vram = match &gpu.vram {
+        Some(text) => {
+            let size = vram::parse_size(text.get_ref());
+            if size.is_none() {
+                b.error(
+                    span(text),
+                    format!("`vram = \"{}\"` is not a size", text.get_ref()),
+                    "write the memory of one GPU like `24g`",
+                );
+            }
+            size
+        }
+        None => vram::known_gpu(gpu.model.get_ref()),
+    };
     Some(Gpu {
         vendor: "nvidia".into(),
         model: gpu.model.get_ref().clone(),
         count: *gpu.count.get_ref(),
+        vram,
         driver_capabilities: capabilities,
     })
 }

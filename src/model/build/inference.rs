@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::addressing::Endpoints;
 use super::{Builder, span};
 use crate::model::names::model_problem;
-use crate::model::{Host, Inference, Subnet};
+use crate::model::services::INFERENCE_SANDBOX;
+use crate::model::{Host, Inference, Subnet, Warning, vram};
 use crate::spec::Spec;
+use crate::spec::schema::{InferenceSandbox, InferenceSpec};
 
 /// The models Ollama serves, each checked once.
 pub(super) fn models(b: &mut Builder) -> BTreeSet<String> {
@@ -39,7 +41,31 @@ pub(super) fn models(b: &mut Builder) -> BTreeSet<String> {
             );
         }
     }
+    check_sizes(b, inference_spec, &models);
     models
+}
+
+/// `[inference.sizes]`: sizes, of models Ollama serves.
+fn check_sizes(b: &mut Builder, inference: &InferenceSpec, models: &BTreeSet<String>) {
+    for (model, size) in &inference.sizes {
+        if !models.contains(model.get_ref()) {
+            b.error(
+                span(model),
+                format!(
+                    "`sizes` names model `{}`, which `models` does not list",
+                    model.get_ref()
+                ),
+                "remove it, or add the model to `models`",
+            );
+        }
+        if vram::parse_size(size.get_ref()).is_none() {
+            b.error(
+                span(size),
+                format!("`{}` is not a size", size.get_ref()),
+                "write what the model needs loaded, as `ollama ps` shows it, like `44g`",
+            );
+        }
+    }
 }
 
 /// Ollama as the model has it, when its host exists.
@@ -51,15 +77,41 @@ pub(super) fn resolve(
 ) -> Option<Inference> {
     let spec_inference = spec.inference.as_ref()?.get_ref();
     let host = hosts.get(spec_inference.host.get_ref())?;
+    let models: Vec<String> = spec_inference.models.iter().map(|m| m.get_ref().clone()).collect();
+    let spec_sizes: BTreeMap<String, u64> = spec_inference
+        .sizes
+        .iter()
+        .filter_map(|(m, s)| Some((m.get_ref().clone(), vram::parse_size(s.get_ref())?)))
+        .collect();
+    let sizes: BTreeMap<String, Option<u64>> = models
+        .iter()
+        .map(|m| (m.clone(), vram::model_size(m, &spec_sizes)))
+        .collect();
+    let mode = endpoints.inference_mode;
+    let mut warnings = vram::check(&sizes, host.gpu.as_ref());
+    if mode == InferenceSandbox::Host {
+        warnings.push(Warning {
+            code: "inference-on-host",
+            message: "inference: `sandbox = \"host\"` runs Ollama as a host service outside gVisor: an agent \
+                      that can be prompt-injected talks straight to a large C++/Go server with the host's \
+                      kernel and GPU driver; remove it for Ollama's own gVisor sandbox"
+                .into(),
+        });
+    }
     Some(Inference {
         host: host.name.clone(),
         port: endpoints.inference_port,
-        models: spec_inference.models.iter().map(|m| m.get_ref().clone()).collect(),
+        models,
         acceleration: if host.gpu.is_some() {
             "cuda".into()
         } else {
             "cpu".into()
         },
+        mode,
+        sandbox: (mode == InferenceSandbox::Gvisor).then(|| INFERENCE_SANDBOX.to_string()),
         bind_address: endpoints.inference_address.unwrap_or(network.gateway()),
+        overlay_address: endpoints.inference_overlay,
+        sizes,
+        warnings,
     })
 }

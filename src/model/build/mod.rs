@@ -24,6 +24,7 @@ use super::names::{name_problem, suggest};
 use super::{Appliance, Room};
 use crate::diag::{Diagnostic, SourceFile, SpecErrors};
 use crate::spec::Spec;
+use crate::spec::schema::CrawlerBackend;
 
 pub const SSH_PORT: u16 = 22;
 /// The DNS resolver the sandboxes use (it forwards nothing), on the bridge address.
@@ -138,6 +139,11 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             rooms_of: rooms_of(&rooms),
             endpoints: &endpoints,
             network,
+            search_backend: spec
+                .crawler
+                .as_ref()
+                .and_then(|c| c.get_ref().backend.as_ref())
+                .is_none_or(|b| *b.get_ref() == CrawlerBackend::Searxng),
         },
     );
     ports::check(&mut b, &hosts, overlay.is_some(), &endpoints);
@@ -146,6 +152,8 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     b.check(source)?;
 
     // Sandboxes, addresses and runtimes, now that every reference is valid.
+    sandboxes::place_inference(&mut hosts, inference.as_ref(), network);
+    sandboxes::place_search(&mut hosts, &agents, network);
     sandboxes::place(&mut b, &mut hosts, &agents, network);
     b.check(source)?;
     sandboxes::finish_hosts(&mut hosts, &matrix, inference.as_ref(), overlay.is_some());

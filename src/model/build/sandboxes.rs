@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Builder, span};
 use crate::model::sandbox::{self, SandboxInputs};
+use crate::model::services;
 use crate::model::{Agent, Host, Inference, Matrix, Subnet, firewall};
 use crate::runsc::Profile;
 
@@ -51,6 +52,31 @@ pub(super) fn place(
                 *counter += 1;
             }
             host.sandboxes.push(sandbox);
+        }
+    }
+}
+
+/// Ollama's sandbox on its host, in `gvisor` mode, before the agents'.
+pub(super) fn place_inference(hosts: &mut BTreeMap<String, Host>, inference: Option<&Inference>, network: Subnet) {
+    let Some(inference) = inference.filter(|i| i.sandbox.is_some()) else {
+        return;
+    };
+    let host = hosts.get_mut(&inference.host).expect("inference host checked");
+    let sandbox = services::inference_sandbox(inference, host.gpu.as_ref(), &network);
+    host.sandboxes.insert(0, sandbox);
+}
+
+/// A SearXNG sandbox on each host with an agent whose `crawler` tool uses it.
+pub(super) fn place_search(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap<String, Agent>, network: Subnet) {
+    for host in hosts.values_mut() {
+        let clients: Vec<String> = agents
+            .values()
+            .filter(|a| a.host == host.name && a.search_url.is_some())
+            .map(|a| a.name.clone())
+            .collect();
+        if !clients.is_empty() {
+            let at = host.sandboxes.len().min(1);
+            host.sandboxes.insert(at, services::search_sandbox(&clients, &network));
         }
     }
 }

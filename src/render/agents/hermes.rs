@@ -12,6 +12,8 @@
 //! - web_search/web_extract auto-select a keyless public backend (DuckDuckGo
 //!   through `ddgs`) or Nous' managed gateway: the `web` toolset is off
 //!   (`agent.disabled_toolsets` also strips web_search from `browser`);
+//!   with the `crawler` tool, web_search (the `search` toolset) goes to the
+//!   appliance's SearXNG, pinned by `web.search_backend`;
 //! - the browser auto-detects cloud browsers (Browser Use, Browserbase):
 //!   `browser.cloud_provider = "local"` pins the local Chromium;
 //! - text to speech defaults to Microsoft Edge's online voices: `tts` off;
@@ -37,6 +39,8 @@ pub struct Config {
     security: Security,
     auxiliary: BTreeMap<&'static str, Auxiliary>,
     matrix: Matrix,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    web: Option<Web>,
     /// Strangers' DMs get nothing, not a pairing code to request access.
     unauthorized_dm_behavior: &'static str,
 }
@@ -95,6 +99,14 @@ struct Auxiliary {
     provider: &'static str,
 }
 
+/// The `crawler` tool's backend: the appliance's SearXNG (its URL is
+/// `SEARXNG_URL` in the sandbox environment). No extract backend: Hermes'
+/// only self-hosted one is Firecrawl.
+#[derive(Debug, Serialize)]
+struct Web {
+    search_backend: &'static str,
+}
+
 #[derive(Debug, Serialize)]
 struct Matrix {
     require_mention: bool,
@@ -129,7 +141,19 @@ pub fn config(agent: &Agent) -> Config {
     if !agent.skills.is_empty() {
         toolsets.push("skills");
     }
+    // web_search only; `web` would add web_extract, which has no backend.
+    let search = agent.search_url.is_some();
+    if search {
+        toolsets.push("search");
+    }
     toolsets.sort_unstable();
+    // Disabling `web` would strip web_search from every toolset, `search`
+    // included; with SearXNG only the toolsets nothing enables stay listed.
+    let disabled: Vec<&'static str> = ALWAYS_OFF
+        .iter()
+        .copied()
+        .filter(|t| !search || !["web", "search"].contains(t))
+        .collect();
     Config {
         model: Model {
             default: agent.model.clone(),
@@ -143,7 +167,7 @@ pub fn config(agent: &Agent) -> Config {
         // everything.
         platform_toolsets: BTreeMap::from([("matrix", toolsets)]),
         agent: AgentSettings {
-            disabled_toolsets: ALWAYS_OFF.to_vec(),
+            disabled_toolsets: disabled,
         },
         terminal: if code {
             // Through the code-execution sandbox's Docker daemon only:
@@ -202,6 +226,9 @@ pub fn config(agent: &Agent) -> Config {
             require_mention: true,
             allowed_users: agent.allowed_users.clone(),
         },
+        web: search.then_some(Web {
+            search_backend: "searxng",
+        }),
         unauthorized_dm_behavior: "ignore",
     }
 }

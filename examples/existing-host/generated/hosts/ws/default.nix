@@ -34,7 +34,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 3128 8008 11434 ];
+          allowedTCPPorts = [ 53 3128 8008 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -50,6 +50,8 @@ in
     hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
       "appliance host `ws`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
     hardware.nvidia.nvidiaPersistenced = true;
+    # CDI specs for Docker: a sandbox uses the GPU.
+    hardware.nvidia-container-toolkit.enable = true;
 
     assertions = [
       {
@@ -94,6 +96,8 @@ in
 
     # Docker with gVisor: every runtime below is runsc with a profile derived
     # from the spec; `runsc` (strict) is the default for any other container.
+    # `runsc-gpu` is more permissive than strict:
+    #   - nvproxy: the sandbox uses the host's GPUs (Ollama on a GPU host, or an agent with `gpu = true`), with only the spec's driver capabilities
     # `runsc-uds-open` is more permissive than strict:
     #   - host UDS open: connects to the code-execution sandbox's Docker socket, in one dedicated host directory
     # `runsc-dind` is more permissive than strict:
@@ -213,17 +217,44 @@ in
       };
     };
 
-    # Ollama listens on one address only, where the sandboxes reach it.
-    services.ollama = {
-      enable = true;
-      package = pkgs.ollama-cuda;
-      host = "172.30.0.1";
-      port = 11434;
-      loadModels = [ "qwen3.5:27b-q4_K_M" "gemma4:26b-a4b-it-q8_0" ];
+
+    # The spec's models, pulled into Ollama's sandbox once it answers; the
+    # appliance is not ready until every one is there. A model that fails is
+    # named in this unit's journal (`journalctl -u appliance-models`).
+    systemd.services.appliance-models = {
+      description = "Pull the appliance's models into Ollama's sandbox";
+      after = [ "docker-ollama.service" ];
+      requires = [ "docker-ollama.service" ];
+      wantedBy = [ "multi-user.target" ];
+      path = [ pkgs.curl ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        # Tens of gigabytes per model.
+        TimeoutStartSec = "infinity";
+        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
+      };
     };
-    systemd.services.ollama = {
-      after = [ "appliance-network.service" ];
-      requires = [ "appliance-network.service" ];
+
+    # Reached once every sandbox runs and the models are pulled:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
+      requires = [
+        "docker-ollama.service"
+        "docker-coder.service"
+        "docker-coder-exec.service"
+        "docker-reader.service"
+        "appliance-models.service"
+      ];
+      after = [
+        "docker-ollama.service"
+        "docker-coder.service"
+        "docker-coder-exec.service"
+        "docker-reader.service"
+        "appliance-models.service"
+      ];
     };
 
     virtualisation.oci-containers.backend = "docker";
@@ -333,6 +364,40 @@ in
           "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
+      ollama = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HOME = "/var/lib/ollama";
+          HTTPS_PROXY = "http://172.30.0.1:3128";
+          HTTP_PROXY = "http://172.30.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          OLLAMA_HOST = "0.0.0.0:11434";
+          http_proxy = "http://172.30.0.1:3128";
+          https_proxy = "http://172.30.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
+        };
+        environmentFiles = [ ];
+        extraOptions = [
+          "--runtime=runsc-gpu"
+          "--hostname=ollama"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=4096"
+          "--memory=128g"
+          "--cpus=8"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=172.30.0.2"
+          "--device=nvidia.com/gpu=all"
+        ];
+        image = "agent-appliance/ollama-cuda:0.32";
+        imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
+        ports = [ ];
+        user = "11434:11434";
+        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+      };
       reader = {
         cmd = [ ];
         dependsOn = [ ];
@@ -379,6 +444,10 @@ in
     systemd.services.docker-coder-exec = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+    };
+    systemd.services.docker-ollama = {
+      after = [ "appliance-network.service" ];
+      requires = [ "appliance-network.service" ];
     };
     systemd.services.docker-reader = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];

@@ -34,7 +34,7 @@ in
       allowedUDPPorts = [ ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 8008 11434 ];
+          allowedTCPPorts = [ 53 3128 8008 ];
           allowedUDPPorts = [ 53 ];
         };
       };
@@ -112,6 +112,8 @@ in
     networking.nftables.flushRuleset = false;
     networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
     networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
+    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
@@ -162,17 +164,32 @@ in
       };
     };
 
-    # Ollama listens on one address only, where the sandboxes reach it.
-    services.ollama = {
-      enable = true;
-      package = pkgs.ollama-cpu;
-      host = "10.88.0.1";
-      port = 11434;
-      loadModels = [ "qwen3:4b" ];
+
+    # The spec's models, pulled into Ollama's sandbox once it answers; the
+    # appliance is not ready until every one is there. A model that fails is
+    # named in this unit's journal (`journalctl -u appliance-models`).
+    systemd.services.appliance-models = {
+      description = "Pull the appliance's models into Ollama's sandbox";
+      after = [ "docker-ollama.service" ];
+      requires = [ "docker-ollama.service" ];
+      wantedBy = [ "multi-user.target" ];
+      path = [ pkgs.curl ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        # Tens of gigabytes per model.
+        TimeoutStartSec = "infinity";
+        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
+      };
     };
-    systemd.services.ollama = {
-      after = [ "appliance-network.service" ];
-      requires = [ "appliance-network.service" ];
+
+    # Reached once every sandbox runs and the models are pulled:
+    # `systemctl is-active appliance-ready.target`.
+    systemd.targets.appliance-ready = {
+      description = "The appliance is ready";
+      wantedBy = [ "multi-user.target" ];
+      requires = [ "docker-ollama.service" "docker-helper.service" "appliance-models.service" ];
+      after = [ "docker-ollama.service" "docker-helper.service" "appliance-models.service" ];
     };
 
     virtualisation.oci-containers.backend = "docker";
@@ -210,10 +227,47 @@ in
           "${../../hosts/box/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
+      ollama = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HOME = "/var/lib/ollama";
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          OLLAMA_HOST = "0.0.0.0:11434";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
+        };
+        environmentFiles = [ ];
+        extraOptions = [
+          "--runtime=runsc"
+          "--hostname=ollama"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=4096"
+          "--memory=16g"
+          "--cpus=4"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.2"
+        ];
+        image = "agent-appliance/ollama:0.32";
+        imageStream = import ../../images/ollama.nix { inherit pkgs; images = applianceImages; };
+        ports = [ ];
+        user = "11434:11434";
+        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+      };
     };
     systemd.services.docker-helper = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+    };
+    systemd.services.docker-ollama = {
+      after = [ "appliance-network.service" ];
+      requires = [ "appliance-network.service" ];
     };
   };
 }

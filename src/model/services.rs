@@ -1,0 +1,194 @@
+//! The appliance's own services in gVisor sandboxes: Ollama (`[inference]
+//! sandbox = "gvisor"`, the default) and SearXNG for the `crawler` tool
+//! (`[crawler] backend = "searxng"`, the default). They hold no secret, run as their
+//! image's non-root account with no capabilities and a read-only root, and
+//! sit at fixed addresses on the bridge below the agents' (`.10` on).
+
+use std::collections::BTreeMap;
+
+use super::egress::{self, Egress};
+use super::image::{self, Storage};
+use super::{Bind, BindSource, Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use crate::model::network::Subnet;
+use crate::runsc::Profile;
+
+/// The inference sandbox's host number on the appliance network (`.2`).
+pub const INFERENCE_SLOT: u32 = 2;
+/// The inference sandbox's container name.
+pub const INFERENCE_SANDBOX: &str = "ollama";
+
+/// Where Ollama pulls models from, for the egress proxy's allowlist: its
+/// registry, which redirects blob downloads to its storage host (Cloudflare
+/// R2; the redirect target is not verified from here).
+pub const OLLAMA_REGISTRY_DOMAINS: &[&str] = &["*.r2.cloudflarestorage.com", "registry.ollama.ai"];
+
+/// Ollama's egress: its registry only, through the egress proxy.
+pub fn inference_egress() -> Egress {
+    Egress::Domains(OLLAMA_REGISTRY_DOMAINS.iter().map(|d| d.to_string()).collect())
+}
+
+/// The search sandbox's host number on the appliance network (`.3`).
+pub const SEARCH_SLOT: u32 = 3;
+pub const SEARCH_PORT: u16 = 8080;
+pub const SEARCH_SANDBOX: &str = "searxng";
+/// SearXNG's settings, generated (`render::services`).
+pub const SEARCH_SETTINGS: &str = "services/searxng/settings.yml";
+/// Where the host keeps SearXNG's secret key (`SEARXNG_SECRET=`), made at
+/// first boot; it signs SearXNG's own URLs and never leaves the host.
+pub const SEARCH_SECRET_ENV: &str = "/var/lib/appliance/secrets/searxng/env";
+
+/// SearXNG for the agents in `clients` (those with the `crawler` tool):
+/// strict runtime, non-root, no capabilities, read-only root, no volume.
+pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
+    let layout = image::searxng();
+    Sandbox {
+        name: SEARCH_SANDBOX.to_string(),
+        purpose: format!(
+            "SearXNG, the `crawler` tool's search backend for {}",
+            clients.join(", ")
+        ),
+        agent: String::new(),
+        image: layout.reference(),
+        runtime: Profile::STRICT.name(),
+        runtime_reasons: Vec::new(),
+        profile: Profile::STRICT,
+        user: layout.account.user(),
+        root_reason: None,
+        read_only_root: true,
+        tmpfs: tmpfs_of(layout),
+        volumes: Vec::new(),
+        binds: vec![Bind {
+            source: BindSource::Generated(SEARCH_SETTINGS.to_string()),
+            target: "/etc/searxng/settings.yml".to_string(),
+            read_only: true,
+        }],
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        pids_limit: 1024,
+        memory: "1g".into(),
+        cpus: "1".into(),
+        shm_size: None,
+        environment: {
+            let mut env = BTreeMap::from([(
+                "SEARXNG_SETTINGS_PATH".to_string(),
+                "/etc/searxng/settings.yml".to_string(),
+            )]);
+            // The settings name the proxy for SearXNG's engines too.
+            env.extend(egress::proxy_environment(network.gateway(), &[], None));
+            env
+        },
+        env_files: vec![SEARCH_SECRET_ENV.to_string()],
+        network: Some(SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: network
+                .host(SEARCH_SLOT)
+                .expect("every appliance subnet has the service slots"),
+            dns: network.gateway(),
+        }),
+        // Its engines are public search services: the web, through the
+        // egress proxy.
+        egress: Egress::Web,
+        reach: egress::code_reach(network.gateway(), &Egress::Web),
+        publish: Vec::new(),
+        publish_on: None,
+        gateway_port: None,
+        gpus: false,
+        command: Vec::new(),
+        depends_on: Vec::new(),
+    }
+}
+
+/// The image's tmpfs-backed directories (root-owned, like /tmp).
+fn tmpfs_of(layout: &image::ImageLayout) -> Vec<Tmpfs> {
+    layout
+        .writable
+        .iter()
+        .filter_map(|w| match w.storage {
+            Storage::Tmpfs { size } => Some(Tmpfs {
+                target: w.path.to_string(),
+                size: size.to_string(),
+                mode: w.mode_octal(),
+                owner: None,
+                exec: w.exec,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ollama's sandbox: CUDA and nvproxy on a GPU host, strict otherwise.
+pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Subnet) -> Sandbox {
+    let layout = image::ollama(gpu.is_some());
+    let profile = Profile {
+        // Only the spec's driver capabilities (compute, utility by default).
+        gpu: gpu.map(|g| g.driver_capabilities.clone()),
+        ..Profile::STRICT
+    };
+    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
+    runtime_reasons.sort();
+    let mut environment = BTreeMap::from([
+        ("HOME".to_string(), layout.account.home.to_string()),
+        // Every address of the sandbox's own netstack: only its bridge
+        // address exists there.
+        ("OLLAMA_HOST".to_string(), format!("0.0.0.0:{}", inference.port)),
+    ]);
+    // Model pulls go through the egress proxy (Go honours HTTPS_PROXY).
+    let egress = inference_egress();
+    environment.extend(egress::proxy_environment(network.gateway(), &[], None));
+    Sandbox {
+        name: INFERENCE_SANDBOX.to_string(),
+        purpose: format!(
+            "Ollama ({}) serving {}",
+            inference.acceleration,
+            inference.models.join(", ")
+        ),
+        agent: String::new(),
+        image: layout.reference(),
+        runtime: profile.name(),
+        runtime_reasons,
+        profile,
+        user: layout.account.user(),
+        root_reason: None,
+        read_only_root: true,
+        tmpfs: tmpfs_of(layout),
+        volumes: layout
+            .volumes()
+            .map(|(name, w)| Volume {
+                name: format!("appliance-{INFERENCE_SANDBOX}-{name}"),
+                target: w.path.to_string(),
+                read_only: false,
+            })
+            .collect(),
+        binds: Vec::new(),
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        // Ollama's runners are threads of one or a few processes; every
+        // guest thread is a host task (see `MIN_PIDS`), and the sentry's
+        // threads grow with the host's CPUs.
+        pids_limit: 4096,
+        // On a GPU host Ollama reads each model into host memory on its way
+        // to VRAM (the demo's largest is 89 GB); on a CPU host the weights
+        // stay in this memory.
+        memory: if gpu.is_some() { "128g".into() } else { "16g".into() },
+        // GPU inference needs a few CPU threads; CPU inference all a Pi has.
+        cpus: if gpu.is_some() { "8".into() } else { "4".into() },
+        shm_size: None,
+        environment,
+        env_files: Vec::new(),
+        network: Some(SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: inference.bind_address,
+            dns: network.gateway(),
+        }),
+        reach: egress::code_reach(network.gateway(), &egress),
+        egress,
+        // Other hosts' agents come over the overlay: the port is published
+        // on the overlay address only, never on the host's other addresses.
+        publish: inference.overlay_address.map(|_| inference.port).into_iter().collect(),
+        publish_on: inference.overlay_address,
+        gateway_port: None,
+        gpus: gpu.is_some(),
+        command: Vec::new(),
+        depends_on: Vec::new(),
+    }
+}

@@ -1,0 +1,177 @@
+//! Whether the spec's models fit in its GPUs' memory together. The MAGI
+//! demo warned that they must ("otherwise you'll get bad performance"):
+//! Ollama keeps every model loaded (`OLLAMA_KEEP_ALIVE=-1`), and one that
+//! does not fit is split onto the CPU or evicts another on every turn.
+//!
+//! An estimate, not a measurement: what a model needs loaded grows with its
+//! context window, so the known sizes below are the ones Ollama reported at
+//! the demo's contexts.
+
+use std::collections::BTreeMap;
+
+use super::{Gpu, Warning};
+
+const GB: u64 = 1_000_000_000;
+const GIB: u64 = 1 << 30;
+
+/// What a model needs loaded, in bytes, as `ollama ps` reported it in the
+/// MAGI demo (its contexts: 262144, 202752 and 262144 tokens; Ollama prints
+/// decimal GB).
+const KNOWN_MODELS: &[(&str, u64)] = &[
+    ("gemma4:26b-a4b-it-q8_0", 89 * GB),
+    ("glm-4.7-flash:q4_K_M", 40 * GB),
+    ("qwen3.5:27b-q4_K_M", 44 * GB),
+];
+
+/// Memory of one GPU, by the spec's `model` (NVIDIA's data sheets; the A100
+/// and H100 come in more sizes, so the smaller one is assumed and the spec
+/// can say `vram`).
+const KNOWN_GPUS: &[(&str, u64)] = &[
+    ("t4", 16 * GIB),
+    ("l4", 24 * GIB),
+    ("a10g", 24 * GIB),
+    ("a100", 40 * GIB),
+    ("h100", 80 * GIB),
+];
+
+/// A size as the spec writes it (`512m`, `24g`: Docker's binary units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    if !super::is_size(text) {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let factor = match unit {
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        _ => GIB,
+    };
+    digits.parse::<u64>().ok().map(|n| n * factor)
+}
+
+/// The memory of one GPU of this model, when the table knows it.
+pub fn known_gpu(model: &str) -> Option<u64> {
+    let model = model.to_ascii_lowercase();
+    KNOWN_GPUS
+        .iter()
+        .find(|(name, _)| *name == model)
+        .map(|(_, vram)| *vram)
+}
+
+/// What a model needs loaded: the spec's size, else the table's.
+pub fn model_size(model: &str, spec_sizes: &BTreeMap<String, u64>) -> Option<u64> {
+    spec_sizes
+        .get(model)
+        .copied()
+        .or_else(|| KNOWN_MODELS.iter().find(|(name, _)| *name == model).map(|(_, s)| *s))
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / GB as f64)
+}
+
+/// The VRAM check's warnings: models whose size nobody knows, a GPU whose
+/// memory nobody knows, and models that do not fit together.
+pub fn check(sizes: &BTreeMap<String, Option<u64>>, gpu: Option<&Gpu>) -> Vec<Warning> {
+    let Some(gpu) = gpu else {
+        // CPU inference: the models share the host's memory, not VRAM.
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    let unknown: Vec<&str> = sizes
+        .iter()
+        .filter(|(_, size)| size.is_none())
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        warnings.push(Warning {
+            code: "inference-size-unknown",
+            message: format!(
+                "inference: no size known for {}; give each its loaded size in `[inference.sizes]` \
+                 (as `ollama ps` shows it) so the VRAM check can count it",
+                unknown.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let Some(per_gpu) = gpu.vram else {
+        warnings.push(Warning {
+            code: "inference-vram-unknown",
+            message: format!(
+                "inference: the memory of GPU model `{}` is not known; set `vram` in the host's `gpu` \
+                 (e.g. `vram = \"24g\"`) so the VRAM check can run",
+                gpu.model
+            ),
+        });
+        return warnings;
+    };
+    let total_vram = per_gpu * u64::from(gpu.count);
+    let needed: u64 = sizes.values().flatten().sum();
+    if needed > total_vram {
+        warnings.push(Warning {
+            code: "inference-vram",
+            message: format!(
+                "inference: the models need about {} loaded together, but {} x {} has {}; Ollama will \
+                 split them onto the CPU or reload them on every turn. Serve fewer or smaller models, \
+                 or use more GPUs",
+                gb(needed),
+                gpu.count,
+                gpu.model,
+                gb(total_vram)
+            ),
+        });
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(model: &str, count: u32) -> Gpu {
+        Gpu {
+            vendor: "nvidia".into(),
+            model: model.into(),
+            count,
+            vram: known_gpu(model),
+            driver_capabilities: Vec::new(),
+        }
+    }
+
+    fn sizes(models: &[&str], spec: &BTreeMap<String, u64>) -> BTreeMap<String, Option<u64>> {
+        models.iter().map(|m| (m.to_string(), model_size(m, spec))).collect()
+    }
+
+    const DEMO: [&str; 3] = ["gemma4:26b-a4b-it-q8_0", "glm-4.7-flash:q4_K_M", "qwen3.5:27b-q4_K_M"];
+
+    #[test]
+    fn the_demo_models_fit_on_eight_l4s_but_not_on_four() {
+        let demo = sizes(&DEMO, &BTreeMap::new());
+        assert!(check(&demo, Some(&gpu("l4", 8))).is_empty());
+        let warnings = check(&demo, Some(&gpu("L4", 4)));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].code, "inference-vram");
+        assert!(warnings[0].message.contains("173.0 GB"), "{}", warnings[0].message);
+        assert!(warnings[0].message.contains("103.1 GB"), "{}", warnings[0].message);
+    }
+
+    #[test]
+    fn spec_sizes_count_and_unknown_models_are_named() {
+        let spec = BTreeMap::from([("llama3:70b".to_string(), parse_size("40g").unwrap())]);
+        let models = sizes(&["llama3:70b", "mystery:1b"], &spec);
+        let warnings = check(&models, Some(&gpu("l4", 1)));
+        let codes: Vec<_> = warnings.iter().map(|w| w.code).collect();
+        assert_eq!(codes, ["inference-size-unknown", "inference-vram"]);
+        assert!(warnings[0].message.contains("`mystery:1b`"));
+        assert!(check(&models, None).is_empty(), "CPU inference has no VRAM to check");
+        let mut odd = gpu("rtx-9090", 2);
+        odd.vram = None;
+        assert_eq!(check(&models, Some(&odd))[1].code, "inference-vram-unknown");
+    }
+
+    #[test]
+    fn sizes_use_docker_units() {
+        assert_eq!(parse_size("24g"), Some(24 * GIB));
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("24GB"), None);
+        assert_eq!(parse_size("0g"), None);
+    }
+}

@@ -12,7 +12,7 @@
 # set here: they come from the image description in the Rust code
 # (tests/rehearsal/images.rs lays them on top), like the Nix images.
 #
-# Flavors: openclaw, hermes, dind, code-runner. The key is a hash of what a
+# Flavors: openclaw, hermes, dind, code-runner, ollama, searxng. The key is a hash of what a
 # flavor installs, so changing it rebuilds; a finished tarball is reused as is.
 set -euo pipefail
 flavor=$1
@@ -32,6 +32,12 @@ case "$flavor" in
   hermes) packages="chromium tini ca-certificates python3 python3-venv docker.io" ;;
   dind) suite=trixie packages="docker.io docker-cli tini ca-certificates iproute2" ;;
   code-runner) packages="python3 ca-certificates" ;;
+  # The stand-in model server is Python; it and its `ollama` wrapper are laid
+  # on top by tests/rehearsal/images.rs (not cached: the stand-in changes).
+  ollama) packages="python3 ca-certificates" ;;
+  # Debian's searx, SearXNG's predecessor (same JSON API), for nixpkgs'
+  # SearXNG; its `searxng-run` wrapper comes from tests/rehearsal/images.rs.
+  searxng) packages="searx ca-certificates" ;;
   *) echo "error: unknown rehearsal image flavor \`$flavor\`" >&2; exit 2 ;;
 esac
 
@@ -96,6 +102,8 @@ SH
     chmod 755 "$root/usr/local/bin/appliance-dind-start"
 }
 extra_code-runner() { :; }
+extra_ollama() { :; }
+extra_searxng() { :; }
 
 # The key covers what goes into this flavor, so changing it rebuilds only it.
 key=$(printf '%s\n' "$flavor" "$suite" "$packages" "$NODE_VERSION" "$OPENCLAW_VERSION" "$HERMES_VERSION" \

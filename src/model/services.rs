@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::egress::{self, Egress};
 use super::image::{self, Storage};
+use super::sandbox::{RESOLV_CONF, resolv_conf_path};
 use super::{Bind, BindSource, Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::model::network::Subnet;
 use crate::runsc::Profile;
@@ -39,7 +40,7 @@ pub const SEARCH_SECRET_ENV: &str = "/var/lib/appliance/secrets/searxng/env";
 
 /// SearXNG for the agents in `clients` (those with the `crawler` tool):
 /// strict runtime, non-root, no capabilities, read-only root, no volume.
-pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
+pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandbox {
     let layout = image::searxng();
     Sandbox {
         name: SEARCH_SANDBOX.to_string(),
@@ -57,11 +58,14 @@ pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
         read_only_root: true,
         tmpfs: tmpfs_of(layout),
         volumes: Vec::new(),
-        binds: vec![Bind {
-            source: BindSource::Generated(SEARCH_SETTINGS.to_string()),
-            target: "/etc/searxng/settings.yml".to_string(),
-            read_only: true,
-        }],
+        binds: vec![
+            Bind {
+                source: BindSource::Generated(SEARCH_SETTINGS.to_string()),
+                target: "/etc/searxng/settings.yml".to_string(),
+                read_only: true,
+            },
+            resolver(host),
+        ],
         cap_add: Vec::new(),
         no_new_privileges: true,
         pids_limit: 1024,
@@ -95,6 +99,16 @@ pub fn search_sandbox(clients: &[String], network: &Subnet) -> Sandbox {
         gpus: false,
         command: Vec::new(),
         depends_on: Vec::new(),
+    }
+}
+
+/// The host's generated resolv.conf (the forwarder on the bridge), as every
+/// networked sandbox has it.
+fn resolver(host: &str) -> Bind {
+    Bind {
+        source: BindSource::Generated(resolv_conf_path(host)),
+        target: RESOLV_CONF.to_string(),
+        read_only: true,
     }
 }
 
@@ -159,7 +173,8 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
                 read_only: false,
             })
             .collect(),
-        binds: Vec::new(),
+        // Its resolver: Ollama looks up its registry.
+        binds: vec![resolver(&inference.host)],
         cap_add: Vec::new(),
         no_new_privileges: true,
         // Ollama's runners are threads of one or a few processes; every

@@ -119,6 +119,8 @@ pub fn daemon_json(host: &Host) -> Value {
         let networked = host.sandboxes.iter().any(|s| &s.runtime == name && s.network.is_some());
         let unused = !host.sandboxes.iter().any(|s| &s.runtime == name);
         let args = runtime["runtimeArgs"].as_array_mut().unwrap();
+        // No GPU here: the inference sandbox's runtime runs minus nvproxy.
+        args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
         for arg in args.iter() {
             let name = arg.as_str().unwrap().trim_start_matches('-');
             let name = name.split('=').next().unwrap();
@@ -193,7 +195,52 @@ impl Hub {
                 Some(file) => format!("--env-file={}", self.host_path(file).display()),
                 None => arg,
             })
+            // No GPU and no CDI (dockerd 20.10) here: the inference sandbox
+            // runs without its GPU devices.
+            .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
+            // Docker refuses more CPUs than the machine has (Ollama's 8).
+            .map(
+                |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
+                    Some(cpus) => {
+                        let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+                        format!("--cpus={}", cpus.min(here))
+                    }
+                    None => arg,
+                },
+            )
             .collect()
+    }
+
+    /// The stand-in's request log, in the inference sandbox's model volume.
+    pub fn standin_log(&self) -> String {
+        let inference = self
+            .appliance
+            .inference
+            .as_ref()
+            .expect("the default spec has inference");
+        let sandbox = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
+        let output = self
+            .daemon
+            .docker(&["exec", sandbox, "cat", "/var/lib/ollama/standin-requests.jsonl"]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The stand-in's request log as a host path (scenario.py reads it):
+    /// the file in the inference sandbox's volume, through its mountpoint.
+    pub fn standin_log_path(&self) -> std::path::PathBuf {
+        let inference = self.appliance.inference.as_ref().expect("the default spec has inference");
+        let name = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
+        let (_, sandbox) = self.appliance.sandbox(name).expect("the inference sandbox exists");
+        let volume = sandbox
+            .volumes
+            .iter()
+            .find(|v| v.target == "/var/lib/ollama")
+            .expect("the inference sandbox keeps /var/lib/ollama in a volume");
+        let output = self
+            .daemon
+            .docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume.name]);
+        let mountpoint = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        std::path::Path::new(&mountpoint).join("standin-requests.jsonl")
     }
 
     /// `docker run -d --name NAME <generated options> IMAGE <command>`.
@@ -247,7 +294,7 @@ impl Hub {
                 String::from_utf8_lossy(&inner.stderr)
             ));
         }
-        let log = fs::read_to_string(self.host_root.path().join("logs/standin-requests.jsonl")).unwrap_or_default();
+        let log = self.standin_log();
         let lines: Vec<&str> = log.lines().collect();
         let tail: Vec<String> = lines[lines.len().saturating_sub(6)..]
             .iter()
@@ -314,6 +361,7 @@ pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) ->
 /// Host directories the NixOS module's tmpfiles rules create: the socket
 /// directory of each code sandbox, root and the consuming agent's group.
 fn tmpfiles(hub: &Hub) {
+    service_secrets(hub);
     for sandbox in hub.sandboxes() {
         for bind in &sandbox.binds {
             let BindSource::Host(path) = &bind.source else { continue };
@@ -334,6 +382,19 @@ fn tmpfiles(hub: &Hub) {
             chown(&dir, Some(0), Some(gid)).unwrap();
         }
     }
+}
+
+/// What `appliance-service-secrets` makes at first boot: SearXNG's secret
+/// key in its env file (0600, root; dockerd reads it).
+fn service_secrets(hub: &Hub) {
+    let path = hub.host_path(agent_appliance::model::services::SEARCH_SECRET_ENV);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = [0u8; 24];
+    use std::io::Read as _;
+    fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fs::write(&path, format!("SEARXNG_SECRET={key}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn assert_ok(what: &str, output: &Output) {
@@ -376,9 +437,16 @@ fn wait_for_synapse(hub: &mut Hub) {
     }
 }
 
-/// The page the browser test reads, served inside the namespace.
+/// The page the browser test reads, served inside the namespace, and the
+/// results page the search backend's rehearsal engine reads (a static
+/// file: the query is ignored), which links to it.
 fn write_web_root(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join("search.html"),
+        format!("<!doctype html><html><body><article><a href=\"http://{WEB_HOST}:{WEB_PORT}/index.html\">{WEB_TITLE}</a><p>Served inside the rehearsal's network namespace.</p></article></body></html>\n"),
+    )
+    .unwrap();
     fs::write(
         dir.join("index.html"),
         format!("<!doctype html><html><head><title>{WEB_TITLE}</title></head><body><h1>{WEB_TITLE}</h1><p>Served inside the rehearsal's network namespace.</p></body></html>\n"),
@@ -387,7 +455,6 @@ fn write_web_root(dir: &Path) {
 }
 
 pub struct Services<'a> {
-    pub standin: &'a Path,
     pub synapse_venv: &'a Path,
 }
 
@@ -471,23 +538,9 @@ pub fn start(name: &str, tools: Services) -> Hub {
         String::from_utf8_lossy(&bootstrap.stderr).trim()
     );
 
-    // The stand-in model server on the generated inference address.
-    let inference = hub.appliance.inference.clone().expect("the default spec has inference");
-    let mut standin = hub.netns.command("python3");
-    standin
-        .arg(tools.standin)
-        .arg(format!("--listen={}", inference.bind_address))
-        .arg(format!("--port={}", inference.port))
-        .arg(format!("--log={}", logs.join("standin-requests.jsonl").display()))
-        .arg(format!("--server-name={}", hub.appliance.matrix.server_name));
-    for model in &inference.models {
-        standin.arg(format!("--model={model}"));
-    }
-    hub.services.push(Process::spawn(
-        "stand-in model server",
-        standin,
-        logs.join("standin.log"),
-    ));
+    // The stand-in model server runs in the inference sandbox, as Ollama
+    // would (tests/rehearsal/images.rs); the agents reach it at the
+    // generated address.
 
     // The test web host, inside the namespace on the overlay address.
     let web = hub.host_root.path().join("web");

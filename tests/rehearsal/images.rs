@@ -34,6 +34,8 @@ fn flavor(layout: &ImageLayout) -> &'static str {
         "openclaw" => "openclaw",
         "hermes" => "hermes",
         "docker-in-gvisor" => "dind",
+        "ollama" | "ollama-cuda" => "ollama",
+        "searxng" => "searxng",
         other => panic!("no rehearsal rootfs for image `{other}`"),
     }
 }
@@ -247,7 +249,7 @@ fn build(daemon: &Dockerd, spec: &ImageSpec, scratch: &Path, extra: &[(PathBuf, 
 
 /// Builds every image the hub's sandboxes run, plus the code-runner image
 /// that the code sandbox loads into its inner dockerd.
-pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String]) {
+pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String], services: &ServiceFiles) {
     let specs = image_specs();
     let code_runner = specs
         .iter()
@@ -257,11 +259,98 @@ pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String]) {
     let saved = scratch.join("code-runner.tar");
     docker_ok(daemon, &["save", "-o", &saved.display().to_string(), &code_runner.tag]);
     for spec in specs.iter().filter(|s| wanted.contains(&s.tag)) {
-        let extra: Vec<(PathBuf, &str)> = if spec.flavor == "dind" {
-            vec![(saved.clone(), "/opt/appliance/code-runner.tar")]
-        } else {
-            Vec::new()
+        let extra: Vec<(PathBuf, &str)> = match spec.flavor.as_str() {
+            "dind" => vec![(saved.clone(), "/opt/appliance/code-runner.tar")],
+            "ollama" => services.ollama(scratch),
+            "searxng" => services.searxng(scratch),
+            _ => Vec::new(),
         };
         build(daemon, spec, scratch, &extra);
+    }
+}
+
+/// What the rehearsal lays into the service images in place of the Nix
+/// packages it cannot build: the stand-in model server behind an `ollama`
+/// command, and Debian's searx behind a `searxng-run` command.
+pub struct ServiceFiles<'a> {
+    /// tests/rehearsal/standin_model.py.
+    pub standin: &'a Path,
+    /// The spec's models, which the stand-in serves.
+    pub models: Vec<String>,
+    /// The Matrix server name, for the user IDs the stand-in's loop
+    /// replies mention.
+    pub server_name: String,
+    /// `host:port` of the test web host, which the rehearsal's search
+    /// engine reads.
+    pub web: String,
+}
+
+fn executable(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl ServiceFiles<'_> {
+    /// `ollama serve` as the image's entry point runs it: the stand-in on
+    /// `OLLAMA_HOST` (from the generated environment), logging its requests
+    /// into the model volume.
+    fn ollama(&self, scratch: &Path) -> Vec<(PathBuf, &'static str)> {
+        let wrapper = scratch.join("ollama-standin");
+        let mut models: Vec<String> = self.models.iter().map(|m| format!("--model={m}")).collect();
+        models.push(format!("--server-name={}", self.server_name));
+        executable(
+            &wrapper,
+            &format!(
+                r#"#!/bin/sh
+# STAND-IN for Ollama in the rehearsal: there is no Ollama binary here.
+# `ollama serve` runs the stand-in model server where OLLAMA_HOST says.
+[ "$1" = serve ] || {{ echo 'stand-in ollama: only serve' >&2; exit 2; }}
+hostport=${{OLLAMA_HOST:-0.0.0.0:11434}}
+exec python3 /opt/standin/standin_model.py --listen="${{hostport%:*}}" --port="${{hostport##*:}}" \
+  --log=/var/lib/ollama/standin-requests.jsonl {}
+"#,
+                models.join(" ")
+            ),
+        );
+        vec![
+            (self.standin.to_path_buf(), "/opt/standin/standin_model.py"),
+            (wrapper, "/usr/local/bin/ollama"),
+        ]
+    }
+
+    /// `searxng-run` as the image's entry point runs it: the generated
+    /// settings (`SEARXNG_SETTINGS_PATH`) merged over searx's defaults by
+    /// searx's own `update_settings` (SearXNG's `use_default_settings`),
+    /// the secret from `SEARXNG_SECRET`, and one engine over the test web
+    /// host instead of the public engines; then searx's web app.
+    fn searxng(&self, scratch: &Path) -> Vec<(PathBuf, &'static str)> {
+        let wrapper = scratch.join("searxng-run");
+        executable(
+            &wrapper,
+            &format!(
+                r#"#!/usr/bin/python3
+# REHEARSAL: Debian's searx in place of nixpkgs' SearXNG (see docs/rehearsal.md).
+import os, sys, yaml
+os.environ.setdefault("SEARX_SETTINGS_PATH", "/usr/share/doc/searx/examples/settings.yml")
+from searx.settings_loader import update_settings
+default = yaml.safe_load(open("/usr/share/doc/searx/examples/settings.yml"))
+user = yaml.safe_load(open(os.environ["SEARXNG_SETTINGS_PATH"]))
+assert user.pop("use_default_settings") is True
+user["use_default_settings"] = {{"engines": {{"keep_only": []}}}}
+user["server"]["secret_key"] = os.environ["SEARXNG_SECRET"]
+user["engines"] = [{{
+    "name": "rehearsal-web", "engine": "xpath", "shortcut": "rw", "enable_http": True,
+    "search_url": "http://{web}/search.html?q={{query}}",
+    "url_xpath": "//article/a/@href", "title_xpath": "//article/a", "content_xpath": "//article/p",
+}}]
+merged = "/tmp/searx-settings.yml"
+yaml.safe_dump(update_settings(default, user), open(merged, "w"))
+os.environ["SEARX_SETTINGS_PATH"] = merged
+os.execv("/usr/bin/python3", ["python3", "/usr/lib/python3/dist-packages/searx/webapp.py"])
+"#,
+                web = self.web
+            ),
+        );
+        vec![(wrapper, "/usr/local/bin/searxng-run")]
     }
 }

@@ -74,16 +74,21 @@ fn bring_up() -> Option<(Hub, Admin)> {
     let venv = crate::synapse::venv()?;
     let standin = standin();
     let name = format!("rehearsal-{}", std::process::id());
-    let hub = hub::start(
-        &name,
-        Services {
-            standin: &standin,
-            synapse_venv: &venv,
-        },
-    );
+    let hub = hub::start(&name, Services { synapse_venv: &venv });
     let sandboxes = hub.sandboxes();
     let wanted: Vec<String> = sandboxes.iter().map(|s| s.image.clone()).collect();
-    images::build_all(&hub.daemon, hub.host_root.path(), &wanted);
+    let inference = hub
+        .appliance
+        .inference
+        .as_ref()
+        .expect("the default spec has inference");
+    let services = images::ServiceFiles {
+        standin: &standin,
+        models: inference.models.clone(),
+        server_name: hub.appliance.matrix.server_name.clone(),
+        web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
+    };
+    images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
     // Dependencies first (the code sandbox before its agent), as systemd
     // orders the units.
     let mut started: Vec<String> = Vec::new();
@@ -245,7 +250,7 @@ fn scenario(hub: &Hub) {
         ))
         .arg(format!(
             "--standin-log={}",
-            hub.host_root.path().join("logs/standin-requests.jsonl").display()
+            hub.standin_log_path().display()
         ))
         .arg(format!("--json={}", scratch.join("results.json").display()));
     for agent in ["casper", "melchior"] {
@@ -279,6 +284,59 @@ fn scenario(hub: &Hub) {
             .collect();
         assert!(limited.is_empty(), "{agent} hit Synapse's rate limit: {limited:?}");
     }
+}
+
+/// Issue 13 item 5: the agents' answers came through the stand-in inside
+/// the inference sandbox (its generated options and runtime, minus
+/// nvproxy), at the generated address.
+fn answers_came_through_the_inference_sandbox(hub: &Hub, agent: &str) {
+    let log = hub.standin_log();
+    let model = model_of(hub, agent);
+    assert!(
+        log.lines().any(|l| l.contains(&model)),
+        "the inference sandbox's stand-in logged no request for {agent}'s model {model}:\n{log}"
+    );
+    let inference = hub.appliance.inference.as_ref().unwrap();
+    let url = hub.appliance.agents[agent].inference_url.clone().unwrap();
+    assert!(url.contains(&inference.bind_address.to_string()), "{url}");
+    let (_, sandbox) = hub.appliance.sandbox("ollama").unwrap();
+    assert!(hub.is_running(&sandbox.name));
+    eprintln!(
+        "rehearsal: {agent} reached the stand-in in sandbox `ollama` ({}, runtime {} minus nvproxy) at {url}",
+        sandbox.image, sandbox.runtime
+    );
+}
+
+/// Issue 13 item 5: Hermes' own `web_search`, run in casper's sandbox with
+/// its generated environment (`SEARXNG_URL`) and config, asks the SearXNG
+/// sandbox across the bridge, whose engine reads the test web host: the
+/// result is the test page.
+fn crawler_searches_through_the_search_sandbox(hub: &Hub) {
+    let script = "from tools.web_tools import web_search_tool; print(web_search_tool('rehearsal', limit=3))";
+    let output = hub
+        .daemon
+        .docker(&["exec", "casper", "/opt/hermes/bin/python", "-c", script]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "web_search printed no JSON ({e}): {stdout}{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            hub.container_report("searxng")
+        )
+    });
+    let first = &result["data"]["web"][0];
+    assert_eq!(
+        first["title"],
+        hub::WEB_TITLE,
+        "{result}\n{}",
+        hub.container_report("searxng")
+    );
+    assert_eq!(
+        first["url"],
+        format!("http://{}:{}/index.html", hub::WEB_HOST, hub::WEB_PORT),
+        "{result}"
+    );
+    eprintln!("rehearsal: casper's web_search answered from the test page through sandbox `searxng`: {first}");
 }
 
 /// `kill -9` of the agent's container, then what the NixOS unit does on
@@ -319,9 +377,15 @@ fn rehearsal() {
             .filter(|b| b.contains("No home channel"))
             .collect();
         assert!(notices.is_empty(), "{agent} sent a home-channel notice: {notices:?}");
+        if has("ollama") {
+            answers_came_through_the_inference_sandbox(&hub, agent);
+        }
     }
     if has("casper") {
         resolver_works(&hub, "casper");
+    }
+    if has("casper") && has("searxng") {
+        crawler_searches_through_the_search_sandbox(&hub);
     }
     if has("casper-exec") {
         code_runs_in_the_code_sandbox(&hub, &admin);

@@ -552,7 +552,10 @@ in
         imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
         ports = [ "10.89.0.1:11434:11434" ];
         user = "11434:11434";
-        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+        volumes = [
+          "appliance-ollama-models:/var/lib/ollama"
+          "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
+        ];
       };
       searxng = {
         cmd = [ ];
@@ -584,7 +587,10 @@ in
         imageStream = import ../../images/searxng.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "10080:10080";
-        volumes = [ "${../../services/searxng/settings.yml}:/etc/searxng/settings.yml:ro" ];
+        volumes = [
+          "${../../services/searxng/settings.yml}:/etc/searxng/settings.yml:ro"
+          "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
+        ];
       };
     };
     systemd.services.docker-balthasar = {

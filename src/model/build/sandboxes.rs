@@ -76,7 +76,8 @@ pub(super) fn place_search(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap
             .collect();
         if !clients.is_empty() {
             let at = host.sandboxes.len().min(1);
-            host.sandboxes.insert(at, services::search_sandbox(&clients, &network));
+            host.sandboxes
+                .insert(at, services::search_sandbox(&host.name, &clients, &network));
         }
     }
 }

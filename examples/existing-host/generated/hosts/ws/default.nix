@@ -396,7 +396,10 @@ in
         imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "11434:11434";
-        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+        volumes = [
+          "appliance-ollama-models:/var/lib/ollama"
+          "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
+        ];
       };
       reader = {
         cmd = [ ];

@@ -258,7 +258,10 @@ in
         imageStream = import ../../images/ollama.nix { inherit pkgs; images = applianceImages; };
         ports = [ ];
         user = "11434:11434";
-        volumes = [ "appliance-ollama-models:/var/lib/ollama" ];
+        volumes = [
+          "appliance-ollama-models:/var/lib/ollama"
+          "${../../hosts/box/resolv.conf}:/etc/resolv.conf:ro"
+        ];
       };
     };
     systemd.services.docker-helper = {

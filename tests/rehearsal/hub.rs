@@ -228,7 +228,11 @@ impl Hub {
     /// The stand-in's request log as a host path (scenario.py reads it):
     /// the file in the inference sandbox's volume, through its mountpoint.
     pub fn standin_log_path(&self) -> std::path::PathBuf {
-        let inference = self.appliance.inference.as_ref().expect("the default spec has inference");
+        let inference = self
+            .appliance
+            .inference
+            .as_ref()
+            .expect("the default spec has inference");
         let name = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
         let (_, sandbox) = self.appliance.sandbox(name).expect("the inference sandbox exists");
         let volume = sandbox

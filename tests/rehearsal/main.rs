@@ -248,10 +248,7 @@ fn scenario(hub: &Hub) {
                 .join("secrets/_host/synapse/registration-shared-secret")
                 .display()
         ))
-        .arg(format!(
-            "--standin-log={}",
-            hub.standin_log_path().display()
-        ))
+        .arg(format!("--standin-log={}", hub.standin_log_path().display()))
         .arg(format!("--json={}", scratch.join("results.json").display()));
     for agent in ["casper", "melchior"] {
         command.arg(format!("--agent={agent}={}", model_of(hub, agent)));

@@ -29,7 +29,7 @@ pub use policy::{home_room_env, operator_env, rate_limit, room_ids_env, token_en
 pub use sandbox::{
     CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
 };
-pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS};
+pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{

@@ -185,6 +185,11 @@ impl Hub {
     /// nothing else is changed.
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
         let options = run_options(sandbox);
+        // The egress proxy does not run here (tests/egress.rs proves it),
+        // and the test web host the search engine reads is a private
+        // address, which the proxy would deny by design: the search
+        // sandbox reaches it directly, without the proxy variables.
+        let search = sandbox.name == agent_appliance::model::SEARCH_SANDBOX;
         options
             .cli_args(|source| match source {
                 BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
@@ -195,6 +200,7 @@ impl Hub {
                 Some(file) => format!("--env-file={}", self.host_path(file).display()),
                 None => arg,
             })
+            .filter(|arg| !(search && is_proxy_variable(arg)))
             // No GPU and no CDI (dockerd 20.10) here: the inference sandbox
             // runs without its GPU devices.
             .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
@@ -565,4 +571,16 @@ pub fn start(name: &str, tools: Services) -> Hub {
         service.assert_running();
     }
     hub
+}
+
+/// `--env=` of a proxy variable (either case).
+fn is_proxy_variable(arg: &str) -> bool {
+    arg.strip_prefix("--env=")
+        .and_then(|env| env.split_once('='))
+        .is_some_and(|(key, _)| {
+            matches!(
+                key.to_ascii_uppercase().as_str(),
+                "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY"
+            )
+        })
 }

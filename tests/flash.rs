@@ -33,27 +33,36 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `appliance flash` of `image` onto the regular file `target`, confirmed.
+fn flash_to_file(image: &Path, target: &Path, env: &[(&str, &str)]) -> Output {
+    flash(
+        &[
+            "--image",
+            path(image),
+            "--device",
+            path(target),
+            "--force-file",
+            "--yes",
+        ],
+        env,
+    )
+}
+
+fn assert_holds(target: &Path, bytes: &[u8]) {
+    assert!(
+        std::fs::read(target).unwrap() == bytes,
+        "the file differs from the image"
+    );
+}
+
 #[test]
 fn a_compressed_image_lands_in_a_file_verified() {
     let dir = tempfile::tempdir().unwrap();
     let (_, compressed, bytes) = images(dir.path(), 3 << 20);
     let target = dir.path().join("out.img");
-    let output = flash(
-        &[
-            "--image",
-            path(&compressed),
-            "--device",
-            path(&target),
-            "--force-file",
-            "--yes",
-        ],
-        &[],
-    );
+    let output = flash_to_file(&compressed, &target, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        std::fs::read(&target).unwrap() == bytes,
-        "the file differs from the image"
-    );
+    assert_holds(&target, &bytes);
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     assert!(
         stdout(&output).ends_with(&format!(
@@ -87,22 +96,9 @@ fn a_zst_of_several_frames_is_written_whole() {
     std::fs::write(&image, stream).unwrap();
     bytes.extend(&second_bytes);
     let target = dir.path().join("out.img");
-    let output = flash(
-        &[
-            "--image",
-            path(&image),
-            "--device",
-            path(&target),
-            "--force-file",
-            "--yes",
-        ],
-        &[],
-    );
+    let output = flash_to_file(&image, &target, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        std::fs::read(&target).unwrap() == bytes,
-        "the file differs from the image"
-    );
+    assert_holds(&target, &bytes);
     assert!(stdout(&output).contains("(1.5 MiB) to "), "{}", stdout(&output));
 }
 
@@ -114,22 +110,9 @@ fn a_build_result_directory_is_searched_for_its_image() {
     let (_, compressed, bytes) = images(dir.path(), 1 << 20);
     std::fs::rename(&compressed, result.join("nixos-image-sd-card.img.zst")).unwrap();
     let target = dir.path().join("out.img");
-    let output = flash(
-        &[
-            "--image",
-            path(&dir.path().join("result-pi")),
-            "--device",
-            path(&target),
-            "--force-file",
-            "--yes",
-        ],
-        &[],
-    );
+    let output = flash_to_file(&dir.path().join("result-pi"), &target, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        std::fs::read(&target).unwrap() == bytes,
-        "the file differs from the image"
-    );
+    assert_holds(&target, &bytes);
 }
 
 #[test]
@@ -137,17 +120,7 @@ fn a_flipped_byte_is_caught_by_verification() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, _, bytes) = images(dir.path(), 2 << 20);
     let target = dir.path().join("out.img");
-    let output = flash(
-        &[
-            "--image",
-            path(&raw),
-            "--device",
-            path(&target),
-            "--force-file",
-            "--yes",
-        ],
-        &[("APPLIANCE_TEST_FLASH_CORRUPT_AT", "1234567")],
-    );
+    let output = flash_to_file(&raw, &target, &[("APPLIANCE_TEST_FLASH_CORRUPT_AT", "1234567")]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(err.contains("error: verification failed: `"), "{err}");

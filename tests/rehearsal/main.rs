@@ -13,6 +13,7 @@ mod dockerd;
 #[path = "../synapse.rs"]
 mod synapse;
 
+mod bench;
 mod hub;
 mod images;
 mod matrix;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::hub::Hub;
 
 pub struct Admin {
-    token: String,
+    pub token: String,
     pub room_id: String,
 }
 

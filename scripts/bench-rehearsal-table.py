@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Markdown tables from the JSON that the rehearsal's benchmark writes
+(tests/rehearsal/bench.rs): per agent and runtime, start to ready and
+mention-to-reply round trips (median, p90, min), memory, and the ratios to
+runc. usage: bench-rehearsal-table.py RESULTS.json"""
+
+import json
+import statistics
+import sys
+
+
+def percentile(values, p):
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def summary(values):
+    return {
+        "median": statistics.median(values),
+        "p90": percentile(values, 90),
+        "min": min(values),
+        "n": len(values),
+    }
+
+
+def seconds(ms):
+    return "%.1f s" % (ms / 1000)
+
+
+def millis(ms):
+    return "%.0f ms" % ms if ms < 10000 else "%.1f s" % (ms / 1000)
+
+
+def by_config(samples):
+    configs = {}
+    for sample in samples:
+        configs.setdefault(sample["config"], []).append(sample)
+    return configs
+
+
+def main(path):
+    results = json.load(open(path))
+    cold = results["cold_start"]
+    machine = results["machine"]
+    print("%s; %d CPUs; %s" % (machine["runsc"], machine["cpus"], machine["kernel"].split(" (")[0]))
+    print()
+    print("Cold start (gVisor, the hub's generated runtimes): services %.1f s "
+          "(namespace, dockerd, bridge, DNS, secrets, Synapse, bootstrap); images %.1f s "
+          "(rehearsal only: imported from the cache); sandboxes started to every agent answering %.1f s (%s); "
+          "load %s -> %s" % (
+              cold["services_s"], cold["images_s"], cold["sandboxes_to_all_answering_s"],
+              ", ".join("%s %.1f s" % kv for kv in sorted(cold["agent_answered_s"].items())),
+              cold["load_before"], cold["load_after"]))
+    print()
+    print("| agent | runtime | starts | start to ready median (p90, min) | round trips | "
+          "round trip median (p90, min) | PSS median | cgroup usage median | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for agent in results["agents"]:
+        configs = by_config(agent["samples"])
+        rows = {}
+        for label, samples in configs.items():
+            ready = summary([s["ready_ms"] for s in samples])
+            trips = summary([t for s in samples for t in s["round_trips_ms"]])
+            pss = statistics.median(s["memory"]["pss_mib"] for s in samples)
+            usage = [s["memory"]["cgroup_usage_mib"] for s in samples if s["memory"]["cgroup_usage_mib"] is not None]
+            loads = [float(s["load_before"].split()[0]) for s in samples]
+            rows[label] = (ready, trips, pss, statistics.median(usage) if usage else None)
+            print("| %s (%s) | %s | %d | %s (%s, %s) | %d | %s (%s, %s) | %.0f MiB | %s | %.1f-%.1f |" % (
+                agent["agent"], agent["kind"], label, ready["n"],
+                seconds(ready["median"]), seconds(ready["p90"]), seconds(ready["min"]),
+                trips["n"], millis(trips["median"]), millis(trips["p90"]), millis(trips["min"]),
+                pss, "%.0f MiB" % rows[label][3] if rows[label][3] is not None else "-",
+                min(loads), max(loads)))
+        runc = rows.get("runc")
+        if runc:
+            for label, (ready, trips, pss, usage) in rows.items():
+                if label != "runc":
+                    ratios.append((agent["agent"], label, ready["median"] / runc[0]["median"],
+                                   trips["median"] / runc[1]["median"], trips["p90"] / runc[1]["p90"],
+                                   pss / runc[2] if runc[2] else float("nan")))
+    print()
+    print("| agent | runtime vs runc | start to ready (target <= 1.5x) | round trip median (target <= 1.3x) "
+          "| round trip p90 | PSS |")
+    print("|---|---|---|---|---|---|")
+    for agent, label, ready, median, p90, pss in ratios:
+        print("| %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |" % (agent, label, ready, median, p90, pss))
+    print()
+    print("Processes counted per sandbox (PSS from the host, summed):")
+    for agent in results["agents"]:
+        for label, samples in by_config(agent["samples"]).items():
+            print("- %s, %s: %s" % (agent["agent"], label, ", ".join(samples[-1]["memory"]["processes"])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The rehearsal's benchmark (issue 10, must have 6): the hub of the
+# rehearsal (docs/rehearsal.md), its cold start to every agent answering,
+# then per agent the same container (same image, same generated options)
+# under its generated gVisor runtime and under runc, alternating in one run:
+# start to ready, mention-to-reply round trips, memory. Prints Markdown
+# tables for docs/benchmarks.md; the raw numbers stay in the JSON file.
+#
+# usage: sudo scripts/bench-rehearsal.sh [ROUNDS [REPLIES]]
+#   ROUNDS   starts per runtime and agent (default 4)
+#   REPLIES  round trips after each start (default 5; ROUNDS x REPLIES per runtime)
+#   BENCH_AGENTS=casper,melchior      which agents
+#   BENCH_VARIANTS='label:--flag=v;..' extra runsc flag sets, run as more runtimes
+#   BENCH_JSON=path                   where the raw results go
+# Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BENCH_ROUNDS="${1:-${BENCH_ROUNDS:-4}}"
+export BENCH_REPLIES="${2:-${BENCH_REPLIES:-5}}"
+export BENCH_JSON="${BENCH_JSON:-$PWD/target/bench-rehearsal-$(date -u +%Y%m%dT%H%M%S).json}"
+mkdir -p "$(dirname "$BENCH_JSON")"
+cargo test --test rehearsal bench::bench_rehearsal -- --ignored --nocapture --exact
+python3 scripts/bench-rehearsal-table.py "$BENCH_JSON"

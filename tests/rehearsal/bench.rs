@@ -1,0 +1,580 @@
+//! The rehearsal's benchmark (issue 10, must have 6), run by
+//! `scripts/bench-rehearsal.sh`: the hub of the rehearsal, then per agent
+//! the same container (same image, same generated options) started again and
+//! again under its generated gVisor runtime and under runc, alternating, each
+//! time measuring start to ready, mention-to-reply round trips and memory.
+//! Optional variants (extra runsc flags) run in the same alternation, for
+//! finding where the time goes. Writes JSON (`BENCH_JSON`) that the script
+//! turns into tables for docs/benchmarks.md.
+//!
+//! Times come from Synapse's `origin_server_ts` of the mention and the reply
+//! (one clock, millisecond resolution), not from the client's polling. The
+//! stand-in model server answers at once, so a round trip is the agent and
+//! its sandbox (plus Synapse), not a model.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agent_appliance::bootstrap::client::{Client, segment};
+use agent_appliance::model::Sandbox;
+use serde_json::{Value, json};
+
+use crate::common::root;
+use crate::hub::{self, Hub, Services};
+use crate::images;
+use crate::matrix::Admin;
+
+/// The agents measured: (sandbox, what it is), melchior = OpenClaw,
+/// casper = Hermes.
+const AGENTS: &[(&str, &str)] = &[("casper", "Hermes"), ("melchior", "OpenClaw")];
+
+/// How long an agent may take to answer its first mention after start.
+const READY_WITHIN: Duration = Duration::from_secs(300);
+/// How long one reply may take.
+const REPLY_WITHIN: Duration = Duration::from_secs(60);
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn client() -> Client {
+    Client::new(
+        "http://127.0.0.1:8008",
+        Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(30),
+    )
+}
+
+/// The event and the room's messages after it (oldest first), as the admin
+/// sees them.
+fn context(hub: &Hub, admin: &Admin, event: &str) -> (Value, Vec<Value>) {
+    let token = admin.token.clone();
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/context/{}?limit=100",
+        segment(&admin.room_id),
+        segment(event)
+    );
+    hub.netns.run(move || {
+        let reply = client().get(&path, Some(&token)).unwrap();
+        assert!(reply.ok(), "context: {}", reply.describe());
+        let after = reply.body["events_after"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .collect();
+        (reply.body["event"].clone(), after)
+    })
+}
+
+fn timestamp(event: &Value) -> i64 {
+    event["origin_server_ts"]
+        .as_i64()
+        .expect("events carry origin_server_ts")
+}
+
+fn body(event: &Value) -> &str {
+    event["content"]["body"].as_str().unwrap_or_default()
+}
+
+/// The first message from `sender` after `event` whose body contains
+/// `needle`, waiting up to `within`.
+fn reply_to(hub: &Hub, admin: &Admin, event: &str, sender: &str, needle: &str, within: Duration) -> Option<Value> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let (_, after) = context(hub, admin, event);
+        if let Some(found) = after
+            .into_iter()
+            .find(|e| e["sender"] == sender && body(e).contains(needle))
+        {
+            return Some(found);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    None
+}
+
+/// The sandbox's generated `docker run` arguments with its runtime replaced
+/// by `runtime`: nothing else changes.
+fn run_args_with_runtime(hub: &Hub, sandbox: &Sandbox, runtime: &str) -> Vec<String> {
+    let mut args = vec!["run".to_string(), "-d".into(), format!("--name={}", sandbox.name)];
+    let generated = hub.run_args(sandbox);
+    assert!(
+        generated.iter().any(|a| a == &format!("--runtime={}", sandbox.runtime)),
+        "{} has no --runtime option: {generated:?}",
+        sandbox.name
+    );
+    args.extend(generated.into_iter().map(|a| {
+        if a.starts_with("--runtime=") {
+            format!("--runtime={runtime}")
+        } else {
+            a
+        }
+    }));
+    args.push(sandbox.image.clone());
+    args.extend(sandbox.command.iter().cloned());
+    args
+}
+
+fn docker_ok(hub: &Hub, args: &[&str]) -> String {
+    let output = hub.daemon.docker(args);
+    assert!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Memory of one container as seen from the host: the proportional set
+/// size (PSS, so shared pages are not counted twice) summed over every
+/// process in the container's memory cgroup and every process whose command
+/// line names the container (runsc's gofer), without containerd's shim
+/// (the same for both runtimes); and the cgroup's own usage (v1
+/// `memory.usage_in_bytes`: anonymous, shmem and page cache).
+fn memory(hub: &Hub, name: &str) -> Value {
+    let id = docker_ok(hub, &["inspect", "-f", "{{.Id}}", name]);
+    let pid = docker_ok(hub, &["inspect", "-f", "{{.State.Pid}}", name]);
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| format!("/sys/fs/cgroup/memory{path}"))
+        });
+    let mut pids: Vec<i32> = Vec::new();
+    if let Some(dir) = &cgroup {
+        for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+            if entry.file_name() == "cgroup.procs" {
+                pids.extend(
+                    fs::read_to_string(entry.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&fs::read(entry.path().join("cmdline")).unwrap_or_default()).into_owned();
+        if cmdline.contains(&id) && !cmdline.contains("containerd-shim") {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let mut pss_kib = 0u64;
+    let mut rss_kib = 0u64;
+    let mut processes: Vec<String> = Vec::new();
+    for pid in &pids {
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let field = |key: &str| -> u64 {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        pss_kib += field("Pss:");
+        rss_kib += field("Rss:");
+        processes.push(process_kind(*pid));
+    }
+    processes.sort();
+    processes.dedup();
+    let read = |file: &str| -> Option<u64> {
+        let dir = cgroup.as_ref()?;
+        fs::read_to_string(Path::new(dir).join(file)).ok()?.trim().parse().ok()
+    };
+    let stat = cgroup
+        .as_ref()
+        .map(|dir| fs::read_to_string(Path::new(dir).join("memory.stat")).unwrap_or_default())
+        .unwrap_or_default();
+    let stat_mib = |key: &str| -> Option<f64> {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .map(|b| b as f64 / 1048576.0)
+    };
+    json!({
+        "pss_mib": pss_kib as f64 / 1024.0,
+        "cgroup_anon_mib": stat_mib("total_rss"),
+        "cgroup_shmem_mib": stat_mib("total_shmem"),
+        "cgroup_cache_mib": stat_mib("total_cache"),
+        "rss_mib": rss_kib as f64 / 1024.0,
+        "cgroup_usage_mib": read("memory.usage_in_bytes").map(|b| b as f64 / 1048576.0),
+        "processes": processes,
+        "cgroup": cgroup,
+    })
+}
+
+/// What a process of a sandbox is: runsc's sentry (`runsc-sandbox`) or
+/// gofer (`runsc-gofer`), a systrap stub (no command line), or the
+/// program's name (runc).
+fn process_kind(pid: i32) -> String {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    if first.is_empty() {
+        return "systrap stubs".into();
+    }
+    first.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Starts `sandbox` under `runtime` and mentions it every second until it
+/// answers. Returns the ms from just before `docker run` to the first
+/// reply's server timestamp.
+fn start_to_ready(hub: &Hub, admin: &Admin, sandbox: &Sandbox, runtime: &str, user: &str) -> f64 {
+    let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
+    let args = run_args_with_runtime(hub, sandbox, runtime);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started_ms = now_ms();
+    let started = Instant::now();
+    docker_ok(hub, &refs);
+    let first = admin.mention(hub, user, "are you up? probe-0");
+    let mut probes = 0;
+    while started.elapsed() < READY_WITHIN {
+        assert!(
+            hub.is_running(&sandbox.name),
+            "{} exited under {runtime} before it answered\n{}",
+            sandbox.name,
+            hub.container_report(&sandbox.name)
+        );
+        let (_, after) = context(hub, admin, &first);
+        if let Some(reply) = after
+            .iter()
+            .find(|e| e["sender"] == user && body(e).contains("[stand-in]"))
+        {
+            return (timestamp(reply) - started_ms) as f64;
+        }
+        if started.elapsed() > Duration::from_secs(probes + 1) {
+            probes += 1;
+            admin.mention(hub, user, &format!("are you up? probe-{probes}"));
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    panic!(
+        "{} did not answer under {runtime} within {} s\n{}",
+        sandbox.name,
+        READY_WITHIN.as_secs(),
+        hub.container_report(&sandbox.name)
+    );
+}
+
+/// Waits until `user` has sent nothing for `quiet` (the answers to the
+/// probes that were queued while it started), at most a minute.
+fn settle(hub: &Hub, admin: &Admin, user: &str, quiet: Duration) -> usize {
+    let marker = admin.send(hub, json!({"msgtype": "m.text", "body": "bench: settling"}));
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut last_change = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) && last_change.elapsed() < quiet {
+        let (_, after) = context(hub, admin, &marker);
+        let count = after.iter().filter(|e| e["sender"] == user).count();
+        if count != seen {
+            seen = count;
+            last_change = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    seen
+}
+
+/// `count` mentions, one at a time; each round trip in ms between the
+/// mention's and the reply's server timestamps.
+fn round_trips(hub: &Hub, admin: &Admin, agent: &str, user: &str, tag: &str, count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|i| {
+            let needle = format!("{tag}x{i}");
+            let event = admin.mention(hub, user, &format!("please answer {needle}"));
+            let reply = reply_to(hub, admin, &event, user, &needle, REPLY_WITHIN).unwrap_or_else(|| {
+                panic!(
+                    "{agent} did not answer {needle} within {} s\n{}",
+                    REPLY_WITHIN.as_secs(),
+                    hub.container_report(agent)
+                )
+            });
+            let (mention, _) = context(hub, admin, &event);
+            (timestamp(&reply) - timestamp(&mention)) as f64
+        })
+        .collect()
+}
+
+/// A runtime under test: the agent's generated gVisor runtime, runc, or a
+/// variant of the generated runtime with extra runsc flags.
+#[derive(Clone)]
+struct Config {
+    label: String,
+    runtime: String,
+    /// runsc flags replacing or added to the generated ones (variants).
+    flags: Vec<String>,
+}
+
+/// `BENCH_VARIANTS="label:--flag=v --flag2=v;label2:..."`.
+fn variants() -> Vec<(String, Vec<String>)> {
+    std::env::var("BENCH_VARIANTS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            let (label, flags) = v.split_once(':').expect("BENCH_VARIANTS entries are label:flags");
+            (
+                label.trim().to_string(),
+                flags.split_whitespace().map(String::from).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The generated runtime's arguments with `extra` replacing flags of the
+/// same name or added.
+fn with_flags(base: &[Value], extra: &[String]) -> Vec<Value> {
+    let name = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+    let mut args: Vec<Value> = base
+        .iter()
+        .filter(|a| !extra.iter().any(|e| name(e) == name(a.as_str().unwrap_or_default())))
+        .cloned()
+        .collect();
+    args.extend(extra.iter().map(|e| json!(e)));
+    args
+}
+
+/// Adds the variants' runtimes to the running dockerd: rewrites its config
+/// file and sends SIGHUP (dockerd reloads `runtimes` live), so the hub's
+/// daemon stays as started for everything else.
+fn add_runtimes(hub: &Hub, configs: &[Config], base_runtime: &str) {
+    let path = hub.daemon.dir().join("daemon.json");
+    let mut settings: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let base = settings["runtimes"][base_runtime]["runtimeArgs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no runtime {base_runtime} in {}", path.display()));
+    for config in configs.iter().filter(|c| !c.flags.is_empty()) {
+        settings["runtimes"][&config.runtime] =
+            json!({"path": "runsc", "runtimeArgs": with_flags(&base, &config.flags)});
+    }
+    fs::write(&path, serde_json::to_string_pretty(&settings).unwrap()).unwrap();
+    let pid: i32 = fs::read_to_string(hub.daemon.dir().join("docker.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let info = docker_ok(hub, &["info", "--format", "{{json .Runtimes}}"]);
+    for config in configs.iter().filter(|c| !c.flags.is_empty()) {
+        assert!(
+            info.contains(&config.runtime),
+            "dockerd did not load {}: {info}",
+            config.runtime
+        );
+    }
+}
+
+fn configs_for(sandbox: &Sandbox) -> Vec<Config> {
+    let mut configs = vec![
+        Config {
+            label: format!("gvisor ({})", sandbox.runtime),
+            runtime: sandbox.runtime.clone(),
+            flags: Vec::new(),
+        },
+        Config {
+            label: "runc".into(),
+            runtime: "runc".into(),
+            flags: Vec::new(),
+        },
+    ];
+    for (label, flags) in variants() {
+        configs.push(Config {
+            label: format!("{} {}", sandbox.runtime, flags.join(" ")),
+            runtime: format!("bench-{}-{label}", sandbox.runtime),
+            flags,
+        });
+    }
+    configs
+}
+
+/// One agent: `rounds` rounds; in each, every config once (the order
+/// rotating between rounds), each start followed by `replies` round trips
+/// and a memory sample.
+fn bench_agent(hub: &Hub, admin: &Admin, sandbox: &Sandbox, rounds: usize, replies: usize) -> Value {
+    let user = hub.appliance.agents[&sandbox.name].user_id.clone();
+    let configs = configs_for(sandbox);
+    add_runtimes(hub, &configs, &sandbox.runtime);
+    let mut samples: Vec<Value> = Vec::new();
+    for round in 0..rounds {
+        let mut order = configs.clone();
+        order.rotate_left(round % configs.len());
+        for config in &order {
+            let index = configs.iter().position(|c| c.runtime == config.runtime).unwrap();
+            let load_before = load_average();
+            let ready_ms = start_to_ready(hub, admin, sandbox, &config.runtime, &user);
+            let late = settle(hub, admin, &user, Duration::from_secs(4));
+            // The stand-in echoes `tag-<alphanumeric>` tokens.
+            let tag = format!("tag-{}c{index}r{round}", sandbox.name);
+            let trips = round_trips(hub, admin, &sandbox.name, &user, &tag, replies);
+            let memory = memory(hub, &sandbox.name);
+            eprintln!(
+                "bench: {} {} round {round}: ready {:.1} s, round trips {:?} ms, memory {}, load {load_before} -> {}, late replies {late}",
+                sandbox.name,
+                config.label,
+                ready_ms / 1000.0,
+                trips,
+                memory,
+                load_average()
+            );
+            samples.push(json!({
+                "config": config.label,
+                "runtime": config.runtime,
+                "round": round,
+                "ready_ms": ready_ms,
+                "round_trips_ms": trips,
+                "memory": memory,
+                "load_before": load_before,
+                "load_after": load_average(),
+                "late_replies": late,
+            }));
+        }
+    }
+    // Leave the agent as the hub runs it.
+    let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
+    hub.start_sandbox(sandbox);
+    json!({"agent": sandbox.name, "runtime": sandbox.runtime, "samples": samples})
+}
+
+/// The hub of the rehearsal, timed: services (namespace, dockerd, bridge,
+/// DNS, secrets, Synapse, bootstrap), then the images (a rehearsal-only
+/// cost: the appliance has them in its Nix store), then every sandbox in
+/// dependency order until every agent has answered a mention.
+fn cold_start() -> Option<(Hub, Admin, Value)> {
+    if !crate::tools_present() {
+        return None;
+    }
+    let venv = crate::synapse::venv()?;
+    let standin = crate::standin();
+    let started = Instant::now();
+    let name = format!("rehearsal-{}", std::process::id());
+    let hub = hub::start(&name, Services { synapse_venv: &venv });
+    let services_s = started.elapsed().as_secs_f64();
+    let sandboxes = hub.sandboxes();
+    let wanted: Vec<String> = sandboxes.iter().map(|s| s.image.clone()).collect();
+    let inference = hub
+        .appliance
+        .inference
+        .as_ref()
+        .expect("the default spec has inference");
+    let services = images::ServiceFiles {
+        standin: &standin,
+        models: inference.models.clone(),
+        server_name: hub.appliance.matrix.server_name.clone(),
+        web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
+    };
+    let images_started = Instant::now();
+    images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
+    let images_s = images_started.elapsed().as_secs_f64();
+    let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
+    let load = load_average();
+    let sandboxes_started = Instant::now();
+    let started_ms = now_ms();
+    let mut started_names: Vec<String> = Vec::new();
+    while started_names.len() < sandboxes.len() {
+        for sandbox in &sandboxes {
+            if started_names.contains(&sandbox.name) || !sandbox.depends_on.iter().all(|d| started_names.contains(d)) {
+                continue;
+            }
+            hub.start_sandbox(sandbox);
+            started_names.push(sandbox.name.clone());
+        }
+    }
+    let mut answered = serde_json::Map::new();
+    for (agent, _) in AGENTS {
+        let (body, _, first) = crate::first_answer(&hub, &admin, agent);
+        let user = hub.appliance.agents[*agent].user_id.clone();
+        let (_, after) = context(&hub, &admin, &first);
+        let reply = after
+            .iter()
+            .find(|e| e["sender"] == user.as_str() && body_matches(e, &body))
+            .expect("the answer is in the room");
+        answered.insert(
+            agent.to_string(),
+            json!((timestamp(reply) - started_ms) as f64 / 1000.0),
+        );
+    }
+    let all_answering_s = sandboxes_started.elapsed().as_secs_f64();
+    let cold = json!({
+        "services_s": services_s,
+        "images_s": images_s,
+        "sandboxes_to_all_answering_s": all_answering_s,
+        "agent_answered_s": answered,
+        "load_before": load,
+        "load_after": load_average(),
+    });
+    eprintln!("bench: cold start {cold}");
+    Some((hub, admin, cold))
+}
+
+fn body_matches(event: &Value, wanted: &str) -> bool {
+    body(event) == wanted
+}
+
+/// `scripts/bench-rehearsal.sh`; `BENCH_ROUNDS` (default 4) starts per
+/// runtime and agent, `BENCH_REPLIES` (default 5) round trips after each
+/// start, `BENCH_AGENTS` (default both), `BENCH_VARIANTS` extra runsc
+/// flags, `BENCH_JSON` where the results go.
+#[test]
+#[ignore = "the rehearsal's benchmark, about 20 minutes: scripts/bench-rehearsal.sh"]
+fn bench_rehearsal() {
+    let Some((hub, admin, cold)) = cold_start() else { return };
+    let rounds = env_number("BENCH_ROUNDS", 4);
+    let replies = env_number("BENCH_REPLIES", 5);
+    let only = std::env::var("BENCH_AGENTS").unwrap_or_else(|_| "casper,melchior".into());
+    let mut agents = Vec::new();
+    for (agent, kind) in AGENTS.iter().filter(|(a, _)| only.split(',').any(|o| o == *a)) {
+        let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();
+        let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies);
+        result["kind"] = json!(kind);
+        agents.push(result);
+    }
+    let runsc = fs::read_to_string("/proc/version").unwrap_or_default();
+    let out = json!({
+        "cold_start": cold,
+        "agents": agents,
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "kernel": runsc.trim(),
+            "runsc": String::from_utf8_lossy(&std::process::Command::new("runsc").arg("--version").output().map(|o| o.stdout).unwrap_or_default()).lines().next().unwrap_or_default(),
+        },
+        "rounds": rounds,
+        "replies_per_round": replies,
+    });
+    let path = std::env::var("BENCH_JSON")
+        .unwrap_or_else(|_| root().join("target/bench-rehearsal.json").display().to_string());
+    fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    eprintln!("bench: results in {path}");
+}

@@ -33,6 +33,10 @@ def millis(ms):
     return "%.0f ms" % ms if ms < 10000 else "%.1f s" % (ms / 1000)
 
 
+def mib(value):
+    return "-" if value is None else "%.0f MiB" % value
+
+
 def by_config(samples):
     configs = {}
     for sample in samples:
@@ -55,35 +59,44 @@ def main(path):
               cold["load_before"], cold["load_after"]))
     print()
     print("| agent | runtime | starts | start to ready median (p90, min) | round trips | "
-          "round trip median (p90, min) | PSS median | cgroup usage median | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "round trip median (p90, min) | cgroup usage | of which anon + shmem | PSS sum | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ratios = []
     for agent in results["agents"]:
         configs = by_config(agent["samples"])
         rows = {}
         for label, samples in configs.items():
+            refused = [s for s in samples if "refused" in s]
+            samples = [s for s in samples if "refused" not in s]
+            if not samples:
+                print("| %s (%s) | %s | refused by runsc: %s |||||||" % (
+                    agent["agent"], agent["kind"], label, refused[0]["refused"][-160:]))
+                continue
             ready = summary([s["ready_ms"] for s in samples])
             trips = summary([t for s in samples for t in s["round_trips_ms"]])
             pss = statistics.median(s["memory"]["pss_mib"] for s in samples)
             usage = [s["memory"]["cgroup_usage_mib"] for s in samples if s["memory"]["cgroup_usage_mib"] is not None]
+            private = [s["memory"]["cgroup_anon_mib"] + s["memory"]["cgroup_shmem_mib"]
+                       for s in samples if s["memory"].get("cgroup_anon_mib") is not None]
+            timeouts = sum(s.get("round_trip_timeouts", 0) for s in samples)
             loads = [float(s["load_before"].split()[0]) for s in samples]
-            rows[label] = (ready, trips, pss, statistics.median(usage) if usage else None)
-            print("| %s (%s) | %s | %d | %s (%s, %s) | %d | %s (%s, %s) | %.0f MiB | %s | %.1f-%.1f |" % (
+            rows[label] = (ready, trips, statistics.median(usage) if usage else None, pss)
+            print("| %s (%s) | %s | %d | %s (%s, %s) | %s | %s (%s, %s) | %s | %s | %.0f MiB | %.1f-%.1f |" % (
                 agent["agent"], agent["kind"], label, ready["n"],
                 seconds(ready["median"]), seconds(ready["p90"]), seconds(ready["min"]),
-                trips["n"], millis(trips["median"]), millis(trips["p90"]), millis(trips["min"]),
-                pss, "%.0f MiB" % rows[label][3] if rows[label][3] is not None else "-",
+                "%d%s" % (trips["n"], " + %d timed out" % timeouts if timeouts else ""), millis(trips["median"]), millis(trips["p90"]), millis(trips["min"]),
+                mib(rows[label][2]), mib(statistics.median(private)) if private else "-", pss,
                 min(loads), max(loads)))
         runc = rows.get("runc")
         if runc:
-            for label, (ready, trips, pss, usage) in rows.items():
+            for label, (ready, trips, usage, pss) in rows.items():
                 if label != "runc":
                     ratios.append((agent["agent"], label, ready["median"] / runc[0]["median"],
                                    trips["median"] / runc[1]["median"], trips["p90"] / runc[1]["p90"],
-                                   pss / runc[2] if runc[2] else float("nan")))
+                                   usage / runc[2] if usage and runc[2] else float("nan")))
     print()
     print("| agent | runtime vs runc | start to ready (target <= 1.5x) | round trip median (target <= 1.3x) "
-          "| round trip p90 | PSS |")
+          "| round trip p90 | memory (cgroup usage) |")
     print("|---|---|---|---|---|---|")
     for agent, label, ready, median, p90, pss in ratios:
         print("| %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |" % (agent, label, ready, median, p90, pss))
@@ -91,7 +104,9 @@ def main(path):
     print("Processes counted per sandbox (PSS from the host, summed):")
     for agent in results["agents"]:
         for label, samples in by_config(agent["samples"]).items():
-            print("- %s, %s: %s" % (agent["agent"], label, ", ".join(samples[-1]["memory"]["processes"])))
+            samples = [s for s in samples if "refused" not in s]
+            if samples:
+                    print("- %s, %s: %s" % (agent["agent"], label, ", ".join(samples[-1]["memory"]["processes"])))
 
 
 if __name__ == "__main__":

@@ -107,7 +107,9 @@ let
       done
       tags=$(curl -fsS "$url/api/tags")
       for model in ${lib.concatStringsSep " " inference.models}; do
-        if ! jq -e --arg model "$model" 'any(.models[]; .name == $model)' <<<"$tags" >/dev/null; then
+        # Double quotes: shellcheck (writeShellApplication) flags `$` in
+        # single quotes.
+        if ! jq -e --arg model "$model" "any(.models[]; .name == \$model)" <<<"$tags" >/dev/null; then
           echo "appliance: the stand-in at $url does not serve $model: $tags" >&2
           exit 1
         fi

@@ -6,7 +6,10 @@
 //! the hub and the rehearsal's steps, the inference sandbox's image is the
 //! stand-in under the real image's name, tag and description, the models'
 //! pull is replaced by a check of the stand-in's list, and the VM node keeps
-//! every generated `docker run` option but the GPU ones. Booting the VM is
+//! every generated `docker run` option but the GPU ones. The test script
+//! itself runs in Python with a STUB `machine`, its scenario.py commands
+//! with the real scenario.py against no homeserver: the flags are ones
+//! scenario.py accepts, and its failure fails the test. Booting the VM is
 //! left to `nix flake check` on a machine with nixpkgs and KVM.
 
 use std::collections::BTreeMap;
@@ -331,4 +334,139 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
         assert_eq!(strings(&shared["options"][name]), expected, "sandbox {name}");
     }
     assert!(strings(&shared["options"]["ollama"]).contains(&"--cpus=4"));
+}
+
+/// Runs the scenario test's script in Python with a STUB `machine` that
+/// answers the boot checks with canned output and runs every scenario.py
+/// command it is given with the real tests/rehearsal/scenario.py against
+/// a homeserver that is not there (127.0.0.1:9, discard): scenario.py must
+/// accept the flags (exit 1 after failing to connect, not argparse's 2).
+/// The stub then reports `full_status` for the full run, and the script
+/// must raise exactly when that is non-zero.
+const STUB_DRIVER: &str = r#"
+import json, shlex, subprocess, sys, tempfile, os
+
+script_path, scenario_py, daemon_json, full_status = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+script = open(script_path).read()
+runtimes = json.load(open(daemon_json))["runtimes"]
+scratch = tempfile.mkdtemp()
+password = os.path.join(scratch, "password")
+open(password, "w").write("stub-password\n")
+runs = []
+
+def scenario_argv(cmd):
+    argv = []
+    for word in shlex.split(cmd):
+        if word.startswith(">") or word.startswith("2>"):
+            break
+        argv.append(word)
+    out = [sys.executable, scenario_py]
+    for arg in argv[2:]:
+        if arg.startswith("--homeserver="):
+            arg = "--homeserver=http://127.0.0.1:9"
+        elif arg.startswith("--admin-password-file="):
+            arg = "--admin-password-file=" + password
+        elif arg.startswith("--json="):
+            arg = "--json=" + os.path.join(scratch, "results.json")
+        out.append(arg)
+    return argv, out
+
+class StubMachine:
+    def wait_for_unit(self, unit, timeout=900):
+        pass
+    def wait_until_succeeds(self, cmd, timeout=900):
+        return self.succeed(cmd)
+    def succeed(self, cmd, timeout=None):
+        status, out = self.execute(cmd)
+        assert status == 0, cmd
+        return out
+    def execute(self, cmd, timeout=900):
+        if "scenario.py" in cmd:
+            original, argv = scenario_argv(cmd)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1 and "connect" in done.stderr, (argv, done.returncode, done.stderr)
+            runs.append(original)
+            full = any(a.startswith("--agent-log=") for a in original)
+            return (full_status if full else 0), ""
+        if "docker info" in cmd:
+            return 0, json.dumps({name: {"path": "/stub/bin/runsc"} for name in runtimes})
+        if "config.json" in cmd:
+            return 0, json.dumps({"allowCustomHomeservers": False})
+        if "admin password" in cmd:
+            return 0, "stub-password\n"
+        if ".HostConfig.Runtime" in cmd:
+            return 0, "runsc\n"
+        if "range .Mounts" in cmd:
+            return 0, "/stub/volume\n"
+        return 0, ""
+
+try:
+    exec(compile(script, "testScript", "exec"), {"machine": StubMachine()})
+    raised = None
+except Exception as e:
+    raised = str(e)
+print(json.dumps({"raised": raised, "runs": runs}))
+"#;
+
+fn run_script_with_stub_machine(script: &str, full_status: i32) -> Option<Value> {
+    let python = require_tool("python3", "running the VM test's script with a stub machine")?;
+    let scratch = tempfile::tempdir().unwrap();
+    let script_path = scratch.path().join("testScript.py");
+    std::fs::write(&script_path, script).unwrap();
+    let driver = scratch.path().join("driver.py");
+    std::fs::write(&driver, STUB_DRIVER).unwrap();
+    let output = Command::new(python)
+        .arg(&driver)
+        .arg(&script_path)
+        .arg(root().join("tests/rehearsal/scenario.py"))
+        .arg(root().join("generated/hosts/hub/docker-daemon.json"))
+        .arg(full_status.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the stub driver failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The script prints too: the driver's report is the last line.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Some(serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap())
+}
+
+#[test]
+fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
+    let Some(out) = evaluate() else {
+        return;
+    };
+    let script = out["testScript"].as_str().unwrap();
+    let Some(passing) = run_script_with_stub_machine(script, 0) else {
+        return;
+    };
+    assert_eq!(passing["raised"], Value::Null, "{passing}");
+    let runs = passing["runs"].as_array().unwrap();
+    // The warm-up (mentions until every agent answered), then the full run.
+    assert_eq!(runs.len(), 2, "{passing}");
+    let full: Vec<&str> = strings(&runs[1]);
+    for flag in [
+        "--step=joined",
+        "--step=mention",
+        "--step=unmentioned",
+        "--step=stranger",
+        "--step=code",
+        "--step=loop",
+        "--code-agent=casper",
+        "--agent=balthasar=glm-4.7-flash:q4_K_M",
+        "--agent=casper=qwen3.5:27b-q4_K_M",
+        "--agent=melchior=gemma4:26b-a4b-it-q8_0",
+        "--agent-log=melchior=/root/scenario/melchior.log",
+        "--loop-agents=balthasar,casper,melchior",
+        "--standin-log=/stub/volume/standin-requests.jsonl",
+    ] {
+        assert!(full.contains(&flag), "the full run lacks {flag}: {full:?}");
+    }
+    assert!(strings(&runs[0]).contains(&"--step=mention"));
+    // A failing scenario fails the test.
+    let failing = run_script_with_stub_machine(script, 1).unwrap();
+    let raised = failing["raised"].as_str().unwrap_or_default();
+    assert!(raised.contains("scenario.py failed (exit 1)"), "{failing}");
 }

@@ -470,3 +470,37 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
     let raised = failing["raised"].as_str().unwrap_or_default();
     assert!(raised.contains("scenario.py failed (exit 1)"), "{failing}");
 }
+
+#[test]
+fn the_boot_check_runs_sleepers_of_every_sandbox_image_on_the_same_vm_node() {
+    if nix_instantiate().is_none() {
+        return;
+    }
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("stub.nix"), STUB).unwrap();
+    let expression = format!(
+        r#"
+let
+  stub = import {stub}/stub.nix;
+  inherit (stub) lib pkgs;
+  generated = import {root}/generated;
+  test = import {root}/nix/checks/hub.nix {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};
+  node = test.nodes.machine {{ inherit lib; }};
+in {{
+  inherit (test) name;
+  sameChecks = test.testScript == import {root}/nix/checks/hub-boot-checks.nix {{ inherit lib generated; host = "hub"; }};
+  imports = builtins.length node.imports;
+  images = builtins.mapAttrs (_: c: let a = c.imageStream._stubForce.stubArgs; in "${{a.name}}:${{a.tag}}") node.virtualisation.oci-containers.containers;
+  sandboxes = generated.hosts.hub.sandboxes;
+}}
+"#,
+        stub = stub.path().display(),
+        root = root().display(),
+    );
+    let out = eval_json(&expression);
+    assert_eq!(out["name"], "appliance-hub-boots");
+    assert_eq!(out["sameChecks"], true);
+    assert_eq!(out["imports"], 2);
+    // Every sandbox's image replaced by a sleeper of the same name and tag.
+    assert_eq!(out["images"], out["sandboxes"]);
+}

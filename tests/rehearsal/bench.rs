@@ -258,8 +258,8 @@ struct Ready {
 }
 
 /// Starts `sandbox` under `runtime` and mentions it every `PROBE_EVERY`
-/// until it answers, or dockerd's refusal (a variant's flags may not
-/// combine).
+/// until it answers; or why not: dockerd's refusal (a variant's flags may
+/// not combine) or the agent's exit.
 fn start_to_ready(hub: &Hub, admin: &Admin, sandbox: &Sandbox, runtime: &str, user: &str) -> Result<Ready, String> {
     let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
     let args = run_args_with_runtime(hub, sandbox, runtime);
@@ -273,12 +273,12 @@ fn start_to_ready(hub: &Hub, admin: &Admin, sandbox: &Sandbox, runtime: &str, us
     let first = admin.mention(hub, user, "are you up? probe-0");
     let mut probes = 1;
     while started.elapsed() < READY_WITHIN {
-        assert!(
-            hub.is_running(&sandbox.name),
-            "{} exited under {runtime} before it answered\n{}",
-            sandbox.name,
-            hub.container_report(&sandbox.name)
-        );
+        if !hub.is_running(&sandbox.name) {
+            return Err(format!(
+                "exited before it answered\n{}",
+                hub.container_report(&sandbox.name)
+            ));
+        }
         let (_, after) = context(hub, admin, &first);
         if let Some(reply) = after
             .iter()
@@ -471,7 +471,7 @@ fn bench_agent(hub: &Hub, admin: &Admin, sandbox: &Sandbox, rounds: usize, repli
             let ready = match start_to_ready(hub, admin, sandbox, &config.runtime, &user) {
                 Ok(ready) => ready,
                 Err(refused) => {
-                    eprintln!("bench: {} {} refused: {refused}", sandbox.name, config.label);
+                    eprintln!("bench: {} {} failed: {refused}", sandbox.name, config.label);
                     samples.push(
                         json!({"config": config.label, "runtime": config.runtime, "round": round, "refused": refused}),
                     );
@@ -607,14 +607,20 @@ fn bench_rehearsal() {
         let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies);
         result["kind"] = json!(kind);
         agents.push(result);
+        write_results(&cold, &agents, rounds, replies);
     }
-    let runsc = fs::read_to_string("/proc/version").unwrap_or_default();
+}
+
+/// The results so far, as JSON at `BENCH_JSON` (rewritten after each
+/// agent, so a later failure keeps what was measured).
+fn write_results(cold: &Value, agents: &[Value], rounds: usize, replies: usize) {
+    let kernel = fs::read_to_string("/proc/version").unwrap_or_default();
     let out = json!({
         "cold_start": cold,
         "agents": agents,
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "kernel": runsc.trim(),
+            "kernel": kernel.trim(),
             "runsc": String::from_utf8_lossy(&std::process::Command::new("runsc").arg("--version").output().map(|o| o.stdout).unwrap_or_default()).lines().next().unwrap_or_default(),
         },
         "rounds": rounds,

@@ -261,6 +261,10 @@ struct Ready {
 /// until it answers; or why not: dockerd's refusal (a variant's flags may
 /// not combine) or the agent's exit.
 fn start_to_ready(hub: &Hub, admin: &Admin, sandbox: &Sandbox, runtime: &str, user: &str) -> Result<Ready, String> {
+    // A clean stop first: OpenClaw counts unclean restarts and, after a few,
+    // its crash-loop breaker stops starting the Matrix channel (seen after
+    // three `docker rm -f` in a row). Not yet verified to be enough.
+    let _ = hub.daemon.docker(&["stop", "-t", "30", &sandbox.name]);
     let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
     let args = run_args_with_runtime(hub, sandbox, runtime);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();

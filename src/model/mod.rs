@@ -9,7 +9,7 @@ mod firewall;
 pub mod image;
 mod names;
 mod network;
-mod policy;
+pub mod policy;
 mod sandbox;
 pub mod services;
 pub mod vram;
@@ -23,9 +23,7 @@ pub use agent_checks::is_size;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
 pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
-pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
-pub use policy::{home_room_env, operator_env, rate_limit, room_ids_env, token_env};
 pub use sandbox::{
     CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
 };

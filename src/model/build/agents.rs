@@ -11,13 +11,11 @@ use toml::Spanned;
 use super::addressing::Endpoints;
 use super::matrix::Accounts;
 use super::{Builder, span};
-use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
+use crate::kinds;
+use crate::model::agent_checks::{check_limits, check_skill, resolve_model, resolve_tools};
 use crate::model::services::{SEARCH_PORT, SEARCH_SLOT};
 use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
-
-/// Hermes refuses models with a smaller context window.
-const HERMES_MIN_CONTEXT: u32 = 64_000;
 
 /// What the agents are resolved against: everything built before them.
 pub(super) struct Context<'a> {
@@ -146,16 +144,24 @@ fn resolve_agent(
 
 /// The context window: the spec's, or the kind's default.
 fn context(b: &mut Builder, name: &Spanned<String>, agent: &AgentSpec, kind: AgentKind) -> u32 {
-    let context = agent.context.as_ref().map_or(default_context(kind), |c| *c.get_ref());
-    if kind == AgentKind::Hermes && context < HERMES_MIN_CONTEXT {
+    let kind = kinds::of(kind);
+    let supports = kind.supports();
+    let context = agent
+        .context
+        .as_ref()
+        .map_or(supports.default_context, |c| *c.get_ref());
+    if let Some(min) = supports.min_context
+        && context < min
+    {
         let at = agent.context.as_ref().map_or(span(name), span);
         b.error(
             at,
             format!(
-                "agent `{}` is Hermes, which needs a context window of at least {HERMES_MIN_CONTEXT} tokens",
-                name.get_ref()
+                "agent `{}` is {}, which needs a context window of at least {min} tokens",
+                name.get_ref(),
+                kind.label()
             ),
-            "set `context = 65536` or more",
+            format!("set `context = {}` or more", supports.default_context),
         );
     }
     context
@@ -166,11 +172,14 @@ fn check_flags(b: &mut Builder, agent: &AgentSpec, kind: AgentKind, code_executi
     if let Some(flag) = agent
         .remote_exec
         .as_ref()
-        .filter(|f| *f.get_ref() && kind != AgentKind::Picoclaw)
+        .filter(|f| *f.get_ref() && !kinds::of(kind).supports().remote_exec)
     {
         b.error(
             span(flag),
-            "`remote-exec` applies to picoclaw agents only",
+            format!(
+                "`remote-exec` applies to {} agents only",
+                kinds::names_where(|k| k.supports().remote_exec)
+            ),
             "remove `remote-exec`",
         );
     }

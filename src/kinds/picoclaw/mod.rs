@@ -109,7 +109,7 @@ static PROOF: Proof = Proof {
     sources_key: "picoclaw",
     package: "picoclaw",
     ci: CiInstall::None {
-        why: "PicoClaw ships as a Go module and GitHub release binaries, and CI reaches no Go module proxy",
+        why: "it is a Go program released as source and GitHub binaries, and CI reaches neither a Go module proxy nor GitHub",
     },
 };
 

@@ -1,6 +1,7 @@
 //! `[agents.*]`: each agent's checks and defaults, its Matrix account and
 //! allowlist, its endpoints and its policy (per-kind checks are in
-//! `model::agent_checks`, the policy in `model::policy`).
+//! `model::agent_checks`, the policy in `model::policy`, both asking the
+//! agent's kind in `crate::kinds`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;

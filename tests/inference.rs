@@ -232,3 +232,15 @@ fn check_warns_when_the_models_do_not_fit_in_vram() {
         crate::common::stderr(&bad)
     );
 }
+
+#[test]
+fn an_agent_cannot_take_a_service_sandboxs_name() {
+    let text = spec("", "").replace("casper", "webextract");
+    let output = check(&text);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("container name `webextract` is the appliance's own service sandbox"),
+        "{stderr}"
+    );
+}

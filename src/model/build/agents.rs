@@ -12,7 +12,12 @@ use super::addressing::Endpoints;
 use super::matrix::Accounts;
 use super::{Builder, span};
 use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
-use crate::model::services::{EXTRACT_PORT, EXTRACT_SLOT, SEARCH_PORT, SEARCH_SLOT};
+use crate::model::services::{
+    EXTRACT_PORT, EXTRACT_SANDBOX, EXTRACT_SLOT, INFERENCE_SANDBOX, SEARCH_PORT, SEARCH_SANDBOX, SEARCH_SLOT,
+};
+
+/// Container names the appliance's own services take on every host.
+const SERVICE_SANDBOXES: &[&str] = &[INFERENCE_SANDBOX, SEARCH_SANDBOX, EXTRACT_SANDBOX];
 use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
 
@@ -233,6 +238,15 @@ fn claim_sandbox_names(
         agent_sandboxes.push(sandbox::exec_sandbox_name(name.get_ref()));
     }
     for sandbox in agent_sandboxes {
+        // The appliance's own service sandboxes share the container names.
+        if SERVICE_SANDBOXES.contains(&sandbox.as_str()) {
+            b.error(
+                span(name),
+                format!("container name `{sandbox}` is the appliance's own service sandbox"),
+                "rename the agent: `ollama`, `searxng` and `webextract` are the appliance's service sandboxes",
+            );
+            continue;
+        }
         if let Some(_previous) = sandbox_names.insert(sandbox.clone(), span(name)) {
             b.error(
                 span(name),

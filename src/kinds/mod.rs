@@ -59,7 +59,7 @@ pub trait Kind: Sync {
 
     /// Whether a tool the spec asks for stays on, and the warning that
     /// explains it when it does not (or only partly).
-    fn tool(&self, _name: &str, _tool: Tool, _search_backend: bool) -> ToolPolicy {
+    fn tool(&self, _request: &Request, _tool: Tool) -> ToolPolicy {
         ToolPolicy {
             keep: true,
             warning: None,

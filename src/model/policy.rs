@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub publish: &'a [u16],
     /// The appliance runs a search backend for the `crawler` tool.
     pub search_backend: bool,
+    /// ... and an extraction backend beside it.
+    pub extract_backend: bool,
     /// The agent's egress goes through the proxy (`egress` is not `none`).
     pub egress_proxy: bool,
 }
@@ -37,7 +39,7 @@ pub fn apply(request: Request) -> Policy {
     let mut warnings = Vec::new();
     let mut effective = Vec::new();
     for &tool in &request.tools {
-        let decision = kind.tool(request.name, tool, request.search_backend);
+        let decision = kind.tool(&request, tool);
         if decision.keep {
             effective.push(tool);
         }

@@ -186,10 +186,15 @@ impl Hub {
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
         let options = run_options(sandbox);
         // The egress proxy does not run here (tests/egress.rs proves it),
-        // and the test web host the search engine reads is a private
-        // address, which the proxy would deny by design: the search
-        // sandbox reaches it directly, without the proxy variables.
-        let search = sandbox.name == agent_appliance::model::SEARCH_SANDBOX;
+        // and the test web host the search engine and the extraction
+        // service read is a private address, which the proxy would deny by
+        // design: those sandboxes reach it directly, without the proxy
+        // variables.
+        let search = [
+            agent_appliance::model::SEARCH_SANDBOX,
+            agent_appliance::model::EXTRACT_SANDBOX,
+        ]
+        .contains(&sandbox.name.as_str());
         options
             .cli_args(|source| match source {
                 BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
@@ -395,16 +400,23 @@ fn tmpfiles(hub: &Hub) {
 }
 
 /// What `appliance-service-secrets` makes at first boot: SearXNG's secret
-/// key in its env file (0600, root; dockerd reads it).
+/// key and webextract's key in their env files (0400, root; dockerd reads
+/// them).
 fn service_secrets(hub: &Hub) {
-    let path = hub.host_path(agent_appliance::model::services::SEARCH_SECRET_ENV);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut bytes = [0u8; 24];
-    use std::io::Read as _;
-    fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(&path, format!("SEARXNG_SECRET={key}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    use agent_appliance::model::services::{EXTRACT_KEY_ENV, SEARCH_SECRET_ENV};
+    for (file, variable) in [
+        (SEARCH_SECRET_ENV, "SEARXNG_SECRET"),
+        (EXTRACT_KEY_ENV, "TAVILY_API_KEY"),
+    ] {
+        let path = hub.host_path(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = [0u8; 24];
+        use std::io::Read as _;
+        fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(&path, format!("{variable}={key}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+    }
 }
 
 fn assert_ok(what: &str, output: &Output) {

@@ -1,8 +1,8 @@
 //! Hermes Agent: Python, with a browser (agent-browser driving Chromium),
-//! web search through the appliance's SearXNG, and code execution in a
-//! Docker-in-gVisor sandbox. Its config is YAML (`config.rs`); Hermes
-//! 0.19.0's own loader (tests/tools/validate_hermes.py) checks every
-//! generated file.
+//! web search and page extraction through the appliance's SearXNG and
+//! webextract, and code execution in a Docker-in-gVisor sandbox. Its config
+//! is YAML (`config.rs`); Hermes 0.19.0's own loader
+//! (tests/tools/validate_hermes.py) checks every generated file.
 
 mod config;
 
@@ -165,6 +165,11 @@ impl Kind for Hermes {
         if let Some(url) = &agent.search_url {
             env.push(("SEARXNG_URL", url.clone()));
         }
+        // The `crawler` tool's webextract, through Hermes' `tavily`
+        // provider (its key, TAVILY_API_KEY, is in the host's key file).
+        if let Some(url) = &agent.extract_url {
+            env.push(("TAVILY_BASE_URL", url.clone()));
+        }
         if agent.tools.contains(&Tool::Browser) {
             env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
             // Chromium's own sandbox cannot start inside gVisor, which is the
@@ -180,21 +185,22 @@ impl Kind for Hermes {
         env
     }
 
-    fn tool(&self, name: &str, tool: Tool, search_backend: bool) -> ToolPolicy {
+    fn tool(&self, request: &Request, tool: Tool) -> ToolPolicy {
+        let name = request.name;
         match tool {
-            // SearXNG gives Hermes' `search` toolset (web_search). Hermes
-            // 0.19.0's only self-hosted extraction backend is Firecrawl,
-            // which nixpkgs does not package (and which is five services:
-            // API, Playwright, Redis, RabbitMQ, PostgreSQL): web_extract
-            // stays off and the browser reads pages.
-            Tool::Crawler if search_backend => ToolPolicy {
+            // SearXNG gives web_search; the appliance's webextract, which
+            // speaks the part of Tavily's API Hermes' `tavily` provider
+            // calls, gives web_extract (Hermes' self-hosted Firecrawl would
+            // be five services: API, Playwright, Redis, RabbitMQ,
+            // PostgreSQL, none in nixpkgs).
+            Tool::Crawler if request.search_backend => ToolPolicy {
                 keep: true,
-                warning: Some(Warning {
+                warning: (!request.extract_backend).then(|| Warning {
                     code: "agent-extract-off",
                     message: format!(
                         "agent `{name}`: Hermes' `crawler` tool searches through the appliance's SearXNG \
-                         (web_search); web_extract stays off: its only self-hosted backend is Firecrawl, \
-                         which nixpkgs does not package; the browser tool still reads web pages"
+                         (web_search); web_extract is off because the spec sets `[crawler] extract = \"off\"`; \
+                         the browser tool still reads web pages"
                     ),
                 }),
             },

@@ -529,6 +529,8 @@ pub fn start(name: &str, tools: Services) -> Hub {
         "--no-hosts",
         "--no-resolv",
         &format!("--host-record={WEB_HOST},{WEB_ADDRESS}"),
+        // Logging only: which names the sandboxes ask for (docs/rehearsal.md).
+        "--log-queries",
     ]);
     hub.services
         .push(Process::spawn("dnsmasq", dnsmasq, logs.join("dnsmasq.log")));
@@ -651,6 +653,11 @@ fn squid_config(host: &Host, dir: &Path) -> String {
 }
 
 impl Hub {
+    /// The DNS forwarder's query log so far.
+    pub fn dns_log(&self) -> String {
+        fs::read_to_string(self.host_root.path().join("logs/dnsmasq.log")).unwrap_or_default()
+    }
+
     /// The egress proxy's access log so far.
     pub fn proxy_log(&self) -> String {
         fs::read_to_string(self.host_root.path().join("logs/squid/access.log")).unwrap_or_default()

@@ -18,6 +18,7 @@ mod images;
 mod matrix;
 mod netns;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::common::{in_ci, require_tool, root};
@@ -33,7 +34,7 @@ const FIRST_ANSWER: Duration = Duration::from_secs(300);
 /// How long melchior may take from "read page" to the page's title, its
 /// browser started cold in gVisor and the page fetched through the egress
 /// proxy. Measured here: see docs/rehearsal.md; generous for a loaded CI.
-const BROWSE: Duration = Duration::from_secs(240);
+const BROWSE: Duration = Duration::from_secs(180);
 
 fn tools_present() -> bool {
     let why = "the rehearsal (docs/rehearsal.md)";
@@ -422,8 +423,47 @@ fn browser_went_through_the_egress_proxy(hub: &Hub, agent: &str) {
         "rehearsal: {agent}'s browser went through the egress proxy: {}",
         page[0]
     );
+    // What else it asked for, once per target: (count, squid's result).
+    let mut others: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for line in mine.iter().filter(|l| !l.contains(hub::WEB_HOST)) {
-        eprintln!("rehearsal: {agent} asked the egress proxy: {line}");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (status, target) = (
+            fields.get(3).copied().unwrap_or_default(),
+            fields.get(6).copied().unwrap_or_default(),
+        );
+        others.entry(target).or_insert((0, status)).0 += 1;
+    }
+    for (target, (count, status)) in &others {
+        eprintln!("rehearsal: {agent} also asked the egress proxy for {target} ({count}x, {status})");
+    }
+}
+
+/// The outside names each sandbox asked the bridge's resolver for (it
+/// answers none: no upstream, as generated), from its query log.
+fn names_asked_of_the_resolver(hub: &Hub) {
+    let addresses: BTreeMap<String, String> = hub
+        .sandboxes()
+        .iter()
+        .filter_map(|s| Some((s.network.as_ref()?.address.to_string(), s.name.clone())))
+        .collect();
+    let log = hub.dns_log();
+    let mut asked: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for line in log.lines() {
+        // dnsmasq: `query[A] NAME from ADDRESS`
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| w.starts_with("query[")) else {
+            continue;
+        };
+        let (Some(name), Some(from)) = (words.get(at + 1), words.get(at + 3)) else {
+            continue;
+        };
+        if *name != hub::WEB_HOST {
+            let who = addresses.get(*from).map_or(*from, String::as_str);
+            asked.entry(who).or_default().insert(name);
+        }
+    }
+    for (who, names) in &asked {
+        eprintln!("rehearsal: {who} asked the resolver for {names:?} (no answer: it has no upstream)");
     }
 }
 
@@ -485,6 +525,7 @@ fn rehearsal() {
         scenario(&hub);
         browser_went_through_the_egress_proxy(&hub, "melchior");
     }
+    names_asked_of_the_resolver(&hub);
     for agent in ["casper", "melchior"].into_iter().filter(|a| has(a)) {
         comes_back_after_kill(&hub, &admin, agent);
     }

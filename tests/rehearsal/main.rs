@@ -33,7 +33,8 @@ const FIRST_ANSWER: Duration = Duration::from_secs(300);
 
 /// How long melchior may take from "read page" to the page's title, its
 /// browser started cold in gVisor and the page fetched through the egress
-/// proxy. Measured here: see docs/rehearsal.md; generous for a loaded CI.
+/// proxy. Measured here: 20-36 s (docs/rehearsal.md); generous for a
+/// loaded CI.
 const BROWSE: Duration = Duration::from_secs(180);
 
 fn tools_present() -> bool {
@@ -445,6 +446,10 @@ fn names_asked_of_the_resolver(hub: &Hub) {
         .sandboxes()
         .iter()
         .filter_map(|s| Some((s.network.as_ref()?.address.to_string(), s.name.clone())))
+        .chain([(
+            hub.hub().network_address.to_string(),
+            "the host (squid, for the sandboxes)".to_string(),
+        )])
         .collect();
     let log = hub.dns_log();
     let mut asked: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();

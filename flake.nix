@@ -87,14 +87,24 @@
         {
           generated-up-to-date = import ./nix/checks/generated.nix { inherit pkgs; };
         }
-        # The VM test runs on the system of the host it boots.
-        // lib.optionalAttrs (hosts.testHost != null && generated.hosts.${hosts.testHost}.system == system) {
-          hub-boots = import ./nix/checks/hub.nix {
-            inherit pkgs lib generated;
-            host = hosts.testHost;
-            appliance = self.nixosModules.default;
-          };
-        }
+        # The VM tests run on the system of the host they boot: the cheap
+        # boot check (sleepers for images) and the rehearsal's scenario on
+        # the real images.
+        // lib.optionalAttrs (hosts.testHost != null && generated.hosts.${hosts.testHost}.system == system) (
+          let
+            vmTest =
+              file:
+              import file {
+                inherit pkgs lib generated;
+                host = hosts.testHost;
+                appliance = self.nixosModules.default;
+              };
+          in
+          {
+            hub-boots = vmTest ./nix/checks/hub.nix;
+            hub-scenario = vmTest ./nix/checks/hub-scenario.nix;
+          }
+        )
       );
 
       formatter = forAllSystems (system: pkgsFor.${system}.nixfmt);

@@ -7,6 +7,25 @@
   matrixHost = "hub";
   hosts = {
     hub = {
+      agents = {
+        balthasar = {
+          model = "glm-4.7-flash:q4_K_M";
+          code = false;
+        };
+        casper = {
+          model = "qwen3.5:27b-q4_K_M";
+          code = true;
+        };
+        melchior = {
+          model = "gemma4:26b-a4b-it-q8_0";
+          code = false;
+        };
+      };
+      inference = {
+        sandbox = "ollama";
+        url = "http://10.88.0.2:11434";
+        models = [ "gemma4:26b-a4b-it-q8_0" "glm-4.7-flash:q4_K_M" "qwen3.5:27b-q4_K_M" ];
+      };
       module = ./hosts/hub;
       sandboxes = {
         balthasar = "agent-appliance/picoclaw:0.2.9";
@@ -20,6 +39,12 @@
       target = "gce";
     };
     pi = {
+      agents = {
+        balthasar-pi = {
+          model = "glm-4.7-flash:q4_K_M";
+          code = false;
+        };
+      };
       module = ./hosts/pi;
       sandboxes = {
         balthasar-pi = "agent-appliance/picoclaw:0.2.9";

@@ -277,7 +277,7 @@ fn the_flake_has_the_promised_outputs() {
     );
     assert_eq!(
         strings(&out["checks"]["x86_64-linux"]),
-        ["generated-up-to-date", "hub-boots"]
+        ["generated-up-to-date", "hub-boots", "hub-scenario"]
     );
     assert_eq!(strings(&out["checks"]["aarch64-linux"]), ["generated-up-to-date"]);
     assert_eq!(strings(&out["devShells"]["x86_64-linux"]), ["default"]);
@@ -1074,9 +1074,12 @@ fn defined_paths(text: &str) -> BTreeSet<String> {
     };
     let mut i = 0;
     loop {
-        // Function headers: `{ ... }:` or `name:`.
+        // Function headers: `{ ... }:`, `{ ... }@args:` or `name:`.
         if collector.punct(i, '{') {
-            let after = collector.skip_group(i);
+            let mut after = collector.skip_group(i);
+            if collector.punct(after, '@') && matches!(tokens.get(after + 1), Some(Token::Ident(_))) {
+                after += 2;
+            }
             if collector.punct(after, ':') {
                 i = after + 1;
                 continue;
@@ -1123,7 +1126,7 @@ fn option_paths(file: &Path, text: &str) -> BTreeSet<String> {
     defined_paths(text)
         .into_iter()
         .filter_map(|path| {
-            if relative.ends_with("nix/checks/hub.nix") {
+            if relative.ends_with("nix/checks/hub.nix") || relative.ends_with("nix/checks/hub-scenario.nix") {
                 // Only the test node's configuration is a NixOS module.
                 return path
                     .strip_prefix("nodes.machine.")
@@ -1171,6 +1174,8 @@ fn module_files() -> Vec<PathBuf> {
     files.push(root().join("modules/appliance.nix"));
     files.extend(nix_files(&root().join("nix/targets")));
     files.push(root().join("nix/checks/hub.nix"));
+    files.push(root().join("nix/checks/hub-scenario.nix"));
+    files.push(root().join("nix/checks/hub-node.nix"));
     files.push(root().join("nix/hosts.nix"));
     files.push(root().join("flake.nix"));
     files

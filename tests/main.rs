@@ -24,3 +24,4 @@ mod pairing;
 mod rehearsal;
 mod sandbox;
 mod spec_errors;
+mod vmtest;

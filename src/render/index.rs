@@ -1,6 +1,9 @@
 //! `default.nix` at the root of the generated tree: the hosts, their
 //! targets, systems, modules and sandbox images, and which host runs
 //! Matrix, for the flake to build from (configurations, images, VM test).
+//! For the VM test's scenario, each host also lists its agents (model,
+//! whether they run code in a code sandbox) and, on the inference host,
+//! Ollama's sandbox, address and models.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +14,7 @@ use super::images::image_file;
 use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
-use crate::model::Appliance;
+use crate::model::{Appliance, Host};
 
 #[derive(Serialize)]
 struct IndexContext {
@@ -21,6 +24,47 @@ struct IndexContext {
     hosts: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
     /// Every image a host runs: its file and the systems it is built for.
     images: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
+}
+
+/// What the VM test's scenario needs to know of an agent on its host.
+#[derive(Serialize)]
+struct AgentEntry<'a> {
+    model: Option<&'a str>,
+    /// It runs code in its own code sandbox (the scenario's `code` step).
+    code: bool,
+}
+
+fn host_agents<'a>(appliance: &'a Appliance, host: &Host) -> BTreeMap<&'a str, AgentEntry<'a>> {
+    appliance
+        .agents
+        .values()
+        .filter(|agent| agent.host == host.name)
+        .map(|agent| {
+            let entry = AgentEntry {
+                model: agent.model.as_deref(),
+                code: agent.code_execution.is_some(),
+            };
+            (agent.name.as_str(), entry)
+        })
+        .collect()
+}
+
+/// Ollama on this host: the sandbox it runs in (none when it runs on the
+/// host itself), where the host reaches it, and the models it serves.
+#[derive(Serialize)]
+struct InferenceEntry<'a> {
+    sandbox: Option<&'a str>,
+    url: String,
+    models: &'a [String],
+}
+
+fn host_inference<'a>(appliance: &'a Appliance, host: &Host) -> Option<InferenceEntry<'a>> {
+    let inference = appliance.inference.as_ref().filter(|_| host.runs_inference)?;
+    Some(InferenceEntry {
+        sandbox: inference.sandbox.as_deref(),
+        url: format!("http://{}:{}", inference.bind_address, inference.port),
+        models: &inference.models,
+    })
 }
 
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
@@ -44,6 +88,10 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
             .map(|s| (s.name.as_str(), s.image.as_str()))
             .collect();
         entry.insert("sandboxes", nix::value(sandboxes));
+        entry.insert("agents", nix::value(host_agents(appliance, host)));
+        if let Some(inference) = host_inference(appliance, host) {
+            entry.insert("inference", nix::value(inference));
+        }
         hosts.insert(host.name.clone(), entry);
     }
     let images = image_systems

@@ -7,6 +7,17 @@
   matrixHost = "pi";
   hosts = {
     pi = {
+      agents = {
+        scout = {
+          model = "qwen3:1.7b";
+          code = false;
+        };
+      };
+      inference = {
+        sandbox = "ollama";
+        url = "http://10.88.0.2:11434";
+        models = [ "qwen3:1.7b" ];
+      };
       module = ./hosts/pi;
       sandboxes = {
         ollama = "agent-appliance/ollama:0.32";

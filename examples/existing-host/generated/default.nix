@@ -7,6 +7,21 @@
   matrixHost = "ws";
   hosts = {
     ws = {
+      agents = {
+        coder = {
+          model = "qwen3.5:27b-q4_K_M";
+          code = true;
+        };
+        reader = {
+          model = "gemma4:26b-a4b-it-q8_0";
+          code = false;
+        };
+      };
+      inference = {
+        sandbox = "ollama";
+        url = "http://172.30.0.2:11434";
+        models = [ "qwen3.5:27b-q4_K_M" "gemma4:26b-a4b-it-q8_0" ];
+      };
       module = ./hosts/ws;
       sandboxes = {
         coder = "agent-appliance/hermes:0.19.0";

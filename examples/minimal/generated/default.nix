@@ -7,6 +7,17 @@
   matrixHost = "box";
   hosts = {
     box = {
+      agents = {
+        helper = {
+          model = "qwen3:4b";
+          code = false;
+        };
+      };
+      inference = {
+        sandbox = "ollama";
+        url = "http://10.88.0.2:11434";
+        models = [ "qwen3:4b" ];
+      };
       module = ./hosts/box;
       sandboxes = {
         helper = "agent-appliance/picoclaw:0.2.9";

@@ -34,6 +34,7 @@
         melchior = "agent-appliance/openclaw:2026.9.6";
         ollama = "agent-appliance/ollama-cuda:0.32";
         searxng = "agent-appliance/searxng:1";
+        webextract = "agent-appliance/webextract:1";
       };
       system = "x86_64-linux";
       target = "gce";
@@ -76,6 +77,10 @@
     };
     searxng = {
       file = ./images/searxng.nix;
+      systems = [ "x86_64-linux" ];
+    };
+    webextract = {
+      file = ./images/webextract.nix;
       systems = [ "x86_64-linux" ];
     };
   };

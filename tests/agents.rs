@@ -387,17 +387,22 @@ fn hermes_accepts_every_generated_config() {
             .iter()
             .map(|t| t.as_str().unwrap())
             .collect();
-        for public in ["web_extract", "text_to_speech", "image_generate", "x_search"] {
+        for public in ["text_to_speech", "image_generate", "x_search"] {
             assert!(
                 !tools.contains(&public),
                 "{label}: Hermes would offer `{public}`: {tools:?}"
             );
         }
         // web_search exactly when the crawler tool has the appliance's
-        // SearXNG, and then pinned to it.
+        // SearXNG, web_extract when it also has its webextract.
         assert_eq!(
             tools.contains(&"web_search"),
             agent.search_url.is_some(),
+            "{label}: {tools:?}"
+        );
+        assert_eq!(
+            tools.contains(&"web_extract"),
+            agent.search_url.is_some() && agent.extract_url.is_some(),
             "{label}: {tools:?}"
         );
         let code = agent.code_execution.is_some();

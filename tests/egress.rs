@@ -336,7 +336,7 @@ struct ServiceStandin<'a> {
     port: &'a str,
 }
 
-/// A service sandbox (Ollama's, SearXNG's) with its generated options
+/// A service sandbox (Ollama's, SearXNG's, webextract's) with its generated options
 /// (minus the GPU device, and minus the port published on the overlay
 /// address, which this namespace lacks), running a busybox httpd that
 /// answers `site <label>` on the service's port instead of the service: the
@@ -635,6 +635,13 @@ fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAd
         .filter(|a| a.host == host)
         .find_map(|a| a.search_address);
     services.extend(search.map(|a| ("search", a)));
+    // ... and its extraction sandbox.
+    let extract = appliance
+        .agents
+        .values()
+        .filter(|a| a.host == host)
+        .find_map(|a| a.extract_address);
+    services.extend(extract.map(|a| ("extract", a)));
     services
 }
 
@@ -672,7 +679,7 @@ fn observed_services(results: &[(String, String)], cases: &[Case]) -> BTreeSet<S
             continue;
         }
         match name.as_str() {
-            "matrix" | "inference" | "search" => {
+            "matrix" | "inference" | "search" | "extract" => {
                 seen.insert(name.clone());
             }
             "bridge resolver is reachable" => {
@@ -957,6 +964,16 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         let standin = ServiceStandin {
             name: search,
             label: "search",
+            port: &port,
+        };
+        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
+    }
+    let extract = agent_appliance::model::services::EXTRACT_SANDBOX;
+    if hub.sandboxes.iter().any(|s| s.name == extract) {
+        let port = agent_appliance::model::services::EXTRACT_PORT.to_string();
+        let standin = ServiceStandin {
+            name: extract,
+            label: "extract",
             port: &port,
         };
         start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);

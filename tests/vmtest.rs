@@ -317,7 +317,7 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     // Every sandbox keeps its generated options but the GPU device, with
     // `--cpus` at most the VM's 4 cores.
     let generated = out["generatedOptions"].as_object().unwrap();
-    assert_eq!(generated.len(), 6);
+    assert_eq!(generated.len(), 7);
     assert!(generated["ollama"].to_string().contains("--device=nvidia.com/gpu=all"));
     for (name, options) in generated {
         let expected: Vec<String> = strings(options)

@@ -1,7 +1,7 @@
 # NixOS VM test: the rehearsal's scenario on the real appliance. The Matrix
 # host's configuration (the flake's module with the generated host, as
 # hub-node.nix changes it for a VM) boots with the real images Nix builds
-# (OpenClaw, PicoClaw, Hermes, Docker-in-gVisor, SearXNG) under the
+# (OpenClaw, PicoClaw, Hermes, Docker-in-gVisor, SearXNG, webextract) under the
 # generated runsc runtimes with gVisor's netstack, real Synapse and the real
 # bootstrap. Only the inference sandbox's image is replaced: by one of the
 # same name and tag whose `ollama serve` is the STAND-IN model server
@@ -181,12 +181,12 @@ pkgs.testers.runNixOSTest {
       # Memory: every sandbox's sentry and application at once, measured
       # nowhere yet, estimated: OpenClaw's gateway 1-1.5 GiB (Chromium when
       # it browses), Hermes 0.5-1 GiB, the inner dockerd with the
-      # code-runner image in its tmpfs and a container 0.5-1 GiB, SearXNG,
+      # code-runner image in its tmpfs and a container 0.5-1 GiB, SearXNG and webextract,
       # Synapse, squid, dockerd and containerd about 1 GiB together,
       # PicoClaw and the stand-in little; 8 GiB leaves room for the page
       # cache of the image layers. Cores: 4, a GitHub runner's count (more
       # only slows QEMU down); `--cpus` above it is clamped (hub-node.nix).
-      # Disk: the six images unpacked in Docker's overlay2 (about 5 GB)
+      # Disk: the seven images unpacked in Docker's overlay2 (about 5 GB)
       # plus `docker load`'s copy while each loads.
       virtualisation = {
         memorySize = 8192;

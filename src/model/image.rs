@@ -410,8 +410,34 @@ const SEARXNG: ImageLayout = ImageLayout {
     version_check: VersionCheck::Unreleased { package: "searxng" },
 };
 
+/// The tag of the page extraction image: its layout's revision. The
+/// service is this repository's own (nix/packages/webextract.py); the
+/// image's version label records the trafilatura it extracts with.
+pub const WEBEXTRACT_TAG: &str = "1";
+
+const WEBEXTRACT: ImageLayout = ImageLayout {
+    name: "webextract",
+    repository: "agent-appliance/webextract",
+    tag: WEBEXTRACT_TAG,
+    purpose: "appliance-webextract, the appliance's own page extraction service (trafilatura from nixpkgs) speaking the subset of Tavily's /extract API Hermes' `crawler` tool calls (web_extract)",
+    account: Account {
+        name: "webextract",
+        uid: 10090,
+        gid: 10090,
+        home: "/var/empty",
+    },
+    writable: &[TMP],
+    entrypoint: &["appliance-webextract"],
+    env: &[CA_BUNDLE],
+    packages: &["appliance-webextract", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::Unreleased {
+        package: "python3Packages.trafilatura",
+    },
+};
+
 /// Every image, in a stable order.
-pub fn all() -> [&'static ImageLayout; 7] {
+pub fn all() -> [&'static ImageLayout; 8] {
     [
         &DOCKER_IN_GVISOR,
         &HERMES,
@@ -420,12 +446,18 @@ pub fn all() -> [&'static ImageLayout; 7] {
         &OPENCLAW,
         &PICOCLAW,
         &SEARXNG,
+        &WEBEXTRACT,
     ]
 }
 
 /// The image of the crawler's search backend.
 pub fn searxng() -> &'static ImageLayout {
     &SEARXNG
+}
+
+/// The image of the crawler's extraction backend.
+pub fn webextract() -> &'static ImageLayout {
+    &WEBEXTRACT
 }
 
 /// The image Ollama runs in: CUDA on NVIDIA hosts, CPU elsewhere.

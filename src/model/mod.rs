@@ -29,7 +29,7 @@ pub use policy::{home_room_env, operator_env, rate_limit, room_ids_env, token_en
 pub use sandbox::{
     CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
 };
-pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
+pub use services::{EXTRACT_SANDBOX, INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{
@@ -175,6 +175,11 @@ pub struct Agent {
     pub search_url: Option<String>,
     /// The same, as an address, for the firewall.
     pub search_address: Option<SocketAddrV4>,
+    /// The extraction backend (webextract on the agent's host) of its
+    /// `crawler` tool, as seen from inside its sandbox.
+    pub extract_url: Option<String>,
+    /// The same, as an address, for the firewall.
+    pub extract_address: Option<SocketAddrV4>,
     /// The same two services as addresses, for the firewall and the proxy's
     /// exceptions.
     pub matrix_address: SocketAddrV4,

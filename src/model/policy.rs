@@ -26,6 +26,8 @@ pub struct Request<'a> {
     pub publish: &'a [u16],
     /// The appliance runs a search backend for the `crawler` tool.
     pub search_backend: bool,
+    /// ... and an extraction backend beside it.
+    pub extract_backend: bool,
     /// The agent's egress goes through the proxy (`egress` is not `none`).
     pub egress_proxy: bool,
 }
@@ -40,6 +42,7 @@ pub fn apply(request: Request) -> Policy {
         code_network,
         publish,
         search_backend,
+        extract_backend,
         egress_proxy,
     } = request;
     let mut permissive = Vec::new();
@@ -47,21 +50,23 @@ pub fn apply(request: Request) -> Policy {
     let mut effective = Vec::new();
     for tool in tools {
         match (kind, tool) {
-            // SearXNG gives Hermes' `search` toolset (web_search). Hermes
-            // 0.19.0's only self-hosted extraction backend is Firecrawl,
-            // which nixpkgs does not package (and which is five services:
-            // API, Playwright, Redis, RabbitMQ, PostgreSQL): web_extract
-            // stays off and the browser reads pages.
+            // SearXNG gives web_search; the appliance's webextract, which
+            // speaks the part of Tavily's API Hermes' `tavily` provider
+            // calls, gives web_extract (Hermes' self-hosted Firecrawl would
+            // be five services: API, Playwright, Redis, RabbitMQ,
+            // PostgreSQL, none in nixpkgs).
             (AgentKind::Hermes, Tool::Crawler) if search_backend => {
                 effective.push(tool);
-                warnings.push(Warning {
-                    code: "agent-extract-off",
-                    message: format!(
-                        "agent `{name}`: Hermes' `crawler` tool searches through the appliance's SearXNG \
-                         (web_search); web_extract stays off: its only self-hosted backend is Firecrawl, \
-                         which nixpkgs does not package; the browser tool still reads web pages"
-                    ),
-                });
+                if !extract_backend {
+                    warnings.push(Warning {
+                        code: "agent-extract-off",
+                        message: format!(
+                            "agent `{name}`: Hermes' `crawler` tool searches through the appliance's SearXNG \
+                             (web_search); web_extract is off because the spec sets `[crawler] extract = \"off\"`; \
+                             the browser tool still reads web pages"
+                        ),
+                    });
+                }
             }
             // Hermes 0.19.0's `web` toolset (web_search, web_extract) only
             // has third-party backends (Firecrawl, Tavily, Exa, Parallel,

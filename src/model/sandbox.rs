@@ -217,7 +217,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         // 64m default crashes tabs.
         shm_size: browser.then(|| "1g".to_string()),
         environment,
-        env_files: vec![format!("{}/env", agent.secrets_dir)],
+        env_files: agent_env_files(agent),
         network: Some(SandboxNetwork {
             name: NETWORK_NAME.to_string(),
             address: Ipv4Addr::UNSPECIFIED,
@@ -236,9 +236,20 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     sandboxes
 }
 
+/// The agent's own env file (the bootstrap's), then webextract's key file
+/// when its `crawler` tool uses it: the service and its clients share the
+/// key the host made, and Docker reads both files on the host.
+fn agent_env_files(agent: &Agent) -> Vec<String> {
+    let mut files = vec![format!("{}/env", agent.secrets_dir)];
+    if agent.extract_url.is_some() {
+        files.push(crate::model::services::EXTRACT_KEY_ENV.to_string());
+    }
+    files
+}
+
 /// What the agent's own sandbox may connect to: its Matrix, its model,
-/// DNS, the proxy with egress, and the crawler's search backend when it
-/// has the tool.
+/// DNS, the proxy with egress, and the crawler's search and extraction
+/// backends when it has the tool.
 fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
     let mut reach = egress::agent_reach(
         &Services {
@@ -256,8 +267,17 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
             port: search.port(),
             why: "the `crawler` tool's search backend".into(),
         });
-        reach.sort();
     }
+    if let Some(extract) = agent.extract_address {
+        reach.push(egress::Reach {
+            service: "extract",
+            address: *extract.ip(),
+            protocol: "tcp",
+            port: extract.port(),
+            why: "the `crawler` tool's page extraction backend".into(),
+        });
+    }
+    reach.sort();
     reach
 }
 
@@ -477,6 +497,11 @@ fn agent_environment(agent: &Agent, gateway: Ipv4Addr) -> Vec<(String, String)> 
         // The `crawler` tool's SearXNG; Hermes reads it from the environment.
         if let Some(url) = &agent.search_url {
             env.push(("SEARXNG_URL", url.clone()));
+        }
+        // The `crawler` tool's webextract, through Hermes' `tavily`
+        // provider (its key, TAVILY_API_KEY, is in the host's key file).
+        if let Some(url) = &agent.extract_url {
+            env.push(("TAVILY_BASE_URL", url.clone()));
         }
         if agent.tools.contains(&Tool::Browser) {
             env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));

@@ -54,6 +54,17 @@ pub struct CrawlerSpec {
     /// `searxng` (default): a SearXNG sandbox on each host whose agents have
     /// the `crawler` tool; `off`: none, and the tool stays off.
     pub backend: Option<Spanned<CrawlerBackend>>,
+    /// `webextract` (default): the appliance's own page extraction service
+    /// beside SearXNG, for Hermes' `web_extract`; `off`: search only.
+    pub extract: Option<Spanned<ExtractBackend>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExtractBackend {
+    #[default]
+    Webextract,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]

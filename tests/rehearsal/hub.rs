@@ -35,12 +35,14 @@ pub const SKIPPED_IMAGES: &[&str] = &["agent-appliance/picoclaw"];
 
 /// The test web host's name, which the DNS forwarder answers for.
 pub const WEB_HOST: &str = "web.rehearsal.test";
-/// The test web host's address: "the internet" for the egress proxy. A
-/// documentation address (TEST-NET-2, what tests/egress.rs uses as the
-/// internet), which is not in squid's deny list, so the proxy treats it as
-/// public; it exists only on the namespace's loopback, and the namespace
-/// has no route out, so nothing sent to it can leave.
-pub const WEB_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
+/// The test web host's address: "the internet". Globally routable, so the
+/// egress proxy's deny list and the agents' own private-address checks
+/// (Hermes' `is_private`, which counts documentation addresses as private)
+/// treat it as public, unmodified: an address of the AS112 block
+/// 192.31.196.0/24 (RFC 7534, an anycast sink for reverse DNS, which serves
+/// no web site). It exists only on the namespace's loopback, and the
+/// namespace has no route out, so nothing sent to it can leave.
+pub const WEB_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 31, 196, 80);
 /// A web port: the egress proxy allows ports 80 and 443 only.
 pub const WEB_PORT: u16 = 80;
 pub const WEB_TITLE: &str = "Rehearsal test page 7f3a";
@@ -402,16 +404,23 @@ fn tmpfiles(hub: &Hub) {
 }
 
 /// What `appliance-service-secrets` makes at first boot: SearXNG's secret
-/// key in its env file (0600, root; dockerd reads it).
+/// key and webextract's key in their env files (0400, root; dockerd reads
+/// them).
 fn service_secrets(hub: &Hub) {
-    let path = hub.host_path(agent_appliance::model::services::SEARCH_SECRET_ENV);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut bytes = [0u8; 24];
-    use std::io::Read as _;
-    fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(&path, format!("SEARXNG_SECRET={key}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    use agent_appliance::model::services::{EXTRACT_KEY_ENV, SEARCH_SECRET_ENV};
+    for (file, variable) in [
+        (SEARCH_SECRET_ENV, "SEARXNG_SECRET"),
+        (EXTRACT_KEY_ENV, "TAVILY_API_KEY"),
+    ] {
+        let path = hub.host_path(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = [0u8; 24];
+        use std::io::Read as _;
+        fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(&path, format!("{variable}={key}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+    }
 }
 
 fn assert_ok(what: &str, output: &Output) {

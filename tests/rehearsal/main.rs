@@ -472,6 +472,51 @@ fn names_asked_of_the_resolver(hub: &Hub) {
     }
 }
 
+/// Issue 13 item 5: Hermes' own `web_extract`, run in casper's sandbox with
+/// its generated environment (`TAVILY_BASE_URL`, the key from the host's
+/// key file) and config, asks the `webextract` sandbox across the bridge,
+/// which fetches the test web host's page through the egress proxy and
+/// returns its text. Hermes' own refusal of private targets stays on (the
+/// test web host's address is globally routable).
+fn crawler_extracts_through_the_extract_sandbox(hub: &Hub) {
+    let page = hub::web_url("index.html");
+    let script = format!(
+        "import asyncio; from tools.web_tools import web_extract_tool; print(asyncio.run(web_extract_tool([{page:?}])))"
+    );
+    let output = hub
+        .daemon
+        .docker(&["exec", "casper", "/opt/hermes/bin/python", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let extract = agent_appliance::model::EXTRACT_SANDBOX;
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "web_extract printed no JSON ({e}): {stdout}{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            hub.container_report(extract)
+        )
+    });
+    let first = &result["results"][0];
+    assert_eq!(
+        first["error"],
+        serde_json::Value::Null,
+        "{result}\n{}",
+        hub.container_report(extract)
+    );
+    assert_eq!(first["title"], hub::WEB_TITLE, "{result}");
+    assert!(
+        first["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("Served inside the rehearsal's network namespace.")),
+        "{result}"
+    );
+    let (_, sandbox) = hub.appliance.sandbox(extract).unwrap();
+    assert!(hub.is_running(&sandbox.name));
+    eprintln!(
+        "rehearsal: casper's web_extract read {page} through sandbox `{extract}` ({}, runtime {}): {first}",
+        sandbox.image, sandbox.runtime
+    );
+}
+
 /// `kill -9` of the agent's container, then what the NixOS unit does on
 /// failure (`docker rm -f`, the same `docker run`): it answers again
 /// (issue 10 item 4's stale pid file included).
@@ -519,6 +564,9 @@ fn rehearsal() {
     }
     if has("casper") && has("searxng") {
         crawler_searches_through_the_search_sandbox(&hub);
+    }
+    if has("casper") && has(agent_appliance::model::EXTRACT_SANDBOX) {
+        crawler_extracts_through_the_extract_sandbox(&hub);
     }
     if has("casper-exec") {
         code_runs_in_the_code_sandbox(&hub, &admin);

@@ -12,7 +12,12 @@ use super::addressing::Endpoints;
 use super::matrix::Accounts;
 use super::{Builder, span};
 use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
-use crate::model::services::{SEARCH_PORT, SEARCH_SLOT};
+use crate::model::services::{
+    EXTRACT_PORT, EXTRACT_SANDBOX, EXTRACT_SLOT, INFERENCE_SANDBOX, SEARCH_PORT, SEARCH_SANDBOX, SEARCH_SLOT,
+};
+
+/// Container names the appliance's own services take on every host.
+const SERVICE_SANDBOXES: &[&str] = &[INFERENCE_SANDBOX, SEARCH_SANDBOX, EXTRACT_SANDBOX];
 use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
 
@@ -30,6 +35,8 @@ pub(super) struct Context<'a> {
     pub network: Subnet,
     /// The spec runs a search backend for the `crawler` tool.
     pub search_backend: bool,
+    /// The spec runs an extraction backend beside it.
+    pub extract_backend: bool,
 }
 
 pub(super) fn resolve(b: &mut Builder, ctx: &Context) -> BTreeMap<String, Agent> {
@@ -92,16 +99,21 @@ fn resolve_agent(
         code_network: agent.code_network(),
         publish: &publish,
         search_backend: ctx.search_backend,
+        extract_backend: ctx.extract_backend,
         egress_proxy: egress.uses_proxy(),
     });
-    let search_address = (ctx.search_backend && policy.tools.contains(&Tool::Crawler)).then(|| {
+    let crawler = policy.tools.contains(&Tool::Crawler);
+    let service = |slot: u32, port: u16| {
         let address = ctx
             .network
-            .host(SEARCH_SLOT)
+            .host(slot)
             .expect("every appliance subnet has the service slots");
-        SocketAddrV4::new(address, SEARCH_PORT)
-    });
+        SocketAddrV4::new(address, port)
+    };
+    let search_address = (ctx.search_backend && crawler).then(|| service(SEARCH_SLOT, SEARCH_PORT));
     let search_url = search_address.map(|a| format!("http://{a}"));
+    let extract_address = (ctx.extract_backend && crawler).then(|| service(EXTRACT_SLOT, EXTRACT_PORT));
+    let extract_url = extract_address.map(|a| format!("http://{a}"));
     Some(Agent {
         name: name.get_ref().clone(),
         kind,
@@ -123,6 +135,8 @@ fn resolve_agent(
         inference_url,
         search_url,
         search_address,
+        extract_url,
+        extract_address,
         matrix_address: SocketAddrV4::new(
             homeserver_address.unwrap_or(ctx.network.gateway()),
             endpoints.matrix_port,
@@ -224,6 +238,15 @@ fn claim_sandbox_names(
         agent_sandboxes.push(sandbox::exec_sandbox_name(name.get_ref()));
     }
     for sandbox in agent_sandboxes {
+        // The appliance's own service sandboxes share the container names.
+        if SERVICE_SANDBOXES.contains(&sandbox.as_str()) {
+            b.error(
+                span(name),
+                format!("container name `{sandbox}` is the appliance's own service sandbox"),
+                "rename the agent: `ollama`, `searxng` and `webextract` are the appliance's service sandboxes",
+            );
+            continue;
+        }
         if let Some(_previous) = sandbox_names.insert(sandbox.clone(), span(name)) {
             b.error(
                 span(name),

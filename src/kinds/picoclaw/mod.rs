@@ -167,8 +167,8 @@ impl Kind for PicoClaw {
         if request.remote_exec {
             notes.permissive.push(Permissive {
                 setting: "tools.exec.allow_remote = true, cron.allow_command = true".into(),
-                reason: "the spec sets `remote-exec = true`: allowlisted Matrix users (appliance admins and \
-                         the agents sharing a room, so a prompt-injected agent too) can make the agent run \
+                reason: "the spec sets `remote-exec = true`: allowlisted Matrix users (the appliance admins \
+                         and the human members of the agent's rooms; never another agent) can make the agent run \
                          shell commands, now or on a schedule. They run inside the agent's gVisor sandbox \
                          (read-only root, no capabilities, no host access) with PicoClaw's deny patterns \
                          and workspace restriction on, but they see what the agent sees: its environment \

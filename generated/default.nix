@@ -9,16 +9,22 @@
     hub = {
       agents = {
         balthasar = {
+          kind = "picoclaw";
           model = "glm-4.7-flash:q4_K_M";
           code = false;
+          browser = false;
         };
         casper = {
+          kind = "hermes";
           model = "qwen3.5:27b-q4_K_M";
           code = true;
+          browser = true;
         };
         melchior = {
+          kind = "openclaw";
           model = "gemma4:26b-a4b-it-q8_0";
           code = false;
+          browser = true;
         };
       };
       inference = {
@@ -42,8 +48,10 @@
     pi = {
       agents = {
         balthasar-pi = {
+          kind = "picoclaw";
           model = "glm-4.7-flash:q4_K_M";
           code = false;
+          browser = false;
         };
       };
       module = ./hosts/pi;

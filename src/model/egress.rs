@@ -26,10 +26,11 @@ pub const PROXY_PORT: u16 = 3128;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Egress {
-    /// Only Matrix, inference and DNS; no proxy.
+    /// Only Matrix and inference; no proxy, no resolver.
     None,
     /// Any public host, through the proxy; never a private, loopback,
-    /// link-local, CGNAT, multicast or metadata address.
+    /// link-local, CGNAT, multicast or metadata address. Also the bridge's
+    /// resolver (see [`common_reach`]).
     Web,
     /// Only these host names (and, for `*.name`, its subdomains), through
     /// the proxy, with the same address rules as `web`.
@@ -128,16 +129,27 @@ pub fn code_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
     reach
 }
 
+/// The resolver is reached only with `egress = "web"`: it forwards to the
+/// host's resolvers, so a query is a way out (data in the name, to a
+/// server the sandbox picks by choosing the domain). A sandbox that may
+/// open any public host through the proxy gains nothing from that; one
+/// with a domain list or none would, so it gets no resolver at all (the
+/// proxy resolves names for it). Hermes needs it: its web tools resolve a
+/// URL's name themselves before fetching, and refuse what does not resolve.
 fn common_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
     let mut reach = Vec::new();
-    for protocol in ["udp", "tcp"] {
-        reach.push(Reach {
-            service: "dns",
-            address: gateway,
-            protocol,
-            port: super::build::DNS_PORT,
-            why: "the bridge's resolver, which answers no outside name (no way out by DNS)".into(),
-        });
+    if *egress == Egress::Web {
+        for protocol in ["udp", "tcp"] {
+            reach.push(Reach {
+                service: "dns",
+                address: gateway,
+                protocol,
+                port: super::build::DNS_PORT,
+                why: "the bridge's resolver, forwarding to the host's: with `web` egress a name query \
+                      opens no way out the proxy does not already give"
+                    .into(),
+            });
+        }
     }
     if egress.uses_proxy() {
         reach.push(Reach {

@@ -84,6 +84,14 @@ pub struct Host {
     pub runs_inference: bool,
 }
 
+impl Host {
+    /// Whether a sandbox here may ask the bridge's resolver (only those
+    /// with `egress = "web"`): then the host runs it and opens port 53.
+    pub fn resolves_names(&self) -> bool {
+        self.sandboxes.iter().flat_map(|s| &s.reach).any(|r| r.service == "dns")
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Gpu {
     pub vendor: String,

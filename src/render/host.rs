@@ -269,11 +269,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
             proxy: super::egress::proxy_config(host).is_some(),
         }),
-        dns: host
-            .sandboxes
-            .iter()
-            .any(|s| s.network.is_some())
-            .then(|| host.network_address.to_string()),
+        dns: host.resolves_names().then(|| host.network_address.to_string()),
         bootstrap: bootstrap_commands(),
         ollama: ollama(appliance, host, overlay),
         models: model_pull(appliance, host),

@@ -522,8 +522,9 @@ pub fn start(name: &str, tools: Services) -> Hub {
     assert_ok("docker network create", &hub.daemon.docker(&refs));
 
     // The DNS forwarder: the generated dnsmasq settings (listen on the
-    // bridge address only, bind-dynamic, no-hosts) plus the test web host's
-    // name, and no upstream: nothing may leave the namespace.
+    // bridge address only, bind-dynamic, no-hosts), forwarding to "the
+    // internet's DNS" inside the namespace (`start_egress`) instead of the
+    // host's resolvers: nothing may leave the namespace.
     let logs = hub.host_root.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
     let mut dnsmasq = hub.netns.command("dnsmasq");
@@ -537,7 +538,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
         "--bind-dynamic",
         "--no-hosts",
         "--no-resolv",
-        &format!("--host-record={WEB_HOST},{WEB_ADDRESS}"),
+        &format!("--server={WEB_ADDRESS}"),
         // Logging only: which names the sandboxes ask for (docs/rehearsal.md).
         "--log-queries",
     ]);
@@ -602,12 +603,13 @@ pub fn start(name: &str, tools: Services) -> Hub {
 fn start_egress(hub: &mut Hub, logs: &Path) {
     hub.netns
         .ip(&["addr", "add", &format!("{WEB_ADDRESS}/32"), "dev", "lo"]);
+    start_internet_dns(hub, logs);
     let rules = logs.join("ruleset.nft");
     fs::write(&rules, egress_ruleset()).unwrap();
     let load = hub.netns.command("nft").arg("-f").arg(&rules).output().unwrap();
     assert_ok("nft -f (the generated tables)", &load);
     let conf = logs.join("squid.conf");
-    fs::write(&conf, squid_config(hub.hub(), &logs.join("squid"))).unwrap();
+    fs::write(&conf, squid_config(&logs.join("squid"))).unwrap();
     let parse = hub
         .netns
         .command("squid")
@@ -620,6 +622,27 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
     squid.arg("-N").arg("-f").arg(&conf);
     hub.services
         .push(Process::spawn("squid", squid, logs.join("squid.out")));
+}
+
+/// "The internet's DNS": the upstream of the bridge's forwarder and of
+/// squid (the host's resolvers on the appliance), on the test web host's
+/// address. It knows one name, the test web host's, and forwards nothing.
+fn start_internet_dns(hub: &mut Hub, logs: &Path) {
+    let mut dns = hub.netns.command("dnsmasq");
+    dns.args([
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--conf-file=/dev/null",
+        "--user=root",
+        &format!("--pid-file={}", logs.join("internet-dns.pid").display()),
+        &format!("--listen-address={WEB_ADDRESS}"),
+        "--bind-interfaces",
+        "--no-hosts",
+        "--no-resolv",
+        &format!("--host-record={WEB_HOST},{WEB_ADDRESS}"),
+    ]);
+    hub.services
+        .push(Process::spawn("internet DNS", dns, logs.join("internet-dns.log")));
 }
 
 /// The committed generated table bodies in their tables.
@@ -635,9 +658,9 @@ fn egress_ruleset() -> String {
 
 /// The committed generated squid configuration, with the paths and user of
 /// this machine (pid file, logs below `dir`, Debian's `proxy` user) and
-/// the bridge's DNS forwarder as its resolver (it has no upstream:
-/// nothing leaves the namespace). Every ACL is as generated.
-fn squid_config(host: &Host, dir: &Path) -> String {
+/// "the internet's DNS" inside the namespace as its resolver (on the
+/// appliance, the host's). Every ACL is as generated.
+fn squid_config(dir: &Path) -> String {
     fs::create_dir_all(dir).unwrap();
     fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
     let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
@@ -654,10 +677,7 @@ fn squid_config(host: &Host, dir: &Path) -> String {
         text.push_str(&replaced);
         text.push('\n');
     }
-    text.push_str(&format!(
-        "dns_nameservers {}\nshutdown_lifetime 0 seconds\n",
-        host.network_address
-    ));
+    text.push_str(&format!("dns_nameservers {WEB_ADDRESS}\nshutdown_lifetime 0 seconds\n"));
     text
 }
 

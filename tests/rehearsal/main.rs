@@ -440,7 +440,8 @@ fn browser_went_through_the_egress_proxy(hub: &Hub, agent: &str) {
 }
 
 /// The outside names each sandbox asked the bridge's resolver for (it
-/// answers none: no upstream, as generated), from its query log.
+/// forwards them to "the internet's DNS", which knows only the test web
+/// host), from its query log.
 fn names_asked_of_the_resolver(hub: &Hub) {
     let addresses: BTreeMap<String, String> = hub
         .sandboxes()
@@ -468,7 +469,7 @@ fn names_asked_of_the_resolver(hub: &Hub) {
         }
     }
     for (who, names) in &asked {
-        eprintln!("rehearsal: {who} asked the resolver for {names:?} (no answer: it has no upstream)");
+        eprintln!("rehearsal: {who} asked the resolver for {names:?} (unknown to the namespace's DNS)");
     }
 }
 

@@ -185,9 +185,11 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, and without `--dns` Docker would
-    # hand out the host's (or public) resolvers. Each sandbox gets this
-    # resolver on the bridge address, which forwards nothing.
+    # resolver on a user-defined network. Each networked sandbox's
+    # /etc/resolv.conf names this resolver on the bridge address; it
+    # forwards to the host's resolvers, and the egress table lets only the
+    # sandboxes with `egress = "web"` reach it (a name query is a way out,
+    # which only they already have through the proxy).
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -195,8 +197,6 @@ in
         listen-address = [ "10.88.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
-        # No upstream: DNS is no way out (names reach the egress proxy instead).
-        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {

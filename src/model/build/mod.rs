@@ -27,7 +27,8 @@ use crate::spec::Spec;
 use crate::spec::schema::{CrawlerBackend, ExtractBackend};
 
 pub const SSH_PORT: u16 = 22;
-/// The DNS resolver the sandboxes use (it forwards nothing), on the bridge address.
+/// The DNS resolver of the sandboxes with `egress = "web"` (it forwards to
+/// the host's resolvers), on the bridge address.
 pub const DNS_PORT: u16 = 53;
 pub const WIREGUARD_PORT: u16 = 51820;
 /// The hub's pairing server (`appliance pair-serve`), on its overlay address.

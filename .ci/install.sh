@@ -56,5 +56,16 @@ if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse' 2>/
   .ci/venv/bin/pip install -q matrix-synapse==1.163.2
 fi
 
+# trafilatura for the appliance's own page extraction service
+# (nix/packages/webextract.py), which tests/crawler.rs and the rehearsal run
+# from PyPI: nixpkgs' build cannot run here.
+if [ ! -x .ci/webextract-venv/bin/python ] ||
+   [ "$(.ci/webextract-venv/bin/python -c 'import importlib.metadata as m; print(m.version("trafilatura"))' 2>/dev/null)" != 2.3.1 ]; then
+  rm -rf .ci/webextract-venv
+  python3 -m venv .ci/webextract-venv
+  # justext imports lxml.html.clean, which lxml 6 ships separately.
+  .ci/webextract-venv/bin/pip install -q --disable-pip-version-check trafilatura==2.3.1 lxml_html_clean==0.4.6
+fi
+
 # The real agents the acceptance tests feed our configs to (idempotent).
 bash .ci/agents.sh

@@ -9,16 +9,22 @@
     hub = {
       agents = {
         balthasar = {
+          kind = "picoclaw";
           model = "glm-4.7-flash:q4_K_M";
           code = false;
+          browser = false;
         };
         casper = {
+          kind = "hermes";
           model = "qwen3.5:27b-q4_K_M";
           code = true;
+          browser = true;
         };
         melchior = {
+          kind = "openclaw";
           model = "gemma4:26b-a4b-it-q8_0";
           code = false;
+          browser = true;
         };
       };
       inference = {
@@ -34,6 +40,7 @@
         melchior = "agent-appliance/openclaw:2026.9.6";
         ollama = "agent-appliance/ollama-cuda:0.32";
         searxng = "agent-appliance/searxng:1";
+        webextract = "agent-appliance/webextract:1";
       };
       system = "x86_64-linux";
       target = "gce";
@@ -41,8 +48,10 @@
     pi = {
       agents = {
         balthasar-pi = {
+          kind = "picoclaw";
           model = "glm-4.7-flash:q4_K_M";
           code = false;
+          browser = false;
         };
       };
       module = ./hosts/pi;
@@ -76,6 +85,10 @@
     };
     searxng = {
       file = ./images/searxng.nix;
+      systems = [ "x86_64-linux" ];
+    };
+    webextract = {
+      file = ./images/webextract.nix;
       systems = [ "x86_64-linux" ];
     };
   };

@@ -37,7 +37,7 @@ let
   # replaces it (the VM test) is evaluated.
   checked = lib.throwIfNot tagMatches ''
     agent-appliance: image ${name}:${tag} would contain ${lib.getName versioned} ${versioned.version}
-    (${match} match expected). The versions in src/model/image.rs, nix/sources.json and
+    (${match} match expected). The versions in src/kinds/ (agents) or src/model/image.rs, nix/sources.json and
     the pinned nixpkgs disagree; fix them and run `appliance generate`.
   '';
 

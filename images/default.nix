@@ -18,4 +18,5 @@ in
   ollama = import ./ollama.nix { inherit pkgs build; };
   ollama-cuda = import ./ollama-cuda.nix { inherit pkgs build; };
   searxng = import ./searxng.nix { inherit pkgs build; };
+  webextract = import ./webextract.nix { inherit pkgs build; };
 }

@@ -12,7 +12,7 @@
 # set here: they come from the image description in the Rust code
 # (tests/rehearsal/images.rs lays them on top), like the Nix images.
 #
-# Flavors: openclaw, hermes, dind, code-runner, ollama, searxng. The key is a hash of what a
+# Flavors: openclaw, hermes, dind, code-runner, ollama, searxng, webextract. The key is a hash of what a
 # flavor installs, so changing it rebuilds; a finished tarball is reused as is.
 set -euo pipefail
 flavor=$1
@@ -38,6 +38,9 @@ case "$flavor" in
   # Debian's searx, SearXNG's predecessor (same JSON API), for nixpkgs'
   # SearXNG; its `searxng-run` wrapper comes from tests/rehearsal/images.rs.
   searxng) packages="searx ca-certificates" ;;
+  # trafilatura from PyPI for nixpkgs' (the service itself, the real
+  # nix/packages/webextract.py, is laid on top by tests/rehearsal/images.rs).
+  webextract) packages="python3 python3-venv ca-certificates" ;;
   *) echo "error: unknown rehearsal image flavor \`$flavor\`" >&2; exit 2 ;;
 esac
 
@@ -104,6 +107,16 @@ SH
 extra_code-runner() { :; }
 extra_ollama() { :; }
 extra_searxng() { :; }
+extra_webextract() {
+    # The versions .ci/install.sh puts in .ci/webextract-venv; justext
+    # imports lxml.html.clean, which lxml 6 ships separately. The build
+    # machine's CA bundle for the build only, as for Hermes.
+    in_root python3 -m venv /opt/webextract >&2
+    cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$root/tmp/build-ca.crt"
+    in_root /opt/webextract/bin/pip install --quiet --disable-pip-version-check --no-cache-dir \
+      --cert /tmp/build-ca.crt trafilatura==2.3.1 lxml_html_clean==0.4.6 >&2
+    rm -f "$root/tmp/build-ca.crt"
+}
 
 # The key covers what goes into this flavor, so changing it rebuilds only it.
 key=$(printf '%s\n' "$flavor" "$suite" "$packages" "$NODE_VERSION" "$OPENCLAW_VERSION" "$HERMES_VERSION" \

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod docker;
+pub mod kinds;
 pub mod lint;
 pub mod model;
 pub mod nixlog;

@@ -38,12 +38,9 @@ fn load(spec: &Path) -> (Appliance, Tree) {
     (appliance, tree)
 }
 
+/// The kind's native config file, as the registry names it.
 fn config_file(kind: AgentKind) -> &'static str {
-    match kind {
-        AgentKind::Openclaw => "openclaw.json",
-        AgentKind::Picoclaw => "config.json",
-        AgentKind::Hermes => "config.yaml",
-    }
+    agent_appliance::kinds::of(kind).sandbox().config_file
 }
 
 /// Every agent of `kind` in every spec, with its rendered config.
@@ -62,11 +59,12 @@ fn configs(kind: AgentKind) -> Vec<(String, Agent, Appliance, String)> {
     found
 }
 
-/// A rendered config as data: Hermes' is YAML, the others JSON.
+/// A rendered config as data: YAML (Hermes') or JSON, by its file name.
 fn config_value(kind: AgentKind, text: &str) -> Value {
-    match kind {
-        AgentKind::Hermes => serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("bad YAML ({e}):\n{text}")),
-        AgentKind::Openclaw | AgentKind::Picoclaw => serde_json::from_str(text).unwrap(),
+    if config_file(kind).ends_with(".yaml") {
+        serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("bad YAML ({e}):\n{text}"))
+    } else {
+        serde_json::from_str(text).unwrap()
     }
 }
 
@@ -102,7 +100,7 @@ fn snapshots_of_the_default_spec() {
 
 #[test]
 fn no_config_holds_a_secret_or_a_wildcard() {
-    for kind in [AgentKind::Openclaw, AgentKind::Picoclaw, AgentKind::Hermes] {
+    for kind in agent_appliance::kinds::ALL.iter().map(|k| k.id()) {
         for (label, agent, _, text) in configs(kind) {
             // Values as JSON spells them (quoted strings), whatever the format.
             let text = serde_json::to_string_pretty(&config_value(kind, &text)).unwrap();
@@ -387,17 +385,22 @@ fn hermes_accepts_every_generated_config() {
             .iter()
             .map(|t| t.as_str().unwrap())
             .collect();
-        for public in ["web_extract", "text_to_speech", "image_generate", "x_search"] {
+        for public in ["text_to_speech", "image_generate", "x_search"] {
             assert!(
                 !tools.contains(&public),
                 "{label}: Hermes would offer `{public}`: {tools:?}"
             );
         }
         // web_search exactly when the crawler tool has the appliance's
-        // SearXNG, and then pinned to it.
+        // SearXNG, web_extract when it also has its webextract.
         assert_eq!(
             tools.contains(&"web_search"),
             agent.search_url.is_some(),
+            "{label}: {tools:?}"
+        );
+        assert_eq!(
+            tools.contains(&"web_extract"),
+            agent.search_url.is_some() && agent.extract_url.is_some(),
             "{label}: {tools:?}"
         );
         let code = agent.code_execution.is_some();
@@ -630,7 +633,7 @@ fn agent_publish(label: &str) -> Vec<String> {
 /// guard, every agent listed every agent it shared a room with.
 #[test]
 fn no_agent_answers_another_agent() {
-    for kind in [AgentKind::Openclaw, AgentKind::Hermes, AgentKind::Picoclaw] {
+    for kind in agent_appliance::kinds::ALL.iter().map(|k| k.id()) {
         for (label, agent, appliance, text) in configs(kind) {
             for admin in &appliance.matrix.admins {
                 assert!(agent.allowed_users.contains(admin), "{label}: does not answer {admin}");

@@ -61,7 +61,7 @@ fn check_accepts_the_default_spec() {
     let output = run_in(&crate::common::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 7 sandboxes, 1 room\n"),
+        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 8 sandboxes, 1 room\n"),
         "{}",
         stdout(&output)
     );
@@ -111,7 +111,15 @@ fn inspect_json_is_versioned_and_complete() {
     let names: Vec<&str> = sandboxes.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["ollama", "searxng", "balthasar", "casper", "casper-exec", "melchior"]
+        [
+            "ollama",
+            "searxng",
+            "webextract",
+            "balthasar",
+            "casper",
+            "casper-exec",
+            "melchior"
+        ]
     );
     // Ollama is a sandbox of its own, with nvproxy, not a host service.
     assert_eq!(sandboxes[0]["runtime"], "runsc-gpu");

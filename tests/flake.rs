@@ -262,7 +262,7 @@ fn the_flake_has_the_promised_outputs() {
     assert_eq!(
         out["legacyImages"],
         serde_json::json!({
-            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw", "searxng"],
+            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw", "searxng", "webextract"],
             "aarch64-linux": ["picoclaw"],
         })
     );
@@ -453,7 +453,7 @@ in
   };
   utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
   applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
-    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1; searxng = 1;
+    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1; searxng = 1; webextract = 1;
   };
 }
 "#;
@@ -752,6 +752,12 @@ const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("appliance-code-runner", "nix/overlay.nix (this repository)"),
     ("appliance-dind-start", "nix/overlay.nix (this repository)"),
     ("appliance-hermes-start", "nix/overlay.nix (this repository)"),
+    ("appliance-webextract", "nix/overlay.nix (this repository)"),
+    (
+        "python3Packages",
+        "pkgs/top-level/python-packages.nix (trafilatura: pkgs/development/python-modules/trafilatura/default.nix)",
+    ),
+    ("writers", "pkgs/build-support/writers/default.nix (writePython3Bin)"),
     (
         "bashInteractive",
         "pkgs/top-level/all-packages.nix (bash.override { interactive = true; })",

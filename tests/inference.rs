@@ -130,11 +130,11 @@ fn check(text: &str) -> std::process::Output {
 }
 
 #[test]
-fn ollama_and_searxng_are_sandboxes_by_default() {
+fn ollama_searxng_and_webextract_are_sandboxes_by_default() {
     let appliance = load(&spec("", ""));
     let host = &appliance.hosts["box"];
     let names: Vec<&str> = host.sandboxes.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["ollama", "searxng", "casper"]);
+    assert_eq!(names, ["ollama", "searxng", "webextract", "casper"]);
     let ollama = &host.sandboxes[0];
     assert_eq!(ollama.runtime, "runsc-gpu");
     assert_eq!(ollama.user, "11434:11434");
@@ -144,13 +144,49 @@ fn ollama_and_searxng_are_sandboxes_by_default() {
     let searxng = &host.sandboxes[1];
     assert_eq!(searxng.runtime, "runsc", "the search backend is strict");
     assert!(!searxng.gpus && searxng.cap_add.is_empty() && searxng.read_only_root);
+    let webextract = &host.sandboxes[2];
+    assert_eq!(webextract.runtime, "runsc", "the extraction backend is strict");
+    assert!(!webextract.gpus && webextract.cap_add.is_empty() && webextract.read_only_root);
+    assert_eq!(webextract.user, "10090:10090", "not root");
+    assert_eq!(webextract.network.as_ref().unwrap().address.to_string(), "10.88.0.4");
+    assert_eq!(webextract.env_files, ["/var/lib/appliance/secrets/webextract/env"]);
+    assert_eq!(webextract.environment["HTTPS_PROXY"], "http://10.88.0.1:3128");
     let casper = &appliance.agents["casper"];
     assert_eq!(casper.inference_url.as_deref(), Some("http://10.88.0.2:11434"));
     assert_eq!(casper.search_url.as_deref(), Some("http://10.88.0.3:8080"));
-    let codes: Vec<_> = casper.warnings.iter().map(|w| w.code).collect();
-    assert_eq!(codes, ["agent-extract-off"], "no agent-web-off with the backend");
+    assert_eq!(casper.extract_url.as_deref(), Some("http://10.88.0.4:8090"));
+    assert!(
+        casper.warnings.is_empty(),
+        "no agent-web-off or agent-extract-off with both backends"
+    );
+    let own = &host.sandboxes[3];
+    assert!(
+        own.env_files
+            .contains(&"/var/lib/appliance/secrets/webextract/env".to_string())
+    );
+    assert!(
+        own.reach.iter().any(|r| r.service == "extract" && r.port == 8090),
+        "casper reaches webextract"
+    );
+    // Only casper: the service sandboxes do not reach each other.
+    for service in &host.sandboxes[..3] {
+        assert!(service.reach.iter().all(|r| r.service != "extract"), "{}", service.name);
+    }
     // No host service, and the firewall opens nothing for Ollama.
     assert!(host.firewall.iter().all(|r| r.port != 11434));
+}
+
+#[test]
+fn extract_off_keeps_search_and_says_so() {
+    let appliance = load(&spec("", "\n[crawler]\nextract = \"off\"\n"));
+    let host = &appliance.hosts["box"];
+    let names: Vec<&str> = host.sandboxes.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ollama", "searxng", "casper"]);
+    let casper = &appliance.agents["casper"];
+    assert!(casper.search_url.is_some() && casper.extract_url.is_none());
+    let codes: Vec<_> = casper.warnings.iter().map(|w| w.code).collect();
+    assert_eq!(codes, ["agent-extract-off"]);
+    assert_eq!(host.sandboxes[2].env_files.len(), 1, "no key file without the service");
 }
 
 #[test]
@@ -194,5 +230,17 @@ fn check_warns_when_the_models_do_not_fit_in_vram() {
         crate::common::stderr(&bad).contains("`sizes` names model `nope:1b`, which `models` does not list"),
         "{}",
         crate::common::stderr(&bad)
+    );
+}
+
+#[test]
+fn an_agent_cannot_take_a_service_sandboxs_name() {
+    let text = spec("", "").replace("casper", "webextract");
+    let output = check(&text);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("container name `webextract` is the appliance's own service sandbox"),
+        "{stderr}"
     );
 }

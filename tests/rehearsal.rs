@@ -228,23 +228,18 @@ fn standin_runs_code_through_the_terminal_tool_and_reports_its_output() {
     assert!(text.contains("no code tool was offered"), "{text}");
 }
 
-#[test]
-fn standin_browses_through_openclaw_tool_search_and_reports_the_title() {
-    let Some(standin) = standin() else { return };
+/// Feeds `results` to the stand-in as OpenClaw would, one per browser call
+/// it makes; returns the actions it called and its final answer.
+fn browse_with(standin: &Standin, results: &[&str]) -> (Vec<String>, String) {
     let offered = tools(&["exec", "tool_call", "tool_search"]);
     let mut messages = vec![
         json!({"role": "user", "content": "@melchior:magi read page http://10.88.0.5/ tag-y"}),
         json!({"role": "user", "content": "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nctx\n<<<END_OPENCLAW_INTERNAL_CONTEXT>>>"}),
     ];
     let mut actions = Vec::new();
-    let results = [
-        r#"{"targetId": "T", "title": "", "url": "http://10.88.0.5/"}"#,
-        r#"- heading "Rehearsal" [level=1]"#,
-        r#"{"text": "{\n  \"tabs\": [{\"title\": \"Test page 9\", \"url\": \"http://10.88.0.5/\"}]}"}"#,
-    ];
     for result in results {
         let body = json!({"model": MODEL, "messages": messages, "tools": offered});
-        let (_, calls) = ollama_stream(&post(&standin, "/api/chat", &body).1);
+        let (_, calls) = ollama_stream(&post(standin, "/api/chat", &body).1);
         assert_eq!(calls.len(), 1, "{messages:?}");
         let function = &calls[0]["function"];
         assert_eq!(
@@ -257,11 +252,36 @@ fn standin_browses_through_openclaw_tool_search_and_reports_the_title() {
         // OpenClaw repeats its context block after each tool result.
         messages.push(messages[1].clone());
     }
-    assert_eq!(actions, ["open", "snapshot", "tabs"]);
     let body = json!({"model": MODEL, "messages": messages, "tools": offered, "stream": false});
-    let reply: Value = serde_json::from_str(&post(&standin, "/api/chat", &body).1).unwrap();
-    let text = reply["message"]["content"].as_str().unwrap();
+    let reply: Value = serde_json::from_str(&post(standin, "/api/chat", &body).1).unwrap();
+    (actions, reply["message"]["content"].as_str().unwrap().to_string())
+}
+
+const OPENED: &str = r#"{"targetId": "T", "title": "", "url": "http://10.88.0.5/"}"#;
+const SNAPSHOT: &str = r#"- heading "Rehearsal" [level=1]"#;
+const TABS: &str = r#"{"text": "{\n  \"tabs\": [{\"title\": \"Test page 9\", \"url\": \"http://10.88.0.5/\"}]}"}"#;
+/// What OpenClaw 2026.9.6 returned when `open` outlasted its 15 s (seen in
+/// the rehearsal: Chromium's first start in gVisor on a loaded machine).
+const TIMED_OUT: &str = "[tool error] {\"status\": \"error\", \"error\": \"timed out. Run `openclaw browser doctor` and check the Gateway logs. This may be a transient browser error. Retry the browser tool once. If the same error persists, use an alternative approach\"}";
+
+#[test]
+fn standin_browses_through_openclaw_tool_search_and_reports_the_title() {
+    let Some(standin) = standin() else { return };
+    let (actions, text) = browse_with(&standin, &[OPENED, SNAPSHOT, TABS]);
+    assert_eq!(actions, ["open", "snapshot", "tabs"]);
     assert!(text.ends_with("page title: Test page 9"), "{text}");
+}
+
+/// The tool asks for one retry on a timeout: the stand-in retries once,
+/// and not a second time.
+#[test]
+fn standin_retries_a_timed_out_browser_call_once() {
+    let Some(standin) = standin() else { return };
+    let (actions, text) = browse_with(&standin, &[TIMED_OUT, OPENED, SNAPSHOT, TABS]);
+    assert_eq!(actions, ["open", "open", "snapshot", "tabs"]);
+    assert!(text.ends_with("page title: Test page 9"), "{text}");
+    let (actions, _) = browse_with(&standin, &[TIMED_OUT, TIMED_OUT, SNAPSHOT]);
+    assert_eq!(actions, ["open", "open", "snapshot"]);
 }
 
 #[test]

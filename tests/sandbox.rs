@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use agent_appliance::commands::load;
 use agent_appliance::docker::run_options;
 use agent_appliance::model::image::{self, ImageLayout};
+use agent_appliance::model::services::EXTRACT_KEY_ENV;
 use agent_appliance::model::{Appliance, BindSource, Host, SECRETS_MOUNT, Sandbox};
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::{FlagListing, RunscVersion, probe_binary};
@@ -151,6 +152,9 @@ fn uid_gid(sandbox: &Sandbox) -> (u32, u32) {
     (uid.parse().unwrap(), gid.parse().unwrap())
 }
 
+/// The test's webextract key (the host makes a random one).
+const EXTRACT_TEST_KEY: &str = "extract-key-of-the-sandbox-test";
+
 fn secret_of(agent: &str) -> String {
     format!("secret-of-{agent}")
 }
@@ -274,6 +278,13 @@ impl Lab {
             for file in &sandbox.env_files {
                 let path = self.paths.host(file);
                 fs::create_dir_all(path.parent().unwrap()).unwrap();
+                // webextract's key file is shared by the service and its
+                // crawler clients, root's as the host unit makes it.
+                if file == EXTRACT_KEY_ENV {
+                    fs::write(&path, format!("TAVILY_API_KEY={EXTRACT_TEST_KEY}\n")).unwrap();
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+                    continue;
+                }
                 fs::write(
                     &path,
                     format!("APPLIANCE_TEST_SECRET=env-{}\n", secret_of(&sandbox.agent)),
@@ -374,6 +385,7 @@ echo "id=$(id -u):$(id -g)"
 if touch /.probe 2>/dev/null; then echo root=writable; else echo root=read-only; fi
 echo "secret=$(cat /run/secrets/appliance/token 2>/dev/null)"
 echo "envsecret=$APPLIANCE_TEST_SECRET"
+echo "extractkey=$TAVILY_API_KEY"
 echo "secret-files=$(grep -rlsF secret-of- /etc /home /opt /root /run /tmp /var 2>/dev/null | sort | tr '\n' ' ')"
 probe raw | sed 's/^/probe-/'
 probe packet | sed 's/^/probe-/'
@@ -513,13 +525,22 @@ fn check_sandbox(sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
             value("secret")
         )
     });
-    let want_env = if sandbox.env_files.is_empty() {
-        String::new()
-    } else {
-        format!("env-{own}")
-    };
+    let own_env = sandbox.env_files.iter().any(|f| f != EXTRACT_KEY_ENV);
+    let want_env = if own_env { format!("env-{own}") } else { String::new() };
     failures.check(value("envsecret") == want_env, || {
         format!("{name}: env secret `{}`, expected `{want_env}`", value("envsecret"))
+    });
+    // webextract's key: in the service and its crawler clients only.
+    let want_key = if sandbox.env_files.iter().any(|f| f == EXTRACT_KEY_ENV) {
+        EXTRACT_TEST_KEY
+    } else {
+        ""
+    };
+    failures.check(value("extractkey") == want_key, || {
+        format!(
+            "{name}: webextract key `{}`, expected `{want_key}`",
+            value("extractkey")
+        )
     });
     let want_files = if mounts_secrets {
         format!("{SECRETS_MOUNT}/env {SECRETS_MOUNT}/token")

@@ -166,9 +166,13 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
     // with a code sandbox, as the bootstrap made the room and the admin.
     assert_eq!(
         strings(&facts["steps"]),
-        ["joined", "mention", "unmentioned", "stranger", "code", "loop"]
+        ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
     );
     assert_eq!(facts["codeAgent"], "casper");
+    // The browse step: melchior (OpenClaw, as in the rehearsal) reads a
+    // page on a globally routable address of the VM's own loopback.
+    assert_eq!(facts["browserAgent"], "melchior");
+    assert_eq!(facts["webAddress"], "192.31.196.80");
     assert_eq!(facts["room"], "#magi:magi");
     assert_eq!(facts["admin"], "gendo");
     assert_eq!(facts["homeserver"], "http://127.0.0.1:8008");
@@ -196,6 +200,10 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
         "\"--standin-log=\" + standin_log",
         "[\"--step=\" + step for step in facts[\"steps\"]]",
         "\"--code-agent=\" + facts[\"codeAgent\"]",
+        "\"--browser-agent=\" + facts[\"browserAgent\"]",
+        "\"--page-url=http://\" + facts[\"webAddress\"] + \"/index.html\"",
+        "\"--page-title=\" + facts[\"pageTitle\"]",
+        "machine.wait_for_open_port(80, facts[\"webAddress\"])",
         "--agent-log={name}=/root/scenario/{name}.log",
         "if status != 0:\n    raise Exception(",
         "print(machine.execute(\"cat /root/scenario/results.json\")[1])",
@@ -317,7 +325,7 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     // Every sandbox keeps its generated options but the GPU device, with
     // `--cpus` at most the VM's 4 cores.
     let generated = out["generatedOptions"].as_object().unwrap();
-    assert_eq!(generated.len(), 6);
+    assert_eq!(generated.len(), 7);
     assert!(generated["ollama"].to_string().contains("--device=nvidia.com/gpu=all"));
     for (name, options) in generated {
         let expected: Vec<String> = strings(options)
@@ -373,6 +381,8 @@ def scenario_argv(cmd):
 
 class StubMachine:
     def wait_for_unit(self, unit, timeout=900):
+        pass
+    def wait_for_open_port(self, port, addr="localhost", timeout=900):
         pass
     def wait_until_succeeds(self, cmd, timeout=900):
         return self.succeed(cmd)
@@ -454,6 +464,10 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
         "--step=stranger",
         "--step=code",
         "--step=loop",
+        "--step=browse",
+        "--browser-agent=melchior",
+        "--page-url=http://192.31.196.80/index.html",
+        "--page-title=VM test page 5c1e",
         "--code-agent=casper",
         "--agent=balthasar=glm-4.7-flash:q4_K_M",
         "--agent=casper=qwen3.5:27b-q4_K_M",

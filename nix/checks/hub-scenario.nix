@@ -1,7 +1,7 @@
 # NixOS VM test: the rehearsal's scenario on the real appliance. The Matrix
 # host's configuration (the flake's module with the generated host, as
 # hub-node.nix changes it for a VM) boots with the real images Nix builds
-# (OpenClaw, PicoClaw, Hermes, Docker-in-gVisor, SearXNG) under the
+# (OpenClaw, PicoClaw, Hermes, Docker-in-gVisor, SearXNG, webextract) under the
 # generated runsc runtimes with gVisor's netstack, real Synapse and the real
 # bootstrap. Only the inference sandbox's image is replaced: by one of the
 # same name and tag whose `ollama serve` is the STAND-IN model server
@@ -131,9 +131,21 @@ let
       plan.rooms;
   codeAgent = lib.findFirst (name: hostFacts.agents.${name}.code) null agentNames;
 
-  # The rehearsal's steps (tests/rehearsal/main.rs). Not `browse`: OpenClaw's
-  # browser refuses private addresses (the generated ssrfPolicy) and the
-  # egress proxy denies them, and a page inside the VM has only private ones.
+  # The browse step's page, on "the internet" as in the rehearsal
+  # (docs/rehearsal.md): a globally routable address from the AS112 block
+  # (RFC 7534, a sink that serves no web site) on the VM's loopback. The VM
+  # has no route out, so no packet to it leaves; squid's deny list and the
+  # agents' own private-address checks run unmodified, and the sandboxes
+  # reach it only through the egress proxy. The browser agent is an
+  # OpenClaw one where there is one (the kind the rehearsal proves).
+  browserAgents = lib.filter (name: hostFacts.agents.${name}.browser) agentNames;
+  browserAgent = lib.findFirst (name: hostFacts.agents.${name}.kind == "openclaw") (
+    if browserAgents == [ ] then null else lib.head browserAgents
+  ) browserAgents;
+  webAddress = "192.31.196.80";
+  pageTitle = "VM test page 5c1e";
+
+  # The rehearsal's steps (tests/rehearsal/main.rs).
   steps = [
     "joined"
     "mention"
@@ -141,12 +153,19 @@ let
     "stranger"
   ]
   ++ lib.optional (codeAgent != null) "code"
+  ++ lib.optional (browserAgent != null) "browse"
   ++ lib.optional (lib.length agentNames >= 2) "loop";
 
   # What the test script needs, as JSON in the script (tests/flake.rs reads
   # it back from there).
   facts = builtins.toJSON {
-    inherit steps codeAgent;
+    inherit
+      steps
+      codeAgent
+      browserAgent
+      webAddress
+      pageTitle
+      ;
     agents = lib.mapAttrs (
       name: agent:
       if agent.model != null then agent.model else throw "agent-appliance: agent `${name}` has no model for the stand-in to serve"
@@ -181,12 +200,12 @@ pkgs.testers.runNixOSTest {
       # Memory: every sandbox's sentry and application at once, measured
       # nowhere yet, estimated: OpenClaw's gateway 1-1.5 GiB (Chromium when
       # it browses), Hermes 0.5-1 GiB, the inner dockerd with the
-      # code-runner image in its tmpfs and a container 0.5-1 GiB, SearXNG,
+      # code-runner image in its tmpfs and a container 0.5-1 GiB, SearXNG and webextract,
       # Synapse, squid, dockerd and containerd about 1 GiB together,
       # PicoClaw and the stand-in little; 8 GiB leaves room for the page
       # cache of the image layers. Cores: 4, a GitHub runner's count (more
       # only slows QEMU down); `--cpus` above it is clamped (hub-node.nix).
-      # Disk: the six images unpacked in Docker's overlay2 (about 5 GB)
+      # Disk: the seven images unpacked in Docker's overlay2 (about 5 GB)
       # plus `docker load`'s copy while each loads.
       virtualisation = {
         memorySize = 8192;
@@ -275,6 +294,22 @@ pkgs.testers.runNixOSTest {
     scenario += ["--loop-agents=" + ",".join(sorted(agents)), "--json=/root/scenario/results.json"]
     if facts["codeAgent"]:
         scenario.append("--code-agent=" + facts["codeAgent"])
+    if facts["browserAgent"]:
+        # The test page on "the internet" (webAddress above), served by the
+        # VM itself.
+        page = f"<!doctype html><html><head><title>{facts['pageTitle']}</title></head><body><h1>{facts['pageTitle']}</h1></body></html>"
+        machine.succeed("ip addr add " + facts["webAddress"] + "/32 dev lo")
+        machine.succeed("install -d /root/page && printf '%s\\n' " + shlex.quote(page) + " > /root/page/index.html")
+        machine.succeed(
+            "systemd-run --unit=scenario-web " + shlex.join([facts["python"], "-m", "http.server", "80",
+                                                             "--bind", facts["webAddress"], "--directory", "/root/page"])
+        )
+        machine.wait_for_open_port(80, facts["webAddress"])
+        scenario += [
+            "--browser-agent=" + facts["browserAgent"],
+            "--page-url=http://" + facts["webAddress"] + "/index.html",
+            "--page-title=" + facts["pageTitle"],
+        ]
     scenario += ["--step=" + step for step in facts["steps"]]
     status, _ = machine.execute(shlex.join(scenario) + " >/dev/null 2>/root/scenario/scenario.log", timeout=15 * 60)
     print(machine.execute("cat /root/scenario/scenario.log")[1])

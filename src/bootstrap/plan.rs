@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    Appliance, MemberRole, STATE_DIR, device_id, home_room_env, operator_env, rate_limit, room_ids_env, token_env,
-};
-use crate::spec::schema::AgentKind;
+use crate::kinds;
+use crate::model::{Appliance, MemberRole, STATE_DIR, device_id};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
@@ -176,10 +174,9 @@ pub fn plan(appliance: &Appliance) -> Plan {
             .get(agent.sandbox.as_str())
             .and_then(|sandbox| parse_user(&sandbox.user))
             .unwrap_or((0, 0));
-        let mut generated_env = BTreeMap::new();
-        if agent.kind == AgentKind::Openclaw {
-            generated_env.insert("OPENCLAW_GATEWAY_TOKEN".to_string(), 32);
-        }
+        let kind = kinds::of(agent.kind);
+        let env = kind.plan();
+        let names = |vars: &[&str]| vars.iter().map(|v| v.to_string()).collect();
         accounts.push(Account {
             localpart: agent.name.clone(),
             user_id: agent.user_id.clone(),
@@ -189,16 +186,13 @@ pub fn plan(appliance: &Appliance) -> Plan {
             secrets_dir: relative(&agent.secrets_dir),
             uid,
             gid,
-            generated_env,
-            token_env: token_env(agent.kind).iter().map(|v| v.to_string()).collect(),
-            room_ids_env: room_ids_env(agent.kind).iter().map(|v| v.to_string()).collect(),
-            home_room_env: home_room_env(agent.kind).iter().map(|v| v.to_string()).collect(),
-            operator_env: operator_env(agent.kind, &agent.skills)
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            generated_env: env.generated_env.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            token_env: names(env.token_env),
+            room_ids_env: names(env.room_ids_env),
+            home_room_env: names(env.home_room_env),
+            operator_env: names(&kind.operator_env(&agent.skills)),
             rate_limit: Some({
-                let (messages_per_second, burst_count) = rate_limit(agent.kind);
+                let (messages_per_second, burst_count) = env.rate_limit;
                 RateLimit {
                     messages_per_second,
                     burst_count,

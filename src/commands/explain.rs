@@ -12,7 +12,6 @@ use crate::cli::{ExplainArgs, Format};
 use crate::lint::Finding;
 use crate::model::{
     Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT, SOCKET_DIR, Sandbox,
-    operator_env, token_env,
 };
 use crate::runsc::{HostUds, RunscVersion, runtime_args};
 
@@ -205,8 +204,9 @@ fn secrets(agent: &Agent) -> Vec<String> {
         "{}/{MATRIX_TOKEN_FILE} (read-only at {SECRETS_MOUNT}): its Matrix token",
         agent.secrets_dir
     )];
-    let mut env: Vec<&str> = token_env(agent.kind).to_vec();
-    env.extend(operator_env(agent.kind, &agent.skills));
+    let kind = crate::kinds::of(agent.kind);
+    let mut env: Vec<&str> = kind.plan().token_env.to_vec();
+    env.extend(kind.operator_env(&agent.skills));
     secrets.push(format!("{}/env (--env-file): {}", agent.secrets_dir, env.join(", ")));
     secrets
 }

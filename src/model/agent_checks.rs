@@ -1,6 +1,7 @@
 //! Per-agent checks and defaults: the model each agent uses, the tools its
-//! kind supports, its limits and skills. Called by `build` for every agent;
-//! problems go to the same [`Builder`], so all are reported at once.
+//! kind supports (`crate::kinds`), its limits and skills. Called by `build`
+//! for every agent; problems go to the same [`Builder`], so all are
+//! reported at once.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -10,17 +11,11 @@ use toml::Spanned;
 use super::build::Builder;
 use super::names::name_problem;
 use super::sandbox;
+use crate::kinds;
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Tool};
 
 fn span<T>(value: &Spanned<T>) -> Range<usize> {
     value.span()
-}
-
-pub(super) fn default_context(kind: AgentKind) -> u32 {
-    match kind {
-        AgentKind::Openclaw | AgentKind::Picoclaw => 32_768,
-        AgentKind::Hermes => 65_536,
-    }
 }
 
 pub(super) fn resolve_model(
@@ -71,23 +66,6 @@ pub(super) fn resolve_model(
     }
 }
 
-/// Tools each agent kind can actually use, as this appliance wires them.
-fn supported_tools(kind: AgentKind) -> &'static [Tool] {
-    match kind {
-        AgentKind::Openclaw => &[Tool::Browser, Tool::WebFetch, Tool::Exec],
-        AgentKind::Picoclaw => &[Tool::WebFetch, Tool::Exec],
-        AgentKind::Hermes => &[Tool::Browser, Tool::Crawler, Tool::Code, Tool::WebFetch, Tool::Exec],
-    }
-}
-
-fn kind_name(kind: AgentKind) -> &'static str {
-    match kind {
-        AgentKind::Openclaw => "openclaw",
-        AgentKind::Picoclaw => "picoclaw",
-        AgentKind::Hermes => "hermes",
-    }
-}
-
 fn tool_name(tool: Tool) -> &'static str {
     match tool {
         Tool::Browser => "browser",
@@ -103,7 +81,8 @@ pub(super) fn resolve_tools(
     name: &Spanned<String>,
     agent: &AgentSpec,
 ) -> (Vec<Tool>, Option<crate::spec::schema::Browser>, Option<CodeExecution>) {
-    let kind = *agent.kind.get_ref();
+    let kind = kinds::of(*agent.kind.get_ref());
+    let supported = kind.supports().tools;
     let mut tools = BTreeSet::new();
     for tool in &agent.tools {
         if !tools.insert(*tool.get_ref()) {
@@ -113,25 +92,25 @@ pub(super) fn resolve_tools(
                 "remove the duplicate",
             );
         }
-        if !supported_tools(kind).contains(tool.get_ref()) {
-            let supported: Vec<&str> = supported_tools(kind).iter().map(|t| tool_name(*t)).collect();
+        if !supported.contains(tool.get_ref()) {
+            let names: Vec<&str> = supported.iter().map(|t| tool_name(*t)).collect();
             b.error(
                 span(tool),
                 format!(
                     "{} agents cannot use the `{}` tool",
-                    kind_name(kind),
+                    kind.name(),
                     tool_name(*tool.get_ref())
                 ),
-                format!("{} agents support: {}", kind_name(kind), supported.join(", ")),
+                format!("{} agents support: {}", kind.name(), names.join(", ")),
             );
         }
     }
     let browser = match &agent.browser {
         Some(browser) => {
-            if !supported_tools(kind).contains(&Tool::Browser) {
+            if !supported.contains(&Tool::Browser) {
                 b.error(
                     span(browser),
-                    format!("{} agents have no browser tool", kind_name(kind)),
+                    format!("{} agents have no browser tool", kind.name()),
                     "remove `browser`",
                 );
             }
@@ -144,14 +123,15 @@ pub(super) fn resolve_tools(
     };
     let code_execution = match &agent.code_execution {
         Some(code) => {
-            if !supported_tools(kind).contains(&Tool::Code) {
+            if !supported.contains(&Tool::Code) {
+                let wired = kinds::names_where(|k| k.supports().tools.contains(&Tool::Code));
                 b.error(
                     span(code),
                     format!(
-                        "code execution through Docker-in-gVisor is wired for hermes agents only, not {}",
-                        kind_name(kind)
+                        "code execution through Docker-in-gVisor is wired for {wired} agents only, not {}",
+                        kind.name()
                     ),
-                    "remove `code-execution`, or use a hermes agent",
+                    format!("remove `code-execution`, or use a {wired} agent"),
                 );
             }
             tools.insert(Tool::Code);
@@ -242,17 +222,8 @@ pub fn is_size(text: &str) -> bool {
     !digits.is_empty() && digits.len() <= 7 && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
 }
 
-/// Skills shipped with PicoClaw; other kinds take any safe skill name.
-const PICOCLAW_SKILLS: &[&str] = &[
-    "agent-browser",
-    "github",
-    "hardware",
-    "skill-creator",
-    "summarize",
-    "tmux",
-    "weather",
-];
-
+/// A skill name: safe as a directory name, and one the kind ships with
+/// when it takes no others.
 pub(super) fn check_skill(b: &mut Builder, kind: AgentKind, skill: &Spanned<String>) {
     if let Some(problem) = name_problem(skill.get_ref()) {
         b.error(
@@ -262,11 +233,14 @@ pub(super) fn check_skill(b: &mut Builder, kind: AgentKind, skill: &Spanned<Stri
         );
         return;
     }
-    if kind == AgentKind::Picoclaw && !PICOCLAW_SKILLS.contains(&skill.get_ref().as_str()) {
+    let kind = kinds::of(kind);
+    if let Some(shipped) = kind.supports().skills
+        && !shipped.contains(&skill.get_ref().as_str())
+    {
         b.error(
             span(skill),
-            format!("PicoClaw has no built-in skill `{}`", skill.get_ref()),
-            format!("use one of: {}", PICOCLAW_SKILLS.join(", ")),
+            format!("{} has no built-in skill `{}`", kind.label(), skill.get_ref()),
+            format!("use one of: {}", shipped.join(", ")),
         );
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use super::build::Builder;
-use crate::spec::schema::{AgentKind, AgentSpec, EgressSpec};
+use crate::spec::schema::{AgentSpec, EgressSpec};
 
 /// The egress proxy's port, on the bridge address of each host.
 pub const PROXY_PORT: u16 = 3128;
@@ -26,10 +26,11 @@ pub const PROXY_PORT: u16 = 3128;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Egress {
-    /// Only Matrix, inference and DNS; no proxy.
+    /// Only Matrix and inference; no proxy, no resolver.
     None,
     /// Any public host, through the proxy; never a private, loopback,
-    /// link-local, CGNAT, multicast or metadata address.
+    /// link-local, CGNAT, multicast or metadata address. Also the bridge's
+    /// resolver (see [`common_reach`]).
     Web,
     /// Only these host names (and, for `*.name`, its subdomains), through
     /// the proxy, with the same address rules as `web`.
@@ -128,16 +129,27 @@ pub fn code_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
     reach
 }
 
+/// The resolver is reached only with `egress = "web"`: it forwards to the
+/// host's resolvers, so a query is a way out (data in the name, to a
+/// server the sandbox picks by choosing the domain). A sandbox that may
+/// open any public host through the proxy gains nothing from that; one
+/// with a domain list or none would, so it gets no resolver at all (the
+/// proxy resolves names for it). Hermes needs it: its web tools resolve a
+/// URL's name themselves before fetching, and refuse what does not resolve.
 fn common_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
     let mut reach = Vec::new();
-    for protocol in ["udp", "tcp"] {
-        reach.push(Reach {
-            service: "dns",
-            address: gateway,
-            protocol,
-            port: super::build::DNS_PORT,
-            why: "the bridge's resolver, which answers no outside name (no way out by DNS)".into(),
-        });
+    if *egress == Egress::Web {
+        for protocol in ["udp", "tcp"] {
+            reach.push(Reach {
+                service: "dns",
+                address: gateway,
+                protocol,
+                port: super::build::DNS_PORT,
+                why: "the bridge's resolver, forwarding to the host's: with `web` egress a name query \
+                      opens no way out the proxy does not already give"
+                    .into(),
+            });
+        }
     }
     if egress.uses_proxy() {
         reach.push(Reach {
@@ -155,7 +167,13 @@ fn common_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
 /// addresses reached without the proxy (Matrix, inference): the proxy
 /// refuses private addresses, so sending them there would break local
 /// inference (NemoClaw's users hit exactly that).
-pub fn proxy_environment(gateway: Ipv4Addr, direct: &[Ipv4Addr], kind: Option<AgentKind>) -> BTreeMap<String, String> {
+/// `extra`: variables the agent's kind needs besides them
+/// ([`crate::kinds::SandboxNeeds::proxy_env`]).
+pub fn proxy_environment(
+    gateway: Ipv4Addr,
+    direct: &[Ipv4Addr],
+    extra: Option<&[(&str, &str)]>,
+) -> BTreeMap<String, String> {
     let proxy = format!("http://{gateway}:{PROXY_PORT}");
     let mut no_proxy: Vec<String> = direct.iter().map(|a| a.to_string()).collect();
     no_proxy.extend(["127.0.0.1".to_string(), "localhost".to_string()]);
@@ -168,9 +186,8 @@ pub fn proxy_environment(gateway: Ipv4Addr, direct: &[Ipv4Addr], kind: Option<Ag
     }
     env.insert("NO_PROXY".into(), no_proxy.clone());
     env.insert("no_proxy".into(), no_proxy);
-    if kind == Some(AgentKind::Openclaw) {
-        // Node 24's fetch ignores the proxy variables unless asked.
-        env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
+    for (key, value) in extra.unwrap_or_default() {
+        env.insert(key.to_string(), value.to_string());
     }
     env
 }
@@ -182,10 +199,8 @@ pub fn proxy_url(gateway: Ipv4Addr) -> String {
 
 /// The default when the spec says nothing: `none` for every kind. Any way
 /// out of the appliance is a choice the spec makes and says why.
-pub fn default_egress(kind: AgentKind) -> Egress {
-    match kind {
-        AgentKind::Openclaw | AgentKind::Picoclaw | AgentKind::Hermes => Egress::None,
-    }
+pub fn default_egress() -> Egress {
+    Egress::None
 }
 
 fn span<T>(value: &Spanned<T>) -> Range<usize> {
@@ -196,7 +211,7 @@ fn span<T>(value: &Spanned<T>) -> Range<usize> {
 /// (for the port check, which runs before agents are resolved).
 pub(super) fn spec_uses_proxy(agent: &AgentSpec) -> bool {
     match agent.egress.as_ref().map(|e| e.get_ref()) {
-        None => default_egress(*agent.kind.get_ref()).uses_proxy(),
+        None => default_egress().uses_proxy(),
         Some(EgressSpec::Keyword(word)) => word == "web",
         Some(EgressSpec::Domains(list)) => !list.is_empty(),
     }
@@ -205,7 +220,7 @@ pub(super) fn spec_uses_proxy(agent: &AgentSpec) -> bool {
 /// Validates `egress` of one agent.
 pub(super) fn resolve(b: &mut Builder, agent: &AgentSpec) -> Egress {
     let Some(spec) = &agent.egress else {
-        return default_egress(*agent.kind.get_ref());
+        return default_egress();
     };
     match spec.get_ref() {
         EgressSpec::Keyword(word) if word == "none" => Egress::None,
@@ -296,10 +311,10 @@ mod tests {
     #[test]
     fn inference_and_matrix_bypass_the_proxy() {
         let gw = Ipv4Addr::new(10, 88, 0, 1);
-        let env = proxy_environment(gw, &[gw], Some(AgentKind::Openclaw));
+        let env = proxy_environment(gw, &[gw], Some(&[("NODE_USE_ENV_PROXY", "1")]));
         assert_eq!(env["HTTPS_PROXY"], "http://10.88.0.1:3128");
         assert_eq!(env["NO_PROXY"], "10.88.0.1,127.0.0.1,localhost");
         assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
-        assert!(!proxy_environment(gw, &[gw], Some(AgentKind::Hermes)).contains_key("NODE_USE_ENV_PROXY"));
+        assert!(!proxy_environment(gw, &[gw], None).contains_key("NODE_USE_ENV_PROXY"));
     }
 }

@@ -53,13 +53,13 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
             ));
         }
     }
-    if host.sandboxes.iter().any(|s| s.network.is_some()) {
+    if host.resolves_names() {
         for protocol in ["udp", "tcp"] {
             rules.push(rule(
                 Some(BRIDGE_INTERFACE),
                 protocol,
                 DNS_PORT,
-                "DNS resolver for this host's sandboxes (answers no outside name)".into(),
+                "DNS resolver for this host's sandboxes with `egress = \"web\"` (the egress table refuses it to the others)".into(),
             ));
         }
     }

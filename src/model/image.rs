@@ -1,16 +1,12 @@
 //! One description of every OCI image the appliance runs. The Nix images
 //! (images/*.nix, called from generated/images/), the sandbox run options
 //! (user, volumes, tmpfs) and the rehearsal's Debian-built test images are
-//! all derived from it, so they cannot drift apart.
+//! all derived from it, so they cannot drift apart. The agents' images are
+//! described by their kinds (`crate::kinds`); this module has the types and
+//! the services' images.
 
-use crate::spec::schema::AgentKind;
+use crate::kinds;
 
-/// Versions of the upstream agents our images package: the versions whose
-/// config schemas tests/agents.rs checks our configs against (Hermes 0.19.0
-/// is the newest on PyPI).
-pub const OPENCLAW_VERSION: &str = "2026.9.6";
-pub const PICOCLAW_VERSION: &str = "0.2.9";
-pub const HERMES_VERSION: &str = "0.19.0";
 pub const DIND_VERSION: &str = "29";
 /// Ollama's minor release in the pinned nixpkgs (`ollama`, `ollama-cuda`);
 /// the image asserts it when built.
@@ -170,126 +166,14 @@ impl ImageLayout {
     }
 }
 
-const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+pub(crate) const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
 /// Scratch space every image gets.
-const TMP: Writable = Writable {
+pub(crate) const TMP: Writable = Writable {
     path: "/tmp",
     mode: 0o1777,
     owner: Owner::Root,
     storage: Storage::Tmpfs { size: "256m" },
     exec: false,
-};
-
-const OPENCLAW: ImageLayout = ImageLayout {
-    name: "openclaw",
-    repository: "agent-appliance/openclaw",
-    tag: OPENCLAW_VERSION,
-    purpose: "OpenClaw gateway with its Matrix plugin and Chromium (`/bin/chromium`) for its browser tool; nothing is installed at runtime",
-    account: Account {
-        name: "node",
-        uid: 1000,
-        gid: 1000,
-        home: "/home/node",
-    },
-    writable: &[
-        // OpenClaw's state (sessions, credentials, workspace) lives in
-        // ~/.openclaw; the rest of HOME is Chromium's profile and caches,
-        // which need not survive a restart.
-        Writable {
-            path: "/home/node",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Tmpfs { size: "512m" },
-            exec: false,
-        },
-        Writable {
-            path: "/home/node/.openclaw",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Volume { name: "state" },
-            exec: false,
-        },
-        TMP,
-    ],
-    entrypoint: &["tini", "-s", "--", "openclaw", "gateway", "run"],
-    env: &[CA_BUNDLE],
-    packages: &["appliance-openclaw", "chromium", "cacert", "tini"],
-    browser_packages: &["chromium"],
-    version_check: VersionCheck::Exact {
-        package: "appliance-openclaw",
-    },
-};
-
-const PICOCLAW: ImageLayout = ImageLayout {
-    name: "picoclaw",
-    repository: "agent-appliance/picoclaw",
-    tag: PICOCLAW_VERSION,
-    purpose: "PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill",
-    account: Account {
-        name: "picoclaw",
-        uid: 1000,
-        gid: 1000,
-        home: "/var/lib/picoclaw",
-    },
-    writable: &[
-        Writable {
-            path: "/var/lib/picoclaw",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Volume { name: "state" },
-            exec: false,
-        },
-        TMP,
-    ],
-    entrypoint: &["picoclaw", "gateway"],
-    env: &[CA_BUNDLE],
-    // A shell and core tools: PicoClaw's exec tool (and the gh skill
-    // through it) runs commands with `sh -c`.
-    packages: &["appliance-picoclaw", "gh", "bashInteractive", "coreutils", "cacert"],
-    browser_packages: &[],
-    version_check: VersionCheck::Exact {
-        package: "appliance-picoclaw",
-    },
-};
-
-const HERMES: ImageLayout = ImageLayout {
-    name: "hermes",
-    repository: "agent-appliance/hermes",
-    tag: HERMES_VERSION,
-    purpose: "Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution",
-    // Upstream's Docker image: user `hermes` 10000, HERMES_HOME /opt/data.
-    account: Account {
-        name: "hermes",
-        uid: 10000,
-        gid: 10000,
-        home: "/opt/data",
-    },
-    writable: &[
-        Writable {
-            path: "/opt/data",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Volume { name: "state" },
-            exec: false,
-        },
-        TMP,
-    ],
-    // `hermes gateway run` after clearing stale single-instance records
-    // from the state volume (nix/packages/hermes-start.sh says why).
-    entrypoint: &["tini", "-s", "--", "appliance-hermes-start"],
-    env: &[CA_BUNDLE, "AGENT_BROWSER_EXECUTABLE_PATH=/bin/chromium"],
-    packages: &[
-        "appliance-hermes",
-        "appliance-hermes-start",
-        "chromium",
-        "docker-client",
-        "cacert",
-        "tini",
-    ],
-    browser_packages: &["chromium"],
-    version_check: VersionCheck::Exact {
-        package: "appliance-hermes",
-    },
 };
 
 const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
@@ -410,17 +294,40 @@ const SEARXNG: ImageLayout = ImageLayout {
     version_check: VersionCheck::Unreleased { package: "searxng" },
 };
 
-/// Every image, in a stable order.
-pub fn all() -> [&'static ImageLayout; 7] {
-    [
-        &DOCKER_IN_GVISOR,
-        &HERMES,
-        &OLLAMA,
-        &OLLAMA_CUDA,
-        &OPENCLAW,
-        &PICOCLAW,
-        &SEARXNG,
-    ]
+/// The tag of the page extraction image: its layout's revision. The
+/// service is this repository's own (nix/packages/webextract.py); the
+/// image's version label records the trafilatura it extracts with.
+pub const WEBEXTRACT_TAG: &str = "1";
+
+const WEBEXTRACT: ImageLayout = ImageLayout {
+    name: "webextract",
+    repository: "agent-appliance/webextract",
+    tag: WEBEXTRACT_TAG,
+    purpose: "appliance-webextract, the appliance's own page extraction service (trafilatura from nixpkgs) speaking the subset of Tavily's /extract API Hermes' `crawler` tool calls (web_extract)",
+    account: Account {
+        name: "webextract",
+        uid: 10090,
+        gid: 10090,
+        home: "/var/empty",
+    },
+    writable: &[TMP],
+    entrypoint: &["appliance-webextract"],
+    env: &[CA_BUNDLE],
+    packages: &["appliance-webextract", "cacert"],
+    browser_packages: &[],
+    version_check: VersionCheck::Unreleased {
+        package: "python3Packages.trafilatura",
+    },
+};
+
+/// Every image, sorted by name: the agent kinds' and the services'.
+pub fn all() -> Vec<&'static ImageLayout> {
+    let mut all: Vec<&'static ImageLayout> = [&DOCKER_IN_GVISOR, &OLLAMA, &OLLAMA_CUDA, &SEARXNG, &WEBEXTRACT]
+        .into_iter()
+        .chain(kinds::ALL.iter().map(|kind| kind.image()))
+        .collect();
+    all.sort_by_key(|layout| layout.name);
+    all
 }
 
 /// The image of the crawler's search backend.
@@ -428,18 +335,14 @@ pub fn searxng() -> &'static ImageLayout {
     &SEARXNG
 }
 
+/// The image of the crawler's extraction backend.
+pub fn webextract() -> &'static ImageLayout {
+    &WEBEXTRACT
+}
+
 /// The image Ollama runs in: CUDA on NVIDIA hosts, CPU elsewhere.
 pub fn ollama(cuda: bool) -> &'static ImageLayout {
     if cuda { &OLLAMA_CUDA } else { &OLLAMA }
-}
-
-/// The image an agent of this kind runs in.
-pub fn for_kind(kind: AgentKind) -> &'static ImageLayout {
-    match kind {
-        AgentKind::Openclaw => &OPENCLAW,
-        AgentKind::Picoclaw => &PICOCLAW,
-        AgentKind::Hermes => &HERMES,
-    }
 }
 
 /// The image code-execution sandboxes run in.
@@ -476,9 +379,11 @@ mod tests {
 
     #[test]
     fn the_browser_is_left_out_only_where_no_agent_uses_it() {
-        assert_eq!(OPENCLAW.packages_for(true), OPENCLAW.packages);
-        assert_eq!(OPENCLAW.packages_for(false), ["appliance-openclaw", "cacert", "tini"]);
-        assert_eq!(PICOCLAW.packages_for(false), PICOCLAW.packages);
+        let openclaw = &kinds::openclaw::IMAGE;
+        let picoclaw = &kinds::picoclaw::IMAGE;
+        assert_eq!(openclaw.packages_for(true), openclaw.packages);
+        assert_eq!(openclaw.packages_for(false), ["appliance-openclaw", "cacert", "tini"]);
+        assert_eq!(picoclaw.packages_for(false), picoclaw.packages);
         for layout in all() {
             assert!(layout.browser_packages.iter().all(|p| layout.packages.contains(p)));
         }

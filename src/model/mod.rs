@@ -9,7 +9,7 @@ mod firewall;
 pub mod image;
 mod names;
 mod network;
-mod policy;
+pub mod policy;
 mod sandbox;
 pub mod services;
 pub mod vram;
@@ -23,13 +23,11 @@ pub use agent_checks::is_size;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
 pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
-pub use image::{HERMES_VERSION, OPENCLAW_VERSION, PICOCLAW_VERSION};
 pub use network::Subnet;
-pub use policy::{home_room_env, operator_env, rate_limit, room_ids_env, token_env};
 pub use sandbox::{
     CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
 };
-pub use services::{INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
+pub use services::{EXTRACT_SANDBOX, INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
 
 use crate::runsc::Profile;
 use crate::spec::schema::{
@@ -84,6 +82,14 @@ pub struct Host {
     pub sandboxes: Vec<Sandbox>,
     pub runs_matrix: bool,
     pub runs_inference: bool,
+}
+
+impl Host {
+    /// Whether a sandbox here may ask the bridge's resolver (only those
+    /// with `egress = "web"`): then the host runs it and opens port 53.
+    pub fn resolves_names(&self) -> bool {
+        self.sandboxes.iter().flat_map(|s| &s.reach).any(|r| r.service == "dns")
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +181,11 @@ pub struct Agent {
     pub search_url: Option<String>,
     /// The same, as an address, for the firewall.
     pub search_address: Option<SocketAddrV4>,
+    /// The extraction backend (webextract on the agent's host) of its
+    /// `crawler` tool, as seen from inside its sandbox.
+    pub extract_url: Option<String>,
+    /// The same, as an address, for the firewall.
+    pub extract_address: Option<SocketAddrV4>,
     /// The same two services as addresses, for the firewall and the proxy's
     /// exceptions.
     pub matrix_address: SocketAddrV4,

@@ -11,9 +11,10 @@ use std::net::Ipv4Addr;
 use super::egress::{self, Egress, Services};
 use super::image::{self, ImageLayout, Storage};
 use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use crate::kinds;
 use crate::model::network::Subnet;
 use crate::runsc::{HostUds, Profile};
-use crate::spec::schema::{AgentKind, AgentSpec, Tool};
+use crate::spec::schema::{AgentSpec, Tool};
 
 /// The image Hermes' Docker terminal runs code in; built by Nix
 /// (nix/packages/code-runner.nix) and loaded by the code sandbox at start.
@@ -74,73 +75,13 @@ pub fn exec_sandbox_name(agent: &str) -> String {
     format!("{agent}-exec")
 }
 
-/// Per-kind facts about the upstream agent's image.
-struct KindDefaults {
-    config_target: &'static str,
-    config_file: &'static str,
-    memory: &'static str,
-    cpus: f64,
-    pids: u32,
-    environment: &'static [(&'static str, &'static str)],
-}
-
-fn kind_defaults(kind: AgentKind) -> KindDefaults {
-    match kind {
-        AgentKind::Openclaw => KindDefaults {
-            config_target: "/etc/openclaw/openclaw.json",
-            config_file: "openclaw.json",
-            memory: "4g",
-            cpus: 2.0,
-            // Chromium: dozens of processes, each with many threads, and
-            // every guest thread is a host task (see `MIN_PIDS`).
-            pids: 4096,
-            environment: &[
-                ("OPENCLAW_CONFIG_PATH", "/etc/openclaw/openclaw.json"),
-                // Its state is the volume. Unset, OpenClaw took the config
-                // file's directory, read-only /etc/openclaw, and its media
-                // cleanup, cron store and plugin-skill links failed there.
-                ("OPENCLAW_STATE_DIR", "/home/node/.openclaw"),
-                // The config is generated and read-only: no self-mutation.
-                ("OPENCLAW_NIX_MODE", "1"),
-                ("OPENCLAW_NO_AUTO_UPDATE", "1"),
-                ("OPENCLAW_DISABLE_BONJOUR", "1"),
-            ],
-        },
-        AgentKind::Picoclaw => KindDefaults {
-            config_target: "/etc/picoclaw/config.json",
-            config_file: "config.json",
-            memory: "512m",
-            cpus: 1.0,
-            pids: 1024,
-            environment: &[
-                ("PICOCLAW_HOME", "/var/lib/picoclaw"),
-                ("PICOCLAW_CONFIG", "/etc/picoclaw/config.json"),
-            ],
-        },
-        AgentKind::Hermes => KindDefaults {
-            config_target: "/opt/data/config.yaml",
-            config_file: "config.yaml",
-            memory: "4g",
-            cpus: 2.0,
-            pids: 4096,
-            environment: &[
-                ("HERMES_HOME", "/opt/data"),
-                ("HERMES_DISABLE_LAZY_INSTALLS", "1"),
-                // Token-scoped gateway locks on the tmpfs, not the state
-                // volume: a lock left by a killed container names a PID that
-                // the next container's fresh PID namespace may reuse.
-                ("HERMES_GATEWAY_LOCK_DIR", "/tmp/hermes-gateway-locks"),
-            ],
-        },
-    }
-}
-
 /// The agent's own sandbox and, with code execution, its Docker sandbox.
 pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let agent = inputs.agent;
     let spec = inputs.spec;
-    let defaults = kind_defaults(agent.kind);
-    let layout = image::for_kind(agent.kind);
+    let kind = kinds::of(agent.kind);
+    let defaults = kind.sandbox();
+    let layout = kind.image();
     let mut environment: BTreeMap<String, String> = defaults
         .environment
         .iter()
@@ -148,7 +89,11 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         .collect();
     environment.insert("HOME".into(), layout.account.home.to_string());
     let gateway = inputs.network.gateway();
-    environment.extend(agent_environment(agent, gateway));
+    environment.extend(
+        kind.environment(agent, gateway)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+    );
     environment.extend(agent_proxy_environment(agent, gateway));
     let mut binds = vec![
         Bind {
@@ -193,7 +138,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     runtime_reasons.sort();
     let own = Sandbox {
         name: agent.sandbox.clone(),
-        purpose: format!("{} agent `{}`", kind_label(agent.kind), agent.name),
+        purpose: format!("{} agent `{}`", kind.label(), agent.name),
         agent: agent.name.clone(),
         image: layout.reference(),
         runtime: profile.name(),
@@ -217,7 +162,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         // 64m default crashes tabs.
         shm_size: browser.then(|| "1g".to_string()),
         environment,
-        env_files: vec![format!("{}/env", agent.secrets_dir)],
+        env_files: agent_env_files(agent),
         network: Some(SandboxNetwork {
             name: NETWORK_NAME.to_string(),
             address: Ipv4Addr::UNSPECIFIED,
@@ -227,7 +172,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
         publish_on: None,
-        gateway_port: (agent.kind == AgentKind::Openclaw).then_some(crate::render::OPENCLAW_GATEWAY_PORT),
+        gateway_port: kind.supports().gateway.as_ref().map(|g| g.port),
         gpus,
         command: Vec::new(),
         depends_on,
@@ -236,9 +181,20 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     sandboxes
 }
 
+/// The agent's own env file (the bootstrap's), then webextract's key file
+/// when its `crawler` tool uses it: the service and its clients share the
+/// key the host made, and Docker reads both files on the host.
+fn agent_env_files(agent: &Agent) -> Vec<String> {
+    let mut files = vec![format!("{}/env", agent.secrets_dir)];
+    if agent.extract_url.is_some() {
+        files.push(crate::model::services::EXTRACT_KEY_ENV.to_string());
+    }
+    files
+}
+
 /// What the agent's own sandbox may connect to: its Matrix, its model,
-/// DNS, the proxy with egress, and the crawler's search backend when it
-/// has the tool.
+/// DNS, the proxy with egress, and the crawler's search and extraction
+/// backends when it has the tool.
 fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
     let mut reach = egress::agent_reach(
         &Services {
@@ -256,8 +212,17 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
             port: search.port(),
             why: "the `crawler` tool's search backend".into(),
         });
-        reach.sort();
     }
+    if let Some(extract) = agent.extract_address {
+        reach.push(egress::Reach {
+            service: "extract",
+            address: *extract.ip(),
+            protocol: "tcp",
+            port: extract.port(),
+            why: "the `crawler` tool's page extraction backend".into(),
+        });
+    }
+    reach.sort();
     reach
 }
 
@@ -378,19 +343,16 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
 
 /// The proxy variables of an agent with egress; Matrix and the model stay
 /// direct.
+/// Kinds whose runtimes mishandle the variables get none
+/// ([`kinds::SandboxNeeds::proxy_env`]).
 fn agent_proxy_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String> {
-    // Hermes 0.19.0's Matrix client takes HTTPS_PROXY without looking at
-    // NO_PROXY (`resolve_proxy_url` is called without target hosts), so
-    // with these variables it sent Matrix through the egress proxy, which
-    // refuses the private address: casper never connected (seen in the
-    // rehearsal). Its browser gets the proxy through AGENT_BROWSER_ARGS;
-    // its other web tools are off, and the firewall rejects direct egress.
-    if !agent.egress.uses_proxy() || agent.kind == AgentKind::Hermes {
+    let extra = kinds::of(agent.kind).sandbox().proxy_env;
+    if !agent.egress.uses_proxy() || extra.is_none() {
         return BTreeMap::new();
     }
     let mut direct = vec![*agent.matrix_address.ip()];
     direct.extend(agent.inference_address.map(|a| *a.ip()));
-    egress::proxy_environment(gateway, &direct, Some(agent.kind))
+    egress::proxy_environment(gateway, &direct, extra)
 }
 
 /// Where `appliance-dind-start` waits for dockerd's socket, and the proxy
@@ -459,50 +421,6 @@ fn volumes(layout: &ImageLayout, agent: &str) -> Vec<Volume> {
             read_only: false,
         })
         .collect()
-}
-
-/// Non-secret settings an agent reads from its environment rather than its
-/// config file. Secrets come from the env file the bootstrap writes.
-fn agent_environment(agent: &Agent, gateway: Ipv4Addr) -> Vec<(String, String)> {
-    let mut env: Vec<(&str, String)> = Vec::new();
-    if agent.kind == AgentKind::Hermes {
-        // Hermes 0.19.0 takes the Matrix connection only from the
-        // environment; config.yaml's `matrix:` holds the policies.
-        env.push(("MATRIX_HOMESERVER", agent.homeserver_url.clone()));
-        env.push(("MATRIX_USER_ID", agent.user_id.clone()));
-        env.push(("MATRIX_DEVICE_ID", agent.device_id.clone()));
-        env.push(("MATRIX_ALLOWED_USERS", agent.allowed_users.join(",")));
-        // Rooms are private and unencrypted; python-olm is deprecated.
-        env.push(("MATRIX_E2EE_MODE", "off".into()));
-        // The `crawler` tool's SearXNG; Hermes reads it from the environment.
-        if let Some(url) = &agent.search_url {
-            env.push(("SEARXNG_URL", url.clone()));
-        }
-        if agent.tools.contains(&Tool::Browser) {
-            env.push(("AGENT_BROWSER_EXECUTABLE_PATH", CHROMIUM_PATH.into()));
-            // Chromium's own sandbox cannot start inside gVisor, which is the
-            // boundary; said here rather than left to Hermes' detection.
-            // Comma-separated, as agent-browser splits it. Chromium ignores
-            // the proxy variables; with egress it is told the proxy.
-            let mut args = "--no-sandbox".to_string();
-            if agent.egress.uses_proxy() {
-                args.push_str(&format!(",--proxy-server={}", egress::proxy_url(gateway)));
-            }
-            env.push(("AGENT_BROWSER_ARGS", args));
-        }
-    }
-    // OpenClaw and PicoClaw read everything from their config files;
-    // PicoClaw's `PICOCLAW_*` variables would override its file, so none is
-    // set but its home and config path.
-    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
-fn kind_label(kind: AgentKind) -> &'static str {
-    match kind {
-        AgentKind::Openclaw => "OpenClaw",
-        AgentKind::Picoclaw => "PicoClaw",
-        AgentKind::Hermes => "Hermes",
-    }
 }
 
 fn format_cpus(cpus: f64) -> String {

@@ -1,8 +1,10 @@
 //! The appliance's own services in gVisor sandboxes: Ollama (`[inference]
-//! sandbox = "gvisor"`, the default) and SearXNG for the `crawler` tool
-//! (`[crawler] backend = "searxng"`, the default). They hold no secret, run as their
-//! image's non-root account with no capabilities and a read-only root, and
-//! sit at fixed addresses on the bridge below the agents' (`.10` on).
+//! sandbox = "gvisor"`, the default), and SearXNG and webextract for the
+//! `crawler` tool (`[crawler] backend = "searxng"` and `extract =
+//! "webextract"`, the defaults). Their only secrets are their own keys, from
+//! env files the host makes; they run as their image's non-root account
+//! with no capabilities and a read-only root, and sit at fixed addresses on
+//! the bridge below the agents' (`.10` on).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +39,71 @@ pub const SEARCH_SETTINGS: &str = "services/searxng/settings.yml";
 /// Where the host keeps SearXNG's secret key (`SEARXNG_SECRET=`), made at
 /// first boot; it signs SearXNG's own URLs and never leaves the host.
 pub const SEARCH_SECRET_ENV: &str = "/var/lib/appliance/secrets/searxng/env";
+
+/// The extraction sandbox's host number on the appliance network (`.4`).
+pub const EXTRACT_SLOT: u32 = 4;
+pub const EXTRACT_PORT: u16 = 8090;
+pub const EXTRACT_SANDBOX: &str = "webextract";
+/// Where the host keeps webextract's key (`TAVILY_API_KEY=`), made at first
+/// boot. The service checks it and its clients (the agents with the
+/// `crawler` tool on this host) send it; Hermes reads it under that name.
+pub const EXTRACT_KEY_ENV: &str = "/var/lib/appliance/secrets/webextract/env";
+
+/// webextract for the agents in `clients` (those with the `crawler` tool):
+/// like SearXNG's, strict runtime, non-root, no capabilities, read-only
+/// root, no volume; it fetches pages through the egress proxy.
+pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandbox {
+    let layout = image::webextract();
+    let mut environment = BTreeMap::from([
+        // Every address of the sandbox's own netstack: only its bridge address.
+        ("WEBEXTRACT_ADDRESS".to_string(), "0.0.0.0".to_string()),
+        ("WEBEXTRACT_PORT".to_string(), EXTRACT_PORT.to_string()),
+    ]);
+    // Python's urllib honours HTTP(S)_PROXY: every page through the proxy.
+    environment.extend(egress::proxy_environment(network.gateway(), &[], None));
+    Sandbox {
+        name: EXTRACT_SANDBOX.to_string(),
+        purpose: format!(
+            "appliance-webextract, the `crawler` tool's page extraction backend (web_extract) for {}",
+            clients.join(", ")
+        ),
+        agent: String::new(),
+        image: layout.reference(),
+        runtime: Profile::STRICT.name(),
+        runtime_reasons: Vec::new(),
+        profile: Profile::STRICT,
+        user: layout.account.user(),
+        root_reason: None,
+        read_only_root: true,
+        tmpfs: tmpfs_of(layout),
+        volumes: Vec::new(),
+        binds: vec![resolver(host)],
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        pids_limit: 512,
+        memory: "512m".into(),
+        cpus: "1".into(),
+        shm_size: None,
+        environment,
+        env_files: vec![EXTRACT_KEY_ENV.to_string()],
+        network: Some(SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address: network
+                .host(EXTRACT_SLOT)
+                .expect("every appliance subnet has the service slots"),
+            dns: network.gateway(),
+        }),
+        // The pages the agents ask for: the web, through the egress proxy.
+        egress: Egress::Web,
+        reach: egress::code_reach(network.gateway(), &Egress::Web),
+        publish: Vec::new(),
+        publish_on: None,
+        gateway_port: None,
+        gpus: false,
+        command: Vec::new(),
+        depends_on: Vec::new(),
+    }
+}
 
 /// SearXNG for the agents in `clients` (those with the `crawler` tool):
 /// strict runtime, non-root, no capabilities, read-only root, no volume.

@@ -12,7 +12,7 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::docker::run_options;
-use crate::model::services::{SEARCH_SANDBOX, SEARCH_SECRET_ENV};
+use crate::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::model::{
     Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
     STATE_DIR, Sandbox, WIREGUARD_PORT,
@@ -119,14 +119,20 @@ struct ServiceSecret {
 /// The unit that makes the service sandboxes' secrets.
 const SERVICE_SECRETS_UNIT: &str = "appliance-service-secrets.service";
 
+/// SearXNG's secret key and webextract's key (shared with its clients,
+/// under the name Hermes reads), one env file each.
 fn service_secrets(host: &Host) -> Vec<ServiceSecret> {
     host.sandboxes
         .iter()
-        .filter(|s| s.name == SEARCH_SANDBOX)
-        .map(|_| ServiceSecret {
-            dir: SEARCH_SECRET_ENV.rsplit_once('/').map_or("", |(d, _)| d).to_string(),
-            file: SEARCH_SECRET_ENV.to_string(),
-            variable: "SEARXNG_SECRET",
+        .filter_map(|s| match s.name.as_str() {
+            SEARCH_SANDBOX => Some((SEARCH_SECRET_ENV, "SEARXNG_SECRET")),
+            EXTRACT_SANDBOX => Some((EXTRACT_KEY_ENV, "TAVILY_API_KEY")),
+            _ => None,
+        })
+        .map(|(file, variable)| ServiceSecret {
+            dir: file.rsplit_once('/').map_or("", |(d, _)| d).to_string(),
+            file: file.to_string(),
+            variable,
         })
         .collect()
 }
@@ -263,11 +269,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
             proxy: super::egress::proxy_config(host).is_some(),
         }),
-        dns: host
-            .sandboxes
-            .iter()
-            .any(|s| s.network.is_some())
-            .then(|| host.network_address.to_string()),
+        dns: host.resolves_names().then(|| host.network_address.to_string()),
         bootstrap: bootstrap_commands(),
         ollama: ollama(appliance, host, overlay),
         models: model_pull(appliance, host),
@@ -407,6 +409,16 @@ struct Containers {
     secret_waits: BTreeMap<String, Value>,
 }
 
+/// The unit making webextract's key file, for an agent whose `crawler`
+/// reads it (beside its own env file).
+fn extract_key_unit(sandbox: &Sandbox) -> Option<String> {
+    sandbox
+        .env_files
+        .iter()
+        .any(|f| f == EXTRACT_KEY_ENV)
+        .then(|| SERVICE_SECRETS_UNIT.to_string())
+}
+
 fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     let mut tmpfiles = vec![
         format!("d {STATE_DIR} 0711 root root -"),
@@ -431,17 +443,18 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             }
             unit_deps(deps, overlay.filter(|_| sandbox.publish_on.is_some()))
         } else if host.runs_matrix {
-            unit_deps(
-                vec![
-                    "appliance-network.service".to_string(),
-                    "appliance-bootstrap.service".to_string(),
-                ],
-                None,
-            )
+            let mut deps = vec![
+                "appliance-network.service".to_string(),
+                "appliance-bootstrap.service".to_string(),
+            ];
+            deps.extend(extract_key_unit(sandbox));
+            unit_deps(deps, None)
         } else {
             // Agents on a host without Matrix reach it over the overlay, and
             // their secrets come from the hub by pairing (docs/pairing.md).
-            let mut deps = unit_deps(vec!["appliance-network.service".to_string()], overlay);
+            let mut units = vec!["appliance-network.service".to_string()];
+            units.extend(extract_key_unit(sandbox));
+            let mut deps = unit_deps(units, overlay);
             if let Some(env_file) = sandbox.env_files.first() {
                 deps.insert(
                     "unitConfig",

@@ -1,8 +1,9 @@
 //! `default.nix` at the root of the generated tree: the hosts, their
 //! targets, systems, modules and sandbox images, and which host runs
 //! Matrix, for the flake to build from (configurations, images, VM test).
-//! For the VM test's scenario, each host also lists its agents (model,
-//! whether they run code in a code sandbox) and, on the inference host,
+//! For the VM test's scenario, each host also lists its agents (kind,
+//! model, whether they run code in a code sandbox or have a browser) and,
+//! on the inference host,
 //! Ollama's sandbox, address and models.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use super::nix::{self, expr};
 use super::templates::Engine;
 use super::{STAMP, Tree};
 use crate::model::{Appliance, Host};
+use crate::spec::schema::Tool;
 
 #[derive(Serialize)]
 struct IndexContext {
@@ -29,9 +31,12 @@ struct IndexContext {
 /// What the VM test's scenario needs to know of an agent on its host.
 #[derive(Serialize)]
 struct AgentEntry<'a> {
+    kind: String,
     model: Option<&'a str>,
     /// It runs code in its own code sandbox (the scenario's `code` step).
     code: bool,
+    /// It has the `browser` tool (the scenario's `browse` step).
+    browser: bool,
 }
 
 fn host_agents<'a>(appliance: &'a Appliance, host: &Host) -> BTreeMap<&'a str, AgentEntry<'a>> {
@@ -41,8 +46,10 @@ fn host_agents<'a>(appliance: &'a Appliance, host: &Host) -> BTreeMap<&'a str, A
         .filter(|agent| agent.host == host.name)
         .map(|agent| {
             let entry = AgentEntry {
+                kind: agent.kind.to_string(),
                 model: agent.model.as_deref(),
                 code: agent.code_execution.is_some(),
+                browser: agent.tools.contains(&Tool::Browser),
             };
             (agent.name.as_str(), entry)
         })

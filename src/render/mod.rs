@@ -14,7 +14,6 @@ pub mod synapse;
 mod templates;
 mod webclient;
 
-pub use agents::openclaw::GATEWAY_PORT as OPENCLAW_GATEWAY_PORT;
 pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
 
 use std::collections::BTreeMap;

@@ -54,6 +54,17 @@ pub struct CrawlerSpec {
     /// `searxng` (default): a SearXNG sandbox on each host whose agents have
     /// the `crawler` tool; `off`: none, and the tool stays off.
     pub backend: Option<Spanned<CrawlerBackend>>,
+    /// `webextract` (default): the appliance's own page extraction service
+    /// beside SearXNG, for Hermes' `web_extract`; `off`: search only.
+    pub extract: Option<Spanned<ExtractBackend>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExtractBackend {
+    #[default]
+    Webextract,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
@@ -299,6 +310,7 @@ impl AgentSpec {
 mod tests {
     use super::*;
 
+    /// Agent kinds: `kinds::tests` checks each against its registry name.
     #[test]
     fn values_display_as_the_spec_spells_them() {
         let shown: Vec<String> = [
@@ -310,9 +322,6 @@ mod tests {
             Platform::Ptrace.to_string(),
             System::X86_64Linux.to_string(),
             System::Aarch64Linux.to_string(),
-            AgentKind::Openclaw.to_string(),
-            AgentKind::Picoclaw.to_string(),
-            AgentKind::Hermes.to_string(),
             Tool::Browser.to_string(),
             Tool::Crawler.to_string(),
             Tool::Code.to_string(),
@@ -333,9 +342,6 @@ mod tests {
                 "ptrace",
                 "x86_64-linux",
                 "aarch64-linux",
-                "openclaw",
-                "picoclaw",
-                "hermes",
                 "browser",
                 "crawler",
                 "code",

@@ -9,6 +9,7 @@
 //! options.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,8 +35,22 @@ pub const SKIPPED_IMAGES: &[&str] = &["agent-appliance/picoclaw"];
 
 /// The test web host's name, which the DNS forwarder answers for.
 pub const WEB_HOST: &str = "web.rehearsal.test";
-pub const WEB_PORT: u16 = 8080;
+/// The test web host's address: "the internet". Globally routable, so the
+/// egress proxy's deny list and the agents' own private-address checks
+/// (Hermes' `is_private`, which counts documentation addresses as private)
+/// treat it as public, unmodified: an address of the AS112 block
+/// 192.31.196.0/24 (RFC 7534, an anycast sink for reverse DNS, which serves
+/// no web site). It exists only on the namespace's loopback, and the
+/// namespace has no route out, so nothing sent to it can leave.
+pub const WEB_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 31, 196, 80);
+/// A web port: the egress proxy allows ports 80 and 443 only.
+pub const WEB_PORT: u16 = 80;
 pub const WEB_TITLE: &str = "Rehearsal test page 7f3a";
+
+/// `http://web.rehearsal.test/<path>`: a page of the test web host.
+pub fn web_url(path: &str) -> String {
+    format!("http://{WEB_HOST}/{path}")
+}
 
 /// A process we started, killed when dropped.
 pub struct Process {
@@ -185,11 +200,6 @@ impl Hub {
     /// nothing else is changed.
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
         let options = run_options(sandbox);
-        // The egress proxy does not run here (tests/egress.rs proves it),
-        // and the test web host the search engine reads is a private
-        // address, which the proxy would deny by design: the search
-        // sandbox reaches it directly, without the proxy variables.
-        let search = sandbox.name == agent_appliance::model::SEARCH_SANDBOX;
         options
             .cli_args(|source| match source {
                 BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
@@ -200,7 +210,6 @@ impl Hub {
                 Some(file) => format!("--env-file={}", self.host_path(file).display()),
                 None => arg,
             })
-            .filter(|arg| !(search && is_proxy_variable(arg)))
             // No GPU and no CDI (dockerd 20.10) here: the inference sandbox
             // runs without its GPU devices.
             .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
@@ -395,16 +404,23 @@ fn tmpfiles(hub: &Hub) {
 }
 
 /// What `appliance-service-secrets` makes at first boot: SearXNG's secret
-/// key in its env file (0600, root; dockerd reads it).
+/// key and webextract's key in their env files (0400, root; dockerd reads
+/// them).
 fn service_secrets(hub: &Hub) {
-    let path = hub.host_path(agent_appliance::model::services::SEARCH_SECRET_ENV);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut bytes = [0u8; 24];
-    use std::io::Read as _;
-    fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(&path, format!("SEARXNG_SECRET={key}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    use agent_appliance::model::services::{EXTRACT_KEY_ENV, SEARCH_SECRET_ENV};
+    for (file, variable) in [
+        (SEARCH_SECRET_ENV, "SEARXNG_SECRET"),
+        (EXTRACT_KEY_ENV, "TAVILY_API_KEY"),
+    ] {
+        let path = hub.host_path(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = [0u8; 24];
+        use std::io::Read as _;
+        fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(&path, format!("{variable}={key}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+    }
 }
 
 fn assert_ok(what: &str, output: &Output) {
@@ -454,7 +470,7 @@ fn write_web_root(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     fs::write(
         dir.join("search.html"),
-        format!("<!doctype html><html><body><article><a href=\"http://{WEB_HOST}:{WEB_PORT}/index.html\">{WEB_TITLE}</a><p>Served inside the rehearsal's network namespace.</p></article></body></html>\n"),
+        format!("<!doctype html><html><body><article><a href=\"{}\">{WEB_TITLE}</a><p>Served inside the rehearsal's network namespace.</p></article></body></html>\n", web_url("index.html")),
     )
     .unwrap();
     fs::write(
@@ -506,8 +522,9 @@ pub fn start(name: &str, tools: Services) -> Hub {
     assert_ok("docker network create", &hub.daemon.docker(&refs));
 
     // The DNS forwarder: the generated dnsmasq settings (listen on the
-    // bridge address only, bind-dynamic, no-hosts) plus the test web host's
-    // name, and no upstream: nothing may leave the namespace.
+    // bridge address only, bind-dynamic, no-hosts), forwarding to "the
+    // internet's DNS" inside the namespace (`start_egress`) instead of the
+    // host's resolvers: nothing may leave the namespace.
     let logs = hub.host_root.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
     let mut dnsmasq = hub.netns.command("dnsmasq");
@@ -521,7 +538,9 @@ pub fn start(name: &str, tools: Services) -> Hub {
         "--bind-dynamic",
         "--no-hosts",
         "--no-resolv",
-        &format!("--host-record={WEB_HOST},{overlay_address}"),
+        &format!("--server={WEB_ADDRESS}"),
+        // Logging only: which names the sandboxes ask for (docs/rehearsal.md).
+        "--log-queries",
     ]);
     hub.services
         .push(Process::spawn("dnsmasq", dnsmasq, logs.join("dnsmasq.log")));
@@ -552,13 +571,16 @@ pub fn start(name: &str, tools: Services) -> Hub {
     // would (tests/rehearsal/images.rs); the agents reach it at the
     // generated address.
 
-    // The test web host, inside the namespace on the overlay address.
+    // The egress: the generated firewall and proxy.
+    start_egress(&mut hub, &logs);
+
+    // The test web host, "the internet" inside the namespace.
     let web = hub.host_root.path().join("web");
     write_web_root(&web);
     let mut server = hub.netns.command("python3");
     server
         .args(["-m", "http.server", "--bind"])
-        .arg(overlay_address.to_string())
+        .arg(WEB_ADDRESS.to_string())
         .arg(WEB_PORT.to_string())
         .arg("--directory")
         .arg(&web);
@@ -573,14 +595,100 @@ pub fn start(name: &str, tools: Services) -> Hub {
     hub
 }
 
-/// `--env=` of a proxy variable (either case).
-fn is_proxy_variable(arg: &str) -> bool {
-    arg.strip_prefix("--env=")
-        .and_then(|env| env.split_once('='))
-        .is_some_and(|(key, _)| {
-            matches!(
-                key.to_ascii_uppercase().as_str(),
-                "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY"
-            )
-        })
+/// The generated egress of the hub, as the NixOS module runs it: the two
+/// nftables tables from the committed generated tree (what
+/// `networking.nftables.tables` loads), and squid with the generated
+/// `egress-proxy.conf` on the bridge address. The test web host's address
+/// goes on the namespace's loopback, where only the proxy reaches it.
+fn start_egress(hub: &mut Hub, logs: &Path) {
+    hub.netns
+        .ip(&["addr", "add", &format!("{WEB_ADDRESS}/32"), "dev", "lo"]);
+    start_internet_dns(hub, logs);
+    let rules = logs.join("ruleset.nft");
+    fs::write(&rules, egress_ruleset()).unwrap();
+    let load = hub.netns.command("nft").arg("-f").arg(&rules).output().unwrap();
+    assert_ok("nft -f (the generated tables)", &load);
+    let conf = logs.join("squid.conf");
+    fs::write(&conf, squid_config(&logs.join("squid"))).unwrap();
+    let parse = hub
+        .netns
+        .command("squid")
+        .args(["-k", "parse", "-f"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_ok("squid -k parse (the generated egress-proxy.conf)", &parse);
+    let mut squid = hub.netns.command("squid");
+    squid.arg("-N").arg("-f").arg(&conf);
+    hub.services
+        .push(Process::spawn("squid", squid, logs.join("squid.out")));
+}
+
+/// "The internet's DNS": the upstream of the bridge's forwarder and of
+/// squid (the host's resolvers on the appliance), on the test web host's
+/// address. It knows one name, the test web host's, and forwards nothing.
+fn start_internet_dns(hub: &mut Hub, logs: &Path) {
+    let mut dns = hub.netns.command("dnsmasq");
+    dns.args([
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--conf-file=/dev/null",
+        "--user=root",
+        &format!("--pid-file={}", logs.join("internet-dns.pid").display()),
+        &format!("--listen-address={WEB_ADDRESS}"),
+        "--bind-interfaces",
+        "--no-hosts",
+        "--no-resolv",
+        &format!("--host-record={WEB_HOST},{WEB_ADDRESS}"),
+    ]);
+    hub.services
+        .push(Process::spawn("internet DNS", dns, logs.join("internet-dns.log")));
+}
+
+/// The committed generated table bodies in their tables.
+fn egress_ruleset() -> String {
+    use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE};
+    let body = |file: &str| fs::read_to_string(root().join("generated/hosts/hub").join(file)).unwrap();
+    format!(
+        "table inet {INET_TABLE} {{\n{}}}\ntable bridge {BRIDGE_TABLE} {{\n{}}}\n",
+        body("firewall-inet.nft"),
+        body("firewall-bridge.nft")
+    )
+}
+
+/// The committed generated squid configuration, with the paths and user of
+/// this machine (pid file, logs below `dir`, Debian's `proxy` user) and
+/// "the internet's DNS" inside the namespace as its resolver (on the
+/// appliance, the host's). Every ACL is as generated.
+fn squid_config(dir: &Path) -> String {
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
+    let mut text = String::new();
+    for line in generated.lines() {
+        let replaced = match line.split_whitespace().next() {
+            Some("pid_filename") => format!("pid_filename {}/squid.pid", dir.display()),
+            Some("cache_effective_user") => "cache_effective_user proxy".into(),
+            Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
+            Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
+            Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
+            _ => line.to_string(),
+        };
+        text.push_str(&replaced);
+        text.push('\n');
+    }
+    text.push_str(&format!("dns_nameservers {WEB_ADDRESS}\nshutdown_lifetime 0 seconds\n"));
+    text
+}
+
+impl Hub {
+    /// The DNS forwarder's query log so far.
+    pub fn dns_log(&self) -> String {
+        fs::read_to_string(self.host_root.path().join("logs/dnsmasq.log")).unwrap_or_default()
+    }
+
+    /// The egress proxy's access log so far.
+    pub fn proxy_log(&self) -> String {
+        fs::read_to_string(self.host_root.path().join("logs/squid/access.log")).unwrap_or_default()
+    }
 }

@@ -36,6 +36,7 @@ fn flavor(layout: &ImageLayout) -> &'static str {
         "docker-in-gvisor" => "dind",
         "ollama" | "ollama-cuda" => "ollama",
         "searxng" => "searxng",
+        "webextract" => "webextract",
         other => panic!("no rehearsal rootfs for image `{other}`"),
     }
 }
@@ -263,6 +264,7 @@ pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String], services: 
             "dind" => vec![(saved.clone(), "/opt/appliance/code-runner.tar")],
             "ollama" => services.ollama(scratch),
             "searxng" => services.searxng(scratch),
+            "webextract" => services.webextract(scratch),
             _ => Vec::new(),
         };
         build(daemon, spec, scratch, &extra);
@@ -271,7 +273,8 @@ pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String], services: 
 
 /// What the rehearsal lays into the service images in place of the Nix
 /// packages it cannot build: the stand-in model server behind an `ollama`
-/// command, and Debian's searx behind a `searxng-run` command.
+/// command, Debian's searx behind a `searxng-run` command, and the real
+/// webextract service on PyPI's trafilatura behind `appliance-webextract`.
 pub struct ServiceFiles<'a> {
     /// tests/rehearsal/standin_model.py.
     pub standin: &'a Path,
@@ -352,5 +355,23 @@ os.execv("/usr/bin/python3", ["python3", "/usr/lib/python3/dist-packages/searx/w
             ),
         );
         vec![(wrapper, "/usr/local/bin/searxng-run")]
+    }
+
+    /// `appliance-webextract` as the image's entry point runs it: the
+    /// repository's nix/packages/webextract.py, unchanged, on the rootfs'
+    /// venv (trafilatura from PyPI in place of nixpkgs').
+    fn webextract(&self, scratch: &Path) -> Vec<(PathBuf, &'static str)> {
+        let wrapper = scratch.join("appliance-webextract");
+        executable(
+            &wrapper,
+            "#!/bin/sh\n# REHEARSAL: the service on PyPI's trafilatura (see docs/rehearsal.md).\nexec /opt/webextract/bin/python /opt/webextract/webextract.py \"$@\"\n",
+        );
+        vec![
+            (
+                root().join("nix/packages/webextract.py"),
+                "/opt/webextract/webextract.py",
+            ),
+            (wrapper, "/usr/local/bin/appliance-webextract"),
+        ]
     }
 }

@@ -19,6 +19,7 @@ mod images;
 mod matrix;
 mod netns;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::common::{in_ci, require_tool, root};
@@ -30,6 +31,12 @@ use crate::matrix::Admin;
 /// 49.1 s, and 83.7 s after a kill -9; generous, so a loaded CI machine
 /// passes.
 const FIRST_ANSWER: Duration = Duration::from_secs(300);
+
+/// How long melchior may take from "read page" to the page's title, its
+/// browser started cold in gVisor and the page fetched through the egress
+/// proxy. Measured here: 20-36 s (docs/rehearsal.md); generous for a
+/// loaded CI.
+const BROWSE: Duration = Duration::from_secs(180);
 
 fn tools_present() -> bool {
     let why = "the rehearsal (docs/rehearsal.md)";
@@ -192,16 +199,16 @@ fn ask(hub: &Hub, admin: &Admin, agent: &str, text: &str, needle: &str, within: 
 fn resolver_works(hub: &Hub, sandbox: &str) {
     let script = format!("import socket; print(socket.gethostbyname('{}'))", hub::WEB_HOST);
     let output = hub.daemon.docker(&["exec", sandbox, "python3", "-c", &script]);
-    let overlay = hub.hub().overlay_address.unwrap().to_string();
+    let address = hub::WEB_ADDRESS.to_string();
     assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == overlay,
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == address,
         "{sandbox} cannot resolve {}: {}{}\nresolv.conf: {}",
         hub::WEB_HOST,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
         String::from_utf8_lossy(&hub.daemon.docker(&["exec", sandbox, "cat", "/etc/resolv.conf"]).stdout)
     );
-    eprintln!("rehearsal: {sandbox} resolves {} to {overlay}", hub::WEB_HOST);
+    eprintln!("rehearsal: {sandbox} resolves {} to {address}", hub::WEB_HOST);
 }
 
 /// Issue 10 item 5: casper's code tool runs a program in a container of the
@@ -254,9 +261,14 @@ fn scenario(hub: &Hub) {
     for agent in ["casper", "melchior"] {
         command.arg(format!("--agent={agent}={}", model_of(hub, agent)));
     }
-    for step in ["joined", "mention", "unmentioned", "stranger", "code", "loop"] {
+    for step in ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"] {
         command.arg(format!("--step={step}"));
     }
+    command
+        .arg("--browser-agent=melchior")
+        .arg(format!("--page-url={}", hub::web_url("index.html")))
+        .arg(format!("--page-title={}", hub::WEB_TITLE))
+        .arg(format!("--browse-timeout={}", BROWSE.as_secs()));
     let started = std::time::Instant::now();
     let output = command.output().expect("failed to run scenario.py");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -329,12 +341,182 @@ fn crawler_searches_through_the_search_sandbox(hub: &Hub) {
         "{result}\n{}",
         hub.container_report("searxng")
     );
+    assert_eq!(first["url"], hub::web_url("index.html"), "{result}");
+    eprintln!("rehearsal: casper's web_search answered from the test page through sandbox `searxng`: {first}");
+}
+
+/// The generated egress holds under gVisor, tried from casper's sandbox
+/// (Hermes has Python): a direct connection to "the internet" (the test
+/// web host) is refused by the generated firewall, the egress proxy fetches
+/// the public page for it, and refuses a private address (Synapse on the
+/// overlay address) by its deny list.
+fn egress_holds(hub: &Hub, sandbox: &str) {
+    let proxy = format!(
+        "http://{}:{}",
+        hub.hub().network_address,
+        agent_appliance::model::PROXY_PORT
+    );
+    let private = format!("http://{}:8008/", hub.hub().overlay_address.unwrap());
+    let script = format!(
+        r#"import json, socket, urllib.request, urllib.error
+def direct():
+    s = socket.socket(); s.settimeout(5)
+    try:
+        s.connect(("{address}", {port})); return "connected"
+    except Exception as e:
+        return "refused: %r" % e
+def proxied(url):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({{"http": "{proxy}"}}))
+    try:
+        return "status %d" % opener.open(url, timeout=20).status
+    except urllib.error.HTTPError as e:
+        return "status %d" % e.code
+    except Exception as e:
+        return "error %r" % e
+print(json.dumps({{"direct": direct(), "public": proxied("{public}"), "private": proxied("{private}")}}))
+"#,
+        address = hub::WEB_ADDRESS,
+        port = hub::WEB_PORT,
+        public = hub::web_url("index.html"),
+    );
+    let output = hub.daemon.docker(&["exec", sandbox, "python3", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "the egress probe printed no JSON ({e}): {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let direct = seen["direct"].as_str().unwrap_or_default();
+    assert!(
+        direct.starts_with("refused"),
+        "{sandbox} reached the internet directly: {seen}"
+    );
     assert_eq!(
-        first["url"],
-        format!("http://{}:{}/index.html", hub::WEB_HOST, hub::WEB_PORT),
+        seen["public"],
+        "status 200",
+        "the proxy did not fetch the public page: {seen}\n{}",
+        hub.proxy_log()
+    );
+    assert_eq!(
+        seen["private"], "status 403",
+        "the proxy did not refuse a private address: {seen}"
+    );
+    eprintln!("rehearsal: {sandbox}'s egress as generated: {seen}");
+}
+
+/// melchior's browser fetched the test page through the egress proxy:
+/// squid's access log has the request from melchior's address. What else
+/// melchior asked the proxy for (OpenClaw's public feeds) is printed.
+fn browser_went_through_the_egress_proxy(hub: &Hub, agent: &str) {
+    let (_, sandbox) = hub.appliance.sandbox(agent).unwrap();
+    let address = sandbox.network.as_ref().unwrap().address.to_string();
+    let log = hub.proxy_log();
+    let mine: Vec<&str> = log
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(address.as_str()))
+        .collect();
+    let page: Vec<&&str> = mine.iter().filter(|l| l.contains(hub::WEB_HOST)).collect();
+    assert!(
+        page.iter().any(|l| l.contains("/200 ")),
+        "the proxy logged no fetch of the test page from {agent} ({address}):\n{log}"
+    );
+    eprintln!(
+        "rehearsal: {agent}'s browser went through the egress proxy: {}",
+        page[0]
+    );
+    // What else it asked for, once per target: (count, squid's result).
+    let mut others: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for line in mine.iter().filter(|l| !l.contains(hub::WEB_HOST)) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (status, target) = (
+            fields.get(3).copied().unwrap_or_default(),
+            fields.get(6).copied().unwrap_or_default(),
+        );
+        others.entry(target).or_insert((0, status)).0 += 1;
+    }
+    for (target, (count, status)) in &others {
+        eprintln!("rehearsal: {agent} also asked the egress proxy for {target} ({count}x, {status})");
+    }
+}
+
+/// The outside names each sandbox asked the bridge's resolver for (it
+/// forwards them to "the internet's DNS", which knows only the test web
+/// host), from its query log.
+fn names_asked_of_the_resolver(hub: &Hub) {
+    let addresses: BTreeMap<String, String> = hub
+        .sandboxes()
+        .iter()
+        .filter_map(|s| Some((s.network.as_ref()?.address.to_string(), s.name.clone())))
+        .chain([(
+            hub.hub().network_address.to_string(),
+            "the host (squid, for the sandboxes)".to_string(),
+        )])
+        .collect();
+    let log = hub.dns_log();
+    let mut asked: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for line in log.lines() {
+        // dnsmasq: `query[A] NAME from ADDRESS`
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| w.starts_with("query[")) else {
+            continue;
+        };
+        let (Some(name), Some(from)) = (words.get(at + 1), words.get(at + 3)) else {
+            continue;
+        };
+        if *name != hub::WEB_HOST {
+            let who = addresses.get(*from).map_or(*from, String::as_str);
+            asked.entry(who).or_default().insert(name);
+        }
+    }
+    for (who, names) in &asked {
+        eprintln!("rehearsal: {who} asked the resolver for {names:?} (unknown to the namespace's DNS)");
+    }
+}
+
+/// Issue 13 item 5: Hermes' own `web_extract`, run in casper's sandbox with
+/// its generated environment (`TAVILY_BASE_URL`, the key from the host's
+/// key file) and config, asks the `webextract` sandbox across the bridge,
+/// which fetches the test web host's page through the egress proxy and
+/// returns its text. Hermes' own refusal of private targets stays on (the
+/// test web host's address is globally routable).
+fn crawler_extracts_through_the_extract_sandbox(hub: &Hub) {
+    let page = hub::web_url("index.html");
+    let script = format!(
+        "import asyncio; from tools.web_tools import web_extract_tool; print(asyncio.run(web_extract_tool([{page:?}])))"
+    );
+    let output = hub
+        .daemon
+        .docker(&["exec", "casper", "/opt/hermes/bin/python", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let extract = agent_appliance::model::EXTRACT_SANDBOX;
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "web_extract printed no JSON ({e}): {stdout}{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            hub.container_report(extract)
+        )
+    });
+    let first = &result["results"][0];
+    assert_eq!(
+        first["error"],
+        serde_json::Value::Null,
+        "{result}\n{}",
+        hub.container_report(extract)
+    );
+    assert_eq!(first["title"], hub::WEB_TITLE, "{result}");
+    assert!(
+        first["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("Served inside the rehearsal's network namespace.")),
         "{result}"
     );
-    eprintln!("rehearsal: casper's web_search answered from the test page through sandbox `searxng`: {first}");
+    let (_, sandbox) = hub.appliance.sandbox(extract).unwrap();
+    assert!(hub.is_running(&sandbox.name));
+    eprintln!(
+        "rehearsal: casper's web_extract read {page} through sandbox `{extract}` ({}, runtime {}): {first}",
+        sandbox.image, sandbox.runtime
+    );
 }
 
 /// `kill -9` of the agent's container, then what the NixOS unit does on
@@ -385,12 +567,20 @@ fn rehearsal() {
     if has("casper") && has("searxng") {
         crawler_searches_through_the_search_sandbox(&hub);
     }
+    if has("casper") && has(agent_appliance::model::EXTRACT_SANDBOX) {
+        crawler_extracts_through_the_extract_sandbox(&hub);
+    }
     if has("casper-exec") {
         code_runs_in_the_code_sandbox(&hub, &admin);
     }
+    if has("casper") {
+        egress_holds(&hub, "casper");
+    }
     if has("casper") && has("melchior") {
         scenario(&hub);
+        browser_went_through_the_egress_proxy(&hub, "melchior");
     }
+    names_asked_of_the_resolver(&hub);
     for agent in ["casper", "melchior"].into_iter().filter(|a| has(a)) {
         comes_back_after_kill(&hub, &admin, agent);
     }

@@ -231,6 +231,26 @@ def browser_steps(names, url):
     return None
 
 
+# OpenClaw's browser tool, when a call times out (its first `open` starts
+# Chromium, which in gVisor on a loaded machine can take longer than the
+# tool's 15 s): "... This may be a transient browser error. Retry the
+# browser tool once."
+RETRY_RE = re.compile(r"Retry the browser tool once")
+
+
+def next_browser_step(steps, results):
+    """The index of the next browser call, or None when all have results.
+    A call whose result asks for a retry is made once more, as the tool's
+    message tells the model (once in all)."""
+    done, retried = 0, False
+    for result in results:
+        if not retried and RETRY_RE.search(result):
+            retried = True
+            continue
+        done += 1
+    return done if done < len(steps) else None
+
+
 def script(model, messages, tools):
     """The stand-in's whole behaviour: deterministic in its inputs."""
     names = tool_names(tools)
@@ -255,8 +275,9 @@ def script(model, messages, tools):
         if not steps:
             return Reply("%s model %s: asked to read %s, but no browser tool was offered (tools: %s)"
                          % (PREFIX, model, url, ", ".join(names) or "none"), rule="read-page-no-tool")
-        if len(results) < len(steps):
-            return Reply(tool_calls=[steps[len(results)]], rule="read-page-call-%d" % len(results))
+        step = next_browser_step(steps, results)
+        if step is not None:
+            return Reply(tool_calls=[steps[step]], rule="read-page-call-%d" % step)
         title = None
         for result in reversed(results):
             title = find_title(result)

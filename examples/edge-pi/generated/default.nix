@@ -9,8 +9,10 @@
     pi = {
       agents = {
         scout = {
+          kind = "picoclaw";
           model = "qwen3:1.7b";
           code = false;
+          browser = false;
         };
       };
       inference = {

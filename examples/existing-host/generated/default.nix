@@ -9,12 +9,16 @@
     ws = {
       agents = {
         coder = {
+          kind = "hermes";
           model = "qwen3.5:27b-q4_K_M";
           code = true;
+          browser = true;
         };
         reader = {
+          kind = "openclaw";
           model = "gemma4:26b-a4b-it-q8_0";
           code = false;
+          browser = true;
         };
       };
       inference = {

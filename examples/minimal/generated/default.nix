@@ -9,8 +9,10 @@
     box = {
       agents = {
         helper = {
+          kind = "picoclaw";
           model = "qwen3:4b";
           code = false;
+          browser = false;
         };
       };
       inference = {

@@ -185,9 +185,11 @@ in
     ];
 
     # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, and without `--dns` Docker would
-    # hand out the host's (or public) resolvers. Each sandbox gets this
-    # resolver on the bridge address, which forwards nothing.
+    # resolver on a user-defined network. Each networked sandbox's
+    # /etc/resolv.conf names this resolver on the bridge address; it
+    # forwards to the host's resolvers, and the egress table lets only the
+    # sandboxes with `egress = "web"` reach it (a name query is a way out,
+    # which only they already have through the proxy).
     services.dnsmasq = {
       enable = true;
       resolveLocalQueries = false;
@@ -195,8 +197,6 @@ in
         listen-address = [ "10.88.0.1" ];
         bind-dynamic = true;
         no-hosts = true;
-        # No upstream: DNS is no way out (names reach the egress proxy instead).
-        no-resolv = true;
       };
     };
     systemd.services.dnsmasq = {
@@ -273,7 +273,8 @@ in
 
 
     # Secrets of the appliance's own services (SearXNG's key, which signs its
-    # URLs), made on this host at first boot and never in the Nix store.
+    # URLs; webextract's, which its clients send), made on this host at
+    # first boot, 0400 root, never in the Nix store; Docker reads them.
     systemd.services.appliance-service-secrets = {
       description = "Create the appliance services' secrets on first boot";
       path = [ pkgs.coreutils ];
@@ -286,7 +287,14 @@ in
         mkdir -p -m 0700 /var/lib/appliance/secrets/searxng
         if [ ! -s /var/lib/appliance/secrets/searxng/env ]; then
           echo "SEARXNG_SECRET=$(head -c 32 /dev/urandom | base64 -w0 | tr -d '=+/')" > /var/lib/appliance/secrets/searxng/env.tmp
+          chmod 0400 /var/lib/appliance/secrets/searxng/env.tmp
           mv /var/lib/appliance/secrets/searxng/env.tmp /var/lib/appliance/secrets/searxng/env
+        fi
+        mkdir -p -m 0700 /var/lib/appliance/secrets/webextract
+        if [ ! -s /var/lib/appliance/secrets/webextract/env ]; then
+          echo "TAVILY_API_KEY=$(head -c 32 /dev/urandom | base64 -w0 | tr -d '=+/')" > /var/lib/appliance/secrets/webextract/env.tmp
+          chmod 0400 /var/lib/appliance/secrets/webextract/env.tmp
+          mv /var/lib/appliance/secrets/webextract/env.tmp /var/lib/appliance/secrets/webextract/env
         fi
       '';
     };
@@ -317,6 +325,7 @@ in
       requires = [
         "docker-ollama.service"
         "docker-searxng.service"
+        "docker-webextract.service"
         "docker-balthasar.service"
         "docker-casper.service"
         "docker-casper-exec.service"
@@ -326,6 +335,7 @@ in
       after = [
         "docker-ollama.service"
         "docker-searxng.service"
+        "docker-webextract.service"
         "docker-balthasar.service"
         "docker-casper.service"
         "docker-casper-exec.service"
@@ -392,8 +402,12 @@ in
           MATRIX_HOMESERVER = "http://10.88.0.1:8008";
           MATRIX_USER_ID = "@casper:magi";
           SEARXNG_URL = "http://10.88.0.3:8080";
+          TAVILY_BASE_URL = "http://10.88.0.4:8090";
         };
-        environmentFiles = [ "/var/lib/appliance/secrets/casper/env" ];
+        environmentFiles = [
+          "/var/lib/appliance/secrets/casper/env"
+          "/var/lib/appliance/secrets/webextract/env"
+        ];
         extraOptions = [
           "--runtime=runsc-uds-open"
           "--hostname=casper"
@@ -592,14 +606,55 @@ in
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
+      webextract = {
+        cmd = [ ];
+        dependsOn = [ ];
+        environment = {
+          HTTPS_PROXY = "http://10.88.0.1:3128";
+          HTTP_PROXY = "http://10.88.0.1:3128";
+          NO_PROXY = "127.0.0.1,localhost";
+          WEBEXTRACT_ADDRESS = "0.0.0.0";
+          WEBEXTRACT_PORT = "8090";
+          http_proxy = "http://10.88.0.1:3128";
+          https_proxy = "http://10.88.0.1:3128";
+          no_proxy = "127.0.0.1,localhost";
+        };
+        environmentFiles = [ "/var/lib/appliance/secrets/webextract/env" ];
+        extraOptions = [
+          "--runtime=runsc"
+          "--hostname=webextract"
+          "--read-only"
+          "--cap-drop=ALL"
+          "--security-opt=no-new-privileges"
+          "--pids-limit=512"
+          "--memory=512m"
+          "--cpus=1"
+          "--tmpfs=/tmp:rw,noexec,nosuid,nodev,size=256m,mode=1777"
+          "--network=appliance"
+          "--ip=10.88.0.4"
+        ];
+        image = "agent-appliance/webextract:1";
+        imageStream = import ../../images/webextract.nix { inherit pkgs; images = applianceImages; };
+        ports = [ ];
+        user = "10090:10090";
+        volumes = [ "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro" ];
+      };
     };
     systemd.services.docker-balthasar = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
     };
     systemd.services.docker-casper = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+      after = [
+        "appliance-network.service"
+        "appliance-bootstrap.service"
+        "appliance-service-secrets.service"
+      ];
+      requires = [
+        "appliance-network.service"
+        "appliance-bootstrap.service"
+        "appliance-service-secrets.service"
+      ];
     };
     systemd.services.docker-casper-exec = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];
@@ -622,6 +677,10 @@ in
       wants = [ "network-online.target" ];
     };
     systemd.services.docker-searxng = {
+      after = [ "appliance-network.service" "appliance-service-secrets.service" ];
+      requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
+    };
+    systemd.services.docker-webextract = {
       after = [ "appliance-network.service" "appliance-service-secrets.service" ];
       requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
     };

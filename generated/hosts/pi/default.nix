@@ -34,8 +34,7 @@ in
       allowedUDPPorts = [ 51820 ];
       interfaces = {
         br-appliance = {
-          allowedTCPPorts = [ 53 3128 ];
-          allowedUDPPorts = [ 53 ];
+          allowedTCPPorts = [ 3128 ];
         };
       };
     };
@@ -126,27 +125,6 @@ in
       "d /var/lib/appliance/secrets 0711 root root -"
       "d /var/lib/appliance/wireguard 0700 root root -"
     ];
-
-    # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network, and without `--dns` Docker would
-    # hand out the host's (or public) resolvers. Each sandbox gets this
-    # resolver on the bridge address, which forwards nothing.
-    services.dnsmasq = {
-      enable = true;
-      resolveLocalQueries = false;
-      settings = {
-        listen-address = [ "10.88.0.1" ];
-        bind-dynamic = true;
-        no-hosts = true;
-        # No upstream: DNS is no way out (names reach the egress proxy instead).
-        no-resolv = true;
-      };
-    };
-    systemd.services.dnsmasq = {
-      after = [ "appliance-network.service" ];
-      wants = [ "appliance-network.service" ];
-    };
-
     # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
     networking.nftables.enable = true;
     networking.nftables.flushRuleset = false;

@@ -1,6 +1,7 @@
 //! `[agents.*]`: each agent's checks and defaults, its Matrix account and
 //! allowlist, its endpoints and its policy (per-kind checks are in
-//! `model::agent_checks`, the policy in `model::policy`).
+//! `model::agent_checks`, the policy in `model::policy`, both asking the
+//! agent's kind in `crate::kinds`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
@@ -11,13 +12,16 @@ use toml::Spanned;
 use super::addressing::Endpoints;
 use super::matrix::Accounts;
 use super::{Builder, span};
-use crate::model::agent_checks::{check_limits, check_skill, default_context, resolve_model, resolve_tools};
-use crate::model::services::{SEARCH_PORT, SEARCH_SLOT};
+use crate::kinds;
+use crate::model::agent_checks::{check_limits, check_skill, resolve_model, resolve_tools};
+use crate::model::services::{
+    EXTRACT_PORT, EXTRACT_SANDBOX, EXTRACT_SLOT, INFERENCE_SANDBOX, SEARCH_PORT, SEARCH_SANDBOX, SEARCH_SLOT,
+};
+
+/// Container names the appliance's own services take on every host.
+const SERVICE_SANDBOXES: &[&str] = &[INFERENCE_SANDBOX, SEARCH_SANDBOX, EXTRACT_SANDBOX];
 use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
-
-/// Hermes refuses models with a smaller context window.
-const HERMES_MIN_CONTEXT: u32 = 64_000;
 
 /// What the agents are resolved against: everything built before them.
 pub(super) struct Context<'a> {
@@ -30,6 +34,8 @@ pub(super) struct Context<'a> {
     pub network: Subnet,
     /// The spec runs a search backend for the `crawler` tool.
     pub search_backend: bool,
+    /// The spec runs an extraction backend beside it.
+    pub extract_backend: bool,
 }
 
 pub(super) fn resolve(b: &mut Builder, ctx: &Context) -> BTreeMap<String, Agent> {
@@ -92,16 +98,21 @@ fn resolve_agent(
         code_network: agent.code_network(),
         publish: &publish,
         search_backend: ctx.search_backend,
+        extract_backend: ctx.extract_backend,
         egress_proxy: egress.uses_proxy(),
     });
-    let search_address = (ctx.search_backend && policy.tools.contains(&Tool::Crawler)).then(|| {
+    let crawler = policy.tools.contains(&Tool::Crawler);
+    let service = |slot: u32, port: u16| {
         let address = ctx
             .network
-            .host(SEARCH_SLOT)
+            .host(slot)
             .expect("every appliance subnet has the service slots");
-        SocketAddrV4::new(address, SEARCH_PORT)
-    });
+        SocketAddrV4::new(address, port)
+    };
+    let search_address = (ctx.search_backend && crawler).then(|| service(SEARCH_SLOT, SEARCH_PORT));
     let search_url = search_address.map(|a| format!("http://{a}"));
+    let extract_address = (ctx.extract_backend && crawler).then(|| service(EXTRACT_SLOT, EXTRACT_PORT));
+    let extract_url = extract_address.map(|a| format!("http://{a}"));
     Some(Agent {
         name: name.get_ref().clone(),
         kind,
@@ -123,6 +134,8 @@ fn resolve_agent(
         inference_url,
         search_url,
         search_address,
+        extract_url,
+        extract_address,
         matrix_address: SocketAddrV4::new(
             homeserver_address.unwrap_or(ctx.network.gateway()),
             endpoints.matrix_port,
@@ -146,16 +159,24 @@ fn resolve_agent(
 
 /// The context window: the spec's, or the kind's default.
 fn context(b: &mut Builder, name: &Spanned<String>, agent: &AgentSpec, kind: AgentKind) -> u32 {
-    let context = agent.context.as_ref().map_or(default_context(kind), |c| *c.get_ref());
-    if kind == AgentKind::Hermes && context < HERMES_MIN_CONTEXT {
+    let kind = kinds::of(kind);
+    let supports = kind.supports();
+    let context = agent
+        .context
+        .as_ref()
+        .map_or(supports.default_context, |c| *c.get_ref());
+    if let Some(min) = supports.min_context
+        && context < min
+    {
         let at = agent.context.as_ref().map_or(span(name), span);
         b.error(
             at,
             format!(
-                "agent `{}` is Hermes, which needs a context window of at least {HERMES_MIN_CONTEXT} tokens",
-                name.get_ref()
+                "agent `{}` is {}, which needs a context window of at least {min} tokens",
+                name.get_ref(),
+                kind.label()
             ),
-            "set `context = 65536` or more",
+            format!("set `context = {}` or more", supports.default_context),
         );
     }
     context
@@ -166,11 +187,14 @@ fn check_flags(b: &mut Builder, agent: &AgentSpec, kind: AgentKind, code_executi
     if let Some(flag) = agent
         .remote_exec
         .as_ref()
-        .filter(|f| *f.get_ref() && kind != AgentKind::Picoclaw)
+        .filter(|f| *f.get_ref() && !kinds::of(kind).supports().remote_exec)
     {
         b.error(
             span(flag),
-            "`remote-exec` applies to picoclaw agents only",
+            format!(
+                "`remote-exec` applies to {} agents only",
+                kinds::names_where(|k| k.supports().remote_exec)
+            ),
             "remove `remote-exec`",
         );
     }
@@ -224,6 +248,15 @@ fn claim_sandbox_names(
         agent_sandboxes.push(sandbox::exec_sandbox_name(name.get_ref()));
     }
     for sandbox in agent_sandboxes {
+        // The appliance's own service sandboxes share the container names.
+        if SERVICE_SANDBOXES.contains(&sandbox.as_str()) {
+            b.error(
+                span(name),
+                format!("container name `{sandbox}` is the appliance's own service sandbox"),
+                "rename the agent: `ollama`, `searxng` and `webextract` are the appliance's service sandboxes",
+            );
+            continue;
+        }
         if let Some(_previous) = sandbox_names.insert(sandbox.clone(), span(name)) {
             b.error(
                 span(name),

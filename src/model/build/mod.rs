@@ -24,10 +24,11 @@ use super::names::{name_problem, suggest};
 use super::{Appliance, Room};
 use crate::diag::{Diagnostic, SourceFile, SpecErrors};
 use crate::spec::Spec;
-use crate::spec::schema::CrawlerBackend;
+use crate::spec::schema::{CrawlerBackend, ExtractBackend};
 
 pub const SSH_PORT: u16 = 22;
-/// The DNS resolver the sandboxes use (it forwards nothing), on the bridge address.
+/// The DNS resolver of the sandboxes with `egress = "web"` (it forwards to
+/// the host's resolvers), on the bridge address.
 pub const DNS_PORT: u16 = 53;
 pub const WIREGUARD_PORT: u16 = 51820;
 /// The hub's pairing server (`appliance pair-serve`), on its overlay address.
@@ -139,11 +140,9 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
             rooms_of: rooms_of(&rooms),
             endpoints: &endpoints,
             network,
-            search_backend: spec
-                .crawler
-                .as_ref()
-                .and_then(|c| c.get_ref().backend.as_ref())
-                .is_none_or(|b| *b.get_ref() == CrawlerBackend::Searxng),
+            search_backend: search_backend(spec),
+            // Extraction is the crawler's second half: only beside search.
+            extract_backend: search_backend(spec) && extract_backend(spec),
         },
     );
     ports::check(&mut b, &hosts, overlay.is_some(), &endpoints);
@@ -154,6 +153,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     // Sandboxes, addresses and runtimes, now that every reference is valid.
     sandboxes::place_inference(&mut hosts, inference.as_ref(), network);
     sandboxes::place_search(&mut hosts, &agents, network);
+    sandboxes::place_extract(&mut hosts, &agents, network);
     sandboxes::place(&mut b, &mut hosts, &agents, network);
     b.check(source)?;
     sandboxes::finish_hosts(&mut hosts, &matrix, inference.as_ref(), overlay.is_some());
@@ -172,6 +172,22 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
 }
 
 /// Which rooms each member is in, by user id, for the agents' allowlists.
+/// `[crawler] backend`: SearXNG unless the spec says `off`.
+fn search_backend(spec: &Spec) -> bool {
+    spec.crawler
+        .as_ref()
+        .and_then(|c| c.get_ref().backend.as_ref())
+        .is_none_or(|b| *b.get_ref() == CrawlerBackend::Searxng)
+}
+
+/// `[crawler] extract`: the appliance's webextract unless the spec says `off`.
+fn extract_backend(spec: &Spec) -> bool {
+    spec.crawler
+        .as_ref()
+        .and_then(|c| c.get_ref().extract.as_ref())
+        .is_none_or(|b| *b.get_ref() == ExtractBackend::Webextract)
+}
+
 fn rooms_of(rooms: &BTreeMap<String, Room>) -> BTreeMap<String, Vec<&Room>> {
     let mut rooms_of: BTreeMap<String, Vec<&Room>> = BTreeMap::new();
     for room in rooms.values() {

@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use super::addressing::Endpoints;
 use super::{Builder, DNS_PORT, PAIRING_PORT, SSH_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, span};
+use crate::kinds;
 use crate::model::Host;
-use crate::spec::schema::AgentKind;
 
 /// Ports claimed on one host: (protocol, port) -> who, and where in the spec.
 type PortClaims = BTreeMap<(&'static str, u16), (String, Range<usize>)>;
@@ -112,13 +112,14 @@ fn published(b: &mut Builder, ports: &mut Ports, hosts: &BTreeMap<String, Host>)
     let spec = b.spec;
     for (name, agent) in &spec.agents {
         if let Some(port) = agent.publish.first()
-            && *agent.kind.get_ref() != AgentKind::Openclaw
+            && kinds::of(*agent.kind.get_ref()).supports().gateway.is_none()
         {
             b.error(
                 span(port),
                 format!(
-                    "agent `{}` has no gateway to publish: only OpenClaw serves one (its control UI)",
-                    name.get_ref()
+                    "agent `{}` has no gateway to publish: only {}",
+                    name.get_ref(),
+                    gateways()
                 ),
                 "remove `publish`",
             );
@@ -138,4 +139,19 @@ fn published(b: &mut Builder, ports: &mut Ports, hosts: &BTreeMap<String, Host>)
             }
         }
     }
+}
+
+/// The kinds that serve a gateway, for messages: "OpenClaw serves one (its
+/// control UI)".
+fn gateways() -> String {
+    let serving: Vec<String> = kinds::ALL
+        .iter()
+        .filter_map(|k| {
+            k.supports()
+                .gateway
+                .as_ref()
+                .map(|g| format!("{} serves one ({})", k.label(), g.serves))
+        })
+        .collect();
+    serving.join(", ")
 }

@@ -82,6 +82,27 @@ pub(super) fn place_search(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap
     }
 }
 
+/// A webextract sandbox on each host with an agent whose `crawler` tool
+/// uses it, after the host's SearXNG.
+pub(super) fn place_extract(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap<String, Agent>, network: Subnet) {
+    for host in hosts.values_mut() {
+        let clients: Vec<String> = agents
+            .values()
+            .filter(|a| a.host == host.name && a.extract_url.is_some())
+            .map(|a| a.name.clone())
+            .collect();
+        if !clients.is_empty() {
+            let at = host
+                .sandboxes
+                .iter()
+                .position(|s| s.name == services::SEARCH_SANDBOX)
+                .map_or(0, |i| i + 1);
+            host.sandboxes
+                .insert(at, services::extract_sandbox(&host.name, &clients, &network));
+        }
+    }
+}
+
 /// What each host runs, the Docker runtimes its sandboxes need, and the
 /// holes in its firewall.
 pub(super) fn finish_hosts(

@@ -12,8 +12,10 @@
 //! - web_search/web_extract auto-select a keyless public backend (DuckDuckGo
 //!   through `ddgs`) or Nous' managed gateway: the `web` toolset is off
 //!   (`agent.disabled_toolsets` also strips web_search from `browser`);
-//!   with the `crawler` tool, web_search (the `search` toolset) goes to the
-//!   appliance's SearXNG, pinned by `web.search_backend`;
+//!   with the `crawler` tool, web_search goes to the appliance's SearXNG,
+//!   pinned by `web.search_backend`, and web_extract (the `web` toolset
+//!   then, else only `search`) to its webextract through Hermes' `tavily`
+//!   provider at `TAVILY_BASE_URL`, pinned by `web.extract_backend`;
 //! - the browser auto-detects cloud browsers (Browser Use, Browserbase):
 //!   `browser.cloud_provider = "local"` pins the local Chromium;
 //! - text to speech defaults to Microsoft Edge's online voices: `tts` off;
@@ -99,12 +101,16 @@ struct Auxiliary {
     provider: &'static str,
 }
 
-/// The `crawler` tool's backend: the appliance's SearXNG (its URL is
-/// `SEARXNG_URL` in the sandbox environment). No extract backend: Hermes'
-/// only self-hosted one is Firecrawl.
+/// The `crawler` tool's backends: the appliance's SearXNG (its URL is
+/// `SEARXNG_URL` in the sandbox environment) and its webextract, which
+/// speaks the part of Tavily's API Hermes' `tavily` provider calls
+/// (`TAVILY_BASE_URL`; its key `TAVILY_API_KEY` from the host's key file).
+/// Pinned, so Hermes never auto-selects another provider.
 #[derive(Debug, Serialize)]
 struct Web {
     search_backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extract_backend: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,9 +147,13 @@ pub fn config(agent: &Agent) -> Config {
     if !agent.skills.is_empty() {
         toolsets.push("skills");
     }
-    // web_search only; `web` would add web_extract, which has no backend.
+    // `web` is web_search and web_extract; `search` web_search only, for
+    // a spec without the extraction backend.
     let search = agent.search_url.is_some();
-    if search {
+    let extract = search && agent.extract_url.is_some();
+    if extract {
+        toolsets.push("web");
+    } else if search {
         toolsets.push("search");
     }
     toolsets.sort_unstable();
@@ -228,6 +238,7 @@ pub fn config(agent: &Agent) -> Config {
         },
         web: search.then_some(Web {
             search_backend: "searxng",
+            extract_backend: extract.then_some("tavily"),
         }),
         unauthorized_dm_behavior: "ignore",
     }

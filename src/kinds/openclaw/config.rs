@@ -182,6 +182,24 @@ struct MatrixNetwork {
     dangerously_allow_private_network: bool,
 }
 
+/// Chromium's own calls home that OpenClaw's launch flags leave on, seen
+/// through the rehearsal's egress proxy: optimization hints, network time,
+/// Safe Browsing's client-side model, hyperlink pings, domain reliability
+/// reports. `Translate,MediaRouter` repeat OpenClaw's own
+/// `--disable-features`, which this one replaces (Chromium keeps the last).
+/// No flag tried stops its calls to accounts.google.com and
+/// update.googleapis.com (docs/agents.md).
+const QUIET_CHROMIUM: &[&str] = &[
+    "--disable-features=Translate,MediaRouter,OptimizationHints,OptimizationGuideModelDownloading,\
+     OptimizationHintsFetching,NetworkTimeServiceQuerying,AutofillServerCommunication,\
+     CertificateTransparencyComponentUpdater",
+    "--disable-client-side-phishing-detection",
+    "--no-pings",
+    "--disable-domain-reliability",
+    "--disable-default-apps",
+    "--disable-breakpad",
+];
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Browser {
@@ -356,6 +374,7 @@ pub fn config(agent: &Agent, published: bool) -> Config {
                 .egress_proxy
                 .iter()
                 .map(|url| format!("--proxy-server={url}"))
+                .chain(QUIET_CHROMIUM.iter().map(|flag| flag.to_string()))
                 .collect(),
             // OpenClaw refuses proxy-routed navigation while its own SSRF
             // check is on (it cannot see what the proxy resolves); the egress

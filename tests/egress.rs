@@ -28,11 +28,11 @@
 //!    user, and it resolves names with the outside DNS server
 //!    (`dns_nameservers`); everything else is the generated file;
 //! 3. image, command and host paths as in tests/sandbox.rs;
+//! 4. a spec's `platform = "kvm"` runs as systrap (kvm hangs in this nested
+//!    VM);
 //! 5. the bridge resolver's upstream (the host's own resolvers on the
 //!    appliance, from /etc/resolv.conf) is the outside DNS server
-//!    (`--server`), so a name query that gets through is seen there;
-//! 4. a spec's `platform = "kvm"` runs as systrap (kvm hangs in this nested
-//!    VM).
+//!    (`--server`), so a name query that gets through is seen there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

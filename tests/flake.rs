@@ -334,6 +334,7 @@ in
     docker-client = package "docker" "1";
     appliance-dind-start = package "appliance-dind-start" "1";
     appliance-hermes-start = package "appliance-hermes-start" "1";
+    appliance-openclaw-start = package "appliance-openclaw-start" "1";
   };
 }
 "#;
@@ -382,7 +383,7 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
     assert_eq!(openclaw["tag"], "2026.9.6");
     assert_eq!(openclaw["User"], "1000:1000");
     assert_eq!(openclaw["label"], "2026.9.6");
-    assert_eq!(openclaw["Entrypoint"][3], "openclaw");
+    assert_eq!(openclaw["Entrypoint"][3], "appliance-openclaw-start");
     assert!(strings(&openclaw["Env"]).contains(&"HOME=/home/node"));
     assert_eq!(
         openclaw["nss"],
@@ -752,6 +753,7 @@ const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("appliance-code-runner", "nix/overlay.nix (this repository)"),
     ("appliance-dind-start", "nix/overlay.nix (this repository)"),
     ("appliance-hermes-start", "nix/overlay.nix (this repository)"),
+    ("appliance-openclaw-start", "nix/overlay.nix (this repository)"),
     ("appliance-webextract", "nix/overlay.nix (this repository)"),
     (
         "python3Packages",
@@ -1853,4 +1855,104 @@ fn nix_reads_the_lock_and_evaluates_the_flake() {
             "rpi4-cross-pi"
         ])
     );
+}
+
+/// coreutils programs an entry-point script may call.
+const COREUTILS: &[&str] = &[
+    "cat", "chmod", "chown", "cp", "date", "head", "id", "ln", "ls", "mkdir", "mv", "rm", "seq", "sleep", "tail",
+    "touch",
+];
+
+/// Where a shell line calls a program: its first word, a word after `|`,
+/// `;`, `&&`, `||`, `!`, `then`, `do` or `else`, and the first word of a
+/// `$(...)`.
+fn commands_called(line: &str) -> BTreeSet<String> {
+    let mut called = BTreeSet::new();
+    let mut after_separator = true;
+    for word in line.split_whitespace() {
+        let keyword = matches!(
+            word,
+            "if" | "then" | "else" | "fi" | "for" | "while" | "do" | "done" | "!"
+        );
+        if after_separator && !keyword {
+            called.insert(word.trim_end_matches(';').to_string());
+        }
+        for substitution in word.split("$(").skip(1) {
+            let program = substitution.split([')', '"']).next().unwrap_or("");
+            if !program.is_empty() {
+                called.insert(program.to_string());
+            }
+        }
+        // After `for` comes a variable name, not a program.
+        after_separator = (keyword && word != "for") || matches!(word, "|" | "||" | "&&") || word.ends_with(';');
+    }
+    called
+}
+
+/// An image carries only its packages, and writeShellApplication puts only
+/// its `runtimeInputs` on PATH: an entry-point script that calls `rm` or
+/// `id` fails in the Nix image unless its package lists coreutils (the
+/// Hermes entry point once did not; the rehearsal's Debian image has them,
+/// so only this catches it).
+#[test]
+fn entry_point_scripts_have_the_programs_they_call() {
+    let packages = root().join("nix/packages");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&packages).unwrap() {
+        let path = entry.unwrap().path();
+        let nix = std::fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().is_none_or(|e| e != "nix") || !nix.contains("writeShellApplication {") {
+            continue;
+        }
+        let script = match nix.split("builtins.readFile ./").nth(1) {
+            Some(rest) => std::fs::read_to_string(packages.join(rest.split(';').next().unwrap())).unwrap(),
+            None => nix.split("text = ''").nth(1).unwrap_or_default().to_string(),
+        };
+        let inputs = nix
+            .split("runtimeInputs = [")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .unwrap_or("");
+        let mut in_heredoc: Option<String> = None;
+        for line in script.lines() {
+            if let Some(end) = &in_heredoc {
+                if line.trim() == end {
+                    in_heredoc = None;
+                }
+                continue;
+            }
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+            if let Some(marker) = line.split("<<'").nth(1) {
+                in_heredoc = Some(marker.split('\'').next().unwrap().to_string());
+            }
+            for command in commands_called(line) {
+                if COREUTILS.contains(&command.as_str()) {
+                    assert!(
+                        inputs.split_whitespace().any(|i| i == "coreutils"),
+                        "{} calls `{command}` (`{}`) but its runtimeInputs lack coreutils: [{inputs}]",
+                        path.display(),
+                        line.trim()
+                    );
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "found only {checked} entry-point scripts in nix/packages");
+}
+
+#[test]
+fn commands_called_finds_programs_where_a_shell_calls_them() {
+    let called = |line: &str| commands_called(line).into_iter().collect::<Vec<_>>();
+    assert_eq!(called(r#"rm -f "$HOME/x""#), ["rm"]);
+    assert_eq!(called(r#"rm -rf "$dir/tmp/openclaw-$(id -u)""#), ["id", "rm"]);
+    assert_eq!(called("  for _ in $(seq 1 150); do"), ["seq"]);
+    assert_eq!(
+        called(r#"if [ -f "$state" ] && ! node -e "$release"; then"#),
+        ["[", "node"]
+    );
+    assert_eq!(called("docker info && sleep 1"), ["docker", "sleep"]);
+    assert_eq!(called(r#"echo "remove it" >&2"#), ["echo"]);
 }

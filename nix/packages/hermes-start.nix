@@ -2,10 +2,16 @@
 # Debian-built image runs the same script).
 {
   writeShellApplication,
+  coreutils,
   appliance-hermes,
 }:
 writeShellApplication {
   name = "appliance-hermes-start";
-  runtimeInputs = [ appliance-hermes ];
+  # The image has no coreutils of its own (rm): writeShellApplication puts
+  # only these on PATH.
+  runtimeInputs = [
+    coreutils
+    appliance-hermes
+  ];
   text = builtins.readFile ./hermes-start.sh;
 }

@@ -29,6 +29,8 @@ in
 
   appliance-hermes-start = final.callPackage ./packages/hermes-start.nix { };
 
+  appliance-openclaw-start = final.callPackage ./packages/openclaw-start.nix { };
+
   appliance-webextract = final.callPackage ./packages/webextract.nix { };
 
   appliance-hermes = final.callPackage ./packages/hermes.nix {

@@ -32,14 +32,13 @@ images.openclaw {
       gid = 0;
     }
   ];
-  entrypoint = [
-    "tini"
-    "-s"
-    "--"
-    "openclaw"
-    "gateway"
-    "run"
-  ];
+  entrypoint = [ "tini" "-s" "--" "appliance-openclaw-start" ];
   env = [ "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt" "HOME=/home/node" ];
-  packages = [ pkgs.appliance-openclaw pkgs.chromium pkgs.cacert pkgs.tini ];
+  packages = [
+    pkgs.appliance-openclaw
+    pkgs.appliance-openclaw-start
+    pkgs.chromium
+    pkgs.cacert
+    pkgs.tini
+  ];
 }

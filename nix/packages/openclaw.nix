@@ -88,7 +88,11 @@ buildNpmPackage {
     runHook postInstall
   '';
 
-  passthru.matrixPlugin = "lib/openclaw/node_modules/openclaw/dist/extensions/matrix";
+  passthru = {
+    matrixPlugin = "lib/openclaw/node_modules/openclaw/dist/extensions/matrix";
+    # The Node it runs on, for scripts beside it (appliance-openclaw-start).
+    inherit nodejs;
+  };
 
   meta = {
     description = "OpenClaw gateway with the @openclaw/matrix plugin";

@@ -116,6 +116,10 @@ fn file_in_tar(tar: &Path, path: &str) -> String {
 fn overlay_script(package: &str) -> Option<(&'static str, &'static str)> {
     match package {
         "appliance-hermes-start" => Some(("nix/packages/hermes-start.sh", "/usr/local/bin/appliance-hermes-start")),
+        "appliance-openclaw-start" => Some((
+            "nix/packages/openclaw-start.sh",
+            "/usr/local/bin/appliance-openclaw-start",
+        )),
         _ => None,
     }
 }

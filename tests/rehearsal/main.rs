@@ -22,6 +22,9 @@ mod netns;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use agent_appliance::model::Sandbox;
+use agent_appliance::spec::schema::AgentKind;
+
 use crate::common::{in_ci, require_tool, root};
 use crate::hub::{Hub, Services};
 use crate::matrix::Admin;
@@ -531,9 +534,92 @@ fn comes_back_after_kill(hub: &Hub, admin: &Admin, agent: &str) {
         String::from_utf8_lossy(&kill.stderr)
     );
     let _ = hub.daemon.docker(&["rm", "-f", agent]);
+    if agent_kind(hub, agent) == Some(AgentKind::Openclaw) {
+        owners_look_alive(hub, &sandbox);
+    }
     hub.start_sandbox(&sandbox);
     let (body, seconds, _) = first_answer(hub, admin, agent);
     eprintln!("rehearsal: {agent} answered {seconds:.1} s after kill -9: {body}");
+}
+
+fn agent_kind(hub: &Hub, name: &str) -> Option<AgentKind> {
+    hub.appliance.agents.get(name).map(|a| a.kind)
+}
+
+/// The ownership records the killed OpenClaw left on its volume (agent
+/// database leases, the gateway's lock files), made to look held by a live
+/// process: their start time is removed, so OpenClaw can only go by the PID
+/// (and the command line), and PID 2 is the new gateway. That is what
+/// happens by chance when the dead owner's PID and gVisor's boot-relative
+/// start time both repeat in the new container (CI saw "Agent main
+/// database is still open in process 2", then "Another gateway (pid 2)
+/// already owns this state directory", exit 78); here it happens every
+/// time, so the image's entry point must remove them
+/// (nix/packages/openclaw-start.sh). Done as the image's user with its own
+/// Node, under runc: only those files are touched.
+fn owners_look_alive(hub: &Hub, sandbox: &Sandbox) {
+    let volume = sandbox
+        .volumes
+        .iter()
+        .find(|v| v.target == "/home/node/.openclaw")
+        .expect("OpenClaw keeps its state in a volume");
+    let script = r#"
+const fs = require("node:fs");
+const { DatabaseSync } = require("node:sqlite");
+const db = new DatabaseSync("/state/state/openclaw.sqlite");
+const leases = db.prepare("SELECT agent_id, owner_pid, owner_start_time FROM agent_database_leases").all();
+db.prepare("UPDATE agent_database_leases SET owner_start_time = NULL").run();
+db.close();
+const dir = "/state/tmp/openclaw-1000";
+const locks = {};
+for (const name of fs.readdirSync(dir).filter((n) => /^gateway\..*\.lock$/.test(n))) {
+  const payload = JSON.parse(fs.readFileSync(`${dir}/${name}`, "utf8"));
+  locks[name] = { pid: payload.pid, startTime: payload.startTime };
+  delete payload.startTime;
+  fs.writeFileSync(`${dir}/${name}`, JSON.stringify(payload));
+}
+console.log(JSON.stringify({ leases, locks }));
+"#;
+    let mount = format!("type=volume,src={},dst=/state", volume.name);
+    let output = hub.daemon.docker(&[
+        "run",
+        "--rm",
+        "--runtime=runc",
+        "--network=none",
+        "--user=1000:1000",
+        "--mount",
+        &mount,
+        "--entrypoint=node",
+        &sandbox.image,
+        "--no-warnings",
+        "-e",
+        script,
+    ]);
+    assert!(
+        output.status.success(),
+        "editing {}'s ownership records: {}",
+        sandbox.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (what, records) in [
+        ("agent database lease", &left["leases"]),
+        ("gateway lock", &left["locks"]),
+    ] {
+        let count = records
+            .as_array()
+            .map(Vec::len)
+            .or(records.as_object().map(serde_json::Map::len));
+        assert!(
+            count.unwrap_or(0) > 0,
+            "the killed {} left no {what}, so this step proves nothing: {left}",
+            sandbox.name
+        );
+    }
+    eprintln!(
+        "rehearsal: {}'s ownership records left by the kill, now without start time: {left}",
+        sandbox.name
+    );
 }
 
 #[test]

@@ -85,9 +85,18 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
         },
         TMP,
     ],
-    entrypoint: &["tini", "-s", "--", "openclaw", "gateway", "run"],
+    // The gateway, after releasing the agent database leases an earlier
+    // container left on the state volume (nix/packages/openclaw-start.sh
+    // says why).
+    entrypoint: &["tini", "-s", "--", "appliance-openclaw-start"],
     env: &[CA_BUNDLE],
-    packages: &["appliance-openclaw", "chromium", "cacert", "tini"],
+    packages: &[
+        "appliance-openclaw",
+        "appliance-openclaw-start",
+        "chromium",
+        "cacert",
+        "tini",
+    ],
     browser_packages: &["chromium"],
     version_check: VersionCheck::Exact {
         package: "appliance-openclaw",

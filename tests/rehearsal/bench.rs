@@ -115,7 +115,15 @@ fn reply_to(hub: &Hub, admin: &Admin, event: &str, sender: &str, needle: &str, w
 }
 
 /// The sandbox's generated `docker run` arguments with its runtime replaced
-/// by `runtime`: nothing else changes.
+/// by `runtime`, and under any runtime but the generated one its named
+/// volumes replaced by `<volume>-<runtime>`: nothing else changes.
+///
+/// Each runtime keeps its own state because OpenClaw's SQLite state, left
+/// by a runc run, could not be opened by the next gVisor run on the same
+/// volume ("Gateway failed to start: database is locked", every time in two
+/// benches); an appliance never switches a volume between runtimes. So a
+/// runc agent's code sandbox (which mounts the generated volume) does not
+/// see its files: the bench only measures starts and replies.
 fn run_args_with_runtime(hub: &Hub, sandbox: &Sandbox, runtime: &str) -> Vec<String> {
     let mut args = vec!["run".to_string(), "-d".into(), format!("--name={}", sandbox.name)];
     let generated = hub.run_args(sandbox);
@@ -124,11 +132,24 @@ fn run_args_with_runtime(hub: &Hub, sandbox: &Sandbox, runtime: &str) -> Vec<Str
         "{} has no --runtime option: {generated:?}",
         sandbox.name
     );
+    let own_volume = |arg: String| match arg.strip_prefix("--volume=") {
+        Some(volume) if runtime != sandbox.runtime => {
+            match sandbox
+                .volumes
+                .iter()
+                .find(|v| volume.starts_with(&format!("{}:", v.name)))
+            {
+                Some(named) => format!("--volume={}-{runtime}{}", named.name, &volume[named.name.len()..]),
+                None => arg,
+            }
+        }
+        _ => arg,
+    };
     args.extend(generated.into_iter().map(|a| {
         if a.starts_with("--runtime=") {
             format!("--runtime={runtime}")
         } else {
-            a
+            own_volume(a)
         }
     }));
     args.push(sandbox.image.clone());

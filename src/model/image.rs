@@ -382,7 +382,10 @@ mod tests {
         let openclaw = &kinds::openclaw::IMAGE;
         let picoclaw = &kinds::picoclaw::IMAGE;
         assert_eq!(openclaw.packages_for(true), openclaw.packages);
-        assert_eq!(openclaw.packages_for(false), ["appliance-openclaw", "cacert", "tini"]);
+        assert_eq!(
+            openclaw.packages_for(false),
+            ["appliance-openclaw", "appliance-openclaw-start", "cacert", "tini"]
+        );
         assert_eq!(picoclaw.packages_for(false), picoclaw.packages);
         for layout in all() {
             assert!(layout.browser_packages.iter().all(|p| layout.packages.contains(p)));

@@ -17,7 +17,8 @@ process it starts is in its own session; `stop` ends exactly those.
 
 What differs from the appliance, and why (host development only):
 - every path and address is re-rooted (container paths -> DIR/<agent>/...,
-  10.88.0.1:8008 -> Synapse on loopback, 10.89.0.1:11434 -> the stand-in);
+  10.88.0.1:8008 -> Synapse on loopback, Ollama's 10.88.0.2:11434 (and
+  10.89.0.1:11434) -> the stand-in);
 - Hermes' terminal backend is `local`: there is no code sandbox here (the
   rehearsal proper runs it in the Docker-in-gVisor sandbox);
 - OpenClaw's Matrix plugin is installed from npm into its state dir at
@@ -25,7 +26,8 @@ What differs from the appliance, and why (host development only):
   and its Matrix channel refuses to start;
 - Hermes runs as root (its venv's Python is under root's pyenv here),
   OpenClaw as its sandbox's uid (its file SecretRef insists on the owner);
-- Chromium is Debian's /usr/bin/chromium (the images link /bin/chromium).
+- Chromium is Debian's /usr/bin/chromium (the images link /bin/chromium);
+- no egress proxy: the sandboxes' proxy variables are left out.
 """
 
 import argparse
@@ -43,7 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CI = REPO / ".ci"
 SYNAPSE_PORT_IN_SPEC = "10.88.0.1:8008"
-INFERENCE_IN_SPEC = "10.89.0.1:11434"
+# The hub's agents reach Ollama in its sandbox on the bridge; agents on
+# other hosts over the overlay.
+INFERENCE_IN_SPEC = ("10.88.0.2:11434", "10.89.0.1:11434")
 # The line each agent logs once it is connected to Matrix and can answer.
 OPENCLAW_VERSION = "2026.9.6"
 # Lines each agent logs once it is connected to Matrix and can answer
@@ -148,7 +152,7 @@ def rewriter(world, agent, home):
     secrets = Path(world["state"]) / "secrets" / agent
     pairs = [
         ("http://" + SYNAPSE_PORT_IN_SPEC, world["synapse_url"]),
-        ("http://" + INFERENCE_IN_SPEC, world["standin_url"]),
+        *[("http://" + address, world["standin_url"]) for address in INFERENCE_IN_SPEC],
         ("/run/secrets/appliance", str(secrets)),
         ("/bin/chromium", shutil.which("chromium") or "/usr/bin/chromium"),
         ("/home/node", str(home)),
@@ -167,6 +171,9 @@ def rewriter(world, agent, home):
 def agent_env(world, sandbox, rewrite, extra):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     for k, v in sandbox["environment"].items():
+        # No egress proxy on the host: the agents connect directly.
+        if k.lower() in ("http_proxy", "https_proxy", "no_proxy"):
+            continue
         env[k] = rewrite(v)
     for path in sandbox["env_files"]:
         host = Path(path.replace("/var/lib/appliance", world["state"]))

@@ -85,9 +85,9 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
         },
         TMP,
     ],
-    // The gateway, after releasing the agent database leases an earlier
-    // container left on the state volume (nix/packages/openclaw-start.sh
-    // says why).
+    // The gateway, after removing the ownership records (agent database
+    // leases, gateway locks) an earlier container left on the state volume
+    // (nix/packages/openclaw-start.sh says why).
     entrypoint: &["tini", "-s", "--", "appliance-openclaw-start"],
     env: &[CA_BUNDLE],
     packages: &[

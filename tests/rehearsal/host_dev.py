@@ -27,7 +27,9 @@ What differs from the appliance, and why (host development only):
 - Hermes runs as root (its venv's Python is under root's pyenv here),
   OpenClaw as its sandbox's uid (its file SecretRef insists on the owner);
 - Chromium is Debian's /usr/bin/chromium (the images link /bin/chromium);
-- no egress proxy: the sandboxes' proxy variables are left out.
+- no egress proxy: the sandboxes' proxy variables and Chromium's
+  `--proxy-server` are left out;
+- no search or extraction service: their keys' env files are left out.
 """
 
 import argparse
@@ -177,6 +179,11 @@ def agent_env(world, sandbox, rewrite, extra):
         env[k] = rewrite(v)
     for path in sandbox["env_files"]:
         host = Path(path.replace("/var/lib/appliance", world["state"]))
+        if not host.exists():
+            # A service's key (webextract's), made by appliance-service-secrets
+            # on the appliance: that service does not run here.
+            print(f"host-dev: {host} does not exist, left out (its service does not run on the host)")
+            continue
         env.update(env_file(host))
     env.update(extra)
     # OpenClaw writes its log under the temp dir; keep it per agent.
@@ -255,6 +262,10 @@ def start_openclaw(world, name, sandbox):
     # allow exactly the hosts the harness serves, as the rehearsal must.
     if world.get("browse_hosts") and "browser" in config:
         config["browser"]["ssrfPolicy"] = {"allowedHostnames": world["browse_hosts"]}
+    # No egress proxy here: Chromium connects directly.
+    if "browser" in config:
+        args = config["browser"].get("extraArgs", [])
+        config["browser"]["extraArgs"] = [a for a in args if not a.startswith("--proxy-server=")]
     if world.get("unguarded"):
         matrix = config["channels"]["matrix"]
         for key in (("groupAllowFrom",), ("dm", "allowFrom")):

@@ -36,20 +36,41 @@ pub fn of(kind: AgentKind) -> &'static dyn Kind {
 /// need, what its policy loosens or turns off, what the bootstrap writes for
 /// it, its native config, and how the tests prove that config.
 pub trait Kind: Sync {
-    fn id(&self) -> AgentKind;
+    /// The kind's fixed parts; the accessors below read them.
+    fn facts(&self) -> &'static Facts;
+
+    fn id(&self) -> AgentKind {
+        self.facts().id
+    }
     /// As the spec spells it: `openclaw`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.facts().name
+    }
     /// As people write it: `OpenClaw`.
-    fn label(&self) -> &'static str;
+    fn label(&self) -> &'static str {
+        self.facts().label
+    }
     /// The upstream release the image packages and the tests validate
     /// configs against.
-    fn version(&self) -> &'static str;
-    fn supports(&self) -> &'static Supports;
-    fn sandbox(&self) -> &'static SandboxNeeds;
+    fn version(&self) -> &'static str {
+        self.facts().version
+    }
+    fn supports(&self) -> &'static Supports {
+        self.facts().supports
+    }
+    fn sandbox(&self) -> &'static SandboxNeeds {
+        self.facts().sandbox
+    }
     /// The image its sandbox runs.
-    fn image(&self) -> &'static ImageLayout;
-    fn plan(&self) -> &'static PlanEnv;
-    fn proof(&self) -> &'static Proof;
+    fn image(&self) -> &'static ImageLayout {
+        self.facts().image
+    }
+    fn plan(&self) -> &'static PlanEnv {
+        self.facts().plan
+    }
+    fn proof(&self) -> &'static Proof {
+        self.facts().proof
+    }
 
     /// Non-secret settings the agent reads from its environment rather than
     /// its config file, beyond [`SandboxNeeds::environment`].
@@ -80,6 +101,19 @@ pub trait Kind: Sync {
     /// The native config file ([`SandboxNeeds::config_file`]). `published`:
     /// the spec publishes a port of the agent's sandbox.
     fn config(&self, agent: &Agent, published: bool) -> Result<Vec<u8>>;
+}
+
+/// A kind's fixed parts, one static per kind.
+pub struct Facts {
+    pub id: AgentKind,
+    pub name: &'static str,
+    pub label: &'static str,
+    pub version: &'static str,
+    pub supports: &'static Supports,
+    pub sandbox: &'static SandboxNeeds,
+    pub image: &'static ImageLayout,
+    pub plan: &'static PlanEnv,
+    pub proof: &'static Proof,
 }
 
 /// What the spec may ask of an agent of this kind.

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 use super::{
-    CHROMIUM_SANDBOX_REASON, CiInstall, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolPolicy, Validator,
-    openai_base,
+    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolPolicy,
+    Validator, openai_base,
 };
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::Request;
@@ -121,33 +121,21 @@ static PROOF: Proof = Proof {
     ci: CiInstall::Pinned { var: "HERMES_VERSION" },
 };
 
+static FACTS: Facts = Facts {
+    id: AgentKind::Hermes,
+    name: "hermes",
+    label: "Hermes",
+    version: VERSION,
+    supports: &SUPPORTS,
+    sandbox: &SANDBOX,
+    image: &IMAGE,
+    plan: &PLAN,
+    proof: &PROOF,
+};
+
 impl Kind for Hermes {
-    fn id(&self) -> AgentKind {
-        AgentKind::Hermes
-    }
-    fn name(&self) -> &'static str {
-        "hermes"
-    }
-    fn label(&self) -> &'static str {
-        "Hermes"
-    }
-    fn version(&self) -> &'static str {
-        VERSION
-    }
-    fn supports(&self) -> &'static Supports {
-        &SUPPORTS
-    }
-    fn sandbox(&self) -> &'static SandboxNeeds {
-        &SANDBOX
-    }
-    fn image(&self) -> &'static ImageLayout {
-        &IMAGE
-    }
-    fn plan(&self) -> &'static PlanEnv {
-        &PLAN
-    }
-    fn proof(&self) -> &'static Proof {
-        &PROOF
+    fn facts(&self) -> &'static Facts {
+        &FACTS
     }
 
     /// Hermes 0.19.0 takes the Matrix connection only from the environment;

@@ -7,7 +7,7 @@ mod config;
 use anyhow::Result;
 
 use super::{
-    CHROMIUM_SANDBOX_REASON, CiInstall, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, Validator,
+    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, Validator,
 };
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::{Request, common};
@@ -127,33 +127,21 @@ static PROOF: Proof = Proof {
     },
 };
 
+static FACTS: Facts = Facts {
+    id: AgentKind::Openclaw,
+    name: "openclaw",
+    label: "OpenClaw",
+    version: VERSION,
+    supports: &SUPPORTS,
+    sandbox: &SANDBOX,
+    image: &IMAGE,
+    plan: &PLAN,
+    proof: &PROOF,
+};
+
 impl Kind for OpenClaw {
-    fn id(&self) -> AgentKind {
-        AgentKind::Openclaw
-    }
-    fn name(&self) -> &'static str {
-        "openclaw"
-    }
-    fn label(&self) -> &'static str {
-        "OpenClaw"
-    }
-    fn version(&self) -> &'static str {
-        VERSION
-    }
-    fn supports(&self) -> &'static Supports {
-        &SUPPORTS
-    }
-    fn sandbox(&self) -> &'static SandboxNeeds {
-        &SANDBOX
-    }
-    fn image(&self) -> &'static ImageLayout {
-        &IMAGE
-    }
-    fn plan(&self) -> &'static PlanEnv {
-        &PLAN
-    }
-    fn proof(&self) -> &'static Proof {
-        &PROOF
+    fn facts(&self) -> &'static Facts {
+        &FACTS
     }
 
     fn policy(&self, request: &Request, tools: &[Tool]) -> Notes {

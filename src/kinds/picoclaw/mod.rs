@@ -7,7 +7,7 @@ mod config;
 
 use anyhow::Result;
 
-use super::{CiInstall, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, Validator, openai_base};
+use super::{CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, Validator, openai_base};
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::Request;
 use crate::model::{Agent, Permissive, Warning};
@@ -113,33 +113,21 @@ static PROOF: Proof = Proof {
     },
 };
 
+static FACTS: Facts = Facts {
+    id: AgentKind::Picoclaw,
+    name: "picoclaw",
+    label: "PicoClaw",
+    version: VERSION,
+    supports: &SUPPORTS,
+    sandbox: &SANDBOX,
+    image: &IMAGE,
+    plan: &PLAN,
+    proof: &PROOF,
+};
+
 impl Kind for PicoClaw {
-    fn id(&self) -> AgentKind {
-        AgentKind::Picoclaw
-    }
-    fn name(&self) -> &'static str {
-        "picoclaw"
-    }
-    fn label(&self) -> &'static str {
-        "PicoClaw"
-    }
-    fn version(&self) -> &'static str {
-        VERSION
-    }
-    fn supports(&self) -> &'static Supports {
-        &SUPPORTS
-    }
-    fn sandbox(&self) -> &'static SandboxNeeds {
-        &SANDBOX
-    }
-    fn image(&self) -> &'static ImageLayout {
-        &IMAGE
-    }
-    fn plan(&self) -> &'static PlanEnv {
-        &PLAN
-    }
-    fn proof(&self) -> &'static Proof {
-        &PROOF
+    fn facts(&self) -> &'static Facts {
+        &FACTS
     }
 
     fn policy(&self, request: &Request, tools: &[Tool]) -> Notes {

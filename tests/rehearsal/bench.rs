@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 
 use crate::common::root;
 use crate::hub::{self, Hub, Services};
-use crate::images;
 use crate::matrix::Admin;
 
 /// The agents measured: (sandbox, what it is), melchior = OpenClaw,
@@ -549,41 +548,18 @@ fn cold_start() -> Option<(Hub, Admin, Value)> {
         return None;
     }
     let venv = crate::synapse::venv()?;
-    let standin = crate::standin();
     let started = Instant::now();
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     let services_s = started.elapsed().as_secs_f64();
-    let sandboxes = hub.sandboxes();
-    let wanted: Vec<String> = sandboxes.iter().map(|s| s.image.clone()).collect();
-    let inference = hub
-        .appliance
-        .inference
-        .as_ref()
-        .expect("the default spec has inference");
-    let services = images::ServiceFiles {
-        standin: &standin,
-        models: inference.models.clone(),
-        server_name: hub.appliance.matrix.server_name.clone(),
-        web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
-    };
     let images_started = Instant::now();
-    images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
+    crate::build_images(&hub);
     let images_s = images_started.elapsed().as_secs_f64();
     let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     let load = load_average();
     let sandboxes_started = Instant::now();
     let started_ms = now_ms();
-    let mut started_names: Vec<String> = Vec::new();
-    while started_names.len() < sandboxes.len() {
-        for sandbox in &sandboxes {
-            if started_names.contains(&sandbox.name) || !sandbox.depends_on.iter().all(|d| started_names.contains(d)) {
-                continue;
-            }
-            hub.start_sandbox(sandbox);
-            started_names.push(sandbox.name.clone());
-        }
-    }
+    crate::start_sandboxes(&hub);
     let mut answered = serde_json::Map::new();
     for (agent, _) in AGENTS {
         let (body, _, first) = crate::first_answer(&hub, &admin, agent);

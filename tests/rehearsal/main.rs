@@ -83,11 +83,20 @@ fn bring_up() -> Option<(Hub, Admin)> {
         return None;
     }
     let venv = crate::synapse::venv()?;
-    let standin = standin();
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
-    let sandboxes = hub.sandboxes();
-    let wanted: Vec<String> = sandboxes.iter().map(|s| s.image.clone()).collect();
+    build_images(&hub);
+    start_sandboxes(&hub);
+    let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
+    hold_for_debugging(&hub);
+    Some((hub, admin))
+}
+
+/// The image of every sandbox of the hub, built here or taken from the
+/// cache, with the stand-in as the inference image's model server.
+fn build_images(hub: &Hub) {
+    let standin = standin();
+    let wanted: Vec<String> = hub.sandboxes().iter().map(|s| s.image.clone()).collect();
     let inference = hub
         .appliance
         .inference
@@ -100,8 +109,12 @@ fn bring_up() -> Option<(Hub, Admin)> {
         web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
     };
     images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
-    // Dependencies first (the code sandbox before its agent), as systemd
-    // orders the units.
+}
+
+/// Every sandbox of the hub, dependencies first (the code sandbox before
+/// its agent), as systemd orders the units.
+fn start_sandboxes(hub: &Hub) {
+    let sandboxes = hub.sandboxes();
     let mut started: Vec<String> = Vec::new();
     while started.len() < sandboxes.len() {
         for sandbox in &sandboxes {
@@ -112,9 +125,6 @@ fn bring_up() -> Option<(Hub, Admin)> {
             started.push(sandbox.name.clone());
         }
     }
-    let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
-    hold_for_debugging(&hub);
-    Some((hub, admin))
 }
 
 /// `APPLIANCE_REHEARSAL_HOLD=SECS` keeps the hub up that long after start,

@@ -557,13 +557,15 @@ fn agent_kind(hub: &Hub, name: &str) -> Option<AgentKind> {
 }
 
 /// The ownership records the killed OpenClaw left on its volume (agent
-/// database leases, the gateway's lock files), made to look held by a live
+/// database leases, process-held state leases such as the gateway
+/// owner's, the gateway's lock files), made to look held by a live
 /// process: their start time is removed, so OpenClaw can only go by the PID
 /// (and the command line), and PID 2 is the new gateway. That is what
 /// happens by chance when the dead owner's PID and gVisor's boot-relative
 /// start time both repeat in the new container (CI saw "Agent main
 /// database is still open in process 2", then "Another gateway (pid 2)
-/// already owns this state directory", exit 78); here it happens every
+/// already owns this state directory", then "Another Gateway owner lease
+/// is still active for this state directory"); here it happens every
 /// time, so the image's entry point must remove them
 /// (nix/packages/openclaw-start.sh). Done as the image's user with its own
 /// Node, under runc: only those files are touched.
@@ -579,6 +581,15 @@ const { DatabaseSync } = require("node:sqlite");
 const db = new DatabaseSync("/state/state/openclaw.sqlite");
 const leases = db.prepare("SELECT agent_id, owner_pid, owner_start_time FROM agent_database_leases").all();
 db.prepare("UPDATE agent_database_leases SET owner_start_time = NULL").run();
+const stateLeases = [];
+for (const row of db.prepare("SELECT scope, lease_key, payload_json FROM state_leases").all()) {
+  const payload = JSON.parse(row.payload_json ?? "null");
+  if (!payload?.owner?.pid) continue;
+  stateLeases.push({ scope: row.scope, pid: payload.owner.pid, startedAt: payload.owner.startedAt });
+  payload.owner.startedAt = null;
+  db.prepare("UPDATE state_leases SET payload_json = ? WHERE scope = ? AND lease_key = ?")
+    .run(JSON.stringify(payload), row.scope, row.lease_key);
+}
 db.close();
 const dir = "/state/tmp/openclaw-1000";
 const locks = {};
@@ -588,7 +599,7 @@ for (const name of fs.readdirSync(dir).filter((n) => /^gateway\..*\.lock$/.test(
   delete payload.startTime;
   fs.writeFileSync(`${dir}/${name}`, JSON.stringify(payload));
 }
-console.log(JSON.stringify({ leases, locks }));
+console.log(JSON.stringify({ leases, stateLeases, locks }));
 "#;
     let mount = format!("type=volume,src={},dst=/state", volume.name);
     let output = hub.daemon.docker(&[
@@ -614,6 +625,7 @@ console.log(JSON.stringify({ leases, locks }));
     let left: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for (what, records) in [
         ("agent database lease", &left["leases"]),
+        ("process-held state lease", &left["stateLeases"]),
         ("gateway lock", &left["locks"]),
     ] {
         let count = records

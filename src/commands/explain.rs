@@ -147,11 +147,17 @@ fn view(host: &Host, sandbox: &Sandbox, agent: Option<&Agent>, findings: &[Findi
     })
 }
 
+/// `ro` or `rw`, from the same model fields `docker::run_options` turns
+/// into `--read-only` and `:ro`.
+fn access(read_only: bool) -> &'static str {
+    if read_only { "ro" } else { "rw" }
+}
+
 fn mounts(sandbox: &Sandbox) -> Vec<Mount> {
     let mut mounts = vec![Mount {
         target: "/".into(),
         source: format!("image {}", sandbox.image),
-        access: if sandbox.read_only_root { "ro" } else { "rw" },
+        access: access(sandbox.read_only_root),
     }];
     for tmpfs in &sandbox.tmpfs {
         mounts.push(Mount {
@@ -164,7 +170,8 @@ fn mounts(sandbox: &Sandbox) -> Vec<Mount> {
         mounts.push(Mount {
             target: volume.target.clone(),
             source: format!("volume {}", volume.name),
-            access: "rw",
+            // The exec sandbox mounts its agent's state read-only.
+            access: access(volume.read_only),
         });
     }
     for bind in &sandbox.binds {
@@ -174,7 +181,7 @@ fn mounts(sandbox: &Sandbox) -> Vec<Mount> {
                 BindSource::Generated(path) => format!("generated {path}"),
                 BindSource::Host(path) => format!("host {path}"),
             },
-            access: if bind.read_only { "ro" } else { "rw" },
+            access: access(bind.read_only),
         });
     }
     mounts
@@ -358,4 +365,56 @@ pub fn text(explanation: &Explanation) -> String {
         row(&mut out, "lints", &lints);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::docker::run_options;
+
+    fn default_spec() -> Appliance {
+        crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
+    }
+
+    /// Each mount target and `ro`/`rw` as the `docker run` options give
+    /// them: the root by `--read-only`, each `--tmpfs` and `--volume`.
+    fn modes_in_run_options(sandbox: &Sandbox) -> BTreeMap<String, String> {
+        let args = run_options(sandbox).cli_args(|_| "/source".into());
+        let mut modes = BTreeMap::new();
+        let root = if args.iter().any(|a| a == "--read-only") { "ro" } else { "rw" };
+        modes.insert("/".to_string(), root.to_string());
+        for arg in &args {
+            if let Some(tmpfs) = arg.strip_prefix("--tmpfs=") {
+                let (target, options) = tmpfs.split_once(':').unwrap();
+                let access = options.split(',').next().unwrap();
+                modes.insert(target.to_string(), access.to_string());
+            }
+            if let Some(volume) = arg.strip_prefix("--volume=") {
+                let mut parts = volume.split(':').skip(1);
+                let target = parts.next().unwrap();
+                let access = if parts.next() == Some("ro") { "ro" } else { "rw" };
+                modes.insert(target.to_string(), access.to_string());
+            }
+        }
+        modes
+    }
+
+    /// issue 19, 8(e): explain showed casper-exec's `/opt/data` as `rw`,
+    /// mounted read-only.
+    #[test]
+    fn mount_modes_are_those_of_the_run_options() {
+        let appliance = default_spec();
+        for host in appliance.hosts.values() {
+            for sandbox in &host.sandboxes {
+                let shown: BTreeMap<String, String> = mounts(sandbox)
+                    .into_iter()
+                    .map(|m| (m.target, m.access.to_string()))
+                    .collect();
+                assert_eq!(shown, modes_in_run_options(sandbox), "sandbox `{}`", sandbox.name);
+            }
+        }
+    }
 }

@@ -246,9 +246,68 @@ fn explain_names_an_agent_or_says_which_exist() {
         text.contains("domains through the egress proxy: api.github.com"),
         "{text}"
     );
-    assert!(!text.contains("sandbox melchior"), "{text}");
+    // Other sandboxes appear only in its denied list.
+    assert!(!text.contains("sandbox melchior on host"), "{text}");
     let output = run_in(&root, &["explain", "nobody"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("no agent `nobody`"), "{}", stderr(&output));
     assert!(stderr(&output).contains("`balthasar`"), "{}", stderr(&output));
+}
+
+/// The rows of one key of an `explain` text table: its first line and the
+/// continuation lines under it.
+fn explain_rows<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("  {key:<14} ")) {
+            inside = true;
+            rows.push(rest);
+        } else if inside && line.starts_with(&" ".repeat(17)) {
+            rows.push(line.trim_start());
+        } else {
+            inside = false;
+        }
+    }
+    rows
+}
+
+/// issue 19, item 7: a `web` sandbox is told what it may never reach.
+#[test]
+fn explain_says_what_a_web_sandbox_is_denied() {
+    let root = crate::common::root();
+    let output = run_in(&root, &["explain", "melchior"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let denied = explain_rows(&text, "denied");
+    let has = |needle: &str| denied.iter().any(|row| row.contains(needle));
+    for needle in [
+        "169.254.0.0/16: link-local, including the cloud metadata server 169.254.169.254",
+        "10.0.0.0/8: private",
+        "172.16.0.0/12: private",
+        "192.168.0.0/16: private",
+        "127.0.0.0/8: loopback",
+        "fe80::/10: link-local",
+        "sandbox casper at 10.88.0.11",
+        "sandbox ollama at 10.88.0.2 beyond tcp/11434",
+        "host hub tcp/22: SSH",
+        "through the proxy, ports other than 80, 443",
+    ] {
+        assert!(has(needle), "no `{needle}` in the denied rows:\n{}", denied.join("\n"));
+    }
+    // What it may open is not among them.
+    assert!(!has("host hub tcp/8008"), "{}", denied.join("\n"));
+    assert!(!has("sandbox melchior"), "{}", denied.join("\n"));
+
+    let output = run_in(&root, &["explain", "casper", "--format", "json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let exec = json["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "casper-exec")
+        .unwrap();
+    assert_eq!(exec["denied"][0]["kind"], "network", "{exec}");
+    assert_eq!(exec["denied"][0]["enforced_by"][0], "no-network", "{exec}");
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{ExplainArgs, Format};
 use crate::lint::Finding;
+use crate::model::denied::{Denial, Enforcer, denied};
 use crate::model::{
     Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT, SOCKET_DIR, Sandbox,
 };
@@ -50,6 +51,8 @@ pub struct SandboxView {
     pub address: Option<String>,
     pub reach: Vec<Reach>,
     pub egress: Egress,
+    /// What the firewall and the proxy refuse it, from the same model.
+    pub denied: Vec<Denial>,
     pub secrets: Vec<String>,
     /// nvproxy driver capabilities, when the sandbox has GPUs.
     pub gpu: Option<Vec<String>>,
@@ -89,7 +92,7 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
         for sandbox in host.sandboxes.iter().filter(|s| only.is_none_or(|a| a == s.agent)) {
             // Service sandboxes (Ollama, SearXNG) belong to no agent.
             let agent = appliance.agents.get(&sandbox.agent);
-            sandboxes.push(view(host, sandbox, agent, findings)?);
+            sandboxes.push(view(appliance, host, sandbox, agent, findings)?);
         }
     }
     let per_sandbox = |f: &Finding| {
@@ -105,7 +108,13 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
     })
 }
 
-fn view(host: &Host, sandbox: &Sandbox, agent: Option<&Agent>, findings: &[Finding]) -> Result<SandboxView> {
+fn view(
+    appliance: &Appliance,
+    host: &Host,
+    sandbox: &Sandbox,
+    agent: Option<&Agent>,
+    findings: &[Finding],
+) -> Result<SandboxView> {
     let own = agent.filter(|a| sandbox.name == a.sandbox);
     let subjects = [
         format!("sandbox {}", sandbox.name),
@@ -132,6 +141,7 @@ fn view(host: &Host, sandbox: &Sandbox, agent: Option<&Agent>, findings: &[Findi
         address: sandbox.network.as_ref().map(|n| format!("{} on {}", n.address, n.name)),
         reach: sandbox.reach.clone(),
         egress: sandbox.egress.clone(),
+        denied: denied(appliance.hosts.values(), host, sandbox),
         secrets: own.map_or_else(Vec::new, secrets),
         gpu: sandbox
             .profile
@@ -276,6 +286,21 @@ fn egress_line(s: &SandboxView) -> String {
     }
 }
 
+fn denial_line(d: &Denial) -> String {
+    let by: Vec<&str> = d.enforced_by.iter().map(|e| enforcer_name(*e)).collect();
+    format!("{}: {} [{}]", d.target, d.why, by.join(", "))
+}
+
+/// Short names for the text table; docs/sandboxes.md says which is which.
+fn enforcer_name(enforcer: Enforcer) -> &'static str {
+    match enforcer {
+        Enforcer::NoNetwork => "--network=none",
+        Enforcer::Firewall => "firewall",
+        Enforcer::BridgeTable => "bridge table",
+        Enforcer::Proxy => "egress proxy",
+    }
+}
+
 fn lint_line(f: &Finding) -> String {
     let state = f.allowed.as_ref().map_or_else(
         || format!("{:?}", f.severity).to_lowercase(),
@@ -345,6 +370,8 @@ pub fn text(explanation: &Explanation) -> String {
             .collect();
         row(&mut out, "reach", &reach);
         row(&mut out, "egress", &[egress_line(s)]);
+        let denied: Vec<String> = s.denied.iter().map(denial_line).collect();
+        row(&mut out, "denied", &denied);
         row(&mut out, "secrets", &s.secrets);
         row(
             &mut out,
@@ -384,7 +411,11 @@ mod tests {
     fn modes_in_run_options(sandbox: &Sandbox) -> BTreeMap<String, String> {
         let args = run_options(sandbox).cli_args(|_| "/source".into());
         let mut modes = BTreeMap::new();
-        let root = if args.iter().any(|a| a == "--read-only") { "ro" } else { "rw" };
+        let root = if args.iter().any(|a| a == "--read-only") {
+            "ro"
+        } else {
+            "rw"
+        };
         modes.insert("/".to_string(), root.to_string());
         for arg in &args {
             if let Some(tmpfs) = arg.strip_prefix("--tmpfs=") {

@@ -22,6 +22,10 @@ use crate::spec::schema::{AgentSpec, EgressSpec};
 /// The egress proxy's port, on the bridge address of each host.
 pub const PROXY_PORT: u16 = 3128;
 
+/// The only destination ports the proxy connects to, for GET and CONNECT
+/// alike (squid's `web_ports`).
+pub const PROXY_WEB_PORTS: &[u16] = &[80, 443];
+
 /// What one sandbox may reach beyond the appliance's own services.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]

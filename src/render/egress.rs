@@ -17,7 +17,9 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use super::{STAMP, Tree};
-use crate::model::{BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_PORT, Reach, Sandbox, Subnet};
+use crate::model::{
+    BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_PORT, PROXY_WEB_PORTS, Reach, Sandbox, Subnet,
+};
 
 pub const INET_TABLE: &str = "appliance_egress";
 pub const BRIDGE_TABLE: &str = "appliance_bridge";
@@ -196,12 +198,15 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         // squid has no trailing comments: the reason goes above.
         let _ = writeln!(out, "# {why}\nacl never_dst dst {range}");
     }
-    out.push_str(
+    let web_ports: Vec<String> = PROXY_WEB_PORTS.iter().map(u16::to_string).collect();
+    let _ = write!(
+        out,
         "\n# Ports 80 and 443 only, for GET and CONNECT alike: Node's fetch tunnels\n\
          # http:// URLs through CONNECT to port 80 too.\n\
-         acl web_ports port 80 443\n\
+         acl web_ports port {}\n\
          http_access deny manager\nhttp_access deny !web_ports\n\
          http_access deny never_dst\n\n",
+        web_ports.join(" ")
     );
     for (sandbox, address) in &clients {
         let client = acl_name(&sandbox.name);

@@ -49,6 +49,8 @@ apt-get install -y -qq --no-install-recommends \
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
 # WireGuard in userspace for the pairing test (tests/pairing.rs): no kernel module needed.
 apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null
+# Graphviz's `dot` reads `appliance explain --format dot` (tests/cli.rs).
+apt-get install -y -qq --no-install-recommends graphviz >/dev/null
 
 # A real Synapse for the bootstrap tests (tests/synapse.rs finds it here).
 if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse' 2>/dev/null; then

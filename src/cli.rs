@@ -155,9 +155,17 @@ pub struct ExplainArgs {
     /// Only this agent's sandboxes
     #[arg(value_name = "AGENT")]
     pub agent: Option<String>,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Output format: a table per sandbox, JSON (docs/inspect.md), or a Graphviz graph of the allowed paths
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    pub format: ExplainFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    Text,
+    Json,
+    /// Graphviz: hosts, sandboxes, services and each allowed path (`dot -Tsvg`)
+    Dot,
 }
 
 #[derive(Debug, Args)]

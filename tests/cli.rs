@@ -311,3 +311,70 @@ fn explain_says_what_a_web_sandbox_is_denied() {
     assert_eq!(exec["denied"][0]["kind"], "network", "{exec}");
     assert_eq!(exec["denied"][0]["enforced_by"][0], "no-network", "{exec}");
 }
+
+/// The block of `docs/sandboxes.md` between the dot markers.
+fn docs_picture(docs: &str) -> Option<&str> {
+    let begin = "<!-- appliance explain --format dot: begin -->\n```dot\n";
+    let end = "```\n<!-- appliance explain --format dot: end -->";
+    let start = docs.find(begin)? + begin.len();
+    let stop = start + docs[start..].find(end)?;
+    Some(&docs[start..stop])
+}
+
+/// issue 19, item 7: the docs show the default spec's picture, as drawn.
+#[test]
+fn the_docs_picture_is_what_explain_draws() {
+    let root = crate::common::root();
+    let output = run_in(&root, &["explain", "--format", "dot"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let drawn = stdout(&output);
+    let docs = std::fs::read_to_string(root.join("docs/sandboxes.md")).unwrap();
+    let shown = docs_picture(&docs).expect("docs/sandboxes.md has no `appliance explain --format dot` block");
+    assert!(
+        shown == drawn,
+        "docs/sandboxes.md's picture is not what `appliance explain --format dot` draws\n\
+         hint: replace the block between the `appliance explain --format dot` markers with its output\n\
+         --- drawn:\n{drawn}"
+    );
+}
+
+/// Graphviz reads what `explain --format dot` writes, for every shipped
+/// spec (and one agent's part of the default).
+#[test]
+fn graphviz_reads_the_explain_graph() {
+    let Some(dot) = crate::common::require_tool(
+        "dot",
+        "checks `appliance explain --format dot` parses; Debian package graphviz",
+    ) else {
+        return;
+    };
+    let root = crate::common::root();
+    let mut runs: Vec<Vec<&str>> = vec![vec!["explain", "casper", "--format", "dot"]];
+    for spec in [
+        "appliance.toml",
+        "examples/edge-pi/appliance.toml",
+        "examples/existing-host/appliance.toml",
+        "examples/minimal/appliance.toml",
+    ] {
+        runs.push(vec!["explain", "--format", "dot", "--spec", spec]);
+    }
+    for args in runs {
+        let output = run_in(&root, &args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        let mut child = std::process::Command::new(&dot)
+            .arg("-Tcanon")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &output.stdout).unwrap();
+        let parsed = child.wait_with_output().unwrap();
+        assert!(
+            parsed.status.success() && parsed.stderr.is_empty(),
+            "{args:?}: dot refused the graph: {}\n{}",
+            stderr(&parsed),
+            stdout(&output)
+        );
+    }
+}

@@ -3,12 +3,14 @@
 //! run options come from. tests/egress.rs checks the reach shown here
 //! against what the sandboxes reach under gVisor.
 
+mod dot;
+
 use std::fmt::Write;
 
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 
-use crate::cli::{ExplainArgs, Format};
+use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::lint::Finding;
 use crate::model::denied::{Denial, Enforcer, denied};
 use crate::model::{
@@ -88,12 +90,10 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
         ));
     }
     let mut sandboxes = Vec::new();
-    for host in appliance.hosts.values() {
-        for sandbox in host.sandboxes.iter().filter(|s| only.is_none_or(|a| a == s.agent)) {
-            // Service sandboxes (Ollama, SearXNG) belong to no agent.
-            let agent = appliance.agents.get(&sandbox.agent);
-            sandboxes.push(view(appliance, host, sandbox, agent, findings)?);
-        }
+    for (host, sandbox) in selected(appliance, only) {
+        // Service sandboxes (Ollama, SearXNG) belong to no agent.
+        let agent = appliance.agents.get(&sandbox.agent);
+        sandboxes.push(view(appliance, host, sandbox, agent, findings)?);
     }
     let per_sandbox = |f: &Finding| {
         ["sandbox ", "agent ", "runtime "]
@@ -106,6 +106,17 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
         sandboxes,
         lints: findings.iter().filter(|f| !per_sandbox(f)).cloned().collect(),
     })
+}
+
+/// Every sandbox with its host, or only `only`'s (an agent, checked by
+/// [`explanation`]).
+fn selected<'a>(appliance: &'a Appliance, only: Option<&str>) -> Vec<(&'a Host, &'a Sandbox)> {
+    appliance
+        .hosts
+        .values()
+        .flat_map(|host| host.sandboxes.iter().map(move |sandbox| (host, sandbox)))
+        .filter(|(_, sandbox)| only.is_none_or(|a| a == sandbox.agent))
+        .collect()
 }
 
 fn view(
@@ -272,8 +283,12 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     let (appliance, findings) = super::load_linted(&args.spec.spec)?;
     let explanation = explanation(&appliance, &findings, args.agent.as_deref())?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
-        Format::Text => print!("{}", text(&explanation)),
+        ExplainFormat::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
+        ExplainFormat::Text => print!("{}", text(&explanation)),
+        ExplainFormat::Dot => print!(
+            "{}",
+            dot::graph(&appliance, &selected(&appliance, args.agent.as_deref()))
+        ),
     }
     Ok(())
 }

@@ -72,16 +72,16 @@ fn denial(kind: DenialKind, target: String, why: String, enforced_by: &[Enforcer
 /// What `sandbox`, on `host`, may not reach; `hosts` are all the
 /// appliance's hosts (`host` among them).
 pub fn denied<'a>(hosts: impl IntoIterator<Item = &'a Host>, host: &Host, sandbox: &Sandbox) -> Vec<Denial> {
-    if sandbox.network.is_none() {
+    let Some(network) = &sandbox.network else {
         return vec![denial(
             DenialKind::Network,
             "any network".into(),
             "the sandbox has no interface but loopback".into(),
             &[Enforcer::NoNetwork],
         )];
-    }
+    };
     let mut denied = vec![direct(&sandbox.egress)];
-    denied.extend(ranges(sandbox));
+    denied.extend(ranges(sandbox, network.address));
     denied.extend(host_ports(host, sandbox));
     for other in hosts.into_iter().filter(|h| h.name != host.name) {
         denied.extend(other_host_ports(other, sandbox));
@@ -106,14 +106,10 @@ fn direct(egress: &Egress) -> Denial {
 }
 
 /// Each of [`NEVER_DESTINATIONS`]: the firewall rejects it as it rejects
-/// everything outside the reach, and the proxy refuses it by address
-/// whatever name resolved to it.
-fn ranges(sandbox: &Sandbox) -> Vec<Denial> {
-    let enforced: &[Enforcer] = if sandbox.egress.uses_proxy() {
-        &[Enforcer::Firewall, Enforcer::Proxy]
-    } else {
-        &[Enforcer::Firewall]
-    };
+/// everything outside the reach (the bridge table, for the other sandboxes
+/// in the range of the sandbox's own address), and the proxy refuses it by
+/// address whatever name resolved to it.
+fn ranges(sandbox: &Sandbox, address: Ipv4Addr) -> Vec<Denial> {
     NEVER_DESTINATIONS
         .iter()
         .map(|(range, why)| {
@@ -123,7 +119,14 @@ fn ranges(sandbox: &Sandbox) -> Vec<Denial> {
             } else {
                 (*why).to_string()
             };
-            denial(DenialKind::Range, (*range).to_string(), why, enforced)
+            let mut enforced = vec![Enforcer::Firewall];
+            if range_contains(range, address) {
+                enforced.push(Enforcer::BridgeTable);
+            }
+            if sandbox.egress.uses_proxy() {
+                enforced.push(Enforcer::Proxy);
+            }
+            denial(DenialKind::Range, (*range).to_string(), why, &enforced)
         })
         .collect()
 }

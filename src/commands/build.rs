@@ -1,7 +1,7 @@
 //! `appliance build`: the flake output of a target, built by `nix build`
 //! with progress read from Nix's internal-json log ([`crate::nixlog`]).
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -261,19 +261,19 @@ fn dry_run(reference: &str, nix_args: &[String]) -> Result<()> {
         return Err(failure(&progress, output.status.code()));
     }
     let dry = nixlog::parse_dry_run(&log);
-    println!(
-        "{} to build, {} to fetch{}",
+    let mut text = format!(
+        "{} to build, {} to fetch{}\n",
         super::count(dry.builds.len(), "derivation", "derivations"),
         super::count(dry.fetches.len(), "path", "paths"),
         dry.fetch_sizes.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
     );
     for drv in &dry.builds {
-        println!("  build  {}", store_name(drv));
+        text.push_str(&format!("  build  {}\n", store_name(drv)));
     }
     for path in &dry.fetches {
-        println!("  fetch  {}", store_name(path));
+        text.push_str(&format!("  fetch  {}\n", store_name(path)));
     }
-    Ok(())
+    crate::term::print(&text)
 }
 
 /// Runs the build, showing progress; returns the output paths.
@@ -367,28 +367,31 @@ pub fn output_paths(json: &str) -> Result<Vec<String>> {
 }
 
 fn report_result(outputs: &[String], out_link: &Path, target: Target, host: &str) -> Result<()> {
+    let mut lines = Vec::new();
     for path in outputs {
         let size = tree_size(Path::new(path))
             .map(human_bytes)
             .unwrap_or_else(|| "size unknown: not in this machine's /nix/store".to_string());
-        println!("built {path} ({size})");
+        lines.push(format!("built {path} ({size})"));
     }
-    println!("result: {}", out_link.display());
+    lines.push(format!("result: {}", out_link.display()));
     if let Some(image) = image_file(out_link) {
-        println!("image: {}", image.display());
+        lines.push(format!("image: {}", image.display()));
         match target {
-            Target::Rpi4 => println!(
+            Target::Rpi4 => lines.push(format!(
                 "next: appliance flash --image {} --device /dev/<your SD card>",
                 image.display()
-            ),
-            Target::Gce => println!("next: appliance gce --project P --zone Z --bucket B"),
+            )),
+            Target::Gce => lines.push("next: appliance gce --project P --zone Z --bucket B".to_string()),
             Target::Nixos => {}
         }
     }
     if target == Target::Nixos {
-        println!("next: nixos-rebuild switch --flake .#{host} --target-host root@<{host}'s address>");
+        lines.push(format!(
+            "next: nixos-rebuild switch --flake .#{host} --target-host root@<{host}'s address>"
+        ));
     }
-    Ok(())
+    crate::term::println(&lines.join("\n"))
 }
 
 /// Total size of the files under a path, symlinks not followed.
@@ -477,7 +480,10 @@ impl Display {
         if let Some(line) = line {
             match &self.bar {
                 Some(bar) => bar.println(line),
-                None => eprintln!("{line}"),
+                // Not `eprintln!`: a closed stderr must not stop a build halfway.
+                None => {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
             }
         }
     }

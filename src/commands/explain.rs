@@ -255,10 +255,10 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     let (appliance, findings) = super::load_linted(&args.spec.spec)?;
     let explanation = explanation(&appliance, &findings, args.agent.as_deref())?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
-        Format::Text => print!("{}", text(&explanation)),
+        Format::Json => crate::term::println(&serde_json::to_string_pretty(&explanation)?),
+        // Lint reasons are the spec's text: nothing in them may act on the terminal.
+        Format::Text => crate::term::print(&crate::term::inert_lines(&text(&explanation))),
     }
-    Ok(())
 }
 
 fn egress_line(s: &SandboxView) -> String {
@@ -272,7 +272,7 @@ fn egress_line(s: &SandboxView) -> String {
 fn lint_line(f: &Finding) -> String {
     let state = f.allowed.as_ref().map_or_else(
         || format!("{:?}", f.severity).to_lowercase(),
-        |r| format!("allowed: {r}"),
+        |r| format!("allowed: {}", crate::term::inert(r)),
     );
     format!("{} ({state}): {}", f.code, f.message)
 }

@@ -429,8 +429,7 @@ pub fn run(args: &GceArgs) -> Result<()> {
     };
     let steps = steps(&appliance, host, &settings)?;
     if !args.run {
-        print!("{}", script(&appliance, host, &settings, &steps));
-        return Ok(());
+        return crate::term::print(&script(&appliance, host, &settings, &steps));
     }
     run_steps(&appliance, host, &settings, steps)
 }

@@ -21,9 +21,8 @@ pub fn run(args: &InitArgs) -> Result<()> {
     };
     file.write_all(STARTER.as_bytes())
         .with_context(|| format!("failed to write `{}`", args.spec.display()))?;
-    println!(
+    crate::term::println(&format!(
         "wrote {}; next: `appliance check` and `appliance generate`",
         args.spec.display()
-    );
-    Ok(())
+    ))
 }

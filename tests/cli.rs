@@ -91,6 +91,19 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
 }
 
 #[test]
+fn init_creates_the_directories_of_its_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_in(dir.path(), &["init", "--spec", "a/b/appliance.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "wrote a/b/appliance.toml; next: `appliance check` and `appliance generate`\n"
+    );
+    let check = run_in(dir.path(), &["check", "--spec", "a/b/appliance.toml"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
 fn inspect_json_is_versioned_and_complete() {
     let output = run_in(&crate::common::root(), &["inspect", "--format", "json"]);
     assert!(output.status.success(), "{}", stderr(&output));

@@ -105,9 +105,21 @@ pub fn machine_for(gpu: &Gpu, machine_type: Option<&str>) -> Result<Machine> {
                 why: format!("{count} x {model}, attached to an N1 machine type"),
             })
         }
-        other => bail!(
-            "no GCE machine type is known here for GPU model `{other}`\nhint: known models: l4, a100, a100-80gb, h100, t4, v100, p4, p100; or pass --machine-type"
-        ),
+        // A model newer than this table: the user names a machine type
+        // that brings its GPUs (as G2/A2/A3 do); nothing is attached.
+        other => match machine_type {
+            Some(machine_type) => Ok(Machine {
+                machine_type: machine_type.to_string(),
+                accelerator: None,
+                why: format!(
+                    "{count} x {other}: a model appliance does not know, so the machine type given \
+                     (`{machine_type}`) must come with its GPUs; no --accelerator is added"
+                ),
+            }),
+            None => bail!(
+                "no GCE machine type is known here for GPU model `{other}`\nhint: known models: l4, a100, a100-80gb, h100, t4, v100, p4, p100; or pass --machine-type"
+            ),
+        },
     }
 }
 

@@ -420,11 +420,11 @@ fn lock(path: &Path, out: &Path) -> Result<File> {
     match locked(FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => return Ok(file),
         Err(Errno::WOULDBLOCK) => {
-            eprintln!(
+            crate::term::eprintln(&format!(
                 "waiting for another `appliance generate` writing `{}` (lock `{}`)",
                 out.display(),
                 path.display()
-            );
+            ));
         }
         Err(e) => {
             return Err(std::io::Error::from(e)).with_context(|| format!("failed to lock `{}`", path.display()));

@@ -358,8 +358,8 @@ fn build_rejects_an_unknown_target() {
 }
 
 /// A stand-in `nix` on PATH that records every call and says it is
-/// `version`; anything but `--version` succeeds with no output.
-fn fake_nix(dir: &Path, version: &str) -> (String, std::path::PathBuf) {
+/// `version`; anything but `--version` runs `otherwise` (shell) and succeeds.
+fn fake_nix(dir: &Path, version: &str, otherwise: &str) -> (String, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -369,7 +369,7 @@ fn fake_nix(dir: &Path, version: &str) -> (String, std::path::PathBuf) {
         &script,
         format!(
             "#!/bin/sh\n# stand-in for nix: records its arguments\necho \"$*\" >> '{}'\n\
-             if [ \"$1\" = --version ]; then echo 'nix (Nix) {version}'; fi\n",
+             if [ \"$1\" = --version ]; then echo 'nix (Nix) {version}'; else {otherwise}; fi\n",
             log.display()
         ),
     )
@@ -401,7 +401,7 @@ fn build_with_path(checkout: &Path, path: &str, args: &[&str]) -> std::process::
 fn a_nix_older_than_the_flake_needs_is_named_before_it_runs() {
     let checkout = checkout_pinning_nixpkgs();
     let tools = tempfile::tempdir().unwrap();
-    let (path, log) = fake_nix(tools.path(), "2.8.0");
+    let (path, log) = fake_nix(tools.path(), "2.8.0", "true");
     for args in [&["gce-image", "--dry-run"][..], &["gce-image"]] {
         std::fs::remove_file(&log).ok();
         let output = build_with_path(checkout.path(), &path, args);
@@ -421,7 +421,7 @@ fn a_nix_older_than_the_flake_needs_is_named_before_it_runs() {
 fn a_nix_new_enough_is_then_asked_to_build() {
     let checkout = checkout_pinning_nixpkgs();
     let tools = tempfile::tempdir().unwrap();
-    let (path, log) = fake_nix(tools.path(), "2.24.10");
+    let (path, log) = fake_nix(tools.path(), "2.24.10", "true");
     let output = build_with_path(checkout.path(), &path, &["gce-image", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let calls = std::fs::read_to_string(&log).unwrap();
@@ -432,4 +432,35 @@ fn a_nix_new_enough_is_then_asked_to_build() {
         calls[1].contains("build --dry-run") && calls[1].contains("#packages.x86_64-linux.gce-image"),
         "{calls:?}"
     );
+}
+
+#[test]
+fn a_dry_run_read_by_head_is_not_a_panic() {
+    use std::io::{BufRead, BufReader, Read};
+    let checkout = checkout_pinning_nixpkgs();
+    let tools = tempfile::tempdir().unwrap();
+    // Nix's plain dry-run report of 4000 derivations: more than a pipe holds.
+    let report = "echo 'these 4000 derivations will be built:' >&2; i=0; while [ $i -lt 4000 ]; do \
+                  echo \"  /nix/store/00000000000000000000000000000000-derivation-number-$i.drv\" >&2; i=$((i+1)); done";
+    let (path, _) = fake_nix(tools.path(), "2.24.10", report);
+    let mut child = appliance()
+        .args(["build", "--spec"])
+        .arg(checkout.path().join("appliance.toml"))
+        .args(["gce-image", "--dry-run"])
+        .env("PATH", path)
+        .env_remove("APPLIANCE_SPEC")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "4000 derivations to build, 0 paths to fetch\n");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -185,12 +185,12 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     ensure_nix_is_new_enough(&flake_dir)?;
     let reference = format!("{}#{}", flake_dir.display(), output.attribute);
     let host = &appliance.hosts[&output.host];
-    eprintln!(
+    crate::term::eprintln(&format!(
         "building {} ({}, {}): {reference}",
         output.host,
         serde_json::to_value(host.target)?.as_str().unwrap_or_default(),
         system_name(host.system)
-    );
+    ));
     if args.dry_run {
         return dry_run(&reference, &args.nix_args);
     }

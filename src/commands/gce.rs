@@ -462,7 +462,14 @@ fn run_steps(appliance: &Appliance, host: &Host, settings: &Settings, mut steps:
     let total = steps.len();
     let mut address = String::new();
     for (n, step) in steps.iter().enumerate() {
-        eprintln!("[{}/{total}] {}: gcloud {}", n + 1, step.title, step.args.join(" "));
+        // Never a panic between two steps: a closed log is no reason to
+        // leave half a VM behind.
+        crate::term::eprintln(&format!(
+            "[{}/{total}] {}: gcloud {}",
+            n + 1,
+            step.title,
+            step.args.join(" ")
+        ));
         let output = Command::new("gcloud")
             .args(&step.args)
             .stderr(std::process::Stdio::inherit())
@@ -492,15 +499,16 @@ fn run_steps(appliance: &Appliance, host: &Host, settings: &Settings, mut steps:
         }
         let printed = String::from_utf8_lossy(&output.stdout);
         if n + 1 < total {
-            print!("{printed}");
+            crate::term::unless_closed(crate::term::print(&printed))?;
         } else {
             address = printed.trim().to_string();
         }
     }
-    for line in reach(appliance, host, settings, &address) {
-        println!("{line}");
-    }
-    Ok(())
+    let text: String = reach(appliance, host, settings, &address)
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
+    crate::term::print(&text)
 }
 
 /// The image file: given, or the one `.raw.tar.gz` of a build result.

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use crate::term::inert;
+
 /// One problem found in a spec, located by byte span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -60,10 +62,11 @@ impl SpecErrors {
             .iter()
             .map(|d| {
                 let (line, column) = source.location(d.span.start);
-                let mut text = format!("error: {}:{line}:{column}: {}", source.name, d.message);
+                // Messages and hints quote the spec: each stays on its line.
+                let mut text = format!("error: {}:{line}:{column}: {}", inert(&source.name), inert(&d.message));
                 if let Some(hint) = &d.hint {
                     text.push_str("\nhint: ");
-                    text.push_str(hint);
+                    text.push_str(&inert(hint));
                 }
                 text
             })

@@ -18,3 +18,4 @@ pub mod pairing;
 pub mod render;
 pub mod runsc;
 pub mod spec;
+pub mod term;

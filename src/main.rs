@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use agent_appliance::cli::{Cli, Command};
 use agent_appliance::commands::{self, generate::DriftFound};
 use agent_appliance::diag::SpecErrors;
+use agent_appliance::spec::SpecUnreadable;
+use agent_appliance::term::{self, StdoutClosed};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -27,17 +29,23 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // A bad spec: every problem, located, and exit code 2.
-        Err(error) if error.is::<SpecErrors>() || error.is::<agent_appliance::lint::LintsDenied>() => {
-            eprintln!("{error}");
+        // The reader of our output went away (`| head -1`): nothing to say.
+        Err(error) if error.chain().any(|e| e.is::<StdoutClosed>()) => ExitCode::SUCCESS,
+        // A bad or unreadable spec: every problem, located, and exit code 2.
+        Err(error)
+            if error.is::<SpecErrors>()
+                || error.is::<SpecUnreadable>()
+                || error.is::<agent_appliance::lint::LintsDenied>() =>
+        {
+            term::eprintln(&error.to_string());
             ExitCode::from(2)
         }
         Err(error) if error.is::<DriftFound>() || error.is::<agent_appliance::output::Conflicts>() => {
-            eprintln!("{error}");
+            term::eprintln(&error.to_string());
             ExitCode::from(1)
         }
         Err(error) => {
-            eprintln!("error: {error:#}");
+            term::eprintln(&format!("error: {error:#}"));
             ExitCode::from(1)
         }
     }

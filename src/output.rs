@@ -17,9 +17,9 @@
 //! This guards against other `appliance` runs only, and only where `flock`
 //! works (not on some network filesystems).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,9 @@ pub fn with_manifest(tree: &Tree) -> Tree {
     full
 }
 
-/// Every regular file under `dir`, by relative `/`-separated path.
+/// Every regular file under `dir`, by relative `/`-separated path, read
+/// into memory: for tests and trees known to be small. `write` and `drift`
+/// never read files they did not write ([`scan`]).
 pub fn read_tree(dir: &Path) -> Result<Tree> {
     let mut tree = Tree::new();
     if !dir.exists() {
@@ -86,6 +88,105 @@ pub fn read_tree(dir: &Path) -> Result<Tree> {
     Ok(tree)
 }
 
+/// What is at a path in the output directory, known from its metadata only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDisk {
+    File {
+        len: u64,
+    },
+    /// A symlink, FIFO, socket or device: never ours, never read or followed.
+    Other,
+}
+
+/// Every entry under `dir` but directories, by relative `/`-separated path,
+/// without reading any: a foreign file of any size costs nothing here.
+fn scan(dir: &Path) -> Result<BTreeMap<String, OnDisk>> {
+    let mut found = BTreeMap::new();
+    if !dir.exists() {
+        return Ok(found);
+    }
+    for entry in WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("failed to read `{}`", dir.display()))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("walkdir yields paths under its root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let on_disk = if entry.file_type().is_file() {
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("failed to inspect `{}`", entry.path().display()))?;
+            OnDisk::File { len: meta.len() }
+        } else {
+            OnDisk::Other
+        };
+        found.insert(relative, on_disk);
+    }
+    Ok(found)
+}
+
+/// Whether `path` holds exactly `bytes`. Reads only a file of the same
+/// length, and no more than that length (plus one byte, should it grow).
+fn holds(path: &Path, on_disk: OnDisk, bytes: &[u8]) -> Result<bool> {
+    let OnDisk::File { len } = on_disk else {
+        return Ok(false);
+    };
+    if len != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let file = File::open(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let mut content = Vec::with_capacity(bytes.len());
+    file.take(len + 1)
+        .read_to_end(&mut content)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(content == bytes)
+}
+
+/// The SHA-256 of a file, read in pieces: memory stays small whatever its size.
+fn digest_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("failed to read `{}`", path.display())),
+        };
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Our manifests are a few KiB; one far larger is not ours to parse.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+fn read_manifest(path: &Path, on_disk: OnDisk) -> Result<String> {
+    let too_large = matches!(on_disk, OnDisk::File { len } if len > MAX_MANIFEST_BYTES);
+    if on_disk == OnDisk::Other || too_large {
+        bail!(
+            "`{}` is not a manifest appliance wrote (it is {})\n\
+             hint: move it out of the way, or choose another directory with `--out`",
+            path.display(),
+            if too_large {
+                "larger than 16 MiB"
+            } else {
+                "not a regular file"
+            }
+        );
+    }
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes))
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// How the tree on disk differs from what the spec generates.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Drift {
@@ -103,12 +204,12 @@ impl Drift {
 pub fn drift(out: &Path, tree: &Tree) -> Result<Drift> {
     ensure_directory(out)?;
     let expected = with_manifest(tree);
-    let actual = read_tree(out)?;
+    let actual = scan(out)?;
     let mut drift = Drift::default();
     for (path, bytes) in &expected {
         match actual.get(path) {
             None => drift.missing.push(path.clone()),
-            Some(on_disk) if on_disk != bytes => drift.differing.push(path.clone()),
+            Some(on_disk) if !holds(&out.join(path), *on_disk, bytes)? => drift.differing.push(path.clone()),
             Some(_) => {}
         }
     }
@@ -174,11 +275,15 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
     fs::create_dir_all(&parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
     // Held until this function returns, whichever way.
     let _lock = lock(&parent.join(format!(".{name}.lock")), out)?;
+    // Safe under the lock: no live run has a staging directory here. Every
+    // run clears them, whether or not it writes anything.
+    remove_stale_staging(&parent, &name);
 
     let full = with_manifest(tree);
-    let on_disk = read_tree(out)?;
+    // Metadata only: files are read where they may be ours, and no further.
+    let on_disk = scan(out)?;
     let old_manifest = match on_disk.get(MANIFEST) {
-        Some(bytes) => parse_manifest(&String::from_utf8_lossy(bytes)),
+        Some(entry) => parse_manifest(&read_manifest(&out.join(MANIFEST), *entry)?),
         None if on_disk.is_empty() => BTreeMap::new(),
         None if force => BTreeMap::new(),
         None => bail!(
@@ -188,29 +293,39 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
         ),
     };
 
+    // The files to be written that are on disk already, byte for byte.
+    let mut unchanged = BTreeSet::new();
+    for (path, bytes) in &full {
+        if let Some(entry) = on_disk.get(path)
+            && holds(&out.join(path), *entry, bytes)?
+        {
+            unchanged.insert(path.clone());
+        }
+    }
+
     let mut report = WriteReport::default();
     let mut edited = Vec::new();
     let mut foreign = Vec::new();
     let mut keep = Vec::new();
-    for (path, bytes) in on_disk.iter().filter(|(p, _)| p.as_str() != MANIFEST) {
-        let wanted = full.get(path);
+    for (path, entry) in on_disk.iter().filter(|(p, _)| p.as_str() != MANIFEST) {
+        let wanted = full.contains_key(path);
         match old_manifest.get(path) {
             Some(digest) => {
-                let untouched = sha256_hex(bytes) == *digest;
-                if !untouched && wanted != Some(bytes) {
+                // Ours: hand-edited unless its digest is still the manifest's.
+                let untouched = || -> Result<bool> {
+                    Ok(matches!(entry, OnDisk::File { .. }) && digest_file(&out.join(path))? == *digest)
+                };
+                if !unchanged.contains(path) && !untouched()? {
                     edited.push(path.clone());
                 }
-                if wanted.is_none() {
+                if !wanted {
                     report.removed.push(path.clone());
                 }
             }
-            None => {
-                if wanted.is_some_and(|w| w != bytes) {
-                    foreign.push(path.clone());
-                } else if wanted.is_none() {
-                    keep.push(path.clone());
-                }
-            }
+            // Not ours: a conflict if we would overwrite it, else never read.
+            None if wanted && !unchanged.contains(path) => foreign.push(path.clone()),
+            None if !wanted => keep.push(path.clone()),
+            None => {}
         }
     }
     if (!edited.is_empty() || !foreign.is_empty()) && !force {
@@ -226,8 +341,8 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
         keep.retain(|p| !full.contains_key(p));
     }
 
-    for (path, bytes) in &full {
-        if on_disk.get(path) == Some(bytes) {
+    for path in full.keys() {
+        if unchanged.contains(path) {
             report.unchanged += 1;
         } else {
             report.written.push(path.clone());
@@ -238,10 +353,8 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
         return Ok(report);
     }
 
-    // Safe under the lock: no live run has a staging directory here.
-    remove_stale_staging(&parent, &name);
     let staging = parent.join(format!(".{name}{STAGING_MARK}{}", std::process::id()));
-    if let Err(error) = build_staging(&staging, out, &full, &on_disk, &keep) {
+    if let Err(error) = build_staging(&staging, out, &full, &unchanged, &keep) {
         let _ = fs::remove_dir_all(&staging);
         return Err(error);
     }
@@ -278,14 +391,26 @@ fn ensure_directory(out: &Path) -> Result<()> {
 fn lock(path: &Path, out: &Path) -> Result<File> {
     use rustix::fs::{FlockOperation, flock};
     use rustix::io::Errno;
-    let file = OpenOptions::new()
+    // Not followed if a symlink: whoever planted one would have us create
+    // or lock a file of their choosing.
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
         .open(path)
-        .with_context(|| format!("failed to open lock file `{}`", path.display()))?;
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => bail!(
+            "lock file `{}` is a symlink, which appliance does not follow\n\
+             hint: remove it (`rm {}`); `appliance generate` creates the lock file itself",
+            path.display(),
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("failed to open lock file `{}`", path.display())),
+    };
     let locked = |op| loop {
         match flock(&file, op) {
             Err(Errno::INTR) => {}
@@ -295,11 +420,11 @@ fn lock(path: &Path, out: &Path) -> Result<File> {
     match locked(FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => return Ok(file),
         Err(Errno::WOULDBLOCK) => {
-            eprintln!(
+            crate::term::eprintln(&format!(
                 "waiting for another `appliance generate` writing `{}` (lock `{}`)",
                 out.display(),
                 path.display()
-            );
+            ));
         }
         Err(e) => {
             return Err(std::io::Error::from(e)).with_context(|| format!("failed to lock `{}`", path.display()));
@@ -314,7 +439,7 @@ fn lock(path: &Path, out: &Path) -> Result<File> {
 /// Above this many new files one `syncfs` is cheaper than an fsync each.
 const SYNCFS_THRESHOLD: usize = 64;
 
-fn build_staging(staging: &Path, out: &Path, full: &Tree, on_disk: &Tree, keep: &[String]) -> Result<()> {
+fn build_staging(staging: &Path, out: &Path, full: &Tree, unchanged: &BTreeSet<String>, keep: &[String]) -> Result<()> {
     fs::create_dir_all(staging).with_context(|| format!("failed to create `{}`", staging.display()))?;
     let mut written = Vec::new();
     for (path, bytes) in full {
@@ -322,7 +447,7 @@ fn build_staging(staging: &Path, out: &Path, full: &Tree, on_disk: &Tree, keep: 
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
         }
-        if on_disk.get(path) == Some(bytes) && fs::hard_link(out.join(path), &target).is_ok() {
+        if unchanged.contains(path) && fs::hard_link(out.join(path), &target).is_ok() {
             // Unchanged: same inode, same mtime.
             continue;
         }
@@ -368,18 +493,32 @@ fn swap_in(staging: &Path, out: &Path, parent: &Path) -> Result<()> {
         fs::rename(staging, out).with_context(|| format!("failed to move the new tree to `{}`", out.display()))?;
     } else if exchange(staging, out).is_ok() {
         // `staging` now holds the previous tree.
-        fs::remove_dir_all(staging).with_context(|| format!("failed to remove `{}`", staging.display()))?;
+        remove_old_tree(staging, out);
     } else {
         let mut old_name = staging.as_os_str().to_owned();
         old_name.push("-old");
         let old = PathBuf::from(old_name);
         fs::rename(out, &old).with_context(|| format!("failed to move `{}` aside", out.display()))?;
         fs::rename(staging, out).with_context(|| format!("failed to move the new tree to `{}`", out.display()))?;
-        fs::remove_dir_all(&old).with_context(|| format!("failed to remove `{}`", old.display()))?;
+        remove_old_tree(&old, out);
     }
     File::open(parent)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("failed to sync `{}`", parent.display()))
+}
+
+/// Removes the previous tree once the new one is in place. A failure here
+/// is a warning, not an error: the write itself succeeded, and the old tree
+/// (named like a staging directory) goes with the next run's clean-up.
+fn remove_old_tree(old: &Path, out: &Path) {
+    if let Err(error) = fs::remove_dir_all(old) {
+        crate::term::eprintln(&format!(
+            "warning: the new tree is in `{}`, but the old one could not be removed from `{}`: {error}\n\
+             hint: remove it by hand, or let the next `appliance generate` remove it",
+            out.display(),
+            old.display()
+        ));
+    }
 }
 
 /// Atomically exchanges two paths (Linux `renameat2(RENAME_EXCHANGE)`).

@@ -356,3 +356,111 @@ fn build_rejects_an_unknown_target() {
         stderr(&output)
     );
 }
+
+/// A stand-in `nix` on PATH that records every call and says it is
+/// `version`; anything but `--version` runs `otherwise` (shell) and succeeds.
+fn fake_nix(dir: &Path, version: &str, otherwise: &str) -> (String, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.join("nix.log");
+    let script = bin.join("nix");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# stand-in for nix: records its arguments\necho \"$*\" >> '{}'\n\
+             if [ \"$1\" = --version ]; then echo 'nix (Nix) {version}'; else {otherwise}; fi\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (path, log)
+}
+
+/// The stand-in checkout with the real flake's lock, which pins nixpkgs.
+fn checkout_pinning_nixpkgs() -> tempfile::TempDir {
+    let checkout = stand_in_checkout();
+    std::fs::copy(root().join("flake.lock"), checkout.path().join("flake.lock")).unwrap();
+    checkout
+}
+
+fn build_with_path(checkout: &Path, path: &str, args: &[&str]) -> std::process::Output {
+    appliance()
+        .args(["build", "--spec"])
+        .arg(checkout.join("appliance.toml"))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("APPLIANCE_SPEC")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_nix_older_than_the_flake_needs_is_named_before_it_runs() {
+    let checkout = checkout_pinning_nixpkgs();
+    let tools = tempfile::tempdir().unwrap();
+    let (path, log) = fake_nix(tools.path(), "2.8.0", "true");
+    for args in [&["gce-image", "--dry-run"][..], &["gce-image"]] {
+        std::fs::remove_file(&log).ok();
+        let output = build_with_path(checkout.path(), &path, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            "error: Nix 2.8.0 is too old for this flake: its pinned nixpkgs needs Nix 2.18 or later\n\
+             hint: install a newer Nix (https://nixos.org/download; Debian's `nix-bin` is older), or build on a machine that has one\n",
+            "{args:?}"
+        );
+        // Asked for its version, and nothing else: no build, no fetch.
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "--version\n", "{args:?}");
+    }
+}
+
+#[test]
+fn a_nix_new_enough_is_then_asked_to_build() {
+    let checkout = checkout_pinning_nixpkgs();
+    let tools = tempfile::tempdir().unwrap();
+    let (path, log) = fake_nix(tools.path(), "2.24.10", "true");
+    let output = build_with_path(checkout.path(), &path, &["gce-image", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0], "--version");
+    assert!(
+        calls[1].contains("build --dry-run") && calls[1].contains("#packages.x86_64-linux.gce-image"),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_dry_run_read_by_head_is_not_a_panic() {
+    use std::io::{BufRead, BufReader, Read};
+    let checkout = checkout_pinning_nixpkgs();
+    let tools = tempfile::tempdir().unwrap();
+    // Nix's plain dry-run report of 4000 derivations: more than a pipe holds.
+    let report = "echo 'these 4000 derivations will be built:' >&2; i=0; while [ $i -lt 4000 ]; do \
+                  echo \"  /nix/store/00000000000000000000000000000000-derivation-number-$i.drv\" >&2; i=$((i+1)); done";
+    let (path, _) = fake_nix(tools.path(), "2.24.10", report);
+    let mut child = appliance()
+        .args(["build", "--spec"])
+        .arg(checkout.path().join("appliance.toml"))
+        .args(["gce-image", "--dry-run"])
+        .env("PATH", path)
+        .env_remove("APPLIANCE_SPEC")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "4000 derivations to build, 0 paths to fetch\n");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -91,6 +91,19 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
 }
 
 #[test]
+fn init_creates_the_directories_of_its_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_in(dir.path(), &["init", "--spec", "a/b/appliance.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "wrote a/b/appliance.toml; next: `appliance check` and `appliance generate`\n"
+    );
+    let check = run_in(dir.path(), &["check", "--spec", "a/b/appliance.toml"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
 fn inspect_json_is_versioned_and_complete() {
     let output = run_in(&crate::common::root(), &["inspect", "--format", "json"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -377,4 +390,216 @@ fn graphviz_reads_the_explain_graph() {
             stdout(&output)
         );
     }
+}
+
+/// A valid one-agent spec (the starter) with federation on, so a lint
+/// fires that the spec can allow with a reason.
+const FEDERATED: &str = r#"
+[appliance]
+name = "solo"
+
+[hosts.box]
+target = "nixos"
+
+[matrix]
+host = "box"
+server-name = "solo.internal"
+admins = ["owner"]
+federation = true
+
+[inference]
+host = "box"
+models = ["qwen3:4b"]
+
+[agents.helper]
+kind = "picoclaw"
+host = "box"
+
+[rooms.lobby]
+members = ["helper", "@owner"]
+"#;
+
+/// What a hostile spec tries to print: a line of its own that looks like
+/// ours, and a colour escape for the terminal.
+const FORGED: &str = r"\n error: forged \u001b[31m";
+
+fn assert_inert(text: &str) {
+    assert!(
+        !text.contains('\x1b'),
+        "an escape sequence reached the terminal:\n{text:?}"
+    );
+    assert!(
+        !text.contains('\r'),
+        "a carriage return reached the terminal:\n{text:?}"
+    );
+    assert!(
+        !text.lines().any(|line| line.trim_start().starts_with("error: forged")),
+        "the spec forged a line:\n{text}"
+    );
+}
+
+fn spec_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("appliance.toml"), text).unwrap();
+    dir
+}
+
+#[test]
+fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
+    let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose{FORGED}\" }}\n");
+    let dir = spec_dir(&spec);
+    let check = run_in(dir.path(), &["check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let err = stderr(&check);
+    assert_inert(&err);
+    assert!(
+        err.contains("allowed by the spec: we federate on purpose\\n error: forged \\u{1b}[31m\n"),
+        "{err}"
+    );
+    let explain = run_in(dir.path(), &["explain"]);
+    assert!(explain.status.success(), "{}", stderr(&explain));
+    let text = stdout(&explain);
+    assert_inert(&text);
+    assert!(
+        text.contains("allowed: we federate on purpose\\n error: forged \\u{1b}[31m"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_rejected_name_cannot_forge_lines_or_send_escapes() {
+    let spec = FEDERATED.replace("[agents.helper]", &format!("[agents.\"helper{FORGED}\"]"));
+    let dir = spec_dir(&spec);
+    let check = run_in(dir.path(), &["check"]);
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    let err = stderr(&check);
+    assert_inert(&err);
+    assert!(err.contains("helper\\n error: forged \\u{1b}[31m"), "{err}");
+    assert!(err.ends_with("nothing was written\n"), "{err}");
+}
+
+/// Runs `appliance args` with stdout into a pipe whose reader closes it
+/// after one line (`| head -1`); returns the exit status and stderr.
+fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = crate::common::appliance()
+        .args(args)
+        .current_dir(dir)
+        .env_remove("APPLIANCE_SPEC")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The read end is closed here: every later write gets EPIPE.
+    assert!(!first.is_empty());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (child.wait().unwrap(), err)
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_panic() {
+    // More output than a pipe buffers (64 KiB): many agents with long
+    // names, each with its sandboxes and docker arguments.
+    let mut spec = FEDERATED.replace("federation = true", "federation = false");
+    let mut members = vec!["\"@owner\"".to_string()];
+    for n in 0..150 {
+        spec.push_str(&format!(
+            "\n[agents.agent-with-a-long-name-{n}]\nkind = \"picoclaw\"\nhost = \"box\"\n"
+        ));
+        members.push(format!("\"agent-with-a-long-name-{n}\""));
+    }
+    let spec = spec.replace(
+        "members = [\"helper\", \"@owner\"]",
+        &format!("members = [\"helper\", {}]", members.join(", ")),
+    );
+    let dir = spec_dir(&spec);
+    let full = run_in(dir.path(), &["inspect"]);
+    assert!(full.status.success(), "{}", stderr(&full));
+    assert!(full.stdout.len() > 128 * 1024, "{} bytes", full.stdout.len());
+    for args in [
+        &["inspect"][..],
+        &["inspect", "--format", "json"],
+        &["explain"],
+        &["completions", "bash"],
+    ] {
+        let (status, err) = with_stdout_closed_early(dir.path(), args);
+        assert_eq!(status.code(), Some(0), "`{args:?}`: {err}");
+        assert!(err.is_empty(), "`{args:?}` said: {err}");
+    }
+}
+
+#[test]
+fn a_missing_or_directory_spec_exits_2_with_the_os_error_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = run_in(dir.path(), &["check"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        stderr(&missing),
+        "error: failed to read spec `appliance.toml`\n  No such file or directory (os error 2)\n\
+         hint: run `appliance init` to write one, or pass `--spec PATH`\n"
+    );
+    std::fs::create_dir(dir.path().join("spec")).unwrap();
+    let directory = run_in(dir.path(), &["inspect", "--spec", "spec"]);
+    assert_eq!(directory.status.code(), Some(2));
+    assert_eq!(
+        stderr(&directory),
+        "error: failed to read spec `spec`\n  Is a directory (os error 21)\n\
+         hint: pass the spec file itself: `--spec spec/appliance.toml`\n"
+    );
+}
+
+/// Runs `appliance check --spec spec` and gives up after 20 seconds.
+fn check_promptly(spec: &std::path::Path) -> std::process::Output {
+    let output = std::process::Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_appliance"), "check", "--spec"])
+        .arg(spec)
+        .env_remove("APPLIANCE_SPEC")
+        .output()
+        .unwrap();
+    assert_ne!(
+        output.status.code(),
+        Some(124),
+        "`check --spec {}` hung",
+        spec.display()
+    );
+    output
+}
+
+#[test]
+fn a_device_a_fifo_or_a_huge_file_as_spec_ends_promptly() {
+    let zero = check_promptly(std::path::Path::new("/dev/zero"));
+    assert_eq!(zero.status.code(), Some(2));
+    assert_eq!(
+        stderr(&zero),
+        "error: failed to read spec `/dev/zero`\n  it is a character device, not a regular file\n\
+         hint: a spec is a TOML file: save it to a file and pass that with `--spec PATH`\n"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+    let output = check_promptly(&fifo);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("\n  it is a FIFO (named pipe), not a regular file\n"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Sparse: 64 MiB on paper, nothing on disk.
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge).unwrap().set_len(64 << 20).unwrap();
+    let output = check_promptly(&huge);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("\n  it is larger than 1 MiB, far more than any spec\n"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -164,3 +164,29 @@ fn run_invokes_gcloud_step_by_step() {
     );
     assert!(stderr(&output).contains("[4/5] Create the VM: gcloud compute instances create"));
 }
+
+#[test]
+fn an_unknown_gpu_takes_the_machine_type_its_hint_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(root().join("appliance.toml"))
+        .unwrap()
+        .replace("model = \"l4\", count = 8", "model = \"rtx-pro-6000\", count = 1");
+    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let flags = ["gce", "--project", "p1", "--zone", "z", "--bucket", "b"];
+    let refused = run_in(dir.path(), &flags);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("no GCE machine type is known here for GPU model `rtx-pro-6000`\nhint: ")
+            && stderr(&refused).contains("or pass --machine-type\n"),
+        "{}",
+        stderr(&refused)
+    );
+    let mut with_type = flags.to_vec();
+    with_type.extend(["--machine-type", "g4-standard-48"]);
+    let chosen = run_in(dir.path(), &with_type);
+    assert!(chosen.status.success(), "{}", stderr(&chosen));
+    let script = stdout(&chosen);
+    assert!(script.contains("--machine-type=g4-standard-48 \\\n"), "{script}");
+    assert!(!script.contains("--accelerator="), "{script}");
+    assert!(script.contains("must come with its GPUs"), "{script}");
+}

@@ -330,3 +330,174 @@ fn images_leave_the_browser_out_when_no_agent_running_them_has_it() {
     let hermes = fs::read_to_string(images.join("hermes.nix")).unwrap();
     assert!(hermes.contains("pkgs.chromium"), "{hermes}");
 }
+
+#[test]
+fn a_stale_staging_directory_goes_even_when_nothing_changes() {
+    let dir = project();
+    assert!(generate(dir.path(), &[]).status.success());
+    // Left by a run that died (no one holds the lock).
+    let stale = dir.path().join(".generated.appliance-staging-4194305");
+    fs::create_dir(&stale).unwrap();
+    fs::write(stale.join("half-written.nix"), "{").unwrap();
+    let again = generate(dir.path(), &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("up to date"), "{}", stdout(&again));
+    assert!(
+        !stale.exists(),
+        "the next run must remove a dead run's staging directory"
+    );
+}
+
+#[test]
+fn the_lock_file_is_never_followed() {
+    let dir = project();
+    let victim = dir.path().join("victim");
+    std::os::unix::fs::symlink(&victim, dir.path().join(".generated.lock")).unwrap();
+    let output = generate(dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: lock file `./.generated.lock` is a symlink, which appliance does not follow\n\
+         hint: remove it (`rm ./.generated.lock`); `appliance generate` creates the lock file itself\n"
+    );
+    assert!(!victim.exists(), "the symlink was followed");
+    assert!(
+        !dir.path().join("generated").exists(),
+        "nothing is written without the lock"
+    );
+}
+
+/// `appliance args` in `dir` with its address space capped at 1 GiB, so a
+/// run that reads a large file into memory dies instead of passing.
+fn in_one_gib(dir: &Path, args: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("ulimit -v 1048576 && exec \"$0\" {args}"),
+            env!("CARGO_BIN_EXE_appliance"),
+        ])
+        .current_dir(dir)
+        .env_remove("APPLIANCE_SPEC")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_large_foreign_file_is_never_read() {
+    let dir = project();
+    assert!(generate(dir.path(), &[]).status.success());
+    // Sparse: 2 GiB to anyone who reads it, nothing on disk.
+    let big = dir.path().join("generated/disk.img");
+    fs::File::create(&big).unwrap().set_len(2 << 30).unwrap();
+
+    let check = in_one_gib(dir.path(), "generate --check");
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(
+        stdout(&check).contains("extra:   generated/disk.img\n"),
+        "{}",
+        stdout(&check)
+    );
+
+    let spec = fs::read_to_string(dir.path().join("appliance.toml")).unwrap();
+    fs::write(
+        dir.path().join("appliance.toml"),
+        spec.replace("context = 262144", "context = 131072"),
+    )
+    .unwrap();
+    let output = in_one_gib(dir.path(), "generate");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("kept (not generated): generated/disk.img\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(fs::metadata(&big).unwrap().len(), 2 << 30);
+}
+
+/// Sets or clears a file's immutable flag (`chattr +i`); false where the
+/// filesystem or our privileges do not allow it.
+fn set_immutable(path: &Path, on: bool) -> bool {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(flags) = ioctl_getflags(&file) else {
+        return false;
+    };
+    let flags = if on {
+        flags | IFlags::IMMUTABLE
+    } else {
+        flags - IFlags::IMMUTABLE
+    };
+    ioctl_setflags(&file, flags).is_ok()
+}
+
+/// Clears the immutable flag of every file under a directory when the test
+/// ends, whichever way: the pinned file moves with the old tree.
+struct Mutable(std::path::PathBuf);
+
+impl Drop for Mutable {
+    fn drop(&mut self) {
+        for entry in walkdir::WalkDir::new(&self.0).into_iter().flatten() {
+            if entry.file_type().is_file() {
+                set_immutable(entry.path(), false);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_old_tree_that_cannot_be_removed_is_a_warning_not_a_failure() {
+    let dir = project();
+    assert!(generate(dir.path(), &[]).status.success());
+    // A foreign file nobody may delete, not even root: the new tree gets a
+    // copy, and the old tree cannot be removed once swapped out.
+    let pinned = dir.path().join("generated/pinned.txt");
+    fs::write(&pinned, "mine\n").unwrap();
+    if !set_immutable(&pinned, true) {
+        assert!(
+            !crate::common::in_ci(),
+            "cannot set the immutable flag (needs root and ext4/xfs/btrfs)"
+        );
+        eprintln!("\n!!! SKIPPED: cannot set the immutable flag here (needs root and ext4/xfs/btrfs) !!!\n");
+        return;
+    }
+    let guard = Mutable(dir.path().to_path_buf());
+    let spec = fs::read_to_string(dir.path().join("appliance.toml")).unwrap();
+    fs::write(
+        dir.path().join("appliance.toml"),
+        spec.replace("context = 262144", "context = 131072"),
+    )
+    .unwrap();
+    let output = generate(dir.path(), &[]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.starts_with("warning: the new tree is in `generated`, but the old one could not be removed from `"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: remove it by hand, or let the next `appliance generate` remove it\n"),
+        "{err}"
+    );
+    let hub = fs::read_to_string(dir.path().join("generated/agents/melchior/openclaw.json")).unwrap();
+    assert!(hub.contains("131072"), "the new tree must be in place: {hub}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("generated/pinned.txt")).unwrap(),
+        "mine\n"
+    );
+
+    // The old tree now sits where the next run clears stale staging.
+    let leftovers = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("appliance-staging"))
+            .collect()
+    };
+    let old = leftovers();
+    assert_eq!(old.len(), 1, "{old:?}");
+    drop(guard);
+    assert!(generate(dir.path(), &[]).status.success());
+    assert!(leftovers().is_empty());
+}

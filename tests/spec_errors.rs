@@ -195,7 +195,8 @@ fn random_bytes_are_a_spec_error_at_the_first_bad_byte() {
 fn missing_spec_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
     let output = run_in(dir.path(), &["check"]);
-    assert_eq!(output.status.code(), Some(1));
+    // A spec problem like any other (README: `check` exits 2).
+    assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("failed to read spec `appliance.toml`"), "{err}");
     assert!(err.contains("hint: run `appliance init`"), "{err}");

@@ -36,10 +36,10 @@ fn password(args: &AdminPasswordArgs) -> Result<()> {
             key_path.display()
         );
     };
-    println!("{}", accounts::password(&master_key, &user_id));
-    eprintln!(
+    crate::term::println(&accounts::password(&master_key, &user_id))?;
+    crate::term::eprintln(&format!(
         "the initial password of {user_id}; log in and change it (docs/first-conversation.md). Once changed, this one no longer works."
-    );
+    ));
     Ok(())
 }
 

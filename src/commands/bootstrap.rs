@@ -17,11 +17,13 @@ pub fn run(args: &BootstrapArgs) -> Result<()> {
         secrets_only: args.secrets_only,
         timeout: Duration::from_secs(args.timeout),
     };
-    bootstrap::run(&plan, &options, &mut |line| println!("{line}"))?;
-    println!(
+    bootstrap::run(&plan, &options, &mut |line| {
+        // A closed log is no reason to stop halfway.
+        let _ = crate::term::println(&line);
+    })?;
+    crate::term::println(&format!(
         "bootstrap of `{}` done in {:.2} s",
         plan.appliance,
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ))
 }

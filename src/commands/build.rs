@@ -1,7 +1,7 @@
 //! `appliance build`: the flake output of a target, built by `nix build`
 //! with progress read from Nix's internal-json log ([`crate::nixlog`]).
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -182,14 +182,15 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let output = flake_output(&appliance, &args.target, args.cross)?;
     ensure_generated_is_current(&appliance, &args.spec.spec)?;
     let flake_dir = flake_dir(&args.spec.spec)?;
+    ensure_nix_is_new_enough(&flake_dir)?;
     let reference = format!("{}#{}", flake_dir.display(), output.attribute);
     let host = &appliance.hosts[&output.host];
-    eprintln!(
+    crate::term::eprintln(&format!(
         "building {} ({}, {}): {reference}",
         output.host,
         serde_json::to_value(host.target)?.as_str().unwrap_or_default(),
         system_name(host.system)
-    );
+    ));
     if args.dry_run {
         return dry_run(&reference, &args.nix_args);
     }
@@ -237,6 +238,74 @@ fn flake_dir(spec: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The oldest Nix that the flake's pinned nixpkgs (26.05) evaluates with;
+/// older ones stop at nixpkgs' own version check, after fetching it.
+pub const MIN_NIX: (u32, u32) = (2, 18);
+
+/// The version in `nix --version`: `nix (Nix) 2.8.0`, and the forks'
+/// `nix (Lix, like Nix) 2.91.1` or `nix (Determinate Nix 3.8.2) 2.30.1`:
+/// the last word that is a version.
+pub fn nix_version(text: &str) -> Option<(u32, u32, u32)> {
+    // Pre-releases read as their release: `2.18pre20230101_abc` is 2.18.0.
+    let number = |part: &str| -> Option<u32> {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    text.split_whitespace().rev().find_map(|word| {
+        let mut parts = word.split('.');
+        let major = parts.next().and_then(number)?;
+        let minor = parts.next().and_then(number)?;
+        let patch = parts.next().and_then(number).unwrap_or(0);
+        Some((major, minor, patch))
+    })
+}
+
+/// Whether the flake's lock pins nixpkgs, so the build needs [`MIN_NIX`].
+/// A flake without nixpkgs (the tests' stand-ins) works on older Nix.
+fn pins_nixpkgs(flake_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(flake_dir.join("flake.lock")) else {
+        return false;
+    };
+    let Ok(lock) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    let root = lock["root"].as_str().unwrap_or("root");
+    lock["nodes"][root]["inputs"].get("nixpkgs").is_some()
+}
+
+/// Stops before `nix build` (and before `--dry-run` fetches anything) when
+/// this Nix is older than the flake's nixpkgs accepts. `nix --version`
+/// reads no flake and reaches no network.
+fn ensure_nix_is_new_enough(flake_dir: &Path) -> Result<()> {
+    if !pins_nixpkgs(flake_dir) {
+        return Ok(());
+    }
+    let output = Command::new("nix")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(spawn_error)?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let Some((major, minor, patch)) = nix_version(&text) else {
+        crate::term::eprintln(&format!(
+            "warning: cannot tell Nix's version from `nix --version` ({}); the flake needs {}.{} or later",
+            text.trim(),
+            MIN_NIX.0,
+            MIN_NIX.1
+        ));
+        return Ok(());
+    };
+    if (major, minor) < MIN_NIX {
+        bail!(
+            "Nix {major}.{minor}.{patch} is too old for this flake: its pinned nixpkgs needs Nix {}.{} or later\n\
+             hint: install a newer Nix (https://nixos.org/download; Debian's `nix-bin` is older), or build on a machine that has one",
+            MIN_NIX.0,
+            MIN_NIX.1
+        );
+    }
+    Ok(())
+}
+
 /// `nix` with the features a flake build needs on every Nix since 2.4.
 fn nix_command() -> Command {
     let mut command = Command::new("nix");
@@ -261,19 +330,19 @@ fn dry_run(reference: &str, nix_args: &[String]) -> Result<()> {
         return Err(failure(&progress, output.status.code()));
     }
     let dry = nixlog::parse_dry_run(&log);
-    println!(
-        "{} to build, {} to fetch{}",
+    let mut text = format!(
+        "{} to build, {} to fetch{}\n",
         super::count(dry.builds.len(), "derivation", "derivations"),
         super::count(dry.fetches.len(), "path", "paths"),
         dry.fetch_sizes.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
     );
     for drv in &dry.builds {
-        println!("  build  {}", store_name(drv));
+        text.push_str(&format!("  build  {}\n", store_name(drv)));
     }
     for path in &dry.fetches {
-        println!("  fetch  {}", store_name(path));
+        text.push_str(&format!("  fetch  {}\n", store_name(path)));
     }
-    Ok(())
+    crate::term::print(&text)
 }
 
 /// Runs the build, showing progress; returns the output paths.
@@ -367,28 +436,31 @@ pub fn output_paths(json: &str) -> Result<Vec<String>> {
 }
 
 fn report_result(outputs: &[String], out_link: &Path, target: Target, host: &str) -> Result<()> {
+    let mut lines = Vec::new();
     for path in outputs {
         let size = tree_size(Path::new(path))
             .map(human_bytes)
             .unwrap_or_else(|| "size unknown: not in this machine's /nix/store".to_string());
-        println!("built {path} ({size})");
+        lines.push(format!("built {path} ({size})"));
     }
-    println!("result: {}", out_link.display());
+    lines.push(format!("result: {}", out_link.display()));
     if let Some(image) = image_file(out_link) {
-        println!("image: {}", image.display());
+        lines.push(format!("image: {}", image.display()));
         match target {
-            Target::Rpi4 => println!(
+            Target::Rpi4 => lines.push(format!(
                 "next: appliance flash --image {} --device /dev/<your SD card>",
                 image.display()
-            ),
-            Target::Gce => println!("next: appliance gce --project P --zone Z --bucket B"),
+            )),
+            Target::Gce => lines.push("next: appliance gce --project P --zone Z --bucket B".to_string()),
             Target::Nixos => {}
         }
     }
     if target == Target::Nixos {
-        println!("next: nixos-rebuild switch --flake .#{host} --target-host root@<{host}'s address>");
+        lines.push(format!(
+            "next: nixos-rebuild switch --flake .#{host} --target-host root@<{host}'s address>"
+        ));
     }
-    Ok(())
+    crate::term::println(&lines.join("\n"))
 }
 
 /// Total size of the files under a path, symlinks not followed.
@@ -477,7 +549,10 @@ impl Display {
         if let Some(line) = line {
             match &self.bar {
                 Some(bar) => bar.println(line),
-                None => eprintln!("{line}"),
+                // Not `eprintln!`: a closed stderr must not stop a build halfway.
+                None => {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
             }
         }
     }
@@ -608,6 +683,17 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hint:"), "{text}");
+    }
+
+    #[test]
+    fn nix_versions_are_read_from_every_flavour() {
+        assert_eq!(nix_version("nix (Nix) 2.8.0\n"), Some((2, 8, 0)));
+        assert_eq!(nix_version("nix (Nix) 2.24.10"), Some((2, 24, 10)));
+        assert_eq!(nix_version("nix (Lix, like Nix) 2.91.1"), Some((2, 91, 1)));
+        assert_eq!(nix_version("nix (Determinate Nix 3.8.2) 2.30.1"), Some((2, 30, 1)));
+        assert_eq!(nix_version("nix (Nix) 2.18pre20230101_abc"), Some((2, 18, 0)));
+        assert_eq!(nix_version("nix (Nix) 2.26.0pre"), Some((2, 26, 0)));
+        assert_eq!(nix_version("garbage"), None);
     }
 
     #[test]

@@ -2,11 +2,14 @@ use anyhow::Result;
 
 use super::count;
 use crate::cli::SpecArgs;
+use crate::term::inert;
 
 pub fn run(args: &SpecArgs) -> Result<()> {
     let (appliance, findings) = super::load_linted(&args.spec)?;
     let sandboxes: usize = appliance.hosts.values().map(|h| h.sandboxes.len()).sum();
-    println!(
+    // The verdict is the exit code (lints below may still deny): a reader
+    // that stops early must not turn it into 0.
+    crate::term::unless_closed(crate::term::println(&format!(
         "{}: appliance `{}` is valid: {}, {}, {}, {}",
         args.spec.display(),
         appliance.name,
@@ -14,14 +17,14 @@ pub fn run(args: &SpecArgs) -> Result<()> {
         count(appliance.agents.len(), "agent", "agents"),
         count(sandboxes, "sandbox", "sandboxes"),
         count(appliance.rooms.len(), "room", "rooms")
-    );
+    )))?;
     // Not errors: the spec is valid, but something it asks for is off.
     for warning in appliance.inference.iter().flat_map(|i| &i.warnings) {
-        eprintln!("warning[{}]: {}", warning.code, warning.message);
+        crate::term::eprintln(&format!("warning[{}]: {}", warning.code, inert(&warning.message)));
     }
     for agent in appliance.agents.values() {
         for warning in &agent.warnings {
-            eprintln!("warning[{}]: {}", warning.code, warning.message);
+            crate::term::eprintln(&format!("warning[{}]: {}", warning.code, inert(&warning.message)));
         }
     }
     super::report_lints(&args.spec, &findings)

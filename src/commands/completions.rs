@@ -4,6 +4,9 @@ use clap::CommandFactory;
 use crate::cli::{Cli, CompletionsArgs};
 
 pub fn run(args: &CompletionsArgs) -> Result<()> {
-    clap_complete::generate(args.shell, &mut Cli::command(), "appliance", &mut std::io::stdout());
-    Ok(())
+    // Into memory first: clap_complete panics when its writer fails, and a
+    // closed pipe (`| head`) is no reason to.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "appliance", &mut script);
+    crate::term::print(&String::from_utf8_lossy(&script))
 }

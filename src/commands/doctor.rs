@@ -94,13 +94,14 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
             docker: &args.docker,
         },
     );
-    println!(
-        "host `{}`: {}, {}",
+    // The verdict is the exit code: a reader that stops early keeps it.
+    crate::term::unless_closed(crate::term::print(&format!(
+        "host `{}`: {}, {}\n{}",
         host.name,
         super::count(host.sandboxes.len(), "sandbox", "sandboxes"),
-        super::count(host.runtimes.len(), "runtime", "runtimes")
-    );
-    print!("{}", report.text());
+        super::count(host.runtimes.len(), "runtime", "runtimes"),
+        report.text()
+    )))?;
     match report.failures() {
         0 => Ok(()),
         1 => bail!("1 check failed on host `{}`", host.name),

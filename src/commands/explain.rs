@@ -283,14 +283,15 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     let (appliance, findings) = super::load_linted(&args.spec.spec)?;
     let explanation = explanation(&appliance, &findings, args.agent.as_deref())?;
     match args.format {
-        ExplainFormat::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
-        ExplainFormat::Text => print!("{}", text(&explanation)),
-        ExplainFormat::Dot => print!(
-            "{}",
-            dot::graph(&appliance, &selected(&appliance, args.agent.as_deref()))
-        ),
+        ExplainFormat::Json => crate::term::println(&serde_json::to_string_pretty(&explanation)?),
+        // Lint reasons are the spec's text: nothing in them may act on the terminal.
+        ExplainFormat::Text => crate::term::print(&crate::term::inert_lines(&text(&explanation))),
+        // The graph's strings are already escaped for DOT quoted strings.
+        ExplainFormat::Dot => crate::term::print(&dot::graph(
+            &appliance,
+            &selected(&appliance, args.agent.as_deref()),
+        )),
     }
-    Ok(())
 }
 
 fn egress_line(s: &SandboxView) -> String {
@@ -319,7 +320,7 @@ fn enforcer_name(enforcer: Enforcer) -> &'static str {
 fn lint_line(f: &Finding) -> String {
     let state = f.allowed.as_ref().map_or_else(
         || format!("{:?}", f.severity).to_lowercase(),
-        |r| format!("allowed: {r}"),
+        |r| format!("allowed: {}", crate::term::inert(r)),
     );
     format!("{} ({state}): {}", f.code, f.message)
 }

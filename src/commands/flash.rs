@@ -62,13 +62,13 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     confirm(&image, &device, args.yes)?;
     let written = write(&image, &device)?;
     verify(&device, written.bytes, &written.sha256)?;
-    println!(
+    crate::term::println(&format!(
         "wrote {} ({}) to {} and read it back: sha256 {}",
         image.path.display(),
         human_bytes(written.bytes),
         device.path.display(),
         hex::encode(written.sha256)
-    );
+    ))?;
     Ok(())
 }
 
@@ -429,7 +429,11 @@ fn write(image: &Image, device: &Device) -> Result<Written> {
         meter.set(offset);
     }
     meter.finish();
-    eprintln!("flushing {} to {}", human_bytes(offset), device.path.display());
+    crate::term::eprintln(&format!(
+        "flushing {} to {}",
+        human_bytes(offset),
+        device.path.display()
+    ));
     out.sync_all().map_err(|e| {
         anyhow!(
             "failed to flush `{}`: {e}\n`{}` may hold only part of the image: do not boot it; flash again",
@@ -530,7 +534,8 @@ impl Meter {
             bar
         });
         if bar.is_none() {
-            eprintln!("{what} {}", human_bytes(total));
+            // Not `eprintln!`: a closed stderr must not stop a flash halfway.
+            crate::term::eprintln(&format!("{what} {}", human_bytes(total)));
         }
         Meter {
             bar,
@@ -555,13 +560,13 @@ impl Meter {
         let tenths = done * 10 / self.total.max(1);
         if tenths > self.tenths {
             self.tenths = tenths;
-            eprintln!(
+            crate::term::eprintln(&format!(
                 "{} {}% ({} of {})",
                 self.what,
                 tenths * 10,
                 human_bytes(done),
                 human_bytes(self.total)
-            );
+            ));
         }
     }
 

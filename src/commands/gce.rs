@@ -105,9 +105,21 @@ pub fn machine_for(gpu: &Gpu, machine_type: Option<&str>) -> Result<Machine> {
                 why: format!("{count} x {model}, attached to an N1 machine type"),
             })
         }
-        other => bail!(
-            "no GCE machine type is known here for GPU model `{other}`\nhint: known models: l4, a100, a100-80gb, h100, t4, v100, p4, p100; or pass --machine-type"
-        ),
+        // A model newer than this table: the user names a machine type
+        // that brings its GPUs (as G2/A2/A3 do); nothing is attached.
+        other => match machine_type {
+            Some(machine_type) => Ok(Machine {
+                machine_type: machine_type.to_string(),
+                accelerator: None,
+                why: format!(
+                    "{count} x {other}: a model appliance does not know, so the machine type given \
+                     (`{machine_type}`) must come with its GPUs; no --accelerator is added"
+                ),
+            }),
+            None => bail!(
+                "no GCE machine type is known here for GPU model `{other}`\nhint: known models: l4, a100, a100-80gb, h100, t4, v100, p4, p100; or pass --machine-type"
+            ),
+        },
     }
 }
 
@@ -429,8 +441,7 @@ pub fn run(args: &GceArgs) -> Result<()> {
     };
     let steps = steps(&appliance, host, &settings)?;
     if !args.run {
-        print!("{}", script(&appliance, host, &settings, &steps));
-        return Ok(());
+        return crate::term::print(&script(&appliance, host, &settings, &steps));
     }
     run_steps(&appliance, host, &settings, steps)
 }
@@ -451,7 +462,14 @@ fn run_steps(appliance: &Appliance, host: &Host, settings: &Settings, mut steps:
     let total = steps.len();
     let mut address = String::new();
     for (n, step) in steps.iter().enumerate() {
-        eprintln!("[{}/{total}] {}: gcloud {}", n + 1, step.title, step.args.join(" "));
+        // Never a panic between two steps: a closed log is no reason to
+        // leave half a VM behind.
+        crate::term::eprintln(&format!(
+            "[{}/{total}] {}: gcloud {}",
+            n + 1,
+            step.title,
+            step.args.join(" ")
+        ));
         let output = Command::new("gcloud")
             .args(&step.args)
             .stderr(std::process::Stdio::inherit())
@@ -481,15 +499,16 @@ fn run_steps(appliance: &Appliance, host: &Host, settings: &Settings, mut steps:
         }
         let printed = String::from_utf8_lossy(&output.stdout);
         if n + 1 < total {
-            print!("{printed}");
+            crate::term::unless_closed(crate::term::print(&printed))?;
         } else {
             address = printed.trim().to_string();
         }
     }
-    for line in reach(appliance, host, settings, &address) {
-        println!("{line}");
-    }
-    Ok(())
+    let text: String = reach(appliance, host, settings, &address)
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
+    crate::term::print(&text)
 }
 
 /// The image file: given, or the one `.raw.tar.gz` of a build result.

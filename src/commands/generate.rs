@@ -42,35 +42,37 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if args.check {
         let (drift, files) = drift(&appliance, &out)?;
         if drift.is_clean() {
-            println!("{}: up to date ({files} files)", out.display());
+            crate::term::println(&format!("{}: up to date ({files} files)", out.display()))?;
             return Ok(());
         }
         for path in &drift.differing {
-            println!("differs: {}", out.join(path).display());
+            crate::term::unless_closed(crate::term::println(&format!("differs: {}", out.join(path).display())))?;
         }
         for path in &drift.missing {
-            println!("missing: {}", out.join(path).display());
+            crate::term::unless_closed(crate::term::println(&format!("missing: {}", out.join(path).display())))?;
         }
         for path in &drift.extra {
-            println!("extra:   {}", out.join(path).display());
+            crate::term::unless_closed(crate::term::println(&format!("extra:   {}", out.join(path).display())))?;
         }
         return Err(DriftFound.into());
     }
     let tree = render::render(&appliance)?;
     let report = output::write(&out, &tree, args.force)?;
     if report.written.is_empty() && report.removed.is_empty() {
-        println!("{}: up to date ({} files)", out.display(), report.unchanged);
+        crate::term::println(&format!("{}: up to date ({} files)", out.display(), report.unchanged))?;
     } else {
-        println!(
+        crate::term::println(&format!(
             "{}: {} written, {} removed, {} unchanged",
             out.display(),
             report.written.len(),
             report.removed.len(),
             report.unchanged
-        );
+        ))?;
     }
     for path in &report.kept {
-        println!("kept (not generated): {}", out.join(path).display());
+        // A foreign file's name is not ours: it may hold anything.
+        let path = crate::term::inert(&out.join(path).display().to_string());
+        crate::term::println(&format!("kept (not generated): {path}"))?;
     }
     Ok(())
 }

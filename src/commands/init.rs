@@ -10,6 +10,10 @@ use crate::cli::InitArgs;
 pub const STARTER: &str = include_str!("../../examples/minimal/appliance.toml");
 
 pub fn run(args: &InitArgs) -> Result<()> {
+    // `--spec a/b/appliance.toml` in a new project: make its directory.
+    if let Some(dir) = args.spec.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+    }
     // `create_new` refuses to overwrite, without a check-then-write race.
     let mut file = match OpenOptions::new().write(true).create_new(true).open(&args.spec) {
         Ok(file) => file,
@@ -21,9 +25,8 @@ pub fn run(args: &InitArgs) -> Result<()> {
     };
     file.write_all(STARTER.as_bytes())
         .with_context(|| format!("failed to write `{}`", args.spec.display()))?;
-    println!(
+    crate::term::println(&format!(
         "wrote {}; next: `appliance check` and `appliance generate`",
         args.spec.display()
-    );
-    Ok(())
+    ))
 }

@@ -12,6 +12,7 @@ use crate::cli::{Format, InspectArgs};
 use crate::docker::run_options;
 use crate::model::{Agent, Appliance, BindSource, Host, Inference, Matrix, Room, Sandbox, Subnet};
 use crate::runsc::{RunscVersion, runtime_args};
+use crate::term::{self, inert};
 
 /// Bumped when a field of the JSON changes meaning or disappears.
 pub const INSPECT_SCHEMA_VERSION: u32 = 1;
@@ -103,10 +104,11 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let appliance = super::load(&args.spec.spec)?;
     let view = inspection(&appliance, args.host.as_deref())?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-        Format::Text => print!("{}", text(&view)),
+        Format::Json => term::println(&serde_json::to_string_pretty(&view)?),
+        // Free text from the spec (reasons) is made inert where it is
+        // written; this catches anything else that reaches the terminal.
+        Format::Text => term::print(&term::inert_lines(&text(&view))),
     }
-    Ok(())
 }
 
 fn text(view: &Inspection) -> String {
@@ -171,7 +173,13 @@ fn text(view: &Inspection) -> String {
         }
         for rule in &h.firewall {
             let on = rule.interface.as_deref().unwrap_or("all interfaces");
-            let _ = writeln!(w, "  open {}/{} on {on}: {}", rule.port, rule.protocol, rule.reason);
+            let _ = writeln!(
+                w,
+                "  open {}/{} on {on}: {}",
+                rule.port,
+                rule.protocol,
+                inert(&rule.reason)
+            );
         }
         for (runtime, args) in &host.runtime_args {
             let _ = writeln!(w, "  runtime {runtime}: {}", args.join(" "));
@@ -183,10 +191,10 @@ fn text(view: &Inspection) -> String {
                 sandbox.name, sandbox.purpose, sandbox.runtime
             );
             for reason in &sandbox.runtime_reasons {
-                let _ = writeln!(w, "    why not strict: {reason}");
+                let _ = writeln!(w, "    why not strict: {}", inert(reason));
             }
             if let Some(reason) = &sandbox.root_reason {
-                let _ = writeln!(w, "    why root: {reason}");
+                let _ = writeln!(w, "    why root: {}", inert(reason));
             }
             let _ = writeln!(
                 w,
@@ -212,11 +220,12 @@ fn text(view: &Inspection) -> String {
             let _ = writeln!(
                 w,
                 "  permissive: {}\n    why: {}",
-                permissive.setting, permissive.reason
+                permissive.setting,
+                inert(&permissive.reason)
             );
         }
         for warning in &agent.warnings {
-            let _ = writeln!(w, "  warning[{}]: {}", warning.code, warning.message);
+            let _ = writeln!(w, "  warning[{}]: {}", warning.code, inert(&warning.message));
         }
     }
     for room in view.rooms.values() {

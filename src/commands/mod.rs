@@ -14,10 +14,9 @@ pub mod init;
 pub mod inspect;
 pub mod pair;
 
-use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 
 use crate::lint::{self, Finding};
 use crate::model::{self, Appliance};
@@ -30,13 +29,7 @@ pub fn load(path: &Path) -> Result<Appliance> {
 
 /// Like [`load`], with the security lints' findings.
 pub fn load_linted(path: &Path) -> Result<(Appliance, Vec<Finding>)> {
-    let bytes = fs::read(path).with_context(|| {
-        format!(
-            "failed to read spec `{}`\nhint: run `appliance init` to write one, or pass `--spec PATH`",
-            path.display()
-        )
-    })?;
-    let source = spec::decode(path.display().to_string(), bytes)?;
+    let source = spec::read(path)?;
     let spec = spec::parse(&source)?;
     let appliance = model::build(&source, &spec)?;
     let findings = lint::run(&appliance, &source.text);
@@ -46,7 +39,7 @@ pub fn load_linted(path: &Path) -> Result<(Appliance, Vec<Finding>)> {
 /// Prints every finding to stderr; an error when a deny lint is not allowed.
 pub fn report_lints(spec: &Path, findings: &[Finding]) -> Result<()> {
     for finding in findings {
-        eprintln!("{}", lint::describe(finding));
+        crate::term::eprintln(&lint::describe(finding));
     }
     let blocking = findings.iter().filter(|f| f.blocks()).count();
     if blocking > 0 {

@@ -27,9 +27,14 @@ pub fn run(args: &PairArgs) -> Result<()> {
         private_key: read_private_key(&key_file)?,
         config,
     };
-    client.run(Duration::from_secs(args.timeout), &mut |line| println!("{line}"))?;
-    println!("paired host `{}` with the hub at {}", client.config.host, client.hub);
-    Ok(())
+    client.run(Duration::from_secs(args.timeout), &mut |line| {
+        // A closed log is no reason to stop halfway.
+        let _ = crate::term::println(&line);
+    })?;
+    crate::term::println(&format!(
+        "paired host `{}` with the hub at {}",
+        client.config.host, client.hub
+    ))
 }
 
 pub fn serve(args: &PairServeArgs) -> Result<()> {
@@ -46,5 +51,8 @@ pub fn serve(args: &PairServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(&config.state_dir));
     let private_key = read_private_key(&key_file)?;
-    Server::new(config, state_dir, private_key).serve(|line| println!("{line}"))
+    Server::new(config, state_dir, private_key).serve(|line| {
+        // A server outlives whoever reads its log.
+        let _ = crate::term::println(&line);
+    })
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::model::{Appliance, Egress, MemberRole, exec_sandbox_name};
 use crate::runsc::{RunscVersion, runtime_args};
 use crate::spec::schema::DriverCapability;
+use crate::term::inert;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -365,12 +366,17 @@ pub fn describe(finding: &Finding) -> String {
         (None, Severity::Deny) => "deny",
         (None, Severity::Warn) => "warning",
     };
+    // The subject, message and reason carry the spec's names and text.
     let mut text = format!(
         "{level}[{}] {}: {}\n  why: {}\n  fix: {}",
-        finding.code, finding.subject, finding.message, finding.why, finding.fix
+        finding.code,
+        inert(&finding.subject),
+        inert(&finding.message),
+        finding.why,
+        finding.fix
     );
     if let Some(reason) = &finding.allowed {
-        text.push_str(&format!("\n  allowed by the spec: {reason}"));
+        text.push_str(&format!("\n  allowed by the spec: {}", inert(reason)));
     }
     text
 }

@@ -966,6 +966,10 @@ fn assert_rerun_changes_nothing(world: &World) {
     let rerun = world.bootstrap(&[]);
     assert_ok(&rerun);
     let out = stdout(&rerun);
+    eprintln!(
+        "rerun: {}",
+        out.lines().find(|l| l.contains("request(s)")).unwrap_or_default()
+    );
     assert!(out.contains("room #magi:magi: exists"), "{out}");
     for change in [
         ": registered",
@@ -1282,4 +1286,41 @@ fn the_admin_password_command_prints_a_password_that_logs_in() {
         assert!(stderr(&nobody).contains("only root can read"), "{}", stderr(&nobody));
         assert!(!stdout(&nobody).contains(&password));
     }
+}
+
+/// A room the bootstrap account made and then left (its members and
+/// history still there) is not taken for the shell of an interrupted
+/// creation: it is refused with a hint, and the alias stays on it.
+#[test]
+fn a_room_the_appliance_account_left_is_refused_not_replaced() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    assert_ok(&world.bootstrap(&[]));
+    let admin = world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
+    let room = room_id(&world, &admin);
+    let reply = world
+        .client()
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", segment(&room)),
+            Some(&admin),
+            &json!({}),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+
+    let refused = world.bootstrap(&[]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&format!(
+            "error: the appliance's account `@appliance:magi` is not in its room `#magi:magi` (`{room}`)\nhint: "
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        room_id(&world, &admin),
+        room,
+        "the alias was moved off a room with members"
+    );
 }

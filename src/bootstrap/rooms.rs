@@ -88,10 +88,13 @@ fn power_levels(room: &PlannedRoom) -> Value {
     })
 }
 
+/// One setting: label, event type (state key ""), the content field
+/// compared, and the content.
+type Setting = (&'static str, &'static str, &'static str, Value);
+
 /// The settings every planned room has besides its power levels, in the
-/// order a repair writes them (who may join first): label, event type,
-/// the field compared, and the content.
-fn settings(room: &PlannedRoom) -> Vec<(&'static str, &'static str, &'static str, Value)> {
+/// order a repair writes them (who may join first).
+fn settings(room: &PlannedRoom) -> Vec<Setting> {
     let mut settings = vec![
         (
             "join rule",
@@ -272,9 +275,10 @@ impl Rooms<'_> {
     }
 
     /// The state of the room the alias points at, once it is usable: it
-    /// refuses a room the bootstrap account did not create, and returns
-    /// `None` for one it created but never joined (the remains of an
-    /// interrupted `createRoom`, after `HALF_MADE_GRACE`).
+    /// refuses a room the bootstrap account did not create or is not in,
+    /// and returns `None` for one it created that holds nothing but its
+    /// create event (the remains of an interrupted `createRoom`, after
+    /// `HALF_MADE_GRACE`).
     fn usable_state(&self, room: &PlannedRoom, room_id: &str) -> Result<Option<RoomState>> {
         let started = Instant::now();
         loop {
@@ -295,6 +299,16 @@ impl Rooms<'_> {
             if state.membership(self.user_id) == Some("join") {
                 return Ok(Some(state));
             }
+            // Only a room with nothing but its create event is a shell; one
+            // the bootstrap account left has members and history to keep.
+            if !state.events.keys().all(|(event_type, _)| event_type == "m.room.create") {
+                bail!(
+                    "the appliance's account `{}` is not in its room `{}` (`{room_id}`)\nhint: bring `{}` back into the room (invite it, then join with its token from the state directory), or remove the alias to have a new room made, then rerun `appliance bootstrap`",
+                    self.user_id,
+                    room.alias,
+                    self.user_id
+                );
+            }
             if started.elapsed() >= HALF_MADE_GRACE {
                 return Ok(None);
             }
@@ -307,14 +321,10 @@ impl Rooms<'_> {
     /// the plan's users are set back (other levels are the operator's).
     fn repair(&self, room: &PlannedRoom, room_id: &str, state: &RoomState) -> Result<Vec<&'static str>> {
         let mut updated = Vec::new();
-        let mut settings = settings(room).into_iter();
+        let settings = settings(room);
         // Who may join first, then who may change what, then the rest.
-        if let Some((label, event_type, field, content)) = settings.next() {
-            if state.field(event_type, "", field) != content[field].as_str() {
-                self.set_state(room_id, event_type, &content)?;
-                updated.push(label);
-            }
-        }
+        let (join_rule, others) = settings.split_first().context("a room has a join rule")?;
+        self.write_if_differs(room_id, state, join_rule, &mut updated)?;
         match state.event("m.room.power_levels", "").and_then(|e| e.get("content")) {
             None => {
                 self.set_state(room_id, "m.room.power_levels", &power_levels(room))?;
@@ -336,13 +346,25 @@ impl Rooms<'_> {
                 }
             }
         }
-        for (label, event_type, field, content) in settings {
-            if state.field(event_type, "", field) != content[field].as_str() {
-                self.set_state(room_id, event_type, &content)?;
-                updated.push(label);
-            }
+        for setting in others {
+            self.write_if_differs(room_id, state, setting, &mut updated)?;
         }
         Ok(updated)
+    }
+
+    /// Writes one setting when the room's differs; records its label.
+    fn write_if_differs(
+        &self,
+        room_id: &str,
+        state: &RoomState,
+        (label, event_type, field, content): &Setting,
+        updated: &mut Vec<&'static str>,
+    ) -> Result<()> {
+        if state.field(event_type, "", field) != content[*field].as_str() {
+            self.set_state(room_id, event_type, content)?;
+            updated.push(label);
+        }
+        Ok(())
     }
 
     /// Makes the room match the plan; `agent_tokens` maps agents' user ids

@@ -18,7 +18,7 @@ use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use serde_json::{Value, json};
 
 use crate::common::{appliance, root, stderr, stdout};
-use crate::synapse::{Synapse, free_port, venv};
+use crate::synapse::{KillPoint, KillingProxy, Synapse, free_port, venv};
 
 fn plan_path() -> PathBuf {
     root().join("generated/bootstrap/plan.json")
@@ -51,6 +51,11 @@ impl World {
     }
 
     fn command(&self, extra: &[&str]) -> Command {
+        self.command_to(&self.url, extra)
+    }
+
+    /// A bootstrap that talks to the homeserver at `url` (a proxy).
+    fn command_to(&self, url: &str, extra: &[&str]) -> Command {
         let mut command = appliance();
         command
             .arg("bootstrap")
@@ -58,7 +63,7 @@ impl World {
             .arg(plan_path())
             .arg("--state-dir")
             .arg(&self.state)
-            .args(["--homeserver", &self.url])
+            .args(["--homeserver", url])
             .args(extra)
             .env_remove(ABORT_HOOK_ENV);
         command
@@ -850,45 +855,179 @@ fn bootstrap_waits_for_a_homeserver_that_starts_later() {
 
 /// Real SIGKILLs at arbitrary moments of fresh runs (not only at step
 /// boundaries): the next run completes, with one device per account.
+/// Bootstrap run through a proxy that SIGKILLs it at `point` of its first
+/// `createRoom`: the kill lands exactly there, whatever the machine's
+/// speed. Returns the proxy, which still forwards Synapse's answer.
+fn killed_at_create_room(
+    world: &World,
+    point: KillPoint,
+    held: impl Fn() -> bool + Send + Sync + 'static,
+) -> KillingProxy {
+    let proxy = KillingProxy::start(&world.url, "POST /_matrix/client/v3/createRoom", point, held);
+    let child = world
+        .command_to(&proxy.url, &[])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    proxy.set_victim(child.id());
+    let output = child.wait_with_output().unwrap();
+    let out = stdout(&output);
+    assert!(
+        proxy.fired(),
+        "bootstrap never sent `createRoom`:\n{out}\n{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        output.status.signal(),
+        Some(libc_sigkill()),
+        "{out}\n{}",
+        stderr(&output)
+    );
+    // Every account was done (the room is the last step) and no room was.
+    for account in &plan().accounts {
+        assert!(out.contains(&format!("{}: ", account.user_id)), "{out}");
+    }
+    assert!(!out.contains("room #"), "{out}");
+    proxy
+}
+
+/// The room behind the plan's alias, as the homeserver holds it (read with
+/// the admin API, which sees every room): made by the bootstrap account,
+/// invite-only, not federated, history for invited members, no guests,
+/// the plan's name, topic, alias and power levels; agents joined, humans
+/// invited.
+#[track_caller]
+fn assert_room_as_planned(world: &World) {
+    let plan = plan();
+    let planned = &plan.rooms[0];
+    let admin = world.secret(&format!("{}/matrix-token", plan.bootstrap_account.secrets_dir));
+    let room = room_id(world, &admin);
+    let reply = world
+        .client()
+        .get(
+            &format!("/_synapse/admin/v1/rooms/{}/state", segment(&room)),
+            Some(&admin),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    let events = reply.body["state"].as_array().unwrap().clone();
+    let state = |kind: &str, key: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .unwrap_or_else(|| panic!("room {room} has no `{kind}` `{key}`: {events:#?}"))
+            .clone()
+    };
+    let create = state("m.room.create", "");
+    assert_eq!(create["sender"], plan.bootstrap_account.user_id.as_str());
+    assert_eq!(create["content"]["m.federate"], false);
+    assert_eq!(state("m.room.join_rules", "")["content"]["join_rule"], "invite");
+    assert_eq!(
+        state("m.room.history_visibility", "")["content"]["history_visibility"],
+        "invited"
+    );
+    assert_eq!(state("m.room.guest_access", "")["content"]["guest_access"], "forbidden");
+    assert_eq!(
+        state("m.room.canonical_alias", "")["content"]["alias"],
+        planned.alias.as_str()
+    );
+    assert_eq!(state("m.room.name", "")["content"]["name"], planned.name.as_str());
+    assert_eq!(
+        state("m.room.topic", "")["content"]["topic"],
+        planned.topic.as_deref().unwrap()
+    );
+    let levels = state("m.room.power_levels", "")["content"].clone();
+    assert_eq!(levels["users"], json!(planned.power_levels));
+    for (what, level) in [
+        ("users_default", 0),
+        ("invite", 100),
+        ("kick", 100),
+        ("ban", 100),
+        ("state_default", 50),
+    ] {
+        assert_eq!(levels[what], level, "{what}: {levels}");
+    }
+    for account in &plan.accounts {
+        let membership = state("m.room.member", &account.user_id)["content"]["membership"].clone();
+        let expected = if account.kind == AccountKind::Agent {
+            "join"
+        } else {
+            "invite"
+        };
+        assert_eq!(membership, expected, "{}", account.user_id);
+    }
+}
+
+/// A complete run changes nothing: no file, no device, no room state.
+#[track_caller]
+fn assert_rerun_changes_nothing(world: &World) {
+    let files = world.snapshot();
+    let devices = world.devices();
+    let rerun = world.bootstrap(&[]);
+    assert_ok(&rerun);
+    let out = stdout(&rerun);
+    eprintln!(
+        "rerun: {}",
+        out.lines().find(|l| l.contains("request(s)")).unwrap_or_default()
+    );
+    assert!(out.contains("room #magi:magi: exists"), "{out}");
+    for change in [
+        ": registered",
+        ": repaired",
+        "; updated",
+        "; invited",
+        "; joined",
+        ": created",
+    ] {
+        assert!(!out.contains(change), "a rerun did `{change}`:\n{out}");
+    }
+    assert_eq!(world.snapshot(), files, "a rerun changed the state dir");
+    assert_eq!(world.devices(), devices, "a rerun changed devices");
+}
+
+/// A run killed as it creates the room, before Synapse saw the request
+/// and after Synapse made the room but before the run's next request, is
+/// completed by the next run. The kills are made by a proxy at those exact
+/// requests, not by timers that may miss them.
 #[test]
-fn sigkilled_runs_are_completed_by_the_next_run() {
+fn runs_killed_around_the_room_creation_are_completed_by_the_next_run() {
     let Some(venv) = venv() else { return };
     let world = World::new();
     let _synapse = world.start_synapse(&venv);
-    // A kill proves something only if it lands mid-run: the process was
-    // still running (so SIGKILL ended it), had already set up at least one
-    // account (its line is printed after the account's state is written),
-    // and had not finished. The secrets exist before the first run (Synapse
-    // needs them), so the state directory alone proves nothing.
-    let mut landed = Vec::new();
-    for delay_ms in [200, 600, 1200, 1800, 2500] {
-        let mut child = world.command(&[]).stdout(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let output = child.wait_with_output().unwrap();
-        let out = stdout(&output);
-        let last = out.lines().last().unwrap_or_default().to_string();
-        eprintln!("killed after {delay_ms} ms ({}), last line: {last}", output.status);
-        let account_done = out.lines().any(|l| l.starts_with('@'));
-        if output.status.signal() == Some(libc_sigkill()) && account_done && !out.contains(" done in ") {
-            landed.push(delay_ms);
-        }
-    }
+    let admin_token = || world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
+    let alias_resolves = |token: &str| {
+        let alias = &plan().rooms[0].alias;
+        let reply = world
+            .client()
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
+                Some(token),
+            )
+            .unwrap();
+        reply.ok()
+    };
+
+    killed_at_create_room(&world, KillPoint::BeforeForwarding, || true);
     assert!(
-        !landed.is_empty(),
-        "no SIGKILL landed mid-run (after an account, before the end); the delays need adjusting"
+        !alias_resolves(&admin_token()),
+        "the room was made without `createRoom`"
     );
-    eprintln!("kills that landed mid-run: after {landed:?} ms");
+
+    killed_at_create_room(&world, KillPoint::AfterAnswer, || true);
+    assert!(
+        alias_resolves(&admin_token()),
+        "Synapse answered `createRoom` but made no room"
+    );
+
     let completed = world.bootstrap(&[]);
     assert_ok(&completed);
+    let out = stdout(&completed);
+    assert!(out.contains("room #magi:magi: exists"), "{out}");
+    assert!(out.contains("joined @melchior:magi"), "{out}");
     let devices = world.devices();
     assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
-    let files = world.snapshot();
-    let rerun = world.bootstrap(&[]);
-    assert_ok(&rerun);
-    assert!(!stdout(&rerun).contains(": registered"), "{}", stdout(&rerun));
-    assert_eq!(world.snapshot(), files);
-    assert_eq!(world.devices(), devices);
+    assert_room_as_planned(&world);
+    assert_rerun_changes_nothing(&world);
     // No leftover temporary files.
     let partial: Vec<_> = walkdir::WalkDir::new(&world.state)
         .into_iter()
@@ -897,6 +1036,158 @@ fn sigkilled_runs_are_completed_by_the_next_run() {
         .map(|e| e.path().display().to_string())
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+/// The kill that used to leave the room unusable: bootstrap is killed
+/// while Synapse is inside its `createRoom`, after the room, its alias and
+/// its creator exist and before its settings do, and the next run starts
+/// before Synapse finished. That run finds the room half-made by its own
+/// account and completes it; when Synapse then finishes the old request,
+/// the room is still as planned and a rerun changes nothing.
+#[test]
+fn a_room_half_made_when_bootstrap_was_killed_is_completed() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    assert_ok(&world.bootstrap(&["--secrets-only"]));
+    let (mut synapse, point) = Synapse::start_with_hold_point(&venv, &world.data, &world.state, world.port);
+    synapse.wait_ready();
+
+    point.arm("m.room.power_levels", "hold");
+    let held_marker = point.dir.join("held");
+    let proxy = killed_at_create_room(&world, KillPoint::WhileHeld, move || held_marker.exists());
+    assert!(point.held());
+
+    let completed = world.bootstrap(&[]);
+    assert_ok(&completed);
+    let out = stdout(&completed);
+    assert!(out.contains("room #magi:magi: exists"), "{out}");
+    assert!(out.contains("updated join rule"), "{out}");
+    assert!(out.contains("power levels"), "{out}");
+    assert_room_as_planned(&world);
+
+    // Synapse finishes the old request now (its late invites fail on
+    // members already there); the room stays as planned.
+    point.release();
+    proxy.wait_answered(Duration::from_secs(60));
+    assert_room_as_planned(&world);
+    assert_rerun_changes_nothing(&world);
+}
+
+/// A power cut while Synapse creates the room (the module ends Synapse
+/// mid-request). Cut before the creator joined, the room is an empty shell
+/// of the bootstrap's own: the next run moves the alias to a new room. Cut
+/// after the creator joined but before the settings, the next run
+/// completes the room.
+#[test]
+fn a_room_half_made_by_a_power_cut_is_recreated_or_completed() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    assert_ok(&world.bootstrap(&["--secrets-only"]));
+    let start = || {
+        let (mut synapse, point) = Synapse::start_with_hold_point(&venv, &world.data, &world.state, world.port);
+        synapse.wait_ready();
+        (synapse, point)
+    };
+    let cut_at = |event_type: &str| {
+        let (mut synapse, point) = start();
+        point.arm(event_type, "crash");
+        let cut = world.bootstrap(&[]);
+        assert!(!cut.status.success(), "{}", stdout(&cut));
+        let started = Instant::now();
+        while synapse.exited().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "synapse did not stop at `{event_type}`"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let admin = || world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
+
+    cut_at("m.room.member");
+    let synapse = start();
+    let shell = room_id(&world, &admin());
+    let replaced = world.bootstrap(&[]);
+    assert_ok(&replaced);
+    let out = stdout(&replaced);
+    assert!(
+        out.contains("room #magi:magi: created !") && out.contains(&format!("; replaced {shell}, half-made")),
+        "{out}"
+    );
+    assert_ne!(room_id(&world, &admin()), shell);
+    assert_room_as_planned(&world);
+
+    // Start again from no room: the alias removed as an operator would.
+    let reply = world
+        .client()
+        .delete(
+            &format!("/_matrix/client/v3/directory/room/{}", segment(&plan().rooms[0].alias)),
+            Some(&admin()),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    drop(synapse);
+    cut_at("m.room.power_levels");
+    let _synapse = start();
+    let completed = world.bootstrap(&[]);
+    assert_ok(&completed);
+    let out = stdout(&completed);
+    assert!(
+        out.contains("room #magi:magi: exists") && out.contains("updated join rule, power levels"),
+        "{out}"
+    );
+    assert_room_as_planned(&world);
+    assert_rerun_changes_nothing(&world);
+}
+
+/// A room someone else made under the plan's alias is refused, even when
+/// it is invite-only and not federated: its creator holds power in it that
+/// no plan gave them.
+#[test]
+fn a_room_someone_else_made_under_the_alias_is_refused() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    let outsider = register_outsider(&world);
+    let planned = &plan().rooms[0];
+    let reply = world
+        .client()
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&outsider),
+            &json!({
+                "preset": "private_chat",
+                "room_alias_name": planned.alias_localpart,
+                "creation_content": { "m.federate": false },
+            }),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    let room = reply.str("room_id").unwrap().to_string();
+
+    let refused = world.bootstrap(&[]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&format!(
+            "error: room `{}` (`{room}`) was made by `@outsider:magi`, not by the appliance's account `@appliance:magi`",
+            planned.alias
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    // No agent was pulled into it.
+    let members = world
+        .client()
+        .get(
+            &format!("/_matrix/client/v3/rooms/{}/joined_members", segment(&room)),
+            Some(&outsider),
+        )
+        .unwrap();
+    assert_eq!(
+        members.body["joined"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["@outsider:magi"]
+    );
 }
 
 /// `appliance admin password` as root on the hub.
@@ -995,4 +1286,41 @@ fn the_admin_password_command_prints_a_password_that_logs_in() {
         assert!(stderr(&nobody).contains("only root can read"), "{}", stderr(&nobody));
         assert!(!stdout(&nobody).contains(&password));
     }
+}
+
+/// A room the bootstrap account made and then left (its members and
+/// history still there) is not taken for the shell of an interrupted
+/// creation: it is refused with a hint, and the alias stays on it.
+#[test]
+fn a_room_the_appliance_account_left_is_refused_not_replaced() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    let _synapse = world.start_synapse(&venv);
+    assert_ok(&world.bootstrap(&[]));
+    let admin = world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
+    let room = room_id(&world, &admin);
+    let reply = world
+        .client()
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", segment(&room)),
+            Some(&admin),
+            &json!({}),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+
+    let refused = world.bootstrap(&[]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&format!(
+            "error: the appliance's account `@appliance:magi` is not in its room `#magi:magi` (`{room}`)\nhint: "
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        room_id(&world, &admin),
+        room,
+        "the alias was moved off a room with members"
+    );
 }

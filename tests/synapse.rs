@@ -193,3 +193,289 @@ impl Drop for Synapse {
         let _ = child.wait();
     }
 }
+
+/// A test-only Synapse module (never part of the product): at the first
+/// event of the type named in `<dir>/trigger` ("TYPE hold" or "TYPE
+/// crash"), while Synapse builds it, it either holds that request until
+/// `<dir>/release` exists (after renaming `trigger` to `held`, which tells
+/// the test it is there), or ends Synapse at once, as a power cut would.
+/// The events of a `createRoom` are built in a known order (create, the
+/// creator's join, then power levels and the rest in one batch), so a
+/// trigger on `m.room.power_levels` stops a room creation exactly after
+/// the room, its alias and its creator exist and before any of its
+/// settings do; one on `m.room.member` stops it before the creator joined.
+const HOLD_MODULE: &str = r#"
+import os
+
+
+class HoldOrCrash:
+    def __init__(self, config, api):
+        self.dir = config["dir"]
+        self.api = api
+        api.register_third_party_rules_callbacks(check_event_allowed=self.check)
+
+    @staticmethod
+    def parse_config(config):
+        return config
+
+    async def check(self, event, state_events):
+        trigger = os.path.join(self.dir, "trigger")
+        try:
+            with open(trigger) as f:
+                event_type, action = f.read().split()
+        except FileNotFoundError:
+            return True, None
+        if event.type != event_type:
+            return True, None
+        if action == "crash":
+            # Once: the Synapse started after the crash must not crash too.
+            os.remove(trigger)
+            os._exit(137)
+        os.rename(trigger, os.path.join(self.dir, "held"))
+        while not os.path.exists(os.path.join(self.dir, "release")):
+            await self.api.sleep(0.05)
+        return True, None
+"#;
+
+/// Where the hold module looks for its trigger, and what it tells.
+pub struct HoldPoint {
+    pub dir: PathBuf,
+}
+
+impl HoldPoint {
+    /// Arms the module for the next event of `event_type`: `hold` or `crash`.
+    pub fn arm(&self, event_type: &str, action: &str) {
+        let _ = fs::remove_file(self.dir.join("held"));
+        let _ = fs::remove_file(self.dir.join("release"));
+        fs::write(self.dir.join("trigger"), format!("{event_type} {action}\n")).unwrap();
+    }
+
+    /// Whether a request is being held now.
+    pub fn held(&self) -> bool {
+        self.dir.join("held").exists()
+    }
+
+    pub fn release(&self) {
+        fs::write(self.dir.join("release"), "").unwrap();
+    }
+}
+
+impl Synapse {
+    /// As `start`, with the hold module loaded (its directory inside
+    /// `data`); nothing is held until the returned point is armed.
+    pub fn start_with_hold_point(venv: &Path, data: &Path, state_dir: &Path, port: u16) -> (Synapse, HoldPoint) {
+        let point = HoldPoint {
+            dir: data.join("hold-point"),
+        };
+        fs::create_dir_all(&point.dir).unwrap();
+        // Synapse runs as `python -m` in `data`, so `data` is on its path.
+        fs::write(data.join("appliance_test_hold.py"), HOLD_MODULE).unwrap();
+        let mut settings = settings(data, state_dir, port);
+        settings["modules"] = json!([{
+            "module": "appliance_test_hold.HoldOrCrash",
+            "config": { "dir": point.dir },
+        }]);
+        let synapse = Synapse::spawn(venv, data, &settings, &format!("http://127.0.0.1:{port}"), &[]);
+        (synapse, point)
+    }
+}
+
+/// When the killing proxy SIGKILLs its client, relative to the first
+/// request whose line contains the trigger (e.g. `POST /_matrix/client/v3/createRoom`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillPoint {
+    /// Before the request reaches Synapse: nothing of it was done.
+    BeforeForwarding,
+    /// After Synapse answered it, before the answer reaches the client,
+    /// so the client never makes its next request.
+    AfterAnswer,
+    /// Once the request is forwarded and `held` says Synapse is inside it;
+    /// Synapse goes on with it after the client is gone.
+    WhileHeld,
+}
+
+/// A one-shot HTTP/1.1 forwarder on loopback between a client and
+/// Synapse that kills the client (by pid) at an exact point of one
+/// request, then forwards everything else untouched. Bodies are read by
+/// `Content-Length` or chunked framing and forwarded as they came.
+pub struct KillingProxy {
+    pub url: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: String,
+    trigger: String,
+    point: KillPoint,
+    held: Box<dyn Fn() -> bool + Send + Sync>,
+    victim: std::sync::Mutex<Option<u32>>,
+    /// Set once the trigger fired; then Synapse's answer to that request,
+    /// when it comes.
+    fired: std::sync::atomic::AtomicBool,
+    answered: std::sync::atomic::AtomicBool,
+}
+
+impl KillingProxy {
+    pub fn start(
+        upstream: &str,
+        trigger: &str,
+        point: KillPoint,
+        held: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> KillingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new(ProxyState {
+            upstream: upstream.trim_start_matches("http://").to_string(),
+            trigger: trigger.to_string(),
+            point,
+            held: Box::new(held),
+            victim: std::sync::Mutex::new(None),
+            fired: std::sync::atomic::AtomicBool::new(false),
+            answered: std::sync::atomic::AtomicBool::new(false),
+        });
+        let shared = state.clone();
+        // The thread ends with the test binary; each connection's thread
+        // ends when either side closes.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || shared.serve(stream));
+            }
+        });
+        KillingProxy { url, state }
+    }
+
+    /// The process to kill when the point is reached.
+    pub fn set_victim(&self, pid: u32) {
+        *self.state.victim.lock().unwrap() = Some(pid);
+    }
+
+    pub fn fired(&self) -> bool {
+        self.state.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until Synapse has answered the request that fired the point.
+    pub fn wait_answered(&self, within: Duration) {
+        let started = Instant::now();
+        while !self.state.answered.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                started.elapsed() < within,
+                "synapse did not answer the held request within {within:?}"
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One HTTP message head and body, as bytes; `None` when the peer closed.
+fn read_message(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, Vec<u8>)> {
+    use std::io::{BufRead, Read};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if lower.contains("transfer-encoding: chunked") {
+        // Kept framed as it came: the other side reads the same bytes.
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).ok()? == 0 {
+                return None;
+            }
+            body.extend_from_slice(size.as_bytes());
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or_default(), 16).ok()?;
+            if size == 0 {
+                loop {
+                    let mut trailer = String::new();
+                    if reader.read_line(&mut trailer).ok()? == 0 {
+                        return None;
+                    }
+                    body.extend_from_slice(trailer.as_bytes());
+                    if trailer == "\r\n" {
+                        return Some((head, body));
+                    }
+                }
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            body.extend_from_slice(&chunk);
+        }
+    }
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    body.resize(length, 0);
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+impl ProxyState {
+    fn kill_victim(&self) {
+        let pid = self.victim.lock().unwrap().expect("the killing proxy has no victim");
+        let pid = rustix::process::Pid::from_raw(pid.cast_signed()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+
+    fn serve(&self, client: std::net::TcpStream) {
+        use std::io::Write;
+        use std::sync::atomic::Ordering::SeqCst;
+        let Ok(upstream) = std::net::TcpStream::connect(&self.upstream) else {
+            return;
+        };
+        let mut from_client = std::io::BufReader::new(client.try_clone().unwrap());
+        let mut from_upstream = std::io::BufReader::new(upstream.try_clone().unwrap());
+        let (mut client, mut upstream) = (client, upstream);
+        while let Some((head, body)) = read_message(&mut from_client) {
+            let request_line = head.lines().next().unwrap_or_default().to_string();
+            let fires = request_line.contains(&self.trigger) && !self.fired.swap(true, SeqCst);
+            if fires && self.point == KillPoint::BeforeForwarding {
+                self.kill_victim();
+                return;
+            }
+            if upstream
+                .write_all(head.as_bytes())
+                .and_then(|()| upstream.write_all(&body))
+                .is_err()
+            {
+                return;
+            }
+            if fires && self.point == KillPoint::WhileHeld {
+                let started = Instant::now();
+                while !(self.held)() {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "synapse never held `{request_line}`"
+                    );
+                    sleep(Duration::from_millis(20));
+                }
+                self.kill_victim();
+            }
+            let Some((answer_head, answer_body)) = read_message(&mut from_upstream) else {
+                return;
+            };
+            if fires {
+                self.answered.store(true, SeqCst);
+                if self.point == KillPoint::AfterAnswer {
+                    self.kill_victim();
+                    return;
+                }
+            }
+            if client
+                .write_all(answer_head.as_bytes())
+                .and_then(|()| client.write_all(&answer_body))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

@@ -59,6 +59,7 @@ pub enum Method {
     Get,
     Post,
     Put,
+    Delete,
 }
 
 /// Percent-encodes one path segment (user ids, room ids and aliases carry
@@ -125,6 +126,13 @@ impl Client {
                 }
                 request.call()?
             }
+            Method::Delete => {
+                let mut request = self.agent.delete(&url);
+                if let Some(b) = &bearer {
+                    request = request.header("Authorization", b);
+                }
+                request.call()?
+            }
             Method::Post | Method::Put => {
                 let mut request = if matches!(method, Method::Post) {
                     self.agent.post(&url)
@@ -175,6 +183,10 @@ impl Client {
 
     pub fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Reply> {
         self.call(Method::Put, path, token, Some(body))
+    }
+
+    pub fn delete(&self, path: &str, token: Option<&str>) -> Result<Reply> {
+        self.call(Method::Delete, path, token, None)
     }
 
     /// Waits until the homeserver answers `/versions`, retrying with

@@ -318,6 +318,7 @@ impl Run<'_> {
 
         let rooms = rooms::Rooms {
             client,
+            user_id: &bot.user_id,
             token: &bot_token,
         };
         let tokens: BTreeMap<&str, &str> = agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -336,6 +337,9 @@ impl Run<'_> {
                 if report.created { "created" } else { "exists" },
                 report.room_id
             );
+            if let Some(old) = &report.replaced {
+                line.push_str(&format!("; replaced {old}, half-made by an interrupted run"));
+            }
             for (what, list) in [
                 ("updated", report.updated.iter().map(|s| (*s).to_string()).collect()),
                 ("invited", report.invited),

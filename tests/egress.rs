@@ -32,7 +32,12 @@
 //!    VM);
 //! 5. the bridge resolver's upstream (the host's own resolvers on the
 //!    appliance, from /etc/resolv.conf) is the outside DNS server
-//!    (`--server`), so a name query that gets through is seen there.
+//!    (`--server`), so a name query that gets through is seen there;
+//! 6. the appliance namespace has no br_netfilter (`bridge-nf-call-*` off):
+//!    frames between sandboxes meet only the bridge table, the case
+//!    `firewall-bridge.nft` is written for;
+//! 7. the firewall's rule for squid's own connections names Debian's
+//!    `proxy` user, squid's user here (adaptation 2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -45,7 +50,7 @@ use std::time::{Duration, Instant};
 use agent_appliance::commands::load;
 use agent_appliance::docker::run_options;
 use agent_appliance::model::{Appliance, BindSource, Egress, Host, Sandbox};
-use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, bridge_table, inet_table, proxy_config};
+use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config};
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::probe_binary;
 use agent_appliance::spec::schema::Platform;
@@ -63,6 +68,8 @@ const PRIVATE_HOST: &str = "192.168.77.2";
 const HOST_OTHER_PORT: &str = "9999";
 /// Where the listener sandbox serves, for the sandbox-to-sandbox check.
 const LISTENER_PORT: &str = "8080";
+/// Where the listener sandbox takes UDP datagrams (broadcast, multicast).
+const DATAGRAM_PORT: &str = "5999";
 
 /// The outside DNS server's names.
 const NAMES: &[(&str, &str)] = &[
@@ -371,7 +378,7 @@ fn start_service_standin(
             "sh",
             "-c",
             &format!(
-                "mkdir -p /tmp/www && echo 'site {label}' > /tmp/www/index.html && httpd -f -p {port} -h /tmp/www"
+                "mkdir -p /tmp/www && echo 'site {label}' > /tmp/www/index.html && httpd -p {port} -h /tmp/www && exec sleep 100000"
             ),
         ])
         .output()
@@ -379,6 +386,108 @@ fn start_service_standin(
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let address = sandbox.network.as_ref().unwrap().address.to_string();
     wait_for_http(netns, probe, &address, port);
+}
+
+/// Without br_netfilter, a stateless reply rule (service port to client)
+/// would let a service sandbox open a connection from its service port to
+/// a client's listening port: each service sandbox the listener reaches
+/// tries exactly that.
+/// (The stand-in's httpd, which holds the port, stops for the try.)
+fn service_sandboxes_open_nothing(
+    daemon: &Dockerd,
+    netns: &Netns,
+    probe: &Path,
+    host: &Host,
+    listener: &Sandbox,
+    address: &str,
+) -> Vec<String> {
+    let services: Vec<(&Sandbox, u16)> = host
+        .sandboxes
+        .iter()
+        .filter(|s| s.agent.is_empty())
+        .filter_map(|service| {
+            let service_address = service.network.as_ref()?.address;
+            let reach = listener.reach.iter().find(|r| r.address == service_address)?;
+            Some((service, reach.port))
+        })
+        .collect();
+    let has_services = host.sandboxes.iter().any(|s| s.agent.is_empty() && s.network.is_some());
+    assert!(
+        services.is_empty() != has_services,
+        "the listener `{}` reaches no service sandbox of the host: the check would prove nothing",
+        listener.name
+    );
+    let mut failures = Vec::new();
+    for (service, port) in services {
+        let script = format!(
+            "killall httpd; sleep 1; probe get-from {port} {address} {LISTENER_PORT} /; httpd -p {port} -h /tmp/www"
+        );
+        let output = daemon.docker(&["exec", &format!("egress-{}", service.name), "sh", "-c", &script]);
+        let output = String::from_utf8_lossy(&output.stdout).into_owned();
+        let service_address = service.network.as_ref().unwrap().address.to_string();
+        wait_for_http(netns, probe, &service_address, &port.to_string());
+        // A firewall drop shows as the probe's timeout.
+        if !output.contains("get-from: ") && !output.contains("FAIL timeout") {
+            failures.push(format!(
+                "{}: the try from its service port did not run: {output}",
+                service.name
+            ));
+        }
+        eprintln!(
+            "{} | from its service port {port} to {address}:{LISTENER_PORT} | {}",
+            service.name,
+            output.trim()
+        );
+        if output.contains("site listener") {
+            failures.push(format!(
+                "{}: opened a connection from its service port {port} to the sandbox at {address}: {output}",
+                service.name
+            ));
+        }
+    }
+    failures
+}
+
+/// A UDP receiver in the listener sandbox, logging each datagram; the host
+/// sends it one first (a control that it receives).
+fn start_datagram_receiver(daemon: &Dockerd, netns: &Netns, probe: &Path, address: &str) {
+    let started = daemon.docker(&[
+        "exec",
+        "--detach",
+        "egress-listener",
+        "sh",
+        "-c",
+        &format!("probe udp-recv {DATAGRAM_PORT} > /tmp/datagrams.log 2>&1"),
+    ]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !datagram_log(daemon).contains("udp-recv: control") {
+        let _ = netns
+            .command(probe.to_str().unwrap())
+            .args(["udp-send", address, DATAGRAM_PORT, "control"])
+            .output();
+        assert!(
+            Instant::now() < deadline,
+            "the listener receives no datagram from the host: {}",
+            datagram_log(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn datagram_log(daemon: &Dockerd) -> String {
+    let output = daemon.docker(&["exec", "egress-listener", "cat", "/tmp/datagrams.log"]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Broadcast and multicast the other sandboxes sent must not have arrived.
+fn datagrams_received(daemon: &Dockerd) -> Vec<String> {
+    let log = datagram_log(daemon);
+    eprintln!("datagrams the listener received:\n{log}");
+    log.lines()
+        .filter(|l| l.starts_with("udp-recv: ") && !l.ends_with(": control") && !l.ends_with(": ok"))
+        .map(|l| format!("the listener sandbox received a frame from another sandbox: {l}"))
+        .collect()
 }
 
 /// A busybox httpd answering `site <label>` on `address:port` in `netns`.
@@ -461,6 +570,12 @@ fn tunnel_name(sandbox: &str) -> String {
     format!("mzxw6ytboi.secret-token-{sandbox}.tunnel.example.org")
 }
 
+/// The same through the egress proxy: squid resolving a name a sandbox
+/// asks for carries the name to the outside DNS server.
+fn proxy_tunnel_name(sandbox: &str) -> String {
+    format!("mzxw6ytboi.proxy-secret-{sandbox}.tunnel.example.org")
+}
+
 fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
     let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
     let mut cases = Vec::new();
@@ -537,6 +652,17 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
             false,
         ));
     }
+    if !others.is_empty() {
+        // Sent, but the listener must not receive them (checked from its log).
+        for (kind, address) in [("broadcast", "255.255.255.255"), ("multicast", "224.0.0.1")] {
+            cases.push(case(
+                format!("{kind} datagram to the other sandboxes"),
+                format!("probe udp-send {address} {DATAGRAM_PORT} {kind}-from-{}", sandbox.name),
+                true,
+                "udp-send: ok",
+            ));
+        }
+    }
     let proxy = format!("{gateway} {}", agent_appliance::model::PROXY_PORT);
     let web = sandbox.egress == Egress::Web;
     // A domain list's first name is served by the test DNS, its last points
@@ -608,6 +734,38 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
         false,
     ));
     cases.push(proxied("proxy: loopback", &proxy, "http://127.0.0.1/", false));
+    // The proxy host itself, by any of its addresses (a listener of the host
+    // serves `site host` on [::]:80, so on every address it has).
+    for url in [
+        "http://[::]/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        &format!("http://{UPLINK}/"),
+    ] {
+        cases.push(case(
+            format!("proxy: this host itself, {url}"),
+            format!("probe get {proxy} {url}"),
+            false,
+            "site host",
+        ));
+    }
+    for target in ["[::]:80".to_string(), format!("{UPLINK}:80")] {
+        cases.push(case(
+            format!("proxy: CONNECT to this host itself, {target}"),
+            format!("probe connect {proxy} {target}"),
+            false,
+            "site host",
+        ));
+    }
+    // A name outside the sandbox's list is refused before squid resolves
+    // it: the outside DNS server's log shows whose query got out.
+    cases.push(proxied(
+        "proxy: unlisted name carrying data",
+        &proxy,
+        &format!("http://{}/", proxy_tunnel_name(&sandbox.name)),
+        web,
+    ));
     cases.push(proxied(
         "proxy: appliance's Matrix",
         &proxy,
@@ -763,6 +921,14 @@ fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     // firewall lets through really arrives.
     outside.ip(&["route", "add", network, "via", UPLINK]);
     run_ok(appliance.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    // Adaptation 6: no br_netfilter in this namespace.
+    for family in ["iptables", "ip6tables", "arptables"] {
+        run_ok(
+            appliance
+                .command("sysctl")
+                .args(["-qw", &format!("net.bridge.bridge-nf-call-{family}=0")]),
+        );
+    }
     let mut servers = vec![
         web_server(&outside, scratch, "internet", INTERNET, "80"),
         web_server(&outside, scratch, "internet", INTERNET, "443"),
@@ -794,11 +960,19 @@ fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     }
 }
 
-/// The generated bodies in their tables, as `networking.nftables.tables` does.
+/// The generated bodies in their tables, as `networking.nftables.tables`
+/// does, with adaptation 7.
 fn ruleset(host: &Host, appliance: &Appliance) -> String {
+    let squid_user = format!("meta skuid \"{PROXY_USER}\"");
+    let inet = inet_table(host);
+    assert_eq!(
+        inet.contains(&squid_user),
+        proxy_config(host).is_some(),
+        "the firewall holds the egress proxy's own connections exactly when it runs:\n{inet}"
+    );
     format!(
         "table inet {INET_TABLE} {{\n{}}}\ntable bridge {BRIDGE_TABLE} {{\n{}}}\n",
-        inet_table(host),
+        inet.replace(&squid_user, "meta skuid \"proxy\""),
         bridge_table(host, &appliance.network)
     )
 }
@@ -908,6 +1082,9 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         "0.0.0.0",
         HOST_OTHER_PORT,
     ));
+    // A web server of the host on every address it has, IPv6 and IPv4
+    // alike: the proxy must not reach it.
+    services.push(web_server(&world.appliance, scratch, "host", "[::]", "80"));
     // The bridge resolver, with the generated module's settings, when the
     // host runs one (a sandbox with `web` egress), forwarding to the
     // outside DNS server in place of the host's resolvers.
@@ -961,6 +1138,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         (gateway.as_str(), appliance.matrix.port.to_string()),
         (gateway.as_str(), agent_appliance::model::PROXY_PORT.to_string()),
         (INTERNET, "80".to_string()),
+        (UPLINK, "80".to_string()),
     ] {
         wait_for_http(&world.appliance, &probe, address, &port);
     }
@@ -1031,7 +1209,20 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
 
     // A listener in the last sandbox, for the sandbox-to-sandbox checks; the
     // host itself reaches it (a control that it listens).
-    let listener = networked.last().unwrap().clone();
+    // A client of a service sandbox where there is one: the service then
+    // tries to open a connection to it (service_sandboxes_open_nothing).
+    let service_addresses: Vec<_> = hub
+        .sandboxes
+        .iter()
+        .filter(|s| s.agent.is_empty())
+        .filter_map(|s| s.network.as_ref().map(|n| n.address))
+        .collect();
+    let listener = networked
+        .iter()
+        .rev()
+        .find(|s| s.reach.iter().any(|r| service_addresses.contains(&r.address)))
+        .unwrap_or_else(|| networked.last().unwrap())
+        .clone();
     let mut listener_args = sandbox_args(&listener, &generated, scratch);
     listener_args.insert(0, "--detach".into());
     listener_args.insert(1, "--name=egress-listener".into());
@@ -1050,16 +1241,31 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let listener_address = listener.network.as_ref().unwrap().address.to_string();
     wait_for_http(&world.appliance, &probe, &listener_address, LISTENER_PORT);
+    failures.extend(service_sandboxes_open_nothing(
+        &daemon,
+        &world.appliance,
+        &probe,
+        &hub,
+        &listener,
+        &listener_address,
+    ));
+    start_datagram_receiver(&daemon, &world.appliance, &probe, &listener_address);
 
     let mut observed = Vec::new();
     let mut seen = BTreeMap::new();
-    for sandbox in &networked {
+    // The listener goes last: the others try it while it listens.
+    let in_order = networked
+        .iter()
+        .filter(|s| s.name != listener.name)
+        .chain(std::iter::once(&listener));
+    for sandbox in in_order {
         let others: Vec<String> = if sandbox.name == listener.name {
             Vec::new()
         } else {
             vec![listener_address.clone()]
         };
         if sandbox.name == listener.name {
+            failures.extend(datagrams_received(&daemon));
             let _ = daemon.docker(&["rm", "-f", "egress-listener"]);
         }
         let cases = cases(sandbox, &gateway, &others, &services_of(&appliance, host_name));
@@ -1164,6 +1370,20 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
                 "{}: its tunnelling query {} the outside DNS server, but its egress is {:?}:\n{dns_log}",
                 sandbox.name,
                 if reached { "reached" } else { "did not reach" },
+                sandbox.egress
+            ));
+        }
+    }
+    // ... and through squid: it resolves names only for sandboxes with `web`
+    // egress; a domain-list sandbox's unlisted name is refused unresolved.
+    for sandbox in networked.iter().filter(|s| s.egress.uses_proxy()) {
+        let reached = dns_log.contains(&format!("proxy-secret-{}.", sandbox.name));
+        let may = sandbox.egress == Egress::Web;
+        if reached != may {
+            failures.push(format!(
+                "{}: squid {} its unlisted name to the outside DNS server, but its egress is {:?}",
+                sandbox.name,
+                if reached { "sent" } else { "did not send" },
                 sandbox.egress
             ));
         }

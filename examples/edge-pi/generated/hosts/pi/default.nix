@@ -109,6 +109,10 @@ in
     systemd.services.matrix-synapse = {
       after = [ "appliance-network.service" "appliance-secrets.service" ];
       requires = [ "appliance-network.service" "appliance-secrets.service" ];
+      serviceConfig = {
+        IPAddressAllow = [ "localhost" "10.88.0.0/16" ];
+        IPAddressDeny = "any";
+      };
     };
 
     # Secrets exist only on this host, created at first boot, never in the store.

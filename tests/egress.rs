@@ -1611,3 +1611,42 @@ fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &st
         .unwrap();
     eprintln!("3pid unbind: {}", unbind.describe());
 }
+
+/// A long domain list still makes a configuration squid parses: squid
+/// reads a line of at most a few KiB, and 600 names on one `acl` line
+/// (about 18 KiB here) broke `squid -k parse`. The real squid reads the
+/// generated file (with adaptation 2).
+#[test]
+fn a_long_domain_list_makes_a_config_squid_parses() {
+    let Some(squid) = require_tool("squid", "the egress proxy's configuration") else {
+        return;
+    };
+    let domains: Vec<String> = (0..600)
+        .map(|n| format!("\"d{n}.long-domain-list.example.org\""))
+        .collect();
+    let base = fs::read_to_string(root().join("examples/minimal/appliance.toml")).unwrap();
+    let text = base.replacen(
+        "kind = \"picoclaw\"",
+        &format!("kind = \"picoclaw\"\negress = [{}]", domains.join(", ")),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("appliance.toml"), text).unwrap();
+    let appliance = load(&dir.path().join("appliance.toml")).unwrap();
+    let host = appliance.hosts.values().next().unwrap();
+    let config = squid_config(host, dir.path());
+    let acl_lines = config.lines().filter(|l| l.contains(".long-domain-list.example.org"));
+    assert_eq!(acl_lines.count(), 600, "one line per name:\n{config}");
+    let file = dir.path().join("squid.conf");
+    fs::write(&file, &config).unwrap();
+    let parse = Command::new(squid)
+        .args(["-k", "parse", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        parse.status.success(),
+        "squid rejects the configuration of a 600-name list: {}",
+        String::from_utf8_lossy(&parse.stderr)
+    );
+}

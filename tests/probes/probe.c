@@ -12,8 +12,12 @@
  *   probe get A P TARGET  TCP to IPv4 A port P, send `GET TARGET HTTP/1.0` (a path, or a
  *                         URL when A:P is a proxy), print the status line and the last body line
  *   probe connect A P H:N ask the proxy at A:P to `CONNECT H:N`; on 200, GET / through the tunnel
+ *   probe get-from S A P TARGET  get, from local port S (a service sandbox opening a connection
+ *                         from its service port, which a stateless reply rule might let through)
+ *   probe udp-send A P TEXT  one UDP datagram to IPv4 A port P, broadcast allowed (SO_BROADCAST)
+ *   probe udp-recv P      print "udp-recv: <text>" for each datagram to port P, forever
  *
- * get and connect give up after 4 s ("FAIL timeout": a firewall drop looks like that).
+ * get, get-from and connect give up after 4 s ("FAIL timeout": a firewall drop looks like that).
  *
  * Each prints "<check>: ok" or "<check>: FAIL errno=N (text)" and exits 0 or 1. */
 #include <arpa/inet.h>
@@ -78,18 +82,38 @@ static void timed_out(int signal) {
   _exit(1);
 }
 
-static int tcp_connect(const char *check, const char *address, const char *port) {
+static int ipv4(struct sockaddr_in *to, const char *address, const char *port) {
+  memset(to, 0, sizeof *to);
+  to->sin_family = AF_INET;
+  to->sin_port = htons(atoi(port));
+  return inet_pton(AF_INET, address, &to->sin_addr) == 1 ? 0 : -1;
+}
+
+/* Binds fd to local port `from` (any address); 0 leaves the port to the kernel. */
+static int bind_port(int fd, int from) {
+  if (!from) return 0;
+  int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  struct sockaddr_in local;
+  memset(&local, 0, sizeof local);
+  local.sin_family = AF_INET;
+  local.sin_port = htons(from);
+  return bind(fd, (struct sockaddr *)&local, sizeof local);
+}
+
+static int tcp_connect_from(const char *check, int from, const char *address, const char *port) {
   struct sockaddr_in to;
-  memset(&to, 0, sizeof to);
-  to.sin_family = AF_INET;
-  to.sin_port = htons(atoi(port));
-  if (inet_pton(AF_INET, address, &to.sin_addr) != 1) return -1;
+  if (ipv4(&to, address, port) < 0) return -1;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof to) < 0) {
+  if (fd < 0 || bind_port(fd, from) < 0 || connect(fd, (struct sockaddr *)&to, sizeof to) < 0) {
     fail(check);
     return -1;
   }
   return fd;
+}
+
+static int tcp_connect(const char *check, const char *address, const char *port) {
+  return tcp_connect_from(check, 0, address, port);
 }
 
 /* Reads until EOF; prints the first line and the last non-empty line. */
@@ -108,13 +132,40 @@ static int report(const char *check, int fd) {
   return 0;
 }
 
-static int http_get(const char *address, const char *port, const char *target) {
-  int fd = tcp_connect("get", address, port);
+static int http_get_from(const char *check, int from, const char *address, const char *port, const char *target) {
+  int fd = tcp_connect_from(check, from, address, port);
   if (fd < 0) return 1;
   char request[1024];
   snprintf(request, sizeof request, "GET %s HTTP/1.0\r\nUser-Agent: probe\r\n\r\n", target);
-  if (write(fd, request, strlen(request)) < 0) return fail("get");
-  return report("get", fd);
+  if (write(fd, request, strlen(request)) < 0) return fail(check);
+  return report(check, fd);
+}
+
+static int http_get(const char *address, const char *port, const char *target) {
+  return http_get_from("get", 0, address, port, target);
+}
+
+static int udp_send(const char *address, const char *port, const char *text) {
+  struct sockaddr_in to;
+  if (ipv4(&to, address, port) < 0) return 2;
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  int on = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, sizeof on) < 0) return fail("udp-send");
+  if (sendto(fd, text, strlen(text), 0, (struct sockaddr *)&to, sizeof to) < 0) return fail("udp-send");
+  return ok("udp-send");
+}
+
+static int udp_recv(const char *port) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || bind_port(fd, atoi(port)) < 0) return fail("udp-recv");
+  ok("udp-recv");
+  for (;;) {
+    char text[512];
+    ssize_t n = recv(fd, text, sizeof text - 1, 0);
+    if (n < 0) continue;
+    text[n] = 0;
+    printf("udp-recv: %s\n", text);
+  }
 }
 
 static int http_connect(const char *address, const char *port, const char *target) {
@@ -158,6 +209,13 @@ int main(int argc, char **argv) {
     alarm(4);
     return !strcmp(check, "get") ? http_get(argv[2], argv[3], argv[4]) : http_connect(argv[2], argv[3], argv[4]);
   }
+  if (!strcmp(check, "get-from") && argc == 6) {
+    signal(SIGALRM, timed_out);
+    alarm(4);
+    return http_get_from(check, atoi(argv[2]), argv[3], argv[4], argv[5]);
+  }
+  if (!strcmp(check, "udp-send") && argc == 5) return udp_send(argv[2], argv[3], argv[4]);
+  if (!strcmp(check, "udp-recv") && argc == 3) return udp_recv(argv[2]);
   if (argc < 3) return 2;
   struct sockaddr_un address;
   int fd = unix_socket(argv[2], &address);

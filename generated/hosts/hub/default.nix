@@ -210,6 +210,10 @@ in
     networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
     networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
     services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    # firewall-inet.nft holds squid's own connections by its user; the build
+    # checks the ruleset where that user does not exist, so `nobody` stands
+    # in for it there (the loaded ruleset names squid).
+    networking.nftables.preCheckRuleset = "sed -i 's/meta skuid \"squid\"/meta skuid \"nobody\"/' ruleset.conf";
     systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
@@ -233,6 +237,10 @@ in
         "appliance-secrets.service"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
       ];
+      serviceConfig = {
+        IPAddressAllow = [ "localhost" "10.88.0.0/16" "10.89.0.0/24" ];
+        IPAddressDeny = "any";
+      };
       wants = [ "network-online.target" ];
     };
 

@@ -131,6 +131,10 @@ in
     networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
     networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
     services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    # firewall-inet.nft holds squid's own connections by its user; the build
+    # checks the ruleset where that user does not exist, so `nobody` stands
+    # in for it there (the loaded ruleset names squid).
+    networking.nftables.preCheckRuleset = "sed -i 's/meta skuid \"squid\"/meta skuid \"nobody\"/' ruleset.conf";
     systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
 

@@ -91,6 +91,10 @@ in
     networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
     networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
     services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
+    # firewall-inet.nft holds squid's own connections by its user; the build
+    # checks the ruleset where that user does not exist, so `nobody` stands
+    # in for it there (the loaded ruleset names squid).
+    networking.nftables.preCheckRuleset = "sed -i 's/meta skuid \"squid\"/meta skuid \"nobody\"/' ruleset.conf";
     systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
@@ -105,6 +109,10 @@ in
     systemd.services.matrix-synapse = {
       after = [ "appliance-network.service" "appliance-secrets.service" ];
       requires = [ "appliance-network.service" "appliance-secrets.service" ];
+      serviceConfig = {
+        IPAddressAllow = [ "localhost" "10.88.0.0/16" ];
+        IPAddressDeny = "any";
+      };
     };
 
     # Secrets exist only on this host, created at first boot, never in the store.

@@ -390,9 +390,10 @@ mod against_the_renderers {
                     let accepted: Vec<String> = table
                         .lines()
                         .filter_map(|l| l.trim().strip_prefix(&pair))
-                        .map(|rest| {
-                            let (protocol, rest) = rest.split_once(" dport ").unwrap();
-                            format!("{protocol}/{}", rest.split_once(' ').unwrap().0)
+                        // Reply rules match the service's `sport`: they open nothing.
+                        .filter_map(|rest| {
+                            let (protocol, rest) = rest.split_once(" dport ")?;
+                            Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
                         })
                         .collect();
                     let mut target = format!("sandbox {} at {}", other.name, network.address);

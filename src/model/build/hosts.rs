@@ -20,11 +20,39 @@ pub(super) fn resolve(b: &mut Builder, network: Subnet, overlay: Option<Subnet>)
         );
     }
     let mut hosts = BTreeMap::new();
+    check_wireguard_keys_unique(b);
     for (index, (name, host)) in spec.hosts.iter().enumerate() {
         let resolved = resolve_host(b, name, host, network, overlay, index);
         hosts.insert(name.get_ref().clone(), resolved);
     }
     hosts
+}
+
+/// A WireGuard key names one peer: two hosts with the same key would each
+/// take the other's traffic (and the spec copied a key by mistake).
+fn check_wireguard_keys_unique(b: &mut Builder) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let spec = b.spec;
+    let mut keyed: Vec<_> = spec
+        .hosts
+        .iter()
+        .filter_map(|(name, host)| Some((name, host.wireguard_public_key.as_ref()?)))
+        .collect();
+    // In the order written, so the second one written is the one reported.
+    keyed.sort_by_key(|(_, key)| key.span().start);
+    for (name, key) in keyed {
+        if let Some(first) = seen.insert(key.get_ref(), name.get_ref()) {
+            b.error(
+                span(key),
+                format!(
+                    "host `{}` has the WireGuard public key of host `{first}`",
+                    name.get_ref()
+                ),
+                "each host makes its own key at first boot; copy this host's from `wg pubkey` on it (docs/pairing.md)",
+            );
+            seen.insert(key.get_ref(), first);
+        }
+    }
 }
 
 fn resolve_host(

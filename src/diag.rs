@@ -60,16 +60,31 @@ impl SpecErrors {
             .iter()
             .map(|d| {
                 let (line, column) = source.location(d.span.start);
-                let mut text = format!("error: {}:{line}:{column}: {}", source.name, d.message);
+                let mut text = format!("error: {}:{line}:{column}: {}", source.name, visible(&d.message));
                 if let Some(hint) = &d.hint {
                     text.push_str("\nhint: ");
-                    text.push_str(hint);
+                    text.push_str(&visible(hint));
                 }
                 text
             })
             .collect();
         Self { rendered }
     }
+}
+
+/// A message with the spec's control characters shown, not obeyed: a
+/// hostile name quoted in an error must not move the cursor, colour the
+/// terminal or forge a line of its own.
+fn visible(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for SpecErrors {

@@ -408,3 +408,29 @@ fn the_same_wireguard_key_on_two_hosts_is_refused_at_the_second() {
         &["appliance.toml:11:24: host `pi` has the WireGuard public key of host `box`"],
     );
 }
+
+#[test]
+fn gpu_models_endpoints_keys_and_free_text_are_checked_for_what_they_are() {
+    let spec = VALID
+        .replace(
+            "target = \"nixos\"",
+            "target = \"nixos\"\n\
+             gpu = { vendor = \"nvidia\", model = \"l4\\n}; evil = 1; #\", count = 1 }\n\
+             endpoint = \"x\\\";id;\\\":51820\"\n\
+             ssh-keys = [\"ssh-ed25519 AAAA ana\\u001b[2J\"]",
+        )
+        .replace("members = [", "topic = \"one\\ntwo\"\nmembers = [");
+    let err = assert_refused(
+        &spec,
+        &[
+            "appliance.toml:7:36: GPU model \"l4\\n}; evil = 1; #\" is not a GPU model",
+            "appliance.toml:8:12: `endpoint = \"x\\\";id;\\\":51820\"` has host",
+            "appliance.toml:9:13: this is not an SSH public key: it has a comment that contains the control character U+001B",
+            "appliance.toml:25:9: the topic of room `main` contains the control character U+000A",
+        ],
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "control characters are shown, not sent:\n{err:?}"
+    );
+}

@@ -41,6 +41,17 @@ pub fn string_content(text: &str) -> String {
     out
 }
 
+/// Why `text` cannot stand in a `#` comment, or `None`: a line break (or
+/// any control character) would end the comment.
+pub fn comment_problem(text: &str) -> Option<String> {
+    text.chars().find(|c| c.is_control()).map(|c| {
+        format!(
+            "{text:?} cannot be written into a Nix comment: it contains the control character U+{:04X}",
+            u32::from(c)
+        )
+    })
+}
+
 /// An attribute name, quoted unless it is a plain Nix identifier.
 pub fn attr_name(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')

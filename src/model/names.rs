@@ -101,22 +101,36 @@ pub fn gpu_model_problem(model: &str) -> Option<String> {
     })
 }
 
-/// Why a WireGuard `endpoint` is unusable, or `None`: `host:port`, where
-/// host is a DNS name, an IPv4 address or an IPv6 address in brackets,
-/// and port is 1 to 65535. nixpkgs splices it into a root shell script
-/// and `wg set ... endpoint`, so nothing else may pass.
+/// Why a WireGuard `endpoint` is unusable, or `None`: a host, optionally
+/// with `:port` (51820 when absent), where the host is a DNS name, an IPv4
+/// address or an IPv6 address (in brackets when a port follows), and the
+/// port is 1 to 65535. nixpkgs splices it into a root shell script and
+/// `wg set ... endpoint`, so nothing else may pass.
 pub fn endpoint_problem(endpoint: &str) -> Option<String> {
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Some("has no port; write `host:port`".into());
-    };
-    if !port.parse::<u16>().is_ok_and(|p| p != 0) || port.starts_with(['0', '+']) {
-        return Some(format!("has port `{port}`; a port is a number from 1 to 65535"));
-    }
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return match inner.parse::<std::net::Ipv6Addr>() {
-            Ok(_) => None,
-            Err(_) => Some(format!("has `{host}`, which is not an IPv6 address in brackets")),
+    if let Some(rest) = endpoint.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return Some("opens `[` without closing it".into());
         };
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Some(format!("has `[{inner}]`, which is not an IPv6 address"));
+        }
+        return match after {
+            "" => None,
+            _ => after.strip_prefix(':').map_or_else(
+                || Some(format!("has `{after}` after the address; write `[address]:port`")),
+                port_problem,
+            ),
+        };
+    }
+    if endpoint.matches(':').count() >= 2 {
+        return match endpoint.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => None,
+            Err(_) => Some("is not an IPv6 address; with a port, write `[address]:port`".into()),
+        };
+    }
+    let (host, port) = endpoint.split_once(':').map_or((endpoint, None), |(h, p)| (h, Some(p)));
+    if let Some(problem) = port.and_then(port_problem) {
+        return Some(problem);
     }
     if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return None;
@@ -128,16 +142,22 @@ pub fn endpoint_problem(endpoint: &str) -> Option<String> {
             && !l.ends_with('-')
             && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
+    // A name whose last label is a number would be read as an address.
     let numeric_tail = host
         .rsplit('.')
         .next()
         .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
     if host.len() > 253 || !host.split('.').all(label_ok) || numeric_tail {
         return Some(format!(
-            "has host `{host}`, which is neither a DNS name, an IPv4 address nor `[IPv6]`"
+            "has host `{host}`, which is neither a DNS name nor an IP address"
         ));
     }
     None
+}
+
+fn port_problem(port: &str) -> Option<String> {
+    let valid = port.parse::<u16>().is_ok_and(|p| p != 0) && !port.starts_with(['0', '+']);
+    (!valid).then(|| format!("has port `{port}`; a port is a number from 1 to 65535"))
 }
 
 /// The key types OpenSSH accepts in `authorized_keys`.
@@ -222,8 +242,9 @@ mod tests {
             assert_eq!(endpoint_problem(good), None, "{good}");
         }
         for bad in [
-            "hub.example.org",
             "hub:0",
+            "[2001:db8::1]x",
+            "[2001:db8::1",
             "hub:65536",
             "hub:+1",
             "hub:051820",

@@ -211,7 +211,7 @@ fn check_endpoint(b: &mut Builder, endpoint: Option<&Spanned<String>>) {
         b.error(
             span(endpoint),
             format!("`endpoint = {:?}` {problem}", endpoint.get_ref()),
-            "write where other hosts reach this one's WireGuard port, e.g. `hub.example.org:51820` or `[2001:db8::1]:51820`",
+            "write where other hosts reach this one's WireGuard port: `hub.example.org`, `203.0.113.10:51820` or `[2001:db8::1]:51820`",
         );
     }
 }

@@ -67,6 +67,21 @@ pub fn value<T: serde::Serialize>(data: T) -> Value {
     Value::from(minijinja::value::Serde(data))
 }
 
+/// A relative path literal such as `./hosts/hub` or `../../agents/x/y.json`.
+/// Nix path literals have no escapes, so only what a path literal can
+/// spell is accepted; names in them are `a-z0-9-` (`model::names`), checked
+/// long before rendering, so anything else here is a bug, not bad input.
+pub fn path(relative: &str) -> String {
+    let literal = (relative.starts_with("./") || relative.starts_with("../"))
+        && !relative.ends_with('/')
+        && !relative.contains("//")
+        && relative
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+/".contains(c));
+    assert!(literal, "bug: `{relative}` cannot be written as a Nix path literal");
+    relative.to_string()
+}
+
 /// Marks a known-safe Nix expression so the encoder writes it verbatim.
 pub fn expr(code: impl Into<String>) -> Value {
     Value::from_safe_string(code.into())
@@ -199,6 +214,15 @@ mod tests {
         assert_eq!(string("l1\nl2\t"), r#""l1\nl2\t""#);
         assert_eq!(string("''x''"), r#""''x''""#);
         assert_eq!(string("größe ✓"), "\"größe ✓\"");
+    }
+
+    #[test]
+    fn path_literals_accept_only_what_nix_can_spell() {
+        assert_eq!(path("./hosts/hub"), "./hosts/hub");
+        assert_eq!(path("../../agents/a-1/config.json"), "../../agents/a-1/config.json");
+        for bad in ["./a b", "./a\n", "hosts/hub", "./a/", "./${x}", "./a\"b"] {
+            assert!(std::panic::catch_unwind(|| path(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

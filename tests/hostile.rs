@@ -93,7 +93,14 @@ fn location(text: &str, offset: usize) -> (usize, usize) {
 fn the_fixture_sets_every_key_of_the_schema() {
     let root: toml::Table = toml::from_str(FIXTURE).unwrap();
     let mut keys: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    probe(&root, &[], "", &mut keys);
+    let map_keys = probe(&root, &[], "", &mut keys);
+    // Every string value and every map key is one `"..."` literal, so the
+    // hostile-value test, which substitutes literals, reaches them all.
+    assert_eq!(
+        literals(FIXTURE).len(),
+        strings(&toml::Value::Table(root.clone())) + map_keys,
+        "write every string of the fixture as a \"basic string\" without escapes, and quote every map key"
+    );
     let mut missing = Vec::new();
     for (path, (schema, fixture)) in &keys {
         for key in schema.difference(fixture) {
@@ -111,13 +118,14 @@ fn the_fixture_sets_every_key_of_the_schema() {
 /// Learns the schema's keys for the table at `path` by adding an unknown
 /// key there: a struct that denies unknown fields answers with the list of
 /// its keys; a map (hosts, agents, sizes) does not. Records, per table
-/// (map keys written `*`), the schema's keys and the fixture's.
+/// (map keys written `*`), the schema's keys and the fixture's; returns how
+/// many map keys (host, agent, room names...) it met.
 fn probe(
     root: &toml::Table,
     path: &[String],
     shape: &str,
     keys: &mut BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
-) {
+) -> usize {
     let mut probed = root.clone();
     let table = table_at(&mut probed, path);
     let written: BTreeSet<String> = table.keys().cloned().collect();
@@ -140,6 +148,7 @@ fn probe(
         entry.1.extend(written.iter().cloned());
     }
     let current = table_at(&mut root.clone(), path).clone();
+    let mut map_keys = if is_struct { 0 } else { current.len() };
     for (key, value) in &current {
         if value.is_table() {
             let mut child = path.to_vec();
@@ -150,8 +159,19 @@ fn probe(
             } else {
                 format!("{shape}.{name}")
             };
-            probe(root, &child, &child_shape, keys);
+            map_keys += probe(root, &child, &child_shape, keys);
         }
+    }
+    map_keys
+}
+
+/// How many string values `value` holds, in tables and arrays.
+fn strings(value: &toml::Value) -> usize {
+    match value {
+        toml::Value::String(_) => 1,
+        toml::Value::Array(items) => items.iter().map(strings).sum(),
+        toml::Value::Table(table) => table.values().map(strings).sum(),
+        _ => 0,
     }
 }
 

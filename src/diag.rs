@@ -72,13 +72,22 @@ impl SpecErrors {
     }
 }
 
+/// Format characters that act like controls: bidirectional overrides and
+/// isolates, which reorder what a reader sees ("Trojan Source"), and the
+/// Unicode line and paragraph separators, which YAML 1.1 and JavaScript
+/// read as line breaks.
+pub const INVISIBLE_CONTROLS: &[char] = &[
+    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}',
+    '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
+];
+
 /// A message with the spec's control characters shown, not obeyed: a
 /// hostile name quoted in an error must not move the cursor, colour the
 /// terminal or forge a line of its own.
 fn visible(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if c.is_control() || INVISIBLE_CONTROLS.contains(&c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()

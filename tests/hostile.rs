@@ -19,7 +19,8 @@ const FIXTURE: &str = include_str!("fixtures/hostile/appliance.toml");
 
 /// What a string from the spec could use to escape where it lands: Nix
 /// strings and comments, shell, nft, squid, YAML, JSON, systemd, INI, and
-/// the terminal that shows errors.
+/// the terminal that shows errors (an ANSI escape, a bidi override, a
+/// Unicode line separator).
 const HOSTILE: &[&str] = &[
     "a\nb = 1",
     "a\"b",
@@ -31,6 +32,8 @@ const HOSTILE: &[&str] = &[
     "a #b",
     "a}b",
     "a\u{1b}[31mb",
+    "a\u{202e}b",
+    "a\u{2028}b",
 ];
 
 /// Stands in for a hostile value in the baseline a generated tree is

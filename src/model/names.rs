@@ -1,6 +1,8 @@
 //! Names that end up as Matrix localparts, container names, systemd units,
 //! Nix attributes and file names must be safe in all of them at once.
 
+use crate::diag::INVISIBLE_CONTROLS;
+
 /// The longest name we accept: container names, unit names and Matrix
 /// localparts all take more, but `<name>-exec` must still fit everywhere.
 pub const MAX_NAME: usize = 32;
@@ -79,7 +81,7 @@ pub fn model_problem(model: &str) -> Option<String> {
 /// `appliance check` and `explain` output and in Matrix clients.
 pub fn text_problem(text: &str) -> Option<String> {
     text.chars()
-        .find(|c| c.is_control())
+        .find(|c| c.is_control() || INVISIBLE_CONTROLS.contains(c))
         .map(|c| format!("contains the control character U+{:04X}", u32::from(c)))
 }
 
@@ -220,6 +222,8 @@ mod tests {
         assert!(text_problem("two\nlines").is_some());
         assert!(text_problem("\u{1b}[31mred").is_some());
         assert!(text_problem("del\u{7f}").is_some());
+        assert!(text_problem("abc\u{202e}fed").is_some());
+        assert!(text_problem("line\u{2028}break").is_some());
     }
 
     #[test]

@@ -37,8 +37,10 @@ const HOSTILE: &[&str] = &[
 ];
 
 /// Stands in for a hostile value in the baseline a generated tree is
-/// compared with: plain, accepted wherever the hostile value was.
-const PLACEHOLDER: &str = "zqzq";
+/// compared with: accepted wherever the hostile value was (free text),
+/// and, with its space, quoted wherever the hostile value would be (a Nix
+/// attribute name), so only a real change of structure differs.
+const PLACEHOLDER: &str = "zq zq";
 
 /// The probe key inserted into each table to learn the schema's keys there.
 const PROBE: &str = "zzz-probe";

@@ -31,17 +31,24 @@ fn escape(text: &str, keep_newlines: bool) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || is_bidi_control(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if c.is_control() || is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
     }
     out
 }
 
-/// Unicode's explicit direction controls, which reorder what the terminal
-/// shows (the "Trojan Source" characters).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// Format characters that act like controls: bidirectional overrides and
+/// isolates, which reorder what a reader sees ("Trojan Source"), and the
+/// Unicode line and paragraph separators, which YAML 1.1 and JavaScript
+/// read as line breaks.
+pub const INVISIBLE_CONTROLS: &[char] = &[
+    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}',
+    '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
+];
+
+fn is_invisible_control(c: char) -> bool {
+    INVISIBLE_CONTROLS.contains(&c)
 }
 
 /// Standard output was closed by its reader (`| head -1`): not a failure of

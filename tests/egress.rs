@@ -1414,7 +1414,10 @@ fn egress_values_are_checked() {
         ("egress = []", "`egress` lists no domain"),
         ("egress = [\"169.254.169.254\"]", "is an address"),
         ("egress = [\"github.com:443\"]", "has a port or path"),
-        ("egress = [\"metadata.google.internal\"]", "is a local name"),
+        (
+            "egress = [\"metadata.google.internal\"]",
+            "names a cloud metadata server",
+        ),
     ];
     for (line, expected) in cases {
         let dir = tempfile::tempdir().unwrap();

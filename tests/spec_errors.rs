@@ -300,3 +300,138 @@ fn port_clashes_are_per_protocol() {
         "{err}"
     );
 }
+
+/// Runs `check` on `spec` and asserts it is refused with `expected` (which
+/// starts with the `file:line:column` of the bad value) and a hint.
+fn assert_refused(spec: &str, expected: &[&str]) -> String {
+    let (_dir, output) = run_spec(spec, &["check"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    for expected in expected {
+        let line = err
+            .lines()
+            .position(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("missing `{expected}` in:\n{err}"));
+        let next = err.lines().nth(line + 1).unwrap_or_default();
+        assert!(next.starts_with("hint: "), "no hint after `{expected}` in:\n{err}");
+    }
+    err
+}
+
+#[test]
+fn port_zero_for_matrix_and_inference_is_refused() {
+    let spec = VALID
+        .replace("server-name = \"t.internal\"", "server-name = \"t.internal\"\nport = 0")
+        .replace("models = [\"qwen3:4b\"]", "models = [\"qwen3:4b\"]\nport = 0");
+    assert_refused(
+        &spec,
+        &[
+            "appliance.toml:11:8: `[matrix]` port 0",
+            "appliance.toml:17:8: `[inference]` port 0",
+        ],
+    );
+}
+
+#[test]
+fn a_server_name_too_long_for_matrix_user_ids_is_refused() {
+    // 4 labels of 55 and 3 dots: 223 bytes, so `@` + a 32-byte name + `:`
+    // makes a user id of 257 bytes, over Matrix's 255.
+    let long = vec!["a".repeat(55); 4].join(".");
+    let spec = VALID.replace("server-name = \"t.internal\"", &format!("server-name = \"{long}\""));
+    let err = assert_refused(&spec, &["appliance.toml:10:15: server name `"]);
+    assert!(err.contains("255 bytes"), "{err}");
+}
+
+#[test]
+fn context_zero_is_refused() {
+    let spec = VALID.replace(
+        "kind = \"picoclaw\"\nhost = \"box\"",
+        "kind = \"picoclaw\"\nhost = \"box\"\ncontext = 0",
+    );
+    assert_refused(&spec, &["appliance.toml:20:11: agent `bot` has `context = 0`"]);
+}
+
+#[test]
+fn egress_addresses_metadata_and_special_names_are_refused_where_written() {
+    let entries = [
+        "127.1",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "2130706433",
+        "10.1.2",
+        "[::1]",
+        "::ffff:169.254.169.254",
+        "metadata.goog",
+        "metadata.google.internal",
+        "printer.home.arpa",
+        "*.home.arpa",
+        "nas.local",
+        "*.co.uk",
+        "com",
+        "*.github.io",
+    ];
+    let list: Vec<String> = entries.iter().map(|e| format!("  \"{e}\",")).collect();
+    let spec = VALID.replace(
+        "kind = \"picoclaw\"\nhost = \"box\"",
+        &format!(
+            "kind = \"picoclaw\"\nhost = \"box\"\negress = [\n  \"api.github.com\",\n{}\n]",
+            list.join("\n")
+        ),
+    );
+    // The list starts on line 20; `api.github.com` is line 21.
+    let expected: Vec<String> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("appliance.toml:{}:3: egress domain `{e}`", 22 + i))
+        .collect();
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let err = assert_refused(&spec, &expected);
+    assert!(
+        !err.contains("egress domain `api.github.com`"),
+        "a public name is fine:\n{err}"
+    );
+}
+
+#[test]
+fn the_same_wireguard_key_on_two_hosts_is_refused_at_the_second() {
+    let key = "mNbYbWZ3kS7kqMFCPUk5GWPuCC4ZjnCTjpFm/9eMJ1E=";
+    let spec = VALID
+        .replace(
+            "target = \"nixos\"",
+            &format!("target = \"nixos\"\nwireguard-public-key = \"{key}\""),
+        )
+        .replace(
+            "[matrix]",
+            &format!("[hosts.pi]\ntarget = \"rpi4\"\nwireguard-public-key = \"{key}\"\n\n[matrix]"),
+        );
+    assert_refused(
+        &spec,
+        &["appliance.toml:11:24: host `pi` has the WireGuard public key of host `box`"],
+    );
+}
+
+#[test]
+fn gpu_models_endpoints_keys_and_free_text_are_checked_for_what_they_are() {
+    let spec = VALID
+        .replace(
+            "target = \"nixos\"",
+            "target = \"nixos\"\n\
+             gpu = { vendor = \"nvidia\", model = \"l4\\n}; evil = 1; #\", count = 1 }\n\
+             endpoint = \"x\\\";id;\\\":51820\"\n\
+             ssh-keys = [\"ssh-ed25519 AAAA ana\\u001b[2J\"]",
+        )
+        .replace("members = [", "topic = \"one\\ntwo\"\nmembers = [");
+    let err = assert_refused(
+        &spec,
+        &[
+            "appliance.toml:7:36: GPU model \"l4\\n}; evil = 1; #\" is not a GPU model",
+            "appliance.toml:8:12: `endpoint = \"x\\\";id;\\\":51820\"` has host",
+            "appliance.toml:9:13: this is not an SSH public key: it has a comment that contains the control character U+001B",
+            "appliance.toml:25:9: the topic of room `main` contains the control character U+000A",
+        ],
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "control characters are shown, not sent:\n{err:?}"
+    );
+}

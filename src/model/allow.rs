@@ -33,6 +33,14 @@ pub(super) fn resolve(b: &mut Builder) -> BTreeMap<String, String> {
             );
             continue;
         }
+        if let Some(problem) = crate::model::names::text_problem(reason.get_ref()) {
+            b.error(
+                reason.span(),
+                format!("the reason for lint `{}` {problem}", code.get_ref()),
+                "write the reason as one line of printable text",
+            );
+            continue;
+        }
         allow.insert(code.get_ref().clone(), reason.get_ref().trim().to_string());
     }
     allow

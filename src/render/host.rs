@@ -516,7 +516,7 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
             // literal, which takes the place of the source.
             BindSource::Generated(path) => {
                 let target = nix::string_content(&bind.volume_arg(""));
-                expr(format!("\"${{../../{path}}}{target}\""))
+                expr(format!("\"${{{}}}{target}\"", nix::path(&format!("../../{path}"))))
             }
             BindSource::Host(path) => {
                 // The consumer's side of a socket dir sets its owner.

@@ -88,7 +88,7 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         let mut entry = BTreeMap::new();
         entry.insert("target", nix::value(host.target));
         entry.insert("system", nix::value(host.system));
-        entry.insert("module", expr(format!("./hosts/{}", host.name)));
+        entry.insert("module", expr(nix::path(&format!("./hosts/{}", host.name))));
         let sandboxes: BTreeMap<&str, &str> = host
             .sandboxes
             .iter()
@@ -106,7 +106,7 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         .map(|(name, mut systems)| {
             systems.sort_by_key(|s| s.to_string());
             let entry = BTreeMap::from([
-                ("file", expr(format!("./images/{name}.nix"))),
+                ("file", expr(nix::path(&format!("./images/{name}.nix")))),
                 ("systems", minijinja::Value::from(systems)),
             ]);
             (name.to_string(), entry)

@@ -41,6 +41,17 @@ pub fn string_content(text: &str) -> String {
     out
 }
 
+/// Why `text` cannot stand in a `#` comment, or `None`: a line break (or
+/// any control character) would end the comment.
+pub fn comment_problem(text: &str) -> Option<String> {
+    text.chars().find(|c| c.is_control()).map(|c| {
+        format!(
+            "{text:?} cannot be written into a Nix comment: it contains the control character U+{:04X}",
+            u32::from(c)
+        )
+    })
+}
+
 /// An attribute name, quoted unless it is a plain Nix identifier.
 pub fn attr_name(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -54,6 +65,21 @@ pub fn attr_name(name: &str) -> String {
 /// A template value from any serializable data.
 pub fn value<T: serde::Serialize>(data: T) -> Value {
     Value::from(minijinja::value::Serde(data))
+}
+
+/// A relative path literal such as `./hosts/hub` or `../../agents/x/y.json`.
+/// Nix path literals have no escapes, so only what a path literal can
+/// spell is accepted; names in them are `a-z0-9-` (`model::names`), checked
+/// long before rendering, so anything else here is a bug, not bad input.
+pub fn path(relative: &str) -> String {
+    let literal = (relative.starts_with("./") || relative.starts_with("../"))
+        && !relative.ends_with('/')
+        && !relative.contains("//")
+        && relative
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+/".contains(c));
+    assert!(literal, "bug: `{relative}` cannot be written as a Nix path literal");
+    relative.to_string()
 }
 
 /// Marks a known-safe Nix expression so the encoder writes it verbatim.
@@ -188,6 +214,15 @@ mod tests {
         assert_eq!(string("l1\nl2\t"), r#""l1\nl2\t""#);
         assert_eq!(string("''x''"), r#""''x''""#);
         assert_eq!(string("größe ✓"), "\"größe ✓\"");
+    }
+
+    #[test]
+    fn path_literals_accept_only_what_nix_can_spell() {
+        assert_eq!(path("./hosts/hub"), "./hosts/hub");
+        assert_eq!(path("../../agents/a-1/config.json"), "../../agents/a-1/config.json");
+        for bad in ["./a b", "./a\n", "hosts/hub", "./a/", "./${x}", "./a\"b"] {
+            assert!(std::panic::catch_unwind(|| path(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

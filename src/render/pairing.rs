@@ -178,7 +178,7 @@ pub fn imports_value(files: &[String]) -> Value {
     Value::from(
         files
             .iter()
-            .map(|f| nix::expr(format!("./{f}")))
+            .map(|f| nix::expr(nix::path(&format!("./{f}"))))
             .collect::<Vec<Value>>(),
     )
 }

@@ -22,6 +22,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admins.nix.j2", include_str!("../../templates/admins.nix.j2")),
 ];
 
+/// A value as text: strings as they are, anything else as minijinja shows it.
+fn plain_text(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_string)
+}
+
 pub struct Engine {
     env: Environment<'static>,
 }
@@ -47,6 +52,22 @@ impl Engine {
             let text =
                 nix::encode(&value, indent.unwrap_or(0)).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
             Ok(Value::from_safe_string(text))
+        });
+        // `"... {{ value | str }} ..."`: text inside a Nix string literal the
+        // template opened, escaped like the encoder's strings.
+        env.add_filter("str", |value: Value| {
+            Value::from_safe_string(nix::string_content(&plain_text(&value)))
+        });
+        // `# ... {{ value | comment }}`: text inside a `#` comment, which a
+        // newline would end (and what follows would be live Nix). Spec
+        // values are checked long before this; a control character here is
+        // a bug, and generation fails rather than write it.
+        env.add_filter("comment", |value: Value| -> Result<Value, Error> {
+            let text = plain_text(&value);
+            match nix::comment_problem(&text) {
+                None => Ok(Value::from_safe_string(text)),
+                Some(problem) => Err(Error::new(ErrorKind::InvalidOperation, problem)),
+            }
         });
         // `{{ name | attr }}`: an attribute name, quoted when needed.
         env.add_filter("attr", |name: String| Value::from_safe_string(nix::attr_name(&name)));

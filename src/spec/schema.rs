@@ -277,13 +277,42 @@ pub struct AgentSpec {
     pub egress: Option<Spanned<EgressSpec>>,
 }
 
-/// `egress = "none" | "web" | ["domain", ...]`, as written. Untagged enums
-/// cannot keep inner spans, so errors point at the whole value.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `egress = "none" | "web" | ["domain", ...]`, as written. Deserialized by
+/// hand rather than `#[serde(untagged)]`, which buffers the value and loses
+/// the spans of the entries: each domain keeps its own, so an error points
+/// at the entry, not the whole list.
+#[derive(Debug)]
 pub enum EgressSpec {
     Keyword(String),
-    Domains(Vec<String>),
+    Domains(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for EgressSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EgressVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EgressVisitor {
+            type Value = EgressSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"none\", \"web\" or a list of domains")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<EgressSpec, E> {
+                Ok(EgressSpec::Keyword(word.to_string()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EgressSpec, A::Error> {
+                let mut domains = Vec::new();
+                while let Some(domain) = seq.next_element()? {
+                    domains.push(domain);
+                }
+                Ok(EgressSpec::Domains(domains))
+            }
+        }
+
+        deserializer.deserialize_any(EgressVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -122,7 +122,7 @@ in
         mkdir -p -m 0700 /var/lib/appliance/wireguard
         wg genkey > /var/lib/appliance/wireguard/private.key.tmp
         mv /var/lib/appliance/wireguard/private.key.tmp /var/lib/appliance/wireguard/private.key
-        echo "WireGuard public key of hub: $(wg pubkey < /var/lib/appliance/wireguard/private.key)"
+        echo ${lib.escapeShellArg ("WireGuard public key of " + "hub" + ":")} "$(wg pubkey < /var/lib/appliance/wireguard/private.key)"
       '';
     };
     networking.wireguard.interfaces.wg-appliance = {

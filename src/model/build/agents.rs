@@ -165,6 +165,21 @@ fn context(b: &mut Builder, name: &Spanned<String>, agent: &AgentSpec, kind: Age
         .context
         .as_ref()
         .map_or(supports.default_context, |c| *c.get_ref());
+    if let Some(zero) = agent.context.as_ref().filter(|c| *c.get_ref() == 0) {
+        b.error(
+            span(zero),
+            format!(
+                "agent `{}` has `context = 0`: a model with no context window can read nothing",
+                name.get_ref()
+            ),
+            format!(
+                "remove `context` for {}'s default of {} tokens, or give the model's window",
+                kind.label(),
+                supports.default_context
+            ),
+        );
+        return context;
+    }
     if let Some(min) = supports.min_context
         && context < min
     {

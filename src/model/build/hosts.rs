@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::{Builder, span};
+use crate::model::names::{endpoint_problem, gpu_model_problem, ssh_key_problem};
 use crate::model::vram;
 use crate::model::{Gpu, Host, Subnet};
 use crate::spec::schema::{DriverCapability, GpuSpec, HostSpec, Platform, System, Target};
@@ -20,11 +21,39 @@ pub(super) fn resolve(b: &mut Builder, network: Subnet, overlay: Option<Subnet>)
         );
     }
     let mut hosts = BTreeMap::new();
+    check_wireguard_keys_unique(b);
     for (index, (name, host)) in spec.hosts.iter().enumerate() {
         let resolved = resolve_host(b, name, host, network, overlay, index);
         hosts.insert(name.get_ref().clone(), resolved);
     }
     hosts
+}
+
+/// A WireGuard key names one peer: two hosts with the same key would each
+/// take the other's traffic (and the spec copied a key by mistake).
+fn check_wireguard_keys_unique(b: &mut Builder) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let spec = b.spec;
+    let mut keyed: Vec<_> = spec
+        .hosts
+        .iter()
+        .filter_map(|(name, host)| Some((name, host.wireguard_public_key.as_ref()?)))
+        .collect();
+    // In the order written, so the second one written is the one reported.
+    keyed.sort_by_key(|(_, key)| key.span().start);
+    for (name, key) in keyed {
+        if let Some(first) = seen.insert(key.get_ref(), name.get_ref()) {
+            b.error(
+                span(key),
+                format!(
+                    "host `{}` has the WireGuard public key of host `{first}`",
+                    name.get_ref()
+                ),
+                "each host makes its own key at first boot; copy this host's from `wg pubkey` on it (docs/pairing.md)",
+            );
+            seen.insert(key.get_ref(), first);
+        }
+    }
 }
 
 fn resolve_host(
@@ -40,6 +69,7 @@ fn resolve_host(
     let system = system(b, name, host, target);
     let gpu = host.gpu.as_ref().and_then(|gpu| resolve_gpu(b, name, gpu, target));
     check_ssh_keys(b, host);
+    check_endpoint(b, host.endpoint.as_ref());
     if let Some(key) = &host.wireguard_public_key
         && !is_wireguard_key(key.get_ref())
     {
@@ -111,6 +141,13 @@ fn resolve_gpu(b: &mut Builder, name: &Spanned<String>, gpu: &Spanned<GpuSpec>, 
         return None;
     }
     let gpu = gpu.get_ref();
+    if let Some(problem) = gpu_model_problem(gpu.model.get_ref()) {
+        b.error(
+            span(&gpu.model),
+            format!("GPU model {:?} {problem}", gpu.model.get_ref()),
+            "use NVIDIA's short name, such as `l4`, `a100` or `rtx-6000-ada`; set `vram` if the VRAM check does not know it",
+        );
+    }
     if *gpu.count.get_ref() == 0 {
         b.error(
             span(&gpu.count),
@@ -157,21 +194,25 @@ fn resolve_gpu(b: &mut Builder, name: &Spanned<String>, gpu: &Spanned<GpuSpec>, 
 
 fn check_ssh_keys(b: &mut Builder, host: &HostSpec) {
     for key in &host.ssh_keys {
-        let text = key.get_ref();
-        let known = [
-            "ssh-ed25519 ",
-            "ssh-rsa ",
-            "ecdsa-sha2-",
-            "sk-ssh-ed25519@",
-            "sk-ecdsa-sha2-",
-        ];
-        if !known.iter().any(|prefix| text.starts_with(prefix)) || text.contains('\n') {
+        if let Some(problem) = ssh_key_problem(key.get_ref()) {
             b.error(
                 span(key),
-                "this is not an SSH public key",
+                format!("this is not an SSH public key: it {problem}"),
                 "paste one line of `~/.ssh/id_ed25519.pub`, e.g. `ssh-ed25519 AAAA... you@laptop`",
             );
         }
+    }
+}
+
+fn check_endpoint(b: &mut Builder, endpoint: Option<&Spanned<String>>) {
+    if let Some(endpoint) = endpoint
+        && let Some(problem) = endpoint_problem(endpoint.get_ref())
+    {
+        b.error(
+            span(endpoint),
+            format!("`endpoint = {:?}` {problem}", endpoint.get_ref()),
+            "write where other hosts reach this one's WireGuard port: `hub.example.org`, `203.0.113.10:51820` or `[2001:db8::1]:51820`",
+        );
     }
 }
 

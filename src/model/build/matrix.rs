@@ -6,9 +6,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::addressing::Endpoints;
 use super::{Builder, PAIRING_PORT, WEB_CLIENT_PORT, span};
-use crate::model::names::server_name_problem;
+use crate::model::names::{MAX_NAME, server_name_problem};
 use crate::model::{Agent, Host, Matrix, Subnet, WebClient};
 use crate::spec::Spec;
+
+/// The longest server name whose user ids and room aliases
+/// (`@<name>:<server>`, `#<room>:<server>`, names of up to
+/// [`MAX_NAME`] bytes) stay within Matrix's 255 bytes.
+const MAX_SERVER_NAME: usize = 255 - 2 - MAX_NAME;
 
 /// The Matrix names the rooms and agents are built from.
 pub(super) struct Accounts {
@@ -31,6 +36,17 @@ pub(super) fn accounts(b: &mut Builder) -> Accounts {
         );
     }
     let server_name = matrix_spec.server_name.get_ref().clone();
+    if server_name.len() > MAX_SERVER_NAME {
+        b.error(
+            span(&matrix_spec.server_name),
+            format!(
+                "server name `{server_name}` is {} bytes, so user ids like `@<name>:{server_name}` would exceed \
+                 Matrix's limit of 255 bytes",
+                server_name.len()
+            ),
+            format!("use a server name of at most {MAX_SERVER_NAME} bytes"),
+        );
+    }
     let mut admins = Vec::new();
     let mut admin_names = BTreeSet::new();
     for admin in &matrix_spec.admins {

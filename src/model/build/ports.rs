@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
+use toml::Spanned;
+
 use super::addressing::Endpoints;
 use super::{Builder, DNS_PORT, PAIRING_PORT, SSH_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, span};
 use crate::kinds;
@@ -44,6 +46,10 @@ pub(super) fn check(b: &mut Builder, hosts: &BTreeMap<String, Host>, linked: boo
     host_services(b, &mut ports, hosts, linked);
     let spec = b.spec;
     let matrix_spec = spec.matrix.get_ref();
+    not_zero(b, "[matrix]", matrix_spec.port.as_ref());
+    if let Some(inference) = &spec.inference {
+        not_zero(b, "[inference]", inference.get_ref().port.as_ref());
+    }
     let matrix_at = matrix_spec.port.as_ref().map_or_else(|| span(&matrix_spec.host), span);
     if hosts.contains_key(&endpoints.matrix_host) {
         let what = "the Matrix homeserver".into();
@@ -77,6 +83,18 @@ pub(super) fn check(b: &mut Builder, hosts: &BTreeMap<String, Host>, linked: boo
         }
     }
     published(b, &mut ports, hosts);
+}
+
+/// Port 0 asks the kernel for any free port: the sandboxes could not know
+/// where the service listens.
+fn not_zero(b: &mut Builder, table: &str, port: Option<&Spanned<u16>>) {
+    if let Some(port) = port.filter(|p| *p.get_ref() == 0) {
+        b.error(
+            span(port),
+            format!("`{table}` port 0 is not a port a service can be reached at"),
+            "remove `port` for the default, or use a port between 1 and 65535",
+        );
+    }
 }
 
 /// What every host runs: SSH, WireGuard when hosts are linked, and the

@@ -6,6 +6,7 @@ use toml::Spanned;
 
 use super::matrix::Accounts;
 use super::{Builder, span};
+use crate::model::names::text_problem;
 use crate::model::{MemberRole, Room, RoomMember};
 use crate::spec::schema::RoomSpec;
 
@@ -35,6 +36,17 @@ pub(super) fn resolve(b: &mut Builder, accounts: &Accounts) -> BTreeMap<String, 
                 ),
                 "set `federation = true` under `[matrix]`, or remove `federate`",
             );
+        }
+        for (what, text) in [("name", &room.name), ("topic", &room.topic)] {
+            if let Some(text) = text
+                && let Some(problem) = text_problem(text.get_ref())
+            {
+                b.error(
+                    span(text),
+                    format!("the {what} of room `{}` {problem}", name.get_ref()),
+                    format!("write the {what} as one line of printable text"),
+                );
+            }
         }
         let members = members(b, name, room, accounts, &agent_names);
         let name = name.get_ref().clone();

@@ -446,23 +446,28 @@ fn spec_dir(text: &str) -> tempfile::TempDir {
 
 #[test]
 fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
+    // A reason with control characters is refused (spec validation); the
+    // refusal quotes nothing that acts on the terminal.
     let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose{FORGED}\" }}\n");
     let dir = spec_dir(&spec);
     let check = run_in(dir.path(), &["check"]);
-    assert!(check.status.success(), "{}", stderr(&check));
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
     let err = stderr(&check);
     assert_inert(&err);
     assert!(
-        err.contains("allowed by the spec: we federate on purpose\\n error: forged \\u{1b}[31m\n"),
+        err.contains("the reason for lint `matrix-federation` contains the control character"),
         "{err}"
     );
+    // A reason the validation lets through reaches the output (escaping
+    // itself: the unit tests in src/term.rs).
+    let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose\" }}\n");
+    let dir = spec_dir(&spec);
     let explain = run_in(dir.path(), &["explain"]);
     assert!(explain.status.success(), "{}", stderr(&explain));
-    let text = stdout(&explain);
-    assert_inert(&text);
     assert!(
-        text.contains("allowed: we federate on purpose\\n error: forged \\u{1b}[31m"),
-        "{text}"
+        stdout(&explain).contains("allowed: we federate on purpose"),
+        "{}",
+        stdout(&explain)
     );
 }
 

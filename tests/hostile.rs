@@ -415,6 +415,9 @@ impl Checker {
         } else if name.ends_with(".nft") {
             // The files are table bodies (`networking.nftables.tables.<name>.content`).
             let family = if name.ends_with("bridge.nft") { "bridge" } else { "inet" };
+            // NixOS's own ruleset check puts `nobody` in place of squid's user
+            // (`networking.nftables.preCheckRuleset`): this machine has no `squid`.
+            let text = text.replace("meta skuid \"squid\"", "meta skuid \"nobody\"");
             fs::write(&file, format!("table {family} appliance_check {{\n{text}}}\n")).unwrap();
             // A network namespace of its own: `-c` changes nothing, and the
             // host's ruleset is not even read.

@@ -287,10 +287,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         // Lint reasons are the spec's text: nothing in them may act on the terminal.
         ExplainFormat::Text => crate::term::print(&crate::term::inert_lines(&text(&explanation))),
         // The graph's strings are already escaped for DOT quoted strings.
-        ExplainFormat::Dot => crate::term::print(&dot::graph(
-            &appliance,
-            &selected(&appliance, args.agent.as_deref()),
-        )),
+        ExplainFormat::Dot => crate::term::print(&dot::graph(&appliance, &selected(&appliance, args.agent.as_deref()))),
     }
 }
 

@@ -4,6 +4,7 @@
 //! Data flows one way: [`spec`] (TOML) -> [`model`] (validated) ->
 //! [`render`] (files) -> [`output`] (atomic writes and drift checks).
 
+pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;
@@ -18,3 +19,4 @@ pub mod pairing;
 pub mod render;
 pub mod runsc;
 pub mod spec;
+pub mod warden;

@@ -25,3 +25,4 @@ mod rehearsal;
 mod sandbox;
 mod spec_errors;
 mod vmtest;
+mod warden;

@@ -218,6 +218,18 @@ impl World {
         notices
     }
 
+    /// As an admin of the room would, by hand.
+    fn set_level(&self, token: &str, user: &str, level: i64) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            segment(&self.room)
+        );
+        let mut levels = self.client.get(&path, Some(token)).unwrap().body;
+        levels["users"][user] = json!(level);
+        let reply = self.client.put(&path, Some(token), &levels).unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+    }
+
     fn level(&self, user: &str) -> Option<i64> {
         let reply = self
             .client
@@ -274,6 +286,14 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
         "{:?}",
         world.notices(&admin)
     );
+
+    // A level raised by hand behind the warden's back is lowered again by
+    // the next `!halt`.
+    world.set_level(&admin, "@casper:magi", 0);
+    assert_eq!(world.send(&casper, "raised"), 200);
+    assert_eq!(world.send(&admin, "!halt casper"), 200);
+    world.warden();
+    assert_eq!(world.send(&casper, "silenced again"), 403);
 
     // `!resume casper` restores casper's previous level (none: the default).
     assert_eq!(world.send(&admin, "!resume casper"), 200);

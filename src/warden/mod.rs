@@ -350,36 +350,39 @@ impl<'a> Warden<'a> {
         Ok(format!("resumed: {}", list_or_none(&done)))
     }
 
-    /// Records why `agent` is muted in `room_id` and, when it was not
-    /// muted yet, lowers its power level there.
+    /// Records why `agent` is muted in `room_id` and makes sure its power
+    /// level there is below `events_default`: lowered on the first mute,
+    /// lowered again if someone raised it behind the warden's back.
     fn mute(&mut self, room_id: &str, agent: &str, why: impl FnOnce(&mut Mute)) -> Result<()> {
         let alias = self.rooms[room_id].alias.clone();
-        if let Some(mute) = self.state.mutes.get_mut(room_id).and_then(|m| m.get_mut(agent)) {
-            why(mute);
-            let reason = mute.reason();
-            return self.audit(
-                "mute",
-                "warden",
-                agent,
-                &format!("in {alias}, already muted; now {reason}"),
-            );
-        }
         let rooms = power::Rooms {
             client: &self.client,
             token: &self.token,
         };
         let levels = rooms.levels(room_id)?;
-        let mut mute = Mute {
-            previous: power::entry(&levels, agent),
-            ..Mute::default()
-        };
-        why(&mut mute);
         let level = power::muted_level(&levels);
-        rooms.set_levels(room_id, &power::with_level(&levels, agent, Some(level)))?;
-        let detail = format!(
-            "in {alias}: power level {level}, below `events_default`; {}",
-            mute.reason()
-        );
+        let current = power::entry(&levels, agent);
+        let known = self.state.mutes.get(room_id).and_then(|m| m.get(agent)).cloned();
+        let mut mute = known.clone().unwrap_or(Mute {
+            previous: current,
+            ..Mute::default()
+        });
+        why(&mut mute);
+        let lowered = current.is_none_or(|c| c > level);
+        if lowered {
+            rooms.set_levels(room_id, &power::with_level(&levels, agent, Some(level)))?;
+        }
+        let detail = match (known.is_some(), lowered) {
+            (false, _) => format!(
+                "in {alias}: power level {level}, below `events_default`; {}",
+                mute.reason()
+            ),
+            (true, true) => format!(
+                "in {alias}: its level had been raised; lowered to {level} again; {}",
+                mute.reason()
+            ),
+            (true, false) => format!("in {alias}: already muted; {}", mute.reason()),
+        };
         self.state
             .mutes
             .entry(room_id.to_string())

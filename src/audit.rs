@@ -222,15 +222,11 @@ pub struct Broken {
 /// Checks every link; the head of a sound chain, or the first bad line.
 pub fn verify(bytes: &[u8]) -> Result<Head, Broken> {
     let mut head = Head::genesis();
-    let ends_with_newline = bytes.last().is_none_or(|&b| b == b'\n');
-    let body = if bytes.is_empty() {
-        bytes
-    } else {
-        &bytes[..bytes.len() - usize::from(ends_with_newline)]
-    };
-    if body.is_empty() && ends_with_newline {
+    if bytes.is_empty() {
         return Ok(head);
     }
+    let ends_with_newline = bytes.last() == Some(&b'\n');
+    let body = &bytes[..bytes.len() - usize::from(ends_with_newline)];
     let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
     for (index, line) in lines.iter().enumerate() {
         let number = index + 1;
@@ -359,6 +355,7 @@ mod tests {
         let second: Record = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(second.prev, sha256_hex(lines[0].as_bytes()));
         assert_eq!(verify(b""), Ok(Head::genesis()));
+        assert!(verify(b"\n").unwrap_err().why.starts_with("not a record"));
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl<'a> Warden<'a> {
                 "homeserver URL `{url}` is not plain `http://`\nhint: the warden talks to the Synapse on its own host, e.g. `--homeserver http://127.0.0.1:8008`"
             );
         }
+        if plan.loop_budget == Some(0) {
+            bail!(
+                "the plan's `loop_budget` is 0, which would mute the agents at their first message\nhint: set it to 1 or more, or remove it for the default (8)"
+            );
+        }
         let forever = Duration::from_secs(10 * 365 * 86_400);
         let state_path = dir.join(STATE_FILE);
         let mut warden = Warden {

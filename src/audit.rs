@@ -275,9 +275,15 @@ fn check_line(line: &[u8], number: usize, head: &Head) -> Result<Head, Broken> {
     })
 }
 
-/// Reads and verifies the file at `path`.
+/// Reads and verifies the file at `path`, under a shared lock so that an
+/// append in progress is not mistaken for a torn line.
 pub fn verify_file(path: &Path) -> Result<Result<Head, Broken>> {
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read audit log `{}`", path.display()))?;
+    let mut file = File::open(path).with_context(|| format!("failed to open audit log `{}`", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+        .with_context(|| format!("failed to lock audit log `{}`", path.display()))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("failed to read audit log `{}`", path.display()))?;
     Ok(verify(&bytes))
 }
 
@@ -356,6 +362,25 @@ mod tests {
         assert_eq!(second.prev, sha256_hex(lines[0].as_bytes()));
         assert_eq!(verify(b""), Ok(Head::genesis()));
         assert!(verify(b"\n").unwrap_err().why.starts_with("not a record"));
+    }
+
+    #[test]
+    fn concurrent_appenders_never_fork_the_chain() {
+        let (_dir, path) = chain(0);
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        append(&path, &entry(&format!("writer {w} record {i}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(verify_file(&path).unwrap().unwrap().seq, 100);
     }
 
     #[test]

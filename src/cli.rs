@@ -40,6 +40,11 @@ pub enum Command {
     Pair(PairArgs),
     /// On the Matrix host: hand each remote host its agents' credentials over the overlay
     PairServe(PairServeArgs),
+    /// On the Matrix host: watch the agents' rooms, obey the admins' `!halt`/`!resume`/`!status`, break agent loops
+    Warden(WardenArgs),
+    /// Check or read the warden's hash-chained audit trail
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// On the Matrix host, as root: the human admins' accounts
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -80,6 +85,49 @@ pub struct PairServeArgs {
     /// The hub's WireGuard private key [default: the config's]
     #[arg(long, value_name = "FILE")]
     pub private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WardenArgs {
+    /// The bootstrap plan [default: the one the host module installs]
+    #[arg(long, value_name = "FILE", default_value = "/etc/appliance/bootstrap-plan.json")]
+    pub plan: PathBuf,
+    /// Homeserver to talk to [default: the plan's]
+    #[arg(long, value_name = "URL")]
+    pub homeserver: Option<String>,
+    /// State directory holding the appliance account's token [default: the plan's]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The audit trail to append to [default: `warden/audit.jsonl` in the state directory]
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// Handle what is new since the last run, then exit (no long poll)
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every link of the chain; exit 0 with the head, or 1 naming the first bad line
+    Verify(AuditFileArgs),
+    /// Print the last records, control characters escaped
+    Tail(AuditTailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditFileArgs {
+    /// The audit trail [default: /var/lib/appliance/warden/audit.jsonl]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditTailArgs {
+    /// How many records
+    #[arg(short = 'n', value_name = "N", default_value_t = 20)]
+    pub lines: usize,
+    #[command(flatten)]
+    pub file: AuditFileArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //! Data flows one way: [`spec`] (TOML) -> [`model`] (validated) ->
 //! [`render`] (files) -> [`output`] (atomic writes and drift checks).
 
+pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;
@@ -19,3 +20,4 @@ pub mod render;
 pub mod runsc;
 pub mod spec;
 pub mod term;
+pub mod warden;

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         Command::Gce(args) => commands::gce::run(args),
         Command::Pair(args) => commands::pair::run(args),
         Command::PairServe(args) => commands::pair::serve(args),
+        Command::Warden(args) => commands::warden::run(args),
+        Command::Audit(command) => commands::audit::run(command),
         Command::Admin(command) => commands::admin::run(command),
         Command::Completions(args) => commands::completions::run(args),
     };

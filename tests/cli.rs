@@ -3,7 +3,7 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 14] = [
+const SUBCOMMANDS: [&str; 16] = [
     "init",
     "check",
     "generate",
@@ -16,6 +16,8 @@ const SUBCOMMANDS: [&str; 14] = [
     "gce",
     "pair",
     "pair-serve",
+    "warden",
+    "audit",
     "admin",
     "completions",
 ];

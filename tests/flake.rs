@@ -663,6 +663,12 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "networking.nftables.flushRuleset",
         "nixos/modules/services/networking/nftables.nix",
     ),
+    // Its own example is the same substitution (a user the build-time
+    // ruleset check lacks).
+    (
+        "networking.nftables.preCheckRuleset",
+        "nixos/modules/services/networking/nftables.nix",
+    ),
     (
         "networking.nftables.tables.<name>.family",
         "nixos/modules/services/networking/nftables.nix",

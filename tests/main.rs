@@ -26,3 +26,4 @@ mod rehearsal;
 mod sandbox;
 mod spec_errors;
 mod vmtest;
+mod warden;

@@ -43,7 +43,15 @@ pub struct Plan {
     pub bootstrap_account: BootstrapAccount,
     pub accounts: Vec<Account>,
     pub rooms: Vec<PlannedRoom>,
+    /// The warden's loop breaker: agent messages a room may see without a
+    /// human one before its agents are muted; none: `DEFAULT_LOOP_BUDGET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_budget: Option<u32>,
 }
+
+/// Agent messages in a row, without a human one, before the warden mutes
+/// the room's agents.
+pub const DEFAULT_LOOP_BUDGET: u32 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +267,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
         },
         accounts,
         rooms,
+        loop_budget: None,
     }
 }
 

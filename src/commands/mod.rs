@@ -1,6 +1,7 @@
 //! One file per subcommand, each with `pub fn run(args) -> Result<()>`.
 
 pub mod admin;
+pub mod audit;
 pub mod bootstrap;
 pub mod build;
 pub mod check;
@@ -13,6 +14,7 @@ pub mod generate;
 pub mod init;
 pub mod inspect;
 pub mod pair;
+pub mod warden;
 
 use std::path::Path;
 

@@ -1,0 +1,19 @@
+//! `appliance warden`: run on the Matrix host by systemd, after Synapse and
+//! bootstrap, as root and outside every sandbox.
+
+use anyhow::Result;
+
+use crate::bootstrap;
+use crate::cli::WardenArgs;
+use crate::warden::{self, Options};
+
+pub fn run(args: &WardenArgs) -> Result<()> {
+    let plan = bootstrap::load_plan(&args.plan)?;
+    let options = Options {
+        homeserver: args.homeserver.clone(),
+        state_dir: args.state_dir.clone(),
+        audit: args.audit.clone(),
+        once: args.once,
+    };
+    warden::run(&plan, &options, &mut |line| println!("{line}"))
+}

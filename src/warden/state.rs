@@ -1,0 +1,105 @@
+//! What the warden remembers across restarts: the `/sync` position (so a
+//! restart never replays old commands), who it muted and at which level
+//! they were before, and the loop breaker's counts. One JSON file, written
+//! atomically after each batch of events.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// `next_batch` of the last handled `/sync`; none before the first.
+    pub since: Option<String>,
+    /// Room id -> agent -> why and since when it is muted there.
+    pub mutes: BTreeMap<String, BTreeMap<String, Mute>>,
+    /// Room id -> agent messages since the last human one.
+    pub streaks: BTreeMap<String, u32>,
+    /// Agent -> `origin_server_ts` (ms) of its last message seen.
+    pub last_seen: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mute {
+    /// The agent's entry in the room's `users` before the mute; none: it
+    /// had no entry (the room's `users_default`), restored by removing it.
+    pub previous: Option<i64>,
+    /// The admin whose `!halt` holds it; lifted only by `!resume`.
+    pub halted_by: Option<String>,
+    /// Held by the loop breaker; lifted by a human message or `!resume`.
+    pub looped: bool,
+}
+
+impl Mute {
+    pub fn held(&self) -> bool {
+        self.halted_by.is_some() || self.looped
+    }
+
+    pub fn reason(&self) -> String {
+        match (&self.halted_by, self.looped) {
+            (Some(admin), true) => format!("halted by {admin}, and by the loop breaker"),
+            (Some(admin), false) => format!("halted by {admin}"),
+            (None, _) => "by the loop breaker".to_string(),
+        }
+    }
+}
+
+impl State {
+    pub fn load(path: &Path) -> Result<State> {
+        match fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("failed to parse warden state `{}`\nhint: it is the warden's own file; remove it to start afresh (muted agents then stay muted until an admin raises their power level)", path.display())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("failed to read warden state `{}`", path.display())),
+        }
+    }
+
+    /// Temp file + fsync + rename (atomic on one filesystem: the temp file
+    /// sits next to the target), then the directory is synced.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().context("warden state path has no directory")?;
+        let text = serde_json::to_string_pretty(self).context("failed to serialize warden state")? + "\n";
+        let mut temp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("failed to create a temporary file in `{}`", dir.display()))?;
+        temp.write_all(text.as_bytes())
+            .and_then(|()| temp.as_file().sync_all())
+            .with_context(|| format!("failed to write `{}`", temp.path().display()))?;
+        temp.persist(path)
+            .with_context(|| format!("failed to replace `{}`", path.display()))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("failed to sync directory `{}`", dir.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_a_missing_file_is_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(State::load(&path).unwrap(), State::default());
+        let mut state = State {
+            since: Some("s72_1".into()),
+            ..State::default()
+        };
+        state.mutes.entry("!r:magi".into()).or_default().insert(
+            "@casper:magi".into(),
+            Mute {
+                previous: None,
+                halted_by: Some("@gendo:magi".into()),
+                looped: false,
+            },
+        );
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+    }
+}

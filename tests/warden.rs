@@ -1,0 +1,368 @@
+//! `appliance warden` against a real Synapse after a real bootstrap: only
+//! the plan's admins are obeyed, a halted agent is refused by Synapse
+//! itself, the loop breaker mutes and a human lifts it, a restart replays
+//! nothing, and the audit trail verifies (and fails once a byte flips).
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use agent_appliance::audit::Record;
+use agent_appliance::bootstrap::accounts::password;
+use agent_appliance::bootstrap::client::{Client, segment};
+use serde_json::{Value, json};
+
+use crate::common::{appliance, root, stderr, stdout};
+use crate::synapse::{Synapse, free_port, venv};
+
+const ADMIN: &str = "@gendo:magi";
+
+struct World {
+    _temp: tempfile::TempDir,
+    state: PathBuf,
+    url: String,
+    client: Client,
+    room: String,
+    txn: std::cell::Cell<u32>,
+}
+
+fn plan_path() -> PathBuf {
+    root().join("generated/bootstrap/plan.json")
+}
+
+#[track_caller]
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
+
+impl World {
+    /// Secrets, Synapse, bootstrap: the appliance as systemd starts it.
+    fn start(venv: &std::path::Path) -> (World, Synapse) {
+        let temp = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let state = temp.path().join("state");
+        let bootstrap = |extra: &[&str]| {
+            appliance()
+                .arg("bootstrap")
+                .arg("--plan")
+                .arg(plan_path())
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["--homeserver", &url])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        assert_ok(&bootstrap(&["--secrets-only"]));
+        let mut synapse = Synapse::start(venv, &temp.path().join("synapse"), &state, port);
+        synapse.wait_ready();
+        assert_ok(&bootstrap(&[]));
+        let client = Client::new(&url, Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
+        let mut world = World {
+            _temp: temp,
+            state,
+            url,
+            client,
+            room: String::new(),
+            txn: std::cell::Cell::new(0),
+        };
+        let reply = world
+            .client
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", segment("#magi:magi")),
+                Some(&world.secret("secrets/_host/bootstrap/matrix-token")),
+            )
+            .unwrap();
+        world.room = reply.str("room_id").unwrap().to_string();
+        (world, synapse)
+    }
+
+    fn secret(&self, relative: &str) -> String {
+        fs::read_to_string(self.state.join(relative))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn agent(&self, name: &str) -> String {
+        self.secret(&format!("secrets/{name}/matrix-token"))
+    }
+
+    fn audit_path(&self) -> PathBuf {
+        self.state.join("warden/audit.jsonl")
+    }
+
+    /// The admin logs in with the password bootstrap derived, and joins.
+    fn admin(&self) -> String {
+        let key = self.secret("secrets/_host/bootstrap/master-key");
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "gendo" },
+            "password": password(&key, ADMIN),
+        });
+        let reply = self.client.post("/_matrix/client/v3/login", None, &body).unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        let token = reply.str("access_token").unwrap().to_string();
+        self.join(&token);
+        token
+    }
+
+    /// A human on this server who is in the room but is no admin:
+    /// registered through the shared secret, invited by the appliance.
+    fn stranger(&self) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let secret = self.secret("secrets/_host/synapse/registration-shared-secret");
+        let nonce = self.client.get("/_synapse/admin/v1/register", None).unwrap();
+        let nonce = nonce.str("nonce").unwrap().to_string();
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{nonce}\0stranger\0stranger-password\0notadmin").as_bytes());
+        let body = json!({
+            "nonce": nonce, "username": "stranger", "password": "stranger-password", "admin": false,
+            "mac": hex::encode(mac.finalize().into_bytes()),
+        });
+        let reply = self.client.post("/_synapse/admin/v1/register", None, &body).unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        let token = reply.str("access_token").unwrap().to_string();
+        let invite = self
+            .client
+            .post(
+                &format!("/_matrix/client/v3/rooms/{}/invite", segment(&self.room)),
+                Some(&self.secret("secrets/_host/bootstrap/matrix-token")),
+                &json!({ "user_id": "@stranger:magi" }),
+            )
+            .unwrap();
+        assert!(invite.ok(), "{}", invite.describe());
+        self.join(&token);
+        token
+    }
+
+    fn join(&self, token: &str) {
+        let reply = self
+            .client
+            .post(
+                &format!("/_matrix/client/v3/rooms/{}/join", segment(&self.room)),
+                Some(token),
+                &json!({}),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+    }
+
+    /// Sends a message; the homeserver's status.
+    fn send(&self, token: &str, body: &str) -> u16 {
+        self.txn.set(self.txn.get() + 1);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/t{}",
+            segment(&self.room),
+            self.txn.get()
+        );
+        let reply = self
+            .client
+            .put(&path, Some(token), &json!({ "msgtype": "m.text", "body": body }))
+            .unwrap();
+        reply.status
+    }
+
+    /// One bounded warden run: what is new since the last one.
+    fn warden(&self) -> String {
+        let output = appliance()
+            .arg("warden")
+            .arg("--plan")
+            .arg(plan_path())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--homeserver", &self.url, "--once"])
+            .output()
+            .unwrap();
+        assert_ok(&output);
+        stdout(&output)
+    }
+
+    fn records(&self) -> Vec<Record> {
+        fs::read_to_string(self.audit_path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The warden's notices in the room, oldest first.
+    fn notices(&self, token: &str) -> Vec<String> {
+        let reply = self
+            .client
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+                    segment(&self.room)
+                ),
+                Some(token),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        let mut notices: Vec<String> = reply.body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["sender"] == "@appliance:magi" && e["content"]["msgtype"] == "m.notice")
+            .map(|e| e["content"]["body"].as_str().unwrap().to_string())
+            .collect();
+        notices.reverse();
+        notices
+    }
+
+    /// As an admin of the room would, by hand.
+    fn set_level(&self, token: &str, user: &str, level: i64) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            segment(&self.room)
+        );
+        let mut levels = self.client.get(&path, Some(token)).unwrap().body;
+        levels["users"][user] = json!(level);
+        let reply = self.client.put(&path, Some(token), &levels).unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+    }
+
+    fn level(&self, user: &str) -> Option<i64> {
+        let reply = self
+            .client
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                    segment(&self.room)
+                ),
+                Some(&self.agent("melchior")),
+            )
+            .unwrap();
+        reply.body["users"].get(user).and_then(Value::as_i64)
+    }
+}
+
+fn count(records: &[Record], kind: &str, actor: &str) -> usize {
+    records.iter().filter(|r| r.kind == kind && r.actor == actor).count()
+}
+
+#[test]
+fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
+    let Some(venv) = venv() else { return };
+    let (world, _synapse) = World::start(&venv);
+    // The first run only takes the sync position: nothing said before the
+    // warden started is a command to it.
+    assert!(world.warden().contains("first sync: starting from now"));
+    let admin = world.admin();
+    let stranger = world.stranger();
+    let casper = world.agent("casper");
+    let melchior = world.agent("melchior");
+    let balthasar = world.agent("balthasar");
+
+    // A stranger's and an agent's `!halt` do nothing but get audited.
+    assert_eq!(world.send(&stranger, "!halt casper"), 200);
+    assert_eq!(world.send(&melchior, "!halt casper"), 200);
+    world.warden();
+    let records = world.records();
+    assert_eq!(count(&records, "command.refused", "@stranger:magi"), 1, "{records:#?}");
+    assert_eq!(count(&records, "command.refused", "@melchior:magi"), 1, "{records:#?}");
+    assert_eq!(count(&records, "mute", "warden"), 0, "{records:#?}");
+    assert_eq!(world.send(&casper, "still here"), 200);
+
+    // The admin's `!halt casper`: Synapse itself refuses casper's messages.
+    assert_eq!(world.send(&admin, "!halt casper"), 200);
+    world.warden();
+    assert_eq!(world.level("@casper:magi"), Some(-1));
+    assert_eq!(world.send(&casper, "let me speak"), 403);
+    assert_eq!(world.send(&melchior, "melchior is not halted"), 200);
+    let records = world.records();
+    assert_eq!(count(&records, "command", ADMIN), 1, "{records:#?}");
+    assert!(records.iter().any(|r| r.kind == "mute" && r.subject == "@casper:magi"));
+    assert!(
+        world.notices(&admin).last().unwrap().contains("halted"),
+        "{:?}",
+        world.notices(&admin)
+    );
+
+    // A level raised by hand behind the warden's back is lowered again by
+    // the next `!halt`.
+    world.set_level(&admin, "@casper:magi", 0);
+    assert_eq!(world.send(&casper, "raised"), 200);
+    assert_eq!(world.send(&admin, "!halt casper"), 200);
+    world.warden();
+    assert_eq!(world.send(&casper, "silenced again"), 403);
+
+    // `!resume casper` restores casper's previous level (none: the default).
+    assert_eq!(world.send(&admin, "!resume casper"), 200);
+    world.warden();
+    assert_eq!(world.level("@casper:magi"), None);
+    assert_eq!(world.send(&casper, "back"), 200);
+
+    // Two agents alternating past the budget (8): the warden mutes the
+    // room's agents and says so; a human message lifts it.
+    assert_eq!(world.send(&admin, "carry on"), 200);
+    for i in 0..8 {
+        let (name, token) = if i % 2 == 0 {
+            ("melchior", &melchior)
+        } else {
+            ("balthasar", &balthasar)
+        };
+        assert_eq!(world.send(token, &format!("{name} says {i}")), 200);
+    }
+    world.warden();
+    assert_eq!(world.send(&melchior, "one more"), 403);
+    assert_eq!(world.send(&balthasar, "one more"), 403);
+    assert_eq!(world.send(&casper, "one more"), 403);
+    let notices = world.notices(&admin);
+    assert!(
+        notices.last().unwrap().starts_with("loop breaker: 8 agent messages"),
+        "{notices:?}"
+    );
+    assert_eq!(count(&world.records(), "loop.tripped", "warden"), 1);
+    assert_eq!(world.send(&admin, "enough, both of you"), 200);
+    world.warden();
+    assert_eq!(world.send(&melchior, "understood"), 200);
+    assert_eq!(world.send(&balthasar, "understood"), 200);
+    assert_eq!(count(&world.records(), "loop.lifted", ADMIN), 1);
+
+    // `!status` names who is muted and the audit head.
+    assert_eq!(world.send(&admin, "!status"), 200);
+    world.warden();
+    let status = world.notices(&admin).last().unwrap().clone();
+    assert!(status.contains("@casper:magi: not muted; last message"), "{status}");
+    assert!(status.contains("audit: "), "{status}");
+
+    // A restart replays nothing: no command is handled twice.
+    let commands = count(&world.records(), "command", ADMIN);
+    world.warden();
+    assert_eq!(count(&world.records(), "command", ADMIN), commands);
+
+    // The trail verifies; one flipped byte is named.
+    let verify = || {
+        appliance()
+            .args(["audit", "verify"])
+            .arg(world.audit_path())
+            .output()
+            .unwrap()
+    };
+    let good = verify();
+    assert_ok(&good);
+    assert!(stdout(&good).contains("chain intact"), "{}", stdout(&good));
+    let mut bytes = fs::read(world.audit_path()).unwrap();
+    let at = bytes.windows(12).position(|w| w == b"!halt casper").unwrap();
+    bytes[at + 1] ^= 0x20;
+    fs::write(world.audit_path(), &bytes).unwrap();
+    let bad = verify();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("is broken at line"), "{}", stderr(&bad));
+    let tail = appliance()
+        .args(["audit", "tail", "-n", "3"])
+        .arg(world.audit_path())
+        .output()
+        .unwrap();
+    assert_ok(&tail);
+    assert_eq!(stdout(&tail).lines().count(), 3);
+}

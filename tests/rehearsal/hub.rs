@@ -110,6 +110,9 @@ pub struct Hub {
     pub services: Vec<Process>,
     pub synapse: Option<Synapse>,
     pub netns: Netns,
+    /// "The internet": the test web host and its DNS server, one veth hop
+    /// from the hub's namespace (`connect_internet`).
+    pub internet: Netns,
     pub appliance: Appliance,
     /// Stands in for `/`: every host path of the appliance is below it.
     pub host_root: tempfile::TempDir,
@@ -507,11 +510,13 @@ pub fn start(name: &str, tools: Services) -> Hub {
         .unwrap_or_else(|log| panic!("dockerd rejected the generated settings:\n{log}"));
     let data = host_root.path().join("var/lib/matrix-synapse");
     let state = host_root.path().join(STATE_DIR.trim_start_matches('/'));
+    let internet = connect_internet(&netns, &name.replace("rehearsal-", "rehearsal-net-"));
     let mut hub = Hub {
         daemon,
         services: Vec::new(),
         synapse: None,
         netns,
+        internet,
         appliance,
         host_root,
     };
@@ -577,7 +582,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
     // The test web host, "the internet" inside the namespace.
     let web = hub.host_root.path().join("web");
     write_web_root(&web);
-    let mut server = hub.netns.command("python3");
+    let mut server = hub.internet.command("python3");
     server
         .args(["-m", "http.server", "--bind"])
         .arg(WEB_ADDRESS.to_string())
@@ -601,8 +606,6 @@ pub fn start(name: &str, tools: Services) -> Hub {
 /// `egress-proxy.conf` on the bridge address. The test web host's address
 /// goes on the namespace's loopback, where only the proxy reaches it.
 fn start_egress(hub: &mut Hub, logs: &Path) {
-    hub.netns
-        .ip(&["addr", "add", &format!("{WEB_ADDRESS}/32"), "dev", "lo"]);
     start_internet_dns(hub, logs);
     let rules = logs.join("ruleset.nft");
     fs::write(&rules, egress_ruleset()).unwrap();
@@ -628,7 +631,7 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
 /// squid (the host's resolvers on the appliance), on the test web host's
 /// address. It knows one name, the test web host's, and forwards nothing.
 fn start_internet_dns(hub: &mut Hub, logs: &Path) {
-    let mut dns = hub.netns.command("dnsmasq");
+    let mut dns = hub.internet.command("dnsmasq");
     dns.args([
         "--keep-in-foreground",
         "--log-facility=-",
@@ -645,15 +648,57 @@ fn start_internet_dns(hub: &mut Hub, logs: &Path) {
         .push(Process::spawn("internet DNS", dns, logs.join("internet-dns.log")));
 }
 
-/// The committed generated table bodies in their tables.
+/// The committed generated table bodies in their tables, with squid's user
+/// spelled as Debian's build runs it (`proxy`; NixOS' is `squid`): the rule
+/// that keeps the proxy off this host's own addresses needs a user that
+/// exists.
 fn egress_ruleset() -> String {
-    use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE};
+    use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER};
     let body = |file: &str| fs::read_to_string(root().join("generated/hosts/hub").join(file)).unwrap();
+    let inet = body("firewall-inet.nft");
+    let squid_user = format!("meta skuid \"{PROXY_USER}\"");
+    assert!(
+        inet.contains(&squid_user),
+        "the generated firewall names the proxy's user:\n{inet}"
+    );
     format!(
         "table inet {INET_TABLE} {{\n{}}}\ntable bridge {BRIDGE_TABLE} {{\n{}}}\n",
-        body("firewall-inet.nft"),
+        inet.replace(&squid_user, "meta skuid \"proxy\""),
         body("firewall-bridge.nft")
     )
+}
+
+/// The hub's uplink and "the internet's" end of it (TEST-NET-2, RFC 5737:
+/// used only between these two namespaces).
+const UPLINK: &str = "198.51.100.1";
+const DOWNLINK: &str = "198.51.100.2";
+
+/// "The internet": a namespace of its own with the test web host's address
+/// on its loopback, routed from the hub over a veth pair. It must not be in
+/// the hub's namespace: the generated firewall refuses the proxy every
+/// address of its own host. Nothing routes further: no packet leaves the
+/// two namespaces.
+fn connect_internet(hub: &Netns, name: &str) -> Netns {
+    let internet = Netns::create(name, &[]);
+    hub.ip(&[
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "downlink",
+        "netns",
+        &internet.name,
+    ]);
+    hub.ip(&["addr", "add", &format!("{UPLINK}/30"), "dev", "uplink"]);
+    hub.ip(&["link", "set", "uplink", "up"]);
+    internet.ip(&["addr", "add", &format!("{DOWNLINK}/30"), "dev", "downlink"]);
+    internet.ip(&["link", "set", "downlink", "up"]);
+    internet.ip(&["addr", "add", &format!("{WEB_ADDRESS}/32"), "dev", "lo"]);
+    hub.ip(&["route", "add", &format!("{WEB_ADDRESS}/32"), "via", DOWNLINK]);
+    internet
 }
 
 /// The committed generated squid configuration, with the paths and user of

@@ -71,3 +71,7 @@ fi
 
 # The real agents the acceptance tests feed our configs to (idempotent).
 bash .ci/agents.sh
+
+# runsc and PicoClaw at the versions the images ship, built from the Go
+# module proxy into .ci/go/ (cached per version).
+bash .ci/gobuild.sh

@@ -193,12 +193,19 @@ pub fn probe_binary(path: &std::path::Path) -> std::io::Result<(RunscVersion, Fl
 }
 
 /// The release date (YYYYMMDD) in `runsc --version` or in a release name
-/// (`release-20260525.0`, `0.0~20221219.0`, `20260316.0`).
+/// (`release-20260525.0`, `0.0~20221219.0`, `20260316.0`), also of a build
+/// between releases as gVisor's `go` branch names it (`git describe`:
+/// `release-20260406.0-43-g283af82a6`, release 20260406.0 plus 43 commits).
+/// `None` for a build that says no release (`VERSION_MISSING`).
 pub fn release_date(text: &str) -> Option<u32> {
     let first = text.lines().next().unwrap_or("");
+    let name = first.split_whitespace().last().unwrap_or("");
     // Debian's `0.0~` prefix and `release-` both sit before the date.
-    let tail = first.rsplit(['~', '-', ' ']).next().unwrap_or(first);
-    tail.get(..8).and_then(|d| d.parse().ok())
+    let name = name.rsplit('~').next().unwrap_or(name);
+    let name = name.strip_prefix("release-").unwrap_or(name);
+    name.get(..8)
+        .filter(|date| date.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|date| date.parse().ok())
 }
 
 impl Flag {
@@ -363,6 +370,9 @@ mod tests {
         assert_eq!(RunscVersion::from_version_output(backports), RunscVersion::Release2024);
         assert_eq!(release_date(new), Some(2026_0525));
         assert_eq!(release_date("20260316.0"), Some(2026_0316));
+        let go_branch = "runsc version release-20260406.0-43-g283af82a6\nspec: 1.1.0-rc.1\n";
+        assert_eq!(release_date(go_branch), Some(2026_0406));
+        assert_eq!(release_date("runsc version VERSION_MISSING\n"), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `appliance doctor` against a stand-in for current gVisor (a script that
-//! prints the hand-written listing in tests/fixtures) and against the real
-//! Debian runsc of this machine.
+//! prints the listing in tests/fixtures, recorded from the runsc that
+//! .ci/gobuild.sh builds) and against the real runsc of this machine.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use agent_appliance::commands::load;
+use agent_appliance::render::RUNSC_MINIMUM;
 use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::{RunscVersion, probe_binary};
+use agent_appliance::runsc::{RunscVersion, probe_binary, release_date};
 
 use crate::common::{appliance, require_tool, root, stderr, stdout};
 
@@ -273,8 +274,32 @@ fn the_backports_runsc_is_spelled_from_its_flag_listing() {
     assert!(out.contains("ok   docker runtimes: "), "{out}");
 }
 
-/// The host's real runsc (in CI: bookworm-backports' 0.0~20240729.0) runs
-/// the minimal example's runtimes as spelled for it, and doctor agrees.
+/// gVisor's `go` branch (what `go install gvisor.dev/gvisor/runsc@...`
+/// builds, as .ci/gobuild.sh does) names a build between two releases as
+/// `git describe` does: `release-20260406.0-43-g283af82a6` is release
+/// 20260406.0 plus 43 commits, so it meets the Pi's minimum (20260316.0).
+#[test]
+fn a_go_branch_build_between_releases_meets_the_pis_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let describe = "release-20260406.0-43-g283af82a6";
+    let runsc = fake_runsc_release(dir.path(), describe, "runsc-flags-current.txt", "");
+    let config = root().join("generated/hosts/pi/docker-daemon.json");
+    let output = doctor(&default_spec(), "pi", &runsc, &config, &dir.path().join("none"));
+    let out = stdout(&output);
+    assert!(
+        out.contains(&format!(
+            "runsc version {describe} (flags spelled as for current gVisor)"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("runsc release"), "{out}");
+    assert!(output.status.success(), "{out}");
+}
+
+/// The host's real runsc (Debian's 0.0~20240729.0, or the shipped release
+/// that .ci/gobuild.sh builds) runs the minimal example's runtimes as
+/// spelled for it, and doctor agrees; only the older one is below the
+/// release the modules require.
 #[test]
 fn the_installed_runsc_supports_the_minimal_spec() {
     let Some(runsc) = require_tool("runsc", "appliance doctor against a real runsc") else {
@@ -303,17 +328,28 @@ fn the_installed_runsc_supports_the_minimal_spec() {
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
     assert!(out.contains(&format!("(flags spelled as for {version})")), "{out}");
-    // Older than the modules' minimum: a warning on x86_64, fatal on a Pi.
-    assert!(out.contains("warn runsc release: "), "{out}");
-    assert!(out.contains("is older than 20260316.0"), "{out}");
     assert!(
         out.contains("ok   runtime `runsc`: runsc supports --platform --overlay2"),
         "{out}"
     );
+    let pi = stdout(&doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia));
+    if meets_the_minimum(&runsc) {
+        // The release the images ship (.ci/gobuild.sh's build).
+        assert!(!out.contains("runsc release"), "{out}");
+        assert!(!pi.contains("runsc release"), "{pi}");
+    } else {
+        // Debian's 20240729: a warning on x86_64, fatal on a Pi.
+        assert!(out.contains("warn runsc release: "), "{out}");
+        assert!(out.contains("is older than 20260316.0"), "{out}");
+        assert!(pi.contains("FAIL runsc release: "), "{pi}");
+    }
+}
 
-    let output = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
-    let out = stdout(&output);
-    assert!(out.contains("FAIL runsc release: "), "{out}");
+/// Whether `runsc --version` names a release at least `RUNSC_MINIMUM`.
+fn meets_the_minimum(runsc: &Path) -> bool {
+    let output = std::process::Command::new(runsc).arg("--version").output().unwrap();
+    let minimum = release_date(RUNSC_MINIMUM).unwrap();
+    release_date(&String::from_utf8_lossy(&output.stdout)).is_some_and(|date| date >= minimum)
 }
 
 /// The minimal example, moved to ptrace: what Debian's 2022 runsc can run.

@@ -18,12 +18,18 @@
 //! fail. A negative control runs before the firewall is loaded: then the
 //! sandbox does reach the internet and the host's other ports directly.
 //!
-//! Machine adaptations (this VM cannot run runsc's netstack):
-//! 1. every runtime gets `--network=host` as a runsc argument (not
-//!    `--network=none` as in tests/sandbox.rs): the sandbox then uses its
-//!    container's own network namespace, on the generated bridge, through the
-//!    host kernel's stack. Production uses gVisor's netstack; the filtering
-//!    is outside the sandbox either way;
+//! Machine adaptations:
+//! 1. with a current runsc (what .ci/gobuild.sh builds) the sandboxes use
+//!    gVisor's netstack, as in production. runsc 20240729 cannot run it
+//!    here: it takes any network namespace that has
+//!    /proc/sys/net/core/rmem_default for the root one ("cannot run with
+//!    network enabled in root network namespace"), and this kernel has that
+//!    file in every namespace (gVisor tests `dev_weight` since 2024-07-31).
+//!    With that runsc every runtime gets `--network=host` as a runsc argument
+//!    (not `--network=none` as in tests/sandbox.rs): the sandbox then uses
+//!    its container's own network namespace, on the generated bridge,
+//!    through the host kernel's stack. The filtering is outside the sandbox
+//!    either way;
 //! 2. squid's pid file, logs and user are test paths and Debian's `proxy`
 //!    user, and it resolves names with the outside DNS server
 //!    (`dns_nameservers`); everything else is the generated file;
@@ -52,7 +58,7 @@ use agent_appliance::docker::run_options;
 use agent_appliance::model::{Appliance, BindSource, Egress, Host, Sandbox};
 use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config};
 use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::probe_binary;
+use agent_appliance::runsc::{RunscVersion, probe_binary};
 use agent_appliance::spec::schema::Platform;
 use serde_json::Value;
 
@@ -179,10 +185,20 @@ fn tools_present() -> bool {
 }
 
 /// The generated daemon settings, spelled for the installed runsc, with
-/// `--network=host` for each runtime (adaptation 1).
+/// `--network=host` for each runtime where that runsc cannot run its
+/// netstack here (adaptation 1).
 fn machine_settings(host: &Host) -> Value {
     let runsc = require_tool("runsc", "egress").unwrap();
     let (version, listing) = probe_binary(&runsc).expect("runsc answers `runsc flags`");
+    let netstack = version == RunscVersion::Current;
+    eprintln!(
+        "egress: {} ({version})",
+        if netstack {
+            "gVisor's netstack"
+        } else {
+            "runsc --network=host"
+        }
+    );
     let mut host = host.clone();
     // kvm hangs in this nested VM (tests/sandbox.rs); systrap where this
     // runsc has it, ptrace otherwise.
@@ -198,7 +214,9 @@ fn machine_settings(host: &Host) -> Value {
         let args = runtime["runtimeArgs"].as_array_mut().unwrap();
         // No GPU here: the inference sandbox's runtime runs minus nvproxy.
         args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
-        args.push("--network=host".into());
+        if !netstack {
+            args.push("--network=host".into());
+        }
     }
     settings
 }

@@ -824,28 +824,34 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
 }
 
 /// The negative control for the per-runtime container start above: with
-/// current gVisor's spellings, dockerd still starts (it does not check
-/// runtime flags), and exactly the runtimes with a flag the installed runsc
-/// does not list fail at container start (in CI: `runsc-dind`, whose
-/// `--allow-packet-socket-write` runsc 0.0~20240729 spells `TESTONLY-...`).
+/// the spellings of another runsc family than the installed one, dockerd
+/// still starts (it does not check runtime flags), and exactly the runtimes
+/// with a flag the installed runsc does not list fail at container start:
+/// `runsc-dind`, whose packet-write flag is `--allow-packet-socket-write`
+/// in current gVisor and `--TESTONLY-allow-packet-endpoint-write` in
+/// 0.0~20240729. As in `machine_settings`, no nvproxy flags (no GPU here:
+/// a current runsc given `--nvproxy` fails without /dev/nvidiactl).
 #[test]
 fn unknown_runsc_flags_pass_dockerd_and_fail_at_container_start() {
     if !tools_present() {
         return;
     }
-    let (_, listing) = installed_runsc();
+    let (installed, listing) = installed_runsc();
+    let foreign = match installed {
+        RunscVersion::Current => RunscVersion::Release2024,
+        RunscVersion::Release2024 | RunscVersion::Debian2022 => RunscVersion::Current,
+    };
     let appliance = load(&root().join("appliance.toml")).unwrap();
     let mut host = appliance.hosts["hub"].clone();
     if !listing.has_platform(host.platform) {
         host.platform = Platform::Ptrace;
     }
-    let settings = daemon_settings(&host, RunscVersion::Current).unwrap();
+    let settings = daemon_settings(&host, foreign).unwrap();
     let mut settings = serde_json::to_value(settings).unwrap();
     for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
-        runtime["runtimeArgs"]
-            .as_array_mut()
-            .unwrap()
-            .push("--network=none".into());
+        let args = runtime["runtimeArgs"].as_array_mut().unwrap();
+        args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
+        args.push("--network=none".into());
     }
     let daemon = Dockerd::start(&settings).expect("dockerd does not check runsc flags");
     let scratch = tempfile::tempdir().unwrap();

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds the appliance's two Go programs at the versions its images ship,
+# from the Go module proxy only (nothing from a git host), into .ci/go/
+# (ignored by git), one directory per module version; a finished build is
+# kept and skipped. Versions, module paths and build tags are read from
+# nix/sources.json (`goModule` of `gvisor` and `picoclaw`), the one place
+# they are pinned.
+#   .ci/go/runsc-<version>/runsc               gVisor, CGO off as nixpkgs builds it
+#   .ci/go/picoclaw-<version>/picoclaw         PicoClaw
+# (PicoClaw also builds for the Pi with GOARCH=arm64, and its `version` and
+# `--help` run under qemu-aarch64-static; no test needs that binary, so CI
+# does not spend the ~13 minutes it takes on two busy cores.)
+# The newest build is also linked as .ci/go/bin/runsc and .ci/go/bin/picoclaw:
+# the stable paths the tests use (see tests/common.rs `built_runsc`).
+# Needs Go >= 1.25 (PicoClaw's go.mod); GOTOOLCHAIN=local, so no other Go is fetched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+  PATH=/usr/local/go/bin:$PATH
+fi
+command -v go >/dev/null || { echo "error: no Go toolchain: .ci/gobuild.sh needs \`go\` (1.25 or later)" >&2; exit 1; }
+
+# The machine's module proxy, without the `direct` fallback (a git host).
+proxy=$(go env GOPROXY)
+export GOPROXY=${proxy%,direct}
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+
+# `pin gvisor version` prints nix/sources.json's `gvisor.goModule.version`;
+# lists are joined with commas (Go's -tags syntax).
+pin() {
+  python3 - "$@" <<'PY'
+import json, sys
+value = json.load(open("nix/sources.json"))[sys.argv[1]]["goModule"][sys.argv[2]]
+print(",".join(value) if isinstance(value, list) else value)
+PY
+}
+
+out=.ci/go
+mkdir -p "$out/bin"
+
+# Builds into a temporary directory beside the final one, then renames it:
+# an interrupted build leaves no half-filled version directory behind.
+build_runsc() {
+  local module version describe dir tmp start
+  module=$(pin gvisor path)
+  version=$(pin gvisor version)
+  describe=$(pin gvisor describe)
+  dir="$out/runsc-$version"
+  if [ -x "$dir/runsc" ]; then
+    echo "runsc $describe already in $dir"
+  else
+    start=$SECONDS
+    tmp=$(mktemp -d "$out/.runsc.XXXXXX")
+    chmod 755 "$tmp"
+    # `go install pkg@version` builds with gVisor's own go.mod, as the `go`
+    # branch publishes it; -X sets what `runsc --version` prints.
+    GOBIN="$(realpath "$tmp")" nice -n 10 go install -trimpath \
+      -ldflags "-s -w -X $module/runsc/version.version=$describe" \
+      "$module/runsc@$version"
+    rm -rf "$dir" && mv "$tmp" "$dir"
+    echo "runsc $describe built in $((SECONDS - start)) s"
+  fi
+  ln -sfn "../runsc-$version/runsc" "$out/bin/runsc"
+  "$out/bin/runsc" --version | sed -n 1p
+}
+
+build_picoclaw() {
+  local module version package tags dir tmp src start ldflags
+  module=$(pin picoclaw path)
+  version=$(pin picoclaw version)
+  package=$(pin picoclaw package)
+  tags=$(pin picoclaw tags)
+  dir="$out/picoclaw-$version"
+  if [ -x "$dir/picoclaw" ]; then
+    echo "picoclaw $version already in $dir"
+  else
+    start=$SECONDS
+    tmp=$(mktemp -d "$out/.picoclaw.XXXXXX")
+    chmod 755 "$tmp"
+    # The module cache is read-only; `go generate` copies workspace/ into
+    # the onboard command's embed directory, so build in a writable copy.
+    src=$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cp -r "$src" "$tmp/src"
+    chmod -R u+w "$tmp/src"
+    ldflags="-s -w -X $module/pkg/config.Version=${version#v}"
+    (
+      cd "$tmp/src"
+      nice -n 10 go generate ./...
+      nice -n 10 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o ../picoclaw "$package"
+    )
+    rm -rf "$tmp/src"
+    rm -rf "$dir" && mv "$tmp" "$dir"
+    echo "picoclaw $version built in $((SECONDS - start)) s"
+  fi
+  ln -sfn "../picoclaw-$version/picoclaw" "$out/bin/picoclaw"
+  "$out/bin/picoclaw" --no-color version | grep -F picoclaw
+}
+
+build_runsc
+build_picoclaw

@@ -296,7 +296,10 @@ fn the_flake_has_the_promised_outputs() {
     assert_eq!(strings(&out["nixosModules"]), ["default"]);
     // The exported module names its file for the module system's errors.
     assert!(
-        out["moduleFile"].as_str().unwrap().ends_with("/flake.nix#nixosModules.default"),
+        out["moduleFile"]
+            .as_str()
+            .unwrap()
+            .ends_with("/flake.nix#nixosModules.default"),
         "{}",
         out["moduleFile"]
     );
@@ -595,7 +598,13 @@ in {{
     let cdi = "nvidia-container-toolkit-cdi-generator.service";
     assert_eq!(
         out["ollama"]["after"],
-        serde_json::json!(["appliance-network.service", cdi, "network-online.target", device, wireguard])
+        serde_json::json!([
+            "appliance-network.service",
+            cdi,
+            "network-online.target",
+            device,
+            wireguard
+        ])
     );
     assert_eq!(
         out["ollama"]["requires"],

@@ -19,8 +19,6 @@ use crate::model::{
 };
 use crate::spec::schema::Target;
 
-/// NixOS release the generated modules are written for.
-
 /// The oldest gVisor release the hosts may run: arm64 systrap supports the
 /// 39-bit address space of Raspberry Pi kernels from release-20260316.0
 /// (google/gvisor#12694). Asserted at evaluation; nix/sources.json pins the

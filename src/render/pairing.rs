@@ -165,7 +165,11 @@ pub fn render(
                 .iter()
                 .map(|s| format!("docker-{}.service", s.name))
                 .collect(),
-            after: vec!["network-online.target".into(), overlay_device.clone(), overlay_up.clone()],
+            after: vec![
+                "network-online.target".into(),
+                overlay_device.clone(),
+                overlay_up.clone(),
+            ],
             requires: vec![overlay_device.clone()],
         };
         tree.insert(

@@ -81,7 +81,7 @@
             The Raspberry Pi image is an aarch64-linux derivation. On this x86_64 machine build
               nix build .#packages.aarch64-linux.rpi4   (with binfmt emulation or an aarch64 builder), or
               nix build .#rpi4-cross                     (cross-compiled; nothing from the binary cache).
-            See README, "Building machines with Nix".
+            See docs/building.md.
           '';
         }
       );

@@ -21,28 +21,35 @@
       # and NixOS module.
       generated = import ./generated;
 
-      # Instantiate nixpkgs only once for each system (packages, checks,
-      # shells). NixOS configurations instantiate their own (nix/hosts.nix
-      # adds the overlay and, for GPU hosts, the unfree NVIDIA packages).
-      pkgsFor = forAllSystems (
-        system:
-        import nixpkgs {
-          inherit system;
-          overlays = [ self.overlays.default ];
-        }
-      );
-
       hosts = import ./nix/hosts.nix {
         inherit lib generated;
         nixosSystem = lib.nixosSystem;
         appliance = self.nixosModules.default;
         overlay = self.overlays.default;
       };
+
+      # Instantiate nixpkgs only once for each system (packages, checks,
+      # shells, `images`). NixOS configurations instantiate their own
+      # (nix/hosts.nix). Both allow the unfree NVIDIA/CUDA packages only:
+      # without that, `nix build .#images.ollama-cuda` stops at CUDA's licence.
+      pkgsFor = forAllSystems (
+        system:
+        import nixpkgs {
+          inherit system;
+          overlays = [ self.overlays.default ];
+          config = hosts.nixpkgsConfigFor system;
+        }
+      );
     in
     {
       overlays.default = import ./nix/overlay.nix;
 
-      nixosModules.default = import ./modules/appliance.nix { inherit generated; };
+      # `_file` names the module in the module system's errors and
+      # `nixos-option` (a module made by a function has no file otherwise).
+      nixosModules.default = {
+        _file = "${toString ./flake.nix}#nixosModules.default";
+        imports = [ (import ./modules/appliance.nix { inherit generated; }) ];
+      };
 
       nixosConfigurations = hosts.configurations;
 
@@ -74,7 +81,7 @@
             The Raspberry Pi image is an aarch64-linux derivation. On this x86_64 machine build
               nix build .#packages.aarch64-linux.rpi4   (with binfmt emulation or an aarch64 builder), or
               nix build .#rpi4-cross                     (cross-compiled; nothing from the binary cache).
-            See README, "Building machines with Nix".
+            See docs/building.md.
           '';
         }
       );

@@ -27,6 +27,7 @@
           browser = true;
         };
       };
+      cudaCapabilities = [ "8.9" ];
       inference = {
         sandbox = "ollama";
         url = "http://10.88.0.2:11434";

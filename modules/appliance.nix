@@ -9,7 +9,7 @@
 # It sets neither `nixpkgs.overlays` nor `nixpkgs.config`, so it works with
 # a `pkgs` the consumer passes (`nixpkgs.pkgs`): the flake's own
 # configurations add `overlays.default` and, on GPU hosts, allow the unfree
-# NVIDIA/CUDA packages (nix/hosts.nix); other consumers do the same (README).
+# NVIDIA/CUDA packages (nix/hosts.nix); other consumers do the same (docs/existing-host.md).
 { generated }:
 {
   config,

@@ -11,6 +11,11 @@
   overlay,
 }:
 let
+  # The NixOS release the flake's new machines (GCE, Pi) start with; the
+  # library module (nixosModules.default) leaves `system.stateVersion` to
+  # the machine.
+  stateVersion = "26.05";
+
   targets = {
     gce = ./targets/gce.nix;
     rpi4 = ./targets/rpi4.nix;
@@ -31,7 +36,16 @@ let
         {
           nixpkgs.hostPlatform = host.system;
           nixpkgs.overlays = [ overlay ];
-          nixpkgs.config.allowUnfreePredicate = import ./unfree.nix lib;
+          nixpkgs.config = {
+            allowUnfreePredicate = import ./unfree.nix lib;
+          }
+          # CUDA device code for this host's GPU only (`cudaCapabilities`,
+          # pkgs/top-level/config.nix in nixpkgs): Ollama's CUDA build for
+          # every architecture takes longer than a CI runner has.
+          // lib.optionalAttrs (host ? cudaCapabilities) { inherit (host) cudaCapabilities; };
+          # The flake's own machines are new installs of this release; an
+          # existing host (target `nixos`) keeps the state version it has.
+          system.stateVersion = lib.mkIf (host.target != "nixos") (lib.mkDefault stateVersion);
           appliance.enable = true;
           appliance.host = name;
         }
@@ -80,9 +94,25 @@ let
     lib.mapAttrs (_name: image: import image.file { inherit pkgs; images = applianceImages; }) (
       lib.filterAttrs (_name: image: lib.elem system image.systems) generated.images
     );
+  # nixpkgs for the images outside a configuration (`nix build
+  # .#images.<name>`): the unfree NVIDIA/CUDA packages allowed, as in the
+  # configurations, and CUDA built for the GPUs of this system's hosts.
+  nixpkgsConfigFor =
+    system:
+    let
+      capabilities = lib.unique (
+        lib.concatMap (host: host.cudaCapabilities or [ ]) (
+          lib.filter (host: host.system == system) (lib.attrValues generated.hosts)
+        )
+      );
+    in
+    {
+      allowUnfreePredicate = import ./unfree.nix lib;
+    }
+    // lib.optionalAttrs (capabilities != [ ]) { cudaCapabilities = capabilities; };
 in
 {
-  inherit configurations imagesFor;
+  inherit configurations imagesFor nixpkgsConfigFor;
 
   images = {
     x86_64-linux = gceImages // rpi4CrossImages;

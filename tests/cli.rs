@@ -610,3 +610,66 @@ fn a_device_a_fifo_or_a_huge_file_as_spec_ends_promptly() {
         stderr(&output)
     );
 }
+
+/// The relative links of a Markdown file: `](target)` without a scheme or
+/// a bare `#anchor`, the anchor cut off.
+fn relative_links(text: &str) -> Vec<String> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|target| target.split('#').next().unwrap_or_default().to_string())
+        .filter(|target| !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:"))
+        .collect()
+}
+
+#[test]
+fn readme_and_docs_link_only_to_files_that_exist() {
+    // The README points newcomers into docs/; a moved section must not
+    // leave a dangling link behind.
+    let root = crate::common::root();
+    let mut files = vec![root.join("README.md"), root.join("SECURITY.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let dir = file.parent().unwrap();
+        for link in relative_links(&text) {
+            if !dir.join(&link).exists() {
+                broken.push(format!("{}: {link}", file.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to missing files:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_readme_names_every_subcommand_and_stays_short() {
+    let readme = std::fs::read_to_string(crate::common::root().join("README.md")).unwrap();
+    let cli = std::fs::read_to_string(crate::common::root().join("docs/cli.md")).unwrap();
+    for name in SUBCOMMANDS {
+        let row = format!("| `{name}");
+        assert!(readme.contains(&row), "README.md's command table lacks `{name}`");
+        assert!(
+            cli.contains(&format!("| `appliance {name}")),
+            "docs/cli.md lacks `appliance {name}`"
+        );
+    }
+    // The two commands a newcomer needs, as CI runs them.
+    assert!(readme.contains("cargo run --release -- generate"));
+    assert!(readme.contains("bash scripts/test.sh"));
+    let ci = std::fs::read_to_string(crate::common::root().join(".ci/run")).unwrap();
+    assert!(
+        ci.contains("bash scripts/test.sh"),
+        ".ci/run no longer runs the README's test command"
+    );
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 150,
+        "README.md has {lines} lines; move detail into docs/ (at most 150)"
+    );
+}

@@ -120,6 +120,9 @@ rec {
   getName = pkg: pkg.pname or pkg.name;
   hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
   any = pred: list: builtins.any pred list;
+  attrValues = set: map (name: set.${name}) (attrNames set);
+  concatMap = builtins.concatMap;
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   nixosSystem = args: {
     stubArgs = args;
     config.system.build = {
@@ -136,9 +139,9 @@ rec {
 "#;
 
 const STUB_PKGS: &str = r#"
-{ system, overlays ? [ ] }:
+{ system, overlays ? [ ], config ? { } }:
 {
-  agent-appliance.stubPackage = "agent-appliance-${system}";
+  agent-appliance = { stubPackage = "agent-appliance-${system}"; stubConfig = config; };
   nixfmt.stubPackage = "nixfmt-${system}";
 }
 "#;
@@ -165,7 +168,14 @@ in {{
   formatter = builtins.mapAttrs (_: f: f.stubPackage) self.formatter;
   appliance = builtins.mapAttrs (_: p: p.appliance.stubPackage) self.packages;
   nixosModules = builtins.attrNames self.nixosModules;
-  moduleIsFunction = builtins.isFunction self.nixosModules.default;
+  moduleFile = self.nixosModules.default._file;
+  moduleImportsFunction = builtins.isFunction (builtins.head self.nixosModules.default.imports);
+  # The nixpkgs `nix build .#images.<name>` and the packages build with.
+  pkgsConfig = builtins.mapAttrs (_: p: {{
+    unfree = builtins.filter (name: p.appliance.stubConfig.allowUnfreePredicate {{ pname = name; }})
+      [ "nvidia-x11" "cuda_cudart" "libcublas" "vscode" ];
+    cuda = p.appliance.stubConfig.cudaCapabilities or null;
+  }}) self.packages;
   overlays = builtins.attrNames self.overlays;
   overlayProvides = builtins.attrNames (self.overlays.default {{ }} {{ }});
   configurations = builtins.mapAttrs (_: c:
@@ -176,6 +186,7 @@ in {{
       # The unfree predicate admits the NVIDIA/CUDA packages only.
       unfree = builtins.filter (name: settings.nixpkgs.config.allowUnfreePredicate {{ pname = name; }})
         [ "nvidia-x11" "cuda_cudart" "libcublas" "vscode" "steam" "unrar" ];
+      cuda = settings.nixpkgs.config.cudaCapabilities or null;
       inherit (settings.appliance) enable host;
     }}) self.nixosConfigurations;
   images = {{
@@ -283,7 +294,26 @@ fn the_flake_has_the_promised_outputs() {
     assert_eq!(strings(&out["devShells"]["x86_64-linux"]), ["default"]);
     assert_eq!(strings(&out["devShells"]["aarch64-linux"]), ["default"]);
     assert_eq!(strings(&out["nixosModules"]), ["default"]);
-    assert_eq!(out["moduleIsFunction"], true);
+    // The exported module names its file for the module system's errors.
+    assert!(
+        out["moduleFile"]
+            .as_str()
+            .unwrap()
+            .ends_with("/flake.nix#nixosModules.default"),
+        "{}",
+        out["moduleFile"]
+    );
+    assert_eq!(out["moduleImportsFunction"], true);
+    // `nix build .#images.ollama-cuda` gets the same unfree allowance as the
+    // configurations, and CUDA for the GPUs of that system's hosts only (the
+    // hub's L4: sm_89).
+    assert_eq!(
+        out["pkgsConfig"],
+        serde_json::json!({
+            "x86_64-linux": { "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": ["8.9"] },
+            "aarch64-linux": { "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": null },
+        })
+    );
     assert_eq!(strings(&out["overlays"]), ["default"]);
     // One configuration per host of generated/default.nix, with its
     // target's profile and system, selecting its generated module.
@@ -291,9 +321,9 @@ fn the_flake_has_the_promised_outputs() {
         out["configurations"],
         serde_json::json!({
             "hub": { "target": "gce.nix", "platform": "x86_64-linux", "enable": true, "host": "hub",
-                     "overlays": 1, "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"] },
+                     "overlays": 1, "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": ["8.9"] },
             "pi": { "target": "rpi4.nix", "platform": "aarch64-linux", "enable": true, "host": "pi",
-                    "overlays": 1, "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"] },
+                    "overlays": 1, "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": null },
         })
     );
 }
@@ -425,6 +455,7 @@ let
   lib = {
     mkIf = condition: content: { _if = condition; inherit content; };
     mkOverride = _priority: value: value;
+    mkDefault = value: { _default = value; };
     importJSON = path: builtins.fromJSON (builtins.readFile path);
     getExe = pkg: "${pkg.name}/bin/${pkg.name}";
     getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
@@ -492,6 +523,12 @@ in {{
     image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
   }};
   synapse = hub.systemd.services.matrix-synapse;
+  ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
+  nonlocalBind = {{ hub = hub.boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind"; pi = (pi false) ? boot; }};
+  stateVersion = hub ? system;
+  rootLogin = hub.services.openssh.settings.PermitRootLogin;
+  passwords = hub.services.openssh.settings.PasswordAuthentication;
+  driverIsDefault = hub.hardware.nvidia.package ? _default;
   bootstrap = hub.systemd.services.appliance-bootstrap.serviceConfig.ExecStart;
   network = hub.systemd.services.appliance-network.script;
   toolkit = hub ? hardware.nvidia-container-toolkit;
@@ -517,7 +554,12 @@ in {{
     let pi = &out["piSandbox"];
     assert_eq!(
         pi["after"],
-        serde_json::json!(["appliance-network.service", "network-online.target", device])
+        serde_json::json!([
+            "appliance-network.service",
+            "network-online.target",
+            device,
+            "wireguard-wg-appliance.service"
+        ])
     );
     assert_eq!(pi["requires"], serde_json::json!(["appliance-network.service", device]));
     assert_eq!(pi["wants"], serde_json::json!(["network-online.target"]));
@@ -530,8 +572,51 @@ in {{
     assert_eq!(pi["image"]["image"], "picoclaw");
     assert_eq!(pi["image"]["tag"], "0.2.9");
     assert_eq!(pi["image"]["writable"][0]["path"], "/var/lib/picoclaw");
-    // Synapse binds the overlay address: it waits for it, by either backend.
-    assert_eq!(out["synapse"]["requires"][2], device);
+    // Synapse binds the overlay address too: it starts after the address is
+    // up (the scripted backend's unit; the device appears before it), but
+    // does not need WireGuard: the address binds non-locally, and Matrix
+    // stays up on loopback and the bridge when WireGuard fails.
+    let wireguard = "wireguard-wg-appliance.service";
+    assert_eq!(
+        out["synapse"]["after"],
+        serde_json::json!([
+            "appliance-network.service",
+            "appliance-secrets.service",
+            "network-online.target",
+            device,
+            wireguard
+        ])
+    );
+    assert_eq!(
+        out["synapse"]["requires"],
+        serde_json::json!(["appliance-network.service", "appliance-secrets.service"])
+    );
+    assert_eq!(out["nonlocalBind"], serde_json::json!({ "hub": 1, "pi": false }));
+    // The GPU sandbox starts after nixpkgs' CDI generator has written the
+    // specs its `--device=nvidia.com/gpu=all` names, and the overlay-only
+    // publish waits for the address.
+    let cdi = "nvidia-container-toolkit-cdi-generator.service";
+    assert_eq!(
+        out["ollama"]["after"],
+        serde_json::json!([
+            "appliance-network.service",
+            cdi,
+            "network-online.target",
+            device,
+            wireguard
+        ])
+    );
+    assert_eq!(
+        out["ollama"]["requires"],
+        serde_json::json!(["appliance-network.service", cdi, device])
+    );
+    // On an existing host: its own state version, root-login policy and
+    // driver win over ours (the driver still must be on nvproxy's list);
+    // passwords stay off at normal priority.
+    assert_eq!(out["stateVersion"], false);
+    assert_eq!(out["rootLogin"], serde_json::json!({ "_default": "prohibit-password" }));
+    assert_eq!(out["passwords"], false);
+    assert_eq!(out["driverIsDefault"], true);
     let bootstrap = out["bootstrap"].as_str().unwrap();
     assert!(
         bootstrap.starts_with("appliance/bin/appliance bootstrap --plan /"),

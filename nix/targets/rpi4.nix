@@ -44,7 +44,7 @@ in
   ];
 
   sdImage = {
-    # zstd-compressed image: `zstd -d <image> | dd of=/dev/sdX` (README).
+    # zstd-compressed image: `zstd -d <image> | dd of=/dev/sdX` (docs/building.md).
     compressImage = true;
     populateFirmwareCommands = ''
       cp ${firmware}/start4*.elf ${firmware}/fixup4*.dat firmware/

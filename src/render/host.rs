@@ -19,9 +19,6 @@ use crate::model::{
 };
 use crate::spec::schema::Target;
 
-/// NixOS release the generated modules are written for.
-pub const STATE_VERSION: &str = "26.05";
-
 /// The oldest gVisor release the hosts may run: arm64 systrap supports the
 /// 39-bit address space of Raspberry Pi kernels from release-20260316.0
 /// (google/gvisor#12694). Asserted at evaluation; nix/sources.json pins the
@@ -76,7 +73,6 @@ struct HostContext {
     host: String,
     target: Value,
     system: Value,
-    state_version: &'static str,
     runsc_minimum: &'static str,
     ssh_keys: Vec<String>,
     firewall: Firewall,
@@ -165,6 +161,10 @@ struct WireGuard {
     peers: Vec<BTreeMap<&'static str, Value>>,
     /// Other hosts whose public key the spec does not have yet.
     unpaired: Vec<String>,
+    /// Synapse and nginx (on the Matrix host) listen on the overlay address
+    /// besides loopback and the bridge: they bind it non-locally so that
+    /// they start when WireGuard fails.
+    nonlocal_bind: bool,
 }
 
 #[derive(Serialize)]
@@ -192,6 +192,10 @@ struct BootstrapCommands {
     all: Vec<Value>,
 }
 
+/// nixpkgs' unit that writes the NVIDIA CDI specs at boot
+/// (`hardware.nvidia-container-toolkit.enable`).
+pub const CDI_GENERATOR_UNIT: &str = "nvidia-container-toolkit-cdi-generator.service";
+
 /// The MTU of GCE's VPC network: the sandboxes' bridge must not exceed it.
 pub const GCE_MTU: u16 = 1460;
 
@@ -200,29 +204,61 @@ pub(super) fn device_unit(interface: &str) -> String {
     format!("sys-subsystem-net-devices-{}.device", interface.replace('-', "\\x2d"))
 }
 
+/// The unit of nixpkgs' scripted WireGuard backend that creates the
+/// interface (`generateInterfaceUnit` in
+/// nixos/modules/services/networking/wireguard.nix: `wireguard-${name}`).
+/// A oneshot that adds the addresses before it brings the link up, so once
+/// it is active the address exists; the device unit appears at `ip link
+/// add`, before the address. The networkd backend has no such unit (then
+/// `After=` on it is a no-op and systemd-networkd-wait-online, before
+/// network-online.target, waits for the address).
+pub(super) fn wireguard_unit(interface: &str) -> String {
+    format!("wireguard-{interface}.service")
+}
+
 /// A unit's ordering and requirements: `deps` are units of this host it
-/// needs; with `overlay`, it also waits for the WireGuard interface and its
-/// address. Both of nixpkgs' WireGuard backends (scripted, networkd) bring
-/// up the interface before network-online.target, and both create its device
-/// unit; neither has the other's units.
+/// needs; with `overlay`, it serves the overlay only, so it also needs the
+/// WireGuard interface (its device unit, by either backend) and starts
+/// after its address is up.
 pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
-    let mut after = deps.clone();
+    let mut unit = overlay_ordering(deps.clone(), overlay);
     let mut requires = deps;
+    if let Some(interface) = overlay {
+        requires.push(device_unit(interface));
+    }
+    unit.insert("requires", nix::value(requires));
+    unit
+}
+
+/// For a unit that also listens on the overlay besides loopback and the
+/// sandboxes' bridge (Synapse, nginx): it starts after the overlay's
+/// address is up but does not need it, so Matrix keeps working on this
+/// host when WireGuard fails (the host binds the overlay address
+/// non-locally, see `nonlocal_bind` in the template).
+pub(super) fn unit_deps_overlay_optional(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
+    let mut unit = overlay_ordering(deps.clone(), overlay);
+    unit.insert("requires", nix::value(deps));
+    unit
+}
+
+/// `after` (and `wants`) for `deps` and, with `overlay`, the WireGuard
+/// interface's address by either backend.
+fn overlay_ordering(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
+    let mut after = deps;
     let mut unit = BTreeMap::new();
     if let Some(interface) = overlay {
         after.push("network-online.target".into());
         after.push(device_unit(interface));
-        requires.push(device_unit(interface));
+        after.push(wireguard_unit(interface));
         unit.insert("wants", nix::value(["network-online.target"]));
     }
     unit.insert("after", nix::value(after));
-    unit.insert("requires", nix::value(requires));
     unit
 }
 
 /// The Synapse unit's ordering, and its address filter (SECURITY.md).
 fn synapse_unit(appliance: &Appliance, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
-    let mut unit = unit_deps(
+    let mut unit = unit_deps_overlay_optional(
         vec![
             "appliance-network.service".to_string(),
             "appliance-secrets.service".to_string(),
@@ -253,7 +289,6 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         host: host.name.clone(),
         target: nix::value(host.target),
         system: nix::value(host.system),
-        state_version: STATE_VERSION,
         runsc_minimum: RUNSC_MINIMUM,
         ssh_keys: host.ssh_keys.clone(),
         firewall: firewall(host),
@@ -449,6 +484,13 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             let mut deps = vec!["appliance-network.service".to_string()];
             if !sandbox.env_files.is_empty() {
                 deps.push(SERVICE_SECRETS_UNIT.to_string());
+            }
+            // A GPU sandbox's `--device=nvidia.com/gpu=all` resolves only
+            // once nixpkgs' CDI generator has written the specs
+            // (nixos/modules/services/hardware/nvidia-container-toolkit/default.nix);
+            // before, Docker fails with "unresolvable CDI devices".
+            if sandbox.gpus {
+                deps.push(CDI_GENERATOR_UNIT.to_string());
             }
             unit_deps(deps, overlay.filter(|_| sandbox.publish_on.is_some()))
         } else if host.runs_matrix {
@@ -650,6 +692,7 @@ fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
         key_file: format!("{WIREGUARD_KEY_DIR}/private.key"),
         peers,
         unpaired,
+        nonlocal_bind: host.runs_matrix,
     })
 }
 

@@ -74,6 +74,28 @@ fn host_inference<'a>(appliance: &'a Appliance, host: &Host) -> Option<Inference
     })
 }
 
+/// CUDA compute capability of each GPU model the spec knows (NVIDIA's
+/// "CUDA GPUs" table): nixpkgs builds CUDA device code only for these when
+/// `nixpkgs.config.cudaCapabilities` lists them (pkgs/top-level/config.nix),
+/// instead of for every architecture, which a CI runner cannot compile.
+const CUDA_CAPABILITIES: &[(&str, &str)] = &[
+    ("t4", "7.5"),
+    ("a10g", "8.6"),
+    ("a100", "8.0"),
+    ("l4", "8.9"),
+    ("h100", "9.0"),
+];
+
+/// The capability of the host's GPU, or `None` (no GPU, or a model not in
+/// the table: nixpkgs' default set of capabilities then applies).
+fn cuda_capability(host: &Host) -> Option<&'static str> {
+    let model = &host.gpu.as_ref()?.model;
+    CUDA_CAPABILITIES
+        .iter()
+        .find(|(known, _)| known == model)
+        .map(|(_, capability)| *capability)
+}
+
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
     let mut hosts = BTreeMap::new();
     let mut image_systems: BTreeMap<&str, Vec<minijinja::Value>> = BTreeMap::new();
@@ -96,6 +118,9 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
             .collect();
         entry.insert("sandboxes", nix::value(sandboxes));
         entry.insert("agents", nix::value(host_agents(appliance, host)));
+        if let Some(capability) = cuda_capability(host) {
+            entry.insert("cudaCapabilities", nix::value([capability]));
+        }
         if let Some(inference) = host_inference(appliance, host) {
             entry.insert("inference", nix::value(inference));
         }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use minijinja::Value;
 use serde::Serialize;
 
-use super::host::{WIREGUARD_KEY_DIR, device_unit};
+use super::host::{WIREGUARD_KEY_DIR, device_unit, wireguard_unit};
 use super::nix;
 use super::templates::Engine;
 use super::{STAMP, Tree, json};
@@ -126,7 +126,10 @@ pub fn render(
     tree: &mut Tree,
 ) -> Result<BTreeMap<String, String>> {
     let mut imports = BTreeMap::new();
+    // Pairing serves the overlay only: it needs the interface and starts
+    // once its address is up (host::wireguard_unit).
     let overlay_device = device_unit(OVERLAY_INTERFACE);
+    let overlay_up = wireguard_unit(OVERLAY_INTERFACE);
     if let Some(config) = server_config(appliance, plan) {
         let hub = &appliance.matrix.host;
         tree.insert(format!("hosts/{hub}/pairing-server.json"), json(&config)?);
@@ -139,6 +142,7 @@ pub fn render(
                 "appliance-bootstrap.service".into(),
                 "network-online.target".into(),
                 overlay_device.clone(),
+                overlay_up.clone(),
             ],
             requires: vec![overlay_device.clone()],
         };
@@ -161,7 +165,11 @@ pub fn render(
                 .iter()
                 .map(|s| format!("docker-{}.service", s.name))
                 .collect(),
-            after: vec!["network-online.target".into(), overlay_device.clone()],
+            after: vec![
+                "network-online.target".into(),
+                overlay_device.clone(),
+                overlay_up.clone(),
+            ],
             requires: vec![overlay_device.clone()],
         };
         tree.insert(

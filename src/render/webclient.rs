@@ -7,7 +7,7 @@ use anyhow::Result;
 use minijinja::Value;
 use serde::Serialize;
 
-use super::host::unit_deps;
+use super::host::unit_deps_overlay_optional;
 use super::nix;
 use super::templates::Engine;
 use super::{STAMP, Tree};
@@ -62,7 +62,7 @@ pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tr
         // and SSO pages live under `/_synapse/client`).
         proxied: vec!["/_matrix/", "/_synapse/client/"],
         max_body: "50M",
-        deps: unit_deps(Vec::new(), overlay),
+        deps: unit_deps_overlay_optional(Vec::new(), overlay),
     };
     let text = engine.render("admins.nix.j2", &context)?;
     tree.insert(format!("hosts/{}/{FILE}", host.name), text.into_bytes());

@@ -50,8 +50,12 @@ in
       };
     };
     systemd.services.nginx = {
-      after = [ "network-online.target" "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
-      requires = [ "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
+      after = [
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
+      ];
+      requires = [ ];
       wants = [ "network-online.target" ];
     };
   };

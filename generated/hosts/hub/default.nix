@@ -12,18 +12,20 @@ in
   imports = [ ./pairing-server.nix ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "hub") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
-    # anything a host sets itself: an existing NixOS host keeps its name and
-    # state version.
+    # anything a host sets itself: an existing NixOS host keeps its name.
+    # `system.stateVersion` is the machine's own (nix/hosts.nix sets it for
+    # the flake's new machines).
     networking.hostName = lib.mkOverride 900 "hub";
-    system.stateVersion = lib.mkOverride 900 "26.05";
 
-    # Key-only SSH; everything else on the firewall stays closed.
+    # Key-only SSH; everything else on the firewall stays closed. Root logs in
+    # with the spec's keys unless the host forbids it (`PermitRootLogin = "no"`
+    # wins over this default); passwords stay off (docs/existing-host.md).
     services.openssh = {
       enable = true;
       settings = {
         PasswordAuthentication = false;
         KbdInteractiveAuthentication = false;
-        PermitRootLogin = "prohibit-password";
+        PermitRootLogin = lib.mkDefault "prohibit-password";
       };
     };
     users.users.root.openssh.authorizedKeys.keys = [ ];
@@ -50,9 +52,11 @@ in
     hardware.graphics.enable = true;
     services.xserver.videoDrivers = [ "nvidia" ];
     hardware.nvidia.open = true;
-    hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
-      "appliance host `hub`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
-    hardware.nvidia.nvidiaPersistenced = true;
+    # A default: a host's own driver package wins, and the assertion below
+    # checks it is one nvproxy supports.
+    hardware.nvidia.package = lib.mkDefault (config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
+      "appliance host `hub`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate."));
+    hardware.nvidia.nvidiaPersistenced = lib.mkDefault true;
     # CDI specs for Docker: a sandbox uses the GPU.
     hardware.nvidia-container-toolkit.enable = true;
 
@@ -132,6 +136,11 @@ in
       generatePrivateKeyFile = !config.networking.wireguard.useNetworkd;
       peers = [ ];
     };
+    # Synapse and nginx listen on loopback, the bridge and this overlay
+    # address, and start after WireGuard without needing it: binding an
+    # address the host does not have (yet) keeps Matrix up on this host when
+    # WireGuard fails. It grants no reach: routes and the firewall decide.
+    boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind" = 1;
     warnings = [
       "appliance host `hub`: host `pi` has no `wireguard-public-key` in appliance.toml, so the link to it is down; pair them (docs/pairing.md)."
     ];
@@ -231,12 +240,9 @@ in
         "appliance-secrets.service"
         "network-online.target"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
       ];
-      requires = [
-        "appliance-network.service"
-        "appliance-secrets.service"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-      ];
+      requires = [ "appliance-network.service" "appliance-secrets.service" ];
       serviceConfig = {
         IPAddressAllow = [ "localhost" "10.88.0.0/16" "10.89.0.0/24" ];
         IPAddressDeny = "any";
@@ -675,11 +681,14 @@ in
     systemd.services.docker-ollama = {
       after = [
         "appliance-network.service"
+        "nvidia-container-toolkit-cdi-generator.service"
         "network-online.target"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
       ];
       requires = [
         "appliance-network.service"
+        "nvidia-container-toolkit-cdi-generator.service"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
       ];
       wants = [ "network-online.target" ];

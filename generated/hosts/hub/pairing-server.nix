@@ -14,6 +14,7 @@
         "appliance-bootstrap.service"
         "network-online.target"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
       ];
       requires = [ "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
       wants = [ "network-online.target" ];

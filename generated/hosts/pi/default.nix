@@ -12,18 +12,20 @@ in
   imports = [ ./pairing.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
-    # anything a host sets itself: an existing NixOS host keeps its name and
-    # state version.
+    # anything a host sets itself: an existing NixOS host keeps its name.
+    # `system.stateVersion` is the machine's own (nix/hosts.nix sets it for
+    # the flake's new machines).
     networking.hostName = lib.mkOverride 900 "pi";
-    system.stateVersion = lib.mkOverride 900 "26.05";
 
-    # Key-only SSH; everything else on the firewall stays closed.
+    # Key-only SSH; everything else on the firewall stays closed. Root logs in
+    # with the spec's keys unless the host forbids it (`PermitRootLogin = "no"`
+    # wins over this default); passwords stay off (docs/existing-host.md).
     services.openssh = {
       enable = true;
       settings = {
         PasswordAuthentication = false;
         KbdInteractiveAuthentication = false;
-        PermitRootLogin = "prohibit-password";
+        PermitRootLogin = lib.mkDefault "prohibit-password";
       };
     };
     users.users.root.openssh.authorizedKeys.keys = [ ];
@@ -194,6 +196,7 @@ in
         "appliance-network.service"
         "network-online.target"
         "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
       ];
       requires = [
         "appliance-network.service"

@@ -12,7 +12,11 @@
       description = "Fetch this host's agents' Matrix credentials from the hub over the overlay";
       wantedBy = [ "multi-user.target" ];
       before = [ "docker-balthasar-pi.service" ];
-      after = [ "network-online.target" "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
+      after = [
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
+      ];
       requires = [ "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
       wants = [ "network-online.target" ];
       serviceConfig = {

@@ -12,18 +12,20 @@ in
   imports = [ ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "ws") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
-    # anything a host sets itself: an existing NixOS host keeps its name and
-    # state version.
+    # anything a host sets itself: an existing NixOS host keeps its name.
+    # `system.stateVersion` is the machine's own (nix/hosts.nix sets it for
+    # the flake's new machines).
     networking.hostName = lib.mkOverride 900 "ws";
-    system.stateVersion = lib.mkOverride 900 "26.05";
 
-    # Key-only SSH; everything else on the firewall stays closed.
+    # Key-only SSH; everything else on the firewall stays closed. Root logs in
+    # with the spec's keys unless the host forbids it (`PermitRootLogin = "no"`
+    # wins over this default); passwords stay off (docs/existing-host.md).
     services.openssh = {
       enable = true;
       settings = {
         PasswordAuthentication = false;
         KbdInteractiveAuthentication = false;
-        PermitRootLogin = "prohibit-password";
+        PermitRootLogin = lib.mkDefault "prohibit-password";
       };
     };
     users.users.root.openssh.authorizedKeys.keys = [ ];
@@ -46,9 +48,11 @@ in
     hardware.graphics.enable = true;
     services.xserver.videoDrivers = [ "nvidia" ];
     hardware.nvidia.open = true;
-    hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
-      "appliance host `ws`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate.");
-    hardware.nvidia.nvidiaPersistenced = true;
+    # A default: a host's own driver package wins, and the assertion below
+    # checks it is one nvproxy supports.
+    hardware.nvidia.package = lib.mkDefault (config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
+      "appliance host `ws`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate."));
+    hardware.nvidia.nvidiaPersistenced = lib.mkDefault true;
     # CDI specs for Docker: a sandbox uses the GPU.
     hardware.nvidia-container-toolkit.enable = true;
 
@@ -435,8 +439,8 @@ in
       requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
     };
     systemd.services.docker-ollama = {
-      after = [ "appliance-network.service" ];
-      requires = [ "appliance-network.service" ];
+      after = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
+      requires = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
     };
     systemd.services.docker-reader = {
       after = [ "appliance-network.service" "appliance-bootstrap.service" ];

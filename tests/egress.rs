@@ -1671,3 +1671,63 @@ fn a_long_domain_list_makes_a_config_squid_parses() {
         String::from_utf8_lossy(&parse.stderr)
     );
 }
+
+/// squid starts behind the generated firewall, as NixOS orders them (the
+/// nftables unit before squid's): its processes talk to each other over
+/// loopback, and a firewall rule that held all of its user's traffic to
+/// local addresses left it hung before it ever listened ("ipcCreate:
+/// CHILD: hello write test failed"). Here the tables are loaded first, then
+/// squid starts with the generated config, and must accept connections.
+#[test]
+fn the_proxy_starts_behind_its_own_firewall() {
+    let why = "the egress proxy behind the generated firewall";
+    let found: Vec<bool> = ["nft", "squid", "nsenter", "ip"]
+        .iter()
+        .map(|t| require_tool(t, why).is_some())
+        .collect();
+    if found.contains(&false) {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "this test makes a network namespace and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+        return;
+    }
+    let appliance = load(&root().join("appliance.toml")).unwrap();
+    let hub = appliance.hosts["hub"].clone();
+    let scratch = tempfile::tempdir().unwrap();
+    let netns = Netns::create(&format!("h6f-{}", std::process::id()));
+    // The bridge's address, on one end of a veth pair (no bridge module needed).
+    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
+    let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);
+    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
+    netns.ip(&["link", "set", "br-appliance", "up"]);
+    netns.ip(&["link", "set", "peer0", "up"]);
+    let rules = scratch.path().join("ruleset.nft");
+    fs::write(&rules, ruleset(&hub, &appliance)).unwrap();
+    run_ok(netns.command("nft").arg("-f").arg(&rules));
+    let conf = scratch.path().join("squid.conf");
+    fs::write(&conf, squid_config(&hub, scratch.path())).unwrap();
+    let _squid = netns.spawn(
+        "squid",
+        &["-N", "-f", conf.to_str().unwrap()],
+        &scratch.path().join("squid.out"),
+    );
+    let listener = format!("{}:{}", hub.network_address, agent_appliance::model::PROXY_PORT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listening = run_ok(netns.command("ss").args(["-ltn"]));
+        if String::from_utf8_lossy(&listening.stdout).contains(&listener) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "squid did not listen on {listener} within 30 s behind the generated firewall:\n{}",
+            fs::read_to_string(scratch.path().join("squid/cache.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

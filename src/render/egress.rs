@@ -126,19 +126,30 @@ pub fn inet_table(host: &Host) -> String {
 pub const PROXY_USER: &str = "squid";
 
 /// The egress proxy connects for the sandboxes, so it must never connect to
-/// this host itself: not on loopback, not on `::` or `0.0.0.0`, not on the
-/// uplink's own (possibly public) address, none of which squid's `never_dst`
-/// can list, since the host's addresses are not known when the spec is
-/// generated. `fib daddr type local` knows them when the packet leaves.
-/// DNS stays open: the host's resolver may listen on loopback.
+/// this host itself: not on `::` or `0.0.0.0`, not on the uplink's own
+/// (possibly public) address, none of which squid's `never_dst` can list,
+/// since the host's addresses are not known when the spec is generated.
+/// `fib daddr type local` knows them when the packet leaves. Two things
+/// pass: DNS (the host's resolver may listen on loopback), and loopback
+/// itself, which squid's processes talk to each other over (its helpers'
+/// IPC: without it squid never starts listening) and which `never_dst`
+/// refuses for every request (127.0.0.0/8, ::1).
 fn proxy_output_chain() -> String {
+    let rule = |family: &str, loopback: &str| {
+        format!(
+            "    meta skuid \"{PROXY_USER}\" fib daddr type local {family} daddr != {loopback} \
+             meta l4proto {{ tcp, udp }} th dport != 53 \
+             counter reject with icmpx type admin-prohibited comment \"the egress proxy to this host itself\"\n"
+        )
+    };
     format!(
         "\n# The egress proxy never connects to this host itself, by any of its\n\
          # addresses (squid's `never_dst` cannot list the ones not known when\n\
-         # this was generated); only its DNS queries to a local resolver pass.\n\
-         chain output {{\n    type filter hook output priority filter; policy accept;\n    \
-         meta skuid \"{PROXY_USER}\" fib daddr type local meta l4proto {{ tcp, udp }} th dport != 53 \
-         counter reject with icmpx type admin-prohibited comment \"the egress proxy to this host itself\"\n}}\n"
+         # this was generated); its DNS queries to a local resolver pass, and\n\
+         # loopback, where squid's own processes talk (never_dst refuses it).\n\
+         chain output {{\n    type filter hook output priority filter; policy accept;\n{}{}}}\n",
+        rule("ip", "127.0.0.0/8"),
+        rule("ip6", "::1")
     )
 }
 
@@ -454,7 +465,7 @@ mod tests {
         for appliance in shipped() {
             for host in appliance.hosts.values() {
                 let table = inet_table(host);
-                let rule = format!("meta skuid \"{PROXY_USER}\" fib daddr type local");
+                let rule = format!("meta skuid \"{PROXY_USER}\" fib daddr type local ip daddr != 127.0.0.0/8");
                 assert_eq!(table.contains(&rule), proxy_config(host).is_some(), "{table}");
                 if let Some(conf) = proxy_config(host) {
                     assert!(conf.contains(&format!("cache_effective_user {PROXY_USER} ")), "{conf}");

@@ -748,6 +748,9 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "networking.nftables.flushRuleset",
         "nixos/modules/services/networking/nftables.nix",
     ),
+    // An attribute set of sysctl keys (free-form below; a key holds dots,
+    // which this extractor splits on).
+    ("boot.kernel.sysctl", "nixos/modules/config/sysctl.nix"),
     // Its own example is the same substitution (a user the build-time
     // ruleset check lacks).
     (
@@ -1341,7 +1344,10 @@ impl KnownOptions {
         for (path, _file) in OPTIONS_NOT_IN_CATALOG {
             // RFC 42 `settings` options, unit sections and module arguments
             // are free-form: keys below are config.
-            let freeform = path.ends_with(".settings") || path.ends_with(".pathConfig") || *path == "_module.args";
+            let freeform = path.ends_with(".settings")
+                || path.ends_with(".pathConfig")
+                || *path == "_module.args"
+                || *path == "boot.kernel.sysctl";
             options.push((path.split('.').map(str::to_string).collect(), freeform));
         }
         // Our own options, as modules/appliance.nix declares them.

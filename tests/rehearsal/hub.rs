@@ -356,12 +356,16 @@ impl Hub {
     }
 }
 
-/// The generated Synapse settings with paths re-rooted: database, media,
-/// signing key and pid file below `data`, secret files below the re-rooted
-/// state dir. Listeners, rate limits and everything else are as generated.
+/// The generated Synapse settings with paths re-rooted: media, signing key
+/// and pid file (and an SQLite database) below `data`, secret files below
+/// the re-rooted state dir. Listeners, rate limits and everything else are
+/// as generated; on PostgreSQL, `Synapse::spawn` starts the cluster in
+/// `data/postgres` and points the settings at its socket.
 pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) -> Value {
     let mut settings = agent_appliance::render::synapse::settings(appliance);
-    settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    if settings["database"]["name"] == "sqlite3" {
+        settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    }
     settings["media_store_path"] = json!(data.join("media"));
     settings["signing_key_path"] = json!(data.join("signing.key"));
     settings["pid_file"] = json!(data.join("homeserver.pid"));

@@ -654,15 +654,17 @@ impl Postgres {
         }
     }
 
-    /// As root: `dir` and every directory above it that the test made
-    /// private (a temp dir is 0700) made traversable, never listable, so
-    /// the server's user reaches the cluster below it.
+    /// As root: `dir` and every directory above it up to the system's temp
+    /// dir that the test made private (a temp dir is 0700) made
+    /// traversable, never listable, so the server's user reaches the
+    /// cluster below it. Nothing outside the temp dir is touched.
     fn make_reachable(dir: &Path) {
         if !Postgres::running_as_root() {
             return;
         }
         use std::os::unix::fs::PermissionsExt;
-        for ancestor in dir.ancestors() {
+        let temp = std::env::temp_dir();
+        for ancestor in dir.ancestors().take_while(|a| a.starts_with(&temp) && *a != temp) {
             let Ok(meta) = fs::metadata(ancestor) else { continue };
             let mode = meta.permissions().mode();
             if mode & 0o001 == 0 {

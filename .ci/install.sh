@@ -46,16 +46,22 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
   debootstrap dnsmasq-base nftables squid searx >/dev/null
+# PostgreSQL, which Synapse runs on in the tests: tests/synapse.rs starts a
+# cluster of its own from /usr/lib/postgresql/*/bin, socket only. The
+# `main` cluster Debian's package makes is never used by the tests.
+apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
 # WireGuard in userspace for the pairing test (tests/pairing.rs): no kernel module needed.
 apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null
 # Graphviz's `dot` reads `appliance explain --format dot` (tests/cli.rs).
 apt-get install -y -qq --no-install-recommends graphviz >/dev/null
 
-# A real Synapse for the bootstrap tests (tests/synapse.rs finds it here).
-if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse' 2>/dev/null; then
+# A real Synapse for the bootstrap tests (tests/synapse.rs finds it here),
+# with psycopg2 for PostgreSQL: the binary wheel, as Synapse's `postgres`
+# extra would build psycopg2 from source against libpq's headers.
+if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse, psycopg2' 2>/dev/null; then
   python3 -m venv .ci/venv
-  .ci/venv/bin/pip install -q matrix-synapse==1.163.2
+  .ci/venv/bin/pip install -q matrix-synapse==1.163.2 psycopg2-binary==2.9.13
 fi
 
 # trafilatura for the appliance's own page extraction service

@@ -18,7 +18,7 @@ use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use serde_json::{Value, json};
 
 use crate::common::{appliance, root, stderr, stdout};
-use crate::synapse::{KillPoint, KillingProxy, Synapse, free_port, venv};
+use crate::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, free_port, venv};
 
 fn plan_path() -> PathBuf {
     root().join("generated/bootstrap/plan.json")
@@ -1323,4 +1323,103 @@ fn a_room_the_appliance_account_left_is_refused_not_replaced() {
         room,
         "the alias was moved off a room with members"
     );
+}
+
+/// An install made on SQLite moves to PostgreSQL with Synapse's own
+/// `synapse_port_db`, as docs/bootstrap.md tells ("Moving an existing
+/// install"): Synapse on PostgreSQL then has the same accounts, tokens,
+/// devices and room, and a bootstrap rerun changes nothing.
+#[test]
+fn an_sqlite_install_moves_to_postgresql_with_synapse_port_db() {
+    let Some(venv) = venv() else { return };
+    let world = World::new();
+    assert_ok(&world.bootstrap(&["--secrets-only"]));
+    let on_postgres = crate::synapse::settings(&world.data, &world.state, world.port);
+    assert_eq!(on_postgres["database"]["name"], "psycopg2", "the default is PostgreSQL");
+    let mut on_sqlite = on_postgres.clone();
+    let sqlite = world.data.join("homeserver.db");
+    on_sqlite["database"] = json!({ "name": "sqlite3", "args": { "database": sqlite } });
+    // Synapse paces its background updates with a sleep between batches
+    // (minutes on a fresh database); the operator waits them out, the test
+    // lets them run back to back.
+    on_sqlite["background_updates"] = json!({ "sleep_enabled": false });
+
+    // The old install: bootstrapped on SQLite.
+    let mut synapse = Synapse::spawn(&venv, &world.data, &on_sqlite, &world.url, &[]);
+    synapse.wait_ready();
+    assert_ok(&world.bootstrap(&[]));
+    let devices = world.devices();
+    // `synapse_port_db` refuses a database with background updates still
+    // to run: Synapse runs them itself, a fresh one within seconds.
+    let started = Instant::now();
+    while sqlite_rows(&venv, &sqlite, "SELECT count(*) FROM background_updates") != "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "Synapse's background updates did not finish:\n{}",
+            sqlite_rows(&venv, &sqlite, "SELECT update_name FROM background_updates")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("background updates done after {:.1} s", started.elapsed().as_secs_f64());
+    drop(synapse);
+    assert!(
+        !world.data.join("postgres").exists(),
+        "the SQLite install had a PostgreSQL"
+    );
+
+    // Synapse stopped; its data copied into the empty database NixOS makes.
+    let postgres = Postgres::start(&world.data.join("postgres"));
+    let mut target = on_postgres.clone();
+    target["database"]["args"]["host"] = json!(postgres.socket_dir);
+    let config = world.data.join("postgres-target.yaml");
+    fs::write(&config, serde_json::to_string_pretty(&target).unwrap()).unwrap();
+    let port = Command::new(venv.join("bin/synapse_port_db"))
+        .arg("--sqlite-database")
+        .arg(&sqlite)
+        .arg("--postgres-config")
+        .arg(&config)
+        .current_dir(&world.data)
+        .output()
+        .unwrap();
+    assert!(
+        port.status.success(),
+        "synapse_port_db failed:\n{}{}",
+        stdout(&port),
+        stderr(&port)
+    );
+    let accounts = "SELECT name FROM users ORDER BY name";
+    let in_sqlite = sqlite_rows(&venv, &sqlite, accounts);
+    assert!(in_sqlite.contains(&plan().bootstrap_account.user_id), "{in_sqlite}");
+    assert_eq!(postgres.query(POSTGRES_NAME, accounts), in_sqlite);
+    assert_eq!(
+        postgres.query(
+            "postgres",
+            &format!("SELECT datcollate, datctype FROM pg_database WHERE datname = '{POSTGRES_NAME}'")
+        ),
+        "C|C",
+        "Synapse needs C collation"
+    );
+    drop(postgres);
+
+    // Synapse on PostgreSQL (the same cluster, restarted), SQLite gone.
+    fs::rename(&sqlite, world.data.join("homeserver.db.ported")).unwrap();
+    let mut synapse = Synapse::spawn(&venv, &world.data, &on_postgres, &world.url, &[]);
+    synapse.wait_ready();
+    assert_eq!(synapse.postgres().unwrap().query(POSTGRES_NAME, accounts), in_sqlite);
+    assert_eq!(world.devices(), devices, "devices changed in the move");
+    assert_room_as_planned(&world);
+    assert_rerun_changes_nothing(&world);
+}
+
+/// Rows of `sql` in an SQLite database, as psql's `-tA` prints them.
+fn sqlite_rows(venv: &Path, db: &Path, sql: &str) -> String {
+    let script = "import sqlite3, sys\nfor row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print('|'.join(map(str, row)))";
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
 }

@@ -435,3 +435,33 @@ fn gpu_models_endpoints_keys_and_free_text_are_checked_for_what_they_are() {
         "control characters are shown, not sent:\n{err:?}"
     );
 }
+
+/// `[matrix] database` takes PostgreSQL or SQLite; anything else is
+/// refused where it stands, with the values it takes.
+#[test]
+fn an_unknown_synapse_database_is_refused() {
+    let spec = VALID.replace(
+        "server-name = \"t.internal\"",
+        "server-name = \"t.internal\"\ndatabase = \"mysql\"",
+    );
+    let (dir, output) = run_spec(&spec, &["generate"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("error: appliance.toml:11:12: unknown variant `mysql`, expected `postgresql` or `sqlite`"),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+
+    let sqlite = VALID.replace(
+        "server-name = \"t.internal\"",
+        "server-name = \"t.internal\"\ndatabase = \"sqlite\"",
+    );
+    let (dir, output) = run_spec(&sqlite, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings = fs::read_to_string(dir.path().join("generated/hosts/box/synapse.json")).unwrap();
+    assert!(settings.contains("\"name\": \"sqlite3\""), "{settings}");
+    let module = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
+    assert!(!module.contains("services.postgresql"), "{module}");
+}

@@ -1,7 +1,9 @@
 //! A real Synapse for tests: from a venv (`APPLIANCE_SYNAPSE_VENV`, default
-//! `.ci/venv`, made by `.ci/run`), SQLite, loopback, with the homeserver
-//! settings our generator writes for the default spec. Stopped with SIGTERM
-//! (then SIGKILL) when dropped.
+//! `.ci/venv`, made by `.ci/run`), on loopback, with the homeserver settings
+//! our generator writes for the default spec: on a real PostgreSQL
+//! (Debian's), started by the test in Synapse's data directory with a socket
+//! directory of its own. Stopped with SIGTERM (then SIGKILL) when dropped,
+//! Synapse first, then its PostgreSQL.
 
 #![allow(dead_code)]
 
@@ -25,22 +27,49 @@ pub fn venv() -> Option<PathBuf> {
     let python = venv.join("bin/python");
     let installed = python.is_file()
         && fs::read_dir(venv.join("lib")).is_ok_and(|dirs| {
-            dirs.flatten()
-                .any(|d| d.path().join("site-packages/synapse/app/homeserver.py").is_file())
+            dirs.flatten().any(|d| {
+                let packages = d.path().join("site-packages");
+                packages.join("synapse/app/homeserver.py").is_file() && packages.join("psycopg2").is_dir()
+            })
         });
     if !installed {
         assert!(
             !in_ci(),
-            "Synapse is required in CI but `{}` has no matrix-synapse\nhint: `.ci/run` creates it; or set APPLIANCE_SYNAPSE_VENV",
+            "Synapse is required in CI but `{}` has no matrix-synapse with psycopg2\nhint: `.ci/run` creates it; or set APPLIANCE_SYNAPSE_VENV",
             venv.display()
         );
         eprintln!(
-            "\n!!! SKIPPED: no matrix-synapse in `{}` (run `python3 -m venv .ci/venv && .ci/venv/bin/pip install matrix-synapse==1.163.2`, or set APPLIANCE_SYNAPSE_VENV); CI=true makes this a failure !!!\n",
+            "\n!!! SKIPPED: no matrix-synapse with psycopg2 in `{}` (run `python3 -m venv .ci/venv && .ci/venv/bin/pip install matrix-synapse==1.163.2 psycopg2-binary==2.9.13`, or set APPLIANCE_SYNAPSE_VENV); CI=true makes this a failure !!!\n",
             venv.display()
         );
         return None;
     }
+    // Synapse runs on PostgreSQL, as on the appliance.
+    postgres_bin()?;
     Some(venv)
+}
+
+/// Debian's PostgreSQL server binaries (package `postgresql`), else the
+/// `initdb` on PATH; `None` (after a loud skip message) when neither is
+/// there outside CI. In CI a missing PostgreSQL fails the test.
+pub fn postgres_bin() -> Option<PathBuf> {
+    let debian = fs::read_dir("/usr/lib/postgresql").ok().and_then(|versions| {
+        let mut dirs: Vec<PathBuf> = versions
+            .flatten()
+            .map(|v| v.path().join("bin"))
+            .filter(|bin| bin.join("initdb").is_file())
+            .collect();
+        dirs.sort_by_key(|dir| {
+            let version = dir.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str());
+            version.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+        });
+        dirs.pop()
+    });
+    if debian.is_some() {
+        return debian;
+    }
+    crate::common::require_tool("initdb", "Synapse's database in the tests; Debian package `postgresql`")
+        .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
 }
 
 /// A port nobody listens on right now.
@@ -59,7 +88,9 @@ pub fn settings(data: &Path, state_dir: &Path, port: u16) -> Value {
     listener["port"] = json!(port);
     listener["bind_addresses"] = json!(["127.0.0.1"]);
     settings["public_baseurl"] = json!(format!("http://127.0.0.1:{port}/"));
-    settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    if settings["database"]["name"] == "sqlite3" {
+        settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    }
     settings["media_store_path"] = json!(data.join("media"));
     settings["signing_key_path"] = json!(data.join("signing.key"));
     settings["pid_file"] = json!(data.join("homeserver.pid"));
@@ -79,6 +110,8 @@ pub struct Synapse {
     child: Option<Child>,
     pub url: String,
     pub log: PathBuf,
+    /// Its database, stopped after Synapse (fields drop after `drop`).
+    postgres: Option<Postgres>,
 }
 
 impl Synapse {
@@ -100,8 +133,18 @@ impl Synapse {
 
     /// Starts Synapse with `settings` (without waiting for it), run through
     /// `wrapper` (e.g. `nsenter --net=... --`); `url` is where it answers.
+    /// With PostgreSQL settings, the cluster in `data/postgres` is started
+    /// first (made on the first start, kept for a restart on the same
+    /// `data`), and Synapse reaches it on its socket directory.
     pub fn spawn(venv: &Path, data: &Path, settings: &Value, url: &str, wrapper: &[String]) -> Synapse {
         fs::create_dir_all(data).unwrap();
+        let mut settings = settings.clone();
+        let postgres = (settings["database"]["name"] == "psycopg2").then(|| {
+            let postgres = Postgres::start(&data.join("postgres"));
+            settings["database"]["args"]["host"] = json!(postgres.socket_dir);
+            postgres
+        });
+        let settings = &settings;
         let config = data.join("homeserver.yaml");
         // JSON is YAML.
         fs::write(&config, serde_json::to_string_pretty(settings).unwrap()).unwrap();
@@ -129,7 +172,13 @@ impl Synapse {
             child: Some(child),
             url: url.to_string(),
             log,
+            postgres,
         }
+    }
+
+    /// Its PostgreSQL, when it runs on one.
+    pub fn postgres(&self) -> Option<&Postgres> {
+        self.postgres.as_ref()
     }
 
     /// The exit status, if Synapse has exited.
@@ -477,5 +526,267 @@ impl ProxyState {
                 return;
             }
         }
+    }
+}
+
+/// The PostgreSQL role and database the generated settings name.
+pub const POSTGRES_NAME: &str = agent_appliance::render::synapse::POSTGRES_NAME;
+
+/// A real PostgreSQL for Synapse, as NixOS' module sets it up for the
+/// appliance: a cluster made with `--locale=C --encoding=UTF8`, the role
+/// and database `matrix-synapse` (the database made with the cluster's
+/// locale, as `ensureDatabases` does), no TCP listener, and peer
+/// authentication on the socket. The one difference: Synapse here runs as
+/// the test's user, not `matrix-synapse`, so an ident map lets that OS user
+/// in as the role. PostgreSQL refuses to run as root, so as root the
+/// server runs as `nobody`, owning the cluster. Stopped (fast shutdown)
+/// when dropped; the cluster stays in its directory for a restart.
+pub struct Postgres {
+    child: Option<Child>,
+    pub socket_dir: PathBuf,
+    log: PathBuf,
+}
+
+/// The OS user the server runs as when the test runs as root.
+const POSTGRES_OS_USER: &str = "nobody";
+
+impl Postgres {
+    /// Starts the cluster in `dir` (`dir/data`, socket in `dir/socket`),
+    /// making it on the first start, and waits until it accepts Synapse.
+    pub fn start(dir: &Path) -> Postgres {
+        let bin = postgres_bin().expect("PostgreSQL is checked by `venv()`");
+        let data = dir.join("data");
+        let socket_dir = dir.join("socket");
+        let log = dir.join("postgres.log");
+        let fresh = !data.join("PG_VERSION").is_file();
+        if fresh {
+            fs::create_dir_all(&data).unwrap();
+            fs::create_dir_all(&socket_dir).unwrap();
+            Postgres::make_reachable(dir);
+            Postgres::hand_over(&[&data, &socket_dir]);
+            Postgres::initdb(&bin, &data);
+        }
+        let out = fs::File::create(&log).unwrap();
+        let child = Postgres::as_server_user(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&socket_dir)
+            // Socket only, as on the appliance.
+            .args(["-c", "listen_addresses="])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("failed to start postgres");
+        let mut postgres = Postgres {
+            child: Some(child),
+            socket_dir,
+            log,
+        };
+        postgres.wait_ready(&bin);
+        if fresh {
+            // What `ensureUsers` (with `ensureDBOwnership`) and
+            // `ensureDatabases` do on NixOS.
+            postgres.psql_as_superuser(&bin, &format!("CREATE ROLE \"{POSTGRES_NAME}\" LOGIN"));
+            postgres.psql_as_superuser(
+                &bin,
+                &format!("CREATE DATABASE \"{POSTGRES_NAME}\" OWNER \"{POSTGRES_NAME}\""),
+            );
+        }
+        postgres
+    }
+
+    fn running_as_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// The name of the OS user running the test (and Synapse).
+    fn test_os_user() -> String {
+        let out = Command::new("id").arg("-un").output().expect("failed to run `id -un`");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// The primary group of `nobody` (`nogroup` on Debian).
+    fn server_os_group() -> String {
+        let out = Command::new("id")
+            .args(["-g", POSTGRES_OS_USER])
+            .output()
+            .expect("failed to run `id -g`");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn server_os_user() -> String {
+        if Postgres::running_as_root() {
+            POSTGRES_OS_USER.to_string()
+        } else {
+            Postgres::test_os_user()
+        }
+    }
+
+    /// `program` run as the server's OS user: `nobody` through `setpriv`
+    /// (which execs, so the pid is the server's own) when root.
+    fn as_server_user(program: &Path) -> Command {
+        if !Postgres::running_as_root() {
+            return Command::new(program);
+        }
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={POSTGRES_OS_USER}"))
+            .arg(format!("--regid={}", Postgres::server_os_group()))
+            .args(["--clear-groups", "--"])
+            .arg(program);
+        command
+    }
+
+    /// As root: `paths` owned by the server's user.
+    fn hand_over(paths: &[&Path]) {
+        if !Postgres::running_as_root() {
+            return;
+        }
+        for path in paths {
+            let status = Command::new("chown")
+                .arg(format!("{POSTGRES_OS_USER}:"))
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {} failed", path.display());
+        }
+    }
+
+    /// As root: `dir` and every directory above it up to the system's temp
+    /// dir that the test made private (a temp dir is 0700) made
+    /// traversable, never listable, so the server's user reaches the
+    /// cluster below it. Nothing outside the temp dir is touched.
+    fn make_reachable(dir: &Path) {
+        if !Postgres::running_as_root() {
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let temp = std::env::temp_dir();
+        for ancestor in dir.ancestors().take_while(|a| a.starts_with(&temp) && *a != temp) {
+            let Ok(meta) = fs::metadata(ancestor) else { continue };
+            let mode = meta.permissions().mode();
+            if mode & 0o001 == 0 {
+                fs::set_permissions(ancestor, fs::Permissions::from_mode(mode | 0o001)).unwrap();
+            }
+        }
+    }
+
+    /// The cluster as nixpkgs' `initdbArgs` makes it for the appliance
+    /// (C collation, which Synapse requires), with peer authentication on
+    /// the socket only: the server's OS user is the superuser `postgres`,
+    /// the test's OS user is the role `matrix-synapse`.
+    fn initdb(bin: &Path, data: &Path) {
+        let out = Postgres::as_server_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(data)
+            .args(["--locale=C", "--encoding=UTF8", "--username=postgres"])
+            .args(["--auth-local=peer", "--auth-host=reject"])
+            .output()
+            .expect("failed to run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let map = "appliance";
+        fs::write(data.join("pg_hba.conf"), format!("local all all peer map={map}\n")).unwrap();
+        fs::write(
+            data.join("pg_ident.conf"),
+            format!(
+                "{map} {} postgres\n{map} {} {POSTGRES_NAME}\n",
+                Postgres::server_os_user(),
+                Postgres::test_os_user()
+            ),
+        )
+        .unwrap();
+        Postgres::hand_over(&[&data.join("pg_hba.conf"), &data.join("pg_ident.conf")]);
+    }
+
+    /// Runs `sql` in `database` as the superuser; its rows, unaligned, one
+    /// a line.
+    pub fn query(&self, database: &str, sql: &str) -> String {
+        let bin = postgres_bin().expect("PostgreSQL is checked by `venv()`");
+        self.psql(&bin, database, sql)
+    }
+
+    fn psql_as_superuser(&self, bin: &Path, sql: &str) -> String {
+        self.psql(bin, "postgres", sql)
+    }
+
+    fn psql(&self, bin: &Path, database: &str, sql: &str) -> String {
+        let out = Postgres::as_server_user(&bin.join("psql"))
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tA",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("failed to run psql");
+        assert!(
+            out.status.success(),
+            "psql `{sql}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Waits until the server accepts connections on its socket; panics
+    /// with its log if it exits or takes longer than 30 s.
+    fn wait_ready(&mut self, bin: &Path) {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .arg("-h")
+                .arg(&self.socket_dir)
+                .arg("-q")
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("postgres exited with {status}:\n{}", self.log_text());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "postgres not ready after 30 s:\n{}",
+                self.log_text()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SIGINT: fast shutdown (roll back, disconnect, stop).
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -32,7 +32,8 @@ pub use services::{EXTRACT_SANDBOX, INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_RE
 
 use crate::runsc::Profile;
 use crate::spec::schema::{
-    AgentKind, Browser, CodeExecution, DriverCapability, InferenceSandbox, Platform, System, Target, Tool,
+    AgentKind, Browser, CodeExecution, DriverCapability, InferenceSandbox, Platform, SynapseDatabase, System, Target,
+    Tool,
 };
 
 /// Where the appliance keeps state and runtime secrets on every host.
@@ -109,6 +110,8 @@ pub struct Matrix {
     pub server_name: String,
     pub port: u16,
     pub federation: bool,
+    /// Synapse's database.
+    pub database: SynapseDatabase,
     /// Human admins' user ids.
     pub admins: Vec<String>,
     /// Addresses Synapse listens on: loopback and where sandboxes reach it.

@@ -17,7 +17,7 @@ use crate::model::{
     Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
     STATE_DIR, Sandbox, WIREGUARD_PORT,
 };
-use crate::spec::schema::Target;
+use crate::spec::schema::{SynapseDatabase, Target};
 
 /// The oldest gVisor release the hosts may run: arm64 systrap supports the
 /// 39-bit address space of Raspberry Pi kernels from release-20260316.0
@@ -84,6 +84,8 @@ struct HostContext {
     network: NetworkCommands,
     tmpfiles: Vec<String>,
     synapse: bool,
+    /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
+    synapse_postgres: Option<&'static str>,
     /// The bridge address the DNS resolver listens on, when sandboxes need it.
     dns: Option<String>,
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
@@ -310,6 +312,8 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         network: network_commands(appliance, host),
         tmpfiles,
         synapse: host.runs_matrix,
+        synapse_postgres: (host.runs_matrix && appliance.matrix.database == SynapseDatabase::Postgresql)
+            .then_some(super::synapse::POSTGRES_NAME),
         egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
             proxy: super::egress::proxy_config(host).is_some(),
         }),

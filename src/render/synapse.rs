@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::{Tree, json};
 use crate::bootstrap::plan::synapse_secrets;
 use crate::model::{Appliance, STATE_DIR};
+use crate::spec::schema::SynapseDatabase;
 
 /// Path of one of Synapse's own secrets, created by `appliance bootstrap`
 /// before Synapse first starts (see `bootstrap::plan::synapse_secrets`).
@@ -26,6 +27,37 @@ pub struct Listener {
     pub tls: bool,
     pub x_forwarded: bool,
     pub resources: Vec<Value>,
+}
+
+/// The role and database Synapse uses in PostgreSQL, named after its
+/// system user so that peer authentication on the local socket maps one to
+/// the other: no password anywhere.
+pub const POSTGRES_NAME: &str = "matrix-synapse";
+
+/// Synapse's `database` section. PostgreSQL through psycopg2 with no
+/// `host`: libpq then uses its default socket directory, which nixpkgs'
+/// PostgreSQL sets to `/run/postgresql`, and nixpkgs' Synapse module
+/// (nixos/modules/services/matrix/synapse.nix, `hasLocalPostgresDB`: no
+/// `host`, or a loopback one) orders and binds `matrix-synapse.service`
+/// to the local PostgreSQL itself. A socket path as `host` would turn that
+/// ordering off. Pool sizes are Synapse's own defaults, written out so
+/// the connections PostgreSQL must allow are in the settings.
+fn database(kind: SynapseDatabase) -> Value {
+    match kind {
+        SynapseDatabase::Postgresql => json!({
+            "name": "psycopg2",
+            "args": {
+                "user": POSTGRES_NAME,
+                "database": POSTGRES_NAME,
+                "cp_min": 5,
+                "cp_max": 10,
+            }
+        }),
+        SynapseDatabase::Sqlite => json!({
+            "name": "sqlite3",
+            "args": { "database": "/var/lib/matrix-synapse/homeserver.db" }
+        }),
+    }
 }
 
 /// The settings as a JSON object, so tests can override paths and ports.
@@ -50,10 +82,7 @@ pub fn settings(appliance: &Appliance) -> Value {
         "public_baseurl": format!("http://{public_address}:{}/", matrix.port),
         "report_stats": false,
         "listeners": [listener],
-        "database": {
-            "name": "sqlite3",
-            "args": { "database": "/var/lib/matrix-synapse/homeserver.db" }
-        },
+        "database": database(matrix.database),
         // Accounts are made by `appliance bootstrap` through the shared
         // secret; nobody can sign up.
         "enable_registration": false,
@@ -157,6 +186,44 @@ mod tests {
         let unit = &unit[..unit.find("\n    };").unwrap()];
         assert!(unit.contains("IPAddressDeny = \"any\";"), "{unit}");
         assert!(unit.contains("IPAddressAllow = [ \"localhost\" "), "{unit}");
+    }
+
+    /// Synapse keeps its state in PostgreSQL unless the spec asks for
+    /// SQLite: its own docs call SQLite fit for testing only. The role and
+    /// database are Synapse's system user's name (peer authentication, no
+    /// password), with no `host` so that nixpkgs' module orders Synapse
+    /// after the local PostgreSQL; the Matrix host's module makes the
+    /// cluster with C collation, which Synapse requires.
+    #[test]
+    fn synapse_runs_on_postgresql_unless_the_spec_asks_for_sqlite() {
+        let mut appliance = default_spec();
+        assert_eq!(appliance.matrix.database, SynapseDatabase::Postgresql);
+        let database = &settings(&appliance)["database"];
+        assert_eq!(database["name"], "psycopg2");
+        assert_eq!(database["args"]["user"], POSTGRES_NAME);
+        assert_eq!(database["args"]["database"], POSTGRES_NAME);
+        assert!(database["args"].get("password").is_none());
+        assert!(database["args"].get("host").is_none());
+        let module = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("generated/hosts/{}/default.nix", appliance.matrix.host)),
+        )
+        .unwrap();
+        let postgres = &module[module.find("services.postgresql = {").unwrap()..];
+        let postgres = &postgres[..postgres.find("\n    };").unwrap()];
+        for line in [
+            r#"initdbArgs = [ "--locale=C" "--encoding=UTF8" ];"#,
+            r#"ensureDatabases = [ "matrix-synapse" ];"#,
+            r#"ensureUsers = [ { name = "matrix-synapse"; ensureDBOwnership = true; } ];"#,
+            r#"settings.listen_addresses = lib.mkForce "";"#,
+        ] {
+            assert!(postgres.contains(line), "{line} missing from:\n{postgres}");
+        }
+
+        appliance.matrix.database = SynapseDatabase::Sqlite;
+        let database = &settings(&appliance)["database"];
+        assert_eq!(database["name"], "sqlite3");
+        assert_eq!(database["args"]["database"], "/var/lib/matrix-synapse/homeserver.db");
     }
 
     /// With federation, other homeservers are anywhere: no filter, and

@@ -176,9 +176,23 @@ pub struct MatrixSpec {
     /// Federation with other homeservers; off unless asked.
     #[serde(default)]
     pub federation: bool,
+    /// Synapse's database: PostgreSQL (default) or SQLite.
+    #[serde(default)]
+    pub database: SynapseDatabase,
     /// Human admins, as Matrix localparts on this server.
     #[serde(default)]
     pub admins: Vec<Spanned<String>>,
+}
+
+/// `[matrix] database`: where Synapse keeps its state. Synapse's own docs
+/// call SQLite fit for testing only, so PostgreSQL is the default; SQLite
+/// stays for a spec that asks for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SynapseDatabase {
+    #[default]
+    Postgresql,
+    Sqlite,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,9 @@ DIR/world.json (URLs, pids, logs) for tests/rehearsal/scenario.py. Every
 process it starts is in its own session; `stop` ends exactly those.
 
 What differs from the appliance, and why (host development only):
+- Synapse keeps its state in SQLite, not the appliance's PostgreSQL: this
+  harness starts no database server (the rehearsal proper and the
+  bootstrap tests run Synapse on a real PostgreSQL, tests/synapse.rs);
 - every path and address is re-rooted (container paths -> DIR/<agent>/...,
   10.88.0.1:8008 -> Synapse on loopback, Ollama's 10.88.0.2:11434 (and
   10.89.0.1:11434) -> the stand-in);
@@ -126,7 +129,8 @@ def synapse_config(data, state, port):
     settings["listeners"][0]["port"] = port
     settings["listeners"][0]["bind_addresses"] = ["127.0.0.1"]
     settings["public_baseurl"] = "http://127.0.0.1:%d/" % port
-    settings["database"]["args"]["database"] = str(data / "homeserver.db")
+    # SQLite, not the generated PostgreSQL: see the docstring.
+    settings["database"] = {"name": "sqlite3", "args": {"database": str(data / "homeserver.db")}}
     settings["media_store_path"] = str(data / "media")
     settings["signing_key_path"] = str(data / "signing.key")
     settings["pid_file"] = str(data / "homeserver.pid")

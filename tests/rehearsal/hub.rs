@@ -120,8 +120,12 @@ pub struct Hub {
 
 /// The generated daemon settings of `host`, spelled for the installed runsc
 /// by the library's table (`runsc::probe_binary`, as `appliance doctor`
-/// does), with one addition per runtime, because runsc's netstack fails on
-/// this VM ("cannot run with network enabled in root network namespace"):
+/// does). With a current runsc (the release the images ship, built by
+/// .ci/gobuild.sh) the sandboxes use gVisor's own network stack, exactly as
+/// generated. runsc 20240729 cannot run its netstack here (it takes any
+/// network namespace with /proc/sys/net/core/rmem_default for the root one:
+/// "cannot run with network enabled in root network namespace"), so with it
+/// each runtime gets one addition:
 /// - `--network=host` where a sandbox of the runtime is on the bridge: the
 ///   sandbox then uses its container's network namespace through the host
 ///   kernel;
@@ -131,6 +135,14 @@ pub struct Hub {
 ///   (under `--network=host` it fails: "protocol not supported").
 pub fn daemon_json(host: &Host) -> Value {
     let (version, listing) = probe_binary(Path::new("runsc")).expect("runsc runs");
+    eprintln!(
+        "rehearsal: runsc {version}: {}",
+        if version == RunscVersion::Current {
+            "gVisor's netstack, as generated"
+        } else {
+            "--network=host for the bridged runtimes (this runsc's netstack cannot run here)"
+        }
+    );
     let settings = daemon_settings(host, version).expect("the hub's runtimes spell for the installed runsc");
     let mut settings = serde_json::to_value(settings).unwrap();
     for (name, runtime) in settings["runtimes"].as_object_mut().unwrap() {
@@ -146,6 +158,9 @@ pub fn daemon_json(host: &Host) -> Value {
                 listing.names.contains(name),
                 "the installed runsc has no `{name}`, which the generated settings use for {version}"
             );
+        }
+        if version == RunscVersion::Current {
+            continue;
         }
         let network = if networked || unused {
             "--network=host"
@@ -359,12 +374,16 @@ impl Hub {
     }
 }
 
-/// The generated Synapse settings with paths re-rooted: database, media,
-/// signing key and pid file below `data`, secret files below the re-rooted
-/// state dir. Listeners, rate limits and everything else are as generated.
+/// The generated Synapse settings with paths re-rooted: media, signing key
+/// and pid file (and an SQLite database) below `data`, secret files below
+/// the re-rooted state dir. Listeners, rate limits and everything else are
+/// as generated; on PostgreSQL, `Synapse::spawn` starts the cluster in
+/// `data/postgres` and points the settings at its socket.
 pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) -> Value {
     let mut settings = agent_appliance::render::synapse::settings(appliance);
-    settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    if settings["database"]["name"] == "sqlite3" {
+        settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
+    }
     settings["media_store_path"] = json!(data.join("media"));
     settings["signing_key_path"] = json!(data.join("signing.key"));
     settings["pid_file"] = json!(data.join("homeserver.pid"));

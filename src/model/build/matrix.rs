@@ -98,6 +98,7 @@ pub(super) fn resolve(
         server_name: accounts.server_name,
         port: endpoints.matrix_port,
         federation: spec.matrix.get_ref().federation,
+        database: spec.matrix.get_ref().database,
         admins: accounts.admins,
         bind_addresses,
         web_client: WebClient {

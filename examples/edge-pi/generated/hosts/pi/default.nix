@@ -101,12 +101,24 @@ in
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening
-    # on loopback, the sandboxes' bridge and the overlay only. SQLite: one
-    # homeserver with a handful of bot and admin accounts does not need
-    # PostgreSQL, and a file database has no password to keep.
+    # on loopback, the sandboxes' bridge and the overlay only.
     services.matrix-synapse = {
       enable = true;
       settings = lib.importJSON ./synapse.json;
+    };
+    # Synapse's database (nixos/modules/services/matrix/synapse.md): a role
+    # and a database named as Synapse's system user, reached on the local
+    # socket with peer authentication (the system user is the role), so no
+    # password exists. nixpkgs' Synapse module orders Synapse after it.
+    # Synapse refuses a database whose collation is not C, and
+    # `ensureDatabases` creates it with the cluster's locale: the cluster is
+    # made with C. No TCP listener: nothing but the socket is needed.
+    services.postgresql = {
+      enable = true;
+      initdbArgs = [ "--locale=C" "--encoding=UTF8" ];
+      ensureDatabases = [ "matrix-synapse" ];
+      ensureUsers = [ { name = "matrix-synapse"; ensureDBOwnership = true; } ];
+      settings.listen_addresses = lib.mkForce "";
     };
     systemd.services.matrix-synapse = {
       after = [ "appliance-network.service" "appliance-secrets.service" ];

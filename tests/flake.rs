@@ -748,6 +748,13 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "networking.nftables.flushRuleset",
         "nixos/modules/services/networking/nftables.nix",
     ),
+    // Synapse's database (src/render/host.rs), read in nixpkgs'
+    // services/databases/postgresql.nix.
+    ("services.postgresql.enable", "nixos/modules/services/databases/postgresql.nix"),
+    ("services.postgresql.ensureDatabases", "nixos/modules/services/databases/postgresql.nix"),
+    ("services.postgresql.ensureUsers", "nixos/modules/services/databases/postgresql.nix"),
+    ("services.postgresql.initdbArgs", "nixos/modules/services/databases/postgresql.nix"),
+    ("services.postgresql.settings", "nixos/modules/services/databases/postgresql.nix"),
     // An attribute set of sysctl keys (free-form below; a key holds dots,
     // which this extractor splits on).
     ("boot.kernel.sysctl", "nixos/modules/config/sysctl.nix"),

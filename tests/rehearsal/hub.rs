@@ -21,7 +21,7 @@ use agent_appliance::model::{
     Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR, Sandbox,
 };
 use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::probe_binary;
+use agent_appliance::runsc::{RunscVersion, probe_binary};
 use serde_json::{Value, json};
 
 use crate::common::{in_ci, root};

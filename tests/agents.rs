@@ -978,3 +978,264 @@ fn picoclaw_arm64_loads_the_pi_configs() {
     );
     assert!(verdict.output.contains("allow_remotee"), "{}", verdict.output);
 }
+
+/// A stand-in model on loopback: answers every chat completion with
+/// `answer` (a stream when asked for one) and keeps each request body.
+fn stand_in_model(answer: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let streamed = serde_json::from_str::<Value>(&body).is_ok_and(|b| b["stream"] == json!(true));
+            seen.lock().unwrap().push(body);
+            let (kind, reply) = if streamed {
+                let chunk = json!({ "id": "c", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{ "index": 0, "delta": { "role": "assistant", "content": answer } }] });
+                let done = json!({ "id": "c", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] });
+                (
+                    "text/event-stream",
+                    format!("data: {chunk}\n\ndata: {done}\n\ndata: [DONE]\n\n"),
+                )
+            } else {
+                let reply = json!({ "id": "c", "object": "chat.completion", "model": "m",
+                    "choices": [{ "index": 0, "finish_reason": "stop",
+                                  "message": { "role": "assistant", "content": answer } }] });
+                ("application/json", reply.to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    (port, requests)
+}
+
+/// Registers `user` on the test Synapse and logs it in; its access token.
+fn matrix_user(
+    client: &agent_appliance::bootstrap::client::Client,
+    register: &Path,
+    secret: &str,
+    user: &str,
+) -> String {
+    let output = Command::new(register)
+        .args(["--user", user, "--password", "pw-of-the-test", "--no-admin"])
+        .args(["--shared-secret", secret, client.base()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "registering {user}\n{}", output_text(&output));
+    let login = client
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({ "type": "m.login.password",
+                     "identifier": { "type": "m.id.user", "user": user },
+                     "password": "pw-of-the-test" }),
+        )
+        .unwrap();
+    assert!(login.ok(), "{}", login.describe());
+    login.str("access_token").unwrap().to_string()
+}
+
+/// The PicoClaw gateway, stopped (and reaped) when dropped.
+struct Gateway(std::process::Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `done` every 200 ms until it holds or `within` passes.
+fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}
+
+/// The real PicoClaw gateway on the generated balthasar config, against a
+/// Synapse of its own on loopback (server name `magi`, as generated) and a
+/// stand-in model: it logs in with the env token, and in a room with the
+/// admin and a stranger, a mention from the stranger never reaches the
+/// model while one from the admin (`allow_from`) does, and the answer comes
+/// back into the room. Before `matrix:` in `allow_from`, nobody got in.
+#[test]
+fn picoclaw_on_synapse_answers_the_admin_and_not_a_stranger() {
+    use std::time::{Duration, Instant};
+    let Some(picoclaw) = picoclaw() else { return };
+    let Some(venv) = crate::synapse::venv() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
+    let port = crate::synapse::free_port();
+    let settings = crate::synapse::settings(&data, &state, port);
+    assert_eq!(settings["server_name"], json!("magi"));
+    let mut shared_secret = String::new();
+    for key in [
+        "registration_shared_secret_path",
+        "macaroon_secret_key_path",
+        "form_secret_path",
+    ] {
+        let path = PathBuf::from(settings[key].as_str().unwrap());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let secret = format!("test-{key}-{}", std::process::id());
+        fs::write(&path, &secret).unwrap();
+        if key == "registration_shared_secret_path" {
+            shared_secret = secret;
+        }
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &[]);
+    synapse.wait_ready();
+    let client = agent_appliance::bootstrap::client::Client::new(
+        &url,
+        Instant::now() + Duration::from_secs(300),
+        Duration::from_secs(30),
+    );
+    let register = venv.join("bin/register_new_matrix_user");
+    let admin = matrix_user(&client, &register, &shared_secret, "gendo");
+    let agent = matrix_user(&client, &register, &shared_secret, "balthasar");
+    let stranger = matrix_user(&client, &register, &shared_secret, "stranger");
+    let room = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&admin),
+            // The appliance's Synapse turns invites off; a public room is joined by ID.
+            &json!({ "preset": "public_chat" }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    let room = room.str("room_id").unwrap().to_string();
+    for token in [&agent, &stranger] {
+        let join = client
+            .post(&format!("/_matrix/client/v3/join/{room}"), Some(token), &json!({}))
+            .unwrap();
+        assert!(join.ok(), "{}", join.describe());
+    }
+
+    let (model_port, requests) = stand_in_model("pong-from-the-stand-in");
+    let (_, agent_model, _, text) = configs(AgentKind::Picoclaw)
+        .into_iter()
+        .find(|(label, ..)| label == "balthasar in appliance.toml")
+        .unwrap();
+    assert_eq!(agent_model.allowed_users, ["@gendo:magi"]);
+    let home = temp.path().join("picoclaw");
+    fs::create_dir_all(&home).unwrap();
+    // Only what points at this machine changes; `allow_from` stays as generated.
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(url);
+    config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
+    config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
+    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    let config_path = home.join("config.json");
+    fs::write(&config_path, config.to_string()).unwrap();
+    let log_path = home.join("gateway.log");
+    let log = fs::File::create(&log_path).unwrap();
+    let _gateway = Gateway(
+        Command::new(&picoclaw)
+            .args(["--no-color", "gateway"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("PICOCLAW_HOME", &home)
+            .env("PICOCLAW_CONFIG", &config_path)
+            .env("PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN", &agent)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("failed to start picoclaw gateway"),
+    );
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(60), || gateway_log().contains("Gateway started")),
+        "PicoClaw's gateway did not start:\n{}",
+        gateway_log()
+    );
+    let send = |token: &str, body: &str, txn: &str| {
+        let sent = client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                Some(token),
+                &json!({ "msgtype": "m.text", "body": body, "m.mentions": { "user_ids": ["@balthasar:magi"] } }),
+            )
+            .unwrap();
+        assert!(sent.ok(), "{}", sent.describe());
+    };
+    let asked = |marker: &str| requests.lock().unwrap().iter().any(|r| r.contains(marker));
+    // PicoClaw drops events from before its channel started, which its
+    // output does not tell: the admin asks until one reaches the model.
+    let reached = (0..6).any(|attempt| {
+        send(&admin, "@balthasar:magi say the admin-marker-1", &format!("a{attempt}"));
+        wait_for(Duration::from_secs(15), || asked("admin-marker-1"))
+    });
+    assert!(
+        reached,
+        "the admin's message never reached the model\n{}",
+        gateway_log()
+    );
+    // Now the channel is up: the stranger, then the admin again; the
+    // admin's second message reaching the model shows the stranger's was
+    // seen before it and dropped.
+    send(&stranger, "@balthasar:magi say the stranger-marker", "s1");
+    send(&admin, "@balthasar:magi say the admin-marker-2", "a-second");
+    assert!(
+        wait_for(Duration::from_secs(90), || asked("admin-marker-2")),
+        "the admin's second message never reached the model\n{}",
+        gateway_log()
+    );
+    assert!(!asked("stranger-marker"), "the stranger's message reached the model");
+    let answered = || {
+        client
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+                Some(&admin),
+            )
+            .is_ok_and(|reply| {
+                reply.body["chunk"].as_array().is_some_and(|events| {
+                    events.iter().any(|e| {
+                        e["sender"] == json!("@balthasar:magi")
+                            && e["content"]["body"]
+                                .as_str()
+                                .is_some_and(|b| b.contains("pong-from-the-stand-in"))
+                    })
+                })
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), answered),
+        "PicoClaw's answer never came back into the room\n{}",
+        gateway_log()
+    );
+    assert!(!asked("stranger-marker"), "the stranger's message reached the model");
+    drop(synapse);
+}

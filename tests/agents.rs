@@ -1009,20 +1009,37 @@ fn stand_in_model(answer: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex
             }
             let body = String::from_utf8_lossy(&body).into_owned();
             let streamed = serde_json::from_str::<Value>(&body).is_ok_and(|b| b["stream"] == json!(true));
-            seen.lock().unwrap().push(body);
+            seen.lock().unwrap().push(body.clone());
+            // A message with `exec-marker` gets a call of the exec tool
+            // first; its output (`ran-by-42`, only if a shell ran it) comes
+            // back in the next request, which gets `answer`.
+            let call = body.contains("exec-marker") && !body.contains("ran-by-42");
+            let tool_calls = json!([{ "index": 0, "id": "call-1", "type": "function",
+                "function": { "name": "exec",
+                              "arguments": json!({ "action": "run", "command": "printf 'ran-by-%s' 42" }).to_string() } }]);
+            let finish = if call { "tool_calls" } else { "stop" };
             let (kind, reply) = if streamed {
+                let delta = if call {
+                    json!({ "role": "assistant", "tool_calls": tool_calls })
+                } else {
+                    json!({ "role": "assistant", "content": answer })
+                };
                 let chunk = json!({ "id": "c", "object": "chat.completion.chunk", "model": "m",
-                    "choices": [{ "index": 0, "delta": { "role": "assistant", "content": answer } }] });
+                    "choices": [{ "index": 0, "delta": delta }] });
                 let done = json!({ "id": "c", "object": "chat.completion.chunk", "model": "m",
-                    "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] });
+                    "choices": [{ "index": 0, "delta": {}, "finish_reason": finish }] });
                 (
                     "text/event-stream",
                     format!("data: {chunk}\n\ndata: {done}\n\ndata: [DONE]\n\n"),
                 )
             } else {
+                let message = if call {
+                    json!({ "role": "assistant", "content": "", "tool_calls": tool_calls })
+                } else {
+                    json!({ "role": "assistant", "content": answer })
+                };
                 let reply = json!({ "id": "c", "object": "chat.completion", "model": "m",
-                    "choices": [{ "index": 0, "finish_reason": "stop",
-                                  "message": { "role": "assistant", "content": answer } }] });
+                    "choices": [{ "index": 0, "finish_reason": finish, "message": message }] });
                 ("application/json", reply.to_string())
             };
             let _ = write!(
@@ -1085,12 +1102,14 @@ fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool
 
 /// The real PicoClaw gateway on the generated balthasar config, against a
 /// Synapse of its own on loopback (server name `magi`, as generated) and a
-/// stand-in model: it logs in with the env token, and in a room with the
-/// admin and a stranger, a mention from the stranger never reaches the
-/// model while one from the admin (`allow_from`) does, and the answer comes
-/// back into the room. Before `matrix:` in `allow_from`, nobody got in.
+/// stand-in model: it logs in with the env token; in a room with the admin
+/// and a stranger, a mention from the stranger never reaches the model
+/// while the admin's (`allow_from`) do, and the answer comes back into the
+/// room (before `matrix:` in `allow_from`, the admin never got in); with
+/// `remote-exec` a call of the exec tool from chat runs a shell command,
+/// and with `allow_remote` off (no `remote-exec`) the same call is refused.
 #[test]
-fn picoclaw_on_synapse_answers_the_admin_and_not_a_stranger() {
+fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     use std::time::{Duration, Instant};
     let Some(picoclaw) = picoclaw() else { return };
     let Some(venv) = crate::synapse::venv() else { return };
@@ -1156,31 +1175,8 @@ fn picoclaw_on_synapse_answers_the_admin_and_not_a_stranger() {
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
     config["gateway"]["port"] = json!(crate::synapse::free_port());
-    let config_path = home.join("config.json");
-    fs::write(&config_path, config.to_string()).unwrap();
-    let log_path = home.join("gateway.log");
-    let log = fs::File::create(&log_path).unwrap();
-    let _gateway = Gateway(
-        Command::new(&picoclaw)
-            .args(["--no-color", "gateway"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &home)
-            .env("PICOCLAW_HOME", &home)
-            .env("PICOCLAW_CONFIG", &config_path)
-            .env("PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN", &agent)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("failed to start picoclaw gateway"),
-    );
+    let (gateway, log_path) = start_gateway(&picoclaw, &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        wait_for(Duration::from_secs(60), || gateway_log().contains("Gateway started")),
-        "PicoClaw's gateway did not start:\n{}",
-        gateway_log()
-    );
     let send = |token: &str, body: &str, txn: &str| {
         let sent = client
             .put(
@@ -1214,6 +1210,20 @@ fn picoclaw_on_synapse_answers_the_admin_and_not_a_stranger() {
         gateway_log()
     );
     assert!(!asked("stranger-marker"), "the stranger's message reached the model");
+    // `remote-exec`: from chat, the admin's request runs a shell command
+    // (exec with `allow_remote`), whose output goes back to the model.
+    send(&admin, "@balthasar:magi run it, exec-marker", "a-exec");
+    assert!(
+        wait_for(Duration::from_secs(90), || asked("ran-by-42")),
+        "the exec tool's output never reached the model\n{}\nrequests: {:?}",
+        gateway_log(),
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("exec-marker"))
+            .collect::<Vec<_>>()
+    );
     let answered = || {
         client
             .get(
@@ -1237,5 +1247,76 @@ fn picoclaw_on_synapse_answers_the_admin_and_not_a_stranger() {
         gateway_log()
     );
     assert!(!asked("stranger-marker"), "the stranger's message reached the model");
+    drop(gateway);
+
+    // Without `remote-exec` (as rendered: `allow_remote` and cron's
+    // `allow_command` off), the same call of the exec tool from chat is
+    // refused: the model gets the refusal, and no shell ran.
+    let home = temp.path().join("picoclaw-no-remote-exec");
+    fs::create_dir_all(&home).unwrap();
+    config["tools"]["exec"]["allow_remote"] = json!(false);
+    config["tools"]["cron"]["allow_command"] = json!(false);
+    config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
+    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    let (_gateway, log_path) = start_gateway(&picoclaw, &home, &config, &agent);
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    requests.lock().unwrap().clear();
+    let tool_answered = || {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("exec-marker-off") && r.contains(r#""role":"tool""#))
+    };
+    let refused = (0..6).any(|attempt| {
+        send(
+            &admin,
+            "@balthasar:magi run it, exec-marker-off",
+            &format!("off{attempt}"),
+        );
+        wait_for(Duration::from_secs(15), tool_answered)
+    });
+    assert!(
+        refused,
+        "the exec tool's answer never reached the model\n{}",
+        gateway_log()
+    );
+    assert!(
+        !asked("ran-by-42"),
+        "a shell ran without `remote-exec`\n{}",
+        gateway_log()
+    );
     drop(synapse);
+}
+
+/// Starts `picoclaw gateway` on `config` (written to `home`) with the
+/// Matrix token in the env, as the sandbox does; waits until it is up.
+fn start_gateway(picoclaw: &Path, home: &Path, config: &Value, token: &str) -> (Gateway, PathBuf) {
+    let config_path = home.join("config.json");
+    fs::write(&config_path, config.to_string()).unwrap();
+    let log_path = home.join("gateway.log");
+    let log = fs::File::create(&log_path).unwrap();
+    let gateway = Gateway(
+        Command::new(picoclaw)
+            .args(["--no-color", "gateway"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", home)
+            .env("PICOCLAW_HOME", home)
+            .env("PICOCLAW_CONFIG", &config_path)
+            .env("PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("failed to start picoclaw gateway"),
+    );
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_for(std::time::Duration::from_secs(60), || gateway_log()
+            .contains("Gateway started")),
+        "PicoClaw's gateway did not start:\n{}",
+        gateway_log()
+    );
+    (gateway, log_path)
 }

@@ -936,7 +936,8 @@ fn picoclaw_arm64() -> PathBuf {
 
 /// What the Pi runs: the arm64 build, under Debian's qemu-user-static,
 /// loads each config generated for an aarch64 host (balthasar-pi, the
-/// edge-pi example's agent), and refuses a broken one.
+/// edge-pi example's agent), refuses a broken one, and as the gateway on
+/// balthasar-pi's config logs in to a loopback Synapse and answers the admin.
 #[test]
 #[ignore = "needs PicoClaw built for linux/arm64, which CI does not build (a cold build takes ~13 minutes of two busy cores): run `PICOCLAW_ARM64=1 .ci/gobuild.sh`, then this test with `--ignored`"]
 fn picoclaw_arm64_loads_the_pi_configs() {
@@ -977,6 +978,63 @@ fn picoclaw_arm64_loads_the_pi_configs() {
         verdict.output
     );
     assert!(verdict.output.contains("allow_remotee"), "{}", verdict.output);
+
+    // And the arm64 gateway on balthasar-pi's config logs in to a loopback
+    // Synapse and answers the admin through the stand-in model.
+    let Some(venv) = crate::synapse::venv() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let matrix = TestMatrix::start(&venv, temp.path());
+    let admin = matrix.user("gendo");
+    let agent = matrix.user("balthasar-pi");
+    let room = matrix
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&admin),
+            &json!({ "preset": "public_chat" }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    let room = room.str("room_id").unwrap().to_string();
+    let join = matrix
+        .client
+        .post(&format!("/_matrix/client/v3/join/{room}"), Some(&agent), &json!({}))
+        .unwrap();
+    assert!(join.ok(), "{}", join.describe());
+    let (model_port, requests) = stand_in_model("pong-from-the-stand-in");
+    let (_, _, _, text) = pi_configs
+        .iter()
+        .find(|(label, ..)| label == "balthasar-pi in appliance.toml")
+        .unwrap();
+    let home = temp.path().join("picoclaw");
+    fs::create_dir_all(&home).unwrap();
+    let mut config: Value = serde_json::from_str(text).unwrap();
+    config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(matrix.synapse.url);
+    config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
+    config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
+    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    let (_gateway, log_path) = start_gateway(&[&qemu, &binary], &home, &config, &agent);
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let reached = (0..8).any(|attempt| {
+        let sent = matrix
+            .client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/a{attempt}"),
+                Some(&admin),
+                &json!({ "msgtype": "m.text", "body": "@balthasar-pi:magi say the arm64-marker",
+                         "m.mentions": { "user_ids": ["@balthasar-pi:magi"] } }),
+            )
+            .unwrap();
+        assert!(sent.ok(), "{}", sent.describe());
+        wait_for(std::time::Duration::from_secs(15), || {
+            requests.lock().unwrap().iter().any(|r| r.contains("arm64-marker"))
+        })
+    });
+    assert!(
+        reached,
+        "the admin's message never reached the model\n{}",
+        gateway_log()
+    );
 }
 
 /// A stand-in model on loopback: answers every chat completion with
@@ -1110,40 +1168,16 @@ fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool
 /// and with `allow_remote` off (no `remote-exec`) the same call is refused.
 #[test]
 fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let Some(picoclaw) = picoclaw() else { return };
     let Some(venv) = crate::synapse::venv() else { return };
     let temp = tempfile::tempdir().unwrap();
-    let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
-    let port = crate::synapse::free_port();
-    let settings = crate::synapse::settings(&data, &state, port);
-    assert_eq!(settings["server_name"], json!("magi"));
-    let mut shared_secret = String::new();
-    for key in [
-        "registration_shared_secret_path",
-        "macaroon_secret_key_path",
-        "form_secret_path",
-    ] {
-        let path = PathBuf::from(settings[key].as_str().unwrap());
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let secret = format!("test-{key}-{}", std::process::id());
-        fs::write(&path, &secret).unwrap();
-        if key == "registration_shared_secret_path" {
-            shared_secret = secret;
-        }
-    }
-    let url = format!("http://127.0.0.1:{port}");
-    let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &[]);
-    synapse.wait_ready();
-    let client = agent_appliance::bootstrap::client::Client::new(
-        &url,
-        Instant::now() + Duration::from_secs(300),
-        Duration::from_secs(30),
-    );
-    let register = venv.join("bin/register_new_matrix_user");
-    let admin = matrix_user(&client, &register, &shared_secret, "gendo");
-    let agent = matrix_user(&client, &register, &shared_secret, "balthasar");
-    let stranger = matrix_user(&client, &register, &shared_secret, "stranger");
+    let matrix = TestMatrix::start(&venv, temp.path());
+    let (client, synapse) = (&matrix.client, &matrix.synapse);
+    let url = synapse.url.clone();
+    let admin = matrix.user("gendo");
+    let agent = matrix.user("balthasar");
+    let stranger = matrix.user("stranger");
     let room = client
         .post(
             "/_matrix/client/v3/createRoom",
@@ -1175,7 +1209,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
     config["gateway"]["port"] = json!(crate::synapse::free_port());
-    let (gateway, log_path) = start_gateway(&picoclaw, &home, &config, &agent);
+    let (gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let send = |token: &str, body: &str, txn: &str| {
         let sent = client
@@ -1258,7 +1292,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["tools"]["cron"]["allow_command"] = json!(false);
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
     config["gateway"]["port"] = json!(crate::synapse::free_port());
-    let (_gateway, log_path) = start_gateway(&picoclaw, &home, &config, &agent);
+    let (_gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     requests.lock().unwrap().clear();
     let tool_answered = || {
@@ -1286,18 +1320,70 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
         "a shell ran without `remote-exec`\n{}",
         gateway_log()
     );
-    drop(synapse);
+}
+
+/// A Synapse of the test's own on loopback, configured as the default
+/// spec's (server name `magi`), and a client for it.
+struct TestMatrix {
+    synapse: crate::synapse::Synapse,
+    client: agent_appliance::bootstrap::client::Client,
+    register: PathBuf,
+    shared_secret: String,
+}
+
+impl TestMatrix {
+    fn start(venv: &Path, dir: &Path) -> TestMatrix {
+        let (data, state) = (dir.join("synapse"), dir.join("state"));
+        let port = crate::synapse::free_port();
+        let settings = crate::synapse::settings(&data, &state, port);
+        assert_eq!(settings["server_name"], json!("magi"));
+        let mut shared_secret = String::new();
+        for key in [
+            "registration_shared_secret_path",
+            "macaroon_secret_key_path",
+            "form_secret_path",
+        ] {
+            let path = PathBuf::from(settings[key].as_str().unwrap());
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let secret = format!("test-{key}-{}", std::process::id());
+            fs::write(&path, &secret).unwrap();
+            if key == "registration_shared_secret_path" {
+                shared_secret = secret;
+            }
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let mut synapse = crate::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
+        synapse.wait_ready();
+        let client = agent_appliance::bootstrap::client::Client::new(
+            &url,
+            std::time::Instant::now() + std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(30),
+        );
+        TestMatrix {
+            synapse,
+            client,
+            register: venv.join("bin/register_new_matrix_user"),
+            shared_secret,
+        }
+    }
+
+    /// Registers `user` and logs it in; its access token.
+    fn user(&self, user: &str) -> String {
+        matrix_user(&self.client, &self.register, &self.shared_secret, user)
+    }
 }
 
 /// Starts `picoclaw gateway` on `config` (written to `home`) with the
 /// Matrix token in the env, as the sandbox does; waits until it is up.
-fn start_gateway(picoclaw: &Path, home: &Path, config: &Value, token: &str) -> (Gateway, PathBuf) {
+/// `program`: PicoClaw, or an emulator and PicoClaw.
+fn start_gateway(program: &[&Path], home: &Path, config: &Value, token: &str) -> (Gateway, PathBuf) {
     let config_path = home.join("config.json");
     fs::write(&config_path, config.to_string()).unwrap();
     let log_path = home.join("gateway.log");
     let log = fs::File::create(&log_path).unwrap();
     let gateway = Gateway(
-        Command::new(picoclaw)
+        Command::new(program[0])
+            .args(&program[1..])
             .args(["--no-color", "gateway"])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")

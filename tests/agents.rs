@@ -1,9 +1,10 @@
 //! The agents' own configs: snapshots for the default spec, and acceptance
 //! of every config of the default spec and the examples by the agents
 //! themselves: OpenClaw 2026.9.6 (+ its Matrix plugin) and Hermes 0.19.0 as
-//! installed by `.ci/agents.sh`, PicoClaw v0.2.9 through its schema as
-//! written down in `agents/picoclaw_schema.rs`. Each real check also has a
-//! negative twin, so a validator that accepts anything fails the suite.
+//! installed by `.ci/agents.sh`, PicoClaw v0.2.9 as `.ci/gobuild.sh` builds
+//! it (its schema, written down in `agents/picoclaw_schema.rs`, stays as the
+//! fast check). Each real check also has a negative twin, so a validator
+//! that accepts anything fails the suite.
 
 mod picoclaw_schema;
 
@@ -533,6 +534,15 @@ fn picoclaw_schema_accepts_every_generated_config() {
             json!(false),
             "{label}"
         );
+        // Canonical `matrix:<user id>`: PicoClaw reads a bare `@u:server`
+        // as platform `@u` and answers no one (see
+        // picoclaw_answers_exactly_the_allowed_users for the real check).
+        let allow_from: Vec<String> = agent.allowed_users.iter().map(|u| format!("matrix:{u}")).collect();
+        assert_eq!(
+            config["channel_list"]["matrix"]["allow_from"],
+            json!(allow_from),
+            "{label}"
+        );
         assert!(
             config["channel_list"]["matrix"]["settings"]
                 .get("access_token")
@@ -618,6 +628,235 @@ fn picoclaw_schema_text_parses() {
     assert!(schema.contains_key("channel_list") && schema.contains_key("tools"));
 }
 
+// ------------------------------------------------------- PicoClaw, the real one
+
+/// PicoClaw v0.2.9 for this machine, as `.ci/gobuild.sh` builds it from its
+/// Go module: `$APPLIANCE_PICOCLAW`, else `.ci/go/bin/picoclaw`. Missing, it
+/// fails the test under CI=true and skips it loudly elsewhere (as
+/// `require_install` does, with `.ci/gobuild.sh` as the fix).
+fn picoclaw() -> Option<PathBuf> {
+    let path = std::env::var_os("APPLIANCE_PICOCLAW").map_or_else(|| root().join(".ci/go/bin/picoclaw"), PathBuf::from);
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = "PicoClaw v0.2.9, built from its Go module, loads our config.json";
+    assert!(
+        !crate::common::in_ci(),
+        "`{}` is required in CI ({why}) but is not there\nhint: run `.ci/gobuild.sh`, or set `APPLIANCE_PICOCLAW`",
+        path.display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: `{}` is not there ({why}); run `.ci/gobuild.sh` or set `APPLIANCE_PICOCLAW`; CI=true makes this a failure !!!\n",
+        path.display()
+    );
+    None
+}
+
+/// PicoClaw's verdict on a config file: `picoclaw status` loads the file
+/// that PICOCLAW_CONFIG names with the loader `picoclaw gateway` uses
+/// (`internal.LoadConfig`: unknown keys, types, channel settings, the model
+/// list) and uses no network. It exits 0 either way, so the verdict is read
+/// from its output.
+struct PicoclawVerdict {
+    accepted: bool,
+    output: String,
+}
+
+/// Runs `command` (PicoClaw, possibly under an emulator) on `config`, with
+/// a fresh home and the environment the sandbox gives it (a fake token).
+fn picoclaw_status(mut command: Command, config: &str) -> PicoclawVerdict {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    fs::write(&path, config).unwrap();
+    let output = command
+        .args(["--no-color", "status"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .env("PICOCLAW_HOME", dir.path())
+        .env("PICOCLAW_CONFIG", &path)
+        .env("PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN", "fake-token-for-validation")
+        .output()
+        .expect("failed to start picoclaw");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let loaded = format!("Config: {} ✓", path.display());
+    PicoclawVerdict {
+        accepted: output.status.success() && stdout.contains(&loaded) && !stdout.contains("Error loading config"),
+        output: output_text(&output),
+    }
+}
+
+fn check_picoclaw_accepts(label: &str, command: Command, text: &str) {
+    let verdict = picoclaw_status(command, text);
+    assert!(
+        verdict.accepted,
+        "{label}: PicoClaw rejects the config\n{}",
+        verdict.output
+    );
+    let config: Value = serde_json::from_str(text).unwrap();
+    if let Some(model) = config["agents"]["defaults"]["model_name"].as_str() {
+        assert!(
+            verdict.output.contains(&format!("Model: {model}\n")),
+            "{label}: PicoClaw does not read the model `{model}`\n{}",
+            verdict.output
+        );
+    }
+}
+
+#[test]
+fn picoclaw_accepts_every_generated_config() {
+    let Some(picoclaw) = picoclaw() else { return };
+    for (label, _, _, text) in configs(AgentKind::Picoclaw) {
+        check_picoclaw_accepts(&label, Command::new(&picoclaw), &text);
+    }
+}
+
+#[test]
+fn picoclaw_rejects_broken_configs() {
+    let Some(picoclaw) = picoclaw() else { return };
+    let (_, _, _, text) = configs(AgentKind::Picoclaw).remove(0);
+    let base: Value = serde_json::from_str(&text).unwrap();
+    // Each mutation and what PicoClaw's refusal must name.
+    let cases: &[(&str, Value, &str)] = &[
+        ("", json!({ "bogus": 1 }), "bogus"),
+        (
+            "/agents/defaults",
+            json!({ "restrict_to_workspce": true }),
+            "restrict_to_workspce",
+        ),
+        ("/model_list/0", json!({ "api_key": "x" }), "api_key"),
+        ("/channel_list/matrix", json!({ "allowFrom": [] }), "allowFrom"),
+        ("/tools/exec", json!({ "allow_remotee": false }), "allow_remotee"),
+        ("/tools/exec", json!({ "allow_remote": "false" }), "allow_remote"),
+        ("/gateway", json!({ "hots": "0.0.0.0" }), "hots"),
+        ("", json!({ "version": 4 }), "unsupported config version"),
+        ("/channel_list/matrix", json!({ "type": "matrx" }), "matrx"),
+    ];
+    for (pointer, patch, expected) in cases {
+        let mut config = base.clone();
+        let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            target.insert(k.clone(), v.clone());
+        }
+        let verdict = picoclaw_status(Command::new(&picoclaw), &config.to_string());
+        assert!(
+            !verdict.accepted,
+            "PicoClaw accepts {pointer} {patch}\n{}",
+            verdict.output
+        );
+        assert!(
+            verdict.output.contains(expected),
+            "the refusal of {pointer} {patch} does not name `{expected}`\n{}",
+            verdict.output
+        );
+    }
+}
+
+/// Builds tests/tools/picoclaw_allow (PicoClaw's own allow-list code) with
+/// the module `.ci/gobuild.sh` downloaded; `None` (a loud skip, a failure
+/// under CI=true) without Go or that module.
+fn picoclaw_allow_tool(dir: &Path) -> Option<PathBuf> {
+    // On PATH, else where .ci/gobuild.sh also looks.
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("go"))
+            .find(|p| p.is_file())
+    });
+    let go = on_path.or_else(|| Some(PathBuf::from("/usr/local/go/bin/go")).filter(|p| p.is_file()));
+    let module = go.as_ref().and_then(|go| {
+        let output = Command::new(go)
+            .args(["mod", "download", "-json", "github.com/sipeed/picoclaw@v0.2.9"])
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .ok()?;
+        let info: Value = serde_json::from_slice(&output.stdout).ok()?;
+        info["Dir"].as_str().map(PathBuf::from)
+    });
+    let (Some(go), Some(module)) = (go, module) else {
+        let why = "Go and the PicoClaw v0.2.9 module `.ci/gobuild.sh` downloads";
+        assert!(
+            !crate::common::in_ci(),
+            "{why} are required in CI but missing\nhint: run `.ci/gobuild.sh`"
+        );
+        eprintln!("\n!!! SKIPPED: no {why}; run `.ci/gobuild.sh`; CI=true makes this a failure !!!\n");
+        return None;
+    };
+    // PicoClaw's own go.mod and go.sum, so the build resolves exactly its
+    // dependencies from the module cache and fetches nothing.
+    let go_mod = fs::read_to_string(module.join("go.mod")).unwrap();
+    let go_mod = go_mod.replacen("module github.com/sipeed/picoclaw", "module picoclaw_allow", 1);
+    fs::write(
+        dir.join("go.mod"),
+        format!("{go_mod}\nrequire github.com/sipeed/picoclaw v0.2.9\n"),
+    )
+    .unwrap();
+    fs::copy(module.join("go.sum"), dir.join("go.sum")).unwrap();
+    fs::set_permissions(dir.join("go.sum"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::copy(root().join("tests/tools/picoclaw_allow/main.go"), dir.join("main.go")).unwrap();
+    let output = Command::new(&go)
+        .args(["build", "-o", "picoclaw_allow", "."])
+        .current_dir(dir)
+        .env("GOPROXY", "off")
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "building picoclaw_allow fails\n{}",
+        output_text(&output)
+    );
+    Some(dir.join("picoclaw_allow"))
+}
+
+/// Whether PicoClaw's Matrix channel takes a message from each of
+/// `senders` under the config `text`.
+fn picoclaw_allows(tool: &Path, text: &str, senders: &[&str]) -> Vec<bool> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    fs::write(&path, text).unwrap();
+    let output = Command::new(tool).arg(&path).args(senders).output().unwrap();
+    assert!(output.status.success(), "{}", output_text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let verdicts: Vec<bool> = stdout
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().1 == "true")
+        .collect();
+    assert_eq!(verdicts.len(), senders.len(), "{stdout}");
+    verdicts
+}
+
+/// PicoClaw reads an `allow_from` entry with a colon as `platform:id`, so a
+/// bare Matrix ID (`@gendo:magi`, platform `@gendo`) matches no one and
+/// the channel ignores everyone, admins included (sipeed/picoclaw#2815,
+/// still so in v0.2.9). Every allowed user answers; nobody else does.
+#[test]
+fn picoclaw_answers_exactly_the_allowed_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tool) = picoclaw_allow_tool(dir.path()) else {
+        return;
+    };
+    for (label, agent, appliance, text) in configs(AgentKind::Picoclaw) {
+        let mut senders: Vec<&str> = agent.allowed_users.iter().map(String::as_str).collect();
+        let allowed = senders.len();
+        let others: Vec<&str> = appliance
+            .agents
+            .values()
+            .filter(|o| o.name != agent.name)
+            .map(|o| o.user_id.as_str())
+            .collect();
+        senders.extend(&others);
+        senders.push("@stranger:example.org");
+        let verdicts = picoclaw_allows(&tool, &text, &senders);
+        for (sender, verdict) in senders.iter().zip(&verdicts) {
+            let expected = senders[..allowed].contains(sender);
+            assert_eq!(*verdict, expected, "{label}: PicoClaw answers {sender}: {verdict}");
+        }
+    }
+}
+
 /// `publish = N` permissive settings expected for the agent in `label`
 /// (`<agent> in <spec>`), read from the spec the label names.
 fn agent_publish(label: &str) -> Vec<String> {
@@ -673,4 +912,497 @@ fn no_agent_answers_another_agent() {
             }
         }
     }
+}
+
+/// The arm64 PicoClaw for the Pi: `APPLIANCE_PICOCLAW_ARM64`, else what
+/// `PICOCLAW_ARM64=1 .ci/gobuild.sh` links.
+fn picoclaw_arm64() -> PathBuf {
+    let path = std::env::var_os("APPLIANCE_PICOCLAW_ARM64")
+        .map_or_else(|| root().join(".ci/go/bin/picoclaw-arm64"), PathBuf::from);
+    let header = fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "no arm64 PicoClaw at `{}` ({e})\nhint: run `PICOCLAW_ARM64=1 .ci/gobuild.sh`, or set `APPLIANCE_PICOCLAW_ARM64`",
+            path.display()
+        )
+    });
+    // ELF e_machine 183 (EM_AARCH64), little-endian, at byte 18.
+    assert!(
+        header.starts_with(b"\x7fELF") && header.get(18..20) == Some(&[183, 0][..]),
+        "`{}` is not an arm64 ELF binary",
+        path.display()
+    );
+    path
+}
+
+/// What the Pi runs: the arm64 build, under Debian's qemu-user-static,
+/// loads each config generated for an aarch64 host (balthasar-pi, the
+/// edge-pi example's agent), refuses a broken one, and as the gateway on
+/// balthasar-pi's config logs in to a loopback Synapse and answers the admin.
+#[test]
+#[ignore = "needs PicoClaw built for linux/arm64, which CI does not build (a cold build takes ~13 minutes of two busy cores): run `PICOCLAW_ARM64=1 .ci/gobuild.sh`, then this test with `--ignored`"]
+fn picoclaw_arm64_loads_the_pi_configs() {
+    let binary = picoclaw_arm64();
+    let qemu = crate::common::require_tool(
+        "qemu-aarch64-static",
+        "Debian package `qemu-user-static`: runs the Pi's arm64 PicoClaw",
+    )
+    .expect("qemu-aarch64-static is needed to run the arm64 PicoClaw\nhint: apt-get install qemu-user-static");
+    let under_qemu = || {
+        let mut command = Command::new(&qemu);
+        command.arg(&binary);
+        command
+    };
+    let pi_configs: Vec<_> = configs(AgentKind::Picoclaw)
+        .into_iter()
+        .filter(|(_, agent, appliance, _)| {
+            appliance.hosts[&agent.host].system == agent_appliance::spec::schema::System::Aarch64Linux
+        })
+        .collect();
+    assert!(
+        pi_configs
+            .iter()
+            .any(|(label, ..)| label == "balthasar-pi in appliance.toml"),
+        "no PicoClaw agent on an aarch64 host: {:?}",
+        pi_configs.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
+    for (label, _, _, text) in &pi_configs {
+        check_picoclaw_accepts(label, under_qemu(), text);
+    }
+    // The negative twin: the same binary refuses an unknown key.
+    let mut broken: Value = serde_json::from_str(&pi_configs[0].3).unwrap();
+    broken["tools"]["exec"]["allow_remotee"] = json!(false);
+    let verdict = picoclaw_status(under_qemu(), &broken.to_string());
+    assert!(
+        !verdict.accepted,
+        "arm64 PicoClaw accepts `allow_remotee`\n{}",
+        verdict.output
+    );
+    assert!(verdict.output.contains("allow_remotee"), "{}", verdict.output);
+
+    // And the arm64 gateway on balthasar-pi's config logs in to a loopback
+    // Synapse and answers the admin through the stand-in model.
+    let Some(venv) = crate::synapse::venv() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let matrix = TestMatrix::start(&venv, temp.path());
+    let admin = matrix.user("gendo");
+    let agent = matrix.user("balthasar-pi");
+    let room = matrix
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&admin),
+            &json!({ "preset": "public_chat" }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    let room = room.str("room_id").unwrap().to_string();
+    let join = matrix
+        .client
+        .post(&format!("/_matrix/client/v3/join/{room}"), Some(&agent), &json!({}))
+        .unwrap();
+    assert!(join.ok(), "{}", join.describe());
+    let (model_port, requests) = stand_in_model("pong-from-the-stand-in");
+    let (_, _, _, text) = pi_configs
+        .iter()
+        .find(|(label, ..)| label == "balthasar-pi in appliance.toml")
+        .unwrap();
+    let home = temp.path().join("picoclaw");
+    fs::create_dir_all(&home).unwrap();
+    let mut config: Value = serde_json::from_str(text).unwrap();
+    config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(matrix.synapse.url);
+    config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
+    config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
+    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    let (_gateway, log_path) = start_gateway(&[&qemu, &binary], &home, &config, &agent);
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let reached = (0..8).any(|attempt| {
+        let sent = matrix
+            .client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/a{attempt}"),
+                Some(&admin),
+                &json!({ "msgtype": "m.text", "body": "@balthasar-pi:magi say the arm64-marker",
+                         "m.mentions": { "user_ids": ["@balthasar-pi:magi"] } }),
+            )
+            .unwrap();
+        assert!(sent.ok(), "{}", sent.describe());
+        wait_for(std::time::Duration::from_secs(15), || {
+            requests.lock().unwrap().iter().any(|r| r.contains("arm64-marker"))
+        })
+    });
+    assert!(
+        reached,
+        "the admin's message never reached the model\n{}",
+        gateway_log()
+    );
+}
+
+/// A stand-in model on loopback: answers every chat completion with
+/// `answer` (a stream when asked for one) and keeps each request body.
+fn stand_in_model(answer: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let streamed = serde_json::from_str::<Value>(&body).is_ok_and(|b| b["stream"] == json!(true));
+            seen.lock().unwrap().push(body.clone());
+            // A message with `exec-marker` gets a call of the exec tool
+            // first; its output (`ran-by-42`, only if a shell ran it) comes
+            // back in the next request, which gets `answer`.
+            let call = body.contains("exec-marker") && !body.contains("ran-by-42");
+            let tool_calls = json!([{ "index": 0, "id": "call-1", "type": "function",
+                "function": { "name": "exec",
+                              "arguments": json!({ "action": "run", "command": "printf 'ran-by-%s' 42" }).to_string() } }]);
+            let finish = if call { "tool_calls" } else { "stop" };
+            let (kind, reply) = if streamed {
+                let delta = if call {
+                    json!({ "role": "assistant", "tool_calls": tool_calls })
+                } else {
+                    json!({ "role": "assistant", "content": answer })
+                };
+                let chunk = json!({ "id": "c", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{ "index": 0, "delta": delta }] });
+                let done = json!({ "id": "c", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{ "index": 0, "delta": {}, "finish_reason": finish }] });
+                (
+                    "text/event-stream",
+                    format!("data: {chunk}\n\ndata: {done}\n\ndata: [DONE]\n\n"),
+                )
+            } else {
+                let message = if call {
+                    json!({ "role": "assistant", "content": "", "tool_calls": tool_calls })
+                } else {
+                    json!({ "role": "assistant", "content": answer })
+                };
+                let reply = json!({ "id": "c", "object": "chat.completion", "model": "m",
+                    "choices": [{ "index": 0, "finish_reason": finish, "message": message }] });
+                ("application/json", reply.to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    (port, requests)
+}
+
+/// Registers `user` on the test Synapse and logs it in; its access token.
+fn matrix_user(
+    client: &agent_appliance::bootstrap::client::Client,
+    register: &Path,
+    secret: &str,
+    user: &str,
+) -> String {
+    let output = Command::new(register)
+        .args(["--user", user, "--password", "pw-of-the-test", "--no-admin"])
+        .args(["--shared-secret", secret, client.base()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "registering {user}\n{}", output_text(&output));
+    let login = client
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({ "type": "m.login.password",
+                     "identifier": { "type": "m.id.user", "user": user },
+                     "password": "pw-of-the-test" }),
+        )
+        .unwrap();
+    assert!(login.ok(), "{}", login.describe());
+    login.str("access_token").unwrap().to_string()
+}
+
+/// The PicoClaw gateway, stopped (and reaped) when dropped.
+struct Gateway(std::process::Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `done` every 200 ms until it holds or `within` passes.
+fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}
+
+/// The real PicoClaw gateway on the generated balthasar config, against a
+/// Synapse of its own on loopback (server name `magi`, as generated) and a
+/// stand-in model: it logs in with the env token; in a room with the admin
+/// and a stranger, a mention from the stranger never reaches the model
+/// while the admin's (`allow_from`) do, and the answer comes back into the
+/// room (before `matrix:` in `allow_from`, the admin never got in); with
+/// `remote-exec` a call of the exec tool from chat runs a shell command,
+/// and with `allow_remote` off (no `remote-exec`) the same call is refused.
+#[test]
+fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
+    use std::time::Duration;
+    let Some(picoclaw) = picoclaw() else { return };
+    let Some(venv) = crate::synapse::venv() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let matrix = TestMatrix::start(&venv, temp.path());
+    let (client, synapse) = (&matrix.client, &matrix.synapse);
+    let url = synapse.url.clone();
+    let admin = matrix.user("gendo");
+    let agent = matrix.user("balthasar");
+    let stranger = matrix.user("stranger");
+    let room = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&admin),
+            // The appliance's Synapse turns invites off; a public room is joined by ID.
+            &json!({ "preset": "public_chat" }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    let room = room.str("room_id").unwrap().to_string();
+    for token in [&agent, &stranger] {
+        let join = client
+            .post(&format!("/_matrix/client/v3/join/{room}"), Some(token), &json!({}))
+            .unwrap();
+        assert!(join.ok(), "{}", join.describe());
+    }
+
+    let (model_port, requests) = stand_in_model("pong-from-the-stand-in");
+    let (_, agent_model, _, text) = configs(AgentKind::Picoclaw)
+        .into_iter()
+        .find(|(label, ..)| label == "balthasar in appliance.toml")
+        .unwrap();
+    assert_eq!(agent_model.allowed_users, ["@gendo:magi"]);
+    let home = temp.path().join("picoclaw");
+    fs::create_dir_all(&home).unwrap();
+    // Only what points at this machine changes; `allow_from` stays as generated.
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(url);
+    config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
+    config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
+    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    let (gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let send = |token: &str, body: &str, txn: &str| {
+        let sent = client
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                Some(token),
+                &json!({ "msgtype": "m.text", "body": body, "m.mentions": { "user_ids": ["@balthasar:magi"] } }),
+            )
+            .unwrap();
+        assert!(sent.ok(), "{}", sent.describe());
+    };
+    let asked = |marker: &str| requests.lock().unwrap().iter().any(|r| r.contains(marker));
+    // PicoClaw drops events from before its channel started, which its
+    // output does not tell: the admin asks until one reaches the model.
+    let reached = (0..6).any(|attempt| {
+        send(&admin, "@balthasar:magi say the admin-marker-1", &format!("a{attempt}"));
+        wait_for(Duration::from_secs(15), || asked("admin-marker-1"))
+    });
+    assert!(
+        reached,
+        "the admin's message never reached the model\n{}",
+        gateway_log()
+    );
+    // Now the channel is up: the stranger, then the admin again; the
+    // admin's second message reaching the model shows the stranger's was
+    // seen before it and dropped.
+    send(&stranger, "@balthasar:magi say the stranger-marker", "s1");
+    send(&admin, "@balthasar:magi say the admin-marker-2", "a-second");
+    assert!(
+        wait_for(Duration::from_secs(90), || asked("admin-marker-2")),
+        "the admin's second message never reached the model\n{}",
+        gateway_log()
+    );
+    assert!(!asked("stranger-marker"), "the stranger's message reached the model");
+    // `remote-exec`: from chat, the admin's request runs a shell command
+    // (exec with `allow_remote`), whose output goes back to the model.
+    send(&admin, "@balthasar:magi run it, exec-marker", "a-exec");
+    assert!(
+        wait_for(Duration::from_secs(90), || asked("ran-by-42")),
+        "the exec tool's output never reached the model\n{}\nrequests: {:?}",
+        gateway_log(),
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("exec-marker"))
+            .collect::<Vec<_>>()
+    );
+    let answered = || {
+        client
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+                Some(&admin),
+            )
+            .is_ok_and(|reply| {
+                reply.body["chunk"].as_array().is_some_and(|events| {
+                    events.iter().any(|e| {
+                        e["sender"] == json!("@balthasar:magi")
+                            && e["content"]["body"]
+                                .as_str()
+                                .is_some_and(|b| b.contains("pong-from-the-stand-in"))
+                    })
+                })
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), answered),
+        "PicoClaw's answer never came back into the room\n{}",
+        gateway_log()
+    );
+    assert!(!asked("stranger-marker"), "the stranger's message reached the model");
+    drop(gateway);
+
+    // Without `remote-exec` (as rendered: `allow_remote` and cron's
+    // `allow_command` off), the same call of the exec tool from chat is
+    // refused: the model gets the refusal, and no shell ran.
+    let home = temp.path().join("picoclaw-no-remote-exec");
+    fs::create_dir_all(&home).unwrap();
+    config["tools"]["exec"]["allow_remote"] = json!(false);
+    config["tools"]["cron"]["allow_command"] = json!(false);
+    config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
+    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    let (_gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    requests.lock().unwrap().clear();
+    let tool_answered = || {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("exec-marker-off") && r.contains(r#""role":"tool""#))
+    };
+    let refused = (0..6).any(|attempt| {
+        send(
+            &admin,
+            "@balthasar:magi run it, exec-marker-off",
+            &format!("off{attempt}"),
+        );
+        wait_for(Duration::from_secs(15), tool_answered)
+    });
+    assert!(
+        refused,
+        "the exec tool's answer never reached the model\n{}",
+        gateway_log()
+    );
+    assert!(
+        !asked("ran-by-42"),
+        "a shell ran without `remote-exec`\n{}",
+        gateway_log()
+    );
+}
+
+/// A Synapse of the test's own on loopback, configured as the default
+/// spec's (server name `magi`), and a client for it.
+struct TestMatrix {
+    synapse: crate::synapse::Synapse,
+    client: agent_appliance::bootstrap::client::Client,
+    register: PathBuf,
+    shared_secret: String,
+}
+
+impl TestMatrix {
+    fn start(venv: &Path, dir: &Path) -> TestMatrix {
+        let (data, state) = (dir.join("synapse"), dir.join("state"));
+        let port = crate::synapse::free_port();
+        let settings = crate::synapse::settings(&data, &state, port);
+        assert_eq!(settings["server_name"], json!("magi"));
+        let mut shared_secret = String::new();
+        for key in [
+            "registration_shared_secret_path",
+            "macaroon_secret_key_path",
+            "form_secret_path",
+        ] {
+            let path = PathBuf::from(settings[key].as_str().unwrap());
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let secret = format!("test-{key}-{}", std::process::id());
+            fs::write(&path, &secret).unwrap();
+            if key == "registration_shared_secret_path" {
+                shared_secret = secret;
+            }
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let mut synapse = crate::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
+        synapse.wait_ready();
+        let client = agent_appliance::bootstrap::client::Client::new(
+            &url,
+            std::time::Instant::now() + std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(30),
+        );
+        TestMatrix {
+            synapse,
+            client,
+            register: venv.join("bin/register_new_matrix_user"),
+            shared_secret,
+        }
+    }
+
+    /// Registers `user` and logs it in; its access token.
+    fn user(&self, user: &str) -> String {
+        matrix_user(&self.client, &self.register, &self.shared_secret, user)
+    }
+}
+
+/// Starts `picoclaw gateway` on `config` (written to `home`) with the
+/// Matrix token in the env, as the sandbox does; waits until it is up.
+/// `program`: PicoClaw, or an emulator and PicoClaw.
+fn start_gateway(program: &[&Path], home: &Path, config: &Value, token: &str) -> (Gateway, PathBuf) {
+    let config_path = home.join("config.json");
+    fs::write(&config_path, config.to_string()).unwrap();
+    let log_path = home.join("gateway.log");
+    let log = fs::File::create(&log_path).unwrap();
+    let gateway = Gateway(
+        Command::new(program[0])
+            .args(&program[1..])
+            .args(["--no-color", "gateway"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", home)
+            .env("PICOCLAW_HOME", home)
+            .env("PICOCLAW_CONFIG", &config_path)
+            .env("PICOCLAW_CHANNELS_MATRIX_ACCESS_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("failed to start picoclaw gateway"),
+    );
+    let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_for(std::time::Duration::from_secs(60), || gateway_log()
+            .contains("Gateway started")),
+        "PicoClaw's gateway did not start:\n{}",
+        gateway_log()
+    );
+    (gateway, log_path)
 }

@@ -181,12 +181,13 @@ pub struct Proof {
     pub sources_key: &'static str,
     /// nix/packages/<package>.nix builds it.
     pub package: &'static str,
-    /// How .ci/agents.sh installs the real agent.
+    /// How CI gets the real agent.
     pub ci: CiInstall,
 }
 
 pub enum Validator {
-    /// The agent itself, installed under this directory by .ci/agents.sh.
+    /// The agent itself, installed under this directory by the script its
+    /// [`CiInstall`] names.
     Installed { dir: &'static str },
     /// A file of this repository: a driver of the agent's own loader, or
     /// its schema written down.
@@ -196,6 +197,9 @@ pub enum Validator {
 pub enum CiInstall {
     /// .ci/agents.sh pins it as `<var>=<version>`.
     Pinned { var: &'static str },
+    /// This script builds it from the Go module that nix/sources.json's
+    /// `goModule` of the kind's entry pins, at the kind's version.
+    Built { script: &'static str },
     /// Not installed; .ci/agents.sh has a comment naming the kind and why.
     None { why: &'static str },
 }

@@ -128,9 +128,13 @@ fn every_kind_has_its_image_and_package_pinned_to_its_version() {
 #[test]
 fn every_kind_has_a_validator_with_a_negative_twin() {
     let tests = read("tests/agents.rs");
-    let script = read(".ci/agents.sh");
     for kind in ALL {
         let (name, proof) = (kind.name(), kind.proof());
+        let script_path = match proof.ci {
+            CiInstall::Built { script } => script,
+            CiInstall::Pinned { .. } | CiInstall::None { .. } => ".ci/agents.sh",
+        };
+        let script = read(script_path);
         for test in [proof.accepts_test, proof.rejects_test] {
             assert!(
                 tests.contains(&format!("#[test]\nfn {test}()")),
@@ -141,7 +145,7 @@ fn every_kind_has_a_validator_with_a_negative_twin() {
             Validator::Installed { dir } => {
                 assert!(
                     script.contains(dir),
-                    "{name}: .ci/agents.sh does not install into {dir}"
+                    "{name}: {script_path} does not install into {dir}"
                 );
                 assert!(tests.contains(dir), "{name}: tests/agents.rs does not use {dir}");
             }
@@ -157,6 +161,7 @@ fn every_kind_has_a_validator_with_a_negative_twin() {
 #[test]
 fn every_kind_is_installed_by_ci_or_says_why_not() {
     let script = read(".ci/agents.sh");
+    let sources: serde_json::Value = serde_json::from_str(&read("nix/sources.json")).unwrap();
     for kind in ALL {
         let name = kind.name();
         match kind.proof().ci {
@@ -165,6 +170,23 @@ fn every_kind_is_installed_by_ci_or_says_why_not() {
                 assert!(
                     script.lines().any(|l| l == pin),
                     "{name}: .ci/agents.sh has no line `{pin}`"
+                );
+            }
+            CiInstall::Built { script: builder } => {
+                let module = &sources[kind.proof().sources_key]["goModule"];
+                assert_eq!(
+                    module["version"].as_str().map(|v| v.trim_start_matches('v')),
+                    Some(kind.version()),
+                    "{name}: nix/sources.json's `goModule` builds another version"
+                );
+                assert!(
+                    read(builder).contains("goModule"),
+                    "{name}: {builder} does not read `goModule`"
+                );
+                let note = format!("{}: built by {builder}", kind.label());
+                assert!(
+                    script.lines().any(|l| l.starts_with('#') && l.contains(&note)),
+                    "{name}: .ci/agents.sh has no comment `{note}`"
                 );
             }
             CiInstall::None { why } => {

@@ -2,8 +2,9 @@
 //! `pkg/config` structs (no upstream code is copied here), and a checker
 //! that applies it the way PicoClaw's loader does.
 //!
-//! PicoClaw cannot be built here (no Go module proxy), so this is what our
-//! PicoClaw configs are tested against. Facts encoded, from reading
+//! The fast check of our PicoClaw configs, beside the real loader
+//! (tests/agents.rs runs the PicoClaw `.ci/gobuild.sh` builds; this one
+//! needs nothing and is stricter inside `settings`). Facts encoded, from reading
 //! v0.2.9's `pkg/config` and running its loader on mutations:
 //! - unknown keys are an error at every struct level ("config.json contains
 //!   unknown field(s): ..."), and a wrong JSON type is an error;

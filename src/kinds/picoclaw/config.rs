@@ -143,6 +143,16 @@ struct Enabled {
 
 const OFF: Enabled = Enabled { enabled: false };
 
+/// `allow_from` entries for Matrix user IDs, in PicoClaw's canonical
+/// `platform:id` form. PicoClaw (v0.2.9, `identity.MatchAllowed`) reads any
+/// entry with a colon as `platform:id`, so a bare `@gendo:magi` is platform
+/// `@gendo`, matches no sender, and, the list being non-empty, the channel
+/// ignores everyone (sipeed/picoclaw#2815). `matrix:@gendo:magi` is compared
+/// with the sender's canonical ID `matrix:<sender>`, which is that user.
+fn allow_from(user_ids: &[String]) -> Vec<String> {
+    user_ids.iter().map(|id| format!("matrix:{id}")).collect()
+}
+
 /// `published`: the spec publishes a port of this sandbox, so the gateway
 /// must listen beyond loopback.
 pub fn config(agent: &Agent, published: bool) -> Config {
@@ -178,8 +188,7 @@ pub fn config(agent: &Agent, published: bool) -> Config {
             matrix: Channel {
                 enabled: true,
                 kind: "matrix",
-                // Appliance admins and the agents it shares a room with.
-                allow_from: agent.allowed_users.clone(),
+                allow_from: allow_from(&agent.allowed_users),
                 group_trigger: GroupTrigger { mention_only: true },
                 settings: MatrixSettings {
                     homeserver: agent.homeserver_url.clone(),

@@ -1,7 +1,9 @@
 //! PicoClaw: a static Go gateway with built-in skills (the `github` one
 //! runs `gh` through its exec tool). Its config is JSON with strict keys
-//! (`config.rs`); tests/agents/picoclaw_schema.rs writes its v0.2.9 schema
-//! down and checks every generated file against it.
+//! (`config.rs`). tests/agents.rs feeds every generated file to the real
+//! PicoClaw v0.2.9 (`.ci/gobuild.sh` builds it), and checks it against the
+//! v0.2.9 schema written down in tests/agents/picoclaw_schema.rs (the fast
+//! check, stricter inside channel `settings`).
 
 mod config;
 
@@ -13,8 +15,8 @@ use crate::model::policy::Request;
 use crate::model::{Agent, Permissive, Warning};
 use crate::spec::schema::{AgentKind, Tool};
 
-/// The release our image packages (nixpkgs' `picoclaw`) and whose schema
-/// tests/agents/picoclaw_schema.rs holds.
+/// The release our image packages (nixpkgs' `picoclaw`), CI builds
+/// (.ci/gobuild.sh) and whose schema tests/agents/picoclaw_schema.rs holds.
 pub const VERSION: &str = "0.2.9";
 
 pub struct PicoClaw;
@@ -101,15 +103,15 @@ static PLAN: PlanEnv = PlanEnv {
 };
 
 static PROOF: Proof = Proof {
-    validator: Validator::File {
-        path: "tests/agents/picoclaw_schema.rs",
-    },
-    accepts_test: "picoclaw_schema_accepts_every_generated_config",
-    rejects_test: "picoclaw_schema_rejects_what_picoclaw_rejects",
+    // PicoClaw's own loader, run by `picoclaw status`; the schema written
+    // down in tests/agents/picoclaw_schema.rs stays as the fast check.
+    validator: Validator::Installed { dir: ".ci/go/bin" },
+    accepts_test: "picoclaw_accepts_every_generated_config",
+    rejects_test: "picoclaw_rejects_broken_configs",
     sources_key: "picoclaw",
     package: "picoclaw",
-    ci: CiInstall::None {
-        why: "it is a Go program released as source and GitHub binaries, and CI reaches neither a Go module proxy nor GitHub",
+    ci: CiInstall::Built {
+        script: ".ci/gobuild.sh",
     },
 };
 

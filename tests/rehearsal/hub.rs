@@ -29,8 +29,10 @@ use crate::dockerd::Dockerd;
 use crate::netns::Netns;
 use crate::synapse::Synapse;
 
-/// Agent kinds this machine cannot build an image for: PicoClaw is Go, and
-/// there is no Go module proxy here.
+/// Agent kinds the rehearsal does not build an image for yet: PicoClaw
+/// (built from its Go module by .ci/gobuild.sh and run on the host against
+/// a test Synapse by tests/agents.rs, but not yet as an image and sandbox
+/// here).
 pub const SKIPPED_IMAGES: &[&str] = &["agent-appliance/picoclaw"];
 
 /// The test web host's name, which the DNS forwarder answers for.

@@ -750,11 +750,26 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ),
     // Synapse's database (src/render/host.rs), read in nixpkgs'
     // services/databases/postgresql.nix.
-    ("services.postgresql.enable", "nixos/modules/services/databases/postgresql.nix"),
-    ("services.postgresql.ensureDatabases", "nixos/modules/services/databases/postgresql.nix"),
-    ("services.postgresql.ensureUsers", "nixos/modules/services/databases/postgresql.nix"),
-    ("services.postgresql.initdbArgs", "nixos/modules/services/databases/postgresql.nix"),
-    ("services.postgresql.settings", "nixos/modules/services/databases/postgresql.nix"),
+    (
+        "services.postgresql.enable",
+        "nixos/modules/services/databases/postgresql.nix",
+    ),
+    (
+        "services.postgresql.ensureDatabases",
+        "nixos/modules/services/databases/postgresql.nix",
+    ),
+    (
+        "services.postgresql.ensureUsers",
+        "nixos/modules/services/databases/postgresql.nix",
+    ),
+    (
+        "services.postgresql.initdbArgs",
+        "nixos/modules/services/databases/postgresql.nix",
+    ),
+    (
+        "services.postgresql.settings",
+        "nixos/modules/services/databases/postgresql.nix",
+    ),
     // An attribute set of sysctl keys (free-form below; a key holds dots,
     // which this extractor splits on).
     ("boot.kernel.sysctl", "nixos/modules/config/sysctl.nix"),

@@ -21,3 +21,21 @@ pub mod runsc;
 pub mod spec;
 pub mod term;
 pub mod warden;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use crate::model::Appliance;
+
+    /// The specs this repository ships (the root one and every example), loaded.
+    pub fn shipped() -> Vec<Appliance> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut specs = vec![root.join("appliance.toml")];
+        for example in ["edge-pi", "existing-host", "minimal"] {
+            specs.push(root.join("examples").join(example).join("appliance.toml"));
+        }
+        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
+    }
+}

@@ -277,20 +277,10 @@ mod tests {
 /// the nftables tables and squid's configuration.
 #[cfg(test)]
 mod against_the_renderers {
-    use std::path::Path;
-
     use super::*;
     use crate::model::Appliance;
     use crate::render::egress::{bridge_table, inet_table, proxy_config};
-
-    fn shipped() -> Vec<Appliance> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut specs = vec![root.join("appliance.toml")];
-        for example in ["edge-pi", "existing-host", "minimal"] {
-            specs.push(root.join("examples").join(example).join("appliance.toml"));
-        }
-        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
-    }
+    use crate::test_support::shipped;
 
     /// Every networked sandbox with its host, its address and what it is denied.
     fn each_sandbox(appliance: &Appliance, mut check: impl FnMut(&Host, &Sandbox, Ipv4Addr, &[Denial])) {

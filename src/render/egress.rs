@@ -328,18 +328,8 @@ fn acl_name(sandbox: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn shipped() -> Vec<crate::model::Appliance> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut specs = vec![root.join("appliance.toml")];
-        for example in ["edge-pi", "existing-host", "minimal"] {
-            specs.push(root.join("examples").join(example).join("appliance.toml"));
-        }
-        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
-    }
+    use crate::test_support::shipped;
 
     /// Exactly the reach is accepted, each rule tied to a source address.
     #[test]

@@ -328,19 +328,9 @@ fn write(appliance: &Appliance, graph: &Graph) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::model::denied::{DenialKind, denied};
-
-    fn shipped() -> Vec<Appliance> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut specs = vec![root.join("appliance.toml")];
-        for example in ["edge-pi", "existing-host", "minimal"] {
-            specs.push(root.join("examples").join(example).join("appliance.toml"));
-        }
-        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
-    }
+    use crate::test_support::shipped;
 
     fn everything(appliance: &Appliance) -> Vec<(&Host, &Sandbox)> {
         appliance

@@ -39,6 +39,8 @@ PY
 
 out=.ci/go
 mkdir -p "$out/bin"
+# What an interrupted earlier build left in its temporary directory.
+rm -rf "$out"/.runsc.* "$out"/.picoclaw.*
 
 # Builds into a temporary directory beside the final one, then renames it:
 # an interrupted build leaves no half-filled version directory behind.

@@ -53,6 +53,36 @@ pub fn require_tool(name: &str, why: &str) -> Option<PathBuf> {
     found
 }
 
+/// The runsc the appliance ships, as .ci/gobuild.sh builds it from the Go
+/// module nix/sources.json pins (`.ci/go/bin/runsc`). In CI a missing build
+/// fails the test; elsewhere the test is skipped, loudly.
+pub fn built_runsc(why: &str) -> Option<PathBuf> {
+    let path = root().join(".ci/go/bin/runsc");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !in_ci(),
+        "`{}` is required in CI ({why}) but is not built\nhint: run `.ci/gobuild.sh`",
+        path.display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: `{}` is not built ({why}); run `.ci/gobuild.sh`; CI=true makes this a failure !!!\n",
+        path.display()
+    );
+    None
+}
+
+/// The pinned `gvisor.goModule` of nix/sources.json: (module path, version,
+/// `git describe` name that `runsc --version` prints).
+pub fn gvisor_go_module() -> (String, String, String) {
+    let text = std::fs::read_to_string(root().join("nix/sources.json")).unwrap();
+    let sources: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let module = &sources["gvisor"]["goModule"];
+    let field = |name: &str| module[name].as_str().unwrap().to_string();
+    (field("path"), field("version"), field("describe"))
+}
+
 /// A tool installed into a directory rather than on PATH (see `.ci/agents.sh`):
 /// `$var` if set, else `default` under the repository root. `probe` is a
 /// file inside it that proves the install. In CI a missing install fails the

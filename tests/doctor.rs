@@ -191,11 +191,29 @@ fn an_unlisted_driver_fails_and_names_the_supported_ones() {
 fn without_a_driver_list_from_runsc_the_built_in_one_is_used_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let runsc = fake_runsc(dir.path(), "");
-    let nvidia = nvidia_file(dir.path(), "610.57.04");
+    let nvidia = nvidia_file(dir.path(), "590.48.01");
     let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}");
-    assert!(out.contains("warn nvidia driver: 610.57.04 is supported by nvproxy (from the list built into appliance"));
+    assert!(out.contains("warn nvidia driver: 590.48.01 is supported by nvproxy (from the list built into appliance"));
+}
+
+/// The known conflict docs/flake.md names: nixpkgs' `legacy_580` of 2026
+/// (580.173.02), the driver the GPU hosts use, is not on the shipped
+/// release-20260406.0's list (gVisor adds it in release-20260721.0).
+#[test]
+fn the_gpu_hosts_nixpkgs_driver_is_not_on_the_shipped_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), "");
+    let nvidia = nvidia_file(dir.path(), "580.173.02");
+    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL nvidia driver: 580.173.02 is not on nvproxy's supported list (from the list built into appliance (the shipped gVisor, release-20260406.0)"),
+        "{out}"
+    );
+    assert!(out.contains("580.126.09, 590.48.01"), "{out}");
 }
 
 #[test]

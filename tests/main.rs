@@ -20,6 +20,7 @@ mod hostile;
 mod inference;
 mod lints;
 mod nix;
+mod nvproxy;
 mod output;
 mod pairing;
 mod rehearsal;

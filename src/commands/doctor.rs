@@ -494,7 +494,7 @@ fn check_nvidia(probes: &Probes, have_runsc: bool, users: &str, report: &mut Rep
         Some(list) => (list, "runsc nvproxy list-supported-drivers".to_string()),
         None => (
             NVPROXY_DRIVERS.iter().map(|s| s.to_string()).collect(),
-            "the list built into appliance (gVisor HEAD 2026-08-21), because this runsc cannot list its own"
+            "the list built into appliance (the shipped gVisor, release-20260406.0), because this runsc cannot list its own"
                 .to_string(),
         ),
     };

@@ -25,9 +25,12 @@ use crate::spec::schema::{SynapseDatabase, Target};
 /// release the overlay builds when nixpkgs is older.
 pub const RUNSC_MINIMUM: &str = "20260316.0";
 
-/// NVIDIA drivers gVisor's nvproxy supports, from gVisor's
-/// `pkg/sentry/devices/nvproxy/version.go` at HEAD 2026-08-21 (see
-/// `runsc nvproxy list-supported-drivers`). nvproxy needs an exact match.
+/// NVIDIA drivers the shipped gVisor's nvproxy supports: `runsc nvproxy
+/// list-supported-drivers` of release-20260406.0 (nix/sources.json `gvisor`;
+/// its `pkg/sentry/devices/nvproxy/version.go` and that of the `go`-branch
+/// build .ci/gobuild.sh makes list the same 18). nvproxy needs an exact
+/// match. tests/nvproxy.rs checks this against the built runsc and the Go
+/// module's source.
 pub const NVPROXY_DRIVERS: &[&str] = &[
     "535.129.03",
     "535.183.06",
@@ -35,30 +38,27 @@ pub const NVPROXY_DRIVERS: &[&str] = &[
     "535.261.03",
     "535.274.02",
     "535.288.01",
-    "535.309.01",
     "550.90.12",
     "570.124.06",
     "570.133.20",
     "570.172.08",
     "570.195.03",
+    "575.57.08",
     "580.65.06",
+    "580.82.07",
+    "580.95.05",
     "580.105.08",
     "580.126.09",
-    "580.126.20",
-    "580.159.03",
-    "580.159.04",
-    "580.173.02",
     "590.48.01",
-    "610.57.04",
-    "615.15.00",
-    "615.62.00",
-    "620.06.00",
 ];
 
 /// The `nvidiaPackages` attribute GPU hosts use. nixpkgs' default (`stable`,
-/// 595.x in 2026) is not on nvproxy's list; the 580 long-term branch is
-/// (580.173.02 in the nixpkgs of 2026), has the open kernel module and
-/// supports the L4 (Ada). The generated assertion re-checks the version.
+/// 595.x in 2026) is not on nvproxy's list; the 580 long-term branch has the
+/// open kernel module and supports the L4 (Ada). But its version in the
+/// nixpkgs of 2026 (580.173.02) is NOT on the shipped runsc's list either:
+/// gVisor lists it from release-20260721.0. The generated assertion fails
+/// evaluation until one side moves (a listed driver pinned, or a newer
+/// gVisor shipped); docs/flake.md says so.
 pub const NVIDIA_PACKAGE: &str = "legacy_580";
 
 /// Where each host keeps its WireGuard private key, made at first boot.

@@ -7,10 +7,10 @@
 # they are pinned.
 #   .ci/go/runsc-<version>/runsc               gVisor, CGO off as nixpkgs builds it
 #   .ci/go/picoclaw-<version>/picoclaw         PicoClaw
-#   .ci/go/picoclaw-<version>-arm64/picoclaw  PicoClaw for the Pi, only with
-#       PICOCLAW_ARM64=1: the ignored test `agents::picoclaw_arm64_loads_the_pi_configs`
-#       runs it under qemu-aarch64-static; CI does not spend the ~13 minutes
-#       a cold arm64 build takes on two busy cores.
+#   .ci/go/picoclaw-<version>-arm64/picoclaw  PicoClaw for the Pi (linux/arm64):
+#       `agents::picoclaw_arm64_loads_the_pi_configs` runs it under
+#       qemu-aarch64-static. A cold cross build takes ~8-13 minutes of two
+#       cores; PICOCLAW_ARM64=0 skips it (that test then fails under CI=true).
 # The newest build is also linked as .ci/go/bin/runsc and .ci/go/bin/picoclaw:
 # the stable paths the tests use (see tests/common.rs `built_runsc`).
 # Needs Go >= 1.25 (PicoClaw's go.mod); GOTOOLCHAIN=local, so no other Go is fetched.
@@ -109,6 +109,6 @@ build_picoclaw() {
 
 build_runsc
 build_picoclaw
-if [ "${PICOCLAW_ARM64:-}" = 1 ]; then
+if [ "${PICOCLAW_ARM64:-1}" != 0 ]; then
   build_picoclaw arm64
 fi

@@ -53,6 +53,8 @@ apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
 # WireGuard in userspace for the pairing test (tests/pairing.rs): no kernel module needed.
 apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null
+# qemu-user-static runs the Pi's arm64 PicoClaw (tests/agents.rs).
+apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
 # Graphviz's `dot` reads `appliance explain --format dot` (tests/cli.rs).
 apt-get install -y -qq --no-install-recommends graphviz >/dev/null
 

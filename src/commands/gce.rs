@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cli::GceArgs;
+use crate::model::vram::{GceOffer, gce_models, gpu_model};
 use crate::model::{Appliance, Gpu, Host, WIREGUARD_PORT};
 use crate::spec::schema::Target;
 
@@ -63,37 +64,9 @@ pub fn machine_for(gpu: &Gpu, machine_type: Option<&str>) -> Result<Machine> {
             accelerator: None,
         })
     };
-    match model.as_str() {
-        "l4" => bundled(
-            "G2",
-            &[
-                (1, "g2-standard-4"),
-                (2, "g2-standard-24"),
-                (4, "g2-standard-48"),
-                (8, "g2-standard-96"),
-            ],
-        ),
-        "a100" | "a100-40gb" => bundled(
-            "A2 high-GPU",
-            &[
-                (1, "a2-highgpu-1g"),
-                (2, "a2-highgpu-2g"),
-                (4, "a2-highgpu-4g"),
-                (8, "a2-highgpu-8g"),
-                (16, "a2-megagpu-16g"),
-            ],
-        ),
-        "a100-80gb" => bundled(
-            "A2 ultra-GPU",
-            &[
-                (1, "a2-ultragpu-1g"),
-                (2, "a2-ultragpu-2g"),
-                (4, "a2-ultragpu-4g"),
-                (8, "a2-ultragpu-8g"),
-            ],
-        ),
-        "h100" | "h100-80gb" => bundled("A3 high-GPU", &[(8, "a3-highgpu-8g")]),
-        "t4" | "v100" | "p4" | "p100" => {
+    match gpu_model(&model).and_then(|known| known.gce) {
+        Some(GceOffer::Bundled { family, types }) => bundled(family, types),
+        Some(GceOffer::N1) => {
             let machine_type = machine_type.ok_or_else(|| {
                 anyhow!(
                     "{model} GPUs attach to an N1 machine type whose size you choose\nhint: pass --machine-type, e.g. --machine-type n1-standard-16"
@@ -105,19 +78,21 @@ pub fn machine_for(gpu: &Gpu, machine_type: Option<&str>) -> Result<Machine> {
                 why: format!("{count} x {model}, attached to an N1 machine type"),
             })
         }
-        // A model newer than this table: the user names a machine type
-        // that brings its GPUs (as G2/A2/A3 do); nothing is attached.
-        other => match machine_type {
+        // A model GCE does not offer as far as the catalog knows: the user
+        // names a machine type that brings its GPUs (as G2/A2/A3 do);
+        // nothing is attached.
+        None => match machine_type {
             Some(machine_type) => Ok(Machine {
                 machine_type: machine_type.to_string(),
                 accelerator: None,
                 why: format!(
-                    "{count} x {other}: a model appliance does not know, so the machine type given \
+                    "{count} x {model}: a model appliance does not know on GCE, so the machine type given \
                      (`{machine_type}`) must come with its GPUs; no --accelerator is added"
                 ),
             }),
             None => bail!(
-                "no GCE machine type is known here for GPU model `{other}`\nhint: known models: l4, a100, a100-80gb, h100, t4, v100, p4, p100; or pass --machine-type"
+                "no GCE machine type is known here for GPU model `{model}`\nhint: known models: {}; or pass --machine-type",
+                gce_models().join(", ")
             ),
         },
     }

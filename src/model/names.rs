@@ -88,11 +88,11 @@ pub fn text_problem(text: &str) -> Option<String> {
 /// Longest GPU model token: NVIDIA's names are short (`h100`, `rtx-6000-ada`).
 const MAX_GPU_MODEL: usize = 32;
 
-/// Why a GPU `model` is unusable, or `None`: a model the VRAM table knows,
+/// Why a GPU `model` is unusable, or `None`: a model the GPU catalog knows,
 /// or one plain token of letters, digits, `-`, `_` and `.` (it lands in
 /// comments and messages of the generated modules, never as code).
 pub fn gpu_model_problem(model: &str) -> Option<String> {
-    if super::vram::known_gpu(model).is_some() {
+    if super::vram::gpu_model(model).is_some() {
         return None;
     }
     let plain = model.starts_with(|c: char| c.is_ascii_alphanumeric())

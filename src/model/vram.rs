@@ -23,16 +23,140 @@ const KNOWN_MODELS: &[(&str, u64)] = &[
     ("qwen3.5:27b-q4_K_M", 44 * GB),
 ];
 
-/// Memory of one GPU, by the spec's `model` (NVIDIA's data sheets; the A100
-/// and H100 come in more sizes, so the smaller one is assumed and the spec
-/// can say `vram`).
-const KNOWN_GPUS: &[(&str, u64)] = &[
-    ("t4", 16 * GIB),
-    ("l4", 24 * GIB),
-    ("a10g", 24 * GIB),
-    ("a100", 40 * GIB),
-    ("h100", 80 * GIB),
+/// How Google Compute Engine offers a GPU model (`appliance gce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GceOffer {
+    /// Machine types that come with their GPUs attached: the family's name
+    /// and its machine type for each GPU count it offers.
+    Bundled {
+        family: &'static str,
+        types: &'static [(u32, &'static str)],
+    },
+    /// Attached to an N1 machine type the user sizes, as
+    /// `--accelerator=type=nvidia-tesla-<name>`.
+    N1,
+}
+
+/// One GPU model the appliance knows: every table about GPUs reads this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuModel {
+    /// The spec's spellings (lower case; matched case-insensitively); the
+    /// first is the model's name.
+    pub names: &'static [&'static str],
+    /// Memory of one GPU (NVIDIA's data sheets; where a model comes in more
+    /// sizes, the smaller one is assumed and the spec can say `vram`).
+    pub vram: Option<u64>,
+    /// CUDA compute capability (NVIDIA's "CUDA GPUs" table): nixpkgs builds
+    /// CUDA device code only for it (`nixpkgs.config.cudaCapabilities`).
+    /// `None`: nixpkgs' default set of capabilities applies.
+    pub cuda_capability: Option<&'static str>,
+    /// How GCE offers it; `None` where it does not (the A10G is AWS's).
+    pub gce: Option<GceOffer>,
+}
+
+/// The one GPU catalog: the VRAM check, the spec's model check, the CUDA
+/// capability of the image builds and `appliance gce`'s machine types.
+pub const GPU_CATALOG: &[GpuModel] = &[
+    GpuModel {
+        names: &["t4"],
+        vram: Some(16 * GIB),
+        cuda_capability: Some("7.5"),
+        gce: Some(GceOffer::N1),
+    },
+    GpuModel {
+        names: &["l4"],
+        vram: Some(24 * GIB),
+        cuda_capability: Some("8.9"),
+        gce: Some(GceOffer::Bundled {
+            family: "G2",
+            types: &[
+                (1, "g2-standard-4"),
+                (2, "g2-standard-24"),
+                (4, "g2-standard-48"),
+                (8, "g2-standard-96"),
+            ],
+        }),
+    },
+    GpuModel {
+        names: &["a10g"],
+        vram: Some(24 * GIB),
+        cuda_capability: Some("8.6"),
+        gce: None,
+    },
+    GpuModel {
+        names: &["a100", "a100-40gb"],
+        vram: Some(40 * GIB),
+        cuda_capability: Some("8.0"),
+        gce: Some(GceOffer::Bundled {
+            family: "A2 high-GPU",
+            types: &[
+                (1, "a2-highgpu-1g"),
+                (2, "a2-highgpu-2g"),
+                (4, "a2-highgpu-4g"),
+                (8, "a2-highgpu-8g"),
+                (16, "a2-megagpu-16g"),
+            ],
+        }),
+    },
+    GpuModel {
+        names: &["a100-80gb"],
+        vram: Some(80 * GIB),
+        cuda_capability: Some("8.0"),
+        gce: Some(GceOffer::Bundled {
+            family: "A2 ultra-GPU",
+            types: &[
+                (1, "a2-ultragpu-1g"),
+                (2, "a2-ultragpu-2g"),
+                (4, "a2-ultragpu-4g"),
+                (8, "a2-ultragpu-8g"),
+            ],
+        }),
+    },
+    GpuModel {
+        names: &["h100", "h100-80gb"],
+        vram: Some(80 * GIB),
+        cuda_capability: Some("9.0"),
+        gce: Some(GceOffer::Bundled {
+            family: "A3 high-GPU",
+            types: &[(8, "a3-highgpu-8g")],
+        }),
+    },
+    // Older N1 accelerators: their memory and capability are left to the
+    // spec and to nixpkgs' defaults, as before the catalog was one table.
+    GpuModel {
+        names: &["v100"],
+        vram: None,
+        cuda_capability: None,
+        gce: Some(GceOffer::N1),
+    },
+    GpuModel {
+        names: &["p4"],
+        vram: None,
+        cuda_capability: None,
+        gce: Some(GceOffer::N1),
+    },
+    GpuModel {
+        names: &["p100"],
+        vram: None,
+        cuda_capability: None,
+        gce: Some(GceOffer::N1),
+    },
 ];
+
+/// The catalog's entry for a spec's `model`, case-insensitively.
+pub fn gpu_model(model: &str) -> Option<&'static GpuModel> {
+    let model = model.to_ascii_lowercase();
+    GPU_CATALOG.iter().find(|gpu| gpu.names.contains(&model.as_str()))
+}
+
+/// The names of the models GCE offers, for hints.
+pub fn gce_models() -> Vec<&'static str> {
+    GPU_CATALOG
+        .iter()
+        .filter(|gpu| gpu.gce.is_some())
+        .map(|gpu| gpu.names[0])
+        .collect()
+}
 
 /// A size as the spec writes it (`512m`, `24g`: Docker's binary units).
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -48,13 +172,9 @@ pub fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok().map(|n| n * factor)
 }
 
-/// The memory of one GPU of this model, when the table knows it.
+/// The memory of one GPU of this model, when the catalog knows it.
 pub fn known_gpu(model: &str) -> Option<u64> {
-    let model = model.to_ascii_lowercase();
-    KNOWN_GPUS
-        .iter()
-        .find(|(name, _)| *name == model)
-        .map(|(_, vram)| *vram)
+    gpu_model(model).and_then(|gpu| gpu.vram)
 }
 
 /// What a model needs loaded: the spec's size, else the table's.
@@ -165,6 +285,25 @@ mod tests {
         let mut odd = gpu("rtx-9090", 2);
         odd.vram = None;
         assert_eq!(check(&models, Some(&odd))[1].code, "inference-vram-unknown");
+    }
+
+    #[test]
+    fn the_catalog_names_each_model_once_in_lower_case() {
+        let mut seen = std::collections::BTreeSet::new();
+        for gpu in GPU_CATALOG {
+            for name in gpu.names {
+                assert_eq!(*name, name.to_ascii_lowercase());
+                assert!(seen.insert(*name), "`{name}` is in the catalog twice");
+            }
+            if let Some(GceOffer::Bundled { types, .. }) = gpu.gce {
+                assert!(types.windows(2).all(|w| w[0].0 < w[1].0), "{:?}", gpu.names);
+            }
+        }
+        let l4 = gpu_model("L4").unwrap();
+        assert_eq!((l4.vram, l4.cuda_capability), (Some(24 * GIB), Some("8.9")));
+        assert_eq!(gpu_model("a100-40gb"), gpu_model("a100"));
+        assert_eq!(gpu_model("a10g").unwrap().gce, None);
+        assert!(gpu_model("rtx-9090").is_none());
     }
 
     #[test]

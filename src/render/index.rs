@@ -74,26 +74,13 @@ fn host_inference<'a>(appliance: &'a Appliance, host: &Host) -> Option<Inference
     })
 }
 
-/// CUDA compute capability of each GPU model the spec knows (NVIDIA's
-/// "CUDA GPUs" table): nixpkgs builds CUDA device code only for these when
-/// `nixpkgs.config.cudaCapabilities` lists them (pkgs/top-level/config.nix),
+/// The CUDA capability of the host's GPU from the GPU catalog
+/// (`model::vram::GPU_CATALOG`): nixpkgs then builds CUDA device code only
+/// for it (`nixpkgs.config.cudaCapabilities`, pkgs/top-level/config.nix)
 /// instead of for every architecture, which a CI runner cannot compile.
-const CUDA_CAPABILITIES: &[(&str, &str)] = &[
-    ("t4", "7.5"),
-    ("a10g", "8.6"),
-    ("a100", "8.0"),
-    ("l4", "8.9"),
-    ("h100", "9.0"),
-];
-
-/// The capability of the host's GPU, or `None` (no GPU, or a model not in
-/// the table: nixpkgs' default set of capabilities then applies).
+/// `None` (no GPU, or a model without one there): nixpkgs' default set.
 fn cuda_capability(host: &Host) -> Option<&'static str> {
-    let model = &host.gpu.as_ref()?.model;
-    CUDA_CAPABILITIES
-        .iter()
-        .find(|(known, _)| known == model)
-        .map(|(_, capability)| *capability)
+    crate::model::vram::gpu_model(&host.gpu.as_ref()?.model)?.cuda_capability
 }
 
 pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {

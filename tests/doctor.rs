@@ -12,7 +12,7 @@ use agent_appliance::render::RUNSC_MINIMUM;
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::{RunscVersion, probe_binary, release_date};
 
-use crate::common::{appliance, require_tool, root, stderr, stdout};
+use crate::common::{appliance, built_runsc, require_tool, root, stderr, stdout};
 
 /// A `runsc` that answers like a current release: version, the fixture's
 /// flags on stderr (as Go's flag package does), and `drivers` for
@@ -312,6 +312,85 @@ fn a_go_branch_build_between_releases_meets_the_pis_minimum() {
     );
     assert!(!out.contains("runsc release"), "{out}");
     assert!(output.status.success(), "{out}");
+}
+
+/// A runsc built without the version ldflag (nixpkgs' recipe passes only
+/// `-s -w`) says `VERSION_MISSING`: its release is unknown, which the doctor
+/// says as such, not as "older than" the minimum; fatal only on a Pi.
+#[test]
+fn a_runsc_without_a_release_name_is_named_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc_release(dir.path(), "VERSION_MISSING", "runsc-flags-current.txt", "");
+    let nvidia = dir.path().join("none");
+    let config = root().join("examples/minimal/generated/hosts/box/docker-daemon.json");
+    let minimal = root().join("examples/minimal/appliance.toml");
+    let output = doctor(&minimal, "box", &runsc, &config, &nvidia);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        out.contains("warn runsc release: `runsc --version` names no release (`runsc version VERSION_MISSING`)"),
+        "{out}"
+    );
+    assert!(out.contains("hint: use the appliance's gVisor"), "{out}");
+    assert!(!out.contains("older than"), "{out}");
+    assert!(
+        out.contains("VERSION_MISSING (flags spelled as for current gVisor)"),
+        "{out}"
+    );
+    let pi = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
+    assert!(
+        stdout(&pi).contains("FAIL runsc release: `runsc --version` names no release"),
+        "{}",
+        stdout(&pi)
+    );
+}
+
+/// Both real runscs this project meets: the shipped release as
+/// .ci/gobuild.sh builds it, and Debian's 0.0~20240729.0 (`/usr/bin/runsc`,
+/// when installed). For each, the hub's runtimes spelled for it (the
+/// Docker-in-gVisor runtime's packet-write flag is spelled differently)
+/// are all in that binary's own `runsc flags`, and doctor agrees.
+#[test]
+fn doctor_knows_the_spellings_of_the_shipped_and_the_debian_runsc() {
+    let mut binaries = Vec::new();
+    if let Some(shipped) = built_runsc("appliance doctor against the shipped runsc") {
+        binaries.push((shipped, RunscVersion::Current));
+    }
+    let debian = Path::new("/usr/bin/runsc");
+    if debian.is_file() {
+        binaries.push((debian.to_path_buf(), RunscVersion::Release2024));
+    } else {
+        eprintln!("\n!!! SKIPPED the Debian leg: no /usr/bin/runsc !!!\n");
+    }
+    for (runsc, expected) in binaries {
+        let (version, _) = probe_binary(&runsc).unwrap();
+        if runsc == debian && version != expected {
+            eprintln!("\n!!! SKIPPED the Debian leg: /usr/bin/runsc is not 0.0~20240729 ({version}) !!!\n");
+            continue;
+        }
+        assert_eq!(version, expected, "{}", runsc.display());
+        let dir = tempfile::tempdir().unwrap();
+        let appliance = load(&default_spec()).unwrap();
+        let settings = daemon_settings(&appliance.hosts["hub"], version).unwrap();
+        let config = dir.path().join("daemon.json");
+        fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
+        let output = doctor(&default_spec(), "hub", &runsc, &config, &dir.path().join("none"));
+        let out = stdout(&output);
+        assert!(out.contains(&format!("(flags spelled as for {version})")), "{out}");
+        let packet = match version {
+            RunscVersion::Current => "--allow-packet-socket-write",
+            _ => "--TESTONLY-allow-packet-endpoint-write",
+        };
+        assert!(
+            out.contains(&format!(
+                "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"
+            )),
+            "{out}"
+        );
+        assert!(out.contains("ok   docker runtimes: "), "{out}");
+        assert!(!out.contains("FAIL runtime"), "{out}");
+        assert!(!out.contains("FAIL runsc"), "{out}");
+    }
 }
 
 /// The host's real runsc (Debian's 0.0~20240729.0, or the shipped release

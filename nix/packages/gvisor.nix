@@ -2,6 +2,9 @@
 # address space, which runsc supports on arm64 only from release-20260316.0
 # (google/gvisor#12694). nixpkgs' own gvisor is used when it is at least
 # that; otherwise its recipe builds the release pinned in nix/sources.json.
+# Either way runsc is linked with its release name, as .ci/gobuild.sh does:
+# nixpkgs' recipe passes only `-s -w`, so its `runsc --version` says
+# `VERSION_MISSING`, and `appliance doctor` could not tell the release.
 {
   lib,
   gvisor,
@@ -9,8 +12,19 @@
   fetchFromGitHub,
   source,
 }:
+let
+  # What `runsc --version` prints: `release-<version>`, the name of the
+  # release the `go`-branch commit merges (nixpkgs' `version` is its date).
+  withRelease =
+    package:
+    package.overrideAttrs (old: {
+      ldflags = (old.ldflags or [ ]) ++ [
+        "-X gvisor.dev/gvisor/runsc/version.version=release-${old.version}"
+      ];
+    });
+in
 if lib.versionAtLeast gvisor.version source.minimum then
-  gvisor
+  withRelease gvisor
 else
   let
     # release-20260406.0 as nixpkgs' recipe pinned it (source and module
@@ -47,7 +61,7 @@ else
       '';
     };
   in
-  gvisor.override {
+  withRelease (gvisor.override {
     # nixpkgs' recipe, with the pinned release: works whether the recipe
     # passes buildGoModule an attribute set or a `finalAttrs` function.
     buildGoModule =
@@ -56,4 +70,4 @@ else
         buildGoModule (finalAttrs: args finalAttrs // pinned)
       else
         buildGoModule (args // pinned);
-  }
+  })

@@ -257,22 +257,37 @@ fn check_sandbox_gpus(probes: &Probes, sandbox: &str, expected: u32, report: &mu
 
 /// The generated modules assert gVisor >= `RUNSC_MINIMUM`, which arm64
 /// systrap needs on Raspberry Pi kernels; elsewhere an older runsc may work.
+/// A runsc that names no release (`VERSION_MISSING`: built without the
+/// version ldflag, as nixpkgs' own recipe builds it) is told apart from an
+/// old one: its release is unknown, not old.
 fn check_minimum(host: &Host, version_output: &str, report: &mut Report) {
     let minimum = release_date(RUNSC_MINIMUM).expect("RUNSC_MINIMUM is a release date");
+    let status = if host.system == System::Aarch64Linux {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
     match release_date(version_output) {
         Some(date) if date >= minimum => {}
-        found => {
-            let found = found.map_or_else(|| "an unknown release".to_string(), |d| d.to_string());
-            let status = if host.system == System::Aarch64Linux {
-                Status::Fail
-            } else {
-                Status::Warn
-            };
+        Some(date) => report.push(
+            status,
+            "runsc release",
+            format!(
+                "{date} is older than {RUNSC_MINIMUM}, the release the generated modules require (arm64 systrap on Raspberry Pi kernels)"
+            ),
+        ),
+        None => {
+            let first = version_output.lines().next().unwrap_or("").trim();
             report.push(
                 status,
                 "runsc release",
                 format!(
-                    "{found} is older than {RUNSC_MINIMUM}, the release the generated modules require (arm64 systrap on Raspberry Pi kernels)"
+                    "`runsc --version` names no release (`{first}`): a build without \
+                     `-X gvisor.dev/gvisor/runsc/version.version=release-...`, so whether it is at least \
+                     {RUNSC_MINIMUM} (what the generated modules require: arm64 systrap on Raspberry Pi \
+                     kernels) cannot be told; flags are checked from `runsc flags` below\n\
+                     hint: use the appliance's gVisor (nix/packages/gvisor.nix and .ci/gobuild.sh link the \
+                     release name), or check which gVisor commit this build is by other means"
                 ),
             );
         }

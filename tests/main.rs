@@ -19,6 +19,7 @@ mod gce;
 mod hostile;
 mod inference;
 mod lints;
+mod netstack;
 mod nix;
 mod nvproxy;
 mod output;

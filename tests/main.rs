@@ -16,6 +16,7 @@ mod egress;
 mod flake;
 mod flash;
 mod gce;
+mod gpu_proof;
 mod hostile;
 mod inference;
 mod lints;

@@ -98,7 +98,7 @@ PY
 
   # The probe and the C library it and libcuda need, from this machine.
   cp "$repo/tests/probes/cuda_probe.c" "$dir/cuda_probe.c"
-  cc -O2 -Wall -o "$dir/rootfs/cuda_probe" "$repo/tests/probes/cuda_probe.c" -ldl
+  cc -std=gnu17 -O2 -Wall -o "$dir/rootfs/cuda_probe" "$repo/tests/probes/cuda_probe.c" -ldl
   local libdir=/lib/x86_64-linux-gnu lib
   mkdir -p "$dir/rootfs/lib64" "$dir/rootfs$libdir" "$dir/rootfs/usr/lib/x86_64-linux-gnu" \
     "$dir/rootfs/proc" "$dir/rootfs/dev" "$dir/rootfs/sys" "$dir/rootfs/tmp"

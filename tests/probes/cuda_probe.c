@@ -14,7 +14,8 @@
  * without a GPU sees); 3: NVML failed; 4: a CUDA call failed (the line says
  * which); 5: the data read back is wrong.
  *
- * Build: cc -O2 -o cuda_probe cuda_probe.c -ldl
+ * Build: cc -std=gnu17 -O2 -o cuda_probe cuda_probe.c -ldl (the calls go
+ * through unprototyped function pointers, which C23 no longer has)
  */
 #include <dlfcn.h>
 #include <stdio.h>

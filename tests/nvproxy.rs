@@ -76,12 +76,15 @@ fn the_driver_list_is_the_go_modules_source() {
 /// skip (a failure in CI, where .ci/gobuild.sh has downloaded it).
 fn module_file(path: &str) -> Option<PathBuf> {
     let (module, version, _) = gvisor_go_module();
-    let cache = Command::new("go")
-        .args(["env", "GOMODCACHE"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|dir| !dir.is_empty());
+    // .ci/gobuild.sh falls back to /usr/local/go/bin/go as well.
+    let cache = ["go", "/usr/local/go/bin/go"].iter().find_map(|go| {
+        Command::new(go)
+            .args(["env", "GOMODCACHE"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|dir| !dir.is_empty())
+    });
     let file = cache.map(|dir| PathBuf::from(dir).join(format!("{module}@{version}")).join(path));
     match file {
         Some(file) if file.is_file() => Some(file),

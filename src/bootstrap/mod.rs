@@ -432,7 +432,13 @@ impl Run<'_> {
                 _ => missing.push(var.clone()),
             }
         }
-        let text: String = out.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        // A file the operator edited by hand (GH_TOKEN appended) that holds
+        // exactly these entries stays as it is: rewritten in our order, its
+        // bytes would change on the next run although nothing did.
+        let text = match std::fs::read_to_string(path) {
+            Ok(existing) if env == out => existing,
+            _ => out.iter().map(|(k, v)| format!("{k}={v}\n")).collect(),
+        };
         secrets::write(path, &text, owner)?;
         Ok(missing)
     }

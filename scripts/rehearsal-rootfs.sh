@@ -32,6 +32,9 @@ case "$flavor" in
   hermes) packages="chromium tini ca-certificates python3 python3-venv docker.io" ;;
   dind) suite=trixie packages="docker.io docker-cli tini ca-certificates iproute2" ;;
   code-runner) packages="python3 ca-certificates" ;;
+  # PicoClaw itself (the Go build of .ci/gobuild.sh) is laid on top by
+  # tests/rehearsal/images.rs; Debian's gh for nixpkgs' (the GitHub skill).
+  picoclaw) packages="gh bash coreutils ca-certificates" ;;
   # The stand-in model server is Python; it and its `ollama` wrapper are laid
   # on top by tests/rehearsal/images.rs (not cached: the stand-in changes).
   ollama) packages="python3 ca-certificates" ;;
@@ -105,6 +108,7 @@ SH
     chmod 755 "$root/usr/local/bin/appliance-dind-start"
 }
 extra_code-runner() { :; }
+extra_picoclaw() { :; }
 extra_ollama() { :; }
 extra_searxng() { :; }
 extra_webextract() {

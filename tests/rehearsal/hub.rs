@@ -29,12 +29,6 @@ use crate::dockerd::Dockerd;
 use crate::netns::Netns;
 use crate::synapse::Synapse;
 
-/// Agent kinds the rehearsal does not build an image for yet: PicoClaw
-/// (built from its Go module by .ci/gobuild.sh and run on the host against
-/// a test Synapse by tests/agents.rs, but not yet as an image and sandbox
-/// here).
-pub const SKIPPED_IMAGES: &[&str] = &["agent-appliance/picoclaw"];
-
 /// The test web host's name, which the DNS forwarder answers for.
 pub const WEB_HOST: &str = "web.rehearsal.test";
 /// The test web host's address: "the internet". Globally routable, so the
@@ -45,6 +39,12 @@ pub const WEB_HOST: &str = "web.rehearsal.test";
 /// no web site). It exists only on the namespace's loopback, and the
 /// namespace has no route out, so nothing sent to it can leave.
 pub const WEB_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 31, 196, 80);
+/// The GitHub API's name, which "the internet's DNS" resolves to the test
+/// web host's address, where the stand-in GitHub API serves HTTPS
+/// (tests/rehearsal/github_standin.py) with a certificate of a test CA.
+pub const GITHUB_API: &str = "api.github.com";
+/// The account the stand-in GitHub API answers `GET /user` with.
+pub const GITHUB_LOGIN: &str = "rehearsal-octocat";
 /// A web port: the egress proxy allows ports 80 and 443 only.
 pub const WEB_PORT: u16 = 80;
 pub const WEB_TITLE: &str = "Rehearsal test page 7f3a";
@@ -347,7 +347,7 @@ impl Hub {
         out.join("\n")
     }
 
-    /// The hub's sandboxes this machine can build an image for. A developer
+    /// The hub's sandboxes, every one of them. A developer
     /// may narrow them with `APPLIANCE_REHEARSAL_ONLY=casper,casper-exec`
     /// (refused in CI, where the whole hub runs).
     pub fn sandboxes(&self) -> Vec<Sandbox> {
@@ -361,7 +361,6 @@ impl Hub {
         self.hub()
             .sandboxes
             .iter()
-            .filter(|s| !SKIPPED_IMAGES.iter().any(|skip| s.image.starts_with(skip)))
             .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.name)))
             .cloned()
             .collect()
@@ -612,6 +611,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
         .arg(&web);
     hub.services
         .push(Process::spawn("test web host", server, logs.join("web.log")));
+    start_github_standin(&mut hub, &logs);
 
     tmpfiles(&hub);
     std::thread::sleep(Duration::from_millis(300));
@@ -619,6 +619,88 @@ pub fn start(name: &str, tools: Services) -> Hub {
         service.assert_running();
     }
     hub
+}
+
+/// A test CA (trusted only by the rehearsal's `picoclaw` image) and its
+/// certificate for `api.github.com`, then the stand-in GitHub API on
+/// "the internet" at port 443, which accepts only the token in `github/token`.
+fn start_github_standin(hub: &mut Hub, logs: &Path) {
+    let dir = hub.github_dir();
+    fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl").current_dir(&dir).args(args).output().unwrap();
+        assert_ok(&format!("openssl {}", args[0]), &output);
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=agent-appliance rehearsal test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "api.key",
+        "-out",
+        "api.csr",
+        "-subj",
+        &format!("/CN={GITHUB_API}"),
+    ]);
+    fs::write(
+        dir.join("api.ext"),
+        format!("subjectAltName=DNS:{GITHUB_API}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "api.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "api.ext",
+    ]);
+    let mut random = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .unwrap();
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    fs::write(dir.join("token"), format!("ghp_rehearsal{token}")).unwrap();
+    let mut server = hub.internet.command("python3");
+    server
+        .arg(root().join("tests/rehearsal/github_standin.py"))
+        .arg(format!("--bind={WEB_ADDRESS}"))
+        .arg("--port=443")
+        .arg(format!("--cert={}", dir.join("api.pem").display()))
+        .arg(format!("--key={}", dir.join("api.key").display()))
+        .arg(format!("--token-file={}", dir.join("token").display()))
+        .arg(format!("--log={}", dir.join("requests.jsonl").display()));
+    hub.services
+        .push(Process::spawn("stand-in GitHub API", server, logs.join("github.log")));
 }
 
 /// The generated egress of the hub, as the NixOS module runs it: the two
@@ -664,6 +746,7 @@ fn start_internet_dns(hub: &mut Hub, logs: &Path) {
         "--no-hosts",
         "--no-resolv",
         &format!("--host-record={WEB_HOST},{WEB_ADDRESS}"),
+        &format!("--host-record={GITHUB_API},{WEB_ADDRESS}"),
     ]);
     hub.services
         .push(Process::spawn("internet DNS", dns, logs.join("internet-dns.log")));
@@ -751,6 +834,32 @@ impl Hub {
     /// The DNS forwarder's query log so far.
     pub fn dns_log(&self) -> String {
         fs::read_to_string(self.host_root.path().join("logs/dnsmasq.log")).unwrap_or_default()
+    }
+
+    /// The stand-in GitHub API's files: `ca.pem` (the test CA), `token`
+    /// (the only credential it accepts), `requests.jsonl` (its log).
+    pub fn github_dir(&self) -> PathBuf {
+        self.host_root.path().join("github")
+    }
+
+    /// The token the operator gives balthasar, as `GH_TOKEN` in its env file.
+    pub fn github_token(&self) -> String {
+        fs::read_to_string(self.github_dir().join("token")).unwrap()
+    }
+
+    /// The stand-in GitHub API's requests so far: (path, authorized).
+    pub fn github_requests(&self) -> Vec<(String, bool)> {
+        fs::read_to_string(self.github_dir().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["path"].as_str().unwrap_or_default().to_string(),
+                    v["authorized"] == true,
+                )
+            })
+            .collect()
     }
 
     /// The egress proxy's access log so far.

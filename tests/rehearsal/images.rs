@@ -37,6 +37,7 @@ fn flavor(layout: &ImageLayout) -> &'static str {
         "ollama" | "ollama-cuda" => "ollama",
         "searxng" => "searxng",
         "webextract" => "webextract",
+        "picoclaw" => "picoclaw",
         other => panic!("no rehearsal rootfs for image `{other}`"),
     }
 }
@@ -44,7 +45,6 @@ fn flavor(layout: &ImageLayout) -> &'static str {
 pub fn image_specs() -> Vec<ImageSpec> {
     let mut specs: Vec<ImageSpec> = image::all()
         .into_iter()
-        .filter(|layout| layout.name != "picoclaw")
         .map(|layout| ImageSpec {
             tag: layout.reference(),
             flavor: flavor(layout).into(),
@@ -269,10 +269,25 @@ pub fn build_all(daemon: &Dockerd, scratch: &Path, wanted: &[String], services: 
             "ollama" => services.ollama(scratch),
             "searxng" => services.searxng(scratch),
             "webextract" => services.webextract(scratch),
+            "picoclaw" => services.picoclaw(),
             _ => Vec::new(),
         };
         build(daemon, spec, scratch, &extra);
     }
+}
+
+/// PicoClaw as .ci/gobuild.sh built it from its Go module (the version and
+/// build tags nix/sources.json pins for nixpkgs' package), where the Nix
+/// image has `picoclaw` on PATH.
+fn picoclaw_binary() -> Vec<(PathBuf, &'static str)> {
+    let built =
+        std::env::var_os("APPLIANCE_PICOCLAW").map_or_else(|| root().join(".ci/go/bin/picoclaw"), PathBuf::from);
+    assert!(
+        built.is_file(),
+        "no PicoClaw build at `{}`\nhint: run `.ci/gobuild.sh`",
+        built.display()
+    );
+    vec![(built, "/usr/local/bin/picoclaw")]
 }
 
 /// What the rehearsal lays into the service images in place of the Nix
@@ -290,6 +305,8 @@ pub struct ServiceFiles<'a> {
     /// `host:port` of the test web host, which the rehearsal's search
     /// engine reads.
     pub web: String,
+    /// The test CA of the stand-in GitHub API (PEM).
+    pub github_ca: PathBuf,
 }
 
 fn executable(path: &Path, text: &str) {
@@ -298,6 +315,16 @@ fn executable(path: &Path, text: &str) {
 }
 
 impl ServiceFiles<'_> {
+    /// PicoClaw's image: the Go build, and the stand-in GitHub API's test
+    /// CA among the image's certificates (`gh`, a Go program, also reads
+    /// every file of /etc/ssl/certs), in this image only: the other
+    /// sandboxes do not trust it.
+    fn picoclaw(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut files = picoclaw_binary();
+        files.push((self.github_ca.clone(), "/etc/ssl/certs/appliance-rehearsal-test-ca.pem"));
+        files
+    }
+
     /// `ollama serve` as the image's entry point runs it: the stand-in on
     /// `OLLAMA_HOST` (from the generated environment), logging its requests
     /// into the model volume.

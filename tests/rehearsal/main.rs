@@ -86,6 +86,7 @@ fn bring_up() -> Option<(Hub, Admin)> {
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     build_images(&hub);
+    operator_adds_gh_token(&hub);
     start_sandboxes(&hub);
     let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     hold_for_debugging(&hub);
@@ -107,6 +108,7 @@ fn build_images(hub: &Hub) {
         models: inference.models.clone(),
         server_name: hub.appliance.matrix.server_name.clone(),
         web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
+        github_ca: hub.github_dir().join("ca.pem"),
     };
     images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
 }
@@ -247,12 +249,140 @@ fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Admin) {
     );
 }
 
+/// What the operator does for the `github` skill (docs/agents.md): appends
+/// `GH_TOKEN` to balthasar's env file, which bootstrap keeps on its reruns
+/// (`bootstrap_rerun_changes_nothing`). The token is the stand-in GitHub
+/// API's.
+fn operator_adds_gh_token(hub: &Hub) {
+    if !hub.sandboxes().iter().any(|s| s.name == "balthasar") {
+        return;
+    }
+    let env = hub.state_dir().join("secrets/balthasar/env");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&env)
+        .unwrap_or_else(|e| panic!("balthasar's env file {}: {e}", env.display()));
+    std::io::Write::write_all(&mut file, format!("GH_TOKEN={}\n", hub.github_token()).as_bytes()).unwrap();
+}
+
+/// Issue 21 item 2: balthasar (PicoClaw, `remote-exec`) runs the GitHub
+/// skill's CLI through its exec tool when asked in the room, under gVisor,
+/// and the answer carries the command's output.
+fn picoclaw_runs_gh_from_chat(hub: &Hub, admin: &Admin) {
+    let (body, seconds) = ask(
+        hub,
+        admin,
+        "balthasar",
+        "run gh tag-gh1",
+        "gh version",
+        Duration::from_secs(120),
+    );
+    eprintln!("rehearsal: balthasar ran `gh --version` from chat in {seconds:.1} s: {body}");
+    // `gh api` from chat: through the egress proxy (balthasar's allowlist
+    // has api.github.com) to the stand-in GitHub API, with the operator's
+    // token from the env file.
+    let (body, seconds) = ask(
+        hub,
+        admin,
+        "balthasar",
+        "run gh api tag-gh2",
+        hub::GITHUB_LOGIN,
+        Duration::from_secs(120),
+    );
+    eprintln!("rehearsal: balthasar ran `gh api user` from chat in {seconds:.1} s: {body}");
+    assert!(
+        hub.github_requests().iter().any(|(path, ok)| path == "/user" && *ok),
+        "the stand-in GitHub API saw no authorized GET /user: {:?}",
+        hub.github_requests()
+    );
+    let (_, sandbox) = hub.appliance.sandbox("balthasar").unwrap();
+    let address = sandbox.network.as_ref().unwrap().address.to_string();
+    let tunnel = format!("{}:443", hub::GITHUB_API);
+    assert!(
+        hub.proxy_log().lines().any(|l| {
+            l.split_whitespace().nth(2) == Some(address.as_str()) && l.contains("CONNECT") && l.contains(&tunnel)
+        }),
+        "squid logged no CONNECT {tunnel} from balthasar ({address}):\n{}",
+        hub.proxy_log()
+    );
+    // A host that is not on balthasar's allowlist: squid refuses the tunnel.
+    let refused = hub
+        .daemon
+        .docker(&["exec", "balthasar", "gh", "api", "--hostname", hub::WEB_HOST, "user"]);
+    let denied = format!("{}:443", hub::WEB_HOST);
+    assert!(
+        !refused.status.success()
+            && hub.proxy_log().lines().any(|l| {
+                l.split_whitespace().nth(2) == Some(address.as_str()) && l.contains("TCP_DENIED") && l.contains(&denied)
+            }),
+        "balthasar's `gh api --hostname {}` was not refused by the proxy: {}{}\n{}",
+        hub::WEB_HOST,
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr),
+        hub.proxy_log()
+    );
+    eprintln!(
+        "rehearsal: balthasar's gh reached the stand-in GitHub API through the proxy; {denied} refused: {}",
+        String::from_utf8_lossy(&refused.stderr).trim()
+    );
+}
+
 /// H3's scenario (tests/rehearsal/scenario.py, the client the NixOS VM
 /// test runs too) as @gendo and a stranger, inside the namespace: joined,
 /// mentions answered through the stand-in with each agent's model,
 /// unmentioned messages and strangers ignored, code run, the agents'
 /// mutual mentions bounded by the loop guard, no rate-limited send.
 fn scenario(hub: &Hub) {
+    let running: Vec<String> = hub.sandboxes().into_iter().map(|s| s.name).collect();
+    // balthasar (PicoClaw) in the steps that are about every agent: joined,
+    // answers a mention, ignores unmentioned messages and strangers.
+    let agents: Vec<&str> = ["casper", "melchior", "balthasar"]
+        .into_iter()
+        .filter(|a| running.iter().any(|r| r == a))
+        .collect();
+    let browse = [
+        "--browser-agent=melchior".to_string(),
+        format!("--page-url={}", hub::web_url("index.html")),
+        format!("--page-title={}", hub::WEB_TITLE),
+        format!("--browse-timeout={}", BROWSE.as_secs()),
+    ];
+    run_scenario(
+        hub,
+        "scenario",
+        &agents,
+        &["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"],
+        &browse,
+    );
+    // The loop again with balthasar second in the ring: melchior mentions it,
+    // and PicoClaw, like the others, must not answer another agent.
+    if agents.contains(&"balthasar") {
+        run_scenario(
+            hub,
+            "scenario-loop-picoclaw",
+            &["melchior", "balthasar"],
+            &["loop"],
+            &["--loop-agents=melchior,balthasar".to_string()],
+        );
+    }
+    // Nothing was lost to Synapse's rate limits, in any agent's log.
+    for agent in &agents {
+        let output = hub.daemon.docker(&["logs", agent]);
+        let log = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
+        let limited: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                ["M_LIMIT_EXCEEDED", "Too Many Requests", "Fallback send also failed"]
+                    .iter()
+                    .any(|p| l.contains(p))
+            })
+            .collect();
+        assert!(limited.is_empty(), "{agent} hit Synapse's rate limit: {limited:?}");
+    }
+}
+
+/// One run of tests/rehearsal/scenario.py in the hub's namespace, as @gendo,
+/// with `agents` and `steps`; its results go to `<scratch>/<name>.json`.
+fn run_scenario(hub: &Hub, name: &str, agents: &[&str], steps: &[&str], extra: &[String]) {
     let scratch = hub.host_root.path().join("scenario");
     std::fs::create_dir_all(&scratch).unwrap();
     let password = scratch.join("admin-password");
@@ -270,43 +400,25 @@ fn scenario(hub: &Hub) {
                 .display()
         ))
         .arg(format!("--standin-log={}", hub.standin_log_path().display()))
-        .arg(format!("--json={}", scratch.join("results.json").display()));
-    for agent in ["casper", "melchior"] {
+        .arg(format!("--json={}", scratch.join(format!("{name}.json")).display()));
+    for agent in agents {
         command.arg(format!("--agent={agent}={}", model_of(hub, agent)));
     }
-    for step in ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"] {
+    for step in steps {
         command.arg(format!("--step={step}"));
     }
-    command
-        .arg("--browser-agent=melchior")
-        .arg(format!("--page-url={}", hub::web_url("index.html")))
-        .arg(format!("--page-title={}", hub::WEB_TITLE))
-        .arg(format!("--browse-timeout={}", BROWSE.as_secs()));
+    command.args(extra);
     let started = std::time::Instant::now();
     let output = command.output().expect("failed to run scenario.py");
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "scenario.py failed ({}):\n{stderr}\n{}",
+        "{name}: scenario.py failed ({}):\n{stderr}\n{}",
         output.status,
         hub.all_reports()
     );
-    eprintln!("rehearsal: scenario passed in {:.1} s", started.elapsed().as_secs_f64());
-    // Nothing was lost to Synapse's rate limits, in either agent's log.
-    for agent in ["casper", "melchior"] {
-        let output = hub.daemon.docker(&["logs", agent]);
-        let log = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
-        let limited: Vec<&str> = log
-            .lines()
-            .filter(|l| {
-                ["M_LIMIT_EXCEEDED", "Too Many Requests", "Fallback send also failed"]
-                    .iter()
-                    .any(|p| l.contains(p))
-            })
-            .collect();
-        assert!(limited.is_empty(), "{agent} hit Synapse's rate limit: {limited:?}");
-    }
+    eprintln!("rehearsal: {name} passed in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 /// Issue 13 item 5: the agents' answers came through the stand-in inside
@@ -650,7 +762,7 @@ fn rehearsal() {
     let running: Vec<String> = hub.sandboxes().iter().map(|s| s.name.clone()).collect();
     let has = |name: &str| running.iter().any(|r| r == name);
     // Every agent answers a mention, through the stand-in.
-    for agent in ["casper", "melchior"].into_iter().filter(|a| has(a)) {
+    for agent in ["casper", "melchior", "balthasar"].into_iter().filter(|a| has(a)) {
         let (body, seconds, first) = first_answer(&hub, &admin, agent);
         eprintln!("rehearsal: {agent} answered after {seconds:.1} s: {body}");
         assert!(
@@ -684,12 +796,15 @@ fn rehearsal() {
     if has("casper") {
         egress_holds(&hub, "casper");
     }
+    if has("balthasar") {
+        picoclaw_runs_gh_from_chat(&hub, &admin);
+    }
     if has("casper") && has("melchior") {
         scenario(&hub);
         browser_went_through_the_egress_proxy(&hub, "melchior");
     }
     names_asked_of_the_resolver(&hub);
-    for agent in ["casper", "melchior"].into_iter().filter(|a| has(a)) {
+    for agent in ["casper", "melchior", "balthasar"].into_iter().filter(|a| has(a)) {
         comes_back_after_kill(&hub, &admin, agent);
     }
     bootstrap_rerun_changes_nothing(&hub);

@@ -23,6 +23,9 @@ sends, wherever the agent's own wrapping puts them):
                            print for `execute_code`);
                            once the tool result comes back, a reply that
                            carries the tool's output verbatim
+  "run gh"              -> a call to PicoClaw's `exec` tool running
+                           `gh --version` ("run gh api": `gh api user
+                           --jq .login`); then a reply carrying its output
   "read page <url>"     -> browser tool calls (OpenClaw `browser`, directly
                            or through `tool_call`: action open with
                            targetUrl, then snapshot; Hermes
@@ -257,6 +260,20 @@ def script(model, messages, tools):
     start = last_user_index(messages)
     user = user_turn(messages, start)
     calls, results = tool_calls_since(messages, start)
+
+    if re.search(r"\brun gh\b", user, re.IGNORECASE):
+        # PicoClaw's exec tool (0.2.9 wants an `action`); `gh` is the
+        # GitHub skill's CLI, in its image.
+        if "exec" not in names:
+            return Reply("%s model %s: asked to run gh, but no exec tool was offered (tools: %s)"
+                         % (PREFIX, model, ", ".join(names) or "none"), rule="run-gh-no-tool")
+        command = "gh api user --jq .login" if re.search(r"\brun gh api\b", user, re.IGNORECASE) \
+            else "gh --version"
+        if not results:
+            return Reply(tool_calls=[("exec", {"action": "run", "command": command})],
+                         rule="run-gh-call")
+        return Reply("%s model %s ran gh; its output: %s"
+                     % (PREFIX, model, tool_output(results[-1])), rule="run-gh-result")
 
     if re.search(r"\brun code\b", user, re.IGNORECASE):
         chosen = pick_code_tool(names)

@@ -9,7 +9,7 @@
 # usage: sudo scripts/bench-rehearsal.sh [ROUNDS [REPLIES]]
 #   ROUNDS   starts per runtime and agent (default 4)
 #   REPLIES  round trips after each start (default 5; ROUNDS x REPLIES per runtime)
-#   BENCH_AGENTS=casper,melchior      which agents
+#   BENCH_AGENTS=casper,melchior,balthasar  which agents (default all three)
 #   BENCH_VARIANTS='label:--flag=v;..' extra runsc flag sets, run as more runtimes
 #   BENCH_JSON=path                   where the raw results go
 # Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.

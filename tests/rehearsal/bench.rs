@@ -25,8 +25,12 @@ use crate::hub::{self, Hub, Services};
 use crate::matrix::Admin;
 
 /// The agents measured: (sandbox, what it is), melchior = OpenClaw,
-/// casper = Hermes.
-const AGENTS: &[(&str, &str)] = &[("casper", "Hermes"), ("melchior", "OpenClaw")];
+/// casper = Hermes, balthasar = PicoClaw.
+const AGENTS: &[(&str, &str)] = &[
+    ("casper", "Hermes"),
+    ("melchior", "OpenClaw"),
+    ("balthasar", "PicoClaw"),
+];
 
 /// How long an agent may take to answer its first mention after start.
 const READY_WITHIN: Duration = Duration::from_secs(300);
@@ -593,7 +597,7 @@ fn body_matches(event: &Value, wanted: &str) -> bool {
 
 /// `scripts/bench-rehearsal.sh`; `BENCH_ROUNDS` (default 4) starts per
 /// runtime and agent, `BENCH_REPLIES` (default 5) round trips after each
-/// start, `BENCH_AGENTS` (default both), `BENCH_VARIANTS` extra runsc
+/// start, `BENCH_AGENTS` (default all three), `BENCH_VARIANTS` extra runsc
 /// flags, `BENCH_JSON` where the results go.
 #[test]
 #[ignore = "the rehearsal's benchmark, about 20 minutes: scripts/bench-rehearsal.sh"]
@@ -601,7 +605,7 @@ fn bench_rehearsal() {
     let Some((hub, admin, cold)) = cold_start() else { return };
     let rounds = env_number("BENCH_ROUNDS", 4);
     let replies = env_number("BENCH_REPLIES", 5);
-    let only = std::env::var("BENCH_AGENTS").unwrap_or_else(|_| "casper,melchior".into());
+    let only = std::env::var("BENCH_AGENTS").unwrap_or_else(|_| "casper,melchior,balthasar".into());
     let mut agents = Vec::new();
     for (agent, kind) in AGENTS.iter().filter(|(a, _)| only.split(',').any(|o| o == *a)) {
         let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();

@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn every_sandbox_keeps_the_baseline() {
         for spec in specs() {
-            let appliance = crate::commands::load(Path::new(&spec)).unwrap();
+            let appliance = crate::model::load(Path::new(&spec)).unwrap();
             for host in appliance.hosts.values() {
                 for sandbox in &host.sandboxes {
                     let at = format!("{spec}: sandbox `{}`", sandbox.name);
@@ -224,7 +224,7 @@ mod tests {
     /// it, scoped to its one consumer.
     #[test]
     fn docker_in_gvisor_is_scoped_to_its_agent() {
-        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = crate::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
         let (_, exec) = appliance.sandbox("casper-exec").unwrap();
         let (_, casper) = appliance.sandbox("casper").unwrap();
         assert_eq!(exec.runtime, "runsc-dind");
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn networked_sandboxes_get_the_generated_resolver() {
         for spec in specs() {
-            let appliance = crate::commands::load(Path::new(&spec)).unwrap();
+            let appliance = crate::model::load(Path::new(&spec)).unwrap();
             for host in appliance.hosts.values() {
                 for sandbox in &host.sandboxes {
                     let options = run_options(sandbox);
@@ -298,7 +298,7 @@ mod tests {
     /// into code containers; the inner daemon finds them, read-only.
     #[test]
     fn the_code_sandbox_reads_its_agents_state() {
-        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = crate::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
         let (_, exec) = appliance.sandbox("casper-exec").unwrap();
         let (_, casper) = appliance.sandbox("casper").unwrap();
         let exec_volumes = run_options(exec).volumes;
@@ -312,7 +312,7 @@ mod tests {
     /// it gets no proxy variables; its browser still gets the proxy.
     #[test]
     fn hermes_gets_no_proxy_variables() {
-        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = crate::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
         let (_, casper) = appliance.sandbox("casper").unwrap();
         for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
             assert!(!casper.environment.contains_key(key), "casper has {key}");
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn every_sandbox_has_a_stable_hostname() {
         for spec in specs() {
-            let appliance = crate::commands::load(Path::new(&spec)).unwrap();
+            let appliance = crate::model::load(Path::new(&spec)).unwrap();
             for host in appliance.hosts.values() {
                 for sandbox in &host.sandboxes {
                     let wanted = format!("--hostname={}", sandbox.name);
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn openclaw_keeps_its_state_and_to_itself() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let appliance = crate::commands::load(&root.join("appliance.toml")).unwrap();
+        let appliance = crate::model::load(&root.join("appliance.toml")).unwrap();
         let (_, melchior) = appliance.sandbox("melchior").unwrap();
         let state = &melchior.volumes[0].target;
         assert_eq!(melchior.environment.get("OPENCLAW_STATE_DIR"), Some(state));
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn chromium_gets_a_large_shm() {
-        let appliance = crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = crate::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
         let (_, melchior) = appliance.sandbox("melchior").unwrap();
         assert!(run_options(melchior).flags.contains(&"--shm-size=1g".to_string()));
         let (_, balthasar) = appliance.sandbox("balthasar").unwrap();

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod docker;
+pub mod formats;
 pub mod kinds;
 pub mod lint;
 pub mod model;

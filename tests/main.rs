@@ -19,6 +19,7 @@ mod gce;
 mod gpu_proof;
 mod hostile;
 mod inference;
+mod layers;
 mod lints;
 mod netstack;
 mod nix;

@@ -232,6 +232,13 @@ pub struct Warning {
     pub message: String,
 }
 
+/// Reads, parses and validates a spec: the model of the file at `path`.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Appliance> {
+    let source = crate::spec::read(path)?;
+    let spec = crate::spec::parse(&source)?;
+    Ok(build(&source, &spec)?)
+}
+
 /// The Matrix device id of an account, from its localpart.
 pub fn device_id(localpart: &str) -> String {
     format!("APPLIANCE_{}", localpart.to_ascii_uppercase().replace('-', "_"))

@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     fn default_spec() -> Appliance {
-        crate::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
+        crate::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
     }
 
     /// Without federation Synapse opens no connection out: its own HTTP

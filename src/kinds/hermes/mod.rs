@@ -238,6 +238,6 @@ impl Kind for Hermes {
     }
 
     fn config(&self, agent: &Agent, _published: bool) -> Result<Vec<u8>> {
-        crate::render::yaml(&config::config(agent))
+        crate::formats::yaml(&config::config(agent))
     }
 }

@@ -187,6 +187,6 @@ impl Kind for OpenClaw {
     }
 
     fn config(&self, agent: &Agent, published: bool) -> Result<Vec<u8>> {
-        crate::render::json(&config::config(agent, published))
+        crate::formats::json(&config::config(agent, published))
     }
 }

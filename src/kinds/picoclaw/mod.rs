@@ -185,7 +185,7 @@ impl Kind for PicoClaw {
     }
 
     fn config(&self, agent: &Agent, published: bool) -> Result<Vec<u8>> {
-        crate::render::json(&config::config(agent, published))
+        crate::formats::json(&config::config(agent, published))
     }
 }
 

@@ -1,0 +1,593 @@
+//! The flake's outputs, the image functions and the generated host modules, evaluated with stub inputs.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A stand-in for nixpkgs: just the `lib` functions flake.nix and
+/// nix/hosts.nix call, a `nixosSystem` that returns its arguments, and a
+/// package set whose packages are labels. Evaluating the flake's outputs
+/// against it proves their names and wiring; what nixpkgs does with them is
+/// left to `nix flake check` on a machine with Nix >= 2.18.
+pub(super) const STUB_LIB: &str = r#"
+rec {
+  inherit (builtins) attrNames mapAttrs listToAttrs length head elemAt elem filter;
+  genAttrs = names: f: listToAttrs (map (name: { inherit name; value = f name; }) names);
+  filterAttrs = pred: set: listToAttrs (builtins.concatMap
+    (name: if pred name set.${name} then [ { inherit name; value = set.${name}; } ] else [ ])
+    (attrNames set));
+  nameValuePair = name: value: { inherit name value; };
+  optionalAttrs = cond: set: if cond then set else { };
+  optional = cond: x: if cond then [ x ] else [ ];
+  getName = pkg: pkg.pname or pkg.name;
+  hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
+  any = pred: list: builtins.any pred list;
+  attrValues = set: map (name: set.${name}) (attrNames set);
+  concatMap = builtins.concatMap;
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
+  nixosSystem = args: {
+    stubArgs = args;
+    config.system.build = {
+      googleComputeImage.stubImage = "googleComputeImage";
+      sdImage = {
+        stubImage = "sdImage";
+        # What the configuration's inline modules set as build platform.
+        buildPlatforms = builtins.concatMap (m: if m ? nixpkgs.buildPlatform then [ m.nixpkgs.buildPlatform ] else [ ])
+          (builtins.filter builtins.isAttrs args.modules);
+      };
+    };
+  };
+}
+"#;
+
+pub(super) const STUB_PKGS: &str = r#"
+{ system, overlays ? [ ], config ? { } }:
+{
+  agent-appliance = { stubPackage = "agent-appliance-${system}"; stubConfig = config; };
+  nixfmt.stubPackage = "nixfmt-${system}";
+}
+"#;
+
+fn flake_outputs() -> Option<Value> {
+    nix_instantiate()?;
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("lib.nix"), STUB_LIB).unwrap();
+    std::fs::write(stub.path().join("default.nix"), STUB_PKGS).unwrap();
+    let expression = format!(
+        r#"
+let
+  flake = import {root}/flake.nix;
+  stub = {stub};
+  nixpkgs = {{ lib = import (stub + "/lib.nix"); outPath = stub; }};
+  self = flake.outputs {{ inherit self nixpkgs; }};
+  names = builtins.mapAttrs (_: builtins.attrNames);
+in {{
+  inputs = builtins.mapAttrs (_: input: input.url) flake.inputs;
+  outputs = builtins.attrNames self;
+  packages = names self.packages;
+  checks = names self.checks;
+  devShells = names self.devShells;
+  formatter = builtins.mapAttrs (_: f: f.stubPackage) self.formatter;
+  appliance = builtins.mapAttrs (_: p: p.appliance.stubPackage) self.packages;
+  nixosModules = builtins.attrNames self.nixosModules;
+  moduleFile = self.nixosModules.default._file;
+  moduleImportsFunction = builtins.isFunction (builtins.head self.nixosModules.default.imports);
+  # The nixpkgs `nix build .#images.<name>` and the packages build with.
+  pkgsConfig = builtins.mapAttrs (_: p: {{
+    unfree = builtins.filter (name: p.appliance.stubConfig.allowUnfreePredicate {{ pname = name; }})
+      [ "nvidia-x11" "cuda_cudart" "libcublas" "vscode" ];
+    cuda = p.appliance.stubConfig.cudaCapabilities or null;
+  }}) self.packages;
+  overlays = builtins.attrNames self.overlays;
+  overlayProvides = builtins.attrNames (self.overlays.default {{ }} {{ }});
+  configurations = builtins.mapAttrs (_: c:
+    let settings = builtins.elemAt c.stubArgs.modules 2; in {{
+      target = baseNameOf (toString (builtins.elemAt c.stubArgs.modules 1));
+      platform = settings.nixpkgs.hostPlatform;
+      overlays = builtins.length settings.nixpkgs.overlays;
+      # The unfree predicate admits the NVIDIA/CUDA packages only.
+      unfree = builtins.filter (name: settings.nixpkgs.config.allowUnfreePredicate {{ pname = name; }})
+        [ "nvidia-x11" "cuda_cudart" "libcublas" "vscode" "steam" "unrar" ];
+      cuda = settings.nixpkgs.config.cudaCapabilities or null;
+      inherit (settings.appliance) enable host;
+    }}) self.nixosConfigurations;
+  images = {{
+    gce = self.packages.x86_64-linux.gce-image.stubImage;
+    rpi4-cross = self.packages.x86_64-linux.rpi4-cross.stubImage;
+    rpi4-cross-build-platforms = self.packages.x86_64-linux.rpi4-cross.buildPlatforms;
+    rpi4-build-platforms = self.packages.aarch64-linux.rpi4.buildPlatforms;
+    rpi4 = self.packages.aarch64-linux.rpi4.stubImage;
+  }};
+  legacyImages = builtins.mapAttrs (_: l: builtins.attrNames l.images) self.legacyPackages;
+  legacyNames = builtins.mapAttrs (_: builtins.attrNames) self.legacyPackages;
+  rpi4OnX86 = builtins.tryEval self.legacyPackages.x86_64-linux.rpi4;
+}}
+"#,
+        root = root().display(),
+        stub = stub.path().display(),
+    );
+    Some(eval_json(&expression))
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_flake_has_the_promised_outputs() {
+    let Some(out) = flake_outputs() else {
+        return;
+    };
+    assert_eq!(
+        out["inputs"],
+        serde_json::json!({ "nixpkgs": "github:NixOS/nixpkgs/nixos-26.05" })
+    );
+    assert_eq!(
+        strings(&out["outputs"]),
+        [
+            "checks",
+            "devShells",
+            "formatter",
+            "legacyPackages",
+            "nixosConfigurations",
+            "nixosModules",
+            "overlays",
+            "packages"
+        ]
+    );
+    // x86_64 gets the Pi's image only cross-compiled, under its own name:
+    // `packages.x86_64-linux.*` are x86_64 derivations.
+    assert_eq!(
+        strings(&out["packages"]["x86_64-linux"]),
+        [
+            "appliance",
+            "default",
+            "gce-image",
+            "gce-image-hub",
+            "rpi4-cross",
+            "rpi4-cross-pi"
+        ]
+    );
+    assert_eq!(
+        strings(&out["packages"]["aarch64-linux"]),
+        ["appliance", "default", "rpi4", "rpi4-pi"]
+    );
+    // The GCE image is the hub configuration's googleComputeImage, the SD
+    // image the Pi's sdImage: native on aarch64, built on x86_64 for the
+    // cross variant.
+    assert_eq!(
+        out["images"],
+        serde_json::json!({
+            "gce": "googleComputeImage",
+            "rpi4-cross": "sdImage",
+            "rpi4-cross-build-platforms": ["x86_64-linux"],
+            "rpi4": "sdImage",
+            "rpi4-build-platforms": [],
+        })
+    );
+    // `nix build .#images.<name>`: every image, for the systems its hosts run.
+    // `nix build .#rpi4` on x86_64 ends at a throw that says where it is.
+    assert_eq!(
+        out["legacyNames"],
+        serde_json::json!({ "x86_64-linux": ["images", "rpi4"], "aarch64-linux": ["images"] })
+    );
+    assert_eq!(out["rpi4OnX86"]["success"], false);
+    assert_eq!(
+        out["legacyImages"],
+        serde_json::json!({
+            "x86_64-linux": ["docker-in-gvisor", "hermes", "ollama-cuda", "openclaw", "picoclaw", "searxng", "webextract"],
+            "aarch64-linux": ["picoclaw"],
+        })
+    );
+    // nixpkgs is instantiated once per system, and the CLI comes from it.
+    assert_eq!(
+        out["appliance"],
+        serde_json::json!({ "x86_64-linux": "agent-appliance-x86_64-linux", "aarch64-linux": "agent-appliance-aarch64-linux" })
+    );
+    assert_eq!(
+        out["formatter"],
+        serde_json::json!({ "x86_64-linux": "nixfmt-x86_64-linux", "aarch64-linux": "nixfmt-aarch64-linux" })
+    );
+    assert_eq!(
+        strings(&out["checks"]["x86_64-linux"]),
+        ["generated-up-to-date", "hub-boots", "hub-scenario"]
+    );
+    assert_eq!(strings(&out["checks"]["aarch64-linux"]), ["generated-up-to-date"]);
+    assert_eq!(strings(&out["devShells"]["x86_64-linux"]), ["default"]);
+    assert_eq!(strings(&out["devShells"]["aarch64-linux"]), ["default"]);
+    assert_eq!(strings(&out["nixosModules"]), ["default"]);
+    // The exported module names its file for the module system's errors.
+    assert!(
+        out["moduleFile"]
+            .as_str()
+            .unwrap()
+            .ends_with("/flake.nix#nixosModules.default"),
+        "{}",
+        out["moduleFile"]
+    );
+    assert_eq!(out["moduleImportsFunction"], true);
+    // `nix build .#images.ollama-cuda` gets the same unfree allowance as the
+    // configurations, and CUDA for the GPUs of that system's hosts only (the
+    // hub's L4: sm_89).
+    assert_eq!(
+        out["pkgsConfig"],
+        serde_json::json!({
+            "x86_64-linux": { "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": ["8.9"] },
+            "aarch64-linux": { "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": null },
+        })
+    );
+    assert_eq!(strings(&out["overlays"]), ["default"]);
+    // One configuration per host of generated/default.nix, with its
+    // target's profile and system, selecting its generated module.
+    assert_eq!(
+        out["configurations"],
+        serde_json::json!({
+            "hub": { "target": "gce.nix", "platform": "x86_64-linux", "enable": true, "host": "hub",
+                     "overlays": 1, "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": ["8.9"] },
+            "pi": { "target": "rpi4.nix", "platform": "aarch64-linux", "enable": true, "host": "pi",
+                    "overlays": 1, "unfree": ["nvidia-x11", "cuda_cudart", "libcublas"], "cuda": null },
+        })
+    );
+}
+
+/// nixpkgs' `lib` functions images/ calls, and a `pkgs` whose dockerTools
+/// return their arguments: enough to evaluate what the generated image
+/// calls pass and what images/build.nix makes of them.
+const STUB_IMAGE_PKGS: &str = r#"
+let
+  lib = rec {
+    throwIfNot = cond: msg: value: if cond then value else throw msg;
+    versions.major = v: builtins.head (builtins.splitVersion v);
+    getName = pkg: pkg.pname;
+    optional = cond: x: if cond then [ x ] else [ ];
+    concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+    escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+  };
+  package = pname: version: { inherit pname version; type = "derivation"; };
+in
+{
+  inherit lib;
+  pkgs = {
+    inherit lib;
+    dockerTools = {
+      streamLayeredImage = args: { type = "derivation"; stubArgs = args; };
+      fakeNss.override = args: { pname = "fake-nss"; stubNss = args; };
+    };
+    appliance-openclaw = package "openclaw" "2026.9.6";
+    appliance-picoclaw = package "picoclaw" "0.2.9";
+    appliance-hermes = package "hermes-agent" "0.19.0";
+    docker_29 = package "docker" "29.1.2";
+    chromium = package "chromium" "1";
+    cacert = package "cacert" "1";
+    tini = package "tini" "1";
+    gh = package "gh" "1";
+    bashInteractive = package "bash" "1";
+    coreutils = package "coreutils" "1";
+    docker-client = package "docker" "1";
+    appliance-dind-start = package "appliance-dind-start" "1";
+    appliance-hermes-start = package "appliance-hermes-start" "1";
+    appliance-openclaw-start = package "appliance-openclaw-start" "1";
+  };
+}
+"#;
+
+fn image_stub_expression(body: &str) -> (tempfile::TempDir, String) {
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("stub.nix"), STUB_IMAGE_PKGS).unwrap();
+    let expression = format!(
+        r#"
+let
+  stub = import {stub}/stub.nix;
+  inherit (stub) lib;
+  imagesWith = pkgs: import {root}/images {{ inherit pkgs lib; }};
+  generated = pkgs: name: import ({root}/generated/images + "/${{name}}.nix") {{ inherit pkgs; images = imagesWith pkgs; }};
+in {body}
+"#,
+        stub = stub.path().display(),
+        root = root().display(),
+    );
+    (stub, expression)
+}
+
+#[test]
+fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let (_stub, expression) = image_stub_expression(
+        r#"{
+  openclaw = let args = (generated stub.pkgs "openclaw").stubArgs; in {
+    inherit (args) name tag fakeRootCommands;
+    inherit (args.config) User Env Entrypoint;
+    nss = (builtins.elemAt args.contents (builtins.length args.contents - 1)).stubNss;
+    label = args.config.Labels."org.opencontainers.image.version";
+  };
+  dindUser = (generated stub.pkgs "docker-in-gvisor").stubArgs.config.User;
+  # The image's definition is a derivation without forcing its packages:
+  # the module system reads it (for its priority) even when a
+  # configuration replaces it.
+  lazy = (generated (stub.pkgs // { appliance-openclaw = throw "forced"; }) "openclaw").type;
+}"#,
+    );
+    let out = eval_json(&expression);
+    let openclaw = &out["openclaw"];
+    assert_eq!(openclaw["name"], "agent-appliance/openclaw");
+    assert_eq!(openclaw["tag"], "2026.9.6");
+    assert_eq!(openclaw["User"], "1000:1000");
+    assert_eq!(openclaw["label"], "2026.9.6");
+    assert_eq!(openclaw["Entrypoint"][3], "appliance-openclaw-start");
+    assert!(strings(&openclaw["Env"]).contains(&"HOME=/home/node"));
+    assert_eq!(
+        openclaw["nss"],
+        serde_json::json!({
+            "extraPasswdLines": ["node:x:1000:1000:node:/home/node:/sbin/nologin"],
+            "extraGroupLines": ["node:x:1000:"],
+        })
+    );
+    let commands = openclaw["fakeRootCommands"].as_str().unwrap();
+    for expected in [
+        "mkdir -p .'/home/node'\nchown 1000:1000 .'/home/node'\nchmod 0700 .'/home/node'",
+        "chown 1000:1000 .'/home/node/.openclaw'\nchmod 0700 .'/home/node/.openclaw'",
+        "chown 0:0 .'/tmp'\nchmod 1777 .'/tmp'",
+    ] {
+        assert!(commands.contains(expected), "{commands}");
+    }
+    assert_eq!(out["dindUser"], "0:0");
+    assert_eq!(out["lazy"], "derivation");
+
+    // A tag that does not match the package fails when the image is built
+    // (its layer's commands are needed), with the fix.
+    let (_stub, expression) = image_stub_expression(
+        r#"(generated (stub.pkgs // { appliance-openclaw = stub.pkgs.appliance-openclaw // { version = "2026.10.1"; }; }) "openclaw").stubArgs.fakeRootCommands"#,
+    );
+    let (ok, _, stderr) = run_nix(&["--eval", "--strict", "-E", &expression]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("image agent-appliance/openclaw:2026.9.6 would contain openclaw 2026.10.1"),
+        "{stderr}"
+    );
+}
+
+/// The module arguments a generated host module takes, with a `lib` whose
+/// `mkIf` keeps its condition (so both sides can be asserted) and
+/// `applianceImages` that return what they are called with.
+const STUB_HOST_ARGS: &str = r#"
+useNetworkd:
+let
+  lib = {
+    mkIf = condition: content: { _if = condition; inherit content; };
+    mkOverride = _priority: value: value;
+    mkDefault = value: { _default = value; };
+    importJSON = path: builtins.fromJSON (builtins.readFile path);
+    getExe = pkg: "${pkg.name}/bin/${pkg.name}";
+    getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
+    mapAttrs = builtins.mapAttrs;
+    elem = builtins.elem;
+    versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+    escapeShellArgs = args: builtins.concatStringsSep " " (map (a: "'${a}'") args);
+  };
+  package = name: { inherit name; version = "20260406.0"; };
+in
+{
+  inherit lib;
+  config = {
+    appliance = { enable = true; host = "pi"; };
+    networking.wireguard = { inherit useNetworkd; };
+    services.xserver.videoDrivers = [ ];
+    virtualisation.docker.package = package "docker";
+    boot.kernelPackages.nvidiaPackages = { };
+    hardware.nvidia.package.version = "0";
+  };
+  pkgs = {
+    gvisor = package "gvisor";
+    wireguard-tools = package "wireguard-tools";
+    coreutils = package "coreutils";
+    agent-appliance = package "appliance";
+    ollama-cuda = package "ollama-cuda";
+  };
+  utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
+  applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
+    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1; searxng = 1; webextract = 1;
+  };
+}
+"#;
+
+#[test]
+fn generated_host_modules_evaluate_with_both_wireguard_backends() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), STUB_HOST_ARGS).unwrap();
+    let expression = format!(
+        r#"
+let
+  host = name: useNetworkd:
+    let
+      args = import {stub}/args.nix useNetworkd;
+      module = import {root}/generated/hosts/${{name}} (args // {{ config = args.config // {{ appliance = {{ enable = true; host = name; }}; }}; }});
+    in module.config.content;
+  pi = host "pi";
+  hub = host "hub" false;
+in {{
+  scripted = {{
+    generate = (pi false).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (pi false).systemd.services.appliance-wireguard-key._if;
+  }};
+  networkd = {{
+    generate = (pi true).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (pi true).systemd.services.appliance-wireguard-key._if;
+    before = (pi true).systemd.services.appliance-wireguard-key.content.before;
+  }};
+  piSandbox = {{
+    inherit ((pi false).systemd.services.docker-balthasar-pi) after requires wants unitConfig;
+    path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
+    image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
+  }};
+  synapse = hub.systemd.services.matrix-synapse;
+  ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
+  nonlocalBind = {{ hub = hub.boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind"; pi = (pi false) ? boot; }};
+  stateVersion = hub ? system;
+  rootLogin = hub.services.openssh.settings.PermitRootLogin;
+  passwords = hub.services.openssh.settings.PasswordAuthentication;
+  driverIsDefault = hub.hardware.nvidia.package ? _default;
+  bootstrap = hub.systemd.services.appliance-bootstrap.serviceConfig.ExecStart;
+  network = hub.systemd.services.appliance-network.script;
+  toolkit = hub ? hardware.nvidia-container-toolkit;
+  unfree = hub ? nixpkgs;
+}}
+"#,
+        stub = stub.path().display(),
+        root = root().display(),
+    );
+    let out = eval_json(&expression);
+    // nixpkgs' scripted backend makes the key; with networkd (which
+    // asserts against generatePrivateKeyFile) our unit does, before
+    // systemd-networkd reads it.
+    assert_eq!(
+        out["scripted"],
+        serde_json::json!({ "generate": true, "ownKeyUnit": false })
+    );
+    assert_eq!(
+        out["networkd"],
+        serde_json::json!({ "generate": false, "ownKeyUnit": true, "before": ["systemd-networkd.service"] })
+    );
+    let device = "sys-subsystem-net-devices-wg\\x2dappliance.device";
+    let pi = &out["piSandbox"];
+    assert_eq!(
+        pi["after"],
+        serde_json::json!([
+            "appliance-network.service",
+            "network-online.target",
+            device,
+            "wireguard-wg-appliance.service"
+        ])
+    );
+    assert_eq!(pi["requires"], serde_json::json!(["appliance-network.service", device]));
+    assert_eq!(pi["wants"], serde_json::json!(["network-online.target"]));
+    let env = "/var/lib/appliance/secrets/balthasar-pi/env";
+    assert_eq!(pi["unitConfig"], serde_json::json!({ "ConditionPathExists": env }));
+    assert_eq!(
+        pi["path"],
+        serde_json::json!({ "PathExists": env, "Unit": "docker-balthasar-pi.service" })
+    );
+    assert_eq!(pi["image"]["image"], "picoclaw");
+    assert_eq!(pi["image"]["tag"], "0.2.9");
+    assert_eq!(pi["image"]["writable"][0]["path"], "/var/lib/picoclaw");
+    // Synapse binds the overlay address too: it starts after the address is
+    // up (the scripted backend's unit; the device appears before it), but
+    // does not need WireGuard: the address binds non-locally, and Matrix
+    // stays up on loopback and the bridge when WireGuard fails.
+    let wireguard = "wireguard-wg-appliance.service";
+    assert_eq!(
+        out["synapse"]["after"],
+        serde_json::json!([
+            "appliance-network.service",
+            "appliance-secrets.service",
+            "network-online.target",
+            device,
+            wireguard
+        ])
+    );
+    assert_eq!(
+        out["synapse"]["requires"],
+        serde_json::json!(["appliance-network.service", "appliance-secrets.service"])
+    );
+    assert_eq!(out["nonlocalBind"], serde_json::json!({ "hub": 1, "pi": false }));
+    // The GPU sandbox starts after nixpkgs' CDI generator has written the
+    // specs its `--device=nvidia.com/gpu=all` names, and the overlay-only
+    // publish waits for the address.
+    let cdi = "nvidia-container-toolkit-cdi-generator.service";
+    assert_eq!(
+        out["ollama"]["after"],
+        serde_json::json!([
+            "appliance-network.service",
+            cdi,
+            "network-online.target",
+            device,
+            wireguard
+        ])
+    );
+    assert_eq!(
+        out["ollama"]["requires"],
+        serde_json::json!(["appliance-network.service", cdi, device])
+    );
+    // On an existing host: its own state version, root-login policy and
+    // driver win over ours (the driver still must be on nvproxy's list);
+    // passwords stay off at normal priority.
+    assert_eq!(out["stateVersion"], false);
+    assert_eq!(out["rootLogin"], serde_json::json!({ "_default": "prohibit-password" }));
+    assert_eq!(out["passwords"], false);
+    assert_eq!(out["driverIsDefault"], true);
+    let bootstrap = out["bootstrap"].as_str().unwrap();
+    assert!(
+        bootstrap.starts_with("appliance/bin/appliance bootstrap --plan /"),
+        "{bootstrap}"
+    );
+    assert!(bootstrap.ends_with("-plan.json"), "{bootstrap}");
+    assert!(
+        out["network"]
+            .as_str()
+            .unwrap()
+            .contains("'--opt=com.docker.network.driver.mtu=1460'")
+    );
+    // Ollama's sandbox uses the GPUs through CDI, and the module leaves
+    // nixpkgs' configuration alone.
+    assert_eq!(out["toolkit"], true);
+    assert_eq!(out["unfree"], false);
+}
+
+#[test]
+fn every_image_function_is_the_image_src_model_describes() {
+    use agent_appliance::model::image::{self, VersionCheck};
+    let index = read(&root().join("images/default.nix"));
+    for layout in image::all() {
+        let file = root().join(format!("images/{}.nix", layout.name));
+        let text = read(&file);
+        let (package, kind) = match layout.version_check {
+            VersionCheck::Exact { package } => (package, "exact"),
+            VersionCheck::Major { package } => (package, "major"),
+            VersionCheck::MajorMinor { package } => (package, "minor"),
+            VersionCheck::Unreleased { package } => (package, "none"),
+        };
+        for expected in [
+            format!("name = \"{}\";", layout.repository),
+            format!("versioned = pkgs.{package};"),
+            format!("match = \"{kind}\";"),
+        ] {
+            assert!(text.contains(&expected), "{} lacks `{expected}`", file.display());
+        }
+        assert!(
+            index.contains(&format!("{} = import ./{}.nix", layout.name, layout.name)),
+            "images/default.nix does not export `{}`",
+            layout.name
+        );
+    }
+}
+
+#[test]
+fn the_overlay_provides_every_package_the_generated_nix_calls() {
+    let Some(out) = flake_outputs() else {
+        return;
+    };
+    let provided: BTreeSet<&str> = strings(&out["overlayProvides"]).into_iter().collect();
+    for required in ["agent-appliance", "gvisor"] {
+        assert!(
+            provided.contains(required),
+            "the overlay lacks `{required}`: {provided:?}"
+        );
+    }
+    let mut files = generated_images();
+    files.extend(generated_host_modules());
+    files.extend(nix_files(&root().join("images")));
+    for file in files {
+        for attr in package_attrs(&read(&file)) {
+            if attr.starts_with("appliance-") || attr == "agent-appliance" {
+                assert!(
+                    provided.contains(attr.as_str()),
+                    "`{}` uses `pkgs.{attr}`, which nix/overlay.nix does not provide",
+                    file.display()
+                );
+            }
+        }
+    }
+}

@@ -198,11 +198,11 @@ fn without_a_driver_list_from_runsc_the_built_in_one_is_used_with_a_warning() {
     assert!(out.contains("warn nvidia driver: 590.48.01 is supported by nvproxy (from the list built into appliance"));
 }
 
-/// The known conflict docs/flake.md names: nixpkgs' `legacy_580` of 2026
-/// (580.173.02), the driver the GPU hosts use, is not on the shipped
+/// A host that overrides the driver with one nvproxy does not list fails
+/// doctor: nixpkgs' `legacy_580` of 2026 (580.173.02) is not on the shipped
 /// release-20260406.0's list (gVisor adds it in release-20260721.0).
 #[test]
-fn the_gpu_hosts_nixpkgs_driver_is_not_on_the_shipped_list() {
+fn a_driver_off_the_shipped_list_fails() {
     let dir = tempfile::tempdir().unwrap();
     let runsc = fake_runsc(dir.path(), "");
     let nvidia = nvidia_file(dir.path(), "580.173.02");

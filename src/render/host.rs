@@ -52,14 +52,17 @@ pub const NVPROXY_DRIVERS: &[&str] = &[
     "590.48.01",
 ];
 
-/// The `nvidiaPackages` attribute GPU hosts use. nixpkgs' default (`stable`,
-/// 595.x in 2026) is not on nvproxy's list; the 580 long-term branch has the
-/// open kernel module and supports the L4 (Ada). But its version in the
-/// nixpkgs of 2026 (580.173.02) is NOT on the shipped runsc's list either:
-/// gVisor lists it from release-20260721.0. The generated assertion fails
-/// evaluation until one side moves (a listed driver pinned, or a newer
-/// gVisor shipped); docs/flake.md says so.
-pub const NVIDIA_PACKAGE: &str = "legacy_580";
+/// The `nvidiaPackages` attribute GPU hosts use: NVIDIA's data-center driver
+/// of the 590 branch (590.48.01 in the nixpkgs of 2026), the one driver that
+/// nixpkgs packages with the open kernel module AND the shipped runsc
+/// (release-20260406.0) lists. nixpkgs' default (`stable`, 595.x) and the 580
+/// long-term branch (`legacy_580`, 580.173.02; gVisor lists it only from
+/// release-20260721.0) are not on that list, and nvproxy needs an exact
+/// match. The data-center drivers come without nvidia-settings
+/// (`useSettings = false`), so the generated module turns that tool off; a
+/// headless appliance has no use for it. tests/flake/catalog.rs checks the
+/// attribute's version against `NVPROXY_DRIVERS`.
+pub const NVIDIA_PACKAGE: &str = "dc_590";
 
 /// Where each host keeps its WireGuard private key, made at first boot.
 pub const WIREGUARD_KEY_DIR: &str = "/var/lib/appliance/wireguard";

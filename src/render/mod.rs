@@ -14,7 +14,7 @@ pub mod synapse;
 mod templates;
 mod webclient;
 
-pub use host::{NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
+pub use host::{NVIDIA_PACKAGE, NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
 
 use std::collections::BTreeMap;
 

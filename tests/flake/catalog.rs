@@ -840,3 +840,33 @@ fn every_package_we_use_is_in_the_nixos_catalog() {
          or add it to PACKAGES_NOT_IN_CATALOG with the nixpkgs file defining it:\n{unknown:#?}"
     );
 }
+
+/// nvproxy matches the host's driver version exactly: the `nvidiaPackages`
+/// attribute the GPU hosts use must, in the catalog's nixpkgs, have a version
+/// the shipped runsc lists; otherwise every GPU host fails evaluation at the
+/// generated assertion (as `legacy_580`, 580.173.02, did).
+#[test]
+fn the_gpu_hosts_driver_is_on_the_shipped_nvproxy_list() {
+    use agent_appliance::render::{NVIDIA_PACKAGE, NVPROXY_DRIVERS};
+    let Some(catalog) = catalog() else {
+        return;
+    };
+    let version = catalog["nvidia_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["attr"] == NVIDIA_PACKAGE)
+        .unwrap_or_else(|| panic!("nvidiaPackages.{NVIDIA_PACKAGE} is not in the catalog"))["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the catalog has no version for nvidiaPackages.{NVIDIA_PACKAGE}"))
+        .to_string();
+    assert!(
+        NVPROXY_DRIVERS.contains(&version.as_str()),
+        "nvidiaPackages.{NVIDIA_PACKAGE} is {version}, not on the shipped runsc's nvproxy list {NVPROXY_DRIVERS:?}"
+    );
+    let hub = read(&root().join("generated/hosts/hub/default.nix"));
+    assert!(
+        hub.contains(&format!("nvidiaPackages.{NVIDIA_PACKAGE} or")),
+        "the hub's module does not use nvidiaPackages.{NVIDIA_PACKAGE}"
+    );
+}

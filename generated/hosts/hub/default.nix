@@ -54,9 +54,12 @@ in
     hardware.nvidia.open = true;
     # A default: a host's own driver package wins, and the assertion below
     # checks it is one nvproxy supports.
-    hardware.nvidia.package = lib.mkDefault (config.boot.kernelPackages.nvidiaPackages.legacy_580 or (throw
-      "appliance host `hub`: this nixpkgs has no `nvidiaPackages.legacy_580`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate."));
+    hardware.nvidia.package = lib.mkDefault (config.boot.kernelPackages.nvidiaPackages.dc_590 or (throw
+      "appliance host `hub`: this nixpkgs has no `nvidiaPackages.dc_590`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate."));
     hardware.nvidia.nvidiaPersistenced = lib.mkDefault true;
+    # The data-center driver has no nvidia-settings (a desktop tool), and
+    # the module would otherwise ask for it.
+    hardware.nvidia.nvidiaSettings = lib.mkDefault false;
     # CDI specs for Docker: a sandbox uses the GPU.
     hardware.nvidia-container-toolkit.enable = true;
 

@@ -24,6 +24,8 @@ struct World {
     url: String,
     client: Client,
     room: String,
+    /// The ops room (`#appliance_ops:magi`): admins only.
+    ops: String,
     txn: std::cell::Cell<u32>,
 }
 
@@ -72,6 +74,7 @@ impl World {
             url,
             client,
             room: String::new(),
+            ops: String::new(),
             txn: std::cell::Cell::new(0),
         };
         let reply = world
@@ -82,6 +85,14 @@ impl World {
             )
             .unwrap();
         world.room = reply.str("room_id").unwrap().to_string();
+        let reply = world
+            .client
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", segment("#appliance_ops:magi")),
+                Some(&world.secret("secrets/_host/bootstrap/matrix-token")),
+            )
+            .unwrap();
+        world.ops = reply.str("room_id").unwrap().to_string();
         (world, synapse)
     }
 
@@ -112,6 +123,7 @@ impl World {
         assert!(reply.ok(), "{}", reply.describe());
         let token = reply.str("access_token").unwrap().to_string();
         self.join(&token);
+        self.join_room(&self.ops, &token);
         token
     }
 
@@ -145,15 +157,23 @@ impl World {
     }
 
     fn join(&self, token: &str) {
-        let reply = self
-            .client
+        let reply = self.try_join(&self.room, token);
+        assert!(reply.ok(), "{}", reply.describe());
+    }
+
+    fn join_room(&self, room: &str, token: &str) {
+        let reply = self.try_join(room, token);
+        assert!(reply.ok(), "{}", reply.describe());
+    }
+
+    fn try_join(&self, room: &str, token: &str) -> agent_appliance::bootstrap::client::Reply {
+        self.client
             .post(
-                &format!("/_matrix/client/v3/rooms/{}/join", segment(&self.room)),
+                &format!("/_matrix/client/v3/rooms/{}/join", segment(room)),
                 Some(token),
                 &json!({}),
             )
-            .unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
+            .unwrap()
     }
 
     /// Sends a message; the homeserver's status.
@@ -196,13 +216,15 @@ impl World {
 
     /// The warden's notices in the room, oldest first.
     fn notices(&self, token: &str) -> Vec<String> {
+        self.notices_in(&self.room, token)
+    }
+
+    /// The warden's notices in `room`, oldest first.
+    fn notices_in(&self, room: &str, token: &str) -> Vec<String> {
         let reply = self
             .client
             .get(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-                    segment(&self.room)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", segment(room)),
                 Some(token),
             )
             .unwrap();
@@ -286,6 +308,50 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
         "{:?}",
         world.notices(&admin)
     );
+    // ...and tells the ops room, where no agent can follow: an agent is
+    // not invited, so it cannot join, nor read it.
+    let ops = world.notices_in(&world.ops, &admin);
+    assert!(
+        ops.last()
+            .unwrap()
+            .starts_with("@gendo:magi in #magi:magi: `!halt casper` → halted"),
+        "{ops:?}"
+    );
+    assert_eq!(world.try_join(&world.ops, &melchior).status, 403);
+    let read = world
+        .client
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5",
+                segment(&world.ops)
+            ),
+            Some(&melchior),
+        )
+        .unwrap();
+    assert_eq!(read.status, 403, "{}", read.describe());
+    let state = |kind: &str| {
+        world
+            .client
+            .get(
+                &format!("/_matrix/client/v3/rooms/{}/state/{kind}/", segment(&world.ops)),
+                Some(&admin),
+            )
+            .unwrap()
+            .body
+    };
+    assert_eq!(state("m.room.join_rules")["join_rule"], "invite");
+    assert_eq!(state("m.room.create")["m.federate"], false);
+    let members = world
+        .client
+        .get(
+            &format!("/_matrix/client/v3/rooms/{}/joined_members", segment(&world.ops)),
+            Some(&admin),
+        )
+        .unwrap()
+        .body;
+    let mut joined: Vec<&String> = members["joined"].as_object().unwrap().keys().collect();
+    joined.sort();
+    assert_eq!(joined, ["@appliance:magi", "@gendo:magi"]);
 
     // A level raised by hand behind the warden's back is lowered again by
     // the next `!halt`.
@@ -322,6 +388,13 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
         "{notices:?}"
     );
     assert_eq!(count(&world.records(), "loop.tripped", "warden"), 1);
+    let ops = world.notices_in(&world.ops, &admin);
+    assert!(
+        ops.last()
+            .unwrap()
+            .starts_with("loop breaker in #magi:magi: 8 agent messages"),
+        "{ops:?}"
+    );
     assert_eq!(world.send(&admin, "enough, both of you"), 200);
     world.warden();
     assert_eq!(world.send(&melchior, "understood"), 200);

@@ -163,6 +163,28 @@ impl Run<'_> {
                 clash.user_id
             );
         }
+        let ops = &self.plan.ops_room;
+        if self.plan.rooms.iter().any(|r| r.alias == ops.alias) {
+            bail!(
+                "room `{}` in the plan is the warden's ops room\nhint: rename that room in the spec",
+                ops.alias
+            );
+        }
+        if ops.federate {
+            bail!("the ops room `{}` is federated in the plan; it must not be", ops.alias);
+        }
+        if let Some(agent) = self
+            .plan
+            .accounts
+            .iter()
+            .find(|a| a.kind == AccountKind::Agent && ops.members.contains(&a.user_id))
+        {
+            bail!(
+                "agent `{}` is a member of the ops room `{}` in the plan; it holds admins only\nhint: regenerate the plan with `appliance generate`",
+                agent.user_id,
+                ops.alias
+            );
+        }
         // Synapse reads 0 as "no limit": never what a plan means.
         if let Some(account) = self.plan.accounts.iter().find(|a| {
             a.rate_limit
@@ -323,7 +345,8 @@ impl Run<'_> {
         };
         let tokens: BTreeMap<&str, &str> = agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut room_ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for room in &plan.rooms {
+        // The agents' rooms, then the ops room (admins only).
+        for room in plan.rooms.iter().chain([&plan.ops_room]) {
             let report = rooms.ensure(room, &tokens)?;
             for member in &room.members {
                 room_ids

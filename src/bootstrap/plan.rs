@@ -11,8 +11,12 @@ use crate::model::{Appliance, MemberRole, STATE_DIR, device_id};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
-/// bootstrap's own account are named in the plan.
-pub const PLAN_SCHEMA: u32 = 3;
+/// bootstrap's own account are named in the plan. 4: the ops room
+/// (`ops_room`, the warden's, admins only).
+pub const PLAN_SCHEMA: u32 = 4;
+
+/// Localpart of the ops room's alias: the warden's notices, admins only.
+pub const OPS_ROOM_LOCALPART: &str = "appliance_ops";
 
 /// The uid and gid of NixOS's `matrix-synapse` user and group
 /// (`ids.uids.matrix-synapse` in nixpkgs' `nixos/modules/misc/ids.nix`).
@@ -43,6 +47,10 @@ pub struct Plan {
     pub bootstrap_account: BootstrapAccount,
     pub accounts: Vec<Account>,
     pub rooms: Vec<PlannedRoom>,
+    /// The warden's room (`#appliance_ops:<server>`): the spec's admins
+    /// only, no agent, invite-only, not federated. Bootstrap creates it
+    /// like the other rooms; the warden posts its notices there.
+    pub ops_room: PlannedRoom,
     /// The warden's loop breaker: agent messages a room may see without a
     /// human one before its agents are muted; none: `DEFAULT_LOOP_BUDGET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,6 +258,19 @@ pub fn plan(appliance: &Appliance) -> Plan {
                 .collect(),
         })
         .collect();
+    let admins = &appliance.matrix.admins;
+    let ops_room = PlannedRoom {
+        alias_localpart: OPS_ROOM_LOCALPART.to_string(),
+        alias: format!("#{OPS_ROOM_LOCALPART}:{server_name}"),
+        name: format!("{} operations", appliance.name),
+        topic: Some(
+            "The warden's room: health notices, halts, loop breaks, audit heads. Admins only; no agent is a member."
+                .to_string(),
+        ),
+        federate: false,
+        members: admins.clone(),
+        power_levels: admins.iter().map(|a| (a.clone(), 100)).collect(),
+    };
     Plan {
         schema: PLAN_SCHEMA,
         appliance: appliance.name.clone(),
@@ -267,6 +288,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
         },
         accounts,
         rooms,
+        ops_room,
         loop_budget: None,
     }
 }

@@ -53,8 +53,10 @@ pub struct Warden<'a> {
     me: String,
     admins: BTreeSet<String>,
     agents: BTreeSet<String>,
-    /// Room id -> room, for the plan's rooms only.
+    /// Room id -> room, for the plan's rooms and the ops room.
     rooms: BTreeMap<String, Room>,
+    /// The ops room's id: admins only; the warden's notices go there.
+    ops: String,
     budget: u32,
     state: State,
     state_path: PathBuf,
@@ -111,6 +113,7 @@ impl<'a> Warden<'a> {
             admins: users_of(plan, &AccountKind::Admin),
             agents: users_of(plan, &AccountKind::Agent),
             rooms: BTreeMap::new(),
+            ops: String::new(),
             budget: plan.loop_budget.unwrap_or(DEFAULT_LOOP_BUDGET),
             state: State::load(&state_path)?,
             state_path,
@@ -131,7 +134,7 @@ impl<'a> Warden<'a> {
     }
 
     fn resolve_rooms(&mut self, plan: &Plan) -> Result<()> {
-        for room in &plan.rooms {
+        for room in plan.rooms.iter().chain([&plan.ops_room]) {
             let path = format!("/_matrix/client/v3/directory/room/{}", segment(&room.alias));
             let reply = self.client.get(&path, Some(&self.token))?;
             if !reply.ok() {
@@ -150,6 +153,9 @@ impl<'a> Warden<'a> {
                 .filter(|m| self.agents.contains(*m))
                 .cloned()
                 .collect();
+            if room.alias == plan.ops_room.alias {
+                self.ops = id.to_string();
+            }
             self.rooms.insert(
                 id.to_string(),
                 Room {
@@ -279,13 +285,23 @@ impl<'a> Warden<'a> {
             Ok(Command::Halt(target)) => self.halt(room_id, admin, &target)?,
             Ok(Command::Resume(target)) => self.resume(room_id, admin, &target)?,
         };
-        self.notice(room_id, &reply)
+        self.notice(room_id, &reply)?;
+        if room_id != self.ops && !body.trim_start().starts_with("!status") {
+            self.ops_notice(&format!("{admin} in {alias}: `{}` → {reply}", body.trim()))?;
+        }
+        Ok(())
     }
 
     /// The (room id, agent) pairs a target names from `room_id`: `all`
     /// there means that room's agents; a named agent, every room it is in.
     fn targets(&self, room_id: &str, target: &Target) -> Result<Vec<(String, String)>, String> {
         match target {
+            // In the ops room (no agents), `all` is every agent everywhere.
+            Target::All if room_id == self.ops => Ok(self
+                .rooms
+                .iter()
+                .flat_map(|(id, room)| room.agents.iter().map(move |a| (id.clone(), a.clone())))
+                .collect()),
             Target::All => Ok(self.rooms[room_id]
                 .agents
                 .iter()
@@ -461,7 +477,8 @@ impl<'a> Warden<'a> {
         self.notice(
             room_id,
             &format!("loop breaker: {detail}. A message from a human, or an admin's `!resume`, lifts it."),
-        )
+        )?;
+        self.ops_notice(&format!("loop breaker in {alias}: {detail}"))
     }
 
     fn human_spoke(&mut self, room_id: &str, human: &str) -> Result<()> {
@@ -488,10 +505,9 @@ impl<'a> Warden<'a> {
             &alias,
             &format!("a human message; unmuted {}", list_or_none(&lifted)),
         )?;
-        self.notice(
-            room_id,
-            &format!("loop breaker lifted by {human}: unmuted {}", list_or_none(&lifted)),
-        )
+        let text = format!("loop breaker lifted by {human}: unmuted {}", list_or_none(&lifted));
+        self.notice(room_id, &text)?;
+        self.ops_notice(&format!("{alias}: {text}"))
     }
 
     fn status(&self) -> String {
@@ -541,6 +557,12 @@ impl<'a> Warden<'a> {
             mutes.join(", ")
         };
         format!("{agent}: {muted}; {seen}")
+    }
+
+    /// A notice in the ops room, where the admins (and only they) read it.
+    fn ops_notice(&mut self, text: &str) -> Result<()> {
+        let ops = self.ops.clone();
+        self.notice(&ops, text)
     }
 
     fn notice(&mut self, room_id: &str, text: &str) -> Result<()> {

@@ -23,8 +23,10 @@ let
   host = generated.hosts.${cfg.host};
 in
 {
-  # Each generated module is inert unless `appliance.host` names its host.
-  imports = lib.mapAttrsToList (_name: host: host.module) generated.hosts;
+  # Each generated module is inert unless `appliance.host` names its host;
+  # the hand-written modules beside this one declare typed options that the
+  # generated modules set.
+  imports = [ ./warden.nix ] ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;
 
   options.appliance = {
     enable = lib.mkEnableOption ''

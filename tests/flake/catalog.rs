@@ -641,13 +641,18 @@ impl KnownOptions {
                 || *path == "boot.kernel.sysctl";
             options.push((path.split('.').map(str::to_string).collect(), freeform));
         }
-        // Our own options, as modules/appliance.nix declares them.
-        let module = read(&root().join("modules/appliance.nix"));
-        let declared: Vec<String> = defined_paths(&module)
-            .into_iter()
+        // Our own options, as the hand-written modules of modules/ declare them.
+        let declared: Vec<String> = nix_files(&root().join("modules"))
+            .iter()
+            .flat_map(|file| defined_paths(&read(file)))
             .filter_map(|p| p.strip_prefix("options.").map(str::to_string))
             .collect();
-        assert_eq!(declared, ["appliance.enable", "appliance.host"]);
+        for option in ["appliance.enable", "appliance.host", "appliance.warden.plan"] {
+            assert!(
+                declared.iter().any(|d| d == option),
+                "{option} not found in {declared:?}"
+            );
+        }
         for path in &declared {
             options.push((path.split('.').map(str::to_string).collect(), false));
         }

@@ -103,6 +103,7 @@ mod catalog;
 use catalog::{Token, defined_paths, module_files, package_attrs, tokenize};
 use outputs::{STUB_LIB, STUB_PKGS};
 mod lock;
+mod modules;
 mod nix_cli;
 mod outputs;
 mod pins;

@@ -431,6 +431,8 @@ in {{
   passwords = hub.services.openssh.settings.PasswordAuthentication;
   driverIsDefault = hub.hardware.nvidia.package ? _default;
   bootstrap = hub.systemd.services.appliance-bootstrap.serviceConfig.ExecStart;
+  warden = hub.appliance.warden;
+  piWarden = (pi false) ? appliance;
   network = hub.systemd.services.appliance-network.script;
   toolkit = hub ? hardware.nvidia-container-toolkit;
   unfree = hub ? nixpkgs;
@@ -524,6 +526,15 @@ in {{
         "{bootstrap}"
     );
     assert!(bootstrap.ends_with("-plan.json"), "{bootstrap}");
+    // The Matrix host runs the warden (modules/warden.nix) on the same plan,
+    // by default; a host without Synapse has nothing for it to watch.
+    assert_eq!(out["warden"]["enable"], serde_json::json!({ "_default": true }));
+    assert_eq!(
+        bootstrap.split(' ').nth(3),
+        out["warden"]["plan"].as_str(),
+        "the warden reads bootstrap's plan"
+    );
+    assert_eq!(out["piWarden"], false);
     assert!(
         out["network"]
             .as_str()

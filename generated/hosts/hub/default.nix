@@ -293,6 +293,12 @@ in
         ];
       };
     };
+    # The warden (modules/warden.nix, docs/warden.md) watches the rooms
+    # bootstrap made, outside every sandbox.
+    appliance.warden = {
+      enable = lib.mkDefault true;
+      plan = "${../../bootstrap/plan.json}";
+    };
 
 
     # Secrets of the appliance's own services (SearXNG's key, which signs its

@@ -163,6 +163,12 @@ in
         ];
       };
     };
+    # The warden (modules/warden.nix, docs/warden.md) watches the rooms
+    # bootstrap made, outside every sandbox.
+    appliance.warden = {
+      enable = lib.mkDefault true;
+      plan = "${../../bootstrap/plan.json}";
+    };
 
 
     # The spec's models, pulled into Ollama's sandbox once it answers; the

@@ -104,6 +104,9 @@ pub struct WardenArgs {
     /// Handle what is new since the last run, then exit (no long poll)
     #[arg(long)]
     pub once: bool,
+    /// Post the audit trail's head to the ops room at most this often, in seconds (when it moved; at once on start)
+    #[arg(long, value_name = "SECS", default_value_t = crate::warden::HEAD_EVERY_SECS)]
+    pub head_every: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use agent_appliance::audit::Record;
+use agent_appliance::audit::{Record, sha256_hex};
 use agent_appliance::bootstrap::accounts::password;
 use agent_appliance::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
@@ -424,6 +424,23 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     let good = verify();
     assert_ok(&good);
     assert!(stdout(&good).contains("chain intact"), "{}", stdout(&good));
+
+    // Each start posted the trail's head to the ops room (`--head-every`):
+    // the latest one names a record of the file and that record's sha256,
+    // a copy of the chain the homeserver keeps.
+    let heads: Vec<String> = world
+        .notices_in(&world.ops, &admin)
+        .into_iter()
+        .filter(|n| n.starts_with("audit head: record "))
+        .collect();
+    let latest = heads.last().expect("no audit head in the ops room");
+    let (seq, sha) = latest
+        .strip_prefix("audit head: record ")
+        .and_then(|rest| rest.split_once(", sha256 "))
+        .unwrap_or_else(|| panic!("unexpected head notice: {latest}"));
+    let trail = fs::read_to_string(world.audit_path()).unwrap();
+    let line = trail.lines().nth(seq.parse::<usize>().unwrap() - 1).unwrap();
+    assert_eq!(sha, sha256_hex(line.as_bytes()), "{latest}");
     let mut bytes = fs::read(world.audit_path()).unwrap();
     let at = bytes.windows(12).position(|w| w == b"!halt casper").unwrap();
     bytes[at + 1] ^= 0x20;

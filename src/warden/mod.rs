@@ -38,7 +38,13 @@ pub struct Options {
     pub audit: Option<PathBuf>,
     /// One `/sync` without waiting, then return.
     pub once: bool,
+    /// How often the audit trail's head is posted to the ops room (when it
+    /// moved): a copy kept by the homeserver, out of the warden's reach.
+    pub head_every: Duration,
 }
+
+/// The default of `--head-every`: hourly.
+pub const HEAD_EVERY_SECS: u64 = 3600;
 
 /// A room the warden watches: its id, alias and agents.
 #[derive(Debug, Clone)]
@@ -64,12 +70,18 @@ pub struct Warden<'a> {
     head: Option<Head>,
     log: &'a mut dyn FnMut(String),
     sent: u64,
+    /// The audit record whose head was last posted to the ops room, and when.
+    posted: Option<(u64, Instant)>,
+    head_every: Duration,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
 pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Result<()> {
     let mut warden = Warden::start(plan, options, log)?;
     loop {
+        // Before the batch, so a command's answer stays the ops room's
+        // latest notice.
+        warden.post_head_if_due()?;
         warden.sync(if options.once { 0 } else { LONG_POLL_MS })?;
         if options.once {
             return Ok(());
@@ -121,6 +133,8 @@ impl<'a> Warden<'a> {
             head: None,
             log,
             sent: 0,
+            posted: None,
+            head_every: options.head_every,
         };
         warden.resolve_rooms(plan)?;
         let detail = format!(
@@ -557,6 +571,25 @@ impl<'a> Warden<'a> {
             mutes.join(", ")
         };
         format!("{agent}: {muted}; {seen}")
+    }
+
+    /// Posts the audit trail's head to the ops room when it moved since the
+    /// last post and `head_every` has passed (at once after a start). Synapse
+    /// keeps the room's history: a later rewrite of the trail no longer
+    /// matches a head posted there (docs/warden.md, "The audit trail").
+    fn post_head_if_due(&mut self) -> Result<()> {
+        let Some(head) = self.head.clone() else {
+            return Ok(());
+        };
+        let due = match self.posted {
+            None => true,
+            Some((seq, at)) => seq != head.seq && at.elapsed() >= self.head_every,
+        };
+        if due {
+            self.ops_notice(&format!("audit head: record {}, sha256 {}", head.seq, head.sha256))?;
+            self.posted = Some((head.seq, Instant::now()));
+        }
+        Ok(())
     }
 
     /// A notice in the ops room, where the admins (and only they) read it.

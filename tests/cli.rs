@@ -673,3 +673,30 @@ fn the_readme_names_every_subcommand_and_stays_short() {
         "README.md has {lines} lines; move detail into docs/ (at most 150)"
     );
 }
+
+/// `explain` names the warden, the one service outside the sandboxes that
+/// acts on the agents: as what it runs, what it may do, what its owner could.
+#[test]
+fn explain_says_what_the_warden_may_do() {
+    let root = crate::common::root();
+    let output = run_in(&root, &["explain"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("warden (appliance-warden.service) on host hub: outside the sandboxes"),
+        "{text}"
+    );
+    let runs_as = explain_rows(&text, "runs as");
+    assert!(
+        runs_as[0].contains("root, outside every sandbox, as Matrix account @appliance:magi"),
+        "{runs_as:?}"
+    );
+    let owned = explain_rows(&text, "if owned");
+    assert!(
+        owned.iter().any(|r| r.contains("mute or unmute any agent")),
+        "{owned:?}"
+    );
+    let output = run_in(&root, &["explain", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["host_services"][0]["host"], "hub");
+}

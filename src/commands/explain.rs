@@ -10,6 +10,7 @@ use std::fmt::Write;
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 
+use crate::bootstrap::plan::BOOTSTRAP_LOCALPART;
 use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::lint::Finding;
 use crate::model::denied::{Denial, Enforcer, denied};
@@ -26,6 +27,8 @@ pub struct Explanation {
     pub schema_version: u32,
     pub appliance: String,
     pub sandboxes: Vec<SandboxView>,
+    /// Services on a host, outside every sandbox, that act on the agents.
+    pub host_services: Vec<HostService>,
     /// Findings about no one sandbox: the spec, Matrix, rooms, hosts.
     pub lints: Vec<Finding>,
 }
@@ -62,6 +65,18 @@ pub struct SandboxView {
     pub versus_magi: Vec<String>,
     /// Lint findings about this sandbox or its agent (allowed ones with why).
     pub lints: Vec<Finding>,
+}
+
+/// A trusted service on a host, outside every sandbox: what it may do and
+/// what whoever owns it could.
+#[derive(Serialize)]
+pub struct HostService {
+    pub name: String,
+    pub host: String,
+    pub runs_as: String,
+    pub privileges: Vec<String>,
+    pub why_outside: String,
+    pub if_owned: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -104,8 +119,32 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
         schema_version: EXPLAIN_SCHEMA_VERSION,
         appliance: appliance.name.clone(),
         sandboxes,
+        host_services: vec![warden(appliance)],
         lints: findings.iter().filter(|f| !per_sandbox(f)).cloned().collect(),
     })
+}
+
+/// The warden (docs/warden.md, modules/warden.nix) on the Matrix host.
+fn warden(appliance: &Appliance) -> HostService {
+    let matrix = &appliance.matrix;
+    let account = format!("@{}:{}", BOOTSTRAP_LOCALPART, matrix.server_name);
+    HostService {
+        name: "warden (appliance-warden.service)".into(),
+        host: matrix.host.clone(),
+        runs_as: format!("root, outside every sandbox, as Matrix account {account}"),
+        privileges: vec![
+            format!("{account}'s token (root-only): it created every room, so its power is above every level, and it is a Synapse server admin"),
+            "lowers an agent's power level below `events_default` (mute) and restores it; posts notices".into(),
+            "obeys `!status`, `!halt`, `!resume` only from the spec's admins, as the homeserver authenticates the sender".into(),
+            "writes /var/lib/appliance/warden (state, audit trail); the rest of the host is read-only to it".into(),
+        ],
+        why_outside: "an agent must not be able to stop, fool or unmute it: it runs where no sandbox reaches, and Synapse, not the agents, enforces its mutes".into(),
+        if_owned: vec![
+            "mute or unmute any agent, post as the appliance in every room, read every room it is in".into(),
+            format!("use {account}'s server-admin rights: register, deactivate or reset accounts on the homeserver"),
+            "rewrite the audit trail (heads already posted to the ops room still expose it)".into(),
+        ],
+    }
 }
 
 /// Every sandbox with its host, or only `only`'s (an agent, checked by
@@ -394,6 +433,17 @@ pub fn text(explanation: &Explanation) -> String {
         row(&mut out, "vs MAGI demo", &s.versus_magi);
         let lints: Vec<String> = s.lints.iter().map(lint_line).collect();
         row(&mut out, "lints", &lints);
+    }
+    for service in &explanation.host_services {
+        let _ = writeln!(
+            out,
+            "\n{} on host {}: outside the sandboxes",
+            service.name, service.host
+        );
+        row(&mut out, "runs as", std::slice::from_ref(&service.runs_as));
+        row(&mut out, "may", &service.privileges);
+        row(&mut out, "why outside", std::slice::from_ref(&service.why_outside));
+        row(&mut out, "if owned", &service.if_owned);
     }
     if !explanation.lints.is_empty() {
         let _ = writeln!(out, "\nappliance {}", explanation.appliance);

@@ -18,6 +18,7 @@ mod hub;
 mod images;
 mod matrix;
 mod netns;
+mod warden;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -804,6 +805,13 @@ fn rehearsal() {
         browser_went_through_the_egress_proxy(&hub, "melchior");
     }
     names_asked_of_the_resolver(&hub);
+    if has("casper") {
+        let agents: Vec<&str> = ["casper", "melchior", "balthasar"]
+            .into_iter()
+            .filter(|a| has(a))
+            .collect();
+        warden::halts_and_resumes(&hub, &admin, &agents);
+    }
     for agent in ["casper", "melchior", "balthasar"].into_iter().filter(|a| has(a)) {
         comes_back_after_kill(&hub, &admin, agent);
     }

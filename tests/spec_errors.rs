@@ -465,3 +465,29 @@ fn an_unknown_synapse_database_is_refused() {
     let module = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
     assert!(!module.contains("services.postgresql"), "{module}");
 }
+
+/// `[matrix] loop-budget` reaches the warden's plan; 0 (mute at the first
+/// agent message) is refused where it is written.
+#[test]
+fn loop_budget_reaches_the_plan_and_zero_is_refused() {
+    let spec = VALID.replace("admins = [\"ana\"]", "admins = [\"ana\"]\nloop-budget = 3");
+    let (dir, output) = run_spec(&spec, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["loop_budget"], 3);
+
+    let spec = VALID.replace("admins = [\"ana\"]", "admins = [\"ana\"]\nloop-budget = 0");
+    let (dir, output) = run_spec(&spec, &["generate"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("error: appliance.toml:12:15: `loop-budget` is 0, which would have the warden mute the agents at their first message"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: set it to 1 or more (the default is 8), or remove it"),
+        "{err}"
+    );
+    assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+}

@@ -289,7 +289,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
         accounts,
         rooms,
         ops_room,
-        loop_budget: None,
+        loop_budget: Some(appliance.matrix.loop_budget),
     }
 }
 

@@ -114,6 +114,9 @@ pub struct Matrix {
     pub database: SynapseDatabase,
     /// Human admins' user ids.
     pub admins: Vec<String>,
+    /// Agent messages in a room without a human one before the warden
+    /// mutes the room's agents (docs/warden.md).
+    pub loop_budget: u32,
     /// Addresses Synapse listens on: loopback and where sandboxes reach it.
     pub bind_addresses: Vec<Ipv4Addr>,
     /// The admins' web client on the Matrix host.

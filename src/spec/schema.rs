@@ -182,6 +182,9 @@ pub struct MatrixSpec {
     /// Human admins, as Matrix localparts on this server.
     #[serde(default)]
     pub admins: Vec<Spanned<String>>,
+    /// The warden's loop breaker: agent messages a room may see without a
+    /// human one before the warden mutes its agents.
+    pub loop_budget: Option<Spanned<u32>>,
 }
 
 /// `[matrix] database`: where Synapse keeps its state. Synapse's own docs

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::addressing::Endpoints;
 use super::{Builder, PAIRING_PORT, WEB_CLIENT_PORT, span};
+use crate::bootstrap::plan::DEFAULT_LOOP_BUDGET;
 use crate::model::names::{MAX_NAME, server_name_problem};
 use crate::model::{Agent, Host, Matrix, Subnet, WebClient};
 use crate::spec::Spec;
@@ -67,6 +68,13 @@ pub(super) fn accounts(b: &mut Builder) -> Accounts {
         }
         admins.push(format!("@{}:{server_name}", admin.get_ref()));
     }
+    if let Some(budget) = matrix_spec.loop_budget.as_ref().filter(|b| *b.get_ref() == 0) {
+        b.error(
+            span(budget),
+            "`loop-budget` is 0, which would have the warden mute the agents at their first message",
+            format!("set it to 1 or more (the default is {DEFAULT_LOOP_BUDGET}), or remove it"),
+        );
+    }
     Accounts {
         server_name,
         admins,
@@ -100,6 +108,12 @@ pub(super) fn resolve(
         federation: spec.matrix.get_ref().federation,
         database: spec.matrix.get_ref().database,
         admins: accounts.admins,
+        loop_budget: spec
+            .matrix
+            .get_ref()
+            .loop_budget
+            .as_ref()
+            .map_or(DEFAULT_LOOP_BUDGET, |b| *b.get_ref()),
         bind_addresses,
         web_client: WebClient {
             client: "cinny",

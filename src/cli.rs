@@ -104,6 +104,9 @@ pub struct WardenArgs {
     /// Handle what is new since the last run, then exit (no long poll)
     #[arg(long)]
     pub once: bool,
+    /// The docker CLI that reports the sandboxes' health (`DOCKER_HOST` is honoured)
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         state_dir: args.state_dir.clone(),
         audit: args.audit.clone(),
         once: args.once,
+        docker: args.docker.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

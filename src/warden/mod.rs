@@ -6,6 +6,8 @@
 //! spec. Documented in docs/warden.md.
 
 pub mod command;
+pub mod docker;
+mod health;
 pub mod power;
 pub mod state;
 
@@ -38,6 +40,8 @@ pub struct Options {
     pub audit: Option<PathBuf>,
     /// One `/sync` without waiting, then return.
     pub once: bool,
+    /// The docker CLI that reports the sandboxes (honours `DOCKER_HOST`).
+    pub docker: String,
 }
 
 /// A room the warden watches: its id, alias and agents.
@@ -64,6 +68,11 @@ pub struct Warden<'a> {
     head: Option<Head>,
     log: &'a mut dyn FnMut(String),
     sent: u64,
+    docker: docker::Docker,
+    /// The containers watched: the agents' sandboxes, named after them.
+    sandboxes: Vec<String>,
+    /// Docker's last answer was an error (audited once per run of them).
+    docker_failing: bool,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -71,6 +80,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
     let mut warden = Warden::start(plan, options, log)?;
     loop {
         warden.sync(if options.once { 0 } else { LONG_POLL_MS })?;
+        warden.watch_sandboxes()?;
         if options.once {
             return Ok(());
         }
@@ -121,6 +131,16 @@ impl<'a> Warden<'a> {
             head: None,
             log,
             sent: 0,
+            docker: docker::Docker {
+                program: options.docker.clone(),
+            },
+            sandboxes: plan
+                .accounts
+                .iter()
+                .filter(|a| a.kind == AccountKind::Agent)
+                .map(|a| a.localpart.clone())
+                .collect(),
+            docker_failing: false,
         };
         warden.resolve_rooms(plan)?;
         let detail = format!(
@@ -525,7 +545,7 @@ impl<'a> Warden<'a> {
                 room.alias
             ));
         }
-        lines.push("sandboxes: not reported (the warden does not read Docker's state yet)".to_string());
+        lines.extend(self.sandbox_status());
         if let Some(head) = &self.head {
             lines.push(format!("audit: {} record(s), head sha256 {}", head.seq, head.sha256));
         }

@@ -8,7 +8,6 @@
 //! container in a crash loop gives one notice with counts, not a flood.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -71,33 +70,34 @@ pub struct Sandbox {
 impl Docker {
     /// Runs the docker CLI; its stdout, or an error with its stderr.
     fn run(&self, args: &[String]) -> Result<String> {
-        let mut child = Command::new(&self.program)
+        let child = Command::new(&self.program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot run `{}`", self.program))?;
-        let mut stdout = child.stdout.take().context("no stdout")?;
-        let mut stderr = child.stderr.take().context("no stderr")?;
+        let pid = rustix::process::Pid::from_child(&child);
         let (tx, rx) = mpsc::channel();
+        // `wait_with_output` drains stdout and stderr together (no pipe
+        // can fill up and stall the other); the timeout is kept here.
         std::thread::spawn(move || {
-            let mut out = String::new();
-            let mut err = String::new();
-            let _ = stdout.read_to_string(&mut out);
-            let _ = stderr.read_to_string(&mut err);
-            let _ = tx.send((out, err));
+            let _ = tx.send(child.wait_with_output());
         });
-        let Ok((out, err)) = rx.recv_timeout(DOCKER_TIMEOUT) else {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Ok(output) = rx.recv_timeout(DOCKER_TIMEOUT) else {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             bail!(
                 "`{} {}` did not answer within {DOCKER_TIMEOUT:?}",
                 self.program,
                 args.join(" ")
             );
         };
-        let status = child.wait()?;
+        let output = output.with_context(|| format!("failed to wait for `{}`", self.program))?;
+        let (status, out, err) = (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr),
+        );
         if !status.success() {
             bail!(
                 "`{} {}` failed ({status}): {}",
@@ -423,5 +423,22 @@ mod tests {
             "sandbox casper: down (exited, exit code 137, OOM-killed); 2 restart(s)"
         );
         assert_eq!(status_line("x", None), "sandbox x: no container on this host");
+    }
+
+    #[test]
+    fn a_missing_or_failing_docker_is_an_error_not_a_panic() {
+        let names = ["casper".to_string()];
+        let missing = Docker {
+            program: "/nonexistent/docker".into(),
+        };
+        let error = format!("{:#}", missing.events(&names, 1, 2).unwrap_err());
+        assert!(error.starts_with("cannot run `/nonexistent/docker`"), "{error}");
+        let failing = Docker {
+            program: "false".into(),
+        };
+        let error = format!("{:#}", failing.sandboxes(&names).unwrap_err());
+        assert!(error.contains("failed (exit status: 1)"), "{error}");
+        // No names, no query: no filter would mean every container.
+        assert_eq!(missing.events(&[], 1, 2).unwrap(), Vec::new());
     }
 }

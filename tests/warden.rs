@@ -587,5 +587,6 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
     assert!(status.contains("sandbox casper: up since "), "{status}");
+    assert!(status.contains("; memory "), "{status}");
     drop(daemon);
 }

@@ -56,6 +56,9 @@ in
       requires = [ "appliance-bootstrap.service" ];
       wants = [ "matrix-synapse.service" ];
       wantedBy = [ "multi-user.target" ];
+      # The docker CLI reports the sandboxes' health (`--docker`, default
+      # `docker` from PATH), over the host's Docker socket.
+      path = [ config.virtualisation.docker.package ];
       serviceConfig = {
         ExecStart = utils.escapeSystemdExecArgs (
           [

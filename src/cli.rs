@@ -107,6 +107,9 @@ pub struct WardenArgs {
     /// Post the audit trail's head to the ops room at most this often, in seconds (when it moved; at once on start)
     #[arg(long, value_name = "SECS", default_value_t = crate::warden::HEAD_EVERY_SECS)]
     pub head_every: u64,
+    /// The docker CLI that reports the sandboxes' health (`DOCKER_HOST` is honoured)
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,8 @@
 //! the plan's admins are obeyed, a halted agent is refused by Synapse
 //! itself, the loop breaker mutes and a human lifts it, a restart replays
 //! nothing, and the audit trail verifies (and fails once a byte flips).
+//! With a private dockerd: a killed agent sandbox is one ops-room notice,
+//! and `!status` shows it down.
 
 use std::fs;
 use std::path::PathBuf;
@@ -13,7 +15,8 @@ use agent_appliance::bootstrap::accounts::password;
 use agent_appliance::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
-use crate::common::{appliance, root, stderr, stdout};
+use crate::common::{appliance, in_ci, require_tool, root, stderr, stdout};
+use crate::dockerd::{DOCKER, Dockerd};
 use crate::synapse::{Synapse, free_port, venv};
 
 const ADMIN: &str = "@gendo:magi";
@@ -27,6 +30,11 @@ struct World {
     /// The ops room (`#appliance_ops:magi`): admins only.
     ops: String,
     txn: std::cell::Cell<u32>,
+    /// The warden's `--docker`: by default one that does not exist, so the
+    /// warden runs as on a host whose Docker is down, and never reaches a
+    /// daemon this test did not start.
+    docker: String,
+    docker_host: Option<String>,
 }
 
 fn plan_path() -> PathBuf {
@@ -69,13 +77,15 @@ impl World {
         assert_ok(&bootstrap(&[]));
         let client = Client::new(&url, Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
         let mut world = World {
-            _temp: temp,
             state,
             url,
             client,
             room: String::new(),
             ops: String::new(),
             txn: std::cell::Cell::new(0),
+            docker: temp.path().join("no-docker").display().to_string(),
+            docker_host: None,
+            _temp: temp,
         };
         let reply = world
             .client
@@ -193,15 +203,19 @@ impl World {
 
     /// One bounded warden run: what is new since the last one.
     fn warden(&self) -> String {
-        let output = appliance()
+        let mut command = appliance();
+        command
             .arg("warden")
             .arg("--plan")
             .arg(plan_path())
             .arg("--state-dir")
             .arg(&self.state)
-            .args(["--homeserver", &self.url, "--once"])
-            .output()
-            .unwrap();
+            .args(["--homeserver", &self.url, "--once", "--docker", &self.docker])
+            .env_remove("DOCKER_HOST");
+        if let Some(host) = &self.docker_host {
+            command.env("DOCKER_HOST", host);
+        }
+        let output = command.output().unwrap();
         assert_ok(&output);
         stdout(&output)
     }
@@ -407,6 +421,9 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     let status = world.notices(&admin).last().unwrap().clone();
     assert!(status.contains("@casper:magi: not muted; last message"), "{status}");
     assert!(status.contains("audit: "), "{status}");
+    // No Docker here: the warden says so, audits it, and carries on.
+    assert!(status.contains("sandboxes: unknown (cannot run"), "{status}");
+    assert!(world.records().iter().any(|r| r.kind == "docker.unavailable"));
 
     // A restart replays nothing: no command is handled twice.
     let commands = count(&world.records(), "command", ADMIN);
@@ -455,4 +472,138 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
         .unwrap();
     assert_ok(&tail);
     assert_eq!(stdout(&tail).lines().count(), 3);
+}
+
+/// A private dockerd (no networking, in a network namespace of its own)
+/// with a busybox image; none, loudly, where this machine cannot (a
+/// failure under CI=true).
+fn private_docker() -> Option<Dockerd> {
+    let why = "the warden's sandbox health notices";
+    let tools = ["dockerd", "busybox", "unshare", "tar", "timeout"].map(|t| require_tool(t, why).is_some());
+    if tools.contains(&false) {
+        return None;
+    }
+    assert!(
+        std::path::Path::new(DOCKER).is_file() || !in_ci(),
+        "`{DOCKER}` is required in CI"
+    );
+    if !rustix::process::geteuid().is_root() {
+        assert!(!in_ci(), "{why} start a dockerd and must run as root in CI");
+        eprintln!("\n!!! SKIPPED: {why} need root; CI=true makes this a failure !!!\n");
+        return None;
+    }
+    let wrapper = ["unshare", "--net", "--"].map(String::from);
+    let daemon =
+        Dockerd::start_with(&json!({}), &wrapper).unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(rootfs.path().join("bin")).unwrap();
+    fs::copy(require_tool("busybox", why).unwrap(), rootfs.path().join("bin/busybox")).unwrap();
+    daemon.import(rootfs.path(), IMAGE);
+    Some(daemon)
+}
+
+const IMAGE: &str = "appliance-warden-test:busybox";
+
+fn docker_ok(daemon: &Dockerd, args: &[&str]) -> String {
+    let output = daemon.docker(args);
+    assert_ok(&output);
+    stdout(&output)
+}
+
+fn running(daemon: &Dockerd, name: &str) -> bool {
+    docker_ok(daemon, &["inspect", "-f", "{{.State.Running}}", name]).trim() == "true"
+}
+
+#[test]
+fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
+    let Some(venv) = venv() else { return };
+    let Some(daemon) = private_docker() else { return };
+    let (mut world, _synapse) = World::start(&venv);
+    world.docker = DOCKER.to_string();
+    world.docker_host = Some(format!("unix://{}", daemon.socket.display()));
+    // casper's sandbox, named as oci-containers names it; its start is
+    // before the warden's first run, so old news.
+    docker_ok(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "casper",
+            "--network",
+            "none",
+            IMAGE,
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(world.warden().contains("first sync: starting from now"));
+    let admin = world.admin();
+    let about_casper = |world: &World| -> Vec<String> {
+        world
+            .notices_in(&world.ops, &admin)
+            .into_iter()
+            .filter(|n| n.starts_with("sandbox casper:"))
+            .collect()
+    };
+    world.warden();
+    assert_eq!(about_casper(&world), Vec::<String>::new());
+
+    docker_ok(&daemon, &["kill", "casper"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&daemon, "casper") {
+        assert!(Instant::now() < deadline, "casper did not die");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    world.warden();
+    let notices = about_casper(&world);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("died once, last exit code 137"), "{notices:?}");
+    assert!(notices[0].ends_with("now down"), "{notices:?}");
+    let exits = |world: &World| {
+        world
+            .records()
+            .iter()
+            .filter(|r| r.kind == "sandbox.exit" && r.subject == "casper")
+            .count()
+    };
+    assert_eq!(exits(&world), 1);
+
+    // A restart of the warden repeats nothing.
+    world.warden();
+    assert_eq!(about_casper(&world).len(), 1);
+    assert_eq!(exits(&world), 1);
+
+    // `!status` shows it down, and agents without a container here.
+    assert_eq!(world.send(&admin, "!status"), 200);
+    world.warden();
+    let status = world.notices(&admin).last().unwrap().clone();
+    assert!(
+        status.contains("sandbox casper: down (exited, exit code 137); 0 restart(s)"),
+        "{status}"
+    );
+    assert!(
+        status.contains("sandbox melchior: no container on this host"),
+        "{status}"
+    );
+
+    // Started again: one more notice, and `!status` shows it up.
+    docker_ok(&daemon, &["start", "casper"]);
+    world.warden();
+    let notices = about_casper(&world);
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[1].contains("started once"), "{notices:?}");
+    assert!(
+        world
+            .records()
+            .iter()
+            .any(|r| r.kind == "sandbox.start" && r.subject == "casper")
+    );
+    assert_eq!(world.send(&admin, "!status"), 200);
+    world.warden();
+    let status = world.notices(&admin).last().unwrap().clone();
+    assert!(status.contains("sandbox casper: up since "), "{status}");
+    assert!(status.contains("; memory "), "{status}");
+    drop(daemon);
 }

@@ -15,6 +15,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         audit: args.audit.clone(),
         once: args.once,
         head_every: std::time::Duration::from_secs(args.head_every),
+        docker: args.docker.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

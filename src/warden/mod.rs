@@ -6,6 +6,8 @@
 //! spec. Documented in docs/warden.md.
 
 pub mod command;
+pub mod docker;
+mod health;
 pub mod power;
 pub mod state;
 
@@ -41,6 +43,8 @@ pub struct Options {
     /// How often the audit trail's head is posted to the ops room (when it
     /// moved): a copy kept by the homeserver, out of the warden's reach.
     pub head_every: Duration,
+    /// The docker CLI that reports the sandboxes (honours `DOCKER_HOST`).
+    pub docker: String,
 }
 
 /// The default of `--head-every`: hourly.
@@ -73,6 +77,11 @@ pub struct Warden<'a> {
     /// The audit record whose head was last posted to the ops room, and when.
     posted: Option<(u64, Instant)>,
     head_every: Duration,
+    docker: docker::Docker,
+    /// The containers watched: the agents' sandboxes, named after them.
+    sandboxes: Vec<String>,
+    /// Docker's last answer was an error (audited once per run of them).
+    docker_failing: bool,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -83,6 +92,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         // latest notice.
         warden.post_head_if_due()?;
         warden.sync(if options.once { 0 } else { LONG_POLL_MS })?;
+        warden.watch_sandboxes()?;
         if options.once {
             return Ok(());
         }
@@ -135,6 +145,16 @@ impl<'a> Warden<'a> {
             sent: 0,
             posted: None,
             head_every: options.head_every,
+            docker: docker::Docker {
+                program: options.docker.clone(),
+            },
+            sandboxes: plan
+                .accounts
+                .iter()
+                .filter(|a| a.kind == AccountKind::Agent)
+                .map(|a| a.localpart.clone())
+                .collect(),
+            docker_failing: false,
         };
         warden.resolve_rooms(plan)?;
         let detail = format!(
@@ -539,7 +559,7 @@ impl<'a> Warden<'a> {
                 room.alias
             ));
         }
-        lines.push("sandboxes: not reported (the warden does not read Docker's state yet)".to_string());
+        lines.extend(self.sandbox_status());
         if let Some(head) = &self.head {
             lines.push(format!("audit: {} record(s), head sha256 {}", head.seq, head.sha256));
         }

@@ -22,6 +22,10 @@ pub struct State {
     pub streaks: BTreeMap<String, u32>,
     /// Agent -> `origin_server_ts` (ms) of its last message seen.
     pub last_seen: BTreeMap<String, u64>,
+    /// End (Unix ns, inclusive) of the last Docker events window handled;
+    /// the next poll starts just after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_until_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,7 +45,7 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     let config = r#"{ appliance.warden = {
       enable = true; package = { name = "appliance"; };
       plan = "/nix/store/0000-plan.json"; extraArgs = [ "--homeserver" "http://127.0.0.1:8008" ];
-    }; }"#;
+    }; virtualisation.docker.package = { name = "docker"; }; }"#;
     let out = eval_module(
         "modules/warden.nix",
         config,
@@ -70,6 +70,8 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     );
     assert_eq!(unit["requires"], serde_json::json!(["appliance-bootstrap.service"]));
     assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
+    // Its health notices come from the host's docker CLI.
+    assert_eq!(unit["path"], serde_json::json!([{ "name": "docker" }]));
     let service = &unit["serviceConfig"];
     assert_eq!(
         service["ExecStart"],

@@ -805,15 +805,16 @@ fn rehearsal() {
         browser_went_through_the_egress_proxy(&hub, "melchior");
     }
     names_asked_of_the_resolver(&hub);
-    if has("casper") {
-        let agents: Vec<&str> = ["casper", "melchior", "balthasar"]
-            .into_iter()
-            .filter(|a| has(a))
-            .collect();
-        warden::halts_and_resumes(&hub, &admin, &agents);
-    }
-    for agent in ["casper", "melchior", "balthasar"].into_iter().filter(|a| has(a)) {
+    let agents: Vec<&str> = ["casper", "melchior", "balthasar"]
+        .into_iter()
+        .filter(|a| has(a))
+        .collect();
+    let watch = has("casper").then(|| warden::halts_and_resumes(&hub, &admin, &agents));
+    for agent in &agents {
         comes_back_after_kill(&hub, &admin, agent);
+    }
+    if let Some(watch) = watch {
+        warden::reported_the_kills(&hub, watch, &agents);
     }
     bootstrap_rerun_changes_nothing(&hub);
 }

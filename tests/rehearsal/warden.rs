@@ -3,8 +3,9 @@
 //! directory, the appliance's own account) beside the real agents under
 //! gVisor. `!status` lists the agents; `!halt casper` mutes casper at the
 //! homeserver, so the answer it still makes never lands; `!resume casper`
-//! and it answers again; the ops room has both; the audit trail verifies,
-//! and a flipped byte is caught at its record.
+//! and it answers again; the ops room has both; each agent's `kill -9` is
+//! one notice there, read from Docker; the audit trail verifies, and a
+//! flipped byte is caught at its record.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ fn start(hub: &Hub) -> Warden {
         .arg(root().join("generated/bootstrap/plan.json"))
         .arg("--state-dir")
         .arg(hub.state_dir())
+        // The hub's dockerd, as the host's socket is on the appliance.
+        .env("DOCKER_HOST", format!("unix://{}", hub.daemon.socket.display()))
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
         .spawn()
@@ -102,7 +105,28 @@ fn command(hub: &Hub, admin: &Admin, warden: &Warden, me: &str, body: &str, need
     answer
 }
 
-pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) {
+/// The warden, still running, and the ops room as @gendo sees it from
+/// `anchor` on.
+pub struct Watch {
+    warden: Warden,
+    ops: Admin,
+    anchor: String,
+    me: String,
+}
+
+impl Watch {
+    /// The warden's messages in the ops room since the anchor.
+    fn notices(&self, hub: &Hub) -> Vec<String> {
+        self.ops
+            .messages_after(hub, &self.anchor)
+            .into_iter()
+            .filter(|e| e["sender"] == self.me.as_str())
+            .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) -> Watch {
     let server = hub.appliance.matrix.server_name.clone();
     let me = format!("@appliance:{server}");
     let warden = start(hub);
@@ -114,6 +138,11 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) {
         assert!(
             status.contains(&crate::agent_id(hub, agent)),
             "`!status` does not list {agent}: {status}"
+        );
+        // Its sandbox, as the hub's dockerd reports it.
+        assert!(
+            status.contains(&format!("sandbox {agent}: up")),
+            "`!status` does not show {agent}'s sandbox up: {status}"
         );
     }
 
@@ -151,19 +180,55 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) {
     eprintln!("rehearsal: resumed casper answered in {seconds:.1} s: {body}");
 
     // The ops room saw the halt and the resume given in the agents' room.
-    let notices: Vec<String> = ops
-        .messages_after(hub, &ops_anchor)
-        .into_iter()
-        .filter(|e| e["sender"] == me.as_str())
-        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let watch = Watch {
+        warden,
+        ops,
+        anchor: ops_anchor,
+        me,
+    };
+    let notices = watch.notices(hub);
     for given in ["`!halt casper`", "`!resume casper`"] {
         assert!(
             notices.iter().any(|n| n.contains(given)),
             "no notice of {given} in the ops room: {notices:?}"
         );
     }
-    drop(warden);
+    watch
+}
+
+/// After each agent's `kill -9` (and the unit's restart): exactly one
+/// notice of its death in the ops room, from Docker's events; then the
+/// warden stops and its trail is checked.
+pub fn reported_the_kills(hub: &Hub, watch: Watch, killed: &[&str]) {
+    let started = Instant::now();
+    let died = |notices: &[String], agent: &str| -> usize {
+        notices
+            .iter()
+            .filter(|n| n.starts_with(&format!("sandbox {agent}: died")))
+            .count()
+    };
+    loop {
+        let notices = watch.notices(hub);
+        if killed.iter().all(|a| died(&notices, a) >= 1) {
+            for agent in killed {
+                assert_eq!(
+                    died(&notices, agent),
+                    1,
+                    "not exactly one notice of {agent}'s kill: {notices:?}"
+                );
+            }
+            let shown: Vec<&String> = notices.iter().filter(|n| n.starts_with("sandbox ")).collect();
+            eprintln!("rehearsal: the ops room's sandbox notices: {shown:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the warden did not report every kill ({killed:?}) within 120 s: {notices:?}\n{}",
+            watch.warden.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    drop(watch);
     audit_holds(hub);
 }
 
@@ -173,7 +238,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) {
 fn audit_holds(hub: &Hub) {
     let audit = audit_path(hub);
     let trail = std::fs::read_to_string(&audit).unwrap();
-    for kind in ["\"command\"", "\"mute\"", "\"unmute\""] {
+    for kind in ["\"command\"", "\"mute\"", "\"unmute\"", "\"sandbox.exit\""] {
         assert!(trail.contains(kind), "no {kind} record in the audit trail:\n{trail}");
     }
     let verify = |file: &std::path::Path| {

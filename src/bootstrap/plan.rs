@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds;
-use crate::model::{Appliance, MemberRole, STATE_DIR, device_id};
+use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, volume_name};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
 /// bootstrap's own account are named in the plan. 4: the ops room
-/// (`ops_room`, the warden's, admins only).
-pub const PLAN_SCHEMA: u32 = 4;
+/// (`ops_room`, the warden's, admins only). 5: each agent's `tool_log`,
+/// which the warden audits.
+pub const PLAN_SCHEMA: u32 = 5;
 
 /// Localpart of the ops room's alias: the warden's notices, admins only.
 pub const OPS_ROOM_LOCALPART: &str = "appliance_ops";
@@ -151,6 +152,33 @@ pub struct Account {
     /// the admin API; none: Synapse's defaults (human admins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Where the agent's own software records the tool calls it makes; the
+    /// warden reads it into the audit trail (none for humans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_log: Option<ToolLog>,
+}
+
+/// An agent's record of its tool calls: a file or directory in one of its
+/// sandbox's named volumes, in its kind's format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolLog {
+    pub format: ToolLogFormat,
+    /// The Docker volume.
+    pub volume: String,
+    /// Relative to the volume's root.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolLogFormat {
+    /// Hermes: SQLite, `messages` rows with OpenAI-style `tool_calls`.
+    HermesMessages,
+    /// OpenClaw: SQLite, `transcript_events` with `toolCall` content.
+    OpenclawTranscript,
+    /// PicoClaw: a directory of JSON-lines sessions with `tool_calls`.
+    PicoclawSessions,
 }
 
 /// Synapse's `override_ratelimit` body: integers, and 0 would mean
@@ -214,6 +242,19 @@ pub fn plan(appliance: &Appliance) -> Plan {
                     burst_count,
                 }
             }),
+            // The warden reads it on the Matrix host, where it runs.
+            tool_log: sandboxes
+                .get(agent.sandbox.as_str())
+                .filter(|_| agent.host == appliance.matrix.host)
+                .and_then(|sandbox| {
+                let (format, volume, path) = env.tool_log;
+                let volume = volume_name(&agent.name, volume);
+                sandbox.volumes.iter().any(|v| v.name == volume).then(|| ToolLog {
+                    format,
+                    volume,
+                    path: path.to_string(),
+                })
+            }),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -237,6 +278,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             home_room_env: Vec::new(),
             operator_env: Vec::new(),
             rate_limit: None,
+            tool_log: None,
             localpart,
         });
     }

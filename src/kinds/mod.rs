@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
+pub use crate::bootstrap::plan::ToolLogFormat;
 use crate::model::image::ImageLayout;
 use crate::model::policy::Request;
 use crate::model::{Agent, Permissive, Warning};
@@ -166,6 +167,9 @@ pub struct PlanEnv {
     pub generated_env: &'static [(&'static str, u32)],
     /// Synapse's `override_ratelimit`: messages per second, burst.
     pub rate_limit: (u32, u32),
+    /// Where it records its tool calls: format, the image volume's name
+    /// (`ImageLayout`), the path inside it.
+    pub tool_log: (ToolLogFormat, &'static str, &'static str),
 }
 
 /// How the tests prove what the appliance writes for this kind; the

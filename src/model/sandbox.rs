@@ -411,12 +411,17 @@ pub fn resolv_conf_path(host: &str) -> String {
     format!("hosts/{host}/resolv.conf")
 }
 
+/// The Docker volume of an agent's image directory named `name`.
+pub fn volume_name(agent: &str, name: &str) -> String {
+    format!("appliance-{agent}-{name}")
+}
+
 /// The image's volume-backed writable directories, one named volume each.
 fn volumes(layout: &ImageLayout, agent: &str) -> Vec<Volume> {
     layout
         .volumes()
         .map(|(name, writable)| Volume {
-            name: format!("appliance-{agent}-{name}"),
+            name: volume_name(agent, name),
             target: writable.path.to_string(),
             read_only: false,
         })

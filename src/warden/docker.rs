@@ -109,6 +109,18 @@ impl Docker {
         Ok(out)
     }
 
+    /// Where the named volume's files are on this host.
+    pub fn volume_mountpoint(&self, name: &str) -> Result<std::path::PathBuf> {
+        let out = self.run(&[
+            "volume".into(),
+            "inspect".into(),
+            "--format".into(),
+            "{{.Mountpoint}}".into(),
+            name.into(),
+        ])?;
+        Ok(std::path::PathBuf::from(out.trim()))
+    }
+
     /// The events of the containers `names` from `since_ns` to `until_ns`,
     /// both inclusive (Docker's rule), oldest first. Docker keeps only its
     /// last 256 events in memory, so a longer outage can lose some.

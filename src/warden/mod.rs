@@ -10,6 +10,8 @@ pub mod docker;
 mod health;
 pub mod power;
 pub mod state;
+mod toollog;
+mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -82,6 +84,10 @@ pub struct Warden<'a> {
     sandboxes: Vec<String>,
     /// Docker's last answer was an error (audited once per run of them).
     docker_failing: bool,
+    /// The agents whose own record of tool calls is audited.
+    tool_logs: Vec<tools::Watched>,
+    /// Agents whose record could not be read last time (audited once).
+    tool_logs_failing: BTreeSet<String>,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -93,6 +99,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.post_head_if_due()?;
         warden.sync(if options.once { 0 } else { LONG_POLL_MS })?;
         warden.watch_sandboxes()?;
+        warden.watch_tool_calls()?;
         if options.once {
             return Ok(());
         }
@@ -155,6 +162,8 @@ impl<'a> Warden<'a> {
                 .map(|a| a.localpart.clone())
                 .collect(),
             docker_failing: false,
+            tool_logs: tools::watched(plan, &state_dir),
+            tool_logs_failing: BTreeSet::new(),
         };
         warden.resolve_rooms(plan)?;
         let detail = format!(

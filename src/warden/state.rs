@@ -26,6 +26,9 @@ pub struct State {
     /// the next poll starts just after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_until_ns: Option<u64>,
+    /// Agent (localpart) -> how far its record of tool calls was audited.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_cursors: BTreeMap<String, super::toollog::Cursor>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -241,6 +241,28 @@ fn audit_holds(hub: &Hub) {
     for kind in ["\"command\"", "\"mute\"", "\"unmute\"", "\"sandbox.exit\""] {
         assert!(trail.contains(kind), "no {kind} record in the audit trail:\n{trail}");
     }
+    // The agents' tool calls, read from each kind's own record: casper's
+    // code run, melchior's browse, balthasar's gh.
+    let calls: Vec<agent_appliance::audit::Record> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<agent_appliance::audit::Record>(l).unwrap())
+        .filter(|r| r.kind == "tool.call")
+        .collect();
+    let server = &hub.appliance.matrix.server_name;
+    for (agent, tool, target) in [
+        ("casper", "terminal", "computed"),
+        ("melchior", "browser", "web.rehearsal.test"),
+        ("balthasar", "exec", "gh --version"),
+    ] {
+        let actor = format!("@{agent}:{server}");
+        assert!(
+            calls
+                .iter()
+                .any(|r| r.actor == actor && r.subject == tool && r.detail.contains(target)),
+            "no tool.call record of {agent}'s {tool} on `{target}`: {calls:#?}"
+        );
+    }
+    eprintln!("rehearsal: {} tool calls in the audit trail", calls.len());
     let verify = |file: &std::path::Path| {
         crate::common::appliance()
             .args(["audit", "verify"])

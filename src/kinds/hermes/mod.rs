@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 use super::{
-    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolPolicy,
-    Validator, openai_base,
+    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat,
+    ToolPolicy, Validator, openai_base,
 };
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::Request;
@@ -108,6 +108,9 @@ static PLAN: PlanEnv = PlanEnv {
     home_room_env: &["MATRIX_HOME_ROOM"],
     generated_env: &[],
     rate_limit: (2, 30),
+    // HERMES_HOME (the state volume): its session store, one row per
+    // message, the assistant's tool calls as OpenAI-style JSON.
+    tool_log: (ToolLogFormat::HermesMessages, "state", "state.db"),
 };
 
 static PROOF: Proof = Proof {

@@ -7,7 +7,8 @@ mod config;
 use anyhow::Result;
 
 use super::{
-    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, Validator,
+    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports,
+    ToolLogFormat, Validator,
 };
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::{Request, common};
@@ -114,6 +115,13 @@ static PLAN: PlanEnv = PlanEnv {
     // The gateway's auth token, which its config reads through a SecretRef.
     generated_env: &[("OPENCLAW_GATEWAY_TOKEN", 32)],
     rate_limit: (2, 30),
+    // The main agent's SQLite store on the state volume: its transcript's
+    // events, the assistant's `toolCall` content among them.
+    tool_log: (
+        ToolLogFormat::OpenclawTranscript,
+        "state",
+        "agents/main/agent/openclaw-agent.sqlite",
+    ),
 };
 
 static PROOF: Proof = Proof {

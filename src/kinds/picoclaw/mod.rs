@@ -9,7 +9,9 @@ mod config;
 
 use anyhow::Result;
 
-use super::{CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, Validator, openai_base};
+use super::{
+    CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat, Validator, openai_base,
+};
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::Request;
 use crate::model::{Agent, Permissive, Warning};
@@ -100,6 +102,9 @@ static PLAN: PlanEnv = PlanEnv {
     home_room_env: &[],
     generated_env: &[],
     rate_limit: (2, 30),
+    // Its sessions, one JSON-lines file each, under PICOCLAW_HOME's
+    // workspace; assistant lines carry `tool_calls`.
+    tool_log: (ToolLogFormat::PicoclawSessions, "state", "workspace/sessions"),
 };
 
 static PROOF: Proof = Proof {

@@ -110,6 +110,9 @@ pub struct WardenArgs {
     /// The docker CLI that reports the sandboxes' health (`DOCKER_HOST` is honoured)
     #[arg(long, value_name = "PROGRAM", default_value = "docker")]
     pub docker: String,
+    /// The egress proxy's access log [default: the plan's, when the host runs the proxy]
+    #[arg(long, value_name = "FILE")]
+    pub proxy_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -211,6 +211,9 @@ impl World {
             .arg("--state-dir")
             .arg(&self.state)
             .args(["--homeserver", &self.url, "--once", "--docker", &self.docker])
+            // Not this machine's squid log: the test's own, never written.
+            .arg("--proxy-log")
+            .arg(self.state.join("no-proxy.log"))
             .env_remove("DOCKER_HOST");
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds;
-use crate::model::{Appliance, MemberRole, STATE_DIR, device_id, volume_name};
+use crate::model::{Appliance, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, device_id, volume_name};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
 /// bootstrap's own account are named in the plan. 4: the ops room
 /// (`ops_room`, the warden's, admins only). 5: each agent's `tool_log`,
-/// which the warden audits.
+/// the Matrix host's `sandboxes` and `proxy_log`, which the warden reads.
 pub const PLAN_SCHEMA: u32 = 5;
 
 /// Localpart of the ops room's alias: the warden's notices, admins only.
@@ -56,6 +56,24 @@ pub struct Plan {
     /// human one before its agents are muted; none: `DEFAULT_LOOP_BUDGET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loop_budget: Option<u32>,
+    /// The Matrix host's sandboxes (agents' and services'), whose health
+    /// the warden reports, with their bridge addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandboxes: Vec<PlannedSandbox>,
+    /// The Matrix host's egress proxy log, when it runs the proxy: the
+    /// warden summarises its denials per sandbox and destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_log: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedSandbox {
+    /// Its container's name.
+    pub name: String,
+    /// Its address on the sandboxes' bridge; none without a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// Agent messages in a row, without a human one, before the warden mutes
@@ -247,14 +265,14 @@ pub fn plan(appliance: &Appliance) -> Plan {
                 .get(agent.sandbox.as_str())
                 .filter(|_| agent.host == appliance.matrix.host)
                 .and_then(|sandbox| {
-                let (format, volume, path) = env.tool_log;
-                let volume = volume_name(&agent.name, volume);
-                sandbox.volumes.iter().any(|v| v.name == volume).then(|| ToolLog {
-                    format,
-                    volume,
-                    path: path.to_string(),
-                })
-            }),
+                    let (format, volume, path) = env.tool_log;
+                    let volume = volume_name(&agent.name, volume);
+                    sandbox.volumes.iter().any(|v| v.name == volume).then(|| ToolLog {
+                        format,
+                        volume,
+                        path: path.to_string(),
+                    })
+                }),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -300,6 +318,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
                 .collect(),
         })
         .collect();
+    let matrix_host = appliance.hosts.get(&appliance.matrix.host);
     let admins = &appliance.matrix.admins;
     let ops_room = PlannedRoom {
         alias_localpart: OPS_ROOM_LOCALPART.to_string(),
@@ -332,6 +351,21 @@ pub fn plan(appliance: &Appliance) -> Plan {
         rooms,
         ops_room,
         loop_budget: Some(appliance.matrix.loop_budget),
+        sandboxes: matrix_host
+            .iter()
+            .flat_map(|host| &host.sandboxes)
+            .map(|s| PlannedSandbox {
+                name: s.name.clone(),
+                address: s.network.as_ref().map(|n| n.address.to_string()),
+            })
+            .collect(),
+        proxy_log: matrix_host
+            .filter(|host| {
+                host.sandboxes
+                    .iter()
+                    .any(|s| s.network.is_some() && s.egress.uses_proxy())
+            })
+            .map(|_| PROXY_ACCESS_LOG.to_string()),
     }
 }
 

@@ -16,6 +16,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         once: args.once,
         head_every: std::time::Duration::from_secs(args.head_every),
         docker: args.docker.clone(),
+        proxy_log: args.proxy_log.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

@@ -21,6 +21,9 @@ use crate::spec::schema::{AgentSpec, EgressSpec};
 
 /// The egress proxy's port, on the bridge address of each host.
 pub const PROXY_PORT: u16 = 3128;
+/// Where the egress proxy logs each request (squid's native format); the
+/// warden reads the denials from it.
+pub const PROXY_ACCESS_LOG: &str = "/var/log/squid/access.log";
 
 /// The only destination ports the proxy connects to, for GET and CONNECT
 /// alike (squid's `web_ports`).

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use agent_checks::is_size;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
-pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_PORT, PROXY_WEB_PORTS, Reach};
+pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use sandbox::{

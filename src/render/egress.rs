@@ -21,7 +21,8 @@ use std::net::Ipv4Addr;
 
 use super::{STAMP, Tree};
 use crate::model::{
-    BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_PORT, PROXY_WEB_PORTS, Reach, Sandbox, Subnet,
+    BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, Sandbox,
+    Subnet,
 };
 
 pub const INET_TABLE: &str = "appliance_egress";
@@ -230,7 +231,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
          http_port {}:{PROXY_PORT}\n\n\
          # What the nixpkgs squid service expects (its pid file, user and logs).\n\
          pid_filename /run/squid.pid\ncache_effective_user {PROXY_USER} {PROXY_USER}\ncache_log syslog\n\
-         access_log stdio:/var/log/squid/access.log\ncoredump_dir /var/cache/squid\n\n\
+         access_log stdio:{PROXY_ACCESS_LOG}\ncoredump_dir /var/cache/squid\n\n\
          # A filter, not a cache; and nothing about the sandbox leaks upstream.\n\
          cache deny all\nforwarded_for delete\nhttpd_suppress_version_string on\n\n",
         host.network_address

@@ -6,6 +6,7 @@
 //! spec. Documented in docs/warden.md.
 
 pub mod command;
+mod denials;
 pub mod docker;
 mod health;
 pub mod power;
@@ -47,6 +48,8 @@ pub struct Options {
     pub head_every: Duration,
     /// The docker CLI that reports the sandboxes (honours `DOCKER_HOST`).
     pub docker: String,
+    /// The egress proxy's log [default: the plan's `proxy_log`].
+    pub proxy_log: Option<PathBuf>,
 }
 
 /// The default of `--head-every`: hourly.
@@ -88,6 +91,11 @@ pub struct Warden<'a> {
     tool_logs: Vec<tools::Watched>,
     /// Agents whose record could not be read last time (audited once).
     tool_logs_failing: BTreeSet<String>,
+    /// The egress proxy's log, when this host runs the proxy.
+    proxy_log: Option<PathBuf>,
+    proxy_log_failing: bool,
+    /// Bridge address -> sandbox, to name who was denied.
+    addresses: BTreeMap<String, String>,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -100,6 +108,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.sync(if options.once { 0 } else { LONG_POLL_MS })?;
         warden.watch_sandboxes()?;
         warden.watch_tool_calls()?;
+        warden.watch_denials()?;
         if options.once {
             return Ok(());
         }
@@ -155,15 +164,20 @@ impl<'a> Warden<'a> {
             docker: docker::Docker {
                 program: options.docker.clone(),
             },
-            sandboxes: plan
-                .accounts
-                .iter()
-                .filter(|a| a.kind == AccountKind::Agent)
-                .map(|a| a.localpart.clone())
-                .collect(),
+            sandboxes: watched_sandboxes(plan),
             docker_failing: false,
             tool_logs: tools::watched(plan, &state_dir),
             tool_logs_failing: BTreeSet::new(),
+            proxy_log: options
+                .proxy_log
+                .clone()
+                .or_else(|| plan.proxy_log.as_ref().map(PathBuf::from)),
+            proxy_log_failing: false,
+            addresses: plan
+                .sandboxes
+                .iter()
+                .filter_map(|s| Some((s.address.clone()?, s.name.clone())))
+                .collect(),
         };
         warden.resolve_rooms(plan)?;
         let detail = format!(
@@ -645,6 +659,19 @@ impl<'a> Warden<'a> {
         }
         Ok(())
     }
+}
+
+/// The containers whose health is reported: the Matrix host's sandboxes
+/// as the plan lists them, or, in a plan without that list, the agents'.
+fn watched_sandboxes(plan: &Plan) -> Vec<String> {
+    if !plan.sandboxes.is_empty() {
+        return plan.sandboxes.iter().map(|s| s.name.clone()).collect();
+    }
+    plan.accounts
+        .iter()
+        .filter(|a| a.kind == AccountKind::Agent)
+        .map(|a| a.localpart.clone())
+        .collect()
 }
 
 fn users_of(plan: &Plan, kind: &AccountKind) -> BTreeSet<String> {

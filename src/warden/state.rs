@@ -29,6 +29,9 @@ pub struct State {
     /// Agent (localpart) -> how far its record of tool calls was audited.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tool_cursors: BTreeMap<String, super::toollog::Cursor>,
+    /// How far the egress proxy's log was read.
+    #[serde(default)]
+    pub proxy_log: super::denials::LogCursor,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

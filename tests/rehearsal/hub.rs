@@ -864,6 +864,11 @@ impl Hub {
 
     /// The egress proxy's access log so far.
     pub fn proxy_log(&self) -> String {
-        fs::read_to_string(self.host_root.path().join("logs/squid/access.log")).unwrap_or_default()
+        fs::read_to_string(self.proxy_log_path()).unwrap_or_default()
+    }
+
+    /// The egress proxy's access log, re-rooted like the state dir.
+    pub fn proxy_log_path(&self) -> PathBuf {
+        self.host_root.path().join("logs/squid/access.log")
     }
 }

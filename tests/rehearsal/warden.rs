@@ -56,6 +56,8 @@ fn start(hub: &Hub) -> Warden {
         .arg(root().join("generated/bootstrap/plan.json"))
         .arg("--state-dir")
         .arg(hub.state_dir())
+        .arg("--proxy-log")
+        .arg(hub.proxy_log_path())
         // The hub's dockerd, as the host's socket is on the appliance.
         .env("DOCKER_HOST", format!("unix://{}", hub.daemon.socket.display()))
         .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -145,6 +147,24 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) -> Watch {
             "`!status` does not show {agent}'s sandbox up: {status}"
         );
     }
+
+    // balthasar's `gh api --hostname web.rehearsal.test`, refused by the
+    // proxy before the warden started, is summarised in the ops room.
+    let started = Instant::now();
+    let denied = "balthasar → web.rehearsal.test:443";
+    while !ops
+        .messages_after(hub, &ops_anchor)
+        .iter()
+        .any(|e| e["sender"] == me.as_str() && e["content"]["body"].as_str().is_some_and(|b| b.contains(denied)))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no `{denied}` egress notice in the ops room within 60 s:\n{}",
+            warden.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!("rehearsal: the ops room has the egress denial `{denied}`");
 
     command(hub, admin, &warden, &me, "!halt casper", "halted");
     let casper = crate::agent_id(hub, "casper");
@@ -238,7 +258,13 @@ pub fn reported_the_kills(hub: &Hub, watch: Watch, killed: &[&str]) {
 fn audit_holds(hub: &Hub) {
     let audit = audit_path(hub);
     let trail = std::fs::read_to_string(&audit).unwrap();
-    for kind in ["\"command\"", "\"mute\"", "\"unmute\"", "\"sandbox.exit\""] {
+    for kind in [
+        "\"command\"",
+        "\"mute\"",
+        "\"unmute\"",
+        "\"sandbox.exit\"",
+        "\"egress.denied\"",
+    ] {
         assert!(trail.contains(kind), "no {kind} record in the audit trail:\n{trail}");
     }
     // The agents' tool calls, read from each kind's own record: casper's

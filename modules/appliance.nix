@@ -26,7 +26,11 @@ in
   # Each generated module is inert unless `appliance.host` names its host;
   # the hand-written modules beside this one declare typed options that the
   # generated modules set.
-  imports = [ ./warden.nix ] ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;
+  imports = [
+    ./egress.nix
+    ./warden.nix
+  ]
+  ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;
 
   options.appliance = {
     enable = lib.mkEnableOption ''

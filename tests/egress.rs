@@ -1108,13 +1108,14 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // outside DNS server in place of the host's resolvers.
     let module = fs::read_to_string(generated.join(format!("hosts/{host_name}/default.nix"))).unwrap();
     assert_eq!(
-        module.contains("services.dnsmasq"),
+        module.contains(&format!("resolver = \"{gateway}\";")),
         hub.resolves_names(),
-        "the host runs the resolver exactly when a sandbox may reach it"
+        "the host runs the resolver (modules/egress.nix) exactly when a sandbox may reach it"
     );
+    let egress_module = fs::read_to_string(crate::common::root().join("modules/egress.nix")).unwrap();
     assert!(
-        !module.contains("no-resolv"),
-        "the generated resolver must forward to the host's resolvers"
+        !egress_module.contains("no-resolv"),
+        "the resolver must forward to the host's resolvers"
     );
     if hub.resolves_names() {
         services.push(world.appliance.spawn(

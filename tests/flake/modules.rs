@@ -6,14 +6,14 @@ use super::*;
 
 /// Just the `lib` the hand-written modules call: options are returned as
 /// written (so their declarations can be inspected), `mkIf` keeps its
-/// condition.
+/// condition and, as NixOS does, leaves a false branch unevaluated.
 const STUB_MODULE_LIB: &str = r#"
 {
   mkEnableOption = description: { _enable = description; };
   mkPackageOption = _pkgs: name: _extra: { _package = name; };
   mkOption = option: option;
-  types = { path = "path"; str = "str"; listOf = type: "listOf ${type}"; };
-  mkIf = condition: content: { _if = condition; inherit content; };
+  types = { path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}"; };
+  mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
 }
 "#;
@@ -100,14 +100,94 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     assert_eq!(off, false);
 }
 
-/// Every option a hand-written module declares is documented.
 #[test]
-fn the_warden_options_are_documented() {
-    let docs = read(&root().join("docs/warden.md"));
-    for option in ["enable", "package", "plan", "extraArgs"] {
-        assert!(
-            docs.contains(&format!("`appliance.warden.{option}`")),
-            "docs/warden.md does not document `appliance.warden.{option}`"
-        );
+fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("inet.nft", "chain forward {}\n"),
+        ("bridge.nft", "chain b {}\n"),
+        ("squid.conf", "http_port 3128\n"),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
     }
+    let config = |proxy: bool, resolver: bool| {
+        format!(
+            r#"{{ appliance.egress = {{ enable = true; inetTable = {d}/inet.nft; bridgeTable = {d}/bridge.nft;
+                proxyConfig = {proxy}; resolver = {resolver}; networkUnit = "appliance-network.service"; }}; }}"#,
+            d = dir.path().display(),
+            proxy = if proxy {
+                format!("{}/squid.conf", dir.path().display())
+            } else {
+                "null".into()
+            },
+            resolver = if resolver { "\"10.88.0.1\"" } else { "null" },
+        )
+    };
+    let select = r#"{
+      options = builtins.attrNames module.options.appliance.egress;
+      nftables = module.config.networking.nftables;
+      squid = module.config.services.squid;
+      squidUnit = module.config.systemd.services.squid;
+      dnsmasq = module.config.services.dnsmasq;
+    }"#;
+    let out = eval_module("modules/egress.nix", &config(true, true), select);
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "bridgeTable",
+            "enable",
+            "inetTable",
+            "networkUnit",
+            "proxyConfig",
+            "resolver"
+        ])
+    );
+    let nftables = &out["nftables"]["content"];
+    assert_eq!(out["nftables"]["_if"], true);
+    assert_eq!(nftables["flushRuleset"], false, "the host's own rules stay");
+    assert_eq!(
+        nftables["tables"]["appliance_egress"],
+        serde_json::json!({ "family": "inet", "content": "chain forward {}\n" })
+    );
+    assert_eq!(nftables["tables"]["appliance_bridge"]["family"], "bridge");
+    assert_eq!(nftables["preCheckRuleset"]["_if"], true);
+    assert_eq!(
+        out["squid"],
+        serde_json::json!({ "_if": true, "content": { "enable": true, "configText": "http_port 3128\n" } })
+    );
+    assert_eq!(
+        out["squidUnit"]["content"]["after"],
+        serde_json::json!(["appliance-network.service"])
+    );
+    assert_eq!(out["dnsmasq"]["_if"], true);
+    assert_eq!(
+        out["dnsmasq"]["content"]["settings"]["listen-address"],
+        serde_json::json!(["10.88.0.1"])
+    );
+    // No proxy, no resolver: neither service.
+    let out = eval_module("modules/egress.nix", &config(false, false), select);
+    assert_eq!(out["squid"]["_if"], false);
+    assert_eq!(out["dnsmasq"]["_if"], false);
+    assert_eq!(out["nftables"]["content"]["preCheckRuleset"]["_if"], false);
+}
+
+/// Every option a hand-written module of modules/ declares is in
+/// docs/options.md.
+#[test]
+fn every_module_option_is_documented() {
+    let docs = read(&root().join("docs/options.md"));
+    let declared: Vec<String> = nix_files(&root().join("modules"))
+        .iter()
+        .flat_map(|file| defined_paths(&read(file)))
+        .filter_map(|p| p.strip_prefix("options.").map(str::to_string))
+        .collect();
+    assert!(declared.len() >= 12, "found only {declared:?}");
+    let missing: Vec<&String> = declared
+        .iter()
+        .filter(|option| !docs.contains(&format!("`{option}`")))
+        .collect();
+    assert!(missing.is_empty(), "docs/options.md does not document {missing:?}");
 }

@@ -432,7 +432,12 @@ in {{
   driverIsDefault = hub.hardware.nvidia.package ? _default;
   bootstrap = hub.systemd.services.appliance-bootstrap.serviceConfig.ExecStart;
   warden = hub.appliance.warden;
-  piWarden = (pi false) ? appliance;
+  piWarden = (pi false) ? appliance.warden;
+  egress = {{
+    inherit (hub.appliance.egress) enable resolver;
+    proxy = hub.appliance.egress ? proxyConfig;
+    tables = builtins.baseNameOf hub.appliance.egress.inetTable;
+  }};
   network = hub.systemd.services.appliance-network.script;
   toolkit = hub ? hardware.nvidia-container-toolkit;
   unfree = hub ? nixpkgs;
@@ -535,6 +540,12 @@ in {{
         "the warden reads bootstrap's plan"
     );
     assert_eq!(out["piWarden"], false);
+    // The hub's egress is values for modules/egress.nix: its own tables,
+    // its proxy and its resolver on the bridge.
+    assert_eq!(
+        out["egress"],
+        serde_json::json!({ "enable": true, "resolver": "10.88.0.1", "proxy": true, "tables": "firewall-inet.nft" })
+    );
     assert!(
         out["network"]
             .as_str()

@@ -190,37 +190,16 @@ in
       "d /var/lib/appliance/wireguard 0700 root root -"
     ];
 
-    # DNS for the sandboxes: gVisor's netstack cannot reach Docker's embedded
-    # resolver on a user-defined network. Each networked sandbox's
-    # /etc/resolv.conf names this resolver on the bridge address; it
-    # forwards to the host's resolvers, and the egress table lets only the
-    # sandboxes with `egress = "web"` reach it (a name query is a way out,
-    # which only they already have through the proxy).
-    services.dnsmasq = {
+    # Egress (SECURITY.md; modules/egress.nix loads these): the nftables
+    # tables generated from each sandbox's reach, the proxy, and the
+    # sandboxes' resolver on the bridge.
+    appliance.egress = {
       enable = true;
-      resolveLocalQueries = false;
-      settings = {
-        listen-address = [ "10.88.0.1" ];
-        bind-dynamic = true;
-        no-hosts = true;
-      };
+      inetTable = ./firewall-inet.nft;
+      bridgeTable = ./firewall-bridge.nft;
+      proxyConfig = ./egress-proxy.conf;
+      resolver = "10.88.0.1";
     };
-    systemd.services.dnsmasq = {
-      after = [ "appliance-network.service" ];
-      wants = [ "appliance-network.service" ];
-    };
-
-    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
-    networking.nftables.enable = true;
-    networking.nftables.flushRuleset = false;
-    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
-    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
-    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
-    # firewall-inet.nft holds squid's own connections by its user; the build
-    # checks the ruleset where that user does not exist, so `nobody` stands
-    # in for it there (the loaded ruleset names squid).
-    networking.nftables.preCheckRuleset = "sed -i 's/meta skuid \"squid\"/meta skuid \"nobody\"/' ruleset.conf";
-    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`
     # through the shared secret), no federation unless the spec asks, listening

@@ -127,17 +127,16 @@ in
       "d /var/lib/appliance/secrets 0711 root root -"
       "d /var/lib/appliance/wireguard 0700 root root -"
     ];
-    # Egress (SECURITY.md): nftables tables generated from each sandbox's reach.
-    networking.nftables.enable = true;
-    networking.nftables.flushRuleset = false;
-    networking.nftables.tables.appliance_egress = { family = "inet"; content = builtins.readFile ./firewall-inet.nft; };
-    networking.nftables.tables.appliance_bridge = { family = "bridge"; content = builtins.readFile ./firewall-bridge.nft; };
-    services.squid = { enable = true; configText = builtins.readFile ./egress-proxy.conf; };
-    # firewall-inet.nft holds squid's own connections by its user; the build
-    # checks the ruleset where that user does not exist, so `nobody` stands
-    # in for it there (the loaded ruleset names squid).
-    networking.nftables.preCheckRuleset = "sed -i 's/meta skuid \"squid\"/meta skuid \"nobody\"/' ruleset.conf";
-    systemd.services.squid = { after = [ "appliance-network.service" ]; wants = [ "appliance-network.service" ]; };
+
+    # Egress (SECURITY.md; modules/egress.nix loads these): the nftables
+    # tables generated from each sandbox's reach, the proxy, and the
+    # sandboxes' resolver on the bridge.
+    appliance.egress = {
+      enable = true;
+      inetTable = ./firewall-inet.nft;
+      bridgeTable = ./firewall-bridge.nft;
+      proxyConfig = ./egress-proxy.conf;
+    };
 
 
     # Reached once every sandbox runs:

@@ -131,9 +131,11 @@ impl Watch {
 pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) -> Watch {
     let server = hub.appliance.matrix.server_name.clone();
     let me = format!("@appliance:{server}");
-    let warden = start(hub);
+    // The admin reads the ops room from before the warden starts: its first
+    // poll already reports what happened earlier (the egress denial).
     let ops = Admin::login(hub, "gendo", &format!("#appliance_ops:{server}"));
     let ops_anchor = ops.send(hub, text("rehearsal: watching the ops room"));
+    let warden = start(hub);
 
     let status = command(hub, admin, &warden, &me, "!status", "head sha256");
     for agent in agents {

@@ -27,6 +27,7 @@ in
   # the hand-written modules beside this one declare typed options that the
   # generated modules set.
   imports = [
+    ./bootstrap.nix
     ./egress.nix
     ./warden.nix
   ]

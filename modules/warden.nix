@@ -25,11 +25,12 @@ in
 
     plan = lib.mkOption {
       type = lib.types.path;
-      example = "/etc/appliance/bootstrap-plan.json";
+      default = config.appliance.bootstrap.plan;
+      defaultText = lib.literalExpression "config.appliance.bootstrap.plan";
       description = ''
         The bootstrap plan the warden reads (generated/bootstrap/plan.json):
         the admins it obeys, the agents it may mute, the rooms, the ops room
-        and the state directory. The generated host module sets it.
+        and the state directory. By default the one bootstrap runs.
       '';
     };
 

@@ -93,7 +93,6 @@ struct HostContext {
     dns: Option<String>,
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
     egress: Option<EgressFiles>,
-    bootstrap: BootstrapCommands,
     ollama: Option<BTreeMap<&'static str, Value>>,
     /// The oneshot that pulls the models into the inference sandbox.
     models: Option<ModelPull>,
@@ -189,12 +188,6 @@ struct RuntimeNote {
 struct NetworkCommands {
     inspect: Value,
     create: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct BootstrapCommands {
-    secrets: Vec<Value>,
-    all: Vec<Value>,
 }
 
 /// nixpkgs' unit that writes the NVIDIA CDI specs at boot
@@ -321,7 +314,6 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             proxy: super::egress::proxy_config(host).is_some(),
         }),
         dns: host.resolves_names().then(|| host.network_address.to_string()),
-        bootstrap: bootstrap_commands(),
         ollama: ollama(appliance, host, overlay),
         models: model_pull(appliance, host),
         ready: ready_units(appliance, host),
@@ -595,22 +587,6 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
     container.insert("dependsOn", nix::value(&sandbox.depends_on));
     container.insert("extraOptions", nix::value(&options.flags));
     container
-}
-
-/// `appliance bootstrap` as the two units run it: secrets first, then all.
-fn bootstrap_commands() -> BootstrapCommands {
-    let plan = expr("\"${../../bootstrap/plan.json}\"");
-    let appliance_bin = expr("lib.getExe pkgs.agent-appliance");
-    BootstrapCommands {
-        secrets: vec![
-            appliance_bin.clone(),
-            Value::from("bootstrap"),
-            Value::from("--plan"),
-            plan.clone(),
-            Value::from("--secrets-only"),
-        ],
-        all: vec![appliance_bin, Value::from("bootstrap"), Value::from("--plan"), plan],
-    }
 }
 
 /// Ollama's settings, on the host that serves inference.

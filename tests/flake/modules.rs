@@ -15,6 +15,7 @@ const STUB_MODULE_LIB: &str = r#"
   types = { path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}"; };
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
+  literalExpression = text: { _literal = text; };
 }
 "#;
 
@@ -98,6 +99,50 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
         "module.config._if",
     );
     assert_eq!(off, false);
+}
+
+#[test]
+fn the_bootstrap_module_makes_the_secrets_before_synapse_and_the_rest_after() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let config = r#"{ appliance.bootstrap = {
+      enable = true; package = { name = "appliance"; }; plan = "/nix/store/0000-plan.json";
+    }; }"#;
+    let out = eval_module(
+        "modules/bootstrap.nix",
+        config,
+        r#"{
+          options = builtins.attrNames module.options.appliance.bootstrap;
+          enabled = module.config._if;
+          secrets = module.config.content.systemd.services.appliance-secrets;
+          bootstrap = module.config.content.systemd.services.appliance-bootstrap;
+        }"#,
+    );
+    assert_eq!(out["options"], serde_json::json!(["enable", "package", "plan"]));
+    assert_eq!(out["enabled"], true);
+    let secrets = &out["secrets"];
+    assert_eq!(secrets["before"], serde_json::json!(["matrix-synapse.service"]));
+    assert_eq!(
+        secrets["serviceConfig"]["ExecStart"],
+        "appliance/bin/appliance bootstrap --plan /nix/store/0000-plan.json --secrets-only"
+    );
+    assert_eq!(secrets["serviceConfig"]["UMask"], "0077");
+    let bootstrap = &out["bootstrap"];
+    assert_eq!(bootstrap["after"], serde_json::json!(["matrix-synapse.service"]));
+    assert_eq!(bootstrap["requires"], serde_json::json!(["matrix-synapse.service"]));
+    assert_eq!(bootstrap["wantedBy"], serde_json::json!(["multi-user.target"]));
+    assert_eq!(
+        bootstrap["serviceConfig"]["ExecStart"],
+        "appliance/bin/appliance bootstrap --plan /nix/store/0000-plan.json"
+    );
+    // The warden reads the plan bootstrap runs unless told otherwise.
+    let plan = eval_module(
+        "modules/warden.nix",
+        r#"{ appliance.warden.enable = true; appliance.bootstrap.plan = "/nix/store/0000-plan.json"; }"#,
+        "module.options.appliance.warden.plan.default",
+    );
+    assert_eq!(plan, "/nix/store/0000-plan.json");
 }
 
 #[test]

@@ -128,46 +128,15 @@ in
       };
     };
 
-    # Secrets exist only on this host, created at first boot, never in the store.
-    systemd.services.appliance-secrets = {
-      description = "Create the appliance's secrets on first boot";
-      before = [ "matrix-synapse.service" ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
-        ExecStart = utils.escapeSystemdExecArgs [
-          (lib.getExe pkgs.agent-appliance)
-          "bootstrap"
-          "--plan"
-          "${../../bootstrap/plan.json}"
-          "--secrets-only"
-        ];
-      };
-    };
-    systemd.services.appliance-bootstrap = {
-      description = "Create the appliance's Matrix accounts, rooms and agent tokens";
-      after = [ "matrix-synapse.service" ];
-      requires = [ "matrix-synapse.service" ];
-      wantedBy = [ "multi-user.target" ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
-        ExecStart = utils.escapeSystemdExecArgs [
-          (lib.getExe pkgs.agent-appliance)
-          "bootstrap"
-          "--plan"
-          "${../../bootstrap/plan.json}"
-        ];
-      };
-    };
-    # The warden (modules/warden.nix, docs/warden.md) watches the rooms
-    # bootstrap made, outside every sandbox.
-    appliance.warden = {
-      enable = lib.mkDefault true;
+    # First boot (modules/bootstrap.nix): the secrets before Synapse, then
+    # the accounts, rooms and tokens of the plan; the warden
+    # (modules/warden.nix, docs/warden.md) then watches those rooms,
+    # outside every sandbox, reading the same plan.
+    appliance.bootstrap = {
+      enable = true;
       plan = "${../../bootstrap/plan.json}";
     };
+    appliance.warden.enable = lib.mkDefault true;
 
 
     # The spec's models, pulled into Ollama's sandbox once it answers; the

@@ -1,0 +1,68 @@
+# The Matrix host's first boot (docs/bootstrap.md): `appliance bootstrap`
+# makes the secrets before Synapse starts (`appliance-secrets.service`),
+# then the accounts, rooms and agent tokens once Synapse is up
+# (`appliance-bootstrap.service`). Both are idempotent and rerun at every
+# boot. The plan (generated/bootstrap/plan.json) names every account, room
+# and secret file, never a secret value. The generated host module sets
+# `enable` and `plan` on the host with Synapse.
+{
+  config,
+  lib,
+  pkgs,
+  utils,
+  ...
+}:
+let
+  cfg = config.appliance.bootstrap;
+  bootstrap =
+    extra:
+    utils.escapeSystemdExecArgs (
+      [
+        (lib.getExe cfg.package)
+        "bootstrap"
+        "--plan"
+        "${cfg.plan}"
+      ]
+      ++ extra
+    );
+in
+{
+  options.appliance.bootstrap = {
+    enable = lib.mkEnableOption ''
+      the Matrix host's bootstrap: secrets on first boot, then the Matrix
+      accounts, rooms and agent tokens of the plan'';
+
+    package = lib.mkPackageOption pkgs "agent-appliance" { };
+
+    plan = lib.mkOption {
+      type = lib.types.path;
+      description = "The bootstrap plan (generated/bootstrap/plan.json); the warden reads the same one.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    # Secrets exist only on this host, created at first boot, never in the store.
+    systemd.services.appliance-secrets = {
+      description = "Create the appliance's secrets on first boot";
+      before = [ "matrix-synapse.service" ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        UMask = "0077";
+        ExecStart = bootstrap [ "--secrets-only" ];
+      };
+    };
+    systemd.services.appliance-bootstrap = {
+      description = "Create the appliance's Matrix accounts, rooms and agent tokens";
+      after = [ "matrix-synapse.service" ];
+      requires = [ "matrix-synapse.service" ];
+      wantedBy = [ "multi-user.target" ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        UMask = "0077";
+        ExecStart = bootstrap [ ];
+      };
+    };
+  };
+}

@@ -113,6 +113,15 @@ pub struct WardenArgs {
     /// The egress proxy's access log [default: the plan's, when the host runs the proxy]
     #[arg(long, value_name = "FILE")]
     pub proxy_log: Option<PathBuf>,
+    /// Who stops and starts a sandbox for `!halt --stop`: systemd (its `docker-<name>.service`) or docker
+    #[arg(long, value_enum, default_value_t = SandboxControlArg::Systemd)]
+    pub sandbox_control: SandboxControlArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxControlArg {
+    Systemd,
+    Docker,
 }
 
 #[derive(Debug, Subcommand)]

@@ -214,6 +214,8 @@ impl World {
             // Not this machine's squid log: the test's own, never written.
             .arg("--proxy-log")
             .arg(self.state.join("no-proxy.log"))
+            // No systemd units here: `!halt --stop` asks Docker.
+            .args(["--sandbox-control", "docker"])
             .env_remove("DOCKER_HOST");
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);
@@ -608,5 +610,26 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     let status = world.notices(&admin).last().unwrap().clone();
     assert!(status.contains("sandbox casper: up since "), "{status}");
     assert!(status.contains("; memory "), "{status}");
+
+    // `!halt casper --stop`: muted, and its sandbox stopped; `!resume`
+    // lifts the mute and starts the sandbox again.
+    assert_eq!(world.send(&admin, "!halt casper --stop"), 200);
+    world.warden();
+    let reply = world.notices(&admin).last().unwrap().clone();
+    assert!(reply.contains("casper: sandbox stopped"), "{reply}");
+    assert!(!running(&daemon, "casper"), "casper's sandbox still runs");
+    assert_eq!(world.level("@casper:magi"), Some(-1));
+    assert!(
+        world
+            .records()
+            .iter()
+            .any(|r| r.kind == "sandbox.stopped" && r.subject == "casper" && r.actor == ADMIN)
+    );
+    assert_eq!(world.send(&admin, "!resume casper"), 200);
+    world.warden();
+    let reply = world.notices(&admin).last().unwrap().clone();
+    assert!(reply.contains("casper: sandbox started"), "{reply}");
+    assert!(running(&daemon, "casper"), "casper's sandbox did not start again");
+    assert_eq!(world.level("@casper:magi"), None);
     drop(daemon);
 }

@@ -1,5 +1,5 @@
-//! Admin commands as typed in a room: `!status`, `!halt [agent|all]`,
-//! `!resume [agent|all]`. Parsing only; who may run them is the warden's
+//! Admin commands as typed in a room: `!status`, `!halt [agent|all]
+//! [--stop]`, `!resume [agent|all]`. Parsing only; who may run them is the warden's
 //! business.
 
 /// Which agents a command names.
@@ -14,7 +14,11 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Status,
-    Halt(Target),
+    /// Mute; with `stop`, also stop the agent's sandbox.
+    Halt {
+        target: Target,
+        stop: bool,
+    },
     Resume(Target),
 }
 
@@ -31,23 +35,28 @@ pub fn parse(body: &str) -> Option<Result<Command, String>> {
 }
 
 fn build(verb: &str, args: &[&str]) -> Result<Command, String> {
-    if args.contains(&"--stop") {
-        return Err("`--stop` (stopping the sandbox) is not built yet; the agent can only be muted".to_string());
+    let stop = args.contains(&"--stop");
+    let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--stop").collect();
+    if stop && verb != "!halt" {
+        return Err(format!("`--stop` belongs to `!halt`; `{verb}` takes none"));
     }
-    match (verb, args) {
-        ("!status", []) => Ok(Command::Status),
-        ("!status", _) => Err("`!status` takes no arguments".to_string()),
-        (_, [] | ["all"]) => Ok(wrap(verb, Target::All)),
-        (_, [agent]) => Ok(wrap(verb, Target::Agent((*agent).to_string()))),
-        _ => Err(format!("usage: `{verb} <agent|all>`")),
+    let target = match args.as_slice() {
+        [] | ["all"] => Target::All,
+        [agent] => Target::Agent((*agent).to_string()),
+        _ => return Err(usage(verb)),
+    };
+    match verb {
+        "!status" if args.is_empty() => Ok(Command::Status),
+        "!status" => Err("`!status` takes no arguments".to_string()),
+        "!halt" => Ok(Command::Halt { target, stop }),
+        _ => Ok(Command::Resume(target)),
     }
 }
 
-fn wrap(verb: &str, target: Target) -> Command {
-    if verb == "!halt" {
-        Command::Halt(target)
-    } else {
-        Command::Resume(target)
+fn usage(verb: &str) -> String {
+    match verb {
+        "!halt" => "usage: `!halt <agent|all> [--stop]`".to_string(),
+        _ => format!("usage: `{verb} <agent|all>`"),
     }
 }
 
@@ -60,10 +69,26 @@ mod tests {
         assert_eq!(parse("!status"), Some(Ok(Command::Status)));
         assert_eq!(
             parse("!halt casper"),
-            Some(Ok(Command::Halt(Target::Agent("casper".into()))))
+            Some(Ok(Command::Halt {
+                target: Target::Agent("casper".into()),
+                stop: false
+            }))
+        );
+        assert_eq!(
+            parse("!halt casper --stop"),
+            Some(Ok(Command::Halt {
+                target: Target::Agent("casper".into()),
+                stop: true
+            }))
         );
         assert_eq!(parse("  !resume   all "), Some(Ok(Command::Resume(Target::All))));
-        assert_eq!(parse("!halt"), Some(Ok(Command::Halt(Target::All))));
+        assert_eq!(
+            parse("!halt"),
+            Some(Ok(Command::Halt {
+                target: Target::All,
+                stop: false
+            }))
+        );
         assert_eq!(
             parse("!resume @casper:magi"),
             Some(Ok(Command::Resume(Target::Agent("@casper:magi".into()))))
@@ -81,11 +106,7 @@ mod tests {
     fn malformed_commands_say_why() {
         assert!(parse("!halt a b").unwrap().unwrap_err().contains("usage"));
         assert!(parse("!status now").unwrap().is_err());
-        assert!(
-            parse("!halt casper --stop")
-                .unwrap()
-                .unwrap_err()
-                .contains("not built yet")
-        );
+        assert!(parse("!resume casper --stop").unwrap().is_err());
+        assert!(parse("!status --stop").unwrap().is_err());
     }
 }

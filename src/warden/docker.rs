@@ -109,6 +109,11 @@ impl Docker {
         Ok(out)
     }
 
+    /// `docker stop NAME` or `docker start NAME`.
+    pub fn container(&self, verb: &str, name: &str) -> Result<()> {
+        self.run(&[verb.to_string(), name.to_string()]).map(|_| ())
+    }
+
     /// Where the named volume's files are on this host.
     pub fn volume_mountpoint(&self, name: &str) -> Result<std::path::PathBuf> {
         let out = self.run(&[

@@ -6,6 +6,7 @@
 //! spec. Documented in docs/warden.md.
 
 pub mod command;
+pub mod control;
 mod denials;
 pub mod docker;
 mod health;
@@ -50,6 +51,8 @@ pub struct Options {
     pub docker: String,
     /// The egress proxy's log [default: the plan's `proxy_log`].
     pub proxy_log: Option<PathBuf>,
+    /// Who stops and starts sandboxes for `!halt --stop`.
+    pub control: control::SandboxControl,
 }
 
 /// The default of `--head-every`: hourly.
@@ -96,6 +99,7 @@ pub struct Warden<'a> {
     proxy_log_failing: bool,
     /// Bridge address -> sandbox, to name who was denied.
     addresses: BTreeMap<String, String>,
+    control: control::SandboxControl,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -173,6 +177,7 @@ impl<'a> Warden<'a> {
                 .clone()
                 .or_else(|| plan.proxy_log.as_ref().map(PathBuf::from)),
             proxy_log_failing: false,
+            control: options.control,
             addresses: plan
                 .sandboxes
                 .iter()
@@ -339,7 +344,7 @@ impl<'a> Warden<'a> {
         let reply = match parsed {
             Err(why) => why,
             Ok(Command::Status) => self.status(),
-            Ok(Command::Halt(target)) => self.halt(room_id, admin, &target)?,
+            Ok(Command::Halt { target, stop }) => self.halt(room_id, admin, &target, stop)?,
             Ok(Command::Resume(target)) => self.resume(room_id, admin, &target)?,
         };
         self.notice(room_id, &reply)?;
@@ -393,17 +398,22 @@ impl<'a> Warden<'a> {
         self.agents.iter().cloned().collect::<Vec<_>>().join(", ")
     }
 
-    fn halt(&mut self, room_id: &str, admin: &str, target: &Target) -> Result<String> {
+    fn halt(&mut self, room_id: &str, admin: &str, target: &Target, stop: bool) -> Result<String> {
         let pairs = match self.targets(room_id, target) {
             Ok(pairs) => pairs,
             Err(why) => return Ok(why),
         };
         let mut done = Vec::new();
+        let agents: BTreeSet<String> = pairs.iter().map(|(_, agent)| agent.clone()).collect();
         for (room, agent) in pairs {
             self.mute(&room, &agent, |m| m.halted_by = Some(admin.to_string()))?;
             done.push(format!("{agent} in {}", self.rooms[&room].alias));
         }
-        Ok(format!("halted (muted at the homeserver): {}", list_or_none(&done)))
+        let mut reply = format!("halted (muted at the homeserver): {}", list_or_none(&done));
+        if stop {
+            reply.push_str(&format!("; {}", self.stop_sandboxes(admin, &agents)?));
+        }
+        Ok(reply)
     }
 
     fn resume(&mut self, room_id: &str, admin: &str, target: &Target) -> Result<String> {
@@ -412,6 +422,7 @@ impl<'a> Warden<'a> {
             Err(why) => return Ok(why),
         };
         let mut done = Vec::new();
+        let agents: BTreeSet<String> = pairs.iter().map(|(_, agent)| agent.clone()).collect();
         for (room, agent) in pairs {
             if self.unmute(&room, &agent, admin, |m| {
                 *m = Mute {
@@ -425,7 +436,12 @@ impl<'a> Warden<'a> {
         if target == &Target::All || !done.is_empty() {
             self.state.streaks.insert(room_id.to_string(), 0);
         }
-        Ok(format!("resumed: {}", list_or_none(&done)))
+        let mut reply = format!("resumed: {}", list_or_none(&done));
+        let started = self.restart_sandboxes(admin, &agents)?;
+        if !started.is_empty() {
+            reply.push_str(&format!("; {started}"));
+        }
+        Ok(reply)
     }
 
     /// Records why `agent` is muted in `room_id` and makes sure its power

@@ -32,6 +32,9 @@ pub struct State {
     /// How far the egress proxy's log was read.
     #[serde(default)]
     pub proxy_log: super::denials::LogCursor,
+    /// Sandboxes `!halt --stop` stopped, started again by `!resume`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub stopped: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -114,14 +114,8 @@ pub struct WardenArgs {
     #[arg(long, value_name = "FILE")]
     pub proxy_log: Option<PathBuf>,
     /// Who stops and starts a sandbox for `!halt --stop`: systemd (its `docker-<name>.service`) or docker
-    #[arg(long, value_enum, default_value_t = SandboxControlArg::Systemd)]
-    pub sandbox_control: SandboxControlArg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SandboxControlArg {
-    Systemd,
-    Docker,
+    #[arg(long, value_enum, default_value_t = crate::warden::control::SandboxControl::Systemd)]
+    pub sandbox_control: crate::warden::control::SandboxControl,
 }
 
 #[derive(Debug, Subcommand)]

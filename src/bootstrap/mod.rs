@@ -414,10 +414,8 @@ impl Run<'_> {
     ) -> Result<Vec<String>> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         if let Some(text) = secrets::read(path)? {
-            for line in text.lines() {
-                if let Some((key, value)) = line.split_once('=') {
-                    env.insert(key.to_string(), value.to_string());
-                }
+            for (key, value) in secrets::env_entries(&text) {
+                env.insert(key.to_string(), value.to_string());
             }
         }
         let mut out = BTreeMap::new();

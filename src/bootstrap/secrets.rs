@@ -92,6 +92,11 @@ pub fn ensure_dir(path: &Path, mode: u32, owner: Owner) -> Result<Outcome> {
     }
 }
 
+/// The `NAME=VALUE` entries of an env file (Docker `--env-file`), in order.
+pub fn env_entries(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|line| line.split_once('='))
+}
+
 /// Reads a secret; `None` when the file is missing or empty (an empty
 /// secret is never written by us, so it is treated as missing).
 pub fn read(path: &Path) -> Result<Option<String>> {

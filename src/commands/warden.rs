@@ -5,7 +5,6 @@ use anyhow::Result;
 
 use crate::bootstrap;
 use crate::cli::WardenArgs;
-use crate::warden::control::SandboxControl;
 use crate::warden::{self, Options};
 
 pub fn run(args: &WardenArgs) -> Result<()> {
@@ -18,10 +17,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         head_every: std::time::Duration::from_secs(args.head_every),
         docker: args.docker.clone(),
         proxy_log: args.proxy_log.clone(),
-        control: match args.sandbox_control {
-            crate::cli::SandboxControlArg::Systemd => SandboxControl::Systemd,
-            crate::cli::SandboxControlArg::Docker => SandboxControl::Docker,
-        },
+        control: args.sandbox_control,
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 
 use super::Warden;
 
-/// Who starts and stops the sandboxes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who starts and stops the sandboxes (`--sandbox-control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SandboxControl {
     Systemd,
     Docker,
@@ -25,6 +25,35 @@ impl SandboxControl {
         match self {
             SandboxControl::Systemd => "systemd",
             SandboxControl::Docker => "docker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Stop,
+    Start,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Start => "start",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Action::Stop => "stopped",
+            Action::Start => "started",
+        }
+    }
+
+    fn why(self) -> &'static str {
+        match self {
+            Action::Stop => "stopped by `!halt --stop`",
+            Action::Start => "started again by `!resume`",
         }
     }
 }
@@ -40,22 +69,10 @@ impl Warden<'_> {
         let mut said = Vec::new();
         for agent in agents {
             let name = localpart(agent).to_string();
-            if !self.sandboxes.contains(&name) {
+            if self.sandboxes.contains(&name) {
+                said.push(self.act(admin, Action::Stop, &name)?);
+            } else {
                 said.push(format!("{name}: no sandbox on this host, muted only"));
-                continue;
-            }
-            match self.sandbox_action("stop", &name) {
-                Ok(()) => {
-                    self.state.stopped.insert(name.clone());
-                    let detail = format!("stopped by `!halt --stop` ({})", self.control.name());
-                    self.audit("sandbox.stopped", admin, &name, &detail)?;
-                    said.push(format!("{name}: sandbox stopped"));
-                }
-                Err(error) => {
-                    let detail = format!("could not stop: {error:#}");
-                    self.audit("sandbox.stop_failed", admin, &name, &detail)?;
-                    said.push(format!("{name}: {detail}"));
-                }
             }
         }
         Ok(said.join("; "))
@@ -67,23 +84,32 @@ impl Warden<'_> {
         let mut said = Vec::new();
         for agent in agents {
             let name = localpart(agent).to_string();
-            if !self.state.stopped.contains(&name) {
-                continue;
-            }
-            match self.sandbox_action("start", &name) {
-                Ok(()) => {
-                    self.state.stopped.remove(&name);
-                    self.audit("sandbox.started", admin, &name, "started again by `!resume`")?;
-                    said.push(format!("{name}: sandbox started"));
-                }
-                Err(error) => {
-                    let detail = format!("could not start: {error:#}");
-                    self.audit("sandbox.start_failed", admin, &name, &detail)?;
-                    said.push(format!("{name}: {detail}"));
-                }
+            if self.state.stopped.contains(&name) {
+                said.push(self.act(admin, Action::Start, &name)?);
             }
         }
         Ok(said.join("; "))
+    }
+
+    /// Stops or starts one sandbox, remembers it, audits it; what happened.
+    fn act(&mut self, admin: &str, action: Action, name: &str) -> Result<String> {
+        let verb = action.verb();
+        match self.sandbox_action(verb, name) {
+            Ok(()) => {
+                match action {
+                    Action::Stop => self.state.stopped.insert(name.to_string()),
+                    Action::Start => self.state.stopped.remove(name),
+                };
+                let detail = format!("{} ({})", action.why(), self.control.name());
+                self.audit(&format!("sandbox.{}", action.done()), admin, name, &detail)?;
+                Ok(format!("{name}: sandbox {}", action.done()))
+            }
+            Err(error) => {
+                let detail = format!("could not {verb}: {error:#}");
+                self.audit(&format!("sandbox.{verb}_failed"), admin, name, &detail)?;
+                Ok(format!("{name}: {detail}"))
+            }
+        }
     }
 
     fn sandbox_action(&self, verb: &str, name: &str) -> Result<()> {

@@ -168,7 +168,8 @@ impl<'a> Warden<'a> {
             docker: docker::Docker {
                 program: options.docker.clone(),
             },
-            sandboxes: watched_sandboxes(plan),
+            // The containers whose health is reported: the Matrix host's.
+            sandboxes: plan.sandboxes.iter().map(|s| s.name.clone()).collect(),
             docker_failing: false,
             tool_logs: tools::watched(plan, &state_dir),
             tool_logs_failing: BTreeSet::new(),
@@ -675,19 +676,6 @@ impl<'a> Warden<'a> {
         }
         Ok(())
     }
-}
-
-/// The containers whose health is reported: the Matrix host's sandboxes
-/// as the plan lists them, or, in a plan without that list, the agents'.
-fn watched_sandboxes(plan: &Plan) -> Vec<String> {
-    if !plan.sandboxes.is_empty() {
-        return plan.sandboxes.iter().map(|s| s.name.clone()).collect();
-    }
-    plan.accounts
-        .iter()
-        .filter(|a| a.kind == AccountKind::Agent)
-        .map(|a| a.localpart.clone())
-        .collect()
 }
 
 fn users_of(plan: &Plan, kind: &AccountKind) -> BTreeSet<String> {

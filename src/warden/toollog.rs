@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::bootstrap::plan::ToolLogFormat;
+use crate::bootstrap::secrets::env_entries;
 
 /// One tool call: the tool's name and a short account of its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,10 +253,7 @@ pub fn secrets_in(dir: &Path) -> Vec<String> {
             continue;
         };
         if entry.file_name() == "env" {
-            secrets.extend(
-                text.lines()
-                    .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim().to_string())),
-            );
+            secrets.extend(env_entries(&text).map(|(_, value)| value.trim().to_string()));
         } else {
             secrets.push(text.trim().to_string());
         }

@@ -149,6 +149,14 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) -> Watch {
             "`!status` does not show {agent}'s sandbox up: {status}"
         );
     }
+    // The services' sandboxes too (the plan lists every sandbox of the hub).
+    for sandbox in hub.sandboxes() {
+        assert!(
+            status.contains(&format!("sandbox {}: up", sandbox.name)),
+            "`!status` does not show sandbox {} up: {status}",
+            sandbox.name
+        );
+    }
 
     // balthasar's `gh api --hostname web.rehearsal.test`, refused by the
     // proxy before the warden started, is summarised in the ops room.

@@ -116,6 +116,9 @@ pub struct WardenArgs {
     /// Who stops and starts a sandbox for `!halt --stop`: systemd (its `docker-<name>.service`) or docker
     #[arg(long, value_enum, default_value_t = crate::warden::control::SandboxControl::Systemd)]
     pub sandbox_control: crate::warden::control::SandboxControl,
+    /// Tell the ops room about a sandbox that has not been running for this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = crate::warden::UNREADY_AFTER_SECS)]
+    pub unready_after: u64,
 }
 
 #[derive(Debug, Subcommand)]

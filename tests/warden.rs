@@ -35,6 +35,8 @@ struct World {
     /// daemon this test did not start.
     docker: String,
     docker_host: Option<String>,
+    /// The warden's `--unready-after`, in seconds.
+    unready_after: u64,
 }
 
 fn plan_path() -> PathBuf {
@@ -85,6 +87,7 @@ impl World {
             txn: std::cell::Cell::new(0),
             docker: temp.path().join("no-docker").display().to_string(),
             docker_host: None,
+            unready_after: 180,
             _temp: temp,
         };
         let reply = world
@@ -216,6 +219,7 @@ impl World {
             .arg(self.state.join("no-proxy.log"))
             // No systemd units here: `!halt --stop` asks Docker.
             .args(["--sandbox-control", "docker"])
+            .args(["--unready-after", &self.unready_after.to_string()])
             .env_remove("DOCKER_HOST");
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);
@@ -631,5 +635,56 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert!(reply.contains("casper: sandbox started"), "{reply}");
     assert!(running(&daemon, "casper"), "casper's sandbox did not start again");
     assert_eq!(world.level("@casper:magi"), None);
+
+    // Down past `--unready-after`: one notice, however many polls see it,
+    // and none while it was stopped on purpose (above). The plan's other
+    // sandboxes have no container here: down since the first poll, so
+    // they are reported too, once each.
+    let unready = |world: &World| -> Vec<String> {
+        world
+            .notices_in(&world.ops, &admin)
+            .into_iter()
+            .filter(|n| n.contains(": not ready for "))
+            .collect()
+    };
+    assert_eq!(unready(&world), Vec::<String>::new());
+    docker_ok(&daemon, &["kill", "casper"]);
+    world.unready_after = 2;
+    world.warden();
+    std::thread::sleep(Duration::from_millis(2500));
+    world.warden();
+    world.warden();
+    let notices = unready(&world);
+    let about_casper: Vec<&String> = notices.iter().filter(|n| n.starts_with("sandbox casper:")).collect();
+    assert_eq!(about_casper.len(), 1, "{notices:?}");
+    assert!(about_casper[0].contains("(container exited)"), "{notices:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("sandbox melchior: not ready for ") && n.ends_with("(no container)")),
+        "{notices:?}"
+    );
+    let unready_records = |world: &World| {
+        world
+            .records()
+            .iter()
+            .filter(|r| r.kind == "sandbox.unready" && r.subject == "casper")
+            .count()
+    };
+    assert_eq!(unready_records(&world), 1);
+    // Running again: audited, and a later fall is news again.
+    docker_ok(&daemon, &["start", "casper"]);
+    world.warden();
+    assert!(
+        world
+            .records()
+            .iter()
+            .any(|r| r.kind == "sandbox.ready" && r.subject == "casper")
+    );
+    docker_ok(&daemon, &["kill", "casper"]);
+    world.warden();
+    std::thread::sleep(Duration::from_millis(2500));
+    world.warden();
+    assert_eq!(unready_records(&world), 2);
     drop(daemon);
 }

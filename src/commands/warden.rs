@@ -18,6 +18,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         docker: args.docker.clone(),
         proxy_log: args.proxy_log.clone(),
         control: args.sandbox_control,
+        unready_after: std::time::Duration::from_secs(args.unready_after),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

@@ -181,6 +181,18 @@ impl Docker {
         Ok(found)
     }
 
+    /// Docker's one-word state (`running`, `exited`, `restarting`, ...) of
+    /// those of `names` that exist: one cheap call, made at every poll.
+    pub fn states(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        let out = self.run(&["ps", "-a", "--format", "{{.Names}}\t{{.State}}"].map(String::from))?;
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .filter(|(name, _)| names.iter().any(|n| n == name))
+            .map(|(name, state)| (name.to_string(), state.trim().to_string()))
+            .collect())
+    }
+
     /// Which of `names` are containers (`docker inspect` of a missing one
     /// fails the whole call).
     fn existing(&self, names: &[String]) -> Result<Vec<String>> {

@@ -11,6 +11,7 @@ mod denials;
 pub mod docker;
 mod health;
 pub mod power;
+pub mod readiness;
 pub mod state;
 mod toollog;
 mod tools;
@@ -53,7 +54,13 @@ pub struct Options {
     pub proxy_log: Option<PathBuf>,
     /// Who stops and starts sandboxes for `!halt --stop`.
     pub control: control::SandboxControl,
+    /// How long a sandbox may stay down before the ops room hears of it.
+    pub unready_after: Duration,
 }
+
+/// The default of `--unready-after`: longer than the slowest agent's start
+/// under gVisor (OpenClaw, about a minute), so a restart is not news.
+pub const UNREADY_AFTER_SECS: u64 = 180;
 
 /// The default of `--head-every`: hourly.
 pub const HEAD_EVERY_SECS: u64 = 3600;
@@ -100,6 +107,7 @@ pub struct Warden<'a> {
     /// Bridge address -> sandbox, to name who was denied.
     addresses: BTreeMap<String, String>,
     control: control::SandboxControl,
+    unready_after: Duration,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -111,6 +119,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.post_head_if_due()?;
         warden.sync(if options.once { 0 } else { LONG_POLL_MS })?;
         warden.watch_sandboxes()?;
+        warden.watch_readiness()?;
         warden.watch_tool_calls()?;
         warden.watch_denials()?;
         if options.once {
@@ -179,6 +188,7 @@ impl<'a> Warden<'a> {
                 .or_else(|| plan.proxy_log.as_ref().map(PathBuf::from)),
             proxy_log_failing: false,
             control: options.control,
+            unready_after: options.unready_after,
             addresses: plan
                 .sandboxes
                 .iter()

@@ -35,6 +35,18 @@ pub struct State {
     /// Sandboxes `!halt --stop` stopped, started again by `!resume`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub stopped: std::collections::BTreeSet<String>,
+    /// Sandbox -> since when it is seen down, and whether that was said.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unready: BTreeMap<String, Unready>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unready {
+    /// Unix seconds of the first poll that saw it down.
+    pub since: u64,
+    /// The ops room was told (once per time it went down).
+    pub reported: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ in
   imports = [
     ./bootstrap.nix
     ./egress.nix
+    ./service-secrets.nix
     ./warden.nix
   ]
   ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;

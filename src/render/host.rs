@@ -99,8 +99,9 @@ struct HostContext {
     /// Units `appliance-ready.target` waits for.
     ready: Vec<String>,
     pull_script: &'static str,
-    /// Secrets of the appliance's own service sandboxes, made at first boot.
-    service_secrets: Vec<ServiceSecret>,
+    /// Secrets of the appliance's own service sandboxes, made at first boot
+    /// (`appliance.serviceSecrets`, modules/service-secrets.nix), by sandbox.
+    service_secrets: BTreeMap<String, ServiceSecret>,
     containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
     container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
     /// Path units starting a sandbox once pairing has fetched its secrets.
@@ -109,30 +110,29 @@ struct HostContext {
     gpu_containers: bool,
 }
 
+/// One value of `appliance.serviceSecrets` (modules/service-secrets.nix):
+/// the env file and the variable it sets to a random key.
 #[derive(Serialize)]
 struct ServiceSecret {
-    dir: String,
-    file: String,
+    file: &'static str,
     variable: &'static str,
 }
 
-/// The unit that makes the service sandboxes' secrets.
+/// The unit that makes the service sandboxes' secrets (modules/service-secrets.nix).
 const SERVICE_SECRETS_UNIT: &str = "appliance-service-secrets.service";
 
 /// SearXNG's secret key and webextract's key (shared with its clients,
 /// under the name Hermes reads), one env file each.
-fn service_secrets(host: &Host) -> Vec<ServiceSecret> {
+fn service_secrets(host: &Host) -> BTreeMap<String, ServiceSecret> {
     host.sandboxes
         .iter()
-        .filter_map(|s| match s.name.as_str() {
-            SEARCH_SANDBOX => Some((SEARCH_SECRET_ENV, "SEARXNG_SECRET")),
-            EXTRACT_SANDBOX => Some((EXTRACT_KEY_ENV, "TAVILY_API_KEY")),
-            _ => None,
-        })
-        .map(|(file, variable)| ServiceSecret {
-            dir: file.rsplit_once('/').map_or("", |(d, _)| d).to_string(),
-            file: file.to_string(),
-            variable,
+        .filter_map(|s| {
+            let (file, variable) = match s.name.as_str() {
+                SEARCH_SANDBOX => (SEARCH_SECRET_ENV, "SEARXNG_SECRET"),
+                EXTRACT_SANDBOX => (EXTRACT_KEY_ENV, "TAVILY_API_KEY"),
+                _ => return None,
+            };
+            Some((s.name.clone(), ServiceSecret { file, variable }))
         })
         .collect()
 }

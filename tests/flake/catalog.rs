@@ -312,12 +312,15 @@ pub(super) fn tokenize(text: &str) -> Vec<Token> {
 /// path whose value is not itself an attribute set literal. A value counts
 /// as nested when it is `{ ... }`, possibly behind `lib.mkIf <cond>`,
 /// `lib.mkDefault`, `lib.mkForce` or a function pattern (`{ ... }: { ... }`).
-struct PathCollector<'a> {
-    tokens: &'a [Token],
+struct PathCollector {
+    tokens: Vec<Token>,
     paths: BTreeSet<String>,
+    /// Paths declared by `lib.mkOption` with an `attrsOf` type: each
+    /// `<path>.<name>` holds a value of the option's element type.
+    attrs_of: BTreeSet<String>,
 }
 
-impl PathCollector<'_> {
+impl PathCollector {
     fn punct(&self, i: usize, c: char) -> bool {
         self.tokens.get(i) == Some(&Token::Punct(c))
     }
@@ -425,6 +428,9 @@ impl PathCollector<'_> {
                     self.modules_in(open, end);
                 }
                 _ => {
+                    if self.declares_attrs_of(i, end) {
+                        self.attrs_of.insert(path.join("."));
+                    }
                     self.paths.insert(path.join("."));
                     self.modules_in(i, end);
                 }
@@ -432,6 +438,17 @@ impl PathCollector<'_> {
             i = end + 1;
         }
         i + 1
+    }
+
+    /// Whether the value in `from..to` is `lib.mkOption { ... }` of a type
+    /// `lib.types.attrsOf ...`.
+    fn declares_attrs_of(&self, from: usize, to: usize) -> bool {
+        let ident = |name: &str| Token::Ident(name.into());
+        let value = &self.tokens[from..to];
+        value.starts_with(&[ident("lib"), Token::Punct('.'), ident("mkOption")])
+            && value
+                .windows(3)
+                .any(|w| w == [ident("types"), Token::Punct('.'), ident("attrsOf")])
     }
 
     /// NixOS modules written inline in `modules = [ { ... } ... ]`.
@@ -460,10 +477,25 @@ impl PathCollector<'_> {
 /// headers and `let ... in` (or, for files that build modules inline, the
 /// modules in `modules = [ ... ]` lists).
 pub(super) fn defined_paths(text: &str) -> BTreeSet<String> {
+    collect_paths(text).paths
+}
+
+/// The options a Nix file declares with an `attrsOf` type (without the
+/// `options.` prefix): `<option>.<name>.*` are values, not options.
+fn attrs_of_options(text: &str) -> BTreeSet<String> {
+    collect_paths(text)
+        .attrs_of
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("options.").map(str::to_string))
+        .collect()
+}
+
+fn collect_paths(text: &str) -> PathCollector {
     let tokens = tokenize(text);
     let mut collector = PathCollector {
-        tokens: &tokens,
+        tokens: tokens.clone(),
         paths: BTreeSet::new(),
+        attrs_of: BTreeSet::new(),
     };
     let mut i = 0;
     loop {
@@ -510,7 +542,7 @@ pub(super) fn defined_paths(text: &str) -> BTreeSet<String> {
         collector.attrset(i, &[]);
     }
     collector.modules_in(0, tokens.len());
-    collector.paths
+    collector
 }
 
 /// NixOS option paths a file sets, by kind of file.
@@ -564,7 +596,8 @@ fn is_freeform(kind: &str) -> bool {
 
 pub(super) fn module_files() -> Vec<PathBuf> {
     let mut files = generated_host_modules();
-    files.push(root().join("modules/appliance.nix"));
+    // The hand-written modules: the nixpkgs options they set from ours.
+    files.extend(nix_files(&root().join("modules")));
     files.extend(nix_files(&root().join("nix/targets")));
     files.push(root().join("nix/checks/hub.nix"));
     files.push(root().join("nix/checks/hub-scenario.nix"));
@@ -655,6 +688,22 @@ impl KnownOptions {
         }
         for path in &declared {
             options.push((path.split('.').map(str::to_string).collect(), false));
+        }
+        // An `attrsOf` option's values sit below a name of the user's
+        // (`appliance.serviceSecrets.searxng.file`); the module system types
+        // them, so any path below `<option>.<name>` is accepted.
+        let attrs_of: Vec<String> = nix_files(&root().join("modules"))
+            .iter()
+            .flat_map(|file| attrs_of_options(&read(file)))
+            .collect();
+        assert!(
+            attrs_of.iter().any(|o| o == "appliance.serviceSecrets"),
+            "appliance.serviceSecrets not found among the attrsOf options {attrs_of:?}"
+        );
+        for path in attrs_of {
+            let mut segments: Vec<String> = path.split('.').map(str::to_string).collect();
+            segments.push("<name>".into());
+            options.push((segments, true));
         }
         let removed = catalog["renamed_or_removed"]
             .as_array()

@@ -12,10 +12,23 @@ const STUB_MODULE_LIB: &str = r#"
   mkEnableOption = description: { _enable = description; };
   mkPackageOption = _pkgs: name: _extra: { _package = name; };
   mkOption = option: option;
-  types = { path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}"; };
+  types = {
+    path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}";
+    strMatching = regex: "strMatching ${regex}";
+    attrsOf = type: { _attrsOf = type; };
+    submodule = module: { _submodule = module; };
+  };
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
   literalExpression = text: { _literal = text; };
+  attrValues = builtins.attrValues;
+  concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+  # As nixpkgs' lib/strings.nix writes it: the tests run what it quotes.
+  escapeShellArg = arg:
+    let string = toString arg; in
+    if builtins.match "[[:alnum:],._+:@%/-]+" string == null
+    then "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] string}'"
+    else string;
 }
 "#;
 
@@ -27,7 +40,7 @@ fn eval_module(file: &str, config: &str, select: &str) -> Value {
 let
   module = import {root}/{file} {{
     lib = import {stub}/lib.nix;
-    pkgs = {{ }};
+    pkgs = {{ coreutils = {{ name = "coreutils"; }}; }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
     config = {config};
   }};
@@ -217,6 +230,94 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
     assert_eq!(out["squid"]["_if"], false);
     assert_eq!(out["dnsmasq"]["_if"], false);
     assert_eq!(out["nftables"]["content"]["preCheckRuleset"]["_if"], false);
+}
+
+#[test]
+fn the_service_secrets_module_makes_each_env_file_once_whatever_its_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    // Paths a shell would split or expand unless every value is quoted: a
+    // quote, a `$`, a space, a glob.
+    let dir = tempfile::tempdir().unwrap();
+    let search = dir.path().join("it's $HOME/sear*xng \"x\"/env");
+    let extract = dir.path().join("webextract/`id`/env");
+    let values = serde_json::json!({ "appliance": { "serviceSecrets": {
+        "searxng": { "file": search, "variable": "SEARXNG_SECRET" },
+        "webextract": { "file": extract, "variable": "TAVILY_API_KEY" },
+    } } });
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, values.to_string()).unwrap();
+    let out = eval_module(
+        "modules/service-secrets.nix",
+        &format!("builtins.fromJSON (builtins.readFile {})", config.display()),
+        r#"{
+          option = module.options.appliance.serviceSecrets;
+          enabled = module.config._if;
+          unit = module.config.content.systemd.services.appliance-service-secrets;
+        }"#,
+    );
+    let fields = &out["option"]["type"]["_attrsOf"]["_submodule"]["options"];
+    assert_eq!(fields["file"]["type"], "strMatching /.+");
+    assert_eq!(fields["variable"]["type"], "strMatching [A-Za-z_][A-Za-z0-9_]*");
+    assert_eq!(out["option"]["default"], serde_json::json!({}));
+    assert_eq!(out["enabled"], true);
+    let unit = &out["unit"];
+    // Nothing starts it but the sandboxes that need its files.
+    assert_eq!(unit.get("wantedBy"), None);
+    assert_eq!(
+        unit["serviceConfig"],
+        serde_json::json!({ "Type": "oneshot", "RemainAfterExit": true, "UMask": "0077" })
+    );
+    assert_eq!(unit["path"], serde_json::json!([{ "name": "coreutils" }]));
+
+    // The script as systemd runs it (nixpkgs' `script`: bash -e), twice:
+    // each file is made once, 0400, in a 0700 directory, and kept.
+    let script = unit["script"].as_str().unwrap();
+    let run = || {
+        let status = Command::new("bash")
+            .args(["-e", "-c", script])
+            .env("HOME", "/nonexistent")
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    };
+    run();
+    let mut first = Vec::new();
+    for (file, variable) in [(&search, "SEARXNG_SECRET"), (&extract, "TAVILY_API_KEY")] {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}\n{script}", file.display()));
+        let key = text
+            .strip_prefix(&format!("{variable}="))
+            .and_then(|k| k.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert!(
+            key.len() >= 40 && key.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{key:?}"
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(file), 0o400);
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
+        assert!(!Path::new(&format!("{}.tmp", file.display())).exists());
+        first.push(text);
+    }
+    assert!(!dir.path().join("it's /nonexistent").exists(), "`$HOME` was expanded");
+    run();
+    assert_eq!(
+        first,
+        [
+            std::fs::read_to_string(&search).unwrap(),
+            std::fs::read_to_string(&extract).unwrap()
+        ],
+        "a second boot keeps the keys the services already share"
+    );
+
+    let none = eval_module(
+        "modules/service-secrets.nix",
+        "{ appliance.serviceSecrets = { }; }",
+        "module.config._if",
+    );
+    assert_eq!(none, false, "no secrets, no unit");
 }
 
 /// Every option a hand-written module of modules/ declares is in

@@ -248,32 +248,19 @@ in
     };
     appliance.warden.enable = lib.mkDefault true;
 
-
     # Secrets of the appliance's own services (SearXNG's key, which signs its
-    # URLs; webextract's, which its clients send), made on this host at
-    # first boot, 0400 root, never in the Nix store; Docker reads them.
-    systemd.services.appliance-service-secrets = {
-      description = "Create the appliance services' secrets on first boot";
-      path = [ pkgs.coreutils ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
+    # URLs; webextract's, which its clients send): modules/service-secrets.nix
+    # makes each env file at first boot, 0400 root, never in the Nix store;
+    # Docker reads them.
+    appliance.serviceSecrets = {
+      searxng = {
+        file = "/var/lib/appliance/secrets/searxng/env";
+        variable = "SEARXNG_SECRET";
       };
-      script = ''
-        mkdir -p -m 0700 /var/lib/appliance/secrets/searxng
-        if [ ! -s /var/lib/appliance/secrets/searxng/env ]; then
-          echo "SEARXNG_SECRET=$(head -c 32 /dev/urandom | base64 -w0 | tr -d '=+/')" > /var/lib/appliance/secrets/searxng/env.tmp
-          chmod 0400 /var/lib/appliance/secrets/searxng/env.tmp
-          mv /var/lib/appliance/secrets/searxng/env.tmp /var/lib/appliance/secrets/searxng/env
-        fi
-        mkdir -p -m 0700 /var/lib/appliance/secrets/webextract
-        if [ ! -s /var/lib/appliance/secrets/webextract/env ]; then
-          echo "TAVILY_API_KEY=$(head -c 32 /dev/urandom | base64 -w0 | tr -d '=+/')" > /var/lib/appliance/secrets/webextract/env.tmp
-          chmod 0400 /var/lib/appliance/secrets/webextract/env.tmp
-          mv /var/lib/appliance/secrets/webextract/env.tmp /var/lib/appliance/secrets/webextract/env
-        fi
-      '';
+      webextract = {
+        file = "/var/lib/appliance/secrets/webextract/env";
+        variable = "TAVILY_API_KEY";
+      };
     };
 
     # The spec's models, pulled into Ollama's sandbox once it answers; the

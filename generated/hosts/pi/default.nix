@@ -138,7 +138,6 @@ in
       proxyConfig = ./egress-proxy.conf;
     };
 
-
     # Reached once every sandbox runs:
     # `systemctl is-active appliance-ready.target`.
     systemd.targets.appliance-ready = {

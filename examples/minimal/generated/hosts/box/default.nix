@@ -138,7 +138,6 @@ in
     };
     appliance.warden.enable = lib.mkDefault true;
 
-
     # The spec's models, pulled into Ollama's sandbox once it answers; the
     # appliance is not ready until every one is there. A model that fails is
     # named in this unit's journal (`journalctl -u appliance-models`).

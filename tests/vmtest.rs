@@ -187,6 +187,29 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
         facts["scenario"]
     );
     assert_eq!(facts["inferenceSandbox"], "ollama");
+    // The warden's step: casper halted and looping with melchior, melchior
+    // killed; the files where the bootstrap and the warden put them.
+    assert_eq!(
+        facts["warden"],
+        json!({
+            "opsRoom": "#appliance_ops:magi",
+            "tokenFile": "/var/lib/appliance/secrets/_host/bootstrap/matrix-token",
+            "auditFile": "/var/lib/appliance/warden/audit.jsonl",
+            "loopBudget": 8,
+            "loopAgents": ["casper", "melchior"],
+            "agentTokens": {
+                "casper": "/var/lib/appliance/secrets/casper/matrix-token",
+                "melchior": "/var/lib/appliance/secrets/melchior/matrix-token",
+            },
+            "kill": ["melchior"],
+        })
+    );
+    // The same files the warden and the rehearsal use.
+    assert!(facts["warden"]["auditFile"].as_str().unwrap().ends_with(&format!(
+        "/{}/{}",
+        agent_appliance::warden::WARDEN_DIR,
+        agent_appliance::warden::AUDIT_FILE
+    )));
 
     // The script: the boot checks first, then scenario.py with those
     // flags, and a non-zero exit fails the test.
@@ -207,6 +230,12 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
         "--agent-log={name}=/root/scenario/{name}.log",
         "if status != 0:\n    raise Exception(",
         "print(machine.execute(\"cat /root/scenario/results.json\")[1])",
+        "machine.wait_for_unit(\"appliance-warden.service\")",
+        "\"--step=warden\"",
+        "\"--audit-file=\" + w[\"auditFile\"]",
+        "[f\"--agent-token={name}={path}\" for name, path in sorted(w[\"agentTokens\"].items())]",
+        "[f\"--kill={name}\" for name in w[\"kill\"]]",
+        "raise Exception(f\"scenario.py --step=warden failed",
     ] {
         assert!(script.contains(needle), "the test script lacks `{needle}`:\n{script}");
     }
@@ -354,7 +383,8 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
 const STUB_DRIVER: &str = r#"
 import json, shlex, subprocess, sys, tempfile, os
 
-script_path, scenario_py, daemon_json, full_status = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# failing: which scenario.py run exits 1 ("scenario", "warden" or "none").
+script_path, scenario_py, daemon_json, failing = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 script = open(script_path).read()
 runtimes = json.load(open(daemon_json))["runtimes"]
 scratch = tempfile.mkdtemp()
@@ -396,8 +426,9 @@ class StubMachine:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
             assert done.returncode == 1 and "connect" in done.stderr, (argv, done.returncode, done.stderr)
             runs.append(original)
-            full = any(a.startswith("--agent-log=") for a in original)
-            return (full_status if full else 0), ""
+            kind = "warden" if "--step=warden" in original else (
+                "scenario" if any(a.startswith("--agent-log=") for a in original) else "warm-up")
+            return (1 if kind == failing else 0), ""
         if "docker info" in cmd:
             return 0, json.dumps({name: {"path": "/stub/bin/runsc"} for name in runtimes})
         if "config.json" in cmd:
@@ -418,7 +449,7 @@ except Exception as e:
 print(json.dumps({"raised": raised, "runs": runs}))
 "#;
 
-fn run_script_with_stub_machine(script: &str, full_status: i32) -> Option<Value> {
+fn run_script_with_stub_machine(script: &str, failing: &str) -> Option<Value> {
     let python = require_tool("python3", "running the VM test's script with a stub machine")?;
     let scratch = tempfile::tempdir().unwrap();
     let script_path = scratch.path().join("testScript.py");
@@ -430,7 +461,7 @@ fn run_script_with_stub_machine(script: &str, full_status: i32) -> Option<Value>
         .arg(&script_path)
         .arg(root().join("tests/rehearsal/scenario.py"))
         .arg(root().join("generated/hosts/hub/docker-daemon.json"))
-        .arg(full_status.to_string())
+        .arg(failing)
         .output()
         .unwrap();
     assert!(
@@ -449,13 +480,14 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
         return;
     };
     let script = out["testScript"].as_str().unwrap();
-    let Some(passing) = run_script_with_stub_machine(script, 0) else {
+    let Some(passing) = run_script_with_stub_machine(script, "none") else {
         return;
     };
     assert_eq!(passing["raised"], Value::Null, "{passing}");
     let runs = passing["runs"].as_array().unwrap();
-    // The warm-up (mentions until every agent answered), then the full run.
-    assert_eq!(runs.len(), 2, "{passing}");
+    // The warm-up (mentions until every agent answered), the full run, the
+    // warden's step.
+    assert_eq!(runs.len(), 3, "{passing}");
     let full: Vec<&str> = strings(&runs[1]);
     for flag in [
         "--step=joined",
@@ -479,10 +511,28 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
         assert!(full.contains(&flag), "the full run lacks {flag}: {full:?}");
     }
     assert!(strings(&runs[0]).contains(&"--step=mention"));
-    // A failing scenario fails the test.
-    let failing = run_script_with_stub_machine(script, 1).unwrap();
-    let raised = failing["raised"].as_str().unwrap_or_default();
-    assert!(raised.contains("scenario.py failed (exit 1)"), "{failing}");
+    let warden: Vec<&str> = strings(&runs[2]);
+    for flag in [
+        "--step=warden",
+        "--code-agent=casper",
+        "--loop-agents=casper,melchior",
+        "--ops-room=#appliance_ops:magi",
+        "--loop-budget=8",
+        "--kill=melchior",
+        "--agent-token=melchior=/var/lib/appliance/secrets/melchior/matrix-token",
+        "--registration-secret-file=/var/lib/appliance/secrets/_host/synapse/registration-shared-secret",
+    ] {
+        assert!(warden.contains(&flag), "the warden's run lacks {flag}: {warden:?}");
+    }
+    // A failing scenario, or a failing warden step, fails the test.
+    for (run, says) in [
+        ("scenario", "scenario.py failed (exit 1)"),
+        ("warden", "scenario.py --step=warden failed (exit 1)"),
+    ] {
+        let failing = run_script_with_stub_machine(script, run).unwrap();
+        let raised = failing["raised"].as_str().unwrap_or_default();
+        assert!(raised.contains(says), "{failing}");
+    }
 }
 
 #[test]

@@ -156,11 +156,42 @@ let
   ++ lib.optional (browserAgent != null) "browse"
   ++ lib.optional (lib.length agentNames >= 2) "loop";
 
+  # The warden's step (scenario.py --step=warden, docs/warden.md): the
+  # code agent is halted and resumed; it and a second agent (the browser
+  # agent where there is one) loop with their own accounts and are muted
+  # at the plan's budget; the second is killed and must be one notice in
+  # the ops room. Files as the bootstrap and the warden make them.
+  loopPartner =
+    if browserAgent != null && browserAgent != codeAgent then
+      browserAgent
+    else
+      lib.findFirst (name: name != codeAgent) null agentNames;
+  warden =
+    if codeAgent == null || loopPartner == null then
+      null
+    else
+      {
+        opsRoom = plan.ops_room.alias;
+        tokenFile = "${plan.state_dir}/${plan.bootstrap_account.secrets_dir}/matrix-token";
+        auditFile = "${plan.state_dir}/warden/audit.jsonl";
+        loopBudget = plan.loop_budget or 8;
+        loopAgents = [
+          codeAgent
+          loopPartner
+        ];
+        agentTokens = lib.genAttrs [
+          codeAgent
+          loopPartner
+        ] (name: "${plan.state_dir}/${(accountOf name).secrets_dir}/matrix-token");
+        kill = [ loopPartner ];
+      };
+
   # What the test script needs, as JSON in the script (tests/flake.rs reads
   # it back from there).
   facts = builtins.toJSON {
     inherit
       steps
+      warden
       codeAgent
       browserAgent
       webAddress
@@ -187,8 +218,10 @@ pkgs.testers.runNixOSTest {
   # Boot and image loads take minutes (OpenClaw's and Hermes' images carry
   # Chromium), agents up to FIRST_ANSWER below, the scenario up to 15
   # minutes of bounded waits (scenario.py's defaults: join 60 s, replies
-  # 120 s, code 180 s, quiet 15 s, loop window 30 s).
-  globalTimeout = 60 * 60;
+  # 120 s, code 180 s, quiet 15 s, loop window 30 s), then the warden's.
+  # The warden's step adds up to 20 minutes (a killed agent's restart
+  # within FIRST_ANSWER among them).
+  globalTimeout = 80 * 60;
   nodes.machine =
     { lib, ... }:
     {
@@ -316,5 +349,30 @@ pkgs.testers.runNixOSTest {
     print(machine.execute("cat /root/scenario/results.json")[1])
     if status != 0:
         raise Exception(f"scenario.py failed (exit {status}); its checks are above\n{report()}")
+
+    # The warden (modules/warden.nix), outside every sandbox: status, refused
+    # commands, halt and resume, the loop breaker, a kill's notice, the audit
+    # trail (scenario.py --step=warden; the rehearsal runs the same step).
+    if facts["warden"]:
+        w = facts["warden"]
+        machine.wait_for_unit("appliance-warden.service")
+        step = base + [
+            "--step=warden",
+            "--code-agent=" + facts["codeAgent"],
+            "--loop-agents=" + ",".join(w["loopAgents"]),
+            "--ops-room=" + w["opsRoom"],
+            "--warden-token-file=" + w["tokenFile"],
+            "--audit-file=" + w["auditFile"],
+            "--appliance=appliance",
+            f"--loop-budget={w['loopBudget']}",
+            "--kill-command=docker kill --signal=KILL {name}",
+            f"--restart-timeout={FIRST_ANSWER}",
+            "--json=/root/scenario/warden.json",
+        ] + [f"--agent-token={name}={path}" for name, path in sorted(w["agentTokens"].items())]
+        step += [f"--kill={name}" for name in w["kill"]]
+        status, _ = machine.execute(shlex.join(step) + " >/dev/null 2>/root/scenario/warden.log", timeout=20 * 60)
+        print(machine.execute("cat /root/scenario/warden.log")[1])
+        if status != 0:
+            raise Exception(f"scenario.py --step=warden failed (exit {status}); its checks are above\n{report()}")
   '';
 }

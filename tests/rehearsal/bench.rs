@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::common::root;
 use crate::hub::{self, Hub, Services};
-use crate::matrix::Admin;
+use crate::matrix::Member;
 
 /// The agents measured: (sandbox, what it is), melchior = OpenClaw,
 /// casper = Hermes, balthasar = PicoClaw.
@@ -69,7 +69,7 @@ fn client() -> Client {
 
 /// The event and the room's messages after it (oldest first), as the admin
 /// sees them.
-fn context(hub: &Hub, admin: &Admin, event: &str) -> (Value, Vec<Value>) {
+fn context(hub: &Hub, admin: &Member, event: &str) -> (Value, Vec<Value>) {
     let token = admin.token.clone();
     let path = format!(
         "/_matrix/client/v3/rooms/{}/context/{}?limit=300",
@@ -102,7 +102,7 @@ fn body(event: &Value) -> &str {
 
 /// The first message from `sender` after `event` whose body contains
 /// `needle`, waiting up to `within`.
-fn reply_to(hub: &Hub, admin: &Admin, event: &str, sender: &str, needle: &str, within: Duration) -> Option<Value> {
+fn reply_to(hub: &Hub, admin: &Member, event: &str, sender: &str, needle: &str, within: Duration) -> Option<Value> {
     let started = Instant::now();
     while started.elapsed() < within {
         let (_, after) = context(hub, admin, event);
@@ -284,7 +284,7 @@ struct Ready {
 /// Starts `sandbox` under `runtime` and mentions it every `PROBE_EVERY`
 /// until it answers; or why not: dockerd's refusal (a variant's flags may
 /// not combine) or the agent's exit.
-fn start_to_ready(hub: &Hub, admin: &Admin, sandbox: &Sandbox, runtime: &str, user: &str) -> Result<Ready, String> {
+fn start_to_ready(hub: &Hub, admin: &Member, sandbox: &Sandbox, runtime: &str, user: &str) -> Result<Ready, String> {
     // A clean stop first: OpenClaw counts unclean restarts and, after a few,
     // its crash-loop breaker stops starting the Matrix channel (seen after
     // three `docker rm -f` in a row). Not yet verified to be enough.
@@ -336,7 +336,7 @@ fn start_to_ready(hub: &Hub, admin: &Admin, sandbox: &Sandbox, runtime: &str, us
 /// sent while it started, one by one) or sent nothing for 15 s (OpenClaw
 /// skips them), at most three minutes, so the round trips that follow do
 /// not queue behind them. Returns the probes answered.
-fn settle(hub: &Hub, admin: &Admin, user: &str, ready: &Ready) -> usize {
+fn settle(hub: &Hub, admin: &Member, user: &str, ready: &Ready) -> usize {
     let started = Instant::now();
     let mut seen = 0;
     let mut last_change = Instant::now();
@@ -361,7 +361,7 @@ fn settle(hub: &Hub, admin: &Admin, user: &str, ready: &Ready) -> usize {
 /// `count` mentions, one at a time; each round trip in ms between the
 /// mention's and the reply's server timestamps, and how many got no reply
 /// within `REPLY_WITHIN`.
-fn round_trips(hub: &Hub, admin: &Admin, agent: &str, user: &str, tag: &str, count: usize) -> (Vec<f64>, usize) {
+fn round_trips(hub: &Hub, admin: &Member, agent: &str, user: &str, tag: &str, count: usize) -> (Vec<f64>, usize) {
     let mut trips = Vec::new();
     let mut timeouts = 0;
     for i in 0..count {
@@ -485,7 +485,7 @@ fn configs_for(sandbox: &Sandbox) -> Vec<Config> {
 /// One agent: `rounds` rounds; in each, every config once (the order
 /// rotating between rounds), each start followed by `replies` round trips
 /// and a memory sample.
-fn bench_agent(hub: &Hub, admin: &Admin, sandbox: &Sandbox, rounds: usize, replies: usize) -> Value {
+fn bench_agent(hub: &Hub, admin: &Member, sandbox: &Sandbox, rounds: usize, replies: usize) -> Value {
     let user = hub.appliance.agents[&sandbox.name].user_id.clone();
     let configs = configs_for(sandbox);
     add_runtimes(hub, &configs, &sandbox.runtime);
@@ -547,7 +547,7 @@ fn bench_agent(hub: &Hub, admin: &Admin, sandbox: &Sandbox, rounds: usize, repli
 /// DNS, secrets, Synapse, bootstrap), then the images (a rehearsal-only
 /// cost: the appliance has them in its Nix store), then every sandbox in
 /// dependency order until every agent has answered a mention.
-fn cold_start() -> Option<(Hub, Admin, Value)> {
+fn cold_start() -> Option<(Hub, Member, Value)> {
     if !crate::tools_present() {
         return None;
     }
@@ -559,7 +559,7 @@ fn cold_start() -> Option<(Hub, Admin, Value)> {
     let images_started = Instant::now();
     crate::build_images(&hub);
     let images_s = images_started.elapsed().as_secs_f64();
-    let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
+    let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     let load = load_average();
     let sandboxes_started = Instant::now();
     let started_ms = now_ms();

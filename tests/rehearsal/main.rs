@@ -28,7 +28,7 @@ use agent_appliance::spec::schema::AgentKind;
 
 use crate::common::{in_ci, require_tool, root};
 use crate::hub::{Hub, Services};
-use crate::matrix::Admin;
+use crate::matrix::Member;
 
 /// How long an agent may take from container start to its first answer.
 /// Measured here (2 vCPUs, other builds running): casper 19.5 s, melchior
@@ -79,7 +79,7 @@ fn standin() -> std::path::PathBuf {
 }
 
 /// Every sandbox of the hub running, and `@gendo` logged in.
-fn bring_up() -> Option<(Hub, Admin)> {
+fn bring_up() -> Option<(Hub, Member)> {
     if !tools_present() {
         return None;
     }
@@ -89,7 +89,7 @@ fn bring_up() -> Option<(Hub, Admin)> {
     build_images(&hub);
     operator_adds_gh_token(&hub);
     start_sandboxes(&hub);
-    let admin = Admin::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
+    let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     hold_for_debugging(&hub);
     Some((hub, admin))
 }
@@ -157,7 +157,7 @@ fn agent_id(hub: &Hub, agent: &str) -> String {
 }
 
 /// Every message `agent` sent in the room so far (from the room's start).
-fn bodies_from(hub: &Hub, admin: &Admin, since: &str, agent: &str) -> Vec<String> {
+fn bodies_from(hub: &Hub, admin: &Member, since: &str, agent: &str) -> Vec<String> {
     let user = agent_id(hub, agent);
     admin
         .messages_after(hub, since)
@@ -170,7 +170,7 @@ fn bodies_from(hub: &Hub, admin: &Admin, since: &str, agent: &str) -> Vec<String
 /// Mentions `agent` until it answers (an agent that is still starting
 /// misses the first messages), within `FIRST_ANSWER`.
 /// Returns the answer, the seconds it took and the first mention's event.
-fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64, String) {
+fn first_answer(hub: &Hub, admin: &Member, agent: &str) -> (String, f64, String) {
     let user = agent_id(hub, agent);
     let started = std::time::Instant::now();
     let mut first = None;
@@ -197,7 +197,7 @@ fn first_answer(hub: &Hub, admin: &Admin, agent: &str) -> (String, f64, String) 
 }
 
 /// A mention of `agent` and its answer containing `needle`, within `within`.
-fn ask(hub: &Hub, admin: &Admin, agent: &str, text: &str, needle: &str, within: Duration) -> (String, f64) {
+fn ask(hub: &Hub, admin: &Member, agent: &str, text: &str, needle: &str, within: Duration) -> (String, f64) {
     let user = agent_id(hub, agent);
     let event = admin.mention(hub, &user, text);
     admin.wait_reply(hub, &event, &user, needle, within).unwrap_or_else(|| {
@@ -230,7 +230,7 @@ fn resolver_works(hub: &Hub, sandbox: &str) {
 /// Issue 10 item 5: casper's code tool runs a program in a container of the
 /// code sandbox's inner dockerd (under gVisor), and the answer carries its
 /// output (the stand-in's program prints `computed 42001`).
-fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Admin) {
+fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Member) {
     let (body, seconds) = ask(
         hub,
         admin,
@@ -269,7 +269,7 @@ fn operator_adds_gh_token(hub: &Hub) {
 /// Issue 21 item 2: balthasar (PicoClaw, `remote-exec`) runs the GitHub
 /// skill's CLI through its exec tool when asked in the room, under gVisor,
 /// and the answer carries the command's output.
-fn picoclaw_runs_gh_from_chat(hub: &Hub, admin: &Admin) {
+fn picoclaw_runs_gh_from_chat(hub: &Hub, admin: &Member) {
     let (body, seconds) = ask(
         hub,
         admin,
@@ -648,7 +648,7 @@ fn crawler_extracts_through_the_extract_sandbox(hub: &Hub) {
 /// `kill -9` of the agent's container, then what the NixOS unit does on
 /// failure (`docker rm -f`, the same `docker run`): it answers again
 /// (issue 10 item 4's stale pid file included).
-fn comes_back_after_kill(hub: &Hub, admin: &Admin, agent: &str) {
+fn comes_back_after_kill(hub: &Hub, admin: &Member, agent: &str) {
     let sandbox = hub.sandboxes().into_iter().find(|s| s.name == agent).unwrap();
     let kill = hub.daemon.docker(&["kill", "--signal=KILL", agent]);
     assert!(
@@ -809,7 +809,17 @@ fn rehearsal() {
         .into_iter()
         .filter(|a| has(a))
         .collect();
-    let watch = has("casper").then(|| warden::halts_and_resumes(&hub, &admin, &agents));
+    let mut watch = has("casper").then(|| warden::halts_and_resumes(&hub, &admin, &agents));
+    if let Some(watch) = &mut watch {
+        warden::refuses_strangers_and_agents(&hub, &admin, watch);
+        if has("melchior") {
+            warden::breaks_a_loop(&hub, &admin, watch);
+            warden::vm_test_step(&hub, &agents);
+        }
+        if has("balthasar") {
+            warden::stops_and_starts(&hub, &admin, watch, "balthasar");
+        }
+    }
     for agent in &agents {
         comes_back_after_kill(&hub, &admin, agent);
     }

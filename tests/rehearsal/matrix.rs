@@ -1,5 +1,6 @@
-//! The human admin @gendo, as a Matrix client of the rehearsal's Synapse:
-//! real HTTP, from a thread inside the namespace.
+//! A member of a room as a Matrix client of the rehearsal's Synapse: the
+//! human admin @gendo, and for the warden's steps a stranger or an agent's
+//! own account. Real HTTP, from a thread inside the namespace.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::hub::Hub;
 
-pub struct Admin {
+pub struct Member {
     pub token: String,
     pub room_id: String,
 }
@@ -21,10 +22,10 @@ fn client() -> Client {
     )
 }
 
-impl Admin {
+impl Member {
     /// Logs in with the initial password (`appliance admin password`)
     /// and accepts the invitation to `#<room>:<server>`.
-    pub fn login(hub: &Hub, localpart: &str, room_alias: &str) -> Admin {
+    pub fn login(hub: &Hub, localpart: &str, room_alias: &str) -> Member {
         let server = hub.appliance.matrix.server_name.clone();
         let password = hub.admin_password(localpart);
         let user_id = format!("@{localpart}:{server}");
@@ -45,7 +46,7 @@ impl Admin {
                 .unwrap();
             assert!(join.ok(), "{user_id} joins {alias}: {}", join.describe());
             let room_id = join.str("room_id").unwrap().to_string();
-            Admin { token, room_id }
+            Member { token, room_id }
         })
     }
 
@@ -63,7 +64,24 @@ impl Admin {
         self.send(hub, content)
     }
 
+    /// Another account in this member's room, by its access token.
+    pub fn other(&self, token: &str) -> Member {
+        Member {
+            token: token.to_string(),
+            room_id: self.room_id.clone(),
+        }
+    }
+
     pub fn send(&self, hub: &Hub, content: Value) -> String {
+        match self.try_send(hub, content) {
+            Ok(event) => event,
+            Err((_, describe)) => panic!("send: {describe}"),
+        }
+    }
+
+    /// Sends a message: its event id, or the homeserver's status and error
+    /// (a muted member gets 403 M_FORBIDDEN).
+    pub fn try_send(&self, hub: &Hub, content: Value) -> Result<String, (u16, String)> {
         let token = self.token.clone();
         let room = self.room_id.clone();
         let txn = format!(
@@ -81,8 +99,10 @@ impl Admin {
                     &content,
                 )
                 .unwrap();
-            assert!(reply.ok(), "send: {}", reply.describe());
-            reply.str("event_id").unwrap().to_string()
+            if !reply.ok() {
+                return Err((reply.status, reply.describe()));
+            }
+            Ok(reply.str("event_id").unwrap().to_string())
         })
     }
 

@@ -22,6 +22,15 @@ Steps (--step, repeatable; default: all, in this order):
                number of agent messages over --loop-window is at most
                --loop-max, the first reply arrives, and no agent log
                (--agent-log) shows a rate-limited send
+  warden       (not in the default steps; docs/warden.md) with the warden
+               running: `!status` lists every agent; a stranger's and an
+               agent's `!halt all` are refused and audited (--audit-file);
+               `!halt` mutes --code-agent at the homeserver and `!resume`
+               lifts it; two agents' own accounts (--agent-token) mentioning
+               each other are muted at the plan's --loop-budget; each
+               --kill agent, killed with --kill-command, is one notice in
+               the ops room and answers again; `appliance audit verify`
+               (--appliance) accepts the trail and names a flipped byte
 
 Output: one human line per check on stderr; a JSON document on stdout
 (and in --json FILE): {"ok": bool, "results": [{"step", "ok", "detail",
@@ -33,6 +42,9 @@ explicit flags (--homeserver, --admin-password-file, --agent NAME=MODEL ...).
 
 import argparse
 import hashlib
+import os
+import subprocess
+import tempfile
 import hmac
 import json
 import re
@@ -46,6 +58,7 @@ from pathlib import Path
 
 CODE_OUTPUT = "computed 42001"
 STEPS = ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
+EXTRA_STEPS = ["warden"]
 # What a rate-limited send looks like in the agents' logs (Synapse's errcode,
 # the HTTP reason, Hermes' give-up line, a logged status); not a bare "429",
 # which log timestamps contain (",429 INFO").
@@ -440,6 +453,187 @@ class Scenario:
             self.record("loop", not hits, "%s's log shows %d rate-limited send(s)%s" % (
                 name, len(hits), (": " + hits[0][:200]) if hits else ""), agent=name)
 
+    # -- the warden (docs/warden.md)
+
+    def warden_id(self):
+        return "@appliance:%s" % self.args.server_name
+
+    def audit_records(self, kind, actor=None):
+        records = []
+        for line in Path(self.args.audit_file).read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") == kind and (actor is None or record.get("actor") == actor):
+                records.append(record)
+        return records
+
+    def wait_audit(self, kind, actor, before, seconds=60):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if len(self.audit_records(kind, actor)) > before:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def command(self, room_id, text, needle, seconds=60):
+        """An admin command and the warden's answer containing needle."""
+        self.admin.send(room_id, text)
+        warden = self.warden_id()
+        event, took = self.wait_for(lambda r, e: r == room_id and e.get("sender") == warden
+                                    and needle in e["content"].get("body", ""), seconds)
+        return (event["content"]["body"] if event else None), took
+
+    def agent_client(self, name):
+        path = dict(s.split("=", 1) for s in self.args.agent_token).get(name)
+        if not path:
+            raise Failure("no --agent-token for %s" % name)
+        return Matrix(self.args.homeserver, Path(path).read_text().strip())
+
+    def ops_notices(self, since_ts):
+        warden = self.warden_id()
+        return [e["content"].get("body", "") for r, e, t in self.seen
+                if r == self.ops_id and e.get("sender") == warden and t >= since_ts]
+
+    def step_warden(self):
+        self.ops_id = self.admin.room_id(self.args.ops_room)
+        self.admin.join(self.ops_id)
+        status, took = self.command(self.room_id, "!status", "head sha256")
+        missing = [n for n, a in self.agents.items()
+                   if status is None or a["user_id"] not in status or "sandbox %s: up" % n not in status]
+        self.record("warden", status is not None and not missing, "`!status` answered%s" % (
+            "; missing or not up: %s" % ", ".join(missing) if missing else ""), seconds=round(took, 2))
+        self.warden_refuses()
+        self.warden_halts()
+        self.warden_breaks_loop()
+        self.warden_sees_kills()
+        self.warden_audit_verifies()
+
+    def warden_refuses(self):
+        """A stranger's and an agent's `!halt all`: refused, audited, no mute."""
+        secret = Path(self.args.registration_secret_file).read_text().strip()
+        stranger, stranger_id = register_with_shared_secret(self.args.homeserver, secret,
+                                                            "stranger" + secrets.token_hex(3), secrets.token_hex(16))
+        # Only the appliance's account (a server admin) may invite here.
+        appliance = Matrix(self.args.homeserver, Path(self.args.warden_token_file).read_text().strip())
+        appliance.call("POST", "/_matrix/client/v3/rooms/%s/invite" % urllib.parse.quote(self.room_id),
+                       {"user_id": stranger_id})
+        stranger.join(self.room_id)
+        agent = self.args.code_agent
+        mutes = len(self.audit_records("mute"))
+        for who, client in ((stranger_id, stranger), (self.agents[agent]["user_id"], self.agent_client(agent))):
+            before = len(self.audit_records("command.refused", who))
+            client.send(self.room_id, "!halt all")
+            ok = self.wait_audit("command.refused", who, before)
+            self.record("warden", ok, "%s's `!halt all`: %s" % (who, "refused and audited" if ok else "no command.refused record"))
+        after = len(self.audit_records("mute"))
+        self.record("warden", after == mutes, "refused commands muted %d agent(s)" % (after - mutes))
+
+    def warden_halts(self):
+        """`!halt` mutes the code agent at the homeserver: the answer it still
+        makes never lands; `!resume` and it answers again."""
+        name = self.args.code_agent
+        uid = self.agents[name]["user_id"]
+        answer, _ = self.command(self.room_id, "!halt %s" % name, "halted")
+        self.record("warden", answer is not None, "`!halt %s`: %s" % (name, answer))
+        tag = self.tag()
+        since = time.time()
+        self.admin.send(self.room_id, self.mention_text(name, "hello while halted " + tag), mention=[uid])
+        # It still answers: wait until it asked the stand-in, then a while.
+        deadline = time.time() + self.args.reply_timeout
+        while self.args.standin_log and time.time() < deadline and not [
+                e for e in self.standin_entries(since) if tag in (e.get("user_message") or "")]:
+            time.sleep(1)
+        landed = [e for _, e, _ in self.collect(self.args.quiet) if e.get("sender") == uid]
+        self.record("warden", not landed, "halted %s: %d message(s) landed" % (name, len(landed)))
+        answer, _ = self.command(self.room_id, "!resume %s" % name, "resumed")
+        self.record("warden", answer is not None, "`!resume %s`: %s" % (name, answer))
+        self.answers(name, "hello again")
+
+    def answers(self, name, text, seconds=None):
+        uid = self.agents[name]["user_id"]
+        tag = self.tag()
+        self.admin.send(self.room_id, self.mention_text(name, "%s %s" % (text, tag)), mention=[uid])
+        event, took = self.wait_for(lambda r, e: e.get("sender") == uid and tag in e["content"].get("body", ""),
+                                    seconds or self.args.reply_timeout)
+        self.record("warden", event is not None, "%s answered %r" % (name, text), seconds=round(took, 2))
+
+    def warden_breaks_loop(self):
+        """Two agents' own accounts mention each other every 2 s, standing in
+        for agents whose loop guards failed; Synapse refuses the message
+        after the budget (one more may land while the warden mutes)."""
+        ring = self.args.loop_agents.split(",")[:2]
+        clients = [self.agent_client(n) for n in ring]
+        since = time.time()
+        # No agent's name in it: Hermes answers a message naming it.
+        self.admin.send(self.room_id, "a loop between two agents follows")
+        landed, refused = 0, None
+        while landed <= self.args.loop_budget + 2:
+            to = self.agents[ring[(landed + 1) % 2]]["user_id"]
+            try:
+                clients[landed % 2].send(self.room_id, "%s what do you think? (%d)" % (to, landed), mention=[to])
+                landed += 1
+            except MatrixError as e:
+                refused = e
+                break
+            time.sleep(2)
+        self.record("warden", refused is not None and refused.status == 403,
+                    "loop: %d message(s) landed, then %s" % (landed, refused))
+        # The warden counts every agent message since the last human one
+        # (the loop's and any a real agent sent): the room up to its notice
+        # holds the budget's (one more may land while it writes the power
+        # levels), and no agent message follows it.
+        self.collect(5)
+        timeline = [e for r, e, _ in self.seen if r == self.room_id and e.get("origin_server_ts", 0) >= since * 1000]
+        notice = next((i for i, e in enumerate(timeline) if e.get("sender") == self.warden_id()
+                       and e["content"].get("body", "").startswith("loop breaker:")), None)
+        if notice is None:
+            self.record("warden", False, "no loop-breaker notice in %s" % self.args.room)
+        else:
+            before = [e for e in timeline[:notice] if self.agent_by_user(e.get("sender"))]
+            after = [e for e in timeline[notice:] if self.agent_by_user(e.get("sender"))]
+            budget = self.args.loop_budget
+            self.record("warden", len(before) in (budget, budget + 1) and not after,
+                        "loop breaker after %d agent message(s) (budget %d); %d after it" % (
+                            len(before), budget, len(after)))
+        notices = self.ops_notices(since)
+        self.record("warden", any(n.startswith("loop breaker in ") for n in notices),
+                    "the ops room has the loop breaker's notice")
+        # A human message lifts it; an agent answering that very message can
+        # be faster than the unmute and be refused: speak, wait for the
+        # warden's notice, then ask.
+        self.admin.send(self.room_id, "enough, the loop is over")
+        warden = self.warden_id()
+        event, took = self.wait_for(lambda r, e: r == self.room_id and e.get("sender") == warden
+                                    and "loop breaker lifted" in e["content"].get("body", ""), 60)
+        self.record("warden", event is not None, "a human message lifted the loop breaker", seconds=round(took, 2))
+        for name in ring:
+            self.answers(name, "the loop is over")
+
+    def warden_sees_kills(self):
+        for name in self.args.kill:
+            since = time.time()
+            subprocess.run(self.args.kill_command.format(name=name), shell=True, check=True)
+            prefix = "sandbox %s: died" % name
+            deadline = time.time() + 120
+            while time.time() < deadline and not any(n.startswith(prefix) for n in self.ops_notices(since)):
+                self.collect(5)
+            notices = [n for n in self.ops_notices(since) if n.startswith(prefix)]
+            self.record("warden", len(notices) == 1, "kill of %s: %d notice(s) in the ops room: %s" % (
+                name, len(notices), notices))
+            self.answers(name, "back after the kill", seconds=self.args.restart_timeout)
+
+    def warden_audit_verifies(self):
+        verify = [self.args.appliance, "audit", "verify"]
+        done = subprocess.run(verify + [self.args.audit_file], capture_output=True, text=True)
+        self.record("warden", done.returncode == 0, "audit verify: %s" % (done.stdout + done.stderr).strip()[:200])
+        lines = Path(self.args.audit_file).read_bytes().split(b"\n")
+        lines[1] = lines[1].replace(b'"detail":"', b'"detail":"X', 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            tampered = os.path.join(tmp, "audit.jsonl")
+            Path(tampered).write_bytes(b"\n".join(lines))
+            done = subprocess.run(verify + [tampered], capture_output=True, text=True)
+        said = (done.stdout + done.stderr).strip()
+        self.record("warden", done.returncode != 0 and "line 2" in said, "a changed record: %s" % said[:200])
+
     @staticmethod
     def log_size(path):
         try:
@@ -497,7 +691,8 @@ def main(argv=None):
     parser.add_argument("--agent-log", action="append", default=[], metavar="NAME=FILE",
                         help="an agent's log, searched for rate-limited sends (repeatable)")
     parser.add_argument("--standin-log", help="the stand-in model server's JSON-lines log")
-    parser.add_argument("--step", action="append", choices=STEPS, help="run only these steps (repeatable)")
+    parser.add_argument("--step", action="append", choices=STEPS + EXTRA_STEPS,
+                        help="run only these steps (repeatable)")
     parser.add_argument("--code-agent", default="casper")
     parser.add_argument("--browser-agent", default="melchior")
     parser.add_argument("--page-url", help="the test page the browser agent reads")
@@ -507,6 +702,18 @@ def main(argv=None):
     parser.add_argument("--loop-max", type=int, default=1,
                         help="most agent messages the loop may produce in the window (default 1: the first "
                              "agent answers the human, no agent answers an agent)")
+    parser.add_argument("--ops-room", help="the warden's ops room (default #appliance_ops:SERVER)")
+    parser.add_argument("--warden-token-file", help="the appliance account's token (it invites the stranger)")
+    parser.add_argument("--agent-token", action="append", default=[], metavar="NAME=FILE",
+                        help="an agent's own access token, for the warden step's refused command and loop")
+    parser.add_argument("--audit-file", help="the warden's audit trail")
+    parser.add_argument("--appliance", default="appliance", help="the appliance CLI (audit verify)")
+    parser.add_argument("--loop-budget", type=int, default=8, help="the plan's loop_budget")
+    parser.add_argument("--kill", action="append", default=[], metavar="NAME",
+                        help="an agent to kill in the warden step (repeatable)")
+    parser.add_argument("--kill-command", default="docker kill --signal=KILL {name}")
+    parser.add_argument("--restart-timeout", type=int, default=300,
+                        help="seconds for a killed agent to answer again")
     parser.add_argument("--join-timeout", type=int, default=60)
     parser.add_argument("--reply-timeout", type=int, default=120)
     parser.add_argument("--code-timeout", type=int, default=180)
@@ -522,6 +729,11 @@ def main(argv=None):
     steps = args.step or STEPS
     if "stranger" in steps and not args.registration_secret_file:
         parser.error("the stranger step needs --registration-secret-file")
+    if "warden" in steps:
+        args.ops_room = args.ops_room or "#appliance_ops:%s" % args.server_name
+        needed = [f for f in ("registration_secret_file", "warden_token_file", "audit_file") if not getattr(args, f)]
+        if needed:
+            parser.error("the warden step needs --" + ", --".join(f.replace("_", "-") for f in needed))
     scenario = Scenario(args)
     scenario.run(steps)
     ok = bool(scenario.results) and all(r["ok"] for r in scenario.results)

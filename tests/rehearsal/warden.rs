@@ -3,9 +3,12 @@
 //! directory, the appliance's own account) beside the real agents under
 //! gVisor. `!status` lists the agents; `!halt casper` mutes casper at the
 //! homeserver, so the answer it still makes never lands; `!resume casper`
-//! and it answers again; the ops room has both; each agent's `kill -9` is
-//! one notice there, read from Docker; the audit trail verifies, and a
-//! flipped byte is caught at its record.
+//! and it answers again; the ops room has both; a stranger's and an
+//! agent's `!halt all` are refused and audited; a loop between two agents
+//! ends at the homeserver at the plan's budget and a human lifts it;
+//! `!halt balthasar --stop` stops its container and `!resume` brings it
+//! back; each agent's `kill -9` is one notice there, read from Docker; the
+//! audit trail verifies, and a flipped byte is caught at its record.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -16,7 +19,8 @@ use serde_json::json;
 
 use crate::common::root;
 use crate::hub::Hub;
-use crate::matrix::Admin;
+use crate::matrix::Member;
+use agent_appliance::audit::Record;
 
 /// The warden process, killed and reaped when dropped.
 struct Warden {
@@ -58,6 +62,8 @@ fn start(hub: &Hub) -> Warden {
         .arg(hub.state_dir())
         .arg("--proxy-log")
         .arg(hub.proxy_log_path())
+        // No systemd units here: `!halt --stop` asks the hub's dockerd.
+        .args(["--sandbox-control", "docker"])
         // The hub's dockerd, as the host's socket is on the appliance.
         .env("DOCKER_HOST", format!("unix://{}", hub.daemon.socket.display()))
         .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -93,7 +99,7 @@ fn text(body: &str) -> serde_json::Value {
 
 /// An admin command in the admin's room and the warden's answer containing
 /// `needle`.
-fn command(hub: &Hub, admin: &Admin, warden: &Warden, me: &str, body: &str, needle: &str) -> String {
+fn command(hub: &Hub, admin: &Member, warden: &Warden, me: &str, body: &str, needle: &str) -> String {
     let event = admin.send(hub, text(body));
     let (answer, seconds) = admin
         .wait_reply(hub, &event, me, needle, Duration::from_secs(60))
@@ -111,7 +117,7 @@ fn command(hub: &Hub, admin: &Admin, warden: &Warden, me: &str, body: &str, need
 /// `anchor` on.
 pub struct Watch {
     warden: Warden,
-    ops: Admin,
+    ops: Member,
     anchor: String,
     me: String,
 }
@@ -128,12 +134,12 @@ impl Watch {
     }
 }
 
-pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) -> Watch {
+pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     let server = hub.appliance.matrix.server_name.clone();
     let me = format!("@appliance:{server}");
     // The admin reads the ops room from before the warden starts: its first
     // poll already reports what happened earlier (the egress denial).
-    let ops = Admin::login(hub, "gendo", &format!("#appliance_ops:{server}"));
+    let ops = Member::login(hub, "gendo", &format!("#appliance_ops:{server}"));
     let ops_anchor = ops.send(hub, text("rehearsal: watching the ops room"));
     let warden = start(hub);
 
@@ -224,6 +230,318 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Admin, agents: &[&str]) -> Watch {
         );
     }
     watch
+}
+
+fn records(hub: &Hub) -> Vec<Record> {
+    std::fs::read_to_string(audit_path(hub))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Record>(l).unwrap())
+        .collect()
+}
+
+fn count(hub: &Hub, kind: &str, actor: Option<&str>) -> usize {
+    records(hub)
+        .iter()
+        .filter(|r| r.kind == kind && actor.is_none_or(|a| r.actor == a))
+        .count()
+}
+
+/// Waits up to 60 s for the trail to hold `more` records of `kind` by
+/// `actor` beyond `before`.
+fn wait_records(hub: &Hub, watch: &Watch, kind: &str, actor: &str, before: usize) {
+    let started = Instant::now();
+    while count(hub, kind, Some(actor)) <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no new `{kind}` record by {actor} within 60 s:\n{}",
+            watch.warden.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn host_secret(hub: &Hub, relative: &str) -> String {
+    let path = hub.state_dir().join("secrets").join(relative);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// A human of this server who is no admin: registered with Synapse's
+/// shared secret (as `register_new_matrix_user` does), invited into the
+/// admin's room by the appliance's account, joined. Its access token.
+fn stranger(hub: &Hub, admin: &Member) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let secret = host_secret(hub, "_host/synapse/registration-shared-secret");
+    let appliance = host_secret(hub, "_host/bootstrap/matrix-token");
+    let server = hub.appliance.matrix.server_name.clone();
+    let room = admin.room_id.clone();
+    hub.netns.run(move || {
+        use agent_appliance::bootstrap::client::{Client, segment};
+        let client = Client::new(
+            "http://127.0.0.1:8008",
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(30),
+        );
+        let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
+        let nonce = nonce.str("nonce").unwrap().to_string();
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{nonce}\0stranger\0stranger-password\0notadmin").as_bytes());
+        let body = json!({
+            "nonce": nonce, "username": "stranger", "password": "stranger-password", "admin": false,
+            "mac": hex::encode(mac.finalize().into_bytes()),
+        });
+        let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
+        assert!(reply.ok(), "register the stranger: {}", reply.describe());
+        let token = reply.str("access_token").unwrap().to_string();
+        let invite = client
+            .post(
+                &format!("/_matrix/client/v3/rooms/{}/invite", segment(&room)),
+                Some(&appliance),
+                &json!({ "user_id": format!("@stranger:{server}") }),
+            )
+            .unwrap();
+        assert!(invite.ok(), "invite the stranger: {}", invite.describe());
+        let join = client
+            .post(
+                &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
+                Some(&token),
+                &json!({}),
+            )
+            .unwrap();
+        assert!(join.ok(), "the stranger joins: {}", join.describe());
+        token
+    })
+}
+
+/// A stranger's `!halt all` and an agent's, sent with its own account
+/// (what a prompt-injected agent could do), are refused, audited with the
+/// homeserver-authenticated sender, and mute nobody.
+pub fn refuses_strangers_and_agents(hub: &Hub, admin: &Member, watch: &Watch) {
+    let server = hub.appliance.matrix.server_name.clone();
+    let mutes = count(hub, "mute", None);
+    let stranger = admin.other(&stranger(hub, admin));
+    let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
+    for (who, member) in [
+        (format!("@stranger:{server}"), &stranger),
+        (format!("@casper:{server}"), &casper),
+    ] {
+        let before = count(hub, "command.refused", Some(&who));
+        member.send(hub, text("!halt all"));
+        wait_records(hub, watch, "command.refused", &who, before);
+        eprintln!("rehearsal: {who}'s `!halt all` refused and audited");
+    }
+    assert_eq!(count(hub, "mute", None), mutes, "a refused `!halt all` muted someone");
+}
+
+/// Stands in for agents whose own loop guards failed: casper's and
+/// melchior's own accounts (their tokens, as the agents hold them) mention
+/// each other every 2 s, as two agents answering each other would. The
+/// warden counts agent messages since the last human one and, at the
+/// plan's budget, mutes the room's agents: Synapse refuses the next one.
+/// The loop breaker says so in the room and the ops room; the admin's next
+/// mention lifts it, and both agents answer it.
+pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
+    let budget = plan["loop_budget"]
+        .as_u64()
+        .unwrap_or(agent_appliance::bootstrap::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
+    let casper_id = crate::agent_id(hub, "casper");
+    let melchior_id = crate::agent_id(hub, "melchior");
+    let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
+    let melchior = admin.other(&host_secret(hub, "melchior/matrix-token"));
+    // No agent's name in it: Hermes answers a message naming it.
+    let anchor = admin.send(hub, text("rehearsal: a loop between two agents follows"));
+    let mut landed = 0;
+    let refused = loop {
+        assert!(
+            landed <= budget + 2,
+            "{landed} agent messages landed and the loop breaker did not stop them (budget {budget}):\n{}",
+            watch.warden.log()
+        );
+        let (from, to) = if landed % 2 == 0 {
+            (&casper, &melchior_id)
+        } else {
+            (&melchior, &casper_id)
+        };
+        let body = format!("{to}: and what do you think? ({landed})");
+        let content = json!({ "msgtype": "m.text", "body": body, "m.mentions": { "user_ids": [to] } });
+        match from.try_send(hub, content) {
+            Ok(_) => landed += 1,
+            Err(refused) => break refused,
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(
+        refused.0, 403,
+        "the looping agent was refused, but not as muted: {}",
+        refused.1
+    );
+    // The warden counts every agent message since the last human one, the
+    // loop's and any a real agent sent meanwhile: the room's history up to
+    // its notice holds the budget's messages (one more may land while the
+    // warden writes the power levels), and no agent message after it.
+    let me = watch.me.clone();
+    let history = admin.messages_after(hub, &anchor);
+    let notice = history
+        .iter()
+        .position(|e| {
+            e["sender"] == me.as_str()
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("loop breaker:"))
+        })
+        .unwrap_or_else(|| panic!("no loop-breaker notice in the room: {history:#?}"));
+    let agent_ids: Vec<String> = ["casper", "melchior", "balthasar"]
+        .iter()
+        .map(|a| crate::agent_id(hub, a))
+        .collect();
+    let from_agents = |events: &[serde_json::Value]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| agent_ids.iter().any(|a| e["sender"] == a.as_str()))
+            .map(|e| format!("{}: {}", e["sender"], e["content"]["body"]))
+            .collect()
+    };
+    let before = from_agents(&history[..notice]);
+    let after = from_agents(&history[notice..]);
+    assert!(
+        before.len() == budget || before.len() == budget + 1,
+        "{} agent messages before the loop breaker's notice (budget {budget}): {before:#?}",
+        before.len()
+    );
+    assert!(after.is_empty(), "agent messages landed after the mute: {after:#?}");
+    eprintln!(
+        "rehearsal: the loop breaker muted the room's agents after {} agent messages ({landed} of them the loop's; budget {budget}); the next: {}",
+        before.len(),
+        refused.1
+    );
+    let ops = watch.notices(hub);
+    assert!(
+        ops.iter().any(|n| n.starts_with("loop breaker in #")),
+        "no loop-breaker notice in the ops room: {ops:?}"
+    );
+    // A human message lifts the breaker. An agent that answers that very
+    // message can be faster than the warden's unmute and be refused (seen
+    // here: Hermes answered in under 2 s); so the admin speaks, waits for
+    // the warden's notice, then asks (docs/warden.md).
+    let over = admin.send(hub, text("rehearsal: enough, the loop is over"));
+    let (lifted, _) = admin
+        .wait_reply(hub, &over, &me, "loop breaker lifted", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no `loop breaker lifted` notice within 60 s:\n{}", watch.warden.log()));
+    eprintln!("rehearsal: {lifted}");
+    for agent in ["casper", "melchior"] {
+        let (body, seconds) = crate::ask(
+            hub,
+            admin,
+            agent,
+            &format!("the loop is over, {agent} tag-afterloop"),
+            "[stand-in]",
+            Duration::from_secs(120),
+        );
+        eprintln!("rehearsal: after the loop breaker, {agent} answered in {seconds:.1} s: {body}");
+    }
+    let gendo = format!("@gendo:{}", hub.appliance.matrix.server_name);
+    assert!(
+        count(hub, "loop.tripped", Some("warden")) >= 1,
+        "no loop.tripped record"
+    );
+    assert!(
+        count(hub, "loop.lifted", Some(&gendo)) >= 1,
+        "no loop.lifted record by {gendo}"
+    );
+}
+
+/// The NixOS VM test's warden step (tests/rehearsal/scenario.py
+/// `--step=warden`, nix/checks/hub-scenario.nix), run here against the
+/// same warden so the VM test's client is proven on the real agents: its
+/// `--kill` part is not (here the rehearsal, not systemd, restarts a killed
+/// sandbox; `reported_the_kills` proves the notices).
+pub fn vm_test_step(hub: &Hub, agents: &[&str]) {
+    let secrets = hub.state_dir().join("secrets");
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
+    let mut extra = vec![
+        "--code-agent=casper".to_string(),
+        "--loop-agents=casper,melchior".to_string(),
+        format!(
+            "--warden-token-file={}",
+            secrets.join("_host/bootstrap/matrix-token").display()
+        ),
+        format!("--audit-file={}", audit_path(hub).display()),
+        format!("--appliance={}", env!("CARGO_BIN_EXE_appliance")),
+    ];
+    if let Some(budget) = plan["loop_budget"].as_u64() {
+        extra.push(format!("--loop-budget={budget}"));
+    }
+    for agent in ["casper", "melchior"] {
+        extra.push(format!(
+            "--agent-token={agent}={}",
+            secrets.join(agent).join("matrix-token").display()
+        ));
+    }
+    crate::run_scenario(hub, "scenario-warden", agents, &["warden"], &extra);
+}
+
+/// `!halt <agent> --stop` stops the agent's container (the hub's dockerd
+/// reports it stopped); `!resume <agent>` starts it and the agent answers.
+/// Docker's events of that stop and start are reported like any other; the
+/// watch then moves its anchor past them, so the kills that follow are
+/// counted alone.
+pub fn stops_and_starts(hub: &Hub, admin: &Member, watch: &mut Watch, agent: &str) {
+    let me = watch.me.clone();
+    command(
+        hub,
+        admin,
+        &watch.warden,
+        &me,
+        &format!("!halt {agent} --stop"),
+        "sandbox stopped",
+    );
+    assert!(
+        !hub.is_running(agent),
+        "{agent}'s container still runs after `!halt --stop`"
+    );
+    eprintln!("rehearsal: `!halt {agent} --stop` stopped its container");
+    command(
+        hub,
+        admin,
+        &watch.warden,
+        &me,
+        &format!("!resume {agent}"),
+        "sandbox started",
+    );
+    assert!(
+        hub.is_running(agent),
+        "{agent}'s container does not run after `!resume`"
+    );
+    let (body, seconds) = crate::ask(
+        hub,
+        admin,
+        agent,
+        "back from a stop tag-restarted",
+        "[stand-in]",
+        Duration::from_secs(180),
+    );
+    eprintln!("rehearsal: after `!resume {agent}` it answered in {seconds:.1} s: {body}");
+    let started = Instant::now();
+    let prefix = format!("sandbox {agent}:");
+    while !watch
+        .notices(hub)
+        .iter()
+        .any(|n| n.starts_with(&prefix) && n.contains("started"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no notice of {agent}'s stop and start in the ops room: {:?}",
+            watch.notices(hub)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    watch.anchor = watch.ops.send(hub, text("rehearsal: the kills follow"));
 }
 
 /// After each agent's `kill -9` (and the unit's restart): exactly one

@@ -29,6 +29,8 @@ in
   imports = [
     ./bootstrap.nix
     ./egress.nix
+    ./models.nix
+    ./ready.nix
     ./service-secrets.nix
     ./warden.nix
   ]

@@ -94,11 +94,12 @@ struct HostContext {
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
     egress: Option<EgressFiles>,
     ollama: Option<BTreeMap<&'static str, Value>>,
-    /// The oneshot that pulls the models into the inference sandbox.
+    /// `appliance.models` (modules/models.nix): the oneshot that pulls the
+    /// models into the inference sandbox.
     models: Option<ModelPull>,
-    /// Units `appliance-ready.target` waits for.
+    /// `appliance.ready.units` (modules/ready.nix): the sandboxes
+    /// `appliance-ready.target` waits for; the models module adds its unit.
     ready: Vec<String>,
-    pull_script: &'static str,
     /// Secrets of the appliance's own service sandboxes, made at first boot
     /// (`appliance.serviceSecrets`, modules/service-secrets.nix), by sandbox.
     service_secrets: BTreeMap<String, ServiceSecret>,
@@ -140,7 +141,8 @@ fn service_secrets(host: &Host) -> BTreeMap<String, ServiceSecret> {
 #[derive(Serialize)]
 struct ModelPull {
     sandbox_unit: String,
-    models: Vec<String>,
+    /// The script beside the host module (`PULL_SCRIPT`).
+    pull_script: &'static str,
 }
 
 #[derive(Serialize)]
@@ -316,8 +318,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         dns: host.resolves_names().then(|| host.network_address.to_string()),
         ollama: ollama(appliance, host, overlay),
         models: model_pull(appliance, host),
-        ready: ready_units(appliance, host),
-        pull_script: PULL_SCRIPT,
+        ready: ready_units(host),
         service_secrets: service_secrets(host),
         containers,
         container_units,
@@ -347,7 +348,7 @@ fn model_pull(appliance: &Appliance, host: &Host) -> Option<ModelPull> {
     let inference = inference_sandbox(appliance, host)?;
     Some(ModelPull {
         sandbox_unit: format!("docker-{}.service", inference.sandbox.as_deref().unwrap_or_default()),
-        models: inference.models.clone(),
+        pull_script: PULL_SCRIPT,
     })
 }
 
@@ -398,18 +399,15 @@ fi
     ))
 }
 
-/// Everything that must be up before the appliance is ready: every
-/// sandbox, and the models once pulled.
-fn ready_units(appliance: &Appliance, host: &Host) -> Vec<String> {
-    let mut units: Vec<String> = host
-        .sandboxes
+/// The sandboxes that must run before the appliance is ready. The models
+/// are the other half: modules/models.nix adds `appliance-models.service`
+/// when it makes that unit, so a host that turns the pull off is not left
+/// requiring a unit that does not exist.
+fn ready_units(host: &Host) -> Vec<String> {
+    host.sandboxes
         .iter()
         .map(|s| format!("docker-{}.service", s.name))
-        .collect();
-    if inference_sandbox(appliance, host).is_some() {
-        units.push("appliance-models.service".into());
-    }
-    units
+        .collect()
 }
 
 /// The host's firewall rules as NixOS spells them: open everywhere, or per

@@ -19,6 +19,8 @@ const STUB_MODULE_LIB: &str = r#"
     submodule = module: { _submodule = module; };
   };
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
+  # Kept as written: the tests check what a module adds after the others.
+  mkAfter = value: { _after = value; };
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
   literalExpression = text: { _literal = text; };
   attrValues = builtins.attrValues;
@@ -40,7 +42,12 @@ fn eval_module(file: &str, config: &str, select: &str) -> Value {
 let
   module = import {root}/{file} {{
     lib = import {stub}/lib.nix;
-    pkgs = {{ coreutils = {{ name = "coreutils"; }}; }};
+    pkgs = {{
+      coreutils = {{ name = "coreutils"; }};
+      # Interpolated into strings, so with a store path of their own.
+      bash = {{ name = "bash"; outPath = "/stub/bash"; }};
+      curl = {{ name = "curl"; outPath = "/stub/curl"; }};
+    }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
     config = {config};
   }};
@@ -318,6 +325,112 @@ fn the_service_secrets_module_makes_each_env_file_once_whatever_its_path() {
         "module.config._if",
     );
     assert_eq!(none, false, "no secrets, no unit");
+}
+
+#[test]
+fn the_models_module_pulls_after_ollamas_sandbox_and_holds_back_readiness() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pull-models.sh");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let config = format!(
+        r#"{{ appliance.models = {{ enable = true; sandboxUnit = "docker-ollama.service"; pullScript = {}; }}; }}"#,
+        script.display()
+    );
+    let out = eval_module(
+        "modules/models.nix",
+        &config,
+        r#"{
+          options = builtins.attrNames module.options.appliance.models;
+          unitType = module.options.appliance.models.sandboxUnit.type;
+          enabled = module.config._if;
+          unit = module.config.content.systemd.services.appliance-models;
+          ready = module.config.content.appliance.ready.units;
+        }"#,
+    );
+    assert_eq!(
+        out["options"],
+        serde_json::json!(["enable", "pullScript", "sandboxUnit"])
+    );
+    assert_eq!(out["unitType"], "strMatching [A-Za-z0-9:_.@-]+[.]service");
+    assert_eq!(out["enabled"], true);
+    let unit = &out["unit"];
+    // It needs Ollama's sandbox answering, and stops with it.
+    assert_eq!(unit["after"], serde_json::json!(["docker-ollama.service"]));
+    assert_eq!(unit["requires"], serde_json::json!(["docker-ollama.service"]));
+    assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
+    assert_eq!(unit["path"], serde_json::json!(["/stub/curl"]));
+    let service = &unit["serviceConfig"];
+    assert_eq!(service["Type"], "oneshot");
+    assert_eq!(service["RemainAfterExit"], true);
+    assert_eq!(service["TimeoutStartSec"], "infinity", "a model is tens of gigabytes");
+    // The script is copied into the store, as the host module's path
+    // literal was, and run by sh.
+    let exec = service["ExecStart"].as_str().unwrap();
+    // (The tests' Nix keeps its store in a scratch directory.)
+    let stored = exec
+        .strip_prefix("/stub/bash/bin/sh ")
+        .unwrap_or_else(|| panic!("{exec}"));
+    assert!(
+        stored.starts_with('/') && stored.contains("/store/") && stored.ends_with("-pull-models.sh"),
+        "{exec}"
+    );
+    assert!(!stored.contains(' ') && Path::new(stored) != script, "{exec}");
+    // Readiness waits for the pull, after every unit the host lists.
+    assert_eq!(
+        out["ready"],
+        serde_json::json!({ "_after": ["appliance-models.service"] })
+    );
+
+    let off = eval_module(
+        "modules/models.nix",
+        "{ appliance.models.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false, "no pull, no unit, and readiness does not wait for one");
+}
+
+#[test]
+fn the_ready_module_makes_the_target_of_the_units_listed() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let select = r#"{
+      option = module.options.appliance.ready.units;
+      enabled = module.config._if;
+      target = module.config.content.systemd.targets.appliance-ready or null;
+    }"#;
+    let out = eval_module(
+        "modules/ready.nix",
+        r#"{ appliance.enable = true; appliance.ready.units = [ "docker-a.service" "appliance-models.service" ]; }"#,
+        select,
+    );
+    assert_eq!(
+        out["option"]["type"],
+        "listOf strMatching [A-Za-z0-9:_.@-]+[.](service|target|mount|socket|path)"
+    );
+    assert_eq!(out["option"]["default"], serde_json::json!([]));
+    assert_eq!(out["enabled"], true);
+    let units = serde_json::json!(["docker-a.service", "appliance-models.service"]);
+    assert_eq!(
+        out["target"],
+        serde_json::json!({
+            "description": "The appliance is ready",
+            "wantedBy": ["multi-user.target"],
+            "requires": units,
+            "after": units,
+        })
+    );
+    // A machine without the appliance has no target.
+    let off = eval_module(
+        "modules/ready.nix",
+        "{ appliance.enable = false; appliance.ready.units = [ ]; }",
+        select,
+    );
+    assert_eq!(off["enabled"], false);
+    assert_eq!(off["target"], Value::Null);
 }
 
 /// Every option a hand-written module of modules/ declares is in

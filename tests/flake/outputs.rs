@@ -439,6 +439,9 @@ in {{
     tables = builtins.baseNameOf hub.appliance.egress.inetTable;
   }};
   network = hub.systemd.services.appliance-network.script;
+  models = hub.appliance.models;
+  piModels = (pi false) ? appliance.models;
+  ready = {{ hub = hub.appliance.ready.units; pi = (pi false).appliance.ready.units; }};
   toolkit = hub ? hardware.nvidia-container-toolkit;
   unfree = hub ? nixpkgs;
 }}
@@ -545,6 +548,30 @@ in {{
             .as_str()
             .unwrap()
             .contains("'--opt=com.docker.network.driver.mtu=1460'")
+    );
+    // The hub pulls its models into Ollama's sandbox with the generated
+    // script (modules/models.nix, which adds its unit to readiness); the
+    // ready target waits for every sandbox of each host.
+    let models = &out["models"];
+    assert_eq!(models["enable"], true);
+    assert_eq!(models["sandboxUnit"], "docker-ollama.service");
+    let script = models["pullScript"].as_str().unwrap();
+    assert!(script.ends_with("-pull-models.sh"), "{script}");
+    assert_eq!(out["piModels"], false);
+    assert_eq!(
+        out["ready"],
+        serde_json::json!({
+            "hub": [
+                "docker-ollama.service",
+                "docker-searxng.service",
+                "docker-webextract.service",
+                "docker-balthasar.service",
+                "docker-casper.service",
+                "docker-casper-exec.service",
+                "docker-melchior.service"
+            ],
+            "pi": ["docker-balthasar-pi.service"]
+        })
     );
     // Ollama's sandbox uses the GPUs through CDI, and the module leaves
     // nixpkgs' configuration alone.

@@ -263,50 +263,28 @@ in
       };
     };
 
-    # The spec's models, pulled into Ollama's sandbox once it answers; the
-    # appliance is not ready until every one is there. A model that fails is
-    # named in this unit's journal (`journalctl -u appliance-models`).
-    systemd.services.appliance-models = {
-      description = "Pull the appliance's models into Ollama's sandbox";
-      after = [ "docker-ollama.service" ];
-      requires = [ "docker-ollama.service" ];
-      wantedBy = [ "multi-user.target" ];
-      path = [ pkgs.curl ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        # Tens of gigabytes per model.
-        TimeoutStartSec = "infinity";
-        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
-      };
+    # The spec's models, pulled into Ollama's sandbox once it answers
+    # (modules/models.nix runs the script); the appliance is not ready until
+    # every one is there. A model that fails is named in the unit's journal
+    # (`journalctl -u appliance-models`).
+    appliance.models = {
+      enable = true;
+      sandboxUnit = "docker-ollama.service";
+      pullScript = ./pull-models.sh;
     };
 
-    # Reached once every sandbox runs and the models are pulled:
+    # `appliance-ready.target` (modules/ready.nix) is reached once these
+    # sandboxes run and the models are pulled:
     # `systemctl is-active appliance-ready.target`.
-    systemd.targets.appliance-ready = {
-      description = "The appliance is ready";
-      wantedBy = [ "multi-user.target" ];
-      requires = [
-        "docker-ollama.service"
-        "docker-searxng.service"
-        "docker-webextract.service"
-        "docker-balthasar.service"
-        "docker-casper.service"
-        "docker-casper-exec.service"
-        "docker-melchior.service"
-        "appliance-models.service"
-      ];
-      after = [
-        "docker-ollama.service"
-        "docker-searxng.service"
-        "docker-webextract.service"
-        "docker-balthasar.service"
-        "docker-casper.service"
-        "docker-casper-exec.service"
-        "docker-melchior.service"
-        "appliance-models.service"
-      ];
-    };
+    appliance.ready.units = [
+      "docker-ollama.service"
+      "docker-searxng.service"
+      "docker-webextract.service"
+      "docker-balthasar.service"
+      "docker-casper.service"
+      "docker-casper-exec.service"
+      "docker-melchior.service"
+    ];
 
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {

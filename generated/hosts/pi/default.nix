@@ -138,14 +138,10 @@ in
       proxyConfig = ./egress-proxy.conf;
     };
 
-    # Reached once every sandbox runs:
+    # `appliance-ready.target` (modules/ready.nix) is reached once these
+    # sandboxes run:
     # `systemctl is-active appliance-ready.target`.
-    systemd.targets.appliance-ready = {
-      description = "The appliance is ready";
-      wantedBy = [ "multi-user.target" ];
-      requires = [ "docker-balthasar-pi.service" ];
-      after = [ "docker-balthasar-pi.service" ];
-    };
+    appliance.ready.units = [ "docker-balthasar-pi.service" ];
 
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {

@@ -84,7 +84,8 @@ struct HostContext {
     wireguard: Option<WireGuard>,
     synapse_deps: BTreeMap<&'static str, Value>,
     runtimes: Vec<RuntimeNote>,
-    network: NetworkCommands,
+    /// `appliance.docker.network` (modules/docker-gvisor.nix).
+    network: DockerNetwork,
     tmpfiles: Vec<String>,
     synapse: bool,
     /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
@@ -186,10 +187,18 @@ struct RuntimeNote {
     reasons: Vec<&'static str>,
 }
 
+/// The sandboxes' Docker network: the values of
+/// `appliance.docker.network` (modules/docker-gvisor.nix), which creates
+/// it, and of `network_create`, which tests create it with.
 #[derive(Serialize)]
-struct NetworkCommands {
-    inspect: Value,
-    create: Vec<String>,
+pub struct DockerNetwork {
+    pub name: &'static str,
+    pub subnet: String,
+    pub gateway: String,
+    pub bridge: &'static str,
+    /// Docker's default (1500) when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 /// nixpkgs' unit that writes the NVIDIA CDI specs at boot
@@ -307,7 +316,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
                 reasons: p.reasons(),
             })
             .collect(),
-        network: network_commands(appliance, host),
+        network: docker_network(appliance, host),
         tmpfiles,
         synapse: host.runs_matrix,
         synapse_postgres: (host.runs_matrix && appliance.matrix.database == SynapseDatabase::Postgresql)
@@ -610,34 +619,38 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     Some(settings)
 }
 
-/// `docker network create ...` for the sandboxes' bridge (tests/egress.rs
-/// runs the same command).
+/// The sandboxes' bridge on `host`.
+pub fn docker_network(appliance: &Appliance, host: &Host) -> DockerNetwork {
+    DockerNetwork {
+        name: NETWORK_NAME,
+        subnet: appliance.network.to_string(),
+        gateway: host.network_address.to_string(),
+        bridge: BRIDGE_INTERFACE,
+        // GCE's network carries 1460-byte packets; Docker's default 1500
+        // would drop the sandboxes' large ones.
+        mtu: (host.target == Target::Gce).then_some(GCE_MTU),
+    }
+}
+
+/// `docker network create ...` for the sandboxes' bridge, the command
+/// modules/docker-gvisor.nix builds from the same values (tests/egress.rs
+/// and the rehearsal run it; tests/flake/modules.rs checks they agree).
 pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
+    let network = docker_network(appliance, host);
     let mut create: Vec<String> = vec![
         "docker".into(),
         "network".into(),
         "create".into(),
         "--driver=bridge".into(),
-        format!("--subnet={}", appliance.network),
-        format!("--gateway={}", host.network_address),
-        format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
+        format!("--subnet={}", network.subnet),
+        format!("--gateway={}", network.gateway),
+        format!("--opt=com.docker.network.bridge.name={}", network.bridge),
     ];
-    if host.target == Target::Gce {
-        // GCE's network carries 1460-byte packets; Docker's default 1500
-        // would drop the sandboxes' large ones.
-        create.push(format!("--opt=com.docker.network.driver.mtu={GCE_MTU}"));
+    if let Some(mtu) = network.mtu {
+        create.push(format!("--opt=com.docker.network.driver.mtu={mtu}"));
     }
-    create.push(NETWORK_NAME.into());
+    create.push(network.name.into());
     create
-}
-
-/// The Docker network the sandboxes share, created once by a unit.
-fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
-    let create = network_create(appliance, host);
-    NetworkCommands {
-        inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
-        create,
-    }
 }
 
 /// The WireGuard interface of a host on the overlay: every other host is a

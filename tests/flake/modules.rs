@@ -7,14 +7,15 @@ use super::*;
 /// Just the `lib` the hand-written modules call: options are returned as
 /// written (so their declarations can be inspected), `mkIf` keeps its
 /// condition and, as NixOS does, leaves a false branch unevaluated.
-const STUB_MODULE_LIB: &str = r#"
-{
+pub(super) const STUB_MODULE_LIB: &str = r#"
+rec {
   mkEnableOption = description: { _enable = description; };
   mkPackageOption = _pkgs: name: _extra: { _package = name; };
   mkOption = option: option;
   types = {
     path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}";
     strMatching = regex: "strMatching ${regex}";
+    ints.positive = "ints.positive";
     attrsOf = type: { _attrsOf = type; };
     submodule = module: { _submodule = module; };
   };
@@ -22,6 +23,10 @@ const STUB_MODULE_LIB: &str = r#"
   # Kept as written: the tests check what a module adds after the others.
   mkAfter = value: { _after = value; };
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
+  getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
+  importJSON = path: builtins.fromJSON (builtins.readFile path);
+  mapAttrs = builtins.mapAttrs;
+  optional = condition: value: if condition then [ value ] else [ ];
   literalExpression = text: { _literal = text; };
   attrValues = builtins.attrValues;
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
@@ -31,6 +36,7 @@ const STUB_MODULE_LIB: &str = r#"
     if builtins.match "[[:alnum:],._+:@%/-]+" string == null
     then "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] string}'"
     else string;
+  escapeShellArgs = args: builtins.concatStringsSep " " (map escapeShellArg args);
 }
 "#;
 
@@ -47,6 +53,7 @@ let
       # Interpolated into strings, so with a store path of their own.
       bash = {{ name = "bash"; outPath = "/stub/bash"; }};
       curl = {{ name = "curl"; outPath = "/stub/curl"; }};
+      gvisor = {{ name = "gvisor"; }};
     }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
     config = {config};
@@ -434,6 +441,143 @@ fn the_ready_module_makes_the_target_of_the_units_listed() {
     );
     assert_eq!(off["enabled"], false);
     assert_eq!(off["target"], Value::Null);
+}
+
+/// The calls the fake `docker` of `run_network_script` received, each as
+/// its arguments.
+fn docker_calls(log: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.split_terminator("\n\n")
+        .map(|call| call.lines().map(str::to_string).collect())
+        .collect()
+}
+
+/// Runs the network unit's script as systemd does (nixpkgs' `script`:
+/// bash -e) with a fake `docker` on its path that logs each call and
+/// answers `network inspect` with `inspect_status`; returns the calls.
+fn run_network_script(script: &str, inspect_status: i32) -> Vec<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::write(
+        &docker,
+        "#!/bin/sh\nprintf '%s\\n' docker \"$@\" >> \"$LOG\"\necho >> \"$LOG\"\n\
+         if [ \"$1 $2\" = 'network inspect' ]; then exit \"$INSPECT_STATUS\"; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("calls");
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap());
+    let status = Command::new("bash")
+        .args(["-e", "-c", script])
+        .env("PATH", path)
+        .env("LOG", &log)
+        .env("INSPECT_STATUS", inspect_status.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+    docker_calls(&log)
+}
+
+#[test]
+fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
+    use agent_appliance::render::{docker_network, network_create};
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let daemon = root().join("generated/hosts/hub/docker-daemon.json");
+    // Every host of the spec: the hub's bridge has GCE's MTU, the Pi's none.
+    assert!(
+        appliance
+            .hosts
+            .values()
+            .any(|h| docker_network(&appliance, h).mtu.is_some())
+    );
+    assert!(
+        appliance
+            .hosts
+            .values()
+            .any(|h| docker_network(&appliance, h).mtu.is_none())
+    );
+    for host in appliance.hosts.values() {
+        let mut network = serde_json::to_value(docker_network(&appliance, host)).unwrap();
+        // The option's default (checked below), which the stub lib leaves
+        // to the caller.
+        network.as_object_mut().unwrap().entry("mtu").or_insert(Value::Null);
+        let values = serde_json::json!({
+            "appliance": { "docker": {
+                "enable": true,
+                "daemonSettings": daemon,
+                "network": network,
+            } },
+            "virtualisation": { "docker": { "package": { "name": "docker" } } },
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, values.to_string()).unwrap();
+        let out = eval_module(
+            "modules/docker-gvisor.nix",
+            // A path, as the generated module's `./docker-daemon.json` is.
+            &format!(
+                r#"let c = builtins.fromJSON (builtins.readFile {}); in
+                   c // {{ appliance.docker = c.appliance.docker // {{ daemonSettings = {}; }}; }}"#,
+                config.display(),
+                daemon.display()
+            ),
+            r#"{
+              options = builtins.attrNames module.options.appliance.docker;
+              network = builtins.attrNames module.options.appliance.docker.network;
+              mtu = module.options.appliance.docker.network.mtu.default;
+              enabled = module.config._if;
+              docker = module.config.content.virtualisation.docker;
+              unit = module.config.content.systemd.services.appliance-network;
+            }"#,
+        );
+        assert_eq!(
+            out["options"],
+            serde_json::json!(["daemonSettings", "enable", "network"])
+        );
+        assert_eq!(
+            out["network"],
+            serde_json::json!(["bridge", "gateway", "mtu", "name", "subnet"])
+        );
+        assert_eq!(out["mtu"], Value::Null, "Docker's own MTU unless set");
+        assert_eq!(out["enabled"], true);
+        // The daemon settings as generated, each runtime run by this
+        // nixpkgs' runsc.
+        assert_eq!(out["docker"]["enable"], true);
+        let mut expected = read_json(&daemon);
+        for runtime in expected["runtimes"].as_object_mut().unwrap().values_mut() {
+            runtime["path"] = "gvisor/bin/runsc".into();
+        }
+        assert_eq!(out["docker"]["daemon"]["settings"], expected);
+
+        let unit = &out["unit"];
+        assert_eq!(unit["after"], serde_json::json!(["docker.service"]));
+        assert_eq!(unit["requires"], serde_json::json!(["docker.service"]));
+        assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
+        assert_eq!(unit["path"], serde_json::json!([{ "name": "docker" }]));
+        assert_eq!(
+            unit["serviceConfig"],
+            serde_json::json!({ "Type": "oneshot", "RemainAfterExit": true })
+        );
+        // No network yet: it is created with exactly the command the tests
+        // run on a real dockerd (tests/egress.rs, the rehearsal).
+        let script = unit["script"].as_str().unwrap();
+        let inspect: Vec<String> = ["docker", "network", "inspect", "appliance"].map(String::from).into();
+        let create = network_create(&appliance, host);
+        assert_eq!(run_network_script(script, 1), [inspect.clone(), create], "{script}");
+        // There already: kept, with its sandboxes attached.
+        assert_eq!(run_network_script(script, 0), [inspect], "{script}");
+    }
+
+    let off = eval_module(
+        "modules/docker-gvisor.nix",
+        "{ appliance.docker.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false);
 }
 
 /// Every option a hand-written module of modules/ declares is in

@@ -1,10 +1,14 @@
 # nixosModules.default: the appliance on any NixOS machine. It carries the
 # modules `appliance generate` wrote for every host of the spec; setting
-# `appliance.host` picks which one this machine is. Everything the host
-# runs (Docker with the gVisor runtimes, the sandboxes, Synapse, Ollama,
-# NVIDIA, WireGuard) is in generated/hosts/<host>/default.nix; this file
-# only declares the options, passes the image builders (images/) to the
-# generated modules and checks they fit the machine.
+# `appliance.host` picks which one this machine is. That host's module
+# (generated/hosts/<host>/default.nix) holds the spec's decisions; the
+# hand-written modules imported below (Docker with the gVisor runtimes,
+# egress, bootstrap, the warden, the model pull, readiness, the services'
+# secrets) map its option values onto nixpkgs, and what has not moved yet
+# (the sandboxes, Synapse, Ollama, NVIDIA, WireGuard) is still written in
+# the generated module. This file only declares the options, passes the
+# image builders (images/) to the generated modules and checks they fit
+# the machine.
 #
 # It sets neither `nixpkgs.overlays` nor `nixpkgs.config`, so it works with
 # a `pkgs` the consumer passes (`nixpkgs.pkgs`): the flake's own
@@ -28,7 +32,10 @@ in
   # generated modules set.
   imports = [
     ./bootstrap.nix
+    ./docker-gvisor.nix
     ./egress.nix
+    ./models.nix
+    ./ready.nix
     ./service-secrets.nix
     ./warden.nix
   ]

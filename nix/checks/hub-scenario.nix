@@ -89,8 +89,8 @@ let
     }
   );
 
-  # What the generated models unit does instead of pulling (the stand-in
-  # has no models to download): wait for the inference sandbox as
+  # What the models unit (modules/models.nix) does instead of pulling (the
+  # stand-in has no models to download): wait for the inference sandbox as
   # pull-models.sh does, then require every model of the spec in its list.
   modelsListed = pkgs.writeShellApplication {
     name = "appliance-models-standin";
@@ -250,12 +250,12 @@ pkgs.testers.runNixOSTest {
         imageStream = lib.mkForce standinImage;
       });
 
-      # The generated models unit pulls each model through Ollama's API
-      # (pull-models.sh, `POST /api/pull`): there is nothing to download
-      # for the stand-in and no outside network. Only that is replaced: the
-      # unit still waits for the sandbox and still fails unless every
-      # model of the spec is served, so appliance-ready.target keeps its
-      # meaning.
+      # The models unit (modules/models.nix) pulls each model through
+      # Ollama's API (the generated pull-models.sh, `POST /api/pull`):
+      # there is nothing to download for the stand-in and no outside
+      # network. Only that is replaced: the unit still waits for the
+      # sandbox and still fails unless every model of the spec is served,
+      # so appliance-ready.target keeps its meaning.
       systemd.services.appliance-models.serviceConfig.ExecStart = lib.mkForce (lib.getExe modelsListed);
     };
 

@@ -84,7 +84,8 @@ struct HostContext {
     wireguard: Option<WireGuard>,
     synapse_deps: BTreeMap<&'static str, Value>,
     runtimes: Vec<RuntimeNote>,
-    network: NetworkCommands,
+    /// `appliance.docker.network` (modules/docker-gvisor.nix).
+    network: DockerNetwork,
     tmpfiles: Vec<String>,
     synapse: bool,
     /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
@@ -94,11 +95,12 @@ struct HostContext {
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
     egress: Option<EgressFiles>,
     ollama: Option<BTreeMap<&'static str, Value>>,
-    /// The oneshot that pulls the models into the inference sandbox.
+    /// `appliance.models` (modules/models.nix): the oneshot that pulls the
+    /// models into the inference sandbox.
     models: Option<ModelPull>,
-    /// Units `appliance-ready.target` waits for.
+    /// `appliance.ready.units` (modules/ready.nix): the sandboxes
+    /// `appliance-ready.target` waits for; the models module adds its unit.
     ready: Vec<String>,
-    pull_script: &'static str,
     /// Secrets of the appliance's own service sandboxes, made at first boot
     /// (`appliance.serviceSecrets`, modules/service-secrets.nix), by sandbox.
     service_secrets: BTreeMap<String, ServiceSecret>,
@@ -140,7 +142,8 @@ fn service_secrets(host: &Host) -> BTreeMap<String, ServiceSecret> {
 #[derive(Serialize)]
 struct ModelPull {
     sandbox_unit: String,
-    models: Vec<String>,
+    /// The script beside the host module (`PULL_SCRIPT`).
+    pull_script: &'static str,
 }
 
 #[derive(Serialize)]
@@ -184,10 +187,18 @@ struct RuntimeNote {
     reasons: Vec<&'static str>,
 }
 
+/// The sandboxes' Docker network: the values of
+/// `appliance.docker.network` (modules/docker-gvisor.nix), which creates
+/// it, and of `network_create`, which tests create it with.
 #[derive(Serialize)]
-struct NetworkCommands {
-    inspect: Value,
-    create: Vec<String>,
+pub struct DockerNetwork {
+    pub name: &'static str,
+    pub subnet: String,
+    pub gateway: String,
+    pub bridge: &'static str,
+    /// Docker's default (1500) when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 /// nixpkgs' unit that writes the NVIDIA CDI specs at boot
@@ -305,7 +316,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
                 reasons: p.reasons(),
             })
             .collect(),
-        network: network_commands(appliance, host),
+        network: docker_network(appliance, host),
         tmpfiles,
         synapse: host.runs_matrix,
         synapse_postgres: (host.runs_matrix && appliance.matrix.database == SynapseDatabase::Postgresql)
@@ -316,8 +327,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         dns: host.resolves_names().then(|| host.network_address.to_string()),
         ollama: ollama(appliance, host, overlay),
         models: model_pull(appliance, host),
-        ready: ready_units(appliance, host),
-        pull_script: PULL_SCRIPT,
+        ready: ready_units(host),
         service_secrets: service_secrets(host),
         containers,
         container_units,
@@ -347,7 +357,7 @@ fn model_pull(appliance: &Appliance, host: &Host) -> Option<ModelPull> {
     let inference = inference_sandbox(appliance, host)?;
     Some(ModelPull {
         sandbox_unit: format!("docker-{}.service", inference.sandbox.as_deref().unwrap_or_default()),
-        models: inference.models.clone(),
+        pull_script: PULL_SCRIPT,
     })
 }
 
@@ -398,18 +408,15 @@ fi
     ))
 }
 
-/// Everything that must be up before the appliance is ready: every
-/// sandbox, and the models once pulled.
-fn ready_units(appliance: &Appliance, host: &Host) -> Vec<String> {
-    let mut units: Vec<String> = host
-        .sandboxes
+/// The sandboxes that must run before the appliance is ready. The models
+/// are the other half: modules/models.nix adds `appliance-models.service`
+/// when it makes that unit, so a host that turns the pull off is not left
+/// requiring a unit that does not exist.
+fn ready_units(host: &Host) -> Vec<String> {
+    host.sandboxes
         .iter()
         .map(|s| format!("docker-{}.service", s.name))
-        .collect();
-    if inference_sandbox(appliance, host).is_some() {
-        units.push("appliance-models.service".into());
-    }
-    units
+        .collect()
 }
 
 /// The host's firewall rules as NixOS spells them: open everywhere, or per
@@ -612,34 +619,38 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     Some(settings)
 }
 
-/// `docker network create ...` for the sandboxes' bridge (tests/egress.rs
-/// runs the same command).
+/// The sandboxes' bridge on `host`.
+pub fn docker_network(appliance: &Appliance, host: &Host) -> DockerNetwork {
+    DockerNetwork {
+        name: NETWORK_NAME,
+        subnet: appliance.network.to_string(),
+        gateway: host.network_address.to_string(),
+        bridge: BRIDGE_INTERFACE,
+        // GCE's network carries 1460-byte packets; Docker's default 1500
+        // would drop the sandboxes' large ones.
+        mtu: (host.target == Target::Gce).then_some(GCE_MTU),
+    }
+}
+
+/// `docker network create ...` for the sandboxes' bridge, the command
+/// modules/docker-gvisor.nix builds from the same values (tests/egress.rs
+/// and the rehearsal run it; tests/flake/modules.rs checks they agree).
 pub fn network_create(appliance: &Appliance, host: &Host) -> Vec<String> {
+    let network = docker_network(appliance, host);
     let mut create: Vec<String> = vec![
         "docker".into(),
         "network".into(),
         "create".into(),
         "--driver=bridge".into(),
-        format!("--subnet={}", appliance.network),
-        format!("--gateway={}", host.network_address),
-        format!("--opt=com.docker.network.bridge.name={BRIDGE_INTERFACE}"),
+        format!("--subnet={}", network.subnet),
+        format!("--gateway={}", network.gateway),
+        format!("--opt=com.docker.network.bridge.name={}", network.bridge),
     ];
-    if host.target == Target::Gce {
-        // GCE's network carries 1460-byte packets; Docker's default 1500
-        // would drop the sandboxes' large ones.
-        create.push(format!("--opt=com.docker.network.driver.mtu={GCE_MTU}"));
+    if let Some(mtu) = network.mtu {
+        create.push(format!("--opt=com.docker.network.driver.mtu={mtu}"));
     }
-    create.push(NETWORK_NAME.into());
+    create.push(network.name.into());
     create
-}
-
-/// The Docker network the sandboxes share, created once by a unit.
-fn network_commands(appliance: &Appliance, host: &Host) -> NetworkCommands {
-    let create = network_create(appliance, host);
-    NetworkCommands {
-        inspect: Value::from(format!("docker network inspect {NETWORK_NAME}")),
-        create,
-    }
 }
 
 /// The WireGuard interface of a host on the overlay: every other host is a

@@ -14,7 +14,7 @@ pub mod synapse;
 mod templates;
 mod webclient;
 
-pub use host::{NVIDIA_PACKAGE, NVPROXY_DRIVERS, RUNSC_MINIMUM, network_create};
+pub use host::{DockerNetwork, NVIDIA_PACKAGE, NVPROXY_DRIVERS, RUNSC_MINIMUM, docker_network, network_create};
 
 use std::collections::BTreeMap;
 

@@ -7,19 +7,26 @@ use super::*;
 /// Just the `lib` the hand-written modules call: options are returned as
 /// written (so their declarations can be inspected), `mkIf` keeps its
 /// condition and, as NixOS does, leaves a false branch unevaluated.
-const STUB_MODULE_LIB: &str = r#"
-{
+pub(super) const STUB_MODULE_LIB: &str = r#"
+rec {
   mkEnableOption = description: { _enable = description; };
   mkPackageOption = _pkgs: name: _extra: { _package = name; };
   mkOption = option: option;
   types = {
     path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}";
     strMatching = regex: "strMatching ${regex}";
+    ints.positive = "ints.positive";
     attrsOf = type: { _attrsOf = type; };
     submodule = module: { _submodule = module; };
   };
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
+  # Kept as written: the tests check what a module adds after the others.
+  mkAfter = value: { _after = value; };
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
+  getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
+  importJSON = path: builtins.fromJSON (builtins.readFile path);
+  mapAttrs = builtins.mapAttrs;
+  optional = condition: value: if condition then [ value ] else [ ];
   literalExpression = text: { _literal = text; };
   attrValues = builtins.attrValues;
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
@@ -29,6 +36,7 @@ const STUB_MODULE_LIB: &str = r#"
     if builtins.match "[[:alnum:],._+:@%/-]+" string == null
     then "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] string}'"
     else string;
+  escapeShellArgs = args: builtins.concatStringsSep " " (map escapeShellArg args);
 }
 "#;
 
@@ -40,7 +48,13 @@ fn eval_module(file: &str, config: &str, select: &str) -> Value {
 let
   module = import {root}/{file} {{
     lib = import {stub}/lib.nix;
-    pkgs = {{ coreutils = {{ name = "coreutils"; }}; }};
+    pkgs = {{
+      coreutils = {{ name = "coreutils"; }};
+      # Interpolated into strings, so with a store path of their own.
+      bash = {{ name = "bash"; outPath = "/stub/bash"; }};
+      curl = {{ name = "curl"; outPath = "/stub/curl"; }};
+      gvisor = {{ name = "gvisor"; }};
+    }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
     config = {config};
   }};
@@ -291,8 +305,11 @@ fn the_service_secrets_module_makes_each_env_file_once_whatever_its_path() {
             .strip_prefix(&format!("{variable}="))
             .and_then(|k| k.strip_suffix('\n'))
             .unwrap_or_else(|| panic!("{text:?}"));
+        // 32 bytes are 43 base64 characters before `+` and `/` go: about
+        // one key in 23 loses more than 3 (so `>= 40` failed that often),
+        // fewer than one in 100 million more than 11.
         assert!(
-            key.len() >= 40 && key.chars().all(|c| c.is_ascii_alphanumeric()),
+            key.len() >= 32 && key.chars().all(|c| c.is_ascii_alphanumeric()),
             "{key:?}"
         );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -318,6 +335,249 @@ fn the_service_secrets_module_makes_each_env_file_once_whatever_its_path() {
         "module.config._if",
     );
     assert_eq!(none, false, "no secrets, no unit");
+}
+
+#[test]
+fn the_models_module_pulls_after_ollamas_sandbox_and_holds_back_readiness() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pull-models.sh");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let config = format!(
+        r#"{{ appliance.models = {{ enable = true; sandboxUnit = "docker-ollama.service"; pullScript = {}; }}; }}"#,
+        script.display()
+    );
+    let out = eval_module(
+        "modules/models.nix",
+        &config,
+        r#"{
+          options = builtins.attrNames module.options.appliance.models;
+          unitType = module.options.appliance.models.sandboxUnit.type;
+          enabled = module.config._if;
+          unit = module.config.content.systemd.services.appliance-models;
+          ready = module.config.content.appliance.ready.units;
+        }"#,
+    );
+    assert_eq!(
+        out["options"],
+        serde_json::json!(["enable", "pullScript", "sandboxUnit"])
+    );
+    assert_eq!(out["unitType"], "strMatching [A-Za-z0-9:_.@-]+[.]service");
+    assert_eq!(out["enabled"], true);
+    let unit = &out["unit"];
+    // It needs Ollama's sandbox answering, and stops with it.
+    assert_eq!(unit["after"], serde_json::json!(["docker-ollama.service"]));
+    assert_eq!(unit["requires"], serde_json::json!(["docker-ollama.service"]));
+    assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
+    assert_eq!(unit["path"], serde_json::json!(["/stub/curl"]));
+    let service = &unit["serviceConfig"];
+    assert_eq!(service["Type"], "oneshot");
+    assert_eq!(service["RemainAfterExit"], true);
+    assert_eq!(service["TimeoutStartSec"], "infinity", "a model is tens of gigabytes");
+    // The script is copied into the store, as the host module's path
+    // literal was, and run by sh.
+    let exec = service["ExecStart"].as_str().unwrap();
+    // (The tests' Nix keeps its store in a scratch directory.)
+    let stored = exec
+        .strip_prefix("/stub/bash/bin/sh ")
+        .unwrap_or_else(|| panic!("{exec}"));
+    assert!(
+        stored.starts_with('/') && stored.contains("/store/") && stored.ends_with("-pull-models.sh"),
+        "{exec}"
+    );
+    assert!(!stored.contains(' ') && Path::new(stored) != script, "{exec}");
+    // Readiness waits for the pull, after every unit the host lists.
+    assert_eq!(
+        out["ready"],
+        serde_json::json!({ "_after": ["appliance-models.service"] })
+    );
+
+    let off = eval_module(
+        "modules/models.nix",
+        "{ appliance.models.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false, "no pull, no unit, and readiness does not wait for one");
+}
+
+#[test]
+fn the_ready_module_makes_the_target_of_the_units_listed() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let select = r#"{
+      option = module.options.appliance.ready.units;
+      enabled = module.config._if;
+      target = module.config.content.systemd.targets.appliance-ready or null;
+    }"#;
+    let out = eval_module(
+        "modules/ready.nix",
+        r#"{ appliance.enable = true; appliance.ready.units = [ "docker-a.service" "appliance-models.service" ]; }"#,
+        select,
+    );
+    assert_eq!(
+        out["option"]["type"],
+        "listOf strMatching [A-Za-z0-9:_.@-]+[.](service|target|mount|socket|path)"
+    );
+    assert_eq!(out["option"]["default"], serde_json::json!([]));
+    assert_eq!(out["enabled"], true);
+    let units = serde_json::json!(["docker-a.service", "appliance-models.service"]);
+    assert_eq!(
+        out["target"],
+        serde_json::json!({
+            "description": "The appliance is ready",
+            "wantedBy": ["multi-user.target"],
+            "requires": units,
+            "after": units,
+        })
+    );
+    // A machine without the appliance has no target.
+    let off = eval_module(
+        "modules/ready.nix",
+        "{ appliance.enable = false; appliance.ready.units = [ ]; }",
+        select,
+    );
+    assert_eq!(off["enabled"], false);
+    assert_eq!(off["target"], Value::Null);
+}
+
+/// The calls the fake `docker` of `run_network_script` received, each as
+/// its arguments.
+fn docker_calls(log: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.split_terminator("\n\n")
+        .map(|call| call.lines().map(str::to_string).collect())
+        .collect()
+}
+
+/// Runs the network unit's script as systemd does (nixpkgs' `script`:
+/// bash -e) with a fake `docker` on its path that logs each call and
+/// answers `network inspect` with `inspect_status`; returns the calls.
+fn run_network_script(script: &str, inspect_status: i32) -> Vec<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::write(
+        &docker,
+        "#!/bin/sh\nprintf '%s\\n' docker \"$@\" >> \"$LOG\"\necho >> \"$LOG\"\n\
+         if [ \"$1 $2\" = 'network inspect' ]; then exit \"$INSPECT_STATUS\"; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("calls");
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap());
+    let status = Command::new("bash")
+        .args(["-e", "-c", script])
+        .env("PATH", path)
+        .env("LOG", &log)
+        .env("INSPECT_STATUS", inspect_status.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+    docker_calls(&log)
+}
+
+#[test]
+fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
+    use agent_appliance::render::{docker_network, network_create};
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let daemon = root().join("generated/hosts/hub/docker-daemon.json");
+    // Every host of the spec: the hub's bridge has GCE's MTU, the Pi's none.
+    assert!(
+        appliance
+            .hosts
+            .values()
+            .any(|h| docker_network(&appliance, h).mtu.is_some())
+    );
+    assert!(
+        appliance
+            .hosts
+            .values()
+            .any(|h| docker_network(&appliance, h).mtu.is_none())
+    );
+    for host in appliance.hosts.values() {
+        let mut network = serde_json::to_value(docker_network(&appliance, host)).unwrap();
+        // The option's default (checked below), which the stub lib leaves
+        // to the caller.
+        network.as_object_mut().unwrap().entry("mtu").or_insert(Value::Null);
+        let values = serde_json::json!({
+            "appliance": { "docker": {
+                "enable": true,
+                "daemonSettings": daemon,
+                "network": network,
+            } },
+            "virtualisation": { "docker": { "package": { "name": "docker" } } },
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, values.to_string()).unwrap();
+        let out = eval_module(
+            "modules/docker-gvisor.nix",
+            // A path, as the generated module's `./docker-daemon.json` is.
+            &format!(
+                r#"let c = builtins.fromJSON (builtins.readFile {}); in
+                   c // {{ appliance.docker = c.appliance.docker // {{ daemonSettings = {}; }}; }}"#,
+                config.display(),
+                daemon.display()
+            ),
+            r#"{
+              options = builtins.attrNames module.options.appliance.docker;
+              network = builtins.attrNames module.options.appliance.docker.network;
+              mtu = module.options.appliance.docker.network.mtu.default;
+              enabled = module.config._if;
+              docker = module.config.content.virtualisation.docker;
+              unit = module.config.content.systemd.services.appliance-network;
+            }"#,
+        );
+        assert_eq!(
+            out["options"],
+            serde_json::json!(["daemonSettings", "enable", "network"])
+        );
+        assert_eq!(
+            out["network"],
+            serde_json::json!(["bridge", "gateway", "mtu", "name", "subnet"])
+        );
+        assert_eq!(out["mtu"], Value::Null, "Docker's own MTU unless set");
+        assert_eq!(out["enabled"], true);
+        // The daemon settings as generated, each runtime run by this
+        // nixpkgs' runsc.
+        assert_eq!(out["docker"]["enable"], true);
+        let mut expected = read_json(&daemon);
+        for runtime in expected["runtimes"].as_object_mut().unwrap().values_mut() {
+            runtime["path"] = "gvisor/bin/runsc".into();
+        }
+        assert_eq!(out["docker"]["daemon"]["settings"], expected);
+
+        let unit = &out["unit"];
+        assert_eq!(unit["after"], serde_json::json!(["docker.service"]));
+        assert_eq!(unit["requires"], serde_json::json!(["docker.service"]));
+        assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
+        assert_eq!(unit["path"], serde_json::json!([{ "name": "docker" }]));
+        assert_eq!(
+            unit["serviceConfig"],
+            serde_json::json!({ "Type": "oneshot", "RemainAfterExit": true })
+        );
+        // No network yet: it is created with exactly the command the tests
+        // run on a real dockerd (tests/egress.rs, the rehearsal).
+        let script = unit["script"].as_str().unwrap();
+        let inspect: Vec<String> = ["docker", "network", "inspect", "appliance"].map(String::from).into();
+        let create = network_create(&appliance, host);
+        assert_eq!(run_network_script(script, 1), [inspect.clone(), create], "{script}");
+        // There already: kept, with its sandboxes attached.
+        assert_eq!(run_network_script(script, 0), [inspect], "{script}");
+    }
+
+    let off = eval_module(
+        "modules/docker-gvisor.nix",
+        "{ appliance.docker.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false);
 }
 
 /// Every option a hand-written module of modules/ declares is in

@@ -398,6 +398,7 @@ fn generated_host_modules_evaluate_with_both_wireguard_backends() {
     };
     let stub = tempfile::tempdir().unwrap();
     std::fs::write(stub.path().join("args.nix"), STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("module-lib.nix"), super::modules::STUB_MODULE_LIB).unwrap();
     let expression = format!(
         r#"
 let
@@ -438,7 +439,19 @@ in {{
     proxy = hub.appliance.egress ? proxyConfig;
     tables = builtins.baseNameOf hub.appliance.egress.inetTable;
   }};
-  network = hub.systemd.services.appliance-network.script;
+  docker = {{ hub = hub.appliance.docker; pi = (pi false).appliance.docker; }};
+  # The hub's bridge as modules/docker-gvisor.nix makes it from the hub's values.
+  network = (import {root}/modules/docker-gvisor.nix {{
+    lib = import {stub}/module-lib.nix;
+    pkgs.gvisor.name = "gvisor";
+    config = {{
+      appliance.docker = hub.appliance.docker;
+      virtualisation.docker.package.name = "docker";
+    }};
+  }}).config.content.systemd.services.appliance-network.script;
+  models = hub.appliance.models;
+  piModels = (pi false) ? appliance.models;
+  ready = {{ hub = hub.appliance.ready.units; pi = (pi false).appliance.ready.units; }};
   toolkit = hub ? hardware.nvidia-container-toolkit;
   unfree = hub ? nixpkgs;
 }}
@@ -540,11 +553,48 @@ in {{
         out["egress"],
         serde_json::json!({ "enable": true, "resolver": "10.88.0.1", "proxy": true, "tables": "firewall-inet.nft" })
     );
+    // Docker with the generated runtimes and the sandboxes' bridge
+    // (modules/docker-gvisor.nix) on every host, as Rust decides it; the
+    // hub, on GCE, with GCE's MTU.
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    for name in ["hub", "pi"] {
+        let docker = &out["docker"][name];
+        assert_eq!(docker["enable"], true);
+        let settings = docker["daemonSettings"].as_str().unwrap();
+        assert!(settings.ends_with("-docker-daemon.json"), "{settings}");
+        let network = agent_appliance::render::docker_network(&appliance, &appliance.hosts[name]);
+        assert_eq!(docker["network"], serde_json::to_value(network).unwrap());
+    }
+    assert_eq!(out["docker"]["hub"]["network"]["mtu"], 1460);
     assert!(
         out["network"]
             .as_str()
             .unwrap()
             .contains("'--opt=com.docker.network.driver.mtu=1460'")
+    );
+    // The hub pulls its models into Ollama's sandbox with the generated
+    // script (modules/models.nix, which adds its unit to readiness); the
+    // ready target waits for every sandbox of each host.
+    let models = &out["models"];
+    assert_eq!(models["enable"], true);
+    assert_eq!(models["sandboxUnit"], "docker-ollama.service");
+    let script = models["pullScript"].as_str().unwrap();
+    assert!(script.ends_with("-pull-models.sh"), "{script}");
+    assert_eq!(out["piModels"], false);
+    assert_eq!(
+        out["ready"],
+        serde_json::json!({
+            "hub": [
+                "docker-ollama.service",
+                "docker-searxng.service",
+                "docker-webextract.service",
+                "docker-balthasar.service",
+                "docker-casper.service",
+                "docker-casper-exec.service",
+                "docker-melchior.service"
+            ],
+            "pi": ["docker-balthasar-pi.service"]
+        })
     );
     // Ollama's sandbox uses the GPUs through CDI, and the module leaves
     // nixpkgs' configuration alone.

@@ -4,10 +4,6 @@
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
 { config, lib, pkgs, utils, applianceImages, ... }:
-let
-  runsc = lib.getExe' pkgs.gvisor "runsc";
-  dockerSettings = lib.importJSON ./docker-daemon.json;
-in
 {
   imports = [ ./pairing-server.nix ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "hub") {
@@ -142,8 +138,9 @@ in
       "appliance host `hub`: host `pi` has no `wireguard-public-key` in appliance.toml, so the link to it is down; pair them (docs/pairing.md)."
     ];
 
-    # Docker with gVisor: every runtime below is runsc with a profile derived
-    # from the spec; `runsc` (strict) is the default for any other container.
+    # Docker with gVisor (modules/docker-gvisor.nix): every runtime in
+    # docker-daemon.json is runsc with a profile derived from the spec;
+    # `runsc` (strict) is the default for any other container.
     # `runsc-gpu` is more permissive than strict:
     #   - nvproxy: the sandbox uses the host's GPUs (Ollama on a GPU host, or an agent with `gpu = true`), with only the spec's driver capabilities
     # `runsc-uds-open` is more permissive than strict:
@@ -151,36 +148,17 @@ in
     # `runsc-dind` is more permissive than strict:
     #   - raw sockets and packet writes: dockerd v28+ needs them inside gVisor; only the code-execution sandbox gets them
     #   - host UDS create: the inner Docker daemon's socket must appear on the host
-    virtualisation.docker = {
+    # The sandboxes share one bridge, addressed by fixed IPs.
+    appliance.docker = {
       enable = true;
-      daemon.settings = dockerSettings // {
-        runtimes = lib.mapAttrs (_name: runtime: runtime // { path = runsc; }) dockerSettings.runtimes;
+      daemonSettings = ./docker-daemon.json;
+      network = {
+        name = "appliance";
+        subnet = "10.88.0.0/16";
+        gateway = "10.88.0.1";
+        bridge = "br-appliance";
+        mtu = 1460;
       };
-    };
-
-    # One bridge for the sandboxes, addressed by fixed IPs: gVisor's netstack
-    # cannot use Docker's embedded DNS on user-defined networks.
-    systemd.services.appliance-network = {
-      description = "Docker network for the appliance sandboxes";
-      after = [ "docker.service" ];
-      requires = [ "docker.service" ];
-      wantedBy = [ "multi-user.target" ];
-      path = [ config.virtualisation.docker.package ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-      };
-      script = "docker network inspect appliance" + " >/dev/null 2>&1 || " + lib.escapeShellArgs [
-        "docker"
-        "network"
-        "create"
-        "--driver=bridge"
-        "--subnet=10.88.0.0/16"
-        "--gateway=10.88.0.1"
-        "--opt=com.docker.network.bridge.name=br-appliance"
-        "--opt=com.docker.network.driver.mtu=1460"
-        "appliance"
-      ];
     };
 
     systemd.tmpfiles.rules = [
@@ -263,50 +241,28 @@ in
       };
     };
 
-    # The spec's models, pulled into Ollama's sandbox once it answers; the
-    # appliance is not ready until every one is there. A model that fails is
-    # named in this unit's journal (`journalctl -u appliance-models`).
-    systemd.services.appliance-models = {
-      description = "Pull the appliance's models into Ollama's sandbox";
-      after = [ "docker-ollama.service" ];
-      requires = [ "docker-ollama.service" ];
-      wantedBy = [ "multi-user.target" ];
-      path = [ pkgs.curl ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        # Tens of gigabytes per model.
-        TimeoutStartSec = "infinity";
-        ExecStart = "${pkgs.bash}/bin/sh ${./pull-models.sh}";
-      };
+    # The spec's models, pulled into Ollama's sandbox once it answers
+    # (modules/models.nix runs the script); the appliance is not ready until
+    # every one is there. A model that fails is named in the unit's journal
+    # (`journalctl -u appliance-models`).
+    appliance.models = {
+      enable = true;
+      sandboxUnit = "docker-ollama.service";
+      pullScript = ./pull-models.sh;
     };
 
-    # Reached once every sandbox runs and the models are pulled:
+    # `appliance-ready.target` (modules/ready.nix) is reached once these
+    # sandboxes run and the models are pulled:
     # `systemctl is-active appliance-ready.target`.
-    systemd.targets.appliance-ready = {
-      description = "The appliance is ready";
-      wantedBy = [ "multi-user.target" ];
-      requires = [
-        "docker-ollama.service"
-        "docker-searxng.service"
-        "docker-webextract.service"
-        "docker-balthasar.service"
-        "docker-casper.service"
-        "docker-casper-exec.service"
-        "docker-melchior.service"
-        "appliance-models.service"
-      ];
-      after = [
-        "docker-ollama.service"
-        "docker-searxng.service"
-        "docker-webextract.service"
-        "docker-balthasar.service"
-        "docker-casper.service"
-        "docker-casper-exec.service"
-        "docker-melchior.service"
-        "appliance-models.service"
-      ];
-    };
+    appliance.ready.units = [
+      "docker-ollama.service"
+      "docker-searxng.service"
+      "docker-webextract.service"
+      "docker-balthasar.service"
+      "docker-casper.service"
+      "docker-casper-exec.service"
+      "docker-melchior.service"
+    ];
 
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {

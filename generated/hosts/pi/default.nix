@@ -4,10 +4,6 @@
 # (modules/appliance.nix declares both); the platform (GCE, Pi 4, existing
 # machine) comes from the flake's target profile, not from here.
 { config, lib, pkgs, utils, applianceImages, ... }:
-let
-  runsc = lib.getExe' pkgs.gvisor "runsc";
-  dockerSettings = lib.importJSON ./docker-daemon.json;
-in
 {
   imports = [ ./pairing.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
@@ -89,37 +85,19 @@ in
       "appliance host `pi`: host `hub` has no `wireguard-public-key` in appliance.toml, so the link to it is down; pair them (docs/pairing.md)."
     ];
 
-    # Docker with gVisor: every runtime below is runsc with a profile derived
-    # from the spec; `runsc` (strict) is the default for any other container.
-    virtualisation.docker = {
+    # Docker with gVisor (modules/docker-gvisor.nix): every runtime in
+    # docker-daemon.json is runsc with a profile derived from the spec;
+    # `runsc` (strict) is the default for any other container.
+    # The sandboxes share one bridge, addressed by fixed IPs.
+    appliance.docker = {
       enable = true;
-      daemon.settings = dockerSettings // {
-        runtimes = lib.mapAttrs (_name: runtime: runtime // { path = runsc; }) dockerSettings.runtimes;
+      daemonSettings = ./docker-daemon.json;
+      network = {
+        name = "appliance";
+        subnet = "10.88.0.0/16";
+        gateway = "10.88.0.1";
+        bridge = "br-appliance";
       };
-    };
-
-    # One bridge for the sandboxes, addressed by fixed IPs: gVisor's netstack
-    # cannot use Docker's embedded DNS on user-defined networks.
-    systemd.services.appliance-network = {
-      description = "Docker network for the appliance sandboxes";
-      after = [ "docker.service" ];
-      requires = [ "docker.service" ];
-      wantedBy = [ "multi-user.target" ];
-      path = [ config.virtualisation.docker.package ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-      };
-      script = "docker network inspect appliance" + " >/dev/null 2>&1 || " + lib.escapeShellArgs [
-        "docker"
-        "network"
-        "create"
-        "--driver=bridge"
-        "--subnet=10.88.0.0/16"
-        "--gateway=10.88.0.1"
-        "--opt=com.docker.network.bridge.name=br-appliance"
-        "appliance"
-      ];
     };
 
     systemd.tmpfiles.rules = [
@@ -138,14 +116,10 @@ in
       proxyConfig = ./egress-proxy.conf;
     };
 
-    # Reached once every sandbox runs:
+    # `appliance-ready.target` (modules/ready.nix) is reached once these
+    # sandboxes run:
     # `systemctl is-active appliance-ready.target`.
-    systemd.targets.appliance-ready = {
-      description = "The appliance is ready";
-      wantedBy = [ "multi-user.target" ];
-      requires = [ "docker-balthasar-pi.service" ];
-      after = [ "docker-balthasar-pi.service" ];
-    };
+    appliance.ready.units = [ "docker-balthasar-pi.service" ];
 
     virtualisation.oci-containers.backend = "docker";
     virtualisation.oci-containers.containers = {

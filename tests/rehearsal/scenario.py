@@ -581,7 +581,17 @@ class Scenario:
         # (the loop's and any a real agent sent): the room up to its notice
         # holds the budget's (one more may land while it writes the power
         # levels), and no agent message follows it.
-        self.collect(5)
+        warden = self.warden_id()
+
+        def notice(room, prefix):
+            return lambda r, e: (r == room and e.get("sender") == warden
+                                 and e["content"].get("body", "").startswith(prefix))
+        # The warden reads Docker, the proxy's log and the agents' tool logs
+        # between two polls: its notices can take a while under load.
+        for room, prefix in ((self.room_id, "loop breaker:"), (self.ops_id, "loop breaker in ")):
+            if not any(notice(room, prefix)(r, e) for r, e, _ in self.seen
+                       if e.get("origin_server_ts", 0) >= since * 1000):
+                self.wait_for(notice(room, prefix), 60)
         timeline = [e for r, e, _ in self.seen if r == self.room_id and e.get("origin_server_ts", 0) >= since * 1000]
         notice = next((i for i, e in enumerate(timeline) if e.get("sender") == self.warden_id()
                        and e["content"].get("body", "").startswith("loop breaker:")), None)
@@ -594,14 +604,12 @@ class Scenario:
             self.record("warden", len(before) in (budget, budget + 1) and not after,
                         "loop breaker after %d agent message(s) (budget %d); %d after it" % (
                             len(before), budget, len(after)))
-        notices = self.ops_notices(since)
-        self.record("warden", any(n.startswith("loop breaker in ") for n in notices),
+        self.record("warden", any(n.startswith("loop breaker in ") for n in self.ops_notices(since)),
                     "the ops room has the loop breaker's notice")
         # A human message lifts it; an agent answering that very message can
         # be faster than the unmute and be refused: speak, wait for the
         # warden's notice, then ask.
         self.admin.send(self.room_id, "enough, the loop is over")
-        warden = self.warden_id()
         event, took = self.wait_for(lambda r, e: r == self.room_id and e.get("sender") == warden
                                     and "loop breaker lifted" in e["content"].get("body", ""), 60)
         self.record("warden", event is not None, "a human message lifted the loop breaker", seconds=round(took, 2))

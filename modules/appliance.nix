@@ -4,8 +4,8 @@
 # (generated/hosts/<host>/default.nix) holds the spec's decisions; the
 # hand-written modules imported below (Docker with the gVisor runtimes,
 # egress, bootstrap, the warden, the model pull, readiness, the services'
-# secrets) map its option values onto nixpkgs, and what has not moved yet
-# (the sandboxes, Synapse, Ollama, NVIDIA, WireGuard) is still written in
+# secrets, Synapse) map its option values onto nixpkgs, and what has not
+# moved yet (the sandboxes, Ollama, NVIDIA, WireGuard) is still written in
 # the generated module. This file only declares the options, passes the
 # image builders (images/) to the generated modules and checks they fit
 # the machine.
@@ -37,6 +37,7 @@ in
     ./models.nix
     ./ready.nix
     ./service-secrets.nix
+    ./synapse.nix
     ./warden.nix
   ]
   ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;

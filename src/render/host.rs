@@ -82,14 +82,12 @@ struct HostContext {
     gpu: Option<crate::model::Gpu>,
     gpu_driver: GpuDriver,
     wireguard: Option<WireGuard>,
-    synapse_deps: BTreeMap<&'static str, Value>,
     runtimes: Vec<RuntimeNote>,
     /// `appliance.docker.network` (modules/docker-gvisor.nix).
     network: DockerNetwork,
     tmpfiles: Vec<String>,
-    synapse: bool,
-    /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
-    synapse_postgres: Option<&'static str>,
+    /// `appliance.synapse` (modules/synapse.nix), on the Matrix host.
+    synapse: Option<Synapse>,
     /// The bridge address the DNS resolver listens on, when sandboxes need it.
     dns: Option<String>,
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
@@ -144,6 +142,18 @@ struct ModelPull {
     sandbox_unit: String,
     /// The script beside the host module (`PULL_SCRIPT`).
     pull_script: &'static str,
+}
+
+/// The values of `appliance.synapse` (modules/synapse.nix) but its
+/// settings file, which the template names by a path literal.
+#[derive(Serialize)]
+struct Synapse {
+    /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
+    postgresql: Option<&'static str>,
+    /// `after`, `requires` and, with an overlay, `wants`.
+    unit: BTreeMap<&'static str, Value>,
+    /// `IPAddressAllow` of the unit; `None` with federation.
+    allowed_addresses: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -265,19 +275,23 @@ fn overlay_ordering(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'stat
     unit
 }
 
-/// The Synapse unit's ordering, and its address filter (SECURITY.md).
-fn synapse_unit(appliance: &Appliance, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
-    let mut unit = unit_deps_overlay_optional(
-        vec![
-            "appliance-network.service".to_string(),
-            "appliance-secrets.service".to_string(),
-        ],
-        overlay,
-    );
-    if let Some(filter) = super::synapse::unit_address_filter(appliance) {
-        unit.insert("serviceConfig", nix::value(filter));
+/// Synapse's database, unit ordering and address filter (SECURITY.md), on
+/// the Matrix host.
+fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<Synapse> {
+    if !host.runs_matrix {
+        return None;
     }
-    unit
+    Some(Synapse {
+        postgresql: (appliance.matrix.database == SynapseDatabase::Postgresql).then_some(super::synapse::POSTGRES_NAME),
+        unit: unit_deps_overlay_optional(
+            vec![
+                "appliance-network.service".to_string(),
+                "appliance-secrets.service".to_string(),
+            ],
+            overlay,
+        ),
+        allowed_addresses: super::synapse::allowed_addresses(appliance),
+    })
 }
 
 pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &Engine, tree: &mut Tree) -> Result<()> {
@@ -306,7 +320,6 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             package: NVIDIA_PACKAGE,
             supported: NVPROXY_DRIVERS,
         },
-        synapse_deps: synapse_unit(appliance, overlay),
         wireguard,
         runtimes: host
             .runtimes
@@ -318,9 +331,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             .collect(),
         network: docker_network(appliance, host),
         tmpfiles,
-        synapse: host.runs_matrix,
-        synapse_postgres: (host.runs_matrix && appliance.matrix.database == SynapseDatabase::Postgresql)
-            .then_some(super::synapse::POSTGRES_NAME),
+        synapse: synapse(appliance, host, overlay),
         egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
             proxy: super::egress::proxy_config(host).is_some(),
         }),

@@ -22,6 +22,7 @@ rec {
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
   # Kept as written: the tests check what a module adds after the others.
   mkAfter = value: { _after = value; };
+  mkForce = value: { _force = value; };
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
   getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
   importJSON = path: builtins.fromJSON (builtins.readFile path);
@@ -441,6 +442,116 @@ fn the_ready_module_makes_the_target_of_the_units_listed() {
     );
     assert_eq!(off["enabled"], false);
     assert_eq!(off["target"], Value::Null);
+}
+
+#[test]
+fn the_synapse_module_runs_the_generated_settings_on_a_c_locale_postgresql() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    // The hub's values, as the generated module sets them (its settings
+    // file is the generated synapse.json).
+    let settings = root().join("generated/hosts/hub/synapse.json");
+    let config = |postgresql: bool, allowed: &str| {
+        format!(
+            r#"{{ appliance.synapse = {{
+              enable = true; settingsFile = {settings};
+              postgresql = {{ enable = {postgresql}; name = "matrix-synapse"; }};
+              after = [ "appliance-network.service" "wireguard-wg-appliance.service" ];
+              requires = [ "appliance-network.service" ]; wants = [ "network-online.target" ];
+              allowedAddresses = {allowed};
+            }}; }}"#,
+            settings = settings.display(),
+        )
+    };
+    let select = r#"{
+      options = builtins.attrNames module.options.appliance.synapse;
+      postgresqlOptions = builtins.attrNames module.options.appliance.synapse.postgresql;
+      unitType = module.options.appliance.synapse.after.type;
+      enabled = module.config._if;
+      synapse = module.config.content.services.matrix-synapse;
+      postgresql = module.config.content.services.postgresql;
+      unit = module.config.content.systemd.services.matrix-synapse;
+    }"#;
+    let out = eval_module(
+        "modules/synapse.nix",
+        &config(true, r#"[ "localhost" "10.88.0.0/16" ]"#),
+        select,
+    );
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "after",
+            "allowedAddresses",
+            "enable",
+            "postgresql",
+            "requires",
+            "settingsFile",
+            "wants"
+        ])
+    );
+    assert_eq!(out["postgresqlOptions"], serde_json::json!(["enable", "name"]));
+    // Device units carry systemd's `\x2d` escapes.
+    assert_eq!(
+        out["unitType"],
+        "listOf strMatching [A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)"
+    );
+    assert_eq!(out["enabled"], true);
+    // The settings are the generated file's, unchanged.
+    assert_eq!(
+        out["synapse"],
+        serde_json::json!({ "enable": true, "settings": read_json(&settings) })
+    );
+    // Synapse refuses a database whose collation is not C; the role is
+    // Synapse's system user (peer authentication, no password); no TCP.
+    assert_eq!(out["postgresql"]["_if"], true);
+    assert_eq!(
+        out["postgresql"]["content"],
+        serde_json::json!({
+            "enable": true,
+            "initdbArgs": ["--locale=C", "--encoding=UTF8"],
+            "ensureDatabases": ["matrix-synapse"],
+            "ensureUsers": [{ "name": "matrix-synapse", "ensureDBOwnership": true }],
+            "settings": { "listen_addresses": { "_force": "" } },
+        })
+    );
+    // The generated database section names the same role and database.
+    let database = &read_json(&settings)["database"];
+    assert_eq!(database["name"], "psycopg2");
+    assert_eq!(database["args"]["user"], "matrix-synapse");
+    assert_eq!(database["args"]["database"], "matrix-synapse");
+    let unit = &out["unit"];
+    assert_eq!(
+        unit["after"],
+        serde_json::json!(["appliance-network.service", "wireguard-wg-appliance.service"])
+    );
+    assert_eq!(unit["requires"], serde_json::json!(["appliance-network.service"]));
+    assert_eq!(unit["wants"], serde_json::json!(["network-online.target"]));
+    assert_eq!(
+        unit["serviceConfig"],
+        serde_json::json!({ "_if": true, "content": {
+            "IPAddressDeny": "any",
+            "IPAddressAllow": ["localhost", "10.88.0.0/16"],
+        } })
+    );
+
+    // SQLite and federation: no database server, no address filter.
+    let out = eval_module("modules/synapse.nix", &config(false, "null"), select);
+    assert_eq!(out["postgresql"], serde_json::json!({ "_if": false }));
+    assert_eq!(out["unit"]["serviceConfig"], serde_json::json!({ "_if": false }));
+    let defaults = eval_module(
+        "modules/synapse.nix",
+        "{ appliance.synapse.enable = false; }",
+        r#"{
+          name = module.options.appliance.synapse.postgresql.name.default;
+          allowed = module.options.appliance.synapse.allowedAddresses.default;
+          enabled = module.config._if;
+        }"#,
+    );
+    assert_eq!(
+        defaults,
+        serde_json::json!({ "name": "matrix-synapse", "allowed": null, "enabled": false })
+    );
 }
 
 /// The calls the fake `docker` of `run_network_script` received, each as

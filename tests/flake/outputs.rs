@@ -424,7 +424,12 @@ in {{
     path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
     image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
   }};
-  synapse = hub.systemd.services.matrix-synapse;
+  synapse = hub.appliance.synapse;
+  # The hub's Synapse unit as modules/synapse.nix makes it from those values.
+  synapseUnit = (import {root}/modules/synapse.nix {{
+    lib = import {stub}/module-lib.nix;
+    config.appliance.synapse = hub.appliance.synapse;
+  }}).config.content.systemd.services.matrix-synapse;
   ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
   nonlocalBind = {{ hub = hub.boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind"; pi = (pi false) ? boot; }};
   stateVersion = hub ? system;
@@ -511,6 +516,27 @@ in {{
     assert_eq!(
         out["synapse"]["requires"],
         serde_json::json!(["appliance-network.service", "appliance-secrets.service"])
+    );
+    assert_eq!(out["synapse"]["wants"], serde_json::json!(["network-online.target"]));
+    for key in ["after", "requires", "wants"] {
+        assert_eq!(out["synapseUnit"][key], out["synapse"][key], "{key}");
+    }
+    // Without federation the unit talks with loopback, the bridge and the
+    // overlay only (render::synapse::allowed_addresses), on PostgreSQL.
+    assert_eq!(
+        out["synapseUnit"]["serviceConfig"]["content"],
+        serde_json::json!({ "IPAddressDeny": "any", "IPAddressAllow": ["localhost", "10.88.0.0/16", "10.89.0.0/24"] })
+    );
+    assert_eq!(out["synapse"]["enable"], true);
+    assert!(
+        out["synapse"]["settingsFile"]
+            .as_str()
+            .unwrap()
+            .ends_with("-synapse.json")
+    );
+    assert_eq!(
+        out["synapse"]["postgresql"],
+        serde_json::json!({ "enable": true, "name": "matrix-synapse" })
     );
     assert_eq!(out["nonlocalBind"], serde_json::json!({ "hub": 1, "pi": false }));
     // The GPU sandbox starts after nixpkgs' CDI generator has written the

@@ -607,26 +607,26 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
     container
 }
 
-/// Ollama's settings, on the host that serves inference.
+/// `appliance.ollama` (modules/ollama.nix), on the host that serves
+/// inference as a host service (`sandbox = "host"`).
 fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<BTreeMap<&'static str, Value>> {
     let inference = appliance
         .inference
         .as_ref()
         .filter(|i| host.runs_inference && i.sandbox.is_none())?;
-    let mut settings = BTreeMap::new();
+    // Its ordering: the bridge it listens on and, when it serves the
+    // overlay, the WireGuard address (`unit_deps`).
+    let mut settings = unit_deps(vec!["appliance-network.service".to_string()], overlay);
     let package = if inference.acceleration == "cuda" {
         "pkgs.ollama-cuda"
     } else {
         "pkgs.ollama"
     };
+    settings.insert("enable", Value::from(true));
     settings.insert("package", expr(package));
-    settings.insert("host", Value::from(inference.bind_address.to_string()));
+    settings.insert("address", Value::from(inference.bind_address.to_string()));
     settings.insert("port", Value::from(inference.port));
     settings.insert("models", nix::value(&inference.models));
-    settings.insert(
-        "deps",
-        nix::value(unit_deps(vec!["appliance-network.service".to_string()], overlay)),
-    );
     Some(settings)
 }
 

@@ -802,7 +802,7 @@ fn every_option_path_the_templates_can_emit_is_in_the_nixos_catalog() {
     for branch in [
         "hardware.nvidia-container-toolkit.enable",
         "networking.wireguard.interfaces.NAME.generatePrivateKeyFile",
-        "services.ollama.loadModels",
+        "appliance.ollama",
         "systemd.paths",
         "warnings",
     ] {

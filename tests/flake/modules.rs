@@ -15,7 +15,7 @@ rec {
   types = {
     path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}";
     strMatching = regex: "strMatching ${regex}";
-    ints.positive = "ints.positive";
+    ints.positive = "ints.positive"; port = "port";
     attrsOf = type: { _attrsOf = type; };
     submodule = module: { _submodule = module; };
   };
@@ -552,6 +552,99 @@ fn the_synapse_module_runs_the_generated_settings_on_a_c_locale_postgresql() {
         defaults,
         serde_json::json!({ "name": "matrix-synapse", "allowed": null, "enabled": false })
     );
+}
+
+/// Ollama as a host service (`[inference] sandbox = "host"`): the spec
+/// generated into a scratch directory, its host module's values handed to
+/// modules/ollama.nix, which makes nixpkgs' `services.ollama` of them.
+#[test]
+fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = read(&root().join("examples/minimal/appliance.toml"))
+        .replace("models = [\"qwen3:4b\"]", "models = [\"qwen3:4b\"]\nsandbox = \"host\"");
+    assert!(spec.contains("sandbox = \"host\""));
+    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let output = crate::common::run_in(dir.path(), &["generate"]);
+    assert!(output.status.success(), "{}", crate::common::stderr(&output));
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let out = eval_json(&format!(
+        r#"
+let
+  args = import {stub}/args.nix false;
+  pkgs = args.pkgs // {{ ollama = {{ name = "ollama"; }}; }};
+  host = (import {dir}/generated/hosts/box (args // {{
+    inherit pkgs;
+    config = args.config // {{ appliance = {{ enable = true; host = "box"; }}; }};
+  }})).config.content;
+  module = import {root}/modules/ollama.nix {{
+    lib = import {stub}/module-lib.nix;
+    inherit pkgs;
+    # `wants`' default (`[ ]`), which the stub lib leaves to the caller.
+    config.appliance.ollama = {{ wants = [ ]; }} // host.appliance.ollama;
+  }};
+in {{
+  values = host.appliance.ollama;
+  options = builtins.attrNames module.options.appliance.ollama;
+  package = module.options.appliance.ollama.package;
+  port = module.options.appliance.ollama.port.default;
+  enabled = module.config._if;
+  ollama = module.config.content.services.ollama;
+  unit = module.config.content.systemd.services.ollama;
+  hostService = host.services ? ollama;
+}}
+"#,
+        stub = stub.path().display(),
+        dir = dir.path().display(),
+        root = root().display(),
+    ));
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "address", "after", "enable", "models", "package", "port", "requires", "wants"
+        ])
+    );
+    assert_eq!(out["package"], serde_json::json!({ "_package": "ollama" }));
+    assert_eq!(out["port"], 11434);
+    assert_eq!(out["enabled"], true);
+    // The generated module sets values only; the module makes the service,
+    // on the host's bridge address (model::Inference::bind_address).
+    assert_eq!(out["hostService"], false);
+    let appliance = agent_appliance::commands::load(&dir.path().join("appliance.toml")).unwrap();
+    let inference = appliance.inference.as_ref().unwrap();
+    assert!(inference.sandbox.is_none());
+    assert_eq!(
+        out["ollama"],
+        serde_json::json!({
+            "enable": true,
+            "package": { "name": "ollama" },
+            "host": inference.bind_address.to_string(),
+            "port": inference.port,
+            "loadModels": ["qwen3:4b"],
+        })
+    );
+    assert_eq!(inference.bind_address.to_string(), "10.88.0.1");
+    // It listens on the bridge, so it needs the bridge; no overlay here.
+    assert_eq!(
+        out["unit"],
+        serde_json::json!({
+            "after": ["appliance-network.service"],
+            "requires": ["appliance-network.service"],
+            "wants": [],
+        })
+    );
+    assert_eq!(out["values"].get("wants"), None, "no overlay, no wants");
+
+    let off = eval_module(
+        "modules/ollama.nix",
+        "{ appliance.ollama.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false, "in `gvisor` mode Ollama is a sandbox, not this service");
 }
 
 /// The calls the fake `docker` of `run_network_script` received, each as

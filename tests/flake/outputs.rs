@@ -350,7 +350,7 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
 /// The module arguments a generated host module takes, with a `lib` whose
 /// `mkIf` keeps its condition (so both sides can be asserted) and
 /// `applianceImages` that return what they are called with.
-const STUB_HOST_ARGS: &str = r#"
+pub(super) const STUB_HOST_ARGS: &str = r#"
 useNetworkd:
 let
   lib = {

@@ -4,8 +4,8 @@
 # (generated/hosts/<host>/default.nix) holds the spec's decisions; the
 # hand-written modules imported below (Docker with the gVisor runtimes,
 # egress, bootstrap, the warden, the model pull, readiness, the services'
-# secrets, Synapse, Ollama on the host) map its option values onto nixpkgs,
-# and what has not moved yet (the sandboxes, NVIDIA, WireGuard) is still
+# secrets, Synapse, Ollama on the host, WireGuard) map its option values
+# onto nixpkgs, and what has not moved yet (the sandboxes, NVIDIA) is still
 # written in the generated module. This file only declares the options, passes the
 # image builders (images/) to the generated modules and checks they fit
 # the machine.
@@ -40,6 +40,7 @@ in
     ./service-secrets.nix
     ./synapse.nix
     ./warden.nix
+    ./wireguard.nix
   ]
   ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;
 

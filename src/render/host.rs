@@ -167,13 +167,15 @@ struct GpuDriver {
     supported: &'static [&'static str],
 }
 
+/// The values of `appliance.wireguard` (modules/wireguard.nix).
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct WireGuard {
+    enable: bool,
     interface: &'static str,
     /// This host's overlay address with the overlay's prefix.
     address: String,
     port: u16,
-    key_dir: &'static str,
     key_file: String,
     peers: Vec<BTreeMap<&'static str, Value>>,
     /// Other hosts whose public key the spec does not have yet.
@@ -253,7 +255,7 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
 /// sandboxes' bridge (Synapse, nginx): it starts after the overlay's
 /// address is up but does not need it, so Matrix keeps working on this
 /// host when WireGuard fails (the host binds the overlay address
-/// non-locally, see `nonlocal_bind` in the template).
+/// non-locally: `appliance.wireguard.nonlocalBind`, modules/wireguard.nix).
 pub(super) fn unit_deps_overlay_optional(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
     let mut unit = overlay_ordering(deps.clone(), overlay);
     unit.insert("requires", nix::value(deps));
@@ -690,10 +692,10 @@ fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
         peers.push(peer);
     }
     Some(WireGuard {
+        enable: true,
         interface: OVERLAY_INTERFACE,
         address: format!("{address}/{}", overlay.prefix),
         port: WIREGUARD_PORT,
-        key_dir: WIREGUARD_KEY_DIR,
         key_file: format!("{WIREGUARD_KEY_DIR}/private.key"),
         peers,
         unpaired,

@@ -409,16 +409,28 @@ let
     in module.config.content;
   pi = host "pi";
   hub = host "hub" false;
+  # A host's overlay as modules/wireguard.nix makes it from the host's values.
+  overlay = name: useNetworkd: (import {root}/modules/wireguard.nix {{
+    lib = import {stub}/module-lib.nix;
+    pkgs = {{ wireguard-tools.name = "wireguard-tools"; coreutils.name = "coreutils"; }};
+    config = {{
+      appliance = {{ host = name; wireguard = (host name useNetworkd).appliance.wireguard; }};
+      networking.wireguard = {{ inherit useNetworkd; }};
+    }};
+  }}).config.content;
 in {{
   scripted = {{
-    generate = (pi false).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
-    ownKeyUnit = (pi false).systemd.services.appliance-wireguard-key._if;
+    generate = (overlay "pi" false).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (overlay "pi" false).systemd.services.appliance-wireguard-key._if;
   }};
   networkd = {{
-    generate = (pi true).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
-    ownKeyUnit = (pi true).systemd.services.appliance-wireguard-key._if;
-    before = (pi true).systemd.services.appliance-wireguard-key.content.before;
+    generate = (overlay "pi" true).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (overlay "pi" true).systemd.services.appliance-wireguard-key._if;
+    before = (overlay "pi" true).systemd.services.appliance-wireguard-key.content.before;
   }};
+  wireguard = {{ hub = hub.appliance.wireguard; pi = (pi false).appliance.wireguard; }};
+  warnings = {{ hub = (overlay "hub" false).warnings; pi = (overlay "pi" false).warnings; }};
+  ownOverlay = hub.networking ? wireguard || hub ? boot || hub ? warnings;
   piSandbox = {{
     inherit ((pi false).systemd.services.docker-balthasar-pi) after requires wants unitConfig;
     path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
@@ -431,7 +443,10 @@ in {{
     config.appliance.synapse = hub.appliance.synapse;
   }}).config.content.systemd.services.matrix-synapse;
   ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
-  nonlocalBind = {{ hub = hub.boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind"; pi = (pi false) ? boot; }};
+  nonlocalBind = {{
+    hub = (overlay "hub" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
+    pi = (overlay "pi" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
+  }};
   stateVersion = hub ? system;
   rootLogin = hub.services.openssh.settings.PermitRootLogin;
   passwords = hub.services.openssh.settings.PasswordAuthentication;
@@ -476,6 +491,33 @@ in {{
         out["networkd"],
         serde_json::json!({ "generate": false, "ownKeyUnit": true, "before": ["systemd-networkd.service"] })
     );
+    // The generated modules hold the overlay's values only
+    // (modules/wireguard.nix): the interface, each host's address, the key
+    // made on the host, no peer and a warning each while neither host has
+    // the other's public key (the committed spec is unpaired).
+    assert_eq!(out["ownOverlay"], false);
+    for (name, address, other) in [("hub", "10.89.0.1/24", "pi"), ("pi", "10.89.0.2/24", "hub")] {
+        assert_eq!(
+            out["wireguard"][name],
+            serde_json::json!({
+                "enable": true,
+                "interface": "wg-appliance",
+                "address": address,
+                "port": 51820,
+                "keyFile": "/var/lib/appliance/wireguard/private.key",
+                "peers": [],
+                "unpaired": [other],
+                "nonlocalBind": name == "hub",
+            })
+        );
+        assert_eq!(
+            out["warnings"][name],
+            serde_json::json!([format!(
+                "appliance host `{name}`: host `{other}` has no `wireguard-public-key` in appliance.toml, \
+                 so the link to it is down; pair them (docs/pairing.md)."
+            )])
+        );
+    }
     let device = "sys-subsystem-net-devices-wg\\x2dappliance.device";
     let pi = &out["piSandbox"];
     assert_eq!(
@@ -538,7 +580,10 @@ in {{
         out["synapse"]["postgresql"],
         serde_json::json!({ "enable": true, "name": "matrix-synapse" })
     );
-    assert_eq!(out["nonlocalBind"], serde_json::json!({ "hub": 1, "pi": false }));
+    assert_eq!(
+        out["nonlocalBind"],
+        serde_json::json!({ "hub": { "_if": true, "content": 1 }, "pi": { "_if": false } })
+    );
     // The GPU sandbox starts after nixpkgs' CDI generator has written the
     // specs its `--device=nvidia.com/gpu=all` names, and the overlay-only
     // publish waits for the address.

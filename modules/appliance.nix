@@ -4,9 +4,9 @@
 # (generated/hosts/<host>/default.nix) holds the spec's decisions; the
 # hand-written modules imported below (Docker with the gVisor runtimes,
 # egress, bootstrap, the warden, the model pull, readiness, the services'
-# secrets) map its option values onto nixpkgs, and what has not moved yet
-# (the sandboxes, Synapse, Ollama, NVIDIA, WireGuard) is still written in
-# the generated module. This file only declares the options, passes the
+# secrets, Synapse, Ollama on the host, WireGuard) map its option values
+# onto nixpkgs, and what has not moved yet (the sandboxes, NVIDIA) is still
+# written in the generated module. This file only declares the options, passes the
 # image builders (images/) to the generated modules and checks they fit
 # the machine.
 #
@@ -35,9 +35,12 @@ in
     ./docker-gvisor.nix
     ./egress.nix
     ./models.nix
+    ./ollama.nix
     ./ready.nix
     ./service-secrets.nix
+    ./synapse.nix
     ./warden.nix
+    ./wireguard.nix
   ]
   ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;
 

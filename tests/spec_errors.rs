@@ -463,7 +463,9 @@ fn an_unknown_synapse_database_is_refused() {
     let settings = fs::read_to_string(dir.path().join("generated/hosts/box/synapse.json")).unwrap();
     assert!(settings.contains("\"name\": \"sqlite3\""), "{settings}");
     let module = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
-    assert!(!module.contains("services.postgresql"), "{module}");
+    // No `appliance.synapse.postgresql` (modules/synapse.nix): no database server.
+    assert!(module.contains("appliance.synapse = {"), "{module}");
+    assert!(!module.contains("postgresql"), "{module}");
 }
 
 /// `[matrix] loop-budget` reaches the warden's plan; 0 (mute at the first

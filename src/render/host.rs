@@ -82,14 +82,12 @@ struct HostContext {
     gpu: Option<crate::model::Gpu>,
     gpu_driver: GpuDriver,
     wireguard: Option<WireGuard>,
-    synapse_deps: BTreeMap<&'static str, Value>,
     runtimes: Vec<RuntimeNote>,
     /// `appliance.docker.network` (modules/docker-gvisor.nix).
     network: DockerNetwork,
     tmpfiles: Vec<String>,
-    synapse: bool,
-    /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
-    synapse_postgres: Option<&'static str>,
+    /// `appliance.synapse` (modules/synapse.nix), on the Matrix host.
+    synapse: Option<Synapse>,
     /// The bridge address the DNS resolver listens on, when sandboxes need it.
     dns: Option<String>,
     /// The egress firewall tables and, when a sandbox has egress, the proxy.
@@ -146,6 +144,18 @@ struct ModelPull {
     pull_script: &'static str,
 }
 
+/// The values of `appliance.synapse` (modules/synapse.nix) but its
+/// settings file, which the template names by a path literal.
+#[derive(Serialize)]
+struct Synapse {
+    /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
+    postgresql: Option<&'static str>,
+    /// `after`, `requires` and, with an overlay, `wants`.
+    unit: BTreeMap<&'static str, Value>,
+    /// `IPAddressAllow` of the unit; `None` with federation.
+    allowed_addresses: Option<Vec<String>>,
+}
+
 #[derive(Serialize)]
 struct EgressFiles {
     proxy: bool,
@@ -157,13 +167,15 @@ struct GpuDriver {
     supported: &'static [&'static str],
 }
 
+/// The values of `appliance.wireguard` (modules/wireguard.nix).
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct WireGuard {
+    enable: bool,
     interface: &'static str,
     /// This host's overlay address with the overlay's prefix.
     address: String,
     port: u16,
-    key_dir: &'static str,
     key_file: String,
     peers: Vec<BTreeMap<&'static str, Value>>,
     /// Other hosts whose public key the spec does not have yet.
@@ -243,7 +255,7 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
 /// sandboxes' bridge (Synapse, nginx): it starts after the overlay's
 /// address is up but does not need it, so Matrix keeps working on this
 /// host when WireGuard fails (the host binds the overlay address
-/// non-locally, see `nonlocal_bind` in the template).
+/// non-locally: `appliance.wireguard.nonlocalBind`, modules/wireguard.nix).
 pub(super) fn unit_deps_overlay_optional(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
     let mut unit = overlay_ordering(deps.clone(), overlay);
     unit.insert("requires", nix::value(deps));
@@ -265,19 +277,23 @@ fn overlay_ordering(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'stat
     unit
 }
 
-/// The Synapse unit's ordering, and its address filter (SECURITY.md).
-fn synapse_unit(appliance: &Appliance, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
-    let mut unit = unit_deps_overlay_optional(
-        vec![
-            "appliance-network.service".to_string(),
-            "appliance-secrets.service".to_string(),
-        ],
-        overlay,
-    );
-    if let Some(filter) = super::synapse::unit_address_filter(appliance) {
-        unit.insert("serviceConfig", nix::value(filter));
+/// Synapse's database, unit ordering and address filter (SECURITY.md), on
+/// the Matrix host.
+fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<Synapse> {
+    if !host.runs_matrix {
+        return None;
     }
-    unit
+    Some(Synapse {
+        postgresql: (appliance.matrix.database == SynapseDatabase::Postgresql).then_some(super::synapse::POSTGRES_NAME),
+        unit: unit_deps_overlay_optional(
+            vec![
+                "appliance-network.service".to_string(),
+                "appliance-secrets.service".to_string(),
+            ],
+            overlay,
+        ),
+        allowed_addresses: super::synapse::allowed_addresses(appliance),
+    })
 }
 
 pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &Engine, tree: &mut Tree) -> Result<()> {
@@ -306,7 +322,6 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             package: NVIDIA_PACKAGE,
             supported: NVPROXY_DRIVERS,
         },
-        synapse_deps: synapse_unit(appliance, overlay),
         wireguard,
         runtimes: host
             .runtimes
@@ -318,9 +333,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
             .collect(),
         network: docker_network(appliance, host),
         tmpfiles,
-        synapse: host.runs_matrix,
-        synapse_postgres: (host.runs_matrix && appliance.matrix.database == SynapseDatabase::Postgresql)
-            .then_some(super::synapse::POSTGRES_NAME),
+        synapse: synapse(appliance, host, overlay),
         egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
             proxy: super::egress::proxy_config(host).is_some(),
         }),
@@ -596,26 +609,26 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
     container
 }
 
-/// Ollama's settings, on the host that serves inference.
+/// `appliance.ollama` (modules/ollama.nix), on the host that serves
+/// inference as a host service (`sandbox = "host"`).
 fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<BTreeMap<&'static str, Value>> {
     let inference = appliance
         .inference
         .as_ref()
         .filter(|i| host.runs_inference && i.sandbox.is_none())?;
-    let mut settings = BTreeMap::new();
+    // Its ordering: the bridge it listens on and, when it serves the
+    // overlay, the WireGuard address (`unit_deps`).
+    let mut settings = unit_deps(vec!["appliance-network.service".to_string()], overlay);
     let package = if inference.acceleration == "cuda" {
         "pkgs.ollama-cuda"
     } else {
         "pkgs.ollama"
     };
+    settings.insert("enable", Value::from(true));
     settings.insert("package", expr(package));
-    settings.insert("host", Value::from(inference.bind_address.to_string()));
+    settings.insert("address", Value::from(inference.bind_address.to_string()));
     settings.insert("port", Value::from(inference.port));
     settings.insert("models", nix::value(&inference.models));
-    settings.insert(
-        "deps",
-        nix::value(unit_deps(vec!["appliance-network.service".to_string()], overlay)),
-    );
     Some(settings)
 }
 
@@ -679,10 +692,10 @@ fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
         peers.push(peer);
     }
     Some(WireGuard {
+        enable: true,
         interface: OVERLAY_INTERFACE,
         address: format!("{address}/{}", overlay.prefix),
         port: WIREGUARD_PORT,
-        key_dir: WIREGUARD_KEY_DIR,
         key_file: format!("{WIREGUARD_KEY_DIR}/private.key"),
         peers,
         unpaired,

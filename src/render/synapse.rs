@@ -118,7 +118,7 @@ pub fn settings(appliance: &Appliance) -> Value {
         // needs no outbound connection at all: its outbound HTTP client
         // refuses every address (push, identity servers, key checks of
         // third-party invites), and the unit's own address filter
-        // (`unit_address_filter`) holds whatever this misses.
+        // (`allowed_addresses`) holds whatever this misses.
         settings["ip_range_blacklist"] = json!(["0.0.0.0/0", "::/0"]);
         // Nothing to add or look up: no email, no phone, no identity server.
         settings["enable_3pid_changes"] = json!(false);
@@ -127,18 +127,19 @@ pub fn settings(appliance: &Appliance) -> Value {
     settings
 }
 
-/// The Synapse unit's address filter (systemd `IPAddressDeny`/`Allow`,
-/// which judge the remote address of every packet the unit sends or
-/// receives): without federation, Synapse talks only with its clients, on
+/// The only addresses the Synapse unit may exchange packets with (systemd
+/// `IPAddressAllow`, with `IPAddressDeny = any`, which judge the remote
+/// address of every packet the unit sends or receives; modules/synapse.nix
+/// sets both): without federation, Synapse talks only with its clients, on
 /// loopback (bootstrap, pairing, `ssh -L`), the sandboxes' bridge and the
 /// overlay. `None` with federation: other homeservers are anywhere.
-pub fn unit_address_filter(appliance: &Appliance) -> Option<Value> {
+pub fn allowed_addresses(appliance: &Appliance) -> Option<Vec<String>> {
     if appliance.matrix.federation {
         return None;
     }
     let mut allow = vec!["localhost".to_string(), appliance.network.to_string()];
     allow.extend(appliance.overlay.map(|o| o.to_string()));
-    Some(json!({ "IPAddressDeny": "any", "IPAddressAllow": allow }))
+    Some(allow)
 }
 
 pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
@@ -169,12 +170,10 @@ mod tests {
         let settings = settings(&appliance);
         assert_eq!(settings["ip_range_blacklist"], json!(["0.0.0.0/0", "::/0"]));
         assert_eq!(settings["enable_3pid_changes"], json!(false));
-        let filter = unit_address_filter(&appliance).unwrap();
-        assert_eq!(filter["IPAddressDeny"], json!("any"));
         let overlay = appliance.overlay.unwrap().to_string();
         assert_eq!(
-            filter["IPAddressAllow"],
-            json!(["localhost", appliance.network.to_string(), overlay])
+            allowed_addresses(&appliance).unwrap(),
+            ["localhost".to_string(), appliance.network.to_string(), overlay]
         );
         // ... and the committed module of the Matrix host says so.
         let module = std::fs::read_to_string(
@@ -182,18 +181,20 @@ mod tests {
                 .join(format!("generated/hosts/{}/default.nix", appliance.matrix.host)),
         )
         .unwrap();
-        let unit = &module[module.find("systemd.services.matrix-synapse = {").unwrap()..];
-        let unit = &unit[..unit.find("\n    };").unwrap()];
-        assert!(unit.contains("IPAddressDeny = \"any\";"), "{unit}");
-        assert!(unit.contains("IPAddressAllow = [ \"localhost\" "), "{unit}");
+        // (modules/synapse.nix turns the list into `IPAddressAllow`, with
+        // `IPAddressDeny = "any"`; tests/flake/modules.rs checks it.)
+        let synapse = &module[module.find("appliance.synapse = {").unwrap()..];
+        let synapse = &synapse[..synapse.find("\n    };").unwrap()];
+        assert!(synapse.contains("allowedAddresses = [ \"localhost\" "), "{synapse}");
     }
 
     /// Synapse keeps its state in PostgreSQL unless the spec asks for
     /// SQLite: its own docs call SQLite fit for testing only. The role and
     /// database are Synapse's system user's name (peer authentication, no
     /// password), with no `host` so that nixpkgs' module orders Synapse
-    /// after the local PostgreSQL; the Matrix host's module makes the
-    /// cluster with C collation, which Synapse requires.
+    /// after the local PostgreSQL; modules/synapse.nix makes the cluster
+    /// with C collation, which Synapse requires, when the Matrix host's
+    /// module sets `appliance.synapse.postgresql`.
     #[test]
     fn synapse_runs_on_postgresql_unless_the_spec_asks_for_sqlite() {
         let mut appliance = default_spec();
@@ -209,14 +210,12 @@ mod tests {
                 .join(format!("generated/hosts/{}/default.nix", appliance.matrix.host)),
         )
         .unwrap();
-        let postgres = &module[module.find("services.postgresql = {").unwrap()..];
-        let postgres = &postgres[..postgres.find("\n    };").unwrap()];
-        for line in [
-            r#"initdbArgs = [ "--locale=C" "--encoding=UTF8" ];"#,
-            r#"ensureDatabases = [ "matrix-synapse" ];"#,
-            r#"ensureUsers = [ { name = "matrix-synapse"; ensureDBOwnership = true; } ];"#,
-            r#"settings.listen_addresses = lib.mkForce "";"#,
-        ] {
+        // The Matrix host's module asks modules/synapse.nix for that
+        // database (the C-locale cluster, the role, no TCP listener:
+        // tests/flake/modules.rs checks what the module makes of it).
+        let postgres = &module[module.find("postgresql = {").unwrap()..];
+        let postgres = &postgres[..postgres.find("\n      };").unwrap()];
+        for line in ["enable = true;", &format!("name = \"{POSTGRES_NAME}\";")] {
             assert!(postgres.contains(line), "{line} missing from:\n{postgres}");
         }
 
@@ -232,7 +231,7 @@ mod tests {
     fn with_federation_synapse_reaches_other_homeservers() {
         let mut appliance = default_spec();
         appliance.matrix.federation = true;
-        assert!(unit_address_filter(&appliance).is_none());
+        assert!(allowed_addresses(&appliance).is_none());
         assert!(settings(&appliance).get("ip_range_blacklist").is_none());
     }
 }

@@ -298,8 +298,11 @@ pub(super) fn tokenize(text: &str) -> Vec<Token> {
             tokens.push(Token::Punct(c));
             i += 1;
         } else if c == '$' && chars.get(i + 1) == Some(&'{') {
+            // Outside a string, `${ ... }` can only be an attribute's name
+            // chosen at evaluation (`interfaces.${cfg.interface}`): any name,
+            // as `<name>` in an option path.
             i = skip_interpolation(&chars, i);
-            tokens.push(Token::Other);
+            tokens.push(Token::Ident("<name>".into()));
         } else {
             i += 1;
             tokens.push(Token::Other);
@@ -311,7 +314,8 @@ pub(super) fn tokenize(text: &str) -> Vec<Token> {
 /// Follows attribute paths through nested attribute sets and records each
 /// path whose value is not itself an attribute set literal. A value counts
 /// as nested when it is `{ ... }`, possibly behind `lib.mkIf <cond>`,
-/// `lib.mkDefault`, `lib.mkForce` or a function pattern (`{ ... }: { ... }`).
+/// `lib.optionalAttrs <cond>`, `lib.mkDefault`, `lib.mkForce` or a function
+/// pattern (`{ ... }: { ... }`).
 struct PathCollector {
     tokens: Vec<Token>,
     paths: BTreeSet<String>,
@@ -363,10 +367,10 @@ impl PathCollector {
             Some(Token::Ident(name)) => Some(name.as_str()),
             _ => None,
         };
-        // lib.mkIf COND / lib.mkDefault / lib.mkForce
+        // lib.mkIf COND / lib.optionalAttrs COND / lib.mkDefault / lib.mkForce
         if ident(i) == Some("lib") && self.punct(i + 1, '.') {
             match ident(i + 2) {
-                Some("mkIf") => {
+                Some("mkIf" | "optionalAttrs") => {
                     i += 3;
                     if self.punct(i, '(') {
                         i = self.skip_group(i);
@@ -626,6 +630,7 @@ let x = { a = 1; }; in
       echo ${"{"} a = b; }
     '';
     "quoted.name" = lib.mkDefault "v";
+    networking.wireguard.interfaces = lib.optionalAttrs x.a { ${x.a}.ips = [ ]; };
   };
 }
 "#;
@@ -634,6 +639,7 @@ let x = { a = 1; }; in
         paths,
         [
             "config.networking.firewall.interfaces.br-appliance.allowedTCPPorts".to_string(),
+            "config.networking.wireguard.interfaces.<name>.ips".into(),
             "config.quoted.name".into(),
             "config.services.openssh.enable".into(),
             "config.services.openssh.settings.PasswordAuthentication".into(),
@@ -797,14 +803,13 @@ fn every_option_path_the_templates_can_emit_is_in_the_nixos_catalog() {
     let template = root().join("templates/host.nix.j2");
     let nix = template_as_nix(&read(&template));
     // Every branch, including those no committed spec takes (a sandbox on
-    // the GPU, unpaired WireGuard peers), as literal paths.
+    // the GPU, Ollama on the host), as literal paths.
     let paths = option_paths(&template, &nix);
     for branch in [
         "hardware.nvidia-container-toolkit.enable",
-        "networking.wireguard.interfaces.NAME.generatePrivateKeyFile",
-        "services.ollama.loadModels",
+        "appliance.wireguard",
+        "appliance.ollama",
         "systemd.paths",
-        "warnings",
     ] {
         assert!(
             paths.contains(branch),

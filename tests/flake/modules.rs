@@ -13,20 +13,23 @@ rec {
   mkPackageOption = _pkgs: name: _extra: { _package = name; };
   mkOption = option: option;
   types = {
-    path = "path"; str = "str"; listOf = type: "listOf ${type}"; nullOr = type: "nullOr ${type}";
+    path = "path"; str = "str"; bool = "bool"; nullOr = type: "nullOr ${type}";
+    listOf = type: if builtins.isString type then "listOf ${type}" else { _listOf = type; };
     strMatching = regex: "strMatching ${regex}";
-    ints.positive = "ints.positive";
+    ints.positive = "ints.positive"; port = "port";
     attrsOf = type: { _attrsOf = type; };
     submodule = module: { _submodule = module; };
   };
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
   # Kept as written: the tests check what a module adds after the others.
   mkAfter = value: { _after = value; };
+  mkForce = value: { _force = value; };
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
   getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
   importJSON = path: builtins.fromJSON (builtins.readFile path);
   mapAttrs = builtins.mapAttrs;
   optional = condition: value: if condition then [ value ] else [ ];
+  optionalAttrs = condition: set: if condition then set else { };
   literalExpression = text: { _literal = text; };
   attrValues = builtins.attrValues;
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
@@ -50,6 +53,7 @@ let
     lib = import {stub}/lib.nix;
     pkgs = {{
       coreutils = {{ name = "coreutils"; }};
+      wireguard-tools = {{ name = "wireguard-tools"; }};
       # Interpolated into strings, so with a store path of their own.
       bash = {{ name = "bash"; outPath = "/stub/bash"; }};
       curl = {{ name = "curl"; outPath = "/stub/curl"; }};
@@ -441,6 +445,443 @@ fn the_ready_module_makes_the_target_of_the_units_listed() {
     );
     assert_eq!(off["enabled"], false);
     assert_eq!(off["target"], Value::Null);
+}
+
+#[test]
+fn the_synapse_module_runs_the_generated_settings_on_a_c_locale_postgresql() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    // The hub's values, as the generated module sets them (its settings
+    // file is the generated synapse.json).
+    let settings = root().join("generated/hosts/hub/synapse.json");
+    let config = |postgresql: bool, allowed: &str| {
+        format!(
+            r#"{{ appliance.synapse = {{
+              enable = true; settingsFile = {settings};
+              postgresql = {{ enable = {postgresql}; name = "matrix-synapse"; }};
+              after = [ "appliance-network.service" "wireguard-wg-appliance.service" ];
+              requires = [ "appliance-network.service" ]; wants = [ "network-online.target" ];
+              allowedAddresses = {allowed};
+            }}; }}"#,
+            settings = settings.display(),
+        )
+    };
+    let select = r#"{
+      options = builtins.attrNames module.options.appliance.synapse;
+      postgresqlOptions = builtins.attrNames module.options.appliance.synapse.postgresql;
+      unitType = module.options.appliance.synapse.after.type;
+      enabled = module.config._if;
+      synapse = module.config.content.services.matrix-synapse;
+      postgresql = module.config.content.services.postgresql;
+      unit = module.config.content.systemd.services.matrix-synapse;
+    }"#;
+    let out = eval_module(
+        "modules/synapse.nix",
+        &config(true, r#"[ "localhost" "10.88.0.0/16" ]"#),
+        select,
+    );
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "after",
+            "allowedAddresses",
+            "enable",
+            "postgresql",
+            "requires",
+            "settingsFile",
+            "wants"
+        ])
+    );
+    assert_eq!(out["postgresqlOptions"], serde_json::json!(["enable", "name"]));
+    // Device units carry systemd's `\x2d` escapes.
+    assert_eq!(
+        out["unitType"],
+        "listOf strMatching [A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)"
+    );
+    assert_eq!(out["enabled"], true);
+    // The settings are the generated file's, unchanged.
+    assert_eq!(
+        out["synapse"],
+        serde_json::json!({ "enable": true, "settings": read_json(&settings) })
+    );
+    // Synapse refuses a database whose collation is not C; the role is
+    // Synapse's system user (peer authentication, no password); no TCP.
+    assert_eq!(out["postgresql"]["_if"], true);
+    assert_eq!(
+        out["postgresql"]["content"],
+        serde_json::json!({
+            "enable": true,
+            "initdbArgs": ["--locale=C", "--encoding=UTF8"],
+            "ensureDatabases": ["matrix-synapse"],
+            "ensureUsers": [{ "name": "matrix-synapse", "ensureDBOwnership": true }],
+            "settings": { "listen_addresses": { "_force": "" } },
+        })
+    );
+    // The generated database section names the same role and database.
+    let database = &read_json(&settings)["database"];
+    assert_eq!(database["name"], "psycopg2");
+    assert_eq!(database["args"]["user"], "matrix-synapse");
+    assert_eq!(database["args"]["database"], "matrix-synapse");
+    let unit = &out["unit"];
+    assert_eq!(
+        unit["after"],
+        serde_json::json!(["appliance-network.service", "wireguard-wg-appliance.service"])
+    );
+    assert_eq!(unit["requires"], serde_json::json!(["appliance-network.service"]));
+    assert_eq!(unit["wants"], serde_json::json!(["network-online.target"]));
+    assert_eq!(
+        unit["serviceConfig"],
+        serde_json::json!({ "_if": true, "content": {
+            "IPAddressDeny": "any",
+            "IPAddressAllow": ["localhost", "10.88.0.0/16"],
+        } })
+    );
+
+    // SQLite and federation: no database server, no address filter.
+    let out = eval_module("modules/synapse.nix", &config(false, "null"), select);
+    assert_eq!(out["postgresql"], serde_json::json!({ "_if": false }));
+    assert_eq!(out["unit"]["serviceConfig"], serde_json::json!({ "_if": false }));
+    let defaults = eval_module(
+        "modules/synapse.nix",
+        "{ appliance.synapse.enable = false; }",
+        r#"{
+          name = module.options.appliance.synapse.postgresql.name.default;
+          allowed = module.options.appliance.synapse.allowedAddresses.default;
+          enabled = module.config._if;
+        }"#,
+    );
+    assert_eq!(
+        defaults,
+        serde_json::json!({ "name": "matrix-synapse", "allowed": null, "enabled": false })
+    );
+}
+
+/// Ollama as a host service (`[inference] sandbox = "host"`): the spec
+/// generated into a scratch directory, its host module's values handed to
+/// modules/ollama.nix, which makes nixpkgs' `services.ollama` of them.
+#[test]
+fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = read(&root().join("examples/minimal/appliance.toml"))
+        .replace("models = [\"qwen3:4b\"]", "models = [\"qwen3:4b\"]\nsandbox = \"host\"");
+    assert!(spec.contains("sandbox = \"host\""));
+    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let output = crate::common::run_in(dir.path(), &["generate"]);
+    assert!(output.status.success(), "{}", crate::common::stderr(&output));
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let out = eval_json(&format!(
+        r#"
+let
+  args = import {stub}/args.nix false;
+  pkgs = args.pkgs // {{ ollama = {{ name = "ollama"; }}; }};
+  host = (import {dir}/generated/hosts/box (args // {{
+    inherit pkgs;
+    config = args.config // {{ appliance = {{ enable = true; host = "box"; }}; }};
+  }})).config.content;
+  module = import {root}/modules/ollama.nix {{
+    lib = import {stub}/module-lib.nix;
+    inherit pkgs;
+    # `wants`' default (`[ ]`), which the stub lib leaves to the caller.
+    config.appliance.ollama = {{ wants = [ ]; }} // host.appliance.ollama;
+  }};
+in {{
+  values = host.appliance.ollama;
+  options = builtins.attrNames module.options.appliance.ollama;
+  package = module.options.appliance.ollama.package;
+  port = module.options.appliance.ollama.port.default;
+  enabled = module.config._if;
+  ollama = module.config.content.services.ollama;
+  unit = module.config.content.systemd.services.ollama;
+  hostService = host.services ? ollama;
+}}
+"#,
+        stub = stub.path().display(),
+        dir = dir.path().display(),
+        root = root().display(),
+    ));
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "address", "after", "enable", "models", "package", "port", "requires", "wants"
+        ])
+    );
+    assert_eq!(out["package"], serde_json::json!({ "_package": "ollama" }));
+    assert_eq!(out["port"], 11434);
+    assert_eq!(out["enabled"], true);
+    // The generated module sets values only; the module makes the service,
+    // on the host's bridge address (model::Inference::bind_address).
+    assert_eq!(out["hostService"], false);
+    let appliance = agent_appliance::commands::load(&dir.path().join("appliance.toml")).unwrap();
+    let inference = appliance.inference.as_ref().unwrap();
+    assert!(inference.sandbox.is_none());
+    assert_eq!(
+        out["ollama"],
+        serde_json::json!({
+            "enable": true,
+            "package": { "name": "ollama" },
+            "host": inference.bind_address.to_string(),
+            "port": inference.port,
+            "loadModels": ["qwen3:4b"],
+        })
+    );
+    assert_eq!(inference.bind_address.to_string(), "10.88.0.1");
+    // It listens on the bridge, so it needs the bridge; no overlay here.
+    assert_eq!(
+        out["unit"],
+        serde_json::json!({
+            "after": ["appliance-network.service"],
+            "requires": ["appliance-network.service"],
+            "wants": [],
+        })
+    );
+    assert_eq!(out["values"].get("wants"), None, "no overlay, no wants");
+
+    let off = eval_module(
+        "modules/ollama.nix",
+        "{ appliance.ollama.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false, "in `gvisor` mode Ollama is a sandbox, not this service");
+}
+
+/// Runs the WireGuard key unit's script as systemd does (nixpkgs'
+/// `script`: bash -e; the unit's `UMask=0077`) with a fake `wg` on its path
+/// whose `genkey` prints `key` and whose `pubkey` prints "PUBLIC(<stdin>)";
+/// returns its output.
+fn run_key_script(script: &str, key: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let wg = bin.path().join("wg");
+    std::fs::write(
+        &wg,
+        "#!/bin/sh\ncase \"$1\" in\n  genkey) printf '%s\\n' \"$KEY\" ;;\n  pubkey) printf 'PUBLIC(%s)\\n' \"$(cat)\" ;;\n  *) exit 2 ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&wg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let output = Command::new("bash")
+        .args(["-e", "-c", &format!("umask 0077\n{script}")])
+        .env("PATH", path)
+        .env("KEY", key)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_wireguard_module_makes_the_key_once_and_the_overlay_of_the_values() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    // A key path a shell would split or expand unless quoted (no
+    // whitespace: the option's type refuses it, a systemd condition holds it).
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("it's$HOME/`id`/private.key");
+    let values = serde_json::json!({
+        "appliance": {
+            "host": "pi's",
+            "wireguard": {
+                "enable": true,
+                "interface": "wg-appliance",
+                "address": "10.89.0.2/24",
+                "port": 51820,
+                "keyFile": key_file,
+                "peers": [
+                    { "publicKey": "A".repeat(43) + "=", "allowedIPs": ["10.89.0.1/32"],
+                      "endpoint": "hub.example.org:51820", "persistentKeepalive": 25 },
+                    { "publicKey": "B".repeat(43) + "=", "allowedIPs": ["10.89.0.3/32"],
+                      "endpoint": null, "persistentKeepalive": null },
+                ],
+                "unpaired": ["edge"],
+                "nonlocalBind": true,
+            },
+        },
+    });
+    let config = dir.path().join("config.json");
+    let with_backend = |networkd: bool| {
+        let mut values = values.clone();
+        values["networking"] = serde_json::json!({ "wireguard": { "useNetworkd": networkd } });
+        std::fs::write(&config, values.to_string()).unwrap();
+        eval_module(
+            "modules/wireguard.nix",
+            &format!("builtins.fromJSON (builtins.readFile {})", config.display()),
+            r#"{
+              options = builtins.attrNames module.options.appliance.wireguard;
+              peer = builtins.attrNames module.options.appliance.wireguard.peers.type._listOf._submodule.options;
+              keyType = module.options.appliance.wireguard.keyFile.type;
+              enabled = module.config._if;
+              keyUnit = module.config.content.systemd.services.appliance-wireguard-key;
+              interfaces = module.config.content.networking.wireguard.interfaces;
+              sysctl = module.config.content.boot.kernel.sysctl;
+              warnings = module.config.content.warnings;
+            }"#,
+        )
+    };
+    let out = with_backend(true);
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "address",
+            "enable",
+            "interface",
+            "keyFile",
+            "nonlocalBind",
+            "peers",
+            "port",
+            "unpaired"
+        ])
+    );
+    assert_eq!(
+        out["peer"],
+        serde_json::json!(["allowedIPs", "endpoint", "persistentKeepalive", "publicKey"])
+    );
+    assert_eq!(out["keyType"], "strMatching /[^[:space:]]+");
+    assert_eq!(out["enabled"], true);
+    // The interface of the values; a peer's endpoint and keepalive as given,
+    // null (nixpkgs' defaults) where it dials in.
+    let key = key_file.display().to_string();
+    assert_eq!(
+        out["interfaces"],
+        serde_json::json!({ "wg-appliance": {
+            "ips": ["10.89.0.2/24"],
+            "listenPort": 51820,
+            "privateKeyFile": key,
+            "generatePrivateKeyFile": false,
+            "peers": values["appliance"]["wireguard"]["peers"],
+        } })
+    );
+    assert_eq!(
+        out["sysctl"],
+        serde_json::json!({ "net.ipv4.ip_nonlocal_bind": { "_if": true, "content": 1 } })
+    );
+    assert_eq!(
+        out["warnings"],
+        serde_json::json!([
+            "appliance host `pi's`: host `edge` has no `wireguard-public-key` in appliance.toml, \
+             so the link to it is down; pair them (docs/pairing.md)."
+        ])
+    );
+    // networkd cannot make the key: our unit does, before systemd-networkd
+    // reads it, once.
+    let unit = &out["keyUnit"];
+    assert_eq!(unit["_if"], true);
+    let unit = &unit["content"];
+    assert_eq!(unit["before"], serde_json::json!(["systemd-networkd.service"]));
+    assert_eq!(unit["wantedBy"], serde_json::json!(["systemd-networkd.service"]));
+    assert_eq!(
+        unit["unitConfig"],
+        serde_json::json!({ "DefaultDependencies": false, "ConditionPathExists": format!("!{key}") })
+    );
+    assert_eq!(
+        unit["serviceConfig"],
+        serde_json::json!({ "Type": "oneshot", "UMask": "0077" })
+    );
+    assert_eq!(
+        unit["path"],
+        serde_json::json!([{ "name": "wireguard-tools" }, { "name": "coreutils" }])
+    );
+    let script = unit["script"].as_str().unwrap();
+    let printed = run_key_script(script, "SECRET");
+    assert_eq!(printed, "WireGuard public key of pi's: PUBLIC(SECRET)\n");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), "SECRET\n");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(mode(key_file.parent().unwrap()), 0o700);
+    assert!(!Path::new(&format!("{key}.tmp")).exists());
+    assert!(!dir.path().join("it's/nonexistent").exists(), "`$HOME` was expanded");
+
+    // The scripted backend makes the key itself; no unit of ours.
+    let out = with_backend(false);
+    assert_eq!(out["keyUnit"], serde_json::json!({ "_if": false }));
+    assert_eq!(out["interfaces"]["wg-appliance"]["generatePrivateKeyFile"], true);
+
+    let off = eval_module(
+        "modules/wireguard.nix",
+        "{ appliance.wireguard.enable = false; networking.wireguard.useNetworkd = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false);
+}
+
+/// The committed spec is unpaired; paired (both public keys, the hub with
+/// an endpoint), each host's generated values make a peer of the other
+/// through modules/wireguard.nix: the Pi dials the hub and keeps the link
+/// alive, the hub waits for the Pi.
+#[test]
+fn paired_hosts_generate_peers_the_wireguard_module_takes() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let (hub_key, pi_key) = ("H".repeat(43) + "=", "P".repeat(43) + "=");
+    let spec = read(&root().join("appliance.toml"))
+        .replace(
+            "target = \"gce\"\n",
+            &format!("target = \"gce\"\nwireguard-public-key = \"{hub_key}\"\nendpoint = \"hub.example.org\"\n"),
+        )
+        .replace(
+            "target = \"rpi4\"\n",
+            &format!("target = \"rpi4\"\nwireguard-public-key = \"{pi_key}\"\n"),
+        );
+    assert!(spec.contains(&pi_key) && spec.contains("hub.example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let output = crate::common::run_in(dir.path(), &["generate"]);
+    assert!(output.status.success(), "{}", crate::common::stderr(&output));
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let out = eval_json(&format!(
+        r#"
+let
+  args = import {stub}/args.nix false;
+  values = name: (import {dir}/generated/hosts/${{name}} (args // {{
+    config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
+  }})).config.content.appliance.wireguard;
+  overlay = name: (import {root}/modules/wireguard.nix {{
+    lib = import {stub}/module-lib.nix;
+    inherit (args) pkgs;
+    config = {{
+      # The peers' defaults, which the stub lib leaves to the caller.
+      appliance = {{ host = name; wireguard = values name // {{
+        peers = map (peer: {{ endpoint = null; persistentKeepalive = null; }} // peer) (values name).peers;
+      }}; }};
+      networking.wireguard.useNetworkd = false;
+    }};
+  }}).config.content;
+in {{
+  hub = {{ inherit (overlay "hub") warnings; peers = (overlay "hub").networking.wireguard.interfaces.wg-appliance.peers; }};
+  pi = {{ inherit (overlay "pi") warnings; peers = (overlay "pi").networking.wireguard.interfaces.wg-appliance.peers; }};
+}}
+"#,
+        stub = stub.path().display(),
+        dir = dir.path().display(),
+        root = root().display(),
+    ));
+    assert_eq!(
+        out,
+        serde_json::json!({
+            "hub": { "warnings": [], "peers": [{
+                "publicKey": pi_key, "allowedIPs": ["10.89.0.2/32"], "endpoint": null, "persistentKeepalive": null,
+            }] },
+            "pi": { "warnings": [], "peers": [{
+                "publicKey": hub_key, "allowedIPs": ["10.89.0.1/32"],
+                "endpoint": "hub.example.org:51820", "persistentKeepalive": 25,
+            }] },
+        })
+    );
 }
 
 /// The calls the fake `docker` of `run_network_script` received, each as

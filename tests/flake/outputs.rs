@@ -350,7 +350,7 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
 /// The module arguments a generated host module takes, with a `lib` whose
 /// `mkIf` keeps its condition (so both sides can be asserted) and
 /// `applianceImages` that return what they are called with.
-const STUB_HOST_ARGS: &str = r#"
+pub(super) const STUB_HOST_ARGS: &str = r#"
 useNetworkd:
 let
   lib = {
@@ -409,24 +409,44 @@ let
     in module.config.content;
   pi = host "pi";
   hub = host "hub" false;
+  # A host's overlay as modules/wireguard.nix makes it from the host's values.
+  overlay = name: useNetworkd: (import {root}/modules/wireguard.nix {{
+    lib = import {stub}/module-lib.nix;
+    pkgs = {{ wireguard-tools.name = "wireguard-tools"; coreutils.name = "coreutils"; }};
+    config = {{
+      appliance = {{ host = name; wireguard = (host name useNetworkd).appliance.wireguard; }};
+      networking.wireguard = {{ inherit useNetworkd; }};
+    }};
+  }}).config.content;
 in {{
   scripted = {{
-    generate = (pi false).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
-    ownKeyUnit = (pi false).systemd.services.appliance-wireguard-key._if;
+    generate = (overlay "pi" false).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (overlay "pi" false).systemd.services.appliance-wireguard-key._if;
   }};
   networkd = {{
-    generate = (pi true).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
-    ownKeyUnit = (pi true).systemd.services.appliance-wireguard-key._if;
-    before = (pi true).systemd.services.appliance-wireguard-key.content.before;
+    generate = (overlay "pi" true).networking.wireguard.interfaces.wg-appliance.generatePrivateKeyFile;
+    ownKeyUnit = (overlay "pi" true).systemd.services.appliance-wireguard-key._if;
+    before = (overlay "pi" true).systemd.services.appliance-wireguard-key.content.before;
   }};
+  wireguard = {{ hub = hub.appliance.wireguard; pi = (pi false).appliance.wireguard; }};
+  warnings = {{ hub = (overlay "hub" false).warnings; pi = (overlay "pi" false).warnings; }};
+  ownOverlay = hub.networking ? wireguard || hub ? boot || hub ? warnings;
   piSandbox = {{
     inherit ((pi false).systemd.services.docker-balthasar-pi) after requires wants unitConfig;
     path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
     image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
   }};
-  synapse = hub.systemd.services.matrix-synapse;
+  synapse = hub.appliance.synapse;
+  # The hub's Synapse unit as modules/synapse.nix makes it from those values.
+  synapseUnit = (import {root}/modules/synapse.nix {{
+    lib = import {stub}/module-lib.nix;
+    config.appliance.synapse = hub.appliance.synapse;
+  }}).config.content.systemd.services.matrix-synapse;
   ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
-  nonlocalBind = {{ hub = hub.boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind"; pi = (pi false) ? boot; }};
+  nonlocalBind = {{
+    hub = (overlay "hub" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
+    pi = (overlay "pi" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
+  }};
   stateVersion = hub ? system;
   rootLogin = hub.services.openssh.settings.PermitRootLogin;
   passwords = hub.services.openssh.settings.PasswordAuthentication;
@@ -471,6 +491,33 @@ in {{
         out["networkd"],
         serde_json::json!({ "generate": false, "ownKeyUnit": true, "before": ["systemd-networkd.service"] })
     );
+    // The generated modules hold the overlay's values only
+    // (modules/wireguard.nix): the interface, each host's address, the key
+    // made on the host, no peer and a warning each while neither host has
+    // the other's public key (the committed spec is unpaired).
+    assert_eq!(out["ownOverlay"], false);
+    for (name, address, other) in [("hub", "10.89.0.1/24", "pi"), ("pi", "10.89.0.2/24", "hub")] {
+        assert_eq!(
+            out["wireguard"][name],
+            serde_json::json!({
+                "enable": true,
+                "interface": "wg-appliance",
+                "address": address,
+                "port": 51820,
+                "keyFile": "/var/lib/appliance/wireguard/private.key",
+                "peers": [],
+                "unpaired": [other],
+                "nonlocalBind": name == "hub",
+            })
+        );
+        assert_eq!(
+            out["warnings"][name],
+            serde_json::json!([format!(
+                "appliance host `{name}`: host `{other}` has no `wireguard-public-key` in appliance.toml, \
+                 so the link to it is down; pair them (docs/pairing.md)."
+            )])
+        );
+    }
     let device = "sys-subsystem-net-devices-wg\\x2dappliance.device";
     let pi = &out["piSandbox"];
     assert_eq!(
@@ -512,7 +559,31 @@ in {{
         out["synapse"]["requires"],
         serde_json::json!(["appliance-network.service", "appliance-secrets.service"])
     );
-    assert_eq!(out["nonlocalBind"], serde_json::json!({ "hub": 1, "pi": false }));
+    assert_eq!(out["synapse"]["wants"], serde_json::json!(["network-online.target"]));
+    for key in ["after", "requires", "wants"] {
+        assert_eq!(out["synapseUnit"][key], out["synapse"][key], "{key}");
+    }
+    // Without federation the unit talks with loopback, the bridge and the
+    // overlay only (render::synapse::allowed_addresses), on PostgreSQL.
+    assert_eq!(
+        out["synapseUnit"]["serviceConfig"]["content"],
+        serde_json::json!({ "IPAddressDeny": "any", "IPAddressAllow": ["localhost", "10.88.0.0/16", "10.89.0.0/24"] })
+    );
+    assert_eq!(out["synapse"]["enable"], true);
+    assert!(
+        out["synapse"]["settingsFile"]
+            .as_str()
+            .unwrap()
+            .ends_with("-synapse.json")
+    );
+    assert_eq!(
+        out["synapse"]["postgresql"],
+        serde_json::json!({ "enable": true, "name": "matrix-synapse" })
+    );
+    assert_eq!(
+        out["nonlocalBind"],
+        serde_json::json!({ "hub": { "_if": true, "content": 1 }, "pi": { "_if": false } })
+    );
     // The GPU sandbox starts after nixpkgs' CDI generator has written the
     // specs its `--device=nvidia.com/gpu=all` names, and the overlay-only
     // publish waits for the address.

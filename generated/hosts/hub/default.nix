@@ -94,49 +94,20 @@
       }
     ];
 
-    # WireGuard between the hosts: the private key is made on this machine at
-    # first boot and never leaves it; peers' public keys come from the spec
-    # (docs/pairing.md). nixpkgs' scripted backend makes the key itself
-    # (`generatePrivateKeyFile`); its networkd backend cannot, and reads the
-    # key when systemd-networkd starts, so with networkd a unit of ours makes
-    # it before that.
-    systemd.services.appliance-wireguard-key = lib.mkIf config.networking.wireguard.useNetworkd {
-      description = "Create this host's WireGuard private key on first boot";
-      before = [ "systemd-networkd.service" ];
-      wantedBy = [ "systemd-networkd.service" ];
-      after = [ "local-fs.target" ];
-      path = [ pkgs.wireguard-tools pkgs.coreutils ];
-      unitConfig = {
-        DefaultDependencies = false;
-        ConditionPathExists = "!/var/lib/appliance/wireguard/private.key";
-      };
-      serviceConfig = {
-        Type = "oneshot";
-        UMask = "0077";
-      };
-      # It may run before systemd-tmpfiles has made the directory.
-      script = ''
-        mkdir -p -m 0700 /var/lib/appliance/wireguard
-        wg genkey > /var/lib/appliance/wireguard/private.key.tmp
-        mv /var/lib/appliance/wireguard/private.key.tmp /var/lib/appliance/wireguard/private.key
-        echo ${lib.escapeShellArg ("WireGuard public key of " + "hub" + ":")} "$(wg pubkey < /var/lib/appliance/wireguard/private.key)"
-      '';
-    };
-    networking.wireguard.interfaces.wg-appliance = {
-      ips = [ "10.89.0.1/24" ];
-      listenPort = 51820;
-      privateKeyFile = "/var/lib/appliance/wireguard/private.key";
-      generatePrivateKeyFile = !config.networking.wireguard.useNetworkd;
+    # WireGuard between the hosts (modules/wireguard.nix): the private key
+    # is made on this machine at first boot and never leaves it; peers'
+    # public keys come from the spec (docs/pairing.md), and a host without
+    # one is a warning until they are paired.
+    appliance.wireguard = {
+      enable = true;
+      interface = "wg-appliance";
+      address = "10.89.0.1/24";
+      port = 51820;
+      keyFile = "/var/lib/appliance/wireguard/private.key";
       peers = [ ];
+      unpaired = [ "pi" ];
+      nonlocalBind = true;
     };
-    # Synapse and nginx listen on loopback, the bridge and this overlay
-    # address, and start after WireGuard without needing it: binding an
-    # address the host does not have (yet) keeps Matrix up on this host when
-    # WireGuard fails. It grants no reach: routes and the firewall decide.
-    boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind" = 1;
-    warnings = [
-      "appliance host `hub`: host `pi` has no `wireguard-public-key` in appliance.toml, so the link to it is down; pair them (docs/pairing.md)."
-    ];
 
     # Docker with gVisor (modules/docker-gvisor.nix): every runtime in
     # docker-daemon.json is runsc with a profile derived from the spec;
@@ -179,28 +150,20 @@
       resolver = "10.88.0.1";
     };
 
-    # Synapse: registration closed (accounts come from `appliance bootstrap`
-    # through the shared secret), no federation unless the spec asks, listening
-    # on loopback, the sandboxes' bridge and the overlay only.
-    services.matrix-synapse = {
+    # Synapse (modules/synapse.nix): registration closed (accounts come from
+    # `appliance bootstrap` through the shared secret), no federation unless
+    # the spec asks, listening on loopback, the sandboxes' bridge and the
+    # overlay only; the units it waits for, and the only addresses it may
+    # exchange packets with.
+    appliance.synapse = {
       enable = true;
-      settings = lib.importJSON ./synapse.json;
-    };
-    # Synapse's database (nixos/modules/services/matrix/synapse.md): a role
-    # and a database named as Synapse's system user, reached on the local
-    # socket with peer authentication (the system user is the role), so no
-    # password exists. nixpkgs' Synapse module orders Synapse after it.
-    # Synapse refuses a database whose collation is not C, and
-    # `ensureDatabases` creates it with the cluster's locale: the cluster is
-    # made with C. No TCP listener: nothing but the socket is needed.
-    services.postgresql = {
-      enable = true;
-      initdbArgs = [ "--locale=C" "--encoding=UTF8" ];
-      ensureDatabases = [ "matrix-synapse" ];
-      ensureUsers = [ { name = "matrix-synapse"; ensureDBOwnership = true; } ];
-      settings.listen_addresses = lib.mkForce "";
-    };
-    systemd.services.matrix-synapse = {
+      settingsFile = ./synapse.json;
+      # A local, C-locale PostgreSQL, reached on its socket by peer
+      # authentication: no password exists.
+      postgresql = {
+        enable = true;
+        name = "matrix-synapse";
+      };
       after = [
         "appliance-network.service"
         "appliance-secrets.service"
@@ -209,11 +172,8 @@
         "wireguard-wg-appliance.service"
       ];
       requires = [ "appliance-network.service" "appliance-secrets.service" ];
-      serviceConfig = {
-        IPAddressAllow = [ "localhost" "10.88.0.0/16" "10.89.0.0/24" ];
-        IPAddressDeny = "any";
-      };
       wants = [ "network-online.target" ];
+      allowedAddresses = [ "localhost" "10.88.0.0/16" "10.89.0.0/24" ];
     };
 
     # First boot (modules/bootstrap.nix): the secrets before Synapse, then

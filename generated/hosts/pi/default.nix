@@ -46,44 +46,20 @@
       }
     ];
 
-    # WireGuard between the hosts: the private key is made on this machine at
-    # first boot and never leaves it; peers' public keys come from the spec
-    # (docs/pairing.md). nixpkgs' scripted backend makes the key itself
-    # (`generatePrivateKeyFile`); its networkd backend cannot, and reads the
-    # key when systemd-networkd starts, so with networkd a unit of ours makes
-    # it before that.
-    systemd.services.appliance-wireguard-key = lib.mkIf config.networking.wireguard.useNetworkd {
-      description = "Create this host's WireGuard private key on first boot";
-      before = [ "systemd-networkd.service" ];
-      wantedBy = [ "systemd-networkd.service" ];
-      after = [ "local-fs.target" ];
-      path = [ pkgs.wireguard-tools pkgs.coreutils ];
-      unitConfig = {
-        DefaultDependencies = false;
-        ConditionPathExists = "!/var/lib/appliance/wireguard/private.key";
-      };
-      serviceConfig = {
-        Type = "oneshot";
-        UMask = "0077";
-      };
-      # It may run before systemd-tmpfiles has made the directory.
-      script = ''
-        mkdir -p -m 0700 /var/lib/appliance/wireguard
-        wg genkey > /var/lib/appliance/wireguard/private.key.tmp
-        mv /var/lib/appliance/wireguard/private.key.tmp /var/lib/appliance/wireguard/private.key
-        echo ${lib.escapeShellArg ("WireGuard public key of " + "pi" + ":")} "$(wg pubkey < /var/lib/appliance/wireguard/private.key)"
-      '';
-    };
-    networking.wireguard.interfaces.wg-appliance = {
-      ips = [ "10.89.0.2/24" ];
-      listenPort = 51820;
-      privateKeyFile = "/var/lib/appliance/wireguard/private.key";
-      generatePrivateKeyFile = !config.networking.wireguard.useNetworkd;
+    # WireGuard between the hosts (modules/wireguard.nix): the private key
+    # is made on this machine at first boot and never leaves it; peers'
+    # public keys come from the spec (docs/pairing.md), and a host without
+    # one is a warning until they are paired.
+    appliance.wireguard = {
+      enable = true;
+      interface = "wg-appliance";
+      address = "10.89.0.2/24";
+      port = 51820;
+      keyFile = "/var/lib/appliance/wireguard/private.key";
       peers = [ ];
+      unpaired = [ "hub" ];
+      nonlocalBind = false;
     };
-    warnings = [
-      "appliance host `pi`: host `hub` has no `wireguard-public-key` in appliance.toml, so the link to it is down; pair them (docs/pairing.md)."
-    ];
 
     # Docker with gVisor (modules/docker-gvisor.nix): every runtime in
     # docker-daemon.json is runsc with a profile derived from the spec;

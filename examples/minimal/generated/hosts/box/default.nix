@@ -76,34 +76,23 @@
       proxyConfig = ./egress-proxy.conf;
     };
 
-    # Synapse: registration closed (accounts come from `appliance bootstrap`
-    # through the shared secret), no federation unless the spec asks, listening
-    # on loopback, the sandboxes' bridge and the overlay only.
-    services.matrix-synapse = {
+    # Synapse (modules/synapse.nix): registration closed (accounts come from
+    # `appliance bootstrap` through the shared secret), no federation unless
+    # the spec asks, listening on loopback, the sandboxes' bridge and the
+    # overlay only; the units it waits for, and the only addresses it may
+    # exchange packets with.
+    appliance.synapse = {
       enable = true;
-      settings = lib.importJSON ./synapse.json;
-    };
-    # Synapse's database (nixos/modules/services/matrix/synapse.md): a role
-    # and a database named as Synapse's system user, reached on the local
-    # socket with peer authentication (the system user is the role), so no
-    # password exists. nixpkgs' Synapse module orders Synapse after it.
-    # Synapse refuses a database whose collation is not C, and
-    # `ensureDatabases` creates it with the cluster's locale: the cluster is
-    # made with C. No TCP listener: nothing but the socket is needed.
-    services.postgresql = {
-      enable = true;
-      initdbArgs = [ "--locale=C" "--encoding=UTF8" ];
-      ensureDatabases = [ "matrix-synapse" ];
-      ensureUsers = [ { name = "matrix-synapse"; ensureDBOwnership = true; } ];
-      settings.listen_addresses = lib.mkForce "";
-    };
-    systemd.services.matrix-synapse = {
+      settingsFile = ./synapse.json;
+      # A local, C-locale PostgreSQL, reached on its socket by peer
+      # authentication: no password exists.
+      postgresql = {
+        enable = true;
+        name = "matrix-synapse";
+      };
       after = [ "appliance-network.service" "appliance-secrets.service" ];
       requires = [ "appliance-network.service" "appliance-secrets.service" ];
-      serviceConfig = {
-        IPAddressAllow = [ "localhost" "10.88.0.0/16" ];
-        IPAddressDeny = "any";
-      };
+      allowedAddresses = [ "localhost" "10.88.0.0/16" ];
     };
 
     # First boot (modules/bootstrap.nix): the secrets before Synapse, then

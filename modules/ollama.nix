@@ -1,0 +1,77 @@
+# Ollama as a host service (`[inference] sandbox = "host"`, outside gVisor;
+# `appliance check` warns about it): nixpkgs' `services.ollama`, listening
+# on one address only, where the sandboxes reach it. Rust decides the
+# package (CUDA on an NVIDIA host), the address, the port, the models and
+# the units it waits for (src/render/host.rs); the generated host module
+# sets these options on the inference host, and this module maps them onto
+# nixpkgs. In the default `gvisor` mode Ollama is a sandbox instead
+# (modules/models.nix pulls its models) and none of this is set.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.appliance.ollama;
+  # A unit name: it lands in `After=`/`Requires=`/`Wants=`, which split on spaces.
+  unitName = lib.types.strMatching "[A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)";
+  units =
+    description:
+    lib.mkOption {
+      type = lib.types.listOf unitName;
+      default = [ ];
+      inherit description;
+    };
+in
+{
+  options.appliance.ollama = {
+    enable = lib.mkEnableOption ''
+      Ollama as a host service (`services.ollama`), outside gVisor, serving
+      the spec's models to the sandboxes'';
+
+    package = lib.mkPackageOption pkgs "ollama" {
+      example = "ollama-cuda";
+    };
+
+    address = lib.mkOption {
+      # One address: Ollama's `OLLAMA_HOST` takes one.
+      type = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
+      example = "10.88.0.1";
+      description = ''
+        The one address Ollama listens on: the host's address on the
+        sandboxes' bridge, or on the overlay when agents of other hosts use it.
+      '';
+    };
+
+    port = lib.mkOption {
+      type = lib.types.port;
+      default = 11434;
+      description = "Ollama's port.";
+    };
+
+    models = lib.mkOption {
+      # As model::names checks them.
+      type = lib.types.listOf (lib.types.strMatching "[A-Za-z0-9._:/-]+");
+      default = [ ];
+      example = [ "qwen3:8b" ];
+      description = "The models Ollama pulls at start (`services.ollama.loadModels`).";
+    };
+
+    after = units "Units Ollama starts after (the bridge and, on the overlay, its address).";
+    requires = units "Units Ollama needs (the bridge and, on the overlay, its interface).";
+    wants = units "Units Ollama pulls in without needing them (`network-online.target` on the overlay).";
+  };
+
+  config = lib.mkIf cfg.enable {
+    services.ollama = {
+      enable = true;
+      inherit (cfg) package port;
+      host = cfg.address;
+      loadModels = cfg.models;
+    };
+    systemd.services.ollama = {
+      inherit (cfg) after requires wants;
+    };
+  };
+}

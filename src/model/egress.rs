@@ -359,7 +359,7 @@ const PUBLIC_SUFFIXES: &[&str] = &[
 ];
 
 /// Why an egress entry is not a public host name, and how to fix it.
-fn domain_problem(text: &str) -> Option<(&'static str, &'static str)> {
+pub(crate) fn domain_problem(text: &str) -> Option<(&'static str, &'static str)> {
     const NAME_HINT: &str =
         "write a host name such as `api.github.com`, or `*.github.com` for a domain and its subdomains";
     let wildcard = text.starts_with("*.");

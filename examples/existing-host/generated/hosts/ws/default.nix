@@ -148,6 +148,9 @@ in
       inetTable = ./firewall-inet.nft;
       bridgeTable = ./firewall-bridge.nft;
       proxyConfig = ./egress-proxy.conf;
+      # The warden's grant files (docs/warden.md, "Egress grants"), which
+      # the proxy reads: made empty before it starts.
+      grantFiles = [ "/var/lib/appliance/egress-grants/coder" ];
     };
 
     # Synapse: registration closed (accounts come from `appliance bootstrap`

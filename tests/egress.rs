@@ -1861,7 +1861,7 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
                     since: 0,
                     until: u64::MAX,
                 };
-                (agent_appliance::model::grants::check_host(h).unwrap(), grant)
+                (agent_appliance::grants::check_host(h).unwrap(), grant)
             })
             .collect();
         let text = agent_appliance::warden::grants::file_text(&grants);

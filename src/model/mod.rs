@@ -7,7 +7,6 @@ mod build;
 pub mod denied;
 pub mod egress;
 mod firewall;
-pub mod grants;
 pub mod image;
 mod names;
 mod network;

@@ -122,7 +122,7 @@ impl Warden<'_> {
             let detail = format!("{count} request(s) to {destination} refused by the egress proxy");
             self.audit("egress.denied", sandbox, destination, &detail)?;
             let mut part = format!("{sandbox} → {destination} ({count}×)");
-            let host = crate::model::grants::check_host(destination).ok();
+            let host = crate::grants::check_host(destination).ok();
             // Refused after a grant was given (not a request from before it
             // read in the same poll).
             let granted = host.as_ref().is_some_and(|h| {

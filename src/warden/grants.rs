@@ -24,7 +24,7 @@ use super::Warden;
 use super::state::Grant;
 use crate::audit;
 use crate::bootstrap::plan::{EgressGrants, Plan};
-use crate::model::grants::{DEFAULT_GRANT_MAX_SECS, DEFAULT_GRANT_SECS, check_host, describe_duration, parse_duration};
+use crate::grants::{DEFAULT_GRANT_MAX_SECS, DEFAULT_GRANT_SECS, check_host, describe_duration, parse_duration};
 
 /// How long the proxy's reload may take before the warden gives up on it.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);

@@ -117,10 +117,7 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
         service["ReadWritePaths"],
         serde_json::json!(["/var/lib/appliance/egress-grants"])
     );
-    assert_eq!(
-        agent_appliance::model::grants::GRANTS_DIR,
-        "/var/lib/appliance/egress-grants"
-    );
+    assert_eq!(agent_appliance::grants::GRANTS_DIR, "/var/lib/appliance/egress-grants");
 
     let off = eval_module(
         "modules/warden.nix",

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use super::addressing::Endpoints;
 use super::{Builder, PAIRING_PORT, WEB_CLIENT_PORT, span};
 use crate::bootstrap::plan::DEFAULT_LOOP_BUDGET;
-use crate::model::grants::{
+use crate::grants::{
     DEFAULT_GRANT_MAX_SECS, DEFAULT_GRANT_SECS, GRANT_MAX_LIMIT_SECS, describe_duration, parse_duration,
 };
 use crate::model::names::{MAX_NAME, server_name_problem};

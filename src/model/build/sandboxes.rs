@@ -139,7 +139,7 @@ pub(super) fn place_grants(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap
             && sandbox.network.is_some()
             && matches!(sandbox.egress, crate::model::Egress::Domains(_))
         {
-            sandbox.grants = Some(crate::model::grants::grants_file(&sandbox.name));
+            sandbox.grants = Some(crate::grants::grants_file(&sandbox.name));
         }
     }
 }

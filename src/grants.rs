@@ -80,7 +80,7 @@ pub fn describe_duration(secs: u64) -> String {
 /// The host name a grant is for: lowercased, without a trailing dot, and
 /// without `:80`/`:443` (the denial notices show the port; the proxy only
 /// reaches those two anyway). Refused, with the reason, by the rules of an
-/// `egress` entry ([`super::egress::domain_problem`]: an address in any
+/// `egress` entry ([`crate::hostnames::domain_problem`]: an address in any
 /// notation, a metadata server's name, a special-use or local name, a
 /// public suffix) and more: a wildcard, a single label, `metadata`.
 pub fn check_host(text: &str) -> Result<String, String> {
@@ -115,7 +115,7 @@ pub fn check_host(text: &str) -> Result<String, String> {
     if host == "localhost" {
         return Err(format!("`{shown}` names this host itself; it is never granted"));
     }
-    match super::egress::domain_problem(&host) {
+    match crate::hostnames::domain_problem(&host) {
         // A single label that is not an address: `egress` calls it a
         // public suffix; here it is more likely a local name.
         Some((problem, _)) if !host.contains('.') && problem.starts_with("is a public suffix") => Err(format!(

@@ -75,8 +75,8 @@ impl Policy {
         self.agents.values().filter_map(|g| g.as_ref().ok().cloned()).collect()
     }
 
-    /// The grantable sandbox's agent-facing name: the sandbox is named as
-    /// the agent.
+    /// Whether `sandbox` has a grant file (an agent's sandbox is named as
+    /// the agent, so its name is also what `!allow` takes).
     pub fn grantable(&self, sandbox: &str) -> bool {
         self.files().contains_key(sandbox)
     }
@@ -95,6 +95,23 @@ pub fn compact_duration(secs: u64) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+/// Takes out of `grants` every grant whose end has come at `now` (and
+/// sandboxes left with none): (sandbox, host, grant), in order.
+pub fn take_expired(grants: &mut BTreeMap<String, BTreeMap<String, Grant>>, now: u64) -> Vec<(String, String, Grant)> {
+    let mut expired = Vec::new();
+    for (sandbox, hosts) in grants.iter_mut() {
+        hosts.retain(|host, grant| {
+            let live = grant.until > now;
+            if !live {
+                expired.push((sandbox.clone(), host.clone(), grant.clone()));
+            }
+            live
+        });
+    }
+    grants.retain(|_, hosts| !hosts.is_empty());
+    expired
 }
 
 /// The grant file's text: the names, sorted, one a line (squid's
@@ -161,18 +178,7 @@ impl Warden<'_> {
     /// then from the proxy's files; audited `grant.expired`, and said in
     /// the ops room.
     pub(super) fn expire_grants(&mut self) -> Result<()> {
-        let now = unix_now();
-        let mut expired = Vec::new();
-        for (sandbox, hosts) in &mut self.state.grants {
-            hosts.retain(|host, grant| {
-                let live = grant.until > now;
-                if !live {
-                    expired.push((sandbox.clone(), host.clone(), grant.clone()));
-                }
-                live
-            });
-        }
-        self.state.grants.retain(|_, hosts| !hosts.is_empty());
+        let expired = take_expired(&mut self.state.grants, unix_now());
         if expired.is_empty() {
             return Ok(());
         }
@@ -311,8 +317,9 @@ impl Warden<'_> {
                 return Ok(format!("refusal recorded; {why}"));
             }
         };
-        // A name no grant could have is still recorded as refused.
-        let host = check_host(host).unwrap_or_else(|_| host.to_string());
+        // A name no grant could have is still recorded as refused (shown
+        // escaped: it is whatever the admin typed).
+        let host = check_host(host).unwrap_or_else(|_| host.escape_debug().to_string());
         let dropped = self
             .state
             .grants
@@ -401,6 +408,32 @@ mod tests {
             since: 1,
             until,
         }
+    }
+
+    #[test]
+    fn grants_end_at_their_time_and_not_before() {
+        let mut grants = BTreeMap::from([
+            (
+                "balthasar".to_string(),
+                BTreeMap::from([
+                    ("a.example.org".to_string(), grant(100)),
+                    ("b.example.org".to_string(), grant(200)),
+                ]),
+            ),
+            (
+                "other".to_string(),
+                BTreeMap::from([("c.example.org".to_string(), grant(100))]),
+            ),
+        ]);
+        assert!(take_expired(&mut grants, 99).is_empty());
+        let ended = take_expired(&mut grants, 100);
+        let names: Vec<(&str, &str)> = ended.iter().map(|(s, h, _)| (s.as_str(), h.as_str())).collect();
+        assert_eq!(names, [("balthasar", "a.example.org"), ("other", "c.example.org")]);
+        // A sandbox left with none is gone; the other grant stays.
+        assert_eq!(grants.keys().collect::<Vec<_>>(), ["balthasar"]);
+        assert_eq!(file_text(&grants["balthasar"]), "b.example.org\n");
+        assert_eq!(take_expired(&mut grants, u64::MAX).len(), 1);
+        assert!(grants.is_empty());
     }
 
     #[test]

@@ -45,7 +45,7 @@ export DEBIAN_FRONTEND=noninteractive
 # nixpkgs' SearXNG in tests/crawler.rs (SearXNG is not on PyPI).
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
-  debootstrap dnsmasq-base nftables squid searx >/dev/null
+  debootstrap dnsmasq-base nftables squid searx curl >/dev/null
 # PostgreSQL, which Synapse runs on in the tests: tests/synapse.rs starts a
 # cluster of its own from /usr/lib/postgresql/*/bin, socket only. The
 # `main` cluster Debian's package makes is never used by the tests.

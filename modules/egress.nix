@@ -34,6 +34,19 @@ in
       '';
     };
 
+    grantFiles = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      example = [ "/var/lib/appliance/egress-grants/balthasar" ];
+      description = ''
+        The files of host names the admins granted a sandbox for a while
+        (`!allow`, docs/warden.md), which the proxy configuration names: one
+        per sandbox, written by the warden. They are made empty (0644, in a
+        0755 directory: squid reads them as its own user when it
+        reconfigures) before the proxy starts, and never truncated.
+      '';
+    };
+
     resolver = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
@@ -89,6 +102,13 @@ in
         no-hosts = true;
       };
     };
+
+    # `f` makes a missing file and leaves an existing one (and its grants)
+    # as it is; systemd-tmpfiles-setup runs before any service starts.
+    systemd.tmpfiles.rules = lib.mkIf (cfg.enable && hasProxy) (
+      lib.unique (map (file: "d ${dirOf file} 0755 root root -") cfg.grantFiles)
+      ++ map (file: "f ${file} 0644 root root -") cfg.grantFiles
+    );
 
     systemd.services.squid = lib.mkIf (cfg.enable && hasProxy) {
       after = [ cfg.networkUnit ];

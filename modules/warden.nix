@@ -59,7 +59,12 @@ in
       wantedBy = [ "multi-user.target" ];
       # The docker CLI reports the sandboxes' health (`--docker`, default
       # `docker` from PATH), over the host's Docker socket.
-      path = [ config.virtualisation.docker.package ];
+      # `systemctl reload squid.service` (`--proxy-reload`) makes the proxy
+      # read the grant files again (nixpkgs' squid unit: SIGHUP).
+      path = [
+        config.virtualisation.docker.package
+        config.systemd.package
+      ];
       serviceConfig = {
         ExecStart = utils.escapeSystemdExecArgs (
           [
@@ -78,7 +83,10 @@ in
         StateDirectoryMode = "0700";
         UMask = "0077";
         # Root for the token (0400 root) and, for health notices, Docker;
-        # nothing else of the host is writable to it.
+        # nothing else of the host is writable to it but the proxy's grant
+        # files (docs/warden.md, "Egress grants"), which it replaces
+        # (a new file renamed over the old, in their directory).
+        ReadWritePaths = lib.unique (map dirOf config.appliance.egress.grantFiles);
         ProtectSystem = "strict";
         ProtectHome = true;
         PrivateTmp = true;

@@ -119,6 +119,12 @@ pub struct WardenArgs {
     /// Tell the ops room about a sandbox that has not been running for this many seconds
     #[arg(long, value_name = "SECS", default_value_t = crate::warden::UNREADY_AFTER_SECS)]
     pub unready_after: u64,
+    /// The directory of the egress grant files, each named as its sandbox [default: the plan's paths]
+    #[arg(long, value_name = "DIR")]
+    pub grants_dir: Option<PathBuf>,
+    /// What makes the egress proxy read the grant files again: a program and its arguments, split on spaces
+    #[arg(long, value_name = "COMMAND", default_value = crate::warden::grants::DEFAULT_PROXY_RELOAD)]
+    pub proxy_reload: String,
 }
 
 #[derive(Debug, Subcommand)]

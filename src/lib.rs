@@ -11,6 +11,8 @@ pub mod commands;
 pub mod diag;
 pub mod docker;
 pub mod formats;
+pub mod grants;
+pub mod hostnames;
 pub mod kinds;
 pub mod lint;
 pub mod model;

@@ -43,7 +43,9 @@
 //!    frames between sandboxes meet only the bridge table, the case
 //!    `firewall-bridge.nft` is written for;
 //! 7. the firewall's rule for squid's own connections names Debian's
-//!    `proxy` user, squid's user here (adaptation 2).
+//!    `proxy` user, squid's user here (adaptation 2);
+//! 8. the egress grant files squid reads are in the test's directory,
+//!    made empty before squid starts, as NixOS' tmpfiles make them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1009,6 +1011,18 @@ fn squid_config(host: &Host, scratch: &Path) -> String {
             Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
             Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
             Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
+            // Adaptation 8.
+            Some("acl") if line.starts_with("acl grants_") => {
+                let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
+                let name = Path::new(path.trim_end_matches('"')).file_name().unwrap().to_owned();
+                let grants = dir.join("grants");
+                fs::create_dir_all(&grants).unwrap();
+                let file = grants.join(name);
+                if !file.exists() {
+                    fs::write(&file, "").unwrap();
+                }
+                format!("{acl} \"{}\"", file.display())
+            }
             _ => line.to_string(),
         };
         text.push_str(&replaced);
@@ -1731,4 +1745,182 @@ fn the_proxy_starts_behind_its_own_firewall() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Egress grants (docs/warden.md, "Egress grants") on the real squid with
+/// the generated configuration: a name balthasar may not reach passes
+/// once the warden's file for it lists the name and squid reconfigures
+/// (`--proxy-reload`), for balthasar only (Ollama, another domain-list
+/// sandbox, is still refused it), and is refused again once the file no
+/// longer lists it; a granted name that resolves to the metadata server or
+/// a private host stays refused (`never_dst` comes first).
+#[test]
+fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
+    let why = "egress grants on the real egress proxy";
+    let found: Vec<bool> = ["squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl"]
+        .iter()
+        .map(|t| require_tool(t, why).is_some())
+        .collect();
+    if found.contains(&false) {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "this test makes network namespaces and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let appliance = load(&root().join("appliance.toml")).unwrap();
+    let hub = appliance.hosts["hub"].clone();
+    let address_of = |name: &str| {
+        let sandbox = hub.sandboxes.iter().find(|s| s.name == name).unwrap();
+        sandbox.network.as_ref().unwrap().address.to_string()
+    };
+    let balthasar = hub.sandboxes.iter().find(|s| s.name == "balthasar").unwrap();
+    assert!(balthasar.grants.is_some(), "the default spec lets balthasar be granted");
+    let ollama = hub.sandboxes.iter().find(|s| s.name == "ollama").unwrap();
+    assert!(matches!(ollama.egress, Egress::Domains(_)) && ollama.grants.is_none());
+    let (granted_client, other_client) = (address_of("balthasar"), address_of("ollama"));
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch.path();
+    let world = build_world(
+        scratch,
+        &format!("g{}", std::process::id()),
+        &appliance.network.to_string(),
+    );
+    let netns = &world.appliance;
+    // The bridge address and the two sandboxes' addresses, on one end of a
+    // veth pair: a request's source is the sandbox's address, as squid's
+    // `src` ACLs see it.
+    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
+    let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);
+    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
+    for client in [&granted_client, &other_client] {
+        netns.ip(&["addr", "add", &format!("{client}/32"), "dev", "br-appliance"]);
+    }
+    netns.ip(&["link", "set", "br-appliance", "up"]);
+    netns.ip(&["link", "set", "peer0", "up"]);
+    let conf = scratch.join("squid.conf");
+    let text = squid_config(&hub, scratch);
+    let grant_file = scratch.join("squid/grants/balthasar");
+    assert!(
+        text.contains(&format!(
+            "acl grants_balthasar dstdomain -n \"{}\"",
+            grant_file.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(&grant_file).unwrap(),
+        "",
+        "made empty before squid starts"
+    );
+    fs::write(&conf, text).unwrap();
+    let _squid = netns.spawn(
+        "squid",
+        &["-N", "-f", conf.to_str().unwrap()],
+        &scratch.join("squid.out"),
+    );
+    let proxy = format!("http://{}:{}", hub.network_address, agent_appliance::model::PROXY_PORT);
+    // `curl` through the proxy from a sandbox's address: the HTTP status
+    // squid answers (000: no answer) and the body.
+    let fetch = |client: &str, url: &str| -> (String, String) {
+        let body = scratch.join("body");
+        let _ = fs::remove_file(&body);
+        let output = netns
+            .command("curl")
+            .args(["-s", "--max-time", "10", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}", "--interface", client, "-x", &proxy, url])
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            fs::read_to_string(&body).unwrap_or_default(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fetch(&granted_client, "http://api.github.com/").0 != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "squid did not serve balthasar's listed name within 30 s:\n{}",
+            fs::read_to_string(scratch.join("squid/cache.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // As the warden does: its file, then `--proxy-reload`.
+    let publish = |hosts: &[&str]| {
+        let grants = hosts
+            .iter()
+            .map(|h| {
+                let grant = agent_appliance::warden::state::Grant {
+                    by: "@gendo:magi".into(),
+                    since: 0,
+                    until: u64::MAX,
+                };
+                (agent_appliance::grants::check_host(h).unwrap(), grant)
+            })
+            .collect();
+        let text = agent_appliance::warden::grants::file_text(&grants);
+        agent_appliance::warden::grants::write_file(&grant_file, &text).unwrap();
+        run_ok(netns.command("squid").arg("-f").arg(&conf).args(["-k", "reconfigure"]));
+        // squid answers from the old configuration until it has read the
+        // new one; give it the time.
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    let outcome = |client: &str, url: &str| {
+        let (status, body) = fetch(client, url);
+        (status, body.contains("site internet"))
+    };
+    let refused = || ("403".to_string(), false);
+    let served = || ("200".to_string(), true);
+
+    // Before: news.example.org is not on balthasar's list.
+    assert_eq!(outcome(&granted_client, "http://news.example.org/"), refused());
+    assert_eq!(outcome(&other_client, "http://news.example.org/"), refused());
+
+    // Granted: balthasar reaches it, GET and CONNECT; Ollama does not.
+    publish(&["news.example.org", "metadata.example.org", "private.example.org"]);
+    assert_eq!(outcome(&granted_client, "http://news.example.org/"), served());
+    let tunnel = netns
+        .command("curl")
+        .args(["-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "--interface",
+            &granted_client,
+            "-p",
+            "-x",
+            &proxy,
+            "http://news.example.org:443/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tunnel.stdout),
+        "200",
+        "CONNECT to a granted name"
+    );
+    assert_eq!(outcome(&other_client, "http://news.example.org/"), refused());
+    // A granted name pointing at the metadata server or a private host is
+    // still refused: `never_dst` is read before the grant.
+    assert_eq!(outcome(&granted_client, "http://metadata.example.org/"), refused());
+    assert_eq!(outcome(&granted_client, "http://private.example.org/"), refused());
+
+    // Expired: the file no longer lists it, and squid refuses it again.
+    publish(&[]);
+    assert_eq!(outcome(&granted_client, "http://news.example.org/"), refused());
+    assert_eq!(outcome(&granted_client, "http://api.github.com/").0, "200");
+
+    // What squid logged is what the warden reads: balthasar's refusals by
+    // its address.
+    let access = fs::read_to_string(scratch.join("squid/access.log")).unwrap();
+    let denied: Vec<&str> = access
+        .lines()
+        .filter(|l| l.contains("TCP_DENIED") && l.contains(&format!(" {granted_client} ")))
+        .collect();
+    assert!(denied.iter().any(|l| l.contains("news.example.org")), "{access}");
+    assert!(denied.iter().any(|l| l.contains("metadata.example.org")), "{access}");
 }

@@ -493,3 +493,85 @@ fn loop_budget_reaches_the_plan_and_zero_is_refused() {
     );
     assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
 }
+
+/// `[matrix] grant-default`/`grant-max` and `[agents.<name>] grants`
+/// reach the warden's plan; a bad duration, a maximum past 30 days and a
+/// default past the maximum are refused where they are written.
+#[test]
+fn egress_grants_reach_the_plan_and_bad_durations_are_refused() {
+    let spec = VALID
+        .replace(
+            "admins = [\"ana\"]",
+            "admins = [\"ana\"]\ngrant-default = \"30m\"\ngrant-max = \"2h\"",
+        )
+        .replace(
+            "host = \"box\"\n\n[rooms",
+            "host = \"box\"\negress = [\"api.github.com\"]\n\n[rooms",
+        );
+    let (dir, output) = run_spec(&spec, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let read = |dir: &tempfile::TempDir| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(dir.path().join("generated/bootstrap/plan.json")).unwrap()).unwrap()
+    };
+    let plan = read(&dir);
+    assert_eq!(
+        plan["grants"],
+        serde_json::json!({"default_secs": 1800, "max_secs": 7200})
+    );
+    assert_eq!(
+        plan["accounts"][0]["egress_grants"]["file"]["path"],
+        "/var/lib/appliance/egress-grants/bot"
+    );
+    let proxy = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();
+    assert!(
+        proxy.contains("acl grants_bot dstdomain -n \"/var/lib/appliance/egress-grants/bot\"\n"),
+        "{proxy}"
+    );
+
+    let off = spec.replace(
+        "egress = [\"api.github.com\"]",
+        "egress = [\"api.github.com\"]\ngrants = false",
+    );
+    let (dir, output) = run_spec(&off, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let refused = read(&dir)["accounts"][0]["egress_grants"]["refused"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("grants = false"), "{refused}");
+    let proxy = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();
+    assert!(!proxy.contains("grants_bot"), "{proxy}");
+
+    for (bad, column, message) in [
+        ("grant-default = \"1w\"", 17, "`grant-default`: `1w` is not a duration"),
+        (
+            "grant-max = \"31d\"",
+            13,
+            "`grant-max` is 31d, longer than the 30d a grant may last",
+        ),
+        (
+            "grant-default = \"3h\"",
+            17,
+            "`grant-default` (3h) is longer than `grant-max` (2h)",
+        ),
+    ] {
+        let text = VALID.replace(
+            "admins = [\"ana\"]",
+            &format!("admins = [\"ana\"]\ngrant-max = \"2h\"\n{bad}"),
+        );
+        let text = if bad.starts_with("grant-max") {
+            VALID.replace("admins = [\"ana\"]", &format!("admins = [\"ana\"]\n{bad}"))
+        } else {
+            text
+        };
+        let (dir, output) = run_spec(&text, &["generate"]);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let err = stderr(&output);
+        let line = text.lines().position(|l| l == bad).unwrap() + 1;
+        assert!(
+            err.contains(&format!("error: appliance.toml:{line}:{column}: {message}")),
+            "{bad}: {err}"
+        );
+        assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+    }
+}

@@ -120,6 +120,26 @@ impl World {
         self.secret(&format!("secrets/{name}/matrix-token"))
     }
 
+    /// Where the warden writes the grant files (`--grants-dir`).
+    fn grants_dir(&self) -> PathBuf {
+        self.state.with_file_name("grants")
+    }
+
+    /// The `--proxy-reload` script: it appends a line to `reloads`.
+    fn reload_script(&self) -> PathBuf {
+        let script = self.state.with_file_name("reload.sh");
+        if !script.exists() {
+            fs::create_dir_all(self.grants_dir()).unwrap();
+            let log = self.state.with_file_name("reloads");
+            fs::write(&script, format!("echo reloaded >> '{}'\n", log.display())).unwrap();
+        }
+        script
+    }
+
+    fn reloads(&self) -> usize {
+        fs::read_to_string(self.state.with_file_name("reloads")).map_or(0, |t| t.lines().count())
+    }
+
     fn audit_path(&self) -> PathBuf {
         self.state.join("warden/audit.jsonl")
     }
@@ -219,6 +239,12 @@ impl World {
             .arg(self.state.join("no-proxy.log"))
             // No systemd units here: `!halt --stop` asks Docker.
             .args(["--sandbox-control", "docker"])
+            // Not this machine's grant files nor its squid: the test's own
+            // directory, and a reload that only counts itself.
+            .arg("--grants-dir")
+            .arg(self.grants_dir())
+            .arg("--proxy-reload")
+            .arg(format!("/bin/sh {}", self.reload_script().display()))
             .args(["--unready-after", &self.unready_after.to_string()])
             .env_remove("DOCKER_HOST");
         if let Some(host) = &self.docker_host {
@@ -292,6 +318,222 @@ impl World {
 
 fn count(records: &[Record], kind: &str, actor: &str) -> usize {
     records.iter().filter(|r| r.kind == kind && r.actor == actor).count()
+}
+
+/// Egress grants from the room (docs/warden.md, "Egress grants"): only an
+/// admin's `!allow` writes balthasar's grant file and reloads the proxy;
+/// addresses, metadata names, `web` agents and overlong grants are refused
+/// with why, and audited; `!grants` lists what is open; a denial notice
+/// says how to grant; a grant expires by itself after a poll, and also
+/// while the warden is down; `!deny` ends one now. squid itself reading the
+/// file is tests/egress.rs' part.
+#[test]
+fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
+    let Some(venv) = venv() else { return };
+    let (world, _synapse) = World::start(&venv);
+    assert!(world.warden().contains("first sync: starting from now"));
+    let file = world.grants_dir().join("balthasar");
+    // The first start made balthasar's file (empty) and reloaded once; no
+    // other agent of the plan can be granted.
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    assert_eq!(fs::read_dir(world.grants_dir()).unwrap().count(), 1);
+    let reloads = world.reloads();
+    assert_eq!(reloads, 1);
+    let admin = world.admin();
+    let stranger = world.stranger();
+    let balthasar = world.agent("balthasar");
+
+    // A stranger's and the agent's own `!allow` change nothing.
+    assert_eq!(world.send(&stranger, "!allow balthasar grant.example.org 1h"), 200);
+    assert_eq!(world.send(&balthasar, "!allow balthasar grant.example.org 1h"), 200);
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    let records = world.records();
+    assert_eq!(count(&records, "command.refused", "@stranger:magi"), 1, "{records:#?}");
+    assert_eq!(count(&records, "command.refused", "@balthasar:magi"), 1, "{records:#?}");
+    assert_eq!(count(&records, "grant", ADMIN), 0);
+
+    // The admin's grant: in the file, the proxy reloaded, audited.
+    assert_eq!(world.send(&admin, "!allow balthasar Grant.Example.org:443 2h"), 200);
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "grant.example.org\n");
+    assert_eq!(world.reloads(), reloads + 1);
+    let reply = world.notices(&admin).last().unwrap().clone();
+    assert!(
+        reply.starts_with(
+            "granted: balthasar may reach grant.example.org (ports 80 and 443, through the egress proxy) for 2h, until "
+        ),
+        "{reply}"
+    );
+    let granted: Vec<Record> = world.records().into_iter().filter(|r| r.kind == "grant").collect();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(
+        (granted[0].actor.as_str(), granted[0].subject.as_str()),
+        (ADMIN, "grant.example.org")
+    );
+    assert!(
+        granted[0]
+            .detail
+            .contains("granted for balthasar (@balthasar:magi) for 2h"),
+        "{granted:?}"
+    );
+
+    // Refused, with why, and audited: an address, metadata and local
+    // names, a `web` agent, an agent elsewhere, a grant past `grant-max`.
+    let refusals = [
+        ("!allow balthasar 169.254.169.254", "is an IP address"),
+        ("!allow balthasar 2130706433", "is an address"),
+        (
+            "!allow balthasar metadata.google.internal",
+            "names a cloud metadata server",
+        ),
+        ("!allow balthasar metadata", "metadata server's short name"),
+        ("!allow balthasar localhost", "names this host itself"),
+        ("!allow balthasar db.internal", "is a special-use or local name"),
+        ("!allow casper pypi.org", "its egress is `web`"),
+        ("!allow balthasar pypi.org 2d", "longer than the longest grant, 1d"),
+        ("!allow balthasar pypi.org soon", "is not a duration"),
+        ("!allow nobody pypi.org", "no agent `nobody`"),
+    ];
+    for (command, _) in refusals {
+        assert_eq!(world.send(&admin, command), 200);
+    }
+    world.warden();
+    let answers: Vec<String> = world
+        .notices(&admin)
+        .into_iter()
+        .rev()
+        .take(refusals.len())
+        .rev()
+        .collect();
+    let refused: Vec<Record> = world
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "grant.refused")
+        .collect();
+    assert_eq!(refused.len(), refusals.len(), "{refused:#?}");
+    for (((command, why), answer), record) in refusals.iter().zip(&answers).zip(&refused) {
+        assert!(
+            answer.starts_with("not granted: ") && answer.contains(why),
+            "{command}: {answer}"
+        );
+        assert!(
+            record.detail.contains(why) && record.actor == ADMIN,
+            "{command}: {record:?}"
+        );
+    }
+    assert_eq!(fs::read_to_string(&file).unwrap(), "grant.example.org\n");
+
+    // `!grants` lists it with the time left; a denial notice of another
+    // name says how to grant it.
+    assert_eq!(world.send(&admin, "!grants"), 200);
+    fs::write(
+        world.state.join("no-proxy.log"),
+        "1796458100.123 0 10.88.0.10 TCP_DENIED/403 3891 CONNECT unlisted.example.org:443 - HIER_NONE/- text/html\n",
+    )
+    .unwrap();
+    world.warden();
+    let listing = world.notices(&admin).last().unwrap().clone();
+    assert!(
+        listing.starts_with("open egress grants (1):\nbalthasar → grant.example.org: "),
+        "{listing}"
+    );
+    assert!(listing.contains("given by @gendo:magi"), "{listing}");
+    assert!(
+        listing.ends_with("grantable: balthasar (default 1h, at most 1d)"),
+        "{listing}"
+    );
+    let ops = world.notices_in(&world.ops, &admin);
+    assert!(
+        ops.iter().any(|n| n
+            == "egress denied: balthasar → unlisted.example.org:443 (1×), to grant it: `!allow balthasar unlisted.example.org 1h`"),
+        "{ops:?}"
+    );
+
+    // Given again for 2 s: renewed, with the new end (the file, the same,
+    // is not rewritten). After its time, a poll drops it: file, reload,
+    // audit, notice.
+    assert_eq!(world.send(&admin, "!allow balthasar grant.example.org 2s"), 200);
+    world.warden();
+    let renewed: Vec<Record> = world.records().into_iter().filter(|r| r.kind == "grant").collect();
+    assert_eq!(renewed.len(), 2);
+    assert!(renewed[1].detail.starts_with("renewed for balthasar"), "{renewed:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    assert_eq!(world.reloads(), reloads + 2);
+    let expired: Vec<Record> = world
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "grant.expired")
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:#?}");
+    assert_eq!(expired[0].subject, "grant.example.org");
+    let ops = world.notices_in(&world.ops, &admin);
+    assert!(
+        ops.iter()
+            .any(|n| n == "egress grant expired: balthasar → grant.example.org"),
+        "{ops:?}"
+    );
+
+    // `!deny` ends an open grant now, and is a refusal on record.
+    assert_eq!(world.send(&admin, "!allow balthasar grant.example.org"), 200);
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "grant.example.org\n");
+    assert_eq!(world.send(&admin, "!deny balthasar grant.example.org"), 200);
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    let denied: Vec<Record> = world
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "grant.denied")
+        .collect();
+    assert_eq!(denied.len(), 1);
+    assert!(denied[0].detail.contains("its open grant"), "{denied:?}");
+
+    // A grant that ends while the warden is down is gone at its next
+    // start, before it reads any command; the proxy file with it.
+    assert_eq!(world.send(&admin, "!allow balthasar late.example.org 1h"), 200);
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "late.example.org\n");
+    let state_path = world.state.join("warden/state.json");
+    let mut state: Value = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+    let grant = &mut state["grants"]["balthasar"]["late.example.org"];
+    assert!(grant["until"].is_u64(), "{state}");
+    // As if the hour had passed while it was stopped.
+    grant["until"] = grant["since"].clone();
+    fs::write(&state_path, state.to_string()).unwrap();
+    assert_eq!(world.send(&admin, "!grants"), 200);
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    let records = world.records();
+    let expired = records
+        .iter()
+        .rposition(|r| r.kind == "grant.expired" && r.subject == "late.example.org")
+        .unwrap();
+    let asked = records.iter().rposition(|r| r.kind == "command").unwrap();
+    assert!(expired < asked, "{records:#?}");
+    assert!(
+        world
+            .notices(&admin)
+            .last()
+            .unwrap()
+            .starts_with("no open egress grants"),
+        "{:?}",
+        world.notices(&admin)
+    );
+
+    // A file changed behind the warden's back is put right at its start.
+    fs::write(&file, "smuggled.example.org\n").unwrap();
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+
+    let verify = appliance()
+        .args(["audit", "verify"])
+        .arg(world.audit_path())
+        .output()
+        .unwrap();
+    assert_ok(&verify);
 }
 
 #[test]

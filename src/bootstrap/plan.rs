@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds;
-use crate::model::{Appliance, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, device_id, volume_name};
+use crate::model::{Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, device_id, volume_name};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
 /// bootstrap's own account are named in the plan. 4: the ops room
 /// (`ops_room`, the warden's, admins only). 5: each agent's `tool_log`,
 /// the Matrix host's `sandboxes` and `proxy_log`, which the warden reads.
-pub const PLAN_SCHEMA: u32 = 5;
+/// 6: egress grants (`grants`, each agent's `egress_grants`).
+pub const PLAN_SCHEMA: u32 = 6;
 
 /// Localpart of the ops room's alias: the warden's notices, admins only.
 pub const OPS_ROOM_LOCALPART: &str = "appliance_ops";
@@ -64,6 +65,29 @@ pub struct Plan {
     /// warden summarises its denials per sandbox and destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_log: Option<String>,
+    /// How long the admins' egress grants last (docs/warden.md, "Egress
+    /// grants"); none: the built-in defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<GrantTimes>,
+}
+
+/// `[matrix] grant-default` and `grant-max`, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantTimes {
+    pub default_secs: u64,
+    pub max_secs: u64,
+}
+
+/// What an admin's `!allow` can do for one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum EgressGrants {
+    /// The Matrix host's proxy reads the host names granted to `sandbox`
+    /// from `path` (absolute: squid's configuration names it).
+    File { sandbox: String, path: String },
+    /// Why no grant can widen this agent's egress.
+    Refused(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +198,10 @@ pub struct Account {
     /// warden reads it into the audit trail (none for humans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_log: Option<ToolLog>,
+    /// Whether and where `!allow` widens the agent's egress (none for
+    /// humans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_grants: Option<EgressGrants>,
 }
 
 /// An agent's record of its tool calls: a file or directory in one of its
@@ -273,6 +301,11 @@ pub fn plan(appliance: &Appliance) -> Plan {
                         path: path.to_string(),
                     })
                 }),
+            egress_grants: Some(egress_grants(
+                appliance,
+                agent,
+                sandboxes.get(agent.sandbox.as_str()).copied(),
+            )),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -297,6 +330,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             operator_env: Vec::new(),
             rate_limit: None,
             tool_log: None,
+            egress_grants: None,
             localpart,
         });
     }
@@ -366,7 +400,38 @@ pub fn plan(appliance: &Appliance) -> Plan {
                     .any(|s| s.network.is_some() && s.egress.uses_proxy())
             })
             .map(|_| PROXY_ACCESS_LOG.to_string()),
+        grants: Some(GrantTimes {
+            default_secs: appliance.matrix.grant_default,
+            max_secs: appliance.matrix.grant_max,
+        }),
     }
+}
+
+/// Where the proxy reads the agent's grants, or why it has none; the model
+/// decided which sandboxes have a grant file (`Sandbox::grants`).
+fn egress_grants(
+    appliance: &Appliance,
+    agent: &crate::model::Agent,
+    sandbox: Option<&crate::model::Sandbox>,
+) -> EgressGrants {
+    if let Some((sandbox, path)) = sandbox.and_then(|s| Some((s, s.grants.clone()?))) {
+        return EgressGrants::File {
+            sandbox: sandbox.name.clone(),
+            path,
+        };
+    }
+    EgressGrants::Refused(match &agent.egress {
+        Egress::Web => "its egress is `web`: the proxy already lets it reach every public host".to_string(),
+        Egress::None => {
+            "its egress is `none`: it has no way through the egress proxy to widen (that takes an `egress` list in the spec)".to_string()
+        }
+        Egress::Domains(_) if !agent.grants => "the spec turns grants off for it (`grants = false`)".to_string(),
+        Egress::Domains(_) if agent.host != appliance.matrix.host => format!(
+            "its sandbox is on host `{}`, whose egress proxy the warden (on `{}`) does not write",
+            agent.host, appliance.matrix.host
+        ),
+        Egress::Domains(_) => "its sandbox has no network".to_string(),
+    })
 }
 
 /// Synapse's secrets; the homeserver settings name the same files.

@@ -56,6 +56,10 @@ pub struct SandboxView {
     pub address: Option<String>,
     pub reach: Vec<Reach>,
     pub egress: Egress,
+    /// The file of names the admins granted it for a while (`!allow`),
+    /// which the proxy reads besides its list; none: no grant can widen it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants: Option<String>,
     /// What the firewall and the proxy refuse it, from the same model.
     pub denied: Vec<Denial>,
     pub secrets: Vec<String>,
@@ -135,13 +139,18 @@ fn warden(appliance: &Appliance) -> HostService {
         privileges: vec![
             format!("{account}'s token (root-only): it created every room, so its power is above every level, and it is a Synapse server admin"),
             "lowers an agent's power level below `events_default` (mute) and restores it; posts notices".into(),
-            "obeys `!status`, `!halt`, `!resume` only from the spec's admins, as the homeserver authenticates the sender".into(),
+            "obeys `!status`, `!halt`, `!resume`, `!allow`, `!deny`, `!grants` only from the spec's admins, as the homeserver authenticates the sender".into(),
             "reads Docker's state and events and the agents' state volumes (their records of tool calls), through the host's docker CLI".into(),
             "writes /var/lib/appliance/warden (state, audit trail); the rest of the host is read-only to it".into(),
+            format!(
+                "writes the egress grant files ({}) and reloads the egress proxy (`systemctl reload squid.service`)",
+                crate::grants::GRANTS_DIR
+            ),
         ],
         why_outside: "an agent must not be able to stop, fool or unmute it: it runs where no sandbox reaches, and Synapse, not the agents, enforces its mutes".into(),
         if_owned: vec![
             "mute or unmute any agent, post as the appliance in every room, read every room it is in".into(),
+            "grant any grantable sandbox any public host name, never a private or metadata address (the proxy refuses those first)".into(),
             format!("use {account}'s server-admin rights: register, deactivate or reset accounts on the homeserver"),
             "rewrite the audit trail (heads already posted to the ops room still expose it)".into(),
         ],
@@ -192,6 +201,7 @@ fn view(
         address: sandbox.network.as_ref().map(|n| format!("{} on {}", n.address, n.name)),
         reach: sandbox.reach.clone(),
         egress: sandbox.egress.clone(),
+        grants: sandbox.grants.clone(),
         denied: denied(appliance.hosts.values(), host, sandbox),
         secrets: own.map_or_else(Vec::new, secrets),
         gpu: sandbox
@@ -334,6 +344,11 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
 fn egress_line(s: &SandboxView) -> String {
     if s.address.is_none() {
         "no network at all".into()
+    } else if let Some(file) = &s.grants {
+        format!(
+            "{}; and the names the admins grant it for a while from the ops room (`!allow`), never a private or metadata address: {file}",
+            s.egress.describe()
+        )
     } else {
         s.egress.describe()
     }

@@ -19,6 +19,8 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         proxy_log: args.proxy_log.clone(),
         control: args.sandbox_control,
         unready_after: std::time::Duration::from_secs(args.unready_after),
+        grants_dir: args.grants_dir.clone(),
+        proxy_reload: args.proxy_reload.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

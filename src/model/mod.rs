@@ -118,6 +118,10 @@ pub struct Matrix {
     /// Agent messages in a room without a human one before the warden
     /// mutes the room's agents (docs/warden.md).
     pub loop_budget: u32,
+    /// How long an admin's `!allow` lasts without a duration, and at most,
+    /// in seconds (docs/warden.md, "Egress grants").
+    pub grant_default: u64,
+    pub grant_max: u64,
     /// Addresses Synapse listens on: loopback and where sandboxes reach it.
     pub bind_addresses: Vec<Ipv4Addr>,
     /// The admins' web client on the Matrix host.
@@ -200,6 +204,9 @@ pub struct Agent {
     pub inference_address: Option<SocketAddrV4>,
     /// What the agent may reach beyond them (`egress` in the spec).
     pub egress: Egress,
+    /// Whether the admins may widen a domain-list `egress` for a while
+    /// (`grants` in the spec; docs/warden.md, "Egress grants").
+    pub grants: bool,
     /// The egress proxy's URL, when `egress` is not `none`.
     pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.
@@ -306,6 +313,11 @@ pub struct Sandbox {
     pub network: Option<SandboxNetwork>,
     /// The egress policy the proxy applies to this sandbox's address.
     pub egress: Egress,
+    /// The file of host names the admins granted it for a while, which
+    /// the proxy reads besides its `egress` list: only an agent's own
+    /// domain-list sandbox on the Matrix host, whose warden writes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants: Option<String>,
     /// Everything this sandbox may connect to; the firewall allows exactly
     /// this from its address. Empty without a network.
     pub reach: Vec<Reach>,

@@ -169,6 +169,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             dns: inputs.network.gateway(),
         }),
         egress: agent.egress.clone(),
+        grants: None,
         reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
         publish_on: None,
@@ -301,6 +302,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         } else {
             Egress::None
         },
+        grants: None,
         reach: if agent.code_network {
             egress::code_reach(inputs.network.gateway(), &agent.egress)
         } else {

@@ -95,6 +95,7 @@ pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sand
         }),
         // The pages the agents ask for: the web, through the egress proxy.
         egress: Egress::Web,
+        grants: None,
         reach: egress::code_reach(network.gateway(), &Egress::Web),
         publish: Vec::new(),
         publish_on: None,
@@ -159,6 +160,7 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
         // Its engines are public search services: the web, through the
         // egress proxy.
         egress: Egress::Web,
+        grants: None,
         reach: egress::code_reach(network.gateway(), &Egress::Web),
         publish: Vec::new(),
         publish_on: None,
@@ -264,6 +266,7 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
         }),
         reach: egress::code_reach(network.gateway(), &egress),
         egress,
+        grants: None,
         // Other hosts' agents come over the overlay: the port is published
         // on the overlay address only, never on the host's other addresses.
         publish: inference.overlay_address.map(|_| inference.port).into_iter().collect(),

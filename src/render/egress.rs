@@ -271,6 +271,17 @@ pub fn proxy_config(host: &Host) -> Option<String> {
                 let _ = writeln!(out, "{line}");
             }
         }
+        if let Some(file) = &sandbox.grants {
+            // The warden's file (docs/warden.md, "Egress grants"): exact
+            // names, one a line, read again at each reconfigure. The path
+            // is the appliance's own, never the spec's words.
+            let _ = writeln!(
+                out,
+                "# host names the admins granted {} for a while (`!allow`), written by the warden\n\
+                 acl grants_{client} dstdomain -n \"{file}\"",
+                sandbox.name
+            );
+        }
         out.push('\n');
     }
     out.push_str(
@@ -284,7 +295,12 @@ pub fn proxy_config(host: &Host) -> Option<String> {
     for (sandbox, _) in &clients {
         if let Egress::Domains(_) = &sandbox.egress {
             let client = acl_name(&sandbox.name);
-            let _ = writeln!(out, "http_access deny sandbox_{client} !domains_{client}");
+            let granted = if sandbox.grants.is_some() {
+                format!(" !grants_{client}")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "http_access deny sandbox_{client} !domains_{client}{granted}");
         }
     }
     out.push_str("http_access deny never_dst\n");
@@ -296,6 +312,12 @@ pub fn proxy_config(host: &Host) -> Option<String> {
             }
             Egress::Domains(_) => {
                 let _ = writeln!(out, "http_access allow sandbox_{client} domains_{client}");
+                // After `never_dst`: a granted name that resolves to a
+                // private, loopback, link-local or metadata address is
+                // refused before this rule is read.
+                if sandbox.grants.is_some() {
+                    let _ = writeln!(out, "http_access allow sandbox_{client} grants_{client}");
+                }
             }
             Egress::None => {}
         }
@@ -417,7 +439,12 @@ mod tests {
                 for sandbox in host.sandboxes.iter().filter(|s| s.network.is_some()) {
                     if let Egress::Domains(_) = &sandbox.egress {
                         let client = acl_name(&sandbox.name);
-                        let deny = format!("http_access deny sandbox_{client} !domains_{client}\n");
+                        let granted = if sandbox.grants.is_some() {
+                            format!(" !grants_{client}")
+                        } else {
+                            String::new()
+                        };
+                        let deny = format!("http_access deny sandbox_{client} !domains_{client}{granted}\n");
                         let at = conf.find(&deny).unwrap_or_else(|| panic!("{}: {deny}", sandbox.name));
                         assert!(at < resolves, "{}", sandbox.name);
                     }
@@ -461,6 +488,40 @@ mod tests {
                 if let Some(conf) = proxy_config(host) {
                     assert!(conf.contains(&format!("cache_effective_user {PROXY_USER} ")), "{conf}");
                     assert!(conf.contains("acl never_dst dst ::/128\n"), "{conf}");
+                }
+            }
+        }
+    }
+
+    /// A grant widens only its own sandbox, and only after `never_dst`;
+    /// before it, a granted name is only let past the list check.
+    #[test]
+    fn grants_widen_one_sandbox_and_only_after_never_dst() {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let Some(conf) = proxy_config(host) else { continue };
+                let never = conf.find("http_access deny never_dst\n").unwrap();
+                for sandbox in &host.sandboxes {
+                    let client = acl_name(&sandbox.name);
+                    let acl = format!("acl grants_{client} dstdomain -n \"");
+                    let allow = format!("http_access allow sandbox_{client} grants_{client}\n");
+                    let Some(file) = &sandbox.grants else {
+                        assert!(!conf.contains(&acl) && !conf.contains(&allow), "{}", sandbox.name);
+                        continue;
+                    };
+                    assert!(host.runs_matrix && !sandbox.agent.is_empty(), "{}", sandbox.name);
+                    assert!(matches!(sandbox.egress, Egress::Domains(_)), "{}", sandbox.name);
+                    assert!(conf.contains(&format!("{acl}{file}\"\n")), "{conf}");
+                    let deny = format!("http_access deny sandbox_{client} !domains_{client} !grants_{client}\n");
+                    assert!(conf.find(&deny).unwrap() < never, "{conf}");
+                    assert!(conf.find(&allow).unwrap() > never, "{conf}");
+                    // Every rule naming the grants names their sandbox too.
+                    for line in conf.lines().filter(|l| l.contains(&format!("grants_{client}"))) {
+                        assert!(
+                            line.starts_with("acl ") || line.contains(&format!("sandbox_{client} ")),
+                            "{line}"
+                        );
+                    }
                 }
             }
         }

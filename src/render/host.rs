@@ -159,6 +159,8 @@ struct Synapse {
 #[derive(Serialize)]
 struct EgressFiles {
     proxy: bool,
+    /// The grant files the proxy reads (`appliance.egress.grantFiles`).
+    grants: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -336,6 +338,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         synapse: synapse(appliance, host, overlay),
         egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
             proxy: super::egress::proxy_config(host).is_some(),
+            grants: host.sandboxes.iter().filter_map(|s| s.grants.clone()).collect(),
         }),
         dns: host.resolves_names().then(|| host.network_address.to_string()),
         ollama: ollama(appliance, host, overlay),

@@ -185,6 +185,11 @@ pub struct MatrixSpec {
     /// The warden's loop breaker: agent messages a room may see without a
     /// human one before the warden mutes its agents.
     pub loop_budget: Option<Spanned<u32>>,
+    /// How long an admin's `!allow` lasts when it names no duration
+    /// (`30m`, `2h`, `1d`); docs/warden.md, "Egress grants".
+    pub grant_default: Option<Spanned<String>>,
+    /// The longest grant an admin may give.
+    pub grant_max: Option<Spanned<String>>,
 }
 
 /// `[matrix] database`: where Synapse keeps its state. Synapse's own docs
@@ -292,6 +297,9 @@ pub struct AgentSpec {
     /// What the agent may reach beyond the appliance's own services:
     /// `"none"`, `"web"` or a list of domains (see docs/spec.md).
     pub egress: Option<Spanned<EgressSpec>>,
+    /// Whether the spec's admins may widen a domain-list `egress` for a
+    /// while from the ops room (`!allow`); on unless `false`.
+    pub grants: Option<Spanned<bool>>,
 }
 
 /// `egress = "none" | "web" | ["domain", ...]`, as written. Deserialized by

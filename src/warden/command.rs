@@ -1,6 +1,8 @@
 //! Admin commands as typed in a room: `!status`, `!halt [agent|all]
-//! [--stop]`, `!resume [agent|all]`. Parsing only; who may run them is the warden's
-//! business.
+//! [--stop]`, `!resume [agent|all]`, and the egress grants' `!allow <agent>
+//! <host> [duration]`, `!deny <agent> <host>`, `!grants`. Parsing only; who
+//! may run them, and whether a host or duration is acceptable, is the
+//! warden's business (so a refusal is answered and audited with why).
 
 /// Which agents a command names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,19 @@ pub enum Command {
         stop: bool,
     },
     Resume(Target),
+    /// `!allow`: the agent, the host and the duration, as typed.
+    Allow {
+        agent: String,
+        host: String,
+        duration: Option<String>,
+    },
+    /// `!deny`: the agent and the host, as typed.
+    Deny {
+        agent: String,
+        host: String,
+    },
+    /// `!grants`: the open grants.
+    Grants,
 }
 
 /// `None` when `body` is not addressed to the warden (it does not start
@@ -27,11 +42,40 @@ pub enum Command {
 pub fn parse(body: &str) -> Option<Result<Command, String>> {
     let mut words = body.split_whitespace();
     let verb = words.next()?;
-    if !matches!(verb, "!status" | "!halt" | "!resume") {
+    if !matches!(verb, "!status" | "!halt" | "!resume" | "!allow" | "!deny" | "!grants") {
         return None;
     }
     let rest: Vec<&str> = words.collect();
-    Some(build(verb, &rest))
+    Some(match verb {
+        "!allow" | "!deny" | "!grants" => build_grant(verb, &rest),
+        _ => build(verb, &rest),
+    })
+}
+
+fn build_grant(verb: &str, args: &[&str]) -> Result<Command, String> {
+    let owned = |s: &&str| (*s).to_string();
+    match (verb, args) {
+        ("!allow", [agent, host]) => Ok(Command::Allow {
+            agent: owned(agent),
+            host: owned(host),
+            duration: None,
+        }),
+        ("!allow", [agent, host, duration]) => Ok(Command::Allow {
+            agent: owned(agent),
+            host: owned(host),
+            duration: Some(owned(duration)),
+        }),
+        ("!allow", _) => {
+            Err("usage: `!allow <agent> <host> [duration]`, e.g. `!allow balthasar pypi.org 2h`".to_string())
+        }
+        ("!deny", [agent, host]) => Ok(Command::Deny {
+            agent: owned(agent),
+            host: owned(host),
+        }),
+        ("!deny", _) => Err("usage: `!deny <agent> <host>`".to_string()),
+        (_, []) => Ok(Command::Grants),
+        _ => Err("`!grants` takes no arguments".to_string()),
+    }
 }
 
 fn build(verb: &str, args: &[&str]) -> Result<Command, String> {
@@ -93,6 +137,39 @@ mod tests {
             parse("!resume @casper:magi"),
             Some(Ok(Command::Resume(Target::Agent("@casper:magi".into()))))
         );
+    }
+
+    #[test]
+    fn grant_commands_parse_and_leave_judging_to_the_warden() {
+        assert_eq!(
+            parse("!allow balthasar pypi.org"),
+            Some(Ok(Command::Allow {
+                agent: "balthasar".into(),
+                host: "pypi.org".into(),
+                duration: None
+            }))
+        );
+        assert_eq!(
+            parse(" !allow @balthasar:magi 169.254.169.254 9w"),
+            Some(Ok(Command::Allow {
+                agent: "@balthasar:magi".into(),
+                host: "169.254.169.254".into(),
+                duration: Some("9w".into())
+            }))
+        );
+        assert_eq!(
+            parse("!deny balthasar pypi.org"),
+            Some(Ok(Command::Deny {
+                agent: "balthasar".into(),
+                host: "pypi.org".into()
+            }))
+        );
+        assert_eq!(parse("!grants"), Some(Ok(Command::Grants)));
+        assert!(parse("!allow balthasar").unwrap().unwrap_err().contains("usage"));
+        assert!(parse("!allow a b c d").unwrap().unwrap_err().contains("usage"));
+        assert!(parse("!deny balthasar").unwrap().unwrap_err().contains("usage"));
+        assert!(parse("!grants all").unwrap().is_err());
+        assert_eq!(parse("!allowed x y"), None);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct LogCursor {
 pub struct Denial {
     pub client: String,
     pub destination: String,
+    /// When squid logged it (Unix seconds, its first field).
+    pub time: u64,
 }
 
 /// A refused request of one log line; none for anything else.
@@ -43,9 +45,11 @@ pub fn parse_denial(line: &str) -> Option<Denial> {
         let rest = url.split_once("://").map_or(*url, |(_, rest)| rest);
         rest.split('/').next().unwrap_or(rest).to_string()
     };
+    let time = fields[0].split('.').next().and_then(|t| t.parse().ok()).unwrap_or(0);
     Some(Denial {
         client: client.to_string(),
         destination,
+        time,
     })
 }
 
@@ -78,13 +82,15 @@ pub fn read_new(path: &Path, cursor: &mut LogCursor) -> Result<Vec<String>> {
         .collect())
 }
 
-/// (sandbox, destination) -> refused requests; a client address no
-/// sandbox has is named as itself.
-pub fn summarize(lines: &[String], names: &BTreeMap<String, String>) -> BTreeMap<(String, String), u64> {
+/// (sandbox, destination) -> refused requests and when the last one was
+/// (Unix seconds); a client address no sandbox has is named as itself.
+pub fn summarize(lines: &[String], names: &BTreeMap<String, String>) -> BTreeMap<(String, String), (u64, u64)> {
     let mut summary = BTreeMap::new();
     for denial in lines.iter().filter_map(|l| parse_denial(l)) {
         let who = names.get(&denial.client).cloned().unwrap_or(denial.client);
-        *summary.entry((who, denial.destination)).or_insert(0) += 1;
+        let (count, last) = summary.entry((who, denial.destination)).or_insert((0, 0));
+        *count += 1;
+        *last = (*last).max(denial.time);
     }
     summary
 }
@@ -112,10 +118,30 @@ impl Warden<'_> {
         self.proxy_log_failing = false;
         let summary = summarize(&lines, &self.addresses);
         let mut parts = Vec::new();
-        for ((sandbox, destination), count) in &summary {
+        for ((sandbox, destination), (count, last)) in &summary {
             let detail = format!("{count} request(s) to {destination} refused by the egress proxy");
             self.audit("egress.denied", sandbox, destination, &detail)?;
-            parts.push(format!("{sandbox} → {destination} ({count}×)"));
+            let mut part = format!("{sandbox} → {destination} ({count}×)");
+            let host = crate::grants::check_host(destination).ok();
+            // Refused after a grant was given (not a request from before it
+            // read in the same poll).
+            let granted = host.as_ref().is_some_and(|h| {
+                self.state
+                    .grants
+                    .get(sandbox)
+                    .and_then(|g| g.get(h))
+                    .is_some_and(|g| g.since <= *last)
+            });
+            if granted {
+                // The grant was open and the proxy still refused: the name
+                // resolves to an address no grant reaches.
+                part.push_str(
+                    " despite an open grant: it resolves to a private, loopback, link-local or metadata address",
+                );
+            } else if let Some(hint) = self.grant_hint(sandbox, destination) {
+                part.push_str(&format!(", to grant it: {hint}"));
+            }
+            parts.push(part);
         }
         if !parts.is_empty() {
             self.ops_notice(&format!("egress denied: {}", parts.join("; ")))?;
@@ -141,7 +167,8 @@ mod tests {
             parse_denial(DENIED),
             Some(Denial {
                 client: "10.88.0.4".into(),
-                destination: "web.rehearsal.test:443".into()
+                destination: "web.rehearsal.test:443".into(),
+                time: 1_796_458_100,
             })
         );
         assert_eq!(parse_denial(ALLOWED), None);
@@ -174,8 +201,11 @@ mod tests {
         assert_eq!(
             summary,
             BTreeMap::from([
-                (("10.88.0.3".into(), "10.88.0.1:8008".into()), 1),
-                (("balthasar".into(), "web.rehearsal.test:443".into()), 2),
+                (("10.88.0.3".into(), "10.88.0.1:8008".into()), (1, 1_796_458_101)),
+                (
+                    ("balthasar".into(), "web.rehearsal.test:443".into()),
+                    (2, 1_796_458_100)
+                ),
             ])
         );
     }

@@ -70,43 +70,7 @@ pub struct Sandbox {
 impl Docker {
     /// Runs the docker CLI; its stdout, or an error with its stderr.
     fn run(&self, args: &[String]) -> Result<String> {
-        let child = Command::new(&self.program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run `{}`", self.program))?;
-        let pid = rustix::process::Pid::from_child(&child);
-        let (tx, rx) = mpsc::channel();
-        // `wait_with_output` drains stdout and stderr together (no pipe
-        // can fill up and stall the other); the timeout is kept here.
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let Ok(output) = rx.recv_timeout(DOCKER_TIMEOUT) else {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            bail!(
-                "`{} {}` did not answer within {DOCKER_TIMEOUT:?}",
-                self.program,
-                args.join(" ")
-            );
-        };
-        let output = output.with_context(|| format!("failed to wait for `{}`", self.program))?;
-        let (status, out, err) = (
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr),
-        );
-        if !status.success() {
-            bail!(
-                "`{} {}` failed ({status}): {}",
-                self.program,
-                args.join(" "),
-                err.trim()
-            );
-        }
-        Ok(out)
+        run_program(&self.program, args, DOCKER_TIMEOUT)
     }
 
     /// `docker stop NAME` or `docker start NAME`.
@@ -357,6 +321,40 @@ pub fn status_line(name: &str, sandbox: Option<&Sandbox>) -> String {
     };
     let memory = s.memory.as_deref().map_or(String::new(), |m| format!("; memory {m}"));
     format!("sandbox {name}: {state}; {} restart(s){memory}", s.restarts)
+}
+
+/// Runs `program` with `args`; its stdout, or an error with its stderr.
+/// Killed when it does not finish within `timeout`: the warden must not
+/// hang on a tool that hangs.
+pub fn run_program(program: &str, args: &[String], timeout: Duration) -> Result<String> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run `{program}`"))?;
+    let pid = rustix::process::Pid::from_child(&child);
+    let (tx, rx) = mpsc::channel();
+    // `wait_with_output` drains stdout and stderr together (no pipe
+    // can fill up and stall the other); the timeout is kept here.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(timeout) else {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        bail!("`{program} {}` did not answer within {timeout:?}", args.join(" "));
+    };
+    let output = output.with_context(|| format!("failed to wait for `{program}`"))?;
+    let (status, out, err) = (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    if !status.success() {
+        bail!("`{program} {}` failed ({status}): {}", args.join(" "), err.trim());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

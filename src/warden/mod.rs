@@ -9,6 +9,7 @@ pub mod command;
 pub mod control;
 mod denials;
 pub mod docker;
+pub mod grants;
 mod health;
 pub mod power;
 pub mod readiness;
@@ -56,6 +57,11 @@ pub struct Options {
     pub control: control::SandboxControl,
     /// How long a sandbox may stay down before the ops room hears of it.
     pub unready_after: Duration,
+    /// Where the egress grant files are [default: the plan's paths].
+    pub grants_dir: Option<PathBuf>,
+    /// The program and arguments that make the egress proxy read the
+    /// grant files again, split on spaces.
+    pub proxy_reload: String,
 }
 
 /// The default of `--unready-after`: longer than the slowest agent's start
@@ -108,6 +114,8 @@ pub struct Warden<'a> {
     addresses: BTreeMap<String, String>,
     control: control::SandboxControl,
     unready_after: Duration,
+    /// Which agents' egress `!allow` can widen, and where.
+    grant_policy: grants::Policy,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -122,6 +130,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.watch_readiness()?;
         warden.watch_tool_calls()?;
         warden.watch_denials()?;
+        warden.expire_grants()?;
         if options.once {
             return Ok(());
         }
@@ -189,6 +198,7 @@ impl<'a> Warden<'a> {
             proxy_log_failing: false,
             control: options.control,
             unready_after: options.unready_after,
+            grant_policy: grants::Policy::new(plan, options.grants_dir.as_deref(), &options.proxy_reload),
             addresses: plan
                 .sandboxes
                 .iter()
@@ -203,6 +213,9 @@ impl<'a> Warden<'a> {
             warden.budget
         );
         warden.audit("warden.start", "warden", &warden.me.clone(), &detail)?;
+        // Before any command: what expired while it was away goes, and
+        // the proxy's files match the state again.
+        warden.restore_grants()?;
         Ok(warden)
     }
 
@@ -357,9 +370,13 @@ impl<'a> Warden<'a> {
             Ok(Command::Status) => self.status(),
             Ok(Command::Halt { target, stop }) => self.halt(room_id, admin, &target, stop)?,
             Ok(Command::Resume(target)) => self.resume(room_id, admin, &target)?,
+            Ok(Command::Allow { agent, host, duration }) => self.allow(admin, &agent, &host, duration.as_deref())?,
+            Ok(Command::Deny { agent, host }) => self.deny(admin, &agent, &host)?,
+            Ok(Command::Grants) => self.grants_status(),
         };
         self.notice(room_id, &reply)?;
-        if room_id != self.ops && !body.trim_start().starts_with("!status") {
+        let read_only = ["!status", "!grants"].iter().any(|c| body.trim_start().starts_with(c));
+        if room_id != self.ops && !read_only {
             self.ops_notice(&format!("{admin} in {alias}: `{}` → {reply}", body.trim()))?;
         }
         Ok(())

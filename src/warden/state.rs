@@ -38,6 +38,21 @@ pub struct State {
     /// Sandbox -> since when it is seen down, and whether that was said.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unready: BTreeMap<String, Unready>,
+    /// Sandbox -> host name -> the admins' open egress grant: saved before
+    /// the proxy's grant file is written, so a grant the file holds is
+    /// always one the warden will expire.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grants: BTreeMap<String, BTreeMap<String, Grant>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The admin who gave it.
+    pub by: String,
+    /// Unix seconds it was given at, and it ends at.
+    pub since: u64,
+    pub until: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

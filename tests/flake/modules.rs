@@ -32,6 +32,8 @@ rec {
   optionalAttrs = condition: set: if condition then set else { };
   literalExpression = text: { _literal = text; };
   attrValues = builtins.attrValues;
+  # As nixpkgs' lib/lists.nix: the first of each, in order.
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
   # As nixpkgs' lib/strings.nix writes it: the tests run what it quotes.
   escapeShellArg = arg:
@@ -77,7 +79,8 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     let config = r#"{ appliance.warden = {
       enable = true; package = { name = "appliance"; };
       plan = "/nix/store/0000-plan.json"; extraArgs = [ "--homeserver" "http://127.0.0.1:8008" ];
-    }; virtualisation.docker.package = { name = "docker"; }; }"#;
+    }; appliance.egress.grantFiles = [ "/var/lib/appliance/egress-grants/bot" "/var/lib/appliance/egress-grants/b2" ];
+    virtualisation.docker.package = { name = "docker"; }; systemd.package = { name = "systemd"; }; }"#;
     let out = eval_module(
         "modules/warden.nix",
         config,
@@ -102,8 +105,12 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     );
     assert_eq!(unit["requires"], serde_json::json!(["appliance-bootstrap.service"]));
     assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
-    // Its health notices come from the host's docker CLI.
-    assert_eq!(unit["path"], serde_json::json!([{ "name": "docker" }]));
+    // Its health notices come from the host's docker CLI; `systemctl
+    // reload squid.service` makes the proxy read the grant files again.
+    assert_eq!(
+        unit["path"],
+        serde_json::json!([{ "name": "docker" }, { "name": "systemd" }])
+    );
     let service = &unit["serviceConfig"];
     assert_eq!(
         service["ExecStart"],
@@ -123,6 +130,12 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     );
     assert_eq!(service["StateDirectoryMode"], "0700");
     assert_eq!(service["ProtectSystem"], "strict");
+    // Besides, the grant files' directory, once: it renames new files there.
+    assert_eq!(
+        service["ReadWritePaths"],
+        serde_json::json!(["/var/lib/appliance/egress-grants"])
+    );
+    assert_eq!(agent_appliance::grants::GRANTS_DIR, "/var/lib/appliance/egress-grants");
 
     let off = eval_module(
         "modules/warden.nix",
@@ -192,7 +205,8 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
     let config = |proxy: bool, resolver: bool| {
         format!(
             r#"{{ appliance.egress = {{ enable = true; inetTable = {d}/inet.nft; bridgeTable = {d}/bridge.nft;
-                proxyConfig = {proxy}; resolver = {resolver}; networkUnit = "appliance-network.service"; }}; }}"#,
+                proxyConfig = {proxy}; resolver = {resolver}; networkUnit = "appliance-network.service";
+                grantFiles = [ "/var/lib/appliance/egress-grants/bot" "/var/lib/appliance/egress-grants/b2" ]; }}; }}"#,
             d = dir.path().display(),
             proxy = if proxy {
                 format!("{}/squid.conf", dir.path().display())
@@ -207,6 +221,7 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
       nftables = module.config.networking.nftables;
       squid = module.config.services.squid;
       squidUnit = module.config.systemd.services.squid;
+      tmpfiles = module.config.systemd.tmpfiles.rules;
       dnsmasq = module.config.services.dnsmasq;
     }"#;
     let out = eval_module("modules/egress.nix", &config(true, true), select);
@@ -215,6 +230,7 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
         serde_json::json!([
             "bridgeTable",
             "enable",
+            "grantFiles",
             "inetTable",
             "networkUnit",
             "proxyConfig",
@@ -237,6 +253,17 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
     assert_eq!(
         out["squidUnit"]["content"]["after"],
         serde_json::json!(["appliance-network.service"])
+    );
+    // The grant files exist, empty, before squid starts; `f` never
+    // truncates one the warden wrote.
+    assert_eq!(out["tmpfiles"]["_if"], true);
+    assert_eq!(
+        out["tmpfiles"]["content"],
+        serde_json::json!([
+            "d /var/lib/appliance/egress-grants 0755 root root -",
+            "f /var/lib/appliance/egress-grants/bot 0644 root root -",
+            "f /var/lib/appliance/egress-grants/b2 0644 root root -"
+        ])
     );
     assert_eq!(out["dnsmasq"]["_if"], true);
     assert_eq!(

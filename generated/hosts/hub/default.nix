@@ -147,6 +147,9 @@
       inetTable = ./firewall-inet.nft;
       bridgeTable = ./firewall-bridge.nft;
       proxyConfig = ./egress-proxy.conf;
+      # The warden's grant files (docs/warden.md, "Egress grants"), which
+      # the proxy reads: made empty before it starts.
+      grantFiles = [ "/var/lib/appliance/egress-grants/balthasar" ];
       resolver = "10.88.0.1";
     };
 

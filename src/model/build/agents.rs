@@ -147,6 +147,7 @@ fn resolve_agent(
             .uses_proxy()
             .then(|| crate::model::egress::proxy_url(ctx.network.gateway())),
         egress,
+        grants: agent.grants.as_ref().is_none_or(|g| *g.get_ref()),
         allowed_users,
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),

@@ -7,6 +7,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use super::addressing::Endpoints;
 use super::{Builder, PAIRING_PORT, WEB_CLIENT_PORT, span};
 use crate::bootstrap::plan::DEFAULT_LOOP_BUDGET;
+use crate::grants::{
+    DEFAULT_GRANT_MAX_SECS, DEFAULT_GRANT_SECS, GRANT_MAX_LIMIT_SECS, describe_duration, parse_duration,
+};
 use crate::model::names::{MAX_NAME, server_name_problem};
 use crate::model::{Agent, Host, Matrix, Subnet, WebClient};
 use crate::spec::Spec;
@@ -23,6 +26,9 @@ pub(super) struct Accounts {
     pub admins: Vec<String>,
     /// Their localparts, for room members written `@name`.
     pub admin_names: BTreeSet<String>,
+    /// `grant-default` and `grant-max`, in seconds.
+    pub grant_default: u64,
+    pub grant_max: u64,
 }
 
 pub(super) fn accounts(b: &mut Builder) -> Accounts {
@@ -75,11 +81,67 @@ pub(super) fn accounts(b: &mut Builder) -> Accounts {
             format!("set it to 1 or more (the default is {DEFAULT_LOOP_BUDGET}), or remove it"),
         );
     }
+    let (grant_default, grant_max) = grant_durations(b);
     Accounts {
         server_name,
         admins,
         admin_names,
+        grant_default,
+        grant_max,
     }
+}
+
+/// `grant-default` and `grant-max` (docs/spec.md): durations, the maximum
+/// at most [`GRANT_MAX_LIMIT_SECS`], the default at most the maximum.
+fn grant_durations(b: &mut Builder) -> (u64, u64) {
+    let matrix_spec = b.spec.matrix.get_ref();
+    let mut read = |value: &Option<toml::Spanned<String>>, key: &str, fallback: u64| match value {
+        None => Some(fallback),
+        Some(text) => match parse_duration(text.get_ref()) {
+            Ok(secs) => Some(secs),
+            Err(why) => {
+                b.error(span(text), format!("`{key}`: {why}"), format!("e.g. `{key} = \"1h\"`"));
+                None
+            }
+        },
+    };
+    let max = read(&matrix_spec.grant_max, "grant-max", DEFAULT_GRANT_MAX_SECS);
+    let default = read(&matrix_spec.grant_default, "grant-default", DEFAULT_GRANT_SECS);
+    if let (Some(max), Some(text)) = (max, &matrix_spec.grant_max)
+        && max > GRANT_MAX_LIMIT_SECS
+    {
+        b.error(
+            span(text),
+            format!(
+                "`grant-max` is {}, longer than the {} a grant may last",
+                describe_duration(max),
+                describe_duration(GRANT_MAX_LIMIT_SECS)
+            ),
+            "a host an agent needs for longer belongs in its `egress` list",
+        );
+    }
+    if let (Some(default), Some(max)) = (default, max)
+        && default > max
+    {
+        let at = matrix_spec
+            .grant_default
+            .as_ref()
+            .or(matrix_spec.grant_max.as_ref())
+            .map_or_else(|| span(&matrix_spec.server_name), span);
+        b.error(
+            at,
+            format!(
+                "`grant-default` ({}) is longer than `grant-max` ({})",
+                describe_duration(default),
+                describe_duration(max)
+            ),
+            "shorten `grant-default` or lengthen `grant-max`",
+        );
+    }
+    (
+        default.unwrap_or(DEFAULT_GRANT_SECS),
+        max.unwrap_or(DEFAULT_GRANT_MAX_SECS),
+    )
 }
 
 /// The homeserver as the model has it: Synapse listens on loopback and the
@@ -114,6 +176,8 @@ pub(super) fn resolve(
             .loop_budget
             .as_ref()
             .map_or(DEFAULT_LOOP_BUDGET, |b| *b.get_ref()),
+        grant_default: accounts.grant_default,
+        grant_max: accounts.grant_max,
         bind_addresses,
         web_client: WebClient {
             client: "cinny",

@@ -157,6 +157,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     sandboxes::place(&mut b, &mut hosts, &agents, network);
     b.check(source)?;
     sandboxes::finish_hosts(&mut hosts, &matrix, inference.as_ref(), overlay.is_some());
+    sandboxes::place_grants(&mut hosts, &agents, &matrix);
 
     Ok(Appliance {
         name: spec.appliance.name.get_ref().clone(),

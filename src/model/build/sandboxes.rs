@@ -123,3 +123,23 @@ pub(super) fn finish_hosts(
         host.firewall = firewall::rules(host, matrix, inference, linked);
     }
 }
+
+/// The grant file of each sandbox the admins may widen for a while
+/// (docs/warden.md, "Egress grants"): an agent's own sandbox, with a
+/// network and a domain list, on the Matrix host (where the warden that
+/// writes the file runs, beside that host's proxy), unless its spec says
+/// `grants = false`. A `web` sandbox needs none; one without proxy egress,
+/// or on another host, cannot have any.
+pub(super) fn place_grants(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap<String, Agent>, matrix: &Matrix) {
+    let Some(host) = hosts.get_mut(&matrix.host) else {
+        return;
+    };
+    for agent in agents.values().filter(|a| a.grants && a.host == matrix.host) {
+        if let Some(sandbox) = host.sandboxes.iter_mut().find(|s| s.name == agent.sandbox)
+            && sandbox.network.is_some()
+            && matches!(sandbox.egress, crate::model::Egress::Domains(_))
+        {
+            sandbox.grants = Some(crate::grants::grants_file(&sandbox.name));
+        }
+    }
+}

@@ -4,7 +4,6 @@
 //! scenario against the real OpenClaw and Hermes on this host.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -307,71 +306,4 @@ fn standin_loop_replies_name_the_next_agent_and_the_log_names_the_model() {
         assert_eq!(entry["standin"], json!(true));
     }
     assert!(entries[0].get("tools_full").is_some() && entries[1].get("tools_full").is_none());
-}
-
-/// Opt-in: `cargo test --test main -- --ignored rehearsal::scenario_on_the_host`.
-/// Synapse, `appliance bootstrap`, the stand-in and the real OpenClaw and
-/// Hermes on this host (tests/rehearsal/host_dev.py: `openclaw plugins
-/// install` needs the npm registry), then every scenario step. About 4
-/// minutes, hence not in the default run; the rehearsal proper runs the
-/// same scenario in gVisor.
-#[test]
-#[ignore = "about 4 minutes and the npm registry: run with --ignored"]
-fn scenario_on_the_host() {
-    let Some(python) = require_tool("python3", "the harness and the scenario are Python scripts") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let page = dir.path().join("page");
-    fs::create_dir_all(&page).unwrap();
-    fs::write(
-        page.join("index.html"),
-        "<html><head><title>Host page 5</title></head><body><h1>x</h1></body></html>",
-    )
-    .unwrap();
-    let port = free_port();
-    let mut server = Command::new(&python)
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
-        .current_dir(&page)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let world = dir.path().join("world");
-    let harness = root().join("tests/rehearsal/host_dev.py");
-    let started = Command::new(&python)
-        .arg(&harness)
-        .args(["start", "--browse-host", "127.0.0.1", "--root"])
-        .arg(&world)
-        .status()
-        .unwrap();
-    let scenario = started.success().then(|| {
-        Command::new(&python)
-            .arg(root().join("tests/rehearsal/scenario.py"))
-            .arg("--world")
-            .arg(world.join("world.json"))
-            .args([
-                "--page-url",
-                &format!("http://127.0.0.1:{port}/"),
-                "--page-title",
-                "Host page 5",
-            ])
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap()
-    });
-    let _ = Command::new(&python)
-        .arg(&harness)
-        .args(["stop", "--root"])
-        .arg(&world)
-        .status();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(started.success(), "host_dev.py start failed");
-    let output = scenario.unwrap();
-    let lines: Vec<String> = BufReader::new(&output.stderr[..])
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    assert!(output.status.success(), "scenario failed:\n{}", lines.join("\n"));
 }

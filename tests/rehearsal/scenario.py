@@ -36,8 +36,8 @@ Output: one human line per check on stderr; a JSON document on stdout
 (and in --json FILE): {"ok": bool, "results": [{"step", "ok", "detail",
 "seconds", ...}]}. Exit status 0 only if every check passed.
 
-Either pass --world FILE (written by tests/rehearsal/host_dev.py) or the
-explicit flags (--homeserver, --admin-password-file, --agent NAME=MODEL ...).
+Flags: --homeserver, --admin-password-file, --agent NAME=MODEL ... (the
+rehearsal, tests/rehearsal/hub.rs, and the NixOS VM test pass them).
 """
 
 import argparse
@@ -671,22 +671,8 @@ class Scenario:
                 self.record(step, False, "error: %s" % e)
 
 
-def apply_world(args):
-    """Fills unset flags from host_dev.py's world.json."""
-    world = json.loads(Path(args.world).read_text())
-    args.homeserver = args.homeserver or world["synapse_url"]
-    args.admin_password_file = args.admin_password_file or world["admin_password_file"]
-    args.registration_secret_file = args.registration_secret_file or world["registration_secret_file"]
-    args.standin_log = args.standin_log or world.get("standin_log")
-    if not args.agent:
-        args.agent = ["%s=%s" % (n, a["model"]) for n, a in sorted(world["agents"].items())]
-    if not args.agent_log:
-        args.agent_log = ["%s=%s" % (n, world["ready_logs"].get(n) or world["logs"][n]) for n in world["agents"]]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", help="world.json from tests/rehearsal/host_dev.py (fills the flags below)")
     parser.add_argument("--homeserver", help="Synapse's client URL, e.g. http://10.88.0.1:8008")
     parser.add_argument("--server-name", default="magi")
     parser.add_argument("--room", default="#magi:magi")
@@ -729,11 +715,9 @@ def main(argv=None):
     parser.add_argument("--quiet", type=int, default=15, help="seconds to wait for an answer that must not come")
     parser.add_argument("--json", help="also write the JSON results here")
     args = parser.parse_args(argv)
-    if args.world:
-        apply_world(args)
     missing = [f for f in ("homeserver", "admin_password_file") if not getattr(args, f)]
     if missing or not args.agent:
-        parser.error("need --world, or --homeserver, --admin-password-file and --agent")
+        parser.error("need --homeserver, --admin-password-file and --agent")
     steps = args.step or STEPS
     if "stranger" in steps and not args.registration_secret_file:
         parser.error("the stranger step needs --registration-secret-file")

@@ -18,9 +18,10 @@ if ! command -v npm >/dev/null || ! python3 -c 'import ensurepip' 2>/dev/null; t
   fi
 fi
 
-NODE_VERSION=24.22.3
-OPENCLAW_VERSION=2026.9.6
-HERMES_VERSION=0.19.0
+# The versions are pinned in nix/sources.json, the one place for them.
+NODE_VERSION=$(scripts/pin node version)
+OPENCLAW_VERSION=$(scripts/pin openclaw version)
+HERMES_VERSION=$(scripts/pin hermes-agent version)
 
 installed_npm_version() {
   # $1 prefix, $2 package; prints the installed version or nothing

@@ -27,14 +27,10 @@ proxy=$(go env GOPROXY)
 export GOPROXY=${proxy%,direct}
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
-# `pin gvisor version` prints nix/sources.json's `gvisor.goModule.version`;
-# lists are joined with commas (Go's -tags syntax).
+# `pin gvisor version` prints nix/sources.json's `gvisor.goModule.version`
+# (scripts/pin joins lists with commas: Go's -tags syntax).
 pin() {
-  python3 - "$@" <<'PY'
-import json, sys
-value = json.load(open("nix/sources.json"))[sys.argv[1]]["goModule"][sys.argv[2]]
-print(",".join(value) if isinstance(value, list) else value)
-PY
+  scripts/pin "$1" "goModule.$2"
 }
 
 out=.ci/go

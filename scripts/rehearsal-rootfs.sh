@@ -19,9 +19,10 @@ flavor=$1
 cache=$2
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-NODE_VERSION=24.22.3
-OPENCLAW_VERSION=2026.9.6
-HERMES_VERSION=0.19.0
+# The versions are pinned in nix/sources.json, the one place for them.
+NODE_VERSION=$("$here/scripts/pin" node version)
+OPENCLAW_VERSION=$("$here/scripts/pin" openclaw version)
+HERMES_VERSION=$("$here/scripts/pin" hermes-agent version)
 
 # Debian suite per flavor: the code sandbox's dockerd comes from trixie
 # (docker.io 26): bookworm's 20.10 writes /etc/docker/key.json at start,

@@ -19,6 +19,7 @@ pub mod model;
 pub mod nixlog;
 pub mod output;
 pub mod pairing;
+pub mod pins;
 pub mod render;
 pub mod runsc;
 pub mod spec;

@@ -34,7 +34,9 @@ enum Group {
 fn group_of(module: &str, submodule: Option<&str>) -> Option<Group> {
     Some(match (module, submodule) {
         ("bootstrap", Some("plan")) => Group::Schema,
-        ("term" | "diag" | "spec" | "runsc" | "nixlog" | "formats" | "grants" | "hostnames", _) => Group::Foundation,
+        ("term" | "diag" | "spec" | "runsc" | "nixlog" | "formats" | "grants" | "hostnames" | "pins", _) => {
+            Group::Foundation
+        }
         ("model" | "kinds" | "lint", _) => Group::Model,
         ("render" | "docker" | "output", _) => Group::Render,
         ("bootstrap" | "pairing" | "warden" | "audit", _) => Group::Host,

@@ -16,6 +16,9 @@ rustPlatform.buildRustPackage {
     fileset = lib.fileset.unions [
       ../../Cargo.toml
       ../../Cargo.lock
+      ../../build.rs
+      # build.rs reads the upstream pins from it.
+      ../../nix/sources.json
       ../../src
       ../../templates
       ../../tests

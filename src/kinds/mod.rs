@@ -199,7 +199,7 @@ pub enum Validator {
 }
 
 pub enum CiInstall {
-    /// .ci/agents.sh pins it as `<var>=<version>`.
+    /// .ci/agents.sh sets `<var>` from nix/sources.json (`scripts/pin`).
     Pinned { var: &'static str },
     /// This script builds it from the Go module that nix/sources.json's
     /// `goModule` of the kind's entry pins, at the kind's version.

@@ -166,7 +166,7 @@ fn every_kind_is_installed_by_ci_or_says_why_not() {
         let name = kind.name();
         match kind.proof().ci {
             CiInstall::Pinned { var } => {
-                let pin = format!("{var}={}", kind.version());
+                let pin = format!("{var}=$(scripts/pin {} version)", kind.proof().sources_key);
                 assert!(
                     script.lines().any(|l| l == pin),
                     "{name}: .ci/agents.sh has no line `{pin}`"

@@ -23,7 +23,7 @@ use crate::spec::schema::{SynapseDatabase, Target};
 /// 39-bit address space of Raspberry Pi kernels from release-20260316.0
 /// (google/gvisor#12694). Asserted at evaluation; nix/sources.json pins the
 /// release the overlay builds when nixpkgs is older.
-pub const RUNSC_MINIMUM: &str = "20260316.0";
+pub const RUNSC_MINIMUM: &str = crate::pins::GVISOR_MINIMUM;
 
 /// NVIDIA drivers the shipped gVisor's nvproxy supports: `runsc nvproxy
 /// list-supported-drivers` of release-20260406.0 (nix/sources.json `gvisor`;

@@ -21,7 +21,7 @@ use crate::spec::schema::{AgentKind, Tool};
 
 /// The release our image packages (the newest on PyPI) and
 /// tests/tools/validate_hermes.py loads.
-pub const VERSION: &str = "0.19.0";
+pub const VERSION: &str = crate::pins::HERMES;
 
 pub struct Hermes;
 

@@ -16,7 +16,7 @@ use crate::model::{Agent, MATRIX_TOKEN_FILE, Permissive, SECRETS_MOUNT};
 use crate::spec::schema::{AgentKind, Tool};
 
 /// The release our image packages and tests/agents.rs validates against.
-pub const VERSION: &str = "2026.9.6";
+pub const VERSION: &str = crate::pins::OPENCLAW;
 
 pub struct OpenClaw;
 

@@ -19,7 +19,7 @@ use crate::spec::schema::{AgentKind, Tool};
 
 /// The release our image packages (nixpkgs' `picoclaw`), CI builds
 /// (.ci/gobuild.sh) and whose schema tests/agents/picoclaw_schema.rs holds.
-pub const VERSION: &str = "0.2.9";
+pub const VERSION: &str = crate::pins::PICOCLAW;
 
 pub struct PicoClaw;
 

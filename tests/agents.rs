@@ -1012,7 +1012,7 @@ fn picoclaw_arm64_loads_the_pi_configs() {
     config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(matrix.synapse.url);
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    config["gateway"]["port"] = json!(crate::common::free_port());
     let (_gateway, log_path) = start_gateway(&[&qemu, &binary], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let reached = (0..8).any(|attempt| {
@@ -1208,7 +1208,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(url);
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    config["gateway"]["port"] = json!(crate::common::free_port());
     let (gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let send = |token: &str, body: &str, txn: &str| {
@@ -1291,7 +1291,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["tools"]["exec"]["allow_remote"] = json!(false);
     config["tools"]["cron"]["allow_command"] = json!(false);
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::synapse::free_port());
+    config["gateway"]["port"] = json!(crate::common::free_port());
     let (_gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     requests.lock().unwrap().clear();
@@ -1334,7 +1334,7 @@ struct TestMatrix {
 impl TestMatrix {
     fn start(venv: &Path, dir: &Path) -> TestMatrix {
         let (data, state) = (dir.join("synapse"), dir.join("state"));
-        let port = crate::synapse::free_port();
+        let port = crate::common::free_port();
         let settings = crate::synapse::settings(&data, &state, port);
         assert_eq!(settings["server_name"], json!("magi"));
         let mut shared_secret = String::new();

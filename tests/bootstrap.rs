@@ -17,8 +17,9 @@ use agent_appliance::bootstrap::plan::{AccountKind, PLAN_SCHEMA, Plan};
 use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use serde_json::{Value, json};
 
+use crate::common::free_port;
 use crate::common::{appliance, root, stderr, stdout};
-use crate::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, free_port, venv};
+use crate::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, venv};
 
 fn plan_path() -> PathBuf {
     root().join("generated/bootstrap/plan.json")

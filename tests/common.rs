@@ -137,3 +137,12 @@ pub fn eval_json(expression: &str) -> serde_json::Value {
     assert!(ok, "{expression}\n{stderr}");
     serde_json::from_str(&stdout).unwrap()
 }
+
+/// A port nobody listens on right now, on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -31,10 +31,11 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{require_install, require_tool, root};
+use crate::common::{free_port, require_install, require_tool, root};
+use crate::netns::{Background, Netns};
 
 const PAGES: &str = r#"
 import sys, html, urllib.parse
@@ -85,50 +86,6 @@ from tools.web_tools import web_search_tool
 print(web_search_tool(sys.argv[1], limit=3))
 "#;
 
-/// A network namespace that is deleted, with everything in it, on drop.
-struct Netns {
-    name: String,
-    children: Vec<Child>,
-}
-
-impl Netns {
-    /// `tag` tells this test's namespace from the other's (they run at once).
-    fn new(tag: &str) -> Netns {
-        let name = format!("appl-crawl-{tag}-{}", std::process::id());
-        let ok = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
-        ok(&["netns", "add", &name]);
-        ok(&["-n", &name, "link", "set", "lo", "up"]);
-        Netns {
-            name,
-            children: Vec::new(),
-        }
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).arg(program);
-        command
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_for(netns: &Netns, url: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -173,7 +130,9 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut netns = Netns::new("s");
+    let netns = Netns::create(&format!("appl-crawl-s-{}", std::process::id()), &[]);
+    // Declared after the namespace: its processes are killed first.
+    let mut children: Vec<Background> = Vec::new();
 
     let mut pages = netns
         .command(&python)
@@ -185,7 +144,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
     BufReader::new(pages.stdout.take().unwrap())
         .read_line(&mut pages_port)
         .unwrap();
-    netns.children.push(pages);
+    children.push(Background(pages));
 
     let search_port = free_port().to_string();
     let settings = dir.path().join("settings.yml");
@@ -208,7 +167,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         .stderr(log)
         .spawn()
         .unwrap();
-    netns.children.push(searx);
+    children.push(Background(searx));
     let backend = format!("http://127.0.0.1:{search_port}");
     assert!(
         wait_for(&netns, &format!("{backend}/search?q=x&format=json")),
@@ -225,7 +184,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
     )
     .unwrap();
     let output = netns
-        .command(&hermes.join("bin/python"))
+        .command(hermes.join("bin/python"))
         .args(["-c", SEARCH, "gvisor"])
         .env("HERMES_HOME", &home)
         .env("SEARXNG_URL", &backend)
@@ -291,7 +250,13 @@ print(asyncio.run(web_extract_tool([sys.argv[1]])))
 
 /// Starts `script` with `args` in the namespace and reads the port it
 /// prints first.
-fn spawn_printing_port(netns: &mut Netns, python: &Path, script: &str, args: &[&str]) -> String {
+fn spawn_printing_port(
+    netns: &Netns,
+    children: &mut Vec<Background>,
+    python: &Path,
+    script: &str,
+    args: &[&str],
+) -> String {
     let mut child = netns
         .command(python)
         .args(["-c", script])
@@ -303,7 +268,7 @@ fn spawn_printing_port(netns: &mut Netns, python: &Path, script: &str, args: &[&
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
-    netns.children.push(child);
+    children.push(Background(child));
     port.trim().to_string()
 }
 
@@ -332,21 +297,10 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut netns = Netns::new("x");
-    let ok = Command::new("ip")
-        .args([
-            "-n",
-            &netns.name,
-            "addr",
-            "add",
-            &format!("{PUBLIC_PAGE_ADDRESS}/32"),
-            "dev",
-            "lo",
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "cannot add the page's address in the test namespace");
-    let page_port = spawn_printing_port(&mut netns, &python, ARTICLE, &[PUBLIC_PAGE_ADDRESS]);
+    let netns = Netns::create(&format!("appl-crawl-x-{}", std::process::id()), &[]);
+    let mut children: Vec<Background> = Vec::new();
+    netns.ip(&["addr", "add", &format!("{PUBLIC_PAGE_ADDRESS}/32"), "dev", "lo"]);
+    let page_port = spawn_printing_port(&netns, &mut children, &python, ARTICLE, &[PUBLIC_PAGE_ADDRESS]);
     let page = format!("http://{PUBLIC_PAGE_ADDRESS}:{page_port}/gvisor.html");
 
     // The service as the image runs it, on loopback instead of the bridge
@@ -356,7 +310,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
     let service_port = free_port().to_string();
     let log = fs::File::create(dir.path().join("webextract.log")).unwrap();
     let service = netns
-        .command(&service_venv.join("bin/python"))
+        .command(service_venv.join("bin/python"))
         .arg(root().join("nix/packages/webextract.py"))
         .env("TAVILY_API_KEY", &key)
         .env("WEBEXTRACT_ADDRESS", "127.0.0.1")
@@ -369,7 +323,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
         .stderr(log)
         .spawn()
         .unwrap();
-    netns.children.push(service);
+    children.push(Background(service));
     let backend = format!("http://127.0.0.1:{service_port}");
     assert!(
         wait_for(&netns, &format!("{backend}/")),
@@ -390,7 +344,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
     .unwrap();
     let run_hermes = |key: &str| {
         netns
-            .command(&hermes.join("bin/python"))
+            .command(hermes.join("bin/python"))
             .args(["-c", EXTRACT, &page])
             .env("HERMES_HOME", &home)
             .env("TAVILY_BASE_URL", &backend)

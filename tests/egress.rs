@@ -52,7 +52,7 @@ use std::fs;
 use std::net::SocketAddrV4;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use agent_appliance::commands::load;
@@ -66,6 +66,7 @@ use serde_json::Value;
 
 use crate::common::{in_ci, require_tool, root};
 use crate::dockerd::{DOCKER, Dockerd};
+use crate::netns::{Background, Netns};
 
 const IMAGE: &str = "appliance-egress-test:busybox";
 const INTERNET: &str = "198.51.100.2";
@@ -95,11 +96,6 @@ const NAMES: &[(&str, &str)] = &[
     ("tunnel.example.org", INTERNET),
 ];
 
-/// A network namespace made by this test; deleted on drop.
-struct Netns {
-    name: String,
-}
-
 fn run_ok(command: &mut Command) -> Output {
     let output = command.output().expect("failed to start a command");
     assert!(
@@ -109,60 +105,6 @@ fn run_ok(command: &mut Command) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-impl Netns {
-    fn create(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "delete", name]).output();
-        run_ok(Command::new("ip").args(["netns", "add", name]));
-        let netns = Netns { name: name.into() };
-        netns.ip(&["link", "set", "lo", "up"]);
-        netns
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    fn ip(&self, args: &[&str]) {
-        run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args));
-    }
-
-    /// `nsenter --net`, not `ip netns exec` (which remounts /sys and breaks dockerd).
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("nsenter");
-        command.arg(format!("--net={}", self.path())).arg("--").arg(program);
-        command
-    }
-
-    fn spawn(&self, program: &str, args: &[&str], log: &Path) -> Background {
-        let log = fs::File::create(log).unwrap();
-        let child = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Background(child)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
-    }
-}
-
-/// A process this test started, killed on drop.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn tools_present() -> bool {
@@ -915,8 +857,8 @@ struct World {
 
 /// The two namespaces, the uplink between them and the outside's hosts.
 fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
-    let appliance = Netns::create(&format!("h6a-{tag}"));
-    let outside = Netns::create(&format!("h6o-{tag}"));
+    let appliance = Netns::create(&format!("h6a-{tag}"), &[]);
+    let outside = Netns::create(&format!("h6o-{tag}"), &[]);
     appliance.ip(&[
         "link",
         "add",
@@ -1068,7 +1010,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
 
     let wrapper = vec![
         "nsenter".to_string(),
-        format!("--net={}", world.appliance.path()),
+        format!("--net={}", world.appliance.path().display()),
         "--".into(),
     ];
     let daemon = Dockerd::start_with(&machine_settings(&hub), &wrapper)
@@ -1472,22 +1414,6 @@ fn egress_values_are_checked() {
 /// settings can keep Synapse from it.
 const OUTSIDE_HOST: &str = "100.128.0.2";
 
-/// Runs `f` on a thread inside `netns`: its sockets are the namespace's.
-fn in_namespace<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = netns.path();
-    std::thread::spawn(move || {
-        let file = fs::File::open(&path).unwrap();
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&file),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 /// Synapse as a way out: an agent with only its own Matrix token registers
 /// an HTTP pusher (any URL, its pushkey carrying data) and names its own
 /// identity server (`/account/3pid/unbind`); Synapse, on the host and behind
@@ -1509,7 +1435,7 @@ fn synapse_connects_nowhere_on_an_agents_word() {
     }
     let temp = tempfile::tempdir().unwrap();
     let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
-    let port = crate::synapse::free_port();
+    let port = crate::common::free_port();
     let settings = crate::synapse::settings(&data, &state, port);
     let mut shared_secret = String::new();
     for key in [
@@ -1525,14 +1451,18 @@ fn synapse_connects_nowhere_on_an_agents_word() {
             shared_secret = secret;
         }
     }
-    let netns = Netns::create(&format!("h6s-{}", std::process::id()));
+    let netns = Netns::create(&format!("h6s-{}", std::process::id()), &[]);
     netns.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"]);
     let url = format!("http://127.0.0.1:{port}");
-    let wrapper = vec!["nsenter".to_string(), format!("--net={}", netns.path()), "--".into()];
+    let wrapper = vec![
+        "nsenter".to_string(),
+        format!("--net={}", netns.path().display()),
+        "--".into(),
+    ];
     let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
     let server_name = settings["server_name"].as_str().unwrap().to_string();
     let register = venv.join("bin/register_new_matrix_user");
-    let (seen, synapse) = in_namespace(&netns, move || {
+    let (seen, synapse) = netns.run(move || {
         let outside = std::net::TcpListener::bind(format!("{OUTSIDE_HOST}:0")).unwrap();
         let outside_port = outside.local_addr().unwrap().port();
         let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1714,7 +1644,7 @@ fn the_proxy_starts_behind_its_own_firewall() {
     let appliance = load(&root().join("appliance.toml")).unwrap();
     let hub = appliance.hosts["hub"].clone();
     let scratch = tempfile::tempdir().unwrap();
-    let netns = Netns::create(&format!("h6f-{}", std::process::id()));
+    let netns = Netns::create(&format!("h6f-{}", std::process::id()), &[]);
     // The bridge's address, on one end of a veth pair (no bridge module needed).
     netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
     let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);

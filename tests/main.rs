@@ -3,6 +3,7 @@
 
 mod common;
 mod dockerd;
+mod netns;
 mod synapse;
 
 mod admins;

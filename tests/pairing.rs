@@ -26,8 +26,9 @@ use agent_appliance::bootstrap::client::Client;
 use agent_appliance::pairing::{ClientConfig, ServerConfig};
 use serde_json::json;
 
+use crate::common::free_port;
 use crate::common::{in_ci, require_tool, root, stderr, stdout};
-use crate::synapse::{Synapse, free_port, venv};
+use crate::synapse::{Synapse, venv};
 
 const HUB: &str = "10.89.0.1";
 const PI: &str = "10.89.0.2";

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::common::free_port;
 use crate::common::{require_tool, root};
-use crate::synapse::free_port;
 
 const MODEL: &str = "qwen3.5:27b-q4_K_M";
 

@@ -72,11 +72,6 @@ pub fn postgres_bin() -> Option<PathBuf> {
         .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The generated settings for the default spec, with only what a test
 /// must change: data paths under `data`, secret paths under `state_dir`
 /// instead of /var/lib/appliance, and one loopback listener on `port`.

@@ -15,9 +15,10 @@ use agent_appliance::bootstrap::accounts::password;
 use agent_appliance::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
+use crate::common::free_port;
 use crate::common::{appliance, in_ci, require_tool, root, stderr, stdout};
 use crate::dockerd::{DOCKER, Dockerd};
-use crate::synapse::{Synapse, free_port, venv};
+use crate::synapse::{Synapse, venv};
 
 const ADMIN: &str = "@gendo:magi";
 

@@ -10,6 +10,8 @@
 mod common;
 #[path = "../dockerd.rs"]
 mod dockerd;
+#[path = "../netns.rs"]
+mod netns;
 #[path = "../synapse.rs"]
 mod synapse;
 
@@ -17,7 +19,6 @@ mod bench;
 mod hub;
 mod images;
 mod matrix;
-mod netns;
 mod warden;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,12 +1,14 @@
-//! A network namespace of the rehearsal's own: everything the hub serves
-//! (Docker's bridge, DNS, Synapse, the stand-in model server, the test web
-//! host) lives inside it, so no address is added to the machine's own
-//! namespace and no packet leaves it.
+//! A network namespace a test makes for itself, for both test binaries:
+//! what the test serves (the rehearsal's hub, the egress proxy's world, the
+//! crawler's services) lives inside it, so no address is added to the
+//! machine's own namespace and no packet leaves it. Deleted on drop.
+
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
@@ -70,6 +72,22 @@ impl Netns {
         command
     }
 
+    /// `program args` in the namespace, in the background, its output in
+    /// `log`; killed when the returned value is dropped (before the
+    /// namespace, if declared after it).
+    pub fn spawn(&self, program: &str, args: &[&str], log: &Path) -> Background {
+        let log = File::create(log).unwrap();
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Background(child)
+    }
+
     /// Runs `f` on a thread that moved into the namespace (setns is per
     /// thread), so the test's own HTTP clients reach what listens inside.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -102,6 +120,16 @@ fn remove_stale(name: &str) {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("ip").args(["netns", "delete", &file]).output();
         }
+    }
+}
+
+/// A process a test started; killed and reaped on drop.
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

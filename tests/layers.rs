@@ -114,10 +114,6 @@ fn violations(relative: &str, text: &str) -> BTreeSet<(String, String)> {
 const KNOWN: &[(&str, &str)] = &[
     // The on-host audit trail takes the state directory from the model.
     ("audit.rs", "model"),
-    // The plan's schema (read on the host) and the generator's plan
-    // renderer share one file.
-    ("bootstrap/plan.rs", "kinds"),
-    ("bootstrap/plan.rs", "model"),
     // A unit test cross-checks the denied paths against the rendered rules.
     ("model/denied.rs", "render"),
     // Render writes the pairing configs with the on-host pairing's types.

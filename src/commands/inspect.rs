@@ -7,10 +7,11 @@ use std::fmt::Write;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::bootstrap::plan::{Plan, plan};
+use crate::bootstrap::plan::Plan;
 use crate::cli::{Format, InspectArgs};
 use crate::docker::run_options;
 use crate::model::{Agent, Appliance, BindSource, Host, Inference, Matrix, Room, Sandbox, Subnet};
+use crate::render::plan::plan;
 use crate::runsc::{RunscVersion, runtime_args};
 use crate::term::{self, inert};
 

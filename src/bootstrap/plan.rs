@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 /// 6: egress grants (`grants`, each agent's `egress_grants`).
 pub const PLAN_SCHEMA: u32 = 6;
 
+/// Where the appliance keeps state and runtime secrets on every host: the
+/// `state_dir` of every plan and pairing config the generator writes, and
+/// the on-host tools' default (the audit trail lives under it).
+pub const STATE_DIR: &str = "/var/lib/appliance";
+
 /// Localpart of the ops room's alias: the warden's notices, admins only.
 pub const OPS_ROOM_LOCALPART: &str = "appliance_ops";
 

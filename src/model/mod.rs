@@ -37,8 +37,9 @@ use crate::spec::schema::{
     Tool,
 };
 
-/// Where the appliance keeps state and runtime secrets on every host.
-pub const STATE_DIR: &str = "/var/lib/appliance";
+/// Where the appliance keeps state and runtime secrets on every host: the
+/// plan's schema owns it, since the on-host code reads it too.
+pub use crate::bootstrap::plan::STATE_DIR;
 /// The file in an agent's secrets directory holding its raw Matrix token.
 pub const MATRIX_TOKEN_FILE: &str = "matrix-token";
 /// Where per-sandbox sockets live on the host (one directory per socket).

@@ -533,3 +533,135 @@ mod tests {
         assert_eq!(squid_domain("api.github.com"), "api.github.com");
     }
 }
+
+/// The model's denied list (`appliance explain`) against what these
+/// renderers write from the same model: the nftables tables and squid's
+/// configuration. It lives here, not beside the list, because the model may
+/// not import the renderers (docs/architecture.md, "Layers").
+#[cfg(test)]
+mod against_the_denied_list {
+    use std::net::Ipv4Addr;
+
+    use super::{bridge_table, inet_table, proxy_config};
+    use crate::model::denied::{Denial, DenialKind, denied};
+    use crate::model::{Appliance, Host, NEVER_DESTINATIONS, Sandbox};
+    use crate::test_support::shipped;
+
+    /// Every networked sandbox with its host, its address and what it is denied.
+    fn each_sandbox(appliance: &Appliance, mut check: impl FnMut(&Host, &Sandbox, Ipv4Addr, &[Denial])) {
+        for host in appliance.hosts.values() {
+            for sandbox in &host.sandboxes {
+                let list = denied(appliance.hosts.values(), host, sandbox);
+                match &sandbox.network {
+                    Some(network) => check(host, sandbox, network.address, &list),
+                    None => assert_eq!(list.len(), 1, "{}: {list:?}", sandbox.name),
+                }
+            }
+        }
+    }
+
+    fn targets(list: &[Denial], kind: DenialKind) -> Vec<&str> {
+        list.iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.target.as_str())
+            .collect()
+    }
+
+    /// Each port the host opens is either accepted from the sandbox's
+    /// address by the nftables table or in its denied list, never both.
+    #[test]
+    fn each_open_host_port_is_accepted_or_denied() {
+        for appliance in shipped() {
+            each_sandbox(&appliance, |host, sandbox, address, list| {
+                let table = inet_table(host);
+                let denied_ports = targets(list, DenialKind::HostPort);
+                for rule in &host.firewall {
+                    let accepted = std::iter::once(host.network_address)
+                        .chain(host.overlay_address)
+                        .any(|local| {
+                            table.contains(&format!(
+                                "ip saddr {address} ip daddr {local} {} dport {} accept",
+                                rule.protocol, rule.port
+                            ))
+                        });
+                    let target = format!("host {} {}/{}", host.name, rule.protocol, rule.port);
+                    assert_ne!(
+                        accepted,
+                        denied_ports.contains(&target.as_str()),
+                        "{}: {target}, accepted: {accepted}\n{table}",
+                        sandbox.name
+                    );
+                }
+            });
+        }
+    }
+
+    /// A sandbox that uses the proxy is denied exactly squid's `never_dst`
+    /// ranges and its `web_ports`; every sandbox is denied the same ranges.
+    #[test]
+    fn ranges_and_ports_are_the_proxys() {
+        for appliance in shipped() {
+            each_sandbox(&appliance, |host, sandbox, _, list| {
+                let ranges = targets(list, DenialKind::Range);
+                let all: Vec<&str> = NEVER_DESTINATIONS.iter().map(|(r, _)| *r).collect();
+                assert_eq!(ranges, all, "{}", sandbox.name);
+                if !sandbox.egress.uses_proxy() {
+                    assert!(targets(list, DenialKind::ProxyPort).is_empty(), "{}", sandbox.name);
+                    return;
+                }
+                let conf = proxy_config(host).unwrap();
+                let never: Vec<&str> = conf
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("acl never_dst dst "))
+                    .collect();
+                assert_eq!(ranges, never, "{}", sandbox.name);
+                let web_ports = conf
+                    .lines()
+                    .find_map(|l| l.strip_prefix("acl web_ports port "))
+                    .unwrap();
+                let shown = format!("through the proxy, ports other than {}", web_ports.replace(' ', ", "));
+                assert_eq!(
+                    targets(list, DenialKind::ProxyPort),
+                    [shown.as_str()],
+                    "{}",
+                    sandbox.name
+                );
+            });
+        }
+    }
+
+    /// Another sandbox is denied unless the bridge table accepts the pair,
+    /// and then only beyond the accepted ports.
+    #[test]
+    fn other_sandboxes_are_denied_as_the_bridge_table_says() {
+        for appliance in shipped() {
+            each_sandbox(&appliance, |host, sandbox, address, list| {
+                let table = bridge_table(host, &appliance.network);
+                let shown = targets(list, DenialKind::Sandbox);
+                assert_eq!(shown.len(), host.sandboxes.len() - 1, "{}: {shown:?}", sandbox.name);
+                for other in host.sandboxes.iter().filter(|o| o.name != sandbox.name) {
+                    let Some(network) = &other.network else { continue };
+                    let pair = format!("ip saddr {address} ip daddr {} ", network.address);
+                    let accepted: Vec<String> = table
+                        .lines()
+                        .filter_map(|l| l.trim().strip_prefix(&pair))
+                        // Reply rules match the service's `sport`: they open nothing.
+                        .filter_map(|rest| {
+                            let (protocol, rest) = rest.split_once(" dport ")?;
+                            Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
+                        })
+                        .collect();
+                    let mut target = format!("sandbox {} at {}", other.name, network.address);
+                    if !accepted.is_empty() {
+                        target = format!("{target} beyond {}", accepted.join(", "));
+                    }
+                    assert!(
+                        shown.contains(&target.as_str()),
+                        "{}: no `{target}` in {shown:?}",
+                        sandbox.name
+                    );
+                }
+            });
+        }
+    }
+}

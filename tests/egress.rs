@@ -597,7 +597,7 @@ fn proxy_tunnel_name(sandbox: &str) -> String {
 }
 
 fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
-    let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
+    let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service.as_str() == service);
     let mut cases = Vec::new();
     // The sandbox really is gVisor, on its generated address.
     cases.push(case("kernel is gVisor's", "uname -r", true, "4.4.0"));
@@ -1397,7 +1397,10 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let dns_log = fs::read_to_string(scratch.join("outside-dns.log")).unwrap_or_default();
     for sandbox in &networked {
         let reached = dns_log.contains(&format!("secret-token-{}.", sandbox.name));
-        let may = sandbox.reach.iter().any(|r| r.service == "dns");
+        let may = sandbox
+            .reach
+            .iter()
+            .any(|r| r.service == agent_appliance::model::ReachService::Dns);
         if reached != may {
             failures.push(format!(
                 "{}: its tunnelling query {} the outside DNS server, but its egress is {:?}:\n{dns_log}",

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use agent_checks::is_size;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
-pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach};
+pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, ReachService};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use sandbox::{
@@ -92,7 +92,10 @@ impl Host {
     /// Whether a sandbox here may ask the bridge's resolver (only those
     /// with `egress = "web"`): then the host runs it and opens port 53.
     pub fn resolves_names(&self) -> bool {
-        self.sandboxes.iter().flat_map(|s| &s.reach).any(|r| r.service == "dns")
+        self.sandboxes
+            .iter()
+            .flat_map(|s| &s.reach)
+            .any(|r| r.service == ReachService::Dns)
     }
 }
 

@@ -207,7 +207,7 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
     );
     if let Some(search) = agent.search_address {
         reach.push(egress::Reach {
-            service: "search",
+            service: egress::ReachService::Search,
             address: *search.ip(),
             protocol: "tcp",
             port: search.port(),
@@ -216,7 +216,7 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
     }
     if let Some(extract) = agent.extract_address {
         reach.push(egress::Reach {
-            service: "extract",
+            service: egress::ReachService::Extract,
             address: *extract.ip(),
             protocol: "tcp",
             port: extract.port(),

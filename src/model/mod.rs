@@ -149,13 +149,32 @@ pub struct WebClient {
     pub homeserver_path: &'static str,
 }
 
+/// What Ollama computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acceleration {
+    /// The host's NVIDIA GPUs (`ollama-cuda`, nvproxy in the sandbox).
+    Cuda,
+    /// No GPU.
+    Cpu,
+}
+
+impl std::fmt::Display for Acceleration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acceleration::Cuda => "cuda",
+            Acceleration::Cpu => "cpu",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Inference {
     pub host: String,
     pub port: u16,
     pub models: Vec<String>,
     /// CUDA when the host has NVIDIA GPUs, CPU otherwise.
-    pub acceleration: String,
+    pub acceleration: Acceleration,
     /// Where Ollama runs: its own gVisor sandbox, or the host (`sandbox = "host"`).
     pub mode: InferenceSandbox,
     /// The sandbox Ollama runs in, in `gvisor` mode.

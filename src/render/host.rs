@@ -622,7 +622,7 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     // Its ordering: the bridge it listens on and, when it serves the
     // overlay, the WireGuard address (`unit_deps`).
     let mut settings = unit_deps(vec!["appliance-network.service".to_string()], overlay);
-    let package = if inference.acceleration == "cuda" {
+    let package = if inference.acceleration == crate::model::Acceleration::Cuda {
         "pkgs.ollama-cuda"
     } else {
         "pkgs.ollama"

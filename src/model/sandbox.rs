@@ -75,6 +75,64 @@ pub fn exec_sandbox_name(agent: &str) -> String {
     format!("{agent}-exec")
 }
 
+impl Sandbox {
+    /// The baseline every sandbox starts from, which each builder
+    /// overrides field by field (`Sandbox { .., ..Sandbox::strict(..) }`):
+    /// `image`'s reference and user, `profile` with its reasons, a
+    /// read-only root, no capability, no-new-privileges, no network, mount,
+    /// environment, published port or command, and the limits of a small
+    /// service (512 tasks, 512m, 1 CPU), which most builders raise.
+    pub fn strict(name: String, purpose: String, layout: &ImageLayout, profile: Profile) -> Sandbox {
+        let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
+        runtime_reasons.sort();
+        Sandbox {
+            name,
+            purpose,
+            agent: String::new(),
+            image: layout.reference(),
+            runtime: profile.name(),
+            runtime_reasons,
+            profile,
+            user: layout.account.user(),
+            root_reason: None,
+            read_only_root: true,
+            tmpfs: Vec::new(),
+            volumes: Vec::new(),
+            binds: Vec::new(),
+            cap_add: Vec::new(),
+            no_new_privileges: true,
+            pids_limit: 512,
+            memory: "512m".into(),
+            cpus: "1".into(),
+            shm_size: None,
+            environment: BTreeMap::new(),
+            env_files: Vec::new(),
+            network: None,
+            egress: Egress::None,
+            grants: None,
+            reach: Vec::new(),
+            publish: Vec::new(),
+            publish_on: None,
+            gateway_port: None,
+            gpus: false,
+            command: Vec::new(),
+            depends_on: Vec::new(),
+        }
+    }
+}
+
+impl SandboxNetwork {
+    /// On the sandboxes' bridge at `address`, resolving through the
+    /// bridge's forwarder.
+    pub fn bridge(address: Ipv4Addr, subnet: &Subnet) -> SandboxNetwork {
+        SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address,
+            dns: subnet.gateway(),
+        }
+    }
+}
+
 /// The agent's own sandbox and, with code execution, its Docker sandbox.
 pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let agent = inputs.agent;
@@ -134,24 +192,11 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     }
 
     let browser = agent.tools.contains(&Tool::Browser);
-    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
-    runtime_reasons.sort();
     let own = Sandbox {
-        name: agent.sandbox.clone(),
-        purpose: format!("{} agent `{}`", kind.label(), agent.name),
         agent: agent.name.clone(),
-        image: layout.reference(),
-        runtime: profile.name(),
-        runtime_reasons,
-        profile,
-        user: layout.account.user(),
-        root_reason: None,
-        read_only_root: true,
         tmpfs: tmpfs_mounts(layout, None),
         volumes: volumes(layout, &agent.name),
         binds,
-        cap_add: Vec::new(),
-        no_new_privileges: true,
         pids_limit: spec.pids.as_ref().map_or(defaults.pids, |p| *p.get_ref()),
         memory: spec
             .memory
@@ -163,20 +208,19 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         shm_size: browser.then(|| "1g".to_string()),
         environment,
         env_files: agent_env_files(agent),
-        network: Some(SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: Ipv4Addr::UNSPECIFIED,
-            dns: inputs.network.gateway(),
-        }),
+        network: Some(SandboxNetwork::bridge(Ipv4Addr::UNSPECIFIED, inputs.network)),
         egress: agent.egress.clone(),
-        grants: None,
         reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
-        publish_on: None,
         gateway_port: kind.supports().gateway.as_ref().map(|g| g.port),
         gpus,
-        command: Vec::new(),
         depends_on,
+        ..Sandbox::strict(
+            agent.sandbox.clone(),
+            format!("{} agent `{}`", kind.label(), agent.name),
+            layout,
+            profile,
+        )
     };
     sandboxes.insert(0, own);
     sandboxes
@@ -241,22 +285,13 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         host_uds: HostUds::Create,
         gpu: None,
     };
-    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
-    runtime_reasons.sort();
     Sandbox {
-        purpose: format!("Docker daemon running the code of agent `{}`", agent.name),
         agent: agent.name.clone(),
-        image: layout.reference(),
-        runtime: profile.name(),
-        runtime_reasons,
-        profile,
-        user: layout.account.user(),
         root_reason: Some(
             "dockerd must be root inside the sandbox to create containers; \
              gVisor's root has no host privileges"
                 .into(),
         ),
-        read_only_root: true,
         tmpfs: tmpfs_mounts(layout, storage),
         // The agent's state, read-only, at the agent's own paths: its Docker
         // backend bind-mounts paths of its state into code containers
@@ -280,21 +315,16 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         .chain(agent.code_network.then(|| resolver_bind(agent)))
         .collect(),
         cap_add: DIND_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-        no_new_privileges: true,
         // An inner dockerd, containerd and the containers they run; every
         // guest thread is a host task (see `MIN_PIDS`).
         pids_limit: 8192,
         memory: "8g".into(),
         cpus: "2".into(),
-        shm_size: None,
         environment: exec_environment(agent, inputs.network.gateway()),
-        env_files: Vec::new(),
         // Code gets a network only when the spec allows it.
-        network: agent.code_network.then(|| SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: Ipv4Addr::UNSPECIFIED,
-            dns: inputs.network.gateway(),
-        }),
+        network: agent
+            .code_network
+            .then(|| SandboxNetwork::bridge(Ipv4Addr::UNSPECIFIED, inputs.network)),
         // With a network, code follows the agent's egress policy; it never
         // reaches Matrix or the model.
         egress: if agent.code_network {
@@ -302,16 +332,11 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         } else {
             Egress::None
         },
-        grants: None,
         reach: if agent.code_network {
             egress::code_reach(inputs.network.gateway(), &agent.egress)
         } else {
             Vec::new()
         },
-        publish: Vec::new(),
-        publish_on: None,
-        gateway_port: None,
-        gpus: false,
         command: vec![
             // dockerd, then `docker load` of the code-runner image.
             "appliance-dind-start".into(),
@@ -338,8 +363,12 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
                 .flatten(),
         )
         .collect(),
-        depends_on: Vec::new(),
-        name,
+        ..Sandbox::strict(
+            name,
+            format!("Docker daemon running the code of agent `{}`", agent.name),
+            layout,
+            profile,
+        )
     }
 }
 

@@ -424,14 +424,14 @@ fn service_sandboxes_open_nothing(
     let services: Vec<(&Sandbox, u16)> = host
         .sandboxes
         .iter()
-        .filter(|s| s.agent.is_empty())
+        .filter(|s| s.is_service())
         .filter_map(|service| {
             let service_address = service.network.as_ref()?.address;
             let reach = listener.reach.iter().find(|r| r.address == service_address)?;
             Some((service, reach.port))
         })
         .collect();
-    let has_services = host.sandboxes.iter().any(|s| s.agent.is_empty() && s.network.is_some());
+    let has_services = host.sandboxes.iter().any(|s| s.is_service() && s.network.is_some());
     assert!(
         services.is_empty() != has_services,
         "the listener `{}` reaches no service sandbox of the host: the check would prove nothing",
@@ -1210,7 +1210,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let networked: Vec<Sandbox> = hub
         .sandboxes
         .iter()
-        .filter(|s| s.network.is_some() && !s.agent.is_empty())
+        .filter(|s| s.network.is_some() && !s.is_service())
         .cloned()
         .collect();
     let mut failures = Vec::new();
@@ -1247,7 +1247,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let service_addresses: Vec<_> = hub
         .sandboxes
         .iter()
-        .filter(|s| s.agent.is_empty())
+        .filter(|s| s.is_service())
         .filter_map(|s| s.network.as_ref().map(|n| n.address))
         .collect();
     let listener = networked

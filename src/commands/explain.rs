@@ -111,7 +111,7 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
     let mut sandboxes = Vec::new();
     for (host, sandbox) in selected(appliance, only) {
         // Service sandboxes (Ollama, SearXNG) belong to no agent.
-        let agent = appliance.agents.get(&sandbox.agent);
+        let agent = sandbox.agent.as_ref().and_then(|a| appliance.agents.get(a));
         sandboxes.push(view(appliance, host, sandbox, agent, findings)?);
     }
     let per_sandbox = |f: &Finding| {
@@ -164,7 +164,7 @@ fn selected<'a>(appliance: &'a Appliance, only: Option<&str>) -> Vec<(&'a Host, 
         .hosts
         .values()
         .flat_map(|host| host.sandboxes.iter().map(move |sandbox| (host, sandbox)))
-        .filter(|(_, sandbox)| only.is_none_or(|a| a == sandbox.agent))
+        .filter(|(_, sandbox)| only.is_none_or(|a| sandbox.agent.as_deref() == Some(a)))
         .collect()
 }
 

@@ -180,7 +180,10 @@ fn sandboxes(appliance: &Appliance, out: &mut Raw) {
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
             let subject = format!("sandbox {}", sandbox.name);
-            let is_exec = sandbox.name == exec_sandbox_name(&sandbox.agent);
+            let is_exec = sandbox
+                .agent
+                .as_ref()
+                .is_some_and(|agent| sandbox.name == exec_sandbox_name(agent));
             if sandbox.profile.docker_in_gvisor && !is_exec {
                 out.push((
                     "runsc-permissive-flags",

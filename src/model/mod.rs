@@ -307,9 +307,11 @@ pub enum MemberRole {
 pub struct Sandbox {
     pub name: String,
     pub purpose: String,
-    /// The agent this sandbox belongs to; empty for the appliance's own
-    /// services (Ollama, the search backend).
-    pub agent: String,
+    /// The agent this sandbox belongs to; `None` for the appliance's own
+    /// services (Ollama, the search and extraction backends). Serialized as
+    /// before this was typed: the name, or `""` for a service.
+    #[serde(serialize_with = "name_or_empty")]
+    pub agent: Option<String>,
     pub image: String,
     /// The Docker runtime (`Profile::name`) this sandbox runs under.
     pub runtime: String,
@@ -354,6 +356,17 @@ pub struct Sandbox {
     pub gpus: bool,
     pub command: Vec<String>,
     pub depends_on: Vec<String>,
+}
+
+impl Sandbox {
+    /// Whether this is one of the appliance's own services, not an agent's.
+    pub fn is_service(&self) -> bool {
+        self.agent.is_none()
+    }
+}
+
+fn name_or_empty<S: serde::Serializer>(name: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(name.as_deref().unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Serialize)]

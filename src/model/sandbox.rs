@@ -88,7 +88,7 @@ impl Sandbox {
         Sandbox {
             name,
             purpose,
-            agent: String::new(),
+            agent: None,
             image: layout.reference(),
             runtime: profile.name(),
             runtime_reasons,
@@ -193,7 +193,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
 
     let browser = agent.tools.contains(&Tool::Browser);
     let own = Sandbox {
-        agent: agent.name.clone(),
+        agent: Some(agent.name.clone()),
         tmpfs: tmpfs_mounts(layout, None),
         volumes: volumes(layout, &agent.name),
         binds,
@@ -286,7 +286,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         gpu: None,
     };
     Sandbox {
-        agent: agent.name.clone(),
+        agent: Some(agent.name.clone()),
         root_reason: Some(
             "dockerd must be root inside the sandbox to create containers; \
              gVisor's root has no host privileges"

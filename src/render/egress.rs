@@ -509,7 +509,7 @@ mod tests {
                         assert!(!conf.contains(&acl) && !conf.contains(&allow), "{}", sandbox.name);
                         continue;
                     };
-                    assert!(host.runs_matrix && !sandbox.agent.is_empty(), "{}", sandbox.name);
+                    assert!(host.runs_matrix && !sandbox.is_service(), "{}", sandbox.name);
                     assert!(matches!(sandbox.egress, Egress::Domains(_)), "{}", sandbox.name);
                     assert!(conf.contains(&format!("{acl}{file}\"\n")), "{conf}");
                     let deny = format!("http_access deny sandbox_{client} !domains_{client} !grants_{client}\n");

@@ -499,7 +499,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     for sandbox in &host.sandboxes {
         containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
         let unit = format!("docker-{}", sandbox.name);
-        let deps = if sandbox.agent.is_empty() {
+        let deps = if sandbox.is_service() {
             // A service (Ollama, SearXNG) needs no Matrix secret; it waits
             // for its own secret if it has one, and for the overlay only
             // when it publishes a port on its address.

@@ -73,7 +73,7 @@ fn sandbox_node(sandbox: &Sandbox) -> Node {
     Node {
         shape: "box",
         // The appliance's own services (no agent) have rounded corners.
-        style: sandbox.agent.is_empty().then_some("rounded"),
+        style: sandbox.is_service().then_some("rounded"),
         label: vec![sandbox.name.clone(), address, sandbox.runtime.clone()],
     }
 }

@@ -236,7 +236,7 @@ mod tests {
         }
         // `code-storage = "8g"` in the default spec.
         let docker_tmpfs = exec.tmpfs.iter().find(|t| t.target == "/var/lib/docker").unwrap();
-        assert_eq!(docker_tmpfs.size, "8g");
+        assert_eq!(docker_tmpfs.size.to_string(), "8g");
         // Inner containers' root filesystems live there: exec (issue 10
         // item 5). Every other tmpfs of every sandbox is noexec, said so.
         for (_, sandbox) in appliance

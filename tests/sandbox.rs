@@ -511,7 +511,7 @@ fn check_sandbox(sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
         });
     }
     if let Some(size) = &sandbox.shm_size {
-        let bytes: u64 = size.trim_end_matches('g').parse::<u64>().unwrap() << 30;
+        let bytes = size.bytes();
         let options = report.mounts.get("/dev/shm").cloned().unwrap_or_default();
         failures.check(options.contains(&format!("size={bytes}")), || {
             format!("{name}: /dev/shm is `{options}`, declared {size}")

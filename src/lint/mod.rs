@@ -206,7 +206,7 @@ fn sandboxes(appliance: &Appliance, out: &mut Raw) {
                 ));
             }
             let unlimited = |v: &str| v.is_empty() || v.trim_start_matches('0').is_empty() || v == "-1";
-            if unlimited(&sandbox.memory) || sandbox.pids_limit == 0 || unlimited(&sandbox.cpus) {
+            if sandbox.memory.bytes() == 0 || sandbox.pids_limit == 0 || unlimited(&sandbox.cpus) {
                 out.push((
                     "sandbox-without-limits",
                     subject,

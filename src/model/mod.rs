@@ -13,6 +13,7 @@ mod network;
 pub mod policy;
 mod sandbox;
 pub mod services;
+mod size;
 pub mod vram;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
-pub use agent_checks::is_size;
+pub use agent_checks::Limits;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
 pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, ReachService};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
@@ -30,6 +31,7 @@ pub use sandbox::{
     volume_name,
 };
 pub use services::{EXTRACT_SANDBOX, INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
+pub use size::Size;
 
 use crate::runsc::Profile;
 use crate::spec::schema::{
@@ -248,6 +250,10 @@ pub struct Agent {
     /// What the spec asked for that this appliance turns off or cannot
     /// wire, each with a stable code and why. `appliance check` prints them.
     pub warnings: Vec<Warning>,
+    /// The spec's sizes for its sandboxes, parsed once by the checks
+    /// (the sandboxes show the resolved ones).
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 /// One loosened setting in an agent's native config.
@@ -328,9 +334,9 @@ pub struct Sandbox {
     pub cap_add: Vec<String>,
     pub no_new_privileges: bool,
     pub pids_limit: u32,
-    pub memory: String,
+    pub memory: Size,
     pub cpus: String,
-    pub shm_size: Option<String>,
+    pub shm_size: Option<Size>,
     pub environment: BTreeMap<String, String>,
     /// Env files written on the host at runtime (secrets).
     pub env_files: Vec<String>,
@@ -382,7 +388,7 @@ pub struct SandboxNetwork {
 #[derive(Debug, Clone, Serialize)]
 pub struct Tmpfs {
     pub target: String,
-    pub size: String,
+    pub size: Size,
     pub mode: String,
     /// `(uid, gid)` owning the tmpfs' root, when not root.
     pub owner: Option<(u32, u32)>,

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use super::egress::{self, Egress, Services};
 use super::image::{self, ImageLayout, Storage};
+use super::size::Size;
 use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::kinds;
 use crate::model::network::Subnet;
@@ -102,7 +103,7 @@ impl Sandbox {
             cap_add: Vec::new(),
             no_new_privileges: true,
             pids_limit: 512,
-            memory: "512m".into(),
+            memory: Size::mib(512),
             cpus: "1".into(),
             shm_size: None,
             environment: BTreeMap::new(),
@@ -198,14 +199,11 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         volumes: volumes(layout, &agent.name),
         binds,
         pids_limit: spec.pids.as_ref().map_or(defaults.pids, |p| *p.get_ref()),
-        memory: spec
-            .memory
-            .as_ref()
-            .map_or_else(|| defaults.memory.to_string(), |m| m.get_ref().clone()),
+        memory: agent.limits.memory.unwrap_or(defaults.memory),
         cpus: format_cpus(spec.cpus.as_ref().map_or(defaults.cpus, |c| *c.get_ref())),
         // Chromium keeps its renderers' shared memory in /dev/shm; Docker's
         // 64m default crashes tabs.
-        shm_size: browser.then(|| "1g".to_string()),
+        shm_size: browser.then_some(Size::gib(1)),
         environment,
         env_files: agent_env_files(agent),
         network: Some(SandboxNetwork::bridge(Ipv4Addr::UNSPECIFIED, inputs.network)),
@@ -279,7 +277,6 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
     let agent = inputs.agent;
     let name = exec_sandbox_name(&agent.name);
     let layout = image::docker_in_gvisor();
-    let storage = inputs.spec.code_storage.as_ref().map(|s| s.get_ref().as_str());
     let profile = Profile {
         docker_in_gvisor: true,
         host_uds: HostUds::Create,
@@ -292,7 +289,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
              gVisor's root has no host privileges"
                 .into(),
         ),
-        tmpfs: tmpfs_mounts(layout, storage),
+        tmpfs: tmpfs_mounts(layout, agent.limits.code_storage),
         // The agent's state, read-only, at the agent's own paths: its Docker
         // backend bind-mounts paths of its state into code containers
         // (Hermes: skills and caches, read-only), and the inner daemon looks
@@ -318,7 +315,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         // An inner dockerd, containerd and the containers they run; every
         // guest thread is a host task (see `MIN_PIDS`).
         pids_limit: 8192,
-        memory: "8g".into(),
+        memory: Size::gib(8),
         cpus: "2".into(),
         environment: exec_environment(agent, inputs.network.gateway()),
         // Code gets a network only when the spec allows it.
@@ -402,7 +399,7 @@ fn exec_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String
 
 /// The image's tmpfs-backed writable directories; `code_storage` sizes the
 /// inner Docker's storage (default 4g).
-fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<&str>) -> Vec<Tmpfs> {
+fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<Size>) -> Vec<Tmpfs> {
     layout
         .writable
         .iter()
@@ -410,12 +407,12 @@ fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<&str>) -> Vec<Tmpfs> 
             let size = match writable.storage {
                 Storage::Volume { .. } => return None,
                 Storage::Tmpfs { size } => size,
-                Storage::CodeStorage => code_storage.unwrap_or("4g"),
+                Storage::CodeStorage => code_storage.unwrap_or(Size::gib(4)),
             };
             let (uid, gid) = writable.owner_ids(&layout.account);
             Some(Tmpfs {
                 target: writable.path.to_string(),
-                size: size.to_string(),
+                size,
                 mode: writable.mode_octal(),
                 owner: (uid != 0 || gid != 0).then_some((uid, gid)),
                 exec: writable.exec,

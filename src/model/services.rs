@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::egress::{self, Egress};
 use super::image::{self, Storage};
 use super::sandbox::{RESOLV_CONF, resolv_conf_path};
-use super::{Bind, BindSource, Gpu, Inference, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use super::{Bind, BindSource, Gpu, Inference, Sandbox, SandboxNetwork, Size, Tmpfs, Volume};
 use crate::model::network::Subnet;
 use crate::runsc::Profile;
 
@@ -102,7 +102,7 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
             resolver(host),
         ],
         pids_limit: 1024,
-        memory: "1g".into(),
+        memory: Size::gib(1),
         environment: {
             let mut env = BTreeMap::from([(
                 "SEARXNG_SETTINGS_PATH".to_string(),
@@ -153,7 +153,7 @@ fn tmpfs_of(layout: &image::ImageLayout) -> Vec<Tmpfs> {
         .filter_map(|w| match w.storage {
             Storage::Tmpfs { size } => Some(Tmpfs {
                 target: w.path.to_string(),
-                size: size.to_string(),
+                size,
                 mode: w.mode_octal(),
                 owner: None,
                 exec: w.exec,
@@ -199,7 +199,7 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
         // On a GPU host Ollama reads each model into host memory on its way
         // to VRAM (the demo's largest is 89 GB); on a CPU host the weights
         // stay in this memory.
-        memory: if gpu.is_some() { "128g".into() } else { "16g".into() },
+        memory: if gpu.is_some() { Size::gib(128) } else { Size::gib(16) },
         // GPU inference needs a few CPU threads; CPU inference all a Pi has.
         cpus: if gpu.is_some() { "8".into() } else { "4".into() },
         environment,

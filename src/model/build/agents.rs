@@ -66,7 +66,7 @@ fn resolve_agent(
     let model = resolve_model(b, name, agent, has_inference, ctx.models);
     let context = context(b, name, agent, kind);
     let (tools, browser, code_execution) = resolve_tools(b, name, agent);
-    check_limits(b, agent);
+    let limits = check_limits(b, agent);
     check_flags(b, agent, kind, code_execution);
     for skill in &agent.skills {
         check_skill(b, kind, skill);
@@ -155,6 +155,7 @@ fn resolve_agent(
         device_id: crate::model::device_id(name.get_ref()),
         permissive: policy.permissive,
         warnings: policy.warnings,
+        limits,
     })
 }
 

@@ -8,125 +8,25 @@ use crate::bootstrap::plan::{
     OPS_ROOM_LOCALPART, PLAN_SCHEMA, Plan, PlannedRoom, PlannedSandbox, RateLimit, ToolLog, synapse_secrets,
 };
 use crate::kinds;
-use crate::model::{Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, device_id, volume_name};
+use crate::model::{
+    Agent, Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, Room, STATE_DIR, Sandbox, device_id, volume_name,
+};
 
 /// The plan for an appliance; only its Matrix host runs it.
 pub fn plan(appliance: &Appliance) -> Plan {
     let server_name = &appliance.matrix.server_name;
-    let mut accounts = Vec::new();
-    let sandboxes: BTreeMap<&str, &crate::model::Sandbox> = appliance
+    let sandboxes: BTreeMap<&str, &Sandbox> = appliance
         .hosts
         .values()
         .flat_map(|host| &host.sandboxes)
         .map(|sandbox| (sandbox.name.as_str(), sandbox))
         .collect();
-    for agent in appliance.agents.values() {
-        let (uid, gid) = sandboxes
-            .get(agent.sandbox.as_str())
-            .and_then(|sandbox| parse_user(&sandbox.user))
-            .unwrap_or((0, 0));
-        let kind = kinds::of(agent.kind);
-        let env = kind.plan();
-        let names = |vars: &[&str]| vars.iter().map(|v| v.to_string()).collect();
-        accounts.push(Account {
-            localpart: agent.name.clone(),
-            user_id: agent.user_id.clone(),
-            kind: AccountKind::Agent,
-            display_name: agent.name.clone(),
-            device_id: device_id(&agent.name),
-            secrets_dir: relative(&agent.secrets_dir),
-            uid,
-            gid,
-            generated_env: env.generated_env.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
-            token_env: names(env.token_env),
-            room_ids_env: names(env.room_ids_env),
-            home_room_env: names(env.home_room_env),
-            operator_env: names(&kind.operator_env(&agent.skills)),
-            rate_limit: Some({
-                let (messages_per_second, burst_count) = env.rate_limit;
-                RateLimit {
-                    messages_per_second,
-                    burst_count,
-                }
-            }),
-            // The warden reads it on the Matrix host, where it runs.
-            tool_log: sandboxes
-                .get(agent.sandbox.as_str())
-                .filter(|_| agent.host == appliance.matrix.host)
-                .and_then(|sandbox| {
-                    let (format, volume, path) = env.tool_log;
-                    let volume = volume_name(&agent.name, volume);
-                    sandbox.volumes.iter().any(|v| v.name == volume).then(|| ToolLog {
-                        format,
-                        volume,
-                        path: path.to_string(),
-                    })
-                }),
-            egress_grants: Some(egress_grants(
-                appliance,
-                agent,
-                sandboxes.get(agent.sandbox.as_str()).copied(),
-            )),
-        });
-    }
-    for admin in &appliance.matrix.admins {
-        let localpart = admin
-            .trim_start_matches('@')
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        accounts.push(Account {
-            user_id: admin.clone(),
-            kind: AccountKind::Admin,
-            display_name: localpart.clone(),
-            device_id: device_id(&localpart),
-            secrets_dir: format!("{HOST_SECRETS}/admins/{localpart}"),
-            uid: 0,
-            gid: 0,
-            generated_env: BTreeMap::new(),
-            token_env: Vec::new(),
-            room_ids_env: Vec::new(),
-            home_room_env: Vec::new(),
-            operator_env: Vec::new(),
-            rate_limit: None,
-            tool_log: None,
-            egress_grants: None,
-            localpart,
-        });
-    }
-    let rooms = appliance
-        .rooms
+    let agents = appliance
+        .agents
         .values()
-        .map(|room| PlannedRoom {
-            alias_localpart: room.name.clone(),
-            alias: room.alias.clone(),
-            name: room.display_name.clone(),
-            topic: room.topic.clone(),
-            federate: room.federate,
-            members: room.members.iter().map(|m| m.user_id.clone()).collect(),
-            power_levels: room
-                .members
-                .iter()
-                .filter(|m| m.role == MemberRole::Admin)
-                .map(|m| (m.user_id.clone(), m.power_level))
-                .collect(),
-        })
-        .collect();
+        .map(|agent| agent_account(appliance, agent, sandboxes.get(agent.sandbox.as_str()).copied()));
+    let admins = appliance.matrix.admins.iter().map(|admin| admin_account(admin));
     let matrix_host = appliance.hosts.get(&appliance.matrix.host);
-    let admins = &appliance.matrix.admins;
-    let ops_room = PlannedRoom {
-        alias_localpart: OPS_ROOM_LOCALPART.to_string(),
-        alias: format!("#{OPS_ROOM_LOCALPART}:{server_name}"),
-        name: format!("{} operations", appliance.name),
-        topic: Some(
-            "The warden's room: health notices, halts, loop breaks, audit heads. Admins only; no agent is a member."
-                .to_string(),
-        ),
-        federate: false,
-        members: admins.clone(),
-        power_levels: admins.iter().map(|a| (a.clone(), 100)).collect(),
-    };
     Plan {
         schema: PLAN_SCHEMA,
         appliance: appliance.name.clone(),
@@ -142,9 +42,9 @@ pub fn plan(appliance: &Appliance) -> Plan {
             device_id: device_id(BOOTSTRAP_LOCALPART),
             secrets_dir: format!("{HOST_SECRETS}/bootstrap"),
         },
-        accounts,
-        rooms,
-        ops_room,
+        accounts: agents.chain(admins).collect(),
+        rooms: appliance.rooms.values().map(planned_room).collect(),
+        ops_room: ops_room(appliance),
         loop_budget: Some(appliance.matrix.loop_budget),
         sandboxes: matrix_host
             .iter()
@@ -168,13 +68,116 @@ pub fn plan(appliance: &Appliance) -> Plan {
     }
 }
 
+/// An agent's account: its secrets, the env names its kind reads, its rate
+/// limit, where it records its tool calls and whether `!allow` can widen
+/// its egress.
+fn agent_account(appliance: &Appliance, agent: &Agent, sandbox: Option<&Sandbox>) -> Account {
+    let (uid, gid) = sandbox.and_then(|s| parse_user(&s.user)).unwrap_or((0, 0));
+    let kind = kinds::of(agent.kind);
+    let env = kind.plan();
+    let names = |vars: &[&str]| vars.iter().map(|v| v.to_string()).collect();
+    let (messages_per_second, burst_count) = env.rate_limit;
+    Account {
+        localpart: agent.name.clone(),
+        user_id: agent.user_id.clone(),
+        kind: AccountKind::Agent,
+        display_name: agent.name.clone(),
+        device_id: device_id(&agent.name),
+        secrets_dir: relative(&agent.secrets_dir),
+        uid,
+        gid,
+        generated_env: env.generated_env.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+        token_env: names(env.token_env),
+        room_ids_env: names(env.room_ids_env),
+        home_room_env: names(env.home_room_env),
+        operator_env: names(&kind.operator_env(&agent.skills)),
+        rate_limit: Some(RateLimit {
+            messages_per_second,
+            burst_count,
+        }),
+        // The warden reads it on the Matrix host, where it runs.
+        tool_log: sandbox
+            .filter(|_| agent.host == appliance.matrix.host)
+            .and_then(|sandbox| {
+                let (format, volume, path) = env.tool_log;
+                let volume = volume_name(&agent.name, volume);
+                sandbox.volumes.iter().any(|v| v.name == volume).then(|| ToolLog {
+                    format,
+                    volume,
+                    path: path.to_string(),
+                })
+            }),
+        egress_grants: Some(egress_grants(appliance, agent, sandbox)),
+    }
+}
+
+/// A human admin's account: an initial password for the operator, nothing
+/// an agent gets.
+fn admin_account(admin: &str) -> Account {
+    let localpart = admin
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Account {
+        user_id: admin.to_string(),
+        kind: AccountKind::Admin,
+        display_name: localpart.clone(),
+        device_id: device_id(&localpart),
+        secrets_dir: format!("{HOST_SECRETS}/admins/{localpart}"),
+        uid: 0,
+        gid: 0,
+        generated_env: BTreeMap::new(),
+        token_env: Vec::new(),
+        room_ids_env: Vec::new(),
+        home_room_env: Vec::new(),
+        operator_env: Vec::new(),
+        rate_limit: None,
+        tool_log: None,
+        egress_grants: None,
+        localpart,
+    }
+}
+
+/// A spec room; its admins get their power levels.
+fn planned_room(room: &Room) -> PlannedRoom {
+    PlannedRoom {
+        alias_localpart: room.name.clone(),
+        alias: room.alias.clone(),
+        name: room.display_name.clone(),
+        topic: room.topic.clone(),
+        federate: room.federate,
+        members: room.members.iter().map(|m| m.user_id.clone()).collect(),
+        power_levels: room
+            .members
+            .iter()
+            .filter(|m| m.role == MemberRole::Admin)
+            .map(|m| (m.user_id.clone(), m.power_level))
+            .collect(),
+    }
+}
+
+/// The warden's room: the admins only, never federated.
+fn ops_room(appliance: &Appliance) -> PlannedRoom {
+    let admins = &appliance.matrix.admins;
+    PlannedRoom {
+        alias_localpart: OPS_ROOM_LOCALPART.to_string(),
+        alias: format!("#{OPS_ROOM_LOCALPART}:{}", appliance.matrix.server_name),
+        name: format!("{} operations", appliance.name),
+        topic: Some(
+            "The warden's room: health notices, halts, loop breaks, audit heads. Admins only; no agent is a member."
+                .to_string(),
+        ),
+        federate: false,
+        members: admins.clone(),
+        power_levels: admins.iter().map(|a| (a.clone(), 100)).collect(),
+    }
+}
+
 /// Where the proxy reads the agent's grants, or why it has none; the model
 /// decided which sandboxes have a grant file (`Sandbox::grants`).
-fn egress_grants(
-    appliance: &Appliance,
-    agent: &crate::model::Agent,
-    sandbox: Option<&crate::model::Sandbox>,
-) -> EgressGrants {
+fn egress_grants(appliance: &Appliance, agent: &Agent, sandbox: Option<&Sandbox>) -> EgressGrants {
     if let Some((sandbox, path)) = sandbox.and_then(|s| Some((s, s.grants.clone()?))) {
         return EgressGrants::File {
             sandbox: sandbox.name.clone(),

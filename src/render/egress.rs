@@ -256,34 +256,46 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         web_ports.join(" ")
     );
     for (sandbox, address) in &clients {
-        let client = acl_name(&sandbox.name);
-        // The list itself is on the `acl` lines: a comment naming every
-        // domain would pass squid's line length too.
-        let described = match &sandbox.egress {
-            Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
-            other => other.describe(),
-        };
-        let _ = writeln!(out, "# {}: {described}", sandbox.name);
-        let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
-        let _ = writeln!(out, "acl proxy_clients src {address}/32");
-        if let Egress::Domains(domains) = &sandbox.egress {
-            for line in domain_acl_lines(&client, domains) {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        if let Some(file) = &sandbox.grants {
-            // The warden's file (docs/warden.md, "Egress grants"): exact
-            // names, one a line, read again at each reconfigure. The path
-            // is the appliance's own, never the spec's words.
-            let _ = writeln!(
-                out,
-                "# host names the admins granted {} for a while (`!allow`), written by the warden\n\
-                 acl grants_{client} dstdomain -n \"{file}\"",
-                sandbox.name
-            );
-        }
-        out.push('\n');
+        client_acls(&mut out, sandbox, *address);
     }
+    access_rules(&mut out, &clients);
+    Some(out)
+}
+
+/// The ACLs of one sandbox: its address, its domain list and the
+/// warden's grant file.
+fn client_acls(out: &mut String, sandbox: &Sandbox, address: Ipv4Addr) {
+    let client = acl_name(&sandbox.name);
+    // The list itself is on the `acl` lines: a comment naming every
+    // domain would pass squid's line length too.
+    let described = match &sandbox.egress {
+        Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
+        other => other.describe(),
+    };
+    let _ = writeln!(out, "# {}: {described}", sandbox.name);
+    let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
+    let _ = writeln!(out, "acl proxy_clients src {address}/32");
+    if let Egress::Domains(domains) = &sandbox.egress {
+        for line in domain_acl_lines(&client, domains) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if let Some(file) = &sandbox.grants {
+        // The warden's file (docs/warden.md, "Egress grants"): exact
+        // names, one a line, read again at each reconfigure. The path
+        // is the appliance's own, never the spec's words.
+        let _ = writeln!(
+            out,
+            "# host names the admins granted {} for a while (`!allow`), written by the warden\n\
+             acl grants_{client} dstdomain -n \"{file}\"",
+            sandbox.name
+        );
+    }
+    out.push('\n');
+}
+
+/// The rules, in order: what is refused without a DNS query first.
+fn access_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
     out.push_str(
         "# The rules, in order. Every rule before `never_dst` is decided without\n\
          # a DNS query; `never_dst` resolves the requested name through the\n\
@@ -292,7 +304,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
          # sandbox's unlisted name never reaches a DNS server.\n\
          http_access deny manager\nhttp_access deny !web_ports\nhttp_access deny !proxy_clients\n",
     );
-    for (sandbox, _) in &clients {
+    for (sandbox, _) in clients {
         if let Egress::Domains(_) = &sandbox.egress {
             let client = acl_name(&sandbox.name);
             let granted = if sandbox.grants.is_some() {
@@ -304,7 +316,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         }
     }
     out.push_str("http_access deny never_dst\n");
-    for (sandbox, _) in &clients {
+    for (sandbox, _) in clients {
         let client = acl_name(&sandbox.name);
         match &sandbox.egress {
             Egress::Web => {
@@ -323,7 +335,6 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         }
     }
     out.push_str("http_access deny all\n");
-    Some(out)
 }
 
 /// The `dstdomain` ACL of a domain list, one line per domain: each line

@@ -334,32 +334,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         } else {
             Vec::new()
         },
-        command: vec![
-            // dockerd, then `docker load` of the code-runner image.
-            "appliance-dind-start".into(),
-            format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
-            // root:<agent's gid> 0660 instead of root:docker, a group the
-            // agent's image does not have.
-            format!(
-                "--group={}",
-                consumer_user.split_once(':').map_or(consumer_user, |(_, gid)| gid)
-            ),
-            // gVisor's netstack has no iptables for the inner daemon.
-            "--iptables=false".into(),
-            "--ip6tables=false".into(),
-        ]
-        .into_iter()
-        // Without `code-network` the code containers run `--network=none`:
-        // no inner bridge and nothing to forward. dockerd otherwise writes
-        // /proc/sys/net/ipv4/ip_forward at start and exits when the sandbox
-        // refuses it ("Enabling IP forwarding failed").
-        .chain(
-            (!agent.code_network)
-                .then(|| ["--bridge=none".to_string(), "--ip-forward=false".to_string()])
-                .into_iter()
-                .flatten(),
-        )
-        .collect(),
+        command: dind_command(agent, consumer_user),
         ..Sandbox::strict(
             name,
             format!("Docker daemon running the code of agent `{}`", agent.name),
@@ -367,6 +342,37 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
             profile,
         )
     }
+}
+
+/// The code sandbox's command: its dockerd, which gives the socket the
+/// agent's group (`consumer_user` is the agent's `uid:gid`).
+fn dind_command(agent: &Agent, consumer_user: &str) -> Vec<String> {
+    vec![
+        // dockerd, then `docker load` of the code-runner image.
+        "appliance-dind-start".into(),
+        format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+        // root:<agent's gid> 0660 instead of root:docker, a group the
+        // agent's image does not have.
+        format!(
+            "--group={}",
+            consumer_user.split_once(':').map_or(consumer_user, |(_, gid)| gid)
+        ),
+        // gVisor's netstack has no iptables for the inner daemon.
+        "--iptables=false".into(),
+        "--ip6tables=false".into(),
+    ]
+    .into_iter()
+    // Without `code-network` the code containers run `--network=none`:
+    // no inner bridge and nothing to forward. dockerd otherwise writes
+    // /proc/sys/net/ipv4/ip_forward at start and exits when the sandbox
+    // refuses it ("Enabling IP forwarding failed").
+    .chain(
+        (!agent.code_network)
+            .then(|| ["--bridge=none".to_string(), "--ip-forward=false".to_string()])
+            .into_iter()
+            .flatten(),
+    )
+    .collect()
 }
 
 /// The proxy variables of an agent with egress; Matrix and the model stay

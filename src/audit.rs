@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::STATE_DIR;
+use crate::bootstrap::plan::STATE_DIR;
 
 /// Where the warden keeps the trail unless told otherwise.
 pub fn default_path() -> String {

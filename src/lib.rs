@@ -42,4 +42,9 @@ pub(crate) mod test_support {
         }
         specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
     }
+
+    /// The bootstrap plan of the root spec, as `appliance generate` writes it.
+    pub fn shipped_plan() -> crate::bootstrap::plan::Plan {
+        crate::render::plan::plan(&shipped()[0])
+    }
 }

@@ -282,52 +282,14 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
     let full = with_manifest(tree);
     // Metadata only: files are read where they may be ours, and no further.
     let on_disk = scan(out)?;
-    let old_manifest = match on_disk.get(MANIFEST) {
-        Some(entry) => parse_manifest(&read_manifest(&out.join(MANIFEST), *entry)?),
-        None if on_disk.is_empty() => BTreeMap::new(),
-        None if force => BTreeMap::new(),
-        None => bail!(
-            "`{}` is not empty and has no `{MANIFEST}`, so appliance did not create it\n\
-             hint: choose an empty or new directory with `--out`, or use `--force` to write into it",
-            out.display()
-        ),
-    };
-
-    // The files to be written that are on disk already, byte for byte.
-    let mut unchanged = BTreeSet::new();
-    for (path, bytes) in &full {
-        if let Some(entry) = on_disk.get(path)
-            && holds(&out.join(path), *entry, bytes)?
-        {
-            unchanged.insert(path.clone());
-        }
-    }
-
+    let old_manifest = old_manifest(out, &on_disk, force)?;
+    let unchanged = unchanged(out, &full, &on_disk)?;
     let mut report = WriteReport::default();
-    let mut edited = Vec::new();
-    let mut foreign = Vec::new();
-    let mut keep = Vec::new();
-    for (path, entry) in on_disk.iter().filter(|(p, _)| p.as_str() != MANIFEST) {
-        let wanted = full.contains_key(path);
-        match old_manifest.get(path) {
-            Some(digest) => {
-                // Ours: hand-edited unless its digest is still the manifest's.
-                let untouched = || -> Result<bool> {
-                    Ok(matches!(entry, OnDisk::File { .. }) && digest_file(&out.join(path))? == *digest)
-                };
-                if !unchanged.contains(path) && !untouched()? {
-                    edited.push(path.clone());
-                }
-                if !wanted {
-                    report.removed.push(path.clone());
-                }
-            }
-            // Not ours: a conflict if we would overwrite it, else never read.
-            None if wanted && !unchanged.contains(path) => foreign.push(path.clone()),
-            None if !wanted => keep.push(path.clone()),
-            None => {}
-        }
-    }
+    let Sorted {
+        edited,
+        foreign,
+        mut keep,
+    } = sort_on_disk(out, &full, &on_disk, &old_manifest, &unchanged, &mut report)?;
     if (!edited.is_empty() || !foreign.is_empty()) && !force {
         return Err(Conflicts {
             edited,
@@ -366,6 +328,82 @@ pub fn write(out: &Path, tree: &Tree, force: bool) -> Result<WriteReport> {
     }
     swap_in(&staging, out, &parent)?;
     Ok(report)
+}
+
+/// The manifest of the previous run: empty for a new or empty directory
+/// (or with `--force`); a directory of files without one is not ours.
+fn old_manifest(out: &Path, on_disk: &BTreeMap<String, OnDisk>, force: bool) -> Result<BTreeMap<String, String>> {
+    Ok(match on_disk.get(MANIFEST) {
+        Some(entry) => parse_manifest(&read_manifest(&out.join(MANIFEST), *entry)?),
+        None if on_disk.is_empty() => BTreeMap::new(),
+        None if force => BTreeMap::new(),
+        None => bail!(
+            "`{}` is not empty and has no `{MANIFEST}`, so appliance did not create it\n\
+             hint: choose an empty or new directory with `--out`, or use `--force` to write into it",
+            out.display()
+        ),
+    })
+}
+
+/// The files to be written that are on disk already, byte for byte.
+fn unchanged(out: &Path, full: &Tree, on_disk: &BTreeMap<String, OnDisk>) -> Result<BTreeSet<String>> {
+    let mut unchanged = BTreeSet::new();
+    for (path, bytes) in full {
+        if let Some(entry) = on_disk.get(path)
+            && holds(&out.join(path), *entry, bytes)?
+        {
+            unchanged.insert(path.clone());
+        }
+    }
+    Ok(unchanged)
+}
+
+/// What is on disk, besides the manifest, sorted by what the write does
+/// with it (the files it removes go into `report.removed`).
+struct Sorted {
+    /// Ours, but changed by hand since.
+    edited: Vec<String>,
+    /// Not ours, and the write would overwrite them.
+    foreign: Vec<String>,
+    /// Not ours, and nothing overwrites them: kept as they are.
+    keep: Vec<String>,
+}
+
+fn sort_on_disk(
+    out: &Path,
+    full: &Tree,
+    on_disk: &BTreeMap<String, OnDisk>,
+    old_manifest: &BTreeMap<String, String>,
+    unchanged: &BTreeSet<String>,
+    report: &mut WriteReport,
+) -> Result<Sorted> {
+    let mut sorted = Sorted {
+        edited: Vec::new(),
+        foreign: Vec::new(),
+        keep: Vec::new(),
+    };
+    for (path, entry) in on_disk.iter().filter(|(p, _)| p.as_str() != MANIFEST) {
+        let wanted = full.contains_key(path);
+        match old_manifest.get(path) {
+            Some(digest) => {
+                // Ours: hand-edited unless its digest is still the manifest's.
+                let untouched = || -> Result<bool> {
+                    Ok(matches!(entry, OnDisk::File { .. }) && digest_file(&out.join(path))? == *digest)
+                };
+                if !unchanged.contains(path) && !untouched()? {
+                    sorted.edited.push(path.clone());
+                }
+                if !wanted {
+                    report.removed.push(path.clone());
+                }
+            }
+            // Not ours: a conflict if we would overwrite it, else never read.
+            None if wanted && !unchanged.contains(path) => sorted.foreign.push(path.clone()),
+            None if !wanted => sorted.keep.push(path.clone()),
+            None => {}
+        }
+    }
+    Ok(sorted)
 }
 
 /// The output must be a directory or not exist yet. A symlink is refused

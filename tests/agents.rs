@@ -901,7 +901,7 @@ fn no_agent_answers_another_agent() {
                     .hosts
                     .values()
                     .flat_map(|h| &h.sandboxes)
-                    .filter(|s| s.agent == agent.name)
+                    .filter(|s| s.agent.as_deref() == Some(agent.name.as_str()))
                     .flat_map(|s| s.environment.values().cloned())
                     .collect();
                 assert!(

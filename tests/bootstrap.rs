@@ -204,7 +204,7 @@ fn room_id(world: &World, token: &str) -> String {
 fn synapse_reads_the_secrets_bootstrap_writes() {
     let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
     let settings = agent_appliance::render::synapse::settings(&appliance);
-    let plan = agent_appliance::bootstrap::plan::plan(&appliance);
+    let plan = agent_appliance::render::plan::plan(&appliance);
     let dir = Path::new(&plan.state_dir).join(&plan.synapse.dir);
     for (key, file) in [
         (

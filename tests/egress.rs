@@ -366,14 +366,14 @@ fn service_sandboxes_open_nothing(
     let services: Vec<(&Sandbox, u16)> = host
         .sandboxes
         .iter()
-        .filter(|s| s.agent.is_empty())
+        .filter(|s| s.is_service())
         .filter_map(|service| {
             let service_address = service.network.as_ref()?.address;
             let reach = listener.reach.iter().find(|r| r.address == service_address)?;
             Some((service, reach.port))
         })
         .collect();
-    let has_services = host.sandboxes.iter().any(|s| s.agent.is_empty() && s.network.is_some());
+    let has_services = host.sandboxes.iter().any(|s| s.is_service() && s.network.is_some());
     assert!(
         services.is_empty() != has_services,
         "the listener `{}` reaches no service sandbox of the host: the check would prove nothing",
@@ -539,7 +539,7 @@ fn proxy_tunnel_name(sandbox: &str) -> String {
 }
 
 fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str, SocketAddrV4)]) -> Vec<Case> {
-    let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service == service);
+    let reaches = |service: &str| sandbox.reach.iter().any(|r| r.service.as_str() == service);
     let mut cases = Vec::new();
     // The sandbox really is gVisor, on its generated address.
     cases.push(case("kernel is gVisor's", "uname -r", true, "4.4.0"));
@@ -1152,7 +1152,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let networked: Vec<Sandbox> = hub
         .sandboxes
         .iter()
-        .filter(|s| s.network.is_some() && !s.agent.is_empty())
+        .filter(|s| s.network.is_some() && !s.is_service())
         .cloned()
         .collect();
     let mut failures = Vec::new();
@@ -1189,7 +1189,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let service_addresses: Vec<_> = hub
         .sandboxes
         .iter()
-        .filter(|s| s.agent.is_empty())
+        .filter(|s| s.is_service())
         .filter_map(|s| s.network.as_ref().map(|n| n.address))
         .collect();
     let listener = networked
@@ -1339,7 +1339,10 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let dns_log = fs::read_to_string(scratch.join("outside-dns.log")).unwrap_or_default();
     for sandbox in &networked {
         let reached = dns_log.contains(&format!("secret-token-{}.", sandbox.name));
-        let may = sandbox.reach.iter().any(|r| r.service == "dns");
+        let may = sandbox
+            .reach
+            .iter()
+            .any(|r| r.service == agent_appliance::model::ReachService::Dns);
         if reached != may {
             failures.push(format!(
                 "{}: its tunnelling query {} the outside DNS server, but its egress is {:?}:\n{dns_log}",

@@ -165,12 +165,21 @@ fn ollama_searxng_and_webextract_are_sandboxes_by_default() {
             .contains(&"/var/lib/appliance/secrets/webextract/env".to_string())
     );
     assert!(
-        own.reach.iter().any(|r| r.service == "extract" && r.port == 8090),
+        own.reach
+            .iter()
+            .any(|r| r.service == agent_appliance::model::ReachService::Extract && r.port == 8090),
         "casper reaches webextract"
     );
     // Only casper: the service sandboxes do not reach each other.
     for service in &host.sandboxes[..3] {
-        assert!(service.reach.iter().all(|r| r.service != "extract"), "{}", service.name);
+        assert!(
+            service
+                .reach
+                .iter()
+                .all(|r| r.service != agent_appliance::model::ReachService::Extract),
+            "{}",
+            service.name
+        );
     }
     // No host service, and the firewall opens nothing for Ollama.
     assert!(host.firewall.iter().all(|r| r.port != 11434));

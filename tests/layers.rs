@@ -1,11 +1,8 @@
 //! The layers of docs/architecture.md, enforced on `src/`: each top-level
 //! module belongs to one group, and a group may import only the groups its
 //! row of the table names. Every `crate::…` path of every file is checked.
-//!
-//! The imports that break the table today are listed in `KNOWN`, each with
-//! its file: a new one fails this test, and so does a listed one that is
-//! gone (remove it from the list, so the list only shrinks). Breaking them
-//! is issue 20, item 3.
+//! No exceptions: an import across the table fails the test (issue 20,
+//! item 3 removed the last ones).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -33,7 +30,7 @@ enum Group {
 /// The group of a `crate::` path: its top-level module, or `bootstrap::plan`.
 fn group_of(module: &str, submodule: Option<&str>) -> Option<Group> {
     Some(match (module, submodule) {
-        ("bootstrap", Some("plan")) => Group::Schema,
+        ("bootstrap", Some("plan")) | ("pairing", Some("config")) => Group::Schema,
         ("term" | "diag" | "spec" | "runsc" | "nixlog" | "formats" | "grants" | "hostnames" | "pins", _) => {
             Group::Foundation
         }
@@ -105,26 +102,13 @@ fn violations(relative: &str, text: &str) -> BTreeSet<(String, String)> {
             let to = group_of(&module, sub.as_deref())?;
             let shown = match (module.as_str(), sub.as_deref()) {
                 ("bootstrap", Some("plan")) => "bootstrap::plan".to_string(),
+                ("pairing", Some("config")) => "pairing::config".to_string(),
                 _ => module,
             };
             (!allowed(from, to)).then(|| (relative.to_string(), shown))
         })
         .collect()
 }
-
-/// The imports that break the table today (issue 20, item 3), by file.
-const KNOWN: &[(&str, &str)] = &[
-    // The on-host audit trail takes the state directory from the model.
-    ("audit.rs", "model"),
-    // The plan's schema (read on the host) and the generator's plan
-    // renderer share one file.
-    ("bootstrap/plan.rs", "kinds"),
-    ("bootstrap/plan.rs", "model"),
-    // A unit test cross-checks the denied paths against the rendered rules.
-    ("model/denied.rs", "render"),
-    // Render writes the pairing configs with the on-host pairing's types.
-    ("render/pairing.rs", "pairing"),
-];
 
 fn sources() -> Vec<(String, String)> {
     let src = root().join("src");
@@ -151,17 +135,10 @@ fn imports_follow_the_layer_table() {
         .iter()
         .flat_map(|(relative, text)| violations(relative, text))
         .collect();
-    let known: BTreeSet<(String, String)> = KNOWN.iter().map(|(f, m)| (f.to_string(), m.to_string())).collect();
-    let new: Vec<_> = found.difference(&known).collect();
     assert!(
-        new.is_empty(),
-        "imports across the layer table of docs/architecture.md (file, module): {new:?}\n\
+        found.is_empty(),
+        "imports across the layer table of docs/architecture.md (file, module): {found:?}\n\
          hint: move the code to the layer that may use it, or the shared piece down a layer"
-    );
-    let gone: Vec<_> = known.difference(&found).collect();
-    assert!(
-        gone.is_empty(),
-        "these known layer violations are gone: remove them from KNOWN in tests/layers.rs: {gone:?}"
     );
 }
 
@@ -192,7 +169,8 @@ fn every_top_level_module_has_a_row() {
 #[test]
 fn a_forbidden_import_is_caught() {
     // The host may not read the model; the model may not call render; the
-    // schema may not reach the model. A `$crate::` macro path is not ours.
+    // schemas may not reach the model or the on-host code. A `$crate::`
+    // macro path is not ours.
     let host = "use crate::model::Appliance;\nfn f() { crate::bootstrap::plan::Plan::default(); }";
     assert_eq!(
         violations("warden/new.rs", host),
@@ -203,7 +181,15 @@ fn a_forbidden_import_is_caught() {
         violations("bootstrap/plan.rs", "use crate::model::X; use crate::term::y;").len(),
         1
     );
-    assert!(violations("render/new.rs", "use crate::model::X; use crate::bootstrap::plan::P;").is_empty());
+    assert_eq!(violations("pairing/config.rs", "use crate::pairing::proof;").len(), 1);
+    assert_eq!(violations("render/new.rs", "use crate::pairing::proof;").len(), 1);
+    assert!(
+        violations(
+            "render/new.rs",
+            "use crate::model::X; use crate::bootstrap::plan::P; use crate::pairing::config::C;"
+        )
+        .is_empty()
+    );
     assert!(violations("commands/new.rs", "use crate::render::X; use crate::warden::Y;").is_empty());
     assert!(violations("model/new.rs", "macro_rules! m { () => { $crate::render::x() } }").is_empty());
     assert!(Path::new(&root().join("docs/architecture.md")).is_file());

@@ -145,7 +145,7 @@ fn model_level_lints_fire() {
     assert!(found.contains(&"runsc-permissive-flags"), "{found:?}");
     let found = mutate(&|a| first_sandbox(a).user = "0:0".into());
     assert!(found.contains(&"sandbox-root"), "{found:?}");
-    let found = mutate(&|a| first_sandbox(a).memory = "0".into());
+    let found = mutate(&|a| first_sandbox(a).memory = agent_appliance::model::Size::mib(0));
     assert!(found.contains(&"sandbox-without-limits"), "{found:?}");
     let found = mutate(&|a| first_sandbox(a).pids_limit = 0);
     assert!(found.contains(&"sandbox-without-limits"), "{found:?}");

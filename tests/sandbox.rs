@@ -258,7 +258,7 @@ impl Lab {
                 fs::create_dir_all(&dir).unwrap();
                 if bind.target == SECRETS_MOUNT {
                     let token = dir.join("token");
-                    fs::write(&token, secret_of(&sandbox.agent)).unwrap();
+                    fs::write(&token, secret_of(sandbox.agent.as_deref().unwrap_or_default())).unwrap();
                     for path in [&token, &dir] {
                         let mode = if path.is_dir() { 0o700 } else { 0o400 };
                         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -287,7 +287,10 @@ impl Lab {
                 }
                 fs::write(
                     &path,
-                    format!("APPLIANCE_TEST_SECRET=env-{}\n", secret_of(&sandbox.agent)),
+                    format!(
+                        "APPLIANCE_TEST_SECRET=env-{}\n",
+                        secret_of(sandbox.agent.as_deref().unwrap_or_default())
+                    ),
                 )
                 .unwrap();
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
@@ -508,7 +511,7 @@ fn check_sandbox(sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
         });
     }
     if let Some(size) = &sandbox.shm_size {
-        let bytes: u64 = size.trim_end_matches('g').parse::<u64>().unwrap() << 30;
+        let bytes = size.bytes();
         let options = report.mounts.get("/dev/shm").cloned().unwrap_or_default();
         failures.check(options.contains(&format!("size={bytes}")), || {
             format!("{name}: /dev/shm is `{options}`, declared {size}")
@@ -517,7 +520,7 @@ fn check_sandbox(sandbox: &Sandbox, report: &Report, failures: &mut Failures) {
 
     // Secrets: the agent's own, where declared, and no other agent's anywhere.
     let mounts_secrets = sandbox.binds.iter().any(|b| b.target == SECRETS_MOUNT);
-    let own = secret_of(&sandbox.agent);
+    let own = secret_of(sandbox.agent.as_deref().unwrap_or_default());
     let want_secret = if mounts_secrets { own.clone() } else { String::new() };
     failures.check(value("secret") == want_secret, || {
         format!(

@@ -257,6 +257,22 @@ impl Run<'_> {
     }
 
     fn matrix(&mut self, client: &Client) -> Result<()> {
+        let accounts = self.accounts(client)?;
+        let bot_token = self.ensure_bot(&accounts)?;
+        let mut agent_tokens = BTreeMap::new();
+        for account in &self.plan.accounts {
+            if let Some(token) = self.ensure_account(&accounts, account, &bot_token)? {
+                agent_tokens.insert(account.user_id.as_str(), token);
+            }
+            self.step();
+        }
+        let room_ids = self.ensure_rooms(client, &bot_token, &agent_tokens)?;
+        self.write_room_ids(&agent_tokens, &room_ids)
+    }
+
+    /// What registers accounts: the registration secret and the master key
+    /// passwords derive from, both made by the secrets step.
+    fn accounts<'c>(&self, client: &'c Client) -> Result<Accounts<'c>> {
         let plan = self.plan;
         let shared_secret = secrets::read(
             &self
@@ -266,119 +282,109 @@ impl Run<'_> {
         .context("the registration shared secret is missing")?;
         let bot_dir = self.path(&plan.bootstrap_account.secrets_dir);
         let master_key = secrets::read(&bot_dir.join(MASTER_KEY_FILE))?.context("the master key is missing")?;
-        let accounts = Accounts {
+        Ok(Accounts {
             client,
             shared_secret,
             master_key,
-        };
+        })
+    }
 
-        let bot = &plan.bootstrap_account;
+    /// The bootstrap's own server-admin account; returns its token.
+    fn ensure_bot(&mut self, accounts: &Accounts) -> Result<String> {
+        let bot = &self.plan.bootstrap_account;
         let wanted = Wanted {
             localpart: &bot.localpart,
             user_id: &bot.user_id,
             device_id: &bot.device_id,
             admin: true,
         };
-        let (bot_token, outcome) = accounts.ensure_token(&wanted, &bot_dir.join(TOKEN_FILE), Owner::ROOT, None)?;
+        let token_file = self.path(&bot.secrets_dir).join(TOKEN_FILE);
+        let (bot_token, outcome) = accounts.ensure_token(&wanted, &token_file, Owner::ROOT, None)?;
         (self.log)(format!("{}: {}", bot.user_id, outcome.label()));
         self.step();
+        Ok(bot_token)
+    }
 
-        let mut agent_tokens = BTreeMap::new();
-        for account in &plan.accounts {
-            let dir = self.path(&account.secrets_dir);
-            let owner = Owner {
-                uid: account.uid,
-                gid: account.gid,
-            };
-            match account.kind {
-                AccountKind::Agent => {
-                    let wanted = Wanted {
-                        localpart: &account.localpart,
-                        user_id: &account.user_id,
-                        device_id: &account.device_id,
-                        admin: false,
-                    };
-                    let (token, outcome) =
-                        accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(&bot_token))?;
-                    let missing = self.write_env(&dir.join(ENV_FILE), &token, account, owner, None)?;
-                    (self.log)(format!("{}: {}", account.user_id, outcome.label()));
-                    if let Some(limit) = account.rate_limit {
-                        let done = ratelimit::ensure(client, &bot_token, &account.user_id, limit)?;
-                        (self.log)(format!(
-                            "{}: rate limit {}/s, burst {} ({})",
-                            account.user_id,
-                            limit.messages_per_second,
-                            limit.burst_count,
-                            if done == ratelimit::Outcome::Set { "set" } else { "kept" }
-                        ));
-                    }
-                    for var in missing {
-                        (self.log)(format!(
-                            "{}: `{var}` is not in {}; only the operator can provide it, add `{var}=...` there",
-                            account.user_id,
-                            dir.join(ENV_FILE).display()
-                        ));
-                    }
-                    agent_tokens.insert(account.user_id.as_str(), token);
-                }
-                AccountKind::Admin => {
-                    // Registered with the derived password; the admin reads
-                    // it with `appliance admin password` (stored nowhere)
-                    // and changes it at first login.
-                    let wanted = Wanted {
-                        localpart: &account.localpart,
-                        user_id: &account.user_id,
-                        device_id: &account.device_id,
-                        admin: true,
-                    };
-                    let outcome = accounts.ensure_human(&wanted, &bot_token)?;
-                    (self.log)(format!("{}: {}", account.user_id, outcome.label()));
-                }
-            }
-            self.step();
+    /// One planned account; returns an agent's token (none for a human).
+    fn ensure_account(&mut self, accounts: &Accounts, account: &Account, bot_token: &str) -> Result<Option<String>> {
+        let wanted = Wanted {
+            localpart: &account.localpart,
+            user_id: &account.user_id,
+            device_id: &account.device_id,
+            admin: account.kind == AccountKind::Admin,
+        };
+        if account.kind == AccountKind::Admin {
+            // Registered with the derived password; the admin reads it with
+            // `appliance admin password` (stored nowhere) and changes it at
+            // first login.
+            let outcome = accounts.ensure_human(&wanted, bot_token)?;
+            (self.log)(format!("{}: {}", account.user_id, outcome.label()));
+            return Ok(None);
         }
+        let dir = self.path(&account.secrets_dir);
+        let owner = Owner {
+            uid: account.uid,
+            gid: account.gid,
+        };
+        let (token, outcome) = accounts.ensure_token(&wanted, &dir.join(TOKEN_FILE), owner, Some(bot_token))?;
+        let missing = self.write_env(&dir.join(ENV_FILE), &token, account, owner, None)?;
+        (self.log)(format!("{}: {}", account.user_id, outcome.label()));
+        if let Some(limit) = account.rate_limit {
+            let done = ratelimit::ensure(accounts.client, bot_token, &account.user_id, limit)?;
+            (self.log)(format!(
+                "{}: rate limit {}/s, burst {} ({})",
+                account.user_id,
+                limit.messages_per_second,
+                limit.burst_count,
+                if done == ratelimit::Outcome::Set { "set" } else { "kept" }
+            ));
+        }
+        for var in missing {
+            (self.log)(format!(
+                "{}: `{var}` is not in {}; only the operator can provide it, add `{var}=...` there",
+                account.user_id,
+                dir.join(ENV_FILE).display()
+            ));
+        }
+        Ok(Some(token))
+    }
 
+    /// The agents' rooms, then the ops room (admins only); returns each
+    /// member's room IDs, in plan order.
+    fn ensure_rooms(
+        &mut self,
+        client: &Client,
+        bot_token: &str,
+        agent_tokens: &BTreeMap<&str, String>,
+    ) -> Result<BTreeMap<String, Vec<String>>> {
+        let plan = self.plan;
         let rooms = rooms::Rooms {
             client,
-            user_id: &bot.user_id,
-            token: &bot_token,
+            user_id: &plan.bootstrap_account.user_id,
+            token: bot_token,
         };
         let tokens: BTreeMap<&str, &str> = agent_tokens.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut room_ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        // The agents' rooms, then the ops room (admins only).
+        let mut room_ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for room in plan.rooms.iter().chain([&plan.ops_room]) {
             let report = rooms.ensure(room, &tokens)?;
             for member in &room.members {
-                room_ids
-                    .entry(member.as_str())
-                    .or_default()
-                    .push(report.room_id.clone());
+                room_ids.entry(member.clone()).or_default().push(report.room_id.clone());
             }
-            let mut line = format!(
-                "room {}: {} {}",
-                room.alias,
-                if report.created { "created" } else { "exists" },
-                report.room_id
-            );
-            if let Some(old) = &report.replaced {
-                line.push_str(&format!("; replaced {old}, half-made by an interrupted run"));
-            }
-            for (what, list) in [
-                ("updated", report.updated.iter().map(|s| (*s).to_string()).collect()),
-                ("invited", report.invited),
-                ("joined", report.joined),
-            ] {
-                let list: Vec<String> = list;
-                if !list.is_empty() {
-                    line.push_str(&format!("; {what} {}", list.join(", ")));
-                }
-            }
-            (self.log)(line);
+            (self.log)(room_line(room, report));
             self.step();
         }
-        // Agents that filter by room ID (Hermes) learn them now that the
-        // rooms exist.
-        for account in plan
+        Ok(room_ids)
+    }
+
+    /// Agents that filter by room ID (Hermes) learn them now that the rooms
+    /// exist.
+    fn write_room_ids(
+        &mut self,
+        agent_tokens: &BTreeMap<&str, String>,
+        room_ids: &BTreeMap<String, Vec<String>>,
+    ) -> Result<()> {
+        for account in self
+            .plan
             .accounts
             .iter()
             .filter(|a| !a.room_ids_env.is_empty() || !a.home_room_env.is_empty())
@@ -463,4 +469,28 @@ impl Run<'_> {
         secrets::write(path, &text, owner)?;
         Ok(missing)
     }
+}
+
+/// What one room's step did, for the log.
+fn room_line(room: &plan::PlannedRoom, report: rooms::RoomReport) -> String {
+    let mut line = format!(
+        "room {}: {} {}",
+        room.alias,
+        if report.created { "created" } else { "exists" },
+        report.room_id
+    );
+    if let Some(old) = &report.replaced {
+        line.push_str(&format!("; replaced {old}, half-made by an interrupted run"));
+    }
+    for (what, list) in [
+        ("updated", report.updated.iter().map(|s| (*s).to_string()).collect()),
+        ("invited", report.invited),
+        ("joined", report.joined),
+    ] {
+        let list: Vec<String> = list;
+        if !list.is_empty() {
+            line.push_str(&format!("; {what} {}", list.join(", ")));
+        }
+    }
+    line
 }

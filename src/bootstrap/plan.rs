@@ -1,13 +1,12 @@
-//! The bootstrap plan: written by `appliance generate`, read by
-//! `appliance bootstrap` on the Matrix host. It names every account, room
-//! and secret file, never a secret value.
+//! The bootstrap plan's schema: written by `appliance generate`
+//! (`render::plan` builds it from the model), read by `appliance
+//! bootstrap` and the warden on the Matrix host. It names every account,
+//! room and secret file, never a secret value. It imports nothing above the
+//! foundation (docs/architecture.md, "Layers").
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-use crate::kinds;
-use crate::model::{Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, device_id, volume_name};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
@@ -16,6 +15,11 @@ use crate::model::{Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, d
 /// the Matrix host's `sandboxes` and `proxy_log`, which the warden reads.
 /// 6: egress grants (`grants`, each agent's `egress_grants`).
 pub const PLAN_SCHEMA: u32 = 6;
+
+/// Where the appliance keeps state and runtime secrets on every host: the
+/// `state_dir` of every plan and pairing config the generator writes, and
+/// the on-host tools' default (the audit trail lives under it).
+pub const STATE_DIR: &str = "/var/lib/appliance";
 
 /// Localpart of the ops room's alias: the warden's notices, admins only.
 pub const OPS_ROOM_LOCALPART: &str = "appliance_ops";
@@ -249,191 +253,6 @@ pub struct PlannedRoom {
     pub power_levels: BTreeMap<String, u32>,
 }
 
-/// The plan for an appliance; only its Matrix host runs it.
-pub fn plan(appliance: &Appliance) -> Plan {
-    let server_name = &appliance.matrix.server_name;
-    let mut accounts = Vec::new();
-    let sandboxes: BTreeMap<&str, &crate::model::Sandbox> = appliance
-        .hosts
-        .values()
-        .flat_map(|host| &host.sandboxes)
-        .map(|sandbox| (sandbox.name.as_str(), sandbox))
-        .collect();
-    for agent in appliance.agents.values() {
-        let (uid, gid) = sandboxes
-            .get(agent.sandbox.as_str())
-            .and_then(|sandbox| parse_user(&sandbox.user))
-            .unwrap_or((0, 0));
-        let kind = kinds::of(agent.kind);
-        let env = kind.plan();
-        let names = |vars: &[&str]| vars.iter().map(|v| v.to_string()).collect();
-        accounts.push(Account {
-            localpart: agent.name.clone(),
-            user_id: agent.user_id.clone(),
-            kind: AccountKind::Agent,
-            display_name: agent.name.clone(),
-            device_id: device_id(&agent.name),
-            secrets_dir: relative(&agent.secrets_dir),
-            uid,
-            gid,
-            generated_env: env.generated_env.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
-            token_env: names(env.token_env),
-            room_ids_env: names(env.room_ids_env),
-            home_room_env: names(env.home_room_env),
-            operator_env: names(&kind.operator_env(&agent.skills)),
-            rate_limit: Some({
-                let (messages_per_second, burst_count) = env.rate_limit;
-                RateLimit {
-                    messages_per_second,
-                    burst_count,
-                }
-            }),
-            // The warden reads it on the Matrix host, where it runs.
-            tool_log: sandboxes
-                .get(agent.sandbox.as_str())
-                .filter(|_| agent.host == appliance.matrix.host)
-                .and_then(|sandbox| {
-                    let (format, volume, path) = env.tool_log;
-                    let volume = volume_name(&agent.name, volume);
-                    sandbox.volumes.iter().any(|v| v.name == volume).then(|| ToolLog {
-                        format,
-                        volume,
-                        path: path.to_string(),
-                    })
-                }),
-            egress_grants: Some(egress_grants(
-                appliance,
-                agent,
-                sandboxes.get(agent.sandbox.as_str()).copied(),
-            )),
-        });
-    }
-    for admin in &appliance.matrix.admins {
-        let localpart = admin
-            .trim_start_matches('@')
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        accounts.push(Account {
-            user_id: admin.clone(),
-            kind: AccountKind::Admin,
-            display_name: localpart.clone(),
-            device_id: device_id(&localpart),
-            secrets_dir: format!("{HOST_SECRETS}/admins/{localpart}"),
-            uid: 0,
-            gid: 0,
-            generated_env: BTreeMap::new(),
-            token_env: Vec::new(),
-            room_ids_env: Vec::new(),
-            home_room_env: Vec::new(),
-            operator_env: Vec::new(),
-            rate_limit: None,
-            tool_log: None,
-            egress_grants: None,
-            localpart,
-        });
-    }
-    let rooms = appliance
-        .rooms
-        .values()
-        .map(|room| PlannedRoom {
-            alias_localpart: room.name.clone(),
-            alias: room.alias.clone(),
-            name: room.display_name.clone(),
-            topic: room.topic.clone(),
-            federate: room.federate,
-            members: room.members.iter().map(|m| m.user_id.clone()).collect(),
-            power_levels: room
-                .members
-                .iter()
-                .filter(|m| m.role == MemberRole::Admin)
-                .map(|m| (m.user_id.clone(), m.power_level))
-                .collect(),
-        })
-        .collect();
-    let matrix_host = appliance.hosts.get(&appliance.matrix.host);
-    let admins = &appliance.matrix.admins;
-    let ops_room = PlannedRoom {
-        alias_localpart: OPS_ROOM_LOCALPART.to_string(),
-        alias: format!("#{OPS_ROOM_LOCALPART}:{server_name}"),
-        name: format!("{} operations", appliance.name),
-        topic: Some(
-            "The warden's room: health notices, halts, loop breaks, audit heads. Admins only; no agent is a member."
-                .to_string(),
-        ),
-        federate: false,
-        members: admins.clone(),
-        power_levels: admins.iter().map(|a| (a.clone(), 100)).collect(),
-    };
-    Plan {
-        schema: PLAN_SCHEMA,
-        appliance: appliance.name.clone(),
-        homeserver: Homeserver {
-            url: format!("http://127.0.0.1:{}", appliance.matrix.port),
-            server_name: server_name.clone(),
-        },
-        state_dir: STATE_DIR.to_string(),
-        synapse: synapse_secrets(),
-        bootstrap_account: BootstrapAccount {
-            localpart: BOOTSTRAP_LOCALPART.to_string(),
-            user_id: format!("@{BOOTSTRAP_LOCALPART}:{server_name}"),
-            device_id: device_id(BOOTSTRAP_LOCALPART),
-            secrets_dir: format!("{HOST_SECRETS}/bootstrap"),
-        },
-        accounts,
-        rooms,
-        ops_room,
-        loop_budget: Some(appliance.matrix.loop_budget),
-        sandboxes: matrix_host
-            .iter()
-            .flat_map(|host| &host.sandboxes)
-            .map(|s| PlannedSandbox {
-                name: s.name.clone(),
-                address: s.network.as_ref().map(|n| n.address.to_string()),
-            })
-            .collect(),
-        proxy_log: matrix_host
-            .filter(|host| {
-                host.sandboxes
-                    .iter()
-                    .any(|s| s.network.is_some() && s.egress.uses_proxy())
-            })
-            .map(|_| PROXY_ACCESS_LOG.to_string()),
-        grants: Some(GrantTimes {
-            default_secs: appliance.matrix.grant_default,
-            max_secs: appliance.matrix.grant_max,
-        }),
-    }
-}
-
-/// Where the proxy reads the agent's grants, or why it has none; the model
-/// decided which sandboxes have a grant file (`Sandbox::grants`).
-fn egress_grants(
-    appliance: &Appliance,
-    agent: &crate::model::Agent,
-    sandbox: Option<&crate::model::Sandbox>,
-) -> EgressGrants {
-    if let Some((sandbox, path)) = sandbox.and_then(|s| Some((s, s.grants.clone()?))) {
-        return EgressGrants::File {
-            sandbox: sandbox.name.clone(),
-            path,
-        };
-    }
-    EgressGrants::Refused(match &agent.egress {
-        Egress::Web => "its egress is `web`: the proxy already lets it reach every public host".to_string(),
-        Egress::None => {
-            "its egress is `none`: it has no way through the egress proxy to widen (that takes an `egress` list in the spec)".to_string()
-        }
-        Egress::Domains(_) if !agent.grants => "the spec turns grants off for it (`grants = false`)".to_string(),
-        Egress::Domains(_) if agent.host != appliance.matrix.host => format!(
-            "its sandbox is on host `{}`, whose egress proxy the warden (on `{}`) does not write",
-            agent.host, appliance.matrix.host
-        ),
-        Egress::Domains(_) => "its sandbox has no network".to_string(),
-    })
-}
-
 /// Synapse's secrets; the homeserver settings name the same files.
 pub fn synapse_secrets() -> SynapseSecrets {
     SynapseSecrets {
@@ -444,16 +263,4 @@ pub fn synapse_secrets() -> SynapseSecrets {
         macaroon_secret_key: "macaroon-secret-key".to_string(),
         form_secret: "form-secret".to_string(),
     }
-}
-
-/// A path under the state directory, made relative to it.
-fn relative(path: &str) -> String {
-    path.strip_prefix(STATE_DIR)
-        .map_or(path, |rest| rest.trim_start_matches('/'))
-        .to_string()
-}
-
-fn parse_user(user: &str) -> Option<(u32, u32)> {
-    let (uid, gid) = user.split_once(':')?;
-    Some((uid.parse().ok()?, gid.parse().ok()?))
 }

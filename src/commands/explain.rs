@@ -15,7 +15,7 @@ use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::lint::Finding;
 use crate::model::denied::{Denial, Enforcer, denied};
 use crate::model::{
-    Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT, SOCKET_DIR, Sandbox,
+    Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT, SOCKET_DIR, Sandbox, Size,
 };
 use crate::runsc::{HostUds, RunscVersion, runtime_args};
 
@@ -48,7 +48,7 @@ pub struct SandboxView {
     /// Added to an otherwise empty set (`--cap-drop=ALL`).
     pub capabilities: Vec<String>,
     pub no_new_privileges: bool,
-    pub memory: String,
+    pub memory: Size,
     pub cpus: String,
     pub pids: u32,
     pub mounts: Vec<Mount>,
@@ -111,7 +111,7 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
     let mut sandboxes = Vec::new();
     for (host, sandbox) in selected(appliance, only) {
         // Service sandboxes (Ollama, SearXNG) belong to no agent.
-        let agent = appliance.agents.get(&sandbox.agent);
+        let agent = sandbox.agent.as_ref().and_then(|a| appliance.agents.get(a));
         sandboxes.push(view(appliance, host, sandbox, agent, findings)?);
     }
     let per_sandbox = |f: &Finding| {
@@ -164,7 +164,7 @@ fn selected<'a>(appliance: &'a Appliance, only: Option<&str>) -> Vec<(&'a Host, 
         .hosts
         .values()
         .flat_map(|host| host.sandboxes.iter().map(move |sandbox| (host, sandbox)))
-        .filter(|(_, sandbox)| only.is_none_or(|a| a == sandbox.agent))
+        .filter(|(_, sandbox)| only.is_none_or(|a| sandbox.agent.as_deref() == Some(a)))
         .collect()
 }
 
@@ -193,7 +193,7 @@ fn view(
         root_reason: sandbox.root_reason.clone(),
         capabilities: sandbox.cap_add.clone(),
         no_new_privileges: sandbox.no_new_privileges,
-        memory: sandbox.memory.clone(),
+        memory: sandbox.memory,
         cpus: sandbox.cpus.clone(),
         pids: sandbox.pids_limit,
         mounts: mounts(sandbox),

@@ -7,10 +7,11 @@ use std::fmt::Write;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::bootstrap::plan::{Plan, plan};
+use crate::bootstrap::plan::Plan;
 use crate::cli::{Format, InspectArgs};
 use crate::docker::run_options;
 use crate::model::{Agent, Appliance, BindSource, Host, Inference, Matrix, Room, Sandbox, Subnet};
+use crate::render::plan::plan;
 use crate::runsc::{RunscVersion, runtime_args};
 use crate::term::{self, inert};
 
@@ -113,9 +114,35 @@ pub fn run(args: &InspectArgs) -> Result<()> {
 
 fn text(view: &Inspection) -> String {
     let mut out = String::new();
-    let w = &mut out;
-    let _ = writeln!(w, "appliance {} (network {})", view.name, view.network);
-    let m = view.matrix;
+    let _ = writeln!(out, "appliance {} (network {})", view.name, view.network);
+    matrix_text(&mut out, view.matrix);
+    if let Some(inference) = view.inference {
+        inference_text(&mut out, inference);
+    }
+    for (name, host) in &view.hosts {
+        host_text(&mut out, name, host);
+    }
+    for agent in view.agents.values() {
+        agent_text(&mut out, agent);
+    }
+    for room in view.rooms.values() {
+        let members: Vec<&str> = room.members.iter().map(|m| m.user_id.as_str()).collect();
+        let _ = writeln!(out, "\nroom {}: {}", room.alias, members.join(", "));
+    }
+    let plan = &view.bootstrap;
+    let _ = writeln!(
+        out,
+        "\nbootstrap on {}: {}, {}, state in {}",
+        plan.homeserver.url,
+        super::count(plan.accounts.len(), "account", "accounts"),
+        super::count(plan.rooms.len(), "room", "rooms"),
+        plan.state_dir
+    );
+    out
+}
+
+/// The homeserver, its web client and the pairing server.
+fn matrix_text(w: &mut String, m: &Matrix) {
     let _ = writeln!(
         w,
         "matrix: {} on host {} port {}, federation {}, admins: {}",
@@ -143,103 +170,94 @@ fn text(view: &Inspection) -> String {
             "pairing: on {pairing}, for the agents of other hosts (docs/pairing.md)"
         );
     }
-    if let Some(inference) = view.inference {
-        let _ = writeln!(
-            w,
-            "inference: ollama ({}) on host {} {} at {}:{}, models: {}",
-            inference.acceleration,
-            inference.host,
-            inference.sandbox.as_ref().map_or_else(
-                || "as a host service (sandbox = \"host\")".to_string(),
-                |s| format!("in sandbox `{s}`")
-            ),
-            inference.bind_address,
-            inference.port,
-            inference.models.join(", ")
-        );
-        if let Some(address) = inference.overlay_address {
-            let _ = writeln!(w, "  other hosts' agents: {address}:{}", inference.port);
-        }
-    }
-    for (name, host) in &view.hosts {
-        let h = host.host;
-        let _ = writeln!(
-            w,
-            "\nhost {name}: {} {}, gVisor platform {}",
-            h.target, h.system, h.platform
-        );
-        if let Some(gpu) = &h.gpu {
-            let _ = writeln!(w, "  gpu: {} x{}", gpu.model, gpu.count);
-        }
-        for rule in &h.firewall {
-            let on = rule.interface.as_deref().unwrap_or("all interfaces");
-            let _ = writeln!(
-                w,
-                "  open {}/{} on {on}: {}",
-                rule.port,
-                rule.protocol,
-                inert(&rule.reason)
-            );
-        }
-        for (runtime, args) in &host.runtime_args {
-            let _ = writeln!(w, "  runtime {runtime}: {}", args.join(" "));
-        }
-        for sandbox in &h.sandboxes {
-            let _ = writeln!(
-                w,
-                "  sandbox {} ({}), runtime {}",
-                sandbox.name, sandbox.purpose, sandbox.runtime
-            );
-            for reason in &sandbox.runtime_reasons {
-                let _ = writeln!(w, "    why not strict: {}", inert(reason));
-            }
-            if let Some(reason) = &sandbox.root_reason {
-                let _ = writeln!(w, "    why root: {}", inert(reason));
-            }
-            let _ = writeln!(
-                w,
-                "    docker run {} {}{}",
-                host.docker_run_args[sandbox.name.as_str()].join(" "),
-                sandbox.image,
-                sandbox.command.iter().map(|c| format!(" {c}")).collect::<String>()
-            );
-        }
-    }
-    for agent in view.agents.values() {
-        let _ = writeln!(
-            w,
-            "\nagent {} ({}) on host {} as {}, model {}",
-            agent.name,
-            agent.kind,
-            agent.host,
-            agent.user_id,
-            agent.model.as_deref().unwrap_or("none")
-        );
-        let _ = writeln!(w, "  answers: {}", agent.allowed_users.join(", "));
-        for permissive in &agent.permissive {
-            let _ = writeln!(
-                w,
-                "  permissive: {}\n    why: {}",
-                permissive.setting,
-                inert(&permissive.reason)
-            );
-        }
-        for warning in &agent.warnings {
-            let _ = writeln!(w, "  warning[{}]: {}", warning.code, inert(&warning.message));
-        }
-    }
-    for room in view.rooms.values() {
-        let members: Vec<&str> = room.members.iter().map(|m| m.user_id.as_str()).collect();
-        let _ = writeln!(w, "\nroom {}: {}", room.alias, members.join(", "));
-    }
-    let plan = &view.bootstrap;
+}
+
+fn inference_text(w: &mut String, inference: &Inference) {
     let _ = writeln!(
         w,
-        "\nbootstrap on {}: {}, {}, state in {}",
-        plan.homeserver.url,
-        super::count(plan.accounts.len(), "account", "accounts"),
-        super::count(plan.rooms.len(), "room", "rooms"),
-        plan.state_dir
+        "inference: ollama ({}) on host {} {} at {}:{}, models: {}",
+        inference.acceleration,
+        inference.host,
+        inference.sandbox.as_ref().map_or_else(
+            || "as a host service (sandbox = \"host\")".to_string(),
+            |s| format!("in sandbox `{s}`")
+        ),
+        inference.bind_address,
+        inference.port,
+        inference.models.join(", ")
     );
-    out
+    if let Some(address) = inference.overlay_address {
+        let _ = writeln!(w, "  other hosts' agents: {address}:{}", inference.port);
+    }
+}
+
+/// A host: its GPU, open ports, runtimes and each sandbox's `docker run`.
+fn host_text(w: &mut String, name: &str, host: &HostView) {
+    let h = host.host;
+    let _ = writeln!(
+        w,
+        "\nhost {name}: {} {}, gVisor platform {}",
+        h.target, h.system, h.platform
+    );
+    if let Some(gpu) = &h.gpu {
+        let _ = writeln!(w, "  gpu: {} x{}", gpu.model, gpu.count);
+    }
+    for rule in &h.firewall {
+        let on = rule.interface.as_deref().unwrap_or("all interfaces");
+        let _ = writeln!(
+            w,
+            "  open {}/{} on {on}: {}",
+            rule.port,
+            rule.protocol,
+            inert(&rule.reason)
+        );
+    }
+    for (runtime, args) in &host.runtime_args {
+        let _ = writeln!(w, "  runtime {runtime}: {}", args.join(" "));
+    }
+    for sandbox in &h.sandboxes {
+        let _ = writeln!(
+            w,
+            "  sandbox {} ({}), runtime {}",
+            sandbox.name, sandbox.purpose, sandbox.runtime
+        );
+        for reason in &sandbox.runtime_reasons {
+            let _ = writeln!(w, "    why not strict: {}", inert(reason));
+        }
+        if let Some(reason) = &sandbox.root_reason {
+            let _ = writeln!(w, "    why root: {}", inert(reason));
+        }
+        let _ = writeln!(
+            w,
+            "    docker run {} {}{}",
+            host.docker_run_args[sandbox.name.as_str()].join(" "),
+            sandbox.image,
+            sandbox.command.iter().map(|c| format!(" {c}")).collect::<String>()
+        );
+    }
+}
+
+/// An agent: who it answers, what is loosened and why, what is off.
+fn agent_text(w: &mut String, agent: &Agent) {
+    let _ = writeln!(
+        w,
+        "\nagent {} ({}) on host {} as {}, model {}",
+        agent.name,
+        agent.kind,
+        agent.host,
+        agent.user_id,
+        agent.model.as_deref().unwrap_or("none")
+    );
+    let _ = writeln!(w, "  answers: {}", agent.allowed_users.join(", "));
+    for permissive in &agent.permissive {
+        let _ = writeln!(
+            w,
+            "  permissive: {}\n    why: {}",
+            permissive.setting,
+            inert(&permissive.reason)
+        );
+    }
+    for warning in &agent.warnings {
+        let _ = writeln!(w, "  warning[{}]: {}", warning.code, inert(&warning.message));
+    }
 }

@@ -17,7 +17,7 @@ use anyhow::Result;
 pub use crate::bootstrap::plan::ToolLogFormat;
 use crate::model::image::ImageLayout;
 use crate::model::policy::Request;
-use crate::model::{Agent, Permissive, Warning};
+use crate::model::{Agent, Permissive, Size, Warning};
 use crate::spec::schema::{AgentKind, Tool};
 
 /// Every kind, in the spec enum's order.
@@ -146,7 +146,7 @@ pub struct SandboxNeeds {
     /// Where the sandbox mounts it, read-only.
     pub config_target: &'static str,
     /// Defaults for the spec's `memory`, `cpus` and `pids`.
-    pub memory: &'static str,
+    pub memory: Size,
     pub cpus: f64,
     pub pids: u32,
     pub environment: &'static [(&'static str, &'static str)],

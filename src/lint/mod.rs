@@ -180,7 +180,10 @@ fn sandboxes(appliance: &Appliance, out: &mut Raw) {
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
             let subject = format!("sandbox {}", sandbox.name);
-            let is_exec = sandbox.name == exec_sandbox_name(&sandbox.agent);
+            let is_exec = sandbox
+                .agent
+                .as_ref()
+                .is_some_and(|agent| sandbox.name == exec_sandbox_name(agent));
             if sandbox.profile.docker_in_gvisor && !is_exec {
                 out.push((
                     "runsc-permissive-flags",
@@ -203,7 +206,7 @@ fn sandboxes(appliance: &Appliance, out: &mut Raw) {
                 ));
             }
             let unlimited = |v: &str| v.is_empty() || v.trim_start_matches('0').is_empty() || v == "-1";
-            if unlimited(&sandbox.memory) || sandbox.pids_limit == 0 || unlimited(&sandbox.cpus) {
+            if sandbox.memory.bytes() == 0 || sandbox.pids_limit == 0 || unlimited(&sandbox.cpus) {
                 out.push((
                     "sandbox-without-limits",
                     subject,

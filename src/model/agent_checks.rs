@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::build::Builder;
 use super::names::name_problem;
 use super::sandbox;
+use super::size::Size;
 use crate::kinds;
 use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Tool};
 
@@ -157,23 +158,39 @@ pub(super) fn resolve_tools(
 /// Docker refuses containers with less memory than this.
 const MIN_MEMORY_BYTES: u64 = 6 << 20;
 
-pub(super) fn check_limits(b: &mut Builder, agent: &AgentSpec) {
-    for size in agent.memory.iter().chain(agent.code_storage.iter()) {
-        if !is_size(size.get_ref()) {
+/// The spec's sizes for an agent's sandboxes, each parsed once here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// `memory`: its own sandbox's; none: the kind's default.
+    pub memory: Option<Size>,
+    /// `code_storage`: its code sandbox's Docker storage; none: 4g.
+    pub code_storage: Option<Size>,
+}
+
+/// Checks the agent's limits; returns the sizes that parse.
+pub(super) fn check_limits(b: &mut Builder, agent: &AgentSpec) -> Limits {
+    let mut size = |text: &Option<Spanned<String>>| {
+        let text = text.as_ref()?;
+        let size = Size::parse(text.get_ref());
+        if size.is_none() {
             b.error(
-                span(size),
-                format!("`{}` is not a size", size.get_ref()),
+                span(text),
+                format!("`{}` is not a size", text.get_ref()),
                 "write a number and a unit, e.g. \"512m\" or \"4g\"",
             );
         }
-    }
-    if let Some(memory) = &agent.memory
-        && is_size(memory.get_ref())
-        && size_bytes(memory.get_ref()) < MIN_MEMORY_BYTES
+        size
+    };
+    let limits = Limits {
+        memory: size(&agent.memory),
+        code_storage: size(&agent.code_storage),
+    };
+    if let (Some(memory), Some(text)) = (limits.memory, &agent.memory)
+        && memory.bytes() < MIN_MEMORY_BYTES
     {
         b.error(
-            span(memory),
-            format!("`memory = \"{}\"` is below Docker's minimum of 6m", memory.get_ref()),
+            span(text),
+            format!("`memory = \"{memory}\"` is below Docker's minimum of 6m"),
             "give the agent at least \"256m\"",
         );
     }
@@ -201,25 +218,7 @@ pub(super) fn check_limits(b: &mut Builder, agent: &AgentSpec) {
             ),
         );
     }
-}
-
-/// Bytes of a size that [`is_size`] accepted.
-fn size_bytes(text: &str) -> u64 {
-    let (digits, unit) = text.split_at(text.len() - 1);
-    let shift = match unit {
-        "k" => 10,
-        "m" => 20,
-        _ => 30,
-    };
-    digits.parse::<u64>().unwrap_or(0) << shift
-}
-
-/// `512m`, `4g`, `1024k`: Docker's size syntax with a required unit.
-pub fn is_size(text: &str) -> bool {
-    let Some(digits) = text.strip_suffix(['k', 'm', 'g']) else {
-        return false;
-    };
-    !digits.is_empty() && digits.len() <= 7 && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
+    limits
 }
 
 /// A skill name: safe as a directory name, and one the kind ships with
@@ -242,20 +241,5 @@ pub(super) fn check_skill(b: &mut Builder, kind: AgentKind, skill: &Spanned<Stri
             format!("{} has no built-in skill `{}`", kind.label(), skill.get_ref()),
             format!("use one of: {}", shipped.join(", ")),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert!(is_size("512m"));
-        assert!(is_size("4g"));
-        assert!(!is_size("4"));
-        assert!(!is_size("0g"));
-        assert!(!is_size("4gb"));
-        assert!(!is_size("g"));
     }
 }

@@ -87,11 +87,49 @@ pub const NEVER_DESTINATIONS: &[(&str, &str)] = &[
     ("ff00::/8", "multicast"),
 ];
 
+/// What a [`Reach`] opens: one of the services a sandbox may use. The
+/// variants are in the order of their names, so reach lists sort as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReachService {
+    /// The bridge's resolver (`egress = "web"` only).
+    Dns,
+    /// The host's egress proxy.
+    EgressProxy,
+    /// The crawler's page extraction backend.
+    Extract,
+    /// The agent's model server.
+    Inference,
+    /// The agent's homeserver.
+    Matrix,
+    /// The crawler's search backend.
+    Search,
+}
+
+impl ReachService {
+    /// As the spec's documentation and the firewall's comments name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReachService::Dns => "dns",
+            ReachService::EgressProxy => "egress-proxy",
+            ReachService::Extract => "extract",
+            ReachService::Inference => "inference",
+            ReachService::Matrix => "matrix",
+            ReachService::Search => "search",
+        }
+    }
+}
+
+impl std::fmt::Display for ReachService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing a sandbox may connect to, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Reach {
-    /// `matrix`, `inference`, `dns` or `egress-proxy`.
-    pub service: &'static str,
+    pub service: ReachService,
     pub address: Ipv4Addr,
     pub protocol: &'static str,
     pub port: u16,
@@ -109,7 +147,7 @@ pub struct Services {
 /// The reach of an agent's own sandbox.
 pub fn agent_reach(services: &Services, egress: &Egress) -> Vec<Reach> {
     let mut reach = vec![Reach {
-        service: "matrix",
+        service: ReachService::Matrix,
         address: *services.matrix.ip(),
         protocol: "tcp",
         port: services.matrix.port(),
@@ -117,7 +155,7 @@ pub fn agent_reach(services: &Services, egress: &Egress) -> Vec<Reach> {
     }];
     if let Some(inference) = services.inference {
         reach.push(Reach {
-            service: "inference",
+            service: ReachService::Inference,
             address: *inference.ip(),
             protocol: "tcp",
             port: inference.port(),
@@ -149,7 +187,7 @@ fn common_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
     if *egress == Egress::Web {
         for protocol in ["udp", "tcp"] {
             reach.push(Reach {
-                service: "dns",
+                service: ReachService::Dns,
                 address: gateway,
                 protocol,
                 port: super::build::DNS_PORT,
@@ -161,7 +199,7 @@ fn common_reach(gateway: Ipv4Addr, egress: &Egress) -> Vec<Reach> {
     }
     if egress.uses_proxy() {
         reach.push(Reach {
-            service: "egress-proxy",
+            service: ReachService::EgressProxy,
             address: gateway,
             protocol: "tcp",
             port: PROXY_PORT,

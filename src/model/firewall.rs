@@ -76,67 +76,82 @@ pub fn rules(host: &Host, matrix: &Matrix, inference: Option<&Inference>, overla
         ));
     }
     if host.runs_matrix {
+        rules.extend(matrix_rules(host, matrix, overlay));
+    }
+    if let Some(inference) = inference.filter(|_| host.runs_inference) {
+        rules.extend(inference_rules(host, inference, overlay));
+    }
+    rules.sort();
+    rules
+}
+
+/// The Matrix host's ports: Matrix on the bridge and, where other hosts
+/// reach them, Matrix, pairing and the web client on the overlay.
+fn matrix_rules(host: &Host, matrix: &Matrix, overlay: bool) -> Vec<FirewallRule> {
+    let mut rules = Vec::new();
+    rules.push(rule(
+        Some(BRIDGE_INTERFACE),
+        "tcp",
+        matrix.port,
+        "Matrix for this host's sandboxes".into(),
+    ));
+    if overlay && host.overlay_address.is_some_and(|a| matrix.bind_addresses.contains(&a)) {
+        rules.push(rule(
+            Some(OVERLAY_INTERFACE),
+            "tcp",
+            matrix.port,
+            "Matrix for other hosts' agents".into(),
+        ));
+    }
+    if let Some(pairing) = matrix.pairing {
+        rules.push(rule(
+            Some(OVERLAY_INTERFACE),
+            "tcp",
+            pairing.port(),
+            "pairing: other hosts fetch their agents' Matrix credentials".into(),
+        ));
+    }
+    if overlay
+        && host
+            .overlay_address
+            .is_some_and(|a| matrix.web_client.listen.contains(&a))
+    {
+        rules.push(rule(
+            Some(OVERLAY_INTERFACE),
+            "tcp",
+            matrix.web_client.port,
+            format!(
+                "{}, the admins' Matrix web client (also on loopback, for `ssh -L`)",
+                matrix.web_client.client
+            ),
+        ));
+    }
+    rules
+}
+
+/// Ollama's ports, on the host that runs it.
+fn inference_rules(host: &Host, inference: &Inference, overlay: bool) -> Vec<FirewallRule> {
+    let mut rules = Vec::new();
+    // In its own sandbox, Ollama is reached across the bridge (and,
+    // from other hosts, through the port Docker publishes on the overlay
+    // address), never on an address of the host itself.
+    let on_host = inference.sandbox.is_none();
+    if on_host {
         rules.push(rule(
             Some(BRIDGE_INTERFACE),
             "tcp",
-            matrix.port,
-            "Matrix for this host's sandboxes".into(),
+            inference.port,
+            "Ollama for this host's sandboxes".into(),
         ));
-        if overlay && host.overlay_address.is_some_and(|a| matrix.bind_addresses.contains(&a)) {
-            rules.push(rule(
-                Some(OVERLAY_INTERFACE),
-                "tcp",
-                matrix.port,
-                "Matrix for other hosts' agents".into(),
-            ));
-        }
-        if let Some(pairing) = matrix.pairing {
-            rules.push(rule(
-                Some(OVERLAY_INTERFACE),
-                "tcp",
-                pairing.port(),
-                "pairing: other hosts fetch their agents' Matrix credentials".into(),
-            ));
-        }
-        if overlay
-            && host
-                .overlay_address
-                .is_some_and(|a| matrix.web_client.listen.contains(&a))
-        {
-            rules.push(rule(
-                Some(OVERLAY_INTERFACE),
-                "tcp",
-                matrix.web_client.port,
-                format!(
-                    "{}, the admins' Matrix web client (also on loopback, for `ssh -L`)",
-                    matrix.web_client.client
-                ),
-            ));
-        }
     }
-    if let Some(inference) = inference.filter(|_| host.runs_inference) {
-        // In its own sandbox, Ollama is reached across the bridge (and,
-        // from other hosts, through the port Docker publishes on the overlay
-        // address), never on an address of the host itself.
-        let on_host = inference.sandbox.is_none();
-        if on_host {
-            rules.push(rule(
-                Some(BRIDGE_INTERFACE),
-                "tcp",
-                inference.port,
-                "Ollama for this host's sandboxes".into(),
-            ));
-        }
-        let remote = inference.overlay_address.is_some() || Some(inference.bind_address) == host.overlay_address;
-        if overlay && remote {
-            rules.push(rule(
-                Some(OVERLAY_INTERFACE),
-                "tcp",
-                inference.port,
-                "Ollama for other hosts' agents".into(),
-            ));
-        }
+    let remote = inference.overlay_address.is_some() || Some(inference.bind_address) == host.overlay_address;
+    if overlay && remote {
+        rules.push(rule(
+            Some(OVERLAY_INTERFACE),
+            "tcp",
+            inference.port,
+            "Ollama for other hosts' agents".into(),
+        ));
     }
-    rules.sort();
     rules
 }

@@ -6,6 +6,7 @@
 //! the services' images.
 
 use crate::kinds;
+use crate::model::Size;
 
 pub const DIND_VERSION: &str = "29";
 /// Ollama's minor release in the pinned nixpkgs (`ollama`, `ollama-cuda`);
@@ -37,7 +38,7 @@ pub enum Storage {
     /// mode) into a new volume, so the image must carry it.
     Volume { name: &'static str },
     /// A tmpfs of this size: scratch space, gone at restart.
-    Tmpfs { size: &'static str },
+    Tmpfs { size: Size },
     /// A tmpfs sized by the agent's `code_storage` (default 4g): the inner
     /// Docker's storage.
     CodeStorage,
@@ -172,7 +173,7 @@ pub(crate) const TMP: Writable = Writable {
     path: "/tmp",
     mode: 0o1777,
     owner: Owner::Root,
-    storage: Storage::Tmpfs { size: "256m" },
+    storage: Storage::Tmpfs { size: Size::mib(256) },
     exec: false,
 };
 
@@ -202,7 +203,7 @@ const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
             path: "/run",
             mode: 0o755,
             owner: Owner::Root,
-            storage: Storage::Tmpfs { size: "64m" },
+            storage: Storage::Tmpfs { size: Size::mib(64) },
             exec: false,
         },
         TMP,

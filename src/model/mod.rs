@@ -13,6 +13,7 @@ mod network;
 pub mod policy;
 mod sandbox;
 pub mod services;
+mod size;
 pub mod vram;
 
 use std::collections::BTreeMap;
@@ -20,9 +21,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
-pub use agent_checks::is_size;
+pub use agent_checks::Limits;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
-pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach};
+pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, ReachService};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use sandbox::{
@@ -30,6 +31,7 @@ pub use sandbox::{
     volume_name,
 };
 pub use services::{EXTRACT_SANDBOX, INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
+pub use size::Size;
 
 use crate::runsc::Profile;
 use crate::spec::schema::{
@@ -37,8 +39,9 @@ use crate::spec::schema::{
     Tool,
 };
 
-/// Where the appliance keeps state and runtime secrets on every host.
-pub const STATE_DIR: &str = "/var/lib/appliance";
+/// Where the appliance keeps state and runtime secrets on every host: the
+/// plan's schema owns it, since the on-host code reads it too.
+pub use crate::bootstrap::plan::STATE_DIR;
 /// The file in an agent's secrets directory holding its raw Matrix token.
 pub const MATRIX_TOKEN_FILE: &str = "matrix-token";
 /// Where per-sandbox sockets live on the host (one directory per socket).
@@ -91,7 +94,10 @@ impl Host {
     /// Whether a sandbox here may ask the bridge's resolver (only those
     /// with `egress = "web"`): then the host runs it and opens port 53.
     pub fn resolves_names(&self) -> bool {
-        self.sandboxes.iter().flat_map(|s| &s.reach).any(|r| r.service == "dns")
+        self.sandboxes
+            .iter()
+            .flat_map(|s| &s.reach)
+            .any(|r| r.service == ReachService::Dns)
     }
 }
 
@@ -145,13 +151,32 @@ pub struct WebClient {
     pub homeserver_path: &'static str,
 }
 
+/// What Ollama computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acceleration {
+    /// The host's NVIDIA GPUs (`ollama-cuda`, nvproxy in the sandbox).
+    Cuda,
+    /// No GPU.
+    Cpu,
+}
+
+impl std::fmt::Display for Acceleration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acceleration::Cuda => "cuda",
+            Acceleration::Cpu => "cpu",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Inference {
     pub host: String,
     pub port: u16,
     pub models: Vec<String>,
     /// CUDA when the host has NVIDIA GPUs, CPU otherwise.
-    pub acceleration: String,
+    pub acceleration: Acceleration,
     /// Where Ollama runs: its own gVisor sandbox, or the host (`sandbox = "host"`).
     pub mode: InferenceSandbox,
     /// The sandbox Ollama runs in, in `gvisor` mode.
@@ -225,6 +250,10 @@ pub struct Agent {
     /// What the spec asked for that this appliance turns off or cannot
     /// wire, each with a stable code and why. `appliance check` prints them.
     pub warnings: Vec<Warning>,
+    /// The spec's sizes for its sandboxes, parsed once by the checks
+    /// (the sandboxes show the resolved ones).
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 /// One loosened setting in an agent's native config.
@@ -284,9 +313,11 @@ pub enum MemberRole {
 pub struct Sandbox {
     pub name: String,
     pub purpose: String,
-    /// The agent this sandbox belongs to; empty for the appliance's own
-    /// services (Ollama, the search backend).
-    pub agent: String,
+    /// The agent this sandbox belongs to; `None` for the appliance's own
+    /// services (Ollama, the search and extraction backends). Serialized as
+    /// before this was typed: the name, or `""` for a service.
+    #[serde(serialize_with = "name_or_empty")]
+    pub agent: Option<String>,
     pub image: String,
     /// The Docker runtime (`Profile::name`) this sandbox runs under.
     pub runtime: String,
@@ -303,9 +334,9 @@ pub struct Sandbox {
     pub cap_add: Vec<String>,
     pub no_new_privileges: bool,
     pub pids_limit: u32,
-    pub memory: String,
+    pub memory: Size,
     pub cpus: String,
-    pub shm_size: Option<String>,
+    pub shm_size: Option<Size>,
     pub environment: BTreeMap<String, String>,
     /// Env files written on the host at runtime (secrets).
     pub env_files: Vec<String>,
@@ -333,6 +364,17 @@ pub struct Sandbox {
     pub depends_on: Vec<String>,
 }
 
+impl Sandbox {
+    /// Whether this is one of the appliance's own services, not an agent's.
+    pub fn is_service(&self) -> bool {
+        self.agent.is_none()
+    }
+}
+
+fn name_or_empty<S: serde::Serializer>(name: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(name.as_deref().unwrap_or_default())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxNetwork {
     pub name: String,
@@ -346,7 +388,7 @@ pub struct SandboxNetwork {
 #[derive(Debug, Clone, Serialize)]
 pub struct Tmpfs {
     pub target: String,
-    pub size: String,
+    pub size: Size,
     pub mode: String,
     /// `(uid, gid)` owning the tmpfs' root, when not root.
     pub owner: Option<(u32, u32)>,

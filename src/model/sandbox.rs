@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use super::egress::{self, Egress, Services};
 use super::image::{self, ImageLayout, Storage};
+use super::size::Size;
 use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
 use crate::kinds;
 use crate::model::network::Subnet;
@@ -75,6 +76,64 @@ pub fn exec_sandbox_name(agent: &str) -> String {
     format!("{agent}-exec")
 }
 
+impl Sandbox {
+    /// The baseline every sandbox starts from, which each builder
+    /// overrides field by field (`Sandbox { .., ..Sandbox::strict(..) }`):
+    /// `image`'s reference and user, `profile` with its reasons, a
+    /// read-only root, no capability, no-new-privileges, no network, mount,
+    /// environment, published port or command, and the limits of a small
+    /// service (512 tasks, 512m, 1 CPU), which most builders raise.
+    pub fn strict(name: String, purpose: String, layout: &ImageLayout, profile: Profile) -> Sandbox {
+        let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
+        runtime_reasons.sort();
+        Sandbox {
+            name,
+            purpose,
+            agent: None,
+            image: layout.reference(),
+            runtime: profile.name(),
+            runtime_reasons,
+            profile,
+            user: layout.account.user(),
+            root_reason: None,
+            read_only_root: true,
+            tmpfs: Vec::new(),
+            volumes: Vec::new(),
+            binds: Vec::new(),
+            cap_add: Vec::new(),
+            no_new_privileges: true,
+            pids_limit: 512,
+            memory: Size::mib(512),
+            cpus: "1".into(),
+            shm_size: None,
+            environment: BTreeMap::new(),
+            env_files: Vec::new(),
+            network: None,
+            egress: Egress::None,
+            grants: None,
+            reach: Vec::new(),
+            publish: Vec::new(),
+            publish_on: None,
+            gateway_port: None,
+            gpus: false,
+            command: Vec::new(),
+            depends_on: Vec::new(),
+        }
+    }
+}
+
+impl SandboxNetwork {
+    /// On the sandboxes' bridge at `address`, resolving through the
+    /// bridge's forwarder.
+    pub fn bridge(address: Ipv4Addr, subnet: &Subnet) -> SandboxNetwork {
+        SandboxNetwork {
+            name: NETWORK_NAME.to_string(),
+            address,
+            dns: subnet.gateway(),
+        }
+    }
+}
+
 /// The agent's own sandbox and, with code execution, its Docker sandbox.
 pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let agent = inputs.agent;
@@ -134,49 +193,32 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     }
 
     let browser = agent.tools.contains(&Tool::Browser);
-    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
-    runtime_reasons.sort();
     let own = Sandbox {
-        name: agent.sandbox.clone(),
-        purpose: format!("{} agent `{}`", kind.label(), agent.name),
-        agent: agent.name.clone(),
-        image: layout.reference(),
-        runtime: profile.name(),
-        runtime_reasons,
-        profile,
-        user: layout.account.user(),
-        root_reason: None,
-        read_only_root: true,
+        agent: Some(agent.name.clone()),
         tmpfs: tmpfs_mounts(layout, None),
         volumes: volumes(layout, &agent.name),
         binds,
-        cap_add: Vec::new(),
-        no_new_privileges: true,
         pids_limit: spec.pids.as_ref().map_or(defaults.pids, |p| *p.get_ref()),
-        memory: spec
-            .memory
-            .as_ref()
-            .map_or_else(|| defaults.memory.to_string(), |m| m.get_ref().clone()),
+        memory: agent.limits.memory.unwrap_or(defaults.memory),
         cpus: format_cpus(spec.cpus.as_ref().map_or(defaults.cpus, |c| *c.get_ref())),
         // Chromium keeps its renderers' shared memory in /dev/shm; Docker's
         // 64m default crashes tabs.
-        shm_size: browser.then(|| "1g".to_string()),
+        shm_size: browser.then_some(Size::gib(1)),
         environment,
         env_files: agent_env_files(agent),
-        network: Some(SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: Ipv4Addr::UNSPECIFIED,
-            dns: inputs.network.gateway(),
-        }),
+        network: Some(SandboxNetwork::bridge(Ipv4Addr::UNSPECIFIED, inputs.network)),
         egress: agent.egress.clone(),
-        grants: None,
         reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
-        publish_on: None,
         gateway_port: kind.supports().gateway.as_ref().map(|g| g.port),
         gpus,
-        command: Vec::new(),
         depends_on,
+        ..Sandbox::strict(
+            agent.sandbox.clone(),
+            format!("{} agent `{}`", kind.label(), agent.name),
+            layout,
+            profile,
+        )
     };
     sandboxes.insert(0, own);
     sandboxes
@@ -207,7 +249,7 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
     );
     if let Some(search) = agent.search_address {
         reach.push(egress::Reach {
-            service: "search",
+            service: egress::ReachService::Search,
             address: *search.ip(),
             protocol: "tcp",
             port: search.port(),
@@ -216,7 +258,7 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
     }
     if let Some(extract) = agent.extract_address {
         reach.push(egress::Reach {
-            service: "extract",
+            service: egress::ReachService::Extract,
             address: *extract.ip(),
             protocol: "tcp",
             port: extract.port(),
@@ -235,29 +277,19 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
     let agent = inputs.agent;
     let name = exec_sandbox_name(&agent.name);
     let layout = image::docker_in_gvisor();
-    let storage = inputs.spec.code_storage.as_ref().map(|s| s.get_ref().as_str());
     let profile = Profile {
         docker_in_gvisor: true,
         host_uds: HostUds::Create,
         gpu: None,
     };
-    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
-    runtime_reasons.sort();
     Sandbox {
-        purpose: format!("Docker daemon running the code of agent `{}`", agent.name),
-        agent: agent.name.clone(),
-        image: layout.reference(),
-        runtime: profile.name(),
-        runtime_reasons,
-        profile,
-        user: layout.account.user(),
+        agent: Some(agent.name.clone()),
         root_reason: Some(
             "dockerd must be root inside the sandbox to create containers; \
              gVisor's root has no host privileges"
                 .into(),
         ),
-        read_only_root: true,
-        tmpfs: tmpfs_mounts(layout, storage),
+        tmpfs: tmpfs_mounts(layout, agent.limits.code_storage),
         // The agent's state, read-only, at the agent's own paths: its Docker
         // backend bind-mounts paths of its state into code containers
         // (Hermes: skills and caches, read-only), and the inner daemon looks
@@ -280,21 +312,16 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         .chain(agent.code_network.then(|| resolver_bind(agent)))
         .collect(),
         cap_add: DIND_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-        no_new_privileges: true,
         // An inner dockerd, containerd and the containers they run; every
         // guest thread is a host task (see `MIN_PIDS`).
         pids_limit: 8192,
-        memory: "8g".into(),
+        memory: Size::gib(8),
         cpus: "2".into(),
-        shm_size: None,
         environment: exec_environment(agent, inputs.network.gateway()),
-        env_files: Vec::new(),
         // Code gets a network only when the spec allows it.
-        network: agent.code_network.then(|| SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: Ipv4Addr::UNSPECIFIED,
-            dns: inputs.network.gateway(),
-        }),
+        network: agent
+            .code_network
+            .then(|| SandboxNetwork::bridge(Ipv4Addr::UNSPECIFIED, inputs.network)),
         // With a network, code follows the agent's egress policy; it never
         // reaches Matrix or the model.
         egress: if agent.code_network {
@@ -302,45 +329,50 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
         } else {
             Egress::None
         },
-        grants: None,
         reach: if agent.code_network {
             egress::code_reach(inputs.network.gateway(), &agent.egress)
         } else {
             Vec::new()
         },
-        publish: Vec::new(),
-        publish_on: None,
-        gateway_port: None,
-        gpus: false,
-        command: vec![
-            // dockerd, then `docker load` of the code-runner image.
-            "appliance-dind-start".into(),
-            format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
-            // root:<agent's gid> 0660 instead of root:docker, a group the
-            // agent's image does not have.
-            format!(
-                "--group={}",
-                consumer_user.split_once(':').map_or(consumer_user, |(_, gid)| gid)
-            ),
-            // gVisor's netstack has no iptables for the inner daemon.
-            "--iptables=false".into(),
-            "--ip6tables=false".into(),
-        ]
-        .into_iter()
-        // Without `code-network` the code containers run `--network=none`:
-        // no inner bridge and nothing to forward. dockerd otherwise writes
-        // /proc/sys/net/ipv4/ip_forward at start and exits when the sandbox
-        // refuses it ("Enabling IP forwarding failed").
-        .chain(
-            (!agent.code_network)
-                .then(|| ["--bridge=none".to_string(), "--ip-forward=false".to_string()])
-                .into_iter()
-                .flatten(),
+        command: dind_command(agent, consumer_user),
+        ..Sandbox::strict(
+            name,
+            format!("Docker daemon running the code of agent `{}`", agent.name),
+            layout,
+            profile,
         )
-        .collect(),
-        depends_on: Vec::new(),
-        name,
     }
+}
+
+/// The code sandbox's command: its dockerd, which gives the socket the
+/// agent's group (`consumer_user` is the agent's `uid:gid`).
+fn dind_command(agent: &Agent, consumer_user: &str) -> Vec<String> {
+    vec![
+        // dockerd, then `docker load` of the code-runner image.
+        "appliance-dind-start".into(),
+        format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+        // root:<agent's gid> 0660 instead of root:docker, a group the
+        // agent's image does not have.
+        format!(
+            "--group={}",
+            consumer_user.split_once(':').map_or(consumer_user, |(_, gid)| gid)
+        ),
+        // gVisor's netstack has no iptables for the inner daemon.
+        "--iptables=false".into(),
+        "--ip6tables=false".into(),
+    ]
+    .into_iter()
+    // Without `code-network` the code containers run `--network=none`:
+    // no inner bridge and nothing to forward. dockerd otherwise writes
+    // /proc/sys/net/ipv4/ip_forward at start and exits when the sandbox
+    // refuses it ("Enabling IP forwarding failed").
+    .chain(
+        (!agent.code_network)
+            .then(|| ["--bridge=none".to_string(), "--ip-forward=false".to_string()])
+            .into_iter()
+            .flatten(),
+    )
+    .collect()
 }
 
 /// The proxy variables of an agent with egress; Matrix and the model stay
@@ -373,7 +405,7 @@ fn exec_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String
 
 /// The image's tmpfs-backed writable directories; `code_storage` sizes the
 /// inner Docker's storage (default 4g).
-fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<&str>) -> Vec<Tmpfs> {
+fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<Size>) -> Vec<Tmpfs> {
     layout
         .writable
         .iter()
@@ -381,12 +413,12 @@ fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<&str>) -> Vec<Tmpfs> 
             let size = match writable.storage {
                 Storage::Volume { .. } => return None,
                 Storage::Tmpfs { size } => size,
-                Storage::CodeStorage => code_storage.unwrap_or("4g"),
+                Storage::CodeStorage => code_storage.unwrap_or(Size::gib(4)),
             };
             let (uid, gid) = writable.owner_ids(&layout.account);
             Some(Tmpfs {
                 target: writable.path.to_string(),
-                size: size.to_string(),
+                size,
                 mode: writable.mode_octal(),
                 owner: (uid != 0 || gid != 0).then_some((uid, gid)),
                 exec: writable.exec,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::egress::{self, Egress};
 use super::image::{self, Storage};
 use super::sandbox::{RESOLV_CONF, resolv_conf_path};
-use super::{Bind, BindSource, Gpu, Inference, NETWORK_NAME, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use super::{Bind, BindSource, Gpu, Inference, Sandbox, SandboxNetwork, Size, Tmpfs, Volume};
 use crate::model::network::Subnet;
 use crate::runsc::Profile;
 
@@ -62,47 +62,28 @@ pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sand
     // Python's urllib honours HTTP(S)_PROXY: every page through the proxy.
     environment.extend(egress::proxy_environment(network.gateway(), &[], None));
     Sandbox {
-        name: EXTRACT_SANDBOX.to_string(),
-        purpose: format!(
-            "appliance-webextract, the `crawler` tool's page extraction backend (web_extract) for {}",
-            clients.join(", ")
-        ),
-        agent: String::new(),
-        image: layout.reference(),
-        runtime: Profile::STRICT.name(),
-        runtime_reasons: Vec::new(),
-        profile: Profile::STRICT,
-        user: layout.account.user(),
-        root_reason: None,
-        read_only_root: true,
         tmpfs: tmpfs_of(layout),
-        volumes: Vec::new(),
         binds: vec![resolver(host)],
-        cap_add: Vec::new(),
-        no_new_privileges: true,
-        pids_limit: 512,
-        memory: "512m".into(),
-        cpus: "1".into(),
-        shm_size: None,
         environment,
         env_files: vec![EXTRACT_KEY_ENV.to_string()],
-        network: Some(SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: network
+        network: Some(SandboxNetwork::bridge(
+            network
                 .host(EXTRACT_SLOT)
                 .expect("every appliance subnet has the service slots"),
-            dns: network.gateway(),
-        }),
+            network,
+        )),
         // The pages the agents ask for: the web, through the egress proxy.
         egress: Egress::Web,
-        grants: None,
         reach: egress::code_reach(network.gateway(), &Egress::Web),
-        publish: Vec::new(),
-        publish_on: None,
-        gateway_port: None,
-        gpus: false,
-        command: Vec::new(),
-        depends_on: Vec::new(),
+        ..Sandbox::strict(
+            EXTRACT_SANDBOX.to_string(),
+            format!(
+                "appliance-webextract, the `crawler` tool's page extraction backend (web_extract) for {}",
+                clients.join(", ")
+            ),
+            layout,
+            Profile::STRICT,
+        )
     }
 }
 
@@ -111,21 +92,7 @@ pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sand
 pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandbox {
     let layout = image::searxng();
     Sandbox {
-        name: SEARCH_SANDBOX.to_string(),
-        purpose: format!(
-            "SearXNG, the `crawler` tool's search backend for {}",
-            clients.join(", ")
-        ),
-        agent: String::new(),
-        image: layout.reference(),
-        runtime: Profile::STRICT.name(),
-        runtime_reasons: Vec::new(),
-        profile: Profile::STRICT,
-        user: layout.account.user(),
-        root_reason: None,
-        read_only_root: true,
         tmpfs: tmpfs_of(layout),
-        volumes: Vec::new(),
         binds: vec![
             Bind {
                 source: BindSource::Generated(SEARCH_SETTINGS.to_string()),
@@ -134,12 +101,8 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
             },
             resolver(host),
         ],
-        cap_add: Vec::new(),
-        no_new_privileges: true,
         pids_limit: 1024,
-        memory: "1g".into(),
-        cpus: "1".into(),
-        shm_size: None,
+        memory: Size::gib(1),
         environment: {
             let mut env = BTreeMap::from([(
                 "SEARXNG_SETTINGS_PATH".to_string(),
@@ -150,24 +113,25 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
             env
         },
         env_files: vec![SEARCH_SECRET_ENV.to_string()],
-        network: Some(SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: network
+        network: Some(SandboxNetwork::bridge(
+            network
                 .host(SEARCH_SLOT)
                 .expect("every appliance subnet has the service slots"),
-            dns: network.gateway(),
-        }),
+            network,
+        )),
         // Its engines are public search services: the web, through the
         // egress proxy.
         egress: Egress::Web,
-        grants: None,
         reach: egress::code_reach(network.gateway(), &Egress::Web),
-        publish: Vec::new(),
-        publish_on: None,
-        gateway_port: None,
-        gpus: false,
-        command: Vec::new(),
-        depends_on: Vec::new(),
+        ..Sandbox::strict(
+            SEARCH_SANDBOX.to_string(),
+            format!(
+                "SearXNG, the `crawler` tool's search backend for {}",
+                clients.join(", ")
+            ),
+            layout,
+            Profile::STRICT,
+        )
     }
 }
 
@@ -189,7 +153,7 @@ fn tmpfs_of(layout: &image::ImageLayout) -> Vec<Tmpfs> {
         .filter_map(|w| match w.storage {
             Storage::Tmpfs { size } => Some(Tmpfs {
                 target: w.path.to_string(),
-                size: size.to_string(),
+                size,
                 mode: w.mode_octal(),
                 owner: None,
                 exec: w.exec,
@@ -207,8 +171,6 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
         gpu: gpu.map(|g| g.driver_capabilities.clone()),
         ..Profile::STRICT
     };
-    let mut runtime_reasons: Vec<String> = profile.reasons().iter().map(|r| r.to_string()).collect();
-    runtime_reasons.sort();
     let mut environment = BTreeMap::from([
         ("HOME".to_string(), layout.account.home.to_string()),
         // Every address of the sandbox's own netstack: only its bridge
@@ -219,20 +181,6 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
     let egress = inference_egress();
     environment.extend(egress::proxy_environment(network.gateway(), &[], None));
     Sandbox {
-        name: INFERENCE_SANDBOX.to_string(),
-        purpose: format!(
-            "Ollama ({}) serving {}",
-            inference.acceleration,
-            inference.models.join(", ")
-        ),
-        agent: String::new(),
-        image: layout.reference(),
-        runtime: profile.name(),
-        runtime_reasons,
-        profile,
-        user: layout.account.user(),
-        root_reason: None,
-        read_only_root: true,
         tmpfs: tmpfs_of(layout),
         volumes: layout
             .volumes()
@@ -244,8 +192,6 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
             .collect(),
         // Its resolver: Ollama looks up its registry.
         binds: vec![resolver(&inference.host)],
-        cap_add: Vec::new(),
-        no_new_privileges: true,
         // Ollama's runners are threads of one or a few processes; every
         // guest thread is a host task (see `MIN_PIDS`), and the sentry's
         // threads grow with the host's CPUs.
@@ -253,27 +199,27 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
         // On a GPU host Ollama reads each model into host memory on its way
         // to VRAM (the demo's largest is 89 GB); on a CPU host the weights
         // stay in this memory.
-        memory: if gpu.is_some() { "128g".into() } else { "16g".into() },
+        memory: if gpu.is_some() { Size::gib(128) } else { Size::gib(16) },
         // GPU inference needs a few CPU threads; CPU inference all a Pi has.
         cpus: if gpu.is_some() { "8".into() } else { "4".into() },
-        shm_size: None,
         environment,
-        env_files: Vec::new(),
-        network: Some(SandboxNetwork {
-            name: NETWORK_NAME.to_string(),
-            address: inference.bind_address,
-            dns: network.gateway(),
-        }),
+        network: Some(SandboxNetwork::bridge(inference.bind_address, network)),
         reach: egress::code_reach(network.gateway(), &egress),
         egress,
-        grants: None,
         // Other hosts' agents come over the overlay: the port is published
         // on the overlay address only, never on the host's other addresses.
         publish: inference.overlay_address.map(|_| inference.port).into_iter().collect(),
         publish_on: inference.overlay_address,
-        gateway_port: None,
         gpus: gpu.is_some(),
-        command: Vec::new(),
-        depends_on: Vec::new(),
+        ..Sandbox::strict(
+            INFERENCE_SANDBOX.to_string(),
+            format!(
+                "Ollama ({}) serving {}",
+                inference.acceleration,
+                inference.models.join(", ")
+            ),
+            layout,
+            profile,
+        )
     }
 }

@@ -158,18 +158,10 @@ pub fn gce_models() -> Vec<&'static str> {
         .collect()
 }
 
-/// A size as the spec writes it (`512m`, `24g`: Docker's binary units).
+/// Bytes of a size as the spec writes it (`512m`, `24g`: Docker's binary
+/// units), through the one size parser.
 pub fn parse_size(text: &str) -> Option<u64> {
-    if !super::is_size(text) {
-        return None;
-    }
-    let (digits, unit) = text.split_at(text.len() - 1);
-    let factor = match unit {
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        _ => GIB,
-    };
-    digits.parse::<u64>().ok().map(|n| n * factor)
+    super::Size::parse(text).map(super::Size::bytes)
 }
 
 /// The memory of one GPU of this model, when the catalog knows it.

@@ -256,34 +256,46 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         web_ports.join(" ")
     );
     for (sandbox, address) in &clients {
-        let client = acl_name(&sandbox.name);
-        // The list itself is on the `acl` lines: a comment naming every
-        // domain would pass squid's line length too.
-        let described = match &sandbox.egress {
-            Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
-            other => other.describe(),
-        };
-        let _ = writeln!(out, "# {}: {described}", sandbox.name);
-        let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
-        let _ = writeln!(out, "acl proxy_clients src {address}/32");
-        if let Egress::Domains(domains) = &sandbox.egress {
-            for line in domain_acl_lines(&client, domains) {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        if let Some(file) = &sandbox.grants {
-            // The warden's file (docs/warden.md, "Egress grants"): exact
-            // names, one a line, read again at each reconfigure. The path
-            // is the appliance's own, never the spec's words.
-            let _ = writeln!(
-                out,
-                "# host names the admins granted {} for a while (`!allow`), written by the warden\n\
-                 acl grants_{client} dstdomain -n \"{file}\"",
-                sandbox.name
-            );
-        }
-        out.push('\n');
+        client_acls(&mut out, sandbox, *address);
     }
+    access_rules(&mut out, &clients);
+    Some(out)
+}
+
+/// The ACLs of one sandbox: its address, its domain list and the
+/// warden's grant file.
+fn client_acls(out: &mut String, sandbox: &Sandbox, address: Ipv4Addr) {
+    let client = acl_name(&sandbox.name);
+    // The list itself is on the `acl` lines: a comment naming every
+    // domain would pass squid's line length too.
+    let described = match &sandbox.egress {
+        Egress::Domains(domains) => format!("{} domains through the egress proxy", domains.len()),
+        other => other.describe(),
+    };
+    let _ = writeln!(out, "# {}: {described}", sandbox.name);
+    let _ = writeln!(out, "acl sandbox_{client} src {address}/32");
+    let _ = writeln!(out, "acl proxy_clients src {address}/32");
+    if let Egress::Domains(domains) = &sandbox.egress {
+        for line in domain_acl_lines(&client, domains) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if let Some(file) = &sandbox.grants {
+        // The warden's file (docs/warden.md, "Egress grants"): exact
+        // names, one a line, read again at each reconfigure. The path
+        // is the appliance's own, never the spec's words.
+        let _ = writeln!(
+            out,
+            "# host names the admins granted {} for a while (`!allow`), written by the warden\n\
+             acl grants_{client} dstdomain -n \"{file}\"",
+            sandbox.name
+        );
+    }
+    out.push('\n');
+}
+
+/// The rules, in order: what is refused without a DNS query first.
+fn access_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
     out.push_str(
         "# The rules, in order. Every rule before `never_dst` is decided without\n\
          # a DNS query; `never_dst` resolves the requested name through the\n\
@@ -292,7 +304,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
          # sandbox's unlisted name never reaches a DNS server.\n\
          http_access deny manager\nhttp_access deny !web_ports\nhttp_access deny !proxy_clients\n",
     );
-    for (sandbox, _) in &clients {
+    for (sandbox, _) in clients {
         if let Egress::Domains(_) = &sandbox.egress {
             let client = acl_name(&sandbox.name);
             let granted = if sandbox.grants.is_some() {
@@ -304,7 +316,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         }
     }
     out.push_str("http_access deny never_dst\n");
-    for (sandbox, _) in &clients {
+    for (sandbox, _) in clients {
         let client = acl_name(&sandbox.name);
         match &sandbox.egress {
             Egress::Web => {
@@ -323,7 +335,6 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         }
     }
     out.push_str("http_access deny all\n");
-    Some(out)
 }
 
 /// The `dstdomain` ACL of a domain list, one line per domain: each line
@@ -509,7 +520,7 @@ mod tests {
                         assert!(!conf.contains(&acl) && !conf.contains(&allow), "{}", sandbox.name);
                         continue;
                     };
-                    assert!(host.runs_matrix && !sandbox.agent.is_empty(), "{}", sandbox.name);
+                    assert!(host.runs_matrix && !sandbox.is_service(), "{}", sandbox.name);
                     assert!(matches!(sandbox.egress, Egress::Domains(_)), "{}", sandbox.name);
                     assert!(conf.contains(&format!("{acl}{file}\"\n")), "{conf}");
                     let deny = format!("http_access deny sandbox_{client} !domains_{client} !grants_{client}\n");
@@ -531,5 +542,137 @@ mod tests {
     fn wildcard_domains_are_squid_domains() {
         assert_eq!(squid_domain("*.githubusercontent.com"), ".githubusercontent.com");
         assert_eq!(squid_domain("api.github.com"), "api.github.com");
+    }
+}
+
+/// The model's denied list (`appliance explain`) against what these
+/// renderers write from the same model: the nftables tables and squid's
+/// configuration. It lives here, not beside the list, because the model may
+/// not import the renderers (docs/architecture.md, "Layers").
+#[cfg(test)]
+mod against_the_denied_list {
+    use std::net::Ipv4Addr;
+
+    use super::{bridge_table, inet_table, proxy_config};
+    use crate::model::denied::{Denial, DenialKind, denied};
+    use crate::model::{Appliance, Host, NEVER_DESTINATIONS, Sandbox};
+    use crate::test_support::shipped;
+
+    /// Every networked sandbox with its host, its address and what it is denied.
+    fn each_sandbox(appliance: &Appliance, mut check: impl FnMut(&Host, &Sandbox, Ipv4Addr, &[Denial])) {
+        for host in appliance.hosts.values() {
+            for sandbox in &host.sandboxes {
+                let list = denied(appliance.hosts.values(), host, sandbox);
+                match &sandbox.network {
+                    Some(network) => check(host, sandbox, network.address, &list),
+                    None => assert_eq!(list.len(), 1, "{}: {list:?}", sandbox.name),
+                }
+            }
+        }
+    }
+
+    fn targets(list: &[Denial], kind: DenialKind) -> Vec<&str> {
+        list.iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.target.as_str())
+            .collect()
+    }
+
+    /// Each port the host opens is either accepted from the sandbox's
+    /// address by the nftables table or in its denied list, never both.
+    #[test]
+    fn each_open_host_port_is_accepted_or_denied() {
+        for appliance in shipped() {
+            each_sandbox(&appliance, |host, sandbox, address, list| {
+                let table = inet_table(host);
+                let denied_ports = targets(list, DenialKind::HostPort);
+                for rule in &host.firewall {
+                    let accepted = std::iter::once(host.network_address)
+                        .chain(host.overlay_address)
+                        .any(|local| {
+                            table.contains(&format!(
+                                "ip saddr {address} ip daddr {local} {} dport {} accept",
+                                rule.protocol, rule.port
+                            ))
+                        });
+                    let target = format!("host {} {}/{}", host.name, rule.protocol, rule.port);
+                    assert_ne!(
+                        accepted,
+                        denied_ports.contains(&target.as_str()),
+                        "{}: {target}, accepted: {accepted}\n{table}",
+                        sandbox.name
+                    );
+                }
+            });
+        }
+    }
+
+    /// A sandbox that uses the proxy is denied exactly squid's `never_dst`
+    /// ranges and its `web_ports`; every sandbox is denied the same ranges.
+    #[test]
+    fn ranges_and_ports_are_the_proxys() {
+        for appliance in shipped() {
+            each_sandbox(&appliance, |host, sandbox, _, list| {
+                let ranges = targets(list, DenialKind::Range);
+                let all: Vec<&str> = NEVER_DESTINATIONS.iter().map(|(r, _)| *r).collect();
+                assert_eq!(ranges, all, "{}", sandbox.name);
+                if !sandbox.egress.uses_proxy() {
+                    assert!(targets(list, DenialKind::ProxyPort).is_empty(), "{}", sandbox.name);
+                    return;
+                }
+                let conf = proxy_config(host).unwrap();
+                let never: Vec<&str> = conf
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("acl never_dst dst "))
+                    .collect();
+                assert_eq!(ranges, never, "{}", sandbox.name);
+                let web_ports = conf
+                    .lines()
+                    .find_map(|l| l.strip_prefix("acl web_ports port "))
+                    .unwrap();
+                let shown = format!("through the proxy, ports other than {}", web_ports.replace(' ', ", "));
+                assert_eq!(
+                    targets(list, DenialKind::ProxyPort),
+                    [shown.as_str()],
+                    "{}",
+                    sandbox.name
+                );
+            });
+        }
+    }
+
+    /// Another sandbox is denied unless the bridge table accepts the pair,
+    /// and then only beyond the accepted ports.
+    #[test]
+    fn other_sandboxes_are_denied_as_the_bridge_table_says() {
+        for appliance in shipped() {
+            each_sandbox(&appliance, |host, sandbox, address, list| {
+                let table = bridge_table(host, &appliance.network);
+                let shown = targets(list, DenialKind::Sandbox);
+                assert_eq!(shown.len(), host.sandboxes.len() - 1, "{}: {shown:?}", sandbox.name);
+                for other in host.sandboxes.iter().filter(|o| o.name != sandbox.name) {
+                    let Some(network) = &other.network else { continue };
+                    let pair = format!("ip saddr {address} ip daddr {} ", network.address);
+                    let accepted: Vec<String> = table
+                        .lines()
+                        .filter_map(|l| l.trim().strip_prefix(&pair))
+                        // Reply rules match the service's `sport`: they open nothing.
+                        .filter_map(|rest| {
+                            let (protocol, rest) = rest.split_once(" dport ")?;
+                            Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
+                        })
+                        .collect();
+                    let mut target = format!("sandbox {} at {}", other.name, network.address);
+                    if !accepted.is_empty() {
+                        target = format!("{target} beyond {}", accepted.join(", "));
+                    }
+                    assert!(
+                        shown.contains(&target.as_str()),
+                        "{}: no `{target}` in {shown:?}",
+                        sandbox.name
+                    );
+                }
+            });
+        }
     }
 }

@@ -499,7 +499,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     for sandbox in &host.sandboxes {
         containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
         let unit = format!("docker-{}", sandbox.name);
-        let deps = if sandbox.agent.is_empty() {
+        let deps = if sandbox.is_service() {
             // A service (Ollama, SearXNG) needs no Matrix secret; it waits
             // for its own secret if it has one, and for the overlay only
             // when it publishes a port on its address.
@@ -622,7 +622,7 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     // Its ordering: the bridge it listens on and, when it serves the
     // overlay, the WireGuard address (`unit_deps`).
     let mut settings = unit_deps(vec!["appliance-network.service".to_string()], overlay);
-    let package = if inference.acceleration == "cuda" {
+    let package = if inference.acceleration == crate::model::Acceleration::Cuda {
         "pkgs.ollama-cuda"
     } else {
         "pkgs.ollama"

@@ -114,9 +114,10 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
                 systems.push(system);
                 systems.sort();
             }
-            *browser |= appliance
-                .agents
-                .get(&sandbox.agent)
+            *browser |= sandbox
+                .agent
+                .as_ref()
+                .and_then(|a| appliance.agents.get(a))
                 .is_some_and(|agent| agent.tools.contains(&Tool::Browser));
         }
     }

@@ -8,6 +8,7 @@ mod images;
 mod index;
 pub mod nix;
 mod pairing;
+pub mod plan;
 pub mod runtimes;
 pub mod search;
 pub mod synapse;
@@ -20,7 +21,6 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::bootstrap::plan;
 use crate::model::Appliance;
 
 pub use crate::formats::{STAMP, json, yaml};

@@ -1,5 +1,5 @@
 //! Pairing configs and units: the hub's server and each remote host's
-//! client (see `crate::pairing`).
+//! client (schema in `crate::pairing::config`, protocol in docs/pairing.md).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use super::templates::Engine;
 use super::{STAMP, Tree, json};
 use crate::bootstrap::plan::Plan;
 use crate::model::{Appliance, Host, OVERLAY_INTERFACE, STATE_DIR};
-use crate::pairing::{AgentFiles, CONFIG_SCHEMA, ClientConfig, Peer, ServerConfig};
+use crate::pairing::config::{AgentFiles, CONFIG_SCHEMA, ClientConfig, Peer, ServerConfig};
 
 /// Module files, next to the host's `default.nix`.
 pub const SERVER_FILE: &str = "pairing-server.nix";

@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn the_policy_reads_each_agents_grant_file_or_why_it_has_none() {
-        let plan = crate::bootstrap::plan::plan(&crate::test_support::shipped()[0]);
+        let plan = crate::test_support::shipped_plan();
         let policy = Policy::new(&plan, None, DEFAULT_PROXY_RELOAD);
         assert_eq!(policy.reload, ["systemctl", "reload", "squid.service"]);
         let balthasar = &policy.agents[&format!("@balthasar:{}", plan.homeserver.server_name)];

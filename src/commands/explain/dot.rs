@@ -13,7 +13,7 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use crate::model::{
-    Appliance, BindSource, Egress, Host, OVERLAY_INTERFACE, PROXY_WEB_PORTS, Reach, SOCKET_DIR, Sandbox,
+    Appliance, BindSource, Egress, Host, OVERLAY_INTERFACE, PROXY_WEB_PORTS, Reach, ReachService, SOCKET_DIR, Sandbox,
 };
 use crate::runsc::HostUds;
 
@@ -73,7 +73,7 @@ fn sandbox_node(sandbox: &Sandbox) -> Node {
     Node {
         shape: "box",
         // The appliance's own services (no agent) have rounded corners.
-        style: sandbox.agent.is_empty().then_some("rounded"),
+        style: sandbox.is_service().then_some("rounded"),
         label: vec![sandbox.name.clone(), address, sandbox.runtime.clone()],
     }
 }
@@ -100,7 +100,11 @@ fn outside_node(label: &str) -> Node {
 /// port there, or that host's service.
 fn target<'a>(appliance: &'a Appliance, host: &'a Host, reach: &Reach) -> (&'a str, String, Node) {
     if reach.address == host.network_address || Some(reach.address) == host.overlay_address {
-        return (&host.name, service_id(host, reach.service), service_node(reach.service));
+        return (
+            &host.name,
+            service_id(host, reach.service.as_str()),
+            service_node(reach.service.as_str()),
+        );
     }
     if let Some(sandbox) = host
         .sandboxes
@@ -122,8 +126,8 @@ fn target<'a>(appliance: &'a Appliance, host: &'a Host, reach: &Reach) -> (&'a s
             Some(sandbox) => (&other.name, sandbox_id(other, sandbox), sandbox_node(sandbox)),
             None => (
                 &other.name,
-                service_id(other, reach.service),
-                service_node(reach.service),
+                service_id(other, reach.service.as_str()),
+                service_node(reach.service.as_str()),
             ),
         };
     }
@@ -135,7 +139,7 @@ fn target<'a>(appliance: &'a Appliance, host: &'a Host, reach: &Reach) -> (&'a s
 /// The policy lines of a path: the egress policy for the proxy, else the
 /// service the reach names.
 fn policy(reach: &Reach, egress: &Egress) -> Vec<String> {
-    if reach.service != "egress-proxy" {
+    if reach.service != ReachService::EgressProxy {
         return vec![reach.service.to_string()];
     }
     match egress {
@@ -160,10 +164,10 @@ fn draw_sandbox(graph: &mut Graph, appliance: &Appliance, host: &Host, sandbox: 
             Some(reach.port.to_string()),
             policy(reach, &sandbox.egress),
         );
-        if reach.service == "egress-proxy" {
+        if reach.service == ReachService::EgressProxy {
             draw_proxy_way_out(graph, &to);
         }
-        if reach.service == "dns" {
+        if reach.service == ReachService::Dns {
             let upstream = format!("{}/upstream-dns", host.name);
             graph.node(&host.name, upstream.clone(), service_node("the host's resolvers"));
             let forwarded = vec!["forwarded queries".into()];

@@ -134,29 +134,9 @@ const ALWAYS_OFF: &[&str] = &[
 
 pub fn config(agent: &Agent) -> Config {
     let code = agent.code_execution.is_some();
-    let mut toolsets = vec!["file", "memory", "todo", "clarify", "session_search"];
-    if agent.tools.contains(&Tool::Browser) {
-        toolsets.push("browser");
-    }
-    if code || agent.tools.contains(&Tool::Exec) {
-        toolsets.push("terminal");
-    }
-    if code {
-        toolsets.push("code_execution");
-    }
-    if !agent.skills.is_empty() {
-        toolsets.push("skills");
-    }
-    // `web` is web_search and web_extract; `search` web_search only, for
-    // a spec without the extraction backend.
+    let toolsets = toolsets(agent);
     let search = agent.search_url.is_some();
     let extract = search && agent.extract_url.is_some();
-    if extract {
-        toolsets.push("web");
-    } else if search {
-        toolsets.push("search");
-    }
-    toolsets.sort_unstable();
     // Disabling `web` would strip web_search from every toolset, `search`
     // included; with SearXNG only the toolsets nothing enables stay listed.
     let disabled: Vec<&'static str> = ALWAYS_OFF
@@ -179,44 +159,7 @@ pub fn config(agent: &Agent) -> Config {
         agent: AgentSettings {
             disabled_toolsets: disabled,
         },
-        terminal: if code {
-            // Through the code-execution sandbox's Docker daemon only:
-            // DOCKER_HOST points at its socket. Hermes itself runs inner
-            // containers with `--cap-drop ALL` (plus DAC_OVERRIDE, CHOWN,
-            // FOWNER, SETUID, SETGID), no-new-privileges and a pids limit;
-            // `docker_network: false` adds `--network=none`.
-            Terminal {
-                backend: "docker",
-                // Loaded into the code sandbox at start; its tmpfs
-                // /var/lib/docker has no other image and, without
-                // `code-network`, nothing can be pulled.
-                docker_image: Some(crate::model::CODE_RUNNER_IMAGE),
-                docker_network: Some(agent.code_network),
-                docker_forward_env: Some(Vec::new()),
-                docker_mount_cwd_to_workspace: Some(false),
-                // Workspace and home as tmpfs in the code container: the
-                // persistent mode binds directories of Hermes' own state
-                // volume, which the inner daemon can only read.
-                container_persistent: Some(false),
-                // Hermes runs each command with `docker exec`, and gVisor
-                // cannot setns(2) into a PID namespace (runsc 20240729:
-                // "error executing setns process"), so code containers
-                // share the code sandbox's PID namespace: gVisor's, holding
-                // only the inner dockerd and the code containers.
-                docker_extra_args: Some(vec!["--pid=host"]),
-            }
-        } else {
-            // Inside the agent's own gVisor sandbox; never a Docker socket.
-            Terminal {
-                backend: "local",
-                docker_image: None,
-                docker_network: None,
-                docker_forward_env: None,
-                docker_mount_cwd_to_workspace: None,
-                container_persistent: None,
-                docker_extra_args: None,
-            }
-        },
+        terminal: terminal(code.then_some(agent.code_network)),
         browser: Browser {
             cloud_provider: "local",
             allow_private_urls: false,
@@ -241,5 +184,75 @@ pub fn config(agent: &Agent) -> Config {
             extract_backend: extract.then_some("tavily"),
         }),
         unauthorized_dm_behavior: "ignore",
+    }
+}
+
+/// The Matrix gateway's toolsets, sorted: the agent's tools, explicitly.
+fn toolsets(agent: &Agent) -> Vec<&'static str> {
+    let code = agent.code_execution.is_some();
+    let mut toolsets = vec!["file", "memory", "todo", "clarify", "session_search"];
+    if agent.tools.contains(&Tool::Browser) {
+        toolsets.push("browser");
+    }
+    if code || agent.tools.contains(&Tool::Exec) {
+        toolsets.push("terminal");
+    }
+    if code {
+        toolsets.push("code_execution");
+    }
+    if !agent.skills.is_empty() {
+        toolsets.push("skills");
+    }
+    // `web` is web_search and web_extract; `search` web_search only, for
+    // a spec without the extraction backend.
+    let search = agent.search_url.is_some();
+    if search && agent.extract_url.is_some() {
+        toolsets.push("web");
+    } else if search {
+        toolsets.push("search");
+    }
+    toolsets.sort_unstable();
+    toolsets
+}
+
+/// Where commands run. `code_network`: with code execution, whether its
+/// containers get a network; `None` without code execution.
+fn terminal(code_network: Option<bool>) -> Terminal {
+    let Some(code_network) = code_network else {
+        // Inside the agent's own gVisor sandbox; never a Docker socket.
+        return Terminal {
+            backend: "local",
+            docker_image: None,
+            docker_network: None,
+            docker_forward_env: None,
+            docker_mount_cwd_to_workspace: None,
+            container_persistent: None,
+            docker_extra_args: None,
+        };
+    };
+    // Through the code-execution sandbox's Docker daemon only: DOCKER_HOST
+    // points at its socket. Hermes itself runs inner containers with
+    // `--cap-drop ALL` (plus DAC_OVERRIDE, CHOWN, FOWNER, SETUID, SETGID),
+    // no-new-privileges and a pids limit; `docker_network: false` adds
+    // `--network=none`.
+    Terminal {
+        backend: "docker",
+        // Loaded into the code sandbox at start; its tmpfs /var/lib/docker
+        // has no other image and, without `code-network`, nothing can be
+        // pulled.
+        docker_image: Some(crate::model::CODE_RUNNER_IMAGE),
+        docker_network: Some(code_network),
+        docker_forward_env: Some(Vec::new()),
+        docker_mount_cwd_to_workspace: Some(false),
+        // Workspace and home as tmpfs in the code container: the persistent
+        // mode binds directories of Hermes' own state volume, which the
+        // inner daemon can only read.
+        container_persistent: Some(false),
+        // Hermes runs each command with `docker exec`, and gVisor cannot
+        // setns(2) into a PID namespace (runsc 20240729: "error executing
+        // setns process"), so code containers share the code sandbox's PID
+        // namespace: gVisor's, holding only the inner dockerd and the code
+        // containers.
+        docker_extra_args: Some(vec!["--pid=host"]),
     }
 }

@@ -14,6 +14,7 @@ use super::{
     CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat,
     ToolPolicy, Validator, openai_base,
 };
+use crate::model::Size;
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::Request;
 use crate::model::{Agent, CHROMIUM_PATH, Permissive, Warning, egress};
@@ -38,7 +39,7 @@ static SUPPORTS: Supports = Supports {
 static SANDBOX: SandboxNeeds = SandboxNeeds {
     config_file: "config.yaml",
     config_target: "/opt/data/config.yaml",
-    memory: "4g",
+    memory: Size::gib(4),
     cpus: 2.0,
     pids: 4096,
     environment: &[

@@ -266,30 +266,6 @@ struct Exec {
 /// must listen beyond loopback (its token auth stays on).
 pub fn config(agent: &Agent, published: bool) -> Config {
     let browser = agent.tools.contains(&Tool::Browser);
-    let models = agent
-        .inference_url
-        .as_ref()
-        .zip(agent.model.as_ref())
-        .map(|(url, model)| Models {
-            mode: "replace",
-            providers: BTreeMap::from([(
-                "ollama",
-                ModelProvider {
-                    // Ollama's native API: `/v1` breaks OpenClaw's tool calls.
-                    base_url: url.trim_end_matches('/').to_string(),
-                    api_key: "ollama-local",
-                    api: "ollama",
-                    // Large local models are slow to first token.
-                    timeout_seconds: 300,
-                    models: vec![Model {
-                        id: model.clone(),
-                        name: model.clone(),
-                        context_window: agent.context,
-                    }],
-                },
-            )]),
-            catalog_refresh: Enabled { enabled: false },
-        });
     Config {
         gateway: Gateway {
             mode: "local",
@@ -315,7 +291,7 @@ pub fn config(agent: &Agent, published: bool) -> Config {
                 },
             )]),
         },
-        models,
+        models: models(agent),
         agents: Agents {
             defaults: AgentDefaults {
                 workspace: WORKSPACE,
@@ -329,61 +305,9 @@ pub fn config(agent: &Agent, published: bool) -> Config {
             },
         },
         channels: Channels {
-            matrix: Matrix {
-                enabled: true,
-                homeserver: agent.homeserver_url.clone(),
-                user_id: agent.user_id.clone(),
-                access_token: SecretRef {
-                    source: "file",
-                    provider: MATRIX_TOKEN_PROVIDER,
-                    id: "value",
-                },
-                device_id: agent.device_id.clone(),
-                // Private homeserver, unencrypted rooms.
-                encryption: false,
-                // Appliance admins and the agents it shares a room with;
-                // never a wildcard.
-                dm: Dm {
-                    policy: "allowlist",
-                    allow_from: agent.allowed_users.clone(),
-                },
-                group_policy: "allowlist",
-                group_allow_from: agent.allowed_users.clone(),
-                groups: agent
-                    .rooms
-                    .iter()
-                    .map(|alias| (alias.clone(), Group { require_mention: true }))
-                    .collect(),
-                auto_join: "allowlist",
-                auto_join_allowlist: agent.rooms.clone(),
-                // The one loosened setting (Agent::permissive says why): the
-                // homeserver is on the appliance's private network.
-                network: MatrixNetwork {
-                    dangerously_allow_private_network: true,
-                },
-            },
+            matrix: matrix_channel(agent),
         },
-        browser: browser.then_some(Browser {
-            enabled: true,
-            executable_path: CHROMIUM_PATH,
-            headless: true,
-            // Chromium's own sandbox cannot start inside gVisor; the gVisor
-            // sandbox is the boundary.
-            no_sandbox: true,
-            extra_args: agent
-                .egress_proxy
-                .iter()
-                .map(|url| format!("--proxy-server={url}"))
-                .chain(QUIET_CHROMIUM.iter().map(|flag| flag.to_string()))
-                .collect(),
-            // OpenClaw refuses proxy-routed navigation while its own SSRF
-            // check is on (it cannot see what the proxy resolves); the egress
-            // proxy refuses private and metadata addresses instead
-            // (Agent::permissive says so).
-            ssrf_policy: agent.egress_proxy.is_some().then_some(SsrfPolicy {
-                dangerously_allow_private_network: true,
-            }),
-        }),
+        browser: browser.then(|| chromium(agent)),
         plugins: Plugins {
             entries: BTreeMap::from([
                 ("browser", Enabled { enabled: browser }),
@@ -403,5 +327,93 @@ pub fn config(agent: &Agent, published: bool) -> Config {
             },
             exec: (!agent.tools.contains(&Tool::Exec)).then_some(Exec { security: "deny" }),
         },
+    }
+}
+
+/// The model provider: the appliance's Ollama, when the agent has a model.
+fn models(agent: &Agent) -> Option<Models> {
+    let (url, model) = agent.inference_url.as_ref().zip(agent.model.as_ref())?;
+    Some(Models {
+        mode: "replace",
+        providers: BTreeMap::from([(
+            "ollama",
+            ModelProvider {
+                // Ollama's native API: `/v1` breaks OpenClaw's tool calls.
+                base_url: url.trim_end_matches('/').to_string(),
+                api_key: "ollama-local",
+                api: "ollama",
+                // Large local models are slow to first token.
+                timeout_seconds: 300,
+                models: vec![Model {
+                    id: model.clone(),
+                    name: model.clone(),
+                    context_window: agent.context,
+                }],
+            },
+        )]),
+        catalog_refresh: Enabled { enabled: false },
+    })
+}
+
+/// The Matrix channel: the appliance's homeserver, its admins and the
+/// agent's rooms only.
+fn matrix_channel(agent: &Agent) -> Matrix {
+    Matrix {
+        enabled: true,
+        homeserver: agent.homeserver_url.clone(),
+        user_id: agent.user_id.clone(),
+        access_token: SecretRef {
+            source: "file",
+            provider: MATRIX_TOKEN_PROVIDER,
+            id: "value",
+        },
+        device_id: agent.device_id.clone(),
+        // Private homeserver, unencrypted rooms.
+        encryption: false,
+        // Appliance admins and the agents it shares a room with;
+        // never a wildcard.
+        dm: Dm {
+            policy: "allowlist",
+            allow_from: agent.allowed_users.clone(),
+        },
+        group_policy: "allowlist",
+        group_allow_from: agent.allowed_users.clone(),
+        groups: agent
+            .rooms
+            .iter()
+            .map(|alias| (alias.clone(), Group { require_mention: true }))
+            .collect(),
+        auto_join: "allowlist",
+        auto_join_allowlist: agent.rooms.clone(),
+        // The one loosened setting (Agent::permissive says why): the
+        // homeserver is on the appliance's private network.
+        network: MatrixNetwork {
+            dangerously_allow_private_network: true,
+        },
+    }
+}
+
+/// The `browser` tool's Chromium, through the egress proxy.
+fn chromium(agent: &Agent) -> Browser {
+    Browser {
+        enabled: true,
+        executable_path: CHROMIUM_PATH,
+        headless: true,
+        // Chromium's own sandbox cannot start inside gVisor; the gVisor
+        // sandbox is the boundary.
+        no_sandbox: true,
+        extra_args: agent
+            .egress_proxy
+            .iter()
+            .map(|url| format!("--proxy-server={url}"))
+            .chain(QUIET_CHROMIUM.iter().map(|flag| flag.to_string()))
+            .collect(),
+        // OpenClaw refuses proxy-routed navigation while its own SSRF
+        // check is on (it cannot see what the proxy resolves); the egress
+        // proxy refuses private and metadata addresses instead
+        // (Agent::permissive says so).
+        ssrf_policy: agent.egress_proxy.is_some().then_some(SsrfPolicy {
+            dangerously_allow_private_network: true,
+        }),
     }
 }

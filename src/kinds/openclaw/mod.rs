@@ -10,6 +10,7 @@ use super::{
     CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports,
     ToolLogFormat, Validator,
 };
+use crate::model::Size;
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::{Request, common};
 use crate::model::{Agent, MATRIX_TOKEN_FILE, Permissive, SECRETS_MOUNT};
@@ -35,7 +36,7 @@ static SUPPORTS: Supports = Supports {
 static SANDBOX: SandboxNeeds = SandboxNeeds {
     config_file: "openclaw.json",
     config_target: "/etc/openclaw/openclaw.json",
-    memory: "4g",
+    memory: Size::gib(4),
     cpus: 2.0,
     // Chromium: dozens of processes, each with many threads, and every
     // guest thread is a host task (see `model::sandbox::MIN_PIDS`).
@@ -74,7 +75,7 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
             path: "/home/node",
             mode: 0o700,
             owner: Owner::Account,
-            storage: Storage::Tmpfs { size: "512m" },
+            storage: Storage::Tmpfs { size: Size::mib(512) },
             exec: false,
         },
         Writable {

@@ -12,6 +12,7 @@ use anyhow::Result;
 use super::{
     CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat, Validator, openai_base,
 };
+use crate::model::Size;
 use crate::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
 use crate::model::policy::Request;
 use crate::model::{Agent, Permissive, Warning};
@@ -46,7 +47,7 @@ static SUPPORTS: Supports = Supports {
 static SANDBOX: SandboxNeeds = SandboxNeeds {
     config_file: "config.json",
     config_target: "/etc/picoclaw/config.json",
-    memory: "512m",
+    memory: Size::mib(512),
     cpus: 1.0,
     pids: 1024,
     // PicoClaw reads everything from its config file, and its `PICOCLAW_*`

@@ -66,7 +66,7 @@ fn resolve_agent(
     let model = resolve_model(b, name, agent, has_inference, ctx.models);
     let context = context(b, name, agent, kind);
     let (tools, browser, code_execution) = resolve_tools(b, name, agent);
-    check_limits(b, agent);
+    let limits = check_limits(b, agent);
     check_flags(b, agent, kind, code_execution);
     for skill in &agent.skills {
         check_skill(b, kind, skill);
@@ -101,18 +101,7 @@ fn resolve_agent(
         extract_backend: ctx.extract_backend,
         egress_proxy: egress.uses_proxy(),
     });
-    let crawler = policy.tools.contains(&Tool::Crawler);
-    let service = |slot: u32, port: u16| {
-        let address = ctx
-            .network
-            .host(slot)
-            .expect("every appliance subnet has the service slots");
-        SocketAddrV4::new(address, port)
-    };
-    let search_address = (ctx.search_backend && crawler).then(|| service(SEARCH_SLOT, SEARCH_PORT));
-    let search_url = search_address.map(|a| format!("http://{a}"));
-    let extract_address = (ctx.extract_backend && crawler).then(|| service(EXTRACT_SLOT, EXTRACT_PORT));
-    let extract_url = extract_address.map(|a| format!("http://{a}"));
+    let (search_address, extract_address) = crawler_backends(ctx, policy.tools.contains(&Tool::Crawler));
     Some(Agent {
         name: name.get_ref().clone(),
         kind,
@@ -132,9 +121,9 @@ fn resolve_agent(
             endpoints.matrix_port
         ),
         inference_url,
-        search_url,
+        search_url: search_address.map(|a| format!("http://{a}")),
         search_address,
-        extract_url,
+        extract_url: extract_address.map(|a| format!("http://{a}")),
         extract_address,
         matrix_address: SocketAddrV4::new(
             homeserver_address.unwrap_or(ctx.network.gateway()),
@@ -155,7 +144,25 @@ fn resolve_agent(
         device_id: crate::model::device_id(name.get_ref()),
         permissive: policy.permissive,
         warnings: policy.warnings,
+        limits,
     })
+}
+
+/// Where the `crawler` tool reaches its search and extraction backends
+/// (on the agent's bridge), when the agent has the tool and the host runs
+/// them.
+fn crawler_backends(ctx: &Context, crawler: bool) -> (Option<SocketAddrV4>, Option<SocketAddrV4>) {
+    let service = |slot: u32, port: u16| {
+        let address = ctx
+            .network
+            .host(slot)
+            .expect("every appliance subnet has the service slots");
+        SocketAddrV4::new(address, port)
+    };
+    (
+        (ctx.search_backend && crawler).then(|| service(SEARCH_SLOT, SEARCH_PORT)),
+        (ctx.extract_backend && crawler).then(|| service(EXTRACT_SLOT, EXTRACT_PORT)),
+    )
 }
 
 /// The context window: the spec's, or the kind's default.

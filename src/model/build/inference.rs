@@ -6,7 +6,7 @@ use super::addressing::Endpoints;
 use super::{Builder, span};
 use crate::model::names::model_problem;
 use crate::model::services::INFERENCE_SANDBOX;
-use crate::model::{Host, Inference, Subnet, Warning, vram};
+use crate::model::{Acceleration, Host, Inference, Subnet, Warning, vram};
 use crate::spec::Spec;
 use crate::spec::schema::{InferenceSandbox, InferenceSpec};
 
@@ -103,9 +103,9 @@ pub(super) fn resolve(
         port: endpoints.inference_port,
         models,
         acceleration: if host.gpu.is_some() {
-            "cuda".into()
+            Acceleration::Cuda
         } else {
-            "cpu".into()
+            Acceleration::Cpu
         },
         mode,
         sandbox: (mode == InferenceSandbox::Gvisor).then(|| INFERENCE_SANDBOX.to_string()),

@@ -4,8 +4,8 @@
 # (generated/hosts/<host>/default.nix) holds the spec's decisions; the
 # hand-written modules imported below (Docker with the gVisor runtimes,
 # egress, bootstrap, the warden, the model pull, readiness, the services'
-# secrets, Synapse, Ollama on the host, WireGuard) map its option values
-# onto nixpkgs, and what has not moved yet (the sandboxes, NVIDIA) is still
+# secrets, Synapse, Ollama on the host, WireGuard, the sandboxes) map its option
+# values onto nixpkgs, and what has not moved yet (SSH, the firewall, NVIDIA) is still
 # written in the generated module. This file only declares the options, passes the
 # image builders (images/) to the generated modules and checks they fit
 # the machine.
@@ -37,6 +37,7 @@ in
     ./models.nix
     ./ollama.nix
     ./ready.nix
+    ./sandboxes.nix
     ./service-secrets.nix
     ./synapse.nix
     ./warden.nix

@@ -102,10 +102,8 @@ struct HostContext {
     /// Secrets of the appliance's own service sandboxes, made at first boot
     /// (`appliance.serviceSecrets`, modules/service-secrets.nix), by sandbox.
     service_secrets: BTreeMap<String, ServiceSecret>,
-    containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    /// Path units starting a sandbox once pairing has fetched its secrets.
-    secret_waits: BTreeMap<String, Value>,
+    /// `appliance.sandboxes` (modules/sandboxes.nix).
+    sandboxes: BTreeMap<String, BTreeMap<&'static str, Value>>,
     /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
     gpu_containers: bool,
 }
@@ -302,12 +300,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
     let overlay = wireguard.as_ref().map(|wg| wg.interface);
-    let Containers {
-        tmpfiles,
-        containers,
-        units: container_units,
-        secret_waits,
-    } = containers(host, overlay);
+    let Containers { tmpfiles, sandboxes } = containers(host, overlay);
 
     let context = HostContext {
         stamp: STAMP,
@@ -345,9 +338,7 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &E
         models: model_pull(appliance, host),
         ready: ready_units(host),
         service_secrets: service_secrets(host),
-        containers,
-        container_units,
-        secret_waits,
+        sandboxes,
         gpu_containers: host.sandboxes.iter().any(|s| s.gpus),
     };
     let text = engine.render("host.nix.j2", &context)?;
@@ -466,13 +457,12 @@ fn firewall(host: &Host) -> Firewall {
     firewall
 }
 
-/// Every sandbox as an `oci-containers` entry, the systemd units each
-/// waits for, and the directories (tmpfiles rules) they need.
+/// Every sandbox as a value of `appliance.sandboxes` (modules/sandboxes.nix:
+/// its container and the units it waits for), and the directories
+/// (tmpfiles rules) they need.
 struct Containers {
     tmpfiles: Vec<String>,
-    containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    secret_waits: BTreeMap<String, Value>,
+    sandboxes: BTreeMap<String, BTreeMap<&'static str, Value>>,
 }
 
 /// The unit making webextract's key file, for an agent whose `crawler`
@@ -493,12 +483,9 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     if overlay.is_some() {
         tmpfiles.push(format!("d {WIREGUARD_KEY_DIR} 0700 root root -"));
     }
-    let mut containers = BTreeMap::new();
-    let mut units = BTreeMap::new();
-    let mut secret_waits = BTreeMap::new();
+    let mut sandboxes = BTreeMap::new();
     for sandbox in &host.sandboxes {
-        containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
-        let unit = format!("docker-{}", sandbox.name);
+        let mut values = container(sandbox, &mut tmpfiles);
         let deps = if sandbox.agent.is_empty() {
             // A service (Ollama, SearXNG) needs no Matrix secret; it waits
             // for its own secret if it has one, and for the overlay only
@@ -528,48 +515,22 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             let mut units = vec!["appliance-network.service".to_string()];
             units.extend(extract_key_unit(sandbox));
             let mut deps = unit_deps(units, overlay);
+            // Started once pairing has fetched its secrets (a path unit
+            // of modules/sandboxes.nix).
             if let Some(env_file) = sandbox.env_files.first() {
-                deps.insert(
-                    "unitConfig",
-                    nix::value(BTreeMap::from([("ConditionPathExists", env_file)])),
-                );
-                secret_waits.insert(unit.clone(), secret_wait(&unit, env_file));
+                deps.insert("waitFor", Value::from(env_file.as_str()));
             }
             deps
         };
-        units.insert(unit, deps);
+        values.extend(deps);
+        sandboxes.insert(sandbox.name.clone(), values);
     }
     tmpfiles.sort();
     tmpfiles.dedup();
-    Containers {
-        tmpfiles,
-        containers,
-        units,
-        secret_waits,
-    }
+    Containers { tmpfiles, sandboxes }
 }
 
-/// A path unit starting `unit` once `env_file` exists.
-fn secret_wait(unit: &str, env_file: &str) -> Value {
-    nix::value(BTreeMap::from([
-        (
-            "description",
-            nix::value(format!(
-                "Start {unit} once its secrets ({env_file}) are fetched from the hub (docs/pairing.md)"
-            )),
-        ),
-        ("wantedBy", nix::value(["multi-user.target"])),
-        (
-            "pathConfig",
-            nix::value(BTreeMap::from([
-                ("PathExists", env_file.to_string()),
-                ("Unit", format!("{unit}.service")),
-            ])),
-        ),
-    ]))
-}
-
-/// One sandbox's `oci-containers` settings; adds the tmpfiles rule of each
+/// One sandbox's container (`appliance.sandboxes.<name>` but its units); adds the tmpfiles rule of each
 /// socket directory it consumes.
 fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static str, Value> {
     let options = run_options(sandbox);
@@ -595,12 +556,7 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
     let image_file = image_file(&sandbox.image);
     let mut container = BTreeMap::new();
     container.insert("image", Value::from(sandbox.image.as_str()));
-    container.insert(
-        "imageStream",
-        expr(format!(
-            "import ../../images/{image_file}.nix {{ inherit pkgs; images = applianceImages; }}"
-        )),
-    );
+    container.insert("imageFile", expr(nix::path(&format!("../../images/{image_file}.nix"))));
     container.insert("user", Value::from(options.user.as_str()));
     container.insert("volumes", Value::from(volumes));
     container.insert("environment", nix::value(&options.environment));

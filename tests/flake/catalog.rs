@@ -103,6 +103,10 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "networking.wireguard.interfaces.<name>.generatePrivateKeyFile",
         "nixos/modules/services/networking/wireguard.nix",
     ),
+    // Whole sets of units, made from `appliance.sandboxes`
+    // (modules/sandboxes.nix); the catalog lists their `<name>` options.
+    ("systemd.services", "nixos/modules/system/boot/systemd.nix"),
+    ("systemd.paths", "nixos/modules/system/boot/systemd.nix"),
     ("systemd.paths.<name>.description", "nixos/lib/systemd-unit-options.nix"),
     (
         "systemd.targets.<name>.description",
@@ -809,7 +813,7 @@ fn every_option_path_the_templates_can_emit_is_in_the_nixos_catalog() {
         "hardware.nvidia-container-toolkit.enable",
         "appliance.wireguard",
         "appliance.ollama",
-        "systemd.paths",
+        "appliance.sandboxes",
     ] {
         assert!(
             paths.contains(branch),

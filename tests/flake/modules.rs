@@ -28,6 +28,10 @@ rec {
   getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
   importJSON = path: builtins.fromJSON (builtins.readFile path);
   mapAttrs = builtins.mapAttrs;
+  mapAttrs' = f: set: builtins.listToAttrs (map (name: f name set.${name}) (builtins.attrNames set));
+  nameValuePair = name: value: { inherit name value; };
+  filterAttrs = pred: set:
+    builtins.listToAttrs (builtins.concatMap (name: if pred name set.${name} then [ { inherit name; value = set.${name}; } ] else [ ]) (builtins.attrNames set));
   optional = condition: value: if condition then [ value ] else [ ];
   optionalAttrs = condition: set: if condition then set else { };
   literalExpression = text: { _literal = text; };
@@ -62,6 +66,8 @@ let
       gvisor = {{ name = "gvisor"; }};
     }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
+    # The image builders return what they are called with.
+    applianceImages.picoclaw = args: {{ builder = "picoclaw"; inherit args; }};
     config = {config};
   }};
 in {select}
@@ -1046,6 +1052,115 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
         "module.config._if",
     );
     assert_eq!(off, false);
+}
+
+#[test]
+fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // An image description as generated/images/<name>.nix is: called with
+    // `pkgs` and the image builders.
+    let image = dir.path().join("picoclaw.nix");
+    std::fs::write(
+        &image,
+        "{ pkgs, images }: images.picoclaw { tag = \"0.2.9\"; curl = pkgs.curl.name; }\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"{{ appliance.sandboxes = {{
+          bot = {{
+            image = "agent-appliance/picoclaw:0.2.9"; imageFile = {image}; user = "1000:1000";
+            volumes = [ "v:/data" ]; environment.HOME = "/data"; environmentFiles = [ "/s/bot/env" ];
+            ports = [ ]; cmd = [ ]; dependsOn = [ "bot-exec" ]; extraOptions = [ "--runtime=runsc" "--read-only" ];
+            after = [ "appliance-network.service" ]; requires = [ "appliance-network.service" ]; wants = [ ];
+            waitFor = null;
+          }};
+          far = {{
+            image = "agent-appliance/picoclaw:0.2.9"; imageFile = {image}; user = "1000:1000";
+            volumes = [ ]; environment = {{ }}; environmentFiles = [ "/s/far/env" ]; ports = [ ]; cmd = [ ];
+            dependsOn = [ ]; extraOptions = [ ]; after = [ "wg.device" ]; requires = [ "wg.device" ];
+            wants = [ "network-online.target" ]; waitFor = "/s/far/env";
+          }};
+        }}; }}"#,
+        image = image.display()
+    );
+    let out = eval_module(
+        "modules/sandboxes.nix",
+        &config,
+        r#"{
+          option = module.options.appliance.sandboxes;
+          fields = builtins.attrNames module.options.appliance.sandboxes.type._attrsOf._submodule.options;
+          enabled = module.config._if;
+          inherit (module.config.content) virtualisation systemd;
+        }"#,
+    );
+    assert_eq!(
+        out["fields"],
+        serde_json::json!([
+            "after",
+            "cmd",
+            "dependsOn",
+            "environment",
+            "environmentFiles",
+            "extraOptions",
+            "image",
+            "imageFile",
+            "ports",
+            "requires",
+            "user",
+            "volumes",
+            "waitFor",
+            "wants"
+        ])
+    );
+    assert_eq!(out["option"]["default"], serde_json::json!({}));
+    assert_eq!(out["enabled"], true);
+    let containers = &out["virtualisation"]["oci-containers"];
+    assert_eq!(containers["backend"], "docker");
+    // Every value as given, and the image streamed from the store by its
+    // description, never pulled.
+    assert_eq!(
+        containers["containers"]["bot"],
+        serde_json::json!({
+            "image": "agent-appliance/picoclaw:0.2.9", "user": "1000:1000", "volumes": ["v:/data"],
+            "environment": { "HOME": "/data" }, "environmentFiles": ["/s/bot/env"], "ports": [], "cmd": [],
+            "dependsOn": ["bot-exec"], "extraOptions": ["--runtime=runsc", "--read-only"],
+            "imageStream": { "builder": "picoclaw", "args": { "tag": "0.2.9", "curl": "curl" } },
+        })
+    );
+    // Each unit's ordering; one waiting for its secrets is skipped until
+    // the file exists, and its path unit starts it then.
+    let services = &out["systemd"]["services"];
+    assert_eq!(
+        services["docker-bot"],
+        serde_json::json!({
+            "after": ["appliance-network.service"], "requires": ["appliance-network.service"], "wants": [],
+        })
+    );
+    assert_eq!(
+        services["docker-far"],
+        serde_json::json!({
+            "after": ["wg.device"], "requires": ["wg.device"], "wants": ["network-online.target"],
+            "unitConfig": { "ConditionPathExists": "/s/far/env" },
+        })
+    );
+    assert_eq!(
+        out["systemd"]["paths"],
+        serde_json::json!({ "docker-far": {
+            "description": "Start docker-far once its secrets (/s/far/env) are fetched from the hub (docs/pairing.md)",
+            "wantedBy": ["multi-user.target"],
+            "pathConfig": { "PathExists": "/s/far/env", "Unit": "docker-far.service" },
+        } })
+    );
+
+    let none = eval_module(
+        "modules/sandboxes.nix",
+        "{ appliance.sandboxes = { }; }",
+        "module.config._if",
+    );
+    assert_eq!(none, false);
 }
 
 /// Every option a hand-written module of modules/ declares is in

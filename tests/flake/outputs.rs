@@ -409,6 +409,14 @@ let
     in module.config.content;
   pi = host "pi";
   hub = host "hub" false;
+  # A host's sandboxes as modules/sandboxes.nix makes them from its values.
+  sandboxes = name: (import {root}/modules/sandboxes.nix {{
+    lib = import {stub}/module-lib.nix;
+    inherit (import {stub}/args.nix false) pkgs applianceImages;
+    # The options' defaults, which the stub lib leaves to the caller.
+    config.appliance.sandboxes = builtins.mapAttrs (_: sandbox: {{ wants = [ ]; waitFor = null; }} // sandbox)
+      (host name false).appliance.sandboxes;
+  }}).config.content;
   # A host's overlay as modules/wireguard.nix makes it from the host's values.
   overlay = name: useNetworkd: (import {root}/modules/wireguard.nix {{
     lib = import {stub}/module-lib.nix;
@@ -432,9 +440,9 @@ in {{
   warnings = {{ hub = (overlay "hub" false).warnings; pi = (overlay "pi" false).warnings; }};
   ownOverlay = hub.networking ? wireguard || hub ? boot || hub ? warnings;
   piSandbox = {{
-    inherit ((pi false).systemd.services.docker-balthasar-pi) after requires wants unitConfig;
-    path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
-    image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
+    inherit ((sandboxes "pi").systemd.services.docker-balthasar-pi) after requires wants unitConfig;
+    path = (sandboxes "pi").systemd.paths.docker-balthasar-pi.pathConfig;
+    image = (sandboxes "pi").virtualisation.oci-containers.containers.balthasar-pi.imageStream;
   }};
   synapse = hub.appliance.synapse;
   # The hub's Synapse unit as modules/synapse.nix makes it from those values.
@@ -442,7 +450,7 @@ in {{
     lib = import {stub}/module-lib.nix;
     config.appliance.synapse = hub.appliance.synapse;
   }}).config.content.systemd.services.matrix-synapse;
-  ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
+  ollama = {{ inherit ((sandboxes "hub").systemd.services.docker-ollama) after requires; }};
   nonlocalBind = {{
     hub = (overlay "hub" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
     pi = (overlay "pi" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";

@@ -227,9 +227,11 @@
       "docker-melchior.service"
     ];
 
-    virtualisation.oci-containers.backend = "docker";
-    virtualisation.oci-containers.containers = {
+    # The sandboxes (modules/sandboxes.nix): each a container under its
+    # gVisor runtime, and the units (or the secret file) it waits for.
+    appliance.sandboxes = {
       balthasar = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -258,8 +260,9 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/picoclaw.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
           "appliance-balthasar-state:/var/lib/picoclaw"
@@ -269,6 +272,11 @@
         ];
       };
       casper = {
+        after = [
+          "appliance-network.service"
+          "appliance-bootstrap.service"
+          "appliance-service-secrets.service"
+        ];
         cmd = [ ];
         dependsOn = [ "casper-exec" ];
         environment = {
@@ -306,8 +314,13 @@
           "--ip=10.88.0.11"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageStream = import ../../images/hermes.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/hermes.nix;
         ports = [ ];
+        requires = [
+          "appliance-network.service"
+          "appliance-bootstrap.service"
+          "appliance-service-secrets.service"
+        ];
         user = "10000:10000";
         volumes = [
           "appliance-casper-state:/opt/data"
@@ -318,6 +331,7 @@
         ];
       };
       casper-exec = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [
           "appliance-dind-start"
           "--host=unix:///run/appliance-docker/docker.sock"
@@ -364,8 +378,9 @@
           "--network=none"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/docker-in-gvisor.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
           "appliance-casper-state:/opt/data:ro"
@@ -373,6 +388,7 @@
         ];
       };
       melchior = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -407,8 +423,9 @@
           "--ip=10.88.0.12"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageStream = import ../../images/openclaw.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/openclaw.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
           "appliance-melchior-state:/home/node/.openclaw"
@@ -418,6 +435,13 @@
         ];
       };
       ollama = {
+        after = [
+          "appliance-network.service"
+          "nvidia-container-toolkit-cdi-generator.service"
+          "network-online.target"
+          "sys-subsystem-net-devices-wg\\x2dappliance.device"
+          "wireguard-wg-appliance.service"
+        ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -446,15 +470,22 @@
           "--device=nvidia.com/gpu=all"
         ];
         image = "agent-appliance/ollama-cuda:0.32";
-        imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/ollama-cuda.nix;
         ports = [ "10.89.0.1:11434:11434" ];
+        requires = [
+          "appliance-network.service"
+          "nvidia-container-toolkit-cdi-generator.service"
+          "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        ];
         user = "11434:11434";
         volumes = [
           "appliance-ollama-models:/var/lib/ollama"
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
         ];
+        wants = [ "network-online.target" ];
       };
       searxng = {
+        after = [ "appliance-network.service" "appliance-service-secrets.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -481,8 +512,9 @@
           "--ip=10.88.0.3"
         ];
         image = "agent-appliance/searxng:1";
-        imageStream = import ../../images/searxng.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/searxng.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10080:10080";
         volumes = [
           "${../../services/searxng/settings.yml}:/etc/searxng/settings.yml:ro"
@@ -490,6 +522,7 @@
         ];
       };
       webextract = {
+        after = [ "appliance-network.service" "appliance-service-secrets.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -517,58 +550,12 @@
           "--ip=10.88.0.4"
         ];
         image = "agent-appliance/webextract:1";
-        imageStream = import ../../images/webextract.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/webextract.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10090:10090";
         volumes = [ "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro" ];
       };
-    };
-    systemd.services.docker-balthasar = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
-    };
-    systemd.services.docker-casper = {
-      after = [
-        "appliance-network.service"
-        "appliance-bootstrap.service"
-        "appliance-service-secrets.service"
-      ];
-      requires = [
-        "appliance-network.service"
-        "appliance-bootstrap.service"
-        "appliance-service-secrets.service"
-      ];
-    };
-    systemd.services.docker-casper-exec = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
-    };
-    systemd.services.docker-melchior = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
-    };
-    systemd.services.docker-ollama = {
-      after = [
-        "appliance-network.service"
-        "nvidia-container-toolkit-cdi-generator.service"
-        "network-online.target"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-        "wireguard-wg-appliance.service"
-      ];
-      requires = [
-        "appliance-network.service"
-        "nvidia-container-toolkit-cdi-generator.service"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-      ];
-      wants = [ "network-online.target" ];
-    };
-    systemd.services.docker-searxng = {
-      after = [ "appliance-network.service" "appliance-service-secrets.service" ];
-      requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
-    };
-    systemd.services.docker-webextract = {
-      after = [ "appliance-network.service" "appliance-service-secrets.service" ];
-      requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
     };
   };
 }

@@ -97,9 +97,16 @@
     # `systemctl is-active appliance-ready.target`.
     appliance.ready.units = [ "docker-balthasar-pi.service" ];
 
-    virtualisation.oci-containers.backend = "docker";
-    virtualisation.oci-containers.containers = {
+    # The sandboxes (modules/sandboxes.nix): each a container under its
+    # gVisor runtime, and the units (or the secret file) it waits for.
+    appliance.sandboxes = {
       balthasar-pi = {
+        after = [
+          "appliance-network.service"
+          "network-online.target"
+          "sys-subsystem-net-devices-wg\\x2dappliance.device"
+          "wireguard-wg-appliance.service"
+        ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -128,8 +135,12 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/picoclaw.nix;
         ports = [ ];
+        requires = [
+          "appliance-network.service"
+          "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        ];
         user = "1000:1000";
         volumes = [
           "appliance-balthasar-pi-state:/var/lib/picoclaw"
@@ -137,39 +148,8 @@
           "/var/lib/appliance/secrets/balthasar-pi:/run/secrets/appliance:ro"
           "${../../hosts/pi/resolv.conf}:/etc/resolv.conf:ro"
         ];
-      };
-    };
-    systemd.services.docker-balthasar-pi = {
-      after = [
-        "appliance-network.service"
-        "network-online.target"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-        "wireguard-wg-appliance.service"
-      ];
-      requires = [
-        "appliance-network.service"
-        "sys-subsystem-net-devices-wg\\x2dappliance.device"
-      ];
-      unitConfig = {
-        ConditionPathExists = "/var/lib/appliance/secrets/balthasar-pi/env";
-      };
-      wants = [ "network-online.target" ];
-    };
-
-    # This host has no Matrix server, so no bootstrap writes its agents'
-    # secrets: `appliance-pair.service` fetches them from the hub over the
-    # overlay (docs/pairing.md). Until then each
-    # sandbox is skipped ("unmet condition check (ConditionPathExists=...)" in
-    # the journal) instead of failing and re-streaming its image forever, and
-    # its path unit starts it when the file appears.
-    systemd.paths = {
-      docker-balthasar-pi = {
-        description = "Start docker-balthasar-pi once its secrets (/var/lib/appliance/secrets/balthasar-pi/env) are fetched from the hub (docs/pairing.md)";
-        pathConfig = {
-          PathExists = "/var/lib/appliance/secrets/balthasar-pi/env";
-          Unit = "docker-balthasar-pi.service";
-        };
-        wantedBy = [ "multi-user.target" ];
+        waitFor = "/var/lib/appliance/secrets/balthasar-pi/env";
+        wants = [ "network-online.target" ];
       };
     };
   };

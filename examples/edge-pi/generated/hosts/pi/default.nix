@@ -120,9 +120,11 @@
     # `systemctl is-active appliance-ready.target`.
     appliance.ready.units = [ "docker-ollama.service" "docker-scout.service" ];
 
-    virtualisation.oci-containers.backend = "docker";
-    virtualisation.oci-containers.containers = {
+    # The sandboxes (modules/sandboxes.nix): each a container under its
+    # gVisor runtime, and the units (or the secret file) it waits for.
+    appliance.sandboxes = {
       ollama = {
+        after = [ "appliance-network.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -150,8 +152,9 @@
           "--ip=10.88.0.2"
         ];
         image = "agent-appliance/ollama:0.32";
-        imageStream = import ../../images/ollama.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/ollama.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" ];
         user = "11434:11434";
         volumes = [
           "appliance-ollama-models:/var/lib/ollama"
@@ -159,6 +162,7 @@
         ];
       };
       scout = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -181,8 +185,9 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/picoclaw.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
           "appliance-scout-state:/var/lib/picoclaw"
@@ -191,14 +196,6 @@
           "${../../hosts/pi/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
-    };
-    systemd.services.docker-ollama = {
-      after = [ "appliance-network.service" ];
-      requires = [ "appliance-network.service" ];
-    };
-    systemd.services.docker-scout = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
     };
   };
 }

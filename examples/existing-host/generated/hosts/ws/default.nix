@@ -180,9 +180,11 @@
       "docker-reader.service"
     ];
 
-    virtualisation.oci-containers.backend = "docker";
-    virtualisation.oci-containers.containers = {
+    # The sandboxes (modules/sandboxes.nix): each a container under its
+    # gVisor runtime, and the units (or the secret file) it waits for.
+    appliance.sandboxes = {
       coder = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [ ];
         dependsOn = [ "coder-exec" ];
         environment = {
@@ -215,8 +217,9 @@
           "--ip=172.30.0.10"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageStream = import ../../images/hermes.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/hermes.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "10000:10000";
         volumes = [
           "appliance-coder-state:/opt/data"
@@ -227,6 +230,7 @@
         ];
       };
       coder-exec = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [
           "appliance-dind-start"
           "--host=unix:///run/appliance-docker/docker.sock"
@@ -278,8 +282,9 @@
           "--ip=172.30.0.11"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageStream = import ../../images/docker-in-gvisor.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/docker-in-gvisor.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
           "appliance-coder-state:/opt/data:ro"
@@ -288,6 +293,7 @@
         ];
       };
       ollama = {
+        after = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -316,8 +322,9 @@
           "--device=nvidia.com/gpu=all"
         ];
         image = "agent-appliance/ollama-cuda:0.32";
-        imageStream = import ../../images/ollama-cuda.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/ollama-cuda.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
         user = "11434:11434";
         volumes = [
           "appliance-ollama-models:/var/lib/ollama"
@@ -325,6 +332,7 @@
         ];
       };
       reader = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -352,8 +360,9 @@
           "--ip=172.30.0.12"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageStream = import ../../images/openclaw.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/openclaw.nix;
         ports = [ "18789:18789" ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
           "appliance-reader-state:/home/node/.openclaw"
@@ -362,22 +371,6 @@
           "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
-    };
-    systemd.services.docker-coder = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
-    };
-    systemd.services.docker-coder-exec = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
-    };
-    systemd.services.docker-ollama = {
-      after = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
-      requires = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
-    };
-    systemd.services.docker-reader = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
     };
   };
 }

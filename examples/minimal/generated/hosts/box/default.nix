@@ -120,9 +120,11 @@
     # `systemctl is-active appliance-ready.target`.
     appliance.ready.units = [ "docker-ollama.service" "docker-helper.service" ];
 
-    virtualisation.oci-containers.backend = "docker";
-    virtualisation.oci-containers.containers = {
+    # The sandboxes (modules/sandboxes.nix): each a container under its
+    # gVisor runtime, and the units (or the secret file) it waits for.
+    appliance.sandboxes = {
       helper = {
+        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -145,8 +147,9 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageStream = import ../../images/picoclaw.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/picoclaw.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
           "appliance-helper-state:/var/lib/picoclaw"
@@ -156,6 +159,7 @@
         ];
       };
       ollama = {
+        after = [ "appliance-network.service" ];
         cmd = [ ];
         dependsOn = [ ];
         environment = {
@@ -183,22 +187,15 @@
           "--ip=10.88.0.2"
         ];
         image = "agent-appliance/ollama:0.32";
-        imageStream = import ../../images/ollama.nix { inherit pkgs; images = applianceImages; };
+        imageFile = ../../images/ollama.nix;
         ports = [ ];
+        requires = [ "appliance-network.service" ];
         user = "11434:11434";
         volumes = [
           "appliance-ollama-models:/var/lib/ollama"
           "${../../hosts/box/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
-    };
-    systemd.services.docker-helper = {
-      after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-      requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
-    };
-    systemd.services.docker-ollama = {
-      after = [ "appliance-network.service" ];
-      requires = [ "appliance-network.service" ];
     };
   };
 }

@@ -12,6 +12,7 @@ pub mod runtimes;
 pub mod search;
 pub mod synapse;
 mod templates;
+mod values;
 mod webclient;
 
 pub use host::{DockerNetwork, NVIDIA_PACKAGE, NVPROXY_DRIVERS, RUNSC_MINIMUM, docker_network, network_create};
@@ -47,7 +48,7 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     }
     for host in appliance.hosts.values() {
         let extra = imports.get(&host.name).map_or(&[][..], Vec::as_slice);
-        host::render(appliance, host, extra, &engine, &mut tree)
+        host::render(appliance, host, extra, &mut tree)
             .with_context(|| format!("failed to render host `{}`", host.name))?;
         runtimes::render(host, &mut tree)?;
         egress::render(host, &appliance.network, &mut tree);

@@ -8,7 +8,6 @@ use super::nix;
 
 /// Templates, embedded so the binary needs no files at runtime.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("host.nix.j2", include_str!("../../templates/host.nix.j2")),
     ("image.nix.j2", include_str!("../../templates/image.nix.j2")),
     ("index.nix.j2", include_str!("../../templates/index.nix.j2")),
     (

@@ -4,8 +4,7 @@
 # (generated/hosts/<host>/default.nix) holds the spec's decisions, as the
 # values of the options that the hand-written modules imported below
 # declare (docs/options.md); they map those values onto nixpkgs, once.
-# Pairing and the admins' web client are still generated modules of their
-# own beside it. This file only declares `appliance.enable` and
+# This file only declares `appliance.enable` and
 # `appliance.host`, passes the image builders (images/) to the modules and
 # checks they fit the machine.
 #
@@ -35,6 +34,7 @@ in
     ./egress.nix
     ./host.nix
     ./models.nix
+    ./pairing.nix
     ./nvidia.nix
     ./ollama.nix
     ./ready.nix
@@ -42,6 +42,7 @@ in
     ./service-secrets.nix
     ./synapse.nix
     ./warden.nix
+    ./webclient.nix
     ./wireguard.nix
   ]
   ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;

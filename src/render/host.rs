@@ -322,7 +322,9 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
     })
 }
 
-pub fn render(appliance: &Appliance, host: &Host, imports: &[String], tree: &mut Tree) -> Result<()> {
+/// `host`'s module: its own option values, then `extra` (pairing's, the
+/// web client's).
+pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mut Tree) -> Result<()> {
     let target = serde_json::to_value(host.target)?;
     let system = serde_json::to_value(host.system)?;
     let header = [
@@ -339,12 +341,9 @@ pub fn render(appliance: &Appliance, host: &Host, imports: &[String], tree: &mut
         "`appliance.enable` is set and `appliance.host` names this host; the".into(),
         "platform comes from the flake's target profile, not from here.".into(),
     ];
-    let text = values::module(
-        &header,
-        &super::pairing::imports_value(imports),
-        &host.name,
-        &settings(appliance, host),
-    )?;
+    let mut settings = settings(appliance, host);
+    settings.extend(extra);
+    let text = values::module(&header, &host.name, &settings)?;
     tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
     if let Some(script) = pull_script(appliance, host) {
         tree.insert(format!("hosts/{}/{PULL_SCRIPT}", host.name), script.into_bytes());

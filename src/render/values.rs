@@ -33,15 +33,13 @@ impl Setting {
 }
 
 /// The text of a module of `settings`, inert unless `config.appliance.host`
-/// is `host`; `header` is its leading comment lines, `imports` the modules
-/// beside it (path values).
-pub fn module(header: &[String], imports: &Value, host: &str, settings: &[Setting]) -> Result<String> {
+/// is `host`; `header` is its leading comment lines.
+pub fn module(header: &[String], host: &str, settings: &[Setting]) -> Result<String> {
     let mut text = String::new();
     for line in header {
         text.push_str(&comment_line("", line)?);
     }
     text.push_str("{ config, lib, pkgs, ... }:\n{\n");
-    text.push_str(&format!("  imports = {};\n", encode(imports, 2)?));
     text.push_str(&format!(
         "  config = lib.mkIf (config.appliance.enable && config.appliance.host == {}) {{\n",
         nix::string(host)
@@ -88,11 +86,10 @@ mod tests {
             Setting::new("appliance.a", ["x"]),
             Setting::new("appliance.b", true).with_comment(vec!["why b".into()]),
         ];
-        let imports = Value::from(vec![nix::expr("./p.nix")]);
-        let text = module(&["head".into()], &imports, "h\"", &settings).unwrap();
+        let text = module(&["head".into()], "h\"", &settings).unwrap();
         assert_eq!(
             text,
-            "# head\n{ config, lib, pkgs, ... }:\n{\n  imports = [ ./p.nix ];\n  \
+            "# head\n{ config, lib, pkgs, ... }:\n{\n  \
              config = lib.mkIf (config.appliance.enable && config.appliance.host == \"h\\\"\") {\n    \
              appliance.a = [ \"x\" ];\n\n    # why b\n    appliance.b = true;\n  };\n}\n"
         );
@@ -101,7 +98,7 @@ mod tests {
     #[test]
     fn a_comment_cannot_end_early() {
         let settings = [Setting::new("appliance.a", 1).with_comment(vec!["x\nappliance.enable = true;".into()])];
-        let err = module(&[], &Value::from(Vec::<Value>::new()), "h", &settings).unwrap_err();
+        let err = module(&[], "h", &settings).unwrap_err();
         assert!(err.to_string().contains("control character"), "{err}");
     }
 }

@@ -117,6 +117,28 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("systemd.targets.<name>.after", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.wantedBy", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.pathConfig", "nixos/lib/systemd-unit-options.nix"),
+    // The admins' web client (modules/webclient.nix), from nixpkgs' nginx
+    // module and its virtual host and location options.
+    (
+        "services.nginx.enable",
+        "nixos/modules/services/web-servers/nginx/default.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.listen",
+        "nixos/modules/services/web-servers/nginx/vhost-options.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.root",
+        "nixos/modules/services/web-servers/nginx/vhost-options.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.locations.<name>",
+        "nixos/modules/services/web-servers/nginx/vhost-options.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.locations.<name>.tryFiles",
+        "nixos/modules/services/web-servers/nginx/location-options.nix",
+    ),
     ("_module.args", "lib/modules.nix"),
     ("boot.kernelParams", "nixos/modules/system/boot/kernel.nix"),
     (
@@ -135,6 +157,7 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
 /// them (or this repository's overlay).
 const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("agent-appliance", "nix/overlay.nix (this repository)"),
+    ("cinny", "pkgs/by-name/ci/cinny/package.nix"),
     ("searxng", "pkgs/by-name/se/searxng/package.nix"),
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),

@@ -6,7 +6,6 @@
 # platform comes from the flake's target profile, not from here.
 { config, lib, pkgs, ... }:
 {
-  imports = [ ./pairing-server.nix ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "hub") {
     appliance.ssh.authorizedKeys = [ ];
 
@@ -494,6 +493,43 @@
         user = "10090:10090";
         volumes = [ "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro" ];
       };
+    };
+
+    # Listens on 10.89.0.1:8009 only (the overlay).
+    appliance.pairing.server = {
+      enable = true;
+      config = ./pairing-server.json;
+      after = [
+        "appliance-bootstrap.service"
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
+      ];
+      requires = [ "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
+      wants = [ "network-online.target" ];
+    };
+
+    appliance.webClient = {
+      enable = true;
+      listen = [
+        {
+          addr = "127.0.0.1";
+          port = 8080;
+        }
+        {
+          addr = "10.89.0.1";
+          port = 8080;
+        }
+      ];
+      homeservers = [ "http://127.0.0.1:8080" "http://10.89.0.1:8080" ];
+      synapse = "http://127.0.0.1:8008";
+      after = [
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
+      ];
+      requires = [ ];
+      wants = [ "network-online.target" ];
     };
   };
 }

@@ -6,7 +6,6 @@
 # platform comes from the flake's target profile, not from here.
 { config, lib, pkgs, ... }:
 {
-  imports = [ ./pairing.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "pi") {
     appliance.ssh.authorizedKeys = [ ];
 
@@ -122,6 +121,19 @@
         waitFor = "/var/lib/appliance/secrets/balthasar-pi/env";
         wants = [ "network-online.target" ];
       };
+    };
+
+    appliance.pairing.client = {
+      enable = true;
+      config = ./pairing.json;
+      before = [ "docker-balthasar-pi.service" ];
+      after = [
+        "network-online.target"
+        "sys-subsystem-net-devices-wg\\x2dappliance.device"
+        "wireguard-wg-appliance.service"
+      ];
+      requires = [ "sys-subsystem-net-devices-wg\\x2dappliance.device" ];
+      wants = [ "network-online.target" ];
     };
   };
 }

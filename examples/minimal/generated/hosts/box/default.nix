@@ -6,7 +6,6 @@
 # platform comes from the flake's target profile, not from here.
 { config, lib, pkgs, ... }:
 {
-  imports = [ ./admins.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "box") {
     appliance.ssh.authorizedKeys = [ ];
 
@@ -153,6 +152,20 @@
           "${../../hosts/box/resolv.conf}:/etc/resolv.conf:ro"
         ];
       };
+    };
+
+    appliance.webClient = {
+      enable = true;
+      listen = [
+        {
+          addr = "127.0.0.1";
+          port = 8080;
+        }
+      ];
+      homeservers = [ "http://127.0.0.1:8080" ];
+      synapse = "http://127.0.0.1:8008";
+      after = [ ];
+      requires = [ ];
     };
   };
 }

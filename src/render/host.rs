@@ -161,20 +161,20 @@ struct Nvidia {
     container_toolkit: bool,
 }
 
-/// A directory of `appliance.directories` (modules/host.nix).
+/// A directory of `appliance.directories` (modules/host.nix), root's; its
+/// group when not root's (the module's default).
 #[derive(Serialize)]
 struct Directory {
     mode: String,
-    user: &'static str,
-    group: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 impl Directory {
     fn root(mode: u32) -> Directory {
         Directory {
             mode: format!("{mode:04o}"),
-            user: "root",
-            group: "root".into(),
+            group: None,
         }
     }
 }
@@ -653,7 +653,7 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
                 if path.starts_with(SOCKET_DIR) && bind.read_only {
                     let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
                     let mut directory = Directory::root(SOCKET_DIR_MODE);
-                    directory.group = gid.to_string();
+                    directory.group = Some(gid.to_string());
                     directories.insert(path.clone(), directory);
                 }
                 Value::from(bind.volume_arg(path))
@@ -665,12 +665,21 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
     container.insert("image", Value::from(sandbox.image.as_str()));
     container.insert("imageFile", expr(nix::path(&format!("../../images/{image_file}.nix"))));
     container.insert("user", Value::from(options.user.as_str()));
-    container.insert("volumes", Value::from(volumes));
-    container.insert("environment", nix::value(&options.environment));
-    container.insert("environmentFiles", nix::value(&options.env_files));
-    container.insert("ports", nix::value(&options.ports));
-    container.insert("cmd", nix::value(&options.command));
-    container.insert("dependsOn", nix::value(&sandbox.depends_on));
+    // The lists and sets left empty are the module's defaults (`[ ]`,
+    // `{ }`), not written.
+    let lists = [
+        ("volumes", Value::from(volumes)),
+        ("environment", nix::value(&options.environment)),
+        ("environmentFiles", nix::value(&options.env_files)),
+        ("ports", nix::value(&options.ports)),
+        ("cmd", nix::value(&options.command)),
+        ("dependsOn", nix::value(&sandbox.depends_on)),
+    ];
+    for (name, value) in lists {
+        if value.len() != Some(0) {
+            container.insert(name, value);
+        }
+    }
     container.insert("extraOptions", nix::value(&options.flags));
     container
 }

@@ -1190,7 +1190,8 @@ let
     lib = import {stub}/module-lib.nix;
     config.appliance = {{
       enable = true; host = name;
-      inherit (v) directories;
+      # The directories' defaults, which the stub lib leaves to the caller.
+      directories = builtins.mapAttrs (_: d: {{ user = "root"; group = "root"; }} // d) v.directories;
       ssh.authorizedKeys = v.ssh.authorizedKeys ++ [ "ssh-ed25519 AAAAC3 admin@laptop" ];
       # The interfaces' defaults, which the stub lib leaves to the caller.
       firewall = v.firewall // {{

@@ -414,7 +414,10 @@ let
     lib = import {stub}/module-lib.nix;
     inherit (import {stub}/args.nix false) pkgs applianceImages;
     # The options' defaults, which the stub lib leaves to the caller.
-    config.appliance.sandboxes = builtins.mapAttrs (_: sandbox: {{ wants = [ ]; waitFor = null; }} // sandbox)
+    config.appliance.sandboxes = builtins.mapAttrs (_: sandbox: {{
+      wants = [ ]; waitFor = null; volumes = [ ]; environment = {{ }}; environmentFiles = [ ];
+      ports = [ ]; cmd = [ ]; dependsOn = [ ];
+    }} // sandbox)
       (host name false).appliance.sandboxes;
   }}).config.content;
   # A host's overlay as modules/wireguard.nix makes it from the host's values.

@@ -26,23 +26,16 @@
     appliance.directories = {
       "/run/appliance/sockets/casper-exec" = {
         mode = "0750";
-        user = "root";
         group = "10000";
       };
       "/var/lib/appliance" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
       "/var/lib/appliance/secrets" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
       "/var/lib/appliance/wireguard" = {
         mode = "0700";
-        user = "root";
-        group = "root";
       };
     };
 
@@ -169,8 +162,6 @@
     appliance.sandboxes = {
       balthasar = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/var/lib/picoclaw";
           HTTPS_PROXY = "http://10.88.0.1:3128";
@@ -198,7 +189,6 @@
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageFile = ../../images/picoclaw.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -214,7 +204,6 @@
           "appliance-bootstrap.service"
           "appliance-service-secrets.service"
         ];
-        cmd = [ ];
         dependsOn = [ "casper-exec" ];
         environment = {
           AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://10.88.0.1:3128";
@@ -252,7 +241,6 @@
         ];
         image = "agent-appliance/hermes:0.19.0";
         imageFile = ../../images/hermes.nix;
-        ports = [ ];
         requires = [
           "appliance-network.service"
           "appliance-bootstrap.service"
@@ -278,11 +266,9 @@
           "--bridge=none"
           "--ip-forward=false"
         ];
-        dependsOn = [ ];
         environment = {
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
         };
-        environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-dind"
           "--hostname=casper-exec"
@@ -316,7 +302,6 @@
         ];
         image = "agent-appliance/docker-in-gvisor:29";
         imageFile = ../../images/docker-in-gvisor.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
@@ -326,8 +311,6 @@
       };
       melchior = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/home/node";
           HTTPS_PROXY = "http://10.88.0.1:3128";
@@ -361,7 +344,6 @@
         ];
         image = "agent-appliance/openclaw:2026.9.6";
         imageFile = ../../images/openclaw.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -379,8 +361,6 @@
           "sys-subsystem-net-devices-wg\\x2dappliance.device"
           "wireguard-wg-appliance.service"
         ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/var/lib/ollama";
           HTTPS_PROXY = "http://10.88.0.1:3128";
@@ -391,7 +371,6 @@
           https_proxy = "http://10.88.0.1:3128";
           no_proxy = "127.0.0.1,localhost";
         };
-        environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-gpu"
           "--hostname=ollama"
@@ -423,8 +402,6 @@
       };
       searxng = {
         after = [ "appliance-network.service" "appliance-service-secrets.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
@@ -450,7 +427,6 @@
         ];
         image = "agent-appliance/searxng:1";
         imageFile = ../../images/searxng.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10080:10080";
         volumes = [
@@ -460,8 +436,6 @@
       };
       webextract = {
         after = [ "appliance-network.service" "appliance-service-secrets.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
@@ -488,7 +462,6 @@
         ];
         image = "agent-appliance/webextract:1";
         imageFile = ../../images/webextract.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10090:10090";
         volumes = [ "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro" ];

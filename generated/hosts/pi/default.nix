@@ -22,18 +22,12 @@
     appliance.directories = {
       "/var/lib/appliance" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
       "/var/lib/appliance/secrets" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
       "/var/lib/appliance/wireguard" = {
         mode = "0700";
-        user = "root";
-        group = "root";
       };
     };
 
@@ -77,8 +71,6 @@
           "sys-subsystem-net-devices-wg\\x2dappliance.device"
           "wireguard-wg-appliance.service"
         ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/var/lib/picoclaw";
           HTTPS_PROXY = "http://10.88.0.1:3128";
@@ -106,7 +98,6 @@
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageFile = ../../images/picoclaw.nix;
-        ports = [ ];
         requires = [
           "appliance-network.service"
           "sys-subsystem-net-devices-wg\\x2dappliance.device"

@@ -22,18 +22,13 @@
     appliance.directories = {
       "/run/appliance/sockets/coder-exec" = {
         mode = "0750";
-        user = "root";
         group = "10000";
       };
       "/var/lib/appliance" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
       "/var/lib/appliance/secrets" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
     };
 
@@ -126,7 +121,6 @@
     appliance.sandboxes = {
       coder = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-        cmd = [ ];
         dependsOn = [ "coder-exec" ];
         environment = {
           AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://172.30.0.1:3128";
@@ -159,7 +153,6 @@
         ];
         image = "agent-appliance/hermes:0.19.0";
         imageFile = ../../images/hermes.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "10000:10000";
         volumes = [
@@ -179,7 +172,6 @@
           "--iptables=false"
           "--ip6tables=false"
         ];
-        dependsOn = [ ];
         environment = {
           DOCKER_HOST = "unix:///run/appliance-docker/docker.sock";
           HTTPS_PROXY = "http://172.30.0.1:3128";
@@ -189,7 +181,6 @@
           https_proxy = "http://172.30.0.1:3128";
           no_proxy = "127.0.0.1,localhost";
         };
-        environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-dind"
           "--hostname=coder-exec"
@@ -224,7 +215,6 @@
         ];
         image = "agent-appliance/docker-in-gvisor:29";
         imageFile = ../../images/docker-in-gvisor.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
@@ -235,8 +225,6 @@
       };
       ollama = {
         after = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/var/lib/ollama";
           HTTPS_PROXY = "http://172.30.0.1:3128";
@@ -247,7 +235,6 @@
           https_proxy = "http://172.30.0.1:3128";
           no_proxy = "127.0.0.1,localhost";
         };
-        environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc-gpu"
           "--hostname=ollama"
@@ -264,7 +251,6 @@
         ];
         image = "agent-appliance/ollama-cuda:0.32";
         imageFile = ../../images/ollama-cuda.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
         user = "11434:11434";
         volumes = [
@@ -274,8 +260,6 @@
       };
       reader = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/home/node";
           OPENCLAW_CONFIG_PATH = "/etc/openclaw/openclaw.json";

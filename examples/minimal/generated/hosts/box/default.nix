@@ -22,13 +22,9 @@
     appliance.directories = {
       "/var/lib/appliance" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
       "/var/lib/appliance/secrets" = {
         mode = "0711";
-        user = "root";
-        group = "root";
       };
     };
 
@@ -81,8 +77,6 @@
     appliance.sandboxes = {
       helper = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/var/lib/picoclaw";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
@@ -104,7 +98,6 @@
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageFile = ../../images/picoclaw.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -116,8 +109,6 @@
       };
       ollama = {
         after = [ "appliance-network.service" ];
-        cmd = [ ];
-        dependsOn = [ ];
         environment = {
           HOME = "/var/lib/ollama";
           HTTPS_PROXY = "http://10.88.0.1:3128";
@@ -128,7 +119,6 @@
           https_proxy = "http://10.88.0.1:3128";
           no_proxy = "127.0.0.1,localhost";
         };
-        environmentFiles = [ ];
         extraOptions = [
           "--runtime=runsc"
           "--hostname=ollama"
@@ -144,7 +134,6 @@
         ];
         image = "agent-appliance/ollama:0.32";
         imageFile = ../../images/ollama.nix;
-        ports = [ ];
         requires = [ "appliance-network.service" ];
         user = "11434:11434";
         volumes = [

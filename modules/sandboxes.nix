@@ -16,10 +16,7 @@
 }:
 let
   cfg = config.appliance.sandboxes;
-  # A unit name: it lands in `After=`/`Requires=`/`Wants=`, which split on spaces.
-  units = lib.types.listOf (
-    lib.types.strMatching "[A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)"
-  );
+  units = import ./units.nix lib;
 
   # The sandboxes whose start waits for a file: on a host without Matrix
   # no bootstrap writes its agents' secrets; `appliance-pair.service`
@@ -93,21 +90,9 @@ in
               its fixed address.
             '';
           };
-          after = lib.mkOption {
-            type = units;
-            default = [ ];
-            description = "`After=` of `docker-<name>.service`.";
-          };
-          requires = lib.mkOption {
-            type = units;
-            default = [ ];
-            description = "`Requires=` of `docker-<name>.service`.";
-          };
-          wants = lib.mkOption {
-            type = units;
-            default = [ ];
-            description = "`Wants=` of `docker-<name>.service`.";
-          };
+          after = units "`After=` of `docker-<name>.service`.";
+          requires = units "`Requires=` of `docker-<name>.service`.";
+          wants = units "`Wants=` of `docker-<name>.service`.";
           waitFor = lib.mkOption {
             # Absolute, and no whitespace: it is a systemd condition's value.
             type = lib.types.nullOr (lib.types.strMatching "/[^[:space:]]+");

@@ -579,6 +579,11 @@ fn collect_paths(text: &str) -> PathCollector {
 /// NixOS option paths a file sets, by kind of file.
 fn option_paths(file: &Path, text: &str) -> BTreeSet<String> {
     let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+    if relative == "modules/units.nix" {
+        // Not a module: the option the modules' `after`/`requires`/`wants`
+        // share (its `type` and `default` are an option's fields).
+        return BTreeSet::new();
+    }
     defined_paths(text)
         .into_iter()
         .filter_map(|path| {

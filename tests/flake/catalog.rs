@@ -843,6 +843,28 @@ fn the_generated_host_modules_set_only_our_options() {
     }
 }
 
+/// nixosModules.default is a library module: none of modules/ (nor, by
+/// the test above, a generated host) sets `system.stateVersion`, which is
+/// the machine's own (nix/hosts.nix sets it for the flake's new machines).
+#[test]
+fn the_library_module_leaves_the_state_version_to_the_machine() {
+    let files = nix_files(&root().join("modules"));
+    assert!(files.len() >= 10, "found only {files:?}");
+    for file in files {
+        let paths = option_paths(&file, &read(&file));
+        assert!(
+            !paths.iter().any(|p| p.starts_with("system.stateVersion")),
+            "{} sets system.stateVersion",
+            file.display()
+        );
+    }
+    let hosts = read(&root().join("nix/hosts.nix"));
+    assert!(
+        hosts.contains("system.stateVersion = lib.mkIf (host.target != \"nixos\")"),
+        "nix/hosts.nix must leave an existing host's state version alone"
+    );
+}
+
 /// `pkgs.<attr>` references.
 pub(super) fn package_attrs(text: &str) -> BTreeSet<String> {
     let tokens = tokenize(text);

@@ -1,14 +1,12 @@
 # nixosModules.default: the appliance on any NixOS machine. It carries the
 # modules `appliance generate` wrote for every host of the spec; setting
 # `appliance.host` picks which one this machine is. That host's module
-# (generated/hosts/<host>/default.nix) holds the spec's decisions; the
-# hand-written modules imported below (Docker with the gVisor runtimes,
-# egress, bootstrap, the warden, the model pull, readiness, the services'
-# secrets, Synapse, Ollama on the host, WireGuard) map its option values
-# onto nixpkgs, and what has not moved yet (the sandboxes, NVIDIA) is still
-# written in the generated module. This file only declares the options, passes the
-# image builders (images/) to the generated modules and checks they fit
-# the machine.
+# (generated/hosts/<host>/default.nix) holds the spec's decisions, as the
+# values of the options that the hand-written modules imported below
+# declare (docs/options.md); they map those values onto nixpkgs, once.
+# This file only declares `appliance.enable` and
+# `appliance.host`, passes the image builders (images/) to the modules and
+# checks they fit the machine.
 #
 # It sets neither `nixpkgs.overlays` nor `nixpkgs.config`, so it works with
 # a `pkgs` the consumer passes (`nixpkgs.pkgs`): the flake's own
@@ -34,12 +32,17 @@ in
     ./bootstrap.nix
     ./docker-gvisor.nix
     ./egress.nix
+    ./host.nix
     ./models.nix
+    ./pairing.nix
+    ./nvidia.nix
     ./ollama.nix
     ./ready.nix
+    ./sandboxes.nix
     ./service-secrets.nix
     ./synapse.nix
     ./warden.nix
+    ./webclient.nix
     ./wireguard.nix
   ]
   ++ lib.mapAttrsToList (_name: host: host.module) generated.hosts;

@@ -3,7 +3,9 @@
 # then the accounts, rooms and agent tokens once Synapse is up
 # (`appliance-bootstrap.service`). Both are idempotent and rerun at every
 # boot. The plan (generated/bootstrap/plan.json) names every account, room
-# and secret file, never a secret value. The generated host module sets
+# and secret file, never a secret value; it is installed as
+# /etc/appliance/bootstrap-plan.json, with the `appliance` command, for the
+# admins' `appliance admin password`. The generated host module sets
 # `enable` and `plan` on the host with Synapse.
 {
   config,
@@ -14,6 +16,8 @@
 }:
 let
   cfg = config.appliance.bootstrap;
+  # Where `appliance admin password` and the warden look by default (src/cli.rs).
+  planFile = "appliance/bootstrap-plan.json";
   bootstrap =
     extra:
     utils.escapeSystemdExecArgs (
@@ -41,6 +45,11 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    # `appliance admin password ADMIN` (root only; it also reads the master
+    # key) and the warden read the plan from here by default.
+    environment.etc.${planFile}.source = cfg.plan;
+    environment.systemPackages = [ cfg.package ];
+
     # Secrets exist only on this host, created at first boot, never in the store.
     systemd.services.appliance-secrets = {
       description = "Create the appliance's secrets on first boot";

@@ -51,6 +51,16 @@ in
       '';
     };
 
+    runscMinimum = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "20260316.0";
+      description = ''
+        The oldest gVisor release this host may run (`pkgs.gvisor.version`),
+        asserted at evaluation; null: no check.
+      '';
+    };
+
     network = {
       name = lib.mkOption {
         # Docker's own rule for network names.
@@ -97,6 +107,13 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = lib.optional (cfg.runscMinimum != null) {
+      # Older runsc panics on the 39-bit address space of Raspberry Pi
+      # kernels; the flake's overlay builds a newer release when needed.
+      assertion = lib.versionAtLeast pkgs.gvisor.version cfg.runscMinimum;
+      message = "appliance host `${config.appliance.host}`: gVisor ${pkgs.gvisor.version} is older than release-${cfg.runscMinimum}; use the flake's overlay (nix/overlay.nix) or pin a newer gvisor.";
+    };
+
     virtualisation.docker = {
       enable = true;
       daemon.settings = settings // {

@@ -14,15 +14,7 @@
 }:
 let
   cfg = config.appliance.synapse;
-  # A unit name: it lands in `After=`/`Requires=`/`Wants=`, which split on spaces.
-  unitName = lib.types.strMatching "[A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)";
-  units =
-    description:
-    lib.mkOption {
-      type = lib.types.listOf unitName;
-      default = [ ];
-      inherit description;
-    };
+  units = import ./units.nix lib;
 in
 {
   options.appliance.synapse = {

@@ -1,5 +1,6 @@
-//! What the human admins get on the Matrix host: the generated web-client
-//! module (Cinny behind nginx) evaluated with stub `lib` and `pkgs`, for
+//! What the human admins get on the Matrix host: the web client (Cinny
+//! behind nginx, modules/webclient.nix from the generated values)
+//! evaluated with stub `lib` and `pkgs`, for
 //! its Cinny config and listen addresses, in every spec; and that nothing
 //! else in the firewall opens its port.
 
@@ -9,27 +10,46 @@ use serde_json::{Value, json};
 
 use crate::common::{eval_json, nix_instantiate, root};
 
-/// The module's settings for its own host, as NixOS would merge them.
+/// The web client's settings for its own host, as modules/webclient.nix
+/// and modules/bootstrap.nix make them from the host's generated values.
 fn evaluate(module: &std::path::Path, host: &str) -> Value {
     eval_json(&format!(
         r#"
 let
-  lib = {{ mkIf = cond: content: {{ inherit cond content; }}; }};
+  lib = {{
+    mkIf = cond: content: {{ inherit cond content; }};
+    mkDefault = value: value;
+    types = {{ listOf = t: t; submodule = m: m; strMatching = r: r; str = "str"; port = "port"; path = "path"; }};
+    mkOption = o: o; mkEnableOption = d: d; mkPackageOption = _: _: _: {{ }};
+    getExe = p: "/bin/${{p}}";
+  }};
   pkgs = {{ cinny.override = args: {{ cinnyOverride = args; }}; agent-appliance = "agent-appliance"; }};
-  module = import {module} {{
+  generated = import {module} {{
     config.appliance = {{ enable = true; host = "{host}"; }};
     inherit lib pkgs;
-    utils = {{ }};
   }};
-  c = module.config.content;
+  values = generated.config.content.appliance;
+  module = name: import {root}/modules/${{name}}.nix {{
+    # The options' defaults, which the stub lib leaves to the caller.
+    config.appliance = values // {{
+      bootstrap = values.bootstrap // {{ package = pkgs.agent-appliance; }};
+      webClient = {{ wants = [ ]; }} // values.webClient;
+    }};
+    inherit lib pkgs;
+    utils.escapeSystemdExecArgs = args: args;
+  }};
+  c = (module "webclient").config.content;
+  admin = (module "bootstrap").config.content;
 in {{
-  enabled = module.config.cond;
+  enabled = generated.config.cond && (module "webclient").config.cond;
   vhost = c.services.nginx.virtualHosts.appliance-web-client;
   nginx = c.services.nginx.enable;
   units = c.systemd.services.nginx;
-  hasPlan = c.environment.etc ? "appliance/bootstrap-plan.json";
+  hasPlan = admin.environment.etc ? "appliance/bootstrap-plan.json";
+  tools = admin.environment.systemPackages;
 }}"#,
-        module = module.display()
+        module = module.display(),
+        root = root().display(),
     ))
 }
 
@@ -48,10 +68,12 @@ fn the_web_client_is_cinny_locked_to_the_homeserver_on_loopback_and_the_overlay_
         let appliance = agent_appliance::commands::load(&path).unwrap();
         let hub = &appliance.hosts[&appliance.matrix.host];
         let dir = path.parent().unwrap().join("generated/hosts").join(&hub.name);
-        let got = evaluate(&dir.join("admins.nix"), &hub.name);
+        let got = evaluate(&dir.join("default.nix"), &hub.name);
         assert_eq!(got["enabled"], json!(true), "{spec}");
         assert_eq!(got["nginx"], json!(true), "{spec}");
+        // `appliance admin password` and its plan.
         assert_eq!(got["hasPlan"], json!(true), "{spec}");
+        assert_eq!(got["tools"], json!(["agent-appliance"]), "{spec}");
 
         // Loopback always (for `ssh -L`), the overlay address when hosts are
         // linked, nothing else: never a wildcard or a public address.

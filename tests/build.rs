@@ -251,6 +251,11 @@ fn appliance_build(checkout: &Path, store: &Path, args: &[&str]) -> std::process
             "",
         ])
         .args(["--option", "substituters", ""])
+        // Nix 2.8's evaluation cache sometimes answers `nix build --json`
+        // after a failed build with "attribute 'packages.x86_64-linux.packages'
+        // is unexpectedly missing" instead of the build's error (the same
+        // directory passes and fails in turn); the tests want the build's.
+        .args(["--option", "eval-cache", "false"])
         .env("NIX_STORE_DIR", store.join("store"))
         .env("NIX_STATE_DIR", store.join("state"))
         .env("NIX_LOG_DIR", store.join("log"))

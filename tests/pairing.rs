@@ -521,21 +521,29 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     assert!(log.contains(&format!("{INTRUDER}: refused")), "{log}");
 }
 
-/// A generated pairing module's unit for its own host, evaluated with stub
-/// `lib`, `pkgs` and `utils`.
-fn pairing_unit(file: &str, host: &str, unit: &str) -> serde_json::Value {
+/// A host's pairing unit, as modules/pairing.nix makes it from the host's
+/// generated values, evaluated with stub `lib`, `pkgs` and `utils`.
+fn pairing_unit(host: &str, unit: &str) -> serde_json::Value {
     crate::common::eval_json(&format!(
         r#"
 let
-  lib = {{ mkIf = cond: content: {{ inherit cond content; }}; getExe = p: "/bin/${{p}}"; }};
-  module = import {path} {{
-    config.appliance = {{ enable = true; host = "{host}"; }};
+  lib = {{
+    mkIf = cond: content: {{ inherit cond content; }}; mkDefault = value: value; getExe = p: "/bin/${{p}}";
+    types = {{ listOf = t: t; strMatching = r: r; path = "path"; }};
+    mkOption = o: o; mkEnableOption = d: d; mkPackageOption = _: _: _: {{ }}; literalExpression = e: e;
+  }};
+  generated = import {path} {{ config.appliance = {{ enable = true; host = "{host}"; }}; inherit lib; pkgs = {{ }}; }};
+  pairing = generated.config.content.appliance.pairing;
+  module = import {module} {{
+    config.appliance.pairing = pairing // {{ package = "appliance"; }};
     inherit lib;
-    pkgs.agent-appliance = "appliance";
+    pkgs = {{ }};
     utils.escapeSystemdExecArgs = args: args;
   }};
-in {{ enabled = module.config.cond; unit = module.config.content.systemd.services.{unit}; }}"#,
-        path = root().join("generated/hosts").join(host).join(file).display()
+  service = module.config.systemd.services.{unit};
+in {{ enabled = generated.config.cond && service.cond; unit = service.content; }}"#,
+        path = root().join("generated/hosts").join(host).join("default.nix").display(),
+        module = root().join("modules/pairing.nix").display(),
     ))
 }
 
@@ -544,7 +552,7 @@ fn the_generated_units_run_pairing_on_both_sides_before_the_agents() {
     if crate::common::nix_instantiate().is_none() {
         return;
     }
-    let server = pairing_unit("pairing-server.nix", "hub", "appliance-pairing");
+    let server = pairing_unit("hub", "appliance-pairing");
     assert_eq!(server["enabled"], json!(true));
     let exec = server["unit"]["serviceConfig"]["ExecStart"].as_array().unwrap();
     assert_eq!(
@@ -559,7 +567,7 @@ fn the_generated_units_run_pairing_on_both_sides_before_the_agents() {
         "{after}"
     );
 
-    let client = pairing_unit("pairing.nix", "pi", "appliance-pair");
+    let client = pairing_unit("pi", "appliance-pair");
     assert_eq!(client["enabled"], json!(true));
     let exec = client["unit"]["serviceConfig"]["ExecStart"].as_array().unwrap();
     assert_eq!(&exec[..3], &[json!("/bin/appliance"), json!("pair"), json!("--config")]);

@@ -112,12 +112,12 @@ in {{
   real = import {root}/generated/images/ollama-cuda.nix {{ inherit pkgs; images.ollama-cuda = args: args // {{ packages = null; }}; }};
   modelsUnit = models;
   shared = {{
-    inherit (shared) appliance;
+    appliance = {{ inherit (shared.appliance) enable host; }};
     runtimes = builtins.mapAttrs (_: r: r.runtimeArgs._stubForce) shared.virtualisation.docker.daemon.settings.runtimes;
-    options = builtins.mapAttrs (_: c: c.extraOptions._stubForce) shared.virtualisation.oci-containers.containers;
+    options = builtins.mapAttrs (_: c: c.extraOptions._stubForce) shared.appliance.sandboxes;
     toolkit = shared.hardware.nvidia-container-toolkit.enable._stubForce;
   }};
-  generatedOptions = builtins.mapAttrs (_: c: c.extraOptions) generatedModule.virtualisation.oci-containers.containers;
+  generatedOptions = builtins.mapAttrs (_: c: c.extraOptions) generatedModule.appliance.sandboxes;
   daemon = builtins.mapAttrs (_: r: r.runtimeArgs) (lib.importJSON {root}/generated/hosts/hub/docker-daemon.json).runtimes;
 }}
 "#,

@@ -17,10 +17,10 @@ let
   hostDir = ../../generated/hosts + "/${host}";
   daemon = lib.importJSON (hostDir + "/docker-daemon.json");
   # The generated host module read as data (its body is `lib.mkIf <this
-  # host> { ... }`), for the sandboxes' `docker run` options as generated:
-  # the test keeps every one of them but the two below.
-  generatedContainers =
-    (import generated.hosts.${host}.module args).config.content.virtualisation.oci-containers.containers;
+  # host> { ... }`), for the sandboxes' `docker run` options as generated
+  # (`appliance.sandboxes`, modules/sandboxes.nix): the test keeps every
+  # one of them but the two below.
+  generatedSandboxes = (import generated.hosts.${host}.module args).config.content.appliance.sandboxes;
 
   cores = config.virtualisation.cores;
   # Docker refuses `--cpus` above the machine's CPU count (Ollama's 8).
@@ -52,7 +52,7 @@ in
     runtimeArgs = lib.mkForce (lib.filter (arg: !lib.hasPrefix "--nvproxy" arg) runtime.runtimeArgs);
   }) daemon.runtimes;
 
-  virtualisation.oci-containers.containers = lib.mapAttrs (_name: container: {
-    extraOptions = lib.mkForce (map clampCpus (lib.filter (option: !isGpuDevice option) container.extraOptions));
-  }) generatedContainers;
+  appliance.sandboxes = lib.mapAttrs (_name: sandbox: {
+    extraOptions = lib.mkForce (map clampCpus (lib.filter (option: !isGpuDevice option) sandbox.extraOptions));
+  }) generatedSandboxes;
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::images::image_file;
 use super::nix::{self, expr};
-use super::templates::Engine;
+use super::values::{self, Setting};
 use super::{STAMP, Tree};
 use crate::docker::run_options;
 use crate::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
@@ -67,49 +67,6 @@ pub const NVIDIA_PACKAGE: &str = "dc_590";
 /// Where each host keeps its WireGuard private key, made at first boot.
 pub const WIREGUARD_KEY_DIR: &str = "/var/lib/appliance/wireguard";
 
-#[derive(Serialize)]
-struct HostContext {
-    stamp: &'static str,
-    /// Modules of this host next to `default.nix` (pairing, the admins').
-    imports: Value,
-    appliance: String,
-    host: String,
-    target: Value,
-    system: Value,
-    runsc_minimum: &'static str,
-    ssh_keys: Vec<String>,
-    firewall: Firewall,
-    gpu: Option<crate::model::Gpu>,
-    gpu_driver: GpuDriver,
-    wireguard: Option<WireGuard>,
-    runtimes: Vec<RuntimeNote>,
-    /// `appliance.docker.network` (modules/docker-gvisor.nix).
-    network: DockerNetwork,
-    tmpfiles: Vec<String>,
-    /// `appliance.synapse` (modules/synapse.nix), on the Matrix host.
-    synapse: Option<Synapse>,
-    /// The bridge address the DNS resolver listens on, when sandboxes need it.
-    dns: Option<String>,
-    /// The egress firewall tables and, when a sandbox has egress, the proxy.
-    egress: Option<EgressFiles>,
-    ollama: Option<BTreeMap<&'static str, Value>>,
-    /// `appliance.models` (modules/models.nix): the oneshot that pulls the
-    /// models into the inference sandbox.
-    models: Option<ModelPull>,
-    /// `appliance.ready.units` (modules/ready.nix): the sandboxes
-    /// `appliance-ready.target` waits for; the models module adds its unit.
-    ready: Vec<String>,
-    /// Secrets of the appliance's own service sandboxes, made at first boot
-    /// (`appliance.serviceSecrets`, modules/service-secrets.nix), by sandbox.
-    service_secrets: BTreeMap<String, ServiceSecret>,
-    containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    container_units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    /// Path units starting a sandbox once pairing has fetched its secrets.
-    secret_waits: BTreeMap<String, Value>,
-    /// Whether a sandbox uses the GPU (CDI specs from the container toolkit).
-    gpu_containers: bool,
-}
-
 /// One value of `appliance.serviceSecrets` (modules/service-secrets.nix):
 /// the env file and the variable it sets to a random key.
 #[derive(Serialize)]
@@ -137,36 +94,89 @@ fn service_secrets(host: &Host) -> BTreeMap<String, ServiceSecret> {
         .collect()
 }
 
+/// `appliance.models` (modules/models.nix): the oneshot that pulls the
+/// models into the inference sandbox.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ModelPull {
+    enable: bool,
     sandbox_unit: String,
-    /// The script beside the host module (`PULL_SCRIPT`).
-    pull_script: &'static str,
+    /// The script beside the host module (`PULL_SCRIPT`), a path literal.
+    pull_script: Value,
 }
 
-/// The values of `appliance.synapse` (modules/synapse.nix) but its
-/// settings file, which the template names by a path literal.
+/// The values of `appliance.synapse` (modules/synapse.nix).
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Synapse {
+    enable: bool,
+    /// `./synapse.json`, a path literal.
+    settings_file: Value,
     /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
-    postgresql: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postgresql: Option<Postgresql>,
     /// `after`, `requires` and, with an overlay, `wants`.
+    #[serde(flatten)]
     unit: BTreeMap<&'static str, Value>,
     /// `IPAddressAllow` of the unit; `None` with federation.
+    #[serde(skip_serializing_if = "Option::is_none")]
     allowed_addresses: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
-struct EgressFiles {
-    proxy: bool,
-    /// The grant files the proxy reads (`appliance.egress.grantFiles`).
-    grants: Vec<String>,
+struct Postgresql {
+    enable: bool,
+    name: &'static str,
 }
 
+/// The values of `appliance.egress` (modules/egress.nix): the nftables
+/// tables generated from each sandbox's reach, the proxy, and the
+/// sandboxes' resolver on the bridge.
 #[derive(Serialize)]
-struct GpuDriver {
+#[serde(rename_all = "camelCase")]
+struct Egress {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inet_table: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bridge_table: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_config: Option<Value>,
+    /// The warden's grant files the proxy reads (docs/warden.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    grant_files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolver: Option<String>,
+}
+
+/// The values of `appliance.nvidia` (modules/nvidia.nix).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Nvidia {
+    enable: bool,
     package: &'static str,
-    supported: &'static [&'static str],
+    supported_versions: &'static [&'static str],
+    /// A sandbox uses the GPU (CDI specs from the container toolkit).
+    container_toolkit: bool,
+}
+
+/// A directory of `appliance.directories` (modules/host.nix), root's; its
+/// group when not root's (the module's default).
+#[derive(Serialize)]
+struct Directory {
+    mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+}
+
+impl Directory {
+    fn root(mode: u32) -> Directory {
+        Directory {
+            mode: format!("{mode:04o}"),
+            group: None,
+        }
+    }
 }
 
 /// The values of `appliance.wireguard` (modules/wireguard.nix).
@@ -188,17 +198,26 @@ struct WireGuard {
     nonlocal_bind: bool,
 }
 
+/// The values of `appliance.firewall` (modules/host.nix).
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Firewall {
+    #[serde(rename = "allowedTCPPorts")]
     tcp: Vec<u16>,
+    #[serde(rename = "allowedUDPPorts")]
     udp: Vec<u16>,
     interfaces: BTreeMap<String, BTreeMap<&'static str, Vec<u16>>>,
 }
 
+/// The values of `appliance.docker` (modules/docker-gvisor.nix).
 #[derive(Serialize)]
-struct RuntimeNote {
-    name: String,
-    reasons: Vec<&'static str>,
+#[serde(rename_all = "camelCase")]
+struct Docker {
+    enable: bool,
+    /// `./docker-daemon.json`, a path literal.
+    daemon_settings: Value,
+    runsc_minimum: &'static str,
+    network: DockerNetwork,
 }
 
 /// The sandboxes' Docker network: the values of
@@ -286,7 +305,12 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
         return None;
     }
     Some(Synapse {
-        postgresql: (appliance.matrix.database == SynapseDatabase::Postgresql).then_some(super::synapse::POSTGRES_NAME),
+        enable: true,
+        settings_file: expr(nix::path("./synapse.json")),
+        postgresql: (appliance.matrix.database == SynapseDatabase::Postgresql).then_some(Postgresql {
+            enable: true,
+            name: super::synapse::POSTGRES_NAME,
+        }),
         unit: unit_deps_overlay_optional(
             vec![
                 "appliance-network.service".to_string(),
@@ -298,64 +322,137 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
     })
 }
 
-pub fn render(appliance: &Appliance, host: &Host, imports: &[String], engine: &Engine, tree: &mut Tree) -> Result<()> {
-    let wireguard = wireguard(appliance, host);
-    // Services that bind the overlay address wait for the interface.
-    let overlay = wireguard.as_ref().map(|wg| wg.interface);
-    let Containers {
-        tmpfiles,
-        containers,
-        units: container_units,
-        secret_waits,
-    } = containers(host, overlay);
-
-    let context = HostContext {
-        stamp: STAMP,
-        imports: super::pairing::imports_value(imports),
-        appliance: appliance.name.clone(),
-        host: host.name.clone(),
-        target: nix::value(host.target),
-        system: nix::value(host.system),
-        runsc_minimum: RUNSC_MINIMUM,
-        ssh_keys: host.ssh_keys.clone(),
-        firewall: firewall(host),
-        gpu: host.gpu.clone(),
-        gpu_driver: GpuDriver {
-            package: NVIDIA_PACKAGE,
-            supported: NVPROXY_DRIVERS,
-        },
-        wireguard,
-        runtimes: host
-            .runtimes
-            .iter()
-            .map(|p| RuntimeNote {
-                name: p.name(),
-                reasons: p.reasons(),
-            })
-            .collect(),
-        network: docker_network(appliance, host),
-        tmpfiles,
-        synapse: synapse(appliance, host, overlay),
-        egress: host.sandboxes.iter().any(|s| s.network.is_some()).then(|| EgressFiles {
-            proxy: super::egress::proxy_config(host).is_some(),
-            grants: host.sandboxes.iter().filter_map(|s| s.grants.clone()).collect(),
-        }),
-        dns: host.resolves_names().then(|| host.network_address.to_string()),
-        ollama: ollama(appliance, host, overlay),
-        models: model_pull(appliance, host),
-        ready: ready_units(host),
-        service_secrets: service_secrets(host),
-        containers,
-        container_units,
-        secret_waits,
-        gpu_containers: host.sandboxes.iter().any(|s| s.gpus),
-    };
-    let text = engine.render("host.nix.j2", &context)?;
+/// `host`'s module: its own option values, then `extra` (pairing's, the
+/// web client's).
+pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mut Tree) -> Result<()> {
+    let target = serde_json::to_value(host.target)?;
+    let system = serde_json::to_value(host.system)?;
+    let header = [
+        format!("{STAMP} from the appliance spec; do not edit."),
+        format!(
+            "NixOS module of host `{}` ({}, {}) in appliance `{}`: only the values",
+            host.name,
+            target.as_str().unwrap_or_default(),
+            system.as_str().unwrap_or_default(),
+            appliance.name
+        ),
+        "of the appliance's options, which the hand-written modules of modules/".into(),
+        "map onto nixpkgs (docs/options.md says what each one does). Inert unless".into(),
+        "`appliance.enable` is set and `appliance.host` names this host; the".into(),
+        "platform comes from the flake's target profile, not from here.".into(),
+    ];
+    let mut settings = settings(appliance, host);
+    settings.extend(extra);
+    let text = values::module(&header, &host.name, &settings)?;
     tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
     if let Some(script) = pull_script(appliance, host) {
         tree.insert(format!("hosts/{}/{PULL_SCRIPT}", host.name), script.into_bytes());
     }
     Ok(())
+}
+
+/// Every option value of `host`'s module, in the order a reader meets
+/// them: the machine, its overlay, Docker and egress, Matrix, inference,
+/// then the sandboxes.
+fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
+    let wireguard = wireguard(appliance, host);
+    // Services that bind the overlay address wait for the interface.
+    let overlay = wireguard.as_ref().map(|wg| wg.interface);
+    let Containers { directories, sandboxes } = containers(host, overlay);
+    let mut settings = vec![
+        Setting::new("appliance.ssh.authorizedKeys", &host.ssh_keys),
+        Setting::new("appliance.firewall", firewall(host)),
+        Setting::new("appliance.directories", directories),
+    ];
+    if let Some(gpu) = &host.gpu {
+        let nvidia = Nvidia {
+            enable: true,
+            package: NVIDIA_PACKAGE,
+            supported_versions: NVPROXY_DRIVERS,
+            container_toolkit: host.sandboxes.iter().any(|s| s.gpus),
+        };
+        settings.push(
+            Setting::new("appliance.nvidia", nvidia)
+                .with_comment(vec![format!("NVIDIA {} x{}.", gpu.model, gpu.count)]),
+        );
+    }
+    if let Some(wireguard) = wireguard {
+        settings.push(Setting::new("appliance.wireguard", wireguard));
+    }
+    settings.push(docker(appliance, host));
+    settings.extend(egress(host));
+    settings.extend(matrix(appliance, host, overlay));
+    settings.extend(ollama(appliance, host, overlay).map(|o| Setting::new("appliance.ollama", o)));
+    let secrets = service_secrets(host);
+    if !secrets.is_empty() {
+        settings.push(Setting::new("appliance.serviceSecrets", secrets));
+    }
+    settings.extend(model_pull(appliance, host).map(|m| Setting::new("appliance.models", m)));
+    settings.push(Setting::new("appliance.ready.units", ready_units(host)));
+    settings.push(Setting::new("appliance.sandboxes", sandboxes));
+    settings
+}
+
+/// `appliance.docker`, with why each runtime more permissive than strict
+/// is (the profiles of docker-daemon.json: src/render/runtimes.rs).
+fn docker(appliance: &Appliance, host: &Host) -> Setting {
+    let mut comment = Vec::new();
+    for runtime in &host.runtimes {
+        let reasons = runtime.reasons();
+        if !reasons.is_empty() {
+            comment.push(format!("`{}` is more permissive than strict:", runtime.name()));
+            comment.extend(reasons.iter().map(|reason| format!("  - {reason}")));
+        }
+    }
+    let docker = Docker {
+        enable: true,
+        daemon_settings: expr(nix::path("./docker-daemon.json")),
+        runsc_minimum: RUNSC_MINIMUM,
+        network: docker_network(appliance, host),
+    };
+    Setting::new("appliance.docker", docker).with_comment(comment)
+}
+
+/// `appliance.egress`, when a sandbox has a network or the host resolves
+/// names for the sandboxes.
+fn egress(host: &Host) -> Option<Setting> {
+    let tables = host.sandboxes.iter().any(|s| s.network.is_some());
+    let resolver = host.resolves_names().then(|| host.network_address.to_string());
+    if !tables && resolver.is_none() {
+        return None;
+    }
+    let file = |name: &str| tables.then(|| expr(nix::path(&format!("./{name}"))));
+    let egress = Egress {
+        enable: tables.then_some(true),
+        inet_table: file("firewall-inet.nft"),
+        bridge_table: file("firewall-bridge.nft"),
+        proxy_config: file("egress-proxy.conf").filter(|_| super::egress::proxy_config(host).is_some()),
+        grant_files: host.sandboxes.iter().filter_map(|s| s.grants.clone()).collect(),
+        resolver,
+    };
+    Some(Setting::new("appliance.egress", egress))
+}
+
+/// Synapse, bootstrap and the warden, on the Matrix host. The warden is a
+/// default a host may turn off.
+fn matrix(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Vec<Setting> {
+    let Some(synapse) = synapse(appliance, host, overlay) else {
+        return Vec::new();
+    };
+    vec![
+        Setting::new("appliance.synapse", synapse),
+        Setting::new(
+            "appliance.bootstrap",
+            BTreeMap::from([
+                ("enable", Value::from(true)),
+                (
+                    "plan",
+                    expr(format!("\"${{{}}}\"", nix::path("../../bootstrap/plan.json"))),
+                ),
+            ]),
+        ),
+        Setting::new("appliance.warden.enable", expr("lib.mkDefault true")),
+    ]
 }
 
 /// The script the models unit runs; the rehearsal runs the same file.
@@ -372,8 +469,9 @@ fn inference_sandbox<'a>(appliance: &'a Appliance, host: &Host) -> Option<&'a cr
 fn model_pull(appliance: &Appliance, host: &Host) -> Option<ModelPull> {
     let inference = inference_sandbox(appliance, host)?;
     Some(ModelPull {
+        enable: true,
         sandbox_unit: format!("docker-{}.service", inference.sandbox.as_deref().unwrap_or_default()),
-        pull_script: PULL_SCRIPT,
+        pull_script: expr(nix::path(&format!("./{PULL_SCRIPT}"))),
     })
 }
 
@@ -466,13 +564,12 @@ fn firewall(host: &Host) -> Firewall {
     firewall
 }
 
-/// Every sandbox as an `oci-containers` entry, the systemd units each
-/// waits for, and the directories (tmpfiles rules) they need.
+/// Every sandbox as a value of `appliance.sandboxes` (modules/sandboxes.nix:
+/// its container and the units it waits for), and the directories
+/// (`appliance.directories`, by path) they need.
 struct Containers {
-    tmpfiles: Vec<String>,
-    containers: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    units: BTreeMap<String, BTreeMap<&'static str, Value>>,
-    secret_waits: BTreeMap<String, Value>,
+    directories: BTreeMap<String, Directory>,
+    sandboxes: BTreeMap<String, BTreeMap<&'static str, Value>>,
 }
 
 /// The unit making webextract's key file, for an agent whose `crawler`
@@ -486,19 +583,16 @@ fn extract_key_unit(sandbox: &Sandbox) -> Option<String> {
 }
 
 fn containers(host: &Host, overlay: Option<&str>) -> Containers {
-    let mut tmpfiles = vec![
-        format!("d {STATE_DIR} 0711 root root -"),
-        format!("d {STATE_DIR}/secrets 0711 root root -"),
-    ];
+    let mut directories = BTreeMap::from([
+        (STATE_DIR.to_string(), Directory::root(0o711)),
+        (format!("{STATE_DIR}/secrets"), Directory::root(0o711)),
+    ]);
     if overlay.is_some() {
-        tmpfiles.push(format!("d {WIREGUARD_KEY_DIR} 0700 root root -"));
+        directories.insert(WIREGUARD_KEY_DIR.to_string(), Directory::root(0o700));
     }
-    let mut containers = BTreeMap::new();
-    let mut units = BTreeMap::new();
-    let mut secret_waits = BTreeMap::new();
+    let mut sandboxes = BTreeMap::new();
     for sandbox in &host.sandboxes {
-        containers.insert(sandbox.name.clone(), container(sandbox, &mut tmpfiles));
-        let unit = format!("docker-{}", sandbox.name);
+        let mut values = container(sandbox, &mut directories);
         let deps = if sandbox.is_service() {
             // A service (Ollama, SearXNG) needs no Matrix secret; it waits
             // for its own secret if it has one, and for the overlay only
@@ -528,50 +622,22 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             let mut units = vec!["appliance-network.service".to_string()];
             units.extend(extract_key_unit(sandbox));
             let mut deps = unit_deps(units, overlay);
+            // Started once pairing has fetched its secrets (a path unit
+            // of modules/sandboxes.nix).
             if let Some(env_file) = sandbox.env_files.first() {
-                deps.insert(
-                    "unitConfig",
-                    nix::value(BTreeMap::from([("ConditionPathExists", env_file)])),
-                );
-                secret_waits.insert(unit.clone(), secret_wait(&unit, env_file));
+                deps.insert("waitFor", Value::from(env_file.as_str()));
             }
             deps
         };
-        units.insert(unit, deps);
+        values.extend(deps);
+        sandboxes.insert(sandbox.name.clone(), values);
     }
-    tmpfiles.sort();
-    tmpfiles.dedup();
-    Containers {
-        tmpfiles,
-        containers,
-        units,
-        secret_waits,
-    }
+    Containers { directories, sandboxes }
 }
 
-/// A path unit starting `unit` once `env_file` exists.
-fn secret_wait(unit: &str, env_file: &str) -> Value {
-    nix::value(BTreeMap::from([
-        (
-            "description",
-            nix::value(format!(
-                "Start {unit} once its secrets ({env_file}) are fetched from the hub (docs/pairing.md)"
-            )),
-        ),
-        ("wantedBy", nix::value(["multi-user.target"])),
-        (
-            "pathConfig",
-            nix::value(BTreeMap::from([
-                ("PathExists", env_file.to_string()),
-                ("Unit", format!("{unit}.service")),
-            ])),
-        ),
-    ]))
-}
-
-/// One sandbox's `oci-containers` settings; adds the tmpfiles rule of each
-/// socket directory it consumes.
-fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static str, Value> {
+/// One sandbox's container (`appliance.sandboxes.<name>` but its units);
+/// adds each socket directory it consumes to `directories`.
+fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -> BTreeMap<&'static str, Value> {
     let options = run_options(sandbox);
     let mut volumes: Vec<Value> = options.volumes.iter().map(|v| Value::from(v.as_str())).collect();
     for bind in &options.binds {
@@ -586,7 +652,9 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
                 // The consumer's side of a socket dir sets its owner.
                 if path.starts_with(SOCKET_DIR) && bind.read_only {
                     let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
-                    tmpfiles.push(format!("d {path} {SOCKET_DIR_MODE:04o} root {gid} -"));
+                    let mut directory = Directory::root(SOCKET_DIR_MODE);
+                    directory.group = Some(gid.to_string());
+                    directories.insert(path.clone(), directory);
                 }
                 Value::from(bind.volume_arg(path))
             }
@@ -595,19 +663,23 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
     let image_file = image_file(&sandbox.image);
     let mut container = BTreeMap::new();
     container.insert("image", Value::from(sandbox.image.as_str()));
-    container.insert(
-        "imageStream",
-        expr(format!(
-            "import ../../images/{image_file}.nix {{ inherit pkgs; images = applianceImages; }}"
-        )),
-    );
+    container.insert("imageFile", expr(nix::path(&format!("../../images/{image_file}.nix"))));
     container.insert("user", Value::from(options.user.as_str()));
-    container.insert("volumes", Value::from(volumes));
-    container.insert("environment", nix::value(&options.environment));
-    container.insert("environmentFiles", nix::value(&options.env_files));
-    container.insert("ports", nix::value(&options.ports));
-    container.insert("cmd", nix::value(&options.command));
-    container.insert("dependsOn", nix::value(&sandbox.depends_on));
+    // The lists and sets left empty are the module's defaults (`[ ]`,
+    // `{ }`), not written.
+    let lists = [
+        ("volumes", Value::from(volumes)),
+        ("environment", nix::value(&options.environment)),
+        ("environmentFiles", nix::value(&options.env_files)),
+        ("ports", nix::value(&options.ports)),
+        ("cmd", nix::value(&options.command)),
+        ("dependsOn", nix::value(&sandbox.depends_on)),
+    ];
+    for (name, value) in lists {
+        if value.len() != Some(0) {
+            container.insert(name, value);
+        }
+    }
     container.insert("extraOptions", nix::value(&options.flags));
     container
 }

@@ -13,6 +13,7 @@ pub mod runtimes;
 pub mod search;
 pub mod synapse;
 mod templates;
+mod values;
 mod webclient;
 
 pub use host::{DockerNetwork, NVIDIA_PACKAGE, NVPROXY_DRIVERS, RUNSC_MINIMUM, docker_network, network_create};
@@ -34,20 +35,20 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     let engine = templates::Engine::new();
     index::render(appliance, &engine, &mut tree)?;
     let plan = plan::plan(appliance);
-    let mut imports: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (host, file) in pairing::render(appliance, &plan, &engine, &mut tree)? {
-        imports.entry(host).or_default().push(file);
+    // Option values beside each host's own: pairing's, and the web client
+    // of the Matrix host.
+    let mut extra: BTreeMap<String, Vec<values::Setting>> = BTreeMap::new();
+    for (host, setting) in pairing::render(appliance, &plan, &mut tree)? {
+        extra.entry(host).or_default().push(setting);
     }
     if let Some(host) = appliance.hosts.get(&appliance.matrix.host) {
-        webclient::render(appliance, host, &engine, &mut tree)?;
-        imports
+        extra
             .entry(host.name.clone())
             .or_default()
-            .push(webclient::FILE.to_string());
+            .push(webclient::setting(appliance, host));
     }
     for host in appliance.hosts.values() {
-        let extra = imports.get(&host.name).map_or(&[][..], Vec::as_slice);
-        host::render(appliance, host, extra, &engine, &mut tree)
+        host::render(appliance, host, extra.remove(&host.name).unwrap_or_default(), &mut tree)
             .with_context(|| format!("failed to render host `{}`", host.name))?;
         runtimes::render(host, &mut tree)?;
         egress::render(host, &appliance.network, &mut tree);

@@ -8,34 +8,34 @@ use minijinja::Value;
 use serde::Serialize;
 
 use super::host::{WIREGUARD_KEY_DIR, device_unit, wireguard_unit};
-use super::nix;
-use super::templates::Engine;
-use super::{STAMP, Tree, json};
+use super::nix::{self, expr};
+use super::values::Setting;
+use super::{Tree, json};
 use crate::bootstrap::plan::Plan;
 use crate::model::{Appliance, Host, OVERLAY_INTERFACE, STATE_DIR};
 use crate::pairing::config::{AgentFiles, CONFIG_SCHEMA, ClientConfig, Peer, ServerConfig};
 
-/// Module files, next to the host's `default.nix`.
-pub const SERVER_FILE: &str = "pairing-server.nix";
-pub const CLIENT_FILE: &str = "pairing.nix";
-
+/// `appliance.pairing.server` (modules/pairing.nix), on the hub.
 #[derive(Serialize)]
-struct ServerContext {
-    stamp: &'static str,
-    host: String,
-    listen: String,
-    interface: &'static str,
+struct Server {
+    enable: bool,
+    /// `./pairing-server.json`, a path literal.
+    config: Value,
     after: Vec<String>,
     requires: Vec<String>,
+    wants: [&'static str; 1],
 }
 
+/// `appliance.pairing.client` (modules/pairing.nix), on each remote host.
 #[derive(Serialize)]
-struct ClientContext {
-    stamp: &'static str,
-    host: String,
+struct Client {
+    enable: bool,
+    /// `./pairing.json`, a path literal.
+    config: Value,
     before: Vec<String>,
     after: Vec<String>,
     requires: Vec<String>,
+    wants: [&'static str; 1],
 }
 
 fn key_file() -> String {
@@ -118,75 +118,56 @@ fn agent_dirs(appliance: &Appliance, plan: &Plan, host: &Host) -> BTreeMap<Strin
         .collect()
 }
 
-/// Both sides' files; returns the module files each host imports.
-pub fn render(
-    appliance: &Appliance,
-    plan: &Plan,
-    engine: &Engine,
-    tree: &mut Tree,
-) -> Result<BTreeMap<String, String>> {
-    let mut imports = BTreeMap::new();
-    // Pairing serves the overlay only: it needs the interface and starts
-    // once its address is up (host::wireguard_unit).
+/// Both sides' config files; returns the `appliance.pairing` value of each
+/// host that pairs. Pairing serves the overlay only: each side needs the
+/// interface and starts once its address is up (host::wireguard_unit).
+pub fn render(appliance: &Appliance, plan: &Plan, tree: &mut Tree) -> Result<BTreeMap<String, Setting>> {
+    let mut settings = BTreeMap::new();
     let overlay_device = device_unit(OVERLAY_INTERFACE);
     let overlay_up = wireguard_unit(OVERLAY_INTERFACE);
+    let overlay = || {
+        vec![
+            "network-online.target".to_string(),
+            overlay_device.clone(),
+            overlay_up.clone(),
+        ]
+    };
     if let Some(config) = server_config(appliance, plan) {
         let hub = &appliance.matrix.host;
         tree.insert(format!("hosts/{hub}/pairing-server.json"), json(&config)?);
-        let context = ServerContext {
-            stamp: STAMP,
-            host: hub.clone(),
-            listen: config.listen.to_string(),
-            interface: OVERLAY_INTERFACE,
-            after: vec![
-                "appliance-bootstrap.service".into(),
-                "network-online.target".into(),
-                overlay_device.clone(),
-                overlay_up.clone(),
-            ],
+        let mut after = vec!["appliance-bootstrap.service".to_string()];
+        after.extend(overlay());
+        let server = Server {
+            enable: true,
+            config: expr(nix::path("./pairing-server.json")),
+            after,
             requires: vec![overlay_device.clone()],
+            wants: ["network-online.target"],
         };
-        tree.insert(
-            format!("hosts/{hub}/{SERVER_FILE}"),
-            engine.render("pairing-server.nix.j2", &context)?.into_bytes(),
+        let comment = format!("Listens on {} only (the overlay).", config.listen);
+        settings.insert(
+            hub.clone(),
+            Setting::new("appliance.pairing.server", server).with_comment(vec![comment]),
         );
-        imports.insert(hub.clone(), SERVER_FILE.to_string());
     }
     for host in remote_hosts(appliance) {
         let Some(config) = client_config(appliance, plan, host) else {
             continue;
         };
         tree.insert(format!("hosts/{}/pairing.json", host.name), json(&config)?);
-        let context = ClientContext {
-            stamp: STAMP,
-            host: host.name.clone(),
+        let client = Client {
+            enable: true,
+            config: expr(nix::path("./pairing.json")),
             before: host
                 .sandboxes
                 .iter()
                 .map(|s| format!("docker-{}.service", s.name))
                 .collect(),
-            after: vec![
-                "network-online.target".into(),
-                overlay_device.clone(),
-                overlay_up.clone(),
-            ],
+            after: overlay(),
             requires: vec![overlay_device.clone()],
+            wants: ["network-online.target"],
         };
-        tree.insert(
-            format!("hosts/{}/{CLIENT_FILE}", host.name),
-            engine.render("pairing-client.nix.j2", &context)?.into_bytes(),
-        );
-        imports.insert(host.name.clone(), CLIENT_FILE.to_string());
+        settings.insert(host.name.clone(), Setting::new("appliance.pairing.client", client));
     }
-    Ok(imports)
-}
-
-/// Nix list of the extra modules a host's `default.nix` imports.
-pub fn imports_value(files: &[String]) -> Value {
-    Value::from(
-        files
-            .iter()
-            .map(|f| nix::expr(nix::path(&format!("./{f}"))))
-            .collect::<Vec<Value>>(),
-    )
+    Ok(settings)
 }

@@ -8,18 +8,8 @@ use super::nix;
 
 /// Templates, embedded so the binary needs no files at runtime.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("host.nix.j2", include_str!("../../templates/host.nix.j2")),
     ("image.nix.j2", include_str!("../../templates/image.nix.j2")),
     ("index.nix.j2", include_str!("../../templates/index.nix.j2")),
-    (
-        "pairing-client.nix.j2",
-        include_str!("../../templates/pairing-client.nix.j2"),
-    ),
-    (
-        "pairing-server.nix.j2",
-        include_str!("../../templates/pairing-server.nix.j2"),
-    ),
-    ("admins.nix.j2", include_str!("../../templates/admins.nix.j2")),
 ];
 
 /// A value as text: strings as they are, anything else as minijinja shows it.

@@ -3,29 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
 use minijinja::Value;
 use serde::Serialize;
 
 use super::host::unit_deps_overlay_optional;
-use super::nix;
-use super::templates::Engine;
-use super::{STAMP, Tree};
+use super::values::Setting;
 use crate::model::{Appliance, Host, OVERLAY_INTERFACE};
 
-/// File of the module, next to the host's `default.nix`.
-pub const FILE: &str = "admins.nix";
+/// `appliance.webClient` (modules/webclient.nix).
+#[derive(Serialize)]
+struct WebClient {
+    enable: bool,
+    listen: Vec<Listen>,
+    /// Cinny's `homeserverList` (`cinny_config`).
+    homeservers: serde_json::Value,
+    synapse: String,
+    #[serde(flatten)]
+    unit: BTreeMap<&'static str, Value>,
+}
 
 #[derive(Serialize)]
-struct WebClientContext {
-    stamp: &'static str,
-    host: String,
-    cinny_config: Value,
-    listen: Value,
-    synapse: String,
-    proxied: Vec<&'static str>,
-    max_body: &'static str,
-    deps: BTreeMap<&'static str, Value>,
+struct Listen {
+    addr: String,
+    port: u16,
 }
 
 /// Cinny's `config.json` overrides: only this appliance's homeserver, as
@@ -41,30 +41,28 @@ pub fn cinny_config(appliance: &Appliance) -> serde_json::Value {
     })
 }
 
-pub fn render(appliance: &Appliance, host: &Host, engine: &Engine, tree: &mut Tree) -> Result<()> {
+/// The admins' web client on the Matrix host `host`.
+pub fn setting(appliance: &Appliance, host: &Host) -> Setting {
     let web = &appliance.matrix.web_client;
-    let listen: Vec<BTreeMap<&str, Value>> = web
-        .listen
-        .iter()
-        .map(|a| BTreeMap::from([("addr", Value::from(a.to_string())), ("port", Value::from(web.port))]))
-        .collect();
     let overlay = host
         .overlay_address
         .filter(|a| web.listen.contains(a))
         .map(|_| OVERLAY_INTERFACE);
-    let context = WebClientContext {
-        stamp: STAMP,
-        host: host.name.clone(),
-        cinny_config: nix::value(cinny_config(appliance)),
-        listen: nix::value(listen),
+    let client = WebClient {
+        enable: true,
+        listen: web
+            .listen
+            .iter()
+            .map(|a| Listen {
+                addr: a.to_string(),
+                port: web.port,
+            })
+            .collect(),
+        homeservers: cinny_config(appliance)["homeserverList"].clone(),
         synapse: format!("http://127.0.0.1:{}", appliance.matrix.port),
-        // The client-server API and Synapse's client pages (password reset
-        // and SSO pages live under `/_synapse/client`).
-        proxied: vec!["/_matrix/", "/_synapse/client/"],
-        max_body: "50M",
-        deps: unit_deps_overlay_optional(Vec::new(), overlay),
+        // It binds the overlay address non-locally: it starts after the
+        // address is up, but does not need it.
+        unit: unit_deps_overlay_optional(Vec::new(), overlay),
     };
-    let text = engine.render("admins.nix.j2", &context)?;
-    tree.insert(format!("hosts/{}/{FILE}", host.name), text.into_bytes());
-    Ok(())
+    Setting::new("appliance.webClient", client)
 }

@@ -103,6 +103,10 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "networking.wireguard.interfaces.<name>.generatePrivateKeyFile",
         "nixos/modules/services/networking/wireguard.nix",
     ),
+    // Whole sets of units, made from `appliance.sandboxes`
+    // (modules/sandboxes.nix); the catalog lists their `<name>` options.
+    ("systemd.services", "nixos/modules/system/boot/systemd.nix"),
+    ("systemd.paths", "nixos/modules/system/boot/systemd.nix"),
     ("systemd.paths.<name>.description", "nixos/lib/systemd-unit-options.nix"),
     (
         "systemd.targets.<name>.description",
@@ -113,6 +117,28 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("systemd.targets.<name>.after", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.wantedBy", "nixos/lib/systemd-unit-options.nix"),
     ("systemd.paths.<name>.pathConfig", "nixos/lib/systemd-unit-options.nix"),
+    // The admins' web client (modules/webclient.nix), from nixpkgs' nginx
+    // module and its virtual host and location options.
+    (
+        "services.nginx.enable",
+        "nixos/modules/services/web-servers/nginx/default.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.listen",
+        "nixos/modules/services/web-servers/nginx/vhost-options.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.root",
+        "nixos/modules/services/web-servers/nginx/vhost-options.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.locations.<name>",
+        "nixos/modules/services/web-servers/nginx/vhost-options.nix",
+    ),
+    (
+        "services.nginx.virtualHosts.<name>.locations.<name>.tryFiles",
+        "nixos/modules/services/web-servers/nginx/location-options.nix",
+    ),
     ("_module.args", "lib/modules.nix"),
     ("boot.kernelParams", "nixos/modules/system/boot/kernel.nix"),
     (
@@ -131,6 +157,7 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
 /// them (or this repository's overlay).
 const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("agent-appliance", "nix/overlay.nix (this repository)"),
+    ("cinny", "pkgs/by-name/ci/cinny/package.nix"),
     ("searxng", "pkgs/by-name/se/searxng/package.nix"),
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),
@@ -552,6 +579,11 @@ fn collect_paths(text: &str) -> PathCollector {
 /// NixOS option paths a file sets, by kind of file.
 fn option_paths(file: &Path, text: &str) -> BTreeSet<String> {
     let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+    if relative == "modules/units.nix" {
+        // Not a module: the option the modules' `after`/`requires`/`wants`
+        // share (its `type` and `default` are an option's fields).
+        return BTreeSet::new();
+    }
     defined_paths(text)
         .into_iter()
         .filter_map(|path| {
@@ -659,6 +691,43 @@ struct KnownOptions {
     removed: BTreeSet<String>,
 }
 
+/// Our own options, as the hand-written modules of modules/ declare them,
+/// each with whether values below it are free-form: an `attrsOf` option's
+/// values sit below a name of the user's (`appliance.serviceSecrets.searxng.file`);
+/// the module system types them, so any path below `<option>.<name>` is
+/// accepted.
+fn our_options() -> Vec<(Vec<String>, bool)> {
+    let files = nix_files(&root().join("modules"));
+    let declared: Vec<String> = files
+        .iter()
+        .flat_map(|file| defined_paths(&read(file)))
+        .filter_map(|p| p.strip_prefix("options.").map(str::to_string))
+        .collect();
+    for option in ["appliance.enable", "appliance.host", "appliance.warden.plan"] {
+        assert!(
+            declared.iter().any(|d| d == option),
+            "{option} not found in {declared:?}"
+        );
+    }
+    let attrs_of: Vec<String> = files.iter().flat_map(|file| attrs_of_options(&read(file))).collect();
+    for option in ["appliance.serviceSecrets", "appliance.sandboxes"] {
+        assert!(
+            attrs_of.iter().any(|o| o == option),
+            "{option} not found among the attrsOf options {attrs_of:?}"
+        );
+    }
+    let mut options: Vec<(Vec<String>, bool)> = declared
+        .iter()
+        .map(|path| (path.split('.').map(str::to_string).collect(), false))
+        .collect();
+    for path in attrs_of {
+        let mut segments: Vec<String> = path.split('.').map(str::to_string).collect();
+        segments.push("<name>".into());
+        options.push((segments, true));
+    }
+    options
+}
+
 impl KnownOptions {
     fn load(catalog: &Value) -> KnownOptions {
         let mut options: Vec<(Vec<String>, bool)> = catalog["options"]
@@ -680,37 +749,7 @@ impl KnownOptions {
                 || *path == "boot.kernel.sysctl";
             options.push((path.split('.').map(str::to_string).collect(), freeform));
         }
-        // Our own options, as the hand-written modules of modules/ declare them.
-        let declared: Vec<String> = nix_files(&root().join("modules"))
-            .iter()
-            .flat_map(|file| defined_paths(&read(file)))
-            .filter_map(|p| p.strip_prefix("options.").map(str::to_string))
-            .collect();
-        for option in ["appliance.enable", "appliance.host", "appliance.warden.plan"] {
-            assert!(
-                declared.iter().any(|d| d == option),
-                "{option} not found in {declared:?}"
-            );
-        }
-        for path in &declared {
-            options.push((path.split('.').map(str::to_string).collect(), false));
-        }
-        // An `attrsOf` option's values sit below a name of the user's
-        // (`appliance.serviceSecrets.searxng.file`); the module system types
-        // them, so any path below `<option>.<name>` is accepted.
-        let attrs_of: Vec<String> = nix_files(&root().join("modules"))
-            .iter()
-            .flat_map(|file| attrs_of_options(&read(file)))
-            .collect();
-        assert!(
-            attrs_of.iter().any(|o| o == "appliance.serviceSecrets"),
-            "appliance.serviceSecrets not found among the attrsOf options {attrs_of:?}"
-        );
-        for path in attrs_of {
-            let mut segments: Vec<String> = path.split('.').map(str::to_string).collect();
-            segments.push("<name>".into());
-            options.push((segments, true));
-        }
+        options.extend(our_options());
         let removed = catalog["renamed_or_removed"]
             .as_array()
             .unwrap()
@@ -766,61 +805,63 @@ fn every_option_we_emit_is_in_the_nixos_catalog() {
     );
 }
 
-/// A minijinja template as Nix the path extractor can read, with every
-/// branch kept: `{% ... %}` tags dropped (both sides of an `if`, one copy
-/// of a loop body), `{{ x | attr }}` (an attribute name) as `NAME`, and
-/// every other `{{ ... }}` as `null`.
-fn template_as_nix(template: &str) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let (before, tag) = rest.split_at(open);
-        out.push_str(before);
-        let close = |end: &str| tag.find(end).map(|i| i + end.len()).unwrap_or(tag.len());
-        if tag.starts_with("{{") {
-            let end = close("}}");
-            out.push_str(if tag[..end].contains("| attr") { "NAME" } else { "null" });
-            rest = &tag[end..];
-        } else if tag.starts_with("{%") {
-            rest = &tag[close("%}")..];
-        } else if tag.starts_with("{#") {
-            rest = &tag[close("#}")..];
-        } else {
-            out.push('{');
-            rest = &tag[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
+/// The generated host modules are option values of modules/ only: every
+/// path they set is one of our declared options (or below an `attrsOf`
+/// one's name), so Rust decides and modules/ alone writes nixpkgs options.
+/// (`every_option_we_emit_is_in_the_nixos_catalog` checks the modules'
+/// own paths against nixpkgs.)
 #[test]
-fn every_option_path_the_templates_can_emit_is_in_the_nixos_catalog() {
-    let Some(catalog) = catalog() else {
-        return;
+fn the_generated_host_modules_set_only_our_options() {
+    let known = KnownOptions {
+        options: our_options(),
+        removed: BTreeSet::new(),
     };
-    let known = KnownOptions::load(&catalog);
-    let template = root().join("templates/host.nix.j2");
-    let nix = template_as_nix(&read(&template));
-    // Every branch, including those no committed spec takes (a sandbox on
-    // the GPU, Ollama on the host), as literal paths.
-    let paths = option_paths(&template, &nix);
-    for branch in [
-        "hardware.nvidia-container-toolkit.enable",
-        "appliance.wireguard",
-        "appliance.ollama",
-        "systemd.paths",
-    ] {
+    let files = generated_host_modules();
+    assert!(files.len() >= 5, "found only {files:?}");
+    for file in files {
+        let paths = option_paths(&file, &read(&file));
+        for expected in [
+            "appliance.docker.enable",
+            "appliance.sandboxes",
+            "appliance.firewall.allowedTCPPorts",
+        ] {
+            assert!(
+                paths.iter().any(|p| p.starts_with(expected)),
+                "{} sets no {expected}: {paths:#?}",
+                file.display()
+            );
+        }
+        let foreign: Vec<&String> = paths
+            .iter()
+            .filter(|p| !p.starts_with("appliance.") || !known.accepts(p, false))
+            .collect();
         assert!(
-            paths.contains(branch),
-            "the template extractor missed `{branch}`: {paths:#?}"
+            foreign.is_empty(),
+            "{} sets what is not an option of modules/: {foreign:#?}",
+            file.display()
         );
     }
-    let unknown: Vec<&String> = paths.iter().filter(|p| !known.accepts(p, true)).collect();
+}
+
+/// nixosModules.default is a library module: none of modules/ (nor, by
+/// the test above, a generated host) sets `system.stateVersion`, which is
+/// the machine's own (nix/hosts.nix sets it for the flake's new machines).
+#[test]
+fn the_library_module_leaves_the_state_version_to_the_machine() {
+    let files = nix_files(&root().join("modules"));
+    assert!(files.len() >= 10, "found only {files:?}");
+    for file in files {
+        let paths = option_paths(&file, &read(&file));
+        assert!(
+            !paths.iter().any(|p| p.starts_with("system.stateVersion")),
+            "{} sets system.stateVersion",
+            file.display()
+        );
+    }
+    let hosts = read(&root().join("nix/hosts.nix"));
     assert!(
-        unknown.is_empty(),
-        "option paths in templates/host.nix.j2 that are not in ../shared/nixos-catalog.json \
-         (or are renamed/removed there):\n{unknown:#?}"
+        hosts.contains("system.stateVersion = lib.mkIf (host.target != \"nixos\")"),
+        "nix/hosts.nix must leave an existing host's state version alone"
     );
 }
 
@@ -925,7 +966,12 @@ fn the_gpu_hosts_driver_is_on_the_shipped_nvproxy_list() {
     );
     let hub = read(&root().join("generated/hosts/hub/default.nix"));
     assert!(
-        hub.contains(&format!("nvidiaPackages.{NVIDIA_PACKAGE} or")),
+        hub.contains(&format!("package = \"{NVIDIA_PACKAGE}\";")),
         "the hub's module does not use nvidiaPackages.{NVIDIA_PACKAGE}"
+    );
+    let module = read(&root().join("modules/nvidia.nix"));
+    assert!(
+        module.contains("nvidiaPackages.${cfg.package} or"),
+        "modules/nvidia.nix does not take the driver from nvidiaPackages.<package>"
     );
 }

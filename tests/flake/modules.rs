@@ -28,6 +28,15 @@ rec {
   getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
   importJSON = path: builtins.fromJSON (builtins.readFile path);
   mapAttrs = builtins.mapAttrs;
+  mapAttrsToList = f: set: map (name: f name set.${name}) (builtins.attrNames set);
+  mkOverride = priority: value: { _override = priority; inherit value; };
+  mkDefault = value: { _default = value; };
+  elem = builtins.elem;
+  versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+  mapAttrs' = f: set: builtins.listToAttrs (map (name: f name set.${name}) (builtins.attrNames set));
+  nameValuePair = name: value: { inherit name value; };
+  filterAttrs = pred: set:
+    builtins.listToAttrs (builtins.concatMap (name: if pred name set.${name} then [ { inherit name; value = set.${name}; } ] else [ ]) (builtins.attrNames set));
   optional = condition: value: if condition then [ value ] else [ ];
   optionalAttrs = condition: set: if condition then set else { };
   literalExpression = text: { _literal = text; };
@@ -59,9 +68,11 @@ let
       # Interpolated into strings, so with a store path of their own.
       bash = {{ name = "bash"; outPath = "/stub/bash"; }};
       curl = {{ name = "curl"; outPath = "/stub/curl"; }};
-      gvisor = {{ name = "gvisor"; }};
+      gvisor = {{ name = "gvisor"; version = "20260406.0"; }};
     }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
+    # The image builders return what they are called with.
+    applianceImages.picoclaw = args: {{ builder = "picoclaw"; inherit args; }};
     config = {config};
   }};
 in {select}
@@ -625,7 +636,7 @@ in {{
   enabled = module.config._if;
   ollama = module.config.content.services.ollama;
   unit = module.config.content.systemd.services.ollama;
-  hostService = host.services ? ollama;
+  hostService = host ? services;
 }}
 "#,
         stub = stub.path().display(),
@@ -1004,7 +1015,7 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
         );
         assert_eq!(
             out["options"],
-            serde_json::json!(["daemonSettings", "enable", "network"])
+            serde_json::json!(["daemonSettings", "enable", "network", "runscMinimum"])
         );
         assert_eq!(
             out["network"],
@@ -1046,6 +1057,312 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
         "module.config._if",
     );
     assert_eq!(off, false);
+}
+
+#[test]
+fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // An image description as generated/images/<name>.nix is: called with
+    // `pkgs` and the image builders.
+    let image = dir.path().join("picoclaw.nix");
+    std::fs::write(
+        &image,
+        "{ pkgs, images }: images.picoclaw { tag = \"0.2.9\"; curl = pkgs.curl.name; }\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"{{ appliance.sandboxes = {{
+          bot = {{
+            image = "agent-appliance/picoclaw:0.2.9"; imageFile = {image}; user = "1000:1000";
+            volumes = [ "v:/data" ]; environment.HOME = "/data"; environmentFiles = [ "/s/bot/env" ];
+            ports = [ ]; cmd = [ ]; dependsOn = [ "bot-exec" ]; extraOptions = [ "--runtime=runsc" "--read-only" ];
+            after = [ "appliance-network.service" ]; requires = [ "appliance-network.service" ]; wants = [ ];
+            waitFor = null;
+          }};
+          far = {{
+            image = "agent-appliance/picoclaw:0.2.9"; imageFile = {image}; user = "1000:1000";
+            volumes = [ ]; environment = {{ }}; environmentFiles = [ "/s/far/env" ]; ports = [ ]; cmd = [ ];
+            dependsOn = [ ]; extraOptions = [ ]; after = [ "wg.device" ]; requires = [ "wg.device" ];
+            wants = [ "network-online.target" ]; waitFor = "/s/far/env";
+          }};
+        }}; }}"#,
+        image = image.display()
+    );
+    let out = eval_module(
+        "modules/sandboxes.nix",
+        &config,
+        r#"{
+          option = module.options.appliance.sandboxes;
+          fields = builtins.attrNames module.options.appliance.sandboxes.type._attrsOf._submodule.options;
+          enabled = module.config._if;
+          inherit (module.config.content) virtualisation systemd;
+        }"#,
+    );
+    assert_eq!(
+        out["fields"],
+        serde_json::json!([
+            "after",
+            "cmd",
+            "dependsOn",
+            "environment",
+            "environmentFiles",
+            "extraOptions",
+            "image",
+            "imageFile",
+            "ports",
+            "requires",
+            "user",
+            "volumes",
+            "waitFor",
+            "wants"
+        ])
+    );
+    assert_eq!(out["option"]["default"], serde_json::json!({}));
+    assert_eq!(out["enabled"], true);
+    let containers = &out["virtualisation"]["oci-containers"];
+    assert_eq!(containers["backend"], "docker");
+    // Every value as given, and the image streamed from the store by its
+    // description, never pulled.
+    assert_eq!(
+        containers["containers"]["bot"],
+        serde_json::json!({
+            "image": "agent-appliance/picoclaw:0.2.9", "user": "1000:1000", "volumes": ["v:/data"],
+            "environment": { "HOME": "/data" }, "environmentFiles": ["/s/bot/env"], "ports": [], "cmd": [],
+            "dependsOn": ["bot-exec"], "extraOptions": ["--runtime=runsc", "--read-only"],
+            "imageStream": { "builder": "picoclaw", "args": { "tag": "0.2.9", "curl": "curl" } },
+        })
+    );
+    // Each unit's ordering; one waiting for its secrets is skipped until
+    // the file exists, and its path unit starts it then.
+    let services = &out["systemd"]["services"];
+    assert_eq!(
+        services["docker-bot"],
+        serde_json::json!({
+            "after": ["appliance-network.service"], "requires": ["appliance-network.service"], "wants": [],
+        })
+    );
+    assert_eq!(
+        services["docker-far"],
+        serde_json::json!({
+            "after": ["wg.device"], "requires": ["wg.device"], "wants": ["network-online.target"],
+            "unitConfig": { "ConditionPathExists": "/s/far/env" },
+        })
+    );
+    assert_eq!(
+        out["systemd"]["paths"],
+        serde_json::json!({ "docker-far": {
+            "description": "Start docker-far once its secrets (/s/far/env) are fetched from the hub (docs/pairing.md)",
+            "wantedBy": ["multi-user.target"],
+            "pathConfig": { "PathExists": "/s/far/env", "Unit": "docker-far.service" },
+        } })
+    );
+
+    let none = eval_module(
+        "modules/sandboxes.nix",
+        "{ appliance.sandboxes = { }; }",
+        "module.config._if",
+    );
+    assert_eq!(none, false);
+}
+
+/// The generated hosts' SSH keys, firewall and directories, through
+/// modules/host.nix: the same nixpkgs settings the host template wrote,
+/// with what a host usually decides itself as defaults.
+#[test]
+fn the_host_module_makes_key_only_ssh_the_firewall_and_the_directories() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let out = eval_json(&format!(
+        r#"
+let
+  args = import {stub}/args.nix false;
+  values = name: (import {root}/generated/hosts/${{name}} (args // {{
+    config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
+  }})).config.content.appliance;
+  host = name: let v = values name; in (import {root}/modules/host.nix {{
+    lib = import {stub}/module-lib.nix;
+    config.appliance = {{
+      enable = true; host = name;
+      # The directories' defaults, which the stub lib leaves to the caller.
+      directories = builtins.mapAttrs (_: d: {{ user = "root"; group = "root"; }} // d) v.directories;
+      ssh.authorizedKeys = v.ssh.authorizedKeys ++ [ "ssh-ed25519 AAAAC3 admin@laptop" ];
+      # The interfaces' defaults, which the stub lib leaves to the caller.
+      firewall = v.firewall // {{
+        interfaces = builtins.mapAttrs (_: i: {{ allowedTCPPorts = [ ]; allowedUDPPorts = [ ]; }} // i) v.firewall.interfaces;
+      }};
+    }};
+  }});
+in {{
+  options = builtins.attrNames (host "hub").options.appliance;
+  hub = (host "hub").config.content;
+  pi = (host "pi").config.content;
+  enabled = (host "hub").config._if;
+}}
+"#,
+        stub = stub.path().display(),
+        root = root().display(),
+    ));
+    assert_eq!(out["options"], serde_json::json!(["directories", "firewall", "ssh"]));
+    assert_eq!(out["enabled"], true);
+    let hub = &out["hub"];
+    // Above nixpkgs' defaults, below the host's own name.
+    assert_eq!(
+        hub["networking"]["hostName"],
+        serde_json::json!({ "_override": 900, "value": "hub" })
+    );
+    // Key-only SSH; root logs in with the spec's keys unless the host says
+    // otherwise; passwords off at normal priority.
+    assert_eq!(
+        hub["services"]["openssh"],
+        serde_json::json!({ "enable": true, "settings": {
+            "PasswordAuthentication": false, "KbdInteractiveAuthentication": false,
+            "PermitRootLogin": { "_default": "prohibit-password" },
+        } })
+    );
+    assert_eq!(
+        hub["users"]["users"]["root"]["openssh"]["authorizedKeys"]["keys"],
+        serde_json::json!(["ssh-ed25519 AAAAC3 admin@laptop"])
+    );
+    assert_eq!(
+        hub["networking"]["firewall"],
+        serde_json::json!({
+            "enable": true, "allowedTCPPorts": [22], "allowedUDPPorts": [51820],
+            "interfaces": {
+                "br-appliance": { "allowedTCPPorts": [53, 3128, 8008], "allowedUDPPorts": [53] },
+                "wg-appliance": { "allowedTCPPorts": [8008, 8009, 8080, 11434], "allowedUDPPorts": [] },
+            },
+        })
+    );
+    // The rules the host template wrote, to the letter.
+    assert_eq!(
+        hub["systemd"]["tmpfiles"]["rules"],
+        serde_json::json!([
+            "d /run/appliance/sockets/casper-exec 0750 root 10000 -",
+            "d /var/lib/appliance 0711 root root -",
+            "d /var/lib/appliance/secrets 0711 root root -",
+            "d /var/lib/appliance/wireguard 0700 root root -",
+        ])
+    );
+    assert_eq!(
+        out["pi"]["networking"]["firewall"]["interfaces"],
+        serde_json::json!({ "br-appliance": { "allowedTCPPorts": [3128], "allowedUDPPorts": [] } })
+    );
+
+    let off = eval_module("modules/host.nix", "{ appliance.enable = false; }", "module.config._if");
+    assert_eq!(off, false);
+}
+
+#[test]
+fn the_nvidia_module_defaults_the_driver_and_refuses_one_nvproxy_lacks() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let config = |driver: &str, toolkit: bool| {
+        format!(
+            r#"{{ appliance.host = "hub";
+              appliance.nvidia = {{ enable = true; package = "dc_590"; supportedVersions = [ "590.48.01" ]; containerToolkit = {toolkit}; }};
+              boot.kernelPackages.nvidiaPackages.dc_590 = {{ version = "590.48.01"; }};
+              services.xserver.videoDrivers = [ "nvidia" ];
+              hardware.nvidia.package.version = "{driver}"; }}"#
+        )
+    };
+    let select = r#"{
+      options = builtins.attrNames module.options.appliance.nvidia;
+      enabled = module.config._if;
+      inherit (module.config.content) hardware services;
+      assertions = map (a: { inherit (a) assertion; }) module.config.content.assertions;
+      message = (builtins.head module.config.content.assertions).message;
+    }"#;
+    let out = eval_module("modules/nvidia.nix", &config("590.48.01", true), select);
+    assert_eq!(
+        out["options"],
+        serde_json::json!(["containerToolkit", "enable", "package", "supportedVersions"])
+    );
+    assert_eq!(out["enabled"], true);
+    let hardware = &out["hardware"];
+    assert_eq!(hardware["graphics"]["enable"], true);
+    assert_eq!(
+        out["services"]["xserver"]["videoDrivers"],
+        serde_json::json!(["nvidia"])
+    );
+    // nvproxy needs the open kernel module: normal priority.
+    assert_eq!(hardware["nvidia"]["open"], true);
+    // The host's own driver, persistence daemon and nvidia-settings win.
+    assert_eq!(
+        hardware["nvidia"]["package"],
+        serde_json::json!({ "_default": { "version": "590.48.01" } })
+    );
+    assert_eq!(
+        hardware["nvidia"]["nvidiaPersistenced"],
+        serde_json::json!({ "_default": true })
+    );
+    assert_eq!(
+        hardware["nvidia"]["nvidiaSettings"],
+        serde_json::json!({ "_default": false })
+    );
+    assert_eq!(
+        hardware["nvidia-container-toolkit"]["enable"],
+        serde_json::json!({ "_if": true, "content": true })
+    );
+    assert_eq!(out["assertions"], serde_json::json!([{ "assertion": true }]));
+    // A driver nvproxy does not list (the host's own) fails evaluation.
+    let other = eval_module("modules/nvidia.nix", &config("595.45.04", false), select);
+    assert_eq!(other["assertions"], serde_json::json!([{ "assertion": false }]));
+    assert!(
+        other["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("appliance host `hub`: NVIDIA driver 595.45.04 is not on gVisor nvproxy's supported list"),
+        "{}",
+        other["message"]
+    );
+    assert_eq!(
+        other["hardware"]["nvidia-container-toolkit"]["enable"],
+        serde_json::json!({ "_if": false })
+    );
+    let off = eval_module(
+        "modules/nvidia.nix",
+        "{ appliance.nvidia.enable = false; }",
+        "module.config._if",
+    );
+    assert_eq!(off, false);
+}
+
+#[test]
+fn the_docker_module_refuses_a_gvisor_older_than_the_minimum() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let daemon = root().join("generated/hosts/hub/docker-daemon.json");
+    let assertions = |minimum: &str| {
+        eval_module(
+            "modules/docker-gvisor.nix",
+            &format!(
+                r#"{{ appliance.host = "pi"; appliance.docker = {{ enable = true; daemonSettings = {}; runscMinimum = {minimum}; }}; }}"#,
+                daemon.display()
+            ),
+            "module.config.content.assertions",
+        )
+    };
+    // The stub's gVisor is release 20260406.0.
+    assert_eq!(
+        assertions(&format!("\"{}\"", agent_appliance::render::RUNSC_MINIMUM))[0]["assertion"],
+        true
+    );
+    let old = assertions("\"20260501.0\"");
+    assert_eq!(old[0]["assertion"], false);
+    assert_eq!(
+        old[0]["message"],
+        "appliance host `pi`: gVisor 20260406.0 is older than release-20260501.0; use the flake's overlay (nix/overlay.nix) or pin a newer gvisor."
+    );
+    assert_eq!(assertions("null"), serde_json::json!([]));
 }
 
 /// Every option a hand-written module of modules/ declares is in

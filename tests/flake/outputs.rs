@@ -409,6 +409,17 @@ let
     in module.config.content;
   pi = host "pi";
   hub = host "hub" false;
+  # A host's sandboxes as modules/sandboxes.nix makes them from its values.
+  sandboxes = name: (import {root}/modules/sandboxes.nix {{
+    lib = import {stub}/module-lib.nix;
+    inherit (import {stub}/args.nix false) pkgs applianceImages;
+    # The options' defaults, which the stub lib leaves to the caller.
+    config.appliance.sandboxes = builtins.mapAttrs (_: sandbox: {{
+      wants = [ ]; waitFor = null; volumes = [ ]; environment = {{ }}; environmentFiles = [ ];
+      ports = [ ]; cmd = [ ]; dependsOn = [ ];
+    }} // sandbox)
+      (host name false).appliance.sandboxes;
+  }}).config.content;
   # A host's overlay as modules/wireguard.nix makes it from the host's values.
   overlay = name: useNetworkd: (import {root}/modules/wireguard.nix {{
     lib = import {stub}/module-lib.nix;
@@ -430,11 +441,12 @@ in {{
   }};
   wireguard = {{ hub = hub.appliance.wireguard; pi = (pi false).appliance.wireguard; }};
   warnings = {{ hub = (overlay "hub" false).warnings; pi = (overlay "pi" false).warnings; }};
-  ownOverlay = hub.networking ? wireguard || hub ? boot || hub ? warnings;
+  # The generated modules set option values of modules/ only.
+  onlyValues = {{ hub = builtins.attrNames hub; pi = builtins.attrNames (pi false); }};
   piSandbox = {{
-    inherit ((pi false).systemd.services.docker-balthasar-pi) after requires wants unitConfig;
-    path = (pi false).systemd.paths.docker-balthasar-pi.pathConfig;
-    image = (pi false).virtualisation.oci-containers.containers.balthasar-pi.imageStream;
+    inherit ((sandboxes "pi").systemd.services.docker-balthasar-pi) after requires wants unitConfig;
+    path = (sandboxes "pi").systemd.paths.docker-balthasar-pi.pathConfig;
+    image = (sandboxes "pi").virtualisation.oci-containers.containers.balthasar-pi.imageStream;
   }};
   synapse = hub.appliance.synapse;
   # The hub's Synapse unit as modules/synapse.nix makes it from those values.
@@ -442,15 +454,13 @@ in {{
     lib = import {stub}/module-lib.nix;
     config.appliance.synapse = hub.appliance.synapse;
   }}).config.content.systemd.services.matrix-synapse;
-  ollama = {{ inherit (hub.systemd.services.docker-ollama) after requires; }};
+  ollama = {{ inherit ((sandboxes "hub").systemd.services.docker-ollama) after requires; }};
   nonlocalBind = {{
     hub = (overlay "hub" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
     pi = (overlay "pi" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
   }};
-  stateVersion = hub ? system;
-  rootLogin = hub.services.openssh.settings.PermitRootLogin;
-  passwords = hub.services.openssh.settings.PasswordAuthentication;
-  driverIsDefault = hub.hardware.nvidia.package ? _default;
+  nvidia = hub.appliance.nvidia;
+  piNvidia = (pi false).appliance ? nvidia;
   bootstrap = hub.appliance.bootstrap;
   warden = hub.appliance.warden;
   piWarden = (pi false) ? appliance.warden;
@@ -472,8 +482,6 @@ in {{
   models = hub.appliance.models;
   piModels = (pi false) ? appliance.models;
   ready = {{ hub = hub.appliance.ready.units; pi = (pi false).appliance.ready.units; }};
-  toolkit = hub ? hardware.nvidia-container-toolkit;
-  unfree = hub ? nixpkgs;
 }}
 "#,
         stub = stub.path().display(),
@@ -495,7 +503,10 @@ in {{
     // (modules/wireguard.nix): the interface, each host's address, the key
     // made on the host, no peer and a warning each while neither host has
     // the other's public key (the committed spec is unpaired).
-    assert_eq!(out["ownOverlay"], false);
+    assert_eq!(
+        out["onlyValues"],
+        serde_json::json!({ "hub": ["appliance"], "pi": ["appliance"] })
+    );
     for (name, address, other) in [("hub", "10.89.0.1/24", "pi"), ("pi", "10.89.0.2/24", "hub")] {
         assert_eq!(
             out["wireguard"][name],
@@ -602,13 +613,18 @@ in {{
         out["ollama"]["requires"],
         serde_json::json!(["appliance-network.service", cdi, device])
     );
-    // On an existing host: its own state version, root-login policy and
-    // driver win over ours (the driver still must be on nvproxy's list);
-    // passwords stay off at normal priority.
-    assert_eq!(out["stateVersion"], false);
-    assert_eq!(out["rootLogin"], serde_json::json!({ "_default": "prohibit-password" }));
-    assert_eq!(out["passwords"], false);
-    assert_eq!(out["driverIsDefault"], true);
+    // The GPU host's driver and nvproxy's list (modules/nvidia.nix); Ollama's
+    // sandbox uses the GPUs through CDI. The Pi has no GPU.
+    assert_eq!(
+        out["nvidia"],
+        serde_json::json!({
+            "enable": true,
+            "package": agent_appliance::render::NVIDIA_PACKAGE,
+            "supportedVersions": agent_appliance::render::NVPROXY_DRIVERS,
+            "containerToolkit": true,
+        })
+    );
+    assert_eq!(out["piNvidia"], false);
     // The Matrix host's bootstrap (modules/bootstrap.nix) runs the
     // generated plan, copied to the store; the warden (modules/warden.nix)
     // runs by default and reads the same plan (its option's default); a
@@ -635,6 +651,7 @@ in {{
         assert!(settings.ends_with("-docker-daemon.json"), "{settings}");
         let network = agent_appliance::render::docker_network(&appliance, &appliance.hosts[name]);
         assert_eq!(docker["network"], serde_json::to_value(network).unwrap());
+        assert_eq!(docker["runscMinimum"], agent_appliance::render::RUNSC_MINIMUM);
     }
     assert_eq!(out["docker"]["hub"]["network"]["mtu"], 1460);
     assert!(
@@ -667,10 +684,6 @@ in {{
             "pi": ["docker-balthasar-pi.service"]
         })
     );
-    // Ollama's sandbox uses the GPUs through CDI, and the module leaves
-    // nixpkgs' configuration alone.
-    assert_eq!(out["toolkit"], true);
-    assert_eq!(out["unfree"], false);
 }
 
 #[test]

@@ -1,0 +1,158 @@
+# The sandboxes (docs/sandboxes.md, SECURITY.md): each one a Docker
+# container under a gVisor runtime, run by nixpkgs' `oci-containers` as
+# `docker-<name>.service`. Rust decides everything about a sandbox (its
+# image, user, mounts, environment, `docker run` flags with the runtime
+# and the fixed address: src/docker.rs; the units it waits for and whether
+# it waits for a secret file: src/render/host.rs); the generated host
+# module sets `appliance.sandboxes`, and this module maps each entry onto
+# `virtualisation.oci-containers.containers`, the unit's ordering and, for
+# a sandbox waiting for its secrets, a path unit.
+{
+  config,
+  lib,
+  pkgs,
+  applianceImages,
+  ...
+}:
+let
+  cfg = config.appliance.sandboxes;
+  units = import ./units.nix lib;
+
+  # The sandboxes whose start waits for a file: on a host without Matrix
+  # no bootstrap writes its agents' secrets; `appliance-pair.service`
+  # fetches them from the hub over the overlay (docs/pairing.md). Until
+  # then each such sandbox is skipped ("unmet condition check
+  # (ConditionPathExists=...)" in the journal) instead of failing and
+  # re-streaming its image forever, and its path unit starts it when the
+  # file appears.
+  waiting = lib.filterAttrs (_name: sandbox: sandbox.waitFor != null) cfg;
+in
+{
+  options.appliance.sandboxes = lib.mkOption {
+    type = lib.types.attrsOf (
+      lib.types.submodule {
+        options = {
+          image = lib.mkOption {
+            type = lib.types.str;
+            example = "agent-appliance/picoclaw:0.2.9";
+            description = "The image's name and tag, as `docker run` names it.";
+          };
+          imageFile = lib.mkOption {
+            type = lib.types.path;
+            example = lib.literalExpression "../../images/picoclaw.nix";
+            description = ''
+              The generated image description (generated/images/<image>.nix),
+              called with `pkgs` and the image builders (images/): the image
+              Docker loads from the store, never pulled.
+            '';
+          };
+          user = lib.mkOption {
+            type = lib.types.strMatching "[0-9]+:[0-9]+";
+            example = "1000:1000";
+            description = "The numeric user and group the sandbox runs as.";
+          };
+          volumes = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = "Its mounts (`source:target[:ro]`): named volumes, generated files from the store, host directories.";
+          };
+          environment = lib.mkOption {
+            type = lib.types.attrsOf lib.types.str;
+            default = { };
+            description = "Environment variables set in the sandbox.";
+          };
+          environmentFiles = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = "Env files (secrets, never in the store) Docker reads into the sandbox.";
+          };
+          ports = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = "Ports it publishes on one of the host's addresses (`address:port:port`).";
+          };
+          cmd = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = "The command, when not the image's own.";
+          };
+          dependsOn = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = "Other sandboxes it needs running (the code-execution sandbox of an agent).";
+          };
+          extraOptions = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = ''
+              The rest of its `docker run` flags: the gVisor runtime, the
+              read-only root, dropped capabilities, limits, the network and
+              its fixed address.
+            '';
+          };
+          after = units "`After=` of `docker-<name>.service`.";
+          requires = units "`Requires=` of `docker-<name>.service`.";
+          wants = units "`Wants=` of `docker-<name>.service`.";
+          waitFor = lib.mkOption {
+            # Absolute, and no whitespace: it is a systemd condition's value.
+            type = lib.types.nullOr (lib.types.strMatching "/[^[:space:]]+");
+            default = null;
+            example = "/var/lib/appliance/secrets/balthasar-pi/env";
+            description = ''
+              A file the sandbox cannot start without (its secrets, fetched
+              by pairing): the unit is skipped until it exists, and a path
+              unit starts it when it appears.
+            '';
+          };
+        };
+      }
+    );
+    default = { };
+    description = "The sandboxes of this host, by name.";
+  };
+
+  config = lib.mkIf (cfg != { }) {
+    virtualisation.oci-containers.backend = "docker";
+    virtualisation.oci-containers.containers = lib.mapAttrs (_name: sandbox: {
+      inherit (sandbox)
+        image
+        user
+        volumes
+        environment
+        environmentFiles
+        ports
+        cmd
+        dependsOn
+        extraOptions
+        ;
+      imageStream = import sandbox.imageFile {
+        inherit pkgs;
+        images = applianceImages;
+      };
+    }) cfg;
+
+    systemd.services = lib.mapAttrs' (
+      name: sandbox:
+      lib.nameValuePair "docker-${name}" (
+        {
+          inherit (sandbox) after requires wants;
+        }
+        // lib.optionalAttrs (sandbox.waitFor != null) {
+          unitConfig.ConditionPathExists = sandbox.waitFor;
+        }
+      )
+    ) cfg;
+
+    systemd.paths = lib.mapAttrs' (
+      name: sandbox:
+      lib.nameValuePair "docker-${name}" {
+        description = "Start docker-${name} once its secrets (${sandbox.waitFor}) are fetched from the hub (docs/pairing.md)";
+        wantedBy = [ "multi-user.target" ];
+        pathConfig = {
+          PathExists = sandbox.waitFor;
+          Unit = "docker-${name}.service";
+        };
+      }
+    ) waiting;
+  };
+}

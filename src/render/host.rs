@@ -14,8 +14,8 @@ use super::{STAMP, Tree};
 use crate::docker::run_options;
 use crate::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::model::{
-    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
-    STATE_DIR, Sandbox, WIREGUARD_PORT,
+    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR,
+    Sandbox, WIREGUARD_PORT, is_socket_dir,
 };
 use crate::spec::schema::{SynapseDatabase, Target};
 
@@ -539,6 +539,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
         };
         units.insert(unit, deps);
     }
+    server_socket_dirs(&host.sandboxes, &mut tmpfiles);
     tmpfiles.sort();
     tmpfiles.dedup();
     Containers {
@@ -569,6 +570,22 @@ fn secret_wait(unit: &str, env_file: &str) -> Value {
     ]))
 }
 
+/// A code sandbox's own socket directory that no sandbox consumes (the
+/// warden's approval broker does, as root): root's alone, 0700.
+fn server_socket_dirs(sandboxes: &[Sandbox], tmpfiles: &mut Vec<String>) {
+    let binds = || sandboxes.iter().flat_map(|s| &s.binds);
+    let host_path = |bind: &crate::model::Bind| match &bind.source {
+        BindSource::Host(path) if is_socket_dir(path) => Some(path.clone()),
+        _ => None,
+    };
+    let consumed: Vec<String> = binds().filter(|b| b.read_only).filter_map(host_path).collect();
+    for path in binds().filter(|b| !b.read_only).filter_map(host_path) {
+        if !consumed.contains(&path) {
+            tmpfiles.push(format!("d {path} 0700 root root -"));
+        }
+    }
+}
+
 /// One sandbox's `oci-containers` settings; adds the tmpfiles rule of each
 /// socket directory it consumes.
 fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static str, Value> {
@@ -584,7 +601,7 @@ fn container(sandbox: &Sandbox, tmpfiles: &mut Vec<String>) -> BTreeMap<&'static
             }
             BindSource::Host(path) => {
                 // The consumer's side of a socket dir sets its owner.
-                if path.starts_with(SOCKET_DIR) && bind.read_only {
+                if is_socket_dir(path) && bind.read_only {
                     let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
                     tmpfiles.push(format!("d {path} {SOCKET_DIR_MODE:04o} root {gid} -"));
                 }

@@ -133,7 +133,8 @@
     };
 
     systemd.tmpfiles.rules = [
-      "d /run/appliance/sockets/casper-exec 0750 root 10000 -"
+      "d /run/appliance/approval/casper-exec 0750 root 10000 -"
+      "d /run/appliance/sockets/casper-exec 0700 root root -"
       "d /var/lib/appliance 0711 root root -"
       "d /var/lib/appliance/secrets 0711 root root -"
       "d /var/lib/appliance/wireguard 0700 root root -"
@@ -314,7 +315,7 @@
           "${../../agents/casper/config.yaml}:/opt/data/config.yaml:ro"
           "/var/lib/appliance/secrets/casper:/run/secrets/appliance:ro"
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
-          "/run/appliance/sockets/casper-exec:/run/appliance-docker:ro"
+          "/run/appliance/approval/casper-exec:/run/appliance-docker:ro"
         ];
       };
       casper-exec = {

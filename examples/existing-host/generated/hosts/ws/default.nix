@@ -113,7 +113,8 @@
     };
 
     systemd.tmpfiles.rules = [
-      "d /run/appliance/sockets/coder-exec 0750 root 10000 -"
+      "d /run/appliance/approval/coder-exec 0750 root 10000 -"
+      "d /run/appliance/sockets/coder-exec 0700 root root -"
       "d /var/lib/appliance 0711 root root -"
       "d /var/lib/appliance/secrets 0711 root root -"
     ];
@@ -223,7 +224,7 @@
           "${../../agents/coder/config.yaml}:/opt/data/config.yaml:ro"
           "/var/lib/appliance/secrets/coder:/run/secrets/appliance:ro"
           "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
-          "/run/appliance/sockets/coder-exec:/run/appliance-docker:ro"
+          "/run/appliance/approval/coder-exec:/run/appliance-docker:ro"
         ];
       };
       coder-exec = {

@@ -7,15 +7,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds;
-use crate::model::{Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, STATE_DIR, device_id, volume_name};
+use crate::model::{
+    Appliance, DOCKER_SOCKET_FILE, Egress, MemberRole, PROXY_ACCESS_LOG, SOCKET_DIR, STATE_DIR, approval_socket_dir,
+    device_id, volume_name,
+};
 
 /// Bumped whenever a field changes meaning; bootstrap refuses other versions.
 /// 2: secret paths are relative to `state_dir`; Synapse's secrets and the
 /// bootstrap's own account are named in the plan. 4: the ops room
 /// (`ops_room`, the warden's, admins only). 5: each agent's `tool_log`,
 /// the Matrix host's `sandboxes` and `proxy_log`, which the warden reads.
-/// 6: egress grants (`grants`, each agent's `egress_grants`).
-pub const PLAN_SCHEMA: u32 = 6;
+/// 6: egress grants (`grants`, each agent's `egress_grants`). 7: code
+/// execution approvals (each agent's `code_approval`).
+pub const PLAN_SCHEMA: u32 = 7;
 
 /// Localpart of the ops room's alias: the warden's notices, admins only.
 pub const OPS_ROOM_LOCALPART: &str = "appliance_ops";
@@ -202,6 +206,25 @@ pub struct Account {
     /// humans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_grants: Option<EgressGrants>,
+    /// The Docker socket the warden's approval broker serves to the agent,
+    /// when its code runs only after an admin's approval (`approve` in the
+    /// spec); none: no code execution, or none that waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_approval: Option<CodeApproval>,
+}
+
+/// Where the warden's approval broker listens for one agent and where it
+/// forwards (docs/warden.md, "Code execution approvals"). The socket is
+/// root's, of the account's `gid`, 0660.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeApproval {
+    /// The code sandbox (`casper-exec`).
+    pub sandbox: String,
+    /// The socket the agent's sandbox mounts (absolute, on the host).
+    pub socket: String,
+    /// The code sandbox's own Docker socket (absolute, on the host).
+    pub upstream: String,
 }
 
 /// An agent's record of its tool calls: a file or directory in one of its
@@ -306,6 +329,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
                 agent,
                 sandboxes.get(agent.sandbox.as_str()).copied(),
             )),
+            code_approval: code_approval(agent),
         });
     }
     for admin in &appliance.matrix.admins {
@@ -331,6 +355,7 @@ pub fn plan(appliance: &Appliance) -> Plan {
             rate_limit: None,
             tool_log: None,
             egress_grants: None,
+            code_approval: None,
             localpart,
         });
     }
@@ -431,6 +456,20 @@ fn egress_grants(
             agent.host, appliance.matrix.host
         ),
         Egress::Domains(_) => "its sandbox has no network".to_string(),
+    })
+}
+
+/// The broker's sockets for an agent whose code waits for approval (the
+/// model put it on the Matrix host, where the warden runs).
+fn code_approval(agent: &crate::model::Agent) -> Option<CodeApproval> {
+    if !agent.approve.contains(&crate::spec::schema::Approval::CodeExecution) {
+        return None;
+    }
+    let sandbox = crate::model::exec_sandbox_name(&agent.name);
+    Some(CodeApproval {
+        socket: format!("{}/{DOCKER_SOCKET_FILE}", approval_socket_dir(&sandbox)),
+        upstream: format!("{SOCKET_DIR}/{sandbox}/{DOCKER_SOCKET_FILE}"),
+        sandbox,
     })
 }
 

@@ -258,11 +258,13 @@ impl<'a> Warden<'a> {
             ops: self.ops.clone(),
             audit: self.audit_path.clone(),
         };
+        // Moved by an option: the plan's file name, in `DIR/<sandbox>/`.
         let place = |dir: &Option<PathBuf>, sandbox: &str, default: &str| {
-            dir.as_ref().map_or_else(
-                || PathBuf::from(default),
-                |d| d.join(sandbox).join(crate::model::DOCKER_SOCKET_FILE),
-            )
+            let default = PathBuf::from(default);
+            match (dir, default.file_name()) {
+                (Some(dir), Some(name)) => dir.join(sandbox).join(name),
+                _ => default,
+            }
         };
         for account in &plan.accounts {
             let Some(approval) = &account.code_approval else {

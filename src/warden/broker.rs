@@ -263,7 +263,11 @@ impl Broker {
     /// serves it on a thread of its own, each connection on another.
     pub fn spawn(self) -> Result<()> {
         let dir = self.socket.parent().context("the broker socket has no directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        // As tmpfiles makes it on the appliance: the agent's group may enter.
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)))
+            .and_then(|()| chown(dir, Some(0), Some(self.gid)))
+            .with_context(|| format!("cannot make `{}` root's, of group {}, 0750", dir.display(), self.gid))?;
         match std::fs::remove_file(&self.socket) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -317,7 +321,7 @@ impl Broker {
     /// Saves the request, posts its card, waits; forwards it only when an
     /// admin approved it and the agent is still connected.
     fn hold(&self, mut client: UnixStream, head: &Head, mut rest: Vec<u8>, action: Action) -> Result<()> {
-        if let Err(why) = read_body(&mut client, head, &mut rest) {
+        if let Err(why) = read_body(&mut client, head, action, &mut rest) {
             return refuse(&mut client, 400, &why);
         }
         let what = describe(action, head, &rest);
@@ -428,11 +432,11 @@ fn read_head(client: &mut UnixStream) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
 
 /// For a held create or exec: its JSON body, whole, for the card (`rest`
 /// grows to `Content-Length`). A build's body is its context, left as is.
-fn read_body(client: &mut UnixStream, head: &Head, rest: &mut Vec<u8>) -> Result<(), String> {
+fn read_body(client: &mut UnixStream, head: &Head, action: Action, rest: &mut Vec<u8>) -> Result<(), String> {
     if head.header("Transfer-Encoding").is_some() && head.header("Content-Length").is_some() {
         return Err("both Transfer-Encoding and Content-Length".to_string());
     }
-    if head.target.split('?').next().is_some_and(|p| p.ends_with("/build")) {
+    if action == Action::Build {
         return Ok(());
     }
     let Some(length) = head.header("Content-Length") else {
@@ -513,10 +517,14 @@ fn agent_gone(client: &mut UnixStream, rest: &mut Vec<u8>) -> bool {
     }
     let mut chunk = [0u8; 8192];
     let gone = loop {
+        // A build's context may be large: past this, the agent is still
+        // sending, so it is there; the rest is copied when forwarded.
+        if rest.len() >= MAX_BODY {
+            break false;
+        }
         match client.read(&mut chunk) {
             Ok(0) => break true,
-            Ok(n) if rest.len() < 2 * MAX_BODY => rest.extend_from_slice(&chunk[..n]),
-            Ok(_) => break true,
+            Ok(n) => rest.extend_from_slice(&chunk[..n]),
             Err(e) => break e.kind() != io::ErrorKind::WouldBlock,
         }
     };

@@ -85,8 +85,13 @@ in
         # Root for the token (0400 root) and, for health notices, Docker;
         # nothing else of the host is writable to it but the proxy's grant
         # files (docs/warden.md, "Egress grants"), which it replaces
-        # (a new file renamed over the old, in their directory).
-        ReadWritePaths = lib.unique (map dirOf config.appliance.egress.grantFiles);
+        # (a new file renamed over the old, in their directory), and the
+        # approval brokers' sockets (docs/warden.md, "Code execution
+        # approvals"), one directory per code sandbox that tmpfiles makes
+        # (`-`: a host without code execution has none).
+        ReadWritePaths = lib.unique (map dirOf config.appliance.egress.grantFiles) ++ [
+          "-/run/appliance/approval"
+        ];
         ProtectSystem = "strict";
         ProtectHome = true;
         PrivateTmp = true;

@@ -125,6 +125,15 @@ pub struct WardenArgs {
     /// What makes the egress proxy read the grant files again: a program and its arguments, split on spaces
     #[arg(long, value_name = "COMMAND", default_value = crate::warden::grants::DEFAULT_PROXY_RELOAD)]
     pub proxy_reload: String,
+    /// Refuse a code execution request no admin approved within this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = crate::warden::approvals::APPROVAL_TIMEOUT_SECS)]
+    pub approval_timeout: u64,
+    /// Serve the approval brokers' sockets here, each as `<code sandbox>/docker.sock` [default: the plan's paths]
+    #[arg(long, value_name = "DIR")]
+    pub approval_sockets: Option<PathBuf>,
+    /// The code sandboxes' own Docker sockets are here, each as `<code sandbox>/docker.sock` [default: the plan's paths]
+    #[arg(long, value_name = "DIR")]
+    pub code_sockets: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -575,3 +575,94 @@ fn egress_grants_reach_the_plan_and_bad_durations_are_refused() {
         assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
     }
 }
+
+/// `approve` (docs/spec.md): code execution waits for an admin by default,
+/// through the warden's broker socket; `approve = []` turns it off and the
+/// agent mounts its code sandbox's own socket; an action the agent does not
+/// have, or one the spec does not know, is an error.
+#[test]
+fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
+    let coder = "[agents.coder]\nkind = \"hermes\"\nhost = \"box\"\ntools = [\"code\"]\ncode-execution = \"docker-in-gvisor\"\n";
+    let spec = VALID.replace("[rooms.main]", &format!("{coder}\n[rooms.main]"));
+    let plan_and_host = |spec: &str| {
+        let (dir, output) = run_spec(spec, &["generate"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let plan: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.path().join("generated/bootstrap/plan.json")).unwrap())
+                .unwrap();
+        let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
+        let coder = plan["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["localpart"] == "coder")
+            .unwrap()
+            .clone();
+        (coder, host)
+    };
+    let (coder, host) = plan_and_host(&spec);
+    assert_eq!(
+        coder["code_approval"],
+        serde_json::json!({
+            "sandbox": "coder-exec",
+            "socket": "/run/appliance/approval/coder-exec/docker.sock",
+            "upstream": "/run/appliance/sockets/coder-exec/docker.sock",
+        })
+    );
+    assert!(
+        host.contains("\"/run/appliance/approval/coder-exec:/run/appliance-docker:ro\""),
+        "{host}"
+    );
+    assert!(
+        host.contains("\"d /run/appliance/sockets/coder-exec 0700 root root -\""),
+        "{host}"
+    );
+
+    let explicit = spec.replace(
+        "code-execution = \"docker-in-gvisor\"\n",
+        "code-execution = \"docker-in-gvisor\"\napprove = [\"code-execution\"]\n",
+    );
+    assert_eq!(plan_and_host(&explicit).0["code_approval"], coder["code_approval"]);
+
+    let off = spec.replace(
+        "code-execution = \"docker-in-gvisor\"\n",
+        "code-execution = \"docker-in-gvisor\"\napprove = []\n",
+    );
+    let (coder, host) = plan_and_host(&off);
+    assert!(coder.get("code_approval").is_none(), "{coder}");
+    assert!(
+        host.contains("\"/run/appliance/sockets/coder-exec:/run/appliance-docker:ro\""),
+        "{host}"
+    );
+    assert!(!host.contains("/run/appliance/approval"), "{host}");
+
+    for (bad, message) in [
+        (
+            VALID.replace(
+                "host = \"box\"\n\n[rooms",
+                "host = \"box\"\napprove = [\"code-execution\"]\n\n[rooms",
+            ),
+            "agent `bot` has no code execution, so `approve = [\"code-execution\"]` has nothing to approve",
+        ),
+        (
+            spec.replace(
+                "code-execution = \"docker-in-gvisor\"\n",
+                "code-execution = \"docker-in-gvisor\"\napprove = [\"network\"]\n",
+            ),
+            "unknown variant `network`",
+        ),
+        (
+            spec.replace(
+                "code-execution = \"docker-in-gvisor\"\n",
+                "code-execution = \"docker-in-gvisor\"\napprove = [\"code-execution\", \"code-execution\"]\n",
+            ),
+            "`code-execution` is listed twice in `approve`",
+        ),
+    ] {
+        let (dir, output) = run_spec(&bad, &["generate"]);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let err = stderr(&output);
+        assert!(err.contains(message), "{err}");
+        assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+    }
+}

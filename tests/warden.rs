@@ -931,3 +931,259 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(unready_records(&world), 2);
     drop(daemon);
 }
+
+/// The warden's own process, left running (its approval brokers live only
+/// there), killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl World {
+    /// A long-running warden (no `--once`) whose brokers listen under
+    /// `approval/` and forward to `code/<sandbox>/docker.sock`.
+    fn spawn_warden(&self, timeout_secs: u64) -> Running {
+        let log = fs::File::create(self.state.with_file_name(format!("warden-{timeout_secs}.log"))).unwrap();
+        let child = appliance()
+            .arg("warden")
+            .arg("--plan")
+            .arg(plan_path())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--homeserver", &self.url, "--docker", &self.docker])
+            .arg("--proxy-log")
+            .arg(self.state.join("no-proxy.log"))
+            .args(["--sandbox-control", "docker"])
+            .arg("--grants-dir")
+            .arg(self.grants_dir())
+            .arg("--proxy-reload")
+            .arg(format!("/bin/sh {}", self.reload_script().display()))
+            .arg("--approval-sockets")
+            .arg(self.state.with_file_name("approval"))
+            .arg("--code-sockets")
+            .arg(self.state.with_file_name("code"))
+            .args(["--approval-timeout", &timeout_secs.to_string()])
+            .env_remove("DOCKER_HOST")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Running(child)
+    }
+
+    /// casper's Docker as its sandbox sees it: the broker's socket.
+    fn broker_socket(&self) -> PathBuf {
+        self.state.with_file_name("approval/casper-exec/docker.sock")
+    }
+
+    fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// `docker` through casper's broker socket.
+fn via_broker(world: &World, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(DOCKER);
+    command
+        .arg("--host")
+        .arg(format!("unix://{}", world.broker_socket().display()))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+fn run_busybox(world: &World, word: &str) -> std::process::Child {
+    via_broker(
+        world,
+        &["run", "--rm", "--network", "none", IMAGE, "/bin/busybox", "echo", word],
+    )
+    .spawn()
+    .unwrap()
+}
+
+/// Issue 23, items 2 and 3, on a real dockerd and a real Synapse: casper's
+/// `docker run` through the broker waits for approval; a stranger's and
+/// casper's own `!approve` are refused and audited; an admin's lets it run
+/// and its output comes back; a late decision is refused; `docker version`
+/// and `ps` pass straight through; a warden restart keeps a pending request
+/// and does not approve it; a timeout is a refusal the docker CLI reports.
+#[test]
+fn code_execution_waits_for_an_admins_approval() {
+    let Some(venv) = venv() else { return };
+    let Some(daemon) = private_docker() else { return };
+    let (world, _synapse) = World::start(&venv);
+    let code = world.state.with_file_name("code/casper-exec");
+    fs::create_dir_all(&code).unwrap();
+    std::os::unix::fs::symlink(&daemon.socket, code.join("docker.sock")).unwrap();
+    assert!(world.warden().contains("first sync: starting from now"));
+    let admin = world.admin();
+    let stranger = world.stranger();
+    let casper = world.agent("casper");
+    let cards = |world: &World| -> Vec<String> {
+        world
+            .notices_in(&world.ops, &admin)
+            .into_iter()
+            .filter(|n| n.starts_with("code execution request "))
+            .collect()
+    };
+
+    let warden = world.spawn_warden(120);
+    world.wait_for("the broker's socket", || world.broker_socket().exists());
+    // Root's, of casper's group, 0660: casper's sandbox may connect.
+    let meta = fs::metadata(world.broker_socket()).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+        (0, 10000, 0o660)
+    );
+
+    // What runs no code passes at once.
+    for args in [&["version"][..], &["ps", "-a"]] {
+        let output = via_broker(&world, args).output().unwrap();
+        assert_ok(&output);
+    }
+
+    // A create smuggled behind a request that passes: dockerd answers the
+    // first and reads nothing more (the broker sent `Connection: close`).
+    {
+        use std::io::{Read, Write};
+        let body = format!(r#"{{"Image":"{IMAGE}","Cmd":["/bin/busybox","true"]}}"#);
+        let mut raw = std::os::unix::net::UnixStream::connect(world.broker_socket()).unwrap();
+        // One write: both requests reach the broker together.
+        let both = format!(
+            "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\nPOST /containers/create?name=smuggled HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw.write_all(both.as_bytes()).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+    assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "", "the smuggled create ran");
+    assert!(cards(&world).is_empty());
+
+    // Held: the card names the image and command; nothing runs yet.
+    let mut run = run_busybox(&world, "approved-output");
+    world.wait_for("the card", || !cards(&world).is_empty());
+    let card = cards(&world)[0].clone();
+    assert!(card.starts_with("code execution request c1: @casper:magi wants to create a container of image `appliance-warden-test:busybox` running `/bin/busybox echo approved-output` in casper-exec"), "{card}");
+    assert!(card.contains("`!approve c1`"), "{card}");
+    assert_eq!(
+        docker_ok(&daemon, &["ps", "-aq"]).trim(),
+        "",
+        "a container exists before approval"
+    );
+
+    // Not an admin: refused and audited; still waiting.
+    assert_eq!(world.send(&stranger, "!approve c1"), 200);
+    assert_eq!(world.send(&casper, "!approve c1"), 200);
+    world.wait_for("the refusals", || {
+        let records = world.records();
+        count(&records, "command.refused", "@stranger:magi") == 1
+            && count(&records, "command.refused", "@casper:magi") == 1
+    });
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "docker run ended without an approval"
+    );
+    assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
+
+    // An admin's word: it runs, and its output comes back.
+    let asked = Instant::now();
+    assert_eq!(world.send(&admin, "!approve c1"), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "docker run did not end after the approval");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("docker run ended {:?} after the admin's !approve", asked.elapsed());
+    let output = run.wait_with_output().unwrap();
+    assert_ok(&output);
+    assert_eq!(stdout(&output).trim(), "approved-output");
+    let records = world.records();
+    assert_eq!(count(&records, "approval.requested", "@casper:magi"), 1);
+    assert_eq!(count(&records, "approval.approved", ADMIN), 1);
+
+    // A second decision on it: refused and audited, the first stands.
+    assert_eq!(world.send(&admin, "!refuse c1"), 200);
+    assert_eq!(world.send(&admin, "!approve c99"), 200);
+    world.wait_for("the late decisions' refusals", || {
+        count(&world.records(), "approval.decision_refused", ADMIN) == 2
+    });
+    // The answers follow the records.
+    world.wait_for("the answers", || {
+        let answers = world.notices(&admin);
+        answers
+            .iter()
+            .any(|n| n.contains("request c1 was already approved by @gendo:magi"))
+            && answers.iter().any(|n| n.contains("no code execution request `c99`"))
+    });
+
+    // A restart while c2 waits: the agent's connection ends with the old
+    // warden; the request stays pending and cannot be approved.
+    let waiting = run_busybox(&world, "never");
+    world.wait_for("the second card", || cards(&world).len() == 2);
+    drop(warden);
+    let output = waiting.wait_with_output().unwrap();
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let pending = |world: &World| -> Value {
+        serde_json::from_str(&fs::read_to_string(world.state.join("warden/approvals.json")).unwrap()).unwrap()
+    };
+    assert!(pending(&world)["requests"]["c2"].get("decision").is_none());
+    assert_eq!(world.send(&admin, "!approve c2"), 200);
+    world.warden();
+    let answer = world.notices(&admin).last().unwrap().clone();
+    assert!(answer.contains("request c2 cannot be approved"), "{answer}");
+    assert!(pending(&world)["requests"]["c2"].get("decision").is_none());
+    assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
+    // `!status` lists it.
+    assert_eq!(world.send(&admin, "!status"), 200);
+    world.warden();
+    let status = world.notices(&admin).last().unwrap().clone();
+    assert!(
+        status.contains("code execution request c2: @casper:magi in casper-exec"),
+        "{status}"
+    );
+
+    // No admin in time: refused, and the docker CLI says so.
+    let _warden = world.spawn_warden(3);
+    // The killed warden's socket file is still there until the new one
+    // replaces it.
+    world.wait_for("the new broker", || {
+        std::os::unix::net::UnixStream::connect(world.broker_socket()).is_ok()
+    });
+    let output = run_busybox(&world, "too-late").wait_with_output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("code execution request c3 expired: no admin of the appliance approved it in time"),
+        "{}",
+        stderr(&output)
+    );
+    let expired: Vec<String> = world
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "approval.expired")
+        .map(|r| r.subject)
+        .collect();
+    assert_eq!(expired, ["c3"]);
+    assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
+    let notices = world.notices_in(&world.ops, &admin);
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("code execution request c3 expired, refused")),
+        "{notices:?}"
+    );
+    drop(daemon);
+}

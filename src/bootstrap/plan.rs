@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 /// bootstrap's own account are named in the plan. 4: the ops room
 /// (`ops_room`, the warden's, admins only). 5: each agent's `tool_log`,
 /// the Matrix host's `sandboxes` and `proxy_log`, which the warden reads.
-/// 6: egress grants (`grants`, each agent's `egress_grants`).
-pub const PLAN_SCHEMA: u32 = 6;
+/// 6: egress grants (`grants`, each agent's `egress_grants`). 7: code
+/// execution approvals (each agent's `code_approval`).
+pub const PLAN_SCHEMA: u32 = 7;
 
 /// Where the appliance keeps state and runtime secrets on every host: the
 /// `state_dir` of every plan and pairing config the generator writes, and
@@ -206,6 +207,25 @@ pub struct Account {
     /// humans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_grants: Option<EgressGrants>,
+    /// The Docker socket the warden's approval broker serves to the agent,
+    /// when its code runs only after an admin's approval (`approve` in the
+    /// spec); none: no code execution, or none that waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_approval: Option<CodeApproval>,
+}
+
+/// Where the warden's approval broker listens for one agent and where it
+/// forwards (docs/warden.md, "Code execution approvals"). The socket is
+/// root's, of the account's `gid`, 0660.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeApproval {
+    /// The code sandbox (`casper-exec`).
+    pub sandbox: String,
+    /// The socket the agent's sandbox mounts (absolute, on the host).
+    pub socket: String,
+    /// The code sandbox's own Docker socket (absolute, on the host).
+    pub upstream: String,
 }
 
 /// An agent's record of its tool calls: a file or directory in one of its

@@ -15,9 +15,11 @@ use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::lint::Finding;
 use crate::model::denied::{Denial, Enforcer, denied};
 use crate::model::{
-    Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT, SOCKET_DIR, Sandbox, Size,
+    APPROVAL_SOCKET_DIR, Agent, Appliance, BindSource, Egress, Host, MATRIX_TOKEN_FILE, Reach, SECRETS_MOUNT,
+    SOCKET_DIR, Sandbox, Size, is_socket_dir,
 };
 use crate::runsc::{HostUds, RunscVersion, runtime_args};
+use crate::spec::schema::Approval;
 
 /// Bumped when a field changes meaning or disappears.
 pub const EXPLAIN_SCHEMA_VERSION: u32 = 1;
@@ -60,6 +62,11 @@ pub struct SandboxView {
     /// which the proxy reads besides its list; none: no grant can widen it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grants: Option<String>,
+    /// What the agent does only after an admin's approval in the ops room
+    /// (`approve` in the spec), on its own sandbox and its code sandbox;
+    /// empty: nothing waits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approve: Vec<String>,
     /// What the firewall and the proxy refuse it, from the same model.
     pub denied: Vec<Denial>,
     pub secrets: Vec<String>,
@@ -96,6 +103,10 @@ pub struct HostSocket {
     pub target: String,
     /// `open` (connects) or `create` (serves).
     pub mode: &'static str,
+    /// Who serves it when not the sandbox whose directory it is: the
+    /// warden's approval broker, and what it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&str>) -> Result<Explanation> {
@@ -139,18 +150,22 @@ fn warden(appliance: &Appliance) -> HostService {
         privileges: vec![
             format!("{account}'s token (root-only): it created every room, so its power is above every level, and it is a Synapse server admin"),
             "lowers an agent's power level below `events_default` (mute) and restores it; posts notices".into(),
-            "obeys `!status`, `!halt`, `!resume`, `!allow`, `!deny`, `!grants` only from the spec's admins, as the homeserver authenticates the sender".into(),
+            "obeys `!status`, `!halt`, `!resume`, `!allow`, `!deny`, `!grants`, `!approve`, `!refuse` only from the spec's admins, as the homeserver authenticates the sender".into(),
             "reads Docker's state and events and the agents' state volumes (their records of tool calls), through the host's docker CLI".into(),
             "writes /var/lib/appliance/warden (state, audit trail); the rest of the host is read-only to it".into(),
             format!(
                 "writes the egress grant files ({}) and reloads the egress proxy (`systemctl reload squid.service`)",
                 crate::grants::GRANTS_DIR
             ),
+            format!(
+                "serves the agents' Docker sockets under {APPROVAL_SOCKET_DIR} and forwards to their code sandboxes' ({SOCKET_DIR}); creating a container, an exec or a build waits for `!approve` from a spec admin"
+            ),
         ],
         why_outside: "an agent must not be able to stop, fool or unmute it: it runs where no sandbox reaches, and Synapse, not the agents, enforces its mutes".into(),
         if_owned: vec![
             "mute or unmute any agent, post as the appliance in every room, read every room it is in".into(),
             "grant any grantable sandbox any public host name, never a private or metadata address (the proxy refuses those first)".into(),
+            "run code in an agent's code sandbox without an admin's approval (still inside that gVisor sandbox)".into(),
             format!("use {account}'s server-admin rights: register, deactivate or reset accounts on the homeserver"),
             "rewrite the audit trail (heads already posted to the ops room still expose it)".into(),
         ],
@@ -202,6 +217,7 @@ fn view(
         reach: sandbox.reach.clone(),
         egress: sandbox.egress.clone(),
         grants: sandbox.grants.clone(),
+        approve: agent.map_or_else(Vec::new, approvals),
         denied: denied(appliance.hosts.values(), host, sandbox),
         secrets: own.map_or_else(Vec::new, secrets),
         gpu: sandbox
@@ -263,7 +279,12 @@ fn host_sockets(sandbox: &Sandbox) -> Vec<HostSocket> {
         .binds
         .iter()
         .filter_map(|bind| match &bind.source {
-            BindSource::Host(path) if path.starts_with(SOCKET_DIR) => Some(HostSocket {
+            BindSource::Host(path) if is_socket_dir(path) => Some(HostSocket {
+                served_by: path.strip_prefix(APPROVAL_SOCKET_DIR).map(|exec| {
+                    format!(
+                        "the warden's approval broker, which forwards to {SOCKET_DIR}{exec} what runs no code and holds creating a container, an exec or an image build until an admin's `!approve`"
+                    )
+                }),
                 host_dir: path.clone(),
                 target: bind.target.clone(),
                 mode: match sandbox.profile.host_uds {
@@ -273,6 +294,20 @@ fn host_sockets(sandbox: &Sandbox) -> Vec<HostSocket> {
                 },
             }),
             _ => None,
+        })
+        .collect()
+}
+
+/// What waits for an admin's approval, and who decides.
+fn approvals(agent: &Agent) -> Vec<String> {
+    agent
+        .approve
+        .iter()
+        .map(|action| match action {
+            Approval::CodeExecution => format!(
+                "code-execution: creating a container, an exec or an image build in `{}` waits for `!approve` from a spec admin in the ops room (refused after the warden's `--approval-timeout`)",
+                crate::model::exec_sandbox_name(&agent.name)
+            ),
         })
         .collect()
 }
@@ -423,7 +458,10 @@ pub fn text(explanation: &Explanation) -> String {
         let sockets: Vec<String> = s
             .host_sockets
             .iter()
-            .map(|h| format!("{} at {} ({})", h.host_dir, h.target, h.mode))
+            .map(|h| match &h.served_by {
+                Some(by) => format!("{} at {} ({}; served by {by})", h.host_dir, h.target, h.mode),
+                None => format!("{} at {} ({})", h.host_dir, h.target, h.mode),
+            })
             .collect();
         row(&mut out, "host sockets", &sockets);
         row(
@@ -438,6 +476,9 @@ pub fn text(explanation: &Explanation) -> String {
             .collect();
         row(&mut out, "reach", &reach);
         row(&mut out, "egress", &[egress_line(s)]);
+        if !s.approve.is_empty() {
+            row(&mut out, "approval", &s.approve);
+        }
         let denied: Vec<String> = s.denied.iter().map(denial_line).collect();
         row(&mut out, "denied", &denied);
         row(&mut out, "secrets", &s.secrets);

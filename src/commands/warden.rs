@@ -21,6 +21,9 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         unready_after: std::time::Duration::from_secs(args.unready_after),
         grants_dir: args.grants_dir.clone(),
         proxy_reload: args.proxy_reload.clone(),
+        approval_timeout: std::time::Duration::from_secs(args.approval_timeout),
+        approval_sockets: args.approval_sockets.clone(),
+        code_sockets: args.code_sockets.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

@@ -27,16 +27,16 @@ pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
 pub use sandbox::{
-    CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, exec_sandbox_name, resolv_conf_path,
-    volume_name,
+    CHROMIUM_PATH, CODE_RUNNER_IMAGE, MIN_PIDS, RESOLV_CONF, SECRETS_MOUNT, approval_socket_dir, exec_sandbox_name,
+    resolv_conf_path, volume_name,
 };
 pub use services::{EXTRACT_SANDBOX, INFERENCE_SANDBOX, INFERENCE_SLOT, OLLAMA_REGISTRY_DOMAINS, SEARCH_SANDBOX};
 pub use size::Size;
 
 use crate::runsc::Profile;
 use crate::spec::schema::{
-    AgentKind, Browser, CodeExecution, DriverCapability, InferenceSandbox, Platform, SynapseDatabase, System, Target,
-    Tool,
+    AgentKind, Approval, Browser, CodeExecution, DriverCapability, InferenceSandbox, Platform, SynapseDatabase, System,
+    Target, Tool,
 };
 
 /// Where the appliance keeps state and runtime secrets on every host: the
@@ -50,6 +50,21 @@ pub const SOCKET_DIR: &str = "/run/appliance/sockets";
 /// group: the inner dockerd (root in its sandbox) creates the socket, the
 /// agent (non-root, no capabilities) must be able to enter the directory.
 pub const SOCKET_DIR_MODE: u32 = 0o750;
+/// Where the warden's approval broker serves an agent's Docker socket (one
+/// directory per code sandbox, named as it): what the agent's sandbox
+/// mounts instead of the code sandbox's own socket when its code runs only
+/// after an admin's approval (docs/warden.md, "Code execution approvals").
+pub const APPROVAL_SOCKET_DIR: &str = "/run/appliance/approval";
+/// The Docker socket's name in its socket directory.
+pub const DOCKER_SOCKET_FILE: &str = "docker.sock";
+
+/// Whether `path` is a socket directory: a code sandbox's own, or the
+/// warden's approval broker's for it.
+pub fn is_socket_dir(path: &str) -> bool {
+    [SOCKET_DIR, APPROVAL_SOCKET_DIR]
+        .iter()
+        .any(|dir| path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/')))
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Appliance {
@@ -232,6 +247,9 @@ pub struct Agent {
     /// Whether the admins may widen a domain-list `egress` for a while
     /// (`grants` in the spec; docs/warden.md, "Egress grants").
     pub grants: bool,
+    /// Actions that wait for an admin's approval in the ops room (`approve`
+    /// in the spec; by default `code-execution` when the agent has it).
+    pub approve: Vec<Approval>,
     /// The egress proxy's URL, when `egress` is not `none`.
     pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.

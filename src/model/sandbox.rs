@@ -11,11 +11,14 @@ use std::net::Ipv4Addr;
 use super::egress::{self, Egress, Services};
 use super::image::{self, ImageLayout, Storage};
 use super::size::Size;
-use super::{Agent, Bind, BindSource, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox, SandboxNetwork, Tmpfs, Volume};
+use super::{
+    APPROVAL_SOCKET_DIR, Agent, Bind, BindSource, DOCKER_SOCKET_FILE, Gpu, NETWORK_NAME, SOCKET_DIR, Sandbox,
+    SandboxNetwork, Tmpfs, Volume,
+};
 use crate::kinds;
 use crate::model::network::Subnet;
 use crate::runsc::{HostUds, Profile};
-use crate::spec::schema::{AgentSpec, Tool};
+use crate::spec::schema::{AgentSpec, Approval, Tool};
 
 /// The image Hermes' Docker terminal runs code in; built by Nix
 /// (nix/packages/code-runner.nix) and loaded by the code sandbox at start.
@@ -134,6 +137,12 @@ impl SandboxNetwork {
     }
 }
 
+/// Where the warden's approval broker serves the Docker socket of code
+/// sandbox `exec` (`docker.sock` in it).
+pub fn approval_socket_dir(exec: &str) -> String {
+    format!("{APPROVAL_SOCKET_DIR}/{exec}")
+}
+
 /// The agent's own sandbox and, with code execution, its Docker sandbox.
 pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
     let agent = inputs.agent;
@@ -173,7 +182,13 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
 
     if agent.code_execution.is_some() {
         let exec = exec_sandbox(inputs, layout);
-        let socket_dir = format!("{SOCKET_DIR}/{}", exec.name);
+        // With approvals, the agent reaches its code sandbox's Docker only
+        // through the warden's broker, which holds what would run code.
+        let socket_dir = if agent.approve.contains(&Approval::CodeExecution) {
+            approval_socket_dir(&exec.name)
+        } else {
+            format!("{SOCKET_DIR}/{}", exec.name)
+        };
         binds.push(Bind {
             source: BindSource::Host(socket_dir),
             target: DOCKER_SOCKET_MOUNT.to_string(),
@@ -181,7 +196,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         });
         environment.insert(
             "DOCKER_HOST".into(),
-            format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+            format!("unix://{DOCKER_SOCKET_MOUNT}/{DOCKER_SOCKET_FILE}"),
         );
         profile.host_uds = HostUds::Open;
         depends_on.push(exec.name.clone());
@@ -350,7 +365,7 @@ fn dind_command(agent: &Agent, consumer_user: &str) -> Vec<String> {
     vec![
         // dockerd, then `docker load` of the code-runner image.
         "appliance-dind-start".into(),
-        format!("--host=unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+        format!("--host=unix://{DOCKER_SOCKET_MOUNT}/{DOCKER_SOCKET_FILE}"),
         // root:<agent's gid> 0660 instead of root:docker, a group the
         // agent's image does not have.
         format!(
@@ -395,7 +410,7 @@ fn agent_proxy_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String,
 fn exec_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([(
         "DOCKER_HOST".to_string(),
-        format!("unix://{DOCKER_SOCKET_MOUNT}/docker.sock"),
+        format!("unix://{DOCKER_SOCKET_MOUNT}/{DOCKER_SOCKET_FILE}"),
     )]);
     if agent.code_network && agent.egress.uses_proxy() {
         env.extend(egress::proxy_environment(gateway, &[], None));

@@ -14,8 +14,8 @@ use super::{STAMP, Tree};
 use crate::docker::run_options;
 use crate::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::model::{
-    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE,
-    STATE_DIR, Sandbox, WIREGUARD_PORT,
+    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR,
+    Sandbox, WIREGUARD_PORT, is_socket_dir,
 };
 use crate::spec::schema::{SynapseDatabase, Target};
 
@@ -632,7 +632,24 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
         values.extend(deps);
         sandboxes.insert(sandbox.name.clone(), values);
     }
+    server_socket_dirs(&host.sandboxes, &mut directories);
     Containers { directories, sandboxes }
+}
+
+/// A code sandbox's own socket directory that no sandbox consumes (the
+/// warden's approval broker does, as root): root's alone, 0700.
+fn server_socket_dirs(sandboxes: &[Sandbox], directories: &mut BTreeMap<String, Directory>) {
+    let binds = || sandboxes.iter().flat_map(|s| &s.binds);
+    let host_path = |bind: &crate::model::Bind| match &bind.source {
+        BindSource::Host(path) if is_socket_dir(path) => Some(path.clone()),
+        _ => None,
+    };
+    let consumed: Vec<String> = binds().filter(|b| b.read_only).filter_map(host_path).collect();
+    for path in binds().filter(|b| !b.read_only).filter_map(host_path) {
+        if !consumed.contains(&path) {
+            directories.insert(path, Directory::root(0o700));
+        }
+    }
 }
 
 /// One sandbox's container (`appliance.sandboxes.<name>` but its units);
@@ -650,7 +667,7 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
             }
             BindSource::Host(path) => {
                 // The consumer's side of a socket dir sets its owner.
-                if path.starts_with(SOCKET_DIR) && bind.read_only {
+                if is_socket_dir(path) && bind.read_only {
                     let gid = sandbox.user.split(':').nth(1).unwrap_or("0");
                     let mut directory = Directory::root(SOCKET_DIR_MODE);
                     directory.group = Some(gid.to_string());

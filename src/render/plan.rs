@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 
 use crate::bootstrap::plan::{
-    Account, AccountKind, BOOTSTRAP_LOCALPART, BootstrapAccount, EgressGrants, GrantTimes, HOST_SECRETS, Homeserver,
+    Account, AccountKind, BOOTSTRAP_LOCALPART, BootstrapAccount, CodeApproval, EgressGrants, GrantTimes, HOST_SECRETS, Homeserver,
     OPS_ROOM_LOCALPART, PLAN_SCHEMA, Plan, PlannedRoom, PlannedSandbox, RateLimit, ToolLog, synapse_secrets,
 };
 use crate::kinds;
 use crate::model::{
-    Agent, Appliance, Egress, MemberRole, PROXY_ACCESS_LOG, Room, STATE_DIR, Sandbox, device_id, volume_name,
+    Agent, Appliance, DOCKER_SOCKET_FILE, Egress, MemberRole, PROXY_ACCESS_LOG, Room, SOCKET_DIR, STATE_DIR, Sandbox,
+    approval_socket_dir, device_id, exec_sandbox_name, volume_name,
 };
+use crate::spec::schema::Approval;
 
 /// The plan for an appliance; only its Matrix host runs it.
 pub fn plan(appliance: &Appliance) -> Plan {
@@ -108,7 +110,22 @@ fn agent_account(appliance: &Appliance, agent: &Agent, sandbox: Option<&Sandbox>
                 })
             }),
         egress_grants: Some(egress_grants(appliance, agent, sandbox)),
+        code_approval: code_approval(agent),
     }
+}
+
+/// The broker's sockets for an agent whose code waits for approval (the
+/// model put it on the Matrix host, where the warden runs).
+fn code_approval(agent: &Agent) -> Option<CodeApproval> {
+    if !agent.approve.contains(&Approval::CodeExecution) {
+        return None;
+    }
+    let sandbox = exec_sandbox_name(&agent.name);
+    Some(CodeApproval {
+        socket: format!("{}/{DOCKER_SOCKET_FILE}", approval_socket_dir(&sandbox)),
+        upstream: format!("{SOCKET_DIR}/{sandbox}/{DOCKER_SOCKET_FILE}"),
+        sandbox,
+    })
 }
 
 /// A human admin's account: an initial password for the operator, nothing
@@ -136,6 +153,7 @@ fn admin_account(admin: &str) -> Account {
         rate_limit: None,
         tool_log: None,
         egress_grants: None,
+        code_approval: None,
         localpart,
     }
 }

@@ -264,6 +264,16 @@ pub enum CodeExecution {
     DockerInGvisor,
 }
 
+/// An action of an agent that waits for an admin's approval in the ops
+/// room (docs/warden.md, "Code execution approvals").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approval {
+    /// Creating a container, an exec or an image build through the Docker
+    /// socket of its code sandbox.
+    CodeExecution,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentSpec {
@@ -300,6 +310,9 @@ pub struct AgentSpec {
     /// Whether the spec's admins may widen a domain-list `egress` for a
     /// while from the ops room (`!allow`); on unless `false`.
     pub grants: Option<Spanned<bool>>,
+    /// Which actions wait for an admin's approval; by default every action
+    /// the agent has (`code-execution` with `code-execution` set).
+    pub approve: Option<Spanned<Vec<Spanned<Approval>>>>,
 }
 
 /// `egress = "none" | "web" | ["domain", ...]`, as written. Deserialized by

@@ -35,6 +35,9 @@ pub enum Command {
     },
     /// `!grants`: the open grants.
     Grants,
+    /// `!approve <id>` / `!refuse <id>`: a code execution request, as typed.
+    Approve(String),
+    Refuse(String),
 }
 
 /// `None` when `body` is not addressed to the warden (it does not start
@@ -42,11 +45,19 @@ pub enum Command {
 pub fn parse(body: &str) -> Option<Result<Command, String>> {
     let mut words = body.split_whitespace();
     let verb = words.next()?;
-    if !matches!(verb, "!status" | "!halt" | "!resume" | "!allow" | "!deny" | "!grants") {
+    if !matches!(
+        verb,
+        "!status" | "!halt" | "!resume" | "!allow" | "!deny" | "!grants" | "!approve" | "!refuse"
+    ) {
         return None;
     }
     let rest: Vec<&str> = words.collect();
     Some(match verb {
+        "!approve" | "!refuse" => match rest.as_slice() {
+            [id] if verb == "!approve" => Ok(Command::Approve((*id).to_string())),
+            [id] => Ok(Command::Refuse((*id).to_string())),
+            _ => Err(format!("usage: `{verb} <request>`, e.g. `{verb} c3`")),
+        },
         "!allow" | "!deny" | "!grants" => build_grant(verb, &rest),
         _ => build(verb, &rest),
     })
@@ -170,6 +181,10 @@ mod tests {
         assert!(parse("!deny balthasar").unwrap().unwrap_err().contains("usage"));
         assert!(parse("!grants all").unwrap().is_err());
         assert_eq!(parse("!allowed x y"), None);
+        assert_eq!(parse("!approve c3"), Some(Ok(Command::Approve("c3".into()))));
+        assert_eq!(parse(" !refuse  c3 "), Some(Ok(Command::Refuse("c3".into()))));
+        assert!(parse("!approve").unwrap().unwrap_err().contains("usage"));
+        assert!(parse("!approve c3 c4").unwrap().is_err());
     }
 
     #[test]

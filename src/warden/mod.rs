@@ -5,6 +5,8 @@
 //! decision to the audit trail. It reads the bootstrap plan, never the
 //! spec. Documented in docs/warden.md.
 
+pub mod approvals;
+pub mod broker;
 pub mod command;
 pub mod control;
 mod denials;
@@ -62,6 +64,12 @@ pub struct Options {
     /// The program and arguments that make the egress proxy read the
     /// grant files again, split on spaces.
     pub proxy_reload: String,
+    /// How long a code execution request waits for an admin.
+    pub approval_timeout: Duration,
+    /// Where the brokers listen, and where the code sandboxes' sockets
+    /// are, each `<sandbox>/docker.sock` [default: the plan's paths].
+    pub approval_sockets: Option<PathBuf>,
+    pub code_sockets: Option<PathBuf>,
 }
 
 /// The default of `--unready-after`: longer than the slowest agent's start
@@ -80,6 +88,8 @@ struct Room {
 
 pub struct Warden<'a> {
     client: Client,
+    /// The homeserver's URL, for the brokers' own clients.
+    client_base: String,
     token: String,
     me: String,
     admins: BTreeSet<String>,
@@ -116,11 +126,17 @@ pub struct Warden<'a> {
     unready_after: Duration,
     /// Which agents' egress `!allow` can widen, and where.
     grant_policy: grants::Policy,
+    /// Code execution requests, shared with the brokers' threads; none
+    /// when no agent's code waits for approval.
+    approvals: Option<std::sync::Arc<approvals::Shared>>,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
 pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Result<()> {
     let mut warden = Warden::start(plan, options, log)?;
+    if !options.once {
+        warden.start_brokers(plan, options)?;
+    }
     loop {
         // Before the batch, so a command's answer stays the ops room's
         // latest notice.
@@ -131,6 +147,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.watch_tool_calls()?;
         warden.watch_denials()?;
         warden.expire_grants()?;
+        warden.expire_approvals()?;
         if options.once {
             return Ok(());
         }
@@ -168,6 +185,7 @@ impl<'a> Warden<'a> {
         let state_path = dir.join(STATE_FILE);
         let mut warden = Warden {
             client: Client::new(url, Instant::now() + forever, forever),
+            client_base: url.to_string(),
             token,
             me: plan.bootstrap_account.user_id.clone(),
             admins: users_of(plan, &AccountKind::Admin),
@@ -204,6 +222,13 @@ impl<'a> Warden<'a> {
                 .iter()
                 .filter_map(|s| Some((s.address.clone()?, s.name.clone())))
                 .collect(),
+            approvals: if plan.accounts.iter().any(|a| a.code_approval.is_some()) {
+                Some(std::sync::Arc::new(approvals::Shared::load(
+                    dir.join(approvals::APPROVALS_FILE),
+                )?))
+            } else {
+                None
+            },
         };
         warden.resolve_rooms(plan)?;
         let detail = format!(
@@ -217,6 +242,61 @@ impl<'a> Warden<'a> {
         // the proxy's files match the state again.
         warden.restore_grants()?;
         Ok(warden)
+    }
+
+    /// One approval broker per agent whose code waits for approval, each
+    /// on threads of its own. One that cannot listen is audited and told
+    /// to the ops room, and the warden goes on: the agent then has no
+    /// Docker at all (nothing serves its socket), never an unchecked one.
+    fn start_brokers(&mut self, plan: &Plan, options: &Options) -> Result<()> {
+        let Some(shared) = self.approvals.clone() else {
+            return Ok(());
+        };
+        let notifier = broker::Notifier {
+            homeserver: self.client_base.clone(),
+            token: self.token.clone(),
+            ops: self.ops.clone(),
+            audit: self.audit_path.clone(),
+        };
+        // Moved by an option: the plan's file name, in `DIR/<sandbox>/`.
+        let place = |dir: &Option<PathBuf>, sandbox: &str, default: &str| {
+            let default = PathBuf::from(default);
+            match (dir, default.file_name()) {
+                (Some(dir), Some(name)) => dir.join(sandbox).join(name),
+                _ => default,
+            }
+        };
+        for account in &plan.accounts {
+            let Some(approval) = &account.code_approval else {
+                continue;
+            };
+            let broker = broker::Broker {
+                agent: account.user_id.clone(),
+                sandbox: approval.sandbox.clone(),
+                socket: place(&options.approval_sockets, &approval.sandbox, &approval.socket),
+                upstream: place(&options.code_sockets, &approval.sandbox, &approval.upstream),
+                gid: account.gid,
+                timeout: options.approval_timeout,
+                shared: shared.clone(),
+                notifier: notifier.clone(),
+            };
+            let socket = broker.socket.display().to_string();
+            match broker.spawn() {
+                Ok(()) => {
+                    let detail = format!("for {} on {socket}", account.user_id);
+                    self.audit("approval.broker", "warden", &approval.sandbox, &detail)?;
+                }
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    self.audit("approval.unavailable", "warden", &approval.sandbox, &error)?;
+                    self.ops_notice(&format!(
+                        "approval broker for {} not started ({error}): its agent has no Docker until the warden restarts",
+                        approval.sandbox
+                    ))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn resolve_rooms(&mut self, plan: &Plan) -> Result<()> {
@@ -373,6 +453,8 @@ impl<'a> Warden<'a> {
             Ok(Command::Allow { agent, host, duration }) => self.allow(admin, &agent, &host, duration.as_deref())?,
             Ok(Command::Deny { agent, host }) => self.deny(admin, &agent, &host)?,
             Ok(Command::Grants) => self.grants_status(),
+            Ok(Command::Approve(id)) => self.decide_approval(admin, &id, approvals::Outcome::Approved)?,
+            Ok(Command::Refuse(id)) => self.decide_approval(admin, &id, approvals::Outcome::Refused)?,
         };
         self.notice(room_id, &reply)?;
         let read_only = ["!status", "!grants"].iter().any(|c| body.trim_start().starts_with(c));
@@ -627,6 +709,7 @@ impl<'a> Warden<'a> {
             ));
         }
         lines.extend(self.sandbox_status());
+        lines.extend(self.approvals_status());
         if let Some(head) = &self.head {
             lines.push(format!("audit: {} record(s), head sha256 {}", head.seq, head.sha256));
         }

@@ -141,11 +141,13 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     );
     assert_eq!(service["StateDirectoryMode"], "0700");
     assert_eq!(service["ProtectSystem"], "strict");
-    // Besides, the grant files' directory, once: it renames new files there.
+    // Besides, the grant files' directory, once: it renames new files
+    // there; and the approval brokers' sockets' (optional: `-`).
     assert_eq!(
         service["ReadWritePaths"],
-        serde_json::json!(["/var/lib/appliance/egress-grants"])
+        serde_json::json!(["/var/lib/appliance/egress-grants", "-/run/appliance/approval"])
     );
+    assert_eq!(agent_appliance::model::APPROVAL_SOCKET_DIR, "/run/appliance/approval");
     assert_eq!(agent_appliance::grants::GRANTS_DIR, "/var/lib/appliance/egress-grants");
 
     let off = eval_module(

@@ -13,7 +13,8 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use crate::model::{
-    Appliance, BindSource, Egress, Host, OVERLAY_INTERFACE, PROXY_WEB_PORTS, Reach, ReachService, SOCKET_DIR, Sandbox,
+    APPROVAL_SOCKET_DIR, Appliance, BindSource, Egress, Host, OVERLAY_INTERFACE, PROXY_WEB_PORTS, Reach, ReachService,
+    SOCKET_DIR, Sandbox, is_socket_dir,
 };
 use crate::runsc::HostUds;
 
@@ -203,14 +204,26 @@ fn draw_sockets(graph: &mut Graph, host: &Host, sandbox: &Sandbox, from: &str) {
         return;
     }
     for dir in socket_dirs(sandbox) {
+        // The warden's approval broker serves the agent's side and
+        // forwards to the code sandbox's own socket.
+        let (served, mut notes) = match dir.strip_prefix(APPROVAL_SOCKET_DIR) {
+            Some(rest) => (
+                format!("{SOCKET_DIR}{rest}"),
+                vec![
+                    dir.to_string(),
+                    "through the warden's approval broker: code runs after an admin's !approve".to_string(),
+                ],
+            ),
+            None => (dir.to_string(), vec![dir.to_string()]),
+        };
         let servers = host
             .sandboxes
             .iter()
-            .filter(|s| s.profile.host_uds == HostUds::Create && socket_dirs(s).contains(&dir));
+            .filter(|s| s.profile.host_uds == HostUds::Create && socket_dirs(s).contains(&served.as_str()));
         for server in servers {
             let to = sandbox_id(host, server);
             graph.node(&host.name, to.clone(), sandbox_node(server));
-            graph.edge(from, &to, "unix socket", None, vec![dir.to_string()]);
+            graph.edge(from, &to, "unix socket", None, std::mem::take(&mut notes));
         }
     }
 }
@@ -220,7 +233,7 @@ fn socket_dirs(sandbox: &Sandbox) -> Vec<&str> {
         .binds
         .iter()
         .filter_map(|b| match &b.source {
-            BindSource::Host(path) if path.starts_with(SOCKET_DIR) => Some(path.as_str()),
+            BindSource::Host(path) if is_socket_dir(path) => Some(path.as_str()),
             _ => None,
         })
         .collect()

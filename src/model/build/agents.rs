@@ -21,7 +21,7 @@ use crate::model::services::{
 /// Container names the appliance's own services take on every host.
 const SERVICE_SANDBOXES: &[&str] = &[INFERENCE_SANDBOX, SEARCH_SANDBOX, EXTRACT_SANDBOX];
 use crate::model::{Agent, Host, MemberRole, Room, STATE_DIR, Subnet, policy, sandbox};
-use crate::spec::schema::{AgentKind, AgentSpec, CodeExecution, Target, Tool};
+use crate::spec::schema::{AgentKind, AgentSpec, Approval, CodeExecution, Target, Tool};
 
 /// What the agents are resolved against: everything built before them.
 pub(super) struct Context<'a> {
@@ -75,6 +75,7 @@ fn resolve_agent(
         check_gpu(b, ctx, name, agent);
     }
     claim_sandbox_names(b, sandbox_names, name, code_execution.is_some());
+    let approve = resolve_approve(b, ctx, name, agent, code_execution.is_some());
     if !host_ok {
         return None;
     }
@@ -137,6 +138,7 @@ fn resolve_agent(
             .then(|| crate::model::egress::proxy_url(ctx.network.gateway())),
         egress,
         grants: agent.grants.as_ref().is_none_or(|g| *g.get_ref()),
+        approve,
         allowed_users,
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),
@@ -163,6 +165,58 @@ fn crawler_backends(ctx: &Context, crawler: bool) -> (Option<SocketAddrV4>, Opti
         (ctx.search_backend && crawler).then(|| service(SEARCH_SLOT, SEARCH_PORT)),
         (ctx.extract_backend && crawler).then(|| service(EXTRACT_SLOT, EXTRACT_PORT)),
     )
+}
+
+/// `approve` (docs/spec.md): strict by default, so an agent with code
+/// execution runs code only after an admin's approval unless its spec says
+/// `approve = []`. The warden that asks runs on the Matrix host, so only an
+/// agent there can have it; an action the agent does not have is an error.
+fn resolve_approve(
+    b: &mut Builder,
+    ctx: &Context,
+    name: &Spanned<String>,
+    agent: &AgentSpec,
+    code_execution: bool,
+) -> Vec<Approval> {
+    let Some(listed) = &agent.approve else {
+        return if code_execution {
+            vec![Approval::CodeExecution]
+        } else {
+            Vec::new()
+        };
+    };
+    let mut approve = BTreeSet::new();
+    for action in listed.get_ref() {
+        let Approval::CodeExecution = action.get_ref();
+        if !code_execution {
+            b.error(
+                span(action),
+                format!(
+                    "agent `{}` has no code execution, so `approve = [\"code-execution\"]` has nothing to approve",
+                    name.get_ref()
+                ),
+                "remove it from `approve`, or add `code-execution = \"docker-in-gvisor\"`",
+            );
+        } else if agent.host.get_ref() != &ctx.endpoints.matrix_host {
+            b.error(
+                span(action),
+                format!(
+                    "agent `{}` is on host `{}`, but the warden that asks the admins for approval runs on the Matrix host `{}`",
+                    name.get_ref(),
+                    agent.host.get_ref(),
+                    ctx.endpoints.matrix_host
+                ),
+                "move the agent to the Matrix host, or set `approve = []` to let its code run without an admin's approval",
+            );
+        } else if !approve.insert(*action.get_ref()) {
+            b.error(
+                span(action),
+                "`code-execution` is listed twice in `approve`",
+                "list it once",
+            );
+        }
+    }
+    approve.into_iter().collect()
 }
 
 /// The context window: the spec's, or the kind's default.

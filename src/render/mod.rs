@@ -2,6 +2,7 @@
 //! pure functions of the model, so the same spec always gives the same bytes.
 
 mod agents;
+pub mod backup;
 pub mod egress;
 mod host;
 mod images;
@@ -44,6 +45,9 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
             .entry(host.name.clone())
             .or_default()
             .push(webclient::FILE.to_string());
+    }
+    if let Some((host, file)) = backup::render(appliance, &engine, &mut tree)? {
+        imports.entry(host).or_default().push(file);
     }
     for host in appliance.hosts.values() {
         let extra = imports.get(&host.name).map_or(&[][..], Vec::as_slice);

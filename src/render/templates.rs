@@ -20,6 +20,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pairing-server.nix.j2"),
     ),
     ("admins.nix.j2", include_str!("../../templates/admins.nix.j2")),
+    ("backup.nix.j2", include_str!("../../templates/backup.nix.j2")),
 ];
 
 /// A value as text: strings as they are, anything else as minijinja shows it.

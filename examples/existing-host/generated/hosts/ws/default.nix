@@ -5,7 +5,7 @@
 # machine) comes from the flake's target profile, not from here.
 { config, lib, pkgs, utils, applianceImages, ... }:
 {
-  imports = [ ./admins.nix ];
+  imports = [ ./admins.nix ./backup.nix ];
   config = lib.mkIf (config.appliance.enable && config.appliance.host == "ws") {
     # Above nixpkgs' own defaults (the GCE profile sets `mkDefault ""`), below
     # anything a host sets itself: an existing NixOS host keeps its name.

@@ -1,0 +1,423 @@
+//! Backup and restore with the real tools (docs/backup.md): a real
+//! PostgreSQL (Debian's, a cluster of the test's own with a socket
+//! directory, as tests/synapse.rs starts it for Synapse) and a real restic
+//! with a local repository in a temp dir.
+//!
+//! What nixpkgs' restic unit would run is run here by hand, in its order:
+//! `appliance backup prepare` (`backupPrepareCommand`), `restic backup` of
+//! the staging directory (`ExecStart`, with `RESTIC_REPOSITORY` and
+//! `RESTIC_PASSWORD_FILE` as the unit sets them), `appliance backup cleanup`
+//! with `SERVICE_RESULT` (`backupCleanupCommand`, run as `ExecStopPost`).
+//! No systemd unit runs here, and no Docker: the agents' volumes are
+//! directories under a volume root the config names (Docker's local driver
+//! keeps `<root>/<name>/_data` the same way).
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::common::{appliance, require_tool, stderr, stdout};
+use crate::synapse::{POSTGRES_NAME, Postgres, postgres_bin};
+
+const VOLUME: &str = "appliance-casper-state";
+/// Owner of the agent's files in its volume (Hermes' uid), kept by the
+/// round trip when the test runs as root.
+const AGENT_ID: u32 = 10000;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    pg_bin: PathBuf,
+}
+
+impl Fixture {
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// `appliance ARGS` with PostgreSQL's client programs first on PATH.
+    fn appliance(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.pg_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = appliance();
+        command.args(args).env("PATH", path);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().expect("failed to run appliance")
+    }
+
+    fn config_arg(&self) -> String {
+        self.config.display().to_string()
+    }
+
+    /// restic on the fixture's repository, as the unit's environment sets it.
+    fn restic(&self, args: &[&str]) -> Output {
+        Command::new("restic")
+            .args(args)
+            .env("RESTIC_REPOSITORY", self.path("repo"))
+            .env("RESTIC_PASSWORD_FILE", self.path("password"))
+            .output()
+            .expect("failed to run restic")
+    }
+}
+
+fn succeeded(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed:\n{}{}", stdout(out), stderr(out));
+}
+
+/// The uid and gid of `user` (`id`).
+fn ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, user]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+fn write(path: &Path, text: &str, mode: u32) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The state of a Matrix host in the temp dir: an agent's volume with its
+/// SQLite memory and files, Synapse's media and signing key, the
+/// appliance's secrets, and the config naming them.
+fn state(postgres: &Postgres) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_bin = postgres_bin().unwrap();
+    let data = dir.path().join("volumes").join(VOLUME).join("_data");
+    fs::create_dir_all(&data).unwrap();
+    let db = Connection::open(data.join("state.db")).unwrap();
+    db.pragma_update(None, "journal_mode", "wal").unwrap();
+    db.execute_batch(
+        "CREATE TABLE memory (fact TEXT);
+         INSERT INTO memory VALUES ('the reactor key is under the third stone');
+         CREATE TABLE pairs (batch INTEGER, half INTEGER);",
+    )
+    .unwrap();
+    drop(db);
+    write(&data.join("MEMORY.md"), "Gendo prefers tea.\n", 0o600);
+    write(&data.join("sessions/s1.jsonl"), "{\"role\":\"user\"}\n", 0o640);
+    std::os::unix::fs::symlink("MEMORY.md", data.join("memory-link")).unwrap();
+    write(
+        &dir.path().join("secrets/_host/bootstrap/master-key"),
+        "master\n",
+        0o400,
+    );
+    write(
+        &dir.path().join("secrets/casper/env"),
+        "MATRIX_ACCESS_TOKEN=syt_x\n",
+        0o400,
+    );
+    fs::set_permissions(dir.path().join("secrets/_host"), fs::Permissions::from_mode(0o700)).unwrap();
+    write(
+        &dir.path().join("synapse/media_store/local_content/ab/cd/efgh"),
+        "png",
+        0o600,
+    );
+    write(
+        &dir.path().join("synapse/homeserver.signing.key"),
+        "ed25519 a_key xyz\n",
+        0o600,
+    );
+    if running_as_root() {
+        for entry in walkdir::WalkDir::new(&data) {
+            let path = entry.unwrap().into_path();
+            std::os::unix::fs::lchown(&path, Some(AGENT_ID), Some(AGENT_ID)).unwrap();
+        }
+    }
+    write(&dir.path().join("password"), "correct horse battery staple\n", 0o600);
+
+    // The server's superuser account: `nobody` when the test is root
+    // (tests/synapse.rs runs the server so), the test's own user otherwise.
+    let (uid, gid) = if running_as_root() {
+        ids("nobody")
+    } else {
+        (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+    };
+    let at = |relative: &str| dir.path().join(relative).display().to_string();
+    let config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi",
+        "repository": at("repo"),
+        "password_file": at("password"),
+        "staging_dir": at("backup/staging"),
+        "status_file": at("backup/status.json"),
+        "unit": "restic-backups-appliance.service",
+        "volume_root": at("volumes"),
+        "volumes": [
+            { "name": VOLUME, "agent": "casper" },
+            { "name": "appliance-never-ran-state", "agent": "never-ran" },
+        ],
+        "postgresql": {
+            "database": POSTGRES_NAME, "owner": POSTGRES_NAME,
+            "socket_dir": postgres.socket_dir.display().to_string(),
+            "superuser": "postgres", "uid": uid, "gid": gid,
+        },
+        "paths": [
+            { "name": "synapse-media", "path": at("synapse/media_store"), "what": "Synapse's media store" },
+            { "name": "synapse-signing-key", "path": at("synapse/homeserver.signing.key"), "what": "Synapse's signing key" },
+            { "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" },
+        ],
+        // No systemd here: nothing to find running.
+        "units": [],
+    });
+    let path = dir.path().join("backup.json");
+    fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    Fixture {
+        dir,
+        config: path,
+        pg_bin,
+    }
+}
+
+/// Rows written two at a time, one transaction each, by another connection
+/// for as long as `running`: a copy that is not one consistent state shows
+/// a batch with one half.
+fn writer(database: PathBuf, running: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        let mut db = Connection::open(database).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        let mut batch = 0;
+        while running.load(Ordering::Relaxed) {
+            let tx = db.transaction().unwrap();
+            tx.execute("INSERT INTO pairs VALUES (?1, 1)", [batch]).unwrap();
+            tx.execute("INSERT INTO pairs VALUES (?1, 2)", [batch]).unwrap();
+            tx.commit().unwrap();
+            batch += 1;
+        }
+        batch
+    })
+}
+
+#[test]
+fn a_backup_restores_volumes_database_media_and_secrets_after_everything_is_wiped() {
+    let Some(_) = require_tool("restic", "backups; Debian package `restic`") else {
+        return;
+    };
+    let Some(_) = postgres_bin() else { return };
+    let pg_dir = tempfile::tempdir().unwrap();
+    let postgres = Postgres::start(&pg_dir.path().join("postgres"));
+    postgres.query(
+        POSTGRES_NAME,
+        &format!(
+            "SET ROLE \"{POSTGRES_NAME}\"; CREATE TABLE rooms (id TEXT); INSERT INTO rooms VALUES ('!magi:magi'), ('!ops:magi');"
+        ),
+    );
+    let f = state(&postgres);
+    let config = f.config_arg();
+    // What the unit's `initialize = true` does first.
+    succeeded(&f.restic(&["init"]), "restic init");
+
+    // prepare, while the agent writes to its memory.
+    let running = Arc::new(AtomicBool::new(true));
+    let volume_db = f.path("volumes").join(VOLUME).join("_data/state.db");
+    let writing = writer(volume_db.clone(), running.clone());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = f.appliance(&["backup", "prepare", "--config", &config], &[]);
+    running.store(false, Ordering::Relaxed);
+    let batches = writing.join().unwrap();
+    succeeded(&out, "appliance backup prepare");
+    assert!(batches > 0, "the writer wrote nothing");
+    assert!(stderr(&out).contains("absent, skipped"), "{}", stderr(&out));
+    let staging = f.path("backup/staging");
+    assert_eq!(mode(&staging), 0o700);
+
+    // The unit's ExecStart, then its ExecStopPost.
+    let out = f.restic(&["backup", "--json", &staging.display().to_string()]);
+    succeeded(&out, "restic backup");
+    let out = f.appliance(
+        &["backup", "cleanup", "--config", &config],
+        &[("SERVICE_RESULT", "success"), ("EXIT_STATUS", "0")],
+    );
+    succeeded(&out, "appliance backup cleanup");
+    assert!(
+        !staging.exists(),
+        "cleanup left the staging directory (every secret in clear)"
+    );
+    let status: Value = serde_json::from_str(&fs::read_to_string(f.path("backup/status.json")).unwrap()).unwrap();
+    assert_eq!(status["ok"], true, "{status}");
+
+    // `backup list` shows the snapshot restic made.
+    let snapshots: Value = serde_json::from_slice(&f.restic(&["snapshots", "--json"]).stdout).unwrap();
+    let id = snapshots[0]["short_id"].as_str().unwrap().to_string();
+    let out = f.appliance(&["backup", "list", "--config", &config], &[]);
+    succeeded(&out, "appliance backup list");
+    assert!(stdout(&out).starts_with("ID"), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+
+    // After the backup: a room the restore must forget; then everything wiped.
+    postgres.query(POSTGRES_NAME, "INSERT INTO rooms VALUES ('!after:magi')");
+    for wiped in ["volumes", "secrets", "synapse"] {
+        fs::remove_dir_all(f.path(wiped)).unwrap();
+    }
+    postgres.query("postgres", &format!("DROP DATABASE \"{POSTGRES_NAME}\""));
+
+    let out = f.appliance(&["restore", &id, "--config", &config], &[]);
+    succeeded(&out, "appliance restore");
+    let said = stderr(&out);
+    for line in [
+        "volume `appliance-casper-state` (agent `casper`): restored",
+        "database `matrix-synapse`: restored",
+        "the appliance's secrets: restored",
+    ] {
+        assert!(said.contains(line), "restore did not say {line:?}:\n{said}");
+    }
+
+    // The agent's memory: its fact, and only whole transactions.
+    let db = Connection::open(&volume_db).unwrap();
+    let fact: String = db.query_row("SELECT fact FROM memory", [], |r| r.get(0)).unwrap();
+    assert_eq!(fact, "the reactor key is under the third stone");
+    let halves: u32 = db
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT batch FROM pairs GROUP BY batch HAVING COUNT(*) != 2)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(halves, 0, "the copy holds half a transaction");
+    let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    let data = f.path("volumes").join(VOLUME).join("_data");
+    assert_eq!(
+        fs::read_to_string(data.join("MEMORY.md")).unwrap(),
+        "Gendo prefers tea.\n"
+    );
+    assert_eq!(mode(&data.join("MEMORY.md")), 0o600);
+    assert_eq!(mode(&data.join("sessions/s1.jsonl")), 0o640);
+    assert_eq!(fs::read_link(data.join("memory-link")).unwrap(), Path::new("MEMORY.md"));
+    if running_as_root() {
+        for file in ["MEMORY.md", "sessions/s1.jsonl", "state.db"] {
+            let meta = fs::metadata(data.join(file)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (AGENT_ID, AGENT_ID), "{file}");
+        }
+    }
+    assert!(!f.path("volumes/appliance-never-ran-state").exists());
+
+    // Secrets, media and key, with their modes.
+    assert_eq!(
+        fs::read_to_string(f.path("secrets/_host/bootstrap/master-key")).unwrap(),
+        "master\n"
+    );
+    assert_eq!(mode(&f.path("secrets/_host/bootstrap/master-key")), 0o400);
+    assert_eq!(mode(&f.path("secrets/_host")), 0o700);
+    assert_eq!(mode(&f.path("secrets/casper/env")), 0o400);
+    assert_eq!(
+        fs::read_to_string(f.path("synapse/media_store/local_content/ab/cd/efgh")).unwrap(),
+        "png"
+    );
+    assert_eq!(
+        fs::read_to_string(f.path("synapse/homeserver.signing.key")).unwrap(),
+        "ed25519 a_key xyz\n"
+    );
+    assert_eq!(mode(&f.path("synapse/homeserver.signing.key")), 0o600);
+
+    // The database as it was at the backup, owned by Synapse's role.
+    assert_eq!(
+        postgres.query(POSTGRES_NAME, "SELECT id FROM rooms ORDER BY id"),
+        "!magi:magi\n!ops:magi"
+    );
+    assert_eq!(
+        postgres.query(
+            POSTGRES_NAME,
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'rooms'"
+        ),
+        POSTGRES_NAME
+    );
+    assert_eq!(
+        postgres.query(
+            "postgres",
+            &format!("SELECT datcollate FROM pg_database WHERE datname = '{POSTGRES_NAME}'")
+        ),
+        "C"
+    );
+    assert!(!staging.exists(), "restore left the staging directory");
+
+    check_passes_then_fails_on_a_corrupted_pack(&f);
+}
+
+/// `backup check` on the good repository, then with one data pack's bytes
+/// changed (same size): `--read-data` finds it.
+fn check_passes_then_fails_on_a_corrupted_pack(f: &Fixture) {
+    let config = f.config_arg();
+    succeeded(
+        &f.appliance(&["backup", "check", "--config", &config], &[]),
+        "appliance backup check",
+    );
+    succeeded(
+        &f.appliance(&["backup", "check", "--read-data", "--config", &config], &[]),
+        "appliance backup check --read-data",
+    );
+    let pack = walkdir::WalkDir::new(f.path("repo/data"))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .expect("the repository has a data pack")
+        .into_path();
+    let mut bytes = fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&pack, bytes).unwrap();
+    let out = f.appliance(&["backup", "check", "--read-data", "--config", &config], &[]);
+    assert!(
+        !out.status.success(),
+        "check passed a corrupted pack:\n{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("failed its check"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failed_run_is_recorded_as_failed_and_its_staging_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    fs::create_dir_all(staging.join("paths")).unwrap();
+    let config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": "/nonexistent", "password_file": "/nonexistent",
+        "staging_dir": staging.display().to_string(),
+        "status_file": dir.path().join("status.json").display().to_string(),
+        "unit": "restic-backups-appliance.service", "volume_root": "/nonexistent",
+        "volumes": [], "paths": [], "units": [],
+    });
+    let path = dir.path().join("backup.json");
+    fs::write(&path, config.to_string()).unwrap();
+    let out = appliance()
+        .args(["backup", "cleanup", "--config", &path.display().to_string()])
+        .env("SERVICE_RESULT", "exit-code")
+        .env("EXIT_STATUS", "1")
+        .output()
+        .unwrap();
+    succeeded(&out, "appliance backup cleanup");
+    assert!(
+        stderr(&out).contains("backup failed: exit-code (exit status 1)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!staging.exists());
+    let status: Value = serde_json::from_str(&fs::read_to_string(dir.path().join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["ok"], false);
+    assert_eq!(status["service_result"], "exit-code");
+    assert_eq!(status["exit_status"], "1");
+}

@@ -32,6 +32,8 @@ let
     description = "Snapshots `restic forget --prune` keeps, one per ${what}.";
   };
   postgresql = lib.optional config.services.postgresql.enable config.services.postgresql.package;
+  # Where `cleanup` records each run's result: the generated config says.
+  statusFile = (lib.importJSON cfg.configFile).status_file;
 in
 {
   options.appliance.backup = {
@@ -112,5 +114,10 @@ in
     };
     # `pg_dump` for `appliance backup prepare`.
     systemd.services.restic-backups-appliance.path = postgresql;
+    # The ops room hears of a failed run (docs/warden.md).
+    appliance.warden.extraArgs = [
+      "--backup-status"
+      statusFile
+    ];
   };
 }

@@ -130,6 +130,9 @@ pub struct WardenArgs {
     /// What makes the egress proxy read the grant files again: a program and its arguments, split on spaces
     #[arg(long, value_name = "COMMAND", default_value = crate::warden::grants::DEFAULT_PROXY_RELOAD)]
     pub proxy_reload: String,
+    /// The last backup run's result, which the ops room hears of when it failed (docs/backup.md) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub backup_status: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

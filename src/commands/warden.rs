@@ -21,6 +21,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         unready_after: std::time::Duration::from_secs(args.unready_after),
         grants_dir: args.grants_dir.clone(),
         proxy_reload: args.proxy_reload.clone(),
+        backup_status: args.backup_status.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

@@ -5,6 +5,7 @@
 //! decision to the audit trail. It reads the bootstrap plan, never the
 //! spec. Documented in docs/warden.md.
 
+mod backups;
 pub mod command;
 pub mod control;
 mod denials;
@@ -62,6 +63,9 @@ pub struct Options {
     /// The program and arguments that make the egress proxy read the
     /// grant files again, split on spaces.
     pub proxy_reload: String,
+    /// The result file of the last backup run (docs/backup.md), when the
+    /// host backs up.
+    pub backup_status: Option<PathBuf>,
 }
 
 /// The default of `--unready-after`: longer than the slowest agent's start
@@ -116,6 +120,8 @@ pub struct Warden<'a> {
     unready_after: Duration,
     /// Which agents' egress `!allow` can widen, and where.
     grant_policy: grants::Policy,
+    /// The last backup run's result file (`backups.rs`).
+    backup_status: Option<PathBuf>,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -131,6 +137,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.watch_tool_calls()?;
         warden.watch_denials()?;
         warden.expire_grants()?;
+        warden.watch_backups()?;
         if options.once {
             return Ok(());
         }
@@ -199,6 +206,7 @@ impl<'a> Warden<'a> {
             control: options.control,
             unready_after: options.unready_after,
             grant_policy: grants::Policy::new(plan, options.grants_dir.as_deref(), &options.proxy_reload),
+            backup_status: options.backup_status.clone(),
             addresses: plan
                 .sandboxes
                 .iter()

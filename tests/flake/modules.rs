@@ -1074,7 +1074,7 @@ let
     pkgs = {{ restic = {{ name = "restic"; }}; }};
     config = {{
       # The stub lib applies no option defaults: the module's own.
-      appliance.backup = values // {{ package = {{ name = "agent-appliance"; }}; configFile = "/gen/backup.json"; }};
+      appliance.backup = values // {{ package = {{ name = "agent-appliance"; }}; configFile = "{generated}/backup.json"; }};
       services.postgresql = {{ enable = true; package = {{ name = "postgresql"; }}; }};
     }};
   }};
@@ -1108,11 +1108,12 @@ in {{
     assert_eq!(out["generatedConfig"], "backup.json");
     assert_eq!(out["enabled"], true);
     let appliance = "agent-appliance/bin/appliance";
+    let config = format!("{}/backup.json", generated.display());
     assert_eq!(
         out["config"],
         serde_json::json!({
             "environment": {
-                "etc": { "appliance/backup.json": { "source": "/gen/backup.json" } },
+                "etc": { "appliance/backup.json": { "source": config } },
                 "systemPackages": [{ "name": "restic" }, { "name": "postgresql" }],
             },
             "services": { "restic": { "backups": { "appliance": {
@@ -1121,12 +1122,13 @@ in {{
                 "environmentFile": null,
                 "initialize": true,
                 "paths": ["/var/lib/appliance/backup/staging"],
-                "backupPrepareCommand": format!("{appliance} backup prepare --config /gen/backup.json"),
-                "backupCleanupCommand": format!("{appliance} backup cleanup --config /gen/backup.json"),
+                "backupPrepareCommand": format!("{appliance} backup prepare --config {config}"),
+                "backupCleanupCommand": format!("{appliance} backup cleanup --config {config}"),
                 "timerConfig": { "OnCalendar": "*-*-* 03:30", "Persistent": true, "RandomizedDelaySec": "15m" },
                 "pruneOpts": ["--keep-daily 7", "--keep-weekly 4", "--keep-monthly 12"],
             } } } },
             "systemd": { "services": { "restic-backups-appliance": { "path": [{ "name": "postgresql" }] } } },
+            "appliance": { "warden": { "extraArgs": ["--backup-status", "/var/lib/appliance/backup/status.json"] } },
         })
     );
 }

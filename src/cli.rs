@@ -226,6 +226,12 @@ pub struct RestoreArgs {
     /// Restore even while Synapse, the warden or the agents' sandboxes run
     #[arg(long)]
     pub force: bool,
+    /// The docker CLI that registers each agent volume before its data is put back (`DOCKER_HOST` is honoured)
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: String,
+    /// Put the volumes' directories back without telling Docker (no Docker on this machine)
+    #[arg(long)]
+    pub without_docker: bool,
 }
 
 #[derive(Debug, Args)]

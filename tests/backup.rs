@@ -272,7 +272,8 @@ fn a_backup_restores_volumes_database_media_and_secrets_after_everything_is_wipe
     }
     postgres.query("postgres", &format!("DROP DATABASE \"{POSTGRES_NAME}\""));
 
-    let out = f.appliance(&["restore", &id, "--config", &config], &[]);
+    // No Docker here: the volume root is a directory of the test's.
+    let out = f.appliance(&["restore", &id, "--config", &config, "--without-docker"], &[]);
     succeeded(&out, "appliance restore");
     let said = stderr(&out);
     for line in [
@@ -420,4 +421,155 @@ fn a_failed_run_is_recorded_as_failed_and_its_staging_removed() {
     assert_eq!(status["ok"], false);
     assert_eq!(status["service_result"], "exit-code");
     assert_eq!(status["exit_status"], "1");
+}
+
+/// A busybox image for a private dockerd (no networking, a network
+/// namespace of its own), as tests/warden.rs makes one.
+fn private_docker(why: &str) -> Option<crate::dockerd::Dockerd> {
+    let tools = ["dockerd", "busybox", "unshare", "tar", "timeout", "restic"].map(|t| require_tool(t, why).is_some());
+    if tools.contains(&false) {
+        return None;
+    }
+    if !running_as_root() {
+        assert!(
+            !crate::common::in_ci(),
+            "{why} start a dockerd and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: {why} need root; CI=true makes this a failure !!!\n");
+        return None;
+    }
+    let wrapper = ["unshare", "--net", "--"].map(String::from);
+    let daemon = crate::dockerd::Dockerd::start_with(&json!({}), &wrapper)
+        .unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(rootfs.path().join("bin")).unwrap();
+    fs::copy(require_tool("busybox", why).unwrap(), rootfs.path().join("bin/busybox")).unwrap();
+    daemon.import(rootfs.path(), BUSYBOX);
+    Some(daemon)
+}
+
+const BUSYBOX: &str = "appliance-backup-test:busybox";
+
+/// `docker run --rm` of a shell line in busybox, with the agent's volume
+/// at `/data`, as the agent's uid; its stdout.
+fn in_volume(daemon: &crate::dockerd::Dockerd, line: &str) -> String {
+    let volume = format!("{VOLUME}:/data");
+    let user = format!("{AGENT_ID}:{AGENT_ID}");
+    let out = daemon.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        &user,
+        "-v",
+        &volume,
+        BUSYBOX,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        line,
+    ]);
+    succeeded(&out, &format!("docker run `{line}`"));
+    stdout(&out)
+}
+
+/// With a real dockerd: an agent's named volume, backed up from Docker's
+/// local driver's directory and restored, is what the agent's next
+/// container mounts, with the agent's ownership, so it can write there
+/// again: after the fresh host's first boot made the volume afresh (with
+/// the agent's units stopped, as docs/backup.md says), and on a Docker
+/// that does not know the volume at all.
+#[test]
+fn a_restored_docker_volume_is_what_the_next_container_mounts() {
+    let Some(daemon) = private_docker("backing up a real Docker volume") else {
+        return;
+    };
+    // The volume's root belongs to the agent, as copy-up from its image
+    // makes it on first use.
+    succeeded(&daemon.docker(&["volume", "create", VOLUME]), "docker volume create");
+    let volume_root = daemon.dir().join("data/volumes");
+    std::os::unix::fs::chown(volume_root.join(VOLUME).join("_data"), Some(AGENT_ID), Some(AGENT_ID)).unwrap();
+    in_volume(
+        &daemon,
+        "echo 'the meeting moved to Thursday' > /data/fact && mkdir /data/sessions",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let at = |relative: &str| dir.path().join(relative).display().to_string();
+    write(&dir.path().join("password"), "correct horse battery staple\n", 0o600);
+    let config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
+        "staging_dir": at("staging"), "status_file": at("status.json"),
+        "unit": "restic-backups-appliance.service",
+        "volume_root": volume_root.display().to_string(),
+        "volumes": [{ "name": VOLUME, "agent": "casper" }],
+        "paths": [], "units": [],
+    });
+    let config_path = dir.path().join("backup.json");
+    fs::write(&config_path, config.to_string()).unwrap();
+    let f = Fixture {
+        dir,
+        config: config_path,
+        pg_bin: PathBuf::from("/nonexistent"),
+    };
+    let config = f.config_arg();
+    succeeded(&f.restic(&["init"]), "restic init");
+    succeeded(
+        &f.appliance(&["backup", "prepare", "--config", &config], &[]),
+        "appliance backup prepare",
+    );
+    succeeded(
+        &f.restic(&["backup", &f.path("staging").display().to_string()]),
+        "restic backup",
+    );
+    succeeded(
+        &f.appliance(
+            &["backup", "cleanup", "--config", &config],
+            &[("SERVICE_RESULT", "success")],
+        ),
+        "appliance backup cleanup",
+    );
+
+    // The fresh host: the volume gone, then made afresh by the first boot.
+    succeeded(&daemon.docker(&["volume", "rm", VOLUME]), "docker volume rm");
+    succeeded(&daemon.docker(&["volume", "create", VOLUME]), "docker volume create");
+    std::os::unix::fs::chown(volume_root.join(VOLUME).join("_data"), Some(AGENT_ID), Some(AGENT_ID)).unwrap();
+    in_volume(&daemon, "echo 'nothing yet' > /data/fact");
+
+    let docker_host = format!("unix://{}", daemon.socket.display());
+    let restore = || {
+        let out = f.appliance(
+            &[
+                "restore",
+                "latest",
+                "--config",
+                &config,
+                "--docker",
+                crate::dockerd::DOCKER,
+            ],
+            &[("DOCKER_HOST", &docker_host)],
+        );
+        succeeded(&out, "appliance restore");
+    };
+    restore();
+    assert_eq!(in_volume(&daemon, "cat /data/fact"), "the meeting moved to Thursday\n");
+    // Still the agent's: it writes there again.
+    in_volume(&daemon, "echo more >> /data/fact && touch /data/sessions/new");
+
+    // A host whose Docker does not know the volume at all: restore
+    // registers it first, so Docker's first use does not take it over.
+    succeeded(&daemon.docker(&["volume", "rm", VOLUME]), "docker volume rm");
+    restore();
+    assert_eq!(
+        in_volume(&daemon, "stat -c '%u %a' /data; cat /data/fact"),
+        format!("{AGENT_ID} 755\nthe meeting moved to Thursday\n")
+    );
+    in_volume(&daemon, "touch /data/again");
+    let inspect = daemon.docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", VOLUME]);
+    assert_eq!(
+        stdout(&inspect).trim(),
+        volume_root.join(VOLUME).join("_data").display().to_string()
+    );
 }

@@ -22,6 +22,9 @@ pub struct RestoreOptions<'a> {
     pub snapshot: &'a str,
     /// Restore even while the units that use the state run.
     pub force: bool,
+    /// The docker CLI that registers each volume before its data is put
+    /// back; none: the directories only (no Docker on this machine).
+    pub docker: Option<&'a str>,
 }
 
 pub fn restore(config: &BackupConfig, options: &RestoreOptions, say: &mut dyn FnMut(&str)) -> Result<()> {
@@ -52,6 +55,9 @@ pub fn restore(config: &BackupConfig, options: &RestoreOptions, say: &mut dyn Fn
             continue;
         };
         let data = volume_data(config, &volume.name);
+        if let Some(docker) = options.docker {
+            register_volume(docker, &volume.name)?;
+        }
         if let Some(root) = data.parent() {
             // As Docker's local driver makes a volume's directory.
             fs::DirBuilder::new().recursive(true).mode(0o701).create(root)?;
@@ -80,6 +86,18 @@ pub fn restore(config: &BackupConfig, options: &RestoreOptions, say: &mut dyn Fn
     }
     remove(staging)?;
     Ok(())
+}
+
+/// `docker volume create NAME` (nothing when it exists). Before the data:
+/// a volume Docker does not know yet is made by its local driver at first
+/// use, which then gives the existing `_data` to root, and the agent could
+/// no longer write at the top of its own volume.
+fn register_volume(docker: &str, name: &str) -> Result<()> {
+    let mut command = Command::new(docker);
+    command.args(["volume", "create", name]);
+    run(&mut command, "docker volume create").with_context(|| {
+        format!("failed to register volume `{name}` with Docker\nhint: start Docker first, or pass `--without-docker` to put the directories back only")
+    })
 }
 
 /// Refuses while any of `units` is active: state put back under a running

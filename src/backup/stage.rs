@@ -131,7 +131,7 @@ pub(super) fn run(command: &mut Command, name: &str) -> Result<()> {
     let out = command
         .stderr(Stdio::piped())
         .output()
-        .with_context(|| format!("failed to run `{name}`\nhint: PostgreSQL's client programs must be on PATH"))?;
+        .with_context(|| format!("failed to run `{name}`\nhint: it must be on PATH"))?;
     if !out.status.success() {
         bail!(
             "`{name}` failed ({}):\n{}",

@@ -126,6 +126,7 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         restic: &args.restic.restic,
         snapshot: &args.snapshot,
         force: args.force,
+        docker: (!args.without_docker).then_some(args.docker.as_str()),
     };
     backup::restore(&config, &options, &mut |line| term::eprintln(line))?;
     term::println(&format!(

@@ -573,3 +573,206 @@ fn a_restored_docker_volume_is_what_the_next_container_mounts() {
         volume_root.join(VOLUME).join("_data").display().to_string()
     );
 }
+
+/// A Matrix host as systemd starts it, on `port`: secrets, Synapse (on
+/// its PostgreSQL in `data/postgres`), bootstrap.
+fn matrix_host(venv: &Path, data: &Path, state: &Path, port: u16) -> crate::synapse::Synapse {
+    let url = format!("http://127.0.0.1:{port}");
+    let bootstrap = |extra: &[&str]| {
+        let out = appliance()
+            .arg("bootstrap")
+            .arg("--plan")
+            .arg(crate::common::root().join("generated/bootstrap/plan.json"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--homeserver", &url])
+            .args(extra)
+            .output()
+            .unwrap();
+        succeeded(&out, "appliance bootstrap");
+    };
+    bootstrap(&["--secrets-only"]);
+    let mut synapse = crate::synapse::Synapse::start(venv, data, state, port);
+    synapse.wait_ready();
+    bootstrap(&[]);
+    synapse
+}
+
+/// Restore of a whole Matrix host onto a fresh one (docs/backup.md,
+/// "Restoring onto a fresh host"), with a real Synapse on PostgreSQL and
+/// the real bootstrap: the fresh host's first boot makes new secrets and
+/// accounts; once it is stopped and the snapshot restored, the admin logs
+/// in with the password of the old master key, the agent's old token works
+/// and is the one in its secrets, the room is the same room with what was
+/// said in it before the backup, and the bootstrap's rerun (every boot)
+/// changes nothing. The agents themselves (their memory after a restore)
+/// are the rehearsal's to prove, not this test's.
+#[test]
+fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
+    use agent_appliance::bootstrap::accounts::password;
+    use agent_appliance::bootstrap::client::{Client, segment};
+    let Some(venv) = crate::synapse::venv() else {
+        return;
+    };
+    let Some(_) = require_tool("restic", "backups; Debian package `restic`") else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
+    let port = crate::synapse::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = Client::new(
+        &url,
+        std::time::Instant::now() + std::time::Duration::from_secs(120),
+        std::time::Duration::from_secs(30),
+    );
+    let secret = |relative: &str| fs::read_to_string(state.join(relative)).unwrap().trim().to_string();
+    let login = |master_key: &str| {
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "gendo" },
+            "password": password(master_key, "@gendo:magi"),
+        });
+        client.post("/_matrix/client/v3/login", None, &body).unwrap()
+    };
+    let room_id = |token: &str| {
+        let reply = client
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", segment("#magi:magi")),
+                Some(token),
+            )
+            .unwrap();
+        reply.str("room_id").unwrap().to_string()
+    };
+    let whoami = |token: &str| client.get("/_matrix/client/v3/account/whoami", Some(token)).unwrap();
+
+    // The old host: the admin tells the room a fact.
+    let synapse = matrix_host(&venv, &data, &state, port);
+    let master_key = secret("secrets/_host/bootstrap/master-key");
+    let admin = login(&master_key);
+    assert!(admin.ok(), "{}", admin.describe());
+    let admin = admin.str("access_token").unwrap().to_string();
+    let room = room_id(&admin);
+    let join = client
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
+            Some(&admin),
+            &json!({}),
+        )
+        .unwrap();
+    assert!(join.ok(), "{}", join.describe());
+    let fact = "remember: the launch code is 0451";
+    let sent = client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/fact1", segment(&room)),
+            Some(&admin),
+            &json!({ "msgtype": "m.text", "body": fact }),
+        )
+        .unwrap();
+    assert!(sent.ok(), "{}", sent.describe());
+    let melchior = secret("secrets/melchior/matrix-token");
+
+    // Its backup: everything but the agents' volumes (no agent runs here).
+    let (uid, gid) = if running_as_root() {
+        ids("nobody")
+    } else {
+        (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+    };
+    let socket_dir = synapse.postgres().unwrap().socket_dir.display().to_string();
+    let at = |path: &Path| path.display().to_string();
+    let config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi",
+        "repository": at(&temp.path().join("repo")),
+        "password_file": at(&temp.path().join("password")),
+        "staging_dir": at(&temp.path().join("staging")),
+        "status_file": at(&temp.path().join("status.json")),
+        "unit": "restic-backups-appliance.service",
+        "volume_root": at(&temp.path().join("volumes")),
+        "volumes": [],
+        "postgresql": {
+            "database": POSTGRES_NAME, "owner": POSTGRES_NAME, "socket_dir": socket_dir,
+            "superuser": "postgres", "uid": uid, "gid": gid,
+        },
+        "paths": [
+            { "name": "synapse-media", "path": at(&data.join("media")), "what": "Synapse's media store" },
+            { "name": "synapse-signing-key", "path": at(&data.join("signing.key")), "what": "Synapse's signing key" },
+            { "name": "appliance-secrets", "path": at(&state.join("secrets")), "what": "the appliance's secrets" },
+            { "name": "warden", "path": at(&state.join("warden")), "what": "the warden's state" },
+        ],
+        "units": [],
+    });
+    let f = Fixture {
+        config: temp.path().join("backup.json"),
+        pg_bin: postgres_bin().unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    fs::write(&f.config, config.to_string()).unwrap();
+    write(&temp.path().join("password"), "correct horse battery staple\n", 0o600);
+    let restic = |args: &[&str]| {
+        let out = Command::new("restic")
+            .args(args)
+            .env("RESTIC_REPOSITORY", temp.path().join("repo"))
+            .env("RESTIC_PASSWORD_FILE", temp.path().join("password"))
+            .output()
+            .unwrap();
+        succeeded(&out, &format!("restic {args:?}"));
+    };
+    let config_arg = f.config_arg();
+    restic(&["init"]);
+    succeeded(
+        &f.appliance(&["backup", "prepare", "--config", &config_arg], &[]),
+        "appliance backup prepare",
+    );
+    restic(&["backup", &at(&temp.path().join("staging"))]);
+    succeeded(
+        &f.appliance(
+            &["backup", "cleanup", "--config", &config_arg],
+            &[("SERVICE_RESULT", "success")],
+        ),
+        "appliance backup cleanup",
+    );
+    drop(synapse);
+
+    // The fresh host: nothing of the old one; its first boot makes its own.
+    fs::remove_dir_all(&data).unwrap();
+    fs::remove_dir_all(&state).unwrap();
+    let synapse = matrix_host(&venv, &data, &state, port);
+    assert_ne!(secret("secrets/_host/bootstrap/master-key"), master_key);
+    assert_ne!(secret("secrets/melchior/matrix-token"), melchior);
+    drop(synapse);
+    // Stopped, but for its database; then the restore, then a boot.
+    let postgres = Postgres::start(&data.join("postgres"));
+    let out = f.appliance(&["restore", "latest", "--config", &config_arg, "--without-docker"], &[]);
+    succeeded(&out, "appliance restore");
+    drop(postgres);
+    let _synapse = matrix_host(&venv, &data, &state, port);
+
+    assert_eq!(secret("secrets/_host/bootstrap/master-key"), master_key);
+    assert_eq!(
+        secret("secrets/melchior/matrix-token"),
+        melchior,
+        "the bootstrap's rerun changed the agent's token"
+    );
+    let me = whoami(&melchior);
+    assert!(me.ok(), "{}", me.describe());
+    assert_eq!(me.str("user_id"), Some("@melchior:magi"));
+    let admin = login(&master_key);
+    assert!(admin.ok(), "the admin's password no longer works: {}", admin.describe());
+    let admin = admin.str("access_token").unwrap().to_string();
+    assert_eq!(room_id(&admin), room, "`#magi:magi` is another room");
+    let history = client
+        .get(
+            &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", segment(&room)),
+            Some(&admin),
+        )
+        .unwrap();
+    assert!(history.ok(), "{}", history.describe());
+    let said: Vec<&str> = history.body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert!(said.contains(&fact), "{said:?}");
+}

@@ -399,7 +399,7 @@ fn a_failed_run_is_recorded_as_failed_and_its_staging_removed() {
         "appliance": "magi", "repository": "/nonexistent", "password_file": "/nonexistent",
         "staging_dir": staging.display().to_string(),
         "status_file": dir.path().join("status.json").display().to_string(),
-        "unit": "restic-backups-appliance.service", "volume_root": "/nonexistent",
+        "unit": "restic-backups-appliance.service", "volume_root": "/nonexistent/volumes",
         "volumes": [], "paths": [], "units": [],
     });
     let path = dir.path().join("backup.json");

@@ -956,7 +956,7 @@ fn a_failed_backup_is_one_ops_notice_and_every_run_is_audited() {
         "appliance": "magi", "repository": "/nonexistent", "password_file": "/nonexistent",
         "staging_dir": staging.display().to_string(),
         "status_file": status.display().to_string(),
-        "unit": "restic-backups-appliance.service", "volume_root": "/nonexistent",
+        "unit": "restic-backups-appliance.service", "volume_root": "/nonexistent/volumes",
         "volumes": [], "paths": [], "units": [],
     });
     fs::write(&config, backup_config.to_string()).unwrap();

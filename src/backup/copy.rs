@@ -26,6 +26,8 @@ pub struct Copied {
     pub databases: usize,
     /// Sockets, FIFOs and devices, which are not state.
     pub skipped: usize,
+    /// Entries removed while the copy ran (an agent's temporary files).
+    pub vanished: usize,
 }
 
 impl Copied {
@@ -33,6 +35,7 @@ impl Copied {
         self.files += other.files;
         self.databases += other.databases;
         self.skipped += other.skipped;
+        self.vanished += other.vanished;
     }
 }
 
@@ -95,7 +98,17 @@ fn copy_dir_contents(from: &Path, to: &Path) -> Result<Copied> {
         if companion(&name.to_string_lossy()) {
             continue;
         }
-        copied.add(copy_tree(&from.join(name), &to.join(name))?);
+        let (source, target) = (from.join(name), to.join(name));
+        match copy_tree(&source, &target) {
+            Ok(more) => copied.add(more),
+            // Removed by its owner between the listing and the copy: it is
+            // not part of the state any more.
+            Err(_) if fs::symlink_metadata(&source).is_err() => {
+                remove(&target)?;
+                copied.vanished += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
     Ok(copied)
 }
@@ -225,7 +238,8 @@ mod tests {
             Copied {
                 files: 2,
                 databases: 1,
-                skipped: 0
+                skipped: 0,
+                vanished: 0,
             }
         );
         assert!(!to.join("state.db-wal").exists());

@@ -74,7 +74,55 @@ pub fn load(path: &Path) -> Result<BackupConfig> {
             config::CONFIG_SCHEMA
         );
     }
+    if let Some(problem) = paths_problem(&config) {
+        bail!(
+            "`{}` is not a backup config this appliance runs: {problem}",
+            path.display()
+        );
+    }
     Ok(config)
+}
+
+/// Why the config's paths are unsafe to act on, if they are: `prepare` and
+/// `restore` remove the staging directory and what they put back, so each
+/// must be absolute, plain, and apart from the others.
+fn paths_problem(config: &BackupConfig) -> Option<String> {
+    let plain = |path: &str| {
+        let p = Path::new(path);
+        p.is_absolute()
+            && p.components().count() >= 3
+            && p.components()
+                .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+    };
+    let mut named: Vec<(&str, &str)> = vec![
+        ("staging_dir", &config.staging_dir),
+        ("status_file", &config.status_file),
+        ("volume_root", &config.volume_root),
+    ];
+    named.extend(config.paths.iter().map(|p| (p.name.as_str(), p.path.as_str())));
+    if let Some((name, path)) = named.iter().find(|(_, path)| !plain(path)) {
+        return Some(format!(
+            "`{name}` is `{path}`, not an absolute path at least two directories deep without `.` or `..`"
+        ));
+    }
+    let staging = Path::new(&config.staging_dir);
+    let overlaps = |other: &str| {
+        let other = Path::new(other);
+        staging.starts_with(other) || other.starts_with(staging)
+    };
+    if let Some((name, path)) = named.iter().skip(1).find(|(_, path)| overlaps(path)) {
+        return Some(format!("the staging directory and `{name}` (`{path}`) overlap"));
+    }
+    let names_ok = |name: &str| !name.is_empty() && !name.starts_with('.') && !name.contains('/');
+    let items = config
+        .volumes
+        .iter()
+        .map(|v| &v.name)
+        .chain(config.paths.iter().map(|p| &p.name));
+    if let Some(name) = items.into_iter().find(|name| !names_ok(name)) {
+        return Some(format!("the item name `{name}` is not a plain file name"));
+    }
+    None
 }
 
 /// Where a volume's data lives under Docker's local driver.
@@ -87,4 +135,42 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BackupConfig {
+        serde_json::from_value(serde_json::json!({
+            "schema": config::CONFIG_SCHEMA, "appliance": "magi", "repository": "/mnt/b", "password_file": "/root/p",
+            "staging_dir": "/var/lib/appliance/backup/staging", "status_file": "/var/lib/appliance/backup/status.json",
+            "unit": "restic-backups-appliance.service", "volume_root": "/var/lib/docker/volumes",
+            "volumes": [{ "name": "appliance-casper-state", "agent": "casper" }],
+            "paths": [{ "name": "appliance-secrets", "path": "/var/lib/appliance/secrets", "what": "secrets" }],
+            "units": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_config_that_would_remove_what_it_must_not_is_refused() {
+        assert_eq!(paths_problem(&config()), None);
+        for (staging, problem) in [
+            ("/", "not an absolute path"),
+            ("/var", "not an absolute path"),
+            ("/var/lib/../etc", "not an absolute path"),
+            ("relative/dir/x", "not an absolute path"),
+            ("/var/lib/appliance", "overlap"),
+            ("/var/lib/appliance/secrets/x", "overlap"),
+        ] {
+            let mut bad = config();
+            bad.staging_dir = staging.to_string();
+            let found = paths_problem(&bad).unwrap_or_default();
+            assert!(found.contains(problem), "{staging}: {found}");
+        }
+        let mut bad = config();
+        bad.volumes[0].name = "../../etc".into();
+        assert!(paths_problem(&bad).is_some());
+    }
 }

@@ -129,13 +129,15 @@ fn refuse_while_running(units: &[String]) -> Result<()> {
 }
 
 /// The directory holding the manifest under `target`: restic restores a
-/// snapshot's path with all its parents.
+/// snapshot's path with all its parents. The shallowest one: an agent's
+/// volume may hold a file of that name too.
 fn find_manifest(target: &Path) -> Result<PathBuf> {
     walkdir::WalkDir::new(target)
         .sort_by_file_name()
         .into_iter()
         .filter_map(Result::ok)
-        .find(|e| e.file_type().is_file() && e.file_name() == MANIFEST)
+        .filter(|e| e.file_type().is_file() && e.file_name() == MANIFEST)
+        .min_by_key(walkdir::DirEntry::depth)
         .and_then(|e| e.path().parent().map(Path::to_path_buf))
         .with_context(|| "the snapshot has no `manifest.json`: it was not made by `appliance backup`".to_string())
 }

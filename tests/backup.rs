@@ -776,3 +776,90 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
         .collect();
     assert!(said.contains(&fact), "{said:?}");
 }
+
+/// A stand-in for `systemctl` (no systemd runs here): `start UNIT` runs
+/// what the restic unit's `ExecStopPost` runs, `appliance backup cleanup`,
+/// with the result in `STANDIN_RESULT`/`STANDIN_EXIT`, as systemd would
+/// after a run; `is-active --quiet UNIT` succeeds for the units in
+/// `STANDIN_ACTIVE`. It proves what `backup now` and `restore` make of
+/// systemd's answers, not systemd.
+const SYSTEMCTL_STANDIN: &str = r#"#!/bin/sh
+case "$1" in
+  start) SERVICE_RESULT="$STANDIN_RESULT" EXIT_STATUS="$STANDIN_EXIT" exec "$STANDIN_APPLIANCE" backup cleanup --config "$STANDIN_CONFIG" ;;
+  is-active) for unit in $STANDIN_ACTIVE; do [ "$unit" = "$3" ] && exit 0; done; exit 3 ;;
+esac
+exit 1
+"#;
+
+#[test]
+fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    write(&bin.join("systemctl"), SYSTEMCTL_STANDIN, 0o755);
+    let at = |relative: &str| dir.path().join(relative).display().to_string();
+    let config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
+        "staging_dir": at("b/staging"), "status_file": at("b/status.json"),
+        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
+        "volumes": [], "paths": [],
+        "units": ["matrix-synapse.service", "docker-casper.service"],
+    });
+    let config_path = dir.path().join("backup.json");
+    fs::write(&config_path, config.to_string()).unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let mut command = appliance();
+        command
+            .args(args)
+            .args(["--config", &config_path.display().to_string()])
+            .env("PATH", path)
+            .env("STANDIN_APPLIANCE", env!("CARGO_BIN_EXE_appliance"))
+            .env("STANDIN_CONFIG", &config_path);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+
+    let out = run(
+        &["backup", "now"],
+        &[("STANDIN_RESULT", "success"), ("STANDIN_EXIT", "0")],
+    );
+    succeeded(&out, "appliance backup now");
+    assert!(stdout(&out).contains("backup succeeded"), "{}", stdout(&out));
+    let out = run(
+        &["backup", "now"],
+        &[("STANDIN_RESULT", "exit-code"), ("STANDIN_EXIT", "1")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the backup failed: exit-code (exit status 1)\nhint: `journalctl -u restic-backups-appliance.service`"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(
+        &["restore", "latest", "--without-docker"],
+        &[("STANDIN_ACTIVE", "docker-casper.service")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("these units run and use the state a restore replaces: docker-casper.service"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.path().join("b/staging").exists(),
+        "a refused restore touched the staging directory"
+    );
+    // With nothing running it goes on, to restic (which finds no repository).
+    let out = run(&["restore", "latest", "--without-docker"], &[("STANDIN_ACTIVE", "")]);
+    assert!(
+        stderr(&out).contains("restic failed to restore snapshot `latest`"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -5,7 +5,7 @@
 //! leaves each piece old or new, and a rerun completes it.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use super::config::{BackupConfig, Postgresql};
 use super::copy::{copy_tree, remove};
-use super::stage::{postgres_command, run};
+use super::stage::{fresh_staging, postgres_command, run};
 use super::{MANIFEST, MANIFEST_SCHEMA, Manifest, restic, volume_data};
 
 pub struct RestoreOptions<'a> {
@@ -32,15 +32,7 @@ pub fn restore(config: &BackupConfig, options: &RestoreOptions, say: &mut dyn Fn
         refuse_while_running(&config.units)?;
     }
     let staging = Path::new(&config.staging_dir);
-    remove(staging)?;
-    if let Some(parent) = staging.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-    }
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(staging)
-        .with_context(|| format!("failed to create `{}`", staging.display()))?;
-    fs::set_permissions(staging, fs::Permissions::from_mode(0o700))?;
+    fresh_staging(staging)?;
     restic::restore(options.restic, config, options.snapshot, staging)?;
     let staged = find_manifest(staging)?;
     let manifest = read_manifest(&staged.join(MANIFEST), config)?;

@@ -16,20 +16,7 @@ use super::{MANIFEST, MANIFEST_SCHEMA, Manifest, StagedItem, now_secs, volume_da
 /// behind: it is replaced), printing a line per item through `say`.
 pub fn prepare(config: &BackupConfig, say: &mut dyn FnMut(&str)) -> Result<Manifest> {
     let staging = Path::new(&config.staging_dir);
-    remove(staging)?;
-    // Root only: it holds every secret of the appliance.
-    if let Some(parent) = staging.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .with_context(|| format!("failed to create `{}`", parent.display()))?;
-    }
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(staging)
-        .with_context(|| format!("failed to create `{}`", staging.display()))?;
-    fs::set_permissions(staging, fs::Permissions::from_mode(0o700))?;
+    fresh_staging(staging)?;
     for dir in ["volumes", "paths", "postgresql"] {
         fs::create_dir(staging.join(dir))?;
     }
@@ -75,6 +62,26 @@ pub fn prepare(config: &BackupConfig, say: &mut dyn FnMut(&str)) -> Result<Manif
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
     fs::write(staging.join(MANIFEST), text)?;
     Ok(manifest)
+}
+
+/// The staging directory, empty and root's alone (it holds every secret
+/// of the appliance in clear), whatever a killed run left there.
+pub(super) fn fresh_staging(staging: &Path) -> Result<()> {
+    remove(staging)?;
+    if let Some(parent) = staging.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("failed to create `{}`", parent.display()))?;
+    }
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staging)
+        .with_context(|| format!("failed to create `{}`", staging.display()))?;
+    // Whatever the umask made of it.
+    fs::set_permissions(staging, fs::Permissions::from_mode(0o700))?;
+    Ok(())
 }
 
 /// Copies one source into the staging directory; false when it is absent.

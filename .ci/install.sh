@@ -55,6 +55,9 @@ apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev
 apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools >/dev/null
 # qemu-user-static runs the Pi's arm64 PicoClaw (tests/agents.rs).
 apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
+# restic, with a local repository of its own, backs up and restores in
+# tests/backup.rs (the appliance's backups use nixpkgs' restic module).
+apt-get install -y -qq --no-install-recommends restic >/dev/null
 # Graphviz's `dot` reads `appliance explain --format dot` (tests/cli.rs).
 apt-get install -y -qq --no-install-recommends graphviz >/dev/null
 

@@ -29,6 +29,7 @@ in
   # the hand-written modules beside this one declare typed options that the
   # generated modules set.
   imports = [
+    ./backup.nix
     ./bootstrap.nix
     ./docker-gvisor.nix
     ./egress.nix

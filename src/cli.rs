@@ -48,6 +48,11 @@ pub enum Command {
     /// On the Matrix host, as root: the human admins' accounts
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// On the Matrix host, as root: back up everything stateful with restic (docs/backup.md)
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// On the Matrix host, as root, before the agents and Synapse start: put a backup's state back
+    Restore(RestoreArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -134,6 +139,9 @@ pub struct WardenArgs {
     /// The code sandboxes' own Docker sockets are here, each as `<code sandbox>/docker.sock` [default: the plan's paths]
     #[arg(long, value_name = "DIR")]
     pub code_sockets: Option<PathBuf>,
+    /// The last backup run's result, which the ops room hears of when it failed (docs/backup.md) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub backup_status: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +184,63 @@ pub struct AdminPasswordArgs {
     /// State directory holding the master key [default: the plan's]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up now: start the restic unit, wait, report its result
+    Now(BackupConfigArgs),
+    /// List the repository's snapshots
+    List(BackupResticArgs),
+    /// Check the repository's integrity (`restic check`)
+    Check(BackupCheckArgs),
+    /// The restic unit's first step: gather the state into the staging directory
+    Prepare(BackupConfigArgs),
+    /// The restic unit's last step (run whatever happened): remove the staging directory, record the result
+    Cleanup(BackupConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupConfigArgs {
+    /// The backup config `appliance generate` wrote (`generated/hosts/<host>/backup.json`)
+    #[arg(long, value_name = "FILE", default_value = crate::backup::config::CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupResticArgs {
+    #[command(flatten)]
+    pub config: BackupConfigArgs,
+    /// The restic program
+    #[arg(long, value_name = "PROGRAM", default_value = "restic")]
+    pub restic: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCheckArgs {
+    #[command(flatten)]
+    pub restic: BackupResticArgs,
+    /// Also read every pack back and verify its contents (slow: downloads the whole repository)
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot, as `appliance backup list` shows it (`latest` for the newest)
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    #[command(flatten)]
+    pub restic: BackupResticArgs,
+    /// Restore even while Synapse, the warden or the agents' sandboxes run
+    #[arg(long)]
+    pub force: bool,
+    /// The docker CLI that registers each agent volume before its data is put back (`DOCKER_HOST` is honoured)
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: String,
+    /// Put the volumes' directories back without telling Docker (no Docker on this machine)
+    #[arg(long)]
+    pub without_docker: bool,
 }
 
 #[derive(Debug, Args)]

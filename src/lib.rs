@@ -5,6 +5,7 @@
 //! [`render`] (files) -> [`output`] (atomic writes and drift checks).
 
 pub mod audit;
+pub mod backup;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;

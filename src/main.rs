@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         Command::Warden(args) => commands::warden::run(args),
         Command::Audit(command) => commands::audit::run(command),
         Command::Admin(command) => commands::admin::run(command),
+        Command::Backup(command) => commands::backup::run(command),
+        Command::Restore(args) => commands::backup::restore(args),
         Command::Completions(args) => commands::completions::run(args),
     };
     match result {

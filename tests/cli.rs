@@ -3,7 +3,7 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 16] = [
+const SUBCOMMANDS: [&str; 18] = [
     "init",
     "check",
     "generate",
@@ -19,6 +19,8 @@ const SUBCOMMANDS: [&str; 16] = [
     "warden",
     "audit",
     "admin",
+    "backup",
+    "restore",
     "completions",
 ];
 

@@ -8,6 +8,7 @@ mod synapse;
 
 mod admins;
 mod agents;
+mod backup;
 mod bootstrap;
 mod build;
 mod cli;

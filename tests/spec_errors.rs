@@ -666,3 +666,93 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
         assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
     }
 }
+
+/// `[backup]` (docs/backup.md): the Matrix host gets `backup.json` and the
+/// module setting `appliance.backup`; every value is refused where written
+/// unless it is what it claims to be.
+#[test]
+fn backup_reaches_the_matrix_host_and_bad_values_are_refused_where_written() {
+    let with = |table: &str| format!("{VALID}\n[backup]\n{table}");
+    let good =
+        with("repository = \"sftp:backup@nas.t.internal:/srv/restic/t\"\npassword-file = \"/root/backup-password\"\n");
+    let (dir, output) = run_spec(&good, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("generated/hosts/box/backup.json")).unwrap()).unwrap();
+    assert_eq!(config["repository"], "sftp:backup@nas.t.internal:/srv/restic/t");
+    assert_eq!(config["password_file"], "/root/backup-password");
+    assert_eq!(
+        config["volumes"],
+        serde_json::json!([{ "name": "appliance-bot-state", "agent": "bot" }])
+    );
+    assert_eq!(config["postgresql"]["database"], "matrix-synapse");
+    let module = fs::read_to_string(dir.path().join("generated/hosts/box/backup.nix")).unwrap();
+    for line in ["schedule = \"daily\";", "keepDaily = 7;", "configFile = ./backup.json;"] {
+        assert!(module.contains(line), "{module}");
+    }
+    let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
+    assert!(host.contains("./backup.nix"), "{host}");
+    // Without `[backup]`: nothing, and `explain` says so.
+    let (dir, output) = run_spec(VALID, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!dir.path().join("generated/hosts/box/backup.json").exists());
+    let explain = run_in(dir.path(), &["explain"]);
+    assert!(
+        String::from_utf8_lossy(&explain.stdout).contains("backup: off on host box"),
+        "{}",
+        String::from_utf8_lossy(&explain.stdout)
+    );
+
+    let line = VALID.lines().count() + 3;
+    let password = "password-file = \"/root/p\"\n";
+    for (table, at, message) in [
+        (
+            "repository = \"backups\"\npassword-file = \"/root/p\"\n",
+            (line, 14),
+            "backup repository `backups` is not a local absolute path",
+        ),
+        (
+            "repository = \"sftp:u@-oProxyCommand=sh:/x\"\npassword-file = \"/root/p\"\n",
+            (line, 14),
+            "backup repository `sftp:u@-oProxyCommand=sh:/x` has the host `-oProxyCommand=sh`",
+        ),
+        (
+            "repository = \"s3:http://minio.t/b1b\"\npassword-file = \"/root/p\"\n",
+            (line, 14),
+            "backup repository `s3:http://minio.t/b1b` is not `s3:https://host/bucket/path` (only HTTPS endpoints",
+        ),
+        (
+            "repository = \"/var/lib/appliance/b\"\npassword-file = \"/root/p\"\n",
+            (line, 14),
+            "backup repository `/var/lib/appliance/b` is inside the appliance's state directory",
+        ),
+        (
+            "repository = \"/mnt/b\"\npassword-file = \"/nix/store/x-pw\"\n",
+            (line + 1, 17),
+            "backup `password-file` `/nix/store/x-pw` is in the Nix store",
+        ),
+        (
+            "repository = \"/mnt/b\"\npassword-file = \"/root/p\"\nenvironment-file = \"creds\"\n",
+            (line + 2, 20),
+            "backup `environment-file` `creds` is not an absolute path",
+        ),
+        (
+            "repository = \"/mnt/b\"\npassword-file = \"/root/p\"\nschedule = \"daily; reboot\"\n",
+            (line + 2, 12),
+            "backup schedule `daily; reboot`",
+        ),
+        (
+            "repository = \"/mnt/b\"\npassword-file = \"/root/p\"\nkeep-weekly = 5000\n",
+            (line + 2, 15),
+            "`keep-weekly` is 5000",
+        ),
+    ] {
+        let spec = with(table);
+        let (row, column) = at;
+        assert_refused(&spec, &[&format!("appliance.toml:{row}:{column}: {message}")]);
+    }
+    let none = with(&format!(
+        "repository = \"/mnt/b\"\n{password}keep-daily = 0\nkeep-weekly = 0\nkeep-monthly = 0\n"
+    ));
+    assert_refused(&none, &["keeps no snapshot"]);
+}

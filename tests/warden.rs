@@ -227,6 +227,11 @@ impl World {
 
     /// One bounded warden run: what is new since the last one.
     fn warden(&self) -> String {
+        self.warden_with(&[])
+    }
+
+    /// The same, with more arguments.
+    fn warden_with(&self, extra: &[&str]) -> String {
         let mut command = appliance();
         command
             .arg("warden")
@@ -247,6 +252,7 @@ impl World {
             .arg("--proxy-reload")
             .arg(format!("/bin/sh {}", self.reload_script().display()))
             .args(["--unready-after", &self.unready_after.to_string()])
+            .args(extra)
             .env_remove("DOCKER_HOST");
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);
@@ -1186,4 +1192,74 @@ fn code_execution_waits_for_an_admins_approval() {
         "{notices:?}"
     );
     drop(daemon);
+}
+
+/// Backups (docs/backup.md): the result `appliance backup cleanup` records
+/// for each run is read after every poll; a failed run is one ops-room
+/// notice and one audit record, a good one an audit record only, and a run
+/// already reported is not reported again.
+#[test]
+fn a_failed_backup_is_one_ops_notice_and_every_run_is_audited() {
+    let Some(venv) = venv() else {
+        return;
+    };
+    let (world, _synapse) = World::start(&venv);
+    let admin = world.admin();
+    let status = world.state.with_file_name("backup-status.json");
+    let config = world.state.with_file_name("backup.json");
+    let staging = world.state.with_file_name("staging");
+    let backup_config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": "/nonexistent", "password_file": "/nonexistent",
+        "staging_dir": staging.display().to_string(),
+        "status_file": status.display().to_string(),
+        "unit": "restic-backups-appliance.service", "volume_root": "/nonexistent/volumes",
+        "volumes": [], "paths": [], "units": [],
+    });
+    fs::write(&config, backup_config.to_string()).unwrap();
+    // What systemd's `ExecStopPost` runs after each run.
+    let run_ends = |result: &str, exit: &str| {
+        // `finished` is in seconds: one run per second at most.
+        std::thread::sleep(Duration::from_millis(1100));
+        let out = appliance()
+            .args(["backup", "cleanup", "--config", &config.display().to_string()])
+            .env("SERVICE_RESULT", result)
+            .env("EXIT_STATUS", exit)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+    };
+    let arg = status.display().to_string();
+    let warden = || world.warden_with(&["--backup-status", &arg]);
+    let failures = || {
+        world
+            .notices_in(&world.ops, &admin)
+            .into_iter()
+            .filter(|n| n.starts_with("backup failed"))
+            .collect::<Vec<_>>()
+    };
+
+    warden(); // first start: no run yet
+    run_ends("exit-code", "1");
+    warden();
+    warden();
+    let said = failures();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("exit-code, exit status 1"), "{}", said[0]);
+    assert!(
+        said[0].contains("journalctl -u restic-backups-appliance.service"),
+        "{}",
+        said[0]
+    );
+
+    run_ends("success", "0");
+    warden();
+    run_ends("timeout", "");
+    warden();
+    let said = failures();
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said[1].starts_with("backup failed (timeout)"), "{}", said[1]);
+    let records = world.records();
+    assert_eq!(count(&records, "backup.failed", "warden"), 2);
+    assert_eq!(count(&records, "backup.ok", "warden"), 1);
 }

@@ -3,6 +3,7 @@
 //! run options come from. tests/egress.rs checks the reach shown here
 //! against what the sandboxes reach under gVisor.
 
+mod backup;
 mod dot;
 
 use std::fmt::Write;
@@ -134,7 +135,7 @@ pub fn explanation(appliance: &Appliance, findings: &[Finding], only: Option<&st
         schema_version: EXPLAIN_SCHEMA_VERSION,
         appliance: appliance.name.clone(),
         sandboxes,
-        host_services: vec![warden(appliance)],
+        host_services: vec![warden(appliance), backup::service(appliance)],
         lints: findings.iter().filter(|f| !per_sandbox(f)).cloned().collect(),
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backup;
 pub mod bootstrap;
 pub mod build;
 pub mod check;

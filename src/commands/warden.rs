@@ -24,6 +24,7 @@ pub fn run(args: &WardenArgs) -> Result<()> {
         approval_timeout: std::time::Duration::from_secs(args.approval_timeout),
         approval_sockets: args.approval_sockets.clone(),
         code_sockets: args.code_sockets.clone(),
+        backup_status: args.backup_status.clone(),
     };
     warden::run(&plan, &options, &mut |line| println!("{line}"))
 }

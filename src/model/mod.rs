@@ -3,6 +3,7 @@
 
 mod agent_checks;
 mod allow;
+pub mod backup;
 mod build;
 pub mod denied;
 pub mod egress;
@@ -22,6 +23,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use serde::Serialize;
 
 pub use agent_checks::Limits;
+pub use backup::Backup;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
 pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, ReachService};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
@@ -80,6 +82,8 @@ pub struct Appliance {
     pub rooms: BTreeMap<String, Room>,
     /// Lint code -> the spec's reason for accepting it.
     pub lint_allow: BTreeMap<String, String>,
+    /// `[backup]`: restic on the Matrix host; none when the spec has none.
+    pub backup: Option<Backup>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -2,6 +2,7 @@
 //! pure functions of the model, so the same spec always gives the same bytes.
 
 mod agents;
+pub mod backup;
 pub mod egress;
 mod host;
 mod images;
@@ -46,6 +47,9 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
             .entry(host.name.clone())
             .or_default()
             .push(webclient::setting(appliance, host));
+    }
+    if let Some((host, setting)) = backup::render(appliance, &mut tree)? {
+        extra.entry(host).or_default().push(setting);
     }
     for host in appliance.hosts.values() {
         host::render(appliance, host, extra.remove(&host.name).unwrap_or_default(), &mut tree)

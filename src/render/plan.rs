@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::bootstrap::plan::{
-    Account, AccountKind, BOOTSTRAP_LOCALPART, BootstrapAccount, CodeApproval, EgressGrants, GrantTimes, HOST_SECRETS, Homeserver,
-    OPS_ROOM_LOCALPART, PLAN_SCHEMA, Plan, PlannedRoom, PlannedSandbox, RateLimit, ToolLog, synapse_secrets,
+    Account, AccountKind, BOOTSTRAP_LOCALPART, BootstrapAccount, CodeApproval, EgressGrants, GrantTimes, HOST_SECRETS,
+    Homeserver, OPS_ROOM_LOCALPART, PLAN_SCHEMA, Plan, PlannedRoom, PlannedSandbox, RateLimit, ToolLog,
+    synapse_secrets,
 };
 use crate::kinds;
 use crate::model::{

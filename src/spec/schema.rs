@@ -46,6 +46,29 @@ pub struct Spec {
     pub crawler: Option<Spanned<CrawlerSpec>>,
     /// Security lints the operator accepts, each with a written reason.
     pub lints: Option<LintsSpec>,
+    /// Backups of the Matrix host's state with restic (docs/backup.md);
+    /// none when absent.
+    pub backup: Option<Spanned<BackupSpec>>,
+}
+
+/// `[backup]`: where restic keeps the encrypted snapshots, when, and for
+/// how long. Only paths on the host are named, never a secret's value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackupSpec {
+    /// A local absolute path, `sftp:user@host:/path` or
+    /// `s3:https://host/bucket/path`.
+    pub repository: Spanned<String>,
+    /// The file on the host holding the repository's password.
+    pub password_file: Spanned<String>,
+    /// An env file on the host with the remote's credentials
+    /// (`AWS_ACCESS_KEY_ID`, ...).
+    pub environment_file: Option<Spanned<String>>,
+    /// When to back up: a systemd `OnCalendar` expression; `daily` when absent.
+    pub schedule: Option<Spanned<String>>,
+    pub keep_daily: Option<Spanned<u32>>,
+    pub keep_weekly: Option<Spanned<u32>>,
+    pub keep_monthly: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

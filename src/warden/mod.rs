@@ -6,6 +6,7 @@
 //! spec. Documented in docs/warden.md.
 
 pub mod approvals;
+mod backups;
 pub mod broker;
 pub mod command;
 pub mod control;
@@ -70,6 +71,9 @@ pub struct Options {
     /// are, each `<sandbox>/docker.sock` [default: the plan's paths].
     pub approval_sockets: Option<PathBuf>,
     pub code_sockets: Option<PathBuf>,
+    /// The result file of the last backup run (docs/backup.md), when the
+    /// host backs up.
+    pub backup_status: Option<PathBuf>,
 }
 
 /// The default of `--unready-after`: longer than the slowest agent's start
@@ -129,6 +133,8 @@ pub struct Warden<'a> {
     /// Code execution requests, shared with the brokers' threads; none
     /// when no agent's code waits for approval.
     approvals: Option<std::sync::Arc<approvals::Shared>>,
+    /// The last backup run's result file (`backups.rs`).
+    backup_status: Option<PathBuf>,
 }
 
 /// Runs the warden: forever, or one batch with `once`.
@@ -148,6 +154,7 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
         warden.watch_denials()?;
         warden.expire_grants()?;
         warden.expire_approvals()?;
+        warden.watch_backups()?;
         if options.once {
             return Ok(());
         }
@@ -217,6 +224,7 @@ impl<'a> Warden<'a> {
             control: options.control,
             unready_after: options.unready_after,
             grant_policy: grants::Policy::new(plan, options.grants_dir.as_deref(), &options.proxy_reload),
+            backup_status: options.backup_status.clone(),
             addresses: plan
                 .sandboxes
                 .iter()

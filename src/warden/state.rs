@@ -43,6 +43,9 @@ pub struct State {
     /// always one the warden will expire.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub grants: BTreeMap<String, BTreeMap<String, Grant>>,
+    /// When the last backup run the warden reported ended (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_finished: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

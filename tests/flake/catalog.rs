@@ -151,6 +151,46 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ),
     ("virtualisation.memorySize", "nixos/modules/virtualisation/qemu-vm.nix"),
     ("virtualisation.cores", "nixos/modules/virtualisation/qemu-vm.nix"),
+    // Backups (modules/backup.nix), read in nixpkgs'
+    // nixos/modules/services/backup/restic.nix with the search tool.
+    (
+        "services.restic.backups.<name>.initialize",
+        "nixos/modules/services/backup/restic.nix",
+    ),
+    (
+        "services.restic.backups.<name>.paths",
+        "nixos/modules/services/backup/restic.nix",
+    ),
+    (
+        "services.restic.backups.<name>.pruneOpts",
+        "nixos/modules/services/backup/restic.nix",
+    ),
+    (
+        "services.restic.backups.<name>.backupPrepareCommand",
+        "nixos/modules/services/backup/restic.nix",
+    ),
+    (
+        "services.restic.backups.<name>.backupCleanupCommand",
+        "nixos/modules/services/backup/restic.nix",
+    ),
+    (
+        "services.restic.backups.<name>.timerConfig.OnCalendar",
+        "nixos/modules/services/backup/restic.nix (systemd.timer(5))",
+    ),
+    (
+        "services.restic.backups.<name>.timerConfig.Persistent",
+        "nixos/modules/services/backup/restic.nix (systemd.timer(5))",
+    ),
+    (
+        "services.restic.backups.<name>.timerConfig.RandomizedDelaySec",
+        "nixos/modules/services/backup/restic.nix (systemd.timer(5))",
+    ),
+    // `environment.etc."appliance/backup.json".source`: the name's dot
+    // splits it into two segments here.
+    (
+        "environment.etc.appliance/backup.json.source",
+        "nixos/modules/system/etc/etc.nix",
+    ),
 ];
 
 /// Package attributes the catalog lacks, with the nixpkgs file defining
@@ -158,6 +198,7 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
 const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("agent-appliance", "nix/overlay.nix (this repository)"),
     ("cinny", "pkgs/by-name/ci/cinny/package.nix"),
+    ("restic", "pkgs/by-name/re/restic/package.nix"),
     ("searxng", "pkgs/by-name/se/searxng/package.nix"),
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),

@@ -16,7 +16,7 @@ rec {
     path = "path"; str = "str"; bool = "bool"; nullOr = type: "nullOr ${type}";
     listOf = type: if builtins.isString type then "listOf ${type}" else { _listOf = type; };
     strMatching = regex: "strMatching ${regex}";
-    ints.positive = "ints.positive"; port = "port";
+    ints.positive = "ints.positive"; ints.unsigned = "ints.unsigned"; port = "port";
     attrsOf = type: { _attrsOf = type; };
     submodule = module: { _submodule = module; };
   };
@@ -1168,6 +1168,92 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
         "module.config._if",
     );
     assert_eq!(none, false);
+}
+
+/// `[backup]` (docs/backup.md): the existing-host example's generated
+/// module sets `appliance.backup`, and modules/backup.nix makes of it
+/// nixpkgs' restic job: prepare before, cleanup after, the staging
+/// directory its one path, the spec's schedule and retention, `pg_dump` on
+/// the unit's path, the config installed for `appliance backup`.
+#[test]
+fn the_backup_module_makes_the_restic_job_of_the_generated_values() {
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("lib.nix"), STUB_MODULE_LIB).unwrap();
+    let generated = root().join("examples/existing-host/generated/hosts/ws");
+    let out = eval_json(&format!(
+        r#"
+let
+  lib = import {stub}/lib.nix;
+  args = import {stub}/args.nix false;
+  values = (import {generated} (args // {{
+    config = args.config // {{ appliance = {{ enable = true; host = "ws"; }}; }};
+  }})).config.content.appliance.backup;
+  module = import {root}/modules/backup.nix {{
+    inherit lib;
+    pkgs = {{ restic = {{ name = "restic"; }}; }};
+    config = {{
+      # The stub lib applies no option defaults: the module's own.
+      appliance.backup = values // {{ package = {{ name = "agent-appliance"; }}; configFile = "{generated}/backup.json"; }};
+      services.postgresql = {{ enable = true; package = {{ name = "postgresql"; }}; }};
+    }};
+  }};
+in {{
+  options = builtins.attrNames module.options.appliance.backup;
+  generatedConfig = builtins.baseNameOf values.configFile;
+  enabled = module.config._if;
+  config = module.config.content;
+}}
+"#,
+        stub = stub.path().display(),
+        generated = generated.display(),
+        root = root().display(),
+    ));
+    assert_eq!(
+        out["options"],
+        serde_json::json!([
+            "configFile",
+            "enable",
+            "environmentFile",
+            "keepDaily",
+            "keepMonthly",
+            "keepWeekly",
+            "package",
+            "passwordFile",
+            "repository",
+            "schedule",
+            "stagingDir"
+        ])
+    );
+    assert_eq!(out["generatedConfig"], "backup.json");
+    assert_eq!(out["enabled"], true);
+    let appliance = "agent-appliance/bin/appliance";
+    let config = format!("{}/backup.json", generated.display());
+    assert_eq!(
+        out["config"],
+        serde_json::json!({
+            "environment": {
+                "etc": { "appliance/backup.json": { "source": config } },
+                "systemPackages": [{ "name": "restic" }, { "name": "postgresql" }],
+            },
+            "services": { "restic": { "backups": { "appliance": {
+                "repository": "sftp:backup@nas.lab.internal:/srv/restic/lab",
+                "passwordFile": "/root/backup-password",
+                "environmentFile": null,
+                "initialize": true,
+                "paths": ["/var/lib/appliance/backup/staging"],
+                "backupPrepareCommand": format!("{appliance} backup prepare --config {config}"),
+                "backupCleanupCommand": format!("{appliance} backup cleanup --config {config}"),
+                "timerConfig": { "OnCalendar": "*-*-* 03:30", "Persistent": true, "RandomizedDelaySec": "15m" },
+                "pruneOpts": ["--keep-daily 7", "--keep-weekly 4", "--keep-monthly 12"],
+            } } } },
+            "systemd": { "services": { "restic-backups-appliance": { "path": [{ "name": "postgresql" }] } } },
+            "appliance": { "warden": { "extraArgs": ["--backup-status", "/var/lib/appliance/backup/status.json"] } },
+        })
+    );
 }
 
 /// The generated hosts' SSH keys, firewall and directories, through

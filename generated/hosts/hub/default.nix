@@ -24,9 +24,12 @@
     };
 
     appliance.directories = {
-      "/run/appliance/sockets/casper-exec" = {
+      "/run/appliance/approval/casper-exec" = {
         mode = "0750";
         group = "10000";
+      };
+      "/run/appliance/sockets/casper-exec" = {
+        mode = "0700";
       };
       "/var/lib/appliance" = {
         mode = "0711";
@@ -252,7 +255,7 @@
           "${../../agents/casper/config.yaml}:/opt/data/config.yaml:ro"
           "/var/lib/appliance/secrets/casper:/run/secrets/appliance:ro"
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
-          "/run/appliance/sockets/casper-exec:/run/appliance-docker:ro"
+          "/run/appliance/approval/casper-exec:/run/appliance-docker:ro"
         ];
       };
       casper-exec = {

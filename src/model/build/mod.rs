@@ -8,6 +8,7 @@
 
 mod addressing;
 mod agents;
+mod backup;
 mod hosts;
 mod inference;
 mod matrix;
@@ -148,6 +149,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
     ports::check(&mut b, &hosts, overlay.is_some(), &endpoints);
     let matrix = matrix::resolve(spec, accounts, &endpoints, &hosts, &agents, network);
     let inference = inference::resolve(spec, &hosts, &endpoints, network);
+    let backup = backup::resolve(&mut b);
     b.check(source)?;
 
     // Sandboxes, addresses and runtimes, now that every reference is valid.
@@ -169,6 +171,7 @@ pub fn build(source: &SourceFile, spec: &Spec) -> Result<Appliance, SpecErrors> 
         agents,
         rooms,
         lint_allow,
+        backup,
     })
 }
 

@@ -20,9 +20,12 @@
     };
 
     appliance.directories = {
-      "/run/appliance/sockets/coder-exec" = {
+      "/run/appliance/approval/coder-exec" = {
         mode = "0750";
         group = "10000";
+      };
+      "/run/appliance/sockets/coder-exec" = {
+        mode = "0700";
       };
       "/var/lib/appliance" = {
         mode = "0711";
@@ -160,7 +163,7 @@
           "${../../agents/coder/config.yaml}:/opt/data/config.yaml:ro"
           "/var/lib/appliance/secrets/coder:/run/secrets/appliance:ro"
           "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
-          "/run/appliance/sockets/coder-exec:/run/appliance-docker:ro"
+          "/run/appliance/approval/coder-exec:/run/appliance-docker:ro"
         ];
       };
       coder-exec = {
@@ -310,6 +313,22 @@
       synapse = "http://127.0.0.1:8008";
       after = [ ];
       requires = [ ];
+    };
+
+    # Backups (modules/backup.nix, docs/backup.md): restic, on the spec's schedule, into the spec's
+    # repository, of what backup.json lists. The repository's password and credentials are files
+    # on this host, named here, never in the Nix store.
+    appliance.backup = {
+      configFile = ./backup.json;
+      enable = true;
+      environmentFile = null;
+      keepDaily = 7;
+      keepMonthly = 12;
+      keepWeekly = 4;
+      passwordFile = "/root/backup-password";
+      repository = "sftp:backup@nas.lab.internal:/srv/restic/lab";
+      schedule = "*-*-* 03:30";
+      stagingDir = "/var/lib/appliance/backup/staging";
     };
   };
 }

@@ -1332,7 +1332,8 @@ in {{
     assert_eq!(
         hub["systemd"]["tmpfiles"]["rules"],
         serde_json::json!([
-            "d /run/appliance/sockets/casper-exec 0750 root 10000 -",
+            "d /run/appliance/approval/casper-exec 0750 root 10000 -",
+            "d /run/appliance/sockets/casper-exec 0700 root root -",
             "d /var/lib/appliance 0711 root root -",
             "d /var/lib/appliance/secrets 0711 root root -",
             "d /var/lib/appliance/wireguard 0700 root root -",

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use agent_appliance::bootstrap::client::Client;
 use agent_appliance::docker::run_options;
 use agent_appliance::model::{
-    APPROVAL_SOCKET_DIR, Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR,
-    Sandbox,
+    Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR, Sandbox,
 };
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::{RunscVersion, probe_binary};
@@ -364,7 +363,7 @@ impl Hub {
             .iter()
             .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.name)))
             .cloned()
-            .map(without_approval_broker)
+            .map(crate::common::without_approval_broker)
             .collect()
     }
 
@@ -375,22 +374,6 @@ impl Hub {
             Duration::from_secs(30),
         )
     }
-}
-
-/// Adaptation (docs/rehearsal.md): an agent whose code waits for approval
-/// mounts the warden's broker socket (`/run/appliance/approval/<exec>`);
-/// the rehearsal does not run the broker yet, so the agent mounts its code
-/// sandbox's own socket directory, as with `approve = []`. The broker is
-/// proven on a real dockerd and Synapse in tests/warden.rs.
-fn without_approval_broker(mut sandbox: Sandbox) -> Sandbox {
-    for bind in &mut sandbox.binds {
-        if let BindSource::Host(path) = &bind.source
-            && let Some(exec) = path.strip_prefix(&format!("{APPROVAL_SOCKET_DIR}/"))
-        {
-            bind.source = BindSource::Host(format!("{SOCKET_DIR}/{exec}"));
-        }
-    }
-    sandbox
 }
 
 /// The generated Synapse settings with paths re-rooted: media, signing key

@@ -1,7 +1,7 @@
 //! The upstream versions this crate names (the agents' images, the oldest
 //! gVisor release the hosts accept) are pinned in one place,
 //! `nix/sources.json`, which the flake, CI's installers (`scripts/pin`) and
-//! this build all read. This writes them as constants for `src/pins.rs`.
+//! this build all read. This writes them as constants for `src/generator/pins.rs`.
 
 use std::env;
 use std::fs;

@@ -7,7 +7,7 @@
 #   .ci/hermes-venv  Hermes Agent with its Matrix extra
 # PicoClaw: built by .ci/gobuild.sh from its Go module (the proxy serves it;
 #   nix/sources.json pins it), so not here: .ci/go/bin/picoclaw
-#   (src/kinds/tests.rs checks this note against the kind's registry entry).
+#   (src/generator/kinds/tests.rs checks this note against the kind's registry entry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_appliance::diag::SourceFile;
-use agent_appliance::{model, output, render, spec};
+use agent_appliance::common::diag::SourceFile;
+use agent_appliance::{generator::model, generator::output, generator::render, generator::spec};
 
 const RUNS: usize = 9;
 

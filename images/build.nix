@@ -1,5 +1,5 @@
 # Builds one agent image with nixpkgs' dockerTools. Every argument comes
-# from the image's description in src/model/image.rs (through the calls in
+# from the image's description in src/generator/model/image.rs (through the calls in
 # generated/images/), so the Nix image, the sandbox's run options and the
 # rehearsal's test images agree on the user and the writable paths.
 { pkgs, lib }:
@@ -37,7 +37,7 @@ let
   # replaces it (the VM test) is evaluated.
   checked = lib.throwIfNot tagMatches ''
     agent-appliance: image ${name}:${tag} would contain ${lib.getName versioned} ${versioned.version}
-    (${match} match expected). The versions in src/kinds/ (agents) or src/model/image.rs, nix/sources.json and
+    (${match} match expected). The versions in src/generator/kinds/ (agents) or src/generator/model/image.rs, nix/sources.json and
     the pinned nixpkgs disagree; fix them and run `appliance generate`.
   '';
 

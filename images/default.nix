@@ -1,7 +1,7 @@
 # The appliance's OCI images, one function per image. Each takes what the
 # spec decides (tag, account, writable paths, entrypoint, environment,
 # packages; generated/images/<name>.nix passes them from
-# src/model/image.rs) and fixes what the image is: its repository and the
+# src/generator/model/image.rs) and fixes what the image is: its repository and the
 # package whose release its tag names.
 #
 #   nix build .#images.<name>      # the image as the default spec builds it

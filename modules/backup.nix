@@ -1,6 +1,6 @@
 # Backups of the Matrix host (docs/backup.md): nixpkgs' restic module, one
 # job, `services.restic.backups.appliance`. Rust decides what is backed up
-# and where it lives (src/render/backup.rs writes backup.json, which
+# and where it lives (src/generator/render/backup.rs writes backup.json, which
 # `appliance backup prepare` reads); this module maps the spec's
 # repository, schedule and retention onto the restic job, runs `appliance
 # backup prepare` before `restic backup` of the staging directory and

@@ -16,7 +16,7 @@
 }:
 let
   cfg = config.appliance.bootstrap;
-  # Where `appliance admin password` and the warden look by default (src/cli.rs).
+  # Where `appliance admin password` and the warden look by default (src/operator/cli.rs).
   planFile = "appliance/bootstrap-plan.json";
   bootstrap =
     extra:

@@ -1,7 +1,7 @@
 # The machine around the sandboxes (docs/existing-host.md): its name,
 # key-only SSH, the firewall and the appliance's directories. Rust decides
 # the spec's SSH keys, every port the firewall opens (and on which
-# interface) and the directories with their modes (src/render/host.rs);
+# interface) and the directories with their modes (src/generator/render/host.rs);
 # the generated host module sets these options, and this module maps them
 # onto nixpkgs.
 #

@@ -3,7 +3,7 @@
 # pull-models.sh, which names each model that fails in the unit's journal
 # (`journalctl -u appliance-models`) and then fails the unit. Rust decides
 # which sandbox serves inference and writes the script
-# (src/render/host.rs); the generated host module sets these options on the
+# (src/generator/render/host.rs); the generated host module sets these options on the
 # host whose Ollama runs in a sandbox. The appliance is not ready until the
 # models are there: the unit joins `appliance.ready.units`
 # (modules/ready.nix).

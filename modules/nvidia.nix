@@ -3,7 +3,7 @@
 # and, when a sandbox uses the GPU, the container toolkit's CDI specs.
 # Rust decides whether a host has a GPU, which `nvidiaPackages` attribute
 # it uses, the driver versions the shipped runsc's nvproxy supports and
-# whether a sandbox uses the GPU (src/render/host.rs: NVIDIA_PACKAGE,
+# whether a sandbox uses the GPU (src/generator/render/host.rs: NVIDIA_PACKAGE,
 # NVPROXY_DRIVERS); the generated host module sets these options, and this
 # module maps them onto nixpkgs' `hardware.nvidia`.
 #
@@ -62,7 +62,7 @@ in
     # checks it is one nvproxy supports.
     hardware.nvidia.package = lib.mkDefault (
       config.boot.kernelPackages.nvidiaPackages.${cfg.package} or (throw
-        "appliance host `${host}`: this nixpkgs has no `nvidiaPackages.${cfg.package}`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/render/host.rs) and regenerate."
+        "appliance host `${host}`: this nixpkgs has no `nvidiaPackages.${cfg.package}`; pick the attribute whose version is on gVisor nvproxy's list (NVIDIA_PACKAGE in src/generator/render/host.rs) and regenerate."
       )
     );
     hardware.nvidia.nvidiaPersistenced = lib.mkDefault true;
@@ -78,7 +78,7 @@ in
         assertion =
           !(lib.elem "nvidia" config.services.xserver.videoDrivers)
           || lib.elem config.hardware.nvidia.package.version cfg.supportedVersions;
-        message = "appliance host `${host}`: NVIDIA driver ${config.hardware.nvidia.package.version} is not on gVisor nvproxy's supported list for the runsc we ship. Set `hardware.nvidia.package` to one of the listed versions, or, after checking `runsc nvproxy list-supported-drivers`, update the list in src/render/host.rs and regenerate.";
+        message = "appliance host `${host}`: NVIDIA driver ${config.hardware.nvidia.package.version} is not on gVisor nvproxy's supported list for the runsc we ship. Set `hardware.nvidia.package` to one of the listed versions, or, after checking `runsc nvproxy list-supported-drivers`, update the list in src/generator/render/host.rs and regenerate.";
       }
     ];
   };

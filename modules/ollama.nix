@@ -2,7 +2,7 @@
 # `appliance check` warns about it): nixpkgs' `services.ollama`, listening
 # on one address only, where the sandboxes reach it. Rust decides the
 # package (CUDA on an NVIDIA host), the address, the port, the models and
-# the units it waits for (src/render/host.rs); the generated host module
+# the units it waits for (src/generator/render/host.rs); the generated host module
 # sets these options on the inference host, and this module maps them onto
 # nixpkgs. In the default `gvisor` mode Ollama is a sandbox instead
 # (modules/models.nix pulls its models) and none of this is set.

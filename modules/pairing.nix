@@ -11,7 +11,7 @@
 # appliance-pair` after rotating a token on the hub. Rust decides which
 # host serves and which fetch, their configs (generated
 # pairing-server.json / pairing.json: public keys and paths, no secret)
-# and the units' ordering (src/render/pairing.rs); the generated host
+# and the units' ordering (src/generator/render/pairing.rs); the generated host
 # module sets these options.
 {
   config,

@@ -2,8 +2,8 @@
 # container under a gVisor runtime, run by nixpkgs' `oci-containers` as
 # `docker-<name>.service`. Rust decides everything about a sandbox (its
 # image, user, mounts, environment, `docker run` flags with the runtime
-# and the fixed address: src/docker.rs; the units it waits for and whether
-# it waits for a secret file: src/render/host.rs); the generated host
+# and the fixed address: src/generator/docker.rs; the units it waits for and whether
+# it waits for a secret file: src/generator/render/host.rs); the generated host
 # module sets `appliance.sandboxes`, and this module maps each entry onto
 # `virtualisation.oci-containers.containers`, the unit's ordering and, for
 # a sandbox waiting for its secrets, a path unit.

@@ -2,7 +2,7 @@
 # SearXNG's key, which signs its URLs, and webextract's, which its clients
 # send. Each is an env file made on this host at first boot, 0400 root,
 # never in the Nix store; Docker reads it into the sandbox. Rust decides
-# which files a host needs (src/render/host.rs); the generated host module
+# which files a host needs (src/generator/render/host.rs); the generated host module
 # sets `appliance.serviceSecrets`, and the sandboxes' units order
 # themselves after `appliance-service-secrets.service`.
 {

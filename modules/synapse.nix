@@ -2,9 +2,9 @@
 # SECURITY.md): registration closed (accounts come from `appliance
 # bootstrap` through the shared secret), no federation unless the spec asks,
 # listening on loopback, the sandboxes' bridge and the overlay only. Rust
-# decides the settings (src/render/synapse.rs writes synapse.json), the
+# decides the settings (src/generator/render/synapse.rs writes synapse.json), the
 # database, the units Synapse waits for and the addresses it may talk with
-# (src/render/host.rs); the generated host module sets these options on the
+# (src/generator/render/host.rs); the generated host module sets these options on the
 # Matrix host, and this module maps them onto nixpkgs' Synapse and
 # PostgreSQL.
 {

@@ -4,7 +4,7 @@
 # -L`) and on the overlay only, never on a public interface. nginx also
 # proxies the client API to Synapse on loopback, so the browser talks to
 # one origin. Rust decides the addresses, the homeserver list Cinny offers,
-# Synapse's address and nginx's ordering (src/render/webclient.rs); the
+# Synapse's address and nginx's ordering (src/generator/render/webclient.rs); the
 # generated host module sets these options.
 {
   config,

@@ -4,7 +4,7 @@
 # has its public key. Rust decides the interface, the addresses, the port,
 # the key's path, the peers (with their endpoints and keepalive), which
 # hosts are still unpaired and whether this host binds the overlay address
-# non-locally (src/render/host.rs); the generated host module sets these
+# non-locally (src/generator/render/host.rs); the generated host module sets these
 # options, and this module maps them onto nixpkgs' `networking.wireguard`.
 {
   config,

@@ -1,38 +1,25 @@
 //! agent-appliance: one spec to a hardened, reproducible machine running AI
 //! agents in gVisor sandboxes on a private Matrix homeserver.
 //!
-//! Data flows one way: [`spec`] (TOML) -> [`model`] (validated) ->
-//! [`render`] (files) -> [`output`] (atomic writes and drift checks).
+//! The folders say where code runs: [`generator`] on the operator's machine
+//! (spec (TOML) -> model (validated) -> render (files) -> output), [`on_host`]
+//! on the appliance's hosts, [`operator`] the command line over both;
+//! [`schema`] is the files the generator writes and the hosts read, and
+//! [`common`] what all of them use. docs/architecture.md has the table of
+//! what each may import, which tests/layers.rs enforces.
 
-pub mod audit;
-pub mod backup;
-pub mod bootstrap;
-pub mod cli;
-pub mod commands;
-pub mod diag;
-pub mod docker;
-pub mod formats;
-pub mod grants;
-pub mod hostnames;
-pub mod kinds;
-pub mod lint;
-pub mod model;
-pub mod nixlog;
-pub mod output;
-pub mod pairing;
-pub mod pins;
-pub mod render;
-pub mod runsc;
-pub mod spec;
-pub mod term;
-pub mod warden;
+pub mod common;
+pub mod generator;
+pub mod on_host;
+pub mod operator;
+pub mod schema;
 
 /// What the unit tests share.
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::path::Path;
 
-    use crate::model::Appliance;
+    use crate::generator::model::Appliance;
 
     /// The specs this repository ships (the root one and every example), loaded.
     pub fn shipped() -> Vec<Appliance> {
@@ -41,11 +28,14 @@ pub(crate) mod test_support {
         for example in ["edge-pi", "existing-host", "minimal"] {
             specs.push(root.join("examples").join(example).join("appliance.toml"));
         }
-        specs.iter().map(|s| crate::commands::load(s).unwrap()).collect()
+        specs
+            .iter()
+            .map(|s| crate::operator::commands::load(s).unwrap())
+            .collect()
     }
 
     /// The bootstrap plan of the root spec, as `appliance generate` writes it.
-    pub fn shipped_plan() -> crate::bootstrap::plan::Plan {
-        crate::render::plan::plan(&shipped()[0])
+    pub fn shipped_plan() -> crate::schema::plan::Plan {
+        crate::generator::render::plan::plan(&shipped()[0])
     }
 }

@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use agent_appliance::cli::{Cli, Command};
-use agent_appliance::commands::{self, generate::DriftFound};
-use agent_appliance::diag::SpecErrors;
-use agent_appliance::spec::SpecUnreadable;
-use agent_appliance::term::{self, StdoutClosed};
+use agent_appliance::common::diag::SpecErrors;
+use agent_appliance::common::term::{self, StdoutClosed};
+use agent_appliance::generator::spec::SpecUnreadable;
+use agent_appliance::operator::cli::{Cli, Command};
+use agent_appliance::operator::commands::{self, generate::DriftFound};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -39,12 +39,12 @@ fn main() -> ExitCode {
         Err(error)
             if error.is::<SpecErrors>()
                 || error.is::<SpecUnreadable>()
-                || error.is::<agent_appliance::lint::LintsDenied>() =>
+                || error.is::<agent_appliance::generator::lint::LintsDenied>() =>
         {
             term::eprintln(&error.to_string());
             ExitCode::from(2)
         }
-        Err(error) if error.is::<DriftFound>() || error.is::<agent_appliance::output::Conflicts>() => {
+        Err(error) if error.is::<DriftFound>() || error.is::<agent_appliance::generator::output::Conflicts>() => {
             term::eprintln(&error.to_string());
             ExitCode::from(1)
         }

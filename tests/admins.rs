@@ -65,7 +65,7 @@ fn the_web_client_is_cinny_locked_to_the_homeserver_on_loopback_and_the_overlay_
         "examples/existing-host/appliance.toml",
     ] {
         let path = root().join(spec);
-        let appliance = agent_appliance::commands::load(&path).unwrap();
+        let appliance = agent_appliance::operator::commands::load(&path).unwrap();
         let hub = &appliance.hosts[&appliance.matrix.host];
         let dir = path.parent().unwrap().join("generated/hosts").join(&hub.name);
         let got = evaluate(&dir.join("default.nix"), &hub.name);

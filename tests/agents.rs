@@ -13,9 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use agent_appliance::model::{Agent, Appliance};
-use agent_appliance::render::{self, Tree};
-use agent_appliance::spec::schema::AgentKind;
+use agent_appliance::generator::model::{Agent, Appliance};
+use agent_appliance::generator::render::{self, Tree};
+use agent_appliance::generator::spec::schema::AgentKind;
 use serde_json::{Value, json};
 
 use crate::common::{require_install, root};
@@ -34,14 +34,14 @@ fn specs() -> Vec<PathBuf> {
 }
 
 fn load(spec: &Path) -> (Appliance, Tree) {
-    let appliance = agent_appliance::commands::load(spec).unwrap();
+    let appliance = agent_appliance::operator::commands::load(spec).unwrap();
     let tree = render::render(&appliance).unwrap();
     (appliance, tree)
 }
 
 /// The kind's native config file, as the registry names it.
 fn config_file(kind: AgentKind) -> &'static str {
-    agent_appliance::kinds::of(kind).sandbox().config_file
+    agent_appliance::generator::kinds::of(kind).sandbox().config_file
 }
 
 /// Every agent of `kind` in every spec, with its rendered config.
@@ -101,7 +101,7 @@ fn snapshots_of_the_default_spec() {
 
 #[test]
 fn no_config_holds_a_secret_or_a_wildcard() {
-    for kind in agent_appliance::kinds::ALL.iter().map(|k| k.id()) {
+    for kind in agent_appliance::generator::kinds::ALL.iter().map(|k| k.id()) {
         for (label, agent, _, text) in configs(kind) {
             // Values as JSON spells them (quoted strings), whatever the format.
             let text = serde_json::to_string_pretty(&config_value(kind, &text)).unwrap();
@@ -118,8 +118,10 @@ fn no_config_holds_a_secret_or_a_wildcard() {
             let dangerous = text.matches("dangerously").count();
             // OpenClaw: the Matrix account's, and with a proxied browser its
             // SSRF check, which the egress proxy does outside the sandbox.
-            let proxied_browser =
-                agent.egress_proxy.is_some() && agent.tools.contains(&agent_appliance::spec::schema::Tool::Browser);
+            let proxied_browser = agent.egress_proxy.is_some()
+                && agent
+                    .tools
+                    .contains(&agent_appliance::generator::spec::schema::Tool::Browser);
             let allowed = usize::from(kind == AgentKind::Openclaw) * (1 + usize::from(proxied_browser));
             assert_eq!(dangerous, allowed, "{label}: unexpected `dangerously*` option:\n{text}");
             if kind == AgentKind::Openclaw {
@@ -313,7 +315,10 @@ fn openclaw_uses_native_ollama_and_is_locked_down() {
         // Every loosened setting is listed, with a reason, and nothing else.
         let settings: Vec<&str> = agent.permissive.iter().map(|p| p.setting.as_str()).collect();
         let mut expected = vec!["channels.matrix.network.dangerouslyAllowPrivateNetwork = true"];
-        if agent.tools.contains(&agent_appliance::spec::schema::Tool::Browser) {
+        if agent
+            .tools
+            .contains(&agent_appliance::generator::spec::schema::Tool::Browser)
+        {
             expected.push("browser.noSandbox = true");
             assert_eq!(config["browser"]["noSandbox"], json!(true), "{label}");
             if agent.egress_proxy.is_some() {
@@ -881,7 +886,7 @@ fn agent_publish(label: &str) -> Vec<String> {
 /// guard, every agent listed every agent it shared a room with.
 #[test]
 fn no_agent_answers_another_agent() {
-    for kind in agent_appliance::kinds::ALL.iter().map(|k| k.id()) {
+    for kind in agent_appliance::generator::kinds::ALL.iter().map(|k| k.id()) {
         for (label, agent, appliance, text) in configs(kind) {
             for admin in &appliance.matrix.admins {
                 assert!(agent.allowed_users.contains(admin), "{label}: does not answer {admin}");
@@ -955,7 +960,7 @@ fn picoclaw_arm64_loads_the_pi_configs() {
     let pi_configs: Vec<_> = configs(AgentKind::Picoclaw)
         .into_iter()
         .filter(|(_, agent, appliance, _)| {
-            appliance.hosts[&agent.host].system == agent_appliance::spec::schema::System::Aarch64Linux
+            appliance.hosts[&agent.host].system == agent_appliance::generator::spec::schema::System::Aarch64Linux
         })
         .collect();
     assert!(
@@ -1112,7 +1117,7 @@ fn stand_in_model(answer: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex
 
 /// Registers `user` on the test Synapse and logs it in; its access token.
 fn matrix_user(
-    client: &agent_appliance::bootstrap::client::Client,
+    client: &agent_appliance::on_host::bootstrap::client::Client,
     register: &Path,
     secret: &str,
     user: &str,
@@ -1326,7 +1331,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
 /// spec's (server name `magi`), and a client for it.
 struct TestMatrix {
     synapse: crate::synapse::Synapse,
-    client: agent_appliance::bootstrap::client::Client,
+    client: agent_appliance::on_host::bootstrap::client::Client,
     register: PathBuf,
     shared_secret: String,
 }
@@ -1354,7 +1359,7 @@ impl TestMatrix {
         let url = format!("http://127.0.0.1:{port}");
         let mut synapse = crate::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
         synapse.wait_ready();
-        let client = agent_appliance::bootstrap::client::Client::new(
+        let client = agent_appliance::on_host::bootstrap::client::Client::new(
             &url,
             std::time::Instant::now() + std::time::Duration::from_secs(300),
             std::time::Duration::from_secs(30),

@@ -156,7 +156,7 @@ fn state(postgres: &Postgres) -> Fixture {
     };
     let at = |relative: &str| dir.path().join(relative).display().to_string();
     let config = json!({
-        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
         "appliance": "magi",
         "repository": at("repo"),
         "password_file": at("password"),
@@ -395,7 +395,7 @@ fn a_failed_run_is_recorded_as_failed_and_its_staging_removed() {
     let staging = dir.path().join("staging");
     fs::create_dir_all(staging.join("paths")).unwrap();
     let config = json!({
-        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
         "appliance": "magi", "repository": "/nonexistent", "password_file": "/nonexistent",
         "staging_dir": staging.display().to_string(),
         "status_file": dir.path().join("status.json").display().to_string(),
@@ -499,7 +499,7 @@ fn a_restored_docker_volume_is_what_the_next_container_mounts() {
     let at = |relative: &str| dir.path().join(relative).display().to_string();
     write(&dir.path().join("password"), "correct horse battery staple\n", 0o600);
     let config = json!({
-        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
         "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
         "staging_dir": at("staging"), "status_file": at("status.json"),
         "unit": "restic-backups-appliance.service",
@@ -609,8 +609,8 @@ fn matrix_host(venv: &Path, data: &Path, state: &Path, port: u16) -> crate::syna
 /// are the rehearsal's to prove, not this test's.
 #[test]
 fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
-    use agent_appliance::bootstrap::accounts::password;
-    use agent_appliance::bootstrap::client::{Client, segment};
+    use agent_appliance::on_host::bootstrap::accounts::password;
+    use agent_appliance::on_host::bootstrap::client::{Client, segment};
     let Some(venv) = crate::synapse::venv() else {
         return;
     };
@@ -681,7 +681,7 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     let socket_dir = synapse.postgres().unwrap().socket_dir.display().to_string();
     let at = |path: &Path| path.display().to_string();
     let config = json!({
-        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
         "appliance": "magi",
         "repository": at(&temp.path().join("repo")),
         "password_file": at(&temp.path().join("password")),
@@ -798,7 +798,7 @@ fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
     write(&bin.join("systemctl"), SYSTEMCTL_STANDIN, 0o755);
     let at = |relative: &str| dir.path().join(relative).display().to_string();
     let config = json!({
-        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
         "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
         "staging_dir": at("b/staging"), "status_file": at("b/status.json"),
         "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_appliance::bootstrap::client::{Client, segment};
-use agent_appliance::bootstrap::plan::{AccountKind, PLAN_SCHEMA, Plan};
-use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
+use agent_appliance::on_host::bootstrap::client::{Client, segment};
+use agent_appliance::on_host::bootstrap::{ABORT_HOOK_ENV, load_plan};
+use agent_appliance::schema::plan::{AccountKind, PLAN_SCHEMA, Plan};
 use serde_json::{Value, json};
 
 use crate::common::free_port;
@@ -202,9 +202,9 @@ fn room_id(world: &World, token: &str) -> String {
 
 #[test]
 fn synapse_reads_the_secrets_bootstrap_writes() {
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
-    let settings = agent_appliance::render::synapse::settings(&appliance);
-    let plan = agent_appliance::render::plan::plan(&appliance);
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
+    let settings = agent_appliance::generator::render::synapse::settings(&appliance);
+    let plan = agent_appliance::generator::render::plan::plan(&appliance);
     let dir = Path::new(&plan.state_dir).join(&plan.synapse.dir);
     for (key, file) in [
         (

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use agent_appliance::nixlog::Progress;
+use agent_appliance::operator::nixlog::Progress;
 
 use crate::common::{appliance, require_tool, root, stderr, stdout};
 
@@ -157,7 +157,7 @@ fn the_parser_counts_a_real_fetch_from_a_binary_cache() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let out = agent_appliance::commands::build::output_paths(&stdout(&output)).unwrap();
+    let out = agent_appliance::operator::commands::build::output_paths(&stdout(&output)).unwrap();
     let cache = built.path().join("cache");
     let copy = Command::new("nix")
         .args(["--extra-experimental-features", "nix-command", "copy", "--from"])

@@ -28,7 +28,7 @@ const SUBCOMMANDS: [&str; 18] = [
 fn the_subcommand_list_here_is_complete() {
     // So the tests below cover a subcommand as soon as it is added.
     use clap::CommandFactory;
-    let cli = agent_appliance::cli::Cli::command();
+    let cli = agent_appliance::operator::cli::Cli::command();
     let names: Vec<&str> = cli.get_subcommands().map(clap::Command::get_name).collect();
     assert_eq!(names, SUBCOMMANDS);
 }
@@ -463,7 +463,7 @@ fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
         "{err}"
     );
     // A reason the validation lets through reaches the output (escaping
-    // itself: the unit tests in src/term.rs).
+    // itself: the unit tests in src/common/term.rs).
     let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose\" }}\n");
     let dir = spec_dir(&spec);
     let explain = run_in(dir.path(), &["explain"]);

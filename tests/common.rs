@@ -152,8 +152,10 @@ pub fn free_port() -> u16 {
 /// broker (the rehearsal, tests/sandbox.rs; docs/rehearsal.md), so the agent mounts its code
 /// sandbox's own socket directory, as with `approve = []`. The broker is
 /// proven on a real dockerd and Synapse in tests/warden.rs.
-pub fn without_approval_broker(mut sandbox: agent_appliance::model::Sandbox) -> agent_appliance::model::Sandbox {
-    use agent_appliance::model::{APPROVAL_SOCKET_DIR, BindSource, SOCKET_DIR};
+pub fn without_approval_broker(
+    mut sandbox: agent_appliance::generator::model::Sandbox,
+) -> agent_appliance::generator::model::Sandbox {
+    use agent_appliance::generator::model::{APPROVAL_SOCKET_DIR, BindSource, SOCKET_DIR};
     for bind in &mut sandbox.binds {
         if let BindSource::Host(path) = &bind.source
             && let Some(exec) = path.strip_prefix(&format!("{APPROVAL_SOCKET_DIR}/"))

@@ -7,10 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use agent_appliance::commands::load;
-use agent_appliance::render::RUNSC_MINIMUM;
-use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::{RunscVersion, probe_binary, release_date};
+use agent_appliance::generator::render::RUNSC_MINIMUM;
+use agent_appliance::generator::render::runtimes::daemon_settings;
+use agent_appliance::generator::runsc::{RunscVersion, probe_binary, release_date};
+use agent_appliance::operator::commands::load;
 
 use crate::common::{appliance, built_runsc, require_tool, root, stderr, stdout};
 
@@ -409,7 +409,7 @@ fn the_installed_runsc_supports_the_minimal_spec() {
     let mut host = appliance.hosts["box"].clone();
     if version == RunscVersion::Debian2022 {
         // No systrap in bookworm's own 2022 build.
-        host.platform = agent_appliance::spec::schema::Platform::Ptrace;
+        host.platform = agent_appliance::generator::spec::schema::Platform::Ptrace;
     }
     let settings = daemon_settings(&host, version).unwrap();
     let config = dir.path().join("daemon.json");

@@ -55,13 +55,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use agent_appliance::commands::load;
-use agent_appliance::docker::run_options;
-use agent_appliance::model::{Appliance, BindSource, Egress, Host, Sandbox};
-use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config};
-use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::{RunscVersion, probe_binary};
-use agent_appliance::spec::schema::Platform;
+use agent_appliance::generator::docker::run_options;
+use agent_appliance::generator::model::{Appliance, BindSource, Egress, Host, Sandbox};
+use agent_appliance::generator::render::egress::{
+    BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config,
+};
+use agent_appliance::generator::render::runtimes::daemon_settings;
+use agent_appliance::generator::runsc::{RunscVersion, probe_binary};
+use agent_appliance::generator::spec::schema::Platform;
+use agent_appliance::operator::commands::load;
 use serde_json::Value;
 
 use crate::common::{in_ci, require_tool, root};
@@ -625,7 +627,7 @@ fn cases(sandbox: &Sandbox, gateway: &str, others: &[String], services: &[(&str,
             ));
         }
     }
-    let proxy = format!("{gateway} {}", agent_appliance::model::PROXY_PORT);
+    let proxy = format!("{gateway} {}", agent_appliance::generator::model::PROXY_PORT);
     let web = sandbox.egress == Egress::Web;
     // A domain list's first name is served by the test DNS, its last points
     // at the metadata server (NAMES).
@@ -1017,7 +1019,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         .unwrap_or_else(|log| panic!("dockerd rejected the generated settings:\n{log}"));
     let probe = build_image(&daemon, scratch, &hub);
     // The generated bridge.
-    let network = agent_appliance::render::network_create(&appliance, &hub);
+    let network = agent_appliance::generator::render::network_create(&appliance, &hub);
     let network: Vec<&str> = network.iter().skip(1).map(String::as_str).collect();
     let created = daemon.docker(&network);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
@@ -1111,7 +1113,10 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     ));
     for (address, port) in [
         (gateway.as_str(), appliance.matrix.port.to_string()),
-        (gateway.as_str(), agent_appliance::model::PROXY_PORT.to_string()),
+        (
+            gateway.as_str(),
+            agent_appliance::generator::model::PROXY_PORT.to_string(),
+        ),
         (INTERNET, "80".to_string()),
         (UPLINK, "80".to_string()),
     ] {
@@ -1127,9 +1132,9 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         };
         start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
     }
-    let search = agent_appliance::model::services::SEARCH_SANDBOX;
+    let search = agent_appliance::generator::model::services::SEARCH_SANDBOX;
     if hub.sandboxes.iter().any(|s| s.name == search) {
-        let port = agent_appliance::model::services::SEARCH_PORT.to_string();
+        let port = agent_appliance::generator::model::services::SEARCH_PORT.to_string();
         let standin = ServiceStandin {
             name: search,
             label: "search",
@@ -1137,9 +1142,9 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         };
         start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
     }
-    let extract = agent_appliance::model::services::EXTRACT_SANDBOX;
+    let extract = agent_appliance::generator::model::services::EXTRACT_SANDBOX;
     if hub.sandboxes.iter().any(|s| s.name == extract) {
-        let port = agent_appliance::model::services::EXTRACT_PORT.to_string();
+        let port = agent_appliance::generator::model::services::EXTRACT_PORT.to_string();
         let standin = ServiceStandin {
             name: extract,
             label: "extract",
@@ -1274,7 +1279,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
             direct("internet directly by address", INTERNET, "80", "internet", false),
             proxied(
                 "proxy: public name",
-                &format!("{gateway} {}", agent_appliance::model::PROXY_PORT),
+                &format!("{gateway} {}", agent_appliance::generator::model::PROXY_PORT),
                 "http://news.example.org/",
                 false,
             ),
@@ -1342,7 +1347,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         let may = sandbox
             .reach
             .iter()
-            .any(|r| r.service == agent_appliance::model::ReachService::Dns);
+            .any(|r| r.service == agent_appliance::generator::model::ReachService::Dns);
         if reached != may {
             failures.push(format!(
                 "{}: its tunnelling query {} the outside DNS server, but its egress is {:?}:\n{dns_log}",
@@ -1498,7 +1503,7 @@ fn synapse_connects_nowhere_on_an_agents_word() {
 /// `OUTSIDE_HOST:port`: a pusher there, a message that makes Synapse push
 /// it, and an identity server there to unbind from.
 fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &str, server_name: &str, port: u16) {
-    let client = agent_appliance::bootstrap::client::Client::new(
+    let client = agent_appliance::on_host::bootstrap::client::Client::new(
         url,
         Instant::now() + Duration::from_secs(120),
         Duration::from_secs(30),
@@ -1548,7 +1553,7 @@ fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &st
         )
         .unwrap();
     assert!(room.ok(), "{}", room.describe());
-    let room_id = agent_appliance::bootstrap::client::segment(room.str("room_id").unwrap());
+    let room_id = agent_appliance::on_host::bootstrap::client::segment(room.str("room_id").unwrap());
     let joined = client
         .post(
             &format!("/_matrix/client/v3/rooms/{room_id}/join"),
@@ -1664,7 +1669,11 @@ fn the_proxy_starts_behind_its_own_firewall() {
         &["-N", "-f", conf.to_str().unwrap()],
         &scratch.path().join("squid.out"),
     );
-    let listener = format!("{}:{}", hub.network_address, agent_appliance::model::PROXY_PORT);
+    let listener = format!(
+        "{}:{}",
+        hub.network_address,
+        agent_appliance::generator::model::PROXY_PORT
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let listening = run_ok(netns.command("ss").args(["-ltn"]));
@@ -1757,7 +1766,11 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
         &["-N", "-f", conf.to_str().unwrap()],
         &scratch.join("squid.out"),
     );
-    let proxy = format!("http://{}:{}", hub.network_address, agent_appliance::model::PROXY_PORT);
+    let proxy = format!(
+        "http://{}:{}",
+        hub.network_address,
+        agent_appliance::generator::model::PROXY_PORT
+    );
     // `curl` through the proxy from a sandbox's address: the HTTP status
     // squid answers (000: no answer) and the body.
     let fetch = |client: &str, url: &str| -> (String, String) {
@@ -1789,16 +1802,16 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
         let grants = hosts
             .iter()
             .map(|h| {
-                let grant = agent_appliance::warden::state::Grant {
+                let grant = agent_appliance::on_host::warden::state::Grant {
                     by: "@gendo:magi".into(),
                     since: 0,
                     until: u64::MAX,
                 };
-                (agent_appliance::grants::check_host(h).unwrap(), grant)
+                (agent_appliance::common::grants::check_host(h).unwrap(), grant)
             })
             .collect();
-        let text = agent_appliance::warden::grants::file_text(&grants);
-        agent_appliance::warden::grants::write_file(&grant_file, &text).unwrap();
+        let text = agent_appliance::on_host::warden::grants::file_text(&grants);
+        agent_appliance::on_host::warden::grants::write_file(&grant_file, &text).unwrap();
         run_ok(netns.command("squid").arg("-f").arg(&conf).args(["-k", "reconfigure"]));
         // squid answers from the old configuration until it has read the
         // new one; give it the time.

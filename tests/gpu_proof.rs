@@ -10,8 +10,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use agent_appliance::commands::load;
-use agent_appliance::render::NVPROXY_DRIVERS;
+use agent_appliance::generator::render::NVPROXY_DRIVERS;
+use agent_appliance::operator::commands::load;
 
 use crate::common::{built_runsc, in_ci, require_tool, root, stderr, stdout};
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::process::Command;
 
-use agent_appliance::diag::SourceFile;
+use agent_appliance::common::diag::SourceFile;
 
 use crate::common::{appliance, require_tool, run_nix, stderr};
 
@@ -140,7 +140,7 @@ fn probe(
         name: "probe.toml".into(),
         text,
     };
-    let error = agent_appliance::spec::parse(&source).expect_err("the probe key is never valid");
+    let error = agent_appliance::generator::spec::parse(&source).expect_err("the probe key is never valid");
     let message = error.rendered.join("\n");
     let is_struct = message.contains(&format!("unknown field `{PROBE}`"));
     if is_struct {
@@ -217,7 +217,7 @@ enum Outcome {
 }
 
 fn generate(spec: &str) -> Outcome {
-    use agent_appliance::{model, render, spec};
+    use agent_appliance::{generator::model, generator::render, generator::spec};
     let checked = spec::decode("appliance.toml".into(), spec.as_bytes().to_vec())
         .and_then(|source| spec::parse(&source).and_then(|parsed| model::build(&source, &parsed)));
     match checked {

@@ -116,11 +116,11 @@ members = ["casper", "@ada"]
     )
 }
 
-fn load(text: &str) -> agent_appliance::model::Appliance {
+fn load(text: &str) -> agent_appliance::generator::model::Appliance {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("appliance.toml");
     std::fs::write(&path, text).unwrap();
-    agent_appliance::commands::load(&path).unwrap()
+    agent_appliance::operator::commands::load(&path).unwrap()
 }
 
 fn check(text: &str) -> std::process::Output {
@@ -167,7 +167,7 @@ fn ollama_searxng_and_webextract_are_sandboxes_by_default() {
     assert!(
         own.reach
             .iter()
-            .any(|r| r.service == agent_appliance::model::ReachService::Extract && r.port == 8090),
+            .any(|r| r.service == agent_appliance::generator::model::ReachService::Extract && r.port == 8090),
         "casper reaches webextract"
     );
     // Only casper: the service sandboxes do not reach each other.
@@ -176,7 +176,7 @@ fn ollama_searxng_and_webextract_are_sandboxes_by_default() {
             service
                 .reach
                 .iter()
-                .all(|r| r.service != agent_appliance::model::ReachService::Extract),
+                .all(|r| r.service != agent_appliance::generator::model::ReachService::Extract),
             "{}",
             service.name
         );

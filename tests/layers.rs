@@ -11,37 +11,39 @@ use std::path::Path;
 use crate::common::root;
 
 /// Where code runs and what it may import (docs/architecture.md, "Layers").
+/// The top-level folders of `src/` are the groups; the generator's folder is
+/// split into its three stages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Group {
-    /// Terminal, diagnostics, the spec's schema and parser, runsc's flag table.
-    Foundation,
-    /// The bootstrap plan's schema: what the generator writes and the host reads.
+    /// `common`: terminal, diagnostics, the egress rules the generator and the warden share.
+    Common,
+    /// `schema`: the files the generator writes and the hosts read.
     Schema,
-    /// The validated model and the agent kinds; the lints over it.
+    /// `generator::{spec, runsc, formats, pins}`: the spec's schema and parser, runsc's flag table.
+    Spec,
+    /// `generator::{model, kinds, lint}`: the validated model, the agent kinds, the lints.
     Model,
-    /// Model → files.
+    /// `generator::{render, docker, output}`: model → files.
     Render,
-    /// On the appliance: reads the plan, never the spec or the model.
-    Host,
-    /// The CLI and the operator's commands: may use everything.
+    /// `on_host`: reads the generated files, never the spec or the model.
+    OnHost,
+    /// `operator` (and `lib.rs`, `main.rs`): the command line, over everything.
     Operator,
 }
 
-/// The group of a `crate::` path: its top-level module, or `bootstrap::plan`.
-fn group_of(module: &str, submodule: Option<&str>) -> Option<Group> {
-    Some(match (module, submodule) {
-        ("bootstrap", Some("plan")) | ("pairing", Some("config")) => Group::Schema,
-        // backup.json's schema: the generator writes it, the host reads it.
-        ("backup", Some("config")) => Group::Schema,
-        ("term" | "diag" | "spec" | "runsc" | "nixlog" | "formats" | "grants" | "hostnames" | "pins", _) => {
-            Group::Foundation
-        }
-        ("model" | "kinds" | "lint", _) => Group::Model,
-        ("render" | "docker" | "output", _) => Group::Render,
-        ("bootstrap" | "pairing" | "warden" | "audit" | "backup", _) => Group::Host,
-        ("commands" | "cli", _) => Group::Operator,
-        // The unit tests' shared helpers (lib.rs, `#[cfg(test)]`).
-        ("test_support", _) => return None,
+/// The group of a `crate::top[::sub]` path.
+fn group_of(top: &str, sub: Option<&str>) -> Option<Group> {
+    Some(match (top, sub) {
+        ("common", _) => Group::Common,
+        ("schema", _) => Group::Schema,
+        ("generator", Some("spec" | "runsc" | "formats" | "pins")) => Group::Spec,
+        ("generator", Some("model" | "kinds" | "lint")) => Group::Model,
+        ("generator", Some("render" | "docker" | "output")) => Group::Render,
+        ("on_host", _) => Group::OnHost,
+        ("operator", _) => Group::Operator,
+        // `crate::generator` alone, the unit tests' shared helpers
+        // (lib.rs, `#[cfg(test)]`), or a module the table does not know
+        // (`every_module_has_a_row` catches that one).
         _ => return None,
     })
 }
@@ -51,11 +53,11 @@ fn allowed(from: Group, to: Group) -> bool {
     use Group::*;
     from == to
         || match from {
-            Foundation => false,
-            Schema => to == Foundation,
-            Model => matches!(to, Foundation | Schema),
-            Render => matches!(to, Foundation | Schema | Model),
-            Host => matches!(to, Foundation | Schema),
+            Common => false,
+            Schema | Spec => to == Common,
+            Model => matches!(to, Common | Schema | Spec),
+            Render => matches!(to, Common | Schema | Spec | Model),
+            OnHost => matches!(to, Common | Schema),
             Operator => true,
         }
 }
@@ -70,7 +72,7 @@ fn file_group(relative: &str) -> Option<Group> {
     group_of(top, parts.next())
 }
 
-/// Every `crate::module[::sub]` path in `text`.
+/// Every `crate::top[::sub]` path in `text`.
 fn crate_paths(text: &str) -> Vec<(String, Option<String>)> {
     let mut found = Vec::new();
     for (at, _) in text.match_indices("crate::") {
@@ -82,11 +84,11 @@ fn crate_paths(text: &str) -> Vec<(String, Option<String>)> {
             let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
             s[..end].to_string()
         };
-        let module = ident(rest);
-        let after = &rest[module.len()..];
+        let top = ident(rest);
+        let after = &rest[top.len()..];
         let sub = after.strip_prefix("::").map(ident).filter(|s| !s.is_empty());
-        if !module.is_empty() {
-            found.push((module, sub));
+        if !top.is_empty() {
+            found.push((top, sub));
         }
     }
     found
@@ -100,13 +102,11 @@ fn violations(relative: &str, text: &str) -> BTreeSet<(String, String)> {
     };
     crate_paths(text)
         .into_iter()
-        .filter_map(|(module, sub)| {
-            let to = group_of(&module, sub.as_deref())?;
-            let shown = match (module.as_str(), sub.as_deref()) {
-                ("bootstrap", Some("plan")) => "bootstrap::plan".to_string(),
-                ("pairing", Some("config")) => "pairing::config".to_string(),
-                ("backup", Some("config")) => "backup::config".to_string(),
-                _ => module,
+        .filter_map(|(top, sub)| {
+            let to = group_of(&top, sub.as_deref())?;
+            let shown = match sub {
+                Some(sub) => format!("{top}::{sub}"),
+                None => top,
             };
             (!allowed(from, to)).then(|| (relative.to_string(), shown))
         })
@@ -145,26 +145,56 @@ fn imports_follow_the_layer_table() {
     );
 }
 
-#[test]
-fn every_top_level_module_has_a_row() {
+/// The modules one level below `src/` and below `src/generator/`, as
+/// (top, sub): the names the table must place.
+fn modules() -> Vec<(String, Option<String>)> {
+    let stems = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .filter(|m| !matches!(m.as_str(), "lib" | "main" | "mod"))
+            .collect();
+        names.sort();
+        names
+    };
     let src = root().join("src");
-    let modules: Vec<String> = fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
-        .filter(|m| !matches!(m.as_str(), "lib" | "main"))
+    let mut found = Vec::new();
+    for top in stems(&src) {
+        if top == "generator" {
+            found.extend(
+                stems(&src.join("generator"))
+                    .into_iter()
+                    .map(|sub| (top.clone(), Some(sub))),
+            );
+        } else {
+            found.push((top, None));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_module_has_a_row() {
+    let modules = modules();
+    let missing: Vec<_> = modules
+        .iter()
+        .filter(|(top, sub)| group_of(top, sub.as_deref()).is_none())
         .collect();
-    let missing: Vec<&String> = modules.iter().filter(|m| group_of(m, None).is_none()).collect();
     assert!(
         missing.is_empty(),
         "src/ modules with no layer: {missing:?}\nhint: add each to `group_of` in tests/layers.rs and to the table in docs/architecture.md"
     );
     let doc = fs::read_to_string(root().join("docs/architecture.md")).unwrap();
-    for module in &modules {
+    for (top, sub) in &modules {
+        let name = match sub {
+            Some(sub) => format!("`{sub}`"),
+            None => format!("`src/{top}/`"),
+        };
         assert!(
-            doc.contains(&format!("`{module}`")),
-            "docs/architecture.md's layer table does not name `{module}`"
+            doc.contains(&name),
+            "docs/architecture.md's layer table does not name {name}"
         );
     }
 }
@@ -174,26 +204,51 @@ fn a_forbidden_import_is_caught() {
     // The host may not read the model; the model may not call render; the
     // schemas may not reach the model or the on-host code. A `$crate::`
     // macro path is not ours.
-    let host = "use crate::model::Appliance;\nfn f() { crate::bootstrap::plan::Plan::default(); }";
+    let host = "use crate::generator::model::Appliance;\nfn f() { crate::schema::plan::Plan::default(); }";
     assert_eq!(
-        violations("warden/new.rs", host),
-        BTreeSet::from([("warden/new.rs".to_string(), "model".to_string())])
+        violations("on_host/warden/new.rs", host),
+        BTreeSet::from([("on_host/warden/new.rs".to_string(), "generator::model".to_string())])
     );
-    assert_eq!(violations("model/new.rs", "let x = crate::render::json(&v);").len(), 1);
     assert_eq!(
-        violations("bootstrap/plan.rs", "use crate::model::X; use crate::term::y;").len(),
+        violations("generator/model/new.rs", "let x = crate::generator::render::json(&v);").len(),
         1
     );
-    assert_eq!(violations("pairing/config.rs", "use crate::pairing::proof;").len(), 1);
-    assert_eq!(violations("render/new.rs", "use crate::pairing::proof;").len(), 1);
+    assert_eq!(
+        violations(
+            "schema/plan.rs",
+            "use crate::generator::model::X; use crate::common::term::y;"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        violations("schema/pairing.rs", "use crate::on_host::pairing::proof;").len(),
+        1
+    );
+    assert_eq!(
+        violations("generator/render/new.rs", "use crate::on_host::pairing::proof;").len(),
+        1
+    );
     assert!(
         violations(
-            "render/new.rs",
-            "use crate::model::X; use crate::bootstrap::plan::P; use crate::pairing::config::C;"
+            "generator/render/new.rs",
+            "use crate::generator::model::X; use crate::schema::plan::P; use crate::schema::pairing::C;"
         )
         .is_empty()
     );
-    assert!(violations("commands/new.rs", "use crate::render::X; use crate::warden::Y;").is_empty());
-    assert!(violations("model/new.rs", "macro_rules! m { () => { $crate::render::x() } }").is_empty());
+    assert!(
+        violations(
+            "operator/commands/new.rs",
+            "use crate::generator::render::X; use crate::on_host::warden::Y;"
+        )
+        .is_empty()
+    );
+    assert!(
+        violations(
+            "generator/model/new.rs",
+            "macro_rules! m { () => { $crate::render::x() } }"
+        )
+        .is_empty()
+    );
     assert!(Path::new(&root().join("docs/architecture.md")).is_file());
 }

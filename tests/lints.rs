@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-use agent_appliance::commands::load;
-use agent_appliance::lint::{self, Finding, LINTS, Severity};
-use agent_appliance::model::Appliance;
+use agent_appliance::generator::lint::{self, Finding, LINTS, Severity};
+use agent_appliance::generator::model::Appliance;
+use agent_appliance::operator::commands::load;
 
 use crate::common::{root, run_in, stderr};
 
@@ -43,7 +43,7 @@ fn write_spec(dir: &Path, text: &str) {
 fn findings(text: &str) -> Vec<Finding> {
     let dir = tempfile::tempdir().unwrap();
     write_spec(dir.path(), text);
-    agent_appliance::commands::load_linted(&dir.path().join("appliance.toml"))
+    agent_appliance::operator::commands::load_linted(&dir.path().join("appliance.toml"))
         .unwrap()
         .1
 }
@@ -52,7 +52,7 @@ fn codes(findings: &[Finding]) -> Vec<&'static str> {
     findings.iter().map(|f| f.code).collect()
 }
 
-fn first_sandbox(appliance: &mut Appliance) -> &mut agent_appliance::model::Sandbox {
+fn first_sandbox(appliance: &mut Appliance) -> &mut agent_appliance::generator::model::Sandbox {
     &mut appliance.hosts.get_mut("box").unwrap().sandboxes[0]
 }
 
@@ -69,7 +69,7 @@ fn the_shipped_specs_are_quiet_but_for_declared_ports() {
         specs.push(root().join("examples").join(example).join("appliance.toml"));
     }
     for spec in specs {
-        let (_, found) = agent_appliance::commands::load_linted(&spec).unwrap();
+        let (_, found) = agent_appliance::operator::commands::load_linted(&spec).unwrap();
         // The one example that publishes its control UI allows it, with why.
         let unallowed: Vec<String> = found
             .iter()
@@ -145,7 +145,7 @@ fn model_level_lints_fire() {
     assert!(found.contains(&"runsc-permissive-flags"), "{found:?}");
     let found = mutate(&|a| first_sandbox(a).user = "0:0".into());
     assert!(found.contains(&"sandbox-root"), "{found:?}");
-    let found = mutate(&|a| first_sandbox(a).memory = agent_appliance::model::Size::mib(0));
+    let found = mutate(&|a| first_sandbox(a).memory = agent_appliance::generator::model::Size::mib(0));
     assert!(found.contains(&"sandbox-without-limits"), "{found:?}");
     let found = mutate(&|a| first_sandbox(a).pids_limit = 0);
     assert!(found.contains(&"sandbox-without-limits"), "{found:?}");

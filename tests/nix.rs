@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agent_appliance::render::nix;
+use agent_appliance::generator::render::nix;
 use proptest::prelude::*;
 
 use crate::common::{eval_json, nix_instantiate, root};

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use agent_appliance::render::NVPROXY_DRIVERS;
+use agent_appliance::generator::render::NVPROXY_DRIVERS;
 
 use crate::common::{built_runsc, gvisor_go_module, in_ci};
 
@@ -37,7 +37,7 @@ fn the_driver_list_is_the_shipped_runscs() {
         .collect();
     assert_eq!(
         listed, NVPROXY_DRIVERS,
-        "NVPROXY_DRIVERS in src/render/host.rs differs from `runsc nvproxy list-supported-drivers` of {describe}"
+        "NVPROXY_DRIVERS in src/generator/render/host.rs differs from `runsc nvproxy list-supported-drivers` of {describe}"
     );
 }
 

@@ -20,7 +20,10 @@ fn generate(dir: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    agent_appliance::output::read_tree(dir).unwrap().into_iter().collect()
+    agent_appliance::generator::output::read_tree(dir)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -91,7 +94,7 @@ fn every_stampable_file_is_stamped_and_in_the_manifest() {
         if path == "SHA256SUMS" {
             continue;
         }
-        let digest = agent_appliance::output::sha256_hex(&bytes);
+        let digest = agent_appliance::generator::output::sha256_hex(&bytes);
         assert!(
             manifest.contains(&format!("{digest}  {path}\n")),
             "{path} missing from manifest"

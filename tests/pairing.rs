@@ -22,8 +22,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use agent_appliance::bootstrap::client::Client;
-use agent_appliance::pairing::{ClientConfig, ServerConfig};
+use agent_appliance::on_host::bootstrap::client::Client;
+use agent_appliance::on_host::pairing::{ClientConfig, ServerConfig};
 use serde_json::json;
 
 use crate::common::free_port;
@@ -342,7 +342,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
 
     // The generated configs, with this run's keys and directories.
     let mut server: ServerConfig =
-        agent_appliance::pairing::load(&root().join("generated/hosts/hub/pairing-server.json")).unwrap();
+        agent_appliance::on_host::pairing::load(&root().join("generated/hosts/hub/pairing-server.json")).unwrap();
     assert_eq!(server.listen.to_string(), format!("{HUB}:8009"));
     server.state_dir = hub_state_arg.to_string();
     server.private_key_file = hub_key.display().to_string();
@@ -350,7 +350,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     let server_path = dir.join("pairing-server.json");
     fs::write(&server_path, serde_json::to_string(&server).unwrap()).unwrap();
     let mut client: ClientConfig =
-        agent_appliance::pairing::load(&root().join("generated/hosts/pi/pairing.json")).unwrap();
+        agent_appliance::on_host::pairing::load(&root().join("generated/hosts/pi/pairing.json")).unwrap();
     let pi_state = dir.join("pi-state");
     client.hub_public_key = Some(hub_public.clone());
     client.state_dir = pi_state.display().to_string();
@@ -612,7 +612,7 @@ fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
     let hub_state = dir.join("hub");
     let peer_state = dir.join("peer");
     let mut server: ServerConfig =
-        agent_appliance::pairing::load(&root().join("generated/hosts/hub/pairing-server.json")).unwrap();
+        agent_appliance::on_host::pairing::load(&root().join("generated/hosts/hub/pairing-server.json")).unwrap();
     let mut peer = server.peers.values().next().unwrap().clone();
     peer.public_key = Some(peer_public);
     server.peers = [("127.0.0.1".parse().unwrap(), peer)].into_iter().collect();
@@ -622,7 +622,7 @@ fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
     let server_path = dir.join("server.json");
     fs::write(&server_path, serde_json::to_string(&server).unwrap()).unwrap();
     let mut client: ClientConfig =
-        agent_appliance::pairing::load(&root().join("generated/hosts/pi/pairing.json")).unwrap();
+        agent_appliance::on_host::pairing::load(&root().join("generated/hosts/pi/pairing.json")).unwrap();
     client.hub = server.listen;
     client.hub_public_key = Some(hub_public);
     client.state_dir = peer_state.display().to_string();

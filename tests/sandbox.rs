@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_appliance::commands::load;
-use agent_appliance::docker::run_options;
-use agent_appliance::model::image::{self, ImageLayout};
-use agent_appliance::model::services::EXTRACT_KEY_ENV;
-use agent_appliance::model::{Appliance, BindSource, Host, SECRETS_MOUNT, Sandbox};
-use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::{FlagListing, RunscVersion, probe_binary};
-use agent_appliance::spec::schema::Platform;
+use agent_appliance::generator::docker::run_options;
+use agent_appliance::generator::model::image::{self, ImageLayout};
+use agent_appliance::generator::model::services::EXTRACT_KEY_ENV;
+use agent_appliance::generator::model::{Appliance, BindSource, Host, SECRETS_MOUNT, Sandbox};
+use agent_appliance::generator::render::runtimes::daemon_settings;
+use agent_appliance::generator::runsc::{FlagListing, RunscVersion, probe_binary};
+use agent_appliance::generator::spec::schema::Platform;
+use agent_appliance::operator::commands::load;
 use serde_json::Value;
 
 use crate::common::{in_ci, require_tool, root};
@@ -269,7 +269,7 @@ impl Lab {
                     // root and the consuming agent's group, SOCKET_DIR_MODE.
                     fs::set_permissions(
                         &dir,
-                        fs::Permissions::from_mode(agent_appliance::model::SOCKET_DIR_MODE),
+                        fs::Permissions::from_mode(agent_appliance::generator::model::SOCKET_DIR_MODE),
                     )
                     .unwrap();
                     chown(&dir, Some(0), Some(gid)).unwrap();
@@ -309,14 +309,14 @@ impl Lab {
     }
 }
 
-/// The image description (src/model/image.rs) a sandbox runs.
+/// The image description (src/generator/model/image.rs) a sandbox runs.
 fn layout_of(sandbox: &Sandbox) -> &'static ImageLayout {
     image::by_reference(&sandbox.image).unwrap_or_else(|| panic!("{}: no image layout", sandbox.name))
 }
 
 /// Compiles tests/probes/probe.c and imports a busybox rootfs with it, plus
 /// every image's accounts and writable directories with their owners and
-/// modes, as the Nix images have them (src/model/image.rs; Docker copies a
+/// modes, as the Nix images have them (src/generator/model/image.rs; Docker copies a
 /// directory's owner and mode into a new named volume).
 fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
     let probe = scratch.join("probe");

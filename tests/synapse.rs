@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use agent_appliance::bootstrap::client::Client;
-use agent_appliance::model::STATE_DIR;
+use agent_appliance::generator::model::STATE_DIR;
+use agent_appliance::on_host::bootstrap::client::Client;
 use serde_json::{Value, json};
 
 use crate::common::{in_ci, root};
@@ -77,8 +77,9 @@ pub fn postgres_bin() -> Option<PathBuf> {
 /// instead of /var/lib/appliance, and one loopback listener on `port`.
 /// Rate limits are Synapse's defaults, as on the appliance.
 pub fn settings(data: &Path, state_dir: &Path, port: u16) -> Value {
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).expect("default spec loads");
-    let mut settings = agent_appliance::render::synapse::settings(&appliance);
+    let appliance =
+        agent_appliance::operator::commands::load(&root().join("appliance.toml")).expect("default spec loads");
+    let mut settings = agent_appliance::generator::render::synapse::settings(&appliance);
     let listener = &mut settings["listeners"][0];
     listener["port"] = json!(port);
     listener["bind_addresses"] = json!(["127.0.0.1"]);
@@ -525,7 +526,7 @@ impl ProxyState {
 }
 
 /// The PostgreSQL role and database the generated settings name.
-pub const POSTGRES_NAME: &str = agent_appliance::render::synapse::POSTGRES_NAME;
+pub const POSTGRES_NAME: &str = agent_appliance::generator::render::synapse::POSTGRES_NAME;
 
 /// A real PostgreSQL for Synapse, as NixOS' module sets it up for the
 /// appliance: a cluster made with `--locale=C --encoding=UTF8`, the role

@@ -153,7 +153,7 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
     let facts = facts(script);
 
     // Every agent of host `hub`, with the model the spec gives it.
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
     let agents: BTreeMap<&str, &str> = appliance
         .agents
         .values()
@@ -207,8 +207,8 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
     // The same files the warden and the rehearsal use.
     assert!(facts["warden"]["auditFile"].as_str().unwrap().ends_with(&format!(
         "/{}/{}",
-        agent_appliance::warden::WARDEN_DIR,
-        agent_appliance::warden::AUDIT_FILE
+        agent_appliance::on_host::warden::WARDEN_DIR,
+        agent_appliance::on_host::warden::AUDIT_FILE
     )));
 
     // The script: the boot checks first, then scenario.py with those
@@ -310,7 +310,7 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
         standin.contains("--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi"),
         "{standin}"
     );
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
     for model in &appliance.inference.as_ref().unwrap().models {
         assert!(standin.contains(&format!("--model={model}")), "{standin}");
     }
@@ -328,7 +328,7 @@ fn the_models_are_listed_by_the_stand_in_not_pulled() {
     assert!(text.contains("url=http://10.88.0.2:11434"), "{text}");
     assert!(text.contains("curl -fsS \"$url/api/tags\""), "{text}");
     assert!(text.contains("exit 1"), "a missing model must fail the unit: {text}");
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
     let models = appliance.inference.as_ref().unwrap().models.join(" ");
     assert!(text.contains(&format!("for model in {models}; do")), "{text}");
 }

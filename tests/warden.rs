@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use agent_appliance::audit::{Record, sha256_hex};
-use agent_appliance::bootstrap::accounts::password;
-use agent_appliance::bootstrap::client::{Client, segment};
+use agent_appliance::on_host::audit::{Record, sha256_hex};
+use agent_appliance::on_host::bootstrap::accounts::password;
+use agent_appliance::on_host::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
 use crate::common::free_port;
@@ -200,7 +200,7 @@ impl World {
         assert!(reply.ok(), "{}", reply.describe());
     }
 
-    fn try_join(&self, room: &str, token: &str) -> agent_appliance::bootstrap::client::Reply {
+    fn try_join(&self, room: &str, token: &str) -> agent_appliance::on_host::bootstrap::client::Reply {
         self.client
             .post(
                 &format!("/_matrix/client/v3/rooms/{}/join", segment(room)),
@@ -1209,7 +1209,7 @@ fn a_failed_backup_is_one_ops_notice_and_every_run_is_audited() {
     let config = world.state.with_file_name("backup.json");
     let staging = world.state.with_file_name("staging");
     let backup_config = json!({
-        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
         "appliance": "magi", "repository": "/nonexistent", "password_file": "/nonexistent",
         "staging_dir": staging.display().to_string(),
         "status_file": status.display().to_string(),

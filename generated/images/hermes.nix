@@ -2,7 +2,7 @@
 # Hermes Agent from PyPI with Chromium and agent-browser for its browser, the firecrawl client for its crawler and the Docker CLI for code execution.
 # Built for: x86_64-linux, with the nixpkgs of that
 # system (or cross) so the binaries match the architecture. images/hermes.nix
-# builds it; everything below comes from src/model/image.rs.
+# builds it; everything below comes from src/generator/model/image.rs.
 { pkgs, images }:
 images.hermes {
   tag = "0.19.0";

@@ -2,7 +2,7 @@
 # OpenClaw gateway with its Matrix plugin and Chromium (`/bin/chromium`) for its browser tool; nothing is installed at runtime.
 # Built for: x86_64-linux, with the nixpkgs of that
 # system (or cross) so the binaries match the architecture. images/openclaw.nix
-# builds it; everything below comes from src/model/image.rs.
+# builds it; everything below comes from src/generator/model/image.rs.
 { pkgs, images }:
 images.openclaw {
   tag = "2026.9.6";

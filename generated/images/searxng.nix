@@ -2,7 +2,7 @@
 # SearXNG from nixpkgs: the self-hosted search backend of Hermes' `crawler` tool (web_search).
 # Built for: x86_64-linux, with the nixpkgs of that
 # system (or cross) so the binaries match the architecture. images/searxng.nix
-# builds it; everything below comes from src/model/image.rs.
+# builds it; everything below comes from src/generator/model/image.rs.
 { pkgs, images }:
 images.searxng {
   tag = "1";

@@ -2,7 +2,7 @@
 # appliance-webextract, the appliance's own page extraction service (trafilatura from nixpkgs) speaking the subset of Tavily's /extract API Hermes' `crawler` tool calls (web_extract).
 # Built for: x86_64-linux, with the nixpkgs of that
 # system (or cross) so the binaries match the architecture. images/webextract.nix
-# builds it; everything below comes from src/model/image.rs.
+# builds it; everything below comes from src/generator/model/image.rs.
 { pkgs, images }:
 images.webextract {
   tag = "1";

@@ -12,7 +12,7 @@
   cacert,
 }:
 dockerTools.buildLayeredImage {
-  # Hermes' config names this image: src/model/sandbox.rs CODE_RUNNER_IMAGE.
+  # Hermes' config names this image: src/generator/model/sandbox.rs CODE_RUNNER_IMAGE.
   name = "agent-appliance/code-runner";
   tag = "1";
   contents = [

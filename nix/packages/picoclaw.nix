@@ -19,7 +19,7 @@ picoclaw.overrideAttrs (old: {
     lib.throwIfNot (old.version == source.version) ''
       agent-appliance: the image is tagged PicoClaw ${source.version} (nix/sources.json), but
       this nixpkgs has picoclaw ${old.version}. Update `picoclaw.version` in nix/sources.json and
-      VERSION in src/kinds/picoclaw/mod.rs to ${old.version} (and check its config schema,
+      VERSION in src/generator/kinds/picoclaw/mod.rs to ${old.version} (and check its config schema,
       tests/agents.rs), then run `appliance generate`.
     '' (old.preBuild or "");
 })

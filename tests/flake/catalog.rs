@@ -7,7 +7,7 @@ use super::*;
 /// declares it (read at the stated path; the option names were checked
 /// against that file where it is in the public index).
 const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
-    // The egress layer (src/render/egress.rs); read from nixpkgs' module
+    // The egress layer (src/generator/render/egress.rs); read from nixpkgs' module
     // sources with the search tool.
     (
         "networking.nftables.enable",
@@ -17,7 +17,7 @@ const OPTIONS_NOT_IN_CATALOG: &[(&str, &str)] = &[
         "networking.nftables.flushRuleset",
         "nixos/modules/services/networking/nftables.nix",
     ),
-    // Synapse's database (src/render/host.rs), read in nixpkgs'
+    // Synapse's database (src/generator/render/host.rs), read in nixpkgs'
     // services/databases/postgresql.nix.
     (
         "services.postgresql.enable",
@@ -988,7 +988,7 @@ fn every_package_we_use_is_in_the_nixos_catalog() {
 /// generated assertion (as `legacy_580`, 580.173.02, did).
 #[test]
 fn the_gpu_hosts_driver_is_on_the_shipped_nvproxy_list() {
-    use agent_appliance::render::{NVIDIA_PACKAGE, NVPROXY_DRIVERS};
+    use agent_appliance::generator::render::{NVIDIA_PACKAGE, NVPROXY_DRIVERS};
     let Some(catalog) = catalog() else {
         return;
     };

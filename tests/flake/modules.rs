@@ -132,10 +132,10 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
     // plan), the one writable place under ProtectSystem=strict.
     assert_eq!(
         service["StateDirectory"],
-        format!("appliance/{}", agent_appliance::warden::WARDEN_DIR).as_str()
+        format!("appliance/{}", agent_appliance::on_host::warden::WARDEN_DIR).as_str()
     );
     assert_eq!(
-        agent_appliance::model::STATE_DIR,
+        agent_appliance::generator::model::STATE_DIR,
         "/var/lib/appliance",
         "StateDirectory above is relative to /var/lib"
     );
@@ -147,8 +147,14 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
         service["ReadWritePaths"],
         serde_json::json!(["/var/lib/appliance/egress-grants", "-/run/appliance/approval"])
     );
-    assert_eq!(agent_appliance::model::APPROVAL_SOCKET_DIR, "/run/appliance/approval");
-    assert_eq!(agent_appliance::grants::GRANTS_DIR, "/var/lib/appliance/egress-grants");
+    assert_eq!(
+        agent_appliance::generator::model::APPROVAL_SOCKET_DIR,
+        "/run/appliance/approval"
+    );
+    assert_eq!(
+        agent_appliance::common::grants::GRANTS_DIR,
+        "/var/lib/appliance/egress-grants"
+    );
 
     let off = eval_module(
         "modules/warden.nix",
@@ -657,7 +663,7 @@ in {{
     // The generated module sets values only; the module makes the service,
     // on the host's bridge address (model::Inference::bind_address).
     assert_eq!(out["hostService"], false);
-    let appliance = agent_appliance::commands::load(&dir.path().join("appliance.toml")).unwrap();
+    let appliance = agent_appliance::operator::commands::load(&dir.path().join("appliance.toml")).unwrap();
     let inference = appliance.inference.as_ref().unwrap();
     assert!(inference.sandbox.is_none());
     assert_eq!(
@@ -962,11 +968,11 @@ fn run_network_script(script: &str, inspect_status: i32) -> Vec<Vec<String>> {
 
 #[test]
 fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
-    use agent_appliance::render::{docker_network, network_create};
+    use agent_appliance::generator::render::{docker_network, network_create};
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
     let daemon = root().join("generated/hosts/hub/docker-daemon.json");
     // Every host of the spec: the hub's bridge has GCE's MTU, the Pi's none.
     assert!(
@@ -1442,7 +1448,7 @@ fn the_docker_module_refuses_a_gvisor_older_than_the_minimum() {
     };
     // The stub's gVisor is release 20260406.0.
     assert_eq!(
-        assertions(&format!("\"{}\"", agent_appliance::render::RUNSC_MINIMUM))[0]["assertion"],
+        assertions(&format!("\"{}\"", agent_appliance::generator::render::RUNSC_MINIMUM))[0]["assertion"],
         true
     );
     let old = assertions("\"20260501.0\"");

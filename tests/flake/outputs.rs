@@ -619,8 +619,8 @@ in {{
         out["nvidia"],
         serde_json::json!({
             "enable": true,
-            "package": agent_appliance::render::NVIDIA_PACKAGE,
-            "supportedVersions": agent_appliance::render::NVPROXY_DRIVERS,
+            "package": agent_appliance::generator::render::NVIDIA_PACKAGE,
+            "supportedVersions": agent_appliance::generator::render::NVPROXY_DRIVERS,
             "containerToolkit": true,
         })
     );
@@ -643,15 +643,18 @@ in {{
     // Docker with the generated runtimes and the sandboxes' bridge
     // (modules/docker-gvisor.nix) on every host, as Rust decides it; the
     // hub, on GCE, with GCE's MTU.
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
     for name in ["hub", "pi"] {
         let docker = &out["docker"][name];
         assert_eq!(docker["enable"], true);
         let settings = docker["daemonSettings"].as_str().unwrap();
         assert!(settings.ends_with("-docker-daemon.json"), "{settings}");
-        let network = agent_appliance::render::docker_network(&appliance, &appliance.hosts[name]);
+        let network = agent_appliance::generator::render::docker_network(&appliance, &appliance.hosts[name]);
         assert_eq!(docker["network"], serde_json::to_value(network).unwrap());
-        assert_eq!(docker["runscMinimum"], agent_appliance::render::RUNSC_MINIMUM);
+        assert_eq!(
+            docker["runscMinimum"],
+            agent_appliance::generator::render::RUNSC_MINIMUM
+        );
     }
     assert_eq!(out["docker"]["hub"]["network"]["mtu"], 1460);
     assert!(
@@ -688,7 +691,7 @@ in {{
 
 #[test]
 fn every_image_function_is_the_image_src_model_describes() {
-    use agent_appliance::model::image::{self, VersionCheck};
+    use agent_appliance::generator::model::image::{self, VersionCheck};
     let index = read(&root().join("images/default.nix"));
     for layout in image::all() {
         let file = root().join(format!("images/{}.nix", layout.name));

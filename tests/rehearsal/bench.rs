@@ -16,8 +16,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_appliance::bootstrap::client::{Client, segment};
-use agent_appliance::model::Sandbox;
+use agent_appliance::generator::model::Sandbox;
+use agent_appliance::on_host::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
 use crate::common::root;

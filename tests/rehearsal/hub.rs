@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_appliance::bootstrap::client::Client;
-use agent_appliance::docker::run_options;
-use agent_appliance::model::{
+use agent_appliance::generator::docker::run_options;
+use agent_appliance::generator::model::{
     Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR, Sandbox,
 };
-use agent_appliance::render::runtimes::daemon_settings;
-use agent_appliance::runsc::{RunscVersion, probe_binary};
+use agent_appliance::generator::render::runtimes::daemon_settings;
+use agent_appliance::generator::runsc::{RunscVersion, probe_binary};
+use agent_appliance::on_host::bootstrap::client::Client;
 use serde_json::{Value, json};
 
 use crate::common::{in_ci, root};
@@ -382,7 +382,7 @@ impl Hub {
 /// as generated; on PostgreSQL, `Synapse::spawn` starts the cluster in
 /// `data/postgres` and points the settings at its socket.
 pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) -> Value {
-    let mut settings = agent_appliance::render::synapse::settings(appliance);
+    let mut settings = agent_appliance::generator::render::synapse::settings(appliance);
     if settings["database"]["name"] == "sqlite3" {
         settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
     }
@@ -431,7 +431,7 @@ fn tmpfiles(hub: &Hub) {
 /// key and webextract's key in their env files (0400, root; dockerd reads
 /// them).
 fn service_secrets(hub: &Hub) {
-    use agent_appliance::model::services::{EXTRACT_KEY_ENV, SEARCH_SECRET_ENV};
+    use agent_appliance::generator::model::services::{EXTRACT_KEY_ENV, SEARCH_SECRET_ENV};
     for (file, variable) in [
         (SEARCH_SECRET_ENV, "SEARXNG_SECRET"),
         (EXTRACT_KEY_ENV, "TAVILY_API_KEY"),
@@ -510,7 +510,8 @@ pub struct Services<'a> {
 
 /// Brings the hub up to the point where the sandboxes can start.
 pub fn start(name: &str, tools: Services) -> Hub {
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).expect("the default spec loads");
+    let appliance =
+        agent_appliance::operator::commands::load(&root().join("appliance.toml")).expect("the default spec loads");
     let host = appliance.hosts["hub"].clone();
     let overlay = appliance.overlay.as_ref().expect("the default spec links its hosts");
     let overlay_address = host.overlay_address.expect("the hub has an overlay address");
@@ -543,7 +544,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
     };
 
     // The bridge, exactly as the host module creates it.
-    let create = agent_appliance::render::network_create(&hub.appliance, &host);
+    let create = agent_appliance::generator::render::network_create(&hub.appliance, &host);
     let refs: Vec<&str> = create[1..].iter().map(String::as_str).collect();
     assert_ok("docker network create", &hub.daemon.docker(&refs));
 
@@ -758,7 +759,7 @@ fn start_internet_dns(hub: &mut Hub, logs: &Path) {
 /// that keeps the proxy off this host's own addresses needs a user that
 /// exists.
 fn egress_ruleset() -> String {
-    use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER};
+    use agent_appliance::generator::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER};
     let body = |file: &str| fs::read_to_string(root().join("generated/hosts/hub").join(file)).unwrap();
     let inet = body("firewall-inet.nft");
     let squid_user = format!("meta skuid \"{PROXY_USER}\"");

@@ -14,8 +14,8 @@ use std::process::Command;
 
 use crate::common::root;
 use crate::dockerd::Dockerd;
-use agent_appliance::model::CODE_RUNNER_IMAGE;
-use agent_appliance::model::image::{self, ImageLayout};
+use agent_appliance::generator::model::CODE_RUNNER_IMAGE;
+use agent_appliance::generator::model::image::{self, ImageLayout};
 
 /// What the rehearsal builds: one image of the library's description, or
 /// the code-runner image (a Nix package, not an `ImageLayout`: it runs inside

@@ -24,8 +24,8 @@ mod warden;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use agent_appliance::model::Sandbox;
-use agent_appliance::spec::schema::AgentKind;
+use agent_appliance::generator::model::Sandbox;
+use agent_appliance::generator::spec::schema::AgentKind;
 
 use crate::common::{in_ci, require_tool, root};
 use crate::hub::{Hub, Services};
@@ -246,7 +246,7 @@ fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Member) {
         .docker(&["exec", "casper-exec", "docker", "ps", "-a", "--format", "{{.Image}}"]);
     let images = String::from_utf8_lossy(&inner.stdout);
     assert!(
-        images.contains(agent_appliance::model::CODE_RUNNER_IMAGE),
+        images.contains(agent_appliance::generator::model::CODE_RUNNER_IMAGE),
         "no code-runner container in the inner dockerd: {images}"
     );
 }
@@ -481,7 +481,7 @@ fn egress_holds(hub: &Hub, sandbox: &str) {
     let proxy = format!(
         "http://{}:{}",
         hub.hub().network_address,
-        agent_appliance::model::PROXY_PORT
+        agent_appliance::generator::model::PROXY_PORT
     );
     let private = format!("http://{}:8008/", hub.hub().overlay_address.unwrap());
     let script = format!(
@@ -616,7 +616,7 @@ fn crawler_extracts_through_the_extract_sandbox(hub: &Hub) {
         .daemon
         .docker(&["exec", "casper", "/opt/hermes/bin/python", "-c", &script]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let extract = agent_appliance::model::EXTRACT_SANDBOX;
+    let extract = agent_appliance::generator::model::EXTRACT_SANDBOX;
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "web_extract printed no JSON ({e}): {stdout}{}\n{}",
@@ -789,7 +789,7 @@ fn rehearsal() {
     if has("casper") && has("searxng") {
         crawler_searches_through_the_search_sandbox(&hub);
     }
-    if has("casper") && has(agent_appliance::model::EXTRACT_SANDBOX) {
+    if has("casper") && has(agent_appliance::generator::model::EXTRACT_SANDBOX) {
         crawler_extracts_through_the_extract_sandbox(&hub);
     }
     if has("casper-exec") {

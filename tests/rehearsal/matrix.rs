@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent_appliance::bootstrap::client::{Client, segment};
+use agent_appliance::on_host::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
 use crate::hub::Hub;

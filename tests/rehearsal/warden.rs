@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::common::root;
 use crate::hub::Hub;
 use crate::matrix::Member;
-use agent_appliance::audit::Record;
+use agent_appliance::on_host::audit::Record;
 
 /// The warden process, killed and reaped when dropped.
 struct Warden {
@@ -43,8 +43,8 @@ impl Warden {
 
 fn audit_path(hub: &Hub) -> PathBuf {
     hub.state_dir()
-        .join(agent_appliance::warden::WARDEN_DIR)
-        .join(agent_appliance::warden::AUDIT_FILE)
+        .join(agent_appliance::on_host::warden::WARDEN_DIR)
+        .join(agent_appliance::on_host::warden::AUDIT_FILE)
 }
 
 /// Starts `appliance warden` in the hub's namespace and waits for its
@@ -279,7 +279,7 @@ fn stranger(hub: &Hub, admin: &Member) -> String {
     let server = hub.appliance.matrix.server_name.clone();
     let room = admin.room_id.clone();
     hub.netns.run(move || {
-        use agent_appliance::bootstrap::client::{Client, segment};
+        use agent_appliance::on_host::bootstrap::client::{Client, segment};
         let client = Client::new(
             "http://127.0.0.1:8008",
             Instant::now() + Duration::from_secs(60),
@@ -348,7 +348,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
         serde_json::from_str(&std::fs::read_to_string(root().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
     let budget = plan["loop_budget"]
         .as_u64()
-        .unwrap_or(agent_appliance::bootstrap::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
+        .unwrap_or(agent_appliance::schema::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
     let casper_id = crate::agent_id(hub, "casper");
     let melchior_id = crate::agent_id(hub, "melchior");
     let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
@@ -597,9 +597,9 @@ fn audit_holds(hub: &Hub) {
     }
     // The agents' tool calls, read from each kind's own record: casper's
     // code run, melchior's browse, balthasar's gh.
-    let calls: Vec<agent_appliance::audit::Record> = trail
+    let calls: Vec<agent_appliance::on_host::audit::Record> = trail
         .lines()
-        .map(|l| serde_json::from_str::<agent_appliance::audit::Record>(l).unwrap())
+        .map(|l| serde_json::from_str::<agent_appliance::on_host::audit::Record>(l).unwrap())
         .filter(|r| r.kind == "tool.call")
         .collect();
     let server = &hub.appliance.matrix.server_name;

@@ -2,7 +2,7 @@
 # PicoClaw gateway (pure Go, static) with the gh CLI for its GitHub skill.
 # Built for: aarch64-linux, with the nixpkgs of that
 # system (or cross) so the binaries match the architecture. images/picoclaw.nix
-# builds it; everything below comes from src/model/image.rs.
+# builds it; everything below comes from src/generator/model/image.rs.
 { pkgs, images }:
 images.picoclaw {
   tag = "0.2.9";

@@ -2,7 +2,7 @@
 # Ollama from nixpkgs built with CUDA, serving the spec's models on the host's NVIDIA GPUs through gVisor's nvproxy; models in a named volume.
 # Built for: x86_64-linux, with the nixpkgs of that
 # system (or cross) so the binaries match the architecture. images/ollama-cuda.nix
-# builds it; everything below comes from src/model/image.rs.
+# builds it; everything below comes from src/generator/model/image.rs.
 { pkgs, images }:
 images.ollama-cuda {
   tag = "0.32";

@@ -1,0 +1,8 @@
+//! What every part uses, wherever it runs: the terminal's escaping,
+//! diagnostics at file:line:column, and the egress rules shared by the
+//! generator and the warden (host names a grant may name, grant files).
+
+pub mod diag;
+pub mod grants;
+pub mod hostnames;
+pub mod term;

@@ -1,0 +1,9 @@
+//! On the appliance's hosts: what reads the generated files there (the
+//! bootstrap plan, the pairing and backup configs), never the spec or the
+//! model.
+
+pub mod audit;
+pub mod backup;
+pub mod bootstrap;
+pub mod pairing;
+pub mod warden;

@@ -63,8 +63,24 @@ pub fn with_manifest(tree: &Tree) -> Tree {
 /// never read files they did not write ([`scan`]).
 pub fn read_tree(dir: &Path) -> Result<Tree> {
     let mut tree = Tree::new();
+    for (relative, entry) in entries(dir)? {
+        let bytes = if entry.file_type().is_file() {
+            fs::read(entry.path()).with_context(|| format!("failed to read `{}`", entry.path().display()))?
+        } else {
+            // Symlinks and the like are never ours; keep them visible.
+            Vec::new()
+        };
+        tree.insert(relative, bytes);
+    }
+    Ok(tree)
+}
+
+/// Every entry under `dir` but directories (none if `dir` does not exist),
+/// sorted, with its relative `/`-separated path. Links are not followed.
+fn entries(dir: &Path) -> Result<Vec<(String, walkdir::DirEntry)>> {
+    let mut found = Vec::new();
     if !dir.exists() {
-        return Ok(tree);
+        return Ok(found);
     }
     for entry in WalkDir::new(dir).sort_by_file_name() {
         let entry = entry.with_context(|| format!("failed to read `{}`", dir.display()))?;
@@ -77,15 +93,9 @@ pub fn read_tree(dir: &Path) -> Result<Tree> {
             .expect("walkdir yields paths under its root")
             .to_string_lossy()
             .replace('\\', "/");
-        let bytes = if entry.file_type().is_file() {
-            fs::read(entry.path()).with_context(|| format!("failed to read `{}`", entry.path().display()))?
-        } else {
-            // Symlinks and the like are never ours; keep them visible.
-            Vec::new()
-        };
-        tree.insert(relative, bytes);
+        found.push((relative, entry));
     }
-    Ok(tree)
+    Ok(found)
 }
 
 /// What is at a path in the output directory, known from its metadata only.
@@ -102,20 +112,7 @@ enum OnDisk {
 /// without reading any: a foreign file of any size costs nothing here.
 fn scan(dir: &Path) -> Result<BTreeMap<String, OnDisk>> {
     let mut found = BTreeMap::new();
-    if !dir.exists() {
-        return Ok(found);
-    }
-    for entry in WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.with_context(|| format!("failed to read `{}`", dir.display()))?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let relative = entry
-            .path()
-            .strip_prefix(dir)
-            .expect("walkdir yields paths under its root")
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (relative, entry) in entries(dir)? {
         let on_disk = if entry.file_type().is_file() {
             let meta = entry
                 .metadata()

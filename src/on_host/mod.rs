@@ -2,6 +2,7 @@
 //! bootstrap plan, the pairing and backup configs), never the spec or the
 //! model.
 
+pub mod atomic;
 pub mod audit;
 pub mod backup;
 pub mod bootstrap;

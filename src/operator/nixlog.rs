@@ -542,9 +542,27 @@ mod tests {
         assert_eq!(tail[0], "line 5");
     }
 
-    fn fixture(name: &str) -> Progress {
+    fn fixture_text(name: &str) -> String {
         let path = format!("{}/tests/fixtures/nix-log/{name}", env!("CARGO_MANIFEST_DIR"));
-        Progress::from_log(&std::fs::read_to_string(path).unwrap())
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn fixture(name: &str) -> Progress {
+        Progress::from_log(&fixture_text(name))
+    }
+
+    /// Replays a recorded log up to and including the first line that
+    /// contains `marker`: the progress then, and the events on the way.
+    fn replay_until(name: &str, marker: &str) -> (Progress, Vec<Event>) {
+        let mut progress = Progress::default();
+        let mut events = Vec::new();
+        for line in fixture_text(name).lines() {
+            events.extend(progress.apply(&parse_line(line)));
+            if line.contains(marker) {
+                break;
+            }
+        }
+        (progress, events)
     }
 
     #[test]
@@ -569,20 +587,8 @@ mod tests {
 
     #[test]
     fn the_current_step_is_the_running_build_with_its_phase() {
-        let text = std::fs::read_to_string(format!(
-            "{}/tests/fixtures/nix-log/build.log",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
         // Replay up to b's first log line: a is done, b is in installPhase.
-        let mut progress = Progress::default();
-        let mut events = Vec::new();
-        for line in text.lines() {
-            events.extend(progress.apply(&parse_line(line)));
-            if line.contains("\"building b\"") {
-                break;
-            }
-        }
+        let (progress, events) = replay_until("build.log", "\"building b\"");
         assert_eq!(progress.builds().done, 1);
         assert_eq!(
             progress.current_step().as_deref(),
@@ -627,19 +633,7 @@ mod tests {
 
     #[test]
     fn a_fetch_in_progress_shows_the_path_not_its_download() {
-        let text = std::fs::read_to_string(format!(
-            "{}/tests/fixtures/nix-log/fetch.log",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let mut progress = Progress::default();
-        let mut events = Vec::new();
-        for line in text.lines() {
-            events.extend(progress.apply(&parse_line(line)));
-            if line.contains("nar.xz") {
-                break;
-            }
-        }
+        let (progress, events) = replay_until("fetch.log", "nar.xz");
         assert_eq!(progress.current_step().as_deref(), Some("fetching nixlog-b"));
         assert_eq!(events, [Event::Started("fetching nixlog-b".into())]);
     }
@@ -659,10 +653,7 @@ mod tests {
 
     #[test]
     fn recorded_dry_runs_list_builds_and_fetches() {
-        let read = |name: &str| {
-            std::fs::read_to_string(format!("{}/tests/fixtures/nix-log/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-        };
-        let build = parse_dry_run(&read("dry-run-build.log"));
+        let build = parse_dry_run(&fixture_text("dry-run-build.log"));
         assert_eq!(
             build.builds,
             [
@@ -671,7 +662,7 @@ mod tests {
             ]
         );
         assert!(build.fetches.is_empty());
-        let fetch = parse_dry_run(&read("dry-run-fetch.log"));
+        let fetch = parse_dry_run(&fixture_text("dry-run-fetch.log"));
         assert!(fetch.builds.is_empty());
         assert_eq!(fetch.fetches, ["/nix/store/b7j35mlpd6qhyf6xa6sw2gn07z8fmrlm-nixlog-b"]);
         assert_eq!(

@@ -169,6 +169,18 @@ impl ImageLayout {
 
 pub(crate) const CA_BUNDLE: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
 /// Scratch space every image gets.
+/// An agent's state directory at `path`: its own, on the sandbox's
+/// `state` volume (what backups keep), never executable.
+pub(crate) const fn state_volume(path: &'static str) -> Writable {
+    Writable {
+        path,
+        mode: 0o700,
+        owner: Owner::Account,
+        storage: Storage::Volume { name: "state" },
+        exec: false,
+    }
+}
+
 pub(crate) const TMP: Writable = Writable {
     path: "/tmp",
     mode: 0o1777,

@@ -3,9 +3,9 @@
 //! recorded where the warden and `appliance backup now` read it.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
+use crate::on_host::atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -61,10 +61,5 @@ pub fn read_status(path: &Path) -> Result<Option<Status>> {
 fn write_status(path: &Path, status: &Status) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all((serde_json::to_string(status)? + "\n").as_bytes())?;
-    file.as_file().sync_all()?;
-    file.persist(path)
-        .with_context(|| format!("failed to write `{}`", path.display()))?;
-    Ok(())
+    atomic::replace(path, (serde_json::to_string(status)? + "\n").as_bytes(), None)
 }

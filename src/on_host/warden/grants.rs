@@ -12,12 +12,12 @@
 //! state, so a grant that expired while it was down is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::on_host::atomic;
 use anyhow::{Context, Result};
 
 use super::Warden;
@@ -132,19 +132,8 @@ pub fn write_file(path: &Path, text: &str) -> Result<bool> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
     }
-    let dir = path.parent().context("a grant file has no directory")?;
-    let mut temp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a file in `{}`", dir.display()))?;
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .and_then(|()| temp.write_all(text.as_bytes()))
-        .and_then(|()| temp.as_file().sync_all())
-        .with_context(|| format!("cannot write `{}`", temp.path().display()))?;
-    temp.persist(path)
-        .with_context(|| format!("cannot replace `{}`", path.display()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync `{}`", dir.display()))?;
+    // 0644: squid reads it as its own user.
+    atomic::replace(path, text.as_bytes(), Some(0o644))?;
     Ok(true)
 }
 
@@ -402,6 +391,8 @@ impl Warden<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn grant(until: u64) -> Grant {

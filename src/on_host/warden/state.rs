@@ -4,10 +4,11 @@
 //! atomically after each batch of events.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
+use crate::on_host::atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -106,18 +107,8 @@ impl State {
     /// Temp file + fsync + rename (atomic on one filesystem: the temp file
     /// sits next to the target), then the directory is synced.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().context("warden state path has no directory")?;
         let text = serde_json::to_string_pretty(self).context("failed to serialize warden state")? + "\n";
-        let mut temp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("failed to create a temporary file in `{}`", dir.display()))?;
-        temp.write_all(text.as_bytes())
-            .and_then(|()| temp.as_file().sync_all())
-            .with_context(|| format!("failed to write `{}`", temp.path().display()))?;
-        temp.persist(path)
-            .with_context(|| format!("failed to replace `{}`", path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("failed to sync directory `{}`", dir.display()))
+        atomic::replace(path, text.as_bytes(), None)
     }
 }
 

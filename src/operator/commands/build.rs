@@ -482,6 +482,13 @@ pub fn tree_size(path: &Path) -> Option<u64> {
 /// The disk image inside a build result: nixpkgs puts the Pi's under
 /// `sd-image/*.img.zst` and the GCE one at the top as `*.raw.tar.gz`.
 pub fn image_file(result: &Path) -> Option<PathBuf> {
+    let mut found = files_ending_in(result, &[".img.zst", ".img", ".raw.tar.gz"]);
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// The files (links followed) at most three levels under a build result
+/// whose names end in one of `endings`, sorted.
+pub fn files_ending_in(result: &Path, endings: &[&str]) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = walkdir::WalkDir::new(result)
         .follow_links(true)
         .max_depth(3)
@@ -491,13 +498,11 @@ pub fn image_file(result: &Path) -> Option<PathBuf> {
         .map(|e| e.into_path())
         .filter(|p| {
             let name = p.to_string_lossy();
-            [".img.zst", ".img", ".raw.tar.gz"]
-                .iter()
-                .any(|ext| name.ends_with(ext))
+            endings.iter().any(|ending| name.ends_with(ending))
         })
         .collect();
     found.sort();
-    (found.len() == 1).then(|| found.remove(0))
+    found
 }
 
 /// The progress bar on a terminal, one line per step otherwise.

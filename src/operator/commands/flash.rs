@@ -102,19 +102,7 @@ pub fn open_image(path: &Path) -> Result<Image> {
 
 /// The one `.img` or `.img.zst` in a build result (nixpkgs: `sd-image/`).
 fn find_image(dir: &Path) -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .follow_links(true)
-        .max_depth(3)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .filter(|p| {
-            let name = p.to_string_lossy();
-            name.ends_with(".img") || name.ends_with(".img.zst")
-        })
-        .collect();
-    found.sort();
+    let mut found = super::build::files_ending_in(dir, &[".img", ".img.zst"]);
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => bail!("no `.img` or `.img.zst` under `{}`; {UNCHANGED}", dir.display()),

@@ -15,7 +15,7 @@ use super::{
     ToolPolicy, Validator, openai_base,
 };
 use crate::generator::model::Size;
-use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
+use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, TMP, VersionCheck, state_volume};
 use crate::generator::model::policy::Request;
 use crate::generator::model::{Agent, CHROMIUM_PATH, Permissive, Warning, egress};
 use crate::generator::spec::schema::{AgentKind, Tool};
@@ -71,16 +71,7 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
         gid: 10000,
         home: "/opt/data",
     },
-    writable: &[
-        Writable {
-            path: "/opt/data",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Volume { name: "state" },
-            exec: false,
-        },
-        TMP,
-    ],
+    writable: &[state_volume("/opt/data"), TMP],
     // `hermes gateway run` after clearing stale single-instance records
     // from the state volume (nix/packages/hermes-start.sh says why).
     entrypoint: &["tini", "-s", "--", "appliance-hermes-start"],

@@ -11,7 +11,9 @@ use super::{
     ToolLogFormat, Validator,
 };
 use crate::generator::model::Size;
-use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
+use crate::generator::model::image::{
+    Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable, state_volume,
+};
 use crate::generator::model::policy::{Request, common};
 use crate::generator::model::{Agent, MATRIX_TOKEN_FILE, Permissive, SECRETS_MOUNT};
 use crate::generator::spec::schema::{AgentKind, Tool};
@@ -78,13 +80,7 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
             storage: Storage::Tmpfs { size: Size::mib(512) },
             exec: false,
         },
-        Writable {
-            path: "/home/node/.openclaw",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Volume { name: "state" },
-            exec: false,
-        },
+        state_volume("/home/node/.openclaw"),
         TMP,
     ],
     // The gateway, after removing the ownership records (agent database

@@ -13,7 +13,7 @@ use super::{
     CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat, Validator, openai_base,
 };
 use crate::generator::model::Size;
-use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, Owner, Storage, TMP, VersionCheck, Writable};
+use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, TMP, VersionCheck, state_volume};
 use crate::generator::model::policy::Request;
 use crate::generator::model::{Agent, Permissive, Warning};
 use crate::generator::spec::schema::{AgentKind, Tool};
@@ -72,16 +72,7 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
         gid: 1000,
         home: "/var/lib/picoclaw",
     },
-    writable: &[
-        Writable {
-            path: "/var/lib/picoclaw",
-            mode: 0o700,
-            owner: Owner::Account,
-            storage: Storage::Volume { name: "state" },
-            exec: false,
-        },
-        TMP,
-    ],
+    writable: &[state_volume("/var/lib/picoclaw"), TMP],
     entrypoint: &["picoclaw", "gateway"],
     env: &[CA_BUNDLE],
     // A shell and core tools: PicoClaw's exec tool (and the gh skill

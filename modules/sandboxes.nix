@@ -39,11 +39,11 @@ in
           };
           imageFile = lib.mkOption {
             type = lib.types.path;
-            example = lib.literalExpression "../../images/picoclaw.nix";
+            example = lib.literalExpression "../../images/picoclaw.json";
             description = ''
-              The generated image description (generated/images/<image>.nix),
-              called with `pkgs` and the image builders (images/): the image
-              Docker loads from the store, never pulled.
+              The generated image description (generated/images/<image>.json),
+              built by the image builders of images/ (`fromGenerated`): the
+              image Docker loads from the store, never pulled.
             '';
           };
           user = lib.mkOption {
@@ -125,10 +125,7 @@ in
         dependsOn
         extraOptions
         ;
-      imageStream = import sandbox.imageFile {
-        inherit pkgs;
-        images = applianceImages;
-      };
+      imageStream = applianceImages.fromGenerated sandbox.imageFile;
     }) cfg;
 
     systemd.services = lib.mapAttrs' (

@@ -959,10 +959,9 @@ fn every_package_we_use_is_in_the_nixos_catalog() {
     files.extend(generated_images());
     files.extend(hand_written_nix());
     for file in &files {
-        let text = read(file);
-        let mut attrs = package_attrs(&text);
+        let mut attrs = packages_of(file);
         if file.parent().is_some_and(|p| p.ends_with("nix/packages")) {
-            attrs.extend(call_package_args(&text));
+            attrs.extend(call_package_args(&read(file)));
         }
         for attr in attrs {
             used.entry(attr)

@@ -279,7 +279,7 @@ let
   stub = import {stub}/stub.nix;
   inherit (stub) lib;
   imagesWith = pkgs: import {root}/images {{ inherit pkgs lib; }};
-  generated = pkgs: name: import ({root}/generated/images + "/${{name}}.nix") {{ inherit pkgs; images = imagesWith pkgs; }};
+  generated = pkgs: name: (imagesWith pkgs).fromGenerated ({root}/generated/images + "/${{name}}.json");
 in {body}
 "#,
         stub = stub.path().display(),
@@ -385,9 +385,11 @@ in
     ollama-cuda = package "ollama-cuda";
   };
   utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
-  applianceImages = builtins.mapAttrs (name: _: args: { image = name; inherit (args) tag writable; }) {
-    openclaw = 1; picoclaw = 1; hermes = 1; docker-in-gvisor = 1; ollama = 1; ollama-cuda = 1; searxng = 1; webextract = 1;
-  };
+  # images/default.nix's `fromGenerated`, less the build: which builder
+  # a generated description names, and some of its arguments.
+  applianceImages.fromGenerated = file:
+    let description = builtins.fromJSON (builtins.readFile file);
+    in { inherit (description) image tag writable; };
 }
 "#;
 
@@ -666,8 +668,11 @@ in {{
     let models = &out["models"];
     assert_eq!(models["enable"], true);
     assert_eq!(models["sandboxUnit"], "docker-ollama.service");
-    let script = models["pullScript"].as_str().unwrap();
-    assert!(script.ends_with("-pull-models.sh"), "{script}");
+    assert_eq!(models["url"], "http://10.88.0.2:11434");
+    assert_eq!(
+        models["names"],
+        serde_json::json!(["gemma4:26b-a4b-it-q8_0", "glm-4.7-flash:q4_K_M", "qwen3.5:27b-q4_K_M"])
+    );
     assert_eq!(out["piModels"], false);
     assert_eq!(
         out["ready"],
@@ -730,7 +735,7 @@ fn the_overlay_provides_every_package_the_generated_nix_calls() {
     files.extend(generated_host_modules());
     files.extend(nix_files(&root().join("images")));
     for file in files {
-        for attr in package_attrs(&read(&file)) {
+        for attr in packages_of(&file) {
             if attr.starts_with("appliance-") || attr == "agent-appliance" {
                 assert!(
                     provided.contains(attr.as_str()),

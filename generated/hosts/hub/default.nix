@@ -149,7 +149,8 @@
     appliance.models = {
       enable = true;
       sandboxUnit = "docker-ollama.service";
-      pullScript = ./pull-models.sh;
+      url = "http://10.88.0.2:11434";
+      names = [ "gemma4:26b-a4b-it-q8_0" "glm-4.7-flash:q4_K_M" "qwen3.5:27b-q4_K_M" ];
     };
 
     appliance.ready.units = [
@@ -191,7 +192,7 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageFile = ../../images/picoclaw.nix;
+        imageFile = ../../images/picoclaw.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -243,7 +244,7 @@
           "--ip=10.88.0.11"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageFile = ../../images/hermes.nix;
+        imageFile = ../../images/hermes.json;
         requires = [
           "appliance-network.service"
           "appliance-bootstrap.service"
@@ -304,7 +305,7 @@
           "--network=none"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageFile = ../../images/docker-in-gvisor.nix;
+        imageFile = ../../images/docker-in-gvisor.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
@@ -346,7 +347,7 @@
           "--ip=10.88.0.12"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageFile = ../../images/openclaw.nix;
+        imageFile = ../../images/openclaw.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -389,7 +390,7 @@
           "--device=nvidia.com/gpu=all"
         ];
         image = "agent-appliance/ollama-cuda:0.32";
-        imageFile = ../../images/ollama-cuda.nix;
+        imageFile = ../../images/ollama-cuda.json;
         ports = [ "10.89.0.1:11434:11434" ];
         requires = [
           "appliance-network.service"
@@ -429,7 +430,7 @@
           "--ip=10.88.0.3"
         ];
         image = "agent-appliance/searxng:1";
-        imageFile = ../../images/searxng.nix;
+        imageFile = ../../images/searxng.json;
         requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10080:10080";
         volumes = [
@@ -464,7 +465,7 @@
           "--ip=10.88.0.4"
         ];
         image = "agent-appliance/webextract:1";
-        imageFile = ../../images/webextract.nix;
+        imageFile = ../../images/webextract.json;
         requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10090:10090";
         volumes = [ "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro" ];

@@ -97,7 +97,7 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageFile = ../../images/picoclaw.nix;
+        imageFile = ../../images/picoclaw.json;
         requires = [
           "appliance-network.service"
           "sys-subsystem-net-devices-wg\\x2dappliance.device"

@@ -111,7 +111,8 @@
     appliance.models = {
       enable = true;
       sandboxUnit = "docker-ollama.service";
-      pullScript = ./pull-models.sh;
+      url = "http://172.30.0.2:11434";
+      names = [ "qwen3.5:27b-q4_K_M" "gemma4:26b-a4b-it-q8_0" ];
     };
 
     appliance.ready.units = [
@@ -155,7 +156,7 @@
           "--ip=172.30.0.10"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageFile = ../../images/hermes.nix;
+        imageFile = ../../images/hermes.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "10000:10000";
         volumes = [
@@ -217,7 +218,7 @@
           "--ip=172.30.0.11"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageFile = ../../images/docker-in-gvisor.nix;
+        imageFile = ../../images/docker-in-gvisor.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
@@ -253,7 +254,7 @@
           "--device=nvidia.com/gpu=all"
         ];
         image = "agent-appliance/ollama-cuda:0.32";
-        imageFile = ../../images/ollama-cuda.nix;
+        imageFile = ../../images/ollama-cuda.json;
         requires = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
         user = "11434:11434";
         volumes = [
@@ -288,7 +289,7 @@
           "--ip=172.30.0.12"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageFile = ../../images/openclaw.nix;
+        imageFile = ../../images/openclaw.json;
         ports = [ "18789:18789" ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";

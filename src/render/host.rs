@@ -26,31 +26,13 @@ use crate::spec::schema::{SynapseDatabase, Target};
 pub const RUNSC_MINIMUM: &str = crate::pins::GVISOR_MINIMUM;
 
 /// NVIDIA drivers the shipped gVisor's nvproxy supports: `runsc nvproxy
-/// list-supported-drivers` of release-20260406.0 (nix/sources.json `gvisor`;
-/// its `pkg/sentry/devices/nvproxy/version.go` and that of the `go`-branch
-/// build .ci/gobuild.sh makes list the same 18). nvproxy needs an exact
-/// match. tests/nvproxy.rs checks this against the built runsc and the Go
+/// list-supported-drivers` of release-20260406.0, pinned beside it in
+/// nix/sources.json (`gvisor.nvproxyDrivers`, `nvproxyWhy`), whose list is
+/// also modules/nvidia.nix's default, so every host gets it without the
+/// generated module repeating it. nvproxy needs an exact match.
+/// tests/nvproxy.rs checks this against the built runsc and the Go
 /// module's source.
-pub const NVPROXY_DRIVERS: &[&str] = &[
-    "535.129.03",
-    "535.183.06",
-    "535.247.01",
-    "535.261.03",
-    "535.274.02",
-    "535.288.01",
-    "550.90.12",
-    "570.124.06",
-    "570.133.20",
-    "570.172.08",
-    "570.195.03",
-    "575.57.08",
-    "580.65.06",
-    "580.82.07",
-    "580.95.05",
-    "580.105.08",
-    "580.126.09",
-    "590.48.01",
-];
+pub const NVPROXY_DRIVERS: &[&str] = crate::pins::NVPROXY_DRIVERS;
 
 /// The `nvidiaPackages` attribute GPU hosts use: NVIDIA's data-center driver
 /// of the 590 branch (590.48.01 in the nixpkgs of 2026), the one driver that
@@ -158,7 +140,6 @@ struct Egress {
 struct Nvidia {
     enable: bool,
     package: &'static str,
-    supported_versions: &'static [&'static str],
     /// A sandbox uses the GPU (CDI specs from the container toolkit).
     container_toolkit: bool,
 }
@@ -367,7 +348,6 @@ fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
         let nvidia = Nvidia {
             enable: true,
             package: NVIDIA_PACKAGE,
-            supported_versions: NVPROXY_DRIVERS,
             container_toolkit: host.sandboxes.iter().any(|s| s.gpus),
         };
         settings.push(

@@ -1369,6 +1369,7 @@ fn the_nvidia_module_defaults_the_driver_and_refuses_one_nvproxy_lacks() {
     };
     let select = r#"{
       options = builtins.attrNames module.options.appliance.nvidia;
+      supported = module.options.appliance.nvidia.supportedVersions.default;
       enabled = module.config._if;
       inherit (module.config.content) hardware services;
       assertions = map (a: { inherit (a) assertion; }) module.config.content.assertions;
@@ -1378,6 +1379,12 @@ fn the_nvidia_module_defaults_the_driver_and_refuses_one_nvproxy_lacks() {
     assert_eq!(
         out["options"],
         serde_json::json!(["containerToolkit", "enable", "package", "supportedVersions"])
+    );
+    // Every host's default: the pinned gVisor's nvproxy list, the one
+    // `appliance doctor` checks (both from nix/sources.json).
+    assert_eq!(
+        out["supported"],
+        serde_json::json!(agent_appliance::render::NVPROXY_DRIVERS)
     );
     assert_eq!(out["enabled"], true);
     let hardware = &out["hardware"];

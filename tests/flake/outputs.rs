@@ -615,14 +615,14 @@ in {{
         out["ollama"]["requires"],
         serde_json::json!(["appliance-network.service", cdi, device])
     );
-    // The GPU host's driver and nvproxy's list (modules/nvidia.nix); Ollama's
-    // sandbox uses the GPUs through CDI. The Pi has no GPU.
+    // The GPU host's driver (modules/nvidia.nix, whose default is
+    // nvproxy's list); Ollama's sandbox uses the GPUs through CDI. The Pi
+    // has no GPU.
     assert_eq!(
         out["nvidia"],
         serde_json::json!({
             "enable": true,
             "package": agent_appliance::render::NVIDIA_PACKAGE,
-            "supportedVersions": agent_appliance::render::NVPROXY_DRIVERS,
             "containerToolkit": true,
         })
     );

@@ -14,7 +14,7 @@
 }:
 let
   cfg = config.appliance.webClient;
-  units = import ./units.nix lib;
+  inherit (import ./lib.nix lib) units;
   cinny = pkgs.cinny.override {
     conf = {
       allowCustomHomeservers = false;

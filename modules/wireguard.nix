@@ -13,6 +13,7 @@
   ...
 }:
 let
+  inherit (import ./lib.nix lib) strings;
   cfg = config.appliance.wireguard;
   useNetworkd = config.networking.wireguard.useNetworkd;
   keyFile = lib.escapeShellArg cfg.keyFile;
@@ -90,9 +91,7 @@ in
       description = "The other hosts whose public key the spec has.";
     };
 
-    unpaired = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
-      default = [ ];
+    unpaired = strings {
       example = [ "pi" ];
       description = ''
         Other hosts whose public key the spec lacks, so the link to them is

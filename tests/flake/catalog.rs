@@ -620,9 +620,10 @@ fn collect_paths(text: &str) -> PathCollector {
 /// NixOS option paths a file sets, by kind of file.
 fn option_paths(file: &Path, text: &str) -> BTreeSet<String> {
     let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
-    if relative == "modules/units.nix" {
-        // Not a module: the option the modules' `after`/`requires`/`wants`
-        // share (its `type` and `default` are an option's fields).
+    if relative == "modules/lib.nix" {
+        // Not a module: the option shapes the modules share (the units of
+        // `after`/`requires`/`wants`, lists of strings); its `type` and
+        // `default` are an option's fields.
         return BTreeSet::new();
     }
     defined_paths(text)

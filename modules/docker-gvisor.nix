@@ -53,7 +53,10 @@ in
 
     runscMinimum = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
-      default = null;
+      # The same on every host: pinned with gVisor (`RUNSC_MINIMUM` in
+      # Rust, which `appliance doctor` checks, is read from the same file).
+      default = (lib.importJSON ../nix/sources.json).gvisor.minimum;
+      defaultText = lib.literalExpression "(lib.importJSON ../nix/sources.json).gvisor.minimum";
       example = "20260316.0";
       description = ''
         The oldest gVisor release this host may run (`pkgs.gvisor.version`),

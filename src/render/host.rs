@@ -21,8 +21,10 @@ use crate::spec::schema::{SynapseDatabase, Target};
 
 /// The oldest gVisor release the hosts may run: arm64 systrap supports the
 /// 39-bit address space of Raspberry Pi kernels from release-20260316.0
-/// (google/gvisor#12694). Asserted at evaluation; nix/sources.json pins the
-/// release the overlay builds when nixpkgs is older.
+/// (google/gvisor#12694). Asserted at evaluation (modules/docker-gvisor.nix
+/// reads the same `gvisor.minimum` of nix/sources.json as its default, so no
+/// host repeats it); nix/sources.json pins the release the overlay builds
+/// when nixpkgs is older.
 pub const RUNSC_MINIMUM: &str = crate::pins::GVISOR_MINIMUM;
 
 /// NVIDIA drivers the shipped gVisor's nvproxy supports: `runsc nvproxy
@@ -199,7 +201,6 @@ struct Docker {
     enable: bool,
     /// `./docker-daemon.json`, a path literal.
     daemon_settings: Value,
-    runsc_minimum: &'static str,
     network: DockerNetwork,
 }
 
@@ -386,7 +387,6 @@ fn docker(appliance: &Appliance, host: &Host) -> Setting {
     let docker = Docker {
         enable: true,
         daemon_settings: expr(nix::path("./docker-daemon.json")),
-        runsc_minimum: RUNSC_MINIMUM,
         network: docker_network(appliance, host),
     };
     Setting::new("appliance.docker", docker).with_comment(comment)

@@ -1015,6 +1015,7 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
               options = builtins.attrNames module.options.appliance.docker;
               network = builtins.attrNames module.options.appliance.docker.network;
               mtu = module.options.appliance.docker.network.mtu.default;
+              minimum = module.options.appliance.docker.runscMinimum.default;
               enabled = module.config._if;
               docker = module.config.content.virtualisation.docker;
               unit = module.config.content.systemd.services.appliance-network;
@@ -1028,6 +1029,8 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
             out["network"],
             serde_json::json!(["bridge", "gateway", "mtu", "name", "subnet"])
         );
+        // Every host's default: the pinned minimum `appliance doctor` checks.
+        assert_eq!(out["minimum"], agent_appliance::render::RUNSC_MINIMUM);
         assert_eq!(out["mtu"], Value::Null, "Docker's own MTU unless set");
         assert_eq!(out["enabled"], true);
         // The daemon settings as generated, each runtime run by this

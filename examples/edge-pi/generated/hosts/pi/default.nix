@@ -31,7 +31,6 @@
     appliance.docker = {
       enable = true;
       daemonSettings = ./docker-daemon.json;
-      runscMinimum = "20260316.0";
       network = {
         name = "appliance";
         subnet = "10.88.0.0/16";

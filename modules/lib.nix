@@ -1,6 +1,14 @@
-# Not a module: the option shapes the hand-written modules share
+# Not a module: the option shapes and types the hand-written modules share
 # (`inherit (import ./lib.nix lib) units strings;`).
 lib: {
+  # One IPv4 address, and one with its prefix length (`10.88.0.0/16`).
+  ipv4 = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
+  ipv4Prefix = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}/[0-9]{1,2}";
+
+  # An Ollama model name as `appliance` checks it (model::names): it
+  # reaches a JSON body and a command line unquoted.
+  modelName = lib.types.strMatching "[A-Za-z0-9._:/-]+";
+
   # The option the modules' `after`/`requires`/`wants` share, a list of
   # systemd unit names.
   units =

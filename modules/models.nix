@@ -16,6 +16,7 @@
 }:
 let
   cfg = config.appliance.models;
+  inherit (import ./lib.nix lib) modelName;
 in
 {
   options.appliance.models = {
@@ -38,9 +39,8 @@ in
     };
 
     names = lib.mkOption {
-      # Ollama's model names, as `appliance` checks them: they go into the
-      # pull's JSON body unquoted.
-      type = lib.types.listOf (lib.types.strMatching "[A-Za-z0-9._:/-]+");
+      # They go into the pull's JSON body unquoted (lib.nix).
+      type = lib.types.listOf modelName;
       example = [ "qwen3.5:27b-q4_K_M" ];
       description = "The models to pull, in this order; one that fails is named in the journal and fails the unit.";
     };

@@ -44,7 +44,7 @@ let
 in
 builders
 // {
-  inherit argsOf;
+  inherit argsOf build;
   # The image a generated description builds.
   fromGenerated = file: builders.${(builtins.fromJSON (builtins.readFile file)).image} (argsOf file);
 }

@@ -34,7 +34,7 @@ let
   imageTag = lib.elemAt reference 1;
   imageFile = baseNameOf imageName;
 
-  build = import ../../images/build.nix { inherit pkgs lib; };
+  images = import ../../images { inherit pkgs lib; };
 
   # STAND-IN for Ollama: `ollama serve`, the image's entry point, runs the
   # stand-in model server where OLLAMA_HOST (the generated environment)
@@ -62,14 +62,14 @@ let
   # The inference image's own description (account, writable directories,
   # entry point, environment): what generated/images/<name>.json gives
   # images/<name>.nix, taken as it is.
-  imageArgs = (import ../../images { inherit pkgs lib; }).argsOf generated.images.${imageFile}.file;
+  imageArgs = images.argsOf generated.images.${imageFile}.file;
   # Ollama's home is the model volume: the stand-in logs there.
   modelHome = imageArgs.account.home;
   standinLog = "standin-requests.jsonl";
   # That description built by images/build.nix under the same name and
   # tag, with the stand-in in place of Ollama. Its version label says
   # `stand-in`.
-  standinImage = build (
+  standinImage = images.build (
     imageArgs
     // {
       name = imageName;

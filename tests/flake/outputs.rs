@@ -747,3 +747,33 @@ fn the_overlay_provides_every_package_the_generated_nix_calls() {
         }
     }
 }
+
+#[test]
+fn the_clis_package_source_names_only_paths_that_exist() {
+    // `lib.fileset.unions` fails evaluation on a missing path, so a path
+    // the repository drops (templates/ went with the Jinja templates) must
+    // leave nix/packages/appliance.nix too, or `nix build .#appliance` and
+    // every image and machine that runs the CLI stop evaluating.
+    let text = read(&root().join("nix/packages/appliance.nix"));
+    let start = text
+        .find("lib.fileset.unions [")
+        .expect("the package names its source files");
+    let end = start + text[start..].find(']').unwrap();
+    let paths: Vec<&str> = text[start..end]
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("../../"))
+        .collect();
+    assert!(paths.len() >= 5, "{paths:?}");
+    for path in &paths {
+        let relative = path.trim_start_matches("../../");
+        assert!(
+            root().join(relative).exists(),
+            "nix/packages/appliance.nix names `{path}`, which does not exist"
+        );
+    }
+    // What build.rs and the embedded files read is in it.
+    for needed in ["../../build.rs", "../../nix/sources.json", "../../src"] {
+        assert!(paths.contains(&needed), "the CLI's source lacks `{needed}`: {paths:?}");
+    }
+}

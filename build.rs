@@ -1,7 +1,8 @@
 //! The upstream versions this crate names (the agents' images, the oldest
 //! gVisor release the hosts accept) are pinned in one place,
 //! `nix/sources.json`, which the flake, CI's installers (`scripts/pin`) and
-//! this build all read. This writes them as constants for `src/generator/pins.rs`.
+//! this build all read. This writes them as constants for `src/generator/pins.rs`,
+//! with the NVIDIA drivers that gVisor release's nvproxy supports.
 
 use std::env;
 use std::fs;
@@ -28,6 +29,18 @@ fn main() {
             .unwrap_or_else(|| panic!("{SOURCES}: `{entry}.{field}` is not a string"));
         out.push_str(&format!("pub const {constant}: &str = {value:?};\n"));
     }
+    // The NVIDIA drivers the pinned gVisor's nvproxy supports: the same
+    // list is the default of modules/nvidia.nix's `supportedVersions`.
+    let drivers: Vec<&str> = sources["gvisor"]["nvproxyDrivers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{SOURCES}: `gvisor.nvproxyDrivers` is not a list"))
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("{SOURCES}: `gvisor.nvproxyDrivers` holds a non-string"))
+        })
+        .collect();
+    out.push_str(&format!("pub const NVPROXY_DRIVERS: &[&str] = &{drivers:?};\n"));
     let dir = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     fs::write(Path::new(&dir).join("pins.rs"), out).expect("write pins.rs");
 }

@@ -66,7 +66,7 @@ in
     };
   };
 
-  # What generated/images/<name>.nix calls to build each sandbox's image;
+  # What builds each sandbox's image from generated/images/<name>.json;
   # unconditional, as module arguments must be (it is lazy: nothing is built
   # or evaluated unless a generated host uses it).
   config._module.args.applianceImages = import ../images { inherit pkgs lib; };

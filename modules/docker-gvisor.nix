@@ -13,6 +13,7 @@
 }:
 let
   cfg = config.appliance.docker;
+  inherit (import ./lib.nix lib) ipv4 ipv4Prefix;
   net = cfg.network;
 
   # The daemon settings as generated, each runtime pointed at this
@@ -53,7 +54,10 @@ in
 
     runscMinimum = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
-      default = null;
+      # The same on every host: pinned with gVisor (`RUNSC_MINIMUM` in
+      # Rust, which `appliance doctor` checks, is read from the same file).
+      default = (lib.importJSON ../nix/sources.json).gvisor.minimum;
+      defaultText = lib.literalExpression "(lib.importJSON ../nix/sources.json).gvisor.minimum";
       example = "20260316.0";
       description = ''
         The oldest gVisor release this host may run (`pkgs.gvisor.version`),
@@ -73,13 +77,13 @@ in
       };
 
       subnet = lib.mkOption {
-        type = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}/[0-9]{1,2}";
+        type = ipv4Prefix;
         example = "10.88.0.0/16";
         description = "The network's IPv4 subnet; the sandboxes have fixed addresses in it.";
       };
 
       gateway = lib.mkOption {
-        type = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
+        type = ipv4;
         example = "10.88.0.1";
         description = ''
           The host's address on the bridge, where the sandboxes reach the

@@ -5,6 +5,7 @@
 # squid and dnsmasq services. The generated host module sets the options.
 { config, lib, ... }:
 let
+  inherit (import ./lib.nix lib) strings;
   cfg = config.appliance.egress;
   hasProxy = cfg.proxyConfig != null;
   hasResolver = cfg.resolver != null;
@@ -34,9 +35,7 @@ in
       '';
     };
 
-    grantFiles = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
-      default = [ ];
+    grantFiles = strings {
       example = [ "/var/lib/appliance/egress-grants/balthasar" ];
       description = ''
         The files of host names the admins granted a sandbox for a while

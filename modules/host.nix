@@ -17,6 +17,7 @@
   ...
 }:
 let
+  inherit (import ./lib.nix lib) strings;
   cfg = config.appliance;
   ports = lib.mkOption {
     type = lib.types.listOf lib.types.port;
@@ -26,9 +27,7 @@ let
 in
 {
   options.appliance = {
-    ssh.authorizedKeys = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
-      default = [ ];
+    ssh.authorizedKeys = strings {
       example = [ "ssh-ed25519 AAAA... admin@laptop" ];
       description = "The spec's SSH public keys, which log in as root (unless the host forbids root logins).";
     };

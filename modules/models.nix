@@ -1,10 +1,10 @@
 # The spec's models, pulled into Ollama's sandbox once it answers
-# (docs/sandboxes.md): `appliance-models.service` runs the generated
-# pull-models.sh, which names each model that fails in the unit's journal
-# (`journalctl -u appliance-models`) and then fails the unit. Rust decides
-# which sandbox serves inference and writes the script
-# (src/generator/render/host.rs); the generated host module sets these options on the
-# host whose Ollama runs in a sandbox. The appliance is not ready until the
+# (docs/sandboxes.md): `appliance-models.service` runs pull-models.sh
+# (beside this file) with the URL and the models, which names each model
+# that fails in the unit's journal (`journalctl -u appliance-models`) and
+# then fails the unit. Rust decides which sandbox serves inference, where
+# and which models (src/generator/render/host.rs); the generated host module sets
+# these options on the host whose Ollama runs in a sandbox. The appliance is not ready until the
 # models are there: the unit joins `appliance.ready.units`
 # (modules/ready.nix).
 {
@@ -16,6 +16,7 @@
 }:
 let
   cfg = config.appliance.models;
+  inherit (import ./lib.nix lib) modelName;
 in
 {
   options.appliance.models = {
@@ -30,13 +31,18 @@ in
       description = "The unit of Ollama's sandbox; the pull starts after it and stops with it.";
     };
 
-    pullScript = lib.mkOption {
-      type = lib.types.path;
-      example = lib.literalExpression "./pull-models.sh";
-      description = ''
-        The script that pulls the models (generated/hosts/<host>/pull-models.sh),
-        run by `sh` with `curl` on its path.
-      '';
+    url = lib.mkOption {
+      # One word of the unit's command line.
+      type = lib.types.strMatching "https?://[^[:space:]]+";
+      example = "http://10.88.0.2:11434";
+      description = "Where the host reaches Ollama's API in its sandbox.";
+    };
+
+    names = lib.mkOption {
+      # They go into the pull's JSON body unquoted (lib.nix).
+      type = lib.types.listOf modelName;
+      example = [ "qwen3.5:27b-q4_K_M" ];
+      description = "The models to pull, in this order; one that fails is named in the journal and fails the unit.";
     };
   };
 
@@ -52,10 +58,14 @@ in
         RemainAfterExit = true;
         # Tens of gigabytes per model.
         TimeoutStartSec = "infinity";
-        ExecStart = utils.escapeSystemdExecArgs [
-          "${pkgs.bash}/bin/sh"
-          "${cfg.pullScript}"
-        ];
+        ExecStart = utils.escapeSystemdExecArgs (
+          [
+            "${pkgs.bash}/bin/sh"
+            "${./pull-models.sh}"
+            cfg.url
+          ]
+          ++ cfg.names
+        );
       };
     };
     # Last, after the sandboxes the generated module lists, as it always was.

@@ -2,10 +2,11 @@
 # driver with NVIDIA's open kernel module, which gVisor's nvproxy needs,
 # and, when a sandbox uses the GPU, the container toolkit's CDI specs.
 # Rust decides whether a host has a GPU, which `nvidiaPackages` attribute
-# it uses, the driver versions the shipped runsc's nvproxy supports and
-# whether a sandbox uses the GPU (src/generator/render/host.rs: NVIDIA_PACKAGE,
-# NVPROXY_DRIVERS); the generated host module sets these options, and this
-# module maps them onto nixpkgs' `hardware.nvidia`.
+# it uses and whether a sandbox uses the GPU (src/generator/render/host.rs:
+# NVIDIA_PACKAGE); the generated host module sets these options, and this
+# module maps them onto nixpkgs' `hardware.nvidia`. The driver versions the
+# shipped runsc's nvproxy supports are the same on every host: pinned with
+# gVisor in nix/sources.json, read here as the option's default.
 #
 # The driver is unfree: the flake's configurations allow the NVIDIA/CUDA
 # packages only (nix/unfree.nix); this module leaves `nixpkgs.config` to
@@ -37,6 +38,10 @@ in
 
     supportedVersions = lib.mkOption {
       type = lib.types.listOf lib.types.str;
+      # Pinned with the gVisor release the overlay builds; `appliance
+      # doctor` checks the same list (NVPROXY_DRIVERS, from build.rs).
+      default = (lib.importJSON ../nix/sources.json).gvisor.nvproxyDrivers;
+      defaultText = lib.literalExpression "(lib.importJSON ../nix/sources.json).gvisor.nvproxyDrivers";
       example = [ "590.48.01" ];
       description = ''
         The driver versions the shipped runsc's nvproxy supports: it needs

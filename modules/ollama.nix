@@ -14,7 +14,7 @@
 }:
 let
   cfg = config.appliance.ollama;
-  units = import ./units.nix lib;
+  inherit (import ./lib.nix lib) units ipv4 modelName;
 in
 {
   options.appliance.ollama = {
@@ -28,7 +28,7 @@ in
 
     address = lib.mkOption {
       # One address: Ollama's `OLLAMA_HOST` takes one.
-      type = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
+      type = ipv4;
       example = "10.88.0.1";
       description = ''
         The one address Ollama listens on: the host's address on the
@@ -44,7 +44,7 @@ in
 
     models = lib.mkOption {
       # As model::names checks them.
-      type = lib.types.listOf (lib.types.strMatching "[A-Za-z0-9._:/-]+");
+      type = lib.types.listOf modelName;
       default = [ ];
       example = [ "qwen3:8b" ];
       description = "The models Ollama pulls at start (`services.ollama.loadModels`).";

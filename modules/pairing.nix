@@ -22,7 +22,7 @@
 }:
 let
   cfg = config.appliance.pairing;
-  units = import ./units.nix lib;
+  inherit (import ./lib.nix lib) units;
   run =
     command: file:
     utils.escapeSystemdExecArgs [

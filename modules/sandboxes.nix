@@ -16,7 +16,7 @@
 }:
 let
   cfg = config.appliance.sandboxes;
-  units = import ./units.nix lib;
+  inherit (import ./lib.nix lib) units strings;
 
   # The sandboxes whose start waits for a file: on a host without Matrix
   # no bootstrap writes its agents' secrets; `appliance-pair.service`
@@ -39,11 +39,11 @@ in
           };
           imageFile = lib.mkOption {
             type = lib.types.path;
-            example = lib.literalExpression "../../images/picoclaw.nix";
+            example = lib.literalExpression "../../images/picoclaw.json";
             description = ''
-              The generated image description (generated/images/<image>.nix),
-              called with `pkgs` and the image builders (images/): the image
-              Docker loads from the store, never pulled.
+              The generated image description (generated/images/<image>.json),
+              built by the image builders of images/ (`fromGenerated`): the
+              image Docker loads from the store, never pulled.
             '';
           };
           user = lib.mkOption {
@@ -51,9 +51,7 @@ in
             example = "1000:1000";
             description = "The numeric user and group the sandbox runs as.";
           };
-          volumes = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = [ ];
+          volumes = strings {
             description = "Its mounts (`source:target[:ro]`): named volumes, generated files from the store, host directories.";
           };
           environment = lib.mkOption {
@@ -61,29 +59,19 @@ in
             default = { };
             description = "Environment variables set in the sandbox.";
           };
-          environmentFiles = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = [ ];
+          environmentFiles = strings {
             description = "Env files (secrets, never in the store) Docker reads into the sandbox.";
           };
-          ports = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = [ ];
+          ports = strings {
             description = "Ports it publishes on one of the host's addresses (`address:port:port`).";
           };
-          cmd = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = [ ];
+          cmd = strings {
             description = "The command, when not the image's own.";
           };
-          dependsOn = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = [ ];
+          dependsOn = strings {
             description = "Other sandboxes it needs running (the code-execution sandbox of an agent).";
           };
-          extraOptions = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = [ ];
+          extraOptions = strings {
             description = ''
               The rest of its `docker run` flags: the gVisor runtime, the
               read-only root, dropped capabilities, limits, the network and
@@ -125,10 +113,7 @@ in
         dependsOn
         extraOptions
         ;
-      imageStream = import sandbox.imageFile {
-        inherit pkgs;
-        images = applianceImages;
-      };
+      imageStream = applianceImages.fromGenerated sandbox.imageFile;
     }) cfg;
 
     systemd.services = lib.mapAttrs' (

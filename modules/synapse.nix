@@ -14,7 +14,7 @@
 }:
 let
   cfg = config.appliance.synapse;
-  units = import ./units.nix lib;
+  inherit (import ./lib.nix lib) units;
 in
 {
   options.appliance.synapse = {

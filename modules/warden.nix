@@ -12,6 +12,7 @@
   ...
 }:
 let
+  inherit (import ./lib.nix lib) strings;
   cfg = config.appliance.warden;
 in
 {
@@ -34,9 +35,7 @@ in
       '';
     };
 
-    extraArgs = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
-      default = [ ];
+    extraArgs = strings {
       example = [
         "--homeserver"
         "http://127.0.0.1:8008"

@@ -14,7 +14,7 @@
 }:
 let
   cfg = config.appliance.webClient;
-  units = import ./units.nix lib;
+  inherit (import ./lib.nix lib) units ipv4;
   cinny = pkgs.cinny.override {
     conf = {
       allowCustomHomeservers = false;
@@ -38,7 +38,7 @@ in
         lib.types.submodule {
           options = {
             addr = lib.mkOption {
-              type = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
+              type = ipv4;
               description = "An address nginx listens on.";
             };
             port = lib.mkOption {

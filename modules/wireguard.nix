@@ -13,6 +13,7 @@
   ...
 }:
 let
+  inherit (import ./lib.nix lib) strings ipv4Prefix;
   cfg = config.appliance.wireguard;
   useNetworkd = config.networking.wireguard.useNetworkd;
   keyFile = lib.escapeShellArg cfg.keyFile;
@@ -35,7 +36,7 @@ in
     };
 
     address = lib.mkOption {
-      type = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}/[0-9]{1,2}";
+      type = ipv4Prefix;
       example = "10.89.0.1/24";
       description = "This host's overlay address, with the overlay's prefix.";
     };
@@ -90,9 +91,7 @@ in
       description = "The other hosts whose public key the spec has.";
     };
 
-    unpaired = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
-      default = [ ];
+    unpaired = strings {
       example = [ "pi" ];
       description = ''
         Other hosts whose public key the spec lacks, so the link to them is

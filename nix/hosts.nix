@@ -91,7 +91,7 @@ let
         inherit (pkgs) lib;
       };
     in
-    lib.mapAttrs (_name: image: import image.file { inherit pkgs; images = applianceImages; }) (
+    lib.mapAttrs (_name: image: applianceImages.fromGenerated image.file) (
       lib.filterAttrs (_name: image: lib.elem system image.systems) generated.images
     );
   # nixpkgs for the images outside a configuration (`nix build

@@ -1,5 +1,5 @@
-//! The generated model pull (generated/hosts/hub/pull-models.sh, what the
-//! `appliance-models` unit runs) against a stand-in Ollama API on loopback:
+//! The model pull (modules/pull-models.sh, what the `appliance-models` unit
+//! runs with the URL and the spec's models) against a stand-in Ollama API on loopback:
 //! a small Python server that answers `/api/version` and `/api/pull` the way
 //! Ollama does (`{"status":"success"}`, or HTTP 500 with `{"error": ...}`).
 //! It is a stand-in: no model is downloaded; the real pull is checked on a
@@ -49,9 +49,13 @@ fn pull(fail: &str) -> Option<(std::process::Output, String)> {
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
+    // The models of the repository's spec, as its hub's module passes them.
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
+    let models = &appliance.inference.as_ref().unwrap().models;
     let output = Command::new("sh")
-        .arg(root().join("generated/hosts/hub/pull-models.sh"))
+        .arg(root().join("modules/pull-models.sh"))
         .arg(format!("http://127.0.0.1:{}", port.trim()))
+        .args(models)
         .output()
         .unwrap();
     server.kill().unwrap();

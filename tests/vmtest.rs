@@ -109,7 +109,7 @@ in {{
   imports = builtins.length node.imports;
   image = image // {{ contents = map (p: p.name or p.pname) image.contents; }};
   standin = (builtins.head image.contents).stubText;
-  real = import {root}/generated/images/ollama-cuda.nix {{ inherit pkgs; images.ollama-cuda = args: args // {{ packages = null; }}; }};
+  real = lib.importJSON {root}/generated/images/ollama-cuda.json // {{ packages = null; }};
   modelsUnit = models;
   shared = {{
     appliance = {{ inherit (shared.appliance) enable host; }};

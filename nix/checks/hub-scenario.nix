@@ -28,13 +28,13 @@ let
       throw "agent-appliance: the scenario VM test replaces the inference sandbox's image with the stand-in model server; host `${host}` runs no Ollama sandbox (no [inference] on it, or `sandbox = \"host\"`).";
 
   # The image the inference sandbox runs, `name:tag`, and the generated
-  # call that builds it (generated/images/<name>.nix).
+  # description that builds it (generated/images/<name>.json).
   reference = builtins.match "(.*):([^:/]+)" hostFacts.sandboxes.${inference.sandbox};
   imageName = lib.elemAt reference 0;
   imageTag = lib.elemAt reference 1;
   imageFile = baseNameOf imageName;
 
-  build = import ../../images/build.nix { inherit pkgs lib; };
+  images = import ../../images { inherit pkgs lib; };
 
   # STAND-IN for Ollama: `ollama serve`, the image's entry point, runs the
   # stand-in model server where OLLAMA_HOST (the generated environment)
@@ -60,19 +60,16 @@ let
     };
 
   # The inference image's own description (account, writable directories,
-  # entry point, environment): what generated/images/<name>.nix passes to
+  # entry point, environment): what generated/images/<name>.json gives
   # images/<name>.nix, taken as it is.
-  imageArgs = import generated.images.${imageFile}.file {
-    inherit pkgs;
-    images.${imageFile} = args: args;
-  };
+  imageArgs = images.argsOf generated.images.${imageFile}.file;
   # Ollama's home is the model volume: the stand-in logs there.
   modelHome = imageArgs.account.home;
   standinLog = "standin-requests.jsonl";
   # That description built by images/build.nix under the same name and
   # tag, with the stand-in in place of Ollama. Its version label says
   # `stand-in`.
-  standinImage = build (
+  standinImage = images.build (
     imageArgs
     // {
       name = imageName;
@@ -251,7 +248,7 @@ pkgs.testers.runNixOSTest {
       });
 
       # The models unit (modules/models.nix) pulls each model through
-      # Ollama's API (the generated pull-models.sh, `POST /api/pull`):
+      # Ollama's API (modules/pull-models.sh, `POST /api/pull`):
       # there is nothing to download for the stand-in and no outside
       # network. Only that is replaced: the unit still waits for the
       # sandbox and still fails unless every model of the spec is served,

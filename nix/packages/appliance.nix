@@ -20,7 +20,6 @@ rustPlatform.buildRustPackage {
       # build.rs reads the upstream pins from it.
       ../../nix/sources.json
       ../../src
-      ../../templates
       ../../tests
       ../../benches
       ../../examples

@@ -620,9 +620,10 @@ fn collect_paths(text: &str) -> PathCollector {
 /// NixOS option paths a file sets, by kind of file.
 fn option_paths(file: &Path, text: &str) -> BTreeSet<String> {
     let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
-    if relative == "modules/units.nix" {
-        // Not a module: the option the modules' `after`/`requires`/`wants`
-        // share (its `type` and `default` are an option's fields).
+    if relative == "modules/lib.nix" {
+        // Not a module: the option shapes the modules share (the units of
+        // `after`/`requires`/`wants`, lists of strings); its `type` and
+        // `default` are an option's fields.
         return BTreeSet::new();
     }
     defined_paths(text)
@@ -959,10 +960,9 @@ fn every_package_we_use_is_in_the_nixos_catalog() {
     files.extend(generated_images());
     files.extend(hand_written_nix());
     for file in &files {
-        let text = read(file);
-        let mut attrs = package_attrs(&text);
+        let mut attrs = packages_of(file);
         if file.parent().is_some_and(|p| p.ends_with("nix/packages")) {
-            attrs.extend(call_package_args(&text));
+            attrs.extend(call_package_args(&read(file)));
         }
         for attr in attrs {
             used.entry(attr)

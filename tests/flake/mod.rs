@@ -71,15 +71,36 @@ fn generated_host_modules() -> Vec<PathBuf> {
     files
 }
 
+/// The generated image descriptions, `generated/images/<name>.json` of the
+/// root and of every example: data that images/default.nix builds from.
 fn generated_images() -> Vec<PathBuf> {
-    let mut files = nix_files(&root().join("generated/images"));
+    let mut dirs = vec![root().join("generated/images")];
     for example in std::fs::read_dir(root().join("examples")).unwrap() {
-        let images = example.unwrap().path().join("generated/images");
-        if images.is_dir() {
-            files.extend(nix_files(&images));
-        }
+        dirs.push(example.unwrap().path().join("generated/images"));
     }
+    let mut files: Vec<PathBuf> = dirs
+        .iter()
+        .filter(|dir| dir.is_dir())
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
     files
+}
+
+/// The nixpkgs attributes a file uses: `pkgs.<attr>` in Nix, the
+/// `packages` names of a generated image description.
+fn packages_of(file: &Path) -> BTreeSet<String> {
+    if file.extension().is_some_and(|e| e == "json") {
+        let description = read_json(file);
+        return description["packages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("`{}` has no packages", file.display()))
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+    }
+    package_attrs(&read(file))
 }
 
 #[test]

@@ -71,8 +71,11 @@ let
       gvisor = {{ name = "gvisor"; version = "20260406.0"; }};
     }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
-    # The image builders return what they are called with.
-    applianceImages.picoclaw = args: {{ builder = "picoclaw"; inherit args; }};
+    # The image builders (images/default.nix) return the description they
+    # are given: which builder, with what.
+    applianceImages.fromGenerated = file:
+      let description = builtins.fromJSON (builtins.readFile file);
+      in {{ builder = description.image; args = removeAttrs description [ "image" ]; }};
     config = {config};
   }};
 in {select}
@@ -392,19 +395,16 @@ fn the_models_module_pulls_after_ollamas_sandbox_and_holds_back_readiness() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("pull-models.sh");
-    std::fs::write(&script, "#!/bin/sh\n").unwrap();
-    let config = format!(
-        r#"{{ appliance.models = {{ enable = true; sandboxUnit = "docker-ollama.service"; pullScript = {}; }}; }}"#,
-        script.display()
-    );
+    let config = r#"{ appliance.models = { enable = true; sandboxUnit = "docker-ollama.service";
+        url = "http://10.88.0.2:11434"; names = [ "a:1" "b/c:2" ]; }; }"#;
     let out = eval_module(
         "modules/models.nix",
-        &config,
+        config,
         r#"{
           options = builtins.attrNames module.options.appliance.models;
           unitType = module.options.appliance.models.sandboxUnit.type;
+          urlType = module.options.appliance.models.url.type;
+          namesType = module.options.appliance.models.names.type;
           enabled = module.config._if;
           unit = module.config.content.systemd.services.appliance-models;
           ready = module.config.content.appliance.ready.units;
@@ -412,9 +412,12 @@ fn the_models_module_pulls_after_ollamas_sandbox_and_holds_back_readiness() {
     );
     assert_eq!(
         out["options"],
-        serde_json::json!(["enable", "pullScript", "sandboxUnit"])
+        serde_json::json!(["enable", "names", "sandboxUnit", "url"])
     );
     assert_eq!(out["unitType"], "strMatching [A-Za-z0-9:_.@-]+[.]service");
+    // Each is one word of the unit's command line.
+    assert_eq!(out["urlType"], "strMatching https?://[^[:space:]]+");
+    assert_eq!(out["namesType"], "listOf strMatching [A-Za-z0-9._:/-]+");
     assert_eq!(out["enabled"], true);
     let unit = &out["unit"];
     // It needs Ollama's sandbox answering, and stops with it.
@@ -426,18 +429,20 @@ fn the_models_module_pulls_after_ollamas_sandbox_and_holds_back_readiness() {
     assert_eq!(service["Type"], "oneshot");
     assert_eq!(service["RemainAfterExit"], true);
     assert_eq!(service["TimeoutStartSec"], "infinity", "a model is tens of gigabytes");
-    // The script is copied into the store, as the host module's path
-    // literal was, and run by sh.
+    // The module's own script (modules/pull-models.sh), copied into the
+    // store and run by sh with the URL and the models.
     let exec = service["ExecStart"].as_str().unwrap();
     // (The tests' Nix keeps its store in a scratch directory.)
-    let stored = exec
+    let words: Vec<&str> = exec
         .strip_prefix("/stub/bash/bin/sh ")
-        .unwrap_or_else(|| panic!("{exec}"));
+        .unwrap_or_else(|| panic!("{exec}"))
+        .split(' ')
+        .collect();
     assert!(
-        stored.starts_with('/') && stored.contains("/store/") && stored.ends_with("-pull-models.sh"),
+        words[0].starts_with('/') && words[0].contains("/store/") && words[0].ends_with("-pull-models.sh"),
         "{exec}"
     );
-    assert!(!stored.contains(' ') && Path::new(stored) != script, "{exec}");
+    assert_eq!(words[1..], ["http://10.88.0.2:11434", "a:1", "b/c:2"], "{exec}");
     // Readiness waits for the pull, after every unit the host lists.
     assert_eq!(
         out["ready"],
@@ -1016,6 +1021,7 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
               options = builtins.attrNames module.options.appliance.docker;
               network = builtins.attrNames module.options.appliance.docker.network;
               mtu = module.options.appliance.docker.network.mtu.default;
+              minimum = module.options.appliance.docker.runscMinimum.default;
               enabled = module.config._if;
               docker = module.config.content.virtualisation.docker;
               unit = module.config.content.systemd.services.appliance-network;
@@ -1029,6 +1035,8 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
             out["network"],
             serde_json::json!(["bridge", "gateway", "mtu", "name", "subnet"])
         );
+        // Every host's default: the pinned minimum `appliance doctor` checks.
+        assert_eq!(out["minimum"], agent_appliance::generator::render::RUNSC_MINIMUM);
         assert_eq!(out["mtu"], Value::Null, "Docker's own MTU unless set");
         assert_eq!(out["enabled"], true);
         // The daemon settings as generated, each runtime run by this
@@ -1073,12 +1081,12 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // An image description as generated/images/<name>.nix is: called with
-    // `pkgs` and the image builders.
-    let image = dir.path().join("picoclaw.nix");
+    // An image description as generated/images/<name>.json is: its
+    // builder and the builder's arguments.
+    let image = dir.path().join("picoclaw.json");
     std::fs::write(
         &image,
-        "{ pkgs, images }: images.picoclaw { tag = \"0.2.9\"; curl = pkgs.curl.name; }\n",
+        r#"{ "image": "picoclaw", "tag": "0.2.9", "packages": ["curl"] }"#,
     )
     .unwrap();
     let config = format!(
@@ -1140,7 +1148,7 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
             "image": "agent-appliance/picoclaw:0.2.9", "user": "1000:1000", "volumes": ["v:/data"],
             "environment": { "HOME": "/data" }, "environmentFiles": ["/s/bot/env"], "ports": [], "cmd": [],
             "dependsOn": ["bot-exec"], "extraOptions": ["--runtime=runsc", "--read-only"],
-            "imageStream": { "builder": "picoclaw", "args": { "tag": "0.2.9", "curl": "curl" } },
+            "imageStream": { "builder": "picoclaw", "args": { "tag": "0.2.9", "packages": ["curl"] } },
         })
     );
     // Each unit's ordering; one waiting for its secrets is skipped until
@@ -1370,6 +1378,7 @@ fn the_nvidia_module_defaults_the_driver_and_refuses_one_nvproxy_lacks() {
     };
     let select = r#"{
       options = builtins.attrNames module.options.appliance.nvidia;
+      supported = module.options.appliance.nvidia.supportedVersions.default;
       enabled = module.config._if;
       inherit (module.config.content) hardware services;
       assertions = map (a: { inherit (a) assertion; }) module.config.content.assertions;
@@ -1379,6 +1388,12 @@ fn the_nvidia_module_defaults_the_driver_and_refuses_one_nvproxy_lacks() {
     assert_eq!(
         out["options"],
         serde_json::json!(["containerToolkit", "enable", "package", "supportedVersions"])
+    );
+    // Every host's default: the pinned gVisor's nvproxy list, the one
+    // `appliance doctor` checks (both from nix/sources.json).
+    assert_eq!(
+        out["supported"],
+        serde_json::json!(agent_appliance::generator::render::NVPROXY_DRIVERS)
     );
     assert_eq!(out["enabled"], true);
     let hardware = &out["hardware"];

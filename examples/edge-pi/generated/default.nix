@@ -31,11 +31,11 @@
   };
   images = {
     ollama = {
-      file = ./images/ollama.nix;
+      file = ./images/ollama.json;
       systems = [ "aarch64-linux" ];
     };
     picoclaw = {
-      file = ./images/picoclaw.nix;
+      file = ./images/picoclaw.json;
       systems = [ "aarch64-linux" ];
     };
   };

@@ -39,19 +39,19 @@
   };
   images = {
     docker-in-gvisor = {
-      file = ./images/docker-in-gvisor.nix;
+      file = ./images/docker-in-gvisor.json;
       systems = [ "x86_64-linux" ];
     };
     hermes = {
-      file = ./images/hermes.nix;
+      file = ./images/hermes.json;
       systems = [ "x86_64-linux" ];
     };
     ollama-cuda = {
-      file = ./images/ollama-cuda.nix;
+      file = ./images/ollama-cuda.json;
       systems = [ "x86_64-linux" ];
     };
     openclaw = {
-      file = ./images/openclaw.nix;
+      file = ./images/openclaw.json;
       systems = [ "x86_64-linux" ];
     };
   };

@@ -31,11 +31,11 @@
   };
   images = {
     ollama = {
-      file = ./images/ollama.nix;
+      file = ./images/ollama.json;
       systems = [ "x86_64-linux" ];
     };
     picoclaw = {
-      file = ./images/picoclaw.nix;
+      file = ./images/picoclaw.json;
       systems = [ "x86_64-linux" ];
     };
   };

@@ -46,26 +46,6 @@
     appliance.nvidia = {
       enable = true;
       package = "dc_590";
-      supportedVersions = [
-        "535.129.03"
-        "535.183.06"
-        "535.247.01"
-        "535.261.03"
-        "535.274.02"
-        "535.288.01"
-        "550.90.12"
-        "570.124.06"
-        "570.133.20"
-        "570.172.08"
-        "570.195.03"
-        "575.57.08"
-        "580.65.06"
-        "580.82.07"
-        "580.95.05"
-        "580.105.08"
-        "580.126.09"
-        "590.48.01"
-      ];
       containerToolkit = true;
     };
 
@@ -90,7 +70,6 @@
     appliance.docker = {
       enable = true;
       daemonSettings = ./docker-daemon.json;
-      runscMinimum = "20260316.0";
       network = {
         name = "appliance";
         subnet = "10.88.0.0/16";
@@ -149,7 +128,8 @@
     appliance.models = {
       enable = true;
       sandboxUnit = "docker-ollama.service";
-      pullScript = ./pull-models.sh;
+      url = "http://10.88.0.2:11434";
+      names = [ "gemma4:26b-a4b-it-q8_0" "glm-4.7-flash:q4_K_M" "qwen3.5:27b-q4_K_M" ];
     };
 
     appliance.ready.units = [
@@ -191,7 +171,7 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageFile = ../../images/picoclaw.nix;
+        imageFile = ../../images/picoclaw.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -243,7 +223,7 @@
           "--ip=10.88.0.11"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageFile = ../../images/hermes.nix;
+        imageFile = ../../images/hermes.json;
         requires = [
           "appliance-network.service"
           "appliance-bootstrap.service"
@@ -304,7 +284,7 @@
           "--network=none"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageFile = ../../images/docker-in-gvisor.nix;
+        imageFile = ../../images/docker-in-gvisor.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
@@ -346,7 +326,7 @@
           "--ip=10.88.0.12"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageFile = ../../images/openclaw.nix;
+        imageFile = ../../images/openclaw.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [
@@ -389,7 +369,7 @@
           "--device=nvidia.com/gpu=all"
         ];
         image = "agent-appliance/ollama-cuda:0.32";
-        imageFile = ../../images/ollama-cuda.nix;
+        imageFile = ../../images/ollama-cuda.json;
         ports = [ "10.89.0.1:11434:11434" ];
         requires = [
           "appliance-network.service"
@@ -429,7 +409,7 @@
           "--ip=10.88.0.3"
         ];
         image = "agent-appliance/searxng:1";
-        imageFile = ../../images/searxng.nix;
+        imageFile = ../../images/searxng.json;
         requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10080:10080";
         volumes = [
@@ -464,7 +444,7 @@
           "--ip=10.88.0.4"
         ];
         image = "agent-appliance/webextract:1";
-        imageFile = ../../images/webextract.nix;
+        imageFile = ../../images/webextract.json;
         requires = [ "appliance-network.service" "appliance-service-secrets.service" ];
         user = "10090:10090";
         volumes = [ "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro" ];

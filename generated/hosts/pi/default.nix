@@ -45,7 +45,6 @@
     appliance.docker = {
       enable = true;
       daemonSettings = ./docker-daemon.json;
-      runscMinimum = "20260316.0";
       network = {
         name = "appliance";
         subnet = "10.88.0.0/16";
@@ -97,7 +96,7 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageFile = ../../images/picoclaw.nix;
+        imageFile = ../../images/picoclaw.json;
         requires = [
           "appliance-network.service"
           "sys-subsystem-net-devices-wg\\x2dappliance.device"

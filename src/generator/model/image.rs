@@ -1,5 +1,5 @@
 //! One description of every OCI image the appliance runs. The Nix images
-//! (images/*.nix, called from generated/images/), the sandbox run options
+//! (images/*.nix, built from generated/images/*.json), the sandbox run options
 //! (user, volumes, tmpfs) and the rehearsal's Debian-built test images are
 //! all derived from it, so they cannot drift apart. The agents' images are
 //! described by their kinds (`crate::generator::kinds`); this module has the types and
@@ -15,7 +15,7 @@ pub const OLLAMA_VERSION: &str = "0.32";
 
 /// The account an image's process runs as. Every image has it in a minimal
 /// `/etc/passwd` and `/etc/group` (Chromium and Python look themselves up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Account {
     pub name: &'static str,
     pub uid: u32,
@@ -115,7 +115,7 @@ impl VersionCheck {
 /// One OCI image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageLayout {
-    /// Short name: `images/<name>.nix`, `generated/images/<name>.nix`.
+    /// Short name: `images/<name>.nix`, `generated/images/<name>.json`.
     pub name: &'static str,
     pub repository: &'static str,
     pub tag: &'static str,

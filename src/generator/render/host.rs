@@ -21,36 +21,20 @@ use crate::generator::spec::schema::{SynapseDatabase, Target};
 
 /// The oldest gVisor release the hosts may run: arm64 systrap supports the
 /// 39-bit address space of Raspberry Pi kernels from release-20260316.0
-/// (google/gvisor#12694). Asserted at evaluation; nix/sources.json pins the
-/// release the overlay builds when nixpkgs is older.
+/// (google/gvisor#12694). Asserted at evaluation (modules/docker-gvisor.nix
+/// reads the same `gvisor.minimum` of nix/sources.json as its default, so no
+/// host repeats it); nix/sources.json pins the release the overlay builds
+/// when nixpkgs is older.
 pub const RUNSC_MINIMUM: &str = crate::generator::pins::GVISOR_MINIMUM;
 
 /// NVIDIA drivers the shipped gVisor's nvproxy supports: `runsc nvproxy
-/// list-supported-drivers` of release-20260406.0 (nix/sources.json `gvisor`;
-/// its `pkg/sentry/devices/nvproxy/version.go` and that of the `go`-branch
-/// build .ci/gobuild.sh makes list the same 18). nvproxy needs an exact
-/// match. tests/nvproxy.rs checks this against the built runsc and the Go
+/// list-supported-drivers` of release-20260406.0, pinned beside it in
+/// nix/sources.json (`gvisor.nvproxyDrivers`, `nvproxyWhy`), whose list is
+/// also modules/nvidia.nix's default, so every host gets it without the
+/// generated module repeating it. nvproxy needs an exact match.
+/// tests/nvproxy.rs checks this against the built runsc and the Go
 /// module's source.
-pub const NVPROXY_DRIVERS: &[&str] = &[
-    "535.129.03",
-    "535.183.06",
-    "535.247.01",
-    "535.261.03",
-    "535.274.02",
-    "535.288.01",
-    "550.90.12",
-    "570.124.06",
-    "570.133.20",
-    "570.172.08",
-    "570.195.03",
-    "575.57.08",
-    "580.65.06",
-    "580.82.07",
-    "580.95.05",
-    "580.105.08",
-    "580.126.09",
-    "590.48.01",
-];
+pub const NVPROXY_DRIVERS: &[&str] = crate::generator::pins::NVPROXY_DRIVERS;
 
 /// The `nvidiaPackages` attribute GPU hosts use: NVIDIA's data-center driver
 /// of the 590 branch (590.48.01 in the nixpkgs of 2026), the one driver that
@@ -98,11 +82,13 @@ fn service_secrets(host: &Host) -> BTreeMap<String, ServiceSecret> {
 /// models into the inference sandbox.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ModelPull {
+struct ModelPull<'a> {
     enable: bool,
     sandbox_unit: String,
-    /// The script beside the host module (`PULL_SCRIPT`), a path literal.
-    pull_script: Value,
+    /// Where the host reaches Ollama's API.
+    url: String,
+    /// The spec's models, pulled in this order.
+    names: &'a [String],
 }
 
 /// The values of `appliance.synapse` (modules/synapse.nix).
@@ -156,7 +142,6 @@ struct Egress {
 struct Nvidia {
     enable: bool,
     package: &'static str,
-    supported_versions: &'static [&'static str],
     /// A sandbox uses the GPU (CDI specs from the container toolkit).
     container_toolkit: bool,
 }
@@ -216,7 +201,6 @@ struct Docker {
     enable: bool,
     /// `./docker-daemon.json`, a path literal.
     daemon_settings: Value,
-    runsc_minimum: &'static str,
     network: DockerNetwork,
 }
 
@@ -345,9 +329,6 @@ pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mu
     settings.extend(extra);
     let text = values::module(&header, &host.name, &settings)?;
     tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
-    if let Some(script) = pull_script(appliance, host) {
-        tree.insert(format!("hosts/{}/{PULL_SCRIPT}", host.name), script.into_bytes());
-    }
     Ok(())
 }
 
@@ -368,7 +349,6 @@ fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
         let nvidia = Nvidia {
             enable: true,
             package: NVIDIA_PACKAGE,
-            supported_versions: NVPROXY_DRIVERS,
             container_toolkit: host.sandboxes.iter().any(|s| s.gpus),
         };
         settings.push(
@@ -407,7 +387,6 @@ fn docker(appliance: &Appliance, host: &Host) -> Setting {
     let docker = Docker {
         enable: true,
         daemon_settings: expr(nix::path("./docker-daemon.json")),
-        runsc_minimum: RUNSC_MINIMUM,
         network: docker_network(appliance, host),
     };
     Setting::new("appliance.docker", docker).with_comment(comment)
@@ -455,9 +434,6 @@ fn matrix(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Vec<Sett
     ]
 }
 
-/// The script the models unit runs; the rehearsal runs the same file.
-pub const PULL_SCRIPT: &str = "pull-models.sh";
-
 /// The inference sandbox of this host, in `gvisor` mode.
 fn inference_sandbox<'a>(appliance: &'a Appliance, host: &Host) -> Option<&'a crate::generator::model::Inference> {
     appliance
@@ -466,60 +442,17 @@ fn inference_sandbox<'a>(appliance: &'a Appliance, host: &Host) -> Option<&'a cr
         .filter(|i| host.runs_inference && i.sandbox.is_some())
 }
 
-fn model_pull(appliance: &Appliance, host: &Host) -> Option<ModelPull> {
+/// What modules/pull-models.sh (run by modules/models.nix) pulls, from
+/// where: every model through the inference sandbox's API, one at a time.
+/// Model names are checked to be `[A-Za-z0-9._:/-]` (model::names).
+fn model_pull<'a>(appliance: &'a Appliance, host: &Host) -> Option<ModelPull<'a>> {
     let inference = inference_sandbox(appliance, host)?;
     Some(ModelPull {
         enable: true,
         sandbox_unit: format!("docker-{}.service", inference.sandbox.as_deref().unwrap_or_default()),
-        pull_script: expr(nix::path(&format!("./{PULL_SCRIPT}"))),
+        url: format!("http://{}:{}", inference.bind_address, inference.port),
+        names: &inference.models,
     })
-}
-
-/// Pulls every model through the inference sandbox's API, one at a time:
-/// Ollama itself downloads (through the egress proxy when the sandbox has
-/// one). A model that fails is named in the journal; the unit fails if any
-/// did, so `appliance-ready.target` is not reached.
-pub fn pull_script(appliance: &Appliance, host: &Host) -> Option<String> {
-    let inference = inference_sandbox(appliance, host)?;
-    // Model names are checked to be `[A-Za-z0-9._:/-]` (model::names), so
-    // they need no quoting in the shell or in JSON.
-    let models = inference.models.join(" ");
-    Some(format!(
-        r#"#!/bin/sh
-# {STAMP} from the appliance spec; do not edit.
-# Pulls the spec's models into Ollama's sandbox at {address}:{port}.
-# Usage: pull-models.sh [URL]; the unit appliance-models runs it.
-set -u
-url="${{1:-http://{address}:{port}}}"
-tries=0
-until curl -fsS "$url/api/version" >/dev/null 2>&1; do
-  tries=$((tries + 1))
-  if [ "$tries" -ge 120 ]; then
-    echo "appliance: Ollama at $url did not answer in 120 s; no model pulled" >&2
-    exit 1
-  fi
-  sleep 1
-done
-failed=""
-for model in {models}; do
-  echo "appliance: pulling model $model"
-  body="{{\"model\": \"$model\", \"stream\": false}}"
-  if out=$(curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' \
-      -d "$body" "$url/api/pull"); then
-    echo "appliance: model $model is ready"
-  else
-    echo "appliance: model $model failed to pull: $out" >&2
-    failed="$failed $model"
-  fi
-done
-if [ -n "$failed" ]; then
-  echo "appliance: models not pulled:$failed" >&2
-  exit 1
-fi
-"#,
-        address = inference.bind_address,
-        port = inference.port,
-    ))
 }
 
 /// The sandboxes that must run before the appliance is ready. The models
@@ -680,7 +613,7 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
     let image_file = image_file(&sandbox.image);
     let mut container = BTreeMap::new();
     container.insert("image", Value::from(sandbox.image.as_str()));
-    container.insert("imageFile", expr(nix::path(&format!("../../images/{image_file}.nix"))));
+    container.insert("imageFile", expr(nix::path(&format!("../../images/{image_file}.json"))));
     container.insert("user", Value::from(options.user.as_str()));
     // The lists and sets left empty are the module's defaults (`[ ]`,
     // `{ }`), not written.

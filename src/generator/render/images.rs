@@ -1,30 +1,36 @@
-//! OCI image specs: one Nix file per image, built with nixpkgs' dockerTools
-//! for the architecture of the host that runs it.
+//! OCI image specs: one JSON file per image, `images/<name>.json`, with
+//! what src/generator/model/image.rs decides about it (tag, account, writable paths,
+//! entry point, environment, packages by name). The hand-written
+//! `fromGenerated` of images/default.nix maps the names onto nixpkgs and
+//! builds the image with dockerTools for the architecture of the host
+//! that runs it; no Nix is written here.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::nix::{self, expr};
-use super::templates::Engine;
-use super::{STAMP, Tree};
+use super::{Tree, json};
 use crate::generator::model::Appliance;
-use crate::generator::model::image::{self, ImageLayout};
+use crate::generator::model::image::{self, Account, ImageLayout};
 use crate::generator::spec::schema::Tool;
 
+/// One image's parameters, as images/default.nix's `fromGenerated` reads
+/// them (and images/build.nix takes them, less `image` and `purpose`;
+/// the systems each image is built for are the index's, default.nix).
 #[derive(Serialize)]
-struct ImageContext {
-    stamp: &'static str,
-    file: &'static str,
-    tag: &'static str,
+struct ImageArgs {
+    /// Which builder of images/default.nix builds it (`images/<image>.nix`).
+    image: &'static str,
+    /// What the image is, for a reader of the file.
     purpose: String,
-    account: minijinja::Value,
-    writable: minijinja::Value,
-    entrypoint: minijinja::Value,
-    env: minijinja::Value,
-    contents: Vec<minijinja::Value>,
-    systems: Vec<String>,
+    tag: &'static str,
+    account: Account,
+    writable: Vec<WritableArg>,
+    entrypoint: &'static [&'static str],
+    env: Vec<String>,
+    /// nixpkgs attribute names (with the appliance's overlay).
+    packages: Vec<&'static str>,
 }
 
 /// One writable directory as images/build.nix takes it.
@@ -36,9 +42,21 @@ struct WritableArg {
     gid: u32,
 }
 
-fn context(layout: &'static ImageLayout, systems: Vec<String>, browser: bool) -> ImageContext {
+fn purpose(layout: &ImageLayout, browser: bool) -> String {
+    if browser || layout.browser_packages.is_empty() {
+        layout.purpose.to_string()
+    } else {
+        format!(
+            "{}; built without {}: no agent running it has the browser tool",
+            layout.purpose,
+            layout.browser_packages.join(", ")
+        )
+    }
+}
+
+fn args(layout: &'static ImageLayout, browser: bool) -> ImageArgs {
     let account = layout.account;
-    let writable: Vec<WritableArg> = layout
+    let writable = layout
         .writable
         .iter()
         .map(|w| {
@@ -51,34 +69,15 @@ fn context(layout: &'static ImageLayout, systems: Vec<String>, browser: bool) ->
             }
         })
         .collect();
-    ImageContext {
-        stamp: STAMP,
-        file: layout.name,
+    ImageArgs {
+        image: layout.name,
+        purpose: purpose(layout, browser),
         tag: layout.tag,
-        purpose: if browser || layout.browser_packages.is_empty() {
-            layout.purpose.to_string()
-        } else {
-            format!(
-                "{}; built without {}: no agent running it has the browser tool",
-                layout.purpose,
-                layout.browser_packages.join(", ")
-            )
-        },
-        account: nix::value(BTreeMap::from([
-            ("name", minijinja::Value::from(account.name)),
-            ("uid", minijinja::Value::from(account.uid)),
-            ("gid", minijinja::Value::from(account.gid)),
-            ("home", minijinja::Value::from(account.home)),
-        ])),
-        writable: nix::value(writable),
-        entrypoint: nix::value(layout.entrypoint),
-        env: nix::value(layout.image_env()),
-        contents: layout
-            .packages_for(browser)
-            .iter()
-            .map(|p| expr(format!("pkgs.{p}")))
-            .collect(),
-        systems,
+        account,
+        writable,
+        entrypoint: layout.entrypoint,
+        env: layout.image_env(),
+        packages: layout.packages_for(browser),
     }
 }
 
@@ -99,21 +98,13 @@ pub fn image_file(image: &str) -> &str {
     repository.rsplit('/').next().unwrap_or(repository)
 }
 
-pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
-    // Every image any host runs, with the systems it is needed for and
-    // whether an agent running it has the browser tool.
-    let mut images: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
+pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
+    // Every image any host runs, and whether an agent running it has the
+    // browser tool.
+    let mut images: BTreeMap<String, bool> = BTreeMap::new();
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
-            let (systems, browser) = images.entry(sandbox.image.clone()).or_default();
-            let system = serde_json::to_value(host.system)?
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if !systems.contains(&system) {
-                systems.push(system);
-                systems.sort();
-            }
+            let browser = images.entry(sandbox.image.clone()).or_default();
             *browser |= sandbox
                 .agent
                 .as_ref()
@@ -121,15 +112,10 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
                 .is_some_and(|agent| agent.tools.contains(&Tool::Browser));
         }
     }
-    for (reference, (systems, browser)) in images {
+    for (reference, browser) in images {
         let layout = image::by_reference(&reference)
             .ok_or_else(|| anyhow::anyhow!("no image layout for sandbox image {reference}"))?;
-        tree.insert(
-            format!("images/{}.nix", layout.name),
-            engine
-                .render("image.nix.j2", context(layout, systems, browser))?
-                .into_bytes(),
-        );
+        tree.insert(format!("images/{}.json", layout.name), json(&args(layout, browser))?);
     }
     Ok(())
 }

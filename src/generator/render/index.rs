@@ -13,15 +13,16 @@ use serde::Serialize;
 
 use super::images::image_file;
 use super::nix::{self, expr};
-use super::templates::Engine;
-use super::{STAMP, Tree};
+use super::{Tree, hash_header};
 use crate::generator::model::{Appliance, Host};
 use crate::generator::spec::schema::Tool;
 
+/// The index, written as a Nix value (it names the hosts' modules and the
+/// image descriptions by path).
 #[derive(Serialize)]
-struct IndexContext {
-    stamp: &'static str,
+struct Index {
     name: String,
+    #[serde(rename = "matrixHost")]
     matrix_host: String,
     hosts: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
     /// Every image a host runs: its file and the systems it is built for.
@@ -83,7 +84,7 @@ fn cuda_capability(host: &Host) -> Option<&'static str> {
     crate::generator::model::vram::gpu_model(&host.gpu.as_ref()?.model)?.cuda_capability
 }
 
-pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result<()> {
+pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
     let mut hosts = BTreeMap::new();
     let mut image_systems: BTreeMap<&str, Vec<minijinja::Value>> = BTreeMap::new();
     for host in appliance.hosts.values() {
@@ -118,22 +119,33 @@ pub fn render(appliance: &Appliance, engine: &Engine, tree: &mut Tree) -> Result
         .map(|(name, mut systems)| {
             systems.sort_by_key(|s| s.to_string());
             let entry = BTreeMap::from([
-                ("file", expr(nix::path(&format!("./images/{name}.nix")))),
+                ("file", expr(nix::path(&format!("./images/{name}.json")))),
                 ("systems", minijinja::Value::from(systems)),
             ]);
             (name.to_string(), entry)
         })
         .collect();
-    let context = IndexContext {
-        stamp: STAMP,
+    let index = Index {
         name: appliance.name.clone(),
         matrix_host: appliance.matrix.host.clone(),
         hosts,
         images,
     };
-    tree.insert(
-        "default.nix".into(),
-        engine.render("index.nix.j2", &context)?.into_bytes(),
+    // The appliance's name is checked long before; a control character in
+    // it here would end the comment, and generation fails rather than
+    // write it.
+    let first = format!(
+        "Every host of appliance `{}` with its target, module and",
+        appliance.name
     );
+    if let Some(problem) = nix::comment_problem(&first) {
+        anyhow::bail!(problem);
+    }
+    let mut text = hash_header(&first);
+    text.push_str("# sandbox images, and every image with the systems it runs on; the flake\n");
+    text.push_str("# builds its nixosConfigurations, images and VM test from this.\n");
+    text.push_str(&nix::encode(&nix::value(&index), 0).map_err(anyhow::Error::msg)?);
+    text.push('\n');
+    tree.insert("default.nix".into(), text.into_bytes());
     Ok(())
 }

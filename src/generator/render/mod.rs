@@ -13,7 +13,6 @@ pub mod plan;
 pub mod runtimes;
 pub mod search;
 pub mod synapse;
-mod templates;
 mod values;
 mod webclient;
 
@@ -33,8 +32,7 @@ pub type Tree = BTreeMap<String, Vec<u8>>;
 /// Renders every output family of an appliance.
 pub fn render(appliance: &Appliance) -> Result<Tree> {
     let mut tree = Tree::new();
-    let engine = templates::Engine::new();
-    index::render(appliance, &engine, &mut tree)?;
+    index::render(appliance, &mut tree)?;
     let plan = plan::plan(appliance);
     // Option values beside each host's own: pairing's, and the web client
     // of the Matrix host.
@@ -59,7 +57,7 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
     }
     synapse::render(appliance, &mut tree)?;
     agents::render(appliance, &mut tree)?;
-    images::render(appliance, &engine, &mut tree)?;
+    images::render(appliance, &mut tree)?;
     search::render(appliance, &mut tree)?;
     tree.insert("bootstrap/plan.json".into(), json(&plan)?);
     Ok(tree)

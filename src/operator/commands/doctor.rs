@@ -255,7 +255,7 @@ fn check_sandbox_gpus(probes: &Probes, sandbox: &str, expected: u32, report: &mu
     }
 }
 
-/// The generated modules assert gVisor >= `RUNSC_MINIMUM`, which arm64
+/// The appliance's modules assert gVisor >= `RUNSC_MINIMUM`, which arm64
 /// systrap needs on Raspberry Pi kernels; elsewhere an older runsc may work.
 /// A runsc that names no release (`VERSION_MISSING`: built without the
 /// version ldflag, as nixpkgs' own recipe builds it) is told apart from an
@@ -273,7 +273,7 @@ fn check_minimum(host: &Host, version_output: &str, report: &mut Report) {
             status,
             "runsc release",
             format!(
-                "{date} is older than {RUNSC_MINIMUM}, the release the generated modules require (arm64 systrap on Raspberry Pi kernels)"
+                "{date} is older than {RUNSC_MINIMUM}, the release the appliance's modules require (arm64 systrap on Raspberry Pi kernels)"
             ),
         ),
         None => {
@@ -284,7 +284,7 @@ fn check_minimum(host: &Host, version_output: &str, report: &mut Report) {
                 format!(
                     "`runsc --version` names no release (`{first}`): a build without \
                      `-X gvisor.dev/gvisor/runsc/version.version=release-...`, so whether it is at least \
-                     {RUNSC_MINIMUM} (what the generated modules require: arm64 systrap on Raspberry Pi \
+                     {RUNSC_MINIMUM} (what the appliance's modules require: arm64 systrap on Raspberry Pi \
                      kernels) cannot be told; flags are checked from `runsc flags` below\n\
                      hint: use the appliance's gVisor (nix/packages/gvisor.nix and .ci/gobuild.sh link the \
                      release name), or check which gVisor commit this build is by other means"

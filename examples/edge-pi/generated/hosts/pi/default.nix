@@ -31,7 +31,6 @@
     appliance.docker = {
       enable = true;
       daemonSettings = ./docker-daemon.json;
-      runscMinimum = "20260316.0";
       network = {
         name = "appliance";
         subnet = "10.88.0.0/16";
@@ -69,7 +68,8 @@
     appliance.models = {
       enable = true;
       sandboxUnit = "docker-ollama.service";
-      pullScript = ./pull-models.sh;
+      url = "http://10.88.0.2:11434";
+      names = [ "qwen3:1.7b" ];
     };
 
     appliance.ready.units = [ "docker-ollama.service" "docker-scout.service" ];
@@ -101,7 +101,7 @@
           "--ip=10.88.0.2"
         ];
         image = "agent-appliance/ollama:0.32";
-        imageFile = ../../images/ollama.nix;
+        imageFile = ../../images/ollama.json;
         requires = [ "appliance-network.service" ];
         user = "11434:11434";
         volumes = [
@@ -131,7 +131,7 @@
           "--ip=10.88.0.10"
         ];
         image = "agent-appliance/picoclaw:0.2.9";
-        imageFile = ../../images/picoclaw.nix;
+        imageFile = ../../images/picoclaw.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";
         volumes = [

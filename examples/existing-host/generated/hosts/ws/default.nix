@@ -39,26 +39,6 @@
     appliance.nvidia = {
       enable = true;
       package = "dc_590";
-      supportedVersions = [
-        "535.129.03"
-        "535.183.06"
-        "535.247.01"
-        "535.261.03"
-        "535.274.02"
-        "535.288.01"
-        "550.90.12"
-        "570.124.06"
-        "570.133.20"
-        "570.172.08"
-        "570.195.03"
-        "575.57.08"
-        "580.65.06"
-        "580.82.07"
-        "580.95.05"
-        "580.105.08"
-        "580.126.09"
-        "590.48.01"
-      ];
       containerToolkit = true;
     };
 
@@ -72,7 +52,6 @@
     appliance.docker = {
       enable = true;
       daemonSettings = ./docker-daemon.json;
-      runscMinimum = "20260316.0";
       network = {
         name = "appliance";
         subnet = "172.30.0.0/16";
@@ -111,7 +90,8 @@
     appliance.models = {
       enable = true;
       sandboxUnit = "docker-ollama.service";
-      pullScript = ./pull-models.sh;
+      url = "http://172.30.0.2:11434";
+      names = [ "qwen3.5:27b-q4_K_M" "gemma4:26b-a4b-it-q8_0" ];
     };
 
     appliance.ready.units = [
@@ -155,7 +135,7 @@
           "--ip=172.30.0.10"
         ];
         image = "agent-appliance/hermes:0.19.0";
-        imageFile = ../../images/hermes.nix;
+        imageFile = ../../images/hermes.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "10000:10000";
         volumes = [
@@ -217,7 +197,7 @@
           "--ip=172.30.0.11"
         ];
         image = "agent-appliance/docker-in-gvisor:29";
-        imageFile = ../../images/docker-in-gvisor.nix;
+        imageFile = ../../images/docker-in-gvisor.json;
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "0:0";
         volumes = [
@@ -253,7 +233,7 @@
           "--device=nvidia.com/gpu=all"
         ];
         image = "agent-appliance/ollama-cuda:0.32";
-        imageFile = ../../images/ollama-cuda.nix;
+        imageFile = ../../images/ollama-cuda.json;
         requires = [ "appliance-network.service" "nvidia-container-toolkit-cdi-generator.service" ];
         user = "11434:11434";
         volumes = [
@@ -288,7 +268,7 @@
           "--ip=172.30.0.12"
         ];
         image = "agent-appliance/openclaw:2026.9.6";
-        imageFile = ../../images/openclaw.nix;
+        imageFile = ../../images/openclaw.json;
         ports = [ "18789:18789" ];
         requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
         user = "1000:1000";

@@ -1,0 +1,36 @@
+# Not a module: the option shapes and types the hand-written modules share
+# (`inherit (import ./lib.nix lib) units strings;`).
+lib: {
+  # One IPv4 address, and one with its prefix length (`10.88.0.0/16`).
+  ipv4 = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
+  ipv4Prefix = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}/[0-9]{1,2}";
+
+  # An Ollama model name as `appliance` checks it (model::names): it
+  # reaches a JSON body and a command line unquoted.
+  modelName = lib.types.strMatching "[A-Za-z0-9._:/-]+";
+
+  # The option the modules' `after`/`requires`/`wants` share, a list of
+  # systemd unit names.
+  units =
+    description:
+    lib.mkOption {
+      # A unit name: it lands in `After=`/`Requires=`/`Wants=`, which split on spaces.
+      type = lib.types.listOf (
+        lib.types.strMatching "[A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)"
+      );
+      default = [ ];
+      inherit description;
+    };
+
+  # A list of strings, empty unless a host sets it; `fields` are the
+  # option's own (`description`, `example`).
+  strings =
+    fields:
+    lib.mkOption (
+      {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+      }
+      // fields
+    );
+}

@@ -127,6 +127,10 @@ let
       (throw "agent-appliance: no room of the plan has the admin and every agent of `${host}`; the scenario needs one")
       plan.rooms;
   codeAgent = lib.findFirst (name: hostFacts.agents.${name}.code) null agentNames;
+  # Its code runs only after an admin's approval (the plan's
+  # `code_approval`, `approve = ["code-execution"]` by default): the
+  # scenario's code step approves the warden's card in the ops room.
+  codeApproval = codeAgent != null && (accountOf codeAgent).code_approval or null != null;
 
   # The browse step's page, on "the internet" as in the rehearsal
   # (docs/rehearsal.md): a globally routable address from the AS112 block
@@ -190,6 +194,7 @@ let
       steps
       warden
       codeAgent
+      codeApproval
       browserAgent
       webAddress
       pageTitle
@@ -324,6 +329,8 @@ pkgs.testers.runNixOSTest {
     scenario += ["--loop-agents=" + ",".join(sorted(agents)), "--json=/root/scenario/results.json"]
     if facts["codeAgent"]:
         scenario.append("--code-agent=" + facts["codeAgent"])
+    if facts["codeApproval"]:
+        scenario.append("--approve-code")
     if facts["browserAgent"]:
         # The test page on "the internet" (webAddress above), served by the
         # VM itself.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use agent_appliance::generator::docker::run_options;
 use agent_appliance::generator::model::{
-    Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR, Sandbox,
+    Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR, Sandbox, is_socket_dir,
 };
 use agent_appliance::generator::render::runtimes::daemon_settings;
 use agent_appliance::generator::runsc::{RunscVersion, probe_binary};
@@ -363,7 +363,6 @@ impl Hub {
             .iter()
             .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.name)))
             .cloned()
-            .map(crate::common::without_approval_broker)
             .collect()
     }
 
@@ -405,24 +404,37 @@ pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) ->
 /// directory of each code sandbox, root and the consuming agent's group.
 fn tmpfiles(hub: &Hub) {
     service_secrets(hub);
-    for sandbox in hub.sandboxes() {
-        for bind in &sandbox.binds {
-            let BindSource::Host(path) = &bind.source else { continue };
-            if !path.starts_with(SOCKET_DIR) {
-                continue;
-            }
-            let dir = hub.host_path(path);
+    // As the generated `appliance.directories` say (src/generator/render/host.rs):
+    // a socket directory an agent mounts is root's and the agent's group's
+    // (0750); one only its code sandbox mounts (the approval broker, the
+    // warden as root, stands between them) is root's alone (0700).
+    let sandboxes = hub.sandboxes();
+    let socket_dir = |source: &BindSource| match source {
+        BindSource::Host(path) if is_socket_dir(path) => Some(path.clone()),
+        _ => None,
+    };
+    let mut consumed = Vec::new();
+    for sandbox in &sandboxes {
+        for bind in sandbox.binds.iter().filter(|b| b.read_only) {
+            let Some(path) = socket_dir(&bind.source) else { continue };
+            let dir = hub.host_path(&path);
             fs::create_dir_all(&dir).unwrap();
             fs::set_permissions(&dir, fs::Permissions::from_mode(SOCKET_DIR_MODE)).unwrap();
-            let exec = path.rsplit('/').next().unwrap().to_string();
-            let consumer = hub
-                .hub()
-                .sandboxes
-                .iter()
-                .find(|s| s.depends_on.contains(&exec))
-                .unwrap_or_else(|| panic!("the code sandbox `{exec}` has a consumer"));
-            let gid: u32 = consumer.user.split_once(':').unwrap().1.parse().unwrap();
+            let gid: u32 = sandbox.user.split_once(':').unwrap().1.parse().unwrap();
             chown(&dir, Some(0), Some(gid)).unwrap();
+            consumed.push(path);
+        }
+    }
+    for sandbox in &sandboxes {
+        for bind in sandbox.binds.iter().filter(|b| !b.read_only) {
+            let Some(path) = socket_dir(&bind.source) else { continue };
+            if consumed.contains(&path) {
+                continue;
+            }
+            let dir = hub.host_path(&path);
+            fs::create_dir_all(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+            chown(&dir, Some(0), Some(0)).unwrap();
         }
     }
 }

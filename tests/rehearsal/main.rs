@@ -228,19 +228,10 @@ fn resolver_works(hub: &Hub, sandbox: &str) {
     eprintln!("rehearsal: {sandbox} resolves {} to {address}", hub::WEB_HOST);
 }
 
-/// Issue 10 item 5: casper's code tool runs a program in a container of the
-/// code sandbox's inner dockerd (under gVisor), and the answer carries its
-/// output (the stand-in's program prints `computed 42001`).
-fn code_runs_in_the_code_sandbox(hub: &Hub, admin: &Member) {
-    let (body, seconds) = ask(
-        hub,
-        admin,
-        "casper",
-        "run code tag-code1",
-        "computed 42001",
-        Duration::from_secs(120),
-    );
-    eprintln!("rehearsal: casper ran code in {seconds:.1} s: {body}");
+/// Issue 10 item 5: casper's code tool ran its program (once an admin
+/// approved it, `warden::code_waits_for_approval`) in a container of the
+/// code sandbox's inner dockerd (under gVisor), in the code runner image.
+fn code_ran_in_the_code_sandbox(hub: &Hub) {
     let inner = hub
         .daemon
         .docker(&["exec", "casper-exec", "docker", "ps", "-a", "--format", "{{.Image}}"]);
@@ -353,7 +344,7 @@ fn scenario(hub: &Hub) {
         "scenario",
         &agents,
         &["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"],
-        &browse,
+        &[&browse[..], &["--approve-code".to_string()]].concat(),
     );
     // The loop again with balthasar second in the ring: melchior mentions it,
     // and PicoClaw, like the others, must not answer another agent.
@@ -786,14 +777,19 @@ fn rehearsal() {
     if has("casper") {
         resolver_works(&hub, "casper");
     }
+    // The warden from here on: casper's code waits for its approvals.
+    let mut watch = has("casper").then(|| warden::watch(&hub));
     if has("casper") && has("searxng") {
         crawler_searches_through_the_search_sandbox(&hub);
     }
     if has("casper") && has(agent_appliance::generator::model::EXTRACT_SANDBOX) {
         crawler_extracts_through_the_extract_sandbox(&hub);
     }
-    if has("casper-exec") {
-        code_runs_in_the_code_sandbox(&hub, &admin);
+    if has("casper-exec")
+        && let Some(watch) = &watch
+    {
+        warden::code_waits_for_approval(&hub, &admin, watch);
+        code_ran_in_the_code_sandbox(&hub);
     }
     if has("casper") {
         egress_holds(&hub, "casper");
@@ -810,8 +806,8 @@ fn rehearsal() {
         .into_iter()
         .filter(|a| has(a))
         .collect();
-    let mut watch = has("casper").then(|| warden::halts_and_resumes(&hub, &admin, &agents));
     if let Some(watch) = &mut watch {
+        warden::halts_and_resumes(&hub, &admin, &agents, watch);
         warden::refuses_strangers_and_agents(&hub, &admin, watch);
         if has("melchior") {
             warden::breaks_a_loop(&hub, &admin, watch);

@@ -15,7 +15,8 @@ Steps (--step, repeatable; default: all, in this order):
                in another room it invites each agent to
   code         --code-agent, asked to "run code", answers with the
                program's output (the stand-in's program prints
-               "computed 42001")
+               "computed 42001"); with --approve-code the admin approves
+               the warden's code execution cards in the ops room first
   browse       --browser-agent, asked to "read page --page-url", answers
                with the page title (--page-title, if given, must match)
   loop         the stand-in makes --loop-agents mention each other; the
@@ -57,6 +58,9 @@ import urllib.request
 from pathlib import Path
 
 CODE_OUTPUT = "computed 42001"
+# The warden's approval card (docs/warden.md, "Code execution approvals").
+CARD = re.compile(r"^code execution request (c\d+): .*`!approve \1`")
+
 STEPS = ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
 EXTRA_STEPS = ["warden"]
 # What a rate-limited send looks like in the agents' logs (Synapse's errcode,
@@ -395,19 +399,44 @@ class Scenario:
         name = self.args.code_agent
         if name not in self.agents:
             return self.record("code", False, "--code-agent %s is not in --agent" % name)
+        if self.args.approve_code:
+            # The warden's approval broker holds the agent's container create
+            # and exec until an admin approves its card in the ops room.
+            self.ops_id = self.admin.room_id(self.args.ops_room)
+            self.admin.join(self.ops_id)
         tag = self.tag()
         started = time.time()
         self.admin.send(self.room_id, self.mention_text(name, "run code " + tag), mention=[self.agents[name]["user_id"]])
         uid = self.agents[name]["user_id"]
-        event, took = self.wait_for(lambda r, e: e.get("sender") == uid and CODE_OUTPUT in e["content"].get("body", ""),
-                                    self.args.code_timeout)
+        approved = []
+
+        def done(room_id, event):
+            if self.args.approve_code:
+                self.approve_card(room_id, event, approved)
+            return event.get("sender") == uid and CODE_OUTPUT in event["content"].get("body", "")
+
+        event, took = self.wait_for(done, self.args.code_timeout)
         calls = [c for e in (self.standin_entries(started) or []) for c in e.get("tool_calls", [])]
+        if self.args.approve_code and not approved:
+            return self.record("code", False, "no code execution card reached the ops room, so nothing was approved")
         if event:
-            return self.record("code", True, "%s ran the program: %r" % (name, event["content"]["body"][:200]),
-                               seconds=round(took, 2), tool_calls=calls)
+            return self.record("code", True, "%s ran the program: %r%s" % (
+                name, event["content"]["body"][:200],
+                " after the admin approved %s" % ", ".join(approved) if approved else ""),
+                seconds=round(took, 2), tool_calls=calls, approved=approved)
         last = [e["content"].get("body", "")[:300] for r, e, _ in self.seen if e.get("sender") == uid][-1:]
         self.record("code", False, "%s did not answer with %r within %d s; its last message: %r; tool calls: %s" % (
             name, CODE_OUTPUT, self.args.code_timeout, last, json.dumps(calls)[:500]), tool_calls=calls)
+
+    def approve_card(self, room_id, event, approved):
+        """An approval card of the warden in the ops room: the admin approves
+        it (docs/warden.md, "Code execution approvals")."""
+        if room_id != self.ops_id or event.get("sender") != self.warden_id():
+            return
+        card = CARD.search(event["content"].get("body", ""))
+        if card and card.group(1) not in approved:
+            self.admin.send(self.ops_id, "!approve " + card.group(1))
+            approved.append(card.group(1))
 
     def step_browse(self):
         name = self.args.browser_agent
@@ -711,6 +740,8 @@ def main(argv=None):
     parser.add_argument("--join-timeout", type=int, default=60)
     parser.add_argument("--reply-timeout", type=int, default=120)
     parser.add_argument("--code-timeout", type=int, default=180)
+    parser.add_argument("--approve-code", action="store_true",
+                        help="in the code step, approve the warden's code execution cards in --ops-room as the admin")
     parser.add_argument("--browse-timeout", type=int, default=180)
     parser.add_argument("--quiet", type=int, default=15, help="seconds to wait for an answer that must not come")
     parser.add_argument("--json", help="also write the JSON results here")
@@ -721,8 +752,9 @@ def main(argv=None):
     steps = args.step or STEPS
     if "stranger" in steps and not args.registration_secret_file:
         parser.error("the stranger step needs --registration-secret-file")
-    if "warden" in steps:
+    if "warden" in steps or args.approve_code:
         args.ops_room = args.ops_room or "#appliance_ops:%s" % args.server_name
+    if "warden" in steps:
         needed = [f for f in ("registration_secret_file", "warden_token_file", "audit_file") if not getattr(args, f)]
         if needed:
             parser.error("the warden step needs --" + ", --".join(f.replace("_", "-") for f in needed))

@@ -20,7 +20,13 @@ use serde_json::json;
 use crate::common::root;
 use crate::hub::Hub;
 use crate::matrix::Member;
+use agent_appliance::generator::model::{APPROVAL_SOCKET_DIR, SOCKET_DIR};
 use agent_appliance::on_host::audit::Record;
+
+/// How long a code execution request waits for an admin before the broker
+/// refuses it (`--approval-timeout`; 300 s on the appliance): long enough
+/// for the scenario's approver, short enough to wait out once.
+const APPROVAL_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The warden process, killed and reaped when dropped.
 struct Warden {
@@ -64,6 +70,14 @@ fn start(hub: &Hub) -> Warden {
         .arg(hub.proxy_log_path())
         // No systemd units here: `!halt --stop` asks the hub's dockerd.
         .args(["--sandbox-control", "docker"])
+        // The approval broker's socket where casper's sandbox mounts it, and
+        // casper-exec's own, both re-rooted like every host path here.
+        .arg("--approval-sockets")
+        .arg(hub.host_path(APPROVAL_SOCKET_DIR))
+        .arg("--code-sockets")
+        .arg(hub.host_path(SOCKET_DIR))
+        .arg("--approval-timeout")
+        .arg(APPROVAL_TIMEOUT.as_secs().to_string())
         // The hub's dockerd, as the host's socket is on the appliance.
         .env("DOCKER_HOST", format!("unix://{}", hub.daemon.socket.display()))
         .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -134,16 +148,25 @@ impl Watch {
     }
 }
 
-pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
+/// The warden, started with the admin reading the ops room from before it
+/// starts: its first poll already reports what happened earlier.
+pub fn watch(hub: &Hub) -> Watch {
     let server = hub.appliance.matrix.server_name.clone();
     let me = format!("@appliance:{server}");
-    // The admin reads the ops room from before the warden starts: its first
-    // poll already reports what happened earlier (the egress denial).
     let ops = Member::login(hub, "gendo", &format!("#appliance_ops:{server}"));
-    let ops_anchor = ops.send(hub, text("rehearsal: watching the ops room"));
+    let anchor = ops.send(hub, text("rehearsal: watching the ops room"));
     let warden = start(hub);
+    Watch {
+        warden,
+        ops,
+        anchor,
+        me,
+    }
+}
 
-    let status = command(hub, admin, &warden, &me, "!status", "head sha256");
+pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Watch) {
+    let (warden, ops, ops_anchor, me) = (&watch.warden, &watch.ops, &watch.anchor, &watch.me);
+    let status = command(hub, admin, warden, me, "!status", "head sha256");
     for agent in agents {
         assert!(
             status.contains(&crate::agent_id(hub, agent)),
@@ -165,11 +188,11 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     }
 
     // balthasar's `gh api --hostname web.rehearsal.test`, refused by the
-    // proxy before the warden started, is summarised in the ops room.
+    // proxy, is summarised in the ops room.
     let started = Instant::now();
     let denied = "balthasar → web.rehearsal.test:443";
     while !ops
-        .messages_after(hub, &ops_anchor)
+        .messages_after(hub, ops_anchor)
         .iter()
         .any(|e| e["sender"] == me.as_str() && e["content"]["body"].as_str().is_some_and(|b| b.contains(denied)))
     {
@@ -182,7 +205,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     }
     eprintln!("rehearsal: the ops room has the egress denial `{denied}`");
 
-    command(hub, admin, &warden, &me, "!halt casper", "halted");
+    command(hub, admin, warden, me, "!halt casper", "halted");
     let casper = crate::agent_id(hub, "casper");
     let event = admin.mention(hub, &casper, "hello while halted tag-halted1");
     // casper still answers (the stand-in is asked), but Synapse refuses
@@ -204,7 +227,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     );
     eprintln!("rehearsal: halted casper made an answer, and Synapse kept it out of the room");
 
-    command(hub, admin, &warden, &me, "!resume casper", "resumed");
+    command(hub, admin, warden, me, "!resume casper", "resumed");
     let (body, seconds) = crate::ask(
         hub,
         admin,
@@ -216,12 +239,6 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     eprintln!("rehearsal: resumed casper answered in {seconds:.1} s: {body}");
 
     // The ops room saw the halt and the resume given in the agents' room.
-    let watch = Watch {
-        warden,
-        ops,
-        anchor: ops_anchor,
-        me,
-    };
     let notices = watch.notices(hub);
     for given in ["`!halt casper`", "`!resume casper`"] {
         assert!(
@@ -229,7 +246,6 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
             "no notice of {given} in the ops room: {notices:?}"
         );
     }
-    watch
 }
 
 fn records(hub: &Hub) -> Vec<Record> {
@@ -247,14 +263,19 @@ fn count(hub: &Hub, kind: &str, actor: Option<&str>) -> usize {
         .count()
 }
 
-/// Waits up to 60 s for the trail to hold `more` records of `kind` by
-/// `actor` beyond `before`.
+/// Waits up to 60 s for the trail to hold more records of `kind` by
+/// `actor` than `before`.
 fn wait_records(hub: &Hub, watch: &Watch, kind: &str, actor: &str, before: usize) {
+    wait_records_within(hub, watch, kind, actor, before, Duration::from_secs(60));
+}
+
+fn wait_records_within(hub: &Hub, watch: &Watch, kind: &str, actor: &str, before: usize, within: Duration) {
     let started = Instant::now();
     while count(hub, kind, Some(actor)) <= before {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no new `{kind}` record by {actor} within 60 s:\n{}",
+            started.elapsed() < within,
+            "no new `{kind}` record by {actor} within {} s:\n{}",
+            within.as_secs(),
             watch.warden.log()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -651,3 +672,109 @@ fn audit_holds(hub: &Hub) {
     assert!(said.contains("line 2"), "audit verify did not name line 2: {said}");
     eprintln!("rehearsal: audit trail verified; a flipped byte: {}", said.trim());
 }
+
+/// The id of a code execution card (`code execution request c3: ...
+/// `!approve c3` ...`, docs/warden.md), if `notice` is one.
+fn card_id(notice: &str) -> Option<String> {
+    let id = notice.strip_prefix("code execution request ")?.split(':').next()?;
+    notice.contains(&format!("`!approve {id}`")).then(|| id.to_string())
+}
+
+/// The code execution cards in the ops room since the watch began.
+fn cards(hub: &Hub, watch: &Watch) -> Vec<String> {
+    watch.notices(hub).iter().filter_map(|n| card_id(n)).collect()
+}
+
+/// Issue 23 items 2, 3 and 5: casper's code runs only after an admin's
+/// approval, enforced by the warden's broker on the Docker socket casper's
+/// sandbox mounts (whatever Hermes' own settings say). The card reaches
+/// the ops room; casper's own account approving its request is refused and
+/// audited; the admin's `!approve` lets it run; a request nobody decides is
+/// refused when it times out, and the code does not run.
+pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
+    let server = hub.appliance.matrix.server_name.clone();
+    let gendo = format!("@gendo:{server}");
+    let casper_id = format!("@casper:{server}");
+    let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
+    let seen_before = cards(hub, watch).len();
+    let event = admin.mention(hub, &casper_id, "run code tag-approved1");
+    let started = Instant::now();
+    let mut decided: Vec<String> = Vec::new();
+    loop {
+        if crate::bodies_from(hub, admin, &event, "casper")
+            .iter()
+            .any(|b| b.contains(CODE_OUTPUT))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "casper did not answer `run code` with its output within 240 s (cards: {:?}); its messages: {:?}\n{}\n{}",
+            cards(hub, watch),
+            crate::bodies_from(hub, admin, &event, "casper"),
+            watch.warden.log(),
+            hub.all_reports()
+        );
+        for id in cards(hub, watch).into_iter().skip(seen_before) {
+            if decided.contains(&id) {
+                continue;
+            }
+            if decided.is_empty() {
+                // The agent approving its own request: refused, audited,
+                // and the request still waits.
+                let before = count(hub, "command.refused", Some(&casper_id));
+                casper.send(hub, text(&format!("!approve {id}")));
+                wait_records(hub, watch, "command.refused", &casper_id, before);
+                assert_eq!(count(hub, "approval.approved", Some(&casper_id)), 0);
+                eprintln!("rehearsal: casper's own `!approve {id}` refused and audited");
+            }
+            watch.ops.send(hub, text(&format!("!approve {id}")));
+            eprintln!(
+                "rehearsal: the admin approved {id} after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            decided.push(id);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(!decided.is_empty(), "casper's code ran without a card in the ops room");
+    assert!(
+        count(hub, "approval.approved", Some(&gendo)) >= decided.len(),
+        "the admin's approvals are not all audited"
+    );
+    eprintln!(
+        "rehearsal: casper's code ran after the admin approved {} in {:.1} s",
+        decided.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Nobody decides: the broker refuses at the timeout and nothing runs.
+    let expired = count(hub, "approval.expired", Some("warden"));
+    let event = admin.mention(hub, &casper_id, "run code tag-unapproved1");
+    let started = Instant::now();
+    wait_records_within(
+        hub,
+        watch,
+        "approval.expired",
+        "warden",
+        expired,
+        APPROVAL_TIMEOUT + Duration::from_secs(120),
+    );
+    let answer = admin
+        .wait_reply(hub, &event, &casper_id, "", Duration::from_secs(180))
+        .map(|(body, _)| body)
+        .unwrap_or_default();
+    assert!(
+        !crate::bodies_from(hub, admin, &event, "casper")
+            .iter()
+            .any(|b| b.contains(CODE_OUTPUT)),
+        "casper's code ran although nobody approved it: {answer}"
+    );
+    eprintln!(
+        "rehearsal: an undecided request was refused after {:.1} s; casper answered: {answer}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// What the stand-in's program prints (tests/rehearsal/README.md).
+const CODE_OUTPUT: &str = "computed 42001";

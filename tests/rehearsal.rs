@@ -227,6 +227,21 @@ fn standin_runs_code_through_the_terminal_tool_and_reports_its_output() {
     assert!(text.contains("no code tool was offered"), "{text}");
 }
 
+#[test]
+fn standin_recalls_a_fact_only_from_the_conversation_it_is_sent() {
+    let Some(standin) = standin() else { return };
+    let told = json!({"role": "user", "content": "@casper:magi remember word-a1 is fact-b2 tag-r1"});
+    let answer = json!({"role": "assistant", "content": "[stand-in] model x answers tag-r1"});
+    let asked = json!({"role": "user", "content": "@casper:magi recall word-a1 tag-r2"});
+    let body = json!({"model": MODEL, "stream": false, "messages": [told, answer, asked]});
+    let text = post(&standin, "/v1/chat/completions", &body).1;
+    assert!(text.contains("recalls word-a1 is fact-b2"), "{text}");
+    // The same question without the earlier turns: nothing to recall.
+    let body = json!({"model": MODEL, "stream": false, "messages": [asked]});
+    let text = post(&standin, "/v1/chat/completions", &body).1;
+    assert!(text.contains("has no memory of word-a1"), "{text}");
+}
+
 /// Feeds `results` to the stand-in as OpenClaw would, one per browser call
 /// it makes; returns the actions it called and its final answer.
 fn browse_with(standin: &Standin, results: &[&str]) -> (Vec<String>, String) {

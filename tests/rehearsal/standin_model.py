@@ -69,6 +69,10 @@ SERVER_NAME = None
 MXID_RE = re.compile(r"@[a-z0-9._=/-]+:([A-Za-z0-9.-]+(?::[0-9]+)?)")
 TAG_RE = re.compile(r"\btag-[A-Za-z0-9]+\b")
 READ_RE = re.compile(r"read page (\S+)", re.IGNORECASE)
+# A fact told to an agent and asked for later: the answer comes only from
+# the conversation the agent sends, so it proves the agent kept it.
+REMEMBER_RE = re.compile(r"\bremember (word-[A-Za-z0-9]+) is (fact-[A-Za-z0-9]+)\b")
+RECALL_RE = re.compile(r"\brecall (word-[A-Za-z0-9]+)\b")
 # Names joined by "_" (a word character), so the trigger itself does not
 # name the other agents as words (Hermes takes a bare `\bcasper\b` as a
 # mention); only the replies do.
@@ -305,6 +309,15 @@ def script(model, messages, tools):
                          rule="read-page-result")
         return Reply("%s model %s read %s but found no title; last tool result: %s"
                      % (PREFIX, model, url, results[-1][:500]), rule="read-page-no-title")
+
+    recall = RECALL_RE.search(user)
+    if recall:
+        word = recall.group(1)
+        earlier = [text_of(m.get("content")) for m in messages[:max(start, 0)]]
+        facts = [m.group(2) for text in earlier for m in REMEMBER_RE.finditer(text) if m.group(1) == word]
+        if facts:
+            return Reply("%s model %s recalls %s is %s" % (PREFIX, model, word, facts[-1]), rule="recall")
+        return Reply("%s model %s has no memory of %s" % (PREFIX, model, word), rule="recall-none")
 
     loop = LOOP_RE.search(user)
     if loop:

@@ -19,6 +19,7 @@ mod bench;
 mod hub;
 mod images;
 mod matrix;
+mod restore;
 mod warden;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -824,6 +825,7 @@ fn rehearsal() {
         warden::reported_the_kills(&hub, watch, &agents);
     }
     bootstrap_rerun_changes_nothing(&hub);
+    restore::restore_brings_back_what_agents_were_told(&hub, &admin, &agents);
 }
 
 /// Every file under the state dir: mode, owner, bytes, mtime.

@@ -687,26 +687,54 @@ fn cards(hub: &Hub, watch: &Watch) -> Vec<String> {
 
 /// Issue 23 items 2, 3 and 5: casper's code runs only after an admin's
 /// approval, enforced by the warden's broker on the Docker socket casper's
-/// sandbox mounts (whatever Hermes' own settings say). The card reaches
-/// the ops room; casper's own account approving its request is refused and
-/// audited; the admin's `!approve` lets it run; a request nobody decides is
-/// refused when it times out, and the code does not run.
+/// sandbox mounts (whatever Hermes' own settings say). A request nobody
+/// decides is refused when it times out, and the code does not run. Then
+/// the card reaches the ops room; casper's own account approving its
+/// request is refused and audited; the admin's `!approve <id> 10m` lets it
+/// run, and the Docker calls that follow (Hermes makes a container, then
+/// an exec per step) run under that standing approval without more cards.
 pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
     let server = hub.appliance.matrix.server_name.clone();
     let gendo = format!("@gendo:{server}");
     let casper_id = format!("@casper:{server}");
+
+    // Nobody decides: the broker refuses at the timeout and nothing runs.
+    let expired = count(hub, "approval.expired", Some("warden"));
+    let event = admin.mention(hub, &casper_id, "run code tag-unapproved1");
+    let started = Instant::now();
+    wait_records_within(
+        hub,
+        watch,
+        "approval.expired",
+        "warden",
+        expired,
+        APPROVAL_TIMEOUT + Duration::from_secs(120),
+    );
+    let answer = admin
+        .wait_reply(hub, &event, &casper_id, "", Duration::from_secs(240))
+        .map(|(body, _)| body)
+        .unwrap_or_default();
+    assert!(
+        !crate::bodies_from(hub, admin, &event, "casper")
+            .iter()
+            .any(|b| b.contains(CODE_OUTPUT)),
+        "casper's code ran although nobody approved it: {answer}"
+    );
+    assert_eq!(count(hub, "approval.approved", None), 0);
+    eprintln!(
+        "rehearsal: an undecided request was refused after {:.1} s; casper answered: {answer}",
+        started.elapsed().as_secs_f64()
+    );
+
     let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
     let seen_before = cards(hub, watch).len();
     let event = admin.mention(hub, &casper_id, "run code tag-approved1");
     let started = Instant::now();
     let mut decided: Vec<String> = Vec::new();
-    loop {
-        if crate::bodies_from(hub, admin, &event, "casper")
-            .iter()
-            .any(|b| b.contains(CODE_OUTPUT))
-        {
-            break;
-        }
+    while !crate::bodies_from(hub, admin, &event, "casper")
+        .iter()
+        .any(|b| b.contains(CODE_OUTPUT))
+    {
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "casper did not answer `run code` with its output within 240 s (cards: {:?}); its messages: {:?}\n{}\n{}",
@@ -723,14 +751,13 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
                 // The agent approving its own request: refused, audited,
                 // and the request still waits.
                 let before = count(hub, "command.refused", Some(&casper_id));
-                casper.send(hub, text(&format!("!approve {id}")));
+                casper.send(hub, text(&format!("!approve {id} 10m")));
                 wait_records(hub, watch, "command.refused", &casper_id, before);
-                assert_eq!(count(hub, "approval.approved", Some(&casper_id)), 0);
-                eprintln!("rehearsal: casper's own `!approve {id}` refused and audited");
+                eprintln!("rehearsal: casper's own `!approve {id} 10m` refused and audited");
             }
-            watch.ops.send(hub, text(&format!("!approve {id}")));
+            watch.ops.send(hub, text(&format!("!approve {id} 10m")));
             eprintln!(
-                "rehearsal: the admin approved {id} after {:.1} s",
+                "rehearsal: the admin approved {id} for 10 minutes after {:.1} s",
                 started.elapsed().as_secs_f64()
             );
             decided.push(id);
@@ -738,41 +765,25 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert!(!decided.is_empty(), "casper's code ran without a card in the ops room");
+    assert_eq!(count(hub, "approval.approved", Some(&casper_id)), 0);
+    let started_wait = Instant::now();
+    while count(hub, "approval.approved", Some(&gendo)) < decided.len() {
+        assert!(
+            started_wait.elapsed() < Duration::from_secs(60),
+            "the admin's approvals of {decided:?} are not all audited:\n{}",
+            watch.warden.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let standing = count(hub, "approval.standing_used", Some(&gendo));
     assert!(
-        count(hub, "approval.approved", Some(&gendo)) >= decided.len(),
-        "the admin's approvals are not all audited"
+        standing > 0,
+        "no Docker call of casper's ran under the standing approval (cards: {decided:?})"
     );
     eprintln!(
-        "rehearsal: casper's code ran after the admin approved {} in {:.1} s",
-        decided.join(", "),
-        started.elapsed().as_secs_f64()
-    );
-
-    // Nobody decides: the broker refuses at the timeout and nothing runs.
-    let expired = count(hub, "approval.expired", Some("warden"));
-    let event = admin.mention(hub, &casper_id, "run code tag-unapproved1");
-    let started = Instant::now();
-    wait_records_within(
-        hub,
-        watch,
-        "approval.expired",
-        "warden",
-        expired,
-        APPROVAL_TIMEOUT + Duration::from_secs(120),
-    );
-    let answer = admin
-        .wait_reply(hub, &event, &casper_id, "", Duration::from_secs(180))
-        .map(|(body, _)| body)
-        .unwrap_or_default();
-    assert!(
-        !crate::bodies_from(hub, admin, &event, "casper")
-            .iter()
-            .any(|b| b.contains(CODE_OUTPUT)),
-        "casper's code ran although nobody approved it: {answer}"
-    );
-    eprintln!(
-        "rehearsal: an undecided request was refused after {:.1} s; casper answered: {answer}",
-        started.elapsed().as_secs_f64()
+        "rehearsal: casper's code ran in {:.1} s after the admin approved {} for 10 minutes; {standing} more Docker call(s) ran under that approval without a card",
+        started.elapsed().as_secs_f64(),
+        decided.join(", ")
     );
 }
 

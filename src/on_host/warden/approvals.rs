@@ -40,12 +40,31 @@ pub const APPROVAL_TIMEOUT_SECS: u64 = 300;
 /// with what happened rather than "unknown".
 const KEEP_DECIDED_SECS: u64 = 86_400;
 
+/// The longest standing approval (`!approve c3 15m`): an admin who wants
+/// more approves again, having looked.
+pub const STANDING_MAX_SECS: u64 = 3600;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approvals {
     /// The number of the next request (`c<n>`), never reused.
     pub next: u64,
     pub requests: BTreeMap<String, Request>,
+    /// Standing approvals by code sandbox: its later requests run without
+    /// a card until `until` (one agent runs a command as several Docker
+    /// calls: a container, then an exec per step).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub standing: BTreeMap<String, Standing>,
+}
+
+/// `!approve <id> <duration>`: who approved which request, and until when
+/// the same code sandbox's requests run without asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Standing {
+    pub by: String,
+    pub id: String,
+    pub until: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +137,7 @@ pub fn decide(
     approvals: &mut Approvals,
     live: &BTreeSet<String>,
     id: &str,
-    outcome: Outcome,
+    (outcome, standing): (Outcome, Option<u64>),
     admin: &str,
     now: u64,
 ) -> Result<Request, String> {
@@ -150,7 +169,21 @@ pub fn decide(
         by: admin.to_string(),
         at: now,
     });
-    Ok(request.clone())
+    let request = request.clone();
+    if let (Outcome::Approved, Some(secs)) = (outcome, standing) {
+        let standing = Standing {
+            by: admin.to_string(),
+            id: id.to_string(),
+            until: now + secs.min(STANDING_MAX_SECS),
+        };
+        approvals.standing.insert(request.sandbox.clone(), standing);
+    }
+    Ok(request)
+}
+
+/// The standing approval of `sandbox`'s requests at `now`, if one holds.
+pub fn standing_for<'a>(approvals: &'a Approvals, sandbox: &str, now: u64) -> Option<&'a Standing> {
+    approvals.standing.get(sandbox).filter(|s| now < s.until)
 }
 
 /// Requests no connection of this run waits on whose time is up: marked
@@ -204,6 +237,11 @@ impl Shared {
 
     pub fn save(&self, inner: &Inner) -> Result<()> {
         inner.approvals.save(&self.path)
+    }
+
+    /// The standing approval `sandbox`'s requests run under now, if any.
+    pub fn standing(&self, sandbox: &str) -> Option<Standing> {
+        standing_for(&self.lock().approvals, sandbox, unix_now()).cloned()
     }
 
     /// A new pending request, saved before anyone hears of it.
@@ -268,14 +306,20 @@ impl Warden<'_> {
     /// `!approve <id>` / `!refuse <id>` from an admin (checked by the
     /// caller): the first decision wins; anything else is refused, with why,
     /// and audited as `approval.decision_refused`.
-    pub(super) fn decide_approval(&mut self, admin: &str, id: &str, outcome: Outcome) -> Result<String> {
+    pub(super) fn decide_approval(
+        &mut self,
+        admin: &str,
+        id: &str,
+        outcome: Outcome,
+        standing: Option<u64>,
+    ) -> Result<String> {
         let Some(shared) = self.approvals.clone() else {
             return Ok("no agent's code waits for approval on this appliance".to_string());
         };
         let decided = {
             let mut inner = shared.lock();
             let Inner { approvals, live } = &mut *inner;
-            let decided = decide(approvals, live, id, outcome, admin, unix_now());
+            let decided = decide(approvals, live, id, (outcome, standing), admin, unix_now());
             if decided.is_ok() {
                 shared.save(&inner)?;
             }
@@ -287,7 +331,23 @@ impl Warden<'_> {
                 let word = outcome.word();
                 let detail = format!("{} in {}: {}", request.agent, request.sandbox, request.what);
                 self.audit(&format!("approval.{word}"), admin, id, &detail)?;
-                Ok(format!("{word}: {id} ({detail})"))
+                let Some(until) = standing.and(self.standing_until(&request.sandbox)) else {
+                    return Ok(format!("{word}: {id} ({detail})"));
+                };
+                let ends = audit::rfc3339(until);
+                self.audit(
+                    "approval.standing",
+                    admin,
+                    id,
+                    &format!(
+                        "{}'s requests in {} run without asking until {ends}",
+                        request.agent, request.sandbox
+                    ),
+                )?;
+                Ok(format!(
+                    "{word}: {id} ({detail}); and {}'s later requests in {} until {ends}",
+                    request.agent, request.sandbox
+                ))
             }
             Err(why) => {
                 let shown = id.escape_debug().to_string();
@@ -297,6 +357,11 @@ impl Warden<'_> {
         }
     }
 
+    fn standing_until(&self, sandbox: &str) -> Option<u64> {
+        let shared = self.approvals.as_ref()?;
+        Some(shared.lock().approvals.standing.get(sandbox)?.until)
+    }
+
     /// After each poll: requests of an earlier run whose time is up are
     /// refused, audited and said in the ops room; decided ones older than a
     /// day are forgotten.
@@ -304,20 +369,39 @@ impl Warden<'_> {
         let Some(shared) = self.approvals.clone() else {
             return Ok(());
         };
-        let expired = {
+        let (expired, ended) = {
             let mut inner = shared.lock();
             let Inner { approvals, live } = &mut *inner;
             let now = unix_now();
             let expired = take_expired(approvals, live, now);
+            let ended: Vec<(String, Standing)> = approvals
+                .standing
+                .iter()
+                .filter(|(_, s)| now >= s.until)
+                .map(|(sandbox, s)| (sandbox.clone(), s.clone()))
+                .collect();
+            approvals.standing.retain(|_, s| now < s.until);
             let before = approvals.requests.len();
             approvals
                 .requests
                 .retain(|_, r| r.decision.as_ref().is_none_or(|d| d.at + KEEP_DECIDED_SECS > now));
-            if !expired.is_empty() || approvals.requests.len() != before {
+            if !expired.is_empty() || !ended.is_empty() || approvals.requests.len() != before {
                 shared.save(&inner)?;
             }
-            expired
+            (expired, ended)
         };
+        for (sandbox, standing) in ended {
+            let detail = format!(
+                "from {} by {}, ended at {}",
+                standing.id,
+                standing.by,
+                audit::rfc3339(standing.until)
+            );
+            self.audit("approval.standing_ended", "warden", &sandbox, &detail)?;
+            self.ops_notice(&format!(
+                "standing approval of {sandbox}'s code execution {detail}; each request asks again"
+            ))?;
+        }
         for (id, request) in expired {
             let detail = format!(
                 "{} in {}: {}; no admin decided by {}",
@@ -338,7 +422,21 @@ impl Warden<'_> {
             return Vec::new();
         };
         let inner = shared.lock();
-        inner
+        let now = unix_now();
+        let standing = inner
+            .approvals
+            .standing
+            .iter()
+            .filter(|(_, s)| now < s.until)
+            .map(|(sandbox, s)| {
+                format!(
+                    "standing approval: {sandbox}'s code execution runs without asking until {} ({} by {})",
+                    audit::rfc3339(s.until),
+                    s.id,
+                    s.by
+                )
+            });
+        let pending = inner
             .approvals
             .requests
             .iter()
@@ -356,8 +454,8 @@ impl Warden<'_> {
                     r.what,
                     audit::rfc3339(r.until)
                 )
-            })
-            .collect()
+            });
+        standing.chain(pending).collect()
     }
 }
 
@@ -380,6 +478,7 @@ mod tests {
         Approvals {
             next: 1,
             requests: BTreeMap::from([(id.to_string(), request)]),
+            ..Approvals::default()
         }
     }
 
@@ -387,9 +486,25 @@ mod tests {
     fn the_first_decision_wins_and_later_ones_are_refused() {
         let live = BTreeSet::from(["c1".to_string()]);
         let mut approvals = with("c1", pending(100));
-        let done = decide(&mut approvals, &live, "c1", Outcome::Approved, "@gendo:magi", 10).unwrap();
+        let done = decide(
+            &mut approvals,
+            &live,
+            "c1",
+            (Outcome::Approved, None),
+            "@gendo:magi",
+            10,
+        )
+        .unwrap();
         assert_eq!(done.decision.unwrap().outcome, Outcome::Approved);
-        let late = decide(&mut approvals, &live, "c1", Outcome::Refused, "@fuyutsuki:magi", 11).unwrap_err();
+        let late = decide(
+            &mut approvals,
+            &live,
+            "c1",
+            (Outcome::Refused, None),
+            "@fuyutsuki:magi",
+            11,
+        )
+        .unwrap_err();
         assert!(late.contains("already approved by @gendo:magi"), "{late}");
         assert_eq!(approvals.requests["c1"].decision.as_ref().unwrap().by, "@gendo:magi");
     }
@@ -398,9 +513,25 @@ mod tests {
     fn unknown_and_expired_requests_are_not_decided() {
         let live = BTreeSet::from(["c1".to_string()]);
         let mut approvals = with("c1", pending(100));
-        let unknown = decide(&mut approvals, &live, "c9\n", Outcome::Approved, "@gendo:magi", 10).unwrap_err();
+        let unknown = decide(
+            &mut approvals,
+            &live,
+            "c9\n",
+            (Outcome::Approved, None),
+            "@gendo:magi",
+            10,
+        )
+        .unwrap_err();
         assert!(unknown.contains("no code execution request `c9\\n`"), "{unknown}");
-        let expired = decide(&mut approvals, &live, "c1", Outcome::Approved, "@gendo:magi", 100).unwrap_err();
+        let expired = decide(
+            &mut approvals,
+            &live,
+            "c1",
+            (Outcome::Approved, None),
+            "@gendo:magi",
+            100,
+        )
+        .unwrap_err();
         assert!(expired.contains("expired"), "{expired}");
         assert!(approvals.requests["c1"].decision.is_none());
     }
@@ -409,17 +540,75 @@ mod tests {
     fn a_request_of_an_earlier_run_is_never_approved_but_can_be_refused_or_expire() {
         let none = BTreeSet::new();
         let mut approvals = with("c1", pending(100));
-        let why = decide(&mut approvals, &none, "c1", Outcome::Approved, "@gendo:magi", 10).unwrap_err();
+        let why = decide(
+            &mut approvals,
+            &none,
+            "c1",
+            (Outcome::Approved, None),
+            "@gendo:magi",
+            10,
+        )
+        .unwrap_err();
         assert!(why.contains("restart"), "{why}");
         assert!(take_expired(&mut approvals, &none, 99).is_empty());
         let expired = take_expired(&mut approvals, &none, 100);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1.decision.as_ref().unwrap().outcome, Outcome::Expired);
         let mut approvals = with("c1", pending(100));
-        assert!(decide(&mut approvals, &none, "c1", Outcome::Refused, "@gendo:magi", 10).is_ok());
+        assert!(decide(&mut approvals, &none, "c1", (Outcome::Refused, None), "@gendo:magi", 10).is_ok());
         // A live one is its thread's to expire.
         let mut approvals = with("c1", pending(100));
         assert!(take_expired(&mut approvals, &BTreeSet::from(["c1".to_string()]), 200).is_empty());
+    }
+
+    #[test]
+    fn a_standing_approval_covers_its_sandbox_until_its_end_and_no_longer_than_the_cap() {
+        let live = BTreeSet::from(["c1".to_string(), "c2".to_string()]);
+        let mut approvals = with("c1", pending(100));
+        let mut other = pending(100);
+        other.sandbox = "coder-exec".into();
+        approvals.requests.insert("c2".into(), other);
+        decide(
+            &mut approvals,
+            &live,
+            "c1",
+            (Outcome::Approved, Some(900)),
+            "@gendo:magi",
+            10,
+        )
+        .unwrap();
+        let standing = standing_for(&approvals, "casper-exec", 909).unwrap();
+        assert_eq!((standing.by.as_str(), standing.id.as_str()), ("@gendo:magi", "c1"));
+        assert!(standing_for(&approvals, "casper-exec", 910).is_none(), "it ends");
+        assert!(
+            standing_for(&approvals, "coder-exec", 20).is_none(),
+            "another sandbox still asks"
+        );
+        // A refusal never stands; a long one is cut to the cap.
+        decide(
+            &mut approvals,
+            &live,
+            "c2",
+            (Outcome::Refused, Some(900)),
+            "@gendo:magi",
+            10,
+        )
+        .unwrap();
+        assert!(standing_for(&approvals, "coder-exec", 20).is_none());
+        let mut approvals = with("c1", pending(100));
+        decide(
+            &mut approvals,
+            &live,
+            "c1",
+            (Outcome::Approved, Some(86_400)),
+            "@gendo:magi",
+            0,
+        )
+        .unwrap();
+        assert_eq!(approvals.standing["casper-exec"].until, STANDING_MAX_SECS);
+        // It is saved with the requests: a restart keeps it until its end.
+        let text = serde_json::to_string(&approvals).unwrap();
+        assert_eq!(serde_json::from_str::<Approvals>(&text).unwrap(), approvals);
     }
 
     #[test]

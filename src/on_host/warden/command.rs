@@ -1,8 +1,12 @@
 //! Admin commands as typed in a room: `!status`, `!halt [agent|all]
 //! [--stop]`, `!resume [agent|all]`, and the egress grants' `!allow <agent>
-//! <host> [duration]`, `!deny <agent> <host>`, `!grants`. Parsing only; who
-//! may run them, and whether a host or duration is acceptable, is the
-//! warden's business (so a refusal is answered and audited with why).
+//! <host> [duration]`, `!deny <agent> <host>`, `!grants`, and the code
+//! execution approvals' `!approve <request> [duration]`, `!refuse
+//! <request>`. Parsing only; who may run them, and whether a host or
+//! duration is acceptable, is the warden's business (so a refusal is
+//! answered and audited with why).
+
+use crate::common::grants::parse_duration;
 
 /// Which agents a command names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +39,13 @@ pub enum Command {
     },
     /// `!grants`: the open grants.
     Grants,
-    /// `!approve <id>` / `!refuse <id>`: a code execution request, as typed.
-    Approve(String),
+    /// `!approve <id> [duration]` / `!refuse <id>`: a code execution
+    /// request, as typed; with a duration (in seconds), a standing approval
+    /// of its code sandbox's later requests for that long.
+    Approve {
+        id: String,
+        standing: Option<u64>,
+    },
     Refuse(String),
 }
 
@@ -53,10 +62,20 @@ pub fn parse(body: &str) -> Option<Result<Command, String>> {
     }
     let rest: Vec<&str> = words.collect();
     Some(match verb {
-        "!approve" | "!refuse" => match rest.as_slice() {
-            [id] if verb == "!approve" => Ok(Command::Approve((*id).to_string())),
+        "!approve" => match rest.as_slice() {
+            [id] => Ok(Command::Approve {
+                id: (*id).to_string(),
+                standing: None,
+            }),
+            [id, duration] => parse_duration(duration).map(|secs| Command::Approve {
+                id: (*id).to_string(),
+                standing: Some(secs),
+            }),
+            _ => Err("usage: `!approve <request> [duration]`, e.g. `!approve c3` or `!approve c3 15m`".to_string()),
+        },
+        "!refuse" => match rest.as_slice() {
             [id] => Ok(Command::Refuse((*id).to_string())),
-            _ => Err(format!("usage: `{verb} <request>`, e.g. `{verb} c3`")),
+            _ => Err("usage: `!refuse <request>`, e.g. `!refuse c3`".to_string()),
         },
         "!allow" | "!deny" | "!grants" => build_grant(verb, &rest),
         _ => build(verb, &rest),
@@ -181,10 +200,25 @@ mod tests {
         assert!(parse("!deny balthasar").unwrap().unwrap_err().contains("usage"));
         assert!(parse("!grants all").unwrap().is_err());
         assert_eq!(parse("!allowed x y"), None);
-        assert_eq!(parse("!approve c3"), Some(Ok(Command::Approve("c3".into()))));
+        assert_eq!(
+            parse("!approve c3"),
+            Some(Ok(Command::Approve {
+                id: "c3".into(),
+                standing: None
+            }))
+        );
+        assert_eq!(
+            parse("!approve c3 15m"),
+            Some(Ok(Command::Approve {
+                id: "c3".into(),
+                standing: Some(900)
+            }))
+        );
+        assert!(parse("!refuse c3 15m").unwrap().unwrap_err().contains("usage"));
         assert_eq!(parse(" !refuse  c3 "), Some(Ok(Command::Refuse("c3".into()))));
         assert!(parse("!approve").unwrap().unwrap_err().contains("usage"));
-        assert!(parse("!approve c3 c4").unwrap().is_err());
+        assert!(parse("!approve c3 c4").unwrap().unwrap_err().contains("not a duration"));
+        assert!(parse("!approve c3 15m 1h").unwrap().unwrap_err().contains("usage"));
     }
 
     #[test]

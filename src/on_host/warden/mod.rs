@@ -461,8 +461,10 @@ impl<'a> Warden<'a> {
             Ok(Command::Allow { agent, host, duration }) => self.allow(admin, &agent, &host, duration.as_deref())?,
             Ok(Command::Deny { agent, host }) => self.deny(admin, &agent, &host)?,
             Ok(Command::Grants) => self.grants_status(),
-            Ok(Command::Approve(id)) => self.decide_approval(admin, &id, approvals::Outcome::Approved)?,
-            Ok(Command::Refuse(id)) => self.decide_approval(admin, &id, approvals::Outcome::Refused)?,
+            Ok(Command::Approve { id, standing }) => {
+                self.decide_approval(admin, &id, approvals::Outcome::Approved, standing)?
+            }
+            Ok(Command::Refuse(id)) => self.decide_approval(admin, &id, approvals::Outcome::Refused, None)?,
         };
         self.notice(room_id, &reply)?;
         let read_only = ["!status", "!grants"].iter().any(|c| body.trim_start().starts_with(c));

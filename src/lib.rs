@@ -25,6 +25,7 @@ pub mod render;
 pub mod runsc;
 pub mod spec;
 pub mod term;
+pub mod upgrade;
 pub mod warden;
 
 /// What the unit tests share.

@@ -38,7 +38,7 @@ fn group_of(module: &str, submodule: Option<&str>) -> Option<Group> {
         }
         ("model" | "kinds" | "lint", _) => Group::Model,
         ("render" | "docker" | "output", _) => Group::Render,
-        ("bootstrap" | "pairing" | "warden" | "audit" | "backup", _) => Group::Host,
+        ("bootstrap" | "pairing" | "warden" | "audit" | "backup" | "upgrade", _) => Group::Host,
         ("commands" | "cli", _) => Group::Operator,
         // The unit tests' shared helpers (lib.rs, `#[cfg(test)]`).
         ("test_support", _) => return None,

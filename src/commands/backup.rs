@@ -127,6 +127,7 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         snapshot: &args.snapshot,
         force: args.force,
         docker: (!args.without_docker).then_some(args.docker.as_str()),
+        keep: &[],
     };
     backup::restore(&config, &options, &mut |line| term::eprintln(line))?;
     term::println(&format!(

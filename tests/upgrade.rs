@@ -52,10 +52,12 @@ current=$(cat "$dir/generation")
 case "$1" in
   generation) echo "$current" ;;
   switch)
-    next=$((current + 1))
+    # Like `nixos-rebuild switch`: the configured system (the newest
+    # image named), again if it already runs.
+    next=$(ls "$dir/images" | sort -n | tail -1)
     # The new agent version migrates its state before it starts.
     "$docker" run --rm --network none -v appliance-casper-state:/data "$(image 1)" \
-      /bin/busybox sh -c 'echo migrated > /data/schema'
+      /bin/busybox sh -c "echo migrated to $next > /data/schema"
     echo "$next" > "$dir/generation"
     run "$next" ;;
   switch-to) echo "$2" > "$dir/generation"; run "$2" ;;
@@ -64,7 +66,7 @@ case "$1" in
     for unit in "$@"; do
       case "$unit" in docker-*.service) name=${unit#docker-}; "$docker" "$verb" "${name%.service}" >/dev/null ;; esac
     done ;;
-  diff) echo "casper-image: $(image "$current") -> $(image $((current + 1)))" ;;
+  diff) echo "casper-image: $(image "$current") -> $(image "$(ls "$dir/images" | sort -n | tail -1)")" ;;
   dry-activate) echo "would restart the following units: docker-casper.service" ;;
   *) exit 2 ;;
 esac
@@ -443,11 +445,12 @@ fn a_failing_upgrade_rolls_back_system_and_state_and_a_good_one_stays() {
     dry_run_changes_nothing(&run);
     failing_upgrade_is_rolled_back(&run);
     good_upgrade_stays(&run);
+    killed_upgrade_is_finished_by_the_next_run(&run);
 
     stop.store(true, Ordering::Relaxed);
-    // The gate after the rollback and the good upgrade's: one probe each
-    // (the failed gate stopped at the sandbox that was down).
-    assert_eq!(agent.join().unwrap(), 2, "the stand-in agent's answers");
+    // The gates after the two rollbacks and the good upgrade's: one probe
+    // each (the failed gates stopped at the sandbox that was down).
+    assert_eq!(agent.join().unwrap(), 3, "the stand-in agent's answers");
     let audit = host.path("state/warden/audit.jsonl");
     let verify = appliance().args(["audit", "verify"]).arg(&audit).output().unwrap();
     assert_ok(&verify, "appliance audit verify");
@@ -467,9 +470,11 @@ fn a_failing_upgrade_rolls_back_system_and_state_and_a_good_one_stays() {
             "upgrade.started",
             "upgrade.rolled_back",
             "upgrade.started",
-            "upgrade.ok"
+            "upgrade.ok",
+            "upgrade.started",
+            "upgrade.rolled_back"
         ],
-        "the audit trail (kept by the rollback) records both upgrades"
+        "the audit trail (kept by the rollbacks) records every upgrade"
     );
 }
 
@@ -547,7 +552,7 @@ fn good_upgrade_stays(run: &Run) {
     assert_eq!(run.generation(), "2");
     assert_eq!(run.container("{{.Config.Image}}"), image("v2"));
     // The new version's state stays.
-    assert_eq!(run.in_volume("cat /data/schema"), "migrated\n");
+    assert_eq!(run.in_volume("cat /data/schema"), "migrated to 2\n");
     assert_eq!(run.snapshots().len(), 2);
     assert!(!run.host.path("backup/upgrade.json").exists());
     let ops = run.host.ops_room();
@@ -556,4 +561,64 @@ fn good_upgrade_stays(run: &Run) {
             .any(|m| m.starts_with("upgrade done: system generation 1 -> 2")),
         "{ops:?}"
     );
+}
+
+/// `kill -9` of an upgrade during its health gate, then the next
+/// `appliance upgrade`: it finishes that upgrade (the same snapshot, back
+/// to the same generation), not a new one over it.
+fn killed_upgrade_is_finished_by_the_next_run(run: &Run) {
+    fs::write(run.standin.join("images/3"), image("exits")).unwrap();
+    let mut upgrade = appliance();
+    upgrade
+        .arg("upgrade")
+        .arg("--plan")
+        .arg(&run.host.plan)
+        .arg("--config")
+        .arg(&run.config)
+        .arg("--state-dir")
+        .arg(run.host.path("state"))
+        .args(["--homeserver", &run.host.url, "--docker", DOCKER, "--timeout", "300"])
+        .arg("--system-program")
+        .arg(run.standin.join("system"))
+        .env("DOCKER_HOST", format!("unix://{}", run.daemon.socket.display()))
+        .env("STANDIN_DIR", &run.standin)
+        .env("STANDIN_DOCKER", DOCKER)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = upgrade.spawn().unwrap();
+    let started = Instant::now();
+    // Switched to generation 3: the gate waits for a sandbox that exits.
+    while run.generation() != "3" {
+        assert!(child.try_wait().unwrap().is_none(), "the upgrade ended before the gate");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the upgrade never switched"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the upgrade ended during the gate");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        run.host.path("backup/upgrade.json").exists(),
+        "no journal to resume from"
+    );
+
+    let out = run.upgrade(&["--timeout", "15"]);
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
+    let said = stderr(&out);
+    for line in [
+        "an upgrade was interrupted (during the switch or the health gate); finishing it with snapshot",
+        "of generation 2",
+        "rolling back: the system to generation 2",
+        "After the rollback: healthy, every agent answers",
+    ] {
+        assert!(said.contains(line), "the rerun did not say {line:?}:\n{said}");
+    }
+    assert_eq!(run.generation(), "2");
+    assert_eq!(run.container("{{.Config.Image}}"), image("v2"));
+    assert_eq!(run.in_volume("cat /data/schema"), "migrated to 2\n");
+    assert_eq!(run.snapshots().len(), 3, "the rerun took a snapshot of its own");
+    assert!(!run.host.path("backup/upgrade.json").exists());
 }

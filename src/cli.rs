@@ -251,8 +251,11 @@ pub struct UpgradeArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The flake `nixos-rebuild` builds the new system from (`--flake`) [default: nixos-rebuild's own]
-    #[arg(long, value_name = "REF")]
+    #[arg(long, value_name = "REF", conflicts_with = "system")]
     pub flake: Option<String>,
+    /// Switch to this system, already built (`nix build .#nixosConfigurations.<host>.config.system.build.toplevel`, then `nix copy --to ssh://<host>`), instead of `nixos-rebuild switch`
+    #[arg(long, value_name = "STORE-PATH", conflicts_with = "system_program")]
+    pub system: Option<PathBuf>,
     /// Seconds the health gate waits for every sandbox to run and every agent to answer its probe mention
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub timeout: u64,

@@ -50,6 +50,7 @@ pub fn run(args: &UpgradeArgs) -> Result<()> {
         }),
         None => Box::new(Nixos {
             flake: args.flake.clone(),
+            toplevel: args.system.clone(),
             profile: PathBuf::from(SYSTEM_PROFILE),
         }),
     };

@@ -66,10 +66,20 @@ pub fn generation_of_link(target: &str) -> Option<u64> {
 pub struct Nixos {
     /// `--flake` for `nixos-rebuild` (none: its default, /etc/nixos).
     pub flake: Option<String>,
+    /// A system already built (and copied here, `nix copy`): switched to
+    /// as `nixos-rebuild` does after its build, without building.
+    pub toplevel: Option<PathBuf>,
     pub profile: PathBuf,
 }
 
 impl Nixos {
+    /// The profile's system activated, as `nixos-rebuild switch` ends.
+    fn activate(&self) -> Result<()> {
+        let mut activate = Command::new(self.profile.join("bin/switch-to-configuration"));
+        activate.arg("switch");
+        output(activate, "`switch-to-configuration switch`").map(|_| ())
+    }
+
     fn rebuild(&self, action: &str) -> Command {
         let mut command = Command::new("nixos-rebuild");
         command.arg(action);
@@ -94,7 +104,13 @@ impl System for Nixos {
     }
 
     fn switch(&self) -> Result<()> {
-        output(self.rebuild("switch"), "`nixos-rebuild switch`").map(|_| ())
+        let Some(toplevel) = &self.toplevel else {
+            return output(self.rebuild("switch"), "`nixos-rebuild switch`").map(|_| ());
+        };
+        let mut set = Command::new("nix-env");
+        set.arg("--profile").arg(&self.profile).arg("--set").arg(toplevel);
+        output(set, "`nix-env --set`")?;
+        self.activate()
     }
 
     /// The profile set to generation N, then activated: not `--rollback`,
@@ -105,17 +121,20 @@ impl System for Nixos {
             .arg(&self.profile)
             .args(["--switch-generation", &generation.to_string()]);
         output(set, "`nix-env --switch-generation`")?;
-        let mut activate = Command::new(self.profile.join("bin/switch-to-configuration"));
-        activate.arg("switch");
-        output(activate, "`switch-to-configuration switch`").map(|_| ())
+        self.activate()
     }
 
     fn preview(&self) -> Result<Preview> {
         let dir = tempfile::tempdir()?;
-        let mut build = self.rebuild("build");
-        build.current_dir(dir.path());
-        output(build, "`nixos-rebuild build`")?;
-        let new = dir.path().join("result");
+        let new = match &self.toplevel {
+            Some(toplevel) => toplevel.clone(),
+            None => {
+                let mut build = self.rebuild("build");
+                build.current_dir(dir.path());
+                output(build, "`nixos-rebuild build`")?;
+                dir.path().join("result")
+            }
+        };
         let closure = match which("nvd") {
             Some(nvd) => {
                 let mut diff = Command::new(nvd);

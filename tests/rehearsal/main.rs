@@ -19,6 +19,7 @@ mod bench;
 mod hub;
 mod images;
 mod matrix;
+mod upgrade;
 mod warden;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -828,6 +829,13 @@ fn rehearsal() {
         warden::reported_the_kills(&hub, watch, &agents);
     }
     bootstrap_rerun_changes_nothing(&hub);
+    // Last: it restarts casper, which the warden reports.
+    if has("casper") {
+        upgrade::failing_upgrade_is_rolled_back(&hub, &running);
+        let (body, seconds, _) = first_answer(&hub, &admin, "casper");
+        eprintln!("rehearsal: casper answered after the rollback, in {seconds:.1} s: {body}");
+        assert!(body.contains("[stand-in]"), "{body}\n{}", hub.all_reports());
+    }
 }
 
 /// Every file under the state dir: mode, owner, bytes, mtime.

@@ -622,3 +622,77 @@ fn killed_upgrade_is_finished_by_the_next_run(run: &Run) {
     assert_eq!(run.snapshots().len(), 3, "the rerun took a snapshot of its own");
     assert!(!run.host.path("backup/upgrade.json").exists());
 }
+
+/// A stand-in system program that only logs the steps it is asked for.
+const LOGGING_STANDIN: &str = "#!/bin/sh\necho \"$@\" >> \"$STANDIN_LOG\"\n[ \"$1\" = generation ] && echo 7\nexit 0\n";
+
+/// Before anything changes: an agent muted in the warden's state makes the
+/// upgrade refuse (no gate could pass), and a snapshot that cannot be
+/// taken stops it before the switch. Neither calls the switch; neither
+/// leaves a journal. No Synapse, no Docker: it never gets that far.
+#[test]
+fn an_upgrade_changes_nothing_when_it_cannot_begin() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |relative: &str| dir.path().join(relative).display().to_string();
+    let config = json!({
+        "schema": agent_appliance::backup::config::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": at("no-repo"), "password_file": at("password"),
+        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
+        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
+        "volumes": [], "paths": [], "units": [],
+    });
+    fs::write(dir.path().join("backup.json"), config.to_string()).unwrap();
+    fs::write(dir.path().join("password"), "pw\n").unwrap();
+    let standin = dir.path().join("system");
+    fs::write(&standin, LOGGING_STANDIN).unwrap();
+    fs::set_permissions(&standin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let upgrade = || {
+        appliance()
+            .arg("upgrade")
+            .arg("--plan")
+            .arg(root().join("generated/bootstrap/plan.json"))
+            .arg("--config")
+            .arg(dir.path().join("backup.json"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--system-program")
+            .arg(&standin)
+            .env("STANDIN_LOG", dir.path().join("calls"))
+            .output()
+            .unwrap()
+    };
+    let warden = dir.path().join("state/warden");
+    fs::create_dir_all(&warden).unwrap();
+    let muted = json!({
+        "since": null, "streaks": {}, "last_seen": {},
+        "mutes": { "!room:magi": { "casper": { "previous": null, "halted_by": ADMIN, "looped": false } } },
+    });
+    fs::write(warden.join("state.json"), muted.to_string()).unwrap();
+    let out = upgrade();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("these agents are muted, so no health gate can pass: casper"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("calls").exists(), "a refused upgrade asked the system");
+
+    fs::remove_file(warden.join("state.json")).unwrap();
+    if require_tool("restic", "the upgrade's snapshot").is_none() {
+        return;
+    }
+    let out = upgrade();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("restic failed to take the upgrade's snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint: nothing was switched"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(dir.path().join("calls")).unwrap(), "generation\n");
+    assert!(!dir.path().join("backup/upgrade.json").exists());
+    assert!(
+        !dir.path().join("backup/staging-upgrade").exists(),
+        "the staging was left"
+    );
+}

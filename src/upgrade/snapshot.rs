@@ -45,7 +45,7 @@ fn backup_staging(config: &BackupConfig, restic_program: &str, generation: u64) 
         .context("failed to run restic to take the upgrade's snapshot\nhint: install restic (`pkgs.restic`)")?;
     if !out.status.success() {
         bail!(
-            "restic failed to take the upgrade's snapshot ({}):\n{}",
+            "restic failed to take the upgrade's snapshot ({}):\n{}\nhint: nothing was switched; a repository the scheduled backup has not made yet is made by `appliance backup now`",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim_end()
         );

@@ -26,6 +26,8 @@ pub fn upgrade_config(config: &BackupConfig) -> BackupConfig {
 pub fn take(config: &BackupConfig, restic_program: &str, generation: u64, say: &mut dyn FnMut(&str)) -> Result<String> {
     let config = upgrade_config(config);
     let staging = Path::new(&config.staging_dir);
+    // A killed run's stale lock; when this fails, so does the backup.
+    let _ = restic::unlock(restic_program, &config);
     let result = backup::prepare(&config, say).and_then(|_| backup_staging(&config, restic_program, generation));
     // It holds every secret in clear.
     let removed = backup::remove_staging(staging);

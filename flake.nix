@@ -110,6 +110,7 @@
           {
             hub-boots = vmTest ./nix/checks/hub.nix;
             hub-scenario = vmTest ./nix/checks/hub-scenario.nix;
+            hub-upgrade = vmTest ./nix/checks/upgrade.nix;
           }
         )
       );

@@ -112,8 +112,9 @@ in
         "--keep-monthly ${toString cfg.keepMonthly}"
       ];
     };
-    # `pg_dump` for `appliance backup prepare`.
-    systemd.services.restic-backups-appliance.path = postgresql;
+    # `pg_dump` for `appliance backup prepare`, and restic for its `restic
+    # unlock` of a killed run's stale lock (docs/backup.md).
+    systemd.services.restic-backups-appliance.path = [ pkgs.restic ] ++ postgresql;
     # The ops room hears of a failed run (docs/warden.md).
     appliance.warden.extraArgs = [
       "--backup-status"

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Admin(command) => commands::admin::run(command),
         Command::Backup(command) => commands::backup::run(command),
         Command::Restore(args) => commands::backup::restore(args),
+        Command::Upgrade(args) => commands::upgrade::run(args),
         Command::Completions(args) => commands::completions::run(args),
     };
     match result {

@@ -863,3 +863,210 @@ fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
         stderr(&out)
     );
 }
+
+/// A Matrix host's state big enough that a kill lands mid-way: an agent's
+/// volume of many small files and one large one (not compressible, so
+/// restic takes a while with it too), and the secrets.
+fn big_state(dir: &Path) -> PathBuf {
+    let data = dir.join("volumes").join(VOLUME).join("_data");
+    for i in 0..400 {
+        write(
+            &data.join(format!("sessions/{i:04}.jsonl")),
+            &format!("{{\"turn\":{i}}}\n"),
+            0o640,
+        );
+    }
+    // xorshift: the same bytes every run, none repeating.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..48 * 1024 * 1024 / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    fs::write(data.join("model-cache.bin"), &big).unwrap();
+    write(
+        &data.join("MEMORY.md"),
+        "the reactor key is under the third stone\n",
+        0o600,
+    );
+    write(&dir.join("secrets/_host/bootstrap/master-key"), "master\n", 0o400);
+    write(&dir.join("password"), "correct horse battery staple\n", 0o600);
+    let at = |relative: &str| dir.join(relative).display().to_string();
+    let config = json!({
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
+        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
+        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
+        "volumes": [{ "name": VOLUME, "agent": "casper" }],
+        "paths": [{ "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" }],
+        "units": [],
+    });
+    let path = dir.join("backup.json");
+    fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// Starts `command`, waits until `midway` holds (polling every
+/// millisecond), then kills it with SIGKILL; fails when it ended first,
+/// so each kill is proven to land while it ran.
+fn kill_midway(mut command: Command, what: &str, midway: impl Fn() -> bool) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !midway() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} ended ({status}) before the point the test kills it at");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{what} never got there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "{what} ended before the kill");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{what} was not killed"
+    );
+}
+
+fn non_empty(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// docs/backup.md, "Killed mid-way": `kill -9` of `backup prepare` while it
+/// copies, of `restic backup` while it writes, and of `appliance restore`
+/// while restic restores and while it puts a piece back, each followed by
+/// the next run, which completes: the repository checks clean (`restic
+/// check --read-data`) and the host holds the snapshot's state, with no
+/// half-put-back piece beside it.
+#[test]
+fn backup_and_restore_killed_mid_way_complete_on_the_next_run() {
+    let Some(_) = require_tool("restic", "backups; Debian package `restic`") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = big_state(dir.path());
+    let f = Fixture {
+        config: config_path,
+        pg_bin: PathBuf::from("/nonexistent"),
+        dir,
+    };
+    let config = f.config_arg();
+    let staging = f.path("backup/staging");
+    succeeded(&f.restic(&["init"]), "restic init");
+
+    // The backup, killed while `prepare` copies the volume.
+    let mut prepare = appliance();
+    prepare.args(["backup", "prepare", "--config", &config]);
+    let copying = staging.join("volumes").join(VOLUME);
+    kill_midway(prepare, "appliance backup prepare", || non_empty(&copying));
+    assert!(!staging.join("manifest.json").exists(), "the killed prepare finished");
+    // Its next run, killed while restic writes the repository.
+    succeeded(
+        &f.appliance(&["backup", "prepare", "--config", &config], &[]),
+        "appliance backup prepare",
+    );
+    let mut restic = Command::new("restic");
+    restic
+        .args(["backup", &staging.display().to_string()])
+        .env("RESTIC_REPOSITORY", f.path("repo"))
+        .env("RESTIC_PASSWORD_FILE", f.path("password"));
+    let locks = f.path("repo/locks");
+    kill_midway(restic, "restic backup", || non_empty(&locks));
+    assert!(
+        non_empty(&locks),
+        "the killed restic left no lock to prove the next run copes with"
+    );
+    // The unit's ExecStopPost runs after a killed ExecStart too.
+    succeeded(
+        &f.appliance(
+            &["backup", "cleanup", "--config", &config],
+            &[("SERVICE_RESULT", "signal"), ("EXIT_STATUS", "KILL")],
+        ),
+        "appliance backup cleanup",
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&fs::read_to_string(f.path("backup/status.json")).unwrap()).unwrap()["ok"],
+        false
+    );
+    // The next run completes.
+    succeeded(
+        &f.appliance(&["backup", "prepare", "--config", &config], &[]),
+        "appliance backup prepare",
+    );
+    succeeded(
+        &f.restic(&["backup", &staging.display().to_string()]),
+        "restic backup after the kills",
+    );
+    // The unit's prune takes an exclusive lock: `prepare` removed the stale one.
+    succeeded(
+        &f.restic(&["forget", "--prune", "--keep-daily", "7"]),
+        "restic forget --prune after the kills",
+    );
+    succeeded(
+        &f.appliance(
+            &["backup", "cleanup", "--config", &config],
+            &[("SERVICE_RESULT", "success")],
+        ),
+        "appliance backup cleanup",
+    );
+    succeeded(
+        &f.appliance(&["backup", "check", "--read-data", "--config", &config], &[]),
+        "appliance backup check --read-data after the kills",
+    );
+
+    restore_killed_mid_way_completes(&f);
+}
+
+fn restore_killed_mid_way_completes(f: &Fixture) {
+    let config = f.config_arg();
+    let data = f.path("volumes").join(VOLUME).join("_data");
+    let expected = fs::read(data.join("model-cache.bin")).unwrap();
+    // After the backup: the agent changes its memory, a secret is lost.
+    write(&data.join("MEMORY.md"), "a later thought\n", 0o600);
+    fs::remove_dir_all(data.join("sessions")).unwrap();
+    fs::remove_dir_all(f.path("secrets")).unwrap();
+
+    let restore = || {
+        let mut command = appliance();
+        command.args(["restore", "latest", "--without-docker", "--config", &config]);
+        command
+    };
+    let staging = f.path("backup/staging");
+    kill_midway(restore(), "appliance restore (restic restoring)", || {
+        non_empty(&staging)
+    });
+    let beside = f.path("volumes").join(VOLUME).join("._data.appliance-restore");
+    kill_midway(restore(), "appliance restore (putting the volume back)", || {
+        non_empty(&beside)
+    });
+    let out = f.appliance(&["restore", "latest", "--without-docker", "--config", &config], &[]);
+    succeeded(&out, "appliance restore after the kills");
+
+    assert_eq!(
+        fs::read_to_string(data.join("MEMORY.md")).unwrap(),
+        "the reactor key is under the third stone\n"
+    );
+    assert_eq!(fs::read_dir(data.join("sessions")).unwrap().count(), 400);
+    assert!(fs::read(data.join("model-cache.bin")).unwrap() == expected);
+    assert_eq!(
+        fs::read_to_string(f.path("secrets/_host/bootstrap/master-key")).unwrap(),
+        "master\n"
+    );
+    assert!(!beside.exists(), "a half-put-back volume was left beside it");
+    assert!(!staging.exists(), "the staging directory was left");
+    succeeded(
+        &f.appliance(&["backup", "check", "--config", &config], &[]),
+        "appliance backup check after the killed restores",
+    );
+}

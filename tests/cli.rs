@@ -3,7 +3,7 @@
 use crate::common::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
-const SUBCOMMANDS: [&str; 18] = [
+const SUBCOMMANDS: [&str; 19] = [
     "init",
     "check",
     "generate",
@@ -21,6 +21,7 @@ const SUBCOMMANDS: [&str; 18] = [
     "admin",
     "backup",
     "restore",
+    "upgrade",
     "completions",
 ];
 

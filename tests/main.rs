@@ -31,5 +31,6 @@ mod pairing;
 mod rehearsal;
 mod sandbox;
 mod spec_errors;
+mod upgrade;
 mod vmtest;
 mod warden;

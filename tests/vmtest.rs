@@ -67,7 +67,8 @@ in
       stubInputs = map (p: p.name) args.runtimeInputs;
       meta.mainProgram = args.name;
     };
-    python3 = package "python3" // { interpreter = "/stub/python3/bin/python3"; };
+    python3 = package "python3" // { interpreter = "/stub/python3/bin/python3"; outPath = "/stub/python3"; };
+    writeText = name: text: { inherit name; stubText = text; outPath = "/stub/${name}"; };
     curl = package "curl";
     jq = package "jq";
     coreutils = package "coreutils";
@@ -567,4 +568,68 @@ in {{
     assert_eq!(out["imports"], 2);
     // Every sandbox's image replaced by a sleeper of the same name and tag.
     assert_eq!(out["images"], out["sandboxes"]);
+}
+
+/// The upgrade VM test (nix/checks/upgrade.nix), evaluated with the STUB:
+/// the hub's node with sleepers and backups on, a `broken` specialisation
+/// whose casper image exits at start (above the base's override) and whose
+/// unit migrates casper's state, a backup config the host's `backup.json`
+/// schema reads, and a test script that is Python and runs `appliance
+/// upgrade --system` on the specialisation. Running it needs real Nix.
+#[test]
+fn the_upgrade_vm_test_switches_to_a_broken_specialisation_and_checks_the_rollback() {
+    if nix_instantiate().is_none() {
+        return;
+    }
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("stub.nix"), STUB).unwrap();
+    let expression = format!(
+        r#"
+let
+  stub = import {stub}/stub.nix;
+  inherit (stub) lib pkgs;
+  generated = import {root}/generated;
+  test = import {root}/nix/checks/upgrade.nix {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};
+  node = test.nodes.machine {{ inherit lib; }};
+  broken = node.specialisation.broken.configuration;
+in {{
+  inherit (test) name testScript;
+  backup = {{ inherit (node.appliance.backup) enable repository passwordFile; config = builtins.fromJSON node.appliance.backup.configFile.stubText; }};
+  brokenEntrypoint = broken.virtualisation.oci-containers.containers.casper.imageStream.stubArgs.config.Entrypoint;
+  brokenImage = let a = broken.virtualisation.oci-containers.containers.casper.imageStream.stubArgs; in "${{a.name}}:${{a.tag}}";
+  casper = generated.hosts.hub.sandboxes.casper;
+  migrates = broken.systemd.services.casper-migrates.script;
+}}
+"#,
+        stub = stub.path().display(),
+        root = root().display(),
+    );
+    let out = eval_json(&expression);
+    assert_eq!(out["name"], "appliance-hub-upgrade");
+    assert_eq!(out["brokenEntrypoint"], json!(["false"]));
+    assert_eq!(out["brokenImage"], out["casper"]);
+    assert!(
+        out["migrates"]
+            .as_str()
+            .unwrap()
+            .contains("appliance-casper-state/_data/schema")
+    );
+    assert_eq!(out["backup"]["enable"], true);
+    let config: agent_appliance::on_host::backup::BackupConfig =
+        serde_json::from_value(out["backup"]["config"].clone())
+            .expect("the VM test's backup.json is one the host reads");
+    assert_eq!(config.repository, out["backup"]["repository"]);
+    assert_eq!(config.password_file, out["backup"]["passwordFile"]);
+    assert!(config.volumes.iter().any(|v| v.name == "appliance-casper-state"));
+    let script = out["testScript"].as_str().unwrap();
+    for needle in [
+        "appliance upgrade --dry-run --system",
+        "appliance upgrade --system",
+        "upgrade-standin-agent.py",
+        "After the rollback: healthy, every agent answers",
+        "appliance audit verify",
+    ] {
+        assert!(script.contains(needle), "the test script lacks `{needle}`:\n{script}");
+    }
+    python_parses(script);
 }

@@ -7,4 +7,5 @@ pub mod audit;
 pub mod backup;
 pub mod bootstrap;
 pub mod pairing;
+pub mod upgrade;
 pub mod warden;

@@ -53,6 +53,8 @@ pub enum Command {
     Backup(BackupCommand),
     /// On the Matrix host, as root, before the agents and Synapse start: put a backup's state back
     Restore(RestoreArgs),
+    /// On the Matrix host, as root: snapshot the state, switch the system, gate on health; on failure roll both back (docs/upgrade.md)
+    Upgrade(UpgradeArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -241,6 +243,48 @@ pub struct RestoreArgs {
     /// Put the volumes' directories back without telling Docker (no Docker on this machine)
     #[arg(long)]
     pub without_docker: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Say what would change (the closure difference, which sandboxes restart) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The flake `nixos-rebuild` builds the new system from (`--flake`) [default: nixos-rebuild's own]
+    #[arg(long, value_name = "REF", conflicts_with = "system")]
+    pub flake: Option<String>,
+    /// Switch to this system, already built (`nix build .#nixosConfigurations.<host>.config.system.build.toplevel`, then `nix copy --to ssh://<host>`), instead of `nixos-rebuild switch`
+    #[arg(long, value_name = "STORE-PATH", conflicts_with = "system_program")]
+    pub system: Option<PathBuf>,
+    /// Seconds the health gate waits for every sandbox to run and every agent to answer its probe mention
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
+    /// The admin who says the probe mentions (`gendo` or `@gendo:magi`) [default: the plan's first admin]
+    #[arg(long, value_name = "ADMIN")]
+    pub probe_as: Option<String>,
+    /// The bootstrap plan
+    #[arg(long, value_name = "FILE", default_value = "/etc/appliance/bootstrap-plan.json")]
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub restic: BackupResticArgs,
+    /// State directory [default: the plan's]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Synapse's URL [default: the plan's]
+    #[arg(long, value_name = "URL")]
+    pub homeserver: Option<String>,
+    /// The warden's audit trail [default: `<state>/warden/audit.jsonl`]
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// The docker CLI that reports the sandboxes and registers restored volumes (`DOCKER_HOST` is honoured)
+    #[arg(long, value_name = "PROGRAM", default_value = "docker")]
+    pub docker: String,
+    /// A rollback puts the volumes' directories back without telling Docker
+    #[arg(long)]
+    pub without_docker: bool,
+    /// Hand the NixOS steps to PROGRAM (`generation`, `switch`, `switch-to N`, `diff`, `dry-activate`, `stop UNIT...`, `start UNIT...`): a host that is not NixOS, or a test's stand-in
+    #[arg(long, value_name = "PROGRAM")]
+    pub system_program: Option<String>,
 }
 
 #[derive(Debug, Args)]

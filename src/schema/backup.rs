@@ -15,6 +15,8 @@ pub const CONFIG_PATH: &str = "/etc/appliance/backup.json";
 /// The job's name in `services.restic.backups`, and so its unit.
 pub const JOB: &str = "appliance";
 pub const UNIT: &str = "restic-backups-appliance.service";
+/// The `paths` item of the warden's state and audit trail.
+pub const WARDEN_ITEM: &str = "warden";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1264,7 +1264,7 @@ in {{
                 "timerConfig": { "OnCalendar": "*-*-* 03:30", "Persistent": true, "RandomizedDelaySec": "15m" },
                 "pruneOpts": ["--keep-daily 7", "--keep-weekly 4", "--keep-monthly 12"],
             } } } },
-            "systemd": { "services": { "restic-backups-appliance": { "path": [{ "name": "postgresql" }] } } },
+            "systemd": { "services": { "restic-backups-appliance": { "path": [{ "name": "restic" }, { "name": "postgresql" }] } } },
             "appliance": { "warden": { "extraArgs": ["--backup-status", "/var/lib/appliance/backup/status.json"] } },
         })
     );

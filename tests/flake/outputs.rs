@@ -189,7 +189,7 @@ fn the_flake_has_the_promised_outputs() {
     );
     assert_eq!(
         strings(&out["checks"]["x86_64-linux"]),
-        ["generated-up-to-date", "hub-boots", "hub-scenario"]
+        ["generated-up-to-date", "hub-boots", "hub-scenario", "hub-upgrade"]
     );
     assert_eq!(strings(&out["checks"]["aarch64-linux"]), ["generated-up-to-date"]);
     assert_eq!(strings(&out["devShells"]["x86_64-linux"]), ["default"]);

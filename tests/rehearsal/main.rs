@@ -20,6 +20,7 @@ mod hub;
 mod images;
 mod matrix;
 mod restore;
+mod upgrade;
 mod warden;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -825,6 +826,13 @@ fn rehearsal() {
         warden::reported_the_kills(&hub, watch, &agents);
     }
     bootstrap_rerun_changes_nothing(&hub);
+    // Last: these restart the agents, which the warden would report.
+    if has("casper") {
+        upgrade::failing_upgrade_is_rolled_back(&hub, &running);
+        let (body, seconds, _) = first_answer(&hub, &admin, "casper");
+        eprintln!("rehearsal: casper answered after the rollback, in {seconds:.1} s: {body}");
+        assert!(body.contains("[stand-in]"), "{body}\n{}", hub.all_reports());
+    }
     restore::restore_brings_back_what_agents_were_told(&hub, &admin, &agents);
 }
 

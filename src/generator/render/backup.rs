@@ -93,7 +93,7 @@ pub fn config(appliance: &Appliance, host: &Host, backup: &Backup) -> BackupConf
             what: "the appliance's secrets: the master key, tokens, Synapse's and the agents' secrets".into(),
         },
         PathItem {
-            name: "warden".into(),
+            name: crate::schema::backup::WARDEN_ITEM.into(),
             path: format!("{STATE_DIR}/warden"),
             what: "the warden's state and audit trail".into(),
         },

@@ -130,6 +130,18 @@ pub fn volume_data(config: &BackupConfig, volume: &str) -> std::path::PathBuf {
     Path::new(&config.volume_root).join(volume).join("_data")
 }
 
+/// Removes a staging directory and all it holds.
+pub fn remove_staging(staging: &Path) -> Result<()> {
+    copy::remove(staging)
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Now, in Unix seconds.
 fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -31,12 +31,32 @@ pub fn command(restic: &str, config: &BackupConfig) -> Result<Command> {
         .env("RESTIC_REPOSITORY", &config.repository)
         .env("RESTIC_PASSWORD_FILE", &config.password_file)
         .stdin(Stdio::null());
+    die_with_parent(&mut command);
     if let Some(file) = &config.environment_file {
         for (name, value) in environment_file(file)? {
             command.env(name, value);
         }
     }
     Ok(command)
+}
+
+/// restic is killed when the `appliance` that ran it dies, even by
+/// `kill -9`: an orphaned restic would go on writing into the staging
+/// directory that the next run empties, and hold its lock on the
+/// repository (docs/backup.md, "Killed mid-way"). Under systemd the unit's
+/// cgroup is killed whole anyway; this is for a root shell's `appliance
+/// restore` or `appliance upgrade`.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only `prctl(PR_SET_PDEATHSIG)` runs,
+    // one system call, which allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// The variables of a systemd environment file: `NAME=value` lines,
@@ -75,6 +95,21 @@ fn output(mut command: Command, what: &str) -> Result<std::process::Output> {
     Ok(out)
 }
 
+/// `restic unlock`: removes the locks of restic processes that are gone
+/// (on this host, or more than 30 minutes old, restic's rule), never a
+/// live one's. A restic killed mid-way (`kill -9`, a power cut) leaves its
+/// lock, and restic 0.14 then refuses every exclusive lock (`check`,
+/// `forget --prune`) until it is removed. Best effort: a repository not
+/// made yet (the unit's first run) has nothing to unlock; what went wrong
+/// is returned for the caller to say.
+pub fn unlock(restic: &str, config: &BackupConfig) -> std::result::Result<(), String> {
+    let mut command = command(restic, config).map_err(|e| format!("{e:#}"))?;
+    command.arg("unlock");
+    output(command, "remove stale locks")
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// The repository's snapshots, oldest first.
 pub fn snapshots(restic: &str, config: &BackupConfig) -> Result<Vec<Snapshot>> {
     let mut command = command(restic, config)?;
@@ -88,6 +123,8 @@ pub fn snapshots(restic: &str, config: &BackupConfig) -> Result<Vec<Snapshot>> {
 /// `restic check`: the repository's structure and, with `read_data`,
 /// every pack's contents. Its report, or an error with it.
 pub fn check(restic: &str, config: &BackupConfig, read_data: bool) -> Result<String> {
+    // A killed run's lock would fail the check, not the repository.
+    let _ = unlock(restic, config);
     let mut command = command(restic, config)?;
     command.arg("check");
     if read_data {
@@ -117,6 +154,9 @@ pub fn restore(restic: &str, config: &BackupConfig, snapshot: &str, target: &std
     if snapshot.is_empty() || snapshot.starts_with('-') {
         bail!("`{snapshot}` is not a snapshot id\nhint: `appliance backup list` shows them");
     }
+    // A killed run's stale lock; when this fails, so does the restore,
+    // which says why.
+    let _ = unlock(restic, config);
     let mut command = command(restic, config)?;
     command.args(["restore", snapshot, "--target"]).arg(target);
     output(command, &format!("restore snapshot `{snapshot}`"))?;

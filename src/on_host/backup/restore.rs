@@ -25,6 +25,9 @@ pub struct RestoreOptions<'a> {
     /// The docker CLI that registers each volume before its data is put
     /// back; none: the directories only (no Docker on this machine).
     pub docker: Option<&'a str>,
+    /// Names of the config's paths left as they are (an upgrade's rollback
+    /// keeps the warden's audit trail, which records it).
+    pub keep: &'a [String],
 }
 
 pub fn restore(config: &BackupConfig, options: &RestoreOptions, say: &mut dyn FnMut(&str)) -> Result<()> {
@@ -73,6 +76,10 @@ pub fn restore(config: &BackupConfig, options: &RestoreOptions, say: &mut dyn Fn
             say(&format!("`{}`: not in this host's config, left out", item.name));
             continue;
         };
+        if options.keep.contains(&item.name) {
+            say(&format!("{}: left as it is", path.what));
+            continue;
+        }
         put_back(&staged.join("paths").join(&item.name), Path::new(&path.path))?;
         say(&format!("{}: restored to {}", path.what, path.path));
     }

@@ -45,7 +45,7 @@ fn password(args: &AdminPasswordArgs) -> Result<()> {
 
 /// The user id of `name` (`gendo` or `@gendo:magi`) when it is one of the
 /// plan's human admins.
-fn admin_user_id(plan: &Plan, name: &str) -> Result<String> {
+pub(crate) fn admin_user_id(plan: &Plan, name: &str) -> Result<String> {
     let wanted = |user_id: &str, localpart: &str| name == user_id || name == localpart;
     if let Some(account) = plan.accounts.iter().find(|a| wanted(&a.user_id, &a.localpart)) {
         if account.kind == AccountKind::Admin {

@@ -27,6 +27,14 @@ pub fn run(command: &BackupCommand) -> Result<()> {
 
 fn prepare(args: &BackupConfigArgs) -> Result<()> {
     let config = backup::load(&args.config)?;
+    // The unit's `forget --prune` needs an exclusive lock, which a killed
+    // run's stale lock would refuse on every run after it (restic from
+    // the unit's PATH, modules/backup.nix).
+    if let Err(why) = restic::unlock("restic", &config) {
+        term::eprintln(&format!(
+            "stale locks not removed (a repository not made yet has none): {why}"
+        ));
+    }
     let manifest = backup::prepare(&config, &mut |line| term::eprintln(line))?;
     term::eprintln(&format!(
         "staged in {}: {} volumes, {} paths{}",
@@ -127,6 +135,7 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         snapshot: &args.snapshot,
         force: args.force,
         docker: (!args.without_docker).then_some(args.docker.as_str()),
+        keep: &[],
     };
     backup::restore(&config, &options, &mut |line| term::eprintln(line))?;
     term::println(&format!(

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod init;
 pub mod inspect;
 pub mod pair;
+pub mod upgrade;
 pub mod warden;
 
 use std::path::Path;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use agent_appliance::common::grants::GRANTS_DIR;
 use agent_appliance::generator::docker::run_options;
 use agent_appliance::generator::model::{
     Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR, Sandbox, is_socket_dir,
@@ -43,6 +44,17 @@ pub const WEB_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 31, 196, 80);
 /// web host's address, where the stand-in GitHub API serves HTTPS
 /// (tests/rehearsal/github_standin.py) with a certificate of a test CA.
 pub const GITHUB_API: &str = "api.github.com";
+/// A public-looking name outside every allowlist, which "the internet's
+/// DNS" resolves to the test web host's address, where the stand-in GitHub
+/// API's certificate covers it too: what balthasar is granted from the room
+/// (`web.rehearsal.test` cannot be: `.test` never names a public host).
+/// `example.org` is reserved for documentation (RFC 2606); nothing here
+/// resolves it beyond the namespace.
+pub const GRANT_HOST: &str = "docs.example.org";
+/// A name that resolves to a private address: a grant for it opens nothing,
+/// as the proxy refuses private destinations first.
+pub const PRIVATE_GRANT_HOST: &str = "intranet.example.org";
+const PRIVATE_GRANT_ADDRESS: &str = "10.99.0.1";
 /// The account the stand-in GitHub API answers `GET /user` with.
 pub const GITHUB_LOGIN: &str = "rehearsal-octocat";
 /// A web port: the egress proxy allows ports 80 and 443 only.
@@ -678,7 +690,7 @@ fn start_github_standin(hub: &mut Hub, logs: &Path) {
     ]);
     fs::write(
         dir.join("api.ext"),
-        format!("subjectAltName=DNS:{GITHUB_API}\nextendedKeyUsage=serverAuth\n"),
+        format!("subjectAltName=DNS:{GITHUB_API},DNS:{GRANT_HOST}\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
     openssl(&[
@@ -729,7 +741,7 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
     let load = hub.netns.command("nft").arg("-f").arg(&rules).output().unwrap();
     assert_ok("nft -f (the generated tables)", &load);
     let conf = logs.join("squid.conf");
-    fs::write(&conf, squid_config(&logs.join("squid"))).unwrap();
+    fs::write(&conf, squid_config(&logs.join("squid"), &hub.host_path(GRANTS_DIR))).unwrap();
     let parse = hub
         .netns
         .command("squid")
@@ -761,6 +773,8 @@ fn start_internet_dns(hub: &mut Hub, logs: &Path) {
         "--no-resolv",
         &format!("--host-record={WEB_HOST},{WEB_ADDRESS}"),
         &format!("--host-record={GITHUB_API},{WEB_ADDRESS}"),
+        &format!("--host-record={GRANT_HOST},{WEB_ADDRESS}"),
+        &format!("--host-record={PRIVATE_GRANT_HOST},{PRIVATE_GRANT_ADDRESS}"),
     ]);
     hub.services
         .push(Process::spawn("internet DNS", dns, logs.join("internet-dns.log")));
@@ -823,9 +837,11 @@ fn connect_internet(hub: &Netns, name: &str) -> Netns {
 /// this machine (pid file, logs below `dir`, Debian's `proxy` user) and
 /// "the internet's DNS" inside the namespace as its resolver (on the
 /// appliance, the host's). Every ACL is as generated.
-fn squid_config(dir: &Path) -> String {
+fn squid_config(dir: &Path, grants_dir: &Path) -> String {
     fs::create_dir_all(dir).unwrap();
     fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::create_dir_all(grants_dir).unwrap();
+    fs::set_permissions(grants_dir, fs::Permissions::from_mode(0o755)).unwrap();
     let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
     let mut text = String::new();
     for line in generated.lines() {
@@ -835,6 +851,17 @@ fn squid_config(dir: &Path) -> String {
             Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
             Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
             Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
+            // The grant files the warden writes (`--grants-dir`), below the
+            // hub's root; squid reads each at start and reload.
+            Some("acl") if line.contains(GRANTS_DIR) => {
+                let grants = grants_dir.display().to_string();
+                if let Some(name) = line.split('"').nth(1).and_then(|p| p.rsplit('/').next()) {
+                    let file = grants_dir.join(name);
+                    fs::write(&file, "").unwrap();
+                    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+                }
+                line.replace(GRANTS_DIR, &grants)
+            }
             _ => line.to_string(),
         };
         text.push_str(&replaced);
@@ -882,6 +909,16 @@ impl Hub {
     }
 
     /// The egress proxy's access log, re-rooted like the state dir.
+    /// What makes the rehearsal's squid read its grant files again (the
+    /// warden's `--proxy-reload`; `systemctl reload squid.service` on the
+    /// appliance).
+    pub fn proxy_reload(&self) -> String {
+        format!(
+            "squid -k reconfigure -f {}",
+            self.host_root.path().join("logs/squid.conf").display()
+        )
+    }
+
     pub fn proxy_log_path(&self) -> PathBuf {
         self.host_root.path().join("logs/squid/access.log")
     }

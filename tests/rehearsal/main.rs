@@ -798,6 +798,9 @@ fn rehearsal() {
     }
     if has("balthasar") {
         picoclaw_runs_gh_from_chat(&hub, &admin);
+        if let Some(watch) = &watch {
+            warden::egress_grants_from_the_room(&hub, &admin, watch);
+        }
     }
     if has("casper") && has("melchior") {
         scenario(&hub);

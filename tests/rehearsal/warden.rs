@@ -78,6 +78,12 @@ fn start(hub: &Hub) -> Warden {
         .arg(hub.host_path(SOCKET_DIR))
         .arg("--approval-timeout")
         .arg(APPROVAL_TIMEOUT.as_secs().to_string())
+        // The grant files where the rehearsal's squid reads them, and its
+        // reload (no systemd here).
+        .arg("--grants-dir")
+        .arg(hub.host_path(agent_appliance::common::grants::GRANTS_DIR))
+        .arg("--proxy-reload")
+        .arg(hub.proxy_reload())
         // The hub's dockerd, as the host's socket is on the appliance.
         .env("DOCKER_HOST", format!("unix://{}", hub.daemon.socket.display()))
         .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -789,3 +795,172 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
 
 /// What the stand-in's program prints (tests/rehearsal/README.md).
 const CODE_OUTPUT: &str = "computed 42001";
+
+/// Waits up to 60 s for a line of squid's access log past `offset` lines:
+/// a request from `address` to `host:443` with `verdict` (`TCP_DENIED`,
+/// `TCP_TUNNEL`).
+fn wait_proxy_line(hub: &Hub, offset: usize, address: &str, verdict: &str, host: &str) {
+    let target = format!("{host}:443");
+    let started = Instant::now();
+    loop {
+        let log = hub.proxy_log();
+        if log
+            .lines()
+            .skip(offset)
+            .any(|l| l.split_whitespace().nth(2) == Some(address) && l.contains(verdict) && l.contains(&target))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "squid logged no {verdict} {target} from {address} within 60 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits up to `within` for a warden notice in the ops room containing
+/// every one of `needles`; returns it.
+fn wait_notice(hub: &Hub, watch: &Watch, needles: &[&str], within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(notice) = watch
+            .notices(hub)
+            .into_iter()
+            .rev()
+            .find(|n| needles.iter().all(|needle| n.contains(needle)))
+        {
+            return notice;
+        }
+        assert!(
+            started.elapsed() < within,
+            "no ops-room notice with {needles:?} within {} s: {:?}\n{}",
+            within.as_secs(),
+            watch.notices(hub),
+            watch.warden.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Issue 23 items 1 and 5, from inside balthasar's sandbox under gVisor
+/// (`gh api --hostname <host> user`, a domain-list agent's own CLI): a host
+/// outside its list is refused by the proxy and carded in the ops room with
+/// the `!allow` that would grant it; casper's own account granting it is
+/// refused; IP and metadata grants are refused by the warden; the admin's
+/// `!allow` opens it for balthasar alone (the same request then reaches
+/// the host); a granted name that resolves to a private address stays
+/// refused by the proxy; and after the grant ends, the request is refused
+/// again.
+pub fn egress_grants_from_the_room(hub: &Hub, admin: &Member, watch: &Watch) {
+    use crate::hub::{GRANT_HOST, PRIVATE_GRANT_HOST};
+    let server = hub.appliance.matrix.server_name.clone();
+    let gendo = format!("@gendo:{server}");
+    let casper_id = format!("@casper:{server}");
+    let (_, sandbox) = hub.appliance.sandbox("balthasar").unwrap();
+    let address = sandbox.network.as_ref().unwrap().address.to_string();
+    let gh = |host: &str| {
+        hub.daemon
+            .docker(&["exec", "balthasar", "gh", "api", "--hostname", host, "user"])
+    };
+    let lines = || hub.proxy_log().lines().count();
+
+    // Refused, and carded with the grant that would open it.
+    let offset = lines();
+    assert!(!gh(GRANT_HOST).status.success());
+    wait_proxy_line(hub, offset, &address, "TCP_DENIED", GRANT_HOST);
+    let card = wait_notice(
+        hub,
+        watch,
+        &[
+            &format!("balthasar → {GRANT_HOST}:443"),
+            &format!("`!allow balthasar {GRANT_HOST}"),
+        ],
+        Duration::from_secs(90),
+    );
+    eprintln!("rehearsal: the ops room has the denial with its grant: {card}");
+
+    // Not an admin: refused, no grant.
+    let before = count(hub, "command.refused", Some(&casper_id));
+    let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
+    casper.send(hub, text(&format!("!allow balthasar {GRANT_HOST} 1h")));
+    wait_records(hub, watch, "command.refused", &casper_id, before);
+    assert_eq!(count(hub, "grant", None), 0, "casper's `!allow` granted something");
+    eprintln!("rehearsal: casper's own `!allow balthasar {GRANT_HOST}` refused and audited");
+
+    // Addresses and metadata names are never granted.
+    for host in ["169.254.169.254", "metadata.google.internal"] {
+        let answer = command(
+            hub,
+            &watch.ops,
+            &watch.warden,
+            &watch.me,
+            &format!("!allow balthasar {host} 1m"),
+            "not granted",
+        );
+        eprintln!("rehearsal: `!allow balthasar {host}`: {answer}");
+    }
+
+    // The admin's grant: the same request now goes through the proxy to
+    // the host (the stand-in behind that name logs it), from balthasar only.
+    let answer = command(
+        hub,
+        &watch.ops,
+        &watch.warden,
+        &watch.me,
+        &format!("!allow balthasar {GRANT_HOST} 40s"),
+        "granted",
+    );
+    eprintln!("rehearsal: {answer}");
+    let seen = hub.github_requests().len();
+    let offset = lines();
+    let out = gh(GRANT_HOST);
+    wait_proxy_line(hub, offset, &address, "TCP_TUNNEL", GRANT_HOST);
+    let reached: Vec<_> = hub.github_requests().into_iter().skip(seen).collect();
+    assert!(
+        !reached.is_empty(),
+        "balthasar's granted request did not reach {GRANT_HOST}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("rehearsal: granted, balthasar's `gh api --hostname {GRANT_HOST}` reached it: {reached:?}");
+
+    // A granted name that resolves to a private address: still refused.
+    command(
+        hub,
+        &watch.ops,
+        &watch.warden,
+        &watch.me,
+        &format!("!allow balthasar {PRIVATE_GRANT_HOST} 40s"),
+        "granted",
+    );
+    let offset = lines();
+    assert!(!gh(PRIVATE_GRANT_HOST).status.success());
+    wait_proxy_line(hub, offset, &address, "TCP_DENIED", PRIVATE_GRANT_HOST);
+    let notice = wait_notice(
+        hub,
+        watch,
+        &[
+            &format!("balthasar → {PRIVATE_GRANT_HOST}:443"),
+            "despite an open grant",
+        ],
+        Duration::from_secs(90),
+    );
+    eprintln!("rehearsal: {notice}");
+
+    // The grant ends by itself, and the request is refused again.
+    let started = Instant::now();
+    while count(hub, "grant.expired", Some("warden")) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the grants did not expire within 120 s:\n{}",
+            watch.warden.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let offset = lines();
+    assert!(!gh(GRANT_HOST).status.success());
+    wait_proxy_line(hub, offset, &address, "TCP_DENIED", GRANT_HOST);
+    assert!(count(hub, "grant", Some(&gendo)) >= 2 && count(hub, "grant.refused", Some(&gendo)) >= 2);
+    eprintln!("rehearsal: the grant expired and {GRANT_HOST} is refused again");
+}

@@ -417,12 +417,11 @@ class Scenario:
 
         event, took = self.wait_for(done, self.args.code_timeout)
         calls = [c for e in (self.standin_entries(started) or []) for c in e.get("tool_calls", [])]
-        if self.args.approve_code and not approved:
-            return self.record("code", False, "no code execution card reached the ops room, so nothing was approved")
         if event:
             return self.record("code", True, "%s ran the program: %r%s" % (
                 name, event["content"]["body"][:200],
-                " after the admin approved %s" % ", ".join(approved) if approved else ""),
+                " after the admin approved %s" % ", ".join(approved) if approved
+                else " (no card: none held, or a standing approval covered it)" if self.args.approve_code else ""),
                 seconds=round(took, 2), tool_calls=calls, approved=approved)
         last = [e["content"].get("body", "")[:300] for r, e, _ in self.seen if e.get("sender") == uid][-1:]
         self.record("code", False, "%s did not answer with %r within %d s; its last message: %r; tool calls: %s" % (

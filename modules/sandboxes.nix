@@ -20,7 +20,9 @@ let
 
   # The sandboxes whose start waits for a file: on a host without Matrix
   # no bootstrap writes its agents' secrets; `appliance-pair.service`
-  # fetches them from the hub over the overlay (docs/pairing.md). Until
+  # fetches them from the hub over the overlay (docs/pairing.md). An agent
+  # whose Docker is the warden's approval broker waits for its socket
+  # (Hermes offers no `terminal` tool if its Docker is missing at start). Until
   # then each such sandbox is skipped ("unmet condition check
   # (ConditionPathExists=...)" in the journal) instead of failing and
   # re-streaming its image forever, and its path unit starts it when the
@@ -88,8 +90,9 @@ in
             example = "/var/lib/appliance/secrets/balthasar-pi/env";
             description = ''
               A file the sandbox cannot start without (its secrets, fetched
-              by pairing): the unit is skipped until it exists, and a path
-              unit starts it when it appears.
+              by pairing; or the warden's approval broker socket its Docker
+              is): the unit is skipped until it exists, and a path unit
+              starts it when it appears.
             '';
           };
         };
@@ -131,7 +134,7 @@ in
     systemd.paths = lib.mapAttrs' (
       name: sandbox:
       lib.nameValuePair "docker-${name}" {
-        description = "Start docker-${name} once its secrets (${sandbox.waitFor}) are fetched from the hub (docs/pairing.md)";
+        description = "Start docker-${name} once ${sandbox.waitFor} exists (its secrets fetched from the hub, docs/pairing.md, or its approval broker's socket, docs/warden.md)";
         wantedBy = [ "multi-user.target" ];
         pathConfig = {
           PathExists = sandbox.waitFor;

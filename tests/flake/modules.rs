@@ -1170,7 +1170,7 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
     assert_eq!(
         out["systemd"]["paths"],
         serde_json::json!({ "docker-far": {
-            "description": "Start docker-far once its secrets (/s/far/env) are fetched from the hub (docs/pairing.md)",
+            "description": "Start docker-far once /s/far/env exists (its secrets fetched from the hub, docs/pairing.md, or its approval broker's socket, docs/warden.md)",
             "wantedBy": ["multi-user.target"],
             "pathConfig": { "PathExists": "/s/far/env", "Unit": "docker-far.service" },
         } })

@@ -186,6 +186,7 @@
           "appliance-network.service"
           "appliance-bootstrap.service"
           "appliance-service-secrets.service"
+          "appliance-warden.service"
         ];
         dependsOn = [ "casper-exec" ];
         environment = {
@@ -237,6 +238,7 @@
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
           "/run/appliance/approval/casper-exec:/run/appliance-docker:ro"
         ];
+        waitFor = "/run/appliance/approval/casper-exec/docker.sock";
       };
       casper-exec = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];

@@ -14,8 +14,8 @@ use super::{STAMP, Tree};
 use crate::generator::docker::run_options;
 use crate::generator::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::generator::model::{
-    Appliance, BRIDGE_INTERFACE, BindSource, Host, NETWORK_NAME, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR,
-    Sandbox, WIREGUARD_PORT, is_socket_dir,
+    APPROVAL_SOCKET_DIR, Appliance, BRIDGE_INTERFACE, BindSource, DOCKER_SOCKET_FILE, Host, NETWORK_NAME,
+    OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR, Sandbox, WIREGUARD_PORT, is_socket_dir,
 };
 use crate::generator::spec::schema::{SynapseDatabase, Target};
 
@@ -515,6 +515,30 @@ fn extract_key_unit(sandbox: &Sandbox) -> Option<String> {
         .then(|| SERVICE_SECRETS_UNIT.to_string())
 }
 
+/// The warden's approval broker socket an agent's sandbox mounts (its code
+/// runs only after an admin's approval), if it does.
+/// The warden's unit (modules/warden.nix).
+const WARDEN_UNIT: &str = "appliance-warden.service";
+
+fn approval_socket(sandbox: &Sandbox) -> Option<String> {
+    sandbox.binds.iter().find_map(|bind| match &bind.source {
+        BindSource::Host(path) if bind.read_only && path.starts_with(&format!("{APPROVAL_SOCKET_DIR}/")) => {
+            Some(format!("{path}/{DOCKER_SOCKET_FILE}"))
+        }
+        _ => None,
+    })
+}
+
+/// An agent whose Docker is the warden's approval broker starts after the
+/// warden, and only once the broker's socket exists (a path unit starts it
+/// then): Hermes checks its Docker backend when it starts and, finding no
+/// socket, offers no `terminal` tool at all (seen in the rehearsal).
+fn wait_for_the_broker(unit: &mut BTreeMap<&'static str, Value>, mut after: Vec<String>, socket: String) {
+    after.push(WARDEN_UNIT.to_string());
+    unit.insert("after", nix::value(after));
+    unit.insert("waitFor", Value::from(socket.as_str()));
+}
+
 fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     let mut directories = BTreeMap::from([
         (STATE_DIR.to_string(), Directory::root(0o711)),
@@ -548,7 +572,11 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
                 "appliance-bootstrap.service".to_string(),
             ];
             deps.extend(extract_key_unit(sandbox));
-            unit_deps(deps, None)
+            let mut unit = unit_deps(deps.clone(), None);
+            if let Some(socket) = approval_socket(sandbox) {
+                wait_for_the_broker(&mut unit, deps, socket);
+            }
+            unit
         } else {
             // Agents on a host without Matrix reach it over the overlay, and
             // their secrets come from the hub by pairing (docs/pairing.md).
@@ -749,7 +777,26 @@ fn endpoint_with_port(endpoint: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::endpoint_with_port;
+    use super::{WARDEN_UNIT, containers, endpoint_with_port};
+    use crate::test_support::shipped;
+
+    /// casper's Docker is the warden's approval broker: its unit starts
+    /// after the warden and only once the broker's socket exists; an agent
+    /// without code execution waits for neither.
+    #[test]
+    fn an_agent_behind_the_approval_broker_waits_for_its_socket() {
+        let appliance = &shipped()[0];
+        let built = containers(&appliance.hosts["hub"], None);
+        let casper = &built.sandboxes["casper"];
+        assert!(casper["after"].to_string().contains(WARDEN_UNIT), "{}", casper["after"]);
+        assert_eq!(
+            casper["waitFor"].as_str(),
+            Some("/run/appliance/approval/casper-exec/docker.sock")
+        );
+        let balthasar = &built.sandboxes["balthasar"];
+        assert!(!balthasar["after"].to_string().contains(WARDEN_UNIT));
+        assert!(!balthasar.contains_key("waitFor"));
+    }
 
     #[test]
     fn endpoints_get_the_wireguard_port_when_they_have_none() {

@@ -103,7 +103,11 @@
 
     appliance.sandboxes = {
       coder = {
-        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
+        after = [
+          "appliance-network.service"
+          "appliance-bootstrap.service"
+          "appliance-warden.service"
+        ];
         dependsOn = [ "coder-exec" ];
         environment = {
           AGENT_BROWSER_ARGS = "--no-sandbox,--proxy-server=http://172.30.0.1:3128";
@@ -145,6 +149,7 @@
           "${../../hosts/ws/resolv.conf}:/etc/resolv.conf:ro"
           "/run/appliance/approval/coder-exec:/run/appliance-docker:ro"
         ];
+        waitFor = "/run/appliance/approval/coder-exec/docker.sock";
       };
       coder-exec = {
         after = [ "appliance-network.service" "appliance-bootstrap.service" ];

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use crate::common::{eval_json, nix_instantiate, root};
+use crate::support::{eval_json, nix_instantiate, root};
 
 /// The web client's settings for its own host, as modules/webclient.nix
 /// and modules/bootstrap.nix make them from the host's generated values.

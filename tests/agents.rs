@@ -18,7 +18,7 @@ use agent_appliance::render::{self, Tree};
 use agent_appliance::spec::schema::AgentKind;
 use serde_json::{Value, json};
 
-use crate::common::{require_install, root};
+use crate::support::{require_install, root};
 
 /// The default spec and every example.
 fn specs() -> Vec<PathBuf> {
@@ -641,7 +641,7 @@ fn picoclaw() -> Option<PathBuf> {
     }
     let why = "PicoClaw v0.2.9, built from its Go module, loads our config.json";
     assert!(
-        !crate::common::in_ci(),
+        !crate::support::in_ci(),
         "`{}` is required in CI ({why}) but is not there\nhint: run `.ci/gobuild.sh`, or set `APPLIANCE_PICOCLAW`",
         path.display()
     );
@@ -776,7 +776,7 @@ fn picoclaw_allow_tool(dir: &Path) -> Option<PathBuf> {
     let (Some(go), Some(module)) = (go, module) else {
         let why = "Go and the PicoClaw v0.2.9 module `.ci/gobuild.sh` downloads";
         assert!(
-            !crate::common::in_ci(),
+            !crate::support::in_ci(),
             "{why} are required in CI but missing\nhint: run `.ci/gobuild.sh`"
         );
         eprintln!("\n!!! SKIPPED: no {why}; run `.ci/gobuild.sh`; CI=true makes this a failure !!!\n");
@@ -861,7 +861,7 @@ fn picoclaw_answers_exactly_the_allowed_users() {
 /// (`<agent> in <spec>`), read from the spec the label names.
 fn agent_publish(label: &str) -> Vec<String> {
     let (agent, spec) = label.split_once(" in ").expect("labels are `<agent> in <spec>`");
-    let text = std::fs::read_to_string(crate::common::root().join(spec)).unwrap();
+    let text = std::fs::read_to_string(crate::support::root().join(spec)).unwrap();
     let value: toml::Value = toml::from_str(&text).unwrap();
     value["agents"][agent]
         .get("publish")
@@ -941,7 +941,7 @@ fn picoclaw_arm64() -> PathBuf {
 #[test]
 fn picoclaw_arm64_loads_the_pi_configs() {
     let binary = picoclaw_arm64();
-    let Some(qemu) = crate::common::require_tool(
+    let Some(qemu) = crate::support::require_tool(
         "qemu-aarch64-static",
         "Debian package `qemu-user-static`: runs the Pi's arm64 PicoClaw",
     ) else {
@@ -981,7 +981,9 @@ fn picoclaw_arm64_loads_the_pi_configs() {
 
     // And the arm64 gateway on balthasar-pi's config logs in to a loopback
     // Synapse and answers the admin through the stand-in model.
-    let Some(venv) = crate::synapse::venv() else { return };
+    let Some(venv) = crate::support::synapse::venv() else {
+        return;
+    };
     let temp = tempfile::tempdir().unwrap();
     let matrix = TestMatrix::start(&venv, temp.path());
     let admin = matrix.user("gendo");
@@ -1012,7 +1014,7 @@ fn picoclaw_arm64_loads_the_pi_configs() {
     config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(matrix.synapse.url);
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::common::free_port());
+    config["gateway"]["port"] = json!(crate::support::ports::free_port());
     let (_gateway, log_path) = start_gateway(&[&qemu, &binary], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let reached = (0..8).any(|attempt| {
@@ -1170,7 +1172,9 @@ fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool
 fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     use std::time::Duration;
     let Some(picoclaw) = picoclaw() else { return };
-    let Some(venv) = crate::synapse::venv() else { return };
+    let Some(venv) = crate::support::synapse::venv() else {
+        return;
+    };
     let temp = tempfile::tempdir().unwrap();
     let matrix = TestMatrix::start(&venv, temp.path());
     let (client, synapse) = (&matrix.client, &matrix.synapse);
@@ -1208,7 +1212,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(url);
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::common::free_port());
+    config["gateway"]["port"] = json!(crate::support::ports::free_port());
     let (gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let send = |token: &str, body: &str, txn: &str| {
@@ -1291,7 +1295,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["tools"]["exec"]["allow_remote"] = json!(false);
     config["tools"]["cron"]["allow_command"] = json!(false);
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::common::free_port());
+    config["gateway"]["port"] = json!(crate::support::ports::free_port());
     let (_gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     requests.lock().unwrap().clear();
@@ -1325,7 +1329,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
 /// A Synapse of the test's own on loopback, configured as the default
 /// spec's (server name `magi`), and a client for it.
 struct TestMatrix {
-    synapse: crate::synapse::Synapse,
+    synapse: crate::support::synapse::Synapse,
     client: agent_appliance::bootstrap::client::Client,
     register: PathBuf,
     shared_secret: String,
@@ -1334,8 +1338,8 @@ struct TestMatrix {
 impl TestMatrix {
     fn start(venv: &Path, dir: &Path) -> TestMatrix {
         let (data, state) = (dir.join("synapse"), dir.join("state"));
-        let port = crate::common::free_port();
-        let settings = crate::synapse::settings(&data, &state, port);
+        let port = crate::support::ports::free_port();
+        let settings = crate::support::synapse::settings(&data, &state, port);
         assert_eq!(settings["server_name"], json!("magi"));
         let mut shared_secret = String::new();
         for key in [
@@ -1352,7 +1356,7 @@ impl TestMatrix {
             }
         }
         let url = format!("http://127.0.0.1:{port}");
-        let mut synapse = crate::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
+        let mut synapse = crate::support::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
         synapse.wait_ready();
         let client = agent_appliance::bootstrap::client::Client::new(
             &url,

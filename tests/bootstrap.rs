@@ -17,9 +17,9 @@ use agent_appliance::bootstrap::plan::{AccountKind, PLAN_SCHEMA, Plan};
 use agent_appliance::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use serde_json::{Value, json};
 
-use crate::common::free_port;
-use crate::common::{appliance, root, stderr, stdout};
-use crate::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, venv};
+use crate::support::ports::free_port;
+use crate::support::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, venv};
+use crate::support::{appliance, root, stderr, stdout};
 
 fn plan_path() -> PathBuf {
     root().join("generated/bootstrap/plan.json")
@@ -1337,7 +1337,7 @@ fn an_sqlite_install_moves_to_postgresql_with_synapse_port_db() {
     let Some(venv) = venv() else { return };
     let world = World::new();
     assert_ok(&world.bootstrap(&["--secrets-only"]));
-    let on_postgres = crate::synapse::settings(&world.data, &world.state, world.port);
+    let on_postgres = crate::support::synapse::settings(&world.data, &world.state, world.port);
     assert_eq!(on_postgres["database"]["name"], "psycopg2", "the default is PostgreSQL");
     let mut on_sqlite = on_postgres.clone();
     let sqlite = world.data.join("homeserver.db");

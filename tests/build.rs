@@ -7,7 +7,7 @@ use std::process::Command;
 
 use agent_appliance::nixlog::Progress;
 
-use crate::common::{appliance, require_tool, root, stderr, stdout};
+use crate::support::{appliance, require_tool, root, stderr, stdout};
 
 fn nix() -> Option<std::path::PathBuf> {
     require_tool(
@@ -353,7 +353,7 @@ fn build_refuses_a_stale_generated_tree() {
 
 #[test]
 fn build_rejects_an_unknown_target() {
-    let output = crate::common::run_in(&root(), &["build", "nope"]);
+    let output = crate::support::run_in(&root(), &["build", "nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).starts_with("error: no host `nope` in the spec"),

@@ -1,6 +1,6 @@
 //! The CLI as users drive it: exit codes, messages, files written.
 
-use crate::common::{run_in, stderr, stdout};
+use crate::support::{run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
 const SUBCOMMANDS: [&str; 18] = [
@@ -35,7 +35,7 @@ fn the_subcommand_list_here_is_complete() {
 
 #[test]
 fn help_lists_every_subcommand() {
-    let output = run_in(&crate::common::root(), &["--help"]);
+    let output = run_in(&crate::support::root(), &["--help"]);
     assert!(output.status.success());
     let help = stdout(&output);
     for command in SUBCOMMANDS {
@@ -50,7 +50,7 @@ fn help_lists_every_subcommand() {
 #[test]
 fn every_subcommand_has_help() {
     for command in SUBCOMMANDS {
-        let output = run_in(&crate::common::root(), &[command, "--help"]);
+        let output = run_in(&crate::support::root(), &[command, "--help"]);
         assert!(output.status.success(), "`{command} --help`: {}", stderr(&output));
         let help = stdout(&output);
         assert!(
@@ -62,7 +62,7 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn check_accepts_the_default_spec() {
-    let output = run_in(&crate::common::root(), &["check"]);
+    let output = run_in(&crate::support::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 8 sandboxes, 1 room\n"),
@@ -109,7 +109,7 @@ fn init_creates_the_directories_of_its_spec() {
 
 #[test]
 fn inspect_json_is_versioned_and_complete() {
-    let output = run_in(&crate::common::root(), &["inspect", "--format", "json"]);
+    let output = run_in(&crate::support::root(), &["inspect", "--format", "json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["schema_version"], 1);
@@ -145,13 +145,13 @@ fn inspect_json_is_versioned_and_complete() {
 
 #[test]
 fn inspect_filters_by_host_and_rejects_unknown_ones() {
-    let output = run_in(&crate::common::root(), &["inspect", "--host", "pi"]);
+    let output = run_in(&crate::support::root(), &["inspect", "--host", "pi"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("host pi:") && !text.contains("host hub:"), "{text}");
     assert!(text.contains("sandbox balthasar-pi"), "{text}");
 
-    let unknown = run_in(&crate::common::root(), &["inspect", "--host", "nope"]);
+    let unknown = run_in(&crate::support::root(), &["inspect", "--host", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert_eq!(
         stderr(&unknown),
@@ -161,7 +161,7 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
 
 #[test]
 fn inspect_text_uses_the_specs_spellings() {
-    let output = run_in(&crate::common::root(), &["inspect"]);
+    let output = run_in(&crate::support::root(), &["inspect"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
@@ -194,7 +194,7 @@ fn inspect_text_uses_the_specs_spellings() {
 fn inspect_text_puts_every_warning_on_a_line_of_its_own() {
     // edge-pi's scout has a warning (the github skill's token).
     let spec = "examples/edge-pi/appliance.toml";
-    let output = run_in(&crate::common::root(), &["inspect", "--spec", spec]);
+    let output = run_in(&crate::support::root(), &["inspect", "--spec", spec]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.ends_with("state in /var/lib/appliance\n"), "{text:?}");
@@ -207,10 +207,10 @@ fn inspect_text_puts_every_warning_on_a_line_of_its_own() {
 
 #[test]
 fn completions_cover_the_subcommands() {
-    let bash = run_in(&crate::common::root(), &["completions", "bash"]);
+    let bash = run_in(&crate::support::root(), &["completions", "bash"]);
     assert!(bash.status.success(), "{}", stderr(&bash));
     let bash = stdout(&bash);
-    let fish = run_in(&crate::common::root(), &["completions", "fish"]);
+    let fish = run_in(&crate::support::root(), &["completions", "fish"]);
     assert!(fish.status.success(), "{}", stderr(&fish));
     let fish = stdout(&fish);
     for command in SUBCOMMANDS {
@@ -232,7 +232,10 @@ fn every_agent_reaches_ollama_where_it_listens() {
         "examples/existing-host/appliance.toml",
         "examples/edge-pi/appliance.toml",
     ] {
-        let output = run_in(&crate::common::root(), &["inspect", "--format", "json", "--spec", spec]);
+        let output = run_in(
+            &crate::support::root(),
+            &["inspect", "--format", "json", "--spec", spec],
+        );
         assert!(output.status.success(), "{}", stderr(&output));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let inference = &json["inference"];
@@ -254,7 +257,7 @@ fn every_agent_reaches_ollama_where_it_listens() {
 
 #[test]
 fn explain_names_an_agent_or_says_which_exist() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain", "balthasar"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -292,7 +295,7 @@ fn explain_rows<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 /// issue 19, item 7: a `web` sandbox is told what it may never reach.
 #[test]
 fn explain_says_what_a_web_sandbox_is_denied() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain", "melchior"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -341,7 +344,7 @@ fn docs_picture(docs: &str) -> Option<&str> {
 /// issue 19, item 7: the docs show the default spec's picture, as drawn.
 #[test]
 fn the_docs_picture_is_what_explain_draws() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain", "--format", "dot"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let drawn = stdout(&output);
@@ -359,13 +362,13 @@ fn the_docs_picture_is_what_explain_draws() {
 /// spec (and one agent's part of the default).
 #[test]
 fn graphviz_reads_the_explain_graph() {
-    let Some(dot) = crate::common::require_tool(
+    let Some(dot) = crate::support::require_tool(
         "dot",
         "checks `appliance explain --format dot` parses; Debian package graphviz",
     ) else {
         return;
     };
-    let root = crate::common::root();
+    let root = crate::support::root();
     let mut runs: Vec<Vec<&str>> = vec![vec!["explain", "casper", "--format", "dot"]];
     for spec in [
         "appliance.toml",
@@ -492,7 +495,7 @@ fn a_rejected_name_cannot_forge_lines_or_send_escapes() {
 fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
-    let mut child = crate::common::appliance()
+    let mut child = crate::support::appliance()
         .args(args)
         .current_dir(dir)
         .env_remove("APPLIANCE_SPEC")
@@ -628,7 +631,7 @@ fn relative_links(text: &str) -> Vec<String> {
 fn readme_and_docs_link_only_to_files_that_exist() {
     // The README points newcomers into docs/; a moved section must not
     // leave a dangling link behind.
-    let root = crate::common::root();
+    let root = crate::support::root();
     let mut files = vec![root.join("README.md"), root.join("SECURITY.md")];
     for entry in std::fs::read_dir(root.join("docs")).unwrap() {
         let path = entry.unwrap().path();
@@ -651,8 +654,8 @@ fn readme_and_docs_link_only_to_files_that_exist() {
 
 #[test]
 fn the_readme_names_every_subcommand_and_stays_short() {
-    let readme = std::fs::read_to_string(crate::common::root().join("README.md")).unwrap();
-    let cli = std::fs::read_to_string(crate::common::root().join("docs/cli.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::support::root().join("README.md")).unwrap();
+    let cli = std::fs::read_to_string(crate::support::root().join("docs/cli.md")).unwrap();
     for name in SUBCOMMANDS {
         let row = format!("| `{name}");
         assert!(readme.contains(&row), "README.md's command table lacks `{name}`");
@@ -664,7 +667,7 @@ fn the_readme_names_every_subcommand_and_stays_short() {
     // The two commands a newcomer needs, as CI runs them.
     assert!(readme.contains("cargo run --release -- generate"));
     assert!(readme.contains("bash scripts/test.sh"));
-    let ci = std::fs::read_to_string(crate::common::root().join(".ci/run")).unwrap();
+    let ci = std::fs::read_to_string(crate::support::root().join(".ci/run")).unwrap();
     assert!(
         ci.contains("bash scripts/test.sh"),
         ".ci/run no longer runs the README's test command"
@@ -680,7 +683,7 @@ fn the_readme_names_every_subcommand_and_stays_short() {
 /// acts on the agents: as what it runs, what it may do, what its owner could.
 #[test]
 fn explain_says_what_the_warden_may_do() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);

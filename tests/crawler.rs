@@ -34,8 +34,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, require_install, require_tool, root};
-use crate::netns::{Background, Netns};
+use crate::support::netns::{Background, Netns};
+use crate::support::ports::free_port;
+use crate::support::{require_install, require_tool, root};
 
 const PAGES: &str = r#"
 import sys, html, urllib.parse
@@ -123,7 +124,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
     let searx_app = Path::new("/usr/lib/python3/dist-packages/searx/webapp.py");
     if !searx_app.is_file() {
         assert!(
-            !crate::common::in_ci(),
+            !crate::support::in_ci(),
             "Debian's `searx` is required in CI (.ci/install.sh)"
         );
         eprintln!("\n!!! SKIPPED: Debian's `searx` is not installed; CI=true makes this a failure !!!\n");

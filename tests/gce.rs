@@ -1,7 +1,7 @@
 //! `appliance gce`: the printed steps for the default spec, pinned, and
 //! every missing value refused by name.
 
-use crate::common::{root, run_in, stderr, stdout};
+use crate::support::{root, run_in, stderr, stdout};
 
 #[test]
 fn the_default_specs_steps_are_pinned() {
@@ -26,7 +26,7 @@ fn missing_values_are_named_and_nothing_is_guessed() {
     let missing = |args: &[&str], expected: &str| {
         let mut all = vec!["gce"];
         all.extend(args);
-        let output = crate::common::appliance()
+        let output = crate::support::appliance()
             .args(&all)
             .current_dir(root())
             .env_remove("APPLIANCE_SPEC")
@@ -110,7 +110,7 @@ fn run_invokes_gcloud_step_by_step() {
     std::fs::create_dir(&result).unwrap();
     std::fs::write(result.join("nixos-image-26.05-x86_64-linux.raw.tar.gz"), b"stand-in").unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let output = crate::common::appliance()
+    let output = crate::support::appliance()
         .args([
             "gce",
             "--project",

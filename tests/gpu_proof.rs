@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use agent_appliance::commands::load;
 use agent_appliance::render::NVPROXY_DRIVERS;
 
-use crate::common::{built_runsc, in_ci, require_tool, root, stderr, stdout};
+use crate::support::{built_runsc, in_ci, require_tool, root, stderr, stdout};
 
 fn script(dir: &Path, args: &[&str]) -> Output {
     Command::new(dir.join("gpu-proof.sh")).args(args).output().unwrap()

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use agent_appliance::diag::SourceFile;
 
-use crate::common::{appliance, require_tool, run_nix, stderr};
+use crate::support::{appliance, require_tool, run_nix, stderr};
 
 const FIXTURE: &str = include_str!("fixtures/hostile/appliance.toml");
 

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::common::{require_tool, root};
+use crate::support::{require_tool, root};
 
 const STANDIN: &str = r#"
 import json, sys
@@ -126,7 +126,7 @@ fn load(text: &str) -> agent_appliance::model::Appliance {
 fn check(text: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("appliance.toml"), text).unwrap();
-    crate::common::run_in(dir.path(), &["check"])
+    crate::support::run_in(dir.path(), &["check"])
 }
 
 #[test]
@@ -218,7 +218,7 @@ fn host_mode_and_crawler_off_keep_the_old_setup_and_say_so() {
 fn check_warns_when_the_models_do_not_fit_in_vram() {
     // 44 GB + 40 GB on one 24 GiB L4.
     let output = check(&spec("", ""));
-    let stderr = crate::common::stderr(&output);
+    let stderr = crate::support::stderr(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(
         stderr.contains(
@@ -229,16 +229,16 @@ fn check_warns_when_the_models_do_not_fit_in_vram() {
     // A spec size counts instead of the table's; both fit on eight.
     let fits = check(&spec("sizes = { \"qwen3.5:27b-q4_K_M\" = \"20g\" }", "").replace("count = 1", "count = 8"));
     assert!(
-        !crate::common::stderr(&fits).contains("inference-vram"),
+        !crate::support::stderr(&fits).contains("inference-vram"),
         "{}",
-        crate::common::stderr(&fits)
+        crate::support::stderr(&fits)
     );
     let bad = check(&spec("sizes = { \"nope:1b\" = \"20g\" }", ""));
     assert!(!bad.status.success());
     assert!(
-        crate::common::stderr(&bad).contains("`sizes` names model `nope:1b`, which `models` does not list"),
+        crate::support::stderr(&bad).contains("`sizes` names model `nope:1b`, which `models` does not list"),
         "{}",
-        crate::common::stderr(&bad)
+        crate::support::stderr(&bad)
     );
 }
 

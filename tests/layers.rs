@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use crate::common::root;
+use crate::support::root;
 
 /// Where code runs and what it may import (docs/architecture.md, "Layers").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -9,7 +9,7 @@ use agent_appliance::commands::load;
 use agent_appliance::lint::{self, Finding, LINTS, Severity};
 use agent_appliance::model::Appliance;
 
-use crate::common::{root, run_in, stderr};
+use crate::support::{root, run_in, stderr};
 
 const BASE: &str = r#"
 [appliance]
@@ -272,7 +272,7 @@ fn explain_shows_findings_with_their_reasons() {
     assert_eq!(lints[0]["code"], "matrix-federation");
     assert_eq!(lints[0]["allowed"], reason);
     let output = run_in(dir.path(), &["explain"]);
-    let text = crate::common::stdout(&output);
+    let text = crate::support::stdout(&output);
     assert!(
         text.contains("matrix-federation (allowed: this appliance talks"),
         "{text}"

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{built_runsc, in_ci, require_tool, root};
+use crate::support::{built_runsc, in_ci, require_tool, root};
 
 fn repro(runsc: &Path) -> (Option<i32>, String) {
     let output = Command::new(root().join("scripts/netstack-repro.sh"))

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::{root, run_in, stderr, stdout};
+use crate::support::{root, run_in, stderr, stdout};
 
 /// A copy of the repo's default spec in a fresh directory.
 fn project() -> tempfile::TempDir {
@@ -57,7 +57,7 @@ fn output_is_identical_whatever_the_directory_clock_or_locale() {
     let b = project();
     let first = generate(a.path(), &[]);
     assert!(first.status.success(), "{}", stderr(&first));
-    let second = crate::common::appliance()
+    let second = crate::support::appliance()
         .args(["generate", "--spec", "appliance.toml"])
         .current_dir(b.path())
         .env("TZ", "Pacific/Kiritimati")
@@ -201,7 +201,7 @@ fn an_interrupted_run_leaves_the_previous_tree_intact() {
     )
     .unwrap();
     // Killed after the new tree was staged, before the swap.
-    let interrupted = crate::common::appliance()
+    let interrupted = crate::support::appliance()
         .args(["generate"])
         .current_dir(dir.path())
         .env("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP", "1")
@@ -256,7 +256,7 @@ fn a_second_writer_waits_and_a_live_writers_staging_is_kept() {
         spec.replace("context = 262144", "context = 131072"),
     )
     .unwrap();
-    let mut second = crate::common::appliance()
+    let mut second = crate::support::appliance()
         .args(["generate"])
         .current_dir(dir.path())
         .env_remove("APPLIANCE_SPEC")
@@ -456,7 +456,7 @@ fn an_old_tree_that_cannot_be_removed_is_a_warning_not_a_failure() {
     fs::write(&pinned, "mine\n").unwrap();
     if !set_immutable(&pinned, true) {
         assert!(
-            !crate::common::in_ci(),
+            !crate::support::in_ci(),
             "cannot set the immutable flag (needs root and ext4/xfs/btrfs)"
         );
         eprintln!("\n!!! SKIPPED: cannot set the immutable flag here (needs root and ext4/xfs/btrfs) !!!\n");

@@ -26,9 +26,9 @@ use agent_appliance::bootstrap::client::Client;
 use agent_appliance::pairing::{ClientConfig, ServerConfig};
 use serde_json::json;
 
-use crate::common::free_port;
-use crate::common::{in_ci, require_tool, root, stderr, stdout};
-use crate::synapse::{Synapse, venv};
+use crate::support::ports::free_port;
+use crate::support::synapse::{Synapse, venv};
+use crate::support::{in_ci, require_tool, root, stderr, stdout};
 
 const HUB: &str = "10.89.0.1";
 const PI: &str = "10.89.0.2";
@@ -524,7 +524,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
 /// A host's pairing unit, as modules/pairing.nix makes it from the host's
 /// generated values, evaluated with stub `lib`, `pkgs` and `utils`.
 fn pairing_unit(host: &str, unit: &str) -> serde_json::Value {
-    crate::common::eval_json(&format!(
+    crate::support::eval_json(&format!(
         r#"
 let
   lib = {{
@@ -549,7 +549,7 @@ in {{ enabled = generated.config.cond && service.cond; unit = service.content; }
 
 #[test]
 fn the_generated_units_run_pairing_on_both_sides_before_the_agents() {
-    if crate::common::nix_instantiate().is_none() {
+    if crate::support::nix_instantiate().is_none() {
         return;
     }
     let server = pairing_unit("hub", "appliance-pairing");
@@ -636,14 +636,14 @@ fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
     fs::write(&client_path, serde_json::to_string(&client).unwrap()).unwrap();
 
     let _server = Killed(
-        crate::common::appliance()
+        crate::support::appliance()
             .args(["pair-serve", "--config", server_path.to_str().unwrap()])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let pair = |extra: &[&str]| {
-        crate::common::appliance()
+        crate::support::appliance()
             .args(["pair", "--config", client_path.to_str().unwrap()])
             .args(extra)
             .output()

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::free_port;
-use crate::common::{require_tool, root};
+use crate::support::ports::free_port;
+use crate::support::{require_tool, root};
 
 const MODEL: &str = "qwen3.5:27b-q4_K_M";
 

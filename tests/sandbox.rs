@@ -23,8 +23,8 @@ use agent_appliance::runsc::{FlagListing, RunscVersion, probe_binary};
 use agent_appliance::spec::schema::Platform;
 use serde_json::Value;
 
-use crate::common::{in_ci, require_tool, root};
-use crate::dockerd::{DOCKER, Dockerd};
+use crate::support::dockerd::{DOCKER, Dockerd};
+use crate::support::{in_ci, require_tool, root};
 
 const IMAGE: &str = "appliance-test:busybox";
 
@@ -711,7 +711,7 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
     // The consumer (host UDS open) reaches it through its read-only bind.
     // Through the code sandbox's own socket: the approval broker in front
     // of it is tests/warden.rs'.
-    let casper = crate::common::without_approval_broker(lab.sandbox("casper").clone());
+    let casper = crate::support::without_approval_broker(lab.sandbox("casper").clone());
     let target = format!("{exec_socket_mount}/docker.sock");
     let output = lab.run(
         &machine_args(&casper, &lab.paths, &[]),

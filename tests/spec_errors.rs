@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{run_in, stderr};
+use crate::support::{run_in, stderr};
 
 /// Writes `spec` to a fresh directory and runs `appliance <args>` there.
 fn run_spec(spec: &str, args: &[&str]) -> (tempfile::TempDir, std::process::Output) {

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{eval_json, nix_instantiate, require_tool, root};
+use crate::support::{eval_json, nix_instantiate, require_tool, root};
 
 /// A STUB nixpkgs and `lib` for evaluating nix/checks/*.nix: builders
 /// return their arguments, packages are labels.

@@ -15,10 +15,10 @@ use agent_appliance::bootstrap::accounts::password;
 use agent_appliance::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
-use crate::common::free_port;
-use crate::common::{appliance, in_ci, require_tool, root, stderr, stdout};
-use crate::dockerd::{DOCKER, Dockerd};
-use crate::synapse::{Synapse, venv};
+use crate::support::dockerd::{DOCKER, Dockerd};
+use crate::support::ports::free_port;
+use crate::support::synapse::{Synapse, venv};
+use crate::support::{appliance, in_ci, require_tool, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
 

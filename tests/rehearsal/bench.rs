@@ -20,9 +20,9 @@ use agent_appliance::bootstrap::client::{Client, segment};
 use agent_appliance::model::Sandbox;
 use serde_json::{Value, json};
 
-use crate::common::root;
 use crate::hub::{self, Hub, Services};
 use crate::matrix::Member;
+use crate::support::root;
 
 /// The agents measured: (sandbox, what it is), melchior = OpenClaw,
 /// casper = Hermes, balthasar = PicoClaw.
@@ -551,7 +551,7 @@ fn cold_start() -> Option<(Hub, Member, Value)> {
     if !crate::tools_present() {
         return None;
     }
-    let venv = crate::synapse::venv()?;
+    let venv = crate::support::synapse::venv()?;
     let started = Instant::now();
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });

@@ -22,12 +22,12 @@ use agent_appliance::model::{
 };
 use agent_appliance::render::runtimes::daemon_settings;
 use agent_appliance::runsc::{RunscVersion, probe_binary};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::{in_ci, root};
-use crate::dockerd::Dockerd;
-use crate::netns::Netns;
-use crate::synapse::Synapse;
+use crate::support::dockerd::Dockerd;
+use crate::support::netns::Netns;
+use crate::support::synapse::Synapse;
+use crate::support::{in_ci, root};
 
 /// The test web host's name, which the DNS forwarder answers for.
 pub const WEB_HOST: &str = "web.rehearsal.test";
@@ -204,7 +204,7 @@ impl Hub {
 
     /// The admin's initial password, as the operator gets it.
     pub fn admin_password(&self, admin: &str) -> String {
-        let output = crate::common::appliance()
+        let output = crate::support::appliance()
             .args(["admin", "password", admin, "--plan"])
             .arg(root().join("generated/bootstrap/plan.json"))
             .arg("--state-dir")
@@ -363,7 +363,7 @@ impl Hub {
             .iter()
             .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.name)))
             .cloned()
-            .map(crate::common::without_approval_broker)
+            .map(crate::support::without_approval_broker)
             .collect()
     }
 
@@ -374,31 +374,6 @@ impl Hub {
             Duration::from_secs(30),
         )
     }
-}
-
-/// The generated Synapse settings with paths re-rooted: media, signing key
-/// and pid file (and an SQLite database) below `data`, secret files below
-/// the re-rooted state dir. Listeners, rate limits and everything else are
-/// as generated; on PostgreSQL, `Synapse::spawn` starts the cluster in
-/// `data/postgres` and points the settings at its socket.
-pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) -> Value {
-    let mut settings = agent_appliance::render::synapse::settings(appliance);
-    if settings["database"]["name"] == "sqlite3" {
-        settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
-    }
-    settings["media_store_path"] = json!(data.join("media"));
-    settings["signing_key_path"] = json!(data.join("signing.key"));
-    settings["pid_file"] = json!(data.join("homeserver.pid"));
-    for key in [
-        "registration_shared_secret_path",
-        "macaroon_secret_key_path",
-        "form_secret_path",
-    ] {
-        let path = settings[key].as_str().unwrap().to_string();
-        let relative = path.strip_prefix(STATE_DIR).unwrap().trim_start_matches('/');
-        settings[key] = json!(state_dir.join(relative));
-    }
-    settings
 }
 
 /// Host directories the NixOS module's tmpfiles rules create: the socket
@@ -576,7 +551,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
         "appliance bootstrap --secrets-only",
         &hub.bootstrap(&["--secrets-only"]),
     );
-    let settings = synapse_settings(&hub.appliance, &data, &state);
+    let settings = crate::support::synapse::rerooted_settings(&hub.appliance, &data, &state);
     hub.synapse = Some(Synapse::spawn(
         tools.synapse_venv,
         &data,

@@ -6,14 +6,8 @@
 //! Synapse venv (.ci/run installs them all); with CI=true a missing tool
 //! fails the test, otherwise it is skipped loudly.
 
-#[path = "../common.rs"]
-mod common;
-#[path = "../dockerd.rs"]
-mod dockerd;
-#[path = "../netns.rs"]
-mod netns;
-#[path = "../synapse.rs"]
-mod synapse;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod bench;
 mod hub;
@@ -27,9 +21,9 @@ use std::time::Duration;
 use agent_appliance::model::Sandbox;
 use agent_appliance::spec::schema::AgentKind;
 
-use crate::common::{in_ci, require_tool, root};
 use crate::hub::{Hub, Services};
 use crate::matrix::Member;
+use crate::support::{in_ci, require_tool, root};
 
 /// How long an agent may take from container start to its first answer.
 /// Measured here (2 vCPUs, other builds running): casper 19.5 s, melchior
@@ -84,7 +78,7 @@ fn bring_up() -> Option<(Hub, Member)> {
     if !tools_present() {
         return None;
     }
-    let venv = crate::synapse::venv()?;
+    let venv = crate::support::synapse::venv()?;
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     build_images(&hub);

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::root;
 use crate::hub::Hub;
 use crate::matrix::Member;
+use crate::support::root;
 use agent_appliance::audit::Record;
 
 /// The warden process, killed and reaped when dropped.
@@ -618,7 +618,7 @@ fn audit_holds(hub: &Hub) {
     }
     eprintln!("rehearsal: {} tool calls in the audit trail", calls.len());
     let verify = |file: &std::path::Path| {
-        crate::common::appliance()
+        crate::support::appliance()
             .args(["audit", "verify"])
             .arg(file)
             .output()

@@ -1,6 +1,14 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by both integration test binaries (`main`, tests/main.rs,
+//! and `rehearsal`, tests/rehearsal/main.rs): the repository, the
+//! `appliance` binary, tools and installs a test requires, and one module per
+//! thing a test starts for itself.
 
 #![allow(dead_code)]
+
+pub mod dockerd;
+pub mod netns;
+pub mod ports;
+pub mod synapse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -136,15 +144,6 @@ pub fn eval_json(expression: &str) -> serde_json::Value {
     let (ok, stdout, stderr) = run_nix(&["--eval", "--strict", "--json", "--read-write-mode", "-E", expression]);
     assert!(ok, "{expression}\n{stderr}");
     serde_json::from_str(&stdout).unwrap()
-}
-
-/// A port nobody listens on right now, on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An agent whose code waits for approval mounts the warden's broker

@@ -18,7 +18,7 @@ use agent_appliance::bootstrap::client::Client;
 use agent_appliance::model::STATE_DIR;
 use serde_json::{Value, json};
 
-use crate::common::{in_ci, root};
+use crate::support::{in_ci, root};
 
 /// The venv holding `matrix-synapse`; `None` (after a loud skip message)
 /// when it is missing outside CI. In CI a missing Synapse fails the test.
@@ -68,7 +68,7 @@ pub fn postgres_bin() -> Option<PathBuf> {
     if debian.is_some() {
         return debian;
     }
-    crate::common::require_tool("initdb", "Synapse's database in the tests; Debian package `postgresql`")
+    crate::support::require_tool("initdb", "Synapse's database in the tests; Debian package `postgresql`")
         .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
 }
 
@@ -78,11 +78,21 @@ pub fn postgres_bin() -> Option<PathBuf> {
 /// Rate limits are Synapse's defaults, as on the appliance.
 pub fn settings(data: &Path, state_dir: &Path, port: u16) -> Value {
     let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).expect("default spec loads");
-    let mut settings = agent_appliance::render::synapse::settings(&appliance);
+    let mut settings = rerooted_settings(&appliance, data, state_dir);
     let listener = &mut settings["listeners"][0];
     listener["port"] = json!(port);
     listener["bind_addresses"] = json!(["127.0.0.1"]);
     settings["public_baseurl"] = json!(format!("http://127.0.0.1:{port}/"));
+    settings
+}
+
+/// The generated Synapse settings of `appliance` with paths re-rooted:
+/// media, signing key and pid file (and an SQLite database) below `data`,
+/// secret files below the re-rooted state dir. Listeners, rate limits and
+/// everything else are as generated; on PostgreSQL, `Synapse::spawn` starts
+/// the cluster in `data/postgres` and points the settings at its socket.
+pub fn rerooted_settings(appliance: &agent_appliance::model::Appliance, data: &Path, state_dir: &Path) -> Value {
+    let mut settings = agent_appliance::render::synapse::settings(appliance);
     if settings["database"]["name"] == "sqlite3" {
         settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
     }

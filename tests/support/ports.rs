@@ -1,0 +1,41 @@
+//! Ports a test listens on: one nobody holds on loopback, and waiting until
+//! a server a test started listens.
+
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+
+/// A port nobody listens on right now, on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether something listens on TCP `listener` (`ADDRESS:PORT`, as `ss -ltn`
+/// prints it) inside `netns`.
+pub fn listening_in(netns: &Netns, listener: &str) -> bool {
+    let output = netns.command("ss").arg("-ltn").output().expect("failed to run ss");
+    assert!(
+        output.status.success(),
+        "ss -ltn: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).contains(listener)
+}
+
+/// Waits up to `within` until `ready` says yes, every `every`; whether it did.
+pub fn wait_until(within: Duration, every: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}

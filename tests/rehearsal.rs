@@ -1,7 +1,6 @@
 //! The rehearsal's stand-in model server (tests/rehearsal/standin_model.py),
 //! over real HTTP: both APIs, streamed and not, the scripted tool calls and
-//! the request log. And, opt-in (`--ignored`, ~4 min, needs npm), the whole
-//! scenario against the real OpenClaw and Hermes on this host.
+//! the request log.
 
 use std::fs;
 use std::path::{Path, PathBuf};

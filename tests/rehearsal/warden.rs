@@ -146,7 +146,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     let status = command(hub, admin, &warden, &me, "!status", "head sha256");
     for agent in agents {
         assert!(
-            status.contains(&crate::agent_id(hub, agent)),
+            status.contains(&crate::matrix::agent_id(hub, agent)),
             "`!status` does not list {agent}: {status}"
         );
         // Its sandbox, as the hub's dockerd reports it.
@@ -183,7 +183,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     eprintln!("rehearsal: the ops room has the egress denial `{denied}`");
 
     command(hub, admin, &warden, &me, "!halt casper", "halted");
-    let casper = crate::agent_id(hub, "casper");
+    let casper = crate::matrix::agent_id(hub, "casper");
     let event = admin.mention(hub, &casper, "hello while halted tag-halted1");
     // casper still answers (the stand-in is asked), but Synapse refuses
     // what it sends: nothing from casper lands in the room.
@@ -197,7 +197,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(15));
-    let landed = crate::bodies_from(hub, admin, &event, "casper");
+    let landed = crate::matrix::bodies_from(hub, admin, &event, "casper");
     assert!(
         landed.is_empty(),
         "casper's messages landed while it was halted: {landed:?}"
@@ -205,7 +205,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str]) -> Watch {
     eprintln!("rehearsal: halted casper made an answer, and Synapse kept it out of the room");
 
     command(hub, admin, &warden, &me, "!resume casper", "resumed");
-    let (body, seconds) = crate::ask(
+    let (body, seconds) = crate::matrix::ask(
         hub,
         admin,
         "casper",
@@ -349,8 +349,8 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
     let budget = plan["loop_budget"]
         .as_u64()
         .unwrap_or(agent_appliance::bootstrap::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
-    let casper_id = crate::agent_id(hub, "casper");
-    let melchior_id = crate::agent_id(hub, "melchior");
+    let casper_id = crate::matrix::agent_id(hub, "casper");
+    let melchior_id = crate::matrix::agent_id(hub, "melchior");
     let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
     let melchior = admin.other(&host_secret(hub, "melchior/matrix-token"));
     // No agent's name in it: Hermes answers a message naming it.
@@ -397,7 +397,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
         .unwrap_or_else(|| panic!("no loop-breaker notice in the room: {history:#?}"));
     let agent_ids: Vec<String> = ["casper", "melchior", "balthasar"]
         .iter()
-        .map(|a| crate::agent_id(hub, a))
+        .map(|a| crate::matrix::agent_id(hub, a))
         .collect();
     let from_agents = |events: &[serde_json::Value]| -> Vec<String> {
         events
@@ -434,7 +434,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
         .unwrap_or_else(|| panic!("no `loop breaker lifted` notice within 60 s:\n{}", watch.warden.log()));
     eprintln!("rehearsal: {lifted}");
     for agent in ["casper", "melchior"] {
-        let (body, seconds) = crate::ask(
+        let (body, seconds) = crate::matrix::ask(
             hub,
             admin,
             agent,
@@ -518,7 +518,7 @@ pub fn stops_and_starts(hub: &Hub, admin: &Member, watch: &mut Watch, agent: &st
         hub.is_running(agent),
         "{agent}'s container does not run after `!resume`"
     );
-    let (body, seconds) = crate::ask(
+    let (body, seconds) = crate::matrix::ask(
         hub,
         admin,
         agent,

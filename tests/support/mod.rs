@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod lab;
 pub mod netns;
 pub mod ports;
 pub mod synapse;

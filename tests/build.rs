@@ -7,7 +7,7 @@ use std::process::Command;
 
 use agent_appliance::nixlog::Progress;
 
-use crate::support::{appliance, require_tool, root, stderr, stdout};
+use crate::support::{appliance, assert_contains, assert_lacks, require_tool, root, stderr, stdout};
 
 fn nix() -> Option<std::path::PathBuf> {
     require_tool(
@@ -289,9 +289,9 @@ fn build_runs_nix_and_reports_progress_result_and_size() {
         "{err}"
     );
     // Not a terminal: one line per step instead of a bar.
-    assert!(err.contains("[0/1 built] building stand-in-gce-image\n"), "{err}");
-    assert!(err.contains("\n1/1 built\n"), "{err}");
-    assert!(err.contains("stand-in-gce-image: buildPhase\n"), "{err}");
+    assert_contains(&err, "[0/1 built] building stand-in-gce-image\n");
+    assert_contains(&err, "\n1/1 built\n");
+    assert_contains(&err, "stand-in-gce-image: buildPhase\n");
     let out = stdout(&output);
     let store_dir = store.path().join("store");
     assert!(
@@ -299,7 +299,7 @@ fn build_runs_nix_and_reports_progress_result_and_size() {
         "{out}"
     );
     let link = checkout.path().join("result-hub");
-    assert!(out.contains(&format!("result: {}\n", link.display())), "{out}");
+    assert_contains(&out, &format!("result: {}\n", link.display()));
     assert!(
         out.contains("image: ") && out.contains("nixos-image-stand-in.raw.tar.gz\n"),
         "{out}"
@@ -320,11 +320,11 @@ fn build_shows_the_failing_log_tail() {
     let output = appliance_build(checkout.path(), store.path(), &["gce-image"]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("error: nix build failed (exit code 1)\n"), "{err}");
-    assert!(err.contains("failed with exit code 4"), "{err}");
-    assert!(
-        err.contains("last 2 log lines of stand-in-gce-image:\n  | writing the image\n  | disk full\n"),
-        "{err}"
+    assert_contains(&err, "error: nix build failed (exit code 1)\n");
+    assert_contains(&err, "failed with exit code 4");
+    assert_contains(
+        &err,
+        "last 2 log lines of stand-in-gce-image:\n  | writing the image\n  | disk full\n",
     );
 }
 
@@ -348,7 +348,7 @@ fn build_refuses_a_stale_generated_tree() {
         err.contains("generated` is not what") && err.contains("(1 differing, 0 missing, 0 extra files)"),
         "{err}"
     );
-    assert!(err.contains("hint: run `appliance generate`"), "{err}");
+    assert_contains(&err, "hint: run `appliance generate`");
 }
 
 #[test]
@@ -467,5 +467,5 @@ fn a_dry_run_read_by_head_is_not_a_panic() {
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    assert_lacks(&err, "panicked");
 }

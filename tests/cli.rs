@@ -1,6 +1,6 @@
 //! The CLI as users drive it: exit codes, messages, files written.
 
-use crate::support::{run_in, stderr, stdout};
+use crate::support::{assert_contains, assert_lacks, run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
 const SUBCOMMANDS: [&str; 18] = [
@@ -64,10 +64,9 @@ fn every_subcommand_has_help() {
 fn check_accepts_the_default_spec() {
     let output = run_in(&crate::support::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 8 sandboxes, 1 room\n"),
-        "{}",
-        stdout(&output)
+    assert_contains(
+        stdout(&output),
+        "appliance `magi` is valid: 2 hosts, 4 agents, 8 sandboxes, 1 room\n",
     );
 }
 
@@ -82,10 +81,9 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
     std::fs::write(dir.path().join("appliance.toml"), "# mine\n").unwrap();
     let again = run_in(dir.path(), &["init"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("error: `appliance.toml` exists already\nhint: `appliance init` never overwrites"),
-        "{}",
-        stderr(&again)
+    assert_contains(
+        stderr(&again),
+        "error: `appliance.toml` exists already\nhint: `appliance init` never overwrites",
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("appliance.toml")).unwrap(),
@@ -149,7 +147,7 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("host pi:") && !text.contains("host hub:"), "{text}");
-    assert!(text.contains("sandbox balthasar-pi"), "{text}");
+    assert_contains(&text, "sandbox balthasar-pi");
 
     let unknown = run_in(&crate::support::root(), &["inspect", "--host", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
@@ -164,17 +162,11 @@ fn inspect_text_uses_the_specs_spellings() {
     let output = run_in(&crate::support::root(), &["inspect"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(
-        text.contains("\nhost hub: gce x86_64-linux, gVisor platform systrap\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("\nhost pi: rpi4 aarch64-linux, gVisor platform systrap\n"),
-        "{text}"
-    );
-    assert!(text.contains("\nagent balthasar-pi (picoclaw) on host pi"), "{text}");
-    assert!(text.contains("\nagent casper (hermes) on host hub"), "{text}");
-    assert!(text.contains("\nagent melchior (openclaw) on host hub"), "{text}");
+    assert_contains(&text, "\nhost hub: gce x86_64-linux, gVisor platform systrap\n");
+    assert_contains(&text, "\nhost pi: rpi4 aarch64-linux, gVisor platform systrap\n");
+    assert_contains(&text, "\nagent balthasar-pi (picoclaw) on host pi");
+    assert_contains(&text, "\nagent casper (hermes) on host hub");
+    assert_contains(&text, "\nagent melchior (openclaw) on host hub");
     // Rust's names for the same values, which a user never writes.
     for debug in [
         "Gce",
@@ -262,16 +254,13 @@ fn explain_names_an_agent_or_says_which_exist() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("sandbox balthasar on host hub"), "{text}");
-    assert!(
-        text.contains("domains through the egress proxy: api.github.com"),
-        "{text}"
-    );
+    assert_contains(&text, "domains through the egress proxy: api.github.com");
     // Other sandboxes appear only in its denied list.
-    assert!(!text.contains("sandbox melchior on host"), "{text}");
+    assert_lacks(&text, "sandbox melchior on host");
     let output = run_in(&root, &["explain", "nobody"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("no agent `nobody`"), "{}", stderr(&output));
-    assert!(stderr(&output).contains("`balthasar`"), "{}", stderr(&output));
+    assert_contains(stderr(&output), "no agent `nobody`");
+    assert_contains(stderr(&output), "`balthasar`");
 }
 
 /// The rows of one key of an `explain` text table: its first line and the
@@ -461,9 +450,9 @@ fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
     assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
     let err = stderr(&check);
     assert_inert(&err);
-    assert!(
-        err.contains("the reason for lint `matrix-federation` contains the control character"),
-        "{err}"
+    assert_contains(
+        &err,
+        "the reason for lint `matrix-federation` contains the control character",
     );
     // A reason the validation lets through reaches the output (escaping
     // itself: the unit tests in src/term.rs).
@@ -471,11 +460,7 @@ fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
     let dir = spec_dir(&spec);
     let explain = run_in(dir.path(), &["explain"]);
     assert!(explain.status.success(), "{}", stderr(&explain));
-    assert!(
-        stdout(&explain).contains("allowed: we federate on purpose"),
-        "{}",
-        stdout(&explain)
-    );
+    assert_contains(stdout(&explain), "allowed: we federate on purpose");
 }
 
 #[test]
@@ -486,7 +471,7 @@ fn a_rejected_name_cannot_forge_lines_or_send_escapes() {
     assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
     let err = stderr(&check);
     assert_inert(&err);
-    assert!(err.contains("helper\\n error: forged \\u{1b}[31m"), "{err}");
+    assert_contains(&err, "helper\\n error: forged \\u{1b}[31m");
     assert!(err.ends_with("nothing was written\n"), "{err}");
 }
 
@@ -598,22 +583,14 @@ fn a_device_a_fifo_or_a_huge_file_as_spec_ends_promptly() {
     rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
     let output = check_promptly(&fifo);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("\n  it is a FIFO (named pipe), not a regular file\n"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "\n  it is a FIFO (named pipe), not a regular file\n");
 
     // Sparse: 64 MiB on paper, nothing on disk.
     let huge = dir.path().join("huge.toml");
     std::fs::File::create(&huge).unwrap().set_len(64 << 20).unwrap();
     let output = check_promptly(&huge);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("\n  it is larger than 1 MiB, far more than any spec\n"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "\n  it is larger than 1 MiB, far more than any spec\n");
 }
 
 /// The relative links of a Markdown file: `](target)` without a scheme or
@@ -687,9 +664,9 @@ fn explain_says_what_the_warden_may_do() {
     let output = run_in(&root, &["explain"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(
-        text.contains("warden (appliance-warden.service) on host hub: outside the sandboxes"),
-        "{text}"
+    assert_contains(
+        &text,
+        "warden (appliance-warden.service) on host hub: outside the sandboxes",
     );
     let runs_as = explain_rows(&text, "runs as");
     assert!(

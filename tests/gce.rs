@@ -1,7 +1,7 @@
 //! `appliance gce`: the printed steps for the default spec, pinned, and
 //! every missing value refused by name.
 
-use crate::support::{root, run_in, stderr, stdout};
+use crate::support::{assert_contains, assert_lacks, root, run_in, stderr, stdout};
 
 #[test]
 fn the_default_specs_steps_are_pinned() {
@@ -186,7 +186,7 @@ fn an_unknown_gpu_takes_the_machine_type_its_hint_asks_for() {
     let chosen = run_in(dir.path(), &with_type);
     assert!(chosen.status.success(), "{}", stderr(&chosen));
     let script = stdout(&chosen);
-    assert!(script.contains("--machine-type=g4-standard-48 \\\n"), "{script}");
-    assert!(!script.contains("--accelerator="), "{script}");
-    assert!(script.contains("must come with its GPUs"), "{script}");
+    assert_contains(&script, "--machine-type=g4-standard-48 \\\n");
+    assert_lacks(&script, "--accelerator=");
+    assert_contains(&script, "must come with its GPUs");
 }

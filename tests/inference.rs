@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::support::{require_tool, root};
+use crate::support::{assert_contains, require_tool, root};
 
 const STANDIN: &str = r#"
 import json, sys
@@ -74,11 +74,11 @@ fn every_model_is_pulled_and_a_failure_names_its_model() {
     };
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(!failed.status.success(), "a failed pull must fail the unit");
-    assert!(
-        stderr.contains("appliance: model glm-4.7-flash:q4_K_M failed to pull: {\"error\": \"pull model manifest"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "appliance: model glm-4.7-flash:q4_K_M failed to pull: {\"error\": \"pull model manifest",
     );
-    assert!(stderr.contains("models not pulled: glm-4.7-flash:q4_K_M"), "{stderr}");
+    assert_contains(&stderr, "models not pulled: glm-4.7-flash:q4_K_M");
     // The others are still pulled.
     assert_eq!(pulls.lines().count(), 3);
 }
@@ -220,11 +220,9 @@ fn check_warns_when_the_models_do_not_fit_in_vram() {
     let output = check(&spec("", ""));
     let stderr = crate::support::stderr(&output);
     assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(
-            "warning[inference-vram]: inference: the models need about 84.0 GB loaded together, but 1 x l4 has 25.8 GB"
-        ),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "warning[inference-vram]: inference: the models need about 84.0 GB loaded together, but 1 x l4 has 25.8 GB",
     );
     // A spec size counts instead of the table's; both fit on eight.
     let fits = check(&spec("sizes = { \"qwen3.5:27b-q4_K_M\" = \"20g\" }", "").replace("count = 1", "count = 8"));
@@ -248,8 +246,8 @@ fn an_agent_cannot_take_a_service_sandboxs_name() {
     let output = check(&text);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("container name `webextract` is the appliance's own service sandbox"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "container name `webextract` is the appliance's own service sandbox",
     );
 }

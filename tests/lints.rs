@@ -9,7 +9,7 @@ use agent_appliance::commands::load;
 use agent_appliance::lint::{self, Finding, LINTS, Severity};
 use agent_appliance::model::Appliance;
 
-use crate::support::{root, run_in, stderr};
+use crate::support::{assert_contains, root, run_in, stderr};
 
 const BASE: &str = r#"
 [appliance]
@@ -198,11 +198,7 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
     for command in [&["check"][..], &["generate"][..]] {
         let output = run_in(dir.path(), command);
         assert_eq!(output.status.code(), Some(2), "{command:?}: {}", stderr(&output));
-        assert!(
-            stderr(&output).contains("deny[inline-secret] spec: line 2"),
-            "{}",
-            stderr(&output)
-        );
+        assert_contains(stderr(&output), "deny[inline-secret] spec: line 2");
     }
     assert!(
         !dir.path().join("generated").exists(),
@@ -216,21 +212,13 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
     );
     let output = run_in(dir.path(), &["check"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("unknown lint `inline-secrets`"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "unknown lint `inline-secrets`");
     write_spec(
         dir.path(),
         &format!("{secret}\n[lints]\nallow = {{ inline-secret = \"\" }}\n"),
     );
     let output = run_in(dir.path(), &["check"]);
-    assert!(
-        stderr(&output).contains("allowed without a reason"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "allowed without a reason");
 
     // With a reason it passes, and check shows it.
     let reason = "a revoked token kept as a test fixture";
@@ -240,12 +228,8 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
     );
     let output = run_in(dir.path(), &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("allowed[inline-secret]"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(stderr(&output).contains(reason), "{}", stderr(&output));
+    assert_contains(stderr(&output), "allowed[inline-secret]");
+    assert_contains(stderr(&output), reason);
 }
 
 #[test]

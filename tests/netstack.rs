@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{built_runsc, in_ci, require_tool, root};
+use crate::support::{assert_contains, built_runsc, in_ci, require_tool, root};
 
 fn repro(runsc: &Path) -> (Option<i32>, String) {
     let output = Command::new(root().join("scripts/netstack-repro.sh"))
@@ -70,8 +70,5 @@ fn debians_2024_runsc_refuses_its_netstack_here() {
     }
     let (code, out) = repro(debian);
     assert_ne!(code, Some(0), "{out}");
-    assert!(
-        out.contains("cannot run with network enabled in root network namespace"),
-        "{out}"
-    );
+    assert_contains(&out, "cannot run with network enabled in root network namespace");
 }

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{eval_json, nix_instantiate, require_tool, root};
+use crate::support::{assert_contains, assert_lacks, eval_json, nix_instantiate, require_tool, root};
 
 /// A STUB nixpkgs and `lib` for evaluating nix/checks/*.nix: builders
 /// return their arguments, packages are labels.
@@ -292,10 +292,7 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
     let commands = image["fakeRootCommands"].as_str().unwrap();
     for dir in real["writable"].as_array().unwrap() {
         let path = dir["path"].as_str().unwrap();
-        assert!(
-            commands.contains(&format!("chown {}:{} .'{path}'", dir["uid"], dir["gid"])),
-            "{commands}"
-        );
+        assert_contains(&commands, &format!("chown {}:{} .'{path}'", dir["uid"], dir["gid"]));
     }
     // Named a stand-in: its label, and an `ollama` that runs the stand-in.
     assert_eq!(
@@ -304,15 +301,15 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
     );
     assert_eq!(strings(&image["contents"])[0], "ollama");
     let standin = out["standin"].as_str().unwrap();
-    assert!(standin.contains("STAND-IN for Ollama"), "{standin}");
-    assert!(standin.contains("-standin_model.py"), "{standin}");
-    assert!(
-        standin.contains("--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi"),
-        "{standin}"
+    assert_contains(&standin, "STAND-IN for Ollama");
+    assert_contains(&standin, "-standin_model.py");
+    assert_contains(
+        &standin,
+        "--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi",
     );
     let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
     for model in &appliance.inference.as_ref().unwrap().models {
-        assert!(standin.contains(&format!("--model={model}")), "{standin}");
+        assert_contains(&standin, &format!("--model={model}"));
     }
 }
 
@@ -324,13 +321,13 @@ fn the_models_are_listed_by_the_stand_in_not_pulled() {
     let unit = &out["modelsUnit"];
     assert_eq!(unit["stubExe"], "appliance-models-standin/bin/appliance-models-standin");
     let text = unit["stubText"].as_str().unwrap();
-    assert!(!text.contains("/api/pull"), "{text}");
-    assert!(text.contains("url=http://10.88.0.2:11434"), "{text}");
-    assert!(text.contains("curl -fsS \"$url/api/tags\""), "{text}");
+    assert_lacks(&text, "/api/pull");
+    assert_contains(&text, "url=http://10.88.0.2:11434");
+    assert_contains(&text, "curl -fsS \"$url/api/tags\"");
     assert!(text.contains("exit 1"), "a missing model must fail the unit: {text}");
     let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
     let models = appliance.inference.as_ref().unwrap().models.join(" ");
-    assert!(text.contains(&format!("for model in {models}; do")), "{text}");
+    assert_contains(&text, &format!("for model in {models}; do"));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
 use crate::support::synapse::{Synapse, venv};
-use crate::support::{appliance, in_ci, require_tool, root, stderr, stdout};
+use crate::support::{appliance, assert_contains, in_ci, require_tool, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
 
@@ -445,7 +445,7 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
         listing.starts_with("open egress grants (1):\nbalthasar → grant.example.org: "),
         "{listing}"
     );
-    assert!(listing.contains("given by @gendo:magi"), "{listing}");
+    assert_contains(&listing, "given by @gendo:magi");
     assert!(
         listing.ends_with("grantable: balthasar (default 1h, at most 1d)"),
         "{listing}"
@@ -677,8 +677,8 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(status.contains("@casper:magi: not muted; last message"), "{status}");
-    assert!(status.contains("audit: "), "{status}");
+    assert_contains(&status, "@casper:magi: not muted; last message");
+    assert_contains(&status, "audit: ");
     // No Docker here: the warden says so, audits it, and carries on.
     assert!(status.contains("sandboxes: unknown (cannot run"), "{status}");
     assert!(world.records().iter().any(|r| r.kind == "docker.unavailable"));
@@ -698,7 +698,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     };
     let good = verify();
     assert_ok(&good);
-    assert!(stdout(&good).contains("chain intact"), "{}", stdout(&good));
+    assert_contains(stdout(&good), "chain intact");
 
     // Each start posted the trail's head to the ops room (`--head-every`):
     // the latest one names a record of the file and that record's sha256,
@@ -722,7 +722,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     fs::write(world.audit_path(), &bytes).unwrap();
     let bad = verify();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("is broken at line"), "{}", stderr(&bad));
+    assert_contains(stderr(&bad), "is broken at line");
     let tail = appliance()
         .args(["audit", "tail", "-n", "3"])
         .arg(world.audit_path())
@@ -837,14 +837,8 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(
-        status.contains("sandbox casper: down (exited, exit code 137); 0 restart(s)"),
-        "{status}"
-    );
-    assert!(
-        status.contains("sandbox melchior: no container on this host"),
-        "{status}"
-    );
+    assert_contains(&status, "sandbox casper: down (exited, exit code 137); 0 restart(s)");
+    assert_contains(&status, "sandbox melchior: no container on this host");
 
     // Started again: one more notice, and `!status` shows it up.
     docker_ok(&daemon, &["start", "casper"]);
@@ -861,15 +855,15 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(status.contains("sandbox casper: up since "), "{status}");
-    assert!(status.contains("; memory "), "{status}");
+    assert_contains(&status, "sandbox casper: up since ");
+    assert_contains(&status, "; memory ");
 
     // `!halt casper --stop`: muted, and its sandbox stopped; `!resume`
     // lifts the mute and starts the sandbox again.
     assert_eq!(world.send(&admin, "!halt casper --stop"), 200);
     world.warden();
     let reply = world.notices(&admin).last().unwrap().clone();
-    assert!(reply.contains("casper: sandbox stopped"), "{reply}");
+    assert_contains(&reply, "casper: sandbox stopped");
     assert!(!running(&daemon, "casper"), "casper's sandbox still runs");
     assert_eq!(world.level("@casper:magi"), Some(-1));
     assert!(
@@ -881,7 +875,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(world.send(&admin, "!resume casper"), 200);
     world.warden();
     let reply = world.notices(&admin).last().unwrap().clone();
-    assert!(reply.contains("casper: sandbox started"), "{reply}");
+    assert_contains(&reply, "casper: sandbox started");
     assert!(running(&daemon, "casper"), "casper's sandbox did not start again");
     assert_eq!(world.level("@casper:magi"), None);
 
@@ -1084,7 +1078,7 @@ fn code_execution_waits_for_an_admins_approval() {
     world.wait_for("the card", || !cards(&world).is_empty());
     let card = cards(&world)[0].clone();
     assert!(card.starts_with("code execution request c1: @casper:magi wants to create a container of image `appliance-warden-test:busybox` running `/bin/busybox echo approved-output` in casper-exec"), "{card}");
-    assert!(card.contains("`!approve c1`"), "{card}");
+    assert_contains(&card, "`!approve c1`");
     assert_eq!(
         docker_ok(&daemon, &["ps", "-aq"]).trim(),
         "",
@@ -1150,17 +1144,14 @@ fn code_execution_waits_for_an_admins_approval() {
     assert_eq!(world.send(&admin, "!approve c2"), 200);
     world.warden();
     let answer = world.notices(&admin).last().unwrap().clone();
-    assert!(answer.contains("request c2 cannot be approved"), "{answer}");
+    assert_contains(&answer, "request c2 cannot be approved");
     assert!(pending(&world)["requests"]["c2"].get("decision").is_none());
     assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
     // `!status` lists it.
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(
-        status.contains("code execution request c2: @casper:magi in casper-exec"),
-        "{status}"
-    );
+    assert_contains(&status, "code execution request c2: @casper:magi in casper-exec");
 
     // No admin in time: refused, and the docker CLI says so.
     let _warden = world.spawn_warden(3);
@@ -1171,10 +1162,9 @@ fn code_execution_waits_for_an_admins_approval() {
     });
     let output = run_busybox(&world, "too-late").wait_with_output().unwrap();
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("code execution request c3 expired: no admin of the appliance approved it in time"),
-        "{}",
-        stderr(&output)
+    assert_contains(
+        stderr(&output),
+        "code execution request c3 expired: no admin of the appliance approved it in time",
     );
     let expired: Vec<String> = world
         .records()

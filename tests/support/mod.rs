@@ -42,6 +42,20 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Fails unless `text` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_contains(text: impl AsRef<str>, needle: impl AsRef<str>) {
+    let (text, needle) = (text.as_ref(), needle.as_ref());
+    assert!(text.contains(needle), "`{needle}` is not in:\n{text}");
+}
+
+/// Fails if `text` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_lacks(text: impl AsRef<str>, needle: impl AsRef<str>) {
+    let (text, needle) = (text.as_ref(), needle.as_ref());
+    assert!(!text.contains(needle), "`{needle}` should not be in:\n{text}");
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

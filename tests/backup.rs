@@ -426,26 +426,7 @@ fn a_failed_run_is_recorded_as_failed_and_its_staging_removed() {
 /// A busybox image for a private dockerd (no networking, a network
 /// namespace of its own), as tests/warden.rs makes one.
 fn private_docker(why: &str) -> Option<crate::support::dockerd::Dockerd> {
-    let tools = ["dockerd", "busybox", "unshare", "tar", "timeout", "restic"].map(|t| require_tool(t, why).is_some());
-    if tools.contains(&false) {
-        return None;
-    }
-    if !running_as_root() {
-        assert!(
-            !crate::support::in_ci(),
-            "{why} start a dockerd and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: {why} need root; CI=true makes this a failure !!!\n");
-        return None;
-    }
-    let wrapper = ["unshare", "--net", "--"].map(String::from);
-    let daemon = crate::support::dockerd::Dockerd::start_with(&json!({}), &wrapper)
-        .unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir(rootfs.path().join("bin")).unwrap();
-    fs::copy(require_tool("busybox", why).unwrap(), rootfs.path().join("bin/busybox")).unwrap();
-    daemon.import(rootfs.path(), BUSYBOX);
-    Some(daemon)
+    crate::support::dockerd::private_busybox(why, &["restic"], BUSYBOX)
 }
 
 const BUSYBOX: &str = "appliance-backup-test:busybox";

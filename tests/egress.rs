@@ -66,7 +66,7 @@ use serde_json::Value;
 
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::netns::{Background, Netns};
-use crate::support::{in_ci, require_tool, root};
+use crate::support::{in_ci, require_root, require_tool, require_tools, root};
 
 const IMAGE: &str = "appliance-egress-test:busybox";
 const INTERNET: &str = "198.51.100.2";
@@ -112,20 +112,10 @@ fn tools_present() -> bool {
     let tools = [
         "runsc", "dockerd", "busybox", "gcc", "tar", "timeout", "nft", "squid", "dnsmasq", "nsenter", "ip",
     ];
-    // Every missing tool is reported, not only the first.
-    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
-    let found = !found.contains(&false);
+    let found = require_tools(&tools, why);
     let client = Path::new(DOCKER).is_file();
     assert!(client || !in_ci(), "`{DOCKER}` is required in CI");
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the egress test makes network namespaces and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the egress test needs root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    found && client
+    require_root("the egress test makes network namespaces") && found && client
 }
 
 /// The generated daemon settings, spelled for the installed runsc, with
@@ -1430,12 +1420,7 @@ fn synapse_connects_nowhere_on_an_agents_word() {
     let Some(venv) = crate::support::synapse::venv() else {
         return;
     };
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the Synapse egress test makes a network namespace and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the Synapse egress test needs root; CI=true makes this a failure !!!\n");
+    if !require_root("the Synapse egress test makes a network namespace") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -1631,19 +1616,9 @@ fn a_long_domain_list_makes_a_config_squid_parses() {
 #[test]
 fn the_proxy_starts_behind_its_own_firewall() {
     let why = "the egress proxy behind the generated firewall";
-    let found: Vec<bool> = ["nft", "squid", "nsenter", "ip"]
-        .iter()
-        .map(|t| require_tool(t, why).is_some())
-        .collect();
-    if found.contains(&false) {
-        return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "this test makes a network namespace and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+    if !require_tools(&["nft", "squid", "nsenter", "ip"], why)
+        || !require_root(&format!("{why} makes a network namespace"))
+    {
         return;
     }
     let appliance = load(&root().join("appliance.toml")).unwrap();
@@ -1692,19 +1667,8 @@ fn the_proxy_starts_behind_its_own_firewall() {
 #[test]
 fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
     let why = "egress grants on the real egress proxy";
-    let found: Vec<bool> = ["squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl"]
-        .iter()
-        .map(|t| require_tool(t, why).is_some())
-        .collect();
-    if found.contains(&false) {
-        return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "this test makes network namespaces and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+    let tools = ["squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl"];
+    if !require_tools(&tools, why) || !require_root(&format!("{why} makes network namespaces")) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use agent_appliance::commands::load;
 use agent_appliance::render::NVPROXY_DRIVERS;
 
-use crate::support::{assert_contains, built_runsc, in_ci, require_tool, root, stderr, stdout};
+use crate::support::{assert_contains, built_runsc, require_tool, root, stderr, stdout};
 
 fn script(dir: &Path, args: &[&str]) -> Output {
     Command::new(dir.join("gpu-proof.sh")).args(args).output().unwrap()
@@ -82,9 +82,7 @@ fn the_gpu_proof_packs_the_ollama_sandboxs_flags_and_boots_its_probe() {
     let out = format!("{}{}", stdout(&checked), stderr(&checked));
     assert!(checked.status.success(), "{out}");
     assert_contains(&out, "ok   pack: ");
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "the GPU proof's check boots runsc and must run as root in CI");
-        eprintln!("\n!!! SKIPPED the boot under runsc: not root; CI=true makes this a failure !!!\n");
+    if !crate::support::require_root("the GPU proof's check boots runsc") {
         return;
     }
     assert_contains(

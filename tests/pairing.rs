@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::support::ports::free_port;
 use crate::support::synapse::{Synapse, venv};
-use crate::support::{assert_contains, in_ci, require_tool, root, stderr, stdout};
+use crate::support::{assert_contains, require_tool, root, stderr, stdout};
 
 const HUB: &str = "10.89.0.1";
 const PI: &str = "10.89.0.2";
@@ -203,9 +203,7 @@ impl Drop for Lab {
 /// Root, `ip`, `wg`, `wireguard-go` and Synapse, or a loud skip (a failure
 /// in CI).
 fn prerequisites() -> Option<PathBuf> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "the pairing test needs root (network namespaces) in CI");
-        eprintln!("\n!!! SKIPPED: the pairing test needs root for network namespaces !!!\n");
+    if !crate::support::require_root("the pairing test makes network namespaces") {
         return None;
     }
     for (tool, why) in [

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
 use crate::support::synapse::{Synapse, venv};
-use crate::support::{appliance, assert_contains, in_ci, require_tool, root, stderr, stdout};
+use crate::support::{appliance, assert_contains, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
 
@@ -736,28 +736,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
 /// with a busybox image; none, loudly, where this machine cannot (a
 /// failure under CI=true).
 fn private_docker() -> Option<Dockerd> {
-    let why = "the warden's sandbox health notices";
-    let tools = ["dockerd", "busybox", "unshare", "tar", "timeout"].map(|t| require_tool(t, why).is_some());
-    if tools.contains(&false) {
-        return None;
-    }
-    assert!(
-        std::path::Path::new(DOCKER).is_file() || !in_ci(),
-        "`{DOCKER}` is required in CI"
-    );
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "{why} start a dockerd and must run as root in CI");
-        eprintln!("\n!!! SKIPPED: {why} need root; CI=true makes this a failure !!!\n");
-        return None;
-    }
-    let wrapper = ["unshare", "--net", "--"].map(String::from);
-    let daemon =
-        Dockerd::start_with(&json!({}), &wrapper).unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir(rootfs.path().join("bin")).unwrap();
-    fs::copy(require_tool("busybox", why).unwrap(), rootfs.path().join("bin/busybox")).unwrap();
-    daemon.import(rootfs.path(), IMAGE);
-    Some(daemon)
+    crate::support::dockerd::private_busybox("the warden's sandbox health notices", &[], IMAGE)
 }
 
 const IMAGE: &str = "appliance-warden-test:busybox";

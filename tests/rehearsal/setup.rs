@@ -5,7 +5,7 @@
 
 use crate::hub::{self, Hub};
 use crate::images;
-use crate::support::{in_ci, require_tool, root};
+use crate::support::{require_root, require_tools, root};
 
 /// Whether every tool the rehearsal needs is here (each missing one
 /// reported), and this runs as root; in CI a missing one fails.
@@ -23,16 +23,8 @@ pub fn tools_present() -> bool {
         "tar",
         "timeout",
     ];
-    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the rehearsal starts dockerd in a network namespace and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the rehearsal needs root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    found.iter().all(|f| *f)
+    let found = require_tools(&tools, why);
+    require_root("the rehearsal starts dockerd in a network namespace") && found
 }
 
 /// The stand-in model server's script (tests/rehearsal/standin_model.py).

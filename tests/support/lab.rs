@@ -161,18 +161,13 @@ pub fn installed_runsc() -> (RunscVersion, FlagListing) {
 pub fn tools_present() -> bool {
     let why = "sandbox policy under real gVisor";
     let tools = ["runsc", "dockerd", "busybox", "gcc", "tar", "timeout"];
-    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
+    let found = super::require_tools(&tools, why);
     let client = Path::new(DOCKER).is_file();
     assert!(
         client || !in_ci(),
         "`{DOCKER}` (Debian's docker.io client) is required in CI"
     );
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "the gVisor tests start dockerd and must run as root in CI");
-        eprintln!("\n!!! SKIPPED: the gVisor tests start dockerd and need root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    found.iter().all(|f| *f) && client
+    super::require_root("the gVisor tests start dockerd") && found && client
 }
 
 impl Lab {

@@ -76,6 +76,25 @@ pub fn require_tool(name: &str, why: &str) -> Option<PathBuf> {
     found
 }
 
+/// Every tool of `tools` on PATH, each missing one reported (not only the
+/// first), as `require_tool` does.
+pub fn require_tools(tools: &[&str], why: &str) -> bool {
+    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
+    !found.contains(&false)
+}
+
+/// Whether this runs as root, which `what` needs (e.g. "the egress test
+/// makes network namespaces"). In CI not being root fails the test;
+/// elsewhere the test is skipped, loudly.
+pub fn require_root(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{what} and must run as root in CI");
+    eprintln!("\n!!! SKIPPED: {what} and needs root; CI=true makes this a failure !!!\n");
+    false
+}
+
 /// The runsc the appliance ships, as .ci/gobuild.sh builds it from the Go
 /// module nix/sources.json pins (`.ci/go/bin/runsc`). In CI a missing build
 /// fails the test; elsewhere the test is skipped, loudly.

@@ -78,6 +78,21 @@ fn output_text(output: &Output) -> String {
     )
 }
 
+/// `checker` refused a config, and its stdout names `what` it refused.
+#[track_caller]
+fn assert_rejected_naming(checker: &str, output: &Output, what: &str) {
+    assert!(
+        !output.status.success(),
+        "{checker} accepts `{what}`:\n{}",
+        output_text(output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(what),
+        "the rejection does not name `{what}`:\n{}",
+        output_text(output)
+    );
+}
+
 /// The JSON object in a tool's stdout (some print a log line first).
 fn stdout_json(output: &Output) -> Value {
     let text = String::from_utf8_lossy(&output.stdout);
@@ -267,17 +282,7 @@ fn openclaw_rejects_unknown_keys_in_core_and_matrix_plugin() {
         config.pointer_mut(pointer).unwrap()[key] = json!(true);
         let dir = tempfile::tempdir().unwrap();
         openclaw.stage(dir.path(), &config.to_string());
-        let output = openclaw.validate(dir.path());
-        assert!(
-            !output.status.success(),
-            "openclaw accepted `{key}`:\n{}",
-            output_text(&output)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains(key),
-            "the rejection does not name `{key}`:\n{}",
-            output_text(&output)
-        );
+        assert_rejected_naming("openclaw", &openclaw.validate(dir.path()), key);
     }
 }
 
@@ -495,16 +500,7 @@ fn hermes_check_rejects_unknown_keys_and_bad_values() {
     cases.push(("platform_toolsets", toolset));
     for (what, config) in cases {
         let output = validate_hermes(&python, &appliance, &agent, &config.to_string());
-        assert!(
-            !output.status.success(),
-            "Hermes check accepts `{what}`:\n{}",
-            output_text(&output)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains(what),
-            "the rejection does not name `{what}`:\n{}",
-            output_text(&output)
-        );
+        assert_rejected_naming("the Hermes check", &output, what);
     }
 }
 
@@ -1341,20 +1337,7 @@ impl TestMatrix {
         let port = crate::support::ports::free_port();
         let settings = crate::support::synapse::settings(&data, &state, port);
         assert_eq!(settings["server_name"], json!("magi"));
-        let mut shared_secret = String::new();
-        for key in [
-            "registration_shared_secret_path",
-            "macaroon_secret_key_path",
-            "form_secret_path",
-        ] {
-            let path = PathBuf::from(settings[key].as_str().unwrap());
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let secret = format!("test-{key}-{}", std::process::id());
-            fs::write(&path, &secret).unwrap();
-            if key == "registration_shared_secret_path" {
-                shared_secret = secret;
-            }
-        }
+        let shared_secret = crate::support::synapse::write_test_secrets(&settings);
         let url = format!("http://127.0.0.1:{port}");
         let mut synapse = crate::support::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
         synapse.wait_ready();

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use agent_appliance::nixlog::Progress;
 
-use crate::support::{appliance, assert_contains, assert_lacks, require_tool, root, stderr, stdout};
+use crate::support::{appliance, assert_contains, assert_lacks, first_line_of, require_tool, root, stderr, stdout};
 
 fn nix() -> Option<std::path::PathBuf> {
     require_tool(
@@ -30,18 +30,24 @@ fn nix_build_in(dir: &Path) -> Command {
     command
 }
 
+/// `nix build` of `attribute` of tests/fixtures/nix-log/drv.nix with a
+/// private store under `dir`, its log as internal JSON on stderr.
+fn build_fixture_logged(dir: &Path, attribute: &str) -> std::process::Output {
+    nix_build_in(dir)
+        .args(["--log-format", "internal-json", "--no-link", "-f"])
+        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
+        .arg(attribute)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_parser_counts_a_real_nix_build() {
     if nix().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = nix_build_in(dir.path())
-        .args(["--log-format", "internal-json", "--no-link", "-f"])
-        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
-        .arg("b")
-        .output()
-        .unwrap();
+    let output = build_fixture_logged(dir.path(), "b");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
     let progress = Progress::from_log(&log);
@@ -62,12 +68,7 @@ fn the_parser_reads_a_real_failure() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = nix_build_in(dir.path())
-        .args(["--log-format", "internal-json", "--no-link", "-f"])
-        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
-        .arg("fail")
-        .output()
-        .unwrap();
+    let output = build_fixture_logged(dir.path(), "fail");
     assert!(!output.status.success());
     let progress = Progress::from_log(&String::from_utf8_lossy(&output.stderr));
     let failed = progress.failed_derivations();
@@ -441,7 +442,7 @@ fn a_nix_new_enough_is_then_asked_to_build() {
 
 #[test]
 fn a_dry_run_read_by_head_is_not_a_panic() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let checkout = checkout_pinning_nixpkgs();
     let tools = tempfile::tempdir().unwrap();
     // Nix's plain dry-run report of 4000 derivations: more than a pipe holds.
@@ -458,10 +459,7 @@ fn a_dry_run_read_by_head_is_not_a_panic() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line_of(&mut child);
     assert_eq!(first, "4000 derivations to build, 0 paths to fetch\n");
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();

@@ -1,6 +1,6 @@
 //! The CLI as users drive it: exit codes, messages, files written.
 
-use crate::support::{assert_contains, assert_lacks, run_in, stderr, stdout};
+use crate::support::{assert_contains, assert_lacks, first_line_of, run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
 const SUBCOMMANDS: [&str; 18] = [
@@ -478,7 +478,7 @@ fn a_rejected_name_cannot_forge_lines_or_send_escapes() {
 /// Runs `appliance args` with stdout into a pipe whose reader closes it
 /// after one line (`| head -1`); returns the exit status and stderr.
 fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     use std::process::Stdio;
     let mut child = crate::support::appliance()
         .args(args)
@@ -488,10 +488,7 @@ fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::proce
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line_of(&mut child);
     // The read end is closed here: every later write gets EPIPE.
     assert!(!first.is_empty());
     let mut err = String::new();

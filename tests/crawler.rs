@@ -29,14 +29,13 @@
 //!   sandbox's bridge address in its generated environment.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::netns::{Background, Netns};
 use crate::support::ports::free_port;
-use crate::support::{require_install, require_tool, root};
+use crate::support::{first_line_of, require_install, require_tool, root};
 
 const PAGES: &str = r#"
 import sys, html, urllib.parse
@@ -141,10 +140,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut pages_port = String::new();
-    BufReader::new(pages.stdout.take().unwrap())
-        .read_line(&mut pages_port)
-        .unwrap();
+    let pages_port = first_line_of(&mut pages);
     children.push(Background(pages));
 
     let search_port = free_port().to_string();
@@ -265,10 +261,7 @@ fn spawn_printing_port(
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
+    let port = first_line_of(&mut child);
     children.push(Background(child));
     port.trim().to_string()
 }

@@ -1427,20 +1427,7 @@ fn synapse_connects_nowhere_on_an_agents_word() {
     let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
     let port = crate::support::ports::free_port();
     let settings = crate::support::synapse::settings(&data, &state, port);
-    let mut shared_secret = String::new();
-    for key in [
-        "registration_shared_secret_path",
-        "macaroon_secret_key_path",
-        "form_secret_path",
-    ] {
-        let path = PathBuf::from(settings[key].as_str().unwrap());
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let secret = format!("test-{key}-{}", std::process::id());
-        fs::write(&path, &secret).unwrap();
-        if key == "registration_shared_secret_path" {
-            shared_secret = secret;
-        }
-    }
+    let shared_secret = crate::support::synapse::write_test_secrets(&settings);
     let netns = Netns::create(&format!("h6s-{}", std::process::id()), &[]);
     netns.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"]);
     let url = format!("http://127.0.0.1:{port}");

@@ -5,10 +5,9 @@
 //! It is a stand-in: no model is downloaded; the real pull is checked on a
 //! GPU host (docs/sandboxes.md).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::support::{assert_contains, require_tool, root};
+use crate::support::{assert_contains, first_line_of, require_tool, root};
 
 const STANDIN: &str = r#"
 import json, sys
@@ -45,10 +44,7 @@ fn pull(fail: &str) -> Option<(std::process::Output, String)> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
+    let port = first_line_of(&mut server);
     let output = Command::new("sh")
         .arg(root().join("generated/hosts/hub/pull-models.sh"))
         .arg(format!("http://127.0.0.1:{}", port.trim()))

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use agent_appliance::audit::{Record, sha256_hex};
@@ -230,8 +230,10 @@ impl World {
         self.warden_with(&[])
     }
 
-    /// The same, with more arguments.
-    fn warden_with(&self, extra: &[&str]) -> String {
+    /// `appliance warden` against this world, with what every run here
+    /// shares: the test's plan, state dir, homeserver and Docker, and none
+    /// of this machine's own files or services.
+    fn warden_command(&self) -> Command {
         let mut command = appliance();
         command
             .arg("warden")
@@ -239,7 +241,7 @@ impl World {
             .arg(plan_path())
             .arg("--state-dir")
             .arg(&self.state)
-            .args(["--homeserver", &self.url, "--once", "--docker", &self.docker])
+            .args(["--homeserver", &self.url, "--docker", &self.docker])
             // Not this machine's squid log: the test's own, never written.
             .arg("--proxy-log")
             .arg(self.state.join("no-proxy.log"))
@@ -251,9 +253,17 @@ impl World {
             .arg(self.grants_dir())
             .arg("--proxy-reload")
             .arg(format!("/bin/sh {}", self.reload_script().display()))
-            .args(["--unready-after", &self.unready_after.to_string()])
-            .args(extra)
             .env_remove("DOCKER_HOST");
+        command
+    }
+
+    /// The same, with more arguments.
+    fn warden_with(&self, extra: &[&str]) -> String {
+        let mut command = self.warden_command();
+        command
+            .arg("--once")
+            .args(["--unready-after", &self.unready_after.to_string()])
+            .args(extra);
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);
         }
@@ -927,26 +937,13 @@ impl World {
     /// `approval/` and forward to `code/<sandbox>/docker.sock`.
     fn spawn_warden(&self, timeout_secs: u64) -> Running {
         let log = fs::File::create(self.state.with_file_name(format!("warden-{timeout_secs}.log"))).unwrap();
-        let child = appliance()
-            .arg("warden")
-            .arg("--plan")
-            .arg(plan_path())
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["--homeserver", &self.url, "--docker", &self.docker])
-            .arg("--proxy-log")
-            .arg(self.state.join("no-proxy.log"))
-            .args(["--sandbox-control", "docker"])
-            .arg("--grants-dir")
-            .arg(self.grants_dir())
-            .arg("--proxy-reload")
-            .arg(format!("/bin/sh {}", self.reload_script().display()))
+        let child = self
+            .warden_command()
             .arg("--approval-sockets")
             .arg(self.state.with_file_name("approval"))
             .arg("--code-sockets")
             .arg(self.state.with_file_name("code"))
             .args(["--approval-timeout", &timeout_secs.to_string()])
-            .env_remove("DOCKER_HOST")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

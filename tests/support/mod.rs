@@ -56,6 +56,18 @@ pub fn assert_lacks(text: impl AsRef<str>, needle: impl AsRef<str>) {
     assert!(!text.contains(needle), "`{needle}` should not be in:\n{text}");
 }
 
+/// The first line `child` writes to its piped stdout (with its newline),
+/// e.g. the port a server it started listens on. The rest of the pipe
+/// is dropped: the child's later writes get EPIPE.
+pub fn first_line_of(child: &mut std::process::Child) -> String {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

@@ -111,6 +111,27 @@ pub fn rerooted_settings(appliance: &agent_appliance::model::Appliance, data: &P
     settings
 }
 
+/// Writes a test secret to each secret file `settings` names (what
+/// `appliance bootstrap --secrets-only` makes on the appliance); returns
+/// the registration shared secret.
+pub fn write_test_secrets(settings: &Value) -> String {
+    let mut shared_secret = String::new();
+    for key in [
+        "registration_shared_secret_path",
+        "macaroon_secret_key_path",
+        "form_secret_path",
+    ] {
+        let path = PathBuf::from(settings[key].as_str().unwrap());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let secret = format!("test-{key}-{}", std::process::id());
+        fs::write(&path, &secret).unwrap();
+        if key == "registration_shared_secret_path" {
+            shared_secret = secret;
+        }
+    }
+    shared_secret
+}
+
 pub struct Synapse {
     child: Option<Child>,
     pub url: String,

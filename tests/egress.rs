@@ -50,13 +50,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddrV4;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use agent_appliance::commands::load;
-use agent_appliance::docker::run_options;
 use agent_appliance::model::{Appliance, BindSource, Egress, Host, Sandbox};
 use agent_appliance::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config};
 use agent_appliance::render::runtimes::daemon_settings;
@@ -169,56 +168,12 @@ fn sandbox_args(sandbox: &Sandbox, generated: &Path, scratch: &Path) -> Vec<Stri
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, "").unwrap();
     }
-    run_options(sandbox)
-        .cli_args(|source| match source {
-            BindSource::Generated(path) => generated.join(path).display().to_string(),
-            BindSource::Host(path) => host_path(path).display().to_string(),
-        })
-        .into_iter()
-        .map(|arg| match arg.strip_prefix("--env-file=") {
-            Some(file) => format!("--env-file={}", host_path(file).display()),
-            None => arg,
-        })
-        // No GPU and no CDI (dockerd 20.10) here; and Docker refuses more
-        // CPUs than the machine has (Ollama's 8).
-        .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
-        .map(
-            |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
-                Some(cpus) => {
-                    let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-                    format!("--cpus={}", cpus.min(here))
-                }
-                None => arg,
-            },
-        )
-        .collect()
+    crate::support::lab::rerooted_run_args(sandbox, generated, host_path)
 }
 
 /// busybox plus tests/probes/probe.c, and the state directories.
 fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
-    let probe = scratch.join("probe");
-    run_ok(
-        Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&probe)
-            .arg(root().join("tests/probes/probe.c")),
-    );
-    let rootfs = scratch.join("rootfs");
-    for dir in [
-        "bin", "etc", "tmp", "proc", "sys", "dev", "run", "var", "home", "opt", "root",
-    ] {
-        fs::create_dir_all(rootfs.join(dir)).unwrap();
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    let busybox = require_tool("busybox", "the test image").unwrap();
-    fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
-    fs::copy(&probe, rootfs.join("bin/probe")).unwrap();
-    let list = run_ok(Command::new(&busybox).arg("--list"));
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", rootfs.join("bin").join(applet));
-        }
-    }
+    let (probe, rootfs) = crate::support::lab::probe_rootfs(scratch);
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     for sandbox in &host.sandboxes {
         let (uid, gid) = sandbox.user.split_once(':').unwrap();

@@ -16,7 +16,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_appliance::bootstrap::client::Client;
-use agent_appliance::docker::run_options;
 use agent_appliance::model::{
     Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR, SOCKET_DIR_MODE, STATE_DIR, Sandbox,
 };
@@ -90,18 +89,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id().cast_signed()) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::support::stop_child(&mut self.child, rustix::process::Signal::TERM, Duration::from_secs(10));
     }
 }
 
@@ -219,31 +207,7 @@ impl Hub {
     /// below the temp root and generated files from the committed tree:
     /// nothing else is changed.
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
-        let options = run_options(sandbox);
-        options
-            .cli_args(|source| match source {
-                BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
-                BindSource::Host(path) => self.host_path(path).display().to_string(),
-            })
-            .into_iter()
-            .map(|arg| match arg.strip_prefix("--env-file=") {
-                Some(file) => format!("--env-file={}", self.host_path(file).display()),
-                None => arg,
-            })
-            // No GPU and no CDI (dockerd 20.10) here: the inference sandbox
-            // runs without its GPU devices.
-            .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
-            // Docker refuses more CPUs than the machine has (Ollama's 8).
-            .map(
-                |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
-                    Some(cpus) => {
-                        let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-                        format!("--cpus={}", cpus.min(here))
-                    }
-                    None => arg,
-                },
-            )
-            .collect()
+        crate::support::lab::rerooted_run_args(sandbox, &root().join("generated"), |path| self.host_path(path))
     }
 
     /// The stand-in's request log, in the inference sandbox's model volume.

@@ -81,39 +81,45 @@ impl Paths {
 /// Image and command are replaced by the caller (the agent images are Nix
 /// builds, not available here).
 pub fn machine_args(sandbox: &Sandbox, paths: &Paths, extra: &[String]) -> Vec<String> {
-    let options = run_options(sandbox);
-    let mut args: Vec<String> = options
-        .cli_args(|source| match source {
-            BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
-            BindSource::Host(path) => paths.host(path).display().to_string(),
-        })
+    let mut args: Vec<String> = rerooted_run_args(sandbox, &root().join("generated"), |path| paths.host(path))
         .into_iter()
         .filter(|arg| {
-            ![
-                "--network=",
-                "--ip=",
-                "--dns=",
-                "--publish=",
-                "--device=nvidia.com/gpu=",
-            ]
-            .iter()
-            .any(|flag| arg.starts_with(flag))
+            !["--network=", "--ip=", "--dns=", "--publish="]
+                .iter()
+                .any(|flag| arg.starts_with(flag))
         })
+        .collect();
+    args.push("--network=none".into());
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// The generated `docker run` options of `sandbox` (`docker::run_options`,
+/// what the NixOS module passes on) with its paths re-rooted, generated
+/// files from `generated` and host paths (binds, env files) through
+/// `host_path`, and what no test machine has taken out: no
+/// `--device=nvidia.com/gpu=...` (no GPU, and no CDI in dockerd 20.10) and
+/// `--cpus` at most this machine's CPUs (Docker refuses more; Ollama's 8).
+/// Everything else is as generated.
+pub fn rerooted_run_args(sandbox: &Sandbox, generated: &Path, host_path: impl Fn(&str) -> PathBuf) -> Vec<String> {
+    run_options(sandbox)
+        .cli_args(|source| match source {
+            BindSource::Generated(path) => generated.join(path).display().to_string(),
+            BindSource::Host(path) => host_path(path).display().to_string(),
+        })
+        .into_iter()
+        .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
         .map(|arg| match arg.strip_prefix("--env-file=") {
-            Some(file) => format!("--env-file={}", paths.host(file).display()),
+            Some(file) => format!("--env-file={}", host_path(file).display()),
             None => arg,
         })
-        // Docker refuses more CPUs than the machine has (Ollama's 8 here).
         .map(
             |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
                 Some(cpus) => format!("--cpus={}", cpus.min(available_cpus())),
                 None => arg,
             },
         )
-        .collect();
-    args.push("--network=none".into());
-    args.extend(extra.iter().cloned());
-    args
+        .collect()
 }
 
 pub fn available_cpus() -> f64 {

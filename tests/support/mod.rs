@@ -68,6 +68,23 @@ pub fn first_line_of(child: &mut std::process::Child) -> String {
     line
 }
 
+/// Stops `child`: `signal` (a graceful stop), up to `within` for it to
+/// exit, then SIGKILL; reaped either way.
+pub fn stop_child(child: &mut std::process::Child, signal: rustix::process::Signal, within: std::time::Duration) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

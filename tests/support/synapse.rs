@@ -254,18 +254,7 @@ impl Synapse {
 impl Drop for Synapse {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::stop_child(&mut child, rustix::process::Signal::TERM, Duration::from_secs(10));
     }
 }
 
@@ -802,17 +791,6 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         // SIGINT: fast shutdown (roll back, disconnect, stop).
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::stop_child(&mut child, rustix::process::Signal::INT, Duration::from_secs(20));
     }
 }

@@ -675,20 +675,9 @@ fn assert_rate_limits(world: &World) {
 }
 
 fn register_outsider(world: &World) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
     let client = world.client();
     let secret = world.secret("secrets/_host/synapse/registration-shared-secret");
-    let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
-    let nonce = nonce.str("nonce").unwrap().to_string();
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{nonce}\0outsider\0outsider-password\0notadmin").as_bytes());
-    let body = json!({
-        "nonce": nonce, "username": "outsider", "password": "outsider-password", "admin": false,
-        "mac": hex::encode(mac.finalize().into_bytes()),
-    });
-    let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
-    assert!(reply.ok(), "{}", reply.describe());
-    reply.str("access_token").unwrap().to_string()
+    crate::support::synapse::register_with_shared_secret(&client, &secret, "outsider", "outsider-password")
 }
 
 /// Runs killed after some steps are completed by the next run; a missing

@@ -388,33 +388,6 @@ fn graphviz_reads_the_explain_graph() {
     }
 }
 
-/// A valid one-agent spec (the starter) with federation on, so a lint
-/// fires that the spec can allow with a reason.
-const FEDERATED: &str = r#"
-[appliance]
-name = "solo"
-
-[hosts.box]
-target = "nixos"
-
-[matrix]
-host = "box"
-server-name = "solo.internal"
-admins = ["owner"]
-federation = true
-
-[inference]
-host = "box"
-models = ["qwen3:4b"]
-
-[agents.helper]
-kind = "picoclaw"
-host = "box"
-
-[rooms.lobby]
-members = ["helper", "@owner"]
-"#;
-
 /// What a hostile spec tries to print: a line of its own that looks like
 /// ours, and a colour escape for the terminal.
 const FORGED: &str = r"\n error: forged \u001b[31m";
@@ -444,7 +417,10 @@ fn spec_dir(text: &str) -> tempfile::TempDir {
 fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
     // A reason with control characters is refused (spec validation); the
     // refusal quotes nothing that acts on the terminal.
-    let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose{FORGED}\" }}\n");
+    let spec = format!(
+        "{}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose{FORGED}\" }}\n",
+        crate::support::federated_solo_spec()
+    );
     let dir = spec_dir(&spec);
     let check = run_in(dir.path(), &["check"]);
     assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
@@ -456,7 +432,10 @@ fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
     );
     // A reason the validation lets through reaches the output (escaping
     // itself: the unit tests in src/term.rs).
-    let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose\" }}\n");
+    let spec = format!(
+        "{}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose\" }}\n",
+        crate::support::federated_solo_spec()
+    );
     let dir = spec_dir(&spec);
     let explain = run_in(dir.path(), &["explain"]);
     assert!(explain.status.success(), "{}", stderr(&explain));
@@ -465,7 +444,8 @@ fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
 
 #[test]
 fn a_rejected_name_cannot_forge_lines_or_send_escapes() {
-    let spec = FEDERATED.replace("[agents.helper]", &format!("[agents.\"helper{FORGED}\"]"));
+    let spec =
+        crate::support::federated_solo_spec().replace("[agents.helper]", &format!("[agents.\"helper{FORGED}\"]"));
     let dir = spec_dir(&spec);
     let check = run_in(dir.path(), &["check"]);
     assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
@@ -500,7 +480,7 @@ fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::proce
 fn a_reader_that_stops_early_is_not_a_panic() {
     // More output than a pipe buffers (64 KiB): many agents with long
     // names, each with its sandboxes and docker arguments.
-    let mut spec = FEDERATED.replace("federation = true", "federation = false");
+    let mut spec = crate::support::federated_solo_spec().replace("federation = true", "federation = false");
     let mut members = vec!["\"@owner\"".to_string()];
     for n in 0..150 {
         spec.push_str(&format!(

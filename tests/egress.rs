@@ -804,23 +804,8 @@ struct World {
 fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     let appliance = Netns::create(&format!("h6a-{tag}"), &[]);
     let outside = Netns::create(&format!("h6o-{tag}"), &[]);
-    appliance.ip(&[
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "downlink",
-        "netns",
-        &outside.name,
-    ]);
-    appliance.ip(&["addr", "add", &format!("{UPLINK}/24"), "dev", "uplink"]);
-    appliance.ip(&["link", "set", "uplink", "up"]);
+    appliance.link_to(&outside, &format!("{UPLINK}/24"), &format!("{INTERNET}/24"));
     appliance.ip(&["route", "add", "default", "via", INTERNET]);
-    outside.ip(&["addr", "add", &format!("{INTERNET}/24"), "dev", "downlink"]);
-    outside.ip(&["link", "set", "downlink", "up"]);
     for address in [METADATA, PRIVATE_HOST] {
         outside.ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
     }

@@ -11,29 +11,7 @@ use agent_appliance::model::Appliance;
 
 use crate::support::{assert_contains, root, run_in, stderr};
 
-const BASE: &str = r#"
-[appliance]
-name = "solo"
-
-[hosts.box]
-target = "nixos"
-
-[matrix]
-host = "box"
-server-name = "solo.internal"
-admins = ["owner"]
-
-[inference]
-host = "box"
-models = ["qwen3:4b"]
-
-[agents.helper]
-kind = "picoclaw"
-host = "box"
-
-[rooms.lobby]
-members = ["helper", "@owner"]
-"#;
+use crate::support::SOLO_SPEC as BASE;
 
 fn write_spec(dir: &Path, text: &str) {
     fs::write(dir.join("appliance.toml"), text).unwrap();
@@ -234,7 +212,7 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
 
 #[test]
 fn warn_lints_do_not_block() {
-    let text = BASE.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1);
+    let text = crate::support::federated_solo_spec();
     let found = findings(&text);
     assert!(found.iter().all(|f| f.severity == Severity::Warn && !f.blocks()));
 }
@@ -242,7 +220,7 @@ fn warn_lints_do_not_block() {
 #[test]
 fn explain_shows_findings_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let text = BASE.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1);
+    let text = crate::support::federated_solo_spec();
     let reason = "this appliance talks to the team's homeserver";
     write_spec(
         dir.path(),

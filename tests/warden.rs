@@ -164,19 +164,13 @@ impl World {
     /// A human on this server who is in the room but is no admin:
     /// registered through the shared secret, invited by the appliance.
     fn stranger(&self) -> String {
-        use hmac::{Hmac, KeyInit, Mac};
         let secret = self.secret("secrets/_host/synapse/registration-shared-secret");
-        let nonce = self.client.get("/_synapse/admin/v1/register", None).unwrap();
-        let nonce = nonce.str("nonce").unwrap().to_string();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{nonce}\0stranger\0stranger-password\0notadmin").as_bytes());
-        let body = json!({
-            "nonce": nonce, "username": "stranger", "password": "stranger-password", "admin": false,
-            "mac": hex::encode(mac.finalize().into_bytes()),
-        });
-        let reply = self.client.post("/_synapse/admin/v1/register", None, &body).unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
-        let token = reply.str("access_token").unwrap().to_string();
+        let token = crate::support::synapse::register_with_shared_secret(
+            &self.client,
+            &secret,
+            "stranger",
+            "stranger-password",
+        );
         let invite = self
             .client
             .post(

@@ -724,22 +724,7 @@ const DOWNLINK: &str = "198.51.100.2";
 /// two namespaces.
 fn connect_internet(hub: &Netns, name: &str) -> Netns {
     let internet = Netns::create(name, &[]);
-    hub.ip(&[
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "downlink",
-        "netns",
-        &internet.name,
-    ]);
-    hub.ip(&["addr", "add", &format!("{UPLINK}/30"), "dev", "uplink"]);
-    hub.ip(&["link", "set", "uplink", "up"]);
-    internet.ip(&["addr", "add", &format!("{DOWNLINK}/30"), "dev", "downlink"]);
-    internet.ip(&["link", "set", "downlink", "up"]);
+    hub.link_to(&internet, &format!("{UPLINK}/30"), &format!("{DOWNLINK}/30"));
     internet.ip(&["addr", "add", &format!("{WEB_ADDRESS}/32"), "dev", "lo"]);
     hub.ip(&["route", "add", &format!("{WEB_ADDRESS}/32"), "via", DOWNLINK]);
     internet

@@ -273,7 +273,6 @@ fn host_secret(hub: &Hub, relative: &str) -> String {
 /// shared secret (as `register_new_matrix_user` does), invited into the
 /// admin's room by the appliance's account, joined. Its access token.
 fn stranger(hub: &Hub, admin: &Member) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
     let secret = host_secret(hub, "_host/synapse/registration-shared-secret");
     let appliance = host_secret(hub, "_host/bootstrap/matrix-token");
     let server = hub.appliance.matrix.server_name.clone();
@@ -285,17 +284,8 @@ fn stranger(hub: &Hub, admin: &Member) -> String {
             Instant::now() + Duration::from_secs(60),
             Duration::from_secs(30),
         );
-        let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
-        let nonce = nonce.str("nonce").unwrap().to_string();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{nonce}\0stranger\0stranger-password\0notadmin").as_bytes());
-        let body = json!({
-            "nonce": nonce, "username": "stranger", "password": "stranger-password", "admin": false,
-            "mac": hex::encode(mac.finalize().into_bytes()),
-        });
-        let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
-        assert!(reply.ok(), "register the stranger: {}", reply.describe());
-        let token = reply.str("access_token").unwrap().to_string();
+        let token =
+            crate::support::synapse::register_with_shared_secret(&client, &secret, "stranger", "stranger-password");
         let invite = client
             .post(
                 &format!("/_matrix/client/v3/rooms/{}/invite", segment(&room)),

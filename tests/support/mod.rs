@@ -85,6 +85,37 @@ pub fn stop_child(child: &mut std::process::Child, signal: rustix::process::Sign
     let _ = child.wait();
 }
 
+/// A valid one-agent spec (the starter's shape): host `box`, admin
+/// `owner`, agent `helper` in room `lobby`. Tests change one thing in it.
+pub const SOLO_SPEC: &str = r#"
+[appliance]
+name = "solo"
+
+[hosts.box]
+target = "nixos"
+
+[matrix]
+host = "box"
+server-name = "solo.internal"
+admins = ["owner"]
+
+[inference]
+host = "box"
+models = ["qwen3:4b"]
+
+[agents.helper]
+kind = "picoclaw"
+host = "box"
+
+[rooms.lobby]
+members = ["helper", "@owner"]
+"#;
+
+/// `SOLO_SPEC` with federation on, which a lint flags.
+pub fn federated_solo_spec() -> String {
+    SOLO_SPEC.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1)
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

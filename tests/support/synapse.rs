@@ -132,6 +132,24 @@ pub fn write_test_secrets(settings: &Value) -> String {
     shared_secret
 }
 
+/// Registers `username` (no admin) with Synapse's shared-secret admin API,
+/// as someone holding the host's registration secret can; returns the new
+/// account's access token.
+pub fn register_with_shared_secret(client: &Client, secret: &str, username: &str, password: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
+    let nonce = nonce.str("nonce").unwrap().to_string();
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{nonce}\0{username}\0{password}\0notadmin").as_bytes());
+    let body = json!({
+        "nonce": nonce, "username": username, "password": password, "admin": false,
+        "mac": hex::encode(mac.finalize().into_bytes()),
+    });
+    let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
+    assert!(reply.ok(), "register {username}: {}", reply.describe());
+    reply.str("access_token").unwrap().to_string()
+}
+
 pub struct Synapse {
     child: Option<Child>,
     pub url: String,

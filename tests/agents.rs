@@ -555,6 +555,16 @@ fn picoclaw_schema_accepts_every_generated_config() {
     }
 }
 
+/// `base` with the keys of `patch` set in the object at `pointer`.
+fn patched(base: &Value, pointer: &str, patch: &Value) -> Value {
+    let mut config = base.clone();
+    let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        target.insert(k.clone(), v.clone());
+    }
+    config
+}
+
 #[test]
 fn picoclaw_schema_rejects_what_picoclaw_rejects() {
     let (_, _, _, text) = configs(AgentKind::Picoclaw).remove(0);
@@ -605,11 +615,7 @@ fn picoclaw_schema_rejects_what_picoclaw_rejects() {
         ("", json!({ "hooks": {} }), "not written down"),
     ];
     for (pointer, patch, expected) in cases {
-        let mut config = base.clone();
-        let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
-        for (k, v) in patch.as_object().unwrap() {
-            target.insert(k.clone(), v.clone());
-        }
+        let config = patched(&base, pointer, patch);
         let problems = picoclaw_schema::check(&config);
         assert!(
             problems.iter().any(|p| p.contains(expected)),
@@ -729,11 +735,7 @@ fn picoclaw_rejects_broken_configs() {
         ("/channel_list/matrix", json!({ "type": "matrx" }), "matrx"),
     ];
     for (pointer, patch, expected) in cases {
-        let mut config = base.clone();
-        let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
-        for (k, v) in patch.as_object().unwrap() {
-            target.insert(k.clone(), v.clone());
-        }
+        let config = patched(&base, pointer, patch);
         let verdict = picoclaw_status(Command::new(&picoclaw), &config.to_string());
         assert!(
             !verdict.accepted,

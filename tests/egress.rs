@@ -1048,31 +1048,21 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         wait_for_http(&world.appliance, &probe, address, &port);
     }
 
-    if let Some(name) = &inference.sandbox {
-        let port = inference.port.to_string();
+    use agent_appliance::model::services::{EXTRACT_PORT, EXTRACT_SANDBOX, SEARCH_PORT, SEARCH_SANDBOX};
+    // (sandbox, label, port, whether it runs only where the host has it)
+    let standins = [
+        (inference.sandbox.as_deref(), "inference", inference.port, false),
+        (Some(SEARCH_SANDBOX), "search", SEARCH_PORT, true),
+        (Some(EXTRACT_SANDBOX), "extract", EXTRACT_PORT, true),
+    ];
+    for (name, label, port, if_present) in standins {
+        let Some(name) = name.filter(|n| !if_present || hub.sandboxes.iter().any(|s| s.name == *n)) else {
+            continue;
+        };
+        let port = port.to_string();
         let standin = ServiceStandin {
             name,
-            label: "inference",
-            port: &port,
-        };
-        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
-    }
-    let search = agent_appliance::model::services::SEARCH_SANDBOX;
-    if hub.sandboxes.iter().any(|s| s.name == search) {
-        let port = agent_appliance::model::services::SEARCH_PORT.to_string();
-        let standin = ServiceStandin {
-            name: search,
-            label: "search",
-            port: &port,
-        };
-        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
-    }
-    let extract = agent_appliance::model::services::EXTRACT_SANDBOX;
-    if hub.sandboxes.iter().any(|s| s.name == extract) {
-        let port = agent_appliance::model::services::EXTRACT_PORT.to_string();
-        let standin = ServiceStandin {
-            name: extract,
-            label: "extract",
+            label,
             port: &port,
         };
         start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);

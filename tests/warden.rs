@@ -91,23 +91,21 @@ impl World {
             unready_after: 180,
             _temp: temp,
         };
-        let reply = world
-            .client
-            .get(
-                &format!("/_matrix/client/v3/directory/room/{}", segment("#magi:magi")),
-                Some(&world.secret("secrets/_host/bootstrap/matrix-token")),
-            )
-            .unwrap();
-        world.room = reply.str("room_id").unwrap().to_string();
-        let reply = world
-            .client
-            .get(
-                &format!("/_matrix/client/v3/directory/room/{}", segment("#appliance_ops:magi")),
-                Some(&world.secret("secrets/_host/bootstrap/matrix-token")),
-            )
-            .unwrap();
-        world.ops = reply.str("room_id").unwrap().to_string();
+        world.room = world.room_id("#magi:magi");
+        world.ops = world.room_id("#appliance_ops:magi");
         (world, synapse)
+    }
+
+    /// The room `alias` names, as the appliance's account resolves it.
+    fn room_id(&self, alias: &str) -> String {
+        let reply = self
+            .client
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
+                Some(&self.secret("secrets/_host/bootstrap/matrix-token")),
+            )
+            .unwrap();
+        reply.str("room_id").unwrap().to_string()
     }
 
     fn secret(&self, relative: &str) -> String {

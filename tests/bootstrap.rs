@@ -151,13 +151,7 @@ fn agents() -> Vec<(String, String)> {
 
 #[track_caller]
 fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "bootstrap failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
+    crate::support::assert_succeeded("bootstrap", output);
 }
 
 /// No secret value of the state dir appears in what bootstrap printed.

@@ -50,7 +50,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddrV4;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -872,30 +871,25 @@ fn ruleset(host: &Host, appliance: &Appliance) -> String {
 /// The generated squid configuration with adaptation 2.
 fn squid_config(host: &Host, scratch: &Path) -> String {
     let dir = scratch.join("squid");
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    crate::support::squid::make_dir(&dir);
     let generated = proxy_config(host).expect("the default spec has sandboxes with egress");
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced = match line.split_whitespace().next() {
-            Some("pid_filename") => format!("pid_filename {}/squid.pid", dir.display()),
-            Some("cache_effective_user") => "cache_effective_user proxy".into(),
-            Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
-            Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
-            Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
+        let replaced = if let Some(adapted) = crate::support::squid::with_test_paths(line, &dir) {
+            adapted
+        } else if line.starts_with("acl grants_") {
             // Adaptation 8.
-            Some("acl") if line.starts_with("acl grants_") => {
-                let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
-                let name = Path::new(path.trim_end_matches('"')).file_name().unwrap().to_owned();
-                let grants = dir.join("grants");
-                fs::create_dir_all(&grants).unwrap();
-                let file = grants.join(name);
-                if !file.exists() {
-                    fs::write(&file, "").unwrap();
-                }
-                format!("{acl} \"{}\"", file.display())
+            let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
+            let name = Path::new(path.trim_end_matches('"')).file_name().unwrap().to_owned();
+            let grants = dir.join("grants");
+            fs::create_dir_all(&grants).unwrap();
+            let file = grants.join(name);
+            if !file.exists() {
+                fs::write(&file, "").unwrap();
             }
-            _ => line.to_string(),
+            format!("{acl} \"{}\"", file.display())
+        } else {
+            line.to_string()
         };
         text.push_str(&replaced);
         text.push('\n');

@@ -46,13 +46,7 @@ fn plan_path() -> PathBuf {
 
 #[track_caller]
 fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
+    crate::support::assert_succeeded("appliance", output);
 }
 
 impl World {

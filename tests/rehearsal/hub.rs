@@ -387,13 +387,7 @@ fn service_secrets(hub: &Hub) {
 }
 
 fn assert_ok(what: &str, output: &Output) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_succeeded(what, output);
 }
 
 /// Waits for Synapse's `/versions` inside the namespace.
@@ -735,20 +729,11 @@ fn connect_internet(hub: &Netns, name: &str) -> Netns {
 /// "the internet's DNS" inside the namespace as its resolver (on the
 /// appliance, the host's). Every ACL is as generated.
 fn squid_config(dir: &Path) -> String {
-    fs::create_dir_all(dir).unwrap();
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    crate::support::squid::make_dir(dir);
     let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced = match line.split_whitespace().next() {
-            Some("pid_filename") => format!("pid_filename {}/squid.pid", dir.display()),
-            Some("cache_effective_user") => "cache_effective_user proxy".into(),
-            Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
-            Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
-            Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
-            _ => line.to_string(),
-        };
-        text.push_str(&replaced);
+        text.push_str(&crate::support::squid::with_test_paths(line, dir).unwrap_or_else(|| line.to_string()));
         text.push('\n');
     }
     text.push_str(&format!("dns_nameservers {WEB_ADDRESS}\nshutdown_lifetime 0 seconds\n"));

@@ -9,6 +9,7 @@ pub mod dockerd;
 pub mod lab;
 pub mod netns;
 pub mod ports;
+pub mod squid;
 pub mod synapse;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,19 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Fails unless `output` is a success, showing `what` ran, its status
+/// and both of its outputs.
+#[track_caller]
+pub fn assert_succeeded(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
 }
 
 /// Fails unless `text` contains `needle`, showing both.

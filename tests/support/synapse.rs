@@ -150,6 +150,37 @@ pub fn register_with_shared_secret(client: &Client, secret: &str, username: &str
     reply.str("access_token").unwrap().to_string()
 }
 
+/// Polls `ready` until it says yes; fails the test, with the last `lines`
+/// lines of `log`, if `child` (the server `what`) exits first or `within`
+/// passes.
+fn wait_until_ready(
+    what: &str,
+    child: &mut Child,
+    within: Duration,
+    log: &Path,
+    lines: usize,
+    mut ready: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    let tail = || {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    };
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited with {status}:\n{}", tail());
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what} not ready after {} s:\n{}",
+            within.as_secs(),
+            tail()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
 pub struct Synapse {
     child: Option<Child>,
     pub url: String,
@@ -239,27 +270,17 @@ impl Synapse {
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
         );
-        loop {
-            if let Ok(reply) = client.get("/_matrix/client/versions", None)
-                && reply.ok()
-            {
-                eprintln!(
-                    "synapse at {} ready after {:.1} s",
-                    self.url,
-                    started.elapsed().as_secs_f64()
-                );
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("synapse exited with {status}:\n{}", self.log_tail());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "synapse not ready after 60 s:\n{}",
-                self.log_tail()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        let child = self.child.as_mut().unwrap();
+        wait_until_ready("synapse", child, Duration::from_secs(60), &self.log, 40, || {
+            client
+                .get("/_matrix/client/versions", None)
+                .is_ok_and(|reply| reply.ok())
+        });
+        eprintln!(
+            "synapse at {} ready after {:.1} s",
+            self.url,
+            started.elapsed().as_secs_f64()
+        );
     }
 
     pub fn log_tail(&self) -> String {
@@ -777,27 +798,23 @@ impl Postgres {
     /// Waits until the server accepts connections on its socket; panics
     /// with its log if it exits or takes longer than 30 s.
     fn wait_ready(&mut self, bin: &Path) {
-        let started = Instant::now();
-        loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .arg("-h")
-                .arg(&self.socket_dir)
-                .arg("-q")
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("postgres exited with {status}:\n{}", self.log_text());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "postgres not ready after 30 s:\n{}",
-                self.log_text()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        let socket_dir = self.socket_dir.clone();
+        let child = self.child.as_mut().unwrap();
+        wait_until_ready(
+            "postgres",
+            child,
+            Duration::from_secs(30),
+            &self.log,
+            usize::MAX,
+            || {
+                Command::new(bin.join("pg_isready"))
+                    .arg("-h")
+                    .arg(&socket_dir)
+                    .arg("-q")
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
     }
 
     fn log_text(&self) -> String {

@@ -238,10 +238,7 @@ fn stand_in_checkout() -> tempfile::TempDir {
 /// `appliance build` with Nix's store, state and config in `store`; the
 /// sandbox is off because that store is not at /nix/store.
 fn appliance_build(checkout: &Path, store: &Path, args: &[&str]) -> std::process::Output {
-    appliance()
-        .args(["build", "--spec"])
-        .arg(checkout.join("appliance.toml"))
-        .args(args)
+    build_command(checkout, args)
         .args([
             "--",
             "--option",
@@ -262,9 +259,20 @@ fn appliance_build(checkout: &Path, store: &Path, args: &[&str]) -> std::process
         .env("NIX_LOG_DIR", store.join("log"))
         .env("NIX_CONF_DIR", store)
         .env("HOME", store)
-        .env_remove("APPLIANCE_SPEC")
         .output()
         .unwrap()
+}
+
+/// `appliance build --spec <checkout>/appliance.toml ARGS`, with no
+/// `APPLIANCE_SPEC` from the caller's environment.
+fn build_command(checkout: &Path, args: &[&str]) -> Command {
+    let mut command = appliance();
+    command
+        .args(["build", "--spec"])
+        .arg(checkout.join("appliance.toml"))
+        .args(args)
+        .env_remove("APPLIANCE_SPEC");
+    command
 }
 
 #[test]
@@ -393,14 +401,7 @@ fn checkout_pinning_nixpkgs() -> tempfile::TempDir {
 }
 
 fn build_with_path(checkout: &Path, path: &str, args: &[&str]) -> std::process::Output {
-    appliance()
-        .args(["build", "--spec"])
-        .arg(checkout.join("appliance.toml"))
-        .args(args)
-        .env("PATH", path)
-        .env_remove("APPLIANCE_SPEC")
-        .output()
-        .unwrap()
+    build_command(checkout, args).env("PATH", path).output().unwrap()
 }
 
 #[test]

@@ -13,6 +13,14 @@ fn run_spec(spec: &str, args: &[&str]) -> (tempfile::TempDir, std::process::Outp
     (dir, output)
 }
 
+/// `appliance check` of `spec`: a spec error (exit 2); its stderr.
+#[track_caller]
+fn check_refuses(spec: &str) -> String {
+    let (_dir, output) = run_spec(spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    stderr(&output)
+}
+
 const VALID: &str = r#"
 [appliance]
 name = "t"
@@ -85,9 +93,7 @@ tools = ["code"]
 [rooms.main]
 members = ["coder", "nobody", "@ghost"]
 "#;
-    let (_dir, output) = run_spec(spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(spec);
     let expected = [
         "appliance.toml:7:7: host `pi` is a Raspberry Pi 4, which has no GPU gVisor can pass through",
         "appliance.toml:10:8: the Matrix homeserver is on unknown host `hub`",
@@ -118,9 +124,7 @@ fn port_clashes_and_duplicate_containers_are_errors() {
             "[agents.coder]\nkind = \"hermes\"\nhost = \"box\"\ncode-execution = \"docker-in-gvisor\"\n\n\
          [agents.coder-exec]\nkind = \"picoclaw\"\nhost = \"box\"\npublish = [22]\n\n[rooms.main]",
         );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(&spec);
     assert_contains(
         &err,
         "port 8008 on host `box` is used by both the Matrix homeserver and Ollama",
@@ -131,9 +135,7 @@ fn port_clashes_and_duplicate_containers_are_errors() {
 
 #[test]
 fn syntax_errors_are_located() {
-    let (_dir, output) = run_spec("[appliance]\nname = \n", &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses("[appliance]\nname = \n");
     assert!(err.starts_with("error: appliance.toml:2:"), "{err}");
 }
 
@@ -216,9 +218,7 @@ fn limits_capabilities_members_and_publish_are_checked() {
             "kind = \"picoclaw\"\nhost = \"box\"\ncpus = 0.004\nmemory = \"1m\"\npublish = [8080]",
         )
         .replace("members = [\"bot\", \"@ana\"]", "members = [\"bot\", \"@ana\", \"@\"]");
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(&spec);
     for expected in [
         "`driver-capabilities` is empty, so no GPU work could run",
         "`cpus = 0.004` is out of range",
@@ -239,9 +239,7 @@ fn the_default_overlay_must_not_overlap_the_network() {
             "kind = \"picoclaw\"\nhost = \"box\"",
             "kind = \"picoclaw\"\nhost = \"pi\"",
         );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(&spec);
     assert_contains(
         &err,
         "overlay `10.89.0.0/24` overlaps the appliance network `10.89.0.0/16`",
@@ -255,9 +253,7 @@ fn flags_that_do_not_apply_point_at_themselves() {
         "[rooms.main]",
         "[agents.writer]\nkind = \"hermes\"\nhost = \"box\"\nremote-exec = true\ncode-network = true\n\n[rooms.main]",
     );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(&spec);
     assert_contains(
         &err,
         "appliance.toml:24:15: `remote-exec` applies to picoclaw agents only",
@@ -281,9 +277,7 @@ fn port_clashes_are_per_protocol() {
             "[rooms.main]",
             "[agents.ui]\nkind = \"openclaw\"\nhost = \"pi\"\npublish = [51820]\n\n[rooms.main]",
         );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(&spec);
     assert_lacks(&err, "51820");
     assert_contains(
         &err,

@@ -137,6 +137,12 @@ fn facts(script: &str) -> Value {
     serde_json::from_str(&script[start..end]).expect("the embedded facts are JSON")
 }
 
+/// The models of the default spec's inference.
+fn default_models() -> Vec<String> {
+    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
+    appliance.inference.unwrap().models
+}
+
 fn strings(value: &Value) -> Vec<&str> {
     value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
 }
@@ -307,8 +313,7 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
         &standin,
         "--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi",
     );
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
-    for model in &appliance.inference.as_ref().unwrap().models {
+    for model in &default_models() {
         assert_contains(&standin, &format!("--model={model}"));
     }
 }
@@ -325,8 +330,7 @@ fn the_models_are_listed_by_the_stand_in_not_pulled() {
     assert_contains(&text, "url=http://10.88.0.2:11434");
     assert_contains(&text, "curl -fsS \"$url/api/tags\"");
     assert!(text.contains("exit 1"), "a missing model must fail the unit: {text}");
-    let appliance = agent_appliance::commands::load(&root().join("appliance.toml")).unwrap();
-    let models = appliance.inference.as_ref().unwrap().models.join(" ");
+    let models = default_models().join(" ");
     assert_contains(&text, &format!("for model in {models}; do"));
 }
 

@@ -323,6 +323,15 @@ fn count(records: &[Record], kind: &str, actor: &str) -> usize {
     records.iter().filter(|r| r.kind == kind && r.actor == actor).count()
 }
 
+/// How many records of `kind` are about `subject` (a sandbox).
+fn about(world: &World, kind: &str, subject: &str) -> usize {
+    world
+        .records()
+        .iter()
+        .filter(|r| r.kind == kind && r.subject == subject)
+        .count()
+}
+
 /// Egress grants from the room (docs/warden.md, "Egress grants"): only an
 /// admin's `!allow` writes balthasar's grant file and reloads the proxy;
 /// addresses, metadata names, `web` agents and overlong grants are refused
@@ -794,13 +803,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(notices[0].contains("died once, last exit code 137"), "{notices:?}");
     assert!(notices[0].ends_with("now down"), "{notices:?}");
-    let exits = |world: &World| {
-        world
-            .records()
-            .iter()
-            .filter(|r| r.kind == "sandbox.exit" && r.subject == "casper")
-            .count()
-    };
+    let exits = |world: &World| about(world, "sandbox.exit", "casper");
     assert_eq!(exits(&world), 1);
 
     // A restart of the warden repeats nothing.
@@ -821,12 +824,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     let notices = about_casper(&world);
     assert_eq!(notices.len(), 2, "{notices:?}");
     assert!(notices[1].contains("started once"), "{notices:?}");
-    assert!(
-        world
-            .records()
-            .iter()
-            .any(|r| r.kind == "sandbox.start" && r.subject == "casper")
-    );
+    assert!(about(&world, "sandbox.start", "casper") > 0);
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
@@ -882,23 +880,12 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
             .any(|n| n.starts_with("sandbox melchior: not ready for ") && n.ends_with("(no container)")),
         "{notices:?}"
     );
-    let unready_records = |world: &World| {
-        world
-            .records()
-            .iter()
-            .filter(|r| r.kind == "sandbox.unready" && r.subject == "casper")
-            .count()
-    };
+    let unready_records = |world: &World| about(world, "sandbox.unready", "casper");
     assert_eq!(unready_records(&world), 1);
     // Running again: audited, and a later fall is news again.
     docker_ok(&daemon, &["start", "casper"]);
     world.warden();
-    assert!(
-        world
-            .records()
-            .iter()
-            .any(|r| r.kind == "sandbox.ready" && r.subject == "casper")
-    );
+    assert!(about(&world, "sandbox.ready", "casper") > 0);
     docker_ok(&daemon, &["kill", "casper"]);
     world.warden();
     std::thread::sleep(Duration::from_millis(2500));

@@ -634,13 +634,7 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     assert!(admin.ok(), "{}", admin.describe());
     let admin = admin.str("access_token").unwrap().to_string();
     let room = room_id(&admin);
-    let join = client
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
-            Some(&admin),
-            &json!({}),
-        )
-        .unwrap();
+    let join = crate::support::synapse::room_post(&client, &admin, &room, "join", &json!({}));
     assert!(join.ok(), "{}", join.describe());
     let fact = "remember: the launch code is 0451";
     let sent = client

@@ -1235,14 +1235,7 @@ fn a_room_the_appliance_account_left_is_refused_not_replaced() {
     assert_ok(&world.bootstrap(&[]));
     let admin = world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
     let room = room_id(&world, &admin);
-    let reply = world
-        .client()
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/leave", segment(&room)),
-            Some(&admin),
-            &json!({}),
-        )
-        .unwrap();
+    let reply = crate::support::synapse::room_post(&world.client(), &admin, &room, "leave", &json!({}));
     assert!(reply.ok(), "{}", reply.describe());
 
     let refused = world.bootstrap(&[]);

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
-use crate::support::synapse::{Synapse, venv};
+use crate::support::synapse::{Synapse, room_post, venv};
 use crate::support::{appliance, assert_contains, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
@@ -163,14 +163,9 @@ impl World {
             "stranger",
             "stranger-password",
         );
-        let invite = self
-            .client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/invite", segment(&self.room)),
-                Some(&self.secret("secrets/_host/bootstrap/matrix-token")),
-                &json!({ "user_id": "@stranger:magi" }),
-            )
-            .unwrap();
+        let appliance = self.secret("secrets/_host/bootstrap/matrix-token");
+        let stranger = json!({ "user_id": "@stranger:magi" });
+        let invite = room_post(&self.client, &appliance, &self.room, "invite", &stranger);
         assert!(invite.ok(), "{}", invite.describe());
         self.join(&token);
         token
@@ -187,13 +182,7 @@ impl World {
     }
 
     fn try_join(&self, room: &str, token: &str) -> agent_appliance::bootstrap::client::Reply {
-        self.client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/join", segment(room)),
-                Some(token),
-                &json!({}),
-            )
-            .unwrap()
+        room_post(&self.client, token, room, "join", &json!({}))
     }
 
     /// Sends a message; the homeserver's status.

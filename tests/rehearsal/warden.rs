@@ -278,7 +278,8 @@ fn stranger(hub: &Hub, admin: &Member) -> String {
     let server = hub.appliance.matrix.server_name.clone();
     let room = admin.room_id.clone();
     hub.netns.run(move || {
-        use agent_appliance::bootstrap::client::{Client, segment};
+        use crate::support::synapse::room_post;
+        use agent_appliance::bootstrap::client::Client;
         let client = Client::new(
             "http://127.0.0.1:8008",
             Instant::now() + Duration::from_secs(60),
@@ -286,21 +287,10 @@ fn stranger(hub: &Hub, admin: &Member) -> String {
         );
         let token =
             crate::support::synapse::register_with_shared_secret(&client, &secret, "stranger", "stranger-password");
-        let invite = client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/invite", segment(&room)),
-                Some(&appliance),
-                &json!({ "user_id": format!("@stranger:{server}") }),
-            )
-            .unwrap();
+        let stranger = json!({ "user_id": format!("@stranger:{server}") });
+        let invite = room_post(&client, &appliance, &room, "invite", &stranger);
         assert!(invite.ok(), "invite the stranger: {}", invite.describe());
-        let join = client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
-                Some(&token),
-                &json!({}),
-            )
-            .unwrap();
+        let join = room_post(&client, &token, &room, "join", &json!({}));
         assert!(join.ok(), "the stranger joins: {}", join.describe());
         token
     })

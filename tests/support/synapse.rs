@@ -181,6 +181,25 @@ fn wait_until_ready(
     }
 }
 
+/// `POST /_matrix/client/v3/rooms/<room>/<action>` (join, leave, invite)
+/// with `body`, as `token`; the homeserver's reply.
+pub fn room_post(
+    client: &Client,
+    token: &str,
+    room: &str,
+    action: &str,
+    body: &Value,
+) -> agent_appliance::bootstrap::client::Reply {
+    use agent_appliance::bootstrap::client::segment;
+    client
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/{action}", segment(room)),
+            Some(token),
+            body,
+        )
+        .unwrap()
+}
+
 pub struct Synapse {
     child: Option<Child>,
     pub url: String,

@@ -344,7 +344,7 @@ fn gives_up_clearly_when_no_homeserver_answers() {
     let err = stderr(&output);
     assert_contains(
         &err,
-        &format!("error: the homeserver at `{}` did not answer within 1 s", world.url),
+        format!("error: the homeserver at `{}` did not answer within 1 s", world.url),
     );
     assert_contains(&err, "hint: is Synapse running");
 }
@@ -366,7 +366,7 @@ fn refuses_a_plan_of_another_schema() {
     assert!(!output.status.success());
     assert_contains(
         stderr(&output),
-        &format!("has schema 1, this `appliance` reads schema {PLAN_SCHEMA}"),
+        format!("has schema 1, this `appliance` reads schema {PLAN_SCHEMA}"),
     );
     assert!(!temp.path().join("state").exists());
 }
@@ -385,7 +385,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     let out = stdout(&fresh);
     for account in plan().accounts.iter().filter(|a| a.kind == AccountKind::Agent) {
         let (user, dir) = (&account.user_id, &account.secrets_dir);
-        assert_contains(&out, &format!("{user}: registered"));
+        assert_contains(&out, format!("{user}: registered"));
         let env = world.secret(&format!("{dir}/env"));
         let token = world.secret(&format!("{dir}/matrix-token"));
         assert!(!account.token_env.is_empty());
@@ -707,8 +707,8 @@ fn killed_runs_and_lost_tokens_are_completed_by_the_next_run() {
         .unwrap();
     assert_eq!(killed.status.signal(), Some(libc_sigabrt()), "{}", stdout(&killed));
     let out = stdout(&killed);
-    assert_contains(&out, &format!("{}: token verified", first_agent.user_id));
-    assert_contains(&out, &format!("{}: registered", second_agent.user_id));
+    assert_contains(&out, format!("{}: token verified", first_agent.user_id));
+    assert_contains(&out, format!("{}: registered", second_agent.user_id));
     assert_lacks(&out, "room ");
 
     let completed = world.bootstrap(&[]);
@@ -731,7 +731,7 @@ fn killed_runs_and_lost_tokens_are_completed_by_the_next_run() {
     fs::remove_file(dir.join("matrix-token")).unwrap();
     let repaired = world.bootstrap(&[]);
     assert_ok(&repaired);
-    assert_contains(stdout(&repaired), &format!("{}: repaired", melchior.user_id));
+    assert_contains(stdout(&repaired), format!("{}: repaired", melchior.user_id));
     assert_eq!(world.devices(), devices, "repair added a device");
     let env = world.secret(&format!("{}/env", melchior.secrets_dir));
     assert!(env.contains(&gateway_before), "the gateway token changed");
@@ -785,7 +785,7 @@ fn bootstrap_waits_for_a_homeserver_that_starts_later() {
     let output = child.wait_with_output().unwrap();
     assert_ok(&output);
     let out = stdout(&output);
-    assert_contains(&out, &format!("waiting for the homeserver at `{}`", world.url));
+    assert_contains(&out, format!("waiting for the homeserver at `{}`", world.url));
     assert_contains(&out, "room #magi:magi: created");
 }
 
@@ -821,7 +821,7 @@ fn killed_at_create_room(
     );
     // Every account was done (the room is the last step) and no room was.
     for account in &plan().accounts {
-        assert_contains(&out, &format!("{}: ", account.user_id));
+        assert_contains(&out, format!("{}: ", account.user_id));
     }
     assert_lacks(&out, "room #");
     proxy
@@ -1106,7 +1106,7 @@ fn a_room_someone_else_made_under_the_alias_is_refused() {
     let err = stderr(&refused);
     assert_contains(
         &err,
-        &format!(
+        format!(
             "error: room `{}` (`{room}`) was made by `@outsider:magi`, not by the appliance's account `@appliance:magi`",
             planned.alias
         ),
@@ -1243,7 +1243,7 @@ fn a_room_the_appliance_account_left_is_refused_not_replaced() {
     let err = stderr(&refused);
     assert_contains(
         &err,
-        &format!("error: the appliance's account `@appliance:magi` is not in its room `#magi:magi` (`{room}`)\nhint: "),
+        format!("error: the appliance's account `@appliance:magi` is not in its room `#magi:magi` (`{room}`)\nhint: "),
     );
     assert_eq!(
         room_id(&world, &admin),

@@ -308,7 +308,7 @@ fn build_runs_nix_and_reports_progress_result_and_size() {
         "{out}"
     );
     let link = checkout.path().join("result-hub");
-    assert_contains(&out, &format!("result: {}\n", link.display()));
+    assert_contains(&out, format!("result: {}\n", link.display()));
     assert!(
         out.contains("image: ") && out.contains("nixos-image-stand-in.raw.tar.gz\n"),
         "{out}"

@@ -278,7 +278,7 @@ fn a_go_branch_build_between_releases_meets_the_pis_minimum() {
     let out = stdout(&output);
     assert_contains(
         &out,
-        &format!("runsc version {describe} (flags spelled as for current gVisor)"),
+        format!("runsc version {describe} (flags spelled as for current gVisor)"),
     );
     assert_lacks(&out, "runsc release");
     assert!(output.status.success(), "{out}");
@@ -339,14 +339,14 @@ fn doctor_knows_the_spellings_of_the_shipped_and_the_debian_runsc() {
         fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
         let output = doctor(&default_spec(), "hub", &runsc, &config, &dir.path().join("none"));
         let out = stdout(&output);
-        assert_contains(&out, &format!("(flags spelled as for {version})"));
+        assert_contains(&out, format!("(flags spelled as for {version})"));
         let packet = match version {
             RunscVersion::Current => "--allow-packet-socket-write",
             _ => "--TESTONLY-allow-packet-endpoint-write",
         };
         assert_contains(
             &out,
-            &format!("ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"),
+            format!("ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"),
         );
         assert_contains(&out, "ok   docker runtimes: ");
         assert_lacks(&out, "FAIL runtime");
@@ -385,7 +385,7 @@ fn the_installed_runsc_supports_the_minimal_spec() {
     let output = doctor(&spec, "box", &runsc, &config, &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
-    assert_contains(&out, &format!("(flags spelled as for {version})"));
+    assert_contains(&out, format!("(flags spelled as for {version})"));
     assert_contains(&out, "ok   runtime `runsc`: runsc supports --platform --overlay2");
     let pi = stdout(&doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia));
     if meets_the_minimum(&runsc) {

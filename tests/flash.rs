@@ -251,7 +251,7 @@ fn a_device_smaller_than_the_image_is_refused() {
     let err = stderr(&output);
     assert_contains(
         &err,
-        &format!(
+        format!(
             "`{}` holds 1.0 MiB but the image needs 2.0 MiB; nothing was written",
             device.device
         ),
@@ -287,7 +287,7 @@ fn a_mounted_device_is_refused() {
     let err = stderr(&output);
     assert_contains(
         &err,
-        &format!(
+        format!(
             "is in use: {} is mounted on {}; nothing was written",
             device.device,
             mount_point.path().display()

@@ -437,7 +437,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     assert!(!output.status.success());
     assert_contains(
         stderr(&output),
-        &format!("no host of this appliance has the overlay address {INTRUDER}"),
+        format!("no host of this appliance has the overlay address {INTRUDER}"),
     );
     // The same intruder taking the Pi's overlay address: the hub's
     // WireGuard drops its packets (that address belongs to the Pi's key),
@@ -498,8 +498,8 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     assert_eq!(status, 401);
 
     let log = fs::read_to_string(dir.join("pair-serve.log")).unwrap();
-    assert_contains(&log, &format!("{PI}: host `pi`: handed balthasar-pi"));
-    assert_contains(&log, &format!("{INTRUDER}: refused"));
+    assert_contains(&log, format!("{PI}: host `pi`: handed balthasar-pi"));
+    assert_contains(&log, format!("{INTRUDER}: refused"));
 }
 
 /// A host's pairing unit, as modules/pairing.nix makes it from the host's

@@ -290,7 +290,7 @@ fn standin_loop_replies_name_the_next_agent_and_the_log_names_the_model() {
     let reply: Value = serde_json::from_str(&post(&standin, "/api/chat", &body).1).unwrap();
     let text = reply["message"]["content"].as_str().unwrap();
     assert!(text.starts_with("[stand-in]"), "{text}");
-    assert_contains(&text, "@casper:magi, your turn: loop_casper_melchior");
+    assert_contains(text, "@casper:magi, your turn: loop_casper_melchior");
     // Same request again: the full tools array is logged once per set.
     post(&standin, "/api/chat", &body);
     let entries: Vec<Value> = log_entries(&standin.log)

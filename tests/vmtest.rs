@@ -298,7 +298,7 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
     let commands = image["fakeRootCommands"].as_str().unwrap();
     for dir in real["writable"].as_array().unwrap() {
         let path = dir["path"].as_str().unwrap();
-        assert_contains(&commands, &format!("chown {}:{} .'{path}'", dir["uid"], dir["gid"]));
+        assert_contains(commands, format!("chown {}:{} .'{path}'", dir["uid"], dir["gid"]));
     }
     // Named a stand-in: its label, and an `ollama` that runs the stand-in.
     assert_eq!(
@@ -307,14 +307,14 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
     );
     assert_eq!(strings(&image["contents"])[0], "ollama");
     let standin = out["standin"].as_str().unwrap();
-    assert_contains(&standin, "STAND-IN for Ollama");
-    assert_contains(&standin, "-standin_model.py");
+    assert_contains(standin, "STAND-IN for Ollama");
+    assert_contains(standin, "-standin_model.py");
     assert_contains(
-        &standin,
+        standin,
         "--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi",
     );
     for model in &default_models() {
-        assert_contains(&standin, &format!("--model={model}"));
+        assert_contains(standin, format!("--model={model}"));
     }
 }
 
@@ -326,12 +326,12 @@ fn the_models_are_listed_by_the_stand_in_not_pulled() {
     let unit = &out["modelsUnit"];
     assert_eq!(unit["stubExe"], "appliance-models-standin/bin/appliance-models-standin");
     let text = unit["stubText"].as_str().unwrap();
-    assert_lacks(&text, "/api/pull");
-    assert_contains(&text, "url=http://10.88.0.2:11434");
-    assert_contains(&text, "curl -fsS \"$url/api/tags\"");
+    assert_lacks(text, "/api/pull");
+    assert_contains(text, "url=http://10.88.0.2:11434");
+    assert_contains(text, "curl -fsS \"$url/api/tags\"");
     assert!(text.contains("exit 1"), "a missing model must fail the unit: {text}");
     let models = default_models().join(" ");
-    assert_contains(&text, &format!("for model in {models}; do"));
+    assert_contains(text, format!("for model in {models}; do"));
 }
 
 #[test]

@@ -1554,11 +1554,7 @@ fn the_proxy_starts_behind_its_own_firewall() {
     );
     let listener = format!("{}:{}", hub.network_address, agent_appliance::model::PROXY_PORT);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let listening = run_ok(netns.command("ss").args(["-ltn"]));
-        if String::from_utf8_lossy(&listening.stdout).contains(&listener) {
-            break;
-        }
+    while !crate::support::ports::listening_in(&netns, &listener) {
         assert!(
             Instant::now() < deadline,
             "squid did not listen on {listener} within 30 s behind the generated firewall:\n{}",

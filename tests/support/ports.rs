@@ -1,7 +1,5 @@
-//! Ports a test listens on: one nobody holds on loopback, and waiting until
-//! a server a test started listens.
-
-use std::time::{Duration, Instant};
+//! Ports a test listens on: one nobody holds on loopback, and whether a
+//! server a test started listens yet.
 
 use super::netns::Netns;
 
@@ -24,18 +22,4 @@ pub fn listening_in(netns: &Netns, listener: &str) -> bool {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).contains(listener)
-}
-
-/// Waits up to `within` until `ready` says yes, every `every`; whether it did.
-pub fn wait_until(within: Duration, every: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if ready() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(every);
-    }
 }

@@ -1016,18 +1016,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // The egress proxy.
     let squid_conf = scratch.join("squid.conf");
     fs::write(&squid_conf, squid_config(&hub, scratch)).unwrap();
-    let parse = world
-        .appliance
-        .command("squid")
-        .args(["-k", "parse", "-f"])
-        .arg(&squid_conf)
-        .output()
-        .unwrap();
-    assert!(
-        parse.status.success(),
-        "squid rejects the generated config: {}",
-        String::from_utf8_lossy(&parse.stderr)
-    );
+    crate::support::squid::assert_parses(world.appliance.command("squid"), &squid_conf);
     services.push(world.appliance.spawn(
         "squid",
         &["-N", "-f", squid_conf.to_str().unwrap()],
@@ -1506,16 +1495,7 @@ fn a_long_domain_list_makes_a_config_squid_parses() {
     assert_eq!(acl_lines.count(), 600, "one line per name:\n{config}");
     let file = dir.path().join("squid.conf");
     fs::write(&file, &config).unwrap();
-    let parse = Command::new(squid)
-        .args(["-k", "parse", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        parse.status.success(),
-        "squid rejects the configuration of a 600-name list: {}",
-        String::from_utf8_lossy(&parse.stderr)
-    );
+    crate::support::squid::assert_parses(Command::new(squid), &file);
 }
 
 /// squid starts behind the generated firewall, as NixOS orders them (the

@@ -650,14 +650,7 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
     assert_ok("nft -f (the generated tables)", &load);
     let conf = logs.join("squid.conf");
     fs::write(&conf, squid_config(&logs.join("squid"))).unwrap();
-    let parse = hub
-        .netns
-        .command("squid")
-        .args(["-k", "parse", "-f"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert_ok("squid -k parse (the generated egress-proxy.conf)", &parse);
+    crate::support::squid::assert_parses(hub.netns.command("squid"), &conf);
     let mut squid = hub.netns.command("squid");
     squid.arg("-N").arg("-f").arg(&conf);
     hub.services

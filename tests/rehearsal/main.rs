@@ -504,11 +504,7 @@ fn crawler_extracts_through_the_extract_sandbox(hub: &Hub) {
 fn comes_back_after_kill(hub: &Hub, admin: &Member, agent: &str) {
     let sandbox = hub.sandboxes().into_iter().find(|s| s.name == agent).unwrap();
     let kill = hub.daemon.docker(&["kill", "--signal=KILL", agent]);
-    assert!(
-        kill.status.success(),
-        "docker kill: {}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
+    crate::support::assert_succeeded("docker kill", &kill);
     let _ = hub.daemon.docker(&["rm", "-f", agent]);
     if agent_kind(hub, agent) == Some(AgentKind::Openclaw) {
         owners_look_alive(hub, &sandbox);

@@ -158,11 +158,7 @@ impl Dockerd {
             .output()
             .unwrap();
         assert!(tar.wait().unwrap().success(), "tar of {} failed", rootfs.display());
-        assert!(
-            output.status.success(),
-            "docker import: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        super::assert_succeeded("docker import", &output);
     }
 
     /// Every process whose command line names our directory: the managed

@@ -320,7 +320,7 @@ pub fn probe_rootfs(scratch: &Path) -> (PathBuf, PathBuf) {
         .arg(root().join("tests/probes/probe.c"))
         .output()
         .unwrap();
-    assert!(gcc.status.success(), "gcc: {}", String::from_utf8_lossy(&gcc.stderr));
+    super::assert_succeeded("gcc", &gcc);
     let rootfs = scratch.join("rootfs");
     for dir in [
         "bin", "etc", "tmp", "proc", "sys", "dev", "run", "var", "home", "opt", "root",

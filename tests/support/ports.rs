@@ -16,10 +16,6 @@ pub fn free_port() -> u16 {
 /// prints it) inside `netns`.
 pub fn listening_in(netns: &Netns, listener: &str) -> bool {
     let output = netns.command("ss").arg("-ltn").output().expect("failed to run ss");
-    assert!(
-        output.status.success(),
-        "ss -ltn: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    super::assert_succeeded("ss -ltn", &output);
     String::from_utf8_lossy(&output.stdout).contains(listener)
 }

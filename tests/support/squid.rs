@@ -6,6 +6,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 
 /// `dir`, made and writable by squid's user (the tests run as root).
 pub fn make_dir(dir: &Path) {
@@ -24,4 +25,13 @@ pub fn with_test_paths(line: &str, dir: &Path) -> Option<String> {
         Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
         _ => return None,
     })
+}
+
+/// `squid -k parse -f conf` through `squid` (`squid`, or the same run in a
+/// network namespace): the configuration parses, or the test fails with
+/// squid's complaint.
+#[track_caller]
+pub fn assert_parses(mut squid: Command, conf: &Path) {
+    let output = squid.args(["-k", "parse", "-f"]).arg(conf).output().unwrap();
+    super::assert_succeeded(&format!("squid -k parse -f {}", conf.display()), &output);
 }

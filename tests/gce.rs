@@ -53,13 +53,19 @@ fn missing_values_are_named_and_nothing_is_guessed() {
     );
 }
 
-#[test]
-fn a_gpu_count_no_machine_type_brings_is_refused() {
+/// A directory with the default spec, `from` replaced by `to` in it.
+fn default_spec_with(from: &str, to: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let spec = std::fs::read_to_string(root().join("appliance.toml"))
         .unwrap()
-        .replace("count = 8", "count = 3");
+        .replace(from, to);
     std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    dir
+}
+
+#[test]
+fn a_gpu_count_no_machine_type_brings_is_refused() {
+    let dir = default_spec_with("count = 8", "count = 3");
     let output = run_in(dir.path(), &["gce", "--project", "p1", "--zone", "z", "--bucket", "b"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -167,11 +173,7 @@ fn run_invokes_gcloud_step_by_step() {
 
 #[test]
 fn an_unknown_gpu_takes_the_machine_type_its_hint_asks_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = std::fs::read_to_string(root().join("appliance.toml"))
-        .unwrap()
-        .replace("model = \"l4\", count = 8", "model = \"rtx-pro-6000\", count = 1");
-    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let dir = default_spec_with("model = \"l4\", count = 8", "model = \"rtx-pro-6000\", count = 1");
     let flags = ["gce", "--project", "p1", "--zone", "z", "--bucket", "b"];
     let refused = run_in(dir.path(), &flags);
     assert_eq!(refused.status.code(), Some(1));

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{assert_contains, assert_lacks, eval_json, nix_instantiate, require_tool, root};
+use crate::support::{assert_contains, assert_lacks, eval_json, json_strings, nix_instantiate, require_tool, root};
 
 /// A STUB nixpkgs and `lib` for evaluating nix/checks/*.nix: builders
 /// return their arguments, packages are labels.
@@ -143,10 +143,6 @@ fn default_models() -> Vec<String> {
     appliance.inference.unwrap().models
 }
 
-fn strings(value: &Value) -> Vec<&str> {
-    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
-}
-
 #[test]
 fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
     let Some(out) = evaluate() else {
@@ -171,7 +167,7 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
     // The rehearsal's steps (tests/rehearsal/main.rs), code by the agent
     // with a code sandbox, as the bootstrap made the room and the admin.
     assert_eq!(
-        strings(&facts["steps"]),
+        json_strings(&facts["steps"]),
         ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
     );
     assert_eq!(facts["codeAgent"], "casper");
@@ -305,7 +301,7 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
         image["config"]["Labels"]["org.opencontainers.image.version"],
         "stand-in"
     );
-    assert_eq!(strings(&image["contents"])[0], "ollama");
+    assert_eq!(json_strings(&image["contents"])[0], "ollama");
     let standin = out["standin"].as_str().unwrap();
     assert_contains(standin, "STAND-IN for Ollama");
     assert_contains(standin, "-standin_model.py");
@@ -346,11 +342,11 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     let daemon = out["daemon"].as_object().unwrap();
     assert!(daemon["runsc-gpu"].to_string().contains("--nvproxy"), "{daemon:?}");
     for (name, args) in daemon {
-        let kept: Vec<&str> = strings(args)
+        let kept: Vec<&str> = json_strings(args)
             .into_iter()
             .filter(|a| !a.starts_with("--nvproxy"))
             .collect();
-        assert_eq!(strings(&shared["runtimes"][name]), kept, "runtime {name}");
+        assert_eq!(json_strings(&shared["runtimes"][name]), kept, "runtime {name}");
     }
     // Every sandbox keeps its generated options but the GPU device, with
     // `--cpus` at most the VM's 4 cores.
@@ -358,7 +354,7 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     assert_eq!(generated.len(), 7);
     assert!(generated["ollama"].to_string().contains("--device=nvidia.com/gpu=all"));
     for (name, options) in generated {
-        let expected: Vec<String> = strings(options)
+        let expected: Vec<String> = json_strings(options)
             .into_iter()
             .filter(|o| !o.starts_with("--device=nvidia.com/gpu="))
             .map(|o| {
@@ -369,9 +365,9 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
                 }
             })
             .collect();
-        assert_eq!(strings(&shared["options"][name]), expected, "sandbox {name}");
+        assert_eq!(json_strings(&shared["options"][name]), expected, "sandbox {name}");
     }
-    assert!(strings(&shared["options"]["ollama"]).contains(&"--cpus=4"));
+    assert!(json_strings(&shared["options"]["ollama"]).contains(&"--cpus=4"));
 }
 
 /// Runs the scenario test's script in Python with a STUB `machine` that
@@ -489,7 +485,7 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
     // The warm-up (mentions until every agent answered), the full run, the
     // warden's step.
     assert_eq!(runs.len(), 3, "{passing}");
-    let full: Vec<&str> = strings(&runs[1]);
+    let full: Vec<&str> = json_strings(&runs[1]);
     for flag in [
         "--step=joined",
         "--step=mention",
@@ -511,8 +507,8 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
     ] {
         assert!(full.contains(&flag), "the full run lacks {flag}: {full:?}");
     }
-    assert!(strings(&runs[0]).contains(&"--step=mention"));
-    let warden: Vec<&str> = strings(&runs[2]);
+    assert!(json_strings(&runs[0]).contains(&"--step=mention"));
+    let warden: Vec<&str> = json_strings(&runs[2]);
     for flag in [
         "--step=warden",
         "--code-agent=casper",

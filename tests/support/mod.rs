@@ -130,6 +130,11 @@ pub fn federated_solo_spec() -> String {
     SOLO_SPEC.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1)
 }
 
+/// The strings of a JSON array (the test fails on anything else).
+pub fn json_strings(value: &serde_json::Value) -> Vec<&str> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

@@ -210,14 +210,19 @@ impl Hub {
         crate::support::lab::rerooted_run_args(sandbox, &root().join("generated"), |path| self.host_path(path))
     }
 
-    /// The stand-in's request log, in the inference sandbox's model volume.
-    pub fn standin_log(&self) -> String {
+    /// The name of the sandbox Ollama (here the stand-in) runs in.
+    pub fn inference_sandbox(&self) -> &str {
         let inference = self
             .appliance
             .inference
             .as_ref()
             .expect("the default spec has inference");
-        let sandbox = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
+        inference.sandbox.as_deref().expect("Ollama runs in its sandbox")
+    }
+
+    /// The stand-in's request log, in the inference sandbox's model volume.
+    pub fn standin_log(&self) -> String {
+        let sandbox = self.inference_sandbox();
         let output = self
             .daemon
             .docker(&["exec", sandbox, "cat", "/var/lib/ollama/standin-requests.jsonl"]);
@@ -227,12 +232,7 @@ impl Hub {
     /// The stand-in's request log as a host path (scenario.py reads it):
     /// the file in the inference sandbox's volume, through its mountpoint.
     pub fn standin_log_path(&self) -> std::path::PathBuf {
-        let inference = self
-            .appliance
-            .inference
-            .as_ref()
-            .expect("the default spec has inference");
-        let name = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
+        let name = self.inference_sandbox();
         let (_, sandbox) = self.appliance.sandbox(name).expect("the inference sandbox exists");
         let volume = sandbox
             .volumes

@@ -981,16 +981,7 @@ fn picoclaw_arm64_loads_the_pi_configs() {
     let matrix = TestMatrix::start(&venv, temp.path());
     let admin = matrix.user("gendo");
     let agent = matrix.user("balthasar-pi");
-    let room = matrix
-        .client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&admin),
-            &json!({ "preset": "public_chat" }),
-        )
-        .unwrap();
-    assert!(room.ok(), "{}", room.describe());
-    let room = room.str("room_id").unwrap().to_string();
+    let room = crate::support::synapse::create_room(&matrix.client, &admin, "public_chat");
     let join = matrix
         .client
         .post(&format!("/_matrix/client/v3/join/{room}"), Some(&agent), &json!({}))
@@ -1175,16 +1166,8 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     let admin = matrix.user("gendo");
     let agent = matrix.user("balthasar");
     let stranger = matrix.user("stranger");
-    let room = client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&admin),
-            // The appliance's Synapse turns invites off; a public room is joined by ID.
-            &json!({ "preset": "public_chat" }),
-        )
-        .unwrap();
-    assert!(room.ok(), "{}", room.describe());
-    let room = room.str("room_id").unwrap().to_string();
+    // The appliance's Synapse turns invites off; a public room is joined by ID.
+    let room = crate::support::synapse::create_room(client, &admin, "public_chat");
     for token in [&agent, &stranger] {
         let join = client
             .post(&format!("/_matrix/client/v3/join/{room}"), Some(token), &json!({}))

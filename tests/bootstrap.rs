@@ -507,15 +507,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     }
     // Nor can it pull an agent into a room of its own (or a DM): only
     // server admins may invite.
-    let own = client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&outsider),
-            &json!({ "preset": "private_chat" }),
-        )
-        .unwrap();
-    assert!(own.ok(), "{}", own.describe());
-    let own_room = own.str("room_id").unwrap().to_string();
+    let own_room = crate::support::synapse::create_room(&client, &outsider, "private_chat");
     let invite = client
         .post(
             &format!("/_matrix/client/v3/rooms/{}/invite", segment(&own_room)),

@@ -116,6 +116,12 @@ fn start_answering(netns: &Netns, mut command: std::process::Command, log: &Path
     started
 }
 
+/// Hermes' venv (`$HERMES_VENV`, else `.ci/hermes-venv`), whose tool `why`
+/// the test runs; a loud skip without it (a failure in CI).
+fn hermes_venv(why: &str) -> Option<PathBuf> {
+    require_install("HERMES_VENV", ".ci/hermes-venv", "bin/python", why)
+}
+
 /// A Hermes home under `dir` with casper's generated config.yaml.
 fn casper_hermes_home(dir: &Path) -> PathBuf {
     let home = dir.join("hermes");
@@ -141,12 +147,7 @@ fn json_result(output: &std::process::Output) -> serde_json::Value {
 
 #[test]
 fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
-    let Some(hermes) = require_install(
-        "HERMES_VENV",
-        ".ci/hermes-venv",
-        "bin/python",
-        "Hermes' web_search tool",
-    ) else {
+    let Some(hermes) = hermes_venv("Hermes' web_search tool") else {
         return;
     };
     // Debian's own Python: searx's Flask and Babel are Debian packages.
@@ -286,12 +287,7 @@ fn spawn_printing_port(
 
 #[test]
 fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
-    let Some(hermes) = require_install(
-        "HERMES_VENV",
-        ".ci/hermes-venv",
-        "bin/python",
-        "Hermes' web_extract tool",
-    ) else {
+    let Some(hermes) = hermes_venv("Hermes' web_extract tool") else {
         return;
     };
     let Some(service_venv) = require_install(

@@ -181,6 +181,20 @@ fn wait_until_ready(
     }
 }
 
+/// A new room made by `token` with `preset` (`public_chat`,
+/// `private_chat`); its ID.
+pub fn create_room(client: &Client, token: &str, preset: &str) -> String {
+    let room = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(token),
+            &json!({ "preset": preset }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    room.str("room_id").unwrap().to_string()
+}
+
 /// `POST /_matrix/client/v3/rooms/<room>/<action>` (join, leave, invite)
 /// with `body`, as `token`; the homeserver's reply.
 pub fn room_post(

@@ -224,13 +224,7 @@ fn node_fetch(daemon: &Dockerd, args: &[String], url: &str) -> (String, String) 
          e => console.log('error ' + (e.cause && e.cause.code || e.message)))"
     );
     let run = |args: &[String]| {
-        let output = daemon
-            .command()
-            .args(["run", "--rm"])
-            .args(args)
-            .args([NODE_IMAGE, "node", "-e", &script])
-            .output()
-            .unwrap();
+        let output = daemon.run_rm(args, NODE_IMAGE, &["node", "-e", &script]);
         format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout).trim(),
@@ -771,13 +765,7 @@ fn run_cases(daemon: &Dockerd, args: &[String], cases: &[Case]) -> Vec<(String, 
         script.push_str(&format!("echo '@@{index}'; {} 2>&1; ", case.command));
     }
     script.push_str("echo '@@end'");
-    let output = daemon
-        .command()
-        .args(["run", "--rm"])
-        .args(args)
-        .args([IMAGE, "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let output = daemon.run_rm(args, IMAGE, &["sh", "-c", &script]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         stdout.contains("@@end"),

@@ -312,6 +312,15 @@ fn count(records: &[Record], kind: &str, actor: &str) -> usize {
     records.iter().filter(|r| r.kind == kind && r.actor == actor).count()
 }
 
+/// The last of `notices` starts with `prefix` (all are shown otherwise).
+#[track_caller]
+fn assert_last_starts_with(notices: &[String], prefix: &str) {
+    assert!(
+        notices.last().is_some_and(|n| n.starts_with(prefix)),
+        "the last notice does not start with `{prefix}`: {notices:?}"
+    );
+}
+
 /// How many records of `kind` are about `subject` (a sandbox).
 fn about(world: &World, kind: &str, subject: &str) -> usize {
     world
@@ -514,15 +523,7 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
         .unwrap();
     let asked = records.iter().rposition(|r| r.kind == "command").unwrap();
     assert!(expired < asked, "{records:#?}");
-    assert!(
-        world
-            .notices(&admin)
-            .last()
-            .unwrap()
-            .starts_with("no open egress grants"),
-        "{:?}",
-        world.notices(&admin)
-    );
+    assert_last_starts_with(&world.notices(&admin), "no open egress grants");
 
     // A file changed behind the warden's back is put right at its start.
     fs::write(&file, "smuggled.example.org\n").unwrap();
@@ -577,12 +578,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     // ...and tells the ops room, where no agent can follow: an agent is
     // not invited, so it cannot join, nor read it.
     let ops = world.notices_in(&world.ops, &admin);
-    assert!(
-        ops.last()
-            .unwrap()
-            .starts_with("@gendo:magi in #magi:magi: `!halt casper` → halted"),
-        "{ops:?}"
-    );
+    assert_last_starts_with(&ops, "@gendo:magi in #magi:magi: `!halt casper` → halted");
     assert_eq!(world.try_join(&world.ops, &melchior).status, 403);
     let read = world
         .client
@@ -649,18 +645,10 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     assert_eq!(world.send(&balthasar, "one more"), 403);
     assert_eq!(world.send(&casper, "one more"), 403);
     let notices = world.notices(&admin);
-    assert!(
-        notices.last().unwrap().starts_with("loop breaker: 8 agent messages"),
-        "{notices:?}"
-    );
+    assert_last_starts_with(&notices, "loop breaker: 8 agent messages");
     assert_eq!(count(&world.records(), "loop.tripped", "warden"), 1);
     let ops = world.notices_in(&world.ops, &admin);
-    assert!(
-        ops.last()
-            .unwrap()
-            .starts_with("loop breaker in #magi:magi: 8 agent messages"),
-        "{ops:?}"
-    );
+    assert_last_starts_with(&ops, "loop breaker in #magi:magi: 8 agent messages");
     assert_eq!(world.send(&admin, "enough, both of you"), 200);
     world.warden();
     assert_eq!(world.send(&melchior, "understood"), 200);

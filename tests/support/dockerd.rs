@@ -142,6 +142,17 @@ impl Dockerd {
         self.command().args(args).output().expect("failed to run docker")
     }
 
+    /// `docker run --rm ARGS IMAGE COMMAND...`, run to its end.
+    pub fn run_rm(&self, args: &[String], image: &str, command: &[&str]) -> Output {
+        self.command()
+            .args(["run", "--rm"])
+            .args(args)
+            .arg(image)
+            .args(command)
+            .output()
+            .expect("failed to run docker")
+    }
+
     /// Imports a directory as an image, like `tar -C dir -c . | docker import - tag`.
     pub fn import(&self, rootfs: &Path, tag: &str) {
         let mut tar = Command::new("tar")

@@ -264,12 +264,7 @@ impl Lab {
     }
 
     pub fn run(&self, args: &[String], script: &str) -> Output {
-        let mut command = self.daemon.command();
-        command
-            .args(["run", "--rm"])
-            .args(args)
-            .args([IMAGE, "sh", "-c", script]);
-        command.output().unwrap()
+        self.daemon.run_rm(args, IMAGE, &["sh", "-c", script])
     }
 }
 

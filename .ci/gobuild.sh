@@ -12,7 +12,7 @@
 #       qemu-aarch64-static. A cold cross build takes ~8-13 minutes of two
 #       cores; PICOCLAW_ARM64=0 skips it (that test then fails under CI=true).
 # The newest build is also linked as .ci/go/bin/runsc and .ci/go/bin/picoclaw:
-# the stable paths the tests use (see tests/common.rs `built_runsc`).
+# the stable paths the tests use (see tests/support/mod.rs `built_runsc`).
 # Needs Go >= 1.25 (PicoClaw's go.mod); GOTOOLCHAIN=local, so no other Go is fetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."

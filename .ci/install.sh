@@ -46,7 +46,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
   debootstrap dnsmasq-base nftables squid searx curl >/dev/null
-# PostgreSQL, which Synapse runs on in the tests: tests/synapse.rs starts a
+# PostgreSQL, which Synapse runs on in the tests: tests/support/synapse.rs starts a
 # cluster of its own from /usr/lib/postgresql/*/bin, socket only. The
 # `main` cluster Debian's package makes is never used by the tests.
 apt-get install -y -qq --no-install-recommends postgresql >/dev/null
@@ -61,7 +61,7 @@ apt-get install -y -qq --no-install-recommends restic >/dev/null
 # Graphviz's `dot` reads `appliance explain --format dot` (tests/cli.rs).
 apt-get install -y -qq --no-install-recommends graphviz >/dev/null
 
-# A real Synapse for the bootstrap tests (tests/synapse.rs finds it here),
+# A real Synapse for the bootstrap tests (tests/support/synapse.rs finds it here),
 # with psycopg2 for PostgreSQL: the binary wheel, as Synapse's `postgres`
 # extra would build psycopg2 from source against libpq's headers.
 if [ ! -x .ci/venv/bin/python ] || ! .ci/venv/bin/python -c 'import synapse, psycopg2' 2>/dev/null; then

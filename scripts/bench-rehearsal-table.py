@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Markdown tables from the JSON that the rehearsal's benchmark writes
-(tests/rehearsal/bench.rs): per agent and runtime, start to ready and
+(benches/rehearsal.rs): per agent and runtime, start to ready and
 mention-to-reply round trips (median, p90, min), memory, and the ratios to
 runc. usage: bench-rehearsal-table.py RESULTS.json"""
 

@@ -19,5 +19,5 @@ export BENCH_ROUNDS="${1:-${BENCH_ROUNDS:-4}}"
 export BENCH_REPLIES="${2:-${BENCH_REPLIES:-5}}"
 export BENCH_JSON="${BENCH_JSON:-$PWD/target/bench-rehearsal-$(date -u +%Y%m%dT%H%M%S).json}"
 mkdir -p "$(dirname "$BENCH_JSON")"
-cargo test --test rehearsal bench::bench_rehearsal -- --ignored --nocapture --exact
+cargo bench --locked --bench rehearsal
 python3 scripts/bench-rehearsal-table.py "$BENCH_JSON"

@@ -11,4 +11,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_RUNS="${1:-30}"
-cargo test --release --test main sandbox::bench_start_to_exit -- --ignored --nocapture --exact
+cargo bench --locked --bench sandbox

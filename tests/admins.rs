@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use crate::common::{eval_json, nix_instantiate, root};
+use crate::support::{eval_json, nix_instantiate, root};
 
 /// The web client's settings for its own host, as modules/webclient.nix
 /// and modules/bootstrap.nix make them from the host's generated values.
@@ -95,12 +95,7 @@ fn the_web_client_is_cinny_locked_to_the_homeserver_on_loopback_and_the_overlay_
         let conf = &got["vhost"]["root"]["cinnyOverride"]["conf"];
         assert_eq!(conf["allowCustomHomeservers"], json!(false), "{spec}");
         assert_eq!(conf["defaultHomeserver"], json!(0), "{spec}");
-        let servers: Vec<&str> = conf["homeserverList"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap())
-            .collect();
+        let servers: Vec<&str> = crate::support::json_strings(&conf["homeserverList"]);
         let origins: Vec<String> = got["vhost"]["listen"]
             .as_array()
             .unwrap()

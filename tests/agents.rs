@@ -18,7 +18,7 @@ use agent_appliance::generator::render::{self, Tree};
 use agent_appliance::generator::spec::schema::AgentKind;
 use serde_json::{Value, json};
 
-use crate::common::{require_install, root};
+use crate::support::{require_install, root};
 
 /// The default spec and every example.
 fn specs() -> Vec<PathBuf> {
@@ -76,6 +76,21 @@ fn output_text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// `checker` refused a config, and its stdout names `what` it refused.
+#[track_caller]
+fn assert_rejected_naming(checker: &str, output: &Output, what: &str) {
+    assert!(
+        !output.status.success(),
+        "{checker} accepts `{what}`:\n{}",
+        output_text(output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(what),
+        "the rejection does not name `{what}`:\n{}",
+        output_text(output)
+    );
 }
 
 /// The JSON object in a tool's stdout (some print a log line first).
@@ -269,17 +284,7 @@ fn openclaw_rejects_unknown_keys_in_core_and_matrix_plugin() {
         config.pointer_mut(pointer).unwrap()[key] = json!(true);
         let dir = tempfile::tempdir().unwrap();
         openclaw.stage(dir.path(), &config.to_string());
-        let output = openclaw.validate(dir.path());
-        assert!(
-            !output.status.success(),
-            "openclaw accepted `{key}`:\n{}",
-            output_text(&output)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains(key),
-            "the rejection does not name `{key}`:\n{}",
-            output_text(&output)
-        );
+        assert_rejected_naming("openclaw", &openclaw.validate(dir.path()), key);
     }
 }
 
@@ -394,12 +399,7 @@ fn hermes_accepts_every_generated_config() {
         assert_eq!(report["runtime"]["base_url"], json!(base_url), "{label}: {report}");
         assert_eq!(report["model"]["context_length"], json!(agent.context), "{label}");
         assert!(agent.context >= 64_000, "{label}");
-        let tools: Vec<&str> = report["matrix_tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap())
-            .collect();
+        let tools: Vec<&str> = crate::support::json_strings(&report["matrix_tools"]);
         for public in ["text_to_speech", "image_generate", "x_search"] {
             assert!(
                 !tools.contains(&public),
@@ -500,16 +500,7 @@ fn hermes_check_rejects_unknown_keys_and_bad_values() {
     cases.push(("platform_toolsets", toolset));
     for (what, config) in cases {
         let output = validate_hermes(&python, &appliance, &agent, &config.to_string());
-        assert!(
-            !output.status.success(),
-            "Hermes check accepts `{what}`:\n{}",
-            output_text(&output)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains(what),
-            "the rejection does not name `{what}`:\n{}",
-            output_text(&output)
-        );
+        assert_rejected_naming("the Hermes check", &output, what);
     }
 }
 
@@ -564,6 +555,16 @@ fn picoclaw_schema_accepts_every_generated_config() {
     }
 }
 
+/// `base` with the keys of `patch` set in the object at `pointer`.
+fn patched(base: &Value, pointer: &str, patch: &Value) -> Value {
+    let mut config = base.clone();
+    let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        target.insert(k.clone(), v.clone());
+    }
+    config
+}
+
 #[test]
 fn picoclaw_schema_rejects_what_picoclaw_rejects() {
     let (_, _, _, text) = configs(AgentKind::Picoclaw).remove(0);
@@ -614,11 +615,7 @@ fn picoclaw_schema_rejects_what_picoclaw_rejects() {
         ("", json!({ "hooks": {} }), "not written down"),
     ];
     for (pointer, patch, expected) in cases {
-        let mut config = base.clone();
-        let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
-        for (k, v) in patch.as_object().unwrap() {
-            target.insert(k.clone(), v.clone());
-        }
+        let config = patched(&base, pointer, patch);
         let problems = picoclaw_schema::check(&config);
         assert!(
             problems.iter().any(|p| p.contains(expected)),
@@ -646,7 +643,7 @@ fn picoclaw() -> Option<PathBuf> {
     }
     let why = "PicoClaw v0.2.9, built from its Go module, loads our config.json";
     assert!(
-        !crate::common::in_ci(),
+        !crate::support::in_ci(),
         "`{}` is required in CI ({why}) but is not there\nhint: run `.ci/gobuild.sh`, or set `APPLIANCE_PICOCLAW`",
         path.display()
     );
@@ -738,11 +735,7 @@ fn picoclaw_rejects_broken_configs() {
         ("/channel_list/matrix", json!({ "type": "matrx" }), "matrx"),
     ];
     for (pointer, patch, expected) in cases {
-        let mut config = base.clone();
-        let target = config.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
-        for (k, v) in patch.as_object().unwrap() {
-            target.insert(k.clone(), v.clone());
-        }
+        let config = patched(&base, pointer, patch);
         let verdict = picoclaw_status(Command::new(&picoclaw), &config.to_string());
         assert!(
             !verdict.accepted,
@@ -781,7 +774,7 @@ fn picoclaw_allow_tool(dir: &Path) -> Option<PathBuf> {
     let (Some(go), Some(module)) = (go, module) else {
         let why = "Go and the PicoClaw v0.2.9 module `.ci/gobuild.sh` downloads";
         assert!(
-            !crate::common::in_ci(),
+            !crate::support::in_ci(),
             "{why} are required in CI but missing\nhint: run `.ci/gobuild.sh`"
         );
         eprintln!("\n!!! SKIPPED: no {why}; run `.ci/gobuild.sh`; CI=true makes this a failure !!!\n");
@@ -866,7 +859,7 @@ fn picoclaw_answers_exactly_the_allowed_users() {
 /// (`<agent> in <spec>`), read from the spec the label names.
 fn agent_publish(label: &str) -> Vec<String> {
     let (agent, spec) = label.split_once(" in ").expect("labels are `<agent> in <spec>`");
-    let text = std::fs::read_to_string(crate::common::root().join(spec)).unwrap();
+    let text = std::fs::read_to_string(crate::support::root().join(spec)).unwrap();
     let value: toml::Value = toml::from_str(&text).unwrap();
     value["agents"][agent]
         .get("publish")
@@ -946,7 +939,7 @@ fn picoclaw_arm64() -> PathBuf {
 #[test]
 fn picoclaw_arm64_loads_the_pi_configs() {
     let binary = picoclaw_arm64();
-    let Some(qemu) = crate::common::require_tool(
+    let Some(qemu) = crate::support::require_tool(
         "qemu-aarch64-static",
         "Debian package `qemu-user-static`: runs the Pi's arm64 PicoClaw",
     ) else {
@@ -986,21 +979,14 @@ fn picoclaw_arm64_loads_the_pi_configs() {
 
     // And the arm64 gateway on balthasar-pi's config logs in to a loopback
     // Synapse and answers the admin through the stand-in model.
-    let Some(venv) = crate::synapse::venv() else { return };
+    let Some(venv) = crate::support::synapse::venv() else {
+        return;
+    };
     let temp = tempfile::tempdir().unwrap();
     let matrix = TestMatrix::start(&venv, temp.path());
     let admin = matrix.user("gendo");
     let agent = matrix.user("balthasar-pi");
-    let room = matrix
-        .client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&admin),
-            &json!({ "preset": "public_chat" }),
-        )
-        .unwrap();
-    assert!(room.ok(), "{}", room.describe());
-    let room = room.str("room_id").unwrap().to_string();
+    let room = crate::support::synapse::create_room(&matrix.client, &admin, "public_chat");
     let join = matrix
         .client
         .post(&format!("/_matrix/client/v3/join/{room}"), Some(&agent), &json!({}))
@@ -1017,7 +1003,7 @@ fn picoclaw_arm64_loads_the_pi_configs() {
     config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(matrix.synapse.url);
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::common::free_port());
+    config["gateway"]["port"] = json!(crate::support::ports::free_port());
     let (_gateway, log_path) = start_gateway(&[&qemu, &binary], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let reached = (0..8).any(|attempt| {
@@ -1175,7 +1161,9 @@ fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool
 fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     use std::time::Duration;
     let Some(picoclaw) = picoclaw() else { return };
-    let Some(venv) = crate::synapse::venv() else { return };
+    let Some(venv) = crate::support::synapse::venv() else {
+        return;
+    };
     let temp = tempfile::tempdir().unwrap();
     let matrix = TestMatrix::start(&venv, temp.path());
     let (client, synapse) = (&matrix.client, &matrix.synapse);
@@ -1183,16 +1171,8 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     let admin = matrix.user("gendo");
     let agent = matrix.user("balthasar");
     let stranger = matrix.user("stranger");
-    let room = client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&admin),
-            // The appliance's Synapse turns invites off; a public room is joined by ID.
-            &json!({ "preset": "public_chat" }),
-        )
-        .unwrap();
-    assert!(room.ok(), "{}", room.describe());
-    let room = room.str("room_id").unwrap().to_string();
+    // The appliance's Synapse turns invites off; a public room is joined by ID.
+    let room = crate::support::synapse::create_room(client, &admin, "public_chat");
     for token in [&agent, &stranger] {
         let join = client
             .post(&format!("/_matrix/client/v3/join/{room}"), Some(token), &json!({}))
@@ -1213,7 +1193,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["channel_list"]["matrix"]["settings"]["homeserver"] = json!(url);
     config["model_list"][0]["api_base"] = json!(format!("http://127.0.0.1:{model_port}/v1"));
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::common::free_port());
+    config["gateway"]["port"] = json!(crate::support::ports::free_port());
     let (gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     let send = |token: &str, body: &str, txn: &str| {
@@ -1296,7 +1276,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
     config["tools"]["exec"]["allow_remote"] = json!(false);
     config["tools"]["cron"]["allow_command"] = json!(false);
     config["agents"]["defaults"]["workspace"] = json!(home.join("workspace"));
-    config["gateway"]["port"] = json!(crate::common::free_port());
+    config["gateway"]["port"] = json!(crate::support::ports::free_port());
     let (_gateway, log_path) = start_gateway(&[&picoclaw], &home, &config, &agent);
     let gateway_log = || fs::read_to_string(&log_path).unwrap_or_default();
     requests.lock().unwrap().clear();
@@ -1330,7 +1310,7 @@ fn picoclaw_on_synapse_answers_the_admin_and_execs_only_with_remote_exec() {
 /// A Synapse of the test's own on loopback, configured as the default
 /// spec's (server name `magi`), and a client for it.
 struct TestMatrix {
-    synapse: crate::synapse::Synapse,
+    synapse: crate::support::synapse::Synapse,
     client: agent_appliance::on_host::bootstrap::client::Client,
     register: PathBuf,
     shared_secret: String,
@@ -1339,25 +1319,12 @@ struct TestMatrix {
 impl TestMatrix {
     fn start(venv: &Path, dir: &Path) -> TestMatrix {
         let (data, state) = (dir.join("synapse"), dir.join("state"));
-        let port = crate::common::free_port();
-        let settings = crate::synapse::settings(&data, &state, port);
+        let port = crate::support::ports::free_port();
+        let settings = crate::support::synapse::settings(&data, &state, port);
         assert_eq!(settings["server_name"], json!("magi"));
-        let mut shared_secret = String::new();
-        for key in [
-            "registration_shared_secret_path",
-            "macaroon_secret_key_path",
-            "form_secret_path",
-        ] {
-            let path = PathBuf::from(settings[key].as_str().unwrap());
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let secret = format!("test-{key}-{}", std::process::id());
-            fs::write(&path, &secret).unwrap();
-            if key == "registration_shared_secret_path" {
-                shared_secret = secret;
-            }
-        }
+        let shared_secret = crate::support::synapse::write_test_secrets(&settings);
         let url = format!("http://127.0.0.1:{port}");
-        let mut synapse = crate::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
+        let mut synapse = crate::support::synapse::Synapse::spawn(venv, &data, &settings, &url, &[]);
         synapse.wait_ready();
         let client = agent_appliance::on_host::bootstrap::client::Client::new(
             &url,

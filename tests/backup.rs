@@ -1,6 +1,6 @@
 //! Backup and restore with the real tools (docs/backup.md): a real
 //! PostgreSQL (Debian's, a cluster of the test's own with a socket
-//! directory, as tests/synapse.rs starts it for Synapse) and a real restic
+//! directory, as tests/support/synapse.rs starts it for Synapse) and a real restic
 //! with a local repository in a temp dir.
 //!
 //! What nixpkgs' restic unit would run is run here by hand, in its order:
@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::common::{appliance, require_tool, stderr, stdout};
-use crate::synapse::{POSTGRES_NAME, Postgres, postgres_bin};
+use crate::support::synapse::{POSTGRES_NAME, Postgres, postgres_bin};
+use crate::support::{appliance, require_tool, stderr, stdout};
 
 const VOLUME: &str = "appliance-casper-state";
 /// Owner of the agent's files in its volume (Hermes' uid), kept by the
@@ -148,7 +148,7 @@ fn state(postgres: &Postgres) -> Fixture {
     write(&dir.path().join("password"), "correct horse battery staple\n", 0o600);
 
     // The server's superuser account: `nobody` when the test is root
-    // (tests/synapse.rs runs the server so), the test's own user otherwise.
+    // (tests/support/synapse.rs runs the server so), the test's own user otherwise.
     let (uid, gid) = if running_as_root() {
         ids("nobody")
     } else {
@@ -425,34 +425,15 @@ fn a_failed_run_is_recorded_as_failed_and_its_staging_removed() {
 
 /// A busybox image for a private dockerd (no networking, a network
 /// namespace of its own), as tests/warden.rs makes one.
-fn private_docker(why: &str) -> Option<crate::dockerd::Dockerd> {
-    let tools = ["dockerd", "busybox", "unshare", "tar", "timeout", "restic"].map(|t| require_tool(t, why).is_some());
-    if tools.contains(&false) {
-        return None;
-    }
-    if !running_as_root() {
-        assert!(
-            !crate::common::in_ci(),
-            "{why} start a dockerd and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: {why} need root; CI=true makes this a failure !!!\n");
-        return None;
-    }
-    let wrapper = ["unshare", "--net", "--"].map(String::from);
-    let daemon = crate::dockerd::Dockerd::start_with(&json!({}), &wrapper)
-        .unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir(rootfs.path().join("bin")).unwrap();
-    fs::copy(require_tool("busybox", why).unwrap(), rootfs.path().join("bin/busybox")).unwrap();
-    daemon.import(rootfs.path(), BUSYBOX);
-    Some(daemon)
+fn private_docker(why: &str) -> Option<crate::support::dockerd::Dockerd> {
+    crate::support::dockerd::private_busybox(why, &["restic"], BUSYBOX)
 }
 
 const BUSYBOX: &str = "appliance-backup-test:busybox";
 
 /// `docker run --rm` of a shell line in busybox, with the agent's volume
 /// at `/data`, as the agent's uid; its stdout.
-fn in_volume(daemon: &crate::dockerd::Dockerd, line: &str) -> String {
+fn in_volume(daemon: &crate::support::dockerd::Dockerd, line: &str) -> String {
     let volume = format!("{VOLUME}:/data");
     let user = format!("{AGENT_ID}:{AGENT_ID}");
     let out = daemon.docker(&[
@@ -547,7 +528,7 @@ fn a_restored_docker_volume_is_what_the_next_container_mounts() {
                 "--config",
                 &config,
                 "--docker",
-                crate::dockerd::DOCKER,
+                crate::support::dockerd::DOCKER,
             ],
             &[("DOCKER_HOST", &docker_host)],
         );
@@ -576,13 +557,13 @@ fn a_restored_docker_volume_is_what_the_next_container_mounts() {
 
 /// A Matrix host as systemd starts it, on `port`: secrets, Synapse (on
 /// its PostgreSQL in `data/postgres`), bootstrap.
-fn matrix_host(venv: &Path, data: &Path, state: &Path, port: u16) -> crate::synapse::Synapse {
+fn matrix_host(venv: &Path, data: &Path, state: &Path, port: u16) -> crate::support::synapse::Synapse {
     let url = format!("http://127.0.0.1:{port}");
     let bootstrap = |extra: &[&str]| {
         let out = appliance()
             .arg("bootstrap")
             .arg("--plan")
-            .arg(crate::common::root().join("generated/bootstrap/plan.json"))
+            .arg(crate::support::root().join("generated/bootstrap/plan.json"))
             .arg("--state-dir")
             .arg(state)
             .args(["--homeserver", &url])
@@ -592,7 +573,7 @@ fn matrix_host(venv: &Path, data: &Path, state: &Path, port: u16) -> crate::syna
         succeeded(&out, "appliance bootstrap");
     };
     bootstrap(&["--secrets-only"]);
-    let mut synapse = crate::synapse::Synapse::start(venv, data, state, port);
+    let mut synapse = crate::support::synapse::Synapse::start(venv, data, state, port);
     synapse.wait_ready();
     bootstrap(&[]);
     synapse
@@ -611,7 +592,7 @@ fn matrix_host(venv: &Path, data: &Path, state: &Path, port: u16) -> crate::syna
 fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     use agent_appliance::on_host::bootstrap::accounts::password;
     use agent_appliance::on_host::bootstrap::client::{Client, segment};
-    let Some(venv) = crate::synapse::venv() else {
+    let Some(venv) = crate::support::synapse::venv() else {
         return;
     };
     let Some(_) = require_tool("restic", "backups; Debian package `restic`") else {
@@ -619,7 +600,7 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     };
     let temp = tempfile::tempdir().unwrap();
     let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
-    let port = crate::common::free_port();
+    let port = crate::support::ports::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let client = Client::new(
         &url,
@@ -653,13 +634,7 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     assert!(admin.ok(), "{}", admin.describe());
     let admin = admin.str("access_token").unwrap().to_string();
     let room = room_id(&admin);
-    let join = client
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
-            Some(&admin),
-            &json!({}),
-        )
-        .unwrap();
+    let join = crate::support::synapse::room_post(&client, &admin, &room, "join", &json!({}));
     assert!(join.ok(), "{}", join.describe());
     let fact = "remember: the launch code is 0451";
     let sent = client

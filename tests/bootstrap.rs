@@ -17,9 +17,9 @@ use agent_appliance::on_host::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use agent_appliance::schema::plan::{AccountKind, PLAN_SCHEMA, Plan};
 use serde_json::{Value, json};
 
-use crate::common::free_port;
-use crate::common::{appliance, root, stderr, stdout};
-use crate::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, venv};
+use crate::support::ports::free_port;
+use crate::support::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, venv};
+use crate::support::{appliance, assert_contains, assert_lacks, root, stderr, stdout};
 
 fn plan_path() -> PathBuf {
     root().join("generated/bootstrap/plan.json")
@@ -151,13 +151,7 @@ fn agents() -> Vec<(String, String)> {
 
 #[track_caller]
 fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "bootstrap failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
+    crate::support::assert_succeeded("bootstrap", output);
 }
 
 /// No secret value of the state dir appears in what bootstrap printed.
@@ -243,37 +237,21 @@ fn refuses_plans_that_would_share_a_secret_directory() {
         plan["accounts"][0]["secrets_dir"] = plan["synapse"]["dir"].clone();
     });
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("overlap; each consumer needs its own"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "overlap; each consumer needs its own");
     assert!(!state.exists());
     let (output, _, _temp) = bootstrap_edited_plan(|plan| {
         plan["accounts"][0]["user_id"] = plan["bootstrap_account"]["user_id"].clone();
     });
-    assert!(
-        stderr(&output).contains("is the bootstrap's own account"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "is the bootstrap's own account");
     let (output, _, _temp) = bootstrap_edited_plan(|plan| {
         plan["accounts"][0]["secrets_dir"] = json!("secrets/../../etc");
     });
-    assert!(
-        stderr(&output).contains("must be relative to the state directory"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "must be relative to the state directory");
     // Synapse reads a rate limit of 0 as "unlimited".
     let (output, state, _temp) = bootstrap_edited_plan(|plan| {
         plan["accounts"][0]["rate_limit"]["messages_per_second"] = json!(0);
     });
-    assert!(
-        stderr(&output).contains("which Synapse reads as unlimited"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "which Synapse reads as unlimited");
     assert!(!state.exists());
 }
 
@@ -285,11 +263,7 @@ fn refuses_an_https_homeserver() {
     };
     let output = world.bootstrap(&[]);
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("is not plain `http://`"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "is not plain `http://`");
 }
 
 #[test]
@@ -349,11 +323,7 @@ fn concurrent_runs_are_excluded_by_the_lock() {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     let output = world.bootstrap(&["--secrets-only", "--timeout", "1"]);
     assert!(!output.status.success());
-    assert!(
-        stdout(&output).contains("waiting for another bootstrap"),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(stdout(&output), "waiting for another bootstrap");
     assert!(
         stderr(&output).contains("another `appliance bootstrap` holds")
             && stderr(&output).contains("hint: wait for it to finish, or raise `--timeout`"),
@@ -372,14 +342,11 @@ fn gives_up_clearly_when_no_homeserver_answers() {
     assert!(!output.status.success());
     assert!(started.elapsed() < Duration::from_secs(10));
     let err = stderr(&output);
-    assert!(
-        err.contains(&format!(
-            "error: the homeserver at `{}` did not answer within 1 s",
-            world.url
-        )),
-        "{err}"
+    assert_contains(
+        &err,
+        format!("error: the homeserver at `{}` did not answer within 1 s", world.url),
     );
-    assert!(err.contains("hint: is Synapse running"), "{err}");
+    assert_contains(&err, "hint: is Synapse running");
 }
 
 #[test]
@@ -397,10 +364,9 @@ fn refuses_a_plan_of_another_schema() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains(&format!("has schema 1, this `appliance` reads schema {PLAN_SCHEMA}")),
-        "{}",
-        stderr(&output)
+    assert_contains(
+        stderr(&output),
+        format!("has schema 1, this `appliance` reads schema {PLAN_SCHEMA}"),
     );
     assert!(!temp.path().join("state").exists());
 }
@@ -419,7 +385,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     let out = stdout(&fresh);
     for account in plan().accounts.iter().filter(|a| a.kind == AccountKind::Agent) {
         let (user, dir) = (&account.user_id, &account.secrets_dir);
-        assert!(out.contains(&format!("{user}: registered")), "{out}");
+        assert_contains(&out, format!("{user}: registered"));
         let env = world.secret(&format!("{dir}/env"));
         let token = world.secret(&format!("{dir}/matrix-token"));
         assert!(!account.token_env.is_empty());
@@ -437,10 +403,10 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert!(world.secret("secrets/melchior/env").contains("OPENCLAW_GATEWAY_TOKEN="));
     // The admin's password is derived when asked for, never stored.
     assert!(!world.state.join("secrets/_host/admins/gendo/initial-password").exists());
-    assert!(out.contains("room #magi:magi: created"), "{out}");
+    assert_contains(&out, "room #magi:magi: created");
     // Every agent gets the plan's message rate limit, never unlimited.
     assert_rate_limits(&world);
-    assert!(out.contains("@casper:magi: rate limit 2/s, burst 30 (set)"), "{out}");
+    assert_contains(&out, "@casper:magi: rate limit 2/s, burst 30 (set)");
 
     // Rerun: nothing created, no byte changed, no device added.
     let files = world.snapshot();
@@ -465,7 +431,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_ok(&rerun);
     let out = stdout(&rerun);
     assert!(!out.contains(": registered") && !out.contains(": repaired"), "{out}");
-    assert!(out.contains("secrets: 0 created, 0 repaired"), "{out}");
+    assert_contains(&out, "secrets: 0 created, 0 repaired");
     assert!(
         out.contains("room #magi:magi: exists") && !out.contains("invited") && !out.contains("joined"),
         "{out}"
@@ -473,7 +439,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_eq!(world.snapshot(), files, "a rerun changed the state dir");
     assert_eq!(world.devices(), devices, "a rerun changed devices");
     assert!(took < Duration::from_secs(2), "rerun took {took:?}");
-    assert!(out.contains("@casper:magi: rate limit 2/s, burst 30 (kept)"), "{out}");
+    assert_contains(&out, "@casper:magi: rate limit 2/s, burst 30 (kept)");
 
     let client = world.client();
     // Registration is closed to everyone without the shared secret.
@@ -541,15 +507,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     }
     // Nor can it pull an agent into a room of its own (or a DM): only
     // server admins may invite.
-    let own = client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&outsider),
-            &json!({ "preset": "private_chat" }),
-        )
-        .unwrap();
-    assert!(own.ok(), "{}", own.describe());
-    let own_room = own.str("room_id").unwrap().to_string();
+    let own_room = crate::support::synapse::create_room(&client, &outsider, "private_chat");
     let invite = client
         .post(
             &format!("/_matrix/client/v3/rooms/{}/invite", segment(&own_room)),
@@ -589,11 +547,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert!(drift.ok(), "{}", drift.describe());
     let repair = world.bootstrap(&[]);
     assert_ok(&repair);
-    assert!(
-        stdout(&repair).contains("@casper:magi: rate limit 2/s, burst 30 (set)"),
-        "{}",
-        stdout(&repair)
-    );
+    assert_contains(stdout(&repair), "@casper:magi: rate limit 2/s, burst 30 (set)");
     assert_rate_limits(&world);
 
     // Each agent speaks once; every other agent reads every message.
@@ -661,7 +615,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
 
     // A value only the operator has (PicoClaw's GH_TOKEN) is asked for,
     // then kept once added by hand.
-    assert!(out.contains("`GH_TOKEN` is not in"), "{out}");
+    assert_contains(&out, "`GH_TOKEN` is not in");
     let env_path = world.state.join("secrets/balthasar/env");
     fs::set_permissions(&env_path, fs::Permissions::from_mode(0o600)).unwrap();
     let mut env = fs::read_to_string(&env_path).unwrap();
@@ -671,11 +625,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     let appended = modified();
     let again = world.bootstrap(&[]);
     assert_ok(&again);
-    assert!(
-        !stdout(&again).contains("@balthasar:magi: `GH_TOKEN` is not in"),
-        "{}",
-        stdout(&again)
-    );
+    assert_lacks(stdout(&again), "@balthasar:magi: `GH_TOKEN` is not in");
     // The operator's file is left byte for byte, mtime included: rewritten
     // in sorted order, it changed under the operator's hands (and under the
     // rehearsal's "a rerun changes nothing").
@@ -711,20 +661,9 @@ fn assert_rate_limits(world: &World) {
 }
 
 fn register_outsider(world: &World) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
     let client = world.client();
     let secret = world.secret("secrets/_host/synapse/registration-shared-secret");
-    let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
-    let nonce = nonce.str("nonce").unwrap().to_string();
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{nonce}\0outsider\0outsider-password\0notadmin").as_bytes());
-    let body = json!({
-        "nonce": nonce, "username": "outsider", "password": "outsider-password", "admin": false,
-        "mac": hex::encode(mac.finalize().into_bytes()),
-    });
-    let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
-    assert!(reply.ok(), "{}", reply.describe());
-    reply.str("access_token").unwrap().to_string()
+    crate::support::synapse::register_with_shared_secret(&client, &secret, "outsider", "outsider-password")
 }
 
 /// Runs killed after some steps are completed by the next run; a missing
@@ -760,20 +699,13 @@ fn killed_runs_and_lost_tokens_are_completed_by_the_next_run() {
         .unwrap();
     assert_eq!(killed.status.signal(), Some(libc_sigabrt()), "{}", stdout(&killed));
     let out = stdout(&killed);
-    assert!(
-        out.contains(&format!("{}: token verified", first_agent.user_id)),
-        "{out}"
-    );
-    assert!(out.contains(&format!("{}: registered", second_agent.user_id)), "{out}");
-    assert!(!out.contains("room "), "{out}");
+    assert_contains(&out, format!("{}: token verified", first_agent.user_id));
+    assert_contains(&out, format!("{}: registered", second_agent.user_id));
+    assert_lacks(&out, "room ");
 
     let completed = world.bootstrap(&[]);
     assert_ok(&completed);
-    assert!(
-        stdout(&completed).contains("room #magi:magi: created"),
-        "{}",
-        stdout(&completed)
-    );
+    assert_contains(stdout(&completed), "room #magi:magi: created");
     let devices = world.devices();
     assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
 
@@ -791,11 +723,7 @@ fn killed_runs_and_lost_tokens_are_completed_by_the_next_run() {
     fs::remove_file(dir.join("matrix-token")).unwrap();
     let repaired = world.bootstrap(&[]);
     assert_ok(&repaired);
-    assert!(
-        stdout(&repaired).contains(&format!("{}: repaired", melchior.user_id)),
-        "{}",
-        stdout(&repaired)
-    );
+    assert_contains(stdout(&repaired), format!("{}: repaired", melchior.user_id));
     assert_eq!(world.devices(), devices, "repair added a device");
     let env = world.secret(&format!("{}/env", melchior.secrets_dir));
     assert!(env.contains(&gateway_before), "the gateway token changed");
@@ -849,11 +777,8 @@ fn bootstrap_waits_for_a_homeserver_that_starts_later() {
     let output = child.wait_with_output().unwrap();
     assert_ok(&output);
     let out = stdout(&output);
-    assert!(
-        out.contains(&format!("waiting for the homeserver at `{}`", world.url)),
-        "{out}"
-    );
-    assert!(out.contains("room #magi:magi: created"), "{out}");
+    assert_contains(&out, format!("waiting for the homeserver at `{}`", world.url));
+    assert_contains(&out, "room #magi:magi: created");
 }
 
 /// Real SIGKILLs at arbitrary moments of fresh runs (not only at step
@@ -888,9 +813,9 @@ fn killed_at_create_room(
     );
     // Every account was done (the room is the last step) and no room was.
     for account in &plan().accounts {
-        assert!(out.contains(&format!("{}: ", account.user_id)), "{out}");
+        assert_contains(&out, format!("{}: ", account.user_id));
     }
-    assert!(!out.contains("room #"), "{out}");
+    assert_lacks(&out, "room #");
     proxy
 }
 
@@ -973,7 +898,7 @@ fn assert_rerun_changes_nothing(world: &World) {
         "rerun: {}",
         out.lines().find(|l| l.contains("request(s)")).unwrap_or_default()
     );
-    assert!(out.contains("room #magi:magi: exists"), "{out}");
+    assert_contains(&out, "room #magi:magi: exists");
     for change in [
         ": registered",
         ": repaired",
@@ -1025,8 +950,8 @@ fn runs_killed_around_the_room_creation_are_completed_by_the_next_run() {
     let completed = world.bootstrap(&[]);
     assert_ok(&completed);
     let out = stdout(&completed);
-    assert!(out.contains("room #magi:magi: exists"), "{out}");
-    assert!(out.contains("joined @melchior:magi"), "{out}");
+    assert_contains(&out, "room #magi:magi: exists");
+    assert_contains(&out, "joined @melchior:magi");
     let devices = world.devices();
     assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
     assert_room_as_planned(&world);
@@ -1063,9 +988,9 @@ fn a_room_half_made_when_bootstrap_was_killed_is_completed() {
     let completed = world.bootstrap(&[]);
     assert_ok(&completed);
     let out = stdout(&completed);
-    assert!(out.contains("room #magi:magi: exists"), "{out}");
-    assert!(out.contains("updated join rule"), "{out}");
-    assert!(out.contains("power levels"), "{out}");
+    assert_contains(&out, "room #magi:magi: exists");
+    assert_contains(&out, "updated join rule");
+    assert_contains(&out, "power levels");
     assert_room_as_planned(&world);
 
     // Synapse finishes the old request now (its late invites fail on
@@ -1171,14 +1096,14 @@ fn a_room_someone_else_made_under_the_alias_is_refused() {
     let refused = world.bootstrap(&[]);
     assert!(!refused.status.success(), "{}", stdout(&refused));
     let err = stderr(&refused);
-    assert!(
-        err.contains(&format!(
+    assert_contains(
+        &err,
+        format!(
             "error: room `{}` (`{room}`) was made by `@outsider:magi`, not by the appliance's account `@appliance:magi`",
             planned.alias
-        )),
-        "{err}"
+        ),
     );
-    assert!(err.contains("hint: "), "{err}");
+    assert_contains(&err, "hint: ");
     // No agent was pulled into it.
     let members = world
         .client()
@@ -1234,7 +1159,7 @@ fn the_admin_password_command_prints_a_password_that_logs_in() {
     assert!(output.status.success(), "{}", stderr(&output));
     let password = stdout(&output).trim().to_string();
     assert_eq!(password.len(), 64);
-    assert!(stderr(&output).contains("change it"), "{}", stderr(&output));
+    assert_contains(stderr(&output), "change it");
     // The same with the full user id.
     assert_eq!(stdout(&admin_password(&world, "@gendo:magi", &[])).trim(), password);
     // Stored nowhere in the state directory: derived on demand.
@@ -1276,9 +1201,9 @@ fn the_admin_password_command_prints_a_password_that_logs_in() {
     // Refusals: an agent, an unknown name, and anyone but root.
     let agent = admin_password(&world, "melchior", &[]);
     assert!(!agent.status.success());
-    assert!(stderr(&agent).contains("is an agent"), "{}", stderr(&agent));
+    assert_contains(stderr(&agent), "is an agent");
     let unknown = admin_password(&world, "shinji", &[]);
-    assert!(stderr(&unknown).contains("admins are: gendo"), "{}", stderr(&unknown));
+    assert_contains(stderr(&unknown), "admins are: gendo");
     if rustix::process::geteuid().is_root() {
         let nobody = admin_password(
             &world,
@@ -1286,7 +1211,7 @@ fn the_admin_password_command_prints_a_password_that_logs_in() {
             &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
         );
         assert!(!nobody.status.success());
-        assert!(stderr(&nobody).contains("only root can read"), "{}", stderr(&nobody));
+        assert_contains(stderr(&nobody), "only root can read");
         assert!(!stdout(&nobody).contains(&password));
     }
 }
@@ -1302,24 +1227,15 @@ fn a_room_the_appliance_account_left_is_refused_not_replaced() {
     assert_ok(&world.bootstrap(&[]));
     let admin = world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
     let room = room_id(&world, &admin);
-    let reply = world
-        .client()
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/leave", segment(&room)),
-            Some(&admin),
-            &json!({}),
-        )
-        .unwrap();
+    let reply = crate::support::synapse::room_post(&world.client(), &admin, &room, "leave", &json!({}));
     assert!(reply.ok(), "{}", reply.describe());
 
     let refused = world.bootstrap(&[]);
     assert!(!refused.status.success(), "{}", stdout(&refused));
     let err = stderr(&refused);
-    assert!(
-        err.contains(&format!(
-            "error: the appliance's account `@appliance:magi` is not in its room `#magi:magi` (`{room}`)\nhint: "
-        )),
-        "{err}"
+    assert_contains(
+        &err,
+        format!("error: the appliance's account `@appliance:magi` is not in its room `#magi:magi` (`{room}`)\nhint: "),
     );
     assert_eq!(
         room_id(&world, &admin),
@@ -1337,7 +1253,7 @@ fn an_sqlite_install_moves_to_postgresql_with_synapse_port_db() {
     let Some(venv) = venv() else { return };
     let world = World::new();
     assert_ok(&world.bootstrap(&["--secrets-only"]));
-    let on_postgres = crate::synapse::settings(&world.data, &world.state, world.port);
+    let on_postgres = crate::support::synapse::settings(&world.data, &world.state, world.port);
     assert_eq!(on_postgres["database"]["name"], "psycopg2", "the default is PostgreSQL");
     let mut on_sqlite = on_postgres.clone();
     let sqlite = world.data.join("homeserver.db");
@@ -1392,7 +1308,7 @@ fn an_sqlite_install_moves_to_postgresql_with_synapse_port_db() {
     );
     let accounts = "SELECT name FROM users ORDER BY name";
     let in_sqlite = sqlite_rows(&venv, &sqlite, accounts);
-    assert!(in_sqlite.contains(&plan().bootstrap_account.user_id), "{in_sqlite}");
+    assert_contains(&in_sqlite, &plan().bootstrap_account.user_id);
     assert_eq!(postgres.query(POSTGRES_NAME, accounts), in_sqlite);
     assert_eq!(
         postgres.query(

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use agent_appliance::operator::nixlog::Progress;
 
-use crate::common::{appliance, require_tool, root, stderr, stdout};
+use crate::support::{appliance, assert_contains, assert_lacks, first_line_of, require_tool, root, stderr, stdout};
 
 fn nix() -> Option<std::path::PathBuf> {
     require_tool(
@@ -30,18 +30,24 @@ fn nix_build_in(dir: &Path) -> Command {
     command
 }
 
+/// `nix build` of `attribute` of tests/fixtures/nix-log/drv.nix with a
+/// private store under `dir`, its log as internal JSON on stderr.
+fn build_fixture_logged(dir: &Path, attribute: &str) -> std::process::Output {
+    nix_build_in(dir)
+        .args(["--log-format", "internal-json", "--no-link", "-f"])
+        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
+        .arg(attribute)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_parser_counts_a_real_nix_build() {
     if nix().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = nix_build_in(dir.path())
-        .args(["--log-format", "internal-json", "--no-link", "-f"])
-        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
-        .arg("b")
-        .output()
-        .unwrap();
+    let output = build_fixture_logged(dir.path(), "b");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
     let progress = Progress::from_log(&log);
@@ -62,12 +68,7 @@ fn the_parser_reads_a_real_failure() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = nix_build_in(dir.path())
-        .args(["--log-format", "internal-json", "--no-link", "-f"])
-        .arg(root().join("tests/fixtures/nix-log/drv.nix"))
-        .arg("fail")
-        .output()
-        .unwrap();
+    let output = build_fixture_logged(dir.path(), "fail");
     assert!(!output.status.success());
     let progress = Progress::from_log(&String::from_utf8_lossy(&output.stderr));
     let failed = progress.failed_derivations();
@@ -237,10 +238,7 @@ fn stand_in_checkout() -> tempfile::TempDir {
 /// `appliance build` with Nix's store, state and config in `store`; the
 /// sandbox is off because that store is not at /nix/store.
 fn appliance_build(checkout: &Path, store: &Path, args: &[&str]) -> std::process::Output {
-    appliance()
-        .args(["build", "--spec"])
-        .arg(checkout.join("appliance.toml"))
-        .args(args)
+    build_command(checkout, args)
         .args([
             "--",
             "--option",
@@ -261,9 +259,20 @@ fn appliance_build(checkout: &Path, store: &Path, args: &[&str]) -> std::process
         .env("NIX_LOG_DIR", store.join("log"))
         .env("NIX_CONF_DIR", store)
         .env("HOME", store)
-        .env_remove("APPLIANCE_SPEC")
         .output()
         .unwrap()
+}
+
+/// `appliance build --spec <checkout>/appliance.toml ARGS`, with no
+/// `APPLIANCE_SPEC` from the caller's environment.
+fn build_command(checkout: &Path, args: &[&str]) -> Command {
+    let mut command = appliance();
+    command
+        .args(["build", "--spec"])
+        .arg(checkout.join("appliance.toml"))
+        .args(args)
+        .env_remove("APPLIANCE_SPEC");
+    command
 }
 
 #[test]
@@ -289,9 +298,9 @@ fn build_runs_nix_and_reports_progress_result_and_size() {
         "{err}"
     );
     // Not a terminal: one line per step instead of a bar.
-    assert!(err.contains("[0/1 built] building stand-in-gce-image\n"), "{err}");
-    assert!(err.contains("\n1/1 built\n"), "{err}");
-    assert!(err.contains("stand-in-gce-image: buildPhase\n"), "{err}");
+    assert_contains(&err, "[0/1 built] building stand-in-gce-image\n");
+    assert_contains(&err, "\n1/1 built\n");
+    assert_contains(&err, "stand-in-gce-image: buildPhase\n");
     let out = stdout(&output);
     let store_dir = store.path().join("store");
     assert!(
@@ -299,7 +308,7 @@ fn build_runs_nix_and_reports_progress_result_and_size() {
         "{out}"
     );
     let link = checkout.path().join("result-hub");
-    assert!(out.contains(&format!("result: {}\n", link.display())), "{out}");
+    assert_contains(&out, format!("result: {}\n", link.display()));
     assert!(
         out.contains("image: ") && out.contains("nixos-image-stand-in.raw.tar.gz\n"),
         "{out}"
@@ -320,11 +329,11 @@ fn build_shows_the_failing_log_tail() {
     let output = appliance_build(checkout.path(), store.path(), &["gce-image"]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("error: nix build failed (exit code 1)\n"), "{err}");
-    assert!(err.contains("failed with exit code 4"), "{err}");
-    assert!(
-        err.contains("last 2 log lines of stand-in-gce-image:\n  | writing the image\n  | disk full\n"),
-        "{err}"
+    assert_contains(&err, "error: nix build failed (exit code 1)\n");
+    assert_contains(&err, "failed with exit code 4");
+    assert_contains(
+        &err,
+        "last 2 log lines of stand-in-gce-image:\n  | writing the image\n  | disk full\n",
     );
 }
 
@@ -348,12 +357,12 @@ fn build_refuses_a_stale_generated_tree() {
         err.contains("generated` is not what") && err.contains("(1 differing, 0 missing, 0 extra files)"),
         "{err}"
     );
-    assert!(err.contains("hint: run `appliance generate`"), "{err}");
+    assert_contains(&err, "hint: run `appliance generate`");
 }
 
 #[test]
 fn build_rejects_an_unknown_target() {
-    let output = crate::common::run_in(&root(), &["build", "nope"]);
+    let output = crate::support::run_in(&root(), &["build", "nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).starts_with("error: no host `nope` in the spec"),
@@ -392,14 +401,7 @@ fn checkout_pinning_nixpkgs() -> tempfile::TempDir {
 }
 
 fn build_with_path(checkout: &Path, path: &str, args: &[&str]) -> std::process::Output {
-    appliance()
-        .args(["build", "--spec"])
-        .arg(checkout.join("appliance.toml"))
-        .args(args)
-        .env("PATH", path)
-        .env_remove("APPLIANCE_SPEC")
-        .output()
-        .unwrap()
+    build_command(checkout, args).env("PATH", path).output().unwrap()
 }
 
 #[test]
@@ -441,7 +443,7 @@ fn a_nix_new_enough_is_then_asked_to_build() {
 
 #[test]
 fn a_dry_run_read_by_head_is_not_a_panic() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let checkout = checkout_pinning_nixpkgs();
     let tools = tempfile::tempdir().unwrap();
     // Nix's plain dry-run report of 4000 derivations: more than a pipe holds.
@@ -458,14 +460,11 @@ fn a_dry_run_read_by_head_is_not_a_panic() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line_of(&mut child);
     assert_eq!(first, "4000 derivations to build, 0 paths to fetch\n");
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    assert_lacks(&err, "panicked");
 }

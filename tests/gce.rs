@@ -1,7 +1,7 @@
 //! `appliance gce`: the printed steps for the default spec, pinned, and
 //! every missing value refused by name.
 
-use crate::common::{root, run_in, stderr, stdout};
+use crate::support::{assert_contains, assert_lacks, root, run_in, stderr, stdout};
 
 #[test]
 fn the_default_specs_steps_are_pinned() {
@@ -26,7 +26,7 @@ fn missing_values_are_named_and_nothing_is_guessed() {
     let missing = |args: &[&str], expected: &str| {
         let mut all = vec!["gce"];
         all.extend(args);
-        let output = crate::common::appliance()
+        let output = crate::support::appliance()
             .args(&all)
             .current_dir(root())
             .env_remove("APPLIANCE_SPEC")
@@ -53,13 +53,19 @@ fn missing_values_are_named_and_nothing_is_guessed() {
     );
 }
 
-#[test]
-fn a_gpu_count_no_machine_type_brings_is_refused() {
+/// A directory with the default spec, `from` replaced by `to` in it.
+fn default_spec_with(from: &str, to: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let spec = std::fs::read_to_string(root().join("appliance.toml"))
         .unwrap()
-        .replace("count = 8", "count = 3");
+        .replace(from, to);
     std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    dir
+}
+
+#[test]
+fn a_gpu_count_no_machine_type_brings_is_refused() {
+    let dir = default_spec_with("count = 8", "count = 3");
     let output = run_in(dir.path(), &["gce", "--project", "p1", "--zone", "z", "--bucket", "b"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -110,7 +116,7 @@ fn run_invokes_gcloud_step_by_step() {
     std::fs::create_dir(&result).unwrap();
     std::fs::write(result.join("nixos-image-26.05-x86_64-linux.raw.tar.gz"), b"stand-in").unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let output = crate::common::appliance()
+    let output = crate::support::appliance()
         .args([
             "gce",
             "--project",
@@ -167,11 +173,7 @@ fn run_invokes_gcloud_step_by_step() {
 
 #[test]
 fn an_unknown_gpu_takes_the_machine_type_its_hint_asks_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = std::fs::read_to_string(root().join("appliance.toml"))
-        .unwrap()
-        .replace("model = \"l4\", count = 8", "model = \"rtx-pro-6000\", count = 1");
-    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let dir = default_spec_with("model = \"l4\", count = 8", "model = \"rtx-pro-6000\", count = 1");
     let flags = ["gce", "--project", "p1", "--zone", "z", "--bucket", "b"];
     let refused = run_in(dir.path(), &flags);
     assert_eq!(refused.status.code(), Some(1));
@@ -186,7 +188,7 @@ fn an_unknown_gpu_takes_the_machine_type_its_hint_asks_for() {
     let chosen = run_in(dir.path(), &with_type);
     assert!(chosen.status.success(), "{}", stderr(&chosen));
     let script = stdout(&chosen);
-    assert!(script.contains("--machine-type=g4-standard-48 \\\n"), "{script}");
-    assert!(!script.contains("--accelerator="), "{script}");
-    assert!(script.contains("must come with its GPUs"), "{script}");
+    assert_contains(&script, "--machine-type=g4-standard-48 \\\n");
+    assert_lacks(&script, "--accelerator=");
+    assert_contains(&script, "must come with its GPUs");
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use agent_appliance::common::diag::SourceFile;
 
-use crate::common::{appliance, require_tool, run_nix, stderr};
+use crate::support::{appliance, assert_contains, require_tool, run_nix, stderr};
 
 const FIXTURE: &str = include_str!("fixtures/hostile/appliance.toml");
 
@@ -239,11 +239,7 @@ fn cli_refuses(spec: &str, errors: &str) {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains(errors.lines().next().unwrap()),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), errors.lines().next().unwrap());
     assert!(
         !dir.path().join("generated").exists(),
         "a refused spec must write nothing"

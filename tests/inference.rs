@@ -5,10 +5,9 @@
 //! It is a stand-in: no model is downloaded; the real pull is checked on a
 //! GPU host (docs/sandboxes.md).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::common::{require_tool, root};
+use crate::support::{assert_contains, first_line_of, require_tool, root};
 
 const STANDIN: &str = r#"
 import json, sys
@@ -45,10 +44,7 @@ fn pull(fail: &str) -> Option<(std::process::Output, String)> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
+    let port = first_line_of(&mut server);
     // The models of the repository's spec, as its hub's module passes them.
     let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
     let models = &appliance.inference.as_ref().unwrap().models;
@@ -78,11 +74,11 @@ fn every_model_is_pulled_and_a_failure_names_its_model() {
     };
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(!failed.status.success(), "a failed pull must fail the unit");
-    assert!(
-        stderr.contains("appliance: model glm-4.7-flash:q4_K_M failed to pull: {\"error\": \"pull model manifest"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "appliance: model glm-4.7-flash:q4_K_M failed to pull: {\"error\": \"pull model manifest",
     );
-    assert!(stderr.contains("models not pulled: glm-4.7-flash:q4_K_M"), "{stderr}");
+    assert_contains(&stderr, "models not pulled: glm-4.7-flash:q4_K_M");
     // The others are still pulled.
     assert_eq!(pulls.lines().count(), 3);
 }
@@ -130,7 +126,7 @@ fn load(text: &str) -> agent_appliance::generator::model::Appliance {
 fn check(text: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("appliance.toml"), text).unwrap();
-    crate::common::run_in(dir.path(), &["check"])
+    crate::support::run_in(dir.path(), &["check"])
 }
 
 #[test]
@@ -222,27 +218,25 @@ fn host_mode_and_crawler_off_keep_the_old_setup_and_say_so() {
 fn check_warns_when_the_models_do_not_fit_in_vram() {
     // 44 GB + 40 GB on one 24 GiB L4.
     let output = check(&spec("", ""));
-    let stderr = crate::common::stderr(&output);
+    let stderr = crate::support::stderr(&output);
     assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(
-            "warning[inference-vram]: inference: the models need about 84.0 GB loaded together, but 1 x l4 has 25.8 GB"
-        ),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "warning[inference-vram]: inference: the models need about 84.0 GB loaded together, but 1 x l4 has 25.8 GB",
     );
     // A spec size counts instead of the table's; both fit on eight.
     let fits = check(&spec("sizes = { \"qwen3.5:27b-q4_K_M\" = \"20g\" }", "").replace("count = 1", "count = 8"));
     assert!(
-        !crate::common::stderr(&fits).contains("inference-vram"),
+        !crate::support::stderr(&fits).contains("inference-vram"),
         "{}",
-        crate::common::stderr(&fits)
+        crate::support::stderr(&fits)
     );
     let bad = check(&spec("sizes = { \"nope:1b\" = \"20g\" }", ""));
     assert!(!bad.status.success());
     assert!(
-        crate::common::stderr(&bad).contains("`sizes` names model `nope:1b`, which `models` does not list"),
+        crate::support::stderr(&bad).contains("`sizes` names model `nope:1b`, which `models` does not list"),
         "{}",
-        crate::common::stderr(&bad)
+        crate::support::stderr(&bad)
     );
 }
 
@@ -252,8 +246,8 @@ fn an_agent_cannot_take_a_service_sandboxs_name() {
     let output = check(&text);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("container name `webextract` is the appliance's own service sandbox"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "container name `webextract` is the appliance's own service sandbox",
     );
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use crate::common::root;
+use crate::support::root;
 
 /// Where code runs and what it may import (docs/architecture.md, "Layers").
 /// The top-level folders of `src/` are the groups; the generator's folder is

@@ -9,31 +9,9 @@ use agent_appliance::generator::lint::{self, Finding, LINTS, Severity};
 use agent_appliance::generator::model::Appliance;
 use agent_appliance::operator::commands::load;
 
-use crate::common::{root, run_in, stderr};
+use crate::support::{assert_contains, root, run_in, stderr};
 
-const BASE: &str = r#"
-[appliance]
-name = "solo"
-
-[hosts.box]
-target = "nixos"
-
-[matrix]
-host = "box"
-server-name = "solo.internal"
-admins = ["owner"]
-
-[inference]
-host = "box"
-models = ["qwen3:4b"]
-
-[agents.helper]
-kind = "picoclaw"
-host = "box"
-
-[rooms.lobby]
-members = ["helper", "@owner"]
-"#;
+use crate::support::SOLO_SPEC as BASE;
 
 fn write_spec(dir: &Path, text: &str) {
     fs::write(dir.join("appliance.toml"), text).unwrap();
@@ -198,11 +176,7 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
     for command in [&["check"][..], &["generate"][..]] {
         let output = run_in(dir.path(), command);
         assert_eq!(output.status.code(), Some(2), "{command:?}: {}", stderr(&output));
-        assert!(
-            stderr(&output).contains("deny[inline-secret] spec: line 2"),
-            "{}",
-            stderr(&output)
-        );
+        assert_contains(stderr(&output), "deny[inline-secret] spec: line 2");
     }
     assert!(
         !dir.path().join("generated").exists(),
@@ -216,21 +190,13 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
     );
     let output = run_in(dir.path(), &["check"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("unknown lint `inline-secrets`"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "unknown lint `inline-secrets`");
     write_spec(
         dir.path(),
         &format!("{secret}\n[lints]\nallow = {{ inline-secret = \"\" }}\n"),
     );
     let output = run_in(dir.path(), &["check"]);
-    assert!(
-        stderr(&output).contains("allowed without a reason"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "allowed without a reason");
 
     // With a reason it passes, and check shows it.
     let reason = "a revoked token kept as a test fixture";
@@ -240,17 +206,13 @@ fn a_deny_lint_blocks_check_and_generate_until_allowed_with_a_reason() {
     );
     let output = run_in(dir.path(), &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("allowed[inline-secret]"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(stderr(&output).contains(reason), "{}", stderr(&output));
+    assert_contains(stderr(&output), "allowed[inline-secret]");
+    assert_contains(stderr(&output), reason);
 }
 
 #[test]
 fn warn_lints_do_not_block() {
-    let text = BASE.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1);
+    let text = crate::support::federated_solo_spec();
     let found = findings(&text);
     assert!(found.iter().all(|f| f.severity == Severity::Warn && !f.blocks()));
 }
@@ -258,7 +220,7 @@ fn warn_lints_do_not_block() {
 #[test]
 fn explain_shows_findings_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let text = BASE.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1);
+    let text = crate::support::federated_solo_spec();
     let reason = "this appliance talks to the team's homeserver";
     write_spec(
         dir.path(),
@@ -272,7 +234,7 @@ fn explain_shows_findings_with_their_reasons() {
     assert_eq!(lints[0]["code"], "matrix-federation");
     assert_eq!(lints[0]["allowed"], reason);
     let output = run_in(dir.path(), &["explain"]);
-    let text = crate::common::stdout(&output);
+    let text = crate::support::stdout(&output);
     assert!(
         text.contains("matrix-federation (allowed: this appliance talks"),
         "{text}"

@@ -1,10 +1,7 @@
 //! One integration test binary (one link step): each concern in its own
 //! module.
 
-mod common;
-mod dockerd;
-mod netns;
-mod synapse;
+mod support;
 
 mod admins;
 mod agents;

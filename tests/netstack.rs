@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{built_runsc, in_ci, require_tool, root};
+use crate::support::{assert_contains, built_runsc, require_root, require_tools, root};
 
 fn repro(runsc: &Path) -> (Option<i32>, String) {
     let output = Command::new(root().join("scripts/netstack-repro.sh"))
@@ -21,19 +21,8 @@ fn repro(runsc: &Path) -> (Option<i32>, String) {
 
 /// The tools the reproducer needs, and root (it makes network namespaces).
 fn tools() -> bool {
-    let found: Vec<bool> = ["ip", "busybox", "python3"]
-        .iter()
-        .map(|tool| require_tool(tool, "netstack reproducer").is_some())
-        .collect();
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the netstack reproducer makes network namespaces and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the netstack reproducer needs root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    !found.contains(&false)
+    let found = require_tools(&["ip", "busybox", "python3"], "netstack reproducer");
+    require_root("the netstack reproducer makes network namespaces") && found
 }
 
 #[test]
@@ -70,8 +59,5 @@ fn debians_2024_runsc_refuses_its_netstack_here() {
     }
     let (code, out) = repro(debian);
     assert_ne!(code, Some(0), "{out}");
-    assert!(
-        out.contains("cannot run with network enabled in root network namespace"),
-        "{out}"
-    );
+    assert_contains(&out, "cannot run with network enabled in root network namespace");
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use agent_appliance::generator::render::nix;
 use proptest::prelude::*;
 
-use crate::common::{eval_json, nix_instantiate, root};
+use crate::support::{eval_json, nix_instantiate, root};
 
 fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

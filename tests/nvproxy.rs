@@ -11,7 +11,7 @@ use std::process::Command;
 
 use agent_appliance::generator::render::NVPROXY_DRIVERS;
 
-use crate::common::{built_runsc, gvisor_go_module, in_ci};
+use crate::support::{built_runsc, gvisor_go_module, in_ci};
 
 #[test]
 fn the_driver_list_is_the_shipped_runscs() {

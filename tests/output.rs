@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::{root, run_in, stderr, stdout};
+use crate::support::{assert_contains, root, run_in, stderr, stdout};
 
 /// A copy of the repo's default spec in a fresh directory.
 fn project() -> tempfile::TempDir {
@@ -60,7 +60,7 @@ fn output_is_identical_whatever_the_directory_clock_or_locale() {
     let b = project();
     let first = generate(a.path(), &[]);
     assert!(first.status.success(), "{}", stderr(&first));
-    let second = crate::common::appliance()
+    let second = crate::support::appliance()
         .args(["generate", "--spec", "appliance.toml"])
         .current_dir(b.path())
         .env("TZ", "Pacific/Kiritimati")
@@ -120,12 +120,9 @@ fn check_lists_differing_missing_and_extra_files() {
     let drift = generate(dir.path(), &["--check"]);
     assert_eq!(drift.status.code(), Some(1));
     let listing = stdout(&drift);
-    assert!(
-        listing.contains("differs: generated/hosts/hub/default.nix"),
-        "{listing}"
-    );
-    assert!(listing.contains("missing: generated/bootstrap/plan.json"), "{listing}");
-    assert!(listing.contains("extra:   generated/notes.txt"), "{listing}");
+    assert_contains(&listing, "differs: generated/hosts/hub/default.nix");
+    assert_contains(&listing, "missing: generated/bootstrap/plan.json");
+    assert_contains(&listing, "extra:   generated/notes.txt");
     assert!(
         stderr(&drift).starts_with("error: the generated tree is not up to date\nhint: "),
         "{}",
@@ -143,11 +140,8 @@ fn hand_edits_are_never_overwritten_silently() {
     let refused = generate(dir.path(), &[]);
     assert_eq!(refused.status.code(), Some(1));
     let err = stderr(&refused);
-    assert!(
-        err.contains("agents/melchior/openclaw.json` was edited by hand"),
-        "{err}"
-    );
-    assert!(err.contains("--force"), "{err}");
+    assert_contains(&err, "agents/melchior/openclaw.json` was edited by hand");
+    assert_contains(&err, "--force");
     assert_eq!(fs::read_to_string(&edited).unwrap(), "{\"mine\": true}\n");
 
     let forced = generate(dir.path(), &["--force"]);
@@ -179,10 +173,9 @@ fn foreign_files_are_kept_and_stale_generated_files_removed() {
     fs::write(dir.path().join("appliance.toml"), spec).unwrap();
     let refused = generate(dir.path(), &[]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stderr(&refused).contains("agents/balthasar-pi/config.json` exists but was not written by appliance"),
-        "{}",
-        stderr(&refused)
+    assert_contains(
+        stderr(&refused),
+        "agents/balthasar-pi/config.json` exists but was not written by appliance",
     );
     assert_eq!(
         fs::read_to_string(out.join("agents/balthasar-pi/config.json")).unwrap(),
@@ -204,7 +197,7 @@ fn an_interrupted_run_leaves_the_previous_tree_intact() {
     )
     .unwrap();
     // Killed after the new tree was staged, before the swap.
-    let interrupted = crate::common::appliance()
+    let interrupted = crate::support::appliance()
         .args(["generate"])
         .current_dir(dir.path())
         .env("APPLIANCE_TEST_INTERRUPT_BEFORE_SWAP", "1")
@@ -232,7 +225,7 @@ fn refuses_to_write_into_a_directory_it_did_not_create() {
     fs::write(out.join("important.txt"), "keep").unwrap();
     let output = run_in(dir.path(), &["generate", "--out", "elsewhere"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("has no `SHA256SUMS`"), "{}", stderr(&output));
+    assert_contains(stderr(&output), "has no `SHA256SUMS`");
     assert_eq!(fs::read_to_string(out.join("important.txt")).unwrap(), "keep");
 }
 
@@ -259,7 +252,7 @@ fn a_second_writer_waits_and_a_live_writers_staging_is_kept() {
         spec.replace("context = 262144", "context = 131072"),
     )
     .unwrap();
-    let mut second = crate::common::appliance()
+    let mut second = crate::support::appliance()
         .args(["generate"])
         .current_dir(dir.path())
         .env_remove("APPLIANCE_SPEC")
@@ -288,7 +281,7 @@ fn a_second_writer_waits_and_a_live_writers_staging_is_kept() {
     assert!(stderr(&output).contains("waiting for another `appliance generate`"));
     assert!(!staging.exists(), "a dead writer's staging directory must be removed");
     let hub = fs::read_to_string(dir.path().join("generated/agents/melchior/openclaw.json")).unwrap();
-    assert!(hub.contains("131072"), "{hub}");
+    assert_contains(&hub, "131072");
 }
 
 #[test]
@@ -352,7 +345,7 @@ fn a_stale_staging_directory_goes_even_when_nothing_changes() {
     fs::write(stale.join("half-written.nix"), "{").unwrap();
     let again = generate(dir.path(), &[]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stdout(&again).contains("up to date"), "{}", stdout(&again));
+    assert_contains(stdout(&again), "up to date");
     assert!(
         !stale.exists(),
         "the next run must remove a dead run's staging directory"
@@ -403,11 +396,7 @@ fn a_large_foreign_file_is_never_read() {
 
     let check = in_one_gib(dir.path(), "generate --check");
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
-    assert!(
-        stdout(&check).contains("extra:   generated/disk.img\n"),
-        "{}",
-        stdout(&check)
-    );
+    assert_contains(stdout(&check), "extra:   generated/disk.img\n");
 
     let spec = fs::read_to_string(dir.path().join("appliance.toml")).unwrap();
     fs::write(
@@ -417,11 +406,7 @@ fn a_large_foreign_file_is_never_read() {
     .unwrap();
     let output = in_one_gib(dir.path(), "generate");
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("kept (not generated): generated/disk.img\n"),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(stdout(&output), "kept (not generated): generated/disk.img\n");
     assert_eq!(fs::metadata(&big).unwrap().len(), 2 << 30);
 }
 
@@ -467,7 +452,7 @@ fn an_old_tree_that_cannot_be_removed_is_a_warning_not_a_failure() {
     fs::write(&pinned, "mine\n").unwrap();
     if !set_immutable(&pinned, true) {
         assert!(
-            !crate::common::in_ci(),
+            !crate::support::in_ci(),
             "cannot set the immutable flag (needs root and ext4/xfs/btrfs)"
         );
         eprintln!("\n!!! SKIPPED: cannot set the immutable flag here (needs root and ext4/xfs/btrfs) !!!\n");
@@ -487,9 +472,9 @@ fn an_old_tree_that_cannot_be_removed_is_a_warning_not_a_failure() {
         err.starts_with("warning: the new tree is in `generated`, but the old one could not be removed from `"),
         "{err}"
     );
-    assert!(
-        err.contains("hint: remove it by hand, or let the next `appliance generate` remove it\n"),
-        "{err}"
+    assert_contains(
+        &err,
+        "hint: remove it by hand, or let the next `appliance generate` remove it\n",
     );
     let hub = fs::read_to_string(dir.path().join("generated/agents/melchior/openclaw.json")).unwrap();
     assert!(hub.contains("131072"), "the new tree must be in place: {hub}");

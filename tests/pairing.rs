@@ -26,9 +26,9 @@ use agent_appliance::on_host::bootstrap::client::Client;
 use agent_appliance::on_host::pairing::{ClientConfig, ServerConfig};
 use serde_json::json;
 
-use crate::common::free_port;
-use crate::common::{in_ci, require_tool, root, stderr, stdout};
-use crate::synapse::{Synapse, venv};
+use crate::support::ports::free_port;
+use crate::support::synapse::{Synapse, venv};
+use crate::support::{assert_contains, require_tool, root, stderr, stdout};
 
 const HUB: &str = "10.89.0.1";
 const PI: &str = "10.89.0.2";
@@ -203,9 +203,7 @@ impl Drop for Lab {
 /// Root, `ip`, `wg`, `wireguard-go` and Synapse, or a loud skip (a failure
 /// in CI).
 fn prerequisites() -> Option<PathBuf> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "the pairing test needs root (network namespaces) in CI");
-        eprintln!("\n!!! SKIPPED: the pairing test needs root for network namespaces !!!\n");
+    if !crate::support::require_root("the pairing test makes network namespaces") {
         return None;
     }
     for (tool, why) in [
@@ -370,11 +368,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     // The Pi pairs: its agent's files arrive, 0400 for the agent, equal to the hub's.
     let output = pair(&lab, "pi", &client_path, &["--timeout", "60"]);
     assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
-    assert!(
-        stdout(&output).contains("balthasar-pi: wrote env, matrix-token"),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(stdout(&output), "balthasar-pi: wrote env, matrix-token");
     let agent = &client.agents["balthasar-pi"];
     let pi_dir = pi_state.join(&agent.secrets_dir);
     let hub_dir = hub_state.join(&agent.secrets_dir);
@@ -404,11 +398,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
 
     // A rerun changes nothing.
     let output = pair(&lab, "pi", &client_path, &["--timeout", "30"]);
-    assert!(
-        stdout(&output).contains("balthasar-pi: secrets unchanged"),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(stdout(&output), "balthasar-pi: secrets unchanged");
 
     // A process on the Pi without the Pi's key (as one of its sandboxes
     // would be: their traffic leaves masqueraded to the Pi's address).
@@ -429,11 +419,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
         ],
     );
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("the proof does not match"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(stderr(&output), "the proof does not match");
     assert!(!stranger_state.join(&agent.secrets_dir).join("env").exists());
 
     // The intruder, a peer of the hub from its own overlay address, with its
@@ -449,10 +435,9 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     ];
     let output = pair(&lab, "intruder", &client_path, &intruder_args);
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains(&format!("no host of this appliance has the overlay address {INTRUDER}")),
-        "{}",
-        stderr(&output)
+    assert_contains(
+        stderr(&output),
+        format!("no host of this appliance has the overlay address {INTRUDER}"),
     );
     // The same intruder taking the Pi's overlay address: the hub's
     // WireGuard drops its packets (that address belongs to the Pi's key),
@@ -474,7 +459,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     );
     let output = pair(&lab, "intruder", &client_path, &intruder_args);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("failed to connect"), "{}", stderr(&output));
+    assert_contains(stderr(&output), "failed to connect");
     assert!(!intruder_state.join(&agent.secrets_dir).join("env").exists());
     let synapse_on_overlay: std::net::SocketAddr = format!("{HUB}:{port}").parse().unwrap();
     let reached = in_netns(&intruder_ns, move || {
@@ -496,13 +481,9 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     });
     assert_eq!(logout, 200);
     let repaired = bootstrap(&lab, &[]);
-    assert!(repaired.contains("@balthasar-pi:magi: repaired"), "{repaired}");
+    assert_contains(&repaired, "@balthasar-pi:magi: repaired");
     let output = pair(&lab, "pi", &client_path, &["--timeout", "30"]);
-    assert!(
-        stdout(&output).contains("balthasar-pi: wrote env, matrix-token"),
-        "{}",
-        stdout(&output)
-    );
+    assert_contains(stdout(&output), "balthasar-pi: wrote env, matrix-token");
     let rotated = fs::read_to_string(pi_dir.join("matrix-token"))
         .unwrap()
         .trim()
@@ -517,14 +498,14 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     assert_eq!(status, 401);
 
     let log = fs::read_to_string(dir.join("pair-serve.log")).unwrap();
-    assert!(log.contains(&format!("{PI}: host `pi`: handed balthasar-pi")), "{log}");
-    assert!(log.contains(&format!("{INTRUDER}: refused")), "{log}");
+    assert_contains(&log, format!("{PI}: host `pi`: handed balthasar-pi"));
+    assert_contains(&log, format!("{INTRUDER}: refused"));
 }
 
 /// A host's pairing unit, as modules/pairing.nix makes it from the host's
 /// generated values, evaluated with stub `lib`, `pkgs` and `utils`.
 fn pairing_unit(host: &str, unit: &str) -> serde_json::Value {
-    crate::common::eval_json(&format!(
+    crate::support::eval_json(&format!(
         r#"
 let
   lib = {{
@@ -549,7 +530,7 @@ in {{ enabled = generated.config.cond && service.cond; unit = service.content; }
 
 #[test]
 fn the_generated_units_run_pairing_on_both_sides_before_the_agents() {
-    if crate::common::nix_instantiate().is_none() {
+    if crate::support::nix_instantiate().is_none() {
         return;
     }
     let server = pairing_unit("hub", "appliance-pairing");
@@ -636,14 +617,14 @@ fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
     fs::write(&client_path, serde_json::to_string(&client).unwrap()).unwrap();
 
     let _server = Killed(
-        crate::common::appliance()
+        crate::support::appliance()
             .args(["pair-serve", "--config", server_path.to_str().unwrap()])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let pair = |extra: &[&str]| {
-        crate::common::appliance()
+        crate::support::appliance()
             .args(["pair", "--config", client_path.to_str().unwrap()])
             .args(extra)
             .output()
@@ -653,7 +634,7 @@ fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
     // Before bootstrap: refused, retried, nothing written.
     let early = pair(&["--timeout", "2"]);
     assert!(!early.status.success());
-    assert!(stderr(&early).contains("not ready on the hub"), "{}", stderr(&early));
+    assert_contains(stderr(&early), "not ready on the hub");
     let agent = &client.agents["balthasar-pi"];
     assert!(!peer_state.join(&agent.secrets_dir).join("env").exists());
 
@@ -674,10 +655,6 @@ fn pairing_on_loopback_waits_for_bootstrap_and_checks_the_key() {
     let other = write_key(dir, "other.key", &other_private);
     let refused = pair(&["--timeout", "1", "--private-key", other.to_str().unwrap()]);
     assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("the proof does not match"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_contains(stderr(&refused), "the proof does not match");
     assert!(!stderr(&refused).contains("t0k3n"));
 }

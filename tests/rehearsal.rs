@@ -1,7 +1,6 @@
 //! The rehearsal's stand-in model server (tests/rehearsal/standin_model.py),
 //! over real HTTP: both APIs, streamed and not, the scripted tool calls and
-//! the request log. And, opt-in (`--ignored`, ~4 min, needs npm), the whole
-//! scenario against the real OpenClaw and Hermes on this host.
+//! the request log.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::free_port;
-use crate::common::{require_tool, root};
+use crate::support::ports::free_port;
+use crate::support::{assert_contains, require_tool, root};
 
 const MODEL: &str = "qwen3.5:27b-q4_K_M";
 
@@ -159,7 +158,7 @@ fn standin_lists_and_shows_its_models_and_refuses_others() {
     );
     let (status, body) = post(&standin, "/api/chat", &json!({"model": "other:1b", "messages": []}));
     assert_eq!(status, 404, "{body}");
-    assert!(body.contains("stand-in"), "{body}");
+    assert_contains(&body, "stand-in");
 }
 
 #[test]
@@ -187,7 +186,7 @@ fn standin_answers_a_plain_message_on_both_apis_streamed_and_not() {
         (content.as_str(), calls.len(), finish.as_str()),
         (want.as_str(), 0, "stop")
     );
-    assert!(text.contains("\"usage\""), "{text}");
+    assert_contains(&text, "\"usage\"");
     let (_, text) = post(
         &standin,
         "/v1/chat/completions",
@@ -224,7 +223,7 @@ fn standin_runs_code_through_the_terminal_tool_and_reports_its_output() {
     // Without a code tool it says so instead of calling one.
     let body = json!({"model": MODEL, "stream": false, "messages": [user]});
     let text = post(&standin, "/v1/chat/completions", &body).1;
-    assert!(text.contains("no code tool was offered"), "{text}");
+    assert_contains(&text, "no code tool was offered");
 }
 
 #[test]
@@ -306,7 +305,7 @@ fn standin_loop_replies_name_the_next_agent_and_the_log_names_the_model() {
     let reply: Value = serde_json::from_str(&post(&standin, "/api/chat", &body).1).unwrap();
     let text = reply["message"]["content"].as_str().unwrap();
     assert!(text.starts_with("[stand-in]"), "{text}");
-    assert!(text.contains("@casper:magi, your turn: loop_casper_melchior"), "{text}");
+    assert_contains(text, "@casper:magi, your turn: loop_casper_melchior");
     // Same request again: the full tools array is logged once per set.
     post(&standin, "/api/chat", &body);
     let entries: Vec<Value> = log_entries(&standin.log)

@@ -4,124 +4,29 @@
 //! (`docker::run_options`, the list the NixOS module passes on).
 //!
 //! Everything this machine forces on the generated values is in
-//! `machine_settings` and `machine_args`, with the reason.
+//! `machine_settings` and `machine_args` (tests/support/lab.rs), with the
+//! reason. The lab's start-to-exit benchmark is `cargo bench --bench sandbox`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_appliance::generator::docker::run_options;
-use agent_appliance::generator::model::image::{self, ImageLayout};
 use agent_appliance::generator::model::services::EXTRACT_KEY_ENV;
-use agent_appliance::generator::model::{Appliance, BindSource, Host, SECRETS_MOUNT, Sandbox};
+use agent_appliance::generator::model::{BindSource, SECRETS_MOUNT, Sandbox};
 use agent_appliance::generator::render::runtimes::daemon_settings;
-use agent_appliance::generator::runsc::{FlagListing, RunscVersion, probe_binary};
+use agent_appliance::generator::runsc::RunscVersion;
 use agent_appliance::generator::spec::schema::Platform;
 use agent_appliance::operator::commands::load;
-use serde_json::Value;
 
-use crate::common::{in_ci, require_tool, root};
-use crate::dockerd::{DOCKER, Dockerd};
-
-const IMAGE: &str = "appliance-test:busybox";
-
-/// The generated daemon settings of `host`, adapted to this machine:
-/// 1. flags spelled for the installed runsc (in CI bookworm-backports'
-///    0.0~20240729, which still spells packet writes `TESTONLY-...`) through
-///    the library's own table, chosen by what `runsc flags` lists;
-/// 2. `platform = "ptrace"` only when that runsc has no systrap (bookworm's
-///    own 2022 build); kvm hangs in this nested VM;
-/// 3. `--network=none` appended to every runtime: runsc's netstack fails on
-///    this VM with "cannot run with network enabled in root network
-///    namespace".
-///
-/// Nothing else changes: runtime names, `path` ("runsc", found on PATH),
-/// `default-runtime`, `no-new-privileges` and every other flag are as
-/// generated.
-fn machine_settings(host: &Host) -> Value {
-    let mut host = host.clone();
-    let (version, listing) = installed_runsc();
-    if !listing.has_platform(host.platform) {
-        host.platform = Platform::Ptrace;
-    }
-    let settings = daemon_settings(&host, version).expect("settings spell for the installed runsc");
-    let mut settings = serde_json::to_value(settings).unwrap();
-    for runtime in settings["runtimes"].as_object_mut().unwrap().values_mut() {
-        let args = runtime["runtimeArgs"].as_array_mut().unwrap();
-        // No GPU here: the GPU runtime runs minus nvproxy (issue 13).
-        args.retain(|a| !a.as_str().unwrap_or_default().starts_with("--nvproxy"));
-        args.push("--network=none".into());
-    }
-    settings
-}
-
-/// Host-side stand-ins for the appliance's runtime paths.
-struct Paths {
-    dir: tempfile::TempDir,
-}
-
-impl Paths {
-    /// `/var/lib/appliance/...` and `/run/appliance/...` below a temp dir.
-    fn host(&self, path: &str) -> PathBuf {
-        self.dir.path().join(path.trim_start_matches('/'))
-    }
-}
-
-/// The generated `docker run` options of `sandbox`, adapted to this machine:
-/// 1. `--network=none` instead of `--network=appliance --ip=... --dns=...`
-///    and the ports published on the overlay: the test daemon has no bridge
-///    (and old runsc no sandbox networking); and no
-///    `--device=nvidia.com/gpu=all` and no nvproxy flags: no GPU here;
-///    `--cpus` at most this machine's CPUs, which Docker insists on;
-/// 2. host paths (secrets, socket dirs, env files) below a temp dir, and
-///    generated files from the committed `generated/` tree;
-/// 3. `extra`: probe-only options a check adds, never a generated one;
-/// 4. (in the test) the owner and mode of the exec sandbox's socket, see there.
-///
-/// Image and command are replaced by the caller (the agent images are Nix
-/// builds, not available here).
-fn machine_args(sandbox: &Sandbox, paths: &Paths, extra: &[String]) -> Vec<String> {
-    let options = run_options(sandbox);
-    let mut args: Vec<String> = options
-        .cli_args(|source| match source {
-            BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
-            BindSource::Host(path) => paths.host(path).display().to_string(),
-        })
-        .into_iter()
-        .filter(|arg| {
-            ![
-                "--network=",
-                "--ip=",
-                "--dns=",
-                "--publish=",
-                "--device=nvidia.com/gpu=",
-            ]
-            .iter()
-            .any(|flag| arg.starts_with(flag))
-        })
-        .map(|arg| match arg.strip_prefix("--env-file=") {
-            Some(file) => format!("--env-file={}", paths.host(file).display()),
-            None => arg,
-        })
-        // Docker refuses more CPUs than the machine has (Ollama's 8 here).
-        .map(
-            |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
-                Some(cpus) => format!("--cpus={}", cpus.min(available_cpus())),
-                None => arg,
-            },
-        )
-        .collect();
-    args.push("--network=none".into());
-    args.extend(extra.iter().cloned());
-    args
-}
-
-fn available_cpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
+use crate::support::dockerd::Dockerd;
+use crate::support::lab::{
+    EXTRACT_TEST_KEY, IMAGE, Lab, build_image, installed_runsc, layout_of, machine_args, secret_of, tools_present,
+    uid_gid,
+};
+use crate::support::root;
 
 /// Bits of `/proc/self/status` `CapEff` for the capabilities we name.
 fn capability_bit(name: &str) -> u32 {
@@ -147,38 +52,6 @@ fn capability_bit(name: &str) -> u32 {
     }
 }
 
-fn uid_gid(sandbox: &Sandbox) -> (u32, u32) {
-    let (uid, gid) = sandbox.user.split_once(':').expect("user is uid:gid");
-    (uid.parse().unwrap(), gid.parse().unwrap())
-}
-
-/// The test's webextract key (the host makes a random one).
-const EXTRACT_TEST_KEY: &str = "extract-key-of-the-sandbox-test";
-
-fn secret_of(agent: &str) -> String {
-    format!("secret-of-{agent}")
-}
-
-/// The test lab: dockerd with the adapted generated settings, the test
-/// image, and host dirs with one secret and env file per agent.
-struct Lab {
-    // Field order is drop order: the daemon goes before the dirs.
-    daemon: Dockerd,
-    paths: Paths,
-    appliance: Appliance,
-    probe: PathBuf,
-    servers: Vec<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for server in &mut self.servers {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-    }
-}
-
 /// gVisor's host-UDS policy refused a connect: EPERM from runsc 20221219,
 /// ECONNREFUSED from 20240729 (its gofer does not hand the socket over).
 /// EACCES would only be file modes, which the probes grant: the consumer
@@ -187,185 +60,6 @@ fn refused_by_host_uds_policy(probe_output: &str) -> bool {
     ["uds-connect: FAIL errno=1 ", "uds-connect: FAIL errno=111 "]
         .iter()
         .any(|refusal| probe_output.contains(refusal))
-}
-
-/// The installed runsc's spelling family and flag listing.
-fn installed_runsc() -> (RunscVersion, FlagListing) {
-    let runsc = require_tool("runsc", "sandbox policy under real gVisor").expect("runsc is installed");
-    probe_binary(&runsc).expect("runsc answers `runsc flags`")
-}
-
-fn tools_present() -> bool {
-    let why = "sandbox policy under real gVisor";
-    let tools = ["runsc", "dockerd", "busybox", "gcc", "tar", "timeout"];
-    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
-    let client = Path::new(DOCKER).is_file();
-    assert!(
-        client || !in_ci(),
-        "`{DOCKER}` (Debian's docker.io client) is required in CI"
-    );
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "the gVisor tests start dockerd and must run as root in CI");
-        eprintln!("\n!!! SKIPPED: the gVisor tests start dockerd and need root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    found.iter().all(|f| *f) && client
-}
-
-impl Lab {
-    fn start(extra_runtimes: &[(&str, &[&str])]) -> Option<Lab> {
-        if !tools_present() {
-            return None;
-        }
-        let appliance = load(&root().join("appliance.toml")).unwrap();
-        let mut settings = machine_settings(&appliance.hosts["hub"]);
-        for (name, args) in extra_runtimes {
-            settings["runtimes"][*name] = serde_json::json!({"path": "runsc", "runtimeArgs": args});
-        }
-        let daemon =
-            Dockerd::start(&settings).unwrap_or_else(|log| panic!("dockerd rejected the generated settings:\n{log}"));
-        let paths = Paths {
-            dir: tempfile::Builder::new().prefix("appliance-lab-").tempdir().unwrap(),
-        };
-        let probe = build_image(&daemon, paths.dir.path(), &appliance.hosts["hub"]);
-        let lab = Lab {
-            daemon,
-            paths,
-            appliance,
-            probe,
-            servers: Vec::new(),
-        };
-        lab.write_host_files();
-        Some(lab)
-    }
-
-    fn hub(&self) -> &Host {
-        &self.appliance.hosts["hub"]
-    }
-
-    fn sandbox(&self, name: &str) -> &Sandbox {
-        self.hub().sandboxes.iter().find(|s| s.name == name).unwrap()
-    }
-
-    /// Secrets (0400, owned by the sandbox's user, as the bootstrap leaves
-    /// them) and socket dirs, where the generated options expect them.
-    fn write_host_files(&self) {
-        for sandbox in &self.hub().sandboxes {
-            let (uid, gid) = uid_gid(sandbox);
-            for bind in &sandbox.binds {
-                let BindSource::Host(path) = &bind.source else { continue };
-                let dir = self.paths.host(path);
-                fs::create_dir_all(&dir).unwrap();
-                if bind.target == SECRETS_MOUNT {
-                    let token = dir.join("token");
-                    fs::write(&token, secret_of(sandbox.agent.as_deref().unwrap_or_default())).unwrap();
-                    for path in [&token, &dir] {
-                        let mode = if path.is_dir() { 0o700 } else { 0o400 };
-                        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-                        chown(path, Some(uid), Some(gid)).unwrap();
-                    }
-                } else if bind.read_only {
-                    // A socket dir as the generated tmpfiles rule makes it:
-                    // root and the consuming agent's group, SOCKET_DIR_MODE.
-                    fs::set_permissions(
-                        &dir,
-                        fs::Permissions::from_mode(agent_appliance::generator::model::SOCKET_DIR_MODE),
-                    )
-                    .unwrap();
-                    chown(&dir, Some(0), Some(gid)).unwrap();
-                }
-            }
-            for file in &sandbox.env_files {
-                let path = self.paths.host(file);
-                fs::create_dir_all(path.parent().unwrap()).unwrap();
-                // webextract's key file is shared by the service and its
-                // crawler clients, root's as the host unit makes it.
-                if file == EXTRACT_KEY_ENV {
-                    fs::write(&path, format!("TAVILY_API_KEY={EXTRACT_TEST_KEY}\n")).unwrap();
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
-                    continue;
-                }
-                fs::write(
-                    &path,
-                    format!(
-                        "APPLIANCE_TEST_SECRET=env-{}\n",
-                        secret_of(sandbox.agent.as_deref().unwrap_or_default())
-                    ),
-                )
-                .unwrap();
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
-                chown(&path, Some(uid), Some(gid)).unwrap();
-            }
-        }
-    }
-
-    fn run(&self, args: &[String], script: &str) -> Output {
-        let mut command = self.daemon.command();
-        command
-            .args(["run", "--rm"])
-            .args(args)
-            .args([IMAGE, "sh", "-c", script]);
-        command.output().unwrap()
-    }
-}
-
-/// The image description (src/generator/model/image.rs) a sandbox runs.
-fn layout_of(sandbox: &Sandbox) -> &'static ImageLayout {
-    image::by_reference(&sandbox.image).unwrap_or_else(|| panic!("{}: no image layout", sandbox.name))
-}
-
-/// Compiles tests/probes/probe.c and imports a busybox rootfs with it, plus
-/// every image's accounts and writable directories with their owners and
-/// modes, as the Nix images have them (src/generator/model/image.rs; Docker copies a
-/// directory's owner and mode into a new named volume).
-fn build_image(daemon: &Dockerd, scratch: &Path, host: &Host) -> PathBuf {
-    let probe = scratch.join("probe");
-    let gcc = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&probe)
-        .arg(root().join("tests/probes/probe.c"))
-        .output()
-        .unwrap();
-    assert!(gcc.status.success(), "gcc: {}", String::from_utf8_lossy(&gcc.stderr));
-    let rootfs = scratch.join("rootfs");
-    for dir in [
-        "bin", "etc", "tmp", "proc", "sys", "dev", "run", "var", "home", "opt", "root",
-    ] {
-        fs::create_dir_all(rootfs.join(dir)).unwrap();
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    let busybox = require_tool("busybox", "the test image").unwrap();
-    fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
-    fs::copy(&probe, rootfs.join("bin/probe")).unwrap();
-    let list = Command::new(&busybox).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", rootfs.join("bin").join(applet));
-        }
-    }
-    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
-    let mut layouts: Vec<&ImageLayout> = host.sandboxes.iter().map(layout_of).collect();
-    layouts.sort_by_key(|l| l.name);
-    layouts.dedup_by_key(|l| l.name);
-    for layout in layouts {
-        let account = layout.account;
-        if account.uid != 0 {
-            passwd.push_str(&format!(
-                "{}:x:{}:{}::{}:/bin/sh\n",
-                account.name, account.uid, account.gid, account.home
-            ));
-        }
-        for writable in layout.writable {
-            let dir = rootfs.join(writable.path.trim_start_matches('/'));
-            fs::create_dir_all(&dir).unwrap();
-            let (uid, gid) = writable.owner_ids(&account);
-            chown(&dir, Some(uid), Some(gid)).unwrap();
-            fs::set_permissions(&dir, fs::Permissions::from_mode(writable.mode)).unwrap();
-        }
-    }
-    fs::write(rootfs.join("etc/passwd"), passwd).unwrap();
-    daemon.import(&rootfs, IMAGE);
-    probe
 }
 
 /// What a sandbox reports about itself, and whether its user can write
@@ -711,7 +405,7 @@ fn sandboxes_of_the_default_spec_hold_under_gvisor() {
     // The consumer (host UDS open) reaches it through its read-only bind.
     // Through the code sandbox's own socket: the approval broker in front
     // of it is tests/warden.rs'.
-    let casper = crate::common::without_approval_broker(lab.sandbox("casper").clone());
+    let casper = crate::support::without_approval_broker(lab.sandbox("casper").clone());
     let target = format!("{exec_socket_mount}/docker.sock");
     let output = lab.run(
         &machine_args(&casper, &lab.paths, &[]),
@@ -897,69 +591,5 @@ fn unknown_runsc_flags_pass_dockerd_and_fail_at_container_start() {
     assert!(
         failed_somewhere,
         "no runtime has a flag this runsc lacks: the control proves nothing here"
-    );
-}
-
-/// Start-to-exit latency of `docker run --rm IMAGE true`: the strict
-/// runtime against bare runsc (same binary, only the `--network=none` this
-/// machine needs) and runc. `BENCH_RUNS` runs each, interleaved; run with
-/// `scripts/bench-sandbox.sh`.
-#[test]
-#[ignore = "benchmark: scripts/bench-sandbox.sh"]
-fn bench_start_to_exit() {
-    let Some(lab) = Lab::start(&[("bench-bare-runsc", &["--network=none"])]) else {
-        return;
-    };
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(30);
-    let balthasar = lab.sandbox("balthasar").clone();
-    let cases: Vec<(&str, Vec<String>)> = vec![
-        (
-            "runsc (strict, generated)",
-            vec!["--runtime=runsc".into(), "--network=none".into()],
-        ),
-        (
-            "bench-bare-runsc",
-            vec!["--runtime=bench-bare-runsc".into(), "--network=none".into()],
-        ),
-        ("runc", vec!["--runtime=runc".into(), "--network=none".into()]),
-        (
-            "runsc + balthasar's run options",
-            machine_args(&balthasar, &lab.paths, &[]),
-        ),
-    ];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for round in 0..=runs {
-        for (i, (_, args)) in cases.iter().enumerate() {
-            let start = Instant::now();
-            let output = lab.run(args, "true");
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-            // Round 0 warms caches and is not counted.
-            if round > 0 {
-                times[i].push(start.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        (v[n / 2] + v[(n - 1) / 2]) / 2.0
-    };
-    let medians: Vec<f64> = times.iter_mut().map(median).collect();
-    println!("docker run --rm IMAGE true, {runs} runs each, interleaved (ms):");
-    for (i, (name, _)) in cases.iter().enumerate() {
-        let v = &times[i];
-        println!(
-            "  {name:<34} median {:7.1}  p10 {:7.1}  p90 {:7.1}",
-            medians[i],
-            v[v.len() / 10],
-            v[v.len() * 9 / 10]
-        );
-    }
-    println!(
-        "  ratio strict / bare runsc: {:.3} (target <= 1.10)",
-        medians[0] / medians[1]
     );
 }

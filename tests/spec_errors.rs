@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{run_in, stderr};
+use crate::support::{assert_contains, assert_lacks, run_in, stderr};
 
 /// Writes `spec` to a fresh directory and runs `appliance <args>` there.
 fn run_spec(spec: &str, args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
@@ -11,6 +11,14 @@ fn run_spec(spec: &str, args: &[&str]) -> (tempfile::TempDir, std::process::Outp
     fs::write(dir.path().join("appliance.toml"), spec).unwrap();
     let output = run_in(dir.path(), args);
     (dir, output)
+}
+
+/// `appliance check` of `spec`: a spec error (exit 2); its stderr.
+#[track_caller]
+fn check_refuses(spec: &str) -> String {
+    let (_dir, output) = run_spec(spec, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    stderr(&output)
 }
 
 const VALID: &str = r#"
@@ -49,11 +57,8 @@ fn unknown_key_points_at_it() {
     let (dir, output) = run_spec(&spec, &["generate"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(
-        err.contains("error: appliance.toml:19:1: unknown field `colour`"),
-        "{err}"
-    );
-    assert!(err.contains("hint: remove the key or fix its spelling"), "{err}");
+    assert_contains(&err, "error: appliance.toml:19:1: unknown field `colour`");
+    assert_contains(&err, "hint: remove the key or fix its spelling");
     assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
 }
 
@@ -88,9 +93,7 @@ tools = ["code"]
 [rooms.main]
 members = ["coder", "nobody", "@ghost"]
 "#;
-    let (_dir, output) = run_spec(spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(spec);
     let expected = [
         "appliance.toml:7:7: host `pi` is a Raspberry Pi 4, which has no GPU gVisor can pass through",
         "appliance.toml:10:8: the Matrix homeserver is on unknown host `hub`",
@@ -108,11 +111,8 @@ members = ["coder", "nobody", "@ghost"]
         expected.len(),
         "{err}"
     );
-    assert!(
-        err.contains("hint: add `code-execution = \"docker-in-gvisor\"` to the agent"),
-        "{err}"
-    );
-    assert!(err.contains("7 problems in spec; nothing was written"), "{err}");
+    assert_contains(&err, "hint: add `code-execution = \"docker-in-gvisor\"` to the agent");
+    assert_contains(&err, "7 problems in spec; nothing was written");
 }
 
 #[test]
@@ -124,25 +124,18 @@ fn port_clashes_and_duplicate_containers_are_errors() {
             "[agents.coder]\nkind = \"hermes\"\nhost = \"box\"\ncode-execution = \"docker-in-gvisor\"\n\n\
          [agents.coder-exec]\nkind = \"picoclaw\"\nhost = \"box\"\npublish = [22]\n\n[rooms.main]",
         );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
-    assert!(
-        err.contains("port 8008 on host `box` is used by both the Matrix homeserver and Ollama"),
-        "{err}"
+    let err = check_refuses(&spec);
+    assert_contains(
+        &err,
+        "port 8008 on host `box` is used by both the Matrix homeserver and Ollama",
     );
-    assert!(
-        err.contains("port 22 on host `box` is used by both SSH and agent `coder-exec`"),
-        "{err}"
-    );
-    assert!(err.contains("container name `coder-exec` is used twice"), "{err}");
+    assert_contains(&err, "port 22 on host `box` is used by both SSH and agent `coder-exec`");
+    assert_contains(&err, "container name `coder-exec` is used twice");
 }
 
 #[test]
 fn syntax_errors_are_located() {
-    let (_dir, output) = run_spec("[appliance]\nname = \n", &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses("[appliance]\nname = \n");
     assert!(err.starts_with("error: appliance.toml:2:"), "{err}");
 }
 
@@ -198,8 +191,8 @@ fn missing_spec_says_how_to_get_one() {
     // A spec problem like any other (README: `check` exits 2).
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(err.contains("failed to read spec `appliance.toml`"), "{err}");
-    assert!(err.contains("hint: run `appliance init`"), "{err}");
+    assert_contains(&err, "failed to read spec `appliance.toml`");
+    assert_contains(&err, "hint: run `appliance init`");
 }
 
 #[test]
@@ -207,10 +200,9 @@ fn the_bootstrap_account_name_is_reserved() {
     let spec = VALID.replace("admins = [\"ana\"]", "admins = [\"ana\", \"appliance\"]");
     let (_dir, output) = run_spec(&spec, &["check"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("admin name `appliance` is reserved for the account that bootstraps the homeserver"),
-        "{}",
-        stderr(&output)
+    assert_contains(
+        stderr(&output),
+        "admin name `appliance` is reserved for the account that bootstraps the homeserver",
     );
 }
 
@@ -226,9 +218,7 @@ fn limits_capabilities_members_and_publish_are_checked() {
             "kind = \"picoclaw\"\nhost = \"box\"\ncpus = 0.004\nmemory = \"1m\"\npublish = [8080]",
         )
         .replace("members = [\"bot\", \"@ana\"]", "members = [\"bot\", \"@ana\", \"@\"]");
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
+    let err = check_refuses(&spec);
     for expected in [
         "`driver-capabilities` is empty, so no GPU work could run",
         "`cpus = 0.004` is out of range",
@@ -249,14 +239,12 @@ fn the_default_overlay_must_not_overlap_the_network() {
             "kind = \"picoclaw\"\nhost = \"box\"",
             "kind = \"picoclaw\"\nhost = \"pi\"",
         );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
-    assert!(
-        err.contains("overlay `10.89.0.0/24` overlaps the appliance network `10.89.0.0/16`"),
-        "{err}"
+    let err = check_refuses(&spec);
+    assert_contains(
+        &err,
+        "overlay `10.89.0.0/24` overlaps the appliance network `10.89.0.0/16`",
     );
-    assert!(err.contains("the overlay defaults to `10.89.0.0/24`"), "{err}");
+    assert_contains(&err, "the overlay defaults to `10.89.0.0/24`");
 }
 
 #[test]
@@ -265,16 +253,14 @@ fn flags_that_do_not_apply_point_at_themselves() {
         "[rooms.main]",
         "[agents.writer]\nkind = \"hermes\"\nhost = \"box\"\nremote-exec = true\ncode-network = true\n\n[rooms.main]",
     );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
-    assert!(
-        err.contains("appliance.toml:24:15: `remote-exec` applies to picoclaw agents only"),
-        "{err}"
+    let err = check_refuses(&spec);
+    assert_contains(
+        &err,
+        "appliance.toml:24:15: `remote-exec` applies to picoclaw agents only",
     );
-    assert!(
-        err.contains("appliance.toml:25:16: `code-network` is set but the agent has no code execution"),
-        "{err}"
+    assert_contains(
+        &err,
+        "appliance.toml:25:16: `code-network` is set but the agent has no code execution",
     );
 }
 
@@ -291,13 +277,11 @@ fn port_clashes_are_per_protocol() {
             "[rooms.main]",
             "[agents.ui]\nkind = \"openclaw\"\nhost = \"pi\"\npublish = [51820]\n\n[rooms.main]",
         );
-    let (_dir, output) = run_spec(&spec, &["check"]);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
-    assert!(!err.contains("51820"), "{err}");
-    assert!(
-        err.contains("tcp port 53 on host `box` is used by both the sandboxes' DNS resolver and the Matrix homeserver"),
-        "{err}"
+    let err = check_refuses(&spec);
+    assert_lacks(&err, "51820");
+    assert_contains(
+        &err,
+        "tcp port 53 on host `box` is used by both the sandboxes' DNS resolver and the Matrix homeserver",
     );
 }
 
@@ -339,7 +323,7 @@ fn a_server_name_too_long_for_matrix_user_ids_is_refused() {
     let long = vec!["a".repeat(55); 4].join(".");
     let spec = VALID.replace("server-name = \"t.internal\"", &format!("server-name = \"{long}\""));
     let err = assert_refused(&spec, &["appliance.toml:10:15: server name `"]);
-    assert!(err.contains("255 bytes"), "{err}");
+    assert_contains(&err, "255 bytes");
 }
 
 #[test]
@@ -447,11 +431,11 @@ fn an_unknown_synapse_database_is_refused() {
     let (dir, output) = run_spec(&spec, &["generate"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(
-        err.contains("error: appliance.toml:11:12: unknown variant `mysql`, expected `postgresql` or `sqlite`"),
-        "{err}"
+    assert_contains(
+        &err,
+        "error: appliance.toml:11:12: unknown variant `mysql`, expected `postgresql` or `sqlite`",
     );
-    assert!(err.contains("hint: "), "{err}");
+    assert_contains(&err, "hint: ");
     assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
 
     let sqlite = VALID.replace(
@@ -461,11 +445,11 @@ fn an_unknown_synapse_database_is_refused() {
     let (dir, output) = run_spec(&sqlite, &["generate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let settings = fs::read_to_string(dir.path().join("generated/hosts/box/synapse.json")).unwrap();
-    assert!(settings.contains("\"name\": \"sqlite3\""), "{settings}");
+    assert_contains(&settings, "\"name\": \"sqlite3\"");
     let module = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
     // No `appliance.synapse.postgresql` (modules/synapse.nix): no database server.
-    assert!(module.contains("appliance.synapse = {"), "{module}");
-    assert!(!module.contains("postgresql"), "{module}");
+    assert_contains(&module, "appliance.synapse = {");
+    assert_lacks(&module, "postgresql");
 }
 
 /// `[matrix] loop-budget` reaches the warden's plan; 0 (mute at the first
@@ -483,14 +467,11 @@ fn loop_budget_reaches_the_plan_and_zero_is_refused() {
     let (dir, output) = run_spec(&spec, &["generate"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(
-        err.contains("error: appliance.toml:12:15: `loop-budget` is 0, which would have the warden mute the agents at their first message"),
-        "{err}"
+    assert_contains(
+        &err,
+        "error: appliance.toml:12:15: `loop-budget` is 0, which would have the warden mute the agents at their first message",
     );
-    assert!(
-        err.contains("hint: set it to 1 or more (the default is 8), or remove it"),
-        "{err}"
-    );
+    assert_contains(&err, "hint: set it to 1 or more (the default is 8), or remove it");
     assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
 }
 
@@ -523,9 +504,9 @@ fn egress_grants_reach_the_plan_and_bad_durations_are_refused() {
         "/var/lib/appliance/egress-grants/bot"
     );
     let proxy = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();
-    assert!(
-        proxy.contains("acl grants_bot dstdomain -n \"/var/lib/appliance/egress-grants/bot\"\n"),
-        "{proxy}"
+    assert_contains(
+        &proxy,
+        "acl grants_bot dstdomain -n \"/var/lib/appliance/egress-grants/bot\"\n",
     );
 
     let off = spec.replace(
@@ -538,9 +519,9 @@ fn egress_grants_reach_the_plan_and_bad_durations_are_refused() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(refused.contains("grants = false"), "{refused}");
+    assert_contains(&refused, "grants = false");
     let proxy = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();
-    assert!(!proxy.contains("grants_bot"), "{proxy}");
+    assert_lacks(&proxy, "grants_bot");
 
     for (bad, column, message) in [
         ("grant-default = \"1w\"", 17, "`grant-default`: `1w` is not a duration"),
@@ -609,15 +590,12 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
             "upstream": "/run/appliance/sockets/coder-exec/docker.sock",
         })
     );
-    assert!(
-        host.contains("\"/run/appliance/approval/coder-exec:/run/appliance-docker:ro\""),
-        "{host}"
-    );
+    assert_contains(&host, "\"/run/appliance/approval/coder-exec:/run/appliance-docker:ro\"");
     // The code sandbox's own socket directory is root's alone: only the
     // warden's broker (root) reaches it.
-    assert!(
-        host.contains("\"/run/appliance/sockets/coder-exec\" = {\n        mode = \"0700\";\n      };"),
-        "{host}"
+    assert_contains(
+        &host,
+        "\"/run/appliance/sockets/coder-exec\" = {\n        mode = \"0700\";\n      };",
     );
 
     let explicit = spec.replace(
@@ -632,11 +610,8 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
     );
     let (coder, host) = plan_and_host(&off);
     assert!(coder.get("code_approval").is_none(), "{coder}");
-    assert!(
-        host.contains("\"/run/appliance/sockets/coder-exec:/run/appliance-docker:ro\""),
-        "{host}"
-    );
-    assert!(!host.contains("/run/appliance/approval"), "{host}");
+    assert_contains(&host, "\"/run/appliance/sockets/coder-exec:/run/appliance-docker:ro\"");
+    assert_lacks(&host, "/run/appliance/approval");
 
     for (bad, message) in [
         (
@@ -664,7 +639,7 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
         let (dir, output) = run_spec(&bad, &["generate"]);
         assert_eq!(output.status.code(), Some(2), "{bad}");
         let err = stderr(&output);
-        assert!(err.contains(message), "{err}");
+        assert_contains(&err, message);
         assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
     }
 }
@@ -690,7 +665,7 @@ fn backup_reaches_the_matrix_host_and_bad_values_are_refused_where_written() {
     assert_eq!(config["postgresql"]["database"], "matrix-synapse");
     let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
     for line in ["schedule = \"daily\";", "keepDaily = 7;", "configFile = ./backup.json;"] {
-        assert!(host.contains(line), "{host}");
+        assert_contains(&host, line);
     }
     // Without `[backup]`: nothing, and `explain` says so.
     let (dir, output) = run_spec(VALID, &["generate"]);

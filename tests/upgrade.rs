@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use agent_appliance::on_host::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
-use crate::common::{appliance, free_port, in_ci, require_tool, root, stderr, stdout};
-use crate::dockerd::{DOCKER, Dockerd};
-use crate::synapse::{Synapse, venv};
+use crate::support::dockerd::{DOCKER, Dockerd};
+use crate::support::ports::free_port;
+use crate::support::synapse::{Synapse, venv};
+use crate::support::{appliance, in_ci, require_tool, root, stderr, stdout};
 
 const VOLUME: &str = "appliance-casper-state";
 const AGENT: &str = "@casper:magi";

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{eval_json, nix_instantiate, require_tool, root};
+use crate::support::{assert_contains, assert_lacks, eval_json, json_strings, nix_instantiate, require_tool, root};
 
 /// A STUB nixpkgs and `lib` for evaluating nix/checks/*.nix: builders
 /// return their arguments, packages are labels.
@@ -138,8 +138,10 @@ fn facts(script: &str) -> Value {
     serde_json::from_str(&script[start..end]).expect("the embedded facts are JSON")
 }
 
-fn strings(value: &Value) -> Vec<&str> {
-    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+/// The models of the default spec's inference.
+fn default_models() -> Vec<String> {
+    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
+    appliance.inference.unwrap().models
 }
 
 #[test]
@@ -166,7 +168,7 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
     // The rehearsal's steps (tests/rehearsal/main.rs), code by the agent
     // with a code sandbox, as the bootstrap made the room and the admin.
     assert_eq!(
-        strings(&facts["steps"]),
+        json_strings(&facts["steps"]),
         ["joined", "mention", "unmentioned", "stranger", "code", "browse", "loop"]
     );
     assert_eq!(facts["codeAgent"], "casper");
@@ -293,27 +295,23 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
     let commands = image["fakeRootCommands"].as_str().unwrap();
     for dir in real["writable"].as_array().unwrap() {
         let path = dir["path"].as_str().unwrap();
-        assert!(
-            commands.contains(&format!("chown {}:{} .'{path}'", dir["uid"], dir["gid"])),
-            "{commands}"
-        );
+        assert_contains(commands, format!("chown {}:{} .'{path}'", dir["uid"], dir["gid"]));
     }
     // Named a stand-in: its label, and an `ollama` that runs the stand-in.
     assert_eq!(
         image["config"]["Labels"]["org.opencontainers.image.version"],
         "stand-in"
     );
-    assert_eq!(strings(&image["contents"])[0], "ollama");
+    assert_eq!(json_strings(&image["contents"])[0], "ollama");
     let standin = out["standin"].as_str().unwrap();
-    assert!(standin.contains("STAND-IN for Ollama"), "{standin}");
-    assert!(standin.contains("-standin_model.py"), "{standin}");
-    assert!(
-        standin.contains("--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi"),
-        "{standin}"
+    assert_contains(standin, "STAND-IN for Ollama");
+    assert_contains(standin, "-standin_model.py");
+    assert_contains(
+        standin,
+        "--log=/var/lib/ollama/standin-requests.jsonl --server-name=magi",
     );
-    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
-    for model in &appliance.inference.as_ref().unwrap().models {
-        assert!(standin.contains(&format!("--model={model}")), "{standin}");
+    for model in &default_models() {
+        assert_contains(standin, format!("--model={model}"));
     }
 }
 
@@ -325,13 +323,12 @@ fn the_models_are_listed_by_the_stand_in_not_pulled() {
     let unit = &out["modelsUnit"];
     assert_eq!(unit["stubExe"], "appliance-models-standin/bin/appliance-models-standin");
     let text = unit["stubText"].as_str().unwrap();
-    assert!(!text.contains("/api/pull"), "{text}");
-    assert!(text.contains("url=http://10.88.0.2:11434"), "{text}");
-    assert!(text.contains("curl -fsS \"$url/api/tags\""), "{text}");
+    assert_lacks(text, "/api/pull");
+    assert_contains(text, "url=http://10.88.0.2:11434");
+    assert_contains(text, "curl -fsS \"$url/api/tags\"");
     assert!(text.contains("exit 1"), "a missing model must fail the unit: {text}");
-    let appliance = agent_appliance::operator::commands::load(&root().join("appliance.toml")).unwrap();
-    let models = appliance.inference.as_ref().unwrap().models.join(" ");
-    assert!(text.contains(&format!("for model in {models}; do")), "{text}");
+    let models = default_models().join(" ");
+    assert_contains(text, format!("for model in {models}; do"));
 }
 
 #[test]
@@ -346,11 +343,11 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     let daemon = out["daemon"].as_object().unwrap();
     assert!(daemon["runsc-gpu"].to_string().contains("--nvproxy"), "{daemon:?}");
     for (name, args) in daemon {
-        let kept: Vec<&str> = strings(args)
+        let kept: Vec<&str> = json_strings(args)
             .into_iter()
             .filter(|a| !a.starts_with("--nvproxy"))
             .collect();
-        assert_eq!(strings(&shared["runtimes"][name]), kept, "runtime {name}");
+        assert_eq!(json_strings(&shared["runtimes"][name]), kept, "runtime {name}");
     }
     // Every sandbox keeps its generated options but the GPU device, with
     // `--cpus` at most the VM's 4 cores.
@@ -358,7 +355,7 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     assert_eq!(generated.len(), 7);
     assert!(generated["ollama"].to_string().contains("--device=nvidia.com/gpu=all"));
     for (name, options) in generated {
-        let expected: Vec<String> = strings(options)
+        let expected: Vec<String> = json_strings(options)
             .into_iter()
             .filter(|o| !o.starts_with("--device=nvidia.com/gpu="))
             .map(|o| {
@@ -369,9 +366,9 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
                 }
             })
             .collect();
-        assert_eq!(strings(&shared["options"][name]), expected, "sandbox {name}");
+        assert_eq!(json_strings(&shared["options"][name]), expected, "sandbox {name}");
     }
-    assert!(strings(&shared["options"]["ollama"]).contains(&"--cpus=4"));
+    assert!(json_strings(&shared["options"]["ollama"]).contains(&"--cpus=4"));
 }
 
 /// Runs the scenario test's script in Python with a STUB `machine` that
@@ -489,7 +486,7 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
     // The warm-up (mentions until every agent answered), the full run, the
     // warden's step.
     assert_eq!(runs.len(), 3, "{passing}");
-    let full: Vec<&str> = strings(&runs[1]);
+    let full: Vec<&str> = json_strings(&runs[1]);
     for flag in [
         "--step=joined",
         "--step=mention",
@@ -511,8 +508,8 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
     ] {
         assert!(full.contains(&flag), "the full run lacks {flag}: {full:?}");
     }
-    assert!(strings(&runs[0]).contains(&"--step=mention"));
-    let warden: Vec<&str> = strings(&runs[2]);
+    assert!(json_strings(&runs[0]).contains(&"--step=mention"));
+    let warden: Vec<&str> = json_strings(&runs[2]);
     for flag in [
         "--step=warden",
         "--code-agent=casper",

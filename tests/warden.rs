@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use agent_appliance::on_host::audit::{Record, sha256_hex};
@@ -15,10 +15,10 @@ use agent_appliance::on_host::bootstrap::accounts::password;
 use agent_appliance::on_host::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
-use crate::common::free_port;
-use crate::common::{appliance, in_ci, require_tool, root, stderr, stdout};
-use crate::dockerd::{DOCKER, Dockerd};
-use crate::synapse::{Synapse, venv};
+use crate::support::dockerd::{DOCKER, Dockerd};
+use crate::support::ports::free_port;
+use crate::support::synapse::{Synapse, room_post, venv};
+use crate::support::{appliance, assert_contains, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
 
@@ -46,13 +46,7 @@ fn plan_path() -> PathBuf {
 
 #[track_caller]
 fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
+    crate::support::assert_succeeded("appliance", output);
 }
 
 impl World {
@@ -91,23 +85,21 @@ impl World {
             unready_after: 180,
             _temp: temp,
         };
-        let reply = world
-            .client
-            .get(
-                &format!("/_matrix/client/v3/directory/room/{}", segment("#magi:magi")),
-                Some(&world.secret("secrets/_host/bootstrap/matrix-token")),
-            )
-            .unwrap();
-        world.room = reply.str("room_id").unwrap().to_string();
-        let reply = world
-            .client
-            .get(
-                &format!("/_matrix/client/v3/directory/room/{}", segment("#appliance_ops:magi")),
-                Some(&world.secret("secrets/_host/bootstrap/matrix-token")),
-            )
-            .unwrap();
-        world.ops = reply.str("room_id").unwrap().to_string();
+        world.room = world.room_id("#magi:magi");
+        world.ops = world.room_id("#appliance_ops:magi");
         (world, synapse)
+    }
+
+    /// The room `alias` names, as the appliance's account resolves it.
+    fn room_id(&self, alias: &str) -> String {
+        let reply = self
+            .client
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
+                Some(&self.secret("secrets/_host/bootstrap/matrix-token")),
+            )
+            .unwrap();
+        reply.str("room_id").unwrap().to_string()
     }
 
     fn secret(&self, relative: &str) -> String {
@@ -164,27 +156,16 @@ impl World {
     /// A human on this server who is in the room but is no admin:
     /// registered through the shared secret, invited by the appliance.
     fn stranger(&self) -> String {
-        use hmac::{Hmac, KeyInit, Mac};
         let secret = self.secret("secrets/_host/synapse/registration-shared-secret");
-        let nonce = self.client.get("/_synapse/admin/v1/register", None).unwrap();
-        let nonce = nonce.str("nonce").unwrap().to_string();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{nonce}\0stranger\0stranger-password\0notadmin").as_bytes());
-        let body = json!({
-            "nonce": nonce, "username": "stranger", "password": "stranger-password", "admin": false,
-            "mac": hex::encode(mac.finalize().into_bytes()),
-        });
-        let reply = self.client.post("/_synapse/admin/v1/register", None, &body).unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
-        let token = reply.str("access_token").unwrap().to_string();
-        let invite = self
-            .client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/invite", segment(&self.room)),
-                Some(&self.secret("secrets/_host/bootstrap/matrix-token")),
-                &json!({ "user_id": "@stranger:magi" }),
-            )
-            .unwrap();
+        let token = crate::support::synapse::register_with_shared_secret(
+            &self.client,
+            &secret,
+            "stranger",
+            "stranger-password",
+        );
+        let appliance = self.secret("secrets/_host/bootstrap/matrix-token");
+        let stranger = json!({ "user_id": "@stranger:magi" });
+        let invite = room_post(&self.client, &appliance, &self.room, "invite", &stranger);
         assert!(invite.ok(), "{}", invite.describe());
         self.join(&token);
         token
@@ -201,13 +182,7 @@ impl World {
     }
 
     fn try_join(&self, room: &str, token: &str) -> agent_appliance::on_host::bootstrap::client::Reply {
-        self.client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/join", segment(room)),
-                Some(token),
-                &json!({}),
-            )
-            .unwrap()
+        room_post(&self.client, token, room, "join", &json!({}))
     }
 
     /// Sends a message; the homeserver's status.
@@ -230,8 +205,10 @@ impl World {
         self.warden_with(&[])
     }
 
-    /// The same, with more arguments.
-    fn warden_with(&self, extra: &[&str]) -> String {
+    /// `appliance warden` against this world, with what every run here
+    /// shares: the test's plan, state dir, homeserver and Docker, and none
+    /// of this machine's own files or services.
+    fn warden_command(&self) -> Command {
         let mut command = appliance();
         command
             .arg("warden")
@@ -239,7 +216,7 @@ impl World {
             .arg(plan_path())
             .arg("--state-dir")
             .arg(&self.state)
-            .args(["--homeserver", &self.url, "--once", "--docker", &self.docker])
+            .args(["--homeserver", &self.url, "--docker", &self.docker])
             // Not this machine's squid log: the test's own, never written.
             .arg("--proxy-log")
             .arg(self.state.join("no-proxy.log"))
@@ -251,9 +228,17 @@ impl World {
             .arg(self.grants_dir())
             .arg("--proxy-reload")
             .arg(format!("/bin/sh {}", self.reload_script().display()))
-            .args(["--unready-after", &self.unready_after.to_string()])
-            .args(extra)
             .env_remove("DOCKER_HOST");
+        command
+    }
+
+    /// The same, with more arguments.
+    fn warden_with(&self, extra: &[&str]) -> String {
+        let mut command = self.warden_command();
+        command
+            .arg("--once")
+            .args(["--unready-after", &self.unready_after.to_string()])
+            .args(extra);
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);
         }
@@ -325,6 +310,24 @@ impl World {
 
 fn count(records: &[Record], kind: &str, actor: &str) -> usize {
     records.iter().filter(|r| r.kind == kind && r.actor == actor).count()
+}
+
+/// The last of `notices` starts with `prefix` (all are shown otherwise).
+#[track_caller]
+fn assert_last_starts_with(notices: &[String], prefix: &str) {
+    assert!(
+        notices.last().is_some_and(|n| n.starts_with(prefix)),
+        "the last notice does not start with `{prefix}`: {notices:?}"
+    );
+}
+
+/// How many records of `kind` are about `subject` (a sandbox).
+fn about(world: &World, kind: &str, subject: &str) -> usize {
+    world
+        .records()
+        .iter()
+        .filter(|r| r.kind == kind && r.subject == subject)
+        .count()
 }
 
 /// Egress grants from the room (docs/warden.md, "Egress grants"): only an
@@ -445,7 +448,7 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
         listing.starts_with("open egress grants (1):\nbalthasar → grant.example.org: "),
         "{listing}"
     );
-    assert!(listing.contains("given by @gendo:magi"), "{listing}");
+    assert_contains(&listing, "given by @gendo:magi");
     assert!(
         listing.ends_with("grantable: balthasar (default 1h, at most 1d)"),
         "{listing}"
@@ -520,15 +523,7 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
         .unwrap();
     let asked = records.iter().rposition(|r| r.kind == "command").unwrap();
     assert!(expired < asked, "{records:#?}");
-    assert!(
-        world
-            .notices(&admin)
-            .last()
-            .unwrap()
-            .starts_with("no open egress grants"),
-        "{:?}",
-        world.notices(&admin)
-    );
+    assert_last_starts_with(&world.notices(&admin), "no open egress grants");
 
     // A file changed behind the warden's back is put right at its start.
     fs::write(&file, "smuggled.example.org\n").unwrap();
@@ -583,12 +578,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     // ...and tells the ops room, where no agent can follow: an agent is
     // not invited, so it cannot join, nor read it.
     let ops = world.notices_in(&world.ops, &admin);
-    assert!(
-        ops.last()
-            .unwrap()
-            .starts_with("@gendo:magi in #magi:magi: `!halt casper` → halted"),
-        "{ops:?}"
-    );
+    assert_last_starts_with(&ops, "@gendo:magi in #magi:magi: `!halt casper` → halted");
     assert_eq!(world.try_join(&world.ops, &melchior).status, 403);
     let read = world
         .client
@@ -655,18 +645,10 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     assert_eq!(world.send(&balthasar, "one more"), 403);
     assert_eq!(world.send(&casper, "one more"), 403);
     let notices = world.notices(&admin);
-    assert!(
-        notices.last().unwrap().starts_with("loop breaker: 8 agent messages"),
-        "{notices:?}"
-    );
+    assert_last_starts_with(&notices, "loop breaker: 8 agent messages");
     assert_eq!(count(&world.records(), "loop.tripped", "warden"), 1);
     let ops = world.notices_in(&world.ops, &admin);
-    assert!(
-        ops.last()
-            .unwrap()
-            .starts_with("loop breaker in #magi:magi: 8 agent messages"),
-        "{ops:?}"
-    );
+    assert_last_starts_with(&ops, "loop breaker in #magi:magi: 8 agent messages");
     assert_eq!(world.send(&admin, "enough, both of you"), 200);
     world.warden();
     assert_eq!(world.send(&melchior, "understood"), 200);
@@ -677,8 +659,8 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(status.contains("@casper:magi: not muted; last message"), "{status}");
-    assert!(status.contains("audit: "), "{status}");
+    assert_contains(&status, "@casper:magi: not muted; last message");
+    assert_contains(&status, "audit: ");
     // No Docker here: the warden says so, audits it, and carries on.
     assert!(status.contains("sandboxes: unknown (cannot run"), "{status}");
     assert!(world.records().iter().any(|r| r.kind == "docker.unavailable"));
@@ -698,7 +680,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     };
     let good = verify();
     assert_ok(&good);
-    assert!(stdout(&good).contains("chain intact"), "{}", stdout(&good));
+    assert_contains(stdout(&good), "chain intact");
 
     // Each start posted the trail's head to the ops room (`--head-every`):
     // the latest one names a record of the file and that record's sha256,
@@ -722,7 +704,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     fs::write(world.audit_path(), &bytes).unwrap();
     let bad = verify();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("is broken at line"), "{}", stderr(&bad));
+    assert_contains(stderr(&bad), "is broken at line");
     let tail = appliance()
         .args(["audit", "tail", "-n", "3"])
         .arg(world.audit_path())
@@ -736,28 +718,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
 /// with a busybox image; none, loudly, where this machine cannot (a
 /// failure under CI=true).
 fn private_docker() -> Option<Dockerd> {
-    let why = "the warden's sandbox health notices";
-    let tools = ["dockerd", "busybox", "unshare", "tar", "timeout"].map(|t| require_tool(t, why).is_some());
-    if tools.contains(&false) {
-        return None;
-    }
-    assert!(
-        std::path::Path::new(DOCKER).is_file() || !in_ci(),
-        "`{DOCKER}` is required in CI"
-    );
-    if !rustix::process::geteuid().is_root() {
-        assert!(!in_ci(), "{why} start a dockerd and must run as root in CI");
-        eprintln!("\n!!! SKIPPED: {why} need root; CI=true makes this a failure !!!\n");
-        return None;
-    }
-    let wrapper = ["unshare", "--net", "--"].map(String::from);
-    let daemon =
-        Dockerd::start_with(&json!({}), &wrapper).unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir(rootfs.path().join("bin")).unwrap();
-    fs::copy(require_tool("busybox", why).unwrap(), rootfs.path().join("bin/busybox")).unwrap();
-    daemon.import(rootfs.path(), IMAGE);
-    Some(daemon)
+    crate::support::dockerd::private_busybox("the warden's sandbox health notices", &[], IMAGE)
 }
 
 const IMAGE: &str = "appliance-warden-test:busybox";
@@ -819,13 +780,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(notices[0].contains("died once, last exit code 137"), "{notices:?}");
     assert!(notices[0].ends_with("now down"), "{notices:?}");
-    let exits = |world: &World| {
-        world
-            .records()
-            .iter()
-            .filter(|r| r.kind == "sandbox.exit" && r.subject == "casper")
-            .count()
-    };
+    let exits = |world: &World| about(world, "sandbox.exit", "casper");
     assert_eq!(exits(&world), 1);
 
     // A restart of the warden repeats nothing.
@@ -837,14 +792,8 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(
-        status.contains("sandbox casper: down (exited, exit code 137); 0 restart(s)"),
-        "{status}"
-    );
-    assert!(
-        status.contains("sandbox melchior: no container on this host"),
-        "{status}"
-    );
+    assert_contains(&status, "sandbox casper: down (exited, exit code 137); 0 restart(s)");
+    assert_contains(&status, "sandbox melchior: no container on this host");
 
     // Started again: one more notice, and `!status` shows it up.
     docker_ok(&daemon, &["start", "casper"]);
@@ -852,24 +801,19 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     let notices = about_casper(&world);
     assert_eq!(notices.len(), 2, "{notices:?}");
     assert!(notices[1].contains("started once"), "{notices:?}");
-    assert!(
-        world
-            .records()
-            .iter()
-            .any(|r| r.kind == "sandbox.start" && r.subject == "casper")
-    );
+    assert!(about(&world, "sandbox.start", "casper") > 0);
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(status.contains("sandbox casper: up since "), "{status}");
-    assert!(status.contains("; memory "), "{status}");
+    assert_contains(&status, "sandbox casper: up since ");
+    assert_contains(&status, "; memory ");
 
     // `!halt casper --stop`: muted, and its sandbox stopped; `!resume`
     // lifts the mute and starts the sandbox again.
     assert_eq!(world.send(&admin, "!halt casper --stop"), 200);
     world.warden();
     let reply = world.notices(&admin).last().unwrap().clone();
-    assert!(reply.contains("casper: sandbox stopped"), "{reply}");
+    assert_contains(&reply, "casper: sandbox stopped");
     assert!(!running(&daemon, "casper"), "casper's sandbox still runs");
     assert_eq!(world.level("@casper:magi"), Some(-1));
     assert!(
@@ -881,7 +825,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     assert_eq!(world.send(&admin, "!resume casper"), 200);
     world.warden();
     let reply = world.notices(&admin).last().unwrap().clone();
-    assert!(reply.contains("casper: sandbox started"), "{reply}");
+    assert_contains(&reply, "casper: sandbox started");
     assert!(running(&daemon, "casper"), "casper's sandbox did not start again");
     assert_eq!(world.level("@casper:magi"), None);
 
@@ -913,23 +857,12 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
             .any(|n| n.starts_with("sandbox melchior: not ready for ") && n.ends_with("(no container)")),
         "{notices:?}"
     );
-    let unready_records = |world: &World| {
-        world
-            .records()
-            .iter()
-            .filter(|r| r.kind == "sandbox.unready" && r.subject == "casper")
-            .count()
-    };
+    let unready_records = |world: &World| about(world, "sandbox.unready", "casper");
     assert_eq!(unready_records(&world), 1);
     // Running again: audited, and a later fall is news again.
     docker_ok(&daemon, &["start", "casper"]);
     world.warden();
-    assert!(
-        world
-            .records()
-            .iter()
-            .any(|r| r.kind == "sandbox.ready" && r.subject == "casper")
-    );
+    assert!(about(&world, "sandbox.ready", "casper") > 0);
     docker_ok(&daemon, &["kill", "casper"]);
     world.warden();
     std::thread::sleep(Duration::from_millis(2500));
@@ -954,26 +887,13 @@ impl World {
     /// `approval/` and forward to `code/<sandbox>/docker.sock`.
     fn spawn_warden(&self, timeout_secs: u64) -> Running {
         let log = fs::File::create(self.state.with_file_name(format!("warden-{timeout_secs}.log"))).unwrap();
-        let child = appliance()
-            .arg("warden")
-            .arg("--plan")
-            .arg(plan_path())
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["--homeserver", &self.url, "--docker", &self.docker])
-            .arg("--proxy-log")
-            .arg(self.state.join("no-proxy.log"))
-            .args(["--sandbox-control", "docker"])
-            .arg("--grants-dir")
-            .arg(self.grants_dir())
-            .arg("--proxy-reload")
-            .arg(format!("/bin/sh {}", self.reload_script().display()))
+        let child = self
+            .warden_command()
             .arg("--approval-sockets")
             .arg(self.state.with_file_name("approval"))
             .arg("--code-sockets")
             .arg(self.state.with_file_name("code"))
             .args(["--approval-timeout", &timeout_secs.to_string()])
-            .env_remove("DOCKER_HOST")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -1084,7 +1004,7 @@ fn code_execution_waits_for_an_admins_approval() {
     world.wait_for("the card", || !cards(&world).is_empty());
     let card = cards(&world)[0].clone();
     assert!(card.starts_with("code execution request c1: @casper:magi wants to create a container of image `appliance-warden-test:busybox` running `/bin/busybox echo approved-output` in casper-exec"), "{card}");
-    assert!(card.contains("`!approve c1`"), "{card}");
+    assert_contains(&card, "`!approve c1`");
     assert_eq!(
         docker_ok(&daemon, &["ps", "-aq"]).trim(),
         "",
@@ -1150,17 +1070,14 @@ fn code_execution_waits_for_an_admins_approval() {
     assert_eq!(world.send(&admin, "!approve c2"), 200);
     world.warden();
     let answer = world.notices(&admin).last().unwrap().clone();
-    assert!(answer.contains("request c2 cannot be approved"), "{answer}");
+    assert_contains(&answer, "request c2 cannot be approved");
     assert!(pending(&world)["requests"]["c2"].get("decision").is_none());
     assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
     // `!status` lists it.
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert!(
-        status.contains("code execution request c2: @casper:magi in casper-exec"),
-        "{status}"
-    );
+    assert_contains(&status, "code execution request c2: @casper:magi in casper-exec");
 
     // No admin in time: refused, and the docker CLI says so.
     let _warden = world.spawn_warden(3);
@@ -1171,10 +1088,9 @@ fn code_execution_waits_for_an_admins_approval() {
     });
     let output = run_busybox(&world, "too-late").wait_with_output().unwrap();
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("code execution request c3 expired: no admin of the appliance approved it in time"),
-        "{}",
-        stderr(&output)
+    assert_contains(
+        stderr(&output),
+        "code execution request c3 expired: no admin of the appliance approved it in time",
     );
     let expired: Vec<String> = world
         .records()

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{eval_json, in_ci, nix_instantiate, require_tool, root, run_nix};
+use crate::support::{eval_json, in_ci, nix_instantiate, require_tool, root, run_nix};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("failed to read `{}`: {e}", path.display()))

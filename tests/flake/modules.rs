@@ -621,8 +621,8 @@ fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
         .replace("models = [\"qwen3:4b\"]", "models = [\"qwen3:4b\"]\nsandbox = \"host\"");
     assert!(spec.contains("sandbox = \"host\""));
     std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
-    let output = crate::common::run_in(dir.path(), &["generate"]);
-    assert!(output.status.success(), "{}", crate::common::stderr(&output));
+    let output = crate::support::run_in(dir.path(), &["generate"]);
+    assert!(output.status.success(), "{}", crate::support::stderr(&output));
     let stub = tempfile::tempdir().unwrap();
     std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
     std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
@@ -889,8 +889,8 @@ fn paired_hosts_generate_peers_the_wireguard_module_takes() {
     assert!(spec.contains(&pi_key) && spec.contains("hub.example.org"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
-    let output = crate::common::run_in(dir.path(), &["generate"]);
-    assert!(output.status.success(), "{}", crate::common::stderr(&output));
+    let output = crate::support::run_in(dir.path(), &["generate"]);
+    assert!(output.status.success(), "{}", crate::support::stderr(&output));
     let stub = tempfile::tempdir().unwrap();
     std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
     std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();

@@ -16,19 +16,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_appliance::common::grants::GRANTS_DIR;
-use agent_appliance::generator::docker::run_options;
 use agent_appliance::generator::model::{
     Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR, Sandbox, is_socket_dir,
 };
 use agent_appliance::generator::render::runtimes::daemon_settings;
 use agent_appliance::generator::runsc::{RunscVersion, probe_binary};
 use agent_appliance::on_host::bootstrap::client::Client;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::{in_ci, root};
-use crate::dockerd::Dockerd;
-use crate::netns::Netns;
-use crate::synapse::Synapse;
+use crate::support::dockerd::Dockerd;
+use crate::support::netns::Netns;
+use crate::support::synapse::Synapse;
+use crate::support::{in_ci, root};
 
 /// The test web host's name, which the DNS forwarder answers for.
 pub const WEB_HOST: &str = "web.rehearsal.test";
@@ -102,18 +101,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id().cast_signed()) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::support::stop_child(&mut self.child, rustix::process::Signal::TERM, Duration::from_secs(10));
     }
 }
 
@@ -216,7 +204,7 @@ impl Hub {
 
     /// The admin's initial password, as the operator gets it.
     pub fn admin_password(&self, admin: &str) -> String {
-        let output = crate::common::appliance()
+        let output = crate::support::appliance()
             .args(["admin", "password", admin, "--plan"])
             .arg(root().join("generated/bootstrap/plan.json"))
             .arg("--state-dir")
@@ -231,41 +219,22 @@ impl Hub {
     /// below the temp root and generated files from the committed tree:
     /// nothing else is changed.
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
-        let options = run_options(sandbox);
-        options
-            .cli_args(|source| match source {
-                BindSource::Generated(path) => root().join("generated").join(path).display().to_string(),
-                BindSource::Host(path) => self.host_path(path).display().to_string(),
-            })
-            .into_iter()
-            .map(|arg| match arg.strip_prefix("--env-file=") {
-                Some(file) => format!("--env-file={}", self.host_path(file).display()),
-                None => arg,
-            })
-            // No GPU and no CDI (dockerd 20.10) here: the inference sandbox
-            // runs without its GPU devices.
-            .filter(|arg| !arg.starts_with("--device=nvidia.com/gpu="))
-            // Docker refuses more CPUs than the machine has (Ollama's 8).
-            .map(
-                |arg| match arg.strip_prefix("--cpus=").and_then(|n| n.parse::<f64>().ok()) {
-                    Some(cpus) => {
-                        let here = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-                        format!("--cpus={}", cpus.min(here))
-                    }
-                    None => arg,
-                },
-            )
-            .collect()
+        crate::support::lab::rerooted_run_args(sandbox, &root().join("generated"), |path| self.host_path(path))
     }
 
-    /// The stand-in's request log, in the inference sandbox's model volume.
-    pub fn standin_log(&self) -> String {
+    /// The name of the sandbox Ollama (here the stand-in) runs in.
+    pub fn inference_sandbox(&self) -> &str {
         let inference = self
             .appliance
             .inference
             .as_ref()
             .expect("the default spec has inference");
-        let sandbox = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
+        inference.sandbox.as_deref().expect("Ollama runs in its sandbox")
+    }
+
+    /// The stand-in's request log, in the inference sandbox's model volume.
+    pub fn standin_log(&self) -> String {
+        let sandbox = self.inference_sandbox();
         let output = self
             .daemon
             .docker(&["exec", sandbox, "cat", "/var/lib/ollama/standin-requests.jsonl"]);
@@ -275,12 +244,7 @@ impl Hub {
     /// The stand-in's request log as a host path (scenario.py reads it):
     /// the file in the inference sandbox's volume, through its mountpoint.
     pub fn standin_log_path(&self) -> std::path::PathBuf {
-        let inference = self
-            .appliance
-            .inference
-            .as_ref()
-            .expect("the default spec has inference");
-        let name = inference.sandbox.as_deref().expect("Ollama runs in its sandbox");
+        let name = self.inference_sandbox();
         let (_, sandbox) = self.appliance.sandbox(name).expect("the inference sandbox exists");
         let volume = sandbox
             .volumes
@@ -387,31 +351,6 @@ impl Hub {
     }
 }
 
-/// The generated Synapse settings with paths re-rooted: media, signing key
-/// and pid file (and an SQLite database) below `data`, secret files below
-/// the re-rooted state dir. Listeners, rate limits and everything else are
-/// as generated; on PostgreSQL, `Synapse::spawn` starts the cluster in
-/// `data/postgres` and points the settings at its socket.
-pub fn synapse_settings(appliance: &Appliance, data: &Path, state_dir: &Path) -> Value {
-    let mut settings = agent_appliance::generator::render::synapse::settings(appliance);
-    if settings["database"]["name"] == "sqlite3" {
-        settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
-    }
-    settings["media_store_path"] = json!(data.join("media"));
-    settings["signing_key_path"] = json!(data.join("signing.key"));
-    settings["pid_file"] = json!(data.join("homeserver.pid"));
-    for key in [
-        "registration_shared_secret_path",
-        "macaroon_secret_key_path",
-        "form_secret_path",
-    ] {
-        let path = settings[key].as_str().unwrap().to_string();
-        let relative = path.strip_prefix(STATE_DIR).unwrap().trim_start_matches('/');
-        settings[key] = json!(state_dir.join(relative));
-    }
-    settings
-}
-
 /// Host directories the NixOS module's tmpfiles rules create: the socket
 /// directory of each code sandbox, root and the consuming agent's group.
 fn tmpfiles(hub: &Hub) {
@@ -472,13 +411,7 @@ fn service_secrets(hub: &Hub) {
 }
 
 fn assert_ok(what: &str, output: &Output) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_succeeded(what, output);
 }
 
 /// Waits for Synapse's `/versions` inside the namespace.
@@ -601,7 +534,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
         "appliance bootstrap --secrets-only",
         &hub.bootstrap(&["--secrets-only"]),
     );
-    let settings = synapse_settings(&hub.appliance, &data, &state);
+    let settings = crate::support::synapse::rerooted_settings(&hub.appliance, &data, &state);
     hub.synapse = Some(Synapse::spawn(
         tools.synapse_venv,
         &data,
@@ -742,14 +675,7 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
     assert_ok("nft -f (the generated tables)", &load);
     let conf = logs.join("squid.conf");
     fs::write(&conf, squid_config(&logs.join("squid"), &hub.host_path(GRANTS_DIR))).unwrap();
-    let parse = hub
-        .netns
-        .command("squid")
-        .args(["-k", "parse", "-f"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert_ok("squid -k parse (the generated egress-proxy.conf)", &parse);
+    crate::support::squid::assert_parses(hub.netns.command("squid"), &conf);
     let mut squid = hub.netns.command("squid");
     squid.arg("-N").arg("-f").arg(&conf);
     hub.services
@@ -812,25 +738,25 @@ const DOWNLINK: &str = "198.51.100.2";
 /// two namespaces.
 fn connect_internet(hub: &Netns, name: &str) -> Netns {
     let internet = Netns::create(name, &[]);
-    hub.ip(&[
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "downlink",
-        "netns",
-        &internet.name,
-    ]);
-    hub.ip(&["addr", "add", &format!("{UPLINK}/30"), "dev", "uplink"]);
-    hub.ip(&["link", "set", "uplink", "up"]);
-    internet.ip(&["addr", "add", &format!("{DOWNLINK}/30"), "dev", "downlink"]);
-    internet.ip(&["link", "set", "downlink", "up"]);
+    hub.link_to(&internet, &format!("{UPLINK}/30"), &format!("{DOWNLINK}/30"));
     internet.ip(&["addr", "add", &format!("{WEB_ADDRESS}/32"), "dev", "lo"]);
     hub.ip(&["route", "add", &format!("{WEB_ADDRESS}/32"), "via", DOWNLINK]);
     internet
+}
+
+/// A grant ACL's file (the warden's `--grants-dir`) moved below the hub's
+/// root, created empty for squid to read at start and reload; any other
+/// line as it is.
+fn grant_file(line: &str, grants_dir: &Path) -> String {
+    if !(line.starts_with("acl ") && line.contains(GRANTS_DIR)) {
+        return line.to_string();
+    }
+    if let Some(name) = line.split('"').nth(1).and_then(|p| p.rsplit('/').next()) {
+        let file = grants_dir.join(name);
+        fs::write(&file, "").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    line.replace(GRANTS_DIR, &grants_dir.display().to_string())
 }
 
 /// The committed generated squid configuration, with the paths and user of
@@ -838,32 +764,14 @@ fn connect_internet(hub: &Netns, name: &str) -> Netns {
 /// "the internet's DNS" inside the namespace as its resolver (on the
 /// appliance, the host's). Every ACL is as generated.
 fn squid_config(dir: &Path, grants_dir: &Path) -> String {
-    fs::create_dir_all(dir).unwrap();
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    crate::support::squid::make_dir(dir);
     fs::create_dir_all(grants_dir).unwrap();
     fs::set_permissions(grants_dir, fs::Permissions::from_mode(0o755)).unwrap();
     let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced = match line.split_whitespace().next() {
-            Some("pid_filename") => format!("pid_filename {}/squid.pid", dir.display()),
-            Some("cache_effective_user") => "cache_effective_user proxy".into(),
-            Some("cache_log") => format!("cache_log {}/cache.log", dir.display()),
-            Some("access_log") => format!("access_log stdio:{}/access.log", dir.display()),
-            Some("coredump_dir") => format!("coredump_dir {}", dir.display()),
-            // The grant files the warden writes (`--grants-dir`), below the
-            // hub's root; squid reads each at start and reload.
-            Some("acl") if line.contains(GRANTS_DIR) => {
-                let grants = grants_dir.display().to_string();
-                if let Some(name) = line.split('"').nth(1).and_then(|p| p.rsplit('/').next()) {
-                    let file = grants_dir.join(name);
-                    fs::write(&file, "").unwrap();
-                    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
-                }
-                line.replace(GRANTS_DIR, &grants)
-            }
-            _ => line.to_string(),
-        };
+        let replaced =
+            crate::support::squid::with_test_paths(line, dir).unwrap_or_else(|| grant_file(line, grants_dir));
         text.push_str(&replaced);
         text.push('\n');
     }

@@ -12,8 +12,8 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::root;
-use crate::dockerd::Dockerd;
+use crate::support::dockerd::Dockerd;
+use crate::support::root;
 use agent_appliance::generator::model::CODE_RUNNER_IMAGE;
 use agent_appliance::generator::model::image::{self, ImageLayout};
 

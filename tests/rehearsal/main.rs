@@ -6,20 +6,14 @@
 //! Synapse venv (.ci/run installs them all); with CI=true a missing tool
 //! fails the test, otherwise it is skipped loudly.
 
-#[path = "../common.rs"]
-mod common;
-#[path = "../dockerd.rs"]
-mod dockerd;
-#[path = "../netns.rs"]
-mod netns;
-#[path = "../synapse.rs"]
-mod synapse;
+#[path = "../support/mod.rs"]
+mod support;
 
-mod bench;
 mod hub;
 mod images;
 mod matrix;
 mod restore;
+mod setup;
 mod upgrade;
 mod warden;
 
@@ -29,15 +23,10 @@ use std::time::Duration;
 use agent_appliance::generator::model::Sandbox;
 use agent_appliance::generator::spec::schema::AgentKind;
 
-use crate::common::{in_ci, require_tool, root};
 use crate::hub::{Hub, Services};
-use crate::matrix::Member;
-
-/// How long an agent may take from container start to its first answer.
-/// Measured here (2 vCPUs, other builds running): casper 19.5 s, melchior
-/// 49.1 s, and 83.7 s after a kill -9; generous, so a loaded CI machine
-/// passes.
-const FIRST_ANSWER: Duration = Duration::from_secs(300);
+use crate::matrix::{Member, ask, bodies_from, first_answer, model_of};
+use crate::setup::{build_images, start_sandboxes, tools_present};
+use crate::support::{in_ci, root};
 
 /// How long melchior may take from "read page" to the page's title, its
 /// browser started cold in gVisor and the page fetched through the egress
@@ -45,48 +34,12 @@ const FIRST_ANSWER: Duration = Duration::from_secs(300);
 /// loaded CI.
 const BROWSE: Duration = Duration::from_secs(180);
 
-fn tools_present() -> bool {
-    let why = "the rehearsal (docs/rehearsal.md)";
-    let tools = [
-        "runsc",
-        "dockerd",
-        "debootstrap",
-        "dnsmasq",
-        "nsenter",
-        "ip",
-        "npm",
-        "python3",
-        "tar",
-        "timeout",
-    ];
-    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !in_ci(),
-            "the rehearsal starts dockerd in a network namespace and must run as root in CI"
-        );
-        eprintln!("\n!!! SKIPPED: the rehearsal needs root; CI=true makes this a failure !!!\n");
-        return false;
-    }
-    found.iter().all(|f| *f)
-}
-
-fn standin() -> std::path::PathBuf {
-    let path = root().join("tests/rehearsal/standin_model.py");
-    assert!(
-        path.is_file(),
-        "the stand-in model server {} is missing",
-        path.display()
-    );
-    path
-}
-
 /// Every sandbox of the hub running, and `@gendo` logged in.
 fn bring_up() -> Option<(Hub, Member)> {
     if !tools_present() {
         return None;
     }
-    let venv = crate::synapse::venv()?;
+    let venv = crate::support::synapse::venv()?;
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     build_images(&hub);
@@ -95,42 +48,6 @@ fn bring_up() -> Option<(Hub, Member)> {
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     hold_for_debugging(&hub);
     Some((hub, admin))
-}
-
-/// The image of every sandbox of the hub, built here or taken from the
-/// cache, with the stand-in as the inference image's model server.
-fn build_images(hub: &Hub) {
-    let standin = standin();
-    let wanted: Vec<String> = hub.sandboxes().iter().map(|s| s.image.clone()).collect();
-    let inference = hub
-        .appliance
-        .inference
-        .as_ref()
-        .expect("the default spec has inference");
-    let services = images::ServiceFiles {
-        standin: &standin,
-        models: inference.models.clone(),
-        server_name: hub.appliance.matrix.server_name.clone(),
-        web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
-        github_ca: hub.github_dir().join("ca.pem"),
-    };
-    images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
-}
-
-/// Every sandbox of the hub, dependencies first (the code sandbox before
-/// its agent), as systemd orders the units.
-fn start_sandboxes(hub: &Hub) {
-    let sandboxes = hub.sandboxes();
-    let mut started: Vec<String> = Vec::new();
-    while started.len() < sandboxes.len() {
-        for sandbox in &sandboxes {
-            if started.contains(&sandbox.name) || !sandbox.depends_on.iter().all(|d| started.contains(d)) {
-                continue;
-            }
-            hub.start_sandbox(sandbox);
-            started.push(sandbox.name.clone());
-        }
-    }
 }
 
 /// `APPLIANCE_REHEARSAL_HOLD=SECS` keeps the hub up that long after start,
@@ -146,71 +63,6 @@ fn hold_for_debugging(hub: &Hub) {
         hub.netns.name
     );
     std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(600)));
-}
-
-fn model_of(hub: &Hub, agent: &str) -> String {
-    hub.appliance.agents[agent]
-        .model
-        .clone()
-        .expect("the agent has a model")
-}
-
-fn agent_id(hub: &Hub, agent: &str) -> String {
-    hub.appliance.agents[agent].user_id.clone()
-}
-
-/// Every message `agent` sent in the room so far (from the room's start).
-fn bodies_from(hub: &Hub, admin: &Member, since: &str, agent: &str) -> Vec<String> {
-    let user = agent_id(hub, agent);
-    admin
-        .messages_after(hub, since)
-        .into_iter()
-        .filter(|e| e["sender"] == user.as_str())
-        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-/// Mentions `agent` until it answers (an agent that is still starting
-/// misses the first messages), within `FIRST_ANSWER`.
-/// Returns the answer, the seconds it took and the first mention's event.
-fn first_answer(hub: &Hub, admin: &Member, agent: &str) -> (String, f64, String) {
-    let user = agent_id(hub, agent);
-    let started = std::time::Instant::now();
-    let mut first = None;
-    while started.elapsed() < FIRST_ANSWER {
-        assert!(
-            hub.is_running(agent),
-            "{agent} exited before it answered\n{}",
-            hub.all_reports()
-        );
-        let tag = format!("tag-{}{}", agent, started.elapsed().as_secs());
-        let event = admin.mention(hub, &user, &format!("hello, please answer {tag}"));
-        let first = first.get_or_insert_with(|| event.clone()).clone();
-        // The stand-in names the model it answered as: the agent's.
-        let needle = format!("[stand-in] model {}", model_of(hub, agent));
-        if let Some((body, _)) = admin.wait_reply(hub, &event, &user, &needle, Duration::from_secs(30)) {
-            return (body, started.elapsed().as_secs_f64(), first);
-        }
-    }
-    panic!(
-        "{agent} did not answer a mention within {} s\n{}",
-        FIRST_ANSWER.as_secs(),
-        hub.all_reports()
-    );
-}
-
-/// A mention of `agent` and its answer containing `needle`, within `within`.
-fn ask(hub: &Hub, admin: &Member, agent: &str, text: &str, needle: &str, within: Duration) -> (String, f64) {
-    let user = agent_id(hub, agent);
-    let event = admin.mention(hub, &user, text);
-    admin.wait_reply(hub, &event, &user, needle, within).unwrap_or_else(|| {
-        panic!(
-            "{agent} did not answer `{text}` with `{needle}` within {} s; its messages: {:?}\n{}",
-            within.as_secs(),
-            bodies_from(hub, admin, &event, agent),
-            hub.all_reports()
-        )
-    })
 }
 
 /// Issue 10 item 6: the sandbox resolves names through the generated
@@ -645,11 +497,7 @@ fn crawler_extracts_through_the_extract_sandbox(hub: &Hub) {
 fn comes_back_after_kill(hub: &Hub, admin: &Member, agent: &str) {
     let sandbox = hub.sandboxes().into_iter().find(|s| s.name == agent).unwrap();
     let kill = hub.daemon.docker(&["kill", "--signal=KILL", agent]);
-    assert!(
-        kill.status.success(),
-        "docker kill: {}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
+    crate::support::assert_succeeded("docker kill", &kill);
     let _ = hub.daemon.docker(&["rm", "-f", agent]);
     if agent_kind(hub, agent) == Some(AgentKind::Openclaw) {
         owners_look_alive(hub, &sandbox);

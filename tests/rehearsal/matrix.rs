@@ -158,3 +158,74 @@ impl Member {
         None
     }
 }
+
+/// How long an agent may take from container start to its first answer.
+/// Measured here (2 vCPUs, other builds running): casper 19.5 s, melchior
+/// 49.1 s, and 83.7 s after a kill -9; generous, so a loaded CI machine
+/// passes.
+pub const FIRST_ANSWER: Duration = Duration::from_secs(300);
+
+pub fn model_of(hub: &Hub, agent: &str) -> String {
+    hub.appliance.agents[agent]
+        .model
+        .clone()
+        .expect("the agent has a model")
+}
+
+pub fn agent_id(hub: &Hub, agent: &str) -> String {
+    hub.appliance.agents[agent].user_id.clone()
+}
+
+/// Every message `agent` sent in the room so far (from the room's start).
+pub fn bodies_from(hub: &Hub, admin: &Member, since: &str, agent: &str) -> Vec<String> {
+    let user = agent_id(hub, agent);
+    admin
+        .messages_after(hub, since)
+        .into_iter()
+        .filter(|e| e["sender"] == user.as_str())
+        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Mentions `agent` until it answers (an agent that is still starting
+/// misses the first messages), within `FIRST_ANSWER`.
+/// Returns the answer, the seconds it took and the first mention's event.
+pub fn first_answer(hub: &Hub, admin: &Member, agent: &str) -> (String, f64, String) {
+    let user = agent_id(hub, agent);
+    let started = std::time::Instant::now();
+    let mut first = None;
+    while started.elapsed() < FIRST_ANSWER {
+        assert!(
+            hub.is_running(agent),
+            "{agent} exited before it answered\n{}",
+            hub.all_reports()
+        );
+        let tag = format!("tag-{}{}", agent, started.elapsed().as_secs());
+        let event = admin.mention(hub, &user, &format!("hello, please answer {tag}"));
+        let first = first.get_or_insert_with(|| event.clone()).clone();
+        // The stand-in names the model it answered as: the agent's.
+        let needle = format!("[stand-in] model {}", model_of(hub, agent));
+        if let Some((body, _)) = admin.wait_reply(hub, &event, &user, &needle, Duration::from_secs(30)) {
+            return (body, started.elapsed().as_secs_f64(), first);
+        }
+    }
+    panic!(
+        "{agent} did not answer a mention within {} s\n{}",
+        FIRST_ANSWER.as_secs(),
+        hub.all_reports()
+    );
+}
+
+/// A mention of `agent` and its answer containing `needle`, within `within`.
+pub fn ask(hub: &Hub, admin: &Member, agent: &str, text: &str, needle: &str, within: Duration) -> (String, f64) {
+    let user = agent_id(hub, agent);
+    let event = admin.mention(hub, &user, text);
+    admin.wait_reply(hub, &event, &user, needle, within).unwrap_or_else(|| {
+        panic!(
+            "{agent} did not answer `{text}` with `{needle}` within {} s; its messages: {:?}\n{}",
+            within.as_secs(),
+            bodies_from(hub, admin, &event, agent),
+            hub.all_reports()
+        )
+    })
+}

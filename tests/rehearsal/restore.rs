@@ -61,10 +61,10 @@ fn tell_facts(hub: &Hub, admin: &Member, agents: &[&str]) -> Vec<Fact> {
             fact: format!("fact-{}", random_hex()),
         };
         let told = format!("remember {} is {} tag-told{}", fact.word, fact.fact, random_hex());
-        crate::ask(hub, admin, agent, &told, "[stand-in]", Duration::from_secs(120));
+        crate::matrix::ask(hub, admin, agent, &told, "[stand-in]", Duration::from_secs(120));
         let asked = format!("recall {} tag-recall{}", fact.word, random_hex());
         let needle = format!("recalls {} is {}", fact.word, fact.fact);
-        let (body, _) = crate::ask(hub, admin, agent, &asked, &needle, Duration::from_secs(120));
+        let (body, _) = crate::matrix::ask(hub, admin, agent, &asked, &needle, Duration::from_secs(120));
         eprintln!("rehearsal: before the backup, {agent}: {body}");
         facts.push(fact);
     }
@@ -197,7 +197,7 @@ fn destroy(hub: &Hub, agents: &[agent_appliance::generator::model::Sandbox], con
 fn recalls(hub: &Hub, admin: &Member, fact: &Fact, within: Duration) -> String {
     let started = Instant::now();
     let needle = format!("recalls {} is {}", fact.word, fact.fact);
-    let user = crate::agent_id(hub, &fact.agent);
+    let user = crate::matrix::agent_id(hub, &fact.agent);
     while started.elapsed() < within {
         let event = admin.mention(hub, &user, &format!("recall {} tag-after{}", fact.word, random_hex()));
         if let Some((body, _)) = admin.wait_reply(hub, &event, &user, "[stand-in]", Duration::from_secs(30)) {
@@ -271,7 +271,7 @@ pub fn restore_brings_back_what_agents_were_told(hub: &Hub, admin: &Member, agen
         }
     }
     for fact in &facts {
-        let body = recalls(hub, admin, fact, crate::FIRST_ANSWER);
+        let body = recalls(hub, admin, fact, crate::matrix::FIRST_ANSWER);
         eprintln!("rehearsal: after the restore, {}: {body}", fact.agent);
     }
     // The admin's password is derived from the restored master key.

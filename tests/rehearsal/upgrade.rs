@@ -18,9 +18,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::{require_tool, root};
-use crate::dockerd::DOCKER;
 use crate::hub::Hub;
+use crate::support::dockerd::DOCKER;
+use crate::support::{require_tool, root};
 
 const VOLUME: &str = "appliance-casper-state";
 const BROKEN: &str = "appliance-rehearsal-upgrade:exits-at-start";

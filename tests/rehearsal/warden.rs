@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::root;
 use crate::hub::Hub;
 use crate::matrix::Member;
+use crate::support::root;
 use agent_appliance::generator::model::{APPROVAL_SOCKET_DIR, SOCKET_DIR};
 use agent_appliance::on_host::audit::Record;
 
@@ -175,7 +175,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Wat
     let status = command(hub, admin, warden, me, "!status", "head sha256");
     for agent in agents {
         assert!(
-            status.contains(&crate::agent_id(hub, agent)),
+            status.contains(&crate::matrix::agent_id(hub, agent)),
             "`!status` does not list {agent}: {status}"
         );
         // Its sandbox, as the hub's dockerd reports it.
@@ -212,7 +212,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Wat
     eprintln!("rehearsal: the ops room has the egress denial `{denied}`");
 
     command(hub, admin, warden, me, "!halt casper", "halted");
-    let casper = crate::agent_id(hub, "casper");
+    let casper = crate::matrix::agent_id(hub, "casper");
     let event = admin.mention(hub, &casper, "hello while halted tag-halted1");
     // casper still answers (the stand-in is asked), but Synapse refuses
     // what it sends: nothing from casper lands in the room.
@@ -226,7 +226,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Wat
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(15));
-    let landed = crate::bodies_from(hub, admin, &event, "casper");
+    let landed = crate::matrix::bodies_from(hub, admin, &event, "casper");
     assert!(
         landed.is_empty(),
         "casper's messages landed while it was halted: {landed:?}"
@@ -234,7 +234,7 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Wat
     eprintln!("rehearsal: halted casper made an answer, and Synapse kept it out of the room");
 
     command(hub, admin, warden, me, "!resume casper", "resumed");
-    let (body, seconds) = crate::ask(
+    let (body, seconds) = crate::matrix::ask(
         hub,
         admin,
         "casper",
@@ -300,44 +300,24 @@ fn host_secret(hub: &Hub, relative: &str) -> String {
 /// shared secret (as `register_new_matrix_user` does), invited into the
 /// admin's room by the appliance's account, joined. Its access token.
 fn stranger(hub: &Hub, admin: &Member) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
     let secret = host_secret(hub, "_host/synapse/registration-shared-secret");
     let appliance = host_secret(hub, "_host/bootstrap/matrix-token");
     let server = hub.appliance.matrix.server_name.clone();
     let room = admin.room_id.clone();
     hub.netns.run(move || {
-        use agent_appliance::on_host::bootstrap::client::{Client, segment};
+        use crate::support::synapse::room_post;
+        use agent_appliance::on_host::bootstrap::client::Client;
         let client = Client::new(
             "http://127.0.0.1:8008",
             Instant::now() + Duration::from_secs(60),
             Duration::from_secs(30),
         );
-        let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
-        let nonce = nonce.str("nonce").unwrap().to_string();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{nonce}\0stranger\0stranger-password\0notadmin").as_bytes());
-        let body = json!({
-            "nonce": nonce, "username": "stranger", "password": "stranger-password", "admin": false,
-            "mac": hex::encode(mac.finalize().into_bytes()),
-        });
-        let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
-        assert!(reply.ok(), "register the stranger: {}", reply.describe());
-        let token = reply.str("access_token").unwrap().to_string();
-        let invite = client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/invite", segment(&room)),
-                Some(&appliance),
-                &json!({ "user_id": format!("@stranger:{server}") }),
-            )
-            .unwrap();
+        let token =
+            crate::support::synapse::register_with_shared_secret(&client, &secret, "stranger", "stranger-password");
+        let stranger = json!({ "user_id": format!("@stranger:{server}") });
+        let invite = room_post(&client, &appliance, &room, "invite", &stranger);
         assert!(invite.ok(), "invite the stranger: {}", invite.describe());
-        let join = client
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/join", segment(&room)),
-                Some(&token),
-                &json!({}),
-            )
-            .unwrap();
+        let join = room_post(&client, &token, &room, "join", &json!({}));
         assert!(join.ok(), "the stranger joins: {}", join.describe());
         token
     })
@@ -376,8 +356,8 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
     let budget = plan["loop_budget"]
         .as_u64()
         .unwrap_or(agent_appliance::schema::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
-    let casper_id = crate::agent_id(hub, "casper");
-    let melchior_id = crate::agent_id(hub, "melchior");
+    let casper_id = crate::matrix::agent_id(hub, "casper");
+    let melchior_id = crate::matrix::agent_id(hub, "melchior");
     let casper = admin.other(&host_secret(hub, "casper/matrix-token"));
     let melchior = admin.other(&host_secret(hub, "melchior/matrix-token"));
     // No agent's name in it: Hermes answers a message naming it.
@@ -424,7 +404,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
         .unwrap_or_else(|| panic!("no loop-breaker notice in the room: {history:#?}"));
     let agent_ids: Vec<String> = ["casper", "melchior", "balthasar"]
         .iter()
-        .map(|a| crate::agent_id(hub, a))
+        .map(|a| crate::matrix::agent_id(hub, a))
         .collect();
     let from_agents = |events: &[serde_json::Value]| -> Vec<String> {
         events
@@ -461,7 +441,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
         .unwrap_or_else(|| panic!("no `loop breaker lifted` notice within 60 s:\n{}", watch.warden.log()));
     eprintln!("rehearsal: {lifted}");
     for agent in ["casper", "melchior"] {
-        let (body, seconds) = crate::ask(
+        let (body, seconds) = crate::matrix::ask(
             hub,
             admin,
             agent,
@@ -545,7 +525,7 @@ pub fn stops_and_starts(hub: &Hub, admin: &Member, watch: &mut Watch, agent: &st
         hub.is_running(agent),
         "{agent}'s container does not run after `!resume`"
     );
-    let (body, seconds) = crate::ask(
+    let (body, seconds) = crate::matrix::ask(
         hub,
         admin,
         agent,
@@ -645,7 +625,7 @@ fn audit_holds(hub: &Hub) {
     }
     eprintln!("rehearsal: {} tool calls in the audit trail", calls.len());
     let verify = |file: &std::path::Path| {
-        crate::common::appliance()
+        crate::support::appliance()
             .args(["audit", "verify"])
             .arg(file)
             .output()
@@ -721,7 +701,7 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
         .map(|(body, _)| body)
         .unwrap_or_default();
     assert!(
-        !crate::bodies_from(hub, admin, &event, "casper")
+        !crate::matrix::bodies_from(hub, admin, &event, "casper")
             .iter()
             .any(|b| b.contains(CODE_OUTPUT)),
         "casper's code ran although nobody approved it: {answer}"
@@ -737,7 +717,7 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
     let event = admin.mention(hub, &casper_id, "run code tag-approved1");
     let started = Instant::now();
     let mut decided: Vec<String> = Vec::new();
-    while !crate::bodies_from(hub, admin, &event, "casper")
+    while !crate::matrix::bodies_from(hub, admin, &event, "casper")
         .iter()
         .any(|b| b.contains(CODE_OUTPUT))
     {
@@ -745,7 +725,7 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
             started.elapsed() < Duration::from_secs(240),
             "casper did not answer `run code` with its output within 240 s (cards: {:?}); its messages: {:?}\n{}\n{}",
             cards(hub, watch),
-            crate::bodies_from(hub, admin, &event, "casper"),
+            crate::matrix::bodies_from(hub, admin, &event, "casper"),
             watch.warden.log(),
             hub.all_reports()
         );

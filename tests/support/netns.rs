@@ -56,6 +56,28 @@ impl Netns {
         ip(&all);
     }
 
+    /// A veth pair from here (`uplink`, address `here`, e.g.
+    /// "198.51.100.1/30") to `other` (`downlink`, address `there`), both
+    /// ends up. Routes are the caller's.
+    pub fn link_to(&self, other: &Netns, here: &str, there: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "downlink",
+            "netns",
+            &other.name,
+        ]);
+        self.ip(&["addr", "add", here, "dev", "uplink"]);
+        self.ip(&["link", "set", "uplink", "up"]);
+        other.ip(&["addr", "add", there, "dev", "downlink"]);
+        other.ip(&["link", "set", "downlink", "up"]);
+    }
+
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.name))
     }

@@ -27,6 +27,37 @@ const NO_NETWORKING: &[&str] = &[
     "--userland-proxy=false",
 ];
 
+/// A private dockerd in a network namespace of its own (`unshare --net`,
+/// no networking at all) with a busybox image `image`, for tests that only
+/// need containers and volumes; `tools` are what else the test needs. A
+/// missing tool or not being root skips the test loudly (fails it in CI).
+pub fn private_busybox(why: &str, tools: &[&str], image: &str) -> Option<Dockerd> {
+    let mut all = vec!["dockerd", "busybox", "unshare", "tar", "timeout"];
+    all.extend_from_slice(tools);
+    if !super::require_tools(&all, why) {
+        return None;
+    }
+    assert!(
+        Path::new(DOCKER).is_file() || !super::in_ci(),
+        "`{DOCKER}` is required in CI"
+    );
+    if !super::require_root(&format!("{why}: it starts a dockerd")) {
+        return None;
+    }
+    let wrapper = ["unshare", "--net", "--"].map(String::from);
+    let daemon = Dockerd::start_with(&serde_json::json!({}), &wrapper)
+        .unwrap_or_else(|log| panic!("dockerd did not start:\n{log}"));
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(rootfs.path().join("bin")).unwrap();
+    fs::copy(
+        super::require_tool("busybox", why).unwrap(),
+        rootfs.path().join("bin/busybox"),
+    )
+    .unwrap();
+    daemon.import(rootfs.path(), image);
+    Some(daemon)
+}
+
 pub struct Dockerd {
     dir: tempfile::TempDir,
     child: Child,
@@ -111,6 +142,17 @@ impl Dockerd {
         self.command().args(args).output().expect("failed to run docker")
     }
 
+    /// `docker run --rm ARGS IMAGE COMMAND...`, run to its end.
+    pub fn run_rm(&self, args: &[String], image: &str, command: &[&str]) -> Output {
+        self.command()
+            .args(["run", "--rm"])
+            .args(args)
+            .arg(image)
+            .args(command)
+            .output()
+            .expect("failed to run docker")
+    }
+
     /// Imports a directory as an image, like `tar -C dir -c . | docker import - tag`.
     pub fn import(&self, rootfs: &Path, tag: &str) {
         let mut tar = Command::new("tar")
@@ -127,11 +169,7 @@ impl Dockerd {
             .output()
             .unwrap();
         assert!(tar.wait().unwrap().success(), "tar of {} failed", rootfs.display());
-        assert!(
-            output.status.success(),
-            "docker import: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        super::assert_succeeded("docker import", &output);
     }
 
     /// Every process whose command line names our directory: the managed

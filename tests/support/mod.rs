@@ -1,6 +1,16 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by both integration test binaries (`main`, tests/main.rs,
+//! and `rehearsal`, tests/rehearsal/main.rs): the repository, the
+//! `appliance` binary, tools and installs a test requires, and one module per
+//! thing a test starts for itself.
 
 #![allow(dead_code)]
+
+pub mod dockerd;
+pub mod lab;
+pub mod netns;
+pub mod ports;
+pub mod squid;
+pub mod synapse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,6 +43,98 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Fails unless `output` is a success, showing `what` ran, its status
+/// and both of its outputs.
+#[track_caller]
+pub fn assert_succeeded(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// Fails unless `text` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_contains(text: impl AsRef<str>, needle: impl AsRef<str>) {
+    let (text, needle) = (text.as_ref(), needle.as_ref());
+    assert!(text.contains(needle), "`{needle}` is not in:\n{text}");
+}
+
+/// Fails if `text` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_lacks(text: impl AsRef<str>, needle: impl AsRef<str>) {
+    let (text, needle) = (text.as_ref(), needle.as_ref());
+    assert!(!text.contains(needle), "`{needle}` should not be in:\n{text}");
+}
+
+/// The first line `child` writes to its piped stdout (with its newline),
+/// e.g. the port a server it started listens on. The rest of the pipe
+/// is dropped: the child's later writes get EPIPE.
+pub fn first_line_of(child: &mut std::process::Child) -> String {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// Stops `child`: `signal` (a graceful stop), up to `within` for it to
+/// exit, then SIGKILL; reaped either way.
+pub fn stop_child(child: &mut std::process::Child, signal: rustix::process::Signal, within: std::time::Duration) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A valid one-agent spec (the starter's shape): host `box`, admin
+/// `owner`, agent `helper` in room `lobby`. Tests change one thing in it.
+pub const SOLO_SPEC: &str = r#"
+[appliance]
+name = "solo"
+
+[hosts.box]
+target = "nixos"
+
+[matrix]
+host = "box"
+server-name = "solo.internal"
+admins = ["owner"]
+
+[inference]
+host = "box"
+models = ["qwen3:4b"]
+
+[agents.helper]
+kind = "picoclaw"
+host = "box"
+
+[rooms.lobby]
+members = ["helper", "@owner"]
+"#;
+
+/// `SOLO_SPEC` with federation on, which a lint flags.
+pub fn federated_solo_spec() -> String {
+    SOLO_SPEC.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1)
+}
+
+/// The strings of a JSON array (the test fails on anything else).
+pub fn json_strings(value: &serde_json::Value) -> Vec<&str> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -51,6 +153,25 @@ pub fn require_tool(name: &str, why: &str) -> Option<PathBuf> {
         eprintln!("\n!!! SKIPPED: `{name}` is not installed ({why}); CI=true makes this a failure !!!\n");
     }
     found
+}
+
+/// Every tool of `tools` on PATH, each missing one reported (not only the
+/// first), as `require_tool` does.
+pub fn require_tools(tools: &[&str], why: &str) -> bool {
+    let found: Vec<bool> = tools.iter().map(|t| require_tool(t, why).is_some()).collect();
+    !found.contains(&false)
+}
+
+/// Whether this runs as root, which `what` needs (e.g. "the egress test
+/// makes network namespaces"). In CI not being root fails the test;
+/// elsewhere the test is skipped, loudly.
+pub fn require_root(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{what} and must run as root in CI");
+    eprintln!("\n!!! SKIPPED: {what} and needs root; CI=true makes this a failure !!!\n");
+    false
 }
 
 /// The runsc the appliance ships, as .ci/gobuild.sh builds it from the Go
@@ -136,15 +257,6 @@ pub fn eval_json(expression: &str) -> serde_json::Value {
     let (ok, stdout, stderr) = run_nix(&["--eval", "--strict", "--json", "--read-write-mode", "-E", expression]);
     assert!(ok, "{expression}\n{stderr}");
     serde_json::from_str(&stdout).unwrap()
-}
-
-/// A port nobody listens on right now, on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An agent whose code waits for approval mounts the warden's broker

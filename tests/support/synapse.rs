@@ -18,7 +18,7 @@ use agent_appliance::generator::model::STATE_DIR;
 use agent_appliance::on_host::bootstrap::client::Client;
 use serde_json::{Value, json};
 
-use crate::common::{in_ci, root};
+use crate::support::{in_ci, root};
 
 /// The venv holding `matrix-synapse`; `None` (after a loud skip message)
 /// when it is missing outside CI. In CI a missing Synapse fails the test.
@@ -68,7 +68,7 @@ pub fn postgres_bin() -> Option<PathBuf> {
     if debian.is_some() {
         return debian;
     }
-    crate::common::require_tool("initdb", "Synapse's database in the tests; Debian package `postgresql`")
+    crate::support::require_tool("initdb", "Synapse's database in the tests; Debian package `postgresql`")
         .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
 }
 
@@ -79,11 +79,25 @@ pub fn postgres_bin() -> Option<PathBuf> {
 pub fn settings(data: &Path, state_dir: &Path, port: u16) -> Value {
     let appliance =
         agent_appliance::operator::commands::load(&root().join("appliance.toml")).expect("default spec loads");
-    let mut settings = agent_appliance::generator::render::synapse::settings(&appliance);
+    let mut settings = rerooted_settings(&appliance, data, state_dir);
     let listener = &mut settings["listeners"][0];
     listener["port"] = json!(port);
     listener["bind_addresses"] = json!(["127.0.0.1"]);
     settings["public_baseurl"] = json!(format!("http://127.0.0.1:{port}/"));
+    settings
+}
+
+/// The generated Synapse settings of `appliance` with paths re-rooted:
+/// media, signing key and pid file (and an SQLite database) below `data`,
+/// secret files below the re-rooted state dir. Listeners, rate limits and
+/// everything else are as generated; on PostgreSQL, `Synapse::spawn` starts
+/// the cluster in `data/postgres` and points the settings at its socket.
+pub fn rerooted_settings(
+    appliance: &agent_appliance::generator::model::Appliance,
+    data: &Path,
+    state_dir: &Path,
+) -> Value {
+    let mut settings = agent_appliance::generator::render::synapse::settings(appliance);
     if settings["database"]["name"] == "sqlite3" {
         settings["database"]["args"]["database"] = json!(data.join("homeserver.db"));
     }
@@ -100,6 +114,109 @@ pub fn settings(data: &Path, state_dir: &Path, port: u16) -> Value {
         settings[key] = json!(state_dir.join(relative));
     }
     settings
+}
+
+/// Writes a test secret to each secret file `settings` names (what
+/// `appliance bootstrap --secrets-only` makes on the appliance); returns
+/// the registration shared secret.
+pub fn write_test_secrets(settings: &Value) -> String {
+    let mut shared_secret = String::new();
+    for key in [
+        "registration_shared_secret_path",
+        "macaroon_secret_key_path",
+        "form_secret_path",
+    ] {
+        let path = PathBuf::from(settings[key].as_str().unwrap());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let secret = format!("test-{key}-{}", std::process::id());
+        fs::write(&path, &secret).unwrap();
+        if key == "registration_shared_secret_path" {
+            shared_secret = secret;
+        }
+    }
+    shared_secret
+}
+
+/// Registers `username` (no admin) with Synapse's shared-secret admin API,
+/// as someone holding the host's registration secret can; returns the new
+/// account's access token.
+pub fn register_with_shared_secret(client: &Client, secret: &str, username: &str, password: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let nonce = client.get("/_synapse/admin/v1/register", None).unwrap();
+    let nonce = nonce.str("nonce").unwrap().to_string();
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{nonce}\0{username}\0{password}\0notadmin").as_bytes());
+    let body = json!({
+        "nonce": nonce, "username": username, "password": password, "admin": false,
+        "mac": hex::encode(mac.finalize().into_bytes()),
+    });
+    let reply = client.post("/_synapse/admin/v1/register", None, &body).unwrap();
+    assert!(reply.ok(), "register {username}: {}", reply.describe());
+    reply.str("access_token").unwrap().to_string()
+}
+
+/// Polls `ready` until it says yes; fails the test, with the last `lines`
+/// lines of `log`, if `child` (the server `what`) exits first or `within`
+/// passes.
+fn wait_until_ready(
+    what: &str,
+    child: &mut Child,
+    within: Duration,
+    log: &Path,
+    lines: usize,
+    mut ready: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    let tail = || {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    };
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited with {status}:\n{}", tail());
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what} not ready after {} s:\n{}",
+            within.as_secs(),
+            tail()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A new room made by `token` with `preset` (`public_chat`,
+/// `private_chat`); its ID.
+pub fn create_room(client: &Client, token: &str, preset: &str) -> String {
+    let room = client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(token),
+            &json!({ "preset": preset }),
+        )
+        .unwrap();
+    assert!(room.ok(), "{}", room.describe());
+    room.str("room_id").unwrap().to_string()
+}
+
+/// `POST /_matrix/client/v3/rooms/<room>/<action>` (join, leave, invite)
+/// with `body`, as `token`; the homeserver's reply.
+pub fn room_post(
+    client: &Client,
+    token: &str,
+    room: &str,
+    action: &str,
+    body: &Value,
+) -> agent_appliance::on_host::bootstrap::client::Reply {
+    use agent_appliance::on_host::bootstrap::client::segment;
+    client
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/{action}", segment(room)),
+            Some(token),
+            body,
+        )
+        .unwrap()
 }
 
 pub struct Synapse {
@@ -191,27 +308,17 @@ impl Synapse {
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
         );
-        loop {
-            if let Ok(reply) = client.get("/_matrix/client/versions", None)
-                && reply.ok()
-            {
-                eprintln!(
-                    "synapse at {} ready after {:.1} s",
-                    self.url,
-                    started.elapsed().as_secs_f64()
-                );
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("synapse exited with {status}:\n{}", self.log_tail());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "synapse not ready after 60 s:\n{}",
-                self.log_tail()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        let child = self.child.as_mut().unwrap();
+        wait_until_ready("synapse", child, Duration::from_secs(60), &self.log, 40, || {
+            client
+                .get("/_matrix/client/versions", None)
+                .is_ok_and(|reply| reply.ok())
+        });
+        eprintln!(
+            "synapse at {} ready after {:.1} s",
+            self.url,
+            started.elapsed().as_secs_f64()
+        );
     }
 
     pub fn log_tail(&self) -> String {
@@ -224,18 +331,7 @@ impl Synapse {
 impl Drop for Synapse {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::stop_child(&mut child, rustix::process::Signal::TERM, Duration::from_secs(10));
     }
 }
 
@@ -740,27 +836,23 @@ impl Postgres {
     /// Waits until the server accepts connections on its socket; panics
     /// with its log if it exits or takes longer than 30 s.
     fn wait_ready(&mut self, bin: &Path) {
-        let started = Instant::now();
-        loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .arg("-h")
-                .arg(&self.socket_dir)
-                .arg("-q")
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("postgres exited with {status}:\n{}", self.log_text());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "postgres not ready after 30 s:\n{}",
-                self.log_text()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        let socket_dir = self.socket_dir.clone();
+        let child = self.child.as_mut().unwrap();
+        wait_until_ready(
+            "postgres",
+            child,
+            Duration::from_secs(30),
+            &self.log,
+            usize::MAX,
+            || {
+                Command::new(bin.join("pg_isready"))
+                    .arg("-h")
+                    .arg(&socket_dir)
+                    .arg("-q")
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
     }
 
     fn log_text(&self) -> String {
@@ -772,17 +864,6 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         // SIGINT: fast shutdown (roll back, disconnect, stop).
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::stop_child(&mut child, rustix::process::Signal::INT, Duration::from_secs(20));
     }
 }

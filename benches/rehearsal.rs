@@ -1,5 +1,5 @@
 //! The rehearsal's benchmark (issue 10, must have 6), run by
-//! `scripts/bench-rehearsal.sh`: the hub of the rehearsal, then per agent
+//! `scripts/bench-rehearsal.sh` (`cargo bench --bench rehearsal`): the hub of the rehearsal, then per agent
 //! the same container (same image, same generated options) started again and
 //! again under its generated gVisor runtime and under runc, alternating, each
 //! time measuring start to ready, mention-to-reply round trips and memory.
@@ -20,9 +20,27 @@ use agent_appliance::generator::model::Sandbox;
 use agent_appliance::on_host::bootstrap::client::{Client, segment};
 use serde_json::{Value, json};
 
-use crate::common::root;
-use crate::hub::{self, Hub, Services};
+// The rehearsal's own modules, at the same crate paths as in its test
+// binary (tests/rehearsal/main.rs); what the benchmark leaves unused there
+// is not dead code.
+#[allow(dead_code)]
+#[path = "../tests/rehearsal/hub.rs"]
+mod hub;
+#[allow(dead_code)]
+#[path = "../tests/rehearsal/images.rs"]
+mod images;
+#[allow(dead_code)]
+#[path = "../tests/rehearsal/matrix.rs"]
+mod matrix;
+#[allow(dead_code)]
+#[path = "../tests/rehearsal/setup.rs"]
+mod setup;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use crate::hub::{Hub, Services};
 use crate::matrix::Member;
+use crate::support::root;
 
 /// The agents measured: (sandbox, what it is), melchior = OpenClaw,
 /// casper = Hermes, balthasar = PicoClaw.
@@ -548,25 +566,25 @@ fn bench_agent(hub: &Hub, admin: &Member, sandbox: &Sandbox, rounds: usize, repl
 /// cost: the appliance has them in its Nix store), then every sandbox in
 /// dependency order until every agent has answered a mention.
 fn cold_start() -> Option<(Hub, Member, Value)> {
-    if !crate::tools_present() {
+    if !crate::setup::tools_present() {
         return None;
     }
-    let venv = crate::synapse::venv()?;
+    let venv = crate::support::synapse::venv()?;
     let started = Instant::now();
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     let services_s = started.elapsed().as_secs_f64();
     let images_started = Instant::now();
-    crate::build_images(&hub);
+    crate::setup::build_images(&hub);
     let images_s = images_started.elapsed().as_secs_f64();
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     let load = load_average();
     let sandboxes_started = Instant::now();
     let started_ms = now_ms();
-    crate::start_sandboxes(&hub);
+    crate::setup::start_sandboxes(&hub);
     let mut answered = serde_json::Map::new();
     for (agent, _) in AGENTS {
-        let (body, _, first) = crate::first_answer(&hub, &admin, agent);
+        let (body, _, first) = crate::matrix::first_answer(&hub, &admin, agent);
         let user = hub.appliance.agents[*agent].user_id.clone();
         let (_, after) = context(&hub, &admin, &first);
         let reply = after
@@ -599,9 +617,7 @@ fn body_matches(event: &Value, wanted: &str) -> bool {
 /// runtime and agent, `BENCH_REPLIES` (default 5) round trips after each
 /// start, `BENCH_AGENTS` (default all three), `BENCH_VARIANTS` extra runsc
 /// flags, `BENCH_JSON` where the results go.
-#[test]
-#[ignore = "the rehearsal's benchmark, about 20 minutes: scripts/bench-rehearsal.sh"]
-fn bench_rehearsal() {
+fn main() {
     let Some((hub, admin, cold)) = cold_start() else { return };
     let rounds = env_number("BENCH_ROUNDS", 4);
     let replies = env_number("BENCH_REPLIES", 5);

@@ -1,0 +1,75 @@
+//! Bringing the rehearsal's hub to life, shared by the rehearsal
+//! (tests/rehearsal/main.rs) and its benchmark (benches/rehearsal.rs): the
+//! tools it needs, the sandboxes' images and their start in dependency
+//! order.
+
+use crate::hub::{self, Hub};
+use crate::images;
+use crate::support::{require_root, require_tools, root};
+
+/// Whether every tool the rehearsal needs is here (each missing one
+/// reported), and this runs as root; in CI a missing one fails.
+pub fn tools_present() -> bool {
+    let why = "the rehearsal (docs/rehearsal.md)";
+    let tools = [
+        "runsc",
+        "dockerd",
+        "debootstrap",
+        "dnsmasq",
+        "nsenter",
+        "ip",
+        "npm",
+        "python3",
+        "tar",
+        "timeout",
+    ];
+    let found = require_tools(&tools, why);
+    require_root("the rehearsal starts dockerd in a network namespace") && found
+}
+
+/// The stand-in model server's script (tests/rehearsal/standin_model.py).
+fn standin() -> std::path::PathBuf {
+    let path = root().join("tests/rehearsal/standin_model.py");
+    assert!(
+        path.is_file(),
+        "the stand-in model server {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// The image of every sandbox of the hub, built here or taken from the
+/// cache, with the stand-in as the inference image's model server.
+pub fn build_images(hub: &Hub) {
+    let standin = standin();
+    let wanted: Vec<String> = hub.sandboxes().iter().map(|s| s.image.clone()).collect();
+    let inference = hub
+        .appliance
+        .inference
+        .as_ref()
+        .expect("the default spec has inference");
+    let services = images::ServiceFiles {
+        standin: &standin,
+        models: inference.models.clone(),
+        server_name: hub.appliance.matrix.server_name.clone(),
+        web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
+        github_ca: hub.github_dir().join("ca.pem"),
+    };
+    images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
+}
+
+/// Every sandbox of the hub, dependencies first (the code sandbox before
+/// its agent), as systemd orders the units.
+pub fn start_sandboxes(hub: &Hub) {
+    let sandboxes = hub.sandboxes();
+    let mut started: Vec<String> = Vec::new();
+    while started.len() < sandboxes.len() {
+        for sandbox in &sandboxes {
+            if started.contains(&sandbox.name) || !sandbox.depends_on.iter().all(|d| started.contains(d)) {
+                continue;
+            }
+            hub.start_sandbox(sandbox);
+            started.push(sandbox.name.clone());
+        }
+    }
+}

@@ -320,7 +320,7 @@ fn secrets(agent: &Agent) -> Vec<String> {
     )];
     let kind = crate::kinds::of(agent.kind);
     let mut env: Vec<&str> = kind.plan().token_env.to_vec();
-    env.extend(kind.operator_env(&agent.skills));
+    env.extend(agent.operator_env());
     secrets.push(format!("{}/env (--env-file): {}", agent.secrets_dir, env.join(", ")));
     secrets
 }

@@ -146,8 +146,43 @@ struct Egress {
     /// The warden's grant files the proxy reads (docs/warden.md).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     grant_files: Vec<String>,
+    /// The credentials the proxy adds, by include file (SECURITY.md,
+    /// "Credentials at the proxy").
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    credentials: BTreeMap<String, CredentialFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resolver: Option<String>,
+}
+
+/// One value of `appliance.egress.credentials`: the proxy's include file
+/// is `before`, the token read from `tokenFile`, then `after`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialFile {
+    token_file: String,
+    before: String,
+    after: String,
+}
+
+/// The unit that makes the appliance CA (modules/egress.nix).
+const EGRESS_CA_UNIT: &str = "appliance-egress-ca.service";
+
+/// Every credential the proxy of `host` adds, by the include file the
+/// generated proxy configuration names.
+fn credential_files(host: &Host) -> BTreeMap<String, CredentialFile> {
+    let mut files = BTreeMap::new();
+    for sandbox in &host.sandboxes {
+        for credential in &sandbox.credentials {
+            let (before, after) = super::egress::injection_line(&sandbox.name, credential);
+            let file = CredentialFile {
+                token_file: credential.token_file.clone(),
+                before,
+                after,
+            };
+            files.insert(credential.injection_file(&sandbox.name), file);
+        }
+    }
+    files
 }
 
 /// The values of `appliance.nvidia` (modules/nvidia.nix).
@@ -428,6 +463,7 @@ fn egress(host: &Host) -> Option<Setting> {
         bridge_table: file("firewall-bridge.nft"),
         proxy_config: file("egress-proxy.conf").filter(|_| super::egress::proxy_config(host).is_some()),
         grant_files: host.sandboxes.iter().filter_map(|s| s.grants.clone()).collect(),
+        credentials: credential_files(host),
         resolver,
     };
     Some(Setting::new("appliance.egress", egress))
@@ -582,6 +618,12 @@ fn extract_key_unit(sandbox: &Sandbox) -> Option<String> {
         .then(|| SERVICE_SECRETS_UNIT.to_string())
 }
 
+/// The unit making the appliance CA, for a sandbox that mounts its
+/// certificate (one with a credential the proxy adds).
+fn egress_ca_unit(sandbox: &Sandbox) -> Option<String> {
+    (!sandbox.credentials.is_empty()).then(|| EGRESS_CA_UNIT.to_string())
+}
+
 fn containers(host: &Host, overlay: Option<&str>) -> Containers {
     let mut directories = BTreeMap::from([
         (STATE_DIR.to_string(), Directory::root(0o711)),
@@ -615,12 +657,14 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
                 "appliance-bootstrap.service".to_string(),
             ];
             deps.extend(extract_key_unit(sandbox));
+            deps.extend(egress_ca_unit(sandbox));
             unit_deps(deps, None)
         } else {
             // Agents on a host without Matrix reach it over the overlay, and
             // their secrets come from the hub by pairing (docs/pairing.md).
             let mut units = vec!["appliance-network.service".to_string()];
             units.extend(extract_key_unit(sandbox));
+            units.extend(egress_ca_unit(sandbox));
             let mut deps = unit_deps(units, overlay);
             // Started once pairing has fetched its secrets (a path unit
             // of modules/sandboxes.nix).

@@ -459,8 +459,25 @@ fn runtime_files_of_the_proxy(config: &str, dir: &std::path::Path) -> String {
     }
     let openssl = Command::new("openssl")
         .current_dir(dir)
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-        .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=hostile test CA"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hostile test CA",
+        ])
         .args(["-addext", "basicConstraints=critical,CA:TRUE"])
         .output()
         .unwrap();

@@ -812,6 +812,14 @@ fn credentials_are_checked_where_they_are_written() {
             with("egress = \"web\"\ncredentials = { gitlab = \"/run/keys/gl\" }\n"),
             "unknown variant `gitlab`, expected `github`",
         ),
+        (
+            with("egress = \"web\"\ncredentials = { github = \"/run/keys/gh\" }\n").replace(
+                "[rooms.main]",
+                "[agents.coder]\nkind = \"hermes\"\nhost = \"box\"\ntools = [\"code\"]\n\
+                 code-execution = \"docker-in-gvisor\"\ncode-network = true\negress = \"web\"\n\n[rooms.main]",
+            ),
+            "appliance.toml:21:26: agent `bot`: the proxy adds its `github` credential to requests from its sandbox's address, but agent `coder` on the same host has `code-network = true`",
+        ),
     ] {
         let (dir, output) = run_spec(&bad, &["generate"]);
         assert_eq!(output.status.code(), Some(2), "{bad}");

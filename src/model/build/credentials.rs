@@ -26,6 +26,19 @@ pub(super) fn resolve(b: &mut Builder, name: &Spanned<String>, agent: &AgentSpec
             );
             continue;
         }
+        if let Some(forger) = address_forger(b, agent) {
+            b.error(
+                span(file),
+                format!(
+                    "agent `{}`: the proxy adds its `{service}` credential to requests from its sandbox's address, \
+                     but agent `{forger}` on the same host has `code-network = true`, whose code sandbox has raw \
+                     sockets on the bridge and could send from that address",
+                    name.get_ref()
+                ),
+                format!("remove `code-network` from `{forger}`, or put the two agents on different hosts"),
+            );
+            continue;
+        }
         let hosts: Vec<String> = facts
             .hosts
             .iter()
@@ -53,6 +66,17 @@ pub(super) fn resolve(b: &mut Builder, name: &Spanned<String>, agent: &AgentSpec
         });
     }
     credentials
+}
+
+/// An agent on the same host whose code sandbox joins the bridge with raw
+/// sockets (`code-network`): it could forge any address there, and the
+/// proxy knows a credential's sandbox by its address alone.
+fn address_forger(b: &Builder, agent: &AgentSpec) -> Option<String> {
+    b.spec
+        .agents
+        .iter()
+        .find(|(_, other)| other.host.get_ref() == agent.host.get_ref() && other.code_network())
+        .map(|(name, _)| name.get_ref().clone())
 }
 
 /// Whether `egress` lets the agent reach `host` (a name, no wildcard); a

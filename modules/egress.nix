@@ -19,8 +19,10 @@ let
   # Where src/model/credentials.rs puts them (the generated configuration
   # names the same paths).
   caDir = "/var/lib/appliance/egress-ca";
-  caKeyDir = "/var/lib/appliance/secrets/egress-ca";
-  injectionDir = "/var/lib/appliance/secrets/egress-proxy";
+  # The proxy's own directory (0750 root:squid): the CA key and the
+  # credentials' include files. Not under secrets/, where every agent's
+  # directory is named after the agent.
+  proxyDir = "/var/lib/appliance/egress-proxy";
   sslDb = "/var/cache/squid/ssl_db";
 
   # The appliance CA, made once on this host (a key and certificate that
@@ -30,18 +32,18 @@ let
   # their final names and renamed, as appliance-service-secrets does.
   makeCa = ''
     mkdir -p -m 0755 ${caDir}
-    mkdir -p -m 0750 ${caKeyDir}
-    chgrp squid ${caKeyDir}
-    if [ ! -s ${caKeyDir}/ca.key ] || [ ! -s ${caDir}/ca.pem ]; then
+    mkdir -p -m 0750 ${proxyDir}
+    chgrp squid ${proxyDir}
+    if [ ! -s ${proxyDir}/ca.key ] || [ ! -s ${caDir}/ca.pem ]; then
       openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout ${caKeyDir}/ca.key.tmp -out ${caDir}/ca.pem.tmp -days 3650 \
+        -keyout ${proxyDir}/ca.key.tmp -out ${caDir}/ca.pem.tmp -days 3650 \
         -subj "/CN=agent-appliance egress CA" \
         -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
         -addext "keyUsage=critical,keyCertSign,cRLSign"
-      chgrp squid ${caKeyDir}/ca.key.tmp
-      chmod 0440 ${caKeyDir}/ca.key.tmp
+      chgrp squid ${proxyDir}/ca.key.tmp
+      chmod 0440 ${proxyDir}/ca.key.tmp
       chmod 0444 ${caDir}/ca.pem.tmp
-      mv ${caKeyDir}/ca.key.tmp ${caKeyDir}/ca.key
+      mv ${proxyDir}/ca.key.tmp ${proxyDir}/ca.key
       mv ${caDir}/ca.pem.tmp ${caDir}/ca.pem
     fi
     ln -sfn ca.pem "${caDir}/$(openssl x509 -hash -noout -in ${caDir}/ca.pem).0"
@@ -143,7 +145,7 @@ in
       description = ''
         The credentials the proxy adds for the sandboxes (SECURITY.md,
         "Credentials at the proxy"), by the include file the generated
-        configuration names (under ${injectionDir}, 0440 root:squid), which
+        configuration names (under ${proxyDir}, 0440 root:squid), which
         the proxy's unit writes at each start from `tokenFile`. Not empty:
         the appliance CA is made at first boot (`appliance-egress-ca`) and
         squid's certificate database is made before squid starts.
@@ -245,8 +247,8 @@ in
               ${squidPackage}/libexec/security_file_certgen -c -s ${sslDb} -M 4MB
               chown -R squid:squid ${sslDb}
             fi
-            mkdir -p -m 0750 ${injectionDir}
-            chgrp squid ${injectionDir}
+            mkdir -p -m 0750 ${proxyDir}
+            chgrp squid ${proxyDir}
           ''
           + lib.concatStrings (lib.mapAttrsToList writeCredential cfg.credentials)
         )

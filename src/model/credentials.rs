@@ -16,13 +16,15 @@ pub const CA_DIR: &str = "/var/lib/appliance/egress-ca";
 /// The CA certificate in it.
 pub const CA_CERT: &str = "/var/lib/appliance/egress-ca/ca.pem";
 /// The CA's private key: the proxy's alone (root and the proxy's group),
-/// never bound into a sandbox, never in the Nix store.
-pub const CA_KEY: &str = "/var/lib/appliance/secrets/egress-ca/ca.key";
+/// never bound into a sandbox, never in the Nix store. In the proxy's own
+/// directory, not under `secrets/`, where each agent's directory is named
+/// after it (an agent could be called anything there).
+pub const CA_KEY: &str = "/var/lib/appliance/egress-proxy/ca.key";
 /// Where a sandbox with a credential sees [`CA_DIR`].
 pub const CA_MOUNT: &str = "/run/appliance/egress-ca";
 /// The proxy's files holding the real credentials (one squid `include`
 /// each), written from the token files each time the proxy starts.
-pub const INJECTION_DIR: &str = "/var/lib/appliance/secrets/egress-proxy";
+pub const INJECTION_DIR: &str = "/var/lib/appliance/egress-proxy";
 /// security_file_certgen's certificate database (squid's `sslcrtd_program`).
 pub const SSL_DB: &str = "/var/cache/squid/ssl_db";
 
@@ -81,4 +83,53 @@ impl Credential {
 /// not secret, the same at every boot, never a valid credential.
 pub fn placeholder(agent: &str, service: CredentialService) -> String {
     format!("appliance-placeholder-{agent}-{service}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BindSource;
+    use crate::test_support::shipped;
+
+    /// Only a sandbox with a credential binds the CA directory, and it
+    /// holds each credential's placeholder; no sandbox binds the CA key's
+    /// directory or a token file.
+    #[test]
+    fn only_a_credentials_sandbox_trusts_the_ca_and_none_holds_a_token() {
+        let mut seen = 0;
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                for sandbox in &host.sandboxes {
+                    let hosts: Vec<&str> = sandbox
+                        .binds
+                        .iter()
+                        .filter_map(|b| match &b.source {
+                            BindSource::Host(path) => Some(path.as_str()),
+                            BindSource::Generated(_) => None,
+                        })
+                        .collect();
+                    assert_eq!(
+                        hosts.contains(&CA_DIR),
+                        !sandbox.credentials.is_empty(),
+                        "{}",
+                        sandbox.name
+                    );
+                    for path in &hosts {
+                        assert!(!CA_KEY.starts_with(path) && !path.starts_with(INJECTION_DIR), "{path}");
+                    }
+                    for credential in &sandbox.credentials {
+                        seen += 1;
+                        assert!(
+                            !hosts.iter().any(|p| credential.token_file.starts_with(p)),
+                            "{}",
+                            sandbox.name
+                        );
+                        assert_eq!(sandbox.environment[&credential.variable], credential.placeholder);
+                        assert_eq!(sandbox.environment["SSL_CERT_DIR"], CA_MOUNT);
+                    }
+                }
+            }
+        }
+        assert!(seen > 0);
+    }
 }

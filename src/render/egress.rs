@@ -652,6 +652,90 @@ mod tests {
         }
     }
 
+    /// TLS is terminated only for a credential's hosts from its own
+    /// sandbox, and the credential is added only inside it: every rule
+    /// that bumps or touches `Authorization` names the sandbox, the
+    /// credential's ACLs and (for headers) HTTPS; everything else splices.
+    #[test]
+    fn credentials_are_added_only_for_their_sandbox_hosts_and_tls() {
+        let mut seen = 0;
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let Some(conf) = proxy_config(host) else { continue };
+                let with: Vec<&Sandbox> = host.sandboxes.iter().filter(|s| !s.credentials.is_empty()).collect();
+                let listener = conf.lines().find(|l| l.starts_with("http_port ")).unwrap();
+                assert_eq!(listener.contains(" ssl-bump "), !with.is_empty(), "{listener}");
+                let bumps: Vec<&str> = conf.lines().filter(|l| l.starts_with("ssl_bump ")).collect();
+                if with.is_empty() {
+                    assert!(bumps.is_empty() && !conf.contains("request_header"), "{conf}");
+                    continue;
+                }
+                assert_eq!(bumps.last(), Some(&"ssl_bump splice all"), "{conf}");
+                for line in &bumps[..bumps.len() - 1] {
+                    assert!(
+                        line.starts_with("ssl_bump peek tls_step1 sandbox_")
+                            || line.starts_with("ssl_bump bump sandbox_"),
+                        "{line}"
+                    );
+                    assert!(
+                        line.contains(" credential_hosts_") || line.contains(" credential_tls_"),
+                        "{line}"
+                    );
+                }
+                for sandbox in &with {
+                    let client = acl_name(&sandbox.name);
+                    for credential in &sandbox.credentials {
+                        seen += 1;
+                        let name = format!("{client}_{}", credential.service);
+                        let hosts = credential.hosts.join(" ");
+                        assert!(
+                            conf.contains(&format!("acl credential_hosts_{name} dstdomain -n {hosts}\n")),
+                            "{conf}"
+                        );
+                        assert!(
+                            conf.contains(&format!("acl credential_tls_{name} ssl::server_name {hosts}\n")),
+                            "{conf}"
+                        );
+                        assert!(
+                            conf.contains(&format!("[[:space:]]+{}$\n", credential.placeholder)),
+                            "the placeholder is matched whole: {conf}"
+                        );
+                        let (before, after) = injection_line(&sandbox.name, credential);
+                        assert_eq!(before, "request_header_add Authorization \"token ");
+                        let acls = format!(
+                            "sandbox_{client} credential_hosts_{name} credential_placeholder_{name} credential_https"
+                        );
+                        assert_eq!(after, format!("\" {acls}"));
+                        assert!(
+                            conf.contains(&format!("request_header_access Authorization deny {acls}\n")),
+                            "{conf}"
+                        );
+                        assert!(conf.contains(&format!("include {}\n", credential.injection_file(&sandbox.name))));
+                        for domain in &credential.hosts {
+                            match &sandbox.egress {
+                                Egress::Domains(list) => assert!(list.contains(domain), "{domain}"),
+                                other => assert_eq!(other, &Egress::Web),
+                            }
+                        }
+                    }
+                }
+                // Every `Authorization` rule is one of a credential's.
+                for line in conf.lines().filter(|l| l.contains("Authorization")) {
+                    assert!(
+                        line.starts_with("request_header_access Authorization deny sandbox_")
+                            || line.starts_with("acl credential_placeholder_"),
+                        "{line}"
+                    );
+                    assert!(
+                        line.starts_with("acl ") || line.ends_with(" credential_https"),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        assert!(seen > 0, "a shipped spec has a credential");
+    }
+
     #[test]
     fn wildcard_domains_are_squid_domains() {
         assert_eq!(squid_domain("*.githubusercontent.com"), ".githubusercontent.com");

@@ -321,7 +321,7 @@ fn the_egress_module_writes_each_credential_from_its_token_file_at_squids_start(
     ] {
         std::fs::write(dir.path().join(file), text).unwrap();
     }
-    let include = "/var/lib/appliance/secrets/egress-proxy/bot-github.conf";
+    let include = "/var/lib/appliance/egress-proxy/bot-github.conf";
     let token_file = dir.path().join("token");
     let values = serde_json::json!({
         "appliance": { "egress": {
@@ -366,11 +366,11 @@ fn the_egress_module_writes_each_credential_from_its_token_file_at_squids_start(
     assert_eq!(ca["serviceConfig"]["UMask"], "0077");
     let ca_script = ca["script"].as_str().unwrap();
     assert!(
-        ca_script.contains("if [ ! -s /var/lib/appliance/secrets/egress-ca/ca.key ]"),
+        ca_script.contains("if [ ! -s /var/lib/appliance/egress-proxy/ca.key ]"),
         "{ca_script}"
     );
     assert!(
-        ca_script.contains("chmod 0440 /var/lib/appliance/secrets/egress-ca/ca.key.tmp"),
+        ca_script.contains("chmod 0440 /var/lib/appliance/egress-proxy/ca.key.tmp"),
         "{ca_script}"
     );
     assert_eq!(
@@ -379,7 +379,7 @@ fn the_egress_module_writes_each_credential_from_its_token_file_at_squids_start(
             agent_appliance::model::credentials::CA_CERT
         ),
         (
-            "/var/lib/appliance/secrets/egress-ca/ca.key",
+            "/var/lib/appliance/egress-proxy/ca.key",
             "/var/lib/appliance/egress-ca/ca.pem"
         ),
         "the module makes the files the generated configuration names"

@@ -107,7 +107,7 @@
       proxyConfig = ./egress-proxy.conf;
       grantFiles = [ "/var/lib/appliance/egress-grants/balthasar" ];
       credentials = {
-        "/var/lib/appliance/secrets/egress-proxy/balthasar-github.conf" = {
+        "/var/lib/appliance/egress-proxy/balthasar-github.conf" = {
           tokenFile = "/var/lib/appliance/credentials/github-token";
           before = "request_header_add Authorization \"token ";
           after = "\" sandbox_balthasar credential_hosts_balthasar_github credential_placeholder_balthasar_github credential_https";

@@ -60,7 +60,7 @@
       bridgeTable = ./firewall-bridge.nft;
       proxyConfig = ./egress-proxy.conf;
       credentials = {
-        "/var/lib/appliance/secrets/egress-proxy/balthasar-pi-github.conf" = {
+        "/var/lib/appliance/egress-proxy/balthasar-pi-github.conf" = {
           tokenFile = "/var/lib/appliance/credentials/github-token";
           before = "request_header_add Authorization \"token ";
           after = "\" sandbox_balthasar_pi credential_hosts_balthasar_pi_github credential_placeholder_balthasar_pi_github credential_https";

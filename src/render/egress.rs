@@ -334,8 +334,10 @@ fn credential_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
          # hello) and terminated when the name it asks for is one of them too;\n\
          # a request inside carrying the placeholder has it replaced with the\n\
          # real credential, from the proxy's include file. Every other CONNECT,\n\
-         # from every sandbox, is spliced at the first step, never decrypted.\n\
-         acl tls_step1 at_step SslBump1\nacl credential_https proto HTTPS\n",
+         # from every sandbox, is spliced at the first step, never decrypted;\n\
+         # so is a CONNECT to port 80, and one that turns out not to be TLS\n\
+         # (`on_unsupported_protocol`): it was allowed as a tunnel, it stays one.\n\
+         acl tls_step1 at_step SslBump1\nacl credential_https proto HTTPS\nacl credential_port port 443\n",
     );
     let mut bump = String::new();
     let mut headers = String::new();
@@ -358,7 +360,7 @@ fn credential_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
             );
             let _ = writeln!(
                 bump,
-                "ssl_bump peek tls_step1 {client} {hosts}\nssl_bump bump {client} {tls}"
+                "ssl_bump peek tls_step1 {client} credential_port {hosts}\nssl_bump bump {client} {tls}"
             );
             let _ = writeln!(
                 headers,
@@ -367,6 +369,13 @@ fn credential_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
                 credential.injection_file(&sandbox.name)
             );
         }
+    }
+    for (sandbox, _) in clients.iter().filter(|(s, _)| !s.credentials.is_empty()) {
+        let _ = writeln!(
+            bump,
+            "on_unsupported_protocol tunnel sandbox_{}",
+            acl_name(&sandbox.name)
+        );
     }
     let _ = write!(
         out,
@@ -673,7 +682,7 @@ mod tests {
                 assert_eq!(bumps.last(), Some(&"ssl_bump splice all"), "{conf}");
                 for line in &bumps[..bumps.len() - 1] {
                     assert!(
-                        line.starts_with("ssl_bump peek tls_step1 sandbox_")
+                        line.starts_with("ssl_bump peek tls_step1 sandbox_") && line.contains(" credential_port ")
                             || line.starts_with("ssl_bump bump sandbox_"),
                         "{line}"
                     );

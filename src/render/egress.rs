@@ -10,7 +10,10 @@
 //!   sandboxes never exchange frames with each other, except a client's
 //!   connections to the service sandboxes its reach names.
 //! - `egress-proxy.conf`: squid's configuration, an ACL per sandbox address;
-//!   no name is resolved before the sandbox may ask for it.
+//!   no name is resolved before the sandbox may ask for it. With a
+//!   credential the proxy adds (SECURITY.md, "Credentials at the proxy"),
+//!   TLS is terminated for its hosts from its sandbox only, and the
+//!   sandbox's placeholder is swapped for it; every other CONNECT is spliced.
 //!
 //! The NixOS module loads the tables with `networking.nftables.tables`, which
 //! wraps each body in `table <family> <name> { ... }`; tests/egress.rs loads

@@ -43,9 +43,13 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # searx: Debian's SearXNG predecessor (same JSON API), which stands in for
 # nixpkgs' SearXNG in tests/crawler.rs (SearXNG is not on PyPI).
+# squid-openssl: squid built with OpenSSL, ssl-bump and its certificate
+# generator (security_file_certgen), as nixpkgs builds it; it replaces
+# Debian's GnuTLS `squid`, which has neither (the egress proxy adds the
+# agents' credentials, tests/egress.rs).
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
-  debootstrap dnsmasq-base nftables squid searx curl >/dev/null
+  debootstrap dnsmasq-base nftables squid-openssl searx curl openssl >/dev/null
 # PostgreSQL, which Synapse runs on in the tests: tests/support/synapse.rs starts a
 # cluster of its own from /usr/lib/postgresql/*/bin, socket only. The
 # `main` cluster Debian's package makes is never used by the tests.

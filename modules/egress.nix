@@ -3,12 +3,86 @@
 # host, and the resolver on the sandboxes' bridge. Rust decides every rule
 # from the spec; this module only hands the files to nixpkgs' nftables,
 # squid and dnsmasq services. The generated host module sets the options.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 let
   inherit (import ./lib.nix lib) strings;
   cfg = config.appliance.egress;
   hasProxy = cfg.proxyConfig != null;
   hasResolver = cfg.resolver != null;
+  hasCredentials = cfg.enable && hasProxy && cfg.credentials != { };
+  squidPackage = config.services.squid.package;
+
+  # Where src/generator/model/credentials.rs puts them (the generated configuration
+  # names the same paths).
+  caDir = "/var/lib/appliance/egress-ca";
+  # The proxy's own directory (0750 root:squid): the CA key and the
+  # credentials' include files. Not under secrets/, where every agent's
+  # directory is named after the agent.
+  proxyDir = "/var/lib/appliance/egress-proxy";
+  sslDb = "/var/cache/squid/ssl_db";
+
+  # The appliance CA, made once on this host (a key and certificate that
+  # are there are kept): the key 0440 root:squid in a 0750 directory (the
+  # proxy signs with it), the certificate 0444 beside its OpenSSL hash link
+  # (the sandboxes with a credential bind that directory). Written beside
+  # their final names and renamed, as appliance-service-secrets does.
+  makeCa = ''
+    mkdir -p -m 0755 ${caDir}
+    mkdir -p -m 0750 ${proxyDir}
+    chgrp squid ${proxyDir}
+    if [ ! -s ${proxyDir}/ca.key ] || [ ! -s ${caDir}/ca.pem ]; then
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout ${proxyDir}/ca.key.tmp -out ${caDir}/ca.pem.tmp -days 3650 \
+        -subj "/CN=agent-appliance egress CA" \
+        -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign"
+      chgrp squid ${proxyDir}/ca.key.tmp
+      chmod 0440 ${proxyDir}/ca.key.tmp
+      chmod 0444 ${caDir}/ca.pem.tmp
+      mv ${proxyDir}/ca.key.tmp ${proxyDir}/ca.key
+      mv ${caDir}/ca.pem.tmp ${caDir}/ca.pem
+    fi
+    ln -sfn ca.pem "${caDir}/$(openssl x509 -hash -noout -in ${caDir}/ca.pem).0"
+  '';
+
+  # One include file of the proxy: the line the generated configuration
+  # wants around the real token, read from the operator's file at each
+  # start of the proxy. A token of anything but letters, digits and `_`
+  # (what GitHub's are) is refused, so nothing but the token reaches
+  # squid's configuration; without one, the placeholder is only removed.
+  writeCredential =
+    file: credential:
+    let
+      target = lib.escapeShellArg file;
+      tmp = lib.escapeShellArg "${file}.tmp";
+      tokenFile = lib.escapeShellArg credential.tokenFile;
+    in
+    ''
+      token=""
+      if [ -r ${tokenFile} ]; then token="$(tr -d '[:space:]' < ${tokenFile})"; fi
+      case "$token" in
+        "")
+          echo "appliance: no credential in "${tokenFile}"; the proxy adds none" >&2
+          line="# no credential in the token file"
+          ;;
+        *[!A-Za-z0-9_]*)
+          echo "appliance: the credential in "${tokenFile}" has characters other than letters, digits and _; the proxy adds none" >&2
+          line="# the token file's credential was refused"
+          ;;
+        *)
+          line=${lib.escapeShellArg credential.before}"$token"${lib.escapeShellArg credential.after}
+          ;;
+      esac
+      printf '%s\n' "$line" > ${tmp}
+      chgrp squid ${tmp}
+      chmod 0440 ${tmp}
+      mv ${tmp} ${target}
+    '';
 in
 {
   options.appliance.egress = {
@@ -43,6 +117,37 @@ in
         per sandbox, written by the warden. They are made empty (0644, in a
         0755 directory: squid reads them as its own user when it
         reconfigures) before the proxy starts, and never truncated.
+      '';
+    };
+
+    credentials = lib.mkOption {
+      type = lib.types.attrsOf (
+        lib.types.submodule {
+          options = {
+            tokenFile = lib.mkOption {
+              type = lib.types.strMatching "/[A-Za-z0-9._/-]+";
+              example = "/var/lib/appliance/credentials/github-token";
+              description = "The operator's file on this host holding the real credential.";
+            };
+            before = lib.mkOption {
+              type = lib.types.str;
+              description = "The proxy configuration line before the credential.";
+            };
+            after = lib.mkOption {
+              type = lib.types.str;
+              description = "The proxy configuration line after the credential.";
+            };
+          };
+        }
+      );
+      default = { };
+      description = ''
+        The credentials the proxy adds for the sandboxes (SECURITY.md,
+        "Credentials at the proxy"), by the include file the generated
+        configuration names (under ${proxyDir}, 0440 root:squid), which
+        the proxy's unit writes at each start from `tokenFile`. Not empty:
+        the appliance CA is made at first boot (`appliance-egress-ca`) and
+        squid's certificate database is made before squid starts.
       '';
     };
 
@@ -82,9 +187,27 @@ in
       preCheckRuleset = lib.mkIf hasProxy "sed -i 's/meta skuid \"squid\"/meta skuid \"nobody\"/' ruleset.conf";
     };
 
+    # nixpkgs' squid is built --with-openssl --enable-ssl-crtd: the
+    # certificate generator the configuration names is in the package.
     services.squid = lib.mkIf (cfg.enable && hasProxy) {
       enable = true;
-      configText = builtins.readFile cfg.proxyConfig;
+      configText =
+        builtins.replaceStrings [ "@SECURITY_FILE_CERTGEN@" ] [ "${squidPackage}/libexec/security_file_certgen" ]
+          (builtins.readFile cfg.proxyConfig);
+    };
+
+    systemd.services.appliance-egress-ca = lib.mkIf hasCredentials {
+      description = "Create the appliance CA of the egress proxy on first boot";
+      path = [
+        pkgs.coreutils
+        pkgs.openssl
+      ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        UMask = "0077";
+      };
+      script = makeCa;
     };
 
     # gVisor's netstack cannot reach Docker's embedded resolver on a
@@ -110,8 +233,25 @@ in
     );
 
     systemd.services.squid = lib.mkIf (cfg.enable && hasProxy) {
-      after = [ cfg.networkUnit ];
+      after = [ cfg.networkUnit ] ++ lib.optional hasCredentials "appliance-egress-ca.service";
       wants = [ cfg.networkUnit ];
+      requires = lib.optional hasCredentials "appliance-egress-ca.service";
+      # Before squid reads its configuration: the certificate database and
+      # the credentials' include files (the token files may have changed).
+      preStart = lib.mkIf hasCredentials (
+        lib.mkAfter (
+          ''
+            if [ ! -d ${sslDb} ]; then
+              mkdir -p ${dirOf sslDb}
+              ${squidPackage}/libexec/security_file_certgen -c -s ${sslDb} -M 4MB
+              chown -R squid:squid ${sslDb}
+            fi
+            mkdir -p -m 0750 ${proxyDir}
+            chgrp squid ${proxyDir}
+          ''
+          + lib.concatStrings (lib.mapAttrsToList writeCredential cfg.credentials)
+        )
+      );
     };
     systemd.services.dnsmasq = lib.mkIf hasResolver {
       after = [ cfg.networkUnit ];

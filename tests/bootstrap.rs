@@ -57,11 +57,16 @@ impl World {
 
     /// A bootstrap that talks to the homeserver at `url` (a proxy).
     fn command_to(&self, url: &str, extra: &[&str]) -> Command {
+        self.command_with_plan(&plan_path(), url, extra)
+    }
+
+    /// The same with another plan.
+    fn command_with_plan(&self, plan: &Path, url: &str, extra: &[&str]) -> Command {
         let mut command = appliance();
         command
             .arg("bootstrap")
             .arg("--plan")
-            .arg(plan_path())
+            .arg(plan)
             .arg("--state-dir")
             .arg(&self.state)
             .args(["--homeserver", url])
@@ -613,17 +618,45 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_eq!(levels["users"], json!({ "@gendo:magi": 100 }));
     assert_eq!(levels["users_default"], 0);
 
-    // A value only the operator has (PicoClaw's GH_TOKEN) is asked for,
-    // then kept once added by hand.
-    assert_contains(&out, "`GH_TOKEN` is not in");
+    // The default spec gives balthasar's GitHub token to the egress proxy
+    // (`credentials`): nothing is asked for, and a GH_TOKEN an older setup
+    // added by hand leaves the env file at the next run (Docker would pass
+    // it beside the placeholder).
+    assert!(!out.contains("`GH_TOKEN` is not in"), "{out}");
     let env_path = world.state.join("secrets/balthasar/env");
+    fs::set_permissions(&env_path, fs::Permissions::from_mode(0o600)).unwrap();
+    let clean = fs::read_to_string(&env_path).unwrap();
+    assert!(!clean.contains("GH_TOKEN="), "{clean}");
+    fs::write(&env_path, format!("{clean}GH_TOKEN=fake-operator-token\n")).unwrap();
+    assert_ok(&world.bootstrap(&[]));
+    assert_eq!(fs::read_to_string(&env_path).unwrap(), clean, "the old GH_TOKEN stays");
+
+    // Without `credentials` (the plan then lists it as the operator's), a
+    // value only the operator has is asked for, then kept once added by hand.
+    let operator_plan = world.state.with_file_name("operator-plan.json");
+    let mut edited: Value = serde_json::from_str(&fs::read_to_string(plan_path()).unwrap()).unwrap();
+    for account in edited["accounts"].as_array_mut().unwrap() {
+        if account["localpart"] == "balthasar" {
+            account["operator_env"] = json!(["GH_TOKEN"]);
+        }
+    }
+    fs::write(&operator_plan, edited.to_string()).unwrap();
+    let with_plan = |extra: &[&str]| {
+        world
+            .command_with_plan(&operator_plan, &world.url, extra)
+            .output()
+            .expect("failed to run appliance")
+    };
+    let asked = with_plan(&[]);
+    assert_ok(&asked);
+    assert!(stdout(&asked).contains("`GH_TOKEN` is not in"), "{}", stdout(&asked));
     fs::set_permissions(&env_path, fs::Permissions::from_mode(0o600)).unwrap();
     let mut env = fs::read_to_string(&env_path).unwrap();
     env.push_str("GH_TOKEN=fake-operator-token\n");
     fs::write(&env_path, &env).unwrap();
     let modified = || fs::metadata(&env_path).unwrap().modified().unwrap();
     let appended = modified();
-    let again = world.bootstrap(&[]);
+    let again = with_plan(&[]);
     assert_ok(&again);
     assert_lacks(stdout(&again), "@balthasar:magi: `GH_TOKEN` is not in");
     // The operator's file is left byte for byte, mtime included: rewritten

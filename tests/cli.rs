@@ -258,6 +258,25 @@ fn explain_names_an_agent_or_says_which_exist() {
     assert_contains(&text, "domains through the egress proxy: api.github.com");
     // Other sandboxes appear only in its denied list.
     assert_lacks(&text, "sandbox melchior on host");
+    // Its GitHub token: used, added by the proxy, never held.
+    let uses = explain_rows(&text, "uses");
+    assert_eq!(uses.len(), 1, "{text}");
+    assert!(
+        uses[0].starts_with("github (GH_TOKEN) on api.github.com, uploads.github.com: added by the egress proxy of host hub from /var/lib/appliance/credentials/github-token"),
+        "{text}"
+    );
+    assert_eq!(
+        explain_rows(&text, "holds"),
+        [
+            "none: GH_TOKEN=appliance-placeholder-balthasar-github is a placeholder; the github credential never enters the sandbox"
+        ]
+    );
+    assert!(
+        !explain_rows(&text, "secrets")
+            .iter()
+            .any(|row| row.contains("GH_TOKEN")),
+        "{text}"
+    );
     let output = run_in(&root, &["explain", "nobody"]);
     assert_eq!(output.status.code(), Some(1));
     assert_contains(stderr(&output), "no agent `nobody`");

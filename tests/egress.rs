@@ -45,18 +45,25 @@
 //! 7. the firewall's rule for squid's own connections names Debian's
 //!    `proxy` user, squid's user here (adaptation 2);
 //! 8. the egress grant files squid reads are in the test's directory,
-//!    made empty before squid starts, as NixOS' tmpfiles make them.
+//!    made empty before squid starts, as NixOS' tmpfiles make them;
+//! 9. with a credential the proxy adds (`ssl-bump`), the appliance CA, the
+//!    certificate database and the credentials' include files are in the
+//!    test's directory: a CA made by `openssl` as modules/egress.nix makes
+//!    it at first boot, Debian's security_file_certgen (squid-openssl), and
+//!    include files with no credential unless the test writes one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddrV4;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use agent_appliance::generator::model::credentials;
 use agent_appliance::generator::model::{Appliance, BindSource, Egress, Host, Sandbox};
 use agent_appliance::generator::render::egress::{
-    BRIDGE_TABLE, INET_TABLE, PROXY_USER, bridge_table, inet_table, proxy_config,
+    BRIDGE_TABLE, CERTGEN_MARKER, INET_TABLE, PROXY_USER, bridge_table, inet_table, injection_line, proxy_config,
 };
 use agent_appliance::generator::render::runtimes::daemon_settings;
 use agent_appliance::generator::runsc::{RunscVersion, probe_binary};
@@ -791,6 +798,11 @@ struct World {
 
 /// The two namespaces, the uplink between them and the outside's hosts.
 fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
+    build_world_with(scratch, tag, network, &[])
+}
+
+/// The same, with some names of [`NAMES`] (or new ones) pointing elsewhere.
+fn build_world_with(scratch: &Path, tag: &str, network: &str, overrides: &[(&str, &str)]) -> World {
     let appliance = Netns::create(&format!("h6a-{tag}"), &[]);
     let outside = Netns::create(&format!("h6o-{tag}"), &[]);
     appliance.link_to(&outside, &format!("{UPLINK}/24"), &format!("{INTERNET}/24"));
@@ -829,7 +841,9 @@ fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
         format!("--log-facility={}", scratch.join("outside-dns.log").display()),
         format!("--pid-file={}", scratch.join("outside-dns.pid").display()),
     ];
-    for (name, address) in NAMES {
+    let mut names: BTreeMap<&str, &str> = NAMES.iter().copied().collect();
+    names.extend(overrides.iter().copied());
+    for (name, address) in names {
         dns_args.push(format!("--address=/{name}/{address}"));
     }
     let dns_args: Vec<&str> = dns_args.iter().map(String::as_str).collect();
@@ -867,6 +881,8 @@ fn squid_config(host: &Host, scratch: &Path) -> String {
     for line in generated.lines() {
         let replaced = if let Some(adapted) = crate::support::squid::with_test_paths(line, &dir) {
             adapted
+        } else if let Some(adapted) = credential_paths(line, &dir) {
+            adapted
         } else if line.starts_with("acl grants_") {
             // Adaptation 8.
             let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
@@ -886,6 +902,92 @@ fn squid_config(host: &Host, scratch: &Path) -> String {
     }
     text.push_str(&format!("dns_nameservers {INTERNET}\nshutdown_lifetime 0 seconds\n"));
     text
+}
+
+/// Adaptation 9: the appliance CA, the certificate database and the
+/// credentials' include files in the test's directory; `None` for any
+/// other line.
+fn credential_paths(line: &str, dir: &Path) -> Option<String> {
+    Some(match line.split_whitespace().next() {
+        Some("http_port") if line.contains(" ssl-bump ") => {
+            let (cert, key) = appliance_ca(dir);
+            line.replace(credentials::CA_CERT, cert.to_str().unwrap())
+                .replace(credentials::CA_KEY, key.to_str().unwrap())
+        }
+        Some("sslcrtd_program") => {
+            let db = dir.join("ssl_db");
+            if !db.exists() {
+                run_ok(Command::new(CERTGEN).arg("-c").arg("-s").arg(&db).args(["-M", "4MB"]));
+                run_ok(Command::new("chown").args(["-R", "proxy"]).arg(&db));
+            }
+            line.replace(CERTGEN_MARKER, CERTGEN)
+                .replace(credentials::SSL_DB, db.to_str().unwrap())
+        }
+        Some("include") => {
+            let name = Path::new(line.split_whitespace().nth(1).unwrap())
+                .file_name()
+                .unwrap()
+                .to_owned();
+            let includes = dir.join("credentials");
+            fs::create_dir_all(&includes).unwrap();
+            let file = includes.join(name);
+            if !file.exists() {
+                fs::write(&file, "# no credential in the token file\n").unwrap();
+            }
+            format!("include {}", file.display())
+        }
+        _ => return None,
+    })
+}
+
+/// Debian's certificate generator (package squid-openssl).
+const CERTGEN: &str = "/usr/lib/squid/security_file_certgen";
+
+/// `openssl` in `dir`, failing the test with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The appliance CA as modules/egress.nix makes it at first boot (the same
+/// `openssl req`), in `dir`: its certificate and key, the key readable by
+/// squid's group only.
+fn appliance_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    if !cert.exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=agent-appliance egress CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE,pathlen:0",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        run_ok(Command::new("chgrp").arg("proxy").arg(&key));
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
+    }
+    (cert, key)
 }
 
 /// One egress world at a time: each runs a dockerd and a squid, and the
@@ -1710,4 +1812,274 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
         .collect();
     assert!(denied.iter().any(|l| l.contains("news.example.org")), "{access}");
     assert!(denied.iter().any(|l| l.contains("metadata.example.org")), "{access}");
+}
+
+/// Where the stand-in GitHub API listens on "the internet" (its own
+/// address: the busybox servers hold 198.51.100.2:443).
+const GITHUB_STANDIN: &str = "198.51.100.3";
+
+/// A test CA (the stand-in's, which only squid and the spliced clients
+/// trust here) and its certificate for the names the stand-in serves.
+fn standin_certificate(dir: &Path, names: &[&str]) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "test-ca.key",
+            "-out",
+            "test-ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=agent-appliance egress test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "api.key",
+            "-out",
+            "api.csr",
+            "-subj",
+            "/CN=api.github.com",
+        ],
+    );
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    fs::write(
+        dir.join("api.ext"),
+        format!("subjectAltName={}\nextendedKeyUsage=serverAuth\n", san.join(",")),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "api.csr",
+            "-CA",
+            "test-ca.pem",
+            "-CAkey",
+            "test-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "api.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "api.ext",
+        ],
+    );
+}
+
+/// Credentials at the proxy (SECURITY.md, "Credentials at the proxy") on
+/// the real squid (squid-openssl) with the default spec's generated
+/// configuration: balthasar's request to the GitHub API carries only its
+/// placeholder, and the stand-in GitHub API behind the proxy receives the
+/// real token; its request to another allowed GitHub host is a plain
+/// tunnel and arrives with the placeholder; another sandbox's request to
+/// the API (casper, `web`) is a plain tunnel too, with no token, and the
+/// appliance CA does not vouch for it; a credential other than the
+/// placeholder passes as sent.
+#[test]
+fn the_proxy_adds_balthasars_token_only_to_its_own_github_api_requests() {
+    let why = "credentials added by the real egress proxy";
+    let found: Vec<bool> = [
+        "squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl", "openssl", "python3", CERTGEN,
+    ]
+    .iter()
+    .map(|t| require_tool(t, why).is_some())
+    .collect();
+    if found.contains(&false) {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "this test makes network namespaces and must run as root in CI"
+        );
+        eprintln!("\n!!! SKIPPED: {why} needs root; CI=true makes this a failure !!!\n");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let appliance = load(&root().join("appliance.toml")).unwrap();
+    let hub = appliance.hosts["hub"].clone();
+    let sandbox = |name: &str| hub.sandboxes.iter().find(|s| s.name == name).unwrap();
+    let address_of = |name: &str| sandbox(name).network.as_ref().unwrap().address.to_string();
+    let balthasar = sandbox("balthasar");
+    let [credential] = balthasar.credentials.as_slice() else {
+        panic!(
+            "the default spec gives balthasar one credential: {:?}",
+            balthasar.credentials
+        )
+    };
+    assert_eq!(credential.variable, "GH_TOKEN");
+    assert!(credential.hosts.iter().any(|h| h == "api.github.com"), "{credential:?}");
+    assert!(sandbox("casper").credentials.is_empty() && sandbox("casper").egress == Egress::Web);
+    // codeload.github.com: on balthasar's list, not a host of the credential.
+    assert!(!credential.hosts.iter().any(|h| h == "codeload.github.com"));
+    let (holder, other) = (address_of("balthasar"), address_of("casper"));
+
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch.path();
+    let names = ["api.github.com", "codeload.github.com"];
+    let world = build_world_with(
+        scratch,
+        &format!("c{}", std::process::id()),
+        &appliance.network.to_string(),
+        &names.map(|n| (n, GITHUB_STANDIN)),
+    );
+    let netns = &world.appliance;
+    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
+    let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);
+    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
+    for client in [&holder, &other] {
+        netns.ip(&["addr", "add", &format!("{client}/32"), "dev", "br-appliance"]);
+    }
+    netns.ip(&["link", "set", "br-appliance", "up"]);
+    netns.ip(&["link", "set", "peer0", "up"]);
+
+    // The stand-in GitHub API, which logs which credential it received.
+    let github = scratch.join("github");
+    fs::create_dir_all(&github).unwrap();
+    standin_certificate(&github, &names);
+    let token = format!("ghp_egresstest{}", std::process::id());
+    fs::write(github.join("token"), &token).unwrap();
+    fs::write(github.join("placeholders"), format!("{}\n", credential.placeholder)).unwrap();
+    let outside = &world._outside;
+    outside.ip(&["addr", "add", &format!("{GITHUB_STANDIN}/24"), "dev", "downlink"]);
+    let standin_log = github.join("requests.log");
+    let dir = |f: &str| github.join(f).to_str().unwrap().to_string();
+    let _standin = outside.spawn(
+        "python3",
+        &[
+            root().join("tests/rehearsal/github_standin.py").to_str().unwrap(),
+            &format!("--bind={GITHUB_STANDIN}"),
+            "--port=443",
+            &format!("--cert={}", dir("api.pem")),
+            &format!("--key={}", dir("api.key")),
+            &format!("--token-file={}", dir("token")),
+            &format!("--placeholder-file={}", dir("placeholders")),
+            &format!("--log={}", standin_log.display()),
+        ],
+        &github.join("standin.out"),
+    );
+
+    // The generated configuration (adaptations 2 and 9), the include file
+    // as the NixOS module writes it from the token file, and squid trusting
+    // the stand-in's CA besides the system's (GitHub's real certificate
+    // on the appliance).
+    let conf = scratch.join("squid.conf");
+    let mut text = squid_config(&hub, scratch);
+    let include = scratch
+        .join("squid/credentials")
+        .join(Path::new(&credential.injection_file("balthasar")).file_name().unwrap());
+    assert!(text.contains(&format!("include {}\n", include.display())), "{text}");
+    let (before, after) = injection_line("balthasar", credential);
+    fs::write(&include, format!("{before}{token}{after}\n")).unwrap();
+    text.push_str(&format!("tls_outgoing_options cafile={}\n", dir("test-ca.pem")));
+    fs::write(&conf, &text).unwrap();
+    let _squid = netns.spawn(
+        "squid",
+        &["-N", "-f", conf.to_str().unwrap()],
+        &scratch.join("squid.out"),
+    );
+
+    let proxy = format!(
+        "http://{}:{}",
+        hub.network_address,
+        agent_appliance::generator::model::PROXY_PORT
+    );
+    let appliance_ca = scratch.join("squid/ca.pem");
+    let test_ca = github.join("test-ca.pem");
+    // `curl` from a sandbox's address through the proxy, trusting only
+    // `ca`, sending `authorization`: the HTTP status (000: none).
+    let fetch = |client: &str, ca: &Path, url: &str, authorization: &str| -> String {
+        let output = netns
+            .command("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code}"])
+            .args(["--interface", client, "-x", &proxy, "--cacert"])
+            .arg(ca)
+            .args(["-H", &format!("Authorization: token {authorization}"), url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // What the stand-in received last: its host and which credential.
+    let last_request = || -> (String, String) {
+        let log = fs::read_to_string(&standin_log).unwrap_or_default();
+        let line: Value = serde_json::from_str(log.lines().last().expect("the stand-in logged a request")).unwrap();
+        (
+            line["host"].as_str().unwrap().into(),
+            line["sent"].as_str().unwrap().into(),
+        )
+    };
+    let api = "https://api.github.com/user";
+    let placeholder = credential.placeholder.as_str();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = fetch(&holder, &appliance_ca, api, placeholder);
+    while status == "000" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        status = fetch(&holder, &appliance_ca, api, placeholder);
+    }
+    let cache_log = || fs::read_to_string(scratch.join("squid/cache.log")).unwrap_or_default();
+
+    // balthasar sent the placeholder; the API received the token, over TLS
+    // the proxy terminated with a certificate of the appliance CA.
+    assert_eq!(status, "200", "{}", cache_log());
+    assert_eq!(last_request(), ("api.github.com".into(), "token".into()));
+    // Another credential than the placeholder passes as it was sent.
+    assert_eq!(fetch(&holder, &appliance_ca, api, "ghp_someoneelses"), "401");
+    assert_eq!(last_request(), ("api.github.com".into(), "other".into()));
+    // Another host on balthasar's list: a plain tunnel (the stand-in's own
+    // certificate reaches the client), and the placeholder arrives as sent.
+    let codeload = "https://codeload.github.com/user";
+    assert_eq!(
+        fetch(&holder, &appliance_ca, codeload, placeholder),
+        "000",
+        "not terminated by the proxy"
+    );
+    assert_eq!(fetch(&holder, &test_ca, codeload, placeholder), "401");
+    assert_eq!(last_request(), ("codeload.github.com".into(), "placeholder".into()));
+    // Another sandbox, the same API host, the same placeholder: a plain
+    // tunnel, no token; the appliance CA vouches for nothing it reaches.
+    assert_eq!(
+        fetch(&other, &appliance_ca, api, placeholder),
+        "000",
+        "not terminated for casper"
+    );
+    assert_eq!(fetch(&other, &test_ca, api, placeholder), "401");
+    assert_eq!(last_request(), ("api.github.com".into(), "placeholder".into()));
+
+    // squid's log: balthasar's API request decrypted (a GET of the https
+    // URL), every other CONNECT a tunnel.
+    let access = fs::read_to_string(scratch.join("squid/access.log")).unwrap();
+    let lines = |client: &str, what: &str| {
+        access
+            .lines()
+            .filter(|l| l.contains(&format!(" {client} ")) && l.contains(what))
+            .count()
+    };
+    assert_eq!(lines(&holder, "GET https://api.github.com/user"), 2, "{access}");
+    assert!(
+        lines(&holder, "TCP_TUNNEL/200 ") >= 1 && lines(&holder, "CONNECT codeload.github.com:443") >= 1,
+        "{access}"
+    );
+    assert_eq!(lines(&other, "GET https://"), 0, "{access}");
+    assert!(lines(&other, "TCP_TUNNEL/200 ") >= 1, "{access}");
+    assert!(!access.contains(&token), "the token is never logged");
 }

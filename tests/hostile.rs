@@ -425,6 +425,7 @@ impl Checker {
         } else if name.ends_with("egress-proxy.conf") {
             // NixOS runs squid as `squid`; Debian's build knows `proxy`.
             let config = text.replace("cache_effective_user squid", "cache_effective_user proxy");
+            let config = runtime_files_of_the_proxy(&config, scratch.path());
             fs::write(&file, config).unwrap();
             Command::new("squid")
                 .args(["-k", "parse", "-f"])
@@ -441,6 +442,56 @@ impl Checker {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// What the host makes at runtime and squid opens while parsing, in
+/// `dir`: the appliance CA (modules/egress.nix makes it at first boot), the
+/// certificate generator at Debian's path (squid-openssl), and each
+/// credential's include file, empty (the module writes it at squid's start).
+fn runtime_files_of_the_proxy(config: &str, dir: &std::path::Path) -> String {
+    use agent_appliance::generator::model::credentials::{CA_CERT, CA_KEY};
+    if !config.contains(CA_CERT) {
+        return config.to_string();
+    }
+    let openssl = Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hostile test CA",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .output()
+        .unwrap();
+    assert!(openssl.status.success(), "{openssl:?}");
+    let mut text = config
+        .replace(CA_CERT, dir.join("ca.pem").to_str().unwrap())
+        .replace(CA_KEY, dir.join("ca.key").to_str().unwrap())
+        .replace(
+            agent_appliance::generator::render::egress::CERTGEN_MARKER,
+            "/usr/lib/squid/security_file_certgen",
+        );
+    for line in config.lines().filter(|l| l.starts_with("include ")) {
+        let path = line.trim_start_matches("include ");
+        let empty = dir.join(std::path::Path::new(path).file_name().unwrap());
+        fs::write(&empty, "").unwrap();
+        text = text.replace(line, &format!("include {}", empty.display()));
+    }
+    text
 }
 
 /// `nix-instantiate --parse` output with every string literal emptied: what

@@ -731,3 +731,75 @@ fn backup_reaches_the_matrix_host_and_bad_values_are_refused_where_written() {
     ));
     assert_refused(&none, &["keeps no snapshot"]);
 }
+
+/// `credentials` (docs/spec.md): each entry points at its own value; a
+/// token file that is not a plain absolute path outside the Nix store, an
+/// agent whose `egress` reaches none of the service's hosts, and a service
+/// the appliance does not know are errors, and nothing is written.
+#[test]
+fn credentials_are_checked_where_they_are_written() {
+    let with = |lines: &str| VALID.replace("host = \"box\"\n\n[rooms", &format!("host = \"box\"\n{lines}\n[rooms"));
+    let good =
+        with("egress = [\"api.github.com\"]\ncredentials = { github = \"/var/lib/appliance/credentials/gh\" }\n");
+    let (dir, output) = run_spec(&good, &["generate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
+    assert!(
+        host.contains("GH_TOKEN = \"appliance-placeholder-bot-github\";"),
+        "{host}"
+    );
+    assert!(
+        host.contains("tokenFile = \"/var/lib/appliance/credentials/gh\";"),
+        "{host}"
+    );
+    assert!(
+        host.contains("\"/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro\""),
+        "{host}"
+    );
+    let conf = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();
+    assert!(
+        conf.contains("acl credential_hosts_bot_github dstdomain -n api.github.com\n"),
+        "{conf}"
+    );
+
+    for (bad, message) in [
+        (
+            with("egress = [\"api.github.com\"]\ncredentials = { github = \"gh-token\" }\n"),
+            "appliance.toml:21:26: agent `bot`: the `github` token file `gh-token` is not an absolute path",
+        ),
+        (
+            with("egress = [\"api.github.com\"]\ncredentials = { github = \"/run/keys/$(id)\" }\n"),
+            "appliance.toml:21:26: agent `bot`: the `github` token file `/run/keys/$(id)` has a character other than",
+        ),
+        (
+            with("egress = [\"api.github.com\"]\ncredentials = { github = \"/nix/store/x-token\" }\n"),
+            "is in the Nix store, which every user of the host can read",
+        ),
+        (
+            with("egress = [\"codeload.github.com\"]\ncredentials = { github = \"/run/keys/gh\" }\n"),
+            "appliance.toml:21:26: agent `bot` has a `github` credential, but its `egress` reaches none of the hosts it is added on (api.github.com, uploads.github.com)",
+        ),
+        (
+            with("credentials = { github = \"/run/keys/gh\" }\n"),
+            "appliance.toml:20:26: agent `bot` has a `github` credential, but its `egress` reaches none",
+        ),
+        (
+            with("egress = \"web\"\ncredentials = { gitlab = \"/run/keys/gl\" }\n"),
+            "unknown variant `gitlab`, expected `github`",
+        ),
+        (
+            with("egress = \"web\"\ncredentials = { github = \"/run/keys/gh\" }\n").replace(
+                "[rooms.main]",
+                "[agents.coder]\nkind = \"hermes\"\nhost = \"box\"\ntools = [\"code\"]\n\
+                 code-execution = \"docker-in-gvisor\"\ncode-network = true\negress = \"web\"\n\n[rooms.main]",
+            ),
+            "appliance.toml:21:26: agent `bot`: the proxy adds its `github` credential to requests from its sandbox's address, but agent `coder` on the same host has `code-network = true`",
+        ),
+    ] {
+        let (dir, output) = run_spec(&bad, &["generate"]);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let err = stderr(&output);
+        assert!(err.contains(message), "{message}\n{err}");
+        assert!(!dir.path().join("generated").exists(), "a bad spec must write nothing");
+    }
+}

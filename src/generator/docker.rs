@@ -191,8 +191,16 @@ mod tests {
                         sandbox.publish.len(),
                         "{at}: no published port unless declared"
                     );
-                    // Secrets never inline: env values are plain settings.
-                    for key in sandbox.environment.keys() {
+                    // Secrets never inline: env values are plain settings,
+                    // or the placeholder of a credential the proxy adds.
+                    for (key, value) in &sandbox.environment {
+                        if sandbox
+                            .credentials
+                            .iter()
+                            .any(|c| &c.variable == key && &c.placeholder == value)
+                        {
+                            continue;
+                        }
                         let upper = key.to_uppercase();
                         assert!(
                             !["TOKEN", "PASSWORD", "SECRET", "API_KEY"]

@@ -199,6 +199,11 @@ const PACKAGES_NOT_IN_CATALOG: &[(&str, &str)] = &[
     ("agent-appliance", "nix/overlay.nix (this repository)"),
     ("cinny", "pkgs/by-name/ci/cinny/package.nix"),
     ("restic", "pkgs/by-name/re/restic/package.nix"),
+    // The appliance CA (modules/egress.nix): `openssl = openssl_3`.
+    (
+        "openssl",
+        "pkgs/top-level/all-packages.nix (pkgs/development/libraries/openssl/default.nix)",
+    ),
     ("searxng", "pkgs/by-name/se/searxng/package.nix"),
     ("appliance-openclaw", "nix/overlay.nix (this repository)"),
     ("appliance-picoclaw", "nix/overlay.nix (this repository)"),

@@ -44,6 +44,7 @@ rec {
   # As nixpkgs' lib/lists.nix: the first of each, in order.
   unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+  concatStrings = builtins.concatStringsSep "";
   # As nixpkgs' lib/strings.nix writes it: the tests run what it quotes.
   escapeShellArg = arg:
     let string = toString arg; in
@@ -68,6 +69,7 @@ let
       # Interpolated into strings, so with a store path of their own.
       bash = {{ name = "bash"; outPath = "/stub/bash"; }};
       curl = {{ name = "curl"; outPath = "/stub/curl"; }};
+      openssl = {{ name = "openssl"; }};
       gvisor = {{ name = "gvisor"; version = "20260406.0"; }};
     }};
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " args;
@@ -228,7 +230,9 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
         format!(
             r#"{{ appliance.egress = {{ enable = true; inetTable = {d}/inet.nft; bridgeTable = {d}/bridge.nft;
                 proxyConfig = {proxy}; resolver = {resolver}; networkUnit = "appliance-network.service";
-                grantFiles = [ "/var/lib/appliance/egress-grants/bot" "/var/lib/appliance/egress-grants/b2" ]; }}; }}"#,
+                grantFiles = [ "/var/lib/appliance/egress-grants/bot" "/var/lib/appliance/egress-grants/b2" ];
+                credentials = {{ }}; }};
+                services.squid.package = "/stub/squid"; }}"#,
             d = dir.path().display(),
             proxy = if proxy {
                 format!("{}/squid.conf", dir.path().display())
@@ -251,6 +255,7 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
         out["options"],
         serde_json::json!([
             "bridgeTable",
+            "credentials",
             "enable",
             "grantFiles",
             "inetTable",
@@ -276,6 +281,8 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
         out["squidUnit"]["content"]["after"],
         serde_json::json!(["appliance-network.service"])
     );
+    // No credential: no CA, nothing before squid starts.
+    assert_eq!(out["squidUnit"]["content"]["preStart"]["_if"], false);
     // The grant files exist, empty, before squid starts; `f` never
     // truncates one the warden wrote.
     assert_eq!(out["tmpfiles"]["_if"], true);
@@ -297,6 +304,133 @@ fn the_egress_module_loads_the_generated_files_into_nftables_squid_and_dnsmasq()
     assert_eq!(out["squid"]["_if"], false);
     assert_eq!(out["dnsmasq"]["_if"], false);
     assert_eq!(out["nftables"]["content"]["preCheckRuleset"]["_if"], false);
+}
+
+/// With a credential the proxy adds: the CA is made at first boot before
+/// squid, squid's configuration names the package's certificate
+/// generator, and squid's start writes each include file from the
+/// operator's token file, refusing a token that could be more than a
+/// token. The script runs here as systemd runs it (bash -e), with its
+/// fixed directories moved into a temporary one and `chgrp`/`chown`
+/// stand-ins (this machine has no `squid` group).
+#[test]
+fn the_egress_module_writes_each_credential_from_its_token_file_at_squids_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(_) = nix_instantiate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("inet.nft", "chain forward {}\n"),
+        ("bridge.nft", "chain b {}\n"),
+        (
+            "squid.conf",
+            "sslcrtd_program @SECURITY_FILE_CERTGEN@ -s /var/cache/squid/ssl_db -M 4MB\n",
+        ),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let include = "/var/lib/appliance/egress-proxy/bot-github.conf";
+    let token_file = dir.path().join("token");
+    let values = serde_json::json!({
+        "appliance": { "egress": {
+            "enable": true,
+            "inetTable": dir.path().join("inet.nft"),
+            "bridgeTable": dir.path().join("bridge.nft"),
+            "proxyConfig": dir.path().join("squid.conf"),
+            "resolver": null,
+            "networkUnit": "appliance-network.service",
+            "grantFiles": [],
+            "credentials": { include: {
+                "tokenFile": token_file,
+                "before": "request_header_add Authorization \"token ",
+                "after": "\" sandbox_bot credential_hosts_bot_github",
+            } },
+        } },
+        "services": { "squid": { "package": "/stub/squid" } },
+    });
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, values.to_string()).unwrap();
+    let out = eval_module(
+        "modules/egress.nix",
+        &format!("builtins.fromJSON (builtins.readFile {})", config.display()),
+        r#"{
+          squid = module.config.services.squid.content.configText;
+          squidUnit = module.config.systemd.services.squid.content;
+          ca = module.config.systemd.services.appliance-egress-ca;
+        }"#,
+    );
+    assert_eq!(
+        out["squid"],
+        "sslcrtd_program /stub/squid/libexec/security_file_certgen -s /var/cache/squid/ssl_db -M 4MB\n"
+    );
+    let unit = &out["squidUnit"];
+    assert_eq!(
+        unit["after"],
+        serde_json::json!(["appliance-network.service", "appliance-egress-ca.service"])
+    );
+    assert_eq!(unit["requires"], serde_json::json!(["appliance-egress-ca.service"]));
+    assert_eq!(out["ca"]["_if"], true);
+    let ca = &out["ca"]["content"];
+    assert_eq!(ca["serviceConfig"]["UMask"], "0077");
+    let ca_script = ca["script"].as_str().unwrap();
+    assert!(
+        ca_script.contains("if [ ! -s /var/lib/appliance/egress-proxy/ca.key ]"),
+        "{ca_script}"
+    );
+    assert!(
+        ca_script.contains("chmod 0440 /var/lib/appliance/egress-proxy/ca.key.tmp"),
+        "{ca_script}"
+    );
+    assert_eq!(
+        (
+            agent_appliance::generator::model::credentials::CA_KEY,
+            agent_appliance::generator::model::credentials::CA_CERT
+        ),
+        (
+            "/var/lib/appliance/egress-proxy/ca.key",
+            "/var/lib/appliance/egress-ca/ca.pem"
+        ),
+        "the module makes the files the generated configuration names"
+    );
+
+    assert_eq!(unit["preStart"]["_if"], true);
+    let script = unit["preStart"]["content"]["_after"].as_str().unwrap();
+    let moved = dir.path().join("root");
+    let script = script
+        .replace("/var/", &format!("{}/var/", moved.display()))
+        .replace("/stub/squid/libexec/security_file_certgen", "true");
+    let run = || {
+        let output = Command::new("bash")
+            .args(["-e", "-c", &format!("chgrp() {{ :; }}\nchown() {{ :; }}\n{script}")])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{script}\n{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let written = moved.join(include.trim_start_matches('/'));
+    let line = || std::fs::read_to_string(&written).unwrap();
+    // No token file yet: a comment, and a word in the journal.
+    let said = run();
+    assert_eq!(line(), "# no credential in the token file\n");
+    assert!(said.contains("no credential in"), "{said}");
+    assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o440);
+    // A token: the line around it, nothing else.
+    std::fs::write(&token_file, "ghp_0123456789abcdefABCDEF_xyz\n").unwrap();
+    run();
+    assert_eq!(
+        line(),
+        "request_header_add Authorization \"token ghp_0123456789abcdefABCDEF_xyz\" sandbox_bot credential_hosts_bot_github\n"
+    );
+    // Anything that could end the quoted value or start another directive
+    // is refused, whole.
+    for hostile in ["ghp_x\" all\nhttp_access allow all", "ghp_$(id)", "ghp_%{x}"] {
+        std::fs::write(&token_file, hostile).unwrap();
+        let said = run();
+        assert_eq!(line(), "# the token file's credential was refused\n", "{hostile:?}");
+        assert!(said.contains("has characters other than"), "{said}");
+    }
+    assert!(!Path::new(&format!("{}.tmp", written.display())).exists());
 }
 
 #[test]

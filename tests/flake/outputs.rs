@@ -533,16 +533,22 @@ in {{
     }
     let device = "sys-subsystem-net-devices-wg\\x2dappliance.device";
     let pi = &out["piSandbox"];
+    // It mounts the appliance CA's certificate (its GitHub token is added
+    // by the Pi's proxy), so it waits for the CA too.
     assert_eq!(
         pi["after"],
         serde_json::json!([
             "appliance-network.service",
+            "appliance-egress-ca.service",
             "network-online.target",
             device,
             "wireguard-wg-appliance.service"
         ])
     );
-    assert_eq!(pi["requires"], serde_json::json!(["appliance-network.service", device]));
+    assert_eq!(
+        pi["requires"],
+        serde_json::json!(["appliance-network.service", "appliance-egress-ca.service", device])
+    );
     assert_eq!(pi["wants"], serde_json::json!(["network-online.target"]));
     let env = "/var/lib/appliance/secrets/balthasar-pi/env";
     assert_eq!(pi["unitConfig"], serde_json::json!({ "ConditionPathExists": env }));

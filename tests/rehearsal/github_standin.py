@@ -12,7 +12,9 @@ the egress proxy (a CONNECT tunnel), as it would reach GitHub.
   anything else: 404
 
 Every request is logged as one JSON line (--log): method, path, whether
-the credential matched, never the credential itself.
+the credential matched and which one it was ("token", "placeholder": the
+value of --placeholder-file, the stand-in for the token that the agent's
+sandbox holds, "none" or "other"), never the credential itself.
 """
 
 import argparse
@@ -23,7 +25,17 @@ import ssl
 LOGIN = "rehearsal-octocat"
 
 
-def handler(token, log_path):
+def sent(credential, token, placeholders):
+    if not credential:
+        return "none"
+    if credential == token:
+        return "token"
+    if credential in placeholders:
+        return "placeholder"
+    return "other"
+
+
+def handler(token, placeholders, log_path):
     class GitHub(http.server.BaseHTTPRequestHandler):
         def reply(self, status, body):
             data = json.dumps(body).encode()
@@ -37,7 +49,9 @@ def handler(token, log_path):
             scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
             authorized = scheme.lower() in ("token", "bearer") and credential == token
             with open(log_path, "a") as log:
-                log.write(json.dumps({"method": "GET", "path": self.path, "authorized": authorized}) + "\n")
+                entry = {"method": "GET", "path": self.path, "host": self.headers.get("Host", ""), "authorized": authorized}
+                entry["sent"] = sent(credential, token, placeholders)
+                log.write(json.dumps(entry) + "\n")
             if self.path.split("?")[0] != "/user":
                 return self.reply(404, {"message": "Not Found"})
             if not authorized:
@@ -58,9 +72,13 @@ def main():
     parser.add_argument("--key", required=True)
     parser.add_argument("--token-file", required=True)
     parser.add_argument("--log", required=True)
+    parser.add_argument("--placeholder-file", help="the placeholders the sandboxes hold, one a line")
     args = parser.parse_args()
     token = open(args.token_file).read().strip()
-    server = http.server.ThreadingHTTPServer((args.bind, args.port), handler(token, args.log))
+    placeholders = set()
+    if args.placeholder_file:
+        placeholders = {line.strip() for line in open(args.placeholder_file) if line.strip()}
+    server = http.server.ThreadingHTTPServer((args.bind, args.port), handler(token, placeholders, args.log))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
     server.socket = context.wrap_socket(server.socket, server_side=True)

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_appliance::common::grants::GRANTS_DIR;
+use agent_appliance::generator::model::credentials;
 use agent_appliance::generator::model::{
     Appliance, BindSource, Host, OVERLAY_INTERFACE, SOCKET_DIR_MODE, STATE_DIR, Sandbox, is_socket_dir,
 };
@@ -555,7 +556,11 @@ pub fn start(name: &str, tools: Services) -> Hub {
     // would (tests/rehearsal/images.rs); the agents reach it at the
     // generated address.
 
-    // The egress: the generated firewall and proxy.
+    // The egress: the generated firewall and proxy, once the operator has
+    // put balthasar's GitHub token in the file its `credentials` names
+    // (docs/agents.md), which the proxy reads when it starts.
+    github_files(&hub);
+    operator_puts_token_files(&hub);
     start_egress(&mut hub, &logs);
 
     // The test web host, "the internet" inside the namespace.
@@ -580,10 +585,11 @@ pub fn start(name: &str, tools: Services) -> Hub {
     hub
 }
 
-/// A test CA (trusted only by the rehearsal's `picoclaw` image) and its
-/// certificate for `api.github.com`, then the stand-in GitHub API on
-/// "the internet" at port 443, which accepts only the token in `github/token`.
-fn start_github_standin(hub: &mut Hub, logs: &Path) {
+/// A test CA (trusted by squid, which terminates balthasar's TLS to the
+/// API, and by the rehearsal's `picoclaw` image) and its certificate for
+/// `api.github.com`, and the one token the stand-in accepts: made before
+/// squid starts, which trusts the CA and adds the token.
+fn github_files(hub: &Hub) {
     let dir = hub.github_dir();
     fs::create_dir_all(&dir).unwrap();
     let openssl = |args: &[&str]| {
@@ -649,6 +655,19 @@ fn start_github_standin(hub: &mut Hub, logs: &Path) {
         .unwrap();
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
     fs::write(dir.join("token"), format!("ghp_rehearsal{token}")).unwrap();
+}
+
+/// The stand-in GitHub API on "the internet" at port 443, which accepts
+/// only the token in `github/token` (`github_files`).
+fn start_github_standin(hub: &mut Hub, logs: &Path) {
+    let dir = hub.github_dir();
+    let placeholders: String = hub
+        .hub()
+        .sandboxes
+        .iter()
+        .flat_map(|s| s.credentials.iter().map(|c| format!("{}\n", c.placeholder)))
+        .collect();
+    fs::write(dir.join("placeholders"), placeholders).unwrap();
     let mut server = hub.internet.command("python3");
     server
         .arg(root().join("tests/rehearsal/github_standin.py"))
@@ -657,6 +676,7 @@ fn start_github_standin(hub: &mut Hub, logs: &Path) {
         .arg(format!("--cert={}", dir.join("api.pem").display()))
         .arg(format!("--key={}", dir.join("api.key").display()))
         .arg(format!("--token-file={}", dir.join("token").display()))
+        .arg(format!("--placeholder-file={}", dir.join("placeholders").display()))
         .arg(format!("--log={}", dir.join("requests.jsonl").display()));
     hub.services
         .push(Process::spawn("stand-in GitHub API", server, logs.join("github.log")));
@@ -674,7 +694,11 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
     let load = hub.netns.command("nft").arg("-f").arg(&rules).output().unwrap();
     assert_ok("nft -f (the generated tables)", &load);
     let conf = logs.join("squid.conf");
-    fs::write(&conf, squid_config(&logs.join("squid"), &hub.host_path(GRANTS_DIR))).unwrap();
+    fs::write(
+        &conf,
+        squid_config(hub, &logs.join("squid"), &hub.host_path(GRANTS_DIR)),
+    )
+    .unwrap();
     crate::support::squid::assert_parses(hub.netns.command("squid"), &conf);
     let mut squid = hub.netns.command("squid");
     squid.arg("-N").arg("-f").arg(&conf);
@@ -744,6 +768,43 @@ fn connect_internet(hub: &Netns, name: &str) -> Netns {
     internet
 }
 
+/// What modules/egress.nix makes for a credential, in the rehearsal's
+/// places (see `squid_config`); `None` for any other line.
+fn credential_paths(hub: &Hub, line: &str, dir: &Path) -> Option<String> {
+    Some(match line.split_whitespace().next() {
+        Some("http_port") if line.contains(" ssl-bump ") => {
+            let (cert, key) = appliance_ca(hub, dir);
+            line.replace(credentials::CA_CERT, cert.to_str().unwrap())
+                .replace(credentials::CA_KEY, key.to_str().unwrap())
+        }
+        Some("sslcrtd_program") => {
+            let db = dir.join("ssl_db");
+            let certgen = "/usr/lib/squid/security_file_certgen";
+            let init = Command::new(certgen)
+                .arg("-c")
+                .arg("-s")
+                .arg(&db)
+                .args(["-M", "4MB"])
+                .output()
+                .unwrap();
+            assert_ok("security_file_certgen -c", &init);
+            assert_ok(
+                "chown proxy ssl_db",
+                &Command::new("chown").args(["-R", "proxy"]).arg(&db).output().unwrap(),
+            );
+            line.replace(agent_appliance::generator::render::egress::CERTGEN_MARKER, certgen)
+                .replace(credentials::SSL_DB, db.to_str().unwrap())
+        }
+        Some("include") => {
+            let path = line.split_whitespace().nth(1).unwrap();
+            let file = dir.join(Path::new(path).file_name().unwrap());
+            fs::write(&file, credential_include(hub, path)).unwrap();
+            format!("include {}", file.display())
+        }
+        _ => return None,
+    })
+}
+
 /// A grant ACL's file (the warden's `--grants-dir`) moved below the hub's
 /// root, created empty for squid to read at start and reload; any other
 /// line as it is.
@@ -762,21 +823,115 @@ fn grant_file(line: &str, grants_dir: &Path) -> String {
 /// The committed generated squid configuration, with the paths and user of
 /// this machine (pid file, logs below `dir`, Debian's `proxy` user) and
 /// "the internet's DNS" inside the namespace as its resolver (on the
-/// appliance, the host's). Every ACL is as generated.
-fn squid_config(dir: &Path, grants_dir: &Path) -> String {
+/// appliance, the host's). Every ACL is as generated. With a credential
+/// (`ssl-bump`), what modules/egress.nix makes on the host: the appliance
+/// CA (its certificate where the sandboxes' bind finds it below the
+/// rehearsal's host root, its key in `dir`), squid's certificate database
+/// (Debian's security_file_certgen, squid-openssl) and each include file
+/// from the token file; squid also trusts the stand-in GitHub API's test
+/// CA (GitHub's real certificate on the appliance). The grant files are
+/// below the hub's root, where the warden writes them.
+fn squid_config(hub: &Hub, dir: &Path, grants_dir: &Path) -> String {
     crate::support::squid::make_dir(dir);
     fs::create_dir_all(grants_dir).unwrap();
     fs::set_permissions(grants_dir, fs::Permissions::from_mode(0o755)).unwrap();
     let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced =
-            crate::support::squid::with_test_paths(line, dir).unwrap_or_else(|| grant_file(line, grants_dir));
+        let replaced = crate::support::squid::with_test_paths(line, dir)
+            .or_else(|| credential_paths(hub, line, dir))
+            .unwrap_or_else(|| grant_file(line, grants_dir));
         text.push_str(&replaced);
         text.push('\n');
     }
+    if text.contains(" ssl-bump ") {
+        text.push_str(&format!(
+            "tls_outgoing_options cafile={}\n",
+            hub.github_dir().join("ca.pem").display()
+        ));
+    }
     text.push_str(&format!("dns_nameservers {WEB_ADDRESS}\nshutdown_lifetime 0 seconds\n"));
     text
+}
+
+/// The appliance CA as modules/egress.nix makes it at first boot: the
+/// certificate and its OpenSSL hash link in the host's CA directory (below
+/// the host root, which the sandboxes with a credential bind), the key
+/// readable by squid's group only.
+fn appliance_ca(hub: &Hub, dir: &Path) -> (PathBuf, PathBuf) {
+    let ca_dir = hub.host_path(credentials::CA_DIR);
+    fs::create_dir_all(&ca_dir).unwrap();
+    let (cert, key) = (ca_dir.join("ca.pem"), dir.join("ca.key"));
+    let openssl = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-subj", "/CN=agent-appliance egress CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE,pathlen:0"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .output()
+        .unwrap();
+    assert_ok("openssl req (the appliance CA)", &openssl);
+    assert_ok(
+        "chgrp proxy ca.key",
+        &Command::new("chgrp").arg("proxy").arg(&key).output().unwrap(),
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
+    fs::set_permissions(&cert, fs::Permissions::from_mode(0o444)).unwrap();
+    let hash = Command::new("openssl")
+        .args(["x509", "-hash", "-noout", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_ok("openssl x509 -hash", &hash);
+    let link = ca_dir.join(format!("{}.0", String::from_utf8_lossy(&hash.stdout).trim()));
+    std::os::unix::fs::symlink("ca.pem", link).unwrap();
+    (cert, key)
+}
+
+/// The include file `path` as squid's unit writes it (modules/egress.nix):
+/// the generated line around the token read from the credential's token
+/// file; a comment without one.
+fn credential_include(hub: &Hub, path: &str) -> String {
+    for sandbox in &hub.hub().sandboxes {
+        for credential in &sandbox.credentials {
+            if credential.injection_file(&sandbox.name) != path {
+                continue;
+            }
+            let token = fs::read_to_string(hub.host_path(&credential.token_file)).unwrap_or_default();
+            let token = token.trim();
+            if token.is_empty() || !token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return "# no credential in the token file\n".into();
+            }
+            let (before, after) = agent_appliance::generator::render::egress::injection_line(&sandbox.name, credential);
+            return format!("{before}{token}{after}\n");
+        }
+    }
+    panic!("the generated configuration includes {path}, which no credential names")
+}
+
+/// What the operator does for the `github` skill (docs/agents.md): puts
+/// the token in the file each agent's `credentials` names, 0400, before
+/// the proxy starts. The token is the stand-in GitHub API's.
+fn operator_puts_token_files(hub: &Hub) {
+    for sandbox in &hub.hub().sandboxes {
+        for credential in &sandbox.credentials {
+            let file = hub.host_path(&credential.token_file);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(&file, hub.github_token()).unwrap();
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).unwrap();
+        }
+    }
 }
 
 impl Hub {
@@ -791,7 +946,9 @@ impl Hub {
         self.host_root.path().join("github")
     }
 
-    /// The token the operator gives balthasar, as `GH_TOKEN` in its env file.
+    /// The token the operator gives balthasar, in the file its
+    /// `credentials` names (the proxy adds it; the sandbox holds a
+    /// placeholder).
     pub fn github_token(&self) -> String {
         fs::read_to_string(self.github_dir().join("token")).unwrap()
     }

@@ -43,7 +43,6 @@ fn bring_up() -> Option<(Hub, Member)> {
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     build_images(&hub);
-    operator_adds_gh_token(&hub);
     start_sandboxes(&hub);
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     hold_for_debugging(&hub);
@@ -96,22 +95,6 @@ fn code_ran_in_the_code_sandbox(hub: &Hub) {
     );
 }
 
-/// What the operator does for the `github` skill (docs/agents.md): appends
-/// `GH_TOKEN` to balthasar's env file, which bootstrap keeps on its reruns
-/// (`bootstrap_rerun_changes_nothing`). The token is the stand-in GitHub
-/// API's.
-fn operator_adds_gh_token(hub: &Hub) {
-    if !hub.sandboxes().iter().any(|s| s.name == "balthasar") {
-        return;
-    }
-    let env = hub.state_dir().join("secrets/balthasar/env");
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&env)
-        .unwrap_or_else(|e| panic!("balthasar's env file {}: {e}", env.display()));
-    std::io::Write::write_all(&mut file, format!("GH_TOKEN={}\n", hub.github_token()).as_bytes()).unwrap();
-}
-
 /// Issue 21 item 2: balthasar (PicoClaw, `remote-exec`) runs the GitHub
 /// skill's CLI through its exec tool when asked in the room, under gVisor,
 /// and the answer carries the command's output.
@@ -126,8 +109,11 @@ fn picoclaw_runs_gh_from_chat(hub: &Hub, admin: &Member) {
     );
     eprintln!("rehearsal: balthasar ran `gh --version` from chat in {seconds:.1} s: {body}");
     // `gh api` from chat: through the egress proxy (balthasar's allowlist
-    // has api.github.com) to the stand-in GitHub API, with the operator's
-    // token from the env file.
+    // has api.github.com) to the stand-in GitHub API; balthasar holds only
+    // a placeholder, and the proxy adds the operator's token from the file
+    // `credentials` names (the stand-in accepts nothing else). Not yet
+    // proven here: that `env`, /proc and balthasar's files show only the
+    // placeholder (issue 23 item 5).
     let (body, seconds) = ask(
         hub,
         admin,

@@ -85,6 +85,13 @@
       bridgeTable = ./firewall-bridge.nft;
       proxyConfig = ./egress-proxy.conf;
       grantFiles = [ "/var/lib/appliance/egress-grants/balthasar" ];
+      credentials = {
+        "/var/lib/appliance/egress-proxy/balthasar-github.conf" = {
+          tokenFile = "/var/lib/appliance/credentials/github-token";
+          before = "request_header_add Authorization \"token ";
+          after = "\" sandbox_balthasar credential_hosts_balthasar_github credential_placeholder_balthasar_github credential_https";
+        };
+      };
       resolver = "10.88.0.1";
     };
 
@@ -144,14 +151,21 @@
 
     appliance.sandboxes = {
       balthasar = {
-        after = [ "appliance-network.service" "appliance-bootstrap.service" ];
+        after = [
+          "appliance-network.service"
+          "appliance-bootstrap.service"
+          "appliance-egress-ca.service"
+        ];
         environment = {
+          GH_TOKEN = "appliance-placeholder-balthasar-github";
           HOME = "/var/lib/picoclaw";
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
+          NODE_EXTRA_CA_CERTS = "/run/appliance/egress-ca/ca.pem";
           NO_PROXY = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
           PICOCLAW_HOME = "/var/lib/picoclaw";
+          SSL_CERT_DIR = "/run/appliance/egress-ca";
           http_proxy = "http://10.88.0.1:3128";
           https_proxy = "http://10.88.0.1:3128";
           no_proxy = "10.88.0.1,10.88.0.2,127.0.0.1,localhost";
@@ -172,13 +186,18 @@
         ];
         image = "agent-appliance/picoclaw:0.2.9";
         imageFile = ../../images/picoclaw.json;
-        requires = [ "appliance-network.service" "appliance-bootstrap.service" ];
+        requires = [
+          "appliance-network.service"
+          "appliance-bootstrap.service"
+          "appliance-egress-ca.service"
+        ];
         user = "1000:1000";
         volumes = [
           "appliance-balthasar-state:/var/lib/picoclaw"
           "${../../agents/balthasar/config.json}:/etc/picoclaw/config.json:ro"
           "/var/lib/appliance/secrets/balthasar:/run/secrets/appliance:ro"
           "${../../hosts/hub/resolv.conf}:/etc/resolv.conf:ro"
+          "/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro"
         ];
       };
       casper = {

@@ -58,6 +58,13 @@
       inetTable = ./firewall-inet.nft;
       bridgeTable = ./firewall-bridge.nft;
       proxyConfig = ./egress-proxy.conf;
+      credentials = {
+        "/var/lib/appliance/egress-proxy/balthasar-pi-github.conf" = {
+          tokenFile = "/var/lib/appliance/credentials/github-token";
+          before = "request_header_add Authorization \"token ";
+          after = "\" sandbox_balthasar_pi credential_hosts_balthasar_pi_github credential_placeholder_balthasar_pi_github credential_https";
+        };
+      };
     };
 
     appliance.ready.units = [ "docker-balthasar-pi.service" ];
@@ -66,17 +73,21 @@
       balthasar-pi = {
         after = [
           "appliance-network.service"
+          "appliance-egress-ca.service"
           "network-online.target"
           "sys-subsystem-net-devices-wg\\x2dappliance.device"
           "wireguard-wg-appliance.service"
         ];
         environment = {
+          GH_TOKEN = "appliance-placeholder-balthasar-pi-github";
           HOME = "/var/lib/picoclaw";
           HTTPS_PROXY = "http://10.88.0.1:3128";
           HTTP_PROXY = "http://10.88.0.1:3128";
+          NODE_EXTRA_CA_CERTS = "/run/appliance/egress-ca/ca.pem";
           NO_PROXY = "10.89.0.1,127.0.0.1,localhost";
           PICOCLAW_CONFIG = "/etc/picoclaw/config.json";
           PICOCLAW_HOME = "/var/lib/picoclaw";
+          SSL_CERT_DIR = "/run/appliance/egress-ca";
           http_proxy = "http://10.88.0.1:3128";
           https_proxy = "http://10.88.0.1:3128";
           no_proxy = "10.89.0.1,127.0.0.1,localhost";
@@ -99,6 +110,7 @@
         imageFile = ../../images/picoclaw.json;
         requires = [
           "appliance-network.service"
+          "appliance-egress-ca.service"
           "sys-subsystem-net-devices-wg\\x2dappliance.device"
         ];
         user = "1000:1000";
@@ -107,6 +119,7 @@
           "${../../agents/balthasar-pi/config.json}:/etc/picoclaw/config.json:ro"
           "/var/lib/appliance/secrets/balthasar-pi:/run/secrets/appliance:ro"
           "${../../hosts/pi/resolv.conf}:/etc/resolv.conf:ro"
+          "/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro"
         ];
         waitFor = "/var/lib/appliance/secrets/balthasar-pi/env";
         wants = [ "network-online.target" ];

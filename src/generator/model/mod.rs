@@ -5,6 +5,7 @@ mod agent_checks;
 mod allow;
 pub mod backup;
 mod build;
+pub mod credentials;
 pub mod denied;
 pub mod egress;
 mod firewall;
@@ -25,6 +26,7 @@ use serde::Serialize;
 pub use agent_checks::Limits;
 pub use backup::Backup;
 pub use build::{PAIRING_PORT, WEB_CLIENT_PORT, WIREGUARD_PORT, build};
+pub use credentials::Credential;
 pub use egress::{Egress, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, ReachService};
 pub use firewall::{BRIDGE_INTERFACE, FirewallRule, NETWORK_NAME, OVERLAY_INTERFACE};
 pub use network::Subnet;
@@ -254,6 +256,9 @@ pub struct Agent {
     /// Actions that wait for an admin's approval in the ops room (`approve`
     /// in the spec; by default `code-execution` when the agent has it).
     pub approve: Vec<Approval>,
+    /// Credentials the egress proxy adds for it (`credentials` in the
+    /// spec); its sandbox holds only their placeholders.
+    pub credentials: Vec<Credential>,
     /// The egress proxy's URL, when `egress` is not `none`.
     pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.
@@ -276,6 +281,18 @@ pub struct Agent {
     /// (the sandboxes show the resolved ones).
     #[serde(skip)]
     pub limits: Limits,
+}
+
+impl Agent {
+    /// The credentials only the operator has that go into the agent's env
+    /// file by hand: its kind's, less those the egress proxy adds.
+    pub fn operator_env(&self) -> Vec<&'static str> {
+        crate::generator::kinds::of(self.kind)
+            .operator_env(&self.skills)
+            .into_iter()
+            .filter(|var| !self.credentials.iter().any(|c| c.variable == *var))
+            .collect()
+    }
 }
 
 /// One loosened setting in an agent's native config.
@@ -366,6 +383,10 @@ pub struct Sandbox {
     pub network: Option<SandboxNetwork>,
     /// The egress policy the proxy applies to this sandbox's address.
     pub egress: Egress,
+    /// Credentials the proxy adds to its requests (an agent's own sandbox
+    /// only); the sandbox holds their placeholders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
     /// The file of host names the admins granted it for a while, which
     /// the proxy reads besides its `egress` list: only an agent's own
     /// domain-list sandbox on the Matrix host, whose warden writes it.

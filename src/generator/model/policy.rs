@@ -32,6 +32,9 @@ pub struct Request<'a> {
     pub extract_backend: bool,
     /// The agent's egress goes through the proxy (`egress` is not `none`).
     pub egress_proxy: bool,
+    /// The variables the egress proxy fills in for it (`credentials`): the
+    /// sandbox holds placeholders, the operator adds nothing by hand.
+    pub proxy_credentials: Vec<&'a str>,
 }
 
 pub fn apply(request: Request) -> Policy {

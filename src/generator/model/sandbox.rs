@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use super::credentials;
 use super::egress::{self, Egress, Services};
 use super::image::{self, ImageLayout, Storage};
 use super::size::Size;
@@ -113,6 +114,7 @@ impl Sandbox {
             env_files: Vec::new(),
             network: None,
             egress: Egress::None,
+            credentials: Vec::new(),
             grants: None,
             reach: Vec::new(),
             publish: Vec::new(),
@@ -163,6 +165,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             .map(|(k, v)| (k.to_string(), v)),
     );
     environment.extend(agent_proxy_environment(agent, gateway));
+    environment.extend(credential_environment(agent));
     let mut binds = vec![
         Bind {
             source: BindSource::Generated(format!("agents/{}/{}", agent.name, defaults.config_file)),
@@ -176,6 +179,15 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         },
         resolver_bind(agent),
     ];
+    if !agent.credentials.is_empty() {
+        // The appliance CA's certificate, never its key: the proxy signs
+        // the service's hosts for this sandbox only.
+        binds.push(Bind {
+            source: BindSource::Host(credentials::CA_DIR.to_string()),
+            target: credentials::CA_MOUNT.to_string(),
+            read_only: true,
+        });
+    }
     let mut profile = Profile::STRICT;
     let mut depends_on = Vec::new();
     let mut sandboxes = Vec::new();
@@ -223,6 +235,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
         env_files: agent_env_files(agent),
         network: Some(SandboxNetwork::bridge(Ipv4Addr::UNSPECIFIED, inputs.network)),
         egress: agent.egress.clone(),
+        credentials: agent.credentials.clone(),
         reach: agent_reach(agent, gateway),
         publish: spec.publish.iter().map(|p| *p.get_ref()).collect(),
         gateway_port: kind.supports().gateway.as_ref().map(|g| g.port),
@@ -402,6 +415,28 @@ fn agent_proxy_environment(agent: &Agent, gateway: Ipv4Addr) -> BTreeMap<String,
     let mut direct = vec![*agent.matrix_address.ip()];
     direct.extend(agent.inference_address.map(|a| *a.ip()));
     egress::proxy_environment(gateway, &direct, extra)
+}
+
+/// Each credential's placeholder under its variable, and the appliance CA
+/// among the certificates the sandbox trusts: the image's bundle stays
+/// (`SSL_CERT_FILE`), Go and OpenSSL add the certificates of
+/// `SSL_CERT_DIR` (the CA directory has OpenSSL's hash link), Node those
+/// of `NODE_EXTRA_CA_CERTS`.
+fn credential_environment(agent: &Agent) -> BTreeMap<String, String> {
+    if agent.credentials.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut env: BTreeMap<String, String> = agent
+        .credentials
+        .iter()
+        .map(|c| (c.variable.clone(), c.placeholder.clone()))
+        .collect();
+    env.insert("SSL_CERT_DIR".into(), credentials::CA_MOUNT.to_string());
+    env.insert(
+        "NODE_EXTRA_CA_CERTS".into(),
+        format!("{}/ca.pem", credentials::CA_MOUNT),
+    );
+    env
 }
 
 /// Where `appliance-dind-start` waits for dockerd's socket, and the proxy

@@ -10,7 +10,10 @@
 //!   sandboxes never exchange frames with each other, except a client's
 //!   connections to the service sandboxes its reach names.
 //! - `egress-proxy.conf`: squid's configuration, an ACL per sandbox address;
-//!   no name is resolved before the sandbox may ask for it.
+//!   no name is resolved before the sandbox may ask for it. With a
+//!   credential the proxy adds (SECURITY.md, "Credentials at the proxy"),
+//!   TLS is terminated for its hosts from its sandbox only, and the
+//!   sandbox's placeholder is swapped for it; every other CONNECT is spliced.
 //!
 //! The NixOS module loads the tables with `networking.nftables.tables`, which
 //! wraps each body in `table <family> <name> { ... }`; tests/egress.rs loads
@@ -20,6 +23,7 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use super::{STAMP, Tree};
+use crate::generator::model::credentials::{self, Credential};
 use crate::generator::model::{
     BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, Sandbox,
     Subnet,
@@ -225,16 +229,17 @@ pub fn proxy_config(host: &Host) -> Option<String> {
         "squid configuration of host `{}`: the egress proxy, one ACL per sandbox address.",
         host.name
     ));
+    let bump = clients.iter().any(|(s, _)| !s.credentials.is_empty());
     let _ = write!(
         out,
         "\n# Only on the bridge address; the firewall lets only sandboxes with egress in.\n\
-         http_port {}:{PROXY_PORT}\n\n\
+         {}\n\
          # What the nixpkgs squid service expects (its pid file, user and logs).\n\
          pid_filename /run/squid.pid\ncache_effective_user {PROXY_USER} {PROXY_USER}\ncache_log syslog\n\
          access_log stdio:{PROXY_ACCESS_LOG}\ncoredump_dir /var/cache/squid\n\n\
          # A filter, not a cache; and nothing about the sandbox leaks upstream.\n\
          cache deny all\nforwarded_for delete\nhttpd_suppress_version_string on\n\n",
-        host.network_address
+        listener(host.network_address, bump)
     );
     out.push_str(
         "# Destinations never reached, by address: squid resolves the name and\n\
@@ -258,8 +263,129 @@ pub fn proxy_config(host: &Host) -> Option<String> {
     for (sandbox, address) in &clients {
         client_acls(&mut out, sandbox, *address);
     }
+    if bump {
+        credential_rules(&mut out, &clients);
+    }
     access_rules(&mut out, &clients);
     Some(out)
+}
+
+/// What the NixOS module replaces with the path of squid's certificate
+/// generator helper (in the squid package it runs; tests/egress.rs puts
+/// Debian's there).
+pub const CERTGEN_MARKER: &str = "@SECURITY_FILE_CERTGEN@";
+
+/// The `http_port` line and, with a credential to add, what terminating
+/// TLS for its hosts needs: the appliance CA (made on the host at first
+/// boot, never in the Nix store) and squid's certificate generator.
+fn listener(address: Ipv4Addr, bump: bool) -> String {
+    if !bump {
+        return format!("http_port {address}:{PROXY_PORT}\n");
+    }
+    format!(
+        "# `ssl-bump`: TLS is terminated only where `ssl_bump` below says so (the\n\
+         # hosts a sandbox's credential is added on, from that sandbox), with\n\
+         # certificates signed by the appliance CA, which only that sandbox trusts.\n\
+         # Every other CONNECT is spliced: a plain tunnel, never decrypted.\n\
+         http_port {address}:{PROXY_PORT} ssl-bump tls-cert={} tls-key={} \
+         generate-host-certificates=on dynamic_cert_mem_cache_size=4MB\n\
+         sslcrtd_program {CERTGEN_MARKER} -s {} -M 4MB\nsslcrtd_children 5\n",
+        credentials::CA_CERT,
+        credentials::CA_KEY,
+        credentials::SSL_DB
+    )
+}
+
+/// The ACL names of one credential of one sandbox.
+fn credential_acls(sandbox: &str, credential: &Credential) -> [String; 3] {
+    let name = format!("{}_{}", acl_name(sandbox), credential.service);
+    [
+        format!("credential_hosts_{name}"),
+        format!("credential_tls_{name}"),
+        format!("credential_placeholder_{name}"),
+    ]
+}
+
+/// The ACLs every rule that adds a credential requires, all at once: the
+/// sandbox's address, the credential's hosts, the placeholder in the
+/// request and a request inside a terminated TLS connection (never plain
+/// HTTP, where the token would cross the internet in the clear).
+fn injection_acls(sandbox: &str, credential: &Credential) -> String {
+    let [hosts, _, placeholder] = credential_acls(sandbox, credential);
+    format!("sandbox_{} {hosts} {placeholder} credential_https", acl_name(sandbox))
+}
+
+/// The line of the proxy's include file for one credential, around the
+/// real token: what goes before it and what after. The NixOS module writes
+/// `before + token + after` at each start of the proxy from the token file
+/// (modules/egress.nix, `credentials`), checking the token is letters,
+/// digits and `_` only; the token never reaches the Nix store.
+pub fn injection_line(sandbox: &str, credential: &Credential) -> (String, String) {
+    let scheme = credentials::facts(credential.service).scheme;
+    (
+        format!("request_header_add Authorization \"{scheme} "),
+        format!("\" {}", injection_acls(sandbox, credential)),
+    )
+}
+
+/// Terminating TLS and adding each credential: for the credential's hosts,
+/// from its sandbox only; every other CONNECT spliced.
+fn credential_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
+    out.push_str(
+        "# Credentials added by the proxy: the sandbox holds a placeholder. Its\n\
+         # CONNECT to one of the credential's hosts is peeked at (the TLS client\n\
+         # hello) and terminated when the name it asks for is one of them too;\n\
+         # a request inside carrying the placeholder has it replaced with the\n\
+         # real credential, from the proxy's include file. Every other CONNECT,\n\
+         # from every sandbox, is spliced at the first step, never decrypted;\n\
+         # so is a CONNECT to port 80, and one that turns out not to be TLS\n\
+         # (`on_unsupported_protocol`): it was allowed as a tunnel, it stays one.\n\
+         acl tls_step1 at_step SslBump1\nacl credential_https proto HTTPS\nacl credential_port port 443\n",
+    );
+    let mut bump = String::new();
+    let mut headers = String::new();
+    for (sandbox, _) in clients {
+        for credential in &sandbox.credentials {
+            let [hosts, tls, placeholder] = credential_acls(&sandbox.name, credential);
+            let client = format!("sandbox_{}", acl_name(&sandbox.name));
+            let names = credential.hosts.join(" ");
+            let _ = writeln!(
+                out,
+                "# {}: `{}` ({}) on {}, from the token file {}\n\
+                 acl {hosts} dstdomain -n {names}\nacl {tls} ssl::server_name {names}\n\
+                 acl {placeholder} req_header Authorization -i ^(token|bearer)[[:space:]]+{}$",
+                sandbox.name,
+                credential.service,
+                credential.variable,
+                credential.hosts.join(", "),
+                credential.token_file,
+                credential.placeholder,
+            );
+            let _ = writeln!(
+                bump,
+                "ssl_bump peek tls_step1 {client} credential_port {hosts}\nssl_bump bump {client} {tls}"
+            );
+            let _ = writeln!(
+                headers,
+                "request_header_access Authorization deny {}\ninclude {}",
+                injection_acls(&sandbox.name, credential),
+                credential.injection_file(&sandbox.name)
+            );
+        }
+    }
+    for (sandbox, _) in clients.iter().filter(|(s, _)| !s.credentials.is_empty()) {
+        let _ = writeln!(
+            bump,
+            "on_unsupported_protocol tunnel sandbox_{}",
+            acl_name(&sandbox.name)
+        );
+    }
+    let _ = write!(
+        out,
+        "{bump}ssl_bump splice all\n\
+         # The placeholder is taken out, and the include file (written when the\n\
+         # proxy starts) adds the credential under the same conditions.\n{headers}\n"
+    );
 }
 
 /// The ACLs of one sandbox: its address, its domain list and the
@@ -536,6 +662,90 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// TLS is terminated only for a credential's hosts from its own
+    /// sandbox, and the credential is added only inside it: every rule
+    /// that bumps or touches `Authorization` names the sandbox, the
+    /// credential's ACLs and (for headers) HTTPS; everything else splices.
+    #[test]
+    fn credentials_are_added_only_for_their_sandbox_hosts_and_tls() {
+        let mut seen = 0;
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                let Some(conf) = proxy_config(host) else { continue };
+                let with: Vec<&Sandbox> = host.sandboxes.iter().filter(|s| !s.credentials.is_empty()).collect();
+                let listener = conf.lines().find(|l| l.starts_with("http_port ")).unwrap();
+                assert_eq!(listener.contains(" ssl-bump "), !with.is_empty(), "{listener}");
+                let bumps: Vec<&str> = conf.lines().filter(|l| l.starts_with("ssl_bump ")).collect();
+                if with.is_empty() {
+                    assert!(bumps.is_empty() && !conf.contains("request_header"), "{conf}");
+                    continue;
+                }
+                assert_eq!(bumps.last(), Some(&"ssl_bump splice all"), "{conf}");
+                for line in &bumps[..bumps.len() - 1] {
+                    assert!(
+                        line.starts_with("ssl_bump peek tls_step1 sandbox_") && line.contains(" credential_port ")
+                            || line.starts_with("ssl_bump bump sandbox_"),
+                        "{line}"
+                    );
+                    assert!(
+                        line.contains(" credential_hosts_") || line.contains(" credential_tls_"),
+                        "{line}"
+                    );
+                }
+                for sandbox in &with {
+                    let client = acl_name(&sandbox.name);
+                    for credential in &sandbox.credentials {
+                        seen += 1;
+                        let name = format!("{client}_{}", credential.service);
+                        let hosts = credential.hosts.join(" ");
+                        assert!(
+                            conf.contains(&format!("acl credential_hosts_{name} dstdomain -n {hosts}\n")),
+                            "{conf}"
+                        );
+                        assert!(
+                            conf.contains(&format!("acl credential_tls_{name} ssl::server_name {hosts}\n")),
+                            "{conf}"
+                        );
+                        assert!(
+                            conf.contains(&format!("[[:space:]]+{}$\n", credential.placeholder)),
+                            "the placeholder is matched whole: {conf}"
+                        );
+                        let (before, after) = injection_line(&sandbox.name, credential);
+                        assert_eq!(before, "request_header_add Authorization \"token ");
+                        let acls = format!(
+                            "sandbox_{client} credential_hosts_{name} credential_placeholder_{name} credential_https"
+                        );
+                        assert_eq!(after, format!("\" {acls}"));
+                        assert!(
+                            conf.contains(&format!("request_header_access Authorization deny {acls}\n")),
+                            "{conf}"
+                        );
+                        assert!(conf.contains(&format!("include {}\n", credential.injection_file(&sandbox.name))));
+                        for domain in &credential.hosts {
+                            match &sandbox.egress {
+                                Egress::Domains(list) => assert!(list.contains(domain), "{domain}"),
+                                other => assert_eq!(other, &Egress::Web),
+                            }
+                        }
+                    }
+                }
+                // Every `Authorization` rule is one of a credential's.
+                for line in conf.lines().filter(|l| l.contains("Authorization")) {
+                    assert!(
+                        line.starts_with("request_header_access Authorization deny sandbox_")
+                            || line.starts_with("acl credential_placeholder_"),
+                        "{line}"
+                    );
+                    assert!(
+                        line.starts_with("acl ") || line.ends_with(" credential_https"),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        assert!(seen > 0, "a shipped spec has a credential");
     }
 
     #[test]

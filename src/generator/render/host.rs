@@ -132,8 +132,43 @@ struct Egress {
     /// The warden's grant files the proxy reads (docs/warden.md).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     grant_files: Vec<String>,
+    /// The credentials the proxy adds, by include file (SECURITY.md,
+    /// "Credentials at the proxy").
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    credentials: BTreeMap<String, CredentialFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resolver: Option<String>,
+}
+
+/// One value of `appliance.egress.credentials`: the proxy's include file
+/// is `before`, the token read from `tokenFile`, then `after`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialFile {
+    token_file: String,
+    before: String,
+    after: String,
+}
+
+/// The unit that makes the appliance CA (modules/egress.nix).
+const EGRESS_CA_UNIT: &str = "appliance-egress-ca.service";
+
+/// Every credential the proxy of `host` adds, by the include file the
+/// generated proxy configuration names.
+fn credential_files(host: &Host) -> BTreeMap<String, CredentialFile> {
+    let mut files = BTreeMap::new();
+    for sandbox in &host.sandboxes {
+        for credential in &sandbox.credentials {
+            let (before, after) = super::egress::injection_line(&sandbox.name, credential);
+            let file = CredentialFile {
+                token_file: credential.token_file.clone(),
+                before,
+                after,
+            };
+            files.insert(credential.injection_file(&sandbox.name), file);
+        }
+    }
+    files
 }
 
 /// The values of `appliance.nvidia` (modules/nvidia.nix).
@@ -407,6 +442,7 @@ fn egress(host: &Host) -> Option<Setting> {
         bridge_table: file("firewall-bridge.nft"),
         proxy_config: file("egress-proxy.conf").filter(|_| super::egress::proxy_config(host).is_some()),
         grant_files: host.sandboxes.iter().filter_map(|s| s.grants.clone()).collect(),
+        credentials: credential_files(host),
         resolver,
     };
     Some(Setting::new("appliance.egress", egress))
@@ -515,11 +551,11 @@ fn extract_key_unit(sandbox: &Sandbox) -> Option<String> {
         .then(|| SERVICE_SECRETS_UNIT.to_string())
 }
 
-/// The warden's approval broker socket an agent's sandbox mounts (its code
-/// runs only after an admin's approval), if it does.
 /// The warden's unit (modules/warden.nix).
 const WARDEN_UNIT: &str = "appliance-warden.service";
 
+/// The warden's approval broker socket an agent's sandbox mounts (its code
+/// runs only after an admin's approval), if it does.
 fn approval_socket(sandbox: &Sandbox) -> Option<String> {
     sandbox.binds.iter().find_map(|bind| match &bind.source {
         BindSource::Host(path) if bind.read_only && path.starts_with(&format!("{APPROVAL_SOCKET_DIR}/")) => {
@@ -537,6 +573,12 @@ fn wait_for_the_broker(unit: &mut BTreeMap<&'static str, Value>, mut after: Vec<
     after.push(WARDEN_UNIT.to_string());
     unit.insert("after", nix::value(after));
     unit.insert("waitFor", Value::from(socket.as_str()));
+}
+
+/// The unit making the appliance CA, for a sandbox that mounts its
+/// certificate (one with a credential the proxy adds).
+fn egress_ca_unit(sandbox: &Sandbox) -> Option<String> {
+    (!sandbox.credentials.is_empty()).then(|| EGRESS_CA_UNIT.to_string())
 }
 
 fn containers(host: &Host, overlay: Option<&str>) -> Containers {
@@ -572,6 +614,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
                 "appliance-bootstrap.service".to_string(),
             ];
             deps.extend(extract_key_unit(sandbox));
+            deps.extend(egress_ca_unit(sandbox));
             let mut unit = unit_deps(deps.clone(), None);
             if let Some(socket) = approval_socket(sandbox) {
                 wait_for_the_broker(&mut unit, deps, socket);
@@ -582,6 +625,7 @@ fn containers(host: &Host, overlay: Option<&str>) -> Containers {
             // their secrets come from the hub by pairing (docs/pairing.md).
             let mut units = vec!["appliance-network.service".to_string()];
             units.extend(extract_key_unit(sandbox));
+            units.extend(egress_ca_unit(sandbox));
             let mut deps = unit_deps(units, overlay);
             // Started once pairing has fetched its secrets (a path unit
             // of modules/sandboxes.nix).

@@ -93,7 +93,7 @@ fn agent_account(appliance: &Appliance, agent: &Agent, sandbox: Option<&Sandbox>
         token_env: names(env.token_env),
         room_ids_env: names(env.room_ids_env),
         home_room_env: names(env.home_room_env),
-        operator_env: names(&kind.operator_env(&agent.skills)),
+        operator_env: names(&agent.operator_env()),
         rate_limit: Some(RateLimit {
             messages_per_second,
             burst_count,

@@ -27,7 +27,16 @@ macro_rules! display_as_spelled {
     )*};
 }
 
-display_as_spelled!(Target, Platform, System, AgentKind, Tool, Browser, CodeExecution);
+display_as_spelled!(
+    Target,
+    Platform,
+    System,
+    AgentKind,
+    Tool,
+    Browser,
+    CodeExecution,
+    CredentialService
+);
 
 /// A whole spec file.
 #[derive(Debug, Deserialize)]
@@ -297,6 +306,15 @@ pub enum Approval {
     CodeExecution,
 }
 
+/// A service whose credential the egress proxy adds to the agent's
+/// requests (docs/spec.md, `credentials`): the sandbox holds a placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialService {
+    /// `GH_TOKEN`, added on the GitHub API hosts.
+    Github,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentSpec {
@@ -336,6 +354,11 @@ pub struct AgentSpec {
     /// Which actions wait for an admin's approval; by default every action
     /// the agent has (`code-execution` with `code-execution` set).
     pub approve: Option<Spanned<Vec<Spanned<Approval>>>>,
+    /// Credentials the egress proxy adds for the agent, by service: the
+    /// path on the agent's host of the file holding the real one. The
+    /// sandbox gets a placeholder (docs/spec.md).
+    #[serde(default)]
+    pub credentials: BTreeMap<Spanned<CredentialService>, Spanned<String>>,
 }
 
 /// `egress = "none" | "web" | ["domain", ...]`, as written. Deserialized by
@@ -419,6 +442,7 @@ mod tests {
             Tool::Exec.to_string(),
             Browser::Chromium.to_string(),
             CodeExecution::DockerInGvisor.to_string(),
+            CredentialService::Github.to_string(),
         ]
         .into();
         assert_eq!(
@@ -439,6 +463,7 @@ mod tests {
                 "exec",
                 "chromium",
                 "docker-in-gvisor",
+                "github",
             ]
         );
     }

@@ -68,6 +68,9 @@ pub struct SandboxView {
     /// empty: nothing waits.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub approve: Vec<String>,
+    /// The credentials it uses, which the egress proxy adds, and those it
+    /// holds itself (none of them: only placeholders).
+    pub credentials: CredentialsView,
     /// What the firewall and the proxy refuse it, from the same model.
     pub denied: Vec<Denial>,
     pub secrets: Vec<String>,
@@ -77,6 +80,17 @@ pub struct SandboxView {
     pub versus_magi: Vec<String>,
     /// Lint findings about this sandbox or its agent (allowed ones with why).
     pub lints: Vec<Finding>,
+}
+
+/// Credentials, as SECURITY.md ("Credentials at the proxy") tells them.
+#[derive(Serialize)]
+pub struct CredentialsView {
+    /// Each credential its requests carry: which, on which hosts, added
+    /// by the egress proxy from which file on the host.
+    pub uses: Vec<String>,
+    /// The credentials inside the sandbox: none of those it uses (their
+    /// variables hold placeholders); empty when it holds none.
+    pub holds: Vec<String>,
 }
 
 /// A trusted service on a host, outside every sandbox: what it may do and
@@ -219,6 +233,7 @@ fn view(
         egress: sandbox.egress.clone(),
         grants: sandbox.grants.clone(),
         approve: agent.map_or_else(Vec::new, approvals),
+        credentials: credentials_view(host, sandbox),
         denied: denied(appliance.hosts.values(), host, sandbox),
         secrets: own.map_or_else(Vec::new, secrets),
         gpu: sandbox
@@ -299,6 +314,36 @@ fn host_sockets(sandbox: &Sandbox) -> Vec<HostSocket> {
         .collect()
 }
 
+/// What the sandbox's requests carry that it never holds: each credential
+/// the proxy adds; and what it holds of them (nothing but placeholders).
+fn credentials_view(host: &Host, sandbox: &Sandbox) -> CredentialsView {
+    let uses = sandbox
+        .credentials
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({}) on {}: added by the egress proxy of host {} from {} (on the host); TLS to those hosts is terminated by the proxy, for this sandbox only",
+                c.service,
+                c.variable,
+                c.hosts.join(", "),
+                host.name,
+                c.token_file
+            )
+        })
+        .collect();
+    let holds = sandbox
+        .credentials
+        .iter()
+        .map(|c| {
+            format!(
+                "none: {}={} is a placeholder; the {} credential never enters the sandbox",
+                c.variable, c.placeholder, c.service
+            )
+        })
+        .collect();
+    CredentialsView { uses, holds }
+}
+
 /// What waits for an admin's approval, and who decides.
 fn approvals(agent: &Agent) -> Vec<String> {
     agent
@@ -320,7 +365,7 @@ fn secrets(agent: &Agent) -> Vec<String> {
     )];
     let kind = crate::generator::kinds::of(agent.kind);
     let mut env: Vec<&str> = kind.plan().token_env.to_vec();
-    env.extend(kind.operator_env(&agent.skills));
+    env.extend(agent.operator_env());
     secrets.push(format!("{}/env (--env-file): {}", agent.secrets_dir, env.join(", ")));
     secrets
 }
@@ -481,6 +526,10 @@ pub fn text(explanation: &Explanation) -> String {
         row(&mut out, "egress", &[egress_line(s)]);
         if !s.approve.is_empty() {
             row(&mut out, "approval", &s.approve);
+        }
+        if !s.credentials.uses.is_empty() {
+            row(&mut out, "uses", &s.credentials.uses);
+            row(&mut out, "holds", &s.credentials.holds);
         }
         let denied: Vec<String> = s.denied.iter().map(denial_line).collect();
         row(&mut out, "denied", &denied);

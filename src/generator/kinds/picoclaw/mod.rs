@@ -143,24 +143,36 @@ impl Kind for PicoClaw {
                     ),
                 });
             }
-            notes.warnings.push(Warning {
-                code: "agent-skill-needs-token",
-                message: format!(
-                    "agent `{name}`: the `github` skill needs a GitHub token as `GH_TOKEN` in the agent's \
-                     env file; the bootstrap cannot create one, add it by hand"
-                ),
-            });
+            if !request.proxy_credentials.contains(&"GH_TOKEN") {
+                notes.warnings.push(Warning {
+                    code: "agent-skill-needs-token",
+                    message: format!(
+                        "agent `{name}`: the `github` skill needs a GitHub token: give it with \
+                         `credentials = {{ github = \"<token file on the host>\" }}` (the egress proxy adds it, \
+                         the sandbox holds a placeholder), or as `GH_TOKEN` in the agent's env file by hand"
+                    ),
+                });
+            }
         }
         if request.remote_exec {
+            let secrets = match (
+                has_github(request.skills),
+                request.proxy_credentials.contains(&"GH_TOKEN"),
+            ) {
+                (true, false) => "its Matrix token and GH_TOKEN",
+                (true, true) => "its Matrix token, and GH_TOKEN's placeholder (the egress proxy adds the real token)",
+                (false, _) => "its Matrix token",
+            };
             notes.permissive.push(Permissive {
                 setting: "tools.exec.allow_remote = true, cron.allow_command = true".into(),
-                reason: "the spec sets `remote-exec = true`: allowlisted Matrix users (the appliance admins \
+                reason: format!(
+                    "the spec sets `remote-exec = true`: allowlisted Matrix users (the appliance admins \
                          and the human members of the agent's rooms; never another agent) can make the agent run \
                          shell commands, now or on a schedule. They run inside the agent's gVisor sandbox \
                          (read-only root, no capabilities, no host access) with PicoClaw's deny patterns \
                          and workspace restriction on, but they see what the agent sees: its environment \
-                         and /run/secrets/appliance, i.e. its Matrix token and GH_TOKEN"
-                    .into(),
+                         and /run/secrets/appliance, i.e. {secrets}"
+                ),
             });
         }
         notes.permissive.push(Permissive {

@@ -90,6 +90,7 @@ fn resolve_agent(
     let skills: Vec<String> = agent.skills.iter().map(|s| s.get_ref().clone()).collect();
     let publish: Vec<u16> = agent.publish.iter().map(|p| *p.get_ref()).collect();
     let egress = crate::generator::model::egress::resolve(b, agent);
+    let credentials = super::credentials::resolve(b, name, agent, &egress);
     let policy = policy::apply(policy::Request {
         name: name.get_ref(),
         kind,
@@ -101,6 +102,7 @@ fn resolve_agent(
         search_backend: ctx.search_backend,
         extract_backend: ctx.extract_backend,
         egress_proxy: egress.uses_proxy(),
+        proxy_credentials: credentials.iter().map(|c| c.variable.as_str()).collect(),
     });
     let (search_address, extract_address) = crawler_backends(ctx, policy.tools.contains(&Tool::Crawler));
     Some(Agent {
@@ -139,6 +141,7 @@ fn resolve_agent(
         egress,
         grants: agent.grants.as_ref().is_none_or(|g| *g.get_ref()),
         approve,
+        credentials,
         allowed_users,
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),

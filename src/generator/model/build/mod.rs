@@ -9,6 +9,7 @@
 mod addressing;
 mod agents;
 mod backup;
+mod credentials;
 mod hosts;
 mod inference;
 mod matrix;

@@ -35,7 +35,9 @@ use crate::support::{in_ci, root};
 const BROWSE: Duration = Duration::from_secs(180);
 
 /// Every sandbox of the hub running, and `@gendo` logged in.
-fn bring_up() -> Option<(Hub, Member)> {
+/// The hub with its images, then the warden (as systemd orders it before
+/// the agent whose Docker is its approval broker), then every sandbox.
+fn bring_up() -> Option<(Hub, Member, warden::Watch)> {
     if !tools_present() {
         return None;
     }
@@ -43,10 +45,11 @@ fn bring_up() -> Option<(Hub, Member)> {
     let name = format!("rehearsal-{}", std::process::id());
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     build_images(&hub);
+    let watch = warden::watch(&hub);
     start_sandboxes(&hub);
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     hold_for_debugging(&hub);
-    Some((hub, admin))
+    Some((hub, admin, watch))
 }
 
 /// `APPLIANCE_REHEARSAL_HOLD=SECS` keeps the hub up that long after start,
@@ -587,7 +590,7 @@ console.log(JSON.stringify({ leases, stateLeases, locks }));
 
 #[test]
 fn rehearsal() {
-    let Some((hub, admin)) = bring_up() else { return };
+    let Some((hub, admin, watch)) = bring_up() else { return };
     let running: Vec<String> = hub.sandboxes().iter().map(|s| s.name.clone()).collect();
     let has = |name: &str| running.iter().any(|r| r == name);
     // Every agent answers a mention, through the stand-in.
@@ -613,8 +616,7 @@ fn rehearsal() {
     if has("casper") {
         resolver_works(&hub, "casper");
     }
-    // The warden from here on: casper's code waits for its approvals.
-    let mut watch = has("casper").then(|| warden::watch(&hub));
+    let mut watch = Some(watch);
     if has("casper") && has("searxng") {
         crawler_searches_through_the_search_sandbox(&hub);
     }

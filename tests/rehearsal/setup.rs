@@ -59,7 +59,9 @@ pub fn build_images(hub: &Hub) {
 }
 
 /// Every sandbox of the hub, dependencies first (the code sandbox before
-/// its agent), as systemd orders the units.
+/// its agent), as systemd orders the units; an agent whose Docker is the
+/// warden's approval broker once the broker's socket exists (its unit's
+/// `waitFor`; the warden runs by then).
 pub fn start_sandboxes(hub: &Hub) {
     let sandboxes = hub.sandboxes();
     let mut started: Vec<String> = Vec::new();
@@ -68,8 +70,29 @@ pub fn start_sandboxes(hub: &Hub) {
             if started.contains(&sandbox.name) || !sandbox.depends_on.iter().all(|d| started.contains(d)) {
                 continue;
             }
+            wait_for_the_broker(hub, sandbox);
             hub.start_sandbox(sandbox);
             started.push(sandbox.name.clone());
+        }
+    }
+}
+
+fn wait_for_the_broker(hub: &Hub, sandbox: &agent_appliance::generator::model::Sandbox) {
+    use agent_appliance::generator::model::{APPROVAL_SOCKET_DIR, BindSource, DOCKER_SOCKET_FILE};
+    for bind in &sandbox.binds {
+        let BindSource::Host(path) = &bind.source else { continue };
+        if !path.starts_with(&format!("{APPROVAL_SOCKET_DIR}/")) {
+            continue;
+        }
+        let socket = hub.host_path(path).join(DOCKER_SOCKET_FILE);
+        let started = std::time::Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the warden's approval broker did not make {} within 60 s",
+                socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
 }

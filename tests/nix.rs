@@ -34,8 +34,10 @@ fn every_generated_nix_file_parses() {
             nix_files(&generated, &mut files);
         }
     }
+    // Each tree's index and one module per host (the images are JSON
+    // since they became data): 3 in the root tree, 2 in each example.
     assert!(
-        files.len() >= 10,
+        files.len() >= 9,
         "expected the committed trees' .nix files, found {}",
         files.len()
     );

@@ -178,6 +178,10 @@ fn write_layer(spec: &ImageSpec, base: &Path, layer: &Path, extra: &[(PathBuf, &
     for (source, target) in extra {
         let path = layer.join(target.trim_start_matches('/'));
         fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // A file in place of the bundle's link, not written through it.
+        if path.is_symlink() {
+            fs::remove_file(&path).unwrap();
+        }
         fs::copy(source, &path).unwrap();
     }
 }
@@ -316,12 +320,15 @@ fn executable(path: &Path, text: &str) {
 
 impl ServiceFiles<'_> {
     /// PicoClaw's image: the Go build, and the stand-in GitHub API's test
-    /// CA among the image's certificates (`gh`, a Go program, also reads
-    /// every file of /etc/ssl/certs), in this image only: the other
-    /// sandboxes do not trust it.
+    /// CA as the image's CA bundle (`SSL_CERT_FILE`, which the generated
+    /// environment names: the rehearsal's stand-in for the public CAs of
+    /// the hosts on "the internet"), in this image only: the other
+    /// sandboxes do not trust it. With a credential the sandbox also
+    /// trusts the appliance CA (`SSL_CERT_DIR`), which replaces the
+    /// directories `gh`, a Go program, would otherwise scan.
     fn picoclaw(&self) -> Vec<(PathBuf, &'static str)> {
         let mut files = picoclaw_binary();
-        files.push((self.github_ca.clone(), "/etc/ssl/certs/appliance-rehearsal-test-ca.pem"));
+        files.push((self.github_ca.clone(), "/etc/ssl/certs/ca-bundle.crt"));
         files
     }
 

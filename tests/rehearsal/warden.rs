@@ -684,20 +684,38 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
     let gendo = format!("@gendo:{server}");
     let casper_id = format!("@casper:{server}");
 
+    // What casper asked before anyone mentioned code (Hermes' own Docker
+    // calls at its start), for the record.
+    let earlier: Vec<String> = watch
+        .notices(hub)
+        .into_iter()
+        .filter(|n| n.starts_with("code execution request "))
+        .collect();
+    eprintln!("rehearsal: code execution notices before the first `run code`: {earlier:#?}");
+
     // Nobody decides: the broker refuses at the timeout and nothing runs.
-    let expired = count(hub, "approval.expired", Some("warden"));
+    let seen = cards(hub, watch).len();
     let event = admin.mention(hub, &casper_id, "run code tag-unapproved1");
     let started = Instant::now();
-    wait_records_within(
+    let id = loop {
+        if let Some(id) = cards(hub, watch).into_iter().nth(seen) {
+            break id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no code execution card for casper's `run code` within 180 s:\n{}",
+            watch.warden.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    wait_notice(
         hub,
         watch,
-        "approval.expired",
-        "warden",
-        expired,
-        APPROVAL_TIMEOUT + Duration::from_secs(120),
+        &[&format!("code execution request {id} expired")],
+        APPROVAL_TIMEOUT + Duration::from_secs(60),
     );
     let answer = admin
-        .wait_reply(hub, &event, &casper_id, "", Duration::from_secs(240))
+        .wait_reply(hub, &event, &casper_id, "[stand-in]", Duration::from_secs(240))
         .map(|(body, _)| body)
         .unwrap_or_default();
     assert!(
@@ -708,7 +726,7 @@ pub fn code_waits_for_approval(hub: &Hub, admin: &Member, watch: &Watch) {
     );
     assert_eq!(count(hub, "approval.approved", None), 0);
     eprintln!(
-        "rehearsal: an undecided request was refused after {:.1} s; casper answered: {answer}",
+        "rehearsal: {id}, which nobody decided, was refused after {:.1} s; casper answered: {answer}",
         started.elapsed().as_secs_f64()
     );
 

@@ -953,6 +953,16 @@ impl Hub {
         fs::read_to_string(self.github_dir().join("token")).unwrap()
     }
 
+    /// The stand-in GitHub API's log so far, one JSON object a request
+    /// (`path`, `host`, `authorized`, `sent`: which credential arrived).
+    pub fn github_log(&self) -> Vec<Value> {
+        fs::read_to_string(self.github_dir().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    }
+
     /// The stand-in GitHub API's requests so far: (path, authorized).
     pub fn github_requests(&self) -> Vec<(String, bool)> {
         fs::read_to_string(self.github_dir().join("requests.jsonl"))

@@ -114,9 +114,8 @@ fn picoclaw_runs_gh_from_chat(hub: &Hub, admin: &Member) {
     // `gh api` from chat: through the egress proxy (balthasar's allowlist
     // has api.github.com) to the stand-in GitHub API; balthasar holds only
     // a placeholder, and the proxy adds the operator's token from the file
-    // `credentials` names (the stand-in accepts nothing else). Not yet
-    // proven here: that `env`, /proc and balthasar's files show only the
-    // placeholder (issue 23 item 5).
+    // `credentials` names (the stand-in accepts nothing else);
+    // `token_stays_outside_balthasar` shows the sandbox never holds it.
     let (body, seconds) = ask(
         hub,
         admin,
@@ -160,6 +159,53 @@ fn picoclaw_runs_gh_from_chat(hub: &Hub, admin: &Member) {
     eprintln!(
         "rehearsal: balthasar's gh reached the stand-in GitHub API through the proxy; {denied} refused: {}",
         String::from_utf8_lossy(&refused.stderr).trim()
+    );
+}
+
+/// Issue 23 items 4 and 5: the operator's GitHub token reached the stand-in
+/// API (the proxy added it), yet inside balthasar's sandbox under gVisor
+/// its environment, every process's environment and every file it can
+/// read hold only the placeholder.
+fn token_stays_outside_balthasar(hub: &Hub) {
+    let token = hub.github_token();
+    let token = token.trim();
+    let (_, sandbox) = hub.appliance.sandbox("balthasar").unwrap();
+    let placeholder = &sandbox.credentials[0].placeholder;
+    let log = hub.github_log();
+    assert!(
+        log.iter().any(|r| r["path"] == "/user" && r["sent"] == "token"),
+        "the stand-in GitHub API never received the token: {log:?}"
+    );
+    let sandbox_says = |script: &str| {
+        let out = hub.daemon.docker(&["exec", "balthasar", "bash", "-c", script]);
+        String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned()
+    };
+    let env = sandbox_says("env");
+    assert!(
+        env.contains(placeholder),
+        "balthasar's env lacks its placeholder:\n{env}"
+    );
+    assert!(!env.contains(token), "balthasar's env holds the token");
+    let environs = sandbox_says("cat /proc/[0-9]*/environ | tr '\\0' '\\n'");
+    assert!(
+        environs.contains(placeholder),
+        "no process of balthasar's has the placeholder:\n{environs}"
+    );
+    assert!(
+        !environs.contains(token),
+        "a process in balthasar's sandbox holds the token"
+    );
+    // Every file it can read, but the kernel's views.
+    let found = sandbox_says(&format!(
+        "grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- '{token}' / ; echo searched"
+    ));
+    assert_eq!(
+        found.trim(),
+        "searched",
+        "files in balthasar's sandbox hold the token: {found}"
+    );
+    eprintln!(
+        "rehearsal: the GitHub API got the token from the proxy; in balthasar's sandbox env, /proc and every readable file hold only {placeholder}"
     );
 }
 
@@ -634,6 +680,7 @@ fn rehearsal() {
     }
     if has("balthasar") {
         picoclaw_runs_gh_from_chat(&hub, &admin);
+        token_stays_outside_balthasar(&hub);
         if let Some(watch) = &watch {
             warden::egress_grants_from_the_room(&hub, &admin, watch);
         }

@@ -910,16 +910,21 @@ pub fn egress_grants_from_the_room(hub: &Hub, admin: &Member, watch: &Watch) {
         "granted",
     );
     eprintln!("rehearsal: {answer}");
-    let seen = hub.github_requests().len();
+    let seen = hub.github_log().len();
     let offset = lines();
     let out = gh(GRANT_HOST);
     wait_proxy_line(hub, offset, &address, "TCP_TUNNEL", GRANT_HOST);
-    let reached: Vec<_> = hub.github_requests().into_iter().skip(seen).collect();
+    let reached: Vec<_> = hub.github_log().into_iter().skip(seen).collect();
     assert!(
         !reached.is_empty(),
         "balthasar's granted request did not reach {GRANT_HOST}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    // A plain tunnel: the proxy adds the GitHub token on GitHub's hosts only.
+    assert!(
+        reached.iter().all(|r| r["sent"] != "token"),
+        "the token reached {GRANT_HOST}: {reached:?}"
     );
     eprintln!("rehearsal: granted, balthasar's `gh api --hostname {GRANT_HOST}` reached it: {reached:?}");
 

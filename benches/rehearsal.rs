@@ -618,6 +618,13 @@ fn body_matches(event: &Value, wanted: &str) -> bool {
 /// start, `BENCH_AGENTS` (default all three), `BENCH_VARIANTS` extra runsc
 /// flags, `BENCH_JSON` where the results go.
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (the
+    // suite) runs benches without it only to check they start: measure
+    // nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("run with `cargo bench --bench rehearsal` to measure");
+        return;
+    }
     let Some((hub, admin, cold)) = cold_start() else { return };
     let rounds = env_number("BENCH_ROUNDS", 4);
     let replies = env_number("BENCH_REPLIES", 5);

@@ -110,14 +110,38 @@ fn stage_item(source: &Path, staged: &Path, say: &mut dyn FnMut(&str)) -> Result
 /// `pg_dump -Fc` of the database over the local socket, run as the
 /// server's superuser account (peer authentication); its output goes to a
 /// file root opened, so that account needs no access to the staging dir.
+///
+/// pg_dump lists the tables, then locks each: a table dropped in between
+/// fails the dump. Synapse's background updates make and drop work tables
+/// (`_temp_populate_user_directory_rooms`, seen in CI on a fresh
+/// homeserver), so that failure is tried again, a few times.
 fn dump(pg: &Postgresql, to: &Path) -> Result<()> {
-    let file = fs::File::create(to).with_context(|| format!("failed to create `{}`", to.display()))?;
-    let mut command = postgres_command("pg_dump", pg);
-    command
-        .args(["--format=custom", "--dbname"])
-        .arg(&pg.database)
-        .stdout(file);
-    run(&mut command, "pg_dump")
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let file = fs::File::create(to).with_context(|| format!("failed to create `{}`", to.display()))?;
+        let mut command = postgres_command("pg_dump", pg);
+        command
+            .args(["--format=custom", "--dbname"])
+            .arg(&pg.database)
+            .stdout(file);
+        match run(&mut command, "pg_dump") {
+            Err(error) if tries < DUMP_TRIES && a_table_went_away(&error) => {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How often a dump whose table went away mid-way is tried.
+const DUMP_TRIES: u32 = 5;
+
+/// Whether pg_dump failed because a table it listed was dropped before it
+/// could lock it (`relation "..." does not exist`).
+fn a_table_went_away(error: &anyhow::Error) -> bool {
+    let text = format!("{error:#}");
+    text.contains("relation \"") && text.contains("does not exist")
 }
 
 /// A PostgreSQL client as the server's superuser, on the local socket.
@@ -154,4 +178,21 @@ pub(super) fn run(command: &mut Command, name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::a_table_went_away;
+
+    #[test]
+    fn only_a_table_dropped_mid_dump_is_tried_again() {
+        let went_away = anyhow::anyhow!(
+            "`pg_dump` failed (exit status: 1):\npg_dump: error: query failed: ERROR:  relation \"public._temp_populate_user_directory_rooms\" does not exist"
+        );
+        assert!(a_table_went_away(&went_away));
+        let refused = anyhow::anyhow!(
+            "`pg_dump` failed (exit status: 1):\npg_dump: error: connection to server failed: FATAL:  Peer authentication failed"
+        );
+        assert!(!a_table_went_away(&refused));
+    }
 }

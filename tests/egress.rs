@@ -55,7 +55,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddrV4;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -73,6 +72,7 @@ use serde_json::Value;
 
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::netns::{Background, Netns};
+use crate::support::squid;
 use crate::support::{in_ci, require_root, require_tool, require_tools, root};
 
 const IMAGE: &str = "appliance-egress-test:busybox";
@@ -875,11 +875,11 @@ fn ruleset(host: &Host, appliance: &Appliance) -> String {
 /// The generated squid configuration with adaptation 2.
 fn squid_config(host: &Host, scratch: &Path) -> String {
     let dir = scratch.join("squid");
-    crate::support::squid::make_dir(&dir);
+    squid::make_dir(&dir);
     let generated = proxy_config(host).expect("the default spec has sandboxes with egress");
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced = if let Some(adapted) = crate::support::squid::with_test_paths(line, &dir) {
+        let replaced = if let Some(adapted) = squid::with_test_paths(line, &dir) {
             adapted
         } else if let Some(adapted) = credential_paths(line, &dir) {
             adapted
@@ -910,17 +910,19 @@ fn squid_config(host: &Host, scratch: &Path) -> String {
 fn credential_paths(line: &str, dir: &Path) -> Option<String> {
     Some(match line.split_whitespace().next() {
         Some("http_port") if line.contains(" ssl-bump ") => {
-            let (cert, key) = appliance_ca(dir);
+            let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+            if !cert.exists() {
+                squid::appliance_ca(&cert, &key);
+            }
             line.replace(credentials::CA_CERT, cert.to_str().unwrap())
                 .replace(credentials::CA_KEY, key.to_str().unwrap())
         }
         Some("sslcrtd_program") => {
             let db = dir.join("ssl_db");
             if !db.exists() {
-                run_ok(Command::new(CERTGEN).arg("-c").arg("-s").arg(&db).args(["-M", "4MB"]));
-                run_ok(Command::new("chown").args(["-R", "proxy"]).arg(&db));
+                squid::certificate_db(&db);
             }
-            line.replace(CERTGEN_MARKER, CERTGEN)
+            line.replace(CERTGEN_MARKER, squid::CERTGEN)
                 .replace(credentials::SSL_DB, db.to_str().unwrap())
         }
         Some("include") => {
@@ -938,56 +940,6 @@ fn credential_paths(line: &str, dir: &Path) -> Option<String> {
         }
         _ => return None,
     })
-}
-
-/// Debian's certificate generator (package squid-openssl).
-const CERTGEN: &str = "/usr/lib/squid/security_file_certgen";
-
-/// `openssl` in `dir`, failing the test with its output.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The appliance CA as modules/egress.nix makes it at first boot (the same
-/// `openssl req`), in `dir`: its certificate and key, the key readable by
-/// squid's group only.
-fn appliance_ca(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    if !cert.exists() {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=agent-appliance egress CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE,pathlen:0",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        run_ok(Command::new("chgrp").arg("proxy").arg(&key));
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
-    }
-    (cert, key)
 }
 
 /// One egress world at a time: each runs a dockerd and a squid, and the
@@ -1108,7 +1060,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // The egress proxy.
     let squid_conf = scratch.join("squid.conf");
     fs::write(&squid_conf, squid_config(&hub, scratch)).unwrap();
-    crate::support::squid::assert_parses(world.appliance.command("squid"), &squid_conf);
+    squid::assert_parses(world.appliance.command("squid"), &squid_conf);
     services.push(world.appliance.spawn(
         "squid",
         &["-N", "-f", squid_conf.to_str().unwrap()],
@@ -1590,7 +1542,7 @@ fn a_long_domain_list_makes_a_config_squid_parses() {
     assert_eq!(acl_lines.count(), 600, "one line per name:\n{config}");
     let file = dir.path().join("squid.conf");
     fs::write(&file, &config).unwrap();
-    crate::support::squid::assert_parses(Command::new(squid), &file);
+    squid::assert_parses(Command::new(squid), &file);
 }
 
 /// squid starts behind the generated firewall, as NixOS orders them (the
@@ -1818,74 +1770,6 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
 /// address: the busybox servers hold 198.51.100.2:443).
 const GITHUB_STANDIN: &str = "198.51.100.3";
 
-/// A test CA (the stand-in's, which only squid and the spliced clients
-/// trust here) and its certificate for the names the stand-in serves.
-fn standin_certificate(dir: &Path, names: &[&str]) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "test-ca.key",
-            "-out",
-            "test-ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=agent-appliance egress test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "api.key",
-            "-out",
-            "api.csr",
-            "-subj",
-            "/CN=api.github.com",
-        ],
-    );
-    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    fs::write(
-        dir.join("api.ext"),
-        format!("subjectAltName={}\nextendedKeyUsage=serverAuth\n", san.join(",")),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "api.csr",
-            "-CA",
-            "test-ca.pem",
-            "-CAkey",
-            "test-ca.key",
-            "-CAcreateserial",
-            "-out",
-            "api.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "api.ext",
-        ],
-    );
-}
-
 /// Credentials at the proxy (SECURITY.md, "Credentials at the proxy") on
 /// the real squid (squid-openssl) with the default spec's generated
 /// configuration: balthasar's request to the GitHub API carries only its
@@ -1899,7 +1783,16 @@ fn standin_certificate(dir: &Path, names: &[&str]) {
 fn the_proxy_adds_balthasars_token_only_to_its_own_github_api_requests() {
     let why = "credentials added by the real egress proxy";
     let found: Vec<bool> = [
-        "squid", "nsenter", "ip", "dnsmasq", "busybox", "curl", "sysctl", "openssl", "python3", CERTGEN,
+        "squid",
+        "nsenter",
+        "ip",
+        "dnsmasq",
+        "busybox",
+        "curl",
+        "sysctl",
+        "openssl",
+        "python3",
+        squid::CERTGEN,
     ]
     .iter()
     .map(|t| require_tool(t, why).is_some())
@@ -1956,7 +1849,7 @@ fn the_proxy_adds_balthasars_token_only_to_its_own_github_api_requests() {
     // The stand-in GitHub API, which logs which credential it received.
     let github = scratch.join("github");
     fs::create_dir_all(&github).unwrap();
-    standin_certificate(&github, &names);
+    squid::test_ca_and_server_certificate(&github, "/CN=agent-appliance egress test CA", &names);
     let token = format!("ghp_egresstest{}", std::process::id());
     fs::write(github.join("token"), &token).unwrap();
     fs::write(github.join("placeholders"), format!("{}\n", credential.placeholder)).unwrap();

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::support::dockerd::Dockerd;
 use crate::support::netns::Netns;
+use crate::support::squid;
 use crate::support::synapse::Synapse;
 use crate::support::{in_ci, root};
 
@@ -592,63 +593,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
 fn github_files(hub: &Hub) {
     let dir = hub.github_dir();
     fs::create_dir_all(&dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl").current_dir(&dir).args(args).output().unwrap();
-        assert_ok(&format!("openssl {}", args[0]), &output);
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=agent-appliance rehearsal test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "api.key",
-        "-out",
-        "api.csr",
-        "-subj",
-        &format!("/CN={GITHUB_API}"),
-    ]);
-    fs::write(
-        dir.join("api.ext"),
-        format!("subjectAltName=DNS:{GITHUB_API},DNS:{GRANT_HOST}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "api.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "api.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "api.ext",
-    ]);
+    squid::test_ca_and_server_certificate(&dir, "/CN=agent-appliance rehearsal test CA", &[GITHUB_API, GRANT_HOST]);
     let mut random = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
@@ -699,7 +644,7 @@ fn start_egress(hub: &mut Hub, logs: &Path) {
         squid_config(hub, &logs.join("squid"), &hub.host_path(GRANTS_DIR)),
     )
     .unwrap();
-    crate::support::squid::assert_parses(hub.netns.command("squid"), &conf);
+    squid::assert_parses(hub.netns.command("squid"), &conf);
     let mut squid = hub.netns.command("squid");
     squid.arg("-N").arg("-f").arg(&conf);
     hub.services
@@ -779,21 +724,12 @@ fn credential_paths(hub: &Hub, line: &str, dir: &Path) -> Option<String> {
         }
         Some("sslcrtd_program") => {
             let db = dir.join("ssl_db");
-            let certgen = "/usr/lib/squid/security_file_certgen";
-            let init = Command::new(certgen)
-                .arg("-c")
-                .arg("-s")
-                .arg(&db)
-                .args(["-M", "4MB"])
-                .output()
-                .unwrap();
-            assert_ok("security_file_certgen -c", &init);
-            assert_ok(
-                "chown proxy ssl_db",
-                &Command::new("chown").args(["-R", "proxy"]).arg(&db).output().unwrap(),
-            );
-            line.replace(agent_appliance::generator::render::egress::CERTGEN_MARKER, certgen)
-                .replace(credentials::SSL_DB, db.to_str().unwrap())
+            squid::certificate_db(&db);
+            line.replace(
+                agent_appliance::generator::render::egress::CERTGEN_MARKER,
+                squid::CERTGEN,
+            )
+            .replace(credentials::SSL_DB, db.to_str().unwrap())
         }
         Some("include") => {
             let path = line.split_whitespace().nth(1).unwrap();
@@ -832,13 +768,13 @@ fn grant_file(line: &str, grants_dir: &Path) -> String {
 /// CA (GitHub's real certificate on the appliance). The grant files are
 /// below the hub's root, where the warden writes them.
 fn squid_config(hub: &Hub, dir: &Path, grants_dir: &Path) -> String {
-    crate::support::squid::make_dir(dir);
+    squid::make_dir(dir);
     fs::create_dir_all(grants_dir).unwrap();
     fs::set_permissions(grants_dir, fs::Permissions::from_mode(0o755)).unwrap();
     let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
     let mut text = String::new();
     for line in generated.lines() {
-        let replaced = crate::support::squid::with_test_paths(line, dir)
+        let replaced = squid::with_test_paths(line, dir)
             .or_else(|| credential_paths(hub, line, dir))
             .unwrap_or_else(|| grant_file(line, grants_dir));
         text.push_str(&replaced);
@@ -847,7 +783,7 @@ fn squid_config(hub: &Hub, dir: &Path, grants_dir: &Path) -> String {
     if text.contains(" ssl-bump ") {
         text.push_str(&format!(
             "tls_outgoing_options cafile={}\n",
-            hub.github_dir().join("ca.pem").display()
+            hub.github_dir().join("test-ca.pem").display()
         ));
     }
     text.push_str(&format!("dns_nameservers {WEB_ADDRESS}\nshutdown_lifetime 0 seconds\n"));
@@ -862,31 +798,7 @@ fn appliance_ca(hub: &Hub, dir: &Path) -> (PathBuf, PathBuf) {
     let ca_dir = hub.host_path(credentials::CA_DIR);
     fs::create_dir_all(&ca_dir).unwrap();
     let (cert, key) = (ca_dir.join("ca.pem"), dir.join("ca.key"));
-    let openssl = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-days", "2", "-subj", "/CN=agent-appliance egress CA"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE,pathlen:0"])
-        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .output()
-        .unwrap();
-    assert_ok("openssl req (the appliance CA)", &openssl);
-    assert_ok(
-        "chgrp proxy ca.key",
-        &Command::new("chgrp").arg("proxy").arg(&key).output().unwrap(),
-    );
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
+    squid::appliance_ca(&cert, &key);
     fs::set_permissions(&cert, fs::Permissions::from_mode(0o444)).unwrap();
     let hash = Command::new("openssl")
         .args(["x509", "-hash", "-noout", "-in"])
@@ -940,7 +852,7 @@ impl Hub {
         fs::read_to_string(self.host_root.path().join("logs/dnsmasq.log")).unwrap_or_default()
     }
 
-    /// The stand-in GitHub API's files: `ca.pem` (the test CA), `token`
+    /// The stand-in GitHub API's files: `test-ca.pem` (the test CA), `token`
     /// (the only credential it accepts), `requests.jsonl` (its log).
     pub fn github_dir(&self) -> PathBuf {
         self.host_root.path().join("github")

@@ -53,7 +53,7 @@ pub fn build_images(hub: &Hub) {
         models: inference.models.clone(),
         server_name: hub.appliance.matrix.server_name.clone(),
         web: format!("{}:{}", hub::WEB_HOST, hub::WEB_PORT),
-        github_ca: hub.github_dir().join("ca.pem"),
+        github_ca: hub.github_dir().join("test-ca.pem"),
     };
     images::build_all(&hub.daemon, hub.host_root.path(), &wanted, &services);
 }

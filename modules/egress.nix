@@ -238,8 +238,10 @@ in
       requires = lib.optional hasCredentials "appliance-egress-ca.service";
       # Before squid reads its configuration: the certificate database and
       # the credentials' include files (the token files may have changed).
+      # `mkBefore`: nixpkgs' own preStart runs `squid -z -f <conf>`, which
+      # stops on an `include` whose file is missing (a fresh host).
       preStart = lib.mkIf hasCredentials (
-        lib.mkAfter (
+        lib.mkBefore (
           ''
             if [ ! -d ${sslDb} ]; then
               mkdir -p ${dirOf sslDb}

@@ -23,6 +23,7 @@ rec {
   mkIf = condition: content: { _if = condition; } // (if condition then { inherit content; } else { });
   # Kept as written: the tests check what a module adds after the others.
   mkAfter = value: { _after = value; };
+  mkBefore = value: { _before = value; };
   mkForce = value: { _force = value; };
   getExe = pkg: "${pkg.name}/bin/${pkg.name}";
   getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
@@ -395,7 +396,9 @@ fn the_egress_module_writes_each_credential_from_its_token_file_at_squids_start(
     );
 
     assert_eq!(unit["preStart"]["_if"], true);
-    let script = unit["preStart"]["content"]["_after"].as_str().unwrap();
+    // Ordered before nixpkgs' own preStart (`squid -z -f <conf>`, which
+    // stops on a missing include file).
+    let script = unit["preStart"]["content"]["_before"].as_str().unwrap();
     let moved = dir.path().join("root");
     let script = script
         .replace("/var/", &format!("{}/var/", moved.display()))

@@ -13,15 +13,10 @@ use super::copy::{copy_tree, remove};
 use super::{MANIFEST, MANIFEST_SCHEMA, Manifest, StagedItem, now_secs, volume_data};
 
 /// Fills the staging directory afresh (a run killed half-way leaves one
-/// behind: it is replaced), printing a line per item through `say`.
+/// behind: it is replaced), printing a line per item through `say`. The
+/// repository's stale locks are the callers' (`appliance backup prepare`,
+/// the upgrade's snapshot), with their restic.
 pub fn prepare(config: &BackupConfig, say: &mut dyn FnMut(&str)) -> Result<Manifest> {
-    // The unit's `forget --prune` needs an exclusive lock, which a killed
-    // run's stale lock would refuse on every run after it.
-    if let Err(why) = super::restic::unlock("restic", config) {
-        say(&format!(
-            "stale locks not removed (a repository not made yet has none): {why}"
-        ));
-    }
     let staging = Path::new(&config.staging_dir);
     fresh_staging(staging)?;
     for dir in ["volumes", "paths", "postgresql"] {

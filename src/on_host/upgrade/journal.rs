@@ -2,7 +2,6 @@
 //! its snapshot exists: the next `appliance upgrade` finishes what a kill
 //! interrupted, with the same snapshot and the same generation to go back to.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -61,16 +60,13 @@ impl Journal {
         }
     }
 
-    /// Atomically: a reader sees the old journal or the new one.
+    /// Atomically, and synced with its directory: after a crash the next
+    /// run reads the old journal or the new one.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("/"));
+        let dir = path.parent().context("the upgrade journal's path has no directory")?;
         std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
-        let mut file = tempfile::NamedTempFile::new_in(dir)?;
-        file.write_all((serde_json::to_string_pretty(self)? + "\n").as_bytes())?;
-        file.as_file().sync_all()?;
-        file.persist(path)
-            .with_context(|| format!("failed to write `{}`", path.display()))?;
-        Ok(())
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        crate::on_host::atomic::replace(path, text.as_bytes(), None)
     }
 }
 

@@ -1,6 +1,6 @@
 # Builds one agent image with nixpkgs' dockerTools. Every argument comes
-# from the image's description in src/generator/model/image.rs (through the calls in
-# generated/images/), so the Nix image, the sandbox's run options and the
+# from the image's description in src/generator/model/image.rs (through
+# generated/images/<name>.json and fromGenerated of images/default.nix), so the Nix image, the sandbox's run options and the
 # rehearsal's test images agree on the user and the writable paths.
 { pkgs, lib }:
 {

@@ -36,8 +36,6 @@ pub struct ServiceFacts {
     pub hosts: &'static [&'static str],
     /// The `Authorization` scheme the tools send and the proxy writes.
     pub scheme: &'static str,
-    /// What uses it, for `appliance explain`.
-    pub used_by: &'static str,
 }
 
 /// `gh` sends `Authorization: token <GH_TOKEN>` to the REST and GraphQL
@@ -48,7 +46,6 @@ const GITHUB: ServiceFacts = ServiceFacts {
     variable: "GH_TOKEN",
     hosts: &["api.github.com", "uploads.github.com"],
     scheme: "token",
-    used_by: "`gh` (the `github` skill)",
 };
 
 pub fn facts(service: CredentialService) -> &'static ServiceFacts {

@@ -91,8 +91,9 @@ pub fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
-/// The name of an image's recipe, `images/<name>.nix`: the last segment of
-/// its repository. Hosts import the recipe by this name.
+/// The name of an image's description, `generated/images/<name>.json`: the
+/// last segment of its repository. Hosts name the description by it
+/// (`imageFile`), and images/default.nix builds it with `fromGenerated`.
 pub fn image_file(image: &str) -> &str {
     let (repository, _) = split_reference(image);
     repository.rsplit('/').next().unwrap_or(repository)

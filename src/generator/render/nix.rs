@@ -62,7 +62,7 @@ pub fn attr_name(name: &str) -> String {
     if plain { name.to_string() } else { string(name) }
 }
 
-/// A template value from any serializable data.
+/// A value to encode (minijinja's `Value`) from any serializable data.
 pub fn value<T: serde::Serialize>(data: T) -> Value {
     Value::from(minijinja::value::Serde(data))
 }
@@ -87,7 +87,7 @@ pub fn expr(code: impl Into<String>) -> Value {
     Value::from_safe_string(code.into())
 }
 
-/// Encodes a template value as Nix, indenting nested lines by `indent`.
+/// Encodes a value as Nix, indenting nested lines by `indent`.
 pub fn encode(value: &Value, indent: usize) -> Result<String, String> {
     let mut out = String::new();
     write_value(&mut out, value, indent, false)?;
@@ -110,7 +110,7 @@ fn write_value(out: &mut String, value: &Value, indent: usize, in_list: bool) ->
         return Ok(());
     }
     match value.kind() {
-        ValueKind::Undefined => return Err("undefined value in a Nix template".into()),
+        ValueKind::Undefined => return Err("undefined value in generated Nix".into()),
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => {

@@ -26,7 +26,8 @@ pub struct RestoreOptions<'a> {
     /// back; none: the directories only (no Docker on this machine).
     pub docker: Option<&'a str>,
     /// Names of the config's paths left as they are (an upgrade's rollback
-    /// keeps the warden's audit trail, which records it).
+    /// keeps the warden's directory, its state and the audit trail that
+    /// records the rollback).
     pub keep: &'a [String],
 }
 

@@ -37,7 +37,7 @@ pub fn outcome(up: &Upgrade, outcome: &Outcome, say: &mut dyn FnMut(&str)) {
         } => (
             "upgrade.rolled_back",
             format!(
-                "upgrade FAILED: {}. Rolled back: the system to generation {generation}, the state to snapshot `{snapshot}` (the warden's audit trail kept). After the rollback: {}",
+                "upgrade FAILED: {}. Rolled back: the system to generation {generation}, the state to snapshot `{snapshot}` (the warden's directory kept: its state and audit trail). After the rollback: {}",
                 failed.join("; "),
                 if after.is_empty() {
                     "healthy, every agent answers".to_string()

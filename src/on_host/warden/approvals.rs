@@ -303,9 +303,11 @@ impl Shared {
 }
 
 impl Warden<'_> {
-    /// `!approve <id>` / `!refuse <id>` from an admin (checked by the
-    /// caller): the first decision wins; anything else is refused, with why,
-    /// and audited as `approval.decision_refused`.
+    /// `!approve <id> [duration]` / `!refuse <id>` from an admin (checked
+    /// by the caller): the first decision wins; anything else is refused,
+    /// with why, and audited as `approval.decision_refused`. An approval
+    /// with a duration also stands for the code sandbox's later requests
+    /// (audited `approval.standing`).
     pub(super) fn decide_approval(
         &mut self,
         admin: &str,
@@ -416,7 +418,8 @@ impl Warden<'_> {
         Ok(())
     }
 
-    /// `!status`'s lines: the requests waiting for an admin.
+    /// `!status`'s lines: the standing approvals, then the requests
+    /// waiting for an admin.
     pub(super) fn approvals_status(&self) -> Vec<String> {
         let Some(shared) = &self.approvals else {
             return Vec::new();

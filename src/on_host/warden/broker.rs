@@ -3,7 +3,9 @@
 //! served on the host by the warden, not its code sandbox's dockerd. Each
 //! connection carries one request: the broker reads its head, classifies
 //! it, and either forwards it, refuses it (403, a JSON `message` the docker
-//! CLI prints), or holds it until an admin's `!approve` (approvals.rs).
+//! CLI prints), or holds it until an admin's `!approve` (approvals.rs);
+//! under a standing approval (`!approve <id> <duration>`) what it would
+//! hold is forwarded at once, audited.
 //!
 //! One request per connection: the head sent upstream says `Connection:
 //! close` (with `Upgrade` kept for attach and exec streams), so dockerd
@@ -318,7 +320,9 @@ impl Broker {
         }
     }
 
-    /// Saves the request, posts its card, waits; forwards it only when an
+    /// Under a standing approval of this sandbox, forwards it at once
+    /// (audited, no card). Otherwise saves the request, posts its card,
+    /// waits; forwards it only when an
     /// admin approved it and the agent is still connected.
     fn hold(&self, mut client: UnixStream, head: &Head, mut rest: Vec<u8>, action: Action) -> Result<()> {
         if let Err(why) = read_body(&mut client, head, action, &mut rest) {

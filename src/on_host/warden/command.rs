@@ -2,9 +2,10 @@
 //! [--stop]`, `!resume [agent|all]`, and the egress grants' `!allow <agent>
 //! <host> [duration]`, `!deny <agent> <host>`, `!grants`, and the code
 //! execution approvals' `!approve <request> [duration]`, `!refuse
-//! <request>`. Parsing only; who may run them, and whether a host or
-//! duration is acceptable, is the warden's business (so a refusal is
-//! answered and audited with why).
+//! <request>`. Parsing only (and `!approve`'s duration, which has no
+//! limit to check beyond the warden's cap); who may run them, and whether a
+//! host or an `!allow` duration is acceptable, is the warden's business (so
+//! a refusal is answered and audited with why).
 
 use crate::common::grants::parse_duration;
 

@@ -185,6 +185,94 @@ impl World {
         room_post(&self.client, token, room, "join", &json!({}))
     }
 
+    /// The appliance invites `user` to the ops room and `token` joins it:
+    /// a human there who is no admin (an admin could invite one).
+    fn into_ops(&self, user: &str, token: &str) {
+        let appliance = self.secret("secrets/_host/bootstrap/matrix-token");
+        let invite = room_post(
+            &self.client,
+            &appliance,
+            &self.ops,
+            "invite",
+            &json!({ "user_id": user }),
+        );
+        assert!(invite.ok(), "{}", invite.describe());
+        self.join_room(&self.ops, token);
+    }
+
+    /// Reacts with `key` to `event` in `room` (`m.reaction`, an
+    /// `m.annotation`); the homeserver's status.
+    fn react(&self, token: &str, room: &str, event: &str, key: &str) -> u16 {
+        self.txn.set(self.txn.get() + 1);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.reaction/r{}",
+            segment(room),
+            self.txn.get()
+        );
+        let content = json!({
+            "m.relates_to": { "rel_type": "m.annotation", "event_id": event, "key": key }
+        });
+        let reply = self.client.put(&path, Some(token), &content).unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        reply.status
+    }
+
+    /// The warden's notices in `room` that start with `prefix`, oldest
+    /// first: (event id, body, the event it replies to).
+    fn notice_events(&self, room: &str, token: &str, prefix: &str) -> Vec<(String, String, Option<String>)> {
+        let reply = self
+            .client
+            .get(
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", segment(room)),
+                Some(token),
+            )
+            .unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        let mut found: Vec<(String, String, Option<String>)> = reply.body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["sender"] == "@appliance:magi" && e["content"]["msgtype"] == "m.notice")
+            .filter(|e| e["content"]["body"].as_str().unwrap().starts_with(prefix))
+            .map(|e| {
+                (
+                    e["event_id"].as_str().unwrap().to_string(),
+                    e["content"]["body"].as_str().unwrap().to_string(),
+                    e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
+                        .as_str()
+                        .map(str::to_string),
+                )
+            })
+            .collect();
+        found.reverse();
+        found
+    }
+
+    /// The warden's answers to `card` in the ops room (its replies to it).
+    fn answers_to(&self, card: &str, token: &str) -> Vec<String> {
+        self.notice_events(&self.ops, token, "")
+            .into_iter()
+            .filter(|(_, _, to)| to.as_deref() == Some(card))
+            .map(|(_, body, _)| body)
+            .collect()
+    }
+
+    /// Sends a message in `room`; its event id.
+    fn send_in(&self, room: &str, token: &str, body: &str) -> String {
+        self.txn.set(self.txn.get() + 1);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/t{}",
+            segment(room),
+            self.txn.get()
+        );
+        let reply = self
+            .client
+            .put(&path, Some(token), &json!({ "msgtype": "m.text", "body": body }))
+            .unwrap();
+        assert!(reply.ok(), "{}", reply.describe());
+        reply.str("event_id").unwrap().to_string()
+    }
+
     /// Sends a message; the homeserver's status.
     fn send(&self, token: &str, body: &str) -> u16 {
         self.txn.set(self.txn.get() + 1);
@@ -456,7 +544,7 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
     let ops = world.notices_in(&world.ops, &admin);
     assert!(
         ops.iter().any(|n| n
-            == "egress denied: balthasar → unlisted.example.org:443 (1×), to grant it: `!allow balthasar unlisted.example.org 1h`"),
+            == "egress denied: balthasar → unlisted.example.org:443 (1×), to grant it: `!allow balthasar unlisted.example.org 1h` (or react ✅ to grant it for 1h, ❌ to refuse)"),
         "{ops:?}"
     );
 
@@ -529,6 +617,141 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
     fs::write(&file, "smuggled.example.org\n").unwrap();
     world.warden();
     assert_eq!(fs::read_to_string(&file).unwrap(), "");
+
+    let verify = appliance()
+        .args(["audit", "verify"])
+        .arg(world.audit_path())
+        .output()
+        .unwrap();
+    assert_ok(&verify);
+}
+
+/// Reactions on denial cards (docs/warden.md, "Reactions on cards"): each
+/// grantable denial is a card of its own; an admin's 👍 on it grants that
+/// host to that sandbox for the default duration, an admin's 👎 on another
+/// refuses it; a stranger's ✅ does nothing but is audited; a second
+/// reaction on an answered card is refused, answered and audited; a
+/// reaction on an event that is no card, or with another emoji, does
+/// nothing; one on a warden notice that is no card is answered. Every
+/// warden run here is a new process: the cards are remembered across
+/// restarts (`state.json`).
+#[test]
+fn reactions_on_denial_cards_grant_for_admins_only() {
+    let Some(venv) = venv() else { return };
+    let (world, _synapse) = World::start(&venv);
+    assert!(world.warden().contains("first sync: starting from now"));
+    let file = world.grants_dir().join("balthasar");
+    let admin = world.admin();
+    let stranger = world.stranger();
+    world.into_ops("@stranger:magi", &stranger);
+    let denied = |host: &str| {
+        format!("1796458100.123 0 10.88.0.10 TCP_DENIED/403 3891 CONNECT {host}:443 - HIER_NONE/- text/html\n")
+    };
+    fs::write(
+        world.state.join("no-proxy.log"),
+        denied("first.example.org") + &denied("second.example.org"),
+    )
+    .unwrap();
+    world.warden();
+    let cards = world.notice_events(&world.ops, &admin, "egress denied: ");
+    assert_eq!(cards.len(), 2, "one card per grantable denial: {cards:?}");
+    let card = |host: &str| {
+        cards
+            .iter()
+            .find(|(_, body, _)| body.contains(&format!("balthasar → {host}:443")))
+            .unwrap_or_else(|| panic!("no card for {host}: {cards:?}"))
+            .0
+            .clone()
+    };
+    let (first, second) = (card("first.example.org"), card("second.example.org"));
+    let reactions =
+        |world: &World, kind: &str| -> Vec<Record> { world.records().into_iter().filter(|r| r.kind == kind).collect() };
+
+    // A stranger's ✅: nothing granted, audited, unanswered.
+    world.react(&stranger, &world.ops, &first, "✅");
+    // Another emoji, and a reaction on an event that is no card: nothing.
+    world.react(&admin, &world.ops, &second, "👀");
+    let hello = world.send_in(&world.ops, &admin, "hello");
+    world.react(&admin, &world.ops, &hello, "👍");
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "");
+    let refused = reactions(&world, "reaction.refused");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(
+        (refused[0].actor.as_str(), refused[0].subject.as_str()),
+        ("@stranger:magi", "first.example.org")
+    );
+    assert_contains(&refused[0].detail, "not an admin: ✅ on the egress denial card");
+    assert!(reactions(&world, "reaction").is_empty());
+    assert!(world.answers_to(&first, &admin).is_empty());
+    assert!(world.answers_to(&second, &admin).is_empty());
+    assert!(world.answers_to(&hello, &admin).is_empty());
+
+    // The admin's 👍 (as Element sends it, with a variation selector):
+    // granted for the default duration, answered on the card, audited.
+    world.react(&admin, &world.ops, &first, "👍\u{fe0f}");
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "first.example.org\n");
+    let answers = world.answers_to(&first, &admin);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        answers[0].starts_with(
+            "granted: balthasar may reach first.example.org (ports 80 and 443, through the egress proxy) for 1h, until "
+        ),
+        "{answers:?}"
+    );
+    let said = reactions(&world, "reaction");
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!(
+        (said[0].actor.as_str(), said[0].subject.as_str()),
+        (ADMIN, "first.example.org")
+    );
+    assert_contains(&said[0].detail, "as `!allow balthasar first.example.org 1h`");
+    let granted = reactions(&world, "grant");
+    assert_eq!(granted.len(), 1);
+    assert_eq!(
+        (granted[0].actor.as_str(), granted[0].subject.as_str()),
+        (ADMIN, "first.example.org")
+    );
+
+    // A second answer on the same card: refused with why, the grant stands.
+    world.react(&admin, &world.ops, &first, "❌");
+    // The admin's 👎 on the other card: a refusal on record.
+    world.react(&admin, &world.ops, &second, "👎");
+    world.warden();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "first.example.org\n");
+    let answers = world.answers_to(&first, &admin);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers[1].starts_with("not done: this card was already answered by @gendo:magi"),
+        "{answers:?}"
+    );
+    let refused = reactions(&world, "reaction.refused");
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert_eq!(refused[1].actor, ADMIN);
+    let answers = world.answers_to(&second, &admin);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        answers[0].starts_with("refused: balthasar → second.example.org (no grant was open)"),
+        "{answers:?}"
+    );
+    let denials = reactions(&world, "grant.denied");
+    assert_eq!(denials.len(), 1);
+    assert_eq!(
+        (denials[0].actor.as_str(), denials[0].subject.as_str()),
+        (ADMIN, "second.example.org")
+    );
+
+    // 👍 on a warden notice that is no card (the audit head): answered,
+    // audited, nothing done.
+    let head = world.notice_events(&world.ops, &admin, "audit head: ").pop().unwrap().0;
+    world.react(&admin, &world.ops, &head, "👍");
+    world.warden();
+    let answers = world.answers_to(&head, &admin);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].contains("not a card the warden remembers"), "{answers:?}");
+    assert_eq!(reactions(&world, "reaction.refused").len(), 3);
+    assert_eq!(reactions(&world, "grant").len(), 1);
 
     let verify = appliance()
         .args(["audit", "verify"])
@@ -1059,28 +1282,108 @@ fn code_execution_waits_for_an_admins_approval() {
             && answers.iter().any(|n| n.contains("no code execution request `c99`"))
     });
 
-    // A restart while c2 waits: the agent's connection ends with the old
+    // A reaction on the card decides as the command does: a stranger's
+    // ✅ changes nothing and is audited; the admin's 👍 approves it once
+    // (no standing approval); a later ❌ is refused, the first stands.
+    world.into_ops("@stranger:magi", &stranger);
+    let mut run = run_busybox(&world, "reacted-output");
+    world.wait_for("the second card", || cards(&world).len() == 2);
+    assert_contains(&cards(&world)[1], "(or react ✅ to approve it once, ❌ to refuse)");
+    let card = world
+        .notice_events(&world.ops, &admin, "code execution request c2:")
+        .pop()
+        .unwrap()
+        .0;
+    let approvals = world.state.join("warden/approvals.json");
+    world.wait_for("the card's event id", || {
+        let saved: Value = serde_json::from_str(&fs::read_to_string(&approvals).unwrap()).unwrap();
+        saved["requests"]["c2"]["card"] == card.as_str()
+    });
+    world.react(&stranger, &world.ops, &card, "✅");
+    world.wait_for("the stranger's reaction refused", || {
+        count(&world.records(), "reaction.refused", "@stranger:magi") == 1
+    });
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "docker run ended on a stranger's reaction"
+    );
+    assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
+    world.react(&admin, &world.ops, &card, "👍");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "docker run did not end after the admin's 👍");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = run.wait_with_output().unwrap();
+    assert_ok(&output);
+    assert_eq!(stdout(&output).trim(), "reacted-output");
+    let records = world.records();
+    assert_eq!(count(&records, "approval.approved", ADMIN), 2);
+    assert_eq!(count(&records, "approval.standing", ADMIN), 0);
+    assert!(
+        records.iter().any(|r| r.kind == "reaction"
+            && r.actor == ADMIN
+            && r.subject == "c2"
+            && r.detail.contains("as `!approve c2`")),
+        "{records:#?}"
+    );
+    world.wait_for("the answer on the card", || {
+        world
+            .answers_to(&card, &admin)
+            .iter()
+            .any(|a| a.starts_with("approved: c2"))
+    });
+    world.react(&admin, &world.ops, &card, "❌");
+    world.wait_for("the late reaction's refusal", || {
+        count(&world.records(), "approval.decision_refused", ADMIN) == 3
+    });
+    world.wait_for("its answer", || {
+        world
+            .answers_to(&card, &admin)
+            .iter()
+            .any(|a| a.contains("request c2 was already approved by @gendo:magi"))
+    });
+
+    // A restart while c3 waits: the agent's connection ends with the old
     // warden; the request stays pending and cannot be approved.
     let waiting = run_busybox(&world, "never");
-    world.wait_for("the second card", || cards(&world).len() == 2);
+    world.wait_for("the third card", || cards(&world).len() == 3);
+    world.wait_for("its event id saved", || {
+        let saved: Value = serde_json::from_str(&fs::read_to_string(&approvals).unwrap()).unwrap();
+        saved["requests"]["c3"]["card"].is_string()
+    });
     drop(warden);
     let output = waiting.wait_with_output().unwrap();
     assert!(!output.status.success(), "{}", stdout(&output));
     let pending = |world: &World| -> Value {
         serde_json::from_str(&fs::read_to_string(world.state.join("warden/approvals.json")).unwrap()).unwrap()
     };
-    assert!(pending(&world)["requests"]["c2"].get("decision").is_none());
-    assert_eq!(world.send(&admin, "!approve c2"), 200);
+    assert!(pending(&world)["requests"]["c3"].get("decision").is_none());
+    assert_eq!(world.send(&admin, "!approve c3"), 200);
     world.warden();
     let answer = world.notices(&admin).last().unwrap().clone();
-    assert_contains(&answer, "request c2 cannot be approved");
-    assert!(pending(&world)["requests"]["c2"].get("decision").is_none());
+    assert_contains(&answer, "request c3 cannot be approved");
+    assert!(pending(&world)["requests"]["c3"].get("decision").is_none());
+    // Nor by a reaction on its card, which the new warden still knows.
+    let card = world
+        .notice_events(&world.ops, &admin, "code execution request c3:")
+        .pop()
+        .unwrap()
+        .0;
+    world.react(&admin, &world.ops, &card, "✅");
+    world.warden();
+    let answers = world.answers_to(&card, &admin);
+    assert!(
+        answers.iter().any(|a| a.contains("request c3 cannot be approved")),
+        "{answers:?}"
+    );
+    assert!(pending(&world)["requests"]["c3"].get("decision").is_none());
     assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
     // `!status` lists it.
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();
     let status = world.notices(&admin).last().unwrap().clone();
-    assert_contains(&status, "code execution request c2: @casper:magi in casper-exec");
+    assert_contains(&status, "code execution request c3: @casper:magi in casper-exec");
 
     // No admin in time: refused, and the docker CLI says so.
     let _warden = world.spawn_warden(3);
@@ -1093,7 +1396,7 @@ fn code_execution_waits_for_an_admins_approval() {
     assert!(!output.status.success());
     assert_contains(
         stderr(&output),
-        "code execution request c3 expired: no admin of the appliance approved it in time",
+        "code execution request c4 expired: no admin of the appliance approved it in time",
     );
     let expired: Vec<String> = world
         .records()
@@ -1101,13 +1404,13 @@ fn code_execution_waits_for_an_admins_approval() {
         .filter(|r| r.kind == "approval.expired")
         .map(|r| r.subject)
         .collect();
-    assert_eq!(expired, ["c3"]);
+    assert_eq!(expired, ["c4"]);
     assert_eq!(docker_ok(&daemon, &["ps", "-aq"]).trim(), "");
     let notices = world.notices_in(&world.ops, &admin);
     assert!(
         notices
             .iter()
-            .any(|n| n.starts_with("code execution request c3 expired, refused")),
+            .any(|n| n.starts_with("code execution request c4 expired, refused")),
         "{notices:?}"
     );
     drop(daemon);

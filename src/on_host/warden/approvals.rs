@@ -80,6 +80,10 @@ pub struct Request {
     pub until: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// The event id of its card in the ops room, once posted: an admin's
+    /// reaction on it decides as `!approve`/`!refuse` do (reactions.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +261,7 @@ impl Shared {
             since: now,
             until: now + timeout.as_secs().max(1),
             decision: None,
+            card: None,
         };
         inner.approvals.requests.insert(id.clone(), request.clone());
         inner.live.insert(id.clone());
@@ -295,6 +300,27 @@ impl Shared {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
+    }
+
+    /// Records the event id of `id`'s card, once it is posted.
+    pub fn set_card(&self, id: &str, event: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let Some(request) = inner.approvals.requests.get_mut(id) else {
+            return Ok(());
+        };
+        request.card = Some(event.to_string());
+        self.save(&inner)
+    }
+
+    /// The request whose card is `event`, if any is remembered.
+    pub fn by_card(&self, event: &str) -> Option<(String, Request)> {
+        let inner = self.lock();
+        inner
+            .approvals
+            .requests
+            .iter()
+            .find(|(_, r)| r.card.as_deref() == Some(event))
+            .map(|(id, r)| (id.clone(), r.clone()))
     }
 
     fn wake(&self) {
@@ -474,6 +500,7 @@ mod tests {
             since: 0,
             until,
             decision: None,
+            card: None,
         }
     }
 

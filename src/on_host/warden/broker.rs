@@ -223,7 +223,8 @@ impl Notifier {
         Ok(())
     }
 
-    fn notice(&self, txn: &str, text: &str) -> Result<()> {
+    /// Posts `text` in the ops room; the event id Synapse gave it.
+    fn notice(&self, txn: &str, text: &str) -> Result<String> {
         let client = Client::new(
             &self.homeserver,
             Instant::now() + Duration::from_secs(60),
@@ -242,7 +243,7 @@ impl Notifier {
         if !reply.ok() {
             bail!("failed to post in the ops room ({})", reply.describe());
         }
-        Ok(())
+        Ok(reply.str("event_id").unwrap_or_default().to_string())
     }
 }
 
@@ -353,13 +354,17 @@ impl Broker {
             &format!("in {}: {what}", self.sandbox),
         )?;
         let card = format!(
-            "code execution request {id}: {} wants to {what} in {}. `!approve {id}` or `!refuse {id}`; refused if no admin decides by {}",
+            "code execution request {id}: {} wants to {what} in {}. `!approve {id}` or `!refuse {id}` (or react ✅ to approve it once, ❌ to refuse); refused if no admin decides by {}",
             self.agent,
             self.sandbox,
             audit::rfc3339(request.until)
         );
         let txn = format!("approval-{}-{id}-card", std::process::id());
-        if let Err(error) = self.notifier.notice(&txn, &card) {
+        let posted = self
+            .notifier
+            .notice(&txn, &card)
+            .and_then(|event| self.shared.set_card(&id, &event));
+        if let Err(error) = posted {
             // Nobody can approve what nobody saw: refused now.
             self.refuse_unseen(&id)?;
             self.notifier

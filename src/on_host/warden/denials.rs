@@ -12,7 +12,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::Warden;
+use super::state::EgressCard;
+use super::{Warden, grants};
 
 /// How far the proxy log was read: a byte offset into one file (its inode,
 /// so a rotated log is read from its start).
@@ -97,6 +98,7 @@ pub fn summarize(lines: &[String], names: &BTreeMap<String, String>) -> BTreeMap
 
 impl Warden<'_> {
     pub(super) fn watch_denials(&mut self) -> Result<()> {
+        self.forget_cards();
         let Some(path) = self.proxy_log.clone() else {
             return Ok(());
         };
@@ -118,6 +120,7 @@ impl Warden<'_> {
         self.proxy_log_failing = false;
         let summary = summarize(&lines, &self.addresses);
         let mut parts = Vec::new();
+        let mut cards = Vec::new();
         for ((sandbox, destination), (count, last)) in &summary {
             let detail = format!("{count} request(s) to {destination} refused by the egress proxy");
             self.audit("egress.denied", sandbox, destination, &detail)?;
@@ -138,10 +141,27 @@ impl Warden<'_> {
                 part.push_str(
                     " despite an open grant: it resolves to a private, loopback, link-local or metadata address",
                 );
-            } else if let Some(hint) = self.grant_hint(sandbox, destination) {
-                part.push_str(&format!(", to grant it: {hint}"));
+            } else if let (Some(hint), Some(host)) = (self.grant_hint(sandbox, destination), host) {
+                // A card of its own, so a reaction names one grant.
+                let default = grants::compact_duration(self.grant_policy.default_secs);
+                part.push_str(&format!(
+                    ", to grant it: {hint} (or react ✅ to grant it for {default}, ❌ to refuse)"
+                ));
+                cards.push((part, sandbox.clone(), host));
+                continue;
             }
             parts.push(part);
+        }
+        for (text, sandbox, host) in cards {
+            let ops = self.ops.clone();
+            let event = self.post(&ops, &format!("egress denied: {text}"), None)?;
+            let card = EgressCard {
+                sandbox,
+                host,
+                posted: grants::unix_now(),
+                answered: None,
+            };
+            self.state.cards.insert(event, card);
         }
         if !parts.is_empty() {
             self.ops_notice(&format!("egress denied: {}", parts.join("; ")))?;

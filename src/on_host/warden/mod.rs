@@ -15,6 +15,7 @@ pub mod docker;
 pub mod grants;
 mod health;
 pub mod power;
+mod reactions;
 pub mod readiness;
 pub mod state;
 mod toollog;
@@ -414,8 +415,12 @@ impl<'a> Warden<'a> {
     }
 
     fn handle_event(&mut self, room_id: &str, event: &Value) -> Result<()> {
-        if event.get("type").and_then(Value::as_str) != Some("m.room.message") {
-            return Ok(());
+        match event.get("type").and_then(Value::as_str) {
+            Some("m.room.message") => {}
+            // Not a message: it counts for neither the loop breaker nor
+            // an agent's last message.
+            Some("m.reaction") => return self.handle_reaction(room_id, event),
+            _ => return Ok(()),
         }
         // `sender` is the homeserver's: it authenticated whoever sent it.
         let sender = event
@@ -779,6 +784,12 @@ impl<'a> Warden<'a> {
     }
 
     fn notice(&mut self, room_id: &str, text: &str) -> Result<()> {
+        self.post(room_id, text, None).map(|_| ())
+    }
+
+    /// Posts a notice, as a reply to `reply_to` when given; the event id
+    /// Synapse gave it (what a reaction on a card names).
+    fn post(&mut self, room_id: &str, text: &str, reply_to: Option<&str>) -> Result<String> {
         self.sent += 1;
         let txn = format!("warden-{}-{}-{}", std::process::id(), audit::now(), self.sent);
         let path = format!(
@@ -786,15 +797,15 @@ impl<'a> Warden<'a> {
             segment(room_id),
             segment(&txn)
         );
-        let reply = self.client.put(
-            &path,
-            Some(&self.token),
-            &json!({ "msgtype": "m.notice", "body": text }),
-        )?;
+        let mut content = json!({ "msgtype": "m.notice", "body": text });
+        if let Some(event) = reply_to {
+            content["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": event } });
+        }
+        let reply = self.client.put(&path, Some(&self.token), &content)?;
         if !reply.ok() {
             bail!("failed to post a notice in room `{room_id}` ({})", reply.describe());
         }
-        Ok(())
+        Ok(reply.str("event_id").unwrap_or_default().to_string())
     }
 }
 
@@ -814,11 +825,12 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
-/// Only messages of joined rooms: no state, presence, receipts or typing.
+/// Only messages and reactions (an admin's answer to a card) of joined
+/// rooms: no state, presence, receipts or typing.
 fn sync_filter() -> Value {
     json!({
         "room": {
-            "timeline": { "limit": 100, "types": ["m.room.message"] },
+            "timeline": { "limit": 100, "types": ["m.room.message", "m.reaction"] },
             "state": { "types": [] },
             "ephemeral": { "types": [] },
             "account_data": { "types": [] },

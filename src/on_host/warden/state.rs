@@ -47,6 +47,34 @@ pub struct State {
     /// When the last backup run the warden reported ended (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_finished: Option<u64>,
+    /// Event id of an egress denial card in the ops room -> what it asks,
+    /// so an admin's reaction on it can grant or refuse, also after a
+    /// restart (reactions.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cards: BTreeMap<String, EgressCard>,
+}
+
+/// A denial card: one sandbox refused one host, grantable with `!allow`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressCard {
+    pub sandbox: String,
+    /// The host name, as `!allow` takes it (no port).
+    pub host: String,
+    /// Unix seconds it was posted at.
+    pub posted: u64,
+    /// The first admin's reaction on it; later ones are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<Answer>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    pub by: String,
+    /// `allow` or `deny`.
+    pub what: String,
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

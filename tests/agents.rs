@@ -300,6 +300,65 @@ fn openclaw_secrets_audit_catches_a_missing_secret() {
     assert_ne!(audit["status"], json!("clean"), "{}", output_text(&output));
 }
 
+/// The shipped spec with melchior (OpenClaw) given the `exec` tool: its
+/// config as generated, and the model's melchior.
+fn openclaw_with_exec() -> (Agent, String) {
+    let spec = fs::read_to_string(root().join("appliance.toml")).unwrap();
+    // melchior's is the only agent with exactly this line.
+    let line = "\ntools = [\"web-fetch\"]\n";
+    assert_eq!(spec.matches(line).count(), 1, "the shipped spec changed");
+    assert!(spec.find(line) > spec.find("[agents.melchior]"));
+    let spec = spec.replacen(line, "\ntools = [\"web-fetch\", \"exec\"]\n", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appliance.toml");
+    fs::write(&path, spec).unwrap();
+    let (appliance, tree) = load(&path);
+    let agent = appliance.agents["melchior"].clone();
+    assert!(
+        agent
+            .tools
+            .contains(&agent_appliance::generator::spec::schema::Tool::Exec),
+        "{:?}",
+        agent.tools
+    );
+    let text = String::from_utf8(tree["agents/melchior/openclaw.json"].clone()).unwrap();
+    (agent, text)
+}
+
+/// OpenClaw's own Matrix exec approvals (docs/agents.md, "Approvals, and
+/// what each guards"): written only where exec is not denied outright,
+/// with the spec's admins as the only approvers (never the other humans
+/// of `dm.allowFrom`), prompts in their DMs; OpenClaw accepts it.
+#[test]
+fn openclaw_exec_approvals_go_to_the_spec_admins_only() {
+    for (label, agent, _, text) in configs(AgentKind::Openclaw) {
+        let config: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(config["tools"]["exec"]["security"], json!("deny"), "{label}");
+        assert!(config["channels"]["matrix"].get("execApprovals").is_none(), "{label}");
+        assert!(!agent.admins.is_empty(), "{label}");
+    }
+    let (agent, text) = openclaw_with_exec();
+    let config: Value = serde_json::from_str(&text).unwrap();
+    assert!(config["tools"].get("exec").is_none(), "{config}");
+    assert_eq!(
+        config["channels"]["matrix"]["execApprovals"],
+        json!({ "enabled": true, "approvers": ["@gendo:magi"], "target": "dm" })
+    );
+    assert_eq!(json!(agent.admins), json!(["@gendo:magi"]));
+    let Some(openclaw) = openclaw() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    openclaw.stage(dir.path(), &text);
+    let output = openclaw.validate(dir.path());
+    assert!(
+        output.status.success(),
+        "openclaw rejects execApprovals\n{}",
+        output_text(&output)
+    );
+    let report = stdout_json(&output);
+    assert_eq!(report["valid"], json!(true), "{report}");
+    assert_eq!(report["warnings"], json!([]), "{report}");
+}
+
 #[test]
 fn openclaw_uses_native_ollama_and_is_locked_down() {
     for (label, agent, _, text) in configs(AgentKind::Openclaw) {

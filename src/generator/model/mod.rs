@@ -263,6 +263,10 @@ pub struct Agent {
     pub egress_proxy: Option<String>,
     /// Users the agent answers: appliance admins.
     pub allowed_users: Vec<String>,
+    /// The spec's admins (`[matrix] admins`, full user ids): those of
+    /// `allowed_users` who may approve what the agent's own software asks
+    /// approval for (OpenClaw's exec approvals).
+    pub admins: Vec<String>,
     /// Room aliases the agent joins.
     pub rooms: Vec<String>,
     /// Host directory with this agent's runtime secrets.

@@ -161,6 +161,24 @@ struct Matrix {
     auto_join: &'static str,
     auto_join_allowlist: Vec<String>,
     network: MatrixNetwork,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec_approvals: Option<ExecApprovals>,
+}
+
+/// OpenClaw's Matrix exec approvals (`channels.matrix.execApprovals`,
+/// docs/agents.md "Approvals, and what each guards"): when OpenClaw's own
+/// exec policy asks before a command, who may answer. Unset, OpenClaw
+/// falls back to `dm.allowFrom`, every human of the agent's rooms.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecApprovals {
+    enabled: bool,
+    /// The spec's admins only.
+    approvers: Vec<String>,
+    /// The prompt goes to each approver's DM: the agents' rooms are
+    /// shared with other agents and humans, and the prompt shows the
+    /// command.
+    target: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -390,6 +408,13 @@ fn matrix_channel(agent: &Agent) -> Matrix {
         network: MatrixNetwork {
             dangerously_allow_private_network: true,
         },
+        // Only where exec is not denied outright: the spec's admins answer
+        // whatever OpenClaw asks before a command.
+        exec_approvals: agent.tools.contains(&Tool::Exec).then(|| ExecApprovals {
+            enabled: true,
+            approvers: agent.admins.clone(),
+            target: "dm",
+        }),
     }
 }
 

@@ -143,6 +143,7 @@ fn resolve_agent(
         approve,
         credentials,
         allowed_users,
+        admins: ctx.accounts.admins.clone(),
         rooms,
         secrets_dir: format!("{STATE_DIR}/secrets/{}", name.get_ref()),
         sandbox: name.get_ref().clone(),

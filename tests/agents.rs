@@ -238,15 +238,13 @@ impl OpenClaw {
     fn validate(&self, dir: &Path) -> Output {
         self.run(dir, &["config", "validate", "--json"], &[])
     }
-}
 
-#[test]
-fn openclaw_accepts_every_generated_config() {
-    let Some(openclaw) = openclaw() else { return };
-    for (label, _, _, text) in configs(AgentKind::Openclaw) {
-        let dir = tempfile::tempdir().unwrap();
-        openclaw.stage(dir.path(), &text);
-        let output = openclaw.validate(dir.path());
+    /// Stages `text` in `dir` and has OpenClaw validate it: valid, with
+    /// no warning.
+    #[track_caller]
+    fn assert_valid(&self, label: &str, dir: &Path, text: &str) {
+        self.stage(dir, text);
+        let output = self.validate(dir);
         assert!(
             output.status.success(),
             "{label}: openclaw rejects the config\n{}",
@@ -255,6 +253,15 @@ fn openclaw_accepts_every_generated_config() {
         let report = stdout_json(&output);
         assert_eq!(report["valid"], json!(true), "{label}: {report}");
         assert_eq!(report["warnings"], json!([]), "{label}: {report}");
+    }
+}
+
+#[test]
+fn openclaw_accepts_every_generated_config() {
+    let Some(openclaw) = openclaw() else { return };
+    for (label, _, _, text) in configs(AgentKind::Openclaw) {
+        let dir = tempfile::tempdir().unwrap();
+        openclaw.assert_valid(&label, dir.path(), &text);
 
         // Every SecretRef resolves (the gateway token from the env file the
         // bootstrap writes, here a fake), and no secret is inline.
@@ -347,16 +354,7 @@ fn openclaw_exec_approvals_go_to_the_spec_admins_only() {
     assert_eq!(json!(agent.admins), json!(["@gendo:magi"]));
     let Some(openclaw) = openclaw() else { return };
     let dir = tempfile::tempdir().unwrap();
-    openclaw.stage(dir.path(), &text);
-    let output = openclaw.validate(dir.path());
-    assert!(
-        output.status.success(),
-        "openclaw rejects execApprovals\n{}",
-        output_text(&output)
-    );
-    let report = stdout_json(&output);
-    assert_eq!(report["valid"], json!(true), "{report}");
-    assert_eq!(report["warnings"], json!([]), "{report}");
+    openclaw.assert_valid("melchior with exec", dir.path(), &text);
 }
 
 #[test]

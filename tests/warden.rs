@@ -187,7 +187,7 @@ impl World {
 
     /// The appliance invites `user` to the ops room and `token` joins it:
     /// a human there who is no admin (an admin could invite one).
-    fn into_ops(&self, user: &str, token: &str) {
+    fn invite_to_ops(&self, user: &str, token: &str) {
         let appliance = self.secret("secrets/_host/bootstrap/matrix-token");
         let invite = room_post(
             &self.client,
@@ -201,20 +201,30 @@ impl World {
     }
 
     /// Reacts with `key` to `event` in `room` (`m.reaction`, an
-    /// `m.annotation`); the homeserver's status.
-    fn react(&self, token: &str, room: &str, event: &str, key: &str) -> u16 {
-        self.txn.set(self.txn.get() + 1);
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.reaction/r{}",
-            segment(room),
-            self.txn.get()
-        );
+    /// `m.annotation`).
+    fn react(&self, token: &str, room: &str, event: &str, key: &str) {
         let content = json!({
             "m.relates_to": { "rel_type": "m.annotation", "event_id": event, "key": key }
         });
-        let reply = self.client.put(&path, Some(token), &content).unwrap();
+        let reply = self.put_event(room, token, "m.reaction", &content);
         assert!(reply.ok(), "{}", reply.describe());
-        reply.status
+    }
+
+    /// Sends an event of `kind` in `room`; the homeserver's reply.
+    fn put_event(
+        &self,
+        room: &str,
+        token: &str,
+        kind: &str,
+        content: &Value,
+    ) -> agent_appliance::on_host::bootstrap::client::Reply {
+        self.txn.set(self.txn.get() + 1);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/{kind}/t{}",
+            segment(room),
+            self.txn.get()
+        );
+        self.client.put(&path, Some(token), content).unwrap()
     }
 
     /// The warden's notices in `room` that start with `prefix`, oldest
@@ -259,33 +269,20 @@ impl World {
 
     /// Sends a message in `room`; its event id.
     fn send_in(&self, room: &str, token: &str, body: &str) -> String {
-        self.txn.set(self.txn.get() + 1);
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/t{}",
-            segment(room),
-            self.txn.get()
+        let reply = self.put_event(
+            room,
+            token,
+            "m.room.message",
+            &json!({ "msgtype": "m.text", "body": body }),
         );
-        let reply = self
-            .client
-            .put(&path, Some(token), &json!({ "msgtype": "m.text", "body": body }))
-            .unwrap();
         assert!(reply.ok(), "{}", reply.describe());
         reply.str("event_id").unwrap().to_string()
     }
 
     /// Sends a message; the homeserver's status.
     fn send(&self, token: &str, body: &str) -> u16 {
-        self.txn.set(self.txn.get() + 1);
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/t{}",
-            segment(&self.room),
-            self.txn.get()
-        );
-        let reply = self
-            .client
-            .put(&path, Some(token), &json!({ "msgtype": "m.text", "body": body }))
-            .unwrap();
-        reply.status
+        let content = json!({ "msgtype": "m.text", "body": body });
+        self.put_event(&self.room, token, "m.room.message", &content).status
     }
 
     /// One bounded warden run: what is new since the last one.
@@ -350,23 +347,10 @@ impl World {
 
     /// The warden's notices in `room`, oldest first.
     fn notices_in(&self, room: &str, token: &str) -> Vec<String> {
-        let reply = self
-            .client
-            .get(
-                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", segment(room)),
-                Some(token),
-            )
-            .unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
-        let mut notices: Vec<String> = reply.body["chunk"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["sender"] == "@appliance:magi" && e["content"]["msgtype"] == "m.notice")
-            .map(|e| e["content"]["body"].as_str().unwrap().to_string())
-            .collect();
-        notices.reverse();
-        notices
+        self.notice_events(room, token, "")
+            .into_iter()
+            .map(|(_, body, _)| body)
+            .collect()
     }
 
     /// As an admin of the room would, by hand.
@@ -418,6 +402,27 @@ fn about(world: &World, kind: &str, subject: &str) -> usize {
         .count()
 }
 
+impl World {
+    /// `appliance audit verify` accepts the trail.
+    #[track_caller]
+    fn assert_audit_verifies(&self) {
+        let verify = appliance()
+            .args(["audit", "verify"])
+            .arg(self.audit_path())
+            .output()
+            .unwrap();
+        assert_ok(&verify);
+    }
+
+    /// A world after the warden's first run; balthasar's grant file.
+    fn granting(venv: &std::path::Path) -> (World, Synapse, PathBuf) {
+        let (world, synapse) = World::start(venv);
+        assert!(world.warden().contains("first sync: starting from now"));
+        let file = world.grants_dir().join("balthasar");
+        (world, synapse, file)
+    }
+}
+
 /// Egress grants from the room (docs/warden.md, "Egress grants"): only an
 /// admin's `!allow` writes balthasar's grant file and reloads the proxy;
 /// addresses, metadata names, `web` agents and overlong grants are refused
@@ -428,9 +433,7 @@ fn about(world: &World, kind: &str, subject: &str) -> usize {
 #[test]
 fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
     let Some(venv) = venv() else { return };
-    let (world, _synapse) = World::start(&venv);
-    assert!(world.warden().contains("first sync: starting from now"));
-    let file = world.grants_dir().join("balthasar");
+    let (world, _synapse, file) = World::granting(&venv);
     // The first start made balthasar's file (empty) and reloaded once; no
     // other agent of the plan can be granted.
     assert_eq!(fs::read_to_string(&file).unwrap(), "");
@@ -618,12 +621,20 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
     world.warden();
     assert_eq!(fs::read_to_string(&file).unwrap(), "");
 
-    let verify = appliance()
-        .args(["audit", "verify"])
-        .arg(world.audit_path())
-        .output()
-        .unwrap();
-    assert_ok(&verify);
+    world.assert_audit_verifies();
+}
+
+/// The last of exactly `n` answers of the warden to `card`.
+#[track_caller]
+fn last_answer(world: &World, card: &str, token: &str, n: usize) -> String {
+    let answers = world.answers_to(card, token);
+    assert_eq!(answers.len(), n, "{answers:?}");
+    answers[n - 1].clone()
+}
+
+/// Who did it, and to what.
+fn by_on(record: &Record) -> (&str, &str) {
+    (record.actor.as_str(), record.subject.as_str())
 }
 
 /// Reactions on denial cards (docs/warden.md, "Reactions on cards"): each
@@ -638,12 +649,10 @@ fn egress_grants_are_given_listed_refused_and_expire_from_the_room() {
 #[test]
 fn reactions_on_denial_cards_grant_for_admins_only() {
     let Some(venv) = venv() else { return };
-    let (world, _synapse) = World::start(&venv);
-    assert!(world.warden().contains("first sync: starting from now"));
-    let file = world.grants_dir().join("balthasar");
+    let (world, _synapse, file) = World::granting(&venv);
     let admin = world.admin();
     let stranger = world.stranger();
-    world.into_ops("@stranger:magi", &stranger);
+    world.invite_to_ops("@stranger:magi", &stranger);
     let denied = |host: &str| {
         format!("1796458100.123 0 10.88.0.10 TCP_DENIED/403 3891 CONNECT {host}:443 - HIER_NONE/- text/html\n")
     };
@@ -677,10 +686,7 @@ fn reactions_on_denial_cards_grant_for_admins_only() {
     assert_eq!(fs::read_to_string(&file).unwrap(), "");
     let refused = reactions(&world, "reaction.refused");
     assert_eq!(refused.len(), 1, "{refused:#?}");
-    assert_eq!(
-        (refused[0].actor.as_str(), refused[0].subject.as_str()),
-        ("@stranger:magi", "first.example.org")
-    );
+    assert_eq!(by_on(&refused[0]), ("@stranger:magi", "first.example.org"));
     assert_contains(&refused[0].detail, "not an admin: ✅ on the egress denial card");
     assert!(reactions(&world, "reaction").is_empty());
     assert!(world.answers_to(&first, &admin).is_empty());
@@ -692,27 +698,17 @@ fn reactions_on_denial_cards_grant_for_admins_only() {
     world.react(&admin, &world.ops, &first, "👍\u{fe0f}");
     world.warden();
     assert_eq!(fs::read_to_string(&file).unwrap(), "first.example.org\n");
-    let answers = world.answers_to(&first, &admin);
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert!(
-        answers[0].starts_with(
-            "granted: balthasar may reach first.example.org (ports 80 and 443, through the egress proxy) for 1h, until "
-        ),
-        "{answers:?}"
-    );
+    let answer = last_answer(&world, &first, &admin, 1);
+    let granted =
+        "granted: balthasar may reach first.example.org (ports 80 and 443, through the egress proxy) for 1h, until ";
+    assert!(answer.starts_with(granted), "{answer}");
     let said = reactions(&world, "reaction");
     assert_eq!(said.len(), 1, "{said:#?}");
-    assert_eq!(
-        (said[0].actor.as_str(), said[0].subject.as_str()),
-        (ADMIN, "first.example.org")
-    );
+    assert_eq!(by_on(&said[0]), (ADMIN, "first.example.org"));
     assert_contains(&said[0].detail, "as `!allow balthasar first.example.org 1h`");
     let granted = reactions(&world, "grant");
     assert_eq!(granted.len(), 1);
-    assert_eq!(
-        (granted[0].actor.as_str(), granted[0].subject.as_str()),
-        (ADMIN, "first.example.org")
-    );
+    assert_eq!(by_on(&granted[0]), (ADMIN, "first.example.org"));
 
     // A second answer on the same card: refused with why, the grant stands.
     world.react(&admin, &world.ops, &first, "❌");
@@ -720,45 +716,34 @@ fn reactions_on_denial_cards_grant_for_admins_only() {
     world.react(&admin, &world.ops, &second, "👎");
     world.warden();
     assert_eq!(fs::read_to_string(&file).unwrap(), "first.example.org\n");
-    let answers = world.answers_to(&first, &admin);
-    assert_eq!(answers.len(), 2, "{answers:?}");
+    let answer = last_answer(&world, &first, &admin, 2);
     assert!(
-        answers[1].starts_with("not done: this card was already answered by @gendo:magi"),
-        "{answers:?}"
+        answer.starts_with("not done: this card was already answered by @gendo:magi"),
+        "{answer}"
     );
     let refused = reactions(&world, "reaction.refused");
     assert_eq!(refused.len(), 2, "{refused:#?}");
     assert_eq!(refused[1].actor, ADMIN);
-    let answers = world.answers_to(&second, &admin);
-    assert_eq!(answers.len(), 1, "{answers:?}");
+    let answer = last_answer(&world, &second, &admin, 1);
     assert!(
-        answers[0].starts_with("refused: balthasar → second.example.org (no grant was open)"),
-        "{answers:?}"
+        answer.starts_with("refused: balthasar → second.example.org (no grant was open)"),
+        "{answer}"
     );
     let denials = reactions(&world, "grant.denied");
     assert_eq!(denials.len(), 1);
-    assert_eq!(
-        (denials[0].actor.as_str(), denials[0].subject.as_str()),
-        (ADMIN, "second.example.org")
-    );
+    assert_eq!(by_on(&denials[0]), (ADMIN, "second.example.org"));
 
     // 👍 on a warden notice that is no card (the audit head): answered,
     // audited, nothing done.
     let head = world.notice_events(&world.ops, &admin, "audit head: ").pop().unwrap().0;
     world.react(&admin, &world.ops, &head, "👍");
     world.warden();
-    let answers = world.answers_to(&head, &admin);
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert!(answers[0].contains("not a card the warden remembers"), "{answers:?}");
+    let answer = last_answer(&world, &head, &admin, 1);
+    assert!(answer.contains("not a card the warden remembers"), "{answer}");
     assert_eq!(reactions(&world, "reaction.refused").len(), 3);
     assert_eq!(reactions(&world, "grant").len(), 1);
 
-    let verify = appliance()
-        .args(["audit", "verify"])
-        .arg(world.audit_path())
-        .output()
-        .unwrap();
-    assert_ok(&verify);
+    world.assert_audit_verifies();
 }
 
 #[test]
@@ -1285,7 +1270,7 @@ fn code_execution_waits_for_an_admins_approval() {
     // A reaction on the card decides as the command does: a stranger's
     // ✅ changes nothing and is audited; the admin's 👍 approves it once
     // (no standing approval); a later ❌ is refused, the first stands.
-    world.into_ops("@stranger:magi", &stranger);
+    world.invite_to_ops("@stranger:magi", &stranger);
     let mut run = run_busybox(&world, "reacted-output");
     world.wait_for("the second card", || cards(&world).len() == 2);
     assert_contains(&cards(&world)[1], "(or react ✅ to approve it once, ❌ to refuse)");

@@ -165,7 +165,7 @@ fn warden(appliance: &Appliance) -> HostService {
         privileges: vec![
             format!("{account}'s token (root-only): it created every room, so its power is above every level, and it is a Synapse server admin"),
             "lowers an agent's power level below `events_default` (mute) and restores it; posts notices".into(),
-            "obeys `!status`, `!halt`, `!resume`, `!allow`, `!deny`, `!grants`, `!approve`, `!refuse` only from the spec's admins, as the homeserver authenticates the sender".into(),
+            "obeys `!status`, `!halt`, `!resume`, `!allow`, `!deny`, `!grants`, `!approve`, `!refuse`, and ✅/👍/❌/👎 reactions on its cards in the ops room, only from the spec's admins, as the homeserver authenticates the sender".into(),
             "reads Docker's state and events and the agents' state volumes (their records of tool calls), through the host's docker CLI".into(),
             "writes /var/lib/appliance/warden (state, audit trail); the rest of the host is read-only to it".into(),
             format!(

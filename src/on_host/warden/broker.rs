@@ -89,6 +89,13 @@ pub fn classify(method: &str, target: &str) -> Class {
         ["containers", "create"] if post => Class::Hold(Action::Create),
         ["containers", _, "exec"] if post => Class::Hold(Action::Exec),
         ["build"] if post => Class::Hold(Action::Build),
+        // `docker cp` into a container: new files under a container that
+        // `docker start` then runs again would run code no admin saw (an
+        // approved container's, or one of Hermes' own `sleep` ones). Hermes
+        // never copies in; an agent writes files with an exec, which is held.
+        ["containers", _, "archive"] if method == "PUT" => Class::Refuse(
+            "copying files into a container would change what it runs without an admin's approval; write them with `docker exec` (approved in the ops room) instead".to_string(),
+        ),
         // BuildKit over gRPC (`docker buildx`) would build without `/build`;
         // swarm services and plugins run code the broker cannot show.
         ["grpc", ..] => Class::Refuse("BuildKit's gRPC endpoint builds without `/build`; use `docker build` with the classic builder (DOCKER_BUILDKIT=0)".to_string()),
@@ -633,6 +640,9 @@ mod tests {
             ("DELETE", "/v1.41/containers/abc?force=1"),
             ("GET", "/containers/create"),
             ("POST", "/images/create?fromImage=busybox"),
+            // Reading files out of a container (`docker cp` from it) changes nothing.
+            ("GET", "/v1.41/containers/abc/archive?path=/out"),
+            ("HEAD", "/v1.41/containers/abc/archive?path=/out"),
         ];
         for (method, target) in passed {
             assert_eq!(classify(method, target), Class::Pass, "{method} {target}");
@@ -647,6 +657,8 @@ mod tests {
             ("POST", "/services/create"),
             ("POST", "/v1.41/plugins/pull?remote=x"),
             ("POST", "/swarm/init"),
+            ("PUT", "/v1.41/containers/abc/archive?path=/usr/bin"),
+            ("PUT", "/containers/abc/archive"),
             ("POST", "//containers/create"),
             ("POST", "/v1.41/../containers/create"),
             ("POST", "/containers/./create"),

@@ -913,6 +913,7 @@ fn credential_paths(line: &str, dir: &Path) -> Option<String> {
             let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
             if !cert.exists() {
                 squid::appliance_ca(&cert, &key);
+                squid::key_for_squid(&key);
             }
             line.replace(credentials::CA_CERT, cert.to_str().unwrap())
                 .replace(credentials::CA_KEY, key.to_str().unwrap())

@@ -431,14 +431,8 @@ fn access_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
          http_access deny manager\nhttp_access deny !web_ports\nhttp_access deny !proxy_clients\n",
     );
     for (sandbox, _) in clients {
-        if let Egress::Domains(_) = &sandbox.egress {
-            let client = acl_name(&sandbox.name);
-            let granted = if sandbox.grants.is_some() {
-                format!(" !grants_{client}")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(out, "http_access deny sandbox_{client} !domains_{client}{granted}");
+        if let Some(deny) = unlisted_denial(sandbox) {
+            let _ = writeln!(out, "{deny}");
         }
     }
     out.push_str("http_access deny never_dst\n");
@@ -480,6 +474,22 @@ fn squid_domain(domain: &str) -> String {
         Some(rest) => format!(".{rest}"),
         None => domain.to_string(),
     }
+}
+
+/// The rule that refuses a domain-list sandbox every name not on its list
+/// (nor granted to it, when the warden may grant it names); `None` for
+/// other sandboxes.
+fn unlisted_denial(sandbox: &Sandbox) -> Option<String> {
+    let Egress::Domains(_) = &sandbox.egress else {
+        return None;
+    };
+    let client = acl_name(&sandbox.name);
+    let granted = if sandbox.grants.is_some() {
+        format!(" !grants_{client}")
+    } else {
+        String::new()
+    };
+    Some(format!("http_access deny sandbox_{client} !domains_{client}{granted}"))
 }
 
 fn acl_name(sandbox: &str) -> String {
@@ -574,15 +584,10 @@ mod tests {
                 let strangers = conf.find("http_access deny !proxy_clients\n").unwrap();
                 assert!(strangers < resolves, "{}", host.name);
                 for sandbox in host.sandboxes.iter().filter(|s| s.network.is_some()) {
-                    if let Egress::Domains(_) = &sandbox.egress {
-                        let client = acl_name(&sandbox.name);
-                        let granted = if sandbox.grants.is_some() {
-                            format!(" !grants_{client}")
-                        } else {
-                            String::new()
-                        };
-                        let deny = format!("http_access deny sandbox_{client} !domains_{client}{granted}\n");
-                        let at = conf.find(&deny).unwrap_or_else(|| panic!("{}: {deny}", sandbox.name));
+                    if let Some(deny) = unlisted_denial(sandbox) {
+                        let at = conf
+                            .find(&format!("{deny}\n"))
+                            .unwrap_or_else(|| panic!("{}: {deny}", sandbox.name));
                         assert!(at < resolves, "{}", sandbox.name);
                     }
                 }
@@ -769,13 +774,17 @@ mod against_the_denied_list {
     use crate::test_support::shipped;
 
     /// Every networked sandbox with its host, its address and what it is denied.
-    fn each_sandbox(appliance: &Appliance, mut check: impl FnMut(&Host, &Sandbox, Ipv4Addr, &[Denial])) {
-        for host in appliance.hosts.values() {
-            for sandbox in &host.sandboxes {
-                let list = denied(appliance.hosts.values(), host, sandbox);
-                match &sandbox.network {
-                    Some(network) => check(host, sandbox, network.address, &list),
-                    None => assert_eq!(list.len(), 1, "{}: {list:?}", sandbox.name),
+    /// `check` of each networked sandbox of the shipped specs, with its
+    /// appliance, host, address and denied list.
+    fn each_sandbox(mut check: impl FnMut(&Appliance, &Host, &Sandbox, Ipv4Addr, &[Denial])) {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                for sandbox in &host.sandboxes {
+                    let list = denied(appliance.hosts.values(), host, sandbox);
+                    match &sandbox.network {
+                        Some(network) => check(&appliance, host, sandbox, network.address, &list),
+                        None => assert_eq!(list.len(), 1, "{}: {list:?}", sandbox.name),
+                    }
                 }
             }
         }
@@ -792,97 +801,91 @@ mod against_the_denied_list {
     /// address by the nftables table or in its denied list, never both.
     #[test]
     fn each_open_host_port_is_accepted_or_denied() {
-        for appliance in shipped() {
-            each_sandbox(&appliance, |host, sandbox, address, list| {
-                let table = inet_table(host);
-                let denied_ports = targets(list, DenialKind::HostPort);
-                for rule in &host.firewall {
-                    let accepted = std::iter::once(host.network_address)
-                        .chain(host.overlay_address)
-                        .any(|local| {
-                            table.contains(&format!(
-                                "ip saddr {address} ip daddr {local} {} dport {} accept",
-                                rule.protocol, rule.port
-                            ))
-                        });
-                    let target = format!("host {} {}/{}", host.name, rule.protocol, rule.port);
-                    assert_ne!(
-                        accepted,
-                        denied_ports.contains(&target.as_str()),
-                        "{}: {target}, accepted: {accepted}\n{table}",
-                        sandbox.name
-                    );
-                }
-            });
-        }
+        each_sandbox(|_, host, sandbox, address, list| {
+            let table = inet_table(host);
+            let denied_ports = targets(list, DenialKind::HostPort);
+            for rule in &host.firewall {
+                let accepted = std::iter::once(host.network_address)
+                    .chain(host.overlay_address)
+                    .any(|local| {
+                        table.contains(&format!(
+                            "ip saddr {address} ip daddr {local} {} dport {} accept",
+                            rule.protocol, rule.port
+                        ))
+                    });
+                let target = format!("host {} {}/{}", host.name, rule.protocol, rule.port);
+                assert_ne!(
+                    accepted,
+                    denied_ports.contains(&target.as_str()),
+                    "{}: {target}, accepted: {accepted}\n{table}",
+                    sandbox.name
+                );
+            }
+        });
     }
 
     /// A sandbox that uses the proxy is denied exactly squid's `never_dst`
     /// ranges and its `web_ports`; every sandbox is denied the same ranges.
     #[test]
     fn ranges_and_ports_are_the_proxys() {
-        for appliance in shipped() {
-            each_sandbox(&appliance, |host, sandbox, _, list| {
-                let ranges = targets(list, DenialKind::Range);
-                let all: Vec<&str> = NEVER_DESTINATIONS.iter().map(|(r, _)| *r).collect();
-                assert_eq!(ranges, all, "{}", sandbox.name);
-                if !sandbox.egress.uses_proxy() {
-                    assert!(targets(list, DenialKind::ProxyPort).is_empty(), "{}", sandbox.name);
-                    return;
-                }
-                let conf = proxy_config(host).unwrap();
-                let never: Vec<&str> = conf
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("acl never_dst dst "))
-                    .collect();
-                assert_eq!(ranges, never, "{}", sandbox.name);
-                let web_ports = conf
-                    .lines()
-                    .find_map(|l| l.strip_prefix("acl web_ports port "))
-                    .unwrap();
-                let shown = format!("through the proxy, ports other than {}", web_ports.replace(' ', ", "));
-                assert_eq!(
-                    targets(list, DenialKind::ProxyPort),
-                    [shown.as_str()],
-                    "{}",
-                    sandbox.name
-                );
-            });
-        }
+        each_sandbox(|_, host, sandbox, _, list| {
+            let ranges = targets(list, DenialKind::Range);
+            let all: Vec<&str> = NEVER_DESTINATIONS.iter().map(|(r, _)| *r).collect();
+            assert_eq!(ranges, all, "{}", sandbox.name);
+            if !sandbox.egress.uses_proxy() {
+                assert!(targets(list, DenialKind::ProxyPort).is_empty(), "{}", sandbox.name);
+                return;
+            }
+            let conf = proxy_config(host).unwrap();
+            let never: Vec<&str> = conf
+                .lines()
+                .filter_map(|l| l.strip_prefix("acl never_dst dst "))
+                .collect();
+            assert_eq!(ranges, never, "{}", sandbox.name);
+            let web_ports = conf
+                .lines()
+                .find_map(|l| l.strip_prefix("acl web_ports port "))
+                .unwrap();
+            let shown = format!("through the proxy, ports other than {}", web_ports.replace(' ', ", "));
+            assert_eq!(
+                targets(list, DenialKind::ProxyPort),
+                [shown.as_str()],
+                "{}",
+                sandbox.name
+            );
+        });
     }
 
     /// Another sandbox is denied unless the bridge table accepts the pair,
     /// and then only beyond the accepted ports.
     #[test]
     fn other_sandboxes_are_denied_as_the_bridge_table_says() {
-        for appliance in shipped() {
-            each_sandbox(&appliance, |host, sandbox, address, list| {
-                let table = bridge_table(host, &appliance.network);
-                let shown = targets(list, DenialKind::Sandbox);
-                assert_eq!(shown.len(), host.sandboxes.len() - 1, "{}: {shown:?}", sandbox.name);
-                for other in host.sandboxes.iter().filter(|o| o.name != sandbox.name) {
-                    let Some(network) = &other.network else { continue };
-                    let pair = format!("ip saddr {address} ip daddr {} ", network.address);
-                    let accepted: Vec<String> = table
-                        .lines()
-                        .filter_map(|l| l.trim().strip_prefix(&pair))
-                        // Reply rules match the service's `sport`: they open nothing.
-                        .filter_map(|rest| {
-                            let (protocol, rest) = rest.split_once(" dport ")?;
-                            Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
-                        })
-                        .collect();
-                    let mut target = format!("sandbox {} at {}", other.name, network.address);
-                    if !accepted.is_empty() {
-                        target = format!("{target} beyond {}", accepted.join(", "));
-                    }
-                    assert!(
-                        shown.contains(&target.as_str()),
-                        "{}: no `{target}` in {shown:?}",
-                        sandbox.name
-                    );
+        each_sandbox(|appliance, host, sandbox, address, list| {
+            let table = bridge_table(host, &appliance.network);
+            let shown = targets(list, DenialKind::Sandbox);
+            assert_eq!(shown.len(), host.sandboxes.len() - 1, "{}: {shown:?}", sandbox.name);
+            for other in host.sandboxes.iter().filter(|o| o.name != sandbox.name) {
+                let Some(network) = &other.network else { continue };
+                let pair = format!("ip saddr {address} ip daddr {} ", network.address);
+                let accepted: Vec<String> = table
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix(&pair))
+                    // Reply rules match the service's `sport`: they open nothing.
+                    .filter_map(|rest| {
+                        let (protocol, rest) = rest.split_once(" dport ")?;
+                        Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
+                    })
+                    .collect();
+                let mut target = format!("sandbox {} at {}", other.name, network.address);
+                if !accepted.is_empty() {
+                    target = format!("{target} beyond {}", accepted.join(", "));
                 }
-            });
-        }
+                assert!(
+                    shown.contains(&target.as_str()),
+                    "{}: no `{target}` in {shown:?}",
+                    sandbox.name
+                );
+            }
+        });
     }
 }

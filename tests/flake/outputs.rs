@@ -136,17 +136,7 @@ fn the_flake_has_the_promised_outputs() {
     );
     // x86_64 gets the Pi's image only cross-compiled, under its own name:
     // `packages.x86_64-linux.*` are x86_64 derivations.
-    assert_eq!(
-        strings(&out["packages"]["x86_64-linux"]),
-        [
-            "appliance",
-            "default",
-            "gce-image",
-            "gce-image-hub",
-            "rpi4-cross",
-            "rpi4-cross-pi"
-        ]
-    );
+    assert_eq!(strings(&out["packages"]["x86_64-linux"]), X86_64_PACKAGES);
     assert_eq!(
         strings(&out["packages"]["aarch64-linux"]),
         ["appliance", "default", "rpi4", "rpi4-pi"]
@@ -350,6 +340,16 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
 /// The module arguments a generated host module takes, with a `lib` whose
 /// `mkIf` keeps its condition (so both sides can be asserted) and
 /// `applianceImages` that return what they are called with.
+/// The flake's packages on x86_64: the Pi's image only cross-compiled.
+pub(super) const X86_64_PACKAGES: [&str; 6] = [
+    "appliance",
+    "default",
+    "gce-image",
+    "gce-image-hub",
+    "rpi4-cross",
+    "rpi4-cross-pi",
+];
+
 pub(super) const STUB_HOST_ARGS: &str = r#"
 useNetworkd:
 let
@@ -398,9 +398,7 @@ fn generated_host_modules_evaluate_with_both_wireguard_backends() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("args.nix"), STUB_HOST_ARGS).unwrap();
-    std::fs::write(stub.path().join("module-lib.nix"), super::modules::STUB_MODULE_LIB).unwrap();
+    let stub = super::modules::host_stub();
     let expression = format!(
         r#"
 let

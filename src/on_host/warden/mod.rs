@@ -161,6 +161,13 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
     }
 }
 
+/// The (room id, agent) pairs a `!halt` or `!resume` names, and the
+/// agents among them.
+struct Targets {
+    pairs: Vec<(String, String)>,
+    agents: BTreeSet<String>,
+}
+
 impl<'a> Warden<'a> {
     fn start(plan: &Plan, options: &Options, log: &'a mut dyn FnMut(String)) -> Result<Warden<'a>> {
         let state_dir = options
@@ -474,10 +481,9 @@ impl<'a> Warden<'a> {
         Ok(())
     }
 
-    /// The (room id, agent) pairs a target names from `room_id`: `all`
-    /// there means that room's agents; a named agent, every room it is in;
-    /// and the agents among them.
-    fn targets(&self, room_id: &str, target: &Target) -> Result<(Vec<(String, String)>, BTreeSet<String>), String> {
+    /// What a target names from `room_id`: `all` there means that room's
+    /// agents; a named agent, every room it is in.
+    fn targets(&self, room_id: &str, target: &Target) -> Result<Targets, String> {
         let pairs: Vec<(String, String)> = match target {
             // In the ops room (no agents), `all` is every agent everywhere.
             Target::All if room_id == self.ops => self
@@ -500,7 +506,7 @@ impl<'a> Warden<'a> {
             }
         };
         let agents = pairs.iter().map(|(_, agent)| agent.clone()).collect();
-        Ok((pairs, agents))
+        Ok(Targets { pairs, agents })
     }
 
     fn agent_named(&self, name: &str) -> Result<String, String> {
@@ -521,7 +527,7 @@ impl<'a> Warden<'a> {
     }
 
     fn halt(&mut self, room_id: &str, admin: &str, target: &Target, stop: bool) -> Result<String> {
-        let (pairs, agents) = match self.targets(room_id, target) {
+        let Targets { pairs, agents } = match self.targets(room_id, target) {
             Ok(found) => found,
             Err(why) => return Ok(why),
         };
@@ -538,7 +544,7 @@ impl<'a> Warden<'a> {
     }
 
     fn resume(&mut self, room_id: &str, admin: &str, target: &Target) -> Result<String> {
-        let (pairs, agents) = match self.targets(room_id, target) {
+        let Targets { pairs, agents } = match self.targets(room_id, target) {
             Ok(found) => found,
             Err(why) => return Ok(why),
         };

@@ -23,7 +23,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::support::synapse::{POSTGRES_NAME, Postgres, postgres_bin};
-use crate::support::{appliance, require_tool, stderr, stdout};
+use crate::support::{appliance, backup_config, require_tool, stderr, stdout};
 
 const VOLUME: &str = "appliance-casper-state";
 /// Owner of the agent's files in its volume (Hermes' uid), kept by the
@@ -155,32 +155,22 @@ fn state(postgres: &Postgres) -> Fixture {
         (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
     };
     let at = |relative: &str| dir.path().join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi",
-        "repository": at("repo"),
-        "password_file": at("password"),
-        "staging_dir": at("backup/staging"),
-        "status_file": at("backup/status.json"),
-        "unit": "restic-backups-appliance.service",
-        "volume_root": at("volumes"),
-        "volumes": [
-            { "name": VOLUME, "agent": "casper" },
-            { "name": "appliance-never-ran-state", "agent": "never-ran" },
-        ],
-        "postgresql": {
-            "database": POSTGRES_NAME, "owner": POSTGRES_NAME,
-            "socket_dir": postgres.socket_dir.display().to_string(),
-            "superuser": "postgres", "uid": uid, "gid": gid,
-        },
-        "paths": [
-            { "name": "synapse-media", "path": at("synapse/media_store"), "what": "Synapse's media store" },
-            { "name": "synapse-signing-key", "path": at("synapse/homeserver.signing.key"), "what": "Synapse's signing key" },
-            { "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" },
-        ],
-        // No systemd here: nothing to find running.
-        "units": [],
+    // No systemd here: no units to find running.
+    let mut config = backup_config(dir.path());
+    config["volumes"] = json!([
+        { "name": VOLUME, "agent": "casper" },
+        { "name": "appliance-never-ran-state", "agent": "never-ran" },
+    ]);
+    config["postgresql"] = json!({
+        "database": POSTGRES_NAME, "owner": POSTGRES_NAME,
+        "socket_dir": postgres.socket_dir.display().to_string(),
+        "superuser": "postgres", "uid": uid, "gid": gid,
     });
+    config["paths"] = json!([
+        { "name": "synapse-media", "path": at("synapse/media_store"), "what": "Synapse's media store" },
+        { "name": "synapse-signing-key", "path": at("synapse/homeserver.signing.key"), "what": "Synapse's signing key" },
+        { "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" },
+    ]);
     let path = dir.path().join("backup.json");
     fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     Fixture {
@@ -736,19 +726,8 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     assert!(admin.ok(), "the admin's password no longer works: {}", admin.describe());
     let admin = admin.str("access_token").unwrap().to_string();
     assert_eq!(room_id(&admin), room, "`#magi:magi` is another room");
-    let history = client
-        .get(
-            &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", segment(&room)),
-            Some(&admin),
-        )
-        .unwrap();
-    assert!(history.ok(), "{}", history.describe());
-    let said: Vec<&str> = history.body["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["content"]["body"].as_str())
-        .collect();
+    let history = crate::support::synapse::room_events(&client, &admin, &room, 50);
+    let said: Vec<&str> = history.iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert!(said.contains(&fact), "{said:?}");
 }
 
@@ -771,15 +750,8 @@ fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     write(&bin.join("systemctl"), SYSTEMCTL_STANDIN, 0o755);
-    let at = |relative: &str| dir.path().join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
-        "staging_dir": at("b/staging"), "status_file": at("b/status.json"),
-        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
-        "volumes": [], "paths": [],
-        "units": ["matrix-synapse.service", "docker-casper.service"],
-    });
+    let mut config = backup_config(dir.path());
+    config["units"] = json!(["matrix-synapse.service", "docker-casper.service"]);
     let config_path = dir.path().join("backup.json");
     fs::write(&config_path, config.to_string()).unwrap();
     let run = |args: &[&str], env: &[(&str, &str)]| {
@@ -827,7 +799,7 @@ fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
         stderr(&out)
     );
     assert!(
-        !dir.path().join("b/staging").exists(),
+        !dir.path().join("backup/staging").exists(),
         "a refused restore touched the staging directory"
     );
     // With nothing running it goes on, to restic (which finds no repository).
@@ -869,16 +841,10 @@ fn big_state(dir: &Path) -> PathBuf {
     );
     write(&dir.join("secrets/_host/bootstrap/master-key"), "master\n", 0o400);
     write(&dir.join("password"), "correct horse battery staple\n", 0o600);
-    let at = |relative: &str| dir.join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
-        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
-        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
-        "volumes": [{ "name": VOLUME, "agent": "casper" }],
-        "paths": [{ "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" }],
-        "units": [],
-    });
+    let mut config = backup_config(dir);
+    config["volumes"] = json!([{ "name": VOLUME, "agent": "casper" }]);
+    let secrets = dir.join("secrets").display().to_string();
+    config["paths"] = json!([{ "name": "appliance-secrets", "path": secrets, "what": "the appliance's secrets" }]);
     let path = dir.join("backup.json");
     fs::write(&path, config.to_string()).unwrap();
     path

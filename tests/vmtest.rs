@@ -480,11 +480,7 @@ fn run_script_with_stub_machine(script: &str, failing: &str) -> Option<Value> {
         .arg(failing)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "the stub driver failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_succeeded("the stub driver", &output);
     // The script prints too: the driver's report is the last line.
     let stdout = String::from_utf8_lossy(&output.stdout);
     Some(serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap())

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
-use crate::support::synapse::{Synapse, room_post, venv};
+use crate::support::synapse::{Synapse, room_events, room_post, venv};
 use crate::support::{appliance, assert_contains, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
@@ -262,23 +262,11 @@ impl World {
 
     /// The warden's notices in `room`, oldest first.
     fn notices_in(&self, room: &str, token: &str) -> Vec<String> {
-        let reply = self
-            .client
-            .get(
-                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", segment(room)),
-                Some(token),
-            )
-            .unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
-        let mut notices: Vec<String> = reply.body["chunk"]
-            .as_array()
-            .unwrap()
+        room_events(&self.client, token, room, 100)
             .iter()
             .filter(|e| e["sender"] == "@appliance:magi" && e["content"]["msgtype"] == "m.notice")
             .map(|e| e["content"]["body"].as_str().unwrap().to_string())
-            .collect();
-        notices.reverse();
-        notices
+            .collect()
     }
 
     /// As an admin of the room would, by hand.
@@ -742,21 +730,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     world.docker_host = Some(format!("unix://{}", daemon.socket.display()));
     // casper's sandbox, named as oci-containers names it; its start is
     // before the warden's first run, so old news.
-    docker_ok(
-        &daemon,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "casper",
-            "--network",
-            "none",
-            IMAGE,
-            "/bin/busybox",
-            "sleep",
-            "600",
-        ],
-    );
+    daemon.start_offline("casper", &[IMAGE, "/bin/busybox", "sleep", "600"]);
     assert!(world.warden().contains("first sync: starting from now"));
     let admin = world.admin();
     let about_casper = |world: &World| -> Vec<String> {

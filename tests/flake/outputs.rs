@@ -337,9 +337,6 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
     );
 }
 
-/// The module arguments a generated host module takes, with a `lib` whose
-/// `mkIf` keeps its condition (so both sides can be asserted) and
-/// `applianceImages` that return what they are called with.
 /// The flake's packages on x86_64: the Pi's image only cross-compiled.
 pub(super) const X86_64_PACKAGES: [&str; 6] = [
     "appliance",
@@ -350,6 +347,9 @@ pub(super) const X86_64_PACKAGES: [&str; 6] = [
     "rpi4-cross-pi",
 ];
 
+/// The module arguments a generated host module takes, with a `lib` whose
+/// `mkIf` keeps its condition (so both sides can be asserted) and
+/// `applianceImages` that return what they are called with.
 pub(super) const STUB_HOST_ARGS: &str = r#"
 useNetworkd:
 let

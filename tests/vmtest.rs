@@ -17,7 +17,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{assert_contains, assert_lacks, eval_json, json_strings, nix_instantiate, require_tool, root};
+use crate::support::{
+    assert_contains, assert_lacks, eval_json, json_strings, nix_instantiate, require_tool, root, with_stub,
+};
 
 /// A STUB nixpkgs and `lib` for evaluating nix/checks/*.nix: builders
 /// return their arguments, packages are labels.
@@ -86,22 +88,13 @@ in
 /// are bound.
 fn eval_check(check: &str, body: &str) -> Option<Value> {
     nix_instantiate()?;
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("stub.nix"), STUB).unwrap();
-    let expression = format!(
+    let bindings = format!(
         r#"
-let
-  stub = import {stub}/stub.nix;
   inherit (stub) lib pkgs;
-  root = {root};
   generated = import (root + "/generated");
-  test = import (root + "/nix/checks/{check}") {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};
-in
-{body}
-"#,
-        stub = stub.path().display(),
-        root = root().display(),
+  test = import (root + "/nix/checks/{check}") {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};"#
     );
+    let (_stub, expression) = with_stub(STUB, &bindings, body);
     Some(eval_json(&expression))
 }
 

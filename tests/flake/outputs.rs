@@ -261,21 +261,11 @@ in
 "#;
 
 fn image_stub_expression(body: &str) -> (tempfile::TempDir, String) {
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("stub.nix"), STUB_IMAGE_PKGS).unwrap();
-    let expression = format!(
-        r#"
-let
-  stub = import {stub}/stub.nix;
+    let bindings = r#"
   inherit (stub) lib;
-  imagesWith = pkgs: import {root}/images {{ inherit pkgs lib; }};
-  generated = pkgs: name: (imagesWith pkgs).fromGenerated ({root}/generated/images + "/${{name}}.json");
-in {body}
-"#,
-        stub = stub.path().display(),
-        root = root().display(),
-    );
-    (stub, expression)
+  imagesWith = pkgs: import (root + "/images") { inherit pkgs lib; };
+  generated = pkgs: name: (imagesWith pkgs).fromGenerated (root + "/generated/images/${name}.json");"#;
+    crate::support::with_stub(STUB_IMAGE_PKGS, bindings, body)
 }
 
 #[test]

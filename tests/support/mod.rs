@@ -248,6 +248,20 @@ pub fn nix_instantiate() -> Option<PathBuf> {
     )
 }
 
+/// A Nix expression over a stub nixpkgs: `stub` is the file `stub_nix`
+/// (written to the directory returned with the expression), `root` the
+/// repository, then `bindings`; its value is `body`.
+pub fn with_stub(stub_nix: &str, bindings: &str, body: &str) -> (tempfile::TempDir, String) {
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("stub.nix"), stub_nix).unwrap();
+    let expression = format!(
+        "let\n  stub = import {}/stub.nix;\n  root = {};\n{bindings}\nin\n{body}\n",
+        stub.path().display(),
+        root().display(),
+    );
+    (stub, expression)
+}
+
 /// Runs `nix-instantiate` with a throwaway store; returns (success, stdout, stderr).
 pub fn run_nix(args: &[&str]) -> (bool, String, String) {
     let nix_instantiate = nix_instantiate().expect("checked by the caller");

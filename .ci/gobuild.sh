@@ -38,35 +38,63 @@ mkdir -p "$out/bin"
 # What an interrupted earlier build left in its temporary directory.
 rm -rf "$out"/.runsc.* "$out"/.picoclaw.*
 
-# Builds into a temporary directory beside the final one, then renames it:
-# an interrupted build leaves no half-filled version directory behind.
+# `build_once NAME DIR LABEL COMMAND...`: unless DIR already holds NAME,
+# runs COMMAND... TMP, which builds NAME into TMP, a temporary directory
+# beside DIR, then renames TMP to DIR: an interrupted build leaves no
+# half-filled version directory behind.
+build_once() {
+  local name=$1 dir=$2 label=$3 tmp start
+  shift 3
+  if [ -x "$dir/$name" ]; then
+    echo "$name $label already in $dir"
+    return
+  fi
+  start=$SECONDS
+  tmp=$(mktemp -d "$out/.$name.XXXXXX")
+  chmod 755 "$tmp"
+  "$@" "$tmp"
+  rm -rf "$dir" && mv "$tmp" "$dir"
+  echo "$name $label built in $((SECONDS - start)) s"
+}
+
+# `go install pkg@version` builds with gVisor's own go.mod, as the `go`
+# branch publishes it; -X sets what `runsc --version` prints.
+go_install_runsc() {
+  local module=$1 version=$2 describe=$3 tmp=$4
+  GOBIN="$(realpath "$tmp")" nice -n 10 go install -trimpath \
+    -ldflags "-s -w -X $module/runsc/version.version=$describe" \
+    "$module/runsc@$version"
+}
+
 build_runsc() {
-  local module version describe dir tmp start
+  local module version describe
   module=$(pin gvisor path)
   version=$(pin gvisor version)
   describe=$(pin gvisor describe)
-  dir="$out/runsc-$version"
-  if [ -x "$dir/runsc" ]; then
-    echo "runsc $describe already in $dir"
-  else
-    start=$SECONDS
-    tmp=$(mktemp -d "$out/.runsc.XXXXXX")
-    chmod 755 "$tmp"
-    # `go install pkg@version` builds with gVisor's own go.mod, as the `go`
-    # branch publishes it; -X sets what `runsc --version` prints.
-    GOBIN="$(realpath "$tmp")" nice -n 10 go install -trimpath \
-      -ldflags "-s -w -X $module/runsc/version.version=$describe" \
-      "$module/runsc@$version"
-    rm -rf "$dir" && mv "$tmp" "$dir"
-    echo "runsc $describe built in $((SECONDS - start)) s"
-  fi
+  build_once runsc "$out/runsc-$version" "$describe" go_install_runsc "$module" "$version" "$describe"
   ln -sfn "../runsc-$version/runsc" "$out/bin/runsc"
   "$out/bin/runsc" --version | sed -n 1p
 }
 
+# The module cache is read-only; `go generate` copies workspace/ into the
+# onboard command's embed directory, so PicoClaw builds in a writable copy.
+go_build_picoclaw() {
+  local module=$1 version=$2 package=$3 tags=$4 arch=$5 tmp=$6 src
+  src=$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  cp -r "$src" "$tmp/src"
+  chmod -R u+w "$tmp/src"
+  (
+    cd "$tmp/src"
+    nice -n 10 go generate ./...
+    GOARCH=${arch:-$(go env GOARCH)} nice -n 10 go build -trimpath -tags "$tags" \
+      -ldflags "-s -w -X $module/pkg/config.Version=${version#v}" -o ../picoclaw "$package"
+  )
+  rm -rf "$tmp/src"
+}
+
 # `build_picoclaw` builds for this machine; `build_picoclaw arm64` for the Pi.
 build_picoclaw() {
-  local arch=${1:-} module version package tags dir tmp src start ldflags suffix="" run=()
+  local arch=${1:-} module version package tags suffix="" run=()
   module=$(pin picoclaw path)
   version=$(pin picoclaw version)
   package=$(pin picoclaw package)
@@ -75,28 +103,8 @@ build_picoclaw() {
     suffix="-$arch"
     run=(qemu-aarch64-static)
   fi
-  dir="$out/picoclaw-$version$suffix"
-  if [ -x "$dir/picoclaw" ]; then
-    echo "picoclaw $version$suffix already in $dir"
-  else
-    start=$SECONDS
-    tmp=$(mktemp -d "$out/.picoclaw.XXXXXX")
-    chmod 755 "$tmp"
-    # The module cache is read-only; `go generate` copies workspace/ into
-    # the onboard command's embed directory, so build in a writable copy.
-    src=$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-    cp -r "$src" "$tmp/src"
-    chmod -R u+w "$tmp/src"
-    ldflags="-s -w -X $module/pkg/config.Version=${version#v}"
-    (
-      cd "$tmp/src"
-      nice -n 10 go generate ./...
-      GOARCH=${arch:-$(go env GOARCH)} nice -n 10 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o ../picoclaw "$package"
-    )
-    rm -rf "$tmp/src"
-    rm -rf "$dir" && mv "$tmp" "$dir"
-    echo "picoclaw $version$suffix built in $((SECONDS - start)) s"
-  fi
+  build_once picoclaw "$out/picoclaw-$version$suffix" "$version$suffix" \
+    go_build_picoclaw "$module" "$version" "$package" "$tags" "$arch"
   ln -sfn "../picoclaw-$version$suffix/picoclaw" "$out/bin/picoclaw$suffix"
   if [ -z "$arch" ] || command -v qemu-aarch64-static >/dev/null; then
     "${run[@]}" "$out/bin/picoclaw$suffix" --no-color version | grep -F picoclaw

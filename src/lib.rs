@@ -34,6 +34,15 @@ pub(crate) mod test_support {
             .collect()
     }
 
+    /// `check` of each host of the shipped specs, with its appliance.
+    pub fn each_shipped_host(mut check: impl FnMut(&Appliance, &crate::generator::model::Host)) {
+        for appliance in shipped() {
+            for host in appliance.hosts.values() {
+                check(&appliance, host);
+            }
+        }
+    }
+
     /// The bootstrap plan of the root spec, as `appliance generate` writes it.
     pub fn shipped_plan() -> crate::schema::plan::Plan {
         crate::generator::render::plan::plan(&shipped()[0])

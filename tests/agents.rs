@@ -858,11 +858,7 @@ fn picoclaw_allow_tool(dir: &Path) -> Option<PathBuf> {
         .env("GOTOOLCHAIN", "local")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "building picoclaw_allow fails\n{}",
-        output_text(&output)
-    );
+    crate::support::assert_succeeded("building picoclaw_allow", &output);
     Some(dir.join("picoclaw_allow"))
 }
 

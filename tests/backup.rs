@@ -23,7 +23,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::support::synapse::{POSTGRES_NAME, Postgres, postgres_bin};
-use crate::support::{appliance, require_tool, stderr, stdout};
+use crate::support::{appliance, backup_config, require_tool, stderr, stdout};
 
 const VOLUME: &str = "appliance-casper-state";
 /// Owner of the agent's files in its volume (Hermes' uid), kept by the
@@ -54,6 +54,14 @@ impl Fixture {
             command.env(name, value);
         }
         command.output().expect("failed to run appliance")
+    }
+
+    /// `appliance backup cleanup`, as the unit's ExecStopPost runs it with
+    /// systemd's `SERVICE_RESULT` (and `EXIT_STATUS`) in `env`; it must
+    /// succeed whatever the run's result.
+    fn cleanup(&self, env: &[(&str, &str)]) {
+        let out = self.appliance(&["backup", "cleanup", "--config", &self.config_arg()], env);
+        succeeded(&out, "appliance backup cleanup");
     }
 
     fn config_arg(&self) -> String {
@@ -103,8 +111,9 @@ fn write(path: &Path, text: &str, mode: u32) {
 /// appliance's secrets, and the config naming them.
 fn state(postgres: &Postgres) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    let host = dir.path();
     let pg_bin = postgres_bin().unwrap();
-    let data = dir.path().join("volumes").join(VOLUME).join("_data");
+    let data = host.join("volumes").join(VOLUME).join("_data");
     fs::create_dir_all(&data).unwrap();
     let db = Connection::open(data.join("state.db")).unwrap();
     db.pragma_update(None, "journal_mode", "wal").unwrap();
@@ -118,24 +127,12 @@ fn state(postgres: &Postgres) -> Fixture {
     write(&data.join("MEMORY.md"), "Gendo prefers tea.\n", 0o600);
     write(&data.join("sessions/s1.jsonl"), "{\"role\":\"user\"}\n", 0o640);
     std::os::unix::fs::symlink("MEMORY.md", data.join("memory-link")).unwrap();
+    write(&host.join("secrets/_host/bootstrap/master-key"), "master\n", 0o400);
+    write(&host.join("secrets/casper/env"), "MATRIX_ACCESS_TOKEN=syt_x\n", 0o400);
+    fs::set_permissions(host.join("secrets/_host"), fs::Permissions::from_mode(0o700)).unwrap();
+    write(&host.join("synapse/media_store/local_content/ab/cd/efgh"), "png", 0o600);
     write(
-        &dir.path().join("secrets/_host/bootstrap/master-key"),
-        "master\n",
-        0o400,
-    );
-    write(
-        &dir.path().join("secrets/casper/env"),
-        "MATRIX_ACCESS_TOKEN=syt_x\n",
-        0o400,
-    );
-    fs::set_permissions(dir.path().join("secrets/_host"), fs::Permissions::from_mode(0o700)).unwrap();
-    write(
-        &dir.path().join("synapse/media_store/local_content/ab/cd/efgh"),
-        "png",
-        0o600,
-    );
-    write(
-        &dir.path().join("synapse/homeserver.signing.key"),
+        &host.join("synapse/homeserver.signing.key"),
         "ed25519 a_key xyz\n",
         0o600,
     );
@@ -145,7 +142,7 @@ fn state(postgres: &Postgres) -> Fixture {
             std::os::unix::fs::lchown(&path, Some(AGENT_ID), Some(AGENT_ID)).unwrap();
         }
     }
-    write(&dir.path().join("password"), "correct horse battery staple\n", 0o600);
+    write(&host.join("password"), "correct horse battery staple\n", 0o600);
 
     // The server's superuser account: `nobody` when the test is root
     // (tests/support/synapse.rs runs the server so), the test's own user otherwise.
@@ -154,34 +151,24 @@ fn state(postgres: &Postgres) -> Fixture {
     } else {
         (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
     };
-    let at = |relative: &str| dir.path().join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi",
-        "repository": at("repo"),
-        "password_file": at("password"),
-        "staging_dir": at("backup/staging"),
-        "status_file": at("backup/status.json"),
-        "unit": "restic-backups-appliance.service",
-        "volume_root": at("volumes"),
-        "volumes": [
-            { "name": VOLUME, "agent": "casper" },
-            { "name": "appliance-never-ran-state", "agent": "never-ran" },
-        ],
-        "postgresql": {
-            "database": POSTGRES_NAME, "owner": POSTGRES_NAME,
-            "socket_dir": postgres.socket_dir.display().to_string(),
-            "superuser": "postgres", "uid": uid, "gid": gid,
-        },
-        "paths": [
-            { "name": "synapse-media", "path": at("synapse/media_store"), "what": "Synapse's media store" },
-            { "name": "synapse-signing-key", "path": at("synapse/homeserver.signing.key"), "what": "Synapse's signing key" },
-            { "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" },
-        ],
-        // No systemd here: nothing to find running.
-        "units": [],
+    let at = |relative: &str| host.join(relative).display().to_string();
+    // No systemd here: no units to find running.
+    let mut config = backup_config(host);
+    config["volumes"] = json!([
+        { "name": VOLUME, "agent": "casper" },
+        { "name": "appliance-never-ran-state", "agent": "never-ran" },
+    ]);
+    config["postgresql"] = json!({
+        "database": POSTGRES_NAME, "owner": POSTGRES_NAME,
+        "socket_dir": postgres.socket_dir.display().to_string(),
+        "superuser": "postgres", "uid": uid, "gid": gid,
     });
-    let path = dir.path().join("backup.json");
+    config["paths"] = json!([
+        { "name": "synapse-media", "path": at("synapse/media_store"), "what": "Synapse's media store" },
+        { "name": "synapse-signing-key", "path": at("synapse/homeserver.signing.key"), "what": "Synapse's signing key" },
+        { "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" },
+    ]);
+    let path = host.join("backup.json");
     fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     Fixture {
         dir,
@@ -245,11 +232,7 @@ fn a_backup_restores_volumes_database_media_and_secrets_after_everything_is_wipe
     // The unit's ExecStart, then its ExecStopPost.
     let out = f.restic(&["backup", "--json", &staging.display().to_string()]);
     succeeded(&out, "restic backup");
-    let out = f.appliance(
-        &["backup", "cleanup", "--config", &config],
-        &[("SERVICE_RESULT", "success"), ("EXIT_STATUS", "0")],
-    );
-    succeeded(&out, "appliance backup cleanup");
+    f.cleanup(&[("SERVICE_RESULT", "success"), ("EXIT_STATUS", "0")]);
     assert!(
         !staging.exists(),
         "cleanup left the staging directory (every secret in clear)"
@@ -505,13 +488,7 @@ fn a_restored_docker_volume_is_what_the_next_container_mounts() {
         &f.restic(&["backup", &f.path("staging").display().to_string()]),
         "restic backup",
     );
-    succeeded(
-        &f.appliance(
-            &["backup", "cleanup", "--config", &config],
-            &[("SERVICE_RESULT", "success")],
-        ),
-        "appliance backup cleanup",
-    );
+    f.cleanup(&[("SERVICE_RESULT", "success")]);
 
     // The fresh host: the volume gone, then made afresh by the first boot.
     succeeded(&daemon.docker(&["volume", "rm", VOLUME]), "docker volume rm");
@@ -700,13 +677,7 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
         "appliance backup prepare",
     );
     restic(&["backup", &at(&temp.path().join("staging"))]);
-    succeeded(
-        &f.appliance(
-            &["backup", "cleanup", "--config", &config_arg],
-            &[("SERVICE_RESULT", "success")],
-        ),
-        "appliance backup cleanup",
-    );
+    f.cleanup(&[("SERVICE_RESULT", "success")]);
     drop(synapse);
 
     // The fresh host: nothing of the old one; its first boot makes its own.
@@ -736,19 +707,8 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     assert!(admin.ok(), "the admin's password no longer works: {}", admin.describe());
     let admin = admin.str("access_token").unwrap().to_string();
     assert_eq!(room_id(&admin), room, "`#magi:magi` is another room");
-    let history = client
-        .get(
-            &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", segment(&room)),
-            Some(&admin),
-        )
-        .unwrap();
-    assert!(history.ok(), "{}", history.describe());
-    let said: Vec<&str> = history.body["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["content"]["body"].as_str())
-        .collect();
+    let history = crate::support::synapse::room_events(&client, &admin, &room, 50);
+    let said: Vec<&str> = history.iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert!(said.contains(&fact), "{said:?}");
 }
 
@@ -771,15 +731,8 @@ fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     write(&bin.join("systemctl"), SYSTEMCTL_STANDIN, 0o755);
-    let at = |relative: &str| dir.path().join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
-        "staging_dir": at("b/staging"), "status_file": at("b/status.json"),
-        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
-        "volumes": [], "paths": [],
-        "units": ["matrix-synapse.service", "docker-casper.service"],
-    });
+    let mut config = backup_config(dir.path());
+    config["units"] = json!(["matrix-synapse.service", "docker-casper.service"]);
     let config_path = dir.path().join("backup.json");
     fs::write(&config_path, config.to_string()).unwrap();
     let run = |args: &[&str], env: &[(&str, &str)]| {
@@ -827,7 +780,7 @@ fn backup_now_reports_the_run_and_restore_refuses_while_units_run() {
         stderr(&out)
     );
     assert!(
-        !dir.path().join("b/staging").exists(),
+        !dir.path().join("backup/staging").exists(),
         "a refused restore touched the staging directory"
     );
     // With nothing running it goes on, to restic (which finds no repository).
@@ -869,16 +822,10 @@ fn big_state(dir: &Path) -> PathBuf {
     );
     write(&dir.join("secrets/_host/bootstrap/master-key"), "master\n", 0o400);
     write(&dir.join("password"), "correct horse battery staple\n", 0o600);
-    let at = |relative: &str| dir.join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
-        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
-        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
-        "volumes": [{ "name": VOLUME, "agent": "casper" }],
-        "paths": [{ "name": "appliance-secrets", "path": at("secrets"), "what": "the appliance's secrets" }],
-        "units": [],
-    });
+    let mut config = backup_config(dir);
+    config["volumes"] = json!([{ "name": VOLUME, "agent": "casper" }]);
+    let secrets = dir.join("secrets").display().to_string();
+    config["paths"] = json!([{ "name": "appliance-secrets", "path": secrets, "what": "the appliance's secrets" }]);
     let path = dir.join("backup.json");
     fs::write(&path, config.to_string()).unwrap();
     path
@@ -963,13 +910,7 @@ fn backup_and_restore_killed_mid_way_complete_on_the_next_run() {
         "the killed restic left no lock to prove the next run copes with"
     );
     // The unit's ExecStopPost runs after a killed ExecStart too.
-    succeeded(
-        &f.appliance(
-            &["backup", "cleanup", "--config", &config],
-            &[("SERVICE_RESULT", "signal"), ("EXIT_STATUS", "KILL")],
-        ),
-        "appliance backup cleanup",
-    );
+    f.cleanup(&[("SERVICE_RESULT", "signal"), ("EXIT_STATUS", "KILL")]);
     assert_eq!(
         serde_json::from_str::<Value>(&fs::read_to_string(f.path("backup/status.json")).unwrap()).unwrap()["ok"],
         false
@@ -988,13 +929,7 @@ fn backup_and_restore_killed_mid_way_complete_on_the_next_run() {
         &f.restic(&["forget", "--prune", "--keep-daily", "7"]),
         "restic forget --prune after the kills",
     );
-    succeeded(
-        &f.appliance(
-            &["backup", "cleanup", "--config", &config],
-            &[("SERVICE_RESULT", "success")],
-        ),
-        "appliance backup cleanup",
-    );
+    f.cleanup(&[("SERVICE_RESULT", "success")]);
     succeeded(
         &f.appliance(&["backup", "check", "--read-data", "--config", &config], &[]),
         "appliance backup check --read-data after the kills",

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_appliance::on_host::bootstrap::client::{Client, segment};
+use agent_appliance::on_host::bootstrap::client::{Client, Reply, segment};
 use agent_appliance::on_host::bootstrap::{ABORT_HOOK_ENV, load_plan};
 use agent_appliance::schema::plan::{AccountKind, PLAN_SCHEMA, Plan};
 use serde_json::{Value, json};
 
 use crate::support::ports::free_port;
-use crate::support::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, venv};
+use crate::support::synapse::{KillPoint, KillingProxy, POSTGRES_NAME, Postgres, Synapse, room_events, venv};
 use crate::support::{appliance, assert_contains, assert_lacks, root, stderr, stdout};
 
 fn plan_path() -> PathBuf {
@@ -186,15 +186,21 @@ fn assert_no_secret_printed(world: &World, output: &Output) {
     }
 }
 
-fn room_id(world: &World, token: &str) -> String {
+/// The homeserver's answer to `token` asking where the plan's room alias
+/// points.
+fn alias_lookup(world: &World, token: &str) -> Reply {
     let alias = &plan().rooms[0].alias;
-    let reply = world
+    world
         .client()
         .get(
             &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
             Some(token),
         )
-        .unwrap();
+        .unwrap()
+}
+
+fn room_id(world: &World, token: &str) -> String {
+    let reply = alias_lookup(world, token);
     assert!(reply.ok(), "{}", reply.describe());
     reply.str("room_id").unwrap().to_string()
 }
@@ -574,16 +580,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
         sent.push((user.clone(), body));
     }
     for (reader, token) in &tokens {
-        let reply = client
-            .get(
-                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", segment(&room)),
-                Some(token),
-            )
-            .unwrap();
-        assert!(reply.ok(), "{reader} could not read: {}", reply.describe());
-        let seen: Vec<(String, String)> = reply.body["chunk"]
-            .as_array()
-            .unwrap()
+        let seen: Vec<(String, String)> = room_events(&client, token, &room, 50)
             .iter()
             .filter(|e| e["type"] == "m.room.message")
             .map(|e| {
@@ -919,9 +916,11 @@ fn assert_room_as_planned(world: &World) {
     }
 }
 
-/// A complete run changes nothing: no file, no device, no room state.
+/// The room as planned, and a complete run then changes nothing: no file,
+/// no device, no room state.
 #[track_caller]
-fn assert_rerun_changes_nothing(world: &World) {
+fn assert_settled(world: &World) {
+    assert_room_as_planned(world);
     let files = world.snapshot();
     let devices = world.devices();
     let rerun = world.bootstrap(&[]);
@@ -956,17 +955,7 @@ fn runs_killed_around_the_room_creation_are_completed_by_the_next_run() {
     let world = World::new();
     let _synapse = world.start_synapse(&venv);
     let admin_token = || world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
-    let alias_resolves = |token: &str| {
-        let alias = &plan().rooms[0].alias;
-        let reply = world
-            .client()
-            .get(
-                &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
-                Some(token),
-            )
-            .unwrap();
-        reply.ok()
-    };
+    let alias_resolves = |token: &str| alias_lookup(&world, token).ok();
 
     killed_at_create_room(&world, KillPoint::BeforeForwarding, || true);
     assert!(
@@ -987,8 +976,7 @@ fn runs_killed_around_the_room_creation_are_completed_by_the_next_run() {
     assert_contains(&out, "joined @melchior:magi");
     let devices = world.devices();
     assert!(devices.values().all(|d| d.len() == 1), "{devices:?}");
-    assert_room_as_planned(&world);
-    assert_rerun_changes_nothing(&world);
+    assert_settled(&world);
     // No leftover temporary files.
     let partial: Vec<_> = walkdir::WalkDir::new(&world.state)
         .into_iter()
@@ -1030,8 +1018,7 @@ fn a_room_half_made_when_bootstrap_was_killed_is_completed() {
     // members already there); the room stays as planned.
     point.release();
     proxy.wait_answered(Duration::from_secs(60));
-    assert_room_as_planned(&world);
-    assert_rerun_changes_nothing(&world);
+    assert_settled(&world);
 }
 
 /// A power cut while Synapse creates the room (the module ends Synapse
@@ -1097,8 +1084,7 @@ fn a_room_half_made_by_a_power_cut_is_recreated_or_completed() {
         out.contains("room #magi:magi: exists") && out.contains("updated join rule, power levels"),
         "{out}"
     );
-    assert_room_as_planned(&world);
-    assert_rerun_changes_nothing(&world);
+    assert_settled(&world);
 }
 
 /// A room someone else made under the plan's alias is refused, even when
@@ -1359,8 +1345,7 @@ fn an_sqlite_install_moves_to_postgresql_with_synapse_port_db() {
     synapse.wait_ready();
     assert_eq!(synapse.postgres().unwrap().query(POSTGRES_NAME, accounts), in_sqlite);
     assert_eq!(world.devices(), devices, "devices changed in the move");
-    assert_room_as_planned(&world);
-    assert_rerun_changes_nothing(&world);
+    assert_settled(&world);
 }
 
 /// Rows of `sql` in an SQLite database, as psql's `-tA` prints them.

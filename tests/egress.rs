@@ -796,6 +796,39 @@ struct World {
     _servers: Vec<Background>,
 }
 
+/// The host's bridge address and the sandbox addresses `clients` on one
+/// end of a veth pair in `netns` (no bridge module needed): a request's
+/// source is a sandbox's address, as squid's `src` ACLs see it.
+fn bridge_end(netns: &Netns, host: &Host, appliance: &Appliance, clients: &[&str]) {
+    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
+    let gateway = format!("{}/{}", host.network_address, appliance.network.prefix);
+    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
+    for client in clients {
+        netns.ip(&["addr", "add", &format!("{client}/32"), "dev", "br-appliance"]);
+    }
+    netns.ip(&["link", "set", "br-appliance", "up"]);
+    netns.ip(&["link", "set", "peer0", "up"]);
+}
+
+/// squid in `netns` with the configuration `conf`, its output in
+/// `scratch`/squid.out; it runs until dropped.
+fn start_squid(netns: &Netns, conf: &Path, scratch: &Path) -> Background {
+    netns.spawn(
+        "squid",
+        &["-N", "-f", conf.to_str().unwrap()],
+        &scratch.join("squid.out"),
+    )
+}
+
+/// Where the host's egress proxy listens: `address:port`.
+fn proxy_address(host: &Host) -> String {
+    format!(
+        "{}:{}",
+        host.network_address,
+        agent_appliance::generator::model::PROXY_PORT
+    )
+}
+
 /// The two namespaces, the uplink between them and the outside's hosts.
 fn build_world(scratch: &Path, tag: &str, network: &str) -> World {
     build_world_with(scratch, tag, network, &[])
@@ -913,6 +946,7 @@ fn credential_paths(line: &str, dir: &Path) -> Option<String> {
             let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
             if !cert.exists() {
                 squid::appliance_ca(&cert, &key);
+                squid::key_for_squid(&key);
             }
             line.replace(credentials::CA_CERT, cert.to_str().unwrap())
                 .replace(credentials::CA_KEY, key.to_str().unwrap())
@@ -1061,11 +1095,7 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     let squid_conf = scratch.join("squid.conf");
     fs::write(&squid_conf, squid_config(&hub, scratch)).unwrap();
     squid::assert_parses(world.appliance.command("squid"), &squid_conf);
-    services.push(world.appliance.spawn(
-        "squid",
-        &["-N", "-f", squid_conf.to_str().unwrap()],
-        &scratch.join("squid.out"),
-    ));
+    services.push(start_squid(&world.appliance, &squid_conf, scratch));
     for (address, port) in [
         (gateway.as_str(), appliance.matrix.port.to_string()),
         (
@@ -1563,27 +1593,14 @@ fn the_proxy_starts_behind_its_own_firewall() {
     let hub = appliance.hosts["hub"].clone();
     let scratch = tempfile::tempdir().unwrap();
     let netns = Netns::create(&format!("h6f-{}", std::process::id()), &[]);
-    // The bridge's address, on one end of a veth pair (no bridge module needed).
-    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
-    let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);
-    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
-    netns.ip(&["link", "set", "br-appliance", "up"]);
-    netns.ip(&["link", "set", "peer0", "up"]);
+    bridge_end(&netns, &hub, &appliance, &[]);
     let rules = scratch.path().join("ruleset.nft");
     fs::write(&rules, ruleset(&hub, &appliance)).unwrap();
     run_ok(netns.command("nft").arg("-f").arg(&rules));
     let conf = scratch.path().join("squid.conf");
     fs::write(&conf, squid_config(&hub, scratch.path())).unwrap();
-    let _squid = netns.spawn(
-        "squid",
-        &["-N", "-f", conf.to_str().unwrap()],
-        &scratch.path().join("squid.out"),
-    );
-    let listener = format!(
-        "{}:{}",
-        hub.network_address,
-        agent_appliance::generator::model::PROXY_PORT
-    );
+    let _squid = start_squid(&netns, &conf, scratch.path());
+    let listener = proxy_address(&hub);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !crate::support::ports::listening_in(&netns, &listener) {
         assert!(
@@ -1629,17 +1646,7 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
         &appliance.network.to_string(),
     );
     let netns = &world.appliance;
-    // The bridge address and the two sandboxes' addresses, on one end of a
-    // veth pair: a request's source is the sandbox's address, as squid's
-    // `src` ACLs see it.
-    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
-    let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);
-    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
-    for client in [&granted_client, &other_client] {
-        netns.ip(&["addr", "add", &format!("{client}/32"), "dev", "br-appliance"]);
-    }
-    netns.ip(&["link", "set", "br-appliance", "up"]);
-    netns.ip(&["link", "set", "peer0", "up"]);
+    bridge_end(netns, &hub, &appliance, &[&granted_client, &other_client]);
     let conf = scratch.join("squid.conf");
     let text = squid_config(&hub, scratch);
     let grant_file = scratch.join("squid/grants/balthasar");
@@ -1656,16 +1663,8 @@ fn a_grant_widens_one_sandbox_until_it_ends_and_never_to_a_private_address() {
         "made empty before squid starts"
     );
     fs::write(&conf, text).unwrap();
-    let _squid = netns.spawn(
-        "squid",
-        &["-N", "-f", conf.to_str().unwrap()],
-        &scratch.join("squid.out"),
-    );
-    let proxy = format!(
-        "http://{}:{}",
-        hub.network_address,
-        agent_appliance::generator::model::PROXY_PORT
-    );
+    let _squid = start_squid(netns, &conf, scratch);
+    let proxy = format!("http://{}", proxy_address(&hub));
     // `curl` through the proxy from a sandbox's address: the HTTP status
     // squid answers (000: no answer) and the body.
     let fetch = |client: &str, url: &str| -> (String, String) {
@@ -1837,14 +1836,7 @@ fn the_proxy_adds_balthasars_token_only_to_its_own_github_api_requests() {
         &names.map(|n| (n, GITHUB_STANDIN)),
     );
     let netns = &world.appliance;
-    netns.ip(&["link", "add", "br-appliance", "type", "veth", "peer", "name", "peer0"]);
-    let gateway = format!("{}/{}", hub.network_address, appliance.network.prefix);
-    netns.ip(&["addr", "add", &gateway, "dev", "br-appliance"]);
-    for client in [&holder, &other] {
-        netns.ip(&["addr", "add", &format!("{client}/32"), "dev", "br-appliance"]);
-    }
-    netns.ip(&["link", "set", "br-appliance", "up"]);
-    netns.ip(&["link", "set", "peer0", "up"]);
+    bridge_end(netns, &hub, &appliance, &[&holder, &other]);
 
     // The stand-in GitHub API, which logs which credential it received.
     let github = scratch.join("github");
@@ -1886,17 +1878,9 @@ fn the_proxy_adds_balthasars_token_only_to_its_own_github_api_requests() {
     fs::write(&include, format!("{before}{token}{after}\n")).unwrap();
     text.push_str(&format!("tls_outgoing_options cafile={}\n", dir("test-ca.pem")));
     fs::write(&conf, &text).unwrap();
-    let _squid = netns.spawn(
-        "squid",
-        &["-N", "-f", conf.to_str().unwrap()],
-        &scratch.join("squid.out"),
-    );
+    let _squid = start_squid(netns, &conf, scratch);
 
-    let proxy = format!(
-        "http://{}:{}",
-        hub.network_address,
-        agent_appliance::generator::model::PROXY_PORT
-    );
+    let proxy = format!("http://{}", proxy_address(&hub));
     let appliance_ca = scratch.join("squid/ca.pem");
     let test_ca = github.join("test-ca.pem");
     // `curl` from a sandbox's address through the proxy, trusting only

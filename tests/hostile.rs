@@ -453,31 +453,7 @@ fn runtime_files_of_the_proxy(config: &str, dir: &std::path::Path) -> String {
     if !config.contains(CA_CERT) {
         return config.to_string();
     }
-    let openssl = Command::new("openssl")
-        .current_dir(dir)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=hostile test CA",
-        ])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .output()
-        .unwrap();
-    assert!(openssl.status.success(), "{openssl:?}");
+    crate::support::squid::appliance_ca(&dir.join("ca.pem"), &dir.join("ca.key"));
     let mut text = config
         .replace(CA_CERT, dir.join("ca.pem").to_str().unwrap())
         .replace(CA_KEY, dir.join("ca.key").to_str().unwrap())

@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
-use crate::support::synapse::{Synapse, venv};
-use crate::support::{appliance, in_ci, require_tool, root, stderr, stdout};
+use crate::support::synapse::{Synapse, room_events, venv};
+use crate::support::{appliance, assert_succeeded, in_ci, require_tool, root, stderr, stdout};
 
 const VOLUME: &str = "appliance-casper-state";
 const AGENT: &str = "@casper:magi";
@@ -73,17 +73,6 @@ case "$1" in
 esac
 "#;
 
-#[track_caller]
-fn assert_ok(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
-}
-
 /// A private dockerd (no networking) with three images: two good agents
 /// and one that exits at start.
 fn private_docker() -> Option<Dockerd> {
@@ -124,7 +113,7 @@ fn private_docker() -> Option<Dockerd> {
             .unwrap();
         use std::io::Write;
         import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert_ok(&import.wait_with_output().unwrap(), "docker import");
+        assert_succeeded("docker import", &import.wait_with_output().unwrap());
     }
     Some(daemon)
 }
@@ -172,7 +161,7 @@ impl Host {
                 .args(extra)
                 .output()
                 .unwrap();
-            assert_ok(&out, "appliance bootstrap");
+            assert_succeeded("appliance bootstrap", &out);
         };
         bootstrap(&["--secrets-only"]);
         let mut synapse = Synapse::start(venv, &temp.path().join("synapse"), &state, port);
@@ -217,22 +206,10 @@ impl Host {
     /// The bodies of the ops room's messages, oldest first.
     fn ops_room(&self) -> Vec<String> {
         let ops = self.room_id("#appliance_ops:magi");
-        let reply = self
-            .client
-            .get(
-                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", segment(&ops)),
-                Some(&self.appliance_token()),
-            )
-            .unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
-        let mut said: Vec<String> = reply.body["chunk"]
-            .as_array()
-            .unwrap()
+        room_events(&self.client, &self.appliance_token(), &ops, 100)
             .iter()
             .filter_map(|e| e["content"]["body"].as_str().map(str::to_string))
-            .collect();
-        said.reverse();
-        said
+            .collect()
     }
 }
 
@@ -351,13 +328,13 @@ impl Run<'_> {
             "-c",
             line,
         ]);
-        assert_ok(&out, line);
+        assert_succeeded(line, &out);
         stdout(&out)
     }
 
     fn container(&self, format: &str) -> String {
         let out = self.daemon.docker(&["inspect", "-f", format, "casper"]);
-        assert_ok(&out, "docker inspect");
+        assert_succeeded("docker inspect", &out);
         stdout(&out).trim().to_string()
     }
 
@@ -368,7 +345,7 @@ impl Run<'_> {
             .env("RESTIC_PASSWORD_FILE", self.host.path("password"))
             .output()
             .unwrap();
-        assert_ok(&out, "restic snapshots");
+        assert_succeeded("restic snapshots", &out);
         serde_json::from_slice::<Option<Vec<Value>>>(&out.stdout)
             .unwrap()
             .unwrap_or_default()
@@ -378,18 +355,13 @@ impl Run<'_> {
 /// The backup config of this host: casper's volume, the warden's
 /// directory (which a rollback keeps), the units a restore stops.
 fn backup_config(host: &Host, daemon: &Dockerd) -> PathBuf {
-    let at = |relative: &str| host.path(relative).display().to_string();
     fs::write(host.path("password"), "correct horse battery staple\n").unwrap();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
-        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
-        "unit": "restic-backups-appliance.service",
-        "volume_root": daemon.dir().join("data/volumes").display().to_string(),
-        "volumes": [{ "name": VOLUME, "agent": "casper" }],
-        "paths": [{ "name": "warden", "path": at("state/warden"), "what": "the warden's state and audit trail" }],
-        "units": ["docker-casper.service"],
-    });
+    let mut config = crate::support::backup_config(host.temp.path());
+    config["volume_root"] = json!(daemon.dir().join("data/volumes").display().to_string());
+    config["volumes"] = json!([{ "name": VOLUME, "agent": "casper" }]);
+    let warden = host.path("state/warden").display().to_string();
+    config["paths"] = json!([{ "name": "warden", "path": warden, "what": "the warden's state and audit trail" }]);
+    config["units"] = json!(["docker-casper.service"]);
     let path = host.path("backup.json");
     fs::write(&path, config.to_string()).unwrap();
     let out = std::process::Command::new("restic")
@@ -398,7 +370,7 @@ fn backup_config(host: &Host, daemon: &Dockerd) -> PathBuf {
         .env("RESTIC_PASSWORD_FILE", host.path("password"))
         .output()
         .unwrap();
-    assert_ok(&out, "restic init");
+    assert_succeeded("restic init", &out);
     path
 }
 
@@ -425,20 +397,7 @@ fn a_failing_upgrade_rolls_back_system_and_state_and_a_good_one_stays() {
         standin,
     };
     // Generation 1 runs, and the agent knows a fact.
-    assert_ok(
-        &daemon.docker(&[
-            "run",
-            "-d",
-            "--name",
-            "casper",
-            "--network",
-            "none",
-            "-v",
-            &format!("{VOLUME}:/data"),
-            &image("v1"),
-        ]),
-        "docker run",
-    );
+    daemon.start_offline("casper", &["-v", &format!("{VOLUME}:/data"), &image("v1")]);
     run.in_volume("echo 'the reactor key is under the third stone' > /data/fact");
     let stop = Arc::new(AtomicBool::new(false));
     let agent = stand_in_agent(&host, &daemon, stop.clone());
@@ -454,7 +413,7 @@ fn a_failing_upgrade_rolls_back_system_and_state_and_a_good_one_stays() {
     assert_eq!(agent.join().unwrap(), 3, "the stand-in agent's answers");
     let audit = host.path("state/warden/audit.jsonl");
     let verify = appliance().args(["audit", "verify"]).arg(&audit).output().unwrap();
-    assert_ok(&verify, "appliance audit verify");
+    assert_succeeded("appliance audit verify", &verify);
     let kinds: Vec<String> = fs::read_to_string(&audit)
         .unwrap()
         .lines()
@@ -482,7 +441,7 @@ fn a_failing_upgrade_rolls_back_system_and_state_and_a_good_one_stays() {
 fn dry_run_changes_nothing(run: &Run) {
     let started = run.container("{{.State.StartedAt}}");
     let out = run.upgrade(&["--dry-run"]);
-    assert_ok(&out, "appliance upgrade --dry-run");
+    assert_succeeded("appliance upgrade --dry-run", &out);
     let said = stdout(&out);
     assert!(said.contains("system generation 1 runs"), "{said}");
     assert!(
@@ -543,7 +502,7 @@ fn failing_upgrade_is_rolled_back(run: &Run) {
 fn good_upgrade_stays(run: &Run) {
     fs::write(run.standin.join("images/2"), image("v2")).unwrap();
     let out = run.upgrade(&["--timeout", "60"]);
-    assert_ok(&out, "appliance upgrade");
+    assert_succeeded("appliance upgrade", &out);
     assert!(
         stdout(&out).contains("upgraded: system generation 1 -> 2"),
         "{}",
@@ -634,14 +593,8 @@ const LOGGING_STANDIN: &str = "#!/bin/sh\necho \"$@\" >> \"$STANDIN_LOG\"\n[ \"$
 #[test]
 fn an_upgrade_changes_nothing_when_it_cannot_begin() {
     let dir = tempfile::tempdir().unwrap();
-    let at = |relative: &str| dir.path().join(relative).display().to_string();
-    let config = json!({
-        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
-        "appliance": "magi", "repository": at("no-repo"), "password_file": at("password"),
-        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
-        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
-        "volumes": [], "paths": [], "units": [],
-    });
+    // No repository at `repo`: the snapshot cannot be taken.
+    let config = crate::support::backup_config(dir.path());
     fs::write(dir.path().join("backup.json"), config.to_string()).unwrap();
     fs::write(dir.path().join("password"), "pw\n").unwrap();
     let standin = dir.path().join("system");

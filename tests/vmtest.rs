@@ -17,7 +17,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{assert_contains, assert_lacks, eval_json, json_strings, nix_instantiate, require_tool, root};
+use crate::support::{
+    assert_contains, assert_lacks, eval_json, json_strings, nix_instantiate, require_tool, root, with_stub,
+};
 
 /// A STUB nixpkgs and `lib` for evaluating nix/checks/*.nix: builders
 /// return their arguments, packages are labels.
@@ -80,52 +82,60 @@ in
 }
 "#;
 
+/// Evaluates the VM test nix/checks/`check` of the hub with the STUB:
+/// `body` is a Nix expression in which `test` (what the check hands to
+/// `runNixOSTest`), `lib`, `pkgs`, `generated` and `root` (the repository)
+/// are bound.
+fn eval_check(check: &str, body: &str) -> Option<Value> {
+    nix_instantiate()?;
+    let bindings = format!(
+        r#"
+  inherit (stub) lib pkgs;
+  generated = import (root + "/generated");
+  test = import (root + "/nix/checks/{check}") {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};"#
+    );
+    let (_stub, expression) = with_stub(STUB, &bindings, body);
+    Some(eval_json(&expression))
+}
+
 /// The scenario check, its node, the shared node module (with 4 cores) and
 /// what they start from (the generated module's containers, the daemon
 /// settings, the inference image's description), as JSON.
 fn evaluate() -> Option<Value> {
-    nix_instantiate()?;
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("stub.nix"), STUB).unwrap();
-    let expression = format!(
+    eval_check(
+        "hub-scenario.nix",
         r#"
 let
-  stub = import {stub}/stub.nix;
-  inherit (stub) lib pkgs;
-  generated = import {root}/generated;
-  test = import {root}/nix/checks/hub-scenario.nix {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};
-  node = test.nodes.machine {{ inherit lib; }};
+  node = test.nodes.machine { inherit lib; };
   image = node.virtualisation.oci-containers.containers.ollama.imageStream._stubForce.stubArgs;
   models = node.systemd.services.appliance-models.serviceConfig.ExecStart._stubForce;
-  moduleArgs = {{
+  moduleArgs = {
     inherit lib pkgs;
-    config = {{ appliance = {{ enable = true; host = "hub"; }}; virtualisation.cores = 4; }};
+    config = { appliance = { enable = true; host = "hub"; }; virtualisation.cores = 4; };
     utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
-    applianceImages = {{ }};
-  }};
-  shared = import {root}/nix/checks/hub-node.nix {{ inherit generated; host = "hub"; }} moduleArgs;
-  generatedModule = (import {root}/generated/hosts/hub moduleArgs).config.content;
-in {{
+    applianceImages = { };
+  };
+  shared = import (root + "/nix/checks/hub-node.nix") { inherit generated; host = "hub"; appliance = "stub-module"; } moduleArgs;
+  generatedModule = (import (root + "/generated/hosts/hub") moduleArgs).config.content;
+in {
   inherit (test) name testScript;
   imports = builtins.length node.imports;
-  image = image // {{ contents = map (p: p.name or p.pname) image.contents; }};
+  image = image // { contents = map (p: p.name or p.pname) image.contents; };
   standin = (builtins.head image.contents).stubText;
-  real = lib.importJSON {root}/generated/images/ollama-cuda.json // {{ packages = null; }};
+  real = lib.importJSON (root + "/generated/images/ollama-cuda.json") // { packages = null; };
   modelsUnit = models;
-  shared = {{
-    appliance = {{ inherit (shared.appliance) enable host; }};
+  shared = {
+    appliance = { inherit (shared.appliance) enable host; };
+    inherit (shared) imports;
     runtimes = builtins.mapAttrs (_: r: r.runtimeArgs._stubForce) shared.virtualisation.docker.daemon.settings.runtimes;
     options = builtins.mapAttrs (_: c: c.extraOptions._stubForce) shared.appliance.sandboxes;
     toolkit = shared.hardware.nvidia-container-toolkit.enable._stubForce;
-  }};
+  };
   generatedOptions = builtins.mapAttrs (_: c: c.extraOptions) generatedModule.appliance.sandboxes;
-  daemon = builtins.mapAttrs (_: r: r.runtimeArgs) (lib.importJSON {root}/generated/hosts/hub/docker-daemon.json).runtimes;
-}}
+  daemon = builtins.mapAttrs (_: r: r.runtimeArgs) (lib.importJSON (root + "/generated/hosts/hub/docker-daemon.json")).runtimes;
+}
 "#,
-        stub = stub.path().display(),
-        root = root().display(),
-    );
-    Some(eval_json(&expression))
+    )
 }
 
 /// The JSON the scenario check embeds in its test script (`facts`).
@@ -150,8 +160,8 @@ fn the_vm_scenario_runs_the_rehearsal_client_with_every_agent_of_the_hub() {
         return;
     };
     assert_eq!(out["name"], "appliance-hub-scenario");
-    // The flake's module and the shared VM node (hub-node.nix).
-    assert_eq!(out["imports"], 2);
+    // The shared VM node (hub-node.nix), which imports the flake's module.
+    assert_eq!(out["imports"], 1);
     let script = out["testScript"].as_str().unwrap();
     let facts = facts(script);
 
@@ -338,6 +348,7 @@ fn the_vm_node_keeps_every_generated_option_but_the_gpu_and_the_cpu_count() {
     };
     let shared = &out["shared"];
     assert_eq!(shared["appliance"], json!({ "enable": true, "host": "hub" }));
+    assert_eq!(shared["imports"], json!(["stub-module"]));
     assert_eq!(shared["toolkit"], false);
     // Every runtime keeps its generated flags but nvproxy's.
     let daemon = out["daemon"].as_object().unwrap();
@@ -462,11 +473,7 @@ fn run_script_with_stub_machine(script: &str, failing: &str) -> Option<Value> {
         .arg(failing)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "the stub driver failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_succeeded("the stub driver", &output);
     // The script prints too: the driver's report is the last line.
     let stdout = String::from_utf8_lossy(&output.stdout);
     Some(serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap())
@@ -535,33 +542,26 @@ fn the_scenario_script_passes_flags_scenario_py_accepts_and_fails_with_it() {
 
 #[test]
 fn the_boot_check_runs_sleepers_of_every_sandbox_image_on_the_same_vm_node() {
-    if nix_instantiate().is_none() {
-        return;
-    }
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("stub.nix"), STUB).unwrap();
-    let expression = format!(
+    let Some(out) = eval_check(
+        "hub.nix",
         r#"
 let
-  stub = import {stub}/stub.nix;
-  inherit (stub) lib pkgs;
-  generated = import {root}/generated;
-  test = import {root}/nix/checks/hub.nix {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};
-  node = test.nodes.machine {{ inherit lib; }};
-in {{
+  inherit (test.nodes.machine) imports;
+  sleepers = builtins.elemAt imports 1 { inherit lib; };
+in {
   inherit (test) name;
-  sameChecks = test.testScript == import {root}/nix/checks/hub-boot-checks.nix {{ inherit lib generated; host = "hub"; }};
-  imports = builtins.length node.imports;
-  images = builtins.mapAttrs (_: c: let a = c.imageStream._stubForce.stubArgs; in "${{a.name}}:${{a.tag}}") node.virtualisation.oci-containers.containers;
+  sameChecks = test.testScript == import (root + "/nix/checks/hub-boot-checks.nix") { inherit lib generated; host = "hub"; };
+  imports = builtins.length imports;
+  images = builtins.mapAttrs (_: c: let a = c.imageStream._stubForce.stubArgs; in "${a.name}:${a.tag}") sleepers.virtualisation.oci-containers.containers;
   sandboxes = generated.hosts.hub.sandboxes;
-}}
+}
 "#,
-        stub = stub.path().display(),
-        root = root().display(),
-    );
-    let out = eval_json(&expression);
+    ) else {
+        return;
+    };
     assert_eq!(out["name"], "appliance-hub-boots");
     assert_eq!(out["sameChecks"], true);
+    // The shared VM node (hub-node.nix) and the sleepers (sleepers.nix).
     assert_eq!(out["imports"], 2);
     // Every sandbox's image replaced by a sleeper of the same name and tag.
     assert_eq!(out["images"], out["sandboxes"]);
@@ -575,33 +575,24 @@ in {{
 /// upgrade --system` on the specialisation. Running it needs real Nix.
 #[test]
 fn the_upgrade_vm_test_switches_to_a_broken_specialisation_and_checks_the_rollback() {
-    if nix_instantiate().is_none() {
-        return;
-    }
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("stub.nix"), STUB).unwrap();
-    let expression = format!(
+    let Some(out) = eval_check(
+        "upgrade.nix",
         r#"
 let
-  stub = import {stub}/stub.nix;
-  inherit (stub) lib pkgs;
-  generated = import {root}/generated;
-  test = import {root}/nix/checks/upgrade.nix {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};
-  node = test.nodes.machine {{ inherit lib; }};
+  node = test.nodes.machine;
   broken = node.specialisation.broken.configuration;
-in {{
+in {
   inherit (test) name testScript;
-  backup = {{ inherit (node.appliance.backup) enable repository passwordFile; config = builtins.fromJSON node.appliance.backup.configFile.stubText; }};
+  backup = { inherit (node.appliance.backup) enable repository passwordFile; config = builtins.fromJSON node.appliance.backup.configFile.stubText; };
   brokenEntrypoint = broken.virtualisation.oci-containers.containers.casper.imageStream.stubArgs.config.Entrypoint;
-  brokenImage = let a = broken.virtualisation.oci-containers.containers.casper.imageStream.stubArgs; in "${{a.name}}:${{a.tag}}";
+  brokenImage = let a = broken.virtualisation.oci-containers.containers.casper.imageStream.stubArgs; in "${a.name}:${a.tag}";
   casper = generated.hosts.hub.sandboxes.casper;
   migrates = broken.systemd.services.casper-migrates.script;
-}}
+}
 "#,
-        stub = stub.path().display(),
-        root = root().display(),
-    );
-    let out = eval_json(&expression);
+    ) else {
+        return;
+    };
     assert_eq!(out["name"], "appliance-hub-upgrade");
     assert_eq!(out["brokenEntrypoint"], json!(["false"]));
     assert_eq!(out["brokenImage"], out["casper"]);

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
-use crate::support::synapse::{Synapse, room_post, venv};
+use crate::support::synapse::{Synapse, room_events, room_post, venv};
 use crate::support::{appliance, assert_contains, root, stderr, stdout};
 
 const ADMIN: &str = "@gendo:magi";
@@ -230,17 +230,7 @@ impl World {
     /// The warden's notices in `room` that start with `prefix`, oldest
     /// first: (event id, body, the event it replies to).
     fn notice_events(&self, room: &str, token: &str, prefix: &str) -> Vec<(String, String, Option<String>)> {
-        let reply = self
-            .client
-            .get(
-                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", segment(room)),
-                Some(token),
-            )
-            .unwrap();
-        assert!(reply.ok(), "{}", reply.describe());
-        let mut found: Vec<(String, String, Option<String>)> = reply.body["chunk"]
-            .as_array()
-            .unwrap()
+        room_events(&self.client, token, room, 100)
             .iter()
             .filter(|e| e["sender"] == "@appliance:magi" && e["content"]["msgtype"] == "m.notice")
             .filter(|e| e["content"]["body"].as_str().unwrap().starts_with(prefix))
@@ -253,9 +243,7 @@ impl World {
                         .map(str::to_string),
                 )
             })
-            .collect();
-        found.reverse();
-        found
+            .collect()
     }
 
     /// The warden's answers to `card` in the ops room (its replies to it).
@@ -950,21 +938,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     world.docker_host = Some(format!("unix://{}", daemon.socket.display()));
     // casper's sandbox, named as oci-containers names it; its start is
     // before the warden's first run, so old news.
-    docker_ok(
-        &daemon,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "casper",
-            "--network",
-            "none",
-            IMAGE,
-            "/bin/busybox",
-            "sleep",
-            "600",
-        ],
-    );
+    daemon.start_offline("casper", &[IMAGE, "/bin/busybox", "sleep", "600"]);
     assert!(world.warden().contains("first sync: starting from now"));
     let admin = world.admin();
     let about_casper = |world: &World| -> Vec<String> {

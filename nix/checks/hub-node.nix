@@ -1,8 +1,12 @@
-# The Matrix host as both VM tests boot it (hub.nix, hub-scenario.nix): the
-# flake's module with the generated host, changed only where a test VM
-# differs from the machine the spec describes. Each change says why; the
+# The Matrix host as the VM tests boot it (hub.nix, hub-scenario.nix,
+# upgrade.nix): the flake's module (`appliance`) with the generated host,
+# changed only where a test VM differs from the machine the spec describes. Each change says why; the
 # rehearsal (docs/rehearsal.md) makes the same ones for the same reasons.
-{ generated, host }:
+{
+  appliance,
+  generated,
+  host,
+}:
 # `utils` and `applianceImages` are named so the module system passes them
 # in `args`, which the generated module is called with below.
 {
@@ -35,6 +39,8 @@ let
   isGpuDevice = lib.hasPrefix "--device=nvidia.com/gpu=";
 in
 {
+  imports = [ appliance ];
+
   appliance = {
     enable = true;
     inherit host;

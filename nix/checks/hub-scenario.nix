@@ -227,10 +227,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine =
     { lib, ... }:
     {
-      imports = [
-        appliance
-        (import ./hub-node.nix { inherit generated host; })
-      ];
+      imports = [ (import ./hub-node.nix { inherit appliance generated host; }) ];
 
       # Memory: every sandbox's sentry and application at once, measured
       # nowhere yet, estimated: OpenClaw's gateway 1-1.5 GiB (Chromium when

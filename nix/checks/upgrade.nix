@@ -31,18 +31,7 @@ let
   casperImage = sandboxes.casper;
   casperVolume = "/var/lib/docker/volumes/appliance-casper-state/_data";
 
-  # Same name and tag as the real image, so the generated unit loads it.
-  tinyImage =
-    image: entrypoint:
-    let
-      parts = builtins.match "(.*):([^:/]+)" image;
-    in
-    pkgs.dockerTools.streamLayeredImage {
-      name = lib.elemAt parts 0;
-      tag = lib.elemAt parts 1;
-      contents = [ pkgs.busybox ];
-      config.Entrypoint = entrypoint;
-    };
+  tinyImage = import ./tiny-image.nix pkgs;
 
   # What the generator writes for a Matrix host with `[backup]`
   # (src/generator/render/backup.rs), into a repository on the VM's disk.
@@ -95,51 +84,34 @@ in
 pkgs.testers.runNixOSTest {
   name = "appliance-${host}-upgrade";
   globalTimeout = 30 * 60;
-  nodes.machine =
-    { lib, ... }:
-    {
-      imports = [
-        appliance
-        (import ./hub-node.nix { inherit generated host; })
-      ];
-      virtualisation = {
-        memorySize = 4096;
-        diskSize = 8192;
-        cores = 2;
-      };
-      services.ollama.loadModels = lib.mkForce [ ];
-      virtualisation.oci-containers.containers = lib.mapAttrs (_name: image: {
-        imageStream = lib.mkForce (
-          tinyImage image [
-            "sleep"
-            "2147483647"
-          ]
-        );
-        cmd = lib.mkForce [ ];
-      }) sandboxes;
+  nodes.machine = {
+    imports = [
+      (import ./hub-node.nix { inherit appliance generated host; })
+      (import ./sleepers.nix { inherit pkgs generated host; })
+    ];
 
-      appliance.backup = {
-        enable = true;
-        configFile = backupConfig;
-        repository = "/var/lib/appliance-backup-repo";
-        passwordFile = "/root/backup-password";
-      };
-      environment.systemPackages = [ pkgs.python3 ];
+    appliance.backup = {
+      enable = true;
+      configFile = backupConfig;
+      repository = "/var/lib/appliance-backup-repo";
+      passwordFile = "/root/backup-password";
+    };
+    environment.systemPackages = [ pkgs.python3 ];
 
-      # The upgrade: casper's new version migrates its state, then exits
-      # at start. Above the base's mkForce, so it wins.
-      specialisation.broken.configuration = {
-        virtualisation.oci-containers.containers.casper.imageStream = lib.mkOverride 40 (
-          tinyImage casperImage [ "false" ]
-        );
-        systemd.services.casper-migrates = {
-          wantedBy = [ "multi-user.target" ];
-          before = [ "docker-casper.service" ];
-          serviceConfig.Type = "oneshot";
-          script = "echo migrated > ${casperVolume}/schema";
-        };
+    # The upgrade: casper's new version migrates its state, then exits
+    # at start. Above the base's mkForce, so it wins.
+    specialisation.broken.configuration = {
+      virtualisation.oci-containers.containers.casper.imageStream = lib.mkOverride 40 (
+        tinyImage casperImage [ "false" ]
+      );
+      systemd.services.casper-migrates = {
+        wantedBy = [ "multi-user.target" ];
+        before = [ "docker-casper.service" ];
+        serviceConfig.Type = "oneshot";
+        script = "echo migrated > ${casperVolume}/schema";
       };
     };
+  };
 
   testScript = ''
     import shlex

@@ -1,6 +1,6 @@
 //! Replacing a file so that a reader, or a crash, sees the old content or
 //! the new one, never a mix: the warden's state and grant files, the
-//! backup's status.
+//! backup's status; and reading such a JSON file back.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 
 /// Writes `bytes` to a new file beside `path` (with `mode` when given),
 /// syncs it, renames it over `path` and syncs the directory.
@@ -30,4 +31,16 @@ pub fn replace(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("failed to sync directory `{}`", dir.display()))
+}
+
+/// The JSON value in `path` (`what` it holds, as its errors name it), or
+/// `None` when there is no such file.
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+    match fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("failed to read `{}`", path.display())),
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("`{}` is not {what}", path.display())),
+    }
 }

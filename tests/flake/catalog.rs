@@ -685,6 +685,7 @@ pub(super) fn module_files() -> Vec<PathBuf> {
     files.push(root().join("nix/checks/hub.nix"));
     files.push(root().join("nix/checks/hub-scenario.nix"));
     files.push(root().join("nix/checks/hub-node.nix"));
+    files.push(root().join("nix/checks/sleepers.nix"));
     files.push(root().join("nix/hosts.nix"));
     files.push(root().join("flake.nix"));
     files

@@ -56,6 +56,35 @@ rec {
 }
 "#;
 
+/// The stub host arguments (`args.nix`, `outputs::STUB_HOST_ARGS`) and
+/// the modules' stub `lib` (`module-lib.nix`), in a directory of their own.
+pub(super) fn host_stub() -> tempfile::TempDir {
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
+    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    stub
+}
+
+/// A directory with `spec` as its `appliance.toml`, generated there.
+fn generated(spec: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
+    let output = crate::support::run_in(dir.path(), &["generate"]);
+    crate::support::assert_succeeded("appliance generate", &output);
+    dir
+}
+
+/// `file` with `config` (the module off, or given nothing to do) sets
+/// nothing: its whole `config` is one `mkIf` that is false.
+#[track_caller]
+fn assert_sets_nothing(file: &str, config: &str) {
+    assert_eq!(
+        eval_module(file, config, "module.config._if"),
+        false,
+        "{file} with {config}"
+    );
+}
+
 fn eval_module(file: &str, config: &str, select: &str) -> Value {
     let stub = tempfile::tempdir().unwrap();
     std::fs::write(stub.path().join("lib.nix"), STUB_MODULE_LIB).unwrap();
@@ -162,12 +191,7 @@ fn the_warden_module_runs_the_warden_after_bootstrap_and_restarts_it() {
         "/var/lib/appliance/egress-grants"
     );
 
-    let off = eval_module(
-        "modules/warden.nix",
-        "{ appliance.warden.enable = false; }",
-        "module.config._if",
-    );
-    assert_eq!(off, false);
+    assert_sets_nothing("modules/warden.nix", "{ appliance.warden.enable = false; }");
 }
 
 #[test]
@@ -519,12 +543,8 @@ fn the_service_secrets_module_makes_each_env_file_once_whatever_its_path() {
         "a second boot keeps the keys the services already share"
     );
 
-    let none = eval_module(
-        "modules/service-secrets.nix",
-        "{ appliance.serviceSecrets = { }; }",
-        "module.config._if",
-    );
-    assert_eq!(none, false, "no secrets, no unit");
+    // No secrets, no unit.
+    assert_sets_nothing("modules/service-secrets.nix", "{ appliance.serviceSecrets = { }; }");
 }
 
 #[test]
@@ -586,12 +606,8 @@ fn the_models_module_pulls_after_ollamas_sandbox_and_holds_back_readiness() {
         serde_json::json!({ "_after": ["appliance-models.service"] })
     );
 
-    let off = eval_module(
-        "modules/models.nix",
-        "{ appliance.models.enable = false; }",
-        "module.config._if",
-    );
-    assert_eq!(off, false, "no pull, no unit, and readiness does not wait for one");
+    // No pull, no unit, and readiness does not wait for one.
+    assert_sets_nothing("modules/models.nix", "{ appliance.models.enable = false; }");
 }
 
 #[test]
@@ -753,16 +769,11 @@ fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let spec = read(&root().join("examples/minimal/appliance.toml"))
         .replace("models = [\"qwen3:4b\"]", "models = [\"qwen3:4b\"]\nsandbox = \"host\"");
     assert!(spec.contains("sandbox = \"host\""));
-    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
-    let output = crate::support::run_in(dir.path(), &["generate"]);
-    assert!(output.status.success(), "{}", crate::support::stderr(&output));
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
-    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let dir = generated(&spec);
+    let stub = host_stub();
     let out = eval_json(&format!(
         r#"
 let
@@ -830,12 +841,8 @@ in {{
     );
     assert_eq!(out["values"].get("wants"), None, "no overlay, no wants");
 
-    let off = eval_module(
-        "modules/ollama.nix",
-        "{ appliance.ollama.enable = false; }",
-        "module.config._if",
-    );
-    assert_eq!(off, false, "in `gvisor` mode Ollama is a sandbox, not this service");
+    // In `gvisor` mode Ollama is a sandbox, not this service.
+    assert_sets_nothing("modules/ollama.nix", "{ appliance.ollama.enable = false; }");
 }
 
 /// Runs the WireGuard key unit's script as systemd does (nixpkgs'
@@ -860,11 +867,7 @@ fn run_key_script(script: &str, key: &str) -> String {
         .env("HOME", "/nonexistent")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_succeeded(script, &output);
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -996,12 +999,10 @@ fn the_wireguard_module_makes_the_key_once_and_the_overlay_of_the_values() {
     assert_eq!(out["keyUnit"], serde_json::json!({ "_if": false }));
     assert_eq!(out["interfaces"]["wg-appliance"]["generatePrivateKeyFile"], true);
 
-    let off = eval_module(
+    assert_sets_nothing(
         "modules/wireguard.nix",
         "{ appliance.wireguard.enable = false; networking.wireguard.useNetworkd = false; }",
-        "module.config._if",
     );
-    assert_eq!(off, false);
 }
 
 /// The committed spec is unpaired; paired (both public keys, the hub with
@@ -1024,13 +1025,8 @@ fn paired_hosts_generate_peers_the_wireguard_module_takes() {
             &format!("target = \"rpi4\"\nwireguard-public-key = \"{pi_key}\"\n"),
         );
     assert!(spec.contains(&pi_key) && spec.contains("hub.example.org"));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("appliance.toml"), spec).unwrap();
-    let output = crate::support::run_in(dir.path(), &["generate"]);
-    assert!(output.status.success(), "{}", crate::support::stderr(&output));
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
-    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let dir = generated(&spec);
+    let stub = host_stub();
     let out = eval_json(&format!(
         r#"
 let
@@ -1204,12 +1200,7 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
         assert_eq!(run_network_script(script, 0), [inspect], "{script}");
     }
 
-    let off = eval_module(
-        "modules/docker-gvisor.nix",
-        "{ appliance.docker.enable = false; }",
-        "module.config._if",
-    );
-    assert_eq!(off, false);
+    assert_sets_nothing("modules/docker-gvisor.nix", "{ appliance.docker.enable = false; }");
 }
 
 #[test]
@@ -1313,12 +1304,7 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
         } })
     );
 
-    let none = eval_module(
-        "modules/sandboxes.nix",
-        "{ appliance.sandboxes = { }; }",
-        "module.config._if",
-    );
-    assert_eq!(none, false);
+    assert_sets_nothing("modules/sandboxes.nix", "{ appliance.sandboxes = { }; }");
 }
 
 /// `[backup]` (docs/backup.md): the existing-host example's generated
@@ -1331,14 +1317,12 @@ fn the_backup_module_makes_the_restic_job_of_the_generated_values() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
-    std::fs::write(stub.path().join("lib.nix"), STUB_MODULE_LIB).unwrap();
+    let stub = host_stub();
     let generated = root().join("examples/existing-host/generated/hosts/ws");
     let out = eval_json(&format!(
         r#"
 let
-  lib = import {stub}/lib.nix;
+  lib = import {stub}/module-lib.nix;
   args = import {stub}/args.nix false;
   values = (import {generated} (args // {{
     config = args.config // {{ appliance = {{ enable = true; host = "ws"; }}; }};
@@ -1415,9 +1399,7 @@ fn the_host_module_makes_key_only_ssh_the_firewall_and_the_directories() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("args.nix"), super::outputs::STUB_HOST_ARGS).unwrap();
-    std::fs::write(stub.path().join("module-lib.nix"), STUB_MODULE_LIB).unwrap();
+    let stub = host_stub();
     let out = eval_json(&format!(
         r#"
 let
@@ -1495,8 +1477,7 @@ in {{
         serde_json::json!({ "br-appliance": { "allowedTCPPorts": [3128], "allowedUDPPorts": [] } })
     );
 
-    let off = eval_module("modules/host.nix", "{ appliance.enable = false; }", "module.config._if");
-    assert_eq!(off, false);
+    assert_sets_nothing("modules/host.nix", "{ appliance.enable = false; }");
 }
 
 #[test]
@@ -1574,12 +1555,7 @@ fn the_nvidia_module_defaults_the_driver_and_refuses_one_nvproxy_lacks() {
         other["hardware"]["nvidia-container-toolkit"]["enable"],
         serde_json::json!({ "_if": false })
     );
-    let off = eval_module(
-        "modules/nvidia.nix",
-        "{ appliance.nvidia.enable = false; }",
-        "module.config._if",
-    );
-    assert_eq!(off, false);
+    assert_sets_nothing("modules/nvidia.nix", "{ appliance.nvidia.enable = false; }");
 }
 
 #[test]

@@ -136,17 +136,7 @@ fn the_flake_has_the_promised_outputs() {
     );
     // x86_64 gets the Pi's image only cross-compiled, under its own name:
     // `packages.x86_64-linux.*` are x86_64 derivations.
-    assert_eq!(
-        strings(&out["packages"]["x86_64-linux"]),
-        [
-            "appliance",
-            "default",
-            "gce-image",
-            "gce-image-hub",
-            "rpi4-cross",
-            "rpi4-cross-pi"
-        ]
-    );
+    assert_eq!(strings(&out["packages"]["x86_64-linux"]), X86_64_PACKAGES);
     assert_eq!(
         strings(&out["packages"]["aarch64-linux"]),
         ["appliance", "default", "rpi4", "rpi4-pi"]
@@ -271,21 +261,11 @@ in
 "#;
 
 fn image_stub_expression(body: &str) -> (tempfile::TempDir, String) {
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("stub.nix"), STUB_IMAGE_PKGS).unwrap();
-    let expression = format!(
-        r#"
-let
-  stub = import {stub}/stub.nix;
+    let bindings = r#"
   inherit (stub) lib;
-  imagesWith = pkgs: import {root}/images {{ inherit pkgs lib; }};
-  generated = pkgs: name: (imagesWith pkgs).fromGenerated ({root}/generated/images + "/${{name}}.json");
-in {body}
-"#,
-        stub = stub.path().display(),
-        root = root().display(),
-    );
-    (stub, expression)
+  imagesWith = pkgs: import (root + "/images") { inherit pkgs lib; };
+  generated = pkgs: name: (imagesWith pkgs).fromGenerated (root + "/generated/images/${name}.json");"#;
+    crate::support::with_stub(STUB_IMAGE_PKGS, bindings, body)
 }
 
 #[test]
@@ -347,6 +327,16 @@ fn images_create_their_users_and_writable_paths_and_check_versions_lazily() {
     );
 }
 
+/// The flake's packages on x86_64: the Pi's image only cross-compiled.
+pub(super) const X86_64_PACKAGES: [&str; 6] = [
+    "appliance",
+    "default",
+    "gce-image",
+    "gce-image-hub",
+    "rpi4-cross",
+    "rpi4-cross-pi",
+];
+
 /// The module arguments a generated host module takes, with a `lib` whose
 /// `mkIf` keeps its condition (so both sides can be asserted) and
 /// `applianceImages` that return what they are called with.
@@ -398,9 +388,7 @@ fn generated_host_modules_evaluate_with_both_wireguard_backends() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    let stub = tempfile::tempdir().unwrap();
-    std::fs::write(stub.path().join("args.nix"), STUB_HOST_ARGS).unwrap();
-    std::fs::write(stub.path().join("module-lib.nix"), super::modules::STUB_MODULE_LIB).unwrap();
+    let stub = super::modules::host_stub();
     let expression = format!(
         r#"
 let

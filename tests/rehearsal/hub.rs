@@ -799,6 +799,7 @@ fn appliance_ca(hub: &Hub, dir: &Path) -> (PathBuf, PathBuf) {
     fs::create_dir_all(&ca_dir).unwrap();
     let (cert, key) = (ca_dir.join("ca.pem"), dir.join("ca.key"));
     squid::appliance_ca(&cert, &key);
+    squid::key_for_squid(&key);
     fs::set_permissions(&cert, fs::Permissions::from_mode(0o444)).unwrap();
     let hash = Command::new("openssl")
         .args(["x509", "-hash", "-noout", "-in"])

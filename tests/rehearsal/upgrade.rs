@@ -148,11 +148,7 @@ fn write_configs(hub: &Hub, dir: &Path, running: &[String]) {
         .env("RESTIC_PASSWORD_FILE", dir.join("password"))
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "restic init: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    crate::support::assert_succeeded("restic init", &init);
 }
 
 pub fn failing_upgrade_is_rolled_back(hub: &Hub, running: &[String]) {

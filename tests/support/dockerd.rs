@@ -142,6 +142,18 @@ impl Dockerd {
         self.command().args(args).output().expect("failed to run docker")
     }
 
+    /// `docker run -d --name NAME --network none ARGS...`: a sandbox's
+    /// container, with no network, left running; panics unless it started.
+    pub fn start_offline(&self, name: &str, args: &[&str]) {
+        let output = self
+            .command()
+            .args(["run", "-d", "--name", name, "--network", "none"])
+            .args(args)
+            .output()
+            .expect("failed to run docker");
+        super::assert_succeeded(&format!("docker run {name}"), &output);
+    }
+
     /// `docker run --rm ARGS IMAGE COMMAND...`, run to its end.
     pub fn run_rm(&self, args: &[String], image: &str, command: &[&str]) -> Output {
         self.command()

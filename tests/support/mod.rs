@@ -130,6 +130,21 @@ pub fn federated_solo_spec() -> String {
     SOLO_SPEC.replacen("admins = [\"owner\"]", "admins = [\"owner\"]\nfederation = true", 1)
 }
 
+/// A host's backup config (`backup.json`) with every file of it in `dir`:
+/// repository `repo`, password `password`, staging `backup/staging`,
+/// status `backup/status.json`, volumes under `volumes`; no volumes, paths
+/// or units to stop. Tests set what they are about on it.
+pub fn backup_config(dir: &Path) -> serde_json::Value {
+    let at = |relative: &str| dir.join(relative).display().to_string();
+    serde_json::json!({
+        "schema": agent_appliance::schema::backup::CONFIG_SCHEMA,
+        "appliance": "magi", "repository": at("repo"), "password_file": at("password"),
+        "staging_dir": at("backup/staging"), "status_file": at("backup/status.json"),
+        "unit": "restic-backups-appliance.service", "volume_root": at("volumes"),
+        "volumes": [], "paths": [], "units": [],
+    })
+}
+
 /// The strings of a JSON array (the test fails on anything else).
 pub fn json_strings(value: &serde_json::Value) -> Vec<&str> {
     value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
@@ -231,6 +246,20 @@ pub fn nix_instantiate() -> Option<PathBuf> {
         "nix-instantiate",
         "Debian package `nix-bin`: parses and evaluates generated Nix and the flake with stub inputs",
     )
+}
+
+/// A Nix expression over a stub nixpkgs: `stub` is the file `stub_nix`
+/// (written to the directory returned with the expression), `root` the
+/// repository, then `bindings`; its value is `body`.
+pub fn with_stub(stub_nix: &str, bindings: &str, body: &str) -> (tempfile::TempDir, String) {
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("stub.nix"), stub_nix).unwrap();
+    let expression = format!(
+        "let\n  stub = import {}/stub.nix;\n  root = {};\n{bindings}\nin\n{body}\n",
+        stub.path().display(),
+        root().display(),
+    );
+    (stub, expression)
 }
 
 /// Runs `nix-instantiate` with a throwaway store; returns (success, stdout, stderr).

@@ -109,8 +109,7 @@ pub fn test_ca_and_server_certificate(dir: &Path, ca_subject: &str, names: &[&st
 }
 
 /// The appliance CA as modules/egress.nix makes it at first boot (the same
-/// `openssl req`): the certificate at `cert`, the key at `key`, readable by
-/// squid's group (Debian's `proxy`) only.
+/// `openssl req`): the certificate at `cert`, the key at `key`.
 pub fn appliance_ca(cert: &Path, key: &Path) {
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     openssl(
@@ -137,6 +136,11 @@ pub fn appliance_ca(cert: &Path, key: &Path) {
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
+}
+
+/// The appliance CA's key readable by squid's group (Debian's `proxy`)
+/// only, as the proxy that runs reads it.
+pub fn key_for_squid(key: &Path) {
     let chgrp = Command::new("chgrp").arg("proxy").arg(key).output().unwrap();
     super::assert_succeeded("chgrp proxy (the appliance CA's key)", &chgrp);
     fs::set_permissions(key, fs::Permissions::from_mode(0o440)).unwrap();

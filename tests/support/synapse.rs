@@ -219,6 +219,24 @@ pub fn room_post(
         .unwrap()
 }
 
+/// The latest `limit` events of `room` as `token` reads them, oldest first.
+pub fn room_events(client: &Client, token: &str, room: &str, limit: u32) -> Vec<Value> {
+    use agent_appliance::on_host::bootstrap::client::segment;
+    let reply = client
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit={limit}",
+                segment(room)
+            ),
+            Some(token),
+        )
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.describe());
+    let mut events = reply.body["chunk"].as_array().unwrap().clone();
+    events.reverse();
+    events
+}
+
 pub struct Synapse {
     child: Option<Child>,
     pub url: String,

@@ -132,6 +132,20 @@ pub struct Gpu {
     pub driver_capabilities: Vec<DriverCapability>,
 }
 
+#[cfg(test)]
+impl Gpu {
+    /// `count` NVIDIA GPUs of `model`, with the memory the catalog knows.
+    pub fn nvidia(model: &str, count: u32) -> Self {
+        Gpu {
+            vendor: "nvidia".into(),
+            model: model.into(),
+            count,
+            vram: vram::known_gpu(model),
+            driver_capabilities: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Matrix {
     pub host: String,

@@ -238,16 +238,6 @@ pub fn check(sizes: &BTreeMap<String, Option<u64>>, gpu: Option<&Gpu>) -> Vec<Wa
 mod tests {
     use super::*;
 
-    fn gpu(model: &str, count: u32) -> Gpu {
-        Gpu {
-            vendor: "nvidia".into(),
-            model: model.into(),
-            count,
-            vram: known_gpu(model),
-            driver_capabilities: Vec::new(),
-        }
-    }
-
     fn sizes(models: &[&str], spec: &BTreeMap<String, u64>) -> BTreeMap<String, Option<u64>> {
         models.iter().map(|m| (m.to_string(), model_size(m, spec))).collect()
     }
@@ -257,8 +247,8 @@ mod tests {
     #[test]
     fn the_demo_models_fit_on_eight_l4s_but_not_on_four() {
         let demo = sizes(&DEMO, &BTreeMap::new());
-        assert!(check(&demo, Some(&gpu("l4", 8))).is_empty());
-        let warnings = check(&demo, Some(&gpu("L4", 4)));
+        assert!(check(&demo, Some(&Gpu::nvidia("l4", 8))).is_empty());
+        let warnings = check(&demo, Some(&Gpu::nvidia("L4", 4)));
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert_eq!(warnings[0].code, "inference-vram");
         assert!(warnings[0].message.contains("173.0 GB"), "{}", warnings[0].message);
@@ -269,12 +259,12 @@ mod tests {
     fn spec_sizes_count_and_unknown_models_are_named() {
         let spec = BTreeMap::from([("llama3:70b".to_string(), parse_size("40g").unwrap())]);
         let models = sizes(&["llama3:70b", "mystery:1b"], &spec);
-        let warnings = check(&models, Some(&gpu("l4", 1)));
+        let warnings = check(&models, Some(&Gpu::nvidia("l4", 1)));
         let codes: Vec<_> = warnings.iter().map(|w| w.code).collect();
         assert_eq!(codes, ["inference-size-unknown", "inference-vram"]);
         assert!(warnings[0].message.contains("`mystery:1b`"));
         assert!(check(&models, None).is_empty(), "CPU inference has no VRAM to check");
-        let mut odd = gpu("rtx-9090", 2);
+        let mut odd = Gpu::nvidia("rtx-9090", 2);
         odd.vram = None;
         assert_eq!(check(&models, Some(&odd))[1].code, "inference-vram-unknown");
     }

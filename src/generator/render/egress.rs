@@ -431,14 +431,8 @@ fn access_rules(out: &mut String, clients: &[(&Sandbox, Ipv4Addr)]) {
          http_access deny manager\nhttp_access deny !web_ports\nhttp_access deny !proxy_clients\n",
     );
     for (sandbox, _) in clients {
-        if let Egress::Domains(_) = &sandbox.egress {
-            let client = acl_name(&sandbox.name);
-            let granted = if sandbox.grants.is_some() {
-                format!(" !grants_{client}")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(out, "http_access deny sandbox_{client} !domains_{client}{granted}");
+        if let Some(deny) = unlisted_denial(sandbox) {
+            let _ = writeln!(out, "{deny}");
         }
     }
     out.push_str("http_access deny never_dst\n");
@@ -482,6 +476,22 @@ fn squid_domain(domain: &str) -> String {
     }
 }
 
+/// The rule that refuses a domain-list sandbox every name not on its list
+/// (nor granted to it, when the warden may grant it names); `None` for
+/// other sandboxes.
+fn unlisted_denial(sandbox: &Sandbox) -> Option<String> {
+    let Egress::Domains(_) = &sandbox.egress else {
+        return None;
+    };
+    let client = acl_name(&sandbox.name);
+    let granted = if sandbox.grants.is_some() {
+        format!(" !grants_{client}")
+    } else {
+        String::new()
+    };
+    Some(format!("http_access deny sandbox_{client} !domains_{client}{granted}"))
+}
+
 fn acl_name(sandbox: &str) -> String {
     sandbox.replace('-', "_")
 }
@@ -489,77 +499,73 @@ fn acl_name(sandbox: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::shipped;
+    use crate::test_support::each_shipped_host;
 
     /// Exactly the reach is accepted, each rule tied to a source address.
     #[test]
     fn the_firewall_accepts_exactly_each_sandboxs_reach() {
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let table = inet_table(host);
-                let accepts: Vec<&str> = table
-                    .lines()
-                    .filter(|l| l.trim_end().ends_with("accept") || l.contains(" accept comment"))
-                    .filter(|l| !l.contains("ct state established,related"))
-                    .collect();
-                let mut expected = 0;
-                for (sandbox, address) in networked(host) {
-                    for reach in &sandbox.reach {
-                        let rule = format!(
-                            "ip saddr {address} ip daddr {} {} dport {} accept",
-                            reach.address, reach.protocol, reach.port
-                        );
-                        assert_eq!(table.matches(&rule).count(), 1, "{}: {rule}\n{table}", sandbox.name);
-                        expected += 1;
-                    }
-                    expected += sandbox.publish.len();
+        each_shipped_host(|_, host| {
+            let table = inet_table(host);
+            let accepts: Vec<&str> = table
+                .lines()
+                .filter(|l| l.trim_end().ends_with("accept") || l.contains(" accept comment"))
+                .filter(|l| !l.contains("ct state established,related"))
+                .collect();
+            let mut expected = 0;
+            for (sandbox, address) in networked(host) {
+                for reach in &sandbox.reach {
+                    let rule = format!(
+                        "ip saddr {address} ip daddr {} {} dport {} accept",
+                        reach.address, reach.protocol, reach.port
+                    );
+                    assert_eq!(table.matches(&rule).count(), 1, "{}: {rule}\n{table}", sandbox.name);
+                    expected += 1;
                 }
-                assert_eq!(
-                    accepts.len(),
-                    expected,
-                    "{}: an accept rule beyond the reach:\n{table}",
-                    host.name
-                );
-                for line in accepts {
-                    assert!(line.contains("ip saddr") || line.contains("published port"), "{line}");
-                }
+                expected += sandbox.publish.len();
             }
-        }
+            assert_eq!(
+                accepts.len(),
+                expected,
+                "{}: an accept rule beyond the reach:\n{table}",
+                host.name
+            );
+            for line in accepts {
+                assert!(line.contains("ip saddr") || line.contains("published port"), "{line}");
+            }
+        });
     }
 
     #[test]
     fn the_proxy_refuses_never_destinations_before_any_allow() {
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let Some(conf) = proxy_config(host) else {
-                    assert!(!host.sandboxes.iter().any(|s| s.egress.uses_proxy()), "{}", host.name);
-                    continue;
-                };
-                let deny = conf.find("http_access deny never_dst").unwrap();
-                let first_allow = conf.find("http_access allow").unwrap();
-                assert!(deny < first_allow, "{}", host.name);
-                assert!(conf.trim_end().ends_with("http_access deny all"), "{}", host.name);
-                for sandbox in &host.sandboxes {
-                    let acl = format!("acl sandbox_{} ", acl_name(&sandbox.name));
-                    let has_network = sandbox.network.is_some();
-                    assert_eq!(
-                        conf.contains(&acl),
-                        has_network && sandbox.egress.uses_proxy(),
-                        "{}",
-                        sandbox.name
-                    );
-                    if let Egress::Domains(domains) = &sandbox.egress {
-                        let client = acl_name(&sandbox.name);
-                        let allow = format!("http_access allow sandbox_{client} domains_{client}\n");
-                        assert!(conf.contains(&allow), "{}", sandbox.name);
-                        assert!(!conf.contains(&format!("http_access allow sandbox_{client}\n")));
-                        for domain in domains {
-                            assert!(conf.contains(&squid_domain(domain)), "{domain}");
-                        }
+        each_shipped_host(|_, host| {
+            let Some(conf) = proxy_config(host) else {
+                assert!(!host.sandboxes.iter().any(|s| s.egress.uses_proxy()), "{}", host.name);
+                return;
+            };
+            let deny = conf.find("http_access deny never_dst").unwrap();
+            let first_allow = conf.find("http_access allow").unwrap();
+            assert!(deny < first_allow, "{}", host.name);
+            assert!(conf.trim_end().ends_with("http_access deny all"), "{}", host.name);
+            for sandbox in &host.sandboxes {
+                let acl = format!("acl sandbox_{} ", acl_name(&sandbox.name));
+                let has_network = sandbox.network.is_some();
+                assert_eq!(
+                    conf.contains(&acl),
+                    has_network && sandbox.egress.uses_proxy(),
+                    "{}",
+                    sandbox.name
+                );
+                if let Egress::Domains(domains) = &sandbox.egress {
+                    let client = acl_name(&sandbox.name);
+                    let allow = format!("http_access allow sandbox_{client} domains_{client}\n");
+                    assert!(conf.contains(&allow), "{}", sandbox.name);
+                    assert!(!conf.contains(&format!("http_access allow sandbox_{client}\n")));
+                    for domain in domains {
+                        assert!(conf.contains(&squid_domain(domain)), "{domain}");
                     }
                 }
             }
-        }
+        });
     }
 
     /// `never_dst` resolves the name: a domain-list sandbox's unlisted names
@@ -567,101 +573,88 @@ mod tests {
     /// egress.
     #[test]
     fn unlisted_names_are_refused_before_the_proxy_resolves_them() {
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let Some(conf) = proxy_config(host) else { continue };
-                let resolves = conf.find("http_access deny never_dst").unwrap();
-                let strangers = conf.find("http_access deny !proxy_clients\n").unwrap();
-                assert!(strangers < resolves, "{}", host.name);
-                for sandbox in host.sandboxes.iter().filter(|s| s.network.is_some()) {
-                    if let Egress::Domains(_) = &sandbox.egress {
-                        let client = acl_name(&sandbox.name);
-                        let granted = if sandbox.grants.is_some() {
-                            format!(" !grants_{client}")
-                        } else {
-                            String::new()
-                        };
-                        let deny = format!("http_access deny sandbox_{client} !domains_{client}{granted}\n");
-                        let at = conf.find(&deny).unwrap_or_else(|| panic!("{}: {deny}", sandbox.name));
-                        assert!(at < resolves, "{}", sandbox.name);
-                    }
-                }
-                // Before `never_dst`, only ACLs that never resolve a name.
-                for line in conf[..resolves].lines().filter(|l| l.starts_with("http_access")) {
-                    assert!(!line.contains("never_dst"), "{line}");
+        each_shipped_host(|_, host| {
+            let Some(conf) = proxy_config(host) else { return };
+            let resolves = conf.find("http_access deny never_dst").unwrap();
+            let strangers = conf.find("http_access deny !proxy_clients\n").unwrap();
+            assert!(strangers < resolves, "{}", host.name);
+            for sandbox in host.sandboxes.iter().filter(|s| s.network.is_some()) {
+                if let Some(deny) = unlisted_denial(sandbox) {
+                    let at = conf
+                        .find(&format!("{deny}\n"))
+                        .unwrap_or_else(|| panic!("{}: {deny}", sandbox.name));
+                    assert!(at < resolves, "{}", sandbox.name);
                 }
             }
-        }
+            // Before `never_dst`, only ACLs that never resolve a name.
+            for line in conf[..resolves].lines().filter(|l| l.starts_with("http_access")) {
+                assert!(!line.contains("never_dst"), "{line}");
+            }
+        });
     }
 
     /// Between sandboxes: each pair's request, its replies (never a bare
     /// SYN) and address resolution; every other frame is dropped.
     #[test]
     fn the_bridge_lets_a_service_answer_but_never_open_a_connection() {
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let table = bridge_table(host, &appliance.network);
-                let pairs = sandbox_to_sandbox(host);
-                let accepts: Vec<&str> = table.lines().filter(|l| l.contains(" accept comment")).collect();
-                assert_eq!(accepts.len(), pairs.len() * 4, "{table}");
-                for line in accepts.iter().filter(|l| l.contains(" sport ")) {
-                    assert!(line.contains("tcp flags & (syn | ack) != syn accept"), "{line}");
-                }
-                let last = table.lines().rev().nth(1).unwrap().trim();
-                assert!(last.starts_with("counter drop comment"), "{table}");
+        each_shipped_host(|appliance, host| {
+            let table = bridge_table(host, &appliance.network);
+            let pairs = sandbox_to_sandbox(host);
+            let accepts: Vec<&str> = table.lines().filter(|l| l.contains(" accept comment")).collect();
+            assert_eq!(accepts.len(), pairs.len() * 4, "{table}");
+            for line in accepts.iter().filter(|l| l.contains(" sport ")) {
+                assert!(line.contains("tcp flags & (syn | ack) != syn accept"), "{line}");
             }
-        }
+            let last = table.lines().rev().nth(1).unwrap().trim();
+            assert!(last.starts_with("counter drop comment"), "{table}");
+        });
     }
 
     /// squid never connects to this host itself: the firewall holds its
     /// user's connections to local addresses, whatever they are.
     #[test]
     fn the_proxy_never_connects_to_this_host() {
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let table = inet_table(host);
-                let rule = format!("meta skuid \"{PROXY_USER}\" fib daddr type local ip daddr != 127.0.0.0/8");
-                assert_eq!(table.contains(&rule), proxy_config(host).is_some(), "{table}");
-                if let Some(conf) = proxy_config(host) {
-                    assert!(conf.contains(&format!("cache_effective_user {PROXY_USER} ")), "{conf}");
-                    assert!(conf.contains("acl never_dst dst ::/128\n"), "{conf}");
-                }
+        each_shipped_host(|_, host| {
+            let table = inet_table(host);
+            let rule = format!("meta skuid \"{PROXY_USER}\" fib daddr type local ip daddr != 127.0.0.0/8");
+            assert_eq!(table.contains(&rule), proxy_config(host).is_some(), "{table}");
+            if let Some(conf) = proxy_config(host) {
+                assert!(conf.contains(&format!("cache_effective_user {PROXY_USER} ")), "{conf}");
+                assert!(conf.contains("acl never_dst dst ::/128\n"), "{conf}");
             }
-        }
+        });
     }
 
     /// A grant widens only its own sandbox, and only after `never_dst`;
     /// before it, a granted name is only let past the list check.
     #[test]
     fn grants_widen_one_sandbox_and_only_after_never_dst() {
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let Some(conf) = proxy_config(host) else { continue };
-                let never = conf.find("http_access deny never_dst\n").unwrap();
-                for sandbox in &host.sandboxes {
-                    let client = acl_name(&sandbox.name);
-                    let acl = format!("acl grants_{client} dstdomain -n \"");
-                    let allow = format!("http_access allow sandbox_{client} grants_{client}\n");
-                    let Some(file) = &sandbox.grants else {
-                        assert!(!conf.contains(&acl) && !conf.contains(&allow), "{}", sandbox.name);
-                        continue;
-                    };
-                    assert!(host.runs_matrix && !sandbox.is_service(), "{}", sandbox.name);
-                    assert!(matches!(sandbox.egress, Egress::Domains(_)), "{}", sandbox.name);
-                    assert!(conf.contains(&format!("{acl}{file}\"\n")), "{conf}");
-                    let deny = format!("http_access deny sandbox_{client} !domains_{client} !grants_{client}\n");
-                    assert!(conf.find(&deny).unwrap() < never, "{conf}");
-                    assert!(conf.find(&allow).unwrap() > never, "{conf}");
-                    // Every rule naming the grants names their sandbox too.
-                    for line in conf.lines().filter(|l| l.contains(&format!("grants_{client}"))) {
-                        assert!(
-                            line.starts_with("acl ") || line.contains(&format!("sandbox_{client} ")),
-                            "{line}"
-                        );
-                    }
+        each_shipped_host(|_, host| {
+            let Some(conf) = proxy_config(host) else { return };
+            let never = conf.find("http_access deny never_dst\n").unwrap();
+            for sandbox in &host.sandboxes {
+                let client = acl_name(&sandbox.name);
+                let acl = format!("acl grants_{client} dstdomain -n \"");
+                let allow = format!("http_access allow sandbox_{client} grants_{client}\n");
+                let Some(file) = &sandbox.grants else {
+                    assert!(!conf.contains(&acl) && !conf.contains(&allow), "{}", sandbox.name);
+                    continue;
+                };
+                assert!(host.runs_matrix && !sandbox.is_service(), "{}", sandbox.name);
+                assert!(matches!(sandbox.egress, Egress::Domains(_)), "{}", sandbox.name);
+                assert!(conf.contains(&format!("{acl}{file}\"\n")), "{conf}");
+                let deny = format!("http_access deny sandbox_{client} !domains_{client} !grants_{client}\n");
+                assert!(conf.find(&deny).unwrap() < never, "{conf}");
+                assert!(conf.find(&allow).unwrap() > never, "{conf}");
+                // Every rule naming the grants names their sandbox too.
+                for line in conf.lines().filter(|l| l.contains(&format!("grants_{client}"))) {
+                    assert!(
+                        line.starts_with("acl ") || line.contains(&format!("sandbox_{client} ")),
+                        "{line}"
+                    );
                 }
             }
-        }
+        });
     }
 
     /// TLS is terminated only for a credential's hosts from its own
@@ -671,80 +664,78 @@ mod tests {
     #[test]
     fn credentials_are_added_only_for_their_sandbox_hosts_and_tls() {
         let mut seen = 0;
-        for appliance in shipped() {
-            for host in appliance.hosts.values() {
-                let Some(conf) = proxy_config(host) else { continue };
-                let with: Vec<&Sandbox> = host.sandboxes.iter().filter(|s| !s.credentials.is_empty()).collect();
-                let listener = conf.lines().find(|l| l.starts_with("http_port ")).unwrap();
-                assert_eq!(listener.contains(" ssl-bump "), !with.is_empty(), "{listener}");
-                let bumps: Vec<&str> = conf.lines().filter(|l| l.starts_with("ssl_bump ")).collect();
-                if with.is_empty() {
-                    assert!(bumps.is_empty() && !conf.contains("request_header"), "{conf}");
-                    continue;
-                }
-                assert_eq!(bumps.last(), Some(&"ssl_bump splice all"), "{conf}");
-                for line in &bumps[..bumps.len() - 1] {
+        each_shipped_host(|_, host| {
+            let Some(conf) = proxy_config(host) else { return };
+            let with: Vec<&Sandbox> = host.sandboxes.iter().filter(|s| !s.credentials.is_empty()).collect();
+            let listener = conf.lines().find(|l| l.starts_with("http_port ")).unwrap();
+            assert_eq!(listener.contains(" ssl-bump "), !with.is_empty(), "{listener}");
+            let bumps: Vec<&str> = conf.lines().filter(|l| l.starts_with("ssl_bump ")).collect();
+            if with.is_empty() {
+                assert!(bumps.is_empty() && !conf.contains("request_header"), "{conf}");
+                return;
+            }
+            assert_eq!(bumps.last(), Some(&"ssl_bump splice all"), "{conf}");
+            for line in &bumps[..bumps.len() - 1] {
+                assert!(
+                    line.starts_with("ssl_bump peek tls_step1 sandbox_") && line.contains(" credential_port ")
+                        || line.starts_with("ssl_bump bump sandbox_"),
+                    "{line}"
+                );
+                assert!(
+                    line.contains(" credential_hosts_") || line.contains(" credential_tls_"),
+                    "{line}"
+                );
+            }
+            for sandbox in &with {
+                let client = acl_name(&sandbox.name);
+                for credential in &sandbox.credentials {
+                    seen += 1;
+                    let name = format!("{client}_{}", credential.service);
+                    let hosts = credential.hosts.join(" ");
                     assert!(
-                        line.starts_with("ssl_bump peek tls_step1 sandbox_") && line.contains(" credential_port ")
-                            || line.starts_with("ssl_bump bump sandbox_"),
-                        "{line}"
+                        conf.contains(&format!("acl credential_hosts_{name} dstdomain -n {hosts}\n")),
+                        "{conf}"
                     );
                     assert!(
-                        line.contains(" credential_hosts_") || line.contains(" credential_tls_"),
-                        "{line}"
+                        conf.contains(&format!("acl credential_tls_{name} ssl::server_name {hosts}\n")),
+                        "{conf}"
                     );
-                }
-                for sandbox in &with {
-                    let client = acl_name(&sandbox.name);
-                    for credential in &sandbox.credentials {
-                        seen += 1;
-                        let name = format!("{client}_{}", credential.service);
-                        let hosts = credential.hosts.join(" ");
-                        assert!(
-                            conf.contains(&format!("acl credential_hosts_{name} dstdomain -n {hosts}\n")),
-                            "{conf}"
-                        );
-                        assert!(
-                            conf.contains(&format!("acl credential_tls_{name} ssl::server_name {hosts}\n")),
-                            "{conf}"
-                        );
-                        assert!(
-                            conf.contains(&format!("[[:space:]]+{}$\n", credential.placeholder)),
-                            "the placeholder is matched whole: {conf}"
-                        );
-                        let (before, after) = injection_line(&sandbox.name, credential);
-                        assert_eq!(before, "request_header_add Authorization \"token ");
-                        let acls = format!(
-                            "sandbox_{client} credential_hosts_{name} credential_placeholder_{name} credential_https"
-                        );
-                        assert_eq!(after, format!("\" {acls}"));
-                        assert!(
-                            conf.contains(&format!("request_header_access Authorization deny {acls}\n")),
-                            "{conf}"
-                        );
-                        assert!(conf.contains(&format!("include {}\n", credential.injection_file(&sandbox.name))));
-                        for domain in &credential.hosts {
-                            match &sandbox.egress {
-                                Egress::Domains(list) => assert!(list.contains(domain), "{domain}"),
-                                other => assert_eq!(other, &Egress::Web),
-                            }
+                    assert!(
+                        conf.contains(&format!("[[:space:]]+{}$\n", credential.placeholder)),
+                        "the placeholder is matched whole: {conf}"
+                    );
+                    let (before, after) = injection_line(&sandbox.name, credential);
+                    assert_eq!(before, "request_header_add Authorization \"token ");
+                    let acls = format!(
+                        "sandbox_{client} credential_hosts_{name} credential_placeholder_{name} credential_https"
+                    );
+                    assert_eq!(after, format!("\" {acls}"));
+                    assert!(
+                        conf.contains(&format!("request_header_access Authorization deny {acls}\n")),
+                        "{conf}"
+                    );
+                    assert!(conf.contains(&format!("include {}\n", credential.injection_file(&sandbox.name))));
+                    for domain in &credential.hosts {
+                        match &sandbox.egress {
+                            Egress::Domains(list) => assert!(list.contains(domain), "{domain}"),
+                            other => assert_eq!(other, &Egress::Web),
                         }
                     }
                 }
-                // Every `Authorization` rule is one of a credential's.
-                for line in conf.lines().filter(|l| l.contains("Authorization")) {
-                    assert!(
-                        line.starts_with("request_header_access Authorization deny sandbox_")
-                            || line.starts_with("acl credential_placeholder_"),
-                        "{line}"
-                    );
-                    assert!(
-                        line.starts_with("acl ") || line.ends_with(" credential_https"),
-                        "{line}"
-                    );
-                }
             }
-        }
+            // Every `Authorization` rule is one of a credential's.
+            for line in conf.lines().filter(|l| l.contains("Authorization")) {
+                assert!(
+                    line.starts_with("request_header_access Authorization deny sandbox_")
+                        || line.starts_with("acl credential_placeholder_"),
+                    "{line}"
+                );
+                assert!(
+                    line.starts_with("acl ") || line.ends_with(" credential_https"),
+                    "{line}"
+                );
+            }
+        });
         assert!(seen > 0, "a shipped spec has a credential");
     }
 
@@ -766,19 +757,20 @@ mod against_the_denied_list {
     use super::{bridge_table, inet_table, proxy_config};
     use crate::generator::model::denied::{Denial, DenialKind, denied};
     use crate::generator::model::{Appliance, Host, NEVER_DESTINATIONS, Sandbox};
-    use crate::test_support::shipped;
+    use crate::test_support::each_shipped_host;
 
-    /// Every networked sandbox with its host, its address and what it is denied.
-    fn each_sandbox(appliance: &Appliance, mut check: impl FnMut(&Host, &Sandbox, Ipv4Addr, &[Denial])) {
-        for host in appliance.hosts.values() {
+    /// `check` of each networked sandbox of the shipped specs, with its
+    /// appliance, host, address and denied list.
+    fn each_sandbox(mut check: impl FnMut(&Appliance, &Host, &Sandbox, Ipv4Addr, &[Denial])) {
+        each_shipped_host(|appliance, host| {
             for sandbox in &host.sandboxes {
                 let list = denied(appliance.hosts.values(), host, sandbox);
                 match &sandbox.network {
-                    Some(network) => check(host, sandbox, network.address, &list),
+                    Some(network) => check(appliance, host, sandbox, network.address, &list),
                     None => assert_eq!(list.len(), 1, "{}: {list:?}", sandbox.name),
                 }
             }
-        }
+        });
     }
 
     fn targets(list: &[Denial], kind: DenialKind) -> Vec<&str> {
@@ -792,97 +784,91 @@ mod against_the_denied_list {
     /// address by the nftables table or in its denied list, never both.
     #[test]
     fn each_open_host_port_is_accepted_or_denied() {
-        for appliance in shipped() {
-            each_sandbox(&appliance, |host, sandbox, address, list| {
-                let table = inet_table(host);
-                let denied_ports = targets(list, DenialKind::HostPort);
-                for rule in &host.firewall {
-                    let accepted = std::iter::once(host.network_address)
-                        .chain(host.overlay_address)
-                        .any(|local| {
-                            table.contains(&format!(
-                                "ip saddr {address} ip daddr {local} {} dport {} accept",
-                                rule.protocol, rule.port
-                            ))
-                        });
-                    let target = format!("host {} {}/{}", host.name, rule.protocol, rule.port);
-                    assert_ne!(
-                        accepted,
-                        denied_ports.contains(&target.as_str()),
-                        "{}: {target}, accepted: {accepted}\n{table}",
-                        sandbox.name
-                    );
-                }
-            });
-        }
+        each_sandbox(|_, host, sandbox, address, list| {
+            let table = inet_table(host);
+            let denied_ports = targets(list, DenialKind::HostPort);
+            for rule in &host.firewall {
+                let accepted = std::iter::once(host.network_address)
+                    .chain(host.overlay_address)
+                    .any(|local| {
+                        table.contains(&format!(
+                            "ip saddr {address} ip daddr {local} {} dport {} accept",
+                            rule.protocol, rule.port
+                        ))
+                    });
+                let target = format!("host {} {}/{}", host.name, rule.protocol, rule.port);
+                assert_ne!(
+                    accepted,
+                    denied_ports.contains(&target.as_str()),
+                    "{}: {target}, accepted: {accepted}\n{table}",
+                    sandbox.name
+                );
+            }
+        });
     }
 
     /// A sandbox that uses the proxy is denied exactly squid's `never_dst`
     /// ranges and its `web_ports`; every sandbox is denied the same ranges.
     #[test]
     fn ranges_and_ports_are_the_proxys() {
-        for appliance in shipped() {
-            each_sandbox(&appliance, |host, sandbox, _, list| {
-                let ranges = targets(list, DenialKind::Range);
-                let all: Vec<&str> = NEVER_DESTINATIONS.iter().map(|(r, _)| *r).collect();
-                assert_eq!(ranges, all, "{}", sandbox.name);
-                if !sandbox.egress.uses_proxy() {
-                    assert!(targets(list, DenialKind::ProxyPort).is_empty(), "{}", sandbox.name);
-                    return;
-                }
-                let conf = proxy_config(host).unwrap();
-                let never: Vec<&str> = conf
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("acl never_dst dst "))
-                    .collect();
-                assert_eq!(ranges, never, "{}", sandbox.name);
-                let web_ports = conf
-                    .lines()
-                    .find_map(|l| l.strip_prefix("acl web_ports port "))
-                    .unwrap();
-                let shown = format!("through the proxy, ports other than {}", web_ports.replace(' ', ", "));
-                assert_eq!(
-                    targets(list, DenialKind::ProxyPort),
-                    [shown.as_str()],
-                    "{}",
-                    sandbox.name
-                );
-            });
-        }
+        each_sandbox(|_, host, sandbox, _, list| {
+            let ranges = targets(list, DenialKind::Range);
+            let all: Vec<&str> = NEVER_DESTINATIONS.iter().map(|(r, _)| *r).collect();
+            assert_eq!(ranges, all, "{}", sandbox.name);
+            if !sandbox.egress.uses_proxy() {
+                assert!(targets(list, DenialKind::ProxyPort).is_empty(), "{}", sandbox.name);
+                return;
+            }
+            let conf = proxy_config(host).unwrap();
+            let never: Vec<&str> = conf
+                .lines()
+                .filter_map(|l| l.strip_prefix("acl never_dst dst "))
+                .collect();
+            assert_eq!(ranges, never, "{}", sandbox.name);
+            let web_ports = conf
+                .lines()
+                .find_map(|l| l.strip_prefix("acl web_ports port "))
+                .unwrap();
+            let shown = format!("through the proxy, ports other than {}", web_ports.replace(' ', ", "));
+            assert_eq!(
+                targets(list, DenialKind::ProxyPort),
+                [shown.as_str()],
+                "{}",
+                sandbox.name
+            );
+        });
     }
 
     /// Another sandbox is denied unless the bridge table accepts the pair,
     /// and then only beyond the accepted ports.
     #[test]
     fn other_sandboxes_are_denied_as_the_bridge_table_says() {
-        for appliance in shipped() {
-            each_sandbox(&appliance, |host, sandbox, address, list| {
-                let table = bridge_table(host, &appliance.network);
-                let shown = targets(list, DenialKind::Sandbox);
-                assert_eq!(shown.len(), host.sandboxes.len() - 1, "{}: {shown:?}", sandbox.name);
-                for other in host.sandboxes.iter().filter(|o| o.name != sandbox.name) {
-                    let Some(network) = &other.network else { continue };
-                    let pair = format!("ip saddr {address} ip daddr {} ", network.address);
-                    let accepted: Vec<String> = table
-                        .lines()
-                        .filter_map(|l| l.trim().strip_prefix(&pair))
-                        // Reply rules match the service's `sport`: they open nothing.
-                        .filter_map(|rest| {
-                            let (protocol, rest) = rest.split_once(" dport ")?;
-                            Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
-                        })
-                        .collect();
-                    let mut target = format!("sandbox {} at {}", other.name, network.address);
-                    if !accepted.is_empty() {
-                        target = format!("{target} beyond {}", accepted.join(", "));
-                    }
-                    assert!(
-                        shown.contains(&target.as_str()),
-                        "{}: no `{target}` in {shown:?}",
-                        sandbox.name
-                    );
+        each_sandbox(|appliance, host, sandbox, address, list| {
+            let table = bridge_table(host, &appliance.network);
+            let shown = targets(list, DenialKind::Sandbox);
+            assert_eq!(shown.len(), host.sandboxes.len() - 1, "{}: {shown:?}", sandbox.name);
+            for other in host.sandboxes.iter().filter(|o| o.name != sandbox.name) {
+                let Some(network) = &other.network else { continue };
+                let pair = format!("ip saddr {address} ip daddr {} ", network.address);
+                let accepted: Vec<String> = table
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix(&pair))
+                    // Reply rules match the service's `sport`: they open nothing.
+                    .filter_map(|rest| {
+                        let (protocol, rest) = rest.split_once(" dport ")?;
+                        Some(format!("{protocol}/{}", rest.split_once(' ')?.0))
+                    })
+                    .collect();
+                let mut target = format!("sandbox {} at {}", other.name, network.address);
+                if !accepted.is_empty() {
+                    target = format!("{target} beyond {}", accepted.join(", "));
                 }
-            });
-        }
+                assert!(
+                    shown.contains(&target.as_str()),
+                    "{}: no `{target}` in {shown:?}",
+                    sandbox.name
+                );
+            }
+        });
     }
 }

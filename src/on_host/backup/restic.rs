@@ -85,14 +85,7 @@ fn output(mut command: Command, what: &str) -> Result<std::process::Output> {
     let out = command
         .output()
         .with_context(|| format!("failed to run restic to {what}\nhint: install restic (`pkgs.restic`)"))?;
-    if !out.status.success() {
-        bail!(
-            "restic failed to {what} ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-    }
-    Ok(out)
+    super::stage::succeeded(out, format_args!("restic failed to {what}"))
 }
 
 /// `restic unlock`: removes the locks of restic processes that are gone

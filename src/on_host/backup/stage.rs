@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -165,14 +165,20 @@ pub(super) fn run(command: &mut Command, name: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("failed to run `{name}`\nhint: it must be on PATH"))?;
+    succeeded(out, format_args!("`{name}` failed")).map(drop)
+}
+
+/// `out` if its command succeeded; otherwise an error: what `failed`, its
+/// exit status and what it said on stderr.
+pub(super) fn succeeded(out: Output, failed: impl std::fmt::Display) -> Result<Output> {
     if !out.status.success() {
         bail!(
-            "`{name}` failed ({}):\n{}",
+            "{failed} ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim_end()
         );
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

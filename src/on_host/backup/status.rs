@@ -46,15 +46,7 @@ pub fn cleanup(config: &BackupConfig, service_result: Option<&str>, exit_status:
 
 /// The last recorded run, if any.
 pub fn read_status(path: &Path) -> Result<Option<Status>> {
-    match fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("failed to read `{}`", path.display())),
-        Ok(text) => {
-            Ok(Some(serde_json::from_str(&text).with_context(|| {
-                format!("`{}` is not a backup status", path.display())
-            })?))
-        }
-    }
+    atomic::read_json(path, "a backup status")
 }
 
 /// Atomically: a reader sees the old status or the new one.

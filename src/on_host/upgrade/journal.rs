@@ -49,15 +49,7 @@ pub fn path(config: &BackupConfig) -> PathBuf {
 
 impl Journal {
     pub fn load(path: &Path) -> Result<Option<Journal>> {
-        match std::fs::read_to_string(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("failed to read `{}`", path.display())),
-            Ok(text) => {
-                Ok(Some(serde_json::from_str(&text).with_context(|| {
-                    format!("`{}` is not an upgrade journal", path.display())
-                })?))
-            }
-        }
+        crate::on_host::atomic::read_json(path, "an upgrade journal")
     }
 
     /// Atomically, and synced with its directory: after a crash the next

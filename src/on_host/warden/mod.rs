@@ -162,6 +162,13 @@ pub fn run(plan: &Plan, options: &Options, log: &mut dyn FnMut(String)) -> Resul
     }
 }
 
+/// The (room id, agent) pairs a `!halt` or `!resume` names, and the
+/// agents among them.
+struct Targets {
+    pairs: Vec<(String, String)>,
+    agents: BTreeSet<String>,
+}
+
 impl<'a> Warden<'a> {
     fn start(plan: &Plan, options: &Options, log: &'a mut dyn FnMut(String)) -> Result<Warden<'a>> {
         let state_dir = options
@@ -479,31 +486,32 @@ impl<'a> Warden<'a> {
         Ok(())
     }
 
-    /// The (room id, agent) pairs a target names from `room_id`: `all`
-    /// there means that room's agents; a named agent, every room it is in.
-    fn targets(&self, room_id: &str, target: &Target) -> Result<Vec<(String, String)>, String> {
-        match target {
+    /// What a target names from `room_id`: `all` there means that room's
+    /// agents; a named agent, every room it is in.
+    fn targets(&self, room_id: &str, target: &Target) -> Result<Targets, String> {
+        let pairs: Vec<(String, String)> = match target {
             // In the ops room (no agents), `all` is every agent everywhere.
-            Target::All if room_id == self.ops => Ok(self
+            Target::All if room_id == self.ops => self
                 .rooms
                 .iter()
                 .flat_map(|(id, room)| room.agents.iter().map(move |a| (id.clone(), a.clone())))
-                .collect()),
-            Target::All => Ok(self.rooms[room_id]
+                .collect(),
+            Target::All => self.rooms[room_id]
                 .agents
                 .iter()
                 .map(|a| (room_id.to_string(), a.clone()))
-                .collect()),
+                .collect(),
             Target::Agent(name) => {
                 let agent = self.agent_named(name)?;
-                Ok(self
-                    .rooms
+                self.rooms
                     .iter()
                     .filter(|(_, room)| room.agents.contains(&agent))
                     .map(|(id, _)| (id.clone(), agent.clone()))
-                    .collect())
+                    .collect()
             }
-        }
+        };
+        let agents = pairs.iter().map(|(_, agent)| agent.clone()).collect();
+        Ok(Targets { pairs, agents })
     }
 
     fn agent_named(&self, name: &str) -> Result<String, String> {
@@ -524,12 +532,11 @@ impl<'a> Warden<'a> {
     }
 
     fn halt(&mut self, room_id: &str, admin: &str, target: &Target, stop: bool) -> Result<String> {
-        let pairs = match self.targets(room_id, target) {
-            Ok(pairs) => pairs,
+        let Targets { pairs, agents } = match self.targets(room_id, target) {
+            Ok(found) => found,
             Err(why) => return Ok(why),
         };
         let mut done = Vec::new();
-        let agents: BTreeSet<String> = pairs.iter().map(|(_, agent)| agent.clone()).collect();
         for (room, agent) in pairs {
             self.mute(&room, &agent, |m| m.halted_by = Some(admin.to_string()))?;
             done.push(format!("{agent} in {}", self.rooms[&room].alias));
@@ -542,12 +549,11 @@ impl<'a> Warden<'a> {
     }
 
     fn resume(&mut self, room_id: &str, admin: &str, target: &Target) -> Result<String> {
-        let pairs = match self.targets(room_id, target) {
-            Ok(pairs) => pairs,
+        let Targets { pairs, agents } = match self.targets(room_id, target) {
+            Ok(found) => found,
             Err(why) => return Ok(why),
         };
         let mut done = Vec::new();
-        let agents: BTreeSet<String> = pairs.iter().map(|(_, agent)| agent.clone()).collect();
         for (room, agent) in pairs {
             if self.unmute(&room, &agent, admin, |m| {
                 *m = Mute {

@@ -516,44 +516,34 @@ fn resolve_image(image: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
-    fn gpu(model: &str, count: u32) -> Gpu {
-        Gpu {
-            vendor: "nvidia".into(),
-            model: model.into(),
-            count,
-            vram: None,
-            driver_capabilities: vec![],
-        }
-    }
-
     #[test]
     fn l4s_pick_the_g2_that_brings_them() {
-        let pick = |n| machine_for(&gpu("l4", n), None).unwrap().machine_type;
+        let pick = |n| machine_for(&Gpu::nvidia("l4", n), None).unwrap().machine_type;
         assert_eq!(pick(1), "g2-standard-4");
         assert_eq!(pick(2), "g2-standard-24");
         assert_eq!(pick(4), "g2-standard-48");
         assert_eq!(pick(8), "g2-standard-96");
-        let error = machine_for(&gpu("l4", 3), None).unwrap_err().to_string();
+        let error = machine_for(&Gpu::nvidia("l4", 3), None).unwrap_err().to_string();
         assert!(
             error.starts_with("G2 machine types come with 1, 2, 4, 8 l4 GPUs, not 3"),
             "{error}"
         );
-        assert_eq!(machine_for(&gpu("L4", 8), None).unwrap().accelerator, None);
+        assert_eq!(machine_for(&Gpu::nvidia("L4", 8), None).unwrap().accelerator, None);
     }
 
     #[test]
     fn older_gpus_attach_to_an_n1_the_user_sizes() {
-        let error = machine_for(&gpu("t4", 2), None).unwrap_err().to_string();
+        let error = machine_for(&Gpu::nvidia("t4", 2), None).unwrap_err().to_string();
         assert!(error.contains("pass --machine-type"), "{error}");
-        let machine = machine_for(&gpu("t4", 2), Some("n1-standard-16")).unwrap();
+        let machine = machine_for(&Gpu::nvidia("t4", 2), Some("n1-standard-16")).unwrap();
         assert_eq!(machine.machine_type, "n1-standard-16");
         assert_eq!(machine.accelerator.as_deref(), Some("type=nvidia-tesla-t4,count=2"));
     }
 
     #[test]
     fn unknown_models_and_vendors_are_refused() {
-        assert!(machine_for(&gpu("rtx9000", 1), None).is_err());
-        let mut amd = gpu("mi300", 1);
+        assert!(machine_for(&Gpu::nvidia("rtx9000", 1), None).is_err());
+        let mut amd = Gpu::nvidia("mi300", 1);
         amd.vendor = "amd".into();
         assert!(machine_for(&amd, None).unwrap_err().to_string().contains("only NVIDIA"));
     }

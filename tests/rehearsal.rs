@@ -234,7 +234,10 @@ fn standin_recalls_a_fact_only_from_the_conversation_it_is_sent() {
     let asked = json!({"role": "user", "content": "@casper:magi recall word-a1 tag-r2"});
     let body = json!({"model": MODEL, "stream": false, "messages": [told, answer, asked]});
     let text = post(&standin, "/v1/chat/completions", &body).1;
-    assert!(text.contains("recalls word-a1 is fact-b2 (from earlier turns)"), "{text}");
+    assert!(
+        text.contains("recalls word-a1 is fact-b2 (from earlier turns)"),
+        "{text}"
+    );
     // The same question without the earlier turns: nothing to recall.
     let body = json!({"model": MODEL, "stream": false, "messages": [asked]});
     let text = post(&standin, "/v1/chat/completions", &body).1;

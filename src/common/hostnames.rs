@@ -109,14 +109,7 @@ pub fn domain_problem(text: &str) -> Option<(&'static str, &'static str)> {
     if name.contains(':') || name.contains('/') {
         return Some(("has a port or path; write the host name only", NAME_HINT));
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if name.len() > 253 || !name.split('.').all(label_ok) {
+    if !is_dns_name(name) {
         return Some(("is not a valid host name", NAME_HINT));
     }
     let within = |suffix: &str| lower == suffix || lower.ends_with(&format!(".{suffix}"));
@@ -142,6 +135,19 @@ pub fn domain_problem(text: &str) -> Option<(&'static str, &'static str)> {
         ));
     }
     None
+}
+
+/// Whether `name` is a DNS host name: at most 253 characters of dot-separated
+/// labels, each 1 to 63 letters, digits and inner hyphens (RFC 1123).
+pub fn is_dns_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 /// Whether `name` is an address in any notation a resolver or URL parser

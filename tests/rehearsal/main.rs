@@ -636,7 +636,9 @@ console.log(JSON.stringify({ leases, stateLeases, locks }));
 
 #[test]
 fn rehearsal() {
-    let Some((mut hub, admin, watch)) = bring_up() else { return };
+    let Some((mut hub, admin, watch)) = bring_up() else {
+        return;
+    };
     let running: Vec<String> = hub.sandboxes().iter().map(|s| s.name.clone()).collect();
     let has = |name: &str| running.iter().any(|r| r == name);
     // Every agent answers a mention, through the stand-in.

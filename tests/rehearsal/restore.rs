@@ -78,8 +78,15 @@ fn rehearsal_config(hub: &Hub, dir: &Path, volume_root: &Path) -> BackupConfig {
     config.staging_dir = hub.host_path(&config.staging_dir).display().to_string();
     config.status_file = hub.host_path(&config.status_file).display().to_string();
     config.volume_root = volume_root.display().to_string();
-    let postgres = hub.synapse.as_ref().and_then(|s| s.postgres()).expect("Synapse runs on PostgreSQL");
-    let pg = config.postgresql.as_mut().expect("the generated backup dumps Synapse's database");
+    let postgres = hub
+        .synapse
+        .as_ref()
+        .and_then(|s| s.postgres())
+        .expect("Synapse runs on PostgreSQL");
+    let pg = config
+        .postgresql
+        .as_mut()
+        .expect("the generated backup dumps Synapse's database");
     assert_eq!(pg.database, POSTGRES_NAME);
     pg.socket_dir = postgres.socket_dir.display().to_string();
     (pg.uid, pg.gid) = postgres_server_ids();
@@ -209,7 +216,10 @@ fn destroy_database(hub: &mut Hub) {
 }
 
 fn is_hermes(hub: &Hub, agent: &str) -> bool {
-    hub.appliance.agents.get(agent).is_some_and(|a| a.kind == AgentKind::Hermes)
+    hub.appliance
+        .agents
+        .get(agent)
+        .is_some_and(|a| a.kind == AgentKind::Hermes)
 }
 
 /// A fact told to each agent before the backup: (agent, word, fact).
@@ -380,7 +390,10 @@ pub fn restore_brings_back_the_agents_state(hub: &mut Hub, admin: &Member, agent
     // room is the one from before.
     let room = format!("#magi:{}", hub.appliance.matrix.server_name);
     let again = Member::login(hub, "gendo", &room);
-    assert_eq!(again.room_id, admin.room_id, "`{room}` is another room after the restore");
+    assert_eq!(
+        again.room_id, admin.room_id,
+        "`{room}` is another room after the restore"
+    );
     eprintln!(
         "rehearsal: the admin logged in again after the restore, to the same room ({})",
         again.room_id

@@ -137,19 +137,12 @@ pub fn endpoint_problem(endpoint: &str) -> Option<String> {
     if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return None;
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
     // A name whose last label is a number would be read as an address.
     let numeric_tail = host
         .rsplit('.')
         .next()
         .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
-    if host.len() > 253 || !host.split('.').all(label_ok) || numeric_tail {
+    if !crate::common::hostnames::is_dns_name(host) || numeric_tail {
         return Some(format!(
             "has host `{host}`, which is neither a DNS name nor an IP address"
         ));

@@ -16,6 +16,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::common::hostnames::is_dns_name;
 use crate::common::term;
 use crate::operator::cli::UpgradeArgs;
 use crate::operator::commands::build::{nix_command, output_paths, spawn_error};
@@ -44,14 +45,7 @@ impl Target {
                 bail!("`--target-host {text}`: `{user}` is not a user name\n{hint}");
             }
         }
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        };
-        if host.len() > 253 || !host.split('.').all(label_ok) {
+        if !is_dns_name(host) {
             bail!("`--target-host {text}`: `{host}` is not a host name or IPv4 address\n{hint}");
         }
         Ok(Target(text.to_string()))

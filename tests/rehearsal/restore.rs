@@ -10,8 +10,9 @@
 //! dropped; `appliance restore` brings them back (the markers and the
 //! database with them); Synapse and the agents start again, the agents
 //! answer in the same room with their restored tokens and recall the fact
-//! (Hermes from its system prompt, where it puts MEMORY.md; the others, if
-//! at all, from the earlier turns they keep on their volumes). The
+//! (Hermes from its system prompt, where it puts MEMORY.md; OpenClaw and
+//! PicoClaw, offered no `memory` tool, from the earlier turns of their
+//! sessions, kept on their volumes). The
 //! admin's old token still works and their password (derived from the
 //! restored master key) logs in to the same room.
 

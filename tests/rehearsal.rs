@@ -234,11 +234,60 @@ fn standin_recalls_a_fact_only_from_the_conversation_it_is_sent() {
     let asked = json!({"role": "user", "content": "@casper:magi recall word-a1 tag-r2"});
     let body = json!({"model": MODEL, "stream": false, "messages": [told, answer, asked]});
     let text = post(&standin, "/v1/chat/completions", &body).1;
-    assert!(text.contains("recalls word-a1 is fact-b2"), "{text}");
+    assert!(
+        text.contains("recalls word-a1 is fact-b2 (from earlier turns)"),
+        "{text}"
+    );
     // The same question without the earlier turns: nothing to recall.
     let body = json!({"model": MODEL, "stream": false, "messages": [asked]});
     let text = post(&standin, "/v1/chat/completions", &body).1;
     assert!(text.contains("has no memory of word-a1"), "{text}");
+    // Nor from a system prompt that does not carry it.
+    let system = json!({"role": "system", "content": "You are casper. word-a1 is unknown"});
+    let body = json!({"model": MODEL, "stream": false, "messages": [system, asked]});
+    let text = post(&standin, "/v1/chat/completions", &body).1;
+    assert!(text.contains("has no memory of word-a1"), "{text}");
+}
+
+/// Hermes' `memory` tool: told a fact, the stand-in stores it with the
+/// tool; asked later with only a system prompt, it finds it there, where
+/// Hermes puts MEMORY.md (its block as tools/memory_tool.py renders it).
+#[test]
+fn standin_stores_a_fact_with_the_memory_tool_and_recalls_it_from_the_system_prompt() {
+    let Some(standin) = standin() else { return };
+    let system = json!({"role": "system", "content": "You are casper."});
+    let told = json!({"role": "user", "content": "@casper:magi remember word-a1 is fact-b2 tag-r1"});
+    let offered = tools(&["memory", "terminal"]);
+    let body = json!({"model": MODEL, "stream": true, "messages": [system, told], "tools": offered});
+    let (_, calls, finish) = openai_stream(&post(&standin, "/v1/chat/completions", &body).1);
+    assert_eq!(finish, "tool_calls");
+    assert_eq!(calls[0]["function"]["name"], json!("memory"));
+    let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        args,
+        json!({"action": "add", "target": "memory", "content": "word-a1 is fact-b2"})
+    );
+    let result = json!({"success": true, "done": true, "target": "memory", "message": "Entry added."}).to_string();
+    let messages = json!([system, told, {"role": "assistant", "content": null, "tool_calls": [calls[0]]},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": result}]);
+    let body = json!({"model": MODEL, "stream": false, "messages": messages, "tools": offered});
+    let text = post(&standin, "/v1/chat/completions", &body).1;
+    assert_contains(&text, "stored word-a1 is fact-b2 in its memory");
+    assert_contains(&text, "Entry added.");
+
+    let bar = "\u{2550}".repeat(46);
+    let remembered = json!({"role": "system", "content": format!(
+        "You are casper.\n\n{bar}\nMEMORY (your personal notes) [0% \u{2014} 18/2,200 chars]\n{bar}\nword-a1 is fact-b2"
+    )});
+    let asked = json!({"role": "user", "content": "@casper:magi recall word-a1 tag-r2"});
+    let body = json!({"model": MODEL, "stream": false, "messages": [remembered, asked], "tools": offered});
+    let text = post(&standin, "/v1/chat/completions", &body).1;
+    assert_contains(&text, "recalls word-a1 is fact-b2 (from its system prompt)");
+
+    // No memory tool offered: it says so and stores nothing.
+    let body = json!({"model": MODEL, "stream": false, "messages": [told], "tools": tools(&["terminal"])});
+    let text = post(&standin, "/v1/chat/completions", &body).1;
+    assert_contains(&text, "was told word-a1 is fact-b2 (no memory tool was offered)");
 }
 
 /// Feeds `results` to the stand-in as OpenClaw would, one per browser call

@@ -650,3 +650,217 @@ fn an_upgrade_changes_nothing_when_it_cannot_begin() {
         "the staging was left"
     );
 }
+
+/// Stand-ins for `nix` and `ssh` (`--target-host`, docs/upgrade.md): no
+/// Nix store and no remote host here. Each appends its argv to
+/// `$STANDIN_LOG`, one call a line, words separated by tabs. The `nix`
+/// stand-in "builds" by printing `nix build --json`'s result for
+/// `$STANDIN_BUILT`, and the `ssh` stand-in runs the remote command with
+/// `sh -c`, as the target's login shell would, with a stand-in
+/// `systemd-run` first on PATH that records the words it was given:
+/// what the remote shell made of the quoting. `$STANDIN_FAIL` names the
+/// step that fails: `build`, `copy`, `remote` (the upgrade there exits 1)
+/// or `connection` (ssh's 255).
+const STANDIN_NIX: &str = r#"#!/bin/sh
+# Stand-in for nix (tests/upgrade.rs, --target-host).
+{ printf nix; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$STANDIN_LOG"
+case "$3" in
+  build)
+    [ "$STANDIN_FAIL" = build ] && { echo "error: stand-in build failure" >&2; exit 1; }
+    printf '[{"drvPath":"/nix/store/aaaa-x.drv","outputs":{"out":"%s"}}]\n' "$STANDIN_BUILT" ;;
+  copy)
+    [ "$STANDIN_FAIL" = copy ] && { echo "error: stand-in copy failure" >&2; exit 1; }
+    exit 0 ;;
+  *) exit 2 ;;
+esac
+"#;
+
+const STANDIN_SSH: &str = r#"#!/bin/sh
+# Stand-in for ssh (tests/upgrade.rs, --target-host).
+{ printf ssh; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$STANDIN_LOG"
+[ "$STANDIN_FAIL" = connection ] && { echo "ssh: connect to host hub port 22: Connection refused" >&2; exit 255; }
+PATH="$STANDIN_REMOTE:$PATH" exec sh -c "$3"
+"#;
+
+const STANDIN_SYSTEMD_RUN: &str = r#"#!/bin/sh
+# Stand-in for systemd-run on the target (tests/upgrade.rs, --target-host).
+{ printf systemd-run; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$STANDIN_LOG"
+[ "$STANDIN_FAIL" = remote ] && { echo "upgrade FAILED: stand-in" >&2; exit 1; }
+echo "upgraded: system generation 1 -> 2"
+"#;
+
+const BUILT: &str = "/nix/store/0c5pw6pr4yb8v7rq3xqwkw8g1m6fgbq9-nixos-system-hub-25.11";
+
+fn write_program(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `appliance upgrade --target-host` with the stand-ins first on PATH:
+/// its output and the calls, each as its words.
+fn upgrade_remotely(args: &[&str], fail: &str, built: &str) -> (Output, Vec<Vec<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (local, remote) = (dir.path().join("local"), dir.path().join("remote"));
+    fs::create_dir_all(&local).unwrap();
+    fs::create_dir_all(&remote).unwrap();
+    write_program(&local.join("nix"), STANDIN_NIX);
+    write_program(&local.join("ssh"), STANDIN_SSH);
+    write_program(&remote.join("systemd-run"), STANDIN_SYSTEMD_RUN);
+    let log = dir.path().join("calls");
+    let path = format!("{}:{}", local.display(), std::env::var("PATH").unwrap_or_default());
+    let out = appliance()
+        .arg("upgrade")
+        .args(args)
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("STANDIN_LOG", &log)
+        .env("STANDIN_REMOTE", &remote)
+        .env("STANDIN_BUILT", built)
+        .env("STANDIN_FAIL", fail)
+        .output()
+        .unwrap();
+    let calls = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.split('\t').map(str::to_string).collect())
+        .collect();
+    (out, calls)
+}
+
+fn words(line: &[&str]) -> Vec<String> {
+    line.iter().map(|w| w.to_string()).collect()
+}
+
+#[test]
+fn an_upgrade_of_a_target_host_builds_here_copies_and_runs_there() {
+    let build = words(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "build",
+        "--no-link",
+        "--json",
+        ".#nixosConfigurations.hub.config.system.build.toplevel",
+    ]);
+    let copy = words(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "copy",
+        "--to",
+        "ssh://root@hub",
+        BUILT,
+    ]);
+    // The admin's name is the remote shell's to take apart: the stand-in
+    // systemd-run must get it back as one word, nothing run.
+    let admin = "gendo'; touch pwned; echo '$(id)";
+    let remote = format!(
+        "systemd-run --quiet --collect --wait --pipe --unit=appliance-upgrade --setenv=PATH -- \
+         appliance upgrade --system {BUILT} --timeout 300 --probe-as 'gendo'\\''; touch pwned; echo '\\''$(id)' --dry-run"
+    );
+    let ssh = words(&["ssh", "--", "root@hub", &remote]);
+    let systemd_run = words(&[
+        "systemd-run",
+        "--quiet",
+        "--collect",
+        "--wait",
+        "--pipe",
+        "--unit=appliance-upgrade",
+        "--setenv=PATH",
+        "--",
+        "appliance",
+        "upgrade",
+        "--system",
+        BUILT,
+        "--timeout",
+        "300",
+        "--probe-as",
+        admin,
+        "--dry-run",
+    ]);
+    let args = [
+        "--target-host",
+        "root@hub",
+        "--flake",
+        ".#hub",
+        "--timeout",
+        "300",
+        "--probe-as",
+        admin,
+        "--dry-run",
+    ];
+
+    let (out, calls) = upgrade_remotely(&args, "", BUILT);
+    assert_ok(&out, "the upgrade of root@hub");
+    assert_eq!(calls, [build.clone(), copy.clone(), ssh.clone(), systemd_run.clone()]);
+    assert!(
+        stdout(&out).contains("upgraded: system generation 1 -> 2"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Each step that fails stops the upgrade there, and says so.
+    let cases: [(&str, usize, &str); 4] = [
+        (
+            "build",
+            1,
+            "building hub's system failed (exit status 1; Nix's error is above); nothing was copied to or changed on `root@hub`",
+        ),
+        (
+            "copy",
+            2,
+            "copying the system to `root@hub` failed (exit status 1; Nix's error is above); nothing was changed there",
+        ),
+        (
+            "connection",
+            3,
+            "`ssh root@hub` failed or the connection dropped (exit status 255)",
+        ),
+        (
+            "remote",
+            4,
+            "the upgrade on `root@hub` failed (exit status 1); what failed and what was rolled back is above",
+        ),
+    ];
+    let all = [build.clone(), copy, ssh, systemd_run];
+    for (fail, made, said) in cases {
+        let (out, calls) = upgrade_remotely(&args, fail, BUILT);
+        assert_eq!(out.status.code(), Some(1), "{fail}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{fail}: {}", stderr(&out));
+        assert_eq!(calls, all[..made], "{fail}");
+    }
+
+    // What `nix build` printed reaches the remote shell only as a store path.
+    let (out, calls) = upgrade_remotely(&args, "", "/nix/store/0c5pw6pr4yb8v7rq3xqwkw8g1m6fgbq9-x;reboot");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not one store path; nothing was copied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(calls, [build]);
+
+    // A target that is not `user@host` runs nothing; nor does a flake
+    // without the host.
+    let refused: [(&[&str], &str); 3] = [
+        (
+            &["--target-host", "root@hub;reboot", "--flake", ".#hub"],
+            "`hub;reboot` is not a host name or IPv4 address",
+        ),
+        (
+            &["--target-host=-oProxyCommand=x", "--flake", ".#hub"],
+            "is not a host name or IPv4 address",
+        ),
+        (
+            &["--target-host", "root@hub", "--flake", "."],
+            "`--flake .` names no host",
+        ),
+    ];
+    for (args, said) in refused {
+        let (out, calls) = upgrade_remotely(args, "", BUILT);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(said), "{}", stderr(&out));
+        assert!(calls.is_empty(), "{args:?} ran {calls:?}");
+    }
+}

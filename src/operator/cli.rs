@@ -250,9 +250,17 @@ pub struct UpgradeArgs {
     /// Say what would change (the closure difference, which sandboxes restart) and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// The flake `nixos-rebuild` builds the new system from (`--flake`) [default: nixos-rebuild's own]
+    /// The flake `nixos-rebuild` builds the new system from (`--flake`) [default: nixos-rebuild's own]; with `--target-host`, `FLAKE#HOST`, built here
     #[arg(long, value_name = "REF", conflicts_with = "system")]
     pub flake: Option<String>,
+    /// Upgrade that host over SSH (`root@hub`): build its system here (`--flake FLAKE#HOST`), `nix copy` it there, and run `appliance upgrade --system` there in a transient unit that a dropped connection does not stop
+    #[arg(
+        long,
+        value_name = "USER@HOST",
+        requires = "flake",
+        conflicts_with_all = ["system", "system_program", "plan", "config", "restic", "state_dir", "homeserver", "audit", "docker", "without_docker"]
+    )]
+    pub target_host: Option<String>,
     /// Switch to this system, already built (`nix build .#nixosConfigurations.<host>.config.system.build.toplevel`, then `nix copy --to ssh://<host>`), instead of `nixos-rebuild switch`
     #[arg(long, value_name = "STORE-PATH", conflicts_with = "system_program")]
     pub system: Option<PathBuf>,

@@ -417,7 +417,7 @@ fn assert_ok(what: &str, output: &Output) {
 }
 
 /// Waits for Synapse's `/versions` inside the namespace.
-fn wait_for_synapse(hub: &mut Hub) {
+pub fn wait_for_synapse(hub: &mut Hub) {
     let started = Instant::now();
     loop {
         let client = hub.client();

@@ -636,7 +636,9 @@ console.log(JSON.stringify({ leases, stateLeases, locks }));
 
 #[test]
 fn rehearsal() {
-    let Some((hub, admin, watch)) = bring_up() else { return };
+    let Some((mut hub, admin, watch)) = bring_up() else {
+        return;
+    };
     let running: Vec<String> = hub.sandboxes().iter().map(|s| s.name.clone()).collect();
     let has = |name: &str| running.iter().any(|r| r == name);
     // Every agent answers a mention, through the stand-in.
@@ -719,7 +721,7 @@ fn rehearsal() {
         eprintln!("rehearsal: casper answered after the rollback, in {seconds:.1} s: {body}");
         assert!(body.contains("[stand-in]"), "{body}\n{}", hub.all_reports());
     }
-    restore::restore_brings_back_the_agents_state(&hub, &admin, &agents);
+    restore::restore_brings_back_the_agents_state(&mut hub, &admin, &agents);
 }
 
 /// Every file under the state dir: mode, owner, bytes, mtime.

@@ -32,6 +32,17 @@ sends, wherever the agent's own wrapping puts them):
                            `browser_navigate` then `browser_snapshot`);
                            then a reply carrying the page title found in
                            the tool results
+  "remember word-X is fact-Y"
+                        -> with a `memory` tool offered (Hermes), a call
+                           storing "word-X is fact-Y" (action add, target
+                           memory); once the result comes back, a reply
+                           saying so with the tool's answer; without one,
+                           "was told ... (no memory tool was offered)"
+  "recall word-X"       -> "recalls word-X is fact-Y (from its system
+                           prompt)" when the system prompt says "word-X is
+                           fact-Y" (Hermes' memory is there), else "(from
+                           earlier turns)" when an earlier message does,
+                           else "has no memory of word-X"
   "loop_a_b..."         -> a reply that names the next agent of the ring
                            (b) and carries the rotated ring on, so two agents
                            that answer each other would ping-pong for ever:
@@ -70,9 +81,13 @@ MXID_RE = re.compile(r"@[a-z0-9._=/-]+:([A-Za-z0-9.-]+(?::[0-9]+)?)")
 TAG_RE = re.compile(r"\btag-[A-Za-z0-9]+\b")
 READ_RE = re.compile(r"read page (\S+)", re.IGNORECASE)
 # A fact told to an agent and asked for later: the answer comes only from
-# the conversation the agent sends, so it proves the agent kept it.
+# what the agent sends (its earlier turns, or its system prompt, where
+# Hermes puts its memory), so it proves the agent kept it.
 REMEMBER_RE = re.compile(r"\bremember (word-[A-Za-z0-9]+) is (fact-[A-Za-z0-9]+)\b")
 RECALL_RE = re.compile(r"\brecall (word-[A-Za-z0-9]+)\b")
+# The fact as the stand-in stores it in a memory tool, and as any earlier
+# message may carry it.
+FACT_RE = re.compile(r"\b(word-[A-Za-z0-9]+) is (fact-[A-Za-z0-9]+)\b")
 # Names joined by "_" (a word character), so the trigger itself does not
 # name the other agents as words (Hermes takes a bare `\bcasper\b` as a
 # mention); only the replies do.
@@ -310,13 +325,32 @@ def script(model, messages, tools):
         return Reply("%s model %s read %s but found no title; last tool result: %s"
                      % (PREFIX, model, url, results[-1][:500]), rule="read-page-no-title")
 
+    remember = REMEMBER_RE.search(user)
+    if remember:
+        fact = "%s is %s" % (remember.group(1), remember.group(2))
+        if "memory" not in names:
+            return Reply("%s model %s was told %s (no memory tool was offered)" % (PREFIX, model, fact),
+                         rule="remember-no-tool")
+        if not results:
+            # Hermes' `memory` tool: the entry goes to MEMORY.md, which
+            # Hermes puts into the system prompt of its later sessions.
+            return Reply(tool_calls=[("memory", {"action": "add", "target": "memory", "content": fact})],
+                         rule="remember-call")
+        return Reply("%s model %s stored %s in its memory; the tool said: %s"
+                     % (PREFIX, model, fact, results[-1].strip()[:300]), rule="remember-result")
+
     recall = RECALL_RE.search(user)
     if recall:
         word = recall.group(1)
-        earlier = [text_of(m.get("content")) for m in messages[:max(start, 0)]]
-        facts = [m.group(2) for text in earlier for m in REMEMBER_RE.finditer(text) if m.group(1) == word]
-        if facts:
-            return Reply("%s model %s recalls %s is %s" % (PREFIX, model, word, facts[-1]), rule="recall")
+        # Where the fact is found: the system prompt (a memory the agent
+        # put there), else the earlier turns of the conversation.
+        system = [text_of(m.get("content")) for m in messages[:max(start, 0)] if m.get("role") == "system"]
+        earlier = [text_of(m.get("content")) for m in messages[:max(start, 0)] if m.get("role") != "system"]
+        for where, texts in (("its system prompt", system), ("earlier turns", earlier)):
+            facts = [m.group(2) for text in texts for m in FACT_RE.finditer(text) if m.group(1) == word]
+            if facts:
+                return Reply("%s model %s recalls %s is %s (from %s)" % (PREFIX, model, word, facts[-1], where),
+                             rule="recall")
         return Reply("%s model %s has no memory of %s" % (PREFIX, model, word), rule="recall-none")
 
     loop = LOOP_RE.search(user)

@@ -241,6 +241,9 @@ pub struct Synapse {
     child: Option<Child>,
     pub url: String,
     pub log: PathBuf,
+    /// How it was started (the wrapper, then the command), to start it again.
+    command: Vec<PathBuf>,
+    data: PathBuf,
     /// Its database, stopped after Synapse (fields drop after `drop`).
     postgres: Option<Postgres>,
 }
@@ -279,31 +282,43 @@ impl Synapse {
         let config = data.join("homeserver.yaml");
         // JSON is YAML.
         fs::write(&config, serde_json::to_string_pretty(settings).unwrap()).unwrap();
-        let log = data.join("synapse.log");
-        let out = fs::File::create(&log).unwrap();
-        let python = venv.join("bin/python");
-        let mut command = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut command = Command::new(program);
-                command.args(rest).arg(&python);
-                command
-            }
-            None => Command::new(&python),
+        let mut command: Vec<PathBuf> = wrapper.iter().map(PathBuf::from).collect();
+        command.push(venv.join("bin/python"));
+        command.extend(["-m", "synapse.app.homeserver", "-c"].map(PathBuf::from));
+        command.push(config);
+        let mut synapse = Synapse {
+            child: None,
+            url: url.to_string(),
+            log: data.join("synapse.log"),
+            command,
+            data: data.to_path_buf(),
+            postgres,
         };
-        let child = command
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(&config)
-            .current_dir(data)
+        synapse.start_homeserver();
+        synapse
+    }
+
+    /// Starts the homeserver again after `stop_homeserver` (without
+    /// waiting for it), as it was started; its log starts afresh.
+    pub fn start_homeserver(&mut self) {
+        assert!(self.child.is_none(), "synapse already runs");
+        let out = fs::File::create(&self.log).unwrap();
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .current_dir(&self.data)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .expect("failed to start synapse");
-        Synapse {
-            child: Some(child),
-            url: url.to_string(),
-            log,
-            postgres,
+        self.child = Some(child);
+    }
+
+    /// Stops the homeserver, not its database: what a restore needs
+    /// (`systemctl stop matrix-synapse`, PostgreSQL left running).
+    pub fn stop_homeserver(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            super::stop_child(&mut child, rustix::process::Signal::TERM, Duration::from_secs(10));
         }
     }
 
@@ -348,8 +363,7 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        super::stop_child(&mut child, rustix::process::Signal::TERM, Duration::from_secs(10));
+        self.stop_homeserver();
     }
 }
 

@@ -307,13 +307,13 @@ fn ensure_nix_is_new_enough(flake_dir: &Path) -> Result<()> {
 }
 
 /// `nix` with the features a flake build needs on every Nix since 2.4.
-fn nix_command() -> Command {
+pub(crate) fn nix_command() -> Command {
     let mut command = Command::new("nix");
     command.args(["--extra-experimental-features", "nix-command flakes"]);
     command
 }
 
-fn spawn_error(error: std::io::Error) -> anyhow::Error {
+pub(crate) fn spawn_error(error: std::io::Error) -> anyhow::Error {
     anyhow!("failed to run `nix`: {error}\nhint: install Nix (https://nixos.org/download) or run inside `nix develop`")
 }
 

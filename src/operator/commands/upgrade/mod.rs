@@ -1,6 +1,10 @@
 //! `appliance upgrade`: the operator's side of `src/on_host/upgrade/`
 //! (docs/upgrade.md): loads the plan and the backup config, picks the real
-//! NixOS steps or `--system-program`, prints what happened.
+//! NixOS steps or `--system-program`, prints what happened; with
+//! `--target-host`, builds and copies the system and runs the upgrade on
+//! that host (`remote.rs`).
+
+mod remote;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +20,9 @@ use crate::operator::cli::UpgradeArgs;
 use crate::schema::plan::AccountKind;
 
 pub fn run(args: &UpgradeArgs) -> Result<()> {
+    if let Some(target) = &args.target_host {
+        return remote::run(args, target);
+    }
     let plan = load_plan(&args.plan)?;
     let config = backup::load(&args.restic.config.config)?;
     let state_dir = args.state_dir.clone().unwrap_or_else(|| PathBuf::from(&plan.state_dir));

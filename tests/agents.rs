@@ -309,8 +309,13 @@ fn openclaw_secrets_audit_catches_a_missing_secret() {
 
 /// The shipped spec with melchior (OpenClaw) given the `exec` tool: its
 /// config as generated, and the model's melchior.
-fn openclaw_with_exec() -> (Agent, String) {
+fn openclaw_with_exec(admins: &str) -> (Agent, String) {
     let spec = fs::read_to_string(root().join("appliance.toml")).unwrap();
+    let mut spec = spec.replacen("\nadmins = [\"gendo\"]\n", &format!("\nadmins = {admins}\n"), 1);
+    if admins == "[]" {
+        // The room's human member is the admin: gone with them.
+        spec = spec.replacen(", \"@gendo\"]", "]", 1);
+    }
     // melchior's is the only agent with exactly this line.
     let line = "\ntools = [\"web-fetch\"]\n";
     assert_eq!(spec.matches(line).count(), 1, "the shipped spec changed");
@@ -344,7 +349,7 @@ fn openclaw_exec_approvals_go_to_the_spec_admins_only() {
         assert!(config["channels"]["matrix"].get("execApprovals").is_none(), "{label}");
         assert!(!agent.admins.is_empty(), "{label}");
     }
-    let (agent, text) = openclaw_with_exec();
+    let (agent, text) = openclaw_with_exec("[\"gendo\"]");
     let config: Value = serde_json::from_str(&text).unwrap();
     assert!(config["tools"].get("exec").is_none(), "{config}");
     assert_eq!(
@@ -352,9 +357,20 @@ fn openclaw_exec_approvals_go_to_the_spec_admins_only() {
         json!({ "enabled": true, "approvers": ["@gendo:magi"], "target": "dm" })
     );
     assert_eq!(json!(agent.admins), json!(["@gendo:magi"]));
+    // With no admins, OpenClaw would read the empty list as unset and ask
+    // every human of the agent's rooms (`dm.allowFrom`): off instead.
+    let (lone, lone_text) = openclaw_with_exec("[]");
+    assert!(lone.admins.is_empty());
+    let lone_config: Value = serde_json::from_str(&lone_text).unwrap();
+    assert_eq!(
+        lone_config["channels"]["matrix"]["execApprovals"],
+        json!({ "enabled": false, "approvers": [], "target": "dm" })
+    );
     let Some(openclaw) = openclaw() else { return };
     let dir = tempfile::tempdir().unwrap();
     openclaw.assert_valid("melchior with exec", dir.path(), &text);
+    let dir = tempfile::tempdir().unwrap();
+    openclaw.assert_valid("melchior with exec and no admins", dir.path(), &lone_text);
 }
 
 #[test]

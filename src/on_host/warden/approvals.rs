@@ -45,7 +45,6 @@ const KEEP_DECIDED_SECS: u64 = 86_400;
 pub const STANDING_MAX_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Approvals {
     /// The number of the next request (`c<n>`), never reused.
     pub next: u64,
@@ -60,7 +59,6 @@ pub struct Approvals {
 /// `!approve <id> <duration>`: who approved which request, and until when
 /// the same code sandbox's requests run without asking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Standing {
     pub by: String,
     pub id: String,
@@ -68,7 +66,6 @@ pub struct Standing {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Request {
     /// The agent's user id, and its code sandbox.
     pub agent: String,
@@ -87,7 +84,6 @@ pub struct Request {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Decision {
     pub outcome: Outcome,
     /// The admin, or `warden` for an expiry.

@@ -87,13 +87,16 @@ pub fn classify(method: &str, target: &str) -> Class {
     let post = method == "POST";
     match segments.as_slice() {
         ["containers", "create"] if post => Class::Hold(Action::Create),
-        ["containers", _, "exec"] if post => Class::Hold(Action::Exec),
+        // dockerd's router matches `/containers/{name:.*}/exec`: a name may
+        // hold `/` (a legacy link's `/other/alias` names the linked
+        // container), so every path under `containers/` ending so counts.
+        ["containers", _, .., "exec"] if post => Class::Hold(Action::Exec),
         ["build"] if post => Class::Hold(Action::Build),
         // `docker cp` into a container: new files under a container that
         // `docker start` then runs again would run code no admin saw (an
         // approved container's, or one of Hermes' own `sleep` ones). Hermes
         // never copies in; an agent writes files with an exec, which is held.
-        ["containers", _, "archive"] if method == "PUT" => Class::Refuse(
+        ["containers", _, .., "archive"] if method == "PUT" => Class::Refuse(
             "copying files into a container would change what it runs without an admin's approval; write them with `docker exec` (approved in the ops room) instead".to_string(),
         ),
         // BuildKit over gRPC (`docker buildx`) would build without `/build`;
@@ -620,6 +623,8 @@ mod tests {
             ("POST", "/v1.43/containers/create?name=x", Action::Create),
             ("POST", "/v1.41/containers/abc123/exec", Action::Exec),
             ("POST", "/containers/abc/exec", Action::Exec),
+            // A legacy link's name (`/other/alias`) reaches the linked container.
+            ("POST", "/v1.41/containers/other/alias/exec", Action::Exec),
             ("POST", "/v1.41/build?t=x", Action::Build),
             // Percent-encoding does not hide it from the classifier.
             ("POST", "/containers/%63reate", Action::Create),
@@ -659,6 +664,7 @@ mod tests {
             ("POST", "/swarm/init"),
             ("PUT", "/v1.41/containers/abc/archive?path=/usr/bin"),
             ("PUT", "/containers/abc/archive"),
+            ("PUT", "/containers/other/alias/archive?path=/"),
             ("POST", "//containers/create"),
             ("POST", "/v1.41/../containers/create"),
             ("POST", "/containers/./create"),

@@ -12,8 +12,11 @@ use crate::on_host::atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// The warden's own files accept fields they do not know (no
+/// `deny_unknown_fields` here or in approvals.rs): an upgrade's rollback
+/// keeps the warden's directory, so an older warden reads what a newer one
+/// wrote, and must start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct State {
     /// `next_batch` of the last handled `/sync`; none before the first.
     pub since: Option<String>,
@@ -56,7 +59,6 @@ pub struct State {
 
 /// A denial card: one sandbox refused one host, grantable with `!allow`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EgressCard {
     pub sandbox: String,
     /// The host name, as `!allow` takes it (no port).
@@ -69,7 +71,6 @@ pub struct EgressCard {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Answer {
     pub by: String,
     /// `allow` or `deny`.
@@ -78,7 +79,6 @@ pub struct Answer {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Grant {
     /// The admin who gave it.
     pub by: String,
@@ -88,7 +88,6 @@ pub struct Grant {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Unready {
     /// Unix seconds of the first poll that saw it down.
     pub since: u64,
@@ -97,7 +96,6 @@ pub struct Unready {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Mute {
     /// The agent's entry in the room's `users` before the mute; none: it
     /// had no entry (the room's `users_default`), restored by removing it.
@@ -143,6 +141,23 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newer_wardens_fields_do_not_stop_an_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let state = State {
+            since: Some("s9_1".into()),
+            ..State::default()
+        };
+        let mut written = serde_json::to_value(&state).unwrap();
+        written["added_by_a_later_version"] = serde_json::json!({ "x": 1 });
+        std::fs::write(&path, written.to_string()).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        let text = r#"{"next":3,"requests":{},"added_by_a_later_version":[]}"#;
+        let approvals: crate::on_host::warden::approvals::Approvals = serde_json::from_str(text).unwrap();
+        assert_eq!(approvals.next, 3);
+    }
 
     #[test]
     fn state_round_trips_and_a_missing_file_is_a_fresh_start() {

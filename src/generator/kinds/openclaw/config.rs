@@ -409,9 +409,11 @@ fn matrix_channel(agent: &Agent) -> Matrix {
             dangerously_allow_private_network: true,
         },
         // Only where exec is not denied outright: the spec's admins answer
-        // whatever OpenClaw asks before a command.
+        // whatever OpenClaw asks before a command. With no admins it is
+        // off: OpenClaw reads an empty `approvers` as unset and would take
+        // `dm.allowFrom`, every human of the agent's rooms.
         exec_approvals: agent.tools.contains(&Tool::Exec).then(|| ExecApprovals {
-            enabled: true,
+            enabled: !agent.admins.is_empty(),
             approvers: agent.admins.clone(),
             target: "dm",
         }),

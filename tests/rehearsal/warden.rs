@@ -391,17 +391,25 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
     // loop's and any a real agent sent meanwhile: the room's history up to
     // its notice holds the budget's messages (one more may land while the
     // warden writes the power levels), and no agent message after it.
+    // The warden mutes first and then posts its notice: under load the
+    // refusal can come back before the notice is in the room.
     let me = watch.me.clone();
-    let history = admin.messages_after(hub, &anchor);
+    let is_notice = |e: &serde_json::Value| {
+        e["sender"] == me.as_str()
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("loop breaker:"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut history = admin.messages_after(hub, &anchor);
+    while !history.iter().any(is_notice) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        history = admin.messages_after(hub, &anchor);
+    }
     let notice = history
         .iter()
-        .position(|e| {
-            e["sender"] == me.as_str()
-                && e["content"]["body"]
-                    .as_str()
-                    .is_some_and(|b| b.starts_with("loop breaker:"))
-        })
-        .unwrap_or_else(|| panic!("no loop-breaker notice in the room: {history:#?}"));
+        .position(is_notice)
+        .unwrap_or_else(|| panic!("no loop-breaker notice in the room within 30 s: {history:#?}"));
     let agent_ids: Vec<String> = ["casper", "melchior", "balthasar"]
         .iter()
         .map(|a| crate::matrix::agent_id(hub, a))

@@ -28,7 +28,8 @@ let
   # builder (`image`), what it is (`purpose`, for its reader) and the
   # builder's arguments, the packages by their nixpkgs attribute names
   # (with the flake's overlay). Packages are looked up lazily: reading an
-  # image's account or entry point builds nothing.
+  # image's account or entry point builds nothing. `bundled_plugins` is the
+  # package's, not the builder's: nix/overlay.nix builds OpenClaw with it.
   argsOf =
     file:
     let
@@ -37,6 +38,7 @@ let
     removeAttrs description [
       "image"
       "purpose"
+      "bundled_plugins"
     ]
     // {
       packages = map (name: builtins.getAttr name pkgs) description.packages;

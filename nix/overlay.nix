@@ -17,6 +17,9 @@ in
 
   appliance-openclaw = final.callPackage ./packages/openclaw.nix {
     source = sources.openclaw;
+    # The one list of the bundled plugins the image keeps, which the
+    # generator owns (read when the package is built).
+    bundledPlugins = (final.lib.importJSON ../generated/images/openclaw.json).bundled_plugins;
   };
 
   appliance-picoclaw = final.callPackage ./packages/picoclaw.nix {

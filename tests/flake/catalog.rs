@@ -937,7 +937,7 @@ fn call_package_args(text: &str) -> BTreeSet<String> {
         })
         // Our own arguments (nix/overlay.nix passes them) and default
         // values, not packages.
-        .filter(|name| !["lib", "null"].contains(&name.as_str()) && !name.ends_with("ource"))
+        .filter(|name| !["lib", "null", "bundledPlugins"].contains(&name.as_str()) && !name.ends_with("ource"))
         .collect()
 }
 

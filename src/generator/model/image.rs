@@ -132,6 +132,10 @@ pub struct ImageLayout {
     /// Those of `packages` only an agent with the browser tool needs: left
     /// out when no sandbox running the image has it.
     pub browser_packages: &'static [&'static str],
+    /// The plugins an agent's package bundles that the image keeps (an
+    /// OpenClaw image's `dist/extensions/<id>`, by plugin id); the build
+    /// removes every other. Empty: the package as it ships.
+    pub bundled_plugins: &'static [&'static str],
     pub version_check: VersionCheck,
 }
 
@@ -225,6 +229,7 @@ const DOCKER_IN_GVISOR: ImageLayout = ImageLayout {
     env: &[CA_BUNDLE],
     packages: &["docker_29", "appliance-dind-start", "cacert", "tini"],
     browser_packages: &[],
+    bundled_plugins: &[],
     version_check: VersionCheck::Major { package: "docker_29" },
 };
 
@@ -266,6 +271,7 @@ const OLLAMA: ImageLayout = ImageLayout {
     env: OLLAMA_ENV,
     packages: &["ollama", "cacert"],
     browser_packages: &[],
+    bundled_plugins: &[],
     version_check: VersionCheck::MajorMinor { package: "ollama" },
 };
 
@@ -280,6 +286,7 @@ const OLLAMA_CUDA: ImageLayout = ImageLayout {
     env: OLLAMA_ENV,
     packages: &["ollama-cuda", "cacert"],
     browser_packages: &[],
+    bundled_plugins: &[],
     version_check: VersionCheck::MajorMinor { package: "ollama-cuda" },
 };
 
@@ -304,6 +311,7 @@ const SEARXNG: ImageLayout = ImageLayout {
     env: &[CA_BUNDLE, "SEARXNG_SETTINGS_PATH=/etc/searxng/settings.yml"],
     packages: &["searxng", "cacert"],
     browser_packages: &[],
+    bundled_plugins: &[],
     version_check: VersionCheck::Unreleased { package: "searxng" },
 };
 
@@ -328,6 +336,7 @@ const WEBEXTRACT: ImageLayout = ImageLayout {
     env: &[CA_BUNDLE],
     packages: &["appliance-webextract", "cacert"],
     browser_packages: &[],
+    bundled_plugins: &[],
     version_check: VersionCheck::Unreleased {
         package: "python3Packages.trafilatura",
     },

@@ -31,6 +31,11 @@ struct ImageArgs {
     env: Vec<String>,
     /// nixpkgs attribute names (with the appliance's overlay).
     packages: Vec<&'static str>,
+    /// The package's bundled plugins the image keeps (`ImageLayout`'s
+    /// `bundled_plugins`); read by nix/overlay.nix and
+    /// scripts/rehearsal-rootfs.sh.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    bundled_plugins: &'static [&'static str],
 }
 
 /// One writable directory as images/build.nix takes it.
@@ -78,6 +83,7 @@ fn args(layout: &'static ImageLayout, browser: bool) -> ImageArgs {
         entrypoint: layout.entrypoint,
         env: layout.image_env(),
         packages: layout.packages_for(browser),
+        bundled_plugins: layout.bundled_plugins,
     }
 }
 

@@ -85,6 +85,7 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
         "tini",
     ],
     browser_packages: &["chromium"],
+    bundled_plugins: &[],
     version_check: VersionCheck::Exact {
         package: "appliance-hermes",
     },

@@ -100,6 +100,25 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
         "tini",
     ],
     browser_packages: &["chromium"],
+    // OpenClaw scans and loads every plugin of `dist/extensions` at each
+    // start (65 in 2026.9.6); the image keeps those the generated config
+    // (config.rs) uses, and no other can load: 25 % fewer system calls at
+    // start, 11 plugins fewer that loaded though no config names them
+    // (docs/benchmarks.md, issue 25, item 1). Each one, and what needs it:
+    bundled_plugins: &[
+        // The browser tool: `plugins.entries.browser` and `browser`
+        // (enabled with the agent's browser tool).
+        "browser",
+        // The channel: `channels.matrix`, `plugins.entries.matrix` (the
+        // @openclaw/matrix plugin the build bakes in under this id).
+        "matrix",
+        // OpenClaw's memory (the memory tools and the memory files of the
+        // workspace): the default of `plugins.slots.memory`.
+        "memory-core",
+        // The model provider: `models.providers.ollama` (`api: "ollama"`),
+        // `plugins.entries.ollama`.
+        "ollama",
+    ],
     version_check: VersionCheck::Exact {
         package: "appliance-openclaw",
     },

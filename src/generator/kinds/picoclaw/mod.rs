@@ -79,6 +79,7 @@ pub(crate) const IMAGE: ImageLayout = ImageLayout {
     // through it) runs commands with `sh -c`.
     packages: &["appliance-picoclaw", "gh", "bashInteractive", "coreutils", "cacert"],
     browser_packages: &[],
+    bundled_plugins: &[],
     version_check: VersionCheck::Exact {
         package: "appliance-picoclaw",
     },

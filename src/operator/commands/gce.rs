@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::common::shell::shell_word;
 use crate::generator::model::vram::{GceOffer, gce_models, gpu_model};
 use crate::generator::model::{Appliance, Gpu, Host, WIREGUARD_PORT};
 use crate::generator::spec::schema::Target;
@@ -156,17 +157,6 @@ fn image_source(image: &Path) -> String {
         shell_word(&text)
     } else {
         format!("{}/*.raw.tar.gz", shell_word(&text))
-    }
-}
-
-fn shell_word(text: &str) -> String {
-    if text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 

@@ -17,6 +17,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::common::hostnames::is_dns_name;
+use crate::common::shell::shell_word;
 use crate::common::term;
 use crate::operator::cli::UpgradeArgs;
 use crate::operator::commands::build::{nix_command, output_paths, spawn_error};
@@ -86,20 +87,6 @@ pub fn is_store_path(path: &str) -> bool {
         && !name.is_empty()
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c))
-}
-
-/// One word for a POSIX shell: as it is when it holds nothing the shell
-/// reads, else in single quotes.
-pub fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 /// The command the target's shell runs: `appliance upgrade --system PATH`

@@ -4,6 +4,28 @@
 //! the one list of kinds, and its test (`tests.rs`) fails when a kind leaves
 //! out any part the appliance, its tests or its docs need.
 
+/// [`Kind::facts`] for a kind module: its [`Facts`] from the statics every
+/// kind module names alike (`VERSION`, `SUPPORTS`, `SANDBOX`, `IMAGE`,
+/// `PLAN`, `PROOF`), with the kind's id, name and label.
+macro_rules! kind_facts {
+    ($id:expr, $name:literal, $label:literal) => {
+        fn facts(&self) -> &'static $crate::generator::kinds::Facts {
+            static FACTS: $crate::generator::kinds::Facts = $crate::generator::kinds::Facts {
+                id: $id,
+                name: $name,
+                label: $label,
+                version: VERSION,
+                supports: &SUPPORTS,
+                sandbox: &SANDBOX,
+                image: &IMAGE,
+                plan: &PLAN,
+                proof: &PROOF,
+            };
+            &FACTS
+        }
+    };
+}
+
 pub mod hermes;
 pub mod openclaw;
 pub mod picoclaw;

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 use super::{
-    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat,
-    ToolPolicy, Validator, openai_base,
+    CHROMIUM_SANDBOX_REASON, CiInstall, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat, ToolPolicy,
+    Validator, openai_base,
 };
 use crate::generator::model::Size;
 use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, TMP, VersionCheck, state_volume};
@@ -117,22 +117,8 @@ static PROOF: Proof = Proof {
     ci: CiInstall::Pinned { var: "HERMES_VERSION" },
 };
 
-static FACTS: Facts = Facts {
-    id: AgentKind::Hermes,
-    name: "hermes",
-    label: "Hermes",
-    version: VERSION,
-    supports: &SUPPORTS,
-    sandbox: &SANDBOX,
-    image: &IMAGE,
-    plan: &PLAN,
-    proof: &PROOF,
-};
-
 impl Kind for Hermes {
-    fn facts(&self) -> &'static Facts {
-        &FACTS
-    }
+    kind_facts!(AgentKind::Hermes, "hermes", "Hermes");
 
     /// Hermes 0.19.0 takes the Matrix connection only from the environment;
     /// config.yaml's `matrix:` holds the policies.

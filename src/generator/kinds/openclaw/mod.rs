@@ -7,8 +7,8 @@ mod config;
 use anyhow::Result;
 
 use super::{
-    CHROMIUM_SANDBOX_REASON, CiInstall, Facts, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports,
-    ToolLogFormat, Validator,
+    CHROMIUM_SANDBOX_REASON, CiInstall, Gateway, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat,
+    Validator,
 };
 use crate::generator::model::Size;
 use crate::generator::model::image::{
@@ -155,22 +155,8 @@ static PROOF: Proof = Proof {
     },
 };
 
-static FACTS: Facts = Facts {
-    id: AgentKind::Openclaw,
-    name: "openclaw",
-    label: "OpenClaw",
-    version: VERSION,
-    supports: &SUPPORTS,
-    sandbox: &SANDBOX,
-    image: &IMAGE,
-    plan: &PLAN,
-    proof: &PROOF,
-};
-
 impl Kind for OpenClaw {
-    fn facts(&self) -> &'static Facts {
-        &FACTS
-    }
+    kind_facts!(AgentKind::Openclaw, "openclaw", "OpenClaw");
 
     fn policy(&self, request: &Request, tools: &[Tool]) -> Notes {
         let browser = tools.contains(&Tool::Browser);

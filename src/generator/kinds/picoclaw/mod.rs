@@ -9,9 +9,7 @@ mod config;
 
 use anyhow::Result;
 
-use super::{
-    CiInstall, Facts, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat, Validator, openai_base,
-};
+use super::{CiInstall, Kind, Notes, PlanEnv, Proof, SandboxNeeds, Supports, ToolLogFormat, Validator, openai_base};
 use crate::generator::model::Size;
 use crate::generator::model::image::{Account, CA_BUNDLE, ImageLayout, TMP, VersionCheck, state_volume};
 use crate::generator::model::policy::Request;
@@ -113,22 +111,8 @@ static PROOF: Proof = Proof {
     },
 };
 
-static FACTS: Facts = Facts {
-    id: AgentKind::Picoclaw,
-    name: "picoclaw",
-    label: "PicoClaw",
-    version: VERSION,
-    supports: &SUPPORTS,
-    sandbox: &SANDBOX,
-    image: &IMAGE,
-    plan: &PLAN,
-    proof: &PROOF,
-};
-
 impl Kind for PicoClaw {
-    fn facts(&self) -> &'static Facts {
-        &FACTS
-    }
+    kind_facts!(AgentKind::Picoclaw, "picoclaw", "PicoClaw");
 
     fn policy(&self, request: &Request, tools: &[Tool]) -> Notes {
         let name = request.name;

@@ -508,19 +508,22 @@ mod tests {
         }
     }
 
+    /// `@gendo:magi`, an admin, decides request `id` at `now`.
+    fn gendo_decides(
+        approvals: &mut Approvals,
+        live: &BTreeSet<String>,
+        id: &str,
+        decision: (Outcome, Option<u64>),
+        now: u64,
+    ) -> Result<Request, String> {
+        decide(approvals, live, id, decision, "@gendo:magi", now)
+    }
+
     #[test]
     fn the_first_decision_wins_and_later_ones_are_refused() {
         let live = BTreeSet::from(["c1".to_string()]);
         let mut approvals = with("c1", pending(100));
-        let done = decide(
-            &mut approvals,
-            &live,
-            "c1",
-            (Outcome::Approved, None),
-            "@gendo:magi",
-            10,
-        )
-        .unwrap();
+        let done = gendo_decides(&mut approvals, &live, "c1", (Outcome::Approved, None), 10).unwrap();
         assert_eq!(done.decision.unwrap().outcome, Outcome::Approved);
         let late = decide(
             &mut approvals,
@@ -539,25 +542,9 @@ mod tests {
     fn unknown_and_expired_requests_are_not_decided() {
         let live = BTreeSet::from(["c1".to_string()]);
         let mut approvals = with("c1", pending(100));
-        let unknown = decide(
-            &mut approvals,
-            &live,
-            "c9\n",
-            (Outcome::Approved, None),
-            "@gendo:magi",
-            10,
-        )
-        .unwrap_err();
+        let unknown = gendo_decides(&mut approvals, &live, "c9\n", (Outcome::Approved, None), 10).unwrap_err();
         assert!(unknown.contains("no code execution request `c9\\n`"), "{unknown}");
-        let expired = decide(
-            &mut approvals,
-            &live,
-            "c1",
-            (Outcome::Approved, None),
-            "@gendo:magi",
-            100,
-        )
-        .unwrap_err();
+        let expired = gendo_decides(&mut approvals, &live, "c1", (Outcome::Approved, None), 100).unwrap_err();
         assert!(expired.contains("expired"), "{expired}");
         assert!(approvals.requests["c1"].decision.is_none());
     }
@@ -566,22 +553,14 @@ mod tests {
     fn a_request_of_an_earlier_run_is_never_approved_but_can_be_refused_or_expire() {
         let none = BTreeSet::new();
         let mut approvals = with("c1", pending(100));
-        let why = decide(
-            &mut approvals,
-            &none,
-            "c1",
-            (Outcome::Approved, None),
-            "@gendo:magi",
-            10,
-        )
-        .unwrap_err();
+        let why = gendo_decides(&mut approvals, &none, "c1", (Outcome::Approved, None), 10).unwrap_err();
         assert!(why.contains("restart"), "{why}");
         assert!(take_expired(&mut approvals, &none, 99).is_empty());
         let expired = take_expired(&mut approvals, &none, 100);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1.decision.as_ref().unwrap().outcome, Outcome::Expired);
         let mut approvals = with("c1", pending(100));
-        assert!(decide(&mut approvals, &none, "c1", (Outcome::Refused, None), "@gendo:magi", 10).is_ok());
+        assert!(gendo_decides(&mut approvals, &none, "c1", (Outcome::Refused, None), 10).is_ok());
         // A live one is its thread's to expire.
         let mut approvals = with("c1", pending(100));
         assert!(take_expired(&mut approvals, &BTreeSet::from(["c1".to_string()]), 200).is_empty());
@@ -594,15 +573,7 @@ mod tests {
         let mut other = pending(100);
         other.sandbox = "coder-exec".into();
         approvals.requests.insert("c2".into(), other);
-        decide(
-            &mut approvals,
-            &live,
-            "c1",
-            (Outcome::Approved, Some(900)),
-            "@gendo:magi",
-            10,
-        )
-        .unwrap();
+        gendo_decides(&mut approvals, &live, "c1", (Outcome::Approved, Some(900)), 10).unwrap();
         let standing = standing_for(&approvals, "casper-exec", 909).unwrap();
         assert_eq!((standing.by.as_str(), standing.id.as_str()), ("@gendo:magi", "c1"));
         assert!(standing_for(&approvals, "casper-exec", 910).is_none(), "it ends");
@@ -611,26 +582,10 @@ mod tests {
             "another sandbox still asks"
         );
         // A refusal never stands; a long one is cut to the cap.
-        decide(
-            &mut approvals,
-            &live,
-            "c2",
-            (Outcome::Refused, Some(900)),
-            "@gendo:magi",
-            10,
-        )
-        .unwrap();
+        gendo_decides(&mut approvals, &live, "c2", (Outcome::Refused, Some(900)), 10).unwrap();
         assert!(standing_for(&approvals, "coder-exec", 20).is_none());
         let mut approvals = with("c1", pending(100));
-        decide(
-            &mut approvals,
-            &live,
-            "c1",
-            (Outcome::Approved, Some(86_400)),
-            "@gendo:magi",
-            0,
-        )
-        .unwrap();
+        gendo_decides(&mut approvals, &live, "c1", (Outcome::Approved, Some(86_400)), 0).unwrap();
         assert_eq!(approvals.standing["casper-exec"].until, STANDING_MAX_SECS);
         // It is saved with the requests: a restart keeps it until its end.
         let text = serde_json::to_string(&approvals).unwrap();

@@ -49,6 +49,22 @@ pub const EXTRACT_SANDBOX: &str = "webextract";
 /// `crawler` tool on this host) send it; Hermes reads it under that name.
 pub const EXTRACT_KEY_ENV: &str = "/var/lib/appliance/secrets/webextract/env";
 
+/// A service sandbox of the `crawler` tool: strict, on the appliance
+/// network at its fixed host number (`slot`), reaching the web through the
+/// egress proxy.
+fn web_service(name: &str, purpose: String, layout: &image::ImageLayout, network: &Subnet, slot: u32) -> Sandbox {
+    let address = network
+        .host(slot)
+        .expect("every appliance subnet has the service slots");
+    Sandbox {
+        tmpfs: tmpfs_of(layout),
+        network: Some(SandboxNetwork::bridge(address, network)),
+        egress: Egress::Web,
+        reach: egress::code_reach(network.gateway(), &Egress::Web),
+        ..Sandbox::strict(name.to_string(), purpose, layout, Profile::STRICT)
+    }
+}
+
 /// webextract for the agents in `clients` (those with the `crawler` tool):
 /// like SearXNG's, strict runtime, non-root, no capabilities, read-only
 /// root, no volume; it fetches pages through the egress proxy.
@@ -61,29 +77,16 @@ pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sand
     ]);
     // Python's urllib honours HTTP(S)_PROXY: every page through the proxy.
     environment.extend(egress::proxy_environment(network.gateway(), &[], None));
+    let purpose = format!(
+        "appliance-webextract, the `crawler` tool's page extraction backend (web_extract) for {}",
+        clients.join(", ")
+    );
     Sandbox {
-        tmpfs: tmpfs_of(layout),
         binds: vec![resolver(host)],
         environment,
         env_files: vec![EXTRACT_KEY_ENV.to_string()],
-        network: Some(SandboxNetwork::bridge(
-            network
-                .host(EXTRACT_SLOT)
-                .expect("every appliance subnet has the service slots"),
-            network,
-        )),
         // The pages the agents ask for: the web, through the egress proxy.
-        egress: Egress::Web,
-        reach: egress::code_reach(network.gateway(), &Egress::Web),
-        ..Sandbox::strict(
-            EXTRACT_SANDBOX.to_string(),
-            format!(
-                "appliance-webextract, the `crawler` tool's page extraction backend (web_extract) for {}",
-                clients.join(", ")
-            ),
-            layout,
-            Profile::STRICT,
-        )
+        ..web_service(EXTRACT_SANDBOX, purpose, layout, network, EXTRACT_SLOT)
     }
 }
 
@@ -91,8 +94,11 @@ pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sand
 /// strict runtime, non-root, no capabilities, read-only root, no volume.
 pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandbox {
     let layout = image::searxng();
+    let purpose = format!(
+        "SearXNG, the `crawler` tool's search backend for {}",
+        clients.join(", ")
+    );
     Sandbox {
-        tmpfs: tmpfs_of(layout),
         binds: vec![
             Bind {
                 source: BindSource::Generated(SEARCH_SETTINGS.to_string()),
@@ -113,25 +119,9 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
             env
         },
         env_files: vec![SEARCH_SECRET_ENV.to_string()],
-        network: Some(SandboxNetwork::bridge(
-            network
-                .host(SEARCH_SLOT)
-                .expect("every appliance subnet has the service slots"),
-            network,
-        )),
         // Its engines are public search services: the web, through the
         // egress proxy.
-        egress: Egress::Web,
-        reach: egress::code_reach(network.gateway(), &Egress::Web),
-        ..Sandbox::strict(
-            SEARCH_SANDBOX.to_string(),
-            format!(
-                "SearXNG, the `crawler` tool's search backend for {}",
-                clients.join(", ")
-            ),
-            layout,
-            Profile::STRICT,
-        )
+        ..web_service(SEARCH_SANDBOX, purpose, layout, network, SEARCH_SLOT)
     }
 }
 

@@ -69,11 +69,7 @@ pub(super) fn place_inference(hosts: &mut BTreeMap<String, Host>, inference: Opt
 /// A SearXNG sandbox on each host with an agent whose `crawler` tool uses it.
 pub(super) fn place_search(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap<String, Agent>, network: Subnet) {
     for host in hosts.values_mut() {
-        let clients: Vec<String> = agents
-            .values()
-            .filter(|a| a.host == host.name && a.search_url.is_some())
-            .map(|a| a.name.clone())
-            .collect();
+        let clients = clients_on(host, agents, |a| a.search_url.is_some());
         if !clients.is_empty() {
             let at = host.sandboxes.len().min(1);
             host.sandboxes
@@ -86,11 +82,7 @@ pub(super) fn place_search(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap
 /// uses it, after the host's SearXNG.
 pub(super) fn place_extract(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMap<String, Agent>, network: Subnet) {
     for host in hosts.values_mut() {
-        let clients: Vec<String> = agents
-            .values()
-            .filter(|a| a.host == host.name && a.extract_url.is_some())
-            .map(|a| a.name.clone())
-            .collect();
+        let clients = clients_on(host, agents, |a| a.extract_url.is_some());
         if !clients.is_empty() {
             let at = host
                 .sandboxes
@@ -101,6 +93,15 @@ pub(super) fn place_extract(hosts: &mut BTreeMap<String, Host>, agents: &BTreeMa
                 .insert(at, services::extract_sandbox(&host.name, &clients, &network));
         }
     }
+}
+
+/// The names of the agents on `host` that use a service (`uses`).
+fn clients_on(host: &Host, agents: &BTreeMap<String, Agent>, uses: fn(&Agent) -> bool) -> Vec<String> {
+    agents
+        .values()
+        .filter(|a| a.host == host.name && uses(a))
+        .map(|a| a.name.clone())
+        .collect()
 }
 
 /// What each host runs, the Docker runtimes its sandboxes need, and the

@@ -21,6 +21,11 @@ pub(crate) mod test_support {
 
     use crate::generator::model::Appliance;
 
+    /// The root spec, loaded.
+    pub fn default_spec() -> Appliance {
+        crate::operator::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
+    }
+
     /// The specs this repository ships (the root one and every example), loaded.
     pub fn shipped() -> Vec<Appliance> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -149,92 +149,86 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::generator::model::{MIN_PIDS, SOCKET_DIR};
+    use crate::generator::model::{Host, MIN_PIDS, SOCKET_DIR};
+    use crate::test_support::{default_spec, each_shipped_host};
 
-    fn specs() -> Vec<String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut specs = vec![root.join("appliance.toml")];
-        for example in ["edge-pi", "existing-host", "minimal"] {
-            specs.push(root.join("examples").join(example).join("appliance.toml"));
-        }
-        specs.into_iter().map(|p| p.display().to_string()).collect()
+    /// `check` of every sandbox of the shipped specs, with its host.
+    fn each_shipped_sandbox(mut check: impl FnMut(&Host, &Sandbox)) {
+        each_shipped_host(|_, host| {
+            for sandbox in &host.sandboxes {
+                check(host, sandbox);
+            }
+        });
     }
 
     /// The baseline of issue 3, item 2, for every sandbox of every shipped spec.
     #[test]
     fn every_sandbox_keeps_the_baseline() {
-        for spec in specs() {
-            let appliance = crate::generator::model::load(Path::new(&spec)).unwrap();
-            for host in appliance.hosts.values() {
-                for sandbox in &host.sandboxes {
-                    let at = format!("{spec}: sandbox `{}`", sandbox.name);
-                    let args = run_options(sandbox).cli_args(|_| "/src".into());
-                    for required in ["--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges"] {
-                        assert!(args.iter().any(|a| a == required), "{at}: no {required}");
-                    }
-                    assert!(sandbox.pids_limit >= MIN_PIDS, "{at}: pids");
-                    assert!(args.iter().any(|a| a.starts_with("--memory=")), "{at}");
-                    assert!(args.iter().any(|a| a.starts_with("--cpus=")), "{at}");
-                    assert!(!args.iter().any(|a| a.contains("privileged")), "{at}");
-                    // Permissions beyond strict come with reasons, and only
-                    // the Docker-in-gVisor sandbox adds capabilities.
-                    assert_eq!(sandbox.runtime == "runsc", sandbox.runtime_reasons.is_empty(), "{at}");
-                    assert_eq!(!sandbox.cap_add.is_empty(), sandbox.profile.docker_in_gvisor, "{at}");
-                    assert_eq!(sandbox.user.starts_with("0:"), sandbox.root_reason.is_some(), "{at}");
-                    assert_eq!(
-                        args.iter().any(|a| a.starts_with("--device")),
-                        sandbox.gpus && sandbox.profile.gpu.is_some(),
-                        "{at}: GPU devices only for GPU sandboxes"
+        each_shipped_sandbox(|host, sandbox| {
+            let at = format!("host `{}`: sandbox `{}`", host.name, sandbox.name);
+            let args = run_options(sandbox).cli_args(|_| "/src".into());
+            for required in ["--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges"] {
+                assert!(args.iter().any(|a| a == required), "{at}: no {required}");
+            }
+            assert!(sandbox.pids_limit >= MIN_PIDS, "{at}: pids");
+            assert!(args.iter().any(|a| a.starts_with("--memory=")), "{at}");
+            assert!(args.iter().any(|a| a.starts_with("--cpus=")), "{at}");
+            assert!(!args.iter().any(|a| a.contains("privileged")), "{at}");
+            // Permissions beyond strict come with reasons, and only
+            // the Docker-in-gVisor sandbox adds capabilities.
+            assert_eq!(sandbox.runtime == "runsc", sandbox.runtime_reasons.is_empty(), "{at}");
+            assert_eq!(!sandbox.cap_add.is_empty(), sandbox.profile.docker_in_gvisor, "{at}");
+            assert_eq!(sandbox.user.starts_with("0:"), sandbox.root_reason.is_some(), "{at}");
+            assert_eq!(
+                args.iter().any(|a| a.starts_with("--device")),
+                sandbox.gpus && sandbox.profile.gpu.is_some(),
+                "{at}: GPU devices only for GPU sandboxes"
+            );
+            assert_eq!(
+                args.iter().filter(|a| a.starts_with("--publish")).count(),
+                sandbox.publish.len(),
+                "{at}: no published port unless declared"
+            );
+            // Secrets never inline: env values are plain settings,
+            // or the placeholder of a credential the proxy adds.
+            for (key, value) in &sandbox.environment {
+                if sandbox
+                    .credentials
+                    .iter()
+                    .any(|c| &c.variable == key && &c.placeholder == value)
+                {
+                    continue;
+                }
+                let upper = key.to_uppercase();
+                assert!(
+                    !["TOKEN", "PASSWORD", "SECRET", "API_KEY"]
+                        .iter()
+                        .any(|s| upper.contains(s)),
+                    "{at}: `{key}` looks like a secret in the environment"
+                );
+            }
+            for bind in &sandbox.binds {
+                let BindSource::Host(path) = &bind.source else { continue };
+                if path.starts_with(SOCKET_DIR) {
+                    // Only the exec sandbox and its own agent see a socket dir.
+                    let owner = &path[SOCKET_DIR.len() + 1..];
+                    assert!(
+                        owner == sandbox.name || sandbox.agent.as_ref().is_some_and(|a| owner == format!("{a}-exec")),
+                        "{at}: socket dir `{path}`"
                     );
-                    assert_eq!(
-                        args.iter().filter(|a| a.starts_with("--publish")).count(),
-                        sandbox.publish.len(),
-                        "{at}: no published port unless declared"
-                    );
-                    // Secrets never inline: env values are plain settings,
-                    // or the placeholder of a credential the proxy adds.
-                    for (key, value) in &sandbox.environment {
-                        if sandbox
-                            .credentials
-                            .iter()
-                            .any(|c| &c.variable == key && &c.placeholder == value)
-                        {
-                            continue;
-                        }
-                        let upper = key.to_uppercase();
-                        assert!(
-                            !["TOKEN", "PASSWORD", "SECRET", "API_KEY"]
-                                .iter()
-                                .any(|s| upper.contains(s)),
-                            "{at}: `{key}` looks like a secret in the environment"
-                        );
-                    }
-                    for bind in &sandbox.binds {
-                        let BindSource::Host(path) = &bind.source else { continue };
-                        if path.starts_with(SOCKET_DIR) {
-                            // Only the exec sandbox and its own agent see a socket dir.
-                            let owner = &path[SOCKET_DIR.len() + 1..];
-                            assert!(
-                                owner == sandbox.name
-                                    || sandbox.agent.as_ref().is_some_and(|a| owner == format!("{a}-exec")),
-                                "{at}: socket dir `{path}`"
-                            );
-                            assert_eq!(bind.read_only, !sandbox.profile.docker_in_gvisor, "{at}");
-                        } else {
-                            assert!(bind.read_only, "{at}: host bind `{path}` must be read-only");
-                        }
-                    }
+                    assert_eq!(bind.read_only, !sandbox.profile.docker_in_gvisor, "{at}");
+                } else {
+                    assert!(bind.read_only, "{at}: host bind `{path}` must be read-only");
                 }
             }
-        }
+        });
     }
 
     /// The code-execution sandbox as gVisor's Docker-in-gVisor tutorial has
     /// it, scoped to its one consumer.
     #[test]
     fn docker_in_gvisor_is_scoped_to_its_agent() {
-        let appliance =
-            crate::generator::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = default_spec();
         let (_, exec) = appliance.sandbox("casper-exec").unwrap();
         let (_, casper) = appliance.sandbox("casper").unwrap();
         assert_eq!(exec.runtime, "runsc-dind");
@@ -277,39 +271,33 @@ mod tests {
     /// under gVisor; every networked sandbox reads the generated resolv.conf.
     #[test]
     fn networked_sandboxes_get_the_generated_resolver() {
-        for spec in specs() {
-            let appliance = crate::generator::model::load(Path::new(&spec)).unwrap();
-            for host in appliance.hosts.values() {
-                for sandbox in &host.sandboxes {
-                    let options = run_options(sandbox);
-                    assert!(
-                        !options.flags.iter().any(|f| f.starts_with("--dns")),
-                        "{}",
-                        sandbox.name
+        each_shipped_sandbox(|host, sandbox| {
+            let options = run_options(sandbox);
+            assert!(
+                !options.flags.iter().any(|f| f.starts_with("--dns")),
+                "{}",
+                sandbox.name
+            );
+            let resolver = options.binds.iter().find(|b| b.target == "/etc/resolv.conf");
+            match &sandbox.network {
+                Some(_) => {
+                    let bind = resolver.unwrap_or_else(|| panic!("{}: no resolv.conf", sandbox.name));
+                    assert!(bind.read_only, "{}", sandbox.name);
+                    assert_eq!(
+                        bind.source,
+                        BindSource::Generated(format!("hosts/{}/resolv.conf", host.name))
                     );
-                    let resolver = options.binds.iter().find(|b| b.target == "/etc/resolv.conf");
-                    match &sandbox.network {
-                        Some(_) => {
-                            let bind = resolver.unwrap_or_else(|| panic!("{}: no resolv.conf", sandbox.name));
-                            assert!(bind.read_only, "{}", sandbox.name);
-                            assert_eq!(
-                                bind.source,
-                                BindSource::Generated(format!("hosts/{}/resolv.conf", host.name))
-                            );
-                        }
-                        None => assert!(resolver.is_none(), "{}: resolver without a network", sandbox.name),
-                    }
                 }
+                None => assert!(resolver.is_none(), "{}: resolver without a network", sandbox.name),
             }
-        }
+        });
     }
 
     /// Issue 10 item 5: Hermes' Docker backend binds paths of its own state
     /// into code containers; the inner daemon finds them, read-only.
     #[test]
     fn the_code_sandbox_reads_its_agents_state() {
-        let appliance =
-            crate::generator::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = default_spec();
         let (_, exec) = appliance.sandbox("casper-exec").unwrap();
         let (_, casper) = appliance.sandbox("casper").unwrap();
         let exec_volumes = run_options(exec).volumes;
@@ -323,8 +311,7 @@ mod tests {
     /// it gets no proxy variables; its browser still gets the proxy.
     #[test]
     fn hermes_gets_no_proxy_variables() {
-        let appliance =
-            crate::generator::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = default_spec();
         let (_, casper) = appliance.sandbox("casper").unwrap();
         for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
             assert!(!casper.environment.contains_key(key), "casper has {key}");
@@ -340,15 +327,10 @@ mod tests {
     /// Restarted sandboxes keep their identity (OpenClaw's owner lease).
     #[test]
     fn every_sandbox_has_a_stable_hostname() {
-        for spec in specs() {
-            let appliance = crate::generator::model::load(Path::new(&spec)).unwrap();
-            for host in appliance.hosts.values() {
-                for sandbox in &host.sandboxes {
-                    let wanted = format!("--hostname={}", sandbox.name);
-                    assert!(run_options(sandbox).flags.contains(&wanted), "{}", sandbox.name);
-                }
-            }
-        }
+        each_shipped_sandbox(|_, sandbox| {
+            let wanted = format!("--hostname={}", sandbox.name);
+            assert!(run_options(sandbox).flags.contains(&wanted), "{}", sandbox.name);
+        });
     }
 
     /// Issue 10 item 3: OpenClaw's state dir is its volume, and it neither
@@ -356,7 +338,7 @@ mod tests {
     #[test]
     fn openclaw_keeps_its_state_and_to_itself() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let appliance = crate::generator::model::load(&root.join("appliance.toml")).unwrap();
+        let appliance = default_spec();
         let (_, melchior) = appliance.sandbox("melchior").unwrap();
         let state = &melchior.volumes[0].target;
         assert_eq!(melchior.environment.get("OPENCLAW_STATE_DIR"), Some(state));
@@ -369,8 +351,7 @@ mod tests {
 
     #[test]
     fn chromium_gets_a_large_shm() {
-        let appliance =
-            crate::generator::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap();
+        let appliance = default_spec();
         let (_, melchior) = appliance.sandbox("melchior").unwrap();
         assert!(run_options(melchior).flags.contains(&"--shm-size=1g".to_string()));
         let (_, balthasar) = appliance.sandbox("balthasar").unwrap();

@@ -155,9 +155,12 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::test_support::default_spec;
 
-    fn default_spec() -> Appliance {
-        crate::generator::model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
+    /// The committed NixOS module of the Matrix host.
+    fn matrix_host_module(appliance: &Appliance) -> String {
+        let path = format!("generated/hosts/{}/default.nix", appliance.matrix.host);
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
     }
 
     /// Without federation Synapse opens no connection out: its own HTTP
@@ -176,11 +179,7 @@ mod tests {
             ["localhost".to_string(), appliance.network.to_string(), overlay]
         );
         // ... and the committed module of the Matrix host says so.
-        let module = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("generated/hosts/{}/default.nix", appliance.matrix.host)),
-        )
-        .unwrap();
+        let module = matrix_host_module(&appliance);
         // (modules/synapse.nix turns the list into `IPAddressAllow`, with
         // `IPAddressDeny = "any"`; tests/flake/modules.rs checks it.)
         let synapse = &module[module.find("appliance.synapse = {").unwrap()..];
@@ -205,11 +204,7 @@ mod tests {
         assert_eq!(database["args"]["database"], POSTGRES_NAME);
         assert!(database["args"].get("password").is_none());
         assert!(database["args"].get("host").is_none());
-        let module = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("generated/hosts/{}/default.nix", appliance.matrix.host)),
-        )
-        .unwrap();
+        let module = matrix_host_module(&appliance);
         // The Matrix host's module asks modules/synapse.nix for that
         // database (the C-locale cluster, the role, no TCP listener:
         // tests/flake/modules.rs checks what the module makes of it).

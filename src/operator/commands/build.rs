@@ -572,10 +572,7 @@ impl Display {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn default_spec() -> Appliance {
-        super::super::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
-    }
+    use crate::test_support::default_spec;
 
     fn fixture(name: &str) -> Progress {
         let path = format!("{}/tests/fixtures/nix-log/{name}", env!("CARGO_MANIFEST_DIR"));

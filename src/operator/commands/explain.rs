@@ -569,14 +569,10 @@ pub fn text(explanation: &Explanation) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::Path;
 
     use super::*;
     use crate::generator::docker::run_options;
-
-    fn default_spec() -> Appliance {
-        crate::operator::commands::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml")).unwrap()
-    }
+    use crate::test_support::default_spec;
 
     /// Each mount target and `ro`/`rw` as the `docker run` options give
     /// them: the root by `--read-only`, each `--tmpfs` and `--volume`.

@@ -337,6 +337,14 @@ impl FlagListing {
 mod tests {
     use super::*;
 
+    /// The code-execution sandbox's profile: Docker in gVisor, its inner
+    /// daemon's socket made on the host.
+    const DIND: Profile = Profile {
+        docker_in_gvisor: true,
+        host_uds: HostUds::Create,
+        gpu: None,
+    };
+
     #[test]
     fn strict_profile_has_no_permissive_flag() {
         let args = runtime_args(&Profile::STRICT, Platform::Systrap, RunscVersion::Current).unwrap();
@@ -347,14 +355,9 @@ mod tests {
 
     #[test]
     fn docker_in_gvisor_flags_are_spelled_per_version() {
-        let dind = Profile {
-            docker_in_gvisor: true,
-            host_uds: HostUds::Create,
-            gpu: None,
-        };
-        let current = runtime_args(&dind, Platform::Systrap, RunscVersion::Current).unwrap();
+        let current = runtime_args(&DIND, Platform::Systrap, RunscVersion::Current).unwrap();
         assert!(current.contains(&"--allow-packet-socket-write=true".to_string()));
-        let old = runtime_args(&dind, Platform::Ptrace, RunscVersion::Debian2022).unwrap();
+        let old = runtime_args(&DIND, Platform::Ptrace, RunscVersion::Debian2022).unwrap();
         assert!(old.contains(&"--TESTONLY-allow-packet-endpoint-write=true".to_string()));
         assert!(old.contains(&"--host-uds=create".to_string()));
     }
@@ -395,12 +398,7 @@ mod tests {
 
     #[test]
     fn release_2024_spells_packet_writes_the_old_way_and_has_systrap() {
-        let dind = Profile {
-            docker_in_gvisor: true,
-            host_uds: HostUds::Create,
-            gpu: None,
-        };
-        let args = runtime_args(&dind, Platform::Systrap, RunscVersion::Release2024).unwrap();
+        let args = runtime_args(&DIND, Platform::Systrap, RunscVersion::Release2024).unwrap();
         assert!(args.contains(&"--TESTONLY-allow-packet-endpoint-write=true".to_string()));
         assert!(args.contains(&"--platform=systrap".to_string()));
     }

@@ -919,13 +919,7 @@ fn squid_config(host: &Host, scratch: &Path) -> String {
         } else if line.starts_with("acl grants_") {
             // Adaptation 8.
             let (acl, path) = line.split_once(" \"").expect("a grant ACL names its file in quotes");
-            let name = Path::new(path.trim_end_matches('"')).file_name().unwrap().to_owned();
-            let grants = dir.join("grants");
-            fs::create_dir_all(&grants).unwrap();
-            let file = grants.join(name);
-            if !file.exists() {
-                fs::write(&file, "").unwrap();
-            }
+            let file = test_file(&dir, "grants", path.trim_end_matches('"'), "");
             format!("{acl} \"{}\"", file.display())
         } else {
             line.to_string()
@@ -960,20 +954,25 @@ fn credential_paths(line: &str, dir: &Path) -> Option<String> {
                 .replace(credentials::SSL_DB, db.to_str().unwrap())
         }
         Some("include") => {
-            let name = Path::new(line.split_whitespace().nth(1).unwrap())
-                .file_name()
-                .unwrap()
-                .to_owned();
-            let includes = dir.join("credentials");
-            fs::create_dir_all(&includes).unwrap();
-            let file = includes.join(name);
-            if !file.exists() {
-                fs::write(&file, "# no credential in the token file\n").unwrap();
-            }
+            let generated = line.split_whitespace().nth(1).unwrap();
+            let file = test_file(dir, "credentials", generated, "# no credential in the token file\n");
             format!("include {}", file.display())
         }
         _ => return None,
     })
+}
+
+/// The test's stand-in for a file the generated config names on the host
+/// (`generated`): the file of that name in `dir/folder`, made with
+/// `content` when it is not there yet.
+fn test_file(dir: &Path, folder: &str, generated: &str, content: &str) -> PathBuf {
+    let folder = dir.join(folder);
+    fs::create_dir_all(&folder).unwrap();
+    let file = folder.join(Path::new(generated).file_name().unwrap());
+    if !file.exists() {
+        fs::write(&file, content).unwrap();
+    }
+    file
 }
 
 /// One egress world at a time: each runs a dockerd and a squid, and the

@@ -591,6 +591,13 @@ fn read_message(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Option<
     Some((head, body))
 }
 
+/// Writes one HTTP message: its head and body as [`read_message`] returns them.
+fn write_message(to: &mut std::net::TcpStream, head: &str, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    to.write_all(head.as_bytes())?;
+    to.write_all(body)
+}
+
 impl ProxyState {
     fn kill_victim(&self) {
         let pid = self.victim.lock().unwrap().expect("the killing proxy has no victim");
@@ -599,7 +606,6 @@ impl ProxyState {
     }
 
     fn serve(&self, client: std::net::TcpStream) {
-        use std::io::Write;
         use std::sync::atomic::Ordering::SeqCst;
         let Ok(upstream) = std::net::TcpStream::connect(&self.upstream) else {
             return;
@@ -614,11 +620,7 @@ impl ProxyState {
                 self.kill_victim();
                 return;
             }
-            if upstream
-                .write_all(head.as_bytes())
-                .and_then(|()| upstream.write_all(&body))
-                .is_err()
-            {
+            if write_message(&mut upstream, &head, &body).is_err() {
                 return;
             }
             if fires && self.point == KillPoint::WhileHeld {
@@ -642,11 +644,7 @@ impl ProxyState {
                     return;
                 }
             }
-            if client
-                .write_all(answer_head.as_bytes())
-                .and_then(|()| client.write_all(&answer_body))
-                .is_err()
-            {
+            if write_message(&mut client, &answer_head, &answer_body).is_err() {
                 return;
             }
         }

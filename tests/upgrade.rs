@@ -287,7 +287,25 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn upgrade(&self, extra: &[&str]) -> Output {
-        appliance()
+        self.upgrade_command(extra).output().unwrap()
+    }
+
+    /// `appliance upgrade` of this run's host, with `extra` arguments; it
+    /// fails (exit 1) and says each of `lines` on stderr.
+    fn upgrade_fails_saying(&self, extra: &[&str], lines: &[&str]) {
+        let out = self.upgrade(extra);
+        assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
+        let said = stderr(&out);
+        for line in lines {
+            assert!(said.contains(line), "the upgrade did not say {line:?}:\n{said}");
+        }
+    }
+
+    /// The command line of `appliance upgrade` of this run's host, with
+    /// `extra` arguments.
+    fn upgrade_command(&self, extra: &[&str]) -> std::process::Command {
+        let mut command = appliance();
+        command
             .arg("upgrade")
             .arg("--plan")
             .arg(&self.host.plan)
@@ -301,9 +319,8 @@ impl Run<'_> {
             .args(extra)
             .env("DOCKER_HOST", format!("unix://{}", self.daemon.socket.display()))
             .env("STANDIN_DIR", &self.standin)
-            .env("STANDIN_DOCKER", DOCKER)
-            .output()
-            .unwrap()
+            .env("STANDIN_DOCKER", DOCKER);
+        command
     }
 
     fn generation(&self) -> String {
@@ -460,19 +477,17 @@ fn dry_run_changes_nothing(run: &Run) {
 }
 
 fn failing_upgrade_is_rolled_back(run: &Run) {
-    let out = run.upgrade(&["--timeout", "20"]);
-    assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
-    let said = stderr(&out);
-    for line in [
-        "FAILED: sandbox casper: down (exited, exit code 1",
-        "rolling back: the system to generation 1",
-        "upgrade FAILED: sandbox casper: down",
-        "Rolled back: the system to generation 1, the state to snapshot",
-        "After the rollback: healthy, every agent answers",
-        "the upgrade failed and was rolled back (system generation 1",
-    ] {
-        assert!(said.contains(line), "the upgrade did not say {line:?}:\n{said}");
-    }
+    run.upgrade_fails_saying(
+        &["--timeout", "20"],
+        &[
+            "FAILED: sandbox casper: down (exited, exit code 1",
+            "rolling back: the system to generation 1",
+            "upgrade FAILED: sandbox casper: down",
+            "Rolled back: the system to generation 1, the state to snapshot",
+            "After the rollback: healthy, every agent answers",
+            "the upgrade failed and was rolled back (system generation 1",
+        ],
+    );
     // The system: generation 1's image runs again.
     assert_eq!(run.generation(), "1");
     assert_eq!(run.container("{{.Config.Image}}"), image("v1"));
@@ -528,24 +543,12 @@ fn good_upgrade_stays(run: &Run) {
 /// to the same generation), not a new one over it.
 fn killed_upgrade_is_finished_by_the_next_run(run: &Run) {
     fs::write(run.standin.join("images/3"), image("exits")).unwrap();
-    let mut upgrade = appliance();
-    upgrade
-        .arg("upgrade")
-        .arg("--plan")
-        .arg(&run.host.plan)
-        .arg("--config")
-        .arg(&run.config)
-        .arg("--state-dir")
-        .arg(run.host.path("state"))
-        .args(["--homeserver", &run.host.url, "--docker", DOCKER, "--timeout", "300"])
-        .arg("--system-program")
-        .arg(run.standin.join("system"))
-        .env("DOCKER_HOST", format!("unix://{}", run.daemon.socket.display()))
-        .env("STANDIN_DIR", &run.standin)
-        .env("STANDIN_DOCKER", DOCKER)
+    let mut child = run
+        .upgrade_command(&["--timeout", "300"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = upgrade.spawn().unwrap();
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     // Switched to generation 3: the gate waits for a sandbox that exits.
     while run.generation() != "3" {
@@ -565,17 +568,15 @@ fn killed_upgrade_is_finished_by_the_next_run(run: &Run) {
         "no journal to resume from"
     );
 
-    let out = run.upgrade(&["--timeout", "15"]);
-    assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
-    let said = stderr(&out);
-    for line in [
-        "an upgrade was interrupted (during the switch or the health gate); finishing it with snapshot",
-        "of generation 2",
-        "rolling back: the system to generation 2",
-        "After the rollback: healthy, every agent answers",
-    ] {
-        assert!(said.contains(line), "the rerun did not say {line:?}:\n{said}");
-    }
+    run.upgrade_fails_saying(
+        &["--timeout", "15"],
+        &[
+            "an upgrade was interrupted (during the switch or the health gate); finishing it with snapshot",
+            "of generation 2",
+            "rolling back: the system to generation 2",
+            "After the rollback: healthy, every agent answers",
+        ],
+    );
     assert_eq!(run.generation(), "2");
     assert_eq!(run.container("{{.Config.Image}}"), image("v2"));
     assert_eq!(run.in_volume("cat /data/schema"), "migrated to 2\n");

@@ -1921,25 +1921,19 @@ fn the_proxy_adds_balthasars_token_only_to_its_own_github_api_requests() {
     // Another credential than the placeholder passes as it was sent.
     assert_eq!(fetch(&holder, &appliance_ca, api, "ghp_someoneelses"), "401");
     assert_eq!(last_request(), ("api.github.com".into(), "other".into()));
-    // Another host on balthasar's list: a plain tunnel (the stand-in's own
-    // certificate reaches the client), and the placeholder arrives as sent.
+    // A plain tunnel from `client` to `url` on `host`: the stand-in's own
+    // certificate reaches the client (the appliance CA vouches for nothing
+    // it reaches), and the placeholder arrives as sent, no token.
+    let tunnelled = |client: &str, url: &str, host: &str, why: &str| {
+        assert_eq!(fetch(client, &appliance_ca, url, placeholder), "000", "{why}");
+        assert_eq!(fetch(client, &test_ca, url, placeholder), "401");
+        assert_eq!(last_request(), (host.into(), "placeholder".into()));
+    };
+    // Another host on balthasar's list.
     let codeload = "https://codeload.github.com/user";
-    assert_eq!(
-        fetch(&holder, &appliance_ca, codeload, placeholder),
-        "000",
-        "not terminated by the proxy"
-    );
-    assert_eq!(fetch(&holder, &test_ca, codeload, placeholder), "401");
-    assert_eq!(last_request(), ("codeload.github.com".into(), "placeholder".into()));
-    // Another sandbox, the same API host, the same placeholder: a plain
-    // tunnel, no token; the appliance CA vouches for nothing it reaches.
-    assert_eq!(
-        fetch(&other, &appliance_ca, api, placeholder),
-        "000",
-        "not terminated for casper"
-    );
-    assert_eq!(fetch(&other, &test_ca, api, placeholder), "401");
-    assert_eq!(last_request(), ("api.github.com".into(), "placeholder".into()));
+    tunnelled(&holder, codeload, "codeload.github.com", "not terminated by the proxy");
+    // Another sandbox, the same API host, the same placeholder.
+    tunnelled(&other, api, "api.github.com", "not terminated for casper");
 
     // squid's log: balthasar's API request decrypted (a GET of the https
     // URL), every other CONNECT a tunnel.

@@ -323,6 +323,13 @@ impl Run<'_> {
         command
     }
 
+    /// The stand-in system is at `generation`, casper's container from the
+    /// image tagged `tag`.
+    fn assert_runs(&self, generation: &str, tag: &str) {
+        assert_eq!(self.generation(), generation);
+        assert_eq!(self.container("{{.Config.Image}}"), image(tag));
+    }
+
     fn generation(&self) -> String {
         fs::read_to_string(self.standin.join("generation"))
             .unwrap()
@@ -489,8 +496,7 @@ fn failing_upgrade_is_rolled_back(run: &Run) {
         ],
     );
     // The system: generation 1's image runs again.
-    assert_eq!(run.generation(), "1");
-    assert_eq!(run.container("{{.Config.Image}}"), image("v1"));
+    run.assert_runs("1", "v1");
     assert_eq!(run.container("{{.State.Running}}"), "true");
     // The state: the fact is back, the migration the new version wrote is gone.
     assert_eq!(
@@ -524,8 +530,7 @@ fn good_upgrade_stays(run: &Run) {
         stdout(&out)
     );
     assert!(stderr(&out).contains("ok: agent casper answered"), "{}", stderr(&out));
-    assert_eq!(run.generation(), "2");
-    assert_eq!(run.container("{{.Config.Image}}"), image("v2"));
+    run.assert_runs("2", "v2");
     // The new version's state stays.
     assert_eq!(run.in_volume("cat /data/schema"), "migrated to 2\n");
     assert_eq!(run.snapshots().len(), 2);
@@ -577,8 +582,7 @@ fn killed_upgrade_is_finished_by_the_next_run(run: &Run) {
             "After the rollback: healthy, every agent answers",
         ],
     );
-    assert_eq!(run.generation(), "2");
-    assert_eq!(run.container("{{.Config.Image}}"), image("v2"));
+    run.assert_runs("2", "v2");
     assert_eq!(run.in_volume("cat /data/schema"), "migrated to 2\n");
     assert_eq!(run.snapshots().len(), 3, "the rerun took a snapshot of its own");
     assert!(!run.host.path("backup/upgrade.json").exists());

@@ -60,7 +60,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use agent_appliance::generator::model::credentials;
-use agent_appliance::generator::model::{Appliance, BindSource, Egress, Host, Sandbox};
+use agent_appliance::generator::model::{Agent, Appliance, BindSource, Egress, Host, Sandbox};
 use agent_appliance::generator::render::egress::{
     BRIDGE_TABLE, CERTGEN_MARKER, INET_TABLE, PROXY_USER, bridge_table, inet_table, injection_line, proxy_config,
 };
@@ -701,20 +701,14 @@ fn services_of(appliance: &Appliance, host: &str) -> Vec<(&'static str, SocketAd
     let agent = appliance.agents.values().find(|a| a.host == host).unwrap();
     let mut services = vec![("matrix", agent.matrix_address)];
     services.extend(agent.inference_address.map(|a| ("inference", a)));
-    // The crawler's search sandbox, when an agent of the host uses it.
-    let search = appliance
-        .agents
-        .values()
-        .filter(|a| a.host == host)
-        .find_map(|a| a.search_address);
-    services.extend(search.map(|a| ("search", a)));
-    // ... and its extraction sandbox.
-    let extract = appliance
-        .agents
-        .values()
-        .filter(|a| a.host == host)
-        .find_map(|a| a.extract_address);
-    services.extend(extract.map(|a| ("extract", a)));
+    // A service's address, as the first agent of the host that uses it has it.
+    let used = |address: fn(&Agent) -> Option<SocketAddrV4>| {
+        appliance.agents.values().filter(|a| a.host == host).find_map(address)
+    };
+    // The crawler's search sandbox, when an agent of the host uses it, and
+    // its extraction sandbox.
+    services.extend(used(|a| a.search_address).map(|a| ("search", a)));
+    services.extend(used(|a| a.extract_address).map(|a| ("extract", a)));
     services
 }
 

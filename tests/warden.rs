@@ -341,6 +341,13 @@ impl World {
             .collect()
     }
 
+    /// The ops room's notices that `keep` keeps, read with `token`.
+    fn ops_notices(&self, token: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut notices = self.notices_in(&self.ops, token);
+        notices.retain(|n| keep(n));
+        notices
+    }
+
     /// As an admin of the room would, by hand.
     fn set_level(&self, token: &str, user: &str, level: i64) {
         let path = format!(
@@ -881,11 +888,7 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     // Each start posted the trail's head to the ops room (`--head-every`):
     // the latest one names a record of the file and that record's sha256,
     // a copy of the chain the homeserver keeps.
-    let heads: Vec<String> = world
-        .notices_in(&world.ops, &admin)
-        .into_iter()
-        .filter(|n| n.starts_with("audit head: record "))
-        .collect();
+    let heads = world.ops_notices(&admin, |n| n.starts_with("audit head: record "));
     let latest = heads.last().expect("no audit head in the ops room");
     let (seq, sha) = latest
         .strip_prefix("audit head: record ")
@@ -941,13 +944,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     daemon.start_offline("casper", &[IMAGE, "/bin/busybox", "sleep", "600"]);
     assert!(world.warden().contains("first sync: starting from now"));
     let admin = world.admin();
-    let about_casper = |world: &World| -> Vec<String> {
-        world
-            .notices_in(&world.ops, &admin)
-            .into_iter()
-            .filter(|n| n.starts_with("sandbox casper:"))
-            .collect()
-    };
+    let about_casper = |world: &World| world.ops_notices(&admin, |n| n.starts_with("sandbox casper:"));
     world.warden();
     assert_eq!(about_casper(&world), Vec::<String>::new());
 
@@ -1015,13 +1012,7 @@ fn a_killed_sandbox_is_one_ops_notice_and_status_shows_it_down() {
     // and none while it was stopped on purpose (above). The plan's other
     // sandboxes have no container here: down since the first poll, so
     // they are reported too, once each.
-    let unready = |world: &World| -> Vec<String> {
-        world
-            .notices_in(&world.ops, &admin)
-            .into_iter()
-            .filter(|n| n.contains(": not ready for "))
-            .collect()
-    };
+    let unready = |world: &World| world.ops_notices(&admin, |n| n.contains(": not ready for "));
     assert_eq!(unready(&world), Vec::<String>::new());
     docker_ok(&daemon, &["kill", "casper"]);
     world.unready_after = 2;

@@ -31,13 +31,14 @@ use serde_json::{Value, json};
 use crate::support::dockerd::{DOCKER, Dockerd};
 use crate::support::ports::free_port;
 use crate::support::synapse::{Synapse, room_events, venv};
-use crate::support::{appliance, assert_succeeded, in_ci, require_tool, root, stderr, stdout};
+use crate::support::{STANDIN_SYSTEM_STEPS, appliance, assert_succeeded, in_ci, require_tool, root, stderr, stdout};
 
 const VOLUME: &str = "appliance-casper-state";
 const AGENT: &str = "@casper:magi";
 const ADMIN: &str = "@gendo:magi";
 
-/// A stand-in for NixOS' system steps (`--system-program`): generation N
+/// A stand-in for NixOS' system steps (`--system-program`), up to the
+/// steps all stand-ins take alike (`STANDIN_SYSTEM_STEPS`): generation N
 /// runs the image named in `$STANDIN_DIR/images/N` as casper's container.
 const STANDIN_SYSTEM: &str = r#"#!/bin/sh
 # Stand-in for the NixOS system switch (tests/upgrade.rs).
@@ -61,16 +62,7 @@ case "$1" in
       /bin/busybox sh -c "echo migrated to $next > /data/schema"
     echo "$next" > "$dir/generation"
     run "$next" ;;
-  switch-to) echo "$2" > "$dir/generation"; run "$2" ;;
-  stop|start)
-    verb=$1; shift
-    for unit in "$@"; do
-      case "$unit" in docker-*.service) name=${unit#docker-}; "$docker" "$verb" "${name%.service}" >/dev/null ;; esac
-    done ;;
   diff) echo "casper-image: $(image "$current") -> $(image "$(ls "$dir/images" | sort -n | tail -1)")" ;;
-  dry-activate) echo "would restart the following units: docker-casper.service" ;;
-  *) exit 2 ;;
-esac
 "#;
 
 /// A private dockerd (no networking) with three images: two good agents
@@ -405,7 +397,11 @@ fn a_failing_upgrade_rolls_back_system_and_state_and_a_good_one_stays() {
     let (host, _synapse) = Host::start(&venv);
     let standin = host.path("standin");
     fs::create_dir_all(standin.join("images")).unwrap();
-    fs::write(standin.join("system"), STANDIN_SYSTEM).unwrap();
+    fs::write(
+        standin.join("system"),
+        format!("{STANDIN_SYSTEM}{STANDIN_SYSTEM_STEPS}"),
+    )
+    .unwrap();
     fs::set_permissions(
         standin.join("system"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),

@@ -20,14 +20,15 @@ use serde_json::{Value, json};
 
 use crate::hub::Hub;
 use crate::support::dockerd::DOCKER;
-use crate::support::{require_tool, root};
+use crate::support::{STANDIN_SYSTEM_STEPS, require_tool, root};
 
 const VOLUME: &str = "appliance-casper-state";
 const BROKEN: &str = "appliance-rehearsal-upgrade:exits-at-start";
 
-/// The stand-in for the NixOS steps (`--system-program`): generation N
-/// runs `docker run -d --name casper` with the arguments in `args-N`, one
-/// per line.
+/// The stand-in for the NixOS steps (`--system-program`), up to the steps
+/// all stand-ins take alike (`STANDIN_SYSTEM_STEPS`): generation N runs
+/// `docker run -d --name casper` with the arguments in `args-N`, one per
+/// line.
 const STANDIN_SYSTEM: &str = r#"#!/bin/sh
 # Stand-in for the NixOS system switch (tests/rehearsal/upgrade.rs).
 set -e
@@ -49,16 +50,7 @@ case "$1" in
       sh -c 'echo migrated > /data/upgrade-migrated'
     echo 2 > "$dir/generation"
     run 2 ;;
-  switch-to) echo "$2" > "$dir/generation"; run "$2" ;;
-  stop|start)
-    verb=$1; shift
-    for unit in "$@"; do
-      case "$unit" in docker-*.service) name=${unit#docker-}; "$docker" "$verb" "${name%.service}" >/dev/null ;; esac
-    done ;;
   diff) echo "casper: its image -> $STANDIN_BROKEN" ;;
-  dry-activate) echo "would restart the following units: docker-casper.service" ;;
-  *) exit 2 ;;
-esac
 "#;
 
 /// Where casper's volume is on the host.
@@ -109,7 +101,7 @@ fn write_standin(hub: &Hub, dir: &Path) {
         fs::write(dir.join(name), args.join("\n") + "\n").unwrap();
     }
     fs::write(dir.join("generation"), "1\n").unwrap();
-    fs::write(dir.join("system"), STANDIN_SYSTEM).unwrap();
+    fs::write(dir.join("system"), format!("{STANDIN_SYSTEM}{STANDIN_SYSTEM_STEPS}")).unwrap();
     fs::set_permissions(dir.join("system"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 

@@ -99,6 +99,22 @@ pub fn stop_child(child: &mut std::process::Child, signal: rustix::process::Sign
     let _ = child.wait();
 }
 
+/// The end of the upgrade tests' stand-ins for the NixOS steps
+/// (`--system-program`), after each one's `run`, `generation`, `switch` and
+/// `diff`: the steps they take alike. `switch-to N` runs generation N;
+/// `stop` and `start` take `docker-<name>.service` units and stop or start
+/// those containers; `dry-activate` says casper's unit would restart.
+pub const STANDIN_SYSTEM_STEPS: &str = r#"  switch-to) echo "$2" > "$dir/generation"; run "$2" ;;
+  stop|start)
+    verb=$1; shift
+    for unit in "$@"; do
+      case "$unit" in docker-*.service) name=${unit#docker-}; "$docker" "$verb" "${name%.service}" >/dev/null ;; esac
+    done ;;
+  dry-activate) echo "would restart the following units: docker-casper.service" ;;
+  *) exit 2 ;;
+esac
+"#;
+
 /// A valid one-agent spec (the starter's shape): host `box`, admin
 /// `owner`, agent `helper` in room `lobby`. Tests change one thing in it.
 pub const SOLO_SPEC: &str = r#"

@@ -70,12 +70,7 @@ impl Fixture {
 
     /// restic on the fixture's repository, as the unit's environment sets it.
     fn restic(&self, args: &[&str]) -> Output {
-        Command::new("restic")
-            .args(args)
-            .env("RESTIC_REPOSITORY", self.path("repo"))
-            .env("RESTIC_PASSWORD_FILE", self.path("password"))
-            .output()
-            .expect("failed to run restic")
+        crate::support::restic(&self.path("repo"), &self.path("password"), args)
     }
 }
 
@@ -662,12 +657,7 @@ fn a_restored_matrix_host_keeps_its_rooms_tokens_and_passwords() {
     fs::write(&f.config, config.to_string()).unwrap();
     write(&temp.path().join("password"), "correct horse battery staple\n", 0o600);
     let restic = |args: &[&str]| {
-        let out = Command::new("restic")
-            .args(args)
-            .env("RESTIC_REPOSITORY", temp.path().join("repo"))
-            .env("RESTIC_PASSWORD_FILE", temp.path().join("password"))
-            .output()
-            .unwrap();
+        let out = crate::support::restic(&temp.path().join("repo"), &temp.path().join("password"), args);
         succeeded(&out, &format!("restic {args:?}"));
     };
     let config_arg = f.config_arg();

@@ -173,6 +173,11 @@ impl Host {
         self.temp.path().join(relative)
     }
 
+    /// restic on this host's repository (`repo`, its password in `password`).
+    fn restic(&self, args: &[&str]) -> Output {
+        crate::support::restic(&self.path("repo"), &self.path("password"), args)
+    }
+
     fn secret(&self, relative: &str) -> String {
         fs::read_to_string(self.path("state").join(relative))
             .unwrap()
@@ -355,12 +360,7 @@ impl Run<'_> {
     }
 
     fn snapshots(&self) -> Vec<Value> {
-        let out = std::process::Command::new("restic")
-            .args(["snapshots", "--json"])
-            .env("RESTIC_REPOSITORY", self.host.path("repo"))
-            .env("RESTIC_PASSWORD_FILE", self.host.path("password"))
-            .output()
-            .unwrap();
+        let out = self.host.restic(&["snapshots", "--json"]);
         assert_succeeded("restic snapshots", &out);
         serde_json::from_slice::<Option<Vec<Value>>>(&out.stdout)
             .unwrap()
@@ -380,12 +380,7 @@ fn backup_config(host: &Host, daemon: &Dockerd) -> PathBuf {
     config["units"] = json!(["docker-casper.service"]);
     let path = host.path("backup.json");
     fs::write(&path, config.to_string()).unwrap();
-    let out = std::process::Command::new("restic")
-        .arg("init")
-        .env("RESTIC_REPOSITORY", host.path("repo"))
-        .env("RESTIC_PASSWORD_FILE", host.path("password"))
-        .output()
-        .unwrap();
+    let out = host.restic(&["init"]);
     assert_succeeded("restic init", &out);
     path
 }

@@ -128,12 +128,7 @@ fn volume_root(hub: &Hub, name: &str) -> PathBuf {
 
 /// restic on the rehearsal's repository, as the unit's environment sets it.
 fn restic(config: &BackupConfig, args: &[&str]) -> Output {
-    Command::new("restic")
-        .args(args)
-        .env("RESTIC_REPOSITORY", &config.repository)
-        .env("RESTIC_PASSWORD_FILE", &config.password_file)
-        .output()
-        .expect("failed to run restic")
+    crate::support::restic(Path::new(&config.repository), Path::new(&config.password_file), args)
 }
 
 /// `appliance ARGS` with the hub's dockerd and PostgreSQL's client

@@ -134,12 +134,7 @@ fn write_configs(hub: &Hub, dir: &Path, running: &[String]) {
         "units": ["docker-casper.service"],
     });
     fs::write(dir.join("backup.json"), config.to_string()).unwrap();
-    let init = std::process::Command::new("restic")
-        .arg("init")
-        .env("RESTIC_REPOSITORY", dir.join("repo"))
-        .env("RESTIC_PASSWORD_FILE", dir.join("password"))
-        .output()
-        .unwrap();
+    let init = crate::support::restic(&dir.join("repo"), &dir.join("password"), &["init"]);
     crate::support::assert_succeeded("restic init", &init);
 }
 

@@ -99,6 +99,17 @@ pub fn stop_child(child: &mut std::process::Child, signal: rustix::process::Sign
     let _ = child.wait();
 }
 
+/// `restic ARGS` on the repository `repository` with the password in
+/// `password_file`, as the backup unit's environment sets them.
+pub fn restic(repository: &Path, password_file: &Path, args: &[&str]) -> Output {
+    Command::new("restic")
+        .args(args)
+        .env("RESTIC_REPOSITORY", repository)
+        .env("RESTIC_PASSWORD_FILE", password_file)
+        .output()
+        .expect("failed to run restic")
+}
+
 /// The end of the upgrade tests' stand-ins for the NixOS steps
 /// (`--system-program`), after each one's `run`, `generation`, `switch` and
 /// `diff`: the steps they take alike. `switch-to N` runs generation N;

@@ -248,12 +248,17 @@ fn every_agent_reaches_ollama_where_it_listens() {
     }
 }
 
+/// `appliance explain ARGS` of the default spec, which succeeds: its stdout.
+fn explained(args: &[&str]) -> String {
+    let output = run_in(&crate::support::root(), &[&["explain"], args].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
 #[test]
 fn explain_names_an_agent_or_says_which_exist() {
     let root = crate::support::root();
-    let output = run_in(&root, &["explain", "balthasar"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let text = stdout(&output);
+    let text = explained(&["balthasar"]);
     assert!(text.starts_with("sandbox balthasar on host hub"), "{text}");
     assert_contains(&text, "domains through the egress proxy: api.github.com");
     // Other sandboxes appear only in its denied list.
@@ -304,10 +309,7 @@ fn explain_rows<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 /// issue 19, item 7: a `web` sandbox is told what it may never reach.
 #[test]
 fn explain_says_what_a_web_sandbox_is_denied() {
-    let root = crate::support::root();
-    let output = run_in(&root, &["explain", "melchior"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let text = stdout(&output);
+    let text = explained(&["melchior"]);
     let denied = explain_rows(&text, "denied");
     let has = |needle: &str| denied.iter().any(|row| row.contains(needle));
     for needle in [
@@ -328,9 +330,7 @@ fn explain_says_what_a_web_sandbox_is_denied() {
     assert!(!has("host hub tcp/8008"), "{}", denied.join("\n"));
     assert!(!has("sandbox melchior"), "{}", denied.join("\n"));
 
-    let output = run_in(&root, &["explain", "casper", "--format", "json"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&explained(&["casper", "--format", "json"])).unwrap();
     let exec = json["sandboxes"]
         .as_array()
         .unwrap()
@@ -354,9 +354,7 @@ fn docs_picture(docs: &str) -> Option<&str> {
 #[test]
 fn the_docs_picture_is_what_explain_draws() {
     let root = crate::support::root();
-    let output = run_in(&root, &["explain", "--format", "dot"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let drawn = stdout(&output);
+    let drawn = explained(&["--format", "dot"]);
     let docs = std::fs::read_to_string(root.join("docs/sandboxes.md")).unwrap();
     let shown = docs_picture(&docs).expect("docs/sandboxes.md has no `appliance explain --format dot` block");
     assert!(
@@ -658,9 +656,7 @@ fn the_readme_names_every_subcommand_and_stays_short() {
 #[test]
 fn explain_says_what_the_warden_may_do() {
     let root = crate::support::root();
-    let output = run_in(&root, &["explain"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let text = stdout(&output);
+    let text = explained(&[]);
     assert_contains(
         &text,
         "warden (appliance-warden.service) on host hub: outside the sandboxes",

@@ -13,6 +13,13 @@ fn project() -> tempfile::TempDir {
     dir
 }
 
+/// A project with its tree generated.
+fn generated_project() -> tempfile::TempDir {
+    let dir = project();
+    assert!(generate(dir.path(), &[]).status.success());
+    dir
+}
+
 fn generate(dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["generate"];
     args.extend_from_slice(extra);
@@ -86,8 +93,7 @@ fn output_is_identical_whatever_the_directory_clock_or_locale() {
 
 #[test]
 fn every_stampable_file_is_stamped_and_in_the_manifest() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     let out = dir.path().join("generated");
     let manifest = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for (path, bytes) in read_all(&out) {
@@ -108,8 +114,7 @@ fn every_stampable_file_is_stamped_and_in_the_manifest() {
 
 #[test]
 fn check_lists_differing_missing_and_extra_files() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     let clean = generate(dir.path(), &["--check"]);
     assert!(clean.status.success(), "{}", stdout(&clean));
 
@@ -132,8 +137,7 @@ fn check_lists_differing_missing_and_extra_files() {
 
 #[test]
 fn hand_edits_are_never_overwritten_silently() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     let edited = dir.path().join("generated/agents/melchior/openclaw.json");
     fs::write(&edited, "{\"mine\": true}\n").unwrap();
 
@@ -151,8 +155,7 @@ fn hand_edits_are_never_overwritten_silently() {
 
 #[test]
 fn foreign_files_are_kept_and_stale_generated_files_removed() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     let out = dir.path().join("generated");
     fs::write(out.join("agents/NOTES.md"), "my notes\n").unwrap();
 
@@ -185,8 +188,7 @@ fn foreign_files_are_kept_and_stale_generated_files_removed() {
 
 #[test]
 fn an_interrupted_run_leaves_the_previous_tree_intact() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     let out = dir.path().join("generated");
     let before = read_all(&out);
 
@@ -233,8 +235,7 @@ fn refuses_to_write_into_a_directory_it_did_not_create() {
 fn a_second_writer_waits_and_a_live_writers_staging_is_kept() {
     use std::time::{Duration, Instant};
 
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     // Play a live writer: hold the lock, with a staging directory.
     let lock = fs::OpenOptions::new()
         .read(true)
@@ -337,8 +338,7 @@ fn images_leave_the_browser_out_when_no_agent_running_them_has_it() {
 
 #[test]
 fn a_stale_staging_directory_goes_even_when_nothing_changes() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     // Left by a run that died (no one holds the lock).
     let stale = dir.path().join(".generated.appliance-staging-4194305");
     fs::create_dir(&stale).unwrap();
@@ -388,8 +388,7 @@ fn in_one_gib(dir: &Path, args: &str) -> std::process::Output {
 
 #[test]
 fn a_large_foreign_file_is_never_read() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     // Sparse: 2 GiB to anyone who reads it, nothing on disk.
     let big = dir.path().join("generated/disk.img");
     fs::File::create(&big).unwrap().set_len(2 << 30).unwrap();
@@ -444,8 +443,7 @@ impl Drop for Mutable {
 
 #[test]
 fn an_old_tree_that_cannot_be_removed_is_a_warning_not_a_failure() {
-    let dir = project();
-    assert!(generate(dir.path(), &[]).status.success());
+    let dir = generated_project();
     // A foreign file nobody may delete, not even root: the new tree gets a
     // copy, and the old tree cannot be removed once swapped out.
     let pinned = dir.path().join("generated/pinned.txt");

@@ -370,84 +370,88 @@ mod tests {
             .collect()
     }
 
-    /// Every sandbox is a node; each reach entry is an edge labelled with
-    /// its protocol, port and policy; nothing else leaves a sandbox but its
-    /// socket to its code sandbox.
-    #[test]
-    fn every_sandbox_is_a_node_and_every_reach_an_edge() {
+    /// `check` of each sandbox of the shipped specs, with its appliance's
+    /// drawing (`dot` and its edges).
+    fn each_drawn_sandbox(mut check: impl FnMut(&Appliance, &Host, &Sandbox, &str, &[(String, String, Vec<String>)])) {
         for appliance in shipped() {
             let dot = graph(&appliance, &everything(&appliance));
             let edges = edges(&dot);
             for host in appliance.hosts.values() {
                 for sandbox in &host.sandboxes {
-                    let id = sandbox_id(host, sandbox);
-                    assert!(dot.contains(&format!("  {} [shape=box", quote(&id))), "{id}\n{dot}");
-                    let from: Vec<_> = edges.iter().filter(|(f, _, _)| *f == id).collect();
-                    for reach in &sandbox.reach {
-                        let (_, to, _) = target(&appliance, host, reach);
-                        let policy = policy(reach, &sandbox.egress);
-                        let drawn = from.iter().any(|(_, t, label)| {
-                            let Some((protocols, port)) = label[0].split_once('/') else {
-                                return false;
-                            };
-                            *t == to
-                                && protocols.split('+').any(|p| p == reach.protocol)
-                                && port == reach.port.to_string()
-                                && label[1..] == policy[..]
-                        });
-                        assert!(drawn, "{id}: no edge for {reach:?}\n{dot}");
-                    }
-                    for (_, to, label) in &from {
-                        let in_reach = sandbox.reach.iter().any(|r| target(&appliance, host, r).1 == *to);
-                        assert!(in_reach || label[0] == "unix socket", "{id} -> {to}: not in the reach");
-                    }
+                    check(&appliance, host, sandbox, &dot, &edges);
                 }
             }
         }
+    }
+
+    /// Every sandbox is a node; each reach entry is an edge labelled with
+    /// its protocol, port and policy; nothing else leaves a sandbox but its
+    /// socket to its code sandbox.
+    #[test]
+    fn every_sandbox_is_a_node_and_every_reach_an_edge() {
+        each_drawn_sandbox(|appliance, host, sandbox, dot, edges| {
+            let id = sandbox_id(host, sandbox);
+            assert!(dot.contains(&format!("  {} [shape=box", quote(&id))), "{id}\n{dot}");
+            let from: Vec<_> = edges.iter().filter(|(f, _, _)| *f == id).collect();
+            for reach in &sandbox.reach {
+                let (_, to, _) = target(appliance, host, reach);
+                let policy = policy(reach, &sandbox.egress);
+                let drawn = from.iter().any(|(_, t, label)| {
+                    let Some((protocols, port)) = label[0].split_once('/') else {
+                        return false;
+                    };
+                    *t == to
+                        && protocols.split('+').any(|p| p == reach.protocol)
+                        && port == reach.port.to_string()
+                        && label[1..] == policy[..]
+                });
+                assert!(drawn, "{id}: no edge for {reach:?}\n{dot}");
+            }
+            for (_, to, label) in &from {
+                let in_reach = sandbox.reach.iter().any(|r| target(appliance, host, r).1 == *to);
+                assert!(in_reach || label[0] == "unix socket", "{id} -> {to}: not in the reach");
+            }
+        });
     }
 
     /// No edge leaves a sandbox for what its denied list names: another
     /// sandbox the bridge table refuses, a port a host's firewall refuses.
     #[test]
     fn no_denied_path_is_drawn() {
-        for appliance in shipped() {
-            let dot = graph(&appliance, &everything(&appliance));
-            let edges = edges(&dot);
-            for host in appliance.hosts.values() {
-                for sandbox in host.sandboxes.iter().filter(|s| s.network.is_some()) {
-                    let id = sandbox_id(host, sandbox);
-                    let list = denied(appliance.hosts.values(), host, sandbox);
-                    for (_, to, label) in edges.iter().filter(|(f, _, _)| *f == id) {
-                        if label[0] == "unix socket" {
-                            continue;
+        each_drawn_sandbox(|appliance, host, sandbox, _, edges| {
+            if sandbox.network.is_none() {
+                return;
+            }
+            let id = sandbox_id(host, sandbox);
+            let list = denied(appliance.hosts.values(), host, sandbox);
+            for (_, to, label) in edges.iter().filter(|(f, _, _)| *f == id) {
+                if label[0] == "unix socket" {
+                    continue;
+                }
+                let (protocols, port) = label[0].split_once('/').unwrap();
+                let (to_host, kind, name) = {
+                    let mut parts = to.splitn(3, '/');
+                    (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+                };
+                for protocol in protocols.split('+') {
+                    let path = format!("{protocol}/{port}");
+                    let refused = list.iter().any(|d| match d.kind {
+                        DenialKind::Sandbox if kind == "sandbox" => {
+                            d.target.starts_with(&format!("sandbox {name} at "))
+                                && d.target
+                                    .split(" beyond ")
+                                    .nth(1)
+                                    .is_none_or(|open| !open.split(", ").any(|p| p == path))
                         }
-                        let (protocols, port) = label[0].split_once('/').unwrap();
-                        let (to_host, kind, name) = {
-                            let mut parts = to.splitn(3, '/');
-                            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
-                        };
-                        for protocol in protocols.split('+') {
-                            let path = format!("{protocol}/{port}");
-                            let refused = list.iter().any(|d| match d.kind {
-                                DenialKind::Sandbox if kind == "sandbox" => {
-                                    d.target.starts_with(&format!("sandbox {name} at "))
-                                        && d.target
-                                            .split(" beyond ")
-                                            .nth(1)
-                                            .is_none_or(|open| !open.split(", ").any(|p| p == path))
-                                }
-                                DenialKind::HostPort if kind == "service" => {
-                                    d.target.starts_with(&format!("host {to_host} "))
-                                        && d.target.ends_with(&format!(" {path}"))
-                                }
-                                _ => false,
-                            });
-                            assert!(!refused, "{id} -> {to} {path} is drawn but denied");
+                        DenialKind::HostPort if kind == "service" => {
+                            d.target.starts_with(&format!("host {to_host} ")) && d.target.ends_with(&format!(" {path}"))
                         }
-                    }
+                        _ => false,
+                    });
+                    assert!(!refused, "{id} -> {to} {path} is drawn but denied");
                 }
             }
-        }
+        });
     }
 
     #[test]

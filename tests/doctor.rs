@@ -123,12 +123,19 @@ fn hub_daemon_json() -> PathBuf {
     root().join("generated/hosts/hub/docker-daemon.json")
 }
 
+/// `appliance doctor` of the default spec's hub with its generated Docker
+/// runtimes, a current gVisor whose nvproxy lists `drivers`, and the NVIDIA
+/// driver `driver` loaded.
+fn hub_doctor(drivers: &str, driver: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc(dir.path(), drivers);
+    let nvidia = nvidia_file(dir.path(), driver);
+    doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia)
+}
+
 #[test]
 fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let runsc = fake_runsc(dir.path(), "570.195.03 580.65.06");
-    let nvidia = nvidia_file(dir.path(), "580.65.06");
-    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let output = hub_doctor("570.195.03 580.65.06", "580.65.06");
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
     assert_contains(&out, "host `hub`: 7 sandboxes, 4 runtimes\n");
@@ -152,11 +159,8 @@ fn current_gvisor_with_generated_runtimes_and_a_supported_driver_passes() {
 
 #[test]
 fn an_unlisted_driver_fails_and_names_the_supported_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let runsc = fake_runsc(dir.path(), "570.195.03 580.65.06");
     // The driver of ray-project/ray#66161: one patch level off.
-    let nvidia = nvidia_file(dir.path(), "550.90.07");
-    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let output = hub_doctor("570.195.03 580.65.06", "550.90.07");
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
     assert_contains(&out, "FAIL nvidia driver: 550.90.07 is not on nvproxy's supported list");
@@ -166,10 +170,7 @@ fn an_unlisted_driver_fails_and_names_the_supported_ones() {
 
 #[test]
 fn without_a_driver_list_from_runsc_the_built_in_one_is_used_with_a_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    let runsc = fake_runsc(dir.path(), "");
-    let nvidia = nvidia_file(dir.path(), "590.48.01");
-    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let output = hub_doctor("", "590.48.01");
     let out = stdout(&output);
     assert!(output.status.success(), "{out}");
     assert!(out.contains("warn nvidia driver: 590.48.01 is supported by nvproxy (from the list built into appliance"));
@@ -180,10 +181,7 @@ fn without_a_driver_list_from_runsc_the_built_in_one_is_used_with_a_warning() {
 /// release-20260406.0's list (gVisor adds it in release-20260721.0).
 #[test]
 fn a_driver_off_the_shipped_list_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let runsc = fake_runsc(dir.path(), "");
-    let nvidia = nvidia_file(dir.path(), "580.173.02");
-    let output = doctor(&default_spec(), "hub", &runsc, &hub_daemon_json(), &nvidia);
+    let output = hub_doctor("", "580.173.02");
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(

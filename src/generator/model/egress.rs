@@ -136,6 +136,19 @@ pub struct Reach {
     pub why: String,
 }
 
+impl Reach {
+    /// A TCP service at `at`.
+    pub fn tcp(service: ReachService, at: SocketAddrV4, why: &str) -> Reach {
+        Reach {
+            service,
+            address: *at.ip(),
+            protocol: "tcp",
+            port: at.port(),
+            why: why.to_string(),
+        }
+    }
+}
+
 /// Where an agent's own services are, as its sandbox sees them.
 pub struct Services {
     pub matrix: SocketAddrV4,
@@ -146,21 +159,13 @@ pub struct Services {
 
 /// The reach of an agent's own sandbox.
 pub fn agent_reach(services: &Services, egress: &Egress) -> Vec<Reach> {
-    let mut reach = vec![Reach {
-        service: ReachService::Matrix,
-        address: *services.matrix.ip(),
-        protocol: "tcp",
-        port: services.matrix.port(),
-        why: "the agent's chat channel".into(),
-    }];
+    let mut reach = vec![Reach::tcp(
+        ReachService::Matrix,
+        services.matrix,
+        "the agent's chat channel",
+    )];
     if let Some(inference) = services.inference {
-        reach.push(Reach {
-            service: ReachService::Inference,
-            address: *inference.ip(),
-            protocol: "tcp",
-            port: inference.port(),
-            why: "the agent's model".into(),
-        });
+        reach.push(Reach::tcp(ReachService::Inference, inference, "the agent's model"));
     }
     reach.extend(common_reach(services.gateway, egress));
     reach.sort();

@@ -276,22 +276,12 @@ fn agent_reach(agent: &Agent, gateway: Ipv4Addr) -> Vec<egress::Reach> {
         &agent.egress,
     );
     if let Some(search) = agent.search_address {
-        reach.push(egress::Reach {
-            service: egress::ReachService::Search,
-            address: *search.ip(),
-            protocol: "tcp",
-            port: search.port(),
-            why: "the `crawler` tool's search backend".into(),
-        });
+        let why = "the `crawler` tool's search backend";
+        reach.push(egress::Reach::tcp(egress::ReachService::Search, search, why));
     }
     if let Some(extract) = agent.extract_address {
-        reach.push(egress::Reach {
-            service: egress::ReachService::Extract,
-            address: *extract.ip(),
-            protocol: "tcp",
-            port: extract.port(),
-            why: "the `crawler` tool's page extraction backend".into(),
-        });
+        let why = "the `crawler` tool's page extraction backend";
+        reach.push(egress::Reach::tcp(egress::ReachService::Extract, extract, why));
     }
     reach.sort();
     reach

@@ -175,15 +175,8 @@ pub struct Limits {
 pub(super) fn check_limits(b: &mut Builder, agent: &AgentSpec) -> Limits {
     let mut size = |text: &Option<Spanned<String>>| {
         let text = text.as_ref()?;
-        let size = Size::parse(text.get_ref());
-        if size.is_none() {
-            b.error(
-                span(text),
-                format!("`{}` is not a size", text.get_ref()),
-                "write a number and a unit, e.g. \"512m\" or \"4g\"",
-            );
-        }
-        size
+        let message = format!("`{}` is not a size", text.get_ref());
+        b.size(text, message, "write a number and a unit, e.g. \"512m\" or \"4g\"")
     };
     let limits = Limits {
         memory: size(&agent.memory),

@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::{Builder, span};
 use crate::generator::model::names::{endpoint_problem, gpu_model_problem, ssh_key_problem};
 use crate::generator::model::vram;
-use crate::generator::model::{Gpu, Host, Subnet};
+use crate::generator::model::{Gpu, Host, Size, Subnet};
 use crate::generator::spec::schema::{DriverCapability, GpuSpec, HostSpec, Platform, System, Target};
 
 pub(super) fn resolve(b: &mut Builder, network: Subnet, overlay: Option<Subnet>) -> BTreeMap<String, Host> {
@@ -171,15 +171,9 @@ fn resolve_gpu(b: &mut Builder, name: &Spanned<String>, gpu: &Spanned<GpuSpec>, 
     capabilities.dedup();
     let vram = match &gpu.vram {
         Some(text) => {
-            let size = vram::parse_size(text.get_ref());
-            if size.is_none() {
-                b.error(
-                    span(text),
-                    format!("`vram = \"{}\"` is not a size", text.get_ref()),
-                    "write the memory of one GPU like `24g`",
-                );
-            }
-            size
+            let message = format!("`vram = \"{}\"` is not a size", text.get_ref());
+            b.size(text, message, "write the memory of one GPU like `24g`")
+                .map(Size::bytes)
         }
         None => vram::known_gpu(gpu.model.get_ref()),
     };

@@ -58,13 +58,12 @@ fn check_sizes(b: &mut Builder, inference: &InferenceSpec, models: &BTreeSet<Str
                 "remove it, or add the model to `models`",
             );
         }
-        if vram::parse_size(size.get_ref()).is_none() {
-            b.error(
-                span(size),
-                format!("`{}` is not a size", size.get_ref()),
-                "write what the model needs loaded, as `ollama ps` shows it, like `44g`",
-            );
-        }
+        let message = format!("`{}` is not a size", size.get_ref());
+        b.size(
+            size,
+            message,
+            "write what the model needs loaded, as `ollama ps` shows it, like `44g`",
+        );
     }
 }
 

@@ -52,6 +52,15 @@ impl Builder<'_> {
         self.diagnostics.push(Diagnostic::new(span, message).hint(hint));
     }
 
+    /// The size `text` writes, or an error at it with `message` and `hint`.
+    pub(super) fn size(&mut self, text: &Spanned<String>, message: String, hint: &str) -> Option<super::Size> {
+        let size = super::Size::parse(text.get_ref());
+        if size.is_none() {
+            self.error(span(text), message, hint);
+        }
+        size
+    }
+
     /// Every problem found so far, as the error `build` returns.
     fn check(&mut self, source: &SourceFile) -> Result<(), SpecErrors> {
         if self.diagnostics.is_empty() {

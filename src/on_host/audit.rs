@@ -340,6 +340,11 @@ mod tests {
         (dir, path)
     }
 
+    /// Where `verify` finds the chain of `lines` (one record each) broken.
+    fn broken(lines: &[String]) -> Broken {
+        verify(format!("{}\n", lines.join("\n")).as_bytes()).unwrap_err()
+    }
+
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -407,12 +412,11 @@ mod tests {
         let (_dir, path) = chain(4);
         let mut lines = lines(&path);
         lines.remove(1);
-        let broken = verify(format!("{}\n", lines.join("\n")).as_bytes()).unwrap_err();
+        let broken = broken(&lines);
         assert_eq!(broken.line, 2);
         assert!(broken.why.contains("`seq` is 3 where 2 was expected"), "{broken:?}");
         // The first line removed: the new first line does not start the chain.
-        let lines = self::lines(&path)[1..].join("\n");
-        let broken = verify(format!("{lines}\n").as_bytes()).unwrap_err();
+        let broken = self::broken(&self::lines(&path)[1..]);
         assert_eq!(broken.line, 1);
         assert!(broken.why.contains("genesis"), "{broken:?}");
     }
@@ -422,7 +426,7 @@ mod tests {
         let (_dir, path) = chain(4);
         let mut lines = lines(&path);
         lines.swap(1, 2);
-        let broken = verify(format!("{}\n", lines.join("\n")).as_bytes()).unwrap_err();
+        let broken = broken(&lines);
         assert_eq!(broken.line, 2);
         assert!(broken.why.contains("`prev` is not the sha256 of line 1"), "{broken:?}");
         assert!(broken.why.contains("`seq` is 3 where 2 was expected"), "{broken:?}");

@@ -239,6 +239,13 @@ fn pair(lab: &Lab, role: &str, config: &Path, extra: &[&str]) -> Output {
     lab.appliance(role, &args).output().unwrap()
 }
 
+/// The arguments of a pairing that gives up after 2 s, as a peer holding
+/// the private key in `key`, its state in `state`.
+fn as_peer<'a>(key: &'a Path, state: &'a Path) -> [&'a str; 6] {
+    let (key, state) = (key.to_str().unwrap(), state.to_str().unwrap());
+    ["--timeout", "2", "--private-key", key, "--state-dir", state]
+}
+
 #[test]
 fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does() {
     let Some(venv) = prerequisites() else { return };
@@ -405,19 +412,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     let (stranger_private, _) = keypair();
     let stranger_key = write_key(dir, "stranger.key", &stranger_private);
     let stranger_state = dir.join("stranger-state");
-    let output = pair(
-        &lab,
-        "pi",
-        &client_path,
-        &[
-            "--timeout",
-            "2",
-            "--private-key",
-            stranger_key.to_str().unwrap(),
-            "--state-dir",
-            stranger_state.to_str().unwrap(),
-        ],
-    );
+    let output = pair(&lab, "pi", &client_path, &as_peer(&stranger_key, &stranger_state));
     assert!(!output.status.success());
     assert_contains(stderr(&output), "the proof does not match");
     assert!(!stranger_state.join(&agent.secrets_dir).join("env").exists());
@@ -425,14 +420,7 @@ fn a_remote_host_gets_its_agents_credentials_over_wireguard_and_no_one_else_does
     // The intruder, a peer of the hub from its own overlay address, with its
     // own key and the Pi's config.
     let intruder_state = dir.join("intruder-state");
-    let intruder_args = [
-        "--timeout",
-        "2",
-        "--private-key",
-        intruder_key.to_str().unwrap(),
-        "--state-dir",
-        intruder_state.to_str().unwrap(),
-    ];
+    let intruder_args = as_peer(&intruder_key, &intruder_state);
     let output = pair(&lab, "intruder", &client_path, &intruder_args);
     assert!(!output.status.success());
     assert_contains(

@@ -30,24 +30,25 @@ fn nix_build_in(dir: &Path) -> Command {
     command
 }
 
-/// `nix build` of `attribute` of tests/fixtures/nix-log/drv.nix with a
-/// private store under `dir`, its log as internal JSON on stderr.
-fn build_fixture_logged(dir: &Path, attribute: &str) -> std::process::Output {
-    nix_build_in(dir)
+/// `nix build` of `attribute` of tests/fixtures/nix-log/drv.nix in a
+/// throwaway store, its log as internal JSON on stderr; `None` without nix.
+fn fixture_build_logged(attribute: &str) -> Option<std::process::Output> {
+    nix()?;
+    let dir = tempfile::tempdir().unwrap();
+    let output = nix_build_in(dir.path())
         .args(["--log-format", "internal-json", "--no-link", "-f"])
         .arg(root().join("tests/fixtures/nix-log/drv.nix"))
         .arg(attribute)
         .output()
-        .unwrap()
+        .unwrap();
+    Some(output)
 }
 
 #[test]
 fn the_parser_counts_a_real_nix_build() {
-    if nix().is_none() {
+    let Some(output) = fixture_build_logged("b") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let output = build_fixture_logged(dir.path(), "b");
+    };
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
     let progress = Progress::from_log(&log);
@@ -64,11 +65,9 @@ fn the_parser_counts_a_real_nix_build() {
 
 #[test]
 fn the_parser_reads_a_real_failure() {
-    if nix().is_none() {
+    let Some(output) = fixture_build_logged("fail") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let output = build_fixture_logged(dir.path(), "fail");
+    };
     assert!(!output.status.success());
     let progress = Progress::from_log(&String::from_utf8_lossy(&output.stderr));
     let failed = progress.failed_derivations();

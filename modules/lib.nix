@@ -5,6 +5,13 @@ lib: {
   ipv4 = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
   ipv4Prefix = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}/[0-9]{1,2}";
 
+  # A Linux interface name: at most 15 bytes, no `/` or space.
+  interfaceName = lib.types.strMatching "[A-Za-z0-9_.-]{1,15}";
+
+  # An absolute path with no whitespace: it is also a systemd condition's
+  # value (`ConditionPathExists=`).
+  conditionPath = lib.types.strMatching "/[^[:space:]]+";
+
   # An Ollama model name as `appliance` checks it (model::names): it
   # reaches a JSON body and a command line unquoted.
   modelName = lib.types.strMatching "[A-Za-z0-9._:/-]+";
@@ -19,6 +26,16 @@ lib: {
         lib.types.strMatching "[A-Za-z0-9:_.@\\-]+[.](service|target|device|mount|socket|path)"
       );
       default = [ ];
+      inherit description;
+    };
+
+  # A file `appliance generate` writes, which the module reads or
+  # installs; the example names it beside the host's generated module.
+  generatedFile =
+    file: description:
+    lib.mkOption {
+      type = lib.types.path;
+      example = lib.literalExpression "./${file}";
       inherit description;
     };
 

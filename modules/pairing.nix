@@ -22,7 +22,7 @@
 }:
 let
   cfg = config.appliance.pairing;
-  inherit (import ./lib.nix lib) units;
+  inherit (import ./lib.nix lib) units generatedFile;
   run =
     command: file:
     utils.escapeSystemdExecArgs [
@@ -38,11 +38,9 @@ in
 
     server = {
       enable = lib.mkEnableOption "the hub's pairing server (`appliance pair-serve`) on the overlay";
-      config = lib.mkOption {
-        type = lib.types.path;
-        example = lib.literalExpression "./pairing-server.json";
-        description = "The server's config (generated pairing-server.json): its address, and each peer's host, key and agents.";
-      };
+      config =
+        generatedFile "pairing-server.json"
+          "The server's config (generated pairing-server.json): its address, and each peer's host, key and agents.";
       after = units "Units the server starts after (bootstrap, which writes the credentials; the overlay's address).";
       requires = units "Units the server needs (the overlay's interface).";
       wants = units "Units the server wants (`network-online.target`).";
@@ -50,11 +48,9 @@ in
 
     client = {
       enable = lib.mkEnableOption "fetching this host's agents' credentials from the hub (`appliance pair`)";
-      config = lib.mkOption {
-        type = lib.types.path;
-        example = lib.literalExpression "./pairing.json";
-        description = "The client's config (generated pairing.json): the hub's address and key, this host's agents.";
-      };
+      config =
+        generatedFile "pairing.json"
+          "The client's config (generated pairing.json): the hub's address and key, this host's agents.";
       before = units "Units that start after the fetch (the agents' sandboxes).";
       after = units "Units the fetch starts after (the overlay's address).";
       requires = units "Units the fetch needs (the overlay's interface).";

@@ -10,7 +10,7 @@
   ...
 }:
 let
-  inherit (import ./lib.nix lib) strings;
+  inherit (import ./lib.nix lib) strings secretsOneshot;
   cfg = config.appliance.egress;
   hasProxy = cfg.proxyConfig != null;
   hasResolver = cfg.resolver != null;
@@ -205,11 +205,7 @@ in
         pkgs.coreutils
         pkgs.openssl
       ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
-      };
+      serviceConfig = secretsOneshot;
       script = makeCa;
     };
 

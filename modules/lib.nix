@@ -1,5 +1,5 @@
-# Not a module: the option shapes and types the hand-written modules share
-# (`inherit (import ./lib.nix lib) units strings;`).
+# Not a module: the option shapes, types and unit settings the
+# hand-written modules share (`inherit (import ./lib.nix lib) units strings;`).
 lib: {
   # One IPv4 address, and one with its prefix length (`10.88.0.0/16`).
   ipv4 = lib.types.strMatching "([0-9]{1,3}[.]){3}[0-9]{1,3}";
@@ -38,6 +38,21 @@ lib: {
       example = lib.literalExpression "./${file}";
       inherit description;
     };
+
+  # `ExecStart=` of the `appliance` command of `package` with `args`,
+  # quoted for systemd; `utils` is the modules' argument of that name.
+  execAppliance =
+    utils: package: args:
+    utils.escapeSystemdExecArgs ([ (lib.getExe package) ] ++ args);
+
+  # `serviceConfig` of a unit that runs once per boot and writes secrets:
+  # active once it has run (`RemainAfterExit`, so the units that require
+  # it do not run it again), every file it makes private to its user.
+  secretsOneshot = {
+    Type = "oneshot";
+    RemainAfterExit = true;
+    UMask = "0077";
+  };
 
   # A list of strings, empty unless a host sets it; `fields` are the
   # option's own (`description`, `example`).

@@ -22,11 +22,15 @@
 }:
 let
   cfg = config.appliance.pairing;
-  inherit (import ./lib.nix lib) units generatedFile;
+  inherit (import ./lib.nix lib)
+    units
+    generatedFile
+    execAppliance
+    secretsOneshot
+    ;
   run =
     command: file:
-    utils.escapeSystemdExecArgs [
-      (lib.getExe cfg.package)
+    execAppliance utils cfg.package [
       command
       "--config"
       "${file}"
@@ -80,10 +84,7 @@ in
         requires
         wants
         ;
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
+      serviceConfig = secretsOneshot // {
         ExecStart = run "pair" cfg.client.config;
         # The hub may boot later than this host: try again until it answers.
         Restart = "on-failure";

@@ -18,6 +18,7 @@
 }:
 let
   cfg = config.appliance.backup;
+  inherit (import ./lib.nix lib) generatedFile;
   # A host path: it lands in systemd's `Environment=` and restic's
   # arguments unquoted, and must never be a store path (world-readable).
   hostPath = lib.types.strMatching "/[A-Za-z0-9._+/-]*";
@@ -43,15 +44,11 @@ in
 
     package = lib.mkPackageOption pkgs "agent-appliance" { };
 
-    configFile = lib.mkOption {
-      type = lib.types.path;
-      example = lib.literalExpression "./backup.json";
-      description = ''
-        What is backed up and where it lives, as generated
-        (generated/hosts/<host>/backup.json); installed as
-        /etc/appliance/backup.json for `appliance backup` and `appliance restore`.
-      '';
-    };
+    configFile = generatedFile "backup.json" ''
+      What is backed up and where it lives, as generated
+      (generated/hosts/<host>/backup.json); installed as
+      /etc/appliance/backup.json for `appliance backup` and `appliance restore`.
+    '';
 
     repository = lib.mkOption {
       type = lib.types.str;

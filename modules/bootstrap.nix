@@ -16,13 +16,13 @@
 }:
 let
   cfg = config.appliance.bootstrap;
+  inherit (import ./lib.nix lib) execAppliance secretsOneshot;
   # Where `appliance admin password` and the warden look by default (src/operator/cli.rs).
   planFile = "appliance/bootstrap-plan.json";
   bootstrap =
     extra:
-    utils.escapeSystemdExecArgs (
+    execAppliance utils cfg.package (
       [
-        (lib.getExe cfg.package)
         "bootstrap"
         "--plan"
         "${cfg.plan}"
@@ -54,10 +54,7 @@ in
     systemd.services.appliance-secrets = {
       description = "Create the appliance's secrets on first boot";
       before = [ "matrix-synapse.service" ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
+      serviceConfig = secretsOneshot // {
         ExecStart = bootstrap [ "--secrets-only" ];
       };
     };
@@ -66,10 +63,7 @@ in
       after = [ "matrix-synapse.service" ];
       requires = [ "matrix-synapse.service" ];
       wantedBy = [ "multi-user.target" ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
+      serviceConfig = secretsOneshot // {
         ExecStart = bootstrap [ ];
       };
     };

@@ -13,7 +13,12 @@
 }:
 let
   cfg = config.appliance.docker;
-  inherit (import ./lib.nix lib) ipv4 ipv4Prefix;
+  inherit (import ./lib.nix lib)
+    ipv4
+    ipv4Prefix
+    interfaceName
+    generatedFile
+    ;
   net = cfg.network;
 
   # The daemon settings as generated, each runtime pointed at this
@@ -41,16 +46,12 @@ in
       Docker with the appliance's gVisor (runsc) runtimes, strict by default,
       and the sandboxes' bridge (`appliance-network.service`)'';
 
-    daemonSettings = lib.mkOption {
-      type = lib.types.path;
-      example = lib.literalExpression "./docker-daemon.json";
-      description = ''
-        Docker's daemon settings (generated/hosts/<host>/docker-daemon.json):
-        `default-runtime` and one runsc runtime per profile the host's
-        sandboxes use. Each runtime's `path` is replaced by this nixpkgs'
-        runsc.
-      '';
-    };
+    daemonSettings = generatedFile "docker-daemon.json" ''
+      Docker's daemon settings (generated/hosts/<host>/docker-daemon.json):
+      `default-runtime` and one runsc runtime per profile the host's
+      sandboxes use. Each runtime's `path` is replaced by this nixpkgs'
+      runsc.
+    '';
 
     runscMinimum = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
@@ -92,8 +93,7 @@ in
       };
 
       bridge = lib.mkOption {
-        # A Linux interface name: at most 15 bytes, no `/` or space.
-        type = lib.types.strMatching "[A-Za-z0-9_.-]{1,15}";
+        type = interfaceName;
         example = "br-appliance";
         description = ''
           The bridge's interface on the host; the firewall and the egress

@@ -10,7 +10,7 @@
   ...
 }:
 let
-  inherit (import ./lib.nix lib) strings;
+  inherit (import ./lib.nix lib) strings secretsOneshot;
   cfg = config.appliance.egress;
   hasProxy = cfg.proxyConfig != null;
   hasResolver = cfg.resolver != null;
@@ -25,6 +25,22 @@ let
   # directory is named after the agent.
   proxyDir = "/var/lib/appliance/egress-proxy";
   sslDb = "/var/cache/squid/ssl_db";
+
+  # The body of one generated nftables table, by family.
+  tableBody =
+    family: name:
+    lib.mkOption {
+      type = lib.types.path;
+      description = "Body of the `${family} ${name}` table (generated/hosts/<host>/firewall-${family}.nft).";
+    };
+
+  # The line a credential's include file has on one side of the token.
+  credentialLine =
+    side:
+    lib.mkOption {
+      type = lib.types.str;
+      description = "The proxy configuration line ${side} the credential.";
+    };
 
   # The appliance CA, made once on this host (a key and certificate that
   # are there are kept): the key 0440 root:squid in a 0750 directory (the
@@ -90,15 +106,8 @@ in
       the sandboxes' egress firewall: the generated nftables tables
       `inet appliance_egress` and `bridge appliance_bridge`'';
 
-    inetTable = lib.mkOption {
-      type = lib.types.path;
-      description = "Body of the `inet appliance_egress` table (generated/hosts/<host>/firewall-inet.nft).";
-    };
-
-    bridgeTable = lib.mkOption {
-      type = lib.types.path;
-      description = "Body of the `bridge appliance_bridge` table (generated/hosts/<host>/firewall-bridge.nft).";
-    };
+    inetTable = tableBody "inet" "appliance_egress";
+    bridgeTable = tableBody "bridge" "appliance_bridge";
 
     proxyConfig = lib.mkOption {
       type = lib.types.nullOr lib.types.path;
@@ -129,14 +138,8 @@ in
               example = "/var/lib/appliance/credentials/github-token";
               description = "The operator's file on this host holding the real credential.";
             };
-            before = lib.mkOption {
-              type = lib.types.str;
-              description = "The proxy configuration line before the credential.";
-            };
-            after = lib.mkOption {
-              type = lib.types.str;
-              description = "The proxy configuration line after the credential.";
-            };
+            before = credentialLine "before";
+            after = credentialLine "after";
           };
         }
       );
@@ -202,11 +205,7 @@ in
         pkgs.coreutils
         pkgs.openssl
       ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
-      };
+      serviceConfig = secretsOneshot;
       script = makeCa;
     };
 

@@ -24,6 +24,15 @@ let
     default = [ ];
     description = "Ports opened.";
   };
+
+  # A directory's owner or group.
+  owner =
+    what:
+    lib.mkOption {
+      type = lib.types.strMatching "[A-Za-z0-9_-]+";
+      default = "root";
+      description = "Its ${what} (a name or a number).";
+    };
 in
 {
   options.appliance = {
@@ -61,16 +70,8 @@ in
               example = "0711";
               description = "The directory's mode.";
             };
-            user = lib.mkOption {
-              type = lib.types.strMatching "[A-Za-z0-9_-]+";
-              default = "root";
-              description = "Its owner (a name or a number).";
-            };
-            group = lib.mkOption {
-              type = lib.types.strMatching "[A-Za-z0-9_-]+";
-              default = "root";
-              description = "Its group (a name or a number).";
-            };
+            user = owner "owner";
+            group = owner "group";
           };
         }
       );

@@ -22,11 +22,15 @@
 }:
 let
   cfg = config.appliance.pairing;
-  inherit (import ./lib.nix lib) units;
+  inherit (import ./lib.nix lib)
+    units
+    generatedFile
+    execAppliance
+    secretsOneshot
+    ;
   run =
     command: file:
-    utils.escapeSystemdExecArgs [
-      (lib.getExe cfg.package)
+    execAppliance utils cfg.package [
       command
       "--config"
       "${file}"
@@ -38,11 +42,9 @@ in
 
     server = {
       enable = lib.mkEnableOption "the hub's pairing server (`appliance pair-serve`) on the overlay";
-      config = lib.mkOption {
-        type = lib.types.path;
-        example = lib.literalExpression "./pairing-server.json";
-        description = "The server's config (generated pairing-server.json): its address, and each peer's host, key and agents.";
-      };
+      config =
+        generatedFile "pairing-server.json"
+          "The server's config (generated pairing-server.json): its address, and each peer's host, key and agents.";
       after = units "Units the server starts after (bootstrap, which writes the credentials; the overlay's address).";
       requires = units "Units the server needs (the overlay's interface).";
       wants = units "Units the server wants (`network-online.target`).";
@@ -50,11 +52,9 @@ in
 
     client = {
       enable = lib.mkEnableOption "fetching this host's agents' credentials from the hub (`appliance pair`)";
-      config = lib.mkOption {
-        type = lib.types.path;
-        example = lib.literalExpression "./pairing.json";
-        description = "The client's config (generated pairing.json): the hub's address and key, this host's agents.";
-      };
+      config =
+        generatedFile "pairing.json"
+          "The client's config (generated pairing.json): the hub's address and key, this host's agents.";
       before = units "Units that start after the fetch (the agents' sandboxes).";
       after = units "Units the fetch starts after (the overlay's address).";
       requires = units "Units the fetch needs (the overlay's interface).";
@@ -84,10 +84,7 @@ in
         requires
         wants
         ;
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
+      serviceConfig = secretsOneshot // {
         ExecStart = run "pair" cfg.client.config;
         # The hub may boot later than this host: try again until it answers.
         Restart = "on-failure";

@@ -16,7 +16,7 @@
 }:
 let
   cfg = config.appliance.sandboxes;
-  inherit (import ./lib.nix lib) units strings;
+  inherit (import ./lib.nix lib) units strings conditionPath;
 
   # The sandboxes whose start waits for a file: on a host without Matrix
   # no bootstrap writes its agents' secrets; `appliance-pair.service`
@@ -84,8 +84,7 @@ in
           requires = units "`Requires=` of `docker-<name>.service`.";
           wants = units "`Wants=` of `docker-<name>.service`.";
           waitFor = lib.mkOption {
-            # Absolute, and no whitespace: it is a systemd condition's value.
-            type = lib.types.nullOr (lib.types.strMatching "/[^[:space:]]+");
+            type = lib.types.nullOr conditionPath;
             default = null;
             example = "/var/lib/appliance/secrets/balthasar-pi/env";
             description = ''

@@ -13,6 +13,7 @@
 }:
 let
   cfg = config.appliance.serviceSecrets;
+  inherit (import ./lib.nix lib) secretsOneshot;
 
   # One env file: made once (a file that is there and not empty is kept,
   # so a restart never changes a key the services already share), written
@@ -68,11 +69,7 @@ in
     systemd.services.appliance-service-secrets = {
       description = "Create the appliance services' secrets on first boot";
       path = [ pkgs.coreutils ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        UMask = "0077";
-      };
+      serviceConfig = secretsOneshot;
       script = lib.concatMapStrings make (lib.attrValues cfg);
     };
   };

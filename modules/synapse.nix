@@ -14,7 +14,7 @@
 }:
 let
   cfg = config.appliance.synapse;
-  inherit (import ./lib.nix lib) units;
+  inherit (import ./lib.nix lib) units generatedFile;
 in
 {
   options.appliance.synapse = {
@@ -22,15 +22,11 @@ in
       Synapse (`services.matrix-synapse`) with the generated settings, the
       appliance's homeserver'';
 
-    settingsFile = lib.mkOption {
-      type = lib.types.path;
-      example = lib.literalExpression "./synapse.json";
-      description = ''
-        Synapse's settings as generated (generated/hosts/<host>/synapse.json):
-        listeners, database, registration and federation; read into
-        `services.matrix-synapse.settings`.
-      '';
-    };
+    settingsFile = generatedFile "synapse.json" ''
+      Synapse's settings as generated (generated/hosts/<host>/synapse.json):
+      listeners, database, registration and federation; read into
+      `services.matrix-synapse.settings`.
+    '';
 
     postgresql = {
       enable = lib.mkEnableOption ''

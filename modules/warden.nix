@@ -12,7 +12,7 @@
   ...
 }:
 let
-  inherit (import ./lib.nix lib) strings;
+  inherit (import ./lib.nix lib) strings execAppliance;
   cfg = config.appliance.warden;
 in
 {
@@ -65,9 +65,8 @@ in
         config.systemd.package
       ];
       serviceConfig = {
-        ExecStart = utils.escapeSystemdExecArgs (
+        ExecStart = execAppliance utils cfg.package (
           [
-            (lib.getExe cfg.package)
             "warden"
             "--plan"
             "${cfg.plan}"

@@ -13,7 +13,12 @@
   ...
 }:
 let
-  inherit (import ./lib.nix lib) strings ipv4Prefix;
+  inherit (import ./lib.nix lib)
+    strings
+    ipv4Prefix
+    interfaceName
+    conditionPath
+    ;
   cfg = config.appliance.wireguard;
   useNetworkd = config.networking.wireguard.useNetworkd;
   keyFile = lib.escapeShellArg cfg.keyFile;
@@ -26,8 +31,7 @@ in
       key made on this machine at first boot'';
 
     interface = lib.mkOption {
-      # A Linux interface name: at most 15 bytes, no `/` or space.
-      type = lib.types.strMatching "[A-Za-z0-9_.-]{1,15}";
+      type = interfaceName;
       example = "wg-appliance";
       description = ''
         The overlay's interface; the firewall (generated) and the units that
@@ -48,8 +52,7 @@ in
     };
 
     keyFile = lib.mkOption {
-      # Absolute, and no whitespace: it is also a systemd condition's value.
-      type = lib.types.strMatching "/[^[:space:]]+";
+      type = conditionPath;
       example = "/var/lib/appliance/wireguard/private.key";
       description = ''
         This host's private key, made at first boot when missing (its

@@ -1,6 +1,7 @@
-//! `default.nix` at the root of the generated tree: the hosts, their
-//! targets, systems, modules and sandbox images, and which host runs
-//! Matrix, for the flake to build from (configurations, images, VM test).
+//! `appliance.json` at the root of the generated tree: the hosts, their
+//! targets, systems, option files and sandbox images, and which host runs
+//! Matrix, for the flake to build from (configurations, images, VM test)
+//! through the loader, nix/generated.nix.
 //! For the VM test's scenario, each host also lists its agents (kind,
 //! model, whether they run code in a code sandbox or have a browser) and,
 //! on the inference host,
@@ -11,16 +12,18 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::host::options_path;
 use super::images::image_file;
-use super::nix::{self, expr};
-use super::{Tree, hash_header};
+use super::values::GeneratedFile;
+use super::{STAMP, Tree, json, nix};
 use crate::generator::model::{Appliance, Host};
 use crate::generator::spec::schema::Tool;
 
-/// The index, written as a Nix value (it names the hosts' modules and the
-/// image descriptions by path).
+/// The index (it names the hosts' option files and the image descriptions
+/// as generated files).
 #[derive(Serialize)]
 struct Index {
+    about: String,
     name: String,
     #[serde(rename = "matrixHost")]
     matrix_host: String,
@@ -98,7 +101,7 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         let mut entry = BTreeMap::new();
         entry.insert("target", nix::value(host.target));
         entry.insert("system", nix::value(host.system));
-        entry.insert("module", expr(nix::path(&format!("./hosts/{}", host.name))));
+        entry.insert("options", nix::value(GeneratedFile::new(options_path(&host.name))));
         let sandboxes: BTreeMap<&str, &str> = host
             .sandboxes
             .iter()
@@ -119,33 +122,29 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         .map(|(name, mut systems)| {
             systems.sort_by_key(|s| s.to_string());
             let entry = BTreeMap::from([
-                ("file", expr(nix::path(&format!("./images/{name}.json")))),
+                ("file", nix::value(GeneratedFile::new(format!("images/{name}.json")))),
                 ("systems", minijinja::Value::from(systems)),
             ]);
             (name.to_string(), entry)
         })
         .collect();
     let index = Index {
+        about: format!(
+            "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` \
+             catch an edit). Every host of appliance `{}` with its target, options and sandbox images, and \
+             every image with the systems it runs on; the flake builds its nixosConfigurations, images and \
+             VM test from this, loaded by nix/generated.nix.",
+            appliance.name
+        ),
         name: appliance.name.clone(),
         matrix_host: appliance.matrix.host.clone(),
         hosts,
         images,
     };
-    // The appliance's name is checked long before; a control character in
-    // it here would end the comment, and generation fails rather than
-    // write it.
-    let first = format!(
-        "Every host of appliance `{}` with its target, module and",
-        appliance.name
-    );
-    if let Some(problem) = nix::comment_problem(&first) {
-        anyhow::bail!(problem);
-    }
-    let mut text = hash_header(&first);
-    text.push_str("# sandbox images, and every image with the systems it runs on; the flake\n");
-    text.push_str("# builds its nixosConfigurations, images and VM test from this.\n");
-    text.push_str(&nix::encode(&nix::value(&index), 0).map_err(anyhow::Error::msg)?);
-    text.push('\n');
-    tree.insert("default.nix".into(), text.into_bytes());
+    // Through a JSON value, so every key is sorted.
+    tree.insert(INDEX.into(), json(&serde_json::to_value(&index)?)?);
     Ok(())
 }
+
+/// The index's path in the generated tree.
+pub const INDEX: &str = "appliance.json";

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use minijinja::Value;
+use serde_json::Value;
 
-use super::values::{GeneratedFile, Setting};
-use super::{Tree, json, nix};
+use super::values::{GeneratedFile, Setting, value};
+use super::{Tree, json};
 use crate::generator::model::{Appliance, Backup, Host, STATE_DIR};
 use crate::generator::spec::schema::SynapseDatabase;
 use crate::schema::backup::{BackupConfig, CONFIG_SCHEMA, PathItem, Postgresql, UNIT, VolumeItem};
@@ -53,7 +53,7 @@ fn module_values(host: &Host, backup: &Backup, config: &BackupConfig) -> BTreeMa
         ("enable", Value::from(true)),
         (
             "configFile",
-            nix::value(GeneratedFile::new(format!("hosts/{}/{CONFIG_FILE}", host.name))),
+            value(GeneratedFile::new(format!("hosts/{}/{CONFIG_FILE}", host.name))),
         ),
         ("repository", Value::from(backup.repository.clone())),
         ("passwordFile", Value::from(backup.password_file.clone())),

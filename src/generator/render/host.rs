@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use minijinja::Value;
+use serde_json::Value;
 use serde::Serialize;
 
 use super::images::image_file;
-use super::nix;
-use super::values::{self, GeneratedFile, Setting};
+use super::values::{self, GeneratedFile, Setting, value};
 use super::{STAMP, Tree};
 use crate::generator::docker::run_options;
 use crate::generator::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
@@ -287,7 +286,7 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
     if let Some(interface) = overlay {
         requires.push(device_unit(interface));
     }
-    unit.insert("requires", nix::value(requires));
+    unit.insert("requires", value(requires));
     unit
 }
 
@@ -298,7 +297,7 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
 /// non-locally: `appliance.wireguard.nonlocalBind`, modules/wireguard.nix).
 pub(super) fn unit_deps_overlay_optional(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
     let mut unit = overlay_ordering(deps.clone(), overlay);
-    unit.insert("requires", nix::value(deps));
+    unit.insert("requires", value(deps));
     unit
 }
 
@@ -311,9 +310,9 @@ fn overlay_ordering(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'stat
         after.push("network-online.target".into());
         after.push(device_unit(interface));
         after.push(wireguard_unit(interface));
-        unit.insert("wants", nix::value(["network-online.target"]));
+        unit.insert("wants", value(["network-online.target"]));
     }
-    unit.insert("after", nix::value(after));
+    unit.insert("after", value(after));
     unit
 }
 
@@ -570,7 +569,7 @@ fn approval_socket(sandbox: &Sandbox) -> Option<String> {
 /// socket, offers no `terminal` tool at all (seen in the rehearsal).
 fn wait_for_the_broker(unit: &mut BTreeMap<&'static str, Value>, mut after: Vec<String>, socket: String) {
     after.push(WARDEN_UNIT.to_string());
-    unit.insert("after", nix::value(after));
+    unit.insert("after", value(after));
     unit.insert("waitFor", Value::from(socket.as_str()));
 }
 
@@ -686,26 +685,27 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
     container.insert("image", Value::from(sandbox.image.as_str()));
     container.insert(
         "imageFile",
-        nix::value(GeneratedFile::new(format!("images/{image_file}.json"))),
+        value(GeneratedFile::new(format!("images/{image_file}.json"))),
     );
     container.insert("user", Value::from(options.user.as_str()));
     // The lists and sets left empty are the module's defaults (`[ ]`,
     // `{ }`), not written.
     let lists = [
-        ("volumes", nix::value(&volumes)),
-        ("files", nix::value(&files)),
-        ("environment", nix::value(&options.environment)),
-        ("environmentFiles", nix::value(&options.env_files)),
-        ("ports", nix::value(&options.ports)),
-        ("cmd", nix::value(&options.command)),
-        ("dependsOn", nix::value(&sandbox.depends_on)),
+        ("volumes", value(&volumes)),
+        ("files", value(&files)),
+        ("environment", value(&options.environment)),
+        ("environmentFiles", value(&options.env_files)),
+        ("ports", value(&options.ports)),
+        ("cmd", value(&options.command)),
+        ("dependsOn", value(&sandbox.depends_on)),
     ];
-    for (name, value) in lists {
-        if value.len() != Some(0) {
-            container.insert(name, value);
+    for (name, list) in lists {
+        let empty = list.as_array().is_some_and(Vec::is_empty) || list.as_object().is_some_and(|o| o.is_empty());
+        if !empty {
+            container.insert(name, list);
         }
     }
-    container.insert("extraOptions", nix::value(&options.flags));
+    container.insert("extraOptions", value(&options.flags));
     container
 }
 
@@ -725,7 +725,7 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     settings.insert("cuda", Value::from(cuda));
     settings.insert("address", Value::from(inference.bind_address.to_string()));
     settings.insert("port", Value::from(inference.port));
-    settings.insert("models", nix::value(&inference.models));
+    settings.insert("models", value(&inference.models));
     Some(settings)
 }
 
@@ -781,7 +781,7 @@ fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
         };
         let mut peer = BTreeMap::new();
         peer.insert("publicKey", Value::from(key.as_str()));
-        peer.insert("allowedIPs", nix::value([format!("{other_address}/32")]));
+        peer.insert("allowedIPs", value([format!("{other_address}/32")]));
         if let Some(endpoint) = &other.endpoint {
             peer.insert("endpoint", Value::from(endpoint_with_port(endpoint)));
             peer.insert("persistentKeepalive", Value::from(25));
@@ -840,6 +840,37 @@ mod tests {
         let balthasar = &built.sandboxes["balthasar"];
         assert!(!balthasar["after"].to_string().contains(WARDEN_UNIT));
         assert!(!balthasar.contains_key("waitFor"));
+    }
+
+    /// Every permissive setting explained: the options file carries, under
+    /// `notes`, why each runtime more permissive than strict is, beside the
+    /// values (JSON has no comments; the loader leaves `notes` out).
+    #[test]
+    fn the_options_file_explains_each_runtime_more_permissive_than_strict() {
+        let appliance = &shipped()[0];
+        let tree = crate::generator::render::render(appliance).unwrap();
+        let file: serde_json::Value = serde_json::from_slice(&tree["hosts/hub/options.json"]).unwrap();
+        let notes: Vec<&str> = file["notes"]["appliance.docker"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap())
+            .collect();
+        let mut permissive = 0;
+        for runtime in &appliance.hosts["hub"].runtimes {
+            let heading = format!("`{}` is more permissive than strict:", runtime.name());
+            if runtime.reasons().is_empty() {
+                assert!(!notes.contains(&heading.as_str()), "{notes:#?}");
+                continue;
+            }
+            permissive += 1;
+            let at = notes.iter().position(|l| *l == heading).unwrap_or_else(|| panic!("{heading} in {notes:#?}"));
+            for (i, reason) in runtime.reasons().iter().enumerate() {
+                assert_eq!(notes[at + 1 + i], format!("  - {reason}"));
+            }
+        }
+        assert_eq!(permissive, 3, "runsc-gpu, runsc-uds-open and runsc-dind: {notes:#?}");
+        assert!(file["about"].as_str().unwrap().contains("do not edit"));
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::host::options_path;
 use super::images::image_file;
-use super::values::GeneratedFile;
-use super::{STAMP, Tree, json, nix};
+use super::values::{GeneratedFile, value};
+use super::{STAMP, Tree, json};
 use crate::generator::model::{Appliance, Host};
 use crate::generator::spec::schema::Tool;
 
@@ -27,9 +28,9 @@ struct Index {
     name: String,
     #[serde(rename = "matrixHost")]
     matrix_host: String,
-    hosts: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
+    hosts: BTreeMap<String, BTreeMap<&'static str, Value>>,
     /// Every image a host runs: its file and the systems it is built for.
-    images: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
+    images: BTreeMap<String, BTreeMap<&'static str, Value>>,
 }
 
 /// What the VM test's scenario needs to know of an agent on its host.
@@ -89,31 +90,31 @@ fn cuda_capability(host: &Host) -> Option<&'static str> {
 
 pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
     let mut hosts = BTreeMap::new();
-    let mut image_systems: BTreeMap<&str, Vec<minijinja::Value>> = BTreeMap::new();
+    let mut image_systems: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
             let systems = image_systems.entry(image_file(&sandbox.image)).or_default();
-            let system = nix::value(host.system);
+            let system = value(host.system);
             if !systems.contains(&system) {
                 systems.push(system);
             }
         }
         let mut entry = BTreeMap::new();
-        entry.insert("target", nix::value(host.target));
-        entry.insert("system", nix::value(host.system));
-        entry.insert("options", nix::value(GeneratedFile::new(options_path(&host.name))));
+        entry.insert("target", value(host.target));
+        entry.insert("system", value(host.system));
+        entry.insert("options", value(GeneratedFile::new(options_path(&host.name))));
         let sandboxes: BTreeMap<&str, &str> = host
             .sandboxes
             .iter()
             .map(|s| (s.name.as_str(), s.image.as_str()))
             .collect();
-        entry.insert("sandboxes", nix::value(sandboxes));
-        entry.insert("agents", nix::value(host_agents(appliance, host)));
+        entry.insert("sandboxes", value(sandboxes));
+        entry.insert("agents", value(host_agents(appliance, host)));
         if let Some(capability) = cuda_capability(host) {
-            entry.insert("cudaCapabilities", nix::value([capability]));
+            entry.insert("cudaCapabilities", value([capability]));
         }
         if let Some(inference) = host_inference(appliance, host) {
-            entry.insert("inference", nix::value(inference));
+            entry.insert("inference", value(inference));
         }
         hosts.insert(host.name.clone(), entry);
     }
@@ -122,8 +123,8 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         .map(|(name, mut systems)| {
             systems.sort_by_key(|s| s.to_string());
             let entry = BTreeMap::from([
-                ("file", nix::value(GeneratedFile::new(format!("images/{name}.json")))),
-                ("systems", minijinja::Value::from(systems)),
+                ("file", value(GeneratedFile::new(format!("images/{name}.json")))),
+                ("systems", Value::from(systems)),
             ]);
             (name.to_string(), entry)
         })

@@ -41,6 +41,11 @@ impl GeneratedFile {
     }
 }
 
+/// Any serializable data as a JSON value (option values are plain data).
+pub fn value<T: Serialize>(data: T) -> Value {
+    serde_json::to_value(data).expect("option values serialize to JSON")
+}
+
 /// One option of a host: its path (`appliance.docker`), its value and the
 /// reasons behind it where the value alone does not show them (written
 /// under `notes`, beside the values, which the loader leaves out).
@@ -54,7 +59,7 @@ impl Setting {
     pub fn new(path: &'static str, value: impl Serialize) -> Setting {
         Setting {
             path,
-            value: serde_json::to_value(value).expect("option values serialize to JSON"),
+            value: self::value(value),
             comment: Vec::new(),
         }
     }

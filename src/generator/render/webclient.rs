@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use minijinja::Value;
+use serde_json::Value;
 use serde::Serialize;
 
 use super::host::unit_deps_overlay_optional;

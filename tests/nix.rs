@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use crate::support::{eval_json, nix_instantiate, root};
 
 fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {

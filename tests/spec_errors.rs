@@ -599,10 +599,9 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
     );
     let volumes = |host: &serde_json::Value| host["sandboxes"]["coder"]["volumes"].clone();
     assert!(
-        volumes(&host)
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!("/run/appliance/approval/coder-exec:/run/appliance-docker:ro")),
+        volumes(&host).as_array().unwrap().contains(&serde_json::json!(
+            "/run/appliance/approval/coder-exec:/run/appliance-docker:ro"
+        )),
         "{}",
         volumes(&host)
     );
@@ -626,10 +625,9 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
     let (coder, host) = plan_and_host(&off);
     assert!(coder.get("code_approval").is_none(), "{coder}");
     assert!(
-        volumes(&host)
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!("/run/appliance/sockets/coder-exec:/run/appliance-docker:ro")),
+        volumes(&host).as_array().unwrap().contains(&serde_json::json!(
+            "/run/appliance/sockets/coder-exec:/run/appliance-docker:ro"
+        )),
         "{}",
         volumes(&host)
     );
@@ -770,15 +768,17 @@ fn credentials_are_checked_where_they_are_written() {
     assert!(output.status.success(), "{}", stderr(&output));
     let host = host_options(dir.path());
     let bot = &host["sandboxes"]["bot"];
-    assert_eq!(bot["environment"]["GH_TOKEN"], "appliance-placeholder-bot-github", "{bot}");
+    assert_eq!(
+        bot["environment"]["GH_TOKEN"], "appliance-placeholder-bot-github",
+        "{bot}"
+    );
     let credentials: Vec<&serde_json::Value> = host["egress"]["credentials"].as_object().unwrap().values().collect();
     assert_eq!(credentials.len(), 1, "{credentials:?}");
     assert_eq!(credentials[0]["tokenFile"], "/var/lib/appliance/credentials/gh");
     assert!(
-        bot["volumes"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!("/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro")),
+        bot["volumes"].as_array().unwrap().contains(&serde_json::json!(
+            "/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro"
+        )),
         "{bot}"
     );
     let conf = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();

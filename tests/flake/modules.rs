@@ -239,7 +239,11 @@ fn the_bootstrap_module_makes_the_secrets_before_synapse_and_the_rest_after() {
     // ... and runs wherever the bootstrap does, unless a host turns it off.
     for enable in [true, false] {
         let config = format!("{{ appliance.warden.enable = false; appliance.bootstrap.enable = {enable}; }}");
-        let default = eval_module("modules/warden.nix", &config, "module.options.appliance.warden.enable.default");
+        let default = eval_module(
+            "modules/warden.nix",
+            &config,
+            "module.options.appliance.warden.enable.default",
+        );
         assert_eq!(default, enable);
     }
 }

@@ -7,7 +7,9 @@ use super::*;
 fn no_secret_is_written_into_any_nix_file() {
     // The modules' Nix and the generated hosts' option values (the image
     // descriptions name packages only).
-    let modules = module_files().into_iter().map(|file| (defined_paths(&read(&file)), file));
+    let modules = module_files()
+        .into_iter()
+        .map(|file| (defined_paths(&read(&file)), file));
     let generated = generated_host_options()
         .into_iter()
         .map(|file| (json_option_paths(&file), file));

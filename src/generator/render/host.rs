@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use serde_json::Value;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::images::image_file;
 use super::values::{self, GeneratedFile, Setting, value};
@@ -864,7 +864,10 @@ mod tests {
                 continue;
             }
             permissive += 1;
-            let at = notes.iter().position(|l| *l == heading).unwrap_or_else(|| panic!("{heading} in {notes:#?}"));
+            let at = notes
+                .iter()
+                .position(|l| *l == heading)
+                .unwrap_or_else(|| panic!("{heading} in {notes:#?}"));
             for (i, reason) in runtime.reasons().iter().enumerate() {
                 assert_eq!(notes[at + 1 + i], format!("  - {reason}"));
             }

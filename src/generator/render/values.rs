@@ -34,7 +34,9 @@ impl GeneratedFile {
         let path = relative.into();
         let plain = !path.starts_with('/')
             && !path.ends_with('/')
-            && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+            && path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
             && path.chars().all(|c| c.is_ascii_alphanumeric() || "._-+/".contains(c));
         assert!(plain, "bug: `{path}` is not a path inside the generated tree");
         GeneratedFile { path }
@@ -99,9 +101,7 @@ fn insert(root: &mut Map<String, Value>, path: &str, value: Value) -> Result<()>
     };
     let mut map = root;
     for part in parents {
-        let entry = map
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
         let Value::Object(inner) = entry else {
             bail!("bug: option `{path}` is set inside a value that is not a set");
         };

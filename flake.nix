@@ -17,9 +17,10 @@
       ];
       forAllSystems = lib.genAttrs systems;
 
-      # What `appliance generate` wrote: every host with its target, system
-      # and NixOS module.
-      generated = import ./generated;
+      # What `appliance generate` wrote (generated/appliance.json and each
+      # host's options.json), loaded: every host with its target, system,
+      # option values and NixOS module.
+      generated = import ./nix/generated.nix ./generated;
 
       hosts = import ./nix/hosts.nix {
         inherit lib generated;

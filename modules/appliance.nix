@@ -1,8 +1,9 @@
 # nixosModules.default: the appliance on any NixOS machine. It carries the
-# modules `appliance generate` wrote for every host of the spec; setting
-# `appliance.host` picks which one this machine is. That host's module
-# (generated/hosts/<host>/default.nix) holds the spec's decisions, as the
-# values of the options that the hand-written modules imported below
+# option values `appliance generate` wrote for every host of the spec, as
+# modules made by the loader (nix/generated.nix, which also makes
+# `generated`); setting `appliance.host` picks which one this machine is.
+# That host's values (generated/hosts/<host>/options.json) are the spec's
+# decisions, for the options that the hand-written modules imported below
 # declare (docs/options.md); they map those values onto nixpkgs, once.
 # This file only declares `appliance.enable` and
 # `appliance.host`, passes the image builders (images/) to the modules and
@@ -61,7 +62,7 @@ in
       description = ''
         Which host of the appliance this machine is: one of the hosts in
         appliance.toml (${lib.concatMapStringsSep ", " (name: "`${name}`") hostNames}).
-        Its generated module, generated/hosts/<host>/default.nix, is applied.
+        Its generated option values, generated/hosts/<host>/options.json, are applied.
       '';
     };
   };

@@ -1,7 +1,7 @@
 # Ollama as a host service (`[inference] sandbox = "host"`, outside gVisor;
 # `appliance check` warns about it): nixpkgs' `services.ollama`, listening
 # on one address only, where the sandboxes reach it. Rust decides the
-# package (CUDA on an NVIDIA host), the address, the port, the models and
+# build (`cuda` on an NVIDIA host), the address, the port, the models and
 # the units it waits for (src/generator/render/host.rs); the generated host module
 # sets these options on the inference host, and this module maps them onto
 # nixpkgs. In the default `gvisor` mode Ollama is a sandbox instead
@@ -22,8 +22,13 @@ in
       Ollama as a host service (`services.ollama`), outside gVisor, serving
       the spec's models to the sandboxes'';
 
-    package = lib.mkPackageOption pkgs "ollama" {
-      example = "ollama-cuda";
+    cuda = lib.mkEnableOption "the CUDA build of Ollama (`pkgs.ollama-cuda`), on an NVIDIA host";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = if cfg.cuda then pkgs.ollama-cuda else pkgs.ollama;
+      defaultText = lib.literalExpression "if config.appliance.ollama.cuda then pkgs.ollama-cuda else pkgs.ollama";
+      description = "The Ollama package.";
     };
 
     address = lib.mkOption {

@@ -41,7 +41,7 @@ in
           };
           imageFile = lib.mkOption {
             type = lib.types.path;
-            example = lib.literalExpression "../../images/picoclaw.json";
+            example = lib.literalExpression "./generated/images/picoclaw.json";
             description = ''
               The generated image description (generated/images/<image>.json),
               built by the image builders of images/ (`fromGenerated`): the
@@ -54,7 +54,16 @@ in
             description = "The numeric user and group the sandbox runs as.";
           };
           volumes = strings {
-            description = "Its mounts (`source:target[:ro]`): named volumes, generated files from the store, host directories.";
+            description = "Its mounts (`source:target[:ro]`): named volumes and host directories.";
+          };
+          files = lib.mkOption {
+            type = lib.types.attrsOf lib.types.path;
+            default = { };
+            example = lib.literalExpression ''{ "/etc/resolv.conf" = ./generated/hosts/hub/resolv.conf; }'';
+            description = ''
+              Generated files (its agent's config, its resolv.conf) mounted
+              read-only from the store, by their path in the sandbox.
+            '';
           };
           environment = lib.mkOption {
             type = lib.types.attrsOf lib.types.str;
@@ -107,7 +116,6 @@ in
       inherit (sandbox)
         image
         user
-        volumes
         environment
         environmentFiles
         ports
@@ -115,6 +123,8 @@ in
         dependsOn
         extraOptions
         ;
+      volumes =
+        sandbox.volumes ++ lib.mapAttrsToList (target: source: "${source}:${target}:ro") sandbox.files;
       imageStream = applianceImages.fromGenerated sandbox.imageFile;
     }) cfg;
 

@@ -2,8 +2,9 @@
 # the Matrix host. It runs as root, outside every sandbox: it reads the
 # appliance account's root-only token, holds the rooms' top power level to
 # mute agents at the homeserver, and keeps the hash-chained audit trail.
-# A generated host with Synapse sets `enable` and `plan`; a host can turn it
-# off (`appliance.warden.enable = false;`) or add arguments.
+# It runs wherever the bootstrap does (the host with Synapse), with its
+# plan; a host can turn it off (`appliance.warden.enable = false;`) or add
+# arguments.
 {
   config,
   lib,
@@ -20,7 +21,11 @@ in
     enable = lib.mkEnableOption ''
       the warden: `!status`, `!halt` and `!resume` from the spec's admins, a
       loop breaker the agents cannot ignore, and an append-only audit trail
-      (docs/warden.md)'';
+      (docs/warden.md)''
+    // {
+      default = config.appliance.bootstrap.enable;
+      defaultText = lib.literalExpression "config.appliance.bootstrap.enable";
+    };
 
     package = lib.mkPackageOption pkgs "agent-appliance" { };
 

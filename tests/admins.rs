@@ -12,7 +12,7 @@ use crate::support::{eval_json, nix_instantiate, root};
 
 /// The web client's settings for its own host, as modules/webclient.nix
 /// and modules/bootstrap.nix make them from the host's generated values.
-fn evaluate(module: &std::path::Path, host: &str) -> Value {
+fn evaluate(tree: &std::path::Path, host: &str) -> Value {
     eval_json(&format!(
         r#"
 let
@@ -24,7 +24,7 @@ let
     getExe = p: "/bin/${{p}}";
   }};
   pkgs = {{ cinny.override = args: {{ cinnyOverride = args; }}; agent-appliance = "agent-appliance"; }};
-  generated = import {module} {{
+  generated = (import {root}/nix/generated.nix {tree}).hosts.{host}.module {{
     config.appliance = {{ enable = true; host = "{host}"; }};
     inherit lib pkgs;
   }};
@@ -48,7 +48,7 @@ in {{
   hasPlan = admin.environment.etc ? "appliance/bootstrap-plan.json";
   tools = admin.environment.systemPackages;
 }}"#,
-        module = module.display(),
+        tree = tree.display(),
         root = root().display(),
     ))
 }
@@ -67,8 +67,7 @@ fn the_web_client_is_cinny_locked_to_the_homeserver_on_loopback_and_the_overlay_
         let path = root().join(spec);
         let appliance = agent_appliance::operator::commands::load(&path).unwrap();
         let hub = &appliance.hosts[&appliance.matrix.host];
-        let dir = path.parent().unwrap().join("generated/hosts").join(&hub.name);
-        let got = evaluate(&dir.join("default.nix"), &hub.name);
+        let got = evaluate(&path.parent().unwrap().join("generated"), &hub.name);
         assert_eq!(got["enabled"], json!(true), "{spec}");
         assert_eq!(got["nginx"], json!(true), "{spec}");
         // `appliance admin password` and its plan.

@@ -339,9 +339,9 @@ fn build_shows_the_failing_log_tail() {
 #[test]
 fn build_refuses_a_stale_generated_tree() {
     let checkout = stand_in_checkout();
-    let module = checkout.path().join("generated/hosts/hub/default.nix");
-    let text = std::fs::read_to_string(&module).unwrap();
-    std::fs::write(&module, format!("{text}\n# edited\n")).unwrap();
+    let options = checkout.path().join("generated/hosts/hub/options.json");
+    let text = std::fs::read_to_string(&options).unwrap();
+    std::fs::write(&options, format!("{text}\n")).unwrap();
     // Nix is never started: no store options needed.
     let output = appliance()
         .args(["build", "--spec"])

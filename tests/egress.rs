@@ -1054,12 +1054,14 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // A web server of the host on every address it has, IPv6 and IPv4
     // alike: the proxy must not reach it.
     services.push(web_server(&world.appliance, scratch, "host", "[::]", "80"));
-    // The bridge resolver, with the generated module's settings, when the
+    // The bridge resolver, with the generated options' settings, when the
     // host runs one (a sandbox with `web` egress), forwarding to the
     // outside DNS server in place of the host's resolvers.
-    let module = fs::read_to_string(generated.join(format!("hosts/{host_name}/default.nix"))).unwrap();
+    let options: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(generated.join(format!("hosts/{host_name}/options.json"))).unwrap())
+            .unwrap();
     assert_eq!(
-        module.contains(&format!("resolver = \"{gateway}\";")),
+        options["appliance"]["egress"]["resolver"] == gateway.as_str(),
         hub.resolves_names(),
         "the host runs the resolver (modules/egress.nix) exactly when a sandbox may reach it"
     );

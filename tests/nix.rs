@@ -1,12 +1,7 @@
-//! Generated Nix, checked by a real Nix (Debian's `nix-bin`): every file
-//! parses, and the encoder's strings and attribute names evaluate back to
-//! exactly what went in.
+//! Nix checked by a real Nix (Debian's `nix-bin`): the generated trees hold
+//! none, and the Nix gVisor package prints its release.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use agent_appliance::generator::render::nix;
-use proptest::prelude::*;
 
 use crate::support::{eval_json, nix_instantiate, root};
 
@@ -21,11 +16,11 @@ fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
+/// The generated trees are data (JSON, TOML, nftables, text), no Nix: the
+/// hand-written loader nix/generated.nix reads them, so nothing generated
+/// needs a Nix encoder or a parse check.
 #[test]
-fn every_generated_nix_file_parses() {
-    let Some(nix_instantiate) = nix_instantiate() else {
-        return;
-    };
+fn the_generated_trees_hold_no_nix() {
     let mut files = Vec::new();
     nix_files(&root().join("generated"), &mut files);
     for example in std::fs::read_dir(root().join("examples")).unwrap() {
@@ -34,71 +29,8 @@ fn every_generated_nix_file_parses() {
             nix_files(&generated, &mut files);
         }
     }
-    // Each tree's index and one module per host (the images are JSON
-    // since they became data): 3 in the root tree, 2 in each example.
-    assert!(
-        files.len() >= 9,
-        "expected the committed trees' .nix files, found {}",
-        files.len()
-    );
-    // One call for all files: nix-instantiate --parse takes several.
-    let output = Command::new(nix_instantiate)
-        .arg("--parse")
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Any text Nix can hold (no NUL), weighted towards what Nix interprets.
-fn nix_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[\"\\\\$'{}\\n\\r\\t a-z]{0,12}",
-        "(\\$\\{|''|\\\\\\$|\\$\\$\\{|'\\$\\{|\\$|\\\\|\")*",
-        any::<String>().prop_map(|s| s.replace('\0', "")),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
-
-    #[test]
-    fn strings_evaluate_back_to_their_input(texts in prop::collection::vec(nix_text(), 1..48)) {
-        if nix_instantiate().is_none() { return Ok(()); }
-        let list: Vec<String> = texts.iter().map(|t| nix::string(t)).collect();
-        let value = eval_json(&format!("[ {} ]", list.join(" ")));
-        prop_assert_eq!(value, serde_json::json!(texts));
-    }
-
-    #[test]
-    fn attribute_names_evaluate_back_to_their_input(names in prop::collection::btree_set(nix_text(), 1..32)) {
-        if nix_instantiate().is_none() { return Ok(()); }
-        let attrs: Vec<String> = names.iter().enumerate().map(|(i, n)| format!("{} = {i};", nix::attr_name(n))).collect();
-        let value = eval_json(&format!("builtins.attrNames {{ {} }}", attrs.join(" ")));
-        let mut expected: Vec<&String> = names.iter().collect();
-        // Nix sorts attribute names bytewise, as BTreeSet<String> does.
-        expected.sort();
-        prop_assert_eq!(value, serde_json::json!(expected));
-    }
-}
-
-#[test]
-fn interpolation_and_indented_string_markers_stay_literal() {
-    if nix_instantiate().is_none() {
-        return;
-    }
-    let tricky = [
-        "${builtins.currentTime}",
-        "''${x}''",
-        "\\${",
-        "$${a}",
-        "a\"b",
-        "größe ✓\n\t\r",
-        "'''",
-        "$",
-    ];
-    let list: Vec<String> = tricky.iter().map(|t| nix::string(t)).collect();
-    assert_eq!(eval_json(&format!("[ {} ]", list.join(" "))), serde_json::json!(tricky));
+    assert!(files.is_empty(), "generated Nix: {files:?}");
+    assert!(root().join("generated/appliance.json").is_file());
 }
 
 /// nix/packages/gvisor.nix links runsc with its release name (nixpkgs'

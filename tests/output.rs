@@ -119,13 +119,13 @@ fn check_lists_differing_missing_and_extra_files() {
     assert!(clean.status.success(), "{}", stdout(&clean));
 
     let out = dir.path().join("generated");
-    fs::write(out.join("hosts/hub/default.nix"), "# edited\n").unwrap();
+    fs::write(out.join("hosts/hub/options.json"), "{}\n").unwrap();
     fs::remove_file(out.join("bootstrap/plan.json")).unwrap();
     fs::write(out.join("notes.txt"), "mine\n").unwrap();
     let drift = generate(dir.path(), &["--check"]);
     assert_eq!(drift.status.code(), Some(1));
     let listing = stdout(&drift);
-    assert_contains(&listing, "differs: generated/hosts/hub/default.nix");
+    assert_contains(&listing, "differs: generated/hosts/hub/options.json");
     assert_contains(&listing, "missing: generated/bootstrap/plan.json");
     assert_contains(&listing, "extra:   generated/notes.txt");
     assert!(

@@ -501,7 +501,7 @@ let
     types = {{ listOf = t: t; strMatching = r: r; path = "path"; }};
     mkOption = o: o; mkEnableOption = d: d; mkPackageOption = _: _: _: {{ }}; literalExpression = e: e;
   }};
-  generated = import {path} {{ config.appliance = {{ enable = true; host = "{host}"; }}; inherit lib; pkgs = {{ }}; }};
+  generated = (import {loader} {tree}).hosts.{host}.module {{ config.appliance = {{ enable = true; host = "{host}"; }}; inherit lib; pkgs = {{ }}; }};
   pairing = generated.config.content.appliance.pairing;
   module = import {module} {{
     config.appliance.pairing = pairing // {{ package = "appliance"; }};
@@ -511,7 +511,8 @@ let
   }};
   service = module.config.systemd.services.{unit};
 in {{ enabled = generated.config.cond && service.cond; unit = service.content; }}"#,
-        path = root().join("generated/hosts").join(host).join("default.nix").display(),
+        loader = root().join("nix/generated.nix").display(),
+        tree = root().join("generated").display(),
         module = root().join("modules/pairing.nix").display(),
     ))
 }

@@ -446,10 +446,17 @@ fn an_unknown_synapse_database_is_refused() {
     assert!(output.status.success(), "{}", stderr(&output));
     let settings = fs::read_to_string(dir.path().join("generated/hosts/box/synapse.json")).unwrap();
     assert_contains(&settings, "\"name\": \"sqlite3\"");
-    let module = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
+    let options = host_options(dir.path());
     // No `appliance.synapse.postgresql` (modules/synapse.nix): no database server.
-    assert_contains(&module, "appliance.synapse = {");
-    assert_lacks(&module, "postgresql");
+    assert_eq!(options["synapse"]["enable"], true);
+    assert!(options["synapse"].get("postgresql").is_none(), "{}", options["synapse"]);
+}
+
+/// The `appliance` option values generated for host `box` in `dir`
+/// (generated/hosts/box/options.json).
+fn host_options(dir: &std::path::Path) -> serde_json::Value {
+    let text = fs::read_to_string(dir.join("generated/hosts/box/options.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["appliance"].clone()
 }
 
 /// `[matrix] loop-budget` reaches the warden's plan; 0 (mute at the first
@@ -571,7 +578,7 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
         let plan: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(dir.path().join("generated/bootstrap/plan.json")).unwrap())
                 .unwrap();
-        let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
+        let host = host_options(dir.path());
         let coder = plan["accounts"]
             .as_array()
             .unwrap()
@@ -590,12 +597,19 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
             "upstream": "/run/appliance/sockets/coder-exec/docker.sock",
         })
     );
-    assert_contains(&host, "\"/run/appliance/approval/coder-exec:/run/appliance-docker:ro\"");
+    let volumes = |host: &serde_json::Value| host["sandboxes"]["coder"]["volumes"].clone();
+    assert!(
+        volumes(&host).as_array().unwrap().contains(&serde_json::json!(
+            "/run/appliance/approval/coder-exec:/run/appliance-docker:ro"
+        )),
+        "{}",
+        volumes(&host)
+    );
     // The code sandbox's own socket directory is root's alone: only the
     // warden's broker (root) reaches it.
-    assert_contains(
-        &host,
-        "\"/run/appliance/sockets/coder-exec\" = {\n        mode = \"0700\";\n      };",
+    assert_eq!(
+        host["directories"]["/run/appliance/sockets/coder-exec"],
+        serde_json::json!({ "mode": "0700" })
     );
 
     let explicit = spec.replace(
@@ -610,8 +624,14 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
     );
     let (coder, host) = plan_and_host(&off);
     assert!(coder.get("code_approval").is_none(), "{coder}");
-    assert_contains(&host, "\"/run/appliance/sockets/coder-exec:/run/appliance-docker:ro\"");
-    assert_lacks(&host, "/run/appliance/approval");
+    assert!(
+        volumes(&host).as_array().unwrap().contains(&serde_json::json!(
+            "/run/appliance/sockets/coder-exec:/run/appliance-docker:ro"
+        )),
+        "{}",
+        volumes(&host)
+    );
+    assert_lacks(&host.to_string(), "/run/appliance/approval");
 
     for (bad, message) in [
         (
@@ -663,10 +683,13 @@ fn backup_reaches_the_matrix_host_and_bad_values_are_refused_where_written() {
         serde_json::json!([{ "name": "appliance-bot-state", "agent": "bot" }])
     );
     assert_eq!(config["postgresql"]["database"], "matrix-synapse");
-    let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
-    for line in ["schedule = \"daily\";", "keepDaily = 7;", "configFile = ./backup.json;"] {
-        assert_contains(&host, line);
-    }
+    let backup = &host_options(dir.path())["backup"];
+    assert_eq!(backup["schedule"], "daily");
+    assert_eq!(backup["keepDaily"], 7);
+    assert_eq!(
+        backup["configFile"],
+        serde_json::json!({ "generatedFile": "hosts/box/backup.json" })
+    );
     // Without `[backup]`: nothing, and `explain` says so.
     let (dir, output) = run_spec(VALID, &["generate"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -743,18 +766,20 @@ fn credentials_are_checked_where_they_are_written() {
         with("egress = [\"api.github.com\"]\ncredentials = { github = \"/var/lib/appliance/credentials/gh\" }\n");
     let (dir, output) = run_spec(&good, &["generate"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let host = fs::read_to_string(dir.path().join("generated/hosts/box/default.nix")).unwrap();
-    assert!(
-        host.contains("GH_TOKEN = \"appliance-placeholder-bot-github\";"),
-        "{host}"
+    let host = host_options(dir.path());
+    let bot = &host["sandboxes"]["bot"];
+    assert_eq!(
+        bot["environment"]["GH_TOKEN"], "appliance-placeholder-bot-github",
+        "{bot}"
     );
+    let credentials: Vec<&serde_json::Value> = host["egress"]["credentials"].as_object().unwrap().values().collect();
+    assert_eq!(credentials.len(), 1, "{credentials:?}");
+    assert_eq!(credentials[0]["tokenFile"], "/var/lib/appliance/credentials/gh");
     assert!(
-        host.contains("tokenFile = \"/var/lib/appliance/credentials/gh\";"),
-        "{host}"
-    );
-    assert!(
-        host.contains("\"/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro\""),
-        "{host}"
+        bot["volumes"].as_array().unwrap().contains(&serde_json::json!(
+            "/var/lib/appliance/egress-ca:/run/appliance/egress-ca:ro"
+        )),
+        "{bot}"
     );
     let conf = fs::read_to_string(dir.path().join("generated/hosts/box/egress-proxy.conf")).unwrap();
     assert!(

@@ -91,7 +91,7 @@ fn eval_check(check: &str, body: &str) -> Option<Value> {
     let bindings = format!(
         r#"
   inherit (stub) lib pkgs;
-  generated = import (root + "/generated");
+  generated = import (root + "/nix/generated.nix") (root + "/generated");
   test = import (root + "/nix/checks/{check}") {{ inherit pkgs lib generated; host = "hub"; appliance = "stub-module"; }};"#
     );
     let (_stub, expression) = with_stub(STUB, &bindings, body);
@@ -116,7 +116,7 @@ let
     applianceImages = { };
   };
   shared = import (root + "/nix/checks/hub-node.nix") { inherit generated; host = "hub"; appliance = "stub-module"; } moduleArgs;
-  generatedModule = (import (root + "/generated/hosts/hub") moduleArgs).config.content;
+  generatedModule = (generated.hosts.hub.module moduleArgs).config.content;
 in {
   inherit (test) name testScript;
   imports = builtins.length node.imports;
@@ -286,7 +286,7 @@ fn the_inference_image_is_the_stand_in_under_the_real_name_and_description() {
     };
     let image = &out["image"];
     let real = &out["real"];
-    // Same name and tag as the sandbox runs (generated/default.nix).
+    // Same name and tag as the sandbox runs (generated/appliance.json).
     assert_eq!(
         format!("{}:{}", image["name"].as_str().unwrap(), image["tag"].as_str().unwrap()),
         "agent-appliance/ollama-cuda:0.32"

@@ -7,24 +7,19 @@
   generated,
   host,
 }:
-# `utils` and `applianceImages` are named so the module system passes them
-# in `args`, which the generated module is called with below.
 {
   config,
   lib,
   pkgs,
-  utils,
-  applianceImages,
   ...
-}@args:
+}:
 let
   hostDir = ../../generated/hosts + "/${host}";
   daemon = lib.importJSON (hostDir + "/docker-daemon.json");
-  # The generated host module read as data (its body is `lib.mkIf <this
-  # host> { ... }`), for the sandboxes' `docker run` options as generated
-  # (`appliance.sandboxes`, modules/sandboxes.nix): the test keeps every
-  # one of them but the two below.
-  generatedSandboxes = (import generated.hosts.${host}.module args).config.content.appliance.sandboxes;
+  # The generated host's option values (nix/generated.nix), for the
+  # sandboxes' `docker run` options as generated (`appliance.sandboxes`,
+  # modules/sandboxes.nix): the test keeps every one of them but the two below.
+  generatedSandboxes = generated.hosts.${host}.values.sandboxes;
 
   cores = config.virtualisation.cores;
   # Docker refuses `--cpus` above the machine's CPU count (Ollama's 8).

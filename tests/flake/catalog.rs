@@ -678,9 +678,8 @@ fn is_freeform(kind: &str) -> bool {
 }
 
 pub(super) fn module_files() -> Vec<PathBuf> {
-    let mut files = generated_host_modules();
     // The hand-written modules: the nixpkgs options they set from ours.
-    files.extend(nix_files(&root().join("modules")));
+    let mut files = nix_files(&root().join("modules"));
     files.extend(nix_files(&root().join("nix/targets")));
     files.push(root().join("nix/checks/hub.nix"));
     files.push(root().join("nix/checks/hub-scenario.nix"));
@@ -808,15 +807,13 @@ impl KnownOptions {
     }
 
     /// Whether `path` is a declared option (or below a free-form one) and
-    /// not renamed or removed. With `prefix`, a path that stops above an
-    /// option also counts: a template's `{{ value }}` may be a whole set.
-    fn accepts(&self, path: &str, prefix: bool) -> bool {
+    /// not renamed or removed.
+    fn accepts(&self, path: &str) -> bool {
         let segments: Vec<&str> = path.split('.').collect();
         let ok = self.options.iter().any(|(option, freeform)| {
             let option: Vec<&str> = option.iter().map(String::as_str).collect();
             matches_option(&segments, &option)
                 || (*freeform && segments.len() > option.len() && matches_option(&segments[..option.len()], &option))
-                || (prefix && segments.len() < option.len() && matches_option(&segments, &option[..segments.len()]))
         });
         let renamed = self.removed.iter().any(|r| {
             let r: Vec<&str> = r.split('.').collect();
@@ -837,7 +834,7 @@ fn every_option_we_emit_is_in_the_nixos_catalog() {
     for file in module_files() {
         for path in option_paths(&file, &read(&file)) {
             checked += 1;
-            if !known.accepts(&path, false) {
+            if !known.accepts(&path) {
                 unknown
                     .entry(path)
                     .or_insert_with(Vec::new)
@@ -853,21 +850,21 @@ fn every_option_we_emit_is_in_the_nixos_catalog() {
     );
 }
 
-/// The generated host modules are option values of modules/ only: every
+/// The generated host options are option values of modules/ only: every
 /// path they set is one of our declared options (or below an `attrsOf`
 /// one's name), so Rust decides and modules/ alone writes nixpkgs options.
 /// (`every_option_we_emit_is_in_the_nixos_catalog` checks the modules'
 /// own paths against nixpkgs.)
 #[test]
-fn the_generated_host_modules_set_only_our_options() {
+fn the_generated_host_options_set_only_our_options() {
     let known = KnownOptions {
         options: our_options(),
         removed: BTreeSet::new(),
     };
-    let files = generated_host_modules();
+    let files = generated_host_options();
     assert!(files.len() >= 5, "found only {files:?}");
     for file in files {
-        let paths = option_paths(&file, &read(&file));
+        let paths = json_option_paths(&file);
         for expected in [
             "appliance.docker.enable",
             "appliance.sandboxes",
@@ -879,10 +876,7 @@ fn the_generated_host_modules_set_only_our_options() {
                 file.display()
             );
         }
-        let foreign: Vec<&String> = paths
-            .iter()
-            .filter(|p| !p.starts_with("appliance.") || !known.accepts(p, false))
-            .collect();
+        let foreign: Vec<&String> = paths.iter().filter(|p| !known.accepts(p)).collect();
         assert!(
             foreign.is_empty(),
             "{} sets what is not an option of modules/: {foreign:#?}",
@@ -1011,10 +1005,10 @@ fn the_gpu_hosts_driver_is_on_the_shipped_nvproxy_list() {
         NVPROXY_DRIVERS.contains(&version.as_str()),
         "nvidiaPackages.{NVIDIA_PACKAGE} is {version}, not on the shipped runsc's nvproxy list {NVPROXY_DRIVERS:?}"
     );
-    let hub = read(&root().join("generated/hosts/hub/default.nix"));
-    assert!(
-        hub.contains(&format!("package = \"{NVIDIA_PACKAGE}\";")),
-        "the hub's module does not use nvidiaPackages.{NVIDIA_PACKAGE}"
+    let hub = read_json(&root().join("generated/hosts/hub/options.json"));
+    assert_eq!(
+        hub["appliance"]["nvidia"]["package"], NVIDIA_PACKAGE,
+        "the hub's options do not use nvidiaPackages.{NVIDIA_PACKAGE}"
     );
     let module = read(&root().join("modules/nvidia.nix"));
     assert!(

@@ -1,4 +1,4 @@
-//! The flake, its lock, the hand-written modules and the generated ones,
+//! The flake, its lock, the hand-written modules and the generated values,
 //! checked without nixpkgs (which Nix 2.8 cannot evaluate): every file
 //! parses, the flake's outputs are the promised ones (evaluated with stub
 //! inputs), the lock pins real GitHub revisions in the format Nix writes,
@@ -43,8 +43,8 @@ fn nix_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The hand-written Nix of the repository (the generated trees are checked
-/// in tests/nix.rs).
+/// The Nix of the repository, all hand-written (the generated trees are
+/// JSON, loaded by nix/generated.nix).
 fn hand_written_nix() -> Vec<PathBuf> {
     let mut files = vec![root().join("flake.nix")];
     files.extend(nix_files(&root().join("modules")));
@@ -53,22 +53,47 @@ fn hand_written_nix() -> Vec<PathBuf> {
     files
 }
 
-/// Every generated host module: the default tree and the examples'.
-fn generated_host_modules() -> Vec<PathBuf> {
+/// Every generated tree: the default one and the examples'.
+fn generated_trees() -> Vec<PathBuf> {
     let mut trees = vec![root().join("generated")];
     for example in std::fs::read_dir(root().join("examples")).unwrap() {
         trees.push(example.unwrap().path().join("generated"));
     }
-    let mut files = Vec::new();
-    for tree in trees {
-        files.extend(
-            nix_files(&tree.join("hosts"))
-                .into_iter()
-                .filter(|f| f.ends_with("default.nix")),
-        );
-    }
+    trees.sort();
+    trees
+}
+
+/// Every generated host's option values, `hosts/<host>/options.json` of
+/// every generated tree.
+fn generated_host_options() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = generated_trees()
+        .iter()
+        .flat_map(|tree| std::fs::read_dir(tree.join("hosts")).unwrap())
+        .map(|host| host.unwrap().path().join("options.json"))
+        .collect();
     files.sort();
     files
+}
+
+/// The option paths a generated options file sets (`appliance.a.b`): its
+/// `appliance` object walked down to the values, which are lists, scalars,
+/// generated files (`{"generatedFile": ...}`) and empty sets.
+fn json_option_paths(file: &Path) -> BTreeSet<String> {
+    fn walk(prefix: &str, value: &Value, paths: &mut BTreeSet<String>) {
+        match value.as_object() {
+            Some(object) if !object.is_empty() && !object.contains_key("generatedFile") => {
+                for (key, value) in object {
+                    walk(&format!("{prefix}.{key}"), value, paths);
+                }
+            }
+            _ => {
+                paths.insert(prefix.to_string());
+            }
+        }
+    }
+    let mut paths = BTreeSet::new();
+    walk("appliance", &read_json(file)["appliance"], &mut paths);
+    paths
 }
 
 /// The generated image descriptions, `generated/images/<name>.json` of the

@@ -13,7 +13,7 @@ rec {
   mkPackageOption = _pkgs: name: _extra: { _package = name; };
   mkOption = option: option;
   types = {
-    path = "path"; str = "str"; bool = "bool"; nullOr = type: "nullOr ${type}";
+    path = "path"; str = "str"; bool = "bool"; package = "package"; nullOr = type: "nullOr ${type}";
     listOf = type: if builtins.isString type then "listOf ${type}" else { _listOf = type; };
     strMatching = regex: "strMatching ${regex}";
     ints.positive = "ints.positive"; ints.unsigned = "ints.unsigned"; port = "port";
@@ -236,6 +236,16 @@ fn the_bootstrap_module_makes_the_secrets_before_synapse_and_the_rest_after() {
         "module.options.appliance.warden.plan.default",
     );
     assert_eq!(plan, "/nix/store/0000-plan.json");
+    // ... and runs wherever the bootstrap does, unless a host turns it off.
+    for enable in [true, false] {
+        let config = format!("{{ appliance.warden.enable = false; appliance.bootstrap.enable = {enable}; }}");
+        let default = eval_module(
+            "modules/warden.nix",
+            &config,
+            "module.options.appliance.warden.enable.default",
+        );
+        assert_eq!(default, enable);
+    }
 }
 
 #[test]
@@ -779,20 +789,31 @@ fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
 let
   args = import {stub}/args.nix false;
   pkgs = args.pkgs // {{ ollama = {{ name = "ollama"; }}; }};
-  host = (import {dir}/generated/hosts/box (args // {{
+  host = ((import {root}/nix/generated.nix {dir}/generated).hosts.box.module (args // {{
     inherit pkgs;
     config = args.config // {{ appliance = {{ enable = true; host = "box"; }}; }};
   }})).config.content;
   module = import {root}/modules/ollama.nix {{
     lib = import {stub}/module-lib.nix;
     inherit pkgs;
-    # `wants`' default (`[ ]`), which the stub lib leaves to the caller.
-    config.appliance.ollama = {{ wants = [ ]; }} // host.appliance.ollama;
+    # The defaults of `wants` (`[ ]`) and `package`, which the stub lib
+    # leaves to the caller.
+    config.appliance.ollama = {{
+      wants = [ ];
+      package = module.options.appliance.ollama.package.default;
+    }} // host.appliance.ollama;
   }};
+  # The same module on an NVIDIA host: the CUDA build.
+  cuda = (import {root}/modules/ollama.nix {{
+    lib = import {stub}/module-lib.nix;
+    pkgs = pkgs // {{ ollama-cuda = {{ name = "ollama-cuda"; }}; }};
+    config.appliance.ollama.cuda = true;
+  }}).options.appliance.ollama.package.default;
 in {{
   values = host.appliance.ollama;
   options = builtins.attrNames module.options.appliance.ollama;
-  package = module.options.appliance.ollama.package;
+  package = module.options.appliance.ollama.package.default;
+  inherit cuda;
   port = module.options.appliance.ollama.port.default;
   enabled = module.config._if;
   ollama = module.config.content.services.ollama;
@@ -807,10 +828,13 @@ in {{
     assert_eq!(
         out["options"],
         serde_json::json!([
-            "address", "after", "enable", "models", "package", "port", "requires", "wants"
+            "address", "after", "cuda", "enable", "models", "package", "port", "requires", "wants"
         ])
     );
-    assert_eq!(out["package"], serde_json::json!({ "_package": "ollama" }));
+    // Rust says whether the host is an NVIDIA one; the module picks the build.
+    assert_eq!(out["values"]["cuda"], false);
+    assert_eq!(out["package"], serde_json::json!({ "name": "ollama" }));
+    assert_eq!(out["cuda"], serde_json::json!({ "name": "ollama-cuda" }));
     assert_eq!(out["port"], 11434);
     assert_eq!(out["enabled"], true);
     // The generated module sets values only; the module makes the service,
@@ -1031,7 +1055,7 @@ fn paired_hosts_generate_peers_the_wireguard_module_takes() {
         r#"
 let
   args = import {stub}/args.nix false;
-  values = name: (import {dir}/generated/hosts/${{name}} (args // {{
+  values = name: ((import {root}/nix/generated.nix {dir}/generated).hosts.${{name}}.module (args // {{
     config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
   }})).config.content.appliance.wireguard;
   overlay = name: (import {root}/modules/wireguard.nix {{
@@ -1221,14 +1245,15 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
         r#"{{ appliance.sandboxes = {{
           bot = {{
             image = "agent-appliance/picoclaw:0.2.9"; imageFile = {image}; user = "1000:1000";
-            volumes = [ "v:/data" ]; environment.HOME = "/data"; environmentFiles = [ "/s/bot/env" ];
+            volumes = [ "v:/data" ]; files."/etc/bot.json" = {image}; environment.HOME = "/data";
+            environmentFiles = [ "/s/bot/env" ];
             ports = [ ]; cmd = [ ]; dependsOn = [ "bot-exec" ]; extraOptions = [ "--runtime=runsc" "--read-only" ];
             after = [ "appliance-network.service" ]; requires = [ "appliance-network.service" ]; wants = [ ];
             waitFor = null;
           }};
           far = {{
             image = "agent-appliance/picoclaw:0.2.9"; imageFile = {image}; user = "1000:1000";
-            volumes = [ ]; environment = {{ }}; environmentFiles = [ "/s/far/env" ]; ports = [ ]; cmd = [ ];
+            volumes = [ ]; files = {{ }}; environment = {{ }}; environmentFiles = [ "/s/far/env" ]; ports = [ ]; cmd = [ ];
             dependsOn = [ ]; extraOptions = [ ]; after = [ "wg.device" ]; requires = [ "wg.device" ];
             wants = [ "network-online.target" ]; waitFor = "/s/far/env";
           }};
@@ -1254,6 +1279,7 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
             "environment",
             "environmentFiles",
             "extraOptions",
+            "files",
             "image",
             "imageFile",
             "ports",
@@ -1268,10 +1294,20 @@ fn the_sandboxes_module_runs_each_sandbox_in_docker_after_its_units() {
     assert_eq!(out["enabled"], true);
     let containers = &out["virtualisation"]["oci-containers"];
     assert_eq!(containers["backend"], "docker");
-    // Every value as given, and the image streamed from the store by its
+    // Every value as given, each generated file mounted read-only from the
+    // store after the volumes, and the image streamed from the store by its
     // description, never pulled.
+    let mut bot = containers["containers"]["bot"].clone();
+    let volumes = bot["volumes"].as_array().unwrap().clone();
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
+    let file = volumes[1].as_str().unwrap();
+    assert!(
+        file.starts_with('/') && file.ends_with("-picoclaw.json:/etc/bot.json:ro"),
+        "{file}"
+    );
+    bot["volumes"] = serde_json::json!([volumes[0]]);
     assert_eq!(
-        containers["containers"]["bot"],
+        bot,
         serde_json::json!({
             "image": "agent-appliance/picoclaw:0.2.9", "user": "1000:1000", "volumes": ["v:/data"],
             "environment": { "HOME": "/data" }, "environmentFiles": ["/s/bot/env"], "ports": [], "cmd": [],
@@ -1318,13 +1354,13 @@ fn the_backup_module_makes_the_restic_job_of_the_generated_values() {
         return;
     };
     let stub = host_stub();
-    let generated = root().join("examples/existing-host/generated/hosts/ws");
+    let generated = root().join("examples/existing-host/generated");
     let out = eval_json(&format!(
         r#"
 let
   lib = import {stub}/module-lib.nix;
   args = import {stub}/args.nix false;
-  values = (import {generated} (args // {{
+  values = ((import {root}/nix/generated.nix {generated}).hosts.ws.module (args // {{
     config = args.config // {{ appliance = {{ enable = true; host = "ws"; }}; }};
   }})).config.content.appliance.backup;
   module = import {root}/modules/backup.nix {{
@@ -1332,7 +1368,7 @@ let
     pkgs = {{ restic = {{ name = "restic"; }}; }};
     config = {{
       # The stub lib applies no option defaults: the module's own.
-      appliance.backup = values // {{ package = {{ name = "agent-appliance"; }}; configFile = "{generated}/backup.json"; }};
+      appliance.backup = values // {{ package = {{ name = "agent-appliance"; }}; configFile = "{generated}/hosts/ws/backup.json"; }};
       services.postgresql = {{ enable = true; package = {{ name = "postgresql"; }}; }};
     }};
   }};
@@ -1366,7 +1402,7 @@ in {{
     assert_eq!(out["generatedConfig"], "backup.json");
     assert_eq!(out["enabled"], true);
     let appliance = "agent-appliance/bin/appliance";
-    let config = format!("{}/backup.json", generated.display());
+    let config = format!("{}/hosts/ws/backup.json", generated.display());
     assert_eq!(
         out["config"],
         serde_json::json!({
@@ -1404,7 +1440,7 @@ fn the_host_module_makes_key_only_ssh_the_firewall_and_the_directories() {
         r#"
 let
   args = import {stub}/args.nix false;
-  values = name: (import {root}/generated/hosts/${{name}} (args // {{
+  values = name: ((import {root}/nix/generated.nix {root}/generated).hosts.${{name}}.module (args // {{
     config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
   }})).config.content.appliance;
   host = name: let v = values name; in (import {root}/modules/host.nix {{

@@ -206,7 +206,7 @@ fn the_flake_has_the_promised_outputs() {
         })
     );
     assert_eq!(strings(&out["overlays"]), ["default"]);
-    // One configuration per host of generated/default.nix, with its
+    // One configuration per host of generated/appliance.json, with its
     // target's profile and system, selecting its generated module.
     assert_eq!(
         out["configurations"],
@@ -395,7 +395,7 @@ let
   host = name: useNetworkd:
     let
       args = import {stub}/args.nix useNetworkd;
-      module = import {root}/generated/hosts/${{name}} (args // {{ config = args.config // {{ appliance = {{ enable = true; host = name; }}; }}; }});
+      module = (import {root}/nix/generated.nix {root}/generated).hosts.${{name}}.module (args // {{ config = args.config // {{ appliance = {{ enable = true; host = name; }}; }}; }});
     in module.config.content;
   pi = host "pi";
   hub = host "hub" false;
@@ -405,7 +405,7 @@ let
     inherit (import {stub}/args.nix false) pkgs applianceImages;
     # The options' defaults, which the stub lib leaves to the caller.
     config.appliance.sandboxes = builtins.mapAttrs (_: sandbox: {{
-      wants = [ ]; waitFor = null; volumes = [ ]; environment = {{ }}; environmentFiles = [ ];
+      wants = [ ]; waitFor = null; volumes = [ ]; files = {{ }}; environment = {{ }}; environmentFiles = [ ];
       ports = [ ]; cmd = [ ]; dependsOn = [ ];
     }} // sandbox)
       (host name false).appliance.sandboxes;
@@ -452,8 +452,8 @@ in {{
   nvidia = hub.appliance.nvidia;
   piNvidia = (pi false).appliance ? nvidia;
   bootstrap = hub.appliance.bootstrap;
-  warden = hub.appliance.warden;
-  piWarden = (pi false) ? appliance.warden;
+  warden = hub.appliance ? warden;
+  piWarden = (pi false).appliance ? warden;
   egress = {{
     inherit (hub.appliance.egress) enable resolver;
     proxy = hub.appliance.egress ? proxyConfig;
@@ -623,12 +623,13 @@ in {{
     assert_eq!(out["piNvidia"], false);
     // The Matrix host's bootstrap (modules/bootstrap.nix) runs the
     // generated plan, copied to the store; the warden (modules/warden.nix)
-    // runs by default and reads the same plan (its option's default); a
+    // runs wherever the bootstrap does and reads the same plan (its
+    // options' defaults, tests/flake/modules.rs), so no host sets it; a
     // host without Synapse has nothing for either.
     assert_eq!(out["bootstrap"]["enable"], true);
     let plan = out["bootstrap"]["plan"].as_str().unwrap();
     assert!(plan.starts_with('/') && plan.ends_with("-plan.json"), "{plan}");
-    assert_eq!(out["warden"], serde_json::json!({ "enable": { "_default": true } }));
+    assert_eq!(out["warden"], false);
     assert_eq!(out["piWarden"], false);
     // The hub's egress is values for modules/egress.nix: its own tables,
     // its proxy and its resolver on the bridge.
@@ -727,7 +728,6 @@ fn the_overlay_provides_every_package_the_generated_nix_calls() {
         );
     }
     let mut files = generated_images();
-    files.extend(generated_host_modules());
     files.extend(nix_files(&root().join("images")));
     for file in files {
         for attr in packages_of(&file) {

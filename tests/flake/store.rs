@@ -5,10 +5,15 @@ use super::*;
 
 #[test]
 fn no_secret_is_written_into_any_nix_file() {
-    // The generated image descriptions are JSON data (no Nix bindings).
-    let files = module_files();
-    for file in files {
-        let paths = defined_paths(&read(&file));
+    // The modules' Nix and the generated hosts' option values (the image
+    // descriptions name packages only).
+    let modules = module_files()
+        .into_iter()
+        .map(|file| (defined_paths(&read(&file)), file));
+    let generated = generated_host_options()
+        .into_iter()
+        .map(|file| (json_option_paths(&file), file));
+    for (paths, file) in modules.chain(generated) {
         for path in paths {
             let last = path.rsplit('.').next().unwrap().to_lowercase();
             assert!(

@@ -7,15 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use minijinja::Value;
+use serde_json::Value;
 
-use super::values::Setting;
-use super::{Tree, json, nix};
+use super::values::{GeneratedFile, Setting, value};
+use super::{Tree, json};
 use crate::generator::model::{Appliance, Backup, Host, STATE_DIR};
 use crate::generator::spec::schema::SynapseDatabase;
 use crate::schema::backup::{BackupConfig, CONFIG_SCHEMA, PathItem, Postgresql, UNIT, VolumeItem};
 
-/// The file beside the host's `default.nix`.
+/// The file beside the host's `options.json`.
 pub const CONFIG_FILE: &str = "backup.json";
 
 /// nixpkgs' Synapse keeps its state here (`services.matrix-synapse.dataDir`);
@@ -39,7 +39,7 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<Option<(String, 
     };
     let config = config(appliance, host, backup);
     tree.insert(format!("hosts/{}/{CONFIG_FILE}", host.name), json(&config)?);
-    let setting = Setting::new("appliance.backup", module_values(backup, &config)).with_comment(vec![
+    let setting = Setting::new("appliance.backup", module_values(host, backup, &config)).with_comment(vec![
         "Backups (modules/backup.nix, docs/backup.md): restic, on the spec's schedule, into the spec's".into(),
         "repository, of what backup.json lists. The repository's password and credentials are files".into(),
         "on this host, named here, never in the Nix store.".into(),
@@ -48,10 +48,13 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<Option<(String, 
 }
 
 /// The values of `appliance.backup` (modules/backup.nix).
-fn module_values(backup: &Backup, config: &BackupConfig) -> BTreeMap<&'static str, Value> {
+fn module_values(host: &Host, backup: &Backup, config: &BackupConfig) -> BTreeMap<&'static str, Value> {
     BTreeMap::from([
         ("enable", Value::from(true)),
-        ("configFile", nix::expr(nix::path(&format!("./{CONFIG_FILE}")))),
+        (
+            "configFile",
+            value(GeneratedFile::new(format!("hosts/{}/{CONFIG_FILE}", host.name))),
+        ),
         ("repository", Value::from(backup.repository.clone())),
         ("passwordFile", Value::from(backup.password_file.clone())),
         ("environmentFile", Value::from(backup.environment_file.clone())),

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use minijinja::Value;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::images::image_file;
-use super::nix::{self, expr};
-use super::values::{self, Setting};
+use super::values::{self, GeneratedFile, Setting, value};
 use super::{STAMP, Tree};
 use crate::generator::docker::run_options;
 use crate::generator::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
@@ -96,8 +95,8 @@ struct ModelPull<'a> {
 #[serde(rename_all = "camelCase")]
 struct Synapse {
     enable: bool,
-    /// `./synapse.json`, a path literal.
-    settings_file: Value,
+    /// `hosts/<host>/synapse.json`.
+    settings_file: GeneratedFile,
     /// The PostgreSQL role and database of Synapse, when it uses PostgreSQL.
     #[serde(skip_serializing_if = "Option::is_none")]
     postgresql: Option<Postgresql>,
@@ -124,11 +123,11 @@ struct Egress {
     #[serde(skip_serializing_if = "Option::is_none")]
     enable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    inet_table: Option<Value>,
+    inet_table: Option<GeneratedFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    bridge_table: Option<Value>,
+    bridge_table: Option<GeneratedFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    proxy_config: Option<Value>,
+    proxy_config: Option<GeneratedFile>,
     /// The warden's grant files the proxy reads (docs/warden.md).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     grant_files: Vec<String>,
@@ -234,8 +233,8 @@ struct Firewall {
 #[serde(rename_all = "camelCase")]
 struct Docker {
     enable: bool,
-    /// `./docker-daemon.json`, a path literal.
-    daemon_settings: Value,
+    /// `hosts/<host>/docker-daemon.json`.
+    daemon_settings: GeneratedFile,
     network: DockerNetwork,
 }
 
@@ -287,7 +286,7 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
     if let Some(interface) = overlay {
         requires.push(device_unit(interface));
     }
-    unit.insert("requires", nix::value(requires));
+    unit.insert("requires", value(requires));
     unit
 }
 
@@ -298,7 +297,7 @@ pub(super) fn unit_deps(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'
 /// non-locally: `appliance.wireguard.nonlocalBind`, modules/wireguard.nix).
 pub(super) fn unit_deps_overlay_optional(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'static str, Value> {
     let mut unit = overlay_ordering(deps.clone(), overlay);
-    unit.insert("requires", nix::value(deps));
+    unit.insert("requires", value(deps));
     unit
 }
 
@@ -311,9 +310,9 @@ fn overlay_ordering(deps: Vec<String>, overlay: Option<&str>) -> BTreeMap<&'stat
         after.push("network-online.target".into());
         after.push(device_unit(interface));
         after.push(wireguard_unit(interface));
-        unit.insert("wants", nix::value(["network-online.target"]));
+        unit.insert("wants", value(["network-online.target"]));
     }
-    unit.insert("after", nix::value(after));
+    unit.insert("after", value(after));
     unit
 }
 
@@ -325,7 +324,7 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
     }
     Some(Synapse {
         enable: true,
-        settings_file: expr(nix::path("./synapse.json")),
+        settings_file: GeneratedFile::new(format!("hosts/{}/synapse.json", host.name)),
         postgresql: (appliance.matrix.database == SynapseDatabase::Postgresql).then_some(Postgresql {
             enable: true,
             name: super::synapse::POSTGRES_NAME,
@@ -341,30 +340,32 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
     })
 }
 
-/// `host`'s module: its own option values, then `extra` (pairing's, the
-/// web client's).
+/// `host`'s options file: its own option values, then `extra` (pairing's,
+/// the web client's, the backup's).
 pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mut Tree) -> Result<()> {
     let target = serde_json::to_value(host.target)?;
     let system = serde_json::to_value(host.system)?;
-    let header = [
-        format!("{STAMP} from the appliance spec; do not edit."),
-        format!(
-            "NixOS module of host `{}` ({}, {}) in appliance `{}`: only the values",
-            host.name,
-            target.as_str().unwrap_or_default(),
-            system.as_str().unwrap_or_default(),
-            appliance.name
-        ),
-        "of the appliance's options, which the hand-written modules of modules/".into(),
-        "map onto nixpkgs (docs/options.md says what each one does). Inert unless".into(),
-        "`appliance.enable` is set and `appliance.host` names this host; the".into(),
-        "platform comes from the flake's target profile, not from here.".into(),
-    ];
+    let about = format!(
+        "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` catch \
+         an edit). The NixOS option values of host `{}` ({}, {}) in appliance `{}`, which the \
+         hand-written modules of modules/ map onto nixpkgs (docs/options.md says what each one does); \
+         nix/generated.nix makes them a module that applies when `appliance.enable` is set and \
+         `appliance.host` names this host. `notes` says why a value is what it is.",
+        host.name,
+        target.as_str().unwrap_or_default(),
+        system.as_str().unwrap_or_default(),
+        appliance.name
+    );
     let mut settings = settings(appliance, host);
     settings.extend(extra);
-    let text = values::module(&header, &host.name, &settings)?;
-    tree.insert(format!("hosts/{}/default.nix", host.name), text.into_bytes());
+    let text = values::options_file(&about, &settings)?;
+    tree.insert(options_path(&host.name), text);
     Ok(())
+}
+
+/// Where the options of `host` are, relative to the generated directory.
+pub(super) fn options_path(host: &str) -> String {
+    format!("hosts/{host}/options.json")
 }
 
 /// Every option value of `host`'s module, in the order a reader meets
@@ -421,7 +422,7 @@ fn docker(appliance: &Appliance, host: &Host) -> Setting {
     }
     let docker = Docker {
         enable: true,
-        daemon_settings: expr(nix::path("./docker-daemon.json")),
+        daemon_settings: GeneratedFile::new(format!("hosts/{}/docker-daemon.json", host.name)),
         network: docker_network(appliance, host),
     };
     Setting::new("appliance.docker", docker).with_comment(comment)
@@ -435,7 +436,7 @@ fn egress(host: &Host) -> Option<Setting> {
     if !tables && resolver.is_none() {
         return None;
     }
-    let file = |name: &str| tables.then(|| expr(nix::path(&format!("./{name}"))));
+    let file = |name: &str| tables.then(|| GeneratedFile::new(format!("hosts/{}/{name}", host.name)));
     let egress = Egress {
         enable: tables.then_some(true),
         inet_table: file("firewall-inet.nft"),
@@ -456,17 +457,14 @@ fn matrix(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Vec<Sett
     };
     vec![
         Setting::new("appliance.synapse", synapse),
+        // The warden follows the bootstrap (modules/warden.nix's default).
         Setting::new(
             "appliance.bootstrap",
             BTreeMap::from([
-                ("enable", Value::from(true)),
-                (
-                    "plan",
-                    expr(format!("\"${{{}}}\"", nix::path("../../bootstrap/plan.json"))),
-                ),
+                ("enable", serde_json::json!(true)),
+                ("plan", serde_json::json!(GeneratedFile::new("bootstrap/plan.json"))),
             ]),
         ),
-        Setting::new("appliance.warden.enable", expr("lib.mkDefault true")),
     ]
 }
 
@@ -571,7 +569,7 @@ fn approval_socket(sandbox: &Sandbox) -> Option<String> {
 /// socket, offers no `terminal` tool at all (seen in the rehearsal).
 fn wait_for_the_broker(unit: &mut BTreeMap<&'static str, Value>, mut after: Vec<String>, socket: String) {
     after.push(WARDEN_UNIT.to_string());
-    unit.insert("after", nix::value(after));
+    unit.insert("after", value(after));
     unit.insert("waitFor", Value::from(socket.as_str()));
 }
 
@@ -658,17 +656,17 @@ fn server_socket_dirs(sandboxes: &[Sandbox], directories: &mut BTreeMap<String, 
 }
 
 /// One sandbox's container (`appliance.sandboxes.<name>` but its units);
-/// adds each socket directory it consumes to `directories`.
+/// adds each socket directory it consumes to `directories`. Generated
+/// files it mounts are `files` (by target, read-only: they come from the
+/// store), the rest `volumes`.
 fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -> BTreeMap<&'static str, Value> {
     let options = run_options(sandbox);
-    let mut volumes: Vec<Value> = options.volumes.iter().map(|v| Value::from(v.as_str())).collect();
+    let mut volumes: Vec<String> = options.volumes.clone();
+    let mut files = BTreeMap::new();
     for bind in &options.binds {
-        volumes.push(match &bind.source {
-            // Generated files are copied into the store by the path
-            // literal, which takes the place of the source.
+        match &bind.source {
             BindSource::Generated(path) => {
-                let target = nix::string_content(&bind.volume_arg(""));
-                expr(format!("\"${{{}}}{target}\"", nix::path(&format!("../../{path}"))))
+                files.insert(bind.target.clone(), GeneratedFile::new(path.as_str()));
             }
             BindSource::Host(path) => {
                 // The consumer's side of a socket dir sets its owner.
@@ -678,31 +676,36 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
                     directory.group = Some(gid.to_string());
                     directories.insert(path.clone(), directory);
                 }
-                Value::from(bind.volume_arg(path))
+                volumes.push(bind.volume_arg(path));
             }
-        });
+        }
     }
     let image_file = image_file(&sandbox.image);
     let mut container = BTreeMap::new();
     container.insert("image", Value::from(sandbox.image.as_str()));
-    container.insert("imageFile", expr(nix::path(&format!("../../images/{image_file}.json"))));
+    container.insert(
+        "imageFile",
+        value(GeneratedFile::new(format!("images/{image_file}.json"))),
+    );
     container.insert("user", Value::from(options.user.as_str()));
     // The lists and sets left empty are the module's defaults (`[ ]`,
     // `{ }`), not written.
     let lists = [
-        ("volumes", Value::from(volumes)),
-        ("environment", nix::value(&options.environment)),
-        ("environmentFiles", nix::value(&options.env_files)),
-        ("ports", nix::value(&options.ports)),
-        ("cmd", nix::value(&options.command)),
-        ("dependsOn", nix::value(&sandbox.depends_on)),
+        ("volumes", value(&volumes)),
+        ("files", value(&files)),
+        ("environment", value(&options.environment)),
+        ("environmentFiles", value(&options.env_files)),
+        ("ports", value(&options.ports)),
+        ("cmd", value(&options.command)),
+        ("dependsOn", value(&sandbox.depends_on)),
     ];
-    for (name, value) in lists {
-        if value.len() != Some(0) {
-            container.insert(name, value);
+    for (name, list) in lists {
+        let empty = list.as_array().is_some_and(Vec::is_empty) || list.as_object().is_some_and(|o| o.is_empty());
+        if !empty {
+            container.insert(name, list);
         }
     }
-    container.insert("extraOptions", nix::value(&options.flags));
+    container.insert("extraOptions", value(&options.flags));
     container
 }
 
@@ -716,16 +719,13 @@ fn ollama(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<B
     // Its ordering: the bridge it listens on and, when it serves the
     // overlay, the WireGuard address (`unit_deps`).
     let mut settings = unit_deps(vec!["appliance-network.service".to_string()], overlay);
-    let package = if inference.acceleration == crate::generator::model::Acceleration::Cuda {
-        "pkgs.ollama-cuda"
-    } else {
-        "pkgs.ollama"
-    };
+    // `pkgs.ollama-cuda` instead of `pkgs.ollama` (modules/ollama.nix).
+    let cuda = inference.acceleration == crate::generator::model::Acceleration::Cuda;
     settings.insert("enable", Value::from(true));
-    settings.insert("package", expr(package));
+    settings.insert("cuda", Value::from(cuda));
     settings.insert("address", Value::from(inference.bind_address.to_string()));
     settings.insert("port", Value::from(inference.port));
-    settings.insert("models", nix::value(&inference.models));
+    settings.insert("models", value(&inference.models));
     Some(settings)
 }
 
@@ -781,7 +781,7 @@ fn wireguard(appliance: &Appliance, host: &Host) -> Option<WireGuard> {
         };
         let mut peer = BTreeMap::new();
         peer.insert("publicKey", Value::from(key.as_str()));
-        peer.insert("allowedIPs", nix::value([format!("{other_address}/32")]));
+        peer.insert("allowedIPs", value([format!("{other_address}/32")]));
         if let Some(endpoint) = &other.endpoint {
             peer.insert("endpoint", Value::from(endpoint_with_port(endpoint)));
             peer.insert("persistentKeepalive", Value::from(25));
@@ -840,6 +840,40 @@ mod tests {
         let balthasar = &built.sandboxes["balthasar"];
         assert!(!balthasar["after"].to_string().contains(WARDEN_UNIT));
         assert!(!balthasar.contains_key("waitFor"));
+    }
+
+    /// Every permissive setting explained: the options file carries, under
+    /// `notes`, why each runtime more permissive than strict is, beside the
+    /// values (JSON has no comments; the loader leaves `notes` out).
+    #[test]
+    fn the_options_file_explains_each_runtime_more_permissive_than_strict() {
+        let appliance = &shipped()[0];
+        let tree = crate::generator::render::render(appliance).unwrap();
+        let file: serde_json::Value = serde_json::from_slice(&tree["hosts/hub/options.json"]).unwrap();
+        let notes: Vec<&str> = file["notes"]["appliance.docker"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap())
+            .collect();
+        let mut permissive = 0;
+        for runtime in &appliance.hosts["hub"].runtimes {
+            let heading = format!("`{}` is more permissive than strict:", runtime.name());
+            if runtime.reasons().is_empty() {
+                assert!(!notes.contains(&heading.as_str()), "{notes:#?}");
+                continue;
+            }
+            permissive += 1;
+            let at = notes
+                .iter()
+                .position(|l| *l == heading)
+                .unwrap_or_else(|| panic!("{heading} in {notes:#?}"));
+            for (i, reason) in runtime.reasons().iter().enumerate() {
+                assert_eq!(notes[at + 1 + i], format!("  - {reason}"));
+            }
+        }
+        assert_eq!(permissive, 3, "runsc-gpu, runsc-uds-open and runsc-dind: {notes:#?}");
+        assert!(file["about"].as_str().unwrap().contains("do not edit"));
     }
 
     #[test]

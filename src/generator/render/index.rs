@@ -1,6 +1,7 @@
-//! `default.nix` at the root of the generated tree: the hosts, their
-//! targets, systems, modules and sandbox images, and which host runs
-//! Matrix, for the flake to build from (configurations, images, VM test).
+//! `appliance.json` at the root of the generated tree: the hosts, their
+//! targets, systems, option files and sandbox images, and which host runs
+//! Matrix, for the flake to build from (configurations, images, VM test)
+//! through the loader, nix/generated.nix.
 //! For the VM test's scenario, each host also lists its agents (kind,
 //! model, whether they run code in a code sandbox or have a browser) and,
 //! on the inference host,
@@ -10,23 +11,26 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde::Serialize;
+use serde_json::Value;
 
+use super::host::options_path;
 use super::images::image_file;
-use super::nix::{self, expr};
-use super::{Tree, hash_header};
+use super::values::{GeneratedFile, value};
+use super::{STAMP, Tree, json};
 use crate::generator::model::{Appliance, Host};
 use crate::generator::spec::schema::Tool;
 
-/// The index, written as a Nix value (it names the hosts' modules and the
-/// image descriptions by path).
+/// The index (it names the hosts' option files and the image descriptions
+/// as generated files).
 #[derive(Serialize)]
 struct Index {
+    about: String,
     name: String,
     #[serde(rename = "matrixHost")]
     matrix_host: String,
-    hosts: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
+    hosts: BTreeMap<String, BTreeMap<&'static str, Value>>,
     /// Every image a host runs: its file and the systems it is built for.
-    images: BTreeMap<String, BTreeMap<&'static str, minijinja::Value>>,
+    images: BTreeMap<String, BTreeMap<&'static str, Value>>,
 }
 
 /// What the VM test's scenario needs to know of an agent on its host.
@@ -86,31 +90,31 @@ fn cuda_capability(host: &Host) -> Option<&'static str> {
 
 pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
     let mut hosts = BTreeMap::new();
-    let mut image_systems: BTreeMap<&str, Vec<minijinja::Value>> = BTreeMap::new();
+    let mut image_systems: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for host in appliance.hosts.values() {
         for sandbox in &host.sandboxes {
             let systems = image_systems.entry(image_file(&sandbox.image)).or_default();
-            let system = nix::value(host.system);
+            let system = value(host.system);
             if !systems.contains(&system) {
                 systems.push(system);
             }
         }
         let mut entry = BTreeMap::new();
-        entry.insert("target", nix::value(host.target));
-        entry.insert("system", nix::value(host.system));
-        entry.insert("module", expr(nix::path(&format!("./hosts/{}", host.name))));
+        entry.insert("target", value(host.target));
+        entry.insert("system", value(host.system));
+        entry.insert("options", value(GeneratedFile::new(options_path(&host.name))));
         let sandboxes: BTreeMap<&str, &str> = host
             .sandboxes
             .iter()
             .map(|s| (s.name.as_str(), s.image.as_str()))
             .collect();
-        entry.insert("sandboxes", nix::value(sandboxes));
-        entry.insert("agents", nix::value(host_agents(appliance, host)));
+        entry.insert("sandboxes", value(sandboxes));
+        entry.insert("agents", value(host_agents(appliance, host)));
         if let Some(capability) = cuda_capability(host) {
-            entry.insert("cudaCapabilities", nix::value([capability]));
+            entry.insert("cudaCapabilities", value([capability]));
         }
         if let Some(inference) = host_inference(appliance, host) {
-            entry.insert("inference", nix::value(inference));
+            entry.insert("inference", value(inference));
         }
         hosts.insert(host.name.clone(), entry);
     }
@@ -119,33 +123,29 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         .map(|(name, mut systems)| {
             systems.sort_by_key(|s| s.to_string());
             let entry = BTreeMap::from([
-                ("file", expr(nix::path(&format!("./images/{name}.json")))),
-                ("systems", minijinja::Value::from(systems)),
+                ("file", value(GeneratedFile::new(format!("images/{name}.json")))),
+                ("systems", Value::from(systems)),
             ]);
             (name.to_string(), entry)
         })
         .collect();
     let index = Index {
+        about: format!(
+            "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` \
+             catch an edit). Every host of appliance `{}` with its target, options and sandbox images, and \
+             every image with the systems it runs on; the flake builds its nixosConfigurations, images and \
+             VM test from this, loaded by nix/generated.nix.",
+            appliance.name
+        ),
         name: appliance.name.clone(),
         matrix_host: appliance.matrix.host.clone(),
         hosts,
         images,
     };
-    // The appliance's name is checked long before; a control character in
-    // it here would end the comment, and generation fails rather than
-    // write it.
-    let first = format!(
-        "Every host of appliance `{}` with its target, module and",
-        appliance.name
-    );
-    if let Some(problem) = nix::comment_problem(&first) {
-        anyhow::bail!(problem);
-    }
-    let mut text = hash_header(&first);
-    text.push_str("# sandbox images, and every image with the systems it runs on; the flake\n");
-    text.push_str("# builds its nixosConfigurations, images and VM test from this.\n");
-    text.push_str(&nix::encode(&nix::value(&index), 0).map_err(anyhow::Error::msg)?);
-    text.push('\n');
-    tree.insert("default.nix".into(), text.into_bytes());
+    // Through a JSON value, so every key is sorted.
+    tree.insert(INDEX.into(), json(&serde_json::to_value(&index)?)?);
     Ok(())
 }
+
+/// The index's path in the generated tree.
+pub const INDEX: &str = "appliance.json";

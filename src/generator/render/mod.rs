@@ -7,7 +7,6 @@ pub mod egress;
 mod host;
 mod images;
 mod index;
-pub mod nix;
 mod pairing;
 pub mod plan;
 pub mod runtimes;

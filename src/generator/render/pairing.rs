@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use minijinja::Value;
 use serde::Serialize;
 
 use super::host::{WIREGUARD_KEY_DIR, device_unit, wireguard_unit};
-use super::nix::{self, expr};
-use super::values::Setting;
+use super::values::{GeneratedFile, Setting};
 use super::{Tree, json};
 use crate::generator::model::{Appliance, Host, OVERLAY_INTERFACE, STATE_DIR};
 use crate::schema::pairing::{AgentFiles, CONFIG_SCHEMA, ClientConfig, Peer, ServerConfig};
@@ -19,8 +17,8 @@ use crate::schema::plan::Plan;
 #[derive(Serialize)]
 struct Server {
     enable: bool,
-    /// `./pairing-server.json`, a path literal.
-    config: Value,
+    /// `hosts/<hub>/pairing-server.json`.
+    config: GeneratedFile,
     after: Vec<String>,
     requires: Vec<String>,
     wants: [&'static str; 1],
@@ -30,8 +28,8 @@ struct Server {
 #[derive(Serialize)]
 struct Client {
     enable: bool,
-    /// `./pairing.json`, a path literal.
-    config: Value,
+    /// `hosts/<host>/pairing.json`.
+    config: GeneratedFile,
     before: Vec<String>,
     after: Vec<String>,
     requires: Vec<String>,
@@ -139,7 +137,7 @@ pub fn render(appliance: &Appliance, plan: &Plan, tree: &mut Tree) -> Result<BTr
         after.extend(overlay());
         let server = Server {
             enable: true,
-            config: expr(nix::path("./pairing-server.json")),
+            config: GeneratedFile::new(format!("hosts/{hub}/pairing-server.json")),
             after,
             requires: vec![overlay_device.clone()],
             wants: ["network-online.target"],
@@ -157,7 +155,7 @@ pub fn render(appliance: &Appliance, plan: &Plan, tree: &mut Tree) -> Result<BTr
         tree.insert(format!("hosts/{}/pairing.json", host.name), json(&config)?);
         let client = Client {
             enable: true,
-            config: expr(nix::path("./pairing.json")),
+            config: GeneratedFile::new(format!("hosts/{}/pairing.json", host.name)),
             before: host
                 .sandboxes
                 .iter()

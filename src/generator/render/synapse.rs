@@ -157,12 +157,6 @@ mod tests {
     use super::*;
     use crate::test_support::default_spec;
 
-    /// The committed NixOS module of the Matrix host.
-    fn matrix_host_module(appliance: &Appliance) -> String {
-        let path = format!("generated/hosts/{}/default.nix", appliance.matrix.host);
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
-    }
-
     /// Without federation Synapse opens no connection out: its own HTTP
     /// client refuses every address, and the unit may only talk with
     /// loopback, the bridge and the overlay.
@@ -178,13 +172,17 @@ mod tests {
             allowed_addresses(&appliance).unwrap(),
             ["localhost".to_string(), appliance.network.to_string(), overlay]
         );
-        // ... and the committed module of the Matrix host says so.
-        let module = matrix_host_module(&appliance);
+        // ... and the committed options of the Matrix host say so.
         // (modules/synapse.nix turns the list into `IPAddressAllow`, with
         // `IPAddressDeny = "any"`; tests/flake/modules.rs checks it.)
-        let synapse = &module[module.find("appliance.synapse = {").unwrap()..];
-        let synapse = &synapse[..synapse.find("\n    };").unwrap()];
-        assert!(synapse.contains("allowedAddresses = [ \"localhost\" "), "{synapse}");
+        let synapse = &committed_options(&appliance.matrix.host)["appliance"]["synapse"];
+        assert_eq!(synapse["allowedAddresses"][0], "localhost", "{synapse}");
+    }
+
+    /// The committed option values of `host` (generated/hosts/<host>/options.json).
+    fn committed_options(host: &str) -> serde_json::Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("generated/hosts/{host}/options.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     /// Synapse keeps its state in PostgreSQL unless the spec asks for
@@ -204,15 +202,11 @@ mod tests {
         assert_eq!(database["args"]["database"], POSTGRES_NAME);
         assert!(database["args"].get("password").is_none());
         assert!(database["args"].get("host").is_none());
-        let module = matrix_host_module(&appliance);
-        // The Matrix host's module asks modules/synapse.nix for that
+        // The Matrix host's options ask modules/synapse.nix for that
         // database (the C-locale cluster, the role, no TCP listener:
         // tests/flake/modules.rs checks what the module makes of it).
-        let postgres = &module[module.find("postgresql = {").unwrap()..];
-        let postgres = &postgres[..postgres.find("\n      };").unwrap()];
-        for line in ["enable = true;", &format!("name = \"{POSTGRES_NAME}\";")] {
-            assert!(postgres.contains(line), "{line} missing from:\n{postgres}");
-        }
+        let postgres = &committed_options(&appliance.matrix.host)["appliance"]["synapse"]["postgresql"];
+        assert_eq!(postgres, &json!({"enable": true, "name": POSTGRES_NAME}));
 
         appliance.matrix.database = SynapseDatabase::Sqlite;
         let database = &settings(&appliance)["database"];

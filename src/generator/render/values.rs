@@ -1,16 +1,56 @@
-//! A generated NixOS module that is only option values: each
-//! `appliance.<option> = <value>;` the spec decided, for the hand-written
-//! modules of modules/ to map onto nixpkgs (docs/options.md). No logic is
-//! written here; what a value means is said once, in its module.
+//! A host's option values as data: `hosts/<host>/options.json`, each
+//! `appliance.<option>` value the spec decided, for the hand-written
+//! modules of modules/ to map onto nixpkgs (docs/options.md). The Nix
+//! loader (nix/generated.nix) makes it a NixOS module that applies when
+//! `appliance.host` names the host. No Nix is written here; what a value
+//! means is said once, in its module.
+//!
+//! A generated file (docker-daemon.json, an agent's config, an image
+//! description) is named by a [`GeneratedFile`], `{"generatedFile":
+//! "<path relative to the generated directory>"}`, which the loader turns
+//! into a path: the one way a value refers to another generated file.
+
+use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use minijinja::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::nix;
+use super::json;
 
-/// One option of a generated module: its path, its value and the comment
-/// lines above it (the reasons behind a value, where the value alone does
-/// not show them).
+/// A file of the generated tree, by its path relative to the tree's root;
+/// written as `{"generatedFile": path}`, a path once loaded.
+#[derive(Clone, Serialize)]
+pub struct GeneratedFile {
+    #[serde(rename = "generatedFile")]
+    path: String,
+}
+
+impl GeneratedFile {
+    /// `relative` to the generated directory: `hosts/hub/synapse.json`.
+    /// Names in it are `a-z0-9-` (`model::names`), checked long before,
+    /// so anything that is not a plain relative path is a bug.
+    pub fn new(relative: impl Into<String>) -> GeneratedFile {
+        let path = relative.into();
+        let plain = !path.starts_with('/')
+            && !path.ends_with('/')
+            && path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+            && path.chars().all(|c| c.is_ascii_alphanumeric() || "._-+/".contains(c));
+        assert!(plain, "bug: `{path}` is not a path inside the generated tree");
+        GeneratedFile { path }
+    }
+}
+
+/// Any serializable data as a JSON value (option values are plain data).
+pub fn value<T: Serialize>(data: T) -> Value {
+    serde_json::to_value(data).expect("option values serialize to JSON")
+}
+
+/// One option of a host: its path (`appliance.docker`), its value and the
+/// reasons behind it where the value alone does not show them (written
+/// under `notes`, beside the values, which the loader leaves out).
 pub struct Setting {
     pub path: &'static str,
     pub value: Value,
@@ -18,10 +58,10 @@ pub struct Setting {
 }
 
 impl Setting {
-    pub fn new(path: &'static str, value: impl serde::Serialize) -> Setting {
+    pub fn new(path: &'static str, value: impl Serialize) -> Setting {
         Setting {
             path,
-            value: nix::value(value),
+            value: self::value(value),
             comment: Vec::new(),
         }
     }
@@ -32,48 +72,45 @@ impl Setting {
     }
 }
 
-/// The text of a module of `settings`, inert unless `config.appliance.host`
-/// is `host`; `header` is its leading comment lines.
-pub fn module(header: &[String], host: &str, settings: &[Setting]) -> Result<String> {
-    let mut text = String::new();
-    for line in header {
-        text.push_str(&comment_line("", line)?);
-    }
-    text.push_str("{ config, lib, pkgs, ... }:\n{\n");
-    text.push_str(&format!(
-        "  config = lib.mkIf (config.appliance.enable && config.appliance.host == {}) {{\n",
-        nix::string(host)
-    ));
-    // A blank line between options, as a person would write them.
-    for (i, setting) in settings.iter().enumerate() {
-        if i > 0 {
-            text.push('\n');
+/// The whole file of a host's options: `about` (what the file is),
+/// `notes` (the reasons behind values, by option path) and the values
+/// under `appliance`, nested by option path. Keys are sorted, so the same
+/// spec gives the same bytes.
+pub fn options_file(about: &str, settings: &[Setting]) -> Result<Vec<u8>> {
+    let mut values = Map::new();
+    let mut notes = BTreeMap::new();
+    for setting in settings {
+        insert(&mut values, setting.path, setting.value.clone())?;
+        if !setting.comment.is_empty() {
+            notes.insert(setting.path, &setting.comment);
         }
-        for line in &setting.comment {
-            text.push_str(&comment_line("    ", line)?);
-        }
-        text.push_str(&format!("    {} = {};\n", setting.path, encode(&setting.value, 4)?));
     }
-    text.push_str("  };\n}\n");
-    Ok(text)
+    let file = serde_json::json!({
+        "about": about,
+        "notes": notes,
+        "appliance": values.remove("appliance").unwrap_or_else(|| Value::Object(Map::new())),
+    });
+    json(&file)
 }
 
-/// `# line`, indented; a control character (which would end the comment
-/// and make the rest live Nix) is a bug here: spec values are checked long
-/// before, and generation fails rather than write it.
-fn comment_line(indent: &str, line: &str) -> Result<String> {
-    if let Some(problem) = nix::comment_problem(line) {
-        bail!(problem);
+/// Sets `path` (dotted) in `root` to `value`; setting a path twice is a bug.
+fn insert(root: &mut Map<String, Value>, path: &str, value: Value) -> Result<()> {
+    let (parents, last) = match path.rsplit_once('.') {
+        Some((parents, last)) => (parents.split('.').collect::<Vec<_>>(), last),
+        None => (Vec::new(), path),
+    };
+    let mut map = root;
+    for part in parents {
+        let entry = map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(inner) = entry else {
+            bail!("bug: option `{path}` is set inside a value that is not a set");
+        };
+        map = inner;
     }
-    Ok(if line.is_empty() {
-        format!("{indent}#\n")
-    } else {
-        format!("{indent}# {line}\n")
-    })
-}
-
-fn encode(value: &Value, indent: usize) -> Result<String> {
-    nix::encode(value, indent).map_err(anyhow::Error::msg)
+    if map.insert(last.to_string(), value).is_some() {
+        bail!("bug: option `{path}` is set twice");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -81,24 +118,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_values_module_is_each_setting_with_its_comment_inside_the_hosts_condition() {
+    fn options_nest_by_path_with_their_notes_beside_them() {
         let settings = [
             Setting::new("appliance.a", ["x"]),
-            Setting::new("appliance.b", true).with_comment(vec!["why b".into()]),
+            Setting::new("appliance.b.c", true).with_comment(vec!["why b.c".into()]),
+            Setting::new("appliance.b.d", GeneratedFile::new("hosts/h/d.json")),
         ];
-        let text = module(&["head".into()], "h\"", &settings).unwrap();
+        let text = String::from_utf8(options_file("head", &settings).unwrap()).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
-            text,
-            "# head\n{ config, lib, pkgs, ... }:\n{\n  \
-             config = lib.mkIf (config.appliance.enable && config.appliance.host == \"h\\\"\") {\n    \
-             appliance.a = [ \"x\" ];\n\n    # why b\n    appliance.b = true;\n  };\n}\n"
+            value,
+            serde_json::json!({
+                "about": "head",
+                "notes": {"appliance.b.c": ["why b.c"]},
+                "appliance": {"a": ["x"], "b": {"c": true, "d": {"generatedFile": "hosts/h/d.json"}}},
+            })
         );
     }
 
     #[test]
-    fn a_comment_cannot_end_early() {
-        let settings = [Setting::new("appliance.a", 1).with_comment(vec!["x\nappliance.enable = true;".into()])];
-        let err = module(&[], "h", &settings).unwrap_err();
-        assert!(err.to_string().contains("control character"), "{err}");
+    fn an_option_set_twice_is_a_bug() {
+        let settings = [Setting::new("appliance.a", 1), Setting::new("appliance.a", 2)];
+        assert!(options_file("", &settings).is_err());
+    }
+
+    #[test]
+    fn generated_files_are_plain_paths_inside_the_tree() {
+        for bad in ["/etc/x", "../x", "a/../b", "a//b", "a/", "a b", "a\"b"] {
+            assert!(std::panic::catch_unwind(|| GeneratedFile::new(bad)).is_err(), "{bad:?}");
+        }
     }
 }

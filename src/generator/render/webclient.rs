@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use minijinja::Value;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::host::unit_deps_overlay_optional;
 use super::values::Setting;

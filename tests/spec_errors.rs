@@ -631,7 +631,7 @@ fn code_execution_waits_for_approval_unless_the_spec_says_otherwise() {
         "{}",
         volumes(&host)
     );
-    assert_lacks(&host.to_string(), "/run/appliance/approval");
+    assert_lacks(host.to_string(), "/run/appliance/approval");
 
     for (bad, message) in [
         (

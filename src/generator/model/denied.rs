@@ -162,18 +162,9 @@ fn host_ports(host: &Host, sandbox: &Sandbox) -> Vec<Denial> {
     let own: Vec<Ipv4Addr> = std::iter::once(host.network_address)
         .chain(host.overlay_address)
         .collect();
-    host.firewall
-        .iter()
-        .filter(|rule| !reached(&sandbox.reach, rule, &own))
-        .map(|rule| {
-            denial(
-                DenialKind::HostPort,
-                format!("host {} {}/{}", host.name, rule.protocol, rule.port),
-                port_why(rule),
-                &[Enforcer::Firewall],
-            )
-        })
-        .collect()
+    unreached_ports(sandbox, host.firewall.iter(), &own, |rule| {
+        format!("host {} {}/{}", host.name, rule.protocol, rule.port)
+    })
 }
 
 /// The ports another host opens on its overlay address (or on every
@@ -182,15 +173,29 @@ fn other_host_ports(other: &Host, sandbox: &Sandbox) -> Vec<Denial> {
     let Some(address) = other.overlay_address else {
         return Vec::new();
     };
-    other
+    let on_overlay = other
         .firewall
         .iter()
-        .filter(|rule| rule.interface.as_deref().is_none_or(|i| i == OVERLAY_INTERFACE))
-        .filter(|rule| !reached(&sandbox.reach, rule, &[address]))
+        .filter(|rule| rule.interface.as_deref().is_none_or(|i| i == OVERLAY_INTERFACE));
+    unreached_ports(sandbox, on_overlay, &[address], |rule| {
+        format!("host {} {address} {}/{}", other.name, rule.protocol, rule.port)
+    })
+}
+
+/// Of a host's open `rules`, those the sandbox's reach does not name at
+/// `addresses`, each a port the firewall refuses; `target` names it.
+fn unreached_ports<'r>(
+    sandbox: &Sandbox,
+    rules: impl Iterator<Item = &'r FirewallRule>,
+    addresses: &[Ipv4Addr],
+    target: impl Fn(&FirewallRule) -> String,
+) -> Vec<Denial> {
+    rules
+        .filter(|rule| !reached(&sandbox.reach, rule, addresses))
         .map(|rule| {
             denial(
                 DenialKind::HostPort,
-                format!("host {} {address} {}/{}", other.name, rule.protocol, rule.port),
+                target(rule),
                 port_why(rule),
                 &[Enforcer::Firewall],
             )

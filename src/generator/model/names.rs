@@ -189,16 +189,24 @@ pub fn ssh_key_problem(line: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// `problem` passes every `good` input and names a problem in every
+    /// `bad` one.
+    fn check(problem: fn(&str) -> Option<String>, good: &[&str], bad: &[&str]) {
+        for input in good {
+            assert_eq!(problem(input), None, "{input:?}");
+        }
+        for input in bad {
+            assert!(problem(input).is_some(), "{input:?}");
+        }
+    }
+
     #[test]
     fn safe_names() {
-        assert_eq!(name_problem("melchior"), None);
-        assert_eq!(name_problem("agent-2"), None);
-        assert!(name_problem("Melchior").is_some());
-        assert!(name_problem("a_b").is_some());
-        assert!(name_problem("x-").is_some());
-        assert!(name_problem("a--b").is_some());
-        assert!(name_problem("9lives").is_some());
-        assert!(name_problem(&"a".repeat(33)).is_some());
+        check(
+            name_problem,
+            &["melchior", "agent-2"],
+            &["Melchior", "a_b", "x-", "a--b", "9lives", &"a".repeat(33)],
+        );
     }
 
     #[test]
@@ -211,71 +219,72 @@ mod tests {
 
     #[test]
     fn free_text_refuses_control_characters_only() {
-        assert_eq!(text_problem("Ops room: \"quotes\", $(x) ${y} '' \\ ; # } ✓"), None);
-        assert!(text_problem("two\nlines").is_some());
-        assert!(text_problem("\u{1b}[31mred").is_some());
-        assert!(text_problem("del\u{7f}").is_some());
-        assert!(text_problem("abc\u{202e}fed").is_some());
-        assert!(text_problem("line\u{2028}break").is_some());
+        check(
+            text_problem,
+            &["Ops room: \"quotes\", $(x) ${y} '' \\ ; # } ✓"],
+            &[
+                "two\nlines",
+                "\u{1b}[31mred",
+                "del\u{7f}",
+                "abc\u{202e}fed",
+                "line\u{2028}break",
+            ],
+        );
     }
 
     #[test]
     fn gpu_models_are_known_or_one_token() {
-        assert_eq!(gpu_model_problem("L4"), None);
-        assert_eq!(gpu_model_problem("rtx-6000_ada.2"), None);
-        for bad in ["l4\n}; evil", "rtx 4090", "", "-x", "a\"b", "${x}"] {
-            assert!(gpu_model_problem(bad).is_some(), "{bad:?}");
-        }
+        check(
+            gpu_model_problem,
+            &["L4", "rtx-6000_ada.2"],
+            &["l4\n}; evil", "rtx 4090", "", "-x", "a\"b", "${x}"],
+        );
     }
 
     #[test]
     fn endpoints_are_host_and_port() {
-        for good in [
-            "hub.example.org:51820",
-            "203.0.113.7:51820",
-            "[2001:db8::1]:51820",
-            "hub:1",
-        ] {
-            assert_eq!(endpoint_problem(good), None, "{good}");
-        }
-        for bad in [
-            "hub:0",
-            "[2001:db8::1]x",
-            "[2001:db8::1",
-            "hub:65536",
-            "hub:+1",
-            "hub:051820",
-            "[nope]:51820",
-            "2001:db8::1:51820",
-            "a b:1",
-            "x\";rm -rf /;\":1",
-            "$(id):51820",
-            "127.1:51820",
-        ] {
-            assert!(endpoint_problem(bad).is_some(), "{bad}");
-        }
+        check(
+            endpoint_problem,
+            &[
+                "hub.example.org:51820",
+                "203.0.113.7:51820",
+                "[2001:db8::1]:51820",
+                "hub:1",
+            ],
+            &[
+                "hub:0",
+                "[2001:db8::1]x",
+                "[2001:db8::1",
+                "hub:65536",
+                "hub:+1",
+                "hub:051820",
+                "[nope]:51820",
+                "2001:db8::1:51820",
+                "a b:1",
+                "x\";rm -rf /;\":1",
+                "$(id):51820",
+                "127.1:51820",
+            ],
+        );
     }
 
     #[test]
     fn ssh_keys_are_one_line_of_type_key_comment() {
-        assert_eq!(ssh_key_problem("ssh-ed25519 AAAAC3Nza+/= ana@laptop \"x\" $y"), None);
-        assert_eq!(ssh_key_problem("ssh-ed25519 AAAAC3Nza"), None);
-        for bad in [
-            "ssh-ed25519",
-            "ssh-ed25519 AAA\nssh-rsa BBB",
-            "command=\"sh\" ssh-ed25519 AAAA",
-            "ssh-ed25519 AAAA x\u{1b}[2J",
-            "ecdsa-sha2-evil AAAA",
-        ] {
-            assert!(ssh_key_problem(bad).is_some(), "{bad:?}");
-        }
+        check(
+            ssh_key_problem,
+            &["ssh-ed25519 AAAAC3Nza+/= ana@laptop \"x\" $y", "ssh-ed25519 AAAAC3Nza"],
+            &[
+                "ssh-ed25519",
+                "ssh-ed25519 AAA\nssh-rsa BBB",
+                "command=\"sh\" ssh-ed25519 AAAA",
+                "ssh-ed25519 AAAA x\u{1b}[2J",
+                "ecdsa-sha2-evil AAAA",
+            ],
+        );
     }
 
     #[test]
     fn server_names() {
-        assert_eq!(server_name_problem("magi"), None);
-        assert_eq!(server_name_problem("matrix.example.org"), None);
-        assert!(server_name_problem("Magi").is_some());
-        assert!(server_name_problem("a..b").is_some());
+        check(server_name_problem, &["magi", "matrix.example.org"], &["Magi", "a..b"]);
     }
 }

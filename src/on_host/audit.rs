@@ -340,8 +340,12 @@ mod tests {
         (dir, path)
     }
 
-    /// Where `verify` finds the chain of `lines` (one record each) broken.
-    fn broken(lines: &[String]) -> Broken {
+    /// Where `verify` finds a chain of four records broken once `edit` has
+    /// changed its lines (one record each).
+    fn broken(edit: impl FnOnce(&mut Vec<String>)) -> Broken {
+        let (_dir, path) = chain(4);
+        let mut lines = lines(&path);
+        edit(&mut lines);
         verify(format!("{}\n", lines.join("\n")).as_bytes()).unwrap_err()
     }
 
@@ -409,24 +413,22 @@ mod tests {
 
     #[test]
     fn a_deleted_line_is_named() {
-        let (_dir, path) = chain(4);
-        let mut lines = lines(&path);
-        lines.remove(1);
-        let broken = broken(&lines);
+        let broken = broken(|lines| {
+            lines.remove(1);
+        });
         assert_eq!(broken.line, 2);
         assert!(broken.why.contains("`seq` is 3 where 2 was expected"), "{broken:?}");
         // The first line removed: the new first line does not start the chain.
-        let broken = self::broken(&self::lines(&path)[1..]);
+        let broken = self::broken(|lines| {
+            lines.remove(0);
+        });
         assert_eq!(broken.line, 1);
         assert!(broken.why.contains("genesis"), "{broken:?}");
     }
 
     #[test]
     fn a_reordered_line_is_named() {
-        let (_dir, path) = chain(4);
-        let mut lines = lines(&path);
-        lines.swap(1, 2);
-        let broken = broken(&lines);
+        let broken = broken(|lines| lines.swap(1, 2));
         assert_eq!(broken.line, 2);
         assert!(broken.why.contains("`prev` is not the sha256 of line 1"), "{broken:?}");
         assert!(broken.why.contains("`seq` is 3 where 2 was expected"), "{broken:?}");

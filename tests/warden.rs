@@ -858,6 +858,33 @@ fn only_admins_halt_and_resume_loops_are_broken_and_every_step_is_audited() {
     assert_eq!(world.send(&balthasar, "understood"), 200);
     assert_eq!(count(&world.records(), "loop.lifted", ADMIN), 1);
 
+    // Answers are not a loop: ten mentions of melchior (five with Matrix's
+    // `m.mentions`, five naming its user id), then its ten answers after
+    // the human stopped, past the budget of 8 (across two warden runs, so
+    // what is owed survives the state file): nobody is muted.
+    for i in 0..10 {
+        let content = if i % 2 == 0 {
+            json!({"msgtype": "m.text", "body": format!("Melchior: question {i}"), "m.mentions": {"user_ids": ["@melchior:magi"]}})
+        } else {
+            json!({"msgtype": "m.text", "body": format!("@melchior:magi: question {i}")})
+        };
+        assert_eq!(
+            world.put_event(&world.room, &admin, "m.room.message", &content).status,
+            200
+        );
+    }
+    world.warden();
+    for i in 0..10 {
+        assert_eq!(world.send(&melchior, &format!("answer {i}")), 200);
+    }
+    world.warden();
+    assert_eq!(world.send(&melchior, "and one unasked"), 200);
+    assert_eq!(
+        count(&world.records(), "loop.tripped", "warden"),
+        1,
+        "answers tripped the breaker"
+    );
+
     // `!status` names who is muted and the audit head.
     assert_eq!(world.send(&admin, "!status"), 200);
     world.warden();

@@ -14,6 +14,7 @@ mod denials;
 pub mod docker;
 pub mod grants;
 mod health;
+mod owed;
 pub mod power;
 mod reactions;
 pub mod readiness;
@@ -443,8 +444,8 @@ impl<'a> Warden<'a> {
         if sender == self.me {
             return Ok(());
         }
+        let ts = event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0);
         if self.agents.contains(&sender) {
-            let ts = event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0);
             self.state.last_seen.insert(sender.clone(), ts);
         }
         match command::parse(&body) {
@@ -456,8 +457,15 @@ impl<'a> Warden<'a> {
             None => {}
         }
         if self.agents.contains(&sender) {
+            if owed::settle(&mut self.state.owed, room_id, &sender, ts) {
+                return Ok(());
+            }
             self.agent_spoke(room_id)
         } else {
+            let content = event.get("content").cloned().unwrap_or_default();
+            for agent in owed::mentioned(&content, &self.rooms[room_id].agents) {
+                owed::owe(&mut self.state.owed, room_id, agent, ts);
+            }
             self.human_spoke(room_id, &sender)
         }
     }

@@ -22,8 +22,13 @@ pub struct State {
     pub since: Option<String>,
     /// Room id -> agent -> why and since when it is muted there.
     pub mutes: BTreeMap<String, BTreeMap<String, Mute>>,
-    /// Room id -> agent messages since the last human one.
+    /// Room id -> agent messages since the last human one (answers to a
+    /// human's mention not counted: `owed`).
     pub streaks: BTreeMap<String, u32>,
+    /// Room id -> agent -> when a human mentioned it, for each mention it
+    /// has not answered yet (owed.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub owed: super::owed::Owed,
     /// Agent -> `origin_server_ts` (ms) of its last message seen.
     pub last_seen: BTreeMap<String, u64>,
     /// End (Unix ns, inclusive) of the last Docker events window handled;

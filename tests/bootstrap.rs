@@ -131,12 +131,7 @@ impl World {
                 let token = self.secret(&format!("{dir}/matrix-token"));
                 let reply = client.get("/_matrix/client/v3/devices", Some(&token)).unwrap();
                 assert!(reply.ok(), "{}", reply.describe());
-                let mut ids: Vec<String> = reply.body["devices"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d["device_id"].as_str().unwrap().to_string())
-                    .collect();
+                let mut ids: Vec<String> = crate::support::json_field_strings(&reply.body["devices"], "device_id");
                 ids.sort();
                 (user, ids)
             })

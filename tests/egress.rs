@@ -727,12 +727,7 @@ fn explained_reach(spec: &Path) -> BTreeMap<String, BTreeSet<String>> {
         .unwrap()
         .iter()
         .map(|s| {
-            let services = s["reach"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["service"].as_str().unwrap().to_string())
-                .collect();
+            let services = crate::support::json_field_strings(&s["reach"], "service");
             (s["name"].as_str().unwrap().to_string(), services)
         })
         .collect()

@@ -7,8 +7,12 @@ use std::process::{Command, Output, Stdio};
 
 use crate::support::{appliance, assert_contains, in_ci, require_tool, stderr, stdout};
 
+/// What `images` writes: the raw image, its zstd-compressed copy, and the
+/// image's bytes.
+type Images = (PathBuf, PathBuf, Vec<u8>);
+
 /// A random image of `size` bytes and its zstd-compressed copy.
-fn images(dir: &Path, size: usize) -> (PathBuf, PathBuf, Vec<u8>) {
+fn images(dir: &Path, size: usize) -> Images {
     let mut bytes = vec![0u8; size];
     getrandom::fill(&mut bytes).unwrap();
     // Some structure, like a real image: zeroed stretches compress.
@@ -215,7 +219,7 @@ impl Loop {
 
 /// A loop device of `size` bytes (`None` as `Loop::new`), and the images
 /// of `image_size` bytes (`images`) in a directory of their own.
-fn loop_and_images(size: u64, image_size: usize) -> Option<(Loop, tempfile::TempDir, (PathBuf, PathBuf, Vec<u8>))> {
+fn loop_and_images(size: u64, image_size: usize) -> Option<(Loop, tempfile::TempDir, Images)> {
     let device = Loop::new(size)?;
     let dir = tempfile::tempdir().unwrap();
     let images = images(dir.path(), image_size);

@@ -87,6 +87,19 @@ impl World {
         synapse
     }
 
+    /// A world with Synapse running (as `start_synapse`), bootstrapped once.
+    fn bootstrapped(venv: &Path) -> (World, Synapse) {
+        let world = World::new();
+        let synapse = world.start_synapse(venv);
+        assert_ok(&world.bootstrap(&[]));
+        (world, synapse)
+    }
+
+    /// The homeserver's answer to a GET of `path` as the user of `token`.
+    fn get(&self, path: &str, token: &str) -> Reply {
+        self.client().get(path, Some(token)).unwrap()
+    }
+
     fn secret(&self, relative: &str) -> String {
         fs::read_to_string(self.state.join(relative))
             .unwrap()
@@ -131,12 +144,7 @@ impl World {
                 let token = self.secret(&format!("{dir}/matrix-token"));
                 let reply = client.get("/_matrix/client/v3/devices", Some(&token)).unwrap();
                 assert!(reply.ok(), "{}", reply.describe());
-                let mut ids: Vec<String> = reply.body["devices"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d["device_id"].as_str().unwrap().to_string())
-                    .collect();
+                let mut ids: Vec<String> = crate::support::json_field_strings(&reply.body["devices"], "device_id");
                 ids.sort();
                 (user, ids)
             })
@@ -190,13 +198,7 @@ fn assert_no_secret_printed(world: &World, output: &Output) {
 /// points.
 fn alias_lookup(world: &World, token: &str) -> Reply {
     let alias = &plan().rooms[0].alias;
-    world
-        .client()
-        .get(
-            &format!("/_matrix/client/v3/directory/room/{}", segment(alias)),
-            Some(token),
-        )
-        .unwrap()
+    world.get(&format!("/_matrix/client/v3/directory/room/{}", segment(alias)), token)
 }
 
 fn room_id(world: &World, token: &str) -> String {
@@ -860,13 +862,7 @@ fn assert_room_as_planned(world: &World) {
     let planned = &plan.rooms[0];
     let admin = world.secret(&format!("{}/matrix-token", plan.bootstrap_account.secrets_dir));
     let room = room_id(world, &admin);
-    let reply = world
-        .client()
-        .get(
-            &format!("/_synapse/admin/v1/rooms/{}/state", segment(&room)),
-            Some(&admin),
-        )
-        .unwrap();
+    let reply = world.get(&format!("/_synapse/admin/v1/rooms/{}/state", segment(&room)), &admin);
     assert!(reply.ok(), "{}", reply.describe());
     let events = reply.body["state"].as_array().unwrap().clone();
     let state = |kind: &str, key: &str| {
@@ -1124,13 +1120,10 @@ fn a_room_someone_else_made_under_the_alias_is_refused() {
     );
     assert_contains(&err, "hint: ");
     // No agent was pulled into it.
-    let members = world
-        .client()
-        .get(
-            &format!("/_matrix/client/v3/rooms/{}/joined_members", segment(&room)),
-            Some(&outsider),
-        )
-        .unwrap();
+    let members = world.get(
+        &format!("/_matrix/client/v3/rooms/{}/joined_members", segment(&room)),
+        &outsider,
+    );
     assert_eq!(
         members.body["joined"].as_object().unwrap().keys().collect::<Vec<_>>(),
         vec!["@outsider:magi"]
@@ -1170,9 +1163,7 @@ fn login(world: &World, user: &str, password: &str) -> u16 {
 #[test]
 fn the_admin_password_command_prints_a_password_that_logs_in() {
     let Some(venv) = venv() else { return };
-    let world = World::new();
-    let _synapse = world.start_synapse(&venv);
-    assert_ok(&world.bootstrap(&[]));
+    let (world, _synapse) = World::bootstrapped(&venv);
 
     let output = admin_password(&world, "gendo", &[]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -1241,9 +1232,7 @@ fn the_admin_password_command_prints_a_password_that_logs_in() {
 #[test]
 fn a_room_the_appliance_account_left_is_refused_not_replaced() {
     let Some(venv) = venv() else { return };
-    let world = World::new();
-    let _synapse = world.start_synapse(&venv);
-    assert_ok(&world.bootstrap(&[]));
+    let (world, _synapse) = World::bootstrapped(&venv);
     let admin = world.secret(&format!("{}/matrix-token", plan().bootstrap_account.secrets_dir));
     let room = room_id(&world, &admin);
     let reply = crate::support::synapse::room_post(&world.client(), &admin, &room, "leave", &json!({}));

@@ -102,18 +102,54 @@ fn wait_for(netns: &Netns, url: &str) -> bool {
     false
 }
 
-/// `command` started in the background with its output in `log`, once
-/// `url` answers inside `netns` (the test fails with the log otherwise).
-fn start_answering(netns: &Netns, mut command: std::process::Command, log: &Path, url: &str) -> Background {
-    let file = fs::File::create(log).unwrap();
-    let child = command.stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
-    let started = Background(child);
-    assert!(
-        wait_for(netns, url),
-        "{url} did not answer: {}",
-        fs::read_to_string(log).unwrap_or_default()
-    );
-    started
+/// A test's network namespace and the processes it started in it, which
+/// are killed before the namespace goes (fields drop in order).
+struct Namespace {
+    children: Vec<Background>,
+    netns: Netns,
+}
+
+impl Namespace {
+    fn create(name: &str) -> Namespace {
+        let netns = Netns::create(&format!("{name}-{}", std::process::id()), &[]);
+        Namespace {
+            children: Vec::new(),
+            netns,
+        }
+    }
+
+    /// Starts `script` with `args` in the namespace and reads the port it
+    /// prints first.
+    fn spawn_printing_port(&mut self, python: &Path, script: &str, args: &[&str]) -> String {
+        let mut child = self
+            .netns
+            .command(python)
+            .args(["-c", script])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let port = first_line_of(&mut child);
+        self.children.push(Background(child));
+        port.trim().to_string()
+    }
+
+    /// `command` started in the background with its output in `log`, once
+    /// `path` of 127.0.0.1:`port` answers inside the namespace (the test
+    /// fails with the log otherwise); that address's base URL.
+    fn start_answering(&mut self, mut command: std::process::Command, log: &Path, port: &str, path: &str) -> String {
+        let file = fs::File::create(log).unwrap();
+        let child = command.stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+        self.children.push(Background(child));
+        let backend = format!("http://127.0.0.1:{port}");
+        let url = format!("{backend}{path}");
+        assert!(
+            wait_for(&self.netns, &url),
+            "{url} did not answer: {}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        backend
+    }
 }
 
 /// Hermes' venv (`$HERMES_VENV`, else `.ci/hermes-venv`), whose tool `why`
@@ -168,18 +204,8 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let netns = Netns::create(&format!("appl-crawl-s-{}", std::process::id()), &[]);
-    // Declared after the namespace: its processes are killed first.
-    let mut children: Vec<Background> = Vec::new();
-
-    let mut pages = netns
-        .command(&python)
-        .args(["-c", PAGES])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pages_port = first_line_of(&mut pages);
-    children.push(Background(pages));
+    let mut ns = Namespace::create("appl-crawl-s");
+    let pages_port = ns.spawn_printing_port(&python, PAGES, &[]);
 
     let search_port = free_port().to_string();
     let settings = dir.path().join("settings.yml");
@@ -187,25 +213,25 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
         .args(["-c", MERGE])
         .arg(root().join("generated/services/searxng/settings.yml"))
         .arg(&settings)
-        .args([&search_port, pages_port.trim()])
+        .args([&search_port, &pages_port])
         // searx loads settings when imported; its example file will do.
         .env("SEARX_SETTINGS_PATH", "/usr/share/doc/searx/examples/settings.yml")
         .output()
         .unwrap();
     assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
-    let mut searx = netns.command(debian_python);
+    let mut searx = ns.netns.command(debian_python);
     searx.arg(searx_app).env("SEARX_SETTINGS_PATH", &settings);
-    let backend = format!("http://127.0.0.1:{search_port}");
-    children.push(start_answering(
-        &netns,
+    let backend = ns.start_answering(
         searx,
         &dir.path().join("searx.log"),
-        &format!("{backend}/search?q=x&format=json"),
-    ));
+        &search_port,
+        "/search?q=x&format=json",
+    );
 
     // Hermes with casper's generated config (web.search_backend, toolsets).
     let home = casper_hermes_home(dir.path());
-    let output = netns
+    let output = ns
+        .netns
         .command(hermes.join("bin/python"))
         .args(["-c", SEARCH, "gvisor"])
         .env("HERMES_HOME", &home)
@@ -218,7 +244,7 @@ fn hermes_web_search_answers_from_a_test_page_through_the_search_backend() {
     assert_eq!(first["title"], "Rehearsal page about gvisor", "{result}");
     assert_eq!(
         first["url"],
-        format!("http://127.0.0.1:{}/gvisor.html", pages_port.trim()),
+        format!("http://127.0.0.1:{pages_port}/gvisor.html"),
         "{result}"
     );
     assert_eq!(first["description"], "gVisor is an application kernel.", "{result}");
@@ -264,27 +290,6 @@ assert check_web_api_key(), "Hermes sees no usable web backend"
 print(asyncio.run(web_extract_tool([sys.argv[1]])))
 "#;
 
-/// Starts `script` with `args` in the namespace and reads the port it
-/// prints first.
-fn spawn_printing_port(
-    netns: &Netns,
-    children: &mut Vec<Background>,
-    python: &Path,
-    script: &str,
-    args: &[&str],
-) -> String {
-    let mut child = netns
-        .command(python)
-        .args(["-c", script])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let port = first_line_of(&mut child);
-    children.push(Background(child));
-    port.trim().to_string()
-}
-
 #[test]
 fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
     let Some(hermes) = hermes_venv("Hermes' web_extract tool") else {
@@ -305,10 +310,10 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let netns = Netns::create(&format!("appl-crawl-x-{}", std::process::id()), &[]);
-    let mut children: Vec<Background> = Vec::new();
-    netns.ip(&["addr", "add", &format!("{PUBLIC_PAGE_ADDRESS}/32"), "dev", "lo"]);
-    let page_port = spawn_printing_port(&netns, &mut children, &python, ARTICLE, &[PUBLIC_PAGE_ADDRESS]);
+    let mut ns = Namespace::create("appl-crawl-x");
+    ns.netns
+        .ip(&["addr", "add", &format!("{PUBLIC_PAGE_ADDRESS}/32"), "dev", "lo"]);
+    let page_port = ns.spawn_printing_port(&python, ARTICLE, &[PUBLIC_PAGE_ADDRESS]);
     let page = format!("http://{PUBLIC_PAGE_ADDRESS}:{page_port}/gvisor.html");
 
     // The service as the image runs it, on loopback instead of the bridge
@@ -316,7 +321,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
     // namespace, so it fetches the page directly.
     let key = format!("test-key-{}-{}", std::process::id(), free_port());
     let service_port = free_port().to_string();
-    let mut service = netns.command(service_venv.join("bin/python"));
+    let mut service = ns.netns.command(service_venv.join("bin/python"));
     service
         .arg(root().join("nix/packages/webextract.py"))
         .env("TAVILY_API_KEY", &key)
@@ -326,13 +331,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
         .env_remove("HTTPS_PROXY")
         .env_remove("http_proxy")
         .env_remove("https_proxy");
-    let backend = format!("http://127.0.0.1:{service_port}");
-    children.push(start_answering(
-        &netns,
-        service,
-        &dir.path().join("webextract.log"),
-        &format!("{backend}/"),
-    ));
+    let backend = ns.start_answering(service, &dir.path().join("webextract.log"), &service_port, "/");
 
     // Hermes with casper's generated config (web.extract_backend, the `web`
     // toolset) and the variables its sandbox gets: TAVILY_BASE_URL (here the
@@ -340,7 +339,7 @@ fn hermes_web_extract_reads_a_test_page_through_the_extraction_service() {
     // appliance from the host's key file).
     let home = casper_hermes_home(dir.path());
     let run_hermes = |key: &str| {
-        netns
+        ns.netns
             .command(hermes.join("bin/python"))
             .args(["-c", EXTRACT, &page])
             .env("HERMES_HOME", &home)

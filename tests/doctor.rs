@@ -37,6 +37,50 @@ fn fake_runsc_release(dir: &Path, release: &str, flags_fixture: &str, drivers: &
     path
 }
 
+/// `appliance doctor` of `host` in `spec` with the stand-in runsc of
+/// `release` and `flags_fixture` (`fake_runsc_release`), the Docker
+/// daemon's `docker_config` and no NVIDIA driver: its output and stdout.
+fn doctor_of_release(
+    spec: &Path,
+    host: &str,
+    release: &str,
+    flags_fixture: &str,
+    docker_config: &Path,
+) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let runsc = fake_runsc_release(dir.path(), release, flags_fixture, "");
+    let output = doctor(spec, host, &runsc, docker_config, &dir.path().join("none"));
+    let out = stdout(&output);
+    (output, out)
+}
+
+/// The hub's Docker daemon configuration, its runtimes spelled for
+/// `version`, written to `dir`/daemon.json.
+fn hub_daemon_config(dir: &Path, version: RunscVersion) -> PathBuf {
+    let appliance = load(&default_spec()).unwrap();
+    let settings = daemon_settings(&appliance.hosts["hub"], version).unwrap();
+    let config = dir.join("daemon.json");
+    fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
+    config
+}
+
+/// Doctor's `out` took runsc's flags as spelled for `version`, found every
+/// flag of the Docker-in-gVisor runtime (its packet-write flag spelled for
+/// `version`), and the runtimes registered as generated.
+#[track_caller]
+fn assert_runtimes_spelled_for(out: &str, version: RunscVersion) {
+    assert_contains(out, format!("(flags spelled as for {version})"));
+    let packet = match version {
+        RunscVersion::Current => "--allow-packet-socket-write",
+        _ => "--TESTONLY-allow-packet-endpoint-write",
+    };
+    assert_contains(
+        out,
+        format!("ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"),
+    );
+    assert_contains(out, "ok   docker runtimes: ");
+}
+
 fn nvidia_file(dir: &Path, version: &str) -> PathBuf {
     let path = dir.join("nvidia-version");
     fs::write(
@@ -244,22 +288,18 @@ fn a_missing_runsc_and_daemon_config_fail_with_hints() {
 #[test]
 fn the_backports_runsc_is_spelled_from_its_flag_listing() {
     let dir = tempfile::tempdir().unwrap();
-    let runsc = fake_runsc_release(dir.path(), "0.0~20240729.0", "runsc-flags-20240729.txt", "");
-    let nvidia = dir.path().join("none");
-    let appliance = load(&default_spec()).unwrap();
-    let settings = daemon_settings(&appliance.hosts["hub"], RunscVersion::Release2024).unwrap();
-    let config = dir.path().join("daemon.json");
-    fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
-    let output = doctor(&default_spec(), "hub", &runsc, &config, &nvidia);
-    let out = stdout(&output);
-    assert_contains(&out, "0.0~20240729.0 (flags spelled as for runsc 20240729)");
-    assert_contains(
-        &out,
-        "ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw --TESTONLY-allow-packet-endpoint-write --host-uds",
+    let config = hub_daemon_config(dir.path(), RunscVersion::Release2024);
+    let (_, out) = doctor_of_release(
+        &default_spec(),
+        "hub",
+        "0.0~20240729.0",
+        "runsc-flags-20240729.txt",
+        &config,
     );
+    assert_contains(&out, "0.0~20240729.0 (flags spelled as for runsc 20240729)");
+    assert_runtimes_spelled_for(&out, RunscVersion::Release2024);
     assert_lacks(&out, "has no `--allow-packet-socket-write`");
     assert_contains(&out, "ok   platform: runsc has the `systrap` platform");
-    assert_contains(&out, "ok   docker runtimes: ");
 }
 
 /// gVisor's `go` branch (what `go install gvisor.dev/gvisor/runsc@...`
@@ -268,12 +308,9 @@ fn the_backports_runsc_is_spelled_from_its_flag_listing() {
 /// 20260406.0 plus 43 commits, so it meets the Pi's minimum (20260316.0).
 #[test]
 fn a_go_branch_build_between_releases_meets_the_pis_minimum() {
-    let dir = tempfile::tempdir().unwrap();
     let describe = "release-20260406.0-43-g283af82a6";
-    let runsc = fake_runsc_release(dir.path(), describe, "runsc-flags-current.txt", "");
     let config = root().join("generated/hosts/pi/docker-daemon.json");
-    let output = doctor(&default_spec(), "pi", &runsc, &config, &dir.path().join("none"));
-    let out = stdout(&output);
+    let (output, out) = doctor_of_release(&default_spec(), "pi", describe, "runsc-flags-current.txt", &config);
     assert_contains(
         &out,
         format!("runsc version {describe} (flags spelled as for current gVisor)"),
@@ -287,13 +324,9 @@ fn a_go_branch_build_between_releases_meets_the_pis_minimum() {
 /// says as such, not as "older than" the minimum; fatal only on a Pi.
 #[test]
 fn a_runsc_without_a_release_name_is_named_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let runsc = fake_runsc_release(dir.path(), "VERSION_MISSING", "runsc-flags-current.txt", "");
-    let nvidia = dir.path().join("none");
     let config = root().join("examples/minimal/generated/hosts/box/docker-daemon.json");
     let minimal = root().join("examples/minimal/appliance.toml");
-    let output = doctor(&minimal, "box", &runsc, &config, &nvidia);
-    let out = stdout(&output);
+    let (output, out) = doctor_of_release(&minimal, "box", "VERSION_MISSING", "runsc-flags-current.txt", &config);
     assert!(output.status.success(), "{out}");
     assert_contains(
         &out,
@@ -302,8 +335,14 @@ fn a_runsc_without_a_release_name_is_named_so() {
     assert_contains(&out, "hint: use the appliance's gVisor");
     assert_lacks(&out, "older than");
     assert_contains(&out, "VERSION_MISSING (flags spelled as for current gVisor)");
-    let pi = doctor(&default_spec(), "pi", &runsc, &hub_daemon_json(), &nvidia);
-    assert_contains(stdout(&pi), "FAIL runsc release: `runsc --version` names no release");
+    let (_, pi) = doctor_of_release(
+        &default_spec(),
+        "pi",
+        "VERSION_MISSING",
+        "runsc-flags-current.txt",
+        &hub_daemon_json(),
+    );
+    assert_contains(pi, "FAIL runsc release: `runsc --version` names no release");
 }
 
 /// Both real runscs this project meets: the shipped release as
@@ -331,22 +370,10 @@ fn doctor_knows_the_spellings_of_the_shipped_and_the_debian_runsc() {
         }
         assert_eq!(version, expected, "{}", runsc.display());
         let dir = tempfile::tempdir().unwrap();
-        let appliance = load(&default_spec()).unwrap();
-        let settings = daemon_settings(&appliance.hosts["hub"], version).unwrap();
-        let config = dir.path().join("daemon.json");
-        fs::write(&config, serde_json::to_string(&settings).unwrap()).unwrap();
+        let config = hub_daemon_config(dir.path(), version);
         let output = doctor(&default_spec(), "hub", &runsc, &config, &dir.path().join("none"));
         let out = stdout(&output);
-        assert_contains(&out, format!("(flags spelled as for {version})"));
-        let packet = match version {
-            RunscVersion::Current => "--allow-packet-socket-write",
-            _ => "--TESTONLY-allow-packet-endpoint-write",
-        };
-        assert_contains(
-            &out,
-            format!("ok   runtime `runsc-dind`: runsc supports --platform --overlay2 --net-raw {packet} --host-uds"),
-        );
-        assert_contains(&out, "ok   docker runtimes: ");
+        assert_runtimes_spelled_for(&out, version);
         assert_lacks(&out, "FAIL runtime");
         assert_lacks(&out, "FAIL runsc");
     }

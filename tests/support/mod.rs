@@ -177,6 +177,17 @@ pub fn json_strings(value: &serde_json::Value) -> Vec<&str> {
     value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
 }
 
+/// The string `field` of each object in the JSON array `value`, collected
+/// (the test fails on anything else).
+pub fn json_field_strings<C: FromIterator<String>>(value: &serde_json::Value, field: &str) -> C {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[field].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Whether tests run in CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

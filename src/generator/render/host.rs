@@ -30,7 +30,7 @@ pub const RUNSC_MINIMUM: &str = crate::generator::pins::GVISOR_MINIMUM;
 /// list-supported-drivers` of release-20260406.0, pinned beside it in
 /// nix/sources.json (`gvisor.nvproxyDrivers`, `nvproxyWhy`), whose list is
 /// also modules/nvidia.nix's default, so every host gets it without the
-/// generated module repeating it. nvproxy needs an exact match.
+/// generated values repeating it. nvproxy needs an exact match.
 /// tests/nvproxy.rs checks this against the built runsc and the Go
 /// module's source.
 pub const NVPROXY_DRIVERS: &[&str] = crate::generator::pins::NVPROXY_DRIVERS;
@@ -42,7 +42,7 @@ pub const NVPROXY_DRIVERS: &[&str] = crate::generator::pins::NVPROXY_DRIVERS;
 /// long-term branch (`legacy_580`, 580.173.02; gVisor lists it only from
 /// release-20260721.0) are not on that list, and nvproxy needs an exact
 /// match. The data-center drivers come without nvidia-settings
-/// (`useSettings = false`), so the generated module turns that tool off; a
+/// (`useSettings = false`), so modules/nvidia.nix turns that tool off; a
 /// headless appliance has no use for it. tests/flake/catalog.rs checks the
 /// attribute's version against `NVPROXY_DRIVERS`.
 pub const NVIDIA_PACKAGE: &str = "dc_590";

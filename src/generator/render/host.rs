@@ -1,5 +1,6 @@
-//! The NixOS module of one host: SSH, firewall, Docker with the gVisor
-//! runtimes, Synapse, Ollama, the bootstrap units and every sandbox.
+//! The option values of one host (`hosts/<host>/options.json`): SSH,
+//! firewall, Docker with the gVisor runtimes, Synapse, Ollama, the bootstrap
+//! units and every sandbox.
 
 use std::collections::BTreeMap;
 
@@ -368,9 +369,9 @@ pub(super) fn options_path(host: &str) -> String {
     format!("hosts/{host}/options.json")
 }
 
-/// Every option value of `host`'s module, in the order a reader meets
-/// them: the machine, its overlay, Docker and egress, Matrix, inference,
-/// then the sandboxes.
+/// Every option value of `host`: the machine, its overlay, Docker and
+/// egress, Matrix, inference, then the sandboxes (options.json sorts them
+/// by key).
 fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
@@ -449,8 +450,8 @@ fn egress(host: &Host) -> Option<Setting> {
     Some(Setting::new("appliance.egress", egress))
 }
 
-/// Synapse, bootstrap and the warden, on the Matrix host. The warden is a
-/// default a host may turn off.
+/// Synapse and bootstrap, on the Matrix host; the warden follows the
+/// bootstrap (modules/warden.nix's default), which a host may turn off.
 fn matrix(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Vec<Setting> {
     let Some(synapse) = synapse(appliance, host, overlay) else {
         return Vec::new();

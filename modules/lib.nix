@@ -30,7 +30,8 @@ lib: {
     };
 
   # A file `appliance generate` writes, which the module reads or
-  # installs; the example names it beside the host's generated module.
+  # installs: a `generatedFile` of the host's options.json, a path once
+  # nix/generated.nix has loaded it; the example is the file's name.
   generatedFile =
     file: description:
     lib.mkOption {

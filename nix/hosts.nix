@@ -1,4 +1,4 @@
-# The hosts of generated/default.nix as NixOS configurations, and the
+# The hosts of the generated tree (nix/generated.nix) as NixOS configurations, and the
 # images built from them. Which host is which kind of machine is decided
 # by the spec (`target`); this file only maps targets to profiles and
 # gives the flake's own configurations what nixosModules.default leaves to

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a field changes meaning; the host refuses other versions.
 pub const CONFIG_SCHEMA: u32 = 1;
-/// Where the generated module installs the config (modules/backup.nix).
+/// Where modules/backup.nix installs the config.
 pub const CONFIG_PATH: &str = "/etc/appliance/backup.json";
 /// The job's name in `services.restic.backups`, and so its unit.
 pub const JOB: &str = "appliance";

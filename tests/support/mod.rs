@@ -282,7 +282,7 @@ pub fn require_install(var: &str, default: &str, probe: &str, why: &str) -> Opti
 pub fn nix_instantiate() -> Option<PathBuf> {
     require_tool(
         "nix-instantiate",
-        "Debian package `nix-bin`: parses and evaluates generated Nix and the flake with stub inputs",
+        "Debian package `nix-bin`: parses and evaluates the hand-written Nix, the generated values through nix/generated.nix and the flake with stub inputs",
     )
 }
 

@@ -90,7 +90,7 @@ const MAX_GPU_MODEL: usize = 32;
 
 /// Why a GPU `model` is unusable, or `None`: a model the GPU catalog knows,
 /// or one plain token of letters, digits, `-`, `_` and `.` (it lands in
-/// comments and messages of the generated modules, never as code).
+/// the generated notes and messages, never as code).
 pub fn gpu_model_problem(model: &str) -> Option<String> {
     if super::vram::gpu_model(model).is_some() {
         return None;

@@ -1,5 +1,6 @@
-//! The NixOS module of one host: SSH, firewall, Docker with the gVisor
-//! runtimes, Synapse, Ollama, the bootstrap units and every sandbox.
+//! The option values of one host (`hosts/<host>/options.json`): SSH,
+//! firewall, Docker with the gVisor runtimes, Synapse, Ollama, the bootstrap
+//! units and every sandbox.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +31,7 @@ pub const RUNSC_MINIMUM: &str = crate::generator::pins::GVISOR_MINIMUM;
 /// list-supported-drivers` of release-20260406.0, pinned beside it in
 /// nix/sources.json (`gvisor.nvproxyDrivers`, `nvproxyWhy`), whose list is
 /// also modules/nvidia.nix's default, so every host gets it without the
-/// generated module repeating it. nvproxy needs an exact match.
+/// generated values repeating it. nvproxy needs an exact match.
 /// tests/nvproxy.rs checks this against the built runsc and the Go
 /// module's source.
 pub const NVPROXY_DRIVERS: &[&str] = crate::generator::pins::NVPROXY_DRIVERS;
@@ -42,7 +43,7 @@ pub const NVPROXY_DRIVERS: &[&str] = crate::generator::pins::NVPROXY_DRIVERS;
 /// long-term branch (`legacy_580`, 580.173.02; gVisor lists it only from
 /// release-20260721.0) are not on that list, and nvproxy needs an exact
 /// match. The data-center drivers come without nvidia-settings
-/// (`useSettings = false`), so the generated module turns that tool off; a
+/// (`useSettings = false`), so modules/nvidia.nix turns that tool off; a
 /// headless appliance has no use for it. tests/flake/catalog.rs checks the
 /// attribute's version against `NVPROXY_DRIVERS`.
 pub const NVIDIA_PACKAGE: &str = "dc_590";
@@ -368,9 +369,9 @@ pub(super) fn options_path(host: &str) -> String {
     format!("hosts/{host}/options.json")
 }
 
-/// Every option value of `host`'s module, in the order a reader meets
-/// them: the machine, its overlay, Docker and egress, Matrix, inference,
-/// then the sandboxes.
+/// Every option value of `host`: the machine, its overlay, Docker and
+/// egress, Matrix, inference, then the sandboxes (options.json sorts them
+/// by key).
 fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
     let wireguard = wireguard(appliance, host);
     // Services that bind the overlay address wait for the interface.
@@ -449,8 +450,8 @@ fn egress(host: &Host) -> Option<Setting> {
     Some(Setting::new("appliance.egress", egress))
 }
 
-/// Synapse, bootstrap and the warden, on the Matrix host. The warden is a
-/// default a host may turn off.
+/// Synapse and bootstrap, on the Matrix host; the warden follows the
+/// bootstrap (modules/warden.nix's default), which a host may turn off.
 fn matrix(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Vec<Setting> {
     let Some(synapse) = synapse(appliance, host, overlay) else {
         return Vec::new();

@@ -144,7 +144,7 @@ fn unfree_hint(message: &str) -> String {
     format!(
         "{package} is unfree and the host's configuration does not allow it. The flake allows unfree packages only \
          for NVIDIA GPUs (the driver and the CUDA libraries Ollama links): on a host with an NVIDIA `gpu` in the spec, \
-         through the host's `nixpkgs.config` (the generated module, or nix/unfree.nix where the flake has it). Declare \
+         through the host's `nixpkgs.config` (nix/unfree.nix, which the flake's own configurations set). Declare \
          the host's GPU and run `appliance generate`, or allow the package yourself \
          (`nixpkgs.config.allowUnfreePredicate`)"
     )

@@ -93,7 +93,7 @@ fn allows(egress: &Egress, host: &str) -> bool {
 }
 
 /// Why a token file path is refused, if it is. It lands in a shell script
-/// of the host's module and in the proxy's unit, so it is kept to plain
+/// of modules/egress.nix and in the proxy's unit, so it is kept to plain
 /// absolute paths; never in the Nix store (world-readable).
 fn token_file_problem(path: &str) -> Option<&'static str> {
     if !path.starts_with('/') {

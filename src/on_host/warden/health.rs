@@ -5,8 +5,8 @@
 
 use anyhow::Result;
 
-use super::Warden;
 use super::docker::{fold, now_ns, status_line};
+use super::{Warden, owed};
 
 impl Warden<'_> {
     /// Reports what the sandboxes did since the last poll. The window's end
@@ -32,12 +32,32 @@ impl Warden<'_> {
             (self.log)("docker answers again".to_string());
         }
         for episode in fold(&events) {
-            let text = episode.text();
+            let mut text = episode.text();
+            if episode.dies > 0 {
+                text.push_str(&self.unanswered_when_down(&episode.name));
+            }
             self.audit(episode.kind(), "warden", &episode.name, &text)?;
             self.ops_notice(&text)?;
         }
         self.state.docker_until_ns = Some(until);
         self.state.save(&self.state_path)
+    }
+
+    /// What a dead sandbox's agent had not answered yet: an agent that
+    /// resumes from the newest message after a restart (OpenClaw) never
+    /// answers those, so the people who asked are told to ask again.
+    fn unanswered_when_down(&self, sandbox: &str) -> String {
+        let localpart = |user: &&String| user.strip_prefix('@').and_then(|u| u.split(':').next()) == Some(sandbox);
+        let Some(agent) = self.agents.iter().find(localpart) else {
+            return String::new();
+        };
+        match owed::unanswered(&self.state.owed, agent, now_ns() / 1_000_000) {
+            0 => String::new(),
+            n => format!(
+                "; {n} mention(s) of {agent} from the last {} minutes had no answer when it went down: ask again if none comes",
+                owed::WINDOW_MS / 60_000
+            ),
+        }
     }
 
     /// Audits the first failure of a run of them; the rest only wait.

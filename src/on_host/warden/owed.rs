@@ -81,6 +81,16 @@ pub fn settle(owed: &mut Owed, room: &str, agent: &str, ts: u64) -> bool {
     answered
 }
 
+/// How many mentions of `agent`, in any room, made within `WINDOW_MS`
+/// before `now_ms`, it has not answered.
+pub fn unanswered(owed: &Owed, agent: &str, now_ms: u64) -> usize {
+    owed.values()
+        .filter_map(|room| room.get(agent))
+        .flatten()
+        .filter(|mention| now_ms.saturating_sub(**mention) <= WINDOW_MS)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +147,17 @@ mod tests {
         owe(&mut owed, "!r", "@casper:magi", 0);
         assert!(!settle(&mut owed, "!r", "@casper:magi", WINDOW_MS + 1));
         assert!(owed.is_empty());
+    }
+
+    #[test]
+    fn unanswered_counts_every_room_within_the_window() {
+        let mut owed = Owed::new();
+        owe(&mut owed, "!a", "@casper:magi", 1_000);
+        owe(&mut owed, "!b", "@casper:magi", 2_000);
+        owe(&mut owed, "!b", "@melchior:magi", 2_000);
+        assert_eq!(unanswered(&owed, "@casper:magi", 3_000), 2);
+        assert_eq!(unanswered(&owed, "@casper:magi", 1_500 + WINDOW_MS), 1);
+        assert_eq!(unanswered(&owed, "@balthasar:magi", 3_000), 0);
     }
 
     #[test]

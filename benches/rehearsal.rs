@@ -38,6 +38,9 @@ mod setup;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "rehearsal/load.rs"]
+mod load;
+
 use crate::hub::{Hub, Services};
 use crate::matrix::Member;
 use crate::support::root;
@@ -616,7 +619,9 @@ fn body_matches(event: &Value, wanted: &str) -> bool {
 /// `scripts/bench-rehearsal.sh`; `BENCH_ROUNDS` (default 4) starts per
 /// runtime and agent, `BENCH_REPLIES` (default 5) round trips after each
 /// start, `BENCH_AGENTS` (default all three), `BENCH_VARIANTS` extra runsc
-/// flags, `BENCH_JSON` where the results go.
+/// flags, `BENCH_JSON` where the results go. `BENCH_LOAD=1` runs the load
+/// rounds (benches/rehearsal/load.rs) after the cold start and before the
+/// per-agent alternation; `BENCH_LOAD=only` instead of it.
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` (the
     // suite) runs benches without it only to check they start: measure
@@ -629,33 +634,63 @@ fn main() {
     let rounds = env_number("BENCH_ROUNDS", 4);
     let replies = env_number("BENCH_REPLIES", 5);
     let only = std::env::var("BENCH_AGENTS").unwrap_or_else(|_| "casper,melchior,balthasar".into());
-    let mut agents = Vec::new();
-    for (agent, kind) in AGENTS.iter().filter(|(a, _)| only.split(',').any(|o| o == *a)) {
+    let chosen: Vec<&(&str, &str)> = AGENTS
+        .iter()
+        .filter(|(a, _)| only.split(',').any(|o| o == *a))
+        .collect();
+    let load_mode = std::env::var("BENCH_LOAD").unwrap_or_default();
+    let mut results = Results {
+        cold,
+        load: Value::Null,
+        agents: Vec::new(),
+        rounds,
+        replies,
+    };
+    if !load_mode.is_empty() && load_mode != "0" {
+        let names: Vec<&str> = chosen.iter().map(|(a, _)| *a).collect();
+        results.load = load::run(&hub, &admin, &names);
+        results.write();
+        if load_mode == "only" {
+            return;
+        }
+    }
+    for (agent, kind) in chosen {
         let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();
         let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies);
         result["kind"] = json!(kind);
-        agents.push(result);
-        write_results(&cold, &agents, rounds, replies);
+        results.agents.push(result);
+        results.write();
     }
+}
+
+struct Results {
+    cold: Value,
+    load: Value,
+    agents: Vec<Value>,
+    rounds: usize,
+    replies: usize,
 }
 
 /// The results so far, as JSON at `BENCH_JSON` (rewritten after each
 /// agent, so a later failure keeps what was measured).
-fn write_results(cold: &Value, agents: &[Value], rounds: usize, replies: usize) {
-    let kernel = fs::read_to_string("/proc/version").unwrap_or_default();
-    let out = json!({
-        "cold_start": cold,
-        "agents": agents,
-        "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "kernel": kernel.trim(),
-            "runsc": String::from_utf8_lossy(&std::process::Command::new("runsc").arg("--version").output().map(|o| o.stdout).unwrap_or_default()).lines().next().unwrap_or_default(),
-        },
-        "rounds": rounds,
-        "replies_per_round": replies,
-    });
-    let path = std::env::var("BENCH_JSON")
-        .unwrap_or_else(|_| root().join("target/bench-rehearsal.json").display().to_string());
-    fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
-    eprintln!("bench: results in {path}");
+impl Results {
+    fn write(&self) {
+        let kernel = fs::read_to_string("/proc/version").unwrap_or_default();
+        let out = json!({
+            "cold_start": self.cold,
+            "load": self.load,
+            "agents": self.agents,
+            "machine": {
+                "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "kernel": kernel.trim(),
+                "runsc": String::from_utf8_lossy(&std::process::Command::new("runsc").arg("--version").output().map(|o| o.stdout).unwrap_or_default()).lines().next().unwrap_or_default(),
+            },
+            "rounds": self.rounds,
+            "replies_per_round": self.replies,
+        });
+        let path = std::env::var("BENCH_JSON")
+            .unwrap_or_else(|_| root().join("target/bench-rehearsal.json").display().to_string());
+        fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+        eprintln!("bench: results in {path}");
+    }
 }

@@ -552,6 +552,27 @@ fn round(
     result
 }
 
+/// Waits until no agent has said anything for 10 s (at most 2 minutes):
+/// what the cold start's probes still get answered (Hermes answers each,
+/// late) is not load.
+fn quiet(hub: &Hub, admin: &Member, agents: &[(String, String)]) {
+    let anchor = marker(hub, admin, "bench: load: waiting for quiet");
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut since = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) && since.elapsed() < Duration::from_secs(10) {
+        let said = messages_since(hub, admin, &anchor)
+            .iter()
+            .filter(|e| agents.iter().any(|(_, user)| e["sender"] == user.as_str()))
+            .count();
+        if said != seen {
+            seen = said;
+            since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The load rounds: steady, then (with `BENCH_LOAD_KILL`) the kill round.
 pub fn run(hub: &Hub, admin: &Member, agents: &[&str]) -> Value {
     let settings = Settings::from_env();
@@ -570,8 +591,10 @@ pub fn run(hub: &Hub, admin: &Member, agents: &[&str]) -> Value {
         .iter()
         .map(|a| (a.to_string(), hub.appliance.agents[*a].user_id.clone()))
         .collect();
+    quiet(hub, admin, &agents);
     let mut rounds = vec![round(hub, admin, &senders, &agents, &settings, 's', None)];
     if let Some(kill) = settings.kill.as_deref().filter(|k| agents.iter().any(|(a, _)| a == k)) {
+        quiet(hub, admin, &agents);
         rounds.push(round(hub, admin, &senders, &agents, &settings, 'k', Some(kill)));
     }
     json!(rounds)

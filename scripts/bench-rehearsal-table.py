@@ -57,6 +57,10 @@ def main(path):
               cold["services_s"], cold["images_s"], cold["sandboxes_to_all_answering_s"],
               ", ".join("%s %.1f s" % kv for kv in sorted(cold["agent_answered_s"].items())),
               cold["load_before"], cold["load_after"]))
+    if "sandboxes_started_s" in cold:
+        print()
+        print("(the `docker run`s of every sandbox took %.1f s; every agent probed every %.0f s, all at once)" % (
+            cold["sandboxes_started_s"], cold["probe_every_s"]))
     print()
     load_tables(results.get("load") or [])
     print("| agent | runtime | starts | start to ready median (p90, min) | round trips | "

@@ -121,7 +121,7 @@ fn second_human(hub: &Hub, admin: &Member) -> Sender {
 
 /// No message rate limit for `user` (Synapse's admin API, with the
 /// appliance's account, a server admin).
-fn lift_rate_limit(hub: &Hub, user: &str) {
+pub fn lift_rate_limit(hub: &Hub, user: &str) {
     let appliance = host_secret(hub, "_host/bootstrap/matrix-token");
     let path = format!("/_synapse/admin/v1/users/{}/override_ratelimit", segment(user));
     let user = user.to_string();
@@ -143,7 +143,7 @@ fn marker(hub: &Hub, admin: &Member, text: &str) -> String {
 }
 
 /// Every `m.room.message` after `anchor`, oldest first (paged).
-fn messages_since(hub: &Hub, member: &Member, anchor: &str) -> Vec<Value> {
+pub fn messages_since(hub: &Hub, member: &Member, anchor: &str) -> Vec<Value> {
     let token = member.token.clone();
     let room = member.room_id.clone();
     let anchor = anchor.to_string();
@@ -328,6 +328,24 @@ fn rate_limited_since(hub: &Hub, offset: usize) -> (BTreeMap<String, usize>, usi
     (counts, text.lines().filter(|l| l.contains("Processed request")).count())
 }
 
+/// The warden's loop-breaker records after `offset` bytes of its audit
+/// trail: (kind, detail) of each `loop.tripped` and `loop.lifted`.
+fn loop_breaks_since(hub: &Hub, offset: usize) -> Vec<Value> {
+    let text = fs::read(audit_path(hub)).unwrap_or_default();
+    String::from_utf8_lossy(text.get(offset..).unwrap_or_default())
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("loop.")))
+        .map(|r| json!({"kind": r["kind"], "detail": r["detail"], "actor": r["actor"]}))
+        .collect()
+}
+
+fn audit_path(hub: &Hub) -> std::path::PathBuf {
+    hub.state_dir()
+        .join(agent_appliance::on_host::warden::WARDEN_DIR)
+        .join(agent_appliance::on_host::warden::AUDIT_FILE)
+}
+
 fn synapse_log_len(hub: &Hub) -> usize {
     hub.synapse
         .as_ref()
@@ -392,6 +410,7 @@ fn round(
     let user_of: HashMap<String, String> = agents.iter().cloned().collect();
     let load_before = load_average();
     let log_offset = synapse_log_len(hub);
+    let audit_offset = fs::metadata(audit_path(hub)).map_or(0, |m| m.len() as usize);
     let anchor = marker(hub, admin, &format!("bench: load round {phase} starts"));
     let round_started_ms = now_ms();
     let mut killed: Option<Kill> = None;
@@ -544,6 +563,7 @@ fn round(
         "agents": per_agent,
         "rate_limited_429_by_requester": limited,
         "synapse_requests_logged": logged_requests,
+        "warden_loop_breaker": loop_breaks_since(hub, audit_offset),
         "waited_s": sending_done.elapsed().as_secs_f64(),
         "load_before": load_before,
         "load_after": load_average(),

@@ -37,6 +37,12 @@ mod matrix;
 mod setup;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[allow(dead_code)]
+#[path = "../tests/rehearsal/warden.rs"]
+mod warden;
+
+#[path = "rehearsal/load.rs"]
+mod load;
 
 use crate::hub::{Hub, Services};
 use crate::matrix::Member;
@@ -59,6 +65,13 @@ const REPLY_WITHIN: Duration = Duration::from_secs(120);
 /// resolution of start to ready for an agent that ignores what was sent
 /// before it connected (Hermes answers those too, later).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The rehearsal binary's scenario runner (tests/rehearsal/main.rs), which
+/// warden.rs's VM-test step calls; the bench runs no scenario step.
+#[allow(dead_code)]
+fn run_scenario(_: &Hub, name: &str, _: &[&str], _: &[&str], _: &[String]) {
+    unreachable!("the bench runs no scenario step ({name})")
+}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -563,9 +576,10 @@ fn bench_agent(hub: &Hub, admin: &Member, sandbox: &Sandbox, rounds: usize, repl
 
 /// The hub of the rehearsal, timed: services (namespace, dockerd, bridge,
 /// DNS, secrets, Synapse, bootstrap), then the images (a rehearsal-only
-/// cost: the appliance has them in its Nix store), then every sandbox in
-/// dependency order until every agent has answered a mention.
-fn cold_start() -> Option<(Hub, Member, Value)> {
+/// cost: the appliance has them in its Nix store), then the warden, then
+/// every sandbox in dependency order until every agent has answered a
+/// mention.
+fn cold_start() -> Option<(Hub, Member, Value, warden::Watch)> {
     if !crate::setup::tools_present() {
         return None;
     }
@@ -577,46 +591,91 @@ fn cold_start() -> Option<(Hub, Member, Value)> {
     let images_started = Instant::now();
     crate::setup::build_images(&hub);
     let images_s = images_started.elapsed().as_secs_f64();
+    // The warden, as systemd orders it before the agent whose Docker is
+    // its approval broker (casper); running, as on the appliance, with its
+    // loop breaker.
+    let watch = warden::watch(&hub);
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
+    // The admin probes every agent every `PROBE_EVERY`: Synapse's default
+    // message rate limit for a human (0.2/s after a burst of 10) would
+    // stretch that to one probe in 5 s, and the measurement with it.
+    load::lift_rate_limit(&hub, &format!("@gendo:{}", hub.appliance.matrix.server_name));
     let load = load_average();
     let sandboxes_started = Instant::now();
     let started_ms = now_ms();
     crate::setup::start_sandboxes(&hub);
-    let mut answered = serde_json::Map::new();
-    for (agent, _) in AGENTS {
-        let (body, _, first) = crate::matrix::first_answer(&hub, &admin, agent);
-        let user = hub.appliance.agents[*agent].user_id.clone();
-        let (_, after) = context(&hub, &admin, &first);
-        let reply = after
-            .iter()
-            .find(|e| e["sender"] == user.as_str() && body_matches(e, &body))
-            .expect("the answer is in the room");
-        answered.insert(
-            agent.to_string(),
-            json!((timestamp(reply) - started_ms) as f64 / 1000.0),
-        );
-    }
+    let started_s = sandboxes_started.elapsed().as_secs_f64();
+    let answered = ready_together(&hub, &admin, started_ms);
     let all_answering_s = sandboxes_started.elapsed().as_secs_f64();
     let cold = json!({
         "services_s": services_s,
         "images_s": images_s,
         "sandboxes_to_all_answering_s": all_answering_s,
+        "sandboxes_started_s": started_s,
+        "probe_every_s": PROBE_EVERY.as_secs_f64(),
         "agent_answered_s": answered,
         "load_before": load,
         "load_after": load_average(),
     });
     eprintln!("bench: cold start {cold}");
-    Some((hub, admin, cold))
+    Some((hub, admin, cold, watch))
 }
 
-fn body_matches(event: &Value, wanted: &str) -> bool {
-    body(event) == wanted
+/// Every agent mentioned every `PROBE_EVERY` until it answers, all at
+/// once (not one after the other, with 30 s between mentions, as the
+/// rehearsal's `first_answer` does): per agent, the seconds from
+/// `started_ms` to its first reply's server timestamp.
+fn ready_together(hub: &Hub, admin: &Member, started_ms: i64) -> serde_json::Map<String, Value> {
+    let anchor = admin.send(hub, json!({"msgtype": "m.text", "body": "bench: cold start"}));
+    let mut answered = serde_json::Map::new();
+    let started = Instant::now();
+    let mut probes = 0;
+    let mut last_probe: Option<Instant> = None;
+    while answered.len() < AGENTS.len() {
+        assert!(
+            started.elapsed() < READY_WITHIN,
+            "not every agent answered within {} s: {answered:?}\n{}",
+            READY_WITHIN.as_secs(),
+            hub.all_reports()
+        );
+        let waiting: Vec<&str> = AGENTS
+            .iter()
+            .map(|(agent, _)| *agent)
+            .filter(|agent| !answered.contains_key(*agent))
+            .collect();
+        if last_probe.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
+            for agent in &waiting {
+                assert!(hub.is_running(agent), "{agent} exited\n{}", hub.container_report(agent));
+                let user = &hub.appliance.agents[*agent].user_id;
+                admin.mention(hub, user, &format!("are you up? tag-cold{probes}"));
+            }
+            probes += 1;
+            last_probe = Some(Instant::now());
+        }
+        let messages = load::messages_since(hub, admin, &anchor);
+        for agent in waiting {
+            let user = &hub.appliance.agents[agent].user_id;
+            if let Some(reply) = messages
+                .iter()
+                .find(|e| e["sender"] == user.as_str() && body(e).contains("[stand-in]"))
+            {
+                answered.insert(
+                    agent.to_string(),
+                    json!((timestamp(reply) - started_ms) as f64 / 1000.0),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    answered
 }
 
 /// `scripts/bench-rehearsal.sh`; `BENCH_ROUNDS` (default 4) starts per
 /// runtime and agent, `BENCH_REPLIES` (default 5) round trips after each
 /// start, `BENCH_AGENTS` (default all three), `BENCH_VARIANTS` extra runsc
-/// flags, `BENCH_JSON` where the results go.
+/// flags, `BENCH_JSON` where the results go. `BENCH_LOAD=1` runs the load
+/// rounds (benches/rehearsal/load.rs) after the cold start and before the
+/// per-agent alternation; `BENCH_LOAD=only` instead of it.
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` (the
     // suite) runs benches without it only to check they start: measure
@@ -625,37 +684,70 @@ fn main() {
         println!("run with `cargo bench --bench rehearsal` to measure");
         return;
     }
-    let Some((hub, admin, cold)) = cold_start() else { return };
+    // Dropped in reverse: the warden first, then the hub.
+    let Some((hub, admin, cold, _watch)) = cold_start() else {
+        return;
+    };
     let rounds = env_number("BENCH_ROUNDS", 4);
     let replies = env_number("BENCH_REPLIES", 5);
     let only = std::env::var("BENCH_AGENTS").unwrap_or_else(|_| "casper,melchior,balthasar".into());
-    let mut agents = Vec::new();
-    for (agent, kind) in AGENTS.iter().filter(|(a, _)| only.split(',').any(|o| o == *a)) {
+    let chosen: Vec<&(&str, &str)> = AGENTS
+        .iter()
+        .filter(|(a, _)| only.split(',').any(|o| o == *a))
+        .collect();
+    let load_mode = std::env::var("BENCH_LOAD").unwrap_or_default();
+    let mut results = Results {
+        cold,
+        load: Value::Null,
+        agents: Vec::new(),
+        rounds,
+        replies,
+    };
+    if !load_mode.is_empty() && load_mode != "0" {
+        let names: Vec<&str> = chosen.iter().map(|(a, _)| *a).collect();
+        results.load = load::run(&hub, &admin, &names);
+        results.write();
+        if load_mode == "only" {
+            return;
+        }
+    }
+    for (agent, kind) in chosen {
         let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();
         let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies);
         result["kind"] = json!(kind);
-        agents.push(result);
-        write_results(&cold, &agents, rounds, replies);
+        results.agents.push(result);
+        results.write();
     }
+}
+
+struct Results {
+    cold: Value,
+    load: Value,
+    agents: Vec<Value>,
+    rounds: usize,
+    replies: usize,
 }
 
 /// The results so far, as JSON at `BENCH_JSON` (rewritten after each
 /// agent, so a later failure keeps what was measured).
-fn write_results(cold: &Value, agents: &[Value], rounds: usize, replies: usize) {
-    let kernel = fs::read_to_string("/proc/version").unwrap_or_default();
-    let out = json!({
-        "cold_start": cold,
-        "agents": agents,
-        "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "kernel": kernel.trim(),
-            "runsc": String::from_utf8_lossy(&std::process::Command::new("runsc").arg("--version").output().map(|o| o.stdout).unwrap_or_default()).lines().next().unwrap_or_default(),
-        },
-        "rounds": rounds,
-        "replies_per_round": replies,
-    });
-    let path = std::env::var("BENCH_JSON")
-        .unwrap_or_else(|_| root().join("target/bench-rehearsal.json").display().to_string());
-    fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
-    eprintln!("bench: results in {path}");
+impl Results {
+    fn write(&self) {
+        let kernel = fs::read_to_string("/proc/version").unwrap_or_default();
+        let out = json!({
+            "cold_start": self.cold,
+            "load": self.load,
+            "agents": self.agents,
+            "machine": {
+                "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "kernel": kernel.trim(),
+                "runsc": String::from_utf8_lossy(&std::process::Command::new("runsc").arg("--version").output().map(|o| o.stdout).unwrap_or_default()).lines().next().unwrap_or_default(),
+            },
+            "rounds": self.rounds,
+            "replies_per_round": self.replies,
+        });
+        let path = std::env::var("BENCH_JSON")
+            .unwrap_or_else(|_| root().join("target/bench-rehearsal.json").display().to_string());
+        fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+        eprintln!("bench: results in {path}");
+    }
 }

@@ -57,7 +57,12 @@ def main(path):
               cold["services_s"], cold["images_s"], cold["sandboxes_to_all_answering_s"],
               ", ".join("%s %.1f s" % kv for kv in sorted(cold["agent_answered_s"].items())),
               cold["load_before"], cold["load_after"]))
+    if "sandboxes_started_s" in cold:
+        print()
+        print("(the `docker run`s of every sandbox took %.1f s; every agent probed every %.0f s, all at once)" % (
+            cold["sandboxes_started_s"], cold["probe_every_s"]))
     print()
+    load_tables(results.get("load") or [])
     print("| agent | runtime | starts | start to ready median (p90, min) | round trips | "
           "round trip median (p90, min) | cgroup usage | of which anon + shmem | PSS sum | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -107,6 +112,43 @@ def main(path):
             samples = [s for s in samples if "refused" not in s]
             if samples:
                     print("- %s, %s: %s" % (agent["agent"], label, ", ".join(samples[-1]["memory"]["processes"])))
+
+
+def load_tables(rounds):
+    """The load rounds (issue 25, item 5), one table each."""
+    for load in rounds:
+        senders = "; ".join("%s%s: %d sent in %.1f s, %d failed, %d x 429 waited out" % (
+            s["user"], "" if s["in_spec"] else " (not in the spec)", s["sent"], s["send_s"],
+            s["send_failed"], s["rate_limited_429"]) for s in load["senders"])
+        print("Load round `%s`: %d mentions per human over %.0f s, round-robin over the agents; humans' "
+              "rate limits %s; %s; replies waited for %.0f s after the sending; load %s -> %s" % (
+                  load["round"], load["mentions_per_human"], load["spread_s"],
+                  "lifted" if load["human_limits_lifted"] else "Synapse's defaults", senders,
+                  load["waited_s"], load["load_before"], load["load_after"]))
+        print()
+        print("| agent | mentions | answered once | twice or more | unanswered (of which the model saw) "
+              "| p50 | p95 | max | replies 429'd | unlisted human's mentions answered |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for agent, a in sorted(load["agents"].items()):
+            print("| %s | %d | %d | %d | %d (%d) | %s | %s | %s | %d | %d of %d |" % (
+                agent, a["sent"], a["answered_once"], a["answered_twice_or_more"], a["unanswered"],
+                a["unanswered_seen_by_model"],
+                *("-" if a[k] is None else millis(a[k]) for k in ("p50_ms", "p95_ms", "max_ms")),
+                a["replies_rate_limited_429"], a["unlisted_human_answered"], a["unlisted_human_sent"]))
+        for agent, a in sorted(load["agents"].items()):
+            kill = a.get("kill")
+            if not kill:
+                continue
+            back = "not back" if kill["back_s"] is None else "first message after restart at %.1f s" % kill["back_s"]
+            print()
+            print("%s killed (SIGKILL) at %.1f s, started again at %.1f s, %s (%d probes); its mentions: "
+                  "before the kill %d, %d answered; while down %d, %d answered; after it was back %d, "
+                  "%d answered" % (
+                      agent, kill["killed_s"], kill["restarted_s"], back, kill["probes"],
+                      kill["before_kill"]["sent"], kill["before_kill"]["answered"],
+                      kill["while_down"]["sent"], kill["while_down"]["answered"],
+                      kill["after_back"]["sent"], kill["after_back"]["answered"]))
+        print()
 
 
 if __name__ == "__main__":

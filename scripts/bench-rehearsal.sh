@@ -12,6 +12,11 @@
 #   BENCH_AGENTS=casper,melchior,balthasar  which agents (default all three)
 #   BENCH_VARIANTS='label:--flag=v;..' extra runsc flag sets, run as more runtimes
 #   BENCH_JSON=path                   where the raw results go
+#   BENCH_LOAD=1|only  the load rounds (issue 25, item 5; benches/rehearsal/load.rs) after the
+#                      cold start, before (1) or instead of (only) the per-agent alternation:
+#     BENCH_LOAD_MENTIONS=100  mentions per human   BENCH_LOAD_SPREAD_S=60  sent within
+#     BENCH_LOAD_WAIT_S=300    wait for replies     BENCH_LOAD_KILL=melchior|none  killed mid-round
+#     BENCH_LOAD_LIFT=0        keep Synapse's default message rate limit for the humans
 # Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -59,21 +59,32 @@ pub fn build_images(hub: &Hub) {
 }
 
 /// Every sandbox of the hub, dependencies first (the code sandbox before
-/// its agent), as systemd orders the units; an agent whose Docker is the
-/// warden's approval broker once the broker's socket exists (its unit's
-/// `waitFor`; the warden runs by then).
+/// its agent), as systemd orders the units, and otherwise at once, as
+/// systemd starts units without an ordering between them: in waves, each
+/// wave's `docker run`s in parallel; an agent whose Docker is the warden's
+/// approval broker once the broker's socket exists (its unit's `waitFor`;
+/// the warden runs by then).
 pub fn start_sandboxes(hub: &Hub) {
     let sandboxes = hub.sandboxes();
     let mut started: Vec<String> = Vec::new();
     while started.len() < sandboxes.len() {
-        for sandbox in &sandboxes {
-            if started.contains(&sandbox.name) || !sandbox.depends_on.iter().all(|d| started.contains(d)) {
-                continue;
+        let wave: Vec<&agent_appliance::generator::model::Sandbox> = sandboxes
+            .iter()
+            .filter(|s| !started.contains(&s.name) && s.depends_on.iter().all(|d| started.contains(d)))
+            .collect();
+        assert!(
+            !wave.is_empty(),
+            "no sandbox can start: each waits for one not started ({started:?} are)"
+        );
+        std::thread::scope(|scope| {
+            for sandbox in &wave {
+                scope.spawn(move || {
+                    wait_for_the_broker(hub, sandbox);
+                    hub.start_sandbox(sandbox);
+                });
             }
-            wait_for_the_broker(hub, sandbox);
-            hub.start_sandbox(sandbox);
-            started.push(sandbox.name.clone());
-        }
+        });
+        started.extend(wave.iter().map(|s| s.name.clone()));
     }
 }
 

@@ -667,7 +667,21 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
     for bind in &options.binds {
         match &bind.source {
             BindSource::Generated(path) => {
-                files.insert(bind.target.clone(), GeneratedFile::new(path.as_str()));
+                // The generator's own binds (model::sandbox, model::services):
+                // modules/sandboxes.nix mounts every `files` entry `:ro`, and
+                // a second bind to a target would replace the first here.
+                assert!(
+                    bind.read_only,
+                    "bug: {}: generated file {path} bound writable at {}",
+                    sandbox.name, bind.target
+                );
+                let old = files.insert(bind.target.clone(), GeneratedFile::new(path.as_str()));
+                assert!(
+                    old.is_none(),
+                    "bug: {}: two generated files bound at {}",
+                    sandbox.name,
+                    bind.target
+                );
             }
             BindSource::Host(path) => {
                 // The consumer's side of a socket dir sets its owner.
@@ -822,7 +836,11 @@ fn endpoint_with_port(endpoint: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{WARDEN_UNIT, containers, endpoint_with_port};
+    use std::collections::BTreeMap;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::{WARDEN_UNIT, container, containers, endpoint_with_port};
+    use crate::generator::model::{Bind, BindSource};
     use crate::test_support::shipped;
 
     /// casper's Docker is the warden's approval broker: its unit starts
@@ -841,6 +859,34 @@ mod tests {
         let balthasar = &built.sandboxes["balthasar"];
         assert!(!balthasar["after"].to_string().contains(WARDEN_UNIT));
         assert!(!balthasar.contains_key("waitFor"));
+    }
+
+    /// A generated file is mounted read-only, one per target: a writable
+    /// one, or a second at the same target, is a bug, not a silently
+    /// read-only or replaced mount.
+    #[test]
+    fn generated_binds_are_read_only_and_one_per_target() {
+        let appliance = &shipped()[0];
+        let sandbox = &appliance.hosts["hub"].sandboxes[0];
+        let generated = |target: &str, read_only| Bind {
+            source: BindSource::Generated("hosts/hub/extra".to_string()),
+            target: target.to_string(),
+            read_only,
+        };
+        let with = |bind: Bind| {
+            let mut sandbox = sandbox.clone();
+            sandbox.binds.push(bind);
+            sandbox
+        };
+        let built = |sandbox| catch_unwind(AssertUnwindSafe(|| container(&sandbox, &mut BTreeMap::new())));
+        assert!(built(with(generated("/etc/extra", true))).is_ok());
+        assert!(built(with(generated("/etc/extra", false))).is_err());
+        let taken = sandbox
+            .binds
+            .iter()
+            .find(|b| matches!(b.source, BindSource::Generated(_)))
+            .expect("a sandbox with a generated bind");
+        assert!(built(with(generated(&taken.target, true))).is_err());
     }
 
     /// Every permissive setting explained: the options file carries, under

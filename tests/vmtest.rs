@@ -112,8 +112,6 @@ let
   moduleArgs = {
     inherit lib pkgs;
     config = { appliance = { enable = true; host = "hub"; }; virtualisation.cores = 4; };
-    utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
-    applianceImages = { };
   };
   shared = import (root + "/nix/checks/hub-node.nix") { inherit generated; host = "hub"; appliance = "stub-module"; } moduleArgs;
   generatedModule = (generated.hosts.hub.module moduleArgs).config.content;

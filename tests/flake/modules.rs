@@ -787,11 +787,11 @@ fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
     let out = eval_json(&format!(
         r#"
 let
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   pkgs = args.pkgs // {{ ollama = {{ name = "ollama"; }}; }};
   host = ((import {root}/nix/generated.nix {dir}/generated).hosts.box.module (args // {{
     inherit pkgs;
-    config = args.config // {{ appliance = {{ enable = true; host = "box"; }}; }};
+    config.appliance = {{ enable = true; host = "box"; }};
   }})).config.content;
   module = import {root}/modules/ollama.nix {{
     lib = import {stub}/module-lib.nix;
@@ -1054,9 +1054,9 @@ fn paired_hosts_generate_peers_the_wireguard_module_takes() {
     let out = eval_json(&format!(
         r#"
 let
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   values = name: ((import {root}/nix/generated.nix {dir}/generated).hosts.${{name}}.module (args // {{
-    config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
+    config.appliance = {{ enable = true; host = name; }};
   }})).config.content.appliance.wireguard;
   overlay = name: (import {root}/modules/wireguard.nix {{
     lib = import {stub}/module-lib.nix;
@@ -1359,9 +1359,9 @@ fn the_backup_module_makes_the_restic_job_of_the_generated_values() {
         r#"
 let
   lib = import {stub}/module-lib.nix;
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   values = ((import {root}/nix/generated.nix {generated}).hosts.ws.module (args // {{
-    config = args.config // {{ appliance = {{ enable = true; host = "ws"; }}; }};
+    config.appliance = {{ enable = true; host = "ws"; }};
   }})).config.content.appliance.backup;
   module = import {root}/modules/backup.nix {{
     inherit lib;
@@ -1439,9 +1439,9 @@ fn the_host_module_makes_key_only_ssh_the_firewall_and_the_directories() {
     let out = eval_json(&format!(
         r#"
 let
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   values = name: ((import {root}/nix/generated.nix {root}/generated).hosts.${{name}}.module (args // {{
-    config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
+    config.appliance = {{ enable = true; host = name; }};
   }})).config.content.appliance;
   host = name: let v = values name; in (import {root}/modules/host.nix {{
     lib = import {stub}/module-lib.nix;

@@ -389,8 +389,7 @@ fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
             container_toolkit: host.sandboxes.iter().any(|s| s.gpus),
         };
         settings.push(
-            Setting::new("appliance.nvidia", nvidia)
-                .with_comment(vec![format!("NVIDIA {} x{}.", gpu.model, gpu.count)]),
+            Setting::new("appliance.nvidia", nvidia).with_notes(vec![format!("NVIDIA {} x{}.", gpu.model, gpu.count)]),
         );
     }
     if let Some(wireguard) = wireguard {
@@ -413,12 +412,12 @@ fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
 /// `appliance.docker`, with why each runtime more permissive than strict
 /// is (the profiles of docker-daemon.json: src/generator/render/runtimes.rs).
 fn docker(appliance: &Appliance, host: &Host) -> Setting {
-    let mut comment = Vec::new();
+    let mut notes = Vec::new();
     for runtime in &host.runtimes {
         let reasons = runtime.reasons();
         if !reasons.is_empty() {
-            comment.push(format!("`{}` is more permissive than strict:", runtime.name()));
-            comment.extend(reasons.iter().map(|reason| format!("  - {reason}")));
+            notes.push(format!("`{}` is more permissive than strict:", runtime.name()));
+            notes.extend(reasons.iter().map(|reason| format!("  - {reason}")));
         }
     }
     let docker = Docker {
@@ -426,7 +425,7 @@ fn docker(appliance: &Appliance, host: &Host) -> Setting {
         daemon_settings: GeneratedFile::new(format!("hosts/{}/docker-daemon.json", host.name)),
         network: docker_network(appliance, host),
     };
-    Setting::new("appliance.docker", docker).with_comment(comment)
+    Setting::new("appliance.docker", docker).with_notes(notes)
 }
 
 /// `appliance.egress`, when a sandbox has a network or the host resolves

@@ -54,7 +54,7 @@ pub fn value<T: Serialize>(data: T) -> Value {
 pub struct Setting {
     pub path: &'static str,
     pub value: Value,
-    pub comment: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 impl Setting {
@@ -62,12 +62,12 @@ impl Setting {
         Setting {
             path,
             value: self::value(value),
-            comment: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
-    pub fn with_comment(mut self, lines: Vec<String>) -> Setting {
-        self.comment = lines;
+    pub fn with_notes(mut self, lines: Vec<String>) -> Setting {
+        self.notes = lines;
         self
     }
 }
@@ -85,8 +85,8 @@ pub fn options_file(about: &str, settings: &[Setting]) -> Result<Vec<u8>> {
             bail!("bug: option `{}` is not under `appliance.`", setting.path);
         }
         insert(&mut values, setting.path, setting.value.clone())?;
-        if !setting.comment.is_empty() {
-            notes.insert(setting.path, &setting.comment);
+        if !setting.notes.is_empty() {
+            notes.insert(setting.path, &setting.notes);
         }
     }
     let file = serde_json::json!({
@@ -125,7 +125,7 @@ mod tests {
     fn options_nest_by_path_with_their_notes_beside_them() {
         let settings = [
             Setting::new("appliance.a", ["x"]),
-            Setting::new("appliance.b.c", true).with_comment(vec!["why b.c".into()]),
+            Setting::new("appliance.b.c", true).with_notes(vec!["why b.c".into()]),
             Setting::new("appliance.b.d", GeneratedFile::new("hosts/h/d.json")),
         ];
         let text = String::from_utf8(options_file("head", &settings).unwrap()).unwrap();

@@ -99,7 +99,7 @@ fn eval_check(check: &str, body: &str) -> Option<Value> {
 }
 
 /// The scenario check, its node, the shared node module (with 4 cores) and
-/// what they start from (the generated module's containers, the daemon
+/// what they start from (the hub's generated sandbox values, the daemon
 /// settings, the inference image's description), as JSON.
 fn evaluate() -> Option<Value> {
     eval_check(

@@ -1,4 +1,5 @@
-//! The flake's outputs, the image functions and the generated host modules, evaluated with stub inputs.
+//! The flake's outputs, the image functions and the hosts' generated values
+//! (through nix/generated.nix and modules/), evaluated with stub inputs.
 
 #[allow(unused_imports)]
 use super::*;
@@ -207,7 +208,7 @@ fn the_flake_has_the_promised_outputs() {
     );
     assert_eq!(strings(&out["overlays"]), ["default"]);
     // One configuration per host of generated/appliance.json, with its
-    // target's profile and system, selecting its generated module.
+    // target's profile and system, selecting its host's generated values.
     assert_eq!(
         out["configurations"],
         serde_json::json!({
@@ -402,7 +403,7 @@ in {{
   }};
   wireguard = {{ hub = hub.appliance.wireguard; pi = pi.appliance.wireguard; }};
   warnings = {{ hub = (overlay "hub" false).warnings; pi = (overlay "pi" false).warnings; }};
-  # The generated modules set option values of modules/ only.
+  # The generated values set options of modules/ only.
   onlyValues = {{ hub = builtins.attrNames hub; pi = builtins.attrNames pi; }};
   piSandbox = {{
     inherit ((sandboxes "pi").systemd.services.docker-balthasar-pi) after requires wants unitConfig;
@@ -460,7 +461,7 @@ in {{
         out["networkd"],
         serde_json::json!({ "generate": false, "ownKeyUnit": true, "before": ["systemd-networkd.service"] })
     );
-    // The generated modules hold the overlay's values only
+    // The generated values hold the overlay's values only
     // (modules/wireguard.nix): the interface, each host's address, the key
     // made on the host, no peer and a warning each while neither host has
     // the other's public key (the committed spec is unpaired).

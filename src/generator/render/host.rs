@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::images::image_file;
 use super::values::{self, GeneratedFile, Setting, value};
-use super::{STAMP, Tree};
+use super::{Tree, json_about};
 use crate::generator::docker::run_options;
 use crate::generator::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::generator::model::{
@@ -346,9 +346,8 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
 pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mut Tree) -> Result<()> {
     let target = serde_json::to_value(host.target)?;
     let system = serde_json::to_value(host.system)?;
-    let about = format!(
-        "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` catch \
-         an edit). The NixOS option values of host `{}` ({}, {}) in appliance `{}`, which the \
+    let about = json_about(&format!(
+        "The NixOS option values of host `{}` ({}, {}) in appliance `{}`, which the \
          hand-written modules of modules/ map onto nixpkgs (docs/options.md says what each one does); \
          nix/generated.nix makes them a module that applies when `appliance.enable` is set and \
          `appliance.host` names this host. `notes` says why a value is what it is.",
@@ -356,7 +355,7 @@ pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mu
         target.as_str().unwrap_or_default(),
         system.as_str().unwrap_or_default(),
         appliance.name
-    );
+    ));
     let mut settings = settings(appliance, host);
     settings.extend(extra);
     let text = values::options_file(&about, &settings)?;
@@ -840,14 +839,14 @@ mod tests {
 
     use super::{WARDEN_UNIT, container, containers, endpoint_with_port};
     use crate::generator::model::{Bind, BindSource};
-    use crate::test_support::shipped;
+    use crate::test_support::default_spec;
 
     /// casper's Docker is the warden's approval broker: its unit starts
     /// after the warden and only once the broker's socket exists; an agent
     /// without code execution waits for neither.
     #[test]
     fn an_agent_behind_the_approval_broker_waits_for_its_socket() {
-        let appliance = &shipped()[0];
+        let appliance = default_spec();
         let built = containers(&appliance.hosts["hub"], None);
         let casper = &built.sandboxes["casper"];
         assert!(casper["after"].to_string().contains(WARDEN_UNIT), "{}", casper["after"]);
@@ -865,7 +864,7 @@ mod tests {
     /// read-only or replaced mount.
     #[test]
     fn generated_binds_are_read_only_and_one_per_target() {
-        let appliance = &shipped()[0];
+        let appliance = default_spec();
         let sandbox = &appliance.hosts["hub"].sandboxes[0];
         let generated = |target: &str, read_only| Bind {
             source: BindSource::Generated("hosts/hub/extra".to_string()),
@@ -893,8 +892,8 @@ mod tests {
     /// values (JSON has no comments; the loader leaves `notes` out).
     #[test]
     fn the_options_file_explains_each_runtime_more_permissive_than_strict() {
-        let appliance = &shipped()[0];
-        let tree = crate::generator::render::render(appliance).unwrap();
+        let appliance = default_spec();
+        let tree = crate::generator::render::render(&appliance).unwrap();
         let file: serde_json::Value = serde_json::from_slice(&tree["hosts/hub/options.json"]).unwrap();
         let notes: Vec<&str> = file["notes"]["appliance.docker"]
             .as_array()

@@ -26,9 +26,10 @@ let
   host = generated.hosts.${cfg.host};
 in
 {
-  # Each generated module is inert unless `appliance.host` names its host;
-  # the hand-written modules beside this one declare typed options that the
-  # generated modules set.
+  # Each host's module made by nix/generated.nix sets that host's values
+  # (generated/hosts/<host>/options.json) and is inert unless
+  # `appliance.host` names its host; the hand-written modules beside this
+  # one declare the typed options those values set.
   imports = [
     ./backup.nix
     ./bootstrap.nix

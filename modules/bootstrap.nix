@@ -5,8 +5,9 @@
 # boot. The plan (generated/bootstrap/plan.json) names every account, room
 # and secret file, never a secret value; it is installed as
 # /etc/appliance/bootstrap-plan.json, with the `appliance` command, for the
-# admins' `appliance admin password`. The generated host module sets
-# `enable` and `plan` on the host with Synapse.
+# admins' `appliance admin password`. The values of the host with Synapse
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) set
+# `enable` and `plan`.
 {
   config,
   lib,

@@ -1,10 +1,11 @@
 # Docker with the gVisor runtimes, and the one bridge every sandbox joins
 # (docs/sandboxes.md, SECURITY.md). Rust decides the runtimes (one strict
 # runsc for every sandbox, the permissive flags only on the runtimes that
-# need them: src/generator/render/runtimes.rs writes docker-daemon.json) and the
-# bridge's addresses (src/generator/render/host.rs); the generated host module sets
-# these options, and this module maps them onto nixpkgs' Docker and a
-# oneshot that creates the network once.
+# need them: src/generator/render/runtimes.rs writes docker-daemon.json) and
+# the bridge's addresses (src/generator/render/host.rs); the host's
+# generated values (generated/hosts/<host>/options.json, read by
+# nix/generated.nix) set these options, and this module maps them onto
+# nixpkgs' Docker and a oneshot that creates the network once.
 {
   config,
   lib,

@@ -2,7 +2,9 @@
 # tables and the squid configuration `appliance generate` writes for each
 # host, and the resolver on the sandboxes' bridge. Rust decides every rule
 # from the spec; this module only hands the files to nixpkgs' nftables,
-# squid and dnsmasq services. The generated host module sets the options.
+# squid and dnsmasq services. The host's generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) set the
+# options.
 {
   config,
   lib,

@@ -1,9 +1,10 @@
 # The machine around the sandboxes (docs/existing-host.md): its name,
 # key-only SSH, the firewall and the appliance's directories. Rust decides
 # the spec's SSH keys, every port the firewall opens (and on which
-# interface) and the directories with their modes (src/generator/render/host.rs);
-# the generated host module sets these options, and this module maps them
-# onto nixpkgs.
+# interface) and the directories with their modes
+# (src/generator/render/host.rs); the host's generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) set these
+# options, and this module maps them onto nixpkgs.
 #
 # What a host usually has its own opinion on is a default here
 # (`lib.mkDefault`, or below it), so an existing NixOS host's own value

@@ -3,10 +3,11 @@
 # (beside this file) with the URL and the models, which names each model
 # that fails in the unit's journal (`journalctl -u appliance-models`) and
 # then fails the unit. Rust decides which sandbox serves inference, where
-# and which models (src/generator/render/host.rs); the generated host module sets
-# these options on the host whose Ollama runs in a sandbox. The appliance is not ready until the
-# models are there: the unit joins `appliance.ready.units`
-# (modules/ready.nix).
+# and which models (src/generator/render/host.rs); the generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) of the
+# host whose Ollama runs in a sandbox set these options. The appliance is
+# not ready until the models are there: the unit joins
+# `appliance.ready.units` (modules/ready.nix).
 {
   config,
   lib,
@@ -68,7 +69,7 @@ in
         );
       };
     };
-    # Last, after the sandboxes the generated module lists, as it always was.
+    # Last, after the sandboxes the host's generated values list.
     appliance.ready.units = lib.mkAfter [ "appliance-models.service" ];
   };
 }

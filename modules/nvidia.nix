@@ -1,12 +1,14 @@
 # NVIDIA on a GPU host (docs/sandboxes.md, docs/existing-host.md): the
 # driver with NVIDIA's open kernel module, which gVisor's nvproxy needs,
-# and, when a sandbox uses the GPU, the container toolkit's CDI specs.
-# Rust decides whether a host has a GPU, which `nvidiaPackages` attribute
-# it uses and whether a sandbox uses the GPU (src/generator/render/host.rs:
-# NVIDIA_PACKAGE); the generated host module sets these options, and this
-# module maps them onto nixpkgs' `hardware.nvidia`. The driver versions the
-# shipped runsc's nvproxy supports are the same on every host: pinned with
-# gVisor in nix/sources.json, read here as the option's default.
+# and, when a sandbox uses the GPU, the container toolkit's CDI specs. Rust
+# decides whether a host has a GPU, which `nvidiaPackages` attribute it uses
+# and whether a sandbox uses the GPU (src/generator/render/host.rs:
+# NVIDIA_PACKAGE); the host's generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) set these
+# options, and this module maps them onto nixpkgs' `hardware.nvidia`. The
+# driver versions the shipped runsc's nvproxy supports are the same on every
+# host: pinned with gVisor in nix/sources.json, read here as the option's
+# default.
 #
 # The driver is unfree: the flake's configurations allow the NVIDIA/CUDA
 # packages only (nix/unfree.nix); this module leaves `nixpkgs.config` to

@@ -1,9 +1,10 @@
 # Ollama as a host service (`[inference] sandbox = "host"`, outside gVisor;
 # `appliance check` warns about it): nixpkgs' `services.ollama`, listening
-# on one address only, where the sandboxes reach it. Rust decides the
-# build (`cuda` on an NVIDIA host), the address, the port, the models and
-# the units it waits for (src/generator/render/host.rs); the generated host module
-# sets these options on the inference host, and this module maps them onto
+# on one address only, where the sandboxes reach it. Rust decides the build
+# (`cuda` on an NVIDIA host), the address, the port, the models and the
+# units it waits for (src/generator/render/host.rs); the inference host's
+# generated values (generated/hosts/<host>/options.json, read by
+# nix/generated.nix) set these options, and this module maps them onto
 # nixpkgs. In the default `gvisor` mode Ollama is a sandbox instead
 # (modules/models.nix pulls its models) and none of this is set.
 {

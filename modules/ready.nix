@@ -1,6 +1,7 @@
 # `appliance-ready.target`: reached once every unit the appliance needs is
 # up (`systemctl is-active appliance-ready.target`; the VM tests and the
-# rehearsal wait for it). The generated host module lists the host's
+# rehearsal wait for it). The host's generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) list its
 # sandboxes; modules/models.nix adds the model pull.
 {
   config,

@@ -2,9 +2,10 @@
 # SearXNG's key, which signs its URLs, and webextract's, which its clients
 # send. Each is an env file made on this host at first boot, 0400 root,
 # never in the Nix store; Docker reads it into the sandbox. Rust decides
-# which files a host needs (src/generator/render/host.rs); the generated host module
-# sets `appliance.serviceSecrets`, and the sandboxes' units order
-# themselves after `appliance-service-secrets.service`.
+# which files a host needs (src/generator/render/host.rs); the host's
+# generated values (generated/hosts/<host>/options.json, read by
+# nix/generated.nix) set `appliance.serviceSecrets`, and the sandboxes'
+# units order themselves after `appliance-service-secrets.service`.
 {
   config,
   lib,

@@ -2,11 +2,12 @@
 # SECURITY.md): registration closed (accounts come from `appliance
 # bootstrap` through the shared secret), no federation unless the spec asks,
 # listening on loopback, the sandboxes' bridge and the overlay only. Rust
-# decides the settings (src/generator/render/synapse.rs writes synapse.json), the
-# database, the units Synapse waits for and the addresses it may talk with
-# (src/generator/render/host.rs); the generated host module sets these options on the
-# Matrix host, and this module maps them onto nixpkgs' Synapse and
-# PostgreSQL.
+# decides the settings (src/generator/render/synapse.rs writes
+# synapse.json), the database, the units Synapse waits for and the addresses
+# it may talk with (src/generator/render/host.rs); the host's generated
+# values (generated/hosts/<host>/options.json, read by nix/generated.nix)
+# set these options on the Matrix host, and this module maps them onto
+# nixpkgs' Synapse and PostgreSQL.
 {
   config,
   lib,

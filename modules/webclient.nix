@@ -1,11 +1,13 @@
-# The admins' Matrix web client on the Matrix host (docs/first-conversation.md):
-# Cinny from nixpkgs, locked to this appliance's homeserver (no other
-# server can be picked), served by nginx on loopback (reached with `ssh
-# -L`) and on the overlay only, never on a public interface. nginx also
-# proxies the client API to Synapse on loopback, so the browser talks to
-# one origin. Rust decides the addresses, the homeserver list Cinny offers,
-# Synapse's address and nginx's ordering (src/generator/render/webclient.rs); the
-# generated host module sets these options.
+# The admins' Matrix web client on the Matrix host
+# (docs/first-conversation.md): Cinny from nixpkgs, locked to this
+# appliance's homeserver (no other server can be picked), served by nginx on
+# loopback (reached with `ssh -L`) and on the overlay only, never on a
+# public interface. nginx also proxies the client API to Synapse on
+# loopback, so the browser talks to one origin. Rust decides the addresses,
+# the homeserver list Cinny offers, Synapse's address and nginx's ordering
+# (src/generator/render/webclient.rs); the host's generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) set these
+# options.
 {
   config,
   lib,

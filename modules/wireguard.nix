@@ -1,10 +1,11 @@
-# The overlay between the appliance's hosts (docs/pairing.md): one
-# WireGuard interface per host, its private key made on the machine at
-# first boot and never leaving it, each other host a peer once the spec
-# has its public key. Rust decides the interface, the addresses, the port,
-# the key's path, the peers (with their endpoints and keepalive), which
-# hosts are still unpaired and whether this host binds the overlay address
-# non-locally (src/generator/render/host.rs); the generated host module sets these
+# The overlay between the appliance's hosts (docs/pairing.md): one WireGuard
+# interface per host, its private key made on the machine at first boot and
+# never leaving it, each other host a peer once the spec has its public key.
+# Rust decides the interface, the addresses, the port, the key's path, the
+# peers (with their endpoints and keepalive), which hosts are still unpaired
+# and whether this host binds the overlay address non-locally
+# (src/generator/render/host.rs); the host's generated values
+# (generated/hosts/<host>/options.json, read by nix/generated.nix) set these
 # options, and this module maps them onto nixpkgs' `networking.wireguard`.
 {
   config,

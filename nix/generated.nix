@@ -24,6 +24,15 @@ dir:
 let
   readJSON = file: builtins.fromJSON (builtins.readFile file);
 
+  # A set whose only key is `generatedFile` is a file, also inside the
+  # maps keyed by the spec. No such map can hold that key alone: their keys
+  # are names (hosts, agents, sandboxes, images, service secrets: a-z, 0-9
+  # and `-`, src/generator/model/names.rs, so never the capital F), absolute
+  # paths (`directories`, a sandbox's `files`, `egress.credentials`), or
+  # names the generator chooses (a sandbox's `environment`, which the spec
+  # sets no variable of; firewall interfaces). A spec that could name a key
+  # freely would need a stricter marker here and in
+  # src/generator/render/values.rs.
   resolve =
     value:
     if builtins.isAttrs value then

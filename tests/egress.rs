@@ -1404,8 +1404,9 @@ const OUTSIDE_HOST: &str = "100.128.0.2";
 /// no proxy, must connect to neither. Real Synapse 1.163 with the generated
 /// settings, in a namespace of the test's own where a listener on a public
 /// address stands for the outside and counts every connection. The unit's
-/// address filter (`IPAddressDeny=any`) needs systemd and is checked in the
-/// generated module instead (render::synapse's tests).
+/// address filter (`IPAddressDeny=any`) needs systemd and is checked where
+/// modules/synapse.nix makes it of the generated values instead
+/// (tests/flake/modules.rs, render::synapse's tests).
 #[test]
 fn synapse_connects_nowhere_on_an_agents_word() {
     let Some(venv) = crate::support::synapse::venv() else {

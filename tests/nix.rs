@@ -1,32 +1,19 @@
 //! Nix checked by a real Nix (Debian's `nix-bin`): the generated trees hold
 //! none, and the Nix gVisor package prints its release.
 
-use std::path::{Path, PathBuf};
-
+use crate::flake::nix_files;
 use crate::support::{eval_json, nix_instantiate, root};
-
-fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            nix_files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "nix") {
-            found.push(path);
-        }
-    }
-}
 
 /// The generated trees are data (JSON, TOML, nftables, text), no Nix: the
 /// hand-written loader nix/generated.nix reads them, so nothing generated
 /// needs a Nix encoder or a parse check.
 #[test]
 fn the_generated_trees_hold_no_nix() {
-    let mut files = Vec::new();
-    nix_files(&root().join("generated"), &mut files);
+    let mut files = nix_files(&root().join("generated"));
     for example in std::fs::read_dir(root().join("examples")).unwrap() {
         let generated = example.unwrap().path().join("generated");
         if generated.is_dir() {
-            nix_files(&generated, &mut files);
+            files.extend(nix_files(&generated));
         }
     }
     assert!(files.is_empty(), "generated Nix: {files:?}");

@@ -99,7 +99,7 @@ fn eval_check(check: &str, body: &str) -> Option<Value> {
 }
 
 /// The scenario check, its node, the shared node module (with 4 cores) and
-/// what they start from (the generated module's containers, the daemon
+/// what they start from (the hub's generated sandbox values, the daemon
 /// settings, the inference image's description), as JSON.
 fn evaluate() -> Option<Value> {
     eval_check(
@@ -112,8 +112,6 @@ let
   moduleArgs = {
     inherit lib pkgs;
     config = { appliance = { enable = true; host = "hub"; }; virtualisation.cores = 4; };
-    utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
-    applianceImages = { };
   };
   shared = import (root + "/nix/checks/hub-node.nix") { inherit generated; host = "hub"; appliance = "stub-module"; } moduleArgs;
   generatedModule = (generated.hosts.hub.module moduleArgs).config.content;

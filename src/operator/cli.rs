@@ -96,7 +96,7 @@ pub struct PairServeArgs {
 
 #[derive(Debug, Args)]
 pub struct WardenArgs {
-    /// The bootstrap plan [default: the one the host module installs]
+    /// The bootstrap plan [default: the one modules/bootstrap.nix installs]
     #[arg(long, value_name = "FILE", default_value = "/etc/appliance/bootstrap-plan.json")]
     pub plan: PathBuf,
     /// Homeserver to talk to [default: the plan's]
@@ -180,7 +180,7 @@ pub enum AdminCommand {
 pub struct AdminPasswordArgs {
     /// The admin, as in the spec's `[matrix] admins` (`gendo`) or as a user id (`@gendo:magi`)
     pub admin: String,
-    /// The bootstrap plan [default: the one the host module installs]
+    /// The bootstrap plan [default: the one modules/bootstrap.nix installs]
     #[arg(long, value_name = "FILE", default_value = "/etc/appliance/bootstrap-plan.json")]
     pub plan: PathBuf,
     /// State directory holding the master key [default: the plan's]

@@ -22,8 +22,9 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("`{}` is not JSON: {e}", path.display()))
 }
 
-/// Every `.nix` file under `dir`, sorted, skipping build output and VCS data.
-fn nix_files(dir: &Path) -> Vec<PathBuf> {
+/// Every `.nix` file under `dir`, sorted, skipping build output and VCS data
+/// (also for tests/nix.rs).
+pub(crate) fn nix_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -666,8 +666,9 @@ fn the_synapse_module_runs_the_generated_settings_on_a_c_locale_postgresql() {
     let Some(_) = nix_instantiate() else {
         return;
     };
-    // The hub's values, as the generated module sets them (its settings
-    // file is the generated synapse.json).
+    // The hub's values, as its generated values (options.json, through
+    // nix/generated.nix) set them: the settings file is the generated
+    // synapse.json.
     let settings = root().join("generated/hosts/hub/synapse.json");
     let config = |postgresql: bool, allowed: &str| {
         format!(
@@ -772,8 +773,8 @@ fn the_synapse_module_runs_the_generated_settings_on_a_c_locale_postgresql() {
 }
 
 /// Ollama as a host service (`[inference] sandbox = "host"`): the spec
-/// generated into a scratch directory, its host module's values handed to
-/// modules/ollama.nix, which makes nixpkgs' `services.ollama` of them.
+/// generated into a scratch directory, its host's generated values (through
+/// nix/generated.nix) handed to modules/ollama.nix, which makes nixpkgs' `services.ollama` of them.
 #[test]
 fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
     let Some(_) = nix_instantiate() else {
@@ -787,11 +788,11 @@ fn the_ollama_module_serves_the_models_on_the_one_address_rust_chose() {
     let out = eval_json(&format!(
         r#"
 let
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   pkgs = args.pkgs // {{ ollama = {{ name = "ollama"; }}; }};
   host = ((import {root}/nix/generated.nix {dir}/generated).hosts.box.module (args // {{
     inherit pkgs;
-    config = args.config // {{ appliance = {{ enable = true; host = "box"; }}; }};
+    config.appliance = {{ enable = true; host = "box"; }};
   }})).config.content;
   module = import {root}/modules/ollama.nix {{
     lib = import {stub}/module-lib.nix;
@@ -837,7 +838,7 @@ in {{
     assert_eq!(out["cuda"], serde_json::json!({ "name": "ollama-cuda" }));
     assert_eq!(out["port"], 11434);
     assert_eq!(out["enabled"], true);
-    // The generated module sets values only; the module makes the service,
+    // The generated values set options only; the module makes the service,
     // on the host's bridge address (model::Inference::bind_address).
     assert_eq!(out["hostService"], false);
     let appliance = agent_appliance::operator::commands::load(&dir.path().join("appliance.toml")).unwrap();
@@ -1054,9 +1055,9 @@ fn paired_hosts_generate_peers_the_wireguard_module_takes() {
     let out = eval_json(&format!(
         r#"
 let
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   values = name: ((import {root}/nix/generated.nix {dir}/generated).hosts.${{name}}.module (args // {{
-    config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
+    config.appliance = {{ enable = true; host = name; }};
   }})).config.content.appliance.wireguard;
   overlay = name: (import {root}/modules/wireguard.nix {{
     lib = import {stub}/module-lib.nix;
@@ -1167,7 +1168,8 @@ fn the_docker_module_points_every_runtime_at_runsc_and_makes_the_bridge_once() {
         std::fs::write(&config, values.to_string()).unwrap();
         let out = eval_module(
             "modules/docker-gvisor.nix",
-            // A path, as the generated module's `./docker-daemon.json` is.
+            // A path, as options.json's `daemonSettings` is once
+            // nix/generated.nix has loaded it.
             &format!(
                 r#"let c = builtins.fromJSON (builtins.readFile {}); in
                    c // {{ appliance.docker = c.appliance.docker // {{ daemonSettings = {}; }}; }}"#,
@@ -1359,9 +1361,9 @@ fn the_backup_module_makes_the_restic_job_of_the_generated_values() {
         r#"
 let
   lib = import {stub}/module-lib.nix;
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   values = ((import {root}/nix/generated.nix {generated}).hosts.ws.module (args // {{
-    config = args.config // {{ appliance = {{ enable = true; host = "ws"; }}; }};
+    config.appliance = {{ enable = true; host = "ws"; }};
   }})).config.content.appliance.backup;
   module = import {root}/modules/backup.nix {{
     inherit lib;
@@ -1428,8 +1430,8 @@ in {{
 }
 
 /// The generated hosts' SSH keys, firewall and directories, through
-/// modules/host.nix: the same nixpkgs settings the host template wrote,
-/// with what a host usually decides itself as defaults.
+/// modules/host.nix: the nixpkgs settings it makes of them, with what a
+/// host usually decides itself as defaults.
 #[test]
 fn the_host_module_makes_key_only_ssh_the_firewall_and_the_directories() {
     let Some(_) = nix_instantiate() else {
@@ -1439,9 +1441,9 @@ fn the_host_module_makes_key_only_ssh_the_firewall_and_the_directories() {
     let out = eval_json(&format!(
         r#"
 let
-  args = import {stub}/args.nix false;
+  args = import {stub}/args.nix;
   values = name: ((import {root}/nix/generated.nix {root}/generated).hosts.${{name}}.module (args // {{
-    config = args.config // {{ appliance = {{ enable = true; host = name; }}; }};
+    config.appliance = {{ enable = true; host = name; }};
   }})).config.content.appliance;
   host = name: let v = values name; in (import {root}/modules/host.nix {{
     lib = import {stub}/module-lib.nix;
@@ -1497,7 +1499,7 @@ in {{
             },
         })
     );
-    // The rules the host template wrote, to the letter.
+    // The tmpfiles rules of the generated directories, to the letter.
     assert_eq!(
         hub["systemd"]["tmpfiles"]["rules"],
         serde_json::json!([

@@ -1,4 +1,5 @@
-//! The flake's outputs, the image functions and the generated host modules, evaluated with stub inputs.
+//! The flake's outputs, the image functions and the hosts' generated values
+//! (through nix/generated.nix and modules/), evaluated with stub inputs.
 
 #[allow(unused_imports)]
 use super::*;
@@ -207,7 +208,7 @@ fn the_flake_has_the_promised_outputs() {
     );
     assert_eq!(strings(&out["overlays"]), ["default"]);
     // One configuration per host of generated/appliance.json, with its
-    // target's profile and system, selecting its generated module.
+    // target's profile and system, selecting its host's generated values.
     assert_eq!(
         out["configurations"],
         serde_json::json!({
@@ -337,46 +338,17 @@ pub(super) const X86_64_PACKAGES: [&str; 6] = [
     "rpi4-cross-pi",
 ];
 
-/// The module arguments a generated host module takes, with a `lib` whose
-/// `mkIf` keeps its condition (so both sides can be asserted) and
-/// `applianceImages` that return what they are called with.
+/// The arguments a host's module of the loader (nix/generated.nix) is
+/// called with, less `config.appliance.{enable,host}`, which each caller
+/// adds: the module reads those and `lib.mkIf`, whose stub keeps its
+/// condition (so both sides can be asserted). The tests pass `pkgs` (no
+/// package they evaluate) and `applianceImages` on to modules of modules/;
+/// the images' `fromGenerated` returns which builder a generated
+/// description names, and some of its arguments.
 pub(super) const STUB_HOST_ARGS: &str = r#"
-useNetworkd:
-let
-  lib = {
-    mkIf = condition: content: { _if = condition; inherit content; };
-    mkOverride = _priority: value: value;
-    mkDefault = value: { _default = value; };
-    importJSON = path: builtins.fromJSON (builtins.readFile path);
-    getExe = pkg: "${pkg.name}/bin/${pkg.name}";
-    getExe' = pkg: exe: "${pkg.name}/bin/${exe}";
-    mapAttrs = builtins.mapAttrs;
-    elem = builtins.elem;
-    versionAtLeast = a: b: builtins.compareVersions a b >= 0;
-    escapeShellArgs = args: builtins.concatStringsSep " " (map (a: "'${a}'") args);
-  };
-  package = name: { inherit name; version = "20260406.0"; };
-in
 {
-  inherit lib;
-  config = {
-    appliance = { enable = true; host = "pi"; };
-    networking.wireguard = { inherit useNetworkd; };
-    services.xserver.videoDrivers = [ ];
-    virtualisation.docker.package = package "docker";
-    boot.kernelPackages.nvidiaPackages = { };
-    hardware.nvidia.package.version = "0";
-  };
-  pkgs = {
-    gvisor = package "gvisor";
-    wireguard-tools = package "wireguard-tools";
-    coreutils = package "coreutils";
-    agent-appliance = package "appliance";
-    ollama-cuda = package "ollama-cuda";
-  };
-  utils.escapeSystemdExecArgs = args: builtins.concatStringsSep " " (map toString args);
-  # images/default.nix's `fromGenerated`, less the build: which builder
-  # a generated description names, and some of its arguments.
+  lib.mkIf = condition: content: { _if = condition; inherit content; };
+  pkgs = { };
   applianceImages.fromGenerated = file:
     let description = builtins.fromJSON (builtins.readFile file);
     in { inherit (description) image tag writable; };
@@ -384,7 +356,7 @@ in
 "#;
 
 #[test]
-fn generated_host_modules_evaluate_with_both_wireguard_backends() {
+fn each_hosts_generated_values_evaluate_through_its_modules() {
     let Some(_) = nix_instantiate() else {
         return;
     };
@@ -392,30 +364,30 @@ fn generated_host_modules_evaluate_with_both_wireguard_backends() {
     let expression = format!(
         r#"
 let
-  host = name: useNetworkd:
+  host = name:
     let
-      args = import {stub}/args.nix useNetworkd;
-      module = (import {root}/nix/generated.nix {root}/generated).hosts.${{name}}.module (args // {{ config = args.config // {{ appliance = {{ enable = true; host = name; }}; }}; }});
+      args = import {stub}/args.nix;
+      module = (import {root}/nix/generated.nix {root}/generated).hosts.${{name}}.module (args // {{ config.appliance = {{ enable = true; host = name; }}; }});
     in module.config.content;
   pi = host "pi";
-  hub = host "hub" false;
+  hub = host "hub";
   # A host's sandboxes as modules/sandboxes.nix makes them from its values.
   sandboxes = name: (import {root}/modules/sandboxes.nix {{
     lib = import {stub}/module-lib.nix;
-    inherit (import {stub}/args.nix false) pkgs applianceImages;
+    inherit (import {stub}/args.nix) pkgs applianceImages;
     # The options' defaults, which the stub lib leaves to the caller.
     config.appliance.sandboxes = builtins.mapAttrs (_: sandbox: {{
       wants = [ ]; waitFor = null; volumes = [ ]; files = {{ }}; environment = {{ }}; environmentFiles = [ ];
       ports = [ ]; cmd = [ ]; dependsOn = [ ];
     }} // sandbox)
-      (host name false).appliance.sandboxes;
+      (host name).appliance.sandboxes;
   }}).config.content;
   # A host's overlay as modules/wireguard.nix makes it from the host's values.
   overlay = name: useNetworkd: (import {root}/modules/wireguard.nix {{
     lib = import {stub}/module-lib.nix;
     pkgs = {{ wireguard-tools.name = "wireguard-tools"; coreutils.name = "coreutils"; }};
     config = {{
-      appliance = {{ host = name; wireguard = (host name useNetworkd).appliance.wireguard; }};
+      appliance = {{ host = name; wireguard = (host name).appliance.wireguard; }};
       networking.wireguard = {{ inherit useNetworkd; }};
     }};
   }}).config.content;
@@ -429,10 +401,10 @@ in {{
     ownKeyUnit = (overlay "pi" true).systemd.services.appliance-wireguard-key._if;
     before = (overlay "pi" true).systemd.services.appliance-wireguard-key.content.before;
   }};
-  wireguard = {{ hub = hub.appliance.wireguard; pi = (pi false).appliance.wireguard; }};
+  wireguard = {{ hub = hub.appliance.wireguard; pi = pi.appliance.wireguard; }};
   warnings = {{ hub = (overlay "hub" false).warnings; pi = (overlay "pi" false).warnings; }};
-  # The generated modules set option values of modules/ only.
-  onlyValues = {{ hub = builtins.attrNames hub; pi = builtins.attrNames (pi false); }};
+  # The generated values set options of modules/ only.
+  onlyValues = {{ hub = builtins.attrNames hub; pi = builtins.attrNames pi; }};
   piSandbox = {{
     inherit ((sandboxes "pi").systemd.services.docker-balthasar-pi) after requires wants unitConfig;
     path = (sandboxes "pi").systemd.paths.docker-balthasar-pi.pathConfig;
@@ -450,16 +422,16 @@ in {{
     pi = (overlay "pi" false).boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind";
   }};
   nvidia = hub.appliance.nvidia;
-  piNvidia = (pi false).appliance ? nvidia;
+  piNvidia = pi.appliance ? nvidia;
   bootstrap = hub.appliance.bootstrap;
   warden = hub.appliance ? warden;
-  piWarden = (pi false).appliance ? warden;
+  piWarden = pi.appliance ? warden;
   egress = {{
     inherit (hub.appliance.egress) enable resolver;
     proxy = hub.appliance.egress ? proxyConfig;
     tables = builtins.baseNameOf hub.appliance.egress.inetTable;
   }};
-  docker = {{ hub = hub.appliance.docker; pi = (pi false).appliance.docker; }};
+  docker = {{ hub = hub.appliance.docker; pi = pi.appliance.docker; }};
   # The hub's bridge as modules/docker-gvisor.nix makes it from the hub's values.
   network = (import {root}/modules/docker-gvisor.nix {{
     lib = import {stub}/module-lib.nix;
@@ -470,8 +442,8 @@ in {{
     }};
   }}).config.content.systemd.services.appliance-network.script;
   models = hub.appliance.models;
-  piModels = (pi false) ? appliance.models;
-  ready = {{ hub = hub.appliance.ready.units; pi = (pi false).appliance.ready.units; }};
+  piModels = pi ? appliance.models;
+  ready = {{ hub = hub.appliance.ready.units; pi = pi.appliance.ready.units; }};
 }}
 "#,
         stub = stub.path().display(),
@@ -489,7 +461,7 @@ in {{
         out["networkd"],
         serde_json::json!({ "generate": false, "ownKeyUnit": true, "before": ["systemd-networkd.service"] })
     );
-    // The generated modules hold the overlay's values only
+    // The generated values hold the overlay's values only
     // (modules/wireguard.nix): the interface, each host's address, the key
     // made on the host, no peer and a warning each while neither host has
     // the other's public key (the committed spec is unpaired).
@@ -716,7 +688,7 @@ fn every_image_function_is_the_image_src_model_describes() {
 }
 
 #[test]
-fn the_overlay_provides_every_package_the_generated_nix_calls() {
+fn the_overlay_provides_every_appliance_package_the_images_use() {
     let Some(out) = flake_outputs() else {
         return;
     };

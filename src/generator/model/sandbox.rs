@@ -177,7 +177,7 @@ pub fn for_agent(inputs: &SandboxInputs) -> Vec<Sandbox> {
             target: SECRETS_MOUNT.to_string(),
             read_only: true,
         },
-        resolver_bind(agent),
+        resolver_bind(&agent.host),
     ];
     if !agent.credentials.is_empty() {
         // The appliance CA's certificate, never its key: the proxy signs
@@ -327,7 +327,7 @@ fn exec_sandbox(inputs: &SandboxInputs, consumer: &ImageLayout) -> Sandbox {
             read_only: false,
         }]
         .into_iter()
-        .chain(agent.code_network.then(|| resolver_bind(agent)))
+        .chain(agent.code_network.then(|| resolver_bind(&agent.host)))
         .collect(),
         cap_add: DIND_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         // An inner dockerd, containerd and the containers they run; every
@@ -471,10 +471,11 @@ fn tmpfs_mounts(layout: &ImageLayout, code_storage: Option<Size>) -> Vec<Tmpfs> 
 /// the DNS forwarder on the bridge address. `--dns` cannot do this: on a
 /// user-defined network Docker writes `nameserver 127.0.0.11` (its embedded
 /// resolver) whatever `--dns` says, and gVisor's netstack cannot reach that
-/// resolver. Docker leaves a bind-mounted /etc/resolv.conf alone.
-fn resolver_bind(agent: &Agent) -> Bind {
+/// resolver. Docker leaves a bind-mounted /etc/resolv.conf alone. Every
+/// networked sandbox of `host` has it, agents' and services' alike.
+pub fn resolver_bind(host: &str) -> Bind {
     Bind {
-        source: BindSource::Generated(resolv_conf_path(&agent.host)),
+        source: BindSource::Generated(resolv_conf_path(host)),
         target: RESOLV_CONF.to_string(),
         read_only: true,
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::egress::{self, Egress};
 use super::image::{self, Storage};
-use super::sandbox::{RESOLV_CONF, resolv_conf_path};
+use super::sandbox::resolver_bind;
 use super::{Bind, BindSource, Gpu, Inference, Sandbox, SandboxNetwork, Size, Tmpfs, Volume};
 use crate::generator::model::network::Subnet;
 use crate::generator::runsc::Profile;
@@ -82,7 +82,7 @@ pub fn extract_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sand
         clients.join(", ")
     );
     Sandbox {
-        binds: vec![resolver(host)],
+        binds: vec![resolver_bind(host)],
         environment,
         env_files: vec![EXTRACT_KEY_ENV.to_string()],
         // The pages the agents ask for: the web, through the egress proxy.
@@ -105,7 +105,7 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
                 target: "/etc/searxng/settings.yml".to_string(),
                 read_only: true,
             },
-            resolver(host),
+            resolver_bind(host),
         ],
         pids_limit: 1024,
         memory: Size::gib(1),
@@ -122,16 +122,6 @@ pub fn search_sandbox(host: &str, clients: &[String], network: &Subnet) -> Sandb
         // Its engines are public search services: the web, through the
         // egress proxy.
         ..web_service(SEARCH_SANDBOX, purpose, layout, network, SEARCH_SLOT)
-    }
-}
-
-/// The host's generated resolv.conf (the forwarder on the bridge), as every
-/// networked sandbox has it.
-fn resolver(host: &str) -> Bind {
-    Bind {
-        source: BindSource::Generated(resolv_conf_path(host)),
-        target: RESOLV_CONF.to_string(),
-        read_only: true,
     }
 }
 
@@ -181,7 +171,7 @@ pub fn inference_sandbox(inference: &Inference, gpu: Option<&Gpu>, network: &Sub
             })
             .collect(),
         // Its resolver: Ollama looks up its registry.
-        binds: vec![resolver(&inference.host)],
+        binds: vec![resolver_bind(&inference.host)],
         // Ollama's runners are threads of one or a few processes; every
         // guest thread is a host task (see `MIN_PIDS`), and the sentry's
         // threads grow with the host's CPUs.

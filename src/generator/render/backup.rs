@@ -39,7 +39,7 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<Option<(String, 
     };
     let config = config(appliance, host, backup);
     tree.insert(format!("hosts/{}/{CONFIG_FILE}", host.name), json(&config)?);
-    let setting = Setting::new("appliance.backup", module_values(host, backup, &config)).with_comment(vec![
+    let setting = Setting::new("appliance.backup", module_values(host, backup, &config)).with_notes(vec![
         "Backups (modules/backup.nix, docs/backup.md): restic, on the spec's schedule, into the spec's".into(),
         "repository, of what backup.json lists. The repository's password and credentials are files".into(),
         "on this host, named here, never in the Nix store.".into(),

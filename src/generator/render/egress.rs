@@ -22,7 +22,7 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use super::{STAMP, Tree};
+use super::{Tree, hash_header};
 use crate::generator::model::credentials::{self, Credential};
 use crate::generator::model::{
     BRIDGE_INTERFACE, Egress, Host, NEVER_DESTINATIONS, PROXY_ACCESS_LOG, PROXY_PORT, PROXY_WEB_PORTS, Reach, Sandbox,
@@ -47,10 +47,6 @@ pub fn render(host: &Host, subnet: &Subnet, tree: &mut Tree) {
     }
 }
 
-fn header(what: &str) -> String {
-    format!("# {STAMP} from the appliance spec; do not edit.\n# {what}\n")
-}
-
 /// Sandboxes with an address, with that address.
 fn networked(host: &Host) -> impl Iterator<Item = (&Sandbox, Ipv4Addr)> {
     host.sandboxes
@@ -73,7 +69,7 @@ fn accept_rule(out: &mut String, source: Ipv4Addr, sandbox: &str, reach: &Reach)
 }
 
 pub fn inet_table(host: &Host) -> String {
-    let mut out = header(&format!(
+    let mut out = hash_header(&format!(
         "Body of nftables table `inet {INET_TABLE}` on host `{}`: what each sandbox on {BRIDGE_INTERFACE} may open.",
         host.name
     ));
@@ -177,7 +173,7 @@ fn sandbox_to_sandbox(host: &Host) -> Vec<(Ipv4Addr, &str, &Reach)> {
 }
 
 pub fn bridge_table(host: &Host, subnet: &Subnet) -> String {
-    let mut out = header(&format!(
+    let mut out = hash_header(&format!(
         "Body of nftables table `bridge {BRIDGE_TABLE}` on host `{}`: sandboxes do not talk to each other, except to the service sandboxes their reach names.",
         host.name
     ));
@@ -225,7 +221,7 @@ pub fn proxy_config(host: &Host) -> Option<String> {
     if clients.is_empty() {
         return None;
     }
-    let mut out = header(&format!(
+    let mut out = hash_header(&format!(
         "squid configuration of host `{}`: the egress proxy, one ACL per sandbox address.",
         host.name
     ));

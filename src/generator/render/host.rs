@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::images::image_file;
 use super::values::{self, GeneratedFile, Setting, value};
-use super::{STAMP, Tree};
+use super::{Tree, json_about};
 use crate::generator::docker::run_options;
 use crate::generator::model::services::{EXTRACT_KEY_ENV, EXTRACT_SANDBOX, SEARCH_SANDBOX, SEARCH_SECRET_ENV};
 use crate::generator::model::{
@@ -346,9 +346,8 @@ fn synapse(appliance: &Appliance, host: &Host, overlay: Option<&str>) -> Option<
 pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mut Tree) -> Result<()> {
     let target = serde_json::to_value(host.target)?;
     let system = serde_json::to_value(host.system)?;
-    let about = format!(
-        "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` catch \
-         an edit). The NixOS option values of host `{}` ({}, {}) in appliance `{}`, which the \
+    let about = json_about(&format!(
+        "The NixOS option values of host `{}` ({}, {}) in appliance `{}`, which the \
          hand-written modules of modules/ map onto nixpkgs (docs/options.md says what each one does); \
          nix/generated.nix makes them a module that applies when `appliance.enable` is set and \
          `appliance.host` names this host. `notes` says why a value is what it is.",
@@ -356,7 +355,7 @@ pub fn render(appliance: &Appliance, host: &Host, extra: Vec<Setting>, tree: &mu
         target.as_str().unwrap_or_default(),
         system.as_str().unwrap_or_default(),
         appliance.name
-    );
+    ));
     let mut settings = settings(appliance, host);
     settings.extend(extra);
     let text = values::options_file(&about, &settings)?;
@@ -389,8 +388,7 @@ fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
             container_toolkit: host.sandboxes.iter().any(|s| s.gpus),
         };
         settings.push(
-            Setting::new("appliance.nvidia", nvidia)
-                .with_comment(vec![format!("NVIDIA {} x{}.", gpu.model, gpu.count)]),
+            Setting::new("appliance.nvidia", nvidia).with_notes(vec![format!("NVIDIA {} x{}.", gpu.model, gpu.count)]),
         );
     }
     if let Some(wireguard) = wireguard {
@@ -413,12 +411,12 @@ fn settings(appliance: &Appliance, host: &Host) -> Vec<Setting> {
 /// `appliance.docker`, with why each runtime more permissive than strict
 /// is (the profiles of docker-daemon.json: src/generator/render/runtimes.rs).
 fn docker(appliance: &Appliance, host: &Host) -> Setting {
-    let mut comment = Vec::new();
+    let mut notes = Vec::new();
     for runtime in &host.runtimes {
         let reasons = runtime.reasons();
         if !reasons.is_empty() {
-            comment.push(format!("`{}` is more permissive than strict:", runtime.name()));
-            comment.extend(reasons.iter().map(|reason| format!("  - {reason}")));
+            notes.push(format!("`{}` is more permissive than strict:", runtime.name()));
+            notes.extend(reasons.iter().map(|reason| format!("  - {reason}")));
         }
     }
     let docker = Docker {
@@ -426,7 +424,7 @@ fn docker(appliance: &Appliance, host: &Host) -> Setting {
         daemon_settings: GeneratedFile::new(format!("hosts/{}/docker-daemon.json", host.name)),
         network: docker_network(appliance, host),
     };
-    Setting::new("appliance.docker", docker).with_comment(comment)
+    Setting::new("appliance.docker", docker).with_notes(notes)
 }
 
 /// `appliance.egress`, when a sandbox has a network or the host resolves
@@ -667,7 +665,21 @@ fn container(sandbox: &Sandbox, directories: &mut BTreeMap<String, Directory>) -
     for bind in &options.binds {
         match &bind.source {
             BindSource::Generated(path) => {
-                files.insert(bind.target.clone(), GeneratedFile::new(path.as_str()));
+                // The generator's own binds (model::sandbox, model::services):
+                // modules/sandboxes.nix mounts every `files` entry `:ro`, and
+                // a second bind to a target would replace the first here.
+                assert!(
+                    bind.read_only,
+                    "bug: {}: generated file {path} bound writable at {}",
+                    sandbox.name, bind.target
+                );
+                let old = files.insert(bind.target.clone(), GeneratedFile::new(path.as_str()));
+                assert!(
+                    old.is_none(),
+                    "bug: {}: two generated files bound at {}",
+                    sandbox.name,
+                    bind.target
+                );
             }
             BindSource::Host(path) => {
                 // The consumer's side of a socket dir sets its owner.
@@ -822,15 +834,19 @@ fn endpoint_with_port(endpoint: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{WARDEN_UNIT, containers, endpoint_with_port};
-    use crate::test_support::shipped;
+    use std::collections::BTreeMap;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::{WARDEN_UNIT, container, containers, endpoint_with_port};
+    use crate::generator::model::{Bind, BindSource};
+    use crate::test_support::default_spec;
 
     /// casper's Docker is the warden's approval broker: its unit starts
     /// after the warden and only once the broker's socket exists; an agent
     /// without code execution waits for neither.
     #[test]
     fn an_agent_behind_the_approval_broker_waits_for_its_socket() {
-        let appliance = &shipped()[0];
+        let appliance = default_spec();
         let built = containers(&appliance.hosts["hub"], None);
         let casper = &built.sandboxes["casper"];
         assert!(casper["after"].to_string().contains(WARDEN_UNIT), "{}", casper["after"]);
@@ -843,13 +859,41 @@ mod tests {
         assert!(!balthasar.contains_key("waitFor"));
     }
 
+    /// A generated file is mounted read-only, one per target: a writable
+    /// one, or a second at the same target, is a bug, not a silently
+    /// read-only or replaced mount.
+    #[test]
+    fn generated_binds_are_read_only_and_one_per_target() {
+        let appliance = default_spec();
+        let sandbox = &appliance.hosts["hub"].sandboxes[0];
+        let generated = |target: &str, read_only| Bind {
+            source: BindSource::Generated("hosts/hub/extra".to_string()),
+            target: target.to_string(),
+            read_only,
+        };
+        let with = |bind: Bind| {
+            let mut sandbox = sandbox.clone();
+            sandbox.binds.push(bind);
+            sandbox
+        };
+        let built = |sandbox| catch_unwind(AssertUnwindSafe(|| container(&sandbox, &mut BTreeMap::new())));
+        assert!(built(with(generated("/etc/extra", true))).is_ok());
+        assert!(built(with(generated("/etc/extra", false))).is_err());
+        let taken = sandbox
+            .binds
+            .iter()
+            .find(|b| matches!(b.source, BindSource::Generated(_)))
+            .expect("a sandbox with a generated bind");
+        assert!(built(with(generated(&taken.target, true))).is_err());
+    }
+
     /// Every permissive setting explained: the options file carries, under
     /// `notes`, why each runtime more permissive than strict is, beside the
     /// values (JSON has no comments; the loader leaves `notes` out).
     #[test]
     fn the_options_file_explains_each_runtime_more_permissive_than_strict() {
-        let appliance = &shipped()[0];
-        let tree = crate::generator::render::render(appliance).unwrap();
+        let appliance = default_spec();
+        let tree = crate::generator::render::render(&appliance).unwrap();
         let file: serde_json::Value = serde_json::from_slice(&tree["hosts/hub/options.json"]).unwrap();
         let notes: Vec<&str> = file["notes"]["appliance.docker"]
             .as_array()

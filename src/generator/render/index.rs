@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::host::options_path;
 use super::images::image_file;
 use super::values::{GeneratedFile, value};
-use super::{STAMP, Tree, json};
+use super::{Tree, json, json_about};
 use crate::generator::model::{Appliance, Host};
 use crate::generator::spec::schema::Tool;
 
@@ -130,13 +130,12 @@ pub fn render(appliance: &Appliance, tree: &mut Tree) -> Result<()> {
         })
         .collect();
     let index = Index {
-        about: format!(
-            "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` \
-             catch an edit). Every host of appliance `{}` with its target, options and sandbox images, and \
-             every image with the systems it runs on; the flake builds its nixosConfigurations, images and \
-             VM test from this, loaded by nix/generated.nix.",
+        about: json_about(&format!(
+            "Every host of appliance `{}` with its target, options and sandbox images, and every image \
+             with the systems it runs on; the flake builds its nixosConfigurations, images and VM test \
+             from this, loaded by nix/generated.nix.",
             appliance.name
-        ),
+        )),
         name: appliance.name.clone(),
         matrix_host: appliance.matrix.host.clone(),
         hosts,

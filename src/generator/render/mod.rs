@@ -66,3 +66,12 @@ pub fn render(appliance: &Appliance) -> Result<Tree> {
 pub fn hash_header(what: &str) -> String {
     format!("# {STAMP} from the appliance spec; do not edit.\n# {what}\n")
 }
+
+/// A JSON file's `about`: the stamp, how an edit is caught, and `what` the
+/// file is (JSON has no comments).
+pub fn json_about(what: &str) -> String {
+    format!(
+        "{STAMP} from the appliance spec; do not edit (SHA256SUMS and `appliance generate --check` \
+         catch an edit). {what}"
+    )
+}

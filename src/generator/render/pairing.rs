@@ -145,7 +145,7 @@ pub fn render(appliance: &Appliance, plan: &Plan, tree: &mut Tree) -> Result<BTr
         let comment = format!("Listens on {} only (the overlay).", config.listen);
         settings.insert(
             hub.clone(),
-            Setting::new("appliance.pairing.server", server).with_comment(vec![comment]),
+            Setting::new("appliance.pairing.server", server).with_notes(vec![comment]),
         );
     }
     for host in remote_hosts(appliance) {

@@ -54,7 +54,7 @@ pub fn value<T: Serialize>(data: T) -> Value {
 pub struct Setting {
     pub path: &'static str,
     pub value: Value,
-    pub comment: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 impl Setting {
@@ -62,12 +62,12 @@ impl Setting {
         Setting {
             path,
             value: self::value(value),
-            comment: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
-    pub fn with_comment(mut self, lines: Vec<String>) -> Setting {
-        self.comment = lines;
+    pub fn with_notes(mut self, lines: Vec<String>) -> Setting {
+        self.notes = lines;
         self
     }
 }
@@ -75,14 +75,18 @@ impl Setting {
 /// The whole file of a host's options: `about` (what the file is),
 /// `notes` (the reasons behind values, by option path) and the values
 /// under `appliance`, nested by option path. Keys are sorted, so the same
-/// spec gives the same bytes.
+/// spec gives the same bytes. Every path is under `appliance.` (the only
+/// options the loader sets); another is a bug, not dropped.
 pub fn options_file(about: &str, settings: &[Setting]) -> Result<Vec<u8>> {
     let mut values = Map::new();
     let mut notes = BTreeMap::new();
     for setting in settings {
+        if !setting.path.starts_with("appliance.") {
+            bail!("bug: option `{}` is not under `appliance.`", setting.path);
+        }
         insert(&mut values, setting.path, setting.value.clone())?;
-        if !setting.comment.is_empty() {
-            notes.insert(setting.path, &setting.comment);
+        if !setting.notes.is_empty() {
+            notes.insert(setting.path, &setting.notes);
         }
     }
     let file = serde_json::json!({
@@ -121,7 +125,7 @@ mod tests {
     fn options_nest_by_path_with_their_notes_beside_them() {
         let settings = [
             Setting::new("appliance.a", ["x"]),
-            Setting::new("appliance.b.c", true).with_comment(vec!["why b.c".into()]),
+            Setting::new("appliance.b.c", true).with_notes(vec!["why b.c".into()]),
             Setting::new("appliance.b.d", GeneratedFile::new("hosts/h/d.json")),
         ];
         let text = String::from_utf8(options_file("head", &settings).unwrap()).unwrap();
@@ -140,6 +144,15 @@ mod tests {
     fn an_option_set_twice_is_a_bug() {
         let settings = [Setting::new("appliance.a", 1), Setting::new("appliance.a", 2)];
         assert!(options_file("", &settings).is_err());
+    }
+
+    #[test]
+    fn an_option_outside_appliance_is_a_bug_not_dropped() {
+        for path in ["services.a", "appliance", "appliancex.a"] {
+            let settings = [Setting::new("appliance.a", 1), Setting::new(path, 2)];
+            let error = options_file("", &settings).unwrap_err();
+            assert!(error.to_string().contains(path), "{path}: {error}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::time::{Duration, Instant};
 
-use agent_appliance::on_host::bootstrap::client::{Client, segment};
+use agent_appliance::on_host::bootstrap::client::{Client, mention, segment};
 use serde_json::{Value, json};
 
 use crate::hub::Hub;
@@ -85,41 +85,11 @@ fn client(within: Duration) -> Client {
     )
 }
 
-fn host_secret(hub: &Hub, relative: &str) -> String {
-    let path = hub.state_dir().join("secrets").join(relative);
-    fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .to_string()
-}
-
-/// The second human: registered with Synapse's shared secret (as
-/// `register_new_matrix_user` does), invited into the room by the
-/// appliance's account, joined. Not in the spec. The appliance's account
-/// invited every member at bootstrap, so Synapse's per-issuer invite limit
-/// (`rc_invites.per_issuer`: burst 10, then 0.3/s) can refuse this one
-/// with a long `retry_after_ms`: its limits are lifted first (an override
-/// of 0 turns off every limit Synapse applies to that account) and the
-/// client waits up to 3 minutes.
+/// The second human, `@visitor`: not in the spec (warden::invited_human).
 fn second_human(hub: &Hub, admin: &Member) -> Sender {
-    let secret = host_secret(hub, "_host/synapse/registration-shared-secret");
-    let appliance = host_secret(hub, "_host/bootstrap/matrix-token");
-    let user_id = format!("@visitor:{}", hub.appliance.matrix.server_name);
-    let room = admin.room_id.clone();
-    let id = user_id.clone();
-    let token = hub.netns.run(move || {
-        use crate::support::synapse::room_post;
-        let client = client(Duration::from_secs(180));
-        let token = crate::support::synapse::register_with_shared_secret(&client, &secret, "visitor", "visitor-pw");
-        let invite = room_post(&client, &appliance, &room, "invite", &json!({ "user_id": id }));
-        assert!(invite.ok(), "invite the second human: {}", invite.describe());
-        let join = room_post(&client, &token, &room, "join", &json!({}));
-        assert!(join.ok(), "the second human joins: {}", join.describe());
-        token
-    });
     Sender {
-        user_id,
-        token,
+        user_id: format!("@visitor:{}", hub.appliance.matrix.server_name),
+        token: crate::warden::invited_human(hub, admin, "visitor"),
         in_spec: false,
     }
 }
@@ -127,7 +97,7 @@ fn second_human(hub: &Hub, admin: &Member) -> Sender {
 /// No message rate limit for `user` (Synapse's admin API, with the
 /// appliance's account, a server admin).
 pub fn lift_rate_limit(hub: &Hub, user: &str) {
-    let appliance = host_secret(hub, "_host/bootstrap/matrix-token");
+    let appliance = crate::warden::host_secret(hub, "_host/bootstrap/matrix-token");
     let path = format!("/_synapse/admin/v1/users/{}/override_ratelimit", segment(user));
     let user = user.to_string();
     hub.netns.run(move || {
@@ -229,14 +199,7 @@ fn send_lane(
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let text = format!("load mention {tag}, please answer");
-        let content = json!({
-            "msgtype": "m.text",
-            "body": format!("{agent}: {text}"),
-            "format": "org.matrix.custom.html",
-            "formatted_body": format!("<a href=\"https://matrix.to/#/{agent}\">{agent}</a>: {text}"),
-            "m.mentions": {"user_ids": [agent]},
-        });
+        let content = mention(agent, &format!("load mention {tag}, please answer"));
         let path = format!(
             "/_matrix/client/v3/rooms/{}/send/m.room.message/bench-{tag}",
             segment(room)

@@ -53,15 +53,7 @@ impl Member {
     /// Sends a message that mentions `agent` (pill, m.mentions and the id
     /// in the body, as Element does); returns its event id.
     pub fn mention(&self, hub: &Hub, agent: &str, text: &str) -> String {
-        let body = format!("{agent}: {text}");
-        let content = json!({
-            "msgtype": "m.text",
-            "body": body,
-            "format": "org.matrix.custom.html",
-            "formatted_body": format!("<a href=\"https://matrix.to/#/{agent}\">{agent}</a>: {text}"),
-            "m.mentions": {"user_ids": [agent]},
-        });
-        self.send(hub, content)
+        self.send(hub, agent_appliance::on_host::bootstrap::client::mention(agent, text))
     }
 
     /// Another account in this member's room, by its access token.

@@ -8,7 +8,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub struct Client {
     agent: ureq::Agent,
@@ -60,6 +60,19 @@ pub enum Method {
     Post,
     Put,
     Delete,
+}
+
+/// A text message that mentions `user_id` the way Element does: the id
+/// in the body, a matrix.to pill in the formatted body, and Matrix 1.7's
+/// `m.mentions`, so every agent's mention check sees it.
+pub fn mention(user_id: &str, text: &str) -> Value {
+    json!({
+        "msgtype": "m.text",
+        "body": format!("{user_id}: {text}"),
+        "format": "org.matrix.custom.html",
+        "formatted_body": format!("<a href=\"https://matrix.to/#/{user_id}\">{user_id}</a>: {text}"),
+        "m.mentions": {"user_ids": [user_id]},
+    })
 }
 
 /// Percent-encodes one path segment (user ids, room ids and aliases carry

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::on_host::bootstrap::client::{Client, segment};
+use crate::on_host::bootstrap::client::{self, Client, segment};
 use crate::on_host::warden::docker::{Docker, status_line};
 use crate::on_host::warden::state::State;
 use crate::schema::plan::{AccountKind, Plan};
@@ -192,14 +192,10 @@ impl Gate<'_> {
             .filter(|_| joined.ok())
             .with_context(|| format!("{} could not join {alias} ({})", self.probe_as, joined.describe()))?
             .to_string();
-        let text = "health check after an upgrade (`appliance upgrade`): please answer with one word.";
-        let content = json!({
-            "msgtype": "m.text",
-            "body": format!("{agent}: {text}"),
-            "format": "org.matrix.custom.html",
-            "formatted_body": format!("<a href=\"https://matrix.to/#/{agent}\">{agent}</a>: {text}"),
-            "m.mentions": { "user_ids": [agent] },
-        });
+        let content = client::mention(
+            agent,
+            "health check after an upgrade (`appliance upgrade`): please answer with one word.",
+        );
         let txn = format!("appliance-upgrade-{}", crate::on_host::backup::now_millis());
         let sent = self.client.put(
             &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", segment(&room)),

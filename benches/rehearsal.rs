@@ -315,7 +315,44 @@ struct Ready {
 /// Starts `sandbox` under `runtime` and mentions it every `PROBE_EVERY`
 /// until it answers; or why not: dockerd's refusal (a variant's flags may
 /// not combine) or the agent's exit.
-fn start_to_ready(hub: &Hub, admin: &Member, sandbox: &Sandbox, runtime: &str, user: &str) -> Result<Ready, String> {
+/// Who approves casper's code execution cards while the bench waits for
+/// an answer: `BENCH_APPROVE` (default `1h`, the longest standing
+/// approval) or `0`, nobody (each card then expires after the warden's
+/// approval timeout, and casper's start and first round trip wait for it:
+/// Hermes' own Docker calls at a session's start are cards too,
+/// docs/warden.md).
+/// It holds the running warden (dropped with it).
+struct Approver {
+    watch: warden::Watch,
+    duration: Option<String>,
+    decided: Vec<String>,
+}
+
+impl Approver {
+    fn from_env(watch: warden::Watch) -> Approver {
+        let duration = std::env::var("BENCH_APPROVE").unwrap_or_else(|_| "1h".into());
+        Approver {
+            watch,
+            duration: (!duration.is_empty() && duration != "0").then_some(duration),
+            decided: Vec::new(),
+        }
+    }
+
+    fn approve_new_cards(&mut self, hub: &Hub) {
+        if let Some(duration) = &self.duration {
+            self.watch.approve_new_cards(hub, &mut self.decided, duration);
+        }
+    }
+}
+
+fn start_to_ready(
+    hub: &Hub,
+    admin: &Member,
+    sandbox: &Sandbox,
+    runtime: &str,
+    user: &str,
+    approver: &mut Approver,
+) -> Result<Ready, String> {
     // A clean stop first: OpenClaw counts unclean restarts and, after a few,
     // its crash-loop breaker stops starting the Matrix channel (seen after
     // three `docker rm -f` in a row). Not yet verified to be enough.
@@ -353,6 +390,7 @@ fn start_to_ready(hub: &Hub, admin: &Member, sandbox: &Sandbox, runtime: &str, u
             admin.mention(hub, user, &format!("are you up? probe-{probes}"));
             probes += 1;
         }
+        approver.approve_new_cards(hub);
         std::thread::sleep(Duration::from_millis(150));
     }
     panic!(
@@ -516,7 +554,14 @@ fn configs_for(sandbox: &Sandbox) -> Vec<Config> {
 /// One agent: `rounds` rounds; in each, every config once (the order
 /// rotating between rounds), each start followed by `replies` round trips
 /// and a memory sample.
-fn bench_agent(hub: &Hub, admin: &Member, sandbox: &Sandbox, rounds: usize, replies: usize) -> Value {
+fn bench_agent(
+    hub: &Hub,
+    admin: &Member,
+    sandbox: &Sandbox,
+    rounds: usize,
+    replies: usize,
+    approver: &mut Approver,
+) -> Value {
     let user = hub.appliance.agents[&sandbox.name].user_id.clone();
     let configs = configs_for(sandbox);
     add_runtimes(hub, &configs, &sandbox.runtime);
@@ -527,7 +572,7 @@ fn bench_agent(hub: &Hub, admin: &Member, sandbox: &Sandbox, rounds: usize, repl
         for config in &order {
             let index = configs.iter().position(|c| c.runtime == config.runtime).unwrap();
             let load_before = load_average();
-            let ready = match start_to_ready(hub, admin, sandbox, &config.runtime, &user) {
+            let ready = match start_to_ready(hub, admin, sandbox, &config.runtime, &user, approver) {
                 Ok(ready) => ready,
                 Err(refused) => {
                     eprintln!("bench: {} {} failed: {refused}", sandbox.name, config.label);
@@ -579,7 +624,7 @@ fn bench_agent(hub: &Hub, admin: &Member, sandbox: &Sandbox, rounds: usize, repl
 /// cost: the appliance has them in its Nix store), then the warden, then
 /// every sandbox in dependency order until every agent has answered a
 /// mention.
-fn cold_start() -> Option<(Hub, Member, Value, warden::Watch)> {
+fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
     if !crate::setup::tools_present() {
         return None;
     }
@@ -594,7 +639,7 @@ fn cold_start() -> Option<(Hub, Member, Value, warden::Watch)> {
     // The warden, as systemd orders it before the agent whose Docker is
     // its approval broker (casper); running, as on the appliance, with its
     // loop breaker.
-    let watch = warden::watch(&hub);
+    let mut approver = Approver::from_env(warden::watch(&hub));
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     // The admin probes every agent every `PROBE_EVERY`: Synapse's default
     // message rate limit for a human (0.2/s after a burst of 10) would
@@ -605,7 +650,7 @@ fn cold_start() -> Option<(Hub, Member, Value, warden::Watch)> {
     let started_ms = now_ms();
     crate::setup::start_sandboxes(&hub);
     let started_s = sandboxes_started.elapsed().as_secs_f64();
-    let answered = ready_together(&hub, &admin, started_ms);
+    let answered = ready_together(&hub, &admin, started_ms, &mut approver);
     let all_answering_s = sandboxes_started.elapsed().as_secs_f64();
     let cold = json!({
         "services_s": services_s,
@@ -616,16 +661,22 @@ fn cold_start() -> Option<(Hub, Member, Value, warden::Watch)> {
         "agent_answered_s": answered,
         "load_before": load,
         "load_after": load_average(),
+        "cards_approved": approver.decided.len(),
     });
     eprintln!("bench: cold start {cold}");
-    Some((hub, admin, cold, watch))
+    Some((hub, admin, cold, approver))
 }
 
 /// Every agent mentioned every `PROBE_EVERY` until it answers, all at
 /// once (not one after the other, with 30 s between mentions, as the
 /// rehearsal's `first_answer` does): per agent, the seconds from
 /// `started_ms` to its first reply's server timestamp.
-fn ready_together(hub: &Hub, admin: &Member, started_ms: i64) -> serde_json::Map<String, Value> {
+fn ready_together(
+    hub: &Hub,
+    admin: &Member,
+    started_ms: i64,
+    approver: &mut Approver,
+) -> serde_json::Map<String, Value> {
     let anchor = admin.send(hub, json!({"msgtype": "m.text", "body": "bench: cold start"}));
     let mut answered = serde_json::Map::new();
     let started = Instant::now();
@@ -652,6 +703,7 @@ fn ready_together(hub: &Hub, admin: &Member, started_ms: i64) -> serde_json::Map
             probes += 1;
             last_probe = Some(Instant::now());
         }
+        approver.approve_new_cards(hub);
         let messages = load::messages_since(hub, admin, &anchor);
         for agent in waiting {
             let user = &hub.appliance.agents[agent].user_id;
@@ -685,7 +737,7 @@ fn main() {
         return;
     }
     // Dropped in reverse: the warden first, then the hub.
-    let Some((hub, admin, cold, _watch)) = cold_start() else {
+    let Some((hub, admin, cold, mut approver)) = cold_start() else {
         return;
     };
     let rounds = env_number("BENCH_ROUNDS", 4);
@@ -713,7 +765,7 @@ fn main() {
     }
     for (agent, kind) in chosen {
         let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();
-        let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies);
+        let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies, &mut approver);
         result["kind"] = json!(kind);
         results.agents.push(result);
         results.write();

@@ -152,6 +152,21 @@ impl Watch {
             .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+
+    /// The admin approves each code execution card not in `decided` with
+    /// a standing approval for `duration` (`!approve <id> <duration>`):
+    /// the bench's attentive admin, so that casper's times measure its
+    /// sandbox, not cards expiring.
+    #[allow(dead_code)] // the bench's; the rehearsal decides card by card
+    pub fn approve_new_cards(&self, hub: &Hub, decided: &mut Vec<String>, duration: &str) {
+        for id in cards(hub, self) {
+            if !decided.contains(&id) {
+                self.ops.send(hub, text(&format!("!approve {id} {duration}")));
+                eprintln!("bench: the admin approved {id} for {duration}");
+                decided.push(id);
+            }
+        }
+    }
 }
 
 /// The warden, started with the admin reading the ops room from before it

@@ -645,10 +645,15 @@ fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
     // message rate limit for a human (0.2/s after a burst of 10) would
     // stretch that to one probe in 5 s, and the measurement with it.
     load::lift_rate_limit(&hub, &format!("@gendo:{}", hub.appliance.matrix.server_name));
+    // `BENCH_START=waves` (default) or `one-by-one`, as the rehearsal.
+    let start = match std::env::var("BENCH_START").as_deref() {
+        Ok("one-by-one") => crate::setup::Start::OneByOne,
+        _ => crate::setup::Start::Waves,
+    };
     let load = load_average();
     let sandboxes_started = Instant::now();
     let started_ms = now_ms();
-    crate::setup::start_sandboxes(&hub);
+    crate::setup::start_sandboxes(&hub, start);
     let started_s = sandboxes_started.elapsed().as_secs_f64();
     let answered = ready_together(&hub, &admin, started_ms, &mut approver);
     let all_answering_s = sandboxes_started.elapsed().as_secs_f64();
@@ -657,6 +662,7 @@ fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
         "images_s": images_s,
         "sandboxes_to_all_answering_s": all_answering_s,
         "sandboxes_started_s": started_s,
+        "start": if start == crate::setup::Start::Waves { "waves" } else { "one-by-one" },
         "probe_every_s": PROBE_EVERY.as_secs_f64(),
         "agent_answered_s": answered,
         "load_before": load,

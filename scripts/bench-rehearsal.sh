@@ -12,6 +12,7 @@
 #   BENCH_AGENTS=casper,melchior,balthasar  which agents (default all three)
 #   BENCH_VARIANTS='label:--flag=v;..' extra runsc flag sets, run as more runtimes
 #   BENCH_JSON=path                   where the raw results go
+#   BENCH_START=waves|one-by-one  how the sandboxes start (the rehearsal: one by one)
 #   BENCH_APPROVE=1h|0  the admin's standing approval of casper's code execution cards (0: nobody approves)
 #   BENCH_LOAD=1|only  the load rounds (issue 25, item 5; benches/rehearsal/load.rs) after the
 #                      cold start, before (1) or instead of (only) the per-agent alternation:

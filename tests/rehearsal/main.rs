@@ -25,7 +25,7 @@ use agent_appliance::generator::spec::schema::AgentKind;
 
 use crate::hub::{Hub, Services};
 use crate::matrix::{Member, ask, bodies_from, first_answer, model_of};
-use crate::setup::{build_images, start_sandboxes, tools_present};
+use crate::setup::{Start, build_images, start_sandboxes, tools_present};
 use crate::support::{in_ci, root};
 
 /// How long melchior may take from "read page" to the page's title, its
@@ -46,7 +46,7 @@ fn bring_up() -> Option<(Hub, Member, warden::Watch)> {
     let hub = hub::start(&name, Services { synapse_venv: &venv });
     build_images(&hub);
     let watch = warden::watch(&hub);
-    start_sandboxes(&hub);
+    start_sandboxes(&hub, Start::OneByOne);
     let admin = Member::login(&hub, "gendo", &format!("#magi:{}", hub.appliance.matrix.server_name));
     hold_for_debugging(&hub);
     Some((hub, admin, watch))

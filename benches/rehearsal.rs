@@ -90,10 +90,12 @@ fn load_average() -> String {
         .join(" ")
 }
 
-fn client() -> Client {
+/// A client of the hub's Synapse (from inside its namespace) that gives
+/// up `within` from now.
+fn client_within(within: Duration) -> Client {
     Client::new(
         "http://127.0.0.1:8008",
-        Instant::now() + Duration::from_secs(60),
+        Instant::now() + within,
         Duration::from_secs(30),
     )
 }
@@ -108,7 +110,7 @@ fn context(hub: &Hub, admin: &Member, event: &str) -> (Value, Vec<Value>) {
         segment(event)
     );
     hub.netns.run(move || {
-        let reply = client().get(&path, Some(&token)).unwrap();
+        let reply = client_within(Duration::from_secs(60)).get(&path, Some(&token)).unwrap();
         assert!(reply.ok(), "context: {}", reply.describe());
         let after = reply.body["events_after"]
             .as_array()

@@ -29,7 +29,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::time::{Duration, Instant};
 
-use agent_appliance::on_host::bootstrap::client::{Client, mention, segment};
+use agent_appliance::on_host::bootstrap::client::{mention, segment};
+use agent_appliance::on_host::bootstrap::ratelimit;
+use agent_appliance::schema::plan::RateLimit;
 use serde_json::{Value, json};
 
 use crate::hub::Hub;
@@ -77,14 +79,6 @@ struct Sent {
     event: Option<String>,
 }
 
-fn client(within: Duration) -> Client {
-    Client::new(
-        "http://127.0.0.1:8008",
-        Instant::now() + within,
-        Duration::from_secs(30),
-    )
-}
-
 /// The second human, `@visitor`: not in the spec (warden::invited_human).
 fn second_human(hub: &Hub, admin: &Member) -> Sender {
     Sender {
@@ -98,17 +92,15 @@ fn second_human(hub: &Hub, admin: &Member) -> Sender {
 /// appliance's account, a server admin).
 pub fn lift_rate_limit(hub: &Hub, user: &str) {
     let appliance = crate::warden::host_secret(hub, "_host/bootstrap/matrix-token");
-    let path = format!("/_synapse/admin/v1/users/{}/override_ratelimit", segment(user));
     let user = user.to_string();
+    let none = RateLimit {
+        messages_per_second: 0,
+        burst_count: 0,
+    };
     hub.netns.run(move || {
-        let reply = client(Duration::from_secs(60))
-            .post(
-                &path,
-                Some(&appliance),
-                &json!({"messages_per_second": 0, "burst_count": 0}),
-            )
-            .unwrap();
-        assert!(reply.ok(), "lift {user}'s rate limit: {}", reply.describe());
+        let client = crate::client_within(Duration::from_secs(60));
+        ratelimit::ensure(&client, &appliance, &user, none)
+            .unwrap_or_else(|e| panic!("lift {user}'s rate limit: {e:#}"));
     });
 }
 
@@ -123,7 +115,7 @@ pub fn messages_since(hub: &Hub, member: &Member, anchor: &str) -> Vec<Value> {
     let room = member.room_id.clone();
     let anchor = anchor.to_string();
     hub.netns.run(move || {
-        let client = client(Duration::from_secs(60));
+        let client = crate::client_within(Duration::from_secs(60));
         let context = client
             .get(
                 &format!(
@@ -192,7 +184,7 @@ fn send_lane(
     start: Instant,
     interval: Duration,
 ) -> (Vec<(usize, Option<String>)>, u32) {
-    let client = client(Duration::from_secs(3600));
+    let client = crate::client_within(Duration::from_secs(3600));
     let mut events = Vec::new();
     for (i, agent, tag) in messages {
         let at = start + interval * *i as u32;

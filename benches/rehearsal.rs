@@ -41,6 +41,8 @@ mod support;
 #[path = "../tests/rehearsal/warden.rs"]
 mod warden;
 
+#[path = "rehearsal/cpu.rs"]
+mod cpu;
 #[path = "rehearsal/load.rs"]
 mod load;
 
@@ -65,6 +67,8 @@ const REPLY_WITHIN: Duration = Duration::from_secs(120);
 /// resolution of start to ready for an agent that ignores what was sent
 /// before it connected (Hermes answers those too, later).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long an agent's CPU is sampled once it has nothing to answer.
+const IDLE_SAMPLE: Duration = Duration::from_secs(30);
 
 /// The rehearsal binary's scenario runner (tests/rehearsal/main.rs), which
 /// warden.rs's VM-test step calls; the bench runs no scenario step.
@@ -213,17 +217,7 @@ fn docker_ok(hub: &Hub, args: &[&str]) -> String {
 fn memory(hub: &Hub, name: &str) -> Value {
     let id = docker_ok(hub, &["inspect", "-f", "{{.Id}}", name]);
     let pid = docker_ok(hub, &["inspect", "-f", "{{.State.Pid}}", name]);
-    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers
-                .split(',')
-                .any(|c| c == "memory")
-                .then(|| format!("/sys/fs/cgroup/memory{path}"))
-        });
+    let cgroup = cpu::cgroup_dir(&pid, "memory");
     let mut pids: Vec<i32> = Vec::new();
     if let Some(dir) = &cgroup {
         for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
@@ -584,14 +578,22 @@ fn bench_agent(
                     continue;
                 }
             };
+            let cpu_ready_s = cpu::container_cpu_s(hub, &sandbox.name);
             let late = settle(hub, admin, &user, &ready);
             let ready_ms = ready.ms;
             // The stand-in echoes `tag-<alphanumeric>` tokens.
             let tag = format!("tag-{}c{index}r{round}", sandbox.name);
+            let cpu_before_trips = cpu::container_cpu_s(hub, &sandbox.name);
             let (trips, timeouts) = round_trips(hub, admin, &sandbox.name, &user, &tag, replies);
+            // The agent's CPU per mention answered, idle time between
+            // them included (a sandbox's own background work is its cost).
+            let cpu_per_trip_s = match (cpu_before_trips, cpu::container_cpu_s(hub, &sandbox.name)) {
+                (Some(before), Some(after)) if !trips.is_empty() => Some((after - before) / trips.len() as f64),
+                _ => None,
+            };
             let memory = memory(hub, &sandbox.name);
             eprintln!(
-                "bench: {} {} round {round}: ready {:.1} s, round trips {:?} ms, memory {}, load {load_before} -> {}, probes answered {late}/{}, timeouts {timeouts}",
+                "bench: {} {} round {round}: ready {:.1} s ({cpu_ready_s:?} CPU s), round trips {:?} ms ({cpu_per_trip_s:?} CPU s each), memory {}, load {load_before} -> {}, probes answered {late}/{}, timeouts {timeouts}",
                 sandbox.name,
                 config.label,
                 ready_ms / 1000.0,
@@ -605,7 +607,9 @@ fn bench_agent(
                 "runtime": config.runtime,
                 "round": round,
                 "ready_ms": ready_ms,
+                "cpu_ready_s": cpu_ready_s,
                 "round_trips_ms": trips,
+                "cpu_per_round_trip_s": cpu_per_trip_s,
                 "memory": memory,
                 "load_before": load_before,
                 "load_after": load_average(),
@@ -653,24 +657,29 @@ fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
         _ => crate::setup::Start::Waves,
     };
     let load = load_average();
+    let busy = cpu::Busy::now();
     let sandboxes_started = Instant::now();
     let started_ms = now_ms();
     crate::setup::start_sandboxes(&hub, start);
     let started_s = sandboxes_started.elapsed().as_secs_f64();
-    let answered = ready_together(&hub, &admin, started_ms, &mut approver);
+    let together = ready_together(&hub, &admin, started_ms, &mut approver);
     let all_answering_s = sandboxes_started.elapsed().as_secs_f64();
-    let cold = json!({
+    let mut cold = json!({
         "services_s": services_s,
         "images_s": images_s,
         "sandboxes_to_all_answering_s": all_answering_s,
         "sandboxes_started_s": started_s,
         "start": if start == crate::setup::Start::Waves { "waves" } else { "one-by-one" },
         "probe_every_s": PROBE_EVERY.as_secs_f64(),
-        "agent_answered_s": answered,
+        "agent_answered_s": together.answered,
+        "agent_cpu_s_at_answer": together.cpu_s,
+        "sandbox_cpu_s": cpu::every_container_cpu_s(&hub),
+        "machine": busy.since(),
         "load_before": load,
         "load_after": load_average(),
         "cards_approved": approver.decided.len(),
     });
+    cold["settled"] = settle_together(&hub, &admin, &together.anchor);
     eprintln!("bench: cold start {cold}");
     Some((hub, admin, cold, approver))
 }
@@ -679,14 +688,10 @@ fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
 /// once (not one after the other, with 30 s between mentions, as the
 /// rehearsal's `first_answer` does): per agent, the seconds from
 /// `started_ms` to its first reply's server timestamp.
-fn ready_together(
-    hub: &Hub,
-    admin: &Member,
-    started_ms: i64,
-    approver: &mut Approver,
-) -> serde_json::Map<String, Value> {
+fn ready_together(hub: &Hub, admin: &Member, started_ms: i64, approver: &mut Approver) -> Together {
     let anchor = admin.send(hub, json!({"msgtype": "m.text", "body": "bench: cold start"}));
     let mut answered = serde_json::Map::new();
+    let mut cpu_s = serde_json::Map::new();
     let started = Instant::now();
     let mut probes = 0;
     let mut last_probe: Option<Instant> = None;
@@ -723,19 +728,137 @@ fn ready_together(
                     agent.to_string(),
                     json!((timestamp(reply) - started_ms) as f64 / 1000.0),
                 );
+                // Read within a poll (~0.3-1 s) of the reply: what the
+                // agent's start cost until it answered.
+                cpu_s.insert(agent.to_string(), json!(cpu::container_cpu_s(hub, agent)));
             }
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    answered
+    Together {
+        answered,
+        cpu_s,
+        anchor,
+    }
+}
+
+/// When each agent first answered (seconds from the start) and the CPU
+/// seconds its container had used by then.
+struct Together {
+    answered: serde_json::Map<String, Value>,
+    cpu_s: serde_json::Map<String, Value>,
+    /// The admin's message before the first probe.
+    anchor: String,
+}
+
+/// Waits until no agent has sent anything for 15 s (at most five minutes):
+/// each agent answers the probes sent after it connected, one by one, and
+/// that backlog must not run into what is measured next. Then each agent's
+/// CPU share over `IDLE_SAMPLE` of quiet (1.0: one core busy all along).
+/// Returns the seconds waited and the shares.
+fn settle_together(hub: &Hub, admin: &Member, anchor: &str) -> Value {
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut last_change = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) && last_change.elapsed() < Duration::from_secs(15) {
+        let count = load::messages_since(hub, admin, anchor)
+            .iter()
+            .filter(|e| {
+                AGENTS
+                    .iter()
+                    .any(|(a, _)| e["sender"] == hub.appliance.agents[*a].user_id.as_str())
+            })
+            .count();
+        if count != seen {
+            seen = count;
+            last_change = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let settled_s = started.elapsed().as_secs_f64();
+    let before: Vec<Option<f64>> = AGENTS.iter().map(|(a, _)| cpu::container_cpu_s(hub, a)).collect();
+    std::thread::sleep(IDLE_SAMPLE);
+    let mut idle = serde_json::Map::new();
+    for ((agent, _), before) in AGENTS.iter().zip(before) {
+        let share = before
+            .zip(cpu::container_cpu_s(hub, agent))
+            .map(|(b, a)| (a - b) / IDLE_SAMPLE.as_secs_f64());
+        idle.insert(agent.to_string(), json!(share));
+    }
+    json!({"settled_s": settled_s, "idle_cpu_share": idle})
+}
+
+/// The hub's agents restarted together, `rounds` times under their
+/// generated gVisor runtimes and as often under runc, alternating (the
+/// services, casper's code sandbox among them, stay up as generated): per
+/// start, every agent's first answer, its CPU seconds by then, and how busy
+/// the machine was. Where the cold start's wall time goes, side by side.
+fn restart_rounds(hub: &Hub, admin: &Member, approver: &mut Approver, rounds: usize) -> Vec<Value> {
+    let agents: Vec<Sandbox> = hub
+        .sandboxes()
+        .into_iter()
+        .filter(|s| AGENTS.iter().any(|(a, _)| *a == s.name))
+        .collect();
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        let mut order = vec![None, Some("runc")];
+        order.rotate_left(round % 2);
+        for runtime in order {
+            std::thread::scope(|scope| {
+                for sandbox in &agents {
+                    scope.spawn(move || {
+                        let _ = hub.daemon.docker(&["stop", "-t", "30", &sandbox.name]);
+                        let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
+                    });
+                }
+            });
+            let load = load_average();
+            let busy = cpu::Busy::now();
+            let started = Instant::now();
+            let started_ms = now_ms();
+            std::thread::scope(|scope| {
+                for sandbox in &agents {
+                    scope.spawn(move || {
+                        let args = run_args_with_runtime(hub, sandbox, runtime.unwrap_or(&sandbox.runtime));
+                        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                        docker_ok(hub, &refs);
+                    });
+                }
+            });
+            let together = ready_together(hub, admin, started_ms, approver);
+            let result = json!({
+                "runtime": runtime.unwrap_or("gvisor"),
+                "round": round,
+                "all_answering_s": started.elapsed().as_secs_f64(),
+                "agent_answered_s": together.answered,
+                "agent_cpu_s_at_answer": together.cpu_s,
+                "sandbox_cpu_s": cpu::every_container_cpu_s(hub),
+                "machine": busy.since(),
+                "load_before": load,
+                "load_after": load_average(),
+                "settled": settle_together(hub, admin, &together.anchor),
+            });
+            eprintln!("bench: restart {result}");
+            results.push(result);
+        }
+    }
+    // Leave the agents as the hub runs them.
+    for sandbox in &agents {
+        let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
+        hub.start_sandbox(sandbox);
+    }
+    results
 }
 
 /// `scripts/bench-rehearsal.sh`; `BENCH_ROUNDS` (default 4) starts per
 /// runtime and agent, `BENCH_REPLIES` (default 5) round trips after each
 /// start, `BENCH_AGENTS` (default all three), `BENCH_VARIANTS` extra runsc
-/// flags, `BENCH_JSON` where the results go. `BENCH_LOAD=1` runs the load
-/// rounds (benches/rehearsal/load.rs) after the cold start and before the
-/// per-agent alternation; `BENCH_LOAD=only` instead of it.
+/// flags, `BENCH_JSON` where the results go. `BENCH_RESTARTS=N` restarts
+/// the hub's agents together N times per runtime after the cold start
+/// (`restart_rounds`). `BENCH_LOAD=1` runs the load rounds
+/// (benches/rehearsal/load.rs) after those and before the per-agent
+/// alternation; `BENCH_LOAD=only` instead of it. `BENCH_ROUNDS=0`: no
+/// per-agent alternation.
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` (the
     // suite) runs benches without it only to check they start: measure
@@ -758,11 +881,17 @@ fn main() {
     let load_mode = std::env::var("BENCH_LOAD").unwrap_or_default();
     let mut results = Results {
         cold,
+        restarts: Vec::new(),
         load: Value::Null,
         agents: Vec::new(),
         rounds,
         replies,
     };
+    let restarts = env_number("BENCH_RESTARTS", 0);
+    if restarts > 0 {
+        results.restarts = restart_rounds(&hub, &admin, &mut approver, restarts);
+        results.write();
+    }
     if !load_mode.is_empty() && load_mode != "0" {
         let names: Vec<&str> = chosen.iter().map(|(a, _)| *a).collect();
         results.load = load::run(&hub, &admin, &names);
@@ -771,7 +900,7 @@ fn main() {
             return;
         }
     }
-    for (agent, kind) in chosen {
+    for (agent, kind) in chosen.into_iter().filter(|_| rounds > 0) {
         let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();
         let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies, &mut approver);
         result["kind"] = json!(kind);
@@ -782,6 +911,7 @@ fn main() {
 
 struct Results {
     cold: Value,
+    restarts: Vec<Value>,
     load: Value,
     agents: Vec<Value>,
     rounds: usize,
@@ -795,6 +925,7 @@ impl Results {
         let kernel = fs::read_to_string("/proc/version").unwrap_or_default();
         let out = json!({
             "cold_start": self.cold,
+            "restarts": self.restarts,
             "load": self.load,
             "agents": self.agents,
             "machine": {

@@ -61,8 +61,18 @@ def main(path):
         print()
         print("(the `docker run`s of every sandbox took %.1f s; every agent probed every %.0f s, all at once)" % (
             cold["sandboxes_started_s"], cold["probe_every_s"]))
+    if "machine" in cold:
+        print()
+        print("CPU seconds by each agent's first answer: %s; of every sandbox when all answered: %s; "
+              "the machine: %s; once every agent had answered its backlog of probes (%.0f s later), each "
+              "agent's idle CPU (share of one core): %s" % (
+                  cpu_list(cold["agent_cpu_s_at_answer"]), cpu_list(cold["sandbox_cpu_s"]),
+                  busy(cold["machine"]), cold["settled"]["settled_s"], idle(cold["settled"])))
     print()
+    restart_tables(results.get("restarts") or [])
     load_tables(results.get("load") or [])
+    if not results["agents"]:
+        return
     print("| agent | runtime | starts | start to ready median (p90, min) | round trips | "
           "round trip median (p90, min) | cgroup usage | of which anon + shmem | PSS sum | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -105,6 +115,7 @@ def main(path):
     print("|---|---|---|---|---|---|")
     for agent, label, ready, median, p90, pss in ratios:
         print("| %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |" % (agent, label, ready, median, p90, pss))
+    cpu_table(results["agents"])
     print()
     print("Processes counted per sandbox (PSS from the host, summed):")
     for agent in results["agents"]:
@@ -112,6 +123,77 @@ def main(path):
             samples = [s for s in samples if "refused" not in s]
             if samples:
                     print("- %s, %s: %s" % (agent["agent"], label, ", ".join(samples[-1]["memory"]["processes"])))
+
+
+def cpu_list(seconds):
+    return ", ".join("%s %s" % (name, "-" if cpu is None else "%.1f" % cpu)
+                     for name, cpu in sorted(seconds.items(), key=lambda kv: -(kv[1] or 0)))
+
+
+def idle(settled):
+    return ", ".join("%s %s" % (a, "-" if share is None else "%.3f" % share)
+                     for a, share in sorted(settled["idle_cpu_share"].items()))
+
+
+def busy(machine):
+    return "%.0f busy CPU s in %.0f s (%.0f %% of every core's time)" % (
+        machine["busy_cpu_s"], machine["wall_s"], 100 * machine["busy_share"])
+
+
+def cpu_table(agents):
+    """Per agent and runtime: the CPU seconds its container used to ready and
+    per round trip (medians), and the ratios to runc."""
+    rows = []
+    for agent in agents:
+        medians = {}
+        for label, samples in by_config(agent["samples"]).items():
+            ready = [s["cpu_ready_s"] for s in samples if s.get("cpu_ready_s") is not None]
+            trip = [s["cpu_per_round_trip_s"] for s in samples if s.get("cpu_per_round_trip_s") is not None]
+            if ready and trip:
+                medians[label] = (statistics.median(ready), statistics.median(trip))
+        for label, (ready, trip) in medians.items():
+            runc = medians.get("runc")
+            rows.append("| %s | %s | %.1f | %.2f | %s |" % (
+                agent["agent"], label, ready, trip,
+                "" if label == "runc" or not runc else "%.2fx / %.2fx" % (ready / runc[0], trip / runc[1])))
+    if rows:
+        print()
+        print("| agent | runtime | CPU s to ready (median) | CPU s per round trip (median) | vs runc (ready / round trip) |")
+        print("|---|---|---|---|---|")
+        print("\n".join(rows))
+
+
+def restart_tables(restarts):
+    """The agents restarted together under gVisor and under runc."""
+    if not restarts:
+        return
+    agents = sorted(restarts[0]["agent_answered_s"])
+    print("The hub's agents restarted together (services up as generated), alternating:")
+    print()
+    print("| runtime | round | every agent answering | %s | machine | idle afterwards, CPU per agent (share of one core) | load (1 min) |" % " | ".join(
+        "%s: answered (CPU s by then)" % a for a in agents))
+    print("|---|---|---|%s---|---|---|" % ("---|" * len(agents)))
+    by_runtime = {}
+    for r in restarts:
+        by_runtime.setdefault(r["runtime"], []).append(r)
+        print("| %s | %d | %.1f s | %s | %s | %s | %s -> %s |" % (
+            r["runtime"], r["round"], r["all_answering_s"],
+            " | ".join("%.1f s (%s)" % (r["agent_answered_s"][a], "-" if r["agent_cpu_s_at_answer"].get(a) is None
+                                        else "%.1f" % r["agent_cpu_s_at_answer"][a]) for a in agents),
+            busy(r["machine"]), idle(r["settled"]), r["load_before"].split()[0], r["load_after"].split()[0]))
+    if "runc" in by_runtime and "gvisor" in by_runtime:
+        def median(runtime, pick):
+            values = [pick(r) for r in by_runtime[runtime] if pick(r) is not None]
+            return statistics.median(values) if values else float("nan")
+        print()
+        print("gVisor vs runc, medians: every agent answering %.2fx; %s" % (
+            median("gvisor", lambda r: r["all_answering_s"]) / median("runc", lambda r: r["all_answering_s"]),
+            "; ".join("%s answered %.2fx, CPU s by then %.2fx" % (
+                a,
+                median("gvisor", lambda r: r["agent_answered_s"][a]) / median("runc", lambda r: r["agent_answered_s"][a]),
+                median("gvisor", lambda r: r["agent_cpu_s_at_answer"].get(a))
+                / median("runc", lambda r: r["agent_cpu_s_at_answer"].get(a))) for a in agents)))
+    print()
 
 
 def load_tables(rounds):

@@ -7,13 +7,15 @@
 # tables for docs/benchmarks.md; the raw numbers stay in the JSON file.
 #
 # usage: sudo scripts/bench-rehearsal.sh [ROUNDS [REPLIES]]
-#   ROUNDS   starts per runtime and agent (default 4)
+#   ROUNDS   starts per runtime and agent (default 4; 0: none)
 #   REPLIES  round trips after each start (default 5; ROUNDS x REPLIES per runtime)
 #   BENCH_AGENTS=casper,melchior,balthasar  which agents (default all three)
 #   BENCH_VARIANTS='label:--flag=v;..' extra runsc flag sets, run as more runtimes
 #   BENCH_JSON=path                   where the raw results go
 #   BENCH_START=waves|one-by-one  how the sandboxes start (the rehearsal: one by one)
 #   BENCH_APPROVE=1h|0  the admin's standing approval of casper's code execution cards (0: nobody approves)
+#   BENCH_RESTARTS=N  after the cold start, the agents restarted together N times under gVisor and N under
+#                     runc, alternating (CPU seconds per agent, the machine's busy share)
 #   BENCH_LOAD=1|only  the load rounds (issue 25, item 5; benches/rehearsal/load.rs) after the
 #                      cold start, before (1) or instead of (only) the per-agent alternation:
 #     BENCH_LOAD_MENTIONS=100  mentions per human   BENCH_LOAD_SPREAD_S=60  sent within

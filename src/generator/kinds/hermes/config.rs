@@ -78,6 +78,9 @@ struct Terminal {
     docker_mount_cwd_to_workspace: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container_persistent: Option<bool>,
+    /// MB; 0: no per-container disk quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_disk: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     docker_extra_args: Option<Vec<&'static str>>,
 }
@@ -227,6 +230,7 @@ fn terminal(code_network: Option<bool>) -> Terminal {
             docker_forward_env: None,
             docker_mount_cwd_to_workspace: None,
             container_persistent: None,
+            container_disk: None,
             docker_extra_args: None,
         };
     };
@@ -248,6 +252,14 @@ fn terminal(code_network: Option<bool>) -> Terminal {
         // mode binds directories of Hermes' own state volume, which the
         // inner daemon can only read.
         container_persistent: Some(false),
+        // No per-command disk quota, and saying so spares each Hermes start
+        // a probe for one: Docker can set one only on overlay2 over XFS with
+        // project quotas, and the inner dockerd stores on a tmpfs, so the
+        // probe (`docker info`, then `docker create --storage-opt size=1m
+        // hello-world`) always failed, after the approval broker had shown
+        // the admin a card for `hello-world`. The code sandbox's
+        // `/var/lib/docker` tmpfs (`code_storage`) bounds the disk instead.
+        container_disk: Some(0),
         // Hermes runs each command with `docker exec`, and gVisor cannot
         // setns(2) into a PID namespace (runsc 20240729: "error executing
         // setns process"), so code containers share the code sandbox's PID

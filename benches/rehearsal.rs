@@ -799,11 +799,21 @@ fn restart_rounds(hub: &Hub, admin: &Member, approver: &mut Approver, rounds: us
         .into_iter()
         .filter(|s| AGENTS.iter().any(|(a, _)| *a == s.name))
         .collect();
+    // (label, runtime, each agent pinned to one CPU): with `BENCH_PIN=1`
+    // also the generated runtimes with every agent's sandbox on one CPU
+    // of its own where there are enough (`--cpuset-cpus`, round robin).
+    // A sentry that sees one CPU never turns on systrap's spinning fast
+    // paths.
+    let mut kinds: Vec<(&str, Option<&str>, bool)> = vec![("gvisor", None, false), ("runc", Some("runc"), false)];
+    if std::env::var("BENCH_PIN").is_ok_and(|v| v == "1") {
+        kinds.push(("gvisor pinned", None, true));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results = Vec::new();
     for round in 0..rounds {
-        let mut order = vec![None, Some("runc")];
-        order.rotate_left(round % 2);
-        for runtime in order {
+        let mut order = kinds.clone();
+        order.rotate_left(round % kinds.len());
+        for (label, runtime, pinned) in order {
             std::thread::scope(|scope| {
                 for sandbox in &agents {
                     scope.spawn(move || {
@@ -817,9 +827,12 @@ fn restart_rounds(hub: &Hub, admin: &Member, approver: &mut Approver, rounds: us
             let started = Instant::now();
             let started_ms = now_ms();
             std::thread::scope(|scope| {
-                for sandbox in &agents {
+                for (index, sandbox) in agents.iter().enumerate() {
                     scope.spawn(move || {
-                        let args = run_args_with_runtime(hub, sandbox, runtime.unwrap_or(&sandbox.runtime));
+                        let mut args = run_args_with_runtime(hub, sandbox, runtime.unwrap_or(&sandbox.runtime));
+                        if pinned {
+                            args.insert(3, format!("--cpuset-cpus={}", index % cpus));
+                        }
                         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
                         docker_ok(hub, &refs);
                     });
@@ -827,7 +840,7 @@ fn restart_rounds(hub: &Hub, admin: &Member, approver: &mut Approver, rounds: us
             });
             let together = ready_together(hub, admin, started_ms, approver);
             let result = json!({
-                "runtime": runtime.unwrap_or("gvisor"),
+                "runtime": label,
                 "round": round,
                 "all_answering_s": started.elapsed().as_secs_f64(),
                 "agent_answered_s": together.answered,

@@ -181,17 +181,20 @@ def restart_tables(restarts):
             " | ".join("%.1f s (%s)" % (r["agent_answered_s"][a], "-" if r["agent_cpu_s_at_answer"].get(a) is None
                                         else "%.1f" % r["agent_cpu_s_at_answer"][a]) for a in agents),
             busy(r["machine"]), idle(r["settled"]), r["load_before"].split()[0], r["load_after"].split()[0]))
-    if "runc" in by_runtime and "gvisor" in by_runtime:
-        def median(runtime, pick):
-            values = [pick(r) for r in by_runtime[runtime] if pick(r) is not None]
-            return statistics.median(values) if values else float("nan")
+    def median(runtime, pick):
+        values = [pick(r) for r in by_runtime[runtime] if pick(r) is not None]
+        return statistics.median(values) if values else float("nan")
+    for label in by_runtime:
+        if label == "runc" or "runc" not in by_runtime:
+            continue
         print()
-        print("gVisor vs runc, medians: every agent answering %.2fx; %s" % (
-            median("gvisor", lambda r: r["all_answering_s"]) / median("runc", lambda r: r["all_answering_s"]),
+        print("%s vs runc, medians: every agent answering %.2fx; %s" % (
+            label,
+            median(label, lambda r: r["all_answering_s"]) / median("runc", lambda r: r["all_answering_s"]),
             "; ".join("%s answered %.2fx, CPU s by then %.2fx" % (
                 a,
-                median("gvisor", lambda r: r["agent_answered_s"][a]) / median("runc", lambda r: r["agent_answered_s"][a]),
-                median("gvisor", lambda r: r["agent_cpu_s_at_answer"].get(a))
+                median(label, lambda r: r["agent_answered_s"][a]) / median("runc", lambda r: r["agent_answered_s"][a]),
+                median(label, lambda r: r["agent_cpu_s_at_answer"].get(a))
                 / median("runc", lambda r: r["agent_cpu_s_at_answer"].get(a))) for a in agents)))
     print()
 

@@ -15,7 +15,8 @@
 #   BENCH_START=waves|one-by-one  how the sandboxes start (the rehearsal: one by one)
 #   BENCH_APPROVE=1h|0  the admin's standing approval of casper's code execution cards (0: nobody approves)
 #   BENCH_RESTARTS=N  after the cold start, the agents restarted together N times under gVisor and N under
-#                     runc, alternating (CPU seconds per agent, the machine's busy share)
+#                     runc, alternating (CPU seconds per agent, the machine's busy share);
+#                     BENCH_PIN=1 adds N under gVisor with each agent pinned to one CPU
 #   BENCH_LOAD=1|only  the load rounds (issue 25, item 5; benches/rehearsal/load.rs) after the
 #                      cold start, before (1) or instead of (only) the per-agent alternation:
 #     BENCH_LOAD_MENTIONS=100  mentions per human   BENCH_LOAD_SPREAD_S=60  sent within

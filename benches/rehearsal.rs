@@ -679,7 +679,7 @@ fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
         "load_after": load_average(),
         "cards_approved": approver.decided.len(),
     });
-    cold["settled"] = settle_together(&hub, &admin, &together.anchor);
+    cold["settled"] = settle_together(&hub, &admin);
     eprintln!("bench: cold start {cold}");
     Some((hub, admin, cold, approver))
 }
@@ -735,11 +735,7 @@ fn ready_together(hub: &Hub, admin: &Member, started_ms: i64, approver: &mut App
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    Together {
-        answered,
-        cpu_s,
-        anchor,
-    }
+    Together { answered, cpu_s }
 }
 
 /// When each agent first answered (seconds from the start) and the CPU
@@ -747,35 +743,18 @@ fn ready_together(hub: &Hub, admin: &Member, started_ms: i64, approver: &mut App
 struct Together {
     answered: serde_json::Map<String, Value>,
     cpu_s: serde_json::Map<String, Value>,
-    /// The admin's message before the first probe.
-    anchor: String,
 }
 
-/// Waits until no agent has sent anything for 15 s (at most five minutes):
-/// each agent answers the probes sent after it connected, one by one, and
-/// that backlog must not run into what is measured next. Then each agent's
-/// CPU share over `IDLE_SAMPLE` of quiet (1.0: one core busy all along).
-/// Returns the seconds waited and the shares.
-fn settle_together(hub: &Hub, admin: &Member, anchor: &str) -> Value {
-    let started = Instant::now();
-    let mut seen = 0;
-    let mut last_change = Instant::now();
-    while started.elapsed() < Duration::from_secs(300) && last_change.elapsed() < Duration::from_secs(15) {
-        let count = load::messages_since(hub, admin, anchor)
-            .iter()
-            .filter(|e| {
-                AGENTS
-                    .iter()
-                    .any(|(a, _)| e["sender"] == hub.appliance.agents[*a].user_id.as_str())
-            })
-            .count();
-        if count != seen {
-            seen = count;
-            last_change = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(1000));
-    }
-    let settled_s = started.elapsed().as_secs_f64();
+/// Waits until no agent has sent anything for 15 s (at most five
+/// minutes, `load::quiet`), then samples each agent's CPU share over
+/// `IDLE_SAMPLE` of quiet (1.0: one core busy all along). Returns the
+/// seconds waited and the shares.
+fn settle_together(hub: &Hub, admin: &Member) -> Value {
+    let agents: Vec<(String, String)> = AGENTS
+        .iter()
+        .map(|(a, _)| (a.to_string(), hub.appliance.agents[*a].user_id.clone()))
+        .collect();
+    let settled_s = load::quiet(hub, admin, &agents, Duration::from_secs(15), Duration::from_secs(300));
     let before: Vec<Option<f64>> = AGENTS.iter().map(|(a, _)| cpu::container_cpu_s(hub, a)).collect();
     std::thread::sleep(IDLE_SAMPLE);
     let mut idle = serde_json::Map::new();
@@ -849,7 +828,7 @@ fn restart_rounds(hub: &Hub, admin: &Member, approver: &mut Approver, rounds: us
                 "machine": busy.since(),
                 "load_before": load,
                 "load_after": load_average(),
-                "settled": settle_together(hub, admin, &together.anchor),
+                "settled": settle_together(hub, admin),
             });
             eprintln!("bench: restart {result}");
             results.push(result);

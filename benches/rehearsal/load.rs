@@ -568,15 +568,17 @@ fn round(
     result
 }
 
-/// Waits until no agent has said anything for 10 s (at most 2 minutes):
-/// what the cold start's probes still get answered (Hermes answers each,
-/// late) is not load.
-fn quiet(hub: &Hub, admin: &Member, agents: &[(String, String)]) {
-    let anchor = marker(hub, admin, "bench: load: waiting for quiet");
+/// Waits until none of `agents` (name, user id) has said anything for
+/// `quiet_for`, at most `at_most`; returns the seconds waited. What the
+/// cold start's probes still get answered (OpenClaw and Hermes answer each
+/// one sent after they connected, late) must not run into what is
+/// measured next.
+pub fn quiet(hub: &Hub, admin: &Member, agents: &[(String, String)], quiet_for: Duration, at_most: Duration) -> f64 {
+    let anchor = marker(hub, admin, "bench: waiting for quiet");
     let started = Instant::now();
     let mut seen = 0;
     let mut since = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) && since.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < at_most && since.elapsed() < quiet_for {
         let said = messages_since(hub, admin, &anchor)
             .iter()
             .filter(|e| agents.iter().any(|(_, user)| e["sender"] == user.as_str()))
@@ -587,6 +589,7 @@ fn quiet(hub: &Hub, admin: &Member, agents: &[(String, String)]) {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    started.elapsed().as_secs_f64()
 }
 
 /// The load rounds: steady, then (with `BENCH_LOAD_KILL`) the kill round.
@@ -612,10 +615,10 @@ pub fn run(hub: &Hub, admin: &Member, agents: &[&str]) -> Value {
         .iter()
         .map(|a| (a.to_string(), hub.appliance.agents[*a].user_id.clone()))
         .collect();
-    quiet(hub, admin, &agents);
+    quiet(hub, admin, &agents, Duration::from_secs(10), Duration::from_secs(120));
     let mut rounds = vec![round(hub, admin, &senders, &agents, &settings, 's', None)];
     if let Some(kill) = settings.kill.as_deref().filter(|k| agents.iter().any(|(a, _)| a == k)) {
-        quiet(hub, admin, &agents);
+        quiet(hub, admin, &agents, Duration::from_secs(10), Duration::from_secs(120));
         rounds.push(round(hub, admin, &senders, &agents, &settings, 'k', Some(kill)));
     }
     json!(rounds)

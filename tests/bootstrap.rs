@@ -419,7 +419,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_contains(&out, "room #magi:magi: created");
     // Every agent gets the plan's message rate limit, never unlimited.
     assert_rate_limits(&world);
-    assert_contains(&out, "@casper:magi: rate limit 2/s, burst 30 (set)");
+    assert_contains(&out, "@casper:magi: rate limit 8/s, burst 120 (set)");
 
     // Rerun: nothing created, no byte changed, no device added.
     let files = world.snapshot();
@@ -452,7 +452,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert_eq!(world.snapshot(), files, "a rerun changed the state dir");
     assert_eq!(world.devices(), devices, "a rerun changed devices");
     assert!(took < Duration::from_secs(2), "rerun took {took:?}");
-    assert_contains(&out, "@casper:magi: rate limit 2/s, burst 30 (kept)");
+    assert_contains(&out, "@casper:magi: rate limit 8/s, burst 120 (kept)");
 
     let client = world.client();
     // Registration is closed to everyone without the shared secret.
@@ -560,7 +560,7 @@ fn fresh_bootstrap_rerun_outsiders_and_agents_talking() {
     assert!(drift.ok(), "{}", drift.describe());
     let repair = world.bootstrap(&[]);
     assert_ok(&repair);
-    assert_contains(stdout(&repair), "@casper:magi: rate limit 2/s, burst 30 (set)");
+    assert_contains(stdout(&repair), "@casper:magi: rate limit 8/s, burst 120 (set)");
     assert_rate_limits(&world);
 
     // Each agent speaks once; every other agent reads every message.

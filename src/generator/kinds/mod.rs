@@ -187,11 +187,32 @@ pub struct PlanEnv {
     pub home_room_env: &'static [&'static str],
     /// Secrets the bootstrap generates into its env file: name and length.
     pub generated_env: &'static [(&'static str, u32)],
-    /// Synapse's `override_ratelimit`: messages per second, burst.
-    pub rate_limit: (u32, u32),
+    /// The events it sends to Synapse per answered mention that Synapse's
+    /// message rate limit counts (the reply, and its reactions and
+    /// redactions); sizes its `override_ratelimit` (`PlanEnv::rate_limit`).
+    pub events_per_reply: u32,
     /// Where it records its tool calls: format, the image volume's name
     /// (`ImageLayout`), the path inside it.
     pub tool_log: (ToolLogFormat, &'static str, &'static str),
+}
+
+/// Replies a second, and in a burst, that every agent's Synapse rate limit
+/// leaves room for. Synapse refuses what is over it with a 429, and none of
+/// the agents' Matrix clients resends a refused event, so a limit that does
+/// not fit the agent loses replies (docs/agents.md, "Rate limits"); what
+/// stops agents talking among themselves is the warden's loop breaker.
+const REPLIES_PER_SECOND: u32 = 2;
+const REPLY_BURST: u32 = 30;
+
+impl PlanEnv {
+    /// Synapse's `override_ratelimit` for the kind: messages per second,
+    /// burst.
+    pub fn rate_limit(&self) -> (u32, u32) {
+        (
+            REPLIES_PER_SECOND * self.events_per_reply,
+            REPLY_BURST * self.events_per_reply,
+        )
+    }
 }
 
 /// How the tests prove what the appliance writes for this kind; the

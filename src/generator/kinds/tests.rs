@@ -84,7 +84,7 @@ fn every_kind_says_what_the_spec_may_ask_and_what_its_sandbox_needs() {
             "{name}: the token is written under no env name"
         );
         assert!(
-            plan.rate_limit.0 > 0 && plan.rate_limit.1 > 0,
+            plan.rate_limit().0 > 0 && plan.rate_limit().1 > 0,
             "{name}: unlimited or zero rate"
         );
     }

@@ -79,7 +79,7 @@ fn agent_account(appliance: &Appliance, agent: &Agent, sandbox: Option<&Sandbox>
     let kind = kinds::of(agent.kind);
     let env = kind.plan();
     let names = |vars: &[&str]| vars.iter().map(|v| v.to_string()).collect();
-    let (messages_per_second, burst_count) = env.rate_limit;
+    let (messages_per_second, burst_count) = env.rate_limit();
     Account {
         localpart: agent.name.clone(),
         user_id: agent.user_id.clone(),

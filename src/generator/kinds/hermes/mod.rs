@@ -100,7 +100,10 @@ static PLAN: PlanEnv = PlanEnv {
     // "📬 No home channel is set for Matrix" and a /sethome hint.
     home_room_env: &["MATRIX_HOME_ROOM"],
     generated_env: &[],
-    rate_limit: (2, 30),
+    // The reply, a 👀 reaction when it starts, a ✅ when it is done and the
+    // redaction of the 👀 (its `MATRIX_REACTIONS`, on by default; seen in
+    // Synapse's log under the bench's load, docs/benchmarks.md).
+    events_per_reply: 4,
     // HERMES_HOME (the state volume): its session store, one row per
     // message, the assistant's tool calls as OpenAI-style JSON.
     tool_log: (ToolLogFormat::HermesMessages, "state", "state.db"),

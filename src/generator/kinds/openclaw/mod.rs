@@ -134,7 +134,9 @@ static PLAN: PlanEnv = PlanEnv {
     home_room_env: &[],
     // The gateway's auth token, which its config reads through a SecretRef.
     generated_env: &[("OPENCLAW_GATEWAY_TOKEN", 32)],
-    rate_limit: (2, 30),
+    // The reply and its 👀 acknowledgement of a mention
+    // (`messages.ackReaction`, kept after the reply).
+    events_per_reply: 2,
     // The main agent's SQLite store on the state volume: its transcript's
     // events, the assistant's `toolCall` content among them.
     tool_log: (

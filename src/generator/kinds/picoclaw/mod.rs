@@ -92,7 +92,9 @@ static PLAN: PlanEnv = PlanEnv {
     room_ids_env: &[],
     home_room_env: &[],
     generated_env: &[],
-    rate_limit: (2, 30),
+    // The reply only: its placeholder message (an edit to follow) is off
+    // unless configured, and typing notices are not rate-limited.
+    events_per_reply: 1,
     // Its sessions, one JSON-lines file each, under PICOCLAW_HOME's
     // workspace; assistant lines carry `tool_calls`.
     tool_log: (ToolLogFormat::PicoclawSessions, "state", "workspace/sessions"),

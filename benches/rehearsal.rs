@@ -45,6 +45,8 @@ mod warden;
 mod cpu;
 #[path = "rehearsal/load.rs"]
 mod load;
+#[path = "rehearsal/spec.rs"]
+mod spec;
 
 use crate::hub::{Hub, Services};
 use crate::matrix::Member;
@@ -630,14 +632,15 @@ fn bench_agent(
 /// cost: the appliance has them in its Nix store), then the warden, then
 /// every sandbox in dependency order until every agent has answered a
 /// mention.
-fn cold_start() -> Option<(Hub, Member, Value, Approver)> {
+fn cold_start(spec_dir: &Path) -> Option<(Hub, Member, Value, Approver)> {
     if !crate::setup::tools_present() {
         return None;
     }
     let venv = crate::support::synapse::venv()?;
+    spec::write_with_second_human(spec_dir);
     let started = Instant::now();
     let name = format!("rehearsal-{}", std::process::id());
-    let hub = hub::start(&name, Services { synapse_venv: &venv });
+    let hub = hub::start_from(&name, Services { synapse_venv: &venv }, spec_dir);
     let services_s = started.elapsed().as_secs_f64();
     let images_started = Instant::now();
     crate::setup::build_images(&hub);
@@ -859,8 +862,9 @@ fn main() {
         println!("run with `cargo bench --bench rehearsal` to measure");
         return;
     }
-    // Dropped in reverse: the warden first, then the hub.
-    let Some((hub, admin, cold, mut approver)) = cold_start() else {
+    // Dropped in reverse: the warden first, then the hub, then the spec.
+    let spec_dir = tempfile::Builder::new().prefix("appliance-bench-spec-").tempdir().unwrap();
+    let Some((hub, admin, cold, mut approver)) = cold_start(spec_dir.path()) else {
         return;
     };
     let rounds = env_number("BENCH_ROUNDS", 4);

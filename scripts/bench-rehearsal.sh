@@ -18,8 +18,10 @@
 #                     runc, alternating (CPU seconds per agent, the machine's busy share);
 #                     BENCH_PIN=1 adds N under gVisor with each agent pinned to one CPU
 #   BENCH_LOAD=1|only  the load rounds (issue 25, item 5; benches/rehearsal/load.rs) after the
-#                      cold start, before (1) or instead of (only) the per-agent alternation:
+#                      cold start, before (1) or instead of (only) the per-agent alternation;
+#                      the bench's spec adds a second human (benches/rehearsal/spec.rs):
 #     BENCH_LOAD_MENTIONS=100  mentions per human   BENCH_LOAD_SPREAD_S=60  sent within
+#     BENCH_LOAD_STRANGER=20   mentions from an account outside the spec (to be ignored)
 #     BENCH_LOAD_WAIT_S=300    wait for replies     BENCH_LOAD_KILL=melchior|none  killed mid-round
 #     BENCH_LOAD_LIFT=0        keep Synapse's default message rate limit for the humans
 # Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.

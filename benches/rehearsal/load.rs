@@ -1,4 +1,4 @@
-//! Issue 25, item 5: load, nothing lost. Two human accounts each send
+//! Issue 25, item 5: load, nothing lost. Two humans each send
 //! `BENCH_LOAD_MENTIONS` mentions (default 100), spread round-robin over
 //! the agents within `BENCH_LOAD_SPREAD_S` seconds (default 60), each
 //! carrying a unique `tag-…` token that the stand-in model echoes; then the
@@ -9,12 +9,13 @@
 //! default melchior) is `docker kill -s KILL`ed halfway through the
 //! sending and started again as its unit would be.
 //!
-//! The second human: the default spec has one human, @gendo; every agent
-//! answers only the humans its spec names (the generated allowlists). The
-//! bench registers a second account the way the rehearsal's warden step
-//! makes its stranger (Synapse's registration shared secret, invited by
-//! the appliance's account): agents must ignore its mentions, and the bench
-//! counts that they do, under the same load.
+//! The humans: @gendo and the bench spec's second admin (`spec.rs`), both
+//! in the room and named in every agent's allowlist. A third account, not
+//! in the spec, sends `BENCH_LOAD_STRANGER` mentions (default 20) in the
+//! same minute: registered the way the rehearsal's warden step makes its
+//! stranger (Synapse's registration shared secret, invited by the
+//! appliance's account); agents must ignore them, and the bench counts
+//! that they do, under the same load.
 //!
 //! Rate limits: the generated Synapse settings keep Synapse's default
 //! `rc_message` (0.2 messages/s, burst 10) for humans; the bootstrap gives
@@ -40,7 +41,10 @@ use crate::{docker_ok, env_number, load_average, now_ms};
 
 /// How one load round is set up, from the environment.
 pub struct Settings {
+    /// Mentions each human in the spec sends.
     pub mentions: usize,
+    /// Mentions the account outside the spec sends.
+    pub stranger_mentions: usize,
     pub spread: Duration,
     /// How long the bench waits for replies after the last mention.
     pub wait: Duration,
@@ -54,6 +58,7 @@ impl Settings {
         let kill = std::env::var("BENCH_LOAD_KILL").unwrap_or_else(|_| "melchior".into());
         Settings {
             mentions: env_number("BENCH_LOAD_MENTIONS", 100),
+            stranger_mentions: env_number("BENCH_LOAD_STRANGER", 20),
             spread: Duration::from_secs(env_number("BENCH_LOAD_SPREAD_S", 60) as u64),
             wait: Duration::from_secs(env_number("BENCH_LOAD_WAIT_S", 300) as u64),
             kill: (!kill.is_empty() && kill != "none").then_some(kill),
@@ -68,6 +73,8 @@ struct Sender {
     token: String,
     /// Whether the spec names it (agents answer it); else they must not.
     in_spec: bool,
+    /// How many mentions it sends in a round.
+    mentions: usize,
 }
 
 /// One mention sent.
@@ -79,12 +86,24 @@ struct Sent {
     event: Option<String>,
 }
 
-/// The second human, `@visitor`: not in the spec (warden::invited_human).
-fn second_human(hub: &Hub, admin: &Member) -> Sender {
+/// A human of the spec: logged in with its initial password, in the room.
+fn spec_human(hub: &Hub, localpart: &str, settings: &Settings) -> Sender {
+    let server = &hub.appliance.matrix.server_name;
+    Sender {
+        user_id: format!("@{localpart}:{server}"),
+        token: Member::login(hub, localpart, &format!("#magi:{server}")).token,
+        in_spec: true,
+        mentions: settings.mentions,
+    }
+}
+
+/// `@visitor`: not in the spec (warden::invited_human).
+fn stranger(hub: &Hub, admin: &Member, settings: &Settings) -> Sender {
     Sender {
         user_id: format!("@visitor:{}", hub.appliance.matrix.server_name),
         token: crate::warden::invited_human(hub, admin, "visitor"),
         in_spec: false,
+        mentions: settings.stranger_mentions,
     }
 }
 
@@ -219,13 +238,12 @@ fn send_round(
     phase: char,
     during: impl FnOnce(),
 ) -> (Vec<Sent>, Vec<Value>) {
-    let interval = settings.spread / settings.mentions.max(1) as u32;
     let start = Instant::now() + Duration::from_millis(200);
     let plans: Vec<Vec<Sent>> = senders
         .iter()
         .enumerate()
         .map(|(h, sender)| {
-            (0..settings.mentions)
+            (0..sender.mentions)
                 .map(|i| {
                     let (agent, _) = &agents[(i + h) % agents.len()];
                     Sent {
@@ -259,6 +277,7 @@ fn send_round(
                             .collect();
                         let token = sender.token.clone();
                         let room = room.to_string();
+                        let interval = settings.spread / sender.mentions.max(1) as u32;
                         let netns = &hub.netns;
                         scope.spawn(move || netns.run(move || send_lane(&token, &room, &messages, start, interval)))
                     })
@@ -268,8 +287,9 @@ fn send_round(
         during();
         handles
             .into_iter()
-            .map(|lanes| {
-                let mut events = vec![None; settings.mentions];
+            .zip(senders)
+            .map(|(lanes, sender)| {
+                let mut events = vec![None; sender.mentions];
                 let mut limited = 0;
                 for lane in lanes {
                     let (sent, lane_limited) = lane.join().unwrap();
@@ -322,6 +342,64 @@ fn rate_limited_since(hub: &Hub, offset: usize) -> (BTreeMap<String, usize>, usi
         *counts.entry(requester).or_insert(0) += 1;
     }
     (counts, text.lines().filter(|l| l.contains("Processed request")).count())
+}
+
+/// Synapse's default timeline limit for a `/sync` without a filter that
+/// sets one (synapse/api/filtering.py): an incremental sync spanning more
+/// events than this returns the newest ones with `limited: true`, and a
+/// client that does not then fetch the rest (`/messages` back from
+/// `prev_batch`) never sees the older ones.
+const DEFAULT_TIMELINE_LIMIT: i64 = 10;
+
+/// The room stream position of a `/sync` request's `since` token
+/// (`s<position>_…`), from its logged request line.
+fn since_position(line: &str) -> Option<i64> {
+    let (_, rest) = line.split_once("since=s")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Per requester, its incremental `/sync`s in Synapse's access log after
+/// `offset` bytes: how many, the largest number of events between one
+/// and the next (the room stream positions of their `since` tokens, which
+/// count every room's events, so an upper bound for one room), how many
+/// spanned more than `DEFAULT_TIMELINE_LIMIT`, and whether it sends a
+/// filter. Whether a sync dropped events depends on the filter.
+fn sync_gaps_since(hub: &Hub, offset: usize) -> BTreeMap<String, Value> {
+    let log = hub.synapse.as_ref().map(|s| s.log.clone());
+    let text = log.and_then(|l| fs::read(l).ok()).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(offset..).unwrap_or_default()).into_owned();
+    let mut positions: BTreeMap<String, (Vec<i64>, bool)> = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.contains("Processed request") && l.contains("/_matrix/client/v3/sync?"))
+    {
+        let Some(position) = since_position(line) else {
+            continue;
+        };
+        let requester = line
+            .split_once('{')
+            .and_then(|(_, r)| r.split_once('}'))
+            .map(|(r, _)| r.split('|').next().unwrap_or(r).to_string())
+            .unwrap_or_default();
+        let entry = positions.entry(requester).or_default();
+        entry.0.push(position);
+        entry.1 |= line.contains("filter=");
+    }
+    positions
+        .into_iter()
+        .map(|(requester, (mut at, filtered))| {
+            at.sort_unstable();
+            let gaps: Vec<i64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+            let summary = json!({
+                "syncs": at.len(),
+                "max_events_between": gaps.iter().max(),
+                "over_default_timeline_limit": gaps.iter().filter(|g| **g > DEFAULT_TIMELINE_LIMIT).count(),
+                "sends_filter": filtered,
+            });
+            (requester, summary)
+        })
+        .collect()
 }
 
 /// The warden's loop-breaker records after `offset` bytes of its audit
@@ -553,11 +631,13 @@ fn round(
     let result = json!({
         "round": if kill.is_some() { "kill" } else { "steady" },
         "mentions_per_human": settings.mentions,
+        "stranger_mentions": settings.stranger_mentions,
         "spread_s": settings.spread.as_secs_f64(),
         "human_limits_lifted": settings.lift,
         "senders": sender_stats,
         "agents": per_agent,
         "rate_limited_429_by_requester": limited,
+        "sync_gaps_by_requester": sync_gaps_since(hub, log_offset),
         "synapse_requests_logged": logged_requests,
         "warden_loop_breaker": loop_breaks_since(hub, audit_offset),
         "waited_s": sending_done.elapsed().as_secs_f64(),
@@ -599,13 +679,18 @@ pub fn run(hub: &Hub, admin: &Member, agents: &[&str]) -> Value {
         user_id: format!("@gendo:{}", hub.appliance.matrix.server_name),
         token: admin.token.clone(),
         in_spec: true,
+        mentions: settings.mentions,
     };
     let server = &hub.appliance.matrix.server_name;
     lift_rate_limit(
         hub,
         &format!("@{}:{server}", agent_appliance::schema::plan::BOOTSTRAP_LOCALPART),
     );
-    let senders = vec![gendo, second_human(hub, admin)];
+    let senders = vec![
+        gendo,
+        spec_human(hub, crate::spec::SECOND_HUMAN, &settings),
+        stranger(hub, admin, &settings),
+    ];
     if settings.lift {
         for sender in &senders {
             lift_rate_limit(hub, &sender.user_id);

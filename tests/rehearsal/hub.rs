@@ -118,6 +118,10 @@ pub struct Hub {
     /// from the hub's namespace (`connect_internet`).
     pub internet: Netns,
     pub appliance: Appliance,
+    /// Where the spec (`appliance.toml`) and its generated tree
+    /// (`generated/`) are: the repository's, unless the bench runs its own
+    /// (`start_from`).
+    pub spec_dir: PathBuf,
     /// Stands in for `/`: every host path of the appliance is below it.
     pub host_root: tempfile::TempDir,
 }
@@ -190,6 +194,16 @@ impl Hub {
         self.host_path(STATE_DIR)
     }
 
+    /// The generated tree, as committed for the repository's spec.
+    pub fn generated(&self) -> PathBuf {
+        self.spec_dir.join("generated")
+    }
+
+    /// The generated bootstrap plan.
+    pub fn plan_path(&self) -> PathBuf {
+        self.generated().join("bootstrap/plan.json")
+    }
+
     /// `appliance bootstrap` with the generated plan and the re-rooted state
     /// dir, inside the namespace (the plan's homeserver is 127.0.0.1:8008).
     pub fn bootstrap(&self, extra: &[&str]) -> Output {
@@ -197,7 +211,7 @@ impl Hub {
         command
             .arg("bootstrap")
             .arg("--plan")
-            .arg(root().join("generated/bootstrap/plan.json"))
+            .arg(self.plan_path())
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(extra);
@@ -208,7 +222,7 @@ impl Hub {
     pub fn admin_password(&self, admin: &str) -> String {
         let output = crate::support::appliance()
             .args(["admin", "password", admin, "--plan"])
-            .arg(root().join("generated/bootstrap/plan.json"))
+            .arg(self.plan_path())
             .arg("--state-dir")
             .arg(self.state_dir())
             .output()
@@ -221,7 +235,7 @@ impl Hub {
     /// below the temp root and generated files from the committed tree:
     /// nothing else is changed.
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
-        crate::support::lab::rerooted_run_args(sandbox, &root().join("generated"), |path| self.host_path(path))
+        crate::support::lab::rerooted_run_args(sandbox, &self.generated(), |path| self.host_path(path))
     }
 
     /// The name of the sandbox Ollama (here the stand-in) runs in.
@@ -412,7 +426,7 @@ fn service_secrets(hub: &Hub) {
     }
 }
 
-fn assert_ok(what: &str, output: &Output) {
+pub fn assert_ok(what: &str, output: &Output) {
     crate::support::assert_succeeded(what, output);
 }
 
@@ -469,8 +483,12 @@ pub struct Services<'a> {
 
 /// Brings the hub up to the point where the sandboxes can start.
 pub fn start(name: &str, tools: Services) -> Hub {
-    let appliance =
-        agent_appliance::operator::commands::load(&root().join("appliance.toml")).expect("the default spec loads");
+    start_from(name, tools, &root())
+}
+
+/// `start`, with the spec and generated tree in `spec_dir`.
+pub fn start_from(name: &str, tools: Services, spec_dir: &Path) -> Hub {
+    let appliance = agent_appliance::operator::commands::load(&spec_dir.join("appliance.toml")).expect("the spec loads");
     let host = appliance.hosts["hub"].clone();
     let overlay = appliance.overlay.as_ref().expect("the default spec links its hosts");
     let overlay_address = host.overlay_address.expect("the hub has an overlay address");
@@ -499,6 +517,7 @@ pub fn start(name: &str, tools: Services) -> Hub {
         netns,
         internet,
         appliance,
+        spec_dir: spec_dir.to_path_buf(),
         host_root,
     };
 
@@ -635,7 +654,7 @@ fn start_github_standin(hub: &mut Hub, logs: &Path) {
 fn start_egress(hub: &mut Hub, logs: &Path) {
     start_internet_dns(hub, logs);
     let rules = logs.join("ruleset.nft");
-    fs::write(&rules, egress_ruleset()).unwrap();
+    fs::write(&rules, egress_ruleset(&hub.generated())).unwrap();
     let load = hub.netns.command("nft").arg("-f").arg(&rules).output().unwrap();
     assert_ok("nft -f (the generated tables)", &load);
     let conf = logs.join("squid.conf");
@@ -679,9 +698,9 @@ fn start_internet_dns(hub: &mut Hub, logs: &Path) {
 /// spelled as Debian's build runs it (`proxy`; NixOS' is `squid`): the rule
 /// that keeps the proxy off this host's own addresses needs a user that
 /// exists.
-fn egress_ruleset() -> String {
+fn egress_ruleset(generated: &Path) -> String {
     use agent_appliance::generator::render::egress::{BRIDGE_TABLE, INET_TABLE, PROXY_USER};
-    let body = |file: &str| fs::read_to_string(root().join("generated/hosts/hub").join(file)).unwrap();
+    let body = |file: &str| fs::read_to_string(generated.join("hosts/hub").join(file)).unwrap();
     let inet = body("firewall-inet.nft");
     let squid_user = format!("meta skuid \"{PROXY_USER}\"");
     assert!(
@@ -771,7 +790,7 @@ fn squid_config(hub: &Hub, dir: &Path, grants_dir: &Path) -> String {
     squid::make_dir(dir);
     fs::create_dir_all(grants_dir).unwrap();
     fs::set_permissions(grants_dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let generated = fs::read_to_string(root().join("generated/hosts/hub/egress-proxy.conf")).unwrap();
+    let generated = fs::read_to_string(hub.generated().join("hosts/hub/egress-proxy.conf")).unwrap();
     let mut text = String::new();
     for line in generated.lines() {
         let replaced = squid::with_test_paths(line, dir)

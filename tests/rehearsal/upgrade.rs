@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::hub::Hub;
 use crate::support::dockerd::DOCKER;
-use crate::support::{STANDIN_SYSTEM_STEPS, require_tool, root};
+use crate::support::{STANDIN_SYSTEM_STEPS, require_tool};
 
 const VOLUME: &str = "appliance-casper-state";
 const BROKEN: &str = "appliance-rehearsal-upgrade:exits-at-start";
@@ -111,7 +111,7 @@ fn write_standin(hub: &Hub, dir: &Path) {
 /// repository.
 fn write_configs(hub: &Hub, dir: &Path, running: &[String]) {
     let mut plan: Value =
-        serde_json::from_str(&fs::read_to_string(root().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
     let kept: Vec<Value> = plan["sandboxes"]
         .as_array()
         .unwrap()

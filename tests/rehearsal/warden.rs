@@ -19,7 +19,6 @@ use serde_json::json;
 
 use crate::hub::Hub;
 use crate::matrix::Member;
-use crate::support::root;
 use agent_appliance::generator::model::{APPROVAL_SOCKET_DIR, SOCKET_DIR};
 use agent_appliance::on_host::audit::Record;
 
@@ -63,7 +62,7 @@ fn start(hub: &Hub) -> Warden {
         .command(env!("CARGO_BIN_EXE_appliance"))
         .arg("warden")
         .arg("--plan")
-        .arg(root().join("generated/bootstrap/plan.json"))
+        .arg(hub.plan_path())
         .arg("--state-dir")
         .arg(hub.state_dir())
         .arg("--proxy-log")
@@ -374,7 +373,7 @@ pub fn refuses_strangers_and_agents(hub: &Hub, admin: &Member, watch: &Watch) {
 /// mention lifts it, and both agents answer it.
 pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
     let plan: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
     let budget = plan["loop_budget"]
         .as_u64()
         .unwrap_or(agent_appliance::schema::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
@@ -500,7 +499,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
 pub fn vm_test_step(hub: &Hub, agents: &[&str]) {
     let secrets = hub.state_dir().join("secrets");
     let plan: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("generated/bootstrap/plan.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
     let mut extra = vec![
         "--code-agent=casper".to_string(),
         "--loop-agents=casper,melchior".to_string(),

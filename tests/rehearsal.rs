@@ -161,6 +161,27 @@ fn standin_lists_and_shows_its_models_and_refuses_others() {
     assert_contains(&body, "stand-in");
 }
 
+/// An agent that folds messages which came in while it was busy into one
+/// turn (PicoClaw's steering, seen in the bench's load round) gets an
+/// answer to each, as from a model: every tag of the turn, once, in order;
+/// an earlier, answered turn's tag is not repeated.
+#[test]
+fn standin_answers_every_tag_of_a_turn_of_several_messages() {
+    let Some(standin) = standin() else { return };
+    let messages = json!([
+        {"role": "user", "content": "first tag-old1"},
+        {"role": "assistant", "content": "[stand-in] model x answers tag-old1"},
+        {"role": "user", "content": "load mention tag-a1, please answer"},
+        {"role": "user", "content": "load mention tag-b2, please answer"},
+        {"role": "user", "content": "again tag-a1"}
+    ]);
+    let (_, text) = post(&standin, "/api/chat", &json!({"model": MODEL, "messages": messages}));
+    assert_eq!(
+        ollama_stream(&text).0,
+        format!("[stand-in] model {MODEL} answers tag-a1, tag-b2")
+    );
+}
+
 #[test]
 fn standin_answers_a_plain_message_on_both_apis_streamed_and_not() {
     let Some(standin) = standin() else { return };

@@ -16,7 +16,11 @@ The script (trigger words are matched in the last user message the agent
 sends, wherever the agent's own wrapping puts them):
 
   plain message         -> "[stand-in] model <model> answers <tag>", where
-                           <tag> echoes a "tag-XXXX" token of the message
+                           <tag> echoes the "tag-XXXX" token of the message;
+                           a turn of several messages (an agent folding
+                           what came in while it was busy into one turn,
+                           as PicoClaw's steering does) gets every tag,
+                           as a model answers every question it is asked
   "run code"            -> a tool call to the agent's terminal tool (Hermes
                            `terminal`) running
                            echo computed $((6*7*1000+1)) (or a Python
@@ -363,8 +367,8 @@ def script(model, messages, tools):
         target = "@%s:%s" % (ring[1], server) if server else ring[1]
         return Reply("%s model %s: %s, your turn: loop_%s" % (PREFIX, model, target, "_".join(nxt)), rule="loop")
 
-    tag = TAG_RE.search(user)
-    return Reply("%s model %s answers %s" % (PREFIX, model, tag.group(0) if tag else "(no tag)"),
+    tags = list(dict.fromkeys(TAG_RE.findall(user)))
+    return Reply("%s model %s answers %s" % (PREFIX, model, ", ".join(tags) if tags else "(no tag)"),
                  rule="plain")
 
 

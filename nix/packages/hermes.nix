@@ -100,6 +100,10 @@ stdenv.mkDerivation {
   ];
 
   postInstall = ''
+    # Its Matrix adapter syncs with a timeline limit (nix/patches/README.md),
+    # compiled again: the installer compiled the unpatched file.
+    patch --forward -p1 -d "${sitePackages}" < ${../patches/hermes-matrix-sync-timeline-limit.patch}
+    ${python.interpreter} -m compileall -q "${sitePackages}/plugins/platforms/matrix/adapter.py"
     # Console scripts point at the installer's interpreter; use plain
     # python with this prefix instead.
     rm -rf "$out/bin"

@@ -82,6 +82,10 @@ buildNpmPackage {
     # now. It prunes dist/ to its inventory, so the plugin is copied after.
     HOME=$TMPDIR ${lib.getExe nodejs} node_modules/openclaw/openclaw.mjs --version
     test ! -e node_modules/openclaw/.openclaw-lifecycle-pending
+    # The Matrix plugin's client syncs with a timeline limit of its own
+    # (nix/patches/README.md).
+    patch --forward -p1 -d node_modules/@openclaw/matrix/node_modules/matrix-js-sdk \
+      < ${../patches/matrix-js-sdk-sync-timeline-limit.patch}
     # Bake the Matrix plugin in as a bundled plugin (id `matrix`), where
     # OpenClaw looks for its own: nothing is installed at runtime. Its
     # `openclaw` peer dependency resolves to the package above it.

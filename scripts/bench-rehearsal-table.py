@@ -220,6 +220,15 @@ def load_tables(rounds):
                 a["unanswered_seen_by_model"],
                 *("-" if a[k] is None else millis(a[k]) for k in ("p50_ms", "p95_ms", "max_ms")),
                 a["replies_rate_limited_429"], a["unlisted_human_answered"], a["unlisted_human_sent"]))
+        gaps = load.get("sync_gaps_by_requester") or {}
+        if gaps:
+            print()
+            print("Each account's `/sync`s in the round: %s (events between one sync and the next, "
+                  "from the room stream positions of their `since` tokens, every room's)" % "; ".join(
+                      "%s %d, at most %s events apart, %d over Synapse's default timeline limit of 10%s" % (
+                          user, g["syncs"], g["max_events_between"], g["over_default_timeline_limit"],
+                          "" if g["sends_filter"] else ", no filter")
+                      for user, g in sorted(gaps.items())))
         for agent, a in sorted(load["agents"].items()):
             kill = a.get("kill")
             if not kill:

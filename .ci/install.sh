@@ -49,7 +49,7 @@ export DEBIAN_FRONTEND=noninteractive
 # agents' credentials, tests/egress.rs).
 apt-get install -y -qq --no-install-recommends \
   nix-bin docker.io busybox-static iproute2 python3-venv gcc libc6-dev \
-  debootstrap dnsmasq-base nftables squid-openssl searx curl openssl >/dev/null
+  debootstrap dnsmasq-base nftables squid-openssl searx curl openssl patch >/dev/null
 # PostgreSQL, which Synapse runs on in the tests: tests/support/synapse.rs starts a
 # cluster of its own from /usr/lib/postgresql/*/bin, socket only. The
 # `main` cluster Debian's package makes is never used by the tests.

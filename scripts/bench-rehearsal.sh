@@ -22,6 +22,7 @@
 #                      the bench's spec adds a second human (benches/rehearsal/spec.rs):
 #     BENCH_LOAD_MENTIONS=100  mentions per human   BENCH_LOAD_SPREAD_S=60  sent within
 #     BENCH_LOAD_STRANGER=20   mentions from an account outside the spec (to be ignored)
+#     BENCH_LOAD_LOGS=dir      keep each agent's, Synapse's and the stand-in's log of each round there
 #     BENCH_LOAD_WAIT_S=300    wait for replies     BENCH_LOAD_KILL=melchior|none  killed mid-round
 #     BENCH_LOAD_LIFT=0        keep Synapse's default message rate limit for the humans
 # Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.

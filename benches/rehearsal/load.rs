@@ -435,6 +435,26 @@ fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
+/// With `BENCH_LOAD_LOGS=DIR`: each agent's container log, Synapse's log and
+/// the stand-in's request log at the end of a round, into DIR (`<round>-…`),
+/// to trace what was lost; the hub's copies go with it.
+fn keep_logs(hub: &Hub, agents: &[(String, String)], phase: char) {
+    let Some(dir) = std::env::var_os("BENCH_LOAD_LOGS").map(std::path::PathBuf::from) else {
+        return;
+    };
+    fs::create_dir_all(&dir).unwrap();
+    for (agent, _) in agents {
+        let logs = hub.daemon.docker(&["logs", "--timestamps", agent]);
+        let mut text = logs.stdout;
+        text.extend_from_slice(&logs.stderr);
+        fs::write(dir.join(format!("{phase}-{agent}.log")), text).unwrap();
+    }
+    if let Some(synapse) = &hub.synapse {
+        let _ = fs::copy(&synapse.log, dir.join(format!("{phase}-synapse.log")));
+    }
+    fs::write(dir.join(format!("{phase}-standin.jsonl")), hub.standin_log()).unwrap();
+}
+
 /// The kill in a round: which agent, and when (server-clock ms).
 struct Kill {
     agent: String,
@@ -573,6 +593,7 @@ fn round(
             .lines()
             .any(|l| l.contains(token) && l.contains("\"user_message\""))
     };
+    keep_logs(hub, agents, phase);
     let mut per_agent = serde_json::Map::new();
     for (agent, user) in agents {
         let mine: Vec<&Sent> = sent.iter().filter(|s| &s.agent == agent && s.event.is_some()).collect();
@@ -595,6 +616,11 @@ fn round(
             "answered_twice_or_more": ours.iter().filter(|s| times(s) >= 2).count(),
             "unanswered": unanswered.len(),
             "unanswered_seen_by_model": unanswered.iter().filter(|s| seen_by_model(&s.token)).count(),
+            // With their event ids: what to look for in the agent's log.
+            "unanswered_mentions": unanswered
+                .iter()
+                .map(|s| json!({"token": s.token, "event": s.event, "seen_by_model": seen_by_model(&s.token)}))
+                .collect::<Vec<_>>(),
             "p50_ms": percentile(&latencies, 50),
             "p95_ms": percentile(&latencies, 95),
             "max_ms": latencies.last(),

@@ -26,6 +26,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     models: Option<Models>,
     agents: Agents,
+    messages: Messages,
     channels: Channels,
     #[serde(skip_serializing_if = "Option::is_none")]
     browser: Option<Browser>,
@@ -117,6 +118,28 @@ struct AgentDefaults {
     sandbox: ToolSandbox,
     heartbeat: Heartbeat,
 }
+
+/// How OpenClaw handles messages.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Messages {
+    queue: Queue,
+}
+
+/// The queue of a session's messages that arrive while it answers (one
+/// session per room). OpenClaw's default cap is 20: past it the oldest are
+/// dropped, folded into an overflow summary, and summaries past a cap of
+/// their own are left out. At 67 mentions a minute (the bench's load round,
+/// docs/benchmarks.md) OpenClaw fell 100 s behind and never answered the 4
+/// oldest ("followup queue omitted 4 route-isolated overflow summaries").
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Queue {
+    cap: u32,
+}
+
+/// Mentions a room's session may hold while OpenClaw answers one.
+const QUEUE_CAP: u32 = 100;
 
 /// OpenClaw's recurring heartbeat turn: every 30 minutes by default, it
 /// DMs the first `allowFrom` entry (seen: "No direct room found for
@@ -321,6 +344,9 @@ pub fn config(agent: &Agent, published: bool) -> Config {
                 sandbox: ToolSandbox { mode: "off" },
                 heartbeat: Heartbeat { every: "0m" },
             },
+        },
+        messages: Messages {
+            queue: Queue { cap: QUEUE_CAP },
         },
         channels: Channels {
             matrix: matrix_channel(agent),

@@ -863,7 +863,10 @@ fn main() {
         return;
     }
     // Dropped in reverse: the warden first, then the hub, then the spec.
-    let spec_dir = tempfile::Builder::new().prefix("appliance-bench-spec-").tempdir().unwrap();
+    let spec_dir = tempfile::Builder::new()
+        .prefix("appliance-bench-spec-")
+        .tempdir()
+        .unwrap();
     let Some((hub, admin, cold, mut approver)) = cold_start(spec_dir.path()) else {
         return;
     };

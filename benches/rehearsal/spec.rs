@@ -27,7 +27,11 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 /// `appliance generate`.
 pub fn write_with_second_human(dir: &Path) {
     let spec = fs::read_to_string(root().join("appliance.toml")).unwrap();
-    let spec = replace_once(&spec, "admins = [\"gendo\"]", &format!("admins = [\"gendo\", \"{SECOND_HUMAN}\"]"));
+    let spec = replace_once(
+        &spec,
+        "admins = [\"gendo\"]",
+        &format!("admins = [\"gendo\", \"{SECOND_HUMAN}\"]"),
+    );
     let spec = replace_once(&spec, "\"@gendo\"]", &format!("\"@gendo\", \"@{SECOND_HUMAN}\"]"));
     fs::write(dir.join("appliance.toml"), spec).unwrap();
     assert_ok("appliance generate (the bench's spec)", &run_in(dir, &["generate"]));

@@ -488,7 +488,8 @@ pub fn start(name: &str, tools: Services) -> Hub {
 
 /// `start`, with the spec and generated tree in `spec_dir`.
 pub fn start_from(name: &str, tools: Services, spec_dir: &Path) -> Hub {
-    let appliance = agent_appliance::operator::commands::load(&spec_dir.join("appliance.toml")).expect("the spec loads");
+    let appliance =
+        agent_appliance::operator::commands::load(&spec_dir.join("appliance.toml")).expect("the spec loads");
     let host = appliance.hosts["hub"].clone();
     let overlay = appliance.overlay.as_ref().expect("the default spec links its hosts");
     let overlay_address = host.overlay_address.expect("the hub has an overlay address");

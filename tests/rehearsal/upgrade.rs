@@ -110,8 +110,7 @@ fn write_standin(hub: &Hub, dir: &Path) {
 /// config: casper's volume and the warden's directory, into a local
 /// repository.
 fn write_configs(hub: &Hub, dir: &Path, running: &[String]) {
-    let mut plan: Value =
-        serde_json::from_str(&fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
+    let mut plan: Value = serde_json::from_str(&fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
     let kept: Vec<Value> = plan["sandboxes"]
         .as_array()
         .unwrap()

@@ -372,8 +372,7 @@ pub fn refuses_strangers_and_agents(hub: &Hub, admin: &Member, watch: &Watch) {
 /// The loop breaker says so in the room and the ops room; the admin's next
 /// mention lifts it, and both agents answer it.
 pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
-    let plan: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
     let budget = plan["loop_budget"]
         .as_u64()
         .unwrap_or(agent_appliance::schema::plan::DEFAULT_LOOP_BUDGET.into()) as usize;
@@ -498,8 +497,7 @@ pub fn breaks_a_loop(hub: &Hub, admin: &Member, watch: &Watch) {
 /// sandbox; `reported_the_kills` proves the notices).
 pub fn vm_test_step(hub: &Hub, agents: &[&str]) {
     let secrets = hub.state_dir().join("secrets");
-    let plan: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hub.plan_path()).unwrap()).unwrap();
     let mut extra = vec![
         "--code-agent=casper".to_string(),
         "--loop-agents=casper,melchior".to_string(),

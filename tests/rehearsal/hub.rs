@@ -232,7 +232,7 @@ impl Hub {
     }
 
     /// The generated `docker run` arguments of `sandbox`, with host paths
-    /// below the temp root and generated files from the committed tree:
+    /// below the temp root and generated files from the spec's generated tree (`Hub::generated`):
     /// nothing else is changed.
     pub fn run_args(&self, sandbox: &Sandbox) -> Vec<String> {
         crate::support::lab::rerooted_run_args(sandbox, &self.generated(), |path| self.host_path(path))
@@ -648,7 +648,7 @@ fn start_github_standin(hub: &mut Hub, logs: &Path) {
 }
 
 /// The generated egress of the hub, as the NixOS module runs it: the two
-/// nftables tables from the committed generated tree (what
+/// nftables tables from the spec's generated tree (what
 /// `networking.nftables.tables` loads), and squid with the generated
 /// `egress-proxy.conf` on the bridge address. The test web host's address
 /// goes on the namespace's loopback, where only the proxy reaches it.
@@ -695,7 +695,7 @@ fn start_internet_dns(hub: &mut Hub, logs: &Path) {
         .push(Process::spawn("internet DNS", dns, logs.join("internet-dns.log")));
 }
 
-/// The committed generated table bodies in their tables, with squid's user
+/// The generated table bodies in their tables, with squid's user
 /// spelled as Debian's build runs it (`proxy`; NixOS' is `squid`): the rule
 /// that keeps the proxy off this host's own addresses needs a user that
 /// exists.
@@ -776,7 +776,7 @@ fn grant_file(line: &str, grants_dir: &Path) -> String {
     line.replace(GRANTS_DIR, &grants_dir.display().to_string())
 }
 
-/// The committed generated squid configuration, with the paths and user of
+/// The generated squid configuration, with the paths and user of
 /// this machine (pid file, logs below `dir`, Debian's `proxy` user) and
 /// "the internet's DNS" inside the namespace as its resolver (on the
 /// appliance, the host's). Every ACL is as generated. With a credential

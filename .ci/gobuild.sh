@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the appliance's two Go programs at the versions its images ship,
 # from the Go module proxy only (nothing from a git host), into .ci/go/
-# (ignored by git), one directory per module version; a finished build is
-# kept and skipped. Versions, module paths and build tags are read from
-# nix/sources.json (`goModule` of `gvisor` and `picoclaw`), the one place
-# they are pinned.
+# (ignored by git; $APPLIANCE_GOBUILD_OUT instead, when set), one directory
+# per module version; a finished build is kept and skipped. Versions, module
+# paths and build tags are read from nix/sources.json (`goModule` of `gvisor`
+# and `picoclaw`), the one place they are pinned. PicoClaw is patched as the
+# Nix package is (nix/patches/picoclaw-*.patch); <patches> is a hash of them,
+# so a change to them builds anew.
 #   .ci/go/runsc-<version>/runsc               gVisor, CGO off as nixpkgs builds it
-#   .ci/go/picoclaw-<version>/picoclaw         PicoClaw
-#   .ci/go/picoclaw-<version>-arm64/picoclaw  PicoClaw for the Pi (linux/arm64):
+#   .ci/go/picoclaw-<version>-<patches>/picoclaw         PicoClaw
+#   .ci/go/picoclaw-<version>-<patches>-arm64/picoclaw  PicoClaw for the Pi (linux/arm64):
 #       `agents::picoclaw_arm64_loads_the_pi_configs` runs it under
 #       qemu-aarch64-static. A cold cross build takes ~8-13 minutes of two
 #       cores; PICOCLAW_ARM64=0 skips it (that test then fails under CI=true).
@@ -33,7 +35,7 @@ pin() {
   scripts/pin "$1" "goModule.$2"
 }
 
-out=.ci/go
+out=${APPLIANCE_GOBUILD_OUT:-.ci/go}
 mkdir -p "$out/bin"
 # What an interrupted earlier build left in its temporary directory.
 rm -rf "$out"/.runsc.* "$out"/.picoclaw.*
@@ -76,13 +78,20 @@ build_runsc() {
   "$out/bin/runsc" --version | sed -n 1p
 }
 
+# PicoClaw's patches, as nix/packages/picoclaw.nix applies them (in order).
+picoclaw_patches=(nix/patches/picoclaw-publish-every-answer.patch)
+
 # The module cache is read-only; `go generate` copies workspace/ into the
-# onboard command's embed directory, so PicoClaw builds in a writable copy.
+# onboard command's embed directory, and the patches change it, so PicoClaw
+# builds in a writable copy.
 go_build_picoclaw() {
-  local module=$1 version=$2 package=$3 tags=$4 arch=$5 tmp=$6 src
+  local module=$1 version=$2 package=$3 tags=$4 arch=$5 tmp=$6 src patch
   src=$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   cp -r "$src" "$tmp/src"
   chmod -R u+w "$tmp/src"
+  for patch in "${picoclaw_patches[@]}"; do
+    patch --forward --batch --silent -p1 -d "$tmp/src" < "$patch"
+  done
   (
     cd "$tmp/src"
     nice -n 10 go generate ./...
@@ -94,18 +103,19 @@ go_build_picoclaw() {
 
 # `build_picoclaw` builds for this machine; `build_picoclaw arm64` for the Pi.
 build_picoclaw() {
-  local arch=${1:-} module version package tags suffix="" run=()
+  local arch=${1:-} module version package tags patched suffix="" run=()
   module=$(pin picoclaw path)
   version=$(pin picoclaw version)
   package=$(pin picoclaw package)
   tags=$(pin picoclaw tags)
+  patched=$version-$(cat "${picoclaw_patches[@]}" | sha256sum | cut -c1-12)
   if [ -n "$arch" ]; then
     suffix="-$arch"
     run=(qemu-aarch64-static)
   fi
-  build_once picoclaw "$out/picoclaw-$version$suffix" "$version$suffix" \
+  build_once picoclaw "$out/picoclaw-$patched$suffix" "$patched$suffix" \
     go_build_picoclaw "$module" "$version" "$package" "$tags" "$arch"
-  ln -sfn "../picoclaw-$version$suffix/picoclaw" "$out/bin/picoclaw$suffix"
+  ln -sfn "../picoclaw-$patched$suffix/picoclaw" "$out/bin/picoclaw$suffix"
   if [ -z "$arch" ] || command -v qemu-aarch64-static >/dev/null; then
     "${run[@]}" "$out/bin/picoclaw$suffix" --no-color version | grep -F picoclaw
   fi

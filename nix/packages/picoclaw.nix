@@ -1,10 +1,12 @@
 # PicoClaw is nixpkgs' own package (`pkgs.picoclaw`: its pinned source and
-# Go module hashes, its frontend), with one change: nixpkgs links it against
+# Go module hashes, its frontend), with two changes. nixpkgs links it against
 # libolm, which nixpkgs marks insecure (deprecated upstream, CVE-2024-45191..3;
 # pkgs/by-name/ol/olm/package.nix), so the package does not evaluate without
 # `permittedInsecurePackages`. PicoClaw's Go Matrix library builds a pure-Go
 # Olm instead with the `goolm` tag, as PicoClaw's own release builds do; the
-# module set is the same, so nixpkgs' `vendorHash` still holds.
+# module set is the same, so nixpkgs' `vendorHash` still holds. And a patch
+# to its agent loop (nix/patches/README.md) that touches no go.mod or go.sum:
+# the module set, so `vendorHash`, is the same again.
 {
   lib,
   picoclaw,
@@ -13,6 +15,9 @@
 picoclaw.overrideAttrs (old: {
   buildInputs = lib.filter (input: lib.getName input != "olm") (old.buildInputs or [ ]);
   tags = (old.tags or [ ]) ++ [ "goolm" ];
+  # Every queued follow-up turn's answer is sent, not only the last one's.
+  # Its Go test runs in the package's check phase.
+  patches = (old.patches or [ ]) ++ [ ../patches/picoclaw-publish-every-answer.patch ];
   # Checked when the package is built, not when a configuration that might
   # replace it is evaluated: the image tag names this version.
   preBuild =

@@ -16,7 +16,7 @@ The script (trigger words are matched in the last user message the agent
 sends, wherever the agent's own wrapping puts them):
 
   plain message         -> "[stand-in] model <model> answers <tag>", where
-                           <tag> echoes the "tag-XXXX" token of the message;
+                           <tag> echoes the message's `tag-` token (letters and digits);
                            a turn of several messages (an agent folding
                            what came in while it was busy into one turn,
                            as PicoClaw's steering does) gets every tag,

@@ -326,22 +326,30 @@ fn send_round(
 /// requester (`{@user:server…}`), and how many requests it logged (so that
 /// no 429 means something).
 fn rate_limited_since(hub: &Hub, offset: usize) -> (BTreeMap<String, usize>, usize) {
-    let log = hub.synapse.as_ref().map(|s| s.log.clone());
-    let text = log.and_then(|l| fs::read(l).ok()).unwrap_or_default();
-    let text = String::from_utf8_lossy(text.get(offset..).unwrap_or_default()).into_owned();
+    let text = synapse_log_since(hub, offset);
     let mut counts = BTreeMap::new();
     for line in text
         .lines()
         .filter(|l| l.contains("Processed request") && l.contains("B 429 \""))
     {
-        let requester = line
-            .split_once('{')
-            .and_then(|(_, r)| r.split_once('}'))
-            .map(|(r, _)| r.split('|').next().unwrap_or(r).to_string())
-            .unwrap_or_default();
-        *counts.entry(requester).or_insert(0) += 1;
+        *counts.entry(requester(line)).or_insert(0) += 1;
     }
     (counts, text.lines().filter(|l| l.contains("Processed request")).count())
+}
+
+/// Synapse's log after `offset` bytes.
+fn synapse_log_since(hub: &Hub, offset: usize) -> String {
+    let log = hub.synapse.as_ref().map(|s| s.log.clone());
+    let text = log.and_then(|l| fs::read(l).ok()).unwrap_or_default();
+    String::from_utf8_lossy(text.get(offset..).unwrap_or_default()).into_owned()
+}
+
+/// The requester of an access-log line (`{@user:server…}`), its user id.
+fn requester(line: &str) -> String {
+    line.split_once('{')
+        .and_then(|(_, r)| r.split_once('}'))
+        .map(|(r, _)| r.split('|').next().unwrap_or(r).to_string())
+        .unwrap_or_default()
 }
 
 /// Synapse's default timeline limit for a `/sync` without a filter that
@@ -366,9 +374,7 @@ fn since_position(line: &str) -> Option<i64> {
 /// spanned more than `DEFAULT_TIMELINE_LIMIT`, and whether it sends a
 /// filter. Whether a sync dropped events depends on the filter.
 fn sync_gaps_since(hub: &Hub, offset: usize) -> BTreeMap<String, Value> {
-    let log = hub.synapse.as_ref().map(|s| s.log.clone());
-    let text = log.and_then(|l| fs::read(l).ok()).unwrap_or_default();
-    let text = String::from_utf8_lossy(text.get(offset..).unwrap_or_default()).into_owned();
+    let text = synapse_log_since(hub, offset);
     let mut positions: BTreeMap<String, (Vec<i64>, bool)> = BTreeMap::new();
     for line in text
         .lines()
@@ -377,12 +383,7 @@ fn sync_gaps_since(hub: &Hub, offset: usize) -> BTreeMap<String, Value> {
         let Some(position) = since_position(line) else {
             continue;
         };
-        let requester = line
-            .split_once('{')
-            .and_then(|(_, r)| r.split_once('}'))
-            .map(|(r, _)| r.split('|').next().unwrap_or(r).to_string())
-            .unwrap_or_default();
-        let entry = positions.entry(requester).or_default();
+        let entry = positions.entry(requester(line)).or_default();
         entry.0.push(position);
         entry.1 |= line.contains("filter=");
     }

@@ -16,7 +16,8 @@ picoclaw.overrideAttrs (old: {
   buildInputs = lib.filter (input: lib.getName input != "olm") (old.buildInputs or [ ]);
   tags = (old.tags or [ ]) ++ [ "goolm" ];
   # Every queued follow-up turn's answer is sent, not only the last one's.
-  # Its Go test runs in the package's check phase.
+  # It adds a Go test (nix/patches/README.md); whether nixpkgs' check phase
+  # runs it was not checked here (no nixpkgs on the machine).
   patches = (old.patches or [ ]) ++ [ ../patches/picoclaw-publish-every-answer.patch ];
   # Checked when the package is built, not when a configuration that might
   # replace it is evaluated: the image tag names this version.

@@ -45,6 +45,8 @@ mod warden;
 mod cpu;
 #[path = "rehearsal/load.rs"]
 mod load;
+#[path = "rehearsal/profile.rs"]
+mod profile;
 #[path = "rehearsal/spec.rs"]
 mod spec;
 
@@ -259,7 +261,7 @@ fn memory(hub: &Hub, name: &str) -> Value {
         };
         pss_kib += field("Pss:");
         rss_kib += field("Rss:");
-        processes.push(process_kind(*pid));
+        processes.push(cpu::process_kind(&pid.to_string()));
     }
     processes.sort();
     processes.dedup();
@@ -286,19 +288,6 @@ fn memory(hub: &Hub, name: &str) -> Value {
         "processes": processes,
         "cgroup": cgroup,
     })
-}
-
-/// What a process of a sandbox is: runsc's sentry (`runsc-sandbox`) or
-/// gofer (`runsc-gofer`), a systrap stub (no command line), or the
-/// program's name (runc).
-fn process_kind(pid: i32) -> String {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let first = String::from_utf8_lossy(first);
-    if first.is_empty() {
-        return "systrap stubs".into();
-    }
-    first.rsplit('/').next().unwrap_or_default().to_string()
 }
 
 /// A started agent's first answer.
@@ -350,13 +339,18 @@ fn start_to_ready(
     runtime: &str,
     user: &str,
     approver: &mut Approver,
+    mut profile: Option<&mut profile::Session>,
 ) -> Result<Ready, String> {
     // A clean stop first: OpenClaw counts unclean restarts and, after a few,
     // its crash-loop breaker stops starting the Matrix channel (seen after
     // three `docker rm -f` in a row). Not yet verified to be enough.
     let _ = hub.daemon.docker(&["stop", "-t", "30", &sandbox.name]);
     let _ = hub.daemon.docker(&["rm", "-f", &sandbox.name]);
-    let args = run_args_with_runtime(hub, sandbox, runtime);
+    let mut args = run_args_with_runtime(hub, sandbox, runtime);
+    if let Some(profile) = &profile {
+        // After `run -d --name=…`, before the image.
+        args.splice(3..3, profile.args.iter().cloned());
+    }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let started_ms = now_ms();
     let started = Instant::now();
@@ -364,9 +358,18 @@ fn start_to_ready(
     if !run.status.success() {
         return Err(String::from_utf8_lossy(&run.stderr).trim().to_string());
     }
+    // A profiled start is slower (OpenClaw's, under gVisor, about 3x with
+    // Node's profiler sampling every millisecond).
+    let within = match profile.as_deref_mut() {
+        Some(profile) => {
+            profile.started(hub, started_ms);
+            READY_WITHIN * 2
+        }
+        None => READY_WITHIN,
+    };
     let first = admin.mention(hub, user, "are you up? probe-0");
     let mut probes = 1;
-    while started.elapsed() < READY_WITHIN {
+    while started.elapsed() < within {
         if !hub.is_running(&sandbox.name) {
             return Err(format!(
                 "exited before it answered\n{}",
@@ -378,6 +381,9 @@ fn start_to_ready(
             .iter()
             .find(|e| e["sender"] == user && body(e).contains("[stand-in]"))
         {
+            if let Some(profile) = profile {
+                profile.ready(hub);
+            }
             return Ok(Ready {
                 ms: (timestamp(reply) - started_ms) as f64,
                 first_probe: first,
@@ -394,7 +400,7 @@ fn start_to_ready(
     panic!(
         "{} did not answer under {runtime} within {} s\n{}",
         sandbox.name,
-        READY_WITHIN.as_secs(),
+        within.as_secs(),
         hub.container_report(&sandbox.name)
     );
 }
@@ -559,9 +565,11 @@ fn bench_agent(
     rounds: usize,
     replies: usize,
     approver: &mut Approver,
+    kind: &str,
 ) -> Value {
     let user = hub.appliance.agents[&sandbox.name].user_id.clone();
     let configs = configs_for(sandbox);
+    let profiler = profile::Profiler::from_env();
     add_runtimes(hub, &configs, &sandbox.runtime);
     let mut samples: Vec<Value> = Vec::new();
     for round in 0..rounds {
@@ -570,7 +578,16 @@ fn bench_agent(
         for config in &order {
             let index = configs.iter().position(|c| c.runtime == config.runtime).unwrap();
             let load_before = load_average();
-            let ready = match start_to_ready(hub, admin, sandbox, &config.runtime, &user, approver) {
+            let mut profile = profiler.as_ref().map(|p| {
+                p.session(
+                    &sandbox.name,
+                    kind,
+                    &config.runtime,
+                    round,
+                    profile::profiles_sentry(&config.flags),
+                )
+            });
+            let ready = match start_to_ready(hub, admin, sandbox, &config.runtime, &user, approver, profile.as_mut()) {
                 Ok(ready) => ready,
                 Err(refused) => {
                     eprintln!("bench: {} {} failed: {refused}", sandbox.name, config.label);
@@ -581,12 +598,21 @@ fn bench_agent(
                 }
             };
             let cpu_ready_s = cpu::container_cpu_s(hub, &sandbox.name);
+            let cpu_split_ready = cpu::container_cpu_split(hub, &sandbox.name);
             let late = settle(hub, admin, &user, &ready);
             let ready_ms = ready.ms;
             // The stand-in echoes `tag-<alphanumeric>` tokens.
             let tag = format!("tag-{}c{index}r{round}", sandbox.name);
             let cpu_before_trips = cpu::container_cpu_s(hub, &sandbox.name);
+            let cpu_split_before_trips = cpu::container_cpu_split(hub, &sandbox.name);
+            if let Some(profile) = profile.as_mut() {
+                profile.trips_begin(hub);
+            }
             let (trips, timeouts) = round_trips(hub, admin, &sandbox.name, &user, &tag, replies);
+            if let Some(profile) = profile.as_mut() {
+                profile.trips_end(hub, trips.len());
+            }
+            let cpu_split_after_trips = cpu::container_cpu_split(hub, &sandbox.name);
             // The agent's CPU per mention answered, idle time between
             // them included (a sandbox's own background work is its cost).
             let cpu_per_trip_s = match (cpu_before_trips, cpu::container_cpu_s(hub, &sandbox.name)) {
@@ -594,6 +620,9 @@ fn bench_agent(
                 _ => None,
             };
             let memory = memory(hub, &sandbox.name);
+            if let Some(profile) = profile {
+                profile.finish(hub);
+            }
             eprintln!(
                 "bench: {} {} round {round}: ready {:.1} s ({cpu_ready_s:?} CPU s), round trips {:?} ms ({cpu_per_trip_s:?} CPU s each), memory {}, load {load_before} -> {}, probes answered {late}/{}, timeouts {timeouts}",
                 sandbox.name,
@@ -612,6 +641,9 @@ fn bench_agent(
                 "cpu_ready_s": cpu_ready_s,
                 "round_trips_ms": trips,
                 "cpu_per_round_trip_s": cpu_per_trip_s,
+                "cpu_split_at_ready": cpu_split_ready,
+                "cpu_split_before_round_trips": cpu_split_before_trips,
+                "cpu_split_after_round_trips": cpu_split_after_trips,
                 "memory": memory,
                 "load_before": load_before,
                 "load_after": load_average(),
@@ -901,7 +933,7 @@ fn main() {
     }
     for (agent, kind) in chosen.into_iter().filter(|_| rounds > 0) {
         let sandbox = hub.sandboxes().into_iter().find(|s| s.name == *agent).unwrap();
-        let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies, &mut approver);
+        let mut result = bench_agent(&hub, &admin, &sandbox, rounds, replies, &mut approver, kind);
         result["kind"] = json!(kind);
         results.agents.push(result);
         results.write();

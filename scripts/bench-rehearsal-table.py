@@ -116,6 +116,7 @@ def main(path):
     for agent, label, ready, median, p90, pss in ratios:
         print("| %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |" % (agent, label, ready, median, p90, pss))
     cpu_table(results["agents"])
+    cpu_split_table(results["agents"])
     print()
     print("Processes counted per sandbox (PSS from the host, summed):")
     for agent in results["agents"]:
@@ -159,6 +160,47 @@ def cpu_table(agents):
     if rows:
         print()
         print("| agent | runtime | CPU s to ready (median) | CPU s per round trip (median) | vs runc (ready / round trip) |")
+        print("|---|---|---|---|---|")
+        print("\n".join(rows))
+
+
+def split_cell(split, digits=1):
+    """`kind user+system` per process kind of a container, largest first."""
+    if not split:
+        return "-"
+    total = lambda v: v["user_s"] + v["system_s"]
+    return ", ".join("%s %.*f+%.*f" % (kind, digits, v["user_s"], digits, v["system_s"])
+                     for kind, v in sorted(split.items(), key=lambda kv: -total(kv[1])) if total(v) >= 0.01)
+
+
+def split_difference(after, before, per):
+    if not after or not before:
+        return None
+    zero = {"user_s": 0.0, "system_s": 0.0}
+    return {kind: {key: (v[key] - before.get(kind, zero)[key]) / per for key in ("user_s", "system_s")}
+            for kind, v in after.items()}
+
+
+def cpu_split_table(agents):
+    """Per start: the container's CPU seconds by kind of process, user +
+    system, to ready and per round trip (benches/rehearsal/cpu.rs,
+    `container_cpu_split`)."""
+    rows = []
+    for agent in agents:
+        for label, samples in by_config(agent["samples"]).items():
+            for s in samples:
+                if not s.get("cpu_split_at_ready"):
+                    continue
+                trips = max(len(s.get("round_trips_ms") or []), 1)
+                per_trip = split_difference(s["cpu_split_after_round_trips"], s["cpu_split_before_round_trips"], trips)
+                rows.append("| %s | %s | %d | %s | %s |" % (
+                    agent["agent"], label, s["round"], split_cell(s["cpu_split_at_ready"]), split_cell(per_trip, 2)))
+    if rows:
+        print()
+        print("CPU seconds by process, user + system (under gVisor: the sentry `runsc-sandbox`, the gofer, and the "
+              "systrap stubs that run the program's code):")
+        print()
+        print("| agent | runtime | round | to ready | per round trip |")
         print("|---|---|---|---|---|")
         print("\n".join(rows))
 

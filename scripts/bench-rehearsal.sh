@@ -25,6 +25,11 @@
 #     BENCH_LOAD_LOGS=dir      keep each agent's, Synapse's and the stand-in's log of each round there
 #     BENCH_LOAD_WAIT_S=300    wait for replies     BENCH_LOAD_KILL=melchior|none  killed mid-round
 #     BENCH_LOAD_LIFT=0        keep Synapse's default message rate limit for the humans
+#   BENCH_PROFILE=dir  profile every start of the per-agent rounds from inside the sandbox
+#                      (benches/rehearsal/profile.rs): OpenClaw with Node's --cpu-prof, Hermes with
+#                      benches/rehearsal/pyprof, the sentry with `runsc debug --profile-cpu` under a
+#                      variant with --profile (BENCH_VARIANTS='prof:--profile'); then
+#                      scripts/profile-report.py DIR
 # Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."

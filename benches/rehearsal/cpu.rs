@@ -46,6 +46,87 @@ pub fn container_cpu_s(hub: &Hub, name: &str) -> Option<f64> {
     Some(nanos as f64 / 1e9)
 }
 
+/// The CPU seconds of the running container `name`, by the kind of
+/// process and by user and system time (`/proc/<pid>/stat`'s utime and
+/// stime, each process's live and exited threads): under gVisor the
+/// sentry (`runsc-sandbox`: the system calls it serves), the gofer and the
+/// systrap stubs (the program's own code in user time; in system time the
+/// host kernel switching to and from the sentry); under runc the
+/// program's processes. Processes that already exited are not in it, so
+/// the sum can be below the cgroup's.
+pub fn container_cpu_split(hub: &Hub, name: &str) -> Value {
+    let output = hub.daemon.docker(&["inspect", "-f", "{{.State.Pid}} {{.Id}}", name]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (pid, id) = text.trim().split_once(' ').unwrap_or_default();
+    let Some(dir) = cgroup_dir(pid, "cpuacct") else {
+        return Value::Null;
+    };
+    let mut pids: Vec<String> = walk_procs(Path::new(&dir));
+    // runsc's gofer is not always in the container's cgroup: found by the
+    // container's id on its command line, as `memory` finds it.
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !id.is_empty() && cmdline.contains(id) && cmdline.contains("gofer") {
+            pids.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    pids.sort();
+    pids.dedup();
+    let mut split: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for pid in pids {
+        let Some((user, system)) = user_system_s(&pid) else {
+            continue;
+        };
+        let entry = split.entry(process_kind(&pid)).or_default();
+        entry.0 += user;
+        entry.1 += system;
+    }
+    split
+        .into_iter()
+        .map(|(kind, (user, system))| (kind, json!({"user_s": round(user), "system_s": round(system)})))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Every pid in `cgroup.procs` at or below a cgroup directory.
+fn walk_procs(dir: &Path) -> Vec<String> {
+    let mut pids: Vec<String> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(walk_procs(&entry.path()));
+        }
+    }
+    pids
+}
+
+/// A process's user and system CPU seconds (fields 14 and 15 of
+/// `/proc/<pid>/stat`, after the command's closing parenthesis).
+fn user_system_s(pid: &str) -> Option<(f64, f64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After ")": state is field 3, so utime (14) and stime (15) are 11, 12.
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
+}
+
+/// What a process of a sandbox is: runsc's sentry (`runsc-sandbox`) or
+/// gofer (`runsc-gofer`), a systrap stub (no command line), or the
+/// program's name (runc).
+pub fn process_kind(pid: &str) -> String {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    if first.is_empty() {
+        return "systrap stubs".into();
+    }
+    first.rsplit('/').next().unwrap_or_default().to_string()
+}
+
 /// Every running container of the hub and its CPU seconds so far.
 pub fn every_container_cpu_s(hub: &Hub) -> Value {
     let output = hub.daemon.docker(&["ps", "--format", "{{.Names}}"]);

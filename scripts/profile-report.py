@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Where an agent's CPU goes, from the profiles `BENCH_PROFILE=DIR
+scripts/bench-rehearsal.sh` leaves (benches/rehearsal/profile.rs): one
+directory per start, `<agent>-<runtime>-r<round>/`, with `meta.json` (when
+the agent was ready and when its round trips ran, in seconds from `docker
+run`) and what each profiler wrote:
+
+- `*.cpuprofile` (Node's `--cpu-prof`, OpenClaw): one per process and
+  worker thread; each sample placed in time by its profile's start (in
+  the file's name, to the second) and split into the start (before ready)
+  and the round trips: the windows are that approximate;
+- `start.txt`, `trips.txt` (Hermes: collapsed stacks of the bench's
+  Python profiler, benches/rehearsal/pyprof/sitecustomize.py): one sample
+  per 10 ms of the process's CPU time (signals that arrive together count
+  once, so the sampled seconds can fall short of the cgroup's);
+- `sentry-start.pprof`, `sentry-trips.pprof` (`runsc debug --profile-cpu`).
+
+For each, the CPU seconds by where the code comes from (the package or
+module of the innermost frame; for the sentry, which of the application's
+system calls it was serving, or systrap's switching, or Go's runtime) and
+the top functions, self and inclusive. Then per agent and window, the runtimes side by side.
+
+usage: scripts/profile-report.py DIR [--top N]
+"""
+
+import argparse
+import importlib.util
+import json
+import re
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def pprof_reader():
+    spec = importlib.util.spec_from_file_location("pprof_top", HERE / "pprof-top.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_profile
+
+
+def node_origin(url: str, function: str) -> str:
+    """Where a Node frame's code comes from: a package under node_modules,
+    Node's own module (node:fs, node:internal/modules/...), OpenClaw's
+    dist/, or V8's pseudo-frames ((garbage collector), (program))."""
+    if not url:
+        return function or "(anonymous)"
+    if url.startswith("node:"):
+        parts = url.split("/")
+        return "/".join(parts[:3]) if url.startswith("node:internal/") else parts[0]
+    packages = re.findall(r"node_modules/((?:@[^/]+/)?[^/]+)", url)
+    if packages:
+        return "npm:" + packages[-1]
+    if "/dist/" in url:
+        return "openclaw dist/"
+    return url.rsplit("/", 1)[-1]
+
+
+def node_profile_start_s(path: Path):
+    """Epoch seconds at which a profile began, from Node's file name
+    `CPU.YYYYMMDD.HHMMSS.PID.THREAD.SEQ.cpuprofile` (the sandbox's clock,
+    UTC, to the second), and (pid, thread id): thread 0 is a process's main
+    thread, others are worker threads."""
+    parts = path.name.split(".")
+    stamp = datetime.strptime(parts[1] + parts[2], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+    return stamp.timestamp(), (int(parts[3]), int(parts[4]))
+
+
+def node_role(profile, thread: int) -> str:
+    """A worker thread's script (`….worker.js` or `…-worker…`), else
+    `process` or `main thread`."""
+    scripts = {n["callFrame"]["url"].rsplit("/", 1)[-1] for n in profile["nodes"]}
+    workers = sorted(u for u in scripts if "worker" in u)
+    if workers:
+        return ("worker " if thread else "process ") + workers[0]
+    return "worker (other)" if thread else "process"
+
+
+def read_node(paths, windows):
+    """{window: (self by origin, self by function, inclusive by function,
+    seconds)} over every profile (every process and worker thread) of one
+    start, each sample placed in epoch time by its profile's start; and
+    {window: CPU seconds by role}. (idle) is not CPU and is left out."""
+    result = {w: (Counter(), Counter(), Counter(), [0.0]) for w in windows}
+    roles = {w: Counter() for w in windows}
+    for path in paths:
+        profile = json.loads(path.read_text())
+        began, (_, thread) = node_profile_start_s(path)
+        role = node_role(profile, thread)
+        nodes = {n["id"]: n for n in profile["nodes"]}
+        parent = {child: n["id"] for n in profile["nodes"] for child in n.get("children", [])}
+        at = profile["startTime"]
+        for sample, delta in zip(profile["samples"], profile["timeDeltas"]):
+            at += delta
+            when = began + (at - profile["startTime"]) / 1e6
+            frame = nodes[sample]["callFrame"]
+            if frame["functionName"] == "(idle)":
+                continue
+            weight = delta / 1e6
+            for window, (start, end) in windows.items():
+                if not start <= when < end:
+                    continue
+                origin, selfs, inclusive, total = result[window]
+                total[0] += weight
+                roles[window][role] += weight
+                origin[node_origin(frame["url"], frame["functionName"])] += weight
+                selfs[f'{frame["functionName"] or "(anonymous)"} {node_origin(frame["url"], "")}'] += weight
+                seen, node = set(), sample
+                while node is not None:
+                    call = nodes[node]["callFrame"]
+                    seen.add(f'{call["functionName"] or "(anonymous)"} {node_origin(call["url"], "")}')
+                    node = parent.get(node)
+                for name in seen:
+                    inclusive[name] += weight
+    return {w: (o, s, i, t[0]) for w, (o, s, i, t) in result.items()}, roles
+
+
+def python_origin(frame: str) -> str:
+    """`function (path/to/module.py:line)` -> its package or module."""
+    match = re.search(r"\((.*?)(?::\d+)?\)$", frame)
+    path = match.group(1) if match else frame
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        rest = parts[parts.index("site-packages") + 1 :]
+        return rest[0].removesuffix(".py") if rest else path
+    if "python3" in " ".join(parts[:4]) and len(parts) > 1:
+        return "stdlib:" + parts[-1].removesuffix(".py")
+    return parts[-1] if parts else path
+
+
+def read_collapsed(path: Path, rate: float = 100.0):
+    origin, selfs, inclusive, total = Counter(), Counter(), Counter(), 0.0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        seconds = int(count) / rate
+        frames = stack.split(";")
+        total += seconds
+        origin[python_origin(frames[-1])] += seconds
+        selfs[frames[-1]] += seconds
+        for frame in set(frames):
+            inclusive[frame] += seconds
+    return origin, selfs, inclusive, total
+
+
+def go_package(function: str) -> str:
+    """gvisor.dev/gvisor/pkg/sentry/platform/systrap.(*x).y -> pkg/sentry/platform/systrap."""
+    head, _, tail = function.rpartition("/")
+    package = head + "/" + tail.split(".", 1)[0] if head else tail.split(".", 1)[0]
+    return package.removeprefix("gvisor.dev/gvisor/")
+
+
+def sentry_work(stack) -> str:
+    """What the sentry was doing in one sample (innermost frame first):
+    serving which of the application's system calls (its handler in
+    pkg/sentry/syscalls/linux), else switching to and from the
+    application (systrap), else Go's runtime (scheduler, GC, timers)."""
+    for function in stack:
+        if "/pkg/sentry/syscalls/linux." in function:
+            return "syscall " + function.rsplit(".", 1)[-1]
+    if any("/platform/systrap" in f for f in stack):
+        return "systrap: switching, waiting"
+    if any("/pkg/sentry/mm." in f for f in stack):
+        return "memory: page faults, mappings"
+    if stack and all(f.startswith(("runtime.", "internal/")) for f in stack):
+        return "Go runtime"
+    return "other: " + go_package(stack[0]) if stack else "(no stack)"
+
+
+def read_pprof(path: Path, read_profile):
+    samples, locations, names = read_profile(str(path))
+    work, selfs, inclusive, total = Counter(), Counter(), Counter(), 0.0
+    for ids, values in samples:
+        seconds = values[-1] / 1e9
+        stack = [names[f] for location in ids for f in locations.get(location, [])]
+        total += seconds
+        work[sentry_work(stack)] += seconds
+        if stack:
+            selfs[stack[0]] += seconds
+        for name in set(stack):
+            inclusive[name] += seconds
+    return work, selfs, inclusive, total
+
+
+def table(title: str, counter: Counter, total: float, top: int):
+    print(f"\n{title}\n")
+    print("| CPU s | share | |\n|---|---|---|")
+    for name, seconds in counter.most_common(top):
+        share = 100 * seconds / total if total else 0
+        print(f"| {seconds:.2f} | {share:.0f} % | `{name}` |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dir")
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    read_profile = pprof_reader()
+    # (agent, window, profiler) -> runtime -> [origin counters, totals]
+    side_by_side = defaultdict(lambda: defaultdict(list))
+    for start in sorted(p for p in Path(args.dir).iterdir() if (p / "meta.json").exists()):
+        meta = json.loads((start / "meta.json").read_text())
+        agent = meta.get("agent", start.name)
+        runtime = start.name.removeprefix(agent + "-").rsplit("-r", 1)[0]
+        print(f"\n## {start.name}\n\n{json.dumps(meta)}")
+        profiles = []
+        cpuprofiles = sorted(start.glob("*.cpuprofile"))
+        if cpuprofiles:
+            began = meta["started_ms"] / 1000
+            windows = {
+                "start": (began, began + meta["ready_s"]),
+                "trips": (began + meta["trips_from_s"], began + meta["trips_to_s"]),
+            }
+            found, roles = read_node(cpuprofiles, windows)
+            for window in windows:
+                profiles.append(("node", window, found[window]))
+                table(f"node, {window}: CPU s by process and worker thread", roles[window], found[window][3], args.top)
+        for window in ("start", "trips"):
+            if (start / f"{window}.txt").exists():
+                profiles.append(("python", window, read_collapsed(start / f"{window}.txt")))
+            if (start / f"sentry-{window}.pprof").exists():
+                profiles.append(("sentry", window, read_pprof(start / f"sentry-{window}.pprof", read_profile)))
+        for profiler, window, (origin, selfs, inclusive, total) in profiles:
+            print(f"\n### {profiler}, {window}: {total:.2f} CPU s sampled")
+            table("By origin (innermost frame; the sentry: by what it served):", origin, total, args.top)
+            table("Self:", selfs, total, args.top)
+            table("Inclusive:", inclusive, total, args.top)
+            side_by_side[(agent, window, profiler)][runtime].append((origin, total, meta.get("trips") or 1))
+    print("\n## Side by side (medians are not taken: each start listed; per round trip where trips)")
+    for (agent, window, profiler), runtimes in sorted(side_by_side.items()):
+        print(f"\n### {agent}, {window}, {profiler}\n")
+        names = Counter()
+        for starts in runtimes.values():
+            for origin, _, _ in starts:
+                names.update(origin)
+        shown = [n for n, _ in names.most_common(args.top)]
+        columns = [(r, i) for r, starts in sorted(runtimes.items()) for i in range(len(starts))]
+        print("| origin | " + " | ".join(f"{r} #{i}" for r, i in columns) + " |")
+        print("|---|" + "---|" * len(columns))
+        per = lambda r, i: runtimes[r][i][2] if window == "trips" else 1
+        print(
+            "| **sampled CPU s** | "
+            + " | ".join(f"{runtimes[r][i][1] / per(r, i):.2f}" for r, i in columns)
+            + " |"
+        )
+        for name in shown:
+            print(
+                f"| `{name}` | " + " | ".join(f"{runtimes[r][i][0][name] / per(r, i):.2f}" for r, i in columns) + " |"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,8 @@
 #                      (benches/rehearsal/profile.rs): OpenClaw with Node's --cpu-prof, Hermes with
 #                      benches/rehearsal/pyprof, the sentry with `runsc debug --profile-cpu` under a
 #                      variant with --profile (BENCH_VARIANTS='prof:--profile'); then
-#                      scripts/profile-report.py DIR
+#                      scripts/profile-report.py DIR; BENCH_PROFILE_IN=Hermes,OpenClaw which kinds get a
+#                      profiler inside the sandbox (Node's costs OpenClaw's start under gVisor dearly)
 # Needs what the rehearsal needs (.ci/install.sh); about 25 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,11 +8,15 @@ run`) and what each profiler wrote:
 - `*.cpuprofile` (Node's `--cpu-prof`, OpenClaw): one per process and
   worker thread; each sample placed in time by its profile's start (in
   the file's name, to the second) and split into the start (before ready)
-  and the round trips: the windows are that approximate;
+  and the round trips: the windows are that approximate. V8 samples a
+  thread's wall time, not its CPU: a thread blocked in a synchronous call
+  (a file system call, `Atomics.wait` on a worker) is counted in the
+  function that made it, so seconds summed over threads can exceed the
+  CPU seconds the container used;
 - `start.txt`, `trips.txt` (Hermes: collapsed stacks of the bench's
-  Python profiler, benches/rehearsal/pyprof/sitecustomize.py): one sample
-  per 10 ms of the process's CPU time (signals that arrive together count
-  once, so the sampled seconds can fall short of the cgroup's);
+  Python profiler, benches/rehearsal/pyprof/sitecustomize.py): each
+  thread's CPU milliseconds put on the stack it was in, looked at every
+  10 ms; the outermost frame names the thread;
 - `sentry-start.pprof`, `sentry-trips.pprof` (`runsc debug --profile-cpu`).
 
 For each, the CPU seconds by where the code comes from (the package or
@@ -68,14 +72,17 @@ def node_profile_start_s(path: Path):
     return stamp.timestamp(), (int(parts[3]), int(parts[4]))
 
 
-def node_role(profile, thread: int) -> str:
-    """A worker thread's script (`….worker.js` or `…-worker…`), else
-    `process` or `main thread`."""
-    scripts = {n["callFrame"]["url"].rsplit("/", 1)[-1] for n in profile["nodes"]}
-    workers = sorted(u for u in scripts if "worker" in u)
-    if workers:
-        return ("worker " if thread else "process ") + workers[0]
-    return "worker (other)" if thread else "process"
+def node_role(profile, pid: int, thread: int, gateway: int) -> str:
+    """The gateway's main thread, a worker thread (by its `…worker…`
+    script), or another Node process (OpenClaw's child processes, the start
+    script's own)."""
+    scripts = sorted({n["callFrame"]["url"].rsplit("/", 1)[-1] for n in profile["nodes"]})
+    workers = [u for u in scripts if ".worker." in u] or [u for u in scripts if "worker" in u]
+    if thread:
+        return "worker " + (workers[0] if workers else "(other)")
+    if pid == gateway:
+        return "gateway main thread"
+    return "child process " + (workers[0] if workers else "(other)")
 
 
 def read_node(paths, windows):
@@ -85,10 +92,17 @@ def read_node(paths, windows):
     {window: CPU seconds by role}. (idle) is not CPU and is left out."""
     result = {w: (Counter(), Counter(), Counter(), [0.0]) for w in windows}
     roles = {w: Counter() for w in windows}
+    # The gateway: the process whose main thread's profile is the largest
+    # (it runs from start to stop).
+    gateway = max(
+        (node_profile_start_s(p)[1][0] for p in paths if node_profile_start_s(p)[1][1] == 0),
+        key=lambda pid: max(p.stat().st_size for p in paths if node_profile_start_s(p)[1] == (pid, 0)),
+        default=None,
+    )
     for path in paths:
         profile = json.loads(path.read_text())
-        began, (_, thread) = node_profile_start_s(path)
-        role = node_role(profile, thread)
+        began, (pid, thread) = node_profile_start_s(path)
+        role = node_role(profile, pid, thread, gateway)
         nodes = {n["id"]: n for n in profile["nodes"]}
         parent = {child: n["id"] for n in profile["nodes"] for child in n.get("children", [])}
         at = profile["startTime"]
@@ -130,13 +144,13 @@ def python_origin(frame: str) -> str:
     return parts[-1] if parts else path
 
 
-def read_collapsed(path: Path, rate: float = 100.0):
+def read_collapsed(path: Path, per_second: float = 1000.0):
     origin, selfs, inclusive, total = Counter(), Counter(), Counter(), 0.0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        seconds = int(count) / rate
+        seconds = int(count) / per_second
         frames = stack.split(";")
         total += seconds
         origin[python_origin(frames[-1])] += seconds
@@ -187,7 +201,7 @@ def read_pprof(path: Path, read_profile):
 
 def table(title: str, counter: Counter, total: float, top: int):
     print(f"\n{title}\n")
-    print("| CPU s | share | |\n|---|---|---|")
+    print("| seconds | share | |\n|---|---|---|")
     for name, seconds in counter.most_common(top):
         share = 100 * seconds / total if total else 0
         print(f"| {seconds:.2f} | {share:.0f} % | `{name}` |")
@@ -217,32 +231,43 @@ def main():
             found, roles = read_node(cpuprofiles, windows)
             for window in windows:
                 profiles.append(("node", window, found[window]))
-                table(f"node, {window}: CPU s by process and worker thread", roles[window], found[window][3], args.top)
+                table(f"node, {window}: thread-seconds by process and worker thread", roles[window], found[window][3], args.top)
         for window in ("start", "trips"):
             if (start / f"{window}.txt").exists():
                 profiles.append(("python", window, read_collapsed(start / f"{window}.txt")))
             if (start / f"sentry-{window}.pprof").exists():
                 profiles.append(("sentry", window, read_pprof(start / f"sentry-{window}.pprof", read_profile)))
         for profiler, window, (origin, selfs, inclusive, total) in profiles:
-            print(f"\n### {profiler}, {window}: {total:.2f} CPU s sampled")
+            unit = "thread-seconds (wall)" if profiler == "node" else "CPU s"
+            print(f"\n### {profiler}, {window}: {total:.2f} {unit} sampled")
             table("By origin (innermost frame; the sentry: by what it served):", origin, total, args.top)
             table("Self:", selfs, total, args.top)
             table("Inclusive:", inclusive, total, args.top)
-            side_by_side[(agent, window, profiler)][runtime].append((origin, total, meta.get("trips") or 1))
+            side_by_side[(agent, window, profiler, "origin")][runtime].append((origin, total, meta.get("trips") or 1))
+            side_by_side[(agent, window, profiler, "inclusive")][runtime].append(
+                (inclusive, total, meta.get("trips") or 1)
+            )
     print("\n## Side by side (medians are not taken: each start listed; per round trip where trips)")
-    for (agent, window, profiler), runtimes in sorted(side_by_side.items()):
-        print(f"\n### {agent}, {window}, {profiler}\n")
-        names = Counter()
+    for (agent, window, profiler, by), runtimes in sorted(side_by_side.items()):
+        print(f"\n### {agent}, {window}, {profiler}, by {by}\n")
+        # The largest in any start, then by the largest spread between
+        # starts (where one runtime pays and another does not).
+        largest, spread = Counter(), Counter()
         for starts in runtimes.values():
-            for origin, _, _ in starts:
-                names.update(origin)
-        shown = [n for n, _ in names.most_common(args.top)]
+            for counter, _, _ in starts:
+                for name, seconds in counter.items():
+                    largest[name] = max(largest[name], seconds)
+        for name in largest:
+            values = [c[name] for starts in runtimes.values() for c, _, _ in starts]
+            spread[name] = max(values) - min(values)
+        shown = [n for n, _ in largest.most_common(args.top)]
+        shown += [n for n, _ in spread.most_common(args.top) if n not in shown]
         columns = [(r, i) for r, starts in sorted(runtimes.items()) for i in range(len(starts))]
         print("| origin | " + " | ".join(f"{r} #{i}" for r, i in columns) + " |")
         print("|---|" + "---|" * len(columns))
         per = lambda r, i: runtimes[r][i][2] if window == "trips" else 1
         print(
-            "| **sampled CPU s** | "
+            "| **sampled (CPU s; node: thread-seconds)** | "
             + " | ".join(f"{runtimes[r][i][1] / per(r, i):.2f}" for r, i in columns)
             + " |"
         )

@@ -9,16 +9,17 @@
 //!   after its round trips); `meta.json` says when `docker run` ran
 //!   (`started_ms`) and when, from then, the agent was ready and the round
 //!   trips ran.
-//! - Hermes (Python): the bench's own statistical profiler
+//! - Hermes (Python): the bench's own sampling profiler
 //!   (benches/rehearsal/pyprof/sitecustomize.py, mounted read-only and
-//!   loaded through `PYTHONPATH`): the gateway's stack every 10 ms of its
-//!   CPU time, written on SIGUSR2 as `start.txt` (to its first answer),
-//!   `settle.txt` and `trips.txt` (the round trips). py-spy, which reads
-//!   the process from outside, could not: in a gVisor sandbox it found no
-//!   Python version in the process ("Failed to find python version from
-//!   target process"), and under runc `docker exec --privileged` may not
-//!   give it `CAP_SYS_PTRACE` in a container started with every
-//!   capability dropped and `no-new-privileges`.
+//!   loaded through `PYTHONPATH`): every 10 ms, each thread's CPU time
+//!   since the last look, put on the stack it is in; written on SIGUSR2 as
+//!   `start.txt` (to its first answer), `settle.txt` and `trips.txt` (the
+//!   round trips). py-spy, which reads the process from outside, could not:
+//!   in a gVisor sandbox it found no Python version in the process ("Failed
+//!   to find python version from target process"), and under runc `docker
+//!   exec --privileged` could not give it `CAP_SYS_PTRACE` in a container
+//!   started with every capability dropped and `no-new-privileges`
+//!   ("unable to apply caps").
 //! - Under a runsc variant that carries `--profile`: the sentry's CPU
 //!   profile (`runsc debug --profile-cpu`) over the first
 //!   `SENTRY_START` after `docker run` and over the round trips' first
@@ -48,16 +49,23 @@ const SENTRY_TRIPS: Duration = Duration::from_secs(20);
 const OUT: &str = "/bench-profile";
 const PYPROF: &str = "/bench-pyprof";
 
-/// `BENCH_PROFILE`'s directory, when profiling.
+/// `BENCH_PROFILE`'s directory, when profiling, and which kinds of agent
+/// get a profiler inside their sandbox (`BENCH_PROFILE_IN`, default
+/// `Hermes,OpenClaw`; the sentry's profile needs none).
 pub struct Profiler {
     dir: PathBuf,
+    inside: Vec<String>,
 }
 
 impl Profiler {
     pub fn from_env() -> Option<Profiler> {
         let dir = PathBuf::from(std::env::var_os("BENCH_PROFILE")?);
         fs::create_dir_all(&dir).unwrap();
-        Some(Profiler { dir })
+        let inside = std::env::var("BENCH_PROFILE_IN").unwrap_or_else(|_| "Hermes,OpenClaw".into());
+        Some(Profiler {
+            dir,
+            inside: inside.split(',').map(|k| k.trim().to_string()).collect(),
+        })
     }
 
     /// One start's profiles, in a directory of their own that the sandbox's
@@ -68,14 +76,17 @@ impl Profiler {
         fs::create_dir_all(&out).unwrap();
         fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
         let mut args = vec![format!("--volume={}:{OUT}", out.display())];
+        let inside = self.inside.iter().any(|k| k == kind);
         match kind {
-            // A sample every 10 ms, not Node's default 1 ms: each sample is
-            // a signal to the thread, which gVisor's sentry delivers, and at
-            // 1 ms OpenClaw's start under gVisor took 274 s instead of ~85.
-            "OpenClaw" => args.push(format!(
+            // V8 samples a thread by signalling it, which gVisor's sentry
+            // delivers: with Node's default of a sample per millisecond
+            // OpenClaw's start under gVisor took ~270 s instead of ~85, with
+            // one per 10 ms 139 s (under runc 27 s, no slower).
+            // `BENCH_PROFILE_IN=Hermes` leaves OpenClaw unprofiled inside.
+            "OpenClaw" if inside => args.push(format!(
                 "--env=NODE_OPTIONS=--cpu-prof --cpu-prof-interval=10000 --cpu-prof-dir={OUT}"
             )),
-            "Hermes" => {
+            "Hermes" if inside => {
                 let pyprof = crate::support::root().join("benches/rehearsal/pyprof");
                 args.push(format!("--volume={}:{PYPROF}:ro", pyprof.display()));
                 args.push(format!("--env=PYTHONPATH={PYPROF}"));
@@ -85,7 +96,11 @@ impl Profiler {
         }
         Session {
             agent: agent.to_string(),
-            kind: kind.to_string(),
+            kind: if inside {
+                kind.to_string()
+            } else {
+                format!("{kind} (not profiled inside)")
+            },
             out,
             args,
             sentry,

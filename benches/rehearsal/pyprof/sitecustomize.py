@@ -1,23 +1,24 @@
 """The bench's statistical profiler for Python agents (Hermes), loaded at
 interpreter start through PYTHONPATH when `BENCH_PYPROF` names a
-directory (benches/rehearsal/profile.rs mounts both). Every 10 ms of the
-process's CPU time (`ITIMER_PROF`: user and system time, which under gVisor
-includes the sentry's work on the process's system calls) it counts the
-main thread's stack. On SIGUSR2 it writes the counts so far to
-`<dir>/<name>.txt`, `<name>` read from `<dir>/window`, and starts again:
-collapsed stacks, `frame;frame;... count`, outermost first, as py-spy and
-flamegraph.pl write them.
+directory (benches/rehearsal/profile.rs mounts both). A thread of its own
+wakes every 10 ms, reads every other thread's CPU clock, and adds the CPU
+time each thread used since the last look to the stack that thread is in
+now, under the thread's name as the outermost frame (Hermes runs each
+agent turn in a thread pool beside the main thread's event loop). On
+SIGUSR2 it writes the counts so far to `<dir>/<name>.txt`, `<name>` read
+from `<dir>/window`, and starts again: collapsed stacks, `frame;frame;...
+milliseconds`, outermost first, as flamegraph.pl reads them.
 
-A signal handler runs between bytecodes of the main thread, so a sample
-that falls in a C call is counted where the call returns; CPU used by
-other threads is counted against the main thread's stack. Hermes' gateway
-runs its work on the main thread's event loop.
+The CPU a thread used between two looks is put on the stack it is in at
+the second: a sampling profiler's approximation. The sampler's own
+wake-ups are not counted; they cost the process CPU all the same.
 """
 
-import atexit
 import os
 import signal
 import sys
+import threading
+import time
 from collections import Counter
 
 _DIR = os.environ.get("BENCH_PYPROF")
@@ -29,22 +30,47 @@ def _frame_name(frame):
     return f"{code.co_name} ({code.co_filename}:{frame.f_lineno})"
 
 
+def _thread_cpu_s(ident):
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (OSError, OverflowError):
+        return None
+
+
 def _start():
     counts = Counter()
+    lock = threading.Lock()
 
-    def sample(_signum, frame):
-        stack = []
-        while frame is not None:
-            stack.append(_frame_name(frame))
-            frame = frame.f_back
-        counts[";".join(reversed(stack))] += 1
+    def sampler():
+        me = threading.get_ident()
+        cpu_before = {}
+        while True:
+            time.sleep(_INTERVAL_S)
+            frames = sys._current_frames()
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in frames.items():
+                now = _thread_cpu_s(ident)
+                if ident == me or now is None:
+                    continue
+                used_ms = round((now - cpu_before.get(ident, now)) * 1000)
+                cpu_before[ident] = now
+                if used_ms <= 0:
+                    continue
+                stack = []
+                while frame is not None:
+                    stack.append(_frame_name(frame))
+                    frame = frame.f_back
+                key = ";".join(["thread " + names.get(ident, "?")] + stack[::-1])
+                with lock:
+                    counts[key] += used_ms
 
     def dump(_signum, _frame):
         try:
             with open(os.path.join(_DIR, "window")) as f:
                 name = f.read().strip() or "window"
-            lines = [f"{stack} {n}\n" for stack, n in counts.items()]
-            counts.clear()
+            with lock:
+                lines = [f"{stack} {ms}\n" for stack, ms in counts.items()]
+                counts.clear()
             path = os.path.join(_DIR, f"{name}.txt")
             with open(path + ".part", "w") as f:
                 f.writelines(lines)
@@ -52,12 +78,8 @@ def _start():
         except OSError as e:
             print(f"bench profiler: {e}", file=sys.stderr)
 
-    signal.signal(signal.SIGPROF, sample)
     signal.signal(signal.SIGUSR2, dump)
-    signal.setitimer(signal.ITIMER_PROF, _INTERVAL_S, _INTERVAL_S)
-    # Off before the interpreter's shutdown restores SIGPROF's default
-    # action, which ends the process.
-    atexit.register(signal.setitimer, signal.ITIMER_PROF, 0)
+    threading.Thread(target=sampler, name="bench-profiler", daemon=True).start()
 
 
 # Only the gateway: Hermes' other Python processes (tools it runs) are not

@@ -6,7 +6,6 @@
 //! lint is printed. Allowed findings are still shown, with the reason, by
 //! `check` and `explain`. SECURITY.md maps each lint to the threat model.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -404,15 +403,6 @@ impl std::fmt::Display for LintsDenied {
 }
 
 impl std::error::Error for LintsDenied {}
-
-/// Findings by subject, for `explain`.
-pub fn by_subject(findings: &[Finding]) -> BTreeMap<String, Vec<&Finding>> {
-    let mut map: BTreeMap<String, Vec<&Finding>> = BTreeMap::new();
-    for finding in findings {
-        map.entry(finding.subject.clone()).or_default().push(finding);
-    }
-    map
-}
 
 #[cfg(test)]
 mod tests {

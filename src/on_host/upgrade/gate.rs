@@ -110,14 +110,8 @@ impl Gate<'_> {
     fn mutes(&self) -> Result<Vec<String>> {
         let state = State::load(self.warden_state)?;
         Ok(state
-            .mutes
-            .iter()
-            .flat_map(|(room, agents)| {
-                agents
-                    .iter()
-                    .filter(|(_, m)| m.held())
-                    .map(move |(agent, m)| format!("agent {agent} is muted in {room} ({})", m.reason()))
-            })
+            .held_mutes()
+            .map(|(room, agent, mute)| format!("agent {agent} is muted in {room} ({})", mute.reason()))
             .collect())
     }
 

@@ -116,11 +116,7 @@ impl Upgrade<'_> {
     /// new system does: refused, nothing changed.
     fn refuse_when_muted(&self) -> Result<()> {
         let state = State::load(&self.warden_state())?;
-        let muted: Vec<String> = state
-            .mutes
-            .values()
-            .flat_map(|agents| agents.iter().filter(|(_, m)| m.held()).map(|(a, _)| a.clone()))
-            .collect();
+        let muted: Vec<&str> = state.held_mutes().map(|(_, agent, _)| agent).collect();
         if !muted.is_empty() {
             bail!(
                 "these agents are muted, so no health gate can pass: {}\nhint: `!resume` them in the ops room first",

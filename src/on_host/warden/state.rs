@@ -126,6 +126,17 @@ impl Mute {
 }
 
 impl State {
+    /// Every mute in force, as (room id, agent, the mute): what `!status`
+    /// lists and what refuses an upgrade.
+    pub fn held_mutes(&self) -> impl Iterator<Item = (&str, &str, &Mute)> {
+        self.mutes.iter().flat_map(|(room, agents)| {
+            agents
+                .iter()
+                .filter(|(_, mute)| mute.held())
+                .map(move |(agent, mute)| (room.as_str(), agent.as_str(), mute))
+        })
+    }
+
     pub fn load(path: &Path) -> Result<State> {
         match fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text)
@@ -183,5 +194,23 @@ mod tests {
         );
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), state);
+    }
+
+    #[test]
+    fn held_mutes_leave_out_a_lifted_one() {
+        let mut state = State::default();
+        let room = state.mutes.entry("!r:magi".into()).or_default();
+        room.insert(
+            "@casper:magi".into(),
+            Mute {
+                previous: None,
+                halted_by: None,
+                looped: true,
+            },
+        );
+        // One that neither a halt nor the loop breaker holds any more.
+        room.insert("@melchior:magi".into(), Mute::default());
+        let held: Vec<(&str, &str)> = state.held_mutes().map(|(room, agent, _)| (room, agent)).collect();
+        assert_eq!(held, [("!r:magi", "@casper:magi")]);
     }
 }

@@ -213,39 +213,15 @@ fn docker_ok(hub: &Hub, args: &[&str]) -> String {
 }
 
 /// Memory of one container as seen from the host: the proportional set
-/// size (PSS, so shared pages are not counted twice) summed over every
-/// process in the container's memory cgroup and every process whose command
-/// line names the container (runsc's gofer), without containerd's shim
-/// (the same for both runtimes); and the cgroup's own usage (v1
+/// size (PSS, so shared pages are not counted twice) summed over the
+/// container's processes (`cpu::container_processes`: its memory cgroup
+/// and runsc's gofer; not containerd's shim, the same for both runtimes,
+/// nor a `runsc debug` of the bench's); and the cgroup's own usage (v1
 /// `memory.usage_in_bytes`: anonymous, shmem and page cache).
 fn memory(hub: &Hub, name: &str) -> Value {
-    let id = docker_ok(hub, &["inspect", "-f", "{{.Id}}", name]);
-    let pid = docker_ok(hub, &["inspect", "-f", "{{.State.Pid}}", name]);
-    let cgroup = cpu::cgroup_dir(&pid, "memory");
-    let mut pids: Vec<i32> = Vec::new();
-    if let Some(dir) = &cgroup {
-        for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
-            if entry.file_name() == "cgroup.procs" {
-                pids.extend(
-                    fs::read_to_string(entry.path())
-                        .unwrap_or_default()
-                        .lines()
-                        .filter_map(|l| l.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&fs::read(entry.path().join("cmdline")).unwrap_or_default()).into_owned();
-        if cmdline.contains(&id) && !cmdline.contains("containerd-shim") {
-            pids.push(pid);
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
+    let found = cpu::container_processes(hub, name, "memory");
+    let cgroup = found.cgroup;
+    let pids: Vec<i32> = found.in_cgroup.into_iter().chain(found.outside).collect();
     let mut pss_kib = 0u64;
     let mut rss_kib = 0u64;
     let mut processes: Vec<String> = Vec::new();
@@ -261,7 +237,7 @@ fn memory(hub: &Hub, name: &str) -> Value {
         };
         pss_kib += field("Pss:");
         rss_kib += field("Rss:");
-        processes.push(cpu::process_kind(&pid.to_string()));
+        processes.push(cpu::process_kind(*pid));
     }
     processes.sort();
     processes.dedup();
@@ -591,6 +567,9 @@ fn bench_agent(
                 Ok(ready) => ready,
                 Err(refused) => {
                     eprintln!("bench: {} {} failed: {refused}", sandbox.name, config.label);
+                    if let Some(profile) = profile {
+                        profile.failed(&refused);
+                    }
                     samples.push(
                         json!({"config": config.label, "runtime": config.runtime, "round": round, "refused": refused}),
                     );

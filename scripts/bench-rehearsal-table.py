@@ -170,15 +170,18 @@ def split_cell(split, digits=1):
         return "-"
     total = lambda v: v["user_s"] + v["system_s"]
     return ", ".join("%s %.*f+%.*f" % (kind, digits, v["user_s"], digits, v["system_s"])
-                     for kind, v in sorted(split.items(), key=lambda kv: -total(kv[1])) if total(v) >= 0.01)
+                     for kind, v in sorted(split.items(), key=lambda kv: -total(kv[1])) if abs(total(v)) >= 0.01)
 
 
 def split_difference(after, before, per):
+    """`after - before` per kind of process, over every kind in either (a
+    process that ended in between moves its time to `exited`)."""
     if not after or not before:
         return None
     zero = {"user_s": 0.0, "system_s": 0.0}
-    return {kind: {key: (v[key] - before.get(kind, zero)[key]) / per for key in ("user_s", "system_s")}
-            for kind, v in after.items()}
+    return {kind: {key: (after.get(kind, zero)[key] - before.get(kind, zero)[key]) / per
+                   for key in ("user_s", "system_s")}
+            for kind in set(after) | set(before)}
 
 
 def cpu_split_table(agents):

@@ -31,6 +31,7 @@ import argparse
 import importlib.util
 import json
 import re
+import sys
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,19 +90,15 @@ def read_node(paths, windows):
     """{window: (self by origin, self by function, inclusive by function,
     seconds)} over every profile (every process and worker thread) of one
     start, each sample placed in epoch time by its profile's start; and
-    {window: CPU seconds by role}. (idle) is not CPU and is left out."""
+    {window: thread-seconds by role}. (idle) is not CPU and is left out."""
     result = {w: (Counter(), Counter(), Counter(), [0.0]) for w in windows}
     roles = {w: Counter() for w in windows}
-    # The gateway: the process whose main thread's profile is the largest
-    # (it runs from start to stop).
-    gateway = max(
-        (node_profile_start_s(p)[1][0] for p in paths if node_profile_start_s(p)[1][1] == 0),
-        key=lambda pid: max(p.stat().st_size for p in paths if node_profile_start_s(p)[1] == (pid, 0)),
-        default=None,
-    )
+    profiles = []
     for path in paths:
-        profile = json.loads(path.read_text())
         began, (pid, thread) = node_profile_start_s(path)
+        profiles.append((began, pid, thread, json.loads(path.read_text())))
+    gateway = gateway_pid(profiles)
+    for began, pid, thread, profile in profiles:
         role = node_role(profile, pid, thread, gateway)
         nodes = {n["id"]: n for n in profile["nodes"]}
         parent = {child: n["id"] for n in profile["nodes"] for child in n.get("children", [])}
@@ -131,6 +128,20 @@ def read_node(paths, windows):
     return {w: (o, s, i, t[0]) for w, (o, s, i, t) in result.items()}, roles
 
 
+def gateway_pid(profiles):
+    """The gateway: the process whose main thread was profiled longest (it
+    runs from start to stop); a warning when that process had no worker
+    thread, as OpenClaw's gateway has (its own profile may be missing)."""
+    mains = [(p["endTime"] - p["startTime"], pid) for _, pid, thread, p in profiles if thread == 0]
+    if not mains:
+        return None
+    gateway = max(mains)[1]
+    if not any(pid == gateway and thread for _, pid, thread, _ in profiles):
+        print(f"warning: the longest-profiled process, pid {gateway}, has no worker thread: "
+              "is the gateway's own profile missing?", file=sys.stderr)
+    return gateway
+
+
 def python_origin(frame: str) -> str:
     """`function (path/to/module.py:line)` -> its package or module."""
     match = re.search(r"\((.*?)(?::\d+)?\)$", frame)
@@ -151,7 +162,10 @@ def read_collapsed(path: Path, per_second: float = 1000.0):
         if not stack or not count.isdigit():
             continue
         seconds = int(count) / per_second
-        frames = stack.split(";")
+        # Without line numbers: a function's time in one entry (the
+        # profiler writes a function's first line; an earlier version wrote
+        # the line running).
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
         total += seconds
         origin[python_origin(frames[-1])] += seconds
         selfs[frames[-1]] += seconds
@@ -172,9 +186,11 @@ def sentry_work(stack) -> str:
     serving which of the application's system calls (its handler in
     pkg/sentry/syscalls/linux), else switching to and from the
     application (systrap), else Go's runtime (scheduler, GC, timers)."""
-    for function in stack:
+    # The outermost handler frame: the system call's own handler, not a
+    # helper it calls (copyInPath, futexWaitAbsolute) or a closure (.func1).
+    for function in reversed(stack):
         if "/pkg/sentry/syscalls/linux." in function:
-            return "syscall " + function.rsplit(".", 1)[-1]
+            return "syscall " + re.sub(r"\.func\d+$", "", function).rsplit(".", 1)[-1]
     if any("/platform/systrap" in f for f in stack):
         return "systrap: switching, waiting"
     if any("/pkg/sentry/mm." in f for f in stack):
@@ -220,12 +236,17 @@ def main():
         agent = meta.get("agent", start.name)
         runtime = start.name.removeprefix(agent + "-").rsplit("-r", 1)[0]
         print(f"\n## {start.name}\n\n{json.dumps(meta)}")
+        if "error" in meta:
+            print(f"\nthe start failed: {meta['error']}")
+            continue
         profiles = []
         cpuprofiles = sorted(start.glob("*.cpuprofile"))
         if cpuprofiles:
             began = meta["started_ms"] / 1000
             windows = {
-                "start": (began, began + meta["ready_s"]),
+                # From the first sample on: a profile's start, in its file's
+                # name, is cut to the second and can fall before `began`.
+                "start": (0.0, began + meta["ready_s"]),
                 "trips": (began + meta["trips_from_s"], began + meta["trips_to_s"]),
             }
             found, roles = read_node(cpuprofiles, windows)

@@ -46,41 +46,92 @@ pub fn container_cpu_s(hub: &Hub, name: &str) -> Option<f64> {
     Some(nanos as f64 / 1e9)
 }
 
+/// The processes of the running container `name`: those in its
+/// `controller` cgroup (and below), and those of runsc for it that may sit
+/// outside the cgroup (the gofer), found by the container's id on a
+/// command line whose program is runsc's own (`runsc-gofer`,
+/// `runsc-sandbox`; not containerd's shim, nor a `runsc debug` the bench
+/// runs). With the cgroup's directory, when it has one.
+pub struct Processes {
+    pub in_cgroup: Vec<i32>,
+    pub outside: Vec<i32>,
+    pub cgroup: Option<String>,
+}
+
+pub fn container_processes(hub: &Hub, name: &str, controller: &str) -> Processes {
+    let output = hub.daemon.docker(&["inspect", "-f", "{{.State.Pid}} {{.Id}}", name]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (pid, id) = text.trim().split_once(' ').unwrap_or_default();
+    let cgroup = cgroup_dir(pid, controller);
+    let mut in_cgroup: Vec<i32> = Vec::new();
+    if let Some(dir) = &cgroup {
+        for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+            if entry.file_name() == "cgroup.procs" {
+                in_cgroup.extend(
+                    fs::read_to_string(entry.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    let mut outside: Vec<i32> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let program = args.next().unwrap_or_default();
+        let runsc_own = program.rsplit('/').next().unwrap_or_default().starts_with("runsc-");
+        if !id.is_empty() && runsc_own && args.any(|a| a.contains(id)) && !in_cgroup.contains(&pid) {
+            outside.push(pid);
+        }
+    }
+    in_cgroup.sort_unstable();
+    in_cgroup.dedup();
+    Processes {
+        in_cgroup,
+        outside,
+        cgroup,
+    }
+}
+
 /// The CPU seconds of the running container `name`, by the kind of
 /// process and by user and system time (`/proc/<pid>/stat`'s utime and
 /// stime, each process's live and exited threads): under gVisor the
 /// sentry (`runsc-sandbox`: the system calls it serves), the gofer and the
 /// systrap stubs (the program's own code in user time; in system time the
 /// host kernel switching to and from the sentry); under runc the
-/// program's processes. Processes that already exited are not in it, so
-/// the sum can be below the cgroup's.
+/// program's processes. `exited`: what the cgroup's `cpuacct.stat` counts
+/// beyond its live processes, i.e. processes that already ended (under
+/// runc a program's short-lived children; under gVisor the stubs and the
+/// sentry outlive them).
 pub fn container_cpu_split(hub: &Hub, name: &str) -> Value {
-    let output = hub.daemon.docker(&["inspect", "-f", "{{.State.Pid}} {{.Id}}", name]);
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (pid, id) = text.trim().split_once(' ').unwrap_or_default();
-    let Some(dir) = cgroup_dir(pid, "cpuacct") else {
+    let processes = container_processes(hub, name, "cpuacct");
+    let Some(dir) = &processes.cgroup else {
         return Value::Null;
     };
-    let mut pids: Vec<String> = walk_procs(Path::new(&dir));
-    // runsc's gofer is not always in the container's cgroup: found by the
-    // container's id on its command line, as `memory` finds it.
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !id.is_empty() && cmdline.contains(id) && cmdline.contains("gofer") {
-            pids.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    pids.sort();
-    pids.dedup();
     let mut split: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
-    for pid in pids {
-        let Some((user, system)) = user_system_s(&pid) else {
+    let mut live_in_cgroup = (0.0, 0.0);
+    for pid in processes.in_cgroup.iter().chain(&processes.outside) {
+        let Some((user, system)) = user_system_s(*pid) else {
             continue;
         };
-        let entry = split.entry(process_kind(&pid)).or_default();
+        let entry = split.entry(process_kind(*pid)).or_default();
         entry.0 += user;
         entry.1 += system;
+        if processes.in_cgroup.contains(pid) {
+            live_in_cgroup.0 += user;
+            live_in_cgroup.1 += system;
+        }
+    }
+    if let Some((user, system)) = cgroup_user_system_s(Path::new(dir)) {
+        split.insert(
+            "exited".into(),
+            ((user - live_in_cgroup.0).max(0.0), (system - live_in_cgroup.1).max(0.0)),
+        );
     }
     split
         .into_iter()
@@ -89,35 +140,37 @@ pub fn container_cpu_split(hub: &Hub, name: &str) -> Value {
         .into()
 }
 
-/// Every pid in `cgroup.procs` at or below a cgroup directory.
-fn walk_procs(dir: &Path) -> Vec<String> {
-    let mut pids: Vec<String> = fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect();
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            pids.extend(walk_procs(&entry.path()));
-        }
-    }
-    pids
+/// A cgroup's user and system CPU seconds, its exited processes included
+/// (v1 `cpuacct.stat`, in clock ticks).
+fn cgroup_user_system_s(dir: &Path) -> Option<(f64, f64)> {
+    let stat = fs::read_to_string(dir.join("cpuacct.stat")).ok()?;
+    let ticks = |key: &str| -> Option<f64> {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+            .map(|t| t / CLOCK_TICKS_PER_S)
+    };
+    Some((ticks("user ")?, ticks("system ")?))
 }
+
+/// USER_HZ, the unit of `/proc/<pid>/stat`'s times and `cpuacct.stat`: 100
+/// on every Linux architecture this runs on (x86-64, arm64); the kernel's
+/// own tick rate does not change it.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 /// A process's user and system CPU seconds (fields 14 and 15 of
 /// `/proc/<pid>/stat`, after the command's closing parenthesis).
-fn user_system_s(pid: &str) -> Option<(f64, f64)> {
+fn user_system_s(pid: i32) -> Option<(f64, f64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After ")": state is field 3, so utime (14) and stime (15) are 11, 12.
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
+    Some((ticks(11)? / CLOCK_TICKS_PER_S, ticks(12)? / CLOCK_TICKS_PER_S))
 }
 
 /// What a process of a sandbox is: runsc's sentry (`runsc-sandbox`) or
 /// gofer (`runsc-gofer`), a systrap stub (no command line), or the
 /// program's name (runc).
-pub fn process_kind(pid: &str) -> String {
+pub fn process_kind(pid: i32) -> String {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     let first = String::from_utf8_lossy(first);
@@ -172,8 +225,7 @@ impl Busy {
     /// and the busy share of every core's time (1.0: no core was ever idle).
     pub fn since(&self) -> Value {
         let later = Busy::now();
-        // USER_HZ, 100 on Linux wherever this runs.
-        let busy_s = (later.busy_ticks - self.busy_ticks) as f64 / 100.0;
+        let busy_s = (later.busy_ticks - self.busy_ticks) as f64 / CLOCK_TICKS_PER_S;
         let total = (later.total_ticks - self.total_ticks).max(1) as f64;
         json!({
             "wall_s": round(later.at.duration_since(self.at).as_secs_f64()),

@@ -96,11 +96,8 @@ impl Profiler {
         }
         Session {
             agent: agent.to_string(),
-            kind: if inside {
-                kind.to_string()
-            } else {
-                format!("{kind} (not profiled inside)")
-            },
+            kind: kind.to_string(),
+            inside,
             out,
             args,
             sentry,
@@ -116,6 +113,8 @@ impl Profiler {
 pub struct Session {
     agent: String,
     kind: String,
+    /// Whether a profiler runs inside the sandbox (`BENCH_PROFILE_IN`).
+    inside: bool,
     out: PathBuf,
     /// `docker run` options the profilers need.
     pub args: Vec<String>,
@@ -123,8 +122,17 @@ pub struct Session {
     sentry: bool,
     started_ms: i64,
     meta: serde_json::Map<String, Value>,
-    sentry_start: Option<JoinHandle<String>>,
-    sentry_trips: Option<JoinHandle<String>>,
+    sentry_start: Option<SentryProfile>,
+    sentry_trips: Option<SentryProfile>,
+}
+
+/// A `runsc debug --profile-cpu` running in a thread, and when it began
+/// (seconds from `docker run`).
+struct SentryProfile {
+    name: &'static str,
+    from_s: f64,
+    duration: Duration,
+    thread: JoinHandle<String>,
 }
 
 impl Session {
@@ -146,6 +154,9 @@ impl Session {
     pub fn trips_begin(&mut self, hub: &Hub) {
         self.mark("trips_from_s");
         self.python_window(hub, "settle");
+        // The sentry takes one CPU profile at a time: an agent ready
+        // within `SENTRY_START` waits here for the start's to end.
+        self.join_sentry_profiles();
         if self.sentry {
             self.sentry_trips = Some(self.sentry_profile(hub, "sentry-trips", SENTRY_TRIPS));
         }
@@ -157,18 +168,37 @@ impl Session {
         self.python_window(hub, "trips");
     }
 
-    /// Stops the agent (Node writes its profile as it exits), waits for
-    /// the sentry's profiles, and writes `meta.json`.
+    /// Waits for the sentry's profiles, then stops the agent (Node writes
+    /// its profile as it exits), and writes `meta.json`.
     pub fn finish(mut self, hub: &Hub) {
+        self.join_sentry_profiles();
         let _ = hub.daemon.docker(&["stop", "-t", "30", &self.agent]);
-        for (name, handle) in [
-            ("sentry-start", self.sentry_start.take()),
-            ("sentry-trips", self.sentry_trips.take()),
-        ] {
-            if let Some(handle) = handle {
-                self.meta.insert(name.into(), json!(handle.join().unwrap()));
-            }
+        self.write_meta();
+    }
+
+    /// A start that failed: `meta.json` says why, so the report does not
+    /// pass over it in silence.
+    pub fn failed(mut self, why: &str) {
+        self.join_sentry_profiles();
+        self.meta.insert("error".into(), json!(why));
+        self.write_meta();
+    }
+
+    /// Each finished sentry profile's span and `runsc debug`'s output.
+    fn join_sentry_profiles(&mut self) {
+        for profile in [self.sentry_start.take(), self.sentry_trips.take()]
+            .into_iter()
+            .flatten()
+        {
+            let output = profile.thread.join().unwrap();
+            self.meta.insert(
+                profile.name.into(),
+                json!({"from_s": profile.from_s, "seconds": profile.duration.as_secs(), "runsc": output}),
+            );
         }
+    }
+
+    fn write_meta(mut self) {
         self.meta.insert("agent".into(), json!(self.agent));
         self.meta.insert("kind".into(), json!(self.kind));
         let files: Vec<String> = fs::read_dir(&self.out)
@@ -197,7 +227,7 @@ impl Session {
     /// would restart it: Hermes' own signal for that). Waits up to 10 s
     /// for the file.
     fn python_window(&self, hub: &Hub, name: &str) {
-        if self.kind != "Hermes" {
+        if !(self.inside && self.kind == "Hermes") {
             return;
         }
         fs::write(self.out.join("window"), name).unwrap();
@@ -213,15 +243,18 @@ impl Session {
     }
 
     /// `runsc debug --profile-cpu` of the agent's sandbox for `duration`,
-    /// in a thread; its output, or why it could not run.
-    fn sentry_profile(&self, hub: &Hub, name: &str, duration: Duration) -> JoinHandle<String> {
+    /// in a thread, by the same runsc binary and state root as the
+    /// sandbox's own; the thread returns runsc's output, or why it could
+    /// not run.
+    fn sentry_profile(&self, hub: &Hub, name: &'static str, duration: Duration) -> SentryProfile {
         let id = crate::docker_ok(hub, &["inspect", "-f", "{{.Id}}", &self.agent]);
         let file = self.out.join(format!("{name}.pprof"));
-        std::thread::spawn(move || {
-            let Some(root) = runsc_root(&id) else {
+        let from_s = (now_ms() - self.started_ms) as f64 / 1000.0;
+        let thread = std::thread::spawn(move || {
+            let Some((runsc, root)) = runsc_of(&id) else {
                 return format!("no runsc process names container {id}");
             };
-            let output = std::process::Command::new("runsc")
+            let output = std::process::Command::new(runsc)
                 .arg(format!("--root={root}"))
                 .arg("debug")
                 .arg(format!("--profile-cpu={}", file.display()))
@@ -236,14 +269,20 @@ impl Session {
                 ),
                 Err(e) => format!("runsc: {e}"),
             }
-        })
+        });
+        SentryProfile {
+            name,
+            from_s,
+            duration,
+            thread,
+        }
     }
 }
 
-/// The `--root` that dockerd's shim gave runsc for container `id`, read off
-/// the command line of a runsc process of that container (the sentry's
+/// The runsc binary of container `id` and the `--root` that dockerd's shim
+/// gave it, read off a runsc process of that container (the sentry's
 /// `runsc ... boot`, the gofer's): `runsc debug` must use the same.
-fn runsc_root(id: &str) -> Option<String> {
+fn runsc_of(id: &str) -> Option<(PathBuf, String)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -255,8 +294,9 @@ fn runsc_root(id: &str) -> Option<String> {
             if !args.iter().any(|a| a.contains(id)) || !args.first().is_some_and(|a| a.contains("runsc")) {
                 continue;
             }
-            if let Some(root) = flag_value(&args, "--root") {
-                return Some(root);
+            let binary = fs::read_link(entry.path().join("exe")).ok();
+            if let (Some(binary), Some(root)) = (binary, flag_value(&args, "--root")) {
+                return Some((binary, root));
             }
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -26,8 +26,10 @@ _INTERVAL_S = 0.01
 
 
 def _frame_name(frame):
+    # The function's first line, not the line running: a function's time
+    # stays in one entry.
     code = frame.f_code
-    return f"{code.co_name} ({code.co_filename}:{frame.f_lineno})"
+    return f"{code.co_name} ({code.co_filename}:{code.co_firstlineno})"
 
 
 def _thread_cpu_s(ident):
@@ -38,6 +40,8 @@ def _thread_cpu_s(ident):
 
 
 def _start():
+    # Stack -> CPU seconds, summed as floats so that a thread's use of
+    # less than a millisecond between two looks is counted too.
     counts = Counter()
     lock = threading.Lock()
 
@@ -52,9 +56,11 @@ def _start():
                 now = _thread_cpu_s(ident)
                 if ident == me or now is None:
                     continue
-                used_ms = round((now - cpu_before.get(ident, now)) * 1000)
+                # A thread id reused by a new thread starts again from 0.
+                before = cpu_before.get(ident, now)
+                used_s = now - before if now >= before else now
                 cpu_before[ident] = now
-                if used_ms <= 0:
+                if used_s <= 0:
                     continue
                 stack = []
                 while frame is not None:
@@ -62,14 +68,14 @@ def _start():
                     frame = frame.f_back
                 key = ";".join(["thread " + names.get(ident, "?")] + stack[::-1])
                 with lock:
-                    counts[key] += used_ms
+                    counts[key] += used_s
 
     def dump(_signum, _frame):
         try:
             with open(os.path.join(_DIR, "window")) as f:
                 name = f.read().strip() or "window"
             with lock:
-                lines = [f"{stack} {ms}\n" for stack, ms in counts.items()]
+                lines = [f"{stack} {round(s * 1000)}\n" for stack, s in counts.items() if s >= 0.0005]
                 counts.clear()
             path = os.path.join(_DIR, f"{name}.txt")
             with open(path + ".part", "w") as f:

@@ -582,11 +582,11 @@ fn bench_agent(
             let ready_ms = ready.ms;
             // The stand-in echoes `tag-<alphanumeric>` tokens.
             let tag = format!("tag-{}c{index}r{round}", sandbox.name);
-            let cpu_before_trips = cpu::container_cpu_s(hub, &sandbox.name);
-            let cpu_split_before_trips = cpu::container_cpu_split(hub, &sandbox.name);
             if let Some(profile) = profile.as_mut() {
                 profile.trips_begin(hub);
             }
+            let cpu_before_trips = cpu::container_cpu_s(hub, &sandbox.name);
+            let cpu_split_before_trips = cpu::container_cpu_split(hub, &sandbox.name);
             let (trips, timeouts) = round_trips(hub, admin, &sandbox.name, &user, &tag, replies);
             if let Some(profile) = profile.as_mut() {
                 profile.trips_end(hub, trips.len());

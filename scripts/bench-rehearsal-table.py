@@ -17,6 +17,8 @@ def percentile(values, p):
 
 
 def summary(values):
+    if not values:  # every round trip timed out (or the agent died)
+        return {"median": float("nan"), "p90": float("nan"), "min": float("nan"), "n": 0}
     return {
         "median": statistics.median(values),
         "p90": percentile(values, 90),

@@ -151,12 +151,14 @@ impl Session {
         self.python_window(hub, "start");
     }
 
+    /// Just before the round trips (and the bench's CPU reads before
+    /// them).
     pub fn trips_begin(&mut self, hub: &Hub) {
-        self.mark("trips_from_s");
-        self.python_window(hub, "settle");
         // The sentry takes one CPU profile at a time: an agent ready
         // within `SENTRY_START` waits here for the start's to end.
         self.join_sentry_profiles();
+        self.mark("trips_from_s");
+        self.python_window(hub, "settle");
         if self.sentry {
             self.sentry_trips = Some(self.sentry_profile(hub, "sentry-trips", SENTRY_TRIPS));
         }

@@ -334,8 +334,8 @@ fn start_to_ready(
     if !run.status.success() {
         return Err(String::from_utf8_lossy(&run.stderr).trim().to_string());
     }
-    // A profiled start is slower (OpenClaw's, under gVisor, about 3x with
-    // Node's profiler sampling every millisecond).
+    // A profiled start can be slower (OpenClaw's under gVisor: up to ~1.6x
+    // with Node's profiler at a sample per 10 ms, ~3x at one per ms).
     let within = match profile.as_deref_mut() {
         Some(profile) => {
             profile.started(hub, started_ms);

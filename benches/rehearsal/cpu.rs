@@ -46,18 +46,20 @@ pub fn container_cpu_s(hub: &Hub, name: &str) -> Option<f64> {
     Some(nanos as f64 / 1e9)
 }
 
-/// The processes of the running container `name`: those in its
-/// `controller` cgroup (and below), and those of runsc for it that may sit
-/// outside the cgroup (the gofer), found by the container's id on a
-/// command line whose program is runsc's own (`runsc-gofer`,
-/// `runsc-sandbox`; not containerd's shim, nor a `runsc debug` the bench
-/// runs). With the cgroup's directory, when it has one.
+/// A container's processes (`container_processes`) and its cgroup's
+/// directory, when it has one.
 pub struct Processes {
     pub in_cgroup: Vec<i32>,
     pub outside: Vec<i32>,
     pub cgroup: Option<String>,
 }
 
+/// The processes of the running container `name`: those in its
+/// `controller` cgroup (and below), and those of runsc for it that may sit
+/// outside the cgroup (the gofer), found by the container's id on a
+/// command line whose program is runsc's own (`runsc-gofer`,
+/// `runsc-sandbox`; not containerd's shim, nor a `runsc debug` the bench
+/// runs).
 pub fn container_processes(hub: &Hub, name: &str, controller: &str) -> Processes {
     let output = hub.daemon.docker(&["inspect", "-f", "{{.State.Pid}} {{.Id}}", name]);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
